@@ -1,0 +1,69 @@
+"""One error family for the whole project.
+
+Every exception symact raises on bad input derives from :class:`SymactError`, so
+``except symact.SymactError`` catches them all.  Messages name the problem *and*
+the fix; they are meant to be read by a person at a REPL.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SymactError",
+    "FormulaError",
+    "UnknownSymbolError",
+    "UnknownActivationError",
+    "NonRealExpressionError",
+    "NoInverseError",
+    "DivergentIntegralError",
+    "DomainError",
+    "InfeasibleShapingError",
+    "InvalidGraphError",
+    "TrainingDivergedError",
+]
+
+
+class SymactError(Exception):
+    """Base class of every error raised by symact on bad input."""
+
+
+class FormulaError(SymactError, ValueError):
+    """A formula could not be parsed or is not a valid activation."""
+
+
+class UnknownSymbolError(FormulaError):
+    """A formula uses symbols that are neither the input nor declared parameters."""
+
+
+class UnknownActivationError(SymactError, KeyError):
+    """A catalogue name that does not exist (the message suggests close names)."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NonRealExpressionError(FormulaError):
+    """An expression that takes non-real values for real inputs."""
+
+
+class NoInverseError(SymactError, ValueError):
+    """A function has no inverse on the stated domain."""
+
+
+class DivergentIntegralError(SymactError, ArithmeticError):
+    """A Gaussian expectation or convolution integral diverges."""
+
+
+class DomainError(SymactError, ValueError):
+    """An argument outside the domain of a map (e.g. c outside [-1, 1], q <= 0)."""
+
+
+class InfeasibleShapingError(SymactError, ValueError):
+    """Kernel-shaping targets that no transformed activation can meet."""
+
+
+class InvalidGraphError(SymactError, ValueError):
+    """A network graph that is cyclic, disconnected, or otherwise ill-formed."""
+
+
+class TrainingDivergedError(SymactError, FloatingPointError):
+    """A training run produced NaN or inf."""
