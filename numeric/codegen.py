@@ -45,7 +45,7 @@ import sympy
 from symact.errors import FormulaError, UnknownSymbolError
 from symact.primitives import hazards, safe_derivative, safe_form
 
-from .printer import emit_function, number_literal
+from .printer import PRELUDE, emit_function, number_literal
 
 __all__ = [
     "CodegenSpec",
@@ -243,6 +243,7 @@ This file imports only torch.
 """
 import torch
 import torch.nn.functional as F
+{PRELUDE}
 
 {forward_src}
 

@@ -42,7 +42,7 @@ from sympy import Add, Mul, Pow, S
 from symact.errors import FormulaError
 from symact.primitives import Expm1, Log1p, LogSigmoid, NormalCdf, Sigmoid, Softplus
 
-__all__ = ["emit_function", "prepare", "number_literal", "SOFTPLUS_THRESHOLD"]
+__all__ = ["emit_function", "prepare", "number_literal", "SOFTPLUS_THRESHOLD", "PRELUDE"]
 
 #: ``F.softplus`` returns ``x`` itself above this threshold.  ``log1p(exp(-37)) / 37``
 #: is 2e-18, below half an ulp in float64, and ``exp(37)`` does not overflow float32.
@@ -260,7 +260,7 @@ _UNARY: dict[type, tuple[str, str | None]] = {
     Sigmoid: ("torch.sigmoid({})", "sigmoid_"),
     Log1p: ("torch.log1p({})", "log1p_"),
     Expm1: ("torch.expm1({})", "expm1_"),
-    NormalCdf: ("torch.special.ndtr({})", None),
+    NormalCdf: ("_ndtr({})", None),
     Softplus: (f"F.softplus({{}}, beta=1.0, threshold={SOFTPLUS_THRESHOLD})", None),
     LogSigmoid: ("F.logsigmoid({})", None),
     _Silu: ("F.silu({})", None),
@@ -338,6 +338,12 @@ class _Emitter:
             region = self.boolean(e.args[1])
             point = number_literal(e.args[2]) if e.args[2].is_number else self.value(e.args[2]).code
             return self.assign(f"torch.where({region.code}, {u.code}, {point})", full=u.full)
+        if isinstance(e, sympy.exp):
+            square = _negative_square(e.args[0])
+            if square is not None:
+                u, c = square
+                arg = self.value(u)
+                return self.assign(f"_exp_neg_sq({arg.code}, {number_literal(c)})", full=arg.full)
         if isinstance(e, sympy.sech):
             return self.mul(Mul(S.One, Pow(sympy.cosh(e.args[0]), -1, evaluate=False), evaluate=False))
         for cls, (fmt, method) in _UNARY.items():
@@ -597,6 +603,67 @@ def emit_function(
     args = ", ".join(n for _, n, _ in arguments)
     returned = ", ".join(results) + ("," if len(results) == 1 else "")
     return "\n".join([f"def {name}({args}):", *body, f"{indent}return ({returned})"]) + "\n"
+
+
+def _negative_square(arg: sympy.Expr):
+    """(u, c) if arg == -c*u**2 with c a positive power of two (so c*hi**2 is exact), else None."""
+    coeff, rest = _numeric_factor(arg)
+    if not (coeff.is_Rational and coeff.is_negative):
+        return None
+    c = -coeff
+    if not (isinstance(rest, Pow) and rest.exp == 2):
+        return None
+    p, q = c.p, c.q
+    if (p & (p - 1)) or (q & (q - 1)):
+        return None
+    return rest.base, c
+
+
+#: Helpers every generated file defines (they use only torch).
+PRELUDE = '''
+def _split(u):
+    """Veltkamp split u = hi + lo exactly, hi with half the significand bits (so hi*hi is exact)."""
+    t = u * (134217729.0 if u.dtype == torch.float64 else 4097.0)
+    hi = t - (t - u)
+    return hi, u - hi
+
+
+def _exp_neg_sq(u, c):
+    """exp(-c*u**2) for c a power of two, without the rounding error of u**2.
+
+    exp(-c*u**2) = exp(-c*hi**2) * exp(-c*lo*(2*hi + lo)); c*hi**2 is exact, so the
+    result keeps a relative error of a few ulps even where c*u**2 is in the hundreds.
+    """
+    if u.dtype in (torch.float16, torch.bfloat16):
+        return _exp_neg_sq(u.float(), c).to(u.dtype)
+    hi, lo = _split(u)
+    # |c*lo*(2*hi + lo)| <= 2**-10 * c*hi**2, so once it exceeds 80 exp(-c*hi**2) is 0
+    # already: the clamp only stops 0 * inf = NaN.
+    return torch.exp(-c * (hi * hi)) * torch.exp(torch.clamp(-c * (lo * (hi + hi + lo)), max=80.0))
+
+
+def _ndtr(u):
+    """Standard normal CDF with full relative accuracy in the left tail.
+
+    Right of 0: torch.special.ndtr (a value in [1/2, 1], no cancellation).  Left of 0:
+    erfc(z)/2 with z = -u/sqrt(2); in float64 the rounding error dz of z (exact, by
+    Dekker's product with a split constant) is corrected to first order,
+    erfc(z + dz) = erfc(z) - dz*2/sqrt(pi)*exp(-z**2), because erfc magnifies a
+    relative argument error by 2*z**2; in lower precisions
+    exp(-u**2/2)*erfcx(z)/2, whose factors are well conditioned.  Each branch sees
+    its input clamped to its own side, so neither can produce inf/NaN.
+    """
+    left = torch.clamp(u, max=0.0)
+    z = left * -0.7071067811865476
+    if u.dtype == torch.float64:
+        hi, lo = _split(left)
+        dz = ((hi * -0.7071067839860916 - z) + hi * 2.7995440410322203e-09 + lo * -0.7071067839860916)
+        dz = dz + lo * 2.7995440410322203e-09 + left * 4.8336466567264565e-17
+        tail = torch.erfc(z) * 0.5 - dz * (0.5641895835477563 * torch.exp(-(z * z)))
+    else:
+        tail = _exp_neg_sq(left, 0.5) * torch.special.erfcx(z) * 0.5
+    return torch.where(u < 0.0, tail, torch.special.ndtr(torch.clamp(u, min=0.0)))
+'''
 
 
 def _numeric_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:

@@ -493,7 +493,9 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
       ``k +- k*tanh(u) -> 2k*Sigmoid(+-2u)``;
     * ``sqrt(A) + T`` with ``A - T**2`` free of the inputs ->
       ``Piecewise((sqrt(A) + T, T >= 0), ((A - T**2)/(sqrt(A) - T), True))``
-      (not inside an existing Piecewise, so the pass is idempotent).
+      (not inside an existing Piecewise, so the pass is idempotent);
+    * ``sinc(u) -> Piecewise((sin(u)/u, Ne(u, 0)), (1, True))`` (SymPy differentiates
+      ``sinc`` into ``cos(u)/u - sin(u)/u**2``, which is 0/0 at 0).
 
     ``inputs`` are the symbols the rationalisation rule watches (default: all free
     symbols named ``x`` or ``v``).
@@ -513,6 +515,9 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     def walk(e: sympy.Expr, rationalise: bool) -> sympy.Expr:
         if e.is_Atom:
             return e
+        if isinstance(e, sympy.sinc):  # sin(u)/u with its limit at 0 made explicit
+            u = walk(e.args[0], rationalise)
+            return sympy.Piecewise((sympy.sin(u) / u, sympy.Ne(u, 0)), (1, True))
         if isinstance(e, sympy.Piecewise):
             pieces = [(walk(v, False), c) for v, c in e.args]
             return sympy.Piecewise(*pieces)
