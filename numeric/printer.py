@@ -347,7 +347,8 @@ class _Emitter:
             if square is not None:
                 u, c = square
                 arg = self.value(u)
-                return self.assign(f"_exp_neg_sq({arg.code}, {number_literal(c)})", full=arg.full)
+                helper = "_exp_neg_sq_" if self.inplace else "_exp_neg_sq"
+                return self.assign(f"{helper}({arg.code}, {number_literal(c)})", full=arg.full)
         if isinstance(e, sympy.sech):
             return self.mul(Mul(S.One, Pow(sympy.cosh(e.args[0]), -1, evaluate=False), evaluate=False))
         for cls, (fmt, method) in _UNARY.items():
@@ -357,6 +358,8 @@ class _Emitter:
                     return _Operand(number_literal(e), const=True)
                 if method and self.can_mutate(arg):
                     return self.mutate(arg, f"{method}()")
+                if self.inplace and cls is NormalCdf:
+                    return self.assign(f"_ndtr_({arg.code})", full=arg.full)
                 return self.assign(fmt.format(arg.code), full=arg.full)
         raise FormulaError(
             f"no PyTorch translation for {type(e).__name__} in {e}; rewrite the activation with "
@@ -677,6 +680,37 @@ def _ndtr(u):
     lo = u - hi
     dz = ((hi * c_hi - z) + hi * c_lo + lo * c_hi) + lo * c_lo + u * c_tail
     return torch.erfc(z) * 0.5 - dz * (0.5641895835477563 * torch.exp(-(z * z)))
+
+
+# In-place twins of the helpers above, for code autograd does not record: the same
+# operations in the same order on a few scratch buffers (16 fresh tensors -> 5).
+def _exp_neg_sq_(u, c):
+    if u.dtype not in (torch.float64, torch.float32):
+        return _exp_neg_sq(u, c)
+    bound = (800.0 / c) ** 0.5
+    lo = torch.clamp(u, -bound, bound)
+    hi = lo * (134217729.0 if u.dtype == torch.float64 else 4097.0)
+    tmp = torch.sub(hi, lo)
+    hi.sub_(tmp)
+    lo.sub_(hi)
+    tmp.copy_(hi).add_(hi).add_(lo).mul_(lo).mul_(-c).clamp_(max=80.0).exp_()
+    return hi.square_().mul_(-c).exp_().mul_(tmp)
+
+
+def _ndtr_(u):
+    if u.dtype not in _NDTR_CONSTANTS:
+        return _ndtr(u)
+    splitter, c, c_hi, c_lo, c_tail = _NDTR_CONSTANTS[u.dtype]
+    v = torch.clamp(u, -64.0, 64.0)
+    z = v * c
+    hi = v * splitter
+    lo = torch.sub(hi, v)
+    hi.sub_(lo)
+    lo.copy_(v).sub_(hi)
+    dz = hi * c_hi
+    dz.sub_(z).add_(hi, alpha=c_lo).add_(lo, alpha=c_hi).add_(lo, alpha=c_lo).add_(v, alpha=c_tail)
+    v.copy_(z).square_().neg_().exp_().mul_(0.5641895835477563).mul_(dz)
+    return z.erfc_().mul_(0.5).sub_(v)
 '''
 
 

@@ -474,3 +474,30 @@ def test_compiled_modules_match_eager_for_two_activations():
 def test_compiled_modules_match_eager_with_backward():
     """As above, through the compiled autograd.Function's backward (about a minute on 2 cores)."""
     _compiled_matches_eager(with_backward=True)
+
+
+@pytest.mark.parametrize(
+    "expr, builtin",
+    [
+        (X * (1 + sympy.erf(X / sympy.sqrt(2))) / 2, torch.nn.functional.gelu),
+        (X / (1 + sympy.exp(-X)), torch.nn.functional.silu),
+        (X * sympy.tanh(sympy.log(1 + sympy.exp(X))), torch.nn.functional.mish),
+        (sympy.tanh(X), torch.tanh),
+        (1 / (1 + sympy.exp(-X)), torch.sigmoid),
+    ],
+    ids=["gelu", "silu", "mish", "tanh", "sigmoid"],
+)
+def test_prefer_builtins_is_the_builtin_and_still_twice_differentiable(expr, builtin):
+    fn = torch_function(expr, prefer_builtins=True, name="fast")
+    t = torch.linspace(-5, 5, 33, dtype=torch.float64, requires_grad=True)
+    u = t.detach().clone().requires_grad_(True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s.numel()) or s, lambda s: s):
+        y = fn.apply(t)
+    z = builtin(u)
+    assert torch.equal(y, z)
+    assert saved == [t.numel()]
+    (gy,) = torch.autograd.grad(y.sum(), t)
+    (gz,) = torch.autograd.grad(z.sum(), u)
+    assert torch.equal(gy, gz)
+    assert torch.autograd.gradgradcheck(fn.apply, (t,))
