@@ -3,7 +3,7 @@
 >>> import symact
 >>> gelu = symact.activation("gelu")
 >>> gelu.derivative().expr
-x*exp(-x**2/2)/(2*sqrt(pi)) + erf(sqrt(2)*x/2)/2 + 1/2
+sqrt(2)*x*exp(-x**2/2)/(2*sqrt(pi)) + erf(sqrt(2)*x/2)/2 + 1/2
 >>> symact.activation("tanh").properties().odd
 True
 """
