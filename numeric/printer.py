@@ -34,6 +34,7 @@ preprocessing it applies (fused patterns, Piecewise masking, dropping
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import sympy
@@ -58,6 +59,13 @@ class _Silu(sympy.Function):
 
 class _Mish(sympy.Function):
     """u*tanh(Softplus(u)), printed as F.mish(u)."""
+
+    nargs = 1
+
+
+class _Step(sympy.Function):
+    """Heaviside(u) with value 1/2 at 0, printed (sign(u) + 1)/2 -- opaque to SymPy, so
+    it is never expanded into 1/2*sign(u) + 1/2 and added to other terms (cancellation)."""
 
     nargs = 1
 
@@ -226,12 +234,18 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         u = e.args[0]
         h0 = e.args[1] if len(e.args) > 1 else S.Half
         if h0 in (S.Half, None, S.NaN):
-            return (sympy.sign(u) + 1) / 2
+            return _Step(u)
         return sympy.Piecewise((1, u > 0), (0, u < 0), (h0, True))
 
     expr = expr.replace(lambda e: isinstance(e, sympy.Heaviside), heaviside)
     expr = fuse_builtins(expr)
     expr = _mask_piecewise(expr, inputs)
+    # every compound constant becomes one Float, so cse cannot name a constant
+    # (which would then be printed as a tensor operation on a Python float)
+    expr = expr.replace(
+        lambda e: e.is_number and not e.is_Atom and not isinstance(e, sympy.logic.boolalg.Boolean),
+        lambda e: sympy.Float(sympy.N(e, 30), 30),
+    )
     return expr
 
 
@@ -349,6 +363,12 @@ class _Emitter:
                 arg = self.value(u)
                 helper = "_exp_neg_sq_" if self.inplace else "_exp_neg_sq"
                 return self.assign(f"{helper}({arg.code}, {number_literal(c)})", full=arg.full)
+        if isinstance(e, _Step):
+            arg = self.value(e.args[0])
+            if self.inplace:
+                step = self.assign(f"torch.sign({arg.code})", full=arg.full)
+                return self.mutate(self.mutate(step, "add_(1.0)"), "mul_(0.5)")
+            return self.assign(f"(torch.sign({arg.code}) + 1.0) * 0.5", full=arg.full)
         if isinstance(e, sympy.sech):
             return self.mul(Mul(S.One, Pow(sympy.cosh(e.args[0]), -1, evaluate=False), evaluate=False))
         for cls, (fmt, method) in _UNARY.items():
@@ -615,15 +635,15 @@ def emit_function(
 def _negative_square(arg: sympy.Expr):
     """(u, c) if arg == -c*u**2 with c a positive power of two (so c*hi**2 is exact), else None."""
     coeff, rest = _numeric_factor(arg)
-    if not (coeff.is_Rational and coeff.is_negative):
+    if not (coeff.is_number and coeff.is_negative):
         return None
     c = -coeff
     if not (isinstance(rest, Pow) and rest.exp == 2):
         return None
-    p, q = c.p, c.q
-    if (p & (p - 1)) or (q & (q - 1)):
-        return None
-    return rest.base, c
+    mantissa, _ = math.frexp(float(c))
+    if mantissa != 0.5 or sympy.Float(float(c), 30) != sympy.Float(c, 30):
+        return None  # not a power of two
+    return rest.base, sympy.Float(float(c))
 
 
 #: Helpers every generated file defines (they use only torch).
