@@ -253,7 +253,9 @@ def test_forward_and_backward_within_ulps_of_mpmath(name, dtype):
             t = torch.tensor(excluded, dtype=dtype, requires_grad=True)
             y = fn.apply(t)
             got = (y if which == "value" else torch.autograd.grad(y.sum(), t)[0]).detach().numpy()
-            tiny = float(torch.finfo(dtype).tiny)  # below the normal range: absolute error
+            # within 2**10 of the normal range's bottom, factors of the result underflow
+            # (Sigmoid(a) ~ 1e-39 times the slope in float32): absolute error there
+            tiny = float(torch.finfo(dtype).tiny) * 2.0**10
             normal = np.abs(exact) >= tiny
             relative = np.abs(got[normal] - exact[normal]) / np.abs(exact[normal])
             assert relative.max(initial=0.0) <= ULP_EXCLUSIONS[name]["relative"][dtype], (name, which)
