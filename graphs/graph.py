@@ -387,8 +387,8 @@ def validate(g: nx.DiGraph) -> None:
     """Raise :class:`~symact.errors.InvalidGraphError` unless ``g`` is a well-formed network graph.
 
     Checks, in order: a simple ``DiGraph``; every node has a known ``kind``; no cycles; exactly one
-    input and one output; in-degrees fit each kind; every node is reachable from the input and
-    reaches the output; kind attributes (activation set, weighted-sum weights with
+    input and one output; every node is reachable from the input and reaches the output;
+    in-degrees fit each kind; kind attributes (activation set, weighted-sum weights with
     ``sum w_i**2 == 1`` -- exactly for SymPy/int weights, to ``WEIGHT_TOLERANCE`` for floats --
     and positive integer concat channels); and every activation's input is a Gaussian
     pre-activation, i.e. every path back from it through pool/normalise/weighted_sum/concat nodes
@@ -418,6 +418,16 @@ def validate(g: nx.DiGraph) -> None:
     if g.out_degree(sink) != 0:
         raise InvalidGraphError(f"output node {sink!r} feeds {list(g.successors(sink))}; "
                                 f"the output must be the last node")
+    reachable = nx.descendants(g, source) | {source}
+    unreachable = [n for n in g if n not in reachable]
+    if unreachable:
+        raise InvalidGraphError(f"nodes {unreachable} are not reachable from the input {source!r}; "
+                                f"connect them or remove them")
+    reaching = nx.ancestors(g, sink) | {sink}
+    dead = [n for n in g if n not in reaching]
+    if dead:
+        raise InvalidGraphError(f"nodes {dead} do not reach the output {sink!r} (dead branches); "
+                                f"connect them or remove them")
     for node, kind in g.nodes(data="kind"):
         spec = KINDS[kind]
         degree = g.in_degree(node)
@@ -429,16 +439,6 @@ def validate(g: nx.DiGraph) -> None:
                 f"{kind} node {node!r} has {degree} input(s) {list(g.predecessors(node))}; a {kind} node "
                 f"takes {wanted}" + (" (combine several inputs with a weighted_sum or concat first)"
                                      if spec.max_inputs == 1 else ""))
-    reachable = nx.descendants(g, source) | {source}
-    unreachable = [n for n in g if n not in reachable]
-    if unreachable:
-        raise InvalidGraphError(f"nodes {unreachable} are not reachable from the input {source!r}; "
-                                f"connect them or remove them")
-    reaching = nx.ancestors(g, sink) | {sink}
-    dead = [n for n in g if n not in reaching]
-    if dead:
-        raise InvalidGraphError(f"nodes {dead} do not reach the output {sink!r} (dead branches); "
-                                f"connect them or remove them")
     for node, kind in g.nodes(data="kind"):
         if KINDS[kind].check is not None:
             KINDS[kind].check(g, node)
