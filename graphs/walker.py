@@ -19,7 +19,7 @@ from a strict dominator ``u`` of ``d`` is a function of the value at ``d`` alone
 ``S(u, v) = f_v(S(u, d))`` with ``f_v = S(d, v)`` as a function of ``value(d)``.  If every rule is
 nondecreasing in its inputs (true for slopes ``s*y`` with ``s > 0``, curvatures ``k + y`` and C
 maps on ``[0, 1]``), then ``M(v) = max_u S(u, v) = f_v(max(start, M(d)))``, a dynamic programme over
-the dominator tree (networkx ``immediate_dominators``).  ``f_v`` is evaluated by propagating over
+the dominator tree (one Cooper-Harvey-Kennedy pass in topological order).  ``f_v`` is evaluated by propagating over
 the nodes between ``d`` and ``v`` only, and all children of ``d`` share one such propagation, so the
 cost is ``O(sum_d |between(d)|)``: linear for chains and for networks built of bounded blocks
 (MLPs, ResNets, multi-branch blocks).  ``method="all_pairs"`` propagates from every node over its
@@ -128,6 +128,31 @@ def network_c_map(g: nx.DiGraph, c_map_of_node: ActivationRule | Mapping[Hashabl
 
 # --------------------------------------------------------------------------- sub-networks
 
+def _dag_idoms(order: Sequence[Hashable], index: Mapping[Hashable, int],
+               preds: Mapping[Hashable, Iterable[Hashable]]) -> dict[Hashable, Hashable]:
+    """Immediate dominators of a DAG with a single source ``order[0]`` (the root maps to itself).
+
+    In topological order every predecessor's dominator chain is final, so one pass of the
+    Cooper-Harvey-Kennedy intersection suffices: ``idom(v)`` is the nearest common ancestor of
+    ``v``'s predecessors in the dominator tree, found by walking up whichever of two nodes comes
+    later (a dominator always precedes the nodes it dominates).  Agrees with
+    ``networkx.immediate_dominators`` (tested), several times faster on DAGs.
+    """
+    root = order[0]
+    idom = {root: root}
+    for node in order[1:]:
+        it = iter(preds[node])
+        a = next(it)
+        for b in it:
+            while a != b:
+                while index[a] > index[b]:
+                    a = idom[a]
+                while index[b] > index[a]:
+                    b = idom[b]
+        idom[node] = a
+    return idom
+
+
 class _Dominance:
     """Dominator tree of a validated graph, with a topological index."""
 
@@ -136,7 +161,7 @@ class _Dominance:
         self.source = input_node(g)
         self.order = list(nx.topological_sort(g))
         self.index = {n: i for i, n in enumerate(self.order)}
-        self.idom = nx.immediate_dominators(g, self.source)
+        self.idom = _dag_idoms(self.order, self.index, g.pred)
         self.children: dict[Hashable, list[Hashable]] = defaultdict(list)
         for node in self.order:  # children listed in topological order
             if node != self.source:
@@ -144,7 +169,8 @@ class _Dominance:
         # Post-dominator tree (dominators of the reversed graph from the output), with DFS
         # entry/exit times so "v post-dominates u" is an O(1) ancestor test.
         self.sink = output_node(g)
-        ipdom = nx.immediate_dominators(g.reverse(copy=False), self.sink)
+        reverse_order = self.order[::-1]
+        ipdom = _dag_idoms(reverse_order, {n: i for i, n in enumerate(reverse_order)}, g.succ)
         pchildren: dict[Hashable, list[Hashable]] = defaultdict(list)
         for node, parent in ipdom.items():
             if node != self.sink:

@@ -311,3 +311,20 @@ def test_dominator_dp_equals_all_pairs_and_brute_force(single_exit):
         c_rule = lambda n, c: float(mpmath.sinh(slopes[n] * c) / mpmath.sinh(slopes[n]))  # noqa: E731
         assert graphs.max_subnetwork_value(g, c_rule, 0.3, subnetworks=mode) == pytest.approx(
             graphs.max_subnetwork_value(g, c_rule, 0.3, subnetworks=mode, method="all_pairs"), rel=1e-13)
+
+
+def test_dag_dominator_pass_agrees_with_networkx():
+    from graphs.walker import _dag_idoms
+
+    rng = random.Random(3)
+    for _ in range(40):
+        g = random_network(rng)
+        order = list(nx.topological_sort(g))
+        index = {n: i for i, n in enumerate(order)}
+        ours = _dag_idoms(order, index, g.pred)
+        theirs = nx.immediate_dominators(g, order[0])
+        assert {n: d for n, d in ours.items() if n != order[0]} == {n: d for n, d in theirs.items() if n != order[0]}
+        rev = order[::-1]
+        ours = _dag_idoms(rev, {n: i for i, n in enumerate(rev)}, g.succ)
+        theirs = nx.immediate_dominators(g.reverse(), rev[0])
+        assert {n: d for n, d in ours.items() if n != rev[0]} == {n: d for n, d in theirs.items() if n != rev[0]}
