@@ -27,10 +27,15 @@ Example
 >>> import graphs
 >>> g = graphs.new_graph()
 >>> graphs.add_node(g, "x", "input")
+'x'
 >>> graphs.add_node(g, "dense", "linear", "x")
+'dense'
 >>> graphs.add_node(g, "act", "activation", "dense", activation="tanh")
+'act'
 >>> graphs.add_node(g, "head", "linear", "act")
+'head'
 >>> graphs.add_node(g, "y", "output", "head")
+'y'
 >>> graphs.validate(g)
 >>> graphs.activation_nodes(g)
 ['act']

@@ -244,3 +244,14 @@ def test_add_node_guards():
         graphs.add_node(g, "l1", "linear", "x")
     with pytest.raises(InvalidGraphError, match="not a node yet"):
         graphs.add_node(g, "l9", "linear", "nowhere")
+
+
+@pytest.mark.parametrize("module", ["graphs.graph", "graphs.builders", "graphs.walker", "graphs.fx"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    if module == "graphs.fx":
+        pytest.importorskip("torch")
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
