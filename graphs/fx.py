@@ -9,7 +9,8 @@ Mapping (torch op -> node kind):
   ``mean`` over spatial dims -> ``pool``
 * activation modules and functions (``nn.Tanh``, ``nn.ReLU``, ``F.gelu``, ``torch.tanh``,
   ``x.relu()``, ...) -> ``activation`` with the symact catalogue name as ``activation`` and the
-  torch hyper-parameters (``negative_slope``, ``alpha``, ``beta``, ...) as ``activation_params``;
+  hyper-parameters as ``activation_params``, keyword arguments for
+  ``symact.activation(name, **params)`` (``negative_slope``, ``alpha``, ``beta``, ``a`` for PReLU);
   ``nn.GELU(approximate="tanh")`` is ``"gelu_tanh"``
 * any module with an attribute ``activation`` that is not itself a module and that holds no
   linear/conv layer (a generated symact module) -> one ``activation`` node carrying that object
@@ -68,7 +69,7 @@ def _activation_tables():
 
     modules = {
         nn.Tanh: ("tanh", ()), nn.ReLU: ("relu", ()), nn.Sigmoid: ("sigmoid", ()),
-        nn.SiLU: ("silu", ()), nn.Softplus: ("softplus", ("beta", "threshold")),
+        nn.SiLU: ("silu", ()), nn.Softplus: ("softplus", ("beta",)),
         nn.ELU: ("elu", ("alpha",)), nn.SELU: ("selu", ()), nn.CELU: ("celu", ("alpha",)),
         nn.LeakyReLU: ("leaky_relu", ("negative_slope",)), nn.Mish: ("mish", ()),
         nn.Softsign: ("softsign", ()), nn.Hardtanh: ("hardtanh", ("min_val", "max_val")),
@@ -99,8 +100,10 @@ def _function_params(fn: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
         bound = inspect.signature(fn).bind(*args, **kwargs)
     except (TypeError, ValueError):
         return {}
+    # "threshold" (softplus) is a numerical switch in torch, not a parameter of the formula.
     return {k: v for i, (k, v) in enumerate(bound.arguments.items())
-            if i > 0 and k != "inplace" and isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+            if i > 0 and k not in ("inplace", "threshold") and isinstance(v, (int, float, str))
+            and not isinstance(v, bool)}
 
 
 def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
@@ -302,8 +305,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 if isinstance(m, nn.GELU) and m.approximate == "tanh":
                     name = "gelu_tanh"
                 params = {k: getattr(m, k) for k in keys}
-                if isinstance(m, nn.PReLU):
-                    params = {"negative_slope": float(m.weight.detach().flatten()[0])}
+                if isinstance(m, nn.PReLU):  # the catalogue's prelu slope is called a
+                    params = {"a": float(m.weight.detach().flatten()[0])}
                 env[fx_node] = activation(fx_node, name, params)
             else:
                 hint = {nn.BatchNorm1d: "batch statistics", nn.BatchNorm2d: "batch statistics",

@@ -94,7 +94,21 @@ def test_activation_names_and_parameters():
     g = graphs.from_torch(net, torch.randn(2, 3))
     acts = [(g.nodes[n]["activation"], g.nodes[n]["activation_params"]) for n in graphs.activation_nodes(g)]
     assert acts == [("leaky_relu", {"negative_slope": 0.2}), ("gelu_tanh", {}),
-                    ("softplus", {"beta": 2.0, "threshold": 20.0}), ("silu", {})]
+                    ("softplus", {"beta": 2.0}), ("silu", {})]
+    # the names and parameters are the symact catalogue's
+    symact = pytest.importorskip("symact")
+    for name, params in acts:
+        act = symact.activation(name, **params)
+        assert {str(p): float(v) for p, v in act.params.items() if str(p) in params} == params
+
+
+def test_every_emitted_activation_name_is_in_the_catalogue():
+    symact = pytest.importorskip("symact")
+    from graphs.fx import _activation_tables
+
+    modules, functions, methods = _activation_tables()
+    emitted = {v[0] for v in modules.values()} | set(functions.values()) | set(methods.values()) | {"gelu_tanh"}
+    assert emitted <= set(symact.catalogue_names())
 
 
 def test_functional_activations_and_concat_channels():
@@ -120,7 +134,8 @@ def test_functional_activations_and_concat_channels():
 
 
 def test_module_with_activation_attribute_becomes_one_node():
-    marker = object()  # stands for a symact Activation
+    symact = pytest.importorskip("symact")
+    marker = symact.activation("silu")
 
     class Generated(nn.Module):
         def __init__(self):
