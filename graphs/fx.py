@@ -94,16 +94,22 @@ def _activation_tables():
     return modules, functions, methods
 
 
-def _function_params(fn: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
-    """Numeric keyword parameters of a functional activation call (input and inplace dropped)."""
+# Positional parameter names of functional activations that are C builtins (no signature).
+_BUILTIN_POSITIONAL = {"softplus": ("beta", "threshold"), "softshrink": ("lambd",), "hardshrink": ("lambd",),
+                       "gelu": (), "elu": ("alpha",), "celu": ("alpha",), "leaky_relu": ("negative_slope",),
+                       "hardtanh": ("min_val", "max_val")}
+
+
+def _function_params(fn: Any, name: str, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Numeric/str parameters of a functional activation call (input and inplace dropped)."""
     try:
-        bound = inspect.signature(fn).bind(*args, **kwargs)
-    except (TypeError, ValueError):
-        return {}
+        arguments = dict(list(inspect.signature(fn).bind(*args, **kwargs).arguments.items())[1:])
+    except (TypeError, ValueError):  # a builtin without a signature
+        arguments = dict(zip(_BUILTIN_POSITIONAL.get(name, ()), args[1:]))
+        arguments.update(kwargs)
     # "threshold" (softplus) is a numerical switch in torch, not a parameter of the formula.
-    return {k: v for i, (k, v) in enumerate(bound.arguments.items())
-            if i > 0 and k not in ("inplace", "threshold") and isinstance(v, (int, float, str))
-            and not isinstance(v, bool)}
+    return {k: v for k, v in arguments.items()
+            if k not in ("inplace", "threshold") and isinstance(v, (int, float, str)) and not isinstance(v, bool)}
 
 
 def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
@@ -321,7 +327,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 env[fx_node] = arithmetic(fx_node, arithmetic_ops[target])
             elif target in act_functions:
                 name = act_functions[target]
-                params = _function_params(target, fx_node.args, fx_node.kwargs)
+                params = _function_params(target, name, fx_node.args, fx_node.kwargs)
                 if name == "gelu" and params.pop("approximate", "none") == "tanh":
                     name = "gelu_tanh"
                 env[fx_node] = activation(fx_node, name, params)

@@ -111,6 +111,24 @@ def test_every_emitted_activation_name_is_in_the_catalogue():
     assert emitted <= set(symact.catalogue_names())
 
 
+def test_functional_activation_parameters_are_read():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.ModuleList(nn.Linear(3, 3) for _ in range(5))
+
+        def forward(self, x):
+            x = F.gelu(self.l[0](x), approximate="tanh")
+            x = F.softplus(self.l[1](x), 3.0)
+            x = F.elu(self.l[2](x), alpha=0.5)
+            x = F.softshrink(self.l[3](x), 0.25)
+            return self.l[4](x)
+
+    g = graphs.from_torch(Net(), torch.randn(2, 3))
+    assert [(g.nodes[n]["activation"], g.nodes[n]["activation_params"]) for n in graphs.activation_nodes(g)] == [
+        ("gelu_tanh", {}), ("softplus", {"beta": 3.0}), ("elu", {"alpha": 0.5}), ("softshrink", {"lambd": 0.25})]
+
+
 def test_functional_activations_and_concat_channels():
     class Net(nn.Module):
         def __init__(self):
