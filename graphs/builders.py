@@ -6,7 +6,7 @@ node names.  ``activation`` is stored opaquely on every activation node.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Sequence
+from typing import Any, Sequence
 
 import networkx as nx
 import sympy

@@ -22,21 +22,23 @@ everything between them; it is evaluated with ``value(u) = start``.  Two reading
   output is not the only way out, e.g. the network truncated at the end of the last residual
   branch before its shortcut sum, which gives 65.88 k for that ResNet.
 
-Algorithm (``method="dominators"``).  With ``d = idom(v)``, the value at ``v`` of any dominated sub-network
-from a strict dominator ``u`` of ``d`` is a function of the value at ``d`` alone:
+Algorithm (``method="dominators"``).  With ``d = idom(v)``, the value at ``v`` of any dominated
+sub-network from a strict dominator ``u`` of ``d`` is a function of the value at ``d`` alone:
 ``S(u, v) = f_v(S(u, d))`` with ``f_v = S(d, v)`` as a function of ``value(d)``.  If every rule is
 nondecreasing in its inputs (true for slopes ``s*y`` with ``s > 0``, curvatures ``k + y`` and C
-maps on ``[0, 1]``), then ``M(v) = max_u S(u, v) = f_v(max(start, M(d)))``, a dynamic programme over
-the dominator tree (one Cooper-Harvey-Kennedy pass in topological order).  ``f_v`` is evaluated by propagating over
-the nodes between ``d`` and ``v`` only, and all children of ``d`` share one such propagation, so the
-cost is ``O(sum_d |between(d)|)``: linear for chains and for networks built of bounded blocks
+maps on ``[0, 1]``), then ``M(v) = max_u S(u, v) = f_v(max(start, M(d)))``, a dynamic programme
+over the dominator tree (one Cooper-Harvey-Kennedy pass in topological order).  For single-exit
+sub-networks the same recurrence holds with the children ``v`` of ``d`` that do not
+post-dominate ``d`` dropped (proof in ``_max_dominators``).  ``f_v`` is evaluated by propagating
+over the nodes between ``d`` and ``v`` only, and all children of ``d`` share one propagation, so
+the cost is ``O(sum_d |between(d)|)``: linear for chains and for networks built of bounded blocks
 (MLPs, ResNets, multi-branch blocks).  ``method="all_pairs"`` propagates from every node over its
-whole dominance region (quadratic; correct for non-monotone rules too) and serves as the baseline.
+whole dominance region (quadratic; correct for non-monotone rules too) and is the baseline.
 
 Values may be floats, mpmath numbers, or SymPy expressions.  For symbolic rules the maximiser is
 found by running the exact dynamic programme at sample parameter values (default: every free
-symbol at 1001/1000, 9/8, 3/2 and 2, the DKS/TAT regime of per-layer slopes above 1 and positive
-curvatures); when one sub-network attains the maximum at every sample point its SymPy
+symbol at 1001/1000, 9/8, 3/2 and 2, plus i/997 for the i-th symbol, the DKS/TAT regime of
+per-layer slopes above 1 and positive curvatures); when one sub-network attains the maximum at every sample point its SymPy
 expression is returned, otherwise a callable.  Pass ``sample_points`` for other regimes.
 
 >>> import sympy, graphs
