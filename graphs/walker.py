@@ -38,8 +38,8 @@ whole dominance region (quadratic; correct for non-monotone rules too) and is th
 Values may be floats, mpmath numbers, or SymPy expressions.  For symbolic rules the maximiser is
 found by running the exact dynamic programme at sample parameter values (default: every free
 symbol at 1001/1000, 9/8, 3/2 and 2, plus i/997 for the i-th symbol, the DKS/TAT regime of
-per-layer slopes above 1 and positive curvatures); when one sub-network attains the maximum at every sample point its SymPy
-expression is returned, otherwise a callable.  Pass ``sample_points`` for other regimes.
+per-layer slopes above 1 and positive curvatures); when one sub-network attains the maximum at
+every sample point its SymPy expression is returned, otherwise a callable.  Pass ``sample_points`` for other regimes.
 
 >>> import sympy, graphs
 >>> s, k = sympy.symbols("s k", positive=True)

@@ -148,7 +148,8 @@ def test_functional_activations_and_concat_channels():
     assert g.nodes[leaky]["activation_params"] == {"negative_slope": 0.1}
     # slopes s_a on the 8 channels, s_b on the 24: C'(1) = (8 s_a + 24 s_b) / 32
     slopes = {leaky: 2, next(n for n in graphs.activation_nodes(g) if n != leaky): 3}
-    assert graphs.propagate(g, lambda n, y: slopes[n] * y, sympy.Integer(1))["output"] == sympy.Rational(8 * 2 + 24 * 3, 32)
+    values = graphs.propagate(g, lambda n, y: slopes[n] * y, sympy.Integer(1))
+    assert values["output"] == sympy.Rational(8 * 2 + 24 * 3, 32)
 
 
 def test_module_with_activation_attribute_becomes_one_node():

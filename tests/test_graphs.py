@@ -57,7 +57,8 @@ def test_resnet101_layout_and_weights():
 
 def test_resnet_exact_weights_and_variants():
     g = graphs.resnet(blocks=(2, 2), block="basic", shortcut_weight=sympy.Rational(3, 5))
-    assert graphs.edge_weights(g, "s1b1/sum") == {"s1b0/sum": sympy.Rational(3, 5), "s1b1/linear_b": sympy.Rational(4, 5)}
+    assert graphs.edge_weights(g, "s1b1/sum") == {"s1b0/sum": sympy.Rational(3, 5),
+                                                  "s1b1/linear_b": sympy.Rational(4, 5)}
     assert "s1b0/proj" not in g and "s2b0/proj" in g  # basic nets project at later stages only
     v1 = graphs.resnet(blocks=(2, 1), variant="v1", shortcut_weight=0.8)
     assert v1.graph["preactivations"] == "mixed"
