@@ -365,7 +365,8 @@ def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
                     inv = sp.sign(a) * h.subs(a_pos, sp.Abs(a))
                 else:
                     inv = -sp.sign(a) * h.subs(a_pos, -sp.Abs(a))
-                inv = sp.simplify(inv)
+                simpler = sp.simplify(inv)
+                inv = inv if simpler.has(sp.Piecewise) else simpler  # keep sign(A)*h(|A|) over a Piecewise
                 deriv = sp.simplify(sp.diff(g_pos, wp).subs(wp, h).subs(a_pos, sp.Abs(a) if g_pos.is_positive else -sp.Abs(a)))
                 domain = sp.S.Reals - sp.FiniteSet(0) if singular else sp.S.Reals
                 return _InverseResult(
