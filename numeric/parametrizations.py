@@ -45,39 +45,22 @@ __all__ = [
 def sympy_to_torch(expr: sp.Expr, symbol: sp.Symbol) -> Callable[[torch.Tensor], torch.Tensor]:
     """Elementwise torch function of one tensor computing ``expr`` (a SymPy expression in ``symbol``).
 
-    This is the single place that turns SymPy into torch in this module; swap it for
-    ``numeric.torch_function`` (the project's safe printer) when that lands.  Constant expressions are
-    broadcast to the input's shape, dtype and device.
+    The single place where this module turns SymPy into torch: it delegates to the project's code
+    generator :func:`numeric.torch_function` (safe forms, hand-written backward), writing ``expr`` in the
+    generator's input symbol ``x``.
 
     >>> f = sympy_to_torch(sp.exp(symact.parametrize.W), symact.parametrize.W)
     >>> f(torch.zeros(2))
     tensor([1., 1.])
     """
-    unsupported = {type(f).__name__ for f in expr.atoms(sp.Function)} - set(_TORCH_FUNCTIONS)
-    if unsupported:
-        raise FormulaError(
-            f"cannot evaluate {expr} in torch: no torch mapping for {sorted(unsupported)}; "
-            "write the parameter activation with exp/log/sqrt/Abs/sign/tanh/sin/cos/atan/... only."
-        )
-    # The Python printer writes sign() as a scalar conditional; route it to torch.sign by name instead.
-    expr = expr.replace(sp.sign, sp.Function("torch_sign"))
-    fn = sp.lambdify([symbol], expr, modules=[{**_TORCH_FUNCTIONS, "torch_sign": torch.sign}, "math"])
+    from .codegen import torch_function
 
-    def evaluate(x: torch.Tensor) -> torch.Tensor:
-        out = fn(x)
-        if not isinstance(out, torch.Tensor):
-            out = torch.full_like(x, float(out))
-        return out
-
-    return evaluate
+    fn = torch_function(expr.subs(symbol, _CODEGEN_INPUT))
+    return fn.apply
 
 
-_TORCH_FUNCTIONS: dict[str, Any] = {
-    "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "Abs": torch.abs, "sign": torch.sign,
-    "sin": torch.sin, "cos": torch.cos, "tan": torch.tan, "asin": torch.asin, "acos": torch.acos,
-    "atan": torch.atan, "sinh": torch.sinh, "cosh": torch.cosh, "tanh": torch.tanh, "asinh": torch.asinh,
-    "acosh": torch.acosh, "atanh": torch.atanh, "erf": torch.special.erf,
-}
+# The code generator's input symbol (symact.x).
+_CODEGEN_INPUT = sp.Symbol("x", real=True)
 
 
 def _as_parameter_activation(g: str | sp.Expr | ParameterActivation, params: dict[str, Any]) -> ParameterActivation:

@@ -36,7 +36,7 @@ Sign head (``sign_head=True``): y = tanh(sharpness * A_s) * |y| for a further re
 both signs.
 
 >>> import torch
->>> model = DeepUniversalRegressorII(in_features=2, k=4)
+>>> model = DeepUniversalRegressorII(in_features=2, k=4).double()
 >>> model(torch.ones(3, 2, dtype=torch.float64)).shape
 torch.Size([3])
 """
