@@ -47,6 +47,7 @@ from typing import Any, Iterable, Mapping
 import sympy as sp
 from sympy.parsing.sympy_parser import parse_expr
 from tokenize import TokenError
+from types import MappingProxyType
 
 from .errors import FormulaError, NoInverseError, UnknownSymbolError
 
@@ -240,7 +241,7 @@ class ParameterActivation:
         new = dict(self.params)
         for key, value in params.items():
             new[by_name[key]] = sp.sympify(value)
-        return ParameterActivation(self.name, self.g, new, self.requested_domain)
+        return ParameterActivation(self.name, self.g, MappingProxyType(new), self.requested_domain)
 
     # ---------------------------------------------------------------- display
     def __repr__(self) -> str:
@@ -456,8 +457,21 @@ def parameter_activation(g: str | sp.Expr, *, domain: str | None = None, **param
     >>> parameter_activation("powerprop").derivative_in_A
     alpha*Abs(A)**((alpha - 1)/alpha)
     """
+    if isinstance(g, str):
+        try:
+            return _parameter_activation_cached(g, domain, tuple(sorted(params.items())))
+        except TypeError:  # unhashable parameter value: build uncached
+            pass
     name, expr, pars = _parse(g, params)
-    return ParameterActivation(name, expr, pars, domain)
+    return ParameterActivation(name, expr, MappingProxyType(pars), domain)
+
+
+@functools.lru_cache(maxsize=256)
+def _parameter_activation_cached(g: str, domain: str | None, params: tuple) -> ParameterActivation:
+    # The objects are immutable and their derived formulas (inverse, mirror map: SymPy integration)
+    # are cached on them, so the same formula string can share one object.
+    name, expr, pars = _parse(g, dict(params))
+    return ParameterActivation(name, expr, MappingProxyType(pars), domain)
 
 
 # ============================================================== signed data

@@ -117,7 +117,7 @@ class ConvergenceSpec:
     batch_size: int = 32
     steps: int = 2000
     fixed_lr: float = 1e-2
-    lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+    lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
     tolerance: float = 1e-3        # on the relative excess loss (L - L*) / (mean(y**2) / 2)
     init_log_mean: float = 0.0     # exp and lognormal_plain start at A = exp(N(init_log_mean, init_log_std**2))
     init_log_std: float = 0.5
@@ -230,6 +230,8 @@ def convergence_study(spec: ConvergenceSpec | Mapping[str, Any] = ConvergenceSpe
                             "target": target, "scale": scale, "noise": noise, "method": method,
                             "fixed": {"lr": spec.fixed_lr, **by_lr[spec.fixed_lr]},
                             "tuned": {"lr": tuned, **by_lr[tuned]},
+                            # the optimum may lie beyond the grid: say so rather than hide it
+                            "tuned_at_grid_edge": tuned in (min(spec.lr_grid), max(spec.lr_grid)),
                             "median_steps_by_lr": {str(v): by_lr[v]["median_steps"] for v in spec.lr_grid},
                         })
     finally:
@@ -265,7 +267,8 @@ def format_table(record: Mapping[str, Any]) -> str:
     """Markdown table of a :func:`convergence_study` record.
 
     Steps: median [min–max] over seeds of the first step with relative excess loss below tolerance, and
-    (reached/runs); final: median [min, max] relative excess loss after the last step.
+    (reached/runs); final: median [min, max] relative excess loss after the last step (values of order
+    1e-31 of either sign are float64 rounding of L - L*).  A tuned lr marked * is at the edge of the grid.
     """
     spec = record["spec"]
     lines = [
@@ -279,6 +282,6 @@ def format_table(record: Mapping[str, Any]) -> str:
     for c in record["cells"]:
         lines.append(
             f"| {c['target']} | {c['scale']:g} | {c['noise']:g} | {c['method']} | {_fmt_steps(c['fixed'])} | "
-            f"{_fmt_final(c['fixed'])} | {c['tuned']['lr']:g} | {_fmt_steps(c['tuned'])} | {_fmt_final(c['tuned'])} |"
+            f"{_fmt_final(c['fixed'])} | {c['tuned']['lr']:g}{'*' if c.get('tuned_at_grid_edge') else ''} | {_fmt_steps(c['tuned'])} | {_fmt_final(c['tuned'])} |"
         )
     return "\n".join(lines)
