@@ -9,6 +9,7 @@ from analysis.experiments.parameter_activation import (
     ConvergenceSpec,
     OneStepSpec,
     convergence_study,
+    format_one_step_table,
     format_table,
     one_step_check,
 )
@@ -31,6 +32,8 @@ def test_one_step_check_every_row():
             assert small < 0.1  # O(lr): small at lr = 1e-4
         assert row["passed"]
     assert record["all_passed"]
+    table = format_one_step_table(record)
+    assert table.count("\n") == 1 + len(record["rows"]) and "exact (g'' = 0)" in table
 
 
 def test_one_step_check_detects_a_wrong_prediction(monkeypatch):
@@ -106,3 +109,45 @@ def test_dur2_cannot_extrapolate_2x_from_x_alone():
     (res,) = record["results"]
     assert not record["analysis"][0]["representable"]
     assert res["max_rel_error"] > 1.0 or math.isinf(res["max_rel_error"])
+
+
+@pytest.mark.parametrize("method", ["plain", "exp", "lognormal_plain"])
+def test_convergence_dynamics_match_torch_sgd_on_a_parametrised_linear(method):
+    # Independent reference for the vectorised study loop: the same data, init and batches, trained by
+    # torch.optim.SGD on nn.Linear (with the exp parametrisation registered for "exp").
+    import torch
+    from torch import nn
+
+    from analysis.experiments.parameter_activation import _run_group, _targets
+    from numeric.parametrizations import parametrize_model
+
+    spec = ConvergenceSpec(seeds=1, steps=30, n_samples=64, batch_size=8, tolerance=1e-30)
+    a_star = _targets("two_decades", 1.0, spec.n_features)
+    lr = 0.02
+    ((_, final),) = _run_group(method, a_star, 0.1, spec, [lr])[lr]
+
+    gen = torch.Generator().manual_seed(1000)  # the study's data stream for seed 0
+    d, n = spec.n_features, spec.n_samples
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    clean = x @ a_star
+    y = clean + 0.1 * clean.pow(2).mean().sqrt() * torch.randn(n, generator=gen, dtype=torch.float64)
+    lognormal = torch.exp(spec.init_log_mean + spec.init_log_std * torch.randn(d, generator=gen, dtype=torch.float64))
+    uniform = (torch.rand(d, generator=gen, dtype=torch.float64) * 2 - 1) / d**0.5
+    batches = torch.randint(0, n, (spec.steps, spec.batch_size), generator=gen)
+    layer = nn.Linear(d, 1, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_((uniform if method == "plain" else lognormal).unsqueeze(0))
+    if method == "exp":
+        parametrize_model(layer, "exp")
+    opt = torch.optim.SGD(layer.parameters(), lr=lr)
+    for step in range(spec.steps):
+        opt.zero_grad()
+        idx = batches[step]
+        (((layer(x[idx]).squeeze(-1) - y[idx]) ** 2).mean() / 2).backward()
+        opt.step()
+    with torch.no_grad():
+        solution = torch.linalg.lstsq(x, y.unsqueeze(-1)).solution.squeeze(-1)
+        l_star = ((x @ solution - y) ** 2).mean() / 2
+        loss = ((layer(x).squeeze(-1) - y) ** 2).mean() / 2
+        reference = float((loss - l_star) / ((y**2).mean() / 2))
+    assert final == pytest.approx(reference, rel=1e-9)

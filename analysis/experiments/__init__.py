@@ -5,6 +5,7 @@
 _PARAMACT_EXPORTS = {
     "OneStepSpec": "parameter_activation",
     "one_step_check": "parameter_activation",
+    "format_one_step_table": "parameter_activation",
     "ConvergenceSpec": "parameter_activation",
     "convergence_study": "parameter_activation",
     "format_table": "parameter_activation",

@@ -27,7 +27,8 @@ import symact
 from numeric.parametrizations import ParameterActivationParametrization, sympy_to_torch
 from symact.parametrize import EXTRA_TABLE_ROWS, SEED_TABLE_ROWS
 
-__all__ = ["OneStepSpec", "one_step_check", "ConvergenceSpec", "convergence_study", "format_table"]
+__all__ = ["OneStepSpec", "one_step_check", "format_one_step_table", "ConvergenceSpec", "convergence_study",
+           "format_table"]
 
 
 def _spec(cls, spec):
@@ -100,6 +101,18 @@ def one_step_check(spec: OneStepSpec | Mapping[str, Any] = OneStepSpec()) -> dic
         })
     return {"experiment": "one_step_check", "spec": dataclasses.asdict(spec), "rows": rows,
             "all_passed": all(r["passed"] for r in rows)}
+
+
+def format_one_step_table(record: Mapping[str, Any]) -> str:
+    """Markdown table of a :func:`one_step_check` record."""
+    lrs = record["spec"]["learning_rates"]
+    lines = [f"| row | g | r(A) | rel. error @ lr={lrs[0]:g} | @ lr={lrs[1]:g} | ratio | passed |",
+             "|---|---|---|---|---|---|---|"]
+    for r in record["rows"]:
+        ratio = "exact (g'' = 0)" if r["exact"] else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['row']} | `{r['g']}` | `{r['r(A)']}` | {r['relative_errors'][0]:.2e} | "
+                     f"{r['relative_errors'][1]:.2e} | {ratio} | {r['passed']} |")
+    return "\n".join(lines)
 
 
 # ============================================================== convergence study
