@@ -555,10 +555,29 @@ def _domain_text(domain: sp.Set) -> str:
 
 def _row_values(pa: ParameterActivation) -> list[sp.Basic | str | None]:
     try:
-        return [pa.g, pa.derivative, pa.derivative_in_A, pa.effective_learning_rate, pa.mirror_map,
-                _domain_text(pa.domain)]
+        return [pa.g, pa.derivative, pa.derivative_in_A, pa.effective_learning_rate, pa.mirror_map, pa.domain]
     except NoInverseError:
         return [pa.g, pa.derivative, "no inverse", "", "", ""]
+
+
+def _markdown_cell(value: sp.Basic | str | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, sp.Set):
+        return _domain_text(value)
+    if isinstance(value, sp.Basic):
+        return "`" + str(value).replace("|", "\\|") + "`"  # a bare | would end the table cell
+    return value
+
+
+def _latex_cell(value: sp.Basic | str | None) -> str:
+    if value is None:
+        return r"\text{—}"
+    if isinstance(value, sp.Set):
+        return rf"W \in {sp.latex(value)}"
+    if isinstance(value, sp.Basic):
+        return sp.latex(value)
+    return rf"\text{{{value}}}"
 
 
 def autoactivation_table(rows: Iterable[str | sp.Expr | ParameterActivation] | None = None) -> AutoactivationTable:
@@ -574,12 +593,10 @@ def autoactivation_table(rows: Iterable[str | sp.Expr | ParameterActivation] | N
     pas = tuple(r if isinstance(r, ParameterActivation) else parameter_activation(r) for r in names)
     md = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     tex = [r"\begin{array}{" + "l" * len(_COLUMNS) + "}",
-           r"A & \partial A/\partial W & \partial A/\partial W \text{ in } A & r(A) & \psi(A) & W \in \\ \hline"]
+           r"A & \partial A/\partial W & \partial A/\partial W \text{ in } A & r(A) & \psi(A) & \text{domain} \\ \hline"]
     for pa in pas:
         vals = _row_values(pa)
-        md.append("| " + " | ".join("—" if v is None else (f"`{v}`" if isinstance(v, sp.Basic) else v)
-                                    for v in vals) + " |")
-        tex.append(" & ".join(r"\text{—}" if v is None else (sp.latex(v) if isinstance(v, sp.Basic) else rf"\text{{{v}}}")
-                              for v in vals) + r" \\")
+        md.append("| " + " | ".join(_markdown_cell(v) for v in vals) + " |")
+        tex.append(" & ".join(_latex_cell(v) for v in vals) + r" \\")
     tex.append(r"\end{array}")
     return AutoactivationTable(pas, "\n".join(md), "\n".join(tex))
