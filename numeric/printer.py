@@ -42,7 +42,7 @@ from sympy import Add, Mul, Pow, S
 from symact.errors import FormulaError
 from symact.primitives import Expm1, Log1p, LogSigmoid, NormalCdf, Sigmoid, Softplus
 
-__all__ = ["emit_function", "prepare", "number_literal", "SOFTPLUS_THRESHOLD"]
+__all__ = ["emit_function", "prepare", "fuse_builtins", "number_literal", "SOFTPLUS_THRESHOLD", "PRELUDE"]
 
 #: ``F.softplus`` returns ``x`` itself above this threshold.  ``log1p(exp(-37)) / 37``
 #: is 2e-18, below half an ulp in float64, and ``exp(37)`` does not overflow float32.
@@ -89,7 +89,7 @@ def number_literal(value: sympy.Expr) -> str:
 
 
 # --------------------------------------------------------------------------- symbolic preparation
-def _fuse(expr: sympy.Expr) -> sympy.Expr:
+def fuse_builtins(expr: sympy.Expr) -> sympy.Expr:
     """Replace u*Sigmoid(u) by _Silu(u) and u*tanh(Softplus(u)) by _Mish(u) inside products."""
 
     def rule(mul: sympy.Mul) -> sympy.Expr:
@@ -162,6 +162,10 @@ def _finite_everywhere(expr: sympy.Expr) -> bool:
             continue
         if isinstance(node, Pow) and node.exp.is_Integer and node.exp >= 0:
             continue
+        # sqrt of a positive quantity, or a power of one bounded away from 0 by SymPy's
+        # assumptions (e.g. sqrt(x**2 + 4), 1/(sqrt(x**2 + 4) + |x|))
+        if isinstance(node, Pow) and node.exp.is_Rational and node.base.is_positive:
+            continue
         if isinstance(node, _ALWAYS_FINITE):
             continue
         return False
@@ -226,7 +230,7 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         return sympy.Piecewise((1, u > 0), (0, u < 0), (h0, True))
 
     expr = expr.replace(lambda e: isinstance(e, sympy.Heaviside), heaviside)
-    expr = _fuse(expr)
+    expr = fuse_builtins(expr)
     expr = _mask_piecewise(expr, inputs)
     return expr
 
@@ -260,7 +264,7 @@ _UNARY: dict[type, tuple[str, str | None]] = {
     Sigmoid: ("torch.sigmoid({})", "sigmoid_"),
     Log1p: ("torch.log1p({})", "log1p_"),
     Expm1: ("torch.expm1({})", "expm1_"),
-    NormalCdf: ("torch.special.ndtr({})", None),
+    NormalCdf: ("_ndtr({})", None),
     Softplus: (f"F.softplus({{}}, beta=1.0, threshold={SOFTPLUS_THRESHOLD})", None),
     LogSigmoid: ("F.logsigmoid({})", None),
     _Silu: ("F.silu({})", None),
@@ -338,6 +342,12 @@ class _Emitter:
             region = self.boolean(e.args[1])
             point = number_literal(e.args[2]) if e.args[2].is_number else self.value(e.args[2]).code
             return self.assign(f"torch.where({region.code}, {u.code}, {point})", full=u.full)
+        if isinstance(e, sympy.exp):
+            square = _negative_square(e.args[0])
+            if square is not None:
+                u, c = square
+                arg = self.value(u)
+                return self.assign(f"_exp_neg_sq({arg.code}, {number_literal(c)})", full=arg.full)
         if isinstance(e, sympy.sech):
             return self.mul(Mul(S.One, Pow(sympy.cosh(e.args[0]), -1, evaluate=False), evaluate=False))
         for cls, (fmt, method) in _UNARY.items():
@@ -597,6 +607,77 @@ def emit_function(
     args = ", ".join(n for _, n, _ in arguments)
     returned = ", ".join(results) + ("," if len(results) == 1 else "")
     return "\n".join([f"def {name}({args}):", *body, f"{indent}return ({returned})"]) + "\n"
+
+
+def _negative_square(arg: sympy.Expr):
+    """(u, c) if arg == -c*u**2 with c a positive power of two (so c*hi**2 is exact), else None."""
+    coeff, rest = _numeric_factor(arg)
+    if not (coeff.is_Rational and coeff.is_negative):
+        return None
+    c = -coeff
+    if not (isinstance(rest, Pow) and rest.exp == 2):
+        return None
+    p, q = c.p, c.q
+    if (p & (p - 1)) or (q & (q - 1)):
+        return None
+    return rest.base, c
+
+
+#: Helpers every generated file defines (they use only torch).
+PRELUDE = '''
+def _split(u):
+    """Veltkamp split u = hi + lo exactly, hi with half the significand bits (so hi*hi is exact)."""
+    t = u * (134217729.0 if u.dtype == torch.float64 else 4097.0)
+    hi = t - (t - u)
+    return hi, u - hi
+
+
+def _exp_neg_sq(u, c):
+    """exp(-c*u**2) for c a power of two, without the rounding error of u**2.
+
+    exp(-c*u**2) = exp(-c*hi**2) * exp(-c*lo*(2*hi + lo)); c*hi**2 is exact, so the
+    result keeps a relative error of a few ulps even where c*u**2 is in the hundreds.
+    u is first clamped to where the result is not yet 0 (this also keeps the split
+    from overflowing).
+    """
+    if u.dtype not in (torch.float64, torch.float32):
+        return _exp_neg_sq(u.float(), c).to(u.dtype)
+    bound = (800.0 / c) ** 0.5
+    hi, lo = _split(torch.clamp(u, -bound, bound))
+    # |c*lo*(2*hi + lo)| <= 2**-10 * c*hi**2, so once it exceeds 80 exp(-c*hi**2) is 0
+    # already: the clamp only stops 0 * inf = NaN.
+    return torch.exp(-c * (hi * hi)) * torch.exp(torch.clamp(-c * (lo * (hi + hi + lo)), max=80.0))
+
+
+# dtype -> (Veltkamp splitter, c = -1/sqrt(2) rounded, c split in halves, -1/sqrt(2) - c)
+_NDTR_CONSTANTS = {
+    torch.float64: (134217729.0, -0.7071067811865476, -0.7071067839860916, 2.7995440410322203e-09,
+                    4.8336466567264565e-17),
+    torch.float32: (4097.0, -0.7071067690849304, -0.70703125, -7.551908493041992e-05,
+                    -1.210161710447897e-08),
+}
+
+
+def _ndtr(u):
+    """Standard normal CDF with full relative accuracy in the left tail.
+
+    ndtr(u) = erfc(z)/2 with z = -u/sqrt(2).  erfc magnifies a relative error of its
+    argument by about 2*z**2, so the rounding error dz of z (exact, by Dekker's
+    product with the split constant, plus the constant's own error) is corrected to
+    first order: erfc(z + dz) = erfc(z) - dz*2/sqrt(pi)*exp(-z**2).  u is clamped to
+    [-64, 64], beyond which ndtr is 0 or 1 in every floating-point format.
+    """
+    if u.dtype not in _NDTR_CONSTANTS:
+        return _ndtr(u.float()).to(u.dtype)
+    splitter, c, c_hi, c_lo, c_tail = _NDTR_CONSTANTS[u.dtype]
+    u = torch.clamp(u, -64.0, 64.0)
+    z = u * c
+    t = u * splitter
+    hi = t - (t - u)
+    lo = u - hi
+    dz = ((hi * c_hi - z) + hi * c_lo + lo * c_hi) + lo * c_lo + u * c_tail
+    return torch.erfc(z) * 0.5 - dz * (0.5641895835477563 * torch.exp(-(z * z)))
+'''
 
 
 def _numeric_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:

@@ -424,7 +424,7 @@ def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Exp
 
 
 def _rationalise(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
-    """k*sqrt(A) + k*T -> k*Piecewise((sqrt(A) + T, T >= 0), ((A - T**2)/(sqrt(A) - T), True)).
+    """k*sqrt(A) + k*T -> k*Piecewise((sqrt(A) + T, T >= 0), ((A - T**2)/(sqrt(A) + |T|), True)).
 
     Applied when ``A - T**2`` no longer depends on the inputs (e.g. SquarePlus,
     ``sqrt(x**2 + b) + x``): the sum cancels where ``T < 0`` and the rationalised
@@ -441,8 +441,13 @@ def _rationalise(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
         difference = sympy.expand(radicand - t**2)
         if difference.has(*inputs):
             continue
-        rationalised = difference / (sympy.sqrt(radicand) - t)
-        return k * sympy.Piecewise((sympy.sqrt(radicand) + t, t >= 0), (rationalised, True))
+        # on T < 0, sqrt(A) - T is written sqrt(A) + |T|: SymPy then knows it is positive,
+        # so the printer need not mask the branch (|T| is not used on T >= 0, where its
+        # derivative sign(T) would be wrong at T = 0)
+        return k * sympy.Piecewise(
+            (sympy.sqrt(radicand) + t, t >= 0),
+            (difference / (sympy.sqrt(radicand) + sympy.Abs(t)), True),
+        )
     return expr
 
 
@@ -492,8 +497,10 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     * ``k - k*Sigmoid(u) -> k*Sigmoid(-u)``, ``k - k*NormalCdf(u) -> k*NormalCdf(-u)``, ``k - k*tanh(u)**2 -> k*sech(u)**2``,
       ``k +- k*tanh(u) -> 2k*Sigmoid(+-2u)``;
     * ``sqrt(A) + T`` with ``A - T**2`` free of the inputs ->
-      ``Piecewise((sqrt(A) + T, T >= 0), ((A - T**2)/(sqrt(A) - T), True))``
-      (not inside an existing Piecewise, so the pass is idempotent).
+      ``Piecewise((sqrt(A) + T, T >= 0), ((A - T**2)/(sqrt(A) + |T|), True))``
+      (not inside an existing Piecewise, so the pass is idempotent);
+    * ``sinc(u) -> Piecewise((sin(u)/u, Ne(u, 0)), (1, True))`` (SymPy differentiates
+      ``sinc`` into ``cos(u)/u - sin(u)/u**2``, which is 0/0 at 0).
 
     ``inputs`` are the symbols the rationalisation rule watches (default: all free
     symbols named ``x`` or ``v``).
@@ -503,7 +510,7 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     >>> safe_form(x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2)
     x*NormalCdf(x)
     >>> safe_form((x + sympy.sqrt(x**2 + 4)) / 2)
-    Piecewise((x + sqrt(x**2 + 4), x >= 0), (4/(-x + sqrt(x**2 + 4)), True))/2
+    Piecewise((x + sqrt(x**2 + 4), x >= 0), (4/(sqrt(x**2 + 4) + Abs(x)), True))/2
     """
     expr = sympy.sympify(expr)
     if inputs is None:
@@ -513,6 +520,9 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     def walk(e: sympy.Expr, rationalise: bool) -> sympy.Expr:
         if e.is_Atom:
             return e
+        if isinstance(e, sympy.sinc):  # sin(u)/u with its limit at 0 made explicit
+            u = walk(e.args[0], rationalise)
+            return sympy.Piecewise((sympy.sin(u) / u, sympy.Ne(u, 0)), (1, True))
         if isinstance(e, sympy.Piecewise):
             pieces = [(walk(v, False), c) for v, c in e.args]
             return sympy.Piecewise(*pieces)
