@@ -148,7 +148,7 @@ class DominanceThreshold:
     certificate: str
 
 
-def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples: int = 2001,
+def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples: int = 801,
                         dps: int = 30) -> DominanceThreshold:
     r"""The least parameter value with candidate >= target on the whole line.
 
@@ -331,18 +331,19 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
         a, b = us[i_best - 1], us[i_best + 1]
         ratio = (mpmath.sqrt(5) - 1) / 2
         c, d = b - ratio * (b - a), a + ratio * (b - a)
-        fc, fd = max_abs(to_p(c))[0], max_abs(to_p(d))[0]
-        for _ in range(45):
+        # golden section only has to isolate the active branches; the exact solve below does the rest
+        fc, fd = max_abs(to_p(c), 160)[0], max_abs(to_p(d), 160)[0]
+        for _ in range(30):
             if fc < fd:
                 b, d, fd = d, c, fc
                 c = b - ratio * (b - a)
-                fc = max_abs(to_p(c))[0]
+                fc = max_abs(to_p(c), 160)[0]
             else:
                 a, c, fc = c, d, fd
                 d = a + ratio * (b - a)
-                fd = max_abs(to_p(d))[0]
+                fd = max_abs(to_p(d), 160)[0]
         u_mid = (a + b) / 2
-        spread = max(b - a, mpmath.mpf(10) ** -12)
+        spread = max(b - a, mpmath.mpf(10) ** -9)
         # largest extremum a little left and right of the optimum: the active branches
         _, left = max_abs(to_p(u_mid - 50 * spread))
         _, right = max_abs(to_p(u_mid + 50 * spread))

@@ -70,7 +70,7 @@ def test_squareplus_dominates_softplus_iff_b_at_least_4_ln2_squared():
     at = sympy.lambdify(x, (SQUAREPLUS - SOFTPLUS).subs(b, 4 * sympy.log(2) ** 2), "mpmath")
     with mpmath.workdps(30):
         assert below(mpmath.mpf(0)) < 0
-        assert min(at(mpmath.mpf(i) / 50) for i in range(-1000, 1001)) > -mpmath.mpf(10) ** -28
+        assert min(at(mpmath.mpf(i) / 20) for i in range(-400, 401)) > -mpmath.mpf(10) ** -28
 
 
 def _independent_minimax(dps):
@@ -138,3 +138,13 @@ def test_asymptotic_expansions_against_hand_series():
     # squareplus at 0: sqrt(b)/2 + x/2 + x^2/(4 sqrt b) - x^4/(16 b^(3/2))
     sq0 = asymptotic_expansion(SQUAREPLUS, 0, 5).removeO()
     assert sympy.simplify(sq0 - (sympy.sqrt(b) / 2 + x / 2 + x**2 / (4 * sympy.sqrt(b)) - x**4 / (16 * b**sympy.Rational(3, 2)))) == 0
+
+
+def test_minimax_smooth_single_branch_optimum():
+    # e_p(x) = (1 + (p - 1)^2) sech(x): the largest error is always at x = 0, minimal at p = 1
+    p = sympy.Symbol("p", positive=True)
+    result = minimax((1 + (p - 1) ** 2) * sympy.sech(x), sympy.Integer(0), p, dps=20)
+    assert abs(result.parameter_value - 1) < mpmath.mpf(10) ** -18
+    assert abs(result.max_error - 1) < mpmath.mpf(10) ** -18
+    assert len(result.abscissae) == 1 and abs(result.abscissae[0]) < mpmath.mpf(10) ** -15
+    assert not result.equioscillates
