@@ -97,7 +97,7 @@ class PenaltyInequality:
 
     @property
     def holds(self) -> bool:
-        return self.lhs <= self.rhs * (1 + self.tolerance) + self.tolerance * 1e-300
+        return self.lhs <= self.rhs * (1 + self.tolerance)
 
     def __repr__(self) -> str:
         return (f"PenaltyInequality(norm={self.norm!r}, lhs={self.lhs:.6g}, rhs={self.rhs:.6g}, "
