@@ -284,7 +284,7 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     de_f = sympy.lambdify((X, p), sympy.diff(error, X), "mpmath")
     dp_f = sympy.lambdify((X, p), sympy.diff(error, p), "mpmath")
     kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(error)]
-    positive = bool(p.is_positive)
+    positive = bool(p.is_positive or p.is_nonnegative)  # log-spaced scan for scale-like parameters
     if parameter_range is None:
         parameter_range = (sympy.Rational(1, 10**6), 10**6) if positive else (-100, 100)
     work = dps + 15
@@ -421,7 +421,10 @@ def asymptotic_expansion(f, point=0, order: int = 4, parameter=None) -> sympy.Ex
     sign = 1 if point is sympy.oo else -1
     y = sympy.Symbol("y", positive=True)
     flipped = expr.subs(X, sign * y)
-    series = sympy.series(flipped, y, sympy.oo, order)
+    try:
+        series = sympy.series(flipped, y, sympy.oo, order)
+    except (sympy.PoleError, NotImplementedError, ValueError):
+        return _power_expansion_by_limits(expr, point, order)
     if series.removeO() == 0:
         u = sympy.Symbol("u", positive=True)
         in_u = sympy.simplify(flipped.subs(sympy.exp(-y), u).subs(sympy.exp(y), 1 / u))
@@ -430,3 +433,20 @@ def asymptotic_expansion(f, point=0, order: int = 4, parameter=None) -> sympy.Ex
             return expansion.subs(u, sympy.exp(-sign * X)) + sympy.O(sympy.exp(-order * sign * X), (X, point))
         return series.subs(y, sign * X)
     return series.removeO().subs(y, sign * X) + sympy.O(series.getO().expr.subs(y, sign * X), (X, point))
+
+
+def _power_expansion_by_limits(expr: sympy.Expr, point, order: int) -> sympy.Expr:
+    r"""Fallback when SymPy's ``series`` fails at :math:`\pm\infty` (e.g. erf-based SAU):
+    coefficients of :math:`x^1, x^0, \dots, x^{2-order}` by successive limits,
+    :math:`c_k = \lim (f - \sum_{j>k} c_j x^j)/x^k`, which is exact when f has an asymptotic power
+    series of at most linear growth; the remainder is :math:`O(x^{1-order})`."""
+    if sympy.limit(expr / X**2, X, point) != 0:
+        raise FormulaError(f"{expr} grows faster than linearly at {point}; asymptotic_expansion's fallback "
+                           "handles at most linear growth when SymPy's series fails")
+    partial = sympy.Integer(0)
+    for k in range(1, 1 - order, -1):
+        coefficient = sympy.simplify(sympy.limit((expr - partial) / X**k, X, point))
+        if not coefficient.is_finite:
+            raise FormulaError(f"no power expansion of {expr} at {point} (coefficient of x^{k} is {coefficient})")
+        partial += coefficient * X**k
+    return partial + sympy.O(X ** (1 - order), (X, point))

@@ -282,45 +282,54 @@ def _tidy(expr: sympy.Expr, kernel: str) -> sympy.Expr:
     simplified = sympy.simplify(expr)
     candidates += [simplified, sympy.expand_log(simplified, force=True)]
     candidates = [c for c in candidates if not _has_x_denominator(c)] or [expr]
-    return min(candidates, key=lambda c: (sympy.count_ops(c), len(str(c))))
+    return min(candidates, key=lambda c: (_has_symbolic_power(c), sympy.count_ops(c), len(str(c))))
+
+
+def _has_symbolic_power(expr: sympy.Expr, x: sympy.Symbol = _X) -> bool:
+    """(1 + exp(x/s))**s style powers overflow in floating point for small s; prefer s*log(...)."""
+    return any(isinstance(node, sympy.Pow) and not node.exp.is_number and x in node.base.free_symbols
+               for node in sympy.preorder_traversal(expr))
 
 
 def convolve(f, kernel: str = "gaussian", width=None):
     r"""The smoothed activation :math:`f * k_\sigma` (see the module docstring).
 
     ``f``: an Activation, a catalogue name / formula (through ``symact.activation``), or a SymPy
-    expression in ``x``.  Returns an Activation whose expression is the closed form, with the
-    width symbol (if symbolic) as a parameter; its ``derivative()`` is
-    :math:`f' * k_\sigma`.  Before the Activation core is available it returns the expression.
+    expression in ``x``.  ``width``: a positive number, a symbol, or ``None`` for a parameter
+    ``sigma`` (``width`` if ``f`` already has a ``sigma``) with default value 1.  The result is an
+    Activation whose expression is the closed form; its parameters are ``f``'s (kept symbolic
+    when ``f``'s break points do not depend on them, otherwise ``f`` is used at its parameter
+    values) plus the width.  ``result.derivative()`` is :math:`f' * k_\sigma`.
+
+    >>> import symact
+    >>> convolve("relu", "logistic").concrete_expr
+    log(exp(x) + 1)
     """
     import symact
 
     factory = getattr(symact, "activation", None)
-    name = None
+    if isinstance(f, str):
+        f = factory(f) if factory is not None else sympy.sympify(f, locals={"x": _X})
     if hasattr(f, "expr") and hasattr(f, "params"):
-        name = getattr(f, "name", None)
+        name, params = getattr(f, "name", "f"), dict(f.params)
+        if width is None and any(p.name == "sigma" for p in params):
+            width = sympy.Symbol("width", positive=True)
         try:
             expr = convolve_expression(f.expr, kernel, width)
         except FormulaError:
-            expr = convolve_expression(f.concrete_expr, kernel, width)  # parameters inside break points
-            params = {}
-        else:
-            params = dict(f.params)
+            # break points that move with a parameter (hardtanh's min_val/max_val): use the values
+            expr, params = convolve_expression(f.concrete_expr, kernel, width), {}
     else:
-        if isinstance(f, str) and factory is not None:
-            return convolve(factory(f), kernel, width)
+        name, params = "f", {}
         expr = convolve_expression(f, kernel, width)
-        params = {}
     if factory is None:
         return expr
-    return _as_activation(expr, name, kernel, width, params)
-
-
-def _as_activation(expr, name, kernel, width, params):
-    import symact
-
     s = _positive_width(width)
-    label = f"{name or 'f'}*{kernel}"
     if isinstance(s, sympy.Symbol):
-        params = {**params, s: sympy.Integer(1)}
-    return symact.activation(expr, name=label, params=params)
+        params[s] = sympy.Integer(1)
+    names = {symbol.name for symbol in expr.free_symbols}
+    act = factory(expr, **{p.name: value for p, value in params.items() if p.name in names})
+    import dataclasses
+
+    return dataclasses.replace(act, name=f"{name}*{kernel}",
+                               source=f"{name} convolved with the {kernel} kernel of width {s} (symact.smooth)")

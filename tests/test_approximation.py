@@ -148,3 +148,13 @@ def test_minimax_smooth_single_branch_optimum():
     assert abs(result.max_error - 1) < mpmath.mpf(10) ** -18
     assert len(result.abscissae) == 1 and abs(result.abscissae[0]) < mpmath.mpf(10) ** -15
     assert not result.equioscillates
+
+
+def test_asymptotics_of_sau_use_the_limit_fallback():
+    # SymPy's series fails on erf at infinity; the fallback gives the exact power part:
+    # SAU = x + (exponentially small) at +oo and alpha*x + (exponentially small) at -oo
+    assert asymptotic_expansion(SAU, sympy.oo, 3, parameter=sigma).removeO() == x
+    assert asymptotic_expansion(SAU, -sympy.oo, 3, parameter=sigma).removeO() == ALPHA * x
+    # and its Taylor series at 0 starts (1 - a) sigma/sqrt(2 pi) + (1 + a) x/2
+    at0 = asymptotic_expansion(SAU, 0, 2, parameter=sigma).removeO()
+    assert sympy.simplify(at0 - ((1 - ALPHA) * sigma / sympy.sqrt(2 * sympy.pi) + (1 + ALPHA) * x / 2)) == 0
