@@ -158,3 +158,17 @@ def test_asymptotics_of_sau_use_the_limit_fallback():
     # and its Taylor series at 0 starts (1 - a) sigma/sqrt(2 pi) + (1 + a) x/2
     at0 = asymptotic_expansion(SAU, 0, 2, parameter=sigma).removeO()
     assert sympy.simplify(at0 - ((1 - ALPHA) * sigma / sympy.sqrt(2 * sympy.pi) + (1 + ALPHA) * x / 2)) == 0
+
+
+import symact  # noqa: E402
+
+
+@pytest.mark.skipif(not hasattr(symact, "activation"), reason="Activation core not merged yet")
+def test_catalogue_names_work_as_candidates_and_targets():
+    assert match_conditions("squareplus", "softplus", "b", ["value", "curvature"]) == {
+        "value": (4 * sympy.log(2) ** 2,), "curvature": (4,)}
+    result = minimax("squareplus", "softplus", "b", dps=20)
+    plain = minimax(SQUAREPLUS, SOFTPLUS, b, dps=20)
+    assert abs(result.parameter_value - plain.parameter_value) < mpmath.mpf(10) ** -18
+    # SAU vs leaky ReLU: equal at 0 needs sigma = 0, outside sigma > 0
+    assert match_conditions("sau", "leaky_relu", "sigma", ["value"]) == {"value": ()}

@@ -162,3 +162,51 @@ def test_piecewise_polynomial_pieces():
         (-sympy.oo, 0, 0), (0, 6, x), (6, sympy.oo, 6)]
     # neighbouring equal pieces merge; a polynomial is one piece
     assert len(piecewise_polynomial(x**2 + 1)) == 1
+
+
+# ----------------------------------------------------------------------------- Activation API
+
+import symact  # noqa: E402
+from symact.smooth import convolve  # noqa: E402
+
+needs_activation = pytest.mark.skipif(not hasattr(symact, "activation"), reason="Activation core not merged yet")
+
+
+@needs_activation
+def test_convolve_returns_activations_with_width_parameter():
+    smoothed = convolve("relu", "logistic")
+    assert smoothed.name == "relu*logistic"
+    assert [p.name for p in smoothed.params] == ["sigma"] and list(smoothed.params.values()) == [1]
+    assert sympy.simplify(smoothed.concrete_expr - sympy.log(1 + sympy.exp(symact.x))) == 0
+    # numeric width: no parameter left
+    assert dict(convolve("relu", "gaussian", width=sympy.Rational(1, 2)).params) == {}
+
+
+@needs_activation
+def test_catalogue_leaky_relu_smoothed_is_catalogue_sau():
+    smoothed = convolve("leaky_relu", "gaussian")
+    sau = symact.activation("sau")
+    slope = next(p for p in smoothed.params if p.name == "negative_slope")
+    width = next(p for p in smoothed.params if p.name == "sigma")
+    renamed = sau.expr.xreplace({p: {"alpha": slope, "sigma": width}[p.name] for p in sau.params})
+    assert sympy.simplify(smoothed.expr - renamed) == 0
+    # at the catalogue defaults (slope 1/100 = alpha 1/100, sigma 1) the concrete forms agree too
+    assert sympy.simplify(smoothed.concrete_expr - sau.concrete_expr) == 0
+
+
+@needs_activation
+def test_catalogue_gelu_and_derivative():
+    step = convolve("heaviside", "gaussian")
+    assert sympy.simplify(symact.x * step.concrete_expr - symact.activation("gelu").concrete_expr) == 0
+    smoothed_relu = convolve("relu", "gaussian")
+    assert sympy.simplify(smoothed_relu.derivative().expr - step.expr) == 0
+
+
+@needs_activation
+def test_catalogue_divergence_and_parameter_fallback():
+    with pytest.raises(DivergentIntegralError, match="diverges"):
+        convolve("relu", "cauchy")
+    # hardtanh's break points are its parameters: the values are used, only the width stays
+    smoothed = convolve("hardtanh", "cauchy")
+    assert [p.name for p in smoothed.params] == ["sigma"]
+    assert sympy.simplify(smoothed.concrete_expr - closed_form("hardtanh", "cauchy").subs(sigma, 1)) == 0
