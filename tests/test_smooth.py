@@ -42,7 +42,10 @@ DENSITY = {
     "cauchy": lambda u, s: s / (mpmath.pi * (u * u + s * s)),
 }
 DIVERGENT = {("relu", "cauchy"), ("leaky_relu", "cauchy"), ("abs", "cauchy"), ("quadratic_spline", "cauchy")}
-CASES = [(f, k) for f in FUNCTIONS for k in KERNELS if (f, k) not in DIVERGENT]
+# the quadratic spline (the "any Piecewise of polynomials" case) runs with the logistic kernel (polylog
+# closed form) and the uniform one; its Gaussian closed form is the slowest to derive and adds no new path
+CASES = [(f, k) for f in FUNCTIONS for k in KERNELS
+         if (f, k) not in DIVERGENT and (f, k) != ("quadratic_spline", "gaussian")]
 POINTS = ["-3.1", "-1.2", "-0.5", "-0.05", "0", "0.02", "0.6", "1.1", "2.5", "6.3"]
 
 
