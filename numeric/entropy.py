@@ -72,7 +72,9 @@ class ConvergenceReport:
 
     ``residual_history[k]`` is ``H(gamma_k) - H*`` (max abs over rows in the torch back end)
     before step ``k``; ``gamma_history`` the iterates (mpmath back end; per-row tensors are not
-    kept, ``None`` there).  ``tolerance`` is the stopping threshold on ``|H - H*|``.
+    kept, ``None`` there).  ``tolerance`` is the stopping threshold on ``|H - H*|``; ``short_rows``
+    counts rows given gamma = 0 because their support cannot reach the target (torch back end,
+    ``short_rows="uniform"``).
     """
 
     iterations: int
@@ -80,6 +82,7 @@ class ConvergenceReport:
     residual_history: tuple
     tolerance: Any
     gamma_history: tuple | None = None
+    short_rows: int = 0
 
     def __repr__(self) -> str:
         last = self.residual_history[-1] if self.residual_history else None
@@ -221,10 +224,15 @@ def _torch_entropy_terms(logits: torch.Tensor, gamma: torch.Tensor, dim: int):
 
 
 def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = -1,
-                        max_iterations: int = 100) -> tuple[torch.Tensor, ConvergenceReport]:
+                        max_iterations: int = 100, short_rows: str = "raise") -> tuple[torch.Tensor, ConvergenceReport]:
     r"""Per-row :math:`\gamma` with :math:`H(\mathrm{softmax}(\gamma\,\ell)) = H^*` along ``dim``
     (``gamma`` has size 1 along ``dim``).  ``logits`` = log p up to a per-row constant; ``-inf``
-    marks zero probabilities.  No gradient flows (see :class:`EntropyNormalize` for that)."""
+    marks zero probabilities.  No gradient flows (see :class:`EntropyNormalize` for that).
+
+    ``short_rows``: what to do with rows whose support is too small for the target
+    (``log m < H*``, e.g. the first rows of a causal attention mask): ``"raise"`` (default) or
+    ``"uniform"`` -- give them gamma = 0, the uniform distribution on their support, which is the
+    largest entropy they can reach; the report counts them in ``short_rows``."""
     logits = logits.detach()
     if not logits.is_floating_point():
         raise DomainError(f"logits must be a floating tensor, got {logits.dtype}; cast with .double() or .float()")
@@ -245,11 +253,15 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     uniform = n_ties == n_support
     # target comparisons with a rounding allowance: log m and the target are both rounded
     slack = 8 * eps * torch.clamp(top, min=1)
-    if (target < 0) or (target > top + slack).any():
+    if short_rows not in ("raise", "uniform"):
+        raise DomainError(f"short_rows must be 'raise' or 'uniform', got {short_rows!r}")
+    too_high = target > top + slack
+    if (target < 0) or (short_rows == "raise" and too_high.any()):
         raise DomainError(
-            f"target entropy {float(target)} is outside [0, log m] for some row (m = number of non-zero entries, "
-            f"max log m = {float(top.max())}); choose a target in range for every row")
-    at_top = (target - top).abs() <= slack
+            f"target entropy {float(target)} is outside [0, log m] for {int(too_high.sum())} row(s) (m = number of "
+            f"non-zero entries, smallest log m = {float(top.min())}); choose a target in range for every row, or pass "
+            "short_rows='uniform' to give rows with too small a support their uniform distribution (gamma = 0)")
+    at_top = ((target - top).abs() <= slack) | too_high
     bad_uniform = uniform & ~at_top
     if bad_uniform.any():
         raise DomainError(
@@ -298,7 +310,7 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
             break
     gamma = torch.where(uniform, torch.ones_like(gamma), gamma)
     gamma = torch.where(~uniform & at_top, torch.zeros_like(gamma), gamma)
-    report = ConvergenceReport(iterations, converged, tuple(residuals), float(tol))
+    report = ConvergenceReport(iterations, converged, tuple(residuals), float(tol), None, int(too_high.sum()))
     return gamma, report
 
 
@@ -312,13 +324,14 @@ def _torch_powered(logits: torch.Tensor, gamma: torch.Tensor, dim: int) -> torch
 
 
 def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
-                      max_iterations: int = 100) -> EntropyNormalization:
+                      max_iterations: int = 100, short_rows: str = "raise") -> EntropyNormalization:
     r"""Solve :math:`H(p^\gamma/\sum p^\gamma) = H^*` for :math:`\gamma` (see the module docstring).
 
     ``dps`` given: ``p`` is a 1-D sequence (numbers, strings or mpf), the solve runs in mpmath with
     ``dps + 10`` working digits and ``gamma``/``p`` come back as mpf at ``dps`` digits.
     ``dps=None``: ``p`` is a tensor (float32/float64, any shape); each slice along ``dim`` is
     solved independently; ``gamma`` keeps ``dim`` with size 1 so ``p ** gamma`` broadcasts.
+    ``short_rows`` (torch only): see :func:`solve_entropy_gamma`.
 
     >>> import torch
     >>> r = entropy_normalize(torch.tensor([[0.5, 0.3, 0.2], [0.7, 0.2, 0.1]], dtype=torch.float64), 0.5)
@@ -337,7 +350,8 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
     if torch.isnan(p).any() or torch.isinf(p).any() or (p < 0).any():
         raise DomainError("p must have finite, non-negative entries (zeros allowed); got NaN, inf or negative values")
     logits = torch.log(p)  # zeros -> -inf, handled as zero probability
-    gamma, report = solve_entropy_gamma(logits, target_entropy, dim=dim, max_iterations=max_iterations)
+    gamma, report = solve_entropy_gamma(logits, target_entropy, dim=dim, max_iterations=max_iterations,
+                                        short_rows=short_rows)
     return EntropyNormalization(gamma, _torch_powered(logits, gamma, dim), float(target_entropy), report)
 
 
@@ -352,8 +366,9 @@ class _SolveGamma(torch.autograd.Function):
     with both partials from one autograd pass through H at the solution (no unrolling)."""
 
     @staticmethod
-    def forward(logits, target_entropy, dim, max_iterations):
-        gamma, report = solve_entropy_gamma(logits, target_entropy, dim=dim, max_iterations=max_iterations)
+    def forward(logits, target_entropy, dim, max_iterations, short_rows):
+        gamma, report = solve_entropy_gamma(logits, target_entropy, dim=dim, max_iterations=max_iterations,
+                                            short_rows=short_rows)
         if not report.converged:
             raise DomainError(f"entropy normalisation did not converge in {max_iterations} iterations "
                               f"(residuals {report.residual_history[-3:]}); raise max_iterations")
@@ -361,7 +376,7 @@ class _SolveGamma(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        logits, target_entropy, dim, _ = inputs
+        logits, target_entropy, dim, _, _ = inputs
         ctx.save_for_backward(logits, output)
         ctx.dim = dim
 
@@ -378,7 +393,7 @@ class _SolveGamma(torch.autograd.Function):
         safe = dH_dg != 0
         factor = torch.where(safe, -grad_gamma / torch.where(safe, dH_dg, torch.ones_like(dH_dg)),
                              torch.zeros_like(dH_dg))
-        return factor * dH_dl, None, None, None
+        return factor * dH_dl, None, None, None, None
 
 
 class EntropyNormalize(torch.nn.Module):
@@ -388,7 +403,9 @@ class EntropyNormalize(torch.nn.Module):
     Differentiable in ``logits``: the gradient through ``gamma`` uses the implicit function
     theorem on :math:`H(\mathrm{softmax}(\gamma\ell)) = H^*` (one extra autograd pass, no
     unrolled iterations).  ``-inf`` logits (masked positions) get probability 0.  Every row needs
-    a target in the reachable range (see :func:`entropy_normalize`); rows that are uniform on
+    a target in the reachable range (see :func:`entropy_normalize`), unless ``short_rows="uniform"``
+    (rows with fewer than :math:`e^{H^*}` visible keys, as in causal masks, become uniform on
+    their support, gamma = 0, with zero gradient through gamma); rows that are uniform on
     their support with ``target = log m`` pass through with gamma = 1 and zero gradient through
     gamma.
 
@@ -398,17 +415,19 @@ class EntropyNormalize(torch.nn.Module):
     True
     """
 
-    def __init__(self, target_entropy: float, dim: int = -1, max_iterations: int = 100) -> None:
+    def __init__(self, target_entropy: float, dim: int = -1, max_iterations: int = 100,
+                 short_rows: str = "raise") -> None:
         super().__init__()
         if target_entropy < 0:
             raise DomainError(f"target_entropy must be >= 0 nats, got {target_entropy}")
         self.target_entropy = float(target_entropy)
         self.dim = dim
         self.max_iterations = max_iterations
+        self.short_rows = short_rows
 
     def gamma(self, logits: torch.Tensor) -> torch.Tensor:
         """The per-row power (differentiable through the solve)."""
-        return _SolveGamma.apply(logits, self.target_entropy, self.dim, self.max_iterations)
+        return _SolveGamma.apply(logits, self.target_entropy, self.dim, self.max_iterations, self.short_rows)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         gamma = self.gamma(logits)
@@ -418,4 +437,4 @@ class EntropyNormalize(torch.nn.Module):
         return torch.softmax(scaled, dim=self.dim)
 
     def extra_repr(self) -> str:
-        return f"target_entropy={self.target_entropy}, dim={self.dim}"
+        return f"target_entropy={self.target_entropy}, dim={self.dim}, short_rows={self.short_rows!r}"

@@ -218,3 +218,24 @@ def test_module_gradient_along_other_dim():
     module = EntropyNormalize(target_entropy=1.0, dim=0)
     logits = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(module, (logits,), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_causal_mask_rows_with_small_support():
+    # row i of a causal mask sees i + 1 keys: log(i + 1) < 0.9 for i < 2, unreachable
+    torch.manual_seed(4)
+    T = 4
+    scores = torch.randn(T, T, dtype=torch.float64)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    logits = scores.masked_fill(mask, -float("inf")).requires_grad_(True)
+    with pytest.raises(DomainError, match="short_rows"):
+        EntropyNormalize(target_entropy=0.9)(logits)
+    module = EntropyNormalize(target_entropy=0.9, short_rows="uniform")
+    y = module(logits)
+    H = -(torch.where(y > 0, y * y.log(), torch.zeros_like(y))).sum(-1)
+    for i in range(T):
+        expected = math.log(i + 1) if math.log(i + 1) < 0.9 else 0.9
+        assert abs(float(H[i].detach()) - expected) < 1e-12
+    assert torch.allclose(y[1, :2], torch.full((2,), 0.5, dtype=torch.float64))
+    report = entropy_normalize(torch.softmax(logits.detach(), -1), 0.9, short_rows="uniform").report
+    assert report.short_rows == 2
+    assert torch.autograd.gradcheck(module, (logits,), eps=1e-6, atol=1e-7, rtol=1e-6)
