@@ -57,7 +57,7 @@ class LayerPenaltyTerm:
     per-layer inequality is ``bound_term <= parameter_gradient_norm_sq``.
     """
 
-    index: int
+    index: int  # t, 1-based as in the formula (the t-th nn.Linear)
     input_norm_sq: float
     weight_norm_sq: float
     jacobian_norm_sq: float
@@ -175,7 +175,7 @@ def gradient_penalty_inequality(
         numerator = (1.0 if has_bias else 0.0) + h_sq
         # grad_x f = J^T W^T delta: if it is non-zero, so are W and J; if it is zero the term is 0
         term = 0.0 if grad_x_sq == 0 else grad_x_sq * numerator / (w_sq * j_sq)
-        layers.append(LayerPenaltyTerm(t, h_sq, w_sq, j_sq, term, float(share)))
+        layers.append(LayerPenaltyTerm(t + 1, h_sq, w_sq, j_sq, term, float(share)))
     other = float(sum((grad_of[id(p)] ** 2).sum() for p in params if id(p) not in linear_param_ids) or 0.0)
     lhs = sum(layer.bound_term for layer in layers)
     rhs = sum(layer.parameter_gradient_norm_sq for layer in layers) + other
