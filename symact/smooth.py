@@ -19,12 +19,10 @@ with :math:`G_j` an antiderivative of :math:`t^j k_\sigma(t)`; an infinite end u
 
 Kernels (``width`` = :math:`\sigma > 0`, the scale):
 
-=============  =====================================================  ==============================
-``gaussian``   :math:`e^{-t^2/2\sigma^2}/(\sigma\sqrt{2\pi})`          :math:`G_j` by SymPy ``integrate`` (erf, exp)
-``logistic``   :math:`e^{-t/\sigma}/(\sigma(1+e^{-t/\sigma})^2)`        :math:`G_j` by parts: sigmoid, log, polylog
-``uniform``    :math:`1/(2\sigma)` on :math:`[-\sigma, \sigma]`         :math:`G_j` exact with ``Min``/``Max`` clipping
-``cauchy``     :math:`\sigma/(\pi(t^2+\sigma^2))`                       :math:`G_j` by SymPy ``integrate`` (atan, log)
-=============  =====================================================  ==============================
+* ``gaussian``: :math:`e^{-t^2/2\sigma^2}/(\sigma\sqrt{2\pi})`; :math:`G_j` by SymPy ``integrate`` (erf, exp);
+* ``logistic``: :math:`e^{-t/\sigma}/(\sigma(1+e^{-t/\sigma})^2)`; :math:`G_j` by parts (sigmoid, log, polylog);
+* ``uniform``: :math:`1/(2\sigma)` on :math:`[-\sigma, \sigma]`; :math:`G_j` exact with ``Min``/``Max`` clipping;
+* ``cauchy``: :math:`\sigma/(\pi(t^2+\sigma^2))`; :math:`G_j` by SymPy ``integrate`` (atan, log).
 
 The logistic antiderivatives come from integration by parts,
 :math:`\int_{-\infty}^{v} u^m \mathrm{sigmoid}(u)\,du = -\sum_{i=0}^{m} (-1)^{i} \frac{m!}{(m-i)!} v^{m-i}
