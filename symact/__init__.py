@@ -64,3 +64,6 @@ __all__ = [
     "parameter_activation_names",
     "signed_parametrization",
 ]
+
+# --- branch smooth (issue 7): smoothing by convolution, symbolic entropy normalisation ---
+from symact import entropy, smooth  # noqa: E402,F401
