@@ -10,6 +10,15 @@ True
 
 from .activation import Activation, Properties, activation, parse_formula, v, x
 from .catalogue import CatalogueEntry, catalogue, catalogue_names
+from .parametrize import (
+    AutoactivationTable,
+    ParameterActivation,
+    SignedParametrization,
+    autoactivation_table,
+    parameter_activation,
+    parameter_activation_names,
+    signed_parametrization,
+)
 from .errors import (
     DivergentIntegralError,
     DomainError,
@@ -47,4 +56,14 @@ __all__ = [
     "InfeasibleShapingError",
     "InvalidGraphError",
     "TrainingDivergedError",
+    "AutoactivationTable",
+    "ParameterActivation",
+    "SignedParametrization",
+    "autoactivation_table",
+    "parameter_activation",
+    "parameter_activation_names",
+    "signed_parametrization",
 ]
+
+# --- branch smooth (issue 7): smoothing by convolution, symbolic entropy normalisation ---
+from symact import entropy, smooth  # noqa: E402,F401
