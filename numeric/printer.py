@@ -41,7 +41,7 @@ import sympy
 from sympy import Add, Mul, Pow, S
 
 from symact.errors import FormulaError
-from symact.primitives import Expm1, Log1p, LogSigmoid, NormalCdf, Sigmoid, Softplus
+from symact.primitives import Expm1, Log1p, LogSigmoid, NormalCdf, Sigmoid, Softplus, split_numeric_factor
 
 __all__ = ["emit_function", "prepare", "fuse_builtins", "number_literal", "SOFTPLUS_THRESHOLD", "PRELUDE"]
 
@@ -414,7 +414,7 @@ class _Emitter:
             if term.is_number:
                 const += term
                 continue
-            coeff, factor = _numeric_factor(term)
+            coeff, factor = split_numeric_factor(term)
             terms.append((coeff, factor))
         ops = [(c, self.value(f)) for c, f in terms]
         if not self.inplace:
@@ -634,7 +634,7 @@ def emit_function(
 
 def _negative_square(arg: sympy.Expr):
     """(u, c) if arg == -c*u**2 with c a positive power of two (so c*hi**2 is exact), else None."""
-    coeff, rest = _numeric_factor(arg)
+    coeff, rest = split_numeric_factor(arg)
     if not (coeff.is_number and coeff.is_negative):
         return None
     c = -coeff
@@ -732,15 +732,6 @@ def _ndtr_(u):
     v.copy_(z).square_().neg_().exp_().mul_(0.5641895835477563).mul_(dz)
     return z.erfc_().mul_(0.5).sub_(v)
 '''
-
-
-def _numeric_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
-    """term = coeff * factor with every numeric factor (sqrt(2)/2 included) in coeff."""
-    if isinstance(term, Mul):
-        numbers = [a for a in term.args if a.is_number]
-        if numbers:
-            return Mul(*numbers), Mul(*[a for a in term.args if not a.is_number])
-    return S.One, term
 
 
 def _count(expr: sympy.Expr, symbol: sympy.Symbol) -> int:

@@ -61,6 +61,7 @@ __all__ = [
     "safe_derivative",
     "Hazards",
     "hazards",
+    "split_numeric_factor",
 ]
 
 
@@ -356,7 +357,7 @@ def to_elementary(expr: sympy.Expr) -> sympy.Expr:
     )
 
 
-# --------------------------------------------------------------------------- rewrite pass
+# --------------------------------------------------------------------------- rewrite rules
 def _split_const(add: sympy.Add) -> tuple[sympy.Expr, list[sympy.Expr]]:
     const = S.Zero
     rest = []
@@ -368,8 +369,13 @@ def _split_const(add: sympy.Add) -> tuple[sympy.Expr, list[sympy.Expr]]:
     return const, rest
 
 
-def _coeff_and_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
-    """term = coeff*factor with every numeric factor (1/pi, sqrt(2) ...) in coeff."""
+def split_numeric_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
+    """term = coeff*factor with every numeric factor (1/pi, sqrt(2) ...) in coeff.
+
+    >>> import sympy
+    >>> split_numeric_factor(sympy.sqrt(2) * sympy.Symbol("x") / 2)
+    (sqrt(2)/2, x)
+    """
     if isinstance(term, Mul):
         numbers = [a for a in term.args if a.is_number]
         if numbers:
@@ -386,7 +392,7 @@ def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Exp
         for i, term in enumerate(terms):
             if term.is_number:
                 continue
-            k, f = _coeff_and_factor(term)
+            k, f = split_numeric_factor(term)
             replacement = None
             # k*exp(u) - k -> k*Expm1(u)
             if isinstance(f, sympy.exp) and const == -k and k != 0:
@@ -460,7 +466,7 @@ def _rationalise(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
     quotient has no difference of nearly equal numbers there.
     """
     for i, term in enumerate(expr.args):
-        k, f = _coeff_and_factor(term)
+        k, f = split_numeric_factor(term)
         if not (isinstance(f, Pow) and f.exp == S.Half and f.base.has(*inputs)):
             continue
         radicand = f.base

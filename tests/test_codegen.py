@@ -571,3 +571,11 @@ def test_trainable_parameters_gradcheck(name):
     assert sorted(n for n, _ in module.named_parameters()) == sorted(
         codegen.codegen_spec(act, names).trainable[i][1] for i in range(len(names))
     )
+
+
+@pytest.mark.parametrize("module", [codegen, importlib.import_module("numeric.printer")], ids=["codegen", "printer"])
+def test_docstring_examples_run(module):
+    import doctest
+
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
