@@ -16,10 +16,14 @@ graph walker (``graphs.max_subnetwork_value``):
 * **TAT, leaky ReLU**: negative slope a with the network's maximal C(0) = ``eta`` (default 0.9), output
   scale :math:`\sqrt{2/(1+a^2)}` so that Q(q) = q exactly (alpha = 1, beta = delta = 0).
 
-**Solution branch.**  DKS and TAT have, for odd activations, the mirror solution
-(alpha, -beta, gamma, -delta); symact returns beta >= 0 (``branch="beta>=0"``).  For other
-activations the beta >= 0 solution nearest the near-linear regime (smallest beta) is returned;
-``branch="any"`` accepts whatever Newton finds first.
+**Solution branch.**  Newton runs from the best points of a (log alpha, beta) grid and collects
+every distinct root.  The default (``branch="beta>=0"``) returns the root with the smallest alpha
+(the least nonlinear transformation), and for activations with phi(x) + phi(-x) = c0 (odd ones,
+c0 = 0; the sigmoid, c0 = 1), whose roots come in mirror pairs (alpha, beta, gamma, delta) and
+(alpha, -beta, gamma, -delta - c0), the member with beta >= 0.  Activations without that
+symmetry (elu, selu) can have beta < 0 on this branch; ``ShapedLayer.branch`` says which case
+applied.  This is also the branch the public ``dks`` package lands on in every case we compared
+(tests/fixtures/dks_reference.json).
 
 Example (an MLP of depth 10 from the graph builders):
 
@@ -81,6 +85,7 @@ _F64_TOL = 1e-13
 # Newton starts: the best points of this grid (log alpha in [log 1e-3, log 8], beta in [-4, 4]).
 _GRID_LOG_ALPHA = np.linspace(math.log(1e-3), math.log(8.0), 24)
 _GRID_BETA = np.linspace(-4.0, 4.0, 25)
+_N_STARTS = 24  # Newton runs from the best grid points; all distinct roots are collected
 
 
 def _dks_system(ev: ConditionEvaluator, q_target, c_target):
@@ -212,25 +217,34 @@ def _start_points(system_at, grid_alpha, grid_beta, scale, kinks=()) -> list[tup
 def _pick(solutions: list, branch: str, odd_offset):
     """Choose among Newton's roots; returns (solution, branch description) or (None, None).
 
-    ``branch="beta>=0"`` (default): a root with beta >= 0 if there is one; for activations with
-    phi(x) + phi(-x) = c0 (odd, or the sigmoid) the mirror (alpha, -beta, gamma, -delta - c0) of a
-    beta < 0 root; otherwise the beta < 0 root with the smallest |beta| (elu, selu: DKS has no
-    beta >= 0 root there), described as such.  ``branch="any"``: the first root found.
+    Roots of activations with phi(x) + phi(-x) = c0 (odd ones, c0 = 0; the sigmoid, c0 = 1) come in
+    mirror pairs (alpha, beta, gamma, delta) / (alpha, -beta, gamma, -delta - c0); they are first
+    reflected to beta >= 0.  Then ``branch="beta>=0"`` (default) takes the beta >= 0 root with the
+    smallest alpha, or, when there is none (elu, selu at some targets), the root with the smallest
+    |beta|; ``branch="min|beta|"`` always takes the root with the smallest |beta|;
+    ``branch="any"`` the first root found.
     """
     if not solutions:
         return None, None
     if branch == "any":
         return {**solutions[0], "mirrored": False}, "first root found (branch='any')"
-    nonneg = [s for s in solutions if s["beta"] >= 0]
-    if nonneg:
-        best = min(nonneg, key=lambda s: s["beta"])
-        return {**best, "mirrored": False}, "beta >= 0"
-    best = min(solutions, key=lambda s: abs(s["beta"]))
-    if odd_offset is not None:
-        delta = None if best["delta"] is None else -best["delta"] - odd_offset
-        return ({**best, "beta": -best["beta"], "delta": delta, "mirrored": True},
-                f"beta >= 0: mirror (alpha, -beta, gamma, -delta - {odd_offset:g}) of Newton's root")
-    return {**best, "mirrored": False}, "beta < 0 (no beta >= 0 root: the activation is not odd)"
+    roots = []
+    for s in solutions:
+        if s["beta"] < 0 and odd_offset is not None:
+            delta = None if s["delta"] is None else -s["delta"] - odd_offset
+            roots.append({**s, "beta": -s["beta"], "delta": delta, "mirrored": True})
+        else:
+            roots.append({**s, "mirrored": False})
+    note = f" (mirror (alpha, -beta, gamma, -delta - {odd_offset or 0:g}) of Newton's root)"
+    nonneg = [s for s in roots if s["beta"] >= 0]
+    if branch == "beta>=0" and nonneg:
+        best = min(nonneg, key=lambda s: s["alpha"])
+        return best, "beta >= 0, smallest alpha" + (note if best["mirrored"] else "")
+    if branch not in ("beta>=0", "min|beta|"):
+        raise DomainError(f"branch={branch!r}: use 'beta>=0', 'min|beta|' or 'any'.")
+    best = min(roots, key=lambda s: abs(s["beta"]))
+    why = "no beta >= 0 root; smallest |beta|" if branch == "beta>=0" else "smallest |beta|"
+    return best, why + (note if best["mirrored"] else "")
 
 
 def _check_dps(dps):
@@ -275,7 +289,7 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
     starts = _start_points(residual_at, _GRID_LOG_ALPHA, _GRID_BETA, scale, funcs.kinks)
     solutions = []
     best_seen = starts[0] if starts else None
-    for _, la, b in starts[:8]:
+    for _, la, b in starts[:_N_STARTS]:
         out = _newton(system_f64, [la, b], None, scale)
         if out is None:
             continue
@@ -284,7 +298,7 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
         if any(abs(alpha - s["alpha"]) < 1e-9 and abs(beta - s["beta"]) < 1e-9 for s in solutions):
             continue
         solutions.append({"alpha": alpha, "beta": beta, "delta": None})
-        if branch == "any" or beta >= 0 or funcs.odd_offset is not None:
+        if branch == "any":
             break
     chosen, branch_note = _pick(solutions, branch, funcs.odd_offset)
     if chosen is None:
@@ -400,15 +414,17 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
 
     starts = _start_points(residual_at, _GRID_LOG_ALPHA, _GRID_BETA, scale, funcs.kinks)
     solutions = []
-    for _, la, b in starts[:10]:
+    for _, la, b in starts[:_N_STARTS]:
         ev = ConditionEvaluator(funcs, math.exp(la), b)
         d0 = -ev.expect((1,), lambda f, f1, f2: f)
         out = _newton(system_f64, [la, b, d0], None, scale)
         if out is None:
             continue
         x, _ = out
+        if any(abs(math.exp(x[0]) - s["alpha"]) < 1e-9 and abs(x[1] - s["beta"]) < 1e-9 for s in solutions):
+            continue
         solutions.append({"alpha": math.exp(x[0]), "beta": x[1], "delta": x[2]})
-        if branch == "any" or x[1] >= 0 or funcs.odd_offset is not None:
+        if branch == "any":
             break
     chosen, branch_note = _pick(solutions, branch, funcs.odd_offset)
     if chosen is None:
