@@ -787,6 +787,11 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
             acts[node] = graph.nodes[node].get("activation")
         else:
             acts[node] = act_or_mapping
+    for node, act in acts.items():
+        if isinstance(act, str):  # catalogue names become symact Activations
+            import symact
+
+            acts[node] = symact.activation(act)
     node_targets = dict(node_targets or {})
     walk_dps = dps or 30
     if method == "dks":

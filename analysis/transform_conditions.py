@@ -47,7 +47,7 @@ Example
 >>> x = sympy.Symbol("x", real=True)
 >>> tc = transform_conditions(sympy.tanh(x), alpha=1, beta=0, gamma=1, delta=0)
 >>> round(tc.values.c_at_0, 12), round(tc.values.c_slope * tc.values.q_value, 10)  # E[tanh'(z)^2]
-(0.0, 0.4644545454)
+(0.0, 0.4644029024)
 """
 
 from __future__ import annotations
