@@ -534,7 +534,12 @@ def _symbolic_walk(graph, rule_expr: Callable, start, symbol):
 
 
 def _uniform_slope(graph, zeta, fixed: dict, dps: int):
-    """(exact or None, numeric) common per-layer C'(1) so the network's maximal C'(1) is zeta."""
+    """(exact or None, SymPy function, mpf at dps+8 digits): common per-layer C'(1) giving zeta."""
+    with mpmath.workdps(dps + 8):
+        return _uniform_slope_at_precision(graph, zeta, fixed, dps)
+
+
+def _uniform_slope_at_precision(graph, zeta, fixed: dict, dps: int):
     s = sympy.Symbol("s", positive=True)
     zeta_exact = sympy.nsimplify(zeta, rational=True) if isinstance(zeta, float) else sympy.sympify(zeta)
 
@@ -562,7 +567,12 @@ def _uniform_slope(graph, zeta, fixed: dict, dps: int):
 
 
 def _uniform_curvature(graph, tau, fixed: dict, dps: int):
-    """(exact or None, numeric) common per-layer C''(1) so the network's maximal C''(1) is tau."""
+    """(exact or None, SymPy function, mpf at dps+8 digits): common per-layer C''(1) giving tau."""
+    with mpmath.workdps(dps + 8):
+        return _uniform_curvature_at_precision(graph, tau, fixed, dps)
+
+
+def _uniform_curvature_at_precision(graph, tau, fixed: dict, dps: int):
     k = sympy.Symbol("k", positive=True)
     tau_exact = sympy.nsimplify(tau, rational=True) if isinstance(tau, float) else sympy.sympify(tau)
     if not fixed:

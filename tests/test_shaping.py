@@ -234,6 +234,18 @@ def test_mlp_per_layer_targets_are_exact(walker):
     assert (net.c_map(1.0) - net.c_map(1 - h)) / h == pytest.approx(1.5, rel=2e-3)
 
 
+def test_shape_with_dps_carries_the_digits(walker):
+    """shape(..., dps=30) on an MLP: conditions to 1e-25 against targets computed here at 50 digits."""
+    net = shape(ACTS["tanh"], walker.mlp(100), method="dks", zeta=1.5, dps=30)
+    lay = net.layers[0]
+    with mpmath.workdps(50):
+        slope = (mpmath.mpf(3) / 2) ** (mpmath.mpf(1) / 100)
+        c = transform_conditions(ACTS["tanh"], lay.alpha, lay.beta, lay.gamma, lay.delta, dps=40).values
+        assert abs(c.c_slope - slope) < mpmath.mpf(10) ** -25
+        assert abs(c.q_slope - 1) < mpmath.mpf(10) ** -25 and abs(c.q_value - 1) < mpmath.mpf(10) ** -25
+        assert abs(c.c_at_0) < mpmath.mpf(10) ** -25
+
+
 def test_mixed_activations_and_node_targets(walker):
     g = walker.mlp(4)
     nodes = [n for n in nx.topological_sort(g) if g.nodes[n]["kind"] == "activation"]
