@@ -795,6 +795,13 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
             acts[node] = act_or_mapping[node]
         elif act_or_mapping is None:
             acts[node] = graph.nodes[node].get("activation")
+            if acts[node] is None:
+                raise DomainError(f"activation node {node!r} names no activation; pass act_or_mapping.")
+            params = graph.nodes[node].get("activation_params") or {}
+            if isinstance(acts[node], str) and params:
+                import symact
+
+                acts[node] = symact.activation(acts[node], **params)
         else:
             acts[node] = act_or_mapping
     for node, act in acts.items():

@@ -246,6 +246,35 @@ def test_shape_with_dps_carries_the_digits(walker):
         assert abs(c.c_at_0) < mpmath.mpf(10) ** -25
 
 
+def test_from_torch_mlp_shapes_like_the_hand_built_graph():
+    torch = pytest.importorskip("torch")
+    graphs = pytest.importorskip("graphs")
+    if not hasattr(graphs, "from_torch"):
+        pytest.skip("graphs.from_torch not available")
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8))
+    traced = shape(None, graphs.from_torch(model, torch.randn(1, 8)), method="dks", zeta=2.0)
+    hand = shape("tanh", graphs.mlp(3), method="dks", zeta=2.0)
+    assert len(traced.layers) == len(hand.layers) == 3
+    for a, b in zip(traced.layers, hand.layers):
+        assert (a.alpha, a.beta, a.gamma, a.delta) == (b.alpha, b.beta, b.gamma, b.delta)
+        assert a.targets == b.targets
+
+
+def test_resnet_slope_makes_walker_maximum_equal_zeta():
+    graphs = pytest.importorskip("graphs")
+    if not hasattr(graphs, "resnet"):
+        pytest.skip("graphs.resnet not available")
+    g = graphs.resnet(blocks=(2, 2), shortcut_weight=0.6, activation="tanh")
+    net = shape("tanh", g, method="dks", zeta=1.5)
+    slope = float(net.layers[0].targets["c_slope"])
+    assert 1 < slope < 1.5
+    # independent check: the walker's numeric maximum at this per-layer slope is zeta
+    value = graphs.max_subnetwork_value(g, lambda node, y: slope * y, 1.0)
+    assert float(value) == pytest.approx(1.5, rel=1e-12)
+    assert all(abs(lay.residuals["c_slope"]) < 1e-12 for lay in net.layers)
+
+
 def test_mixed_activations_and_node_targets(walker):
     g = walker.mlp(4)
     nodes = [n for n in nx.topological_sort(g) if g.nodes[n]["kind"] == "activation"]
