@@ -25,11 +25,14 @@ symmetry (elu, selu) can have beta < 0 on this branch; ``ShapedLayer.branch`` sa
 applied.  This is also the branch the public ``dks`` package lands on in every case we compared
 (tests/fixtures/dks_reference.json).
 
-Example (an MLP of depth 10 from the graph builders):
+Example (an MLP of depth 10 from the graph builders; the per-layer slope is exactly 1.5**(1/10)):
 
->>> import analysis, graphs                                   # doctest: +SKIP
->>> net = analysis.shape("tanh", graphs.mlp(10), method="dks", zeta=1.5)   # doctest: +SKIP
->>> net.layers[0].alpha, net.layers[0].c_slope_target       # doctest: +SKIP
+>>> import analysis, graphs
+>>> net = analysis.shape("tanh", graphs.mlp(10), method="dks", zeta=1.5)
+>>> round(net.layers[0].alpha, 6), net.layers[0].targets["c_slope"]
+(0.29665, 2**(9/10)*3**(1/10)/2)
+>>> abs(net.c_map(0.0)) < 1e-9
+True
 """
 
 from __future__ import annotations
