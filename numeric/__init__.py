@@ -45,3 +45,13 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
+
+# --- branch shaping: kernel-preserving initialisers (torch) ---
+_EXPORTS.update({
+    "scaled_uniform_orthogonal_": "initializers",
+    "delta_orthogonal_": "initializers",
+    "kernel_preserving_init_": "initializers",
+    "per_location_normalize": "initializers",
+    "TransformedActivation": "initializers",
+})
+__all__ = sorted(_EXPORTS)
