@@ -30,6 +30,12 @@ _EXPORTS = {
     "EntropyNormalization": "entropy",
     "EntropyNormalize": "entropy",
     "entropy_normalize": "entropy",
+    # kernel-preserving initialisers
+    "scaled_uniform_orthogonal_": "initializers",
+    "delta_orthogonal_": "initializers",
+    "kernel_preserving_init_": "initializers",
+    "per_location_normalize": "initializers",
+    "TransformedActivation": "initializers",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -45,13 +51,3 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
-
-# --- branch shaping: kernel-preserving initialisers (torch) ---
-_EXPORTS.update({
-    "scaled_uniform_orthogonal_": "initializers",
-    "delta_orthogonal_": "initializers",
-    "kernel_preserving_init_": "initializers",
-    "per_location_normalize": "initializers",
-    "TransformedActivation": "initializers",
-})
-__all__ = sorted(_EXPORTS)
