@@ -248,9 +248,7 @@ def test_shape_with_dps_carries_the_digits(walker):
 
 def test_from_torch_mlp_shapes_like_the_hand_built_graph():
     torch = pytest.importorskip("torch")
-    graphs = pytest.importorskip("graphs")
-    if not hasattr(graphs, "from_torch"):
-        pytest.skip("graphs.from_torch not available")
+    import graphs
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
                                 torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8))
     traced = shape(None, graphs.from_torch(model, torch.randn(1, 8)), method="dks", zeta=2.0)
@@ -262,9 +260,7 @@ def test_from_torch_mlp_shapes_like_the_hand_built_graph():
 
 
 def test_resnet_slope_makes_walker_maximum_equal_zeta():
-    graphs = pytest.importorskip("graphs")
-    if not hasattr(graphs, "resnet"):
-        pytest.skip("graphs.resnet not available")
+    import graphs
     g = graphs.resnet(blocks=(2, 2), shortcut_weight=0.6, activation="tanh")
     net = shape("tanh", g, method="dks", zeta=1.5)
     slope = float(net.layers[0].targets["c_slope"])
