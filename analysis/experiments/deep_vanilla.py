@@ -1,0 +1,283 @@
+"""Deep vanilla networks: do shaped kernels make 50/100-layer MLPs trainable?
+
+MLPs without skip connections or normalisation (``hidden_layers`` activation
+layers of width ``width``, one more linear layer for the output), activations
+tanh, sigmoid, softplus, leaky ReLU, trained on moons (make_moons n=1000, noise
+0.1, half held out) and on scikit-learn's digits (30% held out).  Arms:
+
+* ``plain``: LeCun-normal weights N(0, 1/fan_in), zero biases (standard init);
+* ``dks`` / ``tat``: the network shaped by ``analysis.shape(act, graphs.mlp(depth),
+  method=...)`` with its ``.to_torch()`` modules (branch ``shaping``); recorded as
+  *unavailable* until that code is present, never replaced by another arm;
+* ``rai``: the plain network trained with relaxed activation identity
+  (:class:`numeric.rai.RAI`, per-example auxiliary activations indexed per batch);
+* ``resnet``: a ResNet-style baseline, ``h <- h + W phi(h)`` per block with the
+  residual weights scaled by 1/sqrt(depth) (no normalisation).
+
+Optimisers: Adam (mini-batch), SGD with momentum (mini-batch), full-batch Rprop.
+Each job is one (activation, depth, dataset, arm, optimiser, seed); the report
+aggregates seeds (median and min-max band) and checks the DKS claim: for the
+100-layer tanh MLP the DKS arm reaches a lower training loss than the plain arm
+after the same number of steps, on both data sets (median over 3 seeds).
+
+>>> from analysis.experiments.deep_vanilla import deep_vanilla
+>>> rec = deep_vanilla({"activation": "tanh", "hidden_layers": 3, "width": 8, "dataset": {"name": "moons", "n_samples": 40, "test_fraction": 0.5}, "arm": "plain", "steps": 3})
+>>> sorted(rec["curve"])[:3]
+['objective', 'seconds', 'steps']
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from typing import Any, Callable
+
+from analysis.records import Claim, ExperimentUnavailable, Job
+from analysis.verify import register
+
+__all__ = ["deep_vanilla", "build_model", "jobs", "report_section", "ARMS", "ACTIVATIONS", "OPTIMIZER_DEFAULTS"]
+
+ARMS = ("plain", "dks", "tat", "rai", "resnet")
+ACTIVATIONS = ("tanh", "sigmoid", "softplus", "leaky_relu")
+OPTIMIZER_DEFAULTS = {
+    "adam": {"lr": 1e-3, "batch_size": 128},
+    "sgd": {"lr": 0.05, "batch_size": 128, "optimizer_options": {"momentum": 0.9}},
+    "rprop": {"lr": 0.01, "batch_size": None},
+}
+MOONS = {"name": "moons", "n_samples": 1000, "noise": 0.1, "test_fraction": 0.5}
+DIGITS = {"name": "digits", "test_fraction": 0.3}
+
+
+def _lecun_(model: Any) -> Any:
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.normal_(0.0, 1.0 / math.sqrt(m.in_features))
+                m.bias.zero_()
+    return model
+
+
+class _Residual:  # built lazily so importing this module does not import torch
+    cls = None
+
+
+def _residual_mlp(in_f: int, width: int, depth: int, out_f: int, act: str, dtype: Any, device: Any) -> Any:
+    import torch
+    import torch.nn as nn
+
+    from numeric.train import activation_module
+
+    class ResidualBlock(nn.Module):
+        """``h + W phi(h)`` with W ~ N(0, 1/(fan_in * depth)): variance grows by at most ~e over the stack."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.act = activation_module(act)
+            self.linear = nn.Linear(width, width, dtype=dtype, device=device)
+            with torch.no_grad():
+                self.linear.weight.normal_(0.0, 1.0 / math.sqrt(width * depth))
+                self.linear.bias.zero_()
+
+        def forward(self, h: Any) -> Any:
+            return h + self.linear(self.act(h))
+
+    stem = _lecun_(nn.Linear(in_f, width, dtype=dtype, device=device))
+    head = _lecun_(nn.Linear(width, out_f, dtype=dtype, device=device))
+    return nn.Sequential(stem, *[ResidualBlock() for _ in range(depth)], activation_module(act), head)
+
+
+def _shaped_model(method: str, act: str, in_f: int, width: int, depth: int, out_f: int, dtype: Any, device: Any) -> Any:
+    """The DKS/TAT arm, built only from the shaping branch's public API."""
+    try:
+        import graphs
+        from analysis import shape  # type: ignore[attr-defined]
+
+        mlp_graph = graphs.mlp  # type: ignore[attr-defined]
+    except (ImportError, AttributeError) as exc:
+        raise ExperimentUnavailable(
+            f"The {method.upper()} arm needs analysis.shape and graphs.mlp (branch 'shaping'), which are not "
+            f"present here ({type(exc).__name__}: {exc}). Merge the shaping branch, then re-run: only this "
+            "arm's jobs run again."
+        ) from exc
+    return _build_from_shaping(shape, mlp_graph, method, act, in_f, width, depth, out_f, dtype, device)
+
+
+def _build_from_shaping(shape: Any, mlp_graph: Any, method: str, act: str, in_f: int, width: int, depth: int,
+                        out_f: int, dtype: Any, device: Any) -> Any:
+    import symact
+
+    shaped = shape(symact.activation(act), mlp_graph(depth), method=method)
+    to_torch = shaped.to_torch
+    for kwargs in ({"in_features": in_f, "width": width, "out_features": out_f},):
+        try:
+            model = to_torch(**kwargs)
+            return model.to(dtype=dtype, device=device)
+        except TypeError:
+            continue
+    raise ExperimentUnavailable(f"ShapedNetwork.to_torch has an unexpected signature: {to_torch!r}")
+
+
+def build_model(spec: dict, in_f: int, out_f: int, dtype: Any = None, device: Any = None) -> Any:
+    """The torch model of the job's arm (seed torch first for reproducibility)."""
+    from numeric.train import build_mlp
+
+    arm, act = spec["arm"], spec["activation"]
+    width, depth = int(spec["width"]), int(spec["hidden_layers"])
+    if arm in ("plain", "rai"):
+        return _lecun_(build_mlp(in_f, width, depth, out_f, act, dtype=dtype, device=device))
+    if arm == "resnet":
+        return _residual_mlp(in_f, width, depth, out_f, act, dtype, device)
+    if arm in ("dks", "tat"):
+        return _shaped_model(arm, act, in_f, width, depth, out_f, dtype, device)
+    raise ValueError(f"Unknown arm {arm!r}; choose one of {ARMS}.")
+
+
+@register("deep_vanilla")
+def deep_vanilla(spec: dict, *, device: str = "cpu", progress: Callable | None = None) -> dict:
+    """Train one arm of a deep vanilla network and return its curves (no per-job claims)."""
+    import torch
+
+    from numeric.datasets import dataset
+    from numeric.rai import RAI
+    from numeric.train import train
+
+    spec = {"activation": "tanh", "hidden_layers": 100, "width": 100, "dataset": MOONS, "arm": "plain",
+            "optimizer": "adam", "steps": 200, "seed": 0, **spec}
+    opt = spec["optimizer"]
+    opt_spec = {**OPTIMIZER_DEFAULTS[opt], **spec.get("optimizer_spec", {})}
+    try:
+        data = dataset(dict(spec["dataset"]))
+    except Exception as exc:  # digits without scikit-learn: say what to install
+        if "scikit-learn" in str(exc):
+            raise ExperimentUnavailable(str(exc)) from exc
+        raise
+    x, y, xt, yt = data.torch(torch.float32, device)
+    torch.manual_seed(int(spec["seed"]))
+    model = build_model(spec, data.n_features, data.n_classes, torch.float32, device)
+    steps = int(spec["steps"])
+    batch = opt_spec.get("batch_size")
+    batch = None if batch is None or batch >= len(x) else batch
+    common = dict(loss="cross_entropy", optimizer=opt, lr=opt_spec["lr"], steps=steps, batch_size=batch,
+                  seed=int(spec["seed"]), eval_every=int(spec.get("eval_every", max(1, steps // 10))),
+                  optimizer_options=opt_spec.get("optimizer_options"), progress=progress)
+    if spec["arm"] == "rai":
+        rai = RAI(model, x, loss="cross_entropy", penalty=spec.get("penalty", 1.0))
+        result = train(rai, (x, y, xt, yt), objective=rai.objective, **common)
+    else:
+        result = train(model, (x, y, xt, yt), **common)
+    return {"curve": result.to_dict(), "final_train_loss": result.final_train_loss,
+            "final_test_loss": result.final_test_loss,
+            "final_test_accuracy": result.test_accuracy[-1] if result.test_accuracy else None}
+
+
+def _grid(acts: tuple, depths: tuple, datasets: tuple, arms: tuple, optimizers: tuple, seeds: tuple,
+          base: dict) -> list[Job]:
+    return [
+        Job("deep_vanilla", {**base, "activation": a, "hidden_layers": d, "dataset": ds, "arm": arm,
+                             "optimizer": o, "seed": s})
+        for a in acts for d in depths for ds in datasets for o in optimizers for arm in arms for s in seeds
+    ]
+
+
+def jobs(level: str) -> list[Job]:
+    """``tiny``: a 6-layer toy (tests); ``quick``: 100-layer tanh, all arms, Adam, 3 seeds;
+    ``full``: every activation at depth 50 and 100 with Adam, plus SGD and Rprop for tanh-100."""
+    seeds = (0, 1, 2)
+    if level == "tiny":
+        small_moons = {**MOONS, "n_samples": 200}
+        small_digits = {**DIGITS, "n_samples": 200}
+        return _grid(("tanh",), (6,), (small_moons, small_digits), ARMS, ("adam",), (0,),
+                     {"width": 16, "steps": 10})
+    if level == "quick":
+        return _grid(("tanh",), (100,), (MOONS, DIGITS), ARMS, ("adam",), seeds, {"width": WIDTH, "steps": QUICK_STEPS})
+    out = _grid(ACTIVATIONS, (50, 100), (MOONS, DIGITS), ARMS, ("adam",), seeds, {"width": WIDTH, "steps": FULL_STEPS})
+    out += _grid(("tanh",), (100,), (MOONS, DIGITS), ARMS, ("sgd", "rprop"), seeds, {"width": WIDTH, "steps": FULL_STEPS})
+    return out
+
+
+QUICK_STEPS = 100
+FULL_STEPS = 300
+WIDTH = 64  # keeps 100-layer jobs to seconds on a shared 2-core CPU
+
+
+def _groups(records: list) -> dict:
+    groups: dict = {}
+    for r in records:
+        s = r.job.spec
+        key = (s["activation"], s["hidden_layers"], s["dataset"]["name"], s["optimizer"])
+        groups.setdefault(key, {}).setdefault(s["arm"], []).append(r)
+    return groups
+
+
+def _median_band(curves: list[list[float]]) -> tuple[list, list, list]:
+    n = min(len(c) for c in curves)
+    cols = [[c[i] for c in curves] for i in range(n)]
+    return [statistics.median(v) for v in cols], [min(v) for v in cols], [max(v) for v in cols]
+
+
+def report_section(records: list, out_dir: str) -> Any:
+    from analysis.report import Section, format_value, line_plot, markdown_table
+
+    mine = [r for r in records if r.job.experiment == "deep_vanilla"]
+    if not mine:
+        return None
+    ok = [r for r in mine if r.status == "ok"]
+    groups = _groups(mine)
+    rows, figures, claims = [], [], []
+    for key in sorted(groups, key=str):
+        act, depth, ds, opt = key
+        series = []
+        for arm in ARMS:
+            recs = groups[key].get(arm, [])
+            good = [r for r in recs if r.status == "ok"]
+            if not recs:
+                continue
+            if not good:
+                rows.append((act, depth, ds, opt, arm, 0, recs[0].status, "-", "-", "-"))
+                continue
+            finals = [r.result["final_train_loss"] for r in good]
+            tests = [r.result["final_test_loss"] for r in good if r.result.get("final_test_loss") is not None]
+            accs = [r.result["final_test_accuracy"] for r in good if r.result.get("final_test_accuracy") is not None]
+            rows.append((act, depth, ds, opt, arm, len(good), "ok",
+                         f"{format_value(statistics.median(finals))} [{format_value(min(finals))}, {format_value(max(finals))}]",
+                         format_value(statistics.median(tests)) if tests else "-",
+                         format_value(statistics.median(accs)) if accs else "-"))
+            curves = [r.result["curve"] for r in good]
+            med, lo, hi = _median_band([c["train_loss"] for c in curves])
+            x = curves[0]["steps"][: len(med)]
+            series.append({"x": x, "y": med, "lo": lo, "hi": hi, "label": f"{arm} train"})
+            if curves[0]["test_loss"]:
+                tmed, _, _ = _median_band([c["test_loss"] for c in curves])
+                series.append({"x": x, "y": tmed, "label": f"{arm} held-out", "style": ":"})
+        if series and (act == "tanh" or len(groups) <= 8):
+            name = f"deep_vanilla_{act}_{depth}_{ds}_{opt}.png"
+            figures.append(line_plot(os.path.join(out_dir, name), series, logy=True,
+                                     title=f"{depth}-layer vanilla {act} MLP on {ds} ({opt}); median, min-max over seeds",
+                                     xlabel="step", ylabel="cross-entropy"))
+    # The DKS claim on the 100-layer tanh MLP, for each data set present.
+    for key in sorted(groups, key=str):
+        act, depth, ds, opt = key
+        if act != "tanh" or depth != max(k[1] for k in groups) or opt != "adam":
+            continue
+        plain = [r.result["final_train_loss"] for r in groups[key].get("plain", []) if r.status == "ok"]
+        dks_recs = groups[key].get("dks", [])
+        dks = [r.result["final_train_loss"] for r in dks_recs if r.status == "ok"]
+        prediction = f"{depth}-layer vanilla tanh on {ds} ({opt}): DKS arm reaches lower training loss than plain (median over seeds)"
+        if plain and dks:
+            mp, md = statistics.median(plain), statistics.median(dks)
+            claims.append(Claim(prediction, measured=md - mp, tolerance="median(DKS) - median(plain) < 0",
+                                passed=md < mp, detail=f"DKS {md:.4g} vs plain {mp:.4g} over {len(dks)}/{len(plain)} seeds",
+                                key="dks_beats_plain"))
+        else:
+            why = dks_recs[0].error.splitlines()[0] if dks_recs and dks_recs[0].error else "no DKS records"
+            claims.append(Claim(prediction, measured=None, tolerance="median(DKS) - median(plain) < 0", passed=None,
+                                detail=why, key="dks_beats_plain"))
+    md = ("Final training loss: median [min, max] over seeds; held-out loss and accuracy: medians. "
+          "Arms that could not run are listed with their status.\n\n"
+          + markdown_table(("activation", "hidden layers", "data", "optimizer", "arm", "seeds", "status",
+                            "train loss", "held-out loss", "held-out acc"), rows))
+    del ok
+    return Section("Deep vanilla networks (no skips, no normalisation)", md, tuple(claims), tuple(figures))
