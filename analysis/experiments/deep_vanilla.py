@@ -187,10 +187,10 @@ def jobs(level: str) -> list[Job]:
     ``full``: every activation at depth 50 and 100 with Adam, plus SGD and Rprop for tanh-100."""
     seeds = (0, 1, 2)
     if level == "tiny":
-        small_moons = {**MOONS, "n_samples": 200}
-        small_digits = {**DIGITS, "n_samples": 200}
-        return _grid(("tanh",), (6,), (small_moons, small_digits), ARMS, ("adam",), (0,),
-                     {"width": 16, "steps": 10})
+        small_moons = {**MOONS, "n_samples": 100}
+        small_digits = {**DIGITS, "n_samples": 100}
+        return _grid(("tanh",), (4,), (small_moons, small_digits), ARMS, ("adam",), (0,),
+                     {"width": 8, "steps": 5})
     if level == "quick":
         return _grid(("tanh",), (100,), (MOONS, DIGITS), ARMS, ("adam",), seeds, {"width": WIDTH, "steps": QUICK_STEPS})
     out = _grid(ACTIVATIONS, (50, 100), (MOONS, DIGITS), ARMS, ("adam",), seeds, {"width": WIDTH, "steps": FULL_STEPS})
