@@ -82,32 +82,30 @@ def _real(y, where) -> mpmath.mpf:
 
     ``where`` is the abscissa (formatted only when an error is raised: this runs per node).
     """
-    if type(y) is mpmath.mpf:
-        if mpmath.isfinite(y):
-            return y
-    where = where
-    if isinstance(y, mpmath.mpc) or isinstance(y, complex):
+    if type(y) is not mpmath.mpf and not isinstance(y, (mpmath.mpc, complex)):
+        try:
+            y = mpmath.mpf(y)
+        except (TypeError, ValueError) as exc:  # e.g. a SymPy object that did not lambdify
+            raise NonRealExpressionError(
+                f"the integrand returned {y!r} at x = {mpmath.nstr(where, 8)}, which is not a real "
+                "number; lambdify the expression with modules='mpmath' first.") from exc
+    if type(y) is mpmath.mpf and mpmath.isfinite(y):
+        return y
+    loc = f"x = {mpmath.nstr(where, 8)}"
+    if isinstance(y, (mpmath.mpc, complex)):
         y = mpmath.mpc(y)
         if y.imag != 0 and abs(y.imag) > mpmath.eps * max(1, abs(y.real)) * 2**20:
             raise NonRealExpressionError(
-                f"the integrand is not real at {where} (value {mpmath.nstr(y, 8)}); "
+                f"the integrand is not real at {loc} (value {mpmath.nstr(y, 8)}); "
                 "the activation takes complex values for some real inputs. Restrict it to a "
                 "real-valued formula (e.g. use Abs, or Max(0, x) inside sqrt/log).")
-        y = y.real
-    try:
-        y = mpmath.mpf(y)
-    except TypeError as exc:  # e.g. a SymPy object that did not lambdify to a number
-        raise NonRealExpressionError(
-            f"the integrand returned {y!r} at {where}, which is not a real number; "
-            "lambdify the expression with modules='mpmath' first.") from exc
+        return _real(y.real, where)
     if mpmath.isnan(y):
         raise NonRealExpressionError(
-            f"the integrand is undefined (nan) at {where}; check the formula's domain.")
-    if mpmath.isinf(y):
-        raise DivergentIntegralError(
-            f"the integrand is infinite at {where}; the Gaussian expectation diverges. "
-            "Use an activation that is finite on the real line.")
-    return y
+            f"the integrand is undefined (nan) at {loc}; check the formula's domain.")
+    raise DivergentIntegralError(
+        f"the integrand is infinite at {loc}; the Gaussian expectation diverges. "
+        "Use an activation that is finite on the real line.")
 
 
 def _tail_radius(dps: int) -> mpmath.mpf:
@@ -139,6 +137,29 @@ def _check_tail(f: Callable, mean, std, dps: int, what: str = "the integrand") -
                 f"at z = {mpmath.nstr(sign * r, 4)} it is {mpmath.nstr(g[0], 3)}). "
                 "The activation is not square-integrable under the Gaussian; use one that grows "
                 "more slowly than exp(x^2/4).")
+
+
+def _check_singularities(f: Callable, breakpoints: Iterable, dps: int, what: str = "the integrand") -> None:
+    """Raise DivergentIntegralError at a non-integrable singularity at a break-point.
+
+    Near an integrable singularity ``|f(b + d)| d -> 0`` as ``d -> 0``; for ``1/|x - b|`` or
+    worse it does not.  Compare ``d = 10^-(dps/3)`` with ``d = 10^-(2 dps/3)`` on both sides.
+    """
+    d1 = mpmath.mpf(10) ** (-(dps // 3))
+    d2 = d1 * d1
+    for b in breakpoints:
+        b = mpmath.mpf(b)
+        for sign in (1, -1):
+            try:
+                g1 = abs(_real(f(b + sign * d1), b + sign * d1)) * d1
+                g2 = abs(_real(f(b + sign * d2), b + sign * d2)) * d2
+            except DivergentIntegralError:
+                g1, g2 = mpmath.mpf(1), mpmath.inf
+            if g2 > g1 / 2 and g2 > mpmath.mpf(10) ** (-dps):
+                raise DivergentIntegralError(
+                    f"{what} has a non-integrable singularity at x = {mpmath.nstr(b, 10)} (it grows at "
+                    "least like 1/|x - b| there), so the Gaussian expectation diverges. The "
+                    "activation must be square-integrable: use one that is bounded near that point.")
 
 
 def _split_points(breakpoints: Iterable, mean, std, cut, finite: bool = False) -> list:
@@ -207,6 +228,7 @@ def gaussian_expectation(f: Callable, *, dps: int = 30, breakpoints: Sequence = 
         mean = mpmath.mpf(mean)
         std = mpmath.mpf(std)
         _check_tail(f, mean, std, dps)
+        _check_singularities(f, breakpoints, dps)
         cut = 2 * _tail_radius(dps)
         points = _split_points(breakpoints, mean, std, cut)
         norm = 1 / mpmath.sqrt(2 * mpmath.pi)
@@ -325,7 +347,7 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
 
     Computed all at once with a composite Gauss-Legendre rule at ``dps + 10`` digits on
     ``[-Z, Z]``, ``Z = 2 sqrt((dps + 10) ln 10)`` (beyond which ``|h_k| pdf <= exp(-z^2/4)`` is
-    negligible), panels of width 1/2 split at the ``breakpoints``, 48 nodes per panel, and the
+    negligible), panels of width 1/2 split at the ``breakpoints``, 24 nodes per panel, and the
     stable three-term recurrence ``h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k+1)``.
     Accurate to about ``dps`` digits for ``k`` up to a few hundred when ``f`` grows at most
     polynomially or like exp(|x|).
@@ -340,17 +362,29 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
     with mp.workdps(dps + _GUARD_DIGITS):
         _check_tail(lambda x: f(x) ** 2, 0, 1, dps, "f^2")
         cut = 2 * mpmath.sqrt((dps + _GUARD_DIGITS) * mpmath.log(10))
-        nodes, weights = _gl_panel_rule([mpmath.mpf(b) for b in breakpoints], cut, mpmath.mpf(1) / 2, 5)
-        sums = [mpmath.mpf(0)] * n
-        sq = [mpmath.sqrt(k) for k in range(n + 1)]
-        for z, w in zip(nodes, weights):
-            fw = _real(f(z), z) * w
-            if fw == 0:
-                continue
-            h_prev, h = mpmath.mpf(0), mpmath.mpf(1)
-            for k in range(n):
-                sums[k] += fw * h
-                h_prev, h = h, (z * h - sq[k] * h_prev) / sq[k + 1]
+        nodes, weights = _gl_panel_rule([mpmath.mpf(b) for b in breakpoints], cut, mpmath.mpf(1) / 2, 4)
+        # h_k(z) by the recurrence in fixed-point integers with P fractional bits (the forward
+        # recurrence is stable and h_k grows, so absolute 2^-P errors stay relatively small), then
+        # sum f(z) w h_k with f(z) w kept at full *relative* precision (mantissa M, scale 2^-S):
+        # ~5x faster than mpf arithmetic (pure-Python mpmath backend).
+        P = int(mp.prec) + 32
+        fw = [_real(f(z), z) * w for z, w in zip(nodes, weights)]
+        keep = [i for i, v in enumerate(fw) if v != 0]
+        to_int = lambda v, bits=P: int(mpmath.nint(mpmath.ldexp(v, bits)))  # noqa: E731
+        zf = np.array([to_int(nodes[i]) for i in keep], dtype=object)
+        shifts = [P - int(mpmath.floor(mpmath.log(abs(fw[i]), 2))) for i in keep]
+        M = np.array([int(mpmath.nint(mpmath.ldexp(fw[i], sh))) for i, sh in zip(keep, shifts)], dtype=object)
+        shifts = np.array(shifts, dtype=object)
+        h_prev = np.array([0] * len(keep), dtype=object)
+        h = np.array([1 << P] * len(keep), dtype=object)
+        sums = []
+        for k in range(n):
+            sums.append(int(((M * h) >> shifts).sum()) if len(keep) else 0)
+            if k + 1 < n:
+                a_k = to_int(mpmath.sqrt(mpmath.mpf(k) / (k + 1)))
+                b_k = to_int(1 / mpmath.sqrt(k + 1))
+                h_prev, h = h, (((zf * h) >> P) * b_k - h_prev * a_k) >> P
+        sums = [mpmath.ldexp(mpmath.mpf(v), -P) for v in sums]
     with mp.workdps(dps):
         return [+s for s in sums]
 
