@@ -208,12 +208,24 @@ def find_closed_form(expr: sympy.Expr, x: sympy.Symbol) -> ClosedForm | None:
 # activation adapter
 # ----------------------------------------------------------------------------------------
 
+def _torch_special(name):
+    """torch.special.<name> on float64 arrays when torch is installed (fast, ~1 ulp), else None."""
+    try:
+        import torch
+    except ImportError:  # torch is optional: fall back to math.erf element by element
+        return None
+    fn = getattr(torch.special, name)
+    return lambda x: fn(torch.as_tensor(np.asarray(x, dtype=np.float64))).numpy()
+
+
 def _np_erf(x):
-    return np.vectorize(math.erf, otypes=[float])(x)
+    fast = _torch_special("erf")
+    return fast(x) if fast is not None else np.vectorize(math.erf, otypes=[float])(x)
 
 
 def _np_erfc(x):
-    return np.vectorize(math.erfc, otypes=[float])(x)
+    fast = _torch_special("erfc")
+    return fast(x) if fast is not None else np.vectorize(math.erfc, otypes=[float])(x)
 
 
 _NUMPY_MODULES = [{"erf": _np_erf, "erfc": _np_erfc}, "numpy"]
