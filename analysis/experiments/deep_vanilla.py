@@ -7,8 +7,11 @@ tanh, sigmoid, softplus, leaky ReLU, trained on moons (make_moons n=1000, noise
 
 * ``plain``: LeCun-normal weights N(0, 1/fan_in), zero biases (standard init);
 * ``dks`` / ``tat``: the network shaped by ``analysis.shape(act, graphs.mlp(depth),
-  method=...)`` with its ``.to_torch()`` modules (branch ``shaping``); recorded as
-  *unavailable* until that code is present, never replaced by another arm;
+  method=...)`` with its ``.to_torch()`` modules, or, while ``graphs.mlp`` is absent, by the
+  same per-layer targets solved with ``analysis.shaping.solve_dks_layer`` /
+  ``solve_tat_layer`` (the record says which); scaled-uniform orthogonal weights, zero
+  biases.  Recorded as *unavailable* when the shaping code is absent or the method cannot
+  shape the activation (DKS for leaky ReLU), never replaced by another arm;
 * ``rai``: the plain network trained with relaxed activation identity
   (:class:`numeric.rai.RAI`, per-example auxiliary activations indexed per batch);
 * ``resnet``: a ResNet-style baseline, ``h <- h + W phi(h)`` per block with the
@@ -89,35 +92,105 @@ def _residual_mlp(in_f: int, width: int, depth: int, out_f: int, act: str, dtype
     return nn.Sequential(stem, *[ResidualBlock() for _ in range(depth)], activation_module(act), head)
 
 
-def _shaped_model(method: str, act: str, in_f: int, width: int, depth: int, out_f: int, dtype: Any, device: Any) -> Any:
-    """The DKS/TAT arm, built only from the shaping branch's public API."""
+def _shaping_api() -> Any:
     try:
-        import graphs
-        from analysis import shape  # type: ignore[attr-defined]
-
-        mlp_graph = graphs.mlp  # type: ignore[attr-defined]
-    except (ImportError, AttributeError) as exc:
+        from analysis import shaping
+    except ImportError as exc:
         raise ExperimentUnavailable(
-            f"The {method.upper()} arm needs analysis.shape and graphs.mlp (branch 'shaping'), which are not "
-            f"present here ({type(exc).__name__}: {exc}). Merge the shaping branch, then re-run: only this "
-            "arm's jobs run again."
+            f"The DKS/TAT arms need analysis.shaping (branch 'shaping'), which is not present here ({exc}). "
+            "Merge the shaping branch, then re-run: only these arms' jobs run again."
         ) from exc
-    return _build_from_shaping(shape, mlp_graph, method, act, in_f, width, depth, out_f, dtype, device)
+    return shaping
 
 
-def _build_from_shaping(shape: Any, mlp_graph: Any, method: str, act: str, in_f: int, width: int, depth: int,
-                        out_f: int, dtype: Any, device: Any) -> Any:
+def shaped_activations(method: str, act: str, depth: int) -> tuple[list, str]:
+    """Torch modules of the ``depth`` shaped activations of a vanilla MLP, and how they were obtained.
+
+    Preferred: ``analysis.shape(act, graphs.mlp(depth), method)`` and ``.to_torch()`` (the
+    graph walker).  Without ``graphs.mlp`` the same targets are solved per layer: for an MLP of
+    ``depth`` activation layers DKS needs C'(1) = zeta^(1/depth) per layer and TAT
+    C''(1) = tau/depth (zeta = 1.5, tau = 0.3), and leaky-ReLU TAT the negative slope whose
+    composed C(0) equals eta = 0.9.
+    """
     import symact
 
-    shaped = shape(symact.activation(act), mlp_graph(depth), method=method)
-    to_torch = shaped.to_torch
-    for kwargs in ({"in_features": in_f, "width": width, "out_features": out_f},):
-        try:
-            model = to_torch(**kwargs)
-            return model.to(dtype=dtype, device=device)
-        except TypeError:
-            continue
-    raise ExperimentUnavailable(f"ShapedNetwork.to_torch has an unexpected signature: {to_torch!r}")
+    shaping = _shaping_api()
+    activation = symact.activation(act)
+    try:
+        import graphs
+
+        graph = graphs.mlp(depth)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        graph = None
+    if graph is not None:
+        torch_shaping = shaping.shape(activation, graph, method=method).to_torch()
+        return list(torch_shaping.activations), "analysis.shape(act, graphs.mlp(depth)).to_torch()"
+    from numeric.initializers import TransformedActivation
+
+    phi = _torch_phi(act)
+    if method == "dks":
+        if act in ("leaky_relu", "relu"):
+            raise ExperimentUnavailable(
+                "DKS cannot shape leaky_relu (positively homogeneous: Q'(1) = 1 and C'(1) > 1 cannot both "
+                "hold); TAT is the method for rectifiers.")
+        sol = shaping.solve_dks_layer(activation, c_slope=1.5 ** (1.0 / depth))
+        how = f"analysis.shaping.solve_dks_layer per layer, C'(1) = 1.5^(1/{depth}) (graphs.mlp not present)"
+    elif act == "leaky_relu":
+        a = _leaky_relu_tat_slope(shaping.leaky_relu_c_map, depth, eta=0.9)
+        gain = math.sqrt(2.0 / (1.0 + a * a))
+        import torch
+
+        mods = [TransformedActivation(lambda t, a=a: torch.nn.functional.leaky_relu(t, a), f"leaky_relu({a:.6g})",
+                                      1.0, 0.0, gain, 0.0) for _ in range(depth)]
+        return mods, f"leaky-ReLU TAT: negative slope {a:.6g} with composed C(0) = 0.9 (graphs.mlp not present)"
+    else:
+        sol = shaping.solve_tat_layer(activation, c_curvature=0.3 / depth)
+        how = f"analysis.shaping.solve_tat_layer per layer, C''(1) = 0.3/{depth} (graphs.mlp not present)"
+    mods = [TransformedActivation(phi, act, float(sol.alpha), float(sol.beta), float(sol.gamma), float(sol.delta))
+            for _ in range(depth)]
+    return mods, how
+
+
+def _torch_phi(act: str) -> Callable:
+    import torch
+
+    return {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus}[act]
+
+
+def _leaky_relu_tat_slope(c_map: Callable, depth: int, eta: float) -> float:
+    """Negative slope a in [0, 1) with C^(depth)(0) = eta, by bisection (the composed C(0) grows with a)."""
+
+    def composed(a: float) -> float:
+        c = 0.0
+        for _ in range(depth):
+            c = float(c_map(c, a))
+        return c
+
+    lo, hi = 0.0, 1.0 - 1e-12
+    if composed(lo) > eta:
+        raise ExperimentUnavailable(f"leaky-ReLU TAT infeasible: even ReLU gives C(0) > {eta} at depth {depth}.")
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if composed(mid) < eta else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def _shaped_model(method: str, act: str, in_f: int, width: int, depth: int, out_f: int, dtype: Any,
+                  device: Any) -> tuple:
+    import torch.nn as nn
+
+    from numeric.initializers import kernel_preserving_init_
+
+    acts, how = shaped_activations(method, act, depth)
+    layers: list = []
+    fan_in = in_f
+    for a in acts:
+        layers += [nn.Linear(fan_in, width, dtype=dtype, device=device), a]
+        fan_in = width
+    layers.append(nn.Linear(fan_in, out_f, dtype=dtype, device=device))
+    model = nn.Sequential(*layers)
+    kernel_preserving_init_(model)  # scaled-uniform orthogonal weights, zero biases
+    return model, how
 
 
 def build_model(spec: dict, in_f: int, out_f: int, dtype: Any = None, device: Any = None) -> Any:
@@ -131,7 +204,7 @@ def build_model(spec: dict, in_f: int, out_f: int, dtype: Any = None, device: An
     if arm == "resnet":
         return _residual_mlp(in_f, width, depth, out_f, act, dtype, device)
     if arm in ("dks", "tat"):
-        return _shaped_model(arm, act, in_f, width, depth, out_f, dtype, device)
+        return _shaped_model(arm, act, in_f, width, depth, out_f, dtype, device)[0]
     raise ValueError(f"Unknown arm {arm!r}; choose one of {ARMS}.")
 
 
@@ -156,7 +229,12 @@ def deep_vanilla(spec: dict, *, device: str = "cpu", progress: Callable | None =
         raise
     x, y, xt, yt = data.torch(torch.float32, device)
     torch.manual_seed(int(spec["seed"]))
-    model = build_model(spec, data.n_features, data.n_classes, torch.float32, device)
+    how = "torch default modules"
+    if spec["arm"] in ("dks", "tat"):
+        model, how = _shaped_model(spec["arm"], spec["activation"], data.n_features, int(spec["width"]),
+                                   int(spec["hidden_layers"]), data.n_classes, torch.float32, device)
+    else:
+        model = build_model(spec, data.n_features, data.n_classes, torch.float32, device)
     steps = int(spec["steps"])
     batch = opt_spec.get("batch_size")
     batch = None if batch is None or batch >= len(x) else batch
@@ -168,7 +246,7 @@ def deep_vanilla(spec: dict, *, device: str = "cpu", progress: Callable | None =
         result = train(rai, (x, y, xt, yt), objective=rai.objective, **common)
     else:
         result = train(model, (x, y, xt, yt), **common)
-    return {"curve": result.to_dict(), "final_train_loss": result.final_train_loss,
+    return {"curve": result.to_dict(), "shaping": how, "final_train_loss": result.final_train_loss,
             "final_test_loss": result.final_test_loss,
             "final_test_accuracy": result.test_accuracy[-1] if result.test_accuracy else None}
 
