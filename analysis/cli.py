@@ -101,23 +101,21 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
 
 def cmd_maps(args: argparse.Namespace) -> int:
-    kernel_maps = _need("analysis", "kernel_maps", "Kernel maps", "kernel")
+    kernel_maps = _need("analysis.kernel", "kernel_maps", "Kernel maps", "kernel")
     act = _activation(args.act, _parse_params(args.param))
     maps = kernel_maps(act, dps=args.dps)
     rows = []
     for q in args.q:
-        rows.append({"kind": "Q", "at": q, "value": maps.q_map(q)})
+        rows.append({"map": "Q", "at": q, "value": maps.q_map(q), "derivative": maps.q_map_derivative(q, 1)})
     for c in args.c:
-        rows.append({"kind": "C", "at": c, "value": maps.c_map(c)})
-    extra = {}
-    for name in ("c_map_slope_at_1", "c_map_at_0"):
-        if hasattr(maps, name):
-            value = getattr(maps, name)
-            extra[name] = value() if callable(value) else value
-    payload = {"activation": act.name, "dps": args.dps, "values": [{**r, "value": str(r["value"])} for r in rows],
-               **{k: str(v) for k, v in extra.items()}}
-    lines = [f"kernel maps of {act.name} at {args.dps} digits"]
-    lines += [f"{r['kind']}({r['at']}) = {r['value']}" for r in rows]
+        rows.append({"map": "C", "at": c, "value": maps.c_map(c), "derivative": maps.c_map_derivative(c, 1)})
+    extra = {"c_map_slope_at_1": maps.c_map_slope_at_1, "c_map_at_0": maps.c_map_at_0,
+             "c_map_curvature_at_1_is_infinite": maps.curvature_is_infinite}
+    payload = {"activation": act.name, "dps": args.dps, "engine": maps.engine,
+               "values": [{**r, "value": str(r["value"]), "derivative": str(r["derivative"])} for r in rows],
+               **{k: v if isinstance(v, bool) else str(v) for k, v in extra.items()}}
+    lines = [f"kernel maps of {act.name} ({maps.engine}, {args.dps} digits); C at q1 = q2 = 1"]
+    lines += [f"{r['map']}({r['at']}) = {r['value']}    {r['map']}'({r['at']}) = {r['derivative']}" for r in rows]
     lines += [f"{k} = {v}" for k, v in extra.items()]
     _emit(args, payload, "\n".join(lines))
     return EXIT_OK
@@ -161,7 +159,7 @@ def _graph(spec: str) -> Any:
 
 
 def cmd_shape(args: argparse.Namespace) -> int:
-    shape = _need("analysis", "shape", "Kernel shaping", "shaping")
+    shape = _need("analysis.shaping", "shape", "Kernel shaping", "shaping")
     act = _activation(args.act, _parse_params(args.param))
     shaped = shape(act, _graph(args.graph), method=args.method)
     layers = []

@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -32,35 +33,7 @@ def test_help_lists_every_subcommand_and_exit_codes():
     assert "Exit codes" in out.stdout
 
 
-# Each subcommand either works (its backing code is present) or fails with exit code 2 and a
-# message naming what is missing; it never prints fake output or a traceback.
-CASES = [
-    (("derive", "tanh", "--json"), "symact", "activation"),
-    (("maps", "tanh", "--dps", "20", "--json"), "analysis", "kernel_maps"),
-    (("shape", "tanh", "--graph", "mlp:10", "--method", "dks", "--json"), "analysis", "shape"),
-]
-
-
-@pytest.mark.parametrize("args, module, attr", CASES, ids=[c[0][0] for c in CASES])
-def test_subcommands_without_their_backing_code_fail_clearly(args, module, attr):
-    if _has(module, attr) and _has("symact", "activation"):
-        pytest.skip(f"{module}.{attr} is present; covered by the working-path test")
-    out = symact(*args)
-    assert out.returncode == 2
-    payload = json.loads(out.stdout)
-    assert "needs" in payload["message"] and "Traceback" not in out.stderr
-
-
-def test_codegen_without_its_backing_code_fails_clearly(tmp_path):
-    if _has("numeric", "export_module") and _has("symact", "activation"):
-        pytest.skip("numeric.export_module is present; covered by the working-path test")
-    out = symact("codegen", "tanh", "-o", str(tmp_path / "m.py"), "--json")
-    assert out.returncode == 2 and "needs" in json.loads(out.stdout)["message"]
-    assert not (tmp_path / "m.py").exists()
-
-
-@pytest.mark.skipif(not _has("symact", "activation"), reason="needs the Activation core")
-def test_derive_json_gives_the_exact_derivative():
+def test_derive_json_gives_the_exact_derivative_and_properties():
     import sympy
 
     out = symact("derive", "tanh", "--json")
@@ -68,8 +41,67 @@ def test_derive_json_gives_the_exact_derivative():
     payload = json.loads(out.stdout)
     x = sympy.Symbol("x", real=True)
     d1 = sympy.sympify(payload["derivatives"][0]["expr"], locals={"x": x})
+    d2 = sympy.sympify(payload["derivatives"][1]["expr"], locals={"x": x})
     assert sympy.simplify(d1 - (1 - sympy.tanh(x) ** 2)) == 0
-    assert payload["latex"]
+    assert sympy.simplify(d2 - sympy.diff(sympy.tanh(x), x, 2)) == 0
+    assert payload["properties"]["odd"] is True and payload["properties"]["bounded_above"] is True
+    assert "tanh" in payload["latex"]
+    text = symact("derive", "tanh")
+    assert text.returncode == 0 and "1 - tanh(x)**2" in text.stdout
+
+
+def test_derive_bad_formula_exits_2_without_traceback():
+    out = symact("derive", "x +* 2", "--json")
+    assert out.returncode == 2 and json.loads(out.stdout)["error"] and "Traceback" not in out.stderr
+
+
+def test_maps_json_matches_closed_forms_and_quadrature():
+    import mpmath
+
+    relu = json.loads(symact("maps", "relu", "--q", "1", "4", "--c", "0", "--json").stdout)
+    vals = {(v["map"], v["at"]): v for v in relu["values"]}
+    # ReLU: Q(q) = q/2; C(0) = 1/pi (arc-cosine kernel normalised by Q(1)).
+    assert float(vals[("Q", 4.0)]["value"]) == pytest.approx(2.0, rel=1e-14)
+    assert float(vals[("C", 0.0)]["value"]) == pytest.approx(1 / math.pi, rel=1e-14)
+    tanh = json.loads(symact("maps", "tanh", "--dps", "20", "--q", "1", "--c", "1", "--json").stdout)
+    mpmath.mp.dps = 30
+    q1 = mpmath.quad(lambda z: mpmath.tanh(z) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf])
+    slope = mpmath.quad(lambda z: (1 - mpmath.tanh(z) ** 2) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf]) / q1
+    assert float(tanh["values"][0]["value"]) == pytest.approx(float(q1), rel=1e-14)
+    assert float(tanh["c_map_slope_at_1"]) == pytest.approx(float(slope), rel=1e-12)
+
+
+def test_codegen_writes_a_module_matching_torch(tmp_path):
+    import importlib.util
+
+    import torch
+
+    path = tmp_path / "gelu_mod.py"
+    out = symact("codegen", "gelu", "-o", str(path), "--class-name", "MyGELU", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["path"] == str(path)
+    spec = importlib.util.spec_from_file_location("gelu_mod", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x = torch.linspace(-6, 6, 101, dtype=torch.float64)
+    torch.testing.assert_close(mod.MyGELU()(x), torch.nn.functional.gelu(x), rtol=1e-12, atol=1e-14)
+
+
+def test_shape_json_or_a_clear_message_when_graphs_are_missing():
+    out = symact("shape", "tanh", "--graph", "mlp:10", "--method", "dks", "--json")
+    if not _has("graphs", "mlp"):
+        assert out.returncode == 2 and "graphs.mlp" in json.loads(out.stdout)["message"]
+        return
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert len(payload["layers"]) == 10
+    residuals = [abs(float(v)) for row in payload["layers"] for v in row["residuals"].values()]
+    assert max(residuals) < 1e-10
+
+
+def test_shape_rejects_a_bad_graph_spec():
+    out = symact("shape", "tanh", "--graph", "lstm:3", "--json")
+    assert out.returncode == 2 and "--graph" in json.loads(out.stdout)["message"]
 
 
 def test_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path):

@@ -6,7 +6,7 @@ pairs with :math:`\lVert x\rVert^2 = \text{width}` and cosine ``c0``; at every l
 the cosine :math:`c_l = \langle h, h' \rangle / (\lVert h\rVert \lVert h'\rVert)`,
 averaged over ``seeds`` independent networks.
 
-Prediction (branch ``kernel``: ``analysis.kernel_maps``): the extended maps
+Prediction (branch ``kernel``: ``analysis.kernel.kernel_maps``, float64 engine): the extended maps
 :math:`q_l = Q(q_{l-1})`, :math:`c_l = C(c_{l-1}; q_{l-1}, q_{l-1})` starting from
 :math:`q_0 = 1`.  Until that code is present the prediction is recorded as
 unavailable and the measured curves are still reported.
@@ -75,14 +75,15 @@ def measure_cosines(activation: str, *, depth: int, width: int, seeds: int, cosi
     return out
 
 
-def predicted_cosines(activation: str, *, depth: int, cosines: tuple, dps: int = 20) -> dict | None:
-    """Predicted per-layer cosines from ``analysis.kernel_maps`` (None when that API is absent)."""
+def predicted_cosines(activation: str, *, depth: int, cosines: tuple) -> dict | None:
+    """Predicted per-layer cosines from ``analysis.kernel.kernel_maps`` (float64 engine, ~1e-13
+    relative to its mpmath engine); None when that API is absent."""
     try:
         import symact
-        from analysis import kernel_maps  # type: ignore[attr-defined]
+        from analysis.kernel import kernel_maps
     except ImportError:
         return None
-    maps = kernel_maps(symact.activation(activation), dps=dps)
+    maps = kernel_maps(symact.activation(activation), engine="float64")
     out = {}
     for c0 in cosines:
         q, c, trace = 1.0, c0, [c0]
