@@ -130,7 +130,7 @@ def jobs(level: str) -> list[Job]:
 
 
 RAI_QUICK_STEPS = 300
-RAI_FULL_STEPS = 3000
+RAI_FULL_STEPS = 2000
 
 
 def report_section(records: list, out_dir: str) -> Any:
