@@ -31,6 +31,7 @@ after the same number of steps, on both data sets (median over 3 seeds).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import statistics
@@ -127,13 +128,13 @@ def shaped_activations(method: str, act: str, depth: int) -> tuple[list, str]:
         return list(torch_shaping.activations), "analysis.shape(act, graphs.mlp(depth)).to_torch()"
     from numeric.initializers import TransformedActivation
 
-    phi = _torch_phi(act)
+    phi = _torch_phi(act) if act != "leaky_relu" else None
     if method == "dks":
         if act in ("leaky_relu", "relu"):
             raise ExperimentUnavailable(
                 "DKS cannot shape leaky_relu (positively homogeneous: Q'(1) = 1 and C'(1) > 1 cannot both "
                 "hold); TAT is the method for rectifiers.")
-        sol = shaping.solve_dks_layer(activation, c_slope=1.5 ** (1.0 / depth))
+        sol = _solve_layer("dks", act, depth)
         how = f"analysis.shaping.solve_dks_layer per layer, C'(1) = 1.5^(1/{depth}) (graphs.mlp not present)"
     elif act == "leaky_relu":
         a = _leaky_relu_tat_slope(shaping.leaky_relu_c_map, depth, eta=0.9)
@@ -144,11 +145,22 @@ def shaped_activations(method: str, act: str, depth: int) -> tuple[list, str]:
                                       1.0, 0.0, gain, 0.0) for _ in range(depth)]
         return mods, f"leaky-ReLU TAT: negative slope {a:.6g} with composed C(0) = 0.9 (graphs.mlp not present)"
     else:
-        sol = shaping.solve_tat_layer(activation, c_curvature=0.3 / depth)
+        sol = _solve_layer("tat", act, depth)
         how = f"analysis.shaping.solve_tat_layer per layer, C''(1) = 0.3/{depth} (graphs.mlp not present)"
     mods = [TransformedActivation(phi, act, float(sol.alpha), float(sol.beta), float(sol.gamma), float(sol.delta))
             for _ in range(depth)]
     return mods, how
+
+
+@functools.lru_cache(maxsize=None)
+def _solve_layer(method: str, act: str, depth: int) -> Any:
+    """Per-layer DKS/TAT solution, cached per process (a worker reuses it across seeds and arms)."""
+    import symact
+
+    shaping = _shaping_api()
+    if method == "dks":
+        return shaping.solve_dks_layer(symact.activation(act), c_slope=1.5 ** (1.0 / depth))
+    return shaping.solve_tat_layer(symact.activation(act), c_curvature=0.3 / depth)
 
 
 def _torch_phi(act: str) -> Callable:
@@ -277,7 +289,7 @@ def jobs(level: str) -> list[Job]:
 
 
 QUICK_STEPS = 100
-FULL_STEPS = 300
+FULL_STEPS = 200
 WIDTH = 64  # keeps 100-layer jobs to seconds on a shared 2-core CPU
 
 
