@@ -23,3 +23,13 @@ def __getattr__(name):
 
         return getattr(importlib.import_module(f".{_PARAMACT_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module 'numeric' has no attribute {name!r}")
+# --- branch smooth (issue 7): entropy normalisation (needs torch, an optional dependency) ---
+try:
+    from numeric.entropy import (  # noqa: E402,F401
+        ConvergenceReport,
+        EntropyNormalization,
+        EntropyNormalize,
+        entropy_normalize,
+    )
+except ImportError:  # pragma: no cover - torch not installed
+    pass

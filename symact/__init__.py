@@ -59,3 +59,5 @@ from .parametrize import (  # noqa: E402
     parameter_activation_names,
     signed_parametrization,
 )
+# --- branch smooth (issue 7): smoothing by convolution, symbolic entropy normalisation ---
+from symact import entropy, smooth  # noqa: E402,F401

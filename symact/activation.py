@@ -131,6 +131,10 @@ def parse_formula(text: str, params: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
     """
     namespace = dict(FORMULA_NAMESPACE)
     namespace.update({p.name: p for p in params})
+    # A bare name that SymPy knows as a function (beta, gamma, zeta, ...) but that is not
+    # called is meant as a symbol; without this it would parse as the function class.
+    for name in _bare_names(text):
+        namespace.setdefault(name, sympy.Symbol(name, real=True))
     try:
         expr = parse_expr(text, local_dict=namespace, transformations=_TRANSFORMATIONS)
     except (SyntaxError, TokenError, TypeError, AttributeError) as exc:
@@ -149,6 +153,30 @@ def parse_formula(text: str, params: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
             "functions (exp, log, tanh, erf, ...) or sigmoid/softplus/relu/heaviside/Phi"
         )
     return expr
+
+
+_CONSTANTS = {"pi", "E", "I", "oo", "e", "nan", "zoo", "True", "False", "S"}
+
+
+def _bare_names(text: str) -> set:
+    """Identifiers in ``text`` that are not followed by a call parenthesis."""
+    import io
+    import keyword
+    import tokenize
+
+    names = set()
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type != tokenize.NL]
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return names
+    for i, token in enumerate(tokens):
+        if token.type != tokenize.NAME or keyword.iskeyword(token.string) or token.string in _CONSTANTS:
+            continue
+        following = tokens[i + 1].string if i + 1 < len(tokens) else ""
+        preceding = tokens[i - 1].string if i > 0 else ""
+        if following != "(" and preceding != ".":
+            names.add(token.string)
+    return names
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,8 @@ class CatalogueEntry:
     def expr(self) -> sympy.Expr:
         namespace_params = [p.symbol for p in self.params]
         expr = parse_formula(self.formula, namespace_params)
-        return expr.xreplace({sympy.Symbol("SELU_ALPHA"): SELU_ALPHA, sympy.Symbol("SELU_SCALE"): SELU_SCALE})
+        constants = {"SELU_ALPHA": SELU_ALPHA, "SELU_SCALE": SELU_SCALE}
+        return expr.xreplace({s: constants[s.name] for s in expr.free_symbols if s.name in constants})
 
     def build(self, **values: Any) -> Activation:
         params = {p.symbol: sympy.sympify(p.default) for p in self.params}
