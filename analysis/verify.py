@@ -51,8 +51,7 @@ EXPERIMENT_MODULES = (
     "analysis.experiments.kernel_check",
     "analysis.experiments.rai",
     "analysis.experiments.deep_vanilla",
-    "analysis.experiments.parameter_activation",
-    "analysis.experiments.smooth",
+    "analysis.experiments.external",  # wrappers for the experiments of issues 6 and 7
 )
 
 _REGISTRY: dict[str, Callable[..., dict]] = {}
