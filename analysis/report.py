@@ -80,7 +80,7 @@ def _claim_row(source: str, c: Claim) -> dict:
 
 def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, ylabel: str,
               logy: bool = False, hline: float | None = None) -> str:
-    """Write a PNG line plot; each series is ``{"x", "y", "label", optional "lo", "hi", "style"}``.
+    """Write a PNG line plot; each series is ``{"x", "y", "label", optional "lo", "hi", "style", "same_color"}``.
 
     ``lo``/``hi`` draw a shaded band (for example the spread over seeds).
     Returns the file name (relative to the folder of ``path``).
@@ -91,8 +91,11 @@ def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, yla
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    line = None
     for s in series:
-        line = ax.plot(s["x"], s["y"], s.get("style", "-"), label=s.get("label"), lw=1.5)[0]
+        # "same_color": draw in the previous series' colour (e.g. held-out next to training curve)
+        color = line.get_color() if (s.get("same_color") and line is not None) else None
+        line = ax.plot(s["x"], s["y"], s.get("style", "-"), label=s.get("label"), lw=1.5, color=color)[0]
         if "lo" in s and "hi" in s:
             ax.fill_between(s["x"], s["lo"], s["hi"], color=line.get_color(), alpha=0.2, lw=0)
     if hline is not None:

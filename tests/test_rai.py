@@ -11,6 +11,17 @@ from numeric.train import build_mlp, output_loss, train
 from symact.errors import DomainError, SymactError
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: one thread avoids oversubscription on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _seed_net(hidden_layers=100, width=100, dtype=torch.float64, seed=0):
     torch.manual_seed(seed)
     return build_mlp(2, width, hidden_layers, 1, "sigmoid", output_activation="sigmoid", dtype=dtype)

@@ -9,6 +9,17 @@ from numeric.train import build_mlp, output_loss, train
 from symact.errors import DomainError, SymactError, TrainingDivergedError
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: one thread avoids oversubscription on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _data(n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 2, generator=g)

@@ -12,6 +12,17 @@ from symact.errors import SymactError
 HERE = __name__  # jobs below are referenced as "<this module>:<function>", importable by worker processes
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: one thread avoids oversubscription on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _log(spec, name):
     with open(os.path.join(spec["dir"], "calls.log"), "a") as fh:
         fh.write(name + "\n")
@@ -130,3 +141,14 @@ def test_suites_are_deterministic_and_quick_covers_the_acceptance_claims():
     assert {j.spec["arm"] for j in rai} == {"plain", "rai"} and all(j.spec["steps"] >= 1000 for j in rai)
     assert {j.spec["activation"] for j in full if j.experiment == "deep_vanilla"} == {
         "tanh", "sigmoid", "softplus", "leaky_relu"}
+
+
+def test_other_issues_experiments_are_registered_with_claims():
+    pytest.importorskip("analysis.penalty")
+    rec = run_job(Job("gradient_penalty", {"networks": 5}))
+    assert rec["status"] == "ok"
+    (claim,) = rec["claims"]
+    # The inequality lhs <= rhs must hold on every network: the worst ratio lhs/rhs is at most 1.
+    assert claim["verdict"] == "pass" and 0 < claim["measured"] <= 1 + 1e-12
+    assert {j.experiment for j in suite_jobs("quick")} >= {
+        "parameter_activation_one_step", "parameter_activation_convergence", "gradient_penalty"}

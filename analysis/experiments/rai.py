@@ -118,7 +118,8 @@ def rai_train(spec: dict, *, device: str = "cpu", progress: Callable | None = No
 
 def jobs(level: str) -> list[Job]:
     """The RAI jobs: init check always; training at the seed's setting, shorter below ``full``."""
-    out = [Job("rai_init", {"seed": s, **({"hidden_layers": 10} if level == "tiny" else {})}) for s in (0, 1)]
+    out = [Job("rai_init", {"seed": s, **({"hidden_layers": 10} if level == "tiny" else {})})
+           for s in ((0,) if level == "tiny" else (0, 1))]
     if level == "tiny":
         base = {"hidden_layers": 10, "width": 16, "steps": 20, "penalty": 1.0}
     elif level == "quick":
