@@ -1,17 +1,51 @@
-"""analysis."""
+"""analysis: the questions users ask of an activation, and the answers.
 
-# --- branch smooth (issue 7): approximation analysis and the gradient-penalty inequality ---
-from analysis.approximation import (  # noqa: E402,F401
-    DominanceThreshold,
-    MinimaxResult,
-    asymptotic_expansion,
-    dominance_threshold,
-    error_expression,
-    match_conditions,
-    minimax,
-)
+Public names are loaded on first access (torch is optional and heavy), each from the
+submodule listed in ``_EXPORTS``.
+"""
 
-try:
-    from analysis.penalty import LayerPenaltyTerm, PenaltyInequality, gradient_penalty_inequality  # noqa: E402,F401
-except ImportError:  # pragma: no cover - torch not installed
-    pass
+from __future__ import annotations
+
+import importlib
+
+# public name -> submodule of analysis that defines it
+_EXPORTS = {
+    # smooth approximations
+    "DominanceThreshold": "approximation",
+    "MinimaxResult": "approximation",
+    "asymptotic_expansion": "approximation",
+    "dominance_threshold": "approximation",
+    "error_expression": "approximation",
+    "match_conditions": "approximation",
+    "minimax": "approximation",
+    # the gradient-penalty inequality
+    "LayerPenaltyTerm": "penalty",
+    "PenaltyInequality": "penalty",
+    "gradient_penalty_inequality": "penalty",
+    # DKS/TAT kernel shaping and the transformed activation's conditions
+    "shape": "shaping",
+    "ShapedNetwork": "shaping",
+    "ShapedLayer": "shaping",
+    "TorchShaping": "shaping",
+    "LayerSolution": "shaping",
+    "solve_dks_layer": "shaping",
+    "solve_tat_layer": "shaping",
+    "leaky_relu_c_map": "shaping",
+    "transform_conditions": "transform_conditions",
+    "TransformConditions": "transform_conditions",
+    "ConditionSet": "transform_conditions",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

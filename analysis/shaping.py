@@ -25,11 +25,14 @@ symmetry (elu, selu) can have beta < 0 on this branch; ``ShapedLayer.branch`` sa
 applied.  This is also the branch the public ``dks`` package lands on in every case we compared
 (tests/fixtures/dks_reference.json).
 
-Example (an MLP of depth 10 from the graph builders):
+Example (an MLP of depth 10 from the graph builders; the per-layer slope is exactly 1.5**(1/10)):
 
->>> import analysis, graphs                                   # doctest: +SKIP
->>> net = analysis.shape("tanh", graphs.mlp(10), method="dks", zeta=1.5)   # doctest: +SKIP
->>> net.layers[0].alpha, net.layers[0].c_slope_target       # doctest: +SKIP
+>>> import analysis, graphs
+>>> net = analysis.shape("tanh", graphs.mlp(10), method="dks", zeta=1.5)
+>>> round(net.layers[0].alpha, 6), net.layers[0].targets["c_slope"]
+(0.29665, 2**(9/10)*3**(1/10)/2)
+>>> abs(net.c_map(0.0)) < 1e-9
+True
 """
 
 from __future__ import annotations
@@ -534,7 +537,12 @@ def _symbolic_walk(graph, rule_expr: Callable, start, symbol):
 
 
 def _uniform_slope(graph, zeta, fixed: dict, dps: int):
-    """(exact or None, numeric) common per-layer C'(1) so the network's maximal C'(1) is zeta."""
+    """(exact or None, SymPy function, mpf at dps+8 digits): common per-layer C'(1) giving zeta."""
+    with mpmath.workdps(dps + 8):
+        return _uniform_slope_at_precision(graph, zeta, fixed, dps)
+
+
+def _uniform_slope_at_precision(graph, zeta, fixed: dict, dps: int):
     s = sympy.Symbol("s", positive=True)
     zeta_exact = sympy.nsimplify(zeta, rational=True) if isinstance(zeta, float) else sympy.sympify(zeta)
 
@@ -562,7 +570,12 @@ def _uniform_slope(graph, zeta, fixed: dict, dps: int):
 
 
 def _uniform_curvature(graph, tau, fixed: dict, dps: int):
-    """(exact or None, numeric) common per-layer C''(1) so the network's maximal C''(1) is tau."""
+    """(exact or None, SymPy function, mpf at dps+8 digits): common per-layer C''(1) giving tau."""
+    with mpmath.workdps(dps + 8):
+        return _uniform_curvature_at_precision(graph, tau, fixed, dps)
+
+
+def _uniform_curvature_at_precision(graph, tau, fixed: dict, dps: int):
     k = sympy.Symbol("k", positive=True)
     tau_exact = sympy.nsimplify(tau, rational=True) if isinstance(tau, float) else sympy.sympify(tau)
     if not fixed:
@@ -697,14 +710,15 @@ def _c_map_float64(funcs: ActivationFunctions, alpha, beta, gamma, delta, c) -> 
     """
     from analysis.transform_conditions import _float64_rule
 
-    z, w = _float64_rule(1.0, 0.0, ())
+    # 16 intervals x 24 nodes on [-10, 10] per axis: ~1e-12 for smooth psi at a fifth of the cost
+    z, w = _float64_rule(1.0, 0.0, (), n_intervals=16, half_width=10.0)
     phi = funcs.np_funcs[0]
     s = math.sqrt(max((1 - c) * (1 + c), 0.0))
     psi_u = gamma * (phi(alpha * z + beta) + delta)
     v = c * z[:, None] + s * z[None, :]
     psi_v = gamma * (phi(alpha * v + beta) + delta)
     q = float(np.dot(w, psi_u * psi_u))
-    return float(np.einsum("i,j,i,ij->", w, w, psi_u, psi_v)) / q
+    return float((w * psi_u) @ psi_v @ w) / q
 
 
 def _torch_activation(layer: ShapedLayer):
@@ -784,8 +798,20 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
             acts[node] = act_or_mapping[node]
         elif act_or_mapping is None:
             acts[node] = graph.nodes[node].get("activation")
+            if acts[node] is None:
+                raise DomainError(f"activation node {node!r} names no activation; pass act_or_mapping.")
+            params = graph.nodes[node].get("activation_params") or {}
+            if isinstance(acts[node], str) and params:
+                import symact
+
+                acts[node] = symact.activation(acts[node], **params)
         else:
             acts[node] = act_or_mapping
+    for node, act in acts.items():
+        if isinstance(act, str):  # catalogue names become symact Activations
+            import symact
+
+            acts[node] = symact.activation(act)
     node_targets = dict(node_targets or {})
     walk_dps = dps or 30
     if method == "dks":

@@ -47,7 +47,7 @@ Example
 >>> x = sympy.Symbol("x", real=True)
 >>> tc = transform_conditions(sympy.tanh(x), alpha=1, beta=0, gamma=1, delta=0)
 >>> round(tc.values.c_at_0, 12), round(tc.values.c_slope * tc.values.q_value, 10)  # E[tanh'(z)^2]
-(0.0, 0.4644545454)
+(0.0, 0.4644029024)
 """
 
 from __future__ import annotations
@@ -221,11 +221,12 @@ _GL_ORDER = 24
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(_GL_ORDER)
 
 
-def _float64_rule(alpha: float, beta: float, kinks: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _float64_rule(alpha: float, beta: float, kinks: tuple[float, ...], n_intervals: int = _N_INTERVALS,
+                  half_width: float = _HALF_WIDTH) -> tuple[np.ndarray, np.ndarray]:
     """Nodes z and weights w (density included) of a composite Gauss-Legendre rule for N(0,1)."""
-    edges = np.linspace(-_HALF_WIDTH, _HALF_WIDTH, _N_INTERVALS + 1)
+    edges = np.linspace(-half_width, half_width, n_intervals + 1)
     kz = [(k - beta) / alpha for k in kinks]
-    kz = [k for k in kz if -_HALF_WIDTH < k < _HALF_WIDTH]
+    kz = [k for k in kz if -half_width < k < half_width]
     if kz:
         edges = np.unique(np.concatenate([edges, kz]))
     lo, hi = edges[:-1], edges[1:]

@@ -1,11 +1,22 @@
-"""numeric."""
+"""numeric: turning symact expressions into numbers and torch modules.
 
-# --- codegen branch: torch code generation (no torch import at package import time)
-from .codegen import export_module, generated_source, torch_function, torch_module  # noqa: E402,F401
+Nothing here is imported until used, so ``import numeric`` stays cheap and does not
+import torch (an optional dependency): each public name maps to the submodule that
+defines it and is loaded on first access.
+"""
 
-# --- paramact: parameter activations and the Deep Universal Regressor (issue 6) ---
-# Loaded on first access so that `import numeric` still does not import torch.
-_PARAMACT_EXPORTS = {
+from __future__ import annotations
+
+import importlib
+
+# public name -> submodule of numeric that defines it
+_EXPORTS = {
+    # torch code generation
+    "export_module": "codegen",
+    "generated_source": "codegen",
+    "torch_function": "codegen",
+    "torch_module": "codegen",
+    # parameter activations and the Deep Universal Regressor
     "DifferenceParametrization": "parametrizations",
     "ParameterActivationParametrization": "parametrizations",
     "SecondLayerParametrization": "parametrizations",
@@ -14,22 +25,29 @@ _PARAMACT_EXPORTS = {
     "parametrize_model": "parametrizations",
     "DeepUniversalRegressorI": "regressor",
     "DeepUniversalRegressorII": "regressor",
+    # entropy normalisation
+    "ConvergenceReport": "entropy",
+    "EntropyNormalization": "entropy",
+    "EntropyNormalize": "entropy",
+    "entropy_normalize": "entropy",
+    # kernel-preserving initialisers
+    "scaled_uniform_orthogonal_": "initializers",
+    "delta_orthogonal_": "initializers",
+    "kernel_preserving_init_": "initializers",
+    "per_location_normalize": "initializers",
+    "TransformedActivation": "initializers",
 }
 
+__all__ = sorted(_EXPORTS)
 
-def __getattr__(name):
-    if name in _PARAMACT_EXPORTS:
-        import importlib
 
-        return getattr(importlib.import_module(f".{_PARAMACT_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'numeric' has no attribute {name!r}")
-# --- branch smooth (issue 7): entropy normalisation (needs torch, an optional dependency) ---
-try:
-    from numeric.entropy import (  # noqa: E402,F401
-        ConvergenceReport,
-        EntropyNormalization,
-        EntropyNormalize,
-        entropy_normalize,
-    )
-except ImportError:  # pragma: no cover - torch not installed
-    pass
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -31,6 +31,7 @@ tensor([  0.6931, 100.0000], dtype=torch.float64)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import keyword
 import linecache
@@ -137,6 +138,14 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
                 f"{sorted(by_name) or 'none (this activation has no parameters)'}"
             )
         chosen.append(by_name[key])
+    return _resolve(expr, tuple(params.items()), inputs, tuple(chosen), act_name, class_name, prefer_builtins)
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_builtins) -> CodegenSpec:
+    """The symbolic work of codegen_spec (safe forms, derivatives), cached: it takes
+    SymPy a good fraction of a second, and modules are made repeatedly from one act."""
+    params = dict(param_items)
     fixed = {p: v for p, v in params.items() if p not in chosen}
     concrete = expr.xreplace(fixed) if fixed else expr
     unknown = concrete.free_symbols - set(inputs) - set(chosen)

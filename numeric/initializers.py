@@ -39,7 +39,10 @@ __all__ = ["scaled_uniform_orthogonal_", "delta_orthogonal_", "kernel_preserving
 def _haar_orthogonal(rows: int, cols: int, *, dtype, device, generator=None) -> torch.Tensor:
     """rows x cols matrix with orthonormal columns (rows >= cols) or rows, Haar distributed."""
     big, small = max(rows, cols), min(rows, cols)
-    a = torch.randn(big, small, dtype=torch.float64, generator=generator)
+    # QR in float64 for float64 weights (orthonormal to 1e-15), else in float32 (to ~1e-6, as
+    # exact as a float32 weight can be, and several times cheaper for wide layers)
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    a = torch.randn(big, small, dtype=work, generator=generator)
     q, r = torch.linalg.qr(a)
     # fix the signs so the distribution is Haar (QR alone is biased by the sign convention)
     q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)

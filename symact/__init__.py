@@ -10,6 +10,15 @@ True
 
 from .activation import Activation, Properties, activation, parse_formula, v, x
 from .catalogue import CatalogueEntry, catalogue, catalogue_names
+from .parametrize import (
+    AutoactivationTable,
+    ParameterActivation,
+    SignedParametrization,
+    autoactivation_table,
+    parameter_activation,
+    parameter_activation_names,
+    signed_parametrization,
+)
 from .errors import (
     DivergentIntegralError,
     DomainError,
@@ -47,6 +56,13 @@ __all__ = [
     "InfeasibleShapingError",
     "InvalidGraphError",
     "TrainingDivergedError",
+    "AutoactivationTable",
+    "ParameterActivation",
+    "SignedParametrization",
+    "autoactivation_table",
+    "parameter_activation",
+    "parameter_activation_names",
+    "signed_parametrization",
 ]
 
 # --- paramact: parameter activations (issue 6) ---
