@@ -121,6 +121,20 @@ def cmd_maps(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _split_top_level(text: str) -> list[str]:
+    """Split ``a=1,b=[1,2]`` at the commas outside brackets."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{("
+        depth -= ch in "]})"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p for p in parts + [cur] if p.strip()]
+
+
 def _graph(spec: str) -> Any:
     import graphs
 
@@ -134,11 +148,14 @@ def _graph(spec: str) -> Any:
     if kind == "resnet":
         resnet = _need("graphs", "resnet", "--graph resnet:...", "graphs")
         kwargs = {}
-        for item in filter(None, rest.split(",")):
+        for item in _split_top_level(rest):
             k, sep, v = item.partition("=")
             if not sep:
                 raise SymactError(f"--graph resnet:KEY=VALUE,... expected, got {item!r} in {spec!r}.")
-            kwargs[k] = json.loads(v) if v[:1] in "[{0123456789-." else v
+            try:
+                kwargs[k.strip()] = json.loads(v) if v[:1] in "[{0123456789-." or v in ("true", "false") else v
+            except json.JSONDecodeError as exc:
+                raise SymactError(f"--graph {spec!r}: cannot read the value of {k!r} ({v!r}): {exc}.") from exc
         return resnet(**kwargs)
     if kind.endswith(".py"):
         import importlib.util

@@ -144,3 +144,37 @@ def test_verify_reduced_suite_end_to_end_then_resume(tmp_path):
     # Re-running recomputes nothing that finished: only the unavailable/failed jobs run again.
     again = json.loads(symact("verify", "--level", "tiny", "--out", str(out_dir), "--json").stdout)
     assert again["skipped"] == len(ok) and again["ran"] == len(records) - len(ok)
+
+
+MODEL_FILE = """
+import torch
+class Model(torch.nn.Sequential):
+    def __init__(self):
+        super().__init__(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
+                         torch.nn.Linear(8, 2))
+def example_input():
+    return torch.zeros(1, 4)
+"""
+
+
+@pytest.mark.skipif(not _has("graphs", "from_torch"), reason="needs graphs.from_torch")
+def test_shape_of_a_user_module_equals_the_hand_built_mlp(tmp_path):
+    path = tmp_path / "net.py"
+    path.write_text(MODEL_FILE)
+    user = json.loads(symact("shape", "tanh", "--graph", f"{path}:Model", "--json").stdout)
+    mlp = json.loads(symact("shape", "tanh", "--graph", "mlp:2", "--json").stdout)
+    assert len(user["layers"]) == len(mlp["layers"]) == 2
+    for a, b in zip(user["layers"], mlp["layers"]):
+        for k in ("alpha", "beta", "gamma", "delta"):
+            assert a[k] == pytest.approx(b[k], rel=1e-10)
+
+
+@pytest.mark.skipif(not _has("graphs", "resnet"), reason="needs graphs.resnet")
+def test_shape_resnet_spec_with_list_values():
+    out = symact("shape", "tanh", "--graph", "resnet:blocks=[1,1],block=basic", "--method", "dks", "--json")
+    assert out.returncode == 0, out.stderr
+    layers = json.loads(out.stdout)["layers"]
+    assert len(layers) >= 4
+    assert max(abs(float(v)) for row in layers for v in row["residuals"].values()) < 1e-10
+    bad = symact("shape", "tanh", "--graph", "resnet:blocks=[1,", "--json")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
