@@ -99,5 +99,6 @@ def jobs(level: str) -> list[Job]:
     quick_conv = {"seeds": 3, "steps": 500, "targets": ["equal"], "target_scales": [1.0, 10.0], "noise_levels": [0.0],
                   "lr_grid": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]}
     out = [Job("parameter_activation_one_step", {}), Job("gradient_penalty", {"networks": 50 if level == "full" else 20})]
-    out.append(Job("parameter_activation_convergence", quick_conv if level == "quick" else {}))
+    full_conv = {"seeds": 5, "steps": 1000}  # every target, scale, noise level and lr of the default grid
+    out.append(Job("parameter_activation_convergence", quick_conv if level == "quick" else full_conv))
     return out
