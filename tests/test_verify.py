@@ -152,3 +152,20 @@ def test_other_issues_experiments_are_registered_with_claims():
     assert claim["verdict"] == "pass" and 0 < claim["measured"] <= 1 + 1e-12
     assert {j.experiment for j in suite_jobs("quick")} >= {
         "parameter_activation_one_step", "parameter_activation_convergence", "gradient_penalty"}
+
+
+@pytest.mark.slow
+def test_dks_beats_plain_on_100_layer_tanh_on_both_datasets(tmp_path):
+    """Acceptance: DKS arm below the plain arm after the same steps, median over 3 seeds, moons and digits."""
+    pytest.importorskip("analysis.shaping")
+    pytest.importorskip("sklearn")
+    jobs = [j for j in suite_jobs("quick", only=["deep_vanilla"]) if j.spec["arm"] in ("plain", "dks")]
+    assert len(jobs) == 12
+    result = run_suite(jobs, tmp_path, workers=2, progress=False)
+    assert all(r.status == "ok" for r in result.records)
+    claims = [row for row in result.summary if row["prediction"].startswith("100-layer vanilla tanh")]
+    assert {("digits" in c["prediction"], "moons" in c["prediction"]) for c in claims} == {(True, False), (False, True)}
+    for c in claims:
+        assert c["verdict"] == "pass", c
+    report = open(result.report_path).read()
+    assert "DKS arm reaches lower training loss than plain" in report
