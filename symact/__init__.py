@@ -65,15 +65,5 @@ __all__ = [
     "signed_parametrization",
 ]
 
-# --- paramact: parameter activations (issue 6) ---
-from .parametrize import (  # noqa: E402
-    AutoactivationTable,
-    ParameterActivation,
-    SignedParametrization,
-    autoactivation_table,
-    parameter_activation,
-    parameter_activation_names,
-    signed_parametrization,
-)
 # --- branch smooth (issue 7): smoothing by convolution, symbolic entropy normalisation ---
 from symact import entropy, smooth  # noqa: E402,F401
