@@ -83,9 +83,13 @@ def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, yla
     """Write a PNG line plot; each series is ``{"x", "y", "label", optional "lo", "hi", "style", "same_color"}``.
 
     ``lo``/``hi`` draw a shaded band (for example the spread over seeds).
-    Returns the file name (relative to the folder of ``path``).
+    Returns the file name (relative to the folder of ``path``), or None when matplotlib is
+    not installed (the report then says so instead of showing the plot).
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -157,7 +161,7 @@ def write_report(records: Sequence[Record], out_dir: str | os.PathLike) -> tuple
     ]
     for sec in sections:
         parts += [f"## {sec.title}", "", sec.markdown, ""]
-        parts += [f"![{fig}]({fig})" for fig in sec.figures]
+        parts += [f"![{fig}]({fig})" for fig in sec.figures if fig]
         parts.append("")
     bad = [r for r in records if r.status in ("failed", "unavailable")]
     if bad:
@@ -170,6 +174,10 @@ def write_report(records: Sequence[Record], out_dir: str | os.PathLike) -> tuple
         parts += ["## Experiment modules not present", ""]
         parts += [f"- `{k}`: {v}" for k, v in sorted(missing.items())]
         parts.append("")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        parts += ["_Plots were skipped: matplotlib is not installed (pip install 'symact[verify]')._", ""]
     path = os.path.join(out_dir, "report.md")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(parts))

@@ -169,3 +169,18 @@ def test_dks_beats_plain_on_100_layer_tanh_on_both_datasets(tmp_path):
         assert c["verdict"] == "pass", c
     report = open(result.report_path).read()
     assert "DKS arm reaches lower training loss than plain" in report
+
+
+def test_report_without_matplotlib_keeps_tables_and_says_why(tmp_path, monkeypatch):
+    d = str(tmp_path)
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    from analysis.report import line_plot, write_report
+
+    assert line_plot(os.path.join(d, "x.png"), [{"x": [0, 1], "y": [1, 2]}], title="t", xlabel="x", ylabel="y") is None
+    rec = Record(Job("rai_train", {"arm": "plain"}), "ok",
+                 {"arm": "plain", "curve": {"steps": [0, 1], "train_loss": [0.7, 0.69], "objective": [0.7, 0.69]},
+                  "final_train_loss": 0.69, "final_train_accuracy": 0.5}, (Claim("p", 0.001, "t", True),))
+    path, rows = write_report([rec], d)
+    text = open(path).read()
+    assert "matplotlib is not installed" in text and "| p | 0.001 |" in text and "![" not in text
+    assert not any(name.endswith(".png") for name in os.listdir(d))
