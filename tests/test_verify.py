@@ -184,3 +184,12 @@ def test_report_without_matplotlib_keeps_tables_and_says_why(tmp_path, monkeypat
     text = open(path).read()
     assert "matplotlib is not installed" in text and "| p | 0.001 |" in text and "![" not in text
     assert not any(name.endswith(".png") for name in os.listdir(d))
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SymactError, match="sees no CUDA device"):
+        run_suite([Job("rai_init", {"hidden_layers": 2})], tmp_path, device="cuda")
