@@ -7,7 +7,7 @@ import torch
 
 from numeric.datasets import moons
 from numeric.rai import RAI, PenaltySchedule, split_stages
-from numeric.train import build_mlp, output_loss, train
+from numeric.train import build_mlp, train
 from symact.errors import DomainError, SymactError
 
 

@@ -64,10 +64,6 @@ def _lecun_(model: Any) -> Any:
     return model
 
 
-class _Residual:  # built lazily so importing this module does not import torch
-    cls = None
-
-
 def _residual_mlp(in_f: int, width: int, depth: int, out_f: int, act: str, dtype: Any, device: Any) -> Any:
     import torch
     import torch.nn as nn
@@ -312,7 +308,6 @@ def report_section(records: list, out_dir: str) -> Any:
     mine = [r for r in records if r.job.experiment == "deep_vanilla"]
     if not mine:
         return None
-    ok = [r for r in mine if r.status == "ok"]
     groups = _groups(mine)
     rows, figures, claims = [], [], []
     for key in sorted(groups, key=str):
@@ -367,5 +362,4 @@ def report_section(records: list, out_dir: str) -> Any:
           "Arms that could not run are listed with their status.\n\n"
           + markdown_table(("activation", "hidden layers", "data", "optimizer", "arm", "seeds", "status",
                             "train loss", "held-out loss", "held-out acc"), rows))
-    del ok
     return Section("Deep vanilla networks (no skips, no normalisation)", md, tuple(claims), tuple(figures))
