@@ -327,7 +327,9 @@ class _Funcs:
 
     @lru_cache(maxsize=None)
     def mp(self, n: int) -> Callable:
-        return sympy.lambdify(self.parts.x, self.expr(n), modules="mpmath")
+        f = sympy.lambdify(self.parts.x, self.expr(n), modules="mpmath")
+        real = gauss._real   # complex/nan values raise NonRealExpressionError at the node
+        return lambda t: real(f(t), t)
 
     @lru_cache(maxsize=None)
     def np(self, n: int) -> Callable:
@@ -352,6 +354,19 @@ class _Funcs:
 # ----------------------------------------------------------------------------------------
 # KernelMaps
 # ----------------------------------------------------------------------------------------
+
+def _at_precision(method):
+    """Run a public method with dps + 10 working digits, whatever the caller's mpmath.mp.dps;
+    the method rounds its result to ``dps`` digits itself (``_out``)."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with mpmath.workdps(self.dps + _GUARD):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
 
 def _check_q(qv) -> None:
     if not qv > 0:
@@ -462,6 +477,7 @@ class KernelMaps:
                                           mean=mean, std=std).value
 
     # ---- Q map ---------------------------------------------------------------------------
+    @_at_precision
     def q_map(self, q_value) -> Any:
         """``Q(q) = E[phi(sqrt(q) z)^2]``: the output q value of a layer whose input q value is q."""
         _check_q(q_value)
@@ -480,6 +496,7 @@ class KernelMaps:
             self._cache[key] = v
         return self._out(self._cache[key])
 
+    @_at_precision
     def q_map_derivative(self, q_value, n: int = 1) -> Any:
         """``d^n Q / dq^n = E[phi(sqrt(q) z)^2 He_{2n}(z)] / (2q)^n`` (exact heat-equation identity)."""
         _check_q(q_value)
@@ -582,6 +599,7 @@ class KernelMaps:
         return mpmath.fsum(ak * ak * cv**k for k, ak in enumerate(a))
 
     # ---- C map ---------------------------------------------------------------------------
+    @_at_precision
     def c_map(self, c_value, q1_value=1, q2_value=1) -> Any:
         """DKS C map ``C(c; q1, q2) = E[phi(u) phi(v)] / sqrt(Q(q1) Q(q2))`` (a cosine similarity).
 
@@ -603,6 +621,7 @@ class KernelMaps:
         with mpmath.workdps(self.dps + _GUARD):
             return mpmath.sqrt(v)
 
+    @_at_precision
     def c_map_derivative(self, c_value, n: int = 1, q1_value=1, q2_value=1) -> Any:
         """``d^n C / dc^n = (q1 q2)^{n/2} E[phi^(n)(u) phi^(n)(v)] / sqrt(Q(q1) Q(q2))`` (Price).
 
@@ -625,6 +644,7 @@ class KernelMaps:
         return self._out(pre * k / self._sqrt(self.q_map(q1_value) * self.q_map(q2_value)))
 
     # ---- scalar summaries ----------------------------------------------------------------
+    @_at_precision
     def slope_at_1(self, q_value=1) -> Any:
         """``C'(1; q, q) = q E[phi'(sqrt(q) z)^2] / Q(q)`` (infinite if phi jumps)."""
         _check_q(q_value)
@@ -638,6 +658,7 @@ class KernelMaps:
         return self._out(q_value * v / self.q_map(q_value) if self.engine == "float64"
                          else self._mp(q_value) * v / self.q_map(q_value))
 
+    @_at_precision
     def value_at_0(self, q_value=1) -> Any:
         """``C(0; q, q) = E[phi(sqrt(q) z)]^2 / Q(q)``."""
         _check_q(q_value)
@@ -648,6 +669,7 @@ class KernelMaps:
         m = self._e1(f, g, std=r)
         return self._out(m * m / self.q_map(q_value))
 
+    @_at_precision
     def curvature_at_1(self, q_value=1) -> Any:
         """``C''(1; q, q) = q^2 E[phi''(sqrt(q) z)^2] / Q(q)``; ``inf`` when phi' (or phi) jumps."""
         _check_q(q_value)
@@ -725,9 +747,11 @@ class ComposedKernelMaps:
     def __repr__(self) -> str:
         return f"ComposedKernelMaps({self.outer!r} o {self.inner!r})"
 
+    @_at_precision
     def q_map(self, q_value):
         return self.outer.q_map(self.inner.q_map(q_value))
 
+    @_at_precision
     def q_map_derivative(self, q_value, n: int = 1):
         if n == 0:
             return self.q_map(q_value)
@@ -735,10 +759,12 @@ class ComposedKernelMaps:
             raise DomainError("composed maps provide q_map_derivative for n = 1 only (chain rule).")
         return self.outer.q_map_derivative(self.inner.q_map(q_value), 1) * self.inner.q_map_derivative(q_value, 1)
 
+    @_at_precision
     def c_map(self, c_value, q1_value=1, q2_value=1):
         ci = self.inner.c_map(c_value, q1_value, q2_value)
         return self.outer.c_map(_clip_unit(ci), self.inner.q_map(q1_value), self.inner.q_map(q2_value))
 
+    @_at_precision
     def c_map_derivative(self, c_value, n: int = 1, q1_value=1, q2_value=1):
         if n == 0:
             return self.c_map(c_value, q1_value, q2_value)
@@ -754,12 +780,15 @@ class ComposedKernelMaps:
             return d2o * d1i * d1i + d1o * d2i
         raise DomainError("composed maps provide c_map_derivative for n <= 2 (chain rule).")
 
+    @_at_precision
     def slope_at_1(self, q_value=1):
         return self.outer.slope_at_1(self.inner.q_map(q_value)) * self.inner.slope_at_1(q_value)
 
+    @_at_precision
     def value_at_0(self, q_value=1):
         return self.c_map(0, q_value, q_value)
 
+    @_at_precision
     def curvature_at_1(self, q_value=1):
         return self.c_map_derivative(1, 2, q_value, q_value)
 

@@ -429,6 +429,20 @@ def _smoothed_kink_edges(centres, width) -> list:
     return edges
 
 
+def _f64_check_tail(f: Callable, mean: float, std: float, what: str = "f") -> None:
+    """float64 twin of the mpmath tail test: |f| * density at the cut |z| = 12 must be below
+    1e-13 of its peak on a unit grid (so the truncated mass is below float64 resolution)."""
+    z = np.arange(-_F64_CUT, _F64_CUT + 0.5, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = np.abs(np.asarray(f(mean + std * z), dtype=np.float64)) * np.exp(-z * z / 2)
+    if not np.all(np.isfinite(y)) or max(y[0], y[-1]) > 1e-13 * np.max(y):
+        raise DivergentIntegralError(
+            f"the Gaussian expectation of {what} diverges or is not representable in float64: "
+            f"|{what}| * density does not decay by |z| = {_F64_CUT:g} (peak {np.nanmax(y):.3g}, "
+            f"{max(y[0], y[-1]):.3g} at the cut). The activation is not square-integrable under the "
+            "Gaussian (or grows too fast for float64); use the mpmath engine to confirm.")
+
+
 def _f64_checked(values: np.ndarray, what: str) -> np.ndarray:
     values = np.asarray(values)
     if np.iscomplexobj(values):
@@ -465,6 +479,7 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
         z, w = np.polynomial.hermite_e.hermegauss(int(order))
         vals = _f64_checked(f(mean + std * z), "f")
         return float(np.dot(w, vals) / math.sqrt(2 * math.pi))
+    _f64_check_tail(f, mean, std)
     bz = [(float(b) - mean) / std for b in breakpoints]
     prev = None
     for npp in (16, 32, 64):
@@ -496,6 +511,8 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     if not (q1 > 0 and q2 > 0):
         raise DomainError(f"q1={q1}, q2={q2}: variances must be > 0.")
     r1, r2 = math.sqrt(q1), math.sqrt(q2)
+    _f64_check_tail(lambda t: f(t) ** 2, 0.0, r1, "f^2")
+    _f64_check_tail(lambda t: g(t) ** 2, 0.0, r2, "g^2")
     gb = np.array([float(b) / r2 for b in breakpoints_g], dtype=np.float64)
     out = np.empty_like(c_arr)
     t, wt = np.polynomial.legendre.leggauss(nodes_per_panel)
