@@ -612,8 +612,19 @@ class KernelMaps:
             return self._out(self._closed_eval("C", self.closed_form.c_map, c=c_value, q1=q1_value, q2=q2_value))
         if c_value == 1 and q1_value == q2_value:
             return self._out(1)
-        k = self._kernel_num(0, c_value, q1_value, q2_value)
+        if c_value == 0:   # independent u, v: E[phi(u)] E[phi(v)], two 1-D integrals
+            k = self._mean(q1_value) * self._mean(q2_value)
+        else:
+            k = self._kernel_num(0, c_value, q1_value, q2_value)
         return self._out(k / self._sqrt(self.q_map(q1_value) * self.q_map(q2_value)))
+
+    def _mean(self, q_value):
+        """E[phi(sqrt(q) z)] (cached)."""
+        key = ("mean", q_value)
+        if key not in self._cache:
+            r = math.sqrt(q_value) if self.engine == "float64" else mpmath.sqrt(self._mp(q_value))
+            self._cache[key] = self._e1(self._f.mp(0), self._f.np(0), std=r)
+        return self._cache[key]
 
     def _sqrt(self, v):
         if self.engine == "float64":
@@ -664,9 +675,7 @@ class KernelMaps:
         _check_q(q_value)
         if self.engine == "closed":
             return self.c_map(0, q_value, q_value)
-        f, g = self._f.mp(0), self._f.np(0)
-        r = math.sqrt(q_value) if self.engine == "float64" else mpmath.sqrt(self._mp(q_value))
-        m = self._e1(f, g, std=r)
+        m = self._mean(q_value)
         return self._out(m * m / self.q_map(q_value))
 
     @_at_precision

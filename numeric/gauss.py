@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterable, Sequence
 
 import mpmath
@@ -401,14 +402,24 @@ _F64_CUT2 = 10.0
 _F64_PANEL2 = 1.25
 
 
+@lru_cache(maxsize=64)
+def _leggauss(n: int):
+    return np.polynomial.legendre.leggauss(n)
+
+
 def _f64_rule(breakpoints_z: Sequence[float], nodes_per_panel: int, cut: float = _F64_CUT,
               panel: float = _F64_PANEL):
     """Composite Gauss-Legendre nodes/weights (N(0,1) density folded in) on [-cut, cut]."""
+    return _f64_rule_cached(tuple(float(b) for b in breakpoints_z), nodes_per_panel, cut, panel)
+
+
+@lru_cache(maxsize=256)
+def _f64_rule_cached(breakpoints_z: tuple, nodes_per_panel: int, cut: float, panel: float):
     edges = np.linspace(-cut, cut, int(round(2 * cut / panel)) + 1)
     extra = [float(b) for b in breakpoints_z if -cut < float(b) < cut]
     if extra:
         edges = np.unique(np.concatenate([edges, extra]))
-    t, w = np.polynomial.legendre.leggauss(nodes_per_panel)
+    t, w = _leggauss(nodes_per_panel)
     a, b = edges[:-1, None], edges[1:, None]
     z = (a + b) / 2 + (b - a) / 2 * t[None, :]
     wz = (b - a) / 2 * w[None, :] * np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
@@ -515,7 +526,7 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     _f64_check_tail(lambda t: g(t) ** 2, 0.0, r2, "g^2")
     gb = np.array([float(b) / r2 for b in breakpoints_g], dtype=np.float64)
     out = np.empty_like(c_arr)
-    t, wt = np.polynomial.legendre.leggauss(nodes_per_panel)
+    t, wt = _leggauss(nodes_per_panel)
     for i, ci in enumerate(c_arr):
         obps = [float(b) / r1 for b in breakpoints]
         s = math.sqrt((1 - ci) * (1 + ci))
