@@ -1,0 +1,452 @@
+r"""How well a smooth activation with a shape parameter approximates a target.
+
+For a candidate :math:`c_p(x)` (squareplus(b), softplus(beta), SAU(sigma), SMU(mu), ...) and a
+target :math:`t(x)` (relu, softplus, leaky_relu, ...):
+
+* :func:`error_expression` -- :math:`e_p(x) = c_p(x) - t(x)` as a SymPy expression;
+* :func:`match_conditions` -- parameter values from exact conditions at a point, solved by SymPy
+  (equal value, slope or curvature at 0, ...): squareplus(0) = softplus(0) gives
+  :math:`b = 4\ln^2 2`, equal curvature at 0 gives :math:`b = 4`;
+* :func:`dominance_threshold` -- the least parameter with :math:`c_p \ge t` everywhere (for a
+  candidate increasing in :math:`p`): :math:`\sup_x p^*(x)` where :math:`c_{p^*(x)}(x) = t(x)`;
+  squareplus >= softplus iff :math:`b \ge 4\ln^2 2`;
+* :func:`minimax` -- the parameter minimising :math:`\max_x |e_p(x)|`, its max error and the
+  equioscillation abscissae, in mpmath at ``dps`` digits;
+* :func:`asymptotic_expansion` -- series at 0 and at :math:`\pm\infty`.
+
+Candidates and targets may be Activations (their other parameters are replaced by their values),
+catalogue names / formula strings (when ``symact.activation`` is available), or SymPy expressions
+in ``x = Symbol('x', real=True)``.
+
+>>> import sympy
+>>> x, b = sympy.Symbol("x", real=True), sympy.Symbol("b", positive=True)
+>>> squareplus = (x + sympy.sqrt(x**2 + b)) / 2
+>>> softplus = sympy.log(1 + sympy.exp(x))
+>>> match_conditions(squareplus, softplus, b, ["value", "curvature"])
+{'value': (4*log(2)**2,), 'curvature': (4,)}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mpmath
+import sympy
+
+from symact.errors import DomainError, FormulaError
+
+__all__ = [
+    "X",
+    "error_expression",
+    "match_conditions",
+    "DominanceThreshold",
+    "dominance_threshold",
+    "MinimaxResult",
+    "minimax",
+    "asymptotic_expansion",
+]
+
+X = sympy.Symbol("x", real=True)
+
+_CONDITION_ORDERS = {"value": 0, "slope": 1, "curvature": 2}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _expression(f, keep: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
+    """A SymPy expression in X from an Activation, a name/formula, or an expression.
+
+    Parameters of an Activation other than those in ``keep`` are replaced by their values."""
+    keep = set(keep)
+    if hasattr(f, "expr") and hasattr(f, "params"):
+        values = {s: v for s, v in f.params.items() if s not in keep and s.name not in {k.name for k in keep}}
+        return sympy.sympify(f.expr).subs(values)
+    if isinstance(f, str):
+        import symact
+
+        factory = getattr(symact, "activation", None)
+        if factory is not None:
+            return _expression(factory(f), keep)
+        try:
+            return sympy.sympify(f, locals={"x": X})
+        except (sympy.SympifyError, SyntaxError) as exc:
+            raise FormulaError(f"could not parse {f!r}: {exc}; pass a SymPy expression in x") from exc
+    return sympy.sympify(f)
+
+
+def _parameter(expr: sympy.Expr, parameter) -> sympy.Symbol:
+    if isinstance(parameter, sympy.Symbol):
+        return parameter
+    matches = [s for s in expr.free_symbols if s.name == str(parameter)]
+    if len(matches) != 1:
+        names = sorted(s.name for s in expr.free_symbols if s != X)
+        raise FormulaError(f"parameter {parameter!r} is not a symbol of the candidate (its symbols: {names}); "
+                           "pass one of those or the Symbol itself")
+    return matches[0]
+
+
+def _with_parameter(candidate, parameter) -> tuple[sympy.Expr, sympy.Symbol]:
+    name = parameter.name if isinstance(parameter, sympy.Symbol) else str(parameter)
+    keep = [parameter] if isinstance(parameter, sympy.Symbol) else [sympy.Symbol(name)]
+    expr = _expression(candidate, keep)
+    return expr, _parameter(expr, parameter)
+
+
+def error_expression(candidate, target, parameter=None) -> sympy.Expr:
+    r""":math:`e(x) = \mathrm{candidate}(x) - \mathrm{target}(x)` (the target's parameters take their
+    values; the candidate keeps ``parameter`` symbolic when given)."""
+    cand = _with_parameter(candidate, parameter)[0] if parameter is not None else _expression(candidate)
+    return cand - _expression(target)
+
+
+# ----------------------------------------------------------------------------- exact conditions
+
+
+def match_conditions(candidate, target, parameter, conditions: Sequence[str] = ("value", "slope", "curvature"),
+                     at=0) -> dict[str, tuple]:
+    r"""Solve :math:`c_p^{(k)}(a) = t^{(k)}(a)` for the parameter, for each condition.
+
+    ``conditions``: names ``"value"`` (k=0), ``"slope"`` (k=1), ``"curvature"`` (k=2) or
+    ``"derivative:k"``.  Returns ``{condition: tuple of solutions}`` (SymPy numbers or expressions,
+    restricted by the parameter's assumptions; an empty tuple when no value satisfies it, e.g.
+    squareplus's slope at 0 is 1/2 for every b).
+    """
+    cand, p = _with_parameter(candidate, parameter)
+    targ = _expression(target)
+    a = sympy.sympify(at)
+    out: dict[str, tuple] = {}
+    for cond in conditions:
+        if cond in _CONDITION_ORDERS:
+            k = _CONDITION_ORDERS[cond]
+        elif cond.startswith("derivative:"):
+            k = int(cond.split(":", 1)[1])
+        else:
+            raise FormulaError(f"unknown condition {cond!r}; use 'value', 'slope', 'curvature' or 'derivative:k'")
+        lhs = sympy.diff(cand, X, k).subs(X, a) if k else cand.subs(X, a)
+        rhs = sympy.diff(targ, X, k).subs(X, a) if k else targ.subs(X, a)
+        equation = sympy.simplify(lhs - rhs)
+        if equation == 0:
+            raise DomainError(f"condition {cond!r} holds for every value of {p}; it does not fix the parameter")
+        solutions = sympy.solve(equation, p)
+        out[cond] = tuple(sympy.simplify(s) for s in solutions)
+    return out
+
+
+@dataclass(frozen=True)
+class DominanceThreshold:
+    r"""``candidate >= target`` for all x iff ``parameter >= value`` (candidate increasing in the
+    parameter).  ``threshold_function`` is :math:`p^*(x)` solving :math:`c_{p}(x) = t(x)`;
+    ``value = p^*(argmax)`` exactly.  ``certificate`` says how the global maximum was checked."""
+
+    parameter: sympy.Symbol
+    value: sympy.Expr
+    argmax: sympy.Expr
+    threshold_function: sympy.Expr
+    certificate: str
+
+
+def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples: int = 801,
+                        dps: int = 30) -> DominanceThreshold:
+    r"""The least parameter value with candidate >= target on the whole line.
+
+    Derivation: if :math:`\partial c_p/\partial p > 0`, then :math:`c_p(x) \ge t(x)` iff
+    :math:`p \ge p^*(x)` with :math:`c_{p^*(x)}(x) = t(x)` (SymPy ``solve``), so the threshold is
+    :math:`\sup_x p^*(x)`.  The supremum is located numerically (dense sampling on ``search`` plus
+    a refined stationary point), its abscissa identified exactly with ``nsimplify``, and
+    :math:`p^*` is evaluated there symbolically.  Limits: the global maximality is a numerical
+    certificate (sampling of :math:`p^*` on ``search`` and its symbolic limits at
+    :math:`\pm\infty`), not a proof.
+
+    For squareplus vs softplus, :math:`p^*(x) = 4\,\mathrm{softplus}(x)\,\mathrm{softplus}(-x)`
+    (up to rewriting), maximal at 0: :math:`b \ge 4\ln^2 2`.
+    """
+    cand, p = _with_parameter(candidate, parameter)
+    targ = _expression(target)
+    monotone = sympy.diff(cand, p)
+    solutions = [s for s in sympy.solve(sympy.Eq(cand, targ), p) if s.is_real is not False]
+    if len(solutions) != 1:
+        raise DomainError(f"candidate = target has {len(solutions)} solutions for {p} ({solutions}); "
+                          "dominance_threshold needs exactly one")
+    threshold = sympy.simplify(solutions[0])
+    f = sympy.lambdify(X, threshold, "mpmath")
+    g = sympy.lambdify((X, p), monotone, "mpmath")
+    with mpmath.workdps(dps + 10):
+        lo, hi = mpmath.mpf(search[0]), mpmath.mpf(search[1])
+        xs = [lo + (hi - lo) * i / (samples - 1) for i in range(samples)]
+        values = [f(xi) for xi in xs]
+        i_best = max(range(samples), key=lambda i: values[i])
+        if i_best in (0, samples - 1):
+            raise DomainError(f"the threshold p*(x) is largest at the edge of the search interval {search}; "
+                              "widen search or check that the candidate dominates at all")
+        x_star = mpmath.findroot(lambda t: mpmath.diff(f, t), xs[i_best])
+        p_star = f(x_star)
+        if any(g(xi, p_star) <= 0 for xi in xs[:: max(1, samples // 200)]):
+            raise DomainError(f"the candidate is not increasing in {p} near the threshold; the 'iff' does not apply")
+        limits = [sympy.limit(threshold, X, s) for s in (sympy.oo, -sympy.oo)]
+        finite_limits = [float(lim) for lim in limits if lim.is_finite]
+        if any(lim > float(p_star) for lim in finite_limits) or any(lim is sympy.oo for lim in limits):
+            raise DomainError(f"p*(x) tends to {limits} at +-infinity, above the interior maximum; no finite threshold")
+        x_exact = sympy.nsimplify(mpmath.nstr(x_star, dps // 2), rational=True, tolerance=mpmath.mpf(10) ** (-(dps // 3)))
+        value = sympy.simplify(threshold.subs(X, x_exact))
+        check = abs(mpmath.mpf(sympy.N(value, dps + 5)) - p_star)
+        if check > mpmath.mpf(10) ** (-(dps // 2)):
+            value = sympy.Float(p_star, dps)  # the abscissa has no simple exact form: return the number
+            x_exact = sympy.Float(x_star, dps)
+    certificate = (f"sup of p*(x) located by {samples} samples on {list(search)} and findroot on dp*/dx; "
+                   f"limits at +-oo: {limits}; d candidate/d{p} > 0 checked on the samples")
+    return DominanceThreshold(p, value, x_exact, threshold, certificate)
+
+
+# ----------------------------------------------------------------------------- minimax
+
+
+@dataclass(frozen=True)
+class MinimaxResult:
+    r"""The best uniform approximation within the candidate family.
+
+    ``parameter_value`` minimises :math:`\max_x |e_p(x)|`; ``max_error`` is that maximum;
+    ``abscissae`` (sorted) are the points where :math:`|e| =` ``max_error`` with ``signs`` the sign
+    of :math:`e` there.  All numbers are mpf accurate to about ``dps`` digits.
+    """
+
+    parameter: sympy.Symbol
+    parameter_value: Any
+    max_error: Any
+    abscissae: tuple
+    signs: tuple
+    error: sympy.Expr
+    dps: int
+
+    @property
+    def equioscillates(self) -> bool:
+        """At least two extremal points, and the sign alternates between consecutive ones."""
+        return len(self.signs) >= 2 and all(a != b for a, b in zip(self.signs, self.signs[1:]))
+
+    def __repr__(self) -> str:
+        n = min(self.dps, 20)
+        return (f"MinimaxResult({self.parameter}={mpmath.nstr(self.parameter_value, n)}, "
+                f"max_error={mpmath.nstr(self.max_error, n)}, "
+                f"abscissae=({', '.join(mpmath.nstr(a, 10) for a in self.abscissae)}), signs={self.signs})")
+
+
+def _singular_points(expr: sympy.Expr) -> list[sympy.Expr]:
+    """Real points where Max/Min/Abs/Heaviside/sign/Piecewise switch (kinks of the error)."""
+    points: set = set()
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, (sympy.Max, sympy.Min)) and len(node.args) == 2:
+            args = [node.args[0] - node.args[1]]
+        elif isinstance(node, (sympy.Abs, sympy.Heaviside, sympy.sign)):
+            args = [node.args[0]]
+        elif isinstance(node, sympy.Piecewise):
+            args = []
+            for _, cond in node.args:
+                if isinstance(cond, sympy.core.relational.Relational):
+                    args.append(cond.lhs - cond.rhs)
+        else:
+            continue
+        for arg in args:
+            if X in arg.free_symbols:
+                for root in sympy.solve(arg, X):
+                    if root.is_real and root.is_number:
+                        points.add(root)
+    return sorted(points, key=float)
+
+
+def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple | None = None,
+            domain: float = 200, grid: int = 400) -> MinimaxResult:
+    r"""The parameter minimising :math:`\max_{|x| \le L}|c_p(x) - t(x)|` (L = ``domain``), in mpmath.
+
+    Method: the local extrema of :math:`e_p` are the roots of :math:`\partial_x e_p` (bracketed on a
+    sinh-spaced grid of ``grid`` points and refined by the Illinois method) plus the kinks of the
+    target and the ends :math:`\pm L`.  :math:`M(p) = \max |e_p|` is scanned on ``parameter_range``
+    (log-spaced for a positive parameter, default :math:`[10^{-6}, 10^6]`), narrowed by golden
+    section, and then solved exactly: the two extremal branches that are largest on either side of
+    the optimum must have equal :math:`|e|` (equioscillation), an equation in p solved by the
+    secant method to ``dps`` digits (with ``dps + 15`` working digits).  If one branch is maximal on
+    both sides, the optimum is its stationary point :math:`\partial_p e = 0` (envelope theorem).
+
+    Raises :class:`DomainError` when the optimum runs to an end of ``parameter_range`` (e.g.
+    softplus(beta) vs relu: the error :math:`\ln 2/\beta` only shrinks as beta grows) or when the
+    largest error sits at :math:`\pm L` (the error grows, or its supremum is a limit at infinity).
+    """
+    cand, p = _with_parameter(candidate, parameter)
+    targ = _expression(target)
+    error = cand - targ
+    if p not in error.free_symbols:
+        raise FormulaError(f"the error does not depend on {p}")
+    extra = error.free_symbols - {X, p}
+    if extra:
+        raise FormulaError(f"the error has unassigned symbols {sorted(map(str, extra))}; give them values")
+    e_f = sympy.lambdify((X, p), error, "mpmath")
+    de_f = sympy.lambdify((X, p), sympy.diff(error, X), "mpmath")
+    dp_f = sympy.lambdify((X, p), sympy.diff(error, p), "mpmath")
+    kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(error)]
+    positive = bool(p.is_positive or p.is_nonnegative)  # log-spaced scan for scale-like parameters
+    if parameter_range is None:
+        parameter_range = (sympy.Rational(1, 10**6), 10**6) if positive else (-100, 100)
+    work = dps + 15
+
+    def grid_points(n):
+        top = mpmath.asinh(domain)
+        return [mpmath.sinh(-top + 2 * top * i / (n - 1)) for i in range(n)]
+
+    def extrema(pv, n=grid):
+        """[(x, e(x))] at all local extrema candidates for parameter value pv."""
+        xs = grid_points(n)
+        ds = [de_f(xi, pv) for xi in xs]
+        found = [(xi, None) for xi in kinks] + [(xs[0], None), (xs[-1], None)]
+        for a, b, da, db in zip(xs, xs[1:], ds, ds[1:]):
+            if da == 0:
+                found.append((a, None))
+            elif da * db < 0 and not any(a < k < b for k in kinks):
+                try:
+                    root = mpmath.findroot(lambda t: de_f(t, pv), (a, b), solver="illinois")
+                except (ValueError, ZeroDivisionError):
+                    continue
+                found.append((root, None))
+        return [(xi, e_f(xi, pv)) for xi, _ in found]
+
+    def max_abs(pv, n=grid):
+        pts = extrema(pv, n)
+        return max(abs(v) for _, v in pts), pts
+
+    def to_p(u):
+        return mpmath.exp(u) if positive else u
+
+    with mpmath.workdps(20):
+        lo, hi = (mpmath.log(mpmath.mpf(sympy.N(v, 25))) if positive else mpmath.mpf(sympy.N(v, 25))
+                  for v in parameter_range)
+        us = [lo + (hi - lo) * i / 60 for i in range(61)]
+        scores = [max_abs(to_p(u), 160)[0] for u in us]
+        i_best = min(range(len(us)), key=lambda i: scores[i])
+        if i_best in (0, len(us) - 1):
+            raise DomainError(
+                f"the max error keeps decreasing towards {p} = {mpmath.nstr(to_p(us[i_best]), 6)}, an end of "
+                f"parameter_range {tuple(parameter_range)}: no interior minimax (the infimum is a limit). "
+                "Widen parameter_range if you expect an interior optimum")
+    with mpmath.workdps(25):
+        a, b = us[i_best - 1], us[i_best + 1]
+        ratio = (mpmath.sqrt(5) - 1) / 2
+        c, d = b - ratio * (b - a), a + ratio * (b - a)
+        # golden section only has to isolate the active branches; the exact solve below does the rest
+        fc, fd = max_abs(to_p(c), 160)[0], max_abs(to_p(d), 160)[0]
+        for _ in range(30):
+            if fc < fd:
+                b, d, fd = d, c, fc
+                c = b - ratio * (b - a)
+                fc = max_abs(to_p(c), 160)[0]
+            else:
+                a, c, fc = c, d, fd
+                d = a + ratio * (b - a)
+                fd = max_abs(to_p(d), 160)[0]
+        u_mid = (a + b) / 2
+        spread = max(b - a, mpmath.mpf(10) ** -9)
+        # largest extremum a little left and right of the optimum: the active branches
+        _, left = max_abs(to_p(u_mid - 50 * spread))
+        _, right = max_abs(to_p(u_mid + 50 * spread))
+        x_left = max(left, key=lambda t: abs(t[1]))[0]
+        x_right = max(right, key=lambda t: abs(t[1]))[0]
+
+    with mpmath.workdps(work):
+        kink_set = list(kinks)
+
+        def track(x0, pv):
+            """Follow a stationary point of e(., pv) from x0 (kinks stay put)."""
+            if any(abs(x0 - k) < mpmath.mpf(10) ** -15 for k in kink_set):
+                return x0
+            return mpmath.findroot(lambda t: de_f(t, pv), x0)
+
+        state = {"xl": mpmath.mpf(x_left), "xr": mpmath.mpf(x_right)}
+
+        def equal_heights(pv):
+            state["xl"] = track(state["xl"], pv)
+            state["xr"] = track(state["xr"], pv)
+            return abs(e_f(state["xl"], pv)) - abs(e_f(state["xr"], pv))
+
+        def stationary(pv):
+            state["xl"] = track(state["xl"], pv)
+            return dp_f(state["xl"], pv)
+
+        # one branch on both sides (or mirror partners of an even error, equal for every p):
+        # a smooth minimum of that branch; otherwise a crossing of two branches
+        probes = [to_p(u_mid - 50 * spread), to_p(u_mid + 50 * spread)]
+        gaps = [abs(abs(e_f(track(x_left, q), q)) - abs(e_f(track(x_right, q), q))) for q in probes]
+        scale = abs(e_f(x_left, to_p(u_mid)))
+        equation = stationary if all(g <= mpmath.mpf(10) ** -15 * scale for g in gaps) else equal_heights
+        p_lo, p_hi = to_p(u_mid - spread), to_p(u_mid + spread)
+        p_value = mpmath.findroot(equation, (p_lo, p_hi), solver="secant", tol=mpmath.mpf(10) ** (-2 * work + 10))
+        M, pts = max_abs(p_value, 2 * grid)
+        # refine every extremum at the optimum and keep those at the maximum
+        active = []
+        for xi, vi in pts:
+            if abs(abs(vi) - M) <= mpmath.mpf(10) ** (-dps) * M * 100:
+                active.append((xi, vi))
+        if any(abs(abs(xi) - domain) < 1 for xi, _ in active):
+            raise DomainError(f"the largest error sits at the edge of the domain |x| <= {domain}: the error grows or its "
+                              "supremum is a limit at infinity; pass a finite domain to minimax over it")
+        # deduplicate (a root found from two brackets)
+        active.sort(key=lambda t: t[0])
+        unique = []
+        for xi, vi in active:
+            if not unique or abs(xi - unique[-1][0]) > mpmath.mpf(10) ** (-dps // 2):
+                unique.append((xi, vi))
+    with mpmath.workdps(dps):
+        return MinimaxResult(p, +p_value, +M, tuple(+xi for xi, _ in unique),
+                             tuple(1 if vi > 0 else -1 for _, vi in unique), error, dps)
+
+
+# ----------------------------------------------------------------------------- asymptotics
+
+
+def asymptotic_expansion(f, point=0, order: int = 4, parameter=None) -> sympy.Expr:
+    r"""Series of ``f`` (an Activation, name or expression in x) at ``point`` in {0, oo, -oo}
+    (or any finite number), with an ``O`` term.
+
+    At :math:`\pm\infty` SymPy's ``series`` is used (at :math:`-\infty` through :math:`x = -y`);
+    when that returns only an order term (exponentially small terms, e.g. softplus at
+    :math:`-\infty`), the expansion is taken in :math:`u = e^{\pm x} \to 0` instead:
+    softplus(x) = u - u^2/2 + u^3/3 - ... with u = e^x.
+
+    >>> x = sympy.Symbol("x", real=True)
+    >>> asymptotic_expansion(sympy.log(1 + sympy.exp(x)), 0, 5)
+    log(2) + x/2 + x**2/8 - x**4/192 + O(x**5)
+    """
+    expr = _with_parameter(f, parameter)[0] if parameter is not None else _expression(f)
+    point = sympy.sympify(point)
+    if point.is_finite:
+        return sympy.series(expr, X, point, order)
+    sign = 1 if point is sympy.oo else -1
+    y = sympy.Symbol("y", positive=True)
+    flipped = expr.subs(X, sign * y)
+    try:
+        series = sympy.series(flipped, y, sympy.oo, order)
+    except (sympy.PoleError, NotImplementedError, ValueError):
+        return _power_expansion_by_limits(expr, point, order)
+    if series.removeO() == 0:
+        u = sympy.Symbol("u", positive=True)
+        in_u = sympy.simplify(flipped.subs(sympy.exp(-y), u).subs(sympy.exp(y), 1 / u))
+        if y not in in_u.free_symbols:
+            expansion = sympy.series(in_u, u, 0, order).removeO()
+            return expansion.subs(u, sympy.exp(-sign * X)) + sympy.O(sympy.exp(-order * sign * X), (X, point))
+        return series.subs(y, sign * X)
+    return series.removeO().subs(y, sign * X) + sympy.O(series.getO().expr.subs(y, sign * X), (X, point))
+
+
+def _power_expansion_by_limits(expr: sympy.Expr, point, order: int) -> sympy.Expr:
+    r"""Fallback when SymPy's ``series`` fails at :math:`\pm\infty` (e.g. erf-based SAU):
+    coefficients of :math:`x^1, x^0, \dots, x^{2-order}` by successive limits,
+    :math:`c_k = \lim (f - \sum_{j>k} c_j x^j)/x^k`, which is exact when f has an asymptotic power
+    series of at most linear growth; the remainder is :math:`O(x^{1-order})`."""
+    if sympy.limit(expr / X**2, X, point) != 0:
+        raise FormulaError(f"{expr} grows faster than linearly at {point}; asymptotic_expansion's fallback "
+                           "handles at most linear growth when SymPy's series fails")
+    partial = sympy.Integer(0)
+    for k in range(1, 1 - order, -1):
+        coefficient = sympy.simplify(sympy.limit((expr - partial) / X**k, X, point))
+        if not coefficient.is_finite:
+            raise FormulaError(f"no power expansion of {expr} at {point} (coefficient of x^{k} is {coefficient})")
+        partial += coefficient * X**k
+    return partial + sympy.O(X ** (1 - order), (X, point))

@@ -1,0 +1,183 @@
+r"""The inequality between the input-gradient and the parameter-gradient penalty of an MLP.
+
+For an MLP written as layers :math:`z^{(t+1)} = W^{(t)} h^{(t)} + b^{(t)}`,
+:math:`h^{(t+1)} = g^{(t)}(z^{(t+1)})`, :math:`t = 1..l`, with :math:`h^{(1)} = x`, and any scalar
+:math:`f` of the output (after Dherin et al., "The Geometric Occam's Razor Implicit in Deep
+Learning", as written up by Su Jianlin):
+
+.. math::
+   \|\nabla_x f\|^2 \sum_{t=1}^{l} \frac{1 + \|h^{(t)}\|^2}{\|W^{(t)}\|^2\,\|\nabla_x h^{(t)}\|^2}
+   \;\le\; \|\nabla_\theta f\|^2 .
+
+Why: :math:`\nabla_{W^{(t)}} f = \delta_t h^{(t)\top}` and :math:`\nabla_{b^{(t)}} f = \delta_t` with
+:math:`\delta_t = \partial f/\partial z^{(t+1)}`, so the layer's share of
+:math:`\|\nabla_\theta f\|^2` is :math:`\|\delta_t\|^2 (1 + \|h^{(t)}\|^2)`; and
+:math:`\nabla_x f = (\nabla_x h^{(t)})^\top W^{(t)\top} \delta_t` gives
+:math:`\|\nabla_x f\| \le \|W^{(t)}\|\,\|\nabla_x h^{(t)}\|\,\|\delta_t\|`.  Each layer's term is
+therefore bounded by its own parameter-gradient share, and summing gives the inequality.
+The bound holds for the spectral norm (operator 2-norm) and hence for the Frobenius norm
+(:math:`\|A\|_2 \le \|A\|_F` only shrinks the left side); with the spectral norm it is an
+equality for a single layer with scalar output (:math:`\nabla_x h^{(1)} = I`, rank-one W).
+
+Here ``h_t`` is the input of the t-th ``nn.Linear`` of an ``nn.Sequential``; whatever sits between
+two Linear layers (activations, even non-elementwise ones) belongs to :math:`g`.  A Linear without
+bias contributes :math:`\|h\|^2` instead of :math:`1 + \|h\|^2` (there is no :math:`b` to
+differentiate).  Parameters outside the Linear layers (e.g. ``nn.PReLU``) only add to
+:math:`\|\nabla_\theta f\|^2`; they are reported separately and included in the right side.
+
+>>> import torch
+>>> torch.manual_seed(0) and None
+>>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+>>> r = gradient_penalty_inequality(net, torch.randn(3, dtype=torch.float64))
+>>> r.holds, r.slack >= 0
+(True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from symact.errors import DomainError
+
+__all__ = ["LayerPenaltyTerm", "PenaltyInequality", "gradient_penalty_inequality"]
+
+
+@dataclass(frozen=True)
+class LayerPenaltyTerm:
+    r"""One layer's contribution.
+
+    ``bound_term`` = :math:`\|\nabla_x f\|^2 (\beta + \|h_t\|^2)/(\|W_t\|^2\|\nabla_x h_t\|^2)`
+    (:math:`\beta` = 1 with bias, 0 without; 0 when :math:`\nabla_x f = 0`) and
+    ``parameter_gradient_norm_sq`` = :math:`\|\nabla_{W_t} f\|^2 + \|\nabla_{b_t} f\|^2`; the
+    per-layer inequality is ``bound_term <= parameter_gradient_norm_sq``.
+    """
+
+    index: int  # t, 1-based as in the formula (the t-th nn.Linear)
+    input_norm_sq: float
+    weight_norm_sq: float
+    jacobian_norm_sq: float
+    bound_term: float
+    parameter_gradient_norm_sq: float
+
+    @property
+    def slack(self) -> float:
+        return self.parameter_gradient_norm_sq - self.bound_term
+
+
+@dataclass(frozen=True)
+class PenaltyInequality:
+    r"""Both sides of the inequality at one input.
+
+    ``lhs`` = sum of the layers' ``bound_term``; ``rhs`` = :math:`\|\nabla_\theta f\|^2` over all
+    parameters (Linear layers plus ``other_parameter_gradient_norm_sq``); ``slack = rhs - lhs``;
+    ``holds`` allows a relative rounding error of ``tolerance``.
+    """
+
+    norm: str
+    input_gradient_norm_sq: float
+    layers: tuple[LayerPenaltyTerm, ...]
+    other_parameter_gradient_norm_sq: float
+    lhs: float
+    rhs: float
+    tolerance: float
+
+    @property
+    def slack(self) -> float:
+        return self.rhs - self.lhs
+
+    @property
+    def ratio(self) -> float:
+        """lhs / rhs (1 means the bound is tight); nan when both sides are 0."""
+        return self.lhs / self.rhs if self.rhs else float("nan")
+
+    @property
+    def holds(self) -> bool:
+        return self.lhs <= self.rhs * (1 + self.tolerance)
+
+    def __repr__(self) -> str:
+        return (f"PenaltyInequality(norm={self.norm!r}, lhs={self.lhs:.6g}, rhs={self.rhs:.6g}, "
+                f"slack={self.slack:.6g}, ratio={self.ratio:.6g}, layers={len(self.layers)}, holds={self.holds})")
+
+
+def _norm_sq(matrix: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "spectral":
+        return torch.linalg.matrix_norm(matrix, ord=2) ** 2
+    return (matrix**2).sum()
+
+
+def gradient_penalty_inequality(
+    model: nn.Sequential,
+    x: torch.Tensor,
+    f: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    norm: Literal["spectral", "frobenius"] = "spectral",
+) -> PenaltyInequality:
+    r"""Evaluate both sides of the gradient-penalty inequality for ``model`` at one input ``x``.
+
+    ``model``: an ``nn.Sequential`` whose ``nn.Linear`` layers are the :math:`W^{(t)}, b^{(t)}`
+    (any differentiable modules between them); ``x``: a 1-D input; ``f``: scalar function of the
+    output (default: the sum of the outputs); ``norm``: ``"spectral"`` or ``"frobenius"`` for both
+    :math:`\|W_t\|` and :math:`\|\nabla_x h_t\|`.  Work in float64 for tight comparisons; the
+    tolerance in the result is 64 machine epsilons of the model's dtype.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise DomainError(f"model must be an nn.Sequential of Linear layers and activations, got {type(model).__name__}; "
+                          "wrap your layers in nn.Sequential")
+    if norm not in ("spectral", "frobenius"):
+        raise DomainError(f"norm must be 'spectral' or 'frobenius', got {norm!r}")
+    linear_positions = [i for i, m in enumerate(model) if isinstance(m, nn.Linear)]
+    if not linear_positions:
+        raise DomainError("model has no nn.Linear layer; the inequality is about Linear weights")
+    if x.dim() != 1:
+        raise DomainError(f"x must be one input vector (1-D), got shape {tuple(x.shape)}; loop over a batch")
+    f = f if f is not None else (lambda y: y.sum())
+    x = x.detach()
+
+    def layer_inputs(inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        hs, h = [], inp
+        for i, module in enumerate(model):
+            if i in linear_positions:
+                hs.append(h)
+            h = module(h)
+        return tuple(hs)
+
+    # Jacobians d h_t / d x (h_1 = x gives the identity)
+    jacobians = torch.autograd.functional.jacobian(layer_inputs, x)
+    with torch.no_grad():
+        hs = layer_inputs(x)
+
+    x_req = x.clone().requires_grad_(True)
+    out = f(model(x_req))
+    if out.numel() != 1:
+        raise DomainError(f"f must return a scalar, got shape {tuple(out.shape)}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(out.reshape(()), [x_req, *params], allow_unused=True)
+    grad_x, param_grads = grads[0], grads[1:]
+    grad_of = {id(p): (g if g is not None else torch.zeros_like(p)) for p, g in zip(params, param_grads)}
+    grad_x_sq = float((grad_x**2).sum())
+
+    layers, linear_param_ids = [], set()
+    for t, pos in enumerate(linear_positions):
+        layer: nn.Linear = model[pos]
+        has_bias = layer.bias is not None
+        share = (grad_of.get(id(layer.weight), torch.zeros(())) ** 2).sum()
+        linear_param_ids.add(id(layer.weight))
+        if has_bias:
+            share = share + (grad_of.get(id(layer.bias), torch.zeros(())) ** 2).sum()
+            linear_param_ids.add(id(layer.bias))
+        h_sq = float((hs[t] ** 2).sum())
+        w_sq = float(_norm_sq(layer.weight.detach(), norm))
+        j_sq = float(_norm_sq(jacobians[t].detach(), norm))
+        numerator = (1.0 if has_bias else 0.0) + h_sq
+        # grad_x f = J^T W^T delta: if it is non-zero, so are W and J; if it is zero the term is 0
+        term = 0.0 if grad_x_sq == 0 else grad_x_sq * numerator / (w_sq * j_sq)
+        layers.append(LayerPenaltyTerm(t + 1, h_sq, w_sq, j_sq, term, float(share)))
+    other = float(sum((grad_of[id(p)] ** 2).sum() for p in params if id(p) not in linear_param_ids) or 0.0)
+    lhs = sum(layer.bound_term for layer in layers)
+    rhs = sum(layer.parameter_gradient_norm_sq for layer in layers) + other
+    tolerance = 64 * torch.finfo(x.dtype if x.is_floating_point() else torch.get_default_dtype()).eps
+    return PenaltyInequality(norm, grad_x_sq, tuple(layers), other, lhs, rhs, tolerance)

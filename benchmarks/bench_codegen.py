@@ -1,0 +1,140 @@
+"""Forward+backward time of generated activation modules against baselines measured in the same run.
+
+    python benchmarks/bench_codegen.py [--log2n 24] [--repeats 7] [--no-compile]
+
+For each activation (squareplus, softplus, gelu, silu, mish, tanh, a DKS-transformed
+tanh) it times, on one float32 tensor of 2**log2n elements, ``y = f(x);
+y.backward(g)`` for:
+
+* ``generated``   numeric.torch_module(act) (eager)
+* ``builtin``     the PyTorch built-in (F.softplus, F.gelu ...) or, where none exists
+                  (squareplus, DKS tanh), the eager composite of built-in ops
+* ``lambdify``    sympy.lambdify(x, formula, "torch") with autograd (SymPy's stock printer)
+* ``bandwidth``   y = 2*x (one read, one write each way: the memory-bound floor)
+* ``compiled``    torch.compile(numeric.torch_module(act))
+* ``builtin_compiled``   torch.compile of the built-in / composite
+
+Repeats are interleaved (every variant once per round) and the median of the
+rounds is reported, with ratios to the built-in and to the bandwidth baseline.
+Nothing is asserted: this script measures; the README quotes a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sympy  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from numeric.codegen import torch_module  # noqa: E402
+
+x = sympy.Symbol("x", real=True)
+
+# DKS-transformed tanh psi(x) = gamma*(tanh(alpha*x + beta) + delta), constants of the
+# kind the DKS solver returns for a deep tanh network
+ALPHA, BETA, GAMMA = 0.5735, 0.1, 1.8312
+DELTA = -float(sympy.tanh(sympy.Float(BETA)))  # so that psi(0) = 0
+
+
+def _activations():
+    b = sympy.Integer(4)
+    return {
+        "squareplus": ((x + sympy.sqrt(x**2 + b)) / 2,
+                       lambda t: 0.5 * (t + torch.sqrt(t * t + 4.0))),
+        "softplus": (sympy.log(1 + sympy.exp(x)), F.softplus),
+        "gelu": (x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2, F.gelu),
+        "silu": (x / (1 + sympy.exp(-x)), F.silu),
+        "mish": (x * sympy.tanh(sympy.log(1 + sympy.exp(x))), F.mish),
+        "tanh": (sympy.tanh(x), torch.tanh),
+        "dks_tanh": (GAMMA * (sympy.tanh(ALPHA * x + BETA) + DELTA),
+                     lambda t: GAMMA * (torch.tanh(ALPHA * t + BETA) + DELTA)),
+    }
+
+
+def _lambdified(expr):
+    try:
+        f = sympy.lambdify(x, expr, modules="torch")
+    except Exception as error:  # noqa: BLE001 - report, do not crash the benchmark
+        return None, f"{type(error).__name__}"
+    probe = torch.linspace(-3, 3, 8, requires_grad=True)
+    try:
+        y = f(probe)
+        y.sum().backward()
+    except Exception as error:  # noqa: BLE001
+        return None, f"{type(error).__name__}"
+    return f, None
+
+
+def _step(fn, x0, g):
+    t = x0.detach().requires_grad_(True)
+    start = time.perf_counter()
+    y = fn(t)
+    y.backward(g)
+    end = time.perf_counter()
+    return end - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--log2n", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    n = 2**args.log2n
+    x0 = torch.randn(n, dtype=torch.float32) * 3
+    g = torch.ones(n, dtype=torch.float32)
+    bandwidth = lambda t: t * 2.0  # noqa: E731
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, n = 2**{args.log2n}, "
+          f"{args.repeats} interleaved repeats, median seconds of forward+backward")
+    rows = []
+    for name, (expr, builtin) in _activations().items():
+        if args.only and name not in args.only:
+            continue
+        variants = {"generated": torch_module(expr, name=name), "builtin": builtin, "bandwidth": bandwidth}
+        lam, lam_error = _lambdified(expr)
+        if lam is not None:
+            variants["lambdify"] = lam
+        if not args.no_compile:
+            variants["compiled"] = torch_module(expr, name=name, compile=True)
+            variants["builtin_compiled"] = torch.compile(builtin)
+        for fn in variants.values():  # warm-up (and compilation)
+            _step(fn, x0, g)
+            _step(fn, x0, g)
+        times = {k: [] for k in variants}
+        for _ in range(args.repeats):
+            for key, fn in variants.items():
+                times[key].append(_step(fn, x0, g))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append((name, med, lam_error))
+        print(f"  {name}: " + ", ".join(f"{k}={v * 1e3:.1f}ms" for k, v in med.items())
+              + (f", lambdify={lam_error}" if lam_error else ""), flush=True)
+
+    print()
+    header = ("| activation | eager / built-in | eager / lambdify | eager / y=2x | compiled / built-in "
+              "| compiled / y=2x | compiled / compiled built-in |")
+    print(header)
+    print("|---|---|---|---|---|---|---|")
+    for name, med, lam_error in rows:
+        def ratio(a, b):
+            return f"{med[a] / med[b]:.2f}" if a in med and b in med else "n/a"
+
+        lam = ratio("generated", "lambdify") if "lambdify" in med else f"lambdify fails ({lam_error})"
+        print(f"| {name} | {ratio('generated', 'builtin')} | {lam} | {ratio('generated', 'bandwidth')} | "
+              f"{ratio('compiled', 'builtin')} | {ratio('compiled', 'bandwidth')} | "
+              f"{ratio('compiled', 'builtin_compiled')} |")
+    print("\n(built-in for squareplus and dks_tanh: the eager composite of torch ops)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Builders for common topologies: MLPs, ResNets (V1/V2, basic/bottleneck), multi-branch nets.
+
+Every builder returns a validated ``networkx.DiGraph`` (see :mod:`graphs.graph`) with readable
+node names.  ``activation`` is stored opaquely on every activation node.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import networkx as nx
+import sympy
+
+from symact.errors import InvalidGraphError
+
+from .graph import add_concat, add_node, add_weighted_sum, new_graph, validate
+
+__all__ = ["mlp", "resnet", "multi_branch", "residual_weights"]
+
+
+def mlp(depth: int, activation: Any = "tanh") -> nx.DiGraph:
+    """A vanilla MLP with ``depth`` activation layers:
+    ``input -> (linear_i -> activation_i) for i = 1..depth -> linear_{depth+1} -> output``.
+
+    >>> g = mlp(2)
+    >>> list(g)
+    ['input', 'linear1', 'activation1', 'linear2', 'activation2', 'linear3', 'output']
+    """
+    if not isinstance(depth, int) or depth < 0:
+        raise InvalidGraphError(f"depth must be a non-negative int (number of activation layers), not {depth!r}")
+    g = new_graph(builder=f"mlp(depth={depth})")
+    prev = add_node(g, "input", "input")
+    for i in range(1, depth + 1):
+        lin = add_node(g, f"linear{i}", "linear", prev)
+        prev = add_node(g, f"activation{i}", "activation", lin, activation=activation)
+    head = add_node(g, f"linear{depth + 1}", "linear", prev)
+    add_node(g, "output", "output", head)
+    validate(g)
+    return g
+
+
+def residual_weights(shortcut_weight: Any) -> tuple[Any, Any]:
+    """``(w, sqrt(1 - w**2))``: shortcut and residual-branch weights of a normalised sum.
+
+    Exact for SymPy/int/Fraction weights (``Rational(3, 5) -> (3/5, 4/5)``), float otherwise.
+    """
+    w = shortcut_weight
+    if isinstance(w, (int, sympy.Basic)) and not isinstance(w, bool):
+        w = sympy.sympify(w)
+        if w.is_number and not (0 <= w <= 1):
+            raise InvalidGraphError(f"shortcut_weight must lie in [0, 1], got {w}")
+        return w, sympy.sqrt(1 - w**2)
+    w = float(w)
+    if not 0.0 <= w <= 1.0:
+        raise InvalidGraphError(f"shortcut_weight must lie in [0, 1], got {w}")
+    return w, (1.0 - w * w) ** 0.5
+
+
+_BLOCK_ACTIVATIONS = {("v2", "bottleneck"): 3, ("v2", "basic"): 2, ("v1", "bottleneck"): 2, ("v1", "basic"): 1}
+
+
+def resnet(blocks: Sequence[int] = (3, 4, 23, 3), variant: str = "v2", block: str = "bottleneck",
+           shortcut_weight: Any = 0.6, projection: bool | Sequence[bool] | None = None,
+           activation: Any = "relu", stem_pool: bool = True) -> nx.DiGraph:
+    """A ResNet graph with weighted shortcuts: each block ends in
+    ``weighted_sum(shortcut * w + residual * sqrt(1 - w**2))``.
+
+    * ``variant="v2"`` (pre-activation, He et al. 2016b): stem ``linear -> pool``; a block is
+      ``x -> act -> [linear -> act]* -> linear`` (3 activations per bottleneck branch, 2 per basic
+      one), the shortcut is ``x``, or with a projection ``linear(act(x))`` taking the
+      pre-activated input; after the last block ``act -> pool -> linear -> output``.
+    * ``variant="v1"`` (post-activation): stem ``linear -> act -> pool``; a block is
+      ``x -> [linear -> act]* -> linear`` (2 activations in a bottleneck branch, 1 in a basic one),
+      the shortcut is ``x`` or ``linear(x)``, and an activation follows the sum; head
+      ``pool -> linear -> output``.  The post-sum activation sees an activation output through
+      the shortcut, so the graph is marked ``preactivations="mixed"`` (see ``graphs.validate``).
+    * ``projection``: per stage, whether its first block has a projection shortcut; default
+      ``True`` for every stage of a bottleneck net (channels change at every stage start) and
+      ``(False, True, True, True)`` for a basic one.
+    * ``stem_pool``: an average-pool node after the stem (the identity on kernel maps; standard
+      ResNets use max pooling there, which is not a supported kind).
+
+    Nodes are named ``"s{stage}b{block}/{part}"``, e.g. ``"s1b0/act_a"``, ``"s1b0/sum"``.
+
+    >>> from graphs import edge_weights
+    >>> g = resnet(blocks=(1, 1), block="basic", shortcut_weight=0.6)
+    >>> edge_weights(g, "s1b0/sum")
+    {'stem/pool': 0.6, 's1b0/linear_b': 0.8}
+    """
+    if variant not in ("v1", "v2"):
+        raise InvalidGraphError(f"variant must be 'v1' or 'v2', not {variant!r}")
+    if block not in ("bottleneck", "basic"):
+        raise InvalidGraphError(f"block must be 'bottleneck' or 'basic', not {block!r}")
+    if not blocks or any(not isinstance(b, int) or b < 1 for b in blocks):
+        raise InvalidGraphError(f"blocks must be a non-empty sequence of positive ints, not {blocks!r}")
+    if projection is None:
+        projection = [True] * len(blocks) if block == "bottleneck" else [i > 0 for i in range(len(blocks))]
+    elif isinstance(projection, bool):
+        projection = [projection] * len(blocks)
+    projection = list(projection)
+    if len(projection) != len(blocks):
+        raise InvalidGraphError(f"projection needs one flag per stage ({len(blocks)}), got {len(projection)}")
+    w_short, w_res = residual_weights(shortcut_weight)
+    n_act = _BLOCK_ACTIVATIONS[variant, block]
+
+    g = new_graph(builder=f"resnet(blocks={tuple(blocks)}, variant={variant!r}, block={block!r}, "
+                          f"shortcut_weight={shortcut_weight!r})")
+    if variant == "v1":
+        g.graph["preactivations"] = "mixed"
+    x = add_node(g, "input", "input")
+    x = add_node(g, "stem/linear", "linear", x)
+    if variant == "v1":
+        x = add_node(g, "stem/act", "activation", x, activation=activation)
+    if stem_pool:
+        x = add_node(g, "stem/pool", "pool", x)
+
+    for stage, count in enumerate(blocks, start=1):
+        for j in range(count):
+            p = f"s{stage}b{j}/"
+            project = j == 0 and projection[stage - 1]
+            if variant == "v2":
+                pre = add_node(g, p + "act_a", "activation", x, activation=activation)
+                shortcut = add_node(g, p + "proj", "linear", pre) if project else x
+                h = add_node(g, p + "linear_a", "linear", pre)
+                for i in range(1, n_act):
+                    h = add_node(g, p + f"act_{'abc'[i]}", "activation", h, activation=activation)
+                    h = add_node(g, p + f"linear_{'abc'[i]}", "linear", h)
+                x = add_weighted_sum(g, p + "sum", {shortcut: w_short, h: w_res})
+            else:
+                shortcut = add_node(g, p + "proj", "linear", x) if project else x
+                h = add_node(g, p + "linear_a", "linear", x)
+                for i in range(1, n_act + 1):
+                    h = add_node(g, p + f"act_{'abc'[i - 1]}", "activation", h, activation=activation)
+                    h = add_node(g, p + f"linear_{'abc'[i]}", "linear", h)
+                s = add_weighted_sum(g, p + "sum", {shortcut: w_short, h: w_res})
+                x = add_node(g, p + "act_out", "activation", s, activation=activation)
+
+    if variant == "v2":
+        x = add_node(g, "head/act", "activation", x, activation=activation)
+    x = add_node(g, "head/pool", "pool", x)
+    x = add_node(g, "head/linear", "linear", x)
+    add_node(g, "output", "output", x)
+    validate(g)
+    return g
+
+
+def multi_branch(branches: Sequence[int] = (0, 1, 2), blocks: int = 1, combine: str = "weighted_sum",
+                 weights: Sequence[Any] | None = None, channels: Sequence[int] | None = None,
+                 activation: Any = "tanh", head_activation: bool = True) -> nx.DiGraph:
+    """A chain of ``blocks`` multi-branch blocks, each with ``len(branches)`` parallel branches.
+
+    Branch ``i`` of a block is ``(act -> linear) * branches[i]`` applied to the block input
+    (pre-activation style, so every activation follows a linear layer); ``branches[i] == 0`` is
+    an identity shortcut.  Branches are joined by a ``weighted_sum`` (``weights``, default
+    ``1/sqrt(len(branches))`` each; must be normalised) or a ``concat`` (``channels``, default
+    equal).  Layout: ``input -> linear -> block* -> [act ->] linear -> output``.
+
+    >>> from graphs import edge_channels
+    >>> g = multi_branch((0, 2), combine="concat", channels=(32, 96))
+    >>> edge_channels(g, "b0/join")
+    {'stem/linear': 32, 'b0/br1/linear2': 96}
+    """
+    if combine not in ("weighted_sum", "concat"):
+        raise InvalidGraphError(f"combine must be 'weighted_sum' or 'concat', not {combine!r}")
+    if len(branches) < 2 or any(not isinstance(b, int) or b < 0 for b in branches):
+        raise InvalidGraphError(f"branches must list at least two non-negative depths, not {branches!r}")
+    if sum(1 for b in branches if b == 0) > 1:
+        raise InvalidGraphError("at most one branch may be an identity (depth 0): two identities are one edge")
+    m = len(branches)
+    if weights is None:
+        weights = [sympy.sqrt(sympy.Rational(1, m))] * m
+    if channels is None:
+        channels = [1] * m
+    if len(weights) != m or len(channels) != m:
+        raise InvalidGraphError(f"give one weight/channel count per branch ({m})")
+    g = new_graph(builder=f"multi_branch(branches={tuple(branches)}, blocks={blocks}, combine={combine!r})")
+    x = add_node(g, "input", "input")
+    x = add_node(g, "stem/linear", "linear", x)
+    for b in range(blocks):
+        ends = []
+        for i, depth in enumerate(branches):
+            h = x
+            for layer in range(1, depth + 1):
+                h = add_node(g, f"b{b}/br{i}/act{layer}", "activation", h, activation=activation)
+                h = add_node(g, f"b{b}/br{i}/linear{layer}", "linear", h)
+            ends.append(h)
+        if combine == "weighted_sum":
+            x = add_weighted_sum(g, f"b{b}/join", dict(zip(ends, weights)))
+        else:
+            x = add_concat(g, f"b{b}/join", dict(zip(ends, channels)))
+    if head_activation:
+        x = add_node(g, "head/act", "activation", x, activation=activation)
+    x = add_node(g, "head/linear", "linear", x)
+    add_node(g, "output", "output", x)
+    validate(g)
+    return g

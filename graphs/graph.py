@@ -1,0 +1,494 @@
+"""Network topologies as networkx ``DiGraph``s: node kinds, their rules, validation.
+
+A network graph has one node of kind ``input`` and one of kind ``output``; every other node
+has one of the kinds below, stored in the node attribute ``kind``.  Each kind *owns* the rule by
+which it transforms a scalar propagated from the input (a C value, a Q value, a slope C'(1) or a
+curvature C''(1)), as the layers of neural-tangents' ``stax`` own their kernel rules; the walker
+(:mod:`graphs.walker`) only composes these rules.  Adding a kind is one :func:`register_kind` call.
+
+======================  =====================================================================
+kind                    rule for a propagated value ``y``
+======================  =====================================================================
+``input``               the start value
+``linear``              ``y`` (dense, or conv with delta initialisation: kernel maps pass)
+``pool``                ``y`` (average pooling of a stationary kernel)
+``activation``          ``r(node, y)``: the per-activation function the walker is given
+``weighted_sum``        ``sum_i w_i**2 * y_i``, edge attribute ``weight``, ``sum_i w_i**2 == 1``
+``concat``              ``sum_i (n_i / N) * y_i``, edge attribute ``channels`` = n_i, N = sum n_i
+``normalise``           ``y`` for C values and their derivatives; ``1`` for Q values
+``output``              ``y``
+======================  =====================================================================
+
+The activation node's ``activation`` attribute is opaque here (a catalogue name such as
+``"tanh"`` or a :class:`symact.Activation`); graphs never interprets it.
+
+Example
+-------
+>>> import graphs
+>>> g = graphs.new_graph()
+>>> graphs.add_node(g, "x", "input")
+'x'
+>>> graphs.add_node(g, "dense", "linear", "x")
+'dense'
+>>> graphs.add_node(g, "act", "activation", "dense", activation="tanh")
+'act'
+>>> graphs.add_node(g, "head", "linear", "act")
+'head'
+>>> graphs.add_node(g, "y", "output", "head")
+'y'
+>>> graphs.validate(g)
+>>> graphs.activation_nodes(g)
+['act']
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Mapping, Sequence
+
+import networkx as nx
+import sympy
+
+from symact.errors import InvalidGraphError
+
+__all__ = [
+    "NodeKind",
+    "PropagationContext",
+    "KINDS",
+    "register_kind",
+    "new_graph",
+    "add_node",
+    "add_weighted_sum",
+    "add_concat",
+    "edge_weights",
+    "edge_channels",
+    "normalised_weights",
+    "activation_nodes",
+    "input_node",
+    "output_node",
+    "validate",
+    "WEIGHT_TOLERANCE",
+]
+
+#: Tolerance on ``|sum w_i**2 - 1|`` for inexact (float, mpmath, SymPy Float) weights.
+WEIGHT_TOLERANCE = 1e-12
+
+
+@dataclass(frozen=True)
+class PropagationContext:
+    """What a kind's rule may use besides its inputs.
+
+    ``activation_rule(node, value) -> value`` is applied at activation nodes; ``quantity`` is
+    ``"c"`` (C values, slopes, curvatures) or ``"q"`` (Q values, reset to 1 by ``normalise``).
+    """
+
+    graph: nx.DiGraph
+    activation_rule: Callable[[Hashable, Any], Any]
+    quantity: str = "c"
+
+
+# A rule receives (context, node, [(predecessor, value), ...]) and returns the node's value.
+Rule = Callable[[PropagationContext, Hashable, Sequence[tuple[Hashable, Any]]], Any]
+
+
+@dataclass(frozen=True)
+class NodeKind:
+    """A node kind: its arity, its propagation rule and its attribute checks.
+
+    ``gaussian`` says what the kind does to the Gaussianity of wide-limit pre-activations, which
+    the kernel-map analysis needs at every activation input: ``"source"`` (linear layers make
+    Gaussian outputs), ``"transparent"`` (Gaussian iff all inputs are) or ``"breaks"``.
+    """
+
+    name: str
+    min_inputs: int
+    max_inputs: int | None
+    rule: Rule | None
+    gaussian: str = "transparent"
+    check: Callable[[nx.DiGraph, Hashable], None] | None = None
+    description: str = ""
+
+    def __repr__(self) -> str:
+        arity = f"{self.min_inputs}" if self.max_inputs == self.min_inputs else (
+            f"{self.min_inputs}..{'' if self.max_inputs is None else self.max_inputs}")
+        return f"NodeKind({self.name!r}, inputs={arity}, gaussian={self.gaussian!r})"
+
+
+KINDS: dict[str, NodeKind] = {}
+
+
+def register_kind(kind: NodeKind) -> NodeKind:
+    """Add (or replace) a node kind; the walker and validation pick it up from :data:`KINDS`."""
+    if kind.gaussian not in ("source", "transparent", "breaks"):
+        raise ValueError(f"gaussian must be 'source', 'transparent' or 'breaks', not {kind.gaussian!r}")
+    KINDS[kind.name] = kind
+    return kind
+
+
+# --------------------------------------------------------------------------- value helpers
+
+def _is_exact(number: Any) -> bool:
+    """True for ints, Fractions and exact SymPy numbers/expressions (no Float inside)."""
+    if isinstance(number, bool):
+        return True
+    if isinstance(number, numbers.Rational):
+        return True
+    if isinstance(number, sympy.Basic):
+        return not number.has(sympy.Float)
+    return False
+
+
+def _one_like(value: Any) -> Any:
+    """The number 1 in the arithmetic of ``value`` (float 1.0, mpf(1), SymPy 1)."""
+    if isinstance(value, sympy.Basic):
+        return sympy.Integer(1)
+    try:
+        return value ** 0
+    except TypeError:  # pragma: no cover - exotic number types
+        return 1
+
+
+def _pass_single(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
+    return inputs[0][1]
+
+
+def _activation_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
+    return ctx.activation_rule(node, inputs[0][1])
+
+
+def _combine_symbolic(terms: Sequence[tuple[Any, Any]]) -> sympy.Expr:
+    """``sum c_i * v_i`` for SymPy values, with the factors common to every ``v_i`` pulled out.
+
+    Residual networks feed one value into both branches of a sum; SymPy would distribute the
+    coefficients and copy that value into every term, doubling the expression per block.  Pulling
+    out the shared factor keeps e.g. a ResNet slope as a product of per-block factors
+    ``x * (w**2 + (1 - w**2) * s**3)``, linear in the depth.
+    """
+    values = [sympy.sympify(v) for _, v in terms]
+    powers = [v.as_powers_dict() for v in values]
+    common: dict[sympy.Expr, sympy.Expr] = {}
+    for base, exp in powers[0].items():
+        if base.is_Number or not exp.is_Rational or exp <= 0:
+            continue
+        exps = [pw.get(base) for pw in powers[1:]]
+        if all(e is not None and e.is_Rational and e > 0 for e in exps):
+            common[base] = min([exp, *exps])
+    factor = sympy.Mul(*[b**e for b, e in common.items()])
+    return factor * sympy.Add(*[sympy.sympify(c) * (v / factor) for (c, _), v in zip(terms, values)])
+
+
+def _weighted_sum_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
+    if any(isinstance(v, sympy.Basic) for _, v in inputs):
+        return _combine_symbolic([(ctx.graph.edges[p, node]["weight"] ** 2, v) for p, v in inputs])
+    total = None
+    for pred, value in inputs:
+        w = ctx.graph.edges[pred, node]["weight"]
+        term = w**2 * value
+        total = term if total is None else total + term
+    return total
+
+
+def _concat_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
+    if any(isinstance(v, sympy.Basic) for _, v in inputs):
+        n_total = sum(ctx.graph.edges[p, node]["channels"] for p, _ in inputs)
+        return _combine_symbolic([(sympy.Rational(ctx.graph.edges[p, node]["channels"], n_total), v)
+                                  for p, v in inputs])
+    # sum(n_i * y_i) / N: multiplying the value by an int first keeps SymPy exact and mpmath at
+    # its working precision (n_i / N as a Python float would round).
+    total = None
+    channels_total = 0
+    for pred, value in inputs:
+        n = ctx.graph.edges[pred, node]["channels"]
+        channels_total += n
+        term = value * n
+        total = term if total is None else total + term
+    return total / channels_total
+
+
+def _normalise_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
+    value = inputs[0][1]
+    # Per-location normalisation rescales every vector to q = 1; cosine similarities (C values)
+    # and hence C-map slopes and curvatures are unchanged.
+    return _one_like(value) if ctx.quantity == "q" else value
+
+
+def _check_activation(g: nx.DiGraph, node: Hashable) -> None:
+    if g.nodes[node].get("activation") is None:
+        raise InvalidGraphError(
+            f"activation node {node!r} has no 'activation' attribute; set it to a catalogue name "
+            f"(e.g. 'tanh') or a symact Activation: g.nodes[{node!r}]['activation'] = 'tanh'")
+
+
+def _check_weighted_sum(g: nx.DiGraph, node: Hashable) -> None:
+    weights = {}
+    for pred in g.predecessors(node):
+        w = g.edges[pred, node].get("weight")
+        if w is None:
+            raise InvalidGraphError(
+                f"weighted_sum {node!r}: edge {pred!r} -> {node!r} has no 'weight'; give every "
+                f"incoming edge a weight w_i with sum w_i**2 == 1 (graphs.add_weighted_sum does)")
+        weights[pred] = w
+    _check_normalised(node, weights)
+
+
+def _check_normalised(node: Hashable, weights: Mapping[Hashable, Any]) -> None:
+    square_sum = sum((w**2 for w in weights.values()), sympy.Integer(0) if any(
+        isinstance(w, sympy.Basic) for w in weights.values()) else 0)
+    if all(_is_exact(w) for w in weights.values()):
+        ok = sympy.simplify(sympy.sympify(square_sum) - 1) == 0
+    else:
+        try:
+            ok = abs(complex(square_sum) - 1) <= WEIGHT_TOLERANCE
+        except TypeError:
+            ok = False
+    if not ok:
+        fixed = normalised_weights(weights)
+        shown = ", ".join(f"{p!r}: {_fmt(w)}" for p, w in weights.items())
+        shown_fixed = ", ".join(f"{p!r}: {_fmt(w)}" for p, w in fixed.items())
+        raise InvalidGraphError(
+            f"weighted_sum {node!r} has weights {{{shown}}} whose squares sum to {_fmt(square_sum)}, "
+            f"not 1, so it does not preserve q (an un-normalised add). Use the normalised weights "
+            f"w_i / sqrt(sum w_j**2): {{{shown_fixed}}}, i.e. w1*x + w2*y with w1**2 + w2**2 == 1")
+
+
+def _fmt(w: Any) -> str:
+    if isinstance(w, float):
+        return f"{w:.12g}"
+    return str(w)
+
+
+def _check_concat(g: nx.DiGraph, node: Hashable) -> None:
+    for pred in g.predecessors(node):
+        n = g.edges[pred, node].get("channels")
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n <= 0:
+            raise InvalidGraphError(
+                f"concat {node!r}: edge {pred!r} -> {node!r} needs a positive integer 'channels' "
+                f"(got {n!r}); the concatenated kernel is sum (n_i / N) * k_i")
+
+
+register_kind(NodeKind("input", 0, 0, None, gaussian="breaks",
+                       description="the network input; holds the start value"))
+register_kind(NodeKind("linear", 1, 1, _pass_single, gaussian="source",
+                       description="dense layer, or conv with delta initialisation: maps pass unchanged"))
+register_kind(NodeKind("pool", 1, 1, _pass_single,
+                       description="average pooling: identity on the kernel maps"))
+register_kind(NodeKind("activation", 1, 1, _activation_rule, gaussian="breaks", check=_check_activation,
+                       description="elementwise activation: applies the walker's per-node rule"))
+register_kind(NodeKind("weighted_sum", 2, None, _weighted_sum_rule, check=_check_weighted_sum,
+                       description="sum_i w_i * x_i with sum w_i**2 == 1: values combine as sum w_i**2 y_i"))
+register_kind(NodeKind("concat", 2, None, _concat_rule, check=_check_concat,
+                       description="channel concatenation: values combine as sum (n_i/N) y_i"))
+register_kind(NodeKind("normalise", 1, 1, _normalise_rule,
+                       description="per-location normalisation: q -> 1, C values pass"))
+register_kind(NodeKind("output", 1, 1, _pass_single, gaussian="transparent",
+                       description="the network output"))
+
+
+# --------------------------------------------------------------------------- construction
+
+def new_graph(**graph_attrs: Any) -> nx.DiGraph:
+    """An empty network graph (a ``networkx.DiGraph``) with the given graph attributes."""
+    g = nx.DiGraph()
+    g.graph.update(graph_attrs)
+    return g
+
+
+def add_node(g: nx.DiGraph, name: Hashable, kind: str, *inputs: Hashable, **attrs: Any) -> Hashable:
+    """Add node ``name`` of ``kind`` fed by ``inputs`` (edges ``input -> name``); returns ``name``.
+
+    Use :func:`add_weighted_sum` and :func:`add_concat` for the kinds with edge attributes.
+    """
+    if kind not in KINDS:
+        raise InvalidGraphError(f"unknown node kind {kind!r}; known kinds: {sorted(KINDS)} "
+                                f"(register new ones with graphs.register_kind)")
+    if name in g:
+        raise InvalidGraphError(f"node {name!r} already exists; node names must be unique")
+    for pred in inputs:
+        if pred not in g:
+            raise InvalidGraphError(f"input {pred!r} of {name!r} is not a node yet; add it first")
+    g.add_node(name, kind=kind, **attrs)
+    for pred in inputs:
+        g.add_edge(pred, name)
+    return name
+
+
+def add_weighted_sum(g: nx.DiGraph, name: Hashable, weights: Mapping[Hashable, Any], **attrs: Any) -> Hashable:
+    """Add a ``weighted_sum`` node computing ``sum_i weights[i] * i``; squares must sum to 1."""
+    _check_normalised(name, weights)
+    add_node(g, name, "weighted_sum", *weights, **attrs)
+    for pred, w in weights.items():
+        g.edges[pred, name]["weight"] = w
+    return name
+
+
+def add_concat(g: nx.DiGraph, name: Hashable, channels: Mapping[Hashable, int], **attrs: Any) -> Hashable:
+    """Add a ``concat`` node joining its inputs' ``channels[i]`` channels each."""
+    add_node(g, name, "concat", *channels, **attrs)
+    for pred, n in channels.items():
+        g.edges[pred, name]["channels"] = n
+    _check_concat(g, name)
+    return name
+
+
+def edge_weights(g: nx.DiGraph, node: Hashable) -> dict[Hashable, Any]:
+    """``{predecessor: weight}`` of a weighted_sum node."""
+    return {p: g.edges[p, node]["weight"] for p in g.predecessors(node)}
+
+
+def edge_channels(g: nx.DiGraph, node: Hashable) -> dict[Hashable, int]:
+    """``{predecessor: channels}`` of a concat node."""
+    return {p: g.edges[p, node]["channels"] for p in g.predecessors(node)}
+
+
+def normalised_weights(weights: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+    """``w_i / sqrt(sum_j w_j**2)``: exact for SymPy/int weights, float otherwise.
+
+    >>> normalised_weights({"a": 1, "b": 1})
+    {'a': sqrt(2)/2, 'b': sqrt(2)/2}
+    """
+    if all(_is_exact(w) for w in weights.values()):
+        norm = sympy.sqrt(sum(sympy.sympify(w) ** 2 for w in weights.values()))
+        return {p: sympy.nsimplify(sympy.sympify(w) / norm) if norm != 0 else w for p, w in weights.items()}
+    norm = math.sqrt(sum(float(w) ** 2 for w in weights.values()))
+    return {p: float(w) / norm if norm else float(w) for p, w in weights.items()}
+
+
+# --------------------------------------------------------------------------- queries
+
+def _nodes_of_kind(g: nx.DiGraph, kind: str) -> list[Hashable]:
+    return [n for n, k in g.nodes(data="kind") if k == kind]
+
+
+def activation_nodes(g: nx.DiGraph) -> list[Hashable]:
+    """Activation nodes in topological order (ties broken by insertion order)."""
+    return [n for n in nx.topological_sort(g) if g.nodes[n].get("kind") == "activation"]
+
+
+def input_node(g: nx.DiGraph) -> Hashable:
+    """The single input node (raises InvalidGraphError unless there is exactly one)."""
+    found = _nodes_of_kind(g, "input")
+    if len(found) != 1:
+        raise InvalidGraphError(
+            f"a network graph needs exactly one input node, found {len(found)}: {found}; "
+            f"feed several data inputs through one input node and a concat if needed")
+    return found[0]
+
+
+def output_node(g: nx.DiGraph) -> Hashable:
+    """The single output node (raises InvalidGraphError unless there is exactly one)."""
+    found = _nodes_of_kind(g, "output")
+    if len(found) != 1:
+        raise InvalidGraphError(
+            f"a network graph needs exactly one output node, found {len(found)}: {found}; "
+            f"join several heads with a weighted_sum or concat before one output node")
+    return found[0]
+
+
+# --------------------------------------------------------------------------- validation
+
+def validate(g: nx.DiGraph) -> None:
+    """Raise :class:`~symact.errors.InvalidGraphError` unless ``g`` is a well-formed network graph.
+
+    Checks, in order: a simple ``DiGraph``; every node has a known ``kind``; no cycles; exactly one
+    input and one output; every node is reachable from the input and reaches the output;
+    in-degrees fit each kind; kind attributes (activation set, weighted-sum weights with
+    ``sum w_i**2 == 1`` -- exactly for SymPy/int weights, to ``WEIGHT_TOLERANCE`` for floats --
+    and positive integer concat channels); and every activation's input is a Gaussian
+    pre-activation, i.e. every path back from it through pool/normalise/weighted_sum/concat nodes
+    meets a linear layer before another activation or the input.
+
+    That last rule is what makes the kernel-map composition exact in the wide limit.  Post-
+    activation (ResNet V1) sums mix an activation output into the next activation's input; a graph
+    that knowingly does so sets ``g.graph["preactivations"] = "mixed"``, and then each activation
+    only needs at least one linear-fed branch (the DKS package's convention for V1 networks).
+    """
+    if not isinstance(g, nx.DiGraph) or g.is_multigraph():
+        raise InvalidGraphError(f"a network graph is a networkx.DiGraph, not {type(g).__name__}")
+    if g.number_of_nodes() == 0:
+        raise InvalidGraphError("the graph is empty; build one with graphs.mlp(...) or graphs.add_node")
+    for node, kind in g.nodes(data="kind"):
+        if kind not in KINDS:
+            raise InvalidGraphError(
+                f"node {node!r} has kind {kind!r}; known kinds: {sorted(KINDS)} "
+                f"(set g.nodes[{node!r}]['kind'] or register the kind with graphs.register_kind)")
+    if not nx.is_directed_acyclic_graph(g):
+        cycle = nx.find_cycle(g)
+        path = " -> ".join(repr(u) for u, _ in cycle) + f" -> {cycle[0][0]!r}"
+        raise InvalidGraphError(f"the graph has a cycle {path}; a feed-forward network must be acyclic "
+                                f"(remove the edge that feeds back)")
+    source = input_node(g)
+    sink = output_node(g)
+    if g.out_degree(sink) != 0:
+        raise InvalidGraphError(f"output node {sink!r} feeds {list(g.successors(sink))}; "
+                                f"the output must be the last node")
+    reachable = nx.descendants(g, source) | {source}
+    unreachable = [n for n in g if n not in reachable]
+    if unreachable:
+        raise InvalidGraphError(f"nodes {unreachable} are not reachable from the input {source!r}; "
+                                f"connect them or remove them")
+    reaching = nx.ancestors(g, sink) | {sink}
+    dead = [n for n in g if n not in reaching]
+    if dead:
+        raise InvalidGraphError(f"nodes {dead} do not reach the output {sink!r} (dead branches); "
+                                f"connect them or remove them")
+    for node, kind in g.nodes(data="kind"):
+        spec = KINDS[kind]
+        degree = g.in_degree(node)
+        if degree < spec.min_inputs or (spec.max_inputs is not None and degree > spec.max_inputs):
+            wanted = (f"exactly {spec.min_inputs}" if spec.max_inputs == spec.min_inputs
+                      else f"at least {spec.min_inputs}" + (f" and at most {spec.max_inputs}"
+                                                           if spec.max_inputs is not None else ""))
+            raise InvalidGraphError(
+                f"{kind} node {node!r} has {degree} input(s) {list(g.predecessors(node))}; a {kind} node "
+                f"takes {wanted}" + (" (combine several inputs with a weighted_sum or concat first)"
+                                     if spec.max_inputs == 1 else ""))
+    for node, kind in g.nodes(data="kind"):
+        if KINDS[kind].check is not None:
+            KINDS[kind].check(g, node)
+    _check_gaussian_preactivations(g)
+
+
+def _check_gaussian_preactivations(g: nx.DiGraph) -> None:
+    mixed = g.graph.get("preactivations", "gaussian") == "mixed"
+    # gaussian[n]: n's output is a (wide-limit) Gaussian pre-activation; some[n]: at least one
+    # linear-fed branch reaches n (the relaxed rule for post-activation sums).
+    gaussian: dict[Hashable, bool] = {}
+    some: dict[Hashable, bool] = {}
+    for node in nx.topological_sort(g):
+        spec = KINDS[g.nodes[node]["kind"]]
+        preds = list(g.predecessors(node))
+        if spec.gaussian == "source":
+            gaussian[node] = some[node] = True
+        elif spec.gaussian == "breaks":
+            gaussian[node] = some[node] = False
+        else:
+            gaussian[node] = bool(preds) and all(gaussian[p] for p in preds)
+            some[node] = any(some[p] for p in preds)
+        if g.nodes[node]["kind"] == "activation":
+            (pred,) = preds
+            if gaussian[pred] or (mixed and some[pred]):
+                continue
+            raise InvalidGraphError(
+                f"activation {node!r} is not preceded by a linear layer: its input {pred!r} "
+                f"carries {'the network input' if _reaches_kind(g, pred, 'input') else 'another activation'} "
+                f"without a linear (dense/conv) layer in between, so its pre-activations are not "
+                f"Gaussian and kernel maps do not compose; insert a linear node before {node!r}")
+
+
+def _reaches_kind(g: nx.DiGraph, node: Hashable, kind: str) -> bool:
+    """True if walking back from ``node`` through non-linear, non-activation nodes meets ``kind``."""
+    stack, seen = [node], set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        k = g.nodes[n]["kind"]
+        if k == kind:
+            return True
+        if k in ("linear", "activation"):
+            continue
+        stack.extend(g.predecessors(n))
+    return False

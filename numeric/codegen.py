@@ -1,0 +1,394 @@
+"""Generate PyTorch autograd Functions and nn.Modules from symbolic activations.
+
+For an activation ``phi`` (a :class:`symact.Activation` or a SymPy expression in
+``symact.x``, and ``symact.v`` for gated forms) this module writes Python source:
+
+* ``_forward``: ``phi`` in safe form (:func:`symact.primitives.safe_form`), printed by
+  :mod:`numeric.printer` with scratch buffers updated in place;
+* ``_backward`` / ``_backward_graph``: ``g * dphi/dx`` (and ``dphi/dv``, ``dphi/dp`` for
+  trainable parameters ``p``) from :func:`symact.primitives.safe_derivative`, common
+  subexpressions eliminated; the first reuses buffers in place and is used when no
+  graph is recorded, the second is out-of-place and differentiable, so double
+  backward (``create_graph=True``, ``gradgradcheck``, ``torch.func``) works;
+* a ``torch.autograd.Function`` (``forward`` without ``ctx``, ``setup_context``,
+  ``generate_vmap_rule = True``) that saves exactly the inputs (one tensor for a
+  single-input activation without trainable parameters) -- or the output instead,
+  when the derivative written in the output has fewer floating-point hazards
+  (e.g. ``exp``: ``phi' = phi``);
+* an ``nn.Module`` with the formula in its docstring and ``extra_repr``.
+
+Each activation's source is executed separately under its own file name, so each
+gets its own code objects: Dynamo caches at most 8 graphs per code object and
+would otherwise reuse one activation's graph for another.
+
+>>> import sympy, torch
+>>> from numeric.codegen import torch_module
+>>> x = sympy.Symbol("x", real=True)
+>>> m = torch_module(sympy.log(1 + sympy.exp(x)), name="softplus")
+>>> m(torch.tensor([0.0, 100.0], dtype=torch.float64))
+tensor([  0.6931, 100.0000], dtype=torch.float64)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import keyword
+import linecache
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import sympy
+
+from symact.errors import FormulaError, UnknownSymbolError
+from symact.primitives import hazards, safe_derivative, safe_form
+
+from .printer import PRELUDE, SOFTPLUS_THRESHOLD, emit_function, fuse_builtins, number_literal
+
+__all__ = [
+    "CodegenSpec",
+    "codegen_spec",
+    "generated_source",
+    "torch_function",
+    "torch_module",
+    "export_module",
+]
+
+_X = sympy.Symbol("x", real=True)
+_V = sympy.Symbol("v", real=True)
+_RESERVED = {"x", "v", "g", "y", "self", "torch", "F", "ctx", "grad", "saved"}
+
+
+def _input_symbols(expr: sympy.Expr) -> tuple[sympy.Symbol, ...]:
+    names = {s.name: s for s in expr.free_symbols}
+    x = names.get("x", _X)
+    return (x, names["v"]) if "v" in names else (x,)
+
+
+def _identifier(name: str, taken: set[str]) -> str:
+    candidate = re.sub(r"\W", "_", name)
+    if not candidate or candidate[0].isdigit() or keyword.iskeyword(candidate) or candidate in _RESERVED:
+        candidate = f"p_{candidate}"
+    while candidate in taken or re.fullmatch(r"t\d+|_c\d+", candidate):
+        candidate += "_"
+    taken.add(candidate)
+    return candidate
+
+
+def _class_name(name: str) -> str:
+    words = re.split(r"[^0-9a-zA-Z]+", name)
+    camel = "".join(w[:1].upper() + w[1:] for w in words if w)
+    if not camel or camel[0].isdigit():
+        camel = "Act" + camel
+    return camel
+
+
+@dataclass(frozen=True)
+class CodegenSpec:
+    """Everything the generator decided about one activation (inspectable, e.g. in tests).
+
+    ``forward``: the safe form printed for ``phi``; ``derivatives``: ``dphi/ds`` for
+    each input then each trainable parameter, in that order; ``saves``: ``"input"``
+    or ``"output"`` (what ``setup_context`` keeps for backward).
+    """
+
+    name: str
+    class_name: str
+    formula: str
+    inputs: tuple[sympy.Symbol, ...]
+    trainable: tuple[tuple[sympy.Symbol, str, float], ...]  # (symbol, python name, initial value)
+    constants: tuple[tuple[str, str], ...]  # (parameter name, value) baked into the code
+    forward: sympy.Expr
+    derivatives: tuple[sympy.Expr, ...]
+    saves: str
+    derivative_in_output: sympy.Expr | None
+
+
+def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
+                 class_name: str | None = None) -> CodegenSpec:
+    """Resolve an activation (Activation or SymPy expression) into a :class:`CodegenSpec`."""
+    if hasattr(act, "expr") and hasattr(act, "params"):
+        expr = sympy.sympify(act.expr)
+        params = dict(act.params)
+        inputs = tuple(getattr(act, "inputs", None) or _input_symbols(expr))
+        act_name = name or getattr(act, "name", None) or "activation"
+    else:
+        expr = sympy.sympify(act)
+        params = {}
+        inputs = _input_symbols(expr)
+        act_name = name or "activation"
+    by_name = {p.name: p for p in params}
+    chosen = []
+    for item in trainable:
+        key = item.name if isinstance(item, sympy.Symbol) else str(item)
+        if key not in by_name:
+            raise UnknownSymbolError(
+                f"{key!r} is not a parameter of {act_name}; trainable parameters must be among "
+                f"{sorted(by_name) or 'none (this activation has no parameters)'}"
+            )
+        chosen.append(by_name[key])
+    fixed = {p: v for p, v in params.items() if p not in chosen}
+    concrete = expr.xreplace(fixed) if fixed else expr
+    unknown = concrete.free_symbols - set(inputs) - set(chosen)
+    if unknown:
+        raise UnknownSymbolError(
+            f"the formula of {act_name} uses {sorted(map(str, unknown))} which are neither inputs "
+            f"{[str(s) for s in inputs]} nor parameters with values; give them values "
+            "(symact.activation(..., name=value)) or list them as parameters"
+        )
+    taken: set[str] = set()
+    trainable_spec = tuple(
+        (p, _identifier(p.name, taken), float(sympy.N(params[p], 20))) for p in chosen
+    )
+    constants = tuple((p.name, number_literal(v)) for p, v in sorted(fixed.items(), key=lambda i: i[0].name))
+    forward = safe_form(concrete, inputs)
+    symbols = list(inputs) + list(chosen)
+    derivatives = tuple(safe_derivative(concrete, s, inputs) for s in symbols)
+    saves, in_output = "input", None
+    if len(inputs) == 1 and not chosen:
+        y = sympy.Dummy("y", real=True)
+        candidate = derivatives[0].xreplace({forward: y})
+        if not candidate.has(inputs[0]) and (
+            hazards(candidate, (y,)).key() < hazards(derivatives[0], inputs).key()
+        ):
+            saves, in_output = "output", candidate
+    return CodegenSpec(
+        name=act_name,
+        class_name=class_name or _class_name(act_name),
+        formula=str(expr),
+        inputs=inputs,
+        trainable=trainable_spec,
+        constants=constants,
+        forward=forward,
+        derivatives=derivatives,
+        saves=saves,
+        derivative_in_output=in_output,
+    )
+
+
+# Whole activations whose PyTorch backward kernel is one fused pass and meets the same
+# accuracy bound as the symbolic derivative (tests/test_codegen.py checks it against
+# mpmath).  Not tanh/sigmoid: their kernels use 1 - y**2 and y*(1 - y), which lose all
+# relative accuracy where the derivative is tiny; not silu/mish: measured 13 and 10
+# ulps in float64 near x = 20-30 (the symbolic form stays within 4).
+_FUSED_BACKWARD = {
+    "Softplus": f"torch.ops.aten.softplus_backward(g, x, 1.0, {SOFTPLUS_THRESHOLD})",
+}
+
+
+def _fused_backward(spec: CodegenSpec) -> str | None:
+    """Source of a fused built-in backward for g*phi'(x), if phi is one built-in of x."""
+    if len(spec.inputs) != 1 or spec.trainable or spec.saves != "input":
+        return None
+    fused = fuse_builtins(spec.forward)
+    if isinstance(fused, sympy.Function) and fused.args == (spec.inputs[0],) and spec.inputs[0].name == "x":
+        return _FUSED_BACKWARD.get(type(fused).__name__)
+    return None
+
+
+def _source(spec: CodegenSpec) -> str:
+    g = sympy.Dummy("g", real=True)
+    input_names = [s.name if s.name in ("x", "v") else f"u{i}" for i, s in enumerate(spec.inputs)]
+    input_args = [(s, n, True) for s, n in zip(spec.inputs, input_names)]
+    param_args = [(p, n, False) for p, n, _ in spec.trainable]
+    args = input_args + param_args
+    forward_src = emit_function("_forward", args, [spec.forward], spec.inputs, inplace=True)
+    if spec.saves == "output":
+        y = next(iter(spec.derivative_in_output.free_symbols - {g}))
+        backward_args = [(g, "g", True), (y, "y", True)]
+        grads = [g * spec.derivative_in_output]
+        grad_inputs = (y,)
+    else:
+        backward_args = [(g, "g", True)] + args
+        grads = [g * d for d in spec.derivatives]
+        grad_inputs = spec.inputs
+    fused = _fused_backward(spec)
+    if fused is not None:
+        backward_src = f"def _backward(g, x):\n    return ({fused},)\n"
+    else:
+        backward_src = emit_function("_backward", backward_args, grads, grad_inputs, inplace=True)
+    graph_src = emit_function("_backward_graph", backward_args, grads, grad_inputs, inplace=False)
+
+    cls = spec.class_name
+    fn_cls = f"_{cls}Function"
+    all_names = [n for _, n, _ in args]
+    n_inputs = len(spec.inputs)
+    saved = "output," if spec.saves == "output" else ", ".join(all_names) + ","
+    reduce_lines = []
+    for i, (_, pname, _) in enumerate(spec.trainable):
+        k = n_inputs + i
+        reduce_lines.append(f"        grads[{k}] = grads[{k}].sum_to_size({pname}.shape)")
+    backward_unpack = "        (y,) = ctx.saved_tensors" if spec.saves == "output" else (
+        f"        {', '.join(all_names)}, = ctx.saved_tensors"
+    )
+    call_args = "y" if spec.saves == "output" else ", ".join(all_names)
+    params_doc = "".join(f"\n    {n} = {v} (constant)" for n, v in spec.constants)
+    params_doc += "".join(f"\n    {n} = {v!r} (trainable nn.Parameter)" for _, n, v in spec.trainable)
+    formula_doc = textwrap.fill(spec.formula, 88, subsequent_indent="        ")
+    gated = n_inputs == 2
+    init_sig = ", ".join(f"{n}: float = {v!r}" for _, n, v in spec.trainable)
+    init_body = "".join(
+        f"\n        self.{n} = torch.nn.Parameter(torch.tensor(float({n})))" for _, n, _ in spec.trainable
+    )
+    const_repr = ", ".join(f"{n}={v}" for n, v in spec.constants)
+    train_repr = " + ".join(f"', {n}=' + format(self.{n}.item(), 'g')" for _, n, _ in spec.trainable)
+    extra = f"'phi({', '.join(input_names)}) = {spec.formula}'"
+    if const_repr:
+        extra += f" + ', {const_repr}'"
+    if train_repr:
+        extra += " + " + train_repr
+    apply_args = ", ".join(input_names + [f"self.{n}" for _, n, _ in spec.trainable])
+    if gated:
+        forward_sig = "def forward(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:"
+        split = textwrap.indent(textwrap.dedent('''\
+            """phi(x, v); with one tensor, its last dimension is split in half like F.glu (x first)."""
+            if v is None:
+                if x.shape[-1] % 2:
+                    raise ValueError(
+                        f"{type(self).__name__} splits the last dimension in half (x, v) like F.glu, "
+                        f"but it has odd size {x.shape[-1]}; pass an even size or call it as (x, v)"
+                    )
+                x, v = x.chunk(2, dim=-1)
+            '''), "        ")
+    else:
+        forward_sig = "def forward(self, x: torch.Tensor) -> torch.Tensor:"
+        split = '        """phi(x), elementwise."""\n'
+    init_def = f"    def __init__(self{', ' + init_sig if init_sig else ''}) -> None:"
+    return f'''"""{cls}: the {spec.name} activation, generated by symact (numeric.codegen).
+
+    phi({", ".join(input_names)}) = {formula_doc}
+{params_doc.lstrip(chr(10)) and "Parameters:" + params_doc}
+
+Forward (safe form): {spec.forward}
+Backward saves the {spec.saves} ({"one tensor" if n_inputs == 1 and not spec.trainable else "the inputs"}).
+This file imports only torch.
+"""
+import torch
+import torch.nn.functional as F
+{PRELUDE}
+
+{forward_src}
+
+{backward_src}
+
+{graph_src}
+
+class {fn_cls}(torch.autograd.Function):
+    """autograd Function for phi: the backward recomputes phi' from the saved {spec.saves}."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward({", ".join(all_names)}):
+        return _forward({", ".join(all_names)})[0]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        {", ".join(all_names)}, = inputs
+        ctx.save_for_backward({saved})
+
+    @staticmethod
+    def backward(ctx, g):
+{backward_unpack}
+        if torch.is_grad_enabled():  # create_graph: differentiable, out-of-place code
+            grads = list(_backward_graph(g, {call_args}))
+        else:  # plain backward: scratch buffers reused in place
+            grads = list(_backward(g, {call_args}))
+{chr(10).join(reduce_lines)}
+        return tuple(grads)
+
+
+class {cls}(torch.nn.Module):
+    """The {spec.name} activation as an nn.Module.
+
+    phi({", ".join(input_names)}) = {formula_doc}
+    """
+
+    formula = {spec.formula!r}
+
+{init_def}
+        super().__init__(){init_body}
+
+    {forward_sig}
+{split}        return {fn_cls}.apply({apply_args})
+
+    def extra_repr(self) -> str:
+        return {extra}
+'''
+
+
+def generated_source(act: Any, trainable: Iterable = (), class_name: str | None = None,
+                     name: str | None = None) -> str:
+    """The Python source generated for ``act`` (what :func:`export_module` writes)."""
+    return _source(codegen_spec(act, trainable, name=name, class_name=class_name))
+
+
+_NAMESPACES: dict[str, dict] = {}
+
+
+def _load(source: str, class_name: str) -> dict:
+    """Execute generated source under a file name of its own (its own code objects)."""
+    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
+    if digest in _NAMESPACES:
+        return _NAMESPACES[digest]
+    filename = f"<symact-codegen {class_name} {digest}>"
+    # linecache lets tracebacks, inspect and torch.compile read the generated code
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict = {"__name__": f"symact_generated_{class_name}_{digest}"}
+    exec(compile(source, filename, "exec"), namespace)
+    _NAMESPACES[digest] = namespace
+    return namespace
+
+
+def torch_function(act: Any, trainable: Iterable = (), name: str | None = None):
+    """A ``torch.autograd.Function`` subclass computing ``act`` elementwise.
+
+    Call it as ``F.apply(x)`` (``F.apply(x, v)`` for gated forms; trainable
+    parameters follow as tensors in the order given).  Backward saves one tensor for
+    a single-input activation and supports double backward and ``torch.func``.
+
+    >>> import sympy, torch
+    >>> x = sympy.Symbol("x", real=True)
+    >>> fn = torch_function(x / (1 + sympy.exp(-x)), name="silu")
+    >>> t = torch.tensor([-100.0, 1.0], requires_grad=True)
+    >>> fn.apply(t).sum().backward(); t.grad
+    tensor([-0.0000,  0.9277])
+    """
+    spec = codegen_spec(act, trainable, name=name)
+    namespace = _load(_source(spec), spec.class_name)
+    return namespace[f"_{spec.class_name}Function"]
+
+
+def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name: str | None = None,
+                 class_name: str | None = None, **compile_kwargs):
+    """An ``nn.Module`` applying ``act`` elementwise (gated forms: ``m(x, v)`` or ``m(xv)``).
+
+    ``trainable``: names of parameters of ``act`` to register as ``nn.Parameter``
+    (initialised at their current values; the others are baked in as constants).
+    ``compile=True`` returns ``torch.compile(module, **compile_kwargs)``.
+    The module carries ``activation`` (the object it was generated from).
+    """
+    spec = codegen_spec(act, trainable, name=name, class_name=class_name)
+    namespace = _load(_source(spec), spec.class_name)
+    module = namespace[spec.class_name]()
+    module.activation = act
+    if compile:
+        import torch  # lazy: `import numeric` must not import torch
+
+        return torch.compile(module, **compile_kwargs)
+    return module
+
+
+def export_module(act: Any, path: str | Path, class_name: str | None = None, trainable: Iterable = (),
+                  name: str | None = None) -> Path:
+    """Write a standalone ``.py`` file (imports only torch) defining the module class.
+
+    The file holds the same source :func:`torch_module` executes, so the imported
+    class computes the same values and gradients.  Returns the path written.
+    """
+    spec = codegen_spec(act, trainable, name=name, class_name=class_name)
+    path = Path(path)
+    path.write_text(_source(spec))
+    return path

@@ -1,0 +1,440 @@
+r"""Entropy normalisation: solve for the power :math:`\gamma` that gives a distribution a target entropy.
+
+For a distribution :math:`p` and a target :math:`H^*`, find :math:`\gamma > 0` with
+
+.. math::  H\!\left(\frac{p^\gamma}{\sum_j p_j^\gamma}\right) = H^*.
+
+The solver is Newton's method on the total exponent, started at :math:`\gamma = 1`; each step
+is the first-order update of :mod:`symact.entropy` (``gamma <- gamma * (1 + (H* - H)/(H^2 -
+E[(log q)^2]))``), so convergence is quadratic near the root.  A bracket :math:`[lo, hi]` on
+:math:`\gamma` (H is strictly decreasing in :math:`\gamma`) guards the steps: a Newton step that
+leaves the bracket is replaced by bisection (or doubling while no upper bound is known).
+
+Two back ends:
+
+* ``dps`` given: mpmath at ``dps`` significant digits for one distribution (a 1-D sequence);
+* ``dps=None``: batched torch along ``dim`` in the tensor's dtype (float32 or float64).
+
+Domain (checked; violations raise :class:`symact.errors.DomainError`):
+
+* entries must be finite and >= 0 with a positive sum.  Scaling ``p`` does not change
+  ``p^gamma / sum p^gamma``, so unnormalised non-negative weights are accepted as they are;
+* zeros stay zero for every gamma > 0, so only the support counts: with ``m`` non-zero entries
+  and ``k`` of them tied at the maximum, reachable targets are ``log k < H* <= log m``.
+  ``H* = log m`` gives ``gamma = 0`` (the uniform distribution on the support, the limit
+  gamma -> 0+); ``H* <= log k`` would need gamma = +inf (or is unreachable) and is refused;
+* a target within the working precision of ``log m`` (``10**-dps`` relative in mpmath, ``8 eps`` in
+  torch) counts as ``log m``; likewise for ``log k``;
+* if ``p`` is already uniform on its support, H does not depend on gamma: ``H* = log m``
+  returns ``gamma = 1`` (p unchanged); any other target is refused.
+
+>>> r = entropy_normalize(["0.5", "0.2", "0.15", "0.1", "0.05"], 1, dps=30)
+>>> mpmath.nstr(r.gamma, 20)
+'1.608479531410352293'
+>>> r.report.iterations <= 8
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mpmath
+import torch
+
+from symact.errors import DomainError
+
+__all__ = [
+    "ConvergenceReport",
+    "EntropyNormalization",
+    "entropy_normalize",
+    "EntropyNormalize",
+    "solve_entropy_gamma",
+]
+
+
+def _short(value, digits: int = 12) -> str:
+    if isinstance(value, mpmath.mpf):
+        return mpmath.nstr(value, digits)
+    if isinstance(value, torch.Tensor) and value.numel() > 1:
+        return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class ConvergenceReport:
+    """How the Newton iteration went.
+
+    ``residual_history[k]`` is ``H(gamma_k) - H*`` (max abs over rows in the torch back end)
+    before step ``k``; ``gamma_history`` the iterates (mpmath back end; per-row tensors are not
+    kept, ``None`` there).  ``tolerance`` is the stopping threshold on ``|H - H*|``; ``short_rows``
+    counts rows given gamma = 0 because their support cannot reach the target (torch back end,
+    ``short_rows="uniform"``).
+    """
+
+    iterations: int
+    converged: bool
+    residual_history: tuple
+    tolerance: Any
+    gamma_history: tuple | None = None
+    short_rows: int = 0
+
+    def __repr__(self) -> str:
+        last = self.residual_history[-1] if self.residual_history else None
+        return (f"ConvergenceReport(iterations={self.iterations}, converged={self.converged}, "
+                f"final_residual={_short(last)}, tolerance={_short(self.tolerance)})")
+
+
+@dataclass(frozen=True)
+class EntropyNormalization:
+    """Result of :func:`entropy_normalize`: the power ``gamma``, the normalised distribution
+    ``p`` (= p_in^gamma / sum p_in^gamma) and the :class:`ConvergenceReport`."""
+
+    gamma: Any
+    p: Any
+    target_entropy: Any
+    report: ConvergenceReport
+
+    def __repr__(self) -> str:
+        return (f"EntropyNormalization(gamma={_short(self.gamma)}, target_entropy={_short(self.target_entropy)}, "
+                f"iterations={self.report.iterations}, converged={self.report.converged})")
+
+
+# ----------------------------------------------------------------------------- mpmath back end
+
+
+def _support_checks(n_support: int, n_ties: int, uniform: bool, target, log, tol) -> str | None:
+    """Shared domain logic; returns 'zero', 'identity' or None (solve).  ``tol``: targets within
+    it of log m count as log m (a target is given to finite precision)."""
+    top = log(n_support)
+    if target > top + tol or target < 0:
+        raise DomainError(
+            f"target entropy {target} is outside [0, log m] = [0, {top}] for a distribution with m = {n_support} "
+            "non-zero entries (zeros stay zero under p^gamma); choose a target in that range")
+    if uniform:
+        if abs(target - top) <= tol:
+            return "identity"
+        raise DomainError(
+            f"p is uniform on its {n_support} non-zero entries, so every power p^gamma gives entropy log {n_support} = {top}; "
+            f"no gamma reaches {target}. Perturb p or change the target")
+    if abs(target - top) <= tol:
+        return "zero"
+    floor = log(n_ties)
+    if target <= floor + tol:
+        raise DomainError(
+            f"target entropy {target} <= log({n_ties}) = {floor}: p has {n_ties} entries tied at its maximum, and "
+            "p^gamma/sum p^gamma tends to the uniform distribution on them as gamma -> inf, so its entropy stays above "
+            f"log({n_ties}). Choose a target above {floor} (or take that uniform limit directly)")
+    return None
+
+
+def _entropy_normalize_mp(p: Sequence, target, dps: int, max_iterations: int) -> EntropyNormalization:
+    with mpmath.workdps(dps + 10):
+        ps = [mpmath.mpf(pi) for pi in p]
+        if len(ps) == 0:
+            raise DomainError("p is empty; pass at least one probability")
+        if any(not mpmath.isfinite(pi) or pi < 0 for pi in ps) or sum(ps) <= 0:
+            raise DomainError("p must have finite, non-negative entries with a positive sum")
+        target = mpmath.mpf(target)
+        support = [pi for pi in ps if pi > 0]
+        pmax = max(support)
+        n_ties = sum(1 for pi in support if pi == pmax)
+        uniform = n_ties == len(support)
+        # targets within 10^-dps (relative) of log m are log m: the caller's precision is dps digits
+        action = _support_checks(len(support), n_ties, uniform, target, mpmath.log,
+                                 mpmath.mpf(10) ** (-dps) * max(1, mpmath.log(len(support))))
+        logs = [mpmath.log(pi) for pi in support]
+
+        def powered(gamma):
+            # p^gamma / sum p^gamma in the log domain, shifted by the max for range safety
+            w = [mpmath.exp(gamma * (li - logs_max)) for li in logs]
+            z = mpmath.fsum(w)
+            return [wi / z for wi in w]
+
+        logs_max = max(logs)
+
+        def expand(q_support):
+            it = iter(q_support)
+            return [next(it) if pi > 0 else mpmath.mpf(0) for pi in ps]
+
+        if action == "identity":
+            q = powered(mpmath.mpf(1))
+            report = ConvergenceReport(0, True, (mpmath.mpf(0),), mpmath.mpf(0), (mpmath.mpf(1),))
+            return _finish_mp(mpmath.mpf(1), expand(q), target, report, dps)
+        if action == "zero":
+            q = [mpmath.mpf(1) / len(support)] * len(support)
+            report = ConvergenceReport(0, True, (mpmath.mpf(0),), mpmath.mpf(0), (mpmath.mpf(0),))
+            return _finish_mp(mpmath.mpf(0), expand(q), target, report, dps)
+
+        tol = mpmath.mpf(10) ** (-(dps + 5))
+        gamma, lo, hi = mpmath.mpf(1), mpmath.mpf(0), mpmath.inf
+        residuals, gammas = [], [gamma]
+        converged = False
+        for iteration in range(max_iterations):
+            q = powered(gamma)
+            mean = mpmath.fsum(qi * li for qi, li in zip(q, logs))
+            var = mpmath.fsum(qi * (li - mean) ** 2 for qi, li in zip(q, logs))
+            H = -mpmath.fsum(qi * mpmath.log(qi) for qi in q if qi > 0)
+            residual = H - target
+            residuals.append(residual)
+            if abs(residual) <= tol:
+                converged = True
+                break
+            if residual > 0:   # entropy too high -> gamma too small
+                lo = max(lo, gamma)
+            else:
+                hi = min(hi, gamma)
+            slope = -gamma * var        # dH/dgamma
+            step = gamma - residual / slope if slope != 0 else mpmath.nan
+            if not (lo < step < hi):
+                step = (lo + hi) / 2 if hi != mpmath.inf else 2 * max(gamma, lo, mpmath.mpf(1))
+            gamma = step
+            gammas.append(gamma)
+        report = ConvergenceReport(len(residuals) - 1 if converged else len(residuals), converged,
+                                   tuple(residuals), tol, tuple(gammas))
+        return _finish_mp(gamma, expand(powered(gamma)), target, report, dps)
+
+
+def _finish_mp(gamma, q, target, report, dps):
+    with mpmath.workdps(dps):
+        return EntropyNormalization(+gamma, [+qi for qi in q], +target, report)
+
+
+# ----------------------------------------------------------------------------- torch back end
+
+
+def _torch_entropy_terms(logits: torch.Tensor, gamma: torch.Tensor, dim: int):
+    """q = softmax(gamma*logits), H(q), and Var_q[logits] along dim (masked -inf entries give q = 0)."""
+    finite = torch.isfinite(logits)
+    safe_logits = torch.where(finite, logits, torch.zeros_like(logits))
+    # keep -inf out of products: gamma * -inf would make d/dgamma = 0 * -inf = nan
+    scaled = torch.where(finite, gamma * safe_logits, logits)
+    log_q = torch.log_softmax(scaled, dim=dim)
+    q = log_q.exp()
+    safe_log_q = torch.where(q > 0, log_q, torch.zeros_like(log_q))
+    H = -(q * safe_log_q).sum(dim=dim, keepdim=True)
+    mean = (q * safe_logits).sum(dim=dim, keepdim=True)
+    var = (q * (safe_logits - mean) ** 2).sum(dim=dim, keepdim=True)
+    return q, H, var
+
+
+def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = -1,
+                        max_iterations: int = 100, short_rows: str = "raise") -> tuple[torch.Tensor, ConvergenceReport]:
+    r"""Per-row :math:`\gamma` with :math:`H(\mathrm{softmax}(\gamma\,\ell)) = H^*` along ``dim``
+    (``gamma`` has size 1 along ``dim``).  ``logits`` = log p up to a per-row constant; ``-inf``
+    marks zero probabilities.  No gradient flows (see :class:`EntropyNormalize` for that).
+
+    ``short_rows``: what to do with rows whose support is too small for the target
+    (``log m < H*``, e.g. the first rows of a causal attention mask): ``"raise"`` (default) or
+    ``"uniform"`` -- give them gamma = 0, the uniform distribution on their support, which is the
+    largest entropy they can reach; the report counts them in ``short_rows``."""
+    logits = logits.detach()
+    if not logits.is_floating_point():
+        raise DomainError(f"logits must be a floating tensor, got {logits.dtype}; cast with .double() or .float()")
+    if torch.isnan(logits).any() or torch.isposinf(logits).any():
+        raise DomainError("logits/log-probabilities contain NaN or +inf; only finite values and -inf (zero probability) are allowed")
+    dtype = logits.dtype
+    eps = torch.finfo(dtype).eps
+    finite = torch.isfinite(logits)
+    n_support = finite.sum(dim=dim, keepdim=True)
+    if (n_support == 0).any():
+        raise DomainError("a row of p is all zeros (or all logits -inf); every row needs a positive entry")
+    row_max = torch.where(finite, logits, torch.full_like(logits, -math.inf)).amax(dim=dim, keepdim=True)
+    # ties at the maximum: exact equality, as in the mpmath back end
+    n_ties = (logits == row_max).sum(dim=dim, keepdim=True)
+    target = torch.as_tensor(target_entropy, dtype=dtype, device=logits.device)
+    top = torch.log(n_support.to(dtype))
+    floor = torch.log(n_ties.to(dtype))
+    uniform = n_ties == n_support
+    # target comparisons with a rounding allowance: log m and the target are both rounded
+    slack = 8 * eps * torch.clamp(top, min=1)
+    if short_rows not in ("raise", "uniform"):
+        raise DomainError(f"short_rows must be 'raise' or 'uniform', got {short_rows!r}")
+    too_high = target > top + slack
+    if (target < 0) or (short_rows == "raise" and too_high.any()):
+        raise DomainError(
+            f"target entropy {float(target)} is outside [0, log m] for {int(too_high.sum())} row(s) (m = number of "
+            f"non-zero entries, smallest log m = {float(top.min())}); choose a target in range for every row, or pass "
+            "short_rows='uniform' to give rows with too small a support their uniform distribution (gamma = 0)")
+    at_top = ((target - top).abs() <= slack) | too_high
+    bad_uniform = uniform & ~at_top
+    if bad_uniform.any():
+        raise DomainError(
+            f"{int(bad_uniform.sum())} row(s) are uniform on their support, so p^gamma keeps entropy log m for every "
+            f"gamma and cannot reach {float(target)}; perturb those rows or change the target")
+    bad_ties = ~uniform & (target <= floor + slack)
+    if bad_ties.any():
+        raise DomainError(
+            f"{int(bad_ties.sum())} row(s) have k entries tied at the maximum with log k >= target {float(target)}: "
+            "as gamma -> inf the distribution tends to uniform on the ties, whose entropy log k is the infimum; "
+            "choose a larger target")
+    shifted = logits - row_max
+    gamma = torch.ones_like(row_max)
+    lo = torch.zeros_like(row_max)
+    hi = torch.full_like(row_max, math.inf)
+    active = ~uniform & ~at_top
+    tol = 16 * eps * torch.clamp(target, min=1)
+    residuals: list[float] = []
+    converged = False
+    iterations = 0
+    for iterations in range(max_iterations + 1):
+        _, H, var = _torch_entropy_terms(shifted, gamma, dim)
+        residual = torch.where(active, H - target, torch.zeros_like(H))
+        residuals.append(float(residual.abs().max()))
+        done = residual.abs() <= tol
+        if bool(done.all()):
+            converged = True
+            break
+        if iterations == max_iterations:
+            break
+        lo = torch.where(residual > 0, torch.maximum(lo, gamma), lo)
+        hi = torch.where(residual < 0, torch.minimum(hi, gamma), hi)
+        slope = -gamma * var
+        newton = gamma - residual / slope
+        inside = (newton > lo) & (newton < hi) & torch.isfinite(newton)
+        fallback = torch.where(torch.isfinite(hi), (lo + hi) / 2, 2 * torch.maximum(gamma, torch.ones_like(gamma)))
+        proposal = torch.where(inside, newton, fallback)
+        # a step below rounding of gamma is as good as converged (float32 H stalls above tol)
+        tiny_step = (proposal - gamma).abs() <= 4 * eps * gamma.abs()
+        gamma = torch.where(done | ~active, gamma, proposal)
+        if bool((done | tiny_step | ~active).all()):
+            converged = True
+            _, H, _ = _torch_entropy_terms(shifted, gamma, dim)
+            residuals.append(float(torch.where(active, H - target, torch.zeros_like(H)).abs().max()))
+            iterations += 1
+            break
+    gamma = torch.where(uniform, torch.ones_like(gamma), gamma)
+    gamma = torch.where(~uniform & at_top, torch.zeros_like(gamma), gamma)
+    report = ConvergenceReport(iterations, converged, tuple(residuals), float(tol), None, int(too_high.sum()))
+    return gamma, report
+
+
+def _torch_powered(logits: torch.Tensor, gamma: torch.Tensor, dim: int) -> torch.Tensor:
+    finite = torch.isfinite(logits)
+    row_max = torch.where(finite, logits, torch.full_like(logits, -math.inf)).amax(dim=dim, keepdim=True)
+    shifted = torch.where(finite, logits - row_max, logits)
+    # gamma = 0 means uniform on the support (limit gamma -> 0+): use 0*finite = 0, keep -inf for zeros
+    scaled = torch.where(finite, gamma * shifted, shifted)
+    return torch.softmax(scaled, dim=dim)
+
+
+def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
+                      max_iterations: int = 100, short_rows: str = "raise") -> EntropyNormalization:
+    r"""Solve :math:`H(p^\gamma/\sum p^\gamma) = H^*` for :math:`\gamma` (see the module docstring).
+
+    ``dps`` given: ``p`` is a 1-D sequence (numbers, strings or mpf), the solve runs in mpmath with
+    ``dps + 10`` working digits and ``gamma``/``p`` come back as mpf at ``dps`` digits.
+    ``dps=None``: ``p`` is a tensor (float32/float64, any shape); each slice along ``dim`` is
+    solved independently; ``gamma`` keeps ``dim`` with size 1 so ``p ** gamma`` broadcasts.
+    ``short_rows`` (torch only): see :func:`solve_entropy_gamma`.
+
+    >>> import torch
+    >>> r = entropy_normalize(torch.tensor([[0.5, 0.3, 0.2], [0.7, 0.2, 0.1]], dtype=torch.float64), 0.5)
+    >>> r.gamma.shape, torch.allclose(-(r.p * r.p.log()).sum(-1), torch.tensor(0.5, dtype=torch.float64))
+    (torch.Size([2, 1]), True)
+    """
+    if dps is not None:
+        if isinstance(p, torch.Tensor):
+            if p.dim() != 1:
+                raise DomainError("the mpmath back end (dps given) takes one distribution: pass a 1-D tensor or sequence")
+            p = p.tolist()
+        return _entropy_normalize_mp(p, target_entropy, int(dps), max_iterations)
+    p = torch.as_tensor(p)
+    if not p.is_floating_point():
+        p = p.to(torch.get_default_dtype())
+    if torch.isnan(p).any() or torch.isinf(p).any() or (p < 0).any():
+        raise DomainError("p must have finite, non-negative entries (zeros allowed); got NaN, inf or negative values")
+    logits = torch.log(p)  # zeros -> -inf, handled as zero probability
+    gamma, report = solve_entropy_gamma(logits, target_entropy, dim=dim, max_iterations=max_iterations,
+                                        short_rows=short_rows)
+    return EntropyNormalization(gamma, _torch_powered(logits, gamma, dim), float(target_entropy), report)
+
+
+# ----------------------------------------------------------------------------- autograd module
+
+
+class _SolveGamma(torch.autograd.Function):
+    r"""gamma(logits) defined implicitly by H(softmax(gamma * logits)) = H*.
+
+    Backward by the implicit function theorem:
+    :math:`\partial\gamma/\partial\ell = -(\partial H/\partial\ell)/(\partial H/\partial\gamma)`,
+    with both partials from one autograd pass through H at the solution (no unrolling)."""
+
+    @staticmethod
+    def forward(logits, target_entropy, dim, max_iterations, short_rows):
+        gamma, report = solve_entropy_gamma(logits, target_entropy, dim=dim, max_iterations=max_iterations,
+                                            short_rows=short_rows)
+        if not report.converged:
+            raise DomainError(f"entropy normalisation did not converge in {max_iterations} iterations "
+                              f"(residuals {report.residual_history[-3:]}); raise max_iterations")
+        return gamma
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, target_entropy, dim, _, _ = inputs
+        ctx.save_for_backward(logits, output)
+        ctx.dim = dim
+
+    @staticmethod
+    def backward(ctx, grad_gamma):
+        logits, gamma = ctx.saved_tensors
+        with torch.enable_grad():
+            l = logits.detach().requires_grad_(True)
+            g = gamma.detach().requires_grad_(True)
+            _, H, _ = _torch_entropy_terms(l, g, ctx.dim)
+            dH_dl, dH_dg = torch.autograd.grad(H.sum(), (l, g))
+        # rows solved at gamma = 0 or uniform rows have dH/dgamma = 0: gamma is not a
+        # differentiable function of the logits there; give them zero gradient (documented)
+        safe = dH_dg != 0
+        factor = torch.where(safe, -grad_gamma / torch.where(safe, dH_dg, torch.ones_like(dH_dg)),
+                             torch.zeros_like(dH_dg))
+        return factor * dH_dl, None, None, None, None
+
+
+class EntropyNormalize(torch.nn.Module):
+    r"""``softmax(gamma * logits)`` along ``dim`` with ``gamma`` solved per row so that the
+    output has entropy ``target_entropy`` (nats).
+
+    Differentiable in ``logits``: the gradient through ``gamma`` uses the implicit function
+    theorem on :math:`H(\mathrm{softmax}(\gamma\ell)) = H^*` (one extra autograd pass, no
+    unrolled iterations).  ``-inf`` logits (masked positions) get probability 0.  Every row needs
+    a target in the reachable range (see :func:`entropy_normalize`), unless ``short_rows="uniform"``
+    (rows with fewer than :math:`e^{H^*}` visible keys, as in causal masks, become uniform on
+    their support, gamma = 0, with zero gradient through gamma); rows that are uniform on
+    their support with ``target = log m`` pass through with gamma = 1 and zero gradient through
+    gamma.
+
+    >>> m = EntropyNormalize(target_entropy=1.0)
+    >>> y = m(torch.randn(4, 6, dtype=torch.float64))
+    >>> torch.allclose(-(y * y.log()).sum(-1), torch.ones(4, dtype=torch.float64))
+    True
+    """
+
+    def __init__(self, target_entropy: float, dim: int = -1, max_iterations: int = 100,
+                 short_rows: str = "raise") -> None:
+        super().__init__()
+        if target_entropy < 0:
+            raise DomainError(f"target_entropy must be >= 0 nats, got {target_entropy}")
+        self.target_entropy = float(target_entropy)
+        self.dim = dim
+        self.max_iterations = max_iterations
+        self.short_rows = short_rows
+
+    def gamma(self, logits: torch.Tensor) -> torch.Tensor:
+        """The per-row power (differentiable through the solve)."""
+        return _SolveGamma.apply(logits, self.target_entropy, self.dim, self.max_iterations, self.short_rows)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        gamma = self.gamma(logits)
+        finite = torch.isfinite(logits)
+        # -inf logits stay -inf (gamma >= 0); avoid 0 * -inf = nan
+        scaled = torch.where(finite, gamma * torch.where(finite, logits, torch.zeros_like(logits)), logits)
+        return torch.softmax(scaled, dim=self.dim)
+
+    def extra_repr(self) -> str:
+        return f"target_entropy={self.target_entropy}, dim={self.dim}, short_rows={self.short_rows!r}"

@@ -1,0 +1,695 @@
+"""Turn SymPy expressions into PyTorch source code that is safe to run and differentiate.
+
+SymPy's stock ``lambdify(expr, modules="torch")`` fails activations in several
+ways: it prints ``torch.sqrt(2)`` on a Python int (a crash), has no rule for
+``Max``/``Min``/``Heaviside``, returns Python ints for constants, and prints
+``Piecewise`` as a ``torch.where`` over branches that are evaluated everywhere, so
+the untaken branch's ``inf``/``NaN`` poisons the gradient.  This printer emits
+straight-line Python source instead:
+
+* every numeric subexpression is evaluated with SymPy at 30 digits and printed as
+  a Python ``float`` literal (correctly rounded to double; PyTorch rounds it to the
+  tensor's dtype), so the code is dtype and device agnostic;
+* ``Max``/``Min`` with a constant become ``torch.clamp``, otherwise
+  ``torch.maximum``/``torch.minimum``; ``Heaviside(u)`` becomes ``(sign(u) + 1)/2``
+  (zero gradient everywhere, value 1/2 at 0 as in SymPy);
+* ``Piecewise`` becomes nested ``torch.where`` whose branches see a *masked*
+  input: branch ``i`` is evaluated at ``where(region_i, x, p_i)`` where ``p_i`` is a
+  point inside the branch's region, so neither the value nor the gradient of an
+  untaken branch can be ``inf``/``NaN`` (the "double where" rule);
+* the safe primitives of :mod:`symact.primitives` and the fused patterns
+  ``u*Sigmoid(u)`` and ``u*tanh(Softplus(u))`` map to PyTorch's fused built-ins
+  (``torch.sigmoid``, ``F.softplus``, ``F.logsigmoid``, ``torch.special.expm1``,
+  ``torch.special.log1p``, ``torch.special.ndtr``, ``F.silu``, ``F.mish``);
+* in *in-place* mode, temporaries whose last use is the current operation are
+  updated in place (``t.mul_(u)``, ``t.exp_()``), so a chain of elementwise steps
+  reuses one scratch buffer instead of allocating one tensor per SymPy node.  This
+  mode is for code that autograd does not record (``autograd.Function.forward`` and
+  a first-order ``backward``); *graph* mode emits only out-of-place operations.
+
+The entry point is :func:`emit_function`; :func:`prepare` is the symbolic
+preprocessing it applies (fused patterns, Piecewise masking, dropping
+``DiracDelta``), exposed for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+from sympy import Add, Mul, Pow, S
+
+from symact.errors import FormulaError
+from symact.primitives import Expm1, Log1p, LogSigmoid, NormalCdf, Sigmoid, Softplus
+
+__all__ = ["emit_function", "prepare", "fuse_builtins", "number_literal", "SOFTPLUS_THRESHOLD", "PRELUDE"]
+
+#: ``F.softplus`` returns ``x`` itself above this threshold.  ``log1p(exp(-37)) / 37``
+#: is 2e-18, below half an ulp in float64, and ``exp(37)`` does not overflow float32.
+SOFTPLUS_THRESHOLD = 37.0
+
+
+# --------------------------------------------------------------------------- marker functions
+class _Silu(sympy.Function):
+    """u*Sigmoid(u), printed as F.silu(u)."""
+
+    nargs = 1
+
+
+class _Mish(sympy.Function):
+    """u*tanh(Softplus(u)), printed as F.mish(u)."""
+
+    nargs = 1
+
+
+class _Select(sympy.Function):
+    """_Select(cond, a, b) = a where cond else b (torch.where)."""
+
+    nargs = 3
+
+
+class _Masked(sympy.Function):
+    """_Masked(u, region, point) = u inside region, point outside (a safe branch input)."""
+
+    nargs = 3
+
+
+def number_literal(value: sympy.Expr) -> str:
+    """A numeric SymPy expression as a Python float literal (correctly rounded double).
+
+    >>> number_literal(sympy.sqrt(2) / 2)
+    '0.7071067811865476'
+    """
+    number = sympy.N(value, 30)
+    if not number.is_real:
+        raise FormulaError(
+            f"the constant {value} is not real; activations must be real-valued: check the formula"
+        )
+    return repr(float(number))
+
+
+# --------------------------------------------------------------------------- symbolic preparation
+def fuse_builtins(expr: sympy.Expr) -> sympy.Expr:
+    """Replace u*Sigmoid(u) by _Silu(u) and u*tanh(Softplus(u)) by _Mish(u) inside products."""
+
+    def rule(mul: sympy.Mul) -> sympy.Expr:
+        factors = list(mul.args)
+        for i, f in enumerate(factors):
+            inner = None
+            marker = None
+            if isinstance(f, Sigmoid):
+                inner, marker = f.args[0], _Silu
+            elif isinstance(f, sympy.tanh) and isinstance(f.args[0], Softplus):
+                inner, marker = f.args[0].args[0], _Mish
+            if inner is None or inner.is_number:
+                continue
+            for j, g in enumerate(factors):
+                if j != i and g == inner:
+                    rest = [h for k, h in enumerate(factors) if k not in (i, j)]
+                    return Mul(marker(inner), *rest)
+        return mul
+
+    return expr.replace(lambda e: isinstance(e, Mul), rule)
+
+
+def _interior_point(region: sympy.Boolean, symbol: sympy.Symbol) -> sympy.Expr | None:
+    """A point of ``region`` (a condition on ``symbol``) away from its boundary, or None."""
+    try:
+        region_set = region.as_set() if region.free_symbols == {symbol} else None
+    except (NotImplementedError, TypeError, ValueError):
+        region_set = None
+    if region_set is not None:
+        return _point_of_set(region_set)
+    # symbolic bounds (trainable parameters): a single relation "symbol > a" etc.
+    if isinstance(region, sympy.Rel) and region.lhs == symbol and not region.rhs.has(symbol):
+        if isinstance(region, (sympy.StrictGreaterThan, sympy.GreaterThan)):
+            return region.rhs + 1
+        if isinstance(region, (sympy.StrictLessThan, sympy.LessThan)):
+            return region.rhs - 1
+    return None
+
+
+def _point_of_set(region_set: sympy.Set) -> sympy.Expr | None:
+    if isinstance(region_set, sympy.Union):
+        for part in region_set.args:
+            point = _point_of_set(part)
+            if point is not None:
+                return point
+        return None
+    if isinstance(region_set, sympy.Interval):
+        lo, hi = region_set.start, region_set.end
+        if lo.is_infinite and hi.is_infinite:
+            return S.Zero
+        if lo.is_infinite:
+            return hi - 1
+        if hi.is_infinite:
+            return lo + 1
+        return (lo + hi) / 2
+    if isinstance(region_set, sympy.FiniteSet) and region_set.args:
+        return region_set.args[0]
+    return None
+
+
+_ALWAYS_FINITE = (sympy.sin, sympy.cos, sympy.tanh, sympy.atan, sympy.erf, sympy.erfc, Sigmoid,
+                  NormalCdf, Softplus, LogSigmoid, sympy.Abs, sympy.sign, sympy.Max, sympy.Min,
+                  _Silu, _Mish)
+
+
+def _finite_everywhere(expr: sympy.Expr) -> bool:
+    """Sufficient test that expr and its gradient are finite for every finite real input."""
+    for node in sympy.preorder_traversal(expr):
+        if node.is_Atom or isinstance(node, (Add, Mul, sympy.Piecewise, sympy.Rel, sympy.logic.boolalg.Boolean)):
+            continue
+        if isinstance(node, Pow) and node.exp.is_Integer and node.exp >= 0:
+            continue
+        # sqrt of a positive quantity, or a power of one bounded away from 0 by SymPy's
+        # assumptions (e.g. sqrt(x**2 + 4), 1/(sqrt(x**2 + 4) + |x|))
+        if isinstance(node, Pow) and node.exp.is_Rational and node.base.is_positive:
+            continue
+        if isinstance(node, _ALWAYS_FINITE):
+            continue
+        return False
+    return True
+
+
+def _mask_piecewise(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
+    """Piecewise -> nested _Select, each branch fed a _Masked input that stays in its region."""
+
+    def rule(pw: sympy.Piecewise) -> sympy.Expr:
+        pieces = list(pw.args)
+        result = None
+        previous = []
+        branches = []
+        for value, cond in pieces:
+            region = sympy.And(cond, *[sympy.Not(c) for c in previous])
+            previous.append(cond)
+            branches.append((value, cond, region))
+            if cond == S.true:
+                break
+        else:
+            raise FormulaError(
+                f"Piecewise {pw} has no otherwise-branch (condition True): its value is undefined "
+                "somewhere; add a final (value, True) piece"
+            )
+        symbols = [s for s in inputs if pw.has(s)]
+        for value, cond, region in reversed(branches):
+            safe_value = value
+            if len(symbols) == 1 and value.has(symbols[0]) and not _finite_everywhere(value):
+                symbol = symbols[0]
+                point = _interior_point(region, symbol)
+                if point is not None and region != S.true:
+                    safe_value = value.xreplace({symbol: _Masked(symbol, region, point)})
+            if result is None:
+                result = safe_value
+            else:
+                result = _Select(cond, safe_value, result)
+        return result
+
+    return expr.replace(lambda e: isinstance(e, sympy.Piecewise), rule)
+
+
+def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
+    """Symbolic preprocessing before printing.
+
+    ``DiracDelta`` -> 0 (derivatives are sampled almost everywhere), ``sinc`` and
+    ``Heaviside`` with a value other than 1/2 at 0 -> ``Piecewise``, fused patterns
+    -> markers, ``Piecewise`` -> masked ``_Select``.
+    """
+    expr = sympy.sympify(expr)
+    expr = expr.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
+    expr = expr.replace(
+        lambda e: isinstance(e, sympy.sinc),
+        lambda e: sympy.Piecewise((sympy.sin(e.args[0]) / e.args[0], sympy.Ne(e.args[0], 0)), (1, True)),
+    )
+
+    def heaviside(e):
+        u = e.args[0]
+        h0 = e.args[1] if len(e.args) > 1 else S.Half
+        if h0 in (S.Half, None, S.NaN):
+            return (sympy.sign(u) + 1) / 2
+        return sympy.Piecewise((1, u > 0), (0, u < 0), (h0, True))
+
+    expr = expr.replace(lambda e: isinstance(e, sympy.Heaviside), heaviside)
+    expr = fuse_builtins(expr)
+    expr = _mask_piecewise(expr, inputs)
+    return expr
+
+
+# --------------------------------------------------------------------------- emitter
+@dataclass
+class _Operand:
+    code: str  # Python expression (a name or a float literal)
+    const: bool = False  # a Python float literal
+    full: bool = False  # has the shape of the inputs (depends on x or v)
+    owned: bool = False  # a scratch tensor nobody else reads: may be updated in place
+    boolean: bool = False
+
+
+# name -> (out-of-place format, in-place method or None)
+_UNARY: dict[type, tuple[str, str | None]] = {
+    sympy.exp: ("torch.exp({})", "exp_"),
+    sympy.log: ("torch.log({})", "log_"),
+    sympy.sin: ("torch.sin({})", "sin_"),
+    sympy.cos: ("torch.cos({})", "cos_"),
+    sympy.tan: ("torch.tan({})", "tan_"),
+    sympy.tanh: ("torch.tanh({})", "tanh_"),
+    sympy.sinh: ("torch.sinh({})", "sinh_"),
+    sympy.cosh: ("torch.cosh({})", "cosh_"),
+    sympy.atan: ("torch.atan({})", "atan_"),
+    sympy.asinh: ("torch.asinh({})", "asinh_"),
+    sympy.erf: ("torch.erf({})", "erf_"),
+    sympy.erfc: ("torch.erfc({})", "erfc_"),
+    sympy.Abs: ("torch.abs({})", "abs_"),
+    sympy.sign: ("torch.sign({})", "sign_"),
+    Sigmoid: ("torch.sigmoid({})", "sigmoid_"),
+    Log1p: ("torch.log1p({})", "log1p_"),
+    Expm1: ("torch.expm1({})", "expm1_"),
+    NormalCdf: ("_ndtr({})", None),
+    Softplus: (f"F.softplus({{}}, beta=1.0, threshold={SOFTPLUS_THRESHOLD})", None),
+    LogSigmoid: ("F.logsigmoid({})", None),
+    _Silu: ("F.silu({})", None),
+    _Mish: ("F.mish({})", None),
+}
+
+
+@dataclass
+class _Emitter:
+    names: dict  # Symbol -> python name of a tensor input
+    full_symbols: set  # symbols whose tensors have the full shape
+    inplace: bool
+    lines: list = field(default_factory=list)
+    counter: int = 0
+    uses: dict = field(default_factory=dict)  # cse symbol -> remaining uses
+    cse_ops: dict = field(default_factory=dict)  # cse symbol -> _Operand of its value
+    local: dict = field(default_factory=dict)  # cse symbol -> uses in the expression being emitted
+
+    def top(self, e: sympy.Expr) -> _Operand:
+        """Emit one whole expression (a cse value or an output)."""
+        self.local = {s: _count(e, s) for s in e.free_symbols if s in self.cse_ops}
+        return self.value(e)
+
+    def fresh(self) -> str:
+        self.counter += 1
+        return f"t{self.counter}"
+
+    def assign(self, code: str, full: bool, boolean: bool = False) -> _Operand:
+        name = self.fresh()
+        self.lines.append(f"{name} = {code}")
+        return _Operand(name, full=full, owned=True, boolean=boolean)
+
+    def mutate(self, op: _Operand, method_call: str) -> _Operand:
+        self.lines.append(f"{op.code}.{method_call}")
+        return op
+
+    def can_mutate(self, op: _Operand) -> bool:
+        return self.inplace and op.owned and op.full and not op.boolean and not op.const
+
+    # -- atoms
+    def symbol(self, s: sympy.Symbol) -> _Operand:
+        if s in self.cse_ops:
+            op = self.cse_ops[s]
+            self.uses[s] -= 1
+            # owned only at the last use overall, and only if this expression reads it
+            # once: an earlier operand of the same expression may still be pending
+            last = self.uses[s] == 0 and self.local.get(s, 0) == 1
+            return _Operand(op.code, op.const, op.full, op.owned and last, op.boolean)
+        if s in self.names:
+            return _Operand(self.names[s], full=s in self.full_symbols)
+        raise FormulaError(
+            f"the symbol {s} has no value in generated code: substitute a value for it or list it "
+            "as a trainable parameter"
+        )
+
+    def value(self, e: sympy.Expr) -> _Operand:
+        if e.is_Symbol:
+            return self.symbol(e)
+        if e.is_number:
+            return _Operand(number_literal(e), const=True)
+        if isinstance(e, (sympy.Rel, sympy.And, sympy.Or, sympy.Not)):
+            return self.boolean(e)
+        if isinstance(e, Add):
+            return self.add(e)
+        if isinstance(e, Mul):
+            return self.mul(e)
+        if isinstance(e, Pow):
+            return self.power(e)
+        if isinstance(e, (sympy.Max, sympy.Min)):
+            return self.extremum(e)
+        if isinstance(e, _Select):
+            return self.select(e)
+        if isinstance(e, _Masked):
+            u = self.value(e.args[0])
+            region = self.boolean(e.args[1])
+            point = number_literal(e.args[2]) if e.args[2].is_number else self.value(e.args[2]).code
+            return self.assign(f"torch.where({region.code}, {u.code}, {point})", full=u.full)
+        if isinstance(e, sympy.exp):
+            square = _negative_square(e.args[0])
+            if square is not None:
+                u, c = square
+                arg = self.value(u)
+                return self.assign(f"_exp_neg_sq({arg.code}, {number_literal(c)})", full=arg.full)
+        if isinstance(e, sympy.sech):
+            return self.mul(Mul(S.One, Pow(sympy.cosh(e.args[0]), -1, evaluate=False), evaluate=False))
+        for cls, (fmt, method) in _UNARY.items():
+            if isinstance(e, cls):
+                arg = self.value(e.args[0])
+                if arg.const:
+                    return _Operand(number_literal(e), const=True)
+                if method and self.can_mutate(arg):
+                    return self.mutate(arg, f"{method}()")
+                return self.assign(fmt.format(arg.code), full=arg.full)
+        raise FormulaError(
+            f"no PyTorch translation for {type(e).__name__} in {e}; rewrite the activation with "
+            "elementary functions, Max/Min/Abs/Heaviside/Piecewise or symact.primitives"
+        )
+
+    def boolean(self, c: sympy.Basic) -> _Operand:
+        if c.is_Symbol:
+            return self.symbol(c)
+        if isinstance(c, sympy.And):
+            parts = [self.boolean(a).code for a in c.args]
+            return self.assign(" & ".join(f"({p})" for p in parts), full=True, boolean=True)
+        if isinstance(c, sympy.Or):
+            parts = [self.boolean(a).code for a in c.args]
+            return self.assign(" | ".join(f"({p})" for p in parts), full=True, boolean=True)
+        if isinstance(c, sympy.Not):
+            return self.assign(f"~({self.boolean(c.args[0]).code})", full=True, boolean=True)
+        if isinstance(c, sympy.Rel):
+            ops = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
+            lhs = self.value(c.lhs)
+            rhs = self.value(c.rhs)
+            if lhs.const and rhs.const:
+                raise FormulaError(f"the condition {c} does not depend on the input; simplify the Piecewise")
+            return self.assign(f"{lhs.code} {ops[c.rel_op]} {rhs.code}", full=True, boolean=True)
+        raise FormulaError(f"cannot print the condition {c}; use relations combined with And/Or/Not")
+
+    # -- arithmetic
+    def add(self, e: sympy.Add) -> _Operand:
+        const = S.Zero
+        terms = []
+        for term in e.args:
+            if term.is_number:
+                const += term
+                continue
+            coeff, factor = _numeric_factor(term)
+            terms.append((coeff, factor))
+        ops = [(c, self.value(f)) for c, f in terms]
+        if not self.inplace:
+            pieces = []
+            for c, op in ops:
+                pieces.append(op.code if c == 1 else f"{number_literal(c)} * {op.code}")
+            code = " + ".join(pieces)
+            if const != 0:
+                code += f" + {number_literal(const)}"
+            return self.assign(code, full=any(op.full for _, op in ops))
+        # in place: pick an accumulator we own, otherwise allocate one with torch.add
+        ops.sort(key=lambda item: not self.can_mutate(item[1]))
+        c0, acc = ops[0]
+        rest = ops[1:]
+        if self.can_mutate(acc):
+            if c0 == -1:
+                self.mutate(acc, "neg_()")
+            elif c0 != 1:
+                self.mutate(acc, f"mul_({number_literal(c0)})")
+        elif rest:
+            c1, second = rest.pop(0)
+            if c0 == 1:
+                acc = self.assign(
+                    f"torch.add({acc.code}, {second.code}, alpha={number_literal(c1)})",
+                    full=acc.full or second.full,
+                )
+            else:
+                acc = self.assign(f"torch.mul({acc.code}, {number_literal(c0)})", full=acc.full)
+                rest.insert(0, (c1, second))
+        else:
+            acc = self.assign(
+                f"torch.mul({acc.code}, {number_literal(c0)})" if c0 != 1 else f"{acc.code}.clone()",
+                full=acc.full,
+            )
+        for c, op in rest:
+            if not acc.full and op.full:  # broadcasting into a smaller accumulator: allocate
+                acc = self.assign(f"torch.add({acc.code}, {op.code}, alpha={number_literal(c)})", full=True)
+            elif c == 1:
+                self.mutate(acc, f"add_({op.code})")
+            else:
+                self.mutate(acc, f"add_({op.code}, alpha={number_literal(c)})")
+        if const != 0:
+            self.mutate(acc, f"add_({number_literal(const)})")
+        return acc
+
+    def mul(self, e: sympy.Mul) -> _Operand:
+        coeff = S.One
+        numerator, denominator = [], []
+        for factor in e.args:
+            if factor.is_number:
+                coeff *= factor
+            elif isinstance(factor, Pow) and factor.exp.is_number and factor.exp.is_negative:
+                denominator.append(factor.base if factor.exp == -1 else Pow(factor.base, -factor.exp))
+            else:
+                numerator.append(factor)
+        num_ops = [self.value(f) for f in numerator]
+        den_ops = [self.value(f) for f in denominator]
+        c = number_literal(coeff)
+        if not self.inplace:
+            num = " * ".join(op.code for op in num_ops) if num_ops else None
+            den = " * ".join(op.code for op in den_ops) if den_ops else None
+            if num is None:
+                num = c if coeff != 1 or den else "1.0"
+            elif coeff != 1:
+                num = f"{c} * {num}"
+            code = f"{num} / ({den})" if den else num
+            return self.assign(code, full=any(op.full for op in num_ops + den_ops))
+        if not num_ops:
+            d = self._product(den_ops)
+            if coeff == 1:
+                if self.can_mutate(d):
+                    return self.mutate(d, "reciprocal_()")
+                return self.assign(f"torch.reciprocal({d.code})", full=d.full)
+            acc = self.assign(f"torch.full_like({d.code}, {c})", full=d.full)
+            return self.mutate(acc, f"div_({d.code})")
+        acc = self._product(num_ops)
+        if coeff != 1:
+            if self.can_mutate(acc):
+                self.mutate(acc, "neg_()" if coeff == -1 else f"mul_({c})")
+            else:
+                acc = self.assign(f"torch.mul({acc.code}, {c})", full=acc.full)
+        if den_ops:
+            d = self._product(den_ops)
+            if self.can_mutate(acc) and (acc.full or not d.full):
+                self.mutate(acc, f"div_({d.code})")
+            else:
+                acc = self.assign(f"torch.div({acc.code}, {d.code})", full=acc.full or d.full)
+        return acc
+
+    def _product(self, ops: list) -> _Operand:
+        ops = sorted(ops, key=lambda op: not self.can_mutate(op))
+        acc = ops[0]
+        rest = ops[1:]
+        if not self.can_mutate(acc) and rest:
+            second = rest.pop(0)
+            acc = self.assign(f"torch.mul({acc.code}, {second.code})", full=acc.full or second.full)
+        for op in rest:
+            if self.can_mutate(acc) and (acc.full or not op.full):
+                self.mutate(acc, f"mul_({op.code})")
+            else:
+                acc = self.assign(f"torch.mul({acc.code}, {op.code})", full=acc.full or op.full)
+        return acc
+
+    def power(self, e: sympy.Pow) -> _Operand:
+        base, exp = e.args
+        if exp.is_number and exp.is_negative:
+            return self.mul(Mul(S.One, e, evaluate=False))
+        if exp == S.Half:
+            return self._unary(base, "torch.sqrt({})", "sqrt_")
+        if exp == 2:
+            return self._unary(base, "torch.square({})", "square_")
+        b = self.value(base)
+        if exp.is_number:
+            code_exp = number_literal(exp)
+            if exp.is_Integer:
+                code_exp = str(int(exp))
+            if self.can_mutate(b):
+                return self.mutate(b, f"pow_({code_exp})")
+            return self.assign(f"torch.pow({b.code}, {code_exp})", full=b.full)
+        x = self.value(exp)
+        return self.assign(f"torch.pow({b.code}, {x.code})", full=b.full or x.full)
+
+    def _unary(self, arg: sympy.Expr, fmt: str, method: str) -> _Operand:
+        op = self.value(arg)
+        if self.can_mutate(op):
+            return self.mutate(op, f"{method}()")
+        return self.assign(fmt.format(op.code), full=op.full)
+
+    def extremum(self, e) -> _Operand:
+        is_max = isinstance(e, sympy.Max)
+        consts = [a for a in e.args if a.is_number]
+        tensors = [self.value(a) for a in e.args if not a.is_number]
+        acc = tensors[0]
+        for op in tensors[1:]:
+            fn = "torch.maximum" if is_max else "torch.minimum"
+            acc = self.assign(f"{fn}({acc.code}, {op.code})", full=acc.full or op.full)
+        if consts:
+            bound = (sympy.Max if is_max else sympy.Min)(*consts)
+            kw = "min" if is_max else "max"
+            if self.can_mutate(acc):
+                return self.mutate(acc, f"clamp_({kw}={number_literal(bound)})")
+            return self.assign(f"torch.clamp({acc.code}, {kw}={number_literal(bound)})", full=acc.full)
+        return acc
+
+    def select(self, e: _Select) -> _Operand:
+        cond = self.boolean(e.args[0])
+        a = self.value(e.args[1])
+        b = self.value(e.args[2])
+        if a.const and b.const:
+            like = self._like()
+            return self.assign(
+                f"torch.where({cond.code}, torch.full_like({like}, {a.code}), {b.code})", full=True
+            )
+        return self.assign(f"torch.where({cond.code}, {a.code}, {b.code})", full=True)
+
+    def _like(self) -> str:
+        for s, name in self.names.items():
+            if s in self.full_symbols:
+                return name
+        raise FormulaError("generated code needs at least one full-shape tensor input")
+
+    def result(self, op: _Operand) -> str:
+        """A name holding the final value: full shape, never an alias of an input."""
+        like = self._like()
+        if op.const:
+            return self.assign(f"torch.full_like({like}, {op.code})", full=True).code
+        if not op.full:
+            return self.assign(f"{op.code} * torch.ones_like({like})", full=True).code
+        if not op.owned or op.code in self.names.values():
+            return self.assign(f"{op.code}.clone()", full=True).code
+        return op.code
+
+
+def emit_function(
+    name: str,
+    arguments: list[tuple[sympy.Symbol, str, bool]],
+    outputs: list[sympy.Expr],
+    inputs: tuple,
+    inplace: bool,
+    indent: str = "    ",
+) -> str:
+    """Python source of ``def name(args): ... return outputs``.
+
+    ``arguments``: (symbol, python name, full_shape) for each argument, in order.
+    ``outputs``: expressions in those symbols; each is returned as a tensor of the
+    full shape (a constant output becomes ``full_like``).  ``inputs``: the input
+    symbols (the ones Piecewise masking and fused patterns look at).
+    ``inplace``: reuse scratch buffers (only for code autograd does not record).
+    """
+    names = {s: n for s, n, _ in arguments}
+    full = {s for s, _, f in arguments if f}
+    prepared = [prepare(o, inputs) for o in outputs]
+    replacements, reduced = sympy.cse(
+        prepared, symbols=sympy.numbered_symbols("_c"), order="none",
+        ignore=tuple(a for a in (sympy.true, sympy.false)),
+    )
+    emitter = _Emitter(names=names, full_symbols=full, inplace=inplace)
+    counts: dict = {}
+    for _, value in replacements:
+        for s in value.free_symbols:
+            counts[s] = counts.get(s, 0) + _count(value, s)
+    for value in reduced:
+        for s in value.free_symbols:
+            counts[s] = counts.get(s, 0) + _count(value, s)
+    emitter.uses = counts
+    for symbol, value in replacements:
+        op = emitter.top(value)
+        if not op.owned and not op.const:
+            op = _Operand(op.code, op.const, op.full, False, op.boolean)
+        emitter.cse_ops[symbol] = op
+    results = [emitter.result(emitter.top(v)) for v in reduced]
+    body = [indent + line for line in emitter.lines]
+    args = ", ".join(n for _, n, _ in arguments)
+    returned = ", ".join(results) + ("," if len(results) == 1 else "")
+    return "\n".join([f"def {name}({args}):", *body, f"{indent}return ({returned})"]) + "\n"
+
+
+def _negative_square(arg: sympy.Expr):
+    """(u, c) if arg == -c*u**2 with c a positive power of two (so c*hi**2 is exact), else None."""
+    coeff, rest = _numeric_factor(arg)
+    if not (coeff.is_Rational and coeff.is_negative):
+        return None
+    c = -coeff
+    if not (isinstance(rest, Pow) and rest.exp == 2):
+        return None
+    p, q = c.p, c.q
+    if (p & (p - 1)) or (q & (q - 1)):
+        return None
+    return rest.base, c
+
+
+#: Helpers every generated file defines (they use only torch).
+PRELUDE = '''
+def _split(u):
+    """Veltkamp split u = hi + lo exactly, hi with half the significand bits (so hi*hi is exact)."""
+    t = u * (134217729.0 if u.dtype == torch.float64 else 4097.0)
+    hi = t - (t - u)
+    return hi, u - hi
+
+
+def _exp_neg_sq(u, c):
+    """exp(-c*u**2) for c a power of two, without the rounding error of u**2.
+
+    exp(-c*u**2) = exp(-c*hi**2) * exp(-c*lo*(2*hi + lo)); c*hi**2 is exact, so the
+    result keeps a relative error of a few ulps even where c*u**2 is in the hundreds.
+    u is first clamped to where the result is not yet 0 (this also keeps the split
+    from overflowing).
+    """
+    if u.dtype not in (torch.float64, torch.float32):
+        return _exp_neg_sq(u.float(), c).to(u.dtype)
+    bound = (800.0 / c) ** 0.5
+    hi, lo = _split(torch.clamp(u, -bound, bound))
+    # |c*lo*(2*hi + lo)| <= 2**-10 * c*hi**2, so once it exceeds 80 exp(-c*hi**2) is 0
+    # already: the clamp only stops 0 * inf = NaN.
+    return torch.exp(-c * (hi * hi)) * torch.exp(torch.clamp(-c * (lo * (hi + hi + lo)), max=80.0))
+
+
+# dtype -> (Veltkamp splitter, c = -1/sqrt(2) rounded, c split in halves, -1/sqrt(2) - c)
+_NDTR_CONSTANTS = {
+    torch.float64: (134217729.0, -0.7071067811865476, -0.7071067839860916, 2.7995440410322203e-09,
+                    4.8336466567264565e-17),
+    torch.float32: (4097.0, -0.7071067690849304, -0.70703125, -7.551908493041992e-05,
+                    -1.210161710447897e-08),
+}
+
+
+def _ndtr(u):
+    """Standard normal CDF with full relative accuracy in the left tail.
+
+    ndtr(u) = erfc(z)/2 with z = -u/sqrt(2).  erfc magnifies a relative error of its
+    argument by about 2*z**2, so the rounding error dz of z (exact, by Dekker's
+    product with the split constant, plus the constant's own error) is corrected to
+    first order: erfc(z + dz) = erfc(z) - dz*2/sqrt(pi)*exp(-z**2).  u is clamped to
+    [-64, 64], beyond which ndtr is 0 or 1 in every floating-point format.
+    """
+    if u.dtype not in _NDTR_CONSTANTS:
+        return _ndtr(u.float()).to(u.dtype)
+    splitter, c, c_hi, c_lo, c_tail = _NDTR_CONSTANTS[u.dtype]
+    u = torch.clamp(u, -64.0, 64.0)
+    z = u * c
+    t = u * splitter
+    hi = t - (t - u)
+    lo = u - hi
+    dz = ((hi * c_hi - z) + hi * c_lo + lo * c_hi) + lo * c_lo + u * c_tail
+    return torch.erfc(z) * 0.5 - dz * (0.5641895835477563 * torch.exp(-(z * z)))
+'''
+
+
+def _numeric_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
+    """term = coeff * factor with every numeric factor (sqrt(2)/2 included) in coeff."""
+    if isinstance(term, Mul):
+        numbers = [a for a in term.args if a.is_number]
+        if numbers:
+            return Mul(*numbers), Mul(*[a for a in term.args if not a.is_number])
+    return S.One, term
+
+
+def _count(expr: sympy.Expr, symbol: sympy.Symbol) -> int:
+    if expr == symbol:
+        return 1
+    return sum(_count(a, symbol) for a in expr.args)

@@ -1,0 +1,330 @@
+"""How :meth:`Activation.properties` and :meth:`Activation.inverse` decide their answers.
+
+Decisions are exact where SymPy can prove them.  A *negative* answer (not monotone,
+not odd) is always backed by witnesses: points where the exact value, evaluated to
+30 digits, contradicts the property.  A *positive* answer is a symbolic proof when
+one is found, otherwise it is marked ``"sampled"`` in ``Properties.evidence``: no
+contradiction at the sample points (including points near every kink and far out
+at +-1000) and at the limits, but no proof.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from .errors import NoInverseError
+
+_DIGITS = 30
+# |value| below this is treated as zero when reading signs of 30-digit evaluations.
+_ZERO = sympy.Float("1e-25")
+_MAX_ORDER = 6
+
+_BASE_SAMPLES = tuple(
+    sympy.Rational(s)
+    for s in (
+        "-30", "-17", "-10", "-7", "-5", "-4", "-3", "-5/2", "-2", "-3/2", "-6/5", "-1",
+        "-3/4", "-1/2", "-1/3", "-1/5", "-1/10", "1/10", "1/5", "1/3", "1/2", "3/4", "1", "6/5", "3/2", "2",
+        "5/2", "3", "4", "5", "7", "10", "17", "30",
+    )
+)
+
+
+def _numeric(expr: sympy.Expr, symbol: sympy.Symbol, point) -> sympy.Expr | None:
+    try:
+        # maxn caps evalf's adaptive precision: catastrophic cancellation far out
+        # (1/2 + erf(-700)/2) would otherwise ask for hundreds of thousands of digits.
+        value = expr.xreplace({symbol: point}).evalf(_DIGITS, maxn=4 * _DIGITS)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not value.is_number or value.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
+        return None
+    if value.is_real is False:
+        return None
+    return value
+
+
+def _sample_points(kinks) -> list:
+    points = set(_BASE_SAMPLES)
+    eps = sympy.Rational(1, 1000)
+    for k in kinks:
+        points.update({k - eps, k + eps, k - 1, k + 1})
+    points.difference_update(kinks)
+    return sorted(points, key=float)
+
+
+def _sign(value) -> int:
+    if value is None or abs(value) <= _ZERO:
+        return 0
+    return 1 if value > 0 else -1
+
+
+_EPSILON = sympy.Rational(1, 10**20)
+
+
+def select_branches(expr, symbol, point):
+    """Replace every Piecewise by the branch whose condition holds at ``symbol = point``."""
+    if not isinstance(expr, sympy.Basic) or not expr.has(sympy.Piecewise):
+        return expr
+    if isinstance(expr, sympy.Piecewise):
+        for value, cond in expr.args:
+            decided = cond.xreplace({symbol: point}) if isinstance(cond, sympy.Basic) else cond
+            if decided in (True, sympy.true):
+                return select_branches(value, symbol, point)
+            if decided not in (False, sympy.false):
+                return expr  # undecidable (symbolic parameters): leave the Piecewise
+        return expr
+    return expr.func(*(select_branches(a, symbol, point) for a in expr.args))
+
+
+def _one_sided_pieces(expr, symbol, point):
+    """The analytic pieces just right and just left of ``point``, as functions of t > 0.
+
+    Branches are chosen by evaluating the conditions exactly at ``point +- 1e-20``; piece
+    boundaries are the kinks themselves, so no other boundary lies that close.
+    """
+    t = sympy.Symbol("t", positive=True)
+    rewritten = expr.rewrite(sympy.Piecewise)
+    right = select_branches(rewritten, symbol, point + _EPSILON).xreplace({symbol: point + t})
+    left = select_branches(rewritten, symbol, point - _EPSILON).xreplace({symbol: point - t})
+    return t, sympy.piecewise_fold(right), sympy.piecewise_fold(left)
+
+
+def _value_at_zero_plus(expr, t):
+    value = sympy.sympify(expr).xreplace({t: sympy.S.Zero})
+    if value.has(sympy.nan, sympy.zoo) or value.has(sympy.Piecewise):
+        value = sympy.limit(expr, t, 0, "+")
+    return value
+
+
+def _same(a, b) -> bool:
+    difference = a - b
+    if difference == 0:
+        return True
+    value = sympy.N(difference, _DIGITS)
+    if value.is_number and abs(value) > _ZERO:
+        return False
+    return sympy.simplify(difference) == 0
+
+
+def _smoothness_at(expr, symbol, point) -> int | sympy.Expr:
+    """k such that expr is C^k but not C^(k+1) at point (-1: discontinuous)."""
+    t, right, left = _one_sided_pieces(expr, symbol, point)
+    if right.has(sympy.Piecewise) or left.has(sympy.Piecewise):
+        return sympy.oo  # cannot resolve pieces: do not claim a kink
+    for order in range(_MAX_ORDER + 1):
+        r = _value_at_zero_plus(sympy.diff(right, t, order), t)
+        l_ = _value_at_zero_plus((-1) ** order * sympy.diff(left, t, order), t)
+        if not _same(r, l_):
+            return order - 1
+    # All derivatives up to _MAX_ORDER agree: smooth there if the pieces are one analytic function.
+    return sympy.oo if sympy.simplify(right - left.xreplace({t: -t})) == 0 else _MAX_ORDER
+
+
+def _proved_nonnegative(expr) -> bool:
+    candidates = [expr]
+    if sympy.count_ops(expr) < 80:
+        candidates.append(sympy.factor(sympy.together(expr.rewrite(sympy.exp))))
+    for candidate in candidates:
+        if isinstance(candidate, sympy.Piecewise):
+            if all(piece.is_nonnegative for piece, _ in candidate.args):
+                return True
+        elif candidate.is_nonnegative:
+            return True
+    return False
+
+
+def _proved_zero(expr) -> bool:
+    if expr == 0:
+        return True
+    if sympy.count_ops(expr) > 120:
+        return False
+    try:
+        return sympy.simplify(expr.rewrite(sympy.exp)) == 0
+    except (TypeError, ValueError, NotImplementedError):
+        return False
+
+
+def _jumps(expr, symbol, kinks):
+    """(kink, right limit minus left limit of expr) for each kink whose pieces resolve."""
+    out = []
+    for k in kinks:
+        t, right, left = _one_sided_pieces(expr, symbol, k)
+        if right.has(sympy.Piecewise) or left.has(sympy.Piecewise):
+            continue
+        out.append((k, sympy.N(_value_at_zero_plus(right, t) - _value_at_zero_plus(left, t), _DIGITS)))
+    return out
+
+
+def _boundedness(lim_plus, lim_minus, sign):
+    """Is sign*f bounded above, given the limits of f at +-oo? (assumes f has no real poles)"""
+    decided = []
+    for lim in (lim_plus, lim_minus):
+        if lim is sympy.nan or lim.has(sympy.nan):
+            return None
+        if isinstance(lim, sympy.AccumBounds):
+            decided.append((sign * lim).max.is_finite)
+        elif lim == sign * sympy.oo:
+            return False
+        elif lim == -sign * sympy.oo or lim.is_finite:
+            decided.append(True)
+        else:
+            return None
+    return all(decided)
+
+
+def derive_properties(f, symbol, kinks):
+    from .activation import Properties, _limit_at_infinity, _pytorch_kink_convention
+
+    evidence = {}
+    derivative = _pytorch_kink_convention(sympy.diff(f, symbol))
+
+    value_at_0 = f.xreplace({symbol: sympy.S.Zero})
+    if value_at_0.has(sympy.nan, sympy.zoo):
+        value_at_0 = sympy.limit(f, symbol, 0)
+    slope_at_0 = derivative.xreplace({symbol: sympy.S.Zero})
+    if slope_at_0.has(sympy.DiracDelta):
+        slope_at_0 = sympy.nan  # a jump at 0: no slope
+    elif slope_at_0.has(sympy.nan, sympy.zoo):
+        slope_at_0 = sympy.limit(derivative, symbol, 0)
+
+    lim_plus = _limit_at_infinity(f, symbol, 1)
+    lim_minus = _limit_at_infinity(f, symbol, -1)
+    bounded_above = _boundedness(lim_plus, lim_minus, 1)
+    bounded_below = _boundedness(lim_plus, lim_minus, -1)
+    evidence["bounded"] = "limits at +-oo (continuity between kinks assumed)"
+
+    # --- smoothness
+    if kinks:
+        per_kink = {k: _smoothness_at(f, symbol, k) for k in kinks}
+        smoothness = min(per_kink.values(), key=lambda s: float(s) if s != sympy.oo else float("inf"))
+        differentiable_at_0 = not (0 in per_kink and per_kink[0] != sympy.oo and per_kink[0] < 1)
+        evidence["smoothness"] = "one-sided derivatives at the kinks " + ", ".join(
+            f"{k}: C^{s}" for k, s in per_kink.items()
+        )
+    else:
+        smoothness = sympy.oo
+        differentiable_at_0 = True
+        evidence["smoothness"] = "symbolic: no piecewise constructs"
+
+    # --- monotonicity: signs of f' at sample points, and of jumps at kinks
+    points = _sample_points(kinks)
+    signs = {}
+    for p in points:
+        s = _sign(_numeric(derivative, symbol, p))
+        signs.setdefault(s, p)
+    for k, jump in _jumps(f, symbol, kinks):
+        signs.setdefault(_sign(jump), f"{k} (a jump)")
+    if 1 in signs and -1 in signs:
+        monotone, direction = False, None
+        evidence["monotone"] = f"counterexample: f' > 0 at x={signs[1]}, f' < 0 at x={signs[-1]}"
+    else:
+        monotone = True
+        direction = "non-decreasing" if 1 in signs else "non-increasing" if -1 in signs else "constant"
+        target = derivative if direction != "non-increasing" else -derivative
+        if direction == "constant":
+            monotone, evidence["monotone"] = (True, "sampled")
+        elif _proved_nonnegative(target):
+            # The jumps' signs were already checked above, so f' >= 0 between kinks suffices.
+            evidence["monotone"] = "symbolic"
+        else:
+            evidence["monotone"] = f"sampled at {len(points)} points and the kinks' jumps; no symbolic proof"
+
+    # --- parity: witnesses first, proofs second
+    mirrored = f.xreplace({symbol: -symbol})
+    odd, even = _parity(f, mirrored, symbol, evidence)
+
+    return Properties(
+        bounded_above=bounded_above,
+        bounded_below=bounded_below,
+        monotone=monotone,
+        direction=direction,
+        odd=odd,
+        even=even,
+        smoothness=smoothness,
+        differentiable_at_0=differentiable_at_0,
+        value_at_0=value_at_0,
+        slope_at_0=slope_at_0,
+        limit_at_plus_infinity=lim_plus,
+        limit_at_minus_infinity=lim_minus,
+        kinks=tuple(kinks),
+        evidence=evidence,
+    )
+
+
+_PARITY_POINTS = tuple(sympy.Rational(s) for s in ("1/7", "1/3", "9/10", "7/5", "3", "11/2", "13"))
+
+
+def _parity(f, mirrored, symbol, evidence):
+    results = {}
+    for name, combination in (("odd", mirrored + f), ("even", mirrored - f)):
+        witness = None
+        for p in _PARITY_POINTS:
+            value = _numeric(combination, symbol, p)
+            if value is not None and abs(value) > _ZERO:
+                witness = p
+                break
+        if witness is not None:
+            results[name] = False
+            evidence[name] = f"counterexample at x={witness}"
+        elif _proved_zero(combination):
+            results[name] = True
+            evidence[name] = "symbolic"
+        else:
+            results[name] = True
+            evidence[name] = f"sampled at {len(_PARITY_POINTS)} points; no symbolic proof"
+    return results["odd"], results["even"]
+
+
+# ------------------------------------------------------------------- inverse
+def invert(f, symbol, properties):
+    if properties.monotone is not True or properties.direction == "constant":
+        reason = properties.evidence.get("monotone", "")
+        raise NoInverseError(
+            f"{f} is not injective on the real line ({reason}); restrict it to a monotone branch first"
+        )
+    y = sympy.Symbol("y", real=True)
+    rewritten = sympy.piecewise_fold(f.rewrite(sympy.Piecewise)) if properties.kinks else f
+    if isinstance(rewritten, sympy.Piecewise):
+        return _invert_piecewise(rewritten, symbol, y, properties.direction).xreplace({y: symbol})
+    return _invert_analytic(rewritten, symbol, y).xreplace({y: symbol})
+
+
+def _invert_analytic(f, symbol, y):
+    if not f.has(symbol):
+        raise NoInverseError(f"{f} is constant; it has no inverse")
+    try:
+        solutions = sympy.solve(sympy.Eq(y, f), symbol)
+    except (NotImplementedError, ValueError):
+        solutions = []
+    probes = [sympy.Rational(3, 7), sympy.Rational(-6, 5), sympy.Rational(5, 2)]
+    for candidate in solutions:
+        ok = True
+        for x0 in probes:
+            y0 = f.xreplace({symbol: x0})
+            back = sympy.N(candidate.xreplace({y: y0}), _DIGITS)
+            if not back.is_number or back.is_real is False or abs(back - x0) > 1e-20:
+                ok = False
+                break
+        if ok:
+            return candidate
+    raise NoInverseError(f"SymPy found no closed-form inverse of {f} valid on the whole range")
+
+
+def _invert_piecewise(pw, symbol, y, direction):
+    pieces = []
+    for expr, cond in pw.args:
+        inverse = _invert_analytic(expr, symbol, y) if expr.has(symbol) else None
+        if inverse is None:
+            raise NoInverseError(f"{pw} is constant on a piece ({cond}); it is not injective")
+        if cond is sympy.true:
+            pieces.append((inverse, True))
+            continue
+        if not isinstance(cond, sympy.core.relational.Relational) or cond.lhs != symbol or cond.rhs.has(symbol):
+            raise NoInverseError(f"cannot invert a piece with condition {cond}; invert the pieces by hand")
+        bound = expr.xreplace({symbol: cond.rhs})
+        op = type(cond)
+        if direction == "non-increasing":
+            op = {sympy.StrictGreaterThan: sympy.StrictLessThan, sympy.GreaterThan: sympy.LessThan,
+                  sympy.StrictLessThan: sympy.StrictGreaterThan, sympy.LessThan: sympy.GreaterThan}[op]
+        pieces.append((inverse, op(y, bound)))
+    return sympy.Piecewise(*pieces)

@@ -1,0 +1,683 @@
+"""The :class:`Activation` value and the :func:`activation` constructor.
+
+An activation is an immutable SymPy expression in the input symbol ``x`` (and ``v``
+for the two-input gated forms) together with named parameters that carry current
+values.  Everything derived from it (derivatives, limits, properties, kinks) is
+computed lazily on first use and cached, so constructing an activation never
+simplifies anything.
+
+Example
+-------
+>>> import symact
+>>> act = symact.activation("leaky_relu", negative_slope=0.2)
+>>> act
+Activation('leaky_relu', Piecewise((x, x > 0), (negative_slope*x, True)), negative_slope=1/5)
+>>> act.derivative().concrete_expr
+Piecewise((1, x > 0), (1/5, True))
+>>> symact.activation("x*tanh(log(1+exp(x)))").properties().monotone
+False
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+import sympy
+from sympy.core.function import AppliedUndef
+from sympy.parsing.sympy_parser import (
+    TokenError,
+    convert_xor,
+    parse_expr,
+    standard_transformations,
+)
+
+from .errors import (
+    FormulaError,
+    NoInverseError,
+    NonRealExpressionError,
+    UnknownActivationError,
+    UnknownSymbolError,
+)
+
+__all__ = ["x", "v", "Activation", "Properties", "activation", "parse_formula"]
+
+#: The input symbol of every activation.
+x = sympy.Symbol("x", real=True)
+#: The second (gate) input of the two-input gated forms (glu, reglu, ...).
+v = sympy.Symbol("v", real=True)
+
+# Functions whose presence makes an expression only piecewise smooth.
+_PIECEWISE_ATOMS = (
+    sympy.Piecewise,
+    sympy.Max,
+    sympy.Min,
+    sympy.Abs,
+    sympy.Heaviside,
+    sympy.sign,
+    sympy.DiracDelta,
+    sympy.floor,
+    sympy.ceiling,
+)
+
+_TRANSFORMATIONS = standard_transformations + (convert_xor,)
+
+
+def _sigmoid(u):
+    return 1 / (1 + sympy.exp(-u))
+
+
+def _softplus(u):
+    return sympy.log(1 + sympy.exp(u))
+
+
+#: Names a formula string may use besides SymPy's own functions.
+FORMULA_NAMESPACE: Mapping[str, Any] = MappingProxyType(
+    {
+        "x": x,
+        "v": v,
+        "e": sympy.E,
+        "E": sympy.E,
+        "pi": sympy.pi,
+        "sigmoid": _sigmoid,
+        "softplus": _softplus,
+        "relu": lambda u: sympy.Max(0, u),
+        "heaviside": lambda u: sympy.Heaviside(u, 0),
+        "step": lambda u: sympy.Heaviside(u, 0),
+        "Heaviside": lambda u, h0=0: sympy.Heaviside(u, h0),
+        "max": sympy.Max,
+        "min": sympy.Min,
+        "abs": sympy.Abs,
+        "ln": sympy.log,
+        "arctan": sympy.atan,
+        "arcsinh": sympy.asinh,
+        "arctanh": sympy.atanh,
+        "Phi": lambda u: (1 + sympy.erf(u / sympy.sqrt(2))) / 2,
+    }
+)
+
+
+def _exact_number(value: Any, name: str) -> sympy.Expr:
+    """A parameter value as a SymPy number; Python floats become the exact decimal typed."""
+    if isinstance(value, bool):
+        raise FormulaError(f"parameter {name!r} got a bool ({value}); pass a number")
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise FormulaError(f"parameter {name!r} is {value}; pass a finite number")
+        return sympy.Rational(repr(value))
+    try:
+        result = sympy.sympify(value)
+    except (sympy.SympifyError, TypeError) as exc:
+        raise FormulaError(f"parameter {name!r}: cannot read {value!r} as a number ({exc})") from None
+    if not isinstance(result, sympy.Expr):
+        raise FormulaError(f"parameter {name!r}: {value!r} is not a number or expression")
+    return result
+
+
+def parse_formula(text: str, params: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
+    """Parse ``text`` into a SymPy expression in ``x`` (and ``v``) and ``params``.
+
+    ``^`` means power.  Besides SymPy's functions the formula may use ``sigmoid``,
+    ``softplus``, ``relu``, ``heaviside``/``step``, ``Phi`` (standard normal CDF),
+    ``max``/``min``/``abs``/``ln``/``arctan``.
+
+    Raises :class:`FormulaError` on a syntax error or a call of an unknown function.
+
+    >>> parse_formula("x^2 + 1")
+    x**2 + 1
+    """
+    namespace = dict(FORMULA_NAMESPACE)
+    namespace.update({p.name: p for p in params})
+    # A bare name that SymPy knows as a function (beta, gamma, zeta, ...) but that is not
+    # called is meant as a symbol; without this it would parse as the function class.
+    for name in _bare_names(text):
+        namespace.setdefault(name, sympy.Symbol(name, real=True))
+    try:
+        expr = parse_expr(text, local_dict=namespace, transformations=_TRANSFORMATIONS)
+    except (SyntaxError, TokenError, TypeError, AttributeError) as exc:
+        raise FormulaError(
+            f"cannot parse the formula {text!r}: {exc}. Write it in Python/SymPy syntax in the "
+            "input x, e.g. 'x*tanh(log(1+exp(x)))' ('^' also means power)."
+        ) from None
+    if not isinstance(expr, sympy.Expr):
+        raise FormulaError(
+            f"the formula {text!r} is {type(expr).__name__}, not an expression; write a function of x"
+        )
+    undefined = sorted({type(f).__name__ for f in expr.atoms(AppliedUndef)})
+    if undefined:
+        raise FormulaError(
+            f"the formula {text!r} calls unknown function(s) {', '.join(undefined)}; use SymPy "
+            "functions (exp, log, tanh, erf, ...) or sigmoid/softplus/relu/heaviside/Phi"
+        )
+    return expr
+
+
+_CONSTANTS = {"pi", "E", "I", "oo", "e", "nan", "zoo", "True", "False", "S"}
+
+
+def _bare_names(text: str) -> set:
+    """Identifiers in ``text`` that are not followed by a call parenthesis."""
+    import io
+    import keyword
+    import tokenize
+
+    names = set()
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type != tokenize.NL]
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return names
+    for i, token in enumerate(tokens):
+        if token.type != tokenize.NAME or keyword.iskeyword(token.string) or token.string in _CONSTANTS:
+            continue
+        following = tokens[i + 1].string if i + 1 < len(tokens) else ""
+        preceding = tokens[i - 1].string if i > 0 else ""
+        if following != "(" and preceding != ".":
+            names.add(token.string)
+    return names
+
+
+@dataclass(frozen=True)
+class Properties:
+    """Facts about an activation, derived from its formula (with parameters at their values).
+
+    Each boolean is ``True``/``False`` when decided, ``None`` when undecided.
+    ``evidence`` says how each fact was decided: ``"symbolic"`` (a SymPy proof),
+    ``"counterexample at x=..."`` (exact evaluation at witness points), or
+    ``"sampled"`` (no sign change or asymmetry at the sample points and at
+    infinity, but no symbolic proof found).
+    """
+
+    bounded_above: bool | None
+    bounded_below: bool | None
+    monotone: bool | None
+    direction: str | None  # "non-decreasing", "non-increasing", "constant" or None
+    odd: bool | None
+    even: bool | None
+    smoothness: Any  # k of C^k (sympy.oo for C-infinity, -1 for discontinuous)
+    differentiable_at_0: bool
+    value_at_0: sympy.Expr
+    slope_at_0: sympy.Expr
+    limit_at_plus_infinity: sympy.Expr
+    limit_at_minus_infinity: sympy.Expr
+    kinks: tuple
+    evidence: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def smooth(self) -> bool:
+        """True when the activation is infinitely differentiable everywhere."""
+        return self.smoothness == sympy.oo
+
+    def as_dict(self) -> dict:
+        """Plain-Python view (strings for SymPy values), for JSON output."""
+        out = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, sympy.Basic):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = [str(v) for v in value]
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[name] = value
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class Activation:
+    """An activation function: an exact SymPy expression with named parameters.
+
+    Attributes
+    ----------
+    name:
+        Catalogue name or a descriptive name.
+    expr:
+        The formula, in :data:`x` (and :data:`v` for gated forms) and the parameter symbols.
+    params:
+        Read-only mapping parameter symbol -> current value (a SymPy number or expression).
+    inputs:
+        ``(x,)`` or ``(x, v)``.
+    source:
+        Where the formula comes from (paper), if known.
+
+    Activations are values: every method returns a new object, derived facts are
+    cached.  Equality compares formula, parameters and inputs (not the name).
+    """
+
+    name: str
+    expr: sympy.Expr
+    params: Mapping[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
+    inputs: tuple = (x,)
+    source: str | None = None
+    torch_spec: Any = None  # catalogue's TorchBuiltin, or None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    # ------------------------------------------------------------------ basics
+    def __repr__(self) -> str:
+        extra = "".join(f", {p.name}={val}" for p, val in self.params.items())
+        return f"Activation({self.name!r}, {self.expr}{extra})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Activation):
+            return NotImplemented
+        return (
+            self.inputs == other.inputs
+            and self.expr == other.expr
+            and dict(self.params) == dict(other.params)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.inputs, self.expr, tuple(sorted((p.name, str(v)) for p, v in self.params.items()))))
+
+    def __call__(self, *args: Any) -> sympy.Expr:
+        """Exact value at the given input(s) with parameters at their values.
+
+        >>> activation("relu")(-3)
+        0
+        """
+        if len(args) != len(self.inputs):
+            raise TypeError(f"{self.name} takes {len(self.inputs)} input(s), got {len(args)}")
+        return self.concrete_expr.xreplace(
+            {s: sympy.sympify(a) for s, a in zip(self.inputs, args)}
+        )
+
+    @property
+    def x(self) -> sympy.Symbol:
+        """The (first) input symbol."""
+        return self.inputs[0]
+
+    @property
+    def parameter_names(self) -> tuple:
+        return tuple(p.name for p in self.params)
+
+    def _parameter(self, name: str) -> sympy.Symbol:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise UnknownSymbolError(
+            f"{self.name} has no parameter {name!r}; its parameters are "
+            f"{list(self.parameter_names) or 'none'}"
+        )
+
+    @functools.cached_property
+    def concrete_expr(self) -> sympy.Expr:
+        """The formula with every parameter replaced by its value."""
+        return self.expr.xreplace(dict(self.params)) if self.params else self.expr
+
+    def _replace(self, **changes: Any) -> "Activation":
+        fields = dict(
+            name=self.name,
+            expr=self.expr,
+            params=dict(self.params),
+            inputs=self.inputs,
+            source=self.source,
+            torch_spec=self.torch_spec,
+        )
+        fields.update(changes)
+        return Activation(**fields)
+
+    # ------------------------------------------------------------ derivations
+    def with_params(self, **values: Any) -> "Activation":
+        """New parameter values, keeping the parameters symbolic in ``expr``.
+
+        >>> activation("softplus").with_params(beta=2).params
+        mappingproxy({beta: 2})
+        """
+        params = dict(self.params)
+        for name, value in values.items():
+            symbol = self._parameter(name)
+            params[symbol] = _checked_value(symbol, _exact_number(value, name), self.name)
+        return self._replace(params=params)
+
+    def subs(self, **values: Any) -> "Activation":
+        """Substitute parameters by values in the formula (they stop being parameters).
+
+        A parameter named without a value is substituted by its current value.
+
+        >>> activation("leaky_relu").subs(negative_slope=0.2).expr
+        Piecewise((x, x > 0), (x/5, True))
+        """
+        params = dict(self.params)
+        replacements = {}
+        for name, value in values.items():
+            symbol = self._parameter(name)
+            value = params[symbol] if value is None else _exact_number(value, name)
+            replacements[symbol] = _checked_value(symbol, value, self.name)
+            del params[symbol]
+        return self._replace(expr=self.expr.xreplace(replacements), params=params, torch_spec=self.torch_spec)
+
+    def derivative(self, n: int = 1) -> "Activation":
+        """The n-th derivative in the (first) input, as a new :class:`Activation`.
+
+        Convention at kinks: the one-sided value PyTorch's autograd uses, e.g.
+        relu'(0) = 0 (``Heaviside(0) = 0``), leaky_relu'(0) = negative_slope, abs'(0) = 0.
+        The second derivative of a kinked function contains ``DiracDelta`` terms,
+        which vanish away from the kinks.
+
+        >>> activation("tanh").derivative().expr
+        1 - tanh(x)**2
+        """
+        if n < 0 or int(n) != n:
+            raise ValueError(f"derivative order must be a non-negative integer, got {n!r}")
+        if n == 0:
+            return self
+        expr = _pytorch_kink_convention(sympy.diff(self.expr, self.x, int(n)))
+        suffix = "'" * n if n <= 3 else f"^({n})"
+        return self._replace(name=f"{self.name}{suffix}", expr=expr, torch_spec=None)
+
+    def transformed(self, alpha: Any = None, beta: Any = None, gamma: Any = None, delta: Any = None) -> "Activation":
+        """The DKS/TAT transform psi(x) = gamma * (phi(alpha*x + beta) + delta).
+
+        Arguments are numbers, SymPy expressions, or ``None``; a ``None`` argument
+        becomes a new parameter symbol (``alpha``, ``beta``, ``gamma``, ``delta``,
+        renamed with a ``_t`` suffix if the activation already has a parameter of that
+        name) whose value is the identity transform's (1, 0, 1, 0).
+
+        >>> activation("tanh").transformed(2, 0, 3, 0).expr
+        3*tanh(2*x)
+        >>> activation("tanh").transformed().expr
+        gamma*(delta + tanh(alpha*x + beta))
+        """
+        params = dict(self.params)
+        taken = {p.name for p in params} | {s.name for s in self.inputs}
+        values = {}
+        for name, given, identity in (("alpha", alpha, 1), ("beta", beta, 0), ("gamma", gamma, 1), ("delta", delta, 0)):
+            if given is None:
+                symbol_name = name if name not in taken else f"{name}_t"
+                symbol = sympy.Symbol(symbol_name, real=True)
+                params[symbol] = sympy.Integer(identity)
+                values[name] = symbol
+            else:
+                values[name] = _transform_value(given, name)
+        inner = self.expr.xreplace({self.x: values["alpha"] * self.x + values["beta"]})
+        expr = values["gamma"] * (inner + values["delta"])
+        return self._replace(name=f"{self.name}~", expr=expr, params=params, torch_spec=None)
+
+    def taylor(self, x0: Any = 0, order: int = 5) -> sympy.Expr:
+        """Taylor polynomial about ``x0`` up to and including ``(x - x0)**order`` (parameters symbolic).
+
+        >>> activation("tanh").taylor(0, 5)
+        2*x**5/15 - x**3/3 + x
+        """
+        series = sympy.series(self.expr, self.x, sympy.sympify(x0), int(order) + 1)
+        return series.removeO()
+
+    def limit(self, direction: Any = sympy.oo) -> sympy.Expr:
+        """Limit as the input tends to ``+oo`` or ``-oo`` (parameters at their values).
+
+        Oscillating limits come back as ``AccumBounds``.
+
+        >>> activation("sigmoid").limit(-sympy.oo)
+        0
+        """
+        direction = sympy.sympify(direction)
+        if direction not in (sympy.oo, -sympy.oo):
+            return sympy.limit(self.concrete_expr, self.x, direction)
+        return _limit_at_infinity(self.concrete_expr, self.x, 1 if direction == sympy.oo else -1)
+
+    @functools.cached_property
+    def kinks(self) -> tuple:
+        """Real points where the formula switches piece (Piecewise, Max, Min, Abs, Heaviside, sign).
+
+        These are the break-points to give a quadrature rule.  Parameters at their values.
+
+        >>> activation("hardtanh").kinks
+        (-1, 1)
+        """
+        if len(self.inputs) != 1:
+            return ()
+        return _piece_boundaries(self.concrete_expr, self.x)
+
+    def properties(self) -> Properties:
+        """Bounded, monotone, odd/even, smoothness, values at 0 and infinity (cached).
+
+        >>> p = activation("gelu").properties()
+        >>> p.monotone, p.bounded_below, p.smooth
+        (False, True, True)
+        """
+        return self._properties
+
+    @functools.cached_property
+    def _properties(self) -> Properties:
+        if len(self.inputs) != 1:
+            raise FormulaError(f"properties() is defined for single-input activations; {self.name} takes {self.inputs}")
+        from ._properties import derive_properties
+
+        return derive_properties(self.concrete_expr, self.x, self.kinks)
+
+    def inverse(self) -> "Activation":
+        """The inverse function (input renamed to ``x``), where the activation is injective.
+
+        Raises :class:`NoInverseError` for non-injective activations (relu, gelu, ...).
+
+        >>> activation("sigmoid").inverse().expr
+        log(-x/(x - 1))
+        """
+        from ._properties import invert
+
+        expr = invert(self.concrete_expr, self.x, self.properties())
+        return Activation(name=f"{self.name}^-1", expr=expr, inputs=(self.x,), source=self.source)
+
+    @property
+    def torch_builtin(self):
+        """``(dotted torch function, kwargs)`` of the equivalent PyTorch built-in, or None.
+
+        kwargs values are Python floats; names listed in the catalogue entry's
+        ``tensor_kwargs`` must be passed as tensors (e.g. PReLU's weight).
+        """
+        if self.torch_spec is None:
+            return None
+        return self.torch_spec.resolve(self.params)
+
+    # ----------------------------------------------------------------- output
+    def latex(self) -> str:
+        """LaTeX of ``name(x) = formula``."""
+        args = ", ".join(sympy.latex(s) for s in self.inputs)
+        name = self.name.replace("_", r"\_")
+        return rf"\operatorname{{{name}}}({args}) = {sympy.latex(self.expr)}"
+
+    def _repr_latex_(self) -> str:
+        return f"${self.latex()}$"
+
+
+def _transform_value(value: Any, name: str) -> sympy.Expr:
+    if isinstance(value, float):
+        return sympy.Float(value, 17)
+    try:
+        return sympy.sympify(value)
+    except (sympy.SympifyError, TypeError):
+        raise FormulaError(f"transform argument {name}={value!r} is not a number or expression") from None
+
+
+def _checked_value(symbol: sympy.Symbol, value: sympy.Expr, owner: str) -> sympy.Expr:
+    if value.is_number:
+        if value.is_real is False:
+            raise NonRealExpressionError(f"parameter {symbol.name} of {owner} must be real, got {value}")
+        if symbol.is_positive and value.is_positive is False:
+            raise FormulaError(f"parameter {symbol.name} of {owner} must be positive, got {value}")
+        if symbol.is_nonnegative and value.is_nonnegative is False:
+            raise FormulaError(f"parameter {symbol.name} of {owner} must be non-negative, got {value}")
+    return value
+
+
+def _pytorch_kink_convention(expr: sympy.Expr) -> sympy.Expr:
+    # SymPy's Heaviside(0) is 1/2; PyTorch's autograd uses 0 at the kink of relu/hardtanh.
+    # ``pargs`` omits the default H0 = 1/2, so only Heavisides created by differentiation change.
+    return expr.replace(
+        lambda e: isinstance(e, sympy.Heaviside) and len(e.pargs) == 1,
+        lambda e: sympy.Heaviside(e.args[0], 0),
+    )
+
+
+def _relational_atoms(expr: sympy.Expr):
+    for pw in expr.atoms(sympy.Piecewise):
+        for _, cond in pw.args:
+            if isinstance(cond, sympy.Basic):
+                yield from cond.atoms(sympy.core.relational.Relational)
+
+
+def _piece_boundaries(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple:
+    if not expr.has(*_PIECEWISE_ATOMS):
+        return ()
+    rewritten = expr.rewrite(sympy.Piecewise)
+    points = set()
+    for rel in _relational_atoms(rewritten):
+        difference = rel.lhs - rel.rhs
+        if not difference.has(symbol):
+            continue
+        try:
+            solutions = sympy.solve(difference, symbol)
+        except (NotImplementedError, ValueError):
+            continue
+        for s in solutions:
+            if s.is_real and s.is_finite:
+                points.add(s)
+    return tuple(sorted(points, key=lambda s: float(s)))
+
+
+def _limit_at_infinity(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sympy.Expr:
+    expr = _branch_at_infinity(expr, symbol, sign)
+    if expr.has(sympy.tanh, sympy.sinh, sympy.cosh, sympy.erfc, sympy.sech):
+        # Gruntz works on exp/log; rewriting first is several times faster.
+        expr = expr.rewrite(sympy.exp)
+    try:
+        return sympy.limit(expr, symbol, sign * sympy.oo)
+    except (NotImplementedError, ValueError, TypeError):
+        return sympy.nan
+
+
+def _branch_at_infinity(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sympy.Expr:
+    """Replace piecewise constructs by the branch that holds for large ``sign*x``."""
+    if not expr.has(*_PIECEWISE_ATOMS[:-3]):
+        return expr
+    probe = expr.rewrite(sympy.Piecewise)
+
+    def choose(pw):
+        # Conditions such as x > 6 are decided by substituting x = +-oo.
+        for value, cond in pw.args:
+            decided = cond.subs(symbol, sign * sympy.oo) if isinstance(cond, sympy.Basic) else cond
+            if decided is sympy.true or decided is True:
+                return value
+        return pw
+
+    return probe.replace(lambda e: isinstance(e, sympy.Piecewise), choose)
+
+
+# --------------------------------------------------------------- constructor
+def activation(spec: Any, **params: Any) -> Activation:
+    """Build an :class:`Activation` from a catalogue name, a formula string, or a SymPy expression.
+
+    Parameters
+    ----------
+    spec:
+        ``"gelu"`` (see :func:`symact.catalogue`), a formula in ``x`` such as
+        ``"x*tanh(log(1+exp(x)))"``, or a SymPy expression in :data:`symact.x`.
+        An :class:`Activation` is returned with ``params`` applied.
+    **params:
+        For a catalogue name: new values of its parameters.  For a formula: the
+        declaration of its parameters with their default values
+        (``activation("x*sigmoid(beta*x)", beta=1)``).
+
+    Raises
+    ------
+    UnknownActivationError
+        An unknown catalogue name (the message suggests close names).
+    UnknownSymbolError
+        A formula with symbols that are neither ``x`` nor declared parameters.
+    FormulaError
+        A formula that does not parse.
+    NonRealExpressionError
+        A formula that takes non-real values at real inputs.
+
+    >>> activation("gelu").concrete_expr
+    x*(erf(sqrt(2)*x/2) + 1)/2
+    >>> activation("x*sigmoid(beta*x)", beta=2).params
+    mappingproxy({beta: 2})
+    """
+    from .catalogue import catalogue_names, lookup
+
+    if isinstance(spec, Activation):
+        return spec.with_params(**params) if params else spec
+    if isinstance(spec, str):
+        name = spec.strip()
+        entry = lookup(name)
+        if entry is not None:
+            return entry.build(**params)
+        if name.isidentifier() and name not in ("x", "v"):
+            raise UnknownActivationError(_unknown_name_message(name, catalogue_names()))
+        return _from_formula(name, parse_formula(name, [sympy.Symbol(p, real=True) for p in params]), params, name)
+    if isinstance(spec, sympy.Expr):
+        return _from_formula(str(spec), spec, params, str(spec))
+    raise FormulaError(
+        f"cannot build an activation from {type(spec).__name__} {spec!r}; pass a catalogue name, "
+        "a formula string in x, or a SymPy expression in symact.x"
+    )
+
+
+def _unknown_name_message(name: str, names: list) -> str:
+    close = difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    return (
+        f"unknown activation {name!r}: {hint}symact.catalogue_names() lists the {len(names)} known names; "
+        "or pass a formula in x such as 'x*sigmoid(x)'"
+    )
+
+
+def _from_formula(name: str, expr: sympy.Expr, params: Mapping[str, Any], text: str) -> Activation:
+    # Symbols parsed from a SymPy expression may lack real=True; map them onto ours by name.
+    by_name = {"x": x, "v": v}
+    declared = {}
+    for pname, value in params.items():
+        symbol = sympy.Symbol(pname, real=True)
+        declared[symbol] = _exact_number(value, pname)
+        by_name[pname] = symbol
+    expr = expr.xreplace({s: by_name[s.name] for s in expr.free_symbols if s.name in by_name})
+    if expr.has(sympy.I):
+        raise NonRealExpressionError(
+            f"the formula {text!r} contains the imaginary unit; activations must be real-valued for real x"
+        )
+    unknown = sorted(s.name for s in expr.free_symbols if s not in declared and s not in (x, v))
+    if unknown:
+        example = ", ".join(f"{u}=1.0" for u in unknown)
+        raise UnknownSymbolError(
+            f"the formula {text!r} uses symbol(s) {', '.join(unknown)} that are neither the input x "
+            f"nor declared parameters; declare them with default values, e.g. activation({text!r}, {example})"
+        )
+    unused = sorted(s.name for s in declared if s not in expr.free_symbols)
+    if unused:
+        raise UnknownSymbolError(
+            f"parameter(s) {', '.join(unused)} do not appear in the formula {text!r}; remove them or use them"
+        )
+    inputs = (x, v) if v in expr.free_symbols else (x,)
+    if x not in expr.free_symbols and v in expr.free_symbols:
+        raise FormulaError(f"the formula {text!r} uses the gate v but not the input x")
+    act = Activation(name=name, expr=expr, params=declared, inputs=inputs)
+    _check_real(act, text)
+    return act
+
+
+_PROBE_POINTS = (sympy.Rational(-5, 2), -1, sympy.Rational(-1, 2), sympy.Rational(1, 3), 1, sympy.Rational(5, 2))
+
+
+def _check_real(act: Activation, text: str) -> None:
+    """Evaluate at a few real points; a value with a non-zero imaginary part is an error."""
+    expr = act.concrete_expr
+    for point in _PROBE_POINTS:
+        subs = {s: point for s in act.inputs}
+        try:
+            value = sympy.N(expr.xreplace(subs), 20)
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue
+        if value.has(sympy.zoo, sympy.nan) or not value.is_number:
+            continue
+        re_part, im_part = value.as_real_imag()
+        if im_part != 0 and abs(im_part) > 1e-15 * (1 + abs(re_part)):
+            raise NonRealExpressionError(
+                f"the formula {text!r} is not real at x = {point} (value {value}); an activation must be "
+                "real for every real input: e.g. use sqrt(x**2 + 1) or sqrt(Max(x, 0)) instead of sqrt(x), "
+                "log(1 + exp(x)) instead of log(x)"
+            )

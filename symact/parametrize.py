@@ -1,0 +1,602 @@
+"""Parameter activations ("autoactivation"): a weight is stored as W and used as A = g(W).
+
+SymPy only.  Given g, this module derives exactly
+
+* ``derivative``              dA/dW = g'(W), in W;
+* ``inverse``                 W = g^{-1}(A) on a stated domain and branch;
+* ``derivative_in_A``         g'(g^{-1}(A)), the seed table's third column;
+* ``effective_learning_rate`` r(A) = g'(g^{-1}(A))**2.  One gradient step of size lr on W moves A by
+                              dA = -lr * r(A) * dL/dA + O(lr**2)   (chain rule twice: dL/dW = g' dL/dA,
+                              dA = g' dW);
+* ``mirror_map``              psi with psi''(A) = 1/r(A): gradient flow on W is mirror descent on A with
+                              potential psi (psi''(A) dA/dt = -dL/dA).  exp(W) gives Burg entropy -log A,
+                              W**2 gives (A log A - A)/4, the unnormalised relative entropy of
+                              exponentiated gradient (at 4 times the step size).
+
+Normalisation of the mirror map: psi is fixed only up to an affine term c0 + c1*A, which changes neither
+psi'' nor any Bregman divergence.  We return SymPy's iterated antiderivative with both constants of
+integration zero (``integrate(integrate(1/r, A), A)``), which gives exactly -log(A) for exp(W) and
+A*log(A)/4 - A/4 for W**2.  Where that antiderivative is not elementary (it contains Ei, polylog, an
+unevaluated Integral, ...) ``mirror_map`` is None.
+
+Domain and branch.  With ``domain=None`` the domain is chosen in this order, and stated in ``.domain`` and
+``.branch``:
+
+1. the whole real line, if g is real there and ``Eq(A, g)`` has exactly one real solution;
+2. the real line (minus 0 where g is singular there), if g is odd and has one sign on W > 0: the inverse is
+   the odd extension W = sign(A) * h(|A|) of the inverse h found on W > 0 (W**3, powerpropagation, 1/W);
+3. the positive half-line W > 0 (log W, W**2: the positive branch W = sqrt(A)).
+
+``domain="real"`` or ``domain="positive"`` forces a choice; :class:`~symact.errors.NoInverseError` is raised
+(when an A-side attribute is read) if g has no unique closed-form inverse there.
+
+>>> import symact
+>>> pa = symact.parameter_activation("exp(W)")
+>>> pa.derivative_in_A, pa.effective_learning_rate, pa.mirror_map
+(A, A**2, -log(A))
+>>> symact.parameter_activation("log(W)").derivative_in_A
+exp(-A)
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import sympy as sp
+from sympy.parsing.sympy_parser import parse_expr
+from tokenize import TokenError
+from types import MappingProxyType
+
+from .errors import FormulaError, NoInverseError, UnknownSymbolError
+
+__all__ = [
+    "ParameterActivation",
+    "SignedParametrization",
+    "AutoactivationTable",
+    "parameter_activation",
+    "signed_parametrization",
+    "autoactivation_table",
+    "parameter_activation_names",
+    "SEED_TABLE_ROWS",
+    "EXTRA_TABLE_ROWS",
+]
+
+#: The weight symbol every parameter activation is written in, and the activated-parameter symbol name.
+W = sp.Symbol("W", real=True)
+
+# Named parameter activations: name -> (formula in W, parameter defaults).
+_NAMED: dict[str, tuple[str, dict[str, Any]]] = {
+    "identity": ("W", {}),
+    "exp": ("exp(W)", {}),
+    "square": ("W**2", {}),
+    "log": ("log(W)", {}),
+    "reciprocal": ("1/W", {}),
+    "exp_exp": ("exp(exp(W))", {}),
+    "cube": ("W**3", {}),
+    "softplus": ("log(1 + exp(W))", {}),
+    # Powerpropagation (Schwarz et al. 2021): w = v * |v|**(alpha - 1).
+    "powerprop": ("W*Abs(W)**(alpha - 1)", {"alpha": 2}),
+}
+
+#: The seven rows of the seed's table, in its order.
+SEED_TABLE_ROWS = ("identity", "exp", "square", "log", "reciprocal", "exp_exp", "cube")
+#: Rows the issue adds to the seed's table.
+EXTRA_TABLE_ROWS = ("softplus", "powerprop")
+
+# Functions an antiderivative may contain and still count as elementary.
+_ELEMENTARY = (
+    sp.exp, sp.log, sp.Abs, sp.sign, sp.Piecewise,
+    sp.sin, sp.cos, sp.tan, sp.cot, sp.asin, sp.acos, sp.atan, sp.acot,
+    sp.sinh, sp.cosh, sp.tanh, sp.coth, sp.asinh, sp.acosh, sp.atanh, sp.acoth,
+)
+
+
+def parameter_activation_names() -> list[str]:
+    """Names accepted by :func:`parameter_activation` besides formulas."""
+    return list(_NAMED)
+
+
+def _is_elementary(expr: sp.Expr) -> bool:
+    if expr.has(sp.Integral):
+        return False
+    return all(isinstance(f, _ELEMENTARY) for f in expr.atoms(sp.Function))
+
+
+def _has_imaginary(expr: sp.Expr) -> bool:
+    return expr.has(sp.I) or expr.has(sp.nan) or expr.has(sp.zoo)
+
+
+@dataclass(frozen=True)
+class _InverseResult:
+    domain: sp.Set
+    inverse: sp.Expr          # in A
+    A: sp.Symbol
+    branch: str
+    derivative_in_A: sp.Expr  # g'(g^{-1}(A)), simplified
+    odd_extension: bool
+
+
+@dataclass(frozen=True, eq=False)
+class ParameterActivation:
+    """A parameter activation A = g(W) with its derived formulas (all SymPy expressions, computed lazily).
+
+    Attributes: ``name``, ``g`` (in ``W``), ``params`` (dict parameter Symbol -> default value),
+    ``requested_domain`` ("real", "positive" or None = automatic).  Derived (cached) attributes:
+    ``derivative``, ``domain``, ``range``, ``branch``, ``inverse``, ``A``, ``derivative_in_A``,
+    ``effective_learning_rate``, ``mirror_map``.  Expressions keep the parameters symbolic; use
+    :meth:`concrete` to substitute their values.
+
+    >>> pa = parameter_activation("W**2")
+    >>> pa.domain, pa.branch
+    (Interval.open(0, oo), 'W = sqrt(A) (the positive branch, W > 0)')
+    >>> pa.derivative_in_A, pa.mirror_map
+    (2*sqrt(A), A*(log(A) - 1)/4)
+    """
+
+    name: str
+    g: sp.Expr
+    params: Mapping[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    requested_domain: str | None = None
+
+    W = W  # class attribute: the weight symbol (real)
+
+    # ---------------------------------------------------------------- W side
+    @functools.cached_property
+    def derivative(self) -> sp.Expr:
+        """dA/dW = g'(W), in W (for odd g written through the even function g'(|W|) where that is simpler)."""
+        plain = sp.simplify(sp.diff(self.g, W))
+        if sp.simplify(self.g.subs(W, -W) + self.g) == 0:
+            wp = sp.Symbol("W", positive=True)
+            even = sp.simplify(sp.diff(self.g.subs(W, wp), wp)).subs(wp, sp.Abs(W))
+            if sp.count_ops(even) < sp.count_ops(plain):
+                return even
+        return plain
+
+    # ---------------------------------------------------------------- inverse
+    @functools.cached_property
+    def _inverse(self) -> _InverseResult | NoInverseError:
+        try:
+            return _find_inverse(self.g, self.requested_domain)
+        except NoInverseError as err:  # cached so repeated reads are cheap; re-raised by the accessors
+            return err
+
+    def _inv(self) -> _InverseResult:
+        result = self._inverse
+        if isinstance(result, NoInverseError):
+            raise NoInverseError(f"{self.name}: {result}")
+        return result
+
+    @property
+    def domain(self) -> sp.Set:
+        """The set of W on which the inverse (and everything in A) is valid."""
+        return self._inv().domain
+
+    @property
+    def A(self) -> sp.Symbol:
+        """The activated-parameter symbol; its assumptions (positive, real, nonzero) follow g's range."""
+        return self._inv().A
+
+    @property
+    def inverse(self) -> sp.Expr:
+        """W = g^{-1}(A) on :attr:`domain`, in :attr:`A`."""
+        return self._inv().inverse
+
+    @property
+    def branch(self) -> str:
+        """Which inverse branch was taken, and why, in words."""
+        return self._inv().branch
+
+    @functools.cached_property
+    def range(self) -> sp.Set | None:
+        """g(domain), or None where SymPy cannot compute it."""
+        from sympy.calculus.util import function_range
+
+        inv = self._inv()
+        try:
+            if isinstance(inv.domain, sp.Union) or inv.domain == sp.S.Reals - {0}:
+                parts = [function_range(self.g, W, d) for d in inv.domain.args]
+                return sp.Union(*parts)
+            return function_range(self.g, W, inv.domain)
+        except (NotImplementedError, ValueError, TypeError):
+            return None
+
+    @property
+    def derivative_in_A(self) -> sp.Expr:
+        """dA/dW written in A: g'(g^{-1}(A))."""
+        return self._inv().derivative_in_A
+
+    @functools.cached_property
+    def effective_learning_rate(self) -> sp.Expr:
+        """r(A) = g'(g^{-1}(A))**2: gradient descent on W moves A by -lr * r(A) * dL/dA + O(lr**2)."""
+        square = self.derivative_in_A**2
+        return min((sp.expand(square), sp.simplify(square), sp.powsimp(square)), key=sp.count_ops)
+
+    @functools.cached_property
+    def mirror_map(self) -> sp.Expr | None:
+        """psi(A) with psi'' = 1/r(A), integration constants zero; None if not elementary (see module doc)."""
+        inv = self._inv()
+        r = self.effective_learning_rate
+        if inv.odd_extension:
+            # r is even in A; compute psi on A > 0 and extend evenly, psi(A) = psi_+(|A|).
+            a_pos = sp.Dummy("a", positive=True)
+            psi = _double_antiderivative(1 / r.subs(inv.A, a_pos), a_pos)
+            return None if psi is None else psi.subs(a_pos, sp.Abs(inv.A))
+        return _double_antiderivative(1 / r, inv.A)
+
+    # ---------------------------------------------------------------- parameters
+    def concrete(self, expr: sp.Expr) -> sp.Expr:
+        """``expr`` with every parameter replaced by its value."""
+        return expr.subs(dict(self.params)) if self.params else expr
+
+    def subs(self, **params: Any) -> "ParameterActivation":
+        """A new ParameterActivation with parameter defaults replaced (``pa.subs(alpha=3)``)."""
+        by_name = {s.name: s for s in self.params}
+        unknown = sorted(set(params) - set(by_name))
+        if unknown:
+            raise UnknownSymbolError(
+                f"{self.name} has no parameter(s) {unknown}; its parameters are {sorted(by_name)}."
+            )
+        new = dict(self.params)
+        for key, value in params.items():
+            new[by_name[key]] = sp.sympify(value)
+        return ParameterActivation(self.name, self.g, MappingProxyType(new), self.requested_domain)
+
+    # ---------------------------------------------------------------- display
+    def __repr__(self) -> str:
+        pars = "".join(f", {s}={v}" for s, v in self.params.items())
+        dom = "" if self.requested_domain is None else f", domain={self.requested_domain!r}"
+        return f"ParameterActivation({self.name!r}, A = {self.g}{pars}{dom})"
+
+    def _repr_latex_(self) -> str:
+        text = rf"A = {sp.latex(self.g)},\quad \frac{{\partial A}}{{\partial W}} = {sp.latex(self.derivative)}"
+        try:
+            text += rf" = {sp.latex(self.derivative_in_A)}"
+        except NoInverseError:
+            pass
+        return f"$\\displaystyle {text}$"
+
+
+def _double_antiderivative(f: sp.Expr, a: sp.Symbol) -> sp.Expr | None:
+    first = sp.integrate(f, a)
+    if not _is_elementary(first):
+        return None
+    second = sp.integrate(first, a)
+    if not _is_elementary(second) or _has_imaginary(second):
+        return None
+    return sp.simplify(second)
+
+
+def _a_symbol(sign_expr: sp.Expr, nonzero: bool = False) -> sp.Symbol:
+    if sign_expr.is_positive:
+        return sp.Symbol("A", positive=True)
+    if sign_expr.is_negative:
+        return sp.Symbol("A", negative=True)
+    return sp.Symbol("A", real=True, nonzero=True) if nonzero else sp.Symbol("A", real=True)
+
+
+def _real_on_range(s: sp.Expr, a: sp.Symbol, g_dom: sp.Expr, w: sp.Symbol) -> bool:
+    """Whether s(A) is provably real for every A in g(domain) (a half-line range is tested as lo + P, P > 0)."""
+    if s.is_real:
+        return True
+    from sympy.calculus.util import function_range
+
+    try:
+        rng = function_range(g_dom, w, sp.S.Reals if not w.is_positive else sp.Interval.open(0, sp.oo))
+    except (NotImplementedError, ValueError, TypeError):
+        return False
+    if not isinstance(rng, sp.Interval):
+        return False
+    p = sp.Dummy("p", positive=True)
+    lo, hi = rng.inf, rng.sup
+    if lo.is_finite and hi is sp.oo and s.subs(a, lo + p).is_real:
+        return True
+    # Otherwise: real at sample points spread over the range (evidence, not proof; g itself is real there).
+    if lo.is_finite and hi.is_finite:
+        samples = [lo + (hi - lo) * t for t in (sp.Rational(1, 10), sp.Rational(1, 2), sp.Rational(9, 10))]
+    elif lo.is_finite:
+        samples = [lo + t for t in (sp.Rational(1, 100), 1, 10, 100)]
+    elif hi.is_finite:
+        samples = [hi - t for t in (sp.Rational(1, 100), 1, 10, 100)]
+    else:
+        samples = [-100, -1, 0, 1, 100]
+    for x in samples:
+        value = sp.N(s.subs(a, x), 30)
+        if not value.is_finite or abs(sp.im(value)) > 1e-25:
+            return False
+    return True
+
+
+def _real_solutions(g_dom: sp.Expr, w: sp.Symbol, a: sp.Symbol, strict: bool) -> list[sp.Expr] | None:
+    """Solutions W(A) of A = g(W) that are real for A of a's assumptions (None if solve gives up).
+
+    ``strict``: require provable realness on the whole range of g (used on the real line, where solve
+    also returns complex roots); otherwise only drop solutions that are explicitly complex."""
+    try:
+        sols = sp.solve(sp.Eq(a, g_dom), w)
+    except (NotImplementedError, ValueError, TypeError):
+        return None
+    keep = []
+    for s in sols:
+        if _has_imaginary(s) or s.has(sp.Piecewise):
+            continue
+        if strict and not _real_on_range(s, a, g_dom, w):
+            continue
+        if s.is_real is False or (w.is_positive and s.is_positive is False):
+            continue
+        keep.append(s)
+    return keep
+
+
+def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
+    if requested not in (None, "real", "positive"):
+        raise NoInverseError(f"domain={requested!r} is not supported; use 'real', 'positive' or None (automatic).")
+    wp = sp.Symbol("W", positive=True)
+    g_pos = g.subs(W, wp)
+    dg = sp.diff(g, W)
+    reasons = []
+
+    if requested in (None, "real"):
+        if g.is_real:
+            a = _a_symbol(g)
+            sols = _real_solutions(g, W, a, strict=True)
+            if sols is not None and len(sols) == 1:
+                inv = sols[0]
+                return _InverseResult(
+                    sp.S.Reals, inv, a, f"W = {inv} (g is injective on the real line)",
+                    sp.simplify(dg.subs(W, inv)), False,
+                )
+            reasons.append(
+                "on the real line A = g(W) has "
+                + ("no closed-form solution" if not sols else f"{len(sols)} real solutions {sols}")
+            )
+        else:
+            reasons.append("g is not real (or not defined) on the whole real line")
+        # Odd extension of the inverse found on W > 0.
+        if sp.simplify(g.subs(W, -W) + g) == 0 and (g_pos.is_positive or g_pos.is_negative):
+            a_pos = sp.Dummy("a", positive=True) if g_pos.is_positive else sp.Dummy("a", negative=True)
+            sols = _real_solutions(g_pos, wp, a_pos, strict=False)
+            if sols is not None and len(sols) == 1:
+                at0 = g.subs(W, 0)
+                singular = not (at0.is_finite and at0.is_real)
+                a = sp.Symbol("A", real=True, nonzero=True) if singular else sp.Symbol("A", real=True)
+                h = sols[0]
+                if g_pos.is_positive:
+                    inv = sp.sign(a) * h.subs(a_pos, sp.Abs(a))
+                else:
+                    inv = -sp.sign(a) * h.subs(a_pos, -sp.Abs(a))
+                simpler = sp.simplify(inv)
+                inv = inv if simpler.has(sp.Piecewise) else simpler  # keep sign(A)*h(|A|) over a Piecewise
+                deriv = sp.simplify(sp.diff(g_pos, wp).subs(wp, h).subs(a_pos, sp.Abs(a) if g_pos.is_positive else -sp.Abs(a)))
+                domain = sp.S.Reals - sp.FiniteSet(0) if singular else sp.S.Reals
+                return _InverseResult(
+                    domain, inv, a,
+                    f"W = sign(A)*({h.subs(a_pos, sp.Symbol('|A|'))}) (odd extension of the inverse on W > 0)",
+                    deriv, True,
+                )
+        if requested == "real":
+            raise NoInverseError(
+                f"A = {g} has no unique closed-form inverse on the real line ({'; '.join(reasons)}). "
+                "Pass domain='positive' to invert on W > 0 instead."
+            )
+
+    if g_pos.is_real is False:
+        raise NoInverseError(f"A = {g} is not real for W > 0; pass domain='real' or choose another g.")
+    a = _a_symbol(g_pos)
+    sols = _real_solutions(g_pos, wp, a, strict=False)
+    if sols is not None and len(sols) == 1:
+        inv = sols[0]
+        deriv = sp.simplify(sp.diff(g_pos, wp).subs(wp, inv))
+        return _InverseResult(
+            sp.Interval.open(0, sp.oo), inv, a, f"W = {inv} (the positive branch, W > 0)", deriv, False,
+        )
+    what = "no closed-form solution" if not sols else f"{len(sols)} solutions {sols} (g is not injective)"
+    reasons.append(f"on W > 0 A = g(W) has {what}")
+    raise NoInverseError(
+        f"A = {g} has no unique inverse: {'; '.join(reasons)}. Choose a g that is strictly monotone on "
+        "the real line or on W > 0 (A-side formulas need g^{-1})."
+    )
+
+
+def _safe_globals() -> dict[str, Any]:
+    """The vocabulary a formula string may use; every other name becomes a Symbol (then checked)."""
+    names = ["exp", "log", "sqrt", "Abs", "sign", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
+             "tanh", "asinh", "acosh", "atanh", "erf", "Max", "Min", "Piecewise", "Heaviside", "pi", "E",
+             "Integer", "Float", "Rational", "Symbol"]
+    env: dict[str, Any] = {n: getattr(sp, n) for n in names}
+    env["softplus"] = lambda z: sp.log(1 + sp.exp(z))
+    env["sigmoid"] = lambda z: 1 / (1 + sp.exp(-z))
+    return env
+
+
+def _parse(g: str | sp.Expr, params: Mapping[str, Any]) -> tuple[str, sp.Expr, dict[sp.Symbol, sp.Expr]]:
+    name = None
+    defaults: dict[str, Any] = {}
+    if isinstance(g, str) and g.strip() in _NAMED:
+        name = g.strip()
+        g, defaults = _NAMED[name]
+    values = {**defaults, **params}
+    symbols = {k: sp.Symbol(k, positive=True) if sp.sympify(v).is_positive else sp.Symbol(k, real=True)
+               for k, v in values.items()}
+    if isinstance(g, str):
+        try:
+            expr = parse_expr(g, local_dict={"W": W, **symbols}, global_dict=_safe_globals())
+        except (sp.SympifyError, SyntaxError, TypeError, TokenError) as err:
+            raise FormulaError(f"cannot parse parameter activation {g!r}: {err}. Write a formula in W, e.g. 'exp(W)'.") from err
+    else:
+        expr = sp.sympify(g)
+        # Accept a plain Symbol('W') (any assumptions) and the user's parameter symbols by name.
+        expr = expr.subs({s: W for s in expr.free_symbols if s.name == "W"})
+        expr = expr.subs({s: symbols[s.name] for s in expr.free_symbols if s.name in symbols})
+    if not isinstance(expr, sp.Expr):
+        raise FormulaError(f"{g!r} is not an expression in W.")
+    unknown = sorted(s.name for s in expr.free_symbols if s != W and s.name not in symbols)
+    if unknown:
+        raise UnknownSymbolError(
+            f"parameter activation {g!r} uses unknown symbol(s) {unknown}; write it in W and give each "
+            f"parameter a default, e.g. parameter_activation({str(g)!r}, {unknown[0]}=1)."
+        )
+    if W not in expr.free_symbols:
+        raise FormulaError(f"parameter activation {g!r} does not depend on W; write A as a formula in W.")
+    unused = sorted(set(params) - {s.name for s in expr.free_symbols})
+    if unused:
+        raise UnknownSymbolError(f"parameter(s) {unused} do not appear in {expr}; remove them or use them in the formula.")
+    pars = {symbols[k]: sp.sympify(v) for k, v in values.items() if symbols[k] in expr.free_symbols}
+    return (name or str(expr)), expr, pars
+
+
+def parameter_activation(g: str | sp.Expr, *, domain: str | None = None, **params: Any) -> ParameterActivation:
+    """Parameter activation A = g(W) from a formula in ``W`` or a name (:func:`parameter_activation_names`).
+
+    ``domain``: None (automatic, see the module docstring), ``"real"`` or ``"positive"``.
+    Keyword arguments give parameter defaults (``parameter_activation("powerprop", alpha=3)``).
+
+    >>> parameter_activation("exp(exp(W))").derivative_in_A
+    A*log(A)
+    >>> parameter_activation("powerprop").derivative_in_A
+    alpha*Abs(A)**((alpha - 1)/alpha)
+    """
+    if isinstance(g, str):
+        try:
+            return _parameter_activation_cached(g, domain, tuple(sorted(params.items())))
+        except TypeError:  # unhashable parameter value: build uncached
+            pass
+    name, expr, pars = _parse(g, params)
+    return ParameterActivation(name, expr, MappingProxyType(pars), domain)
+
+
+@functools.lru_cache(maxsize=256)
+def _parameter_activation_cached(g: str, domain: str | None, params: tuple) -> ParameterActivation:
+    # The objects are immutable and their derived formulas (inverse, mirror map: SymPy integration)
+    # are cached on them, so the same formula string can share one object.
+    name, expr, pars = _parse(g, dict(params))
+    return ParameterActivation(name, expr, MappingProxyType(pars), domain)
+
+
+# ============================================================== signed data
+@dataclass(frozen=True, eq=False)
+class SignedParametrization:
+    """A signed weight built from a positive parameter activation g (the seed's three remedies).
+
+    ``kind``:
+      * ``"difference"``:   A = g(Wp) - g(Wm)                 (concatenated positive and negative parts)
+      * ``"soft_sign"``:    A = tanh(k*S) * g(W)               (a learned softened sign S, sharpness k)
+      * ``"second_layer"``: A = sum_j V_j * g(W_j)             (a second linear layer over m positive weights;
+                                                              in matrix form A = V @ g(W))
+    ``expr`` is A in the symbols ``symbols`` (for "second_layer" one entry j of the sum, m = 1); ``gradients``
+    maps each symbol to dA/d(symbol).
+    """
+
+    kind: str
+    base: ParameterActivation
+    expr: sp.Expr
+    symbols: tuple[sp.Symbol, ...]
+
+    @functools.cached_property
+    def gradients(self) -> dict[sp.Symbol, sp.Expr]:
+        return {s: sp.simplify(sp.diff(self.expr, s)) for s in self.symbols}
+
+    def __repr__(self) -> str:
+        return f"SignedParametrization({self.kind!r}, A = {self.expr})"
+
+
+def signed_parametrization(g: str | sp.Expr | ParameterActivation, kind: str = "difference",
+                           **params: Any) -> SignedParametrization:
+    """The signed form ``kind`` ('difference', 'soft_sign', 'second_layer') of parameter activation g.
+
+    >>> signed_parametrization("exp(W)", "difference").expr
+    -exp(W_m) + exp(W_p)
+    """
+    base = g if isinstance(g, ParameterActivation) else parameter_activation(g, **params)
+    wp, wm = sp.Symbol("W_p", real=True), sp.Symbol("W_m", real=True)
+    if kind == "difference":
+        return SignedParametrization(kind, base, base.g.subs(W, wp) - base.g.subs(W, wm), (wp, wm))
+    if kind == "soft_sign":
+        s, k = sp.Symbol("S", real=True), sp.Symbol("k", positive=True)
+        return SignedParametrization(kind, base, sp.tanh(k * s) * base.g, (W, s))
+    if kind == "second_layer":
+        v = sp.Symbol("V", real=True)
+        return SignedParametrization(kind, base, v * base.g, (W, v))
+    raise FormulaError(f"unknown signed parametrization kind {kind!r}; use 'difference', 'soft_sign' or 'second_layer'.")
+
+
+# ============================================================== the table
+@dataclass(frozen=True, eq=False)
+class AutoactivationTable:
+    """The seed's table, computed: one row per parameter activation; ``markdown`` and ``latex`` renderings."""
+
+    rows: tuple[ParameterActivation, ...]
+    markdown: str
+    latex: str
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown
+
+    def _repr_latex_(self) -> str:
+        return self.latex
+
+    def __str__(self) -> str:
+        return self.markdown
+
+
+_COLUMNS = ("A", "dA/dW", "dA/dW in A", "r(A)", "mirror map psi(A)", "domain of W")
+
+
+def _domain_text(domain: sp.Set) -> str:
+    if domain == sp.S.Reals:
+        return "all real W"
+    if domain == sp.Interval.open(0, sp.oo):
+        return "W > 0"
+    if domain == sp.S.Reals - sp.FiniteSet(0):
+        return "W != 0"
+    return str(domain)
+
+
+def _row_values(pa: ParameterActivation) -> list[sp.Basic | str | None]:
+    try:
+        return [pa.g, pa.derivative, pa.derivative_in_A, pa.effective_learning_rate, pa.mirror_map, pa.domain]
+    except NoInverseError:
+        return [pa.g, pa.derivative, "no inverse", "", "", ""]
+
+
+def _markdown_cell(value: sp.Basic | str | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, sp.Set):
+        return _domain_text(value)
+    if isinstance(value, sp.Basic):
+        return "`" + str(value).replace("|", "\\|") + "`"  # a bare | would end the table cell
+    return value
+
+
+def _latex_cell(value: sp.Basic | str | None) -> str:
+    if value is None:
+        return r"\text{—}"
+    if isinstance(value, sp.Set):
+        return rf"W \in {sp.latex(value)}"
+    if isinstance(value, sp.Basic):
+        return sp.latex(value)
+    return rf"\text{{{value}}}"
+
+
+def autoactivation_table(rows: Iterable[str | sp.Expr | ParameterActivation] | None = None) -> AutoactivationTable:
+    """Derive the seed's table for ``rows`` (default: its seven rows, then softplus and powerpropagation).
+
+    Columns: A = g(W), dA/dW, dA/dW in terms of A, r(A), the mirror map psi, and the domain of W.
+    A mirror map shown as "—" is not elementary.
+
+    >>> print(autoactivation_table(["exp"]).markdown.splitlines()[2])
+    | `exp(W)` | `exp(W)` | `A` | `A**2` | `-log(A)` | all real W |
+    """
+    names = rows if rows is not None else SEED_TABLE_ROWS + EXTRA_TABLE_ROWS
+    pas = tuple(r if isinstance(r, ParameterActivation) else parameter_activation(r) for r in names)
+    md = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    tex = [r"\begin{array}{" + "l" * len(_COLUMNS) + "}",
+           r"A & \partial A/\partial W & \partial A/\partial W \text{ in } A & r(A) & \psi(A) & \text{domain} \\ \hline"]
+    for pa in pas:
+        vals = _row_values(pa)
+        md.append("| " + " | ".join(_markdown_cell(v) for v in vals) + " |")
+        tex.append(" & ".join(_latex_cell(v) for v in vals) + r" \\")
+    tex.append(r"\end{array}")
+    return AutoactivationTable(pas, "\n".join(md), "\n".join(tex))

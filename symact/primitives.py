@@ -1,0 +1,650 @@
+"""Numerically safe primitive functions and a rewrite pass that introduces them.
+
+Naive formulas for activations overflow or cancel in floating point even where the
+true function is tame: ``log(1 + exp(u))`` is ``inf`` for ``u >= 89`` in float32,
+``exp(u) - 1`` loses every digit for ``|u| < 1e-8``, ``1 + erf(u)`` is ``0`` for
+``u < -6``.  This module gives those building blocks names, so that the code
+generator (``numeric.printer``) can map each one to the fused, accurate library
+routine (``torch.nn.functional.softplus``, ``torch.special.expm1`` ...):
+
+=================  ==================================  ==============================
+primitive          meaning                             derivative (stays in the set)
+=================  ==================================  ==============================
+``Sigmoid(u)``     ``1/(1 + exp(-u))``                 ``Sigmoid(u)*Sigmoid(-u)``
+``Softplus(u)``    ``log(1 + exp(u))``                 ``Sigmoid(u)``
+``LogSigmoid(u)``  ``-log(1 + exp(-u))``               ``Sigmoid(-u)``
+``Log1p(u)``       ``log(1 + u)``                      ``1/(1 + u)``
+``Expm1(u)``       ``exp(u) - 1``                      ``Expm1(u) + 1`` (= ``exp(u)``)
+``NormalCdf(u)``   ``erfc(-u/sqrt(2))/2``              ``exp(-u**2/2)/sqrt(2*pi)``
+=================  ==================================  ==============================
+
+Every primitive evaluates to arbitrary precision with ``evalf`` (the working
+precision is raised by the number of bits a naive evaluation would cancel), and
+:func:`to_elementary` (or ``expr.rewrite(sympy.exp)``) turns an expression back into
+exp/log/erf for analysis.
+
+:func:`safe_form` maps naive patterns to primitives, and :func:`safe_derivative`
+differentiates and then picks, among equivalent forms, the one that is safest in
+floating point by the rule stated in :func:`hazards`.
+
+>>> import sympy
+>>> x = sympy.Symbol("x", real=True)
+>>> safe_form(sympy.log(1 + sympy.exp(x)))
+Softplus(x)
+>>> safe_form(x / (1 + sympy.exp(-x)))
+x*Sigmoid(x)
+>>> safe_derivative(x * Sigmoid(x), x)
+(x*Sigmoid(-x) + 1)*Sigmoid(x)
+>>> to_elementary(Softplus(x))
+log(exp(x) + 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import sympy
+from sympy import Add, Mul, Pow, S
+
+__all__ = [
+    "SafePrimitive",
+    "Sigmoid",
+    "Softplus",
+    "LogSigmoid",
+    "Log1p",
+    "Expm1",
+    "NormalCdf",
+    "PRIMITIVES",
+    "to_elementary",
+    "safe_form",
+    "safe_derivative",
+    "Hazards",
+    "hazards",
+]
+
+
+# --------------------------------------------------------------------------- evalf helpers
+def _dps(prec: int) -> int:
+    """Decimal digits carried by ``prec`` bits (as mpmath's prec_to_dps)."""
+    return max(1, int(round(int(prec) / 3.3219280948873626) - 1))
+
+
+def _magnitude_bits(value: sympy.Expr) -> int:
+    """Binary exponent of a nonzero real sympy Float (|value| ~ 2**result)."""
+    mpf = sympy.Float(value)._mpf_
+    sign, man, exp, bc = mpf
+    if man == 0:
+        return -(10**9)  # zero: "infinitely small"
+    return exp + bc
+
+
+def _numeric(expr: sympy.Expr, prec: int) -> sympy.Float | None:
+    """expr evaluated at ``prec`` bits, or None if it is not a real number."""
+    value = expr.evalf(_dps(prec) + 3)
+    if not value.is_Number or value.is_infinite:
+        return None
+    return sympy.Float(value, precision=prec + 10)
+
+
+def _log1p_evalf(arg: sympy.Expr, prec: int) -> sympy.Float | None:
+    """log(1 + arg) at ``prec`` bits, with working precision raised by log2(1/|arg|)."""
+    t = _numeric(arg, prec + 20)
+    if t is None:
+        return None
+    if t == 0:
+        return sympy.Float(0, precision=prec)
+    extra = max(0, -_magnitude_bits(t))
+    work = prec + 20 + extra
+    t = _numeric(arg, work)
+    one_plus = sympy.Float(1, precision=work) + t  # exact at `work` bits
+    return sympy.Float(sympy.log(one_plus).evalf(_dps(work)), precision=prec)
+
+
+def _expm1_evalf(arg: sympy.Expr, prec: int) -> sympy.Float | None:
+    """exp(arg) - 1 at ``prec`` bits, with working precision raised by log2(1/|arg|)."""
+    u = _numeric(arg, prec + 20)
+    if u is None:
+        return None
+    if u == 0:
+        return sympy.Float(0, precision=prec)
+    extra = max(0, -_magnitude_bits(u))
+    work = prec + 20 + extra
+    u = _numeric(arg, work)
+    value = sympy.exp(u).evalf(_dps(work)) - sympy.Float(1, precision=work)
+    return sympy.Float(value, precision=prec)
+
+
+# --------------------------------------------------------------------------- primitives
+class SafePrimitive(sympy.Function):
+    """Base class: a real function of one real argument with an elementary meaning."""
+
+    nargs = 1
+
+    def elementary(self) -> sympy.Expr:
+        """The same function written with exp/log/erf (for analysis and printing)."""
+        raise NotImplementedError  # each subclass defines its formula
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _eval_is_finite(self):
+        if self.args[0].is_finite:
+            return True
+        return None
+
+    def _eval_rewrite_as_exp(self, arg, **kwargs):
+        return self.func(arg).elementary()
+
+    def _eval_rewrite_as_log(self, arg, **kwargs):
+        return self.func(arg).elementary()
+
+    def _eval_rewrite_as_erfc(self, arg, **kwargs):
+        return self.func(arg).elementary()
+
+    def _eval_rewrite_as_erf(self, arg, **kwargs):
+        return self.func(arg).elementary()
+
+    def _eval_evalf(self, prec):
+        if not self.args[0].is_number:
+            return None
+        value = self._safe_evalf(prec)
+        return value
+
+    def _safe_evalf(self, prec: int):
+        # The argument is evaluated with guard bits first: a Float argument would
+        # otherwise fix the precision of the whole elementary formula.
+        u = _numeric(self.args[0], prec + 30)
+        if u is None:
+            return None
+        value = self.func(u, evaluate=False).elementary().evalf(_dps(prec + 30))
+        return sympy.Float(value, precision=prec)
+
+
+class Sigmoid(SafePrimitive):
+    """Logistic sigmoid ``1/(1 + exp(-u))``; ``d/du = Sigmoid(u)*Sigmoid(-u)``.
+
+    >>> import sympy
+    >>> Sigmoid(0)
+    1/2
+    >>> Sigmoid(sympy.Float(-800)).evalf(5)
+    3.6679e-348
+    """
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_zero:
+            return S.Half
+        if arg is S.Infinity:
+            return S.One
+        if arg is S.NegativeInfinity:
+            return S.Zero
+
+    def fdiff(self, argindex=1):
+        u = self.args[0]
+        return Sigmoid(u) * Sigmoid(-u)
+
+    def elementary(self):
+        return 1 / (1 + sympy.exp(-self.args[0]))
+
+    def _eval_is_positive(self):
+        if self.args[0].is_real:
+            return True
+        return None
+
+
+class Softplus(SafePrimitive):
+    """``log(1 + exp(u))``; ``d/du = Sigmoid(u)``.
+
+    >>> import sympy
+    >>> Softplus(sympy.Float(-800)).evalf(5)
+    3.6679e-348
+    """
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_zero:
+            return sympy.log(2)
+        if arg is S.Infinity:
+            return S.Infinity
+        if arg is S.NegativeInfinity:
+            return S.Zero
+
+    def fdiff(self, argindex=1):
+        return Sigmoid(self.args[0])
+
+    def elementary(self):
+        return sympy.log(1 + sympy.exp(self.args[0]))
+
+    def _eval_is_positive(self):
+        if self.args[0].is_real:
+            return True
+        return None
+
+    def _safe_evalf(self, prec):
+        u = _numeric(self.args[0], prec + 20)
+        if u is None:
+            return None
+        if u > 0:  # u + log1p(exp(-u)): no overflow of exp, no loss in the log
+            tail = _log1p_evalf(sympy.exp(-u), prec + 10)
+            return sympy.Float(u + tail, precision=prec)
+        return _log1p_evalf(sympy.exp(u), prec)
+
+
+class LogSigmoid(SafePrimitive):
+    """``log(Sigmoid(u)) = -Softplus(-u)``; ``d/du = Sigmoid(-u)``."""
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_zero:
+            return -sympy.log(2)
+
+    def fdiff(self, argindex=1):
+        return Sigmoid(-self.args[0])
+
+    def elementary(self):
+        return -sympy.log(1 + sympy.exp(-self.args[0]))
+
+    def _eval_is_negative(self):
+        if self.args[0].is_real:
+            return True
+        return None
+
+    def _safe_evalf(self, prec):
+        value = Softplus(-self.args[0], evaluate=False)._safe_evalf(prec)
+        return None if value is None else -value
+
+
+class Log1p(SafePrimitive):
+    """``log(1 + u)`` accurate for small ``u``; ``d/du = 1/(1 + u)``.
+
+    >>> import sympy
+    >>> Log1p(sympy.Float("1e-30", 30)).evalf(20)
+    1.0000000000000000000e-30
+    """
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_zero:
+            return S.Zero
+
+    def fdiff(self, argindex=1):
+        return 1 / (1 + self.args[0])
+
+    def elementary(self):
+        return sympy.log(1 + self.args[0])
+
+    def _eval_is_real(self):
+        u = self.args[0]
+        if u.is_real and (u + 1).is_positive:
+            return True
+        return None
+
+    def _safe_evalf(self, prec):
+        return _log1p_evalf(self.args[0], prec)
+
+
+class Expm1(SafePrimitive):
+    """``exp(u) - 1`` accurate for small ``u``; ``d/du = Expm1(u) + 1``.
+
+    >>> import sympy
+    >>> Expm1(sympy.Float("1e-30", 30)).evalf(20)
+    1.0000000000000000000e-30
+    """
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_zero:
+            return S.Zero
+
+    def fdiff(self, argindex=1):
+        return sympy.exp(self.args[0])
+
+    def elementary(self):
+        return sympy.exp(self.args[0]) - 1
+
+    def _safe_evalf(self, prec):
+        return _expm1_evalf(self.args[0], prec)
+
+
+class NormalCdf(SafePrimitive):
+    """Standard normal CDF ``erfc(-u/sqrt(2))/2``; ``d/du = exp(-u**2/2)/sqrt(2*pi)``.
+
+    Written with ``erfc`` it keeps full relative accuracy in the far left tail,
+    where ``(1 + erf(u/sqrt(2)))/2`` is exactly 0.
+
+    >>> import sympy
+    >>> NormalCdf(0)
+    1/2
+    """
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_zero:
+            return S.Half
+        if arg is S.Infinity:
+            return S.One
+        if arg is S.NegativeInfinity:
+            return S.Zero
+
+    def fdiff(self, argindex=1):
+        u = self.args[0]
+        return sympy.exp(-u**2 / 2) / sympy.sqrt(2 * sympy.pi)
+
+    def elementary(self):
+        return sympy.erfc(-self.args[0] / sympy.sqrt(2)) / 2
+
+    def _eval_is_positive(self):
+        if self.args[0].is_real:
+            return True
+        return None
+
+
+PRIMITIVES: tuple[type[SafePrimitive], ...] = (Sigmoid, Softplus, LogSigmoid, Log1p, Expm1, NormalCdf)
+
+
+def to_elementary(expr: sympy.Expr) -> sympy.Expr:
+    """Replace every safe primitive in ``expr`` by its exp/log/erfc formula.
+
+    >>> import sympy
+    >>> x = sympy.Symbol("x", real=True)
+    >>> to_elementary(Sigmoid(x) + Expm1(x))
+    exp(x) - 1 + 1/(1 + exp(-x))
+    """
+    return sympy.sympify(expr).replace(
+        lambda e: isinstance(e, SafePrimitive), lambda e: e.elementary()
+    )
+
+
+# --------------------------------------------------------------------------- rewrite pass
+def _split_const(add: sympy.Add) -> tuple[sympy.Expr, list[sympy.Expr]]:
+    const = S.Zero
+    rest = []
+    for term in add.args:
+        if term.is_number:
+            const += term
+        else:
+            rest.append(term)
+    return const, rest
+
+
+def _coeff_and_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
+    coeff, factor = term.as_coeff_Mul()
+    return coeff, factor
+
+
+def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Expr:
+    terms = list(expr.args)
+    changed = True
+    while changed:
+        changed = False
+        const = sum((t for t in terms if t.is_number), S.Zero)
+        for i, term in enumerate(terms):
+            if term.is_number:
+                continue
+            k, f = _coeff_and_factor(term)
+            replacement = None
+            # k*exp(u) - k -> k*Expm1(u)
+            if isinstance(f, sympy.exp) and const == -k and k != 0:
+                replacement = k * Expm1(f.args[0])
+            # k + k*erf(u) -> 2k*NormalCdf(sqrt(2)*u);  k - k*erf(u) -> 2k*NormalCdf(-sqrt(2)*u)
+            elif isinstance(f, sympy.erf) and k != 0 and const == k:
+                replacement = 2 * k * NormalCdf(sympy.expand(sympy.sqrt(2) * f.args[0]))
+            elif isinstance(f, sympy.erf) and k != 0 and const == -k:
+                replacement = 2 * const * NormalCdf(sympy.expand(-sympy.sqrt(2) * f.args[0]))
+            # 2m - m*erfc(u) -> 2m*NormalCdf(sqrt(2)*u)   (SymPy writes erfc(-u) this way)
+            elif isinstance(f, sympy.erfc) and k != 0 and const == -2 * k:
+                replacement = const * NormalCdf(sympy.expand(sympy.sqrt(2) * f.args[0]))
+            # k - k*NormalCdf(u) -> k*NormalCdf(-u)
+            elif isinstance(f, NormalCdf) and const == -k and k != 0:
+                replacement = const * NormalCdf(-f.args[0])
+            # k - k*Sigmoid(u) -> k*Sigmoid(-u)
+            elif isinstance(f, Sigmoid) and const == -k and k != 0:
+                replacement = const * Sigmoid(-f.args[0])
+            # k - k*tanh(u)**2 -> k*sech(u)**2
+            elif (
+                isinstance(f, Pow) and f.exp == 2 and isinstance(f.base, sympy.tanh)
+                and const == -k and k != 0
+            ):
+                replacement = const * sympy.sech(f.base.args[0]) ** 2
+            # k + k*tanh(u) -> 2k*Sigmoid(2u);  k - k*tanh(u) -> 2k*Sigmoid(-2u)
+            elif isinstance(f, sympy.tanh) and k != 0 and const == k:
+                replacement = 2 * k * Sigmoid(2 * f.args[0])
+            elif isinstance(f, sympy.tanh) and k != 0 and const == -k:
+                replacement = 2 * const * Sigmoid(-2 * f.args[0])
+            if replacement is not None:
+                rest = [t for j, t in enumerate(terms) if j != i and not t.is_number]
+                terms = rest + [replacement]
+                changed = True
+                break
+    result = Add(*terms)
+    if rationalise and isinstance(result, Add):
+        result = _rationalise(result, inputs)
+    return result
+
+
+def _rationalise(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
+    """k*sqrt(A) + k*T -> k*Piecewise((sqrt(A) + T, T >= 0), ((A - T**2)/(sqrt(A) + |T|), True)).
+
+    Applied when ``A - T**2`` no longer depends on the inputs (e.g. SquarePlus,
+    ``sqrt(x**2 + b) + x``): the sum cancels where ``T < 0`` and the rationalised
+    quotient has no difference of nearly equal numbers there.
+    """
+    for i, term in enumerate(expr.args):
+        k, f = _coeff_and_factor(term)
+        if not (isinstance(f, Pow) and f.exp == S.Half and f.base.has(*inputs)):
+            continue
+        radicand = f.base
+        t = Add(*[a for j, a in enumerate(expr.args) if j != i]) / k
+        if not t.has(*inputs) or not t.is_real:
+            continue
+        difference = sympy.expand(radicand - t**2)
+        if difference.has(*inputs):
+            continue
+        # on T < 0, sqrt(A) - T is written sqrt(A) + |T|: SymPy then knows it is positive,
+        # so the printer need not mask the branch (|T| is not used on T >= 0, where its
+        # derivative sign(T) would be wrong at T = 0)
+        return k * sympy.Piecewise(
+            (sympy.sqrt(radicand) + t, t >= 0),
+            (difference / (sympy.sqrt(radicand) + sympy.Abs(t)), True),
+        )
+    return expr
+
+
+def _is_sqrt2_scaling(arg: sympy.Expr) -> bool:
+    """erfc(w) with w = -u/sqrt(2) for a u free of sqrt(2): map it to 2*NormalCdf(u)."""
+    u = sympy.expand(-sympy.sqrt(2) * arg)
+    return not u.has(sympy.sqrt(2))
+
+
+def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.Expr:
+    if isinstance(expr, sympy.log):
+        (arg,) = expr.args
+        if isinstance(arg, Sigmoid):
+            return LogSigmoid(arg.args[0])
+        if isinstance(arg, Add):
+            const, rest = _split_const(arg)
+            if const == 1 and rest:
+                r = Add(*rest)
+                if isinstance(r, sympy.exp):
+                    return Softplus(r.args[0])
+                return Log1p(r)
+        return expr
+    if isinstance(expr, Pow) and isinstance(expr.base, Add) and expr.exp.is_negative:
+        const, rest = _split_const(expr.base)
+        if const == 1 and len(rest) == 1 and isinstance(rest[0], sympy.exp):
+            return Sigmoid(-rest[0].args[0]) ** (-expr.exp)
+        return expr
+    if isinstance(expr, sympy.erfc) and _is_sqrt2_scaling(expr.args[0]):
+        return 2 * NormalCdf(sympy.expand(-sympy.sqrt(2) * expr.args[0]))
+    if isinstance(expr, Add):
+        return _rewrite_add(expr, rationalise, inputs)
+    return expr
+
+
+def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
+    """Rewrite naive floating-point patterns in ``expr`` into safe primitives.
+
+    Rules (applied bottom-up, each exact as an identity of real functions):
+
+    * ``log(1 + exp(u)) -> Softplus(u)``, ``log(1 + u) -> Log1p(u)``,
+      ``log(Sigmoid(u)) -> LogSigmoid(u)``;
+    * ``(1 + exp(w))**(-n) -> Sigmoid(-w)**n`` (so ``x/(1 + exp(-x)) -> x*Sigmoid(x)``);
+    * ``k*exp(u) - k -> k*Expm1(u)``;
+    * ``k + k*erf(u) -> 2k*NormalCdf(sqrt(2)*u)`` (the ``1 + erf(u) = erfc(-u)`` rule
+      in the form that names the Gaussian CDF), ``k - k*erf(u) -> 2k*NormalCdf(-sqrt(2)*u)``,
+      ``2 - erfc(u) -> 2*NormalCdf(sqrt(2)*u)``, ``erfc(-u/sqrt(2)) -> 2*NormalCdf(u)``;
+    * ``k - k*Sigmoid(u) -> k*Sigmoid(-u)``, ``k - k*NormalCdf(u) -> k*NormalCdf(-u)``, ``k - k*tanh(u)**2 -> k*sech(u)**2``,
+      ``k +- k*tanh(u) -> 2k*Sigmoid(+-2u)``;
+    * ``sqrt(A) + T`` with ``A - T**2`` free of the inputs ->
+      ``Piecewise((sqrt(A) + T, T >= 0), ((A - T**2)/(sqrt(A) + |T|), True))``
+      (not inside an existing Piecewise, so the pass is idempotent);
+    * ``sinc(u) -> Piecewise((sin(u)/u, Ne(u, 0)), (1, True))`` (SymPy differentiates
+      ``sinc`` into ``cos(u)/u - sin(u)/u**2``, which is 0/0 at 0).
+
+    ``inputs`` are the symbols the rationalisation rule watches (default: all free
+    symbols named ``x`` or ``v``).
+
+    >>> import sympy
+    >>> x = sympy.Symbol("x", real=True)
+    >>> safe_form(x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2)
+    x*NormalCdf(x)
+    >>> safe_form((x + sympy.sqrt(x**2 + 4)) / 2)
+    Piecewise((x + sqrt(x**2 + 4), x >= 0), (4/(sqrt(x**2 + 4) + Abs(x)), True))/2
+    """
+    expr = sympy.sympify(expr)
+    if inputs is None:
+        inputs = tuple(s for s in expr.free_symbols if s.name in ("x", "v"))
+    inputs = tuple(inputs)
+
+    def walk(e: sympy.Expr, rationalise: bool) -> sympy.Expr:
+        if e.is_Atom:
+            return e
+        if isinstance(e, sympy.sinc):  # sin(u)/u with its limit at 0 made explicit
+            u = walk(e.args[0], rationalise)
+            return sympy.Piecewise((sympy.sin(u) / u, sympy.Ne(u, 0)), (1, True))
+        if isinstance(e, sympy.Piecewise):
+            pieces = [(walk(v, False), c) for v, c in e.args]
+            return sympy.Piecewise(*pieces)
+        args = [walk(a, rationalise) for a in e.args]
+        rebuilt = e.func(*args) if args != list(e.args) else e
+        if rebuilt.is_Atom:
+            return rebuilt
+        new = _rewrite_node(rebuilt, rationalise, inputs)
+        if new != rebuilt:
+            return walk(new, rationalise)
+        return new
+
+    return walk(expr, True)
+
+
+# --------------------------------------------------------------------------- safety rule
+_BOUNDED = (sympy.sin, sympy.cos, sympy.tanh, sympy.atan, sympy.erf, sympy.erfc, Sigmoid, NormalCdf,
+            sympy.sech)
+
+
+@dataclass(frozen=True)
+class Hazards:
+    """Floating-point hazards of an expression, compared lexicographically (fewer is safer).
+
+    ``overflow``: ``exp``/``cosh``/``sinh`` whose argument is not bounded above on the
+    reals (their value can overflow before the expression does), plus ``log`` of a
+    non-primitive (can see 0 or ``inf``);
+    ``cancellation``: sums that contain both a positive and a negative term which
+    depend on the input, other than inside a primitive (a difference of nearly
+    equal numbers loses digits);
+    ``size``: ``count_ops``, only the last tie-break.
+    """
+
+    overflow: int
+    cancellation: int
+    size: int
+
+    def key(self) -> tuple[int, int, int]:
+        return (self.overflow, self.cancellation, self.size)
+
+
+def _bounded_above(u: sympy.Expr, inputs) -> bool:
+    """Sufficient test that ``u`` (an exponent) is bounded above on the reals."""
+    if not u.has(*inputs):
+        return True
+    if isinstance(u, Mul) and u.args[0].is_number and u.args[0].is_negative:
+        rest = Mul(*u.args[1:])
+        if rest.is_nonnegative:
+            return True
+    if u.is_nonpositive:
+        return True
+    if len(inputs) == 1:
+        try:
+            poly = sympy.Poly(u, inputs[0])
+        except sympy.PolynomialError:
+            return False
+        degree = poly.degree()
+        lead = poly.LC()
+        return degree % 2 == 0 and degree > 0 and lead.is_number and lead.is_negative
+    return False
+
+
+def hazards(expr: sympy.Expr, inputs: tuple | None = None) -> Hazards:
+    """Count the floating-point hazards of ``expr`` (see :class:`Hazards`)."""
+    expr = sympy.sympify(expr)
+    if inputs is None:
+        inputs = tuple(s for s in expr.free_symbols if s.name in ("x", "v"))
+    overflow = 0
+    cancellation = 0
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, sympy.exp) and not _bounded_above(e.args[0], inputs):
+            overflow += 1
+        if isinstance(e, (sympy.cosh, sympy.sinh)) and e.args[0].has(*inputs):
+            overflow += 1
+        if isinstance(e, sympy.log) and e.args[0].has(*inputs):
+            overflow += 1
+        if isinstance(e, Add):
+            signs = set()
+            for term in e.args:
+                if term.has(*inputs):
+                    coeff = term.as_coeff_Mul()[0]
+                    signs.add(bool(coeff.is_negative))
+            if len(signs) == 2:
+                cancellation += 1
+        stack.extend(e.args)
+    return Hazards(overflow, cancellation, int(sympy.count_ops(expr)))
+
+
+def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
+    forms = [derivative]
+    for transform in (sympy.factor_terms, sympy.together, sympy.cancel):
+        try:
+            forms.append(safe_form(transform(derivative), inputs))
+        except (sympy.PolynomialError, TypeError, ValueError):
+            continue
+    return forms
+
+
+def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None = None) -> sympy.Expr:
+    """d expr / d symbol, in the form with the fewest floating-point hazards.
+
+    The expression is first put in :func:`safe_form`; SymPy differentiates it (the
+    primitives' derivatives stay in the safe vocabulary), ``DiracDelta`` terms are
+    dropped (they vanish almost everywhere, which is what a sampled derivative
+    sees), and the result is put in safe form again.  Among that form and its
+    ``factor_terms``/``together``/``cancel`` variants (each re-made safe) the one
+    with the smallest :func:`hazards` key (overflow-prone exps, then cancelling
+    sums, then operation count) is returned.
+
+    >>> import sympy
+    >>> x = sympy.Symbol("x", real=True)
+    >>> safe_derivative(sympy.tanh(x), x)
+    sech(x)**2
+    """
+    expr = sympy.sympify(expr)
+    if inputs is None:
+        inputs = tuple(s for s in expr.free_symbols if s.name in ("x", "v"))
+    inputs = tuple(inputs) or (symbol,)
+    raw = sympy.diff(safe_form(expr, inputs), symbol)
+    raw = raw.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
+    base = safe_form(raw, inputs)
+    forms = _candidates(base, inputs)
+    return min(forms, key=lambda f: hazards(f, inputs).key())

@@ -1,0 +1,333 @@
+r"""Smoothing by convolution with approximate identities (SymPy only).
+
+For a piecewise-polynomial :math:`f` (relu, leaky_relu, abs, heaviside, hardtanh, relu6, any
+``Piecewise`` of polynomials in x) and a kernel :math:`k_\sigma(t) = k(t/\sigma)/\sigma` that tends
+to the Dirac delta as :math:`\sigma \to 0`,
+
+.. math::  (f * k_\sigma)(x) = \int_{-\infty}^{\infty} f(x - t)\, k_\sigma(t)\, dt
+
+is smooth and tends to :math:`f` (Biswas et al., "SAU: Smooth activation function using convolution
+with approximate identities").  It is computed exactly, piece by piece: on a piece
+:math:`[a, b]` where :math:`f = P` (a polynomial),
+
+.. math::  \int_{x-b}^{x-a} P(x - t)\, k_\sigma(t)\, dt = \sum_j d_j(x)\,[G_j(x-a) - G_j(x-b)],
+           \qquad P(x - t) = \sum_j d_j(x)\, t^j,
+
+with :math:`G_j` an antiderivative of :math:`t^j k_\sigma(t)`; an infinite end uses the limit of
+:math:`G_j` at :math:`\pm\infty`, and when that limit is infinite the convolution diverges
+(:class:`~symact.errors.DivergentIntegralError`).
+
+Kernels (``width`` = :math:`\sigma > 0`, the scale):
+
+* ``gaussian``: :math:`e^{-t^2/2\sigma^2}/(\sigma\sqrt{2\pi})`; :math:`G_j` by SymPy ``integrate`` (erf, exp);
+* ``logistic``: :math:`e^{-t/\sigma}/(\sigma(1+e^{-t/\sigma})^2)`; :math:`G_j` by parts (sigmoid, log, polylog);
+* ``uniform``: :math:`1/(2\sigma)` on :math:`[-\sigma, \sigma]`; :math:`G_j` exact with ``Min``/``Max`` clipping;
+* ``cauchy``: :math:`\sigma/(\pi(t^2+\sigma^2))`; :math:`G_j` by SymPy ``integrate`` (atan, log).
+
+The logistic antiderivatives come from integration by parts,
+:math:`\int_{-\infty}^{v} u^m \mathrm{sigmoid}(u)\,du = -\sum_{i=0}^{m} (-1)^{i} \frac{m!}{(m-i)!} v^{m-i}
+\mathrm{Li}_{i+1}(-e^{v})` (:math:`\mathrm{Li}_1(-e^v) = -\log(1+e^v)`), which SymPy's ``integrate``
+does not find on its own; ``tests/test_smooth.py`` checks them by differentiation.
+
+Identities (proven in ``tests/test_smooth.py`` with ``simplify(difference) == 0``):
+
+* leaky_relu * Gaussian = SAU: :math:`\frac{(1-\alpha)\sigma}{\sqrt{2\pi}} e^{-x^2/2\sigma^2}
+  + \frac{1+\alpha}{2}x + \frac{1-\alpha}{2} x\,\mathrm{erf}(x/\sqrt2\sigma)`;
+* :math:`x\cdot`(heaviside * Gaussian with :math:`\sigma = 1`) = GELU;
+* relu * logistic (:math:`\sigma = 1`) = softplus.
+
+>>> import sympy
+>>> x = sympy.Symbol("x", real=True)
+>>> convolve_expression(sympy.Max(0, x), "logistic", 1)
+log(exp(x) + 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import sympy
+
+from symact.errors import DivergentIntegralError, DomainError, FormulaError
+
+__all__ = [
+    "KERNELS",
+    "Piece",
+    "kernel_density",
+    "kernel_antiderivative",
+    "piecewise_polynomial",
+    "convolve_expression",
+    "convolve",
+]
+
+KERNELS = ("gaussian", "logistic", "uniform", "cauchy")
+
+_X = sympy.Symbol("x", real=True)
+_T = sympy.Symbol("t", real=True)
+_SIGMA = sympy.Symbol("sigma", positive=True)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """``f(x) = polynomial`` for ``lower < x < upper`` (ends may be -oo/oo)."""
+
+    lower: sympy.Expr
+    upper: sympy.Expr
+    polynomial: sympy.Expr
+
+
+def _check_kernel(kernel: str) -> str:
+    if kernel not in KERNELS:
+        raise DomainError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
+    return kernel
+
+
+def kernel_density(kernel: str, width=_SIGMA, t: sympy.Symbol = _T) -> sympy.Expr:
+    """The kernel's density :math:`k_\\sigma(t)` (integrates to 1; see the module table)."""
+    kernel = _check_kernel(kernel)
+    s = sympy.sympify(width)
+    if kernel == "gaussian":
+        return sympy.exp(-t**2 / (2 * s**2)) / (s * sympy.sqrt(2 * sympy.pi))
+    if kernel == "logistic":
+        return sympy.exp(-t / s) / (s * (1 + sympy.exp(-t / s)) ** 2)
+    if kernel == "uniform":
+        return sympy.Piecewise((1 / (2 * s), (t >= -s) & (t <= s)), (0, True))
+    return s / (sympy.pi * (t**2 + s**2))
+
+
+def _logistic_sigmoid_moment(m: int, v: sympy.Expr) -> sympy.Expr:
+    """int_{-oo}^{v} u^m sigmoid(u) du, by parts down to polylogs."""
+    total = sympy.Integer(0)
+    for i in range(m + 1):
+        li = -sympy.log(1 + sympy.exp(v)) if i == 0 else sympy.polylog(i + 1, -sympy.exp(v))
+        total += (-1) ** (i + 1) * sympy.factorial(m) / sympy.factorial(m - i) * v ** (m - i) * li
+    return total
+
+
+@lru_cache(maxsize=256)
+def _antiderivative(kernel: str, j: int, s: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
+    """(G_j(t), G_j(-oo), G_j(+oo)) for t^j k_s(t); infinite limits are returned as +-oo/zoo/nan."""
+    t = _T
+    if kernel == "gaussian":
+        c = sympy.Dummy("c", real=True)
+        # simplify here: the raw result hides removable 1/t factors that break evaluation at t = 0
+        G = sympy.simplify(sympy.integrate(t**j * kernel_density(kernel, s, t), (t, -sympy.oo, c)).subs(c, t))
+        full = sympy.integrate(t**j * kernel_density(kernel, s, t), (t, -sympy.oo, sympy.oo))
+        return G, sympy.Integer(0), sympy.simplify(full)
+    if kernel == "logistic":
+        sig = 1 / (1 + sympy.exp(-t / s))
+        if j == 0:
+            G = sig
+        else:
+            # G_j = t^j sigmoid(t/s) - j s^j int_{-oo}^{t/s} u^(j-1) sigmoid(u) du
+            G = t**j * sig - j * s**j * _logistic_sigmoid_moment(j - 1, t / s)
+        if j == 0:
+            full = sympy.Integer(1)
+        elif j % 2:
+            full = sympy.Integer(0)
+        else:  # E[t^j] = s^j pi^j (2^j - 2) |B_j| for the logistic distribution
+            full = s**j * sympy.pi**j * (2**j - 2) * abs(sympy.bernoulli(j))
+        return G, sympy.Integer(0), full
+    if kernel == "uniform":
+        clipped = sympy.Min(sympy.Max(t, -s), s)
+        G = (clipped ** (j + 1) - (-s) ** (j + 1)) / ((j + 1) * 2 * s)
+        return G, sympy.Integer(0), sympy.simplify((s ** (j + 1) - (-s) ** (j + 1)) / ((j + 1) * 2 * s))
+    # cauchy
+    if j == 0:
+        G = sympy.Rational(1, 2) + sympy.atan(t / s) / sympy.pi
+    else:
+        G = sympy.simplify(sympy.integrate(t**j * kernel_density(kernel, s, t), t))
+    return G, sympy.limit(G, t, -sympy.oo), sympy.limit(G, t, sympy.oo)
+
+
+def kernel_antiderivative(kernel: str, j: int, width=_SIGMA) -> sympy.Expr:
+    r"""An antiderivative :math:`G_j(t)` of :math:`t^j k_\sigma(t)` in ``t = Symbol('t', real=True)``
+    (normalised to vanish at :math:`-\infty` where that limit is finite)."""
+    return _antiderivative(_check_kernel(kernel), int(j), sympy.sympify(width))[0]
+
+
+def _tail_decay(kernel: str) -> str:
+    return {"cauchy": "like |t|^-2 (no finite moments of order >= 1)"}.get(kernel, "faster than any power")
+
+
+def piecewise_polynomial(f: sympy.Expr, x: sympy.Symbol = _X) -> tuple[Piece, ...]:
+    """Split ``f`` (Max/Min/Abs/Heaviside/sign/Piecewise of polynomials in x) into polynomial pieces.
+
+    Break points must not depend on parameters (write ``leaky_relu`` as
+    ``Max(0, x) + alpha*Min(0, x)`` rather than ``Max(x, alpha*x)`` to keep alpha symbolic)."""
+    expr = sympy.piecewise_fold(sympy.sympify(f).rewrite(sympy.Piecewise))
+    conditions = [cond for _, cond in expr.args] if isinstance(expr, sympy.Piecewise) else []
+    points: set = set()
+    for cond in conditions:
+        if cond in (sympy.true, sympy.false):
+            continue
+        extra = cond.free_symbols - {x}
+        if extra:
+            raise FormulaError(
+                f"the break points of {f} depend on {sorted(map(str, extra))} (condition {cond}); give those "
+                "parameters values, or write the function so that its pieces switch at fixed x "
+                "(e.g. Max(0, x) + alpha*Min(0, x) for leaky ReLU)")
+        try:
+            region = cond.as_set()
+        except (NotImplementedError, TypeError) as exc:
+            raise FormulaError(f"cannot read the region {cond} of {f}: {exc}") from exc
+        for point in region.boundary:
+            if point.is_finite:
+                points.add(point)
+    cuts = sorted(points, key=lambda p: float(p))
+    ends = [-sympy.oo, *cuts, sympy.oo]
+    pieces = []
+    for lower, upper in zip(ends, ends[1:]):
+        if lower is -sympy.oo and upper is sympy.oo:
+            probe = sympy.Integer(0)
+        elif lower is -sympy.oo:
+            probe = upper - 1
+        elif upper is sympy.oo:
+            probe = lower + 1
+        else:
+            probe = (lower + upper) / 2
+        value = _piece_at(expr, x, probe)
+        if value.has(sympy.Piecewise, sympy.Heaviside, sympy.Abs, sympy.Max, sympy.Min, sympy.sign):
+            raise FormulaError(f"could not resolve the piece of {f} on ({lower}, {upper}); got {value}")
+        try:
+            sympy.Poly(value, x)
+        except sympy.PolynomialError as exc:
+            raise FormulaError(
+                f"{f} is {value} on ({lower}, {upper}), not a polynomial in x: convolve handles piecewise "
+                "polynomials (relu, leaky_relu, abs, heaviside, hardtanh, relu6, ...)") from exc
+        if pieces and sympy.simplify(pieces[-1].polynomial - value) == 0:
+            pieces[-1] = Piece(pieces[-1].lower, upper, pieces[-1].polynomial)  # merge equal neighbours
+        else:
+            pieces.append(Piece(lower, upper, sympy.expand(value)))
+    return tuple(pieces)
+
+
+def _piece_at(expr: sympy.Expr, x: sympy.Symbol, probe: sympy.Expr) -> sympy.Expr:
+    if not isinstance(expr, sympy.Piecewise):
+        return expr
+    for value, cond in expr.args:
+        if bool(cond.subs(x, probe)):
+            return _piece_at(value, x, probe) if isinstance(value, sympy.Piecewise) else value
+    raise FormulaError(f"{expr} is undefined at x = {probe}; add a default (True) branch")
+
+
+def _positive_width(width) -> sympy.Expr:
+    if width is None:
+        return _SIGMA
+    w = sympy.sympify(width)
+    if isinstance(w, sympy.Symbol) and not w.is_positive:
+        return sympy.Symbol(w.name, positive=True)  # the scale is positive by definition
+    if w.is_number and not (w.is_real and w.is_positive):
+        raise DomainError(f"width must be positive, got {width}; it is the kernel's scale sigma")
+    return w
+
+
+def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol = _X) -> sympy.Expr:
+    r"""The closed form of :math:`(f * k_\sigma)(x)` as a simplified SymPy expression.
+
+    ``f``: a SymPy expression in ``x`` (piecewise polynomial); ``width``: a positive number or
+    symbol (default ``Symbol('sigma', positive=True)``; a symbol without that assumption is
+    replaced by a positive one of the same name).  Raises
+    :class:`~symact.errors.DivergentIntegralError` when an unbounded piece grows faster than the
+    kernel's tails allow (relu, abs, leaky_relu with the Cauchy kernel).
+    """
+    kernel = _check_kernel(kernel)
+    s = _positive_width(width)
+    f = sympy.sympify(f)
+    if isinstance(width, sympy.Symbol) and s != width:
+        f = f.subs(width, s)
+    pieces = piecewise_polynomial(f, x)
+    total = sympy.Integer(0)
+    t = _T
+    for piece in pieces:
+        shifted = sympy.Poly(sympy.expand(piece.polynomial.subs(x, x - t)), t)
+        for (j,), coeff in shifted.terms():
+            G, at_minus, at_plus = _antiderivative(kernel, j, s)
+            upper = at_plus if piece.lower is -sympy.oo else G.subs(t, x - piece.lower)
+            lower = at_minus if piece.upper is sympy.oo else G.subs(t, x - piece.upper)
+            for limit, side in ((upper, "+"), (lower, "-")):
+                if limit.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
+                    direction = "+inf" if side == "+" else "-inf"
+                    raise DivergentIntegralError(
+                        f"the convolution of {f} with the {kernel} kernel diverges: on ({piece.lower}, {piece.upper}) "
+                        f"f grows like |x|^{sympy.Poly(piece.polynomial, x).degree()}, and t^{j} k(t) is not integrable "
+                        f"towards {direction} because the {kernel} kernel decays {_tail_decay(kernel)}. Use a kernel "
+                        "with finite moments (gaussian, logistic, uniform) or a bounded f (heaviside, hardtanh, relu6)")
+            total += coeff * (upper - lower)
+    return _tidy(total, kernel)
+
+
+def _has_x_denominator(expr: sympy.Expr, x: sympy.Symbol = _X) -> bool:
+    """True if some factor 1/D(x) with D not provably positive appears: simplify likes to create
+    removable 0/0 points such as 1/(x - 1); 1/(1 + exp(-x)) and the like are allowed."""
+    return any(isinstance(node, sympy.Pow) and node.exp.is_negative and x in node.base.free_symbols
+               and node.base.is_positive is not True for node in sympy.preorder_traversal(expr))
+
+
+def _tidy(expr: sympy.Expr, kernel: str) -> sympy.Expr:
+    """Simplify, keeping the form free of denominators in x (no removable 0/0 points)."""
+    expr = sympy.expand(expr)
+    if kernel == "logistic":
+        # polylog(1, z) = -log(1 - z)
+        expr = expr.replace(lambda e: isinstance(e, sympy.polylog) and e.args[0] == 1,
+                            lambda e: -sympy.log(1 - e.args[1]))
+    if kernel == "gaussian":
+        expr = sympy.expand(expr.rewrite(sympy.erf))
+    special = sorted(expr.atoms(sympy.erf, sympy.atan, sympy.log, sympy.polylog, sympy.Min, sympy.Max), key=sympy.default_sort_key)
+    collected = sympy.collect(expr, special, evaluate=True)
+    candidates = [expr, collected, sympy.powsimp(collected, combine="exp")]
+    simplified = sympy.simplify(expr)
+    candidates += [simplified, sympy.expand_log(simplified, force=True)]
+    candidates = [c for c in candidates if not _has_x_denominator(c)] or [expr]
+    return min(candidates, key=lambda c: (_has_symbolic_power(c), sympy.count_ops(c), len(str(c))))
+
+
+def _has_symbolic_power(expr: sympy.Expr, x: sympy.Symbol = _X) -> bool:
+    """(1 + exp(x/s))**s style powers overflow in floating point for small s; prefer s*log(...)."""
+    return any(isinstance(node, sympy.Pow) and not node.exp.is_number and x in node.base.free_symbols
+               for node in sympy.preorder_traversal(expr))
+
+
+def convolve(f, kernel: str = "gaussian", width=None):
+    r"""The smoothed activation :math:`f * k_\sigma` (see the module docstring).
+
+    ``f``: an Activation, a catalogue name / formula (through ``symact.activation``), or a SymPy
+    expression in ``x``.  ``width``: a positive number, a symbol, or ``None`` for a parameter
+    ``sigma`` (``width`` if ``f`` already has a ``sigma``) with default value 1.  The result is an
+    Activation whose expression is the closed form; its parameters are ``f``'s (kept symbolic
+    when ``f``'s break points do not depend on them, otherwise ``f`` is used at its parameter
+    values) plus the width.  ``result.derivative()`` is :math:`f' * k_\sigma`.
+
+    >>> import symact
+    >>> convolve("relu", "logistic").concrete_expr
+    log(exp(x) + 1)
+    """
+    import symact
+
+    factory = getattr(symact, "activation", None)
+    if isinstance(f, str):
+        f = factory(f) if factory is not None else sympy.sympify(f, locals={"x": _X})
+    if hasattr(f, "expr") and hasattr(f, "params"):
+        name, params = getattr(f, "name", "f"), dict(f.params)
+        if width is None and any(p.name == "sigma" for p in params):
+            width = sympy.Symbol("width", positive=True)
+        try:
+            expr = convolve_expression(f.expr, kernel, width)
+        except FormulaError:
+            # break points that move with a parameter (hardtanh's min_val/max_val): use the values
+            expr, params = convolve_expression(f.concrete_expr, kernel, width), {}
+    else:
+        name, params = "f", {}
+        expr = convolve_expression(f, kernel, width)
+    if factory is None:
+        return expr
+    s = _positive_width(width)
+    if isinstance(s, sympy.Symbol):
+        params[s] = sympy.Integer(1)
+    names = {symbol.name for symbol in expr.free_symbols}
+    act = factory(expr, **{p.name: value for p, value in params.items() if p.name in names})
+    import dataclasses
+
+    return dataclasses.replace(act, name=f"{name}*{kernel}",
+                               source=f"{name} convolved with the {kernel} kernel of width {s} (symact.smooth)")

@@ -1,0 +1,209 @@
+"""The Activation value: construction, errors, derived formulas, properties."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import sympy
+
+import symact
+from symact import x
+
+
+# ----------------------------------------------------------------- properties
+# Expected facts are textbook mathematics, independent of the code under test.
+EXPECTED = {
+    "relu": dict(bounded_above=False, bounded_below=True, monotone=True, odd=False, even=False,
+                 smoothness=0, differentiable_at_0=False, value_at_0=0),
+    "tanh": dict(bounded_above=True, bounded_below=True, monotone=True, odd=True, even=False,
+                 smoothness=sympy.oo, differentiable_at_0=True, value_at_0=0, slope_at_0=1),
+    "sigmoid": dict(bounded_above=True, bounded_below=True, monotone=True, odd=False, even=False,
+                    smoothness=sympy.oo, value_at_0=sympy.Rational(1, 2), slope_at_0=sympy.Rational(1, 4)),
+    "softplus": dict(bounded_above=False, bounded_below=True, monotone=True, odd=False, even=False,
+                     smoothness=sympy.oo, value_at_0=sympy.log(2), slope_at_0=sympy.Rational(1, 2)),
+    "gelu": dict(bounded_above=False, bounded_below=True, monotone=False, odd=False, even=False,
+                 smoothness=sympy.oo, value_at_0=0, slope_at_0=sympy.Rational(1, 2)),
+    "sin": dict(bounded_above=True, bounded_below=True, monotone=False, odd=True, even=False,
+                smoothness=sympy.oo, value_at_0=0, slope_at_0=1),
+    "abs": dict(bounded_above=False, bounded_below=True, monotone=False, odd=False, even=True,
+                smoothness=0, differentiable_at_0=False, value_at_0=0),
+    "heaviside": dict(bounded_above=True, bounded_below=True, monotone=True, smoothness=-1, differentiable_at_0=False),
+    "elu": dict(smoothness=1, monotone=True, bounded_below=True, bounded_above=False),
+    "selu": dict(smoothness=0, monotone=True),
+    "softsign": dict(odd=True, bounded_above=True, bounded_below=True, monotone=True),
+    "gaussian": dict(even=True, monotone=False, bounded_above=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_properties(name):
+    props = symact.activation(name).properties()
+    for field, expected in EXPECTED[name].items():
+        assert getattr(props, field) == expected, (name, field, getattr(props, field), props.evidence)
+
+
+def test_properties_directions_and_evidence():
+    assert symact.activation("tanh").properties().direction == "non-decreasing"
+    gelu = symact.activation("gelu").properties()
+    assert "counterexample" in gelu.evidence["monotone"]
+    assert symact.activation("tanh").properties().evidence["odd"] == "symbolic"
+    assert symact.activation("relu").properties().kinks == (0,)
+    assert symact.activation("tanh").properties().smooth
+
+
+def test_properties_of_user_formula_are_derived_not_looked_up():
+    # x^3 - 3x: odd, not monotone, smooth: nothing in the catalogue says so.
+    props = symact.activation("x**3 - 3*x").properties()
+    assert props.odd and not props.even and props.monotone is False and props.smooth
+    assert props.bounded_above is False and props.bounded_below is False
+
+
+# --------------------------------------------------------------- construction
+def test_catalogue_parameters_and_overrides():
+    act = symact.activation("leaky_relu", negative_slope=0.2)
+    (symbol,) = act.params
+    assert act.params[symbol] == sympy.Rational(1, 5)
+    assert act(-10) == -2 and act(3) == 3
+    assert act.subs(negative_slope=None).expr == sympy.Piecewise((x, x > 0), (x / 5, True))
+    assert symact.activation("softplus").with_params(beta=2)(0) == sympy.log(2) / 2
+
+
+def test_formula_with_declared_parameters():
+    act = symact.activation("x*sigmoid(beta*x)", beta=2)
+    assert act.parameter_names == ("beta",)
+    expected = 2 / (1 + sympy.exp(-4))
+    assert sympy.simplify(act(2) - expected) == 0
+
+
+def test_sympy_expression_spec_and_string_spec_agree():
+    assert symact.activation(x * sympy.tanh(x)) == symact.activation("x*tanh(x)")
+    # A SymPy expression in a plain (assumption-free) symbol x is mapped onto symact.x.
+    plain = sympy.Symbol("x")
+    assert symact.activation(sympy.sin(plain)).expr == sympy.sin(x)
+
+
+def test_activations_are_immutable_values():
+    act = symact.activation("tanh")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        act.expr = x  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        act.params[sympy.Symbol("a")] = 1  # type: ignore[index]
+    transformed = act.transformed(2, 0, 1, 0)
+    assert act.expr == sympy.tanh(x) and transformed.expr == sympy.tanh(2 * x)
+    assert hash(symact.activation("tanh")) == hash(act)
+
+
+def test_repr_and_latex():
+    act = symact.activation("leaky_relu")
+    assert repr(act).startswith("Activation('leaky_relu'")
+    assert "negative_slope=1/100" in repr(act)
+    assert act.latex().startswith(r"\operatorname{leaky\_relu}(x) = ")
+    assert act._repr_latex_().startswith("$") and act._repr_latex_().endswith("$")
+
+
+# -------------------------------------------------------------------- errors
+def test_unknown_symbol_is_an_error_that_names_the_fix():
+    with pytest.raises(symact.UnknownSymbolError, match=r"beta.*declare them.*beta=1.0"):
+        symact.activation("x*sigmoid(beta*x)")
+
+
+def test_unknown_keyword_parameter_is_an_error():
+    with pytest.raises(symact.UnknownSymbolError, match="negative_slope"):
+        symact.activation("leaky_relu", slope=0.1)
+
+
+def test_parse_error_is_a_formula_error():
+    with pytest.raises(symact.FormulaError, match="cannot parse"):
+        symact.activation("x*(tanh(x)")
+
+
+def test_unknown_function_is_a_formula_error():
+    with pytest.raises(symact.FormulaError, match="unknown function.*frobnicate"):
+        symact.activation("frobnicate(x)")
+
+
+def test_unknown_catalogue_name_suggests_close_names():
+    with pytest.raises(symact.UnknownActivationError, match="did you mean .*'gelu'"):
+        symact.activation("gleu")
+    with pytest.raises(KeyError):  # also a KeyError, as a failed lookup is
+        symact.activation("sigmiod")
+
+
+@pytest.mark.parametrize("formula", ["x + I", "sqrt(x)", "log(x)", "asin(x)"])
+def test_non_real_expression_is_rejected(formula):
+    with pytest.raises(symact.NonRealExpressionError, match="real"):
+        symact.activation(formula)
+
+
+def test_parameter_assumptions_are_enforced():
+    with pytest.raises(symact.FormulaError, match="positive"):
+        symact.activation("softplus", beta=-1)
+
+
+def test_every_error_is_a_symact_error():
+    for call in (lambda: symact.activation("gleu"), lambda: symact.activation("y*x"), lambda: symact.activation("x+I")):
+        with pytest.raises(symact.SymactError):
+            call()
+
+
+# ------------------------------------------------------------ derived formulas
+def test_transformed_is_the_dks_transform():
+    phi = symact.activation("tanh")
+    psi = phi.transformed(sympy.Rational(3, 2), sympy.Rational(1, 4), 2, sympy.Rational(-1, 10))
+    for point in (-2, 0, sympy.Rational(1, 3), 5):
+        expected = 2 * (sympy.tanh(sympy.Rational(3, 2) * point + sympy.Rational(1, 4)) - sympy.Rational(1, 10))
+        assert sympy.simplify(psi(point) - expected) == 0
+    symbolic = phi.transformed()
+    assert set(symbolic.parameter_names) == {"alpha", "beta", "gamma", "delta"}
+    assert symbolic.concrete_expr == sympy.tanh(x)  # identity transform by default
+    # elu already has a parameter alpha: the transform's symbol is renamed, not captured.
+    assert "alpha_t" in symact.activation("elu").transformed().parameter_names
+
+
+def test_taylor_series_of_tanh():
+    # tanh x = x - x^3/3 + 2x^5/15 - 17x^7/315 + ...
+    expected = x - x**3 / 3 + 2 * x**5 / 15 - 17 * x**7 / 315
+    assert sympy.expand(symact.activation("tanh").taylor(0, 7) - expected) == 0
+
+
+def test_limits():
+    assert symact.activation("sigmoid").limit(sympy.oo) == 1
+    assert symact.activation("softplus").limit(-sympy.oo) == 0
+    assert symact.activation("relu").limit(sympy.oo) == sympy.oo
+    assert symact.activation("hardtanh").limit(-sympy.oo) == -1
+
+
+def test_second_derivative_of_gelu_is_known_closed_form():
+    # gelu'' = phi(x) (2 - x^2) with phi the standard normal density.
+    phi = sympy.exp(-x**2 / 2) / sympy.sqrt(2 * sympy.pi)
+    assert sympy.simplify(symact.activation("gelu").derivative(2).expr - phi * (2 - x**2)) == 0
+
+
+def test_inverse_of_injective_activations():
+    for name in ("sigmoid", "tanh", "softplus", "leaky_relu", "elu", "arctan"):
+        act = symact.activation(name)
+        inverse = act.inverse()
+        for point in (sympy.Rational(-7, 3), sympy.Rational(1, 5), 2):
+            y = act(point)
+            assert abs(sympy.N(inverse(y) - point, 30)) < 1e-25, (name, point)
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu", "sin", "abs", "hardtanh"])
+def test_non_injective_activations_have_no_inverse(name):
+    with pytest.raises(symact.NoInverseError, match="not injective"):
+        symact.activation(name).inverse()
+
+
+def test_gated_forms_take_two_inputs():
+    glu = symact.activation("glu")
+    assert glu.inputs == (symact.x, symact.v)
+    assert glu(3, 0) == sympy.Rational(3, 2)
+
+
+def test_symact_imports_only_sympy():
+    code = "import sys, symact; print(sorted(m for m in ('torch', 'numpy', 'networkx', 'numeric', 'graphs', 'analysis') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,171 @@
+"""Smooth approximations with a shape parameter (analysis.approximation)."""
+
+from __future__ import annotations
+
+import mpmath
+import pytest
+import sympy
+
+from analysis.approximation import (
+    asymptotic_expansion,
+    dominance_threshold,
+    error_expression,
+    match_conditions,
+    minimax,
+)
+from symact.errors import DomainError
+
+x = sympy.Symbol("x", real=True)
+b = sympy.Symbol("b", positive=True)
+beta = sympy.Symbol("beta", positive=True)
+sigma = sympy.Symbol("sigma", positive=True)
+mu = sympy.Symbol("mu", positive=True)
+ALPHA = sympy.Rational(1, 4)
+
+SQUAREPLUS = (x + sympy.sqrt(x**2 + b)) / 2
+SOFTPLUS = sympy.log(1 + sympy.exp(x))
+SOFTPLUS_BETA = sympy.log(1 + sympy.exp(beta * x)) / beta
+RELU = sympy.Max(0, x)
+LEAKY = sympy.Max(x, ALPHA * x)
+SAU = ((1 - ALPHA) * sigma / sympy.sqrt(2 * sympy.pi) * sympy.exp(-x**2 / (2 * sigma**2))
+       + (1 + ALPHA) / 2 * x + (1 - ALPHA) / 2 * x * sympy.erf(x / (sympy.sqrt(2) * sigma)))
+SMU = ((1 + ALPHA) * x + (1 - ALPHA) * x * sympy.erf(mu * (1 - ALPHA) * x)) / 2
+
+
+def test_exact_conditions_give_4_ln2_squared_and_4():
+    conditions = match_conditions(SQUAREPLUS, SOFTPLUS, b, ["value", "curvature"])
+    assert conditions["value"] == (4 * sympy.log(2) ** 2,)
+    assert conditions["curvature"] == (4,)
+    # squareplus's slope at 0 is 1/2 for every b, as softplus's: the condition fixes nothing
+    with pytest.raises(DomainError, match="every value"):
+        match_conditions(SQUAREPLUS, SOFTPLUS, b, ["slope"])
+
+
+def test_conditions_for_other_families():
+    # softplus(beta) at 0 is log(2)/beta: never 0 = relu(0) for positive beta
+    assert match_conditions(SOFTPLUS_BETA, RELU, beta, ["value"]) == {"value": ()}
+    # SMU's curvature at 0 vs softplus-like curvature 1/4 is solvable in mu:
+    # SMU''(0) = 2 (1-a)^2 mu / sqrt(pi)
+    sol = match_conditions(SMU, SOFTPLUS, mu, ["curvature"])["curvature"]
+    assert len(sol) == 1
+    assert sympy.simplify(sol[0] - sympy.sqrt(sympy.pi) / (8 * (1 - ALPHA) ** 2)) == 0
+
+
+def test_error_expression_is_candidate_minus_target():
+    e = error_expression(SQUAREPLUS, SOFTPLUS)
+    assert sympy.simplify(e - (SQUAREPLUS - SOFTPLUS)) == 0
+    # even in x: squareplus(-x) = squareplus(x) - x and likewise softplus
+    assert sympy.simplify(e.subs(x, -x) - e) == 0
+
+
+def test_squareplus_dominates_softplus_iff_b_at_least_4_ln2_squared():
+    result = dominance_threshold(SQUAREPLUS, SOFTPLUS, b)
+    assert result.value == 4 * sympy.log(2) ** 2
+    assert result.argmax == 0
+    # p*(x) = 4 softplus(x) softplus(-x), the independent closed form
+    assert sympy.simplify(
+        sympy.expand_log(result.threshold_function - 4 * SOFTPLUS * SOFTPLUS.subs(x, -x), force=True)).equals(0)
+    # property check of the "iff": just below the threshold it fails at 0, at it the error is >= 0
+    below = sympy.lambdify(x, (SQUAREPLUS - SOFTPLUS).subs(b, 4 * sympy.log(2) ** 2 * (1 - sympy.Rational(1, 10**6))), "mpmath")
+    at = sympy.lambdify(x, (SQUAREPLUS - SOFTPLUS).subs(b, 4 * sympy.log(2) ** 2), "mpmath")
+    with mpmath.workdps(30):
+        assert below(mpmath.mpf(0)) < 0
+        assert min(at(mpmath.mpf(i) / 20) for i in range(-400, 401)) > -mpmath.mpf(10) ** -28
+
+
+def _independent_minimax(dps):
+    """Brute force written without SymPy: hand-coded error and derivative, findroot for the bump,
+    then findroot on b for e(0) + e(x1) = 0 (the equioscillation +E, -E, +E of the even error)."""
+    with mpmath.workdps(dps):
+        def e(t, bb):
+            return (t + mpmath.sqrt(t * t + bb)) / 2 - mpmath.log1p(mpmath.exp(t))
+
+        def de(t, bb):
+            return (1 + t / mpmath.sqrt(t * t + bb)) / 2 - 1 / (1 + mpmath.exp(-t))
+
+        def bump(bb):
+            # coarse maximisation on a grid, then Newton on the derivative
+            grid = [mpmath.mpf(i) / 20 for i in range(1, 400)]
+            start = max(grid, key=lambda t: e(t, bb))
+            return mpmath.findroot(lambda t: de(t, bb), start)
+
+        bb = mpmath.findroot(lambda bb: e(0, bb) + e(bump(bb), bb), mpmath.mpf("1.5"))
+        return bb, -e(0, bb), bump(bb)
+
+
+def test_squareplus_softplus_minimax_matches_independent_computation():
+    result = minimax(SQUAREPLUS, SOFTPLUS, b, dps=30)
+    b_ref, err_ref, x1_ref = _independent_minimax(45)
+    tol = mpmath.mpf(10) ** -15
+    assert abs(result.parameter_value - b_ref) < tol * b_ref
+    assert abs(result.max_error - err_ref) < tol * err_ref
+    # the result is in fact good to about 30 digits
+    assert abs(result.parameter_value - b_ref) < mpmath.mpf(10) ** -27
+    # equioscillation at (-x1, 0, x1) with signs +, -, +
+    assert result.signs == (1, -1, 1) and result.equioscillates
+    assert abs(result.abscissae[0] + x1_ref) < tol and abs(result.abscissae[2] - x1_ref) < tol
+    assert abs(result.abscissae[1]) < tol
+    # brute force: no sample beats the reported maximum
+    with mpmath.workdps(30):
+        f = sympy.lambdify(x, (SQUAREPLUS - SOFTPLUS).subs(b, sympy.Float(result.parameter_value, 30)), "mpmath")
+        assert max(abs(f(mpmath.mpf(i) / 40)) for i in range(-2000, 2001)) <= result.max_error * (1 + mpmath.mpf(10) ** -25)
+    # the minimax b lies below the dominance threshold 4 ln^2 2 and the curvature match 4
+    assert result.parameter_value < 4 * mpmath.log(2) ** 2 < 4
+
+
+def test_minimax_without_interior_optimum_raises():
+    # softplus(beta) -> relu as beta -> oo with max error log(2)/beta: no finite minimiser
+    with pytest.raises(DomainError, match="no interior minimax"):
+        minimax(SOFTPLUS_BETA, RELU, beta, dps=15)
+
+
+def test_asymptotic_expansions_against_hand_series():
+    # sqrt(x^2 + b) = |x| (1 + b/(2x^2) - b^2/(8x^4) + b^3/(16 x^6) - ...)
+    at_inf = asymptotic_expansion(SQUAREPLUS, sympy.oo, 6).removeO()
+    assert sympy.simplify(at_inf - (x + b / (4 * x) - b**2 / (16 * x**3) + b**3 / (32 * x**5))) == 0
+    at_minus_inf = asymptotic_expansion(SQUAREPLUS, -sympy.oo, 6).removeO()
+    assert sympy.simplify(at_minus_inf - (-b / (4 * x) + b**2 / (16 * x**3) - b**3 / (32 * x**5))) == 0
+    # softplus Taylor series at 0: log 2 + x/2 + x^2/8 - x^4/192
+    at_zero = asymptotic_expansion(SOFTPLUS, 0, 6).removeO()
+    assert sympy.simplify(at_zero - (sympy.log(2) + x / 2 + x**2 / 8 - x**4 / 192)) == 0
+    # softplus at -oo: log(1 + u), u = e^x
+    u = sympy.exp(x)
+    at_minus = asymptotic_expansion(SOFTPLUS, -sympy.oo, 4).removeO()
+    assert sympy.simplify(at_minus - (u - u**2 / 2 + u**3 / 3)) == 0
+    # squareplus at 0: sqrt(b)/2 + x/2 + x^2/(4 sqrt b) - x^4/(16 b^(3/2))
+    sq0 = asymptotic_expansion(SQUAREPLUS, 0, 5).removeO()
+    assert sympy.simplify(sq0 - (sympy.sqrt(b) / 2 + x / 2 + x**2 / (4 * sympy.sqrt(b)) - x**4 / (16 * b**sympy.Rational(3, 2)))) == 0
+
+
+def test_minimax_smooth_single_branch_optimum():
+    # e_p(x) = (1 + (p - 1)^2) sech(x): the largest error is always at x = 0, minimal at p = 1
+    p = sympy.Symbol("p", positive=True)
+    result = minimax((1 + (p - 1) ** 2) * sympy.sech(x), sympy.Integer(0), p, dps=20)
+    assert abs(result.parameter_value - 1) < mpmath.mpf(10) ** -18
+    assert abs(result.max_error - 1) < mpmath.mpf(10) ** -18
+    assert len(result.abscissae) == 1 and abs(result.abscissae[0]) < mpmath.mpf(10) ** -15
+    assert not result.equioscillates
+
+
+def test_asymptotics_of_sau_use_the_limit_fallback():
+    # SymPy's series fails on erf at infinity; the fallback gives the exact power part:
+    # SAU = x + (exponentially small) at +oo and alpha*x + (exponentially small) at -oo
+    assert asymptotic_expansion(SAU, sympy.oo, 3, parameter=sigma).removeO() == x
+    assert asymptotic_expansion(SAU, -sympy.oo, 3, parameter=sigma).removeO() == ALPHA * x
+    # and its Taylor series at 0 starts (1 - a) sigma/sqrt(2 pi) + (1 + a) x/2
+    at0 = asymptotic_expansion(SAU, 0, 2, parameter=sigma).removeO()
+    assert sympy.simplify(at0 - ((1 - ALPHA) * sigma / sympy.sqrt(2 * sympy.pi) + (1 + ALPHA) * x / 2)) == 0
+
+
+import symact  # noqa: E402
+
+
+@pytest.mark.skipif(not hasattr(symact, "activation"), reason="Activation core not merged yet")
+def test_catalogue_names_work_as_candidates_and_targets():
+    assert match_conditions("squareplus", "softplus", "b", ["value", "curvature"]) == {
+        "value": (4 * sympy.log(2) ** 2,), "curvature": (4,)}
+    result = minimax("squareplus", "softplus", "b", dps=20)
+    plain = minimax(SQUAREPLUS, SOFTPLUS, b, dps=20)
+    assert abs(result.parameter_value - plain.parameter_value) < mpmath.mpf(10) ** -18
+    # SAU vs leaky ReLU: equal at 0 needs sigma = 0, outside sigma > 0
+    assert match_conditions("sau", "leaky_relu", "sigma", ["value"]) == {"value": ()}

@@ -1,0 +1,123 @@
+"""The catalogue against independent references: PyTorch built-ins, exact evaluation, finite differences."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import sympy
+
+import symact
+from _reference import exact, resolve_torch
+
+torch = pytest.importorskip("torch")
+
+SINGLE = symact.catalogue_names(include_gated=False)
+WITH_BUILTIN = [n for n in SINGLE if symact.activation(n).torch_builtin is not None]
+
+# Includes large |x|, where naive formulas overflow or cancel.
+GRID = ["-1000", "-100", "-30", "-12.5", "-3.7", "-1.3", "-0.6", "-0.3", "0", "0.3", "0.6", "1.3", "3.7",
+        "12.5", "30", "100", "1000"]
+
+# torch evaluates gelu as x*(1 + erf(x/sqrt 2))/2 (and gelu_tanh as x*(1 + tanh(.))/2); the sum
+# cancels to 0 below x ~ -8, where the true value is < 1e-16. There the built-in is accurate in
+# absolute terms only, so an absolute floor far below any float32/float64 activation scale is allowed.
+ABSOLUTE_FLOOR = 1e-30
+
+
+def test_catalogue_has_every_required_entry():
+    required = """identity relu leaky_relu prelu elu selu celu gelu gelu_tanh silu swish mish softplus softsign tanh
+    sigmoid hardtanh hardsigmoid hardswish relu6 logsigmoid tanhshrink softshrink hardshrink relu_squared squareplus
+    erf sin gaussian isru isrlu bent_identity sinc arctan lisht serf exponential heaviside abs tempered_sigmoid
+    snake apa cauchy pade xatlu xgelu xsilu elephant sau smu softexponential glu bilinear reglu geglu swiglu""".split()
+    missing = set(required) - set(symact.catalogue_names())
+    assert not missing
+    for entry in symact.catalogue():
+        assert entry.source, f"{entry.name} has no source"
+
+
+@pytest.mark.parametrize("name", WITH_BUILTIN)
+def test_matches_torch_builtin_in_float64(name):
+    act = symact.activation(name)
+    builtin = resolve_torch(act)
+    checked = 0
+    for point in GRID:
+        reference = float(exact(act.concrete_expr, point))
+        if math.isinf(reference):
+            continue  # exp(1000): not representable in float64
+        got = builtin(torch.tensor([float(point)], dtype=torch.float64)).item()
+        assert abs(got - reference) <= 1e-12 * abs(reference) + ABSOLUTE_FLOOR, (name, point, got, reference)
+        checked += 1
+    assert checked >= len(GRID) - 2
+
+
+def test_glu_matches_torch_glu():
+    act = symact.activation("glu")
+    values = torch.tensor([-30.0, -2.0, 0.5, 3.0, 40.0], dtype=torch.float64)
+    gates = torch.tensor([-700.0, -1.5, 0.0, 2.5, 30.0], dtype=torch.float64)
+    got = torch.nn.functional.glu(torch.stack([values, gates], dim=-1).reshape(5, 2), dim=-1).reshape(-1)
+    for value, gate, g in zip(values.tolist(), gates.tolist(), got.tolist()):
+        ref = float(act.concrete_expr.xreplace({symact.x: sympy.Float(value), symact.v: sympy.Float(gate)}).evalf(600))
+        assert abs(g - ref) <= 1e-12 * abs(ref) + 1e-300
+
+
+def _points_away_from_kinks(act, count=20):
+    kinks = [float(k) for k in act.kinks]
+    candidates = [sympy.Rational(-6) + sympy.Rational(12 * i + 5, 10 * count) * 10 for i in range(count * 3)]
+    chosen = [p for p in candidates if all(abs(float(p) - k) > 0.05 for k in kinks) and abs(float(p)) <= 6]
+    return chosen[:: max(1, len(chosen) // count)][:count]
+
+
+@pytest.mark.parametrize("name", SINGLE)
+def test_derivative_matches_central_difference(name):
+    act = symact.activation(name)
+    f = act.concrete_expr
+    derivative = act.derivative().concrete_expr
+    h = sympy.Rational(1, 10**20)
+    points = _points_away_from_kinks(act)
+    assert len(points) == 20
+    for p in points:
+        # The central difference's error is h^2 f'''/6 ~ 1e-40: far below the tolerance.
+        difference = (f.xreplace({symact.x: p + h}) - f.xreplace({symact.x: p - h})) / (2 * h)
+        numeric = difference.evalf(80, maxn=400)
+        symbolic = derivative.xreplace({symact.x: p}).evalf(80, maxn=400)
+        assert abs(numeric - symbolic) <= 1e-25 * (1 + abs(symbolic)), (name, p, numeric, symbolic)
+
+
+# PyTorch's hardsigmoid/hardswish backward kernels use the float32 constant 1/6 even in float64
+# (0.1666666716...), a relative error of 3e-8 that is theirs, not ours.
+AUTOGRAD_TOLERANCE = {"hardsigmoid": 1e-7, "hardswish": 1e-7}
+
+
+# torch.heaviside has no backward; its derivative (0 off the jump) is covered by the difference test.
+@pytest.mark.parametrize("name", [n for n in WITH_BUILTIN if n != "heaviside"])
+def test_derivative_matches_builtin_autograd(name):
+    act = symact.activation(name)
+    builtin = resolve_torch(act)
+    derivative = act.derivative().concrete_expr
+    points = _points_away_from_kinks(act)
+    t = torch.tensor([float(p) for p in points], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(builtin(t).sum(), t)
+    for p, g in zip(points, grad.tolist()):
+        ref = float(derivative.xreplace({symact.x: sympy.Rational(str(float(p)))}).evalf(60, maxn=400))
+        assert abs(g - ref) <= AUTOGRAD_TOLERANCE.get(name, 1e-10) * (1 + abs(ref)), (name, float(p), g, ref)
+
+
+def test_derivative_at_kinks_follows_pytorch_autograd():
+    # The documented convention: the derivative at a kink is what autograd computes there.
+    for name in ("relu", "leaky_relu", "hardtanh", "relu6", "abs", "elu", "hardsigmoid", "softshrink"):
+        act = symact.activation(name)
+        builtin = resolve_torch(act)
+        for k in act.kinks:
+            t = torch.tensor([float(k)], dtype=torch.float64, requires_grad=True)
+            (grad,) = torch.autograd.grad(builtin(t).sum(), t)
+            ours = act.derivative()(k)
+            assert float(ours) == grad.item(), (name, k, ours, grad.item())
+
+
+def test_selu_constants_are_the_published_ones():
+    from symact.catalogue import SELU_ALPHA, SELU_SCALE
+
+    # Klambauer et al. (2017), alpha_01 and lambda_01 to 20 digits.
+    assert abs(SELU_ALPHA.evalf(30) - sympy.Float("1.6732632423543772848170429916717", 30)) < 1e-28
+    assert abs(SELU_SCALE.evalf(30) - sympy.Float("1.0507009873554804934193349852946", 30)) < 1e-28

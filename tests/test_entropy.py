@@ -1,0 +1,241 @@
+"""Entropy normalisation: symbolic identities (symact.entropy) and the solvers (numeric.entropy)."""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import pytest
+import sympy
+import torch
+
+from numeric.entropy import EntropyNormalize, entropy_normalize
+from symact import entropy as sym
+from symact.errors import DomainError
+
+P_DECIMAL = ["0.5", "0.2", "0.15", "0.1", "0.05"]
+
+
+# ----------------------------------------------------------------------------- symbolic
+
+
+P3 = sympy.symbols("p1:4", positive=True)
+GAMMA = sympy.Symbol("gamma", positive=True)
+TOTAL = sympy.Symbol("Gamma", positive=True)
+TARGET = sympy.Symbol("H_star", real=True)
+
+
+def test_entropy_of_power_is_the_entropy_of_the_powered_distribution():
+    q = sym.powered_distribution(P3, GAMMA)
+    direct = -sum(qi * sympy.log(qi) for qi in q)
+    assert sympy.simplify(sympy.expand_log(direct - sym.entropy_of_power(P3, GAMMA), force=True)) == 0
+
+
+def test_dH_dgamma_is_minus_gamma_times_variance_of_log_p():
+    H = sym.entropy_of_power(P3, GAMMA)
+    assert sympy.simplify(sympy.diff(H, GAMMA) - sym.entropy_derivative(P3, GAMMA)) == 0
+
+
+def test_first_order_update_is_newton_from_gamma_one():
+    # on a normalised p (p3 = 1 - p1 - p2) the blog's update is the Newton step at Gamma = 1
+    p1, p2 = sympy.symbols("p1 p2", positive=True)
+    p = (p1, p2, 1 - p1 - p2)
+    update = sym.first_order_update(p, TARGET)
+    newton = sym.newton_step_total_exponent(p, 1, TARGET)
+    assert sympy.simplify(sympy.expand_log(update - newton, force=True)) == 0
+
+
+def test_iterated_update_times_exponent_is_newton_on_total_exponent():
+    q = sym.powered_distribution(P3, TOTAL)
+    lhs = TOTAL * sym.first_order_update(q, TARGET)
+    rhs = sym.newton_step_total_exponent(P3, TOTAL, TARGET)
+    assert sympy.simplify(sympy.expand_log(lhs - rhs, force=True)) == 0
+
+
+def test_symbolic_entropy_of_known_distribution():
+    half = sympy.Rational(1, 2)
+    assert sym.entropy([half, half]) == sympy.log(2)
+    # p = (1/4, 3/4), gamma = 2 -> (1/10, 9/10)
+    assert sym.powered_distribution([sympy.Rational(1, 4), sympy.Rational(3, 4)], 2) == (
+        sympy.Rational(1, 10), sympy.Rational(9, 10))
+
+
+# ----------------------------------------------------------------------------- mpmath solver
+
+
+def _independent_gamma(p_strings, target, dps):
+    """findroot on the definition, secant method, different code path from the solver."""
+    with mpmath.workdps(dps):
+        p = [mpmath.mpf(s) for s in p_strings]
+
+        def H_minus_target(g):
+            w = [pi**g for pi in p]
+            z = sum(w)
+            return -sum((wi / z) * mpmath.log(wi / z) for wi in w) - target
+
+        return mpmath.findroot(H_minus_target, (mpmath.mpf("1.5"), mpmath.mpf("1.7")), solver="secant")
+
+
+def test_gamma_star_matches_independent_findroot_to_25_digits():
+    result = entropy_normalize(P_DECIMAL, 1, dps=30)
+    reference = _independent_gamma(P_DECIMAL, 1, 50)
+    assert result.report.converged
+    assert abs(result.gamma - reference) < mpmath.mpf(10) ** -25 * abs(reference)
+    # the returned distribution has the target entropy and sums to 1
+    with mpmath.workdps(30):
+        H = -mpmath.fsum(q * mpmath.log(q) for q in result.p)
+        assert abs(H - 1) < mpmath.mpf(10) ** -27
+        assert abs(mpmath.fsum(result.p) - 1) < mpmath.mpf(10) ** -28
+
+
+def test_newton_iteration_converges_quadratically():
+    result = entropy_normalize(P_DECIMAL, 1, dps=60)
+    reference = _independent_gamma(P_DECIMAL, 1, 80)
+    errors = [abs(g - reference) for g in result.report.gamma_history]
+    significant = [e for e in errors if e > mpmath.mpf(10) ** -55]
+    assert len(significant) >= 4
+    for before, after in zip(significant[1:], significant[2:]):
+        # quadratic: e_{k+1} <= C e_k^2 with a modest C, and the digit count roughly doubles
+        assert after <= 1 * before**2
+        assert mpmath.log(after) / mpmath.log(before) > 1.8
+    assert result.report.iterations <= 8
+
+
+def test_residual_history_decreases_to_tolerance():
+    result = entropy_normalize(P_DECIMAL, "0.3", dps=40)
+    res = [abs(r) for r in result.report.residual_history]
+    assert res[-1] <= result.report.tolerance
+    assert res[-1] < res[0]
+
+
+# ----------------------------------------------------------------------------- torch solver
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_torch_batched_matches_mpmath(dtype, rtol):
+    torch.manual_seed(0)
+    p = torch.softmax(torch.randn(6, 9, dtype=torch.float64) * 2, dim=-1)
+    target = 1.3
+    result = entropy_normalize(p.to(dtype).transpose(0, 1), target, dim=0)  # along dim 0 this time
+    assert result.gamma.shape == (1, 6)
+    assert result.report.converged
+    for row in range(6):
+        ref = entropy_normalize(p[row].tolist(), target, dps=30)
+        assert abs(float(result.gamma[0, row]) - float(ref.gamma)) <= rtol * float(ref.gamma)
+    H = -(result.p.double() * result.p.double().log()).sum(0)
+    assert torch.allclose(H, torch.full_like(H, target), rtol=0, atol=50 * torch.finfo(dtype).eps)
+
+
+def test_zeros_stay_zero_and_only_the_support_counts():
+    p = [0.0, 0.6, 0.3, 0.0, 0.1]
+    r = entropy_normalize(torch.tensor(p, dtype=torch.float64), 0.5)
+    assert r.p[0] == 0 and r.p[3] == 0
+    ref = entropy_normalize([0.6, 0.3, 0.1], 0.5, dps=25)
+    assert abs(float(r.gamma) - float(ref.gamma)) < 1e-12
+    mp = entropy_normalize(p, 0.5, dps=25)
+    assert mp.p[0] == 0 and abs(mp.gamma - ref.gamma) < mpmath.mpf(10) ** -24
+    # log m with m = 3 non-zero entries is reachable (gamma = 0: uniform on the support)
+    top = entropy_normalize(torch.tensor(p, dtype=torch.float64), math.log(3))
+    assert float(top.gamma) == 0
+    assert torch.allclose(top.p, torch.tensor([0, 1 / 3, 1 / 3, 0, 1 / 3], dtype=torch.float64))
+    # above log 3 is not: the zeros cannot be revived
+    with pytest.raises(DomainError, match="outside"):
+        entropy_normalize(p, math.log(3) + 0.01, dps=20)
+    with pytest.raises(DomainError, match="outside"):
+        entropy_normalize(torch.tensor(p, dtype=torch.float64), math.log(3) + 0.01)
+
+
+def test_uniform_p_only_reaches_log_n():
+    uniform = [0.25] * 4
+    with pytest.raises(DomainError, match="uniform"):
+        entropy_normalize(uniform, 1.0, dps=20)
+    with pytest.raises(DomainError, match="uniform"):
+        entropy_normalize(torch.tensor(uniform), 1.0)
+    with mpmath.workdps(25):
+        log4 = mpmath.log(4)  # the target carries the requested precision
+    same = entropy_normalize(uniform, log4, dps=20)
+    assert same.gamma == 1 and all(q == mpmath.mpf("0.25") for q in same.p)
+
+
+def test_ties_at_maximum_bound_the_target_from_below():
+    tied = ["0.4", "0.4", "0.2"]
+    with pytest.raises(DomainError, match="tied"):
+        entropy_normalize(tied, mpmath.log(2) - mpmath.mpf("0.01"), dps=20)
+    with pytest.raises(DomainError, match="tied"):
+        entropy_normalize(torch.tensor([0.4, 0.4, 0.2], dtype=torch.float64), math.log(2) - 0.01)
+    # just above log 2 works, with a large gamma
+    r = entropy_normalize(tied, mpmath.log(2) + mpmath.mpf("0.01"), dps=20)
+    assert r.gamma > 3 and abs(r.p[0] - r.p[1]) < mpmath.mpf(10) ** -19
+
+
+def test_target_outside_zero_log_n():
+    with pytest.raises(DomainError, match="outside"):
+        entropy_normalize(P_DECIMAL, -0.1, dps=20)
+    with pytest.raises(DomainError, match="outside"):
+        entropy_normalize(P_DECIMAL, math.log(5) + 1e-3, dps=20)
+    with pytest.raises(DomainError, match="outside"):
+        entropy_normalize(torch.tensor([0.5, 0.5]), 2.0)
+
+
+def test_invalid_entries_are_refused():
+    with pytest.raises(DomainError, match="non-negative"):
+        entropy_normalize([0.5, -0.1, 0.6], 0.5, dps=20)
+    with pytest.raises(DomainError, match="non-negative"):
+        entropy_normalize(torch.tensor([0.5, float("nan"), 0.5]), 0.5)
+
+
+# ----------------------------------------------------------------------------- module
+
+
+def test_module_output_has_target_entropy_and_keeps_order():
+    torch.manual_seed(1)
+    logits = torch.randn(3, 4, 7, dtype=torch.float64)
+    y = EntropyNormalize(target_entropy=1.1)(logits)
+    H = -(y * y.log()).sum(-1)
+    assert torch.allclose(H, torch.full_like(H, 1.1), atol=1e-12)
+    assert torch.equal(y.argsort(-1), logits.argsort(-1))
+
+
+def test_module_handles_masked_logits():
+    logits = torch.tensor([[0.3, -float("inf"), 1.2, -0.5]], dtype=torch.float64, requires_grad=True)
+    y = EntropyNormalize(target_entropy=0.7)(logits)
+    assert y[0, 1] == 0
+    y[0, 0].backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 1] == 0
+
+
+def test_module_gradient_matches_finite_differences():
+    torch.manual_seed(2)
+    module = EntropyNormalize(target_entropy=0.9)
+    logits = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(module, (logits,), eps=1e-6, atol=1e-7, rtol=1e-6)
+    # gamma alone as well (the implicit-function-theorem backward)
+    assert torch.autograd.gradcheck(module.gamma, (logits,), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_module_gradient_along_other_dim():
+    torch.manual_seed(3)
+    module = EntropyNormalize(target_entropy=1.0, dim=0)
+    logits = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(module, (logits,), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_causal_mask_rows_with_small_support():
+    # row i of a causal mask sees i + 1 keys: log(i + 1) < 0.9 for i < 2, unreachable
+    torch.manual_seed(4)
+    T = 4
+    scores = torch.randn(T, T, dtype=torch.float64)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    logits = scores.masked_fill(mask, -float("inf")).requires_grad_(True)
+    with pytest.raises(DomainError, match="short_rows"):
+        EntropyNormalize(target_entropy=0.9)(logits)
+    module = EntropyNormalize(target_entropy=0.9, short_rows="uniform")
+    y = module(logits)
+    H = -(torch.where(y > 0, y * y.log(), torch.zeros_like(y))).sum(-1)
+    for i in range(T):
+        expected = math.log(i + 1) if math.log(i + 1) < 0.9 else 0.9
+        assert abs(float(H[i].detach()) - expected) < 1e-12
+    assert torch.allclose(y[1, :2], torch.full((2,), 0.5, dtype=torch.float64))
+    report = entropy_normalize(torch.softmax(logits.detach(), -1), 0.9, short_rows="uniform").report
+    assert report.short_rows == 2
+    assert torch.autograd.gradcheck(module, (logits,), eps=1e-6, atol=1e-7, rtol=1e-6)

@@ -1,0 +1,226 @@
+"""graphs.from_torch: torch.fx tracing into network graphs."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import pytest
+import sympy
+
+import graphs
+from symact.errors import InvalidGraphError
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+s, k = sympy.symbols("s k", positive=True)
+
+
+def same_network(g1, g2) -> bool:
+    """Isomorphic with equal kinds, activation names and edge weights/channel counts."""
+    def node_match(a, b):
+        return a["kind"] == b["kind"] and a.get("activation") == b.get("activation")
+
+    def edge_match(a, b):
+        wa, wb = a.get("weight"), b.get("weight")
+        if (wa is None) != (wb is None) or a.get("channels") != b.get("channels"):
+            return False
+        return wa is None or math.isclose(float(wa), float(wb), rel_tol=1e-12)
+
+    return nx.is_isomorphic(g1, g2, node_match=node_match, edge_match=edge_match)
+
+
+def walker_values(g):
+    return (graphs.max_subnetwork_value(g, lambda n, y: s * y, 1),
+            graphs.max_subnetwork_value(g, lambda n, y: k + y, 0),
+            graphs.network_c_map(g, lambda n, c: (c + c**2) / 2, 0.5))
+
+
+def test_torch_mlp_matches_hand_built_mlp():
+    layers = [nn.Linear(6, 16)]
+    for _ in range(5):
+        layers += [nn.Tanh(), nn.Linear(16, 16)]
+    net = nn.Sequential(*layers)
+    g = graphs.from_torch(net, torch.randn(2, 6))
+    hand = graphs.mlp(5, activation="tanh")
+    assert same_network(g, hand)
+    assert walker_values(g) == walker_values(hand)
+    assert walker_values(g)[:2] == (s**5, 5 * k)
+
+
+class TinyResNet(nn.Module):
+    """V2 pre-activation residual CNN with weighted shortcuts 0.6 x + 0.8 h: one basic block in
+    each of two stages, a 1x1 projection on the pre-activated input at the second stage."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a1, self.b1 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.a2, self.b2 = nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.proj = nn.Conv2d(8, 16, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        h = self.b1(F.relu(self.a1(F.relu(x))))
+        x = 0.6 * x + 0.8 * h
+        pre = torch.relu(x)
+        h = self.b2(torch.relu(self.a2(pre)))
+        x = torch.add(0.6 * self.proj(pre), h, alpha=0.8)
+        x = self.pool(x.relu())
+        return self.head(x.view(x.size(0), -1))
+
+
+def test_residual_cnn_matches_hand_built_resnet():
+    g = graphs.from_torch(TinyResNet(), torch.randn(2, 3, 8, 8))
+    hand = graphs.resnet(blocks=(1, 1), variant="v2", block="basic", shortcut_weight=0.6,
+                         projection=(False, True), stem_pool=False)
+    assert same_network(g, hand)
+    assert walker_values(g)[0] == walker_values(hand)[0]
+    assert walker_values(g)[2] == pytest.approx(walker_values(hand)[2], rel=1e-15)
+    # by hand: stage 1 block 0.36 + 0.64 s**2 (identity shortcut), stage 2 0.36 s + 0.64 s**2,
+    # head s; curvature 0.64*2k + (0.36k + 0.64*2k) + k = 3.92k
+    diff = sympy.Poly(sympy.expand(walker_values(g)[0] - s * (0.36 + 0.64 * s**2) * (0.36 * s + 0.64 * s**2)), s)
+    assert max(abs(c) for c in diff.coeffs()) < 1e-15  # float weights: 0.8**2 rounds
+    assert float(walker_values(g)[1] / k) == pytest.approx(3.92, rel=1e-14)
+
+
+def test_activation_names_and_parameters():
+    net = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.2), nn.Linear(4, 4), nn.GELU(approximate="tanh"),
+                        nn.Linear(4, 4), nn.Softplus(beta=2.0), nn.Linear(4, 4), nn.SiLU(), nn.Linear(4, 2))
+    g = graphs.from_torch(net, torch.randn(2, 3))
+    acts = [(g.nodes[n]["activation"], g.nodes[n]["activation_params"]) for n in graphs.activation_nodes(g)]
+    assert acts == [("leaky_relu", {"negative_slope": 0.2}), ("gelu_tanh", {}),
+                    ("softplus", {"beta": 2.0}), ("silu", {})]
+    # the names and parameters are the symact catalogue's
+    symact = pytest.importorskip("symact")
+    for name, params in acts:
+        act = symact.activation(name, **params)
+        assert {str(p): float(v) for p, v in act.params.items() if str(p) in params} == params
+
+
+def test_every_emitted_activation_name_is_in_the_catalogue():
+    symact = pytest.importorskip("symact")
+    from graphs.fx import _activation_tables
+
+    modules, functions, methods = _activation_tables()
+    emitted = {v[0] for v in modules.values()} | set(functions.values()) | set(methods.values()) | {"gelu_tanh"}
+    assert emitted <= set(symact.catalogue_names())
+
+
+def test_functional_activation_parameters_are_read():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.ModuleList(nn.Linear(3, 3) for _ in range(5))
+
+        def forward(self, x):
+            x = F.gelu(self.l[0](x), approximate="tanh")
+            x = F.softplus(self.l[1](x), 3.0)
+            x = F.elu(self.l[2](x), alpha=0.5)
+            x = F.softshrink(self.l[3](x), 0.25)
+            return self.l[4](x)
+
+    g = graphs.from_torch(Net(), torch.randn(2, 3))
+    assert [(g.nodes[n]["activation"], g.nodes[n]["activation_params"]) for n in graphs.activation_nodes(g)] == [
+        ("gelu_tanh", {}), ("softplus", {"beta": 3.0}), ("elu", {"alpha": 0.5}), ("softshrink", {"lambd": 0.25})]
+
+
+def test_functional_activations_and_concat_channels():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2, self.l3 = nn.Linear(4, 8), nn.Linear(4, 24), nn.Linear(32, 2)
+
+        def forward(self, x):
+            a = F.leaky_relu(self.l1(x), 0.1)
+            b = torch.tanh(self.l2(x))
+            return self.l3(torch.cat([a, b], dim=1))
+
+    g = graphs.from_torch(Net(), torch.randn(2, 4))
+    cat = next(n for n in g if g.nodes[n]["kind"] == "concat")
+    assert sorted(graphs.edge_channels(g, cat).values()) == [8, 24]
+    assert {g.nodes[n]["activation"] for n in graphs.activation_nodes(g)} == {"leaky_relu", "tanh"}
+    leaky = next(n for n in graphs.activation_nodes(g) if g.nodes[n]["activation"] == "leaky_relu")
+    assert g.nodes[leaky]["activation_params"] == {"negative_slope": 0.1}
+    # slopes s_a on the 8 channels, s_b on the 24: C'(1) = (8 s_a + 24 s_b) / 32
+    slopes = {leaky: 2, next(n for n in graphs.activation_nodes(g) if n != leaky): 3}
+    values = graphs.propagate(g, lambda n, y: slopes[n] * y, sympy.Integer(1))
+    assert values["output"] == sympy.Rational(8 * 2 + 24 * 3, 32)
+
+
+def test_module_with_activation_attribute_becomes_one_node():
+    symact = pytest.importorskip("symact")
+    marker = symact.activation("silu")
+
+    class Generated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.activation = marker
+            self.gamma = nn.Parameter(torch.tensor(1.3))
+
+        def forward(self, x):  # elementwise products would be rejected if fx traced inside
+            return self.gamma * x * torch.sigmoid(x)
+
+    net = nn.Sequential(nn.Linear(3, 5), Generated(), nn.Linear(5, 1))
+    g = graphs.from_torch(net, torch.randn(2, 3))
+    (act,) = graphs.activation_nodes(g)
+    assert g.nodes[act]["activation"] is marker
+
+
+def test_plain_add_is_rejected_with_the_weighted_form():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(3, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.l1(x) + self.l2(x)
+
+    with pytest.raises(InvalidGraphError, match=r"plain x \+ y.*w1\*x \+ w2\*y with w1\*\*2 \+ w2\*\*2 == 1.*0.707107"):
+        graphs.from_torch(Net(), torch.randn(2, 3))
+
+
+def test_unnormalised_weighted_add_is_rejected():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(3, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return 0.5 * self.l1(x) + 0.5 * self.l2(x)
+
+    with pytest.raises(InvalidGraphError, match=r"squares sum to 0.5.*0.707106781187"):
+        graphs.from_torch(Net(), torch.randn(2, 3))
+
+
+def test_scaling_and_unknown_ops_are_rejected_by_name():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1 = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return torch.tanh(2.0 * self.l1(x))
+
+    with pytest.raises(InvalidGraphError, match="scales a tensor by the constant 2"):
+        graphs.from_torch(Scaled(), torch.randn(2, 3))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 1))
+    with pytest.raises(InvalidGraphError, match="MaxPool2d"):
+        graphs.from_torch(net, torch.randn(1, 3, 8, 8))
+
+    class Sorted(nn.Module):
+        def forward(self, x):
+            return torch.sort(x).values
+
+    with pytest.raises(InvalidGraphError, match="sort"):
+        graphs.from_torch(Sorted(), torch.randn(2, 3))
+
+
+def test_activation_straight_after_input_fails_validation():
+    net = nn.Sequential(nn.Tanh(), nn.Linear(3, 2))
+    with pytest.raises(InvalidGraphError, match="not preceded by a linear layer"):
+        graphs.from_torch(net, torch.randn(2, 3))

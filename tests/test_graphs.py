@@ -1,0 +1,258 @@
+"""Node kinds, builders and validation errors of graphs."""
+
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+import sympy
+
+import graphs
+from graphs.graph import NodeKind
+from symact.errors import InvalidGraphError, SymactError
+
+s, k = sympy.symbols("s k", positive=True)
+
+
+def chain(*kinds_and_names):
+    """A graph from (name, kind, inputs) triples; no validation."""
+    g = graphs.new_graph()
+    for name, kind, inputs in kinds_and_names:
+        attrs = {"activation": "tanh"} if kind == "activation" else {}
+        graphs.add_node(g, name, kind, *inputs, **attrs)
+    return g
+
+
+def small_mlp():
+    return chain(("x", "input", ()), ("l1", "linear", ("x",)), ("a1", "activation", ("l1",)),
+                 ("l2", "linear", ("a1",)), ("y", "output", ("l2",)))
+
+
+# --------------------------------------------------------------------------- builders
+
+def test_mlp_layout():
+    g = graphs.mlp(3, activation="gelu")
+    assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == (
+        ["input"] + ["linear", "activation"] * 3 + ["linear", "output"])
+    assert {g.nodes[n]["activation"] for n in graphs.activation_nodes(g)} == {"gelu"}
+
+
+def test_activation_attribute_is_opaque():
+    marker = object()
+    g = graphs.mlp(2, activation=marker)
+    assert all(g.nodes[n]["activation"] is marker for n in graphs.activation_nodes(g))
+
+
+def test_resnet101_layout_and_weights():
+    g = graphs.resnet(shortcut_weight=0.6)
+    sums = [n for n in g if g.nodes[n]["kind"] == "weighted_sum"]
+    assert len(sums) == 3 + 4 + 23 + 3
+    for node in sums:
+        assert sorted(graphs.edge_weights(g, node).values()) == pytest.approx([0.6, 0.8], abs=1e-15)
+    projections = [n for n in g if n.endswith("/proj")]
+    assert projections == ["s1b0/proj", "s2b0/proj", "s3b0/proj", "s4b0/proj"]
+    # V2: the projection takes the pre-activated input
+    assert list(g.predecessors("s2b0/proj")) == ["s2b0/act_a"]
+    assert sum(1 for n in g if g.nodes[n]["kind"] == "activation") == 3 * 33 + 1
+
+
+def test_resnet_exact_weights_and_variants():
+    g = graphs.resnet(blocks=(2, 2), block="basic", shortcut_weight=sympy.Rational(3, 5))
+    assert graphs.edge_weights(g, "s1b1/sum") == {"s1b0/sum": sympy.Rational(3, 5),
+                                                  "s1b1/linear_b": sympy.Rational(4, 5)}
+    assert "s1b0/proj" not in g and "s2b0/proj" in g  # basic nets project at later stages only
+    v1 = graphs.resnet(blocks=(2, 1), variant="v1", shortcut_weight=0.8)
+    assert v1.graph["preactivations"] == "mixed"
+    assert list(v1.successors("s1b0/sum")) == ["s1b0/act_out"]
+    # the V1 post-sum activation sees the previous activation through the shortcut: only the
+    # explicit "mixed" mark lets it validate
+    del v1.graph["preactivations"]
+    with pytest.raises(InvalidGraphError, match="not preceded by a linear layer"):
+        graphs.validate(v1)
+
+
+def test_multi_branch_closed_forms():
+    """Branches of depth 0, 1, 2 with weights 1/sqrt(3): a block maps slope x to
+    x (1 + s + s**2)/3 and curvature y to y + (0 + k + 2k)/3 = y + k."""
+    g = graphs.multi_branch((0, 1, 2), blocks=4)
+    assert graphs.max_subnetwork_value(g, lambda n, y: s * y, 1) == s * ((1 + s + s**2) / 3) ** 4
+    assert graphs.max_subnetwork_value(g, lambda n, y: k + y, 0) == 5 * k
+    cat = graphs.multi_branch((0, 2), combine="concat", channels=(32, 96), head_activation=False)
+    assert graphs.edge_channels(cat, "b0/join") == {"stem/linear": 32, "b0/br1/linear2": 96}
+    assert sympy.expand(graphs.max_subnetwork_value(cat, lambda n, y: s * y, 1)
+                        - (sympy.Rational(1, 4) + sympy.Rational(3, 4) * s**2)) == 0
+
+
+def test_register_kind_is_the_one_place_to_add_a_kind():
+    """A hypothetical 'halve' kind (a layer scaling C values by 1/2) works end to end."""
+    halve = NodeKind("halve", 1, 1, lambda ctx, node, inputs: inputs[0][1] / 2, gaussian="transparent")
+    graphs.register_kind(halve)
+    try:
+        g = chain(("x", "input", ()), ("l", "linear", ("x",)), ("h", "halve", ("l",)),
+                  ("a", "activation", ("h",)), ("y", "output", ("a",)))
+        graphs.validate(g)
+        assert graphs.propagate(g, lambda n, v: v + 1, sympy.Integer(1))["y"] == sympy.Rational(3, 2)
+    finally:
+        del graphs.KINDS["halve"]
+
+
+# --------------------------------------------------------------------------- validation errors
+
+def test_valid_graph_passes():
+    graphs.validate(small_mlp())
+
+
+def test_error_family():
+    assert issubclass(InvalidGraphError, SymactError)
+
+
+def test_cycle_is_rejected():
+    g = small_mlp()
+    g.add_edge("l2", "l1")
+    with pytest.raises(InvalidGraphError, match="cycle"):
+        graphs.validate(g)
+
+
+def test_unreachable_node_is_rejected():
+    g = small_mlp()
+    g.add_node("orphan", kind="linear")
+    g.add_node("orphan_in", kind="pool")
+    g.add_edge("orphan_in", "orphan")
+    g.add_node("sum", kind="weighted_sum")
+    g.remove_edge("l2", "y")
+    g.add_edge("l2", "sum", weight=0.6)
+    g.add_edge("orphan", "sum", weight=0.8)
+    g.add_edge("sum", "y")
+    with pytest.raises(InvalidGraphError, match="not reachable from the input"):
+        graphs.validate(g)
+
+
+def test_dead_branch_is_rejected():
+    g = small_mlp()
+    graphs.add_node(g, "dead", "linear", "a1")
+    with pytest.raises(InvalidGraphError, match="do not reach the output"):
+        graphs.validate(g)
+
+
+def test_two_inputs_are_rejected():
+    g = small_mlp()
+    graphs.add_node(g, "x2", "input")
+    with pytest.raises(InvalidGraphError, match="exactly one input node, found 2"):
+        graphs.validate(g)
+
+
+def test_missing_or_extra_output_is_rejected():
+    g = small_mlp()
+    graphs.add_node(g, "y2", "output", "l2")
+    with pytest.raises(InvalidGraphError, match="exactly one output node, found 2"):
+        graphs.validate(g)
+    g = small_mlp()
+    g.remove_node("y")
+    with pytest.raises(InvalidGraphError, match="exactly one output node, found 0"):
+        graphs.validate(g)
+
+
+def test_output_must_be_last():
+    g = small_mlp()
+    g.add_node("after", kind="linear")
+    g.add_edge("y", "after")
+    with pytest.raises(InvalidGraphError, match="must be the last node"):
+        graphs.validate(g)
+
+
+@pytest.mark.parametrize("bad", ["input_then_activation", "activation_then_activation", "sum_with_activation"])
+def test_activation_not_preceded_by_linear_is_rejected(bad):
+    if bad == "input_then_activation":
+        g = chain(("x", "input", ()), ("a", "activation", ("x",)), ("l", "linear", ("a",)), ("y", "output", ("l",)))
+    elif bad == "activation_then_activation":
+        g = chain(("x", "input", ()), ("l", "linear", ("x",)), ("a", "activation", ("l",)),
+                  ("p", "pool", ("a",)), ("b", "activation", ("p",)), ("y", "output", ("b",)))
+    else:
+        g = chain(("x", "input", ()), ("l", "linear", ("x",)), ("a", "activation", ("l",)), ("l2", "linear", ("a",)))
+        graphs.add_weighted_sum(g, "sum", {"a": 0.6, "l2": 0.8})
+        graphs.add_node(g, "b", "activation", "sum", activation="tanh")
+        graphs.add_node(g, "y", "output", "b")
+    with pytest.raises(InvalidGraphError, match="not preceded by a linear layer"):
+        graphs.validate(g)
+
+
+def test_unnormalised_weights_are_rejected_with_the_normalised_form():
+    g = chain(("x", "input", ()), ("l1", "linear", ("x",)), ("l2", "linear", ("x",)))
+    with pytest.raises(InvalidGraphError, match=r"squares sum to 2.*'l1': 0.707106781187, 'l2': 0.707106781187"):
+        graphs.add_weighted_sum(g, "sum", {"l1": 1.0, "l2": 1.0})
+    with pytest.raises(InvalidGraphError, match=r"'l1': sqrt\(2\)/2"):
+        graphs.add_weighted_sum(g, "sum", {"l1": 1, "l2": 1})
+    # the check also runs in validate, for edges set by hand
+    graphs.add_weighted_sum(g, "sum", {"l1": 0.6, "l2": 0.8})
+    graphs.add_node(g, "y", "output", "sum")
+    g.edges["l1", "sum"]["weight"] = 0.61
+    with pytest.raises(InvalidGraphError, match="not 1"):
+        graphs.validate(g)
+
+
+def test_weight_tolerance_is_1e_12_for_floats_and_exact_for_sympy():
+    g = chain(("x", "input", ()), ("l1", "linear", ("x",)), ("l2", "linear", ("x",)))
+    w = 0.6 + 4e-13  # squares sum to 1 + 4.8e-13: within tolerance
+    graphs.add_weighted_sum(g, "ok", {"l1": w, "l2": 0.8})
+    with pytest.raises(InvalidGraphError):
+        graphs.add_weighted_sum(g, "bad", {"l1": 0.6 + 1e-11, "l2": 0.8})
+    graphs.add_weighted_sum(g, "exact", {"l1": sympy.sqrt(2) / 2, "l2": 1 / sympy.sqrt(2)})
+    # exact numbers get no tolerance at all
+    with pytest.raises(InvalidGraphError):
+        graphs.add_weighted_sum(g, "exact_bad", {"l1": sympy.Rational(3, 5) + sympy.Rational(1, 10**15),
+                                                 "l2": sympy.Rational(4, 5)})
+    w_sym = sympy.Symbol("w", positive=True)
+    graphs.add_weighted_sum(g, "symbolic", {"l1": w_sym, "l2": sympy.sqrt(1 - w_sym**2)})
+
+
+def test_wrong_in_degree_is_rejected():
+    g = chain(("x", "input", ()), ("l1", "linear", ("x",)), ("l2", "linear", ("x",)),
+              ("l3", "linear", ("l1", "l2")), ("y", "output", ("l3",)))
+    with pytest.raises(InvalidGraphError, match="linear node 'l3' has 2 input.*exactly 1"):
+        graphs.validate(g)
+    g = chain(("x", "input", ()), ("l1", "linear", ("x",)))
+    graphs.add_weighted_sum(g, "sum", {"l1": 1.0})
+    graphs.add_node(g, "y", "output", "sum")
+    with pytest.raises(InvalidGraphError, match="weighted_sum node 'sum' has 1 input.*at least 2"):
+        graphs.validate(g)
+
+
+def test_unknown_kind_and_missing_attributes_are_rejected():
+    g = small_mlp()
+    g.nodes["l1"]["kind"] = "batchnorm"
+    with pytest.raises(InvalidGraphError, match="kind 'batchnorm'; known kinds"):
+        graphs.validate(g)
+    with pytest.raises(InvalidGraphError, match="unknown node kind"):
+        graphs.add_node(graphs.new_graph(), "n", "dropout")
+    g = small_mlp()
+    del g.nodes["a1"]["activation"]
+    with pytest.raises(InvalidGraphError, match="no 'activation' attribute"):
+        graphs.validate(g)
+    g = chain(("x", "input", ()), ("l1", "linear", ("x",)), ("l2", "linear", ("x",)))
+    with pytest.raises(InvalidGraphError, match="positive integer 'channels'"):
+        graphs.add_concat(g, "cat", {"l1": 3, "l2": 0})
+
+
+def test_multigraph_and_empty_graph_are_rejected():
+    with pytest.raises(InvalidGraphError, match="DiGraph"):
+        graphs.validate(nx.MultiDiGraph())
+    with pytest.raises(InvalidGraphError, match="empty"):
+        graphs.validate(graphs.new_graph())
+
+
+def test_add_node_guards():
+    g = small_mlp()
+    with pytest.raises(InvalidGraphError, match="already exists"):
+        graphs.add_node(g, "l1", "linear", "x")
+    with pytest.raises(InvalidGraphError, match="not a node yet"):
+        graphs.add_node(g, "l9", "linear", "nowhere")
+
+
+@pytest.mark.parametrize("module", ["graphs.graph", "graphs.builders", "graphs.walker", "graphs.fx"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    if module == "graphs.fx":
+        pytest.importorskip("torch")
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,161 @@
+"""Symbolic parameter activations: the seed's table, inverses, r(A), mirror maps (symact/parametrize.py)."""
+
+import pytest
+import sympy as sp
+
+import symact
+from symact.errors import FormulaError, NoInverseError, UnknownSymbolError
+from symact.parametrize import W, autoactivation_table, parameter_activation, signed_parametrization
+
+# The seed's table (000_9c0708ded5a471ee.txt), typed from the post: name -> (g, dA/dW, dA/dW in A).
+# "lg" in the post is the natural log (its row e^{e^W} -> A lg(A) only holds for ln).
+SEED_TABLE = {
+    "identity": (lambda w: w, lambda w: sp.Integer(1), lambda a: a**0),
+    "exp": (sp.exp, sp.exp, lambda a: a),
+    "square": (lambda w: w**2, lambda w: 2 * w, lambda a: 2 * sp.sqrt(a)),
+    "log": (sp.log, lambda w: 1 / w, lambda a: sp.exp(-a)),
+    "reciprocal": (lambda w: w**-1, lambda w: -(w**-2), lambda a: -(a**2)),
+    "exp_exp": (lambda w: sp.exp(sp.exp(w)), lambda w: sp.exp(sp.exp(w)) * sp.exp(w), lambda a: a * sp.log(a)),
+    "cube": (lambda w: w**3, lambda w: 3 * w**2, lambda a: 3 * (a**2) ** sp.Rational(1, 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(SEED_TABLE))
+def test_seed_table_rows_come_out_exactly(name):
+    g, dg, dg_in_a = SEED_TABLE[name]
+    pa = parameter_activation(name)
+    assert sp.simplify(pa.g - g(W)) == 0
+    assert sp.simplify(pa.derivative - dg(W)) == 0
+    assert sp.simplify(pa.derivative_in_A - dg_in_a(pa.A)) == 0
+
+
+@pytest.mark.parametrize("formula", ["W", "exp(W)", "W**2", "log(W)", "1/W", "exp(exp(W))", "W**3"])
+def test_seed_rows_from_formula_strings(formula):
+    # Same rows given as formulas rather than names.
+    name = {"W": "identity", "exp(W)": "exp", "W**2": "square", "log(W)": "log", "1/W": "reciprocal",
+            "exp(exp(W))": "exp_exp", "W**3": "cube"}[formula]
+    pa = parameter_activation(formula)
+    assert sp.simplify(pa.derivative_in_A - SEED_TABLE[name][2](pa.A)) == 0
+
+
+ALL_ROWS = list(SEED_TABLE) + ["softplus", "powerprop"]
+
+
+@pytest.mark.parametrize("name", ALL_ROWS)
+def test_inverse_is_an_inverse_on_the_domain(name):
+    pa = parameter_activation(name)
+    g = pa.concrete(pa.g)
+    inv = pa.concrete(pa.inverse)
+    samples = [sp.Rational(1, 3), 1, sp.Rational(5, 2)]
+    if pa.domain.contains(-1) is sp.true:
+        samples += [-sp.Rational(7, 4), -1]
+    for w in samples:
+        a = g.subs(W, w)
+        # W -> A -> W recovers W (evaluated at 30 digits)
+        assert abs(sp.N(inv.subs(pa.A, a), 30) - w) < 1e-25
+        # r(A) evaluated at A = g(w) equals g'(w)**2 (chain rule, independent of the inverse)
+        r_at = sp.N(pa.concrete(pa.effective_learning_rate).subs(pa.A, a), 30)
+        assert abs(r_at - sp.N(sp.diff(g, W).subs(W, w) ** 2, 30)) < 1e-20 * max(1, abs(r_at))
+
+
+@pytest.mark.parametrize("name", ALL_ROWS)
+def test_mirror_map_second_derivative_is_one_over_r(name):
+    pa = parameter_activation(name)
+    psi = pa.mirror_map
+    if psi is None:
+        assert name in ("exp_exp", "softplus")  # their antiderivatives involve Ei / polylog
+        return
+    psi = pa.concrete(psi)
+    r = pa.concrete(pa.effective_learning_rate)
+    for a in (sp.Rational(1, 2), 2, 7):
+        val = sp.N((sp.diff(psi, pa.A, 2) * r).subs(pa.A, a), 30)
+        assert abs(val - 1) < 1e-25
+
+
+def test_mirror_maps_named_in_the_issue():
+    exp = parameter_activation("exp")
+    assert sp.simplify(exp.mirror_map - (-sp.log(exp.A))) == 0  # Burg entropy
+    sq = parameter_activation("W**2")
+    a = sq.A
+    # unnormalised relative entropy of exponentiated gradient, scale 1/4 (GD on W = EG on A at rate 4*lr)
+    assert sp.simplify(sq.mirror_map - (a * sp.log(a) - a) / 4) == 0
+
+
+def test_effective_learning_rate_values():
+    assert parameter_activation("exp").effective_learning_rate == parameter_activation("exp").A ** 2
+    sq = parameter_activation("square")
+    assert sp.simplify(sq.effective_learning_rate - 4 * sq.A) == 0
+
+
+def test_domains_and_branches_are_stated():
+    sq = parameter_activation("W**2")
+    assert sq.domain == sp.Interval.open(0, sp.oo)
+    assert "sqrt(A)" in sq.branch and "positive" in sq.branch
+    assert parameter_activation("exp").domain == sp.S.Reals
+    assert parameter_activation("softplus").domain == sp.S.Reals
+    assert parameter_activation("1/W").domain == sp.S.Reals - sp.FiniteSet(0)
+    cube = parameter_activation("cube")
+    assert cube.domain == sp.S.Reals and "odd extension" in cube.branch
+    assert parameter_activation("exp_exp").range == sp.Interval.open(1, sp.oo)
+
+
+def test_no_inverse_errors():
+    with pytest.raises(NoInverseError, match="not injective"):
+        parameter_activation("sin(W)").derivative_in_A
+    with pytest.raises(NoInverseError, match="domain='positive'"):
+        parameter_activation("W**2", domain="real").inverse
+    # the W-side formula needs no inverse
+    assert parameter_activation("sin(W)").derivative == sp.cos(W)
+
+
+def test_parameters_and_errors():
+    pp = parameter_activation("powerprop")
+    (alpha,) = pp.params
+    assert pp.params[alpha] == 2
+    assert sp.simplify(pp.concrete(pp.derivative_in_A) - 2 * sp.sqrt(sp.Abs(pp.A))) == 0
+    pp3 = pp.subs(alpha=3)
+    assert sp.simplify(pp3.concrete(pp3.derivative_in_A) - 3 * sp.Abs(pp3.A) ** sp.Rational(2, 3)) == 0
+    user = parameter_activation("exp(beta*W)", beta=2)
+    assert sp.simplify(user.derivative_in_A - list(user.params)[0] * user.A) == 0
+    with pytest.raises(UnknownSymbolError, match="beta"):
+        parameter_activation("exp(beta*W)")
+    with pytest.raises(FormulaError):
+        parameter_activation("exp(x)+")
+    with pytest.raises(FormulaError, match="does not depend on W"):
+        parameter_activation("2")
+    with pytest.raises(UnknownSymbolError):
+        pp.subs(gamma=1)
+
+
+def test_repr_and_latex():
+    pa = parameter_activation("exp")
+    assert repr(pa) == "ParameterActivation('exp', A = exp(W))"
+    assert pa._repr_latex_().startswith("$") and "e^{W}" in pa._repr_latex_()
+    assert symact.parameter_activation is parameter_activation
+
+
+def test_table_is_computed_for_any_row():
+    table = autoactivation_table()
+    lines = table.markdown.splitlines()
+    assert len(lines) == 2 + 9
+    assert "`exp(-A)`" in table.markdown and "`A*log(A)`" in table.markdown
+    assert r"e^{- A}" in table.latex and table.latex.startswith(r"\begin{array}")
+    # A row that is nowhere in the code: W**5 -> 5*|A|**(4/5)
+    custom = autoactivation_table(["W**5"])
+    assert "`5*Abs(A)**(4/5)`" in custom.markdown
+    assert autoactivation_table(["sin(W)"]).markdown.splitlines()[2].count("no inverse") == 1
+
+
+def test_signed_parametrizations_gradients():
+    d = signed_parametrization("exp", "difference")
+    wp, wm = d.symbols
+    assert d.expr == sp.exp(wp) - sp.exp(wm)
+    assert d.gradients[wm] == -sp.exp(wm)
+    s = signed_parametrization("exp", "soft_sign")
+    w, sym_s = s.symbols
+    k = [x for x in s.expr.free_symbols if x.name == "k"][0]
+    assert sp.simplify(s.gradients[sym_s] - k * (1 - sp.tanh(k * sym_s) ** 2) * sp.exp(w)) == 0
+    v = signed_parametrization("square", "second_layer")
+    assert v.gradients[v.symbols[1]] == W**2
+    with pytest.raises(FormulaError):
+        signed_parametrization("exp", "mirror")

@@ -1,0 +1,153 @@
+"""Verification experiments for parameter activations and the DUR-II (analysis/experiments)."""
+
+import json
+import math
+
+import pytest
+
+from analysis.experiments.parameter_activation import (
+    ConvergenceSpec,
+    OneStepSpec,
+    convergence_study,
+    format_one_step_table,
+    format_table,
+    one_step_check,
+)
+from analysis.experiments.regressor import ExtrapolationSpec, extrapolation_experiment, required_exponent
+from symact.parametrize import EXTRA_TABLE_ROWS, SEED_TABLE_ROWS
+
+
+def test_one_step_check_every_row():
+    record = one_step_check(OneStepSpec())
+    json.dumps(record)
+    assert [r["row"] for r in record["rows"]] == list(SEED_TABLE_ROWS + EXTRA_TABLE_ROWS)
+    for row in record["rows"]:
+        big, small = row["relative_errors"]
+        if row["row"] == "identity":
+            # g'' = 0: the first-order prediction is exact up to rounding
+            assert row["exact"] and big < 1e-9 and small < 1e-9
+        else:
+            assert not row["exact"]
+            assert 5 <= row["ratio"] <= 20, row
+            assert small < 0.1  # O(lr): small at lr = 1e-4
+        assert row["passed"]
+    assert record["all_passed"]
+    table = format_one_step_table(record)
+    assert table.count("\n") == 1 + len(record["rows"]) and "exact (g'' = 0)" in table
+
+
+def test_one_step_check_detects_a_wrong_prediction(monkeypatch):
+    # Replace r(A) by r(A) * 1.01: the error no longer scales like lr (it is 1e-2 at both step sizes).
+    from analysis.experiments import parameter_activation as pa_exp
+
+    real = pa_exp.sympy_to_torch
+
+    def wrong(expr, symbol):
+        f = real(expr, symbol)
+        return lambda a: 1.01 * f(a)
+
+    monkeypatch.setattr(pa_exp, "sympy_to_torch", wrong)
+    record = one_step_check({"rows": ["exp", "square"]})
+    assert not record["all_passed"]
+    assert all(r["ratio"] < 2 for r in record["rows"])
+
+
+SMALL = dict(seeds=2, steps=200, target_scales=(1.0,), noise_levels=(0.0, 0.1), lr_grid=(1e-3, 1e-2, 1e-1),
+             n_samples=64)
+
+
+def test_convergence_study_small_runs_and_is_consistent():
+    record = convergence_study(SMALL)
+    text = json.dumps(record)  # strict JSON (inf written as a string)
+    assert "Infinity" not in text
+    cells = record["cells"]
+    assert len(cells) == 3 * 2 * 2
+    for c in cells:
+        assert c["tuned"]["lr"] in SMALL["lr_grid"]
+        assert c["fixed"]["runs"] == SMALL["seeds"] and len(c["fixed"]["final_excess"]) == SMALL["seeds"]
+        for s in (c["fixed"], c["tuned"]):
+            steps = [x for x in s["steps_to_tolerance"] if x is not None]
+            assert s["reached"] == len(steps) and all(0 <= x <= SMALL["steps"] for x in steps)
+        # the tuned lr is never worse than the fixed lr when the fixed lr is on the grid
+    table = format_table(record)
+    assert table.count("\n| ") == len(cells) + 1
+    assert "lognormal_plain" in table
+
+
+def test_convergence_study_plain_noise_free_reaches_least_squares():
+    # Independent reference: noise-free plain least squares with a tuned lr must reach the exact solution.
+    record = convergence_study(dict(SMALL, methods=("plain",), noise_levels=(0.0,), targets=("equal",), steps=400))
+    (cell,) = record["cells"]
+    assert cell["tuned"]["reached"] == 2
+    assert cell["tuned"]["max_final"] < 1e-8
+
+
+def test_convergence_spec_rejects_unknown_fields():
+    with pytest.raises(TypeError, match="unknown"):
+        convergence_study({"stepz": 3})
+    assert ConvergenceSpec().lr_grid[0] < ConvergenceSpec().lr_grid[-1]
+
+
+def test_required_exponent_analysis():
+    with_log = required_exponent(("x", "log(x)"))
+    assert with_log["representable"]
+    assert with_log["coefficients"] == {"1": "1", "x": "0", "log(x)": "1/log(2)"}
+    assert not required_exponent(("x",))["representable"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dur2_extrapolates_2x_with_log_readouts(seed):
+    record = extrapolation_experiment(ExtrapolationSpec(seed=seed, models=("dur2",), feature_sets=(("x", "log(x)"),)))
+    json.dumps(record)
+    (res,) = record["results"]
+    assert res["max_rel_error"] < 1e-2
+
+
+def test_dur2_cannot_extrapolate_2x_from_x_alone():
+    # the case the analysis rules out: u is affine in x, so y = 2**u leaves 2x by orders of magnitude
+    record = extrapolation_experiment({"models": ["dur2"], "feature_sets": [["x"]]})
+    (res,) = record["results"]
+    assert not record["analysis"][0]["representable"]
+    assert res["max_rel_error"] > 1.0 or math.isinf(res["max_rel_error"])
+
+
+@pytest.mark.parametrize("method", ["plain", "exp", "lognormal_plain"])
+def test_convergence_dynamics_match_torch_sgd_on_a_parametrised_linear(method):
+    # Independent reference for the vectorised study loop: the same data, init and batches, trained by
+    # torch.optim.SGD on nn.Linear (with the exp parametrisation registered for "exp").
+    import torch
+    from torch import nn
+
+    from analysis.experiments.parameter_activation import _run_group, _targets
+    from numeric.parametrizations import parametrize_model
+
+    spec = ConvergenceSpec(seeds=1, steps=30, n_samples=64, batch_size=8, tolerance=1e-30)
+    a_star = _targets("two_decades", 1.0, spec.n_features)
+    lr = 0.02
+    ((_, final),) = _run_group(method, a_star, 0.1, spec, [lr])[lr]
+
+    gen = torch.Generator().manual_seed(1000)  # the study's data stream for seed 0
+    d, n = spec.n_features, spec.n_samples
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    clean = x @ a_star
+    y = clean + 0.1 * clean.pow(2).mean().sqrt() * torch.randn(n, generator=gen, dtype=torch.float64)
+    lognormal = torch.exp(spec.init_log_mean + spec.init_log_std * torch.randn(d, generator=gen, dtype=torch.float64))
+    uniform = (torch.rand(d, generator=gen, dtype=torch.float64) * 2 - 1) / d**0.5
+    batches = torch.randint(0, n, (spec.steps, spec.batch_size), generator=gen)
+    layer = nn.Linear(d, 1, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_((uniform if method == "plain" else lognormal).unsqueeze(0))
+    if method == "exp":
+        parametrize_model(layer, "exp")
+    opt = torch.optim.SGD(layer.parameters(), lr=lr)
+    for step in range(spec.steps):
+        opt.zero_grad()
+        idx = batches[step]
+        (((layer(x[idx]).squeeze(-1) - y[idx]) ** 2).mean() / 2).backward()
+        opt.step()
+    with torch.no_grad():
+        solution = torch.linalg.lstsq(x, y.unsqueeze(-1)).solution.squeeze(-1)
+        l_star = ((x @ solution - y) ** 2).mean() / 2
+        loss = ((layer(x).squeeze(-1) - y) ** 2).mean() / 2
+        reference = float((loss - l_star) / ((y**2).mean() / 2))
+    assert final == pytest.approx(reference, rel=1e-9)

@@ -1,0 +1,137 @@
+"""torch.nn.utils.parametrize parametrisations for A = g(W) (numeric/parametrizations.py)."""
+
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+import numeric
+from numeric.parametrizations import ParameterActivationParametrization, parametrization, parametrize_model
+from symact.errors import DomainError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models: thread start-up and contention on a shared 2-core machine dominate otherwise.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# Weights inside each row's range (value offset so that every entry is in range).
+ROW_WEIGHT_SHIFT = {"identity": -1.0, "exp": 0.1, "square": 0.1, "log": -1.0, "reciprocal": 0.1,
+                    "exp_exp": 1.1, "cube": -1.0, "softplus": 0.1, "powerprop": -1.0}
+
+
+def _linear(seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    return nn.Linear(5, 3).to(dtype)
+
+
+@pytest.mark.parametrize("name", list(ROW_WEIGHT_SHIFT))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_right_inverse_reproduces_given_weights(name, dtype):
+    layer = _linear(dtype=dtype)
+    with torch.no_grad():
+        layer.weight.copy_(torch.rand_like(layer.weight) * 2 + ROW_WEIGHT_SHIFT[name])
+    given = layer.weight.detach().clone()
+    parametrize_model(layer, name)
+    assert parametrize.is_parametrized(layer, "weight")
+    assert layer.weight.dtype == dtype
+    torch.testing.assert_close(layer.weight, given, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("signed", ["difference", "soft_sign", "second_layer"])
+@pytest.mark.parametrize("g", ["exp", "square", "softplus"])
+def test_signed_forms_reproduce_signed_weights(signed, g):
+    layer = _linear(dtype=torch.float32)  # default init: weights of both signs
+    given = layer.weight.detach().clone()
+    assert (given < 0).any() and (given > 0).any()
+    parametrize_model(layer, g, signed=signed)
+    torch.testing.assert_close(layer.weight, given, rtol=1e-6, atol=1e-6)
+
+
+def test_forward_matches_torch_builtins():
+    w = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    torch.testing.assert_close(ParameterActivationParametrization("exp")(w), torch.exp(w))
+    torch.testing.assert_close(ParameterActivationParametrization("softplus")(w), F.softplus(w))
+    torch.testing.assert_close(ParameterActivationParametrization("powerprop", alpha=3)(w), w * w.abs() ** 2)
+    torch.testing.assert_close(ParameterActivationParametrization("identity")(w), w)
+
+
+def test_unsigned_rejects_weights_outside_the_range():
+    layer = _linear()
+    with pytest.raises(DomainError, match="signed="):
+        parametrize_model(layer, "exp")
+
+
+def test_conv_and_second_layer_shapes():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3)
+    given = conv.weight.detach().clone()
+    parametrize_model(conv, "exp", signed="second_layer")
+    assert conv.weight.shape == given.shape
+    torch.testing.assert_close(conv.weight, given, rtol=1e-6, atol=1e-6)
+    originals = conv.parametrizations.weight
+    assert originals.original0.shape == (8, 18) and originals.original1.shape == (4, 8)
+
+
+def _model(signed):
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    return parametrize_model(net, "exp", signed=signed)
+
+
+@pytest.mark.parametrize("signed", ["difference", "soft_sign", "second_layer"])
+def test_parametrised_model_trains_saves_and_reloads(signed):
+    net = _model(signed)
+    torch.manual_seed(2)
+    x = torch.randn(64, 4, dtype=torch.float64)
+    y = torch.tanh(x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]], dtype=torch.float64))
+    opt = torch.optim.Adam(net.parameters(), lr=2e-2)
+    first = F.mse_loss(net(x), y).item()
+    for _ in range(150):
+        opt.zero_grad()
+        loss = F.mse_loss(net(x), y)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = _model(signed)
+    assert not torch.equal(fresh(x), net(x))
+    fresh.load_state_dict(torch.load(buffer))
+    torch.testing.assert_close(fresh(x), net(x), rtol=0, atol=0)
+
+
+def test_unsigned_positive_linear_trains_and_round_trips():
+    torch.manual_seed(3)
+    layer = nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.5)
+    parametrize_model(layer, "exp")
+    x = torch.rand(128, 3, dtype=torch.float64)
+    y = x @ torch.tensor([[0.3], [2.0], [1.0]], dtype=torch.float64)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.3)
+    for _ in range(3000):
+        opt.zero_grad()
+        F.mse_loss(layer(x), y).backward()
+        opt.step()
+    torch.testing.assert_close(layer.weight, torch.tensor([[0.3, 2.0, 1.0]], dtype=torch.float64), atol=2e-2, rtol=0)
+    state = layer.state_dict()
+    assert "parametrizations.weight.original" in state
+    # the stored raw weight is log A
+    torch.testing.assert_close(state["parametrizations.weight.original"].exp(), layer.weight)
+
+
+def test_factory_and_repr():
+    p = parametrization("square")
+    assert "W**2" in repr(p)
+    with pytest.raises(Exception, match="signed"):
+        parametrization("exp", signed="mirror")
+    assert numeric.parametrize_model is parametrize_model

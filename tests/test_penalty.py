@@ -1,0 +1,105 @@
+"""The input-gradient / parameter-gradient penalty inequality (analysis.penalty)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from analysis.penalty import gradient_penalty_inequality
+from symact.errors import DomainError
+
+ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "relu": nn.ReLU}
+
+
+@pytest.mark.parametrize("n_in", [1, 4])
+@pytest.mark.parametrize("tail", [[], [nn.Tanh()]])
+def test_one_layer_scalar_output_is_an_equality_in_spectral_norm(n_in, tail):
+    torch.manual_seed(n_in)
+    net = nn.Sequential(nn.Linear(n_in, 1), *tail).double()
+    x = torch.randn(n_in, dtype=torch.float64)
+    r = gradient_penalty_inequality(net, x, f=lambda y: torch.sin(3 * y).sum())
+    assert r.lhs == pytest.approx(r.rhs, rel=1e-13)
+    # and both sides equal the closed form delta^2 (1 + |x|^2), delta = df/dz
+    w, b = net[0].weight.detach(), net[0].bias.detach()
+    z = (w @ x + b).requires_grad_(True)
+    (delta,) = torch.autograd.grad(torch.sin(3 * (tail[0](z) if tail else z)).sum(), z)
+    assert r.rhs == pytest.approx(float(delta**2 * (1 + x @ x)), rel=1e-13)
+
+
+def test_one_layer_frobenius_loses_exactly_the_identity_norm():
+    # ||I_n||_F^2 = n, ||w||_F = ||w||_2 for a row: the Frobenius left side is rhs / n
+    torch.manual_seed(0)
+    n = 5
+    net = nn.Sequential(nn.Linear(n, 1)).double()
+    r = gradient_penalty_inequality(net, torch.randn(n, dtype=torch.float64), norm="frobenius")
+    assert r.lhs == pytest.approx(r.rhs / n, rel=1e-13)
+
+
+def test_per_layer_terms_each_bounded_and_sum_to_lhs():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.Softplus(), nn.Linear(4, 2)).double()
+    r = gradient_penalty_inequality(net, torch.randn(3, dtype=torch.float64), f=lambda y: (y**2).sum())
+    assert len(r.layers) == 3
+    assert all(layer.slack >= -1e-12 * layer.parameter_gradient_norm_sq for layer in r.layers)
+    assert r.lhs == pytest.approx(sum(layer.bound_term for layer in r.layers))
+    # the right side is the full parameter gradient, computed independently here
+    x = torch.randn(3, dtype=torch.float64)
+    r = gradient_penalty_inequality(net, x, f=lambda y: (y**2).sum())
+    grads = torch.autograd.grad((net(x) ** 2).sum(), list(net.parameters()))
+    assert r.rhs == pytest.approx(float(sum((g**2).sum() for g in grads)), rel=1e-13)
+    assert r.holds and r.slack > 0
+
+
+def test_frobenius_is_looser_than_spectral():
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2)).double()
+    x = torch.randn(3, dtype=torch.float64)
+    spectral = gradient_penalty_inequality(net, x, norm="spectral")
+    frobenius = gradient_penalty_inequality(net, x, norm="frobenius")
+    assert frobenius.lhs <= spectral.lhs <= spectral.rhs
+    assert frobenius.rhs == spectral.rhs
+
+
+def test_parameters_outside_linear_layers_only_add_to_the_right_side():
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Linear(2, 3), nn.PReLU(), nn.Linear(3, 1)).double()
+    r = gradient_penalty_inequality(net, torch.randn(2, dtype=torch.float64))
+    assert r.other_parameter_gradient_norm_sq >= 0
+    assert r.rhs == pytest.approx(sum(l.parameter_gradient_norm_sq for l in r.layers) + r.other_parameter_gradient_norm_sq)
+    assert r.holds
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(DomainError, match="Sequential"):
+        gradient_penalty_inequality(nn.Linear(2, 1), torch.zeros(2))
+    with pytest.raises(DomainError, match="1-D"):
+        gradient_penalty_inequality(nn.Sequential(nn.Linear(2, 1)), torch.zeros(3, 2))
+    with pytest.raises(DomainError, match="norm"):
+        gradient_penalty_inequality(nn.Sequential(nn.Linear(2, 1)), torch.zeros(2), norm="nuclear")
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(
+    depth=st.integers(1, 6),
+    widths=st.lists(st.integers(1, 4), min_size=7, max_size=7),
+    activation=st.sampled_from(sorted(ACTIVATIONS)),
+    norm=st.sampled_from(["spectral", "frobenius"]),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_inequality_holds_on_random_mlps(depth, widths, activation, norm, bias, seed):
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for t in range(depth):
+        layers.append(nn.Linear(widths[t], widths[t + 1], bias=bias))
+        if t < depth - 1:
+            layers.append(ACTIVATIONS[activation]())
+    net = nn.Sequential(*layers).double()
+    x = torch.randn(widths[0], dtype=torch.float64)
+    r = gradient_penalty_inequality(net, x, f=lambda y: torch.tanh(y).sum() + (y**2).sum())
+    assert r.lhs <= r.rhs * (1 + 1e-12) + 1e-300
+    for layer in r.layers:
+        assert layer.bound_term <= layer.parameter_gradient_norm_sq * (1 + 1e-12) + 1e-300

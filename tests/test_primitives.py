@@ -1,0 +1,161 @@
+"""symact.primitives: the safe vocabulary, its rewrite pass and the safety rule.
+
+References are independent of the code under test: mpmath at 50 digits evaluates
+the *elementary* formulas (log(1 + exp(u)) ...) with its own functions, and SymPy's
+own differentiation of the elementary formulas checks each ``fdiff``.
+"""
+
+from __future__ import annotations
+
+import mpmath
+import pytest
+import sympy
+
+from symact.primitives import (
+    PRIMITIVES,
+    Expm1,
+    Log1p,
+    LogSigmoid,
+    NormalCdf,
+    Sigmoid,
+    Softplus,
+    hazards,
+    safe_derivative,
+    safe_form,
+    to_elementary,
+)
+
+x = sympy.Symbol("x", real=True)
+b = sympy.Symbol("b", positive=True)
+
+# mpmath references written from the definitions, not from the module
+MP_REFERENCE = {
+    Sigmoid: lambda u: 1 / (1 + mpmath.exp(-u)),
+    Softplus: lambda u: mpmath.log1p(mpmath.exp(u)),
+    LogSigmoid: lambda u: -mpmath.log1p(mpmath.exp(-u)),
+    Log1p: mpmath.log1p,
+    Expm1: mpmath.expm1,
+    NormalCdf: mpmath.ncdf,
+}
+
+ARGUMENTS = ["-800", "-30", "-1e-20", "0.3", "1e-30", "25", "800"]
+
+
+# Log1p is real only for u > -1
+EVALF_CASES = [(p, a) for p in PRIMITIVES for a in ARGUMENTS if not (p is Log1p and float(a) <= -1)]
+
+
+@pytest.mark.parametrize("prim, arg", EVALF_CASES, ids=lambda c: getattr(c, "__name__", c))
+def test_evalf_matches_mpmath_at_40_digits(prim, arg):
+    with mpmath.workdps(60):
+        expected = MP_REFERENCE[prim](mpmath.mpf(arg))
+    value = prim(sympy.Float(arg, 60)).evalf(40)
+    with mpmath.workdps(60):
+        rel = abs(mpmath.mpf(str(value)) - expected) / abs(expected)
+    assert rel < mpmath.mpf("1e-38"), (prim, arg, value, expected)
+
+
+@pytest.mark.parametrize("prim", PRIMITIVES, ids=lambda p: p.__name__)
+def test_fdiff_agrees_with_derivative_of_elementary_form(prim):
+    derivative = sympy.diff(prim(x), x)
+    elementary = sympy.diff(prim(x).elementary(), x)
+    for point in ("-3.5", "0.25", "4"):
+        lhs = derivative.subs(x, sympy.Float(point, 40)).evalf(30)
+        rhs = elementary.subs(x, sympy.Float(point, 40)).evalf(30)
+        assert abs(lhs - rhs) <= sympy.Float("1e-28") * abs(rhs)
+
+
+@pytest.mark.parametrize("prim", PRIMITIVES, ids=lambda p: p.__name__)
+def test_derivative_stays_in_vocabulary(prim):
+    """fdiff never falls back to exp/log of an unbounded argument (the hazard the set avoids).
+
+    The one exception is Expm1' = exp(u): it overflows exactly where Expm1 itself does.
+    """
+    derivative = sympy.diff(prim(x), x)
+    expected = 1 if prim is Expm1 else 0
+    assert hazards(derivative, (x,)).overflow == expected, derivative
+    assert derivative.atoms(sympy.log) == set()
+
+
+def test_to_elementary_and_rewrite_are_identities():
+    expr = x * Sigmoid(x) + Softplus(-x) + Expm1(x) * NormalCdf(x) + LogSigmoid(x) + Log1p(x**2)
+    elementary = to_elementary(expr)
+    assert not any(elementary.has(p) for p in PRIMITIVES)
+    assert expr.rewrite(sympy.exp).has(sympy.exp)
+    for point in ("-2", "0.5", "3"):
+        a = expr.subs(x, sympy.Float(point, 40)).evalf(30)
+        c = elementary.subs(x, sympy.Float(point, 40)).evalf(30)
+        assert abs(a - c) < sympy.Float("1e-27")
+
+
+@pytest.mark.parametrize(
+    "naive, safe",
+    [
+        (sympy.log(1 + sympy.exp(x)), Softplus(x)),
+        (1 / (1 + sympy.exp(-x)), Sigmoid(x)),
+        (x / (1 + sympy.exp(-x)), x * Sigmoid(x)),
+        (sympy.exp(x) - 1, Expm1(x)),
+        (3 * sympy.exp(x) - 3, 3 * Expm1(x)),
+        (sympy.log(1 + x**2), Log1p(x**2)),
+        (sympy.log(1 / (1 + sympy.exp(-x))), LogSigmoid(x)),
+        (x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2, x * NormalCdf(x)),
+        (1 - sympy.tanh(x) ** 2, sympy.sech(x) ** 2),
+        (1 - Sigmoid(x), Sigmoid(-x)),
+    ],
+)
+def test_safe_form_rules(naive, safe):
+    assert safe_form(naive) == safe
+
+
+def test_rationalisation_of_squareplus_is_exact_and_idempotent():
+    squareplus = (x + sympy.sqrt(x**2 + b)) / 2
+    safe = safe_form(squareplus)
+    assert isinstance(safe.args[-1], sympy.Piecewise) or safe.has(sympy.Piecewise)
+    assert safe_form(safe) == safe
+    with mpmath.workdps(60):
+        for point in (-1e6, -3.0, 0.0, 2.0, 1e6):
+            exact = (mpmath.mpf(point) + mpmath.sqrt(mpmath.mpf(point) ** 2 + 4)) / 2
+            value = safe.subs({b: 4, x: sympy.Float(point, 60)}).evalf(40)
+            assert abs(mpmath.mpf(str(value)) - exact) <= mpmath.mpf("1e-35") * exact
+
+
+def test_safe_forms_stay_accurate_in_float_where_naive_forms_fail():
+    """Evaluated in double precision, the safe forms keep full relative accuracy."""
+    f_naive = sympy.lambdify(x, (x + sympy.sqrt(x**2 + 1)) / 2, "math")
+    f_safe = sympy.lambdify(x, safe_form((x + sympy.sqrt(x**2 + 1)) / 2), "math")
+    with mpmath.workdps(40):
+        exact = float((mpmath.mpf(-1e8) + mpmath.sqrt(mpmath.mpf(1e16) + 1)) / 2)
+    assert f_naive(-1e8) == 0.0  # the cancellation the rewrite removes
+    assert f_safe(-1e8) == pytest.approx(exact, rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        sympy.log(1 + sympy.exp(x)),
+        x / (1 + sympy.exp(-x)),
+        x * sympy.tanh(sympy.log(1 + sympy.exp(x))),
+        x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2,
+        (x + sympy.sqrt(x**2 + 4)) / 2,
+        sympy.tanh(x),
+        sympy.Piecewise((x, x > 0), (sympy.exp(x) - 1, True)),
+    ],
+)
+def test_safe_derivative_equals_derivative(expr):
+    reference = sympy.diff(expr, x)
+    chosen = safe_derivative(expr, x)
+    for point in ("-7.5", "-0.3", "0.6", "9"):
+        a = chosen.subs(x, sympy.Float(point, 40)).evalf(30)
+        c = reference.subs(x, sympy.Float(point, 40)).evalf(30)
+        assert abs(a - c) <= sympy.Float("1e-26") * max(1, abs(c))
+
+
+def test_safety_rule_prefers_forms_without_overflow_and_cancellation():
+    # tanh' as 1 - tanh^2 cancels for large |x|; sech^2 does not
+    assert safe_derivative(sympy.tanh(x), x) == sympy.sech(x) ** 2
+    # SiLU': the fdiff form with Sigmoid(-x) has no exp of an unbounded argument
+    silu_prime = safe_derivative(x / (1 + sympy.exp(-x)), x)
+    assert hazards(silu_prime, (x,)).overflow == 0
+    assert hazards(silu_prime, (x,)).cancellation == 0
+    naive = sympy.simplify(sympy.diff(x / (1 + sympy.exp(-x)), x))
+    assert hazards(naive, (x,)).key() > hazards(silu_prime, (x,)).key()

@@ -1,0 +1,99 @@
+"""Deep Universal Regressors I and II (numeric/regressor.py)."""
+
+import math
+
+import pytest
+import torch
+
+from numeric.regressor import SQUASH_PAIRS, DeepUniversalRegressorI, DeepUniversalRegressorII, squash_pair
+from symact.errors import DomainError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", sorted(SQUASH_PAIRS))
+def test_squash_pairs_are_inverse(name):
+    squash, unsquash = squash_pair(name)
+    z = torch.linspace(-6, 6, 101, dtype=torch.float64)
+    torch.testing.assert_close(unsquash(squash(z)), z, rtol=1e-9, atol=1e-9)
+
+
+def test_squash_closed_forms():
+    z = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    s, _ = squash_pair("algebraic")
+    torch.testing.assert_close(s(z), z / torch.sqrt(1 + z**2))
+    s, _ = squash_pair("softsign")
+    torch.testing.assert_close(s(z), torch.nn.functional.softsign(z))
+    # the algebraic pair still inverts far out in float64, where logit(sigmoid(z)) is already infinite
+    s, u = squash_pair("algebraic")
+    big = torch.tensor([1e3], dtype=torch.float64)
+    assert abs(float(u(s(big))) - 1e3) < 1e-6 * 1e3
+    s, u = squash_pair("sigmoid")
+    assert math.isinf(float(u(s(big))))
+    with pytest.raises(DomainError, match="squash"):
+        squash_pair("relu")
+
+
+def test_dur2_formula_and_exact_extrapolation_of_2x():
+    # With read-outs (x, log x): u = 1 + log(x)/log(2) and all terms at softsign(0) = 0 give y = 2x exactly
+    # (softsign: 1 - s = 1/(1 + z) keeps its digits, so the squash/unsquash round trip is exact to ~1e-15).
+    model = DeepUniversalRegressorII(2, k=3, squash="softsign").double()
+    with torch.no_grad():
+        model.readout_u.weight.copy_(torch.tensor([[0.0, 1 / math.log(2)]], dtype=torch.float64))
+        model.readout_u.bias.fill_(1.0)
+        model.readout_terms.weight.zero_()
+        model.readout_terms.bias.zero_()
+    x = torch.logspace(0, 3, 50, dtype=torch.float64)
+    torch.testing.assert_close(model(torch.stack([x, x.log()], -1)), 2 * x, rtol=1e-12, atol=0)
+
+
+def test_dur2_matches_hand_computation():
+    torch.manual_seed(0)
+    model = DeepUniversalRegressorII(3, k=4, width=5, squash="sigmoid").double()
+    x = torch.randn(7, 3, dtype=torch.float64)
+    a0 = x @ model.readout_u.weight.T + model.readout_u.bias
+    u = torch.logit(torch.sigmoid(a0).mean(-1))
+    terms = torch.sigmoid(x @ model.readout_terms.weight.T + model.readout_terms.bias)
+    expected = 2**u + sum(terms[:, i - 1] * 2 ** (u - i) for i in range(1, 5))
+    torch.testing.assert_close(model(x), expected)
+    torch.testing.assert_close(model.exponent(x), u)
+
+
+def test_dur1_matches_hand_computation():
+    torch.manual_seed(1)
+    model = DeepUniversalRegressorI(2, width=3, squash="tanh").double()
+    x = torch.randn(5, 2, dtype=torch.float64)
+    expected = torch.atanh(torch.tanh(x @ model.readout.weight.T + model.readout.bias).mean(-1))
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_order_penalty_value():
+    model = DeepUniversalRegressorII(2, k=3).double()
+    w = model.readout_terms.weight.detach()
+    expected = 0.5 * sum(4.0**i * float((w[i - 1] ** 2).sum()) for i in (1, 2, 3))
+    assert math.isclose(float(model.order_penalty(0.5).detach()), expected, rel_tol=1e-12)
+    assert float(DeepUniversalRegressorII(2, k=0).order_penalty()) == 0.0
+
+
+def test_sign_head_fits_negative_targets():
+    torch.manual_seed(0)
+    model = DeepUniversalRegressorII(2, k=2, sign_head=True, sign_sharpness=20.0).double()
+    x = torch.linspace(1, 10, 50, dtype=torch.float64)
+    feats = torch.stack([x, x.log()], -1)
+    target = torch.where(x < 5, -3 * x, 3 * x)
+    assert (model(feats) > 0).all() or (model(feats) < 0).all()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(800):
+        opt.zero_grad()
+        loss = ((model(feats) - target) / target.abs()).pow(2).mean()
+        loss.backward()
+        opt.step()
+    pred = model(feats).detach()
+    assert (torch.sign(pred) == torch.sign(target)).float().mean() > 0.9
+    assert model.readout_sign is not None and "sign_head=True" in repr(model)

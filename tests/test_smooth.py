@@ -1,0 +1,215 @@
+"""Smoothing by convolution with approximate identities (symact.smooth)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import mpmath
+import pytest
+import sympy
+
+from symact.errors import DivergentIntegralError, DomainError, FormulaError
+from symact.smooth import KERNELS, convolve_expression, kernel_antiderivative, kernel_density, piecewise_polynomial
+
+x = sympy.Symbol("x", real=True)
+t = sympy.Symbol("t", real=True)
+sigma = sympy.Symbol("sigma", positive=True)
+alpha = sympy.Symbol("alpha", positive=True)
+
+FUNCTIONS = {
+    "relu": sympy.Max(0, x),
+    "leaky_relu": sympy.Max(0, x) + sympy.Rational(1, 10) * sympy.Min(0, x),
+    "abs": sympy.Abs(x),
+    "heaviside": sympy.Heaviside(x),
+    "hardtanh": sympy.Min(sympy.Max(x, -1), 1),
+    "relu6": sympy.Min(sympy.Max(0, x), 6),
+    "quadratic_spline": sympy.Piecewise((0, x < 0), (x**2, x < 1), (2 * x - 1, True)),
+}
+# independent mpmath versions of the same functions and their kinks (for quadrature break-points)
+NUMERIC = {
+    "relu": (lambda y: max(y, 0), [0]),
+    "leaky_relu": (lambda y: y if y >= 0 else y / 10, [0]),
+    "abs": (lambda y: abs(y), [0]),
+    "heaviside": (lambda y: 1 if y > 0 else 0, [0]),
+    "hardtanh": (lambda y: min(max(y, -1), 1), [-1, 1]),
+    "relu6": (lambda y: min(max(y, 0), 6), [0, 6]),
+    "quadratic_spline": (lambda y: 0 if y < 0 else (y * y if y < 1 else 2 * y - 1), [0, 1]),
+}
+DENSITY = {
+    "gaussian": lambda u, s: mpmath.npdf(u, 0, s),
+    "logistic": lambda u, s: 1 / (4 * s * mpmath.cosh(u / (2 * s)) ** 2),
+    "uniform": lambda u, s: 1 / (2 * s) if -s <= u <= s else 0,
+    "cauchy": lambda u, s: s / (mpmath.pi * (u * u + s * s)),
+}
+DIVERGENT = {("relu", "cauchy"), ("leaky_relu", "cauchy"), ("abs", "cauchy"), ("quadratic_spline", "cauchy")}
+# the quadratic spline (the "any Piecewise of polynomials" case) runs with the logistic kernel (polylog
+# closed form) and the uniform one; its Gaussian closed form is the slowest to derive and adds no new path
+CASES = [(f, k) for f in FUNCTIONS for k in KERNELS
+         if (f, k) not in DIVERGENT and (f, k) != ("quadratic_spline", "gaussian")]
+POINTS = ["-3.1", "-1.2", "-0.5", "-0.05", "0", "0.02", "0.6", "1.1", "2.5", "6.3"]
+
+
+@lru_cache(maxsize=None)
+def closed_form(name: str, kernel: str) -> sympy.Expr:
+    return convolve_expression(FUNCTIONS[name], kernel, sigma)
+
+
+# ----------------------------------------------------------------------------- identities
+
+
+def test_gaussian_smoothed_leaky_relu_is_sau():
+    leaky = sympy.Max(0, x) + alpha * sympy.Min(0, x)
+    sau = ((1 - alpha) * sigma / sympy.sqrt(2 * sympy.pi) * sympy.exp(-x**2 / (2 * sigma**2))
+           + (1 + alpha) / 2 * x + (1 - alpha) / 2 * x * sympy.erf(x / (sympy.sqrt(2) * sigma)))
+    assert sympy.simplify(convolve_expression(leaky, "gaussian", sigma) - sau) == 0
+
+
+def test_x_times_gaussian_smoothed_heaviside_is_gelu():
+    gelu = x / 2 * (1 + sympy.erf(x / sympy.sqrt(2)))
+    assert sympy.simplify(x * convolve_expression(sympy.Heaviside(x), "gaussian", 1) - gelu) == 0
+
+
+def test_logistic_smoothed_relu_is_softplus():
+    softplus = sympy.log(1 + sympy.exp(x))
+    assert sympy.simplify(convolve_expression(sympy.Max(0, x), "logistic", 1) - softplus) == 0
+    # and with scale s it is s * softplus(x / s)
+    scaled = sigma * sympy.log(1 + sympy.exp(x / sigma))
+    assert sympy.simplify(closed_form("relu", "logistic") - scaled) == 0
+
+
+def test_heaviside_smoothings_are_the_kernel_cdfs():
+    assert sympy.simplify(closed_form("heaviside", "gaussian") - (1 + sympy.erf(x / (sympy.sqrt(2) * sigma))) / 2) == 0
+    assert sympy.simplify(closed_form("heaviside", "logistic") - 1 / (1 + sympy.exp(-x / sigma))) == 0
+    assert sympy.simplify(closed_form("heaviside", "cauchy") - (sympy.Rational(1, 2) + sympy.atan(x / sigma) / sympy.pi)) == 0
+
+
+def test_derivative_of_smoothed_relu_is_smoothed_heaviside():
+    # (f * k)' = f' * k; for the uniform kernel Min/Max derivatives are compared numerically
+    for kernel in ("gaussian", "logistic"):
+        assert sympy.simplify(sympy.diff(closed_form("relu", kernel), x) - closed_form("heaviside", kernel)) == 0
+    d = sympy.lambdify(x, sympy.diff(closed_form("relu", "uniform"), x).subs(sigma, 2), "mpmath")
+    h = sympy.lambdify(x, closed_form("heaviside", "uniform").subs(sigma, 2), "mpmath")
+    for value in ["-3", "-1.5", "0.3", "1.9", "2.5"]:
+        assert abs(d(mpmath.mpf(value)) - h(mpmath.mpf(value))) < 1e-25
+
+
+def test_logistic_antiderivatives_differentiate_back():
+    for j in range(4):
+        G = kernel_antiderivative("logistic", j, sigma)
+        # expand_func turns the polylog(1, z) that diff produces into -log(1 - z)
+        assert sympy.simplify(sympy.expand_func(sympy.diff(G, t) - t**j * kernel_density("logistic", sigma, t))) == 0
+
+
+def test_smoothing_tends_to_f_as_width_shrinks():
+    for name, point, expected in [("relu", 1, 1), ("relu", -1, 0), ("hardtanh", sympy.Rational(1, 2), sympy.Rational(1, 2))]:
+        assert sympy.limit(closed_form(name, "gaussian").subs(x, point), sigma, 0, "+") == expected
+
+
+# ----------------------------------------------------------------------------- quadrature
+
+
+def _quadrature(name, kernel, x0, s):
+    f, kinks = NUMERIC[name]
+    k = DENSITY[kernel]
+    # break-points: kinks of f(x0 - t) sit at t = x0 - kink; the kernel's peak and edges too
+    points = {x0 - kink for kink in kinks} | {mpmath.mpf(0)}
+    if kernel == "uniform":
+        points |= {s, -s}
+    # light tails are truncated where the neglected mass (times |f| <= |x0| + |t|) is below 1e-40:
+    # Gaussian beyond 16 sigma (< 1e-57), logistic beyond 100 s (< 1e-43)
+    reach = {"gaussian": 16 * s, "logistic": 100 * s, "uniform": s}.get(kernel)
+    ends = [-reach, reach] if reach is not None else [-mpmath.inf, mpmath.inf]
+    inner = sorted(p for p in points if ends[0] < p < ends[1])
+    return mpmath.quad(lambda u: f(x0 - u) * k(u, s), [ends[0], *inner, ends[1]])
+
+
+# ten points per closed form; the widths cycle so every closed form meets small, unit and wide kernels
+POINTS_AND_WIDTHS = list(zip(POINTS, ["0.02", "0.7", "2.5"] * 4))
+
+
+@pytest.mark.parametrize("name, kernel", CASES)
+def test_closed_form_matches_quadrature_at_30_digits(name, kernel):
+    evaluate = sympy.lambdify((x, sigma), closed_form(name, kernel), "mpmath")
+    for point, width in POINTS_AND_WIDTHS:
+        with mpmath.workdps(34):
+            x0, s = mpmath.mpf(point), mpmath.mpf(width)
+            reference = _quadrature(name, kernel, x0, s)
+            value = evaluate(x0, s)
+            assert abs(value - reference) <= mpmath.mpf(10) ** -30 * max(1, abs(reference)), (point, width, value, reference)
+
+
+# ----------------------------------------------------------------------------- errors and pieces
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "abs", "quadratic_spline"])
+def test_cauchy_convolution_of_growing_functions_diverges(name):
+    with pytest.raises(DivergentIntegralError, match="cauchy kernel diverges") as info:
+        convolve_expression(FUNCTIONS[name], "cauchy", sigma)
+    assert "|t|^-2" in str(info.value) and "gaussian" in str(info.value)
+
+
+def test_bad_arguments():
+    with pytest.raises(DomainError, match="kernel"):
+        convolve_expression(sympy.Max(0, x), "laplace", 1)
+    with pytest.raises(DomainError, match="positive"):
+        convolve_expression(sympy.Max(0, x), "gaussian", -1)
+    with pytest.raises(FormulaError, match="not a polynomial"):
+        convolve_expression(sympy.Max(0, x) * sympy.exp(x), "gaussian", 1)
+    with pytest.raises(FormulaError, match="depend on"):
+        convolve_expression(sympy.Max(x, alpha * x), "gaussian", 1)
+
+
+def test_piecewise_polynomial_pieces():
+    pieces = piecewise_polynomial(FUNCTIONS["relu6"])
+    assert [(p.lower, p.upper, p.polynomial) for p in pieces] == [
+        (-sympy.oo, 0, 0), (0, 6, x), (6, sympy.oo, 6)]
+    # neighbouring equal pieces merge; a polynomial is one piece
+    assert len(piecewise_polynomial(x**2 + 1)) == 1
+
+
+# ----------------------------------------------------------------------------- Activation API
+
+import symact  # noqa: E402
+from symact.smooth import convolve  # noqa: E402
+
+needs_activation = pytest.mark.skipif(not hasattr(symact, "activation"), reason="Activation core not merged yet")
+
+
+@needs_activation
+def test_convolve_returns_activations_with_width_parameter():
+    smoothed = convolve("relu", "logistic")
+    assert smoothed.name == "relu*logistic"
+    assert [p.name for p in smoothed.params] == ["sigma"] and list(smoothed.params.values()) == [1]
+    assert sympy.simplify(smoothed.concrete_expr - sympy.log(1 + sympy.exp(symact.x))) == 0
+    # numeric width: no parameter left
+    assert dict(convolve("relu", "gaussian", width=sympy.Rational(1, 2)).params) == {}
+
+
+@needs_activation
+def test_catalogue_leaky_relu_smoothed_is_catalogue_sau():
+    smoothed = convolve("leaky_relu", "gaussian")
+    sau = symact.activation("sau")
+    slope = next(p for p in smoothed.params if p.name == "negative_slope")
+    width = next(p for p in smoothed.params if p.name == "sigma")
+    renamed = sau.expr.xreplace({p: {"alpha": slope, "sigma": width}[p.name] for p in sau.params})
+    assert sympy.simplify(smoothed.expr - renamed) == 0
+    # at the catalogue defaults (slope 1/100 = alpha 1/100, sigma 1) the concrete forms agree too
+    assert sympy.simplify(smoothed.concrete_expr - sau.concrete_expr) == 0
+
+
+@needs_activation
+def test_catalogue_gelu_and_derivative():
+    step = convolve("heaviside", "gaussian")
+    assert sympy.simplify(symact.x * step.concrete_expr - symact.activation("gelu").concrete_expr) == 0
+    smoothed_relu = convolve("relu", "gaussian")
+    assert sympy.simplify(smoothed_relu.derivative().expr - step.expr) == 0
+
+
+@needs_activation
+def test_catalogue_divergence_and_parameter_fallback():
+    with pytest.raises(DivergentIntegralError, match="diverges"):
+        convolve("relu", "cauchy")
+    # hardtanh's break points are its parameters: the values are used, only the width stays
+    smoothed = convolve("hardtanh", "cauchy")
+    assert [p.name for p in smoothed.params] == ["sigma"]
+    assert sympy.simplify(smoothed.concrete_expr - closed_form("hardtanh", "cauchy").subs(sigma, 1)) == 0

@@ -1,0 +1,331 @@
+"""The walker: closed forms for MLPs and ResNet-101, and a 200-DAG property test against
+finite differences of an independently composed network C map."""
+
+from __future__ import annotations
+
+import random
+
+import mpmath
+import networkx as nx
+import pytest
+import sympy
+
+import graphs
+from symact.errors import InvalidGraphError
+
+s, k = sympy.symbols("s k", positive=True)
+
+
+# --------------------------------------------------------------------------- MLP
+
+@pytest.mark.parametrize("depth", [1, 2, 5, 10, 100])
+def test_mlp_max_slope_and_curvature_are_s_to_the_T_and_T_k(depth):
+    g = graphs.mlp(depth)
+    slope = graphs.max_subnetwork_value(g, lambda node, y: s * y, 1)
+    curvature = graphs.max_subnetwork_value(g, lambda node, y: k + y, 0)
+    assert slope == s**depth
+    assert curvature == depth * k
+    # DKS/TAT per-layer targets follow exactly: zeta = s**T  =>  s = zeta**(1/T) (the unique
+    # positive root: s**T is increasing); tau = T*k  =>  k = tau/T.
+    zeta, tau = sympy.Rational(3, 2), sympy.Rational(3, 10)
+    assert slope.subs(s, zeta ** sympy.Rational(1, depth)) == zeta
+    (k_sol,) = sympy.solve(sympy.Eq(curvature, tau), k)
+    assert k_sol == tau / depth
+
+
+def test_mlp_whole_network_attains_the_maximum():
+    best = graphs.max_subnetwork(graphs.mlp(6), lambda node, y: s * y, 1)
+    assert (best.source, best.target) == ("input", "output")
+    assert best.parameters == (s,)
+    assert best(s=2) == 64  # the callable agrees with the expression
+
+
+# --------------------------------------------------------------------------- ResNet-101
+
+W = sympy.Rational(3, 5)  # shortcut weight 0.6, residual weight sqrt(1 - 0.36) = 4/5
+
+
+def test_resnet101_v2_max_curvature_is_65_8_k():
+    """Hand derivation, r(y) = k + y from 0 (all per-layer slopes 1), DKS/TAT conventions:
+
+    * a V2 bottleneck block adds w**2 * shortcut + (1 - w**2) * residual; the residual branch has
+      3 activations (+3k); an identity shortcut adds nothing, a projection shortcut takes the
+      pre-activated input (+k).  So a plain block adds 0.64 * 3k = 1.92k and a projection block
+      (first block of each of the 4 stages) 0.36k + 1.92k = 2.28k;
+    * blocks (3, 4, 23, 3) = 33 blocks, 4 with projections: 33 * 1.92k + 4 * 0.36k = 64.8k;
+    * the final pre-pool activation adds k: 65.8k in all.
+
+    The maximum over single-entry single-exit sub-networks is the whole network; a residual
+    branch alone gives at most 3k.
+    """
+    g = graphs.resnet(blocks=(3, 4, 23, 3), variant="v2", block="bottleneck", shortcut_weight=W)
+    assert sum(1 for n in g if g.nodes[n]["kind"] == "activation") == 33 * 3 + 1
+    best = graphs.max_subnetwork(g, lambda node, y: k + y, 0)
+    assert best.value == sympy.Rational(658, 10) * k
+    assert (best.source, best.target) == ("input", "output")
+    # float weights give the same number to rounding
+    g_float = graphs.resnet(shortcut_weight=0.6)
+    assert graphs.max_subnetwork_value(g_float, lambda node, y: 0.1 + y, 0.0) == pytest.approx(6.58, rel=1e-12)
+
+
+def test_resnet101_v2_max_slope_polynomial():
+    """Hand derivation, r(y) = s * y from 1: a plain block maps x to
+    (w**2 + (1-w**2) s**3) x = (9/25 + 16/25 s**3) x; a projection block to
+    (w**2 s + (1-w**2) s**3) x = (9/25 s + 16/25 s**3) x; the head activation multiplies by s:
+
+        F(s) = s * (9/25 s + 16/25 s**3)**4 * (9/25 + 16/25 s**3)**29,  F(1) = 1,
+        F'(1) = 1 + 4 * (9/25 + 48/25) + 29 * 48/25 = 65.8  (= the curvature coefficient).
+    """
+    g = graphs.resnet(shortcut_weight=W)
+    slope = graphs.max_subnetwork_value(g, lambda node, y: s * y, 1)
+    by_hand = (s * (sympy.Rational(9, 25) * s + sympy.Rational(16, 25) * s**3) ** 4
+               * (sympy.Rational(9, 25) + sympy.Rational(16, 25) * s**3) ** 29)
+    assert sympy.expand(slope - by_hand) == 0
+    assert sympy.diff(by_hand, s).subs(s, 1) == sympy.Rational(329, 5)
+
+
+def test_dominated_subnetworks_include_the_truncated_last_branch():
+    """With every dominated pair (u, v) counted, the network cut just before the last shortcut
+    sum (input -> end of the last residual branch) is a sub-network: 32 blocks give
+    32 * 1.92k + 4 * 0.36k = 62.88k, its branch adds 3k: 65.88k > 65.8k.  DKS's sub-networks
+    have a well-defined single output, which that cut lacks (the shortcut leaves it), so the
+    default ``subnetworks="single_exit"`` excludes it."""
+    g = graphs.resnet(shortcut_weight=W)
+    best = graphs.max_subnetwork(g, lambda node, y: k + y, 0, subnetworks="dominated")
+    assert best.value == sympy.Rational(6588, 100) * k
+    assert best.target == "s4b2/linear_c"
+
+
+def test_resnet_v1_curvature_matches_hand_count():
+    """V1 bottleneck, basic stem: stem activation k; each block 0.64 * 2k + post-sum k = 2.28k;
+    projection shortcuts are linear on x (no activation): 33 * 2.28k + k = 76.24k."""
+    g = graphs.resnet(variant="v1", shortcut_weight=W)
+    assert graphs.max_subnetwork_value(g, lambda node, y: k + y, 0) == sympy.Rational(7624, 100) * k
+
+
+# --------------------------------------------------------------------------- propagation details
+
+def test_propagate_kinds_rules_on_a_small_graph():
+    g = graphs.new_graph()
+    graphs.add_node(g, "x", "input")
+    graphs.add_node(g, "l1", "linear", "x")
+    graphs.add_node(g, "a1", "activation", "l1", activation="tanh")
+    graphs.add_node(g, "l2", "linear", "a1")
+    graphs.add_node(g, "l3", "linear", "x")
+    graphs.add_concat(g, "cat", {"l2": 1, "l3": 3})
+    graphs.add_node(g, "norm", "normalise", "cat")
+    graphs.add_node(g, "y", "output", "norm")
+    c_values = graphs.propagate(g, lambda node, y: y / 2, sympy.Rational(1, 3))
+    assert c_values["cat"] == sympy.Rational(1, 4) * sympy.Rational(1, 6) + sympy.Rational(3, 4) * sympy.Rational(1, 3)
+    assert c_values["y"] == c_values["cat"]  # normalise passes C values
+    q_values = graphs.propagate(g, lambda node, y: y / 2, 5.0, quantity="q")
+    assert q_values["cat"] == pytest.approx(0.25 * 2.5 + 0.75 * 5.0)
+    assert q_values["y"] == 1.0  # normalise resets q
+
+
+def test_network_c_map_of_identity_activations_is_identity():
+    g = graphs.resnet(blocks=(2, 2), block="basic", shortcut_weight=0.6)
+    for c in (0.0, 0.3, 1.0):
+        assert graphs.network_c_map(g, lambda node, x: x, c) == pytest.approx(c, abs=1e-15)
+
+
+def test_subnetwork_value_requires_dominance():
+    g = graphs.resnet(blocks=(1,), block="basic", projection=False, shortcut_weight=0.6)
+    with pytest.raises(InvalidGraphError, match="does not dominate"):
+        graphs.subnetwork_value(g, lambda n, y: 2 * y, 1, "s1b0/linear_a", "s1b0/sum")
+
+
+def test_symbolic_max_falls_back_to_a_callable_when_the_maximiser_changes():
+    """MLP with slope s: for s > 1 the whole network (s**2) wins, for s < 1 a sub-network
+    without activations (value 1).  Sample points on both sides give a callable."""
+    g = graphs.mlp(2)
+    points = [{s: sympy.Rational(1, 2)}, {s: 2}]
+    f = graphs.max_subnetwork_value(g, lambda node, y: s * y, 1, sample_points=points)
+    assert callable(f) and not isinstance(f, sympy.Basic)
+    assert f(s=3) == 9 and f(sympy.Rational(1, 2)) == 1
+
+
+# --------------------------------------------------------------------------- random DAG property
+
+def random_network(rng: random.Random, max_nodes: int = 50) -> nx.DiGraph:
+    """A random valid network of mixed kinds with at most ``max_nodes`` nodes; weighted-sum
+    weights are mpmath numbers normalised at the working precision."""
+    g = graphs.new_graph()
+    graphs.add_node(g, "in", "input")
+    graphs.add_node(g, "n0", "linear", "in")
+    gaussian = {"in": False, "n0": True}
+    names = ["in", "n0"]
+    target = rng.randint(4, max_nodes - 3)
+    i = 0
+    while len(g) < target:
+        i += 1
+        name = f"n{i}"
+        kind = rng.choice(["linear", "linear", "activation", "activation", "activation", "pool",
+                           "normalise", "weighted_sum", "concat"])
+        recent = names[-8:]
+        if kind == "activation":
+            options = [n for n in recent if gaussian[n]] or [n for n in names if gaussian[n]]
+            graphs.add_node(g, name, kind, rng.choice(options), activation="toy")
+            gaussian[name] = False
+        elif kind in ("linear", "pool", "normalise"):
+            pred = rng.choice(recent)
+            graphs.add_node(g, name, kind, pred)
+            gaussian[name] = True if kind == "linear" else gaussian[pred]
+        else:
+            preds = rng.sample(recent, min(len(recent), rng.randint(2, 3)))
+            if len(preds) < 2:
+                continue
+            if kind == "weighted_sum":
+                raw = [mpmath.mpf(rng.uniform(0.2, 1.0)) for _ in preds]
+                norm = mpmath.sqrt(mpmath.fsum(w * w for w in raw))
+                graphs.add_weighted_sum(g, name, {p: w / norm for p, w in zip(preds, raw)})
+            else:
+                graphs.add_concat(g, name, {p: rng.randint(1, 64) for p in preds})
+            gaussian[name] = all(gaussian[p] for p in preds)
+        names.append(name)
+    sinks = [n for n in g if g.out_degree(n) == 0]
+    last = sinks[0]
+    if len(sinks) > 1:
+        raw = [mpmath.mpf(rng.uniform(0.2, 1.0)) for _ in sinks]
+        norm = mpmath.sqrt(mpmath.fsum(w * w for w in raw))
+        last = graphs.add_weighted_sum(g, "join", {p: w / norm for p, w in zip(sinks, raw)})
+    graphs.add_node(g, "head", "linear", last)
+    graphs.add_node(g, "out", "output", "head")
+    graphs.validate(g)
+    assert len(g) <= max_nodes
+    return g
+
+
+def composed_c_map(g: nx.DiGraph, maps: dict, c):
+    """The network C map composed node by node, written independently of graphs.walker."""
+    memo = {}
+
+    def value(node):
+        if node in memo:
+            return memo[node]
+        kind = g.nodes[node]["kind"]
+        preds = list(g.predecessors(node))
+        if kind == "input":
+            out = c
+        elif kind == "activation":
+            out = maps[node](value(preds[0]))
+        elif kind == "weighted_sum":
+            out = mpmath.fsum(mpmath.mpf(g.edges[p, node]["weight"]) ** 2 * value(p) for p in preds)
+        elif kind == "concat":
+            total = sum(g.edges[p, node]["channels"] for p in preds)
+            out = mpmath.fsum(mpmath.mpf(g.edges[p, node]["channels"]) / total * value(p) for p in preds)
+        else:  # linear, pool, normalise, output: the identity on C values
+            out = value(preds[0])
+        memo[node] = out
+        return out
+
+    return value(next(n for n in g if g.nodes[n]["kind"] == "output"))
+
+
+def sinh_c_map(lam):
+    """Normalised C map of sin(sqrt(lam) x): E[sin u sin v] = e^-lam sinh(lam c), so
+    C(c) = sinh(lam c) / sinh(lam); C(1) = 1, C'(1) = lam coth(lam)."""
+    return lambda c: mpmath.sinh(lam * c) / mpmath.sinh(lam)
+
+
+def unit_slope_c_map(lam):
+    """alpha + (1 - alpha) sinh(lam c)/sinh(lam) with alpha = 1 - tanh(lam)/lam (sin plus an
+    offset): C(1) = 1, C'(1) = 1, C''(1) = lam tanh(lam)."""
+    alpha = 1 - mpmath.tanh(lam) / lam
+    return lambda c: alpha + (1 - alpha) * mpmath.sinh(lam * c) / mpmath.sinh(lam)
+
+
+def test_random_dags_walker_derivatives_match_finite_differences():
+    rng = random.Random(20211202)
+    with mpmath.workdps(40):
+        for trial in range(200):
+            g = random_network(rng)
+            acts = [n for n in g if g.nodes[n]["kind"] == "activation"]
+            lams = {n: mpmath.mpf(rng.uniform(0.1, 1.5)) for n in acts}
+
+            maps = {n: sinh_c_map(lams[n]) for n in acts}
+            slope_walker = graphs.propagate(g, lambda n, y: lams[n] / mpmath.tanh(lams[n]) * y, mpmath.mpf(1))["out"]
+            slope_fd = mpmath.diff(lambda c: composed_c_map(g, maps, c), 1)
+            assert abs(slope_walker - slope_fd) < mpmath.mpf(10) ** -25 * max(1, abs(slope_fd)), trial
+
+            maps1 = {n: unit_slope_c_map(lams[n]) for n in acts}
+            curv_walker = graphs.propagate(g, lambda n, y: lams[n] * mpmath.tanh(lams[n]) + y, mpmath.mpf(0))["out"]
+            curv_fd = mpmath.diff(lambda c: composed_c_map(g, maps1, c), 1, 2)
+            assert abs(curv_walker - curv_fd) < mpmath.mpf(10) ** -25 * max(1, abs(curv_fd)), trial
+
+            c = mpmath.mpf(rng.uniform(0, 1))
+            walked = graphs.network_c_map(g, lambda n, x: maps[n](x), c)
+            assert abs(walked - composed_c_map(g, maps, c)) < mpmath.mpf(10) ** -35
+
+
+def brute_force_max(g, rule, start, single_exit):
+    """Maximum over every pair (u, v), u != v, with u dominating v (and v post-dominating u when
+    single_exit), each sub-network evaluated separately from the definitions."""
+    source = next(n for n in g if g.nodes[n]["kind"] == "input")
+    sink = next(n for n in g if g.nodes[n]["kind"] == "output")
+    best = None
+    for u in g:
+        for v in nx.descendants(g, u):
+            h = g.copy()
+            h.remove_node(u)
+            if u != source and nx.has_path(h, source, v):
+                continue  # u does not dominate v
+            if single_exit:
+                h = g.copy()
+                h.remove_node(v)
+                if v != sink and nx.has_path(h, u, sink):
+                    continue  # v does not post-dominate u
+            inside = (nx.descendants(g, u) & nx.ancestors(g, v)) | {v}
+            values = {u: start}
+            for w in nx.topological_sort(g.subgraph(inside | {u})):
+                if w == u:
+                    continue
+                preds = list(g.predecessors(w))
+                kind = g.nodes[w]["kind"]
+                if kind == "activation":
+                    values[w] = rule(w, values[preds[0]])
+                elif kind == "weighted_sum":
+                    values[w] = sum(g.edges[p, w]["weight"] ** 2 * values[p] for p in preds)
+                elif kind == "concat":
+                    n_total = sum(g.edges[p, w]["channels"] for p in preds)
+                    values[w] = sum(g.edges[p, w]["channels"] * values[p] for p in preds) / n_total
+                else:
+                    values[w] = values[preds[0]]
+            best = values[v] if best is None else max(best, values[v])
+    return best
+
+
+@pytest.mark.parametrize("single_exit", [True, False])
+def test_dominator_dp_equals_all_pairs_and_brute_force(single_exit):
+    rng = random.Random(7)
+    mode = "single_exit" if single_exit else "dominated"
+    for trial in range(60):
+        g = random_network(rng, max_nodes=rng.choice([12, 25, 50]))
+        acts = [n for n in g if g.nodes[n]["kind"] == "activation"]
+        slopes = {n: rng.uniform(0.5, 1.6) for n in acts}  # some below 1: the maximiser varies
+        rule = lambda n, y: slopes[n] * y  # noqa: E731
+        fast = graphs.max_subnetwork_value(g, rule, 1.0, subnetworks=mode)
+        slow = graphs.max_subnetwork_value(g, rule, 1.0, subnetworks=mode, method="all_pairs")
+        assert fast == pytest.approx(slow, rel=1e-13), trial
+        if len(g) <= 25:
+            assert fast == pytest.approx(brute_force_max(g, rule, 1.0, single_exit), rel=1e-13), trial
+        c_rule = lambda n, c: float(mpmath.sinh(slopes[n] * c) / mpmath.sinh(slopes[n]))  # noqa: E731
+        assert graphs.max_subnetwork_value(g, c_rule, 0.3, subnetworks=mode) == pytest.approx(
+            graphs.max_subnetwork_value(g, c_rule, 0.3, subnetworks=mode, method="all_pairs"), rel=1e-13)
+
+
+def test_dag_dominator_pass_agrees_with_networkx():
+    from graphs.walker import _dag_idoms
+
+    rng = random.Random(3)
+    for _ in range(40):
+        g = random_network(rng)
+        order = list(nx.topological_sort(g))
+        index = {n: i for i, n in enumerate(order)}
+        ours = _dag_idoms(order, index, g.pred)
+        theirs = nx.immediate_dominators(g, order[0])
+        assert {n: d for n, d in ours.items() if n != order[0]} == {n: d for n, d in theirs.items() if n != order[0]}
+        rev = order[::-1]
+        ours = _dag_idoms(rev, {n: i for i, n in enumerate(rev)}, g.succ)
+        theirs = nx.immediate_dominators(g.reverse(), rev[0])
+        assert {n: d for n, d in ours.items() if n != rev[0]} == {n: d for n, d in theirs.items() if n != rev[0]}
