@@ -63,7 +63,9 @@ c = sympy.Symbol("c", real=True)
 
 _GUARD = 10
 #: |c| up to which the mpmath engine uses the Mehler (Hermite) series instead of 2-D quadrature
-MEHLER_MAX_ABS_C = sympy.Rational(1, 2)
+#: (0.8^n < 10^-(dps+12) needs n ~ 10 (dps + 12) terms: a one-off ~1-3 s per q at 30-40 digits,
+#: against 20-80 s for *each* 2-D quadrature point on the pure-Python mpmath backend)
+MEHLER_MAX_ABS_C = 0.8
 
 
 # ----------------------------------------------------------------------------------------
@@ -316,8 +318,9 @@ def _drop_deltas(expr: sympy.Expr) -> sympy.Expr:
 class _Funcs:
     """phi and its regular derivatives as mpmath and numpy callables, plus derivative jumps."""
 
-    def __init__(self, parts: _Parts):
+    def __init__(self, parts: _Parts, digits: int = 60):
         self.parts = parts
+        self.digits = digits
         self._exprs = [parts.expr]
 
     def expr(self, n: int) -> sympy.Expr:
@@ -327,13 +330,15 @@ class _Funcs:
 
     @lru_cache(maxsize=None)
     def mp(self, n: int) -> Callable:
-        f = sympy.lambdify(self.parts.x, self.expr(n), modules="mpmath")
+        # constant sub-expressions (e.g. SELU's erfc(sqrt(2)/2)) become Floats of `digits` digits
+        # once, instead of being re-evaluated at every quadrature node
+        f = sympy.lambdify(self.parts.x, self.expr(n).evalf(self.digits), modules="mpmath")
         real = gauss._real   # complex/nan values raise NonRealExpressionError at the node
         return lambda t: real(f(t), t)
 
     @lru_cache(maxsize=None)
     def np(self, n: int) -> Callable:
-        f = sympy.lambdify(self.parts.x, self.expr(n), modules=_NUMPY_MODULES)
+        f = sympy.lambdify(self.parts.x, self.expr(n).evalf(20), modules=_NUMPY_MODULES)
         return lambda v: np.broadcast_to(np.asarray(f(v), dtype=np.float64), np.shape(v))
 
     @lru_cache(maxsize=None)
@@ -415,7 +420,10 @@ class KernelMaps:
                 f"no closed form is known for {parts.name!r}; use engine='mpmath' (any precision) "
                 "or engine='float64' (fast).")
         self.engine = engine
-        self._f = _Funcs(parts)
+        self._f = _Funcs(parts, digits=self.dps + 3 * _GUARD)
+        #: the mpmath engine sums Mehler's series for |c| <= this (at q1 == q2); 2-D quadrature
+        #: beyond.  Set it to 0 to force quadrature everywhere.
+        self.mehler_max_abs_c = MEHLER_MAX_ABS_C
         self._cache: dict = {}
         self._lambdified: dict = {}
 
@@ -520,14 +528,17 @@ class KernelMaps:
 
     # ---- unnormalised kernels ------------------------------------------------------------
     def _hermite(self, qv, n):
-        key = ("herm", qv, n)
-        if key not in self._cache:
+        """Hermite coefficients of z -> phi(sqrt(q) z), cached per q (a longer list serves shorter requests)."""
+        key = ("herm", qv)
+        have = self._cache.get(key)
+        if have is None or len(have) < n:
             f = self._f.mp(0)
             with mpmath.workdps(self.dps + _GUARD):
                 r = mpmath.sqrt(self._mp(qv))
-                self._cache[key] = gauss.hermite_coefficients(
+                have = gauss.hermite_coefficients(
                     lambda t: f(r * t), n, dps=self.dps + _GUARD, breakpoints=[b / r for b in self._kinks_mp()])
-        return self._cache[key]
+            self._cache[key] = have
+        return have[:n]
 
     def _kernel_num(self, n: int, cv, qa, qb):
         """E[phi^(n)(u) phi^(n)(v)] with jumps of phi^(n-1) as delta functions (numeric engines)."""
@@ -554,7 +565,7 @@ class KernelMaps:
             ra, rb = mpmath.sqrt(qa), mpmath.sqrt(qb)
             s = mpmath.sqrt((1 - cv) * (1 + cv))
             pdf = _normal_pdf_mp
-            if n == 0 and qa == qb and abs(cv) <= MEHLER_MAX_ABS_C:
+            if n == 0 and qa == qb and abs(cv) <= self.mehler_max_abs_c:
                 total = self._mehler(cv, qa)
             else:
                 total = gauss.bivariate_gaussian_expectation(
@@ -603,9 +614,9 @@ class KernelMaps:
     def c_map(self, c_value, q1_value=1, q2_value=1) -> Any:
         """DKS C map ``C(c; q1, q2) = E[phi(u) phi(v)] / sqrt(Q(q1) Q(q2))`` (a cosine similarity).
 
-        The mpmath engine uses Mehler's series when ``q1 == q2`` and ``|c| <= 1/2`` (Hermite
-        coefficients at ``dps + 10`` digits, cached), and 2-D quadrature otherwise (slow:
-        seconds to minutes at 30 digits).
+        The mpmath engine uses Mehler's series when ``q1 == q2`` and ``|c| <= 0.8``
+        (:attr:`mehler_max_abs_c`; Hermite coefficients at ``dps + 10`` digits, cached per q), and
+        2-D quadrature otherwise (slow: 20-80 s a point at 30 digits on mpmath's pure-Python backend).
         """
         _check_c(c_value), _check_q(q1_value), _check_q(q2_value)
         if self.engine == "closed":

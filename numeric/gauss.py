@@ -348,7 +348,8 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
 
     Computed all at once with a composite Gauss-Legendre rule at ``dps + 10`` digits on
     ``[-Z, Z]``, ``Z = 2 sqrt((dps + 10) ln 10)`` (beyond which ``|h_k| pdf <= exp(-z^2/4)`` is
-    negligible), panels of width 1/2 split at the ``breakpoints``, 24 nodes per panel, and the
+    negligible), panels of width 1/2 split at the ``breakpoints``, 24 nodes per panel (48 when
+    ``n > 300``), and the
     stable three-term recurrence ``h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k+1)``.
     Accurate to about ``dps`` digits for ``k`` up to a few hundred when ``f`` grows at most
     polynomially or like exp(|x|).
@@ -364,7 +365,9 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
     with mp.workdps(dps + _GUARD_DIGITS):
         _check_tail(lambda x: f(x) ** 2, 0, 1, dps, "f^2")
         cut = 2 * mpmath.sqrt((dps + _GUARD_DIGITS) * mpmath.log(10))
-        nodes, weights = _gl_panel_rule([mpmath.mpf(b) for b in breakpoints], cut, mpmath.mpf(1) / 2, 4)
+        # 24 nodes per half-unit panel resolve h_k to ~dps digits for k <= 300; 48 beyond
+        nodes, weights = _gl_panel_rule([mpmath.mpf(b) for b in breakpoints], cut, mpmath.mpf(1) / 2,
+                                        4 if n <= 300 else 5)
         # h_k(z) by the recurrence in fixed-point integers with P fractional bits (the forward
         # recurrence is stable and h_k grows, so absolute 2^-P errors stay relatively small), then
         # sum f(z) w h_k with f(z) w kept at full *relative* precision (mantissa M, scale 2^-S):
