@@ -105,13 +105,29 @@ class EmpiricalKernel:
 
 
 def _torch_activation(act: Any, torch, device):
-    """phi as a torch function: SymPy's torch lambdify when it works, else the NumPy one."""
+    """phi as a torch function: the catalogue's torch builtin, else SymPy's torch lambdify, else
+    the NumPy function through the CPU (each candidate is checked against NumPy on a probe)."""
     parts = _activation_parts(act)
     funcs = _Funcs(parts)
     f_np = funcs.np(0)
     import sympy
 
     probe = np.linspace(-3, 3, 13)
+    builtin = getattr(act, "torch_builtin", None)
+    if builtin:
+        # the catalogue's own torch function (e.g. torch.nn.functional.gelu), checked on a probe
+        try:
+            import importlib
+
+            dotted, kwargs = builtin
+            mod, _, fname = dotted.rpartition(".")
+            fn = getattr(importlib.import_module(mod), fname)
+            f_b = lambda t: fn(t, **dict(kwargs))  # noqa: E731
+            got = f_b(torch.tensor(probe, dtype=torch.float64)).cpu().numpy()
+            if np.allclose(got, f_np(probe), rtol=1e-10, atol=1e-10):
+                return parts.name, f_b
+        except Exception:  # noqa: BLE001 - fall through to lambdify
+            pass
     try:
         f_t = sympy.lambdify(parts.x, parts.expr, modules="torch")
         got = f_t(torch.tensor(probe, dtype=torch.float64)).cpu().numpy()
