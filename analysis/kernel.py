@@ -42,9 +42,9 @@ At ``q1 = q2 = 1``, with ``a_n`` the normalised Hermite coefficients of phi (see
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import mpmath
 import numpy as np
@@ -557,10 +557,8 @@ class KernelMaps:
                 r, r, cv, q1=qa, q2=qb, breakpoints=self._kinks_f())
             pdf = lambda x, var: math.exp(-x * x / (2 * var)) / math.sqrt(2 * math.pi * var)  # noqa: E731
         else:
+            # (callers are @_at_precision: we already work at dps + 10 digits)
             r = self._f.mp(n)
-            mpmath.mp.dps  # noqa: B018
-            ctx = mpmath.workdps(self.dps + _GUARD)
-            ctx.__enter__()
             qa, qb, cv = self._mp(qa), self._mp(qb), self._mp(cv)
             ra, rb = mpmath.sqrt(qa), mpmath.sqrt(qb)
             s = mpmath.sqrt((1 - cv) * (1 + cv))
@@ -570,34 +568,30 @@ class KernelMaps:
             else:
                 total = gauss.bivariate_gaussian_expectation(
                     r, r, cv, q1=qa, q2=qb, dps=self.dps + _GUARD, breakpoints=self._kinks_mp()).value
-        try:
-            for b, J in jumps:
-                bf = float(b) if F64 else self._mp(b)
-                Jf = float(J) if F64 else J
-                for (qu, ru, qv_, rv) in ((qa, ra, qb, rb), (qb, rb, qa, ra)):
-                    # E[J delta(u - b) r(v)] = J p_u(b) E[r(v) | u = b],  v | u=b ~ N(c rv b/ru, qv s^2)
-                    mean = cv * rv * bf / ru
-                    if s == 0:
-                        cond = (r(mean) if not F64 else float(r(np.array([mean]))[0]))
-                    else:
-                        cond = self._e1(r if not F64 else None, r if F64 else None, mean=mean, std=rv * s)
-                    total += Jf * pdf(bf, qu) * cond
-                for b2, J2 in jumps:
-                    b2f = float(b2) if F64 else self._mp(b2)
-                    J2f = float(J2) if F64 else J2
-                    if s == 0:
-                        if abs(b2f - cv * rb * bf / ra) == 0:
-                            return math.inf if F64 else mpmath.inf
-                        continue
-                    # joint density of (u, v) at (b, b2)
-                    za, zb = bf / ra, b2f / rb
-                    dens = (math.exp if F64 else mpmath.exp)(-(za * za - 2 * cv * za * zb + zb * zb) / (2 * s * s)) \
-                        / (2 * (math.pi if F64 else mpmath.pi) * ra * rb * s)
-                    total += Jf * J2f * dens
-            return total
-        finally:
-            if not F64:
-                ctx.__exit__(None, None, None)
+        for b, J in jumps:
+            bf = float(b) if F64 else self._mp(b)
+            Jf = float(J) if F64 else J
+            for (qu, ru, qv_, rv) in ((qa, ra, qb, rb), (qb, rb, qa, ra)):
+                # E[J delta(u - b) r(v)] = J p_u(b) E[r(v) | u = b],  v | u=b ~ N(c rv b/ru, qv s^2)
+                mean = cv * rv * bf / ru
+                if s == 0:
+                    cond = (r(mean) if not F64 else float(r(np.array([mean]))[0]))
+                else:
+                    cond = self._e1(r if not F64 else None, r if F64 else None, mean=mean, std=rv * s)
+                total += Jf * pdf(bf, qu) * cond
+            for b2, J2 in jumps:
+                b2f = float(b2) if F64 else self._mp(b2)
+                J2f = float(J2) if F64 else J2
+                if s == 0:
+                    if abs(b2f - cv * rb * bf / ra) == 0:
+                        return math.inf if F64 else mpmath.inf
+                    continue
+                # joint density of (u, v) at (b, b2)
+                za, zb = bf / ra, b2f / rb
+                dens = (math.exp if F64 else mpmath.exp)(-(za * za - 2 * cv * za * zb + zb * zb) / (2 * s * s)) \
+                    / (2 * (math.pi if F64 else mpmath.pi) * ra * rb * s)
+                total += Jf * J2f * dens
+        return total
 
     def _mehler(self, cv, qv):
         """sum_k a_k(q)^2 c^k with enough terms for dps + guard digits at this |c|."""
