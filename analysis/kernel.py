@@ -593,13 +593,17 @@ class KernelMaps:
                 total += Jf * J2f * dens
         return total
 
+    def _mehler_terms(self, cv) -> int:
+        """Terms of Mehler's series so that |c|^n < 10^-(dps + 12)."""
+        n = int(math.ceil((self.dps + _GUARD + 2) * math.log(10) / -math.log(abs(float(cv))))) + 2
+        return max(n, 8)
+
     def _mehler(self, cv, qv):
         """sum_k a_k(q)^2 c^k with enough terms for dps + guard digits at this |c|."""
         if cv == 0:
             a = self._hermite(qv, 1)
             return a[0] ** 2
-        nterms = int(math.ceil((self.dps + _GUARD + 2) * math.log(10) / -math.log(abs(float(cv))))) + 2
-        nterms = max(nterms, 8)
+        nterms = self._mehler_terms(cv)
         a = self._hermite(qv, nterms)
         return mpmath.fsum(ak * ak * cv**k for k, ak in enumerate(a))
 
@@ -654,6 +658,14 @@ class KernelMaps:
                                                c=c_value, q1=q1_value, q2=q2_value))
         if n >= 2 and c_value in (1, -1) and self._f.jumps(n - 1):
             return self._out(mpmath.inf)
+        if (self.engine == "mpmath" and q1_value == q2_value and c_value != 0
+                and abs(c_value) <= self.mehler_max_abs_c):
+            # d^n/dc^n of Mehler's series: sum_k k!/(k-n)! a_k^2 c^(k-n)  (no 2-D quadrature)
+            cv = self._mp(c_value)
+            terms = self._mehler_terms(cv) + 20 * n
+            a = self._hermite(q1_value, terms)
+            kn = mpmath.fsum(mpmath.ff(k, n) * a[k] ** 2 * cv ** (k - n) for k in range(n, terms))
+            return self._out(kn / self.q_map(q1_value))
         k = self._kernel_num(n, c_value, q1_value, q2_value)
         pre = (q1_value * q2_value) ** (n / 2) if self.engine == "float64" else \
             mpmath.power(self._mp(q1_value) * self._mp(q2_value), mpmath.mpf(n) / 2)

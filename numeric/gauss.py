@@ -289,6 +289,7 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
             cut = _tail_radius(dps) + 3
             norm = 1 / mpmath.sqrt(2 * mpmath.pi)
             max_inner_err = [mpmath.mpf(0)]
+            density: dict = {}
             gb = [mpmath.mpf(b) / r2 for b in breakpoints_g]
 
             def inner(z1):
@@ -297,7 +298,10 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
 
                 def h(z2):
                     x = r2 * (cz + s * z2)
-                    return _real(g(x), x) * mpmath.exp(-z2 * z2 / 2)
+                    w = density.get(z2)
+                    if w is None:       # the inner nodes repeat across outer nodes: memoise exp
+                        w = density[z2] = mpmath.exp(-z2 * z2 / 2)
+                    return _real(g(x), x) * w
 
                 v, e = _quad_checked(h, pts, dps, "the inner integral E[g(v) | u]")
                 max_inner_err[0] = max(max_inner_err[0], e)

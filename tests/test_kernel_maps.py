@@ -223,6 +223,8 @@ def test_second_c_derivative_with_delta_terms_for_relu():
     with mpmath.workdps(40):
         exact = 1 / (mpmath.pi * mpmath.sqrt(1 - mpmath.mpf(1) / 4))
     quad = kernel_maps(act("relu"), dps=20, engine="mpmath")
+    assert rel(quad.c_map_derivative(cv, 2), exact) < 1e-18      # Mehler series, differentiated
+    quad.mehler_max_abs_c = 0                                       # Price: phi'' = delta(x), exactly
     assert rel(quad.c_map_derivative(cv, 2), exact) < 1e-18
     fast = kernel_maps(act("relu"), engine="float64")
     assert abs(fast.c_map_derivative(0.5, 2) / float(exact) - 1) < 1e-12
@@ -304,3 +306,15 @@ def test_closed_form_detection_is_not_fooled():
     # prelu-like slope and a scaled step are recognised
     assert find_closed_form(sympy.Max(x, -x / 4), x).name.startswith("homogeneous")
     assert find_closed_form(3 * sympy.sign(x), x).name.startswith("step")
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu", "elu"])
+def test_c_map_derivatives_price_float64_vs_mehler_mpmath(name):
+    # float64: Price's theorem, 2-D quadrature of phi'(u) phi'(v) (and phi''); mpmath: derivative of
+    # Mehler's series of quadrature Hermite coefficients -- two different routes to C'(c), C''(c)
+    fast = kernel_maps(act(name), engine="float64")
+    slow = kernel_maps(act(name), dps=30, engine="mpmath")
+    for cv in (-0.6, 0.5):
+        for n in (1, 2):
+            ref = float(slow.c_map_derivative(cv, n))
+            assert abs(fast.c_map_derivative(cv, n) - ref) < 1e-12 * max(1.0, abs(ref)), (cv, n)
