@@ -58,8 +58,8 @@ __all__ = ["KernelMaps", "ClosedForm", "kernel_maps", "find_closed_form", "ENGIN
 ENGINES = ("auto", "closed", "mpmath", "float64")
 
 #: symbols of the closed forms
-q, q1, q2 = sympy.symbols("q q1 q2", positive=True)
-c = sympy.Symbol("c", real=True)
+Q_SYM, Q1_SYM, Q2_SYM = sympy.symbols("q q1 q2", positive=True)
+C_SYM = sympy.Symbol("c", real=True)
 
 _GUARD = 10
 #: |c| up to which the mpmath engine uses the Mehler (Hermite) series instead of 2-D quadrature
@@ -92,24 +92,24 @@ class ClosedForm:
 
 
 def _sigma12():
-    return c * sympy.sqrt(q1 * q2)
+    return C_SYM * sympy.sqrt(Q1_SYM * Q2_SYM)
 
 
 def _make(name: str, kernel: sympy.Expr, source: str) -> ClosedForm:
-    kq = kernel.subs({q1: q, q2: q, c: 1})
+    kq = kernel.subs({Q1_SYM: Q_SYM, Q2_SYM: Q_SYM, C_SYM: 1})
     qmap = sympy.simplify(kq)
-    cmap = sympy.simplify(kernel / sympy.sqrt(qmap.subs(q, q1) * qmap.subs(q, q2)))
+    cmap = sympy.simplify(kernel / sympy.sqrt(qmap.subs(Q_SYM, Q1_SYM) * qmap.subs(Q_SYM, Q2_SYM)))
     return ClosedForm(name, qmap, kernel, cmap, source)
 
 
 def _relu_kernel():
     # E[relu(u) relu(v)] = sqrt(q1 q2) (sqrt(1 - c^2) + (pi - arccos c) c) / (2 pi)
-    return sympy.sqrt(q1 * q2) * (sympy.sqrt(1 - c**2) + (sympy.pi - sympy.acos(c)) * c) / (2 * sympy.pi)
+    return sympy.sqrt(Q1_SYM * Q2_SYM) * (sympy.sqrt(1 - C_SYM**2) + (sympy.pi - sympy.acos(C_SYM)) * C_SYM) / (2 * sympy.pi)
 
 
 def _step_kernel():
     # E[H(u) H(v)] = 1/4 + arcsin(c) / (2 pi)   (Sheppard; independent of q1, q2)
-    return sympy.Rational(1, 4) + sympy.asin(c) / (2 * sympy.pi)
+    return sympy.Rational(1, 4) + sympy.asin(C_SYM) / (2 * sympy.pi)
 
 
 def _positive_side(expr, x):
@@ -164,9 +164,9 @@ def find_closed_form(expr: sympy.Expr, x: sympy.Symbol) -> ClosedForm | None:
     k_, a_, b_ = (sympy.Wild(n, exclude=[x]) for n in ("k", "a", "b"))
     if expr.is_polynomial(x):
         z1, z2 = sympy.symbols("z1 z2", real=True)
-        a1 = _hermite_prob_coeffs(expr.subs(x, sympy.sqrt(q1) * z1), z1)
-        a2 = _hermite_prob_coeffs(expr.subs(x, sympy.sqrt(q2) * z2), z2)
-        kern = sympy.expand(sum(a1[n] * a2[n] * c**n for n in range(min(len(a1), len(a2)))))
+        a1 = _hermite_prob_coeffs(expr.subs(x, sympy.sqrt(Q1_SYM) * z1), z1)
+        a2 = _hermite_prob_coeffs(expr.subs(x, sympy.sqrt(Q2_SYM) * z2), z2)
+        kern = sympy.expand(sum(a1[n] * a2[n] * C_SYM**n for n in range(min(len(a1), len(a2)))))
         return _make("polynomial", kern, "Mehler's formula with exact Hermite coefficients")
     lin = _homogeneous_linear(expr, x)
     if lin is not None:
@@ -183,25 +183,25 @@ def find_closed_form(expr: sympy.Expr, x: sympy.Symbol) -> ClosedForm | None:
     m = expr.match(k_ * sympy.erf(a_ * x))
     if m and m[a_] != 0:
         k, a = m[k_], m[a_]
-        kern = k**2 * 2 / sympy.pi * sympy.asin(2 * a**2 * s12 / sympy.sqrt((1 + 2 * a**2 * q1) * (1 + 2 * a**2 * q2)))
+        kern = k**2 * 2 / sympy.pi * sympy.asin(2 * a**2 * s12 / sympy.sqrt((1 + 2 * a**2 * Q1_SYM) * (1 + 2 * a**2 * Q2_SYM)))
         return _make("erf", kern, "Williams 1997, 'Computing with infinite networks'")
     for trig, sgn in ((sympy.sin, -1), (sympy.cos, 1)):
         m = expr.match(k_ * trig(a_ * x + b_))
         if m and m[a_] != 0:
             k, a, b = m[k_], m[a_], m[b_]
             # sin A sin B = (cos(A-B) - cos(A+B))/2, cos A cos B = (cos(A-B) + cos(A+B))/2
-            kern = k**2 / 2 * (sympy.exp(-a**2 * (q1 + q2 - 2 * s12) / 2)
-                               + sgn * sympy.cos(2 * b) * sympy.exp(-a**2 * (q1 + q2 + 2 * s12) / 2))
+            kern = k**2 / 2 * (sympy.exp(-a**2 * (Q1_SYM + Q2_SYM - 2 * s12) / 2)
+                               + sgn * sympy.cos(2 * b) * sympy.exp(-a**2 * (Q1_SYM + Q2_SYM + 2 * s12) / 2))
             return _make(trig.__name__, kern, "E[cos(a u + a' v)] = exp(-Var/2) (characteristic function)")
     m = expr.match(k_ * sympy.exp(a_ * x**2))
     if m and m[a_] != 0 and m[a_].is_negative:
         k, a = m[k_], -m[a_]
-        kern = k**2 / sympy.sqrt((1 + 2 * a * q1) * (1 + 2 * a * q2) - 4 * a**2 * s12**2)
+        kern = k**2 / sympy.sqrt((1 + 2 * a * Q1_SYM) * (1 + 2 * a * Q2_SYM) - 4 * a**2 * s12**2)
         return _make("gaussian", kern, "Gaussian integral: E[exp(-a(u^2+v^2))] = det(I + 2 a Sigma)^(-1/2)")
     m = expr.match(k_ * sympy.exp(a_ * x + b_))
     if m and m[a_] != 0:
         k, a, b = m[k_], m[a_], m[b_]
-        kern = k**2 * sympy.exp(2 * b + a**2 * (q1 + q2 + 2 * s12) / 2)
+        kern = k**2 * sympy.exp(2 * b + a**2 * (Q1_SYM + Q2_SYM + 2 * s12) / 2)
         return _make("exp", kern, "log-normal moments: E[exp(a(u+v))] = exp(a^2 Var(u+v)/2)")
     return None
 
@@ -469,7 +469,7 @@ class KernelMaps:
                 sub = {sympy.Symbol(k, **({"real": True} if k == "c" else {"positive": True})): sympy.nsimplify(vv)
                        for k, vv in vals.items() if k != "c"}
                 e = expr.subs(sub)
-                lim = sympy.limit(e, c, sympy.nsimplify(vals["c"]), "-" if vals["c"] >= 0 else "+") \
+                lim = sympy.limit(e, C_SYM, sympy.nsimplify(vals["c"]), "-" if vals["c"] >= 0 else "+") \
                     if "c" in vals else e
                 v = self._mp(lim) if lim.is_finite else mpmath.inf
             return v
@@ -486,17 +486,17 @@ class KernelMaps:
 
     # ---- Q map ---------------------------------------------------------------------------
     @_at_precision
-    def q_map(self, q_value) -> Any:
+    def q_map(self, q) -> Any:
         """``Q(q) = E[phi(sqrt(q) z)^2]``: the output q value of a layer whose input q value is q."""
-        _check_q(q_value)
-        key = ("Q", q_value)
+        _check_q(q)
+        key = ("Q", q)
         if key not in self._cache:
             if self.engine == "closed":
-                v = self._closed_eval("Q", self.closed_form.q_map, q=q_value)
+                v = self._closed_eval("Q", self.closed_form.q_map, q=q)
             else:
                 f, g = self._f.mp(0), self._f.np(0)
                 v = self._e1(lambda t: f(t) ** 2, lambda t: g(t) ** 2,
-                             std=(math.sqrt(q_value) if self.engine == "float64" else mpmath.sqrt(self._mp(q_value))))
+                             std=(math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))))
             if v == 0:
                 raise DivergentIntegralError(
                     f"Q({q_value}) = 0 for {self.activation_name!r}: the activation vanishes almost "
@@ -505,23 +505,23 @@ class KernelMaps:
         return self._out(self._cache[key])
 
     @_at_precision
-    def q_map_derivative(self, q_value, n: int = 1) -> Any:
+    def q_map_derivative(self, q, n: int = 1) -> Any:
         """``d^n Q / dq^n = E[phi(sqrt(q) z)^2 He_{2n}(z)] / (2q)^n`` (exact heat-equation identity)."""
-        _check_q(q_value)
+        _check_q(q)
         if int(n) != n or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer.")
         if n == 0:
-            return self.q_map(q_value)
+            return self.q_map(q)
         if self.engine == "closed":
-            return self._out(self._closed_eval(("dQ", n), sympy.diff(self.closed_form.q_map, q, n), q=q_value))
+            return self._out(self._closed_eval(("dQ", n), sympy.diff(self.closed_form.q_map, Q_SYM, n), q=q))
         f, g = self._f.mp(0), self._f.np(0)
         if self.engine == "float64":
             he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
-            r = math.sqrt(q_value)
+            r = math.sqrt(q)
             v = gauss.gaussian_expectation_float64(lambda t: g(t) ** 2 * he(t / r), std=r, breakpoints=self._kinks_f())
-            return v / (2 * q_value) ** n
+            return v / (2 * q) ** n
         with mpmath.workdps(self.dps + _GUARD):
-            qq = self._mp(q_value)
+            qq = self._mp(q)
             r = mpmath.sqrt(qq)
             v = self._e1(lambda t: f(t) ** 2 * _he(2 * n, t / r), None, std=r)
             return self._out(v / (2 * qq) ** n)
@@ -609,29 +609,29 @@ class KernelMaps:
 
     # ---- C map ---------------------------------------------------------------------------
     @_at_precision
-    def c_map(self, c_value, q1_value=1, q2_value=1) -> Any:
+    def c_map(self, c, q1=1, q2=1) -> Any:
         """DKS C map ``C(c; q1, q2) = E[phi(u) phi(v)] / sqrt(Q(q1) Q(q2))`` (a cosine similarity).
 
         The mpmath engine uses Mehler's series when ``q1 == q2`` and ``|c| <= 0.8``
         (:attr:`mehler_max_abs_c`; Hermite coefficients at ``dps + 10`` digits, cached per q), and
         2-D quadrature otherwise (slow: 20-80 s a point at 30 digits on mpmath's pure-Python backend).
         """
-        _check_c(c_value), _check_q(q1_value), _check_q(q2_value)
+        _check_c(c), _check_q(q1), _check_q(q2)
         if self.engine == "closed":
-            return self._out(self._closed_eval("C", self.closed_form.c_map, c=c_value, q1=q1_value, q2=q2_value))
-        if c_value == 1 and q1_value == q2_value:
+            return self._out(self._closed_eval("C", self.closed_form.c_map, c=c, q1=q1, q2=q2))
+        if c == 1 and q1 == q2:
             return self._out(1)
-        if c_value == 0:   # independent u, v: E[phi(u)] E[phi(v)], two 1-D integrals
-            k = self._mean(q1_value) * self._mean(q2_value)
+        if c == 0:   # independent u, v: E[phi(u)] E[phi(v)], two 1-D integrals
+            k = self._mean(q1) * self._mean(q2)
         else:
-            k = self._kernel_num(0, c_value, q1_value, q2_value)
-        return self._out(k / self._sqrt(self.q_map(q1_value) * self.q_map(q2_value)))
+            k = self._kernel_num(0, c, q1, q2)
+        return self._out(k / self._sqrt(self.q_map(q1) * self.q_map(q2)))
 
-    def _mean(self, q_value):
+    def _mean(self, q):
         """E[phi(sqrt(q) z)] (cached)."""
-        key = ("mean", q_value)
+        key = ("mean", q)
         if key not in self._cache:
-            r = math.sqrt(q_value) if self.engine == "float64" else mpmath.sqrt(self._mp(q_value))
+            r = math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))
             self._cache[key] = self._e1(self._f.mp(0), self._f.np(0), std=r)
         return self._cache[key]
 
@@ -642,72 +642,72 @@ class KernelMaps:
             return mpmath.sqrt(v)
 
     @_at_precision
-    def c_map_derivative(self, c_value, n: int = 1, q1_value=1, q2_value=1) -> Any:
+    def c_map_derivative(self, c, n: int = 1, q1=1, q2=1) -> Any:
         """``d^n C / dc^n = (q1 q2)^{n/2} E[phi^(n)(u) phi^(n)(v)] / sqrt(Q(q1) Q(q2))`` (Price).
 
         Jumps of ``phi^(n-1)`` enter as delta functions integrated exactly; ``mpmath.inf`` (or
         ``math.inf``) where the derivative is infinite (e.g. ``C''(1)`` for ReLU).
         """
-        _check_c(c_value), _check_q(q1_value), _check_q(q2_value)
+        _check_c(c), _check_q(q1), _check_q(q2)
         if int(n) != n or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer.")
         if n == 0:
-            return self.c_map(c_value, q1_value, q2_value)
+            return self.c_map(c, q1, q2)
         if self.engine == "closed":
-            return self._out(self._closed_eval(("dC", n), sympy.diff(self.closed_form.c_map, c, n),
-                                               c=c_value, q1=q1_value, q2=q2_value))
-        if n >= 2 and c_value in (1, -1) and self._f.jumps(n - 1):
+            return self._out(self._closed_eval(("dC", n), sympy.diff(self.closed_form.c_map, C_SYM, n),
+                                               c=c, q1=q1, q2=q2))
+        if n >= 2 and c in (1, -1) and self._f.jumps(n - 1):
             return self._out(mpmath.inf)
-        if (self.engine == "mpmath" and q1_value == q2_value and c_value != 0
-                and abs(c_value) <= self.mehler_max_abs_c):
+        if (self.engine == "mpmath" and q1 == q2 and c != 0
+                and abs(c) <= self.mehler_max_abs_c):
             # d^n/dc^n of Mehler's series: sum_k k!/(k-n)! a_k^2 c^(k-n)  (no 2-D quadrature)
-            cv = self._mp(c_value)
+            cv = self._mp(c)
             terms = self._mehler_terms(cv) + 20 * n
-            a = self._hermite(q1_value, terms)
+            a = self._hermite(q1, terms)
             kn = mpmath.fsum(mpmath.ff(k, n) * a[k] ** 2 * cv ** (k - n) for k in range(n, terms))
-            return self._out(kn / self.q_map(q1_value))
-        k = self._kernel_num(n, c_value, q1_value, q2_value)
-        pre = (q1_value * q2_value) ** (n / 2) if self.engine == "float64" else \
-            mpmath.power(self._mp(q1_value) * self._mp(q2_value), mpmath.mpf(n) / 2)
-        return self._out(pre * k / self._sqrt(self.q_map(q1_value) * self.q_map(q2_value)))
+            return self._out(kn / self.q_map(q1))
+        k = self._kernel_num(n, c, q1, q2)
+        pre = (q1 * q2) ** (n / 2) if self.engine == "float64" else \
+            mpmath.power(self._mp(q1) * self._mp(q2), mpmath.mpf(n) / 2)
+        return self._out(pre * k / self._sqrt(self.q_map(q1) * self.q_map(q2)))
 
     # ---- scalar summaries ----------------------------------------------------------------
     @_at_precision
-    def slope_at_1(self, q_value=1) -> Any:
+    def slope_at_1(self, q=1) -> Any:
         """``C'(1; q, q) = q E[phi'(sqrt(q) z)^2] / Q(q)`` (infinite if phi jumps)."""
-        _check_q(q_value)
+        _check_q(q)
         if self.engine == "closed":
-            return self.c_map_derivative(1, 1, q_value, q_value)
+            return self.c_map_derivative(1, 1, q, q)
         if self._f.jumps(0):
             return self._out(mpmath.inf)
         f, g = self._f.mp(1), self._f.np(1)
-        r = math.sqrt(q_value) if self.engine == "float64" else mpmath.sqrt(self._mp(q_value))
+        r = math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))
         v = self._e1(lambda t: f(t) ** 2, lambda t: g(t) ** 2, std=r)
-        return self._out(q_value * v / self.q_map(q_value) if self.engine == "float64"
-                         else self._mp(q_value) * v / self.q_map(q_value))
+        return self._out(q * v / self.q_map(q) if self.engine == "float64"
+                         else self._mp(q) * v / self.q_map(q))
 
     @_at_precision
-    def value_at_0(self, q_value=1) -> Any:
+    def value_at_0(self, q=1) -> Any:
         """``C(0; q, q) = E[phi(sqrt(q) z)]^2 / Q(q)``."""
-        _check_q(q_value)
+        _check_q(q)
         if self.engine == "closed":
-            return self.c_map(0, q_value, q_value)
-        m = self._mean(q_value)
-        return self._out(m * m / self.q_map(q_value))
+            return self.c_map(0, q, q)
+        m = self._mean(q)
+        return self._out(m * m / self.q_map(q))
 
     @_at_precision
-    def curvature_at_1(self, q_value=1) -> Any:
+    def curvature_at_1(self, q=1) -> Any:
         """``C''(1; q, q) = q^2 E[phi''(sqrt(q) z)^2] / Q(q)``; ``inf`` when phi' (or phi) jumps."""
-        _check_q(q_value)
+        _check_q(q)
         if self.curvature_is_infinite:
             return self._out(mpmath.inf)
         if self.engine == "closed":
-            return self.c_map_derivative(1, 2, q_value, q_value)
+            return self.c_map_derivative(1, 2, q, q)
         f, g = self._f.mp(2), self._f.np(2)
-        r = math.sqrt(q_value) if self.engine == "float64" else mpmath.sqrt(self._mp(q_value))
+        r = math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))
         v = self._e1(lambda t: f(t) ** 2, lambda t: g(t) ** 2, std=r)
-        qq = q_value if self.engine == "float64" else self._mp(q_value)
-        return self._out(qq * qq * v / self.q_map(q_value))
+        qq = q if self.engine == "float64" else self._mp(q)
+        return self._out(qq * qq * v / self.q_map(q))
 
     @property
     def curvature_is_infinite(self) -> bool:
@@ -729,13 +729,13 @@ class KernelMaps:
         """``C''(1)`` at q = 1 (``inf`` when ``phi'`` jumps: see :attr:`curvature_is_infinite`)."""
         return self.curvature_at_1(1)
 
-    def hermite_coefficients(self, n: int, q_value=1) -> list:
+    def hermite_coefficients(self, n: int, q=1) -> list:
         """First ``n`` normalised Hermite coefficients of ``z -> phi(sqrt(q) z)`` (mpf, dps digits).
 
         ``Q(q) = sum a_k^2`` and ``C(c; q, q) = sum a_k^2 c^k / Q(q)``.
         """
-        _check_q(q_value)
-        a = self._hermite(q_value, n)
+        _check_q(q)
+        a = self._hermite(q, n)
         with mpmath.workdps(self.dps):
             return [+v for v in a]
 
@@ -774,49 +774,49 @@ class ComposedKernelMaps:
         return f"ComposedKernelMaps({self.outer!r} o {self.inner!r})"
 
     @_at_precision
-    def q_map(self, q_value):
-        return self.outer.q_map(self.inner.q_map(q_value))
+    def q_map(self, q):
+        return self.outer.q_map(self.inner.q_map(q))
 
     @_at_precision
-    def q_map_derivative(self, q_value, n: int = 1):
+    def q_map_derivative(self, q, n: int = 1):
         if n == 0:
-            return self.q_map(q_value)
+            return self.q_map(q)
         if n != 1:
             raise DomainError("composed maps provide q_map_derivative for n = 1 only (chain rule).")
-        return self.outer.q_map_derivative(self.inner.q_map(q_value), 1) * self.inner.q_map_derivative(q_value, 1)
+        return self.outer.q_map_derivative(self.inner.q_map(q), 1) * self.inner.q_map_derivative(q, 1)
 
     @_at_precision
-    def c_map(self, c_value, q1_value=1, q2_value=1):
-        ci = self.inner.c_map(c_value, q1_value, q2_value)
-        return self.outer.c_map(_clip_unit(ci), self.inner.q_map(q1_value), self.inner.q_map(q2_value))
+    def c_map(self, c, q1=1, q2=1):
+        ci = self.inner.c_map(c, q1, q2)
+        return self.outer.c_map(_clip_unit(ci), self.inner.q_map(q1), self.inner.q_map(q2))
 
     @_at_precision
-    def c_map_derivative(self, c_value, n: int = 1, q1_value=1, q2_value=1):
+    def c_map_derivative(self, c, n: int = 1, q1=1, q2=1):
         if n == 0:
-            return self.c_map(c_value, q1_value, q2_value)
-        ci = _clip_unit(self.inner.c_map(c_value, q1_value, q2_value))
-        qa, qb = self.inner.q_map(q1_value), self.inner.q_map(q2_value)
-        d1i = self.inner.c_map_derivative(c_value, 1, q1_value, q2_value)
+            return self.c_map(c, q1, q2)
+        ci = _clip_unit(self.inner.c_map(c, q1, q2))
+        qa, qb = self.inner.q_map(q1), self.inner.q_map(q2)
+        d1i = self.inner.c_map_derivative(c, 1, q1, q2)
         d1o = self.outer.c_map_derivative(ci, 1, qa, qb)
         if n == 1:
             return d1o * d1i
         if n == 2:
-            d2i = self.inner.c_map_derivative(c_value, 2, q1_value, q2_value)
+            d2i = self.inner.c_map_derivative(c, 2, q1, q2)
             d2o = self.outer.c_map_derivative(ci, 2, qa, qb)
             return d2o * d1i * d1i + d1o * d2i
         raise DomainError("composed maps provide c_map_derivative for n <= 2 (chain rule).")
 
     @_at_precision
-    def slope_at_1(self, q_value=1):
-        return self.outer.slope_at_1(self.inner.q_map(q_value)) * self.inner.slope_at_1(q_value)
+    def slope_at_1(self, q=1):
+        return self.outer.slope_at_1(self.inner.q_map(q)) * self.inner.slope_at_1(q)
 
     @_at_precision
-    def value_at_0(self, q_value=1):
-        return self.c_map(0, q_value, q_value)
+    def value_at_0(self, q=1):
+        return self.c_map(0, q, q)
 
     @_at_precision
-    def curvature_at_1(self, q_value=1):
-        return self.c_map_derivative(1, 2, q_value, q_value)
+    def curvature_at_1(self, q=1):
+        return self.c_map_derivative(1, 2, q, q)
 
     c_map_slope_at_1 = property(lambda self: self.slope_at_1(1))
     c_map_at_0 = property(lambda self: self.value_at_0(1))

@@ -284,7 +284,7 @@ def test_errors_are_clear():
     with pytest.raises(DomainError, match="> 0"):
         relu.q_map(0)
     with pytest.raises(DomainError, match="> 0"):
-        relu.c_map(0.5, q1_value=-1)
+        relu.c_map(0.5, q1=-1)
     with pytest.raises(DivergentIntegralError):
         kernel_maps(sympy.exp(x**2), engine="mpmath").q_map(1)
     # exp(x^2/3) has a finite Gaussian mean but is not square-integrable: Q diverges
