@@ -109,3 +109,13 @@ def test_bivariate_mpmath_covariance_at_20_digits():
     # E[u v] = c sqrt(q1 q2): exact for a polynomial integrand (slow: ~20 s of 2-D quadrature)
     r = bivariate_gaussian_expectation(lambda u: u, lambda v: v, mpmath.mpf(3) / 10, q1=2, q2=8, dps=20)
     assert rel(r.value, mpmath.mpf(12) / 10) < 1e-19
+
+
+def test_bivariate_degenerate_correlations_reduce_to_one_dimension():
+    # c = +-1: v = +-sqrt(q2/q1) u, so E[tanh(u) tanh(v)] = +-E[tanh(u)^2] for q1 = q2 (tanh is odd)
+    with mpmath.workdps(40):
+        std = mpmath.sqrt(2)
+    ref = gaussian_expectation(lambda x: mpmath.tanh(x) ** 2, dps=30, std=std).value
+    plus = bivariate_gaussian_expectation(mpmath.tanh, mpmath.tanh, 1, q1=2, q2=2, dps=30).value
+    minus = bivariate_gaussian_expectation(mpmath.tanh, mpmath.tanh, -1, q1=2, q2=2, dps=30).value
+    assert rel(plus, ref) < 1e-29 and rel(minus, -ref) < 1e-29
