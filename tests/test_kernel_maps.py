@@ -180,6 +180,7 @@ def test_c_map_properties(name):
     assert abs(vals[-1] - 1) < 1e-6, "C(1) = 1 (approached through the 2-D rule, not the c = 1 shortcut)"
     assert np.all(np.diff(vals) > 0), "C is increasing on [0, 1]"
     assert np.all(np.diff(vals, 2) > -1e-12), "C is convex on [0, 1]"
+    np.testing.assert_allclose(f64.c_map_curve(cs[:-1]), vals[:-1], rtol=0, atol=1e-15)
     # convexity and monotonicity near 1: 0 <= 1 - C(1 - e) <= e C'(1)
     e = 1e-4
     gap = 1 - f64.c_map(1 - e)
