@@ -323,3 +323,14 @@ def test_c_map_derivatives_price_float64_vs_mehler_mpmath(name):
         for n in (1, 2):
             ref = float(slow.c_map_derivative(cv, n))
             assert abs(fast.c_map_derivative(cv, n) - ref) < 1e-12 * max(1.0, abs(ref)), (cv, n)
+
+
+@pytest.mark.parametrize("name", ["cos", "gaussian", "heaviside", "cubic"])
+def test_other_closed_forms_agree_with_quadrature(name):
+    spec = x**3 - x if name == "cubic" else act(name)
+    closed = kernel_maps(spec, dps=30, engine="closed")
+    quad = kernel_maps(spec, dps=30, engine="mpmath")
+    for qv in (sympy.Rational(1, 4), 1, 4):
+        assert rel(closed.q_map(qv), quad.q_map(qv)) < 1e-28
+    for cv in (sympy.Rational(-1, 2), sympy.Rational(3, 10)):
+        assert diff(closed.c_map(cv), quad.c_map(cv)) < mpmath.mpf(10) ** -28
