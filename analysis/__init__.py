@@ -22,6 +22,18 @@ _EXPORTS = {
     "LayerPenaltyTerm": "penalty",
     "PenaltyInequality": "penalty",
     "gradient_penalty_inequality": "penalty",
+    # DKS/TAT kernel shaping and the transformed activation's conditions
+    "shape": "shaping",
+    "ShapedNetwork": "shaping",
+    "ShapedLayer": "shaping",
+    "TorchShaping": "shaping",
+    "LayerSolution": "shaping",
+    "solve_dks_layer": "shaping",
+    "solve_tat_layer": "shaping",
+    "leaky_relu_c_map": "shaping",
+    "transform_conditions": "transform_conditions",
+    "TransformConditions": "transform_conditions",
+    "ConditionSet": "transform_conditions",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,6 +9,8 @@ y.backward(g)`` for:
 * ``generated``   numeric.torch_module(act) (eager)
 * ``builtin``     the PyTorch built-in (F.softplus, F.gelu ...) or, where none exists
                   (squareplus, DKS tanh), the eager composite of built-in ops
+* ``prefer_builtins``  numeric.torch_module(act, prefer_builtins=True): the built-in
+                  and its fused backward kernel where the whole activation is one
 * ``lambdify``    sympy.lambdify(x, formula, "torch") with autograd (SymPy's stock printer)
 * ``bandwidth``   y = 2*x (one read, one write each way: the memory-bound floor)
 * ``compiled``    torch.compile(numeric.torch_module(act))
@@ -101,7 +103,9 @@ def main() -> None:
     for name, (expr, builtin) in _activations().items():
         if args.only and name not in args.only:
             continue
-        variants = {"generated": torch_module(expr, name=name), "builtin": builtin, "bandwidth": bandwidth}
+        variants = {"generated": torch_module(expr, name=name),
+                    "prefer_builtins": torch_module(expr, name=name, prefer_builtins=True),
+                    "builtin": builtin, "bandwidth": bandwidth}
         lam, lam_error = _lambdified(expr)
         if lam is not None:
             variants["lambdify"] = lam
@@ -121,16 +125,17 @@ def main() -> None:
               + (f", lambdify={lam_error}" if lam_error else ""), flush=True)
 
     print()
-    header = ("| activation | eager / built-in | eager / lambdify | eager / y=2x | compiled / built-in "
-              "| compiled / y=2x | compiled / compiled built-in |")
+    header = ("| activation | eager / built-in | prefer_builtins / built-in | eager / lambdify | eager / y=2x "
+              "| compiled / built-in | compiled / y=2x | compiled / compiled built-in |")
     print(header)
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, med, lam_error in rows:
         def ratio(a, b):
             return f"{med[a] / med[b]:.2f}" if a in med and b in med else "n/a"
 
         lam = ratio("generated", "lambdify") if "lambdify" in med else f"lambdify fails ({lam_error})"
-        print(f"| {name} | {ratio('generated', 'builtin')} | {lam} | {ratio('generated', 'bandwidth')} | "
+        print(f"| {name} | {ratio('generated', 'builtin')} | {ratio('prefer_builtins', 'builtin')} | {lam} | "
+              f"{ratio('generated', 'bandwidth')} | "
               f"{ratio('compiled', 'builtin')} | {ratio('compiled', 'bandwidth')} | "
               f"{ratio('compiled', 'builtin_compiled')} |")
     print("\n(built-in for squareplus and dks_tanh: the eager composite of torch ops)")

@@ -30,6 +30,12 @@ _EXPORTS = {
     "EntropyNormalization": "entropy",
     "EntropyNormalize": "entropy",
     "entropy_normalize": "entropy",
+    # kernel-preserving initialisers
+    "scaled_uniform_orthogonal_": "initializers",
+    "delta_orthogonal_": "initializers",
+    "kernel_preserving_init_": "initializers",
+    "per_location_normalize": "initializers",
+    "TransformedActivation": "initializers",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -31,6 +31,7 @@ tensor([  0.6931, 100.0000], dtype=torch.float64)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import keyword
 import linecache
@@ -104,11 +105,19 @@ class CodegenSpec:
     derivatives: tuple[sympy.Expr, ...]
     saves: str
     derivative_in_output: sympy.Expr | None
+    builtin: tuple[str, str] | None = None  # (forward, backward) sources with prefer_builtins
 
 
 def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
-                 class_name: str | None = None) -> CodegenSpec:
-    """Resolve an activation (Activation or SymPy expression) into a :class:`CodegenSpec`."""
+                 class_name: str | None = None, prefer_builtins: bool = False) -> CodegenSpec:
+    """Resolve an activation (Activation or SymPy expression) into a :class:`CodegenSpec`.
+
+    ``prefer_builtins``: when the whole activation is a PyTorch built-in (GELU, SiLU,
+    Mish, tanh, sigmoid), call it and its fused backward kernel instead of the
+    generated code -- one pass each way, but with the built-ins' accuracy (F.gelu is
+    0 for x < -5.9 in float32 and loses relative accuracy left of 0; the tanh and
+    sigmoid backward kernels lose it where the derivative is tiny).
+    """
     if hasattr(act, "expr") and hasattr(act, "params"):
         expr = sympy.sympify(act.expr)
         params = dict(act.params)
@@ -129,6 +138,14 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
                 f"{sorted(by_name) or 'none (this activation has no parameters)'}"
             )
         chosen.append(by_name[key])
+    return _resolve(expr, tuple(params.items()), inputs, tuple(chosen), act_name, class_name, prefer_builtins)
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_builtins) -> CodegenSpec:
+    """The symbolic work of codegen_spec (safe forms, derivatives), cached: it takes
+    SymPy a good fraction of a second, and modules are made repeatedly from one act."""
+    params = dict(param_items)
     fixed = {p: v for p, v in params.items() if p not in chosen}
     concrete = expr.xreplace(fixed) if fixed else expr
     unknown = concrete.free_symbols - set(inputs) - set(chosen)
@@ -154,7 +171,14 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
             hazards(candidate, (y,)).key() < hazards(derivatives[0], inputs).key()
         ):
             saves, in_output = "output", candidate
+    builtin = None
+    if prefer_builtins and len(inputs) == 1 and not chosen:
+        builtin = _BUILTINS.get(_builtin_key(forward, inputs[0]))
+        if builtin is not None:
+            saves, in_output = builtin[2], None
+            builtin = builtin[:2]
     return CodegenSpec(
+        builtin=builtin,
         name=act_name,
         class_name=class_name or _class_name(act_name),
         formula=str(expr),
@@ -178,6 +202,31 @@ _FUSED_BACKWARD = {
 }
 
 
+# whole-activation built-ins for prefer_builtins: key -> (forward, backward, saved tensor)
+_BUILTINS = {
+    "silu": ("F.silu(x)", "torch.ops.aten.silu_backward(g, x)", "input"),
+    "mish": ("F.mish(x)", "torch.ops.aten.mish_backward(g, x)", "input"),
+    "gelu": ("F.gelu(x)", "torch.ops.aten.gelu_backward(g, x)", "input"),
+    "tanh": ("torch.tanh(x)", "torch.ops.aten.tanh_backward(g, y)", "output"),
+    "sigmoid": ("torch.sigmoid(x)", "torch.ops.aten.sigmoid_backward(g, y)", "output"),
+}
+
+
+def _builtin_key(forward: sympy.Expr, x: sympy.Symbol) -> str | None:
+    from symact.primitives import NormalCdf, Sigmoid
+
+    fused = fuse_builtins(forward)
+    if fused == x * NormalCdf(x):
+        return "gelu"
+    if fused == sympy.tanh(x):
+        return "tanh"
+    if fused == Sigmoid(x):
+        return "sigmoid"
+    if isinstance(fused, sympy.Function) and fused.args == (x,):
+        return {"_Silu": "silu", "_Mish": "mish"}.get(type(fused).__name__)
+    return None
+
+
 def _fused_backward(spec: CodegenSpec) -> str | None:
     """Source of a fused built-in backward for g*phi'(x), if phi is one built-in of x."""
     if len(spec.inputs) != 1 or spec.trainable or spec.saves != "input":
@@ -194,6 +243,18 @@ def _source(spec: CodegenSpec) -> str:
     input_args = [(s, n, True) for s, n in zip(spec.inputs, input_names)]
     param_args = [(p, n, False) for p, n, _ in spec.trainable]
     args = input_args + param_args
+    if spec.builtin is not None:
+        fwd, bwd = spec.builtin
+        arg = "y" if spec.saves == "output" else "x"
+        forward_src = f"def _forward(x):\n    return ({fwd},)\n"
+        backward_src = f"def _backward(g, {arg}):\n    return ({bwd},)\n"
+        if spec.saves == "output":  # tanh_backward / sigmoid_backward are differentiable
+            graph_src = f"def _backward_graph(g, y):\n    return ({bwd},)\n"
+        else:  # silu/mish/gelu_backward kernels have no derivative: symbolic code
+            g = sympy.Dummy("g", real=True)
+            graph_src = emit_function("_backward_graph", [(g, "g", True)] + args,
+                                      [g * d for d in spec.derivatives], spec.inputs, inplace=False)
+        return _assemble(spec, input_names, args, forward_src, backward_src, graph_src)
     forward_src = emit_function("_forward", args, [spec.forward], spec.inputs, inplace=True)
     if spec.saves == "output":
         y = next(iter(spec.derivative_in_output.free_symbols - {g}))
@@ -210,7 +271,11 @@ def _source(spec: CodegenSpec) -> str:
     else:
         backward_src = emit_function("_backward", backward_args, grads, grad_inputs, inplace=True)
     graph_src = emit_function("_backward_graph", backward_args, grads, grad_inputs, inplace=False)
+    return _assemble(spec, input_names, args, forward_src, backward_src, graph_src)
 
+
+def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_src: str,
+              graph_src: str) -> str:
     cls = spec.class_name
     fn_cls = f"_{cls}Function"
     all_names = [n for _, n, _ in args]
@@ -261,7 +326,7 @@ def _source(spec: CodegenSpec) -> str:
     phi({", ".join(input_names)}) = {formula_doc}
 {params_doc.lstrip(chr(10)) and "Parameters:" + params_doc}
 
-Forward (safe form): {spec.forward}
+Forward (safe form): {spec.forward}{" -- computed by PyTorch built-ins (prefer_builtins)" if spec.builtin else ""}
 Backward saves the {spec.saves} ({"one tensor" if n_inputs == 1 and not spec.trainable else "the inputs"}).
 This file imports only torch.
 """
@@ -320,9 +385,10 @@ class {cls}(torch.nn.Module):
 
 
 def generated_source(act: Any, trainable: Iterable = (), class_name: str | None = None,
-                     name: str | None = None) -> str:
+                     name: str | None = None, prefer_builtins: bool = False) -> str:
     """The Python source generated for ``act`` (what :func:`export_module` writes)."""
-    return _source(codegen_spec(act, trainable, name=name, class_name=class_name))
+    return _source(codegen_spec(act, trainable, name=name, class_name=class_name,
+                                prefer_builtins=prefer_builtins))
 
 
 _NAMESPACES: dict[str, dict] = {}
@@ -342,7 +408,8 @@ def _load(source: str, class_name: str) -> dict:
     return namespace
 
 
-def torch_function(act: Any, trainable: Iterable = (), name: str | None = None):
+def torch_function(act: Any, trainable: Iterable = (), name: str | None = None,
+                   prefer_builtins: bool = False):
     """A ``torch.autograd.Function`` subclass computing ``act`` elementwise.
 
     Call it as ``F.apply(x)`` (``F.apply(x, v)`` for gated forms; trainable
@@ -356,21 +423,22 @@ def torch_function(act: Any, trainable: Iterable = (), name: str | None = None):
     >>> fn.apply(t).sum().backward(); t.grad
     tensor([-0.0000,  0.9277])
     """
-    spec = codegen_spec(act, trainable, name=name)
+    spec = codegen_spec(act, trainable, name=name, prefer_builtins=prefer_builtins)
     namespace = _load(_source(spec), spec.class_name)
     return namespace[f"_{spec.class_name}Function"]
 
 
 def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name: str | None = None,
-                 class_name: str | None = None, **compile_kwargs):
+                 class_name: str | None = None, prefer_builtins: bool = False, **compile_kwargs):
     """An ``nn.Module`` applying ``act`` elementwise (gated forms: ``m(x, v)`` or ``m(xv)``).
 
     ``trainable``: names of parameters of ``act`` to register as ``nn.Parameter``
     (initialised at their current values; the others are baked in as constants).
     ``compile=True`` returns ``torch.compile(module, **compile_kwargs)``.
+    ``prefer_builtins=True`` trades accuracy for eager speed (see :func:`codegen_spec`).
     The module carries ``activation`` (the object it was generated from).
     """
-    spec = codegen_spec(act, trainable, name=name, class_name=class_name)
+    spec = codegen_spec(act, trainable, name=name, class_name=class_name, prefer_builtins=prefer_builtins)
     namespace = _load(_source(spec), spec.class_name)
     module = namespace[spec.class_name]()
     module.activation = act
@@ -382,13 +450,13 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
 
 
 def export_module(act: Any, path: str | Path, class_name: str | None = None, trainable: Iterable = (),
-                  name: str | None = None) -> Path:
+                  name: str | None = None, prefer_builtins: bool = False) -> Path:
     """Write a standalone ``.py`` file (imports only torch) defining the module class.
 
     The file holds the same source :func:`torch_module` executes, so the imported
     class computes the same values and gradients.  Returns the path written.
     """
-    spec = codegen_spec(act, trainable, name=name, class_name=class_name)
+    spec = codegen_spec(act, trainable, name=name, class_name=class_name, prefer_builtins=prefer_builtins)
     path = Path(path)
     path.write_text(_source(spec))
     return path

@@ -34,13 +34,14 @@ preprocessing it applies (fused patterns, Piecewise masking, dropping
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import sympy
 from sympy import Add, Mul, Pow, S
 
 from symact.errors import FormulaError
-from symact.primitives import Expm1, Log1p, LogSigmoid, NormalCdf, Sigmoid, Softplus
+from symact.primitives import Expm1, Log1p, LogSigmoid, NormalCdf, Sigmoid, Softplus, split_numeric_factor
 
 __all__ = ["emit_function", "prepare", "fuse_builtins", "number_literal", "SOFTPLUS_THRESHOLD", "PRELUDE"]
 
@@ -58,6 +59,13 @@ class _Silu(sympy.Function):
 
 class _Mish(sympy.Function):
     """u*tanh(Softplus(u)), printed as F.mish(u)."""
+
+    nargs = 1
+
+
+class _Step(sympy.Function):
+    """Heaviside(u) with value 1/2 at 0, printed (sign(u) + 1)/2 -- opaque to SymPy, so
+    it is never expanded into 1/2*sign(u) + 1/2 and added to other terms (cancellation)."""
 
     nargs = 1
 
@@ -226,12 +234,18 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         u = e.args[0]
         h0 = e.args[1] if len(e.args) > 1 else S.Half
         if h0 in (S.Half, None, S.NaN):
-            return (sympy.sign(u) + 1) / 2
+            return _Step(u)
         return sympy.Piecewise((1, u > 0), (0, u < 0), (h0, True))
 
     expr = expr.replace(lambda e: isinstance(e, sympy.Heaviside), heaviside)
     expr = fuse_builtins(expr)
     expr = _mask_piecewise(expr, inputs)
+    # every compound constant becomes one Float, so cse cannot name a constant
+    # (which would then be printed as a tensor operation on a Python float)
+    expr = expr.replace(
+        lambda e: e.is_number and not e.is_Atom and not isinstance(e, sympy.logic.boolalg.Boolean),
+        lambda e: sympy.Float(sympy.N(e, 30), 30),
+    )
     return expr
 
 
@@ -347,7 +361,14 @@ class _Emitter:
             if square is not None:
                 u, c = square
                 arg = self.value(u)
-                return self.assign(f"_exp_neg_sq({arg.code}, {number_literal(c)})", full=arg.full)
+                helper = "_exp_neg_sq_" if self.inplace else "_exp_neg_sq"
+                return self.assign(f"{helper}({arg.code}, {number_literal(c)})", full=arg.full)
+        if isinstance(e, _Step):
+            arg = self.value(e.args[0])
+            if self.inplace:
+                step = self.assign(f"torch.sign({arg.code})", full=arg.full)
+                return self.mutate(self.mutate(step, "add_(1.0)"), "mul_(0.5)")
+            return self.assign(f"(torch.sign({arg.code}) + 1.0) * 0.5", full=arg.full)
         if isinstance(e, sympy.sech):
             return self.mul(Mul(S.One, Pow(sympy.cosh(e.args[0]), -1, evaluate=False), evaluate=False))
         for cls, (fmt, method) in _UNARY.items():
@@ -357,6 +378,8 @@ class _Emitter:
                     return _Operand(number_literal(e), const=True)
                 if method and self.can_mutate(arg):
                     return self.mutate(arg, f"{method}()")
+                if self.inplace and cls is NormalCdf:
+                    return self.assign(f"_ndtr_({arg.code})", full=arg.full)
                 return self.assign(fmt.format(arg.code), full=arg.full)
         raise FormulaError(
             f"no PyTorch translation for {type(e).__name__} in {e}; rewrite the activation with "
@@ -391,7 +414,7 @@ class _Emitter:
             if term.is_number:
                 const += term
                 continue
-            coeff, factor = _numeric_factor(term)
+            coeff, factor = split_numeric_factor(term)
             terms.append((coeff, factor))
         ops = [(c, self.value(f)) for c, f in terms]
         if not self.inplace:
@@ -611,16 +634,16 @@ def emit_function(
 
 def _negative_square(arg: sympy.Expr):
     """(u, c) if arg == -c*u**2 with c a positive power of two (so c*hi**2 is exact), else None."""
-    coeff, rest = _numeric_factor(arg)
-    if not (coeff.is_Rational and coeff.is_negative):
+    coeff, rest = split_numeric_factor(arg)
+    if not (coeff.is_number and coeff.is_negative):
         return None
     c = -coeff
     if not (isinstance(rest, Pow) and rest.exp == 2):
         return None
-    p, q = c.p, c.q
-    if (p & (p - 1)) or (q & (q - 1)):
-        return None
-    return rest.base, c
+    mantissa, _ = math.frexp(float(c))
+    if mantissa != 0.5 or sympy.Float(float(c), 30) != sympy.Float(c, 30):
+        return None  # not a power of two
+    return rest.base, sympy.Float(float(c))
 
 
 #: Helpers every generated file defines (they use only torch).
@@ -677,16 +700,38 @@ def _ndtr(u):
     lo = u - hi
     dz = ((hi * c_hi - z) + hi * c_lo + lo * c_hi) + lo * c_lo + u * c_tail
     return torch.erfc(z) * 0.5 - dz * (0.5641895835477563 * torch.exp(-(z * z)))
+
+
+# In-place twins of the helpers above, for code autograd does not record: the same
+# operations in the same order on a few scratch buffers (16 fresh tensors -> 5).
+def _exp_neg_sq_(u, c):
+    if u.dtype not in (torch.float64, torch.float32):
+        return _exp_neg_sq(u, c)
+    bound = (800.0 / c) ** 0.5
+    lo = torch.clamp(u, -bound, bound)
+    hi = lo * (134217729.0 if u.dtype == torch.float64 else 4097.0)
+    tmp = torch.sub(hi, lo)
+    hi.sub_(tmp)
+    lo.sub_(hi)
+    tmp.copy_(hi).add_(hi).add_(lo).mul_(lo).mul_(-c).clamp_(max=80.0).exp_()
+    return hi.square_().mul_(-c).exp_().mul_(tmp)
+
+
+def _ndtr_(u):
+    if u.dtype not in _NDTR_CONSTANTS:
+        return _ndtr(u)
+    splitter, c, c_hi, c_lo, c_tail = _NDTR_CONSTANTS[u.dtype]
+    v = torch.clamp(u, -64.0, 64.0)
+    z = v * c
+    hi = v * splitter
+    lo = torch.sub(hi, v)
+    hi.sub_(lo)
+    lo.copy_(v).sub_(hi)
+    dz = hi * c_hi
+    dz.sub_(z).add_(hi, alpha=c_lo).add_(lo, alpha=c_hi).add_(lo, alpha=c_lo).add_(v, alpha=c_tail)
+    v.copy_(z).square_().neg_().exp_().mul_(0.5641895835477563).mul_(dz)
+    return z.erfc_().mul_(0.5).sub_(v)
 '''
-
-
-def _numeric_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
-    """term = coeff * factor with every numeric factor (sqrt(2)/2 included) in coeff."""
-    if isinstance(term, Mul):
-        numbers = [a for a in term.args if a.is_number]
-        if numbers:
-            return Mul(*numbers), Mul(*[a for a in term.args if not a.is_number])
-    return S.One, term
 
 
 def _count(expr: sympy.Expr, symbol: sympy.Symbol) -> int:

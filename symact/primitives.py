@@ -61,6 +61,7 @@ __all__ = [
     "safe_derivative",
     "Hazards",
     "hazards",
+    "split_numeric_factor",
 ]
 
 
@@ -356,7 +357,7 @@ def to_elementary(expr: sympy.Expr) -> sympy.Expr:
     )
 
 
-# --------------------------------------------------------------------------- rewrite pass
+# --------------------------------------------------------------------------- rewrite rules
 def _split_const(add: sympy.Add) -> tuple[sympy.Expr, list[sympy.Expr]]:
     const = S.Zero
     rest = []
@@ -368,9 +369,18 @@ def _split_const(add: sympy.Add) -> tuple[sympy.Expr, list[sympy.Expr]]:
     return const, rest
 
 
-def _coeff_and_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
-    coeff, factor = term.as_coeff_Mul()
-    return coeff, factor
+def split_numeric_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
+    """term = coeff*factor with every numeric factor (1/pi, sqrt(2) ...) in coeff.
+
+    >>> import sympy
+    >>> split_numeric_factor(sympy.sqrt(2) * sympy.Symbol("x") / 2)
+    (sqrt(2)/2, x)
+    """
+    if isinstance(term, Mul):
+        numbers = [a for a in term.args if a.is_number]
+        if numbers:
+            return Mul(*numbers), Mul(*[a for a in term.args if not a.is_number])
+    return S.One, term
 
 
 def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Expr:
@@ -382,7 +392,7 @@ def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Exp
         for i, term in enumerate(terms):
             if term.is_number:
                 continue
-            k, f = _coeff_and_factor(term)
+            k, f = split_numeric_factor(term)
             replacement = None
             # k*exp(u) - k -> k*Expm1(u)
             if isinstance(f, sympy.exp) and const == -k and k != 0:
@@ -412,15 +422,40 @@ def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Exp
                 replacement = 2 * k * Sigmoid(2 * f.args[0])
             elif isinstance(f, sympy.tanh) and k != 0 and const == -k:
                 replacement = 2 * const * Sigmoid(-2 * f.args[0])
+            # k*pi/2 + k*atan(u) cancels for u -> -oo, k*atan(u) - k*pi/2 for u -> +oo; on
+            # that side use pi/2 + atan(u) = -atan(1/u) (u < 0), atan(u) - pi/2 = -atan(1/u) (u > 0)
+            elif rationalise and isinstance(f, sympy.atan) and k != 0 and const == k * sympy.pi / 2:
+                u = f.args[0]
+                replacement = k * sympy.Piecewise((sympy.pi / 2 + f, u >= 0), (-sympy.atan(1 / u), True))
+            elif rationalise and isinstance(f, sympy.atan) and k != 0 and const == -k * sympy.pi / 2:
+                u = f.args[0]
+                replacement = k * sympy.Piecewise((f - sympy.pi / 2, u <= 0), (-sympy.atan(1 / u), True))
             if replacement is not None:
                 rest = [t for j, t in enumerate(terms) if j != i and not t.is_number]
                 terms = rest + [replacement]
                 changed = True
                 break
     result = Add(*terms)
+    if isinstance(result, Add) and len(inputs) >= 1:
+        result = _factor_polynomial(result, inputs)
     if rationalise and isinstance(result, Add):
         result = _rationalise(result, inputs)
     return result
+
+
+def _factor_polynomial(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
+    """A polynomial in one input with rational roots, as a product of its factors.
+
+    x**2/2 + x = x*(x + 2)/2: each factor (x - r) is one correctly rounded operation,
+    so the product keeps its relative accuracy next to the roots, where the sum cancels.
+    """
+    symbols = [s for s in inputs if expr.has(s)]
+    if len(symbols) != 1 or not expr.is_polynomial(symbols[0]):
+        return expr
+    if any(not c.is_Rational for c in sympy.Poly(expr, symbols[0]).coeffs()):
+        return expr
+    factored = sympy.factor(expr)
+    return factored if isinstance(factored, Mul) else expr
 
 
 def _rationalise(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
@@ -431,7 +466,7 @@ def _rationalise(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
     quotient has no difference of nearly equal numbers there.
     """
     for i, term in enumerate(expr.args):
-        k, f = _coeff_and_factor(term)
+        k, f = split_numeric_factor(term)
         if not (isinstance(f, Pow) and f.exp == S.Half and f.base.has(*inputs)):
             continue
         radicand = f.base
@@ -475,6 +510,16 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
         if const == 1 and len(rest) == 1 and isinstance(rest[0], sympy.exp):
             return Sigmoid(-rest[0].args[0]) ** (-expr.exp)
         return expr
+    if isinstance(expr, (sympy.Max, sympy.Min)) and len(expr.args) == 2:
+        # Max/Min(c, f) with f able to overflow: as a Piecewise, the derivative of the
+        # untaken side is not multiplied by 0 (exp(100)*Heaviside(...) = inf*0 = NaN)
+        consts = [a for a in expr.args if a.is_number]
+        others = [a for a in expr.args if not a.is_number]
+        if len(consts) == 1 and len(others) == 1 and hazards(others[0], inputs).overflow:
+            c, f = consts[0], others[0]
+            chosen = f > c if isinstance(expr, sympy.Max) else f < c
+            return sympy.Piecewise((f, chosen), (c, True))
+        return expr
     if isinstance(expr, sympy.erfc) and _is_sqrt2_scaling(expr.args[0]):
         return 2 * NormalCdf(sympy.expand(-sympy.sqrt(2) * expr.args[0]))
     if isinstance(expr, Add):
@@ -499,6 +544,11 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     * ``sqrt(A) + T`` with ``A - T**2`` free of the inputs ->
       ``Piecewise((sqrt(A) + T, T >= 0), ((A - T**2)/(sqrt(A) + |T|), True))``
       (not inside an existing Piecewise, so the pass is idempotent);
+    * ``k*pi/2 + k*atan(u) -> k*Piecewise((pi/2 + atan(u), u >= 0), (-atan(1/u), True))``
+      (and the mirror image), the tail of the arctangent without cancellation (like the
+      rationalisation, not inside an existing Piecewise);
+    * a polynomial in one input with rational roots -> its factored form;
+    * ``Max(c, f)``/``Min(c, f)`` with ``f`` able to overflow (an ``exp``) -> Piecewise;
     * ``sinc(u) -> Piecewise((sin(u)/u, Ne(u, 0)), (1, True))`` (SymPy differentiates
       ``sinc`` into ``cos(u)/u - sin(u)/u**2``, which is 0/0 at 0).
 
@@ -547,7 +597,7 @@ _BOUNDED = (sympy.sin, sympy.cos, sympy.tanh, sympy.atan, sympy.erf, sympy.erfc,
 class Hazards:
     """Floating-point hazards of an expression, compared lexicographically (fewer is safer).
 
-    ``overflow``: ``exp``/``cosh``/``sinh`` whose argument is not bounded above on the
+    ``overflow``: ``exp``/``Expm1``/``cosh``/``sinh`` whose argument is not bounded above on the
     reals (their value can overflow before the expression does), plus ``log`` of a
     non-primitive (can see 0 or ``inf``);
     ``cancellation``: sums that contain both a positive and a negative term which
@@ -595,7 +645,7 @@ def hazards(expr: sympy.Expr, inputs: tuple | None = None) -> Hazards:
     stack = [expr]
     while stack:
         e = stack.pop()
-        if isinstance(e, sympy.exp) and not _bounded_above(e.args[0], inputs):
+        if isinstance(e, (sympy.exp, Expm1)) and not _bounded_above(e.args[0], inputs):
             overflow += 1
         if isinstance(e, (sympy.cosh, sympy.sinh)) and e.args[0].has(*inputs):
             overflow += 1
@@ -646,5 +696,13 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
     raw = sympy.diff(safe_form(expr, inputs), symbol)
     raw = raw.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
     base = safe_form(raw, inputs)
-    forms = _candidates(base, inputs)
-    return min(forms, key=lambda f: hazards(f, inputs).key())
+
+    def best(e: sympy.Expr) -> sympy.Expr:
+        return min(_candidates(e, inputs), key=lambda f: hazards(f, inputs).key())
+
+    # choose inside each Piecewise branch (the transforms do not reach into branches)
+    base = base.replace(
+        lambda e: isinstance(e, sympy.Piecewise),
+        lambda pw: sympy.Piecewise(*[(best(v), c) for v, c in pw.args]),
+    )
+    return best(base)

@@ -212,18 +212,33 @@ def _term_scale(name: str, which: str, points: np.ndarray) -> np.ndarray:
 
 
 # Entries whose generated code cannot meet the ulp bound on part of [-30, 30], and why.
-# Only the listed sub-interval is excluded; the tolerance is never loosened.
-ULP_EXCLUSIONS: dict[tuple[str, str], tuple[float, float, str]] = {}
+# The listed region is checked against a relative bound derived from the reason instead;
+# the ulp tolerance itself is never loosened.
+ULP_EXCLUSIONS: dict[str, dict] = {
+    "gelu_tanh": {
+        "region": {torch.float64: (-math.inf, -1.5), torch.float32: (-math.inf, -2.5)},
+        "relative": {torch.float64: 1e-12, torch.float32: 1e-5},
+        "reason": (
+            "x*Sigmoid(a(x)) with a(x) = 2*sqrt(2/pi)*(x + 0.044715*x**3): the cubic is rounded "
+            "(absolute error ~ |a|*eps) and Sigmoid(a) ~ exp(a) turns that absolute error into a "
+            "relative one, so the ulp error grows like |a(x)| (measured: 7 ulps at x = -2, 80 at "
+            "-8, 775 at -20 in float64); exact rounding would need the cubic in double-double. "
+            "Relative bound used there: |a| <= 2000 on [-30, 0] gives <= 2000*3*eps ~ 7e-13."
+        ),
+    },
+}
 
 TOLERANCE = {torch.float64: 4.0, torch.float32: 16.0}
 
 
-def _points_for(name: str, which: str, dtype) -> np.ndarray:
+def _points_for(name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(points held to the ulp bound, points in the documented exclusion region)."""
     points = _away_from_kinks(name, POINTS64 if dtype == torch.float64 else POINTS32)
-    if (name, which) in ULP_EXCLUSIONS:
-        lo, hi, _ = ULP_EXCLUSIONS[(name, which)]
-        points = points[(points < lo) | (points > hi)]
-    return points
+    if name in ULP_EXCLUSIONS:
+        lo, hi = ULP_EXCLUSIONS[name]["region"][dtype]
+        inside = (points >= lo) & (points <= hi)
+        return points[~inside], points[inside]
+    return points, points[:0]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -231,8 +246,20 @@ def _points_for(name: str, which: str, dtype) -> np.ndarray:
 def test_forward_and_backward_within_ulps_of_mpmath(name, dtype):
     fn = torch_function(ENTRIES[name])
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    points, excluded = _points_for(name, dtype)
     for which in ("value", "derivative"):
-        points = _points_for(name, which, dtype)
+        if len(excluded):
+            exact = np.array([float(r) for r in _reference(name, which, tuple(excluded.tolist()))])
+            t = torch.tensor(excluded, dtype=dtype, requires_grad=True)
+            y = fn.apply(t)
+            got = (y if which == "value" else torch.autograd.grad(y.sum(), t)[0]).detach().numpy()
+            # within 2**10 of the normal range's bottom, factors of the result underflow
+            # (Sigmoid(a) ~ 1e-39 times the slope in float32): absolute error there
+            tiny = float(torch.finfo(dtype).tiny) * 2.0**10
+            normal = np.abs(exact) >= tiny
+            relative = np.abs(got[normal] - exact[normal]) / np.abs(exact[normal])
+            assert relative.max(initial=0.0) <= ULP_EXCLUSIONS[name]["relative"][dtype], (name, which)
+            assert np.all(np.abs(got[~normal] - exact[~normal]) <= tiny), (name, which)
         reference = _reference(name, which, tuple(points.tolist()))
         t = torch.tensor(points, dtype=dtype, requires_grad=True)
         y = fn.apply(t)
@@ -276,6 +303,10 @@ def test_finite_on_wide_range_wherever_the_function_is(name, dtype):
             assert torch.isfinite(g[i]), f"{name}'({p}) = {g[i].item()} but exact is {slopes[i]}"
 
 
+# keyword arguments PyTorch wants as tensors (the catalogue records plain numbers)
+_TENSOR_KWARGS = {"weight", "values"}
+
+
 def _builtin(act):
     spec = getattr(act, "torch_builtin", None)
     if not spec:
@@ -284,7 +315,22 @@ def _builtin(act):
     obj = torch
     for part in dotted.split(".")[1:]:
         obj = getattr(obj, part)
-    return functools.partial(obj, **kwargs)
+
+    def call(t):
+        kw = {k: (torch.tensor(v, dtype=t.dtype) if k in _TENSOR_KWARGS else v) for k, v in kwargs.items()}
+        return obj(t, **kw)
+
+    return call
+
+
+# Built-ins that are themselves off, and by how much (our side is held to 4 ulps by mpmath).
+BUILTIN_GRADIENT_RTOL = {
+    # hardsigmoid_backward multiplies by 1/6 rounded to float32 even for float64 inputs
+    # (relative error 3.0e-8 against the exact 1/6)
+    "hardsigmoid": 5e-8,
+}
+# torch.heaviside has no derivative formula (backward raises), so only values compare
+NO_BUILTIN_GRADIENT = {"heaviside"}
 
 
 WITH_BUILTIN = [n for n in SINGLE if _builtin(ENTRIES[n]) is not None]
@@ -300,9 +346,13 @@ def test_agrees_with_torch_builtin(name):
         y = torch_function(ENTRIES[name]).apply(t)
         z = builtin(u)
         torch.testing.assert_close(y, z, rtol=rtol, atol=atol)
+        if name in NO_BUILTIN_GRADIENT:
+            with pytest.raises(RuntimeError, match="not implemented"):
+                torch.autograd.grad(z.sum(), u)
+            continue
         (gy,) = torch.autograd.grad(y.sum(), t)
         (gz,) = torch.autograd.grad(z.sum(), u)
-        torch.testing.assert_close(gy, gz, rtol=rtol, atol=atol)
+        torch.testing.assert_close(gy, gz, rtol=max(rtol, BUILTIN_GRADIENT_RTOL.get(name, 0.0)), atol=atol)
 
 
 def _check_points(name: str) -> torch.Tensor:
@@ -474,3 +524,58 @@ def test_compiled_modules_match_eager_for_two_activations():
 def test_compiled_modules_match_eager_with_backward():
     """As above, through the compiled autograd.Function's backward (about a minute on 2 cores)."""
     _compiled_matches_eager(with_backward=True)
+
+
+@pytest.mark.parametrize(
+    "expr, builtin",
+    [
+        (X * (1 + sympy.erf(X / sympy.sqrt(2))) / 2, torch.nn.functional.gelu),
+        (X / (1 + sympy.exp(-X)), torch.nn.functional.silu),
+        (X * sympy.tanh(sympy.log(1 + sympy.exp(X))), torch.nn.functional.mish),
+        (sympy.tanh(X), torch.tanh),
+        (1 / (1 + sympy.exp(-X)), torch.sigmoid),
+    ],
+    ids=["gelu", "silu", "mish", "tanh", "sigmoid"],
+)
+def test_prefer_builtins_is_the_builtin_and_still_twice_differentiable(expr, builtin):
+    fn = torch_function(expr, prefer_builtins=True, name="fast")
+    t = torch.linspace(-5, 5, 33, dtype=torch.float64, requires_grad=True)
+    u = t.detach().clone().requires_grad_(True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s.numel()) or s, lambda s: s):
+        y = fn.apply(t)
+    z = builtin(u)
+    assert torch.equal(y, z)
+    assert saved == [t.numel()]
+    (gy,) = torch.autograd.grad(y.sum(), t)
+    (gz,) = torch.autograd.grad(z.sum(), u)
+    assert torch.equal(gy, gz)
+    assert torch.autograd.gradgradcheck(fn.apply, (t,))
+
+
+PARAMETRISED = sorted(n for n, a in ENTRIES.items() if getattr(a, "params", None) and len(a.inputs) == 1)
+
+
+@pytest.mark.parametrize("name", PARAMETRISED)
+def test_trainable_parameters_gradcheck(name):
+    """Every parameter as an nn.Parameter: gradients w.r.t. input and parameters are right."""
+    act = ENTRIES[name]
+    names = [p.name for p in act.params]
+    fn = torch_function(act, trainable=names)
+    t = torch.tensor(_away_from_kinks(name, np.linspace(-3.1, 2.9, 7), margin=0.05), dtype=torch.float64,
+                     requires_grad=True)
+    # shifted off the defaults, where some forms have special cases (alpha = 0)
+    params = [torch.tensor(float(v) + 0.1, dtype=torch.float64, requires_grad=True) for v in act.params.values()]
+    assert torch.autograd.gradcheck(fn.apply, (t, *params))
+    module = torch_module(act, trainable=names)
+    assert sorted(n for n, _ in module.named_parameters()) == sorted(
+        codegen.codegen_spec(act, names).trainable[i][1] for i in range(len(names))
+    )
+
+
+@pytest.mark.parametrize("module", [codegen, importlib.import_module("numeric.printer")], ids=["codegen", "printer"])
+def test_docstring_examples_run(module):
+    import doctest
+
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

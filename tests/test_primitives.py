@@ -69,7 +69,8 @@ def test_fdiff_agrees_with_derivative_of_elementary_form(prim):
 def test_derivative_stays_in_vocabulary(prim):
     """fdiff never falls back to exp/log of an unbounded argument (the hazard the set avoids).
 
-    The one exception is Expm1' = exp(u): it overflows exactly where Expm1 itself does.
+    The one exception is Expm1' = exp(u): it overflows exactly where Expm1 itself does
+    (and Expm1, like exp, counts as one overflow hazard).
     """
     derivative = sympy.diff(prim(x), x)
     expected = 1 if prim is Expm1 else 0

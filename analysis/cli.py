@@ -1,0 +1,316 @@
+"""``symact``: the command line.
+
+Subcommands (each takes ``--json`` for machine-readable output)::
+
+    symact derive EXPR            formulas, derivatives, properties, LaTeX of an activation
+    symact maps ACT [--dps N]     Q/C kernel-map values and derivatives
+    symact shape ACT --graph mlp:100 --method dks|tat
+    symact codegen ACT -o file.py a standalone torch module
+    symact verify [--quick]       run the verification suite, write report.md
+
+Exit codes: 0 success; 1 the verification found a failing verdict or a failed
+job; 2 bad input or a feature whose code is not installed (the message says what
+to do; no traceback); 130 interrupted (finished records are kept: re-run to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from symact.errors import SymactError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_VERDICT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Unavailable(SymactError):
+    """A subcommand whose backing code is not part of this installation."""
+
+
+def _need(module: str, attr: str, what: str, branch: str) -> Any:
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise Unavailable(
+            f"{what} needs {module}.{attr}, which this installation does not have yet "
+            f"(it comes with the '{branch}' work). Update symact to a version that includes it."
+        ) from exc
+
+
+def _jsonable(value: Any) -> Any:
+    from analysis.records import to_jsonable
+
+    return to_jsonable(value)
+
+
+def _emit(args: argparse.Namespace, payload: dict, text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(_jsonable(payload), indent=2, sort_keys=True))
+    else:
+        print(text)
+
+
+def _parse_params(items: Sequence[str] | None) -> dict:
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SymactError(f"--param takes NAME=VALUE, got {item!r} (e.g. --param negative_slope=0.2).")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _activation(expr: str, params: dict) -> Any:
+    activation = _need("symact", "activation", "Parsing an activation", "Activation core (main)")
+    import sympy
+
+    return activation(expr, **{k: sympy.sympify(v) for k, v in params.items()})
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    act = _activation(args.expr, _parse_params(args.param))
+    derivs = [act.derivative(n) for n in range(1, args.order + 1)]
+    props = act.properties()
+    props_dict = _jsonable(props.__dict__ if hasattr(props, "__dict__") else props)
+    payload = {
+        "name": act.name,
+        "expr": str(act.expr),
+        "concrete_expr": str(act.concrete_expr),
+        "latex": act.latex(),
+        "params": {str(k): str(v) for k, v in act.params.items()},
+        "derivatives": [{"order": n + 1, "expr": str(d.concrete_expr), "latex": d.latex()} for n, d in enumerate(derivs)],
+        "properties": props_dict,
+        "kinks": [str(k) for k in act.kinks],
+        "torch_builtin": act.torch_builtin,
+    }
+    lines = [f"{act.name}(x) = {act.concrete_expr}", f"LaTeX: {payload['latex']}"]
+    lines += [f"d^{d['order']}/dx^{d['order']}: {d['expr']}" for d in payload["derivatives"]]
+    lines += [f"{k}: {v}" for k, v in sorted(props_dict.items())] if isinstance(props_dict, dict) else [str(props_dict)]
+    _emit(args, payload, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_maps(args: argparse.Namespace) -> int:
+    kernel_maps = _need("analysis.kernel", "kernel_maps", "Kernel maps", "kernel")
+    act = _activation(args.act, _parse_params(args.param))
+    maps = kernel_maps(act, dps=args.dps)
+    rows = []
+    for q in args.q:
+        rows.append({"map": "Q", "at": q, "value": maps.q_map(q), "derivative": maps.q_map_derivative(q, 1)})
+    for c in args.c:
+        rows.append({"map": "C", "at": c, "value": maps.c_map(c), "derivative": maps.c_map_derivative(c, 1)})
+    extra = {"c_map_slope_at_1": maps.c_map_slope_at_1, "c_map_at_0": maps.c_map_at_0,
+             "c_map_curvature_at_1_is_infinite": maps.curvature_is_infinite}
+    payload = {"activation": act.name, "dps": args.dps, "engine": maps.engine,
+               "values": [{**r, "value": str(r["value"]), "derivative": str(r["derivative"])} for r in rows],
+               **{k: v if isinstance(v, bool) else str(v) for k, v in extra.items()}}
+    lines = [f"kernel maps of {act.name} ({maps.engine}, {args.dps} digits); C at q1 = q2 = 1"]
+    lines += [f"{r['map']}({r['at']}) = {r['value']}    {r['map']}'({r['at']}) = {r['derivative']}" for r in rows]
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    _emit(args, payload, "\n".join(lines))
+    return EXIT_OK
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split ``a=1,b=[1,2]`` at the commas outside brackets."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{("
+        depth -= ch in "]})"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p for p in parts + [cur] if p.strip()]
+
+
+def _graph(spec: str) -> Any:
+    import graphs
+
+    kind, _, rest = spec.partition(":")
+    if kind == "mlp":
+        mlp = _need("graphs", "mlp", "--graph mlp:DEPTH", "graphs")
+        try:
+            return mlp(int(rest))
+        except ValueError as exc:
+            raise SymactError(f"--graph mlp:DEPTH needs an integer depth, got {spec!r} (e.g. mlp:100).") from exc
+    if kind == "resnet":
+        resnet = _need("graphs", "resnet", "--graph resnet:...", "graphs")
+        kwargs = {}
+        for item in _split_top_level(rest):
+            k, sep, v = item.partition("=")
+            if not sep:
+                raise SymactError(f"--graph resnet:KEY=VALUE,... expected, got {item!r} in {spec!r}.")
+            try:
+                kwargs[k.strip()] = json.loads(v) if v[:1] in "[{0123456789-." or v in ("true", "false") else v
+            except json.JSONDecodeError as exc:
+                raise SymactError(f"--graph {spec!r}: cannot read the value of {k!r} ({v!r}): {exc}.") from exc
+        return resnet(**kwargs)
+    if kind.endswith(".py"):
+        import importlib.util
+
+        if not os.path.exists(kind):
+            raise SymactError(f"--graph {spec!r}: the file {kind!r} does not exist.")
+        from_torch = _need("graphs", "from_torch", "--graph module.py:Model", "graphs")
+        mod_spec = importlib.util.spec_from_file_location("symact_user_model", kind)
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+        if not hasattr(module, rest):
+            raise SymactError(f"--graph {spec!r}: {kind} defines no {rest!r}.")
+        model = getattr(module, rest)()
+        example = getattr(module, "example_input", None)
+        return from_torch(model, example() if callable(example) else example)
+    del graphs
+    raise SymactError(f"--graph must be mlp:DEPTH, resnet:KEY=VALUE,... or FILE.py:ClassName; got {spec!r}.")
+
+
+def cmd_shape(args: argparse.Namespace) -> int:
+    shape = _need("analysis.shaping", "shape", "Kernel shaping", "shaping")
+    act = _activation(args.act, _parse_params(args.param))
+    shaped = shape(act, _graph(args.graph), method=args.method)
+    layers = []
+    for layer in shaped.layers:
+        row = {"node": str(getattr(layer, "node", ""))}
+        for name in ("alpha", "beta", "gamma", "delta", "negative_slope", "residuals"):
+            if hasattr(layer, name):
+                row[name] = _jsonable(getattr(layer, name))
+        layers.append(row)
+    payload = {"activation": act.name, "graph": args.graph, "method": args.method, "layers": layers}
+    lines = [f"{args.method.upper()} shaping of {act.name} on {args.graph}: {len(layers)} activation nodes"]
+    lines += [", ".join(f"{k}={v}" for k, v in row.items()) for row in layers[:20]]
+    if len(layers) > 20:
+        lines.append(f"... ({len(layers) - 20} more; use --json for all)")
+    _emit(args, payload, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_codegen(args: argparse.Namespace) -> int:
+    export_module = _need("numeric", "export_module", "Code generation", "codegen")
+    act = _activation(args.act, _parse_params(args.param))
+    kwargs = {"class_name": args.class_name} if args.class_name else {}
+    export_module(act, args.output, **kwargs)
+    payload = {"activation": act.name, "path": os.path.abspath(args.output), "class_name": args.class_name}
+    _emit(args, payload, f"wrote {args.output} ({act.name})")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from analysis.report import summary_table
+    from analysis.verify import run_suite, suite_jobs
+
+    level = "quick" if args.quick else args.level
+    jobs = suite_jobs(level, args.only)
+    if not jobs:
+        raise SymactError(f"No jobs match --only {args.only!r} at level {level!r}.")
+    result = run_suite(jobs, args.out, workers=args.workers, device=args.device,
+                       progress=not args.no_progress and not args.json)
+    if result.interrupted:
+        print(f"Interrupted: {sum(r.status == 'ok' for r in result.records)} of {len(jobs)} jobs are saved in "
+              f"{os.path.join(args.out, 'records.jsonl')}; re-run the same command to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    failed_jobs = [r.job.id for r in result.failed_jobs]
+    payload = {"level": level, "out_dir": os.path.abspath(args.out), "report": result.report_path,
+               "jobs": len(jobs), "ran": len(result.ran), "skipped": len(result.skipped),
+               "failed_jobs": failed_jobs, "summary": list(result.summary)}
+    text = summary_table(result.summary) if result.summary else "(no claims measured)"
+    text += (f"\n\n{len(jobs)} jobs ({len(result.ran)} run, {len(result.skipped)} already finished), "
+             f"{len(failed_jobs)} failed; report: {result.report_path}")
+    _emit(args, payload, text)
+    return EXIT_VERDICT_FAILED if (result.failed_claims or failed_jobs) else EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    act_common = argparse.ArgumentParser(add_help=False)
+    act_common.add_argument("--param", action="append", metavar="NAME=VALUE",
+                            help="override an activation parameter (repeatable), e.g. --param negative_slope=0.2")
+
+    parser = argparse.ArgumentParser(
+        prog="symact",
+        description="Symbolic and numeric analysis of activation functions: derive formulas, kernel maps, "
+                    "kernel shaping, torch code, and verification of the predictions on trained networks.",
+        epilog="Exit codes: 0 ok, 1 a verdict or job failed, 2 bad input or missing feature, 130 interrupted. "
+               "Example: symact verify --quick --out symact-report",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("derive", parents=[common, act_common], help="formulas, derivatives, properties, LaTeX",
+                       description="Parse an activation (catalogue name or formula in x) and print its formula, "
+                                   "derivatives, properties and LaTeX.")
+    p.add_argument("expr", help="catalogue name (gelu) or formula in x ('x*tanh(log(1+exp(x)))')")
+    p.add_argument("--order", type=int, default=2, help="highest derivative to print (default 2)")
+    p.set_defaults(func=cmd_derive)
+
+    p = sub.add_parser("maps", parents=[common, act_common], help="Q/C kernel-map values and derivatives",
+                       description="Evaluate the Q and C maps of a wide random network with this activation.")
+    p.add_argument("act", help="catalogue name or formula in x")
+    p.add_argument("--dps", type=int, default=30, help="decimal digits of precision (default 30)")
+    p.add_argument("--q", type=float, nargs="*", default=[1.0], help="q values for the Q map (default 1)")
+    p.add_argument("--c", type=float, nargs="*", default=[0.0, 0.5, 1.0], help="c values for the C map")
+    p.set_defaults(func=cmd_maps)
+
+    p = sub.add_parser("shape", parents=[common, act_common], help="DKS/TAT kernel shaping of a network graph",
+                       description="Solve the activation-transform parameters that shape the network's kernel.")
+    p.add_argument("act", help="catalogue name or formula in x")
+    p.add_argument("--graph", required=True, help="mlp:DEPTH | resnet:KEY=VALUE,... | FILE.py:ClassName")
+    p.add_argument("--method", choices=("dks", "tat"), default="dks", help="shaping method (default dks)")
+    p.set_defaults(func=cmd_shape)
+
+    p = sub.add_parser("codegen", parents=[common, act_common], help="write a standalone torch module",
+                       description="Write a readable .py file (imports only torch) implementing the activation.")
+    p.add_argument("act", help="catalogue name or formula in x")
+    p.add_argument("-o", "--output", required=True, help="output .py path")
+    p.add_argument("--class-name", default=None, help="name of the generated nn.Module class")
+    p.set_defaults(func=cmd_codegen)
+
+    p = sub.add_parser("verify", parents=[common], help="run the verification suite and write report.md",
+                       description="Run the suite of experiments (resumable), write OUT/records.jsonl, "
+                                   "OUT/report.md and plots, and print prediction / measured / tolerance / verdict.")
+    p.add_argument("--quick", action="store_true", help="the quick suite (same as --level quick; < 5 min on 2 cores)")
+    p.add_argument("--level", choices=("tiny", "quick", "full"), default="full",
+                   help="suite size: tiny (seconds, for tests), quick, full (default; < 45 min)")
+    p.add_argument("--out", default="symact-verify", help="output folder; re-running resumes from its records")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--only", nargs="*", default=None, help="only experiments whose name contains one of these")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SymactError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+        print(f"symact {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        sys.stderr.close()
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Verification jobs, their records, and the append-only JSON-lines store.
+
+A :class:`Job` is a small serialisable spec (experiment name + parameters); running
+it gives a :class:`Record` holding the measured numbers and the :class:`Claim`
+verdicts.  :class:`RecordStore` appends one JSON line per finished job and flushes
+it to disk at once, so an interrupted suite loses at most the job in flight, and a
+re-run skips every job whose latest record is ``ok``.
+
+>>> job = Job("rai_init", {"depth": 3})
+>>> job.id == Job("rai_init", {"depth": 3}).id
+True
+>>> Claim("x < 1", measured=0.5, tolerance="< 1", passed=True).verdict
+'pass'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+from symact.errors import SymactError
+
+__all__ = ["Job", "Claim", "Record", "RecordStore", "ExperimentUnavailable", "FINISHED", "to_jsonable"]
+
+FINISHED = ("ok",)  # failed and unavailable jobs are cheap to retry and may succeed after a fix or merge
+
+
+class ExperimentUnavailable(SymactError):
+    """An experiment (or arm) whose backing code is not installed or merged yet.
+
+    Recorded with status ``"unavailable"`` and its message; never replaced by fake numbers.
+    """
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types from numbers, tensors, arrays, tuples and dataclasses (NaN/inf become strings)."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return to_jsonable(value.tolist())
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float) or hasattr(value, "__float__"):
+        f = float(value)
+        return f if math.isfinite(f) else str(f)
+    if hasattr(value, "__dataclass_fields__"):
+        return to_jsonable(asdict(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of the suite: ``experiment`` (a registry name) run on ``spec``.
+
+    ``id`` defaults to a readable prefix plus a hash of the spec, so the same job
+    has the same id in every run (that is what makes resuming work).
+    """
+
+    experiment: str
+    spec: dict = field(default_factory=dict)
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            blob = json.dumps([self.experiment, to_jsonable(self.spec)], sort_keys=True)
+            digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
+            object.__setattr__(self, "id", f"{self.experiment}-{digest}")
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "experiment": self.experiment, "spec": to_jsonable(self.spec)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Job":
+        return cls(d["experiment"], dict(d.get("spec", {})), d.get("id", ""))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A prediction checked against a measurement.
+
+    ``verdict`` is ``"pass"``/``"fail"`` from the measurement, or ``"unavailable"``
+    when nothing could be measured (``passed is None``).
+    """
+
+    prediction: str
+    measured: Any = None
+    tolerance: str = ""
+    passed: bool | None = None
+    detail: str = ""
+    key: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return "unavailable" if self.passed is None else ("pass" if self.passed else "fail")
+
+    def to_dict(self) -> dict:
+        d = to_jsonable(asdict(self))
+        d["verdict"] = self.verdict
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Claim":
+        fields = {k: d.get(k) for k in ("prediction", "measured", "tolerance", "passed", "detail", "key")}
+        return cls(**{k: v for k, v in fields.items() if v is not None or k in ("measured", "passed")})
+
+
+@dataclass(frozen=True)
+class Record:
+    """The outcome of one job: ``status`` is ``ok``, ``failed`` or ``unavailable``."""
+
+    job: Job
+    status: str
+    result: dict = field(default_factory=dict)
+    claims: tuple = ()
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_dict(self) -> dict:
+        return {
+            **self.job.to_dict(),
+            "status": self.status,
+            "seconds": round(float(self.seconds), 4),
+            "error": self.error,
+            "claims": [c.to_dict() for c in self.claims],
+            "result": to_jsonable(self.result),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Record":
+        return cls(
+            Job.from_dict(d),
+            d["status"],
+            d.get("result", {}),
+            tuple(Claim.from_dict(c) for c in d.get("claims", [])),
+            d.get("error", ""),
+            float(d.get("seconds", 0.0)),
+        )
+
+    def __repr__(self) -> str:
+        verdicts = ", ".join(c.verdict for c in self.claims)
+        return f"Record({self.job.id!r}, status={self.status!r}, claims=[{verdicts}], {self.seconds:.2f}s)"
+
+
+class RecordStore:
+    """Append-only JSON-lines file of :class:`Record` dicts (``records.jsonl`` in an output folder).
+
+    Each :meth:`append` writes one line, flushes and fsyncs, so a Ctrl-C or a
+    crash loses nothing already finished.  A torn last line (the process killed
+    mid-write) is ignored on reading.  The latest record of a job id wins.
+    """
+
+    FILENAME = "records.jsonl"
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = os.fspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self.path = os.path.join(self.directory, self.FILENAME)
+
+    def __repr__(self) -> str:
+        return f"RecordStore({self.path!r})"
+
+    def append(self, record: Record | dict) -> None:
+        line = json.dumps(record.to_dict() if isinstance(record, Record) else to_jsonable(record), sort_keys=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def raw(self) -> list[dict]:
+        """Every well-formed line, in file order."""
+        if not os.path.exists(self.path):
+            return []
+        out = []
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line torn by a kill mid-write: that job simply runs again
+        return out
+
+    def latest(self) -> dict[str, Record]:
+        """Latest record per job id."""
+        latest: dict[str, Record] = {}
+        for d in self.raw():
+            rec = Record.from_dict(d)
+            latest[rec.job.id] = rec
+        return latest
+
+    def finished_ids(self) -> set[str]:
+        return {jid for jid, rec in self.latest().items() if rec.finished}
+
+    def records(self, jobs: Iterable[Job] | None = None) -> list[Record]:
+        """Latest records, in the order of ``jobs`` when given (jobs without a record are left out)."""
+        latest = self.latest()
+        if jobs is None:
+            return list(latest.values())
+        return [latest[j.id] for j in jobs if j.id in latest]

@@ -1,0 +1,184 @@
+"""``report.md`` and its PNG plots, written from the suite's records.
+
+Every experiment module may define ``report_section(records, out_dir) -> Section``
+(``records`` are all the suite's latest records; the module picks its own).  A
+section holds markdown, suite-level :class:`~analysis.records.Claim` s (for example
+"median over 3 seeds of DKS below plain") and the plot files it wrote.  The report
+starts with the summary table of every claim: prediction, measured value,
+tolerance, verdict.  A verdict is whatever was measured; a failing claim is shown
+as failing, with its numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from analysis.records import Claim, Record, to_jsonable
+
+__all__ = ["Section", "write_report", "summary_table", "line_plot", "format_value", "markdown_table"]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A part of the report: ``markdown`` body, its ``claims`` and the ``figures`` it wrote (file names)."""
+
+    title: str
+    markdown: str = ""
+    claims: tuple = ()
+    figures: tuple = ()
+
+
+def format_value(value: Any) -> str:
+    """Short human form of a measured value (numbers to 4 significant digits)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float)):
+        v = float(value)
+        if not math.isfinite(v):
+            return str(v)
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3e}"
+        return f"{v:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value[:6]) + (", ..." if len(value) > 6 else "") + "]"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return (v if isinstance(v, str) else format_value(v)).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_table(rows: Sequence[dict]) -> str:
+    """Plain-text table (for the terminal) of claim rows."""
+    header = ("source", "prediction", "measured", "tolerance", "verdict")
+    table = [header] + [
+        (r["source"], r["prediction"], format_value(r["measured"]), r["tolerance"], r["verdict"].upper()) for r in rows
+    ]
+    widths = [min(60, max(len(str(row[i])) for row in table)) for i in range(len(header))]
+
+    def fmt(row: Sequence[Any]) -> str:
+        return "  ".join(str(v)[: widths[i]].ljust(widths[i]) for i, v in enumerate(row))
+
+    lines = [fmt(table[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in table[1:]]
+    return "\n".join(lines)
+
+
+def _claim_row(source: str, c: Claim) -> dict:
+    return {"source": source, "prediction": c.prediction, "measured": to_jsonable(c.measured),
+            "tolerance": c.tolerance, "verdict": c.verdict, "detail": c.detail}
+
+
+def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, ylabel: str,
+              logy: bool = False, hline: float | None = None) -> str:
+    """Write a PNG line plot; each series is ``{"x", "y", "label", optional "lo", "hi", "style", "same_color"}``.
+
+    ``lo``/``hi`` draw a shaded band (for example the spread over seeds).
+    Returns the file name (relative to the folder of ``path``), or None when matplotlib is
+    not installed (the report then says so instead of showing the plot).
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    line = None
+    for s in series:
+        # "same_color": draw in the previous series' colour (e.g. held-out next to training curve)
+        color = line.get_color() if (s.get("same_color") and line is not None) else None
+        line = ax.plot(s["x"], s["y"], s.get("style", "-"), label=s.get("label"), lw=1.5, color=color)[0]
+        if "lo" in s and "hi" in s:
+            ax.fill_between(s["x"], s["lo"], s["hi"], color=line.get_color(), alpha=0.2, lw=0)
+    if hline is not None:
+        ax.axhline(hline, color="grey", ls=":", lw=1)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if any(s.get("label") for s in series):
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+def write_report(records: Sequence[Record], out_dir: str | os.PathLike) -> tuple[str, list[dict]]:
+    """Write ``out_dir/report.md`` (+ PNGs) and return ``(path, summary rows)``."""
+    from analysis.verify import experiment_modules, missing_modules
+
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    records = list(records)
+    rows: list[dict] = []
+    for rec in records:
+        rows += [_claim_row(rec.job.id, c) for c in rec.claims]
+    sections: list[Section] = []
+    for mod in experiment_modules():
+        if hasattr(mod, "report_section"):
+            try:
+                sec = mod.report_section(records, out_dir)
+            except Exception as exc:  # a broken section must not hide the others
+                sec = Section(f"{mod.__name__} (report section failed)", f"`{type(exc).__name__}: {exc}`")
+            if sec is None:
+                continue
+            sections.append(sec)
+            rows += [_claim_row(sec.title, c) for c in sec.claims]
+    n_pass = sum(r["verdict"] == "pass" for r in rows)
+    n_fail = sum(r["verdict"] == "fail" for r in rows)
+    n_unav = sum(r["verdict"] == "unavailable" for r in rows)
+    status_counts: dict[str, int] = {}
+    for rec in records:
+        status_counts[rec.status] = status_counts.get(rec.status, 0) + 1
+    parts = [
+        "# symact verification report",
+        "",
+        f"{len(records)} job records ({', '.join(f'{v} {k}' for k, v in sorted(status_counts.items()))}); "
+        f"{len(rows)} claims: {n_pass} pass, {n_fail} fail, {n_unav} unavailable. "
+        "A verdict is what was measured: failing claims are reported as failing.",
+        "",
+        "## Summary",
+        "",
+        markdown_table(("source", "prediction", "measured", "tolerance", "verdict"),
+                       [(r["source"], r["prediction"], r["measured"], r["tolerance"], r["verdict"].upper())
+                        for r in rows]) if rows else "_no claims were measured_",
+        "",
+    ]
+    for sec in sections:
+        parts += [f"## {sec.title}", "", sec.markdown, ""]
+        parts += [f"![{fig}]({fig})" for fig in sec.figures if fig]
+        parts.append("")
+    bad = [r for r in records if r.status in ("failed", "unavailable")]
+    if bad:
+        parts += ["## Jobs that failed or were unavailable", ""]
+        parts.append(markdown_table(("job", "status", "message"),
+                                    [(r.job.id, r.status, r.error.splitlines()[0] if r.error else "") for r in bad]))
+        parts.append("")
+    missing = missing_modules()
+    if missing:
+        parts += ["## Experiment modules not present", ""]
+        parts += [f"- `{k}`: {v}" for k, v in sorted(missing.items())]
+        parts.append("")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        parts += ["_Plots were skipped: matplotlib is not installed (pip install 'symact[verify]')._", ""]
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(parts))
+    return path, rows

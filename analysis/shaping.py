@@ -1,0 +1,919 @@
+r"""Deep Kernel Shaping (DKS) and Tailored Activation Transformation (TAT) for network graphs.
+
+Every activation node of a network graph gets a transformed activation
+:math:`\psi(x) = \gamma(\phi(\alpha x + \beta) + \delta)` whose local Q/C maps (DKS convention,
+see :mod:`analysis.transform_conditions`) meet per-layer targets derived from the topology by the
+graph walker (``graphs.max_subnetwork_value``):
+
+* **DKS** (Martens et al. 2021): Q(1) = 1, Q'(1) = q_t (default 1), C(0) = 0, C'(1) = s, where the
+  common per-layer slope s makes the network's maximal C'(1) over sub-networks equal ``zeta``
+  (default 1.5, must exceed 1).  Closed forms: :math:`\delta = -E[\phi(\alpha z+\beta)]`,
+  :math:`\gamma = 1/\sqrt{E[(\phi(\alpha z+\beta)+\delta)^2]}`; (alpha, beta) by Newton on exact
+  derivatives in float64, then polished by Newton in mpmath to ``dps`` digits.
+* **TAT, smooth activations** (Zhang et al. 2022): Q(1) = 1, Q'(1) = 1, C'(1) = 1, C''(1) = k with
+  the network's maximal C''(1) = ``tau`` (default 0.3); :math:`\gamma` closed form, (alpha, beta,
+  delta) by Newton.
+* **TAT, leaky ReLU**: negative slope a with the network's maximal C(0) = ``eta`` (default 0.9), output
+  scale :math:`\sqrt{2/(1+a^2)}` so that Q(q) = q exactly (alpha = 1, beta = delta = 0).
+
+**Solution branch.**  Newton runs from the best points of a (log alpha, beta) grid and collects
+every distinct root.  The default (``branch="beta>=0"``) returns the root with the smallest alpha
+(the least nonlinear transformation), and for activations with phi(x) + phi(-x) = c0 (odd ones,
+c0 = 0; the sigmoid, c0 = 1), whose roots come in mirror pairs (alpha, beta, gamma, delta) and
+(alpha, -beta, gamma, -delta - c0), the member with beta >= 0.  Activations without that
+symmetry (elu, selu) can have beta < 0 on this branch; ``ShapedLayer.branch`` says which case
+applied.  This is also the branch the public ``dks`` package lands on in every case we compared
+(tests/fixtures/dks_reference.json).
+
+Example (an MLP of depth 10 from the graph builders; the per-layer slope is exactly 1.5**(1/10)):
+
+>>> import analysis, graphs
+>>> net = analysis.shape("tanh", graphs.mlp(10), method="dks", zeta=1.5)
+>>> round(net.layers[0].alpha, 6), net.layers[0].targets["c_slope"]
+(0.29665, 2**(9/10)*3**(1/10)/2)
+>>> abs(net.c_map(0.0)) < 1e-9
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import mpmath
+import networkx as nx
+import numpy as np
+import sympy
+
+from analysis.transform_conditions import (
+    ActivationFunctions,
+    ConditionEvaluator,
+    ConditionSet,
+    activation_functions,
+    transform_conditions,
+)
+from symact.errors import DomainError, InfeasibleShapingError
+
+__all__ = ["shape", "ShapedLayer", "ShapedNetwork", "TorchShaping", "solve_dks_layer",
+           "solve_tat_layer", "leaky_relu_c_map", "LayerSolution"]
+
+# ----------------------------------------------------------------------------------------
+# Per-layer solvers
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerSolution:
+    """alpha, beta, gamma, delta of one transformed activation and its achieved conditions.
+
+    ``conditions`` are evaluated at the solution by the engine that produced it (float64 when
+    ``dps`` is None, else mpmath at ``dps``); ``residuals`` = achieved minus target for the
+    conditions the method imposes (a dict, condition name -> number).  ``mirrored`` says
+    whether the returned solution is the mirror (alpha, -beta, gamma, -delta) of Newton's.
+    """
+
+    alpha: Any
+    beta: Any
+    gamma: Any
+    delta: Any
+    dps: int | None
+    conditions: ConditionSet
+    residuals: dict
+    mirrored: bool = False
+    branch: str = ""
+
+
+_F64_TOL = 1e-13
+# Newton starts: the best points of this grid (log alpha in [log 1e-3, log 8], beta in [-4, 4]).
+_GRID_LOG_ALPHA = np.linspace(math.log(1e-3), math.log(8.0), 24)
+_GRID_BETA = np.linspace(-4.0, 4.0, 25)
+_N_STARTS = 24  # Newton runs from the best grid points; all distinct roots are collected
+
+
+def _dks_system(ev: ConditionEvaluator, q_target, c_target):
+    """Residuals (Q'(1)-q_t, C'(1)-c_t) with delta, gamma closed form, and their (alpha, beta) Jacobian."""
+    from analysis.transform_conditions import _h_dphi_sq, _h_phi, _h_shifted, _h_shifted_sq
+
+    a = ev.alpha
+    m, m_a, m_b = ev.expect_with_derivatives((1,), _h_phi)
+    centred_sq = _h_shifted_sq(-m)
+    # E[f - m] = 0, so d/dtheta E[(f-m)^2] has no term through m.
+    v, v_a, v_b = ev.expect_with_derivatives((1,), centred_sq)
+    n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), centred_sq)
+    z1 = ev.expect((-1, 0, 1), _h_shifted(-m))
+    n_a, n_b = n_a - 2 * m_a * z1, n_b - 2 * m_b * z1
+    d, d_a, d_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
+    qs = n / (2 * v)
+    qs_a = (n_a * v - n * v_a) / (2 * v * v)
+    qs_b = (n_b * v - n * v_b) / (2 * v * v)
+    cs = a * a * d / v
+    cs_a = (2 * a * d + a * a * d_a) / v - cs * v_a / v
+    cs_b = a * a * d_b / v - cs * v_b / v
+    residual = [qs - q_target, cs - c_target]
+    jac = [[qs_a, qs_b], [cs_a, cs_b]]
+    return residual, jac, {"m": m, "v": v}
+
+
+def _tat_system(ev: ConditionEvaluator, delta, k_target):
+    """Residuals (Q'(1)-1, C'(1)-1, C''(1)-k) with gamma closed form; Jacobian in (alpha, beta, delta)."""
+    from analysis.transform_conditions import _h_d2phi_sq, _h_dphi_sq, _h_phi, _h_shifted, _h_shifted_sq
+
+    a = ev.alpha
+    m = ev.expect((1,), _h_phi)
+    sq = _h_shifted_sq(delta)
+    s, s_a, s_b = ev.expect_with_derivatives((1,), sq)
+    n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), sq)
+    s_d = 2 * (m + delta)
+    n_d = 2 * ev.expect((-1, 0, 1), _h_shifted(delta))
+    d1, d1_a, d1_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
+    d2, d2_a, d2_b = ev.expect_with_derivatives((1,), _h_d2phi_sq)
+    qs = n / (2 * s)
+    cs = a * a * d1 / s
+    kc = a ** 4 * d2 / s
+
+    def quot(num, dnum, ds):
+        return (dnum * s - num * ds) / (s * s)
+
+    row_q = [quot(n, n_a, s_a) / 2, quot(n, n_b, s_b) / 2, quot(n, n_d, s_d) / 2]
+    row_c = [quot(a * a * d1, 2 * a * d1 + a * a * d1_a, s_a), quot(a * a * d1, a * a * d1_b, s_b),
+             quot(a * a * d1, 0, s_d)]
+    row_k = [quot(a ** 4 * d2, 4 * a ** 3 * d2 + a ** 4 * d2_a, s_a), quot(a ** 4 * d2, a ** 4 * d2_b, s_b),
+             quot(a ** 4 * d2, 0, s_d)]
+    return [qs - 1, cs - 1, kc - k_target], [row_q, row_c, row_k], {"s": s}
+
+
+def _newton(system: Callable, x0: list, dps: int | None, scale: float, max_iter: int = 60):
+    """Damped Newton on unknowns x = (log alpha, beta[, delta]); returns (x, residual) or None."""
+    x = list(x0)
+    if dps is None:
+        tol = _F64_TOL * scale
+        to_num, exp = float, math.exp
+    else:
+        tol = mpmath.mpf(10) ** (-(dps + 2)) * scale
+        to_num, exp = mpmath.mpf, mpmath.exp
+    best = None
+    for _ in range(max_iter):
+        try:
+            res, jac = system(x)
+        except (FloatingPointError, ZeroDivisionError, OverflowError, ValueError):
+            return None
+        norm = max(abs(r) for r in res)
+        if not all(map(_finite, res)):
+            return None
+        if best is not None and norm > best[1] * 4:
+            # overshoot: halve the previous step
+            x = [(xi + bi) / 2 for xi, bi in zip(x, best[0])]
+            continue
+        best = (list(x), norm)
+        if norm <= tol:
+            return x, res
+        # chain rule: columns w.r.t. alpha -> log alpha
+        alpha = exp(x[0])
+        j = [[row[0] * alpha] + list(row[1:]) for row in jac]
+        try:
+            if dps is None:
+                step = np.linalg.solve(np.array(j, dtype=float), -np.array(res, dtype=float)).tolist()
+            else:
+                step = list(mpmath.lu_solve(mpmath.matrix(j), -mpmath.matrix(res)))
+        except (np.linalg.LinAlgError, ZeroDivisionError):
+            return None
+        limit = max(abs(s) for s in step)
+        if dps is None and limit > 0.5:  # trust region in float64 only; mpmath polish starts converged
+            step = [s * 0.5 / limit for s in step]
+        x = [xi + to_num(si) for xi, si in zip(x, step)]
+        if dps is not None and limit < mpmath.mpf(10) ** (-(dps + 4)):
+            res, _ = system(x)
+            return x, res
+    return None
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _start_points(system_at, grid_alpha, grid_beta, scale, kinks=()) -> list[tuple[float, list]]:
+    """Grid points sorted by their largest residual (relative to ``scale``).
+
+    Besides the (log alpha, beta) grid, for every kink k the points beta = k + t*alpha with
+    |t| <= 4 (kink within 4 standard deviations), where the solutions of kinked activations live
+    at small alpha.
+    """
+    scored = []
+    points = [(la, b) for la in grid_alpha for b in grid_beta]
+    points += [(la, k + t * math.exp(la)) for k in kinks for la in grid_alpha for t in np.linspace(-4, 4, 17)]
+    for la, b in points:
+        if True:
+            try:
+                res = system_at(la, b)
+            except (FloatingPointError, ZeroDivisionError, OverflowError, ValueError):
+                continue
+            if all(map(_finite, res)):
+                scored.append((max(abs(r) for r in res) / scale, la, b))
+    scored.sort()
+    return scored
+
+
+def _pick(solutions: list, branch: str, odd_offset):
+    """Choose among Newton's roots; returns (solution, branch description) or (None, None).
+
+    Roots of activations with phi(x) + phi(-x) = c0 (odd ones, c0 = 0; the sigmoid, c0 = 1) come in
+    mirror pairs (alpha, beta, gamma, delta) / (alpha, -beta, gamma, -delta - c0); they are first
+    reflected to beta >= 0.  Then ``branch="beta>=0"`` (default) takes the beta >= 0 root with the
+    smallest alpha, or, when there is none (elu, selu at some targets), the root with the smallest
+    |beta|; ``branch="min|beta|"`` always takes the root with the smallest |beta|;
+    ``branch="any"`` the first root found.
+    """
+    if not solutions:
+        return None, None
+    if branch == "any":
+        return {**solutions[0], "mirrored": False}, "first root found (branch='any')"
+    roots = []
+    for s in solutions:
+        if s["beta"] < 0 and odd_offset is not None:
+            delta = None if s["delta"] is None else -s["delta"] - odd_offset
+            roots.append({**s, "beta": -s["beta"], "delta": delta, "mirrored": True})
+        else:
+            roots.append({**s, "mirrored": False})
+    note = f" (mirror (alpha, -beta, gamma, -delta - {odd_offset or 0:g}) of Newton's root)"
+    nonneg = [s for s in roots if s["beta"] >= 0]
+    if branch == "beta>=0" and nonneg:
+        best = min(nonneg, key=lambda s: s["alpha"])
+        return best, "beta >= 0, smallest alpha" + (note if best["mirrored"] else "")
+    if branch not in ("beta>=0", "min|beta|"):
+        raise DomainError(f"branch={branch!r}: use 'beta>=0', 'min|beta|' or 'any'.")
+    best = min(roots, key=lambda s: abs(s["beta"]))
+    why = "no beta >= 0 root; smallest |beta|" if branch == "beta>=0" else "smallest |beta|"
+    return best, why + (note if best["mirrored"] else "")
+
+
+def _check_dps(dps):
+    if dps is not None and (not isinstance(dps, int) or dps < 15):
+        raise DomainError(f"dps={dps!r}: give an integer number of digits >= 15, or None for float64.")
+
+
+def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None = None,
+                    branch: str = "beta>=0") -> LayerSolution:
+    r"""alpha, beta, gamma, delta with Q(1) = 1, Q'(1) = ``q_slope``, C(0) = 0, C'(1) = ``c_slope``.
+
+    Newton in (log alpha, beta) from the best points of a coarse grid, in float64 with the exact
+    Jacobian of :mod:`analysis.transform_conditions`; with ``dps`` the float64 root is polished by
+    Newton in mpmath until the step is below 10^-(dps+4).
+
+    >>> import sympy
+    >>> x = sympy.Symbol("x", real=True)
+    >>> sol = solve_dks_layer(sympy.tanh(x), c_slope=1.5 ** 0.1)
+    >>> abs(sol.residuals["c_slope"]) < 1e-12 and sol.beta >= 0
+    True
+    """
+    _check_dps(dps)
+    funcs = activation_functions(act)
+    c_t, q_t = float(c_slope), float(q_slope)
+    if funcs.value_jumps:
+        raise InfeasibleShapingError(
+            f"DKS for {funcs.name}: the activation jumps, so C'(1) is infinite and C'(1) = {c_t:g} "
+            "cannot be met. Use a continuous activation (e.g. a smoothed step) instead."
+        )
+    if not c_t > 1:
+        raise DomainError(f"per-layer C'(1) target {c_t} must exceed 1 (the network zeta must exceed 1).")
+    scale = max(abs(c_t - 1), abs(q_t - 1), 1e-6)
+
+    def system_f64(x):
+        ev = ConditionEvaluator(funcs, math.exp(x[0]), x[1])
+        res, jac, _ = _dks_system(ev, q_t, c_t)
+        return res, jac
+
+    def residual_at(la, b):
+        return system_f64([la, b])[0]
+
+    starts = _start_points(residual_at, _GRID_LOG_ALPHA, _GRID_BETA, scale, funcs.kinks)
+    solutions = []
+    best_seen = starts[0] if starts else None
+    for _, la, b in starts[:_N_STARTS]:
+        out = _newton(system_f64, [la, b], None, scale)
+        if out is None:
+            continue
+        x, res = out
+        alpha, beta = math.exp(x[0]), x[1]
+        if any(abs(alpha - s["alpha"]) < 1e-9 and abs(beta - s["beta"]) < 1e-9 for s in solutions):
+            continue
+        solutions.append({"alpha": alpha, "beta": beta, "delta": None})
+        if branch == "any":
+            break
+    chosen, branch_note = _pick(solutions, branch, funcs.odd_offset)
+    if chosen is None:
+        _raise_dks_infeasible(funcs, c_t, q_t, best_seen, system_f64)
+    alpha, beta = chosen["alpha"], chosen["beta"]
+    if dps is not None:
+        with mpmath.workdps(dps + 8):
+            def system_mp(x):
+                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], dps)
+                res, jac, _ = _dks_system(ev, mpmath.mpf(q_slope), mpmath.mpf(c_slope))
+                return res, jac
+
+            out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta)], dps, scale, max_iter=8)
+            if out is None:
+                raise InfeasibleShapingError(
+                    f"DKS for {funcs.name}: the float64 root (alpha={alpha:.15g}, beta={beta:.15g}) did not "
+                    f"polish to {dps} digits; try a smaller dps."
+                )
+            alpha, beta = mpmath.exp(out[0][0]), out[0][1]
+    return _finish(funcs, alpha, beta, None, dps, chosen["mirrored"], branch_note,
+                   {"q_value": 1, "q_slope": q_slope, "c_at_0": 0, "c_slope": c_slope})
+
+
+def _finish(funcs, alpha, beta, delta, dps, mirrored, branch_note: str, targets: dict) -> LayerSolution:
+    """Closed-form gamma (and delta for DKS), conditions at the solution, residuals vs targets."""
+    from analysis.transform_conditions import _h_phi, _h_shifted_sq
+
+    ctx = mpmath.workdps(dps + 8) if dps is not None else _null()
+    with ctx:
+        ev = ConditionEvaluator(funcs, alpha, beta, dps)
+        if delta is None:  # DKS: C(0) = 0
+            delta = -ev.expect((1,), _h_phi)
+        gamma = 1 / (mpmath.sqrt if dps is not None else math.sqrt)(ev.expect((1,), _h_shifted_sq(delta)))
+        cond = transform_conditions(funcs, ev.alpha, ev.beta, gamma, delta, dps=dps)
+    values = cond.values.as_dict()
+    if dps is not None:
+        with mpmath.workdps(dps):
+            alpha, beta, gamma, delta = (+mpmath.mpf(v) for v in (ev.alpha, ev.beta, gamma, delta))
+            residuals = {k: +(values[k] - _mp(t, dps + 8)) for k, t in targets.items()}
+    else:
+        alpha, beta, gamma, delta = float(ev.alpha), float(ev.beta), float(gamma), float(delta)
+        residuals = {k: float(values[k]) - float(t) for k, t in targets.items()}
+    return LayerSolution(alpha, beta, gamma, delta, dps, cond.values, residuals, mirrored, branch_note)
+
+
+def _mp(value, dps: int):
+    """An mpf from a Python, mpmath or SymPy number (SymPy evaluated to ``dps`` digits)."""
+    if isinstance(value, sympy.Basic):
+        return mpmath.mpf(sympy.N(value, dps))
+    return mpmath.mpf(value)
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _raise_dks_infeasible(funcs: ActivationFunctions, c_t, q_t, best, system):
+    detail = ""
+    if best is not None:
+        _, la, b = best
+        res, jac = system([la, b])
+        names = ("Q'(1)", "C'(1)")
+        targets = (q_t, c_t)
+        worst = int(np.argmax(np.abs(res)))
+        det = jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0]
+        norms = math.hypot(jac[0][0], jac[0][1]) * math.hypot(jac[1][0], jac[1][1])
+        rank_note = ""
+        if norms > 0 and abs(det) < 1e-8 * norms:
+            rank_note = (" The Jacobian of (Q'(1), C'(1)) in (alpha, beta) is singular there: the two "
+                         "conditions move together (for a positively homogeneous activation such as ReLU, "
+                         "alpha cancels and only beta/alpha is free; for a quadratic, Q'(1) = C'(1)).")
+        detail = (f" Closest point found: alpha={math.exp(la):.4g}, beta={b:.4g}, where {names[worst]} = "
+                  f"{targets[worst] + res[worst]:.6g} instead of {targets[worst]:.6g}.{rank_note}")
+    raise InfeasibleShapingError(
+        f"DKS for {funcs.name}: no transformation meets Q(1)=1, Q'(1)={q_t:g}, C(0)=0 and C'(1)={c_t:.12g} "
+        f"together.{detail} What would work: a smooth non-polynomial activation (tanh, softplus, elu, gelu, "
+        "...), or method='tat' with leaky_relu for rectifiers."
+    )
+
+
+def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
+                    branch: str = "beta>=0") -> LayerSolution:
+    r"""alpha, beta, gamma, delta with Q(1) = 1, Q'(1) = 1, C'(1) = 1, C''(1) = ``c_curvature`` (TAT).
+
+    gamma closed form; (log alpha, beta, delta) by Newton with the exact Jacobian, float64 then
+    mpmath.  Infeasible when phi' jumps (C''(1) infinite): use leaky-ReLU TAT or DKS.
+    """
+    _check_dps(dps)
+    funcs = activation_functions(act)
+    k_t = float(c_curvature)
+    if funcs.slope_jumps or funcs.value_jumps:
+        raise InfeasibleShapingError(
+            f"TAT for {funcs.name}: phi' jumps, so C''(1) is infinite and C''(1) = {k_t:g} cannot be met. "
+            "Use method='dks' for this activation, or leaky_relu with method='tat'."
+        )
+    if not k_t > 0:
+        raise DomainError(f"per-layer C''(1) target {k_t} must be > 0 (tau must be > 0).")
+    scale = k_t
+
+    def system_f64(x):
+        ev = ConditionEvaluator(funcs, math.exp(x[0]), x[1])
+        res, jac, _ = _tat_system(ev, x[2], k_t)
+        return res, jac
+
+    def residual_at(la, b):
+        ev = ConditionEvaluator(funcs, math.exp(la), b)
+        m = ev.expect((1,), lambda f, f1, f2: f)
+        return _tat_system(ev, -m, k_t)[0]
+
+    starts = _start_points(residual_at, _GRID_LOG_ALPHA, _GRID_BETA, scale, funcs.kinks)
+    solutions = []
+    for _, la, b in starts[:_N_STARTS]:
+        ev = ConditionEvaluator(funcs, math.exp(la), b)
+        d0 = -ev.expect((1,), lambda f, f1, f2: f)
+        out = _newton(system_f64, [la, b, d0], None, scale)
+        if out is None:
+            continue
+        x, _ = out
+        if any(abs(math.exp(x[0]) - s["alpha"]) < 1e-9 and abs(x[1] - s["beta"]) < 1e-9 for s in solutions):
+            continue
+        solutions.append({"alpha": math.exp(x[0]), "beta": x[1], "delta": x[2]})
+        if branch == "any":
+            break
+    chosen, branch_note = _pick(solutions, branch, funcs.odd_offset)
+    if chosen is None:
+        raise InfeasibleShapingError(
+            f"TAT for {funcs.name}: no transformation meets Q(1)=1, Q'(1)=1, C'(1)=1 and C''(1)={k_t:.12g} "
+            "together (Newton from the best grid points did not converge). What would work: a smaller "
+            "tau (less curvature per layer), method='dks', or a smooth non-polynomial activation."
+        )
+    alpha, beta, delta = chosen["alpha"], chosen["beta"], chosen["delta"]
+    if dps is not None:
+        with mpmath.workdps(dps + 8):
+            def system_mp(x):
+                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], dps)
+                res, jac, _ = _tat_system(ev, x[2], mpmath.mpf(c_curvature))
+                return res, jac
+
+            out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta), mpmath.mpf(delta)], dps, scale,
+                          max_iter=8)
+            if out is None:
+                raise InfeasibleShapingError(f"TAT for {funcs.name}: the float64 root did not polish to {dps} digits.")
+            alpha, beta, delta = mpmath.exp(out[0][0]), out[0][1], out[0][2]
+    return _finish(funcs, alpha, beta, delta, dps, chosen["mirrored"], branch_note,
+                   {"q_value": 1, "q_slope": 1, "c_slope": 1, "c_curvature": c_curvature})
+
+
+# ----------------------------------------------------------------------------------------
+# Leaky ReLU (TAT): closed-form C map
+# ----------------------------------------------------------------------------------------
+
+
+def leaky_relu_c_map(c, negative_slope):
+    r"""C map of the leaky ReLU with slope a for x < 0, normalised by Q(1) = (1 + a^2)/2.
+
+    With :math:`f(x) = a x + (1-a)\,\mathrm{relu}(x)` and the arc-cosine kernel
+    :math:`E[\mathrm{relu}(u)\mathrm{relu}(v)] = (\sqrt{1-c^2} + (\pi - \arccos c)\,c)/(2\pi)`
+    (Cho & Saul's kernel of degree 1 divided by 2),
+
+    .. math:: C(c) = \frac{a c + (1-a)^2 (\sqrt{1-c^2} + (\pi - \arccos c) c)/(2\pi) + a(1-a) c}
+                         {(1+a^2)/2}.
+
+    Evaluated in mpmath at the working precision; :math:`\sqrt{1-c^2}` as
+    :math:`\sqrt{(1-c)(1+c)}` to keep digits near c = 1.
+    >>> float(leaky_relu_c_map(0, 0))  # ReLU: 1/pi
+    0.3183098861837907
+    """
+    c, a = mpmath.mpf(c), mpmath.mpf(negative_slope)
+    if not -1 <= c <= 1:
+        raise DomainError(f"c = {c} is outside [-1, 1]; a cosine similarity is needed.")
+    relu = (mpmath.sqrt((1 - c) * (1 + c)) + (mpmath.pi - mpmath.acos(c)) * c) / (2 * mpmath.pi)
+    cross = a * a * c + 2 * a * (1 - a) * c / 2 + (1 - a) ** 2 * relu
+    return cross / ((1 + a * a) / 2)
+
+
+# ----------------------------------------------------------------------------------------
+# Graph access (the walker belongs to the graphs package)
+# ----------------------------------------------------------------------------------------
+
+
+def _graph_api():
+    """The graphs package (walker).  Isolated so that tests can stand in for it."""
+    import graphs
+
+    return graphs
+
+
+def _activation_nodes(graph: nx.DiGraph) -> list:
+    return [n for n in nx.topological_sort(graph) if graph.nodes[n].get("kind") == "activation"]
+
+
+def _network_value(result, graph):
+    """The output value of a walker result (a number, or a mapping node -> value)."""
+    if isinstance(result, Mapping):
+        outs = [n for n in graph.nodes if graph.nodes[n].get("kind") == "output"] or list(result)[-1:]
+        return result[outs[-1]]
+    return result
+
+
+def _solve_uniform(expr_fn: Callable, target, lo, hi, dps: int):
+    """Root of an increasing function on [lo, hi] with mpmath (bisection then secant)."""
+    with mpmath.workdps(dps + 8):
+        f = lambda s: mpmath.mpf(expr_fn(s)) - target  # noqa: E731
+        lo, hi = mpmath.mpf(lo), mpmath.mpf(hi)
+        flo, fhi = f(lo), f(hi)
+        if flo * fhi > 0:
+            return None
+        for _ in range(12):  # bracket, then the superlinear Anderson-Bjorck iteration
+            mid = (lo + hi) / 2
+            fm = f(mid)
+            if (fm > 0) == (fhi > 0):
+                hi, fhi = mid, fm
+            else:
+                lo, flo = mid, fm
+        root = mpmath.findroot(f, (lo, hi), solver="anderson", tol=mpmath.mpf(10) ** (-(dps + 6)))
+    return root
+
+
+def _symbolic_walk(graph, rule_expr: Callable, start, symbol):
+    """Walker result as a SymPy expression in ``symbol``, or None when the walker cannot handle symbols."""
+    try:
+        out = _network_value(_graph_api().max_subnetwork_value(graph, rule_expr, start), graph)
+        out = sympy.sympify(out)
+    except Exception:  # the walker compares values; symbolic ones may be undecidable
+        return None
+    if out.has(sympy.Max, sympy.Min, sympy.Piecewise):
+        return None
+    return sympy.expand(out)
+
+
+def _uniform_slope(graph, zeta, fixed: dict, dps: int):
+    """(exact or None, SymPy function, mpf at dps+8 digits): common per-layer C'(1) giving zeta."""
+    with mpmath.workdps(dps + 8):
+        return _uniform_slope_at_precision(graph, zeta, fixed, dps)
+
+
+def _uniform_slope_at_precision(graph, zeta, fixed: dict, dps: int):
+    s = sympy.Symbol("s", positive=True)
+    zeta_exact = sympy.nsimplify(zeta, rational=True) if isinstance(zeta, float) else sympy.sympify(zeta)
+
+    def rule_sym(node, y):
+        return (fixed[node] if node in fixed else s) * y
+
+    expr = None if fixed else _symbolic_walk(graph, rule_sym, sympy.Integer(1), s)
+    if expr is not None and expr.is_Pow and expr.base == s and expr.exp.is_Integer:
+        exact = zeta_exact ** sympy.Rational(1, int(expr.exp))
+        return exact, expr, mpmath.mpf(sympy.N(exact, dps + 8))
+    if expr is not None and expr == s:
+        return zeta_exact, expr, mpmath.mpf(sympy.N(zeta_exact, dps + 8))
+
+    def walk(value):
+        return _network_value(_graph_api().max_subnetwork_value(
+            graph, lambda node, y: (fixed[node] if node in fixed else value) * y, mpmath.mpf(1)), graph)
+
+    root = _solve_uniform(walk, mpmath.mpf(sympy.N(zeta_exact, dps + 8)), 1, zeta_exact, dps)
+    if root is None:
+        raise InfeasibleShapingError(
+            f"DKS: no common per-layer C'(1) in [1, {zeta}] makes the network's maximal C'(1) equal {zeta} "
+            "(the nodes with fixed slopes already exceed it). Lower the fixed per-node slopes or raise zeta."
+        )
+    return None, expr, root
+
+
+def _uniform_curvature(graph, tau, fixed: dict, dps: int):
+    """(exact or None, SymPy function, mpf at dps+8 digits): common per-layer C''(1) giving tau."""
+    with mpmath.workdps(dps + 8):
+        return _uniform_curvature_at_precision(graph, tau, fixed, dps)
+
+
+def _uniform_curvature_at_precision(graph, tau, fixed: dict, dps: int):
+    k = sympy.Symbol("k", positive=True)
+    tau_exact = sympy.nsimplify(tau, rational=True) if isinstance(tau, float) else sympy.sympify(tau)
+    if not fixed:
+        # With every C'(1) = 1 the curvature walk r(y) = k + y is linear and homogeneous in k, so
+        # one exact walk with k = 1 gives the coefficient: M(k) = k * M(1).
+        coeff = _network_value(_graph_api().max_subnetwork_value(
+            graph, lambda node, y: sympy.Integer(1) + y, sympy.Integer(0)), graph)
+        coeff = sympy.nsimplify(coeff) if isinstance(coeff, float) else sympy.sympify(coeff)
+        exact = tau_exact / coeff
+        return exact, coeff * k, mpmath.mpf(sympy.N(exact, dps + 8))
+
+    def walk(value):
+        return _network_value(_graph_api().max_subnetwork_value(
+            graph, lambda node, y: (fixed[node] if node in fixed else value) + y, mpmath.mpf(0)), graph)
+
+    root = _solve_uniform(walk, mpmath.mpf(sympy.N(tau_exact, dps + 8)), 0, tau_exact, dps)
+    if root is None:
+        raise InfeasibleShapingError(
+            f"TAT: no common per-layer C''(1) makes the network's maximal C''(1) equal {tau}; the nodes with "
+            "fixed curvature already exceed it. Lower them or raise tau."
+        )
+    return None, None, root
+
+
+# ----------------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShapedLayer:
+    """One shaped activation node.
+
+    ``activation`` is the transformed activation (``act.transformed(alpha, beta, gamma, delta)``
+    for a symact Activation, or the SymPy expression gamma*(phi(alpha x + beta) + delta));
+    ``targets`` the per-layer conditions imposed (exact SymPy values where the walker gives them);
+    ``residuals`` achieved minus target; ``conditions`` all five achieved values.
+    """
+
+    node: Any
+    activation: Any
+    alpha: Any
+    beta: Any
+    gamma: Any
+    delta: Any
+    targets: dict
+    residuals: dict
+    conditions: ConditionSet | None
+    dps: int | None
+    negative_slope: Any = None
+    mirrored: bool = False
+    branch: str = ""
+    base: Any = field(default=None, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        def f(v):
+            return mpmath.nstr(v, 12) if isinstance(v, mpmath.mpf) else (f"{v:.12g}" if isinstance(v, float) else repr(v))
+
+        worst = max((abs(float(v)) for v in self.residuals.values()), default=0.0)
+        extra = f", negative_slope={f(self.negative_slope)}" if self.negative_slope is not None else ""
+        return (f"ShapedLayer(node={self.node!r}, alpha={f(self.alpha)}, beta={f(self.beta)}, "
+                f"gamma={f(self.gamma)}, delta={f(self.delta)}{extra}, max|residual|={worst:.1e})")
+
+
+@dataclass(frozen=True)
+class TorchShaping:
+    """Torch modules of the shaped activations (topological order and by node) and the initialiser.
+
+    ``initialize(model)`` re-initialises every ``nn.Linear`` (scaled-uniform orthogonal, [out, in]
+    layout) and ``nn.Conv{1,2,3}d`` (delta-orthogonal) of ``model`` with zero biases, in place.
+    """
+
+    activations: tuple
+    by_node: dict
+    initialize: Callable
+
+
+@dataclass(frozen=True)
+class ShapedNetwork:
+    """Result of :func:`shape`: per-node transformed activations and the network's predicted kernel."""
+
+    method: str
+    graph: Any = field(repr=False)
+    layers: tuple
+    network_targets: dict
+    per_layer_function: Any = None  # SymPy maximal slope / curvature function when the walker gives it
+
+    def __repr__(self) -> str:
+        return (f"ShapedNetwork(method={self.method!r}, layers={len(self.layers)}, "
+                f"targets={self.network_targets})")
+
+    def layer(self, node) -> ShapedLayer:
+        for layer in self.layers:
+            if layer.node == node:
+                return layer
+        raise KeyError(f"{node!r} is not an activation node of this network")
+
+    def layer_c_map(self, node, c: float) -> float:
+        """C map (q = 1) of one shaped layer at c, float64 (closed form for leaky ReLU)."""
+        layer = self.layer(node)
+        if layer.negative_slope is not None:
+            return float(leaky_relu_c_map(c, layer.negative_slope))
+        return _c_map_float64(layer.base, float(layer.alpha), float(layer.beta), float(layer.gamma),
+                              float(layer.delta), float(c))
+
+    def c_map(self, c: float) -> float:
+        """The network's predicted C map at input cosine c (graph walk of the per-layer C maps), float64."""
+        cache: dict = {}
+
+        def rule(node, value):
+            key = (self.layer(node).alpha, self.layer(node).beta, float(value))
+            if key not in cache:
+                cache[key] = self.layer_c_map(node, value)
+            return cache[key]
+
+        return float(_network_value(_graph_api().propagate(self.graph, rule, float(c)), self.graph))
+
+    def to_torch(self) -> TorchShaping:
+        """Torch modules for every shaped activation plus the kernel-preserving initialiser."""
+        from numeric.initializers import kernel_preserving_init_
+
+        modules = tuple(_torch_activation(layer) for layer in self.layers)
+        return TorchShaping(modules, {layer.node: m for layer, m in zip(self.layers, modules)},
+                            kernel_preserving_init_)
+
+
+def _c_map_float64(funcs: ActivationFunctions, alpha, beta, gamma, delta, c) -> float:
+    """E[psi(u) psi(v)] / Q(1) with corr(u, v) = c: tensor-product rule in float64.
+
+    Accurate to ~1e-12 for smooth activations; for kinked ones the kink of psi(v) crosses the
+    tensor grid diagonally and the error is ~1e-6 (ample for predicting measured C maps).
+    """
+    from analysis.transform_conditions import _float64_rule
+
+    # 16 intervals x 24 nodes on [-10, 10] per axis: ~1e-12 for smooth psi at a fifth of the cost
+    z, w = _float64_rule(1.0, 0.0, (), n_intervals=16, half_width=10.0)
+    phi = funcs.np_funcs[0]
+    s = math.sqrt(max((1 - c) * (1 + c), 0.0))
+    psi_u = gamma * (phi(alpha * z + beta) + delta)
+    v = c * z[:, None] + s * z[None, :]
+    psi_v = gamma * (phi(alpha * v + beta) + delta)
+    q = float(np.dot(w, psi_u * psi_u))
+    return float((w * psi_u) @ psi_v @ w) / q
+
+
+def _torch_activation(layer: ShapedLayer):
+    """A torch module computing the shaped activation.
+
+    Uses the code generator ``numeric.torch_module`` when it is available; otherwise a small
+    module applying gamma*(phi(alpha*x + beta) + delta) with phi lambdified to torch.
+    """
+    try:
+        from numeric import torch_module  # codegen branch
+    except ImportError:
+        torch_module = None
+    if torch_module is not None and hasattr(layer.activation, "concrete_expr"):
+        return torch_module(layer.activation)
+    from numeric.initializers import TransformedActivation
+
+    if layer.negative_slope is not None:
+        import torch
+
+        fn = lambda t, a=float(layer.negative_slope): torch.nn.functional.leaky_relu(t, a)  # noqa: E731
+        name = f"leaky_relu({float(layer.negative_slope):.6g})"
+    else:
+        fn = sympy.lambdify(layer.base.symbol, layer.base.expr, modules="torch")
+        name = layer.base.name
+    return TransformedActivation(fn, name, float(layer.alpha), float(layer.beta), float(layer.gamma),
+                                 float(layer.delta))
+
+
+# ----------------------------------------------------------------------------------------
+# shape()
+# ----------------------------------------------------------------------------------------
+
+
+def _transformed(act, funcs: ActivationFunctions, alpha, beta, gamma, delta):
+    if hasattr(act, "transformed"):
+        to_sym = (lambda v: sympy.Float(v, 30)) if isinstance(alpha, mpmath.mpf) else sympy.Float
+        return act.transformed(*(to_sym(v) for v in (alpha, beta, gamma, delta)))
+    x = funcs.symbol
+    return gamma * (funcs.expr.subs(x, alpha * x + beta) + delta)
+
+
+def _is_leaky_relu(act) -> bool:
+    name = act if isinstance(act, str) else getattr(act, "name", None)
+    return name in ("leaky_relu", "prelu")
+
+
+def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int | None = None, *,
+          branch: str = "beta>=0", node_targets: Mapping | None = None, **targets) -> ShapedNetwork:
+    r"""Shape every activation node of ``graph`` with DKS or TAT.
+
+    ``act_or_mapping``: one activation for every node (Activation, catalogue name or SymPy
+    expression), a mapping node -> activation (mixed activations), or None to use each node's
+    ``activation`` attribute.  ``method``: "dks" (targets ``zeta`` = 1.5, ``q_slope`` = 1) or
+    "tat" (``tau`` = 0.3 for smooth activations, ``eta`` = 0.9 for leaky ReLU).  ``dps``: None for
+    float64, else mpmath digits.  ``node_targets``: per-node overrides, node -> {"c_slope": s}
+    (DKS) or {"c_curvature": k} (TAT); the other nodes share the common per-layer target that
+    makes the network maximum equal zeta / tau.
+
+    Identical (activation, targets) pairs are solved once and shared.
+    """
+    _check_dps(dps)
+    method = method.lower()
+    if method not in ("dks", "tat"):
+        raise DomainError(f"method={method!r}: use 'dks' or 'tat'.")
+    allowed = {"dks": {"zeta", "q_slope"}, "tat": {"tau", "eta"}}[method]
+    unknown = set(targets) - allowed
+    if unknown:
+        raise DomainError(f"unknown {method} targets {sorted(unknown)}; {method} takes {sorted(allowed)}.")
+    nodes = _activation_nodes(graph)
+    if not nodes:
+        raise DomainError("the graph has no activation nodes (kind='activation'); nothing to shape.")
+    acts = {}
+    for node in nodes:
+        if isinstance(act_or_mapping, Mapping):
+            if node not in act_or_mapping:
+                raise DomainError(f"no activation given for node {node!r}; the mapping must cover {nodes}.")
+            acts[node] = act_or_mapping[node]
+        elif act_or_mapping is None:
+            acts[node] = graph.nodes[node].get("activation")
+            if acts[node] is None:
+                raise DomainError(f"activation node {node!r} names no activation; pass act_or_mapping.")
+            params = graph.nodes[node].get("activation_params") or {}
+            if isinstance(acts[node], str) and params:
+                import symact
+
+                acts[node] = symact.activation(acts[node], **params)
+        else:
+            acts[node] = act_or_mapping
+    for node, act in acts.items():
+        if isinstance(act, str):  # catalogue names become symact Activations
+            import symact
+
+            acts[node] = symact.activation(act)
+    node_targets = dict(node_targets or {})
+    walk_dps = dps or 30
+    if method == "dks":
+        zeta = targets.get("zeta", 1.5)
+        q_slope = targets.get("q_slope", 1)
+        if not float(zeta) > 1:
+            raise DomainError(f"zeta={zeta} must exceed 1 (zeta = 1 would make the network linear).")
+        if any(_is_leaky_relu(a) for a in acts.values()):
+            raise InfeasibleShapingError(
+                "DKS cannot shape leaky_relu/relu: alpha cancels for positively homogeneous activations, so "
+                "Q'(1)=1 and C'(1)=zeta^(1/T) cannot both hold. Use method='tat' (eta) for rectifiers."
+            )
+        fixed = {n: v["c_slope"] for n, v in node_targets.items() if "c_slope" in v}
+        exact, function, slope = _uniform_slope(graph, zeta, fixed, walk_dps)
+        cache: dict = {}
+        layers = []
+        for node in nodes:
+            c_t = fixed.get(node, slope)
+            key = (_act_key(acts[node]), str(c_t), str(q_slope))
+            if key not in cache:
+                cache[key] = solve_dks_layer(acts[node], c_slope=c_t, q_slope=q_slope, dps=dps, branch=branch)
+            sol = cache[key]
+            funcs = activation_functions(acts[node])
+            layer_targets = {"q_value": 1, "q_slope": q_slope, "c_at_0": 0,
+                             "c_slope": exact if (node not in fixed and exact is not None) else c_t}
+            layers.append(_layer(node, acts[node], funcs, sol, layer_targets))
+        return ShapedNetwork("dks", graph, tuple(layers), {"zeta": zeta, "q_slope": q_slope}, function)
+    # TAT
+    leaky = [n for n in nodes if _is_leaky_relu(acts[n])]
+    if leaky:
+        if len(leaky) != len(nodes):
+            raise DomainError("leaky-ReLU TAT and smooth TAT cannot be mixed in one graph in this version; "
+                              "shape the leaky-ReLU network on its own.")
+        return _shape_leaky_relu(acts, nodes, graph, targets.get("eta", 0.9), dps)
+    tau = targets.get("tau", 0.3)
+    fixed = {n: v["c_curvature"] for n, v in node_targets.items() if "c_curvature" in v}
+    exact, function, curvature = _uniform_curvature(graph, tau, fixed, walk_dps)
+    cache = {}
+    layers = []
+    for node in nodes:
+        k_t = fixed.get(node, curvature)
+        key = (_act_key(acts[node]), str(k_t))
+        if key not in cache:
+            cache[key] = solve_tat_layer(acts[node], c_curvature=k_t, dps=dps, branch=branch)
+        funcs = activation_functions(acts[node])
+        layer_targets = {"q_value": 1, "q_slope": 1, "c_slope": 1,
+                         "c_curvature": exact if (node not in fixed and exact is not None) else k_t}
+        layers.append(_layer(node, acts[node], funcs, cache[key], layer_targets))
+    return ShapedNetwork("tat", graph, tuple(layers), {"tau": tau}, function)
+
+
+def _act_key(act):
+    return (getattr(act, "name", None), str(getattr(act, "concrete_expr", act)))
+
+
+def _layer(node, act, funcs, sol: LayerSolution, layer_targets) -> ShapedLayer:
+    return ShapedLayer(node=node, activation=_transformed(act, funcs, sol.alpha, sol.beta, sol.gamma, sol.delta),
+                       alpha=sol.alpha, beta=sol.beta, gamma=sol.gamma, delta=sol.delta, targets=layer_targets,
+                       residuals=sol.residuals, conditions=sol.conditions, dps=sol.dps, mirrored=sol.mirrored,
+                       branch=sol.branch, base=funcs)
+
+
+def _shape_leaky_relu(acts, nodes, graph, eta, dps) -> ShapedNetwork:
+    """Negative slope a in [0, 1) with the network's maximal C(0) = eta; output scale sqrt(2/(1+a^2))."""
+    work = dps or 18  # float64 output: 18 digits inside the walk are ample
+
+    def network_c0(a):
+        with mpmath.workdps(work + 8):
+            return _network_value(_graph_api().max_subnetwork_value(
+                graph, lambda node, c: leaky_relu_c_map(c, a), mpmath.mpf(0)), graph)
+
+    with mpmath.workdps(work + 8):
+        eta_mp = mpmath.mpf(sympy.N(sympy.nsimplify(eta, rational=True) if isinstance(eta, float) else eta, work + 8))
+        if not 0 < eta_mp < 1:
+            raise DomainError(f"eta={eta} must lie in (0, 1).")
+        reachable = network_c0(0)  # a = 0 (ReLU) maximises C(0); a = 1 (identity) gives 0
+        if eta_mp > reachable:
+            raise InfeasibleShapingError(
+                f"leaky-ReLU TAT: the network's maximal C(0) can be at most {mpmath.nstr(reachable, 6)} at this "
+                f"depth (plain ReLU, negative slope 0), so eta={eta} is unreachable. Use eta <= "
+                f"{mpmath.nstr(reachable, 6)} or a deeper network (C(0) grows with depth)."
+            )
+        # C(0) of the network decreases from `reachable` at a = 0 to 0 at a = 1
+        root = _solve_uniform(lambda a: -network_c0(a), -eta_mp, 0, 1, work)
+        a = root
+        gamma = mpmath.sqrt(2 / (1 + a * a))
+        achieved = network_c0(a)
+    if dps is None:
+        a_out, gamma_out, residual = float(a), float(gamma), float(achieved - eta_mp)
+    else:
+        with mpmath.workdps(dps):
+            a_out, gamma_out, residual = +a, +gamma, +(achieved - eta_mp)
+    layers = []
+    for node in nodes:
+        act = acts[node]
+        if hasattr(act, "subs") and hasattr(act, "transformed"):
+            shaped = act.subs(negative_slope=sympy.Float(a_out, 30)).transformed(1, 0, sympy.Float(gamma_out, 30), 0)
+        else:
+            x = sympy.Symbol("x", real=True)
+            shaped = gamma_out * sympy.Piecewise((x, x >= 0), (a_out * x, True))
+        layers.append(ShapedLayer(node=node, activation=shaped, alpha=1, beta=0, gamma=gamma_out, delta=0,
+                                  targets={"network_c_at_0": eta, "q_value": 1},
+                                  residuals={"network_c_at_0": residual}, conditions=None, dps=dps,
+                                  negative_slope=a_out))
+    return ShapedNetwork("tat", graph, tuple(layers), {"eta": eta}, None)

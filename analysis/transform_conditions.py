@@ -1,0 +1,554 @@
+r"""Kernel conditions of a transformed activation and their exact derivatives in (alpha, beta).
+
+For an activation :math:`\phi` and the transformed activation
+
+.. math::  \psi(x) = \gamma\,(\phi(\alpha x + \beta) + \delta),
+
+with :math:`z \sim N(0, 1)` and :math:`u = \alpha z + \beta`, this module evaluates the five
+numbers Deep Kernel Shaping (Martens et al. 2021) and TAT (Zhang et al. 2022) put conditions on,
+in the DKS convention (C map normalised by the Q values, evaluated at :math:`q_1 = q_2 = 1`):
+
+==========================  ==============================================================
+``q_value``     Q(1)        :math:`E[\psi(z)^2] = \gamma^2 E[(\phi(u)+\delta)^2]`
+``q_slope``     Q'(1)       :math:`\tfrac12 E[(z^2-1)\,\psi(z)^2]` (derivative of
+                            :math:`q \mapsto E[\psi(\sqrt q z)^2]`; no derivative of
+                            :math:`\phi` is needed, so kinks cost nothing)
+``c_at_0``      C(0)        :math:`E[\psi(z)]^2 / Q(1)`
+``c_slope``     C'(1)       :math:`E[\psi'(z)^2] / Q(1) = \gamma^2\alpha^2 E[\phi'(u)^2] / Q(1)`
+``c_curvature`` C''(1)      :math:`E[\psi''(z)^2] / Q(1) = \gamma^2\alpha^4 E[\phi''(u)^2] / Q(1)`;
+                            ``inf`` when :math:`\phi'` jumps (ReLU, SELU): never differenced
+==========================  ==============================================================
+
+**Exact derivatives.**  Every quantity is a combination of Gaussian expectations
+:math:`E[p(z)\,h(u)]` with a polynomial :math:`p` and :math:`h \in \{\phi, \phi^2, \phi'^2,
+\phi''^2\}`.  Writing the expectation as an integral over :math:`u \sim N(\beta, \alpha^2)` and
+differentiating the Gaussian density (not :math:`h`) under the integral sign gives, exactly,
+
+.. math::
+    \partial_\beta E[p(z) h(u)] = \tfrac1\alpha E[(z p - p')\,h(u)],\qquad
+    \partial_\alpha E[p(z) h(u)] = \tfrac1\alpha E[(z^2 p - p - z p')\,h(u)].
+
+Because :math:`h` is never differentiated, the formulas are exact for piecewise activations
+too (a jump of :math:`\phi'` would otherwise contribute a Dirac delta).  The derivatives of
+the five conditions follow by the quotient rule; :mod:`analysis.shaping` uses them for Newton
+steps.  ``tests/test_transform_conditions.py`` checks them against ``mpmath.diff`` at 40 digits.
+
+**Two engines.**  ``dps=None`` evaluates in float64 with a composite Gauss-Legendre rule in
+:math:`z` on :math:`[-14, 14]` (the Gaussian mass outside is below 1e-44), split at the kinks
+of :math:`\phi` mapped to :math:`z = (k-\beta)/\alpha`, so piecewise activations keep full
+float64 accuracy (a plain Gauss-Hermite rule converges only algebraically on a kink).  An
+integer ``dps`` evaluates every expectation with mpmath at that many digits, through
+``numeric.gauss.gaussian_expectation`` (break-points at the kinks).
+
+Example
+-------
+>>> import sympy
+>>> from analysis.transform_conditions import transform_conditions
+>>> x = sympy.Symbol("x", real=True)
+>>> tc = transform_conditions(sympy.tanh(x), alpha=1, beta=0, gamma=1, delta=0)
+>>> round(tc.values.c_at_0, 12), round(tc.values.c_slope * tc.values.q_value, 10)  # E[tanh'(z)^2]
+(0.0, 0.4644029024)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import mpmath
+import numpy as np
+import sympy
+
+__all__ = [
+    "ActivationFunctions",
+    "ConditionSet",
+    "TransformConditions",
+    "activation_functions",
+    "transform_conditions",
+    "ConditionEvaluator",
+    "gaussian_expectation_mp",
+]
+
+# ----------------------------------------------------------------------------------------
+# The activation as callables
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActivationFunctions:
+    """phi, phi', phi'' of one activation as float64 (NumPy) and mpmath callables.
+
+    ``kinks`` are the points where phi or phi' is not smooth (quadrature break-points);
+    ``slope_jumps`` says whether phi' itself jumps somewhere (then C''(1) is infinite),
+    ``value_jumps`` whether phi jumps (then C'(1) is infinite).  ``odd_offset`` is the constant
+    c0 with phi(x) + phi(-x) = c0 when there is one (0 for odd phi, 1 for the logistic sigmoid),
+    decided symbolically, else None: then (alpha, -beta, gamma, -delta - c0) meets the same
+    kernel conditions as (alpha, beta, gamma, delta) (psi is replaced by -psi(-x)).
+    """
+
+    name: str
+    expr: sympy.Expr
+    symbol: sympy.Symbol
+    kinks: tuple[float, ...]
+    slope_jumps: bool
+    value_jumps: bool
+    odd_offset: Any
+    np_funcs: tuple[Callable, Callable, Callable]
+    mp_funcs: tuple[Callable, Callable, Callable]
+
+    def __repr__(self) -> str:
+        return f"ActivationFunctions({self.name!r}: {self.expr}, kinks={self.kinks})"
+
+
+def _np_erf(values):
+    # NumPy has no erf and scipy is not a symact dependency; math.erf is exact to 1 ulp.
+    return np.vectorize(math.erf, otypes=[float])(values)
+
+
+def _np_erfc(values):
+    return np.vectorize(math.erfc, otypes=[float])(values)
+
+
+_NUMPY_MODULES = [{"erf": _np_erf, "erfc": _np_erfc}, "numpy"]
+
+
+def _drop_dirac(expr: sympy.Expr) -> sympy.Expr:
+    """Replace DiracDelta terms (from differentiating Heaviside/Abs/Max) by 0.
+
+    They live on the kinks, a set of Gaussian measure zero; where they matter (a jump of
+    phi or phi') the jump is detected separately and reported as an infinite C'(1)/C''(1).
+    """
+    return expr.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: sympy.S.Zero)
+
+
+def _kinks_of(expr: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, ...]:
+    """Real points where a piecewise-defined expression may be non-smooth."""
+    candidates: set = set()
+    for node in sympy.preorder_traversal(expr):
+        args: list = []
+        if isinstance(node, sympy.Piecewise):
+            for _, cond in node.args:
+                for rel in cond.atoms(sympy.core.relational.Relational):
+                    args.append(rel.lhs - rel.rhs)
+        elif isinstance(node, (sympy.Heaviside, sympy.Abs, sympy.sign)):
+            args.append(node.args[0])
+        elif isinstance(node, (sympy.Max, sympy.Min)):
+            a = node.args
+            args.extend(a[i] - a[j] for i in range(len(a)) for j in range(i + 1, len(a)))
+        for arg in args:
+            if arg.has(x):
+                for sol in sympy.solve(arg, x):
+                    if sol.is_real:
+                        candidates.add(sympy.nsimplify(sol))
+    return tuple(sorted(candidates, key=float))
+
+
+def _to_expr(act: Any) -> tuple[str, sympy.Expr, sympy.Symbol, tuple | None]:
+    """(name, concrete expression, input symbol, declared kinks) of an Activation or expression."""
+    if isinstance(act, str):
+        import symact
+
+        act = symact.activation(act)
+    if hasattr(act, "concrete_expr"):
+        inputs = tuple(getattr(act, "inputs", ()))
+        if len(inputs) != 1:
+            from symact.errors import DomainError
+
+            raise DomainError(
+                f"{getattr(act, 'name', act)!r} has inputs {inputs}; kernel conditions are defined "
+                "for single-input activations. Shape the gated unit's inner activation instead."
+            )
+        kinks = tuple(getattr(act, "kinks", ()) or ())
+        return str(getattr(act, "name", act)), sympy.sympify(act.concrete_expr), inputs[0], kinks
+    expr = sympy.sympify(act)
+    free = sorted(expr.free_symbols, key=str)
+    if len(free) != 1:
+        from symact.errors import FormulaError
+
+        raise FormulaError(
+            f"expression {expr} must have exactly one free symbol (the input), found {free}; "
+            "substitute parameter values first."
+        )
+    return str(expr), expr, free[0], None
+
+
+@functools.lru_cache(maxsize=256)
+def _build(name: str, expr: sympy.Expr, x: sympy.Symbol, declared_kinks: tuple | None) -> ActivationFunctions:
+    d1 = _drop_dirac(sympy.diff(expr, x))
+    d2 = _drop_dirac(sympy.diff(d1, x))
+    kinks = declared_kinks if declared_kinks is not None else _kinks_of(expr, x)
+    kinks_f = tuple(sorted({float(k) for k in kinks}))
+
+    def vectorise(e):
+        f = sympy.lambdify(x, e, modules=_NUMPY_MODULES)
+        return lambda v: np.asarray(f(v), dtype=float) + np.zeros(np.shape(v))
+
+    np_funcs = tuple(vectorise(e) for e in (expr, d1, d2))
+    mp_funcs = tuple(sympy.lambdify(x, e, modules="mpmath") for e in (expr, d1, d2))
+
+    def jumps(f) -> bool:
+        with mpmath.workdps(30):
+            eps = mpmath.mpf("1e-20")
+            return any(abs(f(mpmath.mpf(k) + eps) - f(mpmath.mpf(k) - eps)) > 1e-8 for k in kinks_f)
+
+    offset = sympy.simplify(expr.subs(x, -x) + expr)
+    if offset.has(x):
+        offset = sympy.simplify(offset.rewrite(sympy.exp))
+    odd_offset = float(offset) if not offset.has(x) and offset.is_real else None
+    return ActivationFunctions(
+        name=name, expr=expr, symbol=x, kinks=kinks_f, slope_jumps=jumps(mp_funcs[1]),
+        value_jumps=jumps(mp_funcs[0]), odd_offset=odd_offset, np_funcs=np_funcs, mp_funcs=mp_funcs,
+    )
+
+
+def activation_functions(act: Any) -> ActivationFunctions:
+    """phi, phi', phi'' of ``act`` (an Activation, catalogue name, or SymPy expression in one symbol)."""
+    if isinstance(act, ActivationFunctions):
+        return act
+    name, expr, x, kinks = _to_expr(act)
+    return _build(name, expr, x, kinks)
+
+
+# ----------------------------------------------------------------------------------------
+# Gaussian expectations E[p(z) h(alpha z + beta)] with their (alpha, beta) derivatives
+# ----------------------------------------------------------------------------------------
+
+_HALF_WIDTH = 14.0  # |z| beyond 14 carries Gaussian mass < 1e-44
+_N_INTERVALS = 32
+_GL_ORDER = 24
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(_GL_ORDER)
+
+
+def _float64_rule(alpha: float, beta: float, kinks: tuple[float, ...], n_intervals: int = _N_INTERVALS,
+                  half_width: float = _HALF_WIDTH) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes z and weights w (density included) of a composite Gauss-Legendre rule for N(0,1)."""
+    edges = np.linspace(-half_width, half_width, n_intervals + 1)
+    kz = [(k - beta) / alpha for k in kinks]
+    kz = [k for k in kz if -half_width < k < half_width]
+    if kz:
+        edges = np.unique(np.concatenate([edges, kz]))
+    lo, hi = edges[:-1], edges[1:]
+    half = (hi - lo) / 2
+    z = ((lo + hi) / 2)[:, None] + half[:, None] * _GL_NODES[None, :]
+    w = half[:, None] * _GL_WEIGHTS[None, :] * np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    return z.ravel(), w.ravel()
+
+
+def _poly_mul(p: tuple, q: tuple) -> tuple:
+    out = [0] * (len(p) + len(q) - 1)
+    for i, a in enumerate(p):
+        for j, b in enumerate(q):
+            out[i + j] += a * b
+    return tuple(out)
+
+
+def _poly_deriv(p: tuple) -> tuple:
+    return tuple(i * p[i] for i in range(1, len(p))) or (0,)
+
+
+def _poly_add(p: tuple, q: tuple) -> tuple:
+    n = max(len(p), len(q))
+    return tuple((p[i] if i < len(p) else 0) + (q[i] if i < len(q) else 0) for i in range(n))
+
+
+def _score_polys(p: tuple) -> tuple[tuple, tuple]:
+    """(z p - p', z^2 p - p - z p'): the beta and alpha score polynomials (times 1/alpha)."""
+    dp = _poly_deriv(p)
+    beta_poly = _poly_add(_poly_mul((0, 1), p), tuple(-c for c in dp))
+    alpha_poly = _poly_add(_poly_add(_poly_mul((0, 0, 1), p), tuple(-c for c in p)),
+                           tuple(-c for c in _poly_mul((0, 1), dp)))
+    return beta_poly, alpha_poly
+
+
+@functools.lru_cache(maxsize=16)
+def _gauss_legendre_48(prec: int):
+    """48-point Gauss-Legendre nodes on [-1, 1] at ``prec`` bits (mpmath computes them; cached)."""
+    from mpmath.calculus.quadrature import GaussLegendre
+
+    return tuple(GaussLegendre(mpmath.mp).calc_nodes(5, prec))
+
+
+def _mp_rule(alpha, beta, kinks: tuple[float, ...], dps: int, n_intervals: int):
+    """Composite Gauss-Legendre nodes/weights (density included) in z for N(0,1) at ``dps`` digits.
+
+    48 nodes per interval on [-L, L] with exp(-L^2/2) < 10^-(dps+8), split at the kinks.
+    """
+    half_width = mpmath.sqrt(2 * (dps + 8) * mpmath.log(10)) + 1
+    edges = [-half_width + 2 * half_width * i / n_intervals for i in range(n_intervals + 1)]
+    kz = [(mpmath.mpf(k) - beta) / alpha for k in kinks]
+    edges = sorted(set(edges) | {k for k in kz if -half_width < k < half_width})
+    rule = _gauss_legendre_48(mpmath.mp.prec)
+    norm = 1 / mpmath.sqrt(2 * mpmath.pi)
+    z, w = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        mid, half = (lo + hi) / 2, (hi - lo) / 2
+        for t, wt in rule:
+            zz = mid + half * t
+            z.append(zz)
+            w.append(half * wt * norm * mpmath.exp(-zz * zz / 2))
+    return z, w
+
+
+class ConditionEvaluator:
+    """Expectations E[p(z) h(u)], u = alpha z + beta, in float64 (``dps=None``) or mpmath.
+
+    Both engines evaluate phi, phi', phi'' once on a shared composite Gauss-Legendre node set in
+    z (split at the kinks), so the ~15 expectations of one Newton step cost one set of function
+    evaluations.  The mpmath rule is accepted only when it agrees with a rule on 1.5x as many
+    intervals to 10^-(dps+3) for E[phi^2] and E[phi'^2]; ``error`` records that difference.
+
+    ``expect(p, h)`` returns E[p(z) h(u)] for a coefficient tuple ``p`` (lowest degree first) and
+    ``h`` a function of (phi, phi', phi'') values; ``expect_with_derivatives`` also returns the
+    exact partial derivatives in alpha and beta (density differentiated under the integral).
+    """
+
+    def __init__(self, funcs: ActivationFunctions, alpha, beta, dps: int | None = None):
+        self.funcs, self.dps = funcs, dps
+        if dps is None:
+            self.alpha, self.beta = float(alpha), float(beta)
+            if not self.alpha > 0:
+                raise ValueError("alpha must be > 0 inside the evaluator (use the mirror for alpha < 0)")
+            z, w = _float64_rule(self.alpha, self.beta, funcs.kinks)
+            self._z, self._w = z, w
+            u = self.alpha * z + self.beta
+            phi, d1, d2 = funcs.np_funcs
+            self._values = (phi(u), d1(u), d2(u))
+            self.error = None
+            return
+        from symact.errors import DivergentIntegralError
+
+        with mpmath.workdps(dps + 8):
+            self.alpha, self.beta = mpmath.mpf(alpha), mpmath.mpf(beta)
+            tol = mpmath.mpf(10) ** (-(dps + 3))
+            n_intervals, previous = 32, None
+            for _ in range(5):
+                self._set_rule(n_intervals)
+                sentinel = (self.expect((1,), _h_shifted_sq(0)), self.expect((1,), _h_dphi_sq))
+                if previous is not None:
+                    self.error = max(abs(a - b) for a, b in zip(sentinel, previous))
+                    if self.error <= tol * max(1, abs(sentinel[0]), abs(sentinel[1])):
+                        return
+                previous = sentinel
+                n_intervals = n_intervals * 3 // 2
+        raise DivergentIntegralError(
+            f"Gaussian expectations of {funcs.name} at alpha={mpmath.nstr(self.alpha, 8)}, "
+            f"beta={mpmath.nstr(self.beta, 8)} did not converge to {dps} digits (last change "
+            f"{mpmath.nstr(self.error, 3)}); the activation may not be square-integrable under the "
+            "Gaussian, or alpha is too large: try a smaller dps or check the activation."
+        )
+
+    def _set_rule(self, n_intervals: int) -> None:
+        z, w = _mp_rule(self.alpha, self.beta, self.funcs.kinks, self.dps, n_intervals)
+        phi, d1, d2 = self.funcs.mp_funcs
+        u = [self.alpha * zz + self.beta for zz in z]
+        self._z, self._w = z, w
+        self._lazy = [(_Lazy(phi, uu), _Lazy(d1, uu), _Lazy(d2, uu)) for uu in u]
+        self._wz = [w]  # w_i z_i^k, k = 0..7: polynomial weights become dot products
+        for _ in range(7):
+            self._wz.append([a * b for a, b in zip(self._wz[-1], z)])
+
+    def expect(self, p: tuple, h: Callable) -> Any:
+        if self.dps is None:
+            zpow = np.polynomial.polynomial.polyval(self._z, p)
+            return float(np.dot(self._w, zpow * h(*self._values)))
+        with mpmath.workdps(self.dps + 8):
+            hv = [h(*vals) for vals in self._lazy]
+            return mpmath.fsum(c * mpmath.fdot(self._wz[k], hv) for k, c in enumerate(p) if c)
+
+    def expect_with_derivatives(self, p: tuple, h: Callable) -> tuple[Any, Any, Any]:
+        """(E[p h], d/d alpha, d/d beta) with gamma, delta and h held fixed."""
+        beta_poly, alpha_poly = _score_polys(p)
+        value = self.expect(p, h)
+        if self.dps is None:
+            return value, self.expect(alpha_poly, h) / self.alpha, self.expect(beta_poly, h) / self.alpha
+        with mpmath.workdps(self.dps + 8):
+            return value, self.expect(alpha_poly, h) / self.alpha, self.expect(beta_poly, h) / self.alpha
+
+
+def gaussian_expectation_mp(f: Callable, dps: int, breakpoints: tuple, mean, std):
+    """E[f(X)], X ~ N(mean, std^2), at ``dps`` digits by adaptive quadrature (an independent check).
+
+    Uses ``numeric.gauss.gaussian_expectation`` (the kernel engine) when it is installed; the
+    local mpmath tanh-sinh rule below has the same contract and serves until then.
+    """
+    try:
+        from numeric.gauss import gaussian_expectation
+    except ImportError:
+        gaussian_expectation = None
+    if gaussian_expectation is not None:
+        return gaussian_expectation(f, dps=dps, breakpoints=breakpoints, mean=mean, std=std).value
+    with mpmath.workdps(dps + 10):
+        mean, std = mpmath.mpf(mean), mpmath.mpf(std)
+        zs = [(mpmath.mpf(b) - mean) / std for b in breakpoints]
+        points = [-mpmath.inf] + sorted(set(zs) | {mpmath.mpf(0)}) + [mpmath.inf]
+        norm = 1 / mpmath.sqrt(2 * mpmath.pi)
+        value = mpmath.quad(lambda z: f(mean + std * z) * mpmath.exp(-z * z / 2), points) * norm
+    return +value
+
+
+class _Lazy:
+    """A value computed on first use and kept (a node's phi, phi', phi'' are needed by several sums)."""
+
+    __slots__ = ("_f", "_u", "_v")
+
+    def __init__(self, f, u):
+        self._f, self._u, self._v = f, u, None
+
+    def get(self):
+        if self._v is None:
+            self._v = self._f(self._u)
+        return self._v
+
+
+def _val(v):
+    return v.get() if isinstance(v, _Lazy) else v
+
+
+# h functions: arguments are phi(u), phi'(u), phi''(u) (NumPy arrays or _Lazy mpmath values)
+def _h_phi(f, f1, f2):
+    return _val(f)
+
+
+def _h_dphi_sq(f, f1, f2):
+    v = _val(f1)
+    return v * v
+
+
+def _h_d2phi_sq(f, f1, f2):
+    v = _val(f2)
+    return v * v
+
+
+def _h_shifted(shift):
+    def h(f, f1, f2):
+        return _val(f) + shift
+
+    return h
+
+
+def _h_shifted_sq(shift):
+    def h(f, f1, f2):
+        v = _val(f) + shift
+        return v * v
+
+    return h
+
+
+# ----------------------------------------------------------------------------------------
+# The five conditions with partial derivatives
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConditionSet:
+    """Q(1), Q'(1), C(0), C'(1), C''(1) (or their derivatives in one parameter)."""
+
+    q_value: Any
+    q_slope: Any
+    c_at_0: Any
+    c_slope: Any
+    c_curvature: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"q_value": self.q_value, "q_slope": self.q_slope, "c_at_0": self.c_at_0,
+                "c_slope": self.c_slope, "c_curvature": self.c_curvature}
+
+    def __repr__(self) -> str:
+        def fmt(v):
+            return mpmath.nstr(v, 17) if isinstance(v, mpmath.mpf) else repr(v)
+
+        body = ", ".join(f"{k}={fmt(v)}" for k, v in self.as_dict().items())
+        return f"ConditionSet({body})"
+
+
+@dataclass(frozen=True)
+class TransformConditions:
+    """The five kernel conditions of psi = gamma*(phi(alpha x + beta) + delta), with d/d alpha, d/d beta.
+
+    ``values``, ``d_alpha``, ``d_beta`` are :class:`ConditionSet` records; the derivatives are
+    partial (gamma and delta held fixed).  ``dps`` is None for the float64 engine, else the
+    number of mpmath digits.  ``c_curvature`` is ``inf`` (derivatives ``nan``) when phi' jumps.
+    """
+
+    activation: str
+    alpha: Any
+    beta: Any
+    gamma: Any
+    delta: Any
+    dps: int | None
+    values: ConditionSet
+    d_alpha: ConditionSet
+    d_beta: ConditionSet
+
+
+def _quotient(num, dnum, den, dden):
+    """d(num/den) from d num and d den."""
+    return (dnum * den - num * dden) / (den * den)
+
+
+def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None = None) -> TransformConditions:
+    r"""Q(1), Q'(1), C(0), C'(1), C''(1) of :math:`\gamma(\phi(\alpha x+\beta)+\delta)` and their exact
+    partial derivatives in :math:`\alpha` and :math:`\beta`.
+
+    ``act``: an Activation, catalogue name, or SymPy expression in one symbol.  ``dps=None``:
+    float64; an integer: mpmath at that many digits.  A negative ``alpha`` is reduced to a
+    positive one by the reflection :math:`z \to -z` (for which every condition is invariant).
+
+    >>> import sympy
+    >>> x = sympy.Symbol("x", real=True)
+    >>> tc = transform_conditions(sympy.erf(x), 0.5, 0.1, 2.0, -0.1, dps=30)
+    >>> tc.dps, float(tc.values.q_value) > 0
+    (30, True)
+    """
+    funcs = activation_functions(act)
+    sign = 1
+    if (alpha < 0) if dps is None else (mpmath.mpf(alpha) < 0):
+        # psi(x) with alpha < 0 equals psi_{|alpha|}(-x); z and -z have the same law, so every
+        # condition is unchanged and d/d alpha flips sign.
+        alpha, sign = -alpha, -1
+    ev = ConditionEvaluator(funcs, alpha, beta, dps)
+    ctx = mpmath.workdps(dps + 10) if dps is not None else _nullcontext()
+    with ctx:
+        if dps is not None:
+            gamma, delta = mpmath.mpf(gamma), mpmath.mpf(delta)
+        a = ev.alpha
+        g2 = gamma * gamma
+        s, s_a, s_b = ev.expect_with_derivatives((1,), _h_shifted_sq(delta))
+        n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), _h_shifted_sq(delta))
+        m, m_a, m_b = ev.expect_with_derivatives((1,), _h_phi)
+        d1, d1_a, d1_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
+        md = m + delta
+        q_value, q_slope = g2 * s, g2 * n / 2
+        c0 = md * md / s
+        c0_a, c0_b = (_quotient(md * md, 2 * md * dm, s, ds) for dm, ds in ((m_a, s_a), (m_b, s_b)))
+        c1 = a * a * d1 / s
+        c1_a = _quotient(a * a * d1, 2 * a * d1 + a * a * d1_a, s, s_a)
+        c1_b = _quotient(a * a * d1, a * a * d1_b, s, s_b)
+        if funcs.slope_jumps:
+            inf = math.inf if dps is None else mpmath.inf
+            nan = math.nan if dps is None else mpmath.nan
+            c2, c2_a, c2_b = inf, nan, nan
+        else:
+            d2, d2_a, d2_b = ev.expect_with_derivatives((1,), _h_d2phi_sq)
+            a4 = a ** 4
+            c2 = a4 * d2 / s
+            c2_a = _quotient(a4 * d2, 4 * a ** 3 * d2 + a4 * d2_a, s, s_a)
+            c2_b = _quotient(a4 * d2, a4 * d2_b, s, s_b)
+        values = ConditionSet(q_value, q_slope, c0, c1, c2)
+        d_alpha = ConditionSet(sign * g2 * s_a, sign * g2 * n_a / 2, sign * c0_a, sign * c1_a, sign * c2_a)
+        d_beta = ConditionSet(g2 * s_b, g2 * n_b / 2, c0_b, c1_b, c2_b)
+    if dps is not None:  # results carry the requested precision (guard digits dropped)
+        with mpmath.workdps(dps):
+            values, d_alpha, d_beta = (ConditionSet(**{k: +v for k, v in cs.as_dict().items()})
+                                       for cs in (values, d_alpha, d_beta))
+    return TransformConditions(funcs.name, sign * ev.alpha, ev.beta, gamma, delta, dps, values, d_alpha, d_beta)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

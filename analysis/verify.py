@@ -1,0 +1,390 @@
+"""The verification suite runner behind ``symact verify``.
+
+An *experiment* is a function ``fn(spec: dict, *, device: str, progress) -> dict``
+registered under a name; it returns a JSON-able result dict whose optional
+``"claims"`` entry is a list of :class:`~analysis.records.Claim`.  A suite is a
+list of :class:`~analysis.records.Job` (experiment name + spec).  :func:`run_suite`
+runs the jobs one after another or in a local process pool, appends one JSON line
+per finished job to ``OUT/records.jsonl`` (flushed at once), skips jobs already
+finished there, records a failing job as ``failed`` and goes on, and finally writes
+``OUT/report.md`` with plots.
+
+Experiment names are registry names (``"rai"``, ``"deep_vanilla"``, ...) or
+``"package.module:function"`` references, which worker processes import by name.
+
+>>> from analysis.verify import suite_jobs
+>>> sorted({j.experiment for j in suite_jobs("tiny")})  # doctest: +ELLIPSIS
+[...'rai_init'...]
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from analysis.records import Claim, ExperimentUnavailable, Job, Record, RecordStore, to_jsonable
+from symact.errors import SymactError
+
+__all__ = [
+    "register",
+    "experiment_function",
+    "EXPERIMENT_MODULES",
+    "LEVELS",
+    "suite_jobs",
+    "run_job",
+    "run_suite",
+    "SuiteResult",
+    "Progress",
+]
+
+LEVELS = ("tiny", "quick", "full")
+
+# Modules that register experiments and contribute jobs (``jobs(level)``) and a
+# report section (``report_section(records, out_dir)``).  Optional ones (other
+# branches' experiments) are skipped with a note when they are not importable.
+EXPERIMENT_MODULES = (
+    "analysis.experiments.kernel_check",
+    "analysis.experiments.rai",
+    "analysis.experiments.deep_vanilla",
+    "analysis.experiments.external",  # wrappers for the experiments of issues 6 and 7
+)
+
+_REGISTRY: dict[str, Callable[..., dict]] = {}
+_MISSING_MODULES: dict[str, str] = {}
+
+
+def register(name: str) -> Callable[[Callable], Callable]:
+    """Decorator: register an experiment function under ``name``."""
+
+    def deco(fn: Callable) -> Callable:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def experiment_modules() -> list[Any]:
+    """The importable experiment modules (importing registers their experiments)."""
+    mods = []
+    for name in EXPERIMENT_MODULES:
+        try:
+            mods.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real import error inside an existing module: say so
+                _MISSING_MODULES[name] = f"{type(exc).__name__}: {exc}"
+            else:
+                _MISSING_MODULES[name] = "not merged on this branch"
+    return mods
+
+
+def missing_modules() -> dict[str, str]:
+    experiment_modules()
+    return dict(_MISSING_MODULES)
+
+
+def experiment_function(name: str) -> Callable[..., dict]:
+    """The function of a registry name or a ``"module:function"`` reference."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise SymactError(f"Cannot load experiment {name!r}: {exc}. Use 'package.module:function'.") from exc
+    if name not in _REGISTRY:
+        experiment_modules()
+    if name not in _REGISTRY:
+        raise SymactError(f"Unknown experiment {name!r}; registered: {sorted(_REGISTRY)}.")
+    return _REGISTRY[name]
+
+
+def suite_jobs(level: str = "quick", only: Sequence[str] | None = None) -> list[Job]:
+    """Jobs of the suite at ``level`` (``tiny`` for tests, ``quick`` < 5 min on 2 cores, ``full``).
+
+    ``only`` keeps jobs whose experiment name contains one of the given strings.
+    """
+    if level not in LEVELS:
+        raise SymactError(f"Unknown suite level {level!r}; choose one of {LEVELS}.")
+    jobs: list[Job] = []
+    for mod in experiment_modules():
+        if hasattr(mod, "jobs"):
+            jobs.extend(mod.jobs(level))
+    if only:
+        jobs = [j for j in jobs if any(s in j.experiment for s in only)]
+    seen: set[str] = set()
+    unique = []
+    for j in jobs:
+        if j.id not in seen:
+            seen.add(j.id)
+            unique.append(j)
+    return unique
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A progress bar: tqdm when installed (and ``enabled``), else plain lines on stderr."""
+
+    def __init__(self, total: int, desc: str, *, enabled: bool = True, position: int = 0, leave: bool = True) -> None:
+        self.total, self.desc, self.enabled = max(int(total), 0), desc, enabled
+        self.n = 0
+        self._bar = None
+        self._last_print = -1.0
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=self.total, desc=desc, position=position, leave=leave, file=sys.stderr,
+                                 dynamic_ncols=True)
+            except ImportError:
+                self._bar = None
+
+    def update_to(self, n: int, total: int | None = None) -> None:
+        if total is not None and total != self.total:
+            self.total = total
+            if self._bar is not None:
+                self._bar.total = total
+        delta, self.n = n - self.n, n
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(delta)
+        else:
+            now = time.monotonic()
+            if n >= self.total or now - self._last_print > 5.0:
+                self._last_print = now
+                print(f"[{self.desc}] {n}/{self.total}", file=sys.stderr, flush=True)
+
+    def write(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        elif self.enabled:
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+# ----------------------------------------------------------------------------- running one job
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def run_job(job: Job | dict, device: str = "cpu", progress: Callable[[int, int], None] | None = None,
+            threads: int | None = None) -> dict:
+    """Run one job and return its record as a dict (never raises except on Ctrl-C).
+
+    Seeds Python, NumPy and torch from ``spec["seed"]`` (default 0) first, so a
+    job's numbers do not depend on which worker or in which order it runs.
+    """
+    job = Job.from_dict(job) if isinstance(job, dict) else job
+    if threads:
+        try:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        except ImportError:  # pragma: no cover
+            pass
+    _seed_everything(int(job.spec.get("seed", 0)))
+    start = time.perf_counter()
+    try:
+        fn = experiment_function(job.experiment)
+        result = dict(fn(dict(job.spec), device=device, progress=progress))
+        claims = tuple(c if isinstance(c, Claim) else Claim.from_dict(c) for c in result.pop("claims", ()))
+        status = result.pop("status", "ok")
+        rec = Record(job, status, result, claims, result.pop("error", ""), time.perf_counter() - start)
+    except KeyboardInterrupt:
+        raise
+    except ExperimentUnavailable as exc:
+        rec = Record(job, "unavailable", {}, (), str(exc), time.perf_counter() - start)
+    except Exception as exc:  # a failing job is recorded and the suite goes on
+        tb = traceback.format_exc(limit=6)
+        rec = Record(job, "failed", {}, (), f"{type(exc).__name__}: {exc}\n{tb}", time.perf_counter() - start)
+    return rec.to_dict()
+
+
+def _worker_run(job_dict: dict, device: str, threads: int, queue: Any) -> dict:
+    def progress(done: int, total: int) -> None:
+        if queue is not None:
+            queue.put((job_dict["id"], done, total))
+
+    try:
+        return run_job(job_dict, device, progress, threads)
+    except KeyboardInterrupt:  # the parent handles Ctrl-C; the worker just stops
+        return {**job_dict, "status": "interrupted"}
+
+
+# ----------------------------------------------------------------------------- the suite
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    """What :func:`run_suite` did: the latest records of the suite's jobs and the report."""
+
+    out_dir: str
+    records: tuple
+    ran: tuple
+    skipped: tuple
+    interrupted: bool = False
+    report_path: str | None = None
+    summary: tuple = field(default=())
+
+    @property
+    def failed_claims(self) -> list:
+        return [row for row in self.summary if row.get("verdict") == "fail"]
+
+    @property
+    def failed_jobs(self) -> list:
+        return [r for r in self.records if r.status == "failed"]
+
+    def __repr__(self) -> str:
+        return (
+            f"SuiteResult(out_dir={self.out_dir!r}, records={len(self.records)}, ran={len(self.ran)}, "
+            f"skipped={len(self.skipped)}, failed_jobs={len(self.failed_jobs)}, "
+            f"failed_claims={len(self.failed_claims)}, interrupted={self.interrupted})"
+        )
+
+
+def run_suite(
+    jobs: Iterable[Job],
+    out_dir: str | os.PathLike,
+    *,
+    workers: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+    report: bool = True,
+    retry_failed: bool = True,
+) -> SuiteResult:
+    """Run ``jobs``, resuming from ``out_dir/records.jsonl``; write ``out_dir/report.md``.
+
+    Jobs whose latest record is ``ok`` are skipped; ``failed`` and ``unavailable``
+    ones run again (a fix or a merge may have made them work) unless
+    ``retry_failed=False``.  ``workers > 1`` uses a local
+    process pool (each worker gets ``cpu_count // workers`` torch threads).  On
+    Ctrl-C the finished records are already on disk; the result says
+    ``interrupted=True`` and no report is written.
+    """
+    jobs = list(jobs)
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise SymactError(f"Unknown device {device!r}; use 'cpu' or 'cuda'.")
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SymactError("--device cuda was asked for but torch sees no CUDA device; use --device cpu.")
+    if workers < 1:
+        raise SymactError(f"workers must be >= 1, got {workers}.")
+    store = RecordStore(out_dir)
+    latest = store.latest()
+    done_status = ("ok",) if retry_failed else ("ok", "unavailable", "failed")
+    skipped = tuple(j.id for j in jobs if j.id in latest and latest[j.id].status in done_status)
+    todo = [j for j in jobs if j.id not in skipped]
+    suite_bar = Progress(len(jobs), "suite", enabled=progress, position=0)
+    suite_bar.update_to(len(skipped))
+    ran: list[str] = []
+    interrupted = False
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for job in todo:
+                job_bar = Progress(0, job.id, enabled=progress, position=1, leave=False)
+                rec = run_job(job, device, lambda d, t: job_bar.update_to(d, t))
+                job_bar.close()
+                store.append(rec)
+                ran.append(job.id)
+                if rec["status"] == "failed":
+                    suite_bar.write(f"job {job.id} failed: {rec['error'].splitlines()[0]}")
+                suite_bar.update_to(suite_bar.n + 1)
+        else:
+            ran = _run_pool(todo, store, workers, device, progress, suite_bar)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        suite_bar.close()
+    records = tuple(store.records(jobs))
+    if interrupted:
+        return SuiteResult(os.fspath(out_dir), records, tuple(ran), skipped, True, None, ())
+    report_path, summary = None, ()
+    if report:
+        from analysis.report import write_report
+
+        report_path, summary = write_report(records, out_dir)
+    return SuiteResult(os.fspath(out_dir), records, tuple(ran), skipped, False, report_path, tuple(summary))
+
+
+def _run_pool(todo: list[Job], store: RecordStore, workers: int, device: str, progress: bool,
+              suite_bar: Progress) -> list[str]:
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import queue as queue_mod
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn") if device.startswith("cuda") else None  # CUDA cannot fork
+    manager = mp.Manager() if progress else None
+    q = manager.Queue() if manager else None
+    bars: dict[str, Progress] = {}
+    ran: list[str] = []
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    try:
+        futures = {pool.submit(_worker_run, j.to_dict(), device, threads, q): j for j in todo}
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+            while q is not None:
+                try:
+                    jid, d, t = q.get_nowait()
+                except queue_mod.Empty:
+                    break
+                if jid not in bars:
+                    bars[jid] = Progress(t, jid, enabled=progress, position=1 + len(bars) % workers, leave=False)
+                bars[jid].update_to(d, t)
+            for fut in done:
+                job = futures[fut]
+                rec = fut.result()
+                if rec.get("status") == "interrupted":
+                    raise KeyboardInterrupt
+                store.append(rec)
+                ran.append(job.id)
+                if job.id in bars:
+                    bars.pop(job.id).close()
+                if rec["status"] == "failed":
+                    suite_bar.write(f"job {job.id} failed: {rec['error'].splitlines()[0]}")
+                suite_bar.update_to(suite_bar.n + 1)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        for bar in bars.values():
+            bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+        if manager is not None:
+            manager.shutdown()
+    return ran
+
+
+def summary_rows(records: Sequence[Record]) -> list[dict]:
+    """One row per job-level claim: experiment, job, prediction, measured, tolerance, verdict."""
+    rows = []
+    for rec in records:
+        for c in rec.claims:
+            rows.append({"job": rec.job.id, "prediction": c.prediction, "measured": to_jsonable(c.measured),
+                         "tolerance": c.tolerance, "verdict": c.verdict, "detail": c.detail})
+    return rows

@@ -1,0 +1,123 @@
+r"""Kernel-preserving initialisers for DKS/TAT: scaled-uniform orthogonal and delta-orthogonal.
+
+Deep kernel shaping assumes every linear layer maps q values (squared norm divided by the
+dimension) through unchanged: with input :math:`x \in R^{n}` and weight :math:`W \in R^{m\times n}`
+(``nn.Linear`` layout ``[out, in]``), :math:`\|Wx\|^2/m = \|x\|^2/n` for every x requires
+:math:`W^\top W = (m/n) I_n`, possible exactly when fan-out m >= fan-in n.  So
+
+.. math::  W = \sqrt{\max(1, m/n)}\; O,
+
+with O drawn uniformly (Haar) from the matrices with orthonormal columns (m >= n) or rows (m < n;
+then q is preserved in expectation over x's direction only).  For convolutions with odd kernel
+sizes, the delta-orthogonal weight is zero except at the kernel centre, which holds such a
+matrix, so every spatial location is mapped like a dense layer (Xiao et al. 2018; DKS, Martens
+et al. 2021).  Biases are zero.
+
+Example:
+
+>>> import torch
+>>> lin = torch.nn.Linear(4, 8)
+>>> _ = kernel_preserving_init_(lin)
+>>> x = torch.randn(4)
+>>> bool(torch.allclose((lin(x) ** 2).sum() / 8, (x ** 2).sum() / 4, rtol=1e-5))
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from symact.errors import DomainError
+
+__all__ = ["scaled_uniform_orthogonal_", "delta_orthogonal_", "kernel_preserving_init_",
+           "per_location_normalize", "TransformedActivation"]
+
+
+def _haar_orthogonal(rows: int, cols: int, *, dtype, device, generator=None) -> torch.Tensor:
+    """rows x cols matrix with orthonormal columns (rows >= cols) or rows, Haar distributed."""
+    big, small = max(rows, cols), min(rows, cols)
+    # QR in float64 for float64 weights (orthonormal to 1e-15), else in float32 (to ~1e-6, as
+    # exact as a float32 weight can be, and several times cheaper for wide layers)
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    a = torch.randn(big, small, dtype=work, generator=generator)
+    q, r = torch.linalg.qr(a)
+    # fix the signs so the distribution is Haar (QR alone is biased by the sign convention)
+    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+    if rows < cols:
+        q = q.T
+    return q.to(dtype=dtype, device=device)
+
+
+@torch.no_grad()
+def scaled_uniform_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None) -> torch.Tensor:
+    """In place: ``weight`` [out, in] = gain * sqrt(max(1, out/in)) * Haar-orthogonal; returns it."""
+    if weight.dim() != 2:
+        raise DomainError(f"scaled_uniform_orthogonal_ needs a 2-D [out, in] weight, got shape "
+                          f"{tuple(weight.shape)}; use delta_orthogonal_ for convolutions.")
+    out_f, in_f = weight.shape
+    q = _haar_orthogonal(out_f, in_f, dtype=weight.dtype, device=weight.device, generator=generator)
+    weight.copy_(q * (gain * math.sqrt(max(1.0, out_f / in_f))))
+    return weight
+
+
+@torch.no_grad()
+def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None) -> torch.Tensor:
+    """In place: conv ``weight`` [out, in/groups, k1, ...] zero except a scaled orthogonal centre tap."""
+    if weight.dim() < 3:
+        raise DomainError(f"delta_orthogonal_ needs a convolution weight [out, in, *kernel], got "
+                          f"{tuple(weight.shape)}; use scaled_uniform_orthogonal_ for nn.Linear.")
+    kernel = weight.shape[2:]
+    if any(k % 2 == 0 for k in kernel):
+        raise DomainError(f"delta-orthogonal initialisation needs odd kernel sizes (a centre tap), got "
+                          f"{tuple(kernel)}; use an odd kernel size such as 3 or 5.")
+    weight.zero_()
+    centre = tuple(k // 2 for k in kernel)
+    scaled_uniform_orthogonal_(weight[(slice(None), slice(None)) + centre], gain, generator)
+    return weight
+
+
+@torch.no_grad()
+def kernel_preserving_init_(model: nn.Module, gain: float = 1.0, generator=None) -> nn.Module:
+    """Re-initialise every Linear (scaled-uniform orthogonal) and Conv1/2/3d (delta-orthogonal) in place.
+
+    Biases are set to zero.  Grouped convolutions are initialised per group.  Returns ``model``.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            scaled_uniform_orthogonal_(module.weight, gain, generator)
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            groups = module.groups
+            per = module.out_channels // groups
+            for g in range(groups):
+                delta_orthogonal_(module.weight[g * per:(g + 1) * per], gain, generator)
+        else:
+            continue
+        if module.bias is not None:
+            module.bias.zero_()
+    return model
+
+
+def per_location_normalize(x: torch.Tensor, dim: int = 1, eps: float = 0.0) -> torch.Tensor:
+    """Scale ``x`` so that at every location ||x||^2 over ``dim`` equals its size (q = 1), as DKS assumes."""
+    size = x.shape[dim]
+    norm = x.pow(2).sum(dim=dim, keepdim=True).add(eps).sqrt()
+    return x * (math.sqrt(size) / norm)
+
+
+class TransformedActivation(nn.Module):
+    """psi(x) = gamma * (phi(alpha * x + beta) + delta) for a torch callable phi (constants, not trained)."""
+
+    def __init__(self, phi, name: str, alpha: float, beta: float, gamma: float, delta: float):
+        super().__init__()
+        self.phi, self.name = phi, name
+        self.alpha, self.beta, self.gamma, self.delta = float(alpha), float(beta), float(gamma), float(delta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * (self.phi(self.alpha * x + self.beta) + self.delta)
+
+    def extra_repr(self) -> str:
+        return (f"{self.name}, alpha={self.alpha:.6g}, beta={self.beta:.6g}, gamma={self.gamma:.6g}, "
+                f"delta={self.delta:.6g}")

@@ -1,0 +1,281 @@
+"""A small, deterministic training loop for the verification experiments.
+
+:func:`train` runs ``steps`` optimiser steps of SGD, Adam or Rprop (full batch
+or seeded mini-batches), evaluates the *true network* on the training and
+held-out data every ``eval_every`` steps, and returns a :class:`TrainResult`
+with the curves.  A NaN or inf objective raises
+:class:`~symact.errors.TrainingDivergedError` naming the step, the value and what
+to try; nothing is clipped silently.
+
+The objective defaults to the output loss of ``model(x)``; a custom
+``objective(step, index, x, y)`` (for example :meth:`numeric.rai.RAI.objective`)
+replaces it while the recorded curves still measure the true network.
+
+>>> import torch
+>>> from numeric.train import train
+>>> torch.manual_seed(0) and None
+>>> model = torch.nn.Linear(1, 1)
+>>> x = torch.linspace(-1, 1, 8)[:, None]; y = (x[:, 0] > 0).long()
+>>> result = train(model, (x, y), loss="bce_logits", optimizer="adam", lr=0.1, steps=50)
+>>> result.train_loss[-1] < result.train_loss[0]
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+from symact.errors import DomainError, SymactError, TrainingDivergedError
+
+__all__ = ["TrainResult", "train", "build_mlp", "activation_module", "output_loss", "accuracy", "make_optimizer", "LOSSES", "OPTIMIZERS"]
+
+LOSSES = ("bce_prob", "bce_logits", "cross_entropy", "mse")
+OPTIMIZERS = ("sgd", "adam", "rprop")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Curves of one training run, evaluated on the true network.
+
+    ``steps[i]`` is the number of optimiser steps taken before the evaluation
+    that gave ``train_loss[i]`` etc. (so ``steps[0] == 0`` is the initial
+    network).  ``objective`` holds the optimised quantity at each step (equal
+    to the training loss for plain training with a full batch).  Held-out
+    curves are empty when there is no held-out data.
+    """
+
+    steps: tuple[int, ...]
+    train_loss: tuple[float, ...]
+    train_accuracy: tuple[float, ...]
+    test_loss: tuple[float, ...]
+    test_accuracy: tuple[float, ...]
+    objective: tuple[float, ...]
+    seconds: float
+
+    @property
+    def final_train_loss(self) -> float:
+        return self.train_loss[-1]
+
+    @property
+    def final_test_loss(self) -> float | None:
+        return self.test_loss[-1] if self.test_loss else None
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def __repr__(self) -> str:
+        test = f", test_loss={self.test_loss[-1]:.4g}" if self.test_loss else ""
+        return (
+            f"TrainResult(steps={self.steps[-1]}, train_loss={self.train_loss[0]:.4g}->"
+            f"{self.train_loss[-1]:.4g}{test}, {self.seconds:.2f}s)"
+        )
+
+
+def output_loss(output: Any, y: Any, loss: str) -> Any:
+    """Mean loss of network outputs against integer labels.
+
+    ``bce_prob``: outputs of shape (n, 1) are probabilities in (0, 1) (a sigmoid
+    output layer, as in the RAI seed); ``bce_logits``: (n, 1) logits;
+    ``cross_entropy``: (n, classes) logits; ``mse``: one-hot regression.
+    """
+    import torch.nn.functional as F
+
+    if loss == "bce_prob":
+        return F.binary_cross_entropy(output.reshape(-1), y.to(output.dtype))
+    if loss == "bce_logits":
+        return F.binary_cross_entropy_with_logits(output.reshape(-1), y.to(output.dtype))
+    if loss == "cross_entropy":
+        return F.cross_entropy(output, y)
+    if loss == "mse":
+        target = F.one_hot(y, output.shape[-1]).to(output.dtype) if output.shape[-1] > 1 else y.to(output.dtype)[:, None]
+        return F.mse_loss(output, target)
+    raise SymactError(f"Unknown loss {loss!r}; choose one of {LOSSES}.")
+
+
+def accuracy(output: Any, y: Any, loss: str) -> float:
+    """Fraction of correctly classified examples for the output convention of ``loss``."""
+    if output.shape[-1] == 1:
+        threshold = 0.5 if loss == "bce_prob" else 0.0
+        pred = (output.reshape(-1) > threshold).long()
+    else:
+        pred = output.argmax(-1)
+    return float((pred == y).double().mean())
+
+
+def make_optimizer(name: str, params: Any, lr: float, **options: Any) -> Any:
+    """``torch.optim`` optimiser by name: ``sgd`` (momentum option), ``adam``, ``rprop``."""
+    import torch
+
+    name = name.lower()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, **options)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, **options)
+    if name == "rprop":
+        return torch.optim.Rprop(params, lr=lr, **options)
+    raise SymactError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
+
+
+def _evaluate(model: Any, x: Any, y: Any, loss: str) -> tuple[float, float]:
+    import torch
+
+    with torch.no_grad():
+        out = model(x)
+        return float(output_loss(out, y, loss)), accuracy(out, y, loss)
+
+
+def train(
+    model: Any,
+    data: Sequence[Any],
+    *,
+    loss: str = "cross_entropy",
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    steps: int = 100,
+    batch_size: int | None = None,
+    seed: int = 0,
+    eval_every: int = 1,
+    optimizer_options: dict | None = None,
+    objective: Callable[[int, Any, Any, Any], Any] | None = None,
+    parameters: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` and return its curves (see the module docstring).
+
+    ``data`` is ``(x_train, y_train)`` or ``(x_train, y_train, x_test, y_test)``
+    (torch tensors on the model's device).  ``batch_size=None`` is full batch;
+    otherwise each step draws a batch of example indices from a permutation
+    seeded by ``seed`` (an epoch walks the whole permutation).  ``parameters``
+    defaults to ``model.parameters()``; ``progress(step, steps)`` is called after
+    every step (for progress bars).
+    """
+    import time
+
+    import torch
+
+    if loss not in LOSSES:
+        raise SymactError(f"Unknown loss {loss!r}; choose one of {LOSSES}.")
+    if steps < 0 or eval_every < 1:
+        raise DomainError(f"steps must be >= 0 and eval_every >= 1, got steps={steps}, eval_every={eval_every}.")
+    x, y = data[0], data[1]
+    x_test, y_test = (data[2], data[3]) if len(data) >= 4 else (None, None)
+    has_test = x_test is not None and len(x_test) > 0
+    n = len(x)
+    if batch_size is not None and not 0 < batch_size <= n:
+        raise DomainError(f"batch_size must lie in 1..{n} (or None for full batch), got {batch_size}.")
+    params = list(parameters if parameters is not None else model.parameters())
+    opt = make_optimizer(optimizer, params, lr, **(optimizer_options or {}))
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    full_index = torch.arange(n, device=x.device)
+
+    def default_objective(step: int, index: Any, xb: Any, yb: Any) -> Any:
+        return output_loss(model(xb), yb, loss)
+
+    objective_fn = objective or default_objective
+    rec = {k: [] for k in ("steps", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "objective")}
+
+    def record(step: int, objective_value: float) -> None:
+        tl, ta = _evaluate(model, x, y, loss)
+        rec["steps"].append(step)
+        rec["train_loss"].append(tl)
+        rec["train_accuracy"].append(ta)
+        rec["objective"].append(objective_value)
+        if has_test:
+            vl, va = _evaluate(model, x_test, y_test, loss)
+            rec["test_loss"].append(vl)
+            rec["test_accuracy"].append(va)
+
+    start = time.perf_counter()
+    order = None
+    cursor = n
+    last_objective = math.nan
+    for step in range(steps):
+        if batch_size is None:
+            index = full_index
+        else:
+            if cursor + batch_size > n:
+                order = torch.randperm(n, generator=generator).to(x.device)
+                cursor = 0
+            index = order[cursor : cursor + batch_size]
+            cursor += batch_size
+        opt.zero_grad(set_to_none=True)
+        value = objective_fn(step, index, x[index], y[index])
+        last_objective = float(value.detach())
+        if not math.isfinite(last_objective):
+            raise TrainingDivergedError(
+                f"Training diverged at step {step}: the objective became {last_objective} "
+                f"({optimizer}, lr={lr}). Try a smaller learning rate, another optimizer "
+                f"(rprop and adam are scale-free), or a shaped/normalised initialisation."
+            )
+        if step == 0:
+            record(0, last_objective)
+        value.backward()
+        opt.step()
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            record(step + 1, last_objective)
+        if progress is not None:
+            progress(step + 1, steps)
+    if steps == 0:
+        with torch.no_grad():
+            record(0, float(objective_fn(0, full_index, x, y)))
+    for value in rec["train_loss"]:
+        if not math.isfinite(value):
+            raise TrainingDivergedError(
+                f"Training diverged: the true network's training loss became {value} "
+                f"({optimizer}, lr={lr}). Try a smaller learning rate or another optimizer."
+            )
+    return TrainResult(
+        steps=tuple(rec["steps"]),
+        train_loss=tuple(rec["train_loss"]),
+        train_accuracy=tuple(rec["train_accuracy"]),
+        test_loss=tuple(rec["test_loss"]),
+        test_accuracy=tuple(rec["test_accuracy"]),
+        objective=tuple(rec["objective"]),
+        seconds=time.perf_counter() - start,
+    )
+
+
+_TORCH_ACTIVATIONS = {
+    "tanh": ("Tanh", {}),
+    "sigmoid": ("Sigmoid", {}),
+    "softplus": ("Softplus", {}),
+    "leaky_relu": ("LeakyReLU", {"negative_slope": 0.01}),
+    "relu": ("ReLU", {}),
+    "identity": ("Identity", {}),
+}
+
+
+def activation_module(name: str) -> Any:
+    """A fresh ``torch.nn`` activation module for a few catalogue names (tanh, sigmoid, softplus, leaky_relu, relu)."""
+    import torch.nn as nn
+
+    if name not in _TORCH_ACTIVATIONS:
+        raise SymactError(f"No built-in torch module for activation {name!r}; choose one of {sorted(_TORCH_ACTIVATIONS)}.")
+    cls, kwargs = _TORCH_ACTIVATIONS[name]
+    return getattr(nn, cls)(**kwargs)
+
+
+def build_mlp(in_features: int, width: int, hidden_layers: int, out_features: int, activation: str, *,
+              output_activation: str | None = None, dtype: Any = None, device: Any = None) -> Any:
+    """``nn.Sequential`` MLP with ``hidden_layers`` hidden layers (so ``hidden_layers + 1`` linear layers).
+
+    ``build_mlp(2, 100, 100, 1, "sigmoid", output_activation="sigmoid")`` is the RAI
+    seed's (2, 100, ..., 100, 1) network with 101 linear layers.  Weights use
+    torch's default ``nn.Linear`` initialisation (the "standard init" arm); seed
+    torch before calling for reproducibility.
+    """
+    import torch.nn as nn
+
+    if hidden_layers < 0 or width < 1:
+        raise DomainError(f"build_mlp needs hidden_layers >= 0 and width >= 1, got {hidden_layers}, {width}.")
+    layers: list = []
+    fan_in = in_features
+    for _ in range(hidden_layers):
+        layers += [nn.Linear(fan_in, width, dtype=dtype, device=device), activation_module(activation)]
+        fan_in = width
+    layers.append(nn.Linear(fan_in, out_features, dtype=dtype, device=device))
+    if output_activation is not None:
+        layers.append(activation_module(output_activation))
+    return nn.Sequential(*layers)

@@ -1,0 +1,180 @@
+"""The symact command line, through subprocess, with --json on every subcommand."""
+
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def symact(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "analysis.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=300)
+
+
+def _has(module, attr):
+    try:
+        return hasattr(importlib.import_module(module), attr)
+    except ImportError:
+        return False
+
+
+def test_help_lists_every_subcommand_and_exit_codes():
+    out = symact("--help")
+    assert out.returncode == 0
+    for cmd in ("derive", "maps", "shape", "codegen", "verify"):
+        assert cmd in out.stdout
+    assert "Exit codes" in out.stdout
+
+
+def test_derive_json_gives_the_exact_derivative_and_properties():
+    import sympy
+
+    out = symact("derive", "tanh", "--json")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    x = sympy.Symbol("x", real=True)
+    d1 = sympy.sympify(payload["derivatives"][0]["expr"], locals={"x": x})
+    d2 = sympy.sympify(payload["derivatives"][1]["expr"], locals={"x": x})
+    assert sympy.simplify(d1 - (1 - sympy.tanh(x) ** 2)) == 0
+    assert sympy.simplify(d2 - sympy.diff(sympy.tanh(x), x, 2)) == 0
+    assert payload["properties"]["odd"] is True and payload["properties"]["bounded_above"] is True
+    assert "tanh" in payload["latex"]
+    text = symact("derive", "tanh")
+    assert text.returncode == 0 and "1 - tanh(x)**2" in text.stdout
+
+
+def test_derive_bad_formula_exits_2_without_traceback():
+    out = symact("derive", "x +* 2", "--json")
+    assert out.returncode == 2 and json.loads(out.stdout)["error"] and "Traceback" not in out.stderr
+
+
+def test_maps_json_matches_closed_forms_and_quadrature():
+    import mpmath
+
+    relu = json.loads(symact("maps", "relu", "--q", "1", "4", "--c", "0", "--json").stdout)
+    vals = {(v["map"], v["at"]): v for v in relu["values"]}
+    # ReLU: Q(q) = q/2; C(0) = 1/pi (arc-cosine kernel normalised by Q(1)).
+    assert float(vals[("Q", 4.0)]["value"]) == pytest.approx(2.0, rel=1e-14)
+    assert float(vals[("C", 0.0)]["value"]) == pytest.approx(1 / math.pi, rel=1e-14)
+    tanh = json.loads(symact("maps", "tanh", "--dps", "20", "--q", "1", "--c", "1", "--json").stdout)
+    mpmath.mp.dps = 30
+    q1 = mpmath.quad(lambda z: mpmath.tanh(z) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf])
+    slope = mpmath.quad(lambda z: (1 - mpmath.tanh(z) ** 2) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf]) / q1
+    assert float(tanh["values"][0]["value"]) == pytest.approx(float(q1), rel=1e-14)
+    assert float(tanh["c_map_slope_at_1"]) == pytest.approx(float(slope), rel=1e-12)
+
+
+def test_codegen_writes_a_module_matching_torch(tmp_path):
+    import importlib.util
+
+    import torch
+
+    path = tmp_path / "gelu_mod.py"
+    out = symact("codegen", "gelu", "-o", str(path), "--class-name", "MyGELU", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["path"] == str(path)
+    spec = importlib.util.spec_from_file_location("gelu_mod", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x = torch.linspace(-6, 6, 101, dtype=torch.float64)
+    torch.testing.assert_close(mod.MyGELU()(x), torch.nn.functional.gelu(x), rtol=1e-12, atol=1e-14)
+
+
+def test_shape_json_or_a_clear_message_when_graphs_are_missing():
+    out = symact("shape", "tanh", "--graph", "mlp:10", "--method", "dks", "--json")
+    if not _has("graphs", "mlp"):
+        assert out.returncode == 2 and "graphs.mlp" in json.loads(out.stdout)["message"]
+        return
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert len(payload["layers"]) == 10
+    residuals = [abs(float(v)) for row in payload["layers"] for v in row["residuals"].values()]
+    assert max(residuals) < 1e-10
+
+
+def test_shape_rejects_a_bad_graph_spec():
+    out = symact("shape", "tanh", "--graph", "lstm:3", "--json")
+    assert out.returncode == 2 and "--graph" in json.loads(out.stdout)["message"]
+
+
+def test_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path):
+    out = symact("verify", "--workers", "0", "--out", str(tmp_path), "--no-progress")
+    assert out.returncode == 2
+    assert "workers must be >= 1" in out.stderr and "Traceback" not in out.stderr
+    out = symact("verify", "--level", "tiny", "--only", "nothing-matches", "--out", str(tmp_path), "--json")
+    assert out.returncode == 2 and "No jobs match" in json.loads(out.stdout)["message"]
+
+
+def test_verify_reduced_suite_end_to_end_then_resume(tmp_path):
+    out_dir = tmp_path / "run"
+    out = symact("verify", "--level", "tiny", "--out", str(out_dir), "--json")
+    payload = json.loads(out.stdout)
+    # Exit code 1 exactly when a verdict failed or a job failed.
+    failed = any(r["verdict"] == "fail" for r in payload["summary"]) or payload["failed_jobs"]
+    assert out.returncode == (1 if failed else 0), out.stderr
+    records = [json.loads(line) for line in open(out_dir / "records.jsonl")]
+    assert len(records) == payload["jobs"] == payload["ran"]
+    ok = [r for r in records if r["status"] == "ok"]
+    assert {r["experiment"] for r in ok} >= {"rai_init", "rai_train", "deep_vanilla", "kernel_check"}
+    for r in ok:
+        if r["experiment"] == "deep_vanilla":
+            assert isinstance(r["result"]["final_train_loss"], float) and r["result"]["curve"]["train_loss"]
+    # Unavailable arms say why instead of showing numbers.
+    for r in records:
+        if r["status"] == "unavailable":
+            assert r["error"] and not r["result"]
+    report = (out_dir / "report.md").read_text()
+    assert "| prediction |" not in report or "verdict" in report
+    assert "RAI loss at initialisation equals the plain loss" in report and "PASS" in report
+    pngs = sorted(p.name for p in out_dir.glob("*.png"))
+    assert {"rai_training.png", "c_map_collapse_tanh_64.png"} <= set(pngs)
+    assert "deep_vanilla_tanh_4_moons_adam.png" in pngs
+    for p in pngs:
+        assert (out_dir / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({p})" in report
+    # Measured numbers are in the summary: the RAI init claim measured |RAI - plain| <= 1e-12.
+    init_rows = [r for r in payload["summary"] if r["prediction"].startswith("RAI loss at init")]
+    assert init_rows and all(r["measured"] <= 1e-12 and r["verdict"] == "pass" for r in init_rows)
+    # Re-running recomputes nothing that finished: only the unavailable/failed jobs run again.
+    again = json.loads(symact("verify", "--level", "tiny", "--out", str(out_dir), "--json").stdout)
+    assert again["skipped"] == len(ok) and again["ran"] == len(records) - len(ok)
+
+
+MODEL_FILE = """
+import torch
+class Model(torch.nn.Sequential):
+    def __init__(self):
+        super().__init__(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
+                         torch.nn.Linear(8, 2))
+def example_input():
+    return torch.zeros(1, 4)
+"""
+
+
+@pytest.mark.skipif(not _has("graphs", "from_torch"), reason="needs graphs.from_torch")
+def test_shape_of_a_user_module_equals_the_hand_built_mlp(tmp_path):
+    path = tmp_path / "net.py"
+    path.write_text(MODEL_FILE)
+    user = json.loads(symact("shape", "tanh", "--graph", f"{path}:Model", "--json").stdout)
+    mlp = json.loads(symact("shape", "tanh", "--graph", "mlp:2", "--json").stdout)
+    assert len(user["layers"]) == len(mlp["layers"]) == 2
+    for a, b in zip(user["layers"], mlp["layers"]):
+        for k in ("alpha", "beta", "gamma", "delta"):
+            assert a[k] == pytest.approx(b[k], rel=1e-10)
+
+
+@pytest.mark.skipif(not _has("graphs", "resnet"), reason="needs graphs.resnet")
+def test_shape_resnet_spec_with_list_values():
+    out = symact("shape", "tanh", "--graph", "resnet:blocks=[1,1],block=basic", "--method", "dks", "--json")
+    assert out.returncode == 0, out.stderr
+    layers = json.loads(out.stdout)["layers"]
+    assert len(layers) >= 4
+    assert max(abs(float(v)) for row in layers for v in row["residuals"].values()) < 1e-10
+    bad = symact("shape", "tanh", "--graph", "resnet:blocks=[1,", "--json")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

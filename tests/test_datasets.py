@@ -1,0 +1,85 @@
+"""numeric.datasets: make_moons matches scikit-learn; digits loads or says what to install."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from numeric.datasets import Dataset, dataset, digits, load_digits, make_moons, moons, split
+from symact.errors import DomainError, SymactError
+
+
+@pytest.mark.parametrize("n, noise, seed", [(100, 0.1, 0), (101, 0.3, 7), (7, None, 3), (1000, 0.2, 123)])
+def test_make_moons_identical_to_sklearn(n, noise, seed):
+    sk = pytest.importorskip("sklearn.datasets")
+    x, y = make_moons(n, noise=noise, seed=seed)
+    xs, ys = sk.make_moons(n, noise=noise, random_state=seed)
+    np.testing.assert_array_equal(x, xs)
+    np.testing.assert_array_equal(y, ys)
+
+
+def test_make_moons_unshuffled_points_lie_on_the_two_half_circles():
+    x, y = make_moons(51, seed=0, shuffle=False)
+    outer, inner = x[y == 0], x[y == 1]
+    assert len(outer) == 25 and len(inner) == 26  # n // 2 on the outer moon
+    np.testing.assert_allclose(np.hypot(outer[:, 0], outer[:, 1]), 1.0, atol=1e-15)
+    assert (outer[:, 1] >= -1e-15).all()  # upper half circle
+    np.testing.assert_allclose(np.hypot(inner[:, 0] - 1.0, inner[:, 1] - 0.5), 1.0, atol=1e-15)
+    assert (inner[:, 1] <= 0.5 + 1e-15).all()  # lower half circle
+
+
+def test_make_moons_noise_has_the_requested_scale_and_is_seeded():
+    clean, yc = make_moons(4000, seed=5, noise=None)
+    noisy, yn = make_moons(4000, seed=5, noise=0.1)
+    # Same permutation (drawn first), then Gaussian noise of standard deviation 0.1.
+    np.testing.assert_array_equal(yc, yn)
+    assert abs(np.std(noisy - clean) - 0.1) < 0.005
+    np.testing.assert_array_equal(make_moons(100, noise=0.1, seed=5)[0], make_moons(100, noise=0.1, seed=5)[0])
+    assert not np.array_equal(make_moons(100, noise=0.1, seed=5)[0], make_moons(100, noise=0.1, seed=6)[0])
+
+
+def test_bad_moons_arguments_raise_clear_errors():
+    with pytest.raises(DomainError, match="positive integer"):
+        make_moons(0)
+    with pytest.raises(DomainError, match="standard deviation"):
+        make_moons(10, noise=-1)
+
+
+def test_split_is_a_deterministic_partition():
+    x = np.arange(20.0)[:, None]
+    y = np.arange(20)
+    a = split(x, y, test_fraction=0.25, seed=1)
+    b = split(x, y, test_fraction=0.25, seed=1)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert len(a[0]) == 15 and len(a[2]) == 5
+    assert sorted(np.concatenate([a[1], a[3]]).tolist()) == list(range(20))
+
+
+def test_moons_dataset_seed_setting_and_held_out_split():
+    d = moons()
+    assert (d.n_train, d.n_test, d.n_features, d.n_classes) == (100, 0, 2, 2)
+    big = moons(1000, test_fraction=0.5)
+    assert (big.n_train, big.n_test) == (500, 500)
+    assert "moons" in repr(big)
+    assert dataset({"name": "moons", "n_samples": 10}).n_train == 10
+    with pytest.raises(SymactError, match="Unknown data set"):
+        dataset("mnist")
+
+
+def test_digits_matches_the_published_shape():
+    pytest.importorskip("sklearn")
+    x, y = load_digits()
+    # UCI optdigits as shipped by scikit-learn: 1797 images of 8x8 pixels, intensities 0..16, 10 classes.
+    assert x.shape == (1797, 64) and y.shape == (1797,)
+    assert x.min() == 0 and x.max() == 16
+    assert sorted(set(y.tolist())) == list(range(10))
+    d = digits(seed=0)
+    assert isinstance(d, Dataset) and d.n_train + d.n_test == 1797 and d.x_train.max() <= 1.0
+    assert digits(n_samples=100).n_train == 70
+
+
+def test_digits_without_scikit_learn_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import now fails
+    with pytest.raises(SymactError, match=r"symact\[verify\]"):
+        load_digits()

@@ -1,0 +1,85 @@
+"""Kernel-preserving initialisers: exact q preservation (fan-out >= fan-in), layout, delta taps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from numeric.initializers import (
+    delta_orthogonal_,
+    kernel_preserving_init_,
+    per_location_normalize,
+    scaled_uniform_orthogonal_,
+)
+from symact.errors import DomainError
+
+
+@pytest.mark.parametrize("out_f,in_f", [(64, 64), (96, 32), (33, 7)])
+def test_linear_preserves_q_exactly_when_fan_out_at_least_fan_in(out_f, in_f):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(in_f, out_f, dtype=torch.float64)
+    kernel_preserving_init_(lin)
+    w = lin.weight
+    assert w.shape == (out_f, in_f)  # nn.Linear layout [out, in]
+    # W^T W = (out/in) I exactly
+    torch.testing.assert_close(w.T @ w, torch.eye(in_f, dtype=torch.float64) * out_f / in_f, atol=1e-12, rtol=0)
+    x = torch.randn(10, in_f, dtype=torch.float64)
+    q_in = (x ** 2).sum(1) / in_f
+    q_out = (lin(x) ** 2).sum(1) / out_f
+    torch.testing.assert_close(q_out, q_in, atol=0, rtol=1e-12)
+    assert torch.count_nonzero(lin.bias) == 0
+
+
+def test_linear_fan_in_larger_has_orthonormal_rows_and_preserves_q_on_average():
+    torch.manual_seed(1)
+    w = scaled_uniform_orthogonal_(torch.empty(16, 256, dtype=torch.float64))
+    torch.testing.assert_close(w @ w.T, torch.eye(16, dtype=torch.float64), atol=1e-12, rtol=0)
+    x = torch.randn(4000, 256, dtype=torch.float64)
+    ratio = ((x @ w.T) ** 2).sum(1) / 16 / ((x ** 2).sum(1) / 256)
+    assert abs(ratio.mean().item() - 1) < 0.03  # E = 1; std of the mean ~ sqrt(2/16)/sqrt(4000)
+
+
+def test_haar_distribution_is_not_sign_biased():
+    # QR without the sign fix gives a positive diagonal of R, i.e. a biased first column sign.
+    torch.manual_seed(2)
+    signs = [scaled_uniform_orthogonal_(torch.empty(3, 3))[0, 0].sign().item() for _ in range(200)]
+    assert abs(sum(signs)) < 60  # binomial(200, 1/2): std 14
+
+
+def test_delta_orthogonal_conv_acts_like_dense_layer_per_location():
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(8, 24, kernel_size=3, padding=1, dtype=torch.float64)
+    kernel_preserving_init_(conv)
+    w = conv.weight
+    centre = w[:, :, 1, 1]
+    mask = torch.ones_like(w, dtype=torch.bool)
+    mask[:, :, 1, 1] = False
+    assert torch.count_nonzero(w[mask]) == 0
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
+    y = conv(x)
+    torch.testing.assert_close(y, torch.einsum("oi,bihw->bohw", centre, x), atol=1e-12, rtol=0)
+    torch.testing.assert_close((y ** 2).sum(1) / 24, (x ** 2).sum(1) / 8, atol=0, rtol=1e-12)
+
+
+def test_even_kernel_and_wrong_shapes_are_rejected():
+    with pytest.raises(DomainError, match="odd kernel"):
+        delta_orthogonal_(torch.empty(4, 4, 2, 2))
+    with pytest.raises(DomainError, match="2-D"):
+        scaled_uniform_orthogonal_(torch.empty(4, 4, 3))
+
+
+def test_per_location_normalize_sets_q_to_one():
+    x = torch.randn(3, 5, 4, 4, dtype=torch.float64)
+    y = per_location_normalize(x)
+    torch.testing.assert_close((y ** 2).sum(1) / 5, torch.ones(3, 4, 4, dtype=torch.float64))
+
+
+def test_dtype_and_device_follow_the_weight():
+    w = scaled_uniform_orthogonal_(torch.empty(6, 3, dtype=torch.float32))
+    assert w.dtype == torch.float32
+    g = torch.Generator().manual_seed(5)
+    a = scaled_uniform_orthogonal_(torch.empty(6, 3), generator=g)
+    g2 = torch.Generator().manual_seed(5)
+    b = scaled_uniform_orthogonal_(torch.empty(6, 3), generator=g2)
+    assert torch.equal(a, b)

@@ -1,0 +1,118 @@
+"""numeric.train: deterministic loop, true-network curves, clear divergence errors."""
+
+import math
+
+import pytest
+import torch
+
+from numeric.train import build_mlp, output_loss, train
+from symact.errors import DomainError, SymactError, TrainingDivergedError
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: one thread avoids oversubscription on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return x, y
+
+
+@pytest.mark.parametrize("optimizer, lr, batch", [("sgd", 0.5, 16), ("adam", 0.05, 16), ("rprop", 0.01, None)])
+def test_each_optimizer_reduces_the_loss(optimizer, lr, batch):
+    x, y = _data()
+    torch.manual_seed(0)
+    model = build_mlp(2, 8, 1, 2, "tanh")
+    res = train(model, (x, y, x[:8], y[:8]), optimizer=optimizer, lr=lr, steps=60, batch_size=batch)
+    assert res.train_loss[-1] < 0.6 * res.train_loss[0]
+    assert res.steps[0] == 0 and res.steps[-1] == 60
+    assert len(res.test_loss) == len(res.train_loss)
+    assert res.train_accuracy[-1] > 0.8
+
+
+def test_full_batch_rprop_matches_a_hand_written_torch_loop():
+    x, y = _data()
+    torch.manual_seed(3)
+    model = build_mlp(2, 5, 2, 2, "sigmoid")
+    reference = build_mlp(2, 5, 2, 2, "sigmoid")
+    reference.load_state_dict(model.state_dict())
+    res = train(model, (x, y), optimizer="rprop", lr=0.1, steps=25)
+    opt = torch.optim.Rprop(reference.parameters(), lr=0.1)
+    for _ in range(25):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(reference(x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        expected = float(torch.nn.functional.cross_entropy(reference(x), y))
+    assert res.train_loss[-1] == pytest.approx(expected, rel=1e-6)
+
+
+def test_training_is_deterministic_for_a_seed():
+    x, y = _data()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = build_mlp(2, 6, 2, 2, "softplus")
+        runs.append(train(model, (x, y), optimizer="adam", lr=0.01, steps=20, batch_size=10, seed=4).train_loss)
+    assert runs[0] == runs[1]
+
+
+def test_mini_batches_visit_every_example_once_per_epoch():
+    x, y = _data(30)
+    seen = []
+
+    def objective(step, index, xb, yb):
+        seen.append(index.tolist())
+        assert torch.equal(xb, x[index])
+        return output_loss(model(xb), yb, "cross_entropy")
+
+    model = build_mlp(2, 4, 1, 2, "tanh")
+    train(model, (x, y), steps=3, batch_size=10, objective=objective)
+    assert sorted(sum(seen, [])) == list(range(30))
+
+
+def test_divergence_raises_with_the_step_and_what_to_try():
+    x, y = _data()
+    model = torch.nn.Linear(2, 2)
+
+    def objective(step, index, xb, yb):
+        return model(xb).sum() * (math.inf if step == 3 else 1.0)
+
+    with pytest.raises(TrainingDivergedError, match=r"step 3.*inf.*smaller learning rate"):
+        train(model, (x, y), steps=10, objective=objective)
+
+
+def test_output_losses_follow_their_conventions():
+    y = torch.tensor([0, 1, 1])
+    p = torch.tensor([[0.2], [0.7], [0.9]])
+    expected = -(math.log(0.8) + math.log(0.7) + math.log(0.9)) / 3
+    assert float(output_loss(p, y, "bce_prob")) == pytest.approx(expected, rel=1e-6)
+    assert float(output_loss(torch.logit(p), y, "bce_logits")) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(SymactError, match="Unknown loss"):
+        output_loss(p, y, "hinge")
+
+
+def test_bad_arguments_raise_clear_errors():
+    x, y = _data(8)
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(DomainError, match="batch_size"):
+        train(model, (x, y), steps=1, batch_size=9)
+    with pytest.raises(SymactError, match="Unknown optimizer"):
+        train(model, (x, y), steps=1, optimizer="lbfgs")
+
+
+def test_build_mlp_counts_linear_layers_like_the_rai_seed():
+    model = build_mlp(2, 100, 100, 1, "sigmoid", output_activation="sigmoid")
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 101
+    assert (linears[0].in_features, linears[-1].out_features) == (2, 1)
+    assert isinstance(model[-1], torch.nn.Sigmoid)

@@ -1,0 +1,133 @@
+"""Kernel conditions of psi = gamma*(phi(alpha x + beta) + delta) and their (alpha, beta) derivatives.
+
+References used here are independent of the code under test: closed forms (affine and quadratic
+phi, where every expectation is a polynomial moment), mpmath.diff finite differences at 40
+digits, and adaptive tanh-sinh quadrature (gaussian_expectation_mp) instead of the composite
+Gauss-Legendre rule the module uses internally.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import pytest
+import sympy
+
+from analysis.transform_conditions import (
+    activation_functions,
+    gaussian_expectation_mp,
+    transform_conditions,
+)
+
+x = sympy.Symbol("x", real=True)
+M = mpmath.mpf
+SELU = sympy.Float("1.0507009873554804934193349852946", 40) * sympy.Piecewise(
+    (x, x > 0), (sympy.Float("1.6732632423543772848170429916717", 40) * (sympy.exp(x) - 1), True))
+ELU = sympy.Piecewise((x, x > 0), (sympy.exp(x) - 1, True))
+SMOOTH = {"tanh": sympy.tanh(x), "softplus": sympy.log(1 + sympy.exp(x)),
+          "gelu": x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2}
+ALL = {**SMOOTH, "selu": SELU, "elu": ELU}
+NAMES = ("q_value", "q_slope", "c_at_0", "c_slope", "c_curvature")
+
+
+@pytest.fixture(autouse=True)
+def _forty_digits():
+    """Test-side arithmetic (references, decimal inputs) at 40 digits; restored afterwards."""
+    with mpmath.workdps(40):
+        yield
+
+
+def test_quadratic_closed_form():
+    # phi = x^2: phi(a z + b) = a^2 z^2 + 2ab z + b^2, so every moment is polynomial.
+    a, b, g, d = M("0.7"), M("0.3"), M("1.3"), M("-0.2")
+    tc = transform_conditions(x ** 2, a, b, g, d, dps=30)
+    c0 = a * a + b * b + d  # E[phi] + delta
+    # E[(phi+delta)^2] = Var(phi) + c0^2 with Var = 2a^4 + 4a^2 b^2
+    s = 2 * a ** 4 + 4 * a ** 2 * b ** 2 + c0 ** 2
+    # Q(q) = g^2 E[(q a^2 z^2 + 2 sqrt(q) a b z + b^2 + d)^2] = g^2 (3q^2a^4 + 4qa^2b^2 + 2qa^2(b^2+d) + (b^2+d)^2)
+    q_slope = g * g * (6 * a ** 4 + 4 * a ** 2 * b ** 2 + 2 * a ** 2 * (b * b + d))
+    with mpmath.workdps(30):
+        assert abs(tc.values.q_value - g * g * s) < M(10) ** -28
+        assert abs(tc.values.q_slope - q_slope) < M(10) ** -28
+        assert abs(tc.values.c_at_0 - c0 ** 2 / s) < M(10) ** -28
+        # E[psi'^2]/Q(1) = a^2 E[(2(a z + b))^2] / s
+        assert abs(tc.values.c_slope - a * a * 4 * (a * a + b * b) / s) < M(10) ** -28
+        assert abs(tc.values.c_curvature - a ** 4 * 4 / s) < M(10) ** -28
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_float64_agrees_with_mpmath(name):
+    args = (0.43, 0.61, 1.7, -0.3)
+    f64 = transform_conditions(ALL[name], *args)
+    mp = transform_conditions(ALL[name], *(M(v) for v in args), dps=30)
+    for cs64, csmp in ((f64.values, mp.values), (f64.d_alpha, mp.d_alpha), (f64.d_beta, mp.d_beta)):
+        for k in NAMES:
+            a, b = getattr(cs64, k), getattr(csmp, k)
+            if name == "selu" and k == "c_curvature":
+                assert math.isinf(f64.values.c_curvature) and mpmath.isinf(mp.values.c_curvature)
+                continue
+            assert abs(a - float(b)) <= 1e-13 * max(1.0, abs(float(b))), (name, k, a, b)
+
+
+@pytest.mark.parametrize("name", ["tanh", "selu"])
+def test_values_against_adaptive_quadrature(name):
+    """Q(1), C(0), C'(1) against tanh-sinh quadrature of the defining integrals at 35 digits."""
+    a, b, g, d = M("0.43"), M("0.61"), M("1.7"), M("-0.3")
+    tc = transform_conditions(ALL[name], a, b, g, d, dps=30)
+    funcs = activation_functions(ALL[name])
+    phi, dphi, _ = funcs.mp_funcs
+    with mpmath.workdps(40):
+        e2 = gaussian_expectation_mp(lambda u: (phi(u) + d) ** 2, 35, funcs.kinks, b, a)
+        e1 = gaussian_expectation_mp(lambda u: phi(u) + d, 35, funcs.kinks, b, a)
+        ed = gaussian_expectation_mp(lambda u: dphi(u) ** 2, 35, funcs.kinks, b, a)
+        # Q'(1) by its other form, E[psi'(z)^2 + psi(z) psi''(z)] is unusable with kinks; use
+        # d/dq of q -> E[psi(sqrt(q) z)^2] by central differences of adaptive quadratures.
+        def q_of(q):
+            return g * g * gaussian_expectation_mp(lambda u: (phi(u) + d) ** 2, 35, funcs.kinks, b, a * mpmath.sqrt(q))
+        q_slope = (q_of(1 + M(10) ** -12) - q_of(1 - M(10) ** -12)) / (2 * M(10) ** -12)
+    assert abs(tc.values.q_value - g * g * e2) < M(10) ** -28
+    assert abs(tc.values.c_at_0 - e1 ** 2 / e2) < M(10) ** -28
+    assert abs(tc.values.c_slope - a * a * ed / e2) < M(10) ** -28
+    assert abs(tc.values.q_slope - q_slope) < M(10) ** -20
+
+
+@pytest.mark.parametrize("name", ["tanh", "selu", "elu"])
+def test_derivatives_match_finite_differences(name):
+    """Exact d/d alpha, d/d beta (density differentiated under the integral) vs central differences.
+
+    Step h = 1e-9 at 30 digits: truncation ~h^2 * (third derivative) ~ 1e-18, rounding ~1e-21.
+    """
+    a, b, g, d = M("0.43"), M("-0.21"), M("1.7"), M("0.3")
+    tc = transform_conditions(ALL[name], a, b, g, d, dps=30)
+    h = M(10) ** -9
+    plus_a, minus_a, plus_b, minus_b = (
+        transform_conditions(ALL[name], al, be, g, d, dps=30).values
+        for al, be in ((a + h, b), (a - h, b), (a, b + h), (a, b - h)))
+    for k in NAMES:
+        if name == "selu" and k == "c_curvature":
+            continue
+        da = (getattr(plus_a, k) - getattr(minus_a, k)) / (2 * h)
+        db = (getattr(plus_b, k) - getattr(minus_b, k)) / (2 * h)
+        assert abs(getattr(tc.d_alpha, k) - da) < M(10) ** -15, (name, k)
+        assert abs(getattr(tc.d_beta, k) - db) < M(10) ** -15, (name, k)
+
+
+def test_reflection_of_alpha_leaves_conditions():
+    pos = transform_conditions(SMOOTH["softplus"], 0.8, 0.2, 1.1, -0.5)
+    neg = transform_conditions(SMOOTH["softplus"], -0.8, 0.2, 1.1, -0.5)
+    for k in NAMES:
+        assert getattr(pos.values, k) == pytest.approx(getattr(neg.values, k), rel=1e-15)
+        assert getattr(pos.d_alpha, k) == pytest.approx(-getattr(neg.d_alpha, k), rel=1e-12, abs=1e-15)
+
+
+def test_symmetry_and_jumps_detected():
+    assert activation_functions(sympy.tanh(x)).odd_offset == 0
+    assert activation_functions(1 / (1 + sympy.exp(-x))).odd_offset == pytest.approx(1.0)
+    assert activation_functions(ELU).odd_offset is None
+    selu = activation_functions(SELU)
+    assert selu.kinks == (0.0,) and selu.slope_jumps and not selu.value_jumps
+    elu = activation_functions(ELU)
+    assert not elu.slope_jumps  # elu with alpha = 1 is C^1: C''(1) finite
+    step = activation_functions(sympy.Heaviside(x))
+    assert step.value_jumps

@@ -1,0 +1,195 @@
+"""analysis.verify / records / report: resumable suite runner, records on disk, report with plots."""
+
+import json
+import os
+
+import pytest
+
+from analysis.records import Claim, Job, Record, RecordStore
+from analysis.verify import run_job, run_suite, suite_jobs
+from symact.errors import SymactError
+
+HERE = __name__  # jobs below are referenced as "<this module>:<function>", importable by worker processes
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: one thread avoids oversubscription on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _log(spec, name):
+    with open(os.path.join(spec["dir"], "calls.log"), "a") as fh:
+        fh.write(name + "\n")
+
+
+def square_job(spec, *, device="cpu", progress=None):
+    _log(spec, f"square{spec['value']}")
+    for i in range(3):
+        if progress:
+            progress(i + 1, 3)
+    v = spec["value"] ** 2
+    return {"square": v, "claims": [Claim(f"{spec['value']}^2 is even", v, "v % 2 == 0", v % 2 == 0)]}
+
+
+def flaky_job(spec, *, device="cpu", progress=None):
+    """Fails on purpose the first time it runs in a folder, works afterwards."""
+    _log(spec, "flaky")
+    marker = os.path.join(spec["dir"], "flaky.marker")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("failing on purpose midway through the suite")
+    return {"fixed": True}
+
+
+def interrupting_job(spec, *, device="cpu", progress=None):
+    """Behaves like Ctrl-C the first time."""
+    _log(spec, "interrupt")
+    marker = os.path.join(spec["dir"], "interrupt.marker")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise KeyboardInterrupt
+    return {"resumed": True}
+
+
+def _calls(d):
+    with open(os.path.join(d, "calls.log")) as fh:
+        return fh.read().split()
+
+
+def test_job_ids_are_stable_and_records_round_trip(tmp_path):
+    job = Job("x:y", {"a": 1, "b": [1, 2]})
+    assert job.id == Job("x:y", {"b": [1, 2], "a": 1}).id != Job("x:y", {"a": 2}).id
+    rec = Record(job, "ok", {"v": float("nan"), "t": (1, 2)}, (Claim("p", 1.5, "< 2", True),), "", 0.1)
+    store = RecordStore(tmp_path)
+    store.append(rec)
+    with open(store.path, "a") as fh:
+        fh.write('{"id": "torn-by-a-kill", "stat')  # a line cut short by a crash mid-write
+    (back,) = store.records()
+    assert back.job == job and back.result == {"v": "nan", "t": [1, 2]}
+    assert back.claims[0].verdict == "pass" and back.claims[0].measured == 1.5
+    assert store.finished_ids() == {job.id}
+
+
+def test_a_failing_job_is_recorded_and_rerun_recomputes_only_it(tmp_path):
+    d = str(tmp_path)
+    jobs = [Job(f"{HERE}:square_job", {"value": 2, "dir": d}), Job(f"{HERE}:flaky_job", {"dir": d}),
+            Job(f"{HERE}:square_job", {"value": 3, "dir": d})]
+    first = run_suite(jobs, tmp_path / "out", progress=False)
+    assert [r.status for r in first.records] == ["ok", "failed", "ok"]  # the suite went on after the failure
+    assert "failing on purpose" in first.records[1].error
+    assert len(first.failed_jobs) == 1 and os.path.exists(first.report_path)
+    second = run_suite(jobs, tmp_path / "out", progress=False)
+    assert [r.status for r in second.records] == ["ok", "ok", "ok"]
+    assert second.ran == (jobs[1].id,) and set(second.skipped) == {jobs[0].id, jobs[2].id}
+    assert _calls(d) == ["square2", "flaky", "square3", "flaky"]  # nothing finished was recomputed
+    # The claim of value 3 (9 is odd) fails and is reported as failing.
+    assert [row["verdict"] for row in second.summary] == ["pass", "fail"]
+    lines = [json.loads(x) for x in open(os.path.join(tmp_path / "out", "records.jsonl"))]
+    assert len(lines) == 4 and lines[0]["result"]["square"] == 4
+
+
+def test_ctrl_c_keeps_finished_records_and_resuming_skips_them(tmp_path):
+    d = str(tmp_path)
+    jobs = [Job(f"{HERE}:square_job", {"value": 4, "dir": d}), Job(f"{HERE}:interrupting_job", {"dir": d}),
+            Job(f"{HERE}:square_job", {"value": 5, "dir": d})]
+    first = run_suite(jobs, tmp_path / "out", progress=False)
+    assert first.interrupted and first.report_path is None
+    assert [r.job.id for r in first.records] == [jobs[0].id]
+    second = run_suite(jobs, tmp_path / "out", progress=False)
+    assert not second.interrupted and [r.status for r in second.records] == ["ok", "ok", "ok"]
+    assert _calls(d) == ["square4", "interrupt", "interrupt", "square5"]
+
+
+def test_process_pool_gives_the_same_records_as_sequential(tmp_path):
+    d = str(tmp_path)
+    jobs = [Job(f"{HERE}:square_job", {"value": v, "dir": d}) for v in range(4)]
+    seq = run_suite(jobs, tmp_path / "seq", progress=False, report=False)
+    par = run_suite(jobs, tmp_path / "par", workers=2, progress=True, report=False)
+    assert [r.result for r in seq.records] == [r.result for r in par.records] == [{"square": v * v} for v in range(4)]
+
+
+def test_run_job_never_raises_on_errors_and_names_unknown_experiments():
+    rec = run_job(Job("no_such_experiment", {}))
+    assert rec["status"] == "failed" and "Unknown experiment" in rec["error"]
+
+
+def test_bad_suite_arguments_raise_clear_errors(tmp_path):
+    with pytest.raises(SymactError, match="workers"):
+        run_suite([], tmp_path, workers=0)
+    with pytest.raises(SymactError, match="device"):
+        run_suite([], tmp_path, device="tpu")
+    with pytest.raises(SymactError, match="level"):
+        suite_jobs("huge")
+
+
+def test_suites_are_deterministic_and_quick_covers_the_acceptance_claims():
+    quick = suite_jobs("quick")
+    assert [j.id for j in quick] == [j.id for j in suite_jobs("quick")]
+    dv = [j for j in quick if j.experiment == "deep_vanilla"]
+    assert {(j.spec["activation"], j.spec["hidden_layers"]) for j in dv} == {("tanh", 100)}
+    assert {j.spec["dataset"]["name"] for j in dv} == {"moons", "digits"}
+    assert {j.spec["arm"] for j in dv} == {"plain", "dks", "tat", "rai", "resnet"}
+    assert {j.spec["seed"] for j in dv} == {0, 1, 2}
+    full = suite_jobs("full")
+    rai = [j for j in full if j.experiment == "rai_train"]
+    assert {j.spec["arm"] for j in rai} == {"plain", "rai"} and all(j.spec["steps"] >= 1000 for j in rai)
+    assert {j.spec["activation"] for j in full if j.experiment == "deep_vanilla"} == {
+        "tanh", "sigmoid", "softplus", "leaky_relu"}
+
+
+def test_other_issues_experiments_are_registered_with_claims():
+    pytest.importorskip("analysis.penalty")
+    rec = run_job(Job("gradient_penalty", {"networks": 5}))
+    assert rec["status"] == "ok"
+    (claim,) = rec["claims"]
+    # The inequality lhs <= rhs must hold on every network: the worst ratio lhs/rhs is at most 1.
+    assert claim["verdict"] == "pass" and 0 < claim["measured"] <= 1 + 1e-12
+    assert {j.experiment for j in suite_jobs("quick")} >= {
+        "parameter_activation_one_step", "parameter_activation_convergence", "gradient_penalty"}
+
+
+@pytest.mark.slow
+def test_dks_beats_plain_on_100_layer_tanh_on_both_datasets(tmp_path):
+    """Acceptance: DKS arm below the plain arm after the same steps, median over 3 seeds, moons and digits."""
+    pytest.importorskip("analysis.shaping")
+    pytest.importorskip("sklearn")
+    jobs = [j for j in suite_jobs("quick", only=["deep_vanilla"]) if j.spec["arm"] in ("plain", "dks")]
+    assert len(jobs) == 12
+    result = run_suite(jobs, tmp_path, workers=2, progress=False)
+    assert all(r.status == "ok" for r in result.records)
+    claims = [row for row in result.summary if row["prediction"].startswith("100-layer vanilla tanh")]
+    assert {("digits" in c["prediction"], "moons" in c["prediction"]) for c in claims} == {(True, False), (False, True)}
+    for c in claims:
+        assert c["verdict"] == "pass", c
+    report = open(result.report_path).read()
+    assert "DKS arm reaches lower training loss than plain" in report
+
+
+def test_report_without_matplotlib_keeps_tables_and_says_why(tmp_path, monkeypatch):
+    d = str(tmp_path)
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    from analysis.report import line_plot, write_report
+
+    assert line_plot(os.path.join(d, "x.png"), [{"x": [0, 1], "y": [1, 2]}], title="t", xlabel="x", ylabel="y") is None
+    rec = Record(Job("rai_train", {"arm": "plain"}), "ok",
+                 {"arm": "plain", "curve": {"steps": [0, 1], "train_loss": [0.7, 0.69], "objective": [0.7, 0.69]},
+                  "final_train_loss": 0.69, "final_train_accuracy": 0.5}, (Claim("p", 0.001, "t", True),))
+    path, rows = write_report([rec], d)
+    text = open(path).read()
+    assert "matplotlib is not installed" in text and "| p | 0.001 |" in text and "![" not in text
+    assert not any(name.endswith(".png") for name in os.listdir(d))
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SymactError, match="sees no CUDA device"):
+        run_suite([Job("rai_init", {"hidden_layers": 2})], tmp_path, device="cuda")
