@@ -51,7 +51,7 @@ import numpy as np
 import sympy
 
 from numeric import gauss
-from symact.errors import DivergentIntegralError, DomainError, FormulaError
+from symact.errors import DomainError, FormulaError
 
 __all__ = ["KernelMaps", "ClosedForm", "kernel_maps", "find_closed_form", "ENGINES"]
 
@@ -498,8 +498,8 @@ class KernelMaps:
                 v = self._e1(lambda t: f(t) ** 2, lambda t: g(t) ** 2,
                              std=(math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))))
             if v == 0:
-                raise DivergentIntegralError(
-                    f"Q({q_value}) = 0 for {self.activation_name!r}: the activation vanishes almost "
+                raise DomainError(
+                    f"Q({q}) = 0 for {self.activation_name!r}: the activation vanishes almost "
                     "everywhere, so the C map (normalised by Q) is undefined.")
             self._cache[key] = v
         return self._out(self._cache[key])
