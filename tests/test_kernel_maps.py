@@ -301,6 +301,8 @@ def test_errors_are_clear():
         kernel_maps(sympy.sqrt(x), engine="mpmath").q_map(1)
     with pytest.raises(FormulaError):
         kernel_maps(x * sympy.Symbol("a"))
+    with pytest.raises(DomainError, match="vanishes"):     # Q = 0: the C map is 0/0
+        kernel_maps(sympy.Heaviside(x - 50), engine="float64").q_map(1)
     with pytest.raises(DomainError):
         kernel_maps(act("tanh"), engine="quantum")
 
