@@ -42,28 +42,30 @@ At ``q1 = q2 = 1``, with ``a_n`` the normalised Hermite coefficients of phi (see
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import mpmath
 import numpy as np
 import sympy
 
 from numeric import gauss
-from symact.errors import DivergentIntegralError, DomainError, FormulaError
+from symact.errors import DomainError, FormulaError
 
 __all__ = ["KernelMaps", "ClosedForm", "kernel_maps", "find_closed_form", "ENGINES"]
 
 ENGINES = ("auto", "closed", "mpmath", "float64")
 
 #: symbols of the closed forms
-q, q1, q2 = sympy.symbols("q q1 q2", positive=True)
-c = sympy.Symbol("c", real=True)
+Q_SYM, Q1_SYM, Q2_SYM = sympy.symbols("q q1 q2", positive=True)
+C_SYM = sympy.Symbol("c", real=True)
 
 _GUARD = 10
 #: |c| up to which the mpmath engine uses the Mehler (Hermite) series instead of 2-D quadrature
-MEHLER_MAX_ABS_C = sympy.Rational(1, 2)
+#: (0.8^n < 10^-(dps+12) needs n ~ 10 (dps + 12) terms: a one-off ~1-3 s per q at 30-40 digits,
+#: against 20-80 s for *each* 2-D quadrature point on the pure-Python mpmath backend)
+MEHLER_MAX_ABS_C = 0.8
 
 
 # ----------------------------------------------------------------------------------------
@@ -90,24 +92,24 @@ class ClosedForm:
 
 
 def _sigma12():
-    return c * sympy.sqrt(q1 * q2)
+    return C_SYM * sympy.sqrt(Q1_SYM * Q2_SYM)
 
 
 def _make(name: str, kernel: sympy.Expr, source: str) -> ClosedForm:
-    kq = kernel.subs({q1: q, q2: q, c: 1})
+    kq = kernel.subs({Q1_SYM: Q_SYM, Q2_SYM: Q_SYM, C_SYM: 1})
     qmap = sympy.simplify(kq)
-    cmap = sympy.simplify(kernel / sympy.sqrt(qmap.subs(q, q1) * qmap.subs(q, q2)))
+    cmap = sympy.simplify(kernel / sympy.sqrt(qmap.subs(Q_SYM, Q1_SYM) * qmap.subs(Q_SYM, Q2_SYM)))
     return ClosedForm(name, qmap, kernel, cmap, source)
 
 
 def _relu_kernel():
     # E[relu(u) relu(v)] = sqrt(q1 q2) (sqrt(1 - c^2) + (pi - arccos c) c) / (2 pi)
-    return sympy.sqrt(q1 * q2) * (sympy.sqrt(1 - c**2) + (sympy.pi - sympy.acos(c)) * c) / (2 * sympy.pi)
+    return sympy.sqrt(Q1_SYM * Q2_SYM) * (sympy.sqrt(1 - C_SYM**2) + (sympy.pi - sympy.acos(C_SYM)) * C_SYM) / (2 * sympy.pi)
 
 
 def _step_kernel():
     # E[H(u) H(v)] = 1/4 + arcsin(c) / (2 pi)   (Sheppard; independent of q1, q2)
-    return sympy.Rational(1, 4) + sympy.asin(c) / (2 * sympy.pi)
+    return sympy.Rational(1, 4) + sympy.asin(C_SYM) / (2 * sympy.pi)
 
 
 def _positive_side(expr, x):
@@ -162,9 +164,9 @@ def find_closed_form(expr: sympy.Expr, x: sympy.Symbol) -> ClosedForm | None:
     k_, a_, b_ = (sympy.Wild(n, exclude=[x]) for n in ("k", "a", "b"))
     if expr.is_polynomial(x):
         z1, z2 = sympy.symbols("z1 z2", real=True)
-        a1 = _hermite_prob_coeffs(expr.subs(x, sympy.sqrt(q1) * z1), z1)
-        a2 = _hermite_prob_coeffs(expr.subs(x, sympy.sqrt(q2) * z2), z2)
-        kern = sympy.expand(sum(a1[n] * a2[n] * c**n for n in range(min(len(a1), len(a2)))))
+        a1 = _hermite_prob_coeffs(expr.subs(x, sympy.sqrt(Q1_SYM) * z1), z1)
+        a2 = _hermite_prob_coeffs(expr.subs(x, sympy.sqrt(Q2_SYM) * z2), z2)
+        kern = sympy.expand(sum(a1[n] * a2[n] * C_SYM**n for n in range(min(len(a1), len(a2)))))
         return _make("polynomial", kern, "Mehler's formula with exact Hermite coefficients")
     lin = _homogeneous_linear(expr, x)
     if lin is not None:
@@ -181,25 +183,25 @@ def find_closed_form(expr: sympy.Expr, x: sympy.Symbol) -> ClosedForm | None:
     m = expr.match(k_ * sympy.erf(a_ * x))
     if m and m[a_] != 0:
         k, a = m[k_], m[a_]
-        kern = k**2 * 2 / sympy.pi * sympy.asin(2 * a**2 * s12 / sympy.sqrt((1 + 2 * a**2 * q1) * (1 + 2 * a**2 * q2)))
+        kern = k**2 * 2 / sympy.pi * sympy.asin(2 * a**2 * s12 / sympy.sqrt((1 + 2 * a**2 * Q1_SYM) * (1 + 2 * a**2 * Q2_SYM)))
         return _make("erf", kern, "Williams 1997, 'Computing with infinite networks'")
     for trig, sgn in ((sympy.sin, -1), (sympy.cos, 1)):
         m = expr.match(k_ * trig(a_ * x + b_))
         if m and m[a_] != 0:
             k, a, b = m[k_], m[a_], m[b_]
             # sin A sin B = (cos(A-B) - cos(A+B))/2, cos A cos B = (cos(A-B) + cos(A+B))/2
-            kern = k**2 / 2 * (sympy.exp(-a**2 * (q1 + q2 - 2 * s12) / 2)
-                               + sgn * sympy.cos(2 * b) * sympy.exp(-a**2 * (q1 + q2 + 2 * s12) / 2))
+            kern = k**2 / 2 * (sympy.exp(-a**2 * (Q1_SYM + Q2_SYM - 2 * s12) / 2)
+                               + sgn * sympy.cos(2 * b) * sympy.exp(-a**2 * (Q1_SYM + Q2_SYM + 2 * s12) / 2))
             return _make(trig.__name__, kern, "E[cos(a u + a' v)] = exp(-Var/2) (characteristic function)")
     m = expr.match(k_ * sympy.exp(a_ * x**2))
     if m and m[a_] != 0 and m[a_].is_negative:
         k, a = m[k_], -m[a_]
-        kern = k**2 / sympy.sqrt((1 + 2 * a * q1) * (1 + 2 * a * q2) - 4 * a**2 * s12**2)
+        kern = k**2 / sympy.sqrt((1 + 2 * a * Q1_SYM) * (1 + 2 * a * Q2_SYM) - 4 * a**2 * s12**2)
         return _make("gaussian", kern, "Gaussian integral: E[exp(-a(u^2+v^2))] = det(I + 2 a Sigma)^(-1/2)")
     m = expr.match(k_ * sympy.exp(a_ * x + b_))
     if m and m[a_] != 0:
         k, a, b = m[k_], m[a_], m[b_]
-        kern = k**2 * sympy.exp(2 * b + a**2 * (q1 + q2 + 2 * s12) / 2)
+        kern = k**2 * sympy.exp(2 * b + a**2 * (Q1_SYM + Q2_SYM + 2 * s12) / 2)
         return _make("exp", kern, "log-normal moments: E[exp(a(u+v))] = exp(a^2 Var(u+v)/2)")
     return None
 
@@ -316,8 +318,9 @@ def _drop_deltas(expr: sympy.Expr) -> sympy.Expr:
 class _Funcs:
     """phi and its regular derivatives as mpmath and numpy callables, plus derivative jumps."""
 
-    def __init__(self, parts: _Parts):
+    def __init__(self, parts: _Parts, digits: int = 60):
         self.parts = parts
+        self.digits = digits
         self._exprs = [parts.expr]
 
     def expr(self, n: int) -> sympy.Expr:
@@ -327,11 +330,15 @@ class _Funcs:
 
     @lru_cache(maxsize=None)
     def mp(self, n: int) -> Callable:
-        return sympy.lambdify(self.parts.x, self.expr(n), modules="mpmath")
+        # constant sub-expressions (e.g. SELU's erfc(sqrt(2)/2)) become Floats of `digits` digits
+        # once, instead of being re-evaluated at every quadrature node
+        f = sympy.lambdify(self.parts.x, self.expr(n).evalf(self.digits), modules="mpmath")
+        real = gauss._real   # complex/nan values raise NonRealExpressionError at the node
+        return lambda t: real(f(t), t)
 
     @lru_cache(maxsize=None)
     def np(self, n: int) -> Callable:
-        f = sympy.lambdify(self.parts.x, self.expr(n), modules=_NUMPY_MODULES)
+        f = sympy.lambdify(self.parts.x, self.expr(n).evalf(20), modules=_NUMPY_MODULES)
         return lambda v: np.broadcast_to(np.asarray(f(v), dtype=np.float64), np.shape(v))
 
     @lru_cache(maxsize=None)
@@ -352,6 +359,19 @@ class _Funcs:
 # ----------------------------------------------------------------------------------------
 # KernelMaps
 # ----------------------------------------------------------------------------------------
+
+def _at_precision(method):
+    """Run a public method with dps + 10 working digits, whatever the caller's mpmath.mp.dps;
+    the method rounds its result to ``dps`` digits itself (``_out``)."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with mpmath.workdps(self.dps + _GUARD):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
 
 def _check_q(qv) -> None:
     if not qv > 0:
@@ -400,7 +420,10 @@ class KernelMaps:
                 f"no closed form is known for {parts.name!r}; use engine='mpmath' (any precision) "
                 "or engine='float64' (fast).")
         self.engine = engine
-        self._f = _Funcs(parts)
+        self._f = _Funcs(parts, digits=self.dps + 3 * _GUARD)
+        #: the mpmath engine sums Mehler's series for |c| <= this (at q1 == q2); 2-D quadrature
+        #: beyond.  Set it to 0 to force quadrature everywhere.
+        self.mehler_max_abs_c = MEHLER_MAX_ABS_C
         self._cache: dict = {}
         self._lambdified: dict = {}
 
@@ -446,7 +469,7 @@ class KernelMaps:
                 sub = {sympy.Symbol(k, **({"real": True} if k == "c" else {"positive": True})): sympy.nsimplify(vv)
                        for k, vv in vals.items() if k != "c"}
                 e = expr.subs(sub)
-                lim = sympy.limit(e, c, sympy.nsimplify(vals["c"]), "-" if vals["c"] >= 0 else "+") \
+                lim = sympy.limit(e, C_SYM, sympy.nsimplify(vals["c"]), "-" if vals["c"] >= 0 else "+") \
                     if "c" in vals else e
                 v = self._mp(lim) if lim.is_finite else mpmath.inf
             return v
@@ -462,55 +485,60 @@ class KernelMaps:
                                           mean=mean, std=std).value
 
     # ---- Q map ---------------------------------------------------------------------------
-    def q_map(self, q_value) -> Any:
+    @_at_precision
+    def q_map(self, q) -> Any:
         """``Q(q) = E[phi(sqrt(q) z)^2]``: the output q value of a layer whose input q value is q."""
-        _check_q(q_value)
-        key = ("Q", q_value)
+        _check_q(q)
+        key = ("Q", q)
         if key not in self._cache:
             if self.engine == "closed":
-                v = self._closed_eval("Q", self.closed_form.q_map, q=q_value)
+                v = self._closed_eval("Q", self.closed_form.q_map, q=q)
             else:
                 f, g = self._f.mp(0), self._f.np(0)
                 v = self._e1(lambda t: f(t) ** 2, lambda t: g(t) ** 2,
-                             std=(math.sqrt(q_value) if self.engine == "float64" else mpmath.sqrt(self._mp(q_value))))
+                             std=(math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))))
             if v == 0:
-                raise DivergentIntegralError(
-                    f"Q({q_value}) = 0 for {self.activation_name!r}: the activation vanishes almost "
+                raise DomainError(
+                    f"Q({q}) = 0 for {self.activation_name!r}: the activation vanishes almost "
                     "everywhere, so the C map (normalised by Q) is undefined.")
             self._cache[key] = v
         return self._out(self._cache[key])
 
-    def q_map_derivative(self, q_value, n: int = 1) -> Any:
+    @_at_precision
+    def q_map_derivative(self, q, n: int = 1) -> Any:
         """``d^n Q / dq^n = E[phi(sqrt(q) z)^2 He_{2n}(z)] / (2q)^n`` (exact heat-equation identity)."""
-        _check_q(q_value)
+        _check_q(q)
         if int(n) != n or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer.")
         if n == 0:
-            return self.q_map(q_value)
+            return self.q_map(q)
         if self.engine == "closed":
-            return self._out(self._closed_eval(("dQ", n), sympy.diff(self.closed_form.q_map, q, n), q=q_value))
+            return self._out(self._closed_eval(("dQ", n), sympy.diff(self.closed_form.q_map, Q_SYM, n), q=q))
         f, g = self._f.mp(0), self._f.np(0)
         if self.engine == "float64":
             he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
-            r = math.sqrt(q_value)
+            r = math.sqrt(q)
             v = gauss.gaussian_expectation_float64(lambda t: g(t) ** 2 * he(t / r), std=r, breakpoints=self._kinks_f())
-            return v / (2 * q_value) ** n
+            return v / (2 * q) ** n
         with mpmath.workdps(self.dps + _GUARD):
-            qq = self._mp(q_value)
+            qq = self._mp(q)
             r = mpmath.sqrt(qq)
             v = self._e1(lambda t: f(t) ** 2 * _he(2 * n, t / r), None, std=r)
             return self._out(v / (2 * qq) ** n)
 
     # ---- unnormalised kernels ------------------------------------------------------------
     def _hermite(self, qv, n):
-        key = ("herm", qv, n)
-        if key not in self._cache:
+        """Hermite coefficients of z -> phi(sqrt(q) z), cached per q (a longer list serves shorter requests)."""
+        key = ("herm", qv)
+        have = self._cache.get(key)
+        if have is None or len(have) < n:
             f = self._f.mp(0)
             with mpmath.workdps(self.dps + _GUARD):
                 r = mpmath.sqrt(self._mp(qv))
-                self._cache[key] = gauss.hermite_coefficients(
+                have = gauss.hermite_coefficients(
                     lambda t: f(r * t), n, dps=self.dps + _GUARD, breakpoints=[b / r for b in self._kinks_mp()])
-        return self._cache[key]
+            self._cache[key] = have
+        return have[:n]
 
     def _kernel_num(self, n: int, cv, qa, qb):
         """E[phi^(n)(u) phi^(n)(v)] with jumps of phi^(n-1) as delta functions (numeric engines)."""
@@ -529,73 +557,96 @@ class KernelMaps:
                 r, r, cv, q1=qa, q2=qb, breakpoints=self._kinks_f())
             pdf = lambda x, var: math.exp(-x * x / (2 * var)) / math.sqrt(2 * math.pi * var)  # noqa: E731
         else:
+            # (callers are @_at_precision: we already work at dps + 10 digits)
             r = self._f.mp(n)
-            mpmath.mp.dps  # noqa: B018
-            ctx = mpmath.workdps(self.dps + _GUARD)
-            ctx.__enter__()
             qa, qb, cv = self._mp(qa), self._mp(qb), self._mp(cv)
             ra, rb = mpmath.sqrt(qa), mpmath.sqrt(qb)
             s = mpmath.sqrt((1 - cv) * (1 + cv))
             pdf = _normal_pdf_mp
-            if n == 0 and qa == qb and abs(cv) <= MEHLER_MAX_ABS_C:
+            if n == 0 and qa == qb and abs(cv) <= self.mehler_max_abs_c:
                 total = self._mehler(cv, qa)
             else:
                 total = gauss.bivariate_gaussian_expectation(
                     r, r, cv, q1=qa, q2=qb, dps=self.dps + _GUARD, breakpoints=self._kinks_mp()).value
-        try:
-            for b, J in jumps:
-                bf = float(b) if F64 else self._mp(b)
-                Jf = float(J) if F64 else J
-                for (qu, ru, qv_, rv) in ((qa, ra, qb, rb), (qb, rb, qa, ra)):
-                    # E[J delta(u - b) r(v)] = J p_u(b) E[r(v) | u = b],  v | u=b ~ N(c rv b/ru, qv s^2)
-                    mean = cv * rv * bf / ru
-                    if s == 0:
-                        cond = (r(mean) if not F64 else float(r(np.array([mean]))[0]))
-                    else:
-                        cond = self._e1(r if not F64 else None, r if F64 else None, mean=mean, std=rv * s)
-                    total += Jf * pdf(bf, qu) * cond
-                for b2, J2 in jumps:
-                    b2f = float(b2) if F64 else self._mp(b2)
-                    J2f = float(J2) if F64 else J2
-                    if s == 0:
-                        if abs(b2f - cv * rb * bf / ra) == 0:
-                            return math.inf if F64 else mpmath.inf
-                        continue
-                    # joint density of (u, v) at (b, b2)
-                    za, zb = bf / ra, b2f / rb
-                    dens = (math.exp if F64 else mpmath.exp)(-(za * za - 2 * cv * za * zb + zb * zb) / (2 * s * s)) \
-                        / (2 * (math.pi if F64 else mpmath.pi) * ra * rb * s)
-                    total += Jf * J2f * dens
-            return total
-        finally:
-            if not F64:
-                ctx.__exit__(None, None, None)
+        for b, J in jumps:
+            bf = float(b) if F64 else self._mp(b)
+            Jf = float(J) if F64 else J
+            for (qu, ru, qv_, rv) in ((qa, ra, qb, rb), (qb, rb, qa, ra)):
+                # E[J delta(u - b) r(v)] = J p_u(b) E[r(v) | u = b],  v | u=b ~ N(c rv b/ru, qv s^2)
+                mean = cv * rv * bf / ru
+                if s == 0:
+                    cond = (r(mean) if not F64 else float(r(np.array([mean]))[0]))
+                else:
+                    cond = self._e1(r if not F64 else None, r if F64 else None, mean=mean, std=rv * s)
+                total += Jf * pdf(bf, qu) * cond
+            for b2, J2 in jumps:
+                b2f = float(b2) if F64 else self._mp(b2)
+                J2f = float(J2) if F64 else J2
+                if s == 0:
+                    if abs(b2f - cv * rb * bf / ra) == 0:
+                        return math.inf if F64 else mpmath.inf
+                    continue
+                # joint density of (u, v) at (b, b2)
+                za, zb = bf / ra, b2f / rb
+                dens = (math.exp if F64 else mpmath.exp)(-(za * za - 2 * cv * za * zb + zb * zb) / (2 * s * s)) \
+                    / (2 * (math.pi if F64 else mpmath.pi) * ra * rb * s)
+                total += Jf * J2f * dens
+        return total
+
+    def _mehler_terms(self, cv) -> int:
+        """Terms of Mehler's series so that |c|^n < 10^-(dps + 12)."""
+        n = int(math.ceil((self.dps + _GUARD + 2) * math.log(10) / -math.log(abs(float(cv))))) + 2
+        return max(n, 8)
 
     def _mehler(self, cv, qv):
         """sum_k a_k(q)^2 c^k with enough terms for dps + guard digits at this |c|."""
         if cv == 0:
             a = self._hermite(qv, 1)
             return a[0] ** 2
-        nterms = int(math.ceil((self.dps + _GUARD + 2) * math.log(10) / -math.log(abs(float(cv))))) + 2
-        nterms = max(nterms, 8)
+        nterms = self._mehler_terms(cv)
         a = self._hermite(qv, nterms)
         return mpmath.fsum(ak * ak * cv**k for k, ak in enumerate(a))
 
     # ---- C map ---------------------------------------------------------------------------
-    def c_map(self, c_value, q1_value=1, q2_value=1) -> Any:
+    @_at_precision
+    def c_map(self, c, q1=1, q2=1) -> Any:
         """DKS C map ``C(c; q1, q2) = E[phi(u) phi(v)] / sqrt(Q(q1) Q(q2))`` (a cosine similarity).
 
-        The mpmath engine uses Mehler's series when ``q1 == q2`` and ``|c| <= 1/2`` (Hermite
-        coefficients at ``dps + 10`` digits, cached), and 2-D quadrature otherwise (slow:
-        seconds to minutes at 30 digits).
+        The mpmath engine uses Mehler's series when ``q1 == q2`` and ``|c| <= 0.8``
+        (:attr:`mehler_max_abs_c`; Hermite coefficients at ``dps + 10`` digits, cached per q), and
+        2-D quadrature otherwise (slow: 20-80 s a point at 30 digits on mpmath's pure-Python backend).
         """
-        _check_c(c_value), _check_q(q1_value), _check_q(q2_value)
+        _check_c(c), _check_q(q1), _check_q(q2)
         if self.engine == "closed":
-            return self._out(self._closed_eval("C", self.closed_form.c_map, c=c_value, q1=q1_value, q2=q2_value))
-        if c_value == 1 and q1_value == q2_value:
+            return self._out(self._closed_eval("C", self.closed_form.c_map, c=c, q1=q1, q2=q2))
+        if c == 1 and q1 == q2:
             return self._out(1)
-        k = self._kernel_num(0, c_value, q1_value, q2_value)
-        return self._out(k / self._sqrt(self.q_map(q1_value) * self.q_map(q2_value)))
+        if c == 0:   # independent u, v: E[phi(u)] E[phi(v)], two 1-D integrals
+            k = self._mean(q1) * self._mean(q2)
+        else:
+            k = self._kernel_num(0, c, q1, q2)
+        return self._out(k / self._sqrt(self.q_map(q1) * self.q_map(q2)))
+
+    def c_map_curve(self, cs, q1=1.0, q2=1.0) -> np.ndarray:
+        """The C map on an array of cosines, as a float64 array (any engine; the float64 engine
+        does it in one vectorised call, the others point by point at ``dps`` then round)."""
+        cs = np.asarray(cs, dtype=np.float64)
+        if np.any(np.abs(cs) > 1) or not np.all(np.isfinite(cs)):
+            raise DomainError("cosines must lie in [-1, 1].")
+        if self.engine != "float64":
+            return np.array([float(self.c_map(float(cv), q1, q2)) for cv in cs.ravel()]).reshape(cs.shape)
+        _check_q(q1), _check_q(q2)
+        k = gauss.bivariate_gaussian_expectation_float64(
+            self._f.np(0), self._f.np(0), cs.ravel(), q1=float(q1), q2=float(q2), breakpoints=self._kinks_f())
+        return (np.asarray(k) / math.sqrt(self.q_map(q1) * self.q_map(q2))).reshape(cs.shape)
+
+    def _mean(self, q):
+        """E[phi(sqrt(q) z)] (cached)."""
+        key = ("mean", q)
+        if key not in self._cache:
+            r = math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))
+            self._cache[key] = self._e1(self._f.mp(0), self._f.np(0), std=r)
+        return self._cache[key]
 
     def _sqrt(self, v):
         if self.engine == "float64":
@@ -603,63 +654,73 @@ class KernelMaps:
         with mpmath.workdps(self.dps + _GUARD):
             return mpmath.sqrt(v)
 
-    def c_map_derivative(self, c_value, n: int = 1, q1_value=1, q2_value=1) -> Any:
+    @_at_precision
+    def c_map_derivative(self, c, n: int = 1, q1=1, q2=1) -> Any:
         """``d^n C / dc^n = (q1 q2)^{n/2} E[phi^(n)(u) phi^(n)(v)] / sqrt(Q(q1) Q(q2))`` (Price).
 
         Jumps of ``phi^(n-1)`` enter as delta functions integrated exactly; ``mpmath.inf`` (or
         ``math.inf``) where the derivative is infinite (e.g. ``C''(1)`` for ReLU).
         """
-        _check_c(c_value), _check_q(q1_value), _check_q(q2_value)
+        _check_c(c), _check_q(q1), _check_q(q2)
         if int(n) != n or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer.")
         if n == 0:
-            return self.c_map(c_value, q1_value, q2_value)
+            return self.c_map(c, q1, q2)
         if self.engine == "closed":
-            return self._out(self._closed_eval(("dC", n), sympy.diff(self.closed_form.c_map, c, n),
-                                               c=c_value, q1=q1_value, q2=q2_value))
-        if n >= 2 and c_value in (1, -1) and self._f.jumps(n - 1):
+            return self._out(self._closed_eval(("dC", n), sympy.diff(self.closed_form.c_map, C_SYM, n),
+                                               c=c, q1=q1, q2=q2))
+        if n >= 2 and c in (1, -1) and self._f.jumps(n - 1):
             return self._out(mpmath.inf)
-        k = self._kernel_num(n, c_value, q1_value, q2_value)
-        pre = (q1_value * q2_value) ** (n / 2) if self.engine == "float64" else \
-            mpmath.power(self._mp(q1_value) * self._mp(q2_value), mpmath.mpf(n) / 2)
-        return self._out(pre * k / self._sqrt(self.q_map(q1_value) * self.q_map(q2_value)))
+        if (self.engine == "mpmath" and q1 == q2 and c != 0
+                and abs(c) <= self.mehler_max_abs_c):
+            # d^n/dc^n of Mehler's series: sum_k k!/(k-n)! a_k^2 c^(k-n)  (no 2-D quadrature)
+            cv = self._mp(c)
+            terms = self._mehler_terms(cv) + 20 * n
+            a = self._hermite(q1, terms)
+            kn = mpmath.fsum(mpmath.ff(k, n) * a[k] ** 2 * cv ** (k - n) for k in range(n, terms))
+            return self._out(kn / self.q_map(q1))
+        k = self._kernel_num(n, c, q1, q2)
+        pre = (q1 * q2) ** (n / 2) if self.engine == "float64" else \
+            mpmath.power(self._mp(q1) * self._mp(q2), mpmath.mpf(n) / 2)
+        return self._out(pre * k / self._sqrt(self.q_map(q1) * self.q_map(q2)))
 
     # ---- scalar summaries ----------------------------------------------------------------
-    def slope_at_1(self, q_value=1) -> Any:
+    @_at_precision
+    def slope_at_1(self, q=1) -> Any:
         """``C'(1; q, q) = q E[phi'(sqrt(q) z)^2] / Q(q)`` (infinite if phi jumps)."""
-        _check_q(q_value)
+        _check_q(q)
         if self.engine == "closed":
-            return self.c_map_derivative(1, 1, q_value, q_value)
+            return self.c_map_derivative(1, 1, q, q)
         if self._f.jumps(0):
             return self._out(mpmath.inf)
         f, g = self._f.mp(1), self._f.np(1)
-        r = math.sqrt(q_value) if self.engine == "float64" else mpmath.sqrt(self._mp(q_value))
+        r = math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))
         v = self._e1(lambda t: f(t) ** 2, lambda t: g(t) ** 2, std=r)
-        return self._out(q_value * v / self.q_map(q_value) if self.engine == "float64"
-                         else self._mp(q_value) * v / self.q_map(q_value))
+        return self._out(q * v / self.q_map(q) if self.engine == "float64"
+                         else self._mp(q) * v / self.q_map(q))
 
-    def value_at_0(self, q_value=1) -> Any:
+    @_at_precision
+    def value_at_0(self, q=1) -> Any:
         """``C(0; q, q) = E[phi(sqrt(q) z)]^2 / Q(q)``."""
-        _check_q(q_value)
+        _check_q(q)
         if self.engine == "closed":
-            return self.c_map(0, q_value, q_value)
-        f, g = self._f.mp(0), self._f.np(0)
-        r = math.sqrt(q_value) if self.engine == "float64" else mpmath.sqrt(self._mp(q_value))
-        m = self._e1(f, g, std=r)
-        return self._out(m * m / self.q_map(q_value))
+            return self.c_map(0, q, q)
+        m = self._mean(q)
+        return self._out(m * m / self.q_map(q))
 
-    def curvature_at_1(self, q_value=1) -> Any:
+    @_at_precision
+    def curvature_at_1(self, q=1) -> Any:
         """``C''(1; q, q) = q^2 E[phi''(sqrt(q) z)^2] / Q(q)``; ``inf`` when phi' (or phi) jumps."""
-        _check_q(q_value)
+        _check_q(q)
         if self.curvature_is_infinite:
             return self._out(mpmath.inf)
         if self.engine == "closed":
-            return self.c_map_derivative(1, 2, q_value, q_value)
+            return self.c_map_derivative(1, 2, q, q)
         f, g = self._f.mp(2), self._f.np(2)
-        r = math.sqrt(q_value) if self.engine == "float64" else mpmath.sqrt(self._mp(q_value))
+        r = math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))
         v = self._e1(lambda t: f(t) ** 2, lambda t: g(t) ** 2, std=r)
-        qq = q_value if self.engine == "float64" else self._mp(q_value)
-        return self._out(qq * qq * v / self.q_map(q_value))
+        qq = q if self.engine == "float64" else self._mp(q)
+        return self._out(qq * qq * v / self.q_map(q))
 
     @property
     def curvature_is_infinite(self) -> bool:
@@ -681,13 +742,13 @@ class KernelMaps:
         """``C''(1)`` at q = 1 (``inf`` when ``phi'`` jumps: see :attr:`curvature_is_infinite`)."""
         return self.curvature_at_1(1)
 
-    def hermite_coefficients(self, n: int, q_value=1) -> list:
+    def hermite_coefficients(self, n: int, q=1) -> list:
         """First ``n`` normalised Hermite coefficients of ``z -> phi(sqrt(q) z)`` (mpf, dps digits).
 
         ``Q(q) = sum a_k^2`` and ``C(c; q, q) = sum a_k^2 c^k / Q(q)``.
         """
-        _check_q(q_value)
-        a = self._hermite(q_value, n)
+        _check_q(q)
+        a = self._hermite(q, n)
         with mpmath.workdps(self.dps):
             return [+v for v in a]
 
@@ -725,43 +786,50 @@ class ComposedKernelMaps:
     def __repr__(self) -> str:
         return f"ComposedKernelMaps({self.outer!r} o {self.inner!r})"
 
-    def q_map(self, q_value):
-        return self.outer.q_map(self.inner.q_map(q_value))
+    @_at_precision
+    def q_map(self, q):
+        return self.outer.q_map(self.inner.q_map(q))
 
-    def q_map_derivative(self, q_value, n: int = 1):
+    @_at_precision
+    def q_map_derivative(self, q, n: int = 1):
         if n == 0:
-            return self.q_map(q_value)
+            return self.q_map(q)
         if n != 1:
             raise DomainError("composed maps provide q_map_derivative for n = 1 only (chain rule).")
-        return self.outer.q_map_derivative(self.inner.q_map(q_value), 1) * self.inner.q_map_derivative(q_value, 1)
+        return self.outer.q_map_derivative(self.inner.q_map(q), 1) * self.inner.q_map_derivative(q, 1)
 
-    def c_map(self, c_value, q1_value=1, q2_value=1):
-        ci = self.inner.c_map(c_value, q1_value, q2_value)
-        return self.outer.c_map(_clip_unit(ci), self.inner.q_map(q1_value), self.inner.q_map(q2_value))
+    @_at_precision
+    def c_map(self, c, q1=1, q2=1):
+        ci = self.inner.c_map(c, q1, q2)
+        return self.outer.c_map(_clip_unit(ci), self.inner.q_map(q1), self.inner.q_map(q2))
 
-    def c_map_derivative(self, c_value, n: int = 1, q1_value=1, q2_value=1):
+    @_at_precision
+    def c_map_derivative(self, c, n: int = 1, q1=1, q2=1):
         if n == 0:
-            return self.c_map(c_value, q1_value, q2_value)
-        ci = _clip_unit(self.inner.c_map(c_value, q1_value, q2_value))
-        qa, qb = self.inner.q_map(q1_value), self.inner.q_map(q2_value)
-        d1i = self.inner.c_map_derivative(c_value, 1, q1_value, q2_value)
+            return self.c_map(c, q1, q2)
+        ci = _clip_unit(self.inner.c_map(c, q1, q2))
+        qa, qb = self.inner.q_map(q1), self.inner.q_map(q2)
+        d1i = self.inner.c_map_derivative(c, 1, q1, q2)
         d1o = self.outer.c_map_derivative(ci, 1, qa, qb)
         if n == 1:
             return d1o * d1i
         if n == 2:
-            d2i = self.inner.c_map_derivative(c_value, 2, q1_value, q2_value)
+            d2i = self.inner.c_map_derivative(c, 2, q1, q2)
             d2o = self.outer.c_map_derivative(ci, 2, qa, qb)
             return d2o * d1i * d1i + d1o * d2i
         raise DomainError("composed maps provide c_map_derivative for n <= 2 (chain rule).")
 
-    def slope_at_1(self, q_value=1):
-        return self.outer.slope_at_1(self.inner.q_map(q_value)) * self.inner.slope_at_1(q_value)
+    @_at_precision
+    def slope_at_1(self, q=1):
+        return self.outer.slope_at_1(self.inner.q_map(q)) * self.inner.slope_at_1(q)
 
-    def value_at_0(self, q_value=1):
-        return self.c_map(0, q_value, q_value)
+    @_at_precision
+    def value_at_0(self, q=1):
+        return self.c_map(0, q, q)
 
-    def curvature_at_1(self, q_value=1):
-        return self.c_map_derivative(1, 2, q_value, q_value)
+    @_at_precision
+    def curvature_at_1(self, q=1):
+        return self.c_map_derivative(1, 2, q, q)
 
     c_map_slope_at_1 = property(lambda self: self.slope_at_1(1))
     c_map_at_0 = property(lambda self: self.value_at_0(1))

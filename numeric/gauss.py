@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterable, Sequence
 
 import mpmath
@@ -288,6 +289,7 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
             cut = _tail_radius(dps) + 3
             norm = 1 / mpmath.sqrt(2 * mpmath.pi)
             max_inner_err = [mpmath.mpf(0)]
+            density: dict = {}
             gb = [mpmath.mpf(b) / r2 for b in breakpoints_g]
 
             def inner(z1):
@@ -296,7 +298,10 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
 
                 def h(z2):
                     x = r2 * (cz + s * z2)
-                    return _real(g(x), x) * mpmath.exp(-z2 * z2 / 2)
+                    w = density.get(z2)
+                    if w is None:       # the inner nodes repeat across outer nodes: memoise exp
+                        w = density[z2] = mpmath.exp(-z2 * z2 / 2)
+                    return _real(g(x), x) * w
 
                 v, e = _quad_checked(h, pts, dps, "the inner integral E[g(v) | u]")
                 max_inner_err[0] = max(max_inner_err[0], e)
@@ -347,13 +352,15 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
 
     Computed all at once with a composite Gauss-Legendre rule at ``dps + 10`` digits on
     ``[-Z, Z]``, ``Z = 2 sqrt((dps + 10) ln 10)`` (beyond which ``|h_k| pdf <= exp(-z^2/4)`` is
-    negligible), panels of width 1/2 split at the ``breakpoints``, 24 nodes per panel, and the
+    negligible), panels of width 1/2 split at the ``breakpoints``, 24 nodes per panel (48 when
+    ``n > 300``), and the
     stable three-term recurrence ``h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k+1)``.
     Accurate to about ``dps`` digits for ``k`` up to a few hundred when ``f`` grows at most
     polynomially or like exp(|x|).
 
     >>> import mpmath
-    >>> [mpmath.nstr(a, 8) for a in hermite_coefficients(lambda x: x**2, 4)]  # x^2 = He_0 + sqrt(2) h_2
+    >>> a = hermite_coefficients(lambda x: x**2, 4, dps=30)   # x^2 = He_0 + sqrt(2) h_2
+    >>> [mpmath.nstr(mpmath.chop(v, tol=1e-30), 8) for v in a]
     ['1.0', '0.0', '1.4142136', '0.0']
     """
     if int(n) != n or n < 1:
@@ -362,7 +369,9 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
     with mp.workdps(dps + _GUARD_DIGITS):
         _check_tail(lambda x: f(x) ** 2, 0, 1, dps, "f^2")
         cut = 2 * mpmath.sqrt((dps + _GUARD_DIGITS) * mpmath.log(10))
-        nodes, weights = _gl_panel_rule([mpmath.mpf(b) for b in breakpoints], cut, mpmath.mpf(1) / 2, 4)
+        # 24 nodes per half-unit panel resolve h_k to ~dps digits for k <= 300; 48 beyond
+        nodes, weights = _gl_panel_rule([mpmath.mpf(b) for b in breakpoints], cut, mpmath.mpf(1) / 2,
+                                        4 if n <= 300 else 5)
         # h_k(z) by the recurrence in fixed-point integers with P fractional bits (the forward
         # recurrence is stable and h_k grows, so absolute 2^-P errors stay relatively small), then
         # sum f(z) w h_k with f(z) w kept at full *relative* precision (mantissa M, scale 2^-S):
@@ -401,14 +410,24 @@ _F64_CUT2 = 10.0
 _F64_PANEL2 = 1.25
 
 
+@lru_cache(maxsize=64)
+def _leggauss(n: int):
+    return np.polynomial.legendre.leggauss(n)
+
+
 def _f64_rule(breakpoints_z: Sequence[float], nodes_per_panel: int, cut: float = _F64_CUT,
               panel: float = _F64_PANEL):
     """Composite Gauss-Legendre nodes/weights (N(0,1) density folded in) on [-cut, cut]."""
+    return _f64_rule_cached(tuple(float(b) for b in breakpoints_z), nodes_per_panel, cut, panel)
+
+
+@lru_cache(maxsize=256)
+def _f64_rule_cached(breakpoints_z: tuple, nodes_per_panel: int, cut: float, panel: float):
     edges = np.linspace(-cut, cut, int(round(2 * cut / panel)) + 1)
     extra = [float(b) for b in breakpoints_z if -cut < float(b) < cut]
     if extra:
         edges = np.unique(np.concatenate([edges, extra]))
-    t, w = np.polynomial.legendre.leggauss(nodes_per_panel)
+    t, w = _leggauss(nodes_per_panel)
     a, b = edges[:-1, None], edges[1:, None]
     z = (a + b) / 2 + (b - a) / 2 * t[None, :]
     wz = (b - a) / 2 * w[None, :] * np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
@@ -427,6 +446,20 @@ def _smoothed_kink_edges(centres, width) -> list:
             edges += [m - w, m + w]
             w *= 2
     return edges
+
+
+def _f64_check_tail(f: Callable, mean: float, std: float, what: str = "f") -> None:
+    """float64 twin of the mpmath tail test: |f| * density at the cut |z| = 12 must be below
+    1e-13 of its peak on a unit grid (so the truncated mass is below float64 resolution)."""
+    z = np.linspace(-_F64_CUT, _F64_CUT, 24)   # even count: no node at 0 (removable singularities)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = np.abs(np.asarray(f(mean + std * z), dtype=np.float64)) * np.exp(-z * z / 2)
+    if not np.all(np.isfinite(y)) or max(y[0], y[-1]) > 1e-13 * np.max(y):
+        raise DivergentIntegralError(
+            f"the Gaussian expectation of {what} diverges or is not representable in float64: "
+            f"|{what}| * density does not decay by |z| = {_F64_CUT:g} (peak {np.nanmax(y):.3g}, "
+            f"{max(y[0], y[-1]):.3g} at the cut). The activation is not square-integrable under the "
+            "Gaussian (or grows too fast for float64); use the mpmath engine to confirm.")
 
 
 def _f64_checked(values: np.ndarray, what: str) -> np.ndarray:
@@ -465,6 +498,7 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
         z, w = np.polynomial.hermite_e.hermegauss(int(order))
         vals = _f64_checked(f(mean + std * z), "f")
         return float(np.dot(w, vals) / math.sqrt(2 * math.pi))
+    _f64_check_tail(f, mean, std)
     bz = [(float(b) - mean) / std for b in breakpoints]
     prev = None
     for npp in (16, 32, 64):
@@ -496,9 +530,11 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     if not (q1 > 0 and q2 > 0):
         raise DomainError(f"q1={q1}, q2={q2}: variances must be > 0.")
     r1, r2 = math.sqrt(q1), math.sqrt(q2)
+    _f64_check_tail(lambda t: f(t) ** 2, 0.0, r1, "f^2")
+    _f64_check_tail(lambda t: g(t) ** 2, 0.0, r2, "g^2")
     gb = np.array([float(b) / r2 for b in breakpoints_g], dtype=np.float64)
     out = np.empty_like(c_arr)
-    t, wt = np.polynomial.legendre.leggauss(nodes_per_panel)
+    t, wt = _leggauss(nodes_per_panel)
     for i, ci in enumerate(c_arr):
         obps = [float(b) / r1 for b in breakpoints]
         s = math.sqrt((1 - ci) * (1 + ci))

@@ -1,0 +1,67 @@
+"""analysis.empirical_kernel: real random tanh MLPs against the composed extended maps.
+
+tanh has Q(1) = 0.394 != 1, so the q values shrink layer by layer and the correct prediction uses
+the extended maps c_l = C(c_{l-1}; q_{l-1}, q_{l-1}); the local (q = 1) maps must be rejected.
+Tolerance (issue 3): |mean c - predicted c| < 4 sqrt(L)(1 - c^2)/sqrt(width * seeds) + 5/width.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import sympy
+
+torch = pytest.importorskip("torch")
+
+from analysis.empirical import empirical_kernel, kernel_tolerance  # noqa: E402
+from analysis.kernel import kernel_maps  # noqa: E402
+
+x = sympy.Symbol("x", real=True)
+TANH = sympy.tanh(x)
+
+
+def test_tolerance_formula():
+    assert kernel_tolerance(0.5, 5, 1000, 20) == pytest.approx(4 * math.sqrt(5) * 0.75 / math.sqrt(20000) + 0.005)
+
+
+def test_tanh_fast_extended_maps_predict_and_local_maps_fail():
+    rec = empirical_kernel(TANH, depth=5, width=500, cosines=(0.0, 0.5, 0.9), seeds=10)
+    assert rec.passes("extended"), rec.deviations("extended")
+    assert not rec.passes("local"), rec.deviations("local")
+    # the q values follow Q^l(1), the mean q within a few standard errors
+    q = np.array(rec.q_mean)
+    q_std = np.array(rec.q_std)
+    pred = np.array(rec.predicted_q)
+    assert np.all(np.abs(q - pred) < 4 * q_std / math.sqrt(rec.seeds) + 5 * pred / rec.width)
+    # Q(1) of tanh by the mpmath engine, and the first predicted q
+    assert rec.predicted_q[0] == pytest.approx(float(kernel_maps(TANH, dps=20).q_map(1)), rel=1e-12)
+    assert "EmpiricalKernel('tanh(x)'" in repr(rec)
+
+
+def test_orthogonal_init_and_relu():
+    rec = empirical_kernel(TANH, depth=3, width=256, cosines=(0.3,), seeds=4, init="orthogonal")
+    assert rec.passes()
+    relu = empirical_kernel(sympy.Max(0, x), depth=4, width=256, cosines=(0.0, 0.7), seeds=4)
+    assert relu.passes()
+    # relu: q halves every layer
+    assert relu.predicted_q == pytest.approx((0.5, 0.25, 0.125, 0.0625), rel=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_runs_on_gpu():
+    rec = empirical_kernel(TANH, depth=3, width=512, cosines=(0.5,), seeds=4, device="cuda")
+    assert rec.device.startswith("cuda") and rec.passes()
+
+
+@pytest.mark.slow
+def test_tanh_full_acceptance():
+    """Issue 3: depth 5, width 1000, 20 seeds, cosines {0, 0.5, 0.9}; spread ~ 1/sqrt(width)."""
+    rec = empirical_kernel(TANH, depth=5, width=1000, cosines=(0.0, 0.5, 0.9), seeds=20)
+    assert rec.passes("extended"), rec.deviations("extended")
+    assert not rec.passes("local"), rec.deviations("local")
+    # the local maps are off by ~0.06-0.08 at depth 5 for c0 = 0.5, 0.9
+    gap = np.abs(np.array(rec.predicted_c)[1:, -1] - np.array(rec.predicted_c_local)[1:, -1])
+    assert np.all((gap > 0.05) & (gap < 0.1))
+    wide = empirical_kernel(TANH, depth=5, width=4000, cosines=(0.0, 0.5, 0.9), seeds=20)
+    assert wide.passes("extended")
+    assert 1.4 <= rec.spread_ratio(wide) <= 2.9

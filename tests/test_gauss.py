@@ -1,0 +1,122 @@
+"""numeric.gauss against independent references: Gaussian moments, closed-form expectations,
+Sheppard's formula, exact Hermite coefficients, and error paths."""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+
+from numeric.gauss import (
+    GaussianIntegral,
+    bivariate_gaussian_expectation,
+    bivariate_gaussian_expectation_float64,
+    gaussian_expectation,
+    gaussian_expectation_float64,
+    hermite_coefficients,
+)
+from symact.errors import DivergentIntegralError, DomainError, NonRealExpressionError
+
+
+def rel(a, b):
+    with mpmath.workdps(80):
+        return abs(mpmath.mpf(a) - mpmath.mpf(b)) / max(abs(mpmath.mpf(b)), mpmath.mpf(10) ** -70)
+
+
+def test_moments_and_shift_scale_at_40_digits():
+    with mpmath.workdps(50):
+        assert rel(gaussian_expectation(lambda x: x**4, dps=40).value, 3) < 1e-39
+        # x ~ N(1, 2^2): E[x^2] = 1 + 4
+        assert rel(gaussian_expectation(lambda x: x**2, dps=40, mean=1, std=2).value, 5) < 1e-39
+        # E[exp(a z)] = exp(a^2/2) (log-normal mean), a = 3/2
+        a = mpmath.mpf(3) / 2
+        assert rel(gaussian_expectation(lambda x: mpmath.exp(a * x), dps=40).value, mpmath.exp(a * a / 2)) < 1e-39
+
+
+def test_breakpoints_give_full_precision_for_kinks():
+    r = gaussian_expectation(lambda x: max(x, 0) ** 2, dps=40, breakpoints=[0])
+    assert isinstance(r, GaussianIntegral) and r.dps == 40
+    assert rel(r.value, mpmath.mpf(1) / 2) < 1e-39
+    assert r.error < mpmath.mpf(10) ** -40
+    assert "GaussianIntegral(value=0.5" in repr(r)
+    # kink away from the mean: E[relu(x - 1/3)] = phi(1/3) - (1/3) (1 - Phi(1/3)), exact
+    with mpmath.workdps(60):
+        b = mpmath.mpf(1) / 3
+        exact = mpmath.npdf(b) - b * (1 - mpmath.ncdf(b))
+    r = gaussian_expectation(lambda x: max(x - b, 0), dps=40, breakpoints=[b])
+    assert rel(r.value, exact) < 1e-38
+
+
+def test_divergent_and_invalid_integrands_raise():
+    with pytest.raises(DivergentIntegralError, match="not square-integrable|diverges"):
+        gaussian_expectation(lambda x: mpmath.exp(x * x))
+    with pytest.raises(DivergentIntegralError, match="singularity"):
+        gaussian_expectation(lambda x: 1 / x**2, breakpoints=[0])
+    with pytest.raises(NonRealExpressionError, match="not real"):
+        gaussian_expectation(lambda x: mpmath.sqrt(x), breakpoints=[0])
+    with pytest.raises(DomainError):
+        gaussian_expectation(lambda x: x, std=0)
+    with pytest.raises(DomainError, match=r"\[-1, 1\]"):
+        bivariate_gaussian_expectation(lambda x: x, lambda x: x, 1.5)
+    with pytest.raises(DomainError):
+        bivariate_gaussian_expectation_float64(np.tanh, np.tanh, np.array([0.2, -1.01]))
+    with pytest.raises(DivergentIntegralError):
+        with np.errstate(over="ignore"):
+            gaussian_expectation_float64(lambda x: np.exp(x**2 * 10))
+
+
+def test_bivariate_mpmath_against_arc_cosine_kernel():
+    # ReLU kernel (arc-cosine), q1 = 1, q2 = 4, c = -0.9: kinks move with the outer variable
+    c = mpmath.mpf(-9) / 10
+    r = bivariate_gaussian_expectation(lambda x: max(x, 0), lambda x: max(x, 0), c, q1=1, q2=4, dps=15,
+                                       breakpoints=[0])
+    with mpmath.workdps(30):
+        exact = 2 * (mpmath.sqrt(1 - c * c) + (mpmath.pi - mpmath.acos(c)) * c) / (2 * mpmath.pi)
+    assert rel(r.value, exact) < 1e-14
+
+
+@pytest.mark.parametrize("c", [-0.9, 0.0, 0.5, 0.99, 0.999999, 1.0])
+def test_bivariate_float64_against_sheppard(c):
+    # P(u > 0, v > 0) = 1/4 + asin(c) / (2 pi) for any variances
+    h = lambda x: (x > 0).astype(float)  # noqa: E731
+    got = bivariate_gaussian_expectation_float64(h, h, c, q1=0.5, q2=3.0, breakpoints=[0])
+    assert abs(got - (0.25 + math.asin(c) / (2 * math.pi))) < 1e-13
+
+
+def test_float64_against_mpmath_and_gauss_hermite_exactness():
+    ref = gaussian_expectation(lambda x: mpmath.tanh(x) ** 2, dps=30, std=2).value
+    assert abs(gaussian_expectation_float64(lambda x: np.tanh(x) ** 2, std=2.0) / float(ref) - 1) < 1e-14
+    # Gauss-Hermite with n nodes is exact for degree < 2n: E[z^6] = 15
+    assert abs(gaussian_expectation_float64(lambda x: x**6, order=4) - 15) < 1e-12
+
+
+def test_hermite_coefficients_exact_for_sin_and_relu():
+    # E[sin(z) He_k(z)] = E[sin^(k)(z)] = sin(k pi/2) e^{-1/2}  (Gaussian integration by parts)
+    a = hermite_coefficients(mpmath.sin, 60, dps=40)
+    with mpmath.workdps(60):
+        worst = max(abs(a[k] - mpmath.sin(k * mpmath.pi / 2) * mpmath.exp(-mpmath.mpf(1) / 2)
+                        / mpmath.sqrt(mpmath.factorial(k))) for k in range(60))
+    assert worst < mpmath.mpf(10) ** -39
+    # relu: a_0 = 1/sqrt(2 pi), a_1 = 1/2, a_2 = 1/sqrt(4 pi), a_3 = 0
+    r = hermite_coefficients(lambda x: max(x, 0), 4, dps=40, breakpoints=[0])
+    with mpmath.workdps(60):
+        exact = [1 / mpmath.sqrt(2 * mpmath.pi), mpmath.mpf(1) / 2, 1 / mpmath.sqrt(4 * mpmath.pi), 0]
+        assert max(abs(u - v) for u, v in zip(r, exact)) < mpmath.mpf(10) ** -39
+
+
+@pytest.mark.slow
+def test_bivariate_mpmath_covariance_at_20_digits():
+    # E[u v] = c sqrt(q1 q2): exact for a polynomial integrand (slow: ~20 s of 2-D quadrature)
+    r = bivariate_gaussian_expectation(lambda u: u, lambda v: v, mpmath.mpf(3) / 10, q1=2, q2=8, dps=20)
+    assert rel(r.value, mpmath.mpf(12) / 10) < 1e-19
+
+
+def test_bivariate_degenerate_correlations_reduce_to_one_dimension():
+    # c = +-1: v = +-sqrt(q2/q1) u, so E[tanh(u) tanh(v)] = +-E[tanh(u)^2] for q1 = q2 (tanh is odd)
+    with mpmath.workdps(40):
+        std = mpmath.sqrt(2)
+    ref = gaussian_expectation(lambda x: mpmath.tanh(x) ** 2, dps=30, std=std).value
+    plus = bivariate_gaussian_expectation(mpmath.tanh, mpmath.tanh, 1, q1=2, q2=2, dps=30).value
+    minus = bivariate_gaussian_expectation(mpmath.tanh, mpmath.tanh, -1, q1=2, q2=2, dps=30).value
+    with mpmath.workdps(40):
+        assert rel(plus, ref) < 1e-29 and rel(minus, -ref) < 1e-29

@@ -1,0 +1,338 @@
+"""analysis.kernel_maps: closed forms vs quadrature, engine agreement, properties, errors.
+
+References are independent of the code path under test: closed forms (looked up, not derived by
+the code under test) are checked against mpmath quadrature; the mpmath engine against itself at a
+higher precision; the float64 engine against the mpmath engine; C'(1) three ways; known values.
+"""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import sympy
+
+from analysis.kernel import find_closed_form, kernel_maps
+from numeric.gauss import gaussian_expectation
+from symact.errors import DivergentIntegralError, DomainError, FormulaError, NonRealExpressionError
+
+x = sympy.Symbol("x", real=True)
+
+# SELU constants (Klambauer et al. 2017) to 32 digits
+_SELU_L = sympy.Rational("1.0507009873554804934193349852946")
+_SELU_A = sympy.Rational("1.6732632423543772848170429916717")
+
+FALLBACK = {
+    "relu": sympy.Max(0, x),
+    "leaky_relu": sympy.Piecewise((sympy.Rational(1, 5) * x, x < 0), (x, True)),
+    "erf": sympy.erf(x),
+    "sin": sympy.sin(x),
+    "abs": sympy.Abs(x),
+    "exponential": sympy.exp(x),
+    "heaviside": sympy.Heaviside(x),
+    "gaussian": sympy.exp(-x**2),
+    "tanh": sympy.tanh(x),
+    "sigmoid": 1 / (1 + sympy.exp(-x)),
+    "softplus": sympy.log(1 + sympy.exp(x)),
+    "gelu": x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2,
+    "silu": x / (1 + sympy.exp(-x)),
+    "elu": sympy.Piecewise((sympy.exp(x) - 1, x < 0), (x, True)),
+    "selu": _SELU_L * sympy.Piecewise((_SELU_A * (sympy.exp(x) - 1), x < 0), (x, True)),
+    "squareplus": (x + sympy.sqrt(x**2 + 4)) / 2,
+}
+
+
+def act(name, **params):
+    """The catalogue Activation when symact provides one, else the same formula as a SymPy expr."""
+    import symact
+
+    if hasattr(symact, "activation"):
+        if name == "leaky_relu":
+            params.setdefault("negative_slope", sympy.Rational(1, 5))
+        return symact.activation(name, **params)
+    return FALLBACK[name]
+
+
+def diff(a, b):
+    with mpmath.workdps(80):
+        return abs(mpmath.mpf(a) - mpmath.mpf(b))
+
+
+def rel(a, b, floor=mpmath.mpf(10) ** -60):
+    with mpmath.workdps(80):
+        a, b = mpmath.mpf(a), mpmath.mpf(b)
+        return abs(a - b) / max(abs(b), floor)
+
+
+CLOSED = ["relu", "leaky_relu", "erf", "sin", "abs", "exponential"]
+SMOOTH = ["tanh", "sigmoid", "softplus", "gelu", "silu", "elu", "selu", "squareplus"]
+
+
+@pytest.mark.parametrize("name", CLOSED + ["heaviside", "gaussian"])
+def test_closed_form_is_found(name):
+    m = kernel_maps(act(name), dps=20)
+    assert m.engine == "closed" and m.closed_form is not None
+    assert isinstance(m.closed_form.c_map, sympy.Expr)
+
+
+def test_no_closed_form_for_tanh_and_engine_choice():
+    m = kernel_maps(act("tanh"))
+    assert m.closed_form is None and m.engine == "mpmath"
+    with pytest.raises(DomainError, match="no closed form"):
+        kernel_maps(act("tanh"), engine="closed")
+
+
+def test_known_closed_form_values():
+    relu = kernel_maps(act("relu"), dps=30)
+    assert relu.closed_form.q_map == q_sym() / 2
+    # DKS-normalised relu C map = Cho & Saul's arc-cosine J_1(theta)/pi; C(0) = 1/pi
+    with mpmath.workdps(40):
+        one_over_pi = 1 / mpmath.pi
+    assert rel(relu.c_map(0), one_over_pi) < 1e-29
+    # nngp (unnormalised) = C * sqrt(Q Q)
+    k = relu.closed_form.kernel.subs({sympy.Symbol("q1", positive=True): 1, sympy.Symbol("q2", positive=True): 4,
+                                      sympy.Symbol("c", real=True): sympy.Rational(1, 2)})
+    with mpmath.workdps(40):
+        nngp = relu.c_map(0.5, 1, 4) * mpmath.sqrt(relu.q_map(1) * relu.q_map(4))
+    assert rel(sympy.N(k, 40), nngp) < 1e-29
+    # x^3 - x: Q(q) = E[(x^3 - x)^2], x ~ N(0, q) = 15 q^3 - 6 q^2 + q  (Gaussian moments)
+    poly = kernel_maps(x**3 - x, dps=30)
+    assert poly.closed_form.name == "polynomial"
+    assert sympy.expand(poly.closed_form.q_map - (15 * q_sym()**3 - 6 * q_sym()**2 + q_sym())) == 0
+
+
+def q_sym():
+    return sympy.Symbol("q", positive=True)
+
+
+@pytest.mark.parametrize("name", CLOSED)
+def test_closed_q_map_agrees_with_quadrature_at_40_digits(name):
+    closed = kernel_maps(act(name), dps=40, engine="closed")
+    quad = kernel_maps(act(name), dps=40, engine="mpmath")
+    for qv in (sympy.Rational(1, 4), 1, 4):
+        assert rel(closed.q_map(qv), quad.q_map(qv)) < 1e-38
+        assert rel(closed.q_map_derivative(qv), quad.q_map_derivative(qv)) < 1e-37
+
+
+@pytest.mark.parametrize("name", CLOSED)
+def test_closed_c_map_agrees_with_quadrature_at_40_digits_mehler_points(name):
+    # |c| <= 0.8: the mpmath engine sums Mehler's series of quadrature Hermite coefficients
+    closed = kernel_maps(act(name), dps=40, engine="closed")
+    quad = kernel_maps(act(name), dps=40, engine="mpmath")
+    for cv in (sympy.Rational(7, 10), sympy.Rational(-1, 2), 0, sympy.Rational(3, 10)):
+        assert diff(closed.c_map(cv), quad.c_map(cv)) < mpmath.mpf(10) ** -38
+
+
+@pytest.mark.slow
+def test_c_map_2d_quadrature_against_closed_form_low_precision():
+    # the fast 2-D check of the integrator itself is tests/test_gauss.py (arc-cosine kernel)
+    closed = kernel_maps(act("abs"), dps=12, engine="closed")
+    quad = kernel_maps(act("abs"), dps=12, engine="mpmath")
+    quad.mehler_max_abs_c = 0
+    assert abs(closed.c_map(0.7) - quad.c_map(0.7)) < 1e-11
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CLOSED)
+def test_closed_c_map_agrees_with_2d_quadrature_at_40_digits(name):
+    closed = kernel_maps(act(name), dps=40, engine="closed")
+    quad = kernel_maps(act(name), dps=40, engine="mpmath")
+    quad.mehler_max_abs_c = 0          # 2-D quadrature at every point
+    for cv in (sympy.Rational(-9, 10), sympy.Rational(7, 10), sympy.Rational(99, 100)):
+        assert diff(closed.c_map(cv), quad.c_map(cv)) < mpmath.mpf(10) ** -38
+
+
+@pytest.mark.parametrize("name", CLOSED + ["heaviside", "gaussian"])
+def test_float64_engine_against_closed_forms_including_near_1(name):
+    closed = kernel_maps(act(name), dps=20, engine="closed")
+    fast = kernel_maps(act(name), engine="float64")
+    for cv in (-0.9, -0.5, 0.0, 0.3, 0.7, 0.99, 0.999999):
+        for q1, q2 in ((1.0, 1.0), (0.25, 4.0)):
+            assert abs(fast.c_map(cv, q1, q2) - float(closed.c_map(cv, q1, q2))) < 1e-12
+    for qv in (0.25, 1.0, 4.0):
+        assert abs(fast.q_map(qv) / float(closed.q_map(qv)) - 1) < 1e-12
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_mpmath_self_consistent_and_float64_agrees(name):
+    m30 = kernel_maps(act(name), dps=30, engine="mpmath")
+    m45 = kernel_maps(act(name), dps=45, engine="mpmath")
+    f64 = kernel_maps(act(name), engine="float64")
+    values = {
+        "Q(1)": (lambda m: m.q_map(1)),
+        "Q'(1)": (lambda m: m.q_map_derivative(1)),
+        "C(0.3)": (lambda m: m.c_map(0.3)),
+        "C(0)": (lambda m: m.c_map_at_0),
+        "C'(1)": (lambda m: m.c_map_slope_at_1),
+    }
+    for label, get in values.items():
+        hi = get(m45)
+        # two precisions agree to 30 digits (absolute floor for values that vanish, e.g. C(0) of odd phi)
+        assert diff(get(m30), hi) <= mpmath.mpf(10) ** -29 * max(abs(hi), mpmath.mpf(1) / 10), label
+        assert abs(get(f64) - float(hi)) <= 1e-12 * max(abs(float(hi)), 0.1), label
+
+
+@pytest.mark.parametrize("name", SMOOTH + ["relu", "abs", "heaviside"])
+def test_c_map_properties(name):
+    f64 = kernel_maps(act(name), engine="float64")
+    cs = np.linspace(0, 1, 101)
+    vals = np.array([f64.c_map(cv) for cv in cs[:-1]] + [f64.c_map(1 - 1e-12)])
+    assert abs(vals[-1] - 1) < 1e-6, "C(1) = 1 (approached through the 2-D rule, not the c = 1 shortcut)"
+    assert np.all(np.diff(vals) > 0), "C is increasing on [0, 1]"
+    assert np.all(np.diff(vals, 2) > -1e-12), "C is convex on [0, 1]"
+    np.testing.assert_allclose(f64.c_map_curve(cs[:-1]), vals[:-1], rtol=0, atol=1e-15)
+    # convexity and monotonicity near 1: 0 <= 1 - C(1 - e) <= e C'(1)
+    e = 1e-4
+    gap = 1 - f64.c_map(1 - e)
+    slope = f64.c_map_slope_at_1
+    assert 0 < gap and (math.isinf(slope) or gap <= e * slope * (1 + 1e-9))
+
+
+@pytest.mark.parametrize("name", ["gelu", "softplus", "silu", "sigmoid", "erf", "sin"])
+def test_slope_at_1_three_ways(name):
+    m = kernel_maps(act(name), dps=30, engine="mpmath")
+    by_price = m.c_map_derivative(1)            # Price's theorem through the 2-D integrator at c = 1
+    by_expectation = m.c_map_slope_at_1          # E[phi'^2] / Q(1)
+    a = m.hermite_coefficients(160)              # Mehler: sum k a_k^2 / sum a_k^2
+    with mpmath.workdps(40):
+        by_hermite = mpmath.fsum(k * ak**2 for k, ak in enumerate(a)) / mpmath.fsum(ak**2 for ak in a)
+        # and Gaussian integration by parts: E[phi'^2] = E[z phi phi'] - E[phi phi'']
+        d0, d1, d2 = (sympy.lambdify(x, sympy.diff(sympy.sympify(getattr(act(name), "concrete_expr", act(name))), x, k),
+                                     "mpmath") for k in range(3))
+        stein = gaussian_expectation(lambda t: t * d0(t) * d1(t) - d0(t) * d2(t), dps=35).value / m.q_map(1)
+    for other in (by_expectation, by_hermite, stein):
+        assert rel(by_price, other) < 1e-25
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "abs", "selu"])
+def test_curvature_infinite_when_derivative_jumps(name):
+    for engine in ("mpmath", "float64"):
+        m = kernel_maps(act(name), dps=20, engine=engine)
+        assert m.curvature_is_infinite
+        assert math.isinf(m.c_map_curvature_at_1)
+
+
+def test_curvature_finite_and_exact():
+    # erf: closed form vs q^2 E[phi''^2]/Q; elu (alpha = 1) has continuous phi' so C''(1) is finite
+    closed = kernel_maps(act("erf"), dps=30, engine="closed")
+    quad = kernel_maps(act("erf"), dps=30, engine="mpmath")
+    assert not quad.curvature_is_infinite
+    assert rel(closed.c_map_curvature_at_1, quad.c_map_curvature_at_1) < 1e-28
+    elu = kernel_maps(act("elu"), dps=20, engine="mpmath")
+    assert not elu.curvature_is_infinite and mpmath.isfinite(elu.c_map_curvature_at_1)
+
+
+def test_second_c_derivative_with_delta_terms_for_relu():
+    # relu: C''(c) = 1 / (pi sqrt(1 - c^2)) at q1 = q2 (the delta term of phi'' = delta(x))
+    cv = sympy.Rational(1, 2)
+    with mpmath.workdps(40):
+        exact = 1 / (mpmath.pi * mpmath.sqrt(1 - mpmath.mpf(1) / 4))
+    quad = kernel_maps(act("relu"), dps=20, engine="mpmath")
+    assert rel(quad.c_map_derivative(cv, 2), exact) < 1e-18      # Mehler series, differentiated
+    quad.mehler_max_abs_c = 0                                       # Price: phi'' = delta(x), exactly
+    assert rel(quad.c_map_derivative(cv, 2), exact) < 1e-18
+    fast = kernel_maps(act("relu"), engine="float64")
+    assert abs(fast.c_map_derivative(0.5, 2) / float(exact) - 1) < 1e-12
+    # and C'(c; q1, q2) for leaky relu vs its closed form at unequal q
+    closed = kernel_maps(act("leaky_relu"), dps=20, engine="closed")
+    fast = kernel_maps(act("leaky_relu"), engine="float64")
+    assert abs(fast.c_map_derivative(0.4, 1, 0.5, 2.0) - float(closed.c_map_derivative(0.4, 1, 0.5, 2.0))) < 1e-12
+
+
+def test_q_map_derivative_against_integration_by_parts():
+    # smooth phi: Q'(q) = E[phi'(x)^2 + phi(x) phi''(x)], x ~ N(0, q): a different integrand
+    m = kernel_maps(act("tanh"), dps=30, engine="mpmath")
+    expr = sympy.sympify(getattr(act("tanh"), "concrete_expr", act("tanh")))
+    d0, d1, d2 = (sympy.lambdify(x, sympy.diff(expr, x, k), "mpmath") for k in range(3))
+    with mpmath.workdps(50):
+        sqrt2 = mpmath.sqrt(2)
+    ref = gaussian_expectation(lambda t: d1(t) ** 2 + d0(t) * d2(t), dps=35, std=sqrt2).value
+    assert rel(m.q_map_derivative(2), ref) < 1e-29
+    # second derivative: closed form of erf vs the He_4 formula
+    closed = kernel_maps(act("erf"), dps=30, engine="closed")
+    quad = kernel_maps(act("erf"), dps=30, engine="mpmath")
+    assert rel(closed.q_map_derivative(1, 2), quad.q_map_derivative(1, 2)) < 1e-27
+
+
+def test_hermite_coefficients_reproduce_q_and_c():
+    m = kernel_maps(act("erf"), dps=30, engine="closed")
+    a = m.hermite_coefficients(120)
+    with mpmath.workdps(40):
+        assert rel(mpmath.fsum(ak**2 for ak in a), m.q_map(1)) < 1e-15
+        c07 = mpmath.fsum(ak**2 * mpmath.mpf("0.7") ** k for k, ak in enumerate(a)) / m.q_map(1)
+    assert rel(c07, m.c_map(sympy.Rational(7, 10))) < 1e-25
+
+
+def test_composed_maps_match_symbolic_composition():
+    # erf o erf: compose the closed forms symbolically, differentiate with SymPy
+    m = kernel_maps(act("erf"), dps=30)
+    comp = m.composed(m)
+    cf = m.closed_form
+    q_, q1_, q2_, c_ = (sympy.Symbol("q", positive=True), sympy.Symbol("q1", positive=True),
+                        sympy.Symbol("q2", positive=True), sympy.Symbol("c", real=True))
+    Q = sympy.Lambda(q_, cf.q_map)
+    inner = cf.c_map
+    outer = cf.c_map.subs({c_: inner, q1_: Q(q1_), q2_: Q(q2_)}, simultaneous=True)
+    at = {c_: sympy.Rational(3, 10), q1_: 1, q2_: 2}
+    assert rel(comp.c_map(sympy.Rational(3, 10), 1, 2), sympy.N(outer.subs(at), 40)) < 1e-28
+    assert rel(comp.c_map_derivative(sympy.Rational(3, 10), 1, 1, 2), sympy.N(sympy.diff(outer, c_).subs(at), 40)) < 1e-28
+    assert rel(comp.c_map_derivative(sympy.Rational(3, 10), 2, 1, 2),
+               sympy.N(sympy.diff(outer, c_, 2).subs(at), 40)) < 1e-27
+    assert rel(comp.q_map(3), sympy.N(Q(Q(3)), 40)) < 1e-29
+    assert rel(comp.q_map_derivative(3), sympy.N(sympy.diff(Q(Q(q_)), q_).subs(q_, 3), 40)) < 1e-29
+
+
+def test_errors_are_clear():
+    relu = kernel_maps(act("relu"), dps=20)
+    with pytest.raises(DomainError, match=r"\[-1, 1\]"):
+        relu.c_map(1.5)
+    with pytest.raises(DomainError, match="> 0"):
+        relu.q_map(0)
+    with pytest.raises(DomainError, match="> 0"):
+        relu.c_map(0.5, q1=-1)
+    with pytest.raises(DivergentIntegralError):
+        kernel_maps(sympy.exp(x**2), engine="mpmath").q_map(1)
+    # exp(x^2/3) has a finite Gaussian mean but is not square-integrable: Q diverges
+    with pytest.raises(DivergentIntegralError, match="not square-integrable"):
+        kernel_maps(sympy.exp(x**2 / 3), engine="mpmath").q_map(1)
+    with pytest.raises(DivergentIntegralError):
+        kernel_maps(sympy.exp(x**2 / 3), engine="float64").q_map(4)
+    with pytest.raises(NonRealExpressionError):
+        kernel_maps(sympy.sqrt(x), engine="mpmath").q_map(1)
+    with pytest.raises(FormulaError):
+        kernel_maps(x * sympy.Symbol("a"))
+    with pytest.raises(DomainError, match="vanishes"):     # Q = 0: the C map is 0/0
+        kernel_maps(sympy.Heaviside(x - 50), engine="float64").q_map(1)
+    with pytest.raises(DomainError):
+        kernel_maps(act("tanh"), engine="quantum")
+
+
+def test_closed_form_detection_is_not_fooled():
+    assert find_closed_form(sympy.tanh(x), x) is None
+    assert find_closed_form(x * sympy.Heaviside(x) + sympy.sin(x), x) is None
+    # prelu-like slope and a scaled step are recognised
+    assert find_closed_form(sympy.Max(x, -x / 4), x).name.startswith("homogeneous")
+    assert find_closed_form(3 * sympy.sign(x), x).name.startswith("step")
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu", "elu"])
+def test_c_map_derivatives_price_float64_vs_mehler_mpmath(name):
+    # float64: Price's theorem, 2-D quadrature of phi'(u) phi'(v) (and phi''); mpmath: derivative of
+    # Mehler's series of quadrature Hermite coefficients -- two different routes to C'(c), C''(c)
+    fast = kernel_maps(act(name), engine="float64")
+    slow = kernel_maps(act(name), dps=30, engine="mpmath")
+    for cv in (-0.6, 0.5):
+        for n in (1, 2):
+            ref = float(slow.c_map_derivative(cv, n))
+            assert abs(fast.c_map_derivative(cv, n) - ref) < 1e-12 * max(1.0, abs(ref)), (cv, n)
+
+
+@pytest.mark.parametrize("name", ["cos", "gaussian", "heaviside", "cubic"])
+def test_other_closed_forms_agree_with_quadrature(name):
+    spec = x**3 - x if name == "cubic" else act(name)
+    closed = kernel_maps(spec, dps=30, engine="closed")
+    quad = kernel_maps(spec, dps=30, engine="mpmath")
+    for qv in (sympy.Rational(1, 4), 1, 4):
+        assert rel(closed.q_map(qv), quad.q_map(qv)) < 1e-28
+    for cv in (sympy.Rational(-1, 2), sympy.Rational(3, 10)):
+        assert diff(closed.c_map(cv), quad.c_map(cv)) < mpmath.mpf(10) ** -28
