@@ -34,6 +34,15 @@ _EXPORTS = {
     "transform_conditions": "transform_conditions",
     "TransformConditions": "transform_conditions",
     "ConditionSet": "transform_conditions",
+    # Q/C kernel maps and the empirical check against wide random networks
+    "ClosedForm": "kernel",
+    "ComposedKernelMaps": "kernel",
+    "KernelMaps": "kernel",
+    "find_closed_form": "kernel",
+    "kernel_maps": "kernel",
+    "EmpiricalKernel": "empirical",
+    "empirical_kernel": "empirical",
+    "kernel_tolerance": "empirical",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -49,17 +58,3 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
-
-
-# --- kernel branch: Q/C kernel maps and the empirical check ---
-_EXPORTS.update({
-    "ClosedForm": "kernel",
-    "ComposedKernelMaps": "kernel",
-    "KernelMaps": "kernel",
-    "find_closed_form": "kernel",
-    "kernel_maps": "kernel",
-    "EmpiricalKernel": "empirical",
-    "empirical_kernel": "empirical",
-    "kernel_tolerance": "empirical",
-})
-__all__ = sorted(_EXPORTS)
