@@ -13,13 +13,7 @@ from numeric.parametrizations import ParameterActivationParametrization, paramet
 from symact.errors import DomainError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: thread start-up and contention on a shared 2-core machine dominate otherwise.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Weights inside each row's range (value offset so that every entry is in range).

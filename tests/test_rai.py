@@ -11,15 +11,7 @@ from numeric.train import build_mlp, train
 from symact.errors import DomainError, SymactError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _seed_net(hidden_layers=100, width=100, dtype=torch.float64, seed=0):

@@ -9,12 +9,7 @@ from numeric.regressor import SQUASH_PAIRS, DeepUniversalRegressorI, DeepUnivers
 from symact.errors import DomainError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", sorted(SQUASH_PAIRS))

@@ -9,15 +9,7 @@ from numeric.train import build_mlp, output_loss, train
 from symact.errors import DomainError, SymactError, TrainingDivergedError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(n=64, seed=0):

@@ -12,15 +12,7 @@ from symact.errors import SymactError
 HERE = __name__  # jobs below are referenced as "<this module>:<function>", importable by worker processes
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _log(spec, name):
