@@ -61,6 +61,8 @@ import mpmath
 import numpy as np
 import sympy
 
+from numeric.gauss import gaussian_rule
+
 __all__ = [
     "ActivationFunctions",
     "ConditionSet",
@@ -123,30 +125,8 @@ def _drop_dirac(expr: sympy.Expr) -> sympy.Expr:
     return expr.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: sympy.S.Zero)
 
 
-def _kinks_of(expr: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, ...]:
-    """Real points where a piecewise-defined expression may be non-smooth."""
-    candidates: set = set()
-    for node in sympy.preorder_traversal(expr):
-        args: list = []
-        if isinstance(node, sympy.Piecewise):
-            for _, cond in node.args:
-                for rel in cond.atoms(sympy.core.relational.Relational):
-                    args.append(rel.lhs - rel.rhs)
-        elif isinstance(node, (sympy.Heaviside, sympy.Abs, sympy.sign)):
-            args.append(node.args[0])
-        elif isinstance(node, (sympy.Max, sympy.Min)):
-            a = node.args
-            args.extend(a[i] - a[j] for i in range(len(a)) for j in range(i + 1, len(a)))
-        for arg in args:
-            if arg.has(x):
-                for sol in sympy.solve(arg, x):
-                    if sol.is_real:
-                        candidates.add(sympy.nsimplify(sol))
-    return tuple(sorted(candidates, key=float))
-
-
-def _to_expr(act: Any) -> tuple[str, sympy.Expr, sympy.Symbol, tuple | None]:
-    """(name, concrete expression, input symbol, declared kinks) of an Activation or expression."""
+def _to_expr(act: Any) -> tuple[str, sympy.Expr, sympy.Symbol, tuple]:
+    """(name, concrete expression, input symbol, kinks) of an Activation, name or expression."""
     if isinstance(act, str):
         import symact
 
@@ -171,14 +151,16 @@ def _to_expr(act: Any) -> tuple[str, sympy.Expr, sympy.Symbol, tuple | None]:
             f"expression {expr} must have exactly one free symbol (the input), found {free}; "
             "substitute parameter values first."
         )
-    return str(expr), expr, free[0], None
+    import symact
+
+    # Through an Activation, so the kinks (quadrature break-points) come from one place.
+    return _to_expr(symact.activation(expr.xreplace({free[0]: symact.x})))
 
 
 @functools.lru_cache(maxsize=256)
-def _build(name: str, expr: sympy.Expr, x: sympy.Symbol, declared_kinks: tuple | None) -> ActivationFunctions:
+def _build(name: str, expr: sympy.Expr, x: sympy.Symbol, kinks: tuple) -> ActivationFunctions:
     d1 = _drop_dirac(sympy.diff(expr, x))
     d2 = _drop_dirac(sympy.diff(d1, x))
-    kinks = declared_kinks if declared_kinks is not None else _kinks_of(expr, x)
     kinks_f = tuple(sorted({float(k) for k in kinks}))
 
     def vectorise(e):
@@ -218,22 +200,14 @@ def activation_functions(act: Any) -> ActivationFunctions:
 _HALF_WIDTH = 14.0  # |z| beyond 14 carries Gaussian mass < 1e-44
 _N_INTERVALS = 32
 _GL_ORDER = 24
-_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(_GL_ORDER)
 
 
 def _float64_rule(alpha: float, beta: float, kinks: tuple[float, ...], n_intervals: int = _N_INTERVALS,
                   half_width: float = _HALF_WIDTH) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes z and weights w (density included) of a composite Gauss-Legendre rule for N(0,1)."""
-    edges = np.linspace(-half_width, half_width, n_intervals + 1)
+    """Nodes z and weights w (density included) of a composite Gauss-Legendre rule for N(0,1),
+    split where u = alpha z + beta crosses a kink."""
     kz = [(k - beta) / alpha for k in kinks]
-    kz = [k for k in kz if -half_width < k < half_width]
-    if kz:
-        edges = np.unique(np.concatenate([edges, kz]))
-    lo, hi = edges[:-1], edges[1:]
-    half = (hi - lo) / 2
-    z = ((lo + hi) / 2)[:, None] + half[:, None] * _GL_NODES[None, :]
-    w = half[:, None] * _GL_WEIGHTS[None, :] * np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
-    return z.ravel(), w.ravel()
+    return gaussian_rule(kz, cut=half_width, panels=n_intervals, nodes_per_panel=_GL_ORDER)
 
 
 def _poly_mul(p: tuple, q: tuple) -> tuple:
@@ -262,33 +236,14 @@ def _score_polys(p: tuple) -> tuple[tuple, tuple]:
     return beta_poly, alpha_poly
 
 
-@functools.lru_cache(maxsize=16)
-def _gauss_legendre_48(prec: int):
-    """48-point Gauss-Legendre nodes on [-1, 1] at ``prec`` bits (mpmath computes them; cached)."""
-    from mpmath.calculus.quadrature import GaussLegendre
-
-    return tuple(GaussLegendre(mpmath.mp).calc_nodes(5, prec))
-
-
 def _mp_rule(alpha, beta, kinks: tuple[float, ...], dps: int, n_intervals: int):
     """Composite Gauss-Legendre nodes/weights (density included) in z for N(0,1) at ``dps`` digits.
 
     48 nodes per interval on [-L, L] with exp(-L^2/2) < 10^-(dps+8), split at the kinks.
     """
     half_width = mpmath.sqrt(2 * (dps + 8) * mpmath.log(10)) + 1
-    edges = [-half_width + 2 * half_width * i / n_intervals for i in range(n_intervals + 1)]
     kz = [(mpmath.mpf(k) - beta) / alpha for k in kinks]
-    edges = sorted(set(edges) | {k for k in kz if -half_width < k < half_width})
-    rule = _gauss_legendre_48(mpmath.mp.prec)
-    norm = 1 / mpmath.sqrt(2 * mpmath.pi)
-    z, w = [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        mid, half = (lo + hi) / 2, (hi - lo) / 2
-        for t, wt in rule:
-            zz = mid + half * t
-            z.append(zz)
-            w.append(half * wt * norm * mpmath.exp(-zz * zz / 2))
-    return z, w
+    return gaussian_rule(kz, cut=half_width, panels=n_intervals, nodes_per_panel=48, dps=dps)
 
 
 class ConditionEvaluator:

@@ -324,10 +324,11 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
         return GaussianIntegral(+value, +err, dps)
 
 
-def _gl_panel_rule(breakpoints_z: Sequence, cut, panel_width, degree: int):
-    """Composite Gauss-Legendre nodes/weights (mpf) for the N(0,1) density on [-cut, cut]."""
+def _gl_panel_rule(breakpoints_z: Sequence, cut, n_panels: int, degree: int):
+    """Composite Gauss-Legendre nodes/weights (mpf) for the N(0,1) density on [-cut, cut]:
+    ``n_panels`` equal panels, further split at the breakpoints; ``degree`` is mpmath's level
+    (3 * 2**(degree - 1) nodes per panel)."""
     edges = set(mpmath.mpf(b) for b in breakpoints_z if -cut < b < cut)
-    n_panels = int(mpmath.ceil(2 * cut / panel_width))
     for k in range(n_panels + 1):
         edges.add(-cut + k * (2 * cut / n_panels))
     edges = sorted(edges)
@@ -341,6 +342,30 @@ def _gl_panel_rule(breakpoints_z: Sequence, cut, panel_width, degree: int):
             nodes.append(z)
             weights.append(w * half * mpmath.exp(-z * z / 2) * norm)
     return nodes, weights
+
+
+def gaussian_rule(breakpoints_z: Sequence = (), *, cut, panels: int, nodes_per_panel: int,
+                  dps: int | None = None):
+    """Nodes z and weights w with sum w f(z) ~ E[f(z)], z ~ N(0, 1) (the density is in the weights).
+
+    A composite Gauss-Legendre rule on [-cut, cut]: ``panels`` equal panels, further split at the
+    breakpoints (in the z variable) so that piecewise-smooth integrands are integrated panel by
+    panel.  Use it when many integrands share one node set (e.g. every condition of a Newton step
+    evaluated from one set of activation values).
+
+    ``dps=None``: float64 numpy arrays.  ``dps=n``: lists of mpf at the current mpmath precision
+    (``mp.dps`` should be at least n), with ``nodes_per_panel`` one of 12, 24, 48, 96, ...
+
+    >>> z, w = gaussian_rule(cut=10.0, panels=20, nodes_per_panel=16)
+    >>> round(float(w @ z**2), 12)
+    1.0
+    """
+    if dps is None:
+        return _f64_rule(breakpoints_z, nodes_per_panel, float(cut), 2 * float(cut) / panels)
+    level = {3 * 2 ** (k - 1): k for k in range(1, 12)}.get(nodes_per_panel)
+    if level is None:
+        raise DomainError(f"nodes_per_panel={nodes_per_panel}: the mpmath rule has 3*2**k nodes (12, 24, 48, ...)")
+    return _gl_panel_rule(breakpoints_z, mpmath.mpf(cut), int(panels), level)
 
 
 def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Sequence = ()) -> list:
@@ -370,7 +395,7 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
         _check_tail(lambda x: f(x) ** 2, 0, 1, dps, "f^2")
         cut = 2 * mpmath.sqrt((dps + _GUARD_DIGITS) * mpmath.log(10))
         # 24 nodes per half-unit panel resolve h_k to ~dps digits for k <= 300; 48 beyond
-        nodes, weights = _gl_panel_rule([mpmath.mpf(b) for b in breakpoints], cut, mpmath.mpf(1) / 2,
+        nodes, weights = _gl_panel_rule([mpmath.mpf(b) for b in breakpoints], cut, int(mpmath.ceil(4 * cut)),
                                         4 if n <= 300 else 5)
         # h_k(z) by the recurrence in fixed-point integers with P fractional bits (the forward
         # recurrence is stable and h_k grows, so absolute 2^-P errors stay relatively small), then
