@@ -185,3 +185,42 @@ def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
         pytest.skip("a CUDA device is present")
     with pytest.raises(SymactError, match="sees no CUDA device"):
         run_suite([Job("rai_init", {"hidden_layers": 2})], tmp_path, device="cuda")
+
+
+def test_kernel_check_tanh_extended_map_holds_and_local_map_is_rejected():
+    """Untransformed tanh has Q(1) = 0.394: the suite's claims say so, with issue 3's tolerance."""
+    import numpy as np
+
+    from analysis.experiments.kernel_check import kernel_check
+
+    res = kernel_check({"activation": "tanh", "depth": 5, "width": 1000, "seeds": 10,
+                        "cosines": [0.0, 0.5, 0.9], "check_local": True})
+    verdicts = [(c.key, c.verdict) for c in res["claims"]]
+    assert verdicts == [("kernel_extended_map", "pass")] * 3 + [("kernel_local_map_rejected", "pass")]
+    # layer 1 of both predictions is C(c0; 1, 1) = E[tanh(u) tanh(c0 u + sqrt(1-c0^2) w)] / E[tanh(u)^2],
+    # here by an independent 200 x 200 Gauss-Hermite rule (converged to ~1e-15 for tanh)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(200)
+    weights = weights / weights.sum()
+    u, w = np.meshgrid(nodes, nodes, indexing="ij")
+    q1 = (weights * np.tanh(nodes) ** 2).sum()
+    for i, c0 in enumerate(res["cosines"]):
+        assert res["predicted_c"][i][0] == res["predicted_c_local"][i][0] == c0
+        ref = (np.outer(weights, weights) * np.tanh(u) * np.tanh(c0 * u + np.sqrt(1 - c0 * c0) * w)).sum() / q1
+        assert res["predicted_c"][i][1] == pytest.approx(ref, abs=1e-12)
+        assert res["predicted_c_local"][i][1] == pytest.approx(ref, abs=1e-12)
+    # issue 3: the local maps are off by ~0.06-0.08 at depth 5 for c0 = 0.5, 0.9
+    gap = [res["predicted_c"][i][5] - res["predicted_c_local"][i][5] for i in (1, 2)]
+    assert all(0.05 < g < 0.1 for g in gap), gap
+
+
+def test_kernel_check_dks_shaped_tanh_has_identical_local_and_extended_maps():
+    """DKS sets Q(1) = 1, so q stays 1 and the local maps are the extended maps."""
+    from analysis.experiments.kernel_check import kernel_check
+
+    res = kernel_check({"activation": "tanh", "shaping": "dks", "zeta": 1.5, "depth": 5, "width": 256,
+                        "seeds": 3, "cosines": [0.5]})
+    assert res["label"] == "tanh_dks"
+    assert res["predicted_q"] == pytest.approx([1.0] * 5, abs=1e-9)
+    assert res["predicted_c"][0] == pytest.approx(res["predicted_c_local"][0], abs=1e-9)
+    # DKS: the 5-layer C map has slope zeta = 1.5 at c = 1, so c drops below c0 yet stays positive
+    assert 0 < res["predicted_c"][0][5] < 0.5
