@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analysis.kernel import _Funcs, _activation_parts, kernel_maps
+from analysis.kernel import _activation_parts, kernel_maps
 from symact.errors import DomainError
 
 __all__ = ["EmpiricalKernel", "empirical_kernel", "kernel_tolerance"]
@@ -105,41 +105,14 @@ class EmpiricalKernel:
 
 
 def _torch_activation(act: Any, torch, device):
-    """phi as a torch function: the catalogue's torch builtin, else SymPy's torch lambdify, else
-    the NumPy function through the CPU (each candidate is checked against NumPy on a probe)."""
+    """phi as a torch function: numeric.codegen's generated function (the numerically safe
+    form, within a few ulps of the exact value, on any device), for any activation."""
+    import symact
+    from numeric.codegen import torch_function
+
     parts = _activation_parts(act)
-    funcs = _Funcs(parts)
-    f_np = funcs.np(0)
-    import sympy
-
-    probe = np.linspace(-3, 3, 13)
-    builtin = getattr(act, "torch_builtin", None)
-    if builtin:
-        # the catalogue's own torch function (e.g. torch.nn.functional.gelu), checked on a probe
-        try:
-            import importlib
-
-            dotted, kwargs = builtin
-            mod, _, fname = dotted.rpartition(".")
-            fn = getattr(importlib.import_module(mod), fname)
-            f_b = lambda t: fn(t, **dict(kwargs))  # noqa: E731
-            got = f_b(torch.tensor(probe, dtype=torch.float64)).cpu().numpy()
-            if np.allclose(got, f_np(probe), rtol=1e-10, atol=1e-10):
-                return parts.name, f_b
-        except Exception:  # noqa: BLE001 - fall through to lambdify
-            pass
-    try:
-        f_t = sympy.lambdify(parts.x, parts.expr, modules="torch")
-        got = f_t(torch.tensor(probe, dtype=torch.float64)).cpu().numpy()
-        if np.allclose(got, f_np(probe), rtol=1e-12, atol=1e-12):
-            return parts.name, f_t
-    except Exception:  # noqa: BLE001 - torch printing of Max/Heaviside/... may fail: use NumPy
-        pass
-
-    def via_numpy(t):
-        return torch.as_tensor(f_np(t.detach().cpu().numpy()), dtype=t.dtype, device=t.device)
-
-    return parts.name, via_numpy
+    activation = symact.activation(parts.expr.xreplace({parts.x: symact.x}))
+    return parts.name, torch_function(activation).apply
 
 
 def empirical_kernel(act: Any, depth: int, width: int, cosines: Sequence[float] = (0.0, 0.5, 0.9),
