@@ -224,3 +224,17 @@ def test_kernel_check_dks_shaped_tanh_has_identical_local_and_extended_maps():
     assert res["predicted_c"][0] == pytest.approx(res["predicted_c_local"][0], abs=1e-9)
     # DKS: the 5-layer C map has slope zeta = 1.5 at c = 1, so c drops below c0 yet stays positive
     assert 0 < res["predicted_c"][0][5] < 0.5
+
+
+def test_entropy_normalisation_job_checks_its_claims():
+    # The job's references are independent of the batched solver: the mpmath solve at 30 digits,
+    # Newton's residual sequence, and torch's finite-difference gradcheck.
+    from analysis.experiments import external  # noqa: F401 - registers the job
+    from analysis.records import Job
+    from analysis.verify import run_job
+
+    record = run_job(Job("entropy_normalisation", {"rows": 32, "n": 8}))
+    assert record["status"] == "ok", record["error"]
+    verdicts = {claim["key"]: claim["verdict"] for claim in record["claims"]}
+    assert verdicts == {"entropy_target": "pass", "entropy_float64_vs_mpmath": "pass",
+                        "entropy_newton": "pass", "entropy_gradient": "pass"}
