@@ -1,26 +1,55 @@
 r"""Relaxed activation identity (RAI): per-example hidden activations as trainable parameters.
 
-Given a feed-forward network written as stages :math:`f_0, \dots, f_{T-1}` (for
-an ``nn.Sequential``: each stage is one ``nn.Linear`` and the non-linear modules
-that follow it, up to the next ``nn.Linear``), RAI keeps for every training
-example :math:`i` and every stage boundary :math:`t = 1, \dots, T-1` an
-auxiliary tensor :math:`z_t^i`, initialised from the forward pass, and breaks
-the sequential dependence:
+A feed-forward ``nn.Sequential`` is cut into pieces :math:`g_0, \dots, g_K`
+(:math:`g_K \circ \dots \circ g_0` is the network).  RAI keeps, for every
+training example :math:`i` and every cut :math:`k = 1, \dots, K`, an auxiliary
+tensor :math:`z_k^i`, initialised from the forward pass, and breaks the
+sequential dependence:
 
 .. math::
 
-    \hat z_{t+1}^i = f_t(z_t^i), \qquad z_0^i = x^i, \\
-    \mathcal L = \frac1n \sum_i L_y(y^i, \hat z_T^i)
-      + \lambda \sum_{t=1}^{T-1} \frac1n \sum_i \lVert z_t^i - \hat z_t^i \rVert^2 .
+    \hat z_{k+1}^i = g_k(z_k^i), \qquad z_0^i = x^i, \\
+    \mathcal L = \frac1n \sum_i L_y\bigl(y^i, g_K(z_K^i)\bigr)
+      + \lambda \sum_{k=1}^{K} C\bigl(z_k, \hat z_k\bigr) .
 
-Both the network parameters and the :math:`z_t^i` are trained.  At
-initialisation every consistency term is exactly zero and :math:`\hat z_T` is
-the true network's output, so the RAI loss equals the plain loss.  The network
-is always *evaluated* as the true network (``RAI.forward`` is the wrapped
-model's forward).  The penalty weight :math:`\lambda` can follow a
-:class:`PenaltySchedule` that increases it, as in the method of auxiliary
-coordinates (Carreira-Perpinan and Wang, 2014), and mini-batches index the
-auxiliary tensors per example.
+Both the network parameters and the :math:`z_k^i` are trained.  Three options
+choose the cuts and :math:`C`:
+
+``aux_at="activation"`` (default)
+    one piece per *stage* (an ``nn.Linear`` and the non-linear modules after
+    it, :func:`split_stages`); :math:`z_k` is a stage's output, after its
+    non-linearity.
+``aux_at="pre_activation"``
+    :math:`z_k` is an ``nn.Linear``'s output; a piece is the non-linearity of
+    one stage followed by the next ``nn.Linear``, so the input of layer
+    :math:`k` is :math:`\sigma(z_{k-1})`.
+``relax_output=False`` (default) / ``True``
+    whether the *last* ``nn.Linear`` (``pre_activation``) or the network
+    output (``activation``) is relaxed too.  With ``True`` the output loss is
+    :math:`L_y(y, g_K(z_K))` where :math:`g_K` is only what follows the last
+    cut (the output non-linearity, or nothing), so with sigmoid outputs and
+    ``loss="bce_prob"`` it is :math:`\mathrm{BCE}(\sigma(z_K), y)`.
+``reduction="per_example"`` (default)
+    :math:`C(z, \hat z) = \frac1n \sum_i \lVert z^i - \hat z^i \rVert^2`
+    (squared norm per example, averaged over examples);
+``reduction="elementwise_mean"``
+    :math:`C(z, \hat z) = \frac1{n\, d} \sum_{i, j} (z^i_j - \hat z^i_j)^2`,
+    the mean over all elements of a width-:math:`d` tensor
+    (``torch.nn.MSELoss()``'s default).
+
+Neither side of :math:`C` is detached.  :meth:`RAI.seed_protocol` (the preset
+``PROTOCOLS["seed"]``) is the objective of the RAI seed's notebook:
+``aux_at="pre_activation"``, ``relax_output=True``,
+``reduction="elementwise_mean"``, weight 1.
+
+At initialisation every consistency term is exactly zero and :math:`g_K(z_K)`
+is the true network's output in every mode, so the RAI loss equals the plain
+loss.  The network is always *evaluated* as the true network
+(``RAI.forward`` is the wrapped model's forward): a small relaxed objective
+does not by itself mean the true network fits.  The penalty weight
+:math:`\lambda` can follow a :class:`PenaltySchedule` that increases it, as in
+the method of auxiliary coordinates (Carreira-Perpinan and Wang, 2014), and
+mini-batches index the auxiliary tensors per example.
 
 >>> import torch
 >>> torch.manual_seed(0) and None
@@ -33,8 +62,10 @@ auxiliary tensors per example.
 0.0
 >>> bool(torch.isclose(parts.total, torch.nn.functional.binary_cross_entropy(net(x)[:, 0], y.float())))
 True
+>>> seed = RAI.seed_protocol(net, x)
+>>> [tuple(a.shape) for a in seed.aux]   # both Linear outputs are relaxed
+[(5, 4), (5, 1)]
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,7 +73,17 @@ from typing import Any, NamedTuple
 
 from symact.errors import DomainError, SymactError
 
-__all__ = ["PenaltySchedule", "RAI", "RAILoss", "split_stages"]
+__all__ = ["PenaltySchedule", "RAI", "RAILoss", "split_stages", "PROTOCOLS", "AUX_POSITIONS", "REDUCTIONS"]
+
+AUX_POSITIONS = ("activation", "pre_activation")
+REDUCTIONS = ("per_example", "elementwise_mean")
+
+#: Named option sets for :class:`RAI` (``RAI(model, x, **PROTOCOLS[name])``).
+PROTOCOLS: dict = {
+    "default": {"aux_at": "activation", "relax_output": False, "reduction": "per_example"},
+    # The RAI seed notebook: every nn.Linear output (the last one too) relaxed, torch MSELoss() means.
+    "seed": {"aux_at": "pre_activation", "relax_output": True, "reduction": "elementwise_mean"},
+}
 
 
 @dataclass(frozen=True)
@@ -139,33 +180,73 @@ def _torch_module_base() -> type:
     return nn.Module
 
 
+def _pieces(model: Any, aux_at: str, relax_output: bool) -> list:
+    """Cut ``model`` into pieces ``g_0..g_K``; the auxiliary tensors sit at the K cuts (see the module docstring)."""
+    import torch.nn as nn
+
+    stages = [list(s) for s in split_stages(model)]
+    if aux_at == "activation":
+        pieces = stages + ([[]] if relax_output else [])
+    else:
+        pieces, carry = [], []
+        for stage in stages:
+            i = next(j for j, m in enumerate(stage) if isinstance(m, nn.Linear))
+            pieces.append(carry + stage[: i + 1])
+            carry = stage[i + 1 :]
+        pieces.append(carry)
+        if not relax_output:
+            last = pieces.pop()
+            pieces[-1] = pieces[-1] + last
+    # An empty nn.Sequential is the identity (the relaxed output of aux_at="activation").
+    return [nn.Sequential(*p) for p in pieces]
+
+
 class RAI(_torch_module_base()):
     """Wrap ``model`` (an ``nn.Sequential``) for RAI training on the examples ``x_train``.
 
-    ``aux[t - 1]`` holds :math:`z_t` for all ``n`` examples, shape
-    ``(n, width_t)``, initialised to the forward pass of ``x_train``.
+    ``aux[k - 1]`` holds :math:`z_k` for all ``n`` examples, shape
+    ``(n, width_k)``, initialised to the forward pass of ``x_train``.
     ``forward`` is the true network.  ``loss`` names the output loss (see
     :func:`numeric.train.output_loss`); ``penalty`` is a number or a
-    :class:`PenaltySchedule`.
+    :class:`PenaltySchedule`; ``aux_at``, ``relax_output`` and ``reduction``
+    are described in the module docstring (the defaults relax each stage's
+    post-activation output, not the network output, with per-example squared
+    norms).
     """
 
-    def __init__(self, model: Any, x_train: Any, *, loss: str = "bce_prob", penalty: Any = 1.0) -> None:
+    def __init__(self, model: Any, x_train: Any, *, loss: str = "bce_prob", penalty: Any = 1.0,
+                 aux_at: str = "activation", relax_output: bool = False, reduction: str = "per_example") -> None:
         import torch
         import torch.nn as nn
 
+        if aux_at not in AUX_POSITIONS:
+            raise SymactError(f"RAI aux_at={aux_at!r} is not one of {AUX_POSITIONS}: 'activation' relaxes each "
+                              "stage's output after its non-linearity, 'pre_activation' each nn.Linear's output.")
+        if reduction not in REDUCTIONS:
+            raise SymactError(f"RAI reduction={reduction!r} is not one of {REDUCTIONS}: 'per_example' averages "
+                              "squared norms over examples, 'elementwise_mean' averages over all elements (MSELoss).")
         super().__init__()
         self.model = model
         self.stages = nn.ModuleList(split_stages(model))
+        self.pieces = nn.ModuleList(_pieces(model, aux_at, bool(relax_output)))
         self.loss_name = loss
         self.penalty = PenaltySchedule.from_spec(penalty)
+        self.aux_at = aux_at
+        self.relax_output = bool(relax_output)
+        self.reduction = reduction
         self.n_examples = int(x_train.shape[0])
         aux = []
         with torch.no_grad():
             z = x_train
-            for stage in self.stages[:-1]:
-                z = stage(z)
+            for piece in self.pieces[:-1]:
+                z = piece(z)
                 aux.append(nn.Parameter(z.detach().clone()))
         self.aux = nn.ParameterList(aux)
+
+    @classmethod
+    def seed_protocol(cls, model: Any, x_train: Any, *, penalty: Any = 1.0) -> "RAI":
+        """The RAI seed notebook's objective: ``PROTOCOLS["seed"]`` with BCE on sigmoid outputs, weight 1."""
+        return cls(model, x_train, loss="bce_prob", penalty=penalty, **PROTOCOLS["seed"])
 
     def forward(self, x: Any) -> Any:
         """The true network (no auxiliary tensors)."""
@@ -173,13 +254,15 @@ class RAI(_torch_module_base()):
 
     def extra_repr(self) -> str:
         widths = [int(a.shape[1]) for a in self.aux]
-        return f"examples={self.n_examples}, stages={len(self.stages)}, aux_widths={widths[:3]}{'...' if len(widths) > 3 else ''}, loss={self.loss_name!r}, penalty={self.penalty}"
+        return (f"examples={self.n_examples}, cuts={len(self.aux)}, aux_widths={widths[:3]}"
+                f"{'...' if len(widths) > 3 else ''}, aux_at={self.aux_at!r}, relax_output={self.relax_output}, "
+                f"reduction={self.reduction!r}, loss={self.loss_name!r}, penalty={self.penalty}")
 
     def loss_parts(self, index: Any, x: Any, y: Any, step: int = 0) -> RAILoss:
         """RAI objective on the examples ``index`` (``x``, ``y`` are those examples' rows).
 
-        Consistency is the sum over stage boundaries of the mean over examples of
-        the squared Euclidean distance between :math:`z_t` and :math:`f_{t-1}(z_{t-1})`.
+        Consistency is the sum over cuts of :math:`C(z_k, g_{k-1}(z_{k-1}))`
+        with the chosen ``reduction``, over the examples of the batch.
         """
         from numeric.train import output_loss
 
@@ -187,13 +270,11 @@ class RAI(_torch_module_base()):
             raise DomainError(f"RAI.loss_parts: {index.shape[0]} indices for {x.shape[0]} examples.")
         inputs = [x] + [a[index] for a in self.aux]
         consistency = x.new_zeros(())
-        output = None
-        for t, stage in enumerate(self.stages):
-            prediction = stage(inputs[t])
-            if t + 1 < len(self.stages):
-                consistency = consistency + ((inputs[t + 1] - prediction) ** 2).sum(-1).mean()
-            else:
-                output = output_loss(prediction, y, self.loss_name)
+        for k, piece in enumerate(self.pieces[:-1]):
+            sq = (inputs[k + 1] - piece(inputs[k])) ** 2
+            consistency = consistency + (sq.mean() if self.reduction == "elementwise_mean"
+                                         else sq.flatten(1).sum(-1).mean())
+        output = output_loss(self.pieces[-1](inputs[-1]), y, self.loss_name)
         weight = self.penalty.weight(step)
         return RAILoss(output + weight * consistency, output, consistency, weight)
 

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from numeric.datasets import moons
-from numeric.rai import RAI, PenaltySchedule, split_stages
+import torch.nn.functional as F
+
+from numeric.rai import PROTOCOLS, RAI, PenaltySchedule, split_stages
 from numeric.train import build_mlp, train
 from symact.errors import DomainError, SymactError
 
@@ -97,38 +99,146 @@ def test_only_sequential_models_with_two_linear_layers_are_accepted():
     assert [len(s) for s in split_stages(nested)] == [2, 1]
 
 
-def test_short_seed_setting_plain_stays_at_ln2_and_rai_objective_falls_below_it():
-    """Shorter version of the seed claims on the seed's network (101 sigmoid layers, Rprop lr 0.1).
+MODES = [dict(aux_at=a, relax_output=r, reduction=c)
+         for a in ("activation", "pre_activation") for r in (False, True) for c in ("per_example", "elementwise_mean")]
 
-    The long version (true-network loss after 2000 steps) is test_seed_claims_long (slow) and
-    the full suite; here: plain training of the 101-layer network stays within 1e-3 of ln 2 for
-    20 steps, and on a 21-layer version the RAI objective (relaxed network) equals the plain
-    loss at step 0 and falls below 0.3 within 60 steps.
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(str(v) for v in m.values()))
+def test_every_mode_equals_the_plain_loss_at_initialisation_on_the_seed_network(mode):
+    model = _seed_net()
+    x, y = _seed_data()
+    with torch.no_grad():
+        plain = F.binary_cross_entropy(model(x)[:, 0], y.double())  # torch built-in on the true network
+        parts = RAI(model, x, loss="bce_prob", penalty=3.0, **mode).loss_parts(torch.arange(100), x, y)
+    assert float(parts.consistency) == 0.0
+    assert abs(float(parts.total) - float(plain)) <= 1e-14
+
+
+def test_seed_protocol_relaxes_every_linear_output_including_the_output_layer():
+    model = _seed_net()
+    x, _ = _seed_data()
+    rai = RAI.seed_protocol(model, x)
+    assert (rai.aux_at, rai.relax_output, rai.reduction) == ("pre_activation", True, "elementwise_mean")
+    assert PROTOCOLS["seed"] == {"aux_at": "pre_activation", "relax_output": True, "reduction": "elementwise_mean"}
+    assert [tuple(a.shape) for a in rai.aux] == [(100, 100)] * 100 + [(100, 1)]
+    # Each auxiliary starts at its nn.Linear's output in the forward pass (a pre-activation, not a sigmoid value).
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        a0 = x @ linears[0].weight.T + linears[0].bias
+        a1 = torch.sigmoid(a0) @ linears[1].weight.T + linears[1].bias
+    assert torch.allclose(rai.aux[0], a0, rtol=0, atol=1e-14) and torch.allclose(rai.aux[1], a1, rtol=0, atol=1e-14)
+    assert rai.aux[0].min() < 0  # outside (0, 1): really pre-activation
+
+
+def _hand_pre_activation_loss(linears, act, aux, x, y, index, relax_output, reduction):
+    """The pre-activation RAI objective written out with torch ops (weights used directly, no nn.Linear call)."""
+    def lin(layer, h):
+        return h @ layer.weight.T + layer.bias
+
+    def reduce(d):
+        return (d ** 2).mean() if reduction == "elementwise_mean" else (d ** 2).sum(1).mean()
+
+    z = [a[index] for a in aux]
+    consistency = reduce(z[0] - lin(linears[0], x[index]))
+    for k in range(1, len(z)):
+        consistency = consistency + reduce(z[k] - lin(linears[k], act(z[k - 1])))
+    last = z[-1] if relax_output else lin(linears[-1], act(z[-1]))
+    output = F.binary_cross_entropy(torch.sigmoid(last)[:, 0], y[index].double())
+    return output, consistency
+
+
+@pytest.mark.parametrize("relax_output", [False, True])
+@pytest.mark.parametrize("reduction", ["per_example", "elementwise_mean"])
+def test_pre_activation_objective_and_gradients_match_a_hand_built_reference(relax_output, reduction):
+    torch.manual_seed(3)
+    model = build_mlp(3, 4, 3, 1, "tanh", output_activation="sigmoid", dtype=torch.float64)
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    x = torch.randn(7, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 0, 1, 0, 1])
+    rai = RAI(model, x, loss="bce_prob", penalty=0.7, aux_at="pre_activation", relax_output=relax_output,
+              reduction=reduction)
+    assert len(rai.aux) == (4 if relax_output else 3)
+    with torch.no_grad():
+        for a in rai.aux:
+            a.add_(0.2 * torch.randn_like(a))
+    for index in (torch.arange(7), torch.tensor([5, 0, 3])):  # full batch and a mini-batch of rows
+        rai.zero_grad()
+        parts = rai.loss_parts(index, x[index], y[index])
+        parts.total.backward()
+        got = [p.grad.clone() for p in rai.parameters()]
+        rai.zero_grad()
+        output, consistency = _hand_pre_activation_loss(linears, torch.tanh, rai.aux, x, y, index, relax_output,
+                                                        reduction)
+        (output + 0.7 * consistency).backward()
+        want = [p.grad.clone() for p in rai.parameters()]
+        assert float(parts.output.detach()) == pytest.approx(float(output.detach()), rel=1e-12)
+        assert float(parts.consistency.detach()) == pytest.approx(float(consistency.detach()), rel=1e-12)
+        # Neither side of a consistency term is detached: all gradients agree with the reference's.
+        for g, w in zip(got, want):
+            assert torch.allclose(g, w, rtol=1e-10, atol=1e-13)
+
+
+def test_relaxed_output_loss_is_bce_of_the_sigmoid_of_the_last_auxiliary():
+    model = _seed_net(hidden_layers=3, width=5)
+    x, y = _seed_data()
+    rai = RAI.seed_protocol(model, x)
+    with torch.no_grad():
+        rai.aux[-1].copy_(torch.linspace(-3, 3, 100, dtype=torch.float64)[:, None])
+        parts = rai.loss_parts(torch.arange(100), x, y)
+    assert float(parts.output) == pytest.approx(
+        float(F.binary_cross_entropy(torch.sigmoid(rai.aux[-1][:, 0].detach()), y.double())), rel=1e-13)
+    # Post-activation mode with the output relaxed: the last auxiliary IS the output probability.
+    post = RAI(model, x, aux_at="activation", relax_output=True)
+    with torch.no_grad():
+        post.aux[-1].copy_(torch.full((100, 1), 0.25, dtype=torch.float64))
+        out = post.loss_parts(torch.arange(100), x, y).output
+    assert float(out) == pytest.approx(-(math.log(0.25) + math.log(0.75)) / 2, rel=1e-13)  # half the labels are 1
+
+
+def test_unknown_modes_are_rejected_with_the_choices():
+    net = _seed_net(hidden_layers=1, width=2)
+    with pytest.raises(SymactError, match="pre_activation"):
+        RAI(net, torch.zeros(3, 2, dtype=torch.float64), aux_at="linear")
+    with pytest.raises(SymactError, match="elementwise_mean"):
+        RAI(net, torch.zeros(3, 2, dtype=torch.float64), reduction="sum")
+
+
+def test_short_seed_protocol_relaxed_objective_falls_below_005_while_plain_stays_at_ln2():
+    """Shorter version of the seed claims on the seed's network (101 sigmoid layers, Rprop lr 0.1, float32).
+
+    The long version (10000 steps, as the notebook ran) is test_seed_claims_long (slow) and the full
+    suite.  Here: plain training stays within 1e-3 of ln 2 for 20 steps; with the seed protocol the RAI
+    objective equals the plain loss at step 0 and the relaxed objective is below 0.05 after 200 steps
+    (claim (a) at a shorter length), while the true network is measured separately and is not asserted
+    to be below 0.05.
     """
-    torch.set_num_threads(1)
     x, y = _seed_data(torch.float32)
     plain = train(_seed_net(dtype=torch.float32), (x, y), loss="bce_prob", optimizer="rprop", lr=0.1, steps=20)
     assert abs(plain.train_loss[-1] - math.log(2)) <= 1e-3
     assert min(plain.train_loss) >= math.log(2) - 1e-3
-    model = _seed_net(hidden_layers=20, dtype=torch.float32)
-    rai = RAI(model, x, loss="bce_prob", penalty=1.0)
-    res = train(rai, (x, y), loss="bce_prob", optimizer="rprop", lr=0.1, steps=60, eval_every=10,
+    rai = RAI.seed_protocol(_seed_net(dtype=torch.float32), x)
+    res = train(rai, (x, y), loss="bce_prob", optimizer="rprop", lr=0.1, steps=200, eval_every=100,
                 objective=rai.objective)
     assert res.objective[0] == pytest.approx(res.train_loss[0], rel=1e-6)  # equal at initialisation
-    assert min(res.objective) < 0.3
+    assert res.objective[-1] < 0.05
 
 
 @pytest.mark.slow
 def test_seed_claims_long():
-    """The seed's claims at full length, as the full suite runs them (measured, not assumed)."""
+    """The seed's claims at full length with the seed protocol, as the full suite runs them (measured, not assumed)."""
     from analysis.experiments.rai import RAI_FULL_STEPS, rai_train
 
     plain = rai_train({"arm": "plain", "steps": RAI_FULL_STEPS})
     (claim,) = plain["claims"]
     assert claim.passed, claim  # plain backprop stays at ln 2
-    rai = rai_train({"arm": "rai", "steps": RAI_FULL_STEPS})
-    (claim,) = rai["claims"]
-    assert claim.passed == (rai["final_train_loss"] < 0.05)
-    if not claim.passed:
-        pytest.xfail(f"seed claim not reproduced: RAI true-network loss {rai['final_train_loss']:.4f} "
-                     f"after {RAI_FULL_STEPS} Rprop steps (relaxed objective {rai['curve']['objective'][-1]:.2e})")
+    rai = rai_train({"arm": "rai", "protocol": "seed", "steps": RAI_FULL_STEPS})
+    relaxed, true = rai["claims"]
+    assert relaxed.key == "rai_relaxed_below" and true.key == "rai_train_below"
+    # (a) the number the notebook printed: the relaxed objective (0.0003 published)
+    assert relaxed.passed and rai["relaxed_objective"] < 0.05, relaxed
+    # (b) the true network, which the notebook never printed
+    assert true.passed == (rai["final_train_loss"] < 0.05)
+    if not true.passed:
+        pytest.xfail(f"seed claim (b) not reproduced: the TRUE network's loss is {rai['final_train_loss']:.4f} "
+                     f"(accuracy {rai['final_train_accuracy']:.2f}) after {RAI_FULL_STEPS} Rprop steps, while the "
+                     f"relaxed objective is {rai['relaxed_objective']:.2e}")

@@ -1,25 +1,37 @@
 """RAI experiments on the seed's setting (``001_67e87bf23c251bf9.txt``).
 
-Setting: moons (n=100, noise 0.1, as scikit-learn's make_moons), an MLP
-(2, 100, ..., 100, 1) with 100 hidden layers (101 linear layers), sigmoids
-everywhere (the output too), binary cross-entropy, full-batch Rprop with lr 0.1.
+Setting: moons (n=100, noise 0.1, as scikit-learn's make_moons; data seed 0),
+an MLP (2, 100, ..., 100, 1) with 100 hidden layers (101 linear layers),
+sigmoids everywhere (the output too), binary cross-entropy, full-batch Rprop
+with lr 0.1, float32.
+
+The RAI arm uses, by default, the seed notebook's own objective
+(``protocol="seed"``, :meth:`numeric.rai.RAI.seed_protocol`): every
+``nn.Linear`` output relaxed, the output layer included, consistency as
+``torch.nn.MSELoss()`` means with weight 1.  ``protocol="default"`` is
+:class:`numeric.rai.RAI`'s default form (post-activation auxiliaries, output
+not relaxed, per-example squared norms).
 
 Predictions checked:
 
 * ``rai_init``: the RAI objective at initialisation equals the plain loss (the
-  auxiliary tensors start at the forward pass, so every consistency term is 0);
+  auxiliary tensors start at the forward pass, so every consistency term is 0),
+  for both protocols;
 * ``rai_train`` arm ``plain``: the plain network stays within 1e-3 of ln 2 (the
   input's influence vanishes through 100 sigmoid layers, so the best it can do
   is a constant output 1/2 on balanced classes);
-* ``rai_train`` arm ``rai``: the true network trained with RAI reaches a training
-  loss below 0.05.
+* ``rai_train`` arm ``rai``, two separate claims: (a) the *relaxed training
+  objective* falls below 0.05 (the number the seed's notebook printed: 0.0003)
+  and (b) the *true network's* training loss falls below 0.05 (the network
+  evaluated without auxiliary tensors, which the notebook showed only as a
+  decision-landscape plot).
 
 Usable from Python::
 
     >>> from analysis.experiments.rai import rai_init
     >>> rec = rai_init({"hidden_layers": 3, "width": 8})
-    >>> rec["claims"][0].verdict
-    'pass'
+    >>> [c.verdict for c in rec["claims"]]
+    ['pass', 'pass']
 """
 
 from __future__ import annotations
@@ -54,35 +66,50 @@ def _setup(spec: dict, device: str) -> tuple:
 
 @register("rai_init")
 def rai_init(spec: dict, *, device: str = "cpu", progress: Callable | None = None) -> dict:
-    """Plain loss vs RAI objective at initialisation (float64)."""
+    """Plain loss vs RAI objective at initialisation (float64), for each protocol in ``spec["protocols"]``."""
     import torch
 
-    from numeric.rai import RAI
+    from numeric.rai import PROTOCOLS, RAI
     from numeric.train import output_loss
 
     spec = {**SEED_SETTING, "dtype": "float64", **spec}
     model, x, y = _setup(spec, device)
+    out: dict = {"claims": []}
     with torch.no_grad():
         plain = float(output_loss(model(x), y, "bce_prob"))
-        rai = RAI(model, x, loss="bce_prob", penalty=spec.get("penalty", 1.0))
-        parts = rai.loss_parts(torch.arange(len(x), device=x.device), x, y)
-    diff = abs(float(parts.total) - plain)
-    claim = Claim(
-        "RAI loss at initialisation equals the plain loss",
-        measured=diff,
-        tolerance="|RAI - plain| <= 1e-12 (float64)",
-        passed=diff <= 1e-12,
-        detail=f"plain={plain:.15g}, rai={float(parts.total):.15g}, consistency={float(parts.consistency):.3g}",
-        key="rai_init",
-    )
-    return {"plain_loss": plain, "rai_loss": float(parts.total), "consistency": float(parts.consistency),
-            "claims": [claim]}
+        out["plain_loss"] = plain
+        for name in spec.get("protocols", ("seed", "default")):
+            rai = RAI(model, x, loss="bce_prob", penalty=spec.get("penalty", 1.0), **PROTOCOLS[name])
+            parts = rai.loss_parts(torch.arange(len(x), device=x.device), x, y)
+            diff = abs(float(parts.total) - plain)
+            out[f"rai_loss_{name}"] = float(parts.total)
+            out[f"consistency_{name}"] = float(parts.consistency)
+            out["claims"].append(Claim(
+                f"RAI loss at initialisation equals the plain loss ({name} protocol)",
+                measured=diff,
+                tolerance="|RAI - plain| <= 1e-12 (float64)",
+                passed=diff <= 1e-12,
+                detail=f"plain={plain:.15g}, rai={float(parts.total):.15g}, consistency={float(parts.consistency):.3g}",
+                key=f"rai_init_{name}",
+            ))
+    out["rai_loss"] = out[f"rai_loss_{spec.get('protocols', ('seed',))[0]}"]
+    return out
+
+
+SEED_PUBLISHED_OBJECTIVE = 0.0003  # the notebook's printed final RAI value ("L0.0003"), a relaxed objective
 
 
 @register("rai_train")
 def rai_train(spec: dict, *, device: str = "cpu", progress: Callable | None = None) -> dict:
-    """Train the seed's network plainly (``arm="plain"``) or with RAI (``arm="rai"``); record curves and claims."""
-    from numeric.rai import RAI, PenaltySchedule
+    """Train the seed's network plainly (``arm="plain"``) or with RAI (``arm="rai"``); record curves and claims.
+
+    RAI options: ``protocol`` (``"seed"``, default, or ``"default"``, see :data:`numeric.rai.PROTOCOLS`) and
+    ``penalty`` (a number or :class:`numeric.rai.PenaltySchedule` fields).  The curve's ``train_loss`` is the
+    true network, ``objective`` the optimised (relaxed) objective.
+    """
+    import torch
+
+    from numeric.rai import PROTOCOLS, RAI, PenaltySchedule
     from numeric.train import train
 
     spec = {**SEED_SETTING, **spec}
@@ -92,32 +119,54 @@ def rai_train(spec: dict, *, device: str = "cpu", progress: Callable | None = No
     common = dict(loss="bce_prob", optimizer=spec["optimizer"], lr=spec["lr"], steps=steps,
                   eval_every=int(spec.get("eval_every", max(1, steps // 100))), seed=int(spec.get("seed", 0)),
                   batch_size=spec.get("batch_size"), progress=progress)
-    if arm == "plain":
-        result = train(model, (x, y), **common)
-    elif arm == "rai":
-        rai = RAI(model, x, loss="bce_prob", penalty=PenaltySchedule.from_spec(spec.get("penalty", 1.0)))
-        result = train(rai, (x, y), objective=rai.objective, **common)
-    else:
-        raise ValueError(f"rai_train arm must be 'plain' or 'rai', got {arm!r}")
-    final = result.final_train_loss
     label = f"{spec['hidden_layers']}-hidden-layer sigmoid MLP, {steps} Rprop steps"
     if arm == "plain":
+        result = train(model, (x, y), **common)
+        final = result.final_train_loss
         # "Stays at ln 2": it never learns below ln 2 and ends there (the best constant output).
         dev = max(abs(final - LN2), LN2 - min(result.train_loss))
-        claim = Claim(f"plain {label}: training loss stays within 1e-3 of ln 2", measured=dev,
-                      tolerance="max(|final - ln 2|, ln 2 - min loss) <= 1e-3", passed=dev <= 1e-3,
-                      detail=f"final loss {final:.6f}, ln 2 = {LN2:.6f}", key="rai_plain_ln2")
-    else:
-        claim = Claim(f"RAI {label}: true-network training loss below 0.05", measured=final,
-                      tolerance="final loss < 0.05", passed=final < 0.05,
-                      detail=f"final accuracy {result.train_accuracy[-1]:.3f}, objective {result.objective[-1]:.4g}",
-                      key="rai_train_below")
-    return {"arm": arm, "curve": result.to_dict(), "final_train_loss": final,
-            "final_train_accuracy": result.train_accuracy[-1], "claims": [claim]}
+        claims = [Claim(f"plain {label}: training loss stays within 1e-3 of ln 2", measured=dev,
+                        tolerance="max(|final - ln 2|, ln 2 - min loss) <= 1e-3", passed=dev <= 1e-3,
+                        detail=f"final loss {final:.6f}, ln 2 = {LN2:.6f}", key="rai_plain_ln2")]
+        return {"arm": arm, "curve": result.to_dict(), "final_train_loss": final,
+                "final_train_accuracy": result.train_accuracy[-1], "seconds": result.seconds, "claims": claims}
+    if arm != "rai":
+        raise ValueError(f"rai_train arm must be 'plain' or 'rai', got {arm!r}")
+    protocol = spec.get("protocol", "seed")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"rai_train protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
+    penalty = PenaltySchedule.from_spec(spec.get("penalty", 1.0))
+    rai = RAI(model, x, loss="bce_prob", penalty=penalty, **PROTOCOLS[protocol])
+    result = train(rai, (x, y), objective=rai.objective, **common)
+    with torch.no_grad():  # the relaxed objective's parts at the final parameters
+        parts = rai.loss_parts(torch.arange(len(x), device=x.device), x, y, steps)
+    final, relaxed = result.final_train_loss, result.objective[-1]
+    pen = "weight 1" if penalty == PenaltySchedule() else f"penalty {penalty}"
+    label = f"{label}, {protocol} protocol, {pen}"
+    claims = [
+        Claim(f"RAI {label}: relaxed training objective below 0.05 (seed notebook printed {SEED_PUBLISHED_OBJECTIVE})",
+              measured=relaxed, tolerance="last objective < 0.05", passed=relaxed < 0.05,
+              detail=(f"final parts: output loss on the auxiliaries {float(parts.output):.3g}, "
+                      f"consistency {float(parts.consistency):.3g} (weight {parts.weight:g}); "
+                      f"true network loss {final:.4g}"),
+              key="rai_relaxed_below"),
+        Claim(f"RAI {label}: TRUE-network training loss below 0.05", measured=final,
+              tolerance="final loss < 0.05", passed=final < 0.05,
+              detail=(f"true network: final accuracy {result.train_accuracy[-1]:.3f}, min loss "
+                      f"{min(result.train_loss):.4g}; relaxed objective {relaxed:.3g}"),
+              key="rai_train_below"),
+    ]
+    return {"arm": arm, "protocol": protocol, "penalty": str(penalty), "curve": result.to_dict(),
+            "final_train_loss": final, "final_train_accuracy": result.train_accuracy[-1],
+            "relaxed_objective": relaxed, "final_output_part": float(parts.output),
+            "final_consistency": float(parts.consistency), "seconds": result.seconds, "claims": claims}
 
 
 def jobs(level: str) -> list[Job]:
-    """The RAI jobs: init check always; training at the seed's setting, shorter below ``full``."""
+    """The RAI jobs: init check always; training at the seed's setting with the seed protocol, shorter below ``full``.
+
+    ``full`` runs the notebook's 10000 Rprop steps (about 5 minutes on one CPU thread per arm).
+    """
     out = [Job("rai_init", {"seed": s, **({"hidden_layers": 10} if level == "tiny" else {})})
            for s in ((0,) if level == "tiny" else (0, 1))]
     if level == "tiny":
@@ -126,12 +175,28 @@ def jobs(level: str) -> list[Job]:
         base = {"steps": RAI_QUICK_STEPS, "penalty": 1.0}
     else:
         base = {"steps": RAI_FULL_STEPS, "penalty": 1.0}
-    out += [Job("rai_train", {**base, "arm": arm, "seed": 0}) for arm in ("plain", "rai")]
+    out.append(Job("rai_train", {**base, "arm": "plain", "seed": 0}))
+    out.append(Job("rai_train", {**base, "arm": "rai", "protocol": "seed", "seed": 0}))
     return out
 
 
 RAI_QUICK_STEPS = 300
-RAI_FULL_STEPS = 2000
+RAI_FULL_STEPS = 10000  # the seed notebook's iteration count
+
+
+def _arm_label(r: Any) -> str:
+    res = r.result
+    if res.get("arm") != "rai":
+        return "plain"
+    pen = res.get("penalty", "")
+    pen = "" if pen in ("", str(_unit_penalty())) else f", {pen}"
+    return f"rai ({res.get('protocol', 'default')} protocol{pen})"
+
+
+def _unit_penalty() -> Any:
+    from numeric.rai import PenaltySchedule
+
+    return PenaltySchedule()
 
 
 def report_section(records: list, out_dir: str) -> Any:
@@ -146,18 +211,49 @@ def report_section(records: list, out_dir: str) -> Any:
         series = []
         for r in train_recs:
             c = r.result["curve"]
-            series.append({"x": c["steps"], "y": c["train_loss"],
-                           "label": f"{r.result['arm']} (true network, {r.job.spec.get('hidden_layers', 100)} hidden)"})
-            if r.result["arm"] == "rai":
-                series.append({"x": c["steps"], "y": c["objective"], "label": "rai objective", "style": "--"})
+            name = f"{_arm_label(r)}, seed {r.job.spec.get('seed', 0)}"
+            series.append({"x": c["steps"], "y": c["train_loss"], "label": f"{name}: true network"})
+            if r.result.get("arm") == "rai":
+                series.append({"x": c["steps"], "y": c["objective"], "label": f"{name}: relaxed objective",
+                               "style": "--", "same_color": True})
+        hidden = train_recs[0].job.spec.get("hidden_layers", 100)
         figures.append(line_plot(os.path.join(out_dir, "rai_training.png"), series,
-                                 title="RAI vs plain backprop, deep sigmoid MLP on moons (Rprop lr 0.1)",
+                                 title=f"RAI vs plain, {hidden}-hidden-layer sigmoid MLP on moons (Rprop lr 0.1)",
                                  xlabel="Rprop step", ylabel="training BCE", logy=True, hline=LN2))
-    rows = [(r.job.id, r.job.spec.get("arm", "init"), r.job.spec.get("hidden_layers", 100), r.job.spec.get("steps", 0),
-             r.result.get("final_train_loss", r.result.get("rai_loss")), r.result.get("final_train_accuracy", "-"))
-            for r in mine]
-    md = ("Seed setting: moons n=100 noise 0.1; 101 linear layers of width 100 with sigmoids; "
-          "full-batch Rprop lr 0.1; consistency weight 1 (Rprop is sign-based, so the weight only "
-          "balances the last layer's two terms). Dashed line: ln 2.\n\n"
-          + markdown_table(("job", "arm", "hidden layers", "steps", "final loss", "final accuracy"), rows))
+    rows = []
+    for r in mine:
+        res = r.result
+        if r.job.experiment == "rai_init":
+            rows.append((r.job.id, "init", r.job.spec.get("hidden_layers", 100), 0, res.get("rai_loss"),
+                         res.get("plain_loss"), "-", "-"))
+        else:
+            rows.append((r.job.id, _arm_label(r), r.job.spec.get("hidden_layers", 100), r.job.spec.get("steps", 0),
+                         res.get("relaxed_objective", "-"), res.get("final_train_loss"),
+                         res.get("final_train_accuracy", "-"), res.get("seconds", r.seconds)))
+    verdicts = []
+    for r in train_recs:
+        by_key = {c.key: c for c in r.claims}
+        relaxed, true = by_key.get("rai_relaxed_below"), by_key.get("rai_train_below")
+        if relaxed is None or true is None:
+            continue
+        steps = r.job.spec.get("steps", 0)
+        verdicts.append(
+            f"- **{_arm_label(r)}, seed {r.job.spec.get('seed', 0)}, {steps} steps.** "
+            f"(a) The seed's printed number, the relaxed objective below 0.05: "
+            f"**{'held' if relaxed.passed else 'did not hold'}** ({relaxed.measured:.3g}; the notebook printed "
+            f"{SEED_PUBLISHED_OBJECTIVE}). (b) The true network's training loss below 0.05: "
+            f"**{'held' if true.passed else 'did not hold'}** ({true.measured:.4g}, accuracy "
+            f"{r.result.get('final_train_accuracy', float('nan')):.2f}).")
+    full_steps = next((r.job.spec.get("steps") for r in train_recs if r.result.get("arm") == "rai"), None)
+    md = ("Seed setting: moons n=100 noise 0.1 (our make_moons, data seed 0; the notebook's data seed may "
+          "differ); 101 linear layers of width 100 with sigmoids (output too); full-batch Rprop lr 0.1, float32. "
+          "The *seed protocol* is the notebook's objective: every nn.Linear output (the output layer's too) is an "
+          "auxiliary tensor, the output loss is BCE(sigmoid(last auxiliary)), and each layer adds "
+          "MSELoss()(auxiliary, Linear(sigmoid(previous auxiliary))) with weight 1. The notebook ran 10000 steps "
+          f"and printed the *relaxed* objective (0.0003); this run used {full_steps} steps. The true network "
+          "(no auxiliaries) is what `RAI.forward` evaluates; the notebook showed it only as a plot. "
+          "Solid: true network; dashed: relaxed objective; dotted: ln 2.\n\n"
+          + ("\n".join(verdicts) + "\n\n" if verdicts else "")
+          + markdown_table(("job", "arm", "hidden layers", "steps", "relaxed objective", "true-network loss",
+                            "true-network accuracy", "seconds"), rows))
     return Section("Relaxed activation identity (RAI)", md, (), tuple(figures))
