@@ -244,13 +244,15 @@ def report_section(records: list, out_dir: str) -> Any:
             f"{SEED_PUBLISHED_OBJECTIVE}). (b) The true network's training loss below 0.05: "
             f"**{'held' if true.passed else 'did not hold'}** ({true.measured:.4g}, accuracy "
             f"{r.result.get('final_train_accuracy', float('nan')):.2f}).")
-    full_steps = next((r.job.spec.get("steps") for r in train_recs if r.result.get("arm") == "rai"), None)
+    rai_recs = [r for r in train_recs if r.result.get("arm") == "rai"]
+    used = (f"this run used {rai_recs[0].job.spec.get('steps')} steps on "
+            f"{rai_recs[0].job.spec.get('hidden_layers', 100)} hidden layers" if rai_recs else "this run trained no RAI arm")
     md = ("Seed setting: moons n=100 noise 0.1 (our make_moons, data seed 0; the notebook's data seed may "
           "differ); 101 linear layers of width 100 with sigmoids (output too); full-batch Rprop lr 0.1, float32. "
           "The *seed protocol* is the notebook's objective: every nn.Linear output (the output layer's too) is an "
           "auxiliary tensor, the output loss is BCE(sigmoid(last auxiliary)), and each layer adds "
           "MSELoss()(auxiliary, Linear(sigmoid(previous auxiliary))) with weight 1. The notebook ran 10000 steps "
-          f"and printed the *relaxed* objective (0.0003); this run used {full_steps} steps. The true network "
+          f"and printed the *relaxed* objective (0.0003); {used}. The true network "
           "(no auxiliaries) is what `RAI.forward` evaluates; the notebook showed it only as a plot. "
           "Solid: true network; dashed: relaxed objective; dotted: ln 2.\n\n"
           + ("\n".join(verdicts) + "\n\n" if verdicts else "")
