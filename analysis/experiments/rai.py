@@ -185,18 +185,18 @@ RAI_FULL_STEPS = 10000  # the seed notebook's iteration count
 
 
 def _arm_label(r: Any) -> str:
+    """Short arm name for tables and legends: ``plain``, ``rai, seed protocol``, ``rai, seed protocol, penalty 1 x10/2000 to 10000``."""
     res = r.result
     if res.get("arm") != "rai":
         return "plain"
-    pen = res.get("penalty", "")
-    pen = "" if pen in ("", str(_unit_penalty())) else f", {pen}"
-    return f"rai ({res.get('protocol', 'default')} protocol{pen})"
-
-
-def _unit_penalty() -> Any:
-    from numeric.rai import PenaltySchedule
-
-    return PenaltySchedule()
+    label = f"rai, {res.get('protocol', 'default')} protocol"
+    pen = r.job.spec.get("penalty", 1.0)
+    if isinstance(pen, dict) and pen.get("growth", 1.0) != 1.0:
+        label += (f", penalty {pen.get('start', 1.0):g} x{pen['growth']:g}/{pen.get('every', 1)} "
+                  f"to {pen.get('maximum', float('inf')):g}")
+    elif isinstance(pen, (int, float)) and pen != 1.0:
+        label += f", penalty {pen:g}"
+    return label
 
 
 def report_section(records: list, out_dir: str) -> Any:
@@ -212,9 +212,9 @@ def report_section(records: list, out_dir: str) -> Any:
         for r in train_recs:
             c = r.result["curve"]
             name = f"{_arm_label(r)}, seed {r.job.spec.get('seed', 0)}"
-            series.append({"x": c["steps"], "y": c["train_loss"], "label": f"{name}: true network"})
+            series.append({"x": c["steps"], "y": c["train_loss"], "label": f"{name}: true net"})
             if r.result.get("arm") == "rai":
-                series.append({"x": c["steps"], "y": c["objective"], "label": f"{name}: relaxed objective",
+                series.append({"x": c["steps"], "y": c["objective"], "label": f"{name}: relaxed",
                                "style": "--", "same_color": True})
         hidden = train_recs[0].job.spec.get("hidden_layers", 100)
         figures.append(line_plot(os.path.join(out_dir, "rai_training.png"), series,
@@ -227,7 +227,7 @@ def report_section(records: list, out_dir: str) -> Any:
             rows.append((r.job.id, "init", r.job.spec.get("hidden_layers", 100), 0, res.get("rai_loss"),
                          res.get("plain_loss"), "-", "-"))
         else:
-            rows.append((r.job.id, _arm_label(r), r.job.spec.get("hidden_layers", 100), r.job.spec.get("steps", 0),
+            rows.append((r.job.id, _arm_label(r), r.job.spec.get("hidden_layers", 100), str(r.job.spec.get("steps", 0)),
                          res.get("relaxed_objective", "-"), res.get("final_train_loss"),
                          res.get("final_train_accuracy", "-"), res.get("seconds", r.seconds)))
     verdicts = []
