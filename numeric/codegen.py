@@ -271,11 +271,12 @@ def _source(spec: CodegenSpec) -> str:
     else:
         backward_src = emit_function("_backward", backward_args, grads, grad_inputs, inplace=True)
     graph_src = emit_function("_backward_graph", backward_args, grads, grad_inputs, inplace=False)
-    return _assemble(spec, input_names, args, forward_src, backward_src, graph_src)
+    return _assemble(spec, input_names, args, forward_src, backward_src, graph_src,
+                     fused_backward=fused is not None)
 
 
 def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_src: str,
-              graph_src: str) -> str:
+              graph_src: str, fused_backward: bool = False) -> str:
     cls = spec.class_name
     fn_cls = f"_{cls}Function"
     all_names = [n for _, n, _ in args]
@@ -289,6 +290,11 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
         f"        {', '.join(all_names)}, = ctx.saved_tensors"
     )
     call_args = "y" if spec.saves == "output" else ", ".join(all_names)
+    # one fused built-in per pass gains nothing from blocking; generated multi-pass code does
+    forward_call = (f"_forward({', '.join(all_names)})" if spec.builtin
+                    else f"_blocked(_forward, {', '.join(all_names)})")
+    backward_call = (f"_backward(g, {call_args})" if spec.builtin or fused_backward
+                     else f"_blocked(_backward, g, {call_args})")
     params_doc = "".join(f"\n    {n} = {v} (constant)" for n, v in spec.constants)
     params_doc += "".join(f"\n    {n} = {v!r} (trainable nn.Parameter)" for _, n, v in spec.trainable)
     formula_doc = textwrap.fill(spec.formula, 88, subsequent_indent="        ")
@@ -347,7 +353,7 @@ class {fn_cls}(torch.autograd.Function):
 
     @staticmethod
     def forward({", ".join(all_names)}):
-        return _forward({", ".join(all_names)})[0]
+        return {forward_call}[0]
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -360,7 +366,7 @@ class {fn_cls}(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: differentiable, out-of-place code
             grads = list(_backward_graph(g, {call_args}))
         else:  # plain backward: scratch buffers reused in place
-            grads = list(_backward(g, {call_args}))
+            grads = list({backward_call})
 {chr(10).join(reduce_lines)}
         return tuple(grads)
 

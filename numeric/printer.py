@@ -120,8 +120,30 @@ def fuse_builtins(expr: sympy.Expr) -> sympy.Expr:
     return expr.replace(lambda e: isinstance(e, Mul), rule)
 
 
+def _reduce_relation(rel: sympy.Basic, symbol: sympy.Symbol) -> sympy.Basic:
+    """``k*f(c*symbol) <op> 0`` -> ``symbol <op'> 0`` for f increasing with f(0) = 0 (Expm1, Log1p)
+    and factors k, c of known sign (e.g. positive trainable parameters): SymPy's solvers give up
+    on the former, and without a point inside the branch's region it cannot be made safe."""
+    if not isinstance(rel, sympy.Rel) or rel.rhs != 0 or not rel.lhs.has(symbol):
+        return rel
+    lhs, flip = rel.lhs, False
+    while True:
+        coeff, rest = lhs.as_independent(symbol, as_Add=False)
+        if coeff.is_negative:
+            flip = not flip
+        elif not coeff.is_positive:
+            return rel
+        if isinstance(rest, (Expm1, Log1p)):
+            lhs = rest.args[0]
+            continue
+        if rest != symbol:
+            return rel
+        return rel.reversed.func(symbol, 0) if flip else rel.func(symbol, 0)
+
+
 def _interior_point(region: sympy.Boolean, symbol: sympy.Symbol) -> sympy.Expr | None:
     """A point of ``region`` (a condition on ``symbol``) away from its boundary, or None."""
+    region = region.replace(lambda e: isinstance(e, sympy.Rel), lambda e: _reduce_relation(e, symbol))
     try:
         region_set = region.as_set() if region.free_symbols == {symbol} else None
     except (NotImplementedError, TypeError, ValueError):
@@ -370,7 +392,10 @@ class _Emitter:
                 return self.mutate(self.mutate(step, "add_(1.0)"), "mul_(0.5)")
             return self.assign(f"(torch.sign({arg.code}) + 1.0) * 0.5", full=arg.full)
         if isinstance(e, sympy.sech):
-            return self.mul(Mul(S.One, Pow(sympy.cosh(e.args[0]), -1, evaluate=False), evaluate=False))
+            return self._sech_power(e.args[0], S.One)
+        if isinstance(e, Pow) and isinstance(e.args[0], sympy.cosh) and e.args[1].is_number \
+                and e.args[1].is_negative:
+            return self._sech_power(e.args[0].args[0], -e.args[1])
         for cls, (fmt, method) in _UNARY.items():
             if isinstance(e, cls):
                 arg = self.value(e.args[0])
@@ -537,6 +562,22 @@ class _Emitter:
         x = self.value(exp)
         return self.assign(f"torch.pow({b.code}, {x.code})", full=b.full or x.full)
 
+    def _sech_power(self, u: sympy.Expr, k: sympy.Expr) -> _Operand:
+        """sech(u)**k from exp(-|u|): 1/cosh(u) is right in value but its gradient
+        -sinh/cosh**2 is inf/inf = NaN once cosh overflows (|u| > 89 in float32)."""
+        arg = self.value(u)
+        if arg.const:
+            return _Operand(number_literal(sympy.sech(u) ** k), const=True)
+        if k == 2:
+            return self.assign(f"_sech_sq({arg.code})", full=arg.full)
+        op = self.assign(f"_sech({arg.code})", full=arg.full)
+        if k == 1:
+            return op
+        exponent = str(int(k)) if k.is_Integer else number_literal(k)
+        if self.can_mutate(op):
+            return self.mutate(op, f"pow_({exponent})")
+        return self.assign(f"torch.pow({op.code}, {exponent})", full=op.full)
+
     def _unary(self, arg: sympy.Expr, fmt: str, method: str) -> _Operand:
         op = self.value(arg)
         if self.can_mutate(op):
@@ -672,6 +713,18 @@ def _exp_neg_sq(u, c):
     return torch.exp(-c * (hi * hi)) * torch.exp(torch.clamp(-c * (lo * (hi + hi + lo)), max=80.0))
 
 
+def _sech(u):
+    """1/cosh(u) = 2a/(1 + a**2), a = exp(-|u|) <= 1: value and gradient finite for every u."""
+    a = torch.exp(-torch.abs(u))
+    return (a + a) / (1.0 + a * a)
+
+
+def _sech_sq(u):
+    """1/cosh(u)**2 = 4b/(1 + b)**2, b = exp(-2|u|) (one rounding fewer than squaring _sech)."""
+    b = torch.exp(-2.0 * torch.abs(u))
+    return (4.0 * b) / torch.square(1.0 + b)
+
+
 # dtype -> (Veltkamp splitter, c = -1/sqrt(2) rounded, c split in halves, -1/sqrt(2) - c)
 _NDTR_CONSTANTS = {
     torch.float64: (134217729.0, -0.7071067811865476, -0.7071067839860916, 2.7995440410322203e-09,
@@ -700,6 +753,43 @@ def _ndtr(u):
     lo = u - hi
     dz = ((hi * c_hi - z) + hi * c_lo + lo * c_hi) + lo * c_lo + u * c_tail
     return torch.erfc(z) * 0.5 - dz * (0.5641895835477563 * torch.exp(-(z * z)))
+
+
+# Eager CPU evaluation block by block: each generated function makes a dozen or more
+# elementwise passes; over a whole large tensor every pass streams it through memory and
+# every temporary is a fresh allocation (page faults). On blocks of _BLOCK elements the
+# temporaries stay in a core's L2 cache and malloc reuses them.
+_BLOCK = 1 << 16
+_is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
+
+
+def _blocked(fn, *tensors):
+    """``fn(*tensors)`` (a tuple of elementwise results), evaluated block by block where that is safe.
+
+    Only for plain contiguous CPU tensors of one shape (0-d tensors, e.g. trainable
+    scalars, are passed whole), outside torch.compile tracing and functorch
+    transforms; otherwise, or when a result is not elementwise, ``fn`` runs whole.
+    """
+    first = tensors[0]
+    n = first.numel()
+    if (n < 4 * _BLOCK or first.device.type != "cpu" or torch.compiler.is_compiling()
+            or any(type(t) is not torch.Tensor or _is_wrapped(t) for t in tensors)):
+        return fn(*tensors)
+    shape = first.shape
+    for t in tensors:
+        if t.dim() and (t.shape != shape or not t.is_contiguous()):
+            return fn(*tensors)
+    flat = [t.view(-1) if t.dim() else t for t in tensors]
+    outs = None
+    for start in range(0, n, _BLOCK):
+        part = fn(*(t[start:start + _BLOCK] if t.dim() else t for t in flat))
+        if outs is None:
+            if any(r.shape != (min(_BLOCK, n),) for r in part):
+                return fn(*tensors)
+            outs = [torch.empty(n, dtype=r.dtype, device=r.device) for r in part]
+        for out, r in zip(outs, part):
+            out[start:start + _BLOCK].copy_(r)
+    return tuple(out.view(shape) for out in outs)
 
 
 # In-place twins of the helpers above, for code autograd does not record: the same

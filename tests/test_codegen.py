@@ -303,6 +303,45 @@ def test_finite_on_wide_range_wherever_the_function_is(name, dtype):
             assert torch.isfinite(g[i]), f"{name}'({p}) = {g[i].item()} but exact is {slopes[i]}"
 
 
+@functools.lru_cache(maxsize=None)
+def _second_derivative_magnitudes(name: str, points: tuple) -> list:
+    """|phi''| at 50 digits (only its size matters here: is it below the format's maximum?)."""
+    expr = sympy.diff(ENTRIES[name].concrete_expr, X, 2)
+    expr = expr.replace(lambda t: isinstance(t, sympy.DiracDelta), lambda t: 0)
+    fn = sympy.lambdify(X, expr, modules="mpmath")
+    out = []
+    with mpmath.workdps(DPS):
+        for p in points:
+            try:
+                out.append(abs(mpmath.mpf(fn(mpmath.mpf(p)))))
+            except (ZeroDivisionError, ValueError):  # removable singularity (sinc''(0)): finite
+                out.append(mpmath.mpf(0))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", SINGLE)
+def test_double_backward_finite_on_wide_range_wherever_the_second_derivative_is(name, dtype):
+    """create_graph backward (the differentiable backward code): no inf/NaN from an untaken
+    branch leaks into phi'' (celu's exp(x) branch at x > 88 in float32 once did)."""
+    points = _away_from_kinks(name, WIDE_POINTS)
+    finfo_max = float(torch.finfo(dtype).max)
+    values = _reference(name, "value", tuple(points.tolist()))
+    slopes = _reference(name, "derivative", tuple(points.tolist()))
+    curvatures = _second_derivative_magnitudes(name, tuple(points.tolist()))
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_function(ENTRIES[name]).apply(t)
+    (g,) = torch.autograd.grad(y.sum(), t, create_graph=True)
+    if not g.requires_grad:  # phi' is constant (piecewise linear): phi'' = 0 everywhere
+        return
+    (gg,) = torch.autograd.grad(g.sum(), t, allow_unused=True)
+    if gg is None:
+        return
+    for i, p in enumerate(points):
+        if max(abs(values[i]), abs(slopes[i]), curvatures[i]) < finfo_max:
+            assert torch.isfinite(gg[i]), f"{name}''({p}) = {gg[i].item()} but exact is {curvatures[i]}"
+
+
 # keyword arguments PyTorch wants as tensors (the catalogue records plain numbers)
 _TENSOR_KWARGS = {"weight", "values"}
 
@@ -579,3 +618,44 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("name", ["gelu", "squareplus", "celu", "swiglu"])
+def test_blocked_cpu_evaluation_equals_whole_tensor_evaluation(name, one_torch_thread):
+    """Large CPU tensors run block by block (temporaries stay in cache); elementwise code
+    must give bit-identical values and gradients to the same code run on the whole tensor,
+    for a single input, a trainable parameter and a gated pair, on a size that is not a
+    multiple of the block."""
+    act = ENTRIES[name]
+    trainable = [p.name for p in act.params][:1] if name == "celu" else []
+    module = torch_module(act, trainable=trainable)
+    namespace = type(module).forward.__globals__
+    n = 4 * namespace["_BLOCK"] + 12345
+    width = 2 if len(act.inputs) == 2 else 1
+    torch.manual_seed(0)
+    x = (torch.randn(n // 5, 5 * width, dtype=torch.float32) * 4).requires_grad_(True)
+    g = torch.randn(n // 5, 5, dtype=torch.float32)
+
+    def run(block):
+        saved = namespace["_BLOCK"]
+        namespace["_BLOCK"] = block
+        try:
+            for p in module.parameters():
+                p.grad = None
+            x.grad = None
+            y = module(x)
+            y.backward(g)
+            return y.detach().clone(), x.grad.clone(), [p.grad.clone() for p in module.parameters()]
+        finally:
+            namespace["_BLOCK"] = saved
+
+    blocked = run(namespace["_BLOCK"])
+    whole = run(1 << 62)
+    assert torch.equal(blocked[0], whole[0])
+    assert torch.equal(blocked[1], whole[1])
+    for a, b in zip(blocked[2], whole[2]):
+        # a parameter's gradient is a sum over all elements: equal up to summation order
+        assert torch.allclose(a, b, rtol=1e-5, atol=0)
+    if name == "gelu":
+        reference = torch.nn.functional.gelu(x.detach().double())
+        assert torch.allclose(blocked[0].double(), reference, rtol=1e-5, atol=1e-6), (blocked[0].double() - reference).abs().max()
