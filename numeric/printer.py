@@ -545,6 +545,8 @@ class _Emitter:
 
     def power(self, e: sympy.Pow) -> _Operand:
         base, exp = e.args
+        if isinstance(base, sympy.sech) and exp.is_number and exp.is_positive:
+            return self._sech_power(base.args[0], exp)
         if exp.is_number and exp.is_negative:
             return self.mul(Mul(S.One, e, evaluate=False))
         if exp == S.Half:
@@ -568,9 +570,10 @@ class _Emitter:
         arg = self.value(u)
         if arg.const:
             return _Operand(number_literal(sympy.sech(u) ** k), const=True)
+        suffix = "_" if self.inplace else ""
         if k == 2:
-            return self.assign(f"_sech_sq({arg.code})", full=arg.full)
-        op = self.assign(f"_sech({arg.code})", full=arg.full)
+            return self.assign(f"_sech_sq{suffix}({arg.code})", full=arg.full)
+        op = self.assign(f"_sech{suffix}({arg.code})", full=arg.full)
         if k == 1:
             return op
         exponent = str(int(k)) if k.is_Integer else number_literal(k)
@@ -805,6 +808,22 @@ def _exp_neg_sq_(u, c):
     lo.sub_(hi)
     tmp.copy_(hi).add_(hi).add_(lo).mul_(lo).mul_(-c).clamp_(max=80.0).exp_()
     return hi.square_().mul_(-c).exp_().mul_(tmp)
+
+
+def _sech_(u):
+    a = torch.abs(u)
+    a.neg_().exp_()
+    d = torch.square(a)
+    d.add_(1.0)
+    return a.add_(a).div_(d)
+
+
+def _sech_sq_(u):
+    b = torch.abs(u)
+    b.mul_(-2.0).exp_()
+    d = torch.add(b, 1.0)
+    d.square_()
+    return b.mul_(4.0).div_(d)
 
 
 def _ndtr_(u):
