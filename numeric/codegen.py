@@ -271,12 +271,11 @@ def _source(spec: CodegenSpec) -> str:
     else:
         backward_src = emit_function("_backward", backward_args, grads, grad_inputs, inplace=True)
     graph_src = emit_function("_backward_graph", backward_args, grads, grad_inputs, inplace=False)
-    return _assemble(spec, input_names, args, forward_src, backward_src, graph_src,
-                     fused_backward=fused is not None)
+    return _assemble(spec, input_names, args, forward_src, backward_src, graph_src)
 
 
 def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_src: str,
-              graph_src: str, fused_backward: bool = False) -> str:
+              graph_src: str) -> str:
     cls = spec.class_name
     fn_cls = f"_{cls}Function"
     all_names = [n for _, n, _ in args]
@@ -290,11 +289,8 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
         f"        {', '.join(all_names)}, = ctx.saved_tensors"
     )
     call_args = "y" if spec.saves == "output" else ", ".join(all_names)
-    # one fused built-in per pass gains nothing from blocking; generated multi-pass code does
-    forward_call = (f"_forward({', '.join(all_names)})" if spec.builtin
-                    else f"_blocked(_forward, {', '.join(all_names)})")
-    backward_call = (f"_backward(g, {call_args})" if spec.builtin or fused_backward
-                     else f"_blocked(_backward, g, {call_args})")
+    forward_call = f"_forward({', '.join(all_names)})"
+    backward_call = f"_backward(g, {call_args})"
     params_doc = "".join(f"\n    {n} = {v} (constant)" for n, v in spec.constants)
     params_doc += "".join(f"\n    {n} = {v!r} (trainable nn.Parameter)" for _, n, v in spec.trainable)
     formula_doc = textwrap.fill(spec.formula, 88, subsequent_indent="        ")

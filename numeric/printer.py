@@ -758,43 +758,6 @@ def _ndtr(u):
     return torch.erfc(z) * 0.5 - dz * (0.5641895835477563 * torch.exp(-(z * z)))
 
 
-# Eager CPU evaluation block by block: each generated function makes a dozen or more
-# elementwise passes; over a whole large tensor every pass streams it through memory and
-# every temporary is a fresh allocation (page faults). On blocks of _BLOCK elements the
-# temporaries stay in a core's L2 cache and malloc reuses them.
-_BLOCK = 1 << 16
-_is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
-
-
-def _blocked(fn, *tensors):
-    """``fn(*tensors)`` (a tuple of elementwise results), evaluated block by block where that is safe.
-
-    Only for plain contiguous CPU tensors of one shape (0-d tensors, e.g. trainable
-    scalars, are passed whole), outside torch.compile tracing and functorch
-    transforms; otherwise, or when a result is not elementwise, ``fn`` runs whole.
-    """
-    first = tensors[0]
-    n = first.numel()
-    if (n < 4 * _BLOCK or first.device.type != "cpu" or torch.compiler.is_compiling()
-            or any(type(t) is not torch.Tensor or _is_wrapped(t) for t in tensors)):
-        return fn(*tensors)
-    shape = first.shape
-    for t in tensors:
-        if t.dim() and (t.shape != shape or not t.is_contiguous()):
-            return fn(*tensors)
-    flat = [t.view(-1) if t.dim() else t for t in tensors]
-    outs = None
-    for start in range(0, n, _BLOCK):
-        part = fn(*(t[start:start + _BLOCK] if t.dim() else t for t in flat))
-        if outs is None:
-            if any(r.shape != (min(_BLOCK, n),) for r in part):
-                return fn(*tensors)
-            outs = [torch.empty(n, dtype=r.dtype, device=r.device) for r in part]
-        for out, r in zip(outs, part):
-            out[start:start + _BLOCK].copy_(r)
-    return tuple(out.view(shape) for out in outs)
-
-
 # In-place twins of the helpers above, for code autograd does not record: the same
 # operations in the same order on a few scratch buffers (16 fresh tensors -> 5).
 def _exp_neg_sq_(u, c):
