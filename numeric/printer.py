@@ -120,8 +120,30 @@ def fuse_builtins(expr: sympy.Expr) -> sympy.Expr:
     return expr.replace(lambda e: isinstance(e, Mul), rule)
 
 
+def _reduce_relation(rel: sympy.Basic, symbol: sympy.Symbol) -> sympy.Basic:
+    """``k*f(c*symbol) <op> 0`` -> ``symbol <op'> 0`` for f increasing with f(0) = 0 (Expm1, Log1p)
+    and factors k, c of known sign (e.g. positive trainable parameters): SymPy's solvers give up
+    on the former, and without a point inside the branch's region it cannot be made safe."""
+    if not isinstance(rel, sympy.Rel) or rel.rhs != 0 or not rel.lhs.has(symbol):
+        return rel
+    lhs, flip = rel.lhs, False
+    while True:
+        coeff, rest = lhs.as_independent(symbol, as_Add=False)
+        if coeff.is_negative:
+            flip = not flip
+        elif not coeff.is_positive:
+            return rel
+        if isinstance(rest, (Expm1, Log1p)):
+            lhs = rest.args[0]
+            continue
+        if rest != symbol:
+            return rel
+        return rel.reversed.func(symbol, 0) if flip else rel.func(symbol, 0)
+
+
 def _interior_point(region: sympy.Boolean, symbol: sympy.Symbol) -> sympy.Expr | None:
     """A point of ``region`` (a condition on ``symbol``) away from its boundary, or None."""
+    region = region.replace(lambda e: isinstance(e, sympy.Rel), lambda e: _reduce_relation(e, symbol))
     try:
         region_set = region.as_set() if region.free_symbols == {symbol} else None
     except (NotImplementedError, TypeError, ValueError):
@@ -370,7 +392,10 @@ class _Emitter:
                 return self.mutate(self.mutate(step, "add_(1.0)"), "mul_(0.5)")
             return self.assign(f"(torch.sign({arg.code}) + 1.0) * 0.5", full=arg.full)
         if isinstance(e, sympy.sech):
-            return self.mul(Mul(S.One, Pow(sympy.cosh(e.args[0]), -1, evaluate=False), evaluate=False))
+            return self._sech_power(e.args[0], S.One)
+        if isinstance(e, Pow) and isinstance(e.args[0], sympy.cosh) and e.args[1].is_number \
+                and e.args[1].is_negative:
+            return self._sech_power(e.args[0].args[0], -e.args[1])
         for cls, (fmt, method) in _UNARY.items():
             if isinstance(e, cls):
                 arg = self.value(e.args[0])
@@ -520,6 +545,8 @@ class _Emitter:
 
     def power(self, e: sympy.Pow) -> _Operand:
         base, exp = e.args
+        if isinstance(base, sympy.sech) and exp.is_number and exp.is_positive:
+            return self._sech_power(base.args[0], exp)
         if exp.is_number and exp.is_negative:
             return self.mul(Mul(S.One, e, evaluate=False))
         if exp == S.Half:
@@ -536,6 +563,23 @@ class _Emitter:
             return self.assign(f"torch.pow({b.code}, {code_exp})", full=b.full)
         x = self.value(exp)
         return self.assign(f"torch.pow({b.code}, {x.code})", full=b.full or x.full)
+
+    def _sech_power(self, u: sympy.Expr, k: sympy.Expr) -> _Operand:
+        """sech(u)**k from exp(-|u|): 1/cosh(u) is right in value but its gradient
+        -sinh/cosh**2 is inf/inf = NaN once cosh overflows (|u| > 89 in float32)."""
+        arg = self.value(u)
+        if arg.const:
+            return _Operand(number_literal(sympy.sech(u) ** k), const=True)
+        suffix = "_" if self.inplace else ""
+        if k == 2:
+            return self.assign(f"_sech_sq{suffix}({arg.code})", full=arg.full)
+        op = self.assign(f"_sech{suffix}({arg.code})", full=arg.full)
+        if k == 1:
+            return op
+        exponent = str(int(k)) if k.is_Integer else number_literal(k)
+        if self.can_mutate(op):
+            return self.mutate(op, f"pow_({exponent})")
+        return self.assign(f"torch.pow({op.code}, {exponent})", full=op.full)
 
     def _unary(self, arg: sympy.Expr, fmt: str, method: str) -> _Operand:
         op = self.value(arg)
@@ -672,6 +716,18 @@ def _exp_neg_sq(u, c):
     return torch.exp(-c * (hi * hi)) * torch.exp(torch.clamp(-c * (lo * (hi + hi + lo)), max=80.0))
 
 
+def _sech(u):
+    """1/cosh(u) = 2a/(1 + a**2), a = exp(-|u|) <= 1: value and gradient finite for every u."""
+    a = torch.exp(-torch.abs(u))
+    return (a + a) / (1.0 + a * a)
+
+
+def _sech_sq(u):
+    """1/cosh(u)**2 = 4b/(1 + b)**2, b = exp(-2|u|) (one rounding fewer than squaring _sech)."""
+    b = torch.exp(-2.0 * torch.abs(u))
+    return (4.0 * b) / torch.square(1.0 + b)
+
+
 # dtype -> (Veltkamp splitter, c = -1/sqrt(2) rounded, c split in halves, -1/sqrt(2) - c)
 _NDTR_CONSTANTS = {
     torch.float64: (134217729.0, -0.7071067811865476, -0.7071067839860916, 2.7995440410322203e-09,
@@ -715,6 +771,22 @@ def _exp_neg_sq_(u, c):
     lo.sub_(hi)
     tmp.copy_(hi).add_(hi).add_(lo).mul_(lo).mul_(-c).clamp_(max=80.0).exp_()
     return hi.square_().mul_(-c).exp_().mul_(tmp)
+
+
+def _sech_(u):
+    a = torch.abs(u)
+    a.neg_().exp_()
+    d = torch.square(a)
+    d.add_(1.0)
+    return a.add_(a).div_(d)
+
+
+def _sech_sq_(u):
+    b = torch.abs(u)
+    b.mul_(-2.0).exp_()
+    d = torch.add(b, 1.0)
+    d.square_()
+    return b.mul_(4.0).div_(d)
 
 
 def _ndtr_(u):

@@ -303,6 +303,45 @@ def test_finite_on_wide_range_wherever_the_function_is(name, dtype):
             assert torch.isfinite(g[i]), f"{name}'({p}) = {g[i].item()} but exact is {slopes[i]}"
 
 
+@functools.lru_cache(maxsize=None)
+def _second_derivative_magnitudes(name: str, points: tuple) -> list:
+    """|phi''| at 50 digits (only its size matters here: is it below the format's maximum?)."""
+    expr = sympy.diff(ENTRIES[name].concrete_expr, X, 2)
+    expr = expr.replace(lambda t: isinstance(t, sympy.DiracDelta), lambda t: 0)
+    fn = sympy.lambdify(X, expr, modules="mpmath")
+    out = []
+    with mpmath.workdps(DPS):
+        for p in points:
+            try:
+                out.append(abs(mpmath.mpf(fn(mpmath.mpf(p)))))
+            except (ZeroDivisionError, ValueError):  # removable singularity (sinc''(0)): finite
+                out.append(mpmath.mpf(0))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", SINGLE)
+def test_double_backward_finite_on_wide_range_wherever_the_second_derivative_is(name, dtype):
+    """create_graph backward (the differentiable backward code): no inf/NaN from an untaken
+    branch leaks into phi'' (celu's exp(x) branch at x > 88 in float32 once did)."""
+    points = _away_from_kinks(name, WIDE_POINTS)
+    finfo_max = float(torch.finfo(dtype).max)
+    values = _reference(name, "value", tuple(points.tolist()))
+    slopes = _reference(name, "derivative", tuple(points.tolist()))
+    curvatures = _second_derivative_magnitudes(name, tuple(points.tolist()))
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_function(ENTRIES[name]).apply(t)
+    (g,) = torch.autograd.grad(y.sum(), t, create_graph=True)
+    if not g.requires_grad:  # phi' is constant (piecewise linear): phi'' = 0 everywhere
+        return
+    (gg,) = torch.autograd.grad(g.sum(), t, allow_unused=True)
+    if gg is None:
+        return
+    for i, p in enumerate(points):
+        if max(abs(values[i]), abs(slopes[i]), curvatures[i]) < finfo_max:
+            assert torch.isfinite(gg[i]), f"{name}''({p}) = {gg[i].item()} but exact is {curvatures[i]}"
+
+
 # keyword arguments PyTorch wants as tensors (the catalogue records plain numbers)
 _TENSOR_KWARGS = {"weight", "values"}
 
