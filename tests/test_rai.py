@@ -261,3 +261,26 @@ def test_report_states_the_relaxed_and_the_true_network_claims_separately(tmp_pa
     md = report_section([rec], str(tmp_path)).markdown
     assert "relaxed objective below 0.05: **held** (0.00025;" in md
     assert "true network's training loss below 0.05: **did not hold** (0.074, accuracy 0.96)" in md
+
+
+@pytest.mark.parametrize("protocol", ["seed", "default"])
+def test_consistency_weight_changes_no_gradient_sign_outside_the_last_auxiliary(protocol):
+    # The report's statement about Rprop (sign-based): a positive weight scales every consistency term, so only
+    # the tensor that also feeds the output loss (the last auxiliary) can see a different gradient sign.
+    torch.manual_seed(4)
+    model = build_mlp(2, 5, 4, 1, "sigmoid", output_activation="sigmoid", dtype=torch.float64)
+    x = torch.randn(9, 2, dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 0, 1, 0, 1, 1, 0])
+    signs = []
+    for weight in (1e-4, 1e4):
+        rai = RAI(model, x, penalty=weight, **PROTOCOLS[protocol])
+        with torch.no_grad():
+            torch.manual_seed(5)
+            for a in rai.aux:
+                a.add_(0.3 * torch.randn_like(a))
+        rai.zero_grad()
+        rai.loss_parts(torch.arange(9), x, y).total.backward()
+        signs.append({n: torch.sign(p.grad) for n, p in rai.named_parameters()})
+    last = f"aux.{len(rai.aux) - 1}"
+    assert all(torch.equal(signs[0][n], signs[1][n]) for n in signs[0] if n != last)
+    assert not torch.equal(signs[0][last], signs[1][last])  # here the weight does matter

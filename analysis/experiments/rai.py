@@ -257,9 +257,9 @@ def report_section(records: list, out_dir: str) -> Any:
           "MSELoss()(auxiliary, Linear(sigmoid(previous auxiliary))) with weight 1. The notebook ran 10000 steps "
           f"and printed the *relaxed* objective (0.0003); {used}. The true network "
           "(no auxiliaries) is what `RAI.forward` evaluates; the notebook showed it only as a plot. Rprop uses only "
-          "the sign of each gradient element, so a positive consistency weight, constant or growing (method of "
-          "auxiliary coordinates), only ever changes the updates of the last auxiliary tensor, the one the output "
-          "loss also reads. "
+          "the sign of each gradient element, and scaling the consistency terms by a positive weight, constant or "
+          "growing (method of auxiliary coordinates), flips no gradient sign except in the last auxiliary tensor "
+          "(the one the output loss also reads): the weight acts only through that tensor. "
           "Solid: true network; dashed: relaxed objective; dotted: ln 2.\n\n"
           + ("\n".join(verdicts) + "\n\n" if verdicts else "")
           + markdown_table(("job", "arm", "hidden layers", "steps", "relaxed objective", "true-network loss",
