@@ -66,9 +66,11 @@ True
 >>> [tuple(a.shape) for a in seed.aux]   # both Linear outputs are relaxed
 [(5, 4), (5, 1)]
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from symact.errors import DomainError, SymactError
@@ -78,12 +80,12 @@ __all__ = ["PenaltySchedule", "RAI", "RAILoss", "split_stages", "PROTOCOLS", "AU
 AUX_POSITIONS = ("activation", "pre_activation")
 REDUCTIONS = ("per_example", "elementwise_mean")
 
-#: Named option sets for :class:`RAI` (``RAI(model, x, **PROTOCOLS[name])``).
-PROTOCOLS: dict = {
+#: Named option sets for :class:`RAI` (``RAI(model, x, **PROTOCOLS[name])``), read-only.
+PROTOCOLS = MappingProxyType({
     "default": {"aux_at": "activation", "relax_output": False, "reduction": "per_example"},
     # The RAI seed notebook: every nn.Linear output (the last one too) relaxed, torch MSELoss() means.
     "seed": {"aux_at": "pre_activation", "relax_output": True, "reduction": "elementwise_mean"},
-}
+})
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ class RAI(_torch_module_base()):
                               "squared norms over examples, 'elementwise_mean' averages over all elements (MSELoss).")
         super().__init__()
         self.model = model
-        self.stages = nn.ModuleList(split_stages(model))
+        self.stages = nn.ModuleList(split_stages(model))  # one per nn.Linear (kept for callers; shares modules)
         self.pieces = nn.ModuleList(_pieces(model, aux_at, bool(relax_output)))
         self.loss_name = loss
         self.penalty = PenaltySchedule.from_spec(penalty)

@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 from analysis.records import Claim, Job
 from analysis.verify import register
+from symact.errors import DomainError
 
 __all__ = ["rai_init", "rai_train", "jobs", "report_section", "SEED_SETTING"]
 
@@ -131,10 +132,11 @@ def rai_train(spec: dict, *, device: str = "cpu", progress: Callable | None = No
         return {"arm": arm, "curve": result.to_dict(), "final_train_loss": final,
                 "final_train_accuracy": result.train_accuracy[-1], "seconds": result.seconds, "claims": claims}
     if arm != "rai":
-        raise ValueError(f"rai_train arm must be 'plain' or 'rai', got {arm!r}")
+        raise DomainError(f"rai_train arm must be 'plain' or 'rai', got {arm!r}.")
     protocol = spec.get("protocol", "seed")
     if protocol not in PROTOCOLS:
-        raise ValueError(f"rai_train protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
+        raise DomainError(f"rai_train protocol must be one of {sorted(PROTOCOLS)} (see numeric.rai.PROTOCOLS), "
+                          f"got {protocol!r}.")
     penalty = PenaltySchedule.from_spec(spec.get("penalty", 1.0))
     rai = RAI(model, x, loss="bce_prob", penalty=penalty, **PROTOCOLS[protocol])
     result = train(rai, (x, y), objective=rai.objective, **common)
