@@ -168,7 +168,7 @@ def jobs(level: str) -> list[Job]:
     """The RAI jobs: init check always; training at the seed's setting with the seed protocol, shorter below ``full``.
 
     ``full`` runs the notebook's 10000 Rprop steps.  Measured on one idle CPU thread (torch 2.13): the
-    RAI arm takes about 36 ms a step (about 6 minutes; two thirds of it inside ``torch.optim.Rprop``'s
+    RAI arm takes about 36 ms a step (about 6 minutes; more than half of it inside ``torch.optim.Rprop``'s
     per-tensor update of 303 tensors), the plain arm about 19 ms a step (about 3.3 minutes); on the
     shared 2-core machine 7 to 11 minutes each.  ``quick`` runs 300 steps (about 11 s and 6 s).
     """
