@@ -19,7 +19,10 @@ tanh, sigmoid, softplus, leaky ReLU, trained on moons (make_moons n=1000, noise
 * ``resnet``: a ResNet-style baseline, ``h <- h + W phi(h)`` per block with the
   residual weights scaled by 1/sqrt(depth) (no normalisation).
 
-Optimisers: Adam (mini-batch), SGD with momentum (mini-batch), full-batch Rprop.
+Optimisers: Adam (mini-batch, lr 3e-4), SGD with momentum (mini-batch), full-batch Rprop;
+one learning rate per optimiser for every arm.  Adam's 3e-4 is the better of {1e-3, 3e-4}
+for the plain arm too (100-layer tanh, 100 steps, 3 seeds: moons 0.44 vs 0.53, digits 1.46
+vs 2.30); at 1e-3 the shaped arms were unstable (DKS on moons: 0.54 to 0.92).
 Each job is one (activation, depth, dataset, arm, optimiser, seed); the report
 aggregates seeds (median and min-max band) and checks the DKS claim: for the
 100-layer tanh MLP the DKS arm reaches a lower training loss than the plain arm
@@ -47,7 +50,7 @@ __all__ = ["deep_vanilla", "build_model", "jobs", "report_section", "ARMS", "ACT
 ARMS = ("plain", "dks", "tat", "rai", "resnet")
 ACTIVATIONS = ("tanh", "sigmoid", "softplus", "leaky_relu")
 OPTIMIZER_DEFAULTS = {
-    "adam": {"lr": 1e-3, "batch_size": 128},
+    "adam": {"lr": 3e-4, "batch_size": 128},
     "sgd": {"lr": 0.05, "batch_size": 128, "optimizer_options": {"momentum": 0.9}},
     "rprop": {"lr": 0.01, "batch_size": None},
 }
