@@ -34,7 +34,8 @@ def test_rai_loss_equals_plain_loss_at_initialisation_on_the_seed_network():
         plain = torch.nn.functional.binary_cross_entropy(model(x)[:, 0], y.double())
         rai = RAI(model, x, loss="bce_prob", penalty=10.0)
         parts = rai.loss_parts(torch.arange(100), x, y)
-    assert len(rai.aux) == 100 and rai.aux[0].shape == (100, 100)
+    # the defaults relax every nn.Linear output, the output layer's too (the seed's protocol)
+    assert len(rai.aux) == 101 and rai.aux[0].shape == (100, 100) and rai.aux[-1].shape == (100, 1)
     assert float(parts.consistency) == 0.0
     assert abs(float(parts.total) - float(plain)) <= 1e-14
 
@@ -44,7 +45,7 @@ def test_consistency_matches_a_layer_by_layer_reference_after_perturbation():
     model = build_mlp(3, 4, 3, 2, "tanh", dtype=torch.float64)
     x = torch.randn(6, 3, dtype=torch.float64)
     y = torch.tensor([0, 1, 1, 0, 1, 0])
-    rai = RAI(model, x, loss="cross_entropy", penalty=0.5)
+    rai = RAI(model, x, loss="cross_entropy", penalty=0.5, **PROTOCOLS["post_activation"])
     with torch.no_grad():
         for a in rai.aux:
             a.add_(0.1 * torch.randn_like(a))
@@ -76,9 +77,12 @@ def test_auxiliary_tensors_are_trainable_parameters_with_gradients():
     y = torch.tensor([0, 1, 0, 1, 1])
     rai = RAI(model, x)
     names = {n for n, _ in rai.named_parameters()}
-    assert {"aux.0", "aux.1"} <= names
+    assert {f"aux.{k}" for k in range(len(rai.aux))} <= names and len(rai.aux) == 3
     rai.loss_parts(torch.arange(5), x, y).total.backward()
-    assert rai.aux[1].grad is not None and rai.aux[1].grad.abs().sum() > 0
+    # at initialisation every consistency residual is 0, so only the output loss moves
+    # anything: it reaches the last auxiliary (the output layer's) and no earlier one
+    assert rai.aux[-1].grad is not None and rai.aux[-1].grad.abs().sum() > 0
+    assert all(float(a.grad.abs().sum()) == 0.0 for a in rai.aux[:-1])
 
 
 def test_penalty_schedule_increases_geometrically_up_to_its_cap():
@@ -263,7 +267,7 @@ def test_report_states_the_relaxed_and_the_true_network_claims_separately(tmp_pa
     assert "true network's training loss below 0.05: **did not hold** (0.074, accuracy 0.96)" in md
 
 
-@pytest.mark.parametrize("protocol", ["seed", "default"])
+@pytest.mark.parametrize("protocol", ["seed", "post_activation"])
 def test_consistency_weight_changes_no_gradient_sign_outside_the_last_auxiliary(protocol):
     # The report's statement about Rprop (sign-based): a positive weight scales every consistency term, so only
     # the tensor that also feeds the output loss (the last auxiliary) can see a different gradient sign.

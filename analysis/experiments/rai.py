@@ -8,9 +8,9 @@ with lr 0.1, float32.
 The RAI arm uses, by default, the seed notebook's own objective
 (``protocol="seed"``, :meth:`numeric.rai.RAI.seed_protocol`): every
 ``nn.Linear`` output relaxed, the output layer included, consistency as
-``torch.nn.MSELoss()`` means with weight 1.  ``protocol="default"`` is
-:class:`numeric.rai.RAI`'s default form (post-activation auxiliaries, output
-not relaxed, per-example squared norms).
+``torch.nn.MSELoss()`` means with weight 1 (also :class:`numeric.rai.RAI`'s
+defaults).  ``protocol="post_activation"`` relaxes each stage's output after its
+non-linearity instead (output not relaxed, per-example squared norms).
 
 Predictions checked:
 
@@ -79,7 +79,7 @@ def rai_init(spec: dict, *, device: str = "cpu", progress: Callable | None = Non
     with torch.no_grad():
         plain = float(output_loss(model(x), y, "bce_prob"))
         out["plain_loss"] = plain
-        for name in spec.get("protocols", ("seed", "default")):
+        for name in spec.get("protocols", ("seed", "post_activation")):
             rai = RAI(model, x, loss="bce_prob", penalty=spec.get("penalty", 1.0), **PROTOCOLS[name])
             parts = rai.loss_parts(torch.arange(len(x), device=x.device), x, y)
             diff = abs(float(parts.total) - plain)
@@ -104,7 +104,7 @@ SEED_PUBLISHED_OBJECTIVE = 0.0003  # the notebook's printed final RAI value ("L0
 def rai_train(spec: dict, *, device: str = "cpu", progress: Callable | None = None) -> dict:
     """Train the seed's network plainly (``arm="plain"``) or with RAI (``arm="rai"``); record curves and claims.
 
-    RAI options: ``protocol`` (``"seed"``, default, or ``"default"``, see :data:`numeric.rai.PROTOCOLS`) and
+    RAI options: ``protocol`` (``"seed"``, default, or ``"post_activation"``, see :data:`numeric.rai.PROTOCOLS`) and
     ``penalty`` (a number or :class:`numeric.rai.PenaltySchedule` fields).  The curve's ``train_loss`` is the
     true network, ``objective`` the optimised (relaxed) objective.
     """
@@ -194,7 +194,7 @@ def _arm_label(r: Any) -> str:
     res = r.result
     if res.get("arm") != "rai":
         return "plain"
-    label = f"rai, {res.get('protocol', 'default')} protocol"
+    label = f"rai, {res.get('protocol', 'seed')} protocol"
     pen = r.job.spec.get("penalty", 1.0)
     if isinstance(pen, dict) and pen.get("growth", 1.0) != 1.0:
         label += (f", penalty {pen.get('start', 1.0):g} x{pen['growth']:g}/{pen.get('every', 1)} "
