@@ -289,8 +289,6 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
         f"        {', '.join(all_names)}, = ctx.saved_tensors"
     )
     call_args = "y" if spec.saves == "output" else ", ".join(all_names)
-    forward_call = f"_forward({', '.join(all_names)})"
-    backward_call = f"_backward(g, {call_args})"
     params_doc = "".join(f"\n    {n} = {v} (constant)" for n, v in spec.constants)
     params_doc += "".join(f"\n    {n} = {v!r} (trainable nn.Parameter)" for _, n, v in spec.trainable)
     formula_doc = textwrap.fill(spec.formula, 88, subsequent_indent="        ")
@@ -349,7 +347,7 @@ class {fn_cls}(torch.autograd.Function):
 
     @staticmethod
     def forward({", ".join(all_names)}):
-        return {forward_call}[0]
+        return _forward({", ".join(all_names)})[0]
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -362,7 +360,7 @@ class {fn_cls}(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: differentiable, out-of-place code
             grads = list(_backward_graph(g, {call_args}))
         else:  # plain backward: scratch buffers reused in place
-            grads = list({backward_call})
+            grads = list(_backward(g, {call_args}))
 {chr(10).join(reduce_lines)}
         return tuple(grads)
 

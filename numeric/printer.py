@@ -393,9 +393,6 @@ class _Emitter:
             return self.assign(f"(torch.sign({arg.code}) + 1.0) * 0.5", full=arg.full)
         if isinstance(e, sympy.sech):
             return self._sech_power(e.args[0], S.One)
-        if isinstance(e, Pow) and isinstance(e.args[0], sympy.cosh) and e.args[1].is_number \
-                and e.args[1].is_negative:
-            return self._sech_power(e.args[0].args[0], -e.args[1])
         for cls, (fmt, method) in _UNARY.items():
             if isinstance(e, cls):
                 arg = self.value(e.args[0])
@@ -491,7 +488,8 @@ class _Emitter:
         for factor in e.args:
             if factor.is_number:
                 coeff *= factor
-            elif isinstance(factor, Pow) and factor.exp.is_number and factor.exp.is_negative:
+            elif isinstance(factor, Pow) and factor.exp.is_number and factor.exp.is_negative \
+                    and not isinstance(factor.base, sympy.cosh):  # 1/cosh**k: see _sech_power
                 denominator.append(factor.base if factor.exp == -1 else Pow(factor.base, -factor.exp))
             else:
                 numerator.append(factor)
@@ -545,8 +543,10 @@ class _Emitter:
 
     def power(self, e: sympy.Pow) -> _Operand:
         base, exp = e.args
-        if isinstance(base, sympy.sech) and exp.is_number and exp.is_positive:
-            return self._sech_power(base.args[0], exp)
+        if exp.is_number and isinstance(base, (sympy.sech, sympy.cosh)):
+            k = exp if isinstance(base, sympy.sech) else -exp
+            if k.is_positive:
+                return self._sech_power(base.args[0], k)
         if exp.is_number and exp.is_negative:
             return self.mul(Mul(S.One, e, evaluate=False))
         if exp == S.Half:

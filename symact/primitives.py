@@ -492,6 +492,28 @@ def _is_sqrt2_scaling(arg: sympy.Expr) -> bool:
     return not u.has(sympy.sqrt(2))
 
 
+def _tanh_from_sinh(mul: sympy.Mul) -> sympy.Expr:
+    """sinh(u)**a * sech(u)**b -> tanh(u)**a * sech(u)**(b - a) for b >= a: sinh overflows
+    where sech underflows (inf*0 = NaN), tanh and sech are bounded."""
+    powers: dict = {}
+    for factor in mul.args:
+        base, exp = factor.as_base_exp()
+        if isinstance(base, (sympy.sinh, sympy.sech)) and exp.is_Integer and exp > 0:
+            powers.setdefault(base.args[0], {}).setdefault(type(base), []).append(factor)
+    replaced = {}
+    for u, kinds in powers.items():
+        if sympy.sinh in kinds and sympy.sech in kinds:
+            a = sum(f.as_base_exp()[1] for f in kinds[sympy.sinh])
+            b = sum(f.as_base_exp()[1] for f in kinds[sympy.sech])
+            if b >= a:
+                for f in kinds[sympy.sinh] + kinds[sympy.sech]:
+                    replaced[f] = S.One
+                replaced[kinds[sympy.sinh][0]] = sympy.tanh(u) ** a * sympy.sech(u) ** (b - a)
+    if not replaced:
+        return mul
+    return Mul(*[replaced.get(f, f) for f in mul.args])
+
+
 def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.Expr:
     if isinstance(expr, sympy.log):
         (arg,) = expr.args
@@ -520,6 +542,11 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
             chosen = f > c if isinstance(expr, sympy.Max) else f < c
             return sympy.Piecewise((f, chosen), (c, True))
         return expr
+    if isinstance(expr, Pow) and isinstance(expr.base, sympy.cosh) and expr.exp.is_number and expr.exp.is_negative:
+        # 1/cosh(u)**k overflows to 1/inf (value 0, gradient inf/inf = NaN); sech is printed safely
+        return sympy.sech(expr.base.args[0]) ** (-expr.exp)
+    if isinstance(expr, Mul):
+        return _tanh_from_sinh(expr)
     if isinstance(expr, sympy.erfc) and _is_sqrt2_scaling(expr.args[0]):
         return 2 * NormalCdf(sympy.expand(-sympy.sqrt(2) * expr.args[0]))
     if isinstance(expr, Add):

@@ -618,3 +618,24 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_hyperbolic_quotients_in_user_formulas_stay_finite(dtype):
+    """x/cosh(x)**2 and its derivative's sinh/cosh**3: cosh overflows past |x| ~ 89 (float32) or
+    710 (float64) where the true values are tiny, so they are printed through sech and tanh.
+    Reference: the exact first and second derivatives at 50 digits."""
+    formula = 3 * X / sympy.cosh(X) ** 2 + sympy.tanh(X)
+    points = [-1e4, -750.0, -200.0, -3.0, -0.5, 0.25, 2.0, 200.0, 750.0, 1e4]
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_module(formula, name="hyperbolic")(t)
+    (g,) = torch.autograd.grad(y.sum(), t, create_graph=True)
+    (gg,) = torch.autograd.grad(g.sum(), t)
+    exact = [sympy.lambdify(X, sympy.diff(formula, X, k), modules="mpmath") for k in range(3)]
+    with mpmath.workdps(50):
+        for i, p in enumerate(points):
+            for k, computed in enumerate((y, g, gg)):
+                ref = float(exact[k](mpmath.mpf(p)))
+                assert math.isfinite(computed[i].item()), f"order {k} at {p}: {computed[i].item()}"
+                assert computed[i].item() == pytest.approx(ref, rel=1e-4 if dtype == torch.float32 else 1e-10,
+                                                           abs=1e-30), f"order {k} at {p}"
