@@ -773,20 +773,15 @@ def _exp_neg_sq_(u, c):
     return hi.square_().mul_(-c).exp_().mul_(tmp)
 
 
+# Only values are needed here (no autograd), and 1/cosh is right in value: where cosh
+# overflows the exact result is below the smallest normal number and 0 is within one
+# unit of it. One allocation and two in-place passes instead of two and five.
 def _sech_(u):
-    a = torch.abs(u)
-    a.neg_().exp_()
-    d = torch.square(a)
-    d.add_(1.0)
-    return a.add_(a).div_(d)
+    return torch.cosh(u).reciprocal_()
 
 
 def _sech_sq_(u):
-    b = torch.abs(u)
-    b.mul_(-2.0).exp_()
-    d = torch.add(b, 1.0)
-    d.square_()
-    return b.mul_(4.0).div_(d)
+    return torch.cosh(u).square_().reciprocal_()
 
 
 def _ndtr_(u):
