@@ -146,9 +146,11 @@ def test_other_issues_experiments_are_registered_with_claims():
         "parameter_activation_one_step", "parameter_activation_convergence", "gradient_penalty"}
 
 
-@pytest.mark.slow
 def test_dks_beats_plain_on_100_layer_tanh_on_both_datasets(tmp_path):
-    """Acceptance: DKS arm below the plain arm after the same steps, median over 3 seeds, moons and digits."""
+    """Acceptance: DKS arm below the plain arm after the same steps, median over 3 seeds, moons and digits.
+
+    In the default run (about 17 s): a ulp-level change to tanh's derivative once flipped the
+    moons verdict at Adam lr 1e-3, and only this test sees that."""
     pytest.importorskip("analysis.shaping")
     pytest.importorskip("sklearn")
     jobs = [j for j in suite_jobs("quick", only=["deep_vanilla"]) if j.spec["arm"] in ("plain", "dks")]
