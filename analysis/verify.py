@@ -185,7 +185,7 @@ def _seed_everything(seed: int) -> None:
         import torch
 
         torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover
+    except ImportError:  # pragma: no cover - torch is optional: jobs without torch need no torch seed
         pass
 
 
@@ -202,7 +202,7 @@ def run_job(job: Job | dict, device: str = "cpu", progress: Callable[[int, int],
             import torch
 
             torch.set_num_threads(int(threads))
-        except ImportError:  # pragma: no cover
+        except ImportError:  # pragma: no cover - torch is optional: no torch, no torch threads to limit
             pass
     _seed_everything(int(job.spec.get("seed", 0)))
     start = time.perf_counter()

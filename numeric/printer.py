@@ -488,8 +488,7 @@ class _Emitter:
         for factor in e.args:
             if factor.is_number:
                 coeff *= factor
-            elif isinstance(factor, Pow) and factor.exp.is_number and factor.exp.is_negative \
-                    and not isinstance(factor.base, sympy.cosh):  # 1/cosh**k: see _sech_power
+            elif isinstance(factor, Pow) and factor.exp.is_number and factor.exp.is_negative:
                 denominator.append(factor.base if factor.exp == -1 else Pow(factor.base, -factor.exp))
             else:
                 numerator.append(factor)
@@ -543,10 +542,9 @@ class _Emitter:
 
     def power(self, e: sympy.Pow) -> _Operand:
         base, exp = e.args
-        if exp.is_number and isinstance(base, (sympy.sech, sympy.cosh)):
-            k = exp if isinstance(base, sympy.sech) else -exp
-            if k.is_positive:
-                return self._sech_power(base.args[0], k)
+        # 1/cosh(u)**k reaches here as sech(u)**k: symact.primitives.safe_form rewrites it
+        if isinstance(base, sympy.sech) and exp.is_number and exp.is_positive:
+            return self._sech_power(base.args[0], exp)
         if exp.is_number and exp.is_negative:
             return self.mul(Mul(S.One, e, evaluate=False))
         if exp == S.Half:

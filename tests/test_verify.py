@@ -183,7 +183,7 @@ def test_report_without_matplotlib_keeps_tables_and_says_why(tmp_path, monkeypat
 def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
     import torch
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available():  # the error under test only exists without CUDA
         pytest.skip("a CUDA device is present")
     with pytest.raises(SymactError, match="sees no CUDA device"):
         run_suite([Job("rai_init", {"hidden_layers": 2})], tmp_path, device="cuda")
