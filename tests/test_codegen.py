@@ -639,3 +639,53 @@ def test_hyperbolic_quotients_in_user_formulas_stay_finite(dtype):
                 assert math.isfinite(computed[i].item()), f"order {k} at {p}: {computed[i].item()}"
                 assert computed[i].item() == pytest.approx(ref, rel=1e-4 if dtype == torch.float32 else 1e-10,
                                                            abs=1e-30), f"order {k} at {p}"
+
+
+# ------------------------------------------------------------------ block-wise eager evaluation
+
+
+@pytest.mark.parametrize("name", ["gelu", "squareplus", "mish", "tanh", "celu", "swiglu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_blockwise_evaluation_equals_whole_tensor_evaluation(name, dtype, monkeypatch):
+    """Large CPU tensors are evaluated in cache-sized blocks; an elementwise function must not
+    notice, including in the last, partial block and for a multi-dimensional shape.
+
+    Values equal the single whole-tensor evaluation bit for bit except where torch itself
+    differs: its vectorised kernels finish a tensor's last few elements on a scalar path
+    (another tanh/exp implementation), so elements near a block's end may move by an ulp.
+    """
+    module = torch_module(ENTRIES[name])
+    namespace = type(module).forward.__globals__
+    block = namespace["_BLOCK_BYTES"] // torch.empty((), dtype=dtype).element_size()
+    shape = (5, 4 * block // 5 + 1237)  # more than 4 blocks, not a multiple of the block
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(shape, dtype=dtype, generator=generator) * 4
+              for _ in ENTRIES[name].inputs]
+    g = torch.randn(shape, dtype=dtype, generator=generator)
+    leaves = [t.clone().requires_grad_(True) for t in inputs]
+    with torch.no_grad():
+        whole_y = namespace["_forward"](*inputs)[0]
+        whole_grads = namespace["_backward"](g, *inputs)
+    calls = []
+    for which in ("_forward", "_backward"):
+        monkeypatch.setitem(namespace, which, lambda *a, _f=namespace[which], _w=which: calls.append(_w) or _f(*a))
+    y = module(*leaves)
+    y.backward(g)
+    blocks = -(-math.prod(shape) // block)
+    # a single built-in op is called once on the whole tensor (blocks would only add a copy)
+    assert calls.count("_backward") in (1, blocks) and max(calls.count("_forward"), calls.count("_backward")) == blocks
+    assert y.shape == shape
+
+    def same(got, expected):
+        eps = torch.finfo(dtype).eps
+        # absolute part: where a derivative is a difference of O(1) terms, an ulp of a term
+        torch.testing.assert_close(got, expected, rtol=4 * eps, atol=4 * eps)
+        assert (got == expected).float().mean() > 0.999  # the scalar tails are a few elements
+
+    same(y.detach(), whole_y)
+    for leaf, expected in zip(leaves, whole_grads):
+        same(leaf.grad, expected)
+    # a non-contiguous view takes the whole-tensor path and must agree too
+    strided = [t.t() for t in inputs]
+    with torch.no_grad():
+        torch.testing.assert_close(module(*strided), whole_y.t(), rtol=0, atol=0)
