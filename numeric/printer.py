@@ -715,11 +715,11 @@ def _blockwise(fn, *tensors):
     results = None
     for start in range(0, n, block):
         parts = fn(*(f[start:start + block] for f in flat))
-        if results is None:
-            results = [torch.empty(n, dtype=p.dtype, device=p.device) for p in parts]
+        if results is None:  # not views: autograd.Function outputs must allow in-place use
+            results = [torch.empty(first.shape, dtype=p.dtype, device=p.device) for p in parts]
         for result, part in zip(results, parts):
-            result[start:start + block].copy_(part)
-    return tuple(r.view(first.shape) for r in results)
+            result.view(-1)[start:start + block].copy_(part)
+    return tuple(results)
 
 def _split(u):
     """Veltkamp split u = hi + lo exactly, hi with half the significand bits (so hi*hi is exact)."""

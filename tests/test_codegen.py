@@ -698,6 +698,9 @@ def test_blockwise_evaluation_equals_whole_tensor_evaluation(name, dtype, monkey
     same(y.detach(), whole_y)
     for leaf, expected in zip(leaves, whole_grads):
         same(leaf.grad, expected)
+    # results are tensors of their own, not views: in-place use after the call is allowed
+    z = module(*[t.clone().requires_grad_(True) for t in inputs])
+    z.mul_(2.0).sum().backward()
     # a non-contiguous view takes the whole-tensor path and must agree too
     strided = [t.t() for t in inputs]
     with torch.no_grad():
