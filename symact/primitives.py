@@ -727,9 +727,48 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
     def best(e: sympy.Expr) -> sympy.Expr:
         return min(_candidates(e, inputs), key=lambda f: hazards(f, inputs).key())
 
+    def branches(pw: sympy.Piecewise) -> sympy.Piecewise:
+        pieces, earlier = [], []
+        for value, condition in pw.args:
+            forms = [value] + _signed_branch_forms(value, condition, earlier, inputs)
+            pieces.append((min((f for form in forms for f in _candidates(form, inputs)),
+                               key=lambda f: hazards(f, inputs).key()), condition))
+            earlier.append(condition)
+        return sympy.Piecewise(*pieces)
+
     # choose inside each Piecewise branch (the transforms do not reach into branches)
-    base = base.replace(
-        lambda e: isinstance(e, sympy.Piecewise),
-        lambda pw: sympy.Piecewise(*[(best(v), c) for v, c in pw.args]),
-    )
+    base = base.replace(lambda e: isinstance(e, sympy.Piecewise), branches)
     return best(base)
+
+
+def _signed_branch_forms(value: sympy.Expr, condition, earlier: list, inputs) -> list[sympy.Expr]:
+    """Forms of a Piecewise branch's value that use the sign its region gives the input.
+
+    Where the branch's region (its condition, none of the earlier ones) lies on one side
+    of 0, sign(x) and |x| are known there and the value may factor into a shorter form:
+    the derivative of squareplus's x < 0 branch 2/(sqrt(x**2 + 4) + |x|),
+    -2*(x/s + sign(x))/(s + |x|)**2, becomes 2/(s*(s + |x|)), with x written as -|x|
+    so that no sum of opposite signs is left.
+    """
+    if len(inputs) != 1:
+        return []
+    (x,) = inputs
+    try:
+        region = sympy.And(condition, *[sympy.Not(c) for c in earlier]).as_set()
+    except (NotImplementedError, TypeError, ValueError):
+        return []
+    if region.is_subset(sympy.Interval(-sympy.oo, 0)):
+        predicate, signed = sympy.Q.negative(x), -sympy.Abs(x)
+    elif region.is_subset(sympy.Interval(0, sympy.oo)):
+        predicate, signed = sympy.Q.positive(x), None
+    else:
+        return []
+    forms = []
+    try:
+        refined = sympy.factor(sympy.refine(value, predicate))
+    except (sympy.PolynomialError, TypeError, ValueError, NotImplementedError):
+        return []
+    forms.append(safe_form(refined, inputs))
+    if signed is not None:
+        forms.append(safe_form(sympy.factor(refined.xreplace({x: signed})), inputs))
+    return forms
