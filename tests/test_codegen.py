@@ -678,7 +678,8 @@ def test_blockwise_evaluation_equals_whole_tensor_evaluation(name, dtype, monkey
     leaves = [t.clone().requires_grad_(True) for t in inputs]
     with torch.no_grad():
         whole_y = namespace["_forward"](*inputs)[0]
-        whole_grads = namespace["_backward"](g, *inputs)
+        saved = [whole_y] if codegen.codegen_spec(ENTRIES[name]).saves == "output" else inputs
+        whole_grads = namespace["_backward"](g, *saved)
     calls = []
     for which in ("_forward", "_backward"):
         monkeypatch.setitem(namespace, which, lambda *a, _f=namespace[which], _w=which: calls.append(_w) or _f(*a))
@@ -698,10 +699,48 @@ def test_blockwise_evaluation_equals_whole_tensor_evaluation(name, dtype, monkey
     same(y.detach(), whole_y)
     for leaf, expected in zip(leaves, whole_grads):
         same(leaf.grad, expected)
-    # results are tensors of their own, not views: in-place use after the call is allowed
+    # results are tensors of their own, not views: in-place use after the call is allowed where
+    # backward does not read the output (where it does, autograd's usual version check says so)
     z = module(*[t.clone().requires_grad_(True) for t in inputs])
-    z.mul_(2.0).sum().backward()
+    if saved is inputs:
+        z.mul_(2.0).sum().backward()
+    else:
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            z.mul_(2.0).sum().backward()
     # a non-contiguous view takes the whole-tensor path and must agree too
     strided = [t.t() for t in inputs]
     with torch.no_grad():
         torch.testing.assert_close(module(*strided), whole_y.t(), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ derivative from the saved output
+def test_squareplus_derivative_is_taken_from_the_output_through_the_inverse():
+    """x = y - b/(4y) inverts squareplus, so phi' = y**2/(y**2 + b/4): no sqrt, no branch. The
+    printed form is 1/(1 + (b/4)/y**2), finite where y**2 overflows or underflows."""
+    spec = codegen.codegen_spec(ENTRIES["squareplus"])
+    assert spec.saves == "output"
+    (y,) = spec.derivative_in_output.free_symbols
+    b = float(ENTRIES["squareplus"].params[next(iter(ENTRIES["squareplus"].params))])
+    for value in (1e-3, 0.7, 1.0, 3.0, 1e3):
+        expected = value**2 / (value**2 + b / 4)
+        assert float(spec.derivative_in_output.subs(y, value)) == pytest.approx(expected, rel=1e-15)
+    # the backward alone, at outputs whose square overflows / underflows in float32
+    namespace = type(torch_module(ENTRIES["squareplus"])).forward.__globals__
+    outputs = torch.tensor([1e-30, 1e-20, 1e20, 3e38], dtype=torch.float32)
+    (grad,) = namespace["_backward"](torch.ones_like(outputs), outputs)
+    assert grad.tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_derivative_from_output_guards_reject_inaccurate_and_overflowing_forms():
+    """The sigmoid's y*(1 - y) is exact in y but not in y rounded near 1 (the derivative there is
+    ~exp(-x), 1 - y is 0): rejected. y**2/(y**2 + 1) overflows to inf/inf: rejected."""
+    x = X
+    y = sympy.Symbol("y", positive=True)
+    sigmoid = 1 / (1 + sympy.exp(-x))
+    assert not codegen._accurate_in_rounded_output(sigmoid, x, y * (1 - y), y)
+    squareplus = (x + sympy.sqrt(x**2 + 4)) / 2
+    assert codegen._accurate_in_rounded_output(squareplus, x, y**2 / (y**2 + 1), y)
+    assert not codegen._finite_over_the_range(y**2 / (y**2 + 1), y, 0.0, math.inf)
+    assert codegen._finite_over_the_range(1 / (1 + y**-2), y, 0.0, math.inf)
+    for name in ("sigmoid", "tanh", "arctan", "softplus"):  # each has a closed-form inverse
+        assert codegen.codegen_spec(ENTRIES[name]).saves == "input", name
