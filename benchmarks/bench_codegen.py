@@ -18,6 +18,8 @@ y.backward(g)`` for:
 
 Repeats are interleaved (every variant once per round) and the median of the
 rounds is reported, with ratios to the built-in and to the bandwidth baseline.
+For GELU it also prints the time of the eager code's transcendental passes alone and
+the peak memory of one eager forward evaluated in blocks and as one whole tensor.
 Nothing is asserted: this script measures; the README quotes a run.
 """
 
@@ -149,6 +151,54 @@ def main() -> None:
               f"the left tail (forward erfc; backward erfc and the two exps of an exact exp(-x**2/2)), on "
               f"preallocated tensors with no arithmetic and no allocation, take {floor * 1e3:.1f} ms = "
               f"{floor / gelu[0]['builtin']:.2f} x the built-in's forward+backward")
+        blocks, whole = _peak_memory(args.log2n)
+        print(f"gelu (eager) forward, peak memory growth: {blocks:.0f} MiB evaluated in blocks, {whole:.0f} MiB "
+              f"as one whole tensor (the result alone is {2**args.log2n * 4 / 2**20:.0f} MiB)")
+
+
+_PEAK_PROBE = """
+import sys, torch
+sys.path.insert(0, {root!r})
+import sympy
+from numeric.codegen import torch_module
+x = sympy.Symbol("x", real=True)
+module = torch_module(x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2, name="gelu")
+t = torch.randn(2, 2**{log2n} // 2)
+if {whole}:
+    t = t.t().contiguous().t()  # same values, not contiguous: evaluated as one whole tensor
+with torch.no_grad():
+    module(t[:, :1024])  # code generated and loaded before the measurement
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+
+
+with open("/proc/self/clear_refs", "w") as f:  # Linux: reset the peak resident size (VmHWM)
+    f.write("5")
+before = status("VmRSS:")
+with torch.no_grad():
+    y = module(t)
+print((status("VmHWM:") - before) / 1024)
+"""
+
+
+def _peak_memory(log2n: int) -> tuple[float, float]:
+    """Peak resident-memory growth (MiB) of one eager GELU forward, block-wise and whole-tensor,
+    each in a fresh process (Linux only: the peak is reset through /proc/self/clear_refs)."""
+    import subprocess
+
+    if not Path("/proc/self/clear_refs").exists():
+        return float("nan"), float("nan")
+    root = str(Path(__file__).resolve().parents[1])
+    peaks = []
+    for whole in (False, True):
+        code = _PEAK_PROBE.format(root=root, log2n=log2n, whole=whole)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        peaks.append(float(out.stdout.strip().splitlines()[-1]))
+    return peaks[0], peaks[1]
 
 
 def _gelu_transcendental_floor(x0, repeats):
