@@ -220,7 +220,7 @@ def _derivative_through_inverse(expr: sympy.Expr, x: sympy.Symbol, input_derivat
             return None
         inverse = activation.inverse().expr.xreplace({symact.x: x})
     except (symact.SymactError, NotImplementedError, TypeError, ValueError):
-        return None
+        return None  # not monotone, or no closed-form inverse: the backward reads the input
     limits = (properties.limit_at_minus_infinity, properties.limit_at_plus_infinity)
     positive = all(lim is not None and sympy.sympify(lim).is_extended_nonnegative for lim in limits)
     y = sympy.Symbol("y", positive=True) if positive else sympy.Symbol("y", real=True)
