@@ -46,7 +46,7 @@ import sympy
 from symact.errors import FormulaError, UnknownSymbolError
 from symact.primitives import hazards, safe_derivative, safe_form
 
-from .printer import PRELUDE, SOFTPLUS_THRESHOLD, emit_function, fuse_builtins, number_literal
+from .printer import PRELUDE, SOFTPLUS_THRESHOLD, emit_function, fuse_builtins, number_literal, prepare
 
 __all__ = [
     "CodegenSpec",
@@ -221,10 +221,13 @@ def _derivative_through_inverse(expr: sympy.Expr, x: sympy.Symbol, input_derivat
         inverse = activation.inverse().expr.xreplace({symact.x: x})
     except (symact.SymactError, NotImplementedError, TypeError, ValueError):
         return None  # not monotone, or no closed-form inverse: the backward reads the input
-    limits = (properties.limit_at_minus_infinity, properties.limit_at_plus_infinity)
-    positive = all(lim is not None and sympy.sympify(lim).is_extended_nonnegative for lim in limits)
-    y = sympy.Symbol("y", positive=True) if positive else sympy.Symbol("y", real=True)
-    candidate = sympy.diff(expr, x).xreplace({x: inverse.xreplace({x: y})})
+    # the output range (low, high); a limit the properties could not find is taken as unbounded
+    limits = [sympy.sympify(lim) if lim is not None else sign * sympy.oo
+              for lim, sign in ((properties.limit_at_minus_infinity, -1), (properties.limit_at_plus_infinity, 1))]
+    low, high = sorted(limits, key=float)
+    y = sympy.Symbol("y", positive=True) if low.is_extended_nonnegative else sympy.Symbol("y", real=True)
+    slope = sympy.diff(expr, x)
+    candidate = slope.xreplace({x: inverse.xreplace({x: y})})
     # sqrt((y**2 + 1)**2) must become y**2 + 1 before simplify can cancel it
     candidate = candidate.replace(
         lambda e: isinstance(e, sympy.Pow) and e.exp in (sympy.S.Half, -sympy.S.Half),
@@ -234,14 +237,13 @@ def _derivative_through_inverse(expr: sympy.Expr, x: sympy.Symbol, input_derivat
         return None
     if sympy.count_ops(candidate) >= sympy.count_ops(input_derivative):
         return None
-    if not _accurate_in_rounded_output(expr, x, candidate, y):
+    if not _accurate_in_rounded_output(expr, slope, x, candidate, y):
         return None
     real_y = sympy.Dummy("y", real=True)
-    low, high = sorted(limits, key=lambda lim: float(sympy.sympify(lim)))
     # y**2/(y**2 + 1) is inf/inf once y**2 overflows; 1/(1 + y**-2) is not
     for form in (candidate, 1 / sympy.expand(1 / candidate)):
         form = safe_form(form.xreplace({y: real_y}), (real_y,))
-        if _finite_over_the_range(form, real_y, float(sympy.sympify(low)), float(sympy.sympify(high))):
+        if _finite_over_the_range(form, real_y, float(low), float(high)):
             return form
     return None
 
@@ -249,8 +251,6 @@ def _derivative_through_inverse(expr: sympy.Expr, x: sympy.Symbol, input_derivat
 def _finite_over_the_range(form, y, low: float, high: float) -> bool:
     """form evaluated in float32 and float64 is finite for outputs y across (low, high)."""
     import numpy as np
-
-    from .printer import prepare
 
     try:
         function = sympy.lambdify(y, prepare(form, (y,)), modules="numpy")
@@ -267,12 +267,12 @@ def _finite_over_the_range(form, y, low: float, high: float) -> bool:
     return True
 
 
-def _accurate_in_rounded_output(expr, x, candidate, y) -> bool:
+def _accurate_in_rounded_output(expr, derivative, x, candidate, y) -> bool:
     import mpmath
     import numpy as np
 
     value = sympy.lambdify(x, expr, modules="mpmath")
-    slope = sympy.lambdify(x, sympy.diff(expr, x), modules="mpmath")
+    slope = sympy.lambdify(x, derivative, modules="mpmath")
     in_output = sympy.lambdify(y, candidate, modules="mpmath")
     points = [*np.linspace(-30.0, 30.0, 61).tolist(), -1e2, 1e2, -1e3, 1e3, -1e4, 1e4]
     with mpmath.workdps(40):

@@ -721,76 +721,8 @@ def _blockwise(fn, *tensors):
             result.view(-1)[start:start + block].copy_(part)
     return tuple(results)
 
-def _split(u):
-    """Veltkamp split u = hi + lo exactly, hi with half the significand bits (so hi*hi is exact)."""
-    t = u * (134217729.0 if u.dtype == torch.float64 else 4097.0)
-    hi = t - (t - u)
-    return hi, u - hi
 
-
-def _exp_neg_sq(u, c):
-    """exp(-c*u**2) for c a power of two, without the rounding error of u**2.
-
-    exp(-c*u**2) = exp(-c*hi**2) * exp(-c*lo*(2*hi + lo)); c*hi**2 is exact, so the
-    result keeps a relative error of a few ulps even where c*u**2 is in the hundreds.
-    u is first clamped to where the result is not yet 0 (this also keeps the split
-    from overflowing).
-    """
-    if u.dtype not in (torch.float64, torch.float32):
-        return _exp_neg_sq(u.float(), c).to(u.dtype)
-    bound = (800.0 / c) ** 0.5
-    hi, lo = _split(torch.clamp(u, -bound, bound))
-    # |c*lo*(2*hi + lo)| <= 2**-10 * c*hi**2, so once it exceeds 80 exp(-c*hi**2) is 0
-    # already: the clamp only stops 0 * inf = NaN.
-    return torch.exp(-c * (hi * hi)) * torch.exp(torch.clamp(-c * (lo * (hi + hi + lo)), max=80.0))
-
-
-def _sech(u):
-    """1/cosh(u) = 2a/(1 + a**2), a = exp(-|u|) <= 1: value and gradient finite for every u."""
-    a = torch.exp(-torch.abs(u))
-    return (a + a) / (1.0 + a * a)
-
-
-def _sech_sq(u):
-    """1/cosh(u)**2 = 4b/(1 + b)**2, b = exp(-2|u|) (one rounding fewer than squaring _sech)."""
-    b = torch.exp(-2.0 * torch.abs(u))
-    return (4.0 * b) / torch.square(1.0 + b)
-
-
-# dtype -> (Veltkamp splitter, c = -1/sqrt(2) rounded, c split in halves, -1/sqrt(2) - c)
-_NDTR_CONSTANTS = {
-    torch.float64: (134217729.0, -0.7071067811865476, -0.7071067839860916, 2.7995440410322203e-09,
-                    4.8336466567264565e-17),
-    torch.float32: (4097.0, -0.7071067690849304, -0.70703125, -7.551908493041992e-05,
-                    -1.210161710447897e-08),
-}
-
-
-def _ndtr(u):
-    """Standard normal CDF with full relative accuracy in the left tail.
-
-    ndtr(u) = erfc(z)/2 with z = -u/sqrt(2).  erfc magnifies a relative error of its
-    argument by about 2*z**2, so the rounding error dz of z (exact, by Dekker's
-    product with the split constant, plus the constant's own error) is corrected to
-    first order: erfc(z + dz) = erfc(z) - dz*2/sqrt(pi)*exp(-z**2).  u is clamped to
-    [-64, 64], beyond which ndtr is 0 or 1 in every floating-point format.
-    """
-    if u.dtype not in _NDTR_CONSTANTS:
-        return _ndtr(u.float()).to(u.dtype)
-    splitter, c, c_hi, c_lo, c_tail = _NDTR_CONSTANTS[u.dtype]
-    u = torch.clamp(u, -64.0, 64.0)
-    z = u * c
-    t = u * splitter
-    hi = t - (t - u)
-    lo = u - hi
-    dz = ((hi * c_hi - z) + hi * c_lo + lo * c_hi) + lo * c_lo + u * c_tail
-    return torch.erfc(z) * 0.5 - dz * (0.5641895835477563 * torch.exp(-(z * z)))
-
-
-# In-place twins of the helpers above, for code autograd does not record (plain backward,
-# and forward: autograd.Function.forward records nothing). They split by clearing the low
-# half of the significand bits, one integer op instead of Veltkamp's three, work on a few
-# scratch buffers and avoid every transcendental pass that is not needed for the value.
+# The exact splits below clear the low half of the significand bits (one integer op).
 # dtype -> (integer view, mask keeping the high half of the significand,
 #           s = -1/sqrt(2) rounded, s_hi = s to half the bits, -1/sqrt(2) - s_hi rounded)
 _HALF_SPLIT = {
@@ -806,13 +738,90 @@ def _high_half(u):
     return torch.bitwise_and(u.view(view), mask).view(u.dtype)
 
 
+def _exp_neg_sq(u, c):
+    """exp(-c*u**2) for c a power of two, without the rounding error of u**2.
+
+    exp(-c*u**2) = exp(-c*hi**2) * exp(-c*lo*(hi + u)), lo = u - hi; c*hi**2 is exact, so
+    the result keeps a relative error of a few ulps even where c*u**2 is in the hundreds.
+    hi is a constant to autograd, and for any fixed hi the product is exactly exp(-c*u**2)
+    as a function of u: every derivative is that of exp(-c*u**2).
+    """
+    if u.dtype not in _HALF_SPLIT:
+        return _exp_neg_sq(u.float(), c).to(u.dtype)
+    bound = (800.0 / c) ** 0.5
+    v = torch.clamp(u, -bound, bound)  # exp(-c*inf**2) is 0, inf - inf is not
+    hi = _high_half(v.detach())
+    return torch.exp(-c * (hi * hi)) * torch.exp(-c * ((v - hi) * (hi + v)))
+
+
+def _ndtr(u):
+    """Standard normal CDF with full relative accuracy in the left tail.
+
+    ndtr(u) = erfc(z + dz)/2, z = fl(-u/sqrt(2)), dz its exact rounding error (Dekker's
+    product with the split constant).  First order: erfc(z + dz) = erfc(z)*(1 - r(z)*dz)
+    with r = -(log erfc)' = 2*exp(-z**2)/(sqrt(pi)*erfc(z)).  Only where z > 0 is r*dz
+    above half an ulp, and there 2*z < r(z) <= 2*z + 2/sqrt(pi) with r - 2*z ~ 1/z:
+    r = 2*max(z, 0) leaves at most (r - 2*z)*|dz| <= 1.13*|z|*2**-p of relative error,
+    about one ulp, and needs no exp.  hi is a constant to autograd; the correction's
+    derivative is below an ulp of the result's.
+    """
+    if u.dtype not in _HALF_SPLIT:
+        return _ndtr(u.float()).to(u.dtype)
+    s, s_hi, s_rest = _HALF_SPLIT[u.dtype][2:]
+    v = torch.clamp(u, -64.0, 64.0)  # ndtr is 0 or 1 beyond, in every format; inf - inf is not
+    z = v * s
+    hi = _high_half(v.detach())
+    # z - v*(-1/sqrt(2)) = (z - hi*s_hi) - lo*s_hi - v*s_rest; the first two are exact
+    ndz = (z - hi * s_hi) - (v - hi) * s_hi - v * s_rest
+    return torch.erfc(z) * (torch.clamp(z, min=0.0) * ndz + 0.5)
+
+
+def _sech(u):
+    """1/cosh(u) = 2a/(1 + a**2), a = exp(-|u|) <= 1: value and gradient finite for every u."""
+    a = torch.exp(-torch.abs(u))
+    return (a + a) / (1.0 + a * a)
+
+
+def _sech_sq(u):
+    """1/cosh(u)**2 = 4b/(1 + b)**2, b = exp(-2|u|) (one rounding fewer than squaring _sech)."""
+    b = torch.exp(-2.0 * torch.abs(u))
+    return (4.0 * b) / torch.square(1.0 + b)
+
+
+# ndtr(-a) = t*exp(-a**2/2 + P(t))/2, t = 1/(1 + a/(2*sqrt(2))): the Chebyshev-fitted
+# erfc approximation of Press et al., Numerical Recipes (erfcc), relative error below
+# 1.2e-7 for every a >= 0 (about one float32 ulp; tests/test_codegen.py measures it).
+_NDTR_POLYNOMIAL = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806,
+                    0.09678418, 0.37409196, 1.00002368, -1.26551223)
+
+
+def _ndtr_fused(u):
+    """float32 ndtr for torch.compile: two exps and a polynomial in one fused loop.
+
+    torch's erfc (SLEEF) costs several exps in a fused kernel; this form keeps
+    erfc's relative accuracy in the left tail: -a**2/2 = -hi**2/2 - lo*(hi + a)/2
+    with hi*hi exact, so the large part of the exponent carries no rounding error.
+    """
+    v = torch.clamp(u, -40.0, 40.0)
+    t = 2.0 / (2.0 + torch.abs(v) * -_HALF_SPLIT[torch.float32][2])
+    p = torch.full_like(t, _NDTR_POLYNOMIAL[0])
+    for coefficient in _NDTR_POLYNOMIAL[1:]:
+        p = p * t + coefficient
+    hi = _high_half(v)
+    q = t * torch.exp(hi * hi * -0.5) * torch.exp(p - (v - hi) * (hi + v) * 0.5) * 0.5
+    return torch.where(v < 0.0, q, 1.0 - q)
+
+
+# In-place twins of the helpers above, for code autograd does not record (plain backward,
+# and forward: autograd.Function.forward records nothing): the same values on a few
+# scratch buffers.
 def _exp_neg_sq_(u, c):
     if u.dtype not in _HALF_SPLIT:
         return _exp_neg_sq(u, c)
     bound = (800.0 / c) ** 0.5
-    v = torch.clamp(u, -bound, bound)  # exp(-c*inf**2) is 0, inf - inf is not
+    v = torch.clamp(u, -bound, bound)
     hi = _high_half(v)
-    rest = torch.add(hi, v)  # c*u**2 = c*hi**2 + c*lo*(hi + u), lo = u - hi of u's sign
+    rest = torch.add(hi, v)
     v.sub_(hi)
     rest.mul_(v).mul_(-c).exp_()
     return hi.square_().mul_(-c).exp_().mul_(rest)
@@ -834,49 +843,17 @@ def _sech_sq_(u):
     return torch.cosh(u).square_().reciprocal_()
 
 
-# ndtr(-a) = t*exp(-a**2/2 + P(t))/2, t = 1/(1 + a/(2*sqrt(2))): the Chebyshev-fitted
-# erfc approximation of Press et al., Numerical Recipes (erfcc), relative error below
-# 1.2e-7 for every a >= 0 (about one float32 ulp; tests/test_codegen.py measures it).
-_NDTR_POLYNOMIAL = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806,
-                    0.09678418, 0.37409196, 1.00002368, -1.26551223)
-
-
-def _ndtr_fused(u):
-    """float32 ndtr for torch.compile: two exps and a polynomial in one fused loop.
-
-    torch's erfc (SLEEF) costs several exps in a fused kernel; this form keeps
-    erfc's relative accuracy in the left tail: -a**2/2 = -hi**2/2 - lo*(hi + a)/2
-    with hi*hi exact, so the large part of the exponent carries no rounding error.
-    """
-    v = torch.clamp(u, -40.0, 40.0)
-    t = 2.0 / (2.0 + torch.abs(v) * 0.7071067690849304)
-    p = torch.full_like(t, _NDTR_POLYNOMIAL[0])
-    for coefficient in _NDTR_POLYNOMIAL[1:]:
-        p = p * t + coefficient
-    hi = _high_half(v)
-    q = t * torch.exp(hi * hi * -0.5) * torch.exp(p - (v - hi) * (hi + v) * 0.5) * 0.5
-    return torch.where(v < 0.0, q, 1.0 - q)
-
-
 def _ndtr_(u):
-    """ndtr(u) = erfc(z + dz)/2, z = fl(-u/sqrt(2)), dz its exact rounding error.
-
-    First order: erfc(z + dz) = erfc(z)*(1 - r(z)*dz) with r = -(log erfc)' =
-    2*exp(-z**2)/(sqrt(pi)*erfc(z)).  Only where z > 0 is r*dz above half an ulp, and
-    there 2*z < r(z) <= 2*z + 2/sqrt(pi) with r - 2*z ~ 1/z: r = 2*max(z, 0) leaves
-    at most (r - 2*z)*|dz| <= 1.13*|z|*2**-p of relative error, about one ulp, and
-    needs no exp.
-    """
     if u.dtype not in _HALF_SPLIT:
         return _ndtr(u)
     if u.dtype == torch.float32 and torch.compiler.is_compiling():
         return _ndtr_fused(u)
     s, s_hi, s_rest = _HALF_SPLIT[u.dtype][2:]
-    z = torch.mul(u, s)
-    ndz = _high_half(u)
-    lo = torch.sub(u, ndz)
-    # z - u*(-1/sqrt(2)) = (z - hi*s_hi) - lo*s_hi - u*s_rest; the first two are exact
-    ndz.mul_(-s_hi).add_(z).sub_(lo, alpha=s_hi).sub_(u, alpha=s_rest)
+    v = torch.clamp(u, -64.0, 64.0)
+    z = torch.mul(v, s)
+    ndz = _high_half(v)
+    lo = torch.sub(v, ndz)
+    ndz.mul_(-s_hi).add_(z).sub_(lo, alpha=s_hi).sub_(v, alpha=s_rest)
     return torch.special.erfc(z).mul_(z.clamp_(min=0.0).mul_(ndz).add_(0.5))
 '''
 

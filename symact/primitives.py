@@ -724,15 +724,13 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
     raw = raw.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
     base = safe_form(raw, inputs)
 
-    def best(e: sympy.Expr) -> sympy.Expr:
-        return min(_candidates(e, inputs), key=lambda f: hazards(f, inputs).key())
+    def best(*forms: sympy.Expr) -> sympy.Expr:
+        return min((f for e in forms for f in _candidates(e, inputs)), key=lambda f: hazards(f, inputs).key())
 
     def branches(pw: sympy.Piecewise) -> sympy.Piecewise:
         pieces, earlier = [], []
         for value, condition in pw.args:
-            forms = [value] + _signed_branch_forms(value, condition, earlier, inputs)
-            pieces.append((min((f for form in forms for f in _candidates(form, inputs)),
-                               key=lambda f: hazards(f, inputs).key()), condition))
+            pieces.append((best(value, *_signed_branch_forms(value, condition, earlier, inputs)), condition))
             earlier.append(condition)
         return sympy.Piecewise(*pieces)
 

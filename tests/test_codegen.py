@@ -737,10 +737,23 @@ def test_derivative_from_output_guards_reject_inaccurate_and_overflowing_forms()
     x = X
     y = sympy.Symbol("y", positive=True)
     sigmoid = 1 / (1 + sympy.exp(-x))
-    assert not codegen._accurate_in_rounded_output(sigmoid, x, y * (1 - y), y)
+    assert not codegen._accurate_in_rounded_output(sigmoid, sympy.diff(sigmoid, x), x, y * (1 - y), y)
     squareplus = (x + sympy.sqrt(x**2 + 4)) / 2
-    assert codegen._accurate_in_rounded_output(squareplus, x, y**2 / (y**2 + 1), y)
+    assert codegen._accurate_in_rounded_output(squareplus, sympy.diff(squareplus, x), x, y**2 / (y**2 + 1), y)
     assert not codegen._finite_over_the_range(y**2 / (y**2 + 1), y, 0.0, math.inf)
     assert codegen._finite_over_the_range(1 / (1 + y**-2), y, 0.0, math.inf)
     for name in ("sigmoid", "tanh", "arctan", "softplus"):  # each has a closed-form inverse
         assert codegen.codegen_spec(ENTRIES[name]).saves == "input", name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_normal_cdf_is_0_and_1_at_infinity(dtype):
+    """ndtr(-inf) = 0, ndtr(inf) = 1 with zero slope: the exact split would meet inf - inf = NaN
+    without the clamp at |u| = 64 (beyond which ndtr is 0 or 1 in every format)."""
+    module = torch_module(sympy.erfc(-X / sympy.sqrt(2)) / 2, name="ndtr")
+    t = torch.tensor([-math.inf, -64.5, 64.5, math.inf], dtype=dtype, requires_grad=True)
+    y = module(t)
+    (g,) = torch.autograd.grad(y.sum(), t, create_graph=True)
+    assert y.tolist() == [0.0, 0.0, 1.0, 1.0] and g.tolist() == [0.0, 0.0, 0.0, 0.0]
+    with torch.no_grad():
+        assert module(t).tolist() == [0.0, 0.0, 1.0, 1.0]
