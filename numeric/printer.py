@@ -788,27 +788,44 @@ def _sech_sq(u):
     return (4.0 * b) / torch.square(1.0 + b)
 
 
-# ndtr(-a) = t*exp(-a**2/2 + P(t))/2, t = 1/(1 + a/(2*sqrt(2))): the Chebyshev-fitted
-# erfc approximation of Press et al., Numerical Recipes (erfcc), relative error below
-# 1.2e-7 for every a >= 0 (about one float32 ulp; tests/test_codegen.py measures it).
-_NDTR_POLYNOMIAL = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806,
-                    0.09678418, 0.37409196, 1.00002368, -1.26551223)
+# ndtr(-a) = t*exp(-a**2/2)*R(t) for a >= 0, t = 1/(2 + a/sqrt(2)): R(t) = erfcx(z)/(2*t) at
+# z = a/sqrt(2) is analytic on [0, 1/2] (R(0) = 1/(2*sqrt(pi)), R(1/2) = 1), and this degree-10
+# polynomial, a Chebyshev fit weighted for relative error, is within 1.2e-8 of it; t*R(t)
+# evaluated by Horner in float32 is within 3.1e-7 of erfcx(z)/2 (rounding of t included).
+_NDTR_TAIL_POLYNOMIAL = (44.23212432861328, -120.18360137939453, 126.38590240478516,
+                         -58.236671447753906, 8.459330558776855, -1.894763469696045,
+                         1.495398998260498, 1.4025278091430664, 0.9875382781028748,
+                         0.5641875267028809, 0.282094806432724)
+
+
+def _exp_neg_sq_fused(u, c):
+    """float32 exp(-c*u**2) for torch.compile, one exp: exp(-c*hi**2)*exp(-d) as in
+    _exp_neg_sq, with exp(-d) by its degree-4 Taylor polynomial.  |d| = c*|lo*(hi + u)| <=
+    c*u**2*2**-10, so wherever the result is a normal float32 (c*u**2 < 87.4) |d| < 0.086
+    and the polynomial is within |d|**5/120 < 4e-8 of exp(-d); where exp(-c*hi**2) is 0
+    (|d| up to 0.8 at the clamp) it stays finite, so the product is 0."""
+    bound = (800.0 / c) ** 0.5
+    v = torch.clamp(u, -bound, bound)
+    hi = _high_half(v)
+    d = ((v - hi) * (hi + v)) * c
+    rest = 1.0 - d * (1.0 - d * (0.5 - d * (1.0 / 6.0 - d * (1.0 / 24.0))))
+    return torch.exp(-c * (hi * hi)) * rest
 
 
 def _ndtr_fused(u):
-    """float32 ndtr for torch.compile: two exps and a polynomial in one fused loop.
+    """float32 ndtr for torch.compile: exp(-u**2/2) times a polynomial, in one fused loop.
 
-    torch's erfc (SLEEF) costs several exps in a fused kernel; this form keeps
-    erfc's relative accuracy in the left tail: -a**2/2 = -hi**2/2 - lo*(hi + a)/2
-    with hi*hi exact, so the large part of the exponent carries no rounding error.
+    torch's erfc (SLEEF) costs several exps in a fused kernel.  This form keeps erfc's
+    relative accuracy in the left tail with one exp, and that exp is _exp_neg_sq_fused(u,
+    0.5), the same ops on the same input as the normal density's: in a backward that needs
+    both (GELU's) the compiler computes it once.
     """
     v = torch.clamp(u, -40.0, 40.0)
-    t = 2.0 / (2.0 + torch.abs(v) * -_HALF_SPLIT[torch.float32][2])
-    p = torch.full_like(t, _NDTR_POLYNOMIAL[0])
-    for coefficient in _NDTR_POLYNOMIAL[1:]:
+    t = 1.0 / (2.0 + torch.abs(v) * -_HALF_SPLIT[torch.float32][2])
+    p = torch.full_like(t, _NDTR_TAIL_POLYNOMIAL[0])
+    for coefficient in _NDTR_TAIL_POLYNOMIAL[1:]:
         p = p * t + coefficient
-    hi = _high_half(v)
-    q = t * torch.exp(hi * hi * -0.5) * torch.exp(p - (v - hi) * (hi + v) * 0.5) * 0.5
+    q = t * p * _exp_neg_sq_fused(u, 0.5)
     return torch.where(v < 0.0, q, 1.0 - q)
 
 
@@ -816,6 +833,8 @@ def _ndtr_fused(u):
 # and forward: autograd.Function.forward records nothing): the same values on a few
 # scratch buffers.
 def _exp_neg_sq_(u, c):
+    if u.dtype == torch.float32 and torch.compiler.is_compiling():
+        return _exp_neg_sq_fused(u, c)
     if u.dtype not in _HALF_SPLIT:
         return _exp_neg_sq(u, c)
     bound = (800.0 / c) ** 0.5

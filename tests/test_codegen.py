@@ -23,6 +23,7 @@ import torch
 import symact
 from numeric import codegen
 from numeric.codegen import export_module, generated_source, torch_function, torch_module
+from numeric.printer import PRELUDE
 from symact.errors import UnknownSymbolError
 
 X = getattr(symact, "x", sympy.Symbol("x", real=True))
@@ -285,13 +286,37 @@ def _assert_within_ulps(name, dtype, apply):
         )
 
 
-@pytest.mark.parametrize("name", ["gelu"])
+# every entry whose code calls the NormalCdf or exp(-c*u**2) helpers
+@pytest.mark.parametrize("name", ["gelu", "gaussian", "sau", "xgelu"])
 def test_compiled_forward_and_backward_within_ulps_of_mpmath(name):
-    """Under torch.compile float32 NormalCdf takes another formula (two exps and a
-    polynomial instead of erfc, which is slow in a fused loop): held to the same bound."""
+    """Under torch.compile float32 NormalCdf and exp(-c*u**2) take other formulas (one exp
+    and polynomials; erfc is slow in a fused loop): held to the same bound."""
     torch._dynamo.reset()
     module = torch.compile(torch_module(ENTRIES[name]), dynamic=False, fullgraph=True)
     _assert_within_ulps(name, torch.float32, module)
+
+
+def test_fused_gaussian_helpers_within_ulps_of_mpmath():
+    """The float32 helpers torch.compile runs, evaluated eagerly on a dense grid: NormalCdf
+    (exp(-u**2/2) times a fitted polynomial) and exp(-c*u**2) (one exp and a Taylor
+    polynomial), wherever the exact result is a normal float32."""
+    namespace = {"torch": torch}
+    exec(PRELUDE, namespace)
+
+    def worst_ulps(computed, exact):
+        exact = np.asarray(exact, dtype=np.float64)
+        normal = exact >= float(torch.finfo(torch.float32).tiny)
+        ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
+        return float(np.max(np.abs(computed.numpy().astype(np.float64) - exact)[normal] / ulp[normal]))
+
+    with mpmath.workdps(30):
+        u = torch.linspace(-13.0, 6.0, 4001, dtype=torch.float32)
+        exact = [mpmath.ncdf(mpmath.mpf(float(p))) for p in u]
+        assert worst_ulps(namespace["_ndtr_fused"](u), exact) <= 8.0
+        for c in (0.5, 1.0, 2.0):
+            u = torch.linspace(-13.5 / c**0.5, 13.5 / c**0.5, 2001, dtype=torch.float32)
+            exact = [mpmath.exp(-c * mpmath.mpf(float(p)) ** 2) for p in u]
+            assert worst_ulps(namespace["_exp_neg_sq_fused"](u, c), exact) <= 3.0
 
 
 WIDE_POINTS = np.unique(
