@@ -293,7 +293,7 @@ _UNARY: dict[type, tuple[str, str | None]] = {
     sympy.cosh: ("torch.cosh({})", "cosh_"),
     sympy.atan: ("torch.atan({})", "atan_"),
     sympy.asinh: ("torch.asinh({})", "asinh_"),
-    sympy.erf: ("torch.erf({})", "erf_"),
+    sympy.erf: ("_erf({})", None),
     sympy.erfc: ("torch.erfc({})", "erfc_"),
     sympy.Abs: ("torch.abs({})", "abs_"),
     sympy.sign: ("torch.sign({})", "sign_"),
@@ -827,6 +827,28 @@ def _ndtr_fused(u):
         p = p * t + coefficient
     q = t * p * _exp_neg_sq_fused(u, 0.5)
     return torch.where(v < 0.0, q, 1.0 - q)
+
+
+# erf(u)/u = 2/sqrt(pi) * sum (-u**2)**n/(n!*(2n+1)), n = 5..0 (highest first); for |u| <= 1/2
+# the first omitted term is below 3e-8 of the sum.
+_ERF_SERIES = (-0.0008548327023450852, 0.005223977625442188, -0.026866170645131252, 0.11283791670955126, -0.37612638903183754, 1.1283791670955126)
+
+
+def _erf(u):
+    """erf(u); under torch.compile in float32, with relative accuracy near 0.
+
+    The compiled float32 erf keeps only absolute accuracy there (measured against mpmath:
+    36 ulps at |u| = 0.1-0.5, 6% off at 1e-6, 0 at 1e-10); its Taylor series to u**11
+    replaces it for |u| < 1/2, on a clamped argument so that neither branch can be inf.
+    """
+    if u.dtype != torch.float32 or not torch.compiler.is_compiling():
+        return torch.erf(u)
+    small = torch.clamp(u, -0.5, 0.5)
+    square = small * small
+    p = torch.full_like(square, _ERF_SERIES[0])
+    for coefficient in _ERF_SERIES[1:]:
+        p = p * square + coefficient
+    return torch.where(torch.abs(u) < 0.5, small * p, torch.erf(u))
 
 
 # In-place twins of the helpers above, for code autograd does not record (plain backward,
