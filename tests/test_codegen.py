@@ -759,6 +759,25 @@ def test_squareplus_derivative_is_taken_from_the_output_through_the_inverse():
     assert grad.tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("name", ["squareplus", "isru", "bent_identity"])
+def test_sqrt_of_square_plus_constant_does_not_overflow(name):
+    """sqrt(x**2 + c) is printed as hypot: in float32 these stay finite and right far beyond
+    |x| = 1.8e19, where x**2 overflows (there isru was 0 instead of +-1, bent_identity inf)."""
+    activation = ENTRIES[name]
+    assert "_sqrt_square_plus(" in generated_source(activation).split("def _forward")[1]
+    points = [-1e38, -1e30, -1e20, -2e19, 2e19, 1e20, 1e30, 1e38]
+    t = torch.tensor(points, dtype=torch.float32, requires_grad=True)
+    y = torch_function(activation).apply(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    values = _reference(name, "value", tuple(float(p) for p in t.detach()))
+    slopes = _reference(name, "derivative", tuple(float(p) for p in t.detach()))
+    tiny = float(torch.finfo(torch.float32).tiny)
+    for i, p in enumerate(points):
+        for got, exact in ((y[i].item(), float(values[i])), (g[i].item(), float(slopes[i]))):
+            assert math.isfinite(got), (name, p)
+            assert abs(got - exact) <= max(2.0**-22 * abs(exact), tiny), (name, p, got, exact)
+
+
 def test_derivative_from_output_guards_reject_inaccurate_and_overflowing_forms():
     """The sigmoid's y*(1 - y) is exact in y but not in y rounded near 1 (the derivative there is
     ~exp(-x), 1 - y is 0): rejected. y**2/(y**2 + 1) overflows to inf/inf: rejected."""
