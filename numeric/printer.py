@@ -840,7 +840,8 @@ def _ndtr_fused(u):
 
 # erf(u)/u = 2/sqrt(pi) * sum (-u**2)**n/(n!*(2n+1)), n = 5..0 (highest first); for |u| <= 1/2
 # the first omitted term is below 3e-8 of the sum.
-_ERF_SERIES = (-0.0008548327023450852, 0.005223977625442188, -0.026866170645131252, 0.11283791670955126, -0.37612638903183754, 1.1283791670955126)
+_ERF_SERIES = (-0.0008548327023450852, 0.005223977625442188, -0.026866170645131252,
+               0.11283791670955126, -0.37612638903183754, 1.1283791670955126)
 
 
 def _erf(u):
@@ -874,14 +875,6 @@ def _expm1(u):
     return torch.where(u < 1.0, torch.tanh(small * 0.5) * (torch.exp(small) + 1.0), torch.exp(u) - 1.0)
 
 
-def _erf_(u):
-    return _erf(u) if torch.compiler.is_compiling() else u.erf_()
-
-
-def _expm1_(u):
-    return _expm1(u) if torch.compiler.is_compiling() else u.expm1_()
-
-
 def _sqrt_square_plus(u, c):
     """sqrt(u**2 + c) for a constant c > 0, finite wherever it is: u**2 alone overflows
     for |u| > 1.8e19 in float32.  Eager, torch.hypot: one pass, within half an ulp.
@@ -908,6 +901,16 @@ def _exp_neg_sq_(u, c):
     v.sub_(hi)
     rest.mul_(v).mul_(-c).exp_()
     return hi.square_().mul_(-c).exp_().mul_(rest)
+
+
+# Compiled, these return the out-of-place forms (their in-place ops would compile to
+# torch's own erf and exp(u) - 1); eager, they update u in place.
+def _erf_(u):
+    return _erf(u) if torch.compiler.is_compiling() else u.erf_()
+
+
+def _expm1_(u):
+    return _expm1(u) if torch.compiler.is_compiling() else u.expm1_()
 
 
 # Only values are needed here (no autograd), and 1/cosh is right in value: where cosh
