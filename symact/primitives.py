@@ -383,8 +383,25 @@ def split_numeric_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
     return S.One, term
 
 
+def _group_erf_terms(terms: list) -> list:
+    """k*g*erf(u) + c*g -> g*(k*erf(u) + c) when |c| >= |k| (g free of numbers), so that the
+    rules for k*erf(u) + c see the pair: sau's 99*x*erf(u)/200 + 101*x/200 cancels for x -> -oo."""
+    for i, term in enumerate(terms):
+        k, f = split_numeric_factor(term)
+        erfs = [a for a in Mul.make_args(f) if isinstance(a, sympy.erf)]
+        if len(erfs) != 1 or f == erfs[0]:
+            continue
+        g = f / erfs[0]
+        for j, other in enumerate(terms):
+            c, h = split_numeric_factor(other)
+            if j != i and h == g and abs(c) >= abs(k):
+                rest = [t for m, t in enumerate(terms) if m not in (i, j)]
+                return rest + [g * Add(k * erfs[0], c)]
+    return terms
+
+
 def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Expr:
-    terms = list(expr.args)
+    terms = _group_erf_terms(list(expr.args))
     changed = True
     while changed:
         changed = False
@@ -411,6 +428,17 @@ def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Exp
             # k - k*Sigmoid(u) -> k*Sigmoid(-u)
             elif isinstance(f, Sigmoid) and const == -k and k != 0:
                 replacement = const * Sigmoid(-f.args[0])
+            # 2m*Sigmoid(u) - m -> m*tanh(u/2)  (2*Sigmoid(2x) - 1 cancels near 0, tanh(x) does not)
+            elif isinstance(f, Sigmoid) and k != 0 and const == -k / 2:
+                replacement = -const * sympy.tanh(f.args[0] / 2)
+            # k*erf(u) + c with c/k > 1: k*(1 + erf(u)) + (c - k), two terms of one sign
+            # (sau: 99*erf(u)/200 + 101/200 cancels for u -> -oo); c/k < -1 is the mirror image
+            elif isinstance(f, sympy.erf) and k != 0 and const.is_number and (const / k).is_number \
+                    and (const / k > 1 or const / k < -1):
+                if const / k > 1:
+                    replacement = 2 * k * NormalCdf(sympy.expand(sympy.sqrt(2) * f.args[0])) + (const - k)
+                else:
+                    replacement = -2 * k * NormalCdf(sympy.expand(-sympy.sqrt(2) * f.args[0])) + (const + k)
             # k - k*tanh(u)**2 -> k*sech(u)**2
             elif (
                 isinstance(f, Pow) and f.exp == 2 and isinstance(f.base, sympy.tanh)
@@ -475,6 +503,13 @@ def _rationalise(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
             continue
         difference = sympy.expand(radicand - t**2)
         if difference.has(*inputs):
+            constant = Add(*[a for j, a in enumerate(expr.args) if j != i and a.is_number]) / k
+            near = sympy.expand(radicand - constant**2)
+            if constant.is_negative and not isinstance(near, Add):
+                # k*sqrt(A) - k*|c| with A - c**2 one product (bent identity: sqrt(x**2 + 1) - 1
+                # = x**2/(sqrt(x**2 + 1) + 1)): the other terms stay as they are
+                others = [a for j, a in enumerate(expr.args) if j != i and not a.is_number]
+                return Add(*others, k * near / (sympy.sqrt(radicand) - constant))
             continue
         # on T < 0, sqrt(A) - T is written sqrt(A) + |T|: SymPy then knows it is positive,
         # so the printer need not mask the branch (|T| is not used on T >= 0, where its
@@ -490,6 +525,18 @@ def _is_sqrt2_scaling(arg: sympy.Expr) -> bool:
     """erfc(w) with w = -u/sqrt(2) for a u free of sqrt(2): map it to 2*NormalCdf(u)."""
     u = sympy.expand(-sympy.sqrt(2) * arg)
     return not u.has(sympy.sqrt(2))
+
+
+def _abs_from_sign(mul: sympy.Mul) -> sympy.Expr:
+    """u*sign(u) -> |u| (both 0 at u = 0): the derivative of |x| times x then sums with
+    other |x| terms, and -|x|/(|x| + 1)**2 + 1/(|x| + 1) can become 1/(|x| + 1)**2."""
+    factors = list(mul.args)
+    for i, factor in enumerate(factors):
+        if isinstance(factor, sympy.sign) and factor.args[0] in factors and factor.args[0].is_real:
+            rest = [f for j, f in enumerate(factors) if j != i]
+            rest.remove(factor.args[0])
+            return Mul(sympy.Abs(factor.args[0]), *rest)
+    return mul
 
 
 def _tanh_from_sinh(mul: sympy.Mul) -> sympy.Expr:
@@ -546,7 +593,7 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
         # 1/cosh(u)**k overflows to 1/inf (value 0, gradient inf/inf = NaN); sech is printed safely
         return sympy.sech(expr.base.args[0]) ** (-expr.exp)
     if isinstance(expr, Mul):
-        return _tanh_from_sinh(expr)
+        return _tanh_from_sinh(_abs_from_sign(expr))
     if isinstance(expr, sympy.erfc) and _is_sqrt2_scaling(expr.args[0]):
         return 2 * NormalCdf(sympy.expand(-sympy.sqrt(2) * expr.args[0]))
     if isinstance(expr, Add):
@@ -566,11 +613,17 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     * ``k + k*erf(u) -> 2k*NormalCdf(sqrt(2)*u)`` (the ``1 + erf(u) = erfc(-u)`` rule
       in the form that names the Gaussian CDF), ``k - k*erf(u) -> 2k*NormalCdf(-sqrt(2)*u)``,
       ``2 - erfc(u) -> 2*NormalCdf(sqrt(2)*u)``, ``erfc(-u/sqrt(2)) -> 2*NormalCdf(u)``;
+    * ``k*erf(u) + c`` with ``|c| > |k|`` (same for a common factor: ``k*g*erf(u) + c*g``) ->
+      ``2k*NormalCdf(sqrt(2)*u) + (c - k)`` (``c/k > 1``) or ``-2k*NormalCdf(-sqrt(2)*u) + (c + k)``
+      (``c/k < -1``): two terms of one sign;
     * ``k - k*Sigmoid(u) -> k*Sigmoid(-u)``, ``k - k*NormalCdf(u) -> k*NormalCdf(-u)``, ``k - k*tanh(u)**2 -> k*sech(u)**2``,
-      ``k +- k*tanh(u) -> 2k*Sigmoid(+-2u)``;
+      ``k +- k*tanh(u) -> 2k*Sigmoid(+-2u)``, ``2k*Sigmoid(u) - k -> k*tanh(u/2)``;
+    * ``u*sign(u) -> |u|``;
     * ``sqrt(A) + T`` with ``A - T**2`` free of the inputs ->
       ``Piecewise((sqrt(A) + T, T >= 0), ((A - T**2)/(sqrt(A) + |T|), True))``
-      (not inside an existing Piecewise, so the pass is idempotent);
+      (not inside an existing Piecewise, so the pass is idempotent); ``k*sqrt(A) - k*c`` (``c > 0`` a
+      number, the other terms left alone) with ``A - c**2`` a single product -> ``k*(A - c**2)/(sqrt(A) + c)``
+      (the bent identity's ``sqrt(x**2 + 1) - 1 = x**2/(sqrt(x**2 + 1) + 1)``);
     * ``k*pi/2 + k*atan(u) -> k*Piecewise((pi/2 + atan(u), u >= 0), (-atan(1/u), True))``
       (and the mirror image), the tail of the arctangent without cancellation (like the
       rationalisation, not inside an existing Piecewise);

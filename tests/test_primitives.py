@@ -108,6 +108,49 @@ def test_safe_form_rules(naive, safe):
     assert safe_form(naive) == safe
 
 
+@pytest.mark.parametrize(
+    "naive, cancels_at",
+    [
+        (-1 + 2 / (1 + sympy.exp(-2 * x)), 1e-9),  # 2*Sigmoid(2x) - 1 = tanh(x)
+        (99 * sympy.erf(x) / 200 + sympy.Rational(101, 200), -5.5),  # sau's derivative
+        (-99 * sympy.erf(x) - 101, -5.5),
+        (99 * sympy.erf(x) - 101, 5.5),
+        (x * (99 * sympy.erf(x) + 101) / 200, -5.5),  # sau's value, as two terms in x
+        (x + sympy.sqrt(x**2 + 1) / 2 - sympy.Rational(1, 2), 1e-9),  # bent identity
+    ],
+)
+def test_safe_forms_remove_cancellation_between_terms(naive, cancels_at):
+    """Each rewrite is an identity (checked at 40 digits) and, evaluated in double precision
+    (each primitive to its own precision, as the generated code does), the safe form keeps
+    relative accuracy at a point where the naive form's terms cancel."""
+    _assert_accurate_where_naive_cancels(naive, safe_form(naive), cancels_at)
+    assert safe_form(safe_form(naive)) == safe_form(naive)
+
+
+def test_softsign_derivative_is_one_over_a_square():
+    """x*sign(x) is |x|, so the derivative -x*sign(x)/(|x| + 1)**2 + 1/(|x| + 1) becomes
+    1/(|x| + 1)**2, with no difference of nearly equal terms for large |x|."""
+    naive = sympy.diff(x / (sympy.Abs(x) + 1), x)
+    safe = safe_derivative(x / (sympy.Abs(x) + 1), x)
+    assert safe == 1 / (sympy.Abs(x) + 1) ** 2
+    _assert_accurate_where_naive_cancels(naive, safe, 1e6)
+
+
+def _assert_accurate_where_naive_cancels(naive, safe, cancels_at):
+    with mpmath.workdps(60):
+        for point in (-2.5, -0.3, 0.7, 4.0):
+            a = sympy.N(naive.subs(x, sympy.Float(point, 60)), 40)
+            c = sympy.N(to_elementary(safe).subs(x, sympy.Float(point, 60)), 40)
+            assert abs(a - c) <= 1e-30 * max(1, abs(a))
+        exact = mpmath.mpf(str(sympy.N(naive.subs(x, sympy.Float(cancels_at, 60)), 40)))
+    # the primitives as the generated code evaluates them, each to its own precision
+    # (to_elementary would put NormalCdf back as (1 + erf)/2, the cancellation itself)
+    fast = sympy.lambdify(x, safe, modules=[{"NormalCdf": mpmath.ncdf}, "mpmath"])
+    with mpmath.workprec(53):  # double precision, like float64
+        value = fast(mpmath.mpf(cancels_at))
+    assert abs(value - exact) <= 8 * 2.0**-53 * abs(exact), (safe, value, exact)
+
+
 def test_rationalisation_of_squareplus_is_exact_and_idempotent():
     squareplus = (x + sympy.sqrt(x**2 + b)) / 2
     safe = safe_form(squareplus)
