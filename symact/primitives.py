@@ -601,6 +601,20 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
     return expr
 
 
+def _sinc_series(u: sympy.Expr) -> sympy.Expr:
+    """sin(u)/u for |u| < 2 as its Taylor polynomial to u**24, in Horner form.
+
+    Its derivative cos(u)/u - sin(u)/u**2 ~ -u/3 cancels near 0 (3/u**2 is the loss); the
+    polynomial's does not.  The first omitted term, 2**26/27!, is below 7e-21; the
+    coefficients are Floats so that no rule refactors the polynomial.
+    """
+    square = u**2
+    total = S.Zero
+    for n in range(12, -1, -1):
+        total = sympy.Float((-1) ** n / sympy.factorial(2 * n + 1), 30) + square * total
+    return total
+
+
 def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     """Rewrite naive floating-point patterns in ``expr`` into safe primitives.
 
@@ -629,8 +643,9 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
       rationalisation, not inside an existing Piecewise);
     * a polynomial in one input with rational roots -> its factored form;
     * ``Max(c, f)``/``Min(c, f)`` with ``f`` able to overflow (an ``exp``) -> Piecewise;
-    * ``sinc(u) -> Piecewise((sin(u)/u, Ne(u, 0)), (1, True))`` (SymPy differentiates
-      ``sinc`` into ``cos(u)/u - sin(u)/u**2``, which is 0/0 at 0).
+    * ``sinc(u) -> Piecewise((P(u), |u| < 2), (sin(u)/u, True))`` with ``P`` its Taylor
+      polynomial to ``u**24`` (SymPy differentiates ``sinc`` into ``cos(u)/u - sin(u)/u**2``,
+      which is 0/0 at 0 and cancels near it).
 
     ``inputs`` are the symbols the rationalisation rule watches (default: all free
     symbols named ``x`` or ``v``).
@@ -650,9 +665,9 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     def walk(e: sympy.Expr, rationalise: bool) -> sympy.Expr:
         if e.is_Atom:
             return e
-        if isinstance(e, sympy.sinc):  # sin(u)/u with its limit at 0 made explicit
+        if isinstance(e, sympy.sinc):
             u = walk(e.args[0], rationalise)
-            return sympy.Piecewise((sympy.sin(u) / u, sympy.Ne(u, 0)), (1, True))
+            return sympy.Piecewise((_sinc_series(u), sympy.Abs(u) < 2), (sympy.sin(u) / u, True))
         if isinstance(e, sympy.Piecewise):
             pieces = [(walk(v, False), c) for v, c in e.args]
             return sympy.Piecewise(*pieces)
@@ -745,6 +760,10 @@ def hazards(expr: sympy.Expr, inputs: tuple | None = None) -> Hazards:
 
 def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
     forms = [derivative]
+    symbols = [s for s in inputs if derivative.has(s)]
+    if len(symbols) == 1 and derivative.is_polynomial(symbols[0]):
+        # the product rule nests a Horner polynomial's derivative; re-nest the expanded one
+        forms.append(sympy.horner(sympy.expand(derivative), wrt=symbols[0]))
     for transform in (sympy.factor_terms, sympy.together, sympy.cancel):
         try:
             forms.append(safe_form(transform(derivative), inputs))

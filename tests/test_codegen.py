@@ -230,8 +230,7 @@ TERM_SCALED: dict[str, dict[str, str]] = {
                             "of -1 there, and 1 + sin(2x) ~ (x - root)**2 keeps only that absolute accuracy"},
     "tanhshrink": {"value": "x - tanh(x) ~ x**3/3 cancels for |x| < 2, beyond the radius pi/2 of tanh's "
                             "series; relative accuracy there needs a fitted approximation (not done)"},
-    "sinc": {"derivative": "cos(x)/x - sin(x)/x**2 ~ -x/3 cancels near 0; relative accuracy there needs "
-                           "the series (not done)"},
+    "sinc": {"derivative": "simple roots of sinc' at x = +-4.493, +-7.725 ... (tan x = x)"},
     "xatlu": {"derivative": "x/(pi*(x**2 + 1)) + atan(x)/pi + 1/2: for x -> -oo terms ~1/(pi*|x|) cancel to "
                             "~2/(3*pi*|x|**3); relative accuracy there needs an asymptotic series (not done)"},
 }

@@ -136,6 +136,25 @@ def test_softsign_derivative_is_one_over_a_square():
     _assert_accurate_where_naive_cancels(naive, safe, 1e6)
 
 
+def test_sinc_derivative_keeps_relative_accuracy_near_0():
+    """sinc is its Taylor polynomial for |x| < 2 in safe form, so the derivative ~ -x/3 near 0
+    does not come from cos(x)/x - sin(x)/x**2 (a loss of 3/x**2 relative digits)."""
+    safe = safe_derivative(sympy.sinc(x), x)
+    exact = sympy.lambdify(x, sympy.diff(sympy.sinc(x), x), modules="mpmath")
+    fast = sympy.lambdify(x, safe, modules="mpmath")
+    for point in (-1.9, -0.37, 1e-3, 1e-7, 1.2):
+        with mpmath.workdps(60):
+            reference = exact(mpmath.mpf(point))
+        with mpmath.workprec(53):
+            value = fast(mpmath.mpf(point))
+        assert abs(value - reference) <= 8 * 2.0**-53 * abs(reference), (point, value, reference)
+    with mpmath.workdps(60):  # the truncated series against sin(x)/x where the two branches meet
+        series = safe_form(sympy.sinc(x)).args[0][0]
+        for point in ("1.99", "-1.5", "0.25"):
+            u = mpmath.mpf(point)
+            assert abs(sympy.lambdify(x, series, "mpmath")(u) - mpmath.sin(u) / u) < mpmath.mpf("1e-19")
+
+
 def _assert_accurate_where_naive_cancels(naive, safe, cancels_at):
     with mpmath.workdps(60):
         for point in (-2.5, -0.3, 0.7, 4.0):
