@@ -761,8 +761,9 @@ def hazards(expr: sympy.Expr, inputs: tuple | None = None) -> Hazards:
 def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
     forms = [derivative]
     symbols = [s for s in inputs if derivative.has(s)]
-    if len(symbols) == 1 and derivative.is_polynomial(symbols[0]):
-        # the product rule nests a Horner polynomial's derivative; re-nest the expanded one
+    if len(symbols) == 1 and derivative.is_polynomial(symbols[0]) and derivative.has(sympy.Float):
+        # the product rule nests a Taylor patch's Horner derivative; re-nest the expanded one
+        # (polynomials with rational coefficients keep the factored forms chosen below)
         forms.append(sympy.horner(sympy.expand(derivative), wrt=symbols[0]))
     for transform in (sympy.factor_terms, sympy.together, sympy.cancel):
         try:
