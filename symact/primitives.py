@@ -458,6 +458,12 @@ def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Exp
             elif rationalise and isinstance(f, sympy.atan) and k != 0 and const == -k * sympy.pi / 2:
                 u = f.args[0]
                 replacement = k * sympy.Piecewise((f - sympy.pi / 2, u <= 0), (-sympy.atan(1 / u), True))
+            # k*u - k*tanh(u) ~ k*u**3/3 cancels near 0 (tanhshrink): there Lambert's continued fraction
+            elif rationalise and isinstance(f, sympy.tanh) and k != 0 and -k * f.args[0] in terms:
+                u = f.args[0]
+                replacement = -k * sympy.Piecewise((_tanhshrink_fraction(u), sympy.Abs(u) < 2), (u - f, True))
+                terms = [t for t in terms if t != -k * u]
+                i = terms.index(term)
             if replacement is not None:
                 rest = [t for j, t in enumerate(terms) if j != i and not t.is_number]
                 terms = rest + [replacement]
@@ -601,6 +607,29 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
     return expr
 
 
+def _tanhshrink_fraction(u: sympy.Expr) -> sympy.Expr:
+    """u - tanh(u) = u*q/(1 + q), q = u**2/(3 + u**2/(5 + u**2/(7 + ...))) (Lambert's continued
+    fraction for tanh). Cut at depth 11 and written as u**3*N(u**2)/E(u**2), both polynomials
+    with positive coefficients (so nothing cancels), it is within 1e-18 of u - tanh(u) for |u| < 2.
+    """
+    s = sympy.Dummy("s", positive=True)
+    q = S.Zero
+    for level in range(11, 0, -1):
+        q = s / (2 * level + 1 + q)
+    numerator, denominator = sympy.fraction(sympy.cancel(q))  # q = s*N(s)/D(s)
+    n = sympy.Poly(sympy.cancel(numerator / s), s)
+    e = sympy.Poly(denominator, s) + sympy.Poly(s, s) * n
+    scale = e.all_coeffs()[-1]
+
+    def horner(poly: sympy.Poly) -> sympy.Expr:
+        total = S.Zero
+        for coefficient in poly.all_coeffs():  # highest first
+            total = total * u**2 + sympy.Float(coefficient / scale, 30)
+        return total
+
+    return u**3 * horner(n) / horner(e)
+
+
 def _sinc_series(u: sympy.Expr) -> sympy.Expr:
     """sin(u)/u for |u| < 2 as its Taylor polynomial to u**24, in Horner form.
 
@@ -643,6 +672,8 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
       rationalisation, not inside an existing Piecewise);
     * a polynomial in one input with rational roots -> its factored form;
     * ``Max(c, f)``/``Min(c, f)`` with ``f`` able to overflow (an ``exp``) -> Piecewise;
+    * ``k*u - k*tanh(u) -> k*Piecewise((u**3*N(u**2)/E(u**2), |u| < 2), (u - tanh(u), True))``, Lambert's
+      continued fraction for tanh cut at depth 11 (all coefficients positive; not inside a Piecewise);
     * ``sinc(u) -> Piecewise((P(u), |u| < 2), (sin(u)/u, True))`` with ``P`` its Taylor
       polynomial to ``u**24`` (SymPy differentiates ``sinc`` into ``cos(u)/u - sin(u)/u**2``,
       which is 0/0 at 0 and cancels near it).

@@ -228,8 +228,6 @@ TERM_SCALED: dict[str, dict[str, str]] = {
                      "0.99*phi(x) cancel"},
     "snake": {"derivative": "1 + sin(2x) has double roots at x = -pi/4 + k*pi; sin(2x) is within an ulp "
                             "of -1 there, and 1 + sin(2x) ~ (x - root)**2 keeps only that absolute accuracy"},
-    "tanhshrink": {"value": "x - tanh(x) ~ x**3/3 cancels for |x| < 2, beyond the radius pi/2 of tanh's "
-                            "series; relative accuracy there needs a fitted approximation (not done)"},
     "sinc": {"derivative": "simple roots of sinc' at x = +-4.493, +-7.725 ... (tan x = x)"},
     "xatlu": {"derivative": "x/(pi*(x**2 + 1)) + atan(x)/pi + 1/2: for x -> -oo terms ~1/(pi*|x|) cancel to "
                             "~2/(3*pi*|x|**3); relative accuracy there needs an asymptotic series (not done)"},

@@ -155,6 +155,22 @@ def test_sinc_derivative_keeps_relative_accuracy_near_0():
             assert abs(sympy.lambdify(x, series, "mpmath")(u) - mpmath.sin(u) / u) < mpmath.mpf("1e-19")
 
 
+def test_tanhshrink_keeps_relative_accuracy_near_0():
+    """x - tanh(x) ~ x**3/3 is Lambert's continued fraction for |x| < 2 in safe form: in double
+    precision it keeps its relative accuracy where the difference loses 3/x**2 of it."""
+    naive = x - sympy.tanh(x)
+    safe = safe_form(naive)
+    assert safe.has(sympy.Piecewise) and safe_form(safe) == safe
+    exact = sympy.lambdify(x, naive, modules="mpmath")
+    fast = sympy.lambdify(x, safe, modules="mpmath")
+    for point in (-1.99, -0.6, 1e-3, 1e-6, 1.3, 2.5):
+        with mpmath.workdps(60):
+            reference = exact(mpmath.mpf(point))
+        with mpmath.workprec(53):
+            value = fast(mpmath.mpf(point))
+        assert abs(value - reference) <= 8 * 2.0**-53 * abs(reference), (point, value, reference)
+
+
 def _assert_accurate_where_naive_cancels(naive, safe, cancels_at):
     with mpmath.workdps(60):
         for point in (-2.5, -0.3, 0.7, 4.0):
