@@ -557,9 +557,9 @@ class _Emitter:
         if exp.is_number and exp.is_negative:
             return self.mul(Mul(S.One, e, evaluate=False))
         if exp == S.Half:
-            hypot = _hypot_operands(base)
-            if hypot is not None:
-                u, constant = hypot
+            square_plus = _square_plus_constant(base)
+            if square_plus is not None:
+                u, constant = square_plus
                 arg = self.value(u)
                 return self.assign(f"_sqrt_square_plus({arg.code}, {number_literal(constant)})", full=arg.full)
             return self._unary(base, "torch.sqrt({})", "sqrt_")
@@ -812,6 +812,14 @@ _NDTR_TAIL_POLYNOMIAL = (44.23212432861328, -120.18360137939453, 126.38590240478
                          0.5641875267028809, 0.282094806432724)
 
 
+def _horner(t, coefficients):
+    """The polynomial with these coefficients (highest first) at t, by Horner's rule."""
+    p = torch.full_like(t, coefficients[0])
+    for coefficient in coefficients[1:]:
+        p = p * t + coefficient
+    return p
+
+
 def _exp_neg_sq_fused(u, c):
     """float32 exp(-c*u**2) for torch.compile, one exp: exp(-c*hi**2)*exp(-d) as in
     _exp_neg_sq, with exp(-d) by its degree-4 Taylor polynomial.  |d| = c*|lo*(hi + u)| <=
@@ -836,10 +844,7 @@ def _ndtr_fused(u):
     """
     v = torch.clamp(u, -40.0, 40.0)
     t = 1.0 / (2.0 + torch.abs(v) * -_HALF_SPLIT[torch.float32][2])
-    p = torch.full_like(t, _NDTR_TAIL_POLYNOMIAL[0])
-    for coefficient in _NDTR_TAIL_POLYNOMIAL[1:]:
-        p = p * t + coefficient
-    q = t * p * _exp_neg_sq_fused(u, 0.5)
+    q = t * _horner(t, _NDTR_TAIL_POLYNOMIAL) * _exp_neg_sq_fused(u, 0.5)
     return torch.where(v < 0.0, q, 1.0 - q)
 
 
@@ -859,11 +864,7 @@ def _erf(u):
     if u.dtype != torch.float32 or not torch.compiler.is_compiling():
         return torch.erf(u)
     small = torch.clamp(u, -0.5, 0.5)
-    square = small * small
-    p = torch.full_like(square, _ERF_SERIES[0])
-    for coefficient in _ERF_SERIES[1:]:
-        p = p * square + coefficient
-    return torch.where(torch.abs(u) < 0.5, small * p, torch.erf(u))
+    return torch.where(torch.abs(u) < 0.5, small * _horner(small * small, _ERF_SERIES), torch.erf(u))
 
 
 def _expm1(u):
@@ -949,7 +950,7 @@ def _ndtr_(u):
 '''
 
 
-def _hypot_operands(base: sympy.Expr):
+def _square_plus_constant(base: sympy.Expr):
     """(u, c) when base is u**2 + c with c a positive number, else None."""
     if not isinstance(base, sympy.Add) or len(base.args) != 2:
         return None

@@ -620,28 +620,26 @@ def _tanhshrink_fraction(u: sympy.Expr) -> sympy.Expr:
     n = sympy.Poly(sympy.cancel(numerator / s), s)
     e = sympy.Poly(denominator, s) + sympy.Poly(s, s) * n
     scale = e.all_coeffs()[-1]
+    return u**3 * _float_horner([c / scale for c in n.all_coeffs()], u**2) / _float_horner(
+        [c / scale for c in e.all_coeffs()], u**2)
 
-    def horner(poly: sympy.Poly) -> sympy.Expr:
-        total = S.Zero
-        for coefficient in poly.all_coeffs():  # highest first
-            total = total * u**2 + sympy.Float(coefficient / scale, 30)
-        return total
 
-    return u**3 * horner(n) / horner(e)
+def _float_horner(coefficients: list, variable: sympy.Expr) -> sympy.Expr:
+    """The polynomial (coefficients highest first, as 30-digit Floats: no rule refactors a
+    polynomial with Float coefficients) in ``variable``, nested by Horner's rule."""
+    total = S.Zero
+    for coefficient in coefficients:
+        total = total * variable + sympy.Float(coefficient, 30)
+    return total
 
 
 def _sinc_series(u: sympy.Expr) -> sympy.Expr:
     """sin(u)/u for |u| < 2 as its Taylor polynomial to u**24, in Horner form.
 
     Its derivative cos(u)/u - sin(u)/u**2 ~ -u/3 cancels near 0 (3/u**2 is the loss); the
-    polynomial's does not.  The first omitted term, 2**26/27!, is below 7e-21; the
-    coefficients are Floats so that no rule refactors the polynomial.
+    polynomial's does not.  The first omitted term, 2**26/27!, is below 7e-21.
     """
-    square = u**2
-    total = S.Zero
-    for n in range(12, -1, -1):
-        total = sympy.Float((-1) ** n / sympy.factorial(2 * n + 1), 30) + square * total
-    return total
+    return _float_horner([S(-1) ** n / sympy.factorial(2 * n + 1) for n in range(12, -1, -1)], u**2)
 
 
 def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:

@@ -139,20 +139,13 @@ def test_softsign_derivative_is_one_over_a_square():
 def test_sinc_derivative_keeps_relative_accuracy_near_0():
     """sinc is its Taylor polynomial for |x| < 2 in safe form, so the derivative ~ -x/3 near 0
     does not come from cos(x)/x - sin(x)/x**2 (a loss of 3/x**2 relative digits)."""
-    safe = safe_derivative(sympy.sinc(x), x)
-    exact = sympy.lambdify(x, sympy.diff(sympy.sinc(x), x), modules="mpmath")
-    fast = sympy.lambdify(x, safe, modules="mpmath")
-    for point in (-1.9, -0.37, 1e-3, 1e-7, 1.2):
-        with mpmath.workdps(60):
-            reference = exact(mpmath.mpf(point))
-        with mpmath.workprec(53):
-            value = fast(mpmath.mpf(point))
-        assert abs(value - reference) <= 8 * 2.0**-53 * abs(reference), (point, value, reference)
+    naive = sympy.diff(sympy.sinc(x), x)
+    _assert_double_precision_accuracy(naive, safe_derivative(sympy.sinc(x), x), (-1.9, -0.37, 1e-3, 1e-7, 1.2))
     with mpmath.workdps(60):  # the truncated series against sin(x)/x where the two branches meet
-        series = safe_form(sympy.sinc(x)).args[0][0]
+        series = sympy.lambdify(x, safe_form(sympy.sinc(x)).args[0][0], "mpmath")
         for point in ("1.99", "-1.5", "0.25"):
             u = mpmath.mpf(point)
-            assert abs(sympy.lambdify(x, series, "mpmath")(u) - mpmath.sin(u) / u) < mpmath.mpf("1e-19")
+            assert abs(series(u) - mpmath.sin(u) / u) < mpmath.mpf("1e-19")
 
 
 def test_tanhshrink_keeps_relative_accuracy_near_0():
@@ -161,29 +154,30 @@ def test_tanhshrink_keeps_relative_accuracy_near_0():
     naive = x - sympy.tanh(x)
     safe = safe_form(naive)
     assert safe.has(sympy.Piecewise) and safe_form(safe) == safe
+    _assert_double_precision_accuracy(naive, safe, (-1.99, -0.6, 1e-3, 1e-6, 1.3, 2.5))
+
+
+def _assert_double_precision_accuracy(naive, safe, points, eps=8):
+    """safe evaluated in double precision (mpmath at 53 bits, each primitive to its own
+    precision, as the generated code does: NormalCdf as mpmath.ncdf, since to_elementary would
+    put it back as (1 + erf)/2, the cancellation itself) is within eps*2**-53 of naive at 60 digits."""
     exact = sympy.lambdify(x, naive, modules="mpmath")
-    fast = sympy.lambdify(x, safe, modules="mpmath")
-    for point in (-1.99, -0.6, 1e-3, 1e-6, 1.3, 2.5):
+    fast = sympy.lambdify(x, safe, modules=[{"NormalCdf": mpmath.ncdf}, "mpmath"])
+    for point in points:
         with mpmath.workdps(60):
             reference = exact(mpmath.mpf(point))
         with mpmath.workprec(53):
             value = fast(mpmath.mpf(point))
-        assert abs(value - reference) <= 8 * 2.0**-53 * abs(reference), (point, value, reference)
+        assert abs(value - reference) <= eps * 2.0**-53 * abs(reference), (safe, point, value, reference)
 
 
 def _assert_accurate_where_naive_cancels(naive, safe, cancels_at):
     with mpmath.workdps(60):
-        for point in (-2.5, -0.3, 0.7, 4.0):
+        for point in (-2.5, -0.3, 0.7, 4.0):  # an identity, to 30 digits
             a = sympy.N(naive.subs(x, sympy.Float(point, 60)), 40)
             c = sympy.N(to_elementary(safe).subs(x, sympy.Float(point, 60)), 40)
             assert abs(a - c) <= 1e-30 * max(1, abs(a))
-        exact = mpmath.mpf(str(sympy.N(naive.subs(x, sympy.Float(cancels_at, 60)), 40)))
-    # the primitives as the generated code evaluates them, each to its own precision
-    # (to_elementary would put NormalCdf back as (1 + erf)/2, the cancellation itself)
-    fast = sympy.lambdify(x, safe, modules=[{"NormalCdf": mpmath.ncdf}, "mpmath"])
-    with mpmath.workprec(53):  # double precision, like float64
-        value = fast(mpmath.mpf(cancels_at))
-    assert abs(value - exact) <= 8 * 2.0**-53 * abs(exact), (safe, value, exact)
+    _assert_double_precision_accuracy(naive, safe, (cancels_at,))
 
 
 def test_rationalisation_of_squareplus_is_exact_and_idempotent():
