@@ -212,13 +212,15 @@ def _term_scale(name: str, which: str, points: np.ndarray) -> np.ndarray:
     return scale
 
 
-_DERIVATIVE_ROOT = "a simple root of the derivative at x = {}: near it phi' is a difference of terms "
-_DERIVATIVE_ROOT += "of size ~1 (no identity removes it), so no evaluation in the format's own precision "
-_DERIVATIVE_ROOT += "keeps relative accuracy there"
+_DERIVATIVE_ROOT = (
+    "a simple root of the derivative at x = {}: near it phi' is a difference of terms of size ~1 "
+    "(no identity removes it), so no evaluation in the format's own precision keeps relative accuracy there"
+)
 # Where the generated code meets the ulp bound only in ulps of the size of the terms of the
 # formula's top-level sum (see _term_scale), and why. Every other entry and every point not
 # near these roots is held to the plain relative bound; the safe vocabulary removed the
-# cases that an identity could (bent_identity, tempered_sigmoid, softsign', sau').
+# cases an identity or a patch could (bent_identity, tempered_sigmoid, softsign', sau, sau',
+# sinc' and tanhshrink near 0).
 TERM_SCALED: dict[str, dict[str, str]] = {
     **{name: {"derivative": _DERIVATIVE_ROOT.format(root)} for name, root in (
         ("gelu", -0.752), ("xgelu", -0.752), ("gelu_tanh", -0.752), ("silu", -1.278), ("swish", -1.278),
