@@ -220,7 +220,7 @@ _DERIVATIVE_ROOT = (
 # formula's top-level sum (see _term_scale), and why. Every other entry and every point not
 # near these roots is held to the plain relative bound; the safe vocabulary removed the
 # cases an identity or a patch could (bent_identity, tempered_sigmoid, softsign', sau, sau',
-# sinc' and tanhshrink near 0).
+# sinc' and tanhshrink near 0, xatlu' for x -> -oo).
 TERM_SCALED: dict[str, dict[str, str]] = {
     **{name: {"derivative": _DERIVATIVE_ROOT.format(root)} for name, root in (
         ("gelu", -0.752), ("xgelu", -0.752), ("gelu_tanh", -0.752), ("silu", -1.278), ("swish", -1.278),
@@ -231,8 +231,6 @@ TERM_SCALED: dict[str, dict[str, str]] = {
     "snake": {"derivative": "1 + sin(2x) has double roots at x = -pi/4 + k*pi; sin(2x) is within an ulp "
                             "of -1 there, and 1 + sin(2x) ~ (x - root)**2 keeps only that absolute accuracy"},
     "sinc": {"derivative": "simple roots of sinc' at x = +-4.493, +-7.725 ... (tan x = x)"},
-    "xatlu": {"derivative": "x/(pi*(x**2 + 1)) + atan(x)/pi + 1/2: for x -> -oo terms ~1/(pi*|x|) cancel to "
-                            "~2/(3*pi*|x|**3); relative accuracy there needs an asymptotic series (not done)"},
 }
 
 

@@ -157,6 +157,16 @@ def test_tanhshrink_keeps_relative_accuracy_near_0():
     _assert_double_precision_accuracy(naive, safe, (-1.99, -0.6, 1e-3, 1e-6, 1.3, 2.5))
 
 
+def test_xatlu_derivative_keeps_relative_accuracy_for_large_negative_x():
+    """x/(x**2 + 1) + pi/2 + atan(x) ~ 2/(3|x|**3) for x -> -oo from terms ~1/|x|: below x = -1
+    the safe derivative is Gauss's continued fraction for atan, as a ratio of positive polynomials."""
+    xatlu = x * (sympy.atan(x) / sympy.pi + sympy.Rational(1, 2))
+    naive = sympy.diff(xatlu, x)
+    safe = safe_derivative(xatlu, x)
+    assert safe.has(sympy.Piecewise)
+    _assert_double_precision_accuracy(naive, safe, (-1e3, -24.37, -3.0, -1.01, -0.7, 2.0))
+
+
 def _assert_double_precision_accuracy(naive, safe, points, eps=8):
     """safe evaluated in double precision (mpmath at 53 bits, each primitive to its own
     precision, as the generated code does: NormalCdf as mpmath.ncdf, since to_elementary would
