@@ -439,8 +439,7 @@ def _atan_tail_rational(depth: int = 22) -> tuple[list, list]:
         r = sympy.cancel(k * k * s / (2 * k + 1 + r))
     p = sympy.cancel(s / (3 + r))
     numerator, denominator = sympy.fraction(sympy.cancel((2 + r) / ((3 + r) * (1 + p) * (1 + s))))
-    n, d = sympy.Poly(numerator, s).all_coeffs(), sympy.Poly(denominator, s).all_coeffs()
-    return [c / d[-1] for c in n], [c / d[-1] for c in d]
+    return _scaled_coefficients(sympy.Poly(numerator, s), sympy.Poly(denominator, s))
 
 
 def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Expr:
@@ -655,16 +654,26 @@ def _tanhshrink_fraction(u: sympy.Expr) -> sympy.Expr:
     fraction for tanh). Cut at depth 11 and written as u**3*N(u**2)/E(u**2), both polynomials
     with positive coefficients (so nothing cancels), it is within 1e-18 of u - tanh(u) for |u| < 2.
     """
+    numerator, denominator = _tanhshrink_rational()
+    return u**3 * _float_horner(numerator, u**2) / _float_horner(denominator, u**2)
+
+
+@functools.lru_cache(maxsize=None)
+def _tanhshrink_rational(depth: int = 11) -> tuple[list, list]:
+    """Coefficients of N and E in _tanhshrink_fraction: q = s*N(s)/D(s), E = D + s*N."""
     s = sympy.Dummy("s", positive=True)
     q = S.Zero
-    for level in range(11, 0, -1):
+    for level in range(depth, 0, -1):
         q = s / (2 * level + 1 + q)
-    numerator, denominator = sympy.fraction(sympy.cancel(q))  # q = s*N(s)/D(s)
+    numerator, denominator = sympy.fraction(sympy.cancel(q))
     n = sympy.Poly(sympy.cancel(numerator / s), s)
-    e = sympy.Poly(denominator, s) + sympy.Poly(s, s) * n
-    scale = e.all_coeffs()[-1]
-    return u**3 * _float_horner([c / scale for c in n.all_coeffs()], u**2) / _float_horner(
-        [c / scale for c in e.all_coeffs()], u**2)
+    return _scaled_coefficients(n, sympy.Poly(denominator, s) + sympy.Poly(s, s) * n)
+
+
+def _scaled_coefficients(numerator: sympy.Poly, denominator: sympy.Poly) -> tuple[list, list]:
+    """Both coefficient lists (highest first) divided by the denominator's constant term."""
+    scale = denominator.all_coeffs()[-1]
+    return [c / scale for c in numerator.all_coeffs()], [c / scale for c in denominator.all_coeffs()]
 
 
 def _float_horner(coefficients: list, variable: sympy.Expr) -> sympy.Expr:
