@@ -396,8 +396,26 @@ def _group_erf_terms(terms: list) -> list:
         for j, other in enumerate(terms):
             c, h = split_numeric_factor(other)
             if j != i and h == g and abs(c) >= abs(k):
-                rest = [t for m, t in enumerate(terms) if m not in (i, j)]
-                return rest + [g * Add(k * erfs[0], c)]
+                return _replace_pair(terms, term, other, g * Add(k * erfs[0], c))
+    return terms
+
+
+def _replace_pair(terms: list, first: sympy.Expr, second: sympy.Expr, replacement: sympy.Expr) -> list:
+    """terms with first and second (one occurrence each) replaced by one replacement term."""
+    rest = list(terms)
+    rest.remove(first)
+    rest.remove(second)
+    return rest + [replacement]
+
+
+def _tanh_shrink_terms(terms: list) -> list:
+    """k*u - k*tanh(u) ~ k*u**3/3 cancels near 0 (tanhshrink): there, Lambert's continued fraction."""
+    for term in terms:
+        k, f = split_numeric_factor(term)
+        if isinstance(f, sympy.tanh) and -k * f.args[0] in terms:
+            u = f.args[0]
+            patched = sympy.Piecewise((_tanhshrink_fraction(u), sympy.Abs(u) < 2), (u - f, True))
+            return _replace_pair(terms, term, -k * u, -k * patched)
     return terms
 
 
@@ -406,7 +424,7 @@ def _atan_tail_derivative(terms: list) -> list:
     (-atan(1/u), True)): for u -> -oo the two cancel (xatlu's derivative, ~2/(3*|u|**3) from
     terms ~1/|u|).  With w = -1/u the sum is atan(w) - w/(1 + w**2) = w**3*N(w**2)/D(w**2),
     from Gauss's continued fraction for atan (positive coefficients), used for u < -1."""
-    for i, term in enumerate(terms):
+    for term in terms:
         k, f = split_numeric_factor(term)
         if not (isinstance(f, sympy.Piecewise) and len(f.args) == 2 and f.args[1][1] == S.true):
             continue
@@ -414,16 +432,14 @@ def _atan_tail_derivative(terms: list) -> list:
         if not (isinstance(region, sympy.GreaterThan) and region.rhs == 0):
             continue
         u = region.lhs
-        partner = k * u / (u**2 + 1)
-        if upper != sympy.atan(u) + sympy.pi / 2 or lower != -sympy.atan(1 / u) or partner not in terms:
+        ratio = u / (u**2 + 1)
+        if upper != sympy.atan(u) + sympy.pi / 2 or lower != -sympy.atan(1 / u) or k * ratio not in terms:
             continue
         w = -1 / u
-        s = w**2
         numerator, denominator = _atan_tail_rational()
-        tail = w**3 * _float_horner(numerator, s) / _float_horner(denominator, s)
-        replacement = k * sympy.Piecewise((u / (u**2 + 1) + upper, region), (tail, u < -1),
-                                          (u / (u**2 + 1) + lower, True))
-        return [t for j, t in enumerate(terms) if j != i and t != partner] + [replacement]
+        tail = w**3 * _float_horner(numerator, w**2) / _float_horner(denominator, w**2)
+        patched = sympy.Piecewise((ratio + upper, region), (tail, u < -1), (ratio + lower, True))
+        return _replace_pair(terms, term, k * ratio, k * patched)
     return terms
 
 
@@ -444,6 +460,8 @@ def _atan_tail_rational(depth: int = 22) -> tuple[list, list]:
 
 def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Expr:
     terms = _atan_tail_derivative(_group_erf_terms(list(expr.args)))
+    if rationalise:  # like the other patches, not inside an existing Piecewise (whose branch it writes)
+        terms = _tanh_shrink_terms(terms)
     changed = True
     while changed:
         changed = False
@@ -500,12 +518,6 @@ def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Exp
             elif rationalise and isinstance(f, sympy.atan) and k != 0 and const == -k * sympy.pi / 2:
                 u = f.args[0]
                 replacement = k * sympy.Piecewise((f - sympy.pi / 2, u <= 0), (-sympy.atan(1 / u), True))
-            # k*u - k*tanh(u) ~ k*u**3/3 cancels near 0 (tanhshrink): there Lambert's continued fraction
-            elif rationalise and isinstance(f, sympy.tanh) and k != 0 and -k * f.args[0] in terms:
-                u = f.args[0]
-                replacement = -k * sympy.Piecewise((_tanhshrink_fraction(u), sympy.Abs(u) < 2), (u - f, True))
-                terms = [t for t in terms if t != -k * u]
-                i = terms.index(term)
             if replacement is not None:
                 rest = [t for j, t in enumerate(terms) if j != i and not t.is_number]
                 terms = rest + [replacement]
