@@ -43,6 +43,7 @@ from typing import Any, Iterable
 
 import sympy
 
+from symact.activation import activation as symact_activation
 from symact.errors import FormulaError, UnknownSymbolError
 from symact.primitives import hazards, safe_derivative, safe_form
 
@@ -110,7 +111,10 @@ class CodegenSpec:
 
 def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
                  class_name: str | None = None, prefer_builtins: bool = False) -> CodegenSpec:
-    """Resolve an activation (Activation or SymPy expression) into a :class:`CodegenSpec`.
+    """Resolve an activation into a :class:`CodegenSpec`.
+
+    ``act``: a :class:`symact.Activation`, a catalogue name (``"gelu"``), a formula
+    string in ``x`` (read by :func:`symact.activation`), or a SymPy expression.
 
     ``prefer_builtins``: when the whole activation is a PyTorch built-in (GELU, SiLU,
     Mish, tanh, sigmoid), call it and its fused backward kernel instead of the
@@ -118,6 +122,8 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
     0 for x < -5.9 in float32 and loses relative accuracy left of 0; the tanh and
     sigmoid backward kernels lose it where the derivative is tiny).
     """
+    if isinstance(act, str):
+        act = symact_activation(act)
     if hasattr(act, "expr") and hasattr(act, "params"):
         expr = sympy.sympify(act.expr)
         params = dict(act.params)
@@ -551,12 +557,21 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
                  class_name: str | None = None, prefer_builtins: bool = False, **compile_kwargs):
     """An ``nn.Module`` applying ``act`` elementwise (gated forms: ``m(x, v)`` or ``m(xv)``).
 
+    ``act``: an Activation, a catalogue name, a formula string or a SymPy expression
+    (as for :func:`codegen_spec`).
+
     ``trainable``: names of parameters of ``act`` to register as ``nn.Parameter``
     (initialised at their current values; the others are baked in as constants).
     ``compile=True`` returns ``torch.compile(module, **compile_kwargs)``.
     ``prefer_builtins=True`` trades accuracy for eager speed (see :func:`codegen_spec`).
-    The module carries ``activation`` (the object it was generated from).
+    The module carries ``activation`` (the Activation or expression it was generated from).
+
+    >>> import torch
+    >>> torch_module("squareplus", trainable=("b",))(torch.tensor([0.0, 3.0]))
+    tensor([1.0000, 3.3028], grad_fn=<_SquareplusFunctionBackward>)
     """
+    if isinstance(act, str):
+        act = symact_activation(act)
     spec = codegen_spec(act, trainable, name=name, class_name=class_name, prefer_builtins=prefer_builtins)
     namespace = _load(_source(spec), spec.class_name)
     module = namespace[spec.class_name]()

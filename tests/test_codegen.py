@@ -563,6 +563,17 @@ def test_module_follows_nn_conventions():
         torch_module(act, trainable=("beta",))
 
 
+def test_catalogue_names_and_formula_strings_are_accepted():
+    t = torch.linspace(-6, 6, 97, dtype=torch.float64)
+    by_name = torch_module("gelu")
+    assert by_name.activation == symact.activation("gelu")
+    torch.testing.assert_close(by_name(t), torch.nn.functional.gelu(t), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(torch_function("x*sigmoid(x)").apply(t), torch.nn.functional.silu(t),
+                               rtol=1e-12, atol=1e-15)
+    with pytest.raises(symact.errors.UnknownActivationError, match="did you mean .*'gelu'"):
+        torch_module("gleu")
+
+
 def test_generated_code_uses_float_constants_and_safe_builtins():
     gelu = generated_source(X * (1 + sympy.erf(X / sympy.sqrt(2))) / 2, name="gelu")
     assert "_ndtr(x)" in gelu and "torch.sqrt(2" not in gelu
