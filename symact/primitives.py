@@ -854,6 +854,16 @@ def hazards(expr: sympy.Expr, inputs: tuple | None = None) -> Hazards:
     return Hazards(overflow, cancellation, int(sympy.count_ops(expr)))
 
 
+def _sums_of_one_sign(expr: sympy.Expr, inputs) -> bool:
+    """True when every sum in ``expr`` that depends on the inputs has terms SymPy proves
+    to be all >= 0 or all <= 0 for real inputs (so no sum can cancel)."""
+    for e in sympy.preorder_traversal(expr):
+        if isinstance(e, Add) and e.has(*inputs):
+            if not (all(t.is_nonnegative for t in e.args) or all(t.is_nonpositive for t in e.args)):
+                return False
+    return True
+
+
 def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
     forms = [derivative]
     symbols = [s for s in inputs if derivative.has(s)]
@@ -889,9 +899,9 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
     if inputs is None:
         inputs = tuple(s for s in expr.free_symbols if s.name in ("x", "v"))
     inputs = tuple(inputs) or (symbol,)
-    raw = sympy.diff(safe_form(expr, inputs), symbol)
-    raw = raw.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
-    base = safe_form(raw, inputs)
+    def differentiated(form: sympy.Expr) -> sympy.Expr:
+        raw = sympy.diff(form, symbol).replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
+        return safe_form(raw, inputs)
 
     def best(*forms: sympy.Expr) -> sympy.Expr:
         return min((f for e in forms for f in _candidates(e, inputs)), key=lambda f: hazards(f, inputs).key())
@@ -903,11 +913,22 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
             earlier.append(condition)
         return sympy.Piecewise(*pieces)
 
+    safe = safe_form(expr, inputs)
+    forms = [differentiated(safe)]
+    if safe != expr:
+        # A patch that keeps the value accurate (tanhshrink's continued fraction below
+        # |x| = 2) may differentiate to a long form (a degree-24 ratio) where the formula's
+        # own derivative needs no patch ((x - tanh x)' = tanh(x)**2).  That derivative
+        # competes only when it provably cannot cancel or overflow: the hazard count does
+        # not see every cancellation (sinc' = (cos x - sin(x)/x)/x near 0).
+        plain = differentiated(expr)
+        if hazards(plain, inputs).overflow == 0 and _sums_of_one_sign(plain, inputs):
+            forms.append(plain)
     # choose inside each Piecewise branch (the transforms do not reach into branches)
-    base = base.replace(lambda e: isinstance(e, sympy.Piecewise), branches)
+    forms = [f.replace(lambda e: isinstance(e, sympy.Piecewise), branches) for f in forms]
     # a branch choice can collapse a Piecewise and expose a pattern of the safe form
     # (xatlu': x/(x**2 + 1) + the arctangent's tail), so the chosen form is made safe once more
-    return safe_form(best(base), inputs)
+    return safe_form(best(*forms), inputs)
 
 
 def _signed_branch_forms(value: sympy.Expr, condition, earlier: list, inputs) -> list[sympy.Expr]:

@@ -157,6 +157,18 @@ def test_tanhshrink_keeps_relative_accuracy_near_0():
     _assert_double_precision_accuracy(naive, safe, (-1.99, -0.6, 1e-3, 1e-6, 1.3, 2.5))
 
 
+def test_a_patch_for_the_value_stays_out_of_a_derivative_that_needs_none():
+    """tanhshrink's continued-fraction patch differentiates to a degree-24 ratio, but
+    (x - tanh x)' = tanh(x)**2 has no sum that could cancel; sinc' = (cos x - sin(x)/x)/x
+    cancels near 0, so there the patch's derivative (its Taylor polynomial) stays."""
+    tanhshrink = x - sympy.tanh(x)
+    derivative = safe_derivative(tanhshrink, x)
+    assert not derivative.has(sympy.Piecewise)
+    assert sympy.simplify((derivative - sympy.diff(tanhshrink, x)).rewrite(sympy.exp)) == 0
+    _assert_double_precision_accuracy(sympy.diff(tanhshrink, x), derivative, (-1.99, -0.6, 1e-3, 1e-6, 1.3, 2.5))
+    assert safe_derivative(sympy.sinc(x), x).has(sympy.Piecewise)
+
+
 def test_xatlu_derivative_keeps_relative_accuracy_for_large_negative_x():
     """x/(x**2 + 1) + pi/2 + atan(x) ~ 2/(3|x|**3) for x -> -oo from terms ~1/|x|: below x = -1
     the safe derivative is Gauss's continued fraction for atan, as a ratio of positive polynomials."""
