@@ -273,7 +273,29 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         lambda e: e.is_number and not e.is_Atom and not isinstance(e, sympy.logic.boolalg.Boolean),
         lambda e: sympy.Float(sympy.N(e, 30), 30),
     )
-    return expr
+    return expr.replace(lambda e: isinstance(e, Mul), lambda e: _distribute_coefficient(e, inputs))
+
+
+def _distribute_coefficient(product: Mul, inputs: tuple) -> sympy.Expr:
+    """c*P(x)*rest -> (c*P)(x)*rest for a number c and a polynomial P with number coefficients.
+
+    Factoring leaves integer polynomials and a scale: GELU-tanh's argument is
+    sqrt(2/pi)/100000 * x*(8943*x**2 + 200000).  With the scale inside, the multiplication
+    by c disappears (one pass fewer each way) and every intermediate is the size of the
+    result (200000 would be inf in float16).
+    Only for a P whose terms share one sign: c*a - c*b, with each product rounded,
+    loses the accuracy of an exact a - b near a root of P.
+    """
+    coefficient, rest = product.as_coeff_Mul()
+    factors = Mul.make_args(rest)
+    if coefficient in (S.One, S.NegativeOne):
+        return product
+    for i, factor in enumerate(factors):
+        if (isinstance(factor, Add) and factor.free_symbols <= set(inputs) and factor.is_polynomial(*inputs)
+                and (all(t.is_nonnegative for t in factor.args) or all(t.is_nonpositive for t in factor.args))):
+            scaled = Add(*[coefficient * term for term in factor.args])
+            return Mul(*factors[:i], scaled, *factors[i + 1:])
+    return product
 
 
 # --------------------------------------------------------------------------- emitter
