@@ -746,16 +746,31 @@ def _blockwise(fn, *tensors):
     if (n < 4 * block or first.device.type != "cpu" or torch.compiler.is_compiling()
             or any(type(t) is not torch.Tensor or t.shape != first.shape or not t.is_contiguous()
                    or torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)):
-        return fn(*tensors)
+        return _in_float32(fn, *tensors)
     flat = [t.view(-1) for t in tensors]
     results = None
     for start in range(0, n, block):
-        parts = fn(*(f[start:start + block] for f in flat))
+        parts = _in_float32(fn, *(f[start:start + block] for f in flat))
         if results is None:  # not views: autograd.Function outputs must allow in-place use
             results = [torch.empty(first.shape, dtype=p.dtype, device=p.device) for p in parts]
         for result, part in zip(results, parts):
             result.view(-1)[start:start + block].copy_(part)
     return tuple(results)
+
+
+def _in_float32(fn, *tensors):
+    """fn(*tensors); for float16 and bfloat16 inputs computed in float32 and rounded back once.
+
+    PyTorch's own kernels compute these types in float32.  Generated code run in float16
+    overflows in its intermediates (x**2 from |x| = 256, a squared denominator sooner)
+    and rounds every step to 8 or 11 bits; in float32 each result is within an ulp of
+    its type.  Differentiable: the conversions are recorded like any op.
+    """
+    dtype = tensors[0].dtype
+    if dtype not in (torch.float16, torch.bfloat16):
+        return fn(*tensors)
+    results = fn(*(t.float() if t.is_floating_point() else t for t in tensors))
+    return tuple(r.to(dtype) for r in results)
 
 
 # The exact splits below clear the low half of the significand bits (one integer op).

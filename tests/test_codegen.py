@@ -366,6 +366,38 @@ def test_finite_on_wide_range_wherever_the_function_is(name, dtype):
             assert torch.isfinite(g[i]), f"{name}'({p}) = {g[i].item()} but exact is {slopes[i]}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("name", SINGLE)
+def test_half_precision_within_two_ulps_of_mpmath(name, dtype):
+    """float16 and bfloat16 are computed in float32 and rounded once, like PyTorch's own kernels.
+
+    Run in float16 itself, GELU-tanh's factored argument (200000 + 8943*x**2) was inf
+    everywhere, and squared denominators (elephant', bent_identity', pade') overflowed
+    from |x| = 16-30.  Criterion: wherever |exact| is below half the format's maximum,
+    value and gradient are within 2 ulps of it (one rounding of a float32 result that
+    may itself come from the saved, rounded output), plus an absolute floor for
+    gradual underflow.
+    """
+    finfo = torch.finfo(dtype)
+    floor = max(finfo.tiny * finfo.eps, 1e-30)  # float32 intermediates underflow near 1e-38
+    rounded = torch.tensor(np.concatenate([POINTS64, WIDE_POINTS])).to(dtype)
+    points = _away_from_kinks(name, np.unique(rounded.double().numpy()))
+    t = torch.tensor(points).to(dtype).requires_grad_(True)
+    y = torch_module(ENTRIES[name])(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    (g_graph,) = torch.autograd.grad(torch_module(ENTRIES[name])(t).sum(), t, create_graph=True)
+    assert y.dtype == g.dtype == g_graph.dtype == dtype
+    torch.testing.assert_close(g_graph.detach(), g, rtol=2 * finfo.eps, atol=floor)
+    for which, computed in (("value", y), ("derivative", g)):
+        exact = np.array([float(v) for v in _reference(name, which, tuple(points.tolist()))])
+        computed = computed.detach().double().numpy()
+        representable = np.abs(exact) <= finfo.max / 2
+        computed, exact, points_kept = computed[representable], exact[representable], points[representable]
+        bad = ~(np.abs(computed - exact) <= 2 * finfo.eps * np.abs(exact) + floor)
+        assert not bad.any(), (f"{name} {which} in {dtype}: at x = {points_kept[bad][:4]} got {computed[bad][:4]}, "
+                               f"exact {exact[bad][:4]}")
+
+
 @functools.lru_cache(maxsize=None)
 def _second_derivative_magnitudes(name: str, points: tuple) -> list:
     """|phi''| at 50 digits (only its size matters here: is it below the format's maximum?)."""
