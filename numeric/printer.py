@@ -746,11 +746,11 @@ def _blockwise(fn, *tensors):
     if (n < 4 * block or first.device.type != "cpu" or torch.compiler.is_compiling()
             or any(type(t) is not torch.Tensor or t.shape != first.shape or not t.is_contiguous()
                    or torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)):
-        return _in_float32(fn, *tensors)
+        return _in_compute_dtype(fn, *tensors)
     flat = [t.view(-1) for t in tensors]
     results = None
     for start in range(0, n, block):
-        parts = _in_float32(fn, *(f[start:start + block] for f in flat))
+        parts = _in_compute_dtype(fn, *(f[start:start + block] for f in flat))
         if results is None:  # not views: autograd.Function outputs must allow in-place use
             results = [torch.empty(first.shape, dtype=p.dtype, device=p.device) for p in parts]
         for result, part in zip(results, parts):
@@ -758,18 +758,29 @@ def _blockwise(fn, *tensors):
     return tuple(results)
 
 
-def _in_float32(fn, *tensors):
-    """fn(*tensors); for float16 and bfloat16 inputs computed in float32 and rounded back once.
+def _in_compute_dtype(fn, *tensors):
+    """fn(*tensors) in the dtype the result should have, or in float32 for float16/bfloat16.
 
-    PyTorch's own kernels compute these types in float32.  Generated code run in float16
-    overflows in its intermediates (x**2 from |x| = 256, a squared denominator sooner)
-    and rounds every step to 8 or 11 bits; in float32 each result is within an ulp of
-    its type.  Differentiable: the conversions are recorded like any op.
+    The result dtype is the promotion of the input-shaped tensors (0-dim parameters do
+    not promote, as in PyTorch); integer and bool inputs give the default float dtype, as
+    torch.exp does.  float16 and bfloat16 are computed in float32 and rounded back once,
+    as PyTorch's own kernels do: run in float16 itself, generated code overflows in its
+    intermediates (x**2 from |x| = 256, a squared denominator sooner) and rounds every
+    step to 8 or 11 bits.  Differentiable: the conversions are recorded like any op.
     """
     dtype = tensors[0].dtype
-    if dtype not in (torch.float16, torch.bfloat16):
+    for t in tensors[1:]:
+        if t.dim() > 0:
+            dtype = torch.promote_types(dtype, t.dtype)
+    if dtype.is_complex:
+        raise TypeError(f"generated activations are real functions, but the input is {dtype}; "
+                        "pass a real tensor (x.real, x.abs() ...)")
+    if not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    if all(t.dtype == compute for t in tensors):
         return fn(*tensors)
-    results = fn(*(t.float() if t.is_floating_point() else t for t in tensors))
+    results = fn(*(t.to(compute) for t in tensors))
     return tuple(r.to(dtype) for r in results)
 
 

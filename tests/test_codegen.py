@@ -398,6 +398,18 @@ def test_half_precision_within_two_ulps_of_mpmath(name, dtype):
                                f"exact {exact[bad][:4]}")
 
 
+def test_integer_inputs_promote_like_torch_exp_and_complex_inputs_are_refused():
+    ints = torch.arange(-3, 4)
+    for name, builtin in (("gelu", torch.nn.functional.gelu), ("softplus", torch.nn.functional.softplus),
+                          ("gelu_tanh", functools.partial(torch.nn.functional.gelu, approximate="tanh"))):
+        y = torch_module(name)(ints)  # gelu once returned int64 values (x * Phi(x) truncated)
+        assert y.dtype == torch.get_default_dtype()
+        torch.testing.assert_close(y, builtin(ints.to(y.dtype)))
+    torch.testing.assert_close(torch_module("elu")(torch.tensor([True, False])), torch.tensor([1.0, 0.0]))
+    with pytest.raises(TypeError, match="real functions.*complex64"):
+        torch_module("gelu")(torch.randn(3, dtype=torch.complex64))
+
+
 @functools.lru_cache(maxsize=None)
 def _second_derivative_magnitudes(name: str, points: tuple) -> list:
     """|phi''| at 50 digits (only its size matters here: is it below the format's maximum?)."""
