@@ -256,6 +256,18 @@ class Activation:
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
+    # A value: copies are the object itself (copy.deepcopy of a model that holds one, for an
+    # EMA or a checkpoint, must work), and pickle stores the parameters as a dict, since it
+    # cannot store the read-only view.
+    def __reduce__(self):
+        return (type(self), (self.name, self.expr, dict(self.params), self.inputs, self.source, self.torch_spec))
+
+    def __copy__(self) -> "Activation":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Activation":
+        return self
+
     # ------------------------------------------------------------------ basics
     def __repr__(self) -> str:
         extra = "".join(f", {p.name}={val}" for p, val in self.params.items())

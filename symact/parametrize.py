@@ -142,6 +142,16 @@ class ParameterActivation:
 
     W = W  # class attribute: the weight symbol (real)
 
+    # A value, like Activation: copies are the object itself, pickle stores params as a dict.
+    def __reduce__(self):
+        return (type(self), (self.name, self.g, dict(self.params), self.requested_domain))
+
+    def __copy__(self) -> "ParameterActivation":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "ParameterActivation":
+        return self
+
     # ---------------------------------------------------------------- W side
     @functools.cached_property
     def derivative(self) -> sp.Expr:

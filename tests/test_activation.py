@@ -207,3 +207,17 @@ def test_symact_imports_only_sympy():
     code = "import sys, symact; print(sorted(m for m in ('torch', 'numpy', 'networkx', 'numeric', 'graphs', 'analysis') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("spec, params", [("gelu", {}), ("leaky_relu", {"negative_slope": 0.2}),
+                                          ("x*sigmoid(beta*x)", {"beta": 2}), ("swiglu", {})])
+def test_activations_pickle_and_copy_as_values(spec, params):
+    """pickle keeps formula, parameters and inputs; copies are the (immutable) object itself."""
+    import copy
+    import pickle
+
+    a = symact.activation(spec, **params)
+    restored = pickle.loads(pickle.dumps(a))
+    assert restored == a and restored.name == a.name and dict(restored.params) == dict(a.params)
+    assert restored.derivative().expr == a.derivative().expr
+    assert copy.deepcopy(a) is a and copy.copy(a) is a

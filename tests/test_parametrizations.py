@@ -129,3 +129,21 @@ def test_factory_and_repr():
     with pytest.raises(Exception, match="signed"):
         parametrization("exp", signed="mirror")
     assert numeric.parametrize_model is parametrize_model
+
+
+def test_parametrized_model_deepcopies_and_its_parameter_activation_pickles():
+    import copy
+    import pickle
+
+    import symact
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3))
+    parametrize_model(model, "exp", signed="difference")
+    copied = copy.deepcopy(model)
+    t = torch.randn(5, 3)
+    torch.testing.assert_close(copied(t), model(t), rtol=0, atol=0)
+    pa = symact.parameter_activation("W*Abs(W)**(alpha - 1)", alpha=3)
+    restored = pickle.loads(pickle.dumps(pa))
+    assert restored.g == pa.g and dict(restored.params) == dict(pa.params)
+    assert restored.effective_learning_rate == pa.effective_learning_rate
