@@ -578,13 +578,27 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
         act = symact_activation(act)
     spec = codegen_spec(act, trainable, name=name, class_name=class_name, prefer_builtins=prefer_builtins)
     namespace = _load(_source(spec), spec.class_name)
-    module = namespace[spec.class_name]()
+    cls = namespace[spec.class_name]
+    cls.__reduce_ex__ = _reduce_generated_module
+    module = cls()
     module.activation = act
+    module._symact_recipe = (act, tuple(trainable), name, class_name, prefer_builtins)
     if compile:
         import torch  # lazy: `import numeric` must not import torch
 
         return torch.compile(module, **compile_kwargs)
     return module
+
+
+def _reduce_generated_module(module, protocol):
+    """Pickle support (torch.save(model)): the class lives in a module made at run time,
+    which pickle cannot import by name, so unpickling regenerates it from the activation
+    (the same source, so the same class) and then restores the module's state."""
+    return (_rebuild_generated_module, module._symact_recipe, module.__dict__.copy())
+
+
+def _rebuild_generated_module(act, trainable, name, class_name, prefer_builtins):
+    return torch_module(act, trainable, name=name, class_name=class_name, prefer_builtins=prefer_builtins)
 
 
 def export_module(act: Any, path: str | Path, class_name: str | None = None, trainable: Iterable = (),

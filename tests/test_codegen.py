@@ -7,6 +7,7 @@ PyTorch built-ins, and torch.autograd.gradcheck's finite differences.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import math
@@ -645,6 +646,27 @@ def test_distinct_activations_get_distinct_code_objects():
     b = torch_function(sympy.tanh(X), name="tanh")
     assert a.forward.__code__ is not b.forward.__code__
     assert a.forward.__code__.co_filename != b.forward.__code__.co_filename
+
+
+def test_models_with_generated_modules_deepcopy_and_torch_save(tmp_path):
+    """copy.deepcopy (EMA, checkpoints) and torch.save(model) work, and a fresh interpreter
+    loads the pickle (the generated class is regenerated there from the activation)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch_module("squareplus", trainable=("b",)),
+                                torch_module(symact.activation("gelu")), torch_module(X**3 + X, name="cubic"))
+    with torch.no_grad():
+        model[1].b.fill_(2.5)
+    t = torch.linspace(-2, 2, 12).reshape(4, 3)
+    copied = copy.deepcopy(model)
+    torch.testing.assert_close(copied(t), model(t), rtol=0, atol=0)
+    assert copied[1].b is not model[1].b and copied[1].b.item() == 2.5
+    torch.save({"model": model, "input": t, "output": model(t).detach()}, tmp_path / "model.pt")
+    code = ("import sys, torch; d = torch.load(sys.argv[1], weights_only=False); "
+            "torch.testing.assert_close(d['model'](d['input']), d['output'], rtol=0, atol=0); "
+            "assert d['model'][1].b.item() == 2.5")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model.pt")], capture_output=True,
+                            text=True, cwd=str(__import__("pathlib").Path(codegen.__file__).parents[1]))
+    assert result.returncode == 0, result.stderr
 
 
 def test_import_numeric_does_not_import_torch():
