@@ -41,7 +41,8 @@ import sympy
 from sympy import Add, Mul, Pow, S
 
 from symact.errors import FormulaError
-from symact.primitives import Expm1, Log1p, LogSigmoid, NormalCdf, Sigmoid, Softplus, split_numeric_factor
+from symact.primitives import (Expm1, Log1p, LogSigmoid, NormalCdf, Sigmoid, Softplus, one_signed_sum,
+                               split_numeric_factor)
 
 __all__ = ["emit_function", "prepare", "fuse_builtins", "number_literal", "SOFTPLUS_THRESHOLD", "PRELUDE"]
 
@@ -292,7 +293,7 @@ def _distribute_coefficient(product: Mul, inputs: tuple) -> sympy.Expr:
         return product
     for i, factor in enumerate(factors):
         if (isinstance(factor, Add) and factor.free_symbols <= set(inputs) and factor.is_polynomial(*inputs)
-                and (all(t.is_nonnegative for t in factor.args) or all(t.is_nonpositive for t in factor.args))):
+                and one_signed_sum(factor)):
             scaled = Add(*[coefficient * term for term in factor.args])
             return Mul(*factors[:i], scaled, *factors[i + 1:])
     return product

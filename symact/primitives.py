@@ -854,14 +854,15 @@ def hazards(expr: sympy.Expr, inputs: tuple | None = None) -> Hazards:
     return Hazards(overflow, cancellation, int(sympy.count_ops(expr)))
 
 
+def one_signed_sum(add: sympy.Expr) -> bool:
+    """True when SymPy proves the terms of ``add`` all >= 0 or all <= 0 (the sum cannot cancel)."""
+    terms = Add.make_args(add)
+    return all(t.is_nonnegative for t in terms) or all(t.is_nonpositive for t in terms)
+
+
 def _sums_of_one_sign(expr: sympy.Expr, inputs) -> bool:
-    """True when every sum in ``expr`` that depends on the inputs has terms SymPy proves
-    to be all >= 0 or all <= 0 for real inputs (so no sum can cancel)."""
-    for e in sympy.preorder_traversal(expr):
-        if isinstance(e, Add) and e.has(*inputs):
-            if not (all(t.is_nonnegative for t in e.args) or all(t.is_nonpositive for t in e.args)):
-                return False
-    return True
+    """True when every sum in ``expr`` that depends on the inputs is a :func:`one_signed_sum`."""
+    return all(one_signed_sum(e) for e in sympy.preorder_traversal(expr) if isinstance(e, Add) and e.has(*inputs))
 
 
 def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
@@ -899,6 +900,7 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
     if inputs is None:
         inputs = tuple(s for s in expr.free_symbols if s.name in ("x", "v"))
     inputs = tuple(inputs) or (symbol,)
+
     def differentiated(form: sympy.Expr) -> sympy.Expr:
         raw = sympy.diff(form, symbol).replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
         return safe_form(raw, inputs)
