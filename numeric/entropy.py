@@ -329,7 +329,8 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
 
     ``dps`` given: ``p`` is a 1-D sequence (numbers, strings or mpf), the solve runs in mpmath with
     ``dps + 10`` working digits and ``gamma``/``p`` come back as mpf at ``dps`` digits.
-    ``dps=None``: ``p`` is a tensor (float32/float64, any shape); each slice along ``dim`` is
+    ``dps=None``: ``p`` is a tensor (float32/float64, any shape; a list of Python floats is
+    solved in float64, a NumPy array in its own dtype); each slice along ``dim`` is
     solved independently; ``gamma`` keeps ``dim`` with size 1 so ``p ** gamma`` broadcasts.
     ``short_rows`` (torch only): see :func:`solve_entropy_gamma`.
 
@@ -344,7 +345,9 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
                 raise DomainError("the mpmath back end (dps given) takes one distribution: pass a 1-D tensor or sequence")
             p = p.tolist()
         return _entropy_normalize_mp(p, target_entropy, int(dps), max_iterations)
-    p = torch.as_tensor(p)
+    if not isinstance(p, torch.Tensor):
+        # Python floats are doubles: a list solved in the default float32 would lose half their digits
+        p = torch.as_tensor(p, dtype=None if getattr(p, "dtype", None) is not None else torch.float64)
     if not p.is_floating_point():
         p = p.to(torch.get_default_dtype())
     if torch.isnan(p).any() or torch.isinf(p).any() or (p < 0).any():

@@ -58,13 +58,21 @@ def _as_exprs(p: Sequence) -> tuple[sympy.Expr, ...]:
     return exprs
 
 
+def _support(ps: tuple[sympy.Expr, ...]) -> tuple[sympy.Expr, ...]:
+    """The probabilities that are not exactly 0: 0*log(0) is 0 (its limit), not SymPy's nan."""
+    return tuple(pi for pi in ps if not pi.is_zero)
+
+
 def entropy(p: Sequence) -> sympy.Expr:
-    r"""Shannon entropy :math:`-\sum_i p_i \log p_i` (natural log) of the given probabilities.
+    r"""Shannon entropy :math:`-\sum_i p_i \log p_i` (natural log) of the given probabilities,
+    with :math:`0 \log 0 = 0`.
 
     >>> entropy([sympy.Rational(1, 2), sympy.Rational(1, 2)])
     log(2)
+    >>> entropy([1, 0])
+    0
     """
-    return sympy.expand_log(-sum(pi * sympy.log(pi) for pi in _as_exprs(p)), force=False)
+    return sympy.expand_log(-sum(pi * sympy.log(pi) for pi in _support(_as_exprs(p))), force=False)
 
 
 def powered_distribution(p: Sequence, gamma) -> tuple[sympy.Expr, ...]:
@@ -84,7 +92,7 @@ def entropy_of_power(p: Sequence, gamma) -> sympy.Expr:
     :math:`\log Z - \gamma\,\mathbb E_{\tilde p}[\log p]` with :math:`Z = \sum_j p_j^\gamma`
     (equal to :math:`-\sum \tilde p_i\log\tilde p_i` because
     :math:`\log\tilde p_i = \gamma\log p_i - \log Z`)."""
-    ps = _as_exprs(p)
+    ps = _support(_as_exprs(p))  # a zero probability stays 0 under a positive power
     gamma = sympy.sympify(gamma)
     weights = [pi**gamma for pi in ps]
     total = sum(weights)
@@ -94,7 +102,7 @@ def entropy_of_power(p: Sequence, gamma) -> sympy.Expr:
 def log_moment(p: Sequence, order: int = 1, gamma=1) -> sympy.Expr:
     r""":math:`\mathbb E_{\tilde p(\gamma)}[(\log p)^k]`, the k-th moment of :math:`\log p` under the
     powered distribution (under :math:`p` itself for the default :math:`\gamma = 1`)."""
-    ps = _as_exprs(p)
+    ps = _support(_as_exprs(p))
     qs = powered_distribution(ps, gamma)
     return sum(q * sympy.log(pi) ** order for q, pi in zip(qs, ps))
 

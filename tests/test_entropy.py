@@ -239,3 +239,26 @@ def test_causal_mask_rows_with_small_support():
     report = entropy_normalize(torch.softmax(logits.detach(), -1), 0.9, short_rows="uniform").report
     assert report.short_rows == 2
     assert torch.autograd.gradcheck(module, (logits,), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_zero_probabilities_contribute_nothing():
+    """0*log(0) = 0, the limit of p*log(p): a zero entry changes no entropy (SymPy alone gives nan)."""
+    from symact.entropy import entropy, entropy_of_power, log_variance
+
+    half, quarter = sympy.Rational(1, 2), sympy.Rational(1, 4)
+    assert entropy([1, 0]) == 0
+    assert entropy([half, quarter, quarter, 0]) == entropy([half, quarter, quarter])
+    g = sympy.Rational(3, 2)
+    assert sympy.simplify(entropy_of_power([half, quarter, quarter, 0], g) - entropy_of_power([half, quarter, quarter], g)) == 0
+    assert sympy.simplify(log_variance([half, quarter, quarter, 0]) - log_variance([half, quarter, quarter])) == 0
+
+
+def test_list_of_python_floats_is_solved_in_double_precision():
+    """A list of Python floats (doubles) is solved in float64, not the default float32."""
+    import numeric
+
+    p = [0.5, 0.2, 0.15, 0.1, 0.05]
+    fast = numeric.entropy_normalize(p, 1)
+    exact = numeric.entropy_normalize([str(v) for v in p], 1, dps=30)
+    assert fast.gamma.dtype == torch.float64
+    assert abs(float(fast.gamma) - float(exact.gamma)) < 1e-12 * float(exact.gamma)
