@@ -91,6 +91,13 @@ def _parameter(expr: sympy.Expr, parameter) -> sympy.Symbol:
 def _with_parameter(candidate, parameter) -> tuple[sympy.Expr, sympy.Symbol]:
     name = parameter.name if isinstance(parameter, sympy.Symbol) else str(parameter)
     keep = [parameter] if isinstance(parameter, sympy.Symbol) else [sympy.Symbol(name)]
+    if isinstance(candidate, str):
+        import symact
+
+        candidate = symact.activation(candidate)
+    declared = sorted(s.name for s in getattr(candidate, "params", {}))
+    if declared and name not in declared:
+        raise FormulaError(f"parameter {name!r} is not a parameter of the candidate; its parameters are {declared}")
     expr = _expression(candidate, keep)
     return expr, _parameter(expr, parameter)
 
@@ -111,9 +118,13 @@ def match_conditions(candidate, target, parameter, conditions: Sequence[str] = (
 
     ``conditions``: names ``"value"`` (k=0), ``"slope"`` (k=1), ``"curvature"`` (k=2) or
     ``"derivative:k"``.  Returns ``{condition: tuple of solutions}`` (SymPy numbers or expressions,
-    restricted by the parameter's assumptions; an empty tuple when no value satisfies it, e.g.
-    squareplus's slope at 0 is 1/2 for every b).
+    restricted by the parameter's assumptions; an empty tuple when no value satisfies it).  A
+    condition that holds for every value raises :class:`DomainError` (squareplus's slope at 0 is
+    1/2 for every b, so squareplus vs softplus takes ``["value", "curvature"]``).  One condition
+    may be given as a string.
     """
+    if isinstance(conditions, str):
+        conditions = (conditions,)
     cand, p = _with_parameter(candidate, parameter)
     targ = _expression(target)
     a = sympy.sympify(at)
@@ -255,6 +266,35 @@ def _singular_points(expr: sympy.Expr) -> list[sympy.Expr]:
     return sorted(points, key=float)
 
 
+def _exact_fit(error: sympy.Expr, p: sympy.Symbol, e_f, domain: float, dps: int):
+    """A real parameter value at which the error vanishes identically (the candidate family
+    contains the target: swish(beta) and silu, leaky_relu and relu), else None.
+
+    Candidates solve e(x0, p) = 0 at two points on either side of 0; one is accepted when
+    the error simplifies to 0 there, or is below 10**-(dps + 5) on a grid over the domain
+    at dps + 20 digits."""
+    for x0 in (sympy.Rational(7, 5), sympy.Rational(-7, 5)):
+        at_x0 = sympy.piecewise_fold(error.subs(X, x0))
+        if p not in at_x0.free_symbols:
+            continue
+        try:
+            solutions = sympy.solve(at_x0, p)
+        except (NotImplementedError, ValueError, TypeError):
+            continue
+        for s in solutions:
+            if not (s.is_number and s.is_real):
+                continue
+            if sympy.simplify(error.subs(p, s)) == 0:
+                return s
+            with mpmath.workdps(dps + 20):
+                value = mpmath.mpf(sympy.N(s, dps + 20))
+                top = mpmath.asinh(domain)
+                grid = [mpmath.sinh(-top + 2 * top * i / 200) for i in range(201)]
+                if all(abs(e_f(xi, value)) < mpmath.mpf(10) ** -(dps + 5) for xi in grid):
+                    return s
+    return None
+
+
 def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple | None = None,
             domain: float = 200, grid: int = 400) -> MinimaxResult:
     r"""The parameter minimising :math:`\max_{|x| \le L}|c_p(x) - t(x)|` (L = ``domain``), in mpmath.
@@ -267,6 +307,9 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     the optimum must have equal :math:`|e|` (equioscillation), an equation in p solved by the
     secant method to ``dps`` digits (with ``dps + 15`` working digits).  If one branch is maximal on
     both sides, the optimum is its stationary point :math:`\partial_p e = 0` (envelope theorem).
+
+    When the family contains the target (swish(beta) and silu at beta = 1), that parameter value
+    is returned exactly with ``max_error`` 0 and no abscissae.
 
     Raises :class:`DomainError` when the optimum runs to an end of ``parameter_range`` (e.g.
     softplus(beta) vs relu: the error :math:`\ln 2/\beta` only shrinks as beta grows) or when the
@@ -281,6 +324,10 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     if extra:
         raise FormulaError(f"the error has unassigned symbols {sorted(map(str, extra))}; give them values")
     e_f = sympy.lambdify((X, p), error, "mpmath")
+    exact = _exact_fit(error, p, e_f, domain, dps)
+    if exact is not None:
+        with mpmath.workdps(dps):
+            return MinimaxResult(p, mpmath.mpf(sympy.N(exact, dps + 5)), mpmath.mpf(0), (), (), error, dps)
     de_f = sympy.lambdify((X, p), sympy.diff(error, X), "mpmath")
     dp_f = sympy.lambdify((X, p), sympy.diff(error, p), "mpmath")
     kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(error)]

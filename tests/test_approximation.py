@@ -13,7 +13,7 @@ from analysis.approximation import (
     match_conditions,
     minimax,
 )
-from symact.errors import DomainError
+from symact.errors import DomainError, FormulaError
 
 x = sympy.Symbol("x", real=True)
 b = sympy.Symbol("b", positive=True)
@@ -169,3 +169,18 @@ def test_catalogue_names_work_as_candidates_and_targets():
     assert abs(result.parameter_value - plain.parameter_value) < mpmath.mpf(10) ** -18
     # SAU vs leaky ReLU: equal at 0 needs sigma = 0, outside sigma > 0
     assert match_conditions("sau", "leaky_relu", "sigma", ["value"]) == {"value": ()}
+
+
+def test_minimax_of_a_family_that_contains_the_target_is_exact():
+    """swish(beta) is silu at beta = 1 and leaky_relu is relu at slope 0: the best uniform
+    approximation has error 0 there (the search alone stopped at beta = 1 + 7e-8, error 3e-8)."""
+    r = minimax("swish", "silu", "beta", dps=20)
+    assert r.parameter_value == 1 and r.max_error == 0
+    r = minimax("leaky_relu", "relu", "negative_slope")
+    assert r.parameter_value == 0 and r.max_error == 0
+
+
+def test_match_conditions_takes_one_condition_as_a_string_and_names_the_parameters():
+    assert match_conditions("squareplus", "softplus", "b", "value") == {"value": (4 * sympy.log(2) ** 2,)}
+    with pytest.raises(FormulaError, match=r"its parameters are \['b'\]"):
+        match_conditions("squareplus", "softplus", "c", "value")
