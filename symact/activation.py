@@ -31,10 +31,10 @@ from sympy.core.function import AppliedUndef
 from sympy.parsing.sympy_parser import (
     TokenError,
     convert_xor,
-    parse_expr,
     standard_transformations,
 )
 
+from ._safe_parse import safe_number, safe_parse, sympy_vocabulary
 from .errors import (
     FormulaError,
     NoInverseError,
@@ -101,19 +101,29 @@ FORMULA_NAMESPACE: Mapping[str, Any] = MappingProxyType(
 
 
 def _exact_number(value: Any, name: str) -> sympy.Expr:
-    """A parameter value as a SymPy number; Python floats become the exact decimal typed."""
+    """A parameter value as a SymPy number or expression, converted exactly.
+
+    Python floats and decimal strings become the exact decimal typed (0.2 and "0.2" are both 1/5);
+    a string must be a number ("1/3", "sqrt(2)", "pi/4"), never a formula or a name.
+    """
     if isinstance(value, bool):
         raise FormulaError(f"parameter {name!r} got a bool ({value}); pass a number")
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise FormulaError(f"parameter {name!r} is {value}; pass a finite number")
         return sympy.Rational(repr(value))
+    if isinstance(value, str):
+        return safe_number(value, name, f"parameter {name!r}")
     try:
-        result = sympy.sympify(value)
-    except (sympy.SympifyError, TypeError) as exc:
-        raise FormulaError(f"parameter {name!r}: cannot read {value!r} as a number ({exc})") from None
+        result = sympy.sympify(value, strict=True)
+    except (sympy.SympifyError, TypeError):
+        raise FormulaError(
+            f"parameter {name!r}: cannot read {value!r} ({type(value).__name__}) as a number; pass a number"
+        ) from None
     if not isinstance(result, sympy.Expr):
-        raise FormulaError(f"parameter {name!r}: {value!r} is not a number or expression")
+        raise FormulaError(f"parameter {name!r}: {value!r} is not a number or expression; pass a number")
+    if result.has(sympy.nan, sympy.zoo) or (result.is_number and result.is_finite is False):
+        raise FormulaError(f"parameter {name!r} is {result}; pass a finite number")
     return result
 
 
@@ -124,7 +134,10 @@ def parse_formula(text: str, params: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
     ``softplus``, ``relu``, ``heaviside``/``step``, ``Phi`` (standard normal CDF),
     ``max``/``min``/``abs``/``ln``/``arctan``.
 
-    Raises :class:`FormulaError` on a syntax error or a call of an unknown function.
+    The text is not run as Python code: it is evaluated with SymPy's expression names only (no
+    builtins), and string literals, attribute access and dunder names are refused.
+
+    Raises :class:`FormulaError` on a syntax error, a call of an unknown function, or a refused token.
 
     >>> parse_formula("x^2 + 1")
     x**2 + 1
@@ -136,8 +149,8 @@ def parse_formula(text: str, params: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
     for name in _bare_names(text):
         namespace.setdefault(name, sympy.Symbol(name, real=True))
     try:
-        expr = parse_expr(text, local_dict=namespace, transformations=_TRANSFORMATIONS)
-    except (SyntaxError, TokenError, TypeError, AttributeError) as exc:
+        expr = safe_parse(text, namespace, sympy_vocabulary(), _TRANSFORMATIONS)
+    except (SyntaxError, TokenError, TypeError, AttributeError, NameError) as exc:
         raise FormulaError(
             f"cannot parse the formula {text!r}: {exc}. Write it in Python/SymPy syntax in the "
             "input x, e.g. 'x*tanh(log(1+exp(x)))' ('^' also means power)."

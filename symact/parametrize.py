@@ -45,10 +45,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import sympy as sp
-from sympy.parsing.sympy_parser import parse_expr
+from sympy.core.function import AppliedUndef
 from tokenize import TokenError
 from types import MappingProxyType
 
+from ._safe_parse import safe_number, safe_parse
 from .errors import FormulaError, NoInverseError, UnknownSymbolError
 
 __all__ = [
@@ -250,7 +251,7 @@ class ParameterActivation:
             )
         new = dict(self.params)
         for key, value in params.items():
-            new[by_name[key]] = sp.sympify(value)
+            new[by_name[key]] = _param_value(key, value)
         return ParameterActivation(self.name, self.g, MappingProxyType(new), self.requested_domain)
 
     # ---------------------------------------------------------------- display
@@ -409,15 +410,26 @@ def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
     )
 
 
-def _safe_globals() -> dict[str, Any]:
-    """The vocabulary a formula string may use; every other name becomes a Symbol (then checked)."""
+def _vocabulary() -> dict[str, Any]:
+    """The names a formula string may use; every other name becomes a Symbol (then checked).
+
+    Evaluated by :func:`symact._safe_parse.safe_parse` (no builtins, no strings or attribute access)."""
     names = ["exp", "log", "sqrt", "Abs", "sign", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
-             "tanh", "asinh", "acosh", "atanh", "erf", "Max", "Min", "Piecewise", "Heaviside", "pi", "E",
-             "Integer", "Float", "Rational", "Symbol"]
+             "tanh", "asinh", "acosh", "atanh", "erf", "Max", "Min", "Piecewise", "Heaviside", "pi", "E"]
     env: dict[str, Any] = {n: getattr(sp, n) for n in names}
     env["softplus"] = lambda z: sp.log(1 + sp.exp(z))
     env["sigmoid"] = lambda z: 1 / (1 + sp.exp(-z))
     return env
+
+
+def _param_value(name: str, value: Any) -> sp.Expr:
+    """A parameter default as a SymPy value; a string must be a number (it is never run as code)."""
+    if isinstance(value, str):
+        return safe_number(value, name, f"parameter {name!r}")
+    try:
+        return sp.sympify(value, strict=True)
+    except sp.SympifyError:
+        raise FormulaError(f"parameter {name!r}: cannot read {value!r} as a number; pass a number") from None
 
 
 def _parse(g: str | sp.Expr, params: Mapping[str, Any]) -> tuple[str, sp.Expr, dict[sp.Symbol, sp.Expr]]:
@@ -426,16 +438,19 @@ def _parse(g: str | sp.Expr, params: Mapping[str, Any]) -> tuple[str, sp.Expr, d
     if isinstance(g, str) and g.strip() in _NAMED:
         name = g.strip()
         g, defaults = _NAMED[name]
-    values = {**defaults, **params}
-    symbols = {k: sp.Symbol(k, positive=True) if sp.sympify(v).is_positive else sp.Symbol(k, real=True)
+    values = {k: _param_value(k, v) for k, v in {**defaults, **params}.items()}
+    symbols = {k: sp.Symbol(k, positive=True) if v.is_positive else sp.Symbol(k, real=True)
                for k, v in values.items()}
     if isinstance(g, str):
         try:
-            expr = parse_expr(g, local_dict={"W": W, **symbols}, global_dict=_safe_globals())
-        except (sp.SympifyError, SyntaxError, TypeError, TokenError) as err:
+            expr = safe_parse(g, {"W": W, **symbols}, _vocabulary(), what="parameter activation")
+        except (sp.SympifyError, SyntaxError, TypeError, TokenError, NameError, AttributeError) as err:
             raise FormulaError(f"cannot parse parameter activation {g!r}: {err}. Write a formula in W, e.g. 'exp(W)'.") from err
     else:
-        expr = sp.sympify(g)
+        try:
+            expr = sp.sympify(g, strict=True)  # strict: never str() an unknown object and parse it
+        except sp.SympifyError:
+            raise FormulaError(f"cannot read {g!r} as a parameter activation; pass a formula string in W or a SymPy expression") from None
         # Accept a plain Symbol('W') (any assumptions) and the user's parameter symbols by name.
         expr = expr.subs({s: W for s in expr.free_symbols if s.name == "W"})
         expr = expr.subs({s: symbols[s.name] for s in expr.free_symbols if s.name in symbols})
@@ -447,12 +462,18 @@ def _parse(g: str | sp.Expr, params: Mapping[str, Any]) -> tuple[str, sp.Expr, d
             f"parameter activation {g!r} uses unknown symbol(s) {unknown}; write it in W and give each "
             f"parameter a default, e.g. parameter_activation({str(g)!r}, {unknown[0]}=1)."
         )
+    undefined = sorted({type(f).__name__ for f in expr.atoms(AppliedUndef)})
+    if undefined:
+        raise FormulaError(
+            f"parameter activation {g!r} calls unknown function(s) {', '.join(undefined)}; use "
+            "exp, log, sqrt, tanh, sigmoid, softplus, ... (SymPy functions)"
+        )
     if W not in expr.free_symbols:
         raise FormulaError(f"parameter activation {g!r} does not depend on W; write A as a formula in W.")
     unused = sorted(set(params) - {s.name for s in expr.free_symbols})
     if unused:
         raise UnknownSymbolError(f"parameter(s) {unused} do not appear in {expr}; remove them or use them in the formula.")
-    pars = {symbols[k]: sp.sympify(v) for k, v in values.items() if symbols[k] in expr.free_symbols}
+    pars = {symbols[k]: v for k, v in values.items() if symbols[k] in expr.free_symbols}
     return (name or str(expr)), expr, pars
 
 

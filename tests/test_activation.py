@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -221,3 +222,81 @@ def test_activations_pickle_and_copy_as_values(spec, params):
     assert restored == a and restored.name == a.name and dict(restored.params) == dict(a.params)
     assert restored.derivative().expr == a.derivative().expr
     assert copy.deepcopy(a) is a and copy.copy(a) is a
+
+
+# ------------------------------------------------- formula strings are not code
+def _attacks(marker):
+    # Each would create ``marker`` if the text were evaluated as Python with builtins (or handed to
+    # sympify, which evaluates strings): a direct import, a string argument that a SymPy function
+    # sympifies, and attribute walks to the builtins.
+    command = f"touch {marker}"
+    return [
+        f"__import__('os').system({command!r})",
+        f"x + __import__('os').system({command!r})",
+        f"sin({'__import__(' + repr('os') + ').system(' + repr(command) + ')'!r})",
+        f"x.__class__.__init__.__globals__['__builtins__']['__import__']('os').system({command!r})",
+        "x*exec(x)",
+        "x._repr_latex_()",
+    ]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_formula_strings_are_never_run_as_code(tmp_path, index):
+    marker = tmp_path / "pwned"
+    text = _attacks(marker)[index]
+    for build in (
+        lambda: symact.activation(text),
+        lambda: symact.parse_formula(text),
+        lambda: symact.activation("x*sigmoid(beta*x)", beta=text),
+        lambda: symact.activation("softplus").with_params(beta=text),
+        lambda: symact.activation("leaky_relu").subs(negative_slope=text),
+        lambda: symact.parameter_activation(re.sub(r"\bx\b", "W", text)),
+        lambda: symact.parameter_activation("powerprop", alpha=text),
+    ):
+        with pytest.raises(symact.FormulaError):
+            build()
+    assert not marker.exists()
+
+
+def test_formula_vocabulary_still_covers_sympy_functions():
+    # The restricted namespace keeps what formulas use: SymPy classes, sqrt, Piecewise/Eq, constants.
+    act = symact.activation("Piecewise((sqrt(x**2 + 1), Eq(x, 0)), (sinc(x) + erfc(x) + pi + E, True))")
+    assert act(2) == sympy.sinc(2) + sympy.erfc(2) + sympy.pi + sympy.E
+    assert act(0) == 1
+    assert symact.activation("x*gamma + beta", gamma=2, beta=1)(3) == 7
+
+
+# ------------------------------------------------- parameter values given as strings
+@pytest.mark.parametrize("build", [
+    lambda: symact.activation("softplus").with_params(beta="abc"),
+    lambda: symact.activation("softplus", beta="abc"),
+    lambda: symact.activation("x*sigmoid(beta*x)", beta="abc"),
+    lambda: symact.activation("x*sigmoid(beta*x)", beta="x + 1"),
+    lambda: symact.activation("x*sigmoid(beta*x)", beta="I"),
+    lambda: symact.activation("x*sigmoid(beta*x)", beta="nan"),
+    lambda: symact.activation("x*sigmoid(beta*x)", beta="oo"),
+    lambda: symact.parameter_activation("powerprop", alpha="abc"),
+])
+def test_non_numeric_parameter_strings_are_rejected_naming_the_parameter(build):
+    with pytest.raises(symact.FormulaError) as err:
+        build()
+    message = str(err.value)
+    assert "'beta'" in message or "'alpha'" in message
+    assert "pass a number" in message
+
+
+@pytest.mark.parametrize("text, number", [("0.2", 0.2), ("1e-3", 1e-3), ("0.30000000000000004", 0.1 + 0.2), ("-1.5", -1.5)])
+def test_numeric_parameter_strings_convert_like_floats(text, number):
+    from_string = symact.activation("leaky_relu", negative_slope=text)
+    from_float = symact.activation("leaky_relu", negative_slope=number)
+    assert from_string == from_float
+    # Exact: the decimal typed, as a rational (leaky_relu(-10) at slope 0.2 is -2, not -2.000...).
+    assert from_string.params[sympy.Symbol("negative_slope", real=True)] == sympy.Rational(text)
+    assert isinstance(from_string(-10), sympy.Rational)
+    assert from_string.with_params(negative_slope=text) == from_float
+
+
+def test_symbolic_number_strings_are_accepted():
+    act = symact.activation("x*sigmoid(beta*x)", beta="sqrt(2)/2")
+    assert act.params[sympy.Symbol("beta", real=True)] == sympy.sqrt(2) / 2
+    assert symact.activation("leaky_relu", negative_slope="1/3")(-3) == -1
