@@ -100,30 +100,30 @@ FORMULA_NAMESPACE: Mapping[str, Any] = MappingProxyType(
 )
 
 
-def _exact_number(value: Any, name: str) -> sympy.Expr:
+def _exact_number(value: Any, name: str, label: str | None = None) -> sympy.Expr:
     """A parameter value as a SymPy number or expression, converted exactly.
 
     Python floats and decimal strings become the exact decimal typed (0.2 and "0.2" are both 1/5);
-    a string must be a number ("1/3", "sqrt(2)", "pi/4"), never a formula or a name.
+    a string must be a number ("1/3", "sqrt(2)", "pi/4"), never a formula or a name.  ``label``
+    names the value in error messages (default: ``parameter 'name'``).
     """
+    label = label or f"parameter {name!r}"
     if isinstance(value, bool):
-        raise FormulaError(f"parameter {name!r} got a bool ({value}); pass a number")
+        raise FormulaError(f"{label} got a bool ({value}); pass a number")
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            raise FormulaError(f"parameter {name!r} is {value}; pass a finite number")
+            raise FormulaError(f"{label} is {value}; pass a finite number")
         return sympy.Rational(repr(value))
     if isinstance(value, str):
-        return safe_number(value, name, f"parameter {name!r}")
+        return safe_number(value, name, label)
     try:
         result = sympy.sympify(value, strict=True)
     except (sympy.SympifyError, TypeError):
-        raise FormulaError(
-            f"parameter {name!r}: cannot read {value!r} ({type(value).__name__}) as a number; pass a number"
-        ) from None
+        raise FormulaError(f"{label}: cannot read {value!r} ({type(value).__name__}) as a number; pass a number") from None
     if not isinstance(result, sympy.Expr):
-        raise FormulaError(f"parameter {name!r}: {value!r} is not a number or expression; pass a number")
+        raise FormulaError(f"{label}: {value!r} is not a number or expression; pass a number")
     if result.has(sympy.nan, sympy.zoo) or (result.is_number and result.is_finite is False):
-        raise FormulaError(f"parameter {name!r} is {result}; pass a finite number")
+        raise FormulaError(f"{label} is {result}; pass a finite number")
     return result
 
 
@@ -397,7 +397,8 @@ class Activation:
     def transformed(self, alpha: Any = None, beta: Any = None, gamma: Any = None, delta: Any = None) -> "Activation":
         """The DKS/TAT transform psi(x) = gamma * (phi(alpha*x + beta) + delta).
 
-        Arguments are numbers, SymPy expressions, or ``None``; a ``None`` argument
+        Arguments are finite real numbers (floats and numeric strings become exact rationals, as
+        parameter values do), SymPy expressions, or ``None``; a ``None`` argument
         becomes a new parameter symbol (``alpha``, ``beta``, ``gamma``, ``delta``,
         renamed with a ``_t`` suffix if the activation already has a parameter of that
         name) whose value is the identity transform's (1, 0, 1, 0).
@@ -510,12 +511,12 @@ class Activation:
 
 
 def _transform_value(value: Any, name: str) -> sympy.Expr:
-    if isinstance(value, float):
-        return sympy.Float(value, 17)
-    try:
-        return sympy.sympify(value)
-    except (sympy.SympifyError, TypeError):
-        raise FormulaError(f"transform argument {name}={value!r} is not a number or expression") from None
+    """A transform argument, converted like a parameter value (0.1 and '1/10' are both 1/10)."""
+    label = f"transform argument {name}"
+    result = _exact_number(value, name, label)
+    if result.is_number and (result.is_real is False or result.has(sympy.I)):
+        raise NonRealExpressionError(f"{label} = {result} is not real; pass a finite real number")
+    return result
 
 
 def _checked_value(symbol: sympy.Symbol, value: sympy.Expr, owner: str) -> sympy.Expr:

@@ -300,3 +300,33 @@ def test_symbolic_number_strings_are_accepted():
     act = symact.activation("x*sigmoid(beta*x)", beta="sqrt(2)/2")
     assert act.params[sympy.Symbol("beta", real=True)] == sympy.sqrt(2) / 2
     assert symact.activation("leaky_relu", negative_slope="1/3")(-3) == -1
+
+
+# ------------------------------------------------- transformed() arguments
+@pytest.mark.parametrize("args, error", [
+    ((float("nan"), 0, 1, 0), symact.FormulaError),
+    ((1, float("inf"), 1, 0), symact.FormulaError),
+    ((1, 0, sympy.oo, 0), symact.FormulaError),
+    ((1, 0, 1, sympy.nan), symact.FormulaError),
+    ((1j, 0, 1, 0), symact.NonRealExpressionError),
+    ((1, 0, 1, sympy.I), symact.NonRealExpressionError),
+    (([1], 0, 1, 0), symact.FormulaError),
+    ((1, "abc", 1, 0), symact.FormulaError),
+    ((True, 0, 1, 0), symact.FormulaError),
+])
+def test_transformed_rejects_non_finite_non_real_and_non_numbers(args, error):
+    with pytest.raises(error) as err:
+        symact.activation("tanh").transformed(*args)
+    assert "transform argument" in str(err.value) and "pass a" in str(err.value)
+
+
+def test_transformed_converts_numbers_like_parameters():
+    phi = symact.activation("tanh")
+    from_float = phi.transformed(0.1, -0.25, 1.5, 0.2)
+    assert from_float == phi.transformed("1/10", "-1/4", "3/2", "0.2")
+    # The exact DKS transform gamma*(phi(alpha*x + beta) + delta) with the decimals typed.
+    a, b, g, d = (sympy.Rational(s) for s in ("0.1", "-0.25", "1.5", "0.2"))
+    assert from_float.expr == g * (sympy.tanh(a * x + b) + d)
+    # The same conversion as a parameter value: a float parameter and a float transform agree.
+    slope = sympy.Rational(repr(0.1))
+    assert symact.activation("leaky_relu", negative_slope=0.1).params[sympy.Symbol("negative_slope", real=True)] == slope
