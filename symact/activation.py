@@ -36,6 +36,7 @@ from sympy.parsing.sympy_parser import (
 
 from ._safe_parse import safe_number, safe_parse, sympy_vocabulary
 from .errors import (
+    DomainError,
     FormulaError,
     NoInverseError,
     NonRealExpressionError,
@@ -423,14 +424,60 @@ class Activation:
         expr = values["gamma"] * (inner + values["delta"])
         return self._replace(name=f"{self.name}~", expr=expr, params=params, torch_spec=None)
 
-    def taylor(self, x0: Any = 0, order: int = 5) -> sympy.Expr:
+    def taylor(self, x0: Any = 0, order: int = 5, side: str | None = None) -> sympy.Expr:
         """Taylor polynomial about ``x0`` up to and including ``(x - x0)**order`` (parameters symbolic).
+
+        For a piecewise activation the expansion is that of the piece that holds around ``x0``
+        (chosen with the parameters at their values).  At a kink the two-sided polynomial exists
+        only where the pieces agree to the requested order; otherwise :class:`DomainError` is
+        raised, and ``side="+"`` (right) or ``side="-"`` (left) gives the one-sided expansion.
 
         >>> activation("tanh").taylor(0, 5)
         2*x**5/15 - x**3/3 + x
+        >>> activation("relu").taylor(0, 2, side="-")
+        0
         """
-        series = sympy.series(self.expr, self.x, sympy.sympify(x0), int(order) + 1)
-        return series.removeO()
+        if side not in (None, "+", "-"):
+            raise FormulaError(f"side={side!r}: use None (two-sided), '+' (from the right) or '-' (from the left)")
+        if isinstance(order, bool) or not isinstance(order, (int, sympy.Integer)) or order < 0:
+            raise FormulaError(f"taylor order must be a non-negative integer, got {order!r}")
+        x0 = _exact_number(x0, "x0", "the expansion point x0")
+        expr = self.expr
+        if expr.has(*_PIECEWISE_ATOMS):
+            expr = self._piece_at(x0, int(order), side)
+        return sympy.series(expr, self.x, x0, int(order) + 1).removeO()
+
+    def _piece_at(self, x0: sympy.Expr, order: int, side: str | None) -> sympy.Expr:
+        """``expr`` with each piecewise construct replaced by the piece that holds next to ``x0``."""
+        if not (x0.is_number and x0.is_real):
+            raise DomainError(
+                f"{self.name} is piecewise; expand it about a real number, not x0 = {x0}"
+            )
+        kinks = self.kinks
+        at_kink = next((k for k in kinks if sympy.simplify(k - x0) == 0), None)
+        if at_kink is None:
+            return _piece_near(self.expr, self.x, x0, self.params)
+        others = [abs(k - x0) for k in kinks if k is not at_kink]
+        h = min(others) / 2 if others else sympy.Integer(1)
+        left = _piece_near(self.concrete_expr, self.x, x0 - h, {})
+        right = _piece_near(self.concrete_expr, self.x, x0 + h, {})
+        jump = None
+        if self.concrete_expr.has(sympy.DiracDelta):
+            jump = "has a Dirac delta"
+        else:
+            for k in range(order + 1):
+                gap = sympy.diff(left - right, self.x, k).xreplace({self.x: x0})
+                if sympy.simplify(gap) != 0:
+                    jump = "jumps" if k == 0 else f"is only C^{k - 1} (its {_ordinal(k)} derivative jumps)"
+                    break
+        if jump is not None and side is None:
+            raise DomainError(
+                f"{self.name} {jump} at its kink x0 = {x0}, so it has no two-sided Taylor polynomial of "
+                f"order {order} there; pass side='+' or side='-' for the one-sided expansion"
+                + ("" if jump in ("jumps", "has a Dirac delta") else ", or a lower order")
+            )
+        probe = x0 - h if side == "-" else x0 + h
+        return _piece_near(self.expr, self.x, probe, self.params)
 
     def limit(self, direction: Any = sympy.oo) -> sympy.Expr:
         """Limit as the input tends to ``+oo`` or ``-oo`` (parameters at their values).
@@ -528,6 +575,39 @@ def _checked_value(symbol: sympy.Symbol, value: sympy.Expr, owner: str) -> sympy
         if symbol.is_nonnegative and value.is_nonnegative is False:
             raise FormulaError(f"parameter {symbol.name} of {owner} must be non-negative, got {value}")
     return value
+
+
+def _ordinal(k: int) -> str:
+    return {1: "1st", 2: "2nd", 3: "3rd"}.get(k, f"{k}th")
+
+
+def _piece_near(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, values: Mapping) -> sympy.Expr:
+    """Replace each piecewise construct in ``symbol`` by its piece at ``point`` (parameters at ``values``).
+
+    ``point`` must not be a piece boundary: the piece then holds on a neighbourhood of it.
+    """
+    if not expr.has(*_PIECEWISE_ATOMS):
+        return expr
+    at = {symbol: point, **values}
+
+    def choose(pw):
+        for value, cond in pw.args:
+            decided = cond.xreplace(at) if isinstance(cond, sympy.Basic) else cond
+            if decided is sympy.true or decided is True:
+                return value
+            if decided is not sympy.false and decided is not False:
+                raise DomainError(
+                    f"cannot decide which piece of {pw} holds at {symbol} = {point} (condition {cond})"
+                )
+        return pw
+
+    probe = expr.rewrite(sympy.Piecewise)
+    return probe.replace(
+        lambda e: isinstance(e, sympy.Piecewise) and any(
+            isinstance(c, sympy.Basic) and c.has(symbol) for _, c in e.args
+        ),
+        choose,
+    )
 
 
 def _pytorch_kink_convention(expr: sympy.Expr) -> sympy.Expr:

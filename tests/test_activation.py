@@ -330,3 +330,62 @@ def test_transformed_converts_numbers_like_parameters():
     # The same conversion as a parameter value: a float parameter and a float transform agree.
     slope = sympy.Rational(repr(0.1))
     assert symact.activation("leaky_relu", negative_slope=0.1).params[sympy.Symbol("negative_slope", real=True)] == slope
+
+
+# ------------------------------------------------- taylor() at and away from kinks
+def test_taylor_away_from_a_kink_expands_the_piece_that_holds_there():
+    relu = symact.activation("relu")
+    assert relu.taylor(-1, 3) == 0
+    assert relu.taylor(sympy.Rational(5, 2), 3) == x
+    leaky = symact.activation("leaky_relu", negative_slope=0.2)
+    assert sympy.expand(leaky.taylor(-1, 2).xreplace(dict(leaky.params))) == x / 5
+
+
+@pytest.mark.parametrize("name, kink, order", [
+    ("relu", 0, 1), ("leaky_relu", 0, 1), ("elu", 0, 2), ("celu", 0, 2), ("abs", 0, 1), ("heaviside", 0, 0),
+    ("hardtanh", 1, 1), ("relu_squared", 0, 2),
+])
+def test_taylor_at_a_kink_beyond_the_smoothness_is_an_error_naming_the_one_sided_form(name, kink, order):
+    act = symact.activation(name)
+    with pytest.raises(symact.DomainError) as err:
+        act.taylor(kink, order)
+    assert "side='+'" in str(err.value) and str(kink) in str(err.value)
+
+
+def test_one_sided_taylor_at_a_kink_is_the_series_of_that_side():
+    elu = symact.activation("elu", alpha=2)
+    alpha = sympy.Symbol("alpha", positive=True)
+    # Left of 0 elu is alpha*(exp(x) - 1): its Maclaurin polynomial, computed independently.
+    left = sum(alpha * x**k / sympy.factorial(k) for k in range(1, 5))
+    assert sympy.expand(elu.taylor(0, 4, side="-") - left) == 0
+    assert elu.taylor(0, 4, side="+") == x
+    # elu is C^1 at 0 only for alpha = 1 (slopes 1 and alpha): order 1 is two-sided there, not at alpha = 2.
+    assert symact.activation("elu").taylor(0.0, 1) == x
+    with pytest.raises(symact.DomainError):
+        elu.taylor(0, 1)
+
+
+KINKED = [n for n in symact.catalogue_names(include_gated=False) if symact.activation(n).kinks]
+
+
+@pytest.mark.parametrize("name", KINKED)
+def test_taylor_at_kinks_agrees_with_smoothness_and_with_derivatives(name):
+    act = symact.activation(name)
+    smoothness = act.properties().smoothness
+    f = act.concrete_expr
+    raised = False
+    for k in act.kinks:
+        if smoothness >= 0:
+            act.taylor(k, int(smoothness))  # C^s everywhere: the order-s polynomial exists at every kink
+        try:
+            act.taylor(k, int(smoothness) + 1)
+        except symact.DomainError:
+            raised = True
+    assert raised, "the order past the smoothness must fail at some kink"
+    # Away from the kinks the coefficients are the derivatives of the whole function (sympy.diff), /j!.
+    point = max(act.kinks) + sympy.Rational(1, 3)
+    series = act.taylor(point, 3).xreplace(dict(act.params))
+    for j in range(4):
+        expected = sympy.diff(f, x, j).xreplace({x: point}) / sympy.factorial(j)
+        got = sympy.diff(series, x, j).xreplace({x: point}) / sympy.factorial(j)
+        assert sympy.simplify(got - expected) == 0, (name, j, got, expected)
