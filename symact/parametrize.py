@@ -226,15 +226,22 @@ class ParameterActivation:
 
     @functools.cached_property
     def mirror_map(self) -> sp.Expr | None:
-        """psi(A) with psi'' = 1/r(A), integration constants zero; None if not elementary (see module doc)."""
+        """psi(A) with psi'' = 1/r(A), integration constants zero; None if not elementary (see module doc).
+
+        psi is real on the range of A: a logarithm that SymPy's antiderivative writes as log(A - 1) on
+        0 < A < 1 is taken as log(1 - A) (they differ by the constant i*pi, an affine change of psi).
+        """
         inv = self._inv()
         r = self.effective_learning_rate
+        rng = self.range if isinstance(self.range, sp.Interval) else None
         if inv.odd_extension:
             # r is even in A; compute psi on A > 0 and extend evenly, psi(A) = psi_+(|A|).
             a_pos = sp.Dummy("a", positive=True)
-            psi = _double_antiderivative(1 / r.subs(inv.A, a_pos), a_pos)
+            positive = rng.intersect(sp.Interval.open(0, sp.oo)) if rng is not None else sp.Interval.open(0, sp.oo)
+            positive = positive if isinstance(positive, sp.Interval) else None
+            psi = _double_antiderivative(1 / r.subs(inv.A, a_pos), a_pos, positive)
             return None if psi is None else psi.subs(a_pos, sp.Abs(inv.A))
-        return _double_antiderivative(1 / r, inv.A)
+        return _double_antiderivative(1 / r, inv.A, rng)
 
     # ---------------------------------------------------------------- parameters
     def concrete(self, expr: sp.Expr) -> sp.Expr:
@@ -269,14 +276,57 @@ class ParameterActivation:
         return f"$\\displaystyle {text}$"
 
 
-def _double_antiderivative(f: sp.Expr, a: sp.Symbol) -> sp.Expr | None:
+def _double_antiderivative(f: sp.Expr, a: sp.Symbol, interval: sp.Interval | None = None) -> sp.Expr | None:
+    """integrate(integrate(f, a), a), real on ``interval`` (the range of A), or None if not elementary."""
+    samples = _interior_samples(interval)
     first = sp.integrate(f, a)
     if not _is_elementary(first):
         return None
+    first = _real_logs(first, a, samples)
     second = sp.integrate(first, a)
     if not _is_elementary(second) or _has_imaginary(second):
         return None
-    return sp.simplify(second)
+    second = _real_logs(second, a, samples)
+    simpler = sp.simplify(second)
+    # simplify may merge logs into log(A**(2*A - 1)): keep the sum of logs then.
+    if any(isinstance(lg.args[0], sp.Pow) and lg.args[0].exp.has(a) for lg in simpler.atoms(sp.log)):
+        simpler = sp.factor_terms(sp.expand(second))
+    for point in samples:
+        value = sp.N(simpler.subs(a, point), 30)
+        if not value.is_number:
+            continue  # symbolic parameters: undecided here
+        if not value.is_finite or abs(sp.im(value)) > 1e-25:
+            return None  # not real on the range: no real potential from this antiderivative
+    return simpler
+
+
+def _interior_samples(interval: sp.Interval | None) -> list[sp.Expr]:
+    """A few points inside ``interval`` (rational, exact), or [] when it is unknown."""
+    if interval is None or interval.is_empty:
+        return []
+    lo, hi = interval.inf, interval.sup
+    if lo.is_finite and hi.is_finite:
+        return [lo + (hi - lo) * t for t in (sp.Rational(1, 7), sp.Rational(1, 2), sp.Rational(6, 7))]
+    if lo.is_finite:
+        return [lo + t for t in (sp.Rational(1, 7), 1, 7)]
+    if hi.is_finite:
+        return [hi - t for t in (sp.Rational(1, 7), 1, 7)]
+    return [sp.Rational(-7, 3), sp.Rational(1, 3), sp.Rational(7, 2)]
+
+
+def _real_logs(expr: sp.Expr, a: sp.Symbol, samples: list[sp.Expr]) -> sp.Expr:
+    """Replace log(u) by log(-u) where u < 0 at every sample point (a change by the constant i*pi)."""
+    if not samples:
+        return expr
+    swaps = {}
+    for lg in expr.atoms(sp.log):
+        u = lg.args[0]
+        if not u.has(a):
+            continue
+        values = [sp.N(u.subs(a, p), 30) for p in samples]
+        if all(v.is_number and v.is_real and v < 0 for v in values):
+            swaps[lg] = sp.log(sp.expand(-u))
+    return expr.xreplace(swaps) if swaps else expr
 
 
 def _a_symbol(sign_expr: sp.Expr, nonzero: bool = False) -> sp.Symbol:
@@ -340,6 +390,32 @@ def _real_solutions(g_dom: sp.Expr, w: sp.Symbol, a: sp.Symbol, strict: bool) ->
     return keep
 
 
+def _named_inverse(g: sp.Expr, w: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
+    """f^{-1}(A) from SymPy's own inverse when g is f(W) for one function f (tanh -> atanh, sinh -> asinh).
+
+    solve writes these through logs (atanh(A) as log(sqrt(-(A + 1)/(A - 1)))), which makes g'(g^{-1}(A))
+    unsimplified and the mirror map's integrals slow.  Used only once solve has found a unique real inverse
+    on the domain, and only where f(f^{-1}(A)) is A identically.
+    """
+    if not (isinstance(g, sp.Function) and g.args == (w,) and hasattr(g, "inverse")):
+        return None
+    try:
+        inverse = g.inverse()(a)
+    except (TypeError, ValueError, AttributeError, NotImplementedError):
+        return None
+    return inverse if g.func(inverse) == a else None
+
+
+def _derivative_in_a(dg: sp.Expr, g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol) -> sp.Expr:
+    """g'(g^{-1}(A)), the simplest of: g' with g(W) replaced by A (when that removes W: 1 - tanh(W)**2
+    -> 1 - A**2), and g' at W = inverse, simplified."""
+    candidates = [sp.simplify(dg.subs(w, inv))]
+    direct = dg.subs(g, a)
+    if w not in direct.free_symbols:
+        candidates.append(sp.simplify(direct))
+    return min(candidates, key=sp.count_ops)
+
+
 def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
     if requested not in (None, "real", "positive"):
         raise NoInverseError(f"domain={requested!r} is not supported; use 'real', 'positive' or None (automatic).")
@@ -353,10 +429,10 @@ def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
             a = _a_symbol(g)
             sols = _real_solutions(g, W, a, strict=True)
             if sols is not None and len(sols) == 1:
-                inv = sols[0]
+                inv = _named_inverse(g, W, a) or sols[0]
                 return _InverseResult(
                     sp.S.Reals, inv, a, f"W = {inv} (g is injective on the real line)",
-                    sp.simplify(dg.subs(W, inv)), False,
+                    _derivative_in_a(dg, g, W, inv, a), False,
                 )
             reasons.append(
                 "on the real line A = g(W) has "
@@ -397,8 +473,8 @@ def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
     a = _a_symbol(g_pos)
     sols = _real_solutions(g_pos, wp, a, strict=False)
     if sols is not None and len(sols) == 1:
-        inv = sols[0]
-        deriv = sp.simplify(sp.diff(g_pos, wp).subs(wp, inv))
+        inv = _named_inverse(g_pos, wp, a) or sols[0]
+        deriv = _derivative_in_a(sp.diff(g_pos, wp), g_pos, wp, inv, a)
         return _InverseResult(
             sp.Interval.open(0, sp.oo), inv, a, f"W = {inv} (the positive branch, W > 0)", deriv, False,
         )
