@@ -307,9 +307,7 @@ class Activation:
         """
         if len(args) != len(self.inputs):
             raise TypeError(f"{self.name} takes {len(self.inputs)} input(s), got {len(args)}")
-        return self.concrete_expr.xreplace(
-            {s: sympy.sympify(a) for s, a in zip(self.inputs, args)}
-        )
+        return self.concrete_expr.xreplace({s: _input_value(a) for s, a in zip(self.inputs, args)})
 
     @property
     def x(self) -> sympy.Symbol:
@@ -487,7 +485,7 @@ class Activation:
         >>> activation("sigmoid").limit(-sympy.oo)
         0
         """
-        direction = sympy.sympify(direction)
+        direction = _input_value(direction)
         if direction not in (sympy.oo, -sympy.oo):
             return sympy.limit(self.concrete_expr, self.x, direction)
         return _limit_at_infinity(self.concrete_expr, self.x, 1 if direction == sympy.oo else -1)
@@ -555,6 +553,13 @@ class Activation:
 
     def _repr_latex_(self) -> str:
         return f"${self.latex()}$"
+
+
+def _input_value(value: Any) -> sympy.Expr:
+    """An input point: a string is parsed as a formula (never run as code), anything else sympified."""
+    if isinstance(value, str):
+        return parse_formula(value)
+    return sympy.sympify(value)
 
 
 def _transform_value(value: Any, name: str) -> sympy.Expr:

@@ -252,6 +252,10 @@ def test_formula_strings_are_never_run_as_code(tmp_path, index):
         lambda: symact.activation("leaky_relu").subs(negative_slope=text),
         lambda: symact.parameter_activation(re.sub(r"\bx\b", "W", text)),
         lambda: symact.parameter_activation("powerprop", alpha=text),
+        lambda: symact.activation("relu")(text),
+        lambda: symact.activation("relu").limit(text),
+        lambda: symact.activation("relu").taylor(text, 1),
+        lambda: symact.activation("tanh").transformed(text),
     ):
         with pytest.raises(symact.FormulaError):
             build()
