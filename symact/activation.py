@@ -31,11 +31,12 @@ from sympy.core.function import AppliedUndef
 from sympy.parsing.sympy_parser import (
     TokenError,
     convert_xor,
-    parse_expr,
     standard_transformations,
 )
 
+from ._safe_parse import safe_number, safe_parse, sympy_vocabulary
 from .errors import (
+    DomainError,
     FormulaError,
     NoInverseError,
     NonRealExpressionError,
@@ -100,20 +101,30 @@ FORMULA_NAMESPACE: Mapping[str, Any] = MappingProxyType(
 )
 
 
-def _exact_number(value: Any, name: str) -> sympy.Expr:
-    """A parameter value as a SymPy number; Python floats become the exact decimal typed."""
+def _exact_number(value: Any, name: str, label: str | None = None) -> sympy.Expr:
+    """A parameter value as a SymPy number or expression, converted exactly.
+
+    Python floats and decimal strings become the exact decimal typed (0.2 and "0.2" are both 1/5);
+    a string must be a number ("1/3", "sqrt(2)", "pi/4"), never a formula or a name.  ``label``
+    names the value in error messages (default: ``parameter 'name'``).
+    """
+    label = label or f"parameter {name!r}"
     if isinstance(value, bool):
-        raise FormulaError(f"parameter {name!r} got a bool ({value}); pass a number")
+        raise FormulaError(f"{label} got a bool ({value}); pass a number")
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            raise FormulaError(f"parameter {name!r} is {value}; pass a finite number")
+            raise FormulaError(f"{label} is {value}; pass a finite number")
         return sympy.Rational(repr(value))
+    if isinstance(value, str):
+        return safe_number(value, name, label)
     try:
-        result = sympy.sympify(value)
-    except (sympy.SympifyError, TypeError) as exc:
-        raise FormulaError(f"parameter {name!r}: cannot read {value!r} as a number ({exc})") from None
+        result = sympy.sympify(value, strict=True)
+    except (sympy.SympifyError, TypeError):
+        raise FormulaError(f"{label}: cannot read {value!r} ({type(value).__name__}) as a number; pass a number") from None
     if not isinstance(result, sympy.Expr):
-        raise FormulaError(f"parameter {name!r}: {value!r} is not a number or expression")
+        raise FormulaError(f"{label}: {value!r} is not a number or expression; pass a number")
+    if result.has(sympy.nan, sympy.zoo) or (result.is_number and result.is_finite is False):
+        raise FormulaError(f"{label} is {result}; pass a finite number")
     return result
 
 
@@ -124,7 +135,10 @@ def parse_formula(text: str, params: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
     ``softplus``, ``relu``, ``heaviside``/``step``, ``Phi`` (standard normal CDF),
     ``max``/``min``/``abs``/``ln``/``arctan``.
 
-    Raises :class:`FormulaError` on a syntax error or a call of an unknown function.
+    The text is not run as Python code: it is evaluated with SymPy's expression names only (no
+    builtins), and string literals, attribute access and dunder names are refused.
+
+    Raises :class:`FormulaError` on a syntax error, a call of an unknown function, or a refused token.
 
     >>> parse_formula("x^2 + 1")
     x**2 + 1
@@ -136,8 +150,8 @@ def parse_formula(text: str, params: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
     for name in _bare_names(text):
         namespace.setdefault(name, sympy.Symbol(name, real=True))
     try:
-        expr = parse_expr(text, local_dict=namespace, transformations=_TRANSFORMATIONS)
-    except (SyntaxError, TokenError, TypeError, AttributeError) as exc:
+        expr = safe_parse(text, namespace, sympy_vocabulary(), _TRANSFORMATIONS)
+    except (SyntaxError, TokenError, TypeError, AttributeError, NameError) as exc:
         raise FormulaError(
             f"cannot parse the formula {text!r}: {exc}. Write it in Python/SymPy syntax in the "
             "input x, e.g. 'x*tanh(log(1+exp(x)))' ('^' also means power)."
@@ -293,9 +307,7 @@ class Activation:
         """
         if len(args) != len(self.inputs):
             raise TypeError(f"{self.name} takes {len(self.inputs)} input(s), got {len(args)}")
-        return self.concrete_expr.xreplace(
-            {s: sympy.sympify(a) for s, a in zip(self.inputs, args)}
-        )
+        return self.concrete_expr.xreplace({s: _input_value(a) for s, a in zip(self.inputs, args)})
 
     @property
     def x(self) -> sympy.Symbol:
@@ -384,7 +396,8 @@ class Activation:
     def transformed(self, alpha: Any = None, beta: Any = None, gamma: Any = None, delta: Any = None) -> "Activation":
         """The DKS/TAT transform psi(x) = gamma * (phi(alpha*x + beta) + delta).
 
-        Arguments are numbers, SymPy expressions, or ``None``; a ``None`` argument
+        Arguments are finite real numbers (floats and numeric strings become exact rationals, as
+        parameter values do), SymPy expressions, or ``None``; a ``None`` argument
         becomes a new parameter symbol (``alpha``, ``beta``, ``gamma``, ``delta``,
         renamed with a ``_t`` suffix if the activation already has a parameter of that
         name) whose value is the identity transform's (1, 0, 1, 0).
@@ -409,14 +422,60 @@ class Activation:
         expr = values["gamma"] * (inner + values["delta"])
         return self._replace(name=f"{self.name}~", expr=expr, params=params, torch_spec=None)
 
-    def taylor(self, x0: Any = 0, order: int = 5) -> sympy.Expr:
+    def taylor(self, x0: Any = 0, order: int = 5, side: str | None = None) -> sympy.Expr:
         """Taylor polynomial about ``x0`` up to and including ``(x - x0)**order`` (parameters symbolic).
+
+        For a piecewise activation the expansion is that of the piece that holds around ``x0``
+        (chosen with the parameters at their values).  At a kink the two-sided polynomial exists
+        only where the pieces agree to the requested order; otherwise :class:`DomainError` is
+        raised, and ``side="+"`` (right) or ``side="-"`` (left) gives the one-sided expansion.
 
         >>> activation("tanh").taylor(0, 5)
         2*x**5/15 - x**3/3 + x
+        >>> activation("relu").taylor(0, 2, side="-")
+        0
         """
-        series = sympy.series(self.expr, self.x, sympy.sympify(x0), int(order) + 1)
-        return series.removeO()
+        if side not in (None, "+", "-"):
+            raise FormulaError(f"side={side!r}: use None (two-sided), '+' (from the right) or '-' (from the left)")
+        if isinstance(order, bool) or not isinstance(order, (int, sympy.Integer)) or order < 0:
+            raise FormulaError(f"taylor order must be a non-negative integer, got {order!r}")
+        x0 = _exact_number(x0, "x0", "the expansion point x0")
+        expr = self.expr
+        if expr.has(*_PIECEWISE_ATOMS):
+            expr = self._piece_at(x0, int(order), side)
+        return sympy.series(expr, self.x, x0, int(order) + 1).removeO()
+
+    def _piece_at(self, x0: sympy.Expr, order: int, side: str | None) -> sympy.Expr:
+        """``expr`` with each piecewise construct replaced by the piece that holds next to ``x0``."""
+        if not (x0.is_number and x0.is_real):
+            raise DomainError(
+                f"{self.name} is piecewise; expand it about a real number, not x0 = {x0}"
+            )
+        kinks = self.kinks
+        at_kink = next((k for k in kinks if sympy.simplify(k - x0) == 0), None)
+        if at_kink is None:
+            return _piece_near(self.expr, self.x, x0, self.params)
+        others = [abs(k - x0) for k in kinks if k is not at_kink]
+        h = min(others) / 2 if others else sympy.Integer(1)
+        left = _piece_near(self.concrete_expr, self.x, x0 - h, {})
+        right = _piece_near(self.concrete_expr, self.x, x0 + h, {})
+        jump = None
+        if self.concrete_expr.has(sympy.DiracDelta):
+            jump = "has a Dirac delta"
+        else:
+            for k in range(order + 1):
+                gap = sympy.diff(left - right, self.x, k).xreplace({self.x: x0})
+                if sympy.simplify(gap) != 0:
+                    jump = "jumps" if k == 0 else f"is only C^{k - 1} (its {_ordinal(k)} derivative jumps)"
+                    break
+        if jump is not None and side is None:
+            raise DomainError(
+                f"{self.name} {jump} at its kink x0 = {x0}, so it has no two-sided Taylor polynomial of "
+                f"order {order} there; pass side='+' or side='-' for the one-sided expansion"
+                + ("" if jump in ("jumps", "has a Dirac delta") else ", or a lower order")
+            )
+        probe = x0 - h if side == "-" else x0 + h
+        return _piece_near(self.expr, self.x, probe, self.params)
 
     def limit(self, direction: Any = sympy.oo) -> sympy.Expr:
         """Limit as the input tends to ``+oo`` or ``-oo`` (parameters at their values).
@@ -426,7 +485,7 @@ class Activation:
         >>> activation("sigmoid").limit(-sympy.oo)
         0
         """
-        direction = sympy.sympify(direction)
+        direction = _input_value(direction)
         if direction not in (sympy.oo, -sympy.oo):
             return sympy.limit(self.concrete_expr, self.x, direction)
         return _limit_at_infinity(self.concrete_expr, self.x, 1 if direction == sympy.oo else -1)
@@ -496,13 +555,20 @@ class Activation:
         return f"${self.latex()}$"
 
 
+def _input_value(value: Any) -> sympy.Expr:
+    """An input point: a string is parsed as a formula (never run as code), anything else sympified."""
+    if isinstance(value, str):
+        return parse_formula(value)
+    return sympy.sympify(value)
+
+
 def _transform_value(value: Any, name: str) -> sympy.Expr:
-    if isinstance(value, float):
-        return sympy.Float(value, 17)
-    try:
-        return sympy.sympify(value)
-    except (sympy.SympifyError, TypeError):
-        raise FormulaError(f"transform argument {name}={value!r} is not a number or expression") from None
+    """A transform argument, converted like a parameter value (0.1 and '1/10' are both 1/10)."""
+    label = f"transform argument {name}"
+    result = _exact_number(value, name, label)
+    if result.is_number and (result.is_real is False or result.has(sympy.I)):
+        raise NonRealExpressionError(f"{label} = {result} is not real; pass a finite real number")
+    return result
 
 
 def _checked_value(symbol: sympy.Symbol, value: sympy.Expr, owner: str) -> sympy.Expr:
@@ -514,6 +580,39 @@ def _checked_value(symbol: sympy.Symbol, value: sympy.Expr, owner: str) -> sympy
         if symbol.is_nonnegative and value.is_nonnegative is False:
             raise FormulaError(f"parameter {symbol.name} of {owner} must be non-negative, got {value}")
     return value
+
+
+def _ordinal(k: int) -> str:
+    return {1: "1st", 2: "2nd", 3: "3rd"}.get(k, f"{k}th")
+
+
+def _piece_near(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, values: Mapping) -> sympy.Expr:
+    """Replace each piecewise construct in ``symbol`` by its piece at ``point`` (parameters at ``values``).
+
+    ``point`` must not be a piece boundary: the piece then holds on a neighbourhood of it.
+    """
+    if not expr.has(*_PIECEWISE_ATOMS):
+        return expr
+    at = {symbol: point, **values}
+
+    def choose(pw):
+        for value, cond in pw.args:
+            decided = cond.xreplace(at) if isinstance(cond, sympy.Basic) else cond
+            if decided is sympy.true or decided is True:
+                return value
+            if decided is not sympy.false and decided is not False:
+                raise DomainError(
+                    f"cannot decide which piece of {pw} holds at {symbol} = {point} (condition {cond})"
+                )
+        return pw
+
+    probe = expr.rewrite(sympy.Piecewise)
+    return probe.replace(
+        lambda e: isinstance(e, sympy.Piecewise) and any(
+            isinstance(c, sympy.Basic) and c.has(symbol) for _, c in e.args
+        ),
+        choose,
+    )
 
 
 def _pytorch_kink_convention(expr: sympy.Expr) -> sympy.Expr:

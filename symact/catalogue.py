@@ -154,7 +154,9 @@ _ENTRIES = (
         "Klambauer et al. 2017 (alpha_01, lambda_01 in closed form)", _t(F + "selu"),
     ),
     CatalogueEntry(
-        "celu", "Max(0, x) + Min(0, alpha*(exp(x/alpha) - 1))", (Param("alpha", "1", _POS),),
+        # Written like elu, not as torch's Max(0, x) + Min(0, alpha*(exp(x/alpha) - 1)): the kink convention
+        # (Heaviside(0) = 0) would zero both terms' slopes at 0, while celu is C^1 with slope 1 there.
+        "celu", "Piecewise((x, x > 0), (alpha*(exp(x/alpha) - 1), True))", (Param("alpha", "1", _POS),),
         "Barron 2017", _t(F + "celu", alpha="$alpha"),
     ),
     CatalogueEntry("gelu", "x*(1 + erf(x/sqrt(2)))/2", (), "Hendrycks & Gimpel 2016", _t(F + "gelu")),

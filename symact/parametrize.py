@@ -45,10 +45,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import sympy as sp
-from sympy.parsing.sympy_parser import parse_expr
+from sympy.core.function import AppliedUndef
 from tokenize import TokenError
 from types import MappingProxyType
 
+from ._safe_parse import safe_number, safe_parse
 from .errors import FormulaError, NoInverseError, UnknownSymbolError
 
 __all__ = [
@@ -225,15 +226,22 @@ class ParameterActivation:
 
     @functools.cached_property
     def mirror_map(self) -> sp.Expr | None:
-        """psi(A) with psi'' = 1/r(A), integration constants zero; None if not elementary (see module doc)."""
+        """psi(A) with psi'' = 1/r(A), integration constants zero; None if not elementary (see module doc).
+
+        psi is real on the range of A: a logarithm that SymPy's antiderivative writes as log(A - 1) on
+        0 < A < 1 is taken as log(1 - A) (they differ by the constant i*pi, an affine change of psi).
+        """
         inv = self._inv()
         r = self.effective_learning_rate
+        rng = self.range if isinstance(self.range, sp.Interval) else None
         if inv.odd_extension:
             # r is even in A; compute psi on A > 0 and extend evenly, psi(A) = psi_+(|A|).
             a_pos = sp.Dummy("a", positive=True)
-            psi = _double_antiderivative(1 / r.subs(inv.A, a_pos), a_pos)
+            positive = rng.intersect(sp.Interval.open(0, sp.oo)) if rng is not None else sp.Interval.open(0, sp.oo)
+            positive = positive if isinstance(positive, sp.Interval) else None
+            psi = _double_antiderivative(1 / r.subs(inv.A, a_pos), a_pos, positive)
             return None if psi is None else psi.subs(a_pos, sp.Abs(inv.A))
-        return _double_antiderivative(1 / r, inv.A)
+        return _double_antiderivative(1 / r, inv.A, rng)
 
     # ---------------------------------------------------------------- parameters
     def concrete(self, expr: sp.Expr) -> sp.Expr:
@@ -250,7 +258,7 @@ class ParameterActivation:
             )
         new = dict(self.params)
         for key, value in params.items():
-            new[by_name[key]] = sp.sympify(value)
+            new[by_name[key]] = _param_value(key, value)
         return ParameterActivation(self.name, self.g, MappingProxyType(new), self.requested_domain)
 
     # ---------------------------------------------------------------- display
@@ -268,14 +276,57 @@ class ParameterActivation:
         return f"$\\displaystyle {text}$"
 
 
-def _double_antiderivative(f: sp.Expr, a: sp.Symbol) -> sp.Expr | None:
+def _double_antiderivative(f: sp.Expr, a: sp.Symbol, interval: sp.Interval | None = None) -> sp.Expr | None:
+    """integrate(integrate(f, a), a), real on ``interval`` (the range of A), or None if not elementary."""
+    samples = _interior_samples(interval)
     first = sp.integrate(f, a)
     if not _is_elementary(first):
         return None
+    first = _real_logs(first, a, samples)
     second = sp.integrate(first, a)
     if not _is_elementary(second) or _has_imaginary(second):
         return None
-    return sp.simplify(second)
+    second = _real_logs(second, a, samples)
+    simpler = sp.simplify(second)
+    # simplify may merge logs into log(A**(2*A - 1)): keep the sum of logs then.
+    if any(isinstance(lg.args[0], sp.Pow) and lg.args[0].exp.has(a) for lg in simpler.atoms(sp.log)):
+        simpler = sp.factor_terms(sp.expand(second))
+    for point in samples:
+        value = sp.N(simpler.subs(a, point), 30)
+        if not value.is_number:
+            continue  # symbolic parameters: undecided here
+        if not value.is_finite or abs(sp.im(value)) > 1e-25:
+            return None  # not real on the range: no real potential from this antiderivative
+    return simpler
+
+
+def _interior_samples(interval: sp.Interval | None) -> list[sp.Expr]:
+    """A few points inside ``interval`` (rational, exact), or [] when it is unknown."""
+    if interval is None or interval.is_empty:
+        return []
+    lo, hi = interval.inf, interval.sup
+    if lo.is_finite and hi.is_finite:
+        return [lo + (hi - lo) * t for t in (sp.Rational(1, 7), sp.Rational(1, 2), sp.Rational(6, 7))]
+    if lo.is_finite:
+        return [lo + t for t in (sp.Rational(1, 7), 1, 7)]
+    if hi.is_finite:
+        return [hi - t for t in (sp.Rational(1, 7), 1, 7)]
+    return [sp.Rational(-7, 3), sp.Rational(1, 3), sp.Rational(7, 2)]
+
+
+def _real_logs(expr: sp.Expr, a: sp.Symbol, samples: list[sp.Expr]) -> sp.Expr:
+    """Replace log(u) by log(-u) where u < 0 at every sample point (a change by the constant i*pi)."""
+    if not samples:
+        return expr
+    swaps = {}
+    for lg in expr.atoms(sp.log):
+        u = lg.args[0]
+        if not u.has(a):
+            continue
+        values = [sp.N(u.subs(a, p), 30) for p in samples]
+        if all(v.is_number and v.is_real and v < 0 for v in values):
+            swaps[lg] = sp.log(sp.expand(-u))
+    return expr.xreplace(swaps) if swaps else expr
 
 
 def _a_symbol(sign_expr: sp.Expr, nonzero: bool = False) -> sp.Symbol:
@@ -339,6 +390,32 @@ def _real_solutions(g_dom: sp.Expr, w: sp.Symbol, a: sp.Symbol, strict: bool) ->
     return keep
 
 
+def _named_inverse(g: sp.Expr, w: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
+    """f^{-1}(A) from SymPy's own inverse when g is f(W) for one function f (tanh -> atanh, sinh -> asinh).
+
+    solve writes these through logs (atanh(A) as log(sqrt(-(A + 1)/(A - 1)))), which makes g'(g^{-1}(A))
+    unsimplified and the mirror map's integrals slow.  Used only once solve has found a unique real inverse
+    on the domain, and only where f(f^{-1}(A)) is A identically.
+    """
+    if not (isinstance(g, sp.Function) and g.args == (w,) and hasattr(g, "inverse")):
+        return None
+    try:
+        inverse = g.inverse()(a)
+    except (TypeError, ValueError, AttributeError, NotImplementedError):
+        return None
+    return inverse if g.func(inverse) == a else None
+
+
+def _derivative_in_a(dg: sp.Expr, g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol) -> sp.Expr:
+    """g'(g^{-1}(A)), the simplest of: g' with g(W) replaced by A (when that removes W: 1 - tanh(W)**2
+    -> 1 - A**2), and g' at W = inverse, simplified."""
+    candidates = [sp.simplify(dg.subs(w, inv))]
+    direct = dg.subs(g, a)
+    if w not in direct.free_symbols:
+        candidates.append(sp.simplify(direct))
+    return min(candidates, key=sp.count_ops)
+
+
 def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
     if requested not in (None, "real", "positive"):
         raise NoInverseError(f"domain={requested!r} is not supported; use 'real', 'positive' or None (automatic).")
@@ -352,10 +429,10 @@ def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
             a = _a_symbol(g)
             sols = _real_solutions(g, W, a, strict=True)
             if sols is not None and len(sols) == 1:
-                inv = sols[0]
+                inv = _named_inverse(g, W, a) or sols[0]
                 return _InverseResult(
                     sp.S.Reals, inv, a, f"W = {inv} (g is injective on the real line)",
-                    sp.simplify(dg.subs(W, inv)), False,
+                    _derivative_in_a(dg, g, W, inv, a), False,
                 )
             reasons.append(
                 "on the real line A = g(W) has "
@@ -396,8 +473,8 @@ def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
     a = _a_symbol(g_pos)
     sols = _real_solutions(g_pos, wp, a, strict=False)
     if sols is not None and len(sols) == 1:
-        inv = sols[0]
-        deriv = sp.simplify(sp.diff(g_pos, wp).subs(wp, inv))
+        inv = _named_inverse(g_pos, wp, a) or sols[0]
+        deriv = _derivative_in_a(sp.diff(g_pos, wp), g_pos, wp, inv, a)
         return _InverseResult(
             sp.Interval.open(0, sp.oo), inv, a, f"W = {inv} (the positive branch, W > 0)", deriv, False,
         )
@@ -409,15 +486,26 @@ def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
     )
 
 
-def _safe_globals() -> dict[str, Any]:
-    """The vocabulary a formula string may use; every other name becomes a Symbol (then checked)."""
+def _vocabulary() -> dict[str, Any]:
+    """The names a formula string may use; every other name becomes a Symbol (then checked).
+
+    Evaluated by :func:`symact._safe_parse.safe_parse` (no builtins, no strings or attribute access)."""
     names = ["exp", "log", "sqrt", "Abs", "sign", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
-             "tanh", "asinh", "acosh", "atanh", "erf", "Max", "Min", "Piecewise", "Heaviside", "pi", "E",
-             "Integer", "Float", "Rational", "Symbol"]
+             "tanh", "asinh", "acosh", "atanh", "erf", "Max", "Min", "Piecewise", "Heaviside", "pi", "E"]
     env: dict[str, Any] = {n: getattr(sp, n) for n in names}
     env["softplus"] = lambda z: sp.log(1 + sp.exp(z))
     env["sigmoid"] = lambda z: 1 / (1 + sp.exp(-z))
     return env
+
+
+def _param_value(name: str, value: Any) -> sp.Expr:
+    """A parameter default as a SymPy value; a string must be a number (it is never run as code)."""
+    if isinstance(value, str):
+        return safe_number(value, name, f"parameter {name!r}")
+    try:
+        return sp.sympify(value, strict=True)
+    except sp.SympifyError:
+        raise FormulaError(f"parameter {name!r}: cannot read {value!r} as a number; pass a number") from None
 
 
 def _parse(g: str | sp.Expr, params: Mapping[str, Any]) -> tuple[str, sp.Expr, dict[sp.Symbol, sp.Expr]]:
@@ -426,16 +514,19 @@ def _parse(g: str | sp.Expr, params: Mapping[str, Any]) -> tuple[str, sp.Expr, d
     if isinstance(g, str) and g.strip() in _NAMED:
         name = g.strip()
         g, defaults = _NAMED[name]
-    values = {**defaults, **params}
-    symbols = {k: sp.Symbol(k, positive=True) if sp.sympify(v).is_positive else sp.Symbol(k, real=True)
+    values = {k: _param_value(k, v) for k, v in {**defaults, **params}.items()}
+    symbols = {k: sp.Symbol(k, positive=True) if v.is_positive else sp.Symbol(k, real=True)
                for k, v in values.items()}
     if isinstance(g, str):
         try:
-            expr = parse_expr(g, local_dict={"W": W, **symbols}, global_dict=_safe_globals())
-        except (sp.SympifyError, SyntaxError, TypeError, TokenError) as err:
+            expr = safe_parse(g, {"W": W, **symbols}, _vocabulary(), what="parameter activation")
+        except (sp.SympifyError, SyntaxError, TypeError, TokenError, NameError, AttributeError) as err:
             raise FormulaError(f"cannot parse parameter activation {g!r}: {err}. Write a formula in W, e.g. 'exp(W)'.") from err
     else:
-        expr = sp.sympify(g)
+        try:
+            expr = sp.sympify(g, strict=True)  # strict: never str() an unknown object and parse it
+        except sp.SympifyError:
+            raise FormulaError(f"cannot read {g!r} as a parameter activation; pass a formula string in W or a SymPy expression") from None
         # Accept a plain Symbol('W') (any assumptions) and the user's parameter symbols by name.
         expr = expr.subs({s: W for s in expr.free_symbols if s.name == "W"})
         expr = expr.subs({s: symbols[s.name] for s in expr.free_symbols if s.name in symbols})
@@ -447,12 +538,18 @@ def _parse(g: str | sp.Expr, params: Mapping[str, Any]) -> tuple[str, sp.Expr, d
             f"parameter activation {g!r} uses unknown symbol(s) {unknown}; write it in W and give each "
             f"parameter a default, e.g. parameter_activation({str(g)!r}, {unknown[0]}=1)."
         )
+    undefined = sorted({type(f).__name__ for f in expr.atoms(AppliedUndef)})
+    if undefined:
+        raise FormulaError(
+            f"parameter activation {g!r} calls unknown function(s) {', '.join(undefined)}; use "
+            "exp, log, sqrt, tanh, sigmoid, softplus, ... (SymPy functions)"
+        )
     if W not in expr.free_symbols:
         raise FormulaError(f"parameter activation {g!r} does not depend on W; write A as a formula in W.")
     unused = sorted(set(params) - {s.name for s in expr.free_symbols})
     if unused:
         raise UnknownSymbolError(f"parameter(s) {unused} do not appear in {expr}; remove them or use them in the formula.")
-    pars = {symbols[k]: sp.sympify(v) for k, v in values.items() if symbols[k] in expr.free_symbols}
+    pars = {symbols[k]: v for k, v in values.items() if symbols[k] in expr.free_symbols}
     return (name or str(expr)), expr, pars
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -221,3 +222,174 @@ def test_activations_pickle_and_copy_as_values(spec, params):
     assert restored == a and restored.name == a.name and dict(restored.params) == dict(a.params)
     assert restored.derivative().expr == a.derivative().expr
     assert copy.deepcopy(a) is a and copy.copy(a) is a
+
+
+# ------------------------------------------------- formula strings are not code
+def _attacks(marker):
+    # Each would create ``marker`` if the text were evaluated as Python with builtins (or handed to
+    # sympify, which evaluates strings): a direct import, a string argument that a SymPy function
+    # sympifies, and attribute walks to the builtins.
+    command = f"touch {marker}"
+    return [
+        f"__import__('os').system({command!r})",
+        f"x + __import__('os').system({command!r})",
+        f"sin({'__import__(' + repr('os') + ').system(' + repr(command) + ')'!r})",
+        f"x.__class__.__init__.__globals__['__builtins__']['__import__']('os').system({command!r})",
+        "x*exec(x)",
+        "x._repr_latex_()",
+    ]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_formula_strings_are_never_run_as_code(tmp_path, index):
+    marker = tmp_path / "pwned"
+    text = _attacks(marker)[index]
+    for build in (
+        lambda: symact.activation(text),
+        lambda: symact.parse_formula(text),
+        lambda: symact.activation("x*sigmoid(beta*x)", beta=text),
+        lambda: symact.activation("softplus").with_params(beta=text),
+        lambda: symact.activation("leaky_relu").subs(negative_slope=text),
+        lambda: symact.parameter_activation(re.sub(r"\bx\b", "W", text)),
+        lambda: symact.parameter_activation("powerprop", alpha=text),
+        lambda: symact.activation("relu")(text),
+        lambda: symact.activation("relu").limit(text),
+        lambda: symact.activation("relu").taylor(text, 1),
+        lambda: symact.activation("tanh").transformed(text),
+    ):
+        with pytest.raises(symact.FormulaError):
+            build()
+    assert not marker.exists()
+
+
+def test_formula_vocabulary_still_covers_sympy_functions():
+    # The restricted namespace keeps what formulas use: SymPy classes, sqrt, Piecewise/Eq, constants.
+    act = symact.activation("Piecewise((sqrt(x**2 + 1), Eq(x, 0)), (sinc(x) + erfc(x) + pi + E, True))")
+    assert act(2) == sympy.sinc(2) + sympy.erfc(2) + sympy.pi + sympy.E
+    assert act(0) == 1
+    assert symact.activation("x*gamma + beta", gamma=2, beta=1)(3) == 7
+
+
+# ------------------------------------------------- parameter values given as strings
+@pytest.mark.parametrize("build", [
+    lambda: symact.activation("softplus").with_params(beta="abc"),
+    lambda: symact.activation("softplus", beta="abc"),
+    lambda: symact.activation("x*sigmoid(beta*x)", beta="abc"),
+    lambda: symact.activation("x*sigmoid(beta*x)", beta="x + 1"),
+    lambda: symact.activation("x*sigmoid(beta*x)", beta="I"),
+    lambda: symact.activation("x*sigmoid(beta*x)", beta="nan"),
+    lambda: symact.activation("x*sigmoid(beta*x)", beta="oo"),
+    lambda: symact.parameter_activation("powerprop", alpha="abc"),
+])
+def test_non_numeric_parameter_strings_are_rejected_naming_the_parameter(build):
+    with pytest.raises(symact.FormulaError) as err:
+        build()
+    message = str(err.value)
+    assert "'beta'" in message or "'alpha'" in message
+    assert "pass a number" in message
+
+
+@pytest.mark.parametrize("text, number", [("0.2", 0.2), ("1e-3", 1e-3), ("0.30000000000000004", 0.1 + 0.2), ("-1.5", -1.5)])
+def test_numeric_parameter_strings_convert_like_floats(text, number):
+    from_string = symact.activation("leaky_relu", negative_slope=text)
+    from_float = symact.activation("leaky_relu", negative_slope=number)
+    assert from_string == from_float
+    # Exact: the decimal typed, as a rational (leaky_relu(-10) at slope 0.2 is -2, not -2.000...).
+    assert from_string.params[sympy.Symbol("negative_slope", real=True)] == sympy.Rational(text)
+    assert isinstance(from_string(-10), sympy.Rational)
+    assert from_string.with_params(negative_slope=text) == from_float
+
+
+def test_symbolic_number_strings_are_accepted():
+    act = symact.activation("x*sigmoid(beta*x)", beta="sqrt(2)/2")
+    assert act.params[sympy.Symbol("beta", real=True)] == sympy.sqrt(2) / 2
+    assert symact.activation("leaky_relu", negative_slope="1/3")(-3) == -1
+
+
+# ------------------------------------------------- transformed() arguments
+@pytest.mark.parametrize("args, error", [
+    ((float("nan"), 0, 1, 0), symact.FormulaError),
+    ((1, float("inf"), 1, 0), symact.FormulaError),
+    ((1, 0, sympy.oo, 0), symact.FormulaError),
+    ((1, 0, 1, sympy.nan), symact.FormulaError),
+    ((1j, 0, 1, 0), symact.NonRealExpressionError),
+    ((1, 0, 1, sympy.I), symact.NonRealExpressionError),
+    (([1], 0, 1, 0), symact.FormulaError),
+    ((1, "abc", 1, 0), symact.FormulaError),
+    ((True, 0, 1, 0), symact.FormulaError),
+])
+def test_transformed_rejects_non_finite_non_real_and_non_numbers(args, error):
+    with pytest.raises(error) as err:
+        symact.activation("tanh").transformed(*args)
+    assert "transform argument" in str(err.value) and "pass a" in str(err.value)
+
+
+def test_transformed_converts_numbers_like_parameters():
+    phi = symact.activation("tanh")
+    from_float = phi.transformed(0.1, -0.25, 1.5, 0.2)
+    assert from_float == phi.transformed("1/10", "-1/4", "3/2", "0.2")
+    # The exact DKS transform gamma*(phi(alpha*x + beta) + delta) with the decimals typed.
+    a, b, g, d = (sympy.Rational(s) for s in ("0.1", "-0.25", "1.5", "0.2"))
+    assert from_float.expr == g * (sympy.tanh(a * x + b) + d)
+    # The same conversion as a parameter value: a float parameter and a float transform agree.
+    slope = sympy.Rational(repr(0.1))
+    assert symact.activation("leaky_relu", negative_slope=0.1).params[sympy.Symbol("negative_slope", real=True)] == slope
+
+
+# ------------------------------------------------- taylor() at and away from kinks
+def test_taylor_away_from_a_kink_expands_the_piece_that_holds_there():
+    relu = symact.activation("relu")
+    assert relu.taylor(-1, 3) == 0
+    assert relu.taylor(sympy.Rational(5, 2), 3) == x
+    leaky = symact.activation("leaky_relu", negative_slope=0.2)
+    assert sympy.expand(leaky.taylor(-1, 2).xreplace(dict(leaky.params))) == x / 5
+
+
+@pytest.mark.parametrize("name, kink, order", [
+    ("relu", 0, 1), ("leaky_relu", 0, 1), ("elu", 0, 2), ("celu", 0, 2), ("abs", 0, 1), ("heaviside", 0, 0),
+    ("hardtanh", 1, 1), ("relu_squared", 0, 2),
+])
+def test_taylor_at_a_kink_beyond_the_smoothness_is_an_error_naming_the_one_sided_form(name, kink, order):
+    act = symact.activation(name)
+    with pytest.raises(symact.DomainError) as err:
+        act.taylor(kink, order)
+    assert "side='+'" in str(err.value) and str(kink) in str(err.value)
+
+
+def test_one_sided_taylor_at_a_kink_is_the_series_of_that_side():
+    elu = symact.activation("elu", alpha=2)
+    alpha = sympy.Symbol("alpha", positive=True)
+    # Left of 0 elu is alpha*(exp(x) - 1): its Maclaurin polynomial, computed independently.
+    left = sum(alpha * x**k / sympy.factorial(k) for k in range(1, 5))
+    assert sympy.expand(elu.taylor(0, 4, side="-") - left) == 0
+    assert elu.taylor(0, 4, side="+") == x
+    # elu is C^1 at 0 only for alpha = 1 (slopes 1 and alpha): order 1 is two-sided there, not at alpha = 2.
+    assert symact.activation("elu").taylor(0.0, 1) == x
+    with pytest.raises(symact.DomainError):
+        elu.taylor(0, 1)
+
+
+KINKED = [n for n in symact.catalogue_names(include_gated=False) if symact.activation(n).kinks]
+
+
+@pytest.mark.parametrize("name", KINKED)
+def test_taylor_at_kinks_agrees_with_smoothness_and_with_derivatives(name):
+    act = symact.activation(name)
+    smoothness = act.properties().smoothness
+    f = act.concrete_expr
+    raised = False
+    for k in act.kinks:
+        if smoothness >= 0:
+            act.taylor(k, int(smoothness))  # C^s everywhere: the order-s polynomial exists at every kink
+        try:
+            act.taylor(k, int(smoothness) + 1)
+        except symact.DomainError:
+            raised = True
+    assert raised, "the order past the smoothness must fail at some kink"
+    # Away from the kinks the coefficients are the derivatives of the whole function (sympy.diff), /j!.
+    point = max(act.kinks) + sympy.Rational(1, 3)
+    series = act.taylor(point, 3).xreplace(dict(act.params))
+    for j in range(4):
+        expected = sympy.diff(f, x, j).xreplace({x: point}) / sympy.factorial(j)
+        got = sympy.diff(series, x, j).xreplace({x: point}) / sympy.factorial(j)
+        assert sympy.simplify(got - expected) == 0, (name, j, got, expected)

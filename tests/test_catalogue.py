@@ -115,6 +115,42 @@ def test_derivative_at_kinks_follows_pytorch_autograd():
             assert float(ours) == grad.item(), (name, k, ours, grad.item())
 
 
+# Non-default parameters move or merge the kinks; the convention must hold there too.
+KINK_VARIANTS = [(n, {}) for n in WITH_BUILTIN if n != "heaviside"] + [
+    ("celu", {"alpha": 2}), ("celu", {"alpha": "1/4"}), ("elu", {"alpha": 2}), ("leaky_relu", {"negative_slope": 2}),
+    ("prelu", {"a": 3}), ("hardtanh", {"min_val": -2, "max_val": 3}), ("softshrink", {"lambd": 0}),
+    ("softshrink", {"lambd": 2}), ("hardshrink", {"lambd": 0}), ("hardshrink", {"lambd": 2}),
+]
+
+
+@pytest.mark.parametrize("name, params", KINK_VARIANTS, ids=[f"{n}-{p}" for n, p in KINK_VARIANTS])
+def test_every_builtin_derivative_at_its_kinks_and_0_matches_autograd(name, params):
+    # Every entry with a torch built-in, at each kink and at 0: a wrong kink convention is off by O(1)
+    # (celu written as Max + Min gave slope 0 at 0 where autograd gives 1); the tolerance only absorbs
+    # torch's float32 constants (hardsigmoid's 1/6, celu's 1/alpha).
+    act = symact.activation(name, **params)
+    builtin = resolve_torch(act)
+    for k in sorted(set(act.kinks) | {sympy.Integer(0)}, key=float):
+        t = torch.tensor([float(k)], dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(builtin(t).sum(), t)
+        ours = float(act.derivative()(k))
+        assert ours == pytest.approx(grad.item(), rel=1e-6, abs=1e-12), (name, params, k, ours, grad.item())
+        if k == 0:
+            assert float(act.properties().slope_at_0) == pytest.approx(grad.item(), rel=1e-6, abs=1e-12)
+
+
+def test_celu_is_c1_with_slope_1_at_0():
+    act = symact.activation("celu", alpha=3)
+    assert act.derivative()(0) == 1
+    assert act.properties().slope_at_0 == 1
+    assert act.properties().smoothness == 1
+    # Still torch's formula: max(0, x) + min(0, alpha*(exp(x/alpha) - 1)).
+    for point in ("-2.5", "-0.1", "0", "0.1", "4"):
+        alpha, value = 3, sympy.Rational(point)
+        reference = sympy.Max(0, value) + sympy.Min(0, alpha * (sympy.exp(value / alpha) - 1))
+        assert sympy.simplify(act(value) - reference) == 0
+
+
 def test_selu_constants_are_the_published_ones():
     from symact.catalogue import SELU_ALPHA, SELU_SCALE
 

@@ -159,3 +159,46 @@ def test_signed_parametrizations_gradients():
     assert v.gradients[v.symbols[1]] == W**2
     with pytest.raises(FormulaError):
         signed_parametrization("exp", "mirror")
+
+
+def _check_mirror_map(pa, points):
+    """psi is real at each point of the range and psi''(A) * r(A) = 1 there (sympy.diff, 30 digits)."""
+    psi = pa.concrete(pa.mirror_map)
+    r = pa.concrete(pa.effective_learning_rate)
+    second = sp.diff(psi, pa.A, 2)
+    for a in points:
+        value = sp.N(psi.subs(pa.A, a), 30)
+        assert value.is_real and abs(sp.im(value)) == 0, (pa.name, a, value)
+        assert abs(sp.N((second * r).subs(pa.A, a), 30) - 1) < 1e-25, (pa.name, a)
+
+
+def test_sigmoid_mirror_map_is_real_on_its_range():
+    pa = parameter_activation("sigmoid(W)")
+    assert pa.range == sp.Interval.open(0, 1)
+    _check_mirror_map(pa, [sp.Rational(3, 10), sp.Rational(7, 10), sp.Rational(1, 100), sp.Rational(99, 100)])
+    # Up to an affine term it is the closed form (2A - 1)*logit(A) (psi'' = 1/(A(1 - A))**2 by hand).
+    a = pa.A
+    closed = (2 * a - 1) * sp.log(a / (1 - a))
+    assert sp.simplify(sp.diff(pa.mirror_map - closed, a, 2)) == 0
+    assert not pa.mirror_map.has(sp.I) and not any(
+        (lg.args[0].subs(a, sp.Rational(1, 2)) < 0) for lg in pa.mirror_map.atoms(sp.log)
+    )
+
+
+@pytest.mark.parametrize("formula, dg_in_a, points", [
+    ("tanh(W)", lambda a: 1 - a**2, [sp.Rational(-9, 10), sp.Rational(-3, 10), sp.Rational(1, 2), sp.Rational(19, 20)]),
+    ("sinh(W)", lambda a: sp.sqrt(1 + a**2), [-7, sp.Rational(-1, 3), sp.Rational(1, 2), 5]),
+])
+def test_hyperbolic_parameter_activations_are_fast_and_simplified(formula, dg_in_a, points):
+    import time
+
+    start = time.perf_counter()
+    pa = parameter_activation(sp.sympify(formula, locals={"W": W}))  # an expression: not the string cache
+    assert pa.derivative_in_A == dg_in_a(pa.A)  # exactly the simplified closed form
+    # The chain rule, independently of the inverse: g'(W) = dg_in_a(g(W)) at sample W.
+    for w in (sp.Rational(-3, 2), sp.Rational(1, 5), 2):
+        g_at = pa.g.subs(W, w)
+        assert abs(sp.N(sp.diff(pa.g, W).subs(W, w) - dg_in_a(g_at), 30)) < 1e-25
+    assert pa.mirror_map is not None
+    _check_mirror_map(pa, points)
+    assert time.perf_counter() - start < 20  # it took over 60 s

@@ -1,0 +1,125 @@
+"""Parse formula strings without running them as Python code.
+
+SymPy's ``parse_expr`` ends in ``eval``: with its default global namespace (every SymPy name plus
+Python's builtins) a "formula" such as ``__import__("os").system(...)`` runs.  Every formula string
+symact reads goes through :func:`safe_parse`, which
+
+* evaluates in a global dict that holds only an explicit vocabulary of SymPy names and an empty
+  ``__builtins__`` (so ``__import__``, ``open``, ``eval`` ... do not exist);
+* refuses, before evaluation, the token shapes that reach code without a builtin: string literals
+  (SymPy functions sympify a string argument, which is itself an ``eval``), attribute access
+  (``x.name``, ``f._repr_latex_()`` yield strings; ``obj.__class__`` walks to any class) and
+  dunder names.
+
+The vocabulary holds SymPy's expression classes and constants (``sin``, ``Piecewise``, ``pi`` ...) and
+a few constructor functions (``sqrt``, ``root``); it leaves out SymPy's functions that parse strings
+or return them (``sympify``, ``S``, ``latex``, ``lambdify``, ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import tokenize
+from typing import Any, Mapping
+
+import sympy
+from sympy.core.function import FunctionClass
+from sympy.parsing.sympy_parser import convert_xor, parse_expr, rationalize, standard_transformations
+
+from .errors import FormulaError
+
+__all__ = ["safe_globals", "sympy_vocabulary", "check_formula_tokens", "safe_parse", "safe_number"]
+
+# Names the parser's own transformations emit (auto_symbol, auto_number, lambda_notation, ...).
+_PARSER_NAMES = ("Symbol", "Function", "Integer", "Float", "Rational", "Lambda", "factorial")
+# Plain functions (not classes) that only build expressions from expressions.
+_EXPRESSION_FUNCTIONS = ("sqrt", "cbrt", "root", "real_root")
+
+
+def safe_globals(vocabulary: Mapping[str, Any] = ()) -> dict:
+    """A fresh global dict for ``parse_expr``: ``vocabulary`` plus the parser's own names, no builtins."""
+    env: dict[str, Any] = {name: getattr(sympy, name) for name in _PARSER_NAMES}
+    env.update(vocabulary)
+    env["__builtins__"] = {}  # without it eval() would insert the real builtins module
+    return env
+
+
+@functools.lru_cache(maxsize=1)
+def _sympy_vocabulary() -> Mapping[str, Any]:
+    env = {}
+    for name in sympy.__all__:
+        obj = getattr(sympy, name, None)
+        if isinstance(obj, sympy.Basic) or isinstance(obj, FunctionClass) or (
+            isinstance(obj, type) and issubclass(obj, sympy.Basic)
+        ):
+            env[name] = obj
+    env.update({name: getattr(sympy, name) for name in _EXPRESSION_FUNCTIONS})
+    env.update(max=sympy.Max, min=sympy.Min, pow=sympy.Pow)
+    return env
+
+
+def sympy_vocabulary() -> dict:
+    """SymPy's expression classes and constants, and ``sqrt``/``cbrt``/``root`` (a copy)."""
+    return dict(_sympy_vocabulary())
+
+
+def check_formula_tokens(text: str, what: str = "formula") -> None:
+    """Raise :class:`FormulaError` for string literals, attribute access or dunder names in ``text``."""
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
+                  if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.ENDMARKER)]
+    except (tokenize.TokenError, SyntaxError, IndentationError) as exc:
+        raise FormulaError(f"cannot parse the {what} {text!r}: {exc}") from None
+    string_types = {tokenize.STRING} | {getattr(tokenize, n) for n in ("FSTRING_START",) if hasattr(tokenize, n)}
+    for i, token in enumerate(tokens):
+        problem = None
+        if token.type in string_types:
+            problem = f"a string literal ({token.string})"
+        elif token.type == tokenize.NAME and "__" in token.string:
+            problem = f"the name {token.string!r}"
+        elif token.type == tokenize.OP and token.string == "." and i + 1 < len(tokens) and tokens[i + 1].type == tokenize.NAME:
+            problem = f"attribute access (.{tokens[i + 1].string})"
+        if problem:
+            raise FormulaError(
+                f"the {what} {text!r} contains {problem}, which a formula may not use (formulas are not "
+                "run as Python code); write it with numbers, the input symbol, parameters and functions "
+                "such as exp, log, tanh, erf, Piecewise"
+            )
+
+
+def safe_parse(text: str, local_dict: Mapping[str, Any], vocabulary: Mapping[str, Any],
+               transformations: tuple | None = None, what: str = "formula") -> Any:
+    """``parse_expr(text)`` evaluated in :func:`safe_globals` after :func:`check_formula_tokens`.
+
+    Parse errors propagate as parse_expr raises them (the caller words its message).
+    """
+    check_formula_tokens(text, what)
+    kwargs = {} if transformations is None else {"transformations": transformations}
+    return parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary), **kwargs)
+
+
+# Decimal literals become the exact rational typed ("0.2" is 1/5), like Python floats given as parameters.
+_NUMBER_TRANSFORMATIONS = standard_transformations + (convert_xor, rationalize)
+
+
+def safe_number(text: str, name: str, label: str | None = None) -> sympy.Expr:
+    """A numeric string (``"0.2"``, ``"1/3"``, ``"sqrt(2)"``, ``"pi/4"``) as an exact SymPy number.
+
+    Decimals become exact rationals (``"0.2"`` is 1/5), as Python floats do for parameters.
+    Raises :class:`FormulaError` naming ``label`` (default ``name``) for anything that is not a real
+    finite number; the hint shows ``name=...`` keyword examples.
+    """
+    label = label or repr(name)
+    hint = f"pass a number, e.g. {name}=0.5, {name}='1/3' or {name}='sqrt(2)'"
+    try:
+        value = safe_parse(text.strip(), {}, sympy_vocabulary(), _NUMBER_TRANSFORMATIONS, what=f"value of {name}")
+    except FormulaError as exc:
+        raise FormulaError(f"{label} = {text!r} is not a number ({exc}); {hint}") from None
+    except Exception as exc:  # parse_expr raises whatever the evaluated code raises
+        raise FormulaError(f"{label} = {text!r} is not a number ({type(exc).__name__}: {exc}); {hint}") from None
+    if not isinstance(value, sympy.Expr) or not value.is_number or value.has(sympy.Symbol):
+        raise FormulaError(f"{label} = {text!r} is not a number; {hint}")
+    if value.is_real is False or value.is_finite is False or value.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
+        raise FormulaError(f"{label} = {text!r} is not a real finite number; {hint}")
+    return value
