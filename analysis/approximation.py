@@ -35,6 +35,7 @@ from typing import Any
 import mpmath
 import sympy
 
+from symact._safe_parse import safe_sympify
 from symact.errors import DomainError, FormulaError
 
 __all__ = [
@@ -70,11 +71,8 @@ def _expression(f, keep: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
         factory = getattr(symact, "activation", None)
         if factory is not None:
             return _expression(factory(f), keep)
-        try:
-            return sympy.sympify(f, locals={"x": X})
-        except (sympy.SympifyError, SyntaxError) as exc:
-            raise FormulaError(f"could not parse {f!r}: {exc}; pass a SymPy expression in x") from exc
-    return sympy.sympify(f)
+        return safe_sympify(f, "formula", {"x": X})
+    return safe_sympify(f, "formula")
 
 
 def _parameter(expr: sympy.Expr, parameter) -> sympy.Symbol:
@@ -127,7 +125,7 @@ def match_conditions(candidate, target, parameter, conditions: Sequence[str] = (
         conditions = (conditions,)
     cand, p = _with_parameter(candidate, parameter)
     targ = _expression(target)
-    a = sympy.sympify(at)
+    a = safe_sympify(at, "at")
     out: dict[str, tuple] = {}
     for cond in conditions:
         if cond in _CONDITION_ORDERS:
@@ -462,7 +460,7 @@ def asymptotic_expansion(f, point=0, order: int = 4, parameter=None) -> sympy.Ex
     log(2) + x/2 + x**2/8 - x**4/192 + O(x**5)
     """
     expr = _with_parameter(f, parameter)[0] if parameter is not None else _expression(f)
-    point = sympy.sympify(point)
+    point = safe_sympify(point, "point")
     if point.is_finite:
         return sympy.series(expr, X, point, order)
     sign = 1 if point is sympy.oo else -1

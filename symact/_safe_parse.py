@@ -24,6 +24,7 @@ import tokenize
 from typing import Any, Mapping
 
 import sympy
+from sympy.core.function import AppliedUndef
 from sympy.core.function import FunctionClass
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, rationalize, standard_transformations
 
@@ -123,3 +124,27 @@ def safe_number(text: str, name: str, label: str | None = None) -> sympy.Expr:
     if value.is_real is False or value.is_finite is False or value.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
         raise FormulaError(f"{label} = {text!r} is not a real finite number; {hint}")
     return value
+
+
+def safe_sympify(value: Any, what: str = "value", local_dict: Mapping[str, Any] | None = None) -> Any:
+    """``sympy.sympify`` that never runs a string as code: a string is parsed by :func:`safe_parse`
+    (SymPy's names, ``local_dict``, new symbols for other names); anything else is sympified as is.
+
+    >>> safe_sympify("1/2 + p")
+    p + 1/2
+    """
+    if isinstance(value, str):
+        try:
+            parsed = safe_parse(value, local_dict or {}, sympy_vocabulary(), what=what)
+        except FormulaError:
+            raise
+        except Exception as exc:  # parse_expr raises whatever the parsed text raises
+            raise FormulaError(f"could not read {what} {value!r} ({type(exc).__name__}: {exc})") from None
+        unknown = sorted({f.func.__name__ for f in getattr(parsed, "atoms", lambda *_: ())(AppliedUndef)})
+        if unknown:
+            raise FormulaError(f"{what} {value!r} calls unknown function(s) {unknown}; use SymPy's functions "
+                               "(exp, log, tanh, erf, ...)")
+        return parsed
+    if isinstance(value, (list, tuple, set, dict)):  # sympify would eval strings inside containers
+        raise FormulaError(f"{what} must be a number, expression or string, not a {type(value).__name__}")
+    return sympy.sympify(value)

@@ -39,6 +39,8 @@ from collections.abc import Sequence
 
 import sympy
 
+from ._safe_parse import safe_sympify
+
 __all__ = [
     "entropy",
     "powered_distribution",
@@ -52,7 +54,7 @@ __all__ = [
 
 
 def _as_exprs(p: Sequence) -> tuple[sympy.Expr, ...]:
-    exprs = tuple(sympy.sympify(pi) for pi in p)
+    exprs = tuple(safe_sympify(pi, "probability") for pi in p)
     if len(exprs) < 1:
         raise ValueError("a distribution needs at least one probability; pass a non-empty sequence")
     return exprs
@@ -82,7 +84,7 @@ def powered_distribution(p: Sequence, gamma) -> tuple[sympy.Expr, ...]:
     (1/10, 9/10)
     """
     ps = _as_exprs(p)
-    gamma = sympy.sympify(gamma)
+    gamma = safe_sympify(gamma, "gamma")
     total = sum(pi**gamma for pi in ps)
     return tuple(pi**gamma / total for pi in ps)
 
@@ -93,7 +95,7 @@ def entropy_of_power(p: Sequence, gamma) -> sympy.Expr:
     (equal to :math:`-\sum \tilde p_i\log\tilde p_i` because
     :math:`\log\tilde p_i = \gamma\log p_i - \log Z`)."""
     ps = _support(_as_exprs(p))  # a zero probability stays 0 under a positive power
-    gamma = sympy.sympify(gamma)
+    gamma = safe_sympify(gamma, "gamma")
     weights = [pi**gamma for pi in ps]
     total = sum(weights)
     return sympy.log(total) - gamma * sum(w * sympy.log(pi) for w, pi in zip(weights, ps)) / total
@@ -115,7 +117,7 @@ def log_variance(p: Sequence, gamma=1) -> sympy.Expr:
 def entropy_derivative(p: Sequence, gamma) -> sympy.Expr:
     r"""The closed form :math:`dH/d\gamma = -\gamma\,\mathrm{Var}_{\tilde p(\gamma)}[\log p]`
     (an independent expression: compare it with ``sympy.diff(entropy_of_power(p, g), g)``)."""
-    return -sympy.sympify(gamma) * log_variance(p, gamma)
+    return -safe_sympify(gamma, "gamma") * log_variance(p, gamma)
 
 
 def first_order_update(q: Sequence, target_entropy) -> sympy.Expr:
@@ -129,7 +131,7 @@ def first_order_update(q: Sequence, target_entropy) -> sympy.Expr:
     qs = _as_exprs(q)
     H = -sum(qi * sympy.log(qi) for qi in qs)
     second = sum(qi * sympy.log(qi) ** 2 for qi in qs)
-    return 1 + (sympy.sympify(target_entropy) - H) / (H**2 - second)
+    return 1 + (safe_sympify(target_entropy, "target_entropy") - H) / (H**2 - second)
 
 
 def newton_step_total_exponent(p: Sequence, total_exponent, target_entropy) -> sympy.Expr:
@@ -141,5 +143,5 @@ def newton_step_total_exponent(p: Sequence, total_exponent, target_entropy) -> s
     target_entropy)``: iterating the first-order update and multiplying the exponents is
     Newton's method, hence converges quadratically near a simple root.
     """
-    G = sympy.sympify(total_exponent)
-    return G + (sympy.sympify(target_entropy) - entropy_of_power(p, G)) / entropy_derivative(p, G)
+    G = safe_sympify(total_exponent, "total_exponent")
+    return G + (safe_sympify(target_entropy, "target_entropy") - entropy_of_power(p, G)) / entropy_derivative(p, G)

@@ -49,6 +49,7 @@ from functools import lru_cache
 
 import sympy
 
+from symact._safe_parse import safe_sympify
 from symact.errors import DivergentIntegralError, DomainError, FormulaError
 
 __all__ = [
@@ -86,7 +87,7 @@ def _check_kernel(kernel: str) -> str:
 def kernel_density(kernel: str, width=_SIGMA, t: sympy.Symbol = _T) -> sympy.Expr:
     """The kernel's density :math:`k_\\sigma(t)` (integrates to 1; see the module table)."""
     kernel = _check_kernel(kernel)
-    s = sympy.sympify(width)
+    s = safe_sympify(width, "width")
     if kernel == "gaussian":
         return sympy.exp(-t**2 / (2 * s**2)) / (s * sympy.sqrt(2 * sympy.pi))
     if kernel == "logistic":
@@ -144,7 +145,7 @@ def _antiderivative(kernel: str, j: int, s: sympy.Expr) -> tuple[sympy.Expr, sym
 def kernel_antiderivative(kernel: str, j: int, width=_SIGMA) -> sympy.Expr:
     r"""An antiderivative :math:`G_j(t)` of :math:`t^j k_\sigma(t)` in ``t = Symbol('t', real=True)``
     (normalised to vanish at :math:`-\infty` where that limit is finite)."""
-    return _antiderivative(_check_kernel(kernel), int(j), sympy.sympify(width))[0]
+    return _antiderivative(_check_kernel(kernel), int(j), safe_sympify(width, "width"))[0]
 
 
 def _tail_decay(kernel: str) -> str:
@@ -156,7 +157,7 @@ def piecewise_polynomial(f: sympy.Expr, x: sympy.Symbol = _X) -> tuple[Piece, ..
 
     Break points must not depend on parameters (write ``leaky_relu`` as
     ``Max(0, x) + alpha*Min(0, x)`` rather than ``Max(x, alpha*x)`` to keep alpha symbolic)."""
-    expr = sympy.piecewise_fold(sympy.sympify(f).rewrite(sympy.Piecewise))
+    expr = sympy.piecewise_fold(safe_sympify(f, "formula", {"x": _X}).rewrite(sympy.Piecewise))
     conditions = [cond for _, cond in expr.args] if isinstance(expr, sympy.Piecewise) else []
     points: set = set()
     for cond in conditions:
@@ -215,7 +216,7 @@ def _piece_at(expr: sympy.Expr, x: sympy.Symbol, probe: sympy.Expr) -> sympy.Exp
 def _positive_width(width) -> sympy.Expr:
     if width is None:
         return _SIGMA
-    w = sympy.sympify(width)
+    w = safe_sympify(width, "width")
     if isinstance(w, sympy.Symbol) and not w.is_positive:
         return sympy.Symbol(w.name, positive=True)  # the scale is positive by definition
     if w.is_number and not (w.is_real and w.is_positive):
@@ -234,7 +235,7 @@ def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol
     """
     kernel = _check_kernel(kernel)
     s = _positive_width(width)
-    f = sympy.sympify(f)
+    f = safe_sympify(f, "formula", {"x": _X})
     if isinstance(width, sympy.Symbol) and s != width:
         f = f.subs(width, s)
     pieces = piecewise_polynomial(f, x)
@@ -307,7 +308,7 @@ def convolve(f, kernel: str = "gaussian", width=None):
 
     factory = getattr(symact, "activation", None)
     if isinstance(f, str):
-        f = factory(f) if factory is not None else sympy.sympify(f, locals={"x": _X})
+        f = factory(f) if factory is not None else safe_sympify(f, "formula", {"x": _X})
     if hasattr(f, "expr") and hasattr(f, "params"):
         name, params = getattr(f, "name", "f"), dict(f.params)
         if width is None and any(p.name == "sigma" for p in params):

@@ -262,6 +262,28 @@ def test_formula_strings_are_never_run_as_code(tmp_path, index):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("index", range(6))
+def test_strings_outside_activation_are_never_run_as_code(tmp_path, index):
+    """Entropy probabilities, smoothing widths and formulas, and the approximation tools' points."""
+    import analysis
+    from symact import entropy
+    from symact.smooth import convolve
+
+    marker = tmp_path / "pwned"
+    text = _attacks(marker)[index]
+    for build in (
+        lambda: entropy.entropy([text, "1/2"]),
+        lambda: entropy.entropy_of_power(["1/2", "1/2"], text),
+        lambda: convolve("relu", "logistic", width=text),
+        lambda: convolve(sympy.Max(0, x), "logistic", width=text),
+        lambda: analysis.asymptotic_expansion("softplus", text),
+        lambda: analysis.match_conditions("squareplus", "softplus", "b", "value", at=text),
+    ):
+        with pytest.raises(symact.FormulaError):
+            build()
+    assert not marker.exists()
+
+
 def test_formula_vocabulary_still_covers_sympy_functions():
     # The restricted namespace keeps what formulas use: SymPy classes, sqrt, Piecewise/Eq, constants.
     act = symact.activation("Piecewise((sqrt(x**2 + 1), Eq(x, 0)), (sinc(x) + erfc(x) + pi + E, True))")
