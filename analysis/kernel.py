@@ -338,8 +338,25 @@ class _Funcs:
 
     @lru_cache(maxsize=None)
     def np(self, n: int) -> Callable:
+        """phi^(n) on float64 arrays.  Where the lambdified formula overflows in an intermediate
+        (sigmoid' = exp(-x)/(1 + exp(-x))^2 is inf/inf = nan for x < -709) the value is
+        recomputed with mpmath (no overflow) and rounded to float64: a truly infinite or
+        undefined value still comes out inf/raises, a representable one comes out right."""
         f = sympy.lambdify(self.parts.x, self.expr(n).evalf(20), modules=_NUMPY_MODULES)
-        return lambda v: np.broadcast_to(np.asarray(f(v), dtype=np.float64), np.shape(v))
+        exact = self.mp(n)
+
+        def fn(v):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                y = np.broadcast_to(np.asarray(f(v), dtype=np.float64), np.shape(v))
+            bad = ~np.isfinite(y)
+            if bad.any():
+                y = np.array(y)
+                with mpmath.workdps(30):
+                    y[bad] = [float(exact(mpmath.mpf(float(t))))
+                              for t in np.broadcast_to(np.asarray(v, dtype=np.float64), y.shape)[bad]]
+            return y
+
+        return fn
 
     @lru_cache(maxsize=None)
     def jumps(self, n: int) -> tuple:
@@ -535,8 +552,17 @@ class KernelMaps:
             f = self._f.mp(0)
             with mpmath.workdps(self.dps + _GUARD):
                 r = mpmath.sqrt(self._mp(qv))
+                bps = [b / r for b in self._kinks_mp()]
+                # phi(r z) varies on a scale 1/r in z around 0 and the kinks: the rule's fixed
+                # half-unit panels miss that for large q (1e-4 wrong at q = 1e4), so grade the
+                # panels geometrically from width 1/(16 r) up to 1 there
+                w = 1 / (16 * r)
+                centres = [mpmath.mpf(0)] + bps
+                while w < 1:
+                    bps += [c0 + sg * w for c0 in centres for sg in (1, -1)]
+                    w *= 2
                 have = gauss.hermite_coefficients(
-                    lambda t: f(r * t), n, dps=self.dps + _GUARD, breakpoints=[b / r for b in self._kinks_mp()])
+                    lambda t: f(r * t), n, dps=self.dps + _GUARD, breakpoints=bps)
             self._cache[key] = have
         return have[:n]
 

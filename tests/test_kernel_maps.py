@@ -336,3 +336,45 @@ def test_other_closed_forms_agree_with_quadrature(name):
         assert rel(closed.q_map(qv), quad.q_map(qv)) < 1e-28
     for cv in (sympy.Rational(-1, 2), sympy.Rational(3, 10)):
         assert diff(closed.c_map(cv), quad.c_map(cv)) < mpmath.mpf(10) ** -28
+
+
+LARGE_Q = [1e-4, 1, 1e4, 1e6, 1e8]
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu", "sigmoid", "relu"])
+def test_float64_agrees_with_mpmath_up_to_q_1e8(name):
+    """phi(sqrt(q) z) varies on a scale 1/sqrt(q) in z: a unit-panel float64 rule missed it (tanh's
+    C'(1) was 100% off at q = 1e8) and sigmoid' = exp(-x)/(1+exp(-x))^2 overflowed to nan."""
+    f64 = kernel_maps(act(name), engine="float64")
+    ref = kernel_maps(act(name), dps=30, engine="mpmath")
+    for q in LARGE_Q:
+        qv = ref.q_map(q)
+        assert rel(f64.q_map(q), qv) < 1e-12, q
+        assert rel(f64.slope_at_1(q), ref.slope_at_1(q)) < 1e-12, q
+        assert rel(f64.q_map_derivative(q), ref.q_map_derivative(q)) < 1e-12, q
+        # C(0) is 0 for odd phi: compare on the scale of the C map (|C| <= 1)
+        assert diff(f64.value_at_0(q), ref.value_at_0(q)) < 1e-12, q
+
+
+@pytest.mark.parametrize("q", [1e4, 1e8])
+def test_c_map_at_large_q_against_erf_closed_form(q):
+    """erf's kernel is Williams' arcsine formula: an independent reference for the 2-D float64
+    rule and the mpmath engine's Mehler series (both ~1e-3 off at q = 1e4 with unit panels)."""
+    f64 = kernel_maps(sympy.erf(x), engine="float64")
+    mp_ = kernel_maps(sympy.erf(x), dps=20, engine="mpmath")
+    exact = kernel_maps(sympy.erf(x), dps=30, engine="closed")
+    for c in (-1, -0.6, 0.3, 0.99):
+        assert rel(f64.c_map(c, q, q), exact.c_map(c, q, q)) < 1e-12, c
+        assert rel(f64.c_map_derivative(c, 1, q, q), exact.c_map_derivative(c, 1, q, q)) < 1e-12, c
+    for c in (-0.6, 0.3):
+        assert rel(mp_.c_map(c, q, q), exact.c_map(c, q, q)) < 1e-18, c
+        assert rel(mp_.c_map_derivative(c, 1, q, q), exact.c_map_derivative(c, 1, q, q)) < 1e-18, c
+
+
+def test_tanh_c_map_at_large_q_float64_vs_mpmath():
+    f64 = kernel_maps(act("tanh"), engine="float64")
+    ref = kernel_maps(act("tanh"), dps=30, engine="mpmath")
+    for q in (1e4, 1e8):
+        for c in (-0.6, 0.3):
+            assert rel(f64.c_map(c, q, q), ref.c_map(c, q, q)) < 1e-12, (q, c)
+
