@@ -644,14 +644,34 @@ class KernelMaps:
         """
         _check_c(c), _check_q(q1), _check_q(q2)
         if self.engine == "closed":
-            return self._out(self._closed_eval("C", self.closed_form.c_map, c=c, q1=q1, q2=q2))
+            return self._unit(self._out(self._closed_eval("C", self.closed_form.c_map, c=c, q1=q1, q2=q2)))
         if c == 1 and q1 == q2:
             return self._out(1)
         if c == 0:   # independent u, v: E[phi(u)] E[phi(v)], two 1-D integrals
             k = self._mean(q1) * self._mean(q2)
         else:
             k = self._kernel_num(0, c, q1, q2)
-        return self._out(k / self._sqrt(self.q_map(q1) * self.q_map(q2)))
+        return self._unit(self._out(k / self._sqrt(self.q_map(q1) * self.q_map(q2))))
+
+    def _unit_excess_tolerance(self):
+        """How far past +-1 a C value may land by rounding alone: 4 ulps of 1 in float64 (the
+        kernel and the Q values are separate sums, each correctly rounded to ~1 ulp), one unit in
+        the last of ``dps`` digits otherwise (the work is done with 10 guard digits)."""
+        if self.engine == "float64":
+            return 4 * np.finfo(np.float64).eps
+        return mpmath.mpf(10) ** (-self.dps)
+
+    def _unit(self, v):
+        """Fold a C value that rounding pushed just past +-1 back onto [-1, 1] (C is a cosine: a
+        caller iterating ``c = C(c)`` must be able to feed it back).  A larger excess is not
+        rounding, and raises."""
+        if -1 <= v <= 1:
+            return v
+        if abs(v) - 1 <= self._unit_excess_tolerance():
+            return self._out(1 if v > 0 else -1)
+        raise DomainError(
+            f"the C map of {self.activation_name!r} came out as {v}, outside [-1, 1] by more than "
+            "rounding: the quadrature is not accurate here (compare with engine='mpmath').")
 
     def c_map_curve(self, cs, q1=1.0, q2=1.0) -> np.ndarray:
         """The C map on an array of cosines, as a float64 array (any engine; the float64 engine
@@ -664,7 +684,13 @@ class KernelMaps:
         _check_q(q1), _check_q(q2)
         k = gauss.bivariate_gaussian_expectation_float64(
             self._f.np(0), self._f.np(0), cs.ravel(), q1=float(q1), q2=float(q2), breakpoints=self._kinks_f())
-        return (np.asarray(k) / math.sqrt(self.q_map(q1) * self.q_map(q2))).reshape(cs.shape)
+        out = np.asarray(k) / math.sqrt(self.q_map(q1) * self.q_map(q2))
+        over = np.abs(out) > 1
+        if np.any(over):
+            if np.any(np.abs(out[over]) - 1 > self._unit_excess_tolerance()):
+                self._unit(float(out[over][np.argmax(np.abs(out[over]))]))   # raises, with the value
+            out = np.where(over, np.sign(out), out)
+        return out.reshape(cs.shape)
 
     def _mean(self, q):
         """E[phi(sqrt(q) z)] (cached)."""

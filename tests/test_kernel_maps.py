@@ -378,3 +378,24 @@ def test_tanh_c_map_at_large_q_float64_vs_mpmath():
         for c in (-0.6, 0.3):
             assert rel(f64.c_map(c, q, q), ref.c_map(c, q, q)) < 1e-12, (q, c)
 
+
+@pytest.mark.parametrize("name", ["tanh", "erf", "gelu", "sin", "relu"])
+def test_c_map_values_stay_in_unit_interval(name):
+    """C is a cosine: rounding put tanh's float64 C(-1) at -1.0000000000000002, which broke
+    callers that feed C values back in (c = C(c) raised DomainError)."""
+    for engine in ("float64", "mpmath"):
+        m = kernel_maps(act(name), dps=20, engine=engine)
+        for q in (0.5, 1, 3):
+            for c in (-1, 1):
+                assert -1 <= m.c_map(c, q, q) <= 1, (engine, q, c)
+    m = kernel_maps(act("tanh"), engine="float64")
+    assert m.c_map(-1) == -1            # tanh is odd: C(-1) = -1 exactly
+    assert np.all(np.abs(m.c_map_curve([-1.0, 0.5, 1.0])) <= 1)
+    c = -1.0
+    for _ in range(5):                  # iterating the map must not leave its domain
+        c = m.c_map(c)
+        c = m.c_map(-c)
+    # an excess beyond rounding is not folded back silently
+    with pytest.raises(DomainError, match="outside"):
+        m._unit(1 + 1e-9)
+    assert m._unit(-1 - 2.2e-16) == -1
