@@ -168,14 +168,18 @@ def find_closed_form(expr: sympy.Expr, x: sympy.Symbol) -> ClosedForm | None:
         a2 = _hermite_prob_coeffs(expr.subs(x, sympy.sqrt(Q2_SYM) * z2), z2)
         kern = sympy.expand(sum(a1[n] * a2[n] * C_SYM**n for n in range(min(len(a1), len(a2)))))
         return _make("polynomial", kern, "Mehler's formula with exact Hermite coefficients")
-    lin = _homogeneous_linear(expr, x)
+    # the piecewise families reduce to polynomials (handled above) unless phi has a piecewise
+    # part; skip their sympy.simplify calls otherwise: on a transformed activation with 15-digit
+    # coefficients (huge rationals) they ran for minutes without any chance of a match
+    piecewise = expr.has(sympy.Piecewise, sympy.Heaviside, sympy.Max, sympy.Min, sympy.Abs, sympy.sign)
+    lin = _homogeneous_linear(expr, x) if piecewise else None
     if lin is not None:
         A, B = lin
         kern = A**2 * _relu_kernel() + (A * B + B**2) * s12
         return _make("homogeneous piecewise-linear (arc-cosine)", kern,
                      "Cho & Saul 2009 arc-cosine kernel of degree 1 (= 2 x ReLU nngp); "
                      "phi = A relu(x) + B x")
-    const = _piecewise_constant(expr, x)
+    const = _piecewise_constant(expr, x) if piecewise else None
     if const is not None:
         A, B = const
         kern = A**2 * _step_kernel() + A * B + B**2

@@ -399,3 +399,17 @@ def test_c_map_values_stay_in_unit_interval(name):
     with pytest.raises(DomainError, match="outside"):
         m._unit(1 + 1e-9)
     assert m._unit(-1 - 2.2e-16) == -1
+
+
+def test_float_coefficient_transform_skips_hopeless_closed_form_search():
+    """DKS-shaped softplus (15-digit Floats become huge rationals): the piecewise closed-form
+    search ran sympy.simplify on them for minutes.  The maps must come back, with correct numbers
+    (shaping made Q(1) = 1; the mpmath engine is the reference)."""
+    phi = (2.04651721641367 * sympy.log(1.52044097571898 * sympy.exp(0.810279544733469 * x) + 1)
+           - 2.04277946816664)
+    f64 = kernel_maps(phi, engine="float64")
+    assert f64.closed_form is None
+    ref = kernel_maps(phi, dps=30, engine="mpmath")
+    assert rel(f64.q_map(1), ref.q_map(1)) < 1e-12
+    assert abs(ref.q_map(1) - 1) < 1e-12
+    assert rel(f64.slope_at_1(1), ref.slope_at_1(1)) < 1e-12
