@@ -413,3 +413,14 @@ def test_float_coefficient_transform_skips_hopeless_closed_form_search():
     assert rel(f64.q_map(1), ref.q_map(1)) < 1e-12
     assert abs(ref.q_map(1) - 1) < 1e-12
     assert rel(f64.slope_at_1(1), ref.slope_at_1(1)) < 1e-12
+
+
+@pytest.mark.parametrize("engine", ["float64", "mpmath"])
+def test_non_integrable_pole_raises(engine):
+    """E[1/(sqrt(q) z)^2] diverges: the maps returned 6638 (float64) and 2e39 (mpmath) silently."""
+    with pytest.raises(DivergentIntegralError, match="non-integrable singularity at x = 0"):
+        kernel_maps(1 / x, engine=engine).q_map(1)
+    with pytest.raises(DivergentIntegralError, match="at x = 1"):
+        kernel_maps(x / (x - 1), engine=engine).q_map(1)
+    # a pole off the real line is harmless: x/(x^2+1) has a finite Q map
+    assert kernel_maps(x / (x**2 + 1), engine=engine).q_map(1) > 0
