@@ -168,14 +168,18 @@ def find_closed_form(expr: sympy.Expr, x: sympy.Symbol) -> ClosedForm | None:
         a2 = _hermite_prob_coeffs(expr.subs(x, sympy.sqrt(Q2_SYM) * z2), z2)
         kern = sympy.expand(sum(a1[n] * a2[n] * C_SYM**n for n in range(min(len(a1), len(a2)))))
         return _make("polynomial", kern, "Mehler's formula with exact Hermite coefficients")
-    lin = _homogeneous_linear(expr, x)
+    # the piecewise families reduce to polynomials (handled above) unless phi has a piecewise
+    # part; skip their sympy.simplify calls otherwise: on a transformed activation with 15-digit
+    # coefficients (huge rationals) they ran for minutes without any chance of a match
+    piecewise = expr.has(sympy.Piecewise, sympy.Heaviside, sympy.Max, sympy.Min, sympy.Abs, sympy.sign)
+    lin = _homogeneous_linear(expr, x) if piecewise else None
     if lin is not None:
         A, B = lin
         kern = A**2 * _relu_kernel() + (A * B + B**2) * s12
         return _make("homogeneous piecewise-linear (arc-cosine)", kern,
                      "Cho & Saul 2009 arc-cosine kernel of degree 1 (= 2 x ReLU nngp); "
                      "phi = A relu(x) + B x")
-    const = _piecewise_constant(expr, x)
+    const = _piecewise_constant(expr, x) if piecewise else None
     if const is not None:
         A, B = const
         kern = A**2 * _step_kernel() + A * B + B**2
@@ -338,8 +342,25 @@ class _Funcs:
 
     @lru_cache(maxsize=None)
     def np(self, n: int) -> Callable:
+        """phi^(n) on float64 arrays.  Where the lambdified formula overflows in an intermediate
+        (sigmoid' = exp(-x)/(1 + exp(-x))^2 is inf/inf = nan for x < -709) the value is
+        recomputed with mpmath (no overflow) and rounded to float64: a truly infinite or
+        undefined value still comes out inf/raises, a representable one comes out right."""
         f = sympy.lambdify(self.parts.x, self.expr(n).evalf(20), modules=_NUMPY_MODULES)
-        return lambda v: np.broadcast_to(np.asarray(f(v), dtype=np.float64), np.shape(v))
+        exact = self.mp(n)
+
+        def fn(v):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                y = np.broadcast_to(np.asarray(f(v), dtype=np.float64), np.shape(v))
+            bad = ~np.isfinite(y)
+            if bad.any():
+                y = np.array(y)
+                with mpmath.workdps(30):
+                    y[bad] = [float(exact(mpmath.mpf(float(t))))
+                              for t in np.broadcast_to(np.asarray(v, dtype=np.float64), y.shape)[bad]]
+            return y
+
+        return fn
 
     @lru_cache(maxsize=None)
     def jumps(self, n: int) -> tuple:
@@ -421,6 +442,8 @@ class KernelMaps:
                 "or engine='float64' (fast).")
         self.engine = engine
         self._f = _Funcs(parts, digits=self.dps + 3 * _GUARD)
+        if engine != "closed":
+            self._check_poles()
         #: the mpmath engine sums Mehler's series for |c| <= this (at q1 == q2); 2-D quadrature
         #: beyond.  Set it to 0 to force quadrature everywhere.
         self.mehler_max_abs_c = MEHLER_MAX_ABS_C
@@ -429,6 +452,34 @@ class KernelMaps:
 
     def __repr__(self) -> str:
         return f"KernelMaps({self.activation_name!r}, engine={self.engine!r}, dps={self.dps})"
+
+    def _check_poles(self) -> None:
+        """Raise DivergentIntegralError when phi^2 has a non-integrable singularity on the real
+        line (1/x: Q(q) = E[1/(q z^2)] diverges), which no quadrature rule notices by itself:
+        it returned garbage (6638 in float64, 2e39 with mpmath).  Candidates: real zeros of
+        the bases of negative powers; each is tested by gauss's singularity check on phi^2."""
+        x = self._parts.x
+        poles = set()
+        for node in sympy.preorder_traversal(self._parts.expr):
+            if isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.has(x):
+                try:
+                    sols = sympy.solveset(node.base, x, sympy.S.Reals)
+                except (NotImplementedError, TypeError, ValueError):
+                    continue
+                if isinstance(sols, sympy.FiniteSet):
+                    poles |= {b for b in sols if b.is_real}
+        if not poles:
+            return
+        f = self._f.mp(0)
+
+        def f_safe(t):
+            try:
+                return f(t)
+            except ZeroDivisionError:
+                return mpmath.inf
+        with mpmath.workdps(self.dps + _GUARD):
+            gauss._check_singularities(lambda t: f_safe(t) ** 2, [self._mp(b) for b in poles], self.dps,
+                                       f"phi^2 for {self.activation_name!r}")
 
     # ---- small helpers -------------------------------------------------------------------
     @property
@@ -535,8 +586,17 @@ class KernelMaps:
             f = self._f.mp(0)
             with mpmath.workdps(self.dps + _GUARD):
                 r = mpmath.sqrt(self._mp(qv))
+                bps = [b / r for b in self._kinks_mp()]
+                # phi(r z) varies on a scale 1/r in z around 0 and the kinks: the rule's fixed
+                # half-unit panels miss that for large q (1e-4 wrong at q = 1e4), so grade the
+                # panels geometrically from width 1/(16 r) up to 1 there
+                w = 1 / (16 * r)
+                centres = [mpmath.mpf(0)] + bps
+                while w < 1:
+                    bps += [c0 + sg * w for c0 in centres for sg in (1, -1)]
+                    w *= 2
                 have = gauss.hermite_coefficients(
-                    lambda t: f(r * t), n, dps=self.dps + _GUARD, breakpoints=[b / r for b in self._kinks_mp()])
+                    lambda t: f(r * t), n, dps=self.dps + _GUARD, breakpoints=bps)
             self._cache[key] = have
         return have[:n]
 
@@ -618,14 +678,34 @@ class KernelMaps:
         """
         _check_c(c), _check_q(q1), _check_q(q2)
         if self.engine == "closed":
-            return self._out(self._closed_eval("C", self.closed_form.c_map, c=c, q1=q1, q2=q2))
+            return self._unit(self._out(self._closed_eval("C", self.closed_form.c_map, c=c, q1=q1, q2=q2)))
         if c == 1 and q1 == q2:
             return self._out(1)
         if c == 0:   # independent u, v: E[phi(u)] E[phi(v)], two 1-D integrals
             k = self._mean(q1) * self._mean(q2)
         else:
             k = self._kernel_num(0, c, q1, q2)
-        return self._out(k / self._sqrt(self.q_map(q1) * self.q_map(q2)))
+        return self._unit(self._out(k / self._sqrt(self.q_map(q1) * self.q_map(q2))))
+
+    def _unit_excess_tolerance(self):
+        """How far past +-1 a C value may land by rounding alone: 4 ulps of 1 in float64 (the
+        kernel and the Q values are separate sums, each correctly rounded to ~1 ulp), one unit in
+        the last of ``dps`` digits otherwise (the work is done with 10 guard digits)."""
+        if self.engine == "float64":
+            return 4 * np.finfo(np.float64).eps
+        return mpmath.mpf(10) ** (-self.dps)
+
+    def _unit(self, v):
+        """Fold a C value that rounding pushed just past +-1 back onto [-1, 1] (C is a cosine: a
+        caller iterating ``c = C(c)`` must be able to feed it back).  A larger excess is not
+        rounding, and raises."""
+        if -1 <= v <= 1:
+            return v
+        if abs(v) - 1 <= self._unit_excess_tolerance():
+            return self._out(1 if v > 0 else -1)
+        raise DomainError(
+            f"the C map of {self.activation_name!r} came out as {v}, outside [-1, 1] by more than "
+            "rounding: the quadrature is not accurate here (compare with engine='mpmath').")
 
     def c_map_curve(self, cs, q1=1.0, q2=1.0) -> np.ndarray:
         """The C map on an array of cosines, as a float64 array (any engine; the float64 engine
@@ -638,7 +718,13 @@ class KernelMaps:
         _check_q(q1), _check_q(q2)
         k = gauss.bivariate_gaussian_expectation_float64(
             self._f.np(0), self._f.np(0), cs.ravel(), q1=float(q1), q2=float(q2), breakpoints=self._kinks_f())
-        return (np.asarray(k) / math.sqrt(self.q_map(q1) * self.q_map(q2))).reshape(cs.shape)
+        out = np.asarray(k) / math.sqrt(self.q_map(q1) * self.q_map(q2))
+        over = np.abs(out) > 1
+        if np.any(over):
+            if np.any(np.abs(out[over]) - 1 > self._unit_excess_tolerance()):
+                self._unit(float(out[over][np.argmax(np.abs(out[over]))]))   # raises, with the value
+            out = np.where(over, np.sign(out), out)
+        return out.reshape(cs.shape)
 
     def _mean(self, q):
         """E[phi(sqrt(q) z)] (cached)."""

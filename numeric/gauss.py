@@ -473,6 +473,14 @@ def _smoothed_kink_edges(centres, width) -> list:
     return edges
 
 
+def _graded_edges(centres, width) -> list:
+    """Panel edges centre +- width * 2^k (k = 0, 1, ...) below 1, for features of size ``width``
+    (in z) at the ``centres``; nothing when ``width >= 1`` (unit panels resolve those already)."""
+    if not width < 1:
+        return []
+    return _smoothed_kink_edges(centres, width)
+
+
 def _f64_check_tail(f: Callable, mean: float, std: float, what: str = "f") -> None:
     """float64 twin of the mpmath tail test: |f| * density at the cut |z| = 12 must be below
     1e-13 of its peak on a unit grid (so the truncated mass is below float64 resolution)."""
@@ -506,7 +514,9 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
     """``E[f(mean + std*z)]`` in float64 for a vectorised NumPy ``f``.
 
     ``order=None`` (default): composite Gauss-Legendre on ``z in [-12, 12]`` (the Gaussian tail
-    beyond carries < 1e-31), unit panels split at the ``breakpoints`` (x variable), with
+    beyond carries < 1e-31), unit panels split at the ``breakpoints`` (x variable) and, for
+    ``std > 1``, graded geometrically down to width ``1/std`` towards ``x = 0`` and the breakpoints
+    (where ``f`` varies on a unit scale in x, i.e. ``1/std`` in z), with
     adaptive order: 16 and 32 nodes per panel are compared and the rule is refined to 64 if they
     differ by more than :data:`FLOAT64_RELATIVE_TOLERANCE` (relative).  Smooth-on-pieces
     integrands reach ~1e-15 relative; the tests check 1e-12 against the mpmath engine.
@@ -525,6 +535,10 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
         return float(np.dot(w, vals) / math.sqrt(2 * math.pi))
     _f64_check_tail(f, mean, std)
     bz = [(float(b) - mean) / std for b in breakpoints]
+    # f varies on a unit scale in x (near x = 0 and its kinks), i.e. on a scale 1/std in z: for
+    # std > 1 a unit panel would miss that feature (tanh at q = 1e8 lies within |z| < 1e-3), so
+    # grade the panels geometrically towards those points down to width 1/std.
+    bz += _graded_edges([-mean / std] + bz, 1.0 / std)
     prev = None
     for npp in (16, 32, 64):
         z, w = _f64_rule(bz, npp)
@@ -545,7 +559,9 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     Tensor composite Gauss-Legendre rule on ``[-10, 10]^2`` in ``(z1, z2)`` (16 panels of 16
     nodes per axis); the outer rule is
     split at the kinks of ``f``; for every outer node the inner panels are split at the moving
-    kink ``z2 = (b / sqrt(q2) - c z1) / s``.  Returns an array shaped like ``c``.
+    kink ``z2 = (b / sqrt(q2) - c z1) / s``.  For large variances both rules are also graded
+    geometrically towards ``x = 0`` and the kinks (down to width ``1/sqrt(q)`` in z), where the
+    functions vary on a unit scale in x.  Returns an array shaped like ``c``.
     """
     if breakpoints_g is None:
         breakpoints_g = breakpoints
@@ -565,12 +581,20 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
         s = math.sqrt((1 - ci) * (1 + ci))
         if ci != 0:
             obps += _smoothed_kink_edges(gb / ci, abs(s / ci))
+        # f and g vary on a unit scale in x around 0 (and their kinks): a scale 1/r in z, which
+        # the 1.25-wide panels miss for large q.  Outer: f's features at width 1/r1; g's seen
+        # through E[g(v) | z1], smoothed over r2 s, at width max(1/r2, s) / |c|.
+        obps += _graded_edges([0.0] + obps, 1.0 / r1)
+        if ci != 0:
+            obps += _graded_edges([0.0] + list(gb / ci), max(1.0 / r2, s) / abs(ci))
         z1, w1 = _f64_rule(obps, nodes_per_panel, _F64_CUT2, _F64_PANEL2)
         fz = _f64_checked(f(r1 * z1), "f")
         if s == 0:
             out[i] = float(np.dot(w1, fz * _f64_checked(g(ci * r2 * z1), "g")))
             continue
-        if gb.size == 0:
+        # inner: g's features at v = 0 and its kinks, z2 = (b / r2 - c z1) / s, width 1 / (r2 s)
+        inner_width = 1.0 / (r2 * s)
+        if gb.size == 0 and not inner_width < 1:
             z2, w2 = _f64_rule((), nodes_per_panel, _F64_CUT2, _F64_PANEL2)
             v = r2 * (ci * z1[:, None] + s * z2[None, :])
             inner = _f64_checked(g(v), "g") @ w2
@@ -578,6 +602,11 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
             # per outer node: panels of the fixed grid plus the moving kink(s)
             edges0 = np.linspace(-_F64_CUT2, _F64_CUT2, int(round(2 * _F64_CUT2 / _F64_PANEL2)) + 1)
             kinks = (gb[None, :] - ci * z1[:, None]) / s          # (n1, nk)
+            if inner_width < 1:
+                centres = np.concatenate([kinks, -ci * z1[:, None] / s], axis=1)
+                offs = inner_width * 2.0 ** np.arange(int(math.ceil(math.log2(1 / inner_width))))
+                offs = np.concatenate([[0.0], offs, -offs])
+                kinks = (centres[:, :, None] + offs[None, None, :]).reshape(z1.size, -1)
             kinks = np.clip(kinks, -_F64_CUT2, _F64_CUT2)
             edges = np.sort(np.concatenate([np.broadcast_to(edges0, (z1.size, edges0.size)), kinks], axis=1), axis=1)
             a, b = edges[:, :-1, None], edges[:, 1:, None]

@@ -65,3 +65,9 @@ def test_tanh_full_acceptance():
     wide = empirical_kernel(TANH, depth=5, width=4000, cosines=(0.0, 0.5, 0.9), seeds=20)
     assert wide.passes("extended")
     assert 1.4 <= rec.spread_ratio(wide) <= 2.9
+
+
+def test_antipodal_inputs_do_not_break_the_prediction():
+    """The float64 C map returned -1.0000000000000002 at c = -1 and the prediction raised."""
+    rec = empirical_kernel("tanh", depth=2, width=16, seeds=2, cosines=(-1.0,))
+    assert "c0=-1" in repr(rec) and rec.passes("extended")

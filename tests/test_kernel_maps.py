@@ -336,3 +336,91 @@ def test_other_closed_forms_agree_with_quadrature(name):
         assert rel(closed.q_map(qv), quad.q_map(qv)) < 1e-28
     for cv in (sympy.Rational(-1, 2), sympy.Rational(3, 10)):
         assert diff(closed.c_map(cv), quad.c_map(cv)) < mpmath.mpf(10) ** -28
+
+
+LARGE_Q = [1e-4, 1, 1e4, 1e6, 1e8]
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu", "sigmoid", "relu"])
+def test_float64_agrees_with_mpmath_up_to_q_1e8(name):
+    """phi(sqrt(q) z) varies on a scale 1/sqrt(q) in z: a unit-panel float64 rule missed it (tanh's
+    C'(1) was 100% off at q = 1e8) and sigmoid' = exp(-x)/(1+exp(-x))^2 overflowed to nan."""
+    f64 = kernel_maps(act(name), engine="float64")
+    ref = kernel_maps(act(name), dps=30, engine="mpmath")
+    for q in LARGE_Q:
+        qv = ref.q_map(q)
+        assert rel(f64.q_map(q), qv) < 1e-12, q
+        assert rel(f64.slope_at_1(q), ref.slope_at_1(q)) < 1e-12, q
+        assert rel(f64.q_map_derivative(q), ref.q_map_derivative(q)) < 1e-12, q
+        # C(0) is 0 for odd phi: compare on the scale of the C map (|C| <= 1)
+        assert diff(f64.value_at_0(q), ref.value_at_0(q)) < 1e-12, q
+
+
+@pytest.mark.parametrize("q", [1e4, 1e8])
+def test_c_map_at_large_q_against_erf_closed_form(q):
+    """erf's kernel is Williams' arcsine formula: an independent reference for the 2-D float64
+    rule and the mpmath engine's Mehler series (both ~1e-3 off at q = 1e4 with unit panels)."""
+    f64 = kernel_maps(sympy.erf(x), engine="float64")
+    mp_ = kernel_maps(sympy.erf(x), dps=20, engine="mpmath")
+    exact = kernel_maps(sympy.erf(x), dps=30, engine="closed")
+    for c in (-1, -0.6, 0.3, 0.99):
+        assert rel(f64.c_map(c, q, q), exact.c_map(c, q, q)) < 1e-12, c
+        assert rel(f64.c_map_derivative(c, 1, q, q), exact.c_map_derivative(c, 1, q, q)) < 1e-12, c
+    for c in (-0.6, 0.3):
+        assert rel(mp_.c_map(c, q, q), exact.c_map(c, q, q)) < 1e-18, c
+        assert rel(mp_.c_map_derivative(c, 1, q, q), exact.c_map_derivative(c, 1, q, q)) < 1e-18, c
+
+
+def test_tanh_c_map_at_large_q_float64_vs_mpmath():
+    f64 = kernel_maps(act("tanh"), engine="float64")
+    ref = kernel_maps(act("tanh"), dps=30, engine="mpmath")
+    for q in (1e4, 1e8):
+        for c in (-0.6, 0.3):
+            assert rel(f64.c_map(c, q, q), ref.c_map(c, q, q)) < 1e-12, (q, c)
+
+
+@pytest.mark.parametrize("name", ["tanh", "erf", "gelu", "sin", "relu"])
+def test_c_map_values_stay_in_unit_interval(name):
+    """C is a cosine: rounding put tanh's float64 C(-1) at -1.0000000000000002, which broke
+    callers that feed C values back in (c = C(c) raised DomainError)."""
+    for engine in ("float64", "mpmath"):
+        m = kernel_maps(act(name), dps=20, engine=engine)
+        for q in (0.5, 1, 3):
+            for c in (-1, 1):
+                assert -1 <= m.c_map(c, q, q) <= 1, (engine, q, c)
+    m = kernel_maps(act("tanh"), engine="float64")
+    assert m.c_map(-1) == -1            # tanh is odd: C(-1) = -1 exactly
+    assert np.all(np.abs(m.c_map_curve([-1.0, 0.5, 1.0])) <= 1)
+    c = -1.0
+    for _ in range(5):                  # iterating the map must not leave its domain
+        c = m.c_map(c)
+        c = m.c_map(-c)
+    # an excess beyond rounding is not folded back silently
+    with pytest.raises(DomainError, match="outside"):
+        m._unit(1 + 1e-9)
+    assert m._unit(-1 - 2.2e-16) == -1
+
+
+def test_float_coefficient_transform_skips_hopeless_closed_form_search():
+    """DKS-shaped softplus (15-digit Floats become huge rationals): the piecewise closed-form
+    search ran sympy.simplify on them for minutes.  The maps must come back, with correct numbers
+    (shaping made Q(1) = 1; the mpmath engine is the reference)."""
+    phi = (2.04651721641367 * sympy.log(1.52044097571898 * sympy.exp(0.810279544733469 * x) + 1)
+           - 2.04277946816664)
+    f64 = kernel_maps(phi, engine="float64")
+    assert f64.closed_form is None
+    ref = kernel_maps(phi, dps=30, engine="mpmath")
+    assert rel(f64.q_map(1), ref.q_map(1)) < 1e-12
+    assert abs(ref.q_map(1) - 1) < 1e-12
+    assert rel(f64.slope_at_1(1), ref.slope_at_1(1)) < 1e-12
+
+
+@pytest.mark.parametrize("engine", ["float64", "mpmath"])
+def test_non_integrable_pole_raises(engine):
+    """E[1/(sqrt(q) z)^2] diverges: the maps returned 6638 (float64) and 2e39 (mpmath) silently."""
+    with pytest.raises(DivergentIntegralError, match="non-integrable singularity at x = 0"):
+        kernel_maps(1 / x, engine=engine).q_map(1)
+    with pytest.raises(DivergentIntegralError, match="at x = 1"):
+        kernel_maps(x / (x - 1), engine=engine).q_map(1)
+    # a pole off the real line is harmless: x/(x^2+1) has a finite Q map
+    assert kernel_maps(x / (x**2 + 1), engine=engine).q_map(1) > 0
