@@ -385,11 +385,11 @@ class Activation:
         >>> activation("tanh").derivative().expr
         1 - tanh(x)**2
         """
-        if n < 0 or int(n) != n:
+        if isinstance(n, bool) or not isinstance(n, (int, sympy.Integer)) or n < 0:
             raise ValueError(f"derivative order must be a non-negative integer, got {n!r}")
         if n == 0:
             return self
-        expr = _pytorch_kink_convention(sympy.diff(self.expr, self.x, int(n)))
+        expr = _differentiated(self.expr, self.x, int(n), self.name)
         suffix = "'" * n if n <= 3 else f"^({n})"
         return self._replace(name=f"{self.name}{suffix}", expr=expr, torch_spec=None)
 
@@ -518,6 +518,7 @@ class Activation:
             raise FormulaError(f"properties() is defined for single-input activations; {self.name} takes {self.inputs}")
         from ._properties import derive_properties
 
+        _differentiated(self.concrete_expr, self.x, 1, self.name)  # a clear error if SymPy cannot
         return derive_properties(self.concrete_expr, self.x, self.kinks)
 
     def inverse(self) -> "Activation":
@@ -613,6 +614,18 @@ def _piece_near(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, value
         ),
         choose,
     )
+
+
+def _differentiated(expr: sympy.Expr, symbol: sympy.Symbol, n: int, name: str) -> sympy.Expr:
+    """d^n expr / d symbol^n with PyTorch's kink convention; a clear error where SymPy cannot
+    differentiate (it would leave an unevaluated Derivative that breaks everything downstream)."""
+    derivative = _pytorch_kink_convention(sympy.diff(expr, symbol, n))
+    if derivative.has(sympy.Derivative):
+        stuck = sorted({str(d.expr) for d in derivative.atoms(sympy.Derivative)})
+        raise FormulaError(
+            f"SymPy cannot differentiate {', '.join(stuck)} in {name}; write the formula with functions "
+            "it can differentiate (steps as Heaviside or Piecewise, not floor/ceiling/frac)")
+    return derivative
 
 
 def _pytorch_kink_convention(expr: sympy.Expr) -> sympy.Expr:

@@ -415,3 +415,18 @@ def test_taylor_at_kinks_agrees_with_smoothness_and_with_derivatives(name):
         expected = sympy.diff(f, x, j).xreplace({x: point}) / sympy.factorial(j)
         got = sympy.diff(series, x, j).xreplace({x: point}) / sympy.factorial(j)
         assert sympy.simplify(got - expected) == 0, (name, j, got, expected)
+
+
+def test_formulas_sympy_cannot_differentiate_raise_a_clear_error():
+    """floor(x) once crashed properties() with SymPy's "Can't calculate derivative wrt 0"."""
+    floor = symact.activation("floor(x)")
+    assert floor(sympy.Rational(5, 2)) == 2  # the value is fine
+    for call in (floor.properties, floor.derivative):
+        with pytest.raises(symact.FormulaError, match="cannot differentiate floor"):
+            call()
+
+
+@pytest.mark.parametrize("order", ["2", None, 1.5, True, -1])
+def test_derivative_order_must_be_a_non_negative_integer(order):
+    with pytest.raises(ValueError, match="non-negative integer"):
+        symact.activation("tanh").derivative(order)
