@@ -874,6 +874,21 @@ def _layer(node, act, funcs, sol: LayerSolution, layer_targets) -> ShapedLayer:
                        branch=sol.branch, base=funcs)
 
 
+def _slope_parameter(act) -> str | None:
+    """Name of the negative-slope parameter of a leaky-ReLU-like symact Activation, else None.
+
+    The catalogue calls it ``negative_slope`` for leaky_relu (PyTorch's name) and ``a`` for prelu
+    (He et al.); an activation whose slope was already substituted has none left.
+    """
+    if not (hasattr(act, "subs") and hasattr(act, "transformed")):
+        return None
+    names = set(getattr(act, "parameter_names", ()) or ())
+    for name in ("negative_slope", "a"):
+        if name in names:
+            return name
+    return None
+
+
 def _shape_leaky_relu(acts, nodes, graph, eta, dps) -> ShapedNetwork:
     """Negative slope a in [0, 1) with the network's maximal C(0) = eta; output scale sqrt(2/(1+a^2))."""
     work = dps or 18  # float64 output: 18 digits inside the walk are ample
@@ -907,8 +922,9 @@ def _shape_leaky_relu(acts, nodes, graph, eta, dps) -> ShapedNetwork:
     layers = []
     for node in nodes:
         act = acts[node]
-        if hasattr(act, "subs") and hasattr(act, "transformed"):
-            shaped = act.subs(negative_slope=sympy.Float(a_out, 30)).transformed(1, 0, sympy.Float(gamma_out, 30), 0)
+        slope_name = _slope_parameter(act)
+        if slope_name is not None:
+            shaped = act.subs(**{slope_name: sympy.Float(a_out, 30)}).transformed(1, 0, sympy.Float(gamma_out, 30), 0)
         else:
             x = sympy.Symbol("x", real=True)
             shaped = gamma_out * sympy.Piecewise((x, x >= 0), (a_out * x, True))

@@ -323,6 +323,33 @@ def test_leaky_relu_tat_hits_eta_at_depth_100(walker, eta):
     assert net.layers[0].gamma == pytest.approx(ref["parameters"]["output_scale"], abs=1e-6)
 
 
+def test_prelu_tat_is_shaped_through_its_own_slope_parameter_like_leaky_relu():
+    # prelu's slope parameter is called a (leaky_relu's negative_slope); TAT used to substitute
+    # negative_slope into prelu and fail with UnknownSymbolError.
+    import graphs
+    g = graphs.mlp(100)
+    net = shape("prelu", g, method="tat", eta=0.9)
+    ref = shape("leaky_relu", g, method="tat", eta=0.9)
+    assert net.c_map(0.0) == pytest.approx(0.9, abs=1e-12)
+    for mine, theirs in zip(net.layers, ref.layers):
+        assert mine.negative_slope == theirs.negative_slope
+        assert mine.gamma == theirs.gamma
+        assert mine.activation.name.startswith("prelu")
+        # the shaped prelu computes gamma * leaky_relu(x, a): same function as the reference
+        for v in (-2.5, -0.3, 0.0, 0.7, 3.0):
+            assert float(mine.activation(v)) == pytest.approx(float(theirs.activation(v)), rel=1e-14)
+    # the shaped slope is substituted: no free parameter 'a' is left
+    assert not net.layers[0].activation.params
+    # a traced nn.PReLU network shapes the same way
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.PReLU(), torch.nn.Linear(4, 4),
+                                torch.nn.PReLU(), torch.nn.Linear(4, 2))
+    traced = shape(None, graphs.from_torch(model, torch.randn(2, 4)), method="tat", eta=0.2)
+    hand = shape("leaky_relu", graphs.mlp(2), method="tat", eta=0.2)
+    assert traced.c_map(0.0) == pytest.approx(0.2, abs=1e-12)
+    assert [lay.negative_slope for lay in traced.layers] == [lay.negative_slope for lay in hand.layers]
+
+
 def test_leaky_relu_tat_depth_10_eta_09_is_infeasible(walker):
     with pytest.raises(InfeasibleShapingError, match=r"at most 0\.8715.*eta=0.9 is unreachable"):
         shape("leaky_relu", walker.mlp(10), method="tat", eta=0.9)
