@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -221,3 +222,12 @@ def test_activations_pickle_and_copy_as_values(spec, params):
     assert restored == a and restored.name == a.name and dict(restored.params) == dict(a.params)
     assert restored.derivative().expr == a.derivative().expr
     assert copy.deepcopy(a) is a and copy.copy(a) is a
+
+
+@pytest.mark.parametrize("text, body", [("lambda x: x", "'x'"), ("lambda t: tanh(t)", "'tanh(x)'"),
+                                        ("Lambda(x, x**2)", "'x**2'"), ("lambda: 1", "'x**2'")])
+def test_a_lambda_is_not_a_formula(text, body):
+    # 'lambda x: x' used to escape as an IndexError from SymPy's evalf of IdentityFunction,
+    # 'lambda x: x**2' became an "activation" that is a function object
+    with pytest.raises(symact.FormulaError, match=f"is a lambda.*write only its body.*e.g. {re.escape(body)}$"):
+        symact.activation(text)
