@@ -211,3 +211,13 @@ def test_derive_order_bounds_are_inclusive():
 def test_codegen_into_a_folder_path_exits_2(tmp_path):
     out = symact("codegen", "tanh", "-o", str(tmp_path))
     assert out.returncode == 2 and "cannot write the module" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_shape_prelu_tat_equals_leaky_relu():
+    prelu = symact("shape", "prelu", "--graph", "mlp:100", "--method", "tat", "--json")
+    assert prelu.returncode == 0, prelu.stderr  # was UnknownSymbolError: prelu has no 'negative_slope'
+    leaky = json.loads(symact("shape", "leaky_relu", "--graph", "mlp:100", "--method", "tat", "--json").stdout)
+    rows = json.loads(prelu.stdout)["layers"]
+    assert len(rows) == 100
+    for a, b in zip(rows, leaky["layers"]):
+        assert a["negative_slope"] == b["negative_slope"] and a["gamma"] == b["gamma"]
