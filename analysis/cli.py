@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from symact.errors import SymactError
+from symact.errors import DomainError, SymactError
 
 __all__ = ["main", "build_parser"]
 
@@ -77,7 +77,15 @@ def _activation(expr: str, params: dict) -> Any:
 # ----------------------------------------------------------------------------- subcommands
 
 
+MAX_DERIVATIVE_ORDER = 12  # at 12, tanh takes ~2 s and mish ~10 s; at 20, tanh ~140 s and mish ~95 s
+
+
 def cmd_derive(args: argparse.Namespace) -> int:
+    if not 0 <= args.order <= MAX_DERIVATIVE_ORDER:
+        raise DomainError(
+            f"--order {args.order}: give the highest derivative to print as an integer from 0 to "
+            f"{MAX_DERIVATIVE_ORDER} (higher orders take minutes and print pages; in Python use "
+            f"symact.activation(...).derivative(n)).")
     act = _activation(args.expr, _parse_params(args.param))
     derivs = [act.derivative(n) for n in range(1, args.order + 1)]
     props = act.properties()
@@ -147,6 +155,9 @@ def _graph(spec: str) -> Any:
             raise SymactError(f"--graph mlp:DEPTH needs an integer depth, got {spec!r} (e.g. mlp:100).") from exc
     if kind == "resnet":
         resnet = _need("graphs", "resnet", "--graph resnet:...", "graphs")
+        import inspect
+
+        accepted = [n for n in inspect.signature(resnet).parameters]
         kwargs = {}
         for item in _split_top_level(rest):
             k, sep, v = item.partition("=")
@@ -156,7 +167,15 @@ def _graph(spec: str) -> Any:
                 kwargs[k.strip()] = json.loads(v) if v[:1] in "[{0123456789-." or v in ("true", "false") else v
             except json.JSONDecodeError as exc:
                 raise SymactError(f"--graph {spec!r}: cannot read the value of {k!r} ({v!r}): {exc}.") from exc
-        return resnet(**kwargs)
+            if k.strip() not in accepted:
+                raise SymactError(f"--graph {spec!r}: resnet has no option {k.strip()!r}; its options are "
+                                  f"{', '.join(accepted)} (e.g. resnet:blocks=[2,2],block=basic).")
+        try:
+            return resnet(**kwargs)
+        except SymactError:
+            raise
+        except (TypeError, ValueError) as exc:  # a value of the wrong type, read from the spec
+            raise SymactError(f"--graph {spec!r}: {exc} (e.g. resnet:blocks=[2,2],shortcut_weight=0.6).") from exc
     if kind.endswith(".py"):
         import importlib.util
 
@@ -199,7 +218,14 @@ def cmd_codegen(args: argparse.Namespace) -> int:
     export_module = _need("numeric", "export_module", "Code generation", "codegen")
     act = _activation(args.act, _parse_params(args.param))
     kwargs = {"class_name": args.class_name} if args.class_name else {}
-    export_module(act, args.output, **kwargs)
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise SymactError(f"-o {args.output}: the folder {folder} does not exist; create it first or "
+                          f"write to an existing folder.")
+    try:
+        export_module(act, args.output, **kwargs)
+    except OSError as exc:  # a folder given as the file, no permission, disk full, ...
+        raise SymactError(f"-o {args.output}: cannot write the module: {exc.strerror or exc}.") from exc
     payload = {"activation": act.name, "path": os.path.abspath(args.output), "class_name": args.class_name}
     _emit(args, payload, f"wrote {args.output} ({act.name})")
     return EXIT_OK

@@ -53,7 +53,7 @@ from analysis.transform_conditions import (
     activation_functions,
     transform_conditions,
 )
-from symact.errors import DomainError, InfeasibleShapingError
+from symact.errors import DomainError, InfeasibleShapingError, InvalidGraphError
 
 __all__ = ["shape", "ShapedLayer", "ShapedNetwork", "TorchShaping", "solve_dks_layer",
            "solve_tat_layer", "leaky_relu_c_map", "LayerSolution"]
@@ -777,9 +777,17 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
     (DKS) or {"c_curvature": k} (TAT); the other nodes share the common per-layer target that
     makes the network maximum equal zeta / tau.
 
-    Identical (activation, targets) pairs are solved once and shared.
+    Identical (activation, targets) pairs are solved once and shared.  Targets that the chosen
+    variant would not use (``eta`` with smooth TAT, ``tau`` with leaky-ReLU TAT, per-node targets of
+    the other method or of non-activation nodes) raise :class:`~symact.errors.DomainError`; a
+    ``graph`` that is not a networkx DiGraph raises :class:`~symact.errors.InvalidGraphError`.
     """
     _check_dps(dps)
+    if not isinstance(graph, nx.DiGraph):
+        raise InvalidGraphError(
+            f"shape() needs a network graph (a networkx DiGraph), got {type(graph).__name__}: build one with "
+            "graphs.mlp(depth) or graphs.resnet(...), or trace a torch model with "
+            "graphs.from_torch(model, example_input).")
     method = method.lower()
     if method not in ("dks", "tat"):
         raise DomainError(f"method={method!r}: use 'dks' or 'tat'.")
@@ -813,6 +821,7 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
 
             acts[node] = symact.activation(act)
     node_targets = dict(node_targets or {})
+    _check_targets_fit(method, acts, nodes, targets, node_targets)
     walk_dps = dps or 30
     if method == "dks":
         zeta = targets.get("zeta", 1.5)
@@ -863,6 +872,41 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
     return ShapedNetwork("tat", graph, tuple(layers), {"tau": tau}, function)
 
 
+def _check_targets_fit(method: str, acts: dict, nodes: list, targets: dict, node_targets: dict) -> None:
+    """Refuse targets that the chosen method variant would ignore.
+
+    TAT has two variants: smooth activations take ``tau`` (network C''(1)) and per-node
+    ``c_curvature``; leaky_relu/prelu take ``eta`` (network C(0)) and no per-node targets.  DKS takes
+    ``zeta``/``q_slope`` and per-node ``c_slope``.
+    """
+    if method == "tat":
+        n_leaky = sum(_is_leaky_relu(acts[n]) for n in nodes)
+        if 0 < n_leaky < len(nodes):
+            return  # mixed leaky/smooth TAT is refused by shape() itself
+        leaky = n_leaky > 0
+        label = "TAT for leaky_relu/prelu" if leaky else "TAT for smooth activations"
+        if leaky and "tau" in targets:
+            raise DomainError(
+                f"tau={targets['tau']} is the TAT target of smooth activations (network C''(1)); for "
+                "leaky_relu/prelu TAT sets the negative slope from eta (the network's C(0)): pass eta=... instead.")
+        if not leaky and "eta" in targets:
+            raise DomainError(
+                f"eta={targets['eta']} is the TAT target of leaky_relu/prelu (the network's C(0)); for smooth "
+                "activations TAT takes tau (the network's C''(1)): pass tau=... instead, or shape leaky_relu.")
+        allowed = set() if leaky else {"c_curvature"}
+    else:
+        label, allowed = "DKS", {"c_slope"}
+    for node, values in node_targets.items():
+        if node not in nodes:
+            raise DomainError(f"node_targets names {node!r}, which is not an activation node of the graph; "
+                              f"its activation nodes are {nodes}.")
+        extra = set(values) - allowed
+        if extra:
+            raise DomainError(
+                f"node_targets[{node!r}] has {sorted(extra)}, which {label} does not use; it takes "
+                + (f"{sorted(allowed)}." if allowed else "no per-node targets (only the network's eta)."))
+
+
 def _act_key(act):
     return (getattr(act, "name", None), str(getattr(act, "concrete_expr", act)))
 
@@ -872,6 +916,21 @@ def _layer(node, act, funcs, sol: LayerSolution, layer_targets) -> ShapedLayer:
                        alpha=sol.alpha, beta=sol.beta, gamma=sol.gamma, delta=sol.delta, targets=layer_targets,
                        residuals=sol.residuals, conditions=sol.conditions, dps=sol.dps, mirrored=sol.mirrored,
                        branch=sol.branch, base=funcs)
+
+
+def _slope_parameter(act) -> str | None:
+    """Name of the negative-slope parameter of a leaky-ReLU-like symact Activation, else None.
+
+    The catalogue calls it ``negative_slope`` for leaky_relu (PyTorch's name) and ``a`` for prelu
+    (He et al.); an activation whose slope was already substituted has none left.
+    """
+    if not (hasattr(act, "subs") and hasattr(act, "transformed")):
+        return None
+    names = set(getattr(act, "parameter_names", ()) or ())
+    for name in ("negative_slope", "a"):
+        if name in names:
+            return name
+    return None
 
 
 def _shape_leaky_relu(acts, nodes, graph, eta, dps) -> ShapedNetwork:
@@ -907,8 +966,9 @@ def _shape_leaky_relu(acts, nodes, graph, eta, dps) -> ShapedNetwork:
     layers = []
     for node in nodes:
         act = acts[node]
-        if hasattr(act, "subs") and hasattr(act, "transformed"):
-            shaped = act.subs(negative_slope=sympy.Float(a_out, 30)).transformed(1, 0, sympy.Float(gamma_out, 30), 0)
+        slope_name = _slope_parameter(act)
+        if slope_name is not None:
+            shaped = act.subs(**{slope_name: sympy.Float(a_out, 30)}).transformed(1, 0, sympy.Float(gamma_out, 30), 0)
         else:
             x = sympy.Symbol("x", real=True)
             shaped = gamma_out * sympy.Piecewise((x, x >= 0), (a_out * x, True))

@@ -50,7 +50,10 @@ def residual_weights(shortcut_weight: Any) -> tuple[Any, Any]:
         if w.is_number and not (0 <= w <= 1):
             raise InvalidGraphError(f"shortcut_weight must lie in [0, 1], got {w}")
         return w, sympy.sqrt(1 - w**2)
-    w = float(w)
+    try:
+        w = float(w)
+    except (TypeError, ValueError):
+        raise InvalidGraphError(f"shortcut_weight must be a number in [0, 1], got {w!r}") from None
     if not 0.0 <= w <= 1.0:
         raise InvalidGraphError(f"shortcut_weight must lie in [0, 1], got {w}")
     return w, (1.0 - w * w) ** 0.5
@@ -91,12 +94,18 @@ def resnet(blocks: Sequence[int] = (3, 4, 23, 3), variant: str = "v2", block: st
         raise InvalidGraphError(f"variant must be 'v1' or 'v2', not {variant!r}")
     if block not in ("bottleneck", "basic"):
         raise InvalidGraphError(f"block must be 'bottleneck' or 'basic', not {block!r}")
+    if isinstance(blocks, (str, bytes)) or not hasattr(blocks, "__iter__"):
+        raise InvalidGraphError(f"blocks must be a sequence of block counts, one per stage, not {blocks!r}; "
+                                f"e.g. blocks=[{blocks!r}] for one stage or blocks=(3, 4, 6, 3)")
+    blocks = tuple(blocks)
     if not blocks or any(not isinstance(b, int) or b < 1 for b in blocks):
         raise InvalidGraphError(f"blocks must be a non-empty sequence of positive ints, not {blocks!r}")
     if projection is None:
         projection = [True] * len(blocks) if block == "bottleneck" else [i > 0 for i in range(len(blocks))]
     elif isinstance(projection, bool):
         projection = [projection] * len(blocks)
+    elif isinstance(projection, (str, bytes)) or not hasattr(projection, "__iter__"):
+        raise InvalidGraphError(f"projection must be a bool or one bool per stage, not {projection!r}")
     projection = list(projection)
     if len(projection) != len(blocks):
         raise InvalidGraphError(f"projection needs one flag per stage ({len(blocks)}), got {len(projection)}")

@@ -10,7 +10,8 @@ Mapping (torch op -> node kind):
 * activation modules and functions (``nn.Tanh``, ``nn.ReLU``, ``F.gelu``, ``torch.tanh``,
   ``x.relu()``, ...) -> ``activation`` with the symact catalogue name as ``activation`` and the
   hyper-parameters as ``activation_params``, keyword arguments for
-  ``symact.activation(name, **params)`` (``negative_slope``, ``alpha``, ``beta``, ``a`` for PReLU);
+  ``symact.activation(name, **params)`` (``negative_slope``, ``alpha``, ``beta``, ``a`` for PReLU; a per-channel ``nn.PReLU(n)`` whose
+  slopes differ is rejected);
   ``nn.GELU(approximate="tanh")`` is ``"gelu_tanh"``
 * any module with an attribute ``activation`` that is not itself a module and that holds no
   linear/conv layer (a generated symact module) -> one ``activation`` node carrying that object
@@ -112,6 +113,54 @@ def _function_params(fn: Any, name: str, args: tuple, kwargs: dict) -> dict[str,
             if k not in ("inplace", "threshold") and isinstance(v, (int, float, str)) and not isinstance(v, bool)}
 
 
+def _prelu_slope(module: Any, where: str) -> float:
+    """The one negative slope of an ``nn.PReLU``; per-channel slopes are several activations."""
+    weights = module.weight.detach().flatten()
+    if weights.numel() > 1 and not bool((weights == weights[0]).all()):
+        raise InvalidGraphError(
+            f"{where}: {module!r} has {weights.numel()} per-channel slopes that differ; per-channel PReLU is "
+            f"not supported (one graph node carries one activation, and kernel shaping needs the same slope "
+            f"on every channel): use nn.PReLU() with one parameter")
+    return float(weights[0])
+
+
+def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str) -> None:
+    """Run torch.fx's ShapeProp on the example input; a failure becomes an InvalidGraphError.
+
+    ShapeProp prints the traceback of the failing op to stderr before re-raising a RuntimeError
+    that names only the fx node; that output is captured and the cause reported instead.
+    """
+    import contextlib
+    import io
+
+    import torch
+
+    bad = [type(t).__name__ for t in inputs if not isinstance(t, torch.Tensor)]
+    if bad:
+        raise InvalidGraphError(
+            f"from_torch needs example_input to be a tensor (or a tuple of tensors) shaped like the input of "
+            f"{model_name}.forward, got {', '.join(bad)}; e.g. torch.randn(2, in_features)")
+    shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+    current: list = []
+
+    class _Prop(shape_prop):
+        def run_node(self, n: Any) -> Any:
+            current[:] = [n]
+            return super().run_node(n)
+
+    try:
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            _Prop(gm).propagate(*inputs)
+    except Exception as exc:  # torch raises RuntimeError (and others) for shape mismatches
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        at = f" at fx node {current[0].name!r} ({current[0].op} {current[0].target})" if current else ""
+        raise InvalidGraphError(
+            f"{model_name} cannot run on the example input of shape {shapes}{at}: "
+            f"{str(cause).splitlines()[0]}; "
+            f"pass an example_input with the shape {model_name}.forward expects (for a first "
+            f"nn.Linear(in_features, ...), torch.randn(batch, in_features))") from exc
+
+
 def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     """Trace ``model`` (an ``nn.Module``) on ``example_input`` into a validated network graph.
 
@@ -157,8 +206,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                                 f"from_torch needs a forward without data-dependent control flow") from exc
     gm = torch.fx.GraphModule(tracer.root, fx_graph)
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
-    with torch.no_grad():
-        ShapeProp(gm).propagate(*inputs)
+    _propagate_shapes(gm, ShapeProp, inputs, type(model).__name__)
 
     g = new_graph(builder=f"from_torch({type(model).__name__})")
     env: dict[Any, Any] = {}
@@ -312,7 +360,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                     name = "gelu_tanh"
                 params = {k: getattr(m, k) for k in keys}
                 if isinstance(m, nn.PReLU):  # the catalogue's prelu slope is called a
-                    params = {"a": float(m.weight.detach().flatten()[0])}
+                    params = {"a": _prelu_slope(m, where(fx_node))}
                 env[fx_node] = activation(fx_node, name, params)
             else:
                 hint = {nn.BatchNorm1d: "batch statistics", nn.BatchNorm2d: "batch statistics",

@@ -156,6 +156,12 @@ def parse_formula(text: str, params: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
             f"cannot parse the formula {text!r}: {exc}. Write it in Python/SymPy syntax in the "
             "input x, e.g. 'x*tanh(log(1+exp(x)))' ('^' also means power)."
         ) from None
+    if isinstance(expr, sympy.Lambda):  # a Lambda is an Expr to SymPy, but not a value of x
+        body = str(expr(x)) if len(expr.variables) == 1 else "x**2"
+        raise FormulaError(
+            f"the formula {text!r} is a lambda (a function object), not an expression in x; write only "
+            f"its body in the input x, e.g. {body!r}"
+        )
     if not isinstance(expr, sympy.Expr):
         raise FormulaError(
             f"the formula {text!r} is {type(expr).__name__}, not an expression; write a function of x"

@@ -430,3 +430,11 @@ def test_formulas_sympy_cannot_differentiate_raise_a_clear_error():
 def test_derivative_order_must_be_a_non_negative_integer(order):
     with pytest.raises(ValueError, match="non-negative integer"):
         symact.activation("tanh").derivative(order)
+
+@pytest.mark.parametrize("text, body", [("lambda x: x", "'x'"), ("lambda t: tanh(t)", "'tanh(x)'"),
+                                        ("Lambda(x, x**2)", "'x**2'"), ("lambda: 1", "'x**2'")])
+def test_a_lambda_is_not_a_formula(text, body):
+    # 'lambda x: x' used to escape as an IndexError from SymPy's evalf of IdentityFunction,
+    # 'lambda x: x**2' became an "activation" that is a function object
+    with pytest.raises(symact.FormulaError, match=f"is a lambda.*write only its body.*e.g. {re.escape(body)}$"):
+        symact.activation(text)

@@ -178,3 +178,46 @@ def test_shape_resnet_spec_with_list_values():
     assert max(abs(float(v)) for row in layers for v in row["residuals"].values()) < 1e-10
     bad = symact("shape", "tanh", "--graph", "resnet:blocks=[1,", "--json")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("shape", "tanh", "--graph", "resnet:foo=1"), "resnet has no option 'foo'; its options are blocks, variant"),
+    (("shape", "tanh", "--graph", "resnet:blocks=2"), "blocks must be a sequence of block counts"),
+    (("shape", "tanh", "--graph", "resnet:shortcut_weight=abc"), "shortcut_weight must be a number"),
+    (("derive", "lambda x: x"), "is a lambda"),
+    (("codegen", "tanh", "-o", "/nonexistent/dir/x.py"), "the folder /nonexistent/dir does not exist"),
+    (("derive", "gelu", "--order", "1000"), "--order 1000: give the highest derivative to print as an integer "
+                                            "from 0 to 12"),
+    (("derive", "gelu", "--order", "-1"), "--order -1: give the highest derivative"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    out = symact(*args)
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"symact {args[0]}: error: ") and message in lines[0]
+    as_json = symact(*args, "--json")
+    assert as_json.returncode == 2 and message in json.loads(as_json.stdout)["message"]
+
+
+def test_derive_order_bounds_are_inclusive():
+    out = symact("derive", "tanh", "--order", "0", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["derivatives"] == []
+    out = symact("derive", "tanh", "--order", "12", "--json")
+    assert out.returncode == 0 and len(json.loads(out.stdout)["derivatives"]) == 12
+    assert symact("derive", "tanh", "--order", "13").returncode == 2
+
+
+def test_codegen_into_a_folder_path_exits_2(tmp_path):
+    out = symact("codegen", "tanh", "-o", str(tmp_path))
+    assert out.returncode == 2 and "cannot write the module" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_shape_prelu_tat_equals_leaky_relu():
+    prelu = symact("shape", "prelu", "--graph", "mlp:100", "--method", "tat", "--json")
+    assert prelu.returncode == 0, prelu.stderr  # was UnknownSymbolError: prelu has no 'negative_slope'
+    leaky = json.loads(symact("shape", "leaky_relu", "--graph", "mlp:100", "--method", "tat", "--json").stdout)
+    rows = json.loads(prelu.stdout)["layers"]
+    assert len(rows) == 100
+    for a, b in zip(rows, leaky["layers"]):
+        assert a["negative_slope"] == b["negative_slope"] and a["gamma"] == b["gamma"]

@@ -224,3 +224,29 @@ def test_activation_straight_after_input_fails_validation():
     net = nn.Sequential(nn.Tanh(), nn.Linear(3, 2))
     with pytest.raises(InvalidGraphError, match="not preceded by a linear layer"):
         graphs.from_torch(net, torch.randn(2, 3))
+
+
+def test_per_channel_prelu_is_rejected_unless_all_slopes_are_equal():
+    prelu = nn.PReLU(8)
+    with torch.no_grad():
+        prelu.weight[3] = 0.5  # one channel differs: the first slope alone would misdescribe the network
+    net = nn.Sequential(nn.Linear(4, 8), prelu, nn.Linear(8, 2))
+    with pytest.raises(InvalidGraphError, match=r"PReLU\(num_parameters=8\).*per-channel PReLU is not "
+                                                r"supported.*nn\.PReLU\(\) with one parameter"):
+        graphs.from_torch(net, torch.randn(2, 4))
+    # equal per-channel slopes are one activation; a single-parameter PReLU keeps its slope
+    for module, slope in ((nn.PReLU(8, init=0.1), 0.1), (nn.PReLU(init=0.3), 0.3)):
+        g = graphs.from_torch(nn.Sequential(nn.Linear(4, 8), module, nn.Linear(8, 2)), torch.randn(2, 4))
+        (node,) = graphs.activation_nodes(g)
+        assert g.nodes[node]["activation"] == "prelu"
+        assert g.nodes[node]["activation_params"]["a"] == pytest.approx(slope, rel=1e-7)
+
+
+def test_example_input_of_the_wrong_shape_is_a_graph_error(capfd):
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    with pytest.raises(InvalidGraphError, match=r"example input of shape \(3, 5\).*fx node '_0'.*"
+                                                r"mat1 and mat2 shapes cannot be multiplied"):
+        graphs.from_torch(net, torch.randn(3, 5))
+    assert "Traceback" not in capfd.readouterr().err  # torch's ShapeProp printed one
+    with pytest.raises(InvalidGraphError, match="example_input to be a tensor.*got NoneType"):
+        graphs.from_torch(net, None)

@@ -256,3 +256,17 @@ def test_docstring_examples_run(module):
         pytest.importorskip("torch")
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"blocks": 2}, r"blocks must be a sequence of block counts.*blocks=\[2\] for one stage"),
+    ({"blocks": "22"}, r"blocks must be a sequence of block counts"),
+    ({"shortcut_weight": "abc"}, r"shortcut_weight must be a number in \[0, 1\], got 'abc'"),
+    ({"blocks": [1, 1], "projection": 5}, r"projection must be a bool or one bool per stage, not 5"),
+])
+def test_resnet_arguments_of_the_wrong_type_are_graph_errors(kwargs, message):
+    # these escaped as TypeError ('int' object is not iterable) or ValueError from float()
+    with pytest.raises(InvalidGraphError, match=message):
+        graphs.resnet(**kwargs)
+    # a one-stage net written as a list still builds
+    assert len(graphs.activation_nodes(graphs.resnet(blocks=[2], block="basic"))) == 5

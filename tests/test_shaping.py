@@ -20,7 +20,7 @@ import sympy
 import analysis.shaping as shaping
 from analysis.shaping import leaky_relu_c_map, shape, solve_dks_layer, solve_tat_layer
 from analysis.transform_conditions import activation_functions, gaussian_expectation_mp, transform_conditions
-from symact.errors import InfeasibleShapingError
+from symact.errors import DomainError, InfeasibleShapingError, InvalidGraphError
 
 x = sympy.Symbol("x", real=True)
 SELU = sympy.Float("1.0507009873554804934193349852946", 40) * sympy.Piecewise(
@@ -323,6 +323,33 @@ def test_leaky_relu_tat_hits_eta_at_depth_100(walker, eta):
     assert net.layers[0].gamma == pytest.approx(ref["parameters"]["output_scale"], abs=1e-6)
 
 
+def test_prelu_tat_is_shaped_through_its_own_slope_parameter_like_leaky_relu():
+    # prelu's slope parameter is called a (leaky_relu's negative_slope); TAT used to substitute
+    # negative_slope into prelu and fail with UnknownSymbolError.
+    import graphs
+    g = graphs.mlp(100)
+    net = shape("prelu", g, method="tat", eta=0.9)
+    ref = shape("leaky_relu", g, method="tat", eta=0.9)
+    assert net.c_map(0.0) == pytest.approx(0.9, abs=1e-12)
+    for mine, theirs in zip(net.layers, ref.layers):
+        assert mine.negative_slope == theirs.negative_slope
+        assert mine.gamma == theirs.gamma
+        assert mine.activation.name.startswith("prelu")
+        # the shaped prelu computes gamma * leaky_relu(x, a): same function as the reference
+        for v in (-2.5, -0.3, 0.0, 0.7, 3.0):
+            assert float(mine.activation(v)) == pytest.approx(float(theirs.activation(v)), rel=1e-14)
+    # the shaped slope is substituted: no free parameter 'a' is left
+    assert not net.layers[0].activation.params
+    # a traced nn.PReLU network shapes the same way
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.PReLU(), torch.nn.Linear(4, 4),
+                                torch.nn.PReLU(), torch.nn.Linear(4, 2))
+    traced = shape(None, graphs.from_torch(model, torch.randn(2, 4)), method="tat", eta=0.2)
+    hand = shape("leaky_relu", graphs.mlp(2), method="tat", eta=0.2)
+    assert traced.c_map(0.0) == pytest.approx(0.2, abs=1e-12)
+    assert [lay.negative_slope for lay in traced.layers] == [lay.negative_slope for lay in hand.layers]
+
+
 def test_leaky_relu_tat_depth_10_eta_09_is_infeasible(walker):
     with pytest.raises(InfeasibleShapingError, match=r"at most 0\.8715.*eta=0.9 is unreachable"):
         shape("leaky_relu", walker.mlp(10), method="tat", eta=0.9)
@@ -429,3 +456,36 @@ def test_shaped_torch_mlp_keeps_predicted_c_map_and_unshaped_collapses(walker, w
     # collapse: every input cosine is mapped to nearly the same value
     assert max(unshaped) - min(unshaped) < collapse
     assert max(measured) - min(measured) > 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input to shape()
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("not_a_graph", [[1, 2, 3], "mlp:10", None])
+def test_shape_needs_a_networkx_graph(not_a_graph):
+    with pytest.raises(InvalidGraphError, match=r"needs a network graph.*got (list|str|NoneType).*"
+                                                r"graphs\.mlp\(depth\).*graphs\.from_torch"):
+        shape("tanh", not_a_graph)
+
+
+def test_tat_targets_of_the_other_activation_kind_are_refused():
+    import graphs
+    g = graphs.mlp(10)
+    with pytest.raises(DomainError, match=r"eta=0.9 is the TAT target of leaky_relu/prelu.*pass tau"):
+        shape("tanh", g, method="tat", eta=0.9)
+    with pytest.raises(DomainError, match=r"tau=0.3 is the TAT target of smooth activations.*pass eta"):
+        shape("leaky_relu", graphs.mlp(100), method="tat", tau=0.3)
+    with pytest.raises(DomainError, match=r"tau=0.3 is the TAT target of smooth"):
+        shape("prelu", graphs.mlp(100), method="tat", tau=0.3)
+    # per-node targets of the other method / variant, or of nodes that are not activations
+    with pytest.raises(DomainError, match=r"\['c_curvature'\], which DKS does not use; it takes \['c_slope'\]"):
+        shape("tanh", g, method="dks", node_targets={"activation1": {"c_curvature": 0.1}})
+    with pytest.raises(DomainError, match=r"\['c_slope'\], which TAT for smooth activations does not use"):
+        shape("tanh", g, method="tat", node_targets={"activation1": {"c_slope": 1.1}})
+    with pytest.raises(DomainError, match=r"'linear1', which is not an activation node"):
+        shape("tanh", g, method="dks", node_targets={"linear1": {"c_slope": 1.1}})
+    # the matching targets still work, and change the result
+    default, tau = shape("tanh", g, method="tat"), shape("tanh", g, method="tat", tau=0.1)
+    assert default.network_targets == {"tau": 0.3} and tau.network_targets == {"tau": 0.1}
+    assert default.layers[0].alpha != tau.layers[0].alpha
