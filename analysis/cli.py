@@ -69,9 +69,8 @@ def _parse_params(items: Sequence[str] | None) -> dict:
 
 def _activation(expr: str, params: dict) -> Any:
     activation = _need("symact", "activation", "Parsing an activation", "Activation core (main)")
-    import sympy
-
-    return activation(expr, **{k: sympy.sympify(v) for k, v in params.items()})
+    # values stay strings: symact.activation reads them as numbers and never runs them as code
+    return activation(expr, **params)
 
 
 # ----------------------------------------------------------------------------- subcommands

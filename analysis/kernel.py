@@ -50,6 +50,8 @@ import mpmath
 import numpy as np
 import sympy
 
+from symact._safe_parse import safe_sympify
+
 from numeric import gauss
 from symact.errors import DomainError, FormulaError
 
@@ -159,7 +161,7 @@ def find_closed_form(expr: sympy.Expr, x: sympy.Symbol) -> ClosedForm | None:
     ``k exp(-a x^2)`` (Gaussian), and polynomials (Mehler with exact Hermite coefficients).
     Returns ``None`` when nothing matches.
     """
-    expr = sympy.sympify(expr)
+    expr = safe_sympify(expr, "expression")
     s12 = _sigma12()
     k_, a_, b_ = (sympy.Wild(n, exclude=[x]) for n in ("k", "a", "b"))
     if expr.is_polynomial(x):
@@ -290,8 +292,8 @@ def _activation_parts(act: Any) -> _Parts:
                 import symact
                 return _activation_parts(symact.activation(act))
             except AttributeError:
-                act = sympy.sympify(act)
-        expr = sympy.sympify(act)
+                act = safe_sympify(act, "activation", {"x": sympy.Symbol("x", real=True)})
+        expr = safe_sympify(act, "activation")
         name = str(expr)
         x = None
         kinks = None

@@ -46,6 +46,8 @@ import networkx as nx
 import numpy as np
 import sympy
 
+from symact._safe_parse import safe_sympify
+
 from analysis.transform_conditions import (
     ActivationFunctions,
     ConditionEvaluator,
@@ -528,7 +530,7 @@ def _symbolic_walk(graph, rule_expr: Callable, start, symbol):
     """Walker result as a SymPy expression in ``symbol``, or None when the walker cannot handle symbols."""
     try:
         out = _network_value(_graph_api().max_subnetwork_value(graph, rule_expr, start), graph)
-        out = sympy.sympify(out)
+        out = safe_sympify(out, "target")
     except Exception:  # the walker compares values; symbolic ones may be undecidable
         return None
     if out.has(sympy.Max, sympy.Min, sympy.Piecewise):
@@ -544,7 +546,7 @@ def _uniform_slope(graph, zeta, fixed: dict, dps: int):
 
 def _uniform_slope_at_precision(graph, zeta, fixed: dict, dps: int):
     s = sympy.Symbol("s", positive=True)
-    zeta_exact = sympy.nsimplify(zeta, rational=True) if isinstance(zeta, float) else sympy.sympify(zeta)
+    zeta_exact = sympy.nsimplify(zeta, rational=True) if isinstance(zeta, float) else safe_sympify(zeta, "zeta")
 
     def rule_sym(node, y):
         return (fixed[node] if node in fixed else s) * y
@@ -577,13 +579,13 @@ def _uniform_curvature(graph, tau, fixed: dict, dps: int):
 
 def _uniform_curvature_at_precision(graph, tau, fixed: dict, dps: int):
     k = sympy.Symbol("k", positive=True)
-    tau_exact = sympy.nsimplify(tau, rational=True) if isinstance(tau, float) else sympy.sympify(tau)
+    tau_exact = sympy.nsimplify(tau, rational=True) if isinstance(tau, float) else safe_sympify(tau, "tau")
     if not fixed:
         # With every C'(1) = 1 the curvature walk r(y) = k + y is linear and homogeneous in k, so
         # one exact walk with k = 1 gives the coefficient: M(k) = k * M(1).
         coeff = _network_value(_graph_api().max_subnetwork_value(
             graph, lambda node, y: sympy.Integer(1) + y, sympy.Integer(0)), graph)
-        coeff = sympy.nsimplify(coeff) if isinstance(coeff, float) else sympy.sympify(coeff)
+        coeff = sympy.nsimplify(coeff) if isinstance(coeff, float) else safe_sympify(coeff, "coefficient")
         exact = tau_exact / coeff
         return exact, coeff * k, mpmath.mpf(sympy.N(exact, dps + 8))
 

@@ -221,3 +221,12 @@ def test_shape_prelu_tat_equals_leaky_relu():
     assert len(rows) == 100
     for a, b in zip(rows, leaky["layers"]):
         assert a["negative_slope"] == b["negative_slope"] and a["gamma"] == b["gamma"]
+
+
+def test_param_values_are_never_run_as_code(tmp_path):
+    marker = tmp_path / "pwned"
+    r = symact("derive", "softplus", "--param", f"beta=__import__('os').system('touch {marker}')")
+    assert r.returncode == 2 and "not a number" in r.stderr
+    assert not marker.exists()
+    ok = symact("derive", "leaky_relu", "--param", "negative_slope=0.2")
+    assert ok.returncode == 0, ok.stderr
