@@ -489,3 +489,27 @@ def test_tat_targets_of_the_other_activation_kind_are_refused():
     default, tau = shape("tanh", g, method="tat"), shape("tanh", g, method="tat", tau=0.1)
     assert default.network_targets == {"tau": 0.3} and tau.network_targets == {"tau": 0.1}
     assert default.layers[0].alpha != tau.layers[0].alpha
+
+
+def test_shaped_c_map_of_a_kinked_activation_matches_kernel_maps():
+    # the unsplit tensor rule was off by up to 5e-5 for the SELU DKS layer
+    import graphs
+    from analysis import kernel_maps
+    net = shape("selu", graphs.mlp(10), method="dks", zeta=1.5)
+    layer = net.layers[0]
+    reference = kernel_maps(layer.activation, dps=15)  # Mehler series for |c| <= 0.8, split at the kink
+    for c in (-0.8, -0.5, 0.0, 0.3, 0.8):
+        assert net.layer_c_map(layer.node, c) == pytest.approx(float(reference.c_map(c)), abs=1e-11)
+    assert net.layer_c_map(layer.node, 1.0) == pytest.approx(1.0, abs=1e-13)
+
+
+@pytest.mark.parametrize("c", [2, -1.5, float("nan")])
+def test_shaped_c_map_refuses_a_cosine_outside_the_unit_interval(c):
+    import graphs
+    smooth = shape("tanh", graphs.mlp(3), method="dks")
+    leaky = shape("leaky_relu", graphs.mlp(100), method="tat", eta=0.5)
+    for net in (smooth, leaky):
+        with pytest.raises(DomainError, match=r"outside \[-1, 1\]"):
+            net.c_map(c)
+        with pytest.raises(DomainError, match=r"outside \[-1, 1\]"):
+            net.layer_c_map(net.layers[0].node, c)
