@@ -24,13 +24,12 @@ import tokenize
 from typing import Any, Mapping
 
 import sympy
-from sympy.core.function import AppliedUndef
-from sympy.core.function import FunctionClass
+from sympy.core.function import AppliedUndef, FunctionClass
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, rationalize, standard_transformations
 
 from .errors import FormulaError
 
-__all__ = ["safe_globals", "sympy_vocabulary", "check_formula_tokens", "safe_parse", "safe_number"]
+__all__ = ["safe_globals", "sympy_vocabulary", "check_formula_tokens", "safe_parse", "safe_number", "safe_sympify"]
 
 # Names the parser's own transformations emit (auto_symbol, auto_number, lambda_notation, ...).
 _PARSER_NAMES = ("Symbol", "Function", "Integer", "Float", "Rational", "Lambda", "factorial")
