@@ -401,10 +401,16 @@ def _check_q(qv) -> None:
         raise DomainError(f"q={qv}: q values (squared norm / dimension) must be > 0.")
 
 
-def _check_c(cv) -> None:
-    if not (-1 <= cv <= 1):
-        raise DomainError(f"c={cv}: a cosine similarity must lie in [-1, 1]; "
+def _check_c(cv):
+    """``cv`` if it is a cosine similarity (a number in [-1, 1]), else a DomainError that says so."""
+    try:
+        inside = -1 <= cv <= 1
+    except TypeError:
+        raise DomainError(f"c = {cv!r} is not a number; the C map takes a cosine similarity in [-1, 1].") from None
+    if not inside:
+        raise DomainError(f"c = {cv} is outside [-1, 1]: a cosine similarity must lie there; "
                           "normalise the inner product by the norms (c = <x,y>/(|x||y|)).")
+    return cv
 
 
 def _normal_pdf_mp(x, var):
@@ -592,11 +598,7 @@ class KernelMaps:
                 # phi(r z) varies on a scale 1/r in z around 0 and the kinks: the rule's fixed
                 # half-unit panels miss that for large q (1e-4 wrong at q = 1e4), so grade the
                 # panels geometrically from width 1/(16 r) up to 1 there
-                w = 1 / (16 * r)
-                centres = [mpmath.mpf(0)] + bps
-                while w < 1:
-                    bps += [c0 + sg * w for c0 in centres for sg in (1, -1)]
-                    w *= 2
+                bps += gauss._graded_edges([mpmath.mpf(0)] + bps, 1 / (16 * r))
                 have = gauss.hermite_coefficients(
                     lambda t: f(r * t), n, dps=self.dps + _GUARD, breakpoints=bps)
             self._cache[key] = have

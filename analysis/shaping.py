@@ -55,6 +55,7 @@ from analysis.transform_conditions import (
     activation_functions,
     transform_conditions,
 )
+from analysis.kernel import _check_c
 from symact.errors import DomainError, InfeasibleShapingError, InvalidGraphError
 
 __all__ = ["shape", "ShapedLayer", "ShapedNetwork", "TorchShaping", "solve_dks_layer",
@@ -681,7 +682,7 @@ class ShapedNetwork:
         Kinks of the activation are split out of the quadrature: agrees with
         ``analysis.kernel_maps(layer.activation).c_map(c)`` to ~1e-12 for kinked activations too.
         """
-        c = _check_cosine(c)
+        c = float(_check_c(c))
         layer = self.layer(node)
         if layer.negative_slope is not None:
             return float(leaky_relu_c_map(c, layer.negative_slope))
@@ -691,7 +692,7 @@ class ShapedNetwork:
     def c_map(self, c: float) -> float:
         """The network's predicted C map at input cosine c in [-1, 1] (graph walk of the per-layer C
         maps), float64."""
-        c = _check_cosine(c)
+        c = float(_check_c(c))
         cache: dict = {}
 
         def rule(node, value):
@@ -710,16 +711,6 @@ class ShapedNetwork:
         modules = tuple(_torch_activation(layer) for layer in self.layers)
         return TorchShaping(modules, {layer.node: m for layer, m in zip(self.layers, modules)},
                             kernel_preserving_init_)
-
-
-def _check_cosine(c) -> float:
-    try:
-        value = float(c)
-    except (TypeError, ValueError):
-        raise DomainError(f"c = {c!r} is not a number; the C map takes a cosine similarity in [-1, 1].") from None
-    if not -1 <= value <= 1:
-        raise DomainError(f"c = {c} is outside [-1, 1]; the C map takes a cosine similarity in [-1, 1].")
-    return value
 
 
 def _c_map_float64(funcs: ActivationFunctions, alpha, beta, gamma, delta, c) -> float:

@@ -172,11 +172,11 @@ def _boundedness(lim_plus, lim_minus, sign):
     return all(decided)
 
 
-def derive_properties(f, symbol, kinks):
-    from .activation import Properties, _limit_at_infinity, _pytorch_kink_convention
+def derive_properties(f, symbol, kinks, name="the activation"):
+    from .activation import Properties, _differentiated, _limit_at_infinity
 
     evidence = {}
-    derivative = _pytorch_kink_convention(sympy.diff(f, symbol))
+    derivative = _differentiated(f, symbol, 1, name)
 
     value_at_0 = f.xreplace({symbol: sympy.S.Zero})
     if value_at_0.has(sympy.nan, sympy.zoo):

@@ -524,8 +524,7 @@ class Activation:
             raise FormulaError(f"properties() is defined for single-input activations; {self.name} takes {self.inputs}")
         from ._properties import derive_properties
 
-        _differentiated(self.concrete_expr, self.x, 1, self.name)  # a clear error if SymPy cannot
-        return derive_properties(self.concrete_expr, self.x, self.kinks)
+        return derive_properties(self.concrete_expr, self.x, self.kinks, self.name)
 
     def inverse(self) -> "Activation":
         """The inverse function (input renamed to ``x``), where the activation is injective.
