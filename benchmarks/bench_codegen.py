@@ -1,6 +1,6 @@
 """Forward+backward time of generated activation modules against baselines measured in the same run.
 
-    python benchmarks/bench_codegen.py [--log2n 24] [--repeats 7] [--no-compile]
+    python benchmarks/bench_codegen.py [--log2n 24] [--repeats 7] [--no-compile] [--device cuda]
 
 For each activation (squareplus, softplus, gelu, silu, mish, tanh, a DKS-transformed
 tanh) it times, on one float32 tensor of 2**log2n elements, ``y = f(x);
@@ -76,11 +76,18 @@ def _lambdified(expr):
     return f, None
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":  # CUDA kernels run asynchronously: wait for them before reading the clock
+        torch.cuda.synchronize(device)
+
+
 def _step(fn, x0, g):
     t = x0.detach().requires_grad_(True)
+    _synchronize(x0.device)
     start = time.perf_counter()
     y = fn(t)
     y.backward(g)
+    _synchronize(x0.device)
     end = time.perf_counter()
     return end - start
 
@@ -92,17 +99,20 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
 
     torch.manual_seed(0)
     n = 2**args.log2n
-    x0 = torch.randn(n, dtype=torch.float32) * 3
-    g = torch.ones(n, dtype=torch.float32)
+    x0 = (torch.randn(n, dtype=torch.float32) * 3).to(device)
+    g = torch.ones(n, dtype=torch.float32, device=device)
     bandwidth = lambda t: t * 2.0  # noqa: E731
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, n = 2**{args.log2n}, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, float32, n = 2**{args.log2n}, "
           f"{args.repeats} interleaved repeats, median seconds of forward+backward")
     rows = []
     for name, (expr, builtin) in _activations().items():
@@ -151,6 +161,8 @@ def main() -> None:
               f"the left tail (forward erfc; backward erfc and the two exps of an exact exp(-x**2/2)), on "
               f"preallocated tensors with no arithmetic and no allocation, take {floor * 1e3:.1f} ms = "
               f"{floor / gelu[0]['builtin']:.2f} x the built-in's forward+backward")
+        if device.type != "cpu":  # the block-wise evaluation and the resident-size probe are CPU-only
+            return
         blocks, whole = _peak_memory(args.log2n)
         print(f"gelu (eager) forward, peak memory growth: {blocks:.0f} MiB evaluated in blocks, {whole:.0f} MiB "
               f"as one whole tensor (the result alone is {2**args.log2n * 4 / 2**20:.0f} MiB)")
@@ -206,11 +218,13 @@ def _gelu_transcendental_floor(x0, repeats):
     out = torch.empty_like(x0)
     times = []
     for _ in range(repeats + 1):
+        _synchronize(x0.device)
         start = time.perf_counter()
         torch.erfc(x0, out=out)
         torch.erfc(x0, out=out)
         for _ in range(2):
             torch.exp(x0, out=out)
+        _synchronize(x0.device)
         times.append(time.perf_counter() - start)
     return statistics.median(times[1:])
 

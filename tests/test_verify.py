@@ -189,6 +189,19 @@ def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
         run_suite([Job("rai_init", {"hidden_layers": 2})], tmp_path, device="cuda")
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "spawned-pool"])
+def test_tiny_suite_runs_on_cuda(tmp_path, workers):
+    """Every experiment of the tiny suite on the GPU, in this process and in spawned workers
+    (a forked worker cannot initialise CUDA).  Skipped where torch sees no GPU (CI)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU on this machine")
+    result = run_suite(suite_jobs("tiny"), tmp_path, device="cuda", workers=workers, progress=False)
+    assert not result.failed_jobs, [(r.job.id, r.error.splitlines()[0]) for r in result.failed_jobs]
+    assert {r.status for r in result.records} <= {"ok", "unavailable"}
+
+
 def test_kernel_check_tanh_extended_map_holds_and_local_map_is_rejected():
     """Untransformed tanh has Q(1) = 0.394: the suite's claims say so, with issue 3's tolerance."""
     import numpy as np
