@@ -23,7 +23,10 @@ integer and bool inputs give the default float dtype, as ``torch.exp`` does.
 
 Each activation's source is executed separately under its own file name, so each
 gets its own code objects: Dynamo caches at most 8 graphs per code object and
-would otherwise reuse one activation's graph for another.
+would otherwise reuse one activation's graph for another.  torch.compile traces the
+whole Function on torch 2.13 and later; before that the backward is kept out of the
+compiler (torch 2.11 compiled it into zero gradients), so the graph breaks at the
+Function and its backward runs eagerly.
 
 >>> import sympy, torch
 >>> from numeric.codegen import torch_module
@@ -484,6 +487,7 @@ class {fn_cls}(torch.autograd.Function):
         ctx.save_for_backward({saved})
 
     @staticmethod
+    @_backward_for_this_torch
     def backward(ctx, g):
 {backward_unpack}
         if torch.is_grad_enabled():  # create_graph: differentiable, out-of-place code

@@ -727,6 +727,17 @@ def _negative_square(arg: sympy.Expr):
 
 #: Helpers every generated file defines (they use only torch).
 PRELUDE = '''
+# torch.compile traced these autograd Functions into zero gradients on torch 2.11 (CPU
+# and CUDA alike, every activation whose forward updates its result in place or whose
+# code splits a float through an integer view; measured 2026-11-26), and is right on
+# 2.13; 2.12 was not checked.  Before 2.13 the backward is kept out of the compiler,
+# so torch.compile runs the Function eagerly (a graph break): right, at eager speed.
+_COMPILER_TRACES_BACKWARD = torch.__version__ >= "2.13"
+
+
+def _backward_for_this_torch(backward):
+    return backward if _COMPILER_TRACES_BACKWARD else torch.compiler.disable(backward)
+
 # Eager elementwise code over a large tensor allocates each temporary at full size, and
 # on CPU every such allocation is fresh memory the kernel must fault in page by page
 # (measured: 16 ms per 64 MiB, more than an exp pass). Evaluated block by block, the
@@ -795,8 +806,21 @@ _HALF_SPLIT = {
 }
 
 
+# Veltkamp's splitting factors 2**ceil(p/2) + 1 (p = 24, 53 significand bits)
+_VELTKAMP = {torch.float32: 4097.0, torch.float64: 134217729.0}
+
+
 def _high_half(u):
-    """u with the low half of its significand bits cleared (u - hi is exact, hi*hi is exact)."""
+    """hi: u with half its significand bits (u - hi is exact, hi*hi is exact); |u| < 1e30.
+
+    Clears the low bits through an integer view.  Inside functorch transforms (vmap of
+    grad) torch 2.11 has no batching rule for dtype views, so there hi is Veltkamp's
+    split c - (c - u), c = u*(2**ceil(p/2) + 1): exact in eager arithmetic, where each op
+    rounds once (compiled code may contract it into an FMA, so it is not used there).
+    """
+    if not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(u):
+        c = u * _VELTKAMP[u.dtype]
+        return c - (c - u)
     view, mask = _HALF_SPLIT[u.dtype][:2]
     return torch.bitwise_and(u.view(view), mask).view(u.dtype)
 
