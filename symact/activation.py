@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
@@ -552,18 +553,50 @@ class Activation:
 
     # ----------------------------------------------------------------- output
     def latex(self) -> str:
-        """LaTeX of ``name(x) = formula``."""
+        r"""LaTeX of ``name(x) = formula``; ``\varphi`` names an activation built from a formula.
+
+        >>> activation("gelu").derivative().latex()[:23]
+        "\\operatorname{gelu}'(x)"
+        >>> activation("x*tanh(x)").latex()
+        '\\varphi(x) = x \\tanh{\\left(x \\right)}'
+        """
         args = ", ".join(sympy.latex(s) for s in self.inputs)
-        name = self.name.replace("_", r"\_")
-        return rf"\operatorname{{{name}}}({args}) = {sympy.latex(self.expr)}"
+        return rf"{_latex_name(self.name)}({args}) = {sympy.latex(self.expr)}"
 
     def _repr_latex_(self) -> str:
         return f"${self.latex()}$"
 
 
+# a catalogue-style name, then the marks derived activations append: ' (derivative), ~ (DKS transform)
+_NAME_WITH_MARKS = re.compile(r"([A-Za-z][A-Za-z0-9_]*)([~']*)")
+
+
+def _latex_name(name: str) -> str:
+    """\\operatorname{name} with primes and tildes as LaTeX marks; \\varphi for a formula used as a name."""
+    match = _NAME_WITH_MARKS.fullmatch(name)
+    if match is None:
+        return r"\varphi"
+    latex = r"\operatorname{%s}" % match.group(1).replace("_", r"\_")
+    for mark in match.group(2):
+        latex = latex + "'" if mark == "'" else r"\widetilde{%s}" % latex
+    return latex
+
+
+# the spellings of infinity Python's float() accepts, which SymPy would read as a symbol named inf
+_INFINITY_WORDS = {"inf": sympy.oo, "infinity": sympy.oo}
+
+
 def _input_value(value: Any) -> sympy.Expr:
-    """An input point: a string is parsed as a formula (never run as code), anything else sympified."""
+    """An input point: a string is parsed as a formula (never run as code), anything else sympified.
+
+    ``"inf"``, ``"-inf"``, ``"infinity"`` (any case) are SymPy's ``oo``/``-oo``, as ``float("inf")`` is.
+    """
     if isinstance(value, str):
+        word = value.strip().lower()
+        sign = -1 if word[:1] == "-" else 1
+        word = word[1:] if word[:1] in "+-" else word
+        if word in _INFINITY_WORDS:
+            return sign * _INFINITY_WORDS[word]
         return parse_formula(value)
     return sympy.sympify(value)
 

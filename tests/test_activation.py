@@ -105,6 +105,18 @@ def test_repr_and_latex():
     assert act._repr_latex_().startswith("$") and act._repr_latex_().endswith("$")
 
 
+def test_latex_names_of_derived_and_formula_built_activations():
+    """A formula used as a name was typeset as an operator name (\\operatorname{x*tanh(x) + 2}),
+    and a transform's ~ is a LaTeX space: names are now marks on the operator, or phi."""
+    gelu = symact.activation("gelu")
+    assert gelu.derivative(2).latex().startswith(r"\operatorname{gelu}''(x) = ")
+    assert gelu.transformed(2, 0, 1, 0).latex().startswith(r"\widetilde{\operatorname{gelu}}(x) = ")
+    assert gelu.transformed(2, 0, 1, 0).derivative().latex().startswith(r"\widetilde{\operatorname{gelu}}'(x) = ")
+    formula = symact.activation("x*tanh(x) + 2")
+    assert formula.latex() == r"\varphi(x) = " + sympy.latex(formula.expr)
+    assert "~" not in gelu.transformed(2, 0, 1, 0).latex()
+
+
 # -------------------------------------------------------------------- errors
 def test_unknown_symbol_is_an_error_that_names_the_fix():
     with pytest.raises(symact.UnknownSymbolError, match=r"beta.*declare them.*beta=1.0"):
@@ -175,6 +187,15 @@ def test_limits():
     assert symact.activation("softplus").limit(-sympy.oo) == 0
     assert symact.activation("relu").limit(sympy.oo) == sympy.oo
     assert symact.activation("hardtanh").limit(-sympy.oo) == -1
+
+
+@pytest.mark.parametrize("spelling, sign", [("inf", 1), ("+inf", 1), ("-inf", -1), (" Infinity ", 1),
+                                            ("-INFINITY", -1), (float("inf"), 1), (float("-inf"), -1)])
+def test_infinity_as_float_style_strings_is_oo(spelling, sign):
+    """'inf' was read as a symbol named inf: tanh.limit('inf') returned tanh(inf)."""
+    sigmoid = symact.activation("sigmoid")
+    assert sigmoid.limit(spelling) == (1 if sign > 0 else 0)
+    assert symact.activation("tanh")(spelling) == sign
 
 
 def test_second_derivative_of_gelu_is_known_closed_form():
