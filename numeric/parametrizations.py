@@ -65,7 +65,7 @@ _CODEGEN_INPUT = sp.Symbol("x", real=True)
 
 def _as_parameter_activation(g: str | sp.Expr | ParameterActivation, params: dict[str, Any]) -> ParameterActivation:
     if isinstance(g, ParameterActivation):
-        return g.subs(**params) if params else g
+        return g.with_params(**params) if params else g
     return _cached_parameter_activation(g, tuple(sorted(params.items())), None)
 
 

@@ -248,18 +248,44 @@ class ParameterActivation:
         """``expr`` with every parameter replaced by its value."""
         return expr.subs(dict(self.params)) if self.params else expr
 
-    def subs(self, **params: Any) -> "ParameterActivation":
-        """A new ParameterActivation with parameter defaults replaced (``pa.subs(alpha=3)``)."""
+    def with_params(self, **params: Any) -> "ParameterActivation":
+        """New parameter defaults, the parameters staying symbols in ``g`` (as ``Activation.with_params``).
+
+        >>> pp = parameter_activation("powerprop").with_params(alpha=3)
+        >>> pp.g, dict(pp.params)
+        (W*Abs(W)**(alpha - 1), {alpha: 3})
+        """
+        new = dict(self.params)
+        for symbol, key in self._parameters_named(params):
+            new[symbol] = _param_value(key, params[key])
+        return ParameterActivation(self.name, self.g, MappingProxyType(new), self.requested_domain)
+
+    def subs(self, **values: Any) -> "ParameterActivation":
+        """Substitute parameters by values in ``g``: they stop being parameters (as ``Activation.subs``).
+
+        A parameter named with ``None`` is substituted by its current default.
+
+        >>> pp = parameter_activation("powerprop").subs(alpha=3)
+        >>> pp.g, dict(pp.params)
+        (W**3, {})
+        """
+        new = dict(self.params)
+        replacements = {}
+        for symbol, key in self._parameters_named(values):
+            default = new.pop(symbol)
+            replacements[symbol] = default if values[key] is None else _param_value(key, values[key])
+        return ParameterActivation(self.name, self.g.xreplace(replacements), MappingProxyType(new),
+                                   self.requested_domain)
+
+    def _parameters_named(self, names: Any) -> list:
+        """(Symbol, name) for each name, or UnknownSymbolError naming the parameters there are."""
         by_name = {s.name: s for s in self.params}
-        unknown = sorted(set(params) - set(by_name))
+        unknown = sorted(set(names) - set(by_name))
         if unknown:
             raise UnknownSymbolError(
                 f"{self.name} has no parameter(s) {unknown}; its parameters are {sorted(by_name)}."
             )
-        new = dict(self.params)
-        for key, value in params.items():
-            new[by_name[key]] = _param_value(key, value)
-        return ParameterActivation(self.name, self.g, MappingProxyType(new), self.requested_domain)
+        return [(by_name[key], key) for key in names]
 
     # ---------------------------------------------------------------- display
     def __repr__(self) -> str:

@@ -113,7 +113,7 @@ def test_parameters_and_errors():
     (alpha,) = pp.params
     assert pp.params[alpha] == 2
     assert sp.simplify(pp.concrete(pp.derivative_in_A) - 2 * sp.sqrt(sp.Abs(pp.A))) == 0
-    pp3 = pp.subs(alpha=3)
+    pp3 = pp.with_params(alpha=3)
     assert sp.simplify(pp3.concrete(pp3.derivative_in_A) - 3 * sp.Abs(pp3.A) ** sp.Rational(2, 3)) == 0
     user = parameter_activation("exp(beta*W)", beta=2)
     assert sp.simplify(user.derivative_in_A - list(user.params)[0] * user.A) == 0
@@ -125,6 +125,24 @@ def test_parameters_and_errors():
         parameter_activation("2")
     with pytest.raises(UnknownSymbolError):
         pp.subs(gamma=1)
+
+
+def test_subs_substitutes_like_activation_subs_and_with_params_changes_defaults():
+    """subs used to change defaults only (unlike Activation.subs); with_params does that now."""
+    pp = parameter_activation("powerprop")
+    (alpha,) = pp.params
+    fixed = pp.subs(alpha=3)
+    assert dict(fixed.params) == {} and not fixed.g.has(alpha) and fixed.g == W**3
+    retuned = pp.with_params(alpha=3)
+    assert retuned.g.has(alpha) and retuned.params[alpha] == 3
+    assert sp.simplify(fixed.derivative_in_A - retuned.concrete(retuned.derivative_in_A)) == 0
+    user = parameter_activation("exp(beta*W)", beta=2)
+    assert user.subs(beta=None).g == sp.exp(2 * W)  # None: the current default
+    assert symact.activation("leaky_relu").subs(negative_slope=None).params == {}  # the same rule in Activation
+    with pytest.raises(UnknownSymbolError, match="beta"):
+        user.subs(gamma=1)
+    with pytest.raises(UnknownSymbolError, match="alpha"):
+        pp.with_params(gamma=1)
 
 
 def test_repr_and_latex():
