@@ -96,7 +96,36 @@ def safe_parse(text: str, local_dict: Mapping[str, Any], vocabulary: Mapping[str
     """
     check_formula_tokens(text, what)
     kwargs = {} if transformations is None else {"transformations": transformations}
+    try:
+        unevaluated = parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary),
+                                 evaluate=False, **kwargs)
+    except Exception:  # noqa: BLE001 - the evaluating parse below raises what the caller expects
+        unevaluated = None
+    if isinstance(unevaluated, sympy.Basic):
+        _check_exact_power_sizes(unevaluated, text, what)
     return parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary), **kwargs)
+
+
+# An exact power with more digits than this is refused before SymPy computes it (9**9**9**9 would
+# run for ever): no activation formula needs such a number.
+_MAX_EXACT_DIGITS = 10_000
+
+
+def _check_exact_power_sizes(expr: sympy.Basic, text: str, what: str) -> None:
+    """FormulaError for a numeric power in ``expr`` (parsed unevaluated) of over _MAX_EXACT_DIGITS digits."""
+    for power in expr.atoms(sympy.Pow):
+        if not (power.base.is_number and power.exp.is_number):
+            continue
+        try:  # evalf works on magnitudes: 9**(9**9**9) takes microseconds
+            base, exponent = abs(sympy.N(power.base, 15)), abs(sympy.N(power.exp, 15))
+            digits = exponent * abs(sympy.log(base, 10).evalf(15)) if base not in (0, 1) else 0
+        except (TypeError, ValueError, ArithmeticError):
+            continue
+        if digits.is_comparable and digits > _MAX_EXACT_DIGITS:
+            raise FormulaError(
+                f"the {what} {text!r} contains {power}, an exact number with about {sympy.N(digits, 3)} digits; "
+                f"write numbers with at most {_MAX_EXACT_DIGITS} digits (a float such as 1e300, or a symbol "
+                "with a value)")
 
 
 # Decimal literals become the exact rational typed ("0.2" is 1/5), like Python floats given as parameters.

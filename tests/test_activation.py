@@ -133,6 +133,22 @@ def test_parse_error_is_a_formula_error():
         symact.activation("x*(tanh(x)")
 
 
+@pytest.mark.parametrize("formula", ["9**9**9**9*x", "x + 10**(10**6)", "(1/3)**100000 * x"])
+def test_astronomically_large_exact_numbers_are_refused_before_they_are_computed(formula):
+    """9**9**9**9 made SymPy compute a number with 3.7e8 digits (the parse never returned)."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(symact.FormulaError, match="digits"):
+        symact.activation(formula)
+    assert time.perf_counter() - start < 5.0
+
+
+def test_large_but_ordinary_numbers_still_parse_exactly():
+    assert symact.activation("2**64*x").expr == 2**64 * x
+    assert abs(symact.activation("x*10.0**400").expr / x / sympy.Float("1e400") - 1) < 1e-12
+
+
 def test_unknown_function_is_a_formula_error():
     with pytest.raises(symact.FormulaError, match="unknown function.*frobnicate"):
         symact.activation("frobnicate(x)")
