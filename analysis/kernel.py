@@ -465,9 +465,12 @@ class KernelMaps:
         """Raise DivergentIntegralError when phi^2 has a non-integrable singularity on the real
         line (1/x: Q(q) = E[1/(q z^2)] diverges), which no quadrature rule notices by itself:
         it returned garbage (6638 in float64, 2e39 with mpmath).  Candidates: real zeros of
-        the bases of negative powers; each is tested by gauss's singularity check on phi^2."""
+        the bases of negative powers and the real singularities SymPy finds (tan's poles,
+        a few of each periodic family); each is tested by gauss's singularity check on phi^2."""
+        from symact._properties import real_singularities, singular_points_near_0
+
         x = self._parts.x
-        poles = set()
+        poles = set(singular_points_near_0(real_singularities(self._parts.expr, x)))
         for node in sympy.preorder_traversal(self._parts.expr):
             if isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.has(x):
                 try:
@@ -486,7 +489,8 @@ class KernelMaps:
             except ZeroDivisionError:
                 return mpmath.inf
         with mpmath.workdps(self.dps + _GUARD):
-            gauss._check_singularities(lambda t: f_safe(t) ** 2, [self._mp(b) for b in poles], self.dps,
+            nearest_first = sorted(poles, key=lambda b: (abs(float(b)), float(b)))
+            gauss._check_singularities(lambda t: f_safe(t) ** 2, [self._mp(b) for b in nearest_first], self.dps,
                                        f"phi^2 for {self.activation_name!r}")
 
     # ---- small helpers -------------------------------------------------------------------

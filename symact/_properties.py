@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sympy
 
-from .errors import NoInverseError
+from .errors import DomainError, NoInverseError
 
 _DIGITS = 30
 # |value| below this is treated as zero when reading signs of 30-digit evaluations.
@@ -172,9 +172,68 @@ def _boundedness(lim_plus, lim_minus, sign):
     return all(decided)
 
 
+def real_singularities(expr: sympy.Expr, symbol: sympy.Symbol) -> sympy.Set:
+    """The real points where ``expr`` is not finite and has no finite limit (poles of tan, 1/x).
+
+    Removable singularities (``sin(x)/x`` at 0) are left out.  Periodic sets come back as
+    SymPy's ``ImageSet``s (tan: pi/2 + n*pi); :func:`singular_points_near_0` lists some.
+    EmptySet where SymPy cannot find the continuity domain (Piecewise, erf, ...): those
+    formulas are built from functions that are finite everywhere.
+
+    >>> x = sympy.Symbol("x", real=True)
+    >>> real_singularities(1 / x, x), real_singularities(sympy.sin(x) / x, x)
+    ({0}, EmptySet)
+    """
+    from sympy.calculus.util import continuous_domain
+
+    try:
+        domain = continuous_domain(expr, symbol, sympy.S.Reals)
+    except (NotImplementedError, TypeError, ValueError):
+        return sympy.S.EmptySet
+    if isinstance(domain, sympy.Complement) and domain.args[0] == sympy.S.Reals:
+        missing = domain.args[1]  # SymPy leaves Reals minus a periodic set unevaluated
+    else:
+        missing = sympy.S.Reals - domain
+    if isinstance(missing, sympy.FiniteSet):
+        return sympy.FiniteSet(*(p for p in missing if not _removable(expr, symbol, p)))
+    parts = missing.args if isinstance(missing, sympy.Union) else (missing,)
+    if all(isinstance(part, (sympy.ImageSet, sympy.FiniteSet)) for part in parts):
+        if all(_removable(expr, symbol, p) for p in singular_points_near_0(missing)):
+            return sympy.S.EmptySet
+        return missing
+    return sympy.S.EmptySet  # intervals: outside the real domain (sqrt(x) for x < 0), another check's business
+
+
+def singular_points_near_0(points: sympy.Set, per_family: int = 2) -> list:
+    """Elements of a set from :func:`real_singularities`: all of a finite set, and n = -k..k of
+    each periodic family."""
+    parts = points.args if isinstance(points, sympy.Union) else (points,)
+    found = []
+    for part in parts:
+        if isinstance(part, sympy.FiniteSet):
+            found.extend(part)
+        elif isinstance(part, sympy.ImageSet):
+            found.extend(part.lamda(n) for n in range(-per_family, per_family + 1))
+    return sorted(set(found), key=lambda p: (abs(float(p)), float(p)))
+
+
+def _removable(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr) -> bool:
+    try:
+        left, right = (sympy.limit(expr, symbol, point, side) for side in ("-", "+"))
+    except (NotImplementedError, TypeError, ValueError):
+        return False
+    return bool(left.is_finite and right.is_finite and sympy.simplify(left - right) == 0)
+
+
 def derive_properties(f, symbol, kinks, name="the activation"):
     from .activation import Properties, _differentiated, _limit_at_infinity
 
+    singular = real_singularities(f, symbol)
+    if singular != sympy.S.EmptySet:
+        raise DomainError(
+            f"{name} is not finite on the whole real line: it is singular at {singular}; properties() "
+            "describes functions that are finite for every real input (bounded, monotone, smooth between "
+            "kinks). Use an activation without poles, or one that is defined by a finite Piecewise there.")
     evidence = {}
     derivative = _differentiated(f, symbol, 1, name)
 

@@ -149,6 +149,19 @@ def test_large_but_ordinary_numbers_still_parse_exactly():
     assert abs(symact.activation("x*10.0**400").expr / x / sympy.Float("1e400") - 1) < 1e-12
 
 
+@pytest.mark.parametrize("formula, where", [("tan(x)", "pi/2"), ("sec(x) + x", "pi/2"), ("1/x", "{0}"),
+                                            ("log(Abs(x - 1))", "{1}")])
+def test_properties_refuse_functions_with_real_singularities(formula, where):
+    """tan(x).properties() said monotone, unbounded, C^oo: true between its poles only."""
+    with pytest.raises(symact.DomainError, match=r"not finite on the whole real line.*" + re.escape(where)):
+        symact.activation(formula).properties()
+
+
+def test_removable_singularities_and_complex_poles_leave_properties_alone():
+    assert symact.activation("sin(x)/x").properties().even is True
+    assert symact.activation("x/(1 + x**2)").properties().odd is True
+
+
 def test_unknown_function_is_a_formula_error():
     with pytest.raises(symact.FormulaError, match="unknown function.*frobnicate"):
         symact.activation("frobnicate(x)")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import sympy
 
+import symact
 from analysis.kernel import find_closed_form, kernel_maps
 from numeric.gauss import gaussian_expectation
 from symact.errors import DivergentIntegralError, DomainError, FormulaError, NonRealExpressionError
@@ -424,3 +425,18 @@ def test_non_integrable_pole_raises(engine):
         kernel_maps(x / (x - 1), engine=engine).q_map(1)
     # a pole off the real line is harmless: x/(x^2+1) has a finite Q map
     assert kernel_maps(x / (x**2 + 1), engine=engine).q_map(1) > 0
+
+
+@pytest.mark.parametrize("engine", ["float64", "mpmath"])
+def test_periodic_poles_raise_and_integrable_singularities_do_not(engine):
+    """tan and sec have poles at pi/2 + n*pi and no negative power in their formula: the
+    maps quoted a quadrature failure ('singularity/kink that is not among the break-points')
+    instead of the pole.  log|x| is singular but square-integrable: its Q(1) is
+    (euler + log 2)**2/4 + pi**2/8 (E[log**2 |z|], z standard normal)."""
+    for formula in ("tan(x)", "sec(x)", "1/cos(x) + x"):
+        with pytest.raises(DivergentIntegralError, match="non-integrable singularity at x = -1.57079"):
+            kernel_maps(symact.activation(formula), engine=engine).q_map(1)
+    if engine == "mpmath":  # float64 Gauss-Legendre is 1.5e-3 off at a log singularity (README, kernel maps)
+        with mpmath.workdps(40):
+            exact = (mpmath.euler + mpmath.log(2)) ** 2 / 4 + mpmath.pi**2 / 8
+        assert rel(kernel_maps(symact.activation("log(Abs(x))"), dps=30, engine=engine).q_map(1), exact) < 1e-25
