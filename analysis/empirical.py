@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from analysis.kernel import _activation_parts, kernel_maps
+from numeric.train import resolve_device
 from symact.errors import DomainError
 
 __all__ = ["EmpiricalKernel", "empirical_kernel", "kernel_tolerance"]
@@ -134,9 +135,7 @@ def empirical_kernel(act: Any, depth: int, width: int, cosines: Sequence[float] 
     for c in cosines:
         if not -1 <= c <= 1:
             raise DomainError(f"cosine {c} outside [-1, 1].")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = resolve_device(device)
     dtype = dtype or torch.float32
     dim = input_dim or width
     name, phi = _torch_activation(act, torch, device)

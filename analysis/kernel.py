@@ -397,8 +397,13 @@ def _at_precision(method):
 
 
 def _check_q(qv) -> None:
-    if not qv > 0:
-        raise DomainError(f"q={qv}: q values (squared norm / dimension) must be > 0.")
+    try:
+        valid = bool(qv > 0) and bool(qv < float("inf"))
+    except TypeError:
+        raise DomainError(f"q = {qv!r} is not a number; q values (squared norm / dimension) "
+                          "are finite numbers > 0.") from None
+    if not valid:  # nan fails both comparisons; inf would reach the integrand as nan
+        raise DomainError(f"q={qv}: q values (squared norm / dimension) must be finite and > 0.")
 
 
 def _check_c(cv):

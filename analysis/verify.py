@@ -287,10 +287,9 @@ def run_suite(
     if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
         raise SymactError(f"Unknown device {device!r}; use 'cpu' or 'cuda'.")
     if str(device).startswith("cuda"):
-        import torch
+        from numeric.train import resolve_device
 
-        if not torch.cuda.is_available():
-            raise SymactError("--device cuda was asked for but torch sees no CUDA device; use --device cpu.")
+        resolve_device(device)  # no GPU, or cuda:N beyond the GPUs torch sees: a DomainError naming them
     if workers < 1:
         raise SymactError(f"workers must be >= 1, got {workers}.")
     store = RecordStore(out_dir)

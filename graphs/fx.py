@@ -206,6 +206,15 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                                 f"from_torch needs a forward without data-dependent control flow") from exc
     gm = torch.fx.GraphModule(tracer.root, fx_graph)
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    placeholders = [n for n in fx_graph.nodes if n.op == "placeholder"]
+    required = [n for n in placeholders if not n.args]  # a placeholder's args hold its default, if any
+    if not len(required) <= len(inputs) <= len(placeholders):
+        names = ", ".join(n.target for n in placeholders)
+        raise InvalidGraphError(
+            f"{type(model).__name__}.forward takes {len(required)}"
+            f"{'' if len(required) == len(placeholders) else f' to {len(placeholders)}'} input(s) ({names}), "
+            f"but example_input holds {len(inputs)} tensor(s); pass one example tensor per forward argument "
+            "(a tuple for several)")
     _propagate_shapes(gm, ShapeProp, inputs, type(model).__name__)
 
     g = new_graph(builder=f"from_torch({type(model).__name__})")

@@ -29,7 +29,8 @@ from typing import Any, Callable, Sequence
 
 from symact.errors import DomainError, SymactError, TrainingDivergedError
 
-__all__ = ["TrainResult", "train", "build_mlp", "activation_module", "output_loss", "accuracy", "make_optimizer", "LOSSES", "OPTIMIZERS"]
+__all__ = ["TrainResult", "train", "build_mlp", "activation_module", "output_loss", "accuracy", "make_optimizer",
+           "resolve_device", "LOSSES", "OPTIMIZERS"]
 
 LOSSES = ("bce_prob", "bce_logits", "cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "adam", "rprop")
@@ -71,6 +72,37 @@ class TrainResult:
             f"TrainResult(steps={self.steps[-1]}, train_loss={self.train_loss[0]:.4g}->"
             f"{self.train_loss[-1]:.4g}{test}, {self.seconds:.2f}s)"
         )
+
+
+def resolve_device(device: Any = None) -> Any:
+    """``torch.device(device)`` that torch can run on; ``None``: CUDA when available, else CPU.
+
+    An unknown name (``"tpu"``) or a device torch cannot see (``"cuda"`` on a machine
+    without a GPU, ``"cuda:3"`` with one GPU) is a :class:`DomainError` naming the fix,
+    instead of torch's error at the first tensor.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DomainError(f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if resolved.type == "cpu":
+        return resolved
+    backend = getattr(torch, resolved.type, None)
+    available = backend is not None and hasattr(backend, "is_available") and backend.is_available()
+    if not available:
+        raise DomainError(f"device={device!r}: torch sees no {resolved.type.upper()} device here; use device='cpu'")
+    count = getattr(backend, "device_count", lambda: 1)()
+    if resolved.index is not None and resolved.index >= count:
+        raise DomainError(f"device={device!r}: torch sees {count} {resolved.type} device(s) "
+                          f"({resolved.type}:0 to {resolved.type}:{count - 1})")
+    return resolved
 
 
 def output_loss(output: Any, y: Any, loss: str) -> Any:

@@ -320,7 +320,9 @@ def convolve(f, kernel: str = "gaussian", width=None):
             expr, params = convolve_expression(f.concrete_expr, kernel, width), {}
     else:
         name, params = "f", {}
-        expr = convolve_expression(f, kernel, width)
+        f = sympy.sympify(f)
+        # a plain Symbol("x") (no real=True) means the input, as it does in symact.activation
+        expr = convolve_expression(f.xreplace({s: _X for s in f.free_symbols if s.name == _X.name}), kernel, width)
     if factory is None:
         return expr
     s = _positive_width(width)

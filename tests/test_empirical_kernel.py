@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 from analysis.empirical import empirical_kernel, kernel_tolerance  # noqa: E402
 from analysis.kernel import kernel_maps  # noqa: E402
+from symact.errors import DomainError  # noqa: E402
 
 x = sympy.Symbol("x", real=True)
 TANH = sympy.tanh(x)
@@ -71,3 +72,13 @@ def test_antipodal_inputs_do_not_break_the_prediction():
     """The float64 C map returned -1.0000000000000002 at c = -1 and the prediction raised."""
     rec = empirical_kernel("tanh", depth=2, width=16, seeds=2, cosines=(-1.0,))
     assert "c0=-1" in repr(rec) and rec.passes("extended")
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "not a torch device"), ("cuda:99", "torch sees"),
+                                             ("mps", "torch sees no MPS device")])
+def test_devices_torch_cannot_use_are_domain_errors(device, message):
+    """torch's own error ('Expected one of cpu, cuda, ... at start of device string') escaped."""
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has an MPS device")
+    with pytest.raises(DomainError, match=message):
+        empirical_kernel(TANH, depth=2, width=16, cosines=(0.5,), seeds=2, device=device)

@@ -250,3 +250,11 @@ def test_example_input_of_the_wrong_shape_is_a_graph_error(capfd):
     assert "Traceback" not in capfd.readouterr().err  # torch's ShapeProp printed one
     with pytest.raises(InvalidGraphError, match="example_input to be a tensor.*got NoneType"):
         graphs.from_torch(net, None)
+
+
+def test_more_example_tensors_than_forward_arguments_is_a_graph_error():
+    """A second example tensor for a one-input model was silently ignored."""
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    with pytest.raises(InvalidGraphError, match=r"takes 1 input\(s\) \(input\), but example_input holds 2"):
+        graphs.from_torch(net, (torch.randn(3, 4), torch.randn(3, 4)))
+    assert graphs.from_torch(net, (torch.randn(3, 4),)).number_of_nodes() == 5  # a 1-tuple is one tensor

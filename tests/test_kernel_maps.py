@@ -291,6 +291,12 @@ def test_errors_are_clear():
         relu.q_map(0)
     with pytest.raises(DomainError, match="> 0"):
         relu.c_map(0.5, q1=-1)
+    # q = inf used to reach the integrand: "the integrand is undefined (nan) at x = +inf"
+    for bad in (float("inf"), mpmath.inf, sympy.oo, float("nan")):
+        with pytest.raises(DomainError, match="finite and > 0"):
+            relu.q_map(bad)
+    with pytest.raises(DomainError, match="not a number"):
+        relu.q_map("1")
     with pytest.raises(DivergentIntegralError):
         kernel_maps(sympy.exp(x**2), engine="mpmath").q_map(1)
     # exp(x^2/3) has a finite Gaussian mean but is not square-integrable: Q diverges

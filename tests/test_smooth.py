@@ -213,3 +213,12 @@ def test_catalogue_divergence_and_parameter_fallback():
     smoothed = convolve("hardtanh", "cauchy")
     assert [p.name for p in smoothed.params] == ["sigma"]
     assert sympy.simplify(smoothed.concrete_expr - closed_form("hardtanh", "cauchy").subs(sigma, 1)) == 0
+
+
+def test_a_plain_symbol_x_is_the_input_as_in_activation():
+    """Symbol('x') without real=True was taken for a parameter: 'the break points of Max(0, x)
+    depend on ['x']'.  Logistic-smoothed ReLU is softplus."""
+    plain = sympy.Symbol("x")
+    smoothed = convolve(sympy.Max(plain, 0), "logistic", 1)
+    assert sympy.simplify(smoothed.concrete_expr - sympy.log(1 + sympy.exp(x))) == 0
+    assert smoothed.concrete_expr.free_symbols == {x}
