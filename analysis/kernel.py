@@ -53,7 +53,7 @@ import sympy
 from symact._safe_parse import safe_sympify
 
 from numeric import gauss
-from symact.errors import DomainError, FormulaError
+from symact.errors import DivergentIntegralError, DomainError, FormulaError
 
 __all__ = ["KernelMaps", "ClosedForm", "kernel_maps", "find_closed_form", "ENGINES"]
 
@@ -455,6 +455,9 @@ class KernelMaps:
                 "or engine='float64' (fast).")
         self.engine = engine
         self._f = _Funcs(parts, digits=self.dps + 3 * _GUARD)
+        #: real points where phi is singular but square-integrable (log|x| at 0): quadrature
+        #: split points, never delta terms
+        self._singular_points: tuple = ()
         if engine != "closed":
             self._check_poles()
         #: the mpmath engine sums Mehler's series for |c| <= this (at q1 == q2); 2-D quadrature
@@ -475,7 +478,8 @@ class KernelMaps:
         from symact._properties import real_singularities, singular_points_near_0
 
         x = self._parts.x
-        poles = set(singular_points_near_0(real_singularities(self._parts.expr, x)))
+        singular = singular_points_near_0(real_singularities(self._parts.expr, x))
+        poles = set(singular)
         for node in sympy.preorder_traversal(self._parts.expr):
             if isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.has(x):
                 try:
@@ -497,6 +501,14 @@ class KernelMaps:
             nearest_first = sorted(poles, key=lambda b: (abs(float(b)), float(b)))
             gauss._check_singularities(lambda t: f_safe(t) ** 2, [self._mp(b) for b in nearest_first], self.dps,
                                        f"phi^2 for {self.activation_name!r}")
+        self._singular_points = tuple(singular)  # all square-integrable, or the check raised
+
+    def _no_float64_singularities(self, what: str) -> None:
+        """The float64 2-D rule has fixed panels: refuse rather than miss a singularity by 1e-3."""
+        if self._singular_points:
+            raise DivergentIntegralError(
+                f"the float64 {what} of {self.activation_name!r} does not resolve its singularity at x = "
+                f"{self._singular_points[0]}; use engine='mpmath' (split there, to any precision).")
 
     # ---- small helpers -------------------------------------------------------------------
     @property
@@ -504,7 +516,8 @@ class KernelMaps:
         return self._parts.kinks
 
     def _kinks_mp(self):
-        return [mpmath.mpf(sympy.N(b, self.dps + 2 * _GUARD)) for b in self.kinks]
+        """Split points of the mpmath rules: the kinks and the integrable singular points."""
+        return [mpmath.mpf(sympy.N(b, self.dps + 2 * _GUARD)) for b in self.kinks + self._singular_points]
 
     def _kinks_f(self):
         return [float(b) for b in self.kinks]
@@ -548,7 +561,8 @@ class KernelMaps:
             breakpoints = self._kinks_f() if self.engine == "float64" else self._kinks_mp()
         if self.engine == "float64":
             return gauss.gaussian_expectation_float64(fn_np, mean=float(mean), std=float(std),
-                                                      breakpoints=breakpoints)
+                                                      breakpoints=breakpoints,
+                                                      singular_points=[float(b) for b in self._singular_points])
         return gauss.gaussian_expectation(fn_mp, dps=self.dps + _GUARD, breakpoints=breakpoints,
                                           mean=mean, std=std).value
 
@@ -586,7 +600,8 @@ class KernelMaps:
         if self.engine == "float64":
             he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
             r = math.sqrt(q)
-            v = gauss.gaussian_expectation_float64(lambda t: g(t) ** 2 * he(t / r), std=r, breakpoints=self._kinks_f())
+            v = gauss.gaussian_expectation_float64(lambda t: g(t) ** 2 * he(t / r), std=r, breakpoints=self._kinks_f(),
+                                                   singular_points=[float(b) for b in self._singular_points])
             return v / (2 * q) ** n
         with mpmath.workdps(self.dps + _GUARD):
             qq = self._mp(q)
@@ -608,6 +623,11 @@ class KernelMaps:
                 # half-unit panels miss that for large q (1e-4 wrong at q = 1e4), so grade the
                 # panels geometrically from width 1/(16 r) up to 1 there
                 bps += gauss._graded_edges([mpmath.mpf(0)] + bps, 1 / (16 * r))
+                # Gauss-Legendre next to an integrable singularity (log|x|) converges only with
+                # panels graded down to widths whose mass is below 10^-dps: 10^-2(dps+guard)
+                # covers log and |x|^-a for a <= 1/2
+                singular = [self._mp(b) / r for b in self._singular_points]
+                bps += gauss._smoothed_kink_edges(singular, mpmath.mpf(10) ** (-2 * (self.dps + _GUARD)))
                 have = gauss.hermite_coefficients(
                     lambda t: f(r * t), n, dps=self.dps + _GUARD, breakpoints=bps)
             self._cache[key] = have
@@ -623,6 +643,7 @@ class KernelMaps:
                 "closed form if one exists.")
         F64 = self.engine == "float64"
         if F64:
+            self._no_float64_singularities("C map")
             r = self._f.np(n)
             ra, rb = math.sqrt(qa), math.sqrt(qb)
             s = math.sqrt(max((1 - cv) * (1 + cv), 0.0))
@@ -729,6 +750,7 @@ class KernelMaps:
         if self.engine != "float64":
             return np.array([float(self.c_map(float(cv), q1, q2)) for cv in cs.ravel()]).reshape(cs.shape)
         _check_q(q1), _check_q(q2)
+        self._no_float64_singularities("C map")
         k = gauss.bivariate_gaussian_expectation_float64(
             self._f.np(0), self._f.np(0), cs.ravel(), q1=float(q1), q2=float(q2), breakpoints=self._kinks_f())
         out = np.asarray(k) / math.sqrt(self.q_map(q1) * self.q_map(q2))

@@ -437,12 +437,27 @@ def test_non_integrable_pole_raises(engine):
 def test_periodic_poles_raise_and_integrable_singularities_do_not(engine):
     """tan and sec have poles at pi/2 + n*pi and no negative power in their formula: the
     maps quoted a quadrature failure ('singularity/kink that is not among the break-points')
-    instead of the pole.  log|x| is singular but square-integrable: its Q(1) is
-    (euler + log 2)**2/4 + pi**2/8 (E[log**2 |z|], z standard normal)."""
+    instead of the pole."""
     for formula in ("tan(x)", "sec(x)", "1/cos(x) + x"):
         with pytest.raises(DivergentIntegralError, match="non-integrable singularity at x = -1.57079"):
             kernel_maps(symact.activation(formula), engine=engine).q_map(1)
-    if engine == "mpmath":  # float64 Gauss-Legendre is 1.5e-3 off at a log singularity (README, kernel maps)
-        with mpmath.workdps(40):
-            exact = (mpmath.euler + mpmath.log(2)) ** 2 / 4 + mpmath.pi**2 / 8
-        assert rel(kernel_maps(symact.activation("log(Abs(x))"), dps=30, engine=engine).q_map(1), exact) < 1e-25
+
+
+@pytest.mark.parametrize("engine, tolerance", [("float64", 1e-13), ("mpmath", 1e-25)])
+def test_integrable_singularity_is_split_and_graded(engine, tolerance):
+    """phi = log|x|: E[log|z|] = -(euler + log 2)/2 and, from log|z|'s Hermite coefficients
+    E[log|z| He_2k(z)] = (-1)**(k+1) 2**(k-1) (k-1)! and sum (2c)**2k/(k**2 binomial(2k, k)) =
+    2 asin(c)**2: E[log|u| log|v|] = E[log|z|]**2 + asin(c)**2/2, so Q(1) = E[log|z|]**2 + pi**2/8.
+    The float64 rule was 1.5e-3 off Q(1) and the mpmath Hermite path 5e-5 off C(1/2), silently."""
+    maps = kernel_maps(symact.activation("log(Abs(x))"), dps=30, engine=engine)
+    with mpmath.workdps(40):
+        mean_log = -(mpmath.euler + mpmath.log(2)) / 2
+        q1 = mean_log**2 + mpmath.pi**2 / 8
+        assert rel(maps.q_map(1), q1) < tolerance
+        assert rel(maps.q_map_derivative(1), mean_log) < tolerance  # dQ/dq = E[log|z|]/q at q = 1
+        if engine == "float64":  # its 2-D rule has fixed panels: it refuses instead of missing
+            with pytest.raises(DivergentIntegralError, match="singularity at x = 0.*engine='mpmath'"):
+                maps.c_map(0.5)
+            return
+        for c in (0.5, -0.3):
+            assert rel(maps.c_map(c), (mean_log**2 + mpmath.asin(mpmath.mpf(c)) ** 2 / 2) / q1) < tolerance
