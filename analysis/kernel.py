@@ -522,6 +522,9 @@ class KernelMaps:
     def _kinks_f(self):
         return [float(b) for b in self.kinks]
 
+    def _singular_f(self):
+        return [float(b) for b in self._singular_points]
+
     def _mp(self, v):
         with mpmath.workdps(self.dps + _GUARD):
             return mpmath.mpf(sympy.N(v, self.dps + 2 * _GUARD)) if isinstance(v, sympy.Basic) else mpmath.mpf(v)
@@ -562,7 +565,7 @@ class KernelMaps:
         if self.engine == "float64":
             return gauss.gaussian_expectation_float64(fn_np, mean=float(mean), std=float(std),
                                                       breakpoints=breakpoints,
-                                                      singular_points=[float(b) for b in self._singular_points])
+                                                      singular_points=self._singular_f())
         return gauss.gaussian_expectation(fn_mp, dps=self.dps + _GUARD, breakpoints=breakpoints,
                                           mean=mean, std=std).value
 
@@ -601,7 +604,7 @@ class KernelMaps:
             he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
             r = math.sqrt(q)
             v = gauss.gaussian_expectation_float64(lambda t: g(t) ** 2 * he(t / r), std=r, breakpoints=self._kinks_f(),
-                                                   singular_points=[float(b) for b in self._singular_points])
+                                                   singular_points=self._singular_f())
             return v / (2 * q) ** n
         with mpmath.workdps(self.dps + _GUARD):
             qq = self._mp(q)

@@ -291,10 +291,15 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
             max_inner_err = [mpmath.mpf(0)]
             density: dict = {}
             gb = [mpmath.mpf(b) / r2 for b in breakpoints_g]
+            # f and g vary on a unit scale in x near x = 0 and their kinks, i.e. on 1/sqrt(q) in z:
+            # for large q the rules are graded towards those points (tanh at q = 1e4 did not converge)
+            g_features = [mpmath.mpf(0)] + gb
 
             def inner(z1):
                 cz = c * z1
-                pts = _split_points([(b - cz) / s for b in gb], 0, 1, cut, finite=True)
+                centres = [(b - cz) / s for b in g_features]
+                pts = _split_points([(b - cz) / s for b in gb] + _graded_edges(centres, 1 / (r2 * s)),
+                                    0, 1, cut, finite=True)
 
                 def h(z2):
                     x = r2 * (cz + s * z2)
@@ -315,8 +320,11 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
                 return fx * inner(z1) * mpmath.exp(-z1 * z1 / 2) * norm
 
             obps = [mpmath.mpf(b) / r1 for b in breakpoints]
+            obps += _graded_edges([mpmath.mpf(0)] + obps, 1 / r1)
             if c != 0:
                 obps += _smoothed_kink_edges([b / c for b in gb], abs(s / c))
+                if r2 > 1:  # E[g(v) | z1] varies on max(s, 1/sqrt(q2))/|c| around g's x = 0 as well
+                    obps += _graded_edges([mpmath.mpf(0)], max(abs(s / c), 1 / abs(r2 * c)))
             points = _split_points(obps, 0, 1, cut, finite=True)
             value, err = _quad_checked(outer, points, dps, "E[f(u) g(v)]")
             err = err + max_inner_err[0]
@@ -481,8 +489,9 @@ def _graded_edges(centres, width) -> list:
     return _smoothed_kink_edges(centres, width)
 
 
-# Innermost panel width next to an integrable singularity, relative to max(1, |z|) (so the panel
-# spans thousands of float64 numbers): Gauss-Legendre's error on it is below float64 resolution.
+# Innermost panel width next to an integrable singularity at z, relative to |z| (so the panel spans
+# thousands of float64 numbers; at z = 0 floats are dense and the panel can be far narrower):
+# Gauss-Legendre's error on it is below float64 resolution for a log singularity.
 _SINGULAR_PANEL = 2.0**-40
 _SINGULAR_PANEL_AT_0 = 2.0**-120
 
@@ -555,7 +564,6 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
     bz += _graded_edges([-mean / std] + bz, 1.0 / std)
     for point in singular_points:
         zs = (float(point) - mean) / std
-        # floats are dense near 0, so a singularity at z = 0 can be graded much further
         bz += _smoothed_kink_edges([zs], _SINGULAR_PANEL * abs(zs) if zs else _SINGULAR_PANEL_AT_0)
     prev = None
     for npp in (16, 32, 64):

@@ -461,3 +461,20 @@ def test_integrable_singularity_is_split_and_graded(engine, tolerance):
             return
         for c in (0.5, -0.3):
             assert rel(maps.c_map(c), (mean_log**2 + mpmath.asin(mpmath.mpf(c)) ** 2 / 2) / q1) < tolerance
+
+
+@pytest.mark.slow
+def test_mpmath_two_dimensional_c_map_converges_at_large_q():
+    """Beyond Mehler's range (|c| > 0.8) the mpmath C map integrates in 2-D; at q = 1e4, where
+    tanh(sqrt(q) z) turns within |z| < 1e-2, it raised 'did not converge' until its panels were
+    graded towards x = 0 like the float64 rule's.  References: the float64 rule (tested
+    against mpmath at moderate q) and erf's closed form (Williams): E[erf(u) erf(v)] = (2/pi)
+    asin(2 c q / (1 + 2 q)) at q1 = q2 = q.  About four minutes on 2 cores."""
+    q, c = 1e4, 0.9
+    maps = kernel_maps(act("tanh"), dps=12, engine="mpmath")
+    assert rel(maps.c_map(c, q1=q, q2=q), kernel_maps(act("tanh"), engine="float64").c_map(c, q1=q, q2=q)) < 1e-11
+    erf = kernel_maps(act("erf"), dps=10, engine="mpmath")
+    erf.mehler_max_abs_c = 0  # force the 2-D rule
+    q = 100.0
+    exact = mpmath.asin(2 * c * q / (1 + 2 * q)) / mpmath.asin(2 * q / (1 + 2 * q))
+    assert rel(erf.c_map(c, q1=q, q2=q), exact) < 1e-9
