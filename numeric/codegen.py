@@ -44,6 +44,7 @@ import keyword
 import linecache
 import re
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -590,6 +591,10 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
     if compile:
         import torch  # lazy: `import numeric` must not import torch
 
+        if not namespace["_COMPILER_TRACES_BACKWARD"]:
+            warnings.warn(f"torch {torch.__version__}: the compiled {spec.name} module runs its backward eagerly "
+                          "(torch 2.11 compiled it into zero gradients); torch >= 2.13 compiles it too",
+                          RuntimeWarning, stacklevel=2)
         return torch.compile(module, **compile_kwargs)
     return module
 

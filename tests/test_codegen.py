@@ -339,6 +339,21 @@ def _prelude() -> dict:
     return namespace
 
 
+def test_compile_on_torch_before_2_13_says_the_backward_runs_eagerly(monkeypatch):
+    from torch.torch_version import TorchVersion
+
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.11.0"))
+    with pytest.warns(RuntimeWarning, match=r"torch 2\.11\.0: the compiled old_torch_probe module runs its backward"):
+        torch_module(X * sympy.tanh(X) + sympy.Rational(1, 7), name="old_torch_probe", compile=True)
+    monkeypatch.undo()
+    if _prelude()["_COMPILER_TRACES_BACKWARD"]:  # this torch compiles the backward: nothing to say
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            torch_module(X * sympy.tanh(X) + sympy.Rational(1, 9), name="new_torch_probe", compile=True)
+
+
 def test_backward_kept_out_of_the_compiler_still_compiles_to_the_eager_gradient():
     """Before torch 2.13 the generated backward is wrapped in torch.compiler.disable (2.11
     compiled it into zero gradients).  Forced here on any torch: one graph is then
