@@ -297,9 +297,8 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
 
             def inner(z1):
                 cz = c * z1
-                centres = [(b - cz) / s for b in g_features]
-                pts = _split_points([(b - cz) / s for b in gb] + _graded_edges(centres, 1 / (r2 * s)),
-                                    0, 1, cut, finite=True)
+                centres = [(b - cz) / s for b in g_features]  # x = 0, then g's kinks
+                pts = _split_points(centres[1:] + _graded_edges(centres, 1 / (r2 * s)), 0, 1, cut, finite=True)
 
                 def h(z2):
                     x = r2 * (cz + s * z2)

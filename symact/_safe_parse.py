@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 import tokenize
 from typing import Any, Mapping
 
@@ -96,6 +97,8 @@ def safe_parse(text: str, local_dict: Mapping[str, Any], vocabulary: Mapping[str
     """
     check_formula_tokens(text, what)
     kwargs = {} if transformations is None else {"transformations": transformations}
+    if not _POWER_TOKENS.search(text):  # no power, no astronomic exact number: skip the second parse
+        return parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary), **kwargs)
     try:
         unevaluated = parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary),
                                  evaluate=False, **kwargs)
@@ -106,6 +109,9 @@ def safe_parse(text: str, local_dict: Mapping[str, Any], vocabulary: Mapping[str
     return parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary), **kwargs)
 
 
+# operator powers x**n and x^n (convert_xor), which the unevaluated parse leaves unevaluated; a
+# call Pow(a, b) is evaluated by the parse itself, so the check below cannot cover it
+_POWER_TOKENS = re.compile(r"\*\*|\^")
 # An exact power with more digits than this is refused before SymPy computes it (9**9**9**9 would
 # run for ever): no activation formula needs such a number.
 _MAX_EXACT_DIGITS = 10_000
