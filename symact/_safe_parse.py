@@ -42,6 +42,9 @@ def safe_globals(vocabulary: Mapping[str, Any] = ()) -> dict:
     """A fresh global dict for ``parse_expr``: ``vocabulary`` plus the parser's own names, no builtins."""
     env: dict[str, Any] = {name: getattr(sympy, name) for name in _PARSER_NAMES}
     env.update(vocabulary)
+    for name, value in env.items():  # a call Pow(9, 9**9) would compute its 3.7e8 digits
+        if value is sympy.Pow:
+            env[name] = _size_checked_pow
     env["__builtins__"] = {}  # without it eval() would insert the real builtins module
     return env
 
@@ -93,45 +96,59 @@ def safe_parse(text: str, local_dict: Mapping[str, Any], vocabulary: Mapping[str
                transformations: tuple | None = None, what: str = "formula") -> Any:
     """``parse_expr(text)`` evaluated in :func:`safe_globals` after :func:`check_formula_tokens`.
 
-    Parse errors propagate as parse_expr raises them (the caller words its message).
+    An exact power of more than 10,000 digits (``9**9**9**9``, ``Pow(10, 10**6)``) is a
+    :class:`FormulaError`, raised before SymPy computes it.  Other parse errors propagate as
+    parse_expr raises them (the caller words its message).
     """
     check_formula_tokens(text, what)
     kwargs = {} if transformations is None else {"transformations": transformations}
-    if not _POWER_TOKENS.search(text):  # no power, no astronomic exact number: skip the second parse
-        return parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary), **kwargs)
     try:
-        unevaluated = parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary),
-                                 evaluate=False, **kwargs)
-    except Exception:  # noqa: BLE001 - the evaluating parse below raises what the caller expects
-        unevaluated = None
-    if isinstance(unevaluated, sympy.Basic):
-        _check_exact_power_sizes(unevaluated, text, what)
-    return parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary), **kwargs)
+        if _POWER_TOKENS.search(text):
+            # Python's ** calls no name the parse can guard; parsed unevaluated it becomes Pow(...) calls
+            try:
+                parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary),
+                           evaluate=False, **kwargs)
+            except _ExactNumberTooLarge:
+                raise
+            except Exception:  # noqa: BLE001 - the evaluating parse below raises what the caller expects
+                pass
+        return parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary), **kwargs)
+    except _ExactNumberTooLarge as exc:
+        raise FormulaError(
+            f"the {what} {text!r} contains {exc.power}, an exact number with about {exc.digits} digits; "
+            f"write numbers with at most {_MAX_EXACT_DIGITS} digits (a float such as 1e300, or a symbol "
+            "with a value)") from None
 
 
-# operator powers x**n and x^n (convert_xor), which the unevaluated parse leaves unevaluated; a
-# call Pow(a, b) is evaluated by the parse itself, so the check below cannot cover it
+# operator powers x**n and x^n (convert_xor)
 _POWER_TOKENS = re.compile(r"\*\*|\^")
 # An exact power with more digits than this is refused before SymPy computes it (9**9**9**9 would
 # run for ever): no activation formula needs such a number.
 _MAX_EXACT_DIGITS = 10_000
 
 
-def _check_exact_power_sizes(expr: sympy.Basic, text: str, what: str) -> None:
-    """FormulaError for a numeric power in ``expr`` (parsed unevaluated) of over _MAX_EXACT_DIGITS digits."""
-    for power in expr.atoms(sympy.Pow):
-        if not (power.base.is_number and power.exp.is_number):
-            continue
-        try:  # evalf works on magnitudes: 9**(9**9**9) takes microseconds
-            base, exponent = abs(sympy.N(power.base, 15)), abs(sympy.N(power.exp, 15))
-            digits = exponent * abs(sympy.log(base, 10).evalf(15)) if base not in (0, 1) else 0
+class _ExactNumberTooLarge(Exception):
+    """Raised inside the parse by :func:`_size_checked_pow`; :func:`safe_parse` words the error."""
+
+    def __init__(self, power: str, digits: str):
+        super().__init__(power)
+        self.power, self.digits = power, digits
+
+
+def _size_checked_pow(base: Any, exponent: Any, evaluate: bool | None = None) -> Any:
+    """``sympy.Pow(base, exponent)``, refused when both are exact numbers and the power has more than
+    _MAX_EXACT_DIGITS digits (estimated with evalf, which works on magnitudes: 9**(9**9**9) takes
+    microseconds)."""
+    base, exponent = sympy.sympify(base), sympy.sympify(exponent)
+    if all(isinstance(e, sympy.Expr) and e.is_number and not e.has(sympy.Float) for e in (base, exponent)):
+        try:
+            magnitude, power = abs(sympy.N(base, 15)), abs(sympy.N(exponent, 15))
+            digits = power * abs(sympy.log(magnitude, 10).evalf(15)) if magnitude not in (0, 1) else 0
         except (TypeError, ValueError, ArithmeticError):
-            continue
-        if digits.is_comparable and digits > _MAX_EXACT_DIGITS:
-            raise FormulaError(
-                f"the {what} {text!r} contains {power}, an exact number with about {sympy.N(digits, 3)} digits; "
-                f"write numbers with at most {_MAX_EXACT_DIGITS} digits (a float such as 1e300, or a symbol "
-                "with a value)")
+            digits = 0
+        if getattr(digits, "is_comparable", False) and digits > _MAX_EXACT_DIGITS:
+            raise _ExactNumberTooLarge(str(sympy.Pow(base, exponent, evaluate=False)), str(sympy.N(digits, 3)))
+    return sympy.Pow(base, exponent) if evaluate is None else sympy.Pow(base, exponent, evaluate=evaluate)
 
 
 # Decimal literals become the exact rational typed ("0.2" is 1/5), like Python floats given as parameters.
