@@ -365,8 +365,15 @@ class _SolveGamma(torch.autograd.Function):
     r"""gamma(logits) defined implicitly by H(softmax(gamma * logits)) = H*.
 
     Backward by the implicit function theorem:
-    :math:`\partial\gamma/\partial\ell = -(\partial H/\partial\ell)/(\partial H/\partial\gamma)`,
-    with both partials from one autograd pass through H at the solution (no unrolling)."""
+    :math:`\partial\gamma/\partial\ell = -(\partial H/\partial\ell)/(\partial H/\partial\gamma)`
+    (no unrolling).  With :math:`q = \mathrm{softmax}(\gamma\ell)`, :math:`\mu = E_q[\ell]` and
+    :math:`v = \mathrm{Var}_q[\ell]`: :math:`\partial H/\partial\ell_i = -\gamma^2 q_i(\ell_i - \mu)` and
+    :math:`\partial H/\partial\gamma = -\gamma v`, so
+    :math:`\partial\gamma/\partial\ell_i = -\gamma\, q_i (\ell_i - \mu) / v`.
+
+    The backward is written in differentiable torch ops of the saved logits and the saved output
+    gamma, so double backward (Hessian-vector products, ``create_graph=True``) is exact: the
+    dependence of the gradient on gamma flows back through this Function again."""
 
     @staticmethod
     def forward(logits, target_entropy, dim, max_iterations, short_rows):
@@ -386,17 +393,21 @@ class _SolveGamma(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_gamma):
         logits, gamma = ctx.saved_tensors
-        with torch.enable_grad():
-            l = logits.detach().requires_grad_(True)
-            g = gamma.detach().requires_grad_(True)
-            _, H, _ = _torch_entropy_terms(l, g, ctx.dim)
-            dH_dl, dH_dg = torch.autograd.grad(H.sum(), (l, g))
-        # rows solved at gamma = 0 or uniform rows have dH/dgamma = 0: gamma is not a
-        # differentiable function of the logits there; give them zero gradient (documented)
-        safe = dH_dg != 0
-        factor = torch.where(safe, -grad_gamma / torch.where(safe, dH_dg, torch.ones_like(dH_dg)),
-                             torch.zeros_like(dH_dg))
-        return factor * dH_dl, None, None, None, None
+        dim = ctx.dim
+        finite = torch.isfinite(logits)
+        safe_logits = torch.where(finite, logits, torch.zeros_like(logits))
+        q, _, var = _torch_entropy_terms(logits, gamma, dim)
+        mean = (q * safe_logits).sum(dim=dim, keepdim=True)
+        # rows solved at gamma = 0 and rows uniform on their support have dH/dgamma = -gamma*var = 0:
+        # gamma is not a differentiable function of the logits there; give them zero gradient
+        # (documented).  Uniform rows are detected exactly (all finite logits equal), since their
+        # computed var may be a rounding-level non-zero that would blow the quotient up.
+        row_max = torch.where(finite, logits, torch.full_like(logits, -math.inf)).amax(dim=dim, keepdim=True)
+        uniform = ((logits == row_max) == finite).all(dim=dim, keepdim=True)
+        safe = (gamma != 0) & ~uniform & (var > 0)
+        factor = torch.where(safe, -gamma * grad_gamma / torch.where(safe, var, torch.ones_like(var)),
+                             torch.zeros_like(var))
+        return factor * q * (safe_logits - mean), None, None, None, None
 
 
 class EntropyNormalize(torch.nn.Module):
@@ -404,8 +415,9 @@ class EntropyNormalize(torch.nn.Module):
     output has entropy ``target_entropy`` (nats).
 
     Differentiable in ``logits``: the gradient through ``gamma`` uses the implicit function
-    theorem on :math:`H(\mathrm{softmax}(\gamma\ell)) = H^*` (one extra autograd pass, no
-    unrolled iterations).  ``-inf`` logits (masked positions) get probability 0.  Every row needs
+    theorem on :math:`H(\mathrm{softmax}(\gamma\ell)) = H^*` (closed form, no unrolled
+    iterations), itself written in differentiable ops, so second derivatives (double backward,
+    Hessian-vector products) are exact too.  ``-inf`` logits (masked positions) get probability 0.  Every row needs
     a target in the reachable range (see :func:`entropy_normalize`), unless ``short_rows="uniform"``
     (rows with fewer than :math:`e^{H^*}` visible keys, as in causal masks, become uniform on
     their support, gamma = 0, with zero gradient through gamma); rows that are uniform on

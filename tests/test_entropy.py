@@ -262,3 +262,61 @@ def test_list_of_python_floats_is_solved_in_double_precision():
     exact = numeric.entropy_normalize([str(v) for v in p], 1, dps=30)
     assert fast.gamma.dtype == torch.float64
     assert abs(float(fast.gamma) - float(exact.gamma)) < 1e-12 * float(exact.gamma)
+
+
+# ----------------------------------------------------------------------------- second order
+
+
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_module_double_backward_matches_finite_differences(dim):
+    """Hessian-vector products through the implicit-function-theorem backward (create_graph=True)
+    agree with finite differences of the first derivative (gradgradcheck)."""
+    torch.manual_seed(5)
+    module = EntropyNormalize(target_entropy=1.0, dim=dim)
+    shape = (2, 4) if dim == -1 else (4, 2)
+    logits = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(module, (logits,), eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert torch.autograd.gradgradcheck(module.gamma, (logits,), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_hessian_vector_product_matches_central_differences():
+    """The reported case: d/dx <grad f(x), v> against a central difference of grad f."""
+    torch.manual_seed(6)
+    module = EntropyNormalize(target_entropy=1.0)
+    x = torch.randn(1, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(1, 4, dtype=torch.float64)
+    v = torch.randn(1, 4, dtype=torch.float64)
+
+    def grad_f(z):
+        z = z.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad((module(z) * w).sum(), z)
+        return g
+
+    (g,) = torch.autograd.grad((module(x) * w).sum(), x, create_graph=True)
+    (hvp,) = torch.autograd.grad((g * v).sum(), x)
+    h = 1e-5
+    fd = (grad_f(x + h * v) - grad_f(x - h * v)) / (2 * h)
+    assert torch.allclose(hvp, fd, atol=1e-8, rtol=1e-6)
+
+
+def test_double_backward_with_masked_logits_and_short_rows():
+    torch.manual_seed(7)
+    T = 4
+    scores = torch.randn(T, T, dtype=torch.float64)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    logits = scores.masked_fill(mask, -float("inf")).requires_grad_(True)
+    module = EntropyNormalize(target_entropy=0.9, short_rows="uniform")
+    assert torch.autograd.gradgradcheck(module, (logits,), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("value", [0.1, 0.7, -2.9, 123.456])
+@pytest.mark.parametrize("n", [3, 7])
+def test_uniform_rows_get_zero_gradient_through_gamma(value, n):
+    """A row uniform on its support has H = log m for every gamma: gamma does not depend on the
+    logits there (documented: zero gradient through gamma), even when rounding makes the
+    computed variance of the logits a tiny non-zero."""
+    x = torch.full((1, n), value, dtype=torch.float64, requires_grad=True)
+    gamma = EntropyNormalize(target_entropy=math.log(n)).gamma(x)
+    assert float(gamma) == 1.0
+    gamma.sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
