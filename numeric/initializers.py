@@ -79,24 +79,81 @@ def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None) -
     return weight
 
 
+def _is_parametrized(module: nn.Module, name: str) -> bool:
+    from torch.nn.utils import parametrize as torch_parametrize
+
+    return torch_parametrize.is_parametrized(module, name)
+
+
+def _through_parametrization(module: nn.Module, name: str, label: str, value: torch.Tensor) -> None:
+    """Check that the parametrised tensor ``module.<name>`` can hold ``value``: every parametrisation
+    has a ``right_inverse`` that accepts it and forward(right_inverse(value)) gives ``value`` back.
+    Raises :class:`DomainError` otherwise; changes nothing."""
+    plist = module.parametrizations[name]
+    for p in plist:
+        if not hasattr(p, "right_inverse"):
+            raise DomainError(
+                f"kernel_preserving_init_ cannot write {label}: its parametrisation {type(p).__name__} has no "
+                "right_inverse, so a value cannot be assigned through it. Implement right_inverse, or initialise "
+                "the model before registering the parametrisation.")
+    x = value
+    try:
+        for p in reversed(plist):
+            x = p.right_inverse(x)
+    except DomainError as exc:
+        raise DomainError(
+            f"kernel_preserving_init_ cannot write {label} through its parametrisation: {exc} (the init needs "
+            "weights of both signs, exact zeros for convolution taps and zero biases; a signed parametrisation "
+            "such as signed='difference' represents them)") from exc
+    y = plist[0](*x) if isinstance(x, (tuple, list)) else plist[0](x)
+    for p in list(plist)[1:]:
+        y = p(y)
+    tol = 64 * torch.finfo(value.dtype).eps
+    err = (y - value).abs().max().item() if value.numel() else 0.0
+    if y.shape != value.shape or not err <= tol * (1 + value.abs().max().item()):
+        raise DomainError(
+            f"kernel_preserving_init_ cannot write {label}: its parametrisation does not reproduce the "
+            f"initial value (forward(right_inverse(value)) is off by {err:.3g}), so the init's properties "
+            "would be lost. Use a parametrisation that can represent these weights (e.g. signed='difference'), "
+            "or initialise the model before parametrising it.")
+
+
 @torch.no_grad()
 def kernel_preserving_init_(model: nn.Module, gain: float = 1.0, generator=None) -> nn.Module:
     """Re-initialise every Linear (scaled-uniform orthogonal) and Conv1/2/3d (delta-orthogonal) in place.
 
     Biases are set to zero.  Grouped convolutions are initialised per group.  Returns ``model``.
+
+    Layers parametrised with :mod:`torch.nn.utils.parametrize` (e.g. by
+    :func:`numeric.parametrize_model`) are set through their parametrisation (its ``right_inverse``),
+    so afterwards ``layer.weight`` is the orthogonal init.  A parametrisation that cannot represent the
+    init (e.g. unsigned ``exp`` and negative weights) raises :class:`DomainError` before any layer is
+    changed.
     """
-    for module in model.modules():
+    plan = []   # (module, name, label, value): computed and checked first, written only if all succeed
+    for label, module in model.named_modules():
         if isinstance(module, nn.Linear):
-            scaled_uniform_orthogonal_(module.weight, gain, generator)
+            value = torch.empty_like(module.weight)
+            scaled_uniform_orthogonal_(value, gain, generator)
         elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            value = torch.empty_like(module.weight)
             groups = module.groups
             per = module.out_channels // groups
             for g in range(groups):
-                delta_orthogonal_(module.weight[g * per:(g + 1) * per], gain, generator)
+                delta_orthogonal_(value[g * per:(g + 1) * per], gain, generator)
         else:
             continue
+        plan.append((module, "weight", label, value))
         if module.bias is not None:
-            module.bias.zero_()
+            plan.append((module, "bias", label, torch.zeros_like(module.bias)))
+    for module, name, label, value in plan:
+        if _is_parametrized(module, name):
+            _through_parametrization(module, name, f"{label or type(module).__name__}.{name}", value)
+    for module, name, _, value in plan:
+        if _is_parametrized(module, name):
+            setattr(module, name, value)   # calls the parametrisation's right_inverse
+        else:
+            getattr(module, name).copy_(value)
     return model
 
 

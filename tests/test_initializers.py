@@ -83,3 +83,81 @@ def test_dtype_and_device_follow_the_weight():
     g2 = torch.Generator().manual_seed(5)
     b = scaled_uniform_orthogonal_(torch.empty(6, 3), generator=g2)
     assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- parametrised layers
+
+
+def _assert_scaled_orthogonal(w, out_f, in_f):
+    eye = torch.eye(in_f, dtype=w.dtype)
+    torch.testing.assert_close(w.T @ w, eye * out_f / in_f, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("signed", ["difference", "soft_sign", "second_layer"])
+def test_parametrised_linear_gets_the_init_through_its_parametrisation(signed):
+    """Reported: on a parametrised layer the init wrote into the recomputed (discarded) weight."""
+    import numeric
+
+    torch.manual_seed(4)
+    lin = numeric.parametrize_model(torch.nn.Linear(4, 8, dtype=torch.float64), "exp", signed=signed)
+    kernel_preserving_init_(lin)
+    _assert_scaled_orthogonal(lin.weight, 8, 4)  # W^T W = (out/in) I, the init's defining property
+    x = torch.randn(10, 4, dtype=torch.float64)
+    torch.testing.assert_close((lin(x) ** 2).sum(1) / 8, (x ** 2).sum(1) / 4, atol=0, rtol=1e-12)
+    assert torch.count_nonzero(lin.bias) == 0
+    # the parametrisation is still in place and trains the raw tensors
+    assert torch.nn.utils.parametrize.is_parametrized(lin, "weight")
+
+
+def test_parametrised_conv_and_bias_get_the_init():
+    import numeric
+
+    torch.manual_seed(5)
+    conv = torch.nn.Conv2d(3, 6, kernel_size=3, padding=1, dtype=torch.float64)
+    with torch.no_grad():
+        conv.bias.fill_(0.7)
+    numeric.parametrize_model(conv, "softplus", signed="second_layer", tensor_names=("weight", "bias"))
+    kernel_preserving_init_(conv)
+    w = conv.weight
+    mask = torch.ones_like(w, dtype=torch.bool)
+    mask[:, :, 1, 1] = False
+    assert torch.count_nonzero(w[mask]) == 0
+    _assert_scaled_orthogonal(w[:, :, 1, 1], 6, 3)
+    assert torch.allclose(conv.bias, torch.zeros_like(conv.bias), atol=1e-15)
+
+
+def test_unrepresentable_init_raises_and_leaves_the_model_unchanged():
+    import numeric
+
+    torch.manual_seed(6)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    numeric.parametrize_model(net[0], "exp", signed="difference")
+    with torch.no_grad():
+        net[1].weight.uniform_(0.5, 1.0)
+    numeric.parametrize_model(net[1], "exp", tensor_names=("weight",))  # unsigned: positive weights only
+    before = [m.weight.detach().clone() for m in net]
+    with pytest.raises(DomainError, match="signed="):
+        kernel_preserving_init_(net)
+    for m, w in zip(net, before):
+        assert torch.equal(m.weight, w)
+
+
+class _NoInverse(torch.nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
+class _WrongInverse(torch.nn.Module):
+    def forward(self, w):
+        return w.clamp(min=0)
+
+    def right_inverse(self, a):
+        return a
+
+
+@pytest.mark.parametrize("param,match", [(_NoInverse, "right_inverse"), (_WrongInverse, "reproduce")])
+def test_parametrisation_that_cannot_take_the_init_is_refused(param, match):
+    lin = torch.nn.Linear(3, 3)
+    torch.nn.utils.parametrize.register_parametrization(lin, "weight", param())
+    with pytest.raises(DomainError, match=match):
+        kernel_preserving_init_(lin)
