@@ -426,8 +426,21 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
         f"\n        self.{n} = torch.nn.Parameter(torch.tensor(float({n})))" for _, n, _ in spec.trainable
     )
     const_repr = ", ".join(f"{n}={v}" for n, v in spec.constants)
-    train_repr = " + ".join(f"', {n}=' + format(self.{n}.item(), 'g')" for _, n, _ in spec.trainable)
+    # trainable values are read only where they can be (not on meta/fake tensors): see extra_repr below
+    train_repr = " + ".join(f"', {n}=' + _shown(self.{n})" for _, n, _ in spec.trainable)
     extra = f"'phi({', '.join(input_names)}) = {spec.formula}'"
+    shown_def = textwrap.indent(textwrap.dedent('''\
+        def _shown(t):
+            # the number where it can be read; meta tensors (and fake ones while torch.compile
+            # traces) have no value, and a reshaped parameter is no scalar: show shape and device
+            if t.numel() == 1 and t.device.type != "meta":
+                try:
+                    return format(t.item(), "g")
+                except RuntimeError:
+                    pass
+            return f"tensor(shape={tuple(t.shape)}, dtype={t.dtype}, device={t.device})"
+
+        '''), "        ") if spec.trainable else ""
     if const_repr:
         extra += f" + ', {const_repr}'"
     if train_repr:
@@ -514,7 +527,7 @@ class {cls}(torch.nn.Module):
 {split}        return {fn_cls}.apply({apply_args})
 
     def extra_repr(self) -> str:
-        return {extra}
+{shown_def}        return {extra}
 '''
 
 

@@ -691,6 +691,22 @@ def test_module_follows_nn_conventions():
         torch_module(act, trainable=("beta",))
 
 
+def test_repr_of_trainable_module_is_device_safe():
+    """Reported: extra_repr called .item(), which meta tensors refuse; torch's own modules print there."""
+    module = torch_module("swish", trainable=("beta",))
+    with torch.no_grad():
+        module.beta.fill_(0.375)
+    assert "beta=0.375" in repr(module)  # the value where it can be read
+    meta = module.to("meta")
+    assert meta.beta.is_meta
+    text = repr(meta)
+    assert "beta=tensor(shape=(), dtype=torch.float32, device=meta)" in text
+    assert "phi(x) = " in text
+    # a parameter replaced by a non-scalar one (broadcast per channel) prints its shape, no .item() error
+    module.beta = torch.nn.Parameter(torch.ones(3, 1))
+    assert "beta=tensor(shape=(3, 1)" in repr(module)
+
+
 def test_catalogue_names_and_formula_strings_are_accepted():
     t = torch.linspace(-6, 6, 97, dtype=torch.float64)
     by_name = torch_module("gelu")
