@@ -3,9 +3,11 @@
 :func:`train` runs ``steps`` optimiser steps of SGD, Adam or Rprop (full batch
 or seeded mini-batches), evaluates the *true network* on the training and
 held-out data every ``eval_every`` steps, and returns a :class:`TrainResult`
-with the curves.  A NaN or inf objective raises
-:class:`~symact.errors.TrainingDivergedError` naming the step, the value and what
-to try; nothing is clipped silently.
+with the curves.  A NaN or inf objective, training loss or held-out loss raises
+:class:`~symact.errors.TrainingDivergedError` naming the step, where it appeared,
+the value and what to try; nothing is clipped silently.  Invalid arguments (a
+learning rate that is not a finite positive number, non-finite data) raise
+:class:`~symact.errors.DomainError` before any step.
 
 The objective defaults to the output loss of ``model(x)``; a custom
 ``objective(step, index, x, y)`` (for example :meth:`numeric.rai.RAI.objective`)
@@ -137,9 +139,12 @@ def accuracy(output: Any, y: Any, loss: str) -> float:
 
 
 def make_optimizer(name: str, params: Any, lr: float, **options: Any) -> Any:
-    """``torch.optim`` optimiser by name: ``sgd`` (momentum option), ``adam``, ``rprop``."""
+    """``torch.optim`` optimiser by name: ``sgd`` (momentum option), ``adam``, ``rprop``.
+
+    ``lr`` must be a finite number > 0 (:class:`DomainError` otherwise; torch accepts NaN)."""
     import torch
 
+    _check_lr(lr)
     name = name.lower()
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, **options)
@@ -156,6 +161,28 @@ def _evaluate(model: Any, x: Any, y: Any, loss: str) -> tuple[float, float]:
     with torch.no_grad():
         out = model(x)
         return float(output_loss(out, y, loss)), accuracy(out, y, loss)
+
+
+def _check_lr(lr: Any) -> None:
+    """A learning rate must be a finite number > 0 (NaN or inf would only surface later as 'divergence')."""
+    try:
+        value = float(lr)
+    except (TypeError, ValueError, RuntimeError):
+        raise DomainError(f"lr must be a finite number > 0, got {lr!r}; pass e.g. lr=1e-3.") from None
+    if not (math.isfinite(value) and value > 0):
+        raise DomainError(f"lr must be a finite number > 0, got lr={value}; pass e.g. lr=1e-3 "
+                          "(a NaN or infinite learning rate makes every step non-finite).")
+
+
+def _check_finite_data(named: Sequence[tuple[str, Any]]) -> None:
+    import torch
+
+    for name, t in named:
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise DomainError(f"{name} has {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'}; "
+                                  "remove or impute them before training (every loss computed from them is NaN).")
 
 
 def train(
@@ -191,9 +218,11 @@ def train(
         raise SymactError(f"Unknown loss {loss!r}; choose one of {LOSSES}.")
     if steps < 0 or eval_every < 1:
         raise DomainError(f"steps must be >= 0 and eval_every >= 1, got steps={steps}, eval_every={eval_every}.")
+    _check_lr(lr)
     x, y = data[0], data[1]
     x_test, y_test = (data[2], data[3]) if len(data) >= 4 else (None, None)
     has_test = x_test is not None and len(x_test) > 0
+    _check_finite_data([("x_train", x), ("y_train", y)] + ([("x_test", x_test), ("y_test", y_test)] if has_test else []))
     n = len(x)
     if batch_size is not None and not 0 < batch_size <= n:
         raise DomainError(f"batch_size must lie in 1..{n} (or None for full batch), got {batch_size}.")
@@ -208,14 +237,30 @@ def train(
     objective_fn = objective or default_objective
     rec = {k: [] for k in ("steps", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "objective")}
 
+    def when(step: int) -> str:
+        return f"at step {step}" + (" (the initial network)" if step == 0 else "")
+
     def record(step: int, objective_value: float) -> None:
         tl, ta = _evaluate(model, x, y, loss)
+        if not math.isfinite(tl):
+            raise TrainingDivergedError(
+                f"Training diverged {when(step)}: the true network's training loss became {tl} "
+                f"({optimizer}, lr={lr}). Try a smaller learning rate or another optimizer."
+            )
         rec["steps"].append(step)
         rec["train_loss"].append(tl)
         rec["train_accuracy"].append(ta)
         rec["objective"].append(objective_value)
         if has_test:
             vl, va = _evaluate(model, x_test, y_test, loss)
+            if not math.isfinite(vl):
+                raise TrainingDivergedError(
+                    f"The held-out (test) loss became {vl} {when(step)}, while the training loss there is {tl:.6g} "
+                    f"({optimizer}, lr={lr}): the network's outputs on x_test are not finite or outside the "
+                    f"{loss!r} loss's domain. Check the held-out inputs' scale against the training data "
+                    "(the held-out data are finite; a network that overflows there may need normalised inputs "
+                    "or a smaller learning rate)."
+                )
             rec["test_loss"].append(vl)
             rec["test_accuracy"].append(va)
 
@@ -251,13 +296,13 @@ def train(
             progress(step + 1, steps)
     if steps == 0:
         with torch.no_grad():
-            record(0, float(objective_fn(0, full_index, x, y)))
-    for value in rec["train_loss"]:
-        if not math.isfinite(value):
+            initial = float(objective_fn(0, full_index, x, y))
+        if not math.isfinite(initial):
             raise TrainingDivergedError(
-                f"Training diverged: the true network's training loss became {value} "
-                f"({optimizer}, lr={lr}). Try a smaller learning rate or another optimizer."
+                f"The objective of the initial network is {initial} (steps=0): check the data, the objective "
+                "and the initialisation."
             )
+        record(0, initial)
     return TrainResult(
         steps=tuple(rec["steps"]),
         train_loss=tuple(rec["train_loss"]),

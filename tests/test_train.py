@@ -108,3 +108,62 @@ def test_build_mlp_counts_linear_layers_like_the_rai_seed():
     assert len(linears) == 101
     assert (linears[0].in_features, linears[-1].out_features) == (2, 1)
     assert isinstance(model[-1], torch.nn.Sigmoid)
+
+
+# ----------------------------------------------------------------------------- invalid input, NaN reporting
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", math.nan), ("adam", math.inf), ("rprop", -math.inf),
+                                           ("sgd", 0.0), ("adam", -1e-3), ("sgd", "fast")])
+def test_invalid_learning_rate_is_refused_before_any_step(optimizer, lr):
+    """Reported: lr=nan (SGD) and lr=inf (Adam) ran and were blamed on divergence ('try a smaller lr')."""
+    x, y = _data(8)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(DomainError, match=r"lr must be a finite number > 0"):
+        train(model, (x, y), optimizer=optimizer, lr=lr, steps=3)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_non_finite_held_out_data_is_refused():
+    x, y = _data(16)
+    x_test = x[:4].clone()
+    x_test[1, 0] = math.nan
+    with pytest.raises(DomainError, match=r"x_test has 1 NaN or infinite entry"):
+        train(torch.nn.Linear(2, 2), (x, y, x_test, y[:4]), lr=0.01, steps=2)
+
+
+def test_nan_held_out_loss_raises_naming_the_held_out_data_and_step():
+    """Reported: a NaN held-out loss came back as TrainResult(test_loss=nan) without an error.
+
+    The held-out inputs are finite but so large that the logits overflow to +-inf, and
+    cross_entropy of [inf, -inf] is NaN (torch's own value, checked first)."""
+    x, y = _data(16)
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 1.0], [-1.0, -1.0]]))
+        model.bias.zero_()
+    x_test = torch.full((2, 2), 3e38)
+    y_test = torch.tensor([0, 1])
+    with torch.no_grad():
+        assert math.isnan(float(torch.nn.functional.cross_entropy(model(x_test), y_test)))
+        assert math.isfinite(float(torch.nn.functional.cross_entropy(model(x), y)))
+    with pytest.raises(TrainingDivergedError, match=r"held-out \(test\) loss became nan at step 0 \(the initial"):
+        train(model, (x, y, x_test, y_test), optimizer="sgd", lr=1e-3, steps=2)
+
+
+def test_non_finite_training_loss_is_reported_at_the_step_it_appears():
+    """A custom objective stays finite while the true network breaks: the error names the evaluation step."""
+    x, y = _data(16)
+    model = torch.nn.Linear(2, 2)
+
+    def objective(step, index, xb, yb):
+        if step == 2:
+            with torch.no_grad():
+                model.weight.fill_(math.inf)
+        return model.bias.sum() * 0 + 1.0   # finite: only the evaluated network breaks
+
+    # weights set inside step 2's objective; the evaluation after that step is "step 3"
+    with pytest.raises(TrainingDivergedError, match=r"at step 3: the true network's training loss became nan"):
+        train(model, (x, y), optimizer="sgd", lr=1e-3, steps=5, objective=objective)
