@@ -152,23 +152,105 @@ def test_functional_activations_and_concat_channels():
     assert values["output"] == sympy.Rational(8 * 2 + 24 * 3, 32)
 
 
-def test_module_with_activation_attribute_becomes_one_node():
-    symact = pytest.importorskip("symact")
-    marker = symact.activation("silu")
+class WithActivation(nn.Module):
+    """A module that stores its activation as an attribute and applies it."""
 
-    class Generated(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.activation = fn
+
+    def forward(self, x):
+        return self.activation(x)
+
+
+class Around(nn.Module):
+    """Linear(4, 4) -> the given module -> Linear(4, 2): read by hand, graphs.mlp(1) with its activation."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.l1, self.inner, self.head = nn.Linear(4, 4), inner, nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.inner(self.l1(x)))
+
+
+@pytest.mark.parametrize("fn, name, params", [
+    (F.relu, "relu", {}), (torch.tanh, "tanh", {}), (nn.SiLU(), "silu", {}),
+    (lambda t: F.leaky_relu(t, 0.2), "leaky_relu", {"negative_slope": 0.2}),
+])
+def test_a_torch_function_held_as_activation_attribute_maps_like_a_call(fn, name, params):
+    """The attribute used to be carried raw (the function object F.relu), which shape() cannot read."""
+    g = graphs.from_torch(Around(WithActivation(fn)), torch.randn(2, 4))
+    assert same_network(g, graphs.mlp(1, activation=name))
+    (node,) = graphs.activation_nodes(g)
+    assert g.nodes[node]["activation_params"] == params
+
+
+def test_a_traced_activation_attribute_shapes_like_the_hand_built_mlp():
+    analysis = pytest.importorskip("analysis")
+    traced = analysis.shape(None, graphs.from_torch(Around(WithActivation(torch.tanh)), torch.randn(2, 4)))
+    hand = analysis.shape("tanh", graphs.mlp(1))
+    assert [(a.alpha, a.beta, a.gamma, a.delta) for a in traced.layers] == [
+        (b.alpha, b.beta, b.gamma, b.delta) for b in hand.layers]
+
+
+def test_a_module_that_does_more_than_its_activation_attribute_is_traced_into():
+    class Gate(nn.Module):
         def __init__(self):
             super().__init__()
-            self.activation = marker
+            self.activation = "silu"
+            self.norm = nn.LayerNorm(4)
+
+        def forward(self, x):
+            return torch.tanh(self.norm(x)) * 3
+
+    # this used to become one 'silu' node, dropping the LayerNorm, the tanh and the * 3
+    with pytest.raises(InvalidGraphError, match=r"unsupported module LayerNorm.*mean subtraction.*inside "
+                                                r"'inner', a Gate with the attribute activation='silu'"):
+        graphs.from_torch(Around(Gate()), torch.randn(2, 4))
+
+    class Scaled(WithActivation):
+        def forward(self, x):
+            return 3 * self.activation(x)
+
+    with pytest.raises(InvalidGraphError, match="scales a tensor by the constant 3.*inside 'inner'"):
+        graphs.from_torch(Around(Scaled(torch.tanh)), torch.randn(2, 4))
+
+    symact = pytest.importorskip("symact")
+
+    class HandWritten(nn.Module):  # claims silu, computes 1.3 * silu: it must not be read as silu
+        def __init__(self):
+            super().__init__()
+            self.activation = symact.activation("silu")
             self.gamma = nn.Parameter(torch.tensor(1.3))
 
-        def forward(self, x):  # elementwise products would be rejected if fx traced inside
+        def forward(self, x):
             return self.gamma * x * torch.sigmoid(x)
 
-    net = nn.Sequential(nn.Linear(3, 5), Generated(), nn.Linear(5, 1))
-    g = graphs.from_torch(net, torch.randn(2, 3))
-    (act,) = graphs.activation_nodes(g)
-    assert g.nodes[act]["activation"] is marker
+    with pytest.raises(InvalidGraphError, match=r"multiplies two tensors.*inside 'inner'.*numeric\.torch_module"):
+        graphs.from_torch(Around(HandWritten()), torch.randn(2, 4))
+
+
+def test_a_generated_symact_module_becomes_one_node_with_its_activation():
+    symact = pytest.importorskip("symact")
+    codegen = pytest.importorskip("numeric.codegen")
+    module = codegen.torch_module("silu")
+    g = graphs.from_torch(Around(module), torch.randn(2, 4))
+    assert same_network(g, graphs.mlp(1, activation=symact.activation("silu")))
+
+    # a trainable parameter is read at its current value, not the one the module was made with
+    module = codegen.torch_module("squareplus", trainable=("b",))
+    g = graphs.from_torch(Around(module), torch.randn(2, 4))
+    (node,) = graphs.activation_nodes(g)
+    assert g.nodes[node]["activation"] == symact.activation("squareplus")
+    with torch.no_grad():
+        module.b.fill_(2.0)
+    g = graphs.from_torch(Around(module), torch.randn(2, 4))
+    assert g.nodes[node]["activation"] == symact.activation("squareplus", b=2)
+
+    with pytest.raises(InvalidGraphError, match="gated activation 'glu' of two inputs.*no kernel rule"):
+        graphs.from_torch(nn.Sequential(nn.Linear(4, 8), codegen.torch_module("glu"), nn.Linear(4, 2)),
+                          torch.randn(2, 4))
 
 
 def test_plain_add_is_rejected_with_the_weighted_form():
