@@ -20,7 +20,11 @@ Mapping (torch op -> node kind):
   ``self.activation = F.relu`` maps like an ``F.relu`` call, and every op of its forward must map
 * linear combinations of tensors with constant scalar coefficients (``a*x + b*y``,
   ``torch.add(x, y, alpha=b)``, ``x - y``, ``-x``, ``x / 2``) -> ``weighted_sum`` with those
-  weights, which must satisfy ``sum w_i**2 == 1``; a plain ``x + y`` is rejected
+  weights, which must satisfy ``sum w_i**2 == 1``; a plain ``x + y`` is rejected.  Terms on the
+  same tensor are one term whose weights add (``0.5*h + 0.5*h`` is ``h``).  Coefficients read
+  from scalar tensors (buffers, parameters) are known only to their dtype's rounding: float32
+  weights whose squares sum to 1 within it are accepted and stored normalised (the traced
+  values in the node's ``torch_weights``)
 * ``torch.cat`` -> ``concat`` with channel counts (sizes along the cat dim) from shape propagation
 * ``flatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``nn.Flatten``,
   ``nn.Identity``, ``nn.Dropout(p=0)`` -> pass-through (no node)
@@ -41,25 +45,34 @@ import networkx as nx
 
 from symact.errors import InvalidGraphError
 
-from .graph import add_concat, add_node, add_weighted_sum, new_graph, validate
+from .graph import WEIGHT_TOLERANCE, add_concat, add_node, add_weighted_sum, new_graph, validate
 
 __all__ = ["from_torch"]
 
 
 @dataclass(frozen=True)
 class _Combo:
-    """A tensor value as a linear combination ``sum coeff * graph_node`` (not yet a node)."""
+    """A tensor value as a linear combination ``sum coeff * graph_node`` (not yet a node).
 
-    terms: tuple[tuple[Hashable, float], ...]
+    Each term is ``(graph_node, coeff, err)``: ``err`` bounds how far ``coeff`` may be from the
+    number it stands for because it was read from a tensor of limited precision (0 for Python
+    numbers, about ``|coeff| * 1.2e-7`` for a float32 tensor).
+    """
+
+    terms: tuple[tuple[Hashable, float, float], ...]
     origin: str  # fx name of the op that produced it, used to name a weighted_sum
 
-    def scaled(self, factor: float, origin: str) -> "_Combo":
-        return _Combo(tuple((n, c * factor) for n, c in self.terms), origin)
+    def scaled(self, factor: "_Const", origin: str) -> "_Combo":
+        return _Combo(tuple((n, c * factor.value, abs(c) * factor.err + abs(factor.value) * e + e * factor.err)
+                            for n, c, e in self.terms), origin)
 
 
 @dataclass(frozen=True)
 class _Const:
+    """A scalar constant; ``err`` bounds its rounding error (see :class:`_Combo`)."""
+
     value: float
+    err: float = 0.0
 
 
 class _Other:
@@ -285,7 +298,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         if isinstance(arg, torch.fx.Node):
             return env[arg]
         if isinstance(arg, (int, float)) and not isinstance(arg, bool):
-            return _Const(float(arg))
+            return _Const(float(arg))  # a Python number: exact as written
         return _Other()
 
     materialised: dict[int, Hashable] = {}
@@ -306,19 +319,34 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         if not isinstance(value, _Combo):
             raise InvalidGraphError(f"{where(consumer)} takes {type(value).__name__} where a tensor from "
                                     f"the network was expected")
-        if len(value.terms) == 1:
-            node, coeff = value.terms[0]
-            if coeff == 1:
-                return node
-            if coeff == -1:  # a sign flip leaves every kernel map unchanged
-                return node
-            raise InvalidGraphError(
-                f"{value.origin!r} scales a tensor by the constant {coeff:g}, which changes q by "
-                f"{coeff**2:g}; scaling is not a node kind: fold it into the next linear layer's "
-                f"initialisation, or use it in a weighted sum w1*x + w2*y with w1**2 + w2**2 == 1")
+        # Terms on one graph node are copies of one tensor: perfectly correlated, so their weights
+        # add (0.5*h + 0.5*h is h), unlike those of independent branches, whose squares add.
         weights: dict[Hashable, float] = {}
-        for node, coeff in value.terms:
+        errors: dict[Hashable, float] = {}
+        for node, coeff, err in value.terms:
             weights[node] = weights.get(node, 0.0) + coeff
+            errors[node] = errors.get(node, 0.0) + err
+        for node in [n for n, w in weights.items() if w == 0]:
+            del weights[node], errors[node]
+        if not weights:
+            raise InvalidGraphError(
+                f"{value.origin!r} is identically zero: its terms cancel (as in x - x), so nothing of the "
+                f"network input reaches {where(consumer)}; remove the cancelling terms")
+        square_sum = sum(w * w for w in weights.values())
+        # how far from 1 the squares may be through the rounding of tensor-held weights alone
+        slack = sum(2 * abs(w) * e + e * e for w, e in zip(weights.values(), errors.values()))
+        normalised = abs(square_sum - 1) <= max(WEIGHT_TOLERANCE, slack)
+        if len(weights) == 1:
+            ((node, coeff),) = weights.items()
+            if normalised:  # coeff is 1, or -1: a sign flip leaves every kernel map unchanged
+                return node
+            copies = (f" (its {len(value.terms)} terms are copies of {node!r}, whose weights add, not their "
+                      f"squares)" if len(value.terms) > 1 else "")
+            raise InvalidGraphError(
+                f"{value.origin!r} scales a tensor by the constant {coeff:.9g}{copies}, which changes q by "
+                f"{coeff**2:.9g}; scaling is not a node kind: fold it into the next linear layer's "
+                f"initialisation, or use it in a weighted sum w1*x + w2*y of two different branches with "
+                f"w1**2 + w2**2 == 1")
         if all(c == 1 for c in weights.values()):
             norm = math.sqrt(len(weights))
             raise InvalidGraphError(
@@ -329,7 +357,23 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         name = value.origin
         if name in g:
             name = f"{name}/sum"
-        return add_weighted_sum(g, name, weights, fx_node=value.origin)
+        if slack <= WEIGHT_TOLERANCE:  # Python numbers or float64 tensors: graphs checks them itself
+            return add_weighted_sum(g, name, weights, fx_node=value.origin)
+        # Weights read from float32 (or coarser) tensors are known to a few units in their last
+        # place only: 0.6 and 0.8 are stored as 0.6000000238 and 0.8000000119, whose squares sum
+        # to 1 + 4.8e-8, and no float32 numbers do better.  Within that rounding they are taken as
+        # the normalised weights they stand for; the traced values are kept as torch_weights.
+        shown = ", ".join(f"{n!r}: {w:.9g}" for n, w in weights.items())
+        norm = math.sqrt(square_sum)
+        if not normalised:
+            raise InvalidGraphError(
+                f"weighted sum {value.origin!r} has weights {{{shown}}} (read from tensors, each known to "
+                f"its dtype's rounding) whose squares sum to {square_sum:.9g}, not 1 within that rounding "
+                f"(+-{slack:.2g}), so it does not preserve q (an un-normalised add). Use the normalised "
+                f"weights w_i / sqrt(sum w_j**2): {{{', '.join(f'{n!r}: {w / norm:.9g}' for n, w in weights.items())}}}"
+                f" (stored in the same dtype, they round to weights that pass)")
+        return add_weighted_sum(g, name, {n: w / norm for n, w in weights.items()}, fx_node=value.origin,
+                                torch_weights=dict(weights))
 
     def tensor_arg(fx_node: Any) -> Any:
         return env[fx_node.args[0]] if isinstance(fx_node.args[0], torch.fx.Node) else _Other()
@@ -337,7 +381,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     def add_kind(fx_node: Any, kind: str, **attrs: Any) -> _Combo:
         pred = materialise(tensor_arg(fx_node), fx_node)
         add_node(g, fx_node.name, kind, pred, fx_node=fx_node.name, **attrs)
-        return _Combo(((fx_node.name, 1.0),), fx_node.name)
+        return _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
 
     def activation(fx_node: Any, act: Any, params: dict[str, Any]) -> _Combo:
         return add_kind(fx_node, "activation", activation=act, activation_params=params)
@@ -350,29 +394,36 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             a, b = vals
             sign = -1.0 if op == "sub" else 1.0
             if isinstance(a, _Const) and isinstance(b, _Const):
-                return _Const(a.value + sign * alpha * b.value)
+                return _Const(a.value + sign * alpha * b.value, a.err + abs(alpha) * b.err)
             if isinstance(a, _Combo) and isinstance(b, _Combo):
-                return _Combo(a.terms + b.scaled(sign * alpha, fx_node.name).terms, fx_node.name)
+                return _Combo(a.terms + b.scaled(_Const(sign * alpha), fx_node.name).terms, fx_node.name)
             raise InvalidGraphError(f"{where(fx_node)} adds a constant to a tensor (a bias), which "
                                     f"changes the kernel; keep biases inside linear layers (zero at init)")
         if op == "mul":
             a, b = vals
             if isinstance(a, _Const) and isinstance(b, _Const):
-                return _Const(a.value * b.value)
+                return _Const(a.value * b.value, abs(a.value) * b.err + abs(b.value) * a.err + a.err * b.err)
             if isinstance(a, _Combo) and isinstance(b, _Const):
-                return a.scaled(b.value, fx_node.name)
+                return a.scaled(b, fx_node.name)
             if isinstance(a, _Const) and isinstance(b, _Combo):
-                return b.scaled(a.value, fx_node.name)
+                return b.scaled(a, fx_node.name)
             raise InvalidGraphError(f"{where(fx_node)} multiplies two tensors elementwise; products of "
                                     f"branches (gating) are not a supported node kind")
         if op == "div":
             a, b = vals
             if isinstance(b, _Const) and isinstance(a, (_Combo, _Const)):
-                return a.scaled(1.0 / b.value, fx_node.name) if isinstance(a, _Combo) else _Const(a.value / b.value)
+                if b.err >= abs(b.value):
+                    raise InvalidGraphError(f"{where(fx_node)} divides by {b.value:g}, zero within its rounding; "
+                                            f"divide by a nonzero constant")
+                inverse = _Const(1.0 / b.value, b.err / (abs(b.value) * (abs(b.value) - b.err)))
+                if isinstance(a, _Combo):
+                    return a.scaled(inverse, fx_node.name)
+                return _Const(a.value * inverse.value, abs(a.value) * inverse.err + abs(inverse.value) * a.err
+                              + a.err * inverse.err)
             raise InvalidGraphError(f"{where(fx_node)} divides by a tensor; only constant divisors are supported")
         if op == "neg":
             a = vals[0]
-            return a.scaled(-1.0, fx_node.name) if isinstance(a, _Combo) else _Const(-a.value)
+            return a.scaled(_Const(-1.0), fx_node.name) if isinstance(a, _Combo) else _Const(-a.value, a.err)
         raise AssertionError(op)  # pragma: no cover
 
     arithmetic_ops = {operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub",
@@ -407,12 +458,18 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         op, target = fx_node.op, fx_node.target
         if op == "placeholder":
             add_node(g, fx_node.name, "input", fx_node=fx_node.name)
-            env[fx_node] = _Combo(((fx_node.name, 1.0),), fx_node.name)
+            env[fx_node] = _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
         elif op == "get_attr":
             obj = gm
             for part in target.split("."):
                 obj = getattr(obj, part)
-            env[fx_node] = _Const(float(obj)) if isinstance(obj, torch.Tensor) and obj.numel() == 1 else _Other()
+            if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+                number = float(obj.detach())
+                # one unit in the last place of the tensor's dtype: twice its rounding error
+                ulp = torch.finfo(obj.dtype).eps if obj.dtype.is_floating_point else 0.0
+                env[fx_node] = _Const(number, abs(number) * ulp)
+            else:
+                env[fx_node] = _Other()
         elif op == "call_module":
             m = gm.get_submodule(target)
             if _is_generated(m):
@@ -477,7 +534,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                                                 f"not supported")
                     channels[node] = int(t.meta["tensor_meta"].shape[dim])
                 add_concat(g, fx_node.name, channels, fx_node=fx_node.name)
-                env[fx_node] = _Combo(((fx_node.name, 1.0),), fx_node.name)
+                env[fx_node] = _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
             else:
                 raise InvalidGraphError(f"unsupported op {where(fx_node)}; from_torch maps Linear/Conv, "
                                         f"average pools, activations, weighted sums, cat and reshapes")

@@ -279,6 +279,82 @@ def test_unnormalised_weighted_add_is_rejected():
         graphs.from_torch(Net(), torch.randn(2, 3))
 
 
+class TensorWeightedResidual(nn.Module):
+    """head(w_skip * h + w_res * l2(tanh(h))), h = l1(x), the weights held in a buffer and a parameter."""
+
+    def __init__(self, w_skip, w_res, dtype=torch.float32):
+        super().__init__()
+        self.l1, self.l2, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+        self.register_buffer("w_skip", torch.tensor(w_skip, dtype=dtype))
+        self.w_res = nn.Parameter(torch.tensor(w_res, dtype=dtype))
+
+    def forward(self, x):
+        h = self.l1(x)
+        return self.head(self.w_skip * h + self.w_res * self.l2(torch.tanh(h)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_tensor_held_weights_pass_within_their_dtype_rounding(dtype):
+    """float32 0.6 and 0.8 are 0.6000000238 and 0.8000000119 (squares sum to 1 + 4.8e-8); they were
+    refused with a 'fix' (0.600000009537, 0.799999992847) that rounds back to the same float32s."""
+    g = graphs.from_torch(TensorWeightedResidual(0.6, 0.8, dtype), torch.randn(2, 4))
+    (node,) = [n for n in g if g.nodes[n]["kind"] == "weighted_sum"]
+    weights = graphs.edge_weights(g, node)
+    # by reading the model: l1 -> tanh -> l2, a weighted sum 0.6 l1 + 0.8 l2, the head
+    hand = graphs.new_graph()
+    graphs.add_node(hand, "x", "input")
+    graphs.add_node(hand, "l1", "linear", "x")
+    graphs.add_node(hand, "t", "activation", "l1", activation="tanh")
+    graphs.add_node(hand, "l2", "linear", "t")
+    graphs.add_weighted_sum(hand, "sum", {"l1": 0.6, "l2": 0.8})
+    graphs.add_node(hand, "head", "linear", "sum")
+    graphs.add_node(hand, "y", "output", "head")
+    assert nx.is_isomorphic(g, hand, node_match=lambda a, b: a["kind"] == b["kind"])
+    ulp = torch.finfo(dtype).eps
+    assert weights["l1"] == pytest.approx(0.6, rel=ulp) and weights["l2"] == pytest.approx(0.8, rel=ulp)
+    assert abs(sum(w**2 for w in weights.values()) - 1) <= 1e-15
+    stored = {"l1": float(torch.tensor(0.6, dtype=dtype)), "l2": float(torch.tensor(0.8, dtype=dtype))}
+    if dtype != torch.float64:
+        assert g.nodes[node]["torch_weights"] == stored
+    # the slope C'(1) of 0.36 * 1 + 0.64 * s for a tanh slope s
+    assert graphs.propagate(g, lambda n, y: 3 * y, 1.0)["output"] == pytest.approx(0.36 + 0.64 * 3, rel=ulp)
+
+
+def test_unnormalised_tensor_weights_are_refused_with_weights_that_round_to_a_pass():
+    with pytest.raises(InvalidGraphError, match=r"squares sum to 0\.850000.*not 1 within that rounding.*"
+                                                r"'l1': 0\.650791.*'l2': 0\.759256") as info:
+        graphs.from_torch(TensorWeightedResidual(0.6, 0.7), torch.randn(2, 4))
+    # 0.6 / sqrt(0.85) = 0.6507913734..., 0.7 / sqrt(0.85) = 0.7592566023...; the printed ones,
+    # stored in float32 as the user would, pass
+    import re
+    printed = dict(re.findall(r"'(l\d)': (0\.\d+)", str(info.value).split("Use the normalised")[1]))
+    g = graphs.from_torch(TensorWeightedResidual(float(printed["l1"]), float(printed["l2"])), torch.randn(2, 4))
+    assert len([n for n in g if g.nodes[n]["kind"] == "weighted_sum"]) == 1
+
+
+class CopiesOfOneBranch(nn.Module):
+    def __init__(self, combine):
+        super().__init__()
+        self.l1, self.head, self.combine = nn.Linear(4, 4), nn.Linear(4, 2), combine
+
+    def forward(self, x):
+        t = torch.tanh(self.l1(x))
+        return self.head(self.combine(t))
+
+
+def test_weighted_copies_of_one_tensor_add_their_weights():
+    """0.5*t + 0.5*t is t: the copies are perfectly correlated, so the weights add (0.5 + 0.5 = 1),
+    not their squares; it was refused as 'adds 1 branches ... which multiplies q by 1'."""
+    for combine in (lambda t: t * 0.5 + t * 0.5, lambda t: 0.3 * t + 0.7 * t, lambda t: 2 * t - t):
+        assert same_network(graphs.from_torch(CopiesOfOneBranch(combine), torch.randn(2, 4)), graphs.mlp(1))
+    # 0.6*t + 0.8*t is 1.4*t: q times 1.96, although 0.6**2 + 0.8**2 == 1
+    with pytest.raises(InvalidGraphError, match=r"scales a tensor by the constant 1\.4 \(its 2 terms are copies "
+                                                r"of 'tanh'.*changes q by 1\.96"):
+        graphs.from_torch(CopiesOfOneBranch(lambda t: 0.6 * t + 0.8 * t), torch.randn(2, 4))
+    with pytest.raises(InvalidGraphError, match="identically zero: its terms cancel"):
+        graphs.from_torch(CopiesOfOneBranch(lambda t: t - t), torch.randn(2, 4))
+
+
 def test_scaling_and_unknown_ops_are_rejected_by_name():
     class Scaled(nn.Module):
         def __init__(self):
