@@ -6,7 +6,12 @@ Mapping (torch op -> node kind):
 
 * ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``F.linear``, ``F.conv*d`` -> ``linear``
 * ``nn.AvgPool*d``, ``nn.AdaptiveAvgPool*d``, ``F.avg_pool*d``, ``F.adaptive_avg_pool*d``,
-  ``mean`` over spatial dims -> ``pool``
+  ``mean`` over sequence/spatial dims -> ``pool``.  Which dims hold the features is read from
+  the last linear layer (``nn.Linear``: the last dim, as in (batch, length, features);
+  ``nn.Conv*d``: dim 1) and followed through reshapes on the example input's shapes; a mean or
+  pool over features (``x.mean(-1)`` after an ``nn.Linear``) or over the batch is refused, as
+  it is no average pooling.  Before any linear layer the input is taken as channel-first
+  (batch, channels, *spatial)
 * activation modules and functions (``nn.Tanh``, ``nn.ReLU``, ``F.gelu``, ``torch.tanh``,
   ``x.relu()``, ...) -> ``activation`` with the symact catalogue name as ``activation`` and the
   hyper-parameters as ``activation_params``, keyword arguments for
@@ -25,10 +30,13 @@ Mapping (torch op -> node kind):
   from scalar tensors (buffers, parameters) are known only to their dtype's rounding: float32
   weights whose squares sum to 1 within it are accepted and stored normalised (the traced
   values in the node's ``torch_weights``)
-* ``torch.cat`` -> ``concat`` with channel counts (sizes along the cat dim) from shape propagation
+* ``torch.cat`` along the feature dim -> ``concat`` with channel counts (sizes along the cat dim)
+  from shape propagation; along a sequence/spatial dim (or the batch) it is refused
 * ``flatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``nn.Flatten``,
   ``nn.Identity``, ``nn.Dropout(p=0)`` -> pass-through (no node)
-* ``nn.RMSNorm`` and ``F.normalize`` (per-location normalisation) -> ``normalise``
+* ``nn.RMSNorm`` and ``F.normalize`` (per-location normalisation) -> ``normalise``, when they
+  normalise over the feature dims (``F.normalize``'s default ``dim=1`` on (batch, length,
+  features) is refused)
 
 Anything else raises :class:`~symact.errors.InvalidGraphError` naming the op.
 """
@@ -77,6 +85,49 @@ class _Const:
 
 class _Other:
     """A non-tensor value (a size, a dim) that only feeds shape arguments."""
+
+
+@dataclass(frozen=True)
+class _Features:
+    """Which dims of a tensor hold its features (channels): the dims the last linear layer wrote
+    (``nn.Linear``: the last; ``nn.Conv*d``: dim 1), followed through reshapes.  Means, pools,
+    concatenations and normalisations are read against them; the rest are batch and
+    sequence/spatial dims.  ``by`` names that layer for error messages."""
+
+    dims: frozenset
+    by: str
+
+    def shifted(self, offset: int) -> "_Features":
+        return _Features(frozenset(d + offset for d in self.dims), self.by)
+
+
+def _reshaped_features(before: tuple, after: tuple, features: "_Features | None") -> "_Features | None":
+    """The feature dims after a reshape (view, flatten, squeeze, ...) from ``before`` to ``after``.
+
+    Row-major, dim j of a shape is the digit ``(flat // lo_j) % n_j`` of the flat index, with
+    ``lo_j`` the product of the later sizes.  An output dim holds features if its digit depends on
+    a feature digit of the input: flattening (C, H, W) gives one dim mixing channels and locations,
+    splitting 64 features as (4, 16) gives two feature dims.  Size-1 dims hold nothing.
+    """
+    if features is None:
+        return None
+
+    def digits(shape: tuple) -> list[tuple[int, int, int]]:  # (dim, lo, hi = lo * size) of dims of size > 1
+        out, lo = [], 1
+        for d in reversed(range(len(shape))):
+            if shape[d] > 1:
+                out.append((d, lo, lo * shape[d]))
+            lo *= shape[d]
+        return out
+
+    feature_digits = [(lo, hi) for d, lo, hi in digits(before) if d in features.dims]
+
+    def independent(lo: int, hi: int, f_lo: int, f_hi: int) -> bool:
+        return (lo >= f_hi and lo % f_hi == 0) or (hi <= f_lo and f_lo % hi == 0)
+
+    dims = frozenset(d for d, lo, hi in digits(after)
+                     if any(not independent(lo, hi, f_lo, f_hi) for f_lo, f_hi in feature_digits))
+    return _Features(dims, features.by)
 
 
 def _activation_tables():
@@ -139,6 +190,10 @@ def _prelu_slope(module: Any, where: str) -> float:
             f"on every channel): use nn.PReLU() with one parameter")
     return float(weights[0])
 
+
+# Why a mean over the features of a wide layer has no kernel rule (the error messages say it).
+_FEATURE_MEAN = ("a mean of many features tends to E[phi(z)], which sees the input only through its q (the "
+                 "rest shrinks like 1/sqrt(width)); no kernel rule here describes that")
 
 # numeric.codegen executes the source it generates as a module of this name prefix.
 _GENERATED_PREFIX = "symact_generated_"
@@ -440,14 +495,144 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                       F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
     normalise_types = tuple(t for t in (getattr(nn, "RMSNorm", None),) if t is not None)
 
-    def is_spatial_mean(fx_node: Any) -> bool:
+    # ------------------------------------------------------------ feature (channel) dims
+    features: dict[Any, _Features | None] = {}  # fx node -> its feature dims; None: not known
+
+    def feat(arg: Any) -> _Features | None:
+        return features.get(arg) if isinstance(arg, torch.fx.Node) else None
+
+    def shape_of(arg: Any) -> tuple | None:
+        meta = arg.meta.get("tensor_meta") if isinstance(arg, torch.fx.Node) else None
+        return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+    def described(f: _Features, shape: tuple) -> str:
+        dims = ", ".join(map(str, sorted(f.dims)))
+        return f"a tensor of shape {shape} whose features (written by {f.by}) are dim {dims}"
+
+    def written_by(fx_node: Any, spatial: int | None) -> None:
+        """A linear layer's output: features on the last dim (dense) or before `spatial` dims (conv)."""
+        rank = len(shape_of(fx_node))
+        dim = rank - 1 if spatial is None else rank - spatial - 1
+        layer = (type(gm.get_submodule(fx_node.target)).__name__ if fx_node.op == "call_module"
+                 else fx_node.target.__name__)
+        features[fx_node] = _Features(frozenset({dim}), f"{layer} {fx_node.name!r}")
+
+    def check_pool(fx_node: Any, spatial: int, label: str) -> None:
+        """Average pooling over the last `spatial` dims, as torch's pools do on (batch, channels, *spatial)."""
+        x = fx_node.args[0]
+        f, shape = feat(x), shape_of(x)
+        pooled = set(range(len(shape) - spatial, len(shape)))
+        if f is not None and pooled & f.dims:
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} averages the last {spatial} dim(s) {sorted(pooled)} of "
+                f"{described(f, shape)}, i.e. it averages features, which is not average pooling: {_FEATURE_MEAN}. "
+                f"torch's pools take (batch, channels, *spatial); for (batch, length, features) "
+                f"average the length with x.mean(1)")
+        features[fx_node] = f
+
+    def reduced_dims(fx_node: Any, rank: int) -> set[int]:
         dims = fx_node.kwargs.get("dim", fx_node.args[1] if len(fx_node.args) > 1 else None)
-        if dims is None:
-            return False
-        dims = (dims,) if isinstance(dims, int) else tuple(dims)
-        rank = len(fx_node.args[0].meta["tensor_meta"].shape)
-        dims = {d % rank for d in dims}
-        return rank >= 3 and 0 not in dims and 1 not in dims
+        if dims is None or (isinstance(dims, (tuple, list)) and not dims):
+            return set(range(rank))
+        return {int(d) % rank for d in ((dims,) if isinstance(dims, int) else dims)}
+
+    def mean(fx_node: Any) -> _Combo:
+        """A mean over sequence/spatial dims is average pooling; over features or the batch it is refused."""
+        x = fx_node.args[0]
+        f, shape = feat(x), shape_of(x)
+        rank = len(shape)
+        dims = reduced_dims(fx_node, rank)
+        keepdim = bool(fx_node.kwargs.get("keepdim", fx_node.args[2] if len(fx_node.args) > 2 else False))
+        if 0 in dims and rank > 1:
+            raise InvalidGraphError(
+                f"{where(fx_node)} averages over dim(s) {sorted(dims)} of a tensor of shape {shape}, including "
+                f"the batch dim 0, which mixes examples; average pooling averages the sequence/spatial dims "
+                f"of each example (e.g. x.mean(1) for (batch, length, features), x.mean((2, 3)) for "
+                f"(batch, channels, height, width))")
+        if f is None:  # the network input: channel-first (batch, channels, *spatial), as torch's pools
+            if rank < 3 or 1 in dims:
+                raise InvalidGraphError(
+                    f"{where(fx_node)} averages the network input of shape {shape} over dim(s) {sorted(dims)}; "
+                    f"before any linear layer from_torch takes the input as (batch, channels, *spatial) and "
+                    f"reads a mean over spatial dims only as average pooling")
+        elif dims & f.dims:
+            raise InvalidGraphError(
+                f"{where(fx_node)} averages over dim(s) {sorted(dims)} of {described(f, shape)}: a mean over "
+                f"features is not average pooling ({_FEATURE_MEAN}); average over the sequence/spatial dims only (x.mean(1) "
+                f"for (batch, length, features), x.mean((2, 3)) for (batch, channels, height, width)), or "
+                f"use a linear layer")
+        if f is not None and not keepdim:
+            f = _Features(frozenset(d - sum(r < d for r in dims) for d in f.dims), f.by)
+        features[fx_node] = f
+        return add_kind(fx_node, "pool", function="mean")
+
+    def check_normalise(fx_node: Any, normalised: set[int], label: str) -> None:
+        """Per-location normalisation must run over the feature dims (and may include spatial ones)."""
+        x = fx_node.args[0]
+        f, shape = feat(x), shape_of(x)
+        if f is not None and (not f.dims <= normalised or (0 in normalised and len(shape) > 1)):
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} normalises over dim(s) {sorted(normalised)} of {described(f, shape)}; "
+                f"per-location normalisation (q -> 1 at every position) runs over the features and not the "
+                f"batch: normalise over dim {', '.join(map(str, sorted(f.dims)))} (nn.RMSNorm(features) for "
+                f"features on the last dim, F.normalize(x, dim=...))")
+        features[fx_node] = f
+
+    def reshaped(fx_node: Any) -> Any:
+        x = fx_node.args[0]
+        before, after = shape_of(x), shape_of(fx_node)
+        features[fx_node] = feat(x) if before is None or after is None else _reshaped_features(before, after, feat(x))
+        return tensor_arg(fx_node)
+
+    def combined(fx_node: Any) -> _Features | None:
+        """Feature dims of an elementwise combination (broadcast from the right); they must agree."""
+        out = shape_of(fx_node)
+        known = [feat(a).shifted(len(out) - len(shape_of(a))) for a in fx_node.args
+                 if feat(a) is not None and shape_of(a) is not None] if out is not None else []
+        for f in known[1:]:
+            if f.dims != known[0].dims:
+                raise InvalidGraphError(
+                    f"{where(fx_node)} adds tensors whose features lie on different dims: "
+                    f"{sorted(known[0].dims)} (written by {known[0].by}) and {sorted(f.dims)} (written by "
+                    f"{f.by}), so it adds features to sequence/spatial positions; lay both out alike")
+        return known[0] if known else None
+
+    def concat(fx_node: Any) -> _Combo:
+        tensors = fx_node.args[0]
+        dim = fx_node.kwargs.get("dim", fx_node.args[1] if len(fx_node.args) > 1 else 0)
+        shape = shape_of(tensors[0])
+        dim %= len(shape)
+        known = [feat(t) for t in tensors if feat(t) is not None]
+        for f in known[1:]:
+            if f.dims != known[0].dims:
+                raise InvalidGraphError(
+                    f"{where(fx_node)} concatenates tensors whose features lie on different dims: "
+                    f"{sorted(known[0].dims)} (written by {known[0].by}) and {sorted(f.dims)} (written by {f.by}); "
+                    f"lay both out alike")
+        f = known[0] if known else None
+        if dim == 0:
+            raise InvalidGraphError(f"{where(fx_node)} concatenates along the batch dim 0; "
+                                    f"only feature/channel concatenation has a kernel rule")
+        if f is not None and dim not in f.dims:
+            raise InvalidGraphError(
+                f"{where(fx_node)} concatenates along dim {dim} of {described(f, shape)}, i.e. along a "
+                f"sequence/spatial dim, not the features; only feature (channel) concatenation has a kernel "
+                f"rule (sum (n_i / N) * k_i over the n_i features of each part): concatenate along dim "
+                f"{', '.join(map(str, sorted(f.dims)))}")
+        channels: dict[Hashable, int] = {}
+        for t in tensors:
+            node = materialise(env[t], fx_node)
+            if node in channels:
+                raise InvalidGraphError(f"{where(fx_node)} concatenates {node!r} with itself; "
+                                        f"not supported")
+            channels[node] = int(shape_of(t)[dim])
+        add_concat(g, fx_node.name, channels, fx_node=fx_node.name)
+        features[fx_node] = f
+        return _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
+
+    def spatial_dims(name: str) -> int:
+        """1, 2 or 3 from a conv/pool name such as Conv2d, avg_pool3d, AdaptiveAvgPool1d."""
+        return int(name[-2])
 
     placeholders = [n for n in fx_graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
@@ -475,12 +660,16 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             if _is_generated(m):
                 env[fx_node] = activation(fx_node, _generated_activation(m, where(fx_node)), {})
             elif isinstance(m, linear_types):
+                written_by(fx_node, None if isinstance(m, nn.Linear) else spatial_dims(type(m).__name__))
                 env[fx_node] = add_kind(fx_node, "linear", module=type(m).__name__)
             elif isinstance(m, pool_types):
+                check_pool(fx_node, spatial_dims(type(m).__name__), type(m).__name__)
                 env[fx_node] = add_kind(fx_node, "pool", module=type(m).__name__)
             elif isinstance(m, pass_types) or (isinstance(m, nn.Dropout) and m.p == 0):
-                env[fx_node] = tensor_arg(fx_node)
+                env[fx_node] = reshaped(fx_node)
             elif normalise_types and isinstance(m, normalise_types):
+                rank = len(shape_of(fx_node.args[0]))
+                check_normalise(fx_node, set(range(rank - len(m.normalized_shape), rank)), type(m).__name__)
                 env[fx_node] = add_kind(fx_node, "normalise", module=type(m).__name__)
             elif type(m) in act_modules:
                 name, keys = act_modules[type(m)]
@@ -501,6 +690,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         elif op == "call_function":
             if target in arithmetic_ops:
                 env[fx_node] = arithmetic(fx_node, arithmetic_ops[target])
+                features[fx_node] = combined(fx_node) if isinstance(env[fx_node], _Combo) else None
             elif target in act_functions:
                 name = act_functions[target]
                 params = _function_params(target, name, fx_node.args, fx_node.kwargs)
@@ -508,47 +698,39 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                     name = "gelu_tanh"
                 env[fx_node] = activation(fx_node, name, params)
             elif target in linear_functions:
+                written_by(fx_node, None if target is F.linear else spatial_dims(target.__name__))
                 env[fx_node] = add_kind(fx_node, "linear", function=target.__name__)
             elif target in pool_functions:
+                check_pool(fx_node, spatial_dims(target.__name__), f"F.{target.__name__}")
                 env[fx_node] = add_kind(fx_node, "pool", function=target.__name__)
             elif target is F.normalize:
+                rank = len(shape_of(fx_node.args[0]))
+                dim = fx_node.kwargs.get("dim", fx_node.args[2] if len(fx_node.args) > 2 else 1)
+                check_normalise(fx_node, {dim % rank}, "F.normalize")
                 env[fx_node] = add_kind(fx_node, "normalise", function="normalize")
-            elif target in (torch.mean,) and is_spatial_mean(fx_node):
-                env[fx_node] = add_kind(fx_node, "pool", function="mean")
+            elif target is torch.mean:
+                env[fx_node] = mean(fx_node)
             elif target in passthrough_functions:
-                env[fx_node] = tensor_arg(fx_node)
+                env[fx_node] = reshaped(fx_node)
             elif target in shape_functions:
                 env[fx_node] = _Other()
             elif target in (torch.cat, torch.concat):
-                tensors = fx_node.args[0]
-                dim = fx_node.kwargs.get("dim", fx_node.args[1] if len(fx_node.args) > 1 else 0)
-                rank = len(tensors[0].meta["tensor_meta"].shape)
-                if dim % rank == 0:
-                    raise InvalidGraphError(f"{where(fx_node)} concatenates along the batch dim 0; "
-                                            f"only feature/channel concatenation has a kernel rule")
-                channels: dict[Hashable, int] = {}
-                for t in tensors:
-                    node = materialise(env[t], fx_node)
-                    if node in channels:
-                        raise InvalidGraphError(f"{where(fx_node)} concatenates {node!r} with itself; "
-                                                f"not supported")
-                    channels[node] = int(t.meta["tensor_meta"].shape[dim])
-                add_concat(g, fx_node.name, channels, fx_node=fx_node.name)
-                env[fx_node] = _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
+                env[fx_node] = concat(fx_node)
             else:
                 raise InvalidGraphError(f"unsupported op {where(fx_node)}; from_torch maps Linear/Conv, "
                                         f"average pools, activations, weighted sums, cat and reshapes")
         elif op == "call_method":
             if target in arithmetic_methods:
                 env[fx_node] = arithmetic(fx_node, arithmetic_methods[target])
+                features[fx_node] = combined(fx_node) if isinstance(env[fx_node], _Combo) else None
             elif target in act_methods:
                 env[fx_node] = activation(fx_node, act_methods[target], {})
             elif target in passthrough_methods:
-                env[fx_node] = tensor_arg(fx_node)
+                env[fx_node] = reshaped(fx_node)
             elif target in shape_methods:
                 env[fx_node] = _Other()
-            elif target == "mean" and is_spatial_mean(fx_node):
-                env[fx_node] = add_kind(fx_node, "pool", function="mean")
+            elif target == "mean":
+                env[fx_node] = mean(fx_node)
             else:
                 raise InvalidGraphError(f"unsupported tensor method {where(fx_node)}; from_torch maps "
                                         f"Linear/Conv, average pools, activations, weighted sums, cat and reshapes")
@@ -563,6 +745,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     try:
         for fx_node in fx_graph.nodes:
             _convert(fx_node)
+            if fx_node not in features:  # activations: elementwise, same layout as their input
+                features[fx_node] = feat(fx_node.args[0]) if fx_node.args else None
     except InvalidGraphError as exc:
         by_name = {n.name: n for n in fx_graph.nodes}
         hint = _module_hint(model, by_name.get(getattr(exc, "fx_origin", None), fx_node))

@@ -355,6 +355,125 @@ def test_weighted_copies_of_one_tensor_add_their_weights():
         graphs.from_torch(CopiesOfOneBranch(lambda t: t - t), torch.randn(2, 4))
 
 
+def chain(*kinds, activation="tanh"):
+    """input -> kinds... -> output, read off a model by hand ('act' nodes get `activation`)."""
+    g = graphs.new_graph()
+    prev = graphs.add_node(g, "in", "input")
+    for i, kind in enumerate(kinds):
+        attrs = {"activation": activation} if kind == "activation" else {}
+        prev = graphs.add_node(g, f"n{i}", kind, prev, **attrs)
+    graphs.add_node(g, "out", "output", prev)
+    return g
+
+
+class Seq(nn.Module):
+    """Token-wise Linear(8, 8) on (batch, length 5, features 8), tanh, then `reduce`, then a head."""
+
+    def __init__(self, reduce, head_in=8):
+        super().__init__()
+        self.l, self.head, self.reduce = nn.Linear(8, 8), nn.Linear(head_in, 2), reduce
+
+    def forward(self, x):
+        return self.head(self.reduce(torch.tanh(self.l(x))))
+
+
+def test_a_mean_over_the_features_of_a_sequence_model_is_not_pooling():
+    """x.mean(-1) on (batch, length, features) averages the 8 features of each token: it was read
+    as average pooling (identity on the kernel maps), while its q falls like 1/width."""
+    with pytest.raises(InvalidGraphError, match=r"averages over dim\(s\) \[2\] of a tensor of shape \(2, 5, 8\) whose "
+                                                r"features \(written by Linear 'l'\) are dim 2.*not average pooling"):
+        graphs.from_torch(Seq(lambda t: t.mean(-1), head_in=5), torch.randn(2, 5, 8))
+    # the mean over the tokens is average pooling: input -> linear -> tanh -> pool -> head
+    for reduce in (lambda t: t.mean(1), lambda t: torch.mean(t, dim=-2), lambda t: t.mean(1, keepdim=True)):
+        g = graphs.from_torch(Seq(reduce), torch.randn(2, 5, 8))
+        assert same_network(g, chain("linear", "activation", "pool", "linear"))
+    with pytest.raises(InvalidGraphError, match="including the batch dim 0"):
+        graphs.from_torch(Seq(lambda t: t.mean((0, 1))), torch.randn(2, 5, 8))
+    # torch's pools take (batch, channels, *spatial): on (batch, length, features) they average features
+    with pytest.raises(InvalidGraphError, match=r"AvgPool1d averages the last 1 dim\(s\) \[2\].*x\.mean\(1\)"):
+        graphs.from_torch(Seq(nn.AvgPool1d(2), head_in=4), torch.randn(2, 5, 8))
+
+
+class Conv(nn.Module):
+    """Conv1d(3, 6) on (batch, channels 3, length 10), relu, then `reduce`, then a head."""
+
+    def __init__(self, reduce, head_in=6):
+        super().__init__()
+        self.c, self.head, self.reduce = nn.Conv1d(3, 6, 3, padding=1), nn.Linear(head_in, 2), reduce
+
+    def forward(self, x):
+        return self.head(self.reduce(torch.relu(self.c(x))))
+
+
+def test_channel_first_means_and_pools_are_pooling_and_channel_means_are_not():
+    for reduce in (lambda t: t.mean(-1), lambda t: nn.functional.adaptive_avg_pool1d(t, 1).flatten(1)):
+        g = graphs.from_torch(Conv(reduce), torch.randn(2, 3, 10))
+        assert same_network(g, chain("linear", "activation", "pool", "linear", activation="relu"))
+    with pytest.raises(InvalidGraphError, match=r"averages over dim\(s\) \[1\].*written by Conv1d 'c'\) are dim 1"):
+        graphs.from_torch(Conv(lambda t: t.mean(1), head_in=10), torch.randn(2, 3, 10))
+
+
+def test_feature_dims_are_followed_through_reshapes():
+    # Linear(8, 8) features split as (2, 4): a mean over either part averages features
+    with pytest.raises(InvalidGraphError, match=r"shape \(2, 5, 2, 4\) whose features .* are dim 2, 3"):
+        graphs.from_torch(Seq(lambda t: t.view(2, 5, 2, 4).mean(-1), head_in=2), torch.randn(2, 5, 8))
+    # conv (batch, channels, length) flattened to (batch, channels * length): one dim mixing both
+    with pytest.raises(InvalidGraphError, match=r"shape \(2, 60\) whose features .* are dim 1"):
+        graphs.from_torch(Conv(lambda t: t.flatten(1).mean(1, keepdim=True), head_in=1), torch.randn(2, 3, 10))
+    # (batch, channels, 2, 5) from (batch, channels, 10): the new dims are locations, a mean over them pools
+    g = graphs.from_torch(Conv(lambda t: t.view(2, 6, 2, 5).mean((2, 3))), torch.randn(2, 3, 10))
+    assert same_network(g, chain("linear", "activation", "pool", "linear", activation="relu"))
+
+
+class TwoBranches(nn.Module):
+    def __init__(self, join, head_in, b_out=24):
+        super().__init__()
+        self.a, self.b, self.head, self.join = nn.Linear(8, 8), nn.Linear(8, b_out), nn.Linear(head_in, 2), join
+
+    def forward(self, x):
+        return self.head(self.join(torch.tanh(self.a(x)), F.relu(self.b(x))))
+
+
+def test_concat_of_sequences_is_channel_concat_only_along_the_features():
+    g = graphs.from_torch(TwoBranches(lambda u, v: torch.cat([u, v], dim=-1), 32), torch.randn(2, 5, 8))
+    cat = next(n for n in g if g.nodes[n]["kind"] == "concat")
+    assert sorted(graphs.edge_channels(g, cat).values()) == [8, 24]  # the features of each branch
+    # along the tokens: (2, 5, 8) and (2, 5, 8) -> (2, 10, 8); the '5's are not channel counts
+    with pytest.raises(InvalidGraphError, match=r"concatenates along dim 1 of a tensor of shape \(2, 5, 8\).*"
+                                                r"sequence/spatial dim.*concatenate along dim 2"):
+        graphs.from_torch(TwoBranches(lambda u, v: torch.cat([u, v], dim=1), 8, b_out=8), torch.randn(2, 5, 8))
+
+
+def test_normalisation_must_run_over_the_features():
+    class Norm(nn.Module):
+        def __init__(self, norm):
+            super().__init__()
+            self.l, self.head, self.norm = nn.Linear(8, 8), nn.Linear(8, 2), norm
+
+        def forward(self, x):
+            return self.head(self.norm(self.l(x)))
+
+    for norm in (nn.RMSNorm(8), lambda t: F.normalize(t, dim=-1)):
+        g = graphs.from_torch(Norm(norm), torch.randn(2, 5, 8))
+        assert same_network(g, chain("linear", "normalise", "linear"))
+    # F.normalize's default dim=1 is the tokens of (batch, length, features)
+    with pytest.raises(InvalidGraphError, match=r"F.normalize normalises over dim\(s\) \[1\].*normalise over dim 2"):
+        graphs.from_torch(Norm(F.normalize), torch.randn(2, 5, 8))
+
+
+def test_adding_tensors_with_features_on_different_dims_is_refused():
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.l, self.head = nn.Conv1d(5, 5, 1), nn.Linear(5, 5), nn.Linear(5, 2)
+
+        def forward(self, x):  # x: (batch, 5, 5): conv features on dim 1, linear features on dim 2
+            return self.head(0.6 * self.c(x) + 0.8 * self.l(x))
+
+    with pytest.raises(InvalidGraphError, match=r"features lie on different dims: \[1\] .*Conv1d 'c'.*\[2\]"):
+        graphs.from_torch(Mixed(), torch.randn(2, 5, 5))
+
+
 def test_scaling_and_unknown_ops_are_rejected_by_name():
     class Scaled(nn.Module):
         def __init__(self):
