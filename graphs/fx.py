@@ -328,8 +328,14 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     try:
         fx_graph = tracer.trace(model)
     except Exception as exc:  # torch raises many types for untraceable control flow
+        symbolic = [path for path, m in model.named_modules() if not _is_generated(m)
+                    and (hasattr(getattr(m, "activation", None), "expr")
+                         or hasattr(getattr(m, "activation", None), "free_symbols"))]
+        hint = (f"; {symbolic} hold a symact Activation (or SymPy expression) as activation, which cannot "
+                f"run on tensors: make such a module with numeric.torch_module(act), which from_torch reads as "
+                f"one activation node" if symbolic else "")
         raise InvalidGraphError(f"torch.fx could not trace {type(model).__name__}: {exc}; "
-                                f"from_torch needs a forward without data-dependent control flow") from exc
+                                f"from_torch needs a forward without data-dependent control flow{hint}") from exc
     gm = torch.fx.GraphModule(tracer.root, fx_graph)
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     placeholders = [n for n in fx_graph.nodes if n.op == "placeholder"]
@@ -558,9 +564,9 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         elif dims & f.dims:
             raise InvalidGraphError(
                 f"{where(fx_node)} averages over dim(s) {sorted(dims)} of {described(f, shape)}: a mean over "
-                f"features is not average pooling ({_FEATURE_MEAN}); average over the sequence/spatial dims only (x.mean(1) "
-                f"for (batch, length, features), x.mean((2, 3)) for (batch, channels, height, width)), or "
-                f"use a linear layer")
+                f"features is not average pooling ({_FEATURE_MEAN}); average over the sequence/spatial dims "
+                f"only (x.mean(1) for (batch, length, features), x.mean((2, 3)) for (batch, channels, height, "
+                f"width)), or use a linear layer")
         if f is not None and not keepdim:
             f = _Features(frozenset(d - sum(r < d for r in dims) for d in f.dims), f.by)
         features[fx_node] = f

@@ -231,6 +231,12 @@ def test_a_module_that_does_more_than_its_activation_attribute_is_traced_into():
         graphs.from_torch(Around(HandWritten()), torch.randn(2, 4))
 
 
+def test_a_module_applying_a_symact_activation_to_tensors_is_told_to_generate_it():
+    symact = pytest.importorskip("symact")
+    with pytest.raises(InvalidGraphError, match=r"\['inner'\] hold a symact Activation.*numeric\.torch_module\(act\)"):
+        graphs.from_torch(Around(WithActivation(symact.activation("silu"))), torch.randn(2, 4))
+
+
 def test_a_generated_symact_module_becomes_one_node_with_its_activation():
     symact = pytest.importorskip("symact")
     codegen = pytest.importorskip("numeric.codegen")
