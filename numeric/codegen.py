@@ -24,7 +24,7 @@ integer and bool inputs give the default float dtype, as ``torch.exp`` does.
 Each activation's source is executed separately under its own file name, so each
 gets its own code objects: Dynamo caches at most 8 graphs per code object and
 would otherwise reuse one activation's graph for another.  torch.compile traces the
-whole Function on torch 2.13 and later; before that the backward is kept out of the
+whole Function on torch 2.12 and later; before that the backward is kept out of the
 compiler (torch 2.11 compiled it into zero gradients), so the graph breaks at the
 Function and its backward runs eagerly.
 
@@ -606,7 +606,7 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
 
         if not namespace["_COMPILER_TRACES_BACKWARD"]:
             warnings.warn(f"torch {torch.__version__}: the compiled {spec.name} module runs its backward eagerly "
-                          "(torch 2.11 compiled it into zero gradients); torch >= 2.13 compiles it too",
+                          "(torch 2.11 compiled it into zero gradients); torch >= 2.12 compiles it too",
                           RuntimeWarning, stacklevel=2)
         return torch.compile(module, **compile_kwargs)
     return module

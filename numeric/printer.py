@@ -730,9 +730,10 @@ PRELUDE = '''
 # torch.compile traced these autograd Functions into zero gradients on torch 2.11, on
 # CPU and CUDA alike (measured 2026-11-26: GELU, SELU, erf, Gaussian, SAU, serf, xgelu,
 # 3*tanh(x) + 1/2; SiLU, ELU and CELU were right; the cause was not isolated), and is
-# right on 2.13; 2.12 was not checked.  Before 2.13 the backward is kept out of the
-# compiler, so torch.compile breaks the graph at the Function: right, at eager speed.
-_COMPILER_TRACES_BACKWARD = torch.__version__ >= "2.13"
+# right on 2.12.0, 2.13.0 and 2.14.1 (the same probe on CPU, 2026-11-26).  Before 2.12 the
+# backward is kept out of the compiler, so torch.compile breaks the graph at the
+# Function: right, at eager speed.
+_COMPILER_TRACES_BACKWARD = torch.__version__ >= "2.12"
 
 
 def _backward_for_this_torch(backward):

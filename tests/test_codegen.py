@@ -328,7 +328,7 @@ def test_compiled_forward_and_backward_within_ulps_of_mpmath(name, device):
     erf is accurate only in absolute terms there) and expm1 a form without cancellation (the
     compiled expm1 is exp(u) - 1): held to the same bound."""
     torch._dynamo.reset()
-    # one graph where the compiler traces the generated backward (torch >= 2.13)
+    # one graph where the compiler traces the generated backward (torch >= 2.12)
     module = torch.compile(torch_module(ENTRIES[name]), dynamic=False, fullgraph=_prelude()["_COMPILER_TRACES_BACKWARD"])
     _assert_within_ulps(name, torch.float32, module, device)
 
@@ -339,7 +339,7 @@ def _prelude() -> dict:
     return namespace
 
 
-def test_compile_on_torch_before_2_13_says_the_backward_runs_eagerly(monkeypatch):
+def test_compile_on_torch_before_2_12_says_the_backward_runs_eagerly(monkeypatch):
     from torch.torch_version import TorchVersion
 
     monkeypatch.setattr(torch, "__version__", TorchVersion("2.11.0"))
@@ -355,12 +355,12 @@ def test_compile_on_torch_before_2_13_says_the_backward_runs_eagerly(monkeypatch
 
 
 def test_backward_kept_out_of_the_compiler_still_compiles_to_the_eager_gradient():
-    """Before torch 2.13 the generated backward is wrapped in torch.compiler.disable (2.11
+    """Before torch 2.12 the generated backward is wrapped in torch.compiler.disable (2.11
     compiled it into zero gradients).  Forced here on any torch: one graph is then
     impossible, torch.compile breaks the graph at the Function (its forward is compiled
     on its own, within float32 rounding of eager) and the gradient is eager's, exactly."""
     source = generated_source(X * (1 + sympy.erf(X / sympy.sqrt(2))) / 2, name="gelu_untraced")
-    flag = '_COMPILER_TRACES_BACKWARD = torch.__version__ >= "2.13"'
+    flag = '_COMPILER_TRACES_BACKWARD = torch.__version__ >= "2.12"'
     assert source.count(flag) == 1
     namespace = {}
     exec(compile(source.replace(flag, "_COMPILER_TRACES_BACKWARD = False"), "<gelu_untraced>", "exec"), namespace)
