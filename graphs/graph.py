@@ -403,6 +403,12 @@ def validate(g: nx.DiGraph) -> None:
     activation (ResNet V1) sums mix an activation output into the next activation's input; a graph
     that knowingly does so sets ``g.graph["preactivations"] = "mixed"``, and then each activation
     only needs at least one linear-fed branch (the DKS package's convention for V1 networks).
+
+    Every pair of a weighted sum's inputs must be uncorrelated in the wide limit (the sum's rule
+    drops cross terms): one of the two must be a combination of linear-layer outputs that the
+    other does not depend on, as a residual branch ending in a linear layer is.  A graph used as a
+    formal composition of maps (tests of the walker itself) can set
+    ``g.graph["assume_uncorrelated_sums"] = True`` to skip that check.
     """
     if not isinstance(g, nx.DiGraph) or g.is_multigraph():
         raise InvalidGraphError(f"a network graph is a networkx.DiGraph, not {type(g).__name__}")
@@ -448,6 +454,8 @@ def validate(g: nx.DiGraph) -> None:
         if KINDS[kind].check is not None:
             KINDS[kind].check(g, node)
     _check_gaussian_preactivations(g)
+    if not g.graph.get("assume_uncorrelated_sums", False):
+        _check_uncorrelated_sum_inputs(g)
 
 
 def _check_gaussian_preactivations(g: nx.DiGraph) -> None:
@@ -475,6 +483,49 @@ def _check_gaussian_preactivations(g: nx.DiGraph) -> None:
                 f"carries {'the network input' if _reaches_kind(g, pred, 'input') else 'another activation'} "
                 f"without a linear (dense/conv) layer in between, so its pre-activations are not "
                 f"Gaussian and kernel maps do not compose; insert a linear node before {node!r}")
+
+
+def _check_uncorrelated_sum_inputs(g: nx.DiGraph) -> None:
+    """A weighted sum's rule q = sum w_i**2 q_i (and the same for C values) drops the cross terms
+    w_i w_j E[x_i x_j], so it needs every pair of inputs uncorrelated in the wide limit.  That holds
+    when one of the two is a Gaussian pre-activation (a combination of linear-layer outputs,
+    zero-mean) whose linear layers the other input does not depend on: their weights are drawn
+    independently of everything the other computes.  ResNet shortcuts (x + linear(...)) pass;
+    0.6*tanh(z) + 0.8*relu(z) on a shared z does not (E[tanh(z) relu(z)] != 0), nor does
+    linear(x) + pool(linear(x)) (the same weights on both sides).
+    """
+    # frontier[n]: the linear nodes n is a combination of (None: not a Gaussian pre-activation)
+    frontier: dict[Hashable, frozenset | None] = {}
+    for node in nx.topological_sort(g):
+        spec = KINDS[g.nodes[node]["kind"]]
+        preds = list(g.predecessors(node))
+        if spec.gaussian == "source":
+            frontier[node] = frozenset([node])
+        elif spec.gaussian == "breaks" or not preds or any(frontier[p] is None for p in preds):
+            frontier[node] = None
+        else:
+            frontier[node] = frozenset().union(*(frontier[p] for p in preds))
+    for node, kind in g.nodes(data="kind"):
+        if kind != "weighted_sum":
+            continue
+        preds = list(g.predecessors(node))
+        for i, a in enumerate(preds):
+            for b in preds[i + 1:]:
+                if _independent_zero_mean(g, frontier, a, b) or _independent_zero_mean(g, frontier, b, a):
+                    continue
+                raise InvalidGraphError(
+                    f"weighted_sum {node!r} adds {a!r} and {b!r}, which are correlated in a wide random "
+                    f"network (neither is a linear layer's output that the other does not depend on), so "
+                    f"the sum's kernel has cross terms the rule sum w_i**2 k_i leaves out; put a linear "
+                    f"(dense/conv) layer at the end of one of the two branches, as a residual branch has")
+
+
+def _independent_zero_mean(g: nx.DiGraph, frontier: Mapping, a: Hashable, b: Hashable) -> bool:
+    """``a`` is a zero-mean Gaussian pre-activation built from linear layers ``b`` does not depend on."""
+    if frontier[a] is None:
+        return False
+    upstream_of_b = nx.ancestors(g, b) | {b}
+    return not (frontier[a] & upstream_of_b)
 
 
 def _reaches_kind(g: nx.DiGraph, node: Hashable, kind: str) -> bool:

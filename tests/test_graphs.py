@@ -270,3 +270,60 @@ def test_resnet_arguments_of_the_wrong_type_are_graph_errors(kwargs, message):
         graphs.resnet(**kwargs)
     # a one-stage net written as a list still builds
     assert len(graphs.activation_nodes(graphs.resnet(blocks=[2], block="basic"))) == 5
+
+
+def _sum_graph(second_branch):
+    """input -> linear 'z' -> two branches -> weighted_sum(0.6, 0.8) -> linear -> output."""
+    g = graphs.new_graph()
+    graphs.add_node(g, "in", "input")
+    graphs.add_node(g, "z", "linear", "in")
+    graphs.add_node(g, "tanh", "activation", "z", activation="tanh")
+    b = second_branch(g)
+    graphs.add_weighted_sum(g, "sum", {"tanh": sympy.Rational(3, 5), b: sympy.Rational(4, 5)})
+    graphs.add_node(g, "head", "linear", "sum")
+    graphs.add_node(g, "out", "output", "head")
+    return g
+
+
+def test_correlated_weighted_sum_inputs_are_rejected():
+    """0.6*tanh(z) + 0.8*relu(z) on one z: the sum rule q = 0.36 q_tanh + 0.8**2 q_relu drops the
+    cross term 2*0.48*E[tanh(z) relu(z)], which is not 0 (computed here with mpmath)."""
+    import mpmath
+
+    def density(t):
+        return mpmath.exp(-t * t / 2) / mpmath.sqrt(2 * mpmath.pi)
+
+    cross = mpmath.quad(lambda t: mpmath.tanh(t) * max(t, 0) * density(t), [-mpmath.inf, 0, mpmath.inf])
+    assert cross > 0.1  # so the refused rule would be off by 0.96*cross in q
+
+    def relu_branch(g):
+        return graphs.add_node(g, "relu", "activation", "z", activation="relu")
+
+    with pytest.raises(InvalidGraphError, match=r"weighted_sum 'sum' adds 'tanh' and 'relu'.*correlated.*linear"):
+        graphs.validate(_sum_graph(relu_branch))
+
+    def shared_weights(g):  # linear(x) and pool(linear(x)): the same weights on both sides
+        graphs.add_node(g, "p", "pool", "z")
+        return "p"
+
+    g = graphs.new_graph()
+    graphs.add_node(g, "in", "input")
+    graphs.add_node(g, "z", "linear", "in")
+    shared_weights(g)
+    graphs.add_weighted_sum(g, "sum", {"z": sympy.Rational(3, 5), "p": sympy.Rational(4, 5)})
+    graphs.add_node(g, "out", "output", "sum")
+    with pytest.raises(InvalidGraphError, match="correlated"):
+        graphs.validate(g)
+
+
+def test_uncorrelated_weighted_sum_inputs_pass():
+    """A branch that ends in its own linear layer is zero-mean and independent of the other input
+    (x + W phi(z) with W drawn afresh), as in every residual block and multi-branch builder."""
+    def residual_branch(g):
+        graphs.add_node(g, "relu", "activation", "z", activation="relu")
+        return graphs.add_node(g, "w", "linear", "relu")
+
+    graphs.validate(_sum_graph(residual_branch))
+    for g in (graphs.resnet(blocks=(2, 1)), graphs.resnet(blocks=(1,), variant="v1"), graphs.resnet(blocks=(1, 1), block="basic"),
+              graphs.multi_branch((0, 1, 2), blocks=2)):
+        graphs.validate(g)

@@ -150,7 +150,7 @@ def test_symbolic_max_falls_back_to_a_callable_when_the_maximiser_changes():
 def random_network(rng: random.Random, max_nodes: int = 50) -> nx.DiGraph:
     """A random valid network of mixed kinds with at most ``max_nodes`` nodes; weighted-sum
     weights are mpmath numbers normalised at the working precision."""
-    g = graphs.new_graph()
+    g = graphs.new_graph(assume_uncorrelated_sums=True)  # a formal composition: any sum's inputs
     graphs.add_node(g, "in", "input")
     graphs.add_node(g, "n0", "linear", "in")
     gaussian = {"in": False, "n0": True}
