@@ -793,6 +793,11 @@ def _from_formula(name: str, expr: sympy.Expr, params: Mapping[str, Any], text: 
     # Symbols parsed from a SymPy expression may lack real=True; map them onto ours by name.
     by_name = {"x": x, "v": v}
     declared = {}
+    if "x" in params:
+        raise FormulaError(
+            f"x is the input of every activation and cannot be a parameter of {text!r}; give the "
+            "parameter another name (e.g. x0) in the formula and in the declaration"
+        )
     for pname, value in params.items():
         symbol = sympy.Symbol(pname, real=True)
         declared[symbol] = _exact_number(value, pname)
@@ -814,8 +819,10 @@ def _from_formula(name: str, expr: sympy.Expr, params: Mapping[str, Any], text: 
         raise UnknownSymbolError(
             f"parameter(s) {', '.join(unused)} do not appear in the formula {text!r}; remove them or use them"
         )
-    inputs = (x, v) if v in expr.free_symbols else (x,)
-    if x not in expr.free_symbols and v in expr.free_symbols:
+    # v is the gate of the two-input forms only when it is not a declared parameter: a parameter
+    # named v (activation("x*sigmoid(v*x)", v=1.5)) keeps the activation single-input
+    inputs = (x, v) if v in expr.free_symbols and v not in declared else (x,)
+    if x not in expr.free_symbols and v in inputs:
         raise FormulaError(f"the formula {text!r} uses the gate v but not the input x")
     act = Activation(name=name, expr=expr, params=declared, inputs=inputs)
     _check_real(act, text)

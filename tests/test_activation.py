@@ -257,6 +257,21 @@ def test_gated_forms_take_two_inputs():
     assert glu(3, 0) == sympy.Rational(3, 2)
 
 
+def test_a_parameter_named_v_is_a_parameter_not_the_gate():
+    # v is the gate only when undeclared; declared, it stays a parameter (was: inputs (x, v))
+    act = symact.activation("x*sigmoid(v*x)", v=1.5)
+    assert act.inputs == (symact.x,) and act.parameter_names == ("v",)
+    assert act(2) == 2 / (1 + sympy.exp(-3))
+    assert act.with_params(v=2)(1) == 1 / (1 + sympy.exp(-2))
+    assert symact.activation(symact.x * symact.v, v=3)(2) == 6  # a SymPy expression too
+    assert symact.activation("x*sigmoid(v)").inputs == (symact.x, symact.v)  # undeclared: the gate
+
+
+def test_a_parameter_named_x_is_refused():
+    with pytest.raises(symact.FormulaError, match="x is the input of every activation"):
+        symact.activation("x*sigmoid(x)", x=1)
+
+
 def test_symact_imports_only_sympy():
     code = "import sys, symact; print(sorted(m for m in ('torch', 'numpy', 'networkx', 'numeric', 'graphs', 'analysis') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
