@@ -362,7 +362,11 @@ class Activation:
         for name, value in values.items():
             symbol = self._parameter(name)
             params[symbol] = _checked_value(symbol, _exact_number(value, name), self.name)
-        return self._replace(params=params)
+        changed = self._replace(params=params)
+        if values:
+            given = ", ".join(f"{name}={changed.params[changed._parameter(name)]}" for name in values)
+            _check_finite(changed.concrete_expr, f"{self.name} at {given}")
+        return changed
 
     def subs(self, **values: Any) -> "Activation":
         """Substitute parameters by values in the formula (they stop being parameters).
@@ -803,6 +807,7 @@ def _from_formula(name: str, expr: sympy.Expr, params: Mapping[str, Any], text: 
         declared[symbol] = _exact_number(value, pname)
         by_name[pname] = symbol
     expr = expr.xreplace({s: by_name[s.name] for s in expr.free_symbols if s.name in by_name})
+    _check_finite(expr, f"the formula {text!r}")
     if expr.has(sympy.I):
         raise NonRealExpressionError(
             f"the formula {text!r} contains the imaginary unit; activations must be real-valued for real x"
@@ -825,8 +830,26 @@ def _from_formula(name: str, expr: sympy.Expr, params: Mapping[str, Any], text: 
     if x not in expr.free_symbols and v in inputs:
         raise FormulaError(f"the formula {text!r} uses the gate v but not the input x")
     act = Activation(name=name, expr=expr, params=declared, inputs=inputs)
+    if declared:
+        values = ", ".join(f"{p.name}={val}" for p, val in declared.items())
+        _check_finite(act.concrete_expr, f"the formula {text!r} at {values}")
     _check_real(act, text)
     return act
+
+
+_NON_FINITE = {sympy.nan: "nan", sympy.zoo: "zoo (complex infinity, e.g. 1/0 or log(0))",
+               sympy.oo: "oo (infinity)", -sympy.oo: "-oo (minus infinity)"}
+
+
+def _check_finite(expr: sympy.Expr, what: str) -> None:
+    """Refuse nan, zoo, oo and -oo in a formula: an activation is a finite real function."""
+    found = [label for constant, label in _NON_FINITE.items() if expr.has(constant)]
+    if found:
+        raise FormulaError(
+            f"{what} contains {' and '.join(found)} (SymPy reads it as {expr}); an activation must be a "
+            "finite real function: remove the division by zero, log(0), oo or nan, or give parameters "
+            "values that keep every term finite"
+        )
 
 
 _PROBE_POINTS = (sympy.Rational(-5, 2), -1, sympy.Rational(-1, 2), sympy.Rational(1, 3), 1, sympy.Rational(5, 2))

@@ -272,6 +272,25 @@ def test_a_parameter_named_x_is_refused():
         symact.activation("x*sigmoid(x)", x=1)
 
 
+@pytest.mark.parametrize("formula, params, constant", [
+    ("1/0", {}, "zoo"), ("log(0)*x", {}, "zoo"), ("oo*x", {}, "oo"), ("-oo*x", {}, "-oo"),
+    ("nan*x", {}, "nan"), ("x/beta", {"beta": 0}, "zoo"),
+])
+def test_non_finite_constants_are_refused(formula, params, constant):
+    # an activation is a finite real function; these parsed to zoo/oo/nan and broke derive later
+    with pytest.raises(symact.FormulaError, match="must be a finite real function") as err:
+        symact.activation(formula, **params)
+    assert f"contains {constant}" in str(err.value)
+
+
+def test_parameter_values_that_divide_by_zero_are_refused():
+    act = symact.activation("x/beta", beta=1)
+    with pytest.raises(symact.FormulaError, match="at beta=0 contains zoo"):
+        act.with_params(beta=0)
+    assert act.with_params(beta=2)(4) == 2
+    assert symact.activation("exp(-oo) + x")(3) == 3  # a limit that SymPy evaluates to a finite value
+
+
 def test_symact_imports_only_sympy():
     code = "import sys, symact; print(sorted(m for m in ('torch', 'numpy', 'networkx', 'numeric', 'graphs', 'analysis') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
