@@ -238,6 +238,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     jobs = suite_jobs(level, args.only)
     if not jobs:
         raise SymactError(f"No jobs match --only {args.only!r} at level {level!r}.")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise SymactError(f"--out {args.out}: this is a file, not a folder; give a new folder or the folder "
+                          f"of an earlier run to resume it.")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:  # a file on the way, no permission, ...
+        raise SymactError(f"--out {args.out}: cannot create the output folder: {exc.strerror or exc}; give a "
+                          f"folder you can write to.") from exc
     result = run_suite(jobs, args.out, workers=args.workers, device=args.device,
                        progress=not args.no_progress and not args.json)
     if result.interrupted:

@@ -189,6 +189,11 @@ def test_shape_resnet_spec_with_list_values():
     (("derive", "gelu", "--order", "1000"), "--order 1000: give the highest derivative to print as an integer "
                                             "from 0 to 12"),
     (("derive", "gelu", "--order", "-1"), "--order -1: give the highest derivative"),
+    # non-finite constants: were a TypeError traceback (1/0, oo*x) or exit 0 with value_at_0: nan
+    (("derive", "1/0"), "must be a finite real function"),
+    (("derive", "oo*x"), "contains oo"),
+    (("derive", "nan*x"), "contains nan"),
+    (("verify", "--level", "tiny", "--out", "README.md"), "--out README.md: this is a file, not a folder"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
     out = symact(*args)
