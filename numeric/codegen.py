@@ -38,12 +38,15 @@ tensor([  0.6931, 100.0000], dtype=torch.float64)
 
 from __future__ import annotations
 
+import ast
+import builtins
 import functools
 import hashlib
 import keyword
 import linecache
 import re
 import textwrap
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +55,7 @@ from typing import Any, Iterable
 import sympy
 
 from symact.activation import activation as symact_activation
-from symact.errors import FormulaError, UnknownSymbolError
+from symact.errors import DomainError, FormulaError, UnknownSymbolError
 from symact.primitives import hazards, safe_derivative, safe_form
 
 from .printer import PRELUDE, SOFTPLUS_THRESHOLD, emit_function, fuse_builtins, number_literal, prepare
@@ -90,9 +93,65 @@ def _identifier(name: str, taken: set[str]) -> str:
 def _class_name(name: str) -> str:
     words = re.split(r"[^0-9a-zA-Z]+", name)
     camel = "".join(w[:1].upper() + w[1:] for w in words if w)
-    if not camel or camel[0].isdigit():
+    if not camel or camel[0].isdigit() or _class_name_problem(camel):  # e.g. "F", "None", "ValueError"
         camel = "Act" + camel
     return camel
+
+
+# names the generated module binds itself (see _assemble), besides the prelude's and its two classes
+_ASSEMBLED_NAMES = ("torch", "F", "_forward", "_backward", "_backward_graph")
+
+
+@functools.lru_cache(maxsize=1)
+def _module_names() -> frozenset:
+    """Every name the generated module binds at top level, except its two classes."""
+    names = set(_ASSEMBLED_NAMES)
+    for node in ast.parse(PRELUDE).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        else:
+            names.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+    return frozenset(names)
+
+
+def _class_name_problem(class_name: str) -> str | None:
+    """Why ``class_name`` cannot name the generated class, or None when it can."""
+    if not class_name.isidentifier():
+        return "is not a Python identifier (letters, digits and underscores, not starting with a digit)"
+    if unicodedata.normalize("NFKC", class_name) != class_name:  # Python would read it as another name
+        return f"is read by Python as {unicodedata.normalize('NFKC', class_name)!r} (NFKC normalisation)"
+    if keyword.iskeyword(class_name):
+        return "is a Python keyword"
+    if class_name.startswith("__") and class_name.endswith("__"):
+        return "is a special (dunder) name"
+    if hasattr(builtins, class_name):
+        return "is a Python builtin, which the generated code may use"
+    for name in (class_name, _function_class_name(class_name)):
+        if name in _module_names():
+            return f"would replace {name!r}, which the generated module defines or imports itself"
+    return None
+
+
+def _function_class_name(class_name: str) -> str:
+    """The autograd Function's class: _NameFunction, but never with two leading underscores, which
+    Python would mangle inside the module class's body (class _Act would call __ActFunction)."""
+    return f"{'' if class_name.startswith('_') else '_'}{class_name}Function"
+
+
+def _checked_class_name(class_name: Any) -> str | None:
+    if class_name is None:
+        return None
+    if not isinstance(class_name, str):
+        raise DomainError(f"class_name={class_name!r} must be a string naming the generated class, e.g. 'MyGELU'")
+    problem = _class_name_problem(class_name)
+    if problem:
+        normalised = unicodedata.normalize("NFKC", class_name)
+        example = normalised if _class_name_problem(normalised) is None else _class_name(class_name)
+        raise DomainError(
+            f"class_name={class_name!r} {problem}; choose another name for the generated class, e.g. {example!r}")
+    return class_name
 
 
 @dataclass(frozen=True)
@@ -129,7 +188,11 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
     generated code -- one pass each way, but with the built-ins' accuracy (F.gelu is
     0 for x < -5.9 in float32 and loses relative accuracy left of 0; the tanh and
     sigmoid backward kernels lose it where the derivative is tiny).
+
+    ``class_name``: a Python identifier that is not a keyword, a builtin or a name the generated
+    module uses itself (torch, F, its helpers); :class:`~symact.errors.DomainError` otherwise.
     """
+    class_name = _checked_class_name(class_name)
     if isinstance(act, str):
         act = symact_activation(act)
     if hasattr(act, "expr") and hasattr(act, "params"):
@@ -405,7 +468,7 @@ def _passes(function_source: str) -> int:
 def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_src: str,
               graph_src: str) -> str:
     cls = spec.class_name
-    fn_cls = f"_{cls}Function"
+    fn_cls = _function_class_name(cls)
     all_names = [n for _, n, _ in args]
     n_inputs = len(spec.inputs)
     saved = "output," if spec.saves == "output" else ", ".join(all_names) + ","
@@ -467,7 +530,8 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
         f"_in_compute_dtype(_forward, {', '.join(all_names)})")
     backward_call = f"_blockwise(_backward, g, {call_args})" if _passes(backward_src) > 1 else (
         f"_in_compute_dtype(_backward, g, {call_args})")
-    return f'''"""{cls}: the {spec.name} activation, generated by symact (numeric.codegen).
+    doc_name = spec.name.replace("\\", "\\\\").replace('"', '\\"')  # any name inside a """docstring"""
+    return f'''"""{cls}: the {doc_name} activation, generated by symact (numeric.codegen).
 
     phi({", ".join(input_names)}) = {formula_doc}
 {params_doc.lstrip(chr(10)) and "Parameters:" + params_doc}
@@ -513,7 +577,7 @@ class {fn_cls}(torch.autograd.Function):
 
 
 class {cls}(torch.nn.Module):
-    """The {spec.name} activation as an nn.Module.
+    """The {doc_name} activation as an nn.Module.
 
     phi({", ".join(input_names)}) = {formula_doc}
     """
@@ -572,7 +636,7 @@ def torch_function(act: Any, trainable: Iterable = (), name: str | None = None,
     """
     spec = codegen_spec(act, trainable, name=name, prefer_builtins=prefer_builtins)
     namespace = _load(_source(spec), spec.class_name)
-    return namespace[f"_{spec.class_name}Function"]
+    return namespace[_function_class_name(spec.class_name)]
 
 
 def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name: str | None = None,

@@ -22,3 +22,39 @@ def test_a_parameter_named_v_gives_a_single_input_module():
     beta = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
     (x * torch.sigmoid(beta * x)).sum().backward()
     torch.testing.assert_close(param.grad.double(), beta.grad, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("class_name, problem", [
+    ("my-class", "not a Python identifier"), ("1abc", "not a Python identifier"), ("", "not a Python identifier"),
+    ("class", "keyword"), ("None", "keyword"),
+    ("torch", "would replace 'torch'"), ("F", "would replace 'F'"), ("_blockwise", "would replace '_blockwise'"),
+    ("_forward", "would replace '_forward'"), ("float", "builtin"), ("ValueError", "builtin"),
+    ("__builtins__", "dunder"), ("\uff27elu", "read by Python as 'Gelu'"),
+])
+def test_unusable_class_names_are_refused(class_name, problem, tmp_path):
+    # were: a raw SyntaxError, or a file written that failed on import or when called
+    with pytest.raises(symact.DomainError, match="choose another name") as err:
+        numeric.torch_module("gelu", class_name=class_name)
+    assert problem in str(err.value)
+    with pytest.raises(symact.DomainError):
+        numeric.export_module("gelu", tmp_path / "m.py", class_name=class_name)
+    assert not (tmp_path / "m.py").exists()
+
+
+@pytest.mark.parametrize("class_name", ["gelu", "_Private", "Torch", "MyGELU2", "match"])
+def test_usable_class_names_give_a_working_exported_module(class_name, tmp_path):
+    path = numeric.export_module("gelu", tmp_path / "m.py", class_name=class_name)
+    spec = importlib.util.spec_from_file_location("m", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x = torch.linspace(-4, 4, 33, dtype=torch.float64)
+    torch.testing.assert_close(getattr(module, class_name)()(x), torch.nn.functional.gelu(x), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ['a"""b', "back\\slash", "a\\N", '""""', "two\nlines"])
+def test_any_activation_name_gives_valid_source(name):
+    # a name is free text shown in the docstrings; '"""' or '\N' in it were a SyntaxError
+    module = numeric.torch_module("tanh", name=name, class_name="T")
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    torch.testing.assert_close(module(x), torch.tanh(x), rtol=1e-14, atol=1e-15)
+    assert name in type(module).__doc__
