@@ -216,7 +216,7 @@ def cmd_shape(args: argparse.Namespace) -> int:
 def cmd_codegen(args: argparse.Namespace) -> int:
     export_module = _need("numeric", "export_module", "Code generation", "codegen")
     act = _activation(args.act, _parse_params(args.param))
-    kwargs = {"class_name": args.class_name} if args.class_name else {}
+    kwargs = {"class_name": args.class_name} if args.class_name is not None else {}
     folder = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(folder):
         raise SymactError(f"-o {args.output}: the folder {folder} does not exist; create it first or "

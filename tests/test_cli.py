@@ -213,6 +213,16 @@ def test_derive_order_bounds_are_inclusive():
     assert symact("derive", "tanh", "--order", "13").returncode == 2
 
 
+@pytest.mark.parametrize("class_name", ["my-class", "class", "1abc", "torch", "_blockwise"])
+def test_codegen_refuses_an_unusable_class_name(class_name, tmp_path):
+    # was exit 0 with a file that failed on import (my-class, class, 1abc) or when called (torch, _blockwise)
+    path = tmp_path / "x.py"
+    out = symact("codegen", "gelu", "-o", str(path), "--class-name", class_name)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"class_name={class_name!r}" in out.stderr and "choose another name" in out.stderr
+    assert not path.exists()
+
+
 def test_codegen_into_a_folder_path_exits_2(tmp_path):
     out = symact("codegen", "tanh", "-o", str(tmp_path))
     assert out.returncode == 2 and "cannot write the module" in out.stderr and "Traceback" not in out.stderr
