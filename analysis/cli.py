@@ -163,9 +163,11 @@ def _graph(spec: str) -> Any:
             if not sep:
                 raise SymactError(f"--graph resnet:KEY=VALUE,... expected, got {item!r} in {spec!r}.")
             try:
-                kwargs[k.strip()] = json.loads(v) if v[:1] in "[{0123456789-." or v in ("true", "false") else v
-            except json.JSONDecodeError as exc:
-                raise SymactError(f"--graph {spec!r}: cannot read the value of {k!r} ({v!r}): {exc}.") from exc
+                kwargs[k.strip()] = _resnet_value(v)
+            except ValueError as exc:
+                raise SymactError(f"--graph {spec!r}: cannot read the value of {k!r} ({v!r}): {exc}; write "
+                                  f"numbers and lists as in Python or JSON, e.g. shortcut_weight=0.6, "
+                                  f"blocks=[2,2].") from exc
             if k.strip() not in accepted:
                 raise SymactError(f"--graph {spec!r}: resnet has no option {k.strip()!r}; its options are "
                                   f"{', '.join(accepted)} (e.g. resnet:blocks=[2,2],block=basic).")
@@ -176,27 +178,119 @@ def _graph(spec: str) -> Any:
         except (TypeError, ValueError) as exc:  # a value of the wrong type, read from the spec
             raise SymactError(f"--graph {spec!r}: {exc} (e.g. resnet:blocks=[2,2],shortcut_weight=0.6).") from exc
     if kind.endswith(".py"):
-        import importlib.util
-
-        if not os.path.exists(kind):
-            raise SymactError(f"--graph {spec!r}: the file {kind!r} does not exist.")
-        from_torch = _need("graphs", "from_torch", "--graph module.py:Model", "graphs")
-        mod_spec = importlib.util.spec_from_file_location("symact_user_model", kind)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-        if not hasattr(module, rest):
-            raise SymactError(f"--graph {spec!r}: {kind} defines no {rest!r}.")
-        model = getattr(module, rest)()
-        example = getattr(module, "example_input", None)
-        return from_torch(model, example() if callable(example) else example)
+        return _graph_from_file(spec, kind, rest.strip())
     del graphs
     raise SymactError(f"--graph must be mlp:DEPTH, resnet:KEY=VALUE,... or FILE.py:ClassName; got {spec!r}.")
 
 
+def _resnet_value(text: str) -> Any:
+    """A resnet option value: JSON (true, [2,2]) or a Python literal (.6, 1e-3, [.5, 1], True); else the text."""
+    import ast
+
+    text = text.strip()
+    if text in ("true", "false", "null"):
+        return json.loads(text)
+    if text[:1] in "[{(0123456789-+." or text in ("True", "False", "None"):
+        try:
+            return ast.literal_eval(text)  # literals only: never runs code
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+            raise ValueError(str(exc) or type(exc).__name__) from None
+    return text
+
+
+_FILE_GRAPH_CONVENTION = ("the file must define the nn.Module class named after the colon, constructible without "
+                          "arguments, and example_input: a tensor (or a function returning one) shaped like the "
+                          "input of its forward, e.g. def example_input(): return torch.zeros(1, 4)")
+
+
+def _graph_from_file(spec: str, path: str, class_name: str) -> Any:
+    """--graph FILE.py:ClassName: run the file, build ClassName(), trace it on the file's example_input."""
+    import importlib.util
+
+    if not os.path.isfile(path):
+        raise SymactError(f"--graph {spec!r}: the file {path!r} does not exist.")
+    if not class_name:
+        raise SymactError(f"--graph {spec!r}: name the model class after the file, e.g. --graph {path}:Model.")
+    from_torch = _need("graphs", "from_torch", "--graph module.py:Model", "graphs")
+    module_name = "symact_user_model"
+    mod_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(mod_spec)
+    folder = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, folder)  # the file may import modules next to it, as when run as a script
+    sys.modules[module_name] = module  # dataclasses and pickle look the module up there
+    try:
+        mod_spec.loader.exec_module(module)
+    except ModuleNotFoundError as exc:
+        sys.modules.pop(module_name, None)
+        raise SymactError(f"--graph {spec!r}: {path} imports {exc.name!r}, which is not installed; install it, "
+                          f"or write the model with torch only.") from exc
+    except Exception as exc:  # noqa: BLE001 - anything the user's file raises is bad input here
+        sys.modules.pop(module_name, None)
+        raise SymactError(f"--graph {spec!r}: running {path} raised {type(exc).__name__}: {exc}; fix the file "
+                          f"({_FILE_GRAPH_CONVENTION}).") from exc
+    finally:
+        sys.path.remove(folder)
+    if not hasattr(module, class_name):
+        raise SymactError(f"--graph {spec!r}: {path} defines no {class_name!r}; {_FILE_GRAPH_CONVENTION}.")
+    if not hasattr(module, "example_input"):
+        raise SymactError(f"--graph {spec!r}: {path} defines no example_input, which the model is traced on; "
+                          f"define one in the file, e.g. def example_input(): return torch.zeros(1, 4) "
+                          f"(a tensor shaped like the input of {class_name}.forward).")
+    try:
+        model = getattr(module, class_name)()
+    except Exception as exc:  # noqa: BLE001 - a constructor that needs arguments, or fails
+        raise SymactError(f"--graph {spec!r}: {class_name}() raised {type(exc).__name__}: {exc}; the model class "
+                          f"must be constructible without arguments: give its arguments defaults, or add a "
+                          f"subclass or function in the file that supplies them.") from exc
+    example = module.example_input
+    if callable(example):
+        try:
+            example = example()
+        except Exception as exc:  # noqa: BLE001
+            raise SymactError(f"--graph {spec!r}: example_input() raised {type(exc).__name__}: {exc}; make it "
+                              f"return a tensor shaped like the input of {class_name}.forward.") from exc
+    return from_torch(model, example)
+
+
+# shape's network targets: flag -> (keyword of analysis.shape, the method that takes it, what it sets)
+_SHAPE_TARGETS = {
+    "--zeta": ("zeta", "dks", "the network's maximal C'(1); > 1, default 1.5", "2"),
+    "--q-slope": ("q_slope", "dks", "each layer's Q'(1), default 1", "1"),
+    "--tau": ("tau", "tat", "the network's maximal C''(1) for smooth activations; > 0, default 0.3", "0.5"),
+    "--eta": ("eta", "tat", "the network's maximal C(0) for leaky_relu/prelu; in (0, 1), default 0.9", "0.5"),
+}
+
+
+def _shape_targets(args: argparse.Namespace) -> dict:
+    """The target flags given, as analysis.shape keywords, checked against --method."""
+    import math
+
+    targets = {}
+    if args.dps is not None and args.dps < 15:
+        raise DomainError(f"--dps {args.dps}: give at least 15 digits, or leave --dps out to solve in float64.")
+    for flag, (keyword, method, _, example) in _SHAPE_TARGETS.items():
+        text = getattr(args, keyword)
+        if text is None:
+            continue
+        if method != args.method:
+            takes = [f for f, (_, m, _, _) in _SHAPE_TARGETS.items() if m == args.method]
+            raise DomainError(f"{flag} is a {method.upper()} target; --method {args.method} takes "
+                              f"{' and '.join(takes)} (or use --method {method}).")
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise DomainError(f"{flag} {text}: give a finite decimal number, e.g. {flag} {example}.")
+        targets[keyword] = value
+    return targets
+
+
 def cmd_shape(args: argparse.Namespace) -> int:
     shape = _need("analysis.shaping", "shape", "Kernel shaping", "shaping")
+    targets = _shape_targets(args)
     act = _activation(args.act, _parse_params(args.param))
-    shaped = shape(act, _graph(args.graph), method=args.method)
+    shaped = shape(act, _graph(args.graph), method=args.method, dps=args.dps, branch=args.branch, **targets)
     layers = []
     for layer in shaped.layers:
         row = {"node": str(getattr(layer, "node", ""))}
@@ -204,8 +298,12 @@ def cmd_shape(args: argparse.Namespace) -> int:
             if hasattr(layer, name):
                 row[name] = _jsonable(getattr(layer, name))
         layers.append(row)
-    payload = {"activation": act.name, "graph": args.graph, "method": args.method, "layers": layers}
-    lines = [f"{args.method.upper()} shaping of {act.name} on {args.graph}: {len(layers)} activation nodes"]
+    network_targets = {k: str(v) for k, v in getattr(shaped, "network_targets", {}).items()}
+    payload = {"activation": act.name, "graph": args.graph, "method": args.method, "targets": network_targets,
+               "layers": layers}
+    shown = ", ".join(f"{k}={v}" for k, v in network_targets.items())
+    lines = [f"{args.method.upper()} shaping of {act.name} on {args.graph}"
+             f"{f' ({shown})' if shown else ''}: {len(layers)} activation nodes"]
     lines += [", ".join(f"{k}={v}" for k, v in row.items()) for row in layers[:20]]
     if len(layers) > 20:
         lines.append(f"... ({len(layers) - 20} more; use --json for all)")
@@ -303,6 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("act", help="catalogue name or formula in x")
     p.add_argument("--graph", required=True, help="mlp:DEPTH | resnet:KEY=VALUE,... | FILE.py:ClassName")
     p.add_argument("--method", choices=("dks", "tat"), default="dks", help="shaping method (default dks)")
+    for flag, (keyword, method, what, _) in _SHAPE_TARGETS.items():
+        p.add_argument(flag, dest=keyword, default=None, metavar=keyword.upper(),
+                       help=f"{method.upper()} target: {what}")
+    p.add_argument("--dps", type=int, default=None,
+                   help="solve with mpmath at this many digits (>= 15); default float64")
+    p.add_argument("--branch", choices=("beta>=0", "min|beta|", "any"), default="beta>=0",
+                   help="which root of the per-layer equations to take (default beta>=0)")
     p.set_defaults(func=cmd_shape)
 
     p = sub.add_parser("codegen", parents=[common, act_common], help="write a standalone torch module",

@@ -178,6 +178,88 @@ def test_shape_resnet_spec_with_list_values():
     assert max(abs(float(v)) for row in layers for v in row["residuals"].values()) < 1e-10
     bad = symact("shape", "tanh", "--graph", "resnet:blocks=[1,", "--json")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    # Python-style numbers (.6 was a JSON error): the documented default shortcut weight is 0.6
+    point_six = symact("shape", "tanh", "--graph", "resnet:blocks=[1,1],block=basic,shortcut_weight=.6", "--json")
+    assert point_six.returncode == 0, point_six.stderr
+    assert json.loads(point_six.stdout)["layers"] == layers
+
+
+def test_resnet_values_read_as_json_or_python_literals():
+    from analysis.cli import _resnet_value
+
+    assert _resnet_value(".6") == 0.6 and _resnet_value("-.5") == -0.5 and _resnet_value("1e-3") == 0.001
+    assert _resnet_value("[.5, 1]") == [0.5, 1] and _resnet_value("(2,2)") == (2, 2)
+    assert _resnet_value("true") is True and _resnet_value("False") is False
+    assert _resnet_value("basic") == "basic"
+    with pytest.raises(ValueError):
+        _resnet_value("[1,")
+    with pytest.raises(ValueError):  # literals only, never code
+        _resnet_value("(__import__('os'),)")
+
+
+def _gaussian_mean(f, dps=30):
+    import mpmath
+
+    with mpmath.workdps(dps):
+        return mpmath.quad(lambda z: f(z) * mpmath.npdf(z), [-mpmath.inf, -2, 0, 2, mpmath.inf])
+
+
+def test_shape_targets_set_from_the_command_line():
+    import mpmath
+
+    # leaky ReLU TAT: the default eta = 0.9 is out of reach at depth 3 (the message says eta <= 0.604826),
+    # --eta 0.5 was "unrecognized arguments". Reference: the closed-form leaky-ReLU C map, three layers from c = 0.
+    out = symact("shape", "leaky_relu", "--graph", "mlp:3", "--method", "tat", "--eta", "0.5", "--json")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    slope = payload["layers"][0]["negative_slope"]
+    assert payload["targets"] == {"eta": "0.5"} and {r["negative_slope"] for r in payload["layers"]} == {slope}
+
+    def c_map(c, a):
+        relu_relu = (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / (2 * math.pi)
+        return (a * a * c + a * (1 - a) * c + (1 - a) ** 2 * relu_relu) / ((1 + a * a) / 2)
+
+    assert c_map(c_map(c_map(0.0, slope), slope), slope) == pytest.approx(0.5, abs=1e-12)
+
+    # smooth TAT: per-layer C''(1) = E[psi''(z)^2] at Q(1) = C'(1) = 1, summing to tau over 3 layers
+    out = symact("shape", "tanh", "--graph", "mlp:3", "--method", "tat", "--tau", "0.2", "--json")
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)["layers"][0]
+    a, b, g, d = (mpmath.mpf(row[k]) for k in ("alpha", "beta", "gamma", "delta"))
+    psi = lambda z: g * (mpmath.tanh(a * z + b) + d)  # noqa: E731
+    dpsi = lambda z: g * a * mpmath.sech(a * z + b) ** 2  # noqa: E731
+    d2psi = lambda z: -2 * g * a * a * mpmath.tanh(a * z + b) * mpmath.sech(a * z + b) ** 2  # noqa: E731
+    assert float(_gaussian_mean(lambda z: psi(z) ** 2)) == pytest.approx(1, abs=1e-9)
+    assert float(_gaussian_mean(lambda z: dpsi(z) ** 2)) == pytest.approx(1, abs=1e-9)
+    assert float(_gaussian_mean(lambda z: d2psi(z) ** 2)) == pytest.approx(0.2 / 3, rel=1e-8)
+
+    # DKS: per-layer C'(1) = zeta^(1/3), Q'(1) = E[psi psi' z] = q_slope
+    out = symact("shape", "tanh", "--graph", "mlp:3", "--zeta", "2", "--q-slope", "1.2", "--json")
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)["layers"][0]
+    a, b, g, d = (mpmath.mpf(row[k]) for k in ("alpha", "beta", "gamma", "delta"))
+    assert float(_gaussian_mean(lambda z: psi(z) ** 2)) == pytest.approx(1, abs=1e-9)
+    assert float(_gaussian_mean(lambda z: dpsi(z) ** 2)) == pytest.approx(2 ** (1 / 3), rel=1e-8)
+    assert float(_gaussian_mean(lambda z: psi(z) * dpsi(z) * z)) == pytest.approx(1.2, rel=1e-8)
+
+
+@pytest.mark.parametrize("source, message", [
+    (MODEL_FILE.replace("def __init__(self):", "def __init__(self, width):"),
+     "Model() raised TypeError"),
+    ("import torch\nimport a_package_that_is_not_installed\n",
+     "imports 'a_package_that_is_not_installed', which is not installed"),
+    (MODEL_FILE.split("def example_input")[0], "defines no example_input, which the model is traced on; define one"),
+    ("import torch\nclass Model(torch.nn.Module:\n", "raised SyntaxError"),
+], ids=["constructor-arguments", "missing-package", "no-example-input", "syntax-error"])
+@pytest.mark.skipif(not _has("graphs", "from_torch"), reason="needs graphs.from_torch")
+def test_shape_of_a_bad_user_module_file_exits_2(source, message, tmp_path):
+    # were tracebacks with exit 1 (constructor arguments, missing package) or a message about NoneType
+    path = tmp_path / "net.py"
+    path.write_text(source)
+    out = symact("shape", "tanh", "--graph", f"{path}:Model")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("symact shape: error: --graph") and message in lines[0]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -194,6 +276,13 @@ def test_shape_resnet_spec_with_list_values():
     (("derive", "oo*x"), "contains oo"),
     (("derive", "nan*x"), "contains nan"),
     (("verify", "--level", "tiny", "--out", "README.md"), "--out README.md: this is a file, not a folder"),
+    # shape's target flags are checked before anything is solved
+    (("shape", "tanh", "--graph", "mlp:3", "--zeta", "abc"), "--zeta abc: give a finite decimal number"),
+    (("shape", "tanh", "--graph", "mlp:3", "--zeta", "nan"), "--zeta nan: give a finite decimal number"),
+    (("shape", "tanh", "--graph", "mlp:3", "--tau", "0.3"), "--tau is a TAT target; --method dks takes --zeta"),
+    (("shape", "tanh", "--graph", "mlp:3", "--method", "tat", "--zeta", "2"), "--zeta is a DKS target"),
+    (("shape", "leaky_relu", "--graph", "mlp:3", "--method", "tat", "--eta", "1.5"), "eta=1.5 must lie in (0, 1)"),
+    (("shape", "tanh", "--graph", "mlp:3", "--dps", "10"), "--dps 10: give at least 15 digits"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
     out = symact(*args)
