@@ -383,7 +383,11 @@ class Activation:
             value = params[symbol] if value is None else _exact_number(value, name)
             replacements[symbol] = _checked_value(symbol, value, self.name)
             del params[symbol]
-        return self._replace(expr=self.expr.xreplace(replacements), params=params, torch_spec=self.torch_spec)
+        expr = self.expr.xreplace(replacements)
+        if replacements:
+            given = ", ".join(f"{p.name}={val}" for p, val in replacements.items())
+            _check_finite(expr, f"{self.name} with {given} substituted")
+        return self._replace(expr=expr, params=params, torch_spec=self.torch_spec)
 
     def derivative(self, n: int = 1) -> "Activation":
         """The n-th derivative in the (first) input, as a new :class:`Activation`.

@@ -288,6 +288,9 @@ def test_parameter_values_that_divide_by_zero_are_refused():
     with pytest.raises(symact.FormulaError, match="at beta=0 contains zoo"):
         act.with_params(beta=0)
     assert act.with_params(beta=2)(4) == 2
+    with pytest.raises(symact.FormulaError, match="with beta=0 substituted contains zoo"):
+        act.subs(beta=0)
+    assert act.subs(beta=4)(2) == sympy.Rational(1, 2)
     assert symact.activation("exp(-oo) + x")(3) == 3  # a limit that SymPy evaluates to a finite value
 
 
