@@ -632,7 +632,7 @@ def torch_function(act: Any, trainable: Iterable = (), name: str | None = None,
     >>> fn = torch_function(x / (1 + sympy.exp(-x)), name="silu")
     >>> t = torch.tensor([-100.0, 1.0], requires_grad=True)
     >>> fn.apply(t).sum().backward(); t.grad
-    tensor([-0.0000,  0.9277])
+    tensor([-0.0000, 0.9277])
     """
     spec = codegen_spec(act, trainable, name=name, prefer_builtins=prefer_builtins)
     namespace = _load(_source(spec), spec.class_name)
