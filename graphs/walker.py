@@ -11,13 +11,20 @@ per-activation rule ``r(node, y)``:
 
 Deep Kernel Shaping (Martens et al. 2021) and TAT (Zhang et al. 2022) impose their conditions on
 *every* sub-network.  A sub-network ``S(u, v)`` has input ``u`` and output ``v`` and contains
-everything between them; it is evaluated with ``value(u) = start``.  Two readings are offered:
+everything between them: its *interior* ``I(u, v)`` is the set of nodes on ``u``-to-``v`` paths
+other than ``u`` and ``v``.  It is evaluated with ``value(u) = start``.  Two readings are offered:
 
 * ``subnetworks="single_exit"`` (default): ``u`` dominates ``v`` (every input-to-``v`` path passes
-  ``u``) *and* ``v`` post-dominates ``u`` (every ``u``-to-output path passes ``v``), i.e. a component
-  with one input and one output, as in the DKS talk ("some component of the network ... that
-  defines a well-defined input and output").  This reproduces the DKS/TAT numbers, e.g. the
-  maximal curvature 65.8 k of a ResNet-101 V2 with shortcut weight 0.6.
+  ``u``) and every node of ``I(u, v)`` has all its successors in ``I(u, v)`` or equal to ``v``: a
+  component with one input and one output, as in the DKS talk ("some component of the network
+  ... that defines a well-defined input and output").  ``u`` itself may feed other nodes too, so
+  a residual branch alone, from its block input, is a sub-network (its shortcut leaves ``u``), as
+  is the whole network; the network cut at the end of a later branch is not (an earlier block's
+  sum inside it also feeds its shortcut).  This is the reading of the DKS/TAT reference code,
+  whose ResNet ``subnet_max_func`` takes the maximum of the whole network and one residual branch
+  alone, and it reproduces their numbers, e.g. the maximal curvature 65.8 k of a ResNet-101 V2
+  with shortcut weight 0.6.  (A V2 block with a projection shortcut feeds its pre-activation to
+  both the projection and the branch; there the branch counts from that pre-activation on.)
 * ``subnetworks="dominated"``: every pair where ``u`` dominates ``v``.  It also counts cuts whose
   output is not the only way out, e.g. the network truncated at the end of the last residual
   branch before its shortcut sum, which gives 65.88 k for that ResNet.
@@ -28,12 +35,14 @@ sub-network from a strict dominator ``u`` of ``d`` is a function of the value at
 nondecreasing in its inputs (true for slopes ``s*y`` with ``s > 0``, curvatures ``k + y`` and C
 maps on ``[0, 1]``), then ``M(v) = max_u S(u, v) = f_v(max(start, M(d)))``, a dynamic programme
 over the dominator tree (one Cooper-Harvey-Kennedy pass in topological order).  For single-exit
-sub-networks the same recurrence holds with the children ``v`` of ``d`` that do not
-post-dominate ``d`` dropped (proof in ``_max_dominators``).  ``f_v`` is evaluated by propagating
-over the nodes between ``d`` and ``v`` only, and all children of ``d`` share one propagation, so
-the cost is ``O(sum_d |between(d)|)``: linear for chains and for networks built of bounded blocks
-(MLPs, ResNets, multi-branch blocks).  ``method="all_pairs"`` propagates from every node over its
-whole dominance region (quadratic; correct for non-monotone rules too) and is the baseline.
+sub-networks the children ``v`` of ``d`` for which ``S(d, v)`` is not one are dropped, and those
+that do not post-dominate ``d`` (a branch end whose block input ``d`` also feeds the shortcut)
+start afresh, ``M(v) = f_v(start)`` (proof in ``_max_dominators``).  ``f_v`` is evaluated by
+propagating over the nodes between ``d`` and ``v`` only, and all children of ``d`` share one
+propagation (two when some start afresh), so the cost is ``O(sum_d |between(d)|)``: linear for
+chains and for networks built of bounded blocks (MLPs, ResNets, multi-branch blocks).
+``method="all_pairs"`` propagates from every node over its whole dominance region (quadratic;
+correct for non-monotone rules too) and is the baseline.
 
 Values may be floats, mpmath numbers, or SymPy expressions.  For symbolic rules the maximiser is
 found by running the exact dynamic programme at sample parameter values (default: every free
@@ -180,7 +189,7 @@ class _Dominance:
         # entry/exit times so "v post-dominates u" is an O(1) ancestor test.
         self.sink = output_node(g)
         reverse_order = self.order[::-1]
-        ipdom = _dag_idoms(reverse_order, {n: i for i, n in enumerate(reverse_order)}, g.succ)
+        self.ipdom = ipdom = _dag_idoms(reverse_order, {n: i for i, n in enumerate(reverse_order)}, g.succ)
         pchildren: dict[Hashable, list[Hashable]] = defaultdict(list)
         for node, parent in ipdom.items():
             if node != self.sink:
@@ -201,6 +210,41 @@ class _Dominance:
     def post_dominates(self, v: Hashable, u: Hashable) -> bool:
         """Every path from ``u`` to the output passes through ``v`` (``v == u`` counts)."""
         return self.enter[v] <= self.enter[u] and self.leave[u] <= self.leave[v]
+
+    def common_post_dominator(self, a: Hashable, b: Hashable) -> Hashable:
+        """The nearest common ancestor of ``a`` and ``b`` in the post-dominator tree (a parent
+        always comes later in topological order, so walk up whichever node comes earlier)."""
+        index, ipdom = self.index, self.ipdom
+        while a != b:
+            while index[a] < index[b]:
+                a = ipdom[a]
+            while index[b] < index[a]:
+                b = ipdom[b]
+        return a
+
+    def closed_children(self, top: Hashable, kids: Sequence[Hashable],
+                        nodes: Sequence[Hashable]) -> list[Hashable]:
+        """The ``kids`` ``v`` (nodes dominated by ``top``) for which ``S(top, v)`` is a single-exit
+        sub-network: every node strictly between ``top`` and ``v`` has all its successors between
+        ``top`` and ``v`` or equal to ``v``.  ``nodes`` is ``between(top, kids)``.
+
+        One reverse pass with a bitset per node of the kids it reaches (itself included): a node
+        ``w`` is an interior node of ``S(top, v)`` iff some successor of ``w`` reaches ``v``, and it
+        breaks that sub-network iff another successor does not.  Successors outside ``nodes``
+        reach no kid.  Cost ``O(edges within nodes * len(kids) / 64)``.
+        """
+        bit = {kid: 1 << i for i, kid in enumerate(kids)}
+        reach: dict[Hashable, int] = {}
+        broken = 0
+        for w in reversed(nodes):
+            below, every = 0, -1
+            for x in self.graph.successors(w):
+                r = reach.get(x, 0)
+                below |= r
+                every &= r
+            broken |= below & ~every
+            reach[w] = below | bit.get(w, 0)
+        return [kid for kid in kids if not broken & bit[kid]]
 
     def dominates(self, u: Hashable, v: Hashable) -> bool:
         while True:
@@ -282,20 +326,35 @@ def _greater(a: Any, b: Any) -> bool:
     return bool(result)
 
 
-def _max_dominators(dom: _Dominance, ctx: PropagationContext, start: Any,
-                    single_exit: bool) -> tuple[Any, Hashable, Hashable, int]:
+def _max_dominators(dom: _Dominance, ctx: PropagationContext, start: Any, single_exit: bool,
+                    greater: Callable[[Any, Any], bool] = _greater) -> tuple[Any, Hashable, Hashable, int]:
     """The dynamic programme over the dominator tree (rules must be nondecreasing).
 
-    With ``single_exit``, (u, v) is a sub-network iff u dominates v and v post-dominates u.  For
-    d = idom(v) != u this holds iff v post-dominates d and (u, d) is one (a u-to-exit path meets d
-    on its way to v, and a d-to-exit path avoiding v would extend to a u-to-exit one), so the same
-    recurrence applies with children that do not post-dominate d dropped.
+    Notation: ``I(u, v)`` = the interior of ``S(u, v)`` (nodes on a ``u``-to-``v`` path other than
+    ``u`` and ``v``), ``d = idom(v)``, ``M(v)`` = the maximum of ``S(u, v)`` over the admissible
+    ``u``.  With ``single_exit``, (u, v) is admissible iff u dominates v and every node of
+    ``I(u, v)`` has all its successors in ``I(u, v) + {v}``; equivalently (a path leaving the
+    interior elsewhere reaches the output without ``v``, and one that stays meets ``v``) iff ``v``
+    post-dominates every node of ``I(u, v)``.
+
+    Claim: for ``u`` a strict dominator of ``d``, (u, v) is admissible iff (d, v) is, ``v``
+    post-dominates ``d``, and (u, d) is.  Every ``u``-to-``v`` path passes ``d`` (an
+    input-to-``u`` path avoids ``d``, which comes after ``u``, and the whole path must meet ``d``),
+    so ``I(u, v) = I(u, d) + {d} + I(d, v)``.  (If) a node of ``I(u, d)`` is post-dominated by
+    ``d``, hence by ``v``.  (Only if) ``I(d, v)`` and ``d`` lie in ``I(u, v)``; and a node ``w`` of
+    ``I(u, d)`` post-dominated by ``v`` is post-dominated by ``d``: otherwise input -> ``u`` ->
+    ``w`` (both parts before ``d`` in topological order) -> output avoiding ``d``, which passes
+    ``v``, would reach ``v`` without ``d``.
+
+    Hence, with ``f_v = S(d, v)`` nondecreasing: no sub-network ends at ``v`` unless (d, v) is
+    admissible; then ``M(v) = f_v(max(start, M(d)))`` if ``v`` post-dominates ``d`` and ``M(d)``
+    exists, else ``M(v) = f_v(start)`` (only ``u = d``, e.g. a residual branch from its block
+    input, whose shortcut leaves ``d`` past ``v``).  Without ``single_exit`` every dominated pair
+    is admissible and ``M(v) = f_v(max(start, M(d)))`` always.  Ties keep the larger sub-network.
     """
     best: dict[Hashable, tuple[Any, Hashable]] = {}
     for top in dom.order:
         kids = dom.children.get(top)
-        if kids and single_exit:
-            kids = [kid for kid in kids if dom.post_dominates(kid, top)]
         if not kids:
             continue
         if top not in best:  # the input, or a node that is the exit of no sub-network
@@ -303,45 +362,74 @@ def _max_dominators(dom: _Dominance, ctx: PropagationContext, start: Any,
         else:
             m, m_origin = best[top]
             # max(start, M(top)); on a tie keep the larger sub-network
-            x, origin = (start, top) if _greater(start, m) else (m, m_origin)
-        values = {top: x}
-        _evaluate(ctx, dom.between(top, kids), values)
-        for kid in kids:
-            best[kid] = (values[kid], origin)
-    return _argmax(dom, best)
+            x, origin = (start, top) if greater(start, m) else (m, m_origin)
+        all_kids, nodes = kids, dom.between(top, kids)
+        if single_exit:
+            kids = dom.closed_children(top, kids, nodes)
+            groups = [([k for k in kids if dom.post_dominates(k, top)], x, origin),
+                      ([k for k in kids if not dom.post_dominates(k, top)], start, top)]
+            if origin == top:  # both groups start from `start`: one propagation
+                groups = [(kids, start, top)]
+        else:
+            groups = [(kids, x, origin)]
+        for group, value, group_origin in groups:
+            if not group:
+                continue
+            values = {top: value}
+            _evaluate(ctx, nodes if len(group) == len(all_kids) else dom.between(top, group), values)
+            for kid in group:
+                best[kid] = (values[kid], group_origin)
+    return _argmax(dom, best, greater)
 
 
-def _argmax(dom: _Dominance, best: Mapping[Hashable, tuple[Any, Hashable]]) -> tuple[Any, Hashable, Hashable, int]:
+def _argmax(dom: _Dominance, best: Mapping[Hashable, tuple[Any, Hashable]],
+            greater: Callable[[Any, Any], bool] = _greater) -> tuple[Any, Hashable, Hashable, int]:
     top_value, top_pair = None, None
     for node in dom.order:  # ties go to the later node (the output over an inner node)
         if node not in best:
             continue
         value, origin = best[node]
-        if top_pair is None or not _greater(top_value, value):
+        if top_pair is None or not greater(top_value, value):
             top_value, top_pair = value, (origin, node)
     if top_pair is None:
         raise InvalidGraphError("the graph has no sub-networks (a lone input node)")
     return top_value, top_pair[0], top_pair[1], len(best)
 
 
-def _max_all_pairs(dom: _Dominance, ctx: PropagationContext, start: Any,
-                   single_exit: bool) -> tuple[Any, Hashable, Hashable, int]:
-    """Propagate from every node over its dominance region: O(n * depth), any rules."""
+def _max_all_pairs(dom: _Dominance, ctx: PropagationContext, start: Any, single_exit: bool,
+                   greater: Callable[[Any, Any], bool] = _greater) -> tuple[Any, Hashable, Hashable, int]:
+    """Propagate from every node over its dominance region: O(n * depth), any rules.
+
+    With ``single_exit``, (top, v) is admitted iff ``v`` post-dominates every node of ``I(top, v)``
+    (see ``_max_dominators``), i.e. ``v`` is an ancestor in the post-dominator tree of ``J(v)``,
+    the nearest common post-dominator of ``I(top, v)``; ``I(top, v)`` is the union over the
+    predecessors ``p != top`` of ``v`` of ``{p} + I(top, p)``, so ``J`` follows in topological order.
+    """
     best: dict[Hashable, tuple[Any, Hashable]] = {}
     pairs = 0
+    g = dom.graph
     for top in dom.order:
         region = dom.region(top)
         if not region:
             continue
         values = {top: start}
         _evaluate(ctx, region, values)
+        join: dict[Hashable, Hashable | None] = {}
         for node in region:
-            if single_exit and not dom.post_dominates(node, top):
-                continue
+            if single_exit:
+                j = None
+                for p in g.predecessors(node):
+                    if p == top:
+                        continue
+                    jp = p if join[p] is None else dom.common_post_dominator(p, join[p])
+                    j = jp if j is None else dom.common_post_dominator(j, jp)
+                join[node] = j
+                if j is not None and not dom.post_dominates(node, j):
+                    continue
             pairs += 1
-            if node not in best or not _greater(best[node][0], values[node]):
+            if node not in best or not greater(best[node][0], values[node]):
                 best[node] = (values[node], top)
-    value, u, v, _ = _argmax(dom, best)
+    value, u, v, _ = _argmax(dom, best, greater)
     return value, u, v, pairs
 
 
@@ -400,8 +488,9 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
                    quantity: str = "c", method: str = "dominators", subnetworks: str = "single_exit",
                    sample_points: Sequence[Mapping[sympy.Symbol, Any]] | None = None) -> SubnetworkMaximum:
     """The maximum over all sub-networks ``S(u, v)`` (``u != v``; ``u`` dominates ``v``, and with
-    ``subnetworks="single_exit"`` also ``v`` post-dominates ``u``) of the value at ``v`` when
-    ``value(u) = start_value``; see the module docstring for the definitions and the algorithm.
+    ``subnetworks="single_exit"`` every node strictly between ``u`` and ``v`` has all its
+    successors between them or equal to ``v``) of the value at ``v`` when ``value(u) =
+    start_value``; see the module docstring for the definitions and the algorithm.
 
     ``method="dominators"`` (default) needs every rule nondecreasing in its input over the values
     reached; ``method="all_pairs"`` makes no such assumption and is quadratic.

@@ -72,14 +72,20 @@ def test_resnet_exact_weights_and_variants():
 
 def test_multi_branch_closed_forms():
     """Branches of depth 0, 1, 2 with weights 1/sqrt(3): a block maps slope x to
-    x (1 + s + s**2)/3 and curvature y to y + (0 + k + 2k)/3 = y + k."""
+    x (1 + s + s**2)/3 and curvature y to y + (0 + k + 2k)/3 = y + k.  Four blocks and the head
+    give s ((1 + s + s**2)/3)**4 and 5k, above any single branch (s**2, 2k) for s > 1.
+
+    Concat of an identity (32 channels) and a depth-2 branch (96): the whole network gives
+    1/4 + 3/4 s**2, the depth-2 branch alone (a sub-network from the block input, which also
+    feeds the identity) s**2, the maximum for s > 1."""
     g = graphs.multi_branch((0, 1, 2), blocks=4)
     assert graphs.max_subnetwork_value(g, lambda n, y: s * y, 1) == s * ((1 + s + s**2) / 3) ** 4
     assert graphs.max_subnetwork_value(g, lambda n, y: k + y, 0) == 5 * k
     cat = graphs.multi_branch((0, 2), combine="concat", channels=(32, 96), head_activation=False)
     assert graphs.edge_channels(cat, "b0/join") == {"stem/linear": 32, "b0/br1/linear2": 96}
-    assert sympy.expand(graphs.max_subnetwork_value(cat, lambda n, y: s * y, 1)
-                        - (sympy.Rational(1, 4) + sympy.Rational(3, 4) * s**2)) == 0
+    assert graphs.max_subnetwork_value(cat, lambda n, y: s * y, 1) == s**2
+    whole = graphs.subnetwork_value(cat, lambda n, y: s * y, 1, "input", "output")
+    assert sympy.expand(whole - (sympy.Rational(1, 4) + sympy.Rational(3, 4) * s**2)) == 0
 
 
 def test_register_kind_is_the_one_place_to_add_a_kind():

@@ -271,6 +271,31 @@ def test_resnet_slope_makes_walker_maximum_equal_zeta():
     assert all(abs(lay.residuals["c_slope"]) < 1e-12 for lay in net.layers)
 
 
+@pytest.mark.parametrize("blocks, projection", [((1,), False), ((2, 1), None), ((1, 2), False)])
+def test_resnet_dks_max_over_enumerated_subnetworks_is_zeta(blocks, projection):
+    """The network's maximal C'(1) over its sub-networks -- enumerated pair by pair in
+    tests/_reference.py, residual branches from their block input included -- equals zeta."""
+    import graphs
+    from _reference import subnetworks
+    g = graphs.resnet(blocks=blocks, projection=projection, shortcut_weight=0.95, activation="tanh")
+    net = shape("tanh", g, method="dks", zeta=1.5)
+    slope = float(net.layers[0].targets["c_slope"])
+    best = max(value for _, _, value in subnetworks(g, lambda node, y: slope * y, 1.0))
+    assert best == pytest.approx(1.5, rel=1e-12)
+
+
+def test_resnet_branch_sets_the_targets_when_it_beats_the_whole_network():
+    """One identity-shortcut block, shortcut weight 0.95 (a = 1 - w**2 = 0.0975), by hand: the
+    residual branch alone has C'(1) = s**3 and C''(1) = 3k (all slopes 1), the whole network
+    s * (1 - a + a s**3) and k + 3 a k, so the branch binds: s = 1.5**(1/3), k = 0.3 / 3."""
+    import graphs
+    g = graphs.resnet(blocks=(1,), projection=False, shortcut_weight=0.95, activation="tanh")
+    dks = shape("tanh", g, method="dks", zeta=1.5)
+    assert dks.layers[0].targets["c_slope"] == sympy.Rational(3, 2) ** sympy.Rational(1, 3)
+    tat = shape("tanh", g, method="tat", tau=0.3)
+    assert tat.layers[0].targets["c_curvature"] == sympy.Rational(1, 10)
+
+
 def test_mixed_activations_and_node_targets(walker):
     g = walker.mlp(4)
     nodes = [n for n in nx.topological_sort(g) if g.nodes[n]["kind"] == "activation"]

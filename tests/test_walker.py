@@ -11,6 +11,7 @@ import pytest
 import sympy
 
 import graphs
+from _reference import subnetworks as brute_force_subnetworks
 from symact.errors import InvalidGraphError
 
 s, k = sympy.symbols("s k", positive=True)
@@ -94,6 +95,88 @@ def test_dominated_subnetworks_include_the_truncated_last_branch():
     best = graphs.max_subnetwork(g, lambda node, y: k + y, 0, subnetworks="dominated")
     assert best.value == sympy.Rational(6588, 100) * k
     assert best.target == "s4b2/linear_c"
+
+
+# --------------------------------------------------------------------------- residual branches
+
+W95 = sympy.Rational(19, 20)  # shortcut weight 0.95: w**2 = 361/400, residual 1 - w**2 = 39/400
+
+
+@pytest.mark.parametrize("method", ["dominators", "all_pairs"])
+def test_residual_branch_alone_is_a_subnetwork(method):
+    """One V2 bottleneck block with an identity shortcut (projection=False), by hand:
+
+    * whole network: s * (w**2 + (1 - w**2) s**3) (the head activation multiplies by s);
+    * the residual branch alone, from the block input: s**3 -- its shortcut leaves the block
+      input, which is the sub-network's input, not an interior node, so it is a sub-network
+      (the DKS/TAT reference takes max(network(x), res_fn(x)) for ResNets);
+    * everything else is smaller for s > 1 (s**2, s, w**2 + (1 - w**2) s**3, ...).
+
+    with a = 1 - w**2, s**3 - s (1 - a + a s**3) = s (s - 1) ((s + 1) - a (s**2 + s + 1)) > 0 for
+    1 < s < 10.17: at every default sample point the branch wins, so the maximum is exactly s**3;
+    for curvatures (from 0, r = k + y) the branch gives 3k against k + 3 a k.
+    """
+    g = graphs.resnet(blocks=(1,), projection=False, shortcut_weight=W95)
+    best = graphs.max_subnetwork(g, lambda node, y: s * y, 1, method=method)
+    assert best.value == s**3
+    assert (best.source, best.target) == ("stem/pool", "s1b0/linear_c")
+    whole = s * (W95**2 + (1 - W95**2) * s**3)
+    for value in (sympy.Rational(6, 5), 2, 5):
+        assert best(value) == max(value**3, whole.subs(s, value)) == value**3
+    assert graphs.max_subnetwork_value(g, lambda node, y: k + y, 0, method=method) == 3 * k
+    # float rule: the reported example, slope 1.2 -> 1.728, not the whole network's 1.285
+    assert graphs.max_subnetwork_value(g, lambda node, y: 1.2 * y, 1.0, method=method) == pytest.approx(1.2**3)
+    # the old reading (v must post-dominate u) missed it; "dominated" counts it as well
+    assert graphs.max_subnetwork_value(g, lambda node, y: k + y, 0, subnetworks="dominated") == 3 * k
+
+
+def test_shared_pre_activation_branch_is_not_a_subnetwork():
+    """With a projection shortcut a V2 block feeds its pre-activation act_a to both the
+    projection and the branch, so from the block input the branch's interior has a second exit
+    (act_a -> proj): not a sub-network.  The branch from act_a is (s**2), and the whole network
+    s * (w**2 s + (1 - w**2) s**3) >= s**2 for s >= 1 wins."""
+    g = graphs.resnet(blocks=(1,), shortcut_weight=W95)
+    best = graphs.max_subnetwork(g, lambda node, y: s * y, 1)
+    assert sympy.expand(best.value - s * (W95**2 * s + (1 - W95**2) * s**3)) == 0
+    assert (best.source, best.target) == ("input", "output")
+    pairs = {(u, v) for u, v, _ in brute_force_subnetworks(g, lambda n, y: 2 * y, 1)}
+    assert ("stem/pool", "s1b0/linear_c") not in pairs
+    assert ("s1b0/act_a", "s1b0/linear_c") in pairs and ("input", "output") in pairs
+
+
+def test_truncated_network_at_a_branch_end_is_not_a_subnetwork():
+    """Two identity-shortcut blocks: input -> end of the 2nd branch has the 1st block's sum in its
+    interior, whose shortcut bypasses the branch end, so it is excluded; the 2nd branch from its
+    block input (s**3) is included.  'dominated' counts the truncated network too:
+    (w**2 + (1 - w**2) s**3) * s**3 > s**3 for s > 1."""
+    g = graphs.resnet(blocks=(2,), projection=False, shortcut_weight=W95)
+    pairs = {(u, v) for u, v, _ in brute_force_subnetworks(g, lambda n, y: 2 * y, 1)}
+    assert ("input", "s1b1/linear_c") not in pairs
+    assert ("s1b0/sum", "s1b1/linear_c") in pairs
+    rule = lambda node, y: sympy.Rational(6, 5) * y  # noqa: E731
+    block = W95**2 + (1 - W95**2) * sympy.Rational(6, 5) ** 3
+    assert graphs.max_subnetwork_value(g, rule, 1) == max(sympy.Rational(6, 5) ** 3,
+                                                          sympy.Rational(6, 5) * block**2)
+    dominated = graphs.max_subnetwork(g, rule, 1, subnetworks="dominated")
+    assert dominated.value == block * sympy.Rational(6, 5) ** 3
+    assert (dominated.source, dominated.target) == ("input", "s1b1/linear_c")
+
+
+def test_maximiser_is_admissible_and_per_exit_maxima_match_brute_force():
+    """On random DAGs the reported (source, target) is one of the enumerated sub-networks and
+    its value is the enumerated maximum."""
+    rng = random.Random(5)
+    for trial in range(40):
+        g = random_network(rng, max_nodes=rng.choice([12, 20]))
+        acts = [n for n in g if g.nodes[n]["kind"] == "activation"]
+        slopes = {n: rng.uniform(0.5, 1.6) for n in acts}
+        rule = lambda n, y: slopes[n] * y  # noqa: E731
+        subnets = {(u, v): val for u, v, val in brute_force_subnetworks(g, rule, 1.0)}
+        for method in ("dominators", "all_pairs"):
+            best = graphs.max_subnetwork(g, rule, 1.0, method=method)
+            assert (best.source, best.target) in subnets, (trial, method)
+            assert best.value == pytest.approx(subnets[best.source, best.target], rel=1e-13)
+            assert best.value == pytest.approx(max(subnets.values()), rel=1e-13)
 
 
 def test_resnet_v1_curvature_matches_hand_count():
@@ -259,40 +342,10 @@ def test_random_dags_walker_derivatives_match_finite_differences():
 
 
 def brute_force_max(g, rule, start, single_exit):
-    """Maximum over every pair (u, v), u != v, with u dominating v (and v post-dominating u when
-    single_exit), each sub-network evaluated separately from the definitions."""
-    source = next(n for n in g if g.nodes[n]["kind"] == "input")
-    sink = next(n for n in g if g.nodes[n]["kind"] == "output")
-    best = None
-    for u in g:
-        for v in nx.descendants(g, u):
-            h = g.copy()
-            h.remove_node(u)
-            if u != source and nx.has_path(h, source, v):
-                continue  # u does not dominate v
-            if single_exit:
-                h = g.copy()
-                h.remove_node(v)
-                if v != sink and nx.has_path(h, u, sink):
-                    continue  # v does not post-dominate u
-            inside = (nx.descendants(g, u) & nx.ancestors(g, v)) | {v}
-            values = {u: start}
-            for w in nx.topological_sort(g.subgraph(inside | {u})):
-                if w == u:
-                    continue
-                preds = list(g.predecessors(w))
-                kind = g.nodes[w]["kind"]
-                if kind == "activation":
-                    values[w] = rule(w, values[preds[0]])
-                elif kind == "weighted_sum":
-                    values[w] = sum(g.edges[p, w]["weight"] ** 2 * values[p] for p in preds)
-                elif kind == "concat":
-                    n_total = sum(g.edges[p, w]["channels"] for p in preds)
-                    values[w] = sum(g.edges[p, w]["channels"] * values[p] for p in preds) / n_total
-                else:
-                    values[w] = values[preds[0]]
-            best = values[v] if best is None else max(best, values[v])
-    return best
+    """Maximum over every pair (u, v), u != v, with u dominating v (and, when single_exit, every
+    interior node of S(u, v) -- on a u-to-v path, neither u nor v -- having all its successors
+    on u-to-v paths), each sub-network evaluated separately from the definitions."""
+    return max(value for _, _, value in brute_force_subnetworks(g, rule, start, single_exit))
 
 
 @pytest.mark.parametrize("single_exit", [True, False])
