@@ -65,6 +65,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
+import mpmath
 import networkx as nx
 import sympy
 
@@ -477,6 +478,107 @@ def _substituted(rule: ActivationRule, point: Mapping[sympy.Symbol, Any]) -> Act
     return rule_at_point
 
 
+#: Working digits (at least; ``mpmath.mp.dps + 20`` if more) of the floating-point runs at the
+#: sample points, and the relative gap below which two values there count as a tie.
+SAMPLE_DIGITS = 50
+
+
+def _tie_tolerance(digits: int) -> Any:
+    return mpmath.mpf(10) ** -(digits // 2)
+
+
+def _tolerant_greater(tol: Any) -> Callable[[Any, Any], bool]:
+    """``a > b`` by more than ``tol`` relative: rounding noise between values that are equal in
+    exact arithmetic reads as a tie, which the programme breaks as it does exact ties."""
+    def greater(a: Any, b: Any) -> bool:
+        return a > b and a - b > tol * max(abs(a), abs(b))
+    return greater
+
+
+class _NotNumeric(Exception):
+    """The floating-point run at the sample points does not apply; use exact arithmetic."""
+
+
+def _float_sample_maxima(g: nx.DiGraph, dom: _Dominance, activation_rule: ActivationRule, start_value: Any,
+                         quantity: str, parameters: tuple[sympy.Symbol, ...],
+                         sample_points: Sequence[Mapping[sympy.Symbol, Any]], solve: Callable[..., Any],
+                         digits: int) -> list[tuple[Any, Hashable, Hashable, int]]:
+    """The maximum at each sample point, in mpmath at ``digits`` digits (call inside workdps).
+
+    Exact rationals at the sample points grow by a few digits per layer, which made the symbolic
+    maximum quadratic in the depth.  Here each activation rule is asked once for its SymPy
+    expression in a dummy input ``y``, every distinct expression is compiled once
+    (``sympy.lambdify`` to mpmath), and the programme runs on mpmath numbers: linear in the size
+    of the graph.  Raises ``_NotNumeric`` when a rule does not give a SymPy expression of ``y``
+    and the parameters, a weight holds a free symbol, or a point misses a parameter.
+    """
+    y = sympy.Dummy("y")
+    allowed = {y, *parameters}
+    compiled: dict[sympy.Expr, Callable[..., Any]] = {}
+    node_fns: dict[Hashable, Callable[..., Any]] = {}
+    for node in dom.order:
+        if g.nodes[node]["kind"] != "activation":
+            continue
+        try:
+            expr = sympy.sympify(activation_rule(node, y))
+        except Exception as exc:  # e.g. `if y > 0` on a symbol
+            raise _NotNumeric(f"rule at {node!r}: {exc}") from exc
+        if not isinstance(expr, sympy.Expr) or not expr.free_symbols <= allowed:
+            raise _NotNumeric(f"rule at {node!r} gives {expr!r}")
+        fn = compiled.get(expr)
+        if fn is None:
+            fn = compiled[expr] = sympy.lambdify((y, *parameters), expr, modules="mpmath")
+        node_fns[node] = fn
+
+    def to_mpf(value: Any) -> Any:
+        value = sympy.sympify(value)
+        try:
+            number = mpmath.mpmathify(sympy.N(value, digits + 5))
+        except (TypeError, ValueError) as exc:
+            raise _NotNumeric(f"{value} is not a number") from exc
+        if not isinstance(number, mpmath.mpf):
+            raise _NotNumeric(f"{value} is not real")
+        return number
+
+    graph = g
+    sympy_weights = [(a, b, w) for a, b, w in g.edges(data="weight") if isinstance(w, sympy.Basic)]
+    if sympy_weights:
+        graph = g.copy()
+        for a, b, w in sympy_weights:
+            if w.free_symbols:
+                raise _NotNumeric(f"weight {w} on {a!r} -> {b!r} is symbolic")
+            graph.edges[a, b]["weight"] = to_mpf(w)
+
+    greater = _tolerant_greater(_tie_tolerance(digits))
+    results = []
+    for point in sample_points:
+        if set(parameters) - set(point):
+            raise _NotNumeric("a sample point misses a parameter")
+        args = tuple(to_mpf(point[p]) for p in parameters)
+        start = to_mpf(start_value.xreplace(point) if isinstance(start_value, sympy.Basic) else start_value)
+        rule = lambda node, value, args=args: node_fns[node](value, *args)  # noqa: E731
+        try:
+            results.append(solve(dom, PropagationContext(graph, rule, quantity), start, greater))
+        except Exception as exc:  # e.g. a function mpmath lacks, a complex value: go exact
+            raise _NotNumeric(f"floating-point run failed: {exc!r}") from exc
+    return results
+
+
+def _attains(expr: Any, point: Mapping[sympy.Symbol, Any], best: Any, digits: int) -> bool:
+    """``expr`` at ``point`` equals the floating-point maximum ``best`` there: to the tie
+    tolerance, or to 1e-12 relative when ``expr`` holds floats (as ``_close`` compares)."""
+    expr = sympy.sympify(expr)
+    value = sympy.N(expr.xreplace({p: sympy.Float(v, digits + 5) for p, v in point.items()}), digits)
+    if not value.is_number or value.free_symbols:
+        return False
+    try:
+        value = mpmath.mpmathify(value)
+    except (TypeError, ValueError):
+        return False
+    tol = mpmath.mpf(10) ** -12 if expr.has(sympy.Float) else _tie_tolerance(digits)
+    return abs(value - best) <= tol * max(abs(value), abs(best))
+
+
 def _close(a: Any, b: Any) -> bool:
     if isinstance(a, sympy.Basic) and isinstance(b, sympy.Basic) and not (a.has(sympy.Float) or b.has(sympy.Float)):
         return sympy.simplify(a - b) == 0
@@ -508,7 +610,7 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
     dom = _Dominance(g)
     single_exit = subnetworks == "single_exit"
     method_fn = _METHODS[method]
-    solve = lambda d, ctx, start: method_fn(d, ctx, start, single_exit)  # noqa: E731
+    solve = lambda d, ctx, start, greater=_greater: method_fn(d, ctx, start, single_exit, greater)  # noqa: E731
 
     # Probe each activation rule once to find the free parameters of a symbolic rule.
     symbols = _free_symbols(start_value)
@@ -541,14 +643,22 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
         sample_points = [{p: base + sympy.Rational(i, 997) for i, p in enumerate(parameters)}
                          for base in DEFAULT_SAMPLE_VALUES]
     sample_points = tuple(dict(pt) for pt in sample_points)
-    results = [numeric_max(pt) for pt in sample_points]
+    digits = max(SAMPLE_DIGITS, mpmath.mp.dps + 20)
+    try:
+        with mpmath.workdps(digits):
+            results = _float_sample_maxima(g, dom, activation_rule, start_value, quantity, parameters,
+                                           sample_points, solve, digits)
+        close = lambda value, pt, best: _attains(value, pt, best, digits)  # noqa: E731
+    except _NotNumeric:
+        results = [numeric_max(pt) for pt in sample_points]
+        close = lambda value, pt, best: _close(sympy.sympify(value).xreplace(pt), sympy.sympify(best))  # noqa: E731
     _, u, v, _ = results[0]
+    # The expression once, over the maximiser only.
     ctx = PropagationContext(g, activation_rule, quantity)
     values = {u: start_value}
     _evaluate(ctx, dom.between(u, [v]), values)
     expr = values[v]
-    attained = all(_close(sympy.sympify(expr).xreplace(pt), sympy.sympify(best))
-                   for pt, (best, *_rest) in zip(sample_points, results))
+    attained = all(close(expr, pt, best) for pt, (best, *_rest) in zip(sample_points, results))
     return SubnetworkMaximum(expr if attained else None, u, v, parameters, sample_points, function)
 
 

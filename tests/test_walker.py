@@ -382,3 +382,106 @@ def test_dag_dominator_pass_agrees_with_networkx():
         ours = _dag_idoms(rev, {n: i for i, n in enumerate(rev)}, g.succ)
         theirs = nx.immediate_dominators(g.reverse(), rev[0])
         assert {n: d for n, d in ours.items() if n != rev[0]} == {n: d for n, d in theirs.items() if n != rev[0]}
+
+
+# --------------------------------------------------------------------------- symbolic maxima at sample points
+
+t = sympy.Symbol("t", positive=True)
+
+
+def exact_symbolic_reference(g, rule, start, points, **kwargs):
+    """(source, target, expression or None) of the symbolic maximum, with exact arithmetic: at
+    each sample point the rule with the point substituted has no free symbols, so the walker
+    compares exact numbers; the expression of the maximiser at the first point is composed by
+    subnetwork_value and must equal the exact maximum at every point."""
+    per_point = [graphs.max_subnetwork(g, lambda n, y, pt=pt: sympy.sympify(rule(n, y)).xreplace(pt),
+                                       sympy.sympify(start).xreplace(pt), **kwargs) for pt in points]
+    u, v = per_point[0].source, per_point[0].target
+    expr = graphs.subnetwork_value(g, rule, start, u, v)
+    attained = all(sympy.simplify(sympy.sympify(expr).xreplace(pt) - best.value) == 0
+                   for pt, best in zip(points, per_point))
+    return u, v, (expr if attained else None)
+
+
+def exact_weights(g, rng):
+    """The same network with exact weights sqrt(a_i / sum a_j) (a_i random integers)."""
+    g = g.copy()
+    for node in g:
+        if g.nodes[node]["kind"] == "weighted_sum":
+            preds = list(g.predecessors(node))
+            raw = [rng.randint(1, 9) for _ in preds]
+            for p, a in zip(preds, raw):
+                g.edges[p, node]["weight"] = sympy.sqrt(sympy.Rational(a, sum(raw)))
+    graphs.validate(g)
+    return g
+
+
+def default_points(parameters):
+    return [{p: base + sympy.Rational(i, 997) for i, p in enumerate(parameters)}
+            for base in graphs.DEFAULT_SAMPLE_VALUES]
+
+
+def test_symbolic_maximum_matches_exact_arithmetic_at_the_sample_points():
+    """The sample points are evaluated in floating point (exact rationals grow with the depth);
+    the maximiser and expression must be those of exact arithmetic."""
+    rng = random.Random(17)
+    cases = [(graphs.mlp(7), {}), (graphs.resnet(blocks=(2, 1), shortcut_weight=W), {}),
+             (graphs.resnet(blocks=(1, 2), projection=False, shortcut_weight=W95), {}),
+             (graphs.multi_branch((0, 1, 2), blocks=3), {}),
+             (graphs.resnet(blocks=(2, 1), shortcut_weight=W), {"subnetworks": "dominated"}),
+             (graphs.resnet(blocks=(1, 1), shortcut_weight=W95, projection=False), {"method": "all_pairs"})]
+    cases += [(exact_weights(random_network(rng, max_nodes=rng.choice([12, 25])), rng), {}) for _ in range(24)]
+    symbolic_cases = 0
+    for trial, (g, kwargs) in enumerate(cases):
+        acts = [n for n in g if g.nodes[n]["kind"] == "activation"]
+        coeff = {n: sympy.Rational(rng.randint(5, 15), 10) for n in acts}
+        half = {n: i % 2 for i, n in enumerate(acts)}
+        rules = [
+            (lambda n, y: coeff[n] * s * y, sympy.Integer(1), (s,)),
+            (lambda n, y: (s if half[n] else t) * y, sympy.Integer(1), (s, t)),
+            (lambda n, y: coeff[n] * k + y, sympy.Integer(0), (k,)),
+            (lambda n, y: coeff[n] * sympy.sinh(s * y) / sympy.sinh(s), sympy.Rational(1, 3), (s,)),
+        ]
+        if trial >= 10 or kwargs:
+            rules.pop()  # composed sinh maps: the exact reference compares them slowly
+        for rule, start, params in rules:
+            best = graphs.max_subnetwork(g, rule, start, **kwargs)
+            if not best.parameters:  # no activation node: a plain number
+                continue
+            symbolic_cases += 1
+            u, v, expr = exact_symbolic_reference(g, rule, start, default_points(best.parameters), **kwargs)
+            assert (best.source, best.target) == (u, v), trial
+            assert best.value == expr, trial
+    assert symbolic_cases > 70
+
+
+def test_symbolic_maximum_uses_floating_point_at_the_sample_points(monkeypatch):
+    """The exact per-point run (_substituted rules) is the fallback only: a deep MLP's and a
+    ResNet's symbolic maxima never build it, and come out as before."""
+    import graphs.walker as walker
+
+    def exact_run(*args, **kwargs):
+        raise AssertionError("exact arithmetic at the sample points")
+
+    monkeypatch.setattr(walker, "_substituted", exact_run)
+    best = graphs.max_subnetwork(graphs.mlp(1500), lambda node, y: s * y, 1)
+    assert (best.value, best.source, best.target) == (s**1500, "input", "output")
+    assert graphs.max_subnetwork_value(graphs.mlp(1500), lambda node, y: k + y, 0) == 1500 * k
+    g = graphs.resnet(blocks=(1,), projection=False, shortcut_weight=W95)
+    assert graphs.max_subnetwork_value(g, lambda node, y: s * y, 1) == s**3
+
+
+def test_rules_that_reject_a_bare_symbol_fall_back_to_exact_arithmetic():
+    """A rule that cannot be asked for its expression in a bare symbol y is not compiled; the
+    sample points are then run exactly, with the same result."""
+    g = graphs.resnet(blocks=(1, 1), shortcut_weight=W95, projection=False)
+
+    def rule(node, y):
+        if isinstance(y, sympy.Dummy):
+            raise TypeError("needs the propagated value")
+        return s * y
+
+    best = graphs.max_subnetwork(g, rule, 1)
+    u, v, expr = exact_symbolic_reference(g, rule, 1, default_points((s,)))
+    assert (best.source, best.target, best.value) == (u, v, expr)
+    assert best.value is not None
