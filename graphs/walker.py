@@ -71,7 +71,7 @@ import sympy
 
 from symact.errors import InvalidGraphError
 
-from .graph import KINDS, PropagationContext, input_node, output_node, validate
+from .graph import KINDS, PropagationContext, _pass_single, input_node, output_node, validate
 
 __all__ = [
     "propagate",
@@ -499,23 +499,13 @@ class _NotNumeric(Exception):
     """The floating-point run at the sample points does not apply; use exact arithmetic."""
 
 
-def _float_sample_maxima(g: nx.DiGraph, dom: _Dominance, activation_rule: ActivationRule, start_value: Any,
-                         quantity: str, parameters: tuple[sympy.Symbol, ...],
-                         sample_points: Sequence[Mapping[sympy.Symbol, Any]], solve: Callable[..., Any],
-                         digits: int) -> list[tuple[Any, Hashable, Hashable, int]]:
-    """The maximum at each sample point, in mpmath at ``digits`` digits (call inside workdps).
-
-    Exact rationals at the sample points grow by a few digits per layer, which made the symbolic
-    maximum quadratic in the depth.  Here each activation rule is asked once for its SymPy
-    expression in a dummy input ``y``, every distinct expression is compiled once
-    (``sympy.lambdify`` to mpmath), and the programme runs on mpmath numbers: linear in the size
-    of the graph.  Raises ``_NotNumeric`` when a rule does not give a SymPy expression of ``y``
-    and the parameters, a weight holds a free symbol, or a point misses a parameter.
-    """
+def _probe_rules(g: nx.DiGraph, dom: _Dominance, activation_rule: ActivationRule,
+                 parameters: tuple[sympy.Symbol, ...]) -> tuple[sympy.Dummy, dict[Hashable, sympy.Expr]]:
+    """``(y, {activation node: rule(node, y)})`` for a dummy input ``y``; raises ``_NotNumeric``
+    when a rule does not give a SymPy expression of ``y`` and the parameters."""
     y = sympy.Dummy("y")
     allowed = {y, *parameters}
-    compiled: dict[sympy.Expr, Callable[..., Any]] = {}
-    node_fns: dict[Hashable, Callable[..., Any]] = {}
+    exprs: dict[Hashable, sympy.Expr] = {}
     for node in dom.order:
         if g.nodes[node]["kind"] != "activation":
             continue
@@ -525,6 +515,27 @@ def _float_sample_maxima(g: nx.DiGraph, dom: _Dominance, activation_rule: Activa
             raise _NotNumeric(f"rule at {node!r}: {exc}") from exc
         if not isinstance(expr, sympy.Expr) or not expr.free_symbols <= allowed:
             raise _NotNumeric(f"rule at {node!r} gives {expr!r}")
+        exprs[node] = expr
+    return y, exprs
+
+
+def _float_sample_maxima(g: nx.DiGraph, dom: _Dominance, probe: tuple[sympy.Dummy, dict[Hashable, sympy.Expr]],
+                         start_value: Any, quantity: str, parameters: tuple[sympy.Symbol, ...],
+                         sample_points: Sequence[Mapping[sympy.Symbol, Any]], solve: Callable[..., Any],
+                         digits: int) -> list[tuple[Any, Hashable, Hashable, int]]:
+    """The maximum at each sample point, in mpmath at ``digits`` digits (call inside workdps).
+
+    Exact rationals at the sample points grow by a few digits per layer, which made the symbolic
+    maximum quadratic in the depth.  Here each activation rule's expression in a dummy input
+    ``y`` (``probe``, from ``_probe_rules``) is compiled once per distinct expression
+    (``sympy.lambdify`` to mpmath), and the programme runs on mpmath numbers: linear in the size
+    of the graph.  Raises ``_NotNumeric`` when a weight holds a free symbol, a point misses a
+    parameter, or the run fails (e.g. a function mpmath lacks).
+    """
+    y, exprs = probe
+    compiled: dict[sympy.Expr, Callable[..., Any]] = {}
+    node_fns: dict[Hashable, Callable[..., Any]] = {}
+    for node, expr in exprs.items():
         fn = compiled.get(expr)
         if fn is None:
             fn = compiled[expr] = sympy.lambdify((y, *parameters), expr, modules="mpmath")
@@ -562,6 +573,73 @@ def _float_sample_maxima(g: nx.DiGraph, dom: _Dominance, activation_rule: Activa
         except Exception as exc:  # e.g. a function mpmath lacks, a complex value: go exact
             raise _NotNumeric(f"floating-point run failed: {exc!r}") from exc
     return results
+
+
+def _run_forms(activation_rule: ActivationRule, probe: tuple[sympy.Dummy, dict[Hashable, sympy.Expr]],
+               nodes: Iterable[Hashable]) -> dict[Hashable, tuple[str, sympy.Expr]]:
+    """``{activation node: ("mul", c) or ("add", c)}`` for the nodes whose rule is ``y -> c*y``
+    (``c`` not an Add) or ``y -> y + c``, with ``c`` free of ``y`` and of floats, and which does
+    the same to a compound input (``c*(a + b)``, ``(a + b) + c``; a rule that, say, expands its
+    result does not): runs of such nodes can be composed in one step (``_compose``)."""
+    y, exprs = probe
+    a, b = sympy.Dummy("a"), sympy.Dummy("b")
+    z = a + b
+    forms: dict[Hashable, tuple[str, sympy.Expr]] = {}
+    for node in nodes:
+        expr = exprs.get(node)
+        if expr is None or expr.has(sympy.Float):
+            continue
+        c, rest = expr.as_independent(y, as_Add=False)
+        if rest == y and not c.is_Add and c != 0:
+            form = ("mul", c)
+        else:
+            c, rest = expr.as_independent(y, as_Add=True)
+            if rest != y:
+                continue
+            form = ("add", c)
+        try:
+            same = sympy.sympify(activation_rule(node, z)) == (c * z if form[0] == "mul" else z + c)
+        except Exception:  # pragma: no cover - the rule took y, so it should take a + b
+            same = False
+        if same:
+            forms[node] = form
+    return forms
+
+
+def _compose(ctx: PropagationContext, dom: _Dominance, u: Hashable, v: Hashable, start: Any,
+             forms: Mapping[Hashable, tuple[str, sympy.Expr]]) -> Any:
+    """``S(u, v)`` symbolically, as ``_evaluate`` over ``between(u, [v])`` gives it, but a run of
+    activations applying the same ``y -> c*y`` (or ``y -> y + c``), with only single-input
+    pass-through nodes (linear, pool, ...) between them, is composed in one step as
+    ``x * c**n`` (``x + n*c``): the same SymPy expression (products and sums of one factor
+    collect the same way), without building the ``n - 1`` intermediate ones -- building
+    ``s**k`` node by node was most of the time of a deep MLP's symbolic maximum."""
+    g = ctx.graph
+    values: dict[Hashable, Any] = {u: start}
+    pending: dict[Hashable, tuple[Any, str, sympy.Expr, int]] = {}  # node -> (x, form, c, n)
+
+    def value_of(node: Hashable) -> Any:
+        if node not in values:
+            x, form, c, n = pending[node]
+            values[node] = x * c**n if form == "mul" else x + n * c
+        return values[node]
+
+    for node in dom.between(u, [v]):
+        kind = KINDS[g.nodes[node]["kind"]]
+        preds = list(g.predecessors(node))
+        if kind.rule is _pass_single and len(preds) == 1 and preds[0] in pending:
+            pending[node] = pending[preds[0]]
+            continue
+        form = forms.get(node)
+        if form is not None:
+            prev = pending.get(preds[0])
+            if prev is not None and prev[1:3] == form:
+                pending[node] = (prev[0], form[0], form[1], prev[3] + 1)
+            else:
+                pending[node] = (value_of(preds[0]), form[0], form[1], 1)
+            continue
+        values[node] = kind.rule(ctx, node, [(p, value_of(p)) for p in preds])
+    return value_of(v)
 
 
 def _attains(expr: Any, point: Mapping[sympy.Symbol, Any], best: Any, digits: int) -> bool:
@@ -644,9 +722,11 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
                          for base in DEFAULT_SAMPLE_VALUES]
     sample_points = tuple(dict(pt) for pt in sample_points)
     digits = max(SAMPLE_DIGITS, mpmath.mp.dps + 20)
+    probe = None
     try:
+        probe = _probe_rules(g, dom, activation_rule, parameters)
         with mpmath.workdps(digits):
-            results = _float_sample_maxima(g, dom, activation_rule, start_value, quantity, parameters,
+            results = _float_sample_maxima(g, dom, probe, start_value, quantity, parameters,
                                            sample_points, solve, digits)
         close = lambda value, pt, best: _attains(value, pt, best, digits)  # noqa: E731
     except _NotNumeric:
@@ -655,9 +735,8 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
     _, u, v, _ = results[0]
     # The expression once, over the maximiser only.
     ctx = PropagationContext(g, activation_rule, quantity)
-    values = {u: start_value}
-    _evaluate(ctx, dom.between(u, [v]), values)
-    expr = values[v]
+    runs = _run_forms(activation_rule, probe, dom.between(u, [v])) if probe is not None else {}
+    expr = _compose(ctx, dom, u, v, start_value, runs)
     attained = all(close(expr, pt, best) for pt, (best, *_rest) in zip(sample_points, results))
     return SubnetworkMaximum(expr if attained else None, u, v, parameters, sample_points, function)
 

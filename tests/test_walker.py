@@ -485,3 +485,56 @@ def test_rules_that_reject_a_bare_symbol_fall_back_to_exact_arithmetic():
     u, v, expr = exact_symbolic_reference(g, rule, 1, default_points((s,)))
     assert (best.source, best.target, best.value) == (u, v, expr)
     assert best.value is not None
+
+
+def test_composed_runs_give_the_same_expression_as_node_by_node():
+    """Runs of y -> c*y (y -> y + c) activations are composed in one step; the SymPy expression
+    must be identical (==, not merely equal in value) to propagating node by node
+    (subnetwork_value), for all sub-networks of random DAGs and rules mixing symbols, numbers,
+    surds, compound factors, sums, floats and rules that rewrite their input."""
+    import graphs.walker as walker
+
+    rng = random.Random(23)
+    factors = [s, 2 * s, sympy.Rational(1, 2), 2, sympy.sqrt(2), s * t, s**2, s + 1, sympy.sinh(s)]
+    terms = [k, 2 * k, 1, k + t, sympy.Rational(3, 2) * k]
+    starts = [sympy.Integer(1), sympy.Integer(0), 2, sympy.Rational(1, 3), 1.0, s + 1, k]
+    checked = 0
+    nets = [graphs.mlp(6), graphs.resnet(blocks=(2, 1), shortcut_weight=W),
+            graphs.multi_branch((0, 1, 3), blocks=2)]
+    for trial in range(60):
+        g = nets[trial] if trial < len(nets) else random_network(rng, max_nodes=rng.choice([12, 25]))
+        if trial % 2:
+            g = exact_weights(g, rng)
+        acts = [n for n in g if g.nodes[n]["kind"] == "activation"]
+        pick = {n: (rng.choice(["mul", "mul", "add", "other", "expand", "float"]), rng.choice(factors),
+                    rng.choice(terms)) for n in acts}
+        if trial % 3 == 0:  # long uniform runs
+            same = (rng.choice(["mul", "add"]), rng.choice(factors), rng.choice(terms))
+            pick = {n: same for n in acts}
+
+        def rule(n, y):
+            form, c, d = pick[n]
+            if form == "mul":
+                return c * y
+            if form == "add":
+                return y + d
+            if form == "expand":
+                return sympy.expand(c * y)
+            if form == "float":
+                return 0.5 * c * y
+            return sympy.sinh(c * y) + d
+
+        params = (s, t, k)
+        probe = walker._probe_rules(g, walker._Dominance(g), rule, params)
+        dom = walker._Dominance(g)
+        ctx = graphs.graph.PropagationContext(g, rule, "c")
+        start = rng.choice(starts)
+        for u in g:
+            for v in nx.descendants(g, u):
+                if not dom.dominates(u, v):
+                    continue
+                forms = walker._run_forms(rule, probe, dom.between(u, [v]))
+                composed = walker._compose(ctx, dom, u, v, start, forms)
+                assert composed == graphs.subnetwork_value(g, rule, start, u, v), (trial, u, v)
+                checked += 1
+    assert checked > 1500
