@@ -45,10 +45,15 @@ chains and for networks built of bounded blocks (MLPs, ResNets, multi-branch blo
 correct for non-monotone rules too) and is the baseline.
 
 Values may be floats, mpmath numbers, or SymPy expressions.  For symbolic rules the maximiser is
-found by running the exact dynamic programme at sample parameter values (default: every free
-symbol at 1001/1000, 9/8, 3/2 and 2, plus i/997 for the i-th symbol, the DKS/TAT regime of
-per-layer slopes above 1 and positive curvatures); when one sub-network attains the maximum at
-every sample point its SymPy expression is returned, otherwise a callable.  Pass ``sample_points`` for other regimes.
+found by running the dynamic programme at sample parameter values (default: every free symbol at
+1001/1000, 9/8, 3/2 and 2, plus i/997 for the i-th symbol, the DKS/TAT regime of per-layer slopes
+above 1 and positive curvatures); when one sub-network attains the maximum at every sample point
+its SymPy expression is returned, otherwise a callable.  Pass ``sample_points`` for other regimes.
+The sample runs use mpmath at ``max(SAMPLE_DIGITS, mp.dps + 20)`` digits (exact rationals grow
+with the depth), each rule compiled once from its expression in a dummy input, and read
+differences below ``10**-(digits // 2)`` relative as ties, broken as exact ties are; a rule that
+cannot be compiled so is run in exact arithmetic.  The maximiser's expression is then built once,
+runs of identical ``y -> c*y`` or ``y -> y + c`` layers in one step, so the cost stays linear.
 
 >>> import sympy, graphs
 >>> s, k = sympy.symbols("s k", positive=True)
