@@ -230,11 +230,20 @@ def _mask_piecewise(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         symbols = [s for s in inputs if pw.has(s)]
         for value, cond, region in reversed(branches):
             safe_value = value
-            if len(symbols) == 1 and value.has(symbols[0]) and not _finite_everywhere(value):
+            if (len(symbols) == 1 and value.has(symbols[0]) and region.has(symbols[0])
+                    and not _finite_everywhere(value)):
                 symbol = symbols[0]
                 point = _interior_point(region, symbol)
                 if point is not None and region != S.true:
                     safe_value = value.xreplace({symbol: _Masked(symbol, region, point)})
+            elif len(region.free_symbols) == 1 and region != S.true and not _finite_everywhere(value):
+                # a region on one trainable parameter alone (softexponential's alpha < 0, alpha > 0):
+                # the branches not taken see the parameter at a point of their own region, or
+                # their 0/0 at alpha = 0 would reach the parameter's gradient as 0*NaN
+                (parameter,) = region.free_symbols
+                point = _interior_point(region, parameter)
+                if parameter not in inputs and point is not None and value.has(parameter):
+                    safe_value = value.xreplace({parameter: _Masked(parameter, region, point)})
             if result is None:
                 result = safe_value
             else:

@@ -900,6 +900,7 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
     if inputs is None:
         inputs = tuple(s for s in expr.free_symbols if s.name in ("x", "v"))
     inputs = tuple(inputs) or (symbol,)
+    expr = expr.replace(lambda e: isinstance(e, sympy.Piecewise), lambda e: _parameter_point_branches(e, inputs))
 
     def differentiated(form: sympy.Expr) -> sympy.Expr:
         raw = sympy.diff(form, symbol).replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
@@ -964,3 +965,60 @@ def _signed_branch_forms(value: sympy.Expr, condition, earlier: list, inputs) ->
     if signed is not None:
         forms.append(safe_form(sympy.factor(refined.xreplace({x: signed})), inputs))
     return forms
+
+
+#: Order of the Taylor polynomial that replaces a parameter-point branch (see below): its
+#: first and second derivatives in the parameter are those of the neighbouring branches.
+_POINT_BRANCH_ORDER = 3
+
+
+def _parameter_point_branches(pw: sympy.Piecewise, inputs: tuple) -> sympy.Piecewise:
+    """A branch ``(value, Eq(p, c))`` on a parameter ``p`` -> its neighbours' Taylor polynomial in p at c.
+
+    Such a branch (softexponential's ``(x, Eq(alpha, 0))``) removes a 0/0 from the formula at
+    one value of the parameter, but its value does not depend on ``p``: differentiated in
+    ``p`` it gives 0, where the true derivative is the limit of the neighbouring branches'
+    (softexponential: ``x**2/2 + 1``; a trainable alpha starting at 0 never moved).  The
+    value is replaced by the Taylor polynomial in ``p`` at ``c`` of the branches that hold
+    just below and just above ``c`` (order 3), equal to it at ``p = c`` (checked: otherwise the
+    Piecewise is left alone), so that its derivatives in ``p`` there are the neighbours'
+    limits.  Where the two sides' coefficients differ (softexponential is C^1 in alpha: its
+    second alpha-derivative at 0 is ``2*x**3/3 + 2*x`` from below, ``x**3/3`` from above) the
+    mean is used, the value a central difference sees.
+    """
+    pieces = list(pw.args)
+    changed = False
+    for i, (value, condition) in enumerate(pieces):
+        if not isinstance(condition, sympy.Eq):
+            continue
+        p, c = (condition.lhs, condition.rhs) if condition.lhs.is_Symbol else (condition.rhs, condition.lhs)
+        if not (p.is_Symbol and p not in inputs and c.is_number and c.is_real):
+            continue
+        step = sympy.Rational(1, 10**6)
+        sides = [_branch_at(pieces, {p: c + sign * step}) for sign in (-1, 1)]
+        if any(side is None or side == i for side in sides):
+            continue
+        try:
+            series = [sympy.expand(sympy.series(pieces[side][0], p, c, _POINT_BRANCH_ORDER + 1).removeO())
+                      for side in sides]
+        except (NotImplementedError, ValueError, TypeError, sympy.PoleError):
+            continue
+        if any(s.has(sympy.Order, sympy.log(p - c), S.ComplexInfinity, S.NaN) for s in series):
+            continue
+        mean = sympy.expand((series[0] + series[1]) / 2)
+        if sympy.simplify(mean.xreplace({p: c}) - value) != 0:
+            continue  # not the limit of its neighbours: a genuine special case, kept as it is
+        pieces[i] = (mean, condition)
+        changed = True
+    return sympy.Piecewise(*pieces) if changed else pw
+
+
+def _branch_at(pieces: list, point: dict) -> int | None:
+    """Index of the first branch whose condition holds at ``point`` (None if undecided)."""
+    for index, (_, condition) in enumerate(pieces):
+        truth = condition.xreplace(point) if condition not in (S.true, S.false) else condition
+        if truth == S.true:
+            return index
+        if truth != S.false:
+            return None
+    return None
