@@ -931,7 +931,7 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
     forms = [f.replace(lambda e: isinstance(e, sympy.Piecewise), branches) for f in forms]
     # a branch choice can collapse a Piecewise and expose a pattern of the safe form
     # (xatlu': x/(x**2 + 1) + the arctangent's tail), so the chosen form is made safe once more
-    return safe_form(best(*forms), inputs)
+    return _guard_zero_of_base(safe_form(best(*forms), inputs), inputs)
 
 
 def _signed_branch_forms(value: sympy.Expr, condition, earlier: list, inputs) -> list[sympy.Expr]:
@@ -1022,3 +1022,70 @@ def _branch_at(pieces: list, point: dict) -> int | None:
         if truth != S.false:
             return None
     return None
+
+
+def _guard_zero_of_base(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
+    """Piecewise((expr, Ne(x, 0)), (its value at 0, True)) where expr is 0*inf or 0/0 at x = 0.
+
+    SymPy differentiates ``|x|**d`` with a symbolic exponent (elephant's trainable ``d``) into
+    ``d*|x|**d*sign(x)/|x|`` and ``|x|**d*log|x|``: at x = 0 both are 0*inf (NaN in floats, for
+    the input's and the parameter's gradient alike) while their limits are 0 (``d > 0``).  The
+    value at 0 is found term by term (:func:`_term_at_zero`); where it cannot be, expr is left
+    as it is.  The printer evaluates the first branch at a masked input, so neither branch's
+    NaN reaches a gradient.
+    """
+    if len(inputs) != 1:
+        return expr
+    (x,) = inputs
+
+    def vanishes(base: sympy.Expr) -> bool:
+        return base.has(x) and base.xreplace({x: S.Zero}) == 0
+
+    hazard = any(
+        (isinstance(e, Pow) and not e.exp.is_number and vanishes(e.base))
+        or (isinstance(e, sympy.log) and vanishes(e.args[0]))
+        for e in sympy.preorder_traversal(expr)
+    )
+    if not hazard or isinstance(expr, sympy.Piecewise):
+        return expr
+    values = [_term_at_zero(term, x, vanishes) for term in Add.make_args(expr)]
+    if any(v is None for v in values):
+        return expr
+    return sympy.Piecewise((expr, sympy.Ne(x, 0)), (Add(*values), True))
+
+
+def _term_at_zero(term: sympy.Expr, x: sympy.Symbol, vanishes) -> sympy.Expr | None:
+    """The value at x = 0 of one product, or None where this simple rule cannot tell.
+
+    A factor ``sign(u)`` with u(0) = 0 makes it 0: the mean of its one-sided limits, PyTorch's
+    choice for |x|' at 0.  Otherwise a power ``b**e`` with b(0) = 0 and ``e > 0`` makes it 0 when
+    the other singular factors are logarithms of such bases (a power beats a logarithm); a
+    negative power of such a base, or a logarithm with no such power, gives up.
+    """
+    vanishing = blowing = logarithmic = False
+    regular = []
+    for factor in Mul.make_args(term):
+        if isinstance(factor, sympy.sign) and vanishes(factor.args[0]):
+            return S.Zero
+        base, exponent = factor.as_base_exp()
+        if vanishes(base):
+            if isinstance(base, sympy.log):
+                logarithmic = True
+            elif exponent.is_positive:
+                vanishing = True
+            else:
+                blowing = True
+        elif isinstance(factor, sympy.log) and vanishes(factor.args[0]):
+            logarithmic = True
+        else:
+            regular.append(factor)
+    if blowing:
+        return None
+    if vanishing:
+        return S.Zero
+    if logarithmic:
+        return None
+    value = Mul(*regular).xreplace({x: S.Zero})
+    if value.has(S.ComplexInfinity, S.NaN, S.Infinity, S.NegativeInfinity):
+        return None
+    return value
