@@ -338,7 +338,10 @@ def _finite_over_the_range(form, y, low: float, high: float) -> bool:
         probes = [float(info.tiny), 1e-30, 1e-10, 1e-3, 0.5, 1.0, 2.0, 1e3, 1e10, 1e30, float(info.max)]
         values = np.array([v for p in probes for v in (p, -p) if low < v < high], dtype=dtype)
         with np.errstate(all="ignore"):
-            result = np.asarray(function(values), dtype=dtype)
+            try:
+                result = np.asarray(function(values), dtype=dtype)
+            except NameError:  # the printer gave it a large-argument branch: not finite as it is
+                return False
         if not np.all(np.isfinite(result)):
             return False
     return True

@@ -34,6 +34,7 @@ preprocessing it applies (fused patterns, Piecewise masking, dropping
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -75,6 +76,20 @@ class _Select(sympy.Function):
     """_Select(cond, a, b) = a where cond else b (torch.where)."""
 
     nargs = 3
+
+
+class _SqrtSquarePlus(sympy.Function):
+    """_SqrtSquarePlus(u, c) = sqrt(u**2 + c) for a number c > 0, printed through torch.hypot: marked
+    before common subexpressions are taken out, which would otherwise name u**2 (bent_identity's
+    x**2/(sqrt(x**2 + 1) + 1) uses it twice) and leave sqrt(t + 1), overflowing with u**2."""
+
+    nargs = 2
+
+    def _eval_is_positive(self):
+        return True  # so that 1/(sqrt(u**2 + c) + 1) stays a power of a positive base (finite)
+
+    def _eval_is_real(self):
+        return True
 
 
 class _Masked(sympy.Function):
@@ -183,7 +198,7 @@ def _point_of_set(region_set: sympy.Set) -> sympy.Expr | None:
 
 _ALWAYS_FINITE = (sympy.sin, sympy.cos, sympy.tanh, sympy.atan, sympy.erf, sympy.erfc, Sigmoid,
                   NormalCdf, Softplus, LogSigmoid, sympy.Abs, sympy.sign, sympy.Max, sympy.Min,
-                  _Silu, _Mish)
+                  _Silu, _Mish, _SqrtSquarePlus)
 
 
 def _finite_everywhere(expr: sympy.Expr) -> bool:
@@ -253,6 +268,255 @@ def _mask_piecewise(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     return expr.replace(lambda e: isinstance(e, sympy.Piecewise), rule)
 
 
+def _scale_into_piecewise(product: Mul, inputs: tuple) -> sympy.Expr:
+    """c*Piecewise((v_i, c_i))*rest with |c| < 1 -> Piecewise((c*v_i, c_i))*rest: the scale applied
+    last lets a branch overflow first (squareplus's (x + sqrt(x**2 + 4))/2 was inf from 8.5e37 in
+    float32, xatlu's x*(atan(x) + pi/2)/pi from 1.1e38); inside, SymPy spreads it over a sum."""
+    coefficient, rest = split_numeric_factor(product)
+    if not (coefficient.is_real and bool(abs(coefficient) < 1)):
+        return product
+    factors = list(Mul.make_args(rest))
+    for i, factor in enumerate(factors):
+        if not isinstance(factor, sympy.Piecewise):
+            continue
+        # only where it can matter: the product grows with an input (x*Piecewise, or a branch
+        # x + ...); elsewhere the rounding stays as it was (bounded derivatives)
+        grows = any(f in inputs for f in factors) or any(
+            isinstance(v, Add) and any(t in inputs for t in v.args) for v, _ in factor.args)
+        if grows:
+            factors[i] = sympy.Piecewise(*[(coefficient * v, c) for v, c in factor.args])
+            return Mul(*factors)
+    return product
+
+
+def _numpy_functions() -> list:
+    """lambdify modules evaluating the safe primitives in numpy, as overflow-prone as torch's."""
+    import numpy as np
+
+    erfc = np.vectorize(math.erfc, otypes=[float])
+    return [{
+        "Sigmoid": lambda u: 1 / (1 + np.exp(-u)),
+        "Softplus": lambda u: np.logaddexp(u * 0, u),
+        "LogSigmoid": lambda u: -np.logaddexp(u * 0, -u),
+        "Log1p": np.log1p, "Expm1": np.expm1,
+        "NormalCdf": lambda u: (erfc(-np.asarray(u, dtype=float) / math.sqrt(2)) / 2).astype(np.asarray(u).dtype),
+        "sech": lambda u: 1 / np.cosh(u),
+        "erf": np.vectorize(math.erf, otypes=[float]),
+    }, "numpy"]
+
+
+@functools.lru_cache(maxsize=512)
+def _saturation_clamp(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
+    """An output that is not finite at large |x| but saturates there -> the same at x clamped.
+
+    GELU-tanh's derivative (x*p(x)*Sigmoid(-u(x)) + 1)*Sigmoid(u(x)), u a cubic, is inf*0 = NaN once
+    the polynomials overflow (|x| > 2.3e11 in float32), where the exact value is 1 (x > 0) or a
+    number far below the smallest subnormal (x < 0).  Where an output's x-dependent part E is not
+    finite at some |x| in [1e10, max] (evaluated as it stands, numpy, float32 and float64), each side
+    is searched from x = 2**1023 (float32: 2**127) inwards, with mpmath at 60 digits: the side's
+    bound is the least power of two X from which E(s*2**j) rounds, in float64 and in float32, to
+    one value for every larger j; E(max(-X-, min(X+, x))) is printed if the bound is a number E
+    evaluates finitely to that value.  A side that does not settle (x/(1 + x**2) ~ 1/x keeps
+    changing) is left alone: the rational rule below is for those.
+    """
+    if len(inputs) != 1 or expr.has(sympy.Piecewise, _Select, _Masked):
+        return expr
+    (x,) = inputs
+    rest, part = expr.as_independent(x, as_Add=False) if isinstance(expr, Mul) else (S.One, expr)
+    if part.free_symbols != {x} or part.is_polynomial(x) or part.is_rational_function(x):
+        return expr
+    # only where a power of x above the square appears (the printer's helpers keep squares in
+    # exp(-c*u**2) and sqrt(u**2 + c) finite): numpy's evaluation order is not the printer's, and
+    # it overflows in places (9*x*exp(-x**2) at 3e38) where the printed code does not
+    if not any(isinstance(node, Pow) and node.base.has(x) and node.exp.is_Integer and node.exp >= 3
+               or (node.is_polynomial(x) and node.has(x) and sympy.degree(node, x) >= 3)
+               for node in sympy.preorder_traversal(part) if isinstance(node, (Add, Mul, Pow))):
+        return expr
+    import numpy as np
+
+    try:
+        numeric = sympy.lambdify(x, part, modules=_numpy_functions())
+        exact = sympy.lambdify(x, _to_elementary(part), modules="mpmath")
+    except Exception:  # noqa: BLE001 - a form these cannot evaluate is left as it is
+        return expr
+    magnitudes = [10.0**k for k in range(10, 309, 2)]
+    try:
+        failing = [not _finite_in_numpy(numeric, magnitudes, sign) for sign in (1, -1)]
+    except Exception:  # noqa: BLE001 - a marker numpy does not know (_Step): left as it is
+        return expr
+    if not any(failing):
+        return expr
+    bounds = []
+    for sign, fails in zip((1, -1), failing):
+        bound = _settled_from(exact, sign) if fails else None
+        if bound is None or not _finite_in_numpy(numeric, [bound], sign, exact):
+            bounds.append(None)
+        else:
+            bounds.append(sign * bound)
+    if bounds == [None, None]:
+        return expr
+    clamped = x
+    if bounds[0] is not None:
+        clamped = sympy.Min(clamped, bounds[0])
+    if bounds[1] is not None:
+        clamped = sympy.Max(clamped, bounds[1])
+    return rest * part.xreplace({x: clamped})
+
+
+def _to_elementary(e: sympy.Expr) -> sympy.Expr:
+    from symact.primitives import to_elementary
+
+    return to_elementary(e)
+
+
+def _rounded(value, dtype):
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        return dtype(float(value))
+
+
+def _settled_from(exact, sign: int):
+    """Least power of two 2**k such that exact(sign*2**j) rounds to one value for all j >= k, in
+    float64 (j <= 1023) and float32 (j <= 127); None if it never settles below 2**64."""
+    import mpmath
+    import numpy as np
+
+    try:
+        with mpmath.workdps(60):
+            values = {j: exact(mpmath.mpf(sign) * mpmath.mpf(2) ** j) for j in range(1023, -1, -1)}
+    except Exception:  # noqa: BLE001
+        return None
+    if any(not isinstance(v, mpmath.mpf) for v in values.values()):
+        return None
+    limit64, limit32 = _rounded(values[1023], np.float64), _rounded(values[127], np.float32)
+    if not (np.isfinite(limit64) and np.isfinite(limit32)):
+        return None
+    k = 1023
+    while k > 0 and _rounded(values[k - 1], np.float64) == limit64 and (
+            k - 1 > 127 or _rounded(values[k - 1], np.float32) == limit32):
+        k -= 1
+    if k > 64 or any(_rounded(values[j], np.float32) != limit32 for j in range(k, 128)):
+        return None
+    return 2.0**k
+
+
+def _finite_in_numpy(function, magnitudes: list, sign: int | None = None, exact=None) -> bool:
+    """function finite at +-magnitudes in float32 and float64 (at sign*magnitude only, and equal to
+    exact's rounding there, when sign is given)."""
+    import mpmath
+    import numpy as np
+
+    for dtype in (np.float32, np.float64):
+        signs = (1, -1) if sign is None else (sign,)
+        with np.errstate(all="ignore"):
+            points = np.array([s * m for m in magnitudes for s in signs if m <= np.finfo(dtype).max], dtype=dtype)
+            values = np.asarray(function(points), dtype=dtype)
+        if not np.all(np.isfinite(values)):
+            return False
+        if exact is not None:
+            with mpmath.workdps(60):
+                expected = [_rounded(exact(mpmath.mpf(float(p))), dtype) for p in points]
+            if values.tolist() != [float(v) for v in expected]:
+                return False
+    return True
+
+
+def _rational_tails(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
+    """Rational functions of one input that overflow for large |x| -> a branch in w = 1/x there.
+
+    A ratio of polynomials is evaluated as inf/inf or inf*0 = NaN once a power of x overflows
+    (pade's x*(x + 2)/(x**2 + 2) from |x| ~ 1.8e19 in float32, elephant's -4*x**3/(x**4 + 1)**2
+    from 7e12), where its true value is finite.  Each largest rational subexpression N/D with
+    rational coefficients whose evaluation in float32 or float64 at some |x| in [1e10, max] is
+    not finite becomes: itself for |x| <= T, and x**(p - q)*N~(w)/D~(w) beyond, N~(w) = w**p*N(1/w)
+    (p, q the degrees) by Horner's rule.  T >= 64 (outside [-30, 30], where the ulp bounds are
+    measured) is a power of two past which the leading terms dominate (the others sum to at most
+    a quarter of them), so the w-polynomials cannot cancel.  Both branches see masked inputs.
+    """
+    if len(inputs) != 1:
+        return expr
+    (x,) = inputs
+
+    def walk(e):
+        if e.is_Atom or not isinstance(e, sympy.Expr):
+            return e
+        # in a product the factors that depend on x alone (g*N/D in a backward: N/D)
+        rest, part = e.as_independent(x, as_Add=False) if isinstance(e, Mul) else (S.One, e)
+        if (part.free_symbols == {x} and not part.is_Atom and part.is_rational_function(x)
+                and not part.is_polynomial(x)):
+            replaced = _rational_tail(part, x)
+            if replaced is not None:
+                return rest * replaced
+        args = [walk(a) for a in e.args]
+        return e.func(*args) if args != list(e.args) else e
+
+    return walk(expr)
+
+
+def _rational_tail(e: sympy.Expr, x: sympy.Symbol):
+    numerator, denominator = sympy.fraction(sympy.cancel(e))
+    try:
+        n, d = sympy.Poly(numerator, x), sympy.Poly(denominator, x)
+    except sympy.PolynomialError:
+        return None
+    if not all(c.is_Rational for c in n.all_coeffs() + d.all_coeffs()) or max(n.degree(), d.degree()) < 2:
+        return None
+    w = sympy.Dummy("w", real=True)
+    tail = _horner_in(n.all_coeffs()[::-1], w) / _horner_in(d.all_coeffs()[::-1], w)
+    excess = n.degree() - d.degree()
+    tail = tail * (x**excess if excess > 0 else w**-excess)
+    tail = tail.xreplace({w: 1 / x})
+    if _agree_at_large_arguments(e, tail, x):
+        return None
+    bound = max(64, _dominance_bound(n), _dominance_bound(d))
+    if bound > 2**20:
+        return None
+    inner = sympy.Abs(x) <= bound
+    inside = next((p for p in (S.Zero, S(bound) / 2, S(-bound) / 2) if d.eval(p) != 0), None)
+    if inside is None:
+        return None
+    return _Select(inner, e.xreplace({x: _Masked(x, inner, inside)}),
+                   tail.xreplace({x: _Masked(x, sympy.Not(inner), S(2 * bound))}))
+
+
+def _horner_in(coefficients: list, w: sympy.Expr) -> sympy.Expr:
+    """sum c_i*w**(n - i) (coefficients highest power first) nested by Horner's rule, unevaluated."""
+    total = S.Zero
+    for c in coefficients:
+        total = sympy.Add(sympy.Mul(total, w, evaluate=False), c, evaluate=False) if total != 0 else c
+    return total
+
+
+def _dominance_bound(poly: sympy.Poly) -> int:
+    """The least power of two T with sum_{i < n} |a_i|*T**(i - n) <= |a_n|/4."""
+    coefficients = poly.all_coeffs()  # highest first
+    lead, rest = abs(coefficients[0]), [abs(c) for c in coefficients[1:]]
+    bound = 1
+    while bound <= 2**20 and sum(c * sympy.Rational(1, bound) ** (k + 1) for k, c in enumerate(rest)) > lead / 4:
+        bound *= 2
+    return bound
+
+
+def _agree_at_large_arguments(e: sympy.Expr, tail: sympy.Expr, x: sympy.Symbol) -> bool:
+    """e evaluated as it stands (numpy, the same expression tree) agrees with its w-form tail at |x|
+    from 1e10 to the maximum of float32 and of float64: finite where the tail is, within 1e-6 where
+    the tail is a normal number (cauchy's (x + 1)/(x**2 + 1) is 0 from 1.8e19 in float32, not 1/x)."""
+    import numpy as np
+
+    functions = [sympy.lambdify(x, f, modules="numpy") for f in (e, tail)]
+    for dtype, top in ((np.float32, 38), (np.float64, 308)):
+        magnitudes = [10.0**k for k in range(10, top + 1, 5)] + [float(np.finfo(dtype).max)]
+        points = np.array([s * m for m in magnitudes for s in (1, -1)], dtype=dtype)
+        with np.errstate(all="ignore"):
+            value, reference = (np.asarray(f(points), dtype=dtype).astype(np.float64) for f in functions)
+            normal = np.isfinite(reference) & (np.abs(reference) >= np.finfo(dtype).tiny)
+            if not (np.all(np.isfinite(value) | ~np.isfinite(reference))
+                    and np.all(np.abs(value - reference)[normal] <= 1e-6 * np.abs(reference[normal]))):
+                return False
+    return True
+
+
 def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     """Symbolic preprocessing before printing.
 
@@ -275,6 +539,14 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         return sympy.Piecewise((1, u > 0), (0, u < 0), (h0, True))
 
     expr = expr.replace(lambda e: isinstance(e, sympy.Heaviside), heaviside)
+    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise),
+                        lambda e: _scale_into_piecewise(e, inputs))
+    expr = _saturation_clamp(expr, inputs)
+    expr = _rational_tails(expr, inputs)
+    expr = expr.replace(
+        lambda e: isinstance(e, Pow) and e.exp in (S.Half, -S.Half) and _square_plus_constant(e.base) is not None,
+        lambda e: _SqrtSquarePlus(*_square_plus_constant(e.base)) ** (2 * e.exp),
+    )
     expr = fuse_builtins(expr)
     expr = _mask_piecewise(expr, inputs)
     # every compound constant becomes one Float, so cse cannot name a constant
@@ -423,6 +695,9 @@ class _Emitter:
                 arg = self.value(u)
                 helper = "_exp_neg_sq_" if self.inplace else "_exp_neg_sq"
                 return self.assign(f"{helper}({arg.code}, {number_literal(c)})", full=arg.full)
+        if isinstance(e, _SqrtSquarePlus):
+            arg = self.value(e.args[0])
+            return self.assign(f"_sqrt_square_plus({arg.code}, {number_literal(e.args[1])})", full=arg.full)
         if isinstance(e, _Step):
             arg = self.value(e.args[0])
             if self.inplace:

@@ -542,8 +542,29 @@ def _factor_polynomial(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
         return expr
     if any(not c.is_Rational for c in sympy.Poly(expr, symbols[0]).coeffs()):
         return expr
-    factored = sympy.factor(expr)
+    factored = _dyadic_linear_factors(sympy.factor(expr), symbols[0])
     return factored if isinstance(factored, Mul) else expr
+
+
+def _dyadic_linear_factors(factored: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    """Linear factors a*x + b with a dyadic root -b/a written a*(x + b/a): x - 1/2 rather than
+    (2*x - 1)/2, whose 2*x overflows for |x| > 1.7e38 in float32 (softshrink's x - lambd), while
+    x - 1/2 is as exact next to its root (one rounding, exact there)."""
+    coefficient, rest = factored.as_coeff_Mul()
+    parts, changed = [], False
+    for factor in Mul.make_args(rest):
+        base, power = factor.as_base_exp()
+        if base.has(x) and base.is_polynomial(x) and sympy.degree(base, x) == 1 and power.is_Integer:
+            a, b = sympy.Poly(base, x).all_coeffs()
+            ratio = b / a
+            if ratio.is_Rational and a.is_Rational and (ratio.q & (ratio.q - 1)) == 0:
+                coefficient *= a**power
+                base, changed = x + ratio, changed or a != 1
+        parts.append(base**power)
+    if not changed:
+        return factored
+    # as sympy.factor builds it: a number times one sum must not be distributed again
+    return Mul(*parts) if coefficient == 1 else Mul(coefficient, *parts, evaluate=False)
 
 
 def _rationalise(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
@@ -567,9 +588,13 @@ def _rationalise(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
             near = sympy.expand(radicand - constant**2)
             if constant.is_negative and not isinstance(near, Add):
                 # k*sqrt(A) - k*|c| with A - c**2 one product (bent identity: sqrt(x**2 + 1) - 1
-                # = x**2/(sqrt(x**2 + 1) + 1)): the other terms stay as they are
+                # = x**2/(sqrt(x**2 + 1) + 1)): the other terms stay as they are.  Only where
+                # sqrt(A) < 2|c| (A - c**2 < 3c**2): beyond, sqrt(A) - |c| does not cancel, and
+                # the quotient would overflow in A - c**2 (x**2: |x| > 1.8e19 in float32) first
                 others = [a for j, a in enumerate(expr.args) if j != i and not a.is_number]
-                return Add(*others, k * near / (sympy.sqrt(radicand) - constant))
+                patched = sympy.Piecewise((near / (sympy.sqrt(radicand) - constant), near < 3 * constant**2),
+                                          (sympy.sqrt(radicand) + constant, True))
+                return Add(*others, k * patched)
             continue
         # on T < 0, sqrt(A) - T is written sqrt(A) + |T|: SymPy then knows it is positive,
         # so the printer need not mask the branch (|T| is not used on T >= 0, where its
