@@ -663,6 +663,12 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
         const, rest = _split_const(expr.base)
         if const == 1 and len(rest) == 1 and isinstance(rest[0], sympy.exp):
             return Sigmoid(-rest[0].args[0]) ** (-expr.exp)
+        # (1 + b**e)**(-n), e a symbol (elephant's trainable d): b**e = exp(e*log(b)) overflows to
+        # inf (b**e/(b**e + 1)**2 = inf/inf in its derivatives, from |x| ~ 4e9 in float32 at d = 4)
+        # where Sigmoid(-e*log(b)) is 0; at b = 0, log(b) = -inf gives Sigmoid(inf) = 1
+        if (const == 1 and len(rest) == 1 and isinstance(rest[0], Pow) and not rest[0].exp.is_number
+                and rest[0].base.is_nonnegative and rest[0].has(*inputs)):
+            return Sigmoid(-rest[0].exp * sympy.log(rest[0].base)) ** (-expr.exp)
         return expr
     if isinstance(expr, (sympy.Max, sympy.Min)) and len(expr.args) == 2:
         # Max/Min(c, f) with f able to overflow: as a Piecewise, the derivative of the
@@ -1093,6 +1099,16 @@ def _term_at_zero(term: sympy.Expr, x: sympy.Symbol, vanishes) -> sympy.Expr | N
         if isinstance(factor, sympy.sign) and vanishes(factor.args[0]):
             return S.Zero
         base, exponent = factor.as_base_exp()
+        if isinstance(base, Sigmoid) and exponent.is_positive:
+            # Sigmoid(k*log(b)) = b**k/(1 + b**k): like b**k at b = 0 (k > 0), 1 for k < 0
+            scale, logarithm = base.args[0].as_independent(x, as_Add=False)
+            if isinstance(logarithm, sympy.log) and vanishes(logarithm.args[0]):
+                if scale.is_positive:
+                    vanishing = True
+                    continue
+                if scale.is_negative:
+                    continue
+                return None
         if vanishes(base):
             if isinstance(base, sympy.log):
                 logarithmic = True

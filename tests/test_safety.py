@@ -155,3 +155,27 @@ def test_finite_over_the_whole_float_range_wherever_the_function_is(name, dtype)
                 assert abs(got - float(exact)) <= 1e-3 * abs(float(exact)), (
                     f"{name} {which} at {p!r}: {got}, exact {mpmath.nstr(exact, 8)}")
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_elephant_trainable_exponent_gradients_finite_for_large_inputs(dtype):
+    """(|x|/a)**d/((|x|/a)**d + 1)**2 in the gradients was inf/inf from |x| ~ 4e9 (float32, d = 4).
+    Reference: SymPy's derivatives of the catalogue formula in x, a and d at 50 digits."""
+    act = symact.activation("elephant")
+    a, d = sorted(act.params, key=lambda p: p.name)
+    expr = act.expr
+    module = torch_module(act, trainable=("a", "d")).to(dtype)
+    points = [1e3, -1e10, 5.6e12, -1e30, 3e38] + ([1e100, -1e300] if dtype == torch.float64 else [])
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    for i in range(len(points)):
+        module.zero_grad()
+        u = t.detach()[i:i + 1].clone().requires_grad_(True)
+        module(u).sum().backward()
+        got = {"x": u.grad.item(), "a": module.a.grad.item(), "d": module.d.grad.item()}
+        with mpmath.workdps(50):
+            for symbol in (X, a, d):
+                f = sympy.lambdify([X, a, d], sympy.diff(expr, symbol), modules="mpmath")
+                exact = f(mpmath.mpf(u.item()), mpmath.mpf(1), mpmath.mpf(4))
+                value = got[symbol.name]
+                assert math.isfinite(value), (symbol, points[i], value)
+                tiny = float(torch.finfo(dtype).tiny)
+                assert abs(value - float(exact)) <= 1e-4 * abs(float(exact)) + tiny, (symbol, points[i], value, exact)
