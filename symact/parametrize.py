@@ -16,8 +16,12 @@ SymPy only.  Given g, this module derives exactly
 Normalisation of the mirror map: psi is fixed only up to an affine term c0 + c1*A, which changes neither
 psi'' nor any Bregman divergence.  We return SymPy's iterated antiderivative with both constants of
 integration zero (``integrate(integrate(1/r, A), A)``), which gives exactly -log(A) for exp(W) and
-A*log(A)/4 - A/4 for W**2.  Where that antiderivative is not elementary (it contains Ei, polylog, an
-unevaluated Integral, ...) ``mirror_map`` is None.
+A*log(A)/4 - A/4 for W**2.  Where that is not elementary, takes over ``MIRROR_MAP_TIME_LIMIT`` seconds,
+or the inverse has nested radicals (Cardano's formula for W + W**3, on which integrating in A ran for
+minutes), psi is integrated in W instead: with A = g(W), psi'(A) = F(W) = integral dW / g'(W) and
+psi = A*F(W) - integral g(W)/g'(W) dW at W = g^{-1}(A) (constant terms of F and of the result dropped).
+Where neither is elementary (Ei, polylog, an unevaluated Integral, ...) ``mirror_map`` is None and
+``mirror_map_note`` says why.
 
 Domain and branch.  With ``domain=None`` the domain is chosen in this order, and stated in ``.domain`` and
 ``.branch``:
@@ -25,7 +29,13 @@ Domain and branch.  With ``domain=None`` the domain is chosen in this order, and
 1. the whole real line, if g is real there and ``Eq(A, g)`` has exactly one real solution;
 2. the real line (minus 0 where g is singular there), if g is odd and has one sign on W > 0: the inverse is
    the odd extension W = sign(A) * h(|A|) of the inverse h found on W > 0 (W**3, powerpropagation, 1/W);
-3. the positive half-line W > 0 (log W, W**2: the positive branch W = sqrt(A)).
+3. the positive half-line W > 0 (log W, W**2: the positive branch W = sqrt(A); W*exp(W), which turns at
+   W = -1, gets W = LambertW(A) there).
+
+One solution from SymPy's solve is not taken as proof of injectivity: each candidate must also have g'
+of one sign on the domain and satisfy g^{-1}(g(W)) = W, with g'(g^{-1}(A)) = g'(W), at sample points there
+(30-digit evaluation; evidence, not proof).  Odd roots of a base that can be negative are real roots
+(log(W)**3 on W > 0: W = exp(sign(A)*|A|**(1/3)), not the complex principal root).
 
 ``domain="real"`` or ``domain="positive"`` forces a choice; :class:`~symact.errors.NoInverseError` is raised
 (when an A-side attribute is read) if g has no unique closed-form inverse there.
@@ -40,7 +50,10 @@ exp(-A)
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -169,7 +182,7 @@ class ParameterActivation:
     @functools.cached_property
     def _inverse(self) -> _InverseResult | NoInverseError:
         try:
-            return _find_inverse(self.g, self.requested_domain)
+            return _find_inverse(self.g, self.requested_domain, self.params)
         except NoInverseError as err:  # cached so repeated reads are cheap; re-raised by the accessors
             return err
 
@@ -225,12 +238,8 @@ class ParameterActivation:
         return min((sp.expand(square), sp.simplify(square), sp.powsimp(square)), key=sp.count_ops)
 
     @functools.cached_property
-    def mirror_map(self) -> sp.Expr | None:
-        """psi(A) with psi'' = 1/r(A), integration constants zero; None if not elementary (see module doc).
-
-        psi is real on the range of A: a logarithm that SymPy's antiderivative writes as log(A - 1) on
-        0 < A < 1 is taken as log(1 - A) (they differ by the constant i*pi, an affine change of psi).
-        """
+    def _mirror(self) -> tuple[sp.Expr | None, str]:
+        """(psi, how it was found or why there is none)."""
         inv = self._inv()
         r = self.effective_learning_rate
         rng = self.range if isinstance(self.range, sp.Interval) else None
@@ -239,9 +248,26 @@ class ParameterActivation:
             a_pos = sp.Dummy("a", positive=True)
             positive = rng.intersect(sp.Interval.open(0, sp.oo)) if rng is not None else sp.Interval.open(0, sp.oo)
             positive = positive if isinstance(positive, sp.Interval) else None
-            psi = _double_antiderivative(1 / r.subs(inv.A, a_pos), a_pos, positive)
-            return None if psi is None else psi.subs(a_pos, sp.Abs(inv.A))
-        return _double_antiderivative(1 / r, inv.A, rng)
+            wp = sp.Symbol("W", positive=True)
+            psi, how = _mirror_map(1 / r.subs(inv.A, a_pos), a_pos, positive, self.g.subs(W, wp), wp,
+                                   inv.inverse.subs(inv.A, a_pos), sp.Interval.open(0, sp.oo))
+            return (None if psi is None else psi.subs(a_pos, sp.Abs(inv.A))), how
+        return _mirror_map(1 / r, inv.A, rng, self.g, W, inv.inverse, inv.domain)
+
+    @property
+    def mirror_map(self) -> sp.Expr | None:
+        """psi(A) with psi'' = 1/r(A), up to an affine term; None if no elementary closed form was found
+        (:attr:`mirror_map_note` says why).  See the module doc for the normalisation.
+
+        psi is real on the range of A: a logarithm that SymPy's antiderivative writes as log(A - 1) on
+        0 < A < 1 is taken as log(1 - A) (they differ by the constant i*pi, an affine change of psi).
+        """
+        return self._mirror[0]
+
+    @property
+    def mirror_map_note(self) -> str:
+        """How :attr:`mirror_map` was derived, or why it is None (not elementary, or not found in time)."""
+        return self._mirror[1]
 
     # ---------------------------------------------------------------- parameters
     def concrete(self, expr: sp.Expr) -> sp.Expr:
@@ -300,6 +326,102 @@ class ParameterActivation:
         except NoInverseError:
             pass
         return f"$\\displaystyle {text}$"
+
+
+#: Seconds SymPy may spend on each route to the mirror map (see :func:`_time_limit`).
+MIRROR_MAP_TIME_LIMIT = 30.0
+
+
+class _TimeLimitReached(BaseException):
+    """Raised by the SIGALRM handler of :func:`_time_limit`; a BaseException so that SymPy's
+    ``except Exception`` clauses do not swallow it."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Interrupt the body with :class:`_TimeLimitReached` after ``seconds`` (SIGALRM, re-fired every 0.5 s
+    until the body ends, in case SymPy catches it once).  Only in the main thread of a POSIX process with
+    no other interval timer running; elsewhere the body runs unguarded."""
+    usable = (hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+    if not usable:
+        yield
+        return
+
+    def _alarm(signum, frame):
+        raise _TimeLimitReached()
+
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.5)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _nested_radical(expr: sp.Expr) -> bool:
+    """Whether expr has a root of a sum that itself contains a root (Cardano's formula for W + W**3):
+    SymPy's integrate in A on such an inverse can run for minutes and then fail."""
+    def is_root(e: sp.Basic) -> bool:
+        return e.is_Pow and not e.exp.is_integer
+    return any(is_root(e) and any(is_root(f) for f in sp.preorder_traversal(e.base) if f is not e.base)
+               for e in sp.preorder_traversal(expr))
+
+
+def _mirror_map(f: sp.Expr, a: sp.Symbol, a_interval: sp.Interval | None, g: sp.Expr, w: sp.Symbol,
+                inv: sp.Expr, w_domain: sp.Set) -> tuple[sp.Expr | None, str]:
+    """psi with psi'' = f = 1/r: integrated in A, or (when that is not elementary, too slow or risky) in W.
+
+    In W: with A = g(W), psi'(A) = integral dA/g'(W)**2 = integral dW/g'(W) =: F(W), and integrating
+    psi'(A) dA = F(W) g'(W) dW by parts, psi = A*F(W) - integral g(W)/g'(W) dW, at W = g^{-1}(A).  Both
+    integrands are in W only, so no integral of the inverse is needed."""
+    notes = []
+    if _nested_radical(inv):
+        notes.append(f"not integrated in A (the inverse {inv} has nested radicals)")
+    else:
+        try:
+            with _time_limit(MIRROR_MAP_TIME_LIMIT):
+                psi = _double_antiderivative(f, a, a_interval)
+            if psi is not None:
+                return psi, "integrated twice in A, both constants of integration zero"
+            notes.append("the antiderivative in A is not elementary")
+        except _TimeLimitReached:
+            notes.append(f"SymPy's integral in A did not finish in {MIRROR_MAP_TIME_LIMIT:g} s")
+    try:
+        with _time_limit(MIRROR_MAP_TIME_LIMIT):
+            psi = _mirror_map_in_w(g, w, inv, a, w_domain, a_interval)
+        if psi is not None:
+            return psi, ("integrated in W: psi = A*F(W) - integral(g/g', W) at W = g^{-1}(A), "
+                         "F = integral(1/g', W), constants of integration zero, constant terms dropped")
+        notes.append("the antiderivatives in W (of 1/g' and g/g') are not elementary either")
+    except _TimeLimitReached:
+        notes.append(f"SymPy's integrals in W did not finish in {MIRROR_MAP_TIME_LIMIT:g} s")
+    return None, "no elementary mirror map found: " + "; ".join(notes)
+
+
+def _mirror_map_in_w(g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol, w_domain: sp.Set,
+                     a_interval: sp.Interval | None) -> sp.Expr | None:
+    """psi(A) = A*F(W) - integral g/g' dW at W = inv(A) (see :func:`_mirror_map`), or None."""
+    dg = sp.diff(g, w)
+    w_samples = [t for t in (sp.Rational(-7, 3), sp.Rational(-1, 3), sp.Rational(1, 3), sp.Rational(7, 2))
+                 if w_domain.contains(t) is sp.true]
+    parts = []
+    for integrand in (sp.simplify(1 / dg), sp.simplify(g / dg)):
+        part = sp.integrate(integrand, w)
+        if not _is_elementary(part) or _has_imaginary(part):
+            return None
+        part = _real_logs(part, w, w_samples)
+        # A constant term of F adds c*A to psi, one of G a constant: the affine freedom; drop them.
+        parts.append(sp.Add(*[t for t in sp.Add.make_args(sp.expand(part)) if t.has(w)]))
+    F, G = (sp.factor_terms(part) for part in parts)
+    psi = a * F.subs(w, inv) - G.subs(w, inv)
+    psi = sp.Add(*[t for t in sp.Add.make_args(psi) if t.has(a)])
+    for point in _interior_samples(a_interval):
+        value = sp.N(psi.subs(a, point), 30)
+        if value.is_number and (not value.is_finite or abs(sp.im(value)) > 1e-25):
+            return None
+    return psi
 
 
 def _double_antiderivative(f: sp.Expr, a: sp.Symbol, interval: sp.Interval | None = None) -> sp.Expr | None:
@@ -416,6 +538,112 @@ def _real_solutions(g_dom: sp.Expr, w: sp.Symbol, a: sp.Symbol, strict: bool) ->
     return keep
 
 
+# ---------------------------------------------------------------- checks of a candidate inverse
+# Sample points of W for the numeric checks (exact rationals, evaluated at 30 digits).  They are evidence,
+# not proof: a g that changes direction between two samples can slip through the monotonicity check, but
+# then the identity check g^{-1}(g(W)) = W usually fails at a sample on the other side.
+_W_GRID_POSITIVE = tuple(sp.Rational(k, 8) for k in range(1, 81)) + (
+    sp.Rational(1, 100), sp.Rational(1, 30), 12, 15, 20, 30, 50, 100)
+_W_GRID_REAL = tuple(sorted({-t for t in _W_GRID_POSITIVE} | {0} | set(_W_GRID_POSITIVE)))
+_IDENTITY_SAMPLES_POSITIVE = (sp.Rational(1, 100), sp.Rational(1, 10), sp.Rational(1, 2), 1, sp.Rational(3, 2),
+                              3, 7, 20)
+_IDENTITY_SAMPLES_REAL = tuple(sorted({-t for t in _IDENTITY_SAMPLES_POSITIVE} | set(_IDENTITY_SAMPLES_POSITIVE)))
+
+
+def _numeric(expr: sp.Expr) -> sp.Expr | None:
+    """expr at 30 digits if it is a finite real number, else None (symbolic parameters, nan, complex)."""
+    try:
+        value = sp.N(expr, 30)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    if not value.is_number or value.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
+        return None
+    re, im = value.as_real_imag()
+    if abs(im) > 1e-20 * max(1, abs(re)):
+        return sp.nan  # marks a non-real value
+    return re
+
+
+def _grid(domain: sp.Set, grid_real: tuple, grid_positive: tuple) -> tuple:
+    if domain == sp.Interval.open(0, sp.oo):
+        return grid_positive
+    return tuple(t for t in grid_real if domain.contains(t) is sp.true)
+
+
+def _monotonicity_problem(dg: sp.Expr, w: sp.Symbol, domain: sp.Set) -> str | None:
+    """Why g is not strictly monotone on ``domain`` (g' has both signs there, located by bisection), or None.
+
+    ``dg`` is g' with the parameters at their values (left symbolic: not decided, None)."""
+    signs = []
+    for t in _grid(domain, _W_GRID_REAL, _W_GRID_POSITIVE):
+        value = _numeric(dg.subs(w, t))
+        if value is None or value is sp.nan or value == 0:
+            continue
+        signs.append((t, 1 if value > 0 else -1))
+    for (t0, s0), (t1, s1) in zip(signs, signs[1:]):
+        if s0 == s1:
+            continue
+        if domain == sp.S.Reals - sp.FiniteSet(0) and t0 < 0 < t1:
+            continue  # g' may change sign through the excluded point 0 (1/W is monotone on each side)
+        lo, hi = sp.Float(t0, 30), sp.Float(t1, 30)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            value = _numeric(dg.subs(w, mid))
+            if value is None or value is sp.nan or value == 0:
+                break
+            if (1 if value > 0 else -1) == s0:
+                lo = mid
+            else:
+                hi = mid
+        where = sp.nsimplify(sp.Float((lo + hi) / 2, 8), rational=False, tolerance=1e-7)
+        return (f"g'(W) = {dg} changes sign at W ~ {where} (g'({t0}) and g'({t1}) have opposite signs), so g is "
+                f"not monotone on {domain} and A = g(W) has two solutions W for some A there")
+    return None
+
+
+def _identity_problem(g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol, domain: sp.Set,
+                      deriv: sp.Expr | None = None) -> str | None:
+    """Why ``inv`` is not g^{-1} on ``domain`` (g^{-1}(g(W)) != W, or a non-real value, at a sample W), or None.
+
+    With ``deriv`` (g'(g^{-1}(A))) also checks it against g'(W) there.  Parameters must be substituted."""
+    dg = sp.diff(g, w)
+    for t in _grid(domain, _IDENTITY_SAMPLES_REAL, _IDENTITY_SAMPLES_POSITIVE):
+        at = _numeric(g.subs(w, t))
+        if at is None or at is sp.nan:
+            continue
+        back = _numeric(inv.subs(a, at))
+        if back is None and inv.subs(a, at).free_symbols:
+            return None  # symbolic parameters: undecided here
+        if back is None or back is sp.nan:
+            return f"the inverse W = {inv} is not real at A = g({t}) = {sp.N(at, 6)}"
+        if abs(back - t) > 1e-15 * max(1, abs(t)):
+            return f"the inverse W = {inv} gives W = {sp.N(back, 6)} at A = g({t}), not W = {t}"
+        if deriv is not None:
+            slope, true = _numeric(deriv.subs(a, at)), _numeric(dg.subs(w, t))
+            if slope is None or true is None or true is sp.nan:
+                continue
+            if slope is sp.nan or abs(slope - true) > 1e-12 * max(1, abs(true)):
+                return f"g'(g^{{-1}}(A)) = {deriv} is {sp.N(slope, 6)} at A = g({t}), but g'({t}) = {sp.N(true, 6)}"
+    return None
+
+
+def _real_roots(expr: sp.Expr, a: sp.Symbol) -> sp.Expr:
+    """Odd roots of a base that may be negative written as real roots: u**(p/q), q odd -> sign(u)**p*|u|**(p/q).
+
+    SymPy's u**(1/3) is the principal complex root (1/2 + sqrt(3)/2*i for u = -1); A = log(W)**3 needs the
+    real one, W = exp(sign(A)*|A|**(1/3)), to be real for 0 < W < 1."""
+    def odd_root(e: sp.Expr) -> bool:
+        return (e.is_Pow and e.exp.is_Rational and not e.exp.is_integer and e.exp.q % 2 == 1
+                and e.base.has(a) and not e.base.is_nonnegative)
+
+    def real(e: sp.Expr) -> sp.Expr:
+        p = e.exp.p
+        mag = sp.Abs(e.base) ** e.exp
+        return mag if p % 2 == 0 else sp.sign(e.base) * mag
+
+    return expr.replace(odd_root, real)
+
+
 def _named_inverse(g: sp.Expr, w: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
     """f^{-1}(A) from SymPy's own inverse when g is f(W) for one function f (tanh -> atanh, sinh -> asinh).
 
@@ -442,13 +670,21 @@ def _derivative_in_a(dg: sp.Expr, g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.
     return min(candidates, key=sp.count_ops)
 
 
-def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
+def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, sp.Expr] | None = None) -> _InverseResult:
     if requested not in (None, "real", "positive"):
         raise NoInverseError(f"domain={requested!r} is not supported; use 'real', 'positive' or None (automatic).")
     wp = sp.Symbol("W", positive=True)
     g_pos = g.subs(W, wp)
     dg = sp.diff(g, W)
+    values = dict(params or {})
+    g_c, dg_c = g.subs(values), dg.subs(values)  # for the numeric checks: parameters at their values
     reasons = []
+
+    def problem(domain: sp.Set, inv: sp.Expr, a: sp.Symbol, deriv: sp.Expr) -> str | None:
+        """Solve returning one solution is not uniqueness: g must be monotone on the domain and the
+        candidate must satisfy g^{-1}(g(W)) = W there (W*exp(W) on the real line fails both)."""
+        return (_monotonicity_problem(dg_c, W, domain)
+                or _identity_problem(g_c, W, inv.subs(values), a, domain, deriv.subs(values)))
 
     if requested in (None, "real"):
         if g.is_real:
@@ -456,14 +692,18 @@ def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
             sols = _real_solutions(g, W, a, strict=True)
             if sols is not None and len(sols) == 1:
                 inv = _named_inverse(g, W, a) or sols[0]
-                return _InverseResult(
-                    sp.S.Reals, inv, a, f"W = {inv} (g is injective on the real line)",
-                    _derivative_in_a(dg, g, W, inv, a), False,
+                deriv = _derivative_in_a(dg, g, W, inv, a)
+                why = problem(sp.S.Reals, inv, a, deriv)
+                if why is None:
+                    return _InverseResult(
+                        sp.S.Reals, inv, a, f"W = {inv} (g is injective on the real line)", deriv, False,
+                    )
+                reasons.append(f"on the real line SymPy's solution W = {inv} is not g^{{-1}}: {why}")
+            else:
+                reasons.append(
+                    "on the real line A = g(W) has "
+                    + ("no closed-form solution" if not sols else f"{len(sols)} real solutions {sols}")
                 )
-            reasons.append(
-                "on the real line A = g(W) has "
-                + ("no closed-form solution" if not sols else f"{len(sols)} real solutions {sols}")
-            )
         else:
             reasons.append("g is not real (or not defined) on the whole real line")
         # Odd extension of the inverse found on W > 0.
@@ -483,11 +723,14 @@ def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
                 inv = inv if simpler.has(sp.Piecewise) else simpler  # keep sign(A)*h(|A|) over a Piecewise
                 deriv = sp.simplify(sp.diff(g_pos, wp).subs(wp, h).subs(a_pos, sp.Abs(a) if g_pos.is_positive else -sp.Abs(a)))
                 domain = sp.S.Reals - sp.FiniteSet(0) if singular else sp.S.Reals
-                return _InverseResult(
-                    domain, inv, a,
-                    f"W = sign(A)*({h.subs(a_pos, sp.Symbol('|A|'))}) (odd extension of the inverse on W > 0)",
-                    deriv, True,
-                )
+                why = problem(domain, inv, a, deriv)
+                if why is None:
+                    return _InverseResult(
+                        domain, inv, a,
+                        f"W = sign(A)*({h.subs(a_pos, sp.Symbol('|A|'))}) (odd extension of the inverse on W > 0)",
+                        deriv, True,
+                    )
+                reasons.append(f"the odd extension W = {inv} is not g^{{-1}}: {why}")
         if requested == "real":
             raise NoInverseError(
                 f"A = {g} has no unique closed-form inverse on the real line ({'; '.join(reasons)}). "
@@ -499,16 +742,21 @@ def _find_inverse(g: sp.Expr, requested: str | None) -> _InverseResult:
     a = _a_symbol(g_pos)
     sols = _real_solutions(g_pos, wp, a, strict=False)
     if sols is not None and len(sols) == 1:
-        inv = _named_inverse(g_pos, wp, a) or sols[0]
+        inv = _named_inverse(g_pos, wp, a) or _real_roots(sols[0], a)
         deriv = _derivative_in_a(sp.diff(g_pos, wp), g_pos, wp, inv, a)
-        return _InverseResult(
-            sp.Interval.open(0, sp.oo), inv, a, f"W = {inv} (the positive branch, W > 0)", deriv, False,
-        )
-    what = "no closed-form solution" if not sols else f"{len(sols)} solutions {sols} (g is not injective)"
-    reasons.append(f"on W > 0 A = g(W) has {what}")
+        why = problem(sp.Interval.open(0, sp.oo), inv, a, deriv)
+        if why is None:
+            return _InverseResult(
+                sp.Interval.open(0, sp.oo), inv, a, f"W = {inv} (the positive branch, W > 0)", deriv, False,
+            )
+        reasons.append(f"on W > 0 SymPy's solution W = {inv} is not g^{{-1}}: {why}")
+    else:
+        what = "no closed-form solution" if not sols else f"{len(sols)} solutions {sols} (g is not injective)"
+        reasons.append(f"on W > 0 A = g(W) has {what}")
     raise NoInverseError(
         f"A = {g} has no unique inverse: {'; '.join(reasons)}. Choose a g that is strictly monotone on "
-        "the real line or on W > 0 (A-side formulas need g^{-1})."
+        "the real line or on W > 0 (A-side formulas need g^{-1}), or pass domain='positive' / domain='real' "
+        "where it is."
     )
 
 

@@ -220,3 +220,73 @@ def test_hyperbolic_parameter_activations_are_fast_and_simplified(formula, dg_in
     assert pa.mirror_map is not None
     _check_mirror_map(pa, points)
     assert time.perf_counter() - start < 20  # it took over 60 s
+
+
+def _fd(f, w, h=sp.Rational(1, 10**12)):
+    """Central finite difference of f at w (60 digits): an independent reference for g'(w)."""
+    return sp.N((f.subs(W, w + h) - f.subs(W, w - h)) / (2 * h), 60)
+
+
+def _check_inverse_on_domain(pa, samples):
+    """g^{-1}(g(w)) = w (real) and derivative_in_A(g(w)) = g'(w) by finite differences, at each w in the domain."""
+    checked = 0
+    for w in samples:
+        if pa.domain.contains(w) is not sp.true:
+            continue
+        a = pa.g.subs(W, w)
+        back = sp.N(pa.inverse.subs(pa.A, a), 30)
+        assert back.is_real and abs(back - w) < 1e-20, (pa.name, w, back)
+        slope = sp.N(pa.derivative_in_A.subs(pa.A, a), 30)
+        assert slope.is_real and abs(slope - _fd(pa.g, w)) < 1e-15 * max(1, abs(slope)), (pa.name, w, slope)
+        checked += 1
+    return checked
+
+
+def test_non_monotone_g_is_not_inverted_on_the_real_line():
+    """W*exp(W) turns at W = -1 (g' = (1 + W)e^W): the principal LambertW is no inverse for W < -1.
+
+    It was stated as injective on the real line, with W = -0.1786 at A = g(-3) and dA/dW = 0.687 there
+    (true g'(-3) = -2e^-3 = -0.0996)."""
+    pa = parameter_activation("W*exp(W)")
+    assert pa.domain.contains(-3) is not sp.true and pa.domain.contains(-sp.Rational(3, 2)) is not sp.true
+    assert "injective on the real line" not in pa.branch
+    samples = [sp.Rational(k, 4) for k in range(-16, 17)] + [sp.Rational(1, 100), 10]
+    assert _check_inverse_on_domain(pa, samples) >= 16
+    with pytest.raises(NoInverseError, match=r"changes sign at W ~ -1\b") as err:
+        parameter_activation("W*exp(W)", domain="real").inverse
+    assert "domain='positive'" in str(err.value)
+    # A monotone g is still inverted on the real line.
+    assert parameter_activation("exp(W)").domain == sp.S.Reals
+
+
+def test_odd_power_of_a_sign_changing_g_uses_the_real_root():
+    """log(W)**3 is negative for 0 < W < 1: the inverse exp(A**(1/3)) was complex there (1.167 + 0.799i
+    at A = log(1/2)**3 instead of 1/2) and so was dA/dW in A (true value 6*log(2)**2 = 2.8827 at W = 1/2)."""
+    pa = parameter_activation("log(W)**3")
+    assert pa.domain == sp.Interval.open(0, sp.oo)
+    samples = [sp.Rational(1, 100), sp.Rational(1, 10), sp.Rational(1, 2), sp.Rational(9, 10), 2, 7, 50]
+    assert _check_inverse_on_domain(pa, samples) == len(samples)
+    half = pa.g.subs(W, sp.Rational(1, 2))
+    assert abs(sp.N(pa.derivative_in_A.subs(pa.A, half), 30) - 6 * sp.log(2) ** 2) < 1e-25
+
+
+def test_mirror_map_of_cardano_inverse_is_found_quickly():
+    """W + W**3: integrating 1/r in A over Cardano's formula ran 261 s and gave None.  psi is found by
+    integrating in W: psi'' * g'(W)**2 = 1 at A = g(W) (g' = 1 + 3W**2 by hand), psi real there."""
+    import time
+
+    start = time.perf_counter()
+    pa = parameter_activation(W + W**3)  # an expression: not the string cache
+    psi = pa.mirror_map
+    assert psi is not None, pa.mirror_map_note
+    assert "integrated in W" in pa.mirror_map_note
+    second = sp.diff(psi, pa.A, 2)
+    for w in (-3, sp.Rational(-1, 2), sp.Rational(1, 3), 2):
+        a = w + w**3
+        assert abs(sp.im(sp.N(psi.subs(pa.A, a), 30))) == 0
+        assert abs(sp.N(second.subs(pa.A, a), 30) * (1 + 3 * w**2) ** 2 - 1) < 1e-20
+    assert "no inverse" not in autoactivation_table([pa]).markdown
+    assert time.perf_counter() - start < 60
+    # No closed form: None, and the note says so.
+    ee = parameter_activation("exp_exp")
+    assert ee.mirror_map is None and "no elementary mirror map" in ee.mirror_map_note
