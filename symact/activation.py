@@ -366,6 +366,7 @@ class Activation:
         if values:
             given = ", ".join(f"{name}={changed.params[changed._parameter(name)]}" for name in values)
             _check_finite(changed.concrete_expr, f"{self.name} at {given}")
+            _check_real_with_params(changed, given)
         return changed
 
     def subs(self, **values: Any) -> "Activation":
@@ -387,6 +388,9 @@ class Activation:
         if replacements:
             given = ", ".join(f"{p.name}={val}" for p, val in replacements.items())
             _check_finite(expr, f"{self.name} with {given} substituted")
+            substituted = self._replace(expr=expr, params=params, torch_spec=self.torch_spec)
+            _check_real_with_params(substituted, given)
+            return substituted
         return self._replace(expr=expr, params=params, torch_spec=self.torch_spec)
 
     def derivative(self, n: int = 1) -> "Activation":
@@ -859,10 +863,15 @@ def _check_finite(expr: sympy.Expr, what: str) -> None:
 _PROBE_POINTS = (sympy.Rational(-5, 2), -1, sympy.Rational(-1, 2), sympy.Rational(1, 3), 1, sympy.Rational(5, 2))
 
 
-def _check_real(act: Activation, text: str) -> None:
-    """Evaluate at a few real points; a value with a non-zero imaginary part is an error."""
+# Parameter values can move the real domain of a formula far out (softexponential with alpha = -1/10 is
+# real only for x > -9.9): checks of parameter values also probe large |x| (evaluated at 20 digits).
+_WIDE_PROBE_POINTS = _PROBE_POINTS + tuple(s * sympy.Integer(10) ** k for k in (1, 2, 3, 6, 10, 20, 30) for s in (-1, 1))
+
+
+def _first_non_real(act: Activation, points: tuple) -> tuple | None:
+    """(x, value) at the first probe point where ``act`` has a non-real value, or None."""
     expr = act.concrete_expr
-    for point in _PROBE_POINTS:
+    for point in points:
         subs = {s: point for s in act.inputs}
         try:
             value = sympy.N(expr.xreplace(subs), 20)
@@ -872,8 +881,42 @@ def _check_real(act: Activation, text: str) -> None:
             continue
         re_part, im_part = value.as_real_imag()
         if im_part != 0 and abs(im_part) > 1e-15 * (1 + abs(re_part)):
-            raise NonRealExpressionError(
-                f"the formula {text!r} is not real at x = {point} (value {value}); an activation must be "
-                "real for every real input: e.g. use sqrt(x**2 + 1) or sqrt(Max(x, 0)) instead of sqrt(x), "
-                "log(1 + exp(x)) instead of log(x)"
-            )
+            return point, value
+    return None
+
+
+def _check_real_with_params(act: Activation, given: str, note: str = "") -> None:
+    """Refuse parameter values (``given``, e.g. "alpha=-1/2") that make ``act`` non-real at some real x.
+
+    Catalogue entries and with_params/subs skip the formula-string check of :func:`_check_real`; this is
+    the same check, at more points (large |x| too), with a message naming the entry's note on its real
+    range, if any."""
+    found = _first_non_real(act, _WIDE_PROBE_POINTS)
+    if found is not None:
+        point, value = found
+        from .catalogue import lookup  # noqa: PLC0415 (catalogue imports this module)
+
+        entry = lookup(act.name) if isinstance(act.name, str) else None
+        if entry is not None and sympy.simplify(entry.expr - act.expr) != 0:
+            entry = None  # a formula of its own that shares the name
+        note = note or (entry.note if entry is not None else "")
+        range_note = f" ({note})" if note else ""
+        defaults = (f" (the defaults {', '.join(f'{p.name}={p.default}' for p in entry.params)} are)"
+                    if entry is not None and entry.params else "")
+        raise NonRealExpressionError(
+            f"{act.name} with {given} is not real for every real input: at x = {point} its value is "
+            f"{sympy.N(value, 6)}{range_note}. Choose parameter values for which it is real on the whole "
+            f"real line{defaults}, or write your own formula with an explicit domain guard (e.g. a Piecewise)"
+        )
+
+
+def _check_real(act: Activation, text: str) -> None:
+    """Evaluate at a few real points; a value with a non-zero imaginary part is an error."""
+    found = _first_non_real(act, _PROBE_POINTS)
+    if found is not None:
+        point, value = found
+        raise NonRealExpressionError(
+            f"the formula {text!r} is not real at x = {point} (value {value}); an activation must be "
+            "real for every real input: e.g. use sqrt(x**2 + 1) or sqrt(Max(x, 0)) instead of sqrt(x), "
+            "log(1 + exp(x)) instead of log(x)"
+        )

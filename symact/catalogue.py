@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import sympy
 
-from .activation import Activation, _checked_value, _exact_number, parse_formula, v, x
+from .activation import Activation, _check_real_with_params, _checked_value, _exact_number, parse_formula, v, x
 from .errors import UnknownSymbolError
 
 __all__ = ["CatalogueEntry", "TorchBuiltin", "catalogue", "catalogue_names", "lookup", "SELU_ALPHA", "SELU_SCALE"]
@@ -126,9 +126,15 @@ class CatalogueEntry:
                 )
             params[by_name[name]] = _checked_value(by_name[name], _exact_number(value, name), self.name)
         inputs = tuple({"x": x, "v": v}[s] for s in self.inputs)
-        return Activation(
+        act = Activation(
             name=self.name, expr=self.expr, params=params, inputs=inputs, source=self.source, torch_spec=self.torch
         )
+        if values:
+            # The defaults are real; a value the user gives may not be (softexponential with alpha < 0 is a
+            # log, real only on a half-line): the check a formula string gets, with the entry's note.
+            given = ", ".join(f"{name}={params[by_name[name]]}" for name in values)
+            _check_real_with_params(act, given, self.note)
+        return act
 
 
 _POS = {"positive": True}

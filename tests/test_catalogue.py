@@ -157,3 +157,31 @@ def test_selu_constants_are_the_published_ones():
     # Klambauer et al. (2017), alpha_01 and lambda_01 to 20 digits.
     assert abs(SELU_ALPHA.evalf(30) - sympy.Float("1.6732632423543772848170429916717", 30)) < 1e-28
     assert abs(SELU_SCALE.evalf(30) - sympy.Float("1.0507009873554804934193349852946", 30)) < 1e-28
+
+
+def test_catalogue_parameters_that_make_the_formula_non_real_are_refused():
+    """softexponential with alpha = -1/2 is 2*log(x/2 + 3/4), real only for x > -3/2: it was built without a
+    check (a(-3) complex, properties() 'monotone False, bounded below') while the same formula typed as a
+    string was refused.  Either the entry refuses such values, naming the parameter, or what it builds is
+    real at every probed x (should the formula come to be guarded)."""
+    import sympy
+
+    from symact.errors import NonRealExpressionError
+
+    for alpha in ("-1/2", "-1/10", "-1/1000"):
+        try:
+            act = symact.activation("softexponential", alpha=alpha)
+        except NonRealExpressionError as err:
+            assert "alpha" in str(err) and "real" in str(err)
+            continue
+        for point in (-3, -20, -2000, 0, 5):
+            value = sympy.N(act.concrete_expr.subs(act.x, point), 20)
+            assert value.is_real, (alpha, point, value)
+    # with_params and subs get the same check (a user formula: log(1 + a*x) is log(1 + x) at a = 1).
+    safe = symact.activation("log(1 + a*x)", a=0)
+    with pytest.raises(NonRealExpressionError, match="a=1"):
+        safe.with_params(a=1)
+    with pytest.raises(NonRealExpressionError, match="a=1"):
+        safe.subs(a=1)
+    # Real parameter values still build.
+    assert symact.activation("softexponential", alpha="1/2").concrete_expr.is_real is not False
