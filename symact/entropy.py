@@ -22,7 +22,11 @@ to :math:`\tilde p(\Gamma)` and multiplying exponents, :math:`\Gamma \mapsto \Ga
 :func:`newton_step_total_exponent`; the identity is proven in ``tests/test_entropy.py``).
 
 Every function takes the distribution as a sequence of SymPy expressions (symbols or
-numbers) and returns SymPy expressions; nothing is evaluated numerically here.  The numeric
+numbers) and returns SymPy expressions; nothing is evaluated numerically here except the
+checks of numeric input: entries must be non-negative reals (else
+:class:`~symact.errors.DomainError`), and :func:`entropy` and :func:`first_order_update`
+need them to sum to 1 (within ``SUM_TOLERANCE``).  Zero entries are allowed everywhere:
+:math:`0 \log 0 = 0`, and they stay 0 under every power.  The numeric
 solver lives in :mod:`numeric.entropy`.
 
 >>> import sympy
@@ -40,6 +44,7 @@ from collections.abc import Sequence
 import sympy
 
 from ._safe_parse import safe_sympify
+from .errors import DomainError
 
 __all__ = [
     "entropy",
@@ -53,16 +58,58 @@ __all__ = [
 ]
 
 
-def _as_exprs(p: Sequence) -> tuple[sympy.Expr, ...]:
-    exprs = tuple(safe_sympify(pi, "probability") for pi in p)
+#: How far the sum of numeric probabilities may be from 1 where a function needs a normalised p.
+SUM_TOLERANCE = 1e-12
+
+
+def _as_exprs(p: Sequence, normalised: bool = False) -> tuple[sympy.Expr, ...]:
+    """The entries as SymPy expressions, checked: numeric entries must be real and non-negative and, where
+    ``normalised``, the entries must sum to 1 (checked when all are numbers; symbols are taken on trust)."""
+    try:
+        items = list(p)
+    except TypeError:
+        raise DomainError(f"a distribution is a sequence of probabilities, got {p!r}; pass e.g. [1/2, 1/2]") from None
+    exprs = tuple(safe_sympify(pi, "probability") for pi in items)
     if len(exprs) < 1:
-        raise ValueError("a distribution needs at least one probability; pass a non-empty sequence")
+        raise DomainError("a distribution needs at least one probability; pass a non-empty sequence")
+    for i, pi in enumerate(exprs):
+        if not isinstance(pi, sympy.Expr):
+            raise DomainError(f"probability p[{i}] = {pi!r} is not a number or expression")
+        if pi.is_number:
+            value = sympy.N(pi, 30)
+            if value.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo) or not value.is_real or value < 0:
+                raise DomainError(
+                    f"probability p[{i}] = {pi} is not a non-negative real number; probabilities must be "
+                    "non-negative reals (zeros are allowed: 0*log(0) counts as 0)"
+                )
+    if normalised and all(pi.is_number for pi in exprs):
+        total = sympy.N(sum(exprs), 30)
+        if abs(total - 1) > SUM_TOLERANCE:
+            raise DomainError(
+                f"the probabilities sum to {sympy.N(total, 15)}, not 1; divide each by their sum (this "
+                "function needs a normalised distribution; powered_distribution and entropy_of_power accept "
+                "any non-negative weights)"
+            )
     return exprs
 
 
 def _support(ps: tuple[sympy.Expr, ...]) -> tuple[sympy.Expr, ...]:
     """The probabilities that are not exactly 0: 0*log(0) is 0 (its limit), not SymPy's nan."""
     return tuple(pi for pi in ps if not pi.is_zero)
+
+
+def _refuse_uniform(ps: tuple[sympy.Expr, ...], what: str) -> None:
+    """A distribution uniform on its support has Var[log p] = 0 under every power: H(gamma) = log m is
+    constant, so a Newton step (division by H' = -gamma*Var) is undefined."""
+    support = _support(ps)
+    if all(pi.is_number for pi in support) and all(
+        sympy.N(pi - support[0], 30) == 0 for pi in support[1:]
+    ):
+        raise DomainError(
+            f"{what} is undefined for a distribution uniform on its support ({len(support)} equal non-zero "
+            f"entries): Var[log p] = 0, so H(gamma) = log({len(support)}) for every gamma and no power "
+            "reaches another target entropy"
+        )
 
 
 def entropy(p: Sequence) -> sympy.Expr:
@@ -74,19 +121,28 @@ def entropy(p: Sequence) -> sympy.Expr:
     >>> entropy([1, 0])
     0
     """
-    return sympy.expand_log(-sum(pi * sympy.log(pi) for pi in _support(_as_exprs(p))), force=False)
+    return sympy.expand_log(-sum(pi * sympy.log(pi) for pi in _support(_as_exprs(p, normalised=True))), force=False)
 
 
 def powered_distribution(p: Sequence, gamma) -> tuple[sympy.Expr, ...]:
     r"""The power-transformed distribution :math:`p_i^\gamma / \sum_j p_j^\gamma`.
 
+    ``p`` may be any non-negative weights (the result is normalised).  A zero entry stays 0 for every
+    :math:`\gamma`, :math:`\gamma = 0` included (the convention :math:`0^\gamma = 0`: powers act on the
+    support, as the limit :math:`\gamma \to 0^+` does), so :math:`\gamma = 0` gives the uniform
+    distribution on the support and :func:`entropy_of_power` is its entropy.
+
     >>> powered_distribution([sympy.Rational(1, 4), sympy.Rational(3, 4)], 2)
     (1/10, 9/10)
+    >>> powered_distribution([sympy.Rational(1, 2), sympy.Rational(1, 2), 0], 0)
+    (1/2, 1/2, 0)
     """
     ps = _as_exprs(p)
     gamma = safe_sympify(gamma, "gamma")
-    total = sum(pi**gamma for pi in ps)
-    return tuple(pi**gamma / total for pi in ps)
+    total = sum(pi**gamma for pi in _support(ps))
+    if total == 0:
+        raise DomainError("every probability is 0; a distribution needs a non-zero entry")
+    return tuple(sympy.S.Zero if pi.is_zero else pi**gamma / total for pi in ps)
 
 
 def entropy_of_power(p: Sequence, gamma) -> sympy.Expr:
@@ -94,7 +150,7 @@ def entropy_of_power(p: Sequence, gamma) -> sympy.Expr:
     :math:`\log Z - \gamma\,\mathbb E_{\tilde p}[\log p]` with :math:`Z = \sum_j p_j^\gamma`
     (equal to :math:`-\sum \tilde p_i\log\tilde p_i` because
     :math:`\log\tilde p_i = \gamma\log p_i - \log Z`)."""
-    ps = _support(_as_exprs(p))  # a zero probability stays 0 under a positive power
+    ps = _support(_as_exprs(p))  # a zero probability stays 0 under every power (see powered_distribution)
     gamma = safe_sympify(gamma, "gamma")
     weights = [pi**gamma for pi in ps]
     total = sum(weights)
@@ -126,11 +182,15 @@ def first_order_update(q: Sequence, target_entropy) -> sympy.Expr:
     :math:`H = -\mathbb E_q[\log q]`).  It is the Newton step on :math:`H(\gamma)` from
     :math:`\gamma = 1`: the denominator equals :math:`-\mathrm{Var}_q[\log q] = H'(1)`.
 
-    ``q`` must be normalised (its entries sum to 1) for :math:`H` to be its entropy.
+    ``q`` must be normalised (its entries sum to 1) for :math:`H` to be its entropy; a numeric ``q`` that
+    is not raises :class:`~symact.errors.DomainError`, as does one uniform on its support (no step moves
+    its entropy).  Zero entries contribute nothing (:math:`0 \log 0 = 0`, also in the second moment).
     """
-    qs = _as_exprs(q)
-    H = -sum(qi * sympy.log(qi) for qi in qs)
-    second = sum(qi * sympy.log(qi) ** 2 for qi in qs)
+    qs = _as_exprs(q, normalised=True)
+    _refuse_uniform(qs, "the first-order update")
+    support = _support(qs)
+    H = -sum(qi * sympy.log(qi) for qi in support)
+    second = sum(qi * sympy.log(qi) ** 2 for qi in support)
     return 1 + (safe_sympify(target_entropy, "target_entropy") - H) / (H**2 - second)
 
 
@@ -140,8 +200,9 @@ def newton_step_total_exponent(p: Sequence, total_exponent, target_entropy) -> s
     \mathrm{Var}_{\tilde p(\Gamma)}[\log p]`.
 
     It equals ``total_exponent * first_order_update(powered_distribution(p, total_exponent),
-    target_entropy)``: iterating the first-order update and multiplying the exponents is
+    target_entropy)`` (zero entries of ``p`` included: they stay 0 and contribute nothing): iterating the first-order update and multiplying the exponents is
     Newton's method, hence converges quadratically near a simple root.
     """
+    _refuse_uniform(_as_exprs(p), "the Newton step on the total exponent")
     G = safe_sympify(total_exponent, "total_exponent")
     return G + (safe_sympify(target_entropy, "target_entropy") - entropy_of_power(p, G)) / entropy_derivative(p, G)

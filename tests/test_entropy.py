@@ -320,3 +320,69 @@ def test_uniform_rows_get_zero_gradient_through_gamma(value, n):
     assert float(gamma.detach()) == 1.0
     gamma.sum().backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_zero_probabilities_in_the_update_and_the_newton_step():
+    """first_order_update gave nan on a zero entry (0*log(0)**2), so the documented identity
+    Gamma * first_order_update(powered_distribution(p, Gamma)) = newton_step_total_exponent(p, Gamma)
+    failed (nan vs 1.3025) for p with a zero.  References: closed forms by hand and a Newton step with H'
+    from a finite difference of the entropy -sum q log q computed directly."""
+    half, quarter = sympy.Rational(1, 2), sympy.Rational(1, 4)
+    target = sympy.Symbol("H_star", real=True)
+    # q = (1/2, 1/4, 1/4, 0): H = 3/2 log 2, E[(log q)^2] = 5/2 log(2)^2, so H^2 - E = -1/4 log(2)^2.
+    ln2 = sympy.log(2)
+    by_hand = 1 + (target - 3 * ln2 / 2) / (-(ln2**2) / 4)
+    got = sym.first_order_update([half, quarter, quarter, 0], target)
+    assert sympy.simplify(sympy.expand_log(got - by_hand, force=True)) == 0
+
+    p0, G, H_star = [half, quarter, quarter, 0], sympy.Rational(3, 2), 1
+
+    def H(gamma):  # entropy of p**gamma / Z over the non-zero entries, from the definition
+        w = [sympy.Float(pi, 50) ** gamma for pi in p0 if pi != 0]
+        z = sum(w)
+        return -sum((wi / z) * sympy.log(wi / z) for wi in w)
+
+    eps = sympy.Float("1e-20", 50)
+    dH = (H(G + eps) - H(G - eps)) / (2 * eps)
+    newton_fd = sympy.N(G + (H_star - H(G)) / dH, 30)
+    step = sympy.N(sym.newton_step_total_exponent(p0, G, H_star), 30)
+    via_update = sympy.N(G * sym.first_order_update(sym.powered_distribution(p0, G), H_star), 30)
+    assert abs(step - newton_fd) < 1e-15 and abs(via_update - newton_fd) < 1e-15
+
+
+def test_powered_distribution_keeps_zeros_at_every_gamma():
+    """gamma = 0 gave (1/3, 1/3, 1/3) for (1/2, 1/2, 0) while entropy_of_power gave log 2: a zero entry
+    now stays 0 for every gamma (0**0 read as 0), and the two functions agree."""
+    half = sympy.Rational(1, 2)
+    for gamma in (0, sympy.Rational(1, 2), 2):
+        q = sym.powered_distribution([half, half, 0], gamma)
+        assert q == (half, half, 0)
+        direct = -sum(qi * sympy.log(qi) for qi in q if qi != 0)
+        assert sympy.simplify(direct - sym.entropy_of_power([half, half, 0], gamma)) == 0
+    q = sym.powered_distribution([sympy.Rational(1, 4), sympy.Rational(3, 4), 0], 0)
+    assert q == (half, half, 0)
+
+
+def test_invalid_or_degenerate_distributions_raise_symact_errors():
+    """entropy([]) raised a plain ValueError, entropy([3/2, -1/2]) returned a complex number, and a
+    uniform p gave zoo from the Newton step (Var[log p] = 0)."""
+    from symact.errors import SymactError
+
+    half = sympy.Rational(1, 2)
+    with pytest.raises(SymactError, match="non-empty"):
+        sym.entropy([])
+    with pytest.raises(DomainError, match="non-negative"):
+        sym.entropy([sympy.Rational(3, 2), -half])
+    with pytest.raises(DomainError, match="sum to"):
+        sym.entropy([half, half, half])
+    with pytest.raises(DomainError, match="sum to"):
+        sym.first_order_update([sympy.Rational(1, 4), sympy.Rational(1, 4)], 0)
+    with pytest.raises(DomainError, match="non-negative"):
+        sym.powered_distribution([half, sympy.I / 2], 2)
+    for p in ([half, half], [sympy.Rational(1, 3)] * 3, [half, half, 0], [1, 0]):
+        with pytest.raises(DomainError, match="uniform"):
+            sym.first_order_update(p, sympy.Rational(1, 2))
+        with pytest.raises(DomainError, match="uniform"):
+            sym.newton_step_total_exponent(p, 2, sympy.Rational(1, 2))
+    # floats summing to 1 up to rounding are accepted
+    assert abs(float(sym.entropy([0.1] * 10)) - math.log(10)) < 1e-12
