@@ -191,8 +191,12 @@ def _quad_checked(integrand: Callable, points: list, dps: int, what: str):
             raise DivergentIntegralError(
                 f"quadrature of {what} did not converge (value {mpmath.nstr(value, 8)}, estimated "
                 f"error {mpmath.nstr(err, 3)}): the integral may diverge, or the integrand has a "
-                "singularity/kink that is not among the break-points. Pass breakpoints= at every "
-                "point where the function or its derivative jumps.")
+                "singularity/kink that is not among the break-points. Calling numeric.gauss directly: "
+                "pass breakpoints= at every point where the function or its derivative jumps. Through "
+                "analysis.kernel_maps and the other analyses the break-points are Activation.kinks (a "
+                "periodic family such as |sin x|'s n*pi is listed only for |x| <= 50, see "
+                "Activation.kink_families): for kinks it misses, integrate with numeric.gauss and "
+                "breakpoints=.")
     return value, err
 
 

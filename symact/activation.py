@@ -510,17 +510,33 @@ class Activation:
         return _limit_at_infinity(self.concrete_expr, self.x, 1 if direction == sympy.oo else -1)
 
     @functools.cached_property
+    def _kink_structure(self) -> tuple[tuple, tuple]:
+        if len(self.inputs) != 1:
+            return (), ()
+        return _kink_structure(self.concrete_expr, self.x)
+
+    @property
     def kinks(self) -> tuple:
         """Real points where the formula switches piece (Piecewise, Max, Min, Abs, Heaviside, sign).
 
-        These are the break-points to give a quadrature rule.  Parameters at their values.
+        These are the break-points to give a quadrature rule.  Parameters at their values.  A periodic
+        set of kinks (|sin x|: every n*pi) is infinite: its points with |x| <= ``KINK_RANGE`` (50) are
+        listed, and :attr:`kink_families` gives the families.
 
         >>> activation("hardtanh").kinks
         (-1, 1)
         """
-        if len(self.inputs) != 1:
-            return ()
-        return _piece_boundaries(self.concrete_expr, self.x)
+        return self._kink_structure[0]
+
+    @property
+    def kink_families(self) -> tuple:
+        """Periodic families of kinks as ((offset, period), ...): kinks at offset + n*period for every
+        integer n; () when the kinks are finitely many.
+
+        >>> activation("Abs(sin(x))").kink_families
+        ((0, 2*pi), (pi, 2*pi))
+        """
+        return self._kink_structure[1]
 
     def properties(self) -> Properties:
         """Bounded, monotone, odd/even, smoothness, values at 0 and infinity (cached).
@@ -694,15 +710,59 @@ def _relational_atoms(expr: sympy.Expr):
                 yield from cond.atoms(sympy.core.relational.Relational)
 
 
-def _piece_boundaries(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple:
+#: Kinks of a periodic family (|sin x|: x = n*pi) are listed for |x| <= KINK_RANGE: a standard Gaussian
+#: has mass below 1e-500 beyond 48, so quadrature split there is exact for variances q up to about
+#: (KINK_RANGE/14)**2 ~ 12 at 40 digits.  ``Activation.kink_families`` gives the whole families.
+KINK_RANGE = 50
+
+_PERIODIC = (sympy.sin, sympy.cos, sympy.tan, sympy.cot, sympy.sec, sympy.csc)
+
+
+def _periodic_family_points(difference: sympy.Expr, symbol: sympy.Symbol) -> tuple | None:
+    """(points with |x| <= KINK_RANGE, ((offset, period), ...)) of the zeros of a periodic ``difference``,
+    or None when SymPy gives no enumerable solution set (then the caller falls back to ``solve``)."""
+    try:
+        solset = sympy.solveset(difference, symbol, sympy.S.Reals)
+    except (NotImplementedError, ValueError, TypeError):
+        return None
+    parts = solset.args if isinstance(solset, sympy.Union) else (solset,)
+    points, families = set(), []
+    for part in parts:
+        if isinstance(part, sympy.FiniteSet):
+            points.update(s for s in part if s.is_real and s.is_finite and abs(s) <= KINK_RANGE)
+            continue
+        if not (isinstance(part, sympy.ImageSet) and part.base_sets == (sympy.S.Integers,)):
+            return None
+        (n,), value = part.lamda.variables, part.lamda.expr
+        period, offset = sympy.diff(value, n), value.subs(n, 0)
+        if period.has(n) or not period.is_number or period == 0:
+            return None  # not an arithmetic progression (sin(x**2): x = sqrt(n*pi))
+        period = abs(period)
+        offset = offset - period * sympy.floor(offset / period)  # into [0, period)
+        families.append((offset, period))
+        lo = sympy.ceiling((-KINK_RANGE - offset) / period)
+        hi = sympy.floor((KINK_RANGE - offset) / period)
+        points.update(offset + k * period for k in range(int(lo), int(hi) + 1))
+    return points, tuple(families)
+
+
+def _kink_structure(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple[tuple, tuple]:
+    """(kinks, families): the real points where ``expr`` switches piece, sorted, and the periodic
+    families ((offset, period), ...) among them; a family's points are listed for |x| <= KINK_RANGE."""
     if not expr.has(*_PIECEWISE_ATOMS):
-        return ()
+        return (), ()
     rewritten = expr.rewrite(sympy.Piecewise)
-    points = set()
+    points, families = set(), []
     for rel in _relational_atoms(rewritten):
         difference = rel.lhs - rel.rhs
         if not difference.has(symbol):
             continue
+        if any(f.has(symbol) for f in difference.atoms(*_PERIODIC)):
+            found = _periodic_family_points(difference, symbol)
+            if found is not None:
+                points.update(found[0])
+                families.extend(f for f in found[1] if f not in families)
+                continue
         try:
             solutions = sympy.solve(difference, symbol)
         except (NotImplementedError, ValueError):
@@ -710,7 +770,11 @@ def _piece_boundaries(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple:
         for s in solutions:
             if s.is_real and s.is_finite:
                 points.add(s)
-    return tuple(sorted(points, key=lambda s: float(s)))
+    return tuple(sorted(points, key=lambda s: float(s))), tuple(families)
+
+
+def _piece_boundaries(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple:
+    return _kink_structure(expr, symbol)[0]
 
 
 def _limit_at_infinity(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sympy.Expr:

@@ -528,3 +528,24 @@ def test_a_lambda_is_not_a_formula(text, body):
     # 'lambda x: x**2' became an "activation" that is a function object
     with pytest.raises(symact.FormulaError, match=f"is a lambda.*write only its body.*e.g. {re.escape(body)}$"):
         symact.activation(text)
+
+
+def test_periodic_kinks_are_listed_and_integrated():
+    """|sin x| has a kink at every n*pi; kinks gave (0, pi) only, so kernel_maps(...).q_map(1) raised
+    DivergentIntegralError with advice (breakpoints=) that kernel_maps cannot take.  Reference:
+    E[sin(z)**2] = (1 - E[cos 2z])/2 = (1 - exp(-2))/2 for z ~ N(0, 1)."""
+    import mpmath
+
+    import analysis
+
+    act = symact.activation("Abs(sin(x))")
+    expected = [n * sympy.pi for n in range(-15, 16)]  # every n*pi with |n*pi| <= 50
+    assert list(act.kinks) == expected
+    family_points = {sympy.simplify(o + k * p) for o, p in act.kink_families for k in range(-8, 8)}
+    assert {n * sympy.pi for n in range(-10, 10)} <= family_points
+    assert all(sympy.simplify(sympy.sin(o)) == 0 for o, _ in act.kink_families)
+    assert symact.activation("relu").kink_families == ()
+    value = analysis.kernel_maps(act, dps=25).q_map(1)
+    with mpmath.workdps(40):
+        closed = (1 - mpmath.exp(-2)) / 2
+        assert abs(mpmath.mpf(value) - closed) < mpmath.mpf(10) ** -23
