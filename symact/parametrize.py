@@ -550,10 +550,11 @@ _IDENTITY_SAMPLES_POSITIVE = (sp.Rational(1, 100), sp.Rational(1, 10), sp.Ration
 _IDENTITY_SAMPLES_REAL = tuple(sorted({-t for t in _IDENTITY_SAMPLES_POSITIVE} | set(_IDENTITY_SAMPLES_POSITIVE)))
 
 
-def _numeric(expr: sp.Expr) -> sp.Expr | None:
-    """expr at 30 digits if it is a finite real number, else None (symbolic parameters, nan, complex)."""
+def _numeric(expr: sp.Expr, digits: int = 30) -> sp.Expr | None:
+    """expr at ``digits`` digits if it is a finite real number, sp.nan if it is not real, else None
+    (symbolic parameters, nan, infinities)."""
     try:
-        value = sp.N(expr, 30)
+        value = sp.N(expr, digits)
     except (TypeError, ValueError, ZeroDivisionError, OverflowError):
         return None
     if not value.is_number or value.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
@@ -606,23 +607,28 @@ def _identity_problem(g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol, doma
     """Why ``inv`` is not g^{-1} on ``domain`` (g^{-1}(g(W)) != W, or a non-real value, at a sample W), or None.
 
     With ``deriv`` (g'(g^{-1}(A))) also checks it against g'(W) there.  Parameters must be substituted."""
+    # A is evaluated at 60 digits and the tolerances are loose: the check is for a wrong branch (an O(1)
+    # error), not rounding where g saturates (1 - tanh(20) ~ 8e-18); where A rounds to the end of the
+    # range (erf(20) to 1) the inverse is infinite there and the sample is skipped.
     dg = sp.diff(g, w)
     for t in _grid(domain, _IDENTITY_SAMPLES_REAL, _IDENTITY_SAMPLES_POSITIVE):
-        at = _numeric(g.subs(w, t))
+        at = _numeric(g.subs(w, t), 60)
         if at is None or at is sp.nan:
             continue
-        back = _numeric(inv.subs(a, at))
-        if back is None and inv.subs(a, at).free_symbols:
+        if inv.subs(a, at).free_symbols:
             return None  # symbolic parameters: undecided here
-        if back is None or back is sp.nan:
+        back = _numeric(inv.subs(a, at), 30)
+        if back is None:
+            continue
+        if back is sp.nan:
             return f"the inverse W = {inv} is not real at A = g({t}) = {sp.N(at, 6)}"
-        if abs(back - t) > 1e-15 * max(1, abs(t)):
+        if abs(back - t) > 1e-8 * max(1, abs(t)):
             return f"the inverse W = {inv} gives W = {sp.N(back, 6)} at A = g({t}), not W = {t}"
         if deriv is not None:
             slope, true = _numeric(deriv.subs(a, at)), _numeric(dg.subs(w, t))
             if slope is None or true is None or true is sp.nan:
                 continue
-            if slope is sp.nan or abs(slope - true) > 1e-12 * max(1, abs(true)):
+            if slope is sp.nan or abs(slope - true) > 1e-8 * max(1, abs(true)):
                 return f"g'(g^{{-1}}(A)) = {deriv} is {sp.N(slope, 6)} at A = g({t}), but g'({t}) = {sp.N(true, 6)}"
     return None
 
@@ -667,7 +673,12 @@ def _derivative_in_a(dg: sp.Expr, g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.
     direct = dg.subs(g, a)
     if w not in direct.free_symbols:
         candidates.append(sp.simplify(direct))
-    return min(candidates, key=sp.count_ops)
+    if inv.has(sp.sign):
+        # A real root squared: sign(u)**2*|u|**(2/3) is |u|**(2/3) (both 0 at u = 0); simplify would
+        # write Piecewise((0, Eq(A, 0)), ...) instead.
+        even_sign = lambda e: e.is_Pow and isinstance(e.base, sp.sign) and e.exp.is_even  # noqa: E731
+        candidates.append(dg.subs(w, inv).replace(even_sign, lambda e: sp.S.One))
+    return min(candidates, key=lambda c: (c.has(sp.Piecewise), sp.count_ops(c)))
 
 
 def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, sp.Expr] | None = None) -> _InverseResult:
@@ -679,6 +690,7 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
     values = dict(params or {})
     g_c, dg_c = g.subs(values), dg.subs(values)  # for the numeric checks: parameters at their values
     reasons = []
+    real_line_refused = None  # why a solution on the real line was not taken, for the branch text
 
     def problem(domain: sp.Set, inv: sp.Expr, a: sp.Symbol, deriv: sp.Expr) -> str | None:
         """Solve returning one solution is not uniqueness: g must be monotone on the domain and the
@@ -699,6 +711,7 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
                         sp.S.Reals, inv, a, f"W = {inv} (g is injective on the real line)", deriv, False,
                     )
                 reasons.append(f"on the real line SymPy's solution W = {inv} is not g^{{-1}}: {why}")
+                real_line_refused = why.split(" (")[0] if "changes sign" in why else "not the inverse there"
             else:
                 reasons.append(
                     "on the real line A = g(W) has "
@@ -727,7 +740,9 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
                 if why is None:
                     return _InverseResult(
                         domain, inv, a,
-                        f"W = sign(A)*({h.subs(a_pos, sp.Symbol('|A|'))}) (odd extension of the inverse on W > 0)",
+                        (f"W = sign(A)*({h.subs(a_pos, sp.Symbol('|A|'))})" if g_pos.is_positive else
+                         f"W = -sign(A)*({h.subs(a_pos, -sp.Symbol('|A|'))})")
+                        + " (odd extension of the inverse on W > 0)",
                         deriv, True,
                     )
                 reasons.append(f"the odd extension W = {inv} is not g^{{-1}}: {why}")
@@ -747,7 +762,10 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
         why = problem(sp.Interval.open(0, sp.oo), inv, a, deriv)
         if why is None:
             return _InverseResult(
-                sp.Interval.open(0, sp.oo), inv, a, f"W = {inv} (the positive branch, W > 0)", deriv, False,
+                sp.Interval.open(0, sp.oo), inv, a,
+                f"W = {inv} (the positive branch, W > 0"
+                + (f"; not the real line: {real_line_refused})" if real_line_refused else ")"),
+                deriv, False,
             )
         reasons.append(f"on W > 0 SymPy's solution W = {inv} is not g^{{-1}}: {why}")
     else:

@@ -249,7 +249,7 @@ def test_non_monotone_g_is_not_inverted_on_the_real_line():
     (true g'(-3) = -2e^-3 = -0.0996)."""
     pa = parameter_activation("W*exp(W)")
     assert pa.domain.contains(-3) is not sp.true and pa.domain.contains(-sp.Rational(3, 2)) is not sp.true
-    assert "injective on the real line" not in pa.branch
+    assert "injective on the real line" not in pa.branch and "changes sign at W ~ -1" in pa.branch
     samples = [sp.Rational(k, 4) for k in range(-16, 17)] + [sp.Rational(1, 100), 10]
     assert _check_inverse_on_domain(pa, samples) >= 16
     with pytest.raises(NoInverseError, match=r"changes sign at W ~ -1\b") as err:
@@ -290,3 +290,18 @@ def test_mirror_map_of_cardano_inverse_is_found_quickly():
     # No closed form: None, and the note says so.
     ee = parameter_activation("exp_exp")
     assert ee.mirror_map is None and "no elementary mirror map" in ee.mirror_map_note
+
+
+def test_mirror_map_integration_is_time_limited(monkeypatch):
+    """SymPy's integrate has no time limit of its own: each route to the mirror map runs under
+    MIRROR_MAP_TIME_LIMIT seconds and says so when it gives up (here a limit no integral meets)."""
+    import signal
+
+    from symact import parametrize
+
+    monkeypatch.setattr(parametrize, "MIRROR_MAP_TIME_LIMIT", 1e-4)
+    before = signal.getsignal(signal.SIGALRM)
+    pa = parameter_activation(sp.sinh(3 * W))  # an expression: not the string cache
+    assert pa.mirror_map is None
+    assert "did not finish" in pa.mirror_map_note
+    assert signal.getsignal(signal.SIGALRM) == before and signal.getitimer(signal.ITIMER_REAL)[0] == 0
