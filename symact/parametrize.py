@@ -37,7 +37,7 @@ of one sign on the domain and satisfy g^{-1}(g(W)) = W, with g'(g^{-1}(A)) = g'(
 (30-digit evaluation; evidence, not proof).  Odd roots of a base that can be negative are real roots
 (log(W)**3 on W > 0: W = exp(sign(A)*|A|**(1/3)), not the complex principal root).
 
-``domain="real"`` or ``domain="positive"`` forces a choice; :class:`~symact.errors.NoInverseError` is raised
+``domain="real"``, ``domain="positive"`` or an interval of W (``domain=(-1, sympy.oo)``) forces a choice; :class:`~symact.errors.NoInverseError` is raised
 (when an A-side attribute is read) if g has no unique closed-form inverse there.
 
 >>> import symact
@@ -137,7 +137,7 @@ class ParameterActivation:
     """A parameter activation A = g(W) with its derived formulas (all SymPy expressions, computed lazily).
 
     Attributes: ``name``, ``g`` (in ``W``), ``params`` (dict parameter Symbol -> default value),
-    ``requested_domain`` ("real", "positive" or None = automatic).  Derived (cached) attributes:
+    ``requested_domain`` ("real", "positive", an Interval of W, or None = automatic).  Derived (cached) attributes:
     ``derivative``, ``domain``, ``range``, ``branch``, ``inverse``, ``A``, ``derivative_in_A``,
     ``effective_learning_rate``, ``mirror_map``.  Expressions keep the parameters symbolic; use
     :meth:`concrete` to substitute their values.
@@ -566,13 +566,27 @@ def _numeric(expr: sp.Expr, digits: int = 30) -> sp.Expr | None:
 
 
 def _grid(domain: sp.Set, grid_real: tuple, grid_positive: tuple) -> tuple:
+    """Sample points of ``domain`` (ascending): the grids themselves on W > 0 and the real line; on another
+    interval, points spread over it (a finite one evenly, a half-line as its end plus the positive grid)."""
     if domain == sp.Interval.open(0, sp.oo):
         return grid_positive
-    return tuple(t for t in grid_real if domain.contains(t) is sp.true)
+    if domain in (sp.S.Reals, sp.S.Reals - sp.FiniteSet(0)) or not isinstance(domain, sp.Interval):
+        return tuple(t for t in grid_real if domain.contains(t) is sp.true)
+    lo, hi, n = domain.inf, domain.sup, len(grid_positive)
+    if lo.is_finite and hi.is_finite:
+        points = [lo + (hi - lo) * sp.Rational(k, n + 1) for k in range(1, n + 1)]
+    elif lo.is_finite:
+        points = [lo + t for t in grid_positive]
+    elif hi.is_finite:
+        points = [hi - t for t in grid_positive]
+    else:
+        points = list(grid_real)
+    return tuple(sorted(points, key=float))
 
 
-def _monotonicity_problem(dg: sp.Expr, w: sp.Symbol, domain: sp.Set) -> str | None:
-    """Why g is not strictly monotone on ``domain`` (g' has both signs there, located by bisection), or None.
+def _turning_point(dg: sp.Expr, w: sp.Symbol, domain: sp.Set) -> tuple | None:
+    """(W, t0, t1): a point where g' changes sign on ``domain`` (bisection between the grid points t0, t1
+    where g' has opposite signs; W to 8 digits, recognised as an exact number where nsimplify can), or None.
 
     ``dg`` is g' with the parameters at their values (left symbolic: not decided, None)."""
     signs = []
@@ -596,10 +610,18 @@ def _monotonicity_problem(dg: sp.Expr, w: sp.Symbol, domain: sp.Set) -> str | No
                 lo = mid
             else:
                 hi = mid
-        where = sp.nsimplify(sp.Float((lo + hi) / 2, 8), rational=False, tolerance=1e-7)
-        return (f"g'(W) = {dg} changes sign at W ~ {where} (g'({t0}) and g'({t1}) have opposite signs), so g is "
-                f"not monotone on {domain} and A = g(W) has two solutions W for some A there")
+        return sp.nsimplify(sp.Float((lo + hi) / 2, 8), rational=False, tolerance=1e-7), t0, t1
     return None
+
+
+def _monotonicity_problem(dg: sp.Expr, w: sp.Symbol, domain: sp.Set) -> str | None:
+    """Why g is not strictly monotone on ``domain`` (g' has both signs there), or None."""
+    turn = _turning_point(dg, w, domain)
+    if turn is None:
+        return None
+    where, t0, t1 = turn
+    return (f"g'(W) = {dg} changes sign at W ~ {where} (g'({t0}) and g'({t1}) have opposite signs), so g is "
+            f"not monotone on {domain} and A = g(W) has two solutions W for some A there")
 
 
 def _identity_problem(g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol, domain: sp.Set,
@@ -682,8 +704,13 @@ def _derivative_in_a(dg: sp.Expr, g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.
 
 
 def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, sp.Expr] | None = None) -> _InverseResult:
+    if isinstance(requested, sp.Interval) and not requested.is_empty and requested.measure != 0:
+        return _inverse_on_interval(g, requested, params)
     if requested not in (None, "real", "positive"):
-        raise NoInverseError(f"domain={requested!r} is not supported; use 'real', 'positive' or None (automatic).")
+        raise NoInverseError(
+            f"domain={requested!r} is not supported; use 'real', 'positive', None (automatic) or an interval "
+            "of W, e.g. domain=(-1, sympy.oo) or sympy.Interval.open(-1, sympy.oo)."
+        )
     wp = sp.Symbol("W", positive=True)
     g_pos = g.subs(W, wp)
     dg = sp.diff(g, W)
@@ -747,9 +774,12 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
                     )
                 reasons.append(f"the odd extension W = {inv} is not g^{{-1}}: {why}")
         if requested == "real":
+            turn = _turning_point(dg_c, W, sp.S.Reals)
+            pieces = (f" or an interval on which g is monotone, e.g. domain=({turn[0]}, oo) or (-oo, {turn[0]})"
+                      if turn is not None else " or an interval of W on which g is monotone")
             raise NoInverseError(
                 f"A = {g} has no unique closed-form inverse on the real line ({'; '.join(reasons)}). "
-                "Pass domain='positive' to invert on W > 0 instead."
+                f"Pass domain='positive' to invert on W > 0 instead,{pieces}."
             )
 
     if g_pos.is_real is False:
@@ -776,6 +806,66 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
         "the real line or on W > 0 (A-side formulas need g^{-1}), or pass domain='positive' / domain='real' "
         "where it is."
     )
+
+
+def _inverse_on_interval(g: sp.Expr, domain: sp.Interval, params: Mapping[sp.Symbol, sp.Expr] | None) -> _InverseResult:
+    """The inverse of g on a requested interval of W: g must be monotone there (checked at sample points)
+    and exactly one of SymPy's solutions (with the other real branch of each LambertW) must satisfy
+    g^{-1}(g(W)) = W there.  W*exp(W) on (-1, oo) is LambertW(A), on (-oo, -1) LambertW(A, -1)."""
+    values = dict(params or {})
+    dg = sp.diff(g, W)
+    g_c, dg_c = g.subs(values), dg.subs(values)
+    turning = _monotonicity_problem(dg_c, W, domain)
+    if turning is not None:
+        raise NoInverseError(f"A = {g} has no inverse on W in {domain}: {turning}. Pass a smaller interval.")
+    from sympy.calculus.util import function_range
+
+    try:
+        rng = function_range(g_c, W, domain)
+    except (NotImplementedError, ValueError, TypeError):
+        rng = None
+    if isinstance(rng, sp.Interval) and rng.inf >= 0 and not rng.contains(0):
+        a = sp.Symbol("A", positive=True)
+    elif isinstance(rng, sp.Interval) and rng.sup <= 0 and not rng.contains(0):
+        a = sp.Symbol("A", negative=True)
+    else:
+        a = sp.Symbol("A", real=True)
+    try:
+        sols = sp.solve(sp.Eq(a, g), W)
+    except (NotImplementedError, ValueError, TypeError):
+        sols = []
+    candidates = []
+    for s in sols:
+        if _has_imaginary(s):
+            continue
+        candidates.append(s)
+        for lw in s.atoms(sp.LambertW):
+            if len(lw.args) == 1:  # the other real branch, k = -1 (solve gives the principal one only)
+                candidates.append(s.xreplace({lw: sp.LambertW(lw.args[0], -1)}))
+    tried = []
+    for s in candidates:
+        inv = _named_inverse(g, W, a) if len(candidates) == 1 else None
+        inv = inv or _real_roots(s, a)
+        deriv = _derivative_in_a(dg, g, W, inv, a)
+        why = _identity_problem(g_c, W, inv.subs(values), a, domain, deriv.subs(values))
+        if why is None:
+            return _InverseResult(domain, inv, a, f"W = {inv} (the requested domain W in {domain})", deriv, False)
+        tried.append(why)
+    detail = "; ".join(tried) if tried else "SymPy's solve finds no closed-form solution"
+    raise NoInverseError(f"A = {g} has no closed-form inverse on W in {domain}: {detail}.")
+
+
+def _domain_argument(domain: Any) -> Any:
+    """``domain`` as given, with a pair (lo, hi) read as the open interval of W between them."""
+    if isinstance(domain, (tuple, list)) and len(domain) == 2:
+        try:
+            lo, hi = (sp.sympify(d, strict=True) for d in domain)
+        except sp.SympifyError:
+            raise FormulaError(f"domain={domain!r}: give the interval's ends as numbers, e.g. (-1, sympy.oo)") from None
+        if not (lo.is_real or lo in (-sp.oo, sp.oo)) or not (hi.is_real or hi in (-sp.oo, sp.oo)) or not lo < hi:
+            raise FormulaError(f"domain={domain!r}: the ends must be real numbers with lo < hi, e.g. (-1, sympy.oo)")
+        return sp.Interval.open(lo, hi)
+    return domain
 
 
 def _vocabulary() -> dict[str, Any]:
@@ -848,7 +938,9 @@ def _parse(g: str | sp.Expr, params: Mapping[str, Any]) -> tuple[str, sp.Expr, d
 def parameter_activation(g: str | sp.Expr, *, domain: str | None = None, **params: Any) -> ParameterActivation:
     """Parameter activation A = g(W) from a formula in ``W`` or a name (:func:`parameter_activation_names`).
 
-    ``domain``: None (automatic, see the module docstring), ``"real"`` or ``"positive"``.
+    ``domain``: None (automatic, see the module docstring), ``"real"``, ``"positive"``, or an interval of W
+    (a SymPy Interval, or a pair (lo, hi) meaning the open interval) on which g is monotone:
+    ``parameter_activation("W*exp(W)", domain=(-1, sympy.oo))`` inverts with LambertW(A) for W > -1.
     Keyword arguments give parameter defaults (``parameter_activation("powerprop", alpha=3)``).
 
     >>> parameter_activation("exp(exp(W))").derivative_in_A
@@ -856,6 +948,7 @@ def parameter_activation(g: str | sp.Expr, *, domain: str | None = None, **param
     >>> parameter_activation("powerprop").derivative_in_A
     alpha*Abs(A)**((alpha - 1)/alpha)
     """
+    domain = _domain_argument(domain)
     if isinstance(g, str):
         try:
             return _parameter_activation_cached(g, domain, tuple(sorted(params.items())))

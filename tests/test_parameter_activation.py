@@ -305,3 +305,28 @@ def test_mirror_map_integration_is_time_limited(monkeypatch):
     assert pa.mirror_map is None
     assert "did not finish" in pa.mirror_map_note
     assert signal.getsignal(signal.SIGALRM) == before and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+
+
+def test_an_interval_domain_picks_the_monotone_piece():
+    """W*exp(W) is monotone on each side of W = -1: domain=(-1, oo) gives the principal LambertW, (-oo, -1)
+    the k = -1 branch; both checked by g^{-1}(g(W)) = W and finite differences of g.  An interval across
+    the turning point is refused, naming it."""
+    right = parameter_activation("W*exp(W)", domain=(-1, sp.oo))
+    assert right.domain == sp.Interval.open(-1, sp.oo)
+    assert _check_inverse_on_domain(right, [sp.Rational(-9, 10), sp.Rational(-1, 2), 0, 1, 3]) == 5
+    left = parameter_activation("W*exp(W)", domain=sp.Interval.open(-sp.oo, -1))
+    assert _check_inverse_on_domain(left, [-7, -3, sp.Rational(-3, 2), sp.Rational(-11, 10)]) == 4
+    a = -3 * sp.exp(-3)  # the reviewer's point: W = -3, g'(-3) = -2*exp(-3)
+    assert abs(sp.N(left.inverse.subs(left.A, a), 30) + 3) < 1e-25
+    assert abs(sp.N(left.derivative_in_A.subs(left.A, a) + 2 * sp.exp(-3), 30)) < 1e-25
+    with pytest.raises(NoInverseError, match=r"changes sign at W ~ -1\b"):
+        parameter_activation("W*exp(W)", domain=(-2, 1)).inverse
+    # The negative branch of W**2, and a sine restricted to a monotone piece.
+    neg = parameter_activation("W**2", domain=(-sp.oo, 0))
+    assert _check_inverse_on_domain(neg, [-5, -1, sp.Rational(-1, 3)]) == 3
+    sine = parameter_activation("sin(W)", domain=(-sp.pi / 2, sp.pi / 2))
+    assert _check_inverse_on_domain(sine, [sp.Rational(-3, 2), 0, 1]) == 3
+    with pytest.raises(NoInverseError, match=r"domain=\(0, oo\)"):
+        parameter_activation("W**2", domain="real").inverse
+    with pytest.raises(FormulaError, match="lo < hi"):
+        parameter_activation("W**2", domain=(1, 0))
