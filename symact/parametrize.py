@@ -787,16 +787,18 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
     a = _a_symbol(g_pos)
     sols = _real_solutions(g_pos, wp, a, strict=False)
     if sols is not None and len(sols) == 1:
-        inv = _named_inverse(g_pos, wp, a) or _real_roots(sols[0], a)
-        deriv = _derivative_in_a(sp.diff(g_pos, wp), g_pos, wp, inv, a)
-        why = problem(sp.Interval.open(0, sp.oo), inv, a, deriv)
-        if why is None:
-            return _InverseResult(
-                sp.Interval.open(0, sp.oo), inv, a,
-                f"W = {inv} (the positive branch, W > 0"
-                + (f"; not the real line: {real_line_refused})" if real_line_refused else ")"),
-                deriv, False,
-            )
+        first = _named_inverse(g_pos, wp, a) or sols[0]
+        # SymPy's solution as it is, then with its odd roots read as real roots (log(W)**3).
+        for inv in dict.fromkeys((first, _real_roots(first, a))):
+            deriv = _derivative_in_a(sp.diff(g_pos, wp), g_pos, wp, inv, a)
+            why = problem(sp.Interval.open(0, sp.oo), inv, a, deriv)
+            if why is None:
+                return _InverseResult(
+                    sp.Interval.open(0, sp.oo), inv, a,
+                    f"W = {inv} (the positive branch, W > 0"
+                    + (f"; not the real line: {real_line_refused})" if real_line_refused else ")"),
+                    deriv, False,
+                )
         reasons.append(f"on W > 0 SymPy's solution W = {inv} is not g^{{-1}}: {why}")
     else:
         what = "no closed-form solution" if not sols else f"{len(sols)} solutions {sols} (g is not injective)"
@@ -844,13 +846,13 @@ def _inverse_on_interval(g: sp.Expr, domain: sp.Interval, params: Mapping[sp.Sym
                 candidates.append(s.xreplace({lw: sp.LambertW(lw.args[0], -1)}))
     tried = []
     for s in candidates:
-        inv = _named_inverse(g, W, a) if len(candidates) == 1 else None
-        inv = inv or _real_roots(s, a)
-        deriv = _derivative_in_a(dg, g, W, inv, a)
-        why = _identity_problem(g_c, W, inv.subs(values), a, domain, deriv.subs(values))
-        if why is None:
-            return _InverseResult(domain, inv, a, f"W = {inv} (the requested domain W in {domain})", deriv, False)
-        tried.append(why)
+        s = (_named_inverse(g, W, a) if len(candidates) == 1 else None) or s
+        for inv in dict.fromkeys((s, _real_roots(s, a))):  # as solved, then with real odd roots
+            deriv = _derivative_in_a(dg, g, W, inv, a)
+            why = _identity_problem(g_c, W, inv.subs(values), a, domain, deriv.subs(values))
+            if why is None:
+                return _InverseResult(domain, inv, a, f"W = {inv} (the requested domain W in {domain})", deriv, False)
+            tried.append(why)
     detail = "; ".join(tried) if tried else "SymPy's solve finds no closed-form solution"
     raise NoInverseError(f"A = {g} has no closed-form inverse on W in {domain}: {detail}.")
 
