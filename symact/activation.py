@@ -975,8 +975,9 @@ def _check_real_with_params(act: Activation, given: str, note: str = "") -> None
 
 
 def _check_real(act: Activation, text: str) -> None:
-    """Evaluate at a few real points; a value with a non-zero imaginary part is an error."""
-    found = _first_non_real(act, _PROBE_POINTS)
+    """Evaluate at a few real points, large |x| included (log(x + 3) is real down to -3 only); a value
+    with a non-zero imaginary part is an error."""
+    found = _first_non_real(act, _WIDE_PROBE_POINTS)
     if found is not None:
         point, value = found
         raise NonRealExpressionError(

@@ -549,3 +549,13 @@ def test_periodic_kinks_are_listed_and_integrated():
     with mpmath.workdps(40):
         closed = (1 - mpmath.exp(-2)) / 2
         assert abs(mpmath.mpf(value) - closed) < mpmath.mpf(10) ** -23
+
+
+@pytest.mark.parametrize("formula, bad_x", [("log(x + 3)", -3), ("sqrt(x + 10)", -10), ("log(1 + x/1000)", -1000)])
+def test_formulas_real_only_on_a_half_line_are_rejected(formula, bad_x):
+    """The realness probe stopped at |x| = 5/2, so log(x + 3) (complex for x < -3) was accepted and
+    properties() then described a function that is not real.  Reference: the value just past bad_x."""
+    value = sympy.N(sympy.sympify(formula).subs(sympy.Symbol("x"), bad_x - 1), 20)
+    assert not value.is_real  # the formula really is non-real there
+    with pytest.raises(symact.NonRealExpressionError, match="real"):
+        symact.activation(formula)
