@@ -82,6 +82,8 @@ def _as_exprs(p: Sequence, normalised: bool = False) -> tuple[sympy.Expr, ...]:
                     f"probability p[{i}] = {pi} is not a non-negative real number; probabilities must be "
                     "non-negative reals (zeros are allowed: 0*log(0) counts as 0)"
                 )
+    if all(pi.is_zero for pi in exprs):
+        raise DomainError("every probability is 0; a distribution needs at least one non-zero entry")
     if normalised and all(pi.is_number for pi in exprs):
         total = sympy.N(sum(exprs), 30)
         if abs(total - 1) > SUM_TOLERANCE:
@@ -140,8 +142,6 @@ def powered_distribution(p: Sequence, gamma) -> tuple[sympy.Expr, ...]:
     ps = _as_exprs(p)
     gamma = safe_sympify(gamma, "gamma")
     total = sum(pi**gamma for pi in _support(ps))
-    if total == 0:
-        raise DomainError("every probability is 0; a distribution needs a non-zero entry")
     return tuple(sympy.S.Zero if pi.is_zero else pi**gamma / total for pi in ps)
 
 

@@ -379,6 +379,8 @@ def test_invalid_or_degenerate_distributions_raise_symact_errors():
         sym.first_order_update([sympy.Rational(1, 4), sympy.Rational(1, 4)], 0)
     with pytest.raises(DomainError, match="non-negative"):
         sym.powered_distribution([half, sympy.I / 2], 2)
+    with pytest.raises(DomainError, match="every probability is 0"):
+        sym.entropy_of_power([0, 0], 2)  # was log(0) = zoo
     for p in ([half, half], [sympy.Rational(1, 3)] * 3, [half, half, 0], [1, 0]):
         with pytest.raises(DomainError, match="uniform"):
             sym.first_order_update(p, sympy.Rational(1, 2))
