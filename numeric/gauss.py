@@ -444,6 +444,10 @@ _F64_PANEL = 1.0
 # evaluations per c; agrees with the mpmath engine to ~1e-15 for smooth-on-pieces activations.
 _F64_CUT2 = 10.0
 _F64_PANEL2 = 1.25
+# Refinement levels of the float64 rules (level L: panels 2^-L as wide, graded towards x = 0 and the
+# kinks down to 8^-L of the unit scale); past the last, they raise instead of returning a guess.
+_F64_LEVELS = 4
+_F64_LEVELS2 = 3
 
 
 @lru_cache(maxsize=64)
@@ -537,8 +541,11 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
     ``std > 1``, graded geometrically down to width ``1/std`` towards ``x = 0`` and the breakpoints
     (where ``f`` varies on a unit scale in x, i.e. ``1/std`` in z), with
     adaptive order: 16 and 32 nodes per panel are compared and the rule is refined to 64 if they
-    differ by more than :data:`FLOAT64_RELATIVE_TOLERANCE` of ``E|f|``; if 32 and 64 still differ
-    by more, :class:`DivergentIntegralError` says so (no unconverged number is returned).
+    differ by more than :data:`FLOAT64_RELATIVE_TOLERANCE` of ``E|f|``.  If 32 and 64 still differ
+    (``f`` varies on a scale finer than 1 in x, like ``tanh(10 x)``, or oscillates, like ``sin(3 x)``
+    at large ``std``), the panels are refined: up to three more levels, each halving the panel width
+    and grading towards ``x = 0`` and the breakpoints down to 1/8 of the previous scale.  If no level
+    converges, :class:`DivergentIntegralError` says so (no unconverged number is returned).
     Smooth-on-pieces integrands reach ~1e-15 relative; the tests check 1e-12 against the
     mpmath engine.
 
@@ -560,29 +567,94 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
         vals = _f64_checked(f(mean + std * z), "f")
         return float(np.dot(w, vals) / math.sqrt(2 * math.pi))
     _f64_check_tail(f, mean, std)
-    bz = [(float(b) - mean) / std for b in breakpoints]
-    # f varies on a unit scale in x (near x = 0 and its kinks), i.e. on a scale 1/std in z: for
-    # std > 1 a unit panel would miss that feature (tanh at q = 1e8 lies within |z| < 1e-3), so
-    # grade the panels geometrically towards those points down to width 1/std.
-    bz += _graded_edges([-mean / std] + bz, 1.0 / std)
+    kinks_z = [(float(b) - mean) / std for b in breakpoints]
+    singular_z = []
     for point in singular_points:
         zs = (float(point) - mean) / std
-        bz += _smoothed_kink_edges([zs], _SINGULAR_PANEL * abs(zs) if zs else _SINGULAR_PANEL_AT_0)
-    prev = None
-    for npp in (16, 32, 64):
-        z, w = _f64_rule(bz, npp)
-        values = _f64_checked(f(mean + std * z), "f")
-        val = float(np.dot(w, values))
-        # relative to E|f|: a mean that cancels to ~0 (an odd f) is converged at rounding level
-        scale = max(abs(val), float(np.dot(w, np.abs(values))), 1e-300)
-        if prev is not None and abs(val - prev) <= FLOAT64_RELATIVE_TOLERANCE * scale:
-            return val
-        change, prev = (None if prev is None else abs(val - prev) / scale), val
+        singular_z += _smoothed_kink_edges([zs], _SINGULAR_PANEL * abs(zs) if zs else _SINGULAR_PANEL_AT_0)
+    change = None
+    for level in range(_F64_LEVELS):
+        # f varies on a scale `ell` in x near x = 0 and its kinks, i.e. ell/std in z: grade the panels
+        # geometrically towards those points down to that width (tanh at q = 1e8 lies within
+        # |z| < 1e-3).  Level 0 assumes a unit scale; each further level divides ell by 8 and the
+        # panel width by 2, for activations with a finer scale (tanh(10 x)) or oscillations (sin(3 x)).
+        ell = 8.0 ** -level
+        bz = kinks_z + _graded_edges([-mean / std] + kinks_z, ell / std) + singular_z
+        prev = None
+        for npp in (16, 32, 64):
+            z, w = _f64_rule(bz, npp, _F64_CUT, _F64_PANEL / 2**level)
+            values = _f64_checked(f(mean + std * z), "f")
+            val = float(np.dot(w, values))
+            # relative to E|f|: a mean that cancels to ~0 (an odd f) is converged at rounding level
+            scale = max(abs(val), float(np.dot(w, np.abs(values))), 1e-300)
+            if prev is not None and abs(val - prev) <= FLOAT64_RELATIVE_TOLERANCE * scale:
+                return val
+            change, prev = (None if prev is None else abs(val - prev) / scale), val
     raise DivergentIntegralError(
-        f"the float64 rule for E[f] did not converge: 32 and 64 nodes per panel differ by {change:.1e} of "
-        f"E|f| (tolerance {FLOAT64_RELATIVE_TOLERANCE:g}). f has a feature the panels do not resolve: an "
-        "integrable singularity (log|x| at 0) or a kink that is not among the break-points. Pass "
-        "breakpoints= at such points, or use the mpmath engine (gaussian_expectation, engine='mpmath').")
+        f"the float64 rule for E[f] did not converge: with panels refined {_F64_LEVELS - 1} times "
+        f"(down to width {ell:g}/std in z around x = 0 and the break-points), 32 and 64 nodes per panel "
+        f"still differ by {change:.1e} of E|f| (tolerance {FLOAT64_RELATIVE_TOLERANCE:g}). f has a "
+        "feature the panels do not resolve: an integrable singularity (log|x| at 0), a kink that is not "
+        "among the break-points, a scale finer than the rule reaches or fast oscillation. Pass "
+        "breakpoints= at kinks, or use the mpmath engine (gaussian_expectation, engine='mpmath').")
+
+
+def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level):
+    """One tensor Gauss-Legendre evaluation of E[f(u) g(v)] at refinement ``level`` with ``npp``
+    nodes per panel; returns (value, sqrt(E f(u)^2 E g(v)^2)), the latter on the outer rule
+    (the Cauchy-Schwarz bound of |value|, the scale the convergence test is relative to)."""
+    panel = _F64_PANEL2 / 2**level
+    ell = 8.0 ** -level    # the x scale f and g are assumed to vary on near 0 and their kinks
+    obps = list(fb)
+    s = math.sqrt((1 - ci) * (1 + ci))
+    if ci != 0:
+        obps += _smoothed_kink_edges(gb / ci, abs(s / ci))
+    # f and g vary on a scale ell in x around 0 (and their kinks): ell/r in z, which the
+    # 1.25-wide panels miss for large q or small ell.  Outer: f's features at width ell/r1; g's seen
+    # through E[g(v) | z1], smoothed over r2 s, at width max(ell/r2, s) / |c|.
+    obps += _graded_edges([0.0] + obps, ell / r1)
+    if ci != 0:
+        obps += _graded_edges([0.0] + list(gb / ci), max(ell / r2, s) / abs(ci))
+    z1, w1 = _f64_rule(obps, npp, _F64_CUT2, panel)
+    fz = _f64_checked(f(r1 * z1), "f")
+    gz = _f64_checked(g(r2 * z1), "g")
+    scale = math.sqrt(float(np.dot(w1, fz * fz)) * float(np.dot(w1, gz * gz)))
+    if s == 0:
+        return float(np.dot(w1, fz * _f64_checked(g(ci * r2 * z1), "g"))), scale
+    # inner: g's features at v = 0 and its kinks, z2 = (b / r2 - c z1) / s, width ell / (r2 s)
+    t, wt = _leggauss(npp)
+    inner_width = ell / (r2 * s)
+    if gb.size == 0 and not inner_width < 1:
+        z2, w2 = _f64_rule((), npp, _F64_CUT2, panel)
+        inner = np.empty_like(z1)
+        for k in range(0, z1.size, _F64_CHUNK):
+            v = r2 * (ci * z1[k:k + _F64_CHUNK, None] + s * z2[None, :])
+            inner[k:k + _F64_CHUNK] = _f64_checked(g(v), "g") @ w2
+        return float(np.dot(w1, fz * inner)), scale
+    # per outer node: panels of the fixed grid plus the moving kink(s)
+    edges0 = np.linspace(-_F64_CUT2, _F64_CUT2, int(round(2 * _F64_CUT2 / panel)) + 1)
+    kinks = (gb[None, :] - ci * z1[:, None]) / s          # (n1, nk)
+    if inner_width < 1:
+        centres = np.concatenate([kinks, -ci * z1[:, None] / s], axis=1)
+        offs = inner_width * 2.0 ** np.arange(int(math.ceil(math.log2(1 / inner_width))))
+        offs = np.concatenate([[0.0], offs, -offs])
+        kinks = (centres[:, :, None] + offs[None, None, :]).reshape(z1.size, -1)
+    kinks = np.clip(kinks, -_F64_CUT2, _F64_CUT2)
+    inner = np.empty_like(z1)
+    chunk = max(1, _F64_CHUNK * 64 // (edges0.size + kinks.shape[1]))
+    for k in range(0, z1.size, chunk):
+        kk = kinks[k:k + chunk]
+        edges = np.sort(np.concatenate([np.broadcast_to(edges0, (kk.shape[0], edges0.size)), kk], axis=1), axis=1)
+        a, b = edges[:, :-1, None], edges[:, 1:, None]
+        z2 = (a + b) / 2 + (b - a) / 2 * t[None, None, :]
+        w2 = (b - a) / 2 * wt[None, None, :] * np.exp(-z2 * z2 / 2) / math.sqrt(2 * math.pi)
+        v = r2 * (ci * z1[k:k + chunk, None, None] + s * z2)
+        inner[k:k + chunk] = np.sum(_f64_checked(g(v), "g") * w2, axis=(1, 2))
+    return float(np.dot(w1, fz * inner)), scale
+
+
+# outer nodes per block of the 2-D rule's inner sums (bounds the memory at level 2: ~2000 x 2000 nodes)
+_F64_CHUNK = 256
 
 
 def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: float = 1.0,
@@ -592,12 +664,19 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     """float64 ``E[f(u) g(v)]`` (same conventions as :func:`bivariate_gaussian_expectation`),
     vectorised over an array of correlations ``c``.
 
-    Tensor composite Gauss-Legendre rule on ``[-10, 10]^2`` in ``(z1, z2)`` (16 panels of 16
-    nodes per axis); the outer rule is
-    split at the kinks of ``f``; for every outer node the inner panels are split at the moving
-    kink ``z2 = (b / sqrt(q2) - c z1) / s``.  For large variances both rules are also graded
-    geometrically towards ``x = 0`` and the kinks (down to width ``1/sqrt(q)`` in z), where the
-    functions vary on a unit scale in x.  Returns an array shaped like ``c``.
+    Tensor composite Gauss-Legendre rule on ``[-10, 10]^2`` in ``(z1, z2)`` (16 panels per axis);
+    the outer rule is split at the kinks of ``f``; for every outer node the inner panels are split
+    at the moving kink ``z2 = (b / sqrt(q2) - c z1) / s``.  For large variances both rules are also
+    graded geometrically towards ``x = 0`` and the kinks (down to width ``1/sqrt(q)`` in z), where
+    the functions vary on a unit scale in x.
+
+    Error control: the rule is evaluated with ``nodes_per_panel`` (16) and 1.5 times as many nodes
+    per panel; if the two differ by more than :data:`FLOAT64_RELATIVE_TOLERANCE` of
+    ``sqrt(E f(u)^2 E g(v)^2)`` (the Cauchy-Schwarz bound of the result), the panels are refined
+    (each level halves them and grades towards ``x = 0`` and the kinks down to 1/8 of the previous
+    scale: for ``tanh(10 x)``-like activations, or oscillating ones at large q) up to two levels;
+    if none converges, :class:`DivergentIntegralError` says so and recommends the mpmath engine.
+    Returns an array shaped like ``c``.
     """
     if breakpoints_g is None:
         breakpoints_g = breakpoints
@@ -610,45 +689,23 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     _f64_check_tail(lambda t: f(t) ** 2, 0.0, r1, "f^2")
     _f64_check_tail(lambda t: g(t) ** 2, 0.0, r2, "g^2")
     gb = np.array([float(b) / r2 for b in breakpoints_g], dtype=np.float64)
+    fb = [float(b) / r1 for b in breakpoints]
+    npp = int(nodes_per_panel)
     out = np.empty_like(c_arr)
-    t, wt = _leggauss(nodes_per_panel)
     for i, ci in enumerate(c_arr):
-        obps = [float(b) / r1 for b in breakpoints]
-        s = math.sqrt((1 - ci) * (1 + ci))
-        if ci != 0:
-            obps += _smoothed_kink_edges(gb / ci, abs(s / ci))
-        # f and g vary on a unit scale in x around 0 (and their kinks): a scale 1/r in z, which
-        # the 1.25-wide panels miss for large q.  Outer: f's features at width 1/r1; g's seen
-        # through E[g(v) | z1], smoothed over r2 s, at width max(1/r2, s) / |c|.
-        obps += _graded_edges([0.0] + obps, 1.0 / r1)
-        if ci != 0:
-            obps += _graded_edges([0.0] + list(gb / ci), max(1.0 / r2, s) / abs(ci))
-        z1, w1 = _f64_rule(obps, nodes_per_panel, _F64_CUT2, _F64_PANEL2)
-        fz = _f64_checked(f(r1 * z1), "f")
-        if s == 0:
-            out[i] = float(np.dot(w1, fz * _f64_checked(g(ci * r2 * z1), "g")))
-            continue
-        # inner: g's features at v = 0 and its kinks, z2 = (b / r2 - c z1) / s, width 1 / (r2 s)
-        inner_width = 1.0 / (r2 * s)
-        if gb.size == 0 and not inner_width < 1:
-            z2, w2 = _f64_rule((), nodes_per_panel, _F64_CUT2, _F64_PANEL2)
-            v = r2 * (ci * z1[:, None] + s * z2[None, :])
-            inner = _f64_checked(g(v), "g") @ w2
+        for level in range(_F64_LEVELS2):
+            coarse, _ = _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level)
+            fine, scale = _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp + npp // 2, level)
+            change = abs(fine - coarse) / max(scale, 1e-300)
+            if change <= FLOAT64_RELATIVE_TOLERANCE:
+                out[i] = fine
+                break
         else:
-            # per outer node: panels of the fixed grid plus the moving kink(s)
-            edges0 = np.linspace(-_F64_CUT2, _F64_CUT2, int(round(2 * _F64_CUT2 / _F64_PANEL2)) + 1)
-            kinks = (gb[None, :] - ci * z1[:, None]) / s          # (n1, nk)
-            if inner_width < 1:
-                centres = np.concatenate([kinks, -ci * z1[:, None] / s], axis=1)
-                offs = inner_width * 2.0 ** np.arange(int(math.ceil(math.log2(1 / inner_width))))
-                offs = np.concatenate([[0.0], offs, -offs])
-                kinks = (centres[:, :, None] + offs[None, None, :]).reshape(z1.size, -1)
-            kinks = np.clip(kinks, -_F64_CUT2, _F64_CUT2)
-            edges = np.sort(np.concatenate([np.broadcast_to(edges0, (z1.size, edges0.size)), kinks], axis=1), axis=1)
-            a, b = edges[:, :-1, None], edges[:, 1:, None]
-            z2 = (a + b) / 2 + (b - a) / 2 * t[None, None, :]
-            w2 = (b - a) / 2 * wt[None, None, :] * np.exp(-z2 * z2 / 2) / math.sqrt(2 * math.pi)
-            v = r2 * (ci * z1[:, None, None] + s * z2)
-            inner = np.sum(_f64_checked(g(v), "g") * w2, axis=(1, 2))
-        out[i] = float(np.dot(w1, fz * inner))
+            raise DivergentIntegralError(
+                f"the float64 2-D rule for E[f(u) g(v)] at c = {ci:g}, q1 = {q1:g}, q2 = {q2:g} did not "
+                f"converge: with panels refined {_F64_LEVELS2 - 1} times, {npp} and {npp + npp // 2} nodes "
+                f"per panel still differ by {change:.1e} of sqrt(E f^2 E g^2) (tolerance "
+                f"{FLOAT64_RELATIVE_TOLERANCE:g}). The functions vary on a scale (or oscillate) finer than "
+                "the rule resolves at these variances; use the mpmath engine (engine='mpmath', "
+                "bivariate_gaussian_expectation), which refines to any precision.")
     return out.reshape(np.shape(c)) if np.ndim(c) else float(out[0])

@@ -478,3 +478,73 @@ def test_mpmath_two_dimensional_c_map_converges_at_large_q():
     q = 100.0
     exact = mpmath.asin(2 * c * q / (1 + 2 * q)) / mpmath.asin(2 * q / (1 + 2 * q))
     assert rel(erf.c_map(c, q1=q, q2=q), exact) < 1e-9
+
+
+# ---- float64 rules for activations on a scale finer than 1 in x, or oscillating -------------------
+
+def _erf_kernel(a, c, q):
+    """Williams (1997): E[erf(a u) erf(a v)] = 2/pi asin(kappa c) at q1 = q2 = q, kappa = 2a^2q/(1 + 2a^2q);
+    C = asin(kappa c)/asin(kappa), C' = kappa / sqrt(1 - kappa^2 c^2) / asin(kappa) (by hand)."""
+    with mpmath.workdps(40):
+        a2q = mpmath.mpf(a) ** 2 * mpmath.mpf(q)
+        kappa = 2 * a2q / (1 + 2 * a2q)
+        c = mpmath.mpf(c)
+        return mpmath.asin(kappa * c) / mpmath.asin(kappa), kappa / mpmath.sqrt(1 - kappa**2 * c**2) / mpmath.asin(kappa)
+
+
+@pytest.mark.parametrize("a", [5, 10])
+def test_float64_c_map_of_steep_erf_against_williams(a):
+    """erf(a x) varies on a scale 1/a in x: the fixed unit-scale 2-D rule was 2e-12..6e-10 off C and
+    C' for erf(5 x) at q = 1, and C(-1) came out as -1.00000000000013 (DomainError)."""
+    m = kernel_maps(sympy.erf(a * x), engine="float64")
+    for c in (-1, -0.5, 0.3, 0.8, 0.999):
+        ref, dref = _erf_kernel(a, c, 1)
+        assert diff(m.c_map(c), ref) < 1e-12, c
+        if abs(c) < 1:
+            assert rel(m.c_map_derivative(c, 1), dref) < 1e-12, c
+    # odd phi: C(-1) = -1 (was a DomainError "came out as -1.00000000000013")
+    for phi in (sympy.erf(a * x), 2 * sympy.erf(3 * x)):
+        assert -1 <= kernel_maps(phi, engine="float64").c_map(-1) < -1 + 1e-14, phi
+
+
+def test_float64_tanh_10x_against_scale_identity_and_direct_quadrature():
+    """tanh(10 x) at q = 1 is tanh at q = 100 (the same Gaussian integrals): float64 C(0.8) was 1.4e-7
+    off, C'(-0.5) 9.8e-7, and slope_at_1 raised a 'kink or singularity' DivergentIntegralError."""
+    fast = kernel_maps(sympy.tanh(10 * x), engine="float64")
+    ref = kernel_maps(act("tanh"), dps=20, engine="mpmath")   # Mehler series at q = 100
+    assert rel(fast.c_map(0.8), ref.c_map(0.8, 100, 100)) < 1e-12
+    assert rel(fast.c_map_derivative(-0.5, 1), ref.c_map_derivative(-0.5, 1, 100, 100)) < 1e-12
+    # C'(1) = E[phi'(z)^2] / E[phi(z)^2] with phi' = 10 sech^2(10 x): mpmath.quad split at the feature
+    with mpmath.workdps(30):
+        pdf = lambda t: mpmath.exp(-t * t / 2) / mpmath.sqrt(2 * mpmath.pi)  # noqa: E731
+        pts = [-mpmath.inf, -1, -0.1, 0, 0.1, 1, mpmath.inf]
+        num = mpmath.quad(lambda t: 100 * mpmath.sech(10 * t) ** 4 * pdf(t), pts)
+        den = mpmath.quad(lambda t: mpmath.tanh(10 * t) ** 2 * pdf(t), pts)
+        slope = num / den
+    assert rel(fast.slope_at_1(1), slope) < 1e-12
+    assert rel(fast.q_map(1), den) < 1e-12
+
+
+def _sin_kernel(a, b, c, q1, q2):
+    """E[sin(a u + b) sin(a v + b)] / sqrt(Q(q1) Q(q2)) from sin A sin B = (cos(A - B) - cos(A + B))/2:
+    E = (exp(-a^2 (q1 + q2 - 2 c r1 r2)/2) - cos 2b exp(-a^2 (q1 + q2 + 2 c r1 r2)/2)) / 2,
+    Q(q) = (1 - cos 2b exp(-2 a^2 q)) / 2."""
+    with mpmath.workdps(40):
+        a, b, c, q1, q2 = (mpmath.mpf(v) for v in (a, b, c, q1, q2))
+        cr = 2 * c * mpmath.sqrt(q1 * q2)
+        e = (mpmath.exp(-a * a * (q1 + q2 - cr) / 2) - mpmath.cos(2 * b) * mpmath.exp(-a * a * (q1 + q2 + cr) / 2)) / 2
+        Q = lambda q: (1 - mpmath.cos(2 * b) * mpmath.exp(-2 * a * a * q)) / 2  # noqa: E731
+        return e / mpmath.sqrt(Q(q1) * Q(q2))
+
+
+def test_float64_c_map_of_oscillating_phi_at_large_q_against_closed_form():
+    """sin(3 x + 1) at q = 50 oscillates ~70 times over the rule's range: C(-1) was 0.415296 instead of
+    -cos 2 = 0.4161468 (8.5e-4 off), with no warning."""
+    m = kernel_maps(sympy.sin(3 * x + 1), engine="float64")
+    for c, q1, q2 in ((-1, 50, 50), (-0.3, 50, 50), (0.6, 50, 50), (0.97, 50, 50), (0.9, 30, 50), (-1, 20, 50)):
+        assert diff(m.c_map(c, q1, q2), _sin_kernel(3, 1, c, q1, q2)) < 1e-12, (c, q1, q2)
+    cos = kernel_maps(sympy.cos(x), engine="float64")
+    for c in (-1, -0.5, 0.7):
+        assert diff(cos.c_map(c, 200, 200), _sin_kernel(1, mpmath.pi / 2, c, 200, 200)) < 1e-12, c
+
+
