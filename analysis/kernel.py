@@ -324,9 +324,12 @@ def _drop_deltas(expr: sympy.Expr) -> sympy.Expr:
 class _Funcs:
     """phi and its regular derivatives as mpmath and numpy callables, plus derivative jumps."""
 
-    def __init__(self, parts: _Parts, digits: int = 60):
+    def __init__(self, parts: _Parts, digits: int = 60, cse: bool = False):
         self.parts = parts
         self.digits = digits
+        # common-subexpression elimination in the lambdified functions: the high derivatives of
+        # phi^2 (q_map_derivative) repeat tanh(x)**2 and the like dozens of times
+        self.cse = cse
         self._exprs = [parts.expr]
 
     def expr(self, n: int) -> sympy.Expr:
@@ -338,7 +341,7 @@ class _Funcs:
     def mp(self, n: int) -> Callable:
         # constant sub-expressions (e.g. SELU's erfc(sqrt(2)/2)) become Floats of `digits` digits
         # once, instead of being re-evaluated at every quadrature node
-        f = sympy.lambdify(self.parts.x, self.expr(n).evalf(self.digits), modules="mpmath")
+        f = sympy.lambdify(self.parts.x, self.expr(n).evalf(self.digits), modules="mpmath", cse=self.cse)
         real = gauss._real   # complex/nan values raise NonRealExpressionError at the node
         return lambda t: real(f(t), t)
 
@@ -348,7 +351,7 @@ class _Funcs:
         (sigmoid' = exp(-x)/(1 + exp(-x))^2 is inf/inf = nan for x < -709) the value is
         recomputed with mpmath (no overflow) and rounded to float64: a truly infinite or
         undefined value still comes out inf/raises, a representable one comes out right."""
-        f = sympy.lambdify(self.parts.x, self.expr(n).evalf(20), modules=_NUMPY_MODULES)
+        f = sympy.lambdify(self.parts.x, self.expr(n).evalf(20), modules=_NUMPY_MODULES, cse=self.cse)
         exact = self.mp(n)
 
         def fn(v):
@@ -591,26 +594,108 @@ class KernelMaps:
 
     @_at_precision
     def q_map_derivative(self, q, n: int = 1) -> Any:
-        """``d^n Q / dq^n = E[phi(sqrt(q) z)^2 He_{2n}(z)] / (2q)^n`` (exact heat-equation identity)."""
+        """``d^n Q / dq^n``.
+
+        For ``q >= 1``: ``E[phi(sqrt(q) z)^2 He_{2n}(z)] / (2q)^n`` (exact heat-equation identity).
+        For ``q < 1`` that form cancels: ``phi(sqrt(q) z)^2 = O(q)`` against ``He_{2n}``, losing
+        ``(n - 1) log10(1/q)`` digits (tanh's third derivative at q = 1e-10 came out 32071, not 34).
+        There, ``E[g^(2n)(x)] / 2^n`` with ``g = phi^2`` and ``x ~ N(0, q)`` (the heat equation
+        again, differentiated under the integral) has no cancellation; jumps ``J`` of ``g^(m)`` at a
+        kink ``b`` enter exactly as ``E[J delta^(k)(x - b)] = J q^(-k/2) He_k(b/sqrt q) p_q(b)``,
+        ``k = 2n - 1 - m``.  Activations with integrable singularities keep the first form at all
+        q, with ``n log10(1/q)`` more guard digits (mpmath) or a DivergentIntegralError when the
+        float64 cancellation exceeds its tolerance.
+        """
         _check_q(q)
         if int(n) != n or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer.")
+        n = int(n)
         if n == 0:
             return self.q_map(q)
         if self.engine == "closed":
             return self._out(self._closed_eval(("dQ", n), sympy.diff(self.closed_form.q_map, Q_SYM, n), q=q))
+        if q < 1 and not self._singular_points and self._phi2_derivative_regular(2 * n):
+            return self._out(self._q_map_derivative_direct(q, n))
         f, g = self._f.mp(0), self._f.np(0)
         if self.engine == "float64":
             he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
             r = math.sqrt(q)
-            v = gauss.gaussian_expectation_float64(lambda t: g(t) ** 2 * he(t / r), std=r, breakpoints=self._kinks_f(),
+            integrand = lambda t: g(t) ** 2 * he(t / r)  # noqa: E731
+            v = gauss.gaussian_expectation_float64(integrand, std=r, breakpoints=self._kinks_f(),
                                                    singular_points=self._singular_f())
+            if q < 1:
+                # |E[g He]| far below E|g He|: the sum cancelled, leaving rounding noise of E|g He|
+                roots = np.polynomial.hermite_e.hermeroots(he.coef)   # |He_2n| kinks there
+                mass = gauss.gaussian_expectation_float64(lambda t: np.abs(integrand(t)), std=r,
+                                                          breakpoints=self._kinks_f() + list(r * roots),
+                                                          singular_points=self._singular_f())
+                # (rounding leaves ~2 ulps of E|g He|; the float64 engine promises ~1e-12)
+                if mass * 2 * np.finfo(np.float64).eps > gauss.FLOAT64_RELATIVE_TOLERANCE * 10 * abs(v):
+                    raise DivergentIntegralError(
+                        f"the float64 Q^({n})({q}) of {self.activation_name!r} cancels: E[phi^2 He_{2 * n}] is "
+                        f"{abs(v) / mass:.1e} of E|phi^2 He_{2 * n}|, below float64 resolution for the "
+                        "tolerance; use engine='mpmath' (it adds guard digits for small q).")
             return v / (2 * q) ** n
-        with mpmath.workdps(self.dps + _GUARD):
+        extra = int(math.ceil(n * math.log10(1 / float(q)))) if q < 1 else 0
+        with mpmath.workdps(self.dps + _GUARD + extra):
             qq = self._mp(q)
             r = mpmath.sqrt(qq)
-            v = self._e1(lambda t: f(t) ** 2 * _he(2 * n, t / r), None, std=r)
+            v = gauss.gaussian_expectation(lambda t: f(t) ** 2 * _he(2 * n, t / r), dps=self.dps + _GUARD + extra,
+                                           breakpoints=self._kinks_mp(), std=r).value
             return self._out(v / (2 * qq) ** n)
+
+    def _phi2(self) -> "_Funcs":
+        """g = phi^2 and its regular derivatives / jumps (for the q-derivatives at small q)."""
+        if "phi2" not in self._cache:
+            p = self._parts
+            self._cache["phi2"] = _Funcs(_Parts(p.name + "^2", p.x, p.expr**2, p.kinks), digits=self.dps + 3 * _GUARD,
+                                          cse=True)
+        return self._cache["phi2"]
+
+    def _phi2_derivative_regular(self, m: int) -> bool:
+        """True when the regular part of (phi^2)^(m) has no real singularity (conservatively: no
+        negative or fractional power, and no log, of anything SymPy cannot prove nonzero on the real
+        line).  x^4 log|x| is finite, but its 6th derivative has 1/x^2: not integrable, so the
+        derivative form of q_map_derivative does not apply there."""
+        key = ("phi2 regular", m)
+        if key not in self._cache:
+            x = self._parts.x
+            suspects = set()
+            for node in sympy.preorder_traversal(self._phi2().expr(m)):
+                if isinstance(node, sympy.Pow) and node.base.has(x) and not (node.exp.is_integer and node.exp >= 0):
+                    suspects.add(node.base)
+                elif isinstance(node, sympy.log) and node.args[0].has(x):
+                    suspects.add(node.args[0])
+            regular = True
+            for base in suspects:
+                try:
+                    zeros = sympy.solveset(base, x, sympy.S.Reals)
+                except (NotImplementedError, TypeError, ValueError):
+                    zeros = None
+                if zeros is not sympy.S.EmptySet:
+                    regular = False
+                    break
+            self._cache[key] = regular
+        return self._cache[key]
+
+    def _q_map_derivative_direct(self, q, n: int):
+        """``E[g^(2n)(x)] / 2^n``, ``g = phi^2``, ``x ~ N(0, q)``, deltas of ``g^(2n)`` exact."""
+        gf = self._phi2()
+        F64 = self.engine == "float64"
+        r = math.sqrt(q) if F64 else mpmath.sqrt(self._mp(q))
+        v = self._e1(gf.mp(2 * n), gf.np(2 * n), std=r)
+        with mpmath.workdps(self.dps + _GUARD):
+            qq = self._mp(q)
+            rr = mpmath.sqrt(qq)
+            deltas = mpmath.mpf(0)
+            for m in range(2 * n):
+                k = 2 * n - 1 - m
+                for b, J in gf.jumps(m):
+                    bb = self._mp(b)
+                    deltas += J * _he(k, bb / rr) * _normal_pdf_mp(bb, qq) / rr**k
+            if F64:
+                return (v + float(deltas)) / 2**n
+            return (v + deltas) / 2**n
 
     # ---- unnormalised kernels ------------------------------------------------------------
     def _hermite(self, qv, n):

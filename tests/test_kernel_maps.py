@@ -5,6 +5,7 @@ the code under test) are checked against mpmath quadrature; the mpmath engine ag
 higher precision; the float64 engine against the mpmath engine; C'(1) three ways; known values.
 """
 
+import functools
 import math
 
 import mpmath
@@ -548,3 +549,70 @@ def test_float64_c_map_of_oscillating_phi_at_large_q_against_closed_form():
         assert diff(cos.c_map(c, 200, 200), _sin_kernel(1, mpmath.pi / 2, c, 200, 200)) < 1e-12, c
 
 
+
+# ---- q-map derivatives at small q -------------------------------------------------------------
+
+_QS = sympy.Symbol("q")
+
+
+@functools.lru_cache(maxsize=None)
+def _tanh_q_series():
+    """Q(q) = sum_k t_k (2k - 1)!! q^k for tanh^2 = sum_k t_k x^(2k) (SymPy's series; the expectation
+    series is asymptotic, truncated at q^10: below 1e-30 relative for q <= 1e-4)."""
+    t = sympy.Symbol("t")
+    ser = sympy.series(sympy.tanh(t) ** 2, t, 0, 22).removeO()
+    return sum(ser.coeff(t, 2 * k) * sympy.factorial2(2 * k - 1) * _QS**k for k in range(1, 11))
+
+
+def _tanh_q_derivative(q, n):
+    return sympy.diff(_tanh_q_series(), _QS, n).subs(_QS, sympy.Rational(q)).evalf(50)
+
+
+def _elu_q_derivative(q, n):
+    """ELU (alpha = 1): Q(q) = q/2 + 1/2 + e^(2q) Phi(-2 sqrt q) - 2 e^(q/2) Phi(-sqrt q), from
+    E[e^(a x) 1{x < 0}] = e^(a^2 q/2) Phi(-a sqrt q); differentiated numerically at 60 digits."""
+    with mpmath.workdps(60):
+        Phi = lambda v: mpmath.erfc(-v / mpmath.sqrt(2)) / 2  # noqa: E731
+        Q = lambda s: s / 2 + mpmath.mpf(1) / 2 + mpmath.exp(2 * s) * Phi(-2 * mpmath.sqrt(s)) \
+            - 2 * mpmath.exp(s / 2) * Phi(-mpmath.sqrt(s))  # noqa: E731
+        q = mpmath.mpf(sympy.Rational(q))
+        return mpmath.diff(Q, q, n, h=q * mpmath.mpf(10) ** -15)
+
+
+def test_q_map_derivatives_at_small_q_have_no_cancellation():
+    """E[phi^2 He_2n] / (2q)^n cancels O(q) against He_2n at small q: float64 gave Q'''(1e-10) = 32071
+    (true 33.99999995), Q'''(1e-8) 1% off, Q''(1e-20) = -9237.5 (true -4); mpmath at 20 digits gave
+    Q''(1e-20) = -3.9999999994568.  References: tanh's Taylor series, ELU's closed form."""
+    f64 = kernel_maps(act("tanh"), engine="float64")
+    mp20 = kernel_maps(act("tanh"), dps=20, engine="mpmath")
+    assert _tanh_q_series().coeff(_QS, 3) == sympy.Rational(17, 3)      # the reviewer's q - 2q^2 + 17/3 q^3
+    for q in ("1e-20", "1e-10", "1e-8", "1e-4"):
+        for n in (1, 2, 3):
+            assert rel(f64.q_map_derivative(float(q), n), _tanh_q_derivative(q, n)) < 1e-12, (q, n)
+    for q, n in (("1e-20", 2), ("1e-10", 3), ("1e-4", 1)):
+        assert rel(mp20.q_map_derivative(mpmath.mpf(q), n), _tanh_q_derivative(q, n)) < 1e-19, (q, n)
+    for engine, tol in (("float64", 1e-12), ("mpmath", 1e-18)):
+        elu = kernel_maps(act("elu"), dps=20, engine=engine)    # kinked: g^(2n) has delta terms at 0
+        for q in ("1e-6", "1e-3", "1/2"):
+            for n in (1, 2, 3):
+                assert rel(elu.q_map_derivative(sympy.Rational(q) if engine == "mpmath" else float(sympy.Rational(q)), n),
+                           _elu_q_derivative(q, n)) < tol, (engine, q, n)
+        relu = kernel_maps(act("relu"), dps=20, engine=engine)  # Q = q/2 exactly
+        assert relu.q_map_derivative(1e-12, 1) == mpmath.mpf(1) / 2 and relu.q_map_derivative(1e-12, 2) == 0
+
+
+def test_q_map_derivative_at_small_q_with_singular_higher_derivatives():
+    """phi = tanh(x) + x^4 log|x| is finite, but (phi^2)^(6) has 1/x^2: the derivative form does not
+    apply, so Q''' uses E[phi^2 He_6] / (2q)^3 with log10(1/q^3) more guard digits (mpmath) and the
+    float64 engine refuses the cancellation (it was silently wrong).  Reference: mpmath.quad at 60 digits."""
+    phi = symact.activation("tanh(x) + x**4*log(Abs(x))")
+    with pytest.raises(DivergentIntegralError, match="cancels.*engine='mpmath'"):
+        kernel_maps(phi, engine="float64").q_map_derivative(1e-6, 3)
+    got = kernel_maps(phi, dps=20, engine="mpmath").q_map_derivative(mpmath.mpf("1e-6"), 3)
+    with mpmath.workdps(60):
+        q = mpmath.mpf("1e-6")
+        r = mpmath.sqrt(q)
+        f = lambda z: ((mpmath.tanh(r * z) + (r * z) ** 4 * mpmath.log(abs(r * z))) ** 2  # noqa: E731
+                       * (z**6 - 15 * z**4 + 45 * z**2 - 15) * mpmath.npdf(z))
+        ref = mpmath.quad(f, [-mpmath.inf, -3, -1, 0, 1, 3, mpmath.inf]) / (2 * q) ** 3
+    assert rel(got, ref) < 1e-19
