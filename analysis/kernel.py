@@ -266,6 +266,43 @@ def _find_kinks(expr: sympy.Expr, x: sympy.Symbol) -> tuple:
     return tuple(sorted(cands, key=float))
 
 
+_KINK_FUNCS = (sympy.Heaviside, sympy.Abs, sympy.sign, sympy.DiracDelta, sympy.Max, sympy.Min, sympy.Piecewise)
+
+
+def _features(expr: sympy.Expr, x: sympy.Symbol) -> tuple:
+    """(scale, centres): the narrowest width (x units, at most 1) and the centres of the features that
+    the formula's parameters announce: a function of ``a x + b`` varies on ``1/|a|`` around
+    ``-b/a`` (``tanh(10 x)``: 0.1 at 0; ``erf(1000 (x - 0.3))``: 0.001 at 0.3), of
+    ``a x^2 + b x + c`` on ``1/sqrt|a|`` around ``-b/(2a)``.  The float64 rules grade their panels
+    there from the start: a feature narrower than the node spacing is invisible to every rule, so
+    comparing rules cannot find it.  Kinks (Max, Abs, Piecewise, ...) are handled as break-points."""
+    scale, centres = 1.0, set()
+    for node in sympy.preorder_traversal(expr):
+        if not isinstance(node, sympy.Function) or isinstance(node, _KINK_FUNCS):
+            continue
+        for arg in node.args:
+            if not arg.has(x):
+                continue
+            try:
+                poly = sympy.Poly(arg, x)
+            except sympy.PolynomialError:
+                continue
+            if poly.degree() not in (1, 2) or not all(co.is_number and co.is_real for co in poly.all_coeffs()):
+                continue
+            co = poly.all_coeffs()
+            if co[0] == 0:
+                continue
+            if poly.degree() == 1:
+                width, centre = 1 / abs(float(co[0])), -co[1] / co[0]
+            else:
+                width, centre = 1 / math.sqrt(abs(float(co[0]))), -co[1] / (2 * co[0])
+            if width < 1:
+                scale = min(scale, width)
+                if centre != 0:
+                    centres.add(sympy.nsimplify(centre))
+    return scale, tuple(sorted(centres, key=float))[:16]
+
+
 @dataclass(frozen=True)
 class _Parts:
     name: str
@@ -525,6 +562,19 @@ class KernelMaps:
     def _kinks_f(self):
         return [float(b) for b in self.kinks]
 
+    def _feature_centres(self) -> tuple:
+        """Exact centres of the narrow features the formula announces (see :func:`_features`),
+        other than the kinks; and their narrowest width."""
+        if "features" not in self._cache:
+            scale, centres = _features(self._parts.expr, self._parts.x)
+            self._cache["features"] = (tuple(b for b in centres if b not in set(self.kinks)), scale)
+        return self._cache["features"]
+
+    def _float64_features(self):
+        """(break-points, scale) for the float64 rules: the kinks plus the feature centres."""
+        centres, scale = self._feature_centres()
+        return sorted(self._kinks_f() + [float(b) for b in centres]), scale
+
     def _singular_f(self):
         return [float(b) for b in self._singular_points]
 
@@ -563,12 +613,13 @@ class KernelMaps:
 
     def _e1(self, fn_mp, fn_np, *, std, breakpoints=None, mean=0):
         """E[fn(mean + std z)] by the current numeric engine (float64 or mpmath)."""
-        if breakpoints is None:
-            breakpoints = self._kinks_f() if self.engine == "float64" else self._kinks_mp()
         if self.engine == "float64":
+            bps, scale = self._float64_features()
             return gauss.gaussian_expectation_float64(fn_np, mean=float(mean), std=float(std),
-                                                      breakpoints=breakpoints,
-                                                      singular_points=self._singular_f())
+                                                      breakpoints=bps if breakpoints is None else breakpoints,
+                                                      singular_points=self._singular_f(), scale=scale)
+        if breakpoints is None:   # kinks, singular points, and the centres of narrow features
+            breakpoints = self._kinks_mp() + [self._mp(b) for b in self._feature_centres()[0]]
         return gauss.gaussian_expectation(fn_mp, dps=self.dps + _GUARD, breakpoints=breakpoints,
                                           mean=mean, std=std).value
 
@@ -621,14 +672,15 @@ class KernelMaps:
             he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
             r = math.sqrt(q)
             integrand = lambda t: g(t) ** 2 * he(t / r)  # noqa: E731
-            v = gauss.gaussian_expectation_float64(integrand, std=r, breakpoints=self._kinks_f(),
-                                                   singular_points=self._singular_f())
+            bps, scale = self._float64_features()
+            v = gauss.gaussian_expectation_float64(integrand, std=r, breakpoints=bps,
+                                                   singular_points=self._singular_f(), scale=scale)
             if q < 1:
                 # |E[g He]| far below E|g He|: the sum cancelled, leaving rounding noise of E|g He|
                 roots = np.polynomial.hermite_e.hermeroots(he.coef)   # |He_2n| kinks there
                 mass = gauss.gaussian_expectation_float64(lambda t: np.abs(integrand(t)), std=r,
-                                                          breakpoints=self._kinks_f() + list(r * roots),
-                                                          singular_points=self._singular_f())
+                                                          breakpoints=bps + list(r * roots),
+                                                          singular_points=self._singular_f(), scale=scale)
                 # (rounding leaves ~2 ulps of E|g He|; the float64 engine promises ~1e-12)
                 if mass * 2 * np.finfo(np.float64).eps > gauss.FLOAT64_RELATIVE_TOLERANCE * 10 * abs(v):
                     raise DivergentIntegralError(
@@ -735,8 +787,9 @@ class KernelMaps:
             r = self._f.np(n)
             ra, rb = math.sqrt(qa), math.sqrt(qb)
             s = math.sqrt(max((1 - cv) * (1 + cv), 0.0))
+            bps, scale = self._float64_features()
             total = gauss.bivariate_gaussian_expectation_float64(
-                r, r, cv, q1=qa, q2=qb, breakpoints=self._kinks_f())
+                r, r, cv, q1=qa, q2=qb, breakpoints=bps, scale=scale)
             pdf = lambda x, var: math.exp(-x * x / (2 * var)) / math.sqrt(2 * math.pi * var)  # noqa: E731
         else:
             # (callers are @_at_precision: we already work at dps + 10 digits)
@@ -839,8 +892,9 @@ class KernelMaps:
             return np.array([float(self.c_map(float(cv), q1, q2)) for cv in cs.ravel()]).reshape(cs.shape)
         _check_q(q1), _check_q(q2)
         self._no_float64_singularities("C map")
+        bps, scale = self._float64_features()
         k = gauss.bivariate_gaussian_expectation_float64(
-            self._f.np(0), self._f.np(0), cs.ravel(), q1=float(q1), q2=float(q2), breakpoints=self._kinks_f())
+            self._f.np(0), self._f.np(0), cs.ravel(), q1=float(q1), q2=float(q2), breakpoints=bps, scale=scale)
         out = np.asarray(k) / math.sqrt(self.q_map(q1) * self.q_map(q2))
         over = np.abs(out) > 1
         if np.any(over):

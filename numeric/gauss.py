@@ -533,7 +533,7 @@ def _f64_checked(values: np.ndarray, what: str) -> np.ndarray:
 
 def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean: float = 0.0,
                                  std: float = 1.0, breakpoints: Sequence[float] = (),
-                                 singular_points: Sequence[float] = ()) -> float:
+                                 singular_points: Sequence[float] = (), scale: float = 1.0) -> float:
     """``E[f(mean + std*z)]`` in float64 for a vectorised NumPy ``f``.
 
     ``order=None`` (default): composite Gauss-Legendre on ``z in [-12, 12]`` (the Gaussian tail
@@ -546,6 +546,9 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
     at large ``std``), the panels are refined: up to three more levels, each halving the panel width
     and grading towards ``x = 0`` and the breakpoints down to 1/8 of the previous scale.  If no level
     converges, :class:`DivergentIntegralError` says so (no unconverged number is returned).
+    ``scale`` (x variable, default 1): the width of ``f``'s features at ``x = 0`` and the
+    breakpoints when known (``0.001`` for ``erf(1000 x)``), where level 0 starts grading: a
+    feature that falls between all nodes of every rule cannot be detected by comparing them.
     Smooth-on-pieces integrands reach ~1e-15 relative; the tests check 1e-12 against the
     mpmath engine.
 
@@ -562,6 +565,8 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
     """
     if not std > 0:
         raise DomainError(f"std={std!r}: the standard deviation must be positive.")
+    if not 0 < scale <= 1:
+        raise DomainError(f"scale={scale!r}: the feature width must lie in (0, 1].")
     if order is not None:
         z, w = np.polynomial.hermite_e.hermegauss(int(order))
         vals = _f64_checked(f(mean + std * z), "f")
@@ -576,9 +581,9 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
     for level in range(_F64_LEVELS):
         # f varies on a scale `ell` in x near x = 0 and its kinks, i.e. ell/std in z: grade the panels
         # geometrically towards those points down to that width (tanh at q = 1e8 lies within
-        # |z| < 1e-3).  Level 0 assumes a unit scale; each further level divides ell by 8 and the
+        # |z| < 1e-3).  Level 0 assumes `scale` (1 unless known); each further level divides ell by 8 and the
         # panel width by 2, for activations with a finer scale (tanh(10 x)) or oscillations (sin(3 x)).
-        ell = 8.0 ** -level
+        ell = scale * 8.0 ** -level
         bz = kinks_z + _graded_edges([-mean / std] + kinks_z, ell / std) + singular_z
         prev = None
         for npp in (16, 32, 64):
@@ -586,10 +591,10 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
             values = _f64_checked(f(mean + std * z), "f")
             val = float(np.dot(w, values))
             # relative to E|f|: a mean that cancels to ~0 (an odd f) is converged at rounding level
-            scale = max(abs(val), float(np.dot(w, np.abs(values))), 1e-300)
-            if prev is not None and abs(val - prev) <= FLOAT64_RELATIVE_TOLERANCE * scale:
+            mass = max(abs(val), float(np.dot(w, np.abs(values))), 1e-300)
+            if prev is not None and abs(val - prev) <= FLOAT64_RELATIVE_TOLERANCE * mass:
                 return val
-            change, prev = (None if prev is None else abs(val - prev) / scale), val
+            change, prev = (None if prev is None else abs(val - prev) / mass), val
     raise DivergentIntegralError(
         f"the float64 rule for E[f] did not converge: with panels refined {_F64_LEVELS - 1} times "
         f"(down to width {ell:g}/std in z around x = 0 and the break-points), 32 and 64 nodes per panel "
@@ -599,12 +604,12 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
         "breakpoints= at kinks, or use the mpmath engine (gaussian_expectation, engine='mpmath').")
 
 
-def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level):
+def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0):
     """One tensor Gauss-Legendre evaluation of E[f(u) g(v)] at refinement ``level`` with ``npp``
     nodes per panel; returns (value, sqrt(E f(u)^2 E g(v)^2)), the latter on the outer rule
     (the Cauchy-Schwarz bound of |value|, the scale the convergence test is relative to)."""
     panel = _F64_PANEL2 / 2**level
-    ell = 8.0 ** -level    # the x scale f and g are assumed to vary on near 0 and their kinks
+    ell = scale * 8.0 ** -level    # the x scale f and g are assumed to vary on near 0 and their kinks
     obps = list(fb)
     s = math.sqrt((1 - ci) * (1 + ci))
     if ci != 0:
@@ -618,9 +623,9 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level):
     z1, w1 = _f64_rule(obps, npp, _F64_CUT2, panel)
     fz = _f64_checked(f(r1 * z1), "f")
     gz = _f64_checked(g(r2 * z1), "g")
-    scale = math.sqrt(float(np.dot(w1, fz * fz)) * float(np.dot(w1, gz * gz)))
+    bound = math.sqrt(float(np.dot(w1, fz * fz)) * float(np.dot(w1, gz * gz)))
     if s == 0:
-        return float(np.dot(w1, fz * _f64_checked(g(ci * r2 * z1), "g"))), scale
+        return float(np.dot(w1, fz * _f64_checked(g(ci * r2 * z1), "g"))), bound
     # inner: g's features at v = 0 and its kinks, z2 = (b / r2 - c z1) / s, width ell / (r2 s)
     t, wt = _leggauss(npp)
     inner_width = ell / (r2 * s)
@@ -630,7 +635,7 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level):
         for k in range(0, z1.size, _F64_CHUNK):
             v = r2 * (ci * z1[k:k + _F64_CHUNK, None] + s * z2[None, :])
             inner[k:k + _F64_CHUNK] = _f64_checked(g(v), "g") @ w2
-        return float(np.dot(w1, fz * inner)), scale
+        return float(np.dot(w1, fz * inner)), bound
     # per outer node: panels of the fixed grid plus the moving kink(s)
     edges0 = np.linspace(-_F64_CUT2, _F64_CUT2, int(round(2 * _F64_CUT2 / panel)) + 1)
     kinks = (gb[None, :] - ci * z1[:, None]) / s          # (n1, nk)
@@ -650,7 +655,7 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level):
         w2 = (b - a) / 2 * wt[None, None, :] * np.exp(-z2 * z2 / 2) / math.sqrt(2 * math.pi)
         v = r2 * (ci * z1[k:k + chunk, None, None] + s * z2)
         inner[k:k + chunk] = np.sum(_f64_checked(g(v), "g") * w2, axis=(1, 2))
-    return float(np.dot(w1, fz * inner)), scale
+    return float(np.dot(w1, fz * inner)), bound
 
 
 # outer nodes per block of the 2-D rule's inner sums (bounds the memory at level 2: ~2000 x 2000 nodes)
@@ -660,7 +665,7 @@ _F64_CHUNK = 256
 def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: float = 1.0,
                                            q2: float = 1.0, breakpoints: Sequence[float] = (),
                                            breakpoints_g: Sequence[float] | None = None,
-                                           nodes_per_panel: int = 16) -> np.ndarray:
+                                           nodes_per_panel: int = 16, scale: float = 1.0) -> np.ndarray:
     """float64 ``E[f(u) g(v)]`` (same conventions as :func:`bivariate_gaussian_expectation`),
     vectorised over an array of correlations ``c``.
 
@@ -677,6 +682,8 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     (each level halves them and grades towards ``x = 0`` and the kinks down to 1/8 of the previous
     scale: for ``tanh(10 x)``-like activations, or oscillating ones at large q) up to two levels;
     if none converges, :class:`DivergentIntegralError` says so and recommends the mpmath engine.
+    ``scale``: as in :func:`gaussian_expectation_float64` (the known width of the features of f and
+    g at x = 0 and the breakpoints; level 0 grades down to it).
     Returns an array shaped like ``c``.
     """
     if breakpoints_g is None:
@@ -686,6 +693,8 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
         raise DomainError("c must lie in [-1, 1] (a cosine similarity); got values outside.")
     if not (q1 > 0 and q2 > 0):
         raise DomainError(f"q1={q1}, q2={q2}: variances must be > 0.")
+    if not 0 < scale <= 1:
+        raise DomainError(f"scale={scale!r}: the feature width must lie in (0, 1].")
     r1, r2 = math.sqrt(q1), math.sqrt(q2)
     _f64_check_tail(lambda t: f(t) ** 2, 0.0, r1, "f^2")
     _f64_check_tail(lambda t: g(t) ** 2, 0.0, r2, "g^2")
@@ -699,9 +708,9 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
             sizes = ((3 * npp) // 4, npp, npp + npp // 2) if level == 0 else (npp, npp + npp // 2)
             coarse = None
             for m in sizes:
-                fine, scale = _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, m, level)
+                fine, bound = _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, m, level, scale)
                 if coarse is not None:
-                    change = abs(fine - coarse) / max(scale, 1e-300)
+                    change = abs(fine - coarse) / max(bound, 1e-300)
                     if change <= FLOAT64_RELATIVE_TOLERANCE:
                         break
                 coarse = fine

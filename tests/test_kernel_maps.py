@@ -616,3 +616,30 @@ def test_q_map_derivative_at_small_q_with_singular_higher_derivatives():
                        * (z**6 - 15 * z**4 + 45 * z**2 - 15) * mpmath.npdf(z))
         ref = mpmath.quad(f, [-mpmath.inf, -3, -1, 0, 1, 3, mpmath.inf]) / (2 * q) ** 3
     assert rel(got, ref) < 1e-19
+
+
+def test_features_narrower_than_the_node_spacing_are_found_from_the_formula():
+    """erf(1000 x) and erf(1000 (x - 0.3)) vary within 0.001 of one point: every Gauss-Legendre rule
+    on unit panels has all its nodes outside, so the rules agree with each other and the comparison
+    cannot see the feature (float64 Q of the shifted one was 6e-4 off, silently; C(-1) of erf(1000 x)
+    came out -1.0006, a DomainError).  The float64 rules now grade towards 1/|a| around -b/a for any
+    function of a x + b in the formula, and the mpmath rule splits there.  References: Williams'
+    arcsine kernel; E[erf(a(x - m))] = erf(-a m / sqrt(1 + 2a^2)),
+    E[phi'^2] = 4a^2/pi exp(-2a^2 m^2/(1 + 4a^2)) / sqrt(1 + 4a^2), Q by mpmath.quad split at m."""
+    steep = kernel_maps(sympy.erf(1000 * x), engine="float64")
+    for c in (-1, -0.7, 0.5, 0.999):
+        assert diff(steep.c_map(c), _erf_kernel(1000, c, 1)[0]) < 1e-12, c
+    a, m = 1000, sympy.Rational(3, 10)
+    phi = sympy.erf(a * (x - m))
+    with mpmath.workdps(40):
+        A, M = mpmath.mpf(a), mpmath.mpf(3) / 10
+        pts = [-mpmath.inf, -1, 0, M - mpmath.mpf("0.01"), M - mpmath.mpf("0.001"), M, M + mpmath.mpf("0.001"),
+               M + mpmath.mpf("0.01"), 1, mpmath.inf]
+        Q = mpmath.quad(lambda t: mpmath.erf(A * (t - M)) ** 2 * mpmath.npdf(t), pts)
+        c0 = mpmath.erf(-A * M / mpmath.sqrt(1 + 2 * A * A)) ** 2 / Q
+        slope = 4 * A * A / mpmath.pi / mpmath.sqrt(1 + 4 * A * A) * mpmath.exp(-2 * A * A * M * M / (1 + 4 * A * A)) / Q
+    for engine, tol in (("float64", 1e-12), ("mpmath", 1e-18)):
+        k = kernel_maps(phi, dps=20, engine=engine)
+        assert rel(k.q_map(1), Q) < tol, engine
+        assert rel(k.value_at_0(1), c0) < tol, engine
+        assert rel(k.slope_at_1(1), slope) < tol, engine
