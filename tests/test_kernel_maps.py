@@ -490,7 +490,8 @@ def _erf_kernel(a, c, q):
         a2q = mpmath.mpf(a) ** 2 * mpmath.mpf(q)
         kappa = 2 * a2q / (1 + 2 * a2q)
         c = mpmath.mpf(c)
-        return mpmath.asin(kappa * c) / mpmath.asin(kappa), kappa / mpmath.sqrt(1 - kappa**2 * c**2) / mpmath.asin(kappa)
+        norm = mpmath.asin(kappa)
+        return mpmath.asin(kappa * c) / norm, kappa / mpmath.sqrt(1 - kappa**2 * c**2) / norm
 
 
 @pytest.mark.parametrize("a", [5, 10])
@@ -595,8 +596,8 @@ def test_q_map_derivatives_at_small_q_have_no_cancellation():
         elu = kernel_maps(act("elu"), dps=20, engine=engine)    # kinked: g^(2n) has delta terms at 0
         for q in ("1e-6", "1e-3", "1/2"):
             for n in (1, 2, 3):
-                assert rel(elu.q_map_derivative(sympy.Rational(q) if engine == "mpmath" else float(sympy.Rational(q)), n),
-                           _elu_q_derivative(q, n)) < tol, (engine, q, n)
+                qv = sympy.Rational(q) if engine == "mpmath" else float(sympy.Rational(q))
+                assert rel(elu.q_map_derivative(qv, n), _elu_q_derivative(q, n)) < tol, (engine, q, n)
         relu = kernel_maps(act("relu"), dps=20, engine=engine)  # Q = q/2 exactly
         assert relu.q_map_derivative(1e-12, 1) == mpmath.mpf(1) / 2 and relu.q_map_derivative(1e-12, 2) == 0
 
@@ -637,7 +638,8 @@ def test_features_narrower_than_the_node_spacing_are_found_from_the_formula():
                M + mpmath.mpf("0.01"), 1, mpmath.inf]
         Q = mpmath.quad(lambda t: mpmath.erf(A * (t - M)) ** 2 * mpmath.npdf(t), pts)
         c0 = mpmath.erf(-A * M / mpmath.sqrt(1 + 2 * A * A)) ** 2 / Q
-        slope = 4 * A * A / mpmath.pi / mpmath.sqrt(1 + 4 * A * A) * mpmath.exp(-2 * A * A * M * M / (1 + 4 * A * A)) / Q
+        d2 = 4 * A * A / mpmath.pi / mpmath.sqrt(1 + 4 * A * A) * mpmath.exp(-2 * A * A * M * M / (1 + 4 * A * A))
+        slope = d2 / Q
     for engine, tol in (("float64", 1e-12), ("mpmath", 1e-18)):
         k = kernel_maps(phi, dps=20, engine=engine)
         assert rel(k.q_map(1), Q) < tol, engine
