@@ -924,7 +924,8 @@ def _check_finite(expr: sympy.Expr, what: str) -> None:
         )
 
 
-_PROBE_POINTS = (sympy.Rational(-5, 2), -1, sympy.Rational(-1, 2), sympy.Rational(1, 3), 1, sympy.Rational(5, 2))
+_PROBE_POINTS = (sympy.Rational(-5, 2), -1, sympy.Rational(-1, 2), sympy.Rational(1, 3), 1, sympy.Rational(5, 2),
+                 0) + tuple(s * sympy.Integer(10) ** -k for k in (1, 3, 10) for s in (-1, 1))
 
 
 # Parameter values can move the real domain of a formula far out (softexponential with alpha = -1/10 is
@@ -937,8 +938,8 @@ def _first_non_real(act: Activation, points: tuple) -> tuple | None:
     expr = act.concrete_expr
     for point in points:
         subs = {s: point for s in act.inputs}
-        try:
-            value = sympy.N(expr.xreplace(subs), 20)
+        try:  # chop: a sum that cancels to 1e-8692 (x*erf(x) + x at x = -100) took evalf half a minute
+            value = sympy.N(expr.xreplace(subs), 20, chop=True)
         except (TypeError, ValueError, ZeroDivisionError):
             continue
         if value.has(sympy.zoo, sympy.nan) or not value.is_number:

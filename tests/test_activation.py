@@ -559,3 +559,24 @@ def test_formulas_real_only_on_a_half_line_are_rejected(formula, bad_x):
     assert not value.is_real  # the formula really is non-real there
     with pytest.raises(symact.NonRealExpressionError, match="real"):
         symact.activation(formula)
+
+
+@pytest.mark.parametrize("build", [lambda: symact.activation("log(x**2 + a)", a=-0.01),
+                                   lambda: symact.activation("sqrt(x**2 - 1/100)"),
+                                   lambda: symact.activation("log(Abs(x) - 1/10)"),
+                                   lambda: symact.activation("sqrt(x**2 + a)", a=1).with_params(a=-1e-4)])
+def test_formulas_non_real_only_near_0_are_refused(build):
+    """The realness probes skipped |x| < 1/3: sqrt(x**2 - 1/100) is imaginary on (-1/10, 1/10)."""
+    with pytest.raises(symact.NonRealExpressionError, match="not real"):
+        build()
+
+
+def test_realness_probe_of_a_sum_that_cancels_far_out_is_quick():
+    """x*erf(x)/2 + x/2 is 6e-8692 at x = -100: evalf refined the cancellation for half a minute per point
+    (convolve('relu', 'gaussian') never returned)."""
+    import time
+
+    start = time.perf_counter()
+    act = symact.activation("x*erf(sqrt(2)*x)/2 + x/2 + sqrt(2)*exp(-2*x**2)/(4*sqrt(pi))")
+    assert time.perf_counter() - start < 10.0
+    assert act(-3) < 1e-5  # the smoothed relu: positive, tiny on the left
