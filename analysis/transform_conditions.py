@@ -36,7 +36,9 @@ steps.  ``tests/test_transform_conditions.py`` checks them against ``mpmath.diff
 **Two engines.**  ``dps=None`` evaluates in float64 with a composite Gauss-Legendre rule in
 :math:`z` on :math:`[-14, 14]` (the Gaussian mass outside is below 1e-44), split at the kinks
 of :math:`\phi` mapped to :math:`z = (k-\beta)/\alpha`, so piecewise activations keep full
-float64 accuracy (a plain Gauss-Hermite rule converges only algebraically on a kink).  An
+float64 accuracy (a plain Gauss-Hermite rule converges only algebraically on a kink).  The
+panels are at most 2.5/alpha wide, since :math:`\phi(\alpha z+\beta)` varies on that scale;
+:func:`checked_float64_evaluator` also estimates the rule's error by doubling the panels.  An
 integer ``dps`` evaluates every expectation with mpmath at that many digits, through
 ``numeric.gauss.gaussian_expectation`` (break-points at the kinks).
 
@@ -70,6 +72,7 @@ __all__ = [
     "activation_functions",
     "transform_conditions",
     "ConditionEvaluator",
+    "checked_float64_evaluator",
     "gaussian_expectation_mp",
 ]
 
@@ -200,12 +203,25 @@ def activation_functions(act: Any) -> ActivationFunctions:
 _HALF_WIDTH = 14.0  # |z| beyond 14 carries Gaussian mass < 1e-44
 _N_INTERVALS = 32
 _GL_ORDER = 24
+# phi(alpha z + beta) varies on the scale 1/alpha in z (tanh: poles pi/(2 alpha) off the real axis),
+# so the panel width in z must shrink like 1/alpha: a 24-node panel of width h is at float64
+# accuracy while h * alpha <= ~3.2 (tanh, sigmoid; measured).  A fixed 32-panel rule (h = 0.875)
+# was off by 4e-3 in E[phi'^2] for tanh at alpha = 14.5 with no sign of it.
+_F64_PANEL_ALPHA = 2.5
+_MP_PANEL_ALPHA = 4.0  # 48-node mpmath panels; the 1.5x refinement check then verifies the digits
 
 
-def _float64_rule(alpha: float, beta: float, kinks: tuple[float, ...], n_intervals: int = _N_INTERVALS,
+def _float64_panels(alpha: float, refine: int = 1, half_width: float = _HALF_WIDTH) -> int:
+    """Panels of the float64 rule: 32, or more so that the panel width is <= 2.5 / alpha; times ``refine``."""
+    return int(refine) * max(_N_INTERVALS, math.ceil(2 * half_width * alpha / _F64_PANEL_ALPHA))
+
+
+def _float64_rule(alpha: float, beta: float, kinks: tuple[float, ...], n_intervals: int | None = None,
                   half_width: float = _HALF_WIDTH) -> tuple[np.ndarray, np.ndarray]:
     """Nodes z and weights w (density included) of a composite Gauss-Legendre rule for N(0,1),
-    split where u = alpha z + beta crosses a kink."""
+    split where u = alpha z + beta crosses a kink; ``n_intervals`` defaults to the alpha-scaled count."""
+    if n_intervals is None:
+        n_intervals = _float64_panels(alpha, 1, half_width)
     kz = [(k - beta) / alpha for k in kinks]
     return gaussian_rule(kz, cut=half_width, panels=n_intervals, nodes_per_panel=_GL_ORDER)
 
@@ -259,17 +275,34 @@ class ConditionEvaluator:
     exact partial derivatives in alpha and beta (density differentiated under the integral).
     """
 
-    def __init__(self, funcs: ActivationFunctions, alpha, beta, dps: int | None = None):
-        self.funcs, self.dps = funcs, dps
+    def __init__(self, funcs: ActivationFunctions, alpha, beta, dps: int | None = None, refine: int = 1):
+        self.funcs, self.dps, self.refine = funcs, dps, refine
         if dps is None:
             self.alpha, self.beta = float(alpha), float(beta)
             if not self.alpha > 0:
                 raise ValueError("alpha must be > 0 inside the evaluator (use the mirror for alpha < 0)")
-            z, w = _float64_rule(self.alpha, self.beta, funcs.kinks)
+            z, w = _float64_rule(self.alpha, self.beta, funcs.kinks, _float64_panels(self.alpha, refine))
             self._z, self._w = z, w
             u = self.alpha * z + self.beta
-            phi, d1, d2 = funcs.np_funcs
-            self._values = (phi(u), d1(u), d2(u))
+            with np.errstate(all="ignore"):
+                values = [np.array(f(u), dtype=float) for f in funcs.np_funcs]
+            for v, f_np, f_mp in zip(values, funcs.np_funcs, funcs.mp_funcs):
+                # lambdified formulas can overflow where the function is finite (softplus's
+                # log(exp(u) + 1), the sigmoid's exp(u)/(exp(u)+1)^2 at u > 709, reached when alpha
+                # is large): those nodes again in long double (exponent range 1e4932 on x86), then
+                # any still not finite in mpmath
+                bad = ~np.isfinite(v)
+                if bad.any():
+                    with np.errstate(all="ignore"):
+                        try:
+                            v[bad] = np.asarray(f_np(u[bad].astype(np.longdouble)), dtype=np.longdouble).astype(float)
+                        except (TypeError, ValueError):  # a function without long-double support
+                            pass
+                    bad = ~np.isfinite(v)
+                if bad.any():
+                    with mpmath.workdps(20):
+                        v[bad] = [float(f_mp(mpmath.mpf(float(uu)))) for uu in u[bad]]
+            self._values = tuple(values)
             self.error = None
             return
         from symact.errors import DivergentIntegralError
@@ -277,8 +310,12 @@ class ConditionEvaluator:
         with mpmath.workdps(dps + 8):
             self.alpha, self.beta = mpmath.mpf(alpha), mpmath.mpf(beta)
             tol = mpmath.mpf(10) ** (-(dps + 3))
-            n_intervals, previous = 32, None
-            for _ in range(5):
+            half_width = mpmath.sqrt(2 * (dps + 8) * mpmath.log(10)) + 1
+            # panels of width <= 4 / alpha (see _F64_PANEL_ALPHA): at alpha = 30 the fixed 32-panel
+            # start refined 5 times still missed 25 digits
+            n_intervals = max(32, int(mpmath.ceil(2 * half_width * self.alpha / _MP_PANEL_ALPHA)))
+            previous = None
+            for _ in range(6):
                 self._set_rule(n_intervals)
                 sentinel = (self.expect((1,), _h_shifted_sq(0)), self.expect((1,), _h_dphi_sq))
                 if previous is not None:
@@ -293,6 +330,16 @@ class ConditionEvaluator:
             f"{mpmath.nstr(self.error, 3)}); the activation may not be square-integrable under the "
             "Gaussian, or alpha is too large: try a smaller dps or check the activation."
         )
+
+    def sentinels(self) -> tuple:
+        """E[phi], E[(phi - E phi)^2], E[(z^2 - 1)(phi - E phi)^2], E[phi'^2] (and E[phi''^2] when
+        phi' is continuous): the expectations every condition is built from, for error checks."""
+        m = self.expect((1,), _h_phi)
+        out = [m, self.expect((1,), _h_shifted_sq(-m)), self.expect((-1, 0, 1), _h_shifted_sq(-m)),
+               self.expect((1,), _h_dphi_sq)]
+        if not self.funcs.slope_jumps:
+            out.append(self.expect((1,), _h_d2phi_sq))
+        return tuple(out)
 
     def _set_rule(self, n_intervals: int) -> None:
         z, w = _mp_rule(self.alpha, self.beta, self.funcs.kinks, self.dps, n_intervals)
@@ -320,6 +367,32 @@ class ConditionEvaluator:
             return value, self.expect(alpha_poly, h) / self.alpha, self.expect(beta_poly, h) / self.alpha
         with mpmath.workdps(self.dps + 8):
             return value, self.expect(alpha_poly, h) / self.alpha, self.expect(beta_poly, h) / self.alpha
+
+
+def checked_float64_evaluator(funcs: ActivationFunctions, alpha: float, beta: float, *, rtol: float = 1e-14,
+                              max_refine: int = 64) -> ConditionEvaluator:
+    """A float64 :class:`ConditionEvaluator` whose accuracy has been checked: the rule with
+    ``refine`` r is accepted when every :meth:`ConditionEvaluator.sentinels` value agrees with the
+    rule on 2r times as many panels to ``rtol`` (relative to the larger of the value and E[phi^2]);
+    r doubles from 1 until it does.  Gauss-Legendre converges geometrically in the panel count, so
+    the difference bounds the error of the coarser rule.  ``error`` is that difference (relative);
+    when no r up to ``max_refine`` passes, the finest rule is returned with its (too large) ``error``
+    so that the caller can fall back to mpmath.
+    """
+    refine, ev = 1, ConditionEvaluator(funcs, alpha, beta, refine=1)
+    coarse = ev.sentinels()
+    while True:
+        fine_ev = ConditionEvaluator(funcs, alpha, beta, refine=2 * refine)
+        fine = fine_ev.sentinels()
+        size = max(abs(fine[1]) + fine[0] * fine[0], 1e-300)
+        error = max(abs(a - b) / max(abs(b), size) for a, b in zip(coarse, fine))
+        if error <= rtol or 2 * refine >= max_refine:
+            ev.error = error
+            if error > rtol:
+                fine_ev.error = error
+                return fine_ev
+            return ev
+        refine, ev, coarse = 2 * refine, fine_ev, fine
 
 
 def gaussian_expectation_mp(f: Callable, dps: int, breakpoints: tuple, mean, std):
@@ -443,12 +516,14 @@ def _quotient(num, dnum, den, dden):
     return (dnum * den - num * dden) / (den * den)
 
 
-def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None = None) -> TransformConditions:
+def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None = None,
+                         refine: int = 1) -> TransformConditions:
     r"""Q(1), Q'(1), C(0), C'(1), C''(1) of :math:`\gamma(\phi(\alpha x+\beta)+\delta)` and their exact
     partial derivatives in :math:`\alpha` and :math:`\beta`.
 
     ``act``: an Activation, catalogue name, or SymPy expression in one symbol.  ``dps=None``:
-    float64; an integer: mpmath at that many digits.  A negative ``alpha`` is reduced to a
+    float64 (``refine``: multiply the panels of the float64 rule, see
+    :func:`checked_float64_evaluator`); an integer: mpmath at that many digits.  A negative ``alpha`` is reduced to a
     positive one by the reflection :math:`z \to -z` (for which every condition is invariant).
 
     >>> import sympy
@@ -463,7 +538,7 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
         # psi(x) with alpha < 0 equals psi_{|alpha|}(-x); z and -z have the same law, so every
         # condition is unchanged and d/d alpha flips sign.
         alpha, sign = -alpha, -1
-    ev = ConditionEvaluator(funcs, alpha, beta, dps)
+    ev = ConditionEvaluator(funcs, alpha, beta, dps, refine=refine)
     ctx = mpmath.workdps(dps + 10) if dps is not None else _nullcontext()
     with ctx:
         if dps is not None:
