@@ -17,7 +17,11 @@ graph walker (``graphs.max_subnetwork_value``):
   scale :math:`\sqrt{2/(1+a^2)}` so that Q(q) = q exactly (alpha = 1, beta = delta = 0).
 
 **Solution branch.**  Newton runs from the best points of a (log alpha, beta) grid and collects
-every distinct root.  The default (``branch="beta>=0"``) returns the root with the smallest alpha
+every distinct root; when none converges (large targets need alpha far beyond the grid), a root
+for a smaller target is continued to the requested one, and infeasibility is reported with the
+largest target reached.  Float64 roots are verified on a rule with twice the panels (mpmath at
+20 digits when float64 cannot resolve them), and residuals come from that verified evaluation.
+Float targets are taken exactly as the decimal they print as (1.05000000001 stays itself).  The default (``branch="beta>=0"``) returns the root with the smallest alpha
 (the least nonlinear transformation), and for activations with phi(x) + phi(-x) = c0 (odd ones,
 c0 = 0; the sigmoid, c0 = 1), whose roots come in mirror pairs (alpha, beta, gamma, delta) and
 (alpha, -beta, gamma, -delta - c0), the member with beta >= 0.  Activations without that
@@ -56,7 +60,7 @@ from analysis.transform_conditions import (
     transform_conditions,
 )
 from analysis.kernel import _check_c
-from symact.errors import DomainError, InfeasibleShapingError, InvalidGraphError
+from symact.errors import DomainError, InfeasibleShapingError, InvalidGraphError, SymactError
 
 __all__ = ["shape", "ShapedLayer", "ShapedNetwork", "TorchShaping", "solve_dks_layer",
            "solve_tat_layer", "leaky_relu_c_map", "LayerSolution"]
@@ -88,6 +92,7 @@ class LayerSolution:
 
 
 _F64_TOL = 1e-13
+_F64_FLOOR = 1e-15  # absolute: float64 residuals cannot go much below this (targets near 1 have tiny scales)
 # Newton starts: the best points of this grid (log alpha in [log 1e-3, log 8], beta in [-4, 4]).
 _GRID_LOG_ALPHA = np.linspace(math.log(1e-3), math.log(8.0), 24)
 _GRID_BETA = np.linspace(-4.0, 4.0, 25)
@@ -150,27 +155,32 @@ def _newton(system: Callable, x0: list, dps: int | None, scale: float, max_iter:
     """Damped Newton on unknowns x = (log alpha, beta[, delta]); returns (x, residual) or None."""
     x = list(x0)
     if dps is None:
-        tol = _F64_TOL * scale
+        tol = max(_F64_TOL * scale, _F64_FLOOR)
         to_num, exp = float, math.exp
     else:
         tol = mpmath.mpf(10) ** (-(dps + 2)) * scale
         to_num, exp = mpmath.mpf, mpmath.exp
-    best = None
+    best, polished, done = None, False, None
     for _ in range(max_iter):
         try:
             res, jac = system(x)
         except (FloatingPointError, ZeroDivisionError, OverflowError, ValueError):
-            return None
+            return done
         norm = max(abs(r) for r in res)
         if not all(map(_finite, res)):
-            return None
+            return done
+        if done is not None and norm > max(abs(r) for r in done[1]):
+            return done
         if best is not None and norm > best[1] * 4:
             # overshoot: halve the previous step
             x = [(xi + bi) / 2 for xi, bi in zip(x, best[0])]
             continue
         best = (list(x), norm)
-        if norm <= tol:
+        if norm <= tol and (dps is not None or polished):
             return x, res
+        if norm <= tol:
+            polished = True  # float64: one more step (quadratic convergence) to reach rounding level
+            done = (x, res)
         # chain rule: columns w.r.t. alpha -> log alpha
         alpha = exp(x[0])
         j = [[row[0] * alpha] + list(row[1:]) for row in jac]
@@ -180,15 +190,17 @@ def _newton(system: Callable, x0: list, dps: int | None, scale: float, max_iter:
             else:
                 step = list(mpmath.lu_solve(mpmath.matrix(j), -mpmath.matrix(res)))
         except (np.linalg.LinAlgError, ZeroDivisionError):
-            return None
+            return done
         limit = max(abs(s) for s in step)
         if dps is None and limit > 0.5:  # trust region in float64 only; mpmath polish starts converged
             step = [s * 0.5 / limit for s in step]
         x = [xi + to_num(si) for xi, si in zip(x, step)]
+        if x[0] > _LOG_ALPHA_MAX:  # see _LOG_ALPHA_MAX: not followed (the rule's cost grows like alpha)
+            return done
         if dps is not None and limit < mpmath.mpf(10) ** (-(dps + 4)):
             res, _ = system(x)
             return x, res
-    return None
+    return done
 
 
 def _finite(v) -> bool:
@@ -198,26 +210,135 @@ def _finite(v) -> bool:
         return False
 
 
-def _start_points(system_at, grid_alpha, grid_beta, scale, kinks=()) -> list[tuple[float, list]]:
-    """Grid points sorted by their largest residual (relative to ``scale``).
+def _start_points(system_at, grid_alpha, grid_beta, kinks=()) -> list[tuple[float, float, list]]:
+    """(log alpha, beta, residuals) at the grid points where the residuals are finite.
 
     Besides the (log alpha, beta) grid, for every kink k the points beta = k + t*alpha with
     |t| <= 4 (kink within 4 standard deviations), where the solutions of kinked activations live
-    at small alpha.
+    at small alpha.  The residuals are kept raw so that :func:`_ranked` can score the same points
+    for other values of the target (the target enters one residual as a constant shift).
     """
-    scored = []
+    out = []
     points = [(la, b) for la in grid_alpha for b in grid_beta]
     points += [(la, k + t * math.exp(la)) for k in kinks for la in grid_alpha for t in np.linspace(-4, 4, 17)]
     for la, b in points:
-        if True:
-            try:
-                res = system_at(la, b)
-            except (FloatingPointError, ZeroDivisionError, OverflowError, ValueError):
-                continue
-            if all(map(_finite, res)):
-                scored.append((max(abs(r) for r in res) / scale, la, b))
+        try:
+            res = system_at(la, b)
+        except (FloatingPointError, ZeroDivisionError, OverflowError, ValueError):
+            continue
+        if all(map(_finite, res)):
+            out.append((float(la), float(b), [float(r) for r in res]))
+    return out
+
+
+def _ranked(points, index: int, shift: float, scale: float) -> list[tuple[float, float, float]]:
+    """(score, log alpha, beta) sorted by the largest residual once ``shift`` is added to residual ``index``."""
+    scored = []
+    for la, b, res in points:
+        r = list(res)
+        r[index] += shift
+        scored.append((max(abs(v) for v in r) / scale, la, b))
     scored.sort()
     return scored
+
+
+def _roots(ranked, newton_from, n_starts: int, branch: str) -> list[dict]:
+    """Distinct Newton roots from the best ``n_starts`` ranked points (``newton_from(la, b)`` -> x or None)."""
+    found = []
+    for _, la, b in ranked[:n_starts]:
+        x = newton_from(la, b)
+        if x is None:
+            continue
+        alpha, beta = math.exp(x[0]), x[1]
+        if any(abs(alpha - s["alpha"]) < 1e-9 and abs(beta - s["beta"]) < 1e-9 for s in found):
+            continue
+        found.append({"alpha": alpha, "beta": beta, "delta": x[2] if len(x) > 2 else None, "x": list(x)})
+        if branch == "any":
+            break
+    return found
+
+
+def _continuation(newton_at: Callable, start_target: float, x_start: list, target: float, max_steps: int = 120):
+    """Follow a root from ``start_target`` to ``target`` (``newton_at(t, x0)`` -> x or None).
+
+    The step in the target doubles after a success and halves after a failure.  Returns
+    (x at target or None, the last target reached, x there); stopping short of ``target`` with
+    steps below 1e-7 of the range is the evidence that the root cannot be continued further.
+    """
+    cur_t, cur_x = start_target, list(x_start)
+    step = (target - start_target) / 4
+    for _ in range(max_steps):
+        nxt = target if abs(target - cur_t) <= abs(step) else cur_t + step
+        x = newton_at(nxt, cur_x)
+        if x is not None:
+            cur_t, cur_x = nxt, x
+            if nxt == target:
+                return x, cur_t, cur_x
+            step *= 2
+        else:
+            step /= 2
+            if abs(step) < 1e-7 * abs(target - start_target):
+                break
+    return None, cur_t, cur_x
+
+
+def _solve_f64(points, residual_index: int, grid_target: float, target: float, base: float,
+               newton_at: Callable, x0_of: Callable, scale_of: Callable, branch: str):
+    """Float64 roots for ``target``: Newton from the best grid points; when none converges, a root
+    for an easier target base + (target - base)/4^k (the first k = 1..6 that has one) continued
+    to ``target``.
+
+    Returns (roots, reached): ``reached`` is None, or (largest target the continuation reached,
+    x there) when it stalled -- the evidence behind an infeasibility report.
+    """
+    def run(t, n_starts):
+        ranked = _ranked(points, residual_index, grid_target - t, scale_of(t))
+        return _roots(ranked, lambda la, b: newton_at(t, x0_of(la, b)), n_starts, branch)
+
+    roots = run(target, _N_STARTS)
+    if roots:
+        return roots, None
+    reached = None
+    for k in range(1, 7):  # easier targets, geometrically closer to the trivial one
+        easy = base + (target - base) / 4 ** k
+        easy_roots = run(easy, 8)
+        if not easy_roots:
+            continue
+        x, t_max, x_max = _continuation(newton_at, easy, easy_roots[0]["x"], target)
+        if x is not None:
+            return [{"alpha": math.exp(x[0]), "beta": x[1], "delta": x[2] if len(x) > 2 else None, "x": x}], None
+        reached = (t_max, x_max)
+        break
+    return [], reached
+
+
+# float64 verification: accepted when the rule agrees with one on twice the panels to this (relative)
+_F64_VERIFY = 1e-14
+_FALLBACK_DPS = 20  # mpmath digits used when float64 cannot verify a solution
+_NEAR_LINEAR = 1e-6  # DKS targets C'(1) < 1 + this are solved in mpmath (see solve_dks_layer)
+# Roots beyond alpha = 200 are not followed: the rule's cost grows like alpha, and such a transformed
+# activation is a near-step function whose kernel no longer describes a trainable network.
+_LOG_ALPHA_MAX = math.log(200.0)
+
+
+def _verified_f64(funcs, x: list, newton_at_refine: Callable):
+    """Re-solve on a finer float64 rule until the rule is verified at the root (error-estimated by
+    :func:`~analysis.transform_conditions.checked_float64_evaluator`); returns (x, verified)."""
+    from analysis.transform_conditions import checked_float64_evaluator
+
+    refine = 1
+    for _ in range(4):
+        chk = checked_float64_evaluator(funcs, math.exp(x[0]), x[1], rtol=_F64_VERIFY)
+        if chk.error > _F64_VERIFY:
+            return x, False
+        if chk.refine <= refine:
+            return x, True
+        refine = chk.refine
+        x_new = newton_at_refine(refine, x)
+        if x_new is None:
+            return x, False
+        x = x_new
+    return x, False
 
 
 def _pick(solutions: list, branch: str, odd_offset):
@@ -258,13 +379,59 @@ def _check_dps(dps):
         raise DomainError(f"dps={dps!r}: give an integer number of digits >= 15, or None for float64.")
 
 
+def _exact_number(what: str, value: Any) -> sympy.Expr:
+    """An exact, finite real SymPy number for a shaping target, or a DomainError naming the fix.
+
+    A float is taken as the decimal it prints as (``repr``: at most 17 significant digits, within
+    half an ulp of the float), e.g. 1.05000000001 -> 105000000001/100000000000; never rounded to a
+    nearby simple fraction.  Integers, mpmath numbers (exactly), SymPy numbers and strings such as
+    "3/2" or "2**(1/10)" are accepted too.
+    """
+    def bad(why: str):
+        return DomainError(f"{what}={value!r} {why}; give a finite real number such as 1.5, 3/2 or '2**(1/10)'.")
+
+    if isinstance(value, (bool, np.bool_)):
+        raise bad("is a bool, not a number")
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(float(value)):
+            raise bad("is not finite")
+        return sympy.Rational(repr(float(value)))
+    if isinstance(value, (int, np.integer)):
+        return sympy.Integer(int(value))
+    if isinstance(value, mpmath.mpf):
+        if not mpmath.isfinite(value):
+            raise bad("is not finite")
+        man, exp = value.man_exp
+        return sympy.Integer(man) * sympy.Integer(2) ** exp
+    try:
+        expr = safe_sympify(value, what)
+    except SymactError:
+        raise bad("could not be read as a number") from None
+    except Exception:  # sympify of an arbitrary object
+        raise bad("is not a number") from None
+    if not isinstance(expr, sympy.Expr) or not expr.is_number:
+        raise bad("is not a number (it has free symbols or is not an expression)")
+    if expr.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
+        raise bad("is not finite")
+    numeric = sympy.N(expr, 30)
+    if not (numeric.is_real and numeric.is_finite):
+        raise bad("is not a finite real number")
+    if isinstance(expr, sympy.Float):
+        return sympy.Rational(str(expr))
+    return expr
+
+
 def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None = None,
                     branch: str = "beta>=0") -> LayerSolution:
     r"""alpha, beta, gamma, delta with Q(1) = 1, Q'(1) = ``q_slope``, C(0) = 0, C'(1) = ``c_slope``.
 
     Newton in (log alpha, beta) from the best points of a coarse grid, in float64 with the exact
-    Jacobian of :mod:`analysis.transform_conditions`; with ``dps`` the float64 root is polished by
-    Newton in mpmath until the step is below 10^-(dps+4).
+    Jacobian of :mod:`analysis.transform_conditions`; when no grid start converges (large targets
+    need alpha far beyond the grid), a root for a smaller C'(1) target is continued to ``c_slope``.
+    The float64 root is re-solved on finer rules until the quadrature is verified at the root (a
+    rule on twice the panels agrees to 1e-14); if float64 cannot verify it, it is polished in mpmath
+    at 20 digits.  With ``dps`` the root is polished by Newton in mpmath until the step is below
+    10^-(dps+4).  Residuals are computed with the verified rule (or mpmath).
 
     >>> import sympy
     >>> x = sympy.Symbol("x", real=True)
@@ -274,80 +441,116 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
     """
     _check_dps(dps)
     funcs = activation_functions(act)
-    c_t, q_t = float(c_slope), float(q_slope)
+    c_exact, q_exact = _exact_number("c_slope", c_slope), _exact_number("q_slope", q_slope)
+    c_t, q_t = float(c_exact), float(q_exact)
     if funcs.value_jumps:
         raise InfeasibleShapingError(
             f"DKS for {funcs.name}: the activation jumps, so C'(1) is infinite and C'(1) = {c_t:g} "
             "cannot be met. Use a continuous activation (e.g. a smoothed step) instead."
         )
-    if not c_t > 1:
-        raise DomainError(f"per-layer C'(1) target {c_t} must exceed 1 (the network zeta must exceed 1).")
-    scale = max(abs(c_t - 1), abs(q_t - 1), 1e-6)
+    if not c_exact > 1:
+        raise DomainError(f"per-layer C'(1) target {c_exact} must exceed 1 (the network zeta must exceed 1).")
+    if funcs.slope_jumps and _positively_homogeneous(funcs):
+        raise InfeasibleShapingError(
+            f"DKS for {funcs.name}: the activation is positively homogeneous (relu-like), so alpha cancels and "
+            "only beta/alpha is free: Q'(1) and C'(1) move together and Q'(1)=1 with C'(1)="
+            f"{c_t:.12g} cannot both hold. Shape 'leaky_relu' with method='tat' (eta=...) instead, or use a "
+            "smooth non-polynomial activation (tanh, softplus, elu, gelu, ...) with DKS."
+        )
 
-    def system_f64(x):
-        ev = ConditionEvaluator(funcs, math.exp(x[0]), x[1])
-        res, jac, _ = _dks_system(ev, q_t, c_t)
+    def scale_of(c):
+        return max(abs(c - 1), abs(q_t - 1), 1e-6)
+
+    def system_f64(x, c=c_t, refine=1):
+        ev = ConditionEvaluator(funcs, math.exp(x[0]), x[1], refine=refine)
+        res, jac, _ = _dks_system(ev, q_t, c)
         return res, jac
 
-    def residual_at(la, b):
-        return system_f64([la, b])[0]
+    def newton_at(c, x0, refine=1):
+        out = _newton(lambda x: system_f64(x, c, refine), x0, None, scale_of(c))
+        return None if out is None or out[0][0] > _LOG_ALPHA_MAX else out[0]
 
-    starts = _start_points(residual_at, _GRID_LOG_ALPHA, _GRID_BETA, scale, funcs.kinks)
-    solutions = []
-    best_seen = starts[0] if starts else None
-    for _, la, b in starts[:_N_STARTS]:
-        out = _newton(system_f64, [la, b], None, scale)
-        if out is None:
-            continue
-        x, res = out
-        alpha, beta = math.exp(x[0]), x[1]
-        if any(abs(alpha - s["alpha"]) < 1e-9 and abs(beta - s["beta"]) < 1e-9 for s in solutions):
-            continue
-        solutions.append({"alpha": alpha, "beta": beta, "delta": None})
-        if branch == "any":
-            break
+    points = _start_points(lambda la, b: system_f64([la, b])[0], _GRID_LOG_ALPHA, _GRID_BETA, funcs.kinks)
+    solutions, reached = _solve_f64(points, 1, c_t, c_t, 1.0, newton_at, lambda la, b: [la, b], scale_of, branch)
+    near_linear = False
+    if not solutions and c_t - 1 < _NEAR_LINEAR and q_t == 1:
+        # C'(1) - 1 below 1e-6: float64 cannot resolve the nonlinearity (alpha ~ sqrt(2 (C'(1) - 1)) is
+        # below the grid and the residuals are rounding-level).  Solve at C'(1) = 1 + 1e-6, scale alpha
+        # by the leading-order law C'(1) - 1 ~ alpha^2, and let mpmath (which has the digits) polish.
+        easy = 1 + _NEAR_LINEAR
+        easy_roots, _ = _solve_f64(points, 1, c_t, easy, 1.0, newton_at, lambda la, b: [la, b], scale_of, branch)
+        solutions = [{**r, "alpha": r["alpha"] * math.sqrt((c_t - 1) / _NEAR_LINEAR)} for r in easy_roots]
+        near_linear = bool(solutions)
     chosen, branch_note = _pick(solutions, branch, funcs.odd_offset)
     if chosen is None:
-        _raise_dks_infeasible(funcs, c_t, q_t, best_seen, system_f64)
-    alpha, beta = chosen["alpha"], chosen["beta"]
-    if dps is not None:
-        with mpmath.workdps(dps + 8):
+        _raise_dks_infeasible(funcs, c_t, q_t, points, reached, system_f64, scale_of(c_t))
+    x = [math.log(chosen["alpha"]), chosen["beta"]]
+    if near_linear:
+        verified = False
+    else:
+        x, verified = _verified_f64(funcs, x, lambda r, x0: newton_at(c_t, x0, r))
+    polish = dps if dps is not None else (None if verified else (30 if near_linear else _FALLBACK_DPS))
+    alpha, beta = math.exp(x[0]), x[1]
+    if polish is not None:
+        with mpmath.workdps(polish + 8):
+            c_mp, q_mp = _mp(c_exact, polish + 8), _mp(q_exact, polish + 8)
+
             def system_mp(x):
-                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], dps)
-                res, jac, _ = _dks_system(ev, mpmath.mpf(q_slope), mpmath.mpf(c_slope))
+                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], polish)
+                res, jac, _ = _dks_system(ev, q_mp, c_mp)
                 return res, jac
 
-            out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta)], dps, scale, max_iter=8)
+            # near-linear: residuals are judged absolutely (their size is rounding level, not c_t - 1)
+            out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta)], polish,
+                          1.0 if near_linear else scale_of(c_t), max_iter=20 if near_linear else 8)
             if out is None:
                 raise InfeasibleShapingError(
                     f"DKS for {funcs.name}: the float64 root (alpha={alpha:.15g}, beta={beta:.15g}) did not "
-                    f"polish to {dps} digits; try a smaller dps."
+                    f"polish to {polish} digits; try a smaller dps."
                 )
             alpha, beta = mpmath.exp(out[0][0]), out[0][1]
     return _finish(funcs, alpha, beta, None, dps, chosen["mirrored"], branch_note,
-                   {"q_value": 1, "q_slope": q_slope, "c_at_0": 0, "c_slope": c_slope})
+                   {"q_value": 1, "q_slope": q_exact, "c_at_0": 0, "c_slope": c_exact})
 
 
 def _finish(funcs, alpha, beta, delta, dps, mirrored, branch_note: str, targets: dict) -> LayerSolution:
-    """Closed-form gamma (and delta for DKS), conditions at the solution, residuals vs targets."""
-    from analysis.transform_conditions import _h_phi, _h_shifted_sq
+    """Closed-form gamma (and delta for DKS), conditions at the solution, residuals vs targets.
 
-    ctx = mpmath.workdps(dps + 8) if dps is not None else _null()
+    In float64 the conditions come from a rule whose error was estimated at the solution
+    (:func:`~analysis.transform_conditions.checked_float64_evaluator`), or from mpmath at 20 digits
+    when float64 cannot reach 1e-14 there, so the reported residuals are honest.
+    """
+    from analysis.transform_conditions import _h_phi, _h_shifted_sq, checked_float64_evaluator
+
+    work, refine = dps, 1
+    if dps is None:
+        chk = checked_float64_evaluator(funcs, float(alpha), float(beta), rtol=_F64_VERIFY)
+        if chk.error > _F64_VERIFY:
+            work = _FALLBACK_DPS
+        refine = chk.refine
+    ctx = mpmath.workdps(work + 8) if work is not None else _null()
     with ctx:
-        ev = ConditionEvaluator(funcs, alpha, beta, dps)
+        ev = ConditionEvaluator(funcs, alpha, beta, work, refine=refine)
         if delta is None:  # DKS: C(0) = 0
             delta = -ev.expect((1,), _h_phi)
-        gamma = 1 / (mpmath.sqrt if dps is not None else math.sqrt)(ev.expect((1,), _h_shifted_sq(delta)))
-        cond = transform_conditions(funcs, ev.alpha, ev.beta, gamma, delta, dps=dps)
-    values = cond.values.as_dict()
+        elif work is not None:
+            delta = mpmath.mpf(delta)
+        gamma = 1 / (mpmath.sqrt if work is not None else math.sqrt)(ev.expect((1,), _h_shifted_sq(delta)))
+        cond = transform_conditions(funcs, ev.alpha, ev.beta, gamma, delta, dps=work, refine=refine)
+        values = cond.values.as_dict()
+        if dps is None and work is not None:  # residuals against the exact targets, then float64
+            residuals = {k: float(values[k] - _mp(t, work + 8)) for k, t in targets.items()}
     if dps is not None:
         with mpmath.workdps(dps):
             alpha, beta, gamma, delta = (+mpmath.mpf(v) for v in (ev.alpha, ev.beta, gamma, delta))
             residuals = {k: +(values[k] - _mp(t, dps + 8)) for k, t in targets.items()}
+        conditions = cond.values
     else:
         alpha, beta, gamma, delta = float(ev.alpha), float(ev.beta), float(gamma), float(delta)
-        residuals = {k: float(values[k]) - float(t) for k, t in targets.items()}
-    return LayerSolution(alpha, beta, gamma, delta, dps, cond.values, residuals, mirrored, branch_note)
+        if work is None:
+            residuals = {k: float(values[k] - _mp(t, 30)) for k, t in targets.items()}
+        conditions = ConditionSet(**{k: float(v) for k, v in values.items()})
+    return LayerSolution(alpha, beta, gamma, delta, dps, conditions, residuals, mirrored, branch_note)
 
 
 def _mp(value, dps: int):
@@ -365,95 +568,148 @@ class _null:
         return False
 
 
-def _raise_dks_infeasible(funcs: ActivationFunctions, c_t, q_t, best, system):
-    detail = ""
-    if best is not None:
-        _, la, b = best
+def _raise_dks_infeasible(funcs: ActivationFunctions, c_t, q_t, points, reached, system, scale):
+    if reached is not None:  # a root exists for smaller targets and could not be continued to c_t
+        t_max, x_max = reached
+        raise InfeasibleShapingError(
+            f"DKS for {funcs.name}: per-layer C'(1) = {c_t:.12g} (with Q'(1) = {q_t:g}) was not reached: "
+            f"following the solution from smaller targets, C'(1) = {t_max:.10g} was the largest reached "
+            f"(alpha={math.exp(x_max[0]):.6g}, beta={x_max[1]:.6g}) and no larger step converged (roots with "
+            "alpha > 200 are not followed). Use a "
+            f"smaller zeta (a per-layer C'(1) of at most about {t_max:.6g}; with T layers in series "
+            "zeta <= that**T), or spread the nonlinearity over more layers."
+        )
+    detail, rank_note = "", ""
+    ranked = _ranked(points, 1, 0.0, scale)
+    if ranked:
+        _, la, b = ranked[0]
         res, jac = system([la, b])
         names = ("Q'(1)", "C'(1)")
         targets = (q_t, c_t)
         worst = int(np.argmax(np.abs(res)))
         det = jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0]
         norms = math.hypot(jac[0][0], jac[0][1]) * math.hypot(jac[1][0], jac[1][1])
-        rank_note = ""
         if norms > 0 and abs(det) < 1e-8 * norms:
             rank_note = (" The Jacobian of (Q'(1), C'(1)) in (alpha, beta) is singular there: the two "
                          "conditions move together (for a positively homogeneous activation such as ReLU, "
                          "alpha cancels and only beta/alpha is free; for a quadratic, Q'(1) = C'(1)).")
-        detail = (f" Closest point found: alpha={math.exp(la):.4g}, beta={b:.4g}, where {names[worst]} = "
+        detail = (f" Closest grid point: alpha={math.exp(la):.4g}, beta={b:.4g}, where {names[worst]} = "
                   f"{targets[worst] + res[worst]:.6g} instead of {targets[worst]:.6g}.{rank_note}")
+    if rank_note:
+        advice = (" What would work: a smooth non-polynomial activation (tanh, softplus, elu, gelu, ...), "
+                  "or method='tat' with leaky_relu for rectifiers.")
+    else:
+        advice = (" Newton found no root from the grid, nor for smaller C'(1) targets; try a smaller zeta, "
+                  "q_slope=1, or another smooth non-polynomial activation.")
     raise InfeasibleShapingError(
         f"DKS for {funcs.name}: no transformation meets Q(1)=1, Q'(1)={q_t:g}, C(0)=0 and C'(1)={c_t:.12g} "
-        f"together.{detail} What would work: a smooth non-polynomial activation (tanh, softplus, elu, gelu, "
-        "...), or method='tat' with leaky_relu for rectifiers."
+        f"together.{detail}{advice}"
     )
+
+
+def _positively_homogeneous(funcs: ActivationFunctions) -> bool:
+    """phi(c x) = c phi(x) for c > 0 (relu, leaky relu), checked at a few points."""
+    phi = funcs.mp_funcs[0]
+    with mpmath.workdps(30):
+        for u in ("-2.3", "-0.61", "0.37", "1.9"):
+            u = mpmath.mpf(u)
+            a, b = phi(2 * u), 2 * phi(u)
+            if abs(a - b) > mpmath.mpf(10) ** -20 * (1 + abs(b)):
+                return False
+    return True
 
 
 def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
                     branch: str = "beta>=0") -> LayerSolution:
     r"""alpha, beta, gamma, delta with Q(1) = 1, Q'(1) = 1, C'(1) = 1, C''(1) = ``c_curvature`` (TAT).
 
-    gamma closed form; (log alpha, beta, delta) by Newton with the exact Jacobian, float64 then
-    mpmath.  Infeasible when phi' jumps (C''(1) infinite): use leaky-ReLU TAT or DKS.
+    gamma closed form; (log alpha, beta, delta) by Newton with the exact Jacobian, float64 (grid
+    starts, then continuation from smaller targets; verified rule as in :func:`solve_dks_layer`)
+    then mpmath.  Infeasible when phi' jumps (C''(1) infinite): use leaky-ReLU TAT or DKS.
     """
     _check_dps(dps)
     funcs = activation_functions(act)
-    k_t = float(c_curvature)
-    if funcs.slope_jumps or funcs.value_jumps:
+    k_exact = _exact_number("c_curvature", c_curvature)
+    k_t = float(k_exact)
+    if funcs.value_jumps:
         raise InfeasibleShapingError(
-            f"TAT for {funcs.name}: phi' jumps, so C''(1) is infinite and C''(1) = {k_t:g} cannot be met. "
-            "Use method='dks' for this activation, or leaky_relu with method='tat'."
+            f"TAT for {funcs.name}: the activation jumps, so C'(1) and C''(1) are infinite and neither TAT "
+            "nor DKS can shape it. Use a continuous activation (e.g. a smoothed step such as sigmoid)."
         )
-    if not k_t > 0:
-        raise DomainError(f"per-layer C''(1) target {k_t} must be > 0 (tau must be > 0).")
-    scale = k_t
+    if funcs.slope_jumps:
+        if _positively_homogeneous(funcs):
+            advice = ("This activation is positively homogeneous (relu-like), so DKS cannot shape it either "
+                      "(alpha cancels). Shape 'leaky_relu' with method='tat' (eta=...): TAT then chooses the "
+                      "negative slope, with plain ReLU as the limit of slope 0.")
+        else:
+            advice = "Use method='dks' for this activation, or leaky_relu with method='tat'."
+        raise InfeasibleShapingError(
+            f"TAT for {funcs.name}: phi' jumps, so C''(1) is infinite and C''(1) = {k_t:g} cannot be met. {advice}"
+        )
+    if not k_exact > 0:
+        raise DomainError(f"per-layer C''(1) target {k_exact} must be > 0 (tau must be > 0).")
 
-    def system_f64(x):
-        ev = ConditionEvaluator(funcs, math.exp(x[0]), x[1])
-        res, jac, _ = _tat_system(ev, x[2], k_t)
+    def scale_of(k):
+        return k
+
+    def system_f64(x, k=k_t, refine=1):
+        ev = ConditionEvaluator(funcs, math.exp(x[0]), x[1], refine=refine)
+        res, jac, _ = _tat_system(ev, x[2], k)
         return res, jac
+
+    def newton_at(k, x0, refine=1):
+        out = _newton(lambda x: system_f64(x, k, refine), x0, None, scale_of(k))
+        return None if out is None or out[0][0] > _LOG_ALPHA_MAX else out[0]
 
     def residual_at(la, b):
         ev = ConditionEvaluator(funcs, math.exp(la), b)
         m = ev.expect((1,), lambda f, f1, f2: f)
         return _tat_system(ev, -m, k_t)[0]
 
-    starts = _start_points(residual_at, _GRID_LOG_ALPHA, _GRID_BETA, scale, funcs.kinks)
-    solutions = []
-    for _, la, b in starts[:_N_STARTS]:
+    def x0_of(la, b):
         ev = ConditionEvaluator(funcs, math.exp(la), b)
-        d0 = -ev.expect((1,), lambda f, f1, f2: f)
-        out = _newton(system_f64, [la, b, d0], None, scale)
-        if out is None:
-            continue
-        x, _ = out
-        if any(abs(math.exp(x[0]) - s["alpha"]) < 1e-9 and abs(x[1] - s["beta"]) < 1e-9 for s in solutions):
-            continue
-        solutions.append({"alpha": math.exp(x[0]), "beta": x[1], "delta": x[2]})
-        if branch == "any":
-            break
+        return [la, b, -ev.expect((1,), lambda f, f1, f2: f)]
+
+    points = _start_points(residual_at, _GRID_LOG_ALPHA, _GRID_BETA, funcs.kinks)
+    solutions, reached = _solve_f64(points, 2, k_t, k_t, 0.0, newton_at, x0_of, scale_of, branch)
     chosen, branch_note = _pick(solutions, branch, funcs.odd_offset)
     if chosen is None:
+        if reached is not None:
+            t_max, x_max = reached
+            raise InfeasibleShapingError(
+                f"TAT for {funcs.name}: per-layer C''(1) = {k_t:.12g} was not reached: following the solution "
+                f"from smaller targets, C''(1) = {t_max:.10g} was the largest reached (alpha="
+                f"{math.exp(x_max[0]):.6g}, beta={x_max[1]:.6g}) and no larger step converged (roots with alpha "
+                "> 200 are not followed). Use a smaller "
+                "tau (less curvature per layer)."
+            )
         raise InfeasibleShapingError(
             f"TAT for {funcs.name}: no transformation meets Q(1)=1, Q'(1)=1, C'(1)=1 and C''(1)={k_t:.12g} "
-            "together (Newton from the best grid points did not converge). What would work: a smaller "
-            "tau (less curvature per layer), method='dks', or a smooth non-polynomial activation."
+            "together (Newton from the best grid points, and for smaller C''(1) targets, did not converge). "
+            "What would work: a smaller tau (less curvature per layer), method='dks', or a smooth "
+            "non-polynomial activation."
         )
-    alpha, beta, delta = chosen["alpha"], chosen["beta"], chosen["delta"]
-    if dps is not None:
-        with mpmath.workdps(dps + 8):
+    x = [math.log(chosen["alpha"]), chosen["beta"], chosen["delta"]]
+    # a mirrored root (see _pick) is a root too: re-solving from it stays on the mirrored branch
+    x, verified = _verified_f64(funcs, x, lambda r, x0: newton_at(k_t, x0, r))
+    polish = dps if dps is not None else (None if verified else _FALLBACK_DPS)
+    alpha, beta, delta = math.exp(x[0]), x[1], x[2]
+    if polish is not None:
+        with mpmath.workdps(polish + 8):
+            k_mp = _mp(k_exact, polish + 8)
+
             def system_mp(x):
-                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], dps)
-                res, jac, _ = _tat_system(ev, x[2], mpmath.mpf(c_curvature))
+                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], polish)
+                res, jac, _ = _tat_system(ev, x[2], k_mp)
                 return res, jac
 
-            out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta), mpmath.mpf(delta)], dps, scale,
-                          max_iter=8)
+            out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta), mpmath.mpf(delta)], polish,
+                          scale_of(k_t), max_iter=8)
             if out is None:
-                raise InfeasibleShapingError(f"TAT for {funcs.name}: the float64 root did not polish to {dps} digits.")
+                raise InfeasibleShapingError(f"TAT for {funcs.name}: the float64 root did not polish to {polish} digits.")
             alpha, beta, delta = mpmath.exp(out[0][0]), out[0][1], out[0][2]
     return _finish(funcs, alpha, beta, delta, dps, chosen["mirrored"], branch_note,
-                   {"q_value": 1, "q_slope": 1, "c_slope": 1, "c_curvature": c_curvature})
+                   {"q_value": 1, "q_slope": 1, "c_slope": 1, "c_curvature": k_exact})
 
 
 # ----------------------------------------------------------------------------------------
@@ -547,7 +803,8 @@ def _uniform_slope(graph, zeta, fixed: dict, dps: int):
 
 def _uniform_slope_at_precision(graph, zeta, fixed: dict, dps: int):
     s = sympy.Symbol("s", positive=True)
-    zeta_exact = sympy.nsimplify(zeta, rational=True) if isinstance(zeta, float) else safe_sympify(zeta, "zeta")
+    zeta_exact = _exact_number("zeta", zeta)
+    fixed = {n: _mp(v, dps + 8) for n, v in fixed.items()}
 
     def rule_sym(node, y):
         return (fixed[node] if node in fixed else s) * y
@@ -580,7 +837,8 @@ def _uniform_curvature(graph, tau, fixed: dict, dps: int):
 
 def _uniform_curvature_at_precision(graph, tau, fixed: dict, dps: int):
     k = sympy.Symbol("k", positive=True)
-    tau_exact = sympy.nsimplify(tau, rational=True) if isinstance(tau, float) else safe_sympify(tau, "tau")
+    tau_exact = _exact_number("tau", tau)
+    fixed = {n: _mp(v, dps + 8) for n, v in fixed.items()}
     if not fixed:
         # With every C'(1) = 1 the curvature walk r(y) = k + y is linear and homogeneous in k, so
         # one exact walk with k = 1 gives the coefficient: M(k) = k * M(1).
@@ -800,6 +1058,8 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
             f"shape() needs a network graph (a networkx DiGraph), got {type(graph).__name__}: build one with "
             "graphs.mlp(depth) or graphs.resnet(...), or trace a torch model with "
             "graphs.from_torch(model, example_input).")
+    if not isinstance(method, str):
+        raise DomainError(f"method={method!r}: use 'dks' or 'tat'.")
     method = method.lower()
     if method not in ("dks", "tat"):
         raise DomainError(f"method={method!r}: use 'dks' or 'tat'.")
@@ -807,6 +1067,16 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
     unknown = set(targets) - allowed
     if unknown:
         raise DomainError(f"unknown {method} targets {sorted(unknown)}; {method} takes {sorted(allowed)}.")
+    if not nx.is_directed_acyclic_graph(graph):
+        try:  # graphs.validate names the cycle
+            _graph_api().validate(graph)
+        except InvalidGraphError:
+            raise
+        except Exception:
+            pass
+        cycle = " -> ".join(repr(u) for u, _ in nx.find_cycle(graph))
+        raise InvalidGraphError(f"the graph has a cycle ({cycle}); a feed-forward network must be acyclic "
+                                "(remove the edge that feeds back).")
     nodes = _activation_nodes(graph)
     if not nodes:
         raise DomainError("the graph has no activation nodes (kind='activation'); nothing to shape.")
@@ -832,13 +1102,15 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
             import symact
 
             acts[node] = symact.activation(act)
-    node_targets = dict(node_targets or {})
-    _check_targets_fit(method, acts, nodes, targets, node_targets)
+    node_targets = _checked_node_targets(node_targets)
+    given = dict(targets)  # as passed, for ShapedNetwork.network_targets
+    targets = {k: _exact_number(k, v) for k, v in targets.items()}
+    _check_targets_fit(method, acts, nodes, given, node_targets)
     walk_dps = dps or 30
     if method == "dks":
-        zeta = targets.get("zeta", 1.5)
-        q_slope = targets.get("q_slope", 1)
-        if not float(zeta) > 1:
+        zeta = targets.get("zeta", sympy.Rational(3, 2))
+        q_slope = targets.get("q_slope", sympy.Integer(1))
+        if not zeta > 1:
             raise DomainError(f"zeta={zeta} must exceed 1 (zeta = 1 would make the network linear).")
         if any(_is_leaky_relu(a) for a in acts.values()):
             raise InfeasibleShapingError(
@@ -859,15 +1131,15 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
             layer_targets = {"q_value": 1, "q_slope": q_slope, "c_at_0": 0,
                              "c_slope": exact if (node not in fixed and exact is not None) else c_t}
             layers.append(_layer(node, acts[node], funcs, sol, layer_targets))
-        return ShapedNetwork("dks", graph, tuple(layers), {"zeta": zeta, "q_slope": q_slope}, function)
+        return ShapedNetwork("dks", graph, tuple(layers), {"zeta": given.get("zeta", 1.5), "q_slope": given.get("q_slope", 1)}, function)
     # TAT
     leaky = [n for n in nodes if _is_leaky_relu(acts[n])]
     if leaky:
         if len(leaky) != len(nodes):
             raise DomainError("leaky-ReLU TAT and smooth TAT cannot be mixed in one graph in this version; "
                               "shape the leaky-ReLU network on its own.")
-        return _shape_leaky_relu(acts, nodes, graph, targets.get("eta", 0.9), dps)
-    tau = targets.get("tau", 0.3)
+        return _shape_leaky_relu(acts, nodes, graph, given.get("eta", 0.9), dps)
+    tau = targets.get("tau", sympy.Rational(3, 10))
     fixed = {n: v["c_curvature"] for n, v in node_targets.items() if "c_curvature" in v}
     exact, function, curvature = _uniform_curvature(graph, tau, fixed, walk_dps)
     cache = {}
@@ -881,7 +1153,24 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
         layer_targets = {"q_value": 1, "q_slope": 1, "c_slope": 1,
                          "c_curvature": exact if (node not in fixed and exact is not None) else k_t}
         layers.append(_layer(node, acts[node], funcs, cache[key], layer_targets))
-    return ShapedNetwork("tat", graph, tuple(layers), {"tau": tau}, function)
+    return ShapedNetwork("tat", graph, tuple(layers), {"tau": given.get("tau", 0.3)}, function)
+
+
+def _checked_node_targets(node_targets) -> dict:
+    """node -> {condition: exact number}; anything else raises DomainError naming the expected shape."""
+    if node_targets is None:
+        return {}
+    if not isinstance(node_targets, Mapping):
+        raise DomainError(f"node_targets must be a mapping node -> {{condition: value}}, e.g. "
+                          f"{{'activation1': {{'c_slope': 1.2}}}}; got {type(node_targets).__name__}.")
+    out = {}
+    for node, values in node_targets.items():
+        if not isinstance(values, Mapping):
+            raise DomainError(
+                f"node_targets[{node!r}] = {values!r} must be a mapping of condition to value, e.g. "
+                f"{{{node!r}: {{'c_slope': 1.2}}}} (DKS) or {{{node!r}: {{'c_curvature': 0.05}}}} (TAT).")
+        out[node] = {key: _exact_number(f"node_targets[{node!r}][{key!r}]", v) for key, v in values.items()}
+    return out
 
 
 def _check_targets_fit(method: str, acts: dict, nodes: list, targets: dict, node_targets: dict) -> None:
@@ -955,7 +1244,7 @@ def _shape_leaky_relu(acts, nodes, graph, eta, dps) -> ShapedNetwork:
                 graph, lambda node, c: leaky_relu_c_map(c, a), mpmath.mpf(0)), graph)
 
     with mpmath.workdps(work + 8):
-        eta_mp = mpmath.mpf(sympy.N(sympy.nsimplify(eta, rational=True) if isinstance(eta, float) else eta, work + 8))
+        eta_mp = _mp(_exact_number("eta", eta), work + 8)
         if not 0 < eta_mp < 1:
             raise DomainError(f"eta={eta} must lie in (0, 1).")
         reachable = network_c0(0)  # a = 0 (ReLU) maximises C(0); a = 1 (identity) gives 0

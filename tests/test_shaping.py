@@ -538,3 +538,130 @@ def test_shaped_c_map_refuses_a_cosine_outside_the_unit_interval(c):
             net.c_map(c)
         with pytest.raises(DomainError, match=r"outside \[-1, 1\]"):
             net.layer_c_map(net.layers[0].node, c)
+
+
+# ---------------------------------------------------------------------------------------------
+# Large alpha, exact targets, bad input, advice by cause
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, zeta", [("tanh", 10.0), ("tanh", 20.0), ("sigmoid", 4.0)])
+def test_float64_dks_at_large_alpha_meets_the_targets_in_mpmath(name, zeta):
+    """alpha is 10..30 here.  Judged by kernel_maps at 30 digits of the returned activation: Q(1) = 1,
+    C'(1) = zeta; and the reported residuals are the true ones (not the quadrature's own view)."""
+    import analysis
+    import graphs
+
+    layer = shape(name, graphs.mlp(1), zeta=zeta).layers[0]
+    assert layer.alpha > 10
+    km = analysis.kernel_maps(layer.activation, dps=30)
+    q1, slope = km.q_map(1), km.c_map_slope_at_1
+    assert abs(q1 - 1) < 1e-12, (q1, layer)
+    assert abs(slope - zeta) < 1e-12 * zeta, (slope, layer)
+    assert abs(layer.residuals["c_slope"] - float(slope - zeta)) < 1e-12 * zeta
+    assert abs(layer.residuals["q_value"] - float(q1 - 1)) < 1e-12
+
+
+def test_dks_zeta_beyond_reach_is_reported_by_cause():
+    """A tanh user whose zeta is too large is told to lower zeta (with the largest per-layer C'(1)
+    reached), not to switch to tanh."""
+    import graphs
+
+    with pytest.raises(InfeasibleShapingError, match="smaller zeta") as err:
+        shape("tanh", graphs.mlp(1), zeta=1000.0)
+    message = str(err.value)
+    assert "largest reached" in message and "tanh, softplus" not in message
+    reached = float(message.split("C'(1) = ")[2].split(" was the largest")[0])
+    assert 20 < reached < 1000  # zeta = 20 is feasible (test above)
+
+
+def test_float_zeta_is_honoured_not_rounded_to_a_simple_fraction():
+    import analysis
+    import graphs
+
+    net = shape("tanh", graphs.mlp(10), zeta=1.05000000001)
+    target = net.layers[0].targets["c_slope"]
+    assert target ** 10 == sympy.Rational("1.05000000001") != sympy.Rational(21, 20)
+    slope = analysis.kernel_maps(net.layers[0].activation, dps=30).c_map_slope_at_1
+    assert abs(slope ** 10 - mpmath.mpf("1.05000000001")) < 1e-13  # 1.05 is 1e-11 away
+
+
+def test_zeta_just_above_one_is_shaped():
+    """zeta = 1.00000001 over 10 layers: per-layer C'(1) - 1 = 1e-9 (was rounded to 1 and refused)."""
+    import analysis
+    import graphs
+
+    net = shape("tanh", graphs.mlp(10), zeta=1.00000001)
+    assert net.layers[0].targets["c_slope"] ** 10 == sympy.Rational("1.00000001")
+    km = analysis.kernel_maps(net.layers[0].activation, dps=30)
+    # float64 parameters (gamma ~ 3e4 here) limit the achieved conditions to ~1e-12
+    assert abs(km.q_map(1) - 1) < 1e-11
+    assert abs(km.c_map_slope_at_1 ** 10 - mpmath.mpf("1.00000001")) < 1e-11  # 1 is 1e-8 away
+
+
+def test_float_eta_and_tau_are_honoured():
+    import graphs
+
+    eta = 0.50000000001
+    net = shape("leaky_relu", graphs.mlp(10), method="tat", eta=eta)
+    a = net.layers[0].negative_slope
+    with mpmath.workdps(40):  # the chain's C(0) composed by hand from the closed-form C map
+        c = mpmath.mpf(0)
+        for _ in range(10):
+            c = leaky_relu_c_map(c, mpmath.mpf(a))
+        assert abs(c - mpmath.mpf("0.50000000001")) < 1e-13, c  # 0.5 is 1e-11 away
+    assert abs(net.c_map(0.0) - eta) < 1e-13
+
+    tau = 0.30000000001
+    net = shape("tanh", graphs.mlp(3), method="tat", tau=tau)
+    layer = net.layers[0]
+    assert 3 * layer.targets["c_curvature"] == sympy.Rational("0.30000000001")  # three layers in series
+    c = transform_conditions("tanh", *(mpmath.mpf(getattr(layer, k)) for k in ("alpha", "beta", "gamma", "delta")),
+                             dps=30).values
+    assert abs(3 * c.c_curvature - mpmath.mpf("0.30000000001")) < 1e-13  # 0.3 is 1e-11 away
+
+
+def _cyclic():
+    import graphs
+
+    g = graphs.mlp(2)
+    g.add_edge("linear3", "linear1")
+    return g
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda g: shape("tanh", _cyclic()), InvalidGraphError, "cycle"),
+    (lambda g: shape("tanh", g, zeta="abc"), DomainError, "zeta"),
+    (lambda g: shape("tanh", g, zeta=float("inf")), DomainError, "zeta"),
+    (lambda g: shape("tanh", g, zeta=True), DomainError, "zeta"),
+    (lambda g: shape("tanh", g, method="tat", tau=float("nan")), DomainError, "tau"),
+    (lambda g: shape("tanh", g, method="tat", tau=float("inf")), DomainError, "tau"),
+    (lambda g: shape("tanh", g, method="tat", tau="abc"), DomainError, "tau"),
+    (lambda g: shape("leaky_relu", g, method="tat", eta=float("nan")), DomainError, "eta"),
+    (lambda g: shape("tanh", g, method=None), DomainError, "method"),
+    (lambda g: shape("tanh", g, node_targets={"activation1": 1.2}), DomainError, "node_targets"),
+    (lambda g: shape("tanh", g, node_targets={"activation1": {"c_slope": "a"}}), DomainError, "c_slope"),
+    (lambda g: shape("tanh", g, node_targets=[1.2]), DomainError, "node_targets"),
+], ids=["cycle", "zeta-abc", "zeta-inf", "zeta-bool", "tau-nan", "tau-inf", "tau-abc", "eta-nan", "method-None",
+        "node-target-number", "node-target-string", "node-targets-list"])
+def test_bad_shape_input_raises_a_symact_error_naming_it(call, error, words):
+    import graphs
+
+    with pytest.raises(error, match=words):
+        call(graphs.mlp(3))
+
+
+def test_tat_advice_for_relu_does_not_send_the_user_to_dks():
+    """relu: DKS fails too (checked), so the advice is leaky_relu TAT; selu: DKS works (checked), so
+    the advice to use DKS stays."""
+    import graphs
+
+    with pytest.raises(InfeasibleShapingError) as err:
+        shape("relu", graphs.mlp(3), method="tat")
+    assert "Use method='dks'" not in str(err.value)
+    assert "leaky_relu" in str(err.value) and "DKS cannot shape it either" in str(err.value)
+    with pytest.raises(InfeasibleShapingError):
+        solve_dks_layer("relu", c_slope=1.1)
+
+    with pytest.raises(InfeasibleShapingError, match="method='dks'"):
+        solve_tat_layer(SELU, c_curvature=0.1)
+    assert abs(solve_dks_layer(SELU, c_slope=1.1).residuals["c_slope"]) < 1e-12
