@@ -21,7 +21,9 @@ every distinct root; when none converges (large targets need alpha far beyond th
 for a smaller target is continued to the requested one, and infeasibility is reported with the
 largest target reached.  Float64 roots are verified on a rule with twice the panels (mpmath at
 20 digits when float64 cannot resolve them), and residuals come from that verified evaluation.
-Float targets are taken exactly as the decimal they print as (1.05000000001 stays itself).  The default (``branch="beta>=0"``) returns the root with the smallest alpha
+Float targets are taken exactly as the decimal they print as (1.05000000001 stays itself).
+
+The default (``branch="beta>=0"``) returns the root with the smallest alpha
 (the least nonlinear transformation), and for activations with phi(x) + phi(-x) = c0 (odd ones,
 c0 = 0; the sigmoid, c0 = 1), whose roots come in mirror pairs (alpha, beta, gamma, delta) and
 (alpha, -beta, gamma, -delta - c0), the member with beta >= 0.  Activations without that
@@ -574,8 +576,8 @@ def _raise_dks_infeasible(funcs: ActivationFunctions, c_t, q_t, points, reached,
         raise InfeasibleShapingError(
             f"DKS for {funcs.name}: per-layer C'(1) = {c_t:.12g} (with Q'(1) = {q_t:g}) was not reached: "
             f"following the solution from smaller targets, C'(1) = {t_max:.10g} was the largest reached "
-            f"(alpha={math.exp(x_max[0]):.6g}, beta={x_max[1]:.6g}) and no larger step converged (roots with "
-            "alpha > 200 are not followed). Use a "
+            f"(alpha={math.exp(x_max[0]):.6g}, beta={x_max[1]:.6g}) and no larger step converged in float64 "
+            "(roots with alpha > 200 are not followed). Use a "
             f"smaller zeta (a per-layer C'(1) of at most about {t_max:.6g}; with T layers in series "
             "zeta <= that**T), or spread the nonlinearity over more layers."
         )
@@ -594,7 +596,7 @@ def _raise_dks_infeasible(funcs: ActivationFunctions, c_t, q_t, points, reached,
                          "conditions move together (for a positively homogeneous activation such as ReLU, "
                          "alpha cancels and only beta/alpha is free; for a quadratic, Q'(1) = C'(1)).")
         detail = (f" Closest grid point: alpha={math.exp(la):.4g}, beta={b:.4g}, where {names[worst]} = "
-                  f"{targets[worst] + res[worst]:.6g} instead of {targets[worst]:.6g}.{rank_note}")
+                  f"{targets[worst] + res[worst]:.10g} instead of {targets[worst]:.10g}.{rank_note}")
     if rank_note:
         advice = (" What would work: a smooth non-polynomial activation (tanh, softplus, elu, gelu, ...), "
                   "or method='tat' with leaky_relu for rectifiers.")
@@ -679,8 +681,8 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
             raise InfeasibleShapingError(
                 f"TAT for {funcs.name}: per-layer C''(1) = {k_t:.12g} was not reached: following the solution "
                 f"from smaller targets, C''(1) = {t_max:.10g} was the largest reached (alpha="
-                f"{math.exp(x_max[0]):.6g}, beta={x_max[1]:.6g}) and no larger step converged (roots with alpha "
-                "> 200 are not followed). Use a smaller "
+                f"{math.exp(x_max[0]):.6g}, beta={x_max[1]:.6g}) and no larger step converged in float64 "
+                "(roots with alpha > 200 are not followed). Use a smaller "
                 "tau (less curvature per layer)."
             )
         raise InfeasibleShapingError(
@@ -706,7 +708,8 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
             out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta), mpmath.mpf(delta)], polish,
                           scale_of(k_t), max_iter=8)
             if out is None:
-                raise InfeasibleShapingError(f"TAT for {funcs.name}: the float64 root did not polish to {polish} digits.")
+                raise InfeasibleShapingError(
+                    f"TAT for {funcs.name}: the float64 root did not polish to {polish} digits; try a smaller dps.")
             alpha, beta, delta = mpmath.exp(out[0][0]), out[0][1], out[0][2]
     return _finish(funcs, alpha, beta, delta, dps, chosen["mirrored"], branch_note,
                    {"q_value": 1, "q_slope": 1, "c_slope": 1, "c_curvature": k_exact})
@@ -1131,7 +1134,8 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
             layer_targets = {"q_value": 1, "q_slope": q_slope, "c_at_0": 0,
                              "c_slope": exact if (node not in fixed and exact is not None) else c_t}
             layers.append(_layer(node, acts[node], funcs, sol, layer_targets))
-        return ShapedNetwork("dks", graph, tuple(layers), {"zeta": given.get("zeta", 1.5), "q_slope": given.get("q_slope", 1)}, function)
+        network_targets = {"zeta": given.get("zeta", 1.5), "q_slope": given.get("q_slope", 1)}
+        return ShapedNetwork("dks", graph, tuple(layers), network_targets, function)
     # TAT
     leaky = [n for n in nodes if _is_leaky_relu(acts[n])]
     if leaky:
