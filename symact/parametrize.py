@@ -16,11 +16,12 @@ SymPy only.  Given g, this module derives exactly
 Normalisation of the mirror map: psi is fixed only up to an affine term c0 + c1*A, which changes neither
 psi'' nor any Bregman divergence.  We return SymPy's iterated antiderivative with both constants of
 integration zero (``integrate(integrate(1/r, A), A)``), which gives exactly -log(A) for exp(W) and
-A*log(A)/4 - A/4 for W**2.  Where that is not elementary, takes over ``MIRROR_MAP_TIME_LIMIT`` seconds,
-or the inverse has nested radicals (Cardano's formula for W + W**3, on which integrating in A ran for
-minutes), psi is integrated in W instead: with A = g(W), psi'(A) = F(W) = integral dW / g'(W) and
-psi = A*F(W) - integral g(W)/g'(W) dW at W = g^{-1}(A) (constant terms of F and of the result dropped).
-Where neither is elementary (Ei, polylog, an unevaluated Integral, ...) ``mirror_map`` is None and
+A*log(A)/4 - A/4 for W**2.  Where the inverse is not a simple closed form (nested radicals: Cardano's
+formula for W + W**3, on which integrating in A ran for minutes; LambertW), psi is integrated in W instead:
+with A = g(W), psi'(A) = F(W) = integral dW / g'(W) and psi = A*F(W) - integral g(W)/g'(W) dW at
+W = g^{-1}(A) (constant terms of F and of the result dropped).  The route is chosen from the inverse alone,
+before integrating, so the result does not depend on call order or machine load; no time limit is used.
+Where the chosen route finds no elementary antiderivative (Ei, polylog, an unevaluated Integral, ...) ``mirror_map`` is None and
 ``mirror_map_note`` says why.
 
 Domain and branch.  With ``domain=None`` the domain is chosen in this order, and stated in ``.domain`` and
@@ -50,10 +51,7 @@ exp(-A)
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import signal
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -328,38 +326,6 @@ class ParameterActivation:
         return f"$\\displaystyle {text}$"
 
 
-#: Seconds SymPy may spend on each route to the mirror map (see :func:`_time_limit`).
-MIRROR_MAP_TIME_LIMIT = 30.0
-
-
-class _TimeLimitReached(BaseException):
-    """Raised by the SIGALRM handler of :func:`_time_limit`; a BaseException so that SymPy's
-    ``except Exception`` clauses do not swallow it."""
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float):
-    """Interrupt the body with :class:`_TimeLimitReached` after ``seconds`` (SIGALRM, re-fired every 0.5 s
-    until the body ends, in case SymPy catches it once).  Only in the main thread of a POSIX process with
-    no other interval timer running; elsewhere the body runs unguarded."""
-    usable = (hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
-              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
-    if not usable:
-        yield
-        return
-
-    def _alarm(signum, frame):
-        raise _TimeLimitReached()
-
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 0.5)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _nested_radical(expr: sp.Expr) -> bool:
     """Whether expr has a root of a sum that itself contains a root (Cardano's formula for W + W**3):
     SymPy's integrate in A on such an inverse can run for minutes and then fail."""
@@ -369,6 +335,15 @@ def _nested_radical(expr: sp.Expr) -> bool:
                for e in sp.preorder_traversal(expr))
 
 
+def _hard_inverse(inv: sp.Expr) -> str | None:
+    """What makes integrating in A over ``inv`` risky (nested radicals, LambertW), or None."""
+    if _nested_radical(inv):
+        return "nested radicals"
+    if inv.has(sp.LambertW):
+        return "LambertW"
+    return None
+
+
 def _mirror_map(f: sp.Expr, a: sp.Symbol, a_interval: sp.Interval | None, g: sp.Expr, w: sp.Symbol,
                 inv: sp.Expr, w_domain: sp.Set) -> tuple[sp.Expr | None, str]:
     """psi with psi'' = f = 1/r: integrated in A, or (when that is not elementary, too slow or risky) in W.
@@ -376,27 +351,27 @@ def _mirror_map(f: sp.Expr, a: sp.Symbol, a_interval: sp.Interval | None, g: sp.
     In W: with A = g(W), psi'(A) = integral dA/g'(W)**2 = integral dW/g'(W) =: F(W), and integrating
     psi'(A) dA = F(W) g'(W) dW by parts, psi = A*F(W) - integral g(W)/g'(W) dW, at W = g^{-1}(A).  Both
     integrands are in W only, so no integral of the inverse is needed."""
+    # Which route is decided up front, from the inverse alone, so that the result does not depend on
+    # SymPy's cache, on hash order or on the machine's load (no time limit is needed or used).  Where the
+    # inverse is an ordinary closed form, the A route is SymPy's full integrate; the W route computes the
+    # same antiderivatives after the substitution W = g^{-1}(A), so when the A route finds none the W
+    # route is not tried (it hung under some hash seeds: risch_integrate on log(1 + e^W)*(1 + e^-W) for
+    # softplus).  Where the inverse is not simple (nested radicals: Cardano's formula for W + W**3, on
+    # which integrate in A ran for minutes; LambertW), only the W route is tried.
     notes = []
-    if _nested_radical(inv):
-        notes.append(f"not integrated in A (the inverse {inv} has nested radicals)")
+    hard = _hard_inverse(inv)
+    if hard is None:
+        psi = _double_antiderivative(f, a, a_interval)
+        if psi is not None:
+            return psi, "integrated twice in A, both constants of integration zero"
+        notes.append("the antiderivative in A is not elementary (SymPy's integrate finds none)")
     else:
-        try:
-            with _time_limit(MIRROR_MAP_TIME_LIMIT):
-                psi = _double_antiderivative(f, a, a_interval)
-            if psi is not None:
-                return psi, "integrated twice in A, both constants of integration zero"
-            notes.append("the antiderivative in A is not elementary")
-        except _TimeLimitReached:
-            notes.append(f"SymPy's integral in A did not finish in {MIRROR_MAP_TIME_LIMIT:g} s")
-    try:
-        with _time_limit(MIRROR_MAP_TIME_LIMIT):
-            psi = _mirror_map_in_w(g, w, inv, a, w_domain, a_interval)
+        psi = _mirror_map_in_w(g, w, inv, a, w_domain, a_interval)
         if psi is not None:
             return psi, ("integrated in W: psi = A*F(W) - integral(g/g', W) at W = g^{-1}(A), "
                          "F = integral(1/g', W), constants of integration zero, constant terms dropped")
-        notes.append("the antiderivatives in W (of 1/g' and g/g') are not elementary either")
-    except _TimeLimitReached:
-        notes.append(f"SymPy's integrals in W did not finish in {MIRROR_MAP_TIME_LIMIT:g} s")
+        notes.append(f"not integrated in A (the inverse {inv} has {hard}); "
+                     "the antiderivatives in W (of 1/g' and g/g') are not elementary either")
     return None, "no elementary mirror map found: " + "; ".join(notes)
 
 
