@@ -27,7 +27,8 @@ Where the chosen route finds no elementary antiderivative (Ei, polylog, an uneva
 Domain and branch.  With ``domain=None`` the domain is chosen in this order, and stated in ``.domain`` and
 ``.branch``:
 
-1. the whole real line, if g is real there and ``Eq(A, g)`` has exactly one real solution;
+1. the whole real line, if g is real there and ``Eq(A, g)`` has exactly one real solution (odd roots read
+   as real roots: W**3 - 1 gets W = sign(A + 1)*|A + 1|**(1/3));
 2. the real line (minus 0 where g is singular there), if g is odd and has one sign on W > 0: the inverse is
    the odd extension W = sign(A) * h(|A|) of the inverse h found on W > 0 (W**3, powerpropagation, 1/W);
 3. the positive half-line W > 0 (log W, W**2: the positive branch W = sqrt(A); W*exp(W), which turns at
@@ -492,25 +493,50 @@ def _real_on_range(s: sp.Expr, a: sp.Symbol, g_dom: sp.Expr, w: sp.Symbol) -> bo
     return True
 
 
-def _real_solutions(g_dom: sp.Expr, w: sp.Symbol, a: sp.Symbol, strict: bool) -> list[sp.Expr] | None:
+class _Solutions(list):
+    """The real solutions kept, with ``found``: how many solutions SymPy's solve returned before filtering."""
+
+    found: int = 0
+
+
+def _real_solutions(g_dom: sp.Expr, w: sp.Symbol, a: sp.Symbol, strict: bool,
+                    real_roots: bool = False) -> _Solutions | None:
     """Solutions W(A) of A = g(W) that are real for A of a's assumptions (None if solve gives up).
 
     ``strict``: require provable realness on the whole range of g (used on the real line, where solve
-    also returns complex roots); otherwise only drop solutions that are explicitly complex."""
+    also returns complex roots); otherwise only drop solutions that are explicitly complex.  With
+    ``real_roots`` a solution whose odd roots are principal (complex) roots is also tried with real roots
+    (W**3 - 1: (A + 1)**(1/3) is complex for A < -1, sign(A + 1)*|A + 1|**(1/3) is the real inverse)."""
     try:
         sols = sp.solve(sp.Eq(a, g_dom), w)
     except (NotImplementedError, ValueError, TypeError):
         return None
-    keep = []
+    keep = _Solutions()
+    keep.found = len(sols)
     for s in sols:
         if _has_imaginary(s) or s.has(sp.Piecewise):
             continue
-        if strict and not _real_on_range(s, a, g_dom, w):
-            continue
-        if s.is_real is False or (w.is_positive and s.is_positive is False):
-            continue
-        keep.append(s)
+        for c in dict.fromkeys((s, _real_roots(s, a)) if real_roots else (s,)):
+            if strict and not _real_on_range(c, a, g_dom, w):
+                continue
+            if c.is_real is False or (w.is_positive and c.is_positive is False):
+                continue
+            keep.append(c)
+            break
     return keep
+
+
+def _no_solution_text(g: sp.Expr, w: sp.Symbol, sols: _Solutions | None, where: str) -> str:
+    """Why no closed-form solution W(A) was taken, in words."""
+    if sols is not None and sols.found:
+        return (f"{where} none of SymPy's {sols.found} solution(s) of A = g(W) is real for every A in the "
+                "range of g")
+    text = f"{where} SymPy's solve finds no closed-form solution of A = g(W)"
+    poly = sp.Poly(g, w) if g.is_polynomial(w) else None
+    if poly is not None and poly.degree() >= 5:
+        text += (f" (g is a polynomial of degree {poly.degree()}: its inverse is in general not expressible "
+                 "in radicals, i.e. not elementary)")
+    return text
 
 
 # ---------------------------------------------------------------- checks of a candidate inverse
@@ -700,10 +726,13 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
         return (_monotonicity_problem(dg_c, W, domain)
                 or _identity_problem(g_c, W, inv.subs(values), a, domain, deriv.subs(values)))
 
+    # Rule 2's case (odd g of one sign on W > 0): the odd extension states the branch (W**3).
+    odd_one_sign = sp.simplify(g.subs(W, -W) + g) == 0 and bool(g_pos.is_positive or g_pos.is_negative)
     if requested in (None, "real"):
         if g.is_real:
             a = _a_symbol(g)
-            sols = _real_solutions(g, W, a, strict=True)
+            # Otherwise odd roots may be read as real roots (W**3 - 1: sign(A + 1)*|A + 1|**(1/3)).
+            sols = _real_solutions(g, W, a, strict=True, real_roots=not odd_one_sign)
             if sols is not None and len(sols) == 1:
                 inv = _named_inverse(g, W, a) or sols[0]
                 deriv = _derivative_in_a(dg, g, W, inv, a)
@@ -716,13 +745,13 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
                 real_line_refused = why.split(" (")[0] if "changes sign" in why else "not the inverse there"
             else:
                 reasons.append(
-                    "on the real line A = g(W) has "
-                    + ("no closed-form solution" if not sols else f"{len(sols)} real solutions {sols}")
+                    _no_solution_text(g, W, sols, "on the real line") if not sols
+                    else f"on the real line A = g(W) has {len(sols)} real solutions {sols}"
                 )
         else:
             reasons.append("g is not real (or not defined) on the whole real line")
         # Odd extension of the inverse found on W > 0.
-        if sp.simplify(g.subs(W, -W) + g) == 0 and (g_pos.is_positive or g_pos.is_negative):
+        if odd_one_sign:
             a_pos = sp.Dummy("a", positive=True) if g_pos.is_positive else sp.Dummy("a", negative=True)
             sols = _real_solutions(g_pos, wp, a_pos, strict=False)
             if sols is not None and len(sols) == 1:
@@ -776,8 +805,8 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
                 )
         reasons.append(f"on W > 0 SymPy's solution W = {inv} is not g^{{-1}}: {why}")
     else:
-        what = "no closed-form solution" if not sols else f"{len(sols)} solutions {sols} (g is not injective)"
-        reasons.append(f"on W > 0 A = g(W) has {what}")
+        reasons.append(_no_solution_text(g_pos, wp, sols, "on W > 0") if not sols
+                       else f"on W > 0 A = g(W) has {len(sols)} solutions {sols} (g is not injective)")
     raise NoInverseError(
         f"A = {g} has no unique inverse: {'; '.join(reasons)}. Choose a g that is strictly monotone on "
         "the real line or on W > 0 (A-side formulas need g^{-1}), or pass domain='positive' / domain='real' "

@@ -356,3 +356,27 @@ def test_an_interval_domain_picks_the_monotone_piece():
         parameter_activation("W**2", domain="real").inverse
     with pytest.raises(FormulaError, match="lo < hi"):
         parameter_activation("W**2", domain=(1, 0))
+
+
+def test_real_line_inverse_uses_real_odd_roots():
+    """W**3 - 1 is injective on the real line (rule 1), with W = sign(A + 1)*|A + 1|**(1/3); SymPy's
+    (A + 1)**(1/3) is complex for A < -1, so domain='real' raised "no closed-form solution" and the
+    automatic domain fell back to W > 0."""
+    for domain in ("real", None):
+        pa = parameter_activation(W**3 - 1, domain=domain)  # an expression: not the string cache
+        assert pa.domain == sp.S.Reals
+        samples = [-3, -1, sp.Rational(-1, 2), 0, sp.Rational(1, 3), 2]
+        assert _check_inverse_on_domain(pa, samples) == len(samples)
+        for a in (-9, -2, sp.Rational(-1, 2), 7):  # g(g^{-1}(A)) = A
+            assert abs(sp.N(pa.g.subs(W, pa.inverse.subs(pa.A, a)), 30) - a) < 1e-25
+    psi = pa.mirror_map  # psi'' * g'(W)**2 = 1 at A = g(W), g' = 3W**2 by hand
+    second = sp.diff(psi, pa.A, 2)
+    for w in (-2, sp.Rational(-1, 2), sp.Rational(1, 3), 2):
+        assert abs(sp.N(second.subs(pa.A, w**3 - 1), 30) * (3 * w**2) ** 2 - 1) < 1e-20
+    # The odd rows keep their odd-extension branch.
+    assert "odd extension" in parameter_activation("cube", domain="real").branch
+
+
+def test_no_inverse_of_a_quintic_says_it_is_not_elementary():
+    with pytest.raises(NoInverseError, match=r"degree 5: its inverse is in general not expressible in radicals"):
+        parameter_activation(W**3 + W**5, domain="real").inverse
