@@ -62,7 +62,7 @@ from tokenize import TokenError
 from types import MappingProxyType
 
 from ._safe_parse import safe_number, safe_parse
-from .errors import FormulaError, NoInverseError, UnknownSymbolError
+from .errors import DomainError, FormulaError, NoInverseError, UnknownSymbolError
 
 __all__ = [
     "ParameterActivation",
@@ -861,17 +861,36 @@ def _inverse_on_interval(g: sp.Expr, domain: sp.Interval, params: Mapping[sp.Sym
     raise NoInverseError(f"A = {g} has no closed-form inverse on W in {domain}: {detail}.")
 
 
+_DOMAIN_FORMS = ("None (automatic), 'real', 'positive', a pair (lo, hi) meaning the open interval of W "
+                 "between them, e.g. (-1, sympy.oo), or a sympy.Interval of positive length")
+
+
 def _domain_argument(domain: Any) -> Any:
-    """``domain`` as given, with a pair (lo, hi) read as the open interval of W between them."""
-    if isinstance(domain, (tuple, list)) and len(domain) == 2:
+    """``domain`` checked, with a pair (lo, hi) read as the open interval of W between them.
+
+    Every value is validated here, when the parameter activation is built (a bad one used to pass
+    construction and raise NoInverseError only when ``.domain`` was read): DomainError otherwise."""
+    if domain is None or (isinstance(domain, str) and domain in ("real", "positive")):
+        return domain
+    if isinstance(domain, (tuple, list)):
+        if len(domain) != 2:
+            raise DomainError(f"domain={domain!r} has {len(domain)} entries; give a pair (lo, hi). "
+                              f"Accepted: {_DOMAIN_FORMS}.")
         try:
             lo, hi = (sp.sympify(d, strict=True) for d in domain)
         except sp.SympifyError:
-            raise FormulaError(f"domain={domain!r}: give the interval's ends as numbers, e.g. (-1, sympy.oo)") from None
+            raise DomainError(f"domain={domain!r}: give the interval's ends as numbers, e.g. (-1, sympy.oo). "
+                              f"Accepted: {_DOMAIN_FORMS}.") from None
         if not (lo.is_real or lo in (-sp.oo, sp.oo)) or not (hi.is_real or hi in (-sp.oo, sp.oo)) or not lo < hi:
-            raise FormulaError(f"domain={domain!r}: the ends must be real numbers with lo < hi, e.g. (-1, sympy.oo)")
+            raise DomainError(f"domain={domain!r}: the ends must be real numbers with lo < hi, e.g. (-1, sympy.oo). "
+                              f"Accepted: {_DOMAIN_FORMS}.")
         return sp.Interval.open(lo, hi)
-    return domain
+    if isinstance(domain, sp.Interval) and not domain.is_empty and domain.measure != 0:
+        return domain
+    hint = ""
+    if isinstance(domain, str) and domain.strip().lower() in ("real", "positive"):
+        hint = f" (write {domain.strip().lower()!r}, in lower case)"
+    raise DomainError(f"domain={domain!r} is not supported{hint}. Accepted: {_DOMAIN_FORMS}.")
 
 
 def _vocabulary() -> dict[str, Any]:

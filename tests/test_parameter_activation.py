@@ -4,7 +4,7 @@ import pytest
 import sympy as sp
 
 import symact
-from symact.errors import FormulaError, NoInverseError, UnknownSymbolError
+from symact.errors import DomainError, FormulaError, NoInverseError, UnknownSymbolError
 from symact.parametrize import W, autoactivation_table, parameter_activation, signed_parametrization
 
 # The seed's table (000_9c0708ded5a471ee.txt), typed from the post: name -> (g, dA/dW, dA/dW in A).
@@ -354,7 +354,7 @@ def test_an_interval_domain_picks_the_monotone_piece():
     assert _check_inverse_on_domain(sine, [sp.Rational(-3, 2), 0, 1]) == 3
     with pytest.raises(NoInverseError, match=r"domain=\(0, oo\)"):
         parameter_activation("W**2", domain="real").inverse
-    with pytest.raises(FormulaError, match="lo < hi"):
+    with pytest.raises(DomainError, match="lo < hi"):
         parameter_activation("W**2", domain=(1, 0))
 
 
@@ -380,3 +380,21 @@ def test_real_line_inverse_uses_real_odd_roots():
 def test_no_inverse_of_a_quintic_says_it_is_not_elementary():
     with pytest.raises(NoInverseError, match=r"degree 5: its inverse is in general not expressible in radicals"):
         parameter_activation(W**3 + W**5, domain="real").inverse
+
+
+@pytest.mark.parametrize("domain, match", [
+    ((0, 1, 2), "has 3 entries"),
+    ("Positive", "in lower case"),
+    ("reals", "not supported"),
+    (sp.Interval(1, 1), "not supported"),
+    (3, "not supported"),
+    ((1, 0), "lo < hi"),
+    (("a", 1), "ends as numbers"),
+])
+def test_bad_domain_is_refused_when_built(domain, match):
+    """Every domain value is checked up front: (0, 1, 2) or 'Positive' built fine and raised NoInverseError
+    only when .domain was read; (1, 0) raised FormulaError.  Now DomainError naming the accepted forms."""
+    with pytest.raises(DomainError, match=match) as err:
+        parameter_activation("W**2", domain=domain)
+    assert "Accepted: None (automatic), 'real', 'positive'" in str(err.value)
+    assert isinstance(err.value, symact.SymactError)
