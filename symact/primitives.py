@@ -1060,9 +1060,13 @@ def _guard_zero_of_base(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
 
     SymPy differentiates ``|x|**d`` with a symbolic exponent (elephant's trainable ``d``) into
     ``d*|x|**d*sign(x)/|x|`` and ``|x|**d*log|x|``: at x = 0 both are 0*inf (NaN in floats, for
-    the input's and the parameter's gradient alike) while their limits are 0 (``d > 0``).  The
-    value at 0 is found term by term (:func:`_term_at_zero`); where it cannot be, expr is left
-    as it is.  The printer evaluates the first branch at a masked input, so neither branch's
+    the input's and the parameter's gradient alike).  The value returned at x = 0 is 0 for both,
+    found term by term (:func:`_term_at_zero`).  For ``|x|**d*log|x|`` that is the limit (d > 0).
+    For ``d*|x|**(d - 1)*sign(x)`` it is the limit only for d > 1; at d = 1 the one-sided limits are
+    -1 and 1, and for 0 < d < 1 the term is unbounded near 0 (about -/+5000 at x = -/+1e-8 for
+    d = 1/2) with no limit.  There 0 is a convention, the symmetric value: the mean of the one-sided
+    values, as sign(0) = 0 and PyTorch's gradient of |x| at 0.  Where no value can be found, expr is
+    left as it is.  The printer evaluates the first branch at a masked input, so neither branch's
     NaN reaches a gradient.
     """
     if len(inputs) != 1:
