@@ -58,7 +58,8 @@ from symact.activation import activation as symact_activation
 from symact.errors import DomainError, FormulaError, UnknownSymbolError
 from symact.primitives import hazards, safe_derivative, safe_form
 
-from .printer import PRELUDE, SOFTPLUS_THRESHOLD, emit_function, fuse_builtins, number_literal, prepare
+from .printer import (PRELUDE, SOFTPLUS_THRESHOLD, emit_function, fuse_builtins, number_literal, numpy_modules,
+                      prepare)
 
 __all__ = [
     "CodegenSpec",
@@ -317,31 +318,37 @@ def _derivative_through_inverse(expr: sympy.Expr, x: sympy.Symbol, input_derivat
     if not _accurate_in_rounded_output(expr, slope, x, candidate, y):
         return None
     real_y = sympy.Dummy("y", real=True)
-    # y**2/(y**2 + 1) is inf/inf once y**2 overflows; 1/(1 + y**-2) is not
+    # y**2/(y**2 + 1) is inf/inf once y**2 overflows (the printer then adds a large-|y| branch);
+    # 1/(1 + y**-2) is finite as it is.  The first finite form the printer leaves without a branch is
+    # taken, else the first finite one.
+    from .printer import _Select
+
+    finite = []
     for form in (candidate, 1 / sympy.expand(1 / candidate)):
         form = safe_form(form.xreplace({y: real_y}), (real_y,))
         if _finite_over_the_range(form, real_y, float(low), float(high)):
-            return form
-    return None
+            if not prepare(form, (real_y,)).has(_Select):
+                return form
+            finite.append(form)
+    return finite[0] if finite else None
 
 
 def _finite_over_the_range(form, y, low: float, high: float) -> bool:
-    """form evaluated in float32 and float64 is finite for outputs y across (low, high)."""
+    """form, as the printer prepares it (its large-|y| branches included), evaluated in float32 and
+    float64 is finite for outputs y across (low, high).
+
+    Evaluated with the printer's own helpers (:func:`numeric.printer.numpy_modules`): a NameError is a
+    real missing name and is raised, not read as "not finite" (which silently passed over every form
+    the printer gives a branch)."""
     import numpy as np
 
-    try:
-        function = sympy.lambdify(y, prepare(form, (y,)), modules="numpy")
-    except Exception:  # noqa: BLE001 - a form numpy cannot evaluate is simply not chosen
-        return False
+    function = sympy.lambdify(y, prepare(form, (y,)), modules=numpy_modules())
     for dtype in (np.float32, np.float64):
         info = np.finfo(dtype)
         probes = [float(info.tiny), 1e-30, 1e-10, 1e-3, 0.5, 1.0, 2.0, 1e3, 1e10, 1e30, float(info.max)]
         values = np.array([v for p in probes for v in (p, -p) if low < v < high], dtype=dtype)
         with np.errstate(all="ignore"):
-            try:
-                result = np.asarray(function(values), dtype=dtype)
-            except NameError:  # the printer gave it a large-argument branch: not finite as it is
-                return False
+            result = np.asarray(function(values), dtype=dtype)
         if not np.all(np.isfinite(result)):
             return False
     return True

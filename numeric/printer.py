@@ -45,7 +45,8 @@ from symact.errors import FormulaError
 from symact.primitives import (Expm1, Log1p, LogSigmoid, NormalCdf, Sigmoid, Softplus, one_signed_sum,
                                split_numeric_factor)
 
-__all__ = ["emit_function", "prepare", "fuse_builtins", "number_literal", "SOFTPLUS_THRESHOLD", "PRELUDE"]
+__all__ = ["emit_function", "prepare", "fuse_builtins", "number_literal", "numpy_modules", "SOFTPLUS_THRESHOLD",
+           "PRELUDE"]
 
 #: ``F.softplus`` returns ``x`` itself above this threshold.  ``log1p(exp(-37)) / 37``
 #: is 2e-18, below half an ulp in float64, and ``exp(37)`` does not overflow float32.
@@ -303,6 +304,24 @@ def _numpy_functions() -> list:
         "sech": lambda u: 1 / np.cosh(u),
         "erf": np.vectorize(math.erf, otypes=[float]),
     }, "numpy"]
+
+
+def numpy_modules() -> list:
+    """lambdify modules evaluating a :func:`prepare`-d expression in numpy: the safe primitives
+    (:func:`_numpy_functions`) and the printer's own markers (_Select, _Masked, _Step, _Silu, _Mish,
+    _SqrtSquarePlus), so that a form is checked as it will be printed, large-|x| branches included."""
+    import numpy as np
+
+    primitives, rest = _numpy_functions()
+    markers = {
+        "_Select": lambda cond, a, b: np.where(cond, a, b),
+        "_Masked": lambda u, region, point: np.where(region, u, point),
+        "_Step": lambda u: (np.sign(u) + 1) / 2,
+        "_Silu": lambda u: u * primitives["Sigmoid"](u),
+        "_Mish": lambda u: u * np.tanh(primitives["Softplus"](u)),
+        "_SqrtSquarePlus": lambda u, c: np.hypot(u, np.sqrt(np.asarray(c, dtype=np.asarray(u).dtype))),
+    }
+    return [{**primitives, **markers}, rest]
 
 
 @functools.lru_cache(maxsize=512)

@@ -980,14 +980,17 @@ def test_sqrt_of_square_plus_constant_does_not_overflow(name):
 
 def test_derivative_from_output_guards_reject_inaccurate_and_overflowing_forms():
     """The sigmoid's y*(1 - y) is exact in y but not in y rounded near 1 (the derivative there is
-    ~exp(-x), 1 - y is 0): rejected. y**2/(y**2 + 1) overflows to inf/inf: rejected."""
+    ~exp(-x), 1 - y is 0): rejected. exp(y)/(exp(y) + 1) overflows to inf/inf: rejected."""
     x = X
     y = sympy.Symbol("y", positive=True)
     sigmoid = 1 / (1 + sympy.exp(-x))
     assert not codegen._accurate_in_rounded_output(sigmoid, sympy.diff(sigmoid, x), x, y * (1 - y), y)
     squareplus = (x + sympy.sqrt(x**2 + 4)) / 2
     assert codegen._accurate_in_rounded_output(squareplus, sympy.diff(squareplus, x), x, y**2 / (y**2 + 1), y)
-    assert not codegen._finite_over_the_range(y**2 / (y**2 + 1), y, 0.0, math.inf)
+    # exp(y)/(exp(y) + 1) is inf/inf once exp(y) overflows, and the printer gives it no branch: rejected
+    assert not codegen._finite_over_the_range(sympy.exp(y) / (sympy.exp(y) + 1), y, 0.0, math.inf)
+    # y**2/(y**2 + 1) overflows to inf/inf as written, but the printer adds a branch in 1/y: finite
+    assert codegen._finite_over_the_range(y**2 / (y**2 + 1), y, 0.0, math.inf)
     assert codegen._finite_over_the_range(1 / (1 + y**-2), y, 0.0, math.inf)
     for name in ("sigmoid", "tanh", "arctan", "softplus"):  # each has a closed-form inverse
         assert codegen.codegen_spec(ENTRIES[name]).saves == "input", name
@@ -1004,3 +1007,28 @@ def test_normal_cdf_is_0_and_1_at_infinity(dtype):
     assert y.tolist() == [0.0, 0.0, 1.0, 1.0] and g.tolist() == [0.0, 0.0, 0.0, 0.0]
     with torch.no_grad():
         assert module(t).tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_output_backward_forms_are_checked_with_the_printers_helpers():
+    """_finite_over_the_range caught NameError as "not finite": every candidate to which the printer
+    adds a large-|y| branch (_Select, unknown to numpy) was passed over, and a real missing name hidden.
+    It now evaluates with the printer's helpers (numpy_modules) and lets a NameError through."""
+    from numeric.printer import numpy_modules, prepare
+
+    y = sympy.Dummy("y", real=True)
+    form = y**2 / (y**2 + 1)  # inf/inf where y**2 overflows: the printer gives it a branch in 1/y
+    assert codegen._finite_over_the_range(form, y, -math.inf, math.inf)  # was False (NameError)
+    prepared = prepare(form, (y,))
+    function = sympy.lambdify(y, prepared, modules=numpy_modules())
+    points = np.array([0.5, 3.0, 1e10, 1e20, 3e38], dtype=np.float32)
+    with np.errstate(all="ignore"):
+        values = np.asarray(function(points), dtype=np.float32)
+    expected = [float(mpmath.mpf(float(p)) ** 2 / (mpmath.mpf(float(p)) ** 2 + 1)) for p in points]
+    assert values.tolist() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(NameError):
+        codegen._finite_over_the_range(sympy.Function("not_a_helper")(y), y, -math.inf, math.inf)
+    # no choice changes: squareplus and exponential still save the output, squareplus without a branch
+    sq = codegen.codegen_spec(ENTRIES["squareplus"])
+    assert sq.saves == "output" and not sq.derivative_in_output.has(sympy.Piecewise)
+    assert "_select" not in str(sq.derivative_in_output).lower()
+    assert codegen.codegen_spec("exponential").saves == "output"
