@@ -458,6 +458,12 @@ def _check_c(cv):
     return cv
 
 
+def _f64_cancellation_ok(value, mass) -> bool:
+    """A float64 sum keeps ~2 ulps of ``mass`` (its E|f|) as rounding; the float64 engine promises
+    ~1e-12 relative (10 x FLOAT64_RELATIVE_TOLERANCE), so ``|value|`` must be well above that."""
+    return mass * 2 * np.finfo(np.float64).eps <= gauss.FLOAT64_RELATIVE_TOLERANCE * 10 * abs(value)
+
+
 def _normal_pdf_mp(x, var):
     return mpmath.exp(-x * x / (2 * var)) / mpmath.sqrt(2 * mpmath.pi * var)
 
@@ -611,13 +617,15 @@ class KernelMaps:
                 v = self._mp(lim) if lim.is_finite else mpmath.inf
             return v
 
-    def _e1(self, fn_mp, fn_np, *, std, breakpoints=None, mean=0):
-        """E[fn(mean + std z)] by the current numeric engine (float64 or mpmath)."""
+    def _e1(self, fn_mp, fn_np, *, std, breakpoints=None, mean=0, with_mass=False):
+        """E[fn(mean + std z)] by the current numeric engine (float64 or mpmath); float64 with
+        ``with_mass``: ``(value, E|fn|)``, see :func:`gauss.gaussian_expectation_float64`."""
         if self.engine == "float64":
             bps, scale = self._float64_features()
             return gauss.gaussian_expectation_float64(fn_np, mean=float(mean), std=float(std),
                                                       breakpoints=bps if breakpoints is None else breakpoints,
-                                                      singular_points=self._singular_f(), scale=scale)
+                                                      singular_points=self._singular_f(), scale=scale,
+                                                      with_mass=with_mass)
         if breakpoints is None:   # kinks, singular points, and the centres of narrow features
             breakpoints = self._kinks_mp() + [self._mp(b) for b in self._feature_centres()[0]]
         return gauss.gaussian_expectation(fn_mp, dps=self.dps + _GUARD, breakpoints=breakpoints,
@@ -665,29 +673,20 @@ class KernelMaps:
             return self.q_map(q)
         if self.engine == "closed":
             return self._out(self._closed_eval(("dQ", n), sympy.diff(self.closed_form.q_map, Q_SYM, n), q=q))
-        if q < 1 and not self._singular_points and self._phi2_derivative_regular(2 * n):
+        direct = q < 1 and not self._singular_points and self._phi2_derivative_regular(2 * n)
+        if direct and self.engine != "float64":
             return self._out(self._q_map_derivative_direct(q, n))
-        f, g = self._f.mp(0), self._f.np(0)
+        f = self._f.mp(0)
         if self.engine == "float64":
-            he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
-            r = math.sqrt(q)
-            integrand = lambda t: g(t) ** 2 * he(t / r)  # noqa: E731
-            bps, scale = self._float64_features()
-            v = gauss.gaussian_expectation_float64(integrand, std=r, breakpoints=bps,
-                                                   singular_points=self._singular_f(), scale=scale)
-            if q < 1:
-                # |E[g He]| far below E|g He|: the sum cancelled, leaving rounding noise of E|g He|
-                roots = np.polynomial.hermite_e.hermeroots(he.coef)   # |He_2n| kinks there
-                mass = gauss.gaussian_expectation_float64(lambda t: np.abs(integrand(t)), std=r,
-                                                          breakpoints=bps + list(r * roots),
-                                                          singular_points=self._singular_f(), scale=scale)
-                # (rounding leaves ~2 ulps of E|g He|; the float64 engine promises ~1e-12)
-                if mass * 2 * np.finfo(np.float64).eps > gauss.FLOAT64_RELATIVE_TOLERANCE * 10 * abs(v):
-                    raise DivergentIntegralError(
-                        f"the float64 Q^({n})({q}) of {self.activation_name!r} cancels: E[phi^2 He_{2 * n}] is "
-                        f"{abs(v) / mass:.1e} of E|phi^2 He_{2 * n}|, below float64 resolution for the "
-                        "tolerance; use engine='mpmath' (it adds guard digits for small q).")
-            return v / (2 * q) ** n
+            if direct:
+                return self._q_map_derivative_f64_small_q(q, n)
+            v, mass = self._q_map_derivative_he_f64(q, n)
+            if q < 1 and not _f64_cancellation_ok(v, mass):
+                raise DivergentIntegralError(
+                    f"the float64 Q^({n})({q}) of {self.activation_name!r} cancels: E[phi^2 He_{2 * n}] is "
+                    f"{abs(v) / mass:.1e} of E|phi^2 He_{2 * n}|, below float64 resolution for the "
+                    "tolerance; use engine='mpmath' (it adds guard digits for small q).")
+            return v
         extra = int(math.ceil(n * math.log10(1 / float(q)))) if q < 1 else 0
         with mpmath.workdps(self.dps + _GUARD + extra):
             qq = self._mp(q)
@@ -695,6 +694,35 @@ class KernelMaps:
             v = gauss.gaussian_expectation(lambda t: f(t) ** 2 * _he(2 * n, t / r), dps=self.dps + _GUARD + extra,
                                            breakpoints=self._kinks_mp(), std=r).value
             return self._out(v / (2 * qq) ** n)
+
+    def _q_map_derivative_he_f64(self, q, n: int):
+        """float64 ``(E[phi^2 He_2n(x/sqrt q)], E|phi^2 He_2n|) / (2q)^n``, ``x ~ N(0, q)``."""
+        g = self._f.np(0)
+        he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
+        r = math.sqrt(q)
+        v, mass = self._e1(None, lambda t: g(t) ** 2 * he(t / r), std=r, with_mass=True)
+        return v / (2 * q) ** n, mass / (2 * q) ** n
+
+    def _q_map_derivative_f64_small_q(self, q, n: int):
+        """float64 ``d^n Q/dq^n`` at ``q < 1`` by whichever form loses fewer digits.  The direct
+        form ``E[(phi^2)^(2n)] / 2^n`` has no cancellation for tanh-like phi at small q, but for a
+        steep phi (``erf(1000 (x - 0.3))``) ``(phi^2)^(2n)`` is ``+-a^(2n)`` on both sides of the
+        feature and ``E|.|`` exceeds the mean by 1e12 (Q''(0.9) came out 51% off, passing the rule's
+        convergence test, which is relative to ``E|.|``); the He form cancels only
+        ``(n - 1) log10(1/q)`` digits there.  Neither within float64 resolution: DivergentIntegralError."""
+        v, mass = self._q_map_derivative_direct(q, n)
+        if mass <= 10 * abs(v):    # <= 1 digit lost: the rule's own 1e-13 of E|f| is within 1e-12
+            return v
+        vh, mh = self._q_map_derivative_he_f64(q, n)
+        if mh * abs(v) < mass * abs(vh):     # (mh / |vh| < mass / |v|, safe for zeros)
+            v, mass = vh, mh
+        if not _f64_cancellation_ok(v, mass):
+            raise DivergentIntegralError(
+                f"the float64 Q^({n})({q}) of {self.activation_name!r} cancels both ways: "
+                f"E[(phi^2)^({2 * n})] / 2^{n} and E[phi^2 He_{2 * n}] / (2q)^{n} lose more digits than float64 "
+                f"has for the tolerance (the better keeps {abs(v) / mass:.1e} of its E|.|); use "
+                "engine='mpmath' (it works with guard digits).")
+        return v
 
     def _phi2(self) -> "_Funcs":
         """g = phi^2 and its regular derivatives / jumps (for the q-derivatives at small q)."""
@@ -731,11 +759,17 @@ class KernelMaps:
         return self._cache[key]
 
     def _q_map_derivative_direct(self, q, n: int):
-        """``E[g^(2n)(x)] / 2^n``, ``g = phi^2``, ``x ~ N(0, q)``, deltas of ``g^(2n)`` exact."""
+        """``E[g^(2n)(x)] / 2^n``, ``g = phi^2``, ``x ~ N(0, q)``, deltas of ``g^(2n)`` exact.
+        float64: ``(value, mass)``, ``mass = E|g^(2n)| / 2^n`` (0 when ``g^(2n)`` is 0 off the kinks)."""
         gf = self._phi2()
         F64 = self.engine == "float64"
         r = math.sqrt(q) if F64 else mpmath.sqrt(self._mp(q))
-        v = self._e1(gf.mp(2 * n), gf.np(2 * n), std=r)
+        if gf.expr(2 * n) == 0:     # piecewise polynomial phi^2 (ReLU): only the exact deltas
+            v, mass = 0, 0.0
+        elif F64:
+            v, mass = self._e1(None, gf.np(2 * n), std=r, with_mass=True)
+        else:
+            v = self._e1(gf.mp(2 * n), None, std=r)
         with mpmath.workdps(self.dps + _GUARD):
             qq = self._mp(q)
             rr = mpmath.sqrt(qq)
@@ -746,7 +780,7 @@ class KernelMaps:
                     bb = self._mp(b)
                     deltas += J * _he(k, bb / rr) * _normal_pdf_mp(bb, qq) / rr**k
             if F64:
-                return (v + float(deltas)) / 2**n
+                return (v + float(deltas)) / 2**n, mass / 2**n
             return (v + deltas) / 2**n
 
     # ---- unnormalised kernels ------------------------------------------------------------

@@ -174,6 +174,21 @@ def test_float64_rule_accepts_means_that_cancel_to_zero():
         assert abs(gaussian_expectation_float64(f)) < 1e-15
 
 
+def test_float64_rule_reports_its_mass_for_callers_that_cancel():
+    """with_mass=True also returns E|f|, the scale the rule's error is relative to (a caller whose f
+    cancels must judge |E f| against it).  References: E|x - 1/2| for x ~ N(0, 4) is
+    2 (2 phi(1/4) + (1/2) (2 Phi(1/4) - 1)), E|z^3| = 2 sqrt(2/pi), E|z^4| = 3 (Gauss-Hermite too)."""
+    with mpmath.workdps(30):
+        t = mpmath.mpf(1) / 4
+        ref = 2 * (2 * mpmath.npdf(t) + t * (2 * mpmath.ncdf(t) - 1))
+    value, mass = gaussian_expectation_float64(lambda x: x - 0.5, std=2.0, breakpoints=[0.5], with_mass=True)
+    assert abs(value + 0.5) < 1e-15 and rel(mass, ref) < 1e-13
+    value, mass = gaussian_expectation_float64(lambda x: x**3, with_mass=True)
+    assert abs(value) < 1e-15 and rel(mass, 2 * mpmath.sqrt(2 / mpmath.pi)) < 1e-13
+    value, mass = gaussian_expectation_float64(lambda x: x**4, order=8, with_mass=True)
+    assert rel(value, 3) < 1e-14 and rel(mass, 3) < 1e-14
+
+
 def test_float64_rule_refines_for_scales_finer_than_one_in_x():
     """sech(10 x)^4 varies on a scale 0.1 in x: unit panels (grading only for std > 1) did not
     converge and raised a misleading 'singularity or kink' error; sin(3 x + 1)^2 at std = 7

@@ -645,3 +645,38 @@ def test_features_narrower_than_the_node_spacing_are_found_from_the_formula():
         assert rel(k.q_map(1), Q) < tol, engine
         assert rel(k.value_at_0(1), c0) < tol, engine
         assert rel(k.slope_at_1(1), slope) < tol, engine
+
+
+def _q_derivative_by_quad(phi, q, n, centre, width):
+    """d^n Q/dq^n = E[phi(x)^2 He_2n(x/sqrt q)] / (2q)^n, x ~ N(0, q), by mpmath.quad at 30 digits split
+    at the feature (``centre``, ``width``) and geometrically away from it."""
+    with mpmath.workdps(30):
+        q, c, w = mpmath.mpf(q), mpmath.mpf(centre), mpmath.mpf(width)
+        r = mpmath.sqrt(q)
+        pts = sorted({-mpmath.inf, -1, 0, 1, mpmath.inf, c} | {c + s * w * 2**k for k in range(8) for s in (-1, 1)})
+        he = lambda z: mpmath.hermite(2 * n, z / mpmath.sqrt(2)) / 2**n  # noqa: E731  (probabilists')
+        f = lambda t: phi(t) ** 2 * he(t / r) * mpmath.npdf(t, 0, r)  # noqa: E731
+        return mpmath.quad(f, pts) / (2 * q) ** n
+
+
+def test_float64_q_map_derivative_of_steep_phi_below_q_1():
+    """For q < 1, E[(phi^2)^(2n)] / 2^n is +-a^(2n) on either side of a steep feature and cancels: for
+    erf(1000 (x - 0.3)), E|(phi^2)^(4)| is 1e12 x |Q''|, and the float64 rule (converged to 1e-13 of
+    E|.|) gave Q''(0.9) 51% off and Q''(1 - 1e-6) 3% away from Q''(1), silently (erf(1000 x) Q''(0.5)
+    3e-4, tanh(10 x) Q''(0.9) 1.5e-11).  Now the form losing fewer digits is used, or the engine
+    refuses.  Reference: the He form by mpmath.quad at 30 digits."""
+    cases = [(sympy.erf(1000 * (x - sympy.Rational(3, 10))), lambda t: mpmath.erf(100 * (10 * t - 3)), "0.3", "0.001",
+              ((0.5, 1), (0.9, 2), (0.9, 3), (0.999999, 2))),
+             (sympy.erf(1000 * x), lambda t: mpmath.erf(1000 * t), 0, "0.001", ((0.5, 2),)),
+             (sympy.tanh(10 * x), lambda t: mpmath.tanh(10 * t), 0, "0.1", ((0.9, 2),))]
+    for phi, phi_mp, centre, width, points in cases:
+        k = kernel_maps(phi, engine="float64")
+        for q, n in points:
+            assert rel(k.q_map_derivative(q, n), _q_derivative_by_quad(phi_mp, q, n, centre, width)) < 1e-12, (phi, q, n)
+        for n in (1, 2, 3):     # continuous across q = 1, where the He form takes over for good
+            below, at = k.q_map_derivative(1 - 2.0**-40, n), k.q_map_derivative(1.0, n)
+            assert rel(below, at) < 1e-11, (phi, n)
+    # 30 std out, the feature is beyond the rule's |z| <= 12 (the direct form sees 0) and the He form
+    # cancels completely: a refusal, not a number
+    with pytest.raises(DivergentIntegralError, match="cancels.*engine='mpmath'"):
+        kernel_maps(cases[0][0], engine="float64").q_map_derivative(1e-4, 1)
