@@ -565,6 +565,12 @@ class KernelMaps:
         """Split points of the mpmath rules: the kinks and the integrable singular points."""
         return [mpmath.mpf(sympy.N(b, self.dps + 2 * _GUARD)) for b in self.kinks + self._singular_points]
 
+    def _breakpoints_mp(self):
+        """Split points of every mpmath rule: :meth:`_kinks_mp` plus the centres of the narrow
+        features the formula announces (see :func:`_features`): erf(1000 (x - 0.3)) turns within
+        0.001 of 0.3, where tanh-sinh must have a panel end or it does not converge."""
+        return self._kinks_mp() + [self._mp(b) for b in self._feature_centres()[0]]
+
     def _kinks_f(self):
         return [float(b) for b in self.kinks]
 
@@ -627,7 +633,7 @@ class KernelMaps:
                                                       singular_points=self._singular_f(), scale=scale,
                                                       with_mass=with_mass)
         if breakpoints is None:   # kinks, singular points, and the centres of narrow features
-            breakpoints = self._kinks_mp() + [self._mp(b) for b in self._feature_centres()[0]]
+            breakpoints = self._breakpoints_mp()
         return gauss.gaussian_expectation(fn_mp, dps=self.dps + _GUARD, breakpoints=breakpoints,
                                           mean=mean, std=std).value
 
@@ -692,7 +698,7 @@ class KernelMaps:
             qq = self._mp(q)
             r = mpmath.sqrt(qq)
             v = gauss.gaussian_expectation(lambda t: f(t) ** 2 * _he(2 * n, t / r), dps=self.dps + _GUARD + extra,
-                                           breakpoints=self._kinks_mp(), std=r).value
+                                           breakpoints=self._breakpoints_mp(), std=r).value
             return self._out(v / (2 * qq) ** n)
 
     def _q_map_derivative_he_f64(self, q, n: int):
@@ -792,11 +798,14 @@ class KernelMaps:
             f = self._f.mp(0)
             with mpmath.workdps(self.dps + _GUARD):
                 r = mpmath.sqrt(self._mp(qv))
-                bps = [b / r for b in self._kinks_mp()]
-                # phi(r z) varies on a scale 1/r in z around 0 and the kinks: the rule's fixed
-                # half-unit panels miss that for large q (1e-4 wrong at q = 1e4), so grade the
-                # panels geometrically from width 1/(16 r) up to 1 there
-                bps += gauss._graded_edges([mpmath.mpf(0)] + bps, 1 / (16 * r))
+                bps = [b / r for b in self._breakpoints_mp()]
+                # phi(r z) varies on a scale s/r in z around 0, the kinks and the feature centres
+                # (s = 1, or the feature width: 0.001 for erf(1000 (x - 0.3))): the rule's fixed
+                # half-unit panels miss that for large q (1e-4 wrong at q = 1e4) or a narrow feature
+                # (a_0 of erf(1000 (x - 0.3)) 1.5e-4 wrong), so grade the panels geometrically from
+                # width s/(16 r) up to 1 there
+                scale = self._feature_centres()[1]
+                bps += gauss._graded_edges([mpmath.mpf(0)] + bps, scale / (16 * r))
                 # Gauss-Legendre next to an integrable singularity (log|x|) converges only with
                 # panels graded down to widths whose mass is below 10^-dps: 10^-2(dps+guard)
                 # covers log and |x|^-a for a <= 1/2
@@ -836,7 +845,7 @@ class KernelMaps:
                 total = self._mehler(cv, qa)
             else:
                 total = gauss.bivariate_gaussian_expectation(
-                    r, r, cv, q1=qa, q2=qb, dps=self.dps + _GUARD, breakpoints=self._kinks_mp()).value
+                    r, r, cv, q1=qa, q2=qb, dps=self.dps + _GUARD, breakpoints=self._breakpoints_mp()).value
         for b, J in jumps:
             bf = float(b) if F64 else self._mp(b)
             Jf = float(J) if F64 else J

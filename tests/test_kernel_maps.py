@@ -680,3 +680,39 @@ def test_float64_q_map_derivative_of_steep_phi_below_q_1():
     # cancels completely: a refusal, not a number
     with pytest.raises(DivergentIntegralError, match="cancels.*engine='mpmath'"):
         kernel_maps(cases[0][0], engine="float64").q_map_derivative(1e-4, 1)
+
+
+def test_mpmath_rules_split_at_feature_centres_everywhere():
+    """The feature centres (erf(1000 (x - 0.3)) turns within 0.001 of 0.3) reached only the 1-D rule behind
+    Q and the C map at c = 0: Q'(1) and Q'(2) (E[phi^2 He_2n] at q >= 1) raised DivergentIntegralError,
+    and the Hermite coefficients behind Mehler's series were 1.5e-4 off a_0, so C(0.5) came out 1.3e-4
+    and C(-0.3) 8e-4 off, silently.  References: the He form by mpmath.quad; a_0 = E[phi] =
+    erf(-a m / sqrt(1 + 2a^2)), a_1 = E[phi'] = 2a / sqrt(pi (1 + 2a^2)) exp(-a^2 m^2 / (1 + 2a^2));
+    E[phi(u) phi(v)] = 4 Phi2(h, h; rho) - 4 Phi(h) + 1 with h = -m / sigma, sigma^2 = 1 + 1/(2a^2),
+    rho = c / sigma^2 (erf(a y) = 2 P(W < sqrt 2 a y) - 1, W ~ N(0, 1)), Phi2 by a 1-D mpmath.quad."""
+    k = kernel_maps(sympy.erf(1000 * (x - sympy.Rational(3, 10))), dps=20, engine="mpmath")
+    phi = lambda t: mpmath.erf(100 * (10 * t - 3))  # noqa: E731
+    for q in (1, 2):
+        assert rel(k.q_map_derivative(q, 1), _q_derivative_by_quad(phi, q, 1, "0.3", "0.001")) < 1e-18, q
+    with mpmath.workdps(40):
+        a, m = mpmath.mpf(1000), mpmath.mpf(3) / 10
+        s2 = 1 + 1 / (2 * a * a)
+        h = -m / mpmath.sqrt(s2)
+        a0 = mpmath.erf(-a * m / mpmath.sqrt(s2 * 2 * a * a))
+        a1 = 2 * a / mpmath.sqrt(mpmath.pi * (1 + 2 * a * a)) * mpmath.exp(-a * a * m * m / (1 + 2 * a * a))
+        pts = sorted({-mpmath.inf, 0, m, 1, mpmath.inf} | {m + sg * mpmath.mpf("0.001") * 2**j
+                                                           for j in range(8) for sg in (-1, 1)})
+        Q = mpmath.quad(lambda t: phi(t) ** 2 * mpmath.npdf(t), pts)
+
+        def C(c):
+            rho = mpmath.mpf(c) / s2
+            phi2 = mpmath.quad(lambda t: mpmath.npdf(t) * mpmath.ncdf((h - rho * t) / mpmath.sqrt(1 - rho * rho)),
+                               [-mpmath.inf, h])
+            return (4 * phi2 - 4 * mpmath.ncdf(h) + 1) / Q
+
+        assert abs(C(1) - 1) < 1e-30       # the reference formula at c = 1
+        refs = {c: C(sympy.Rational(c)) for c in ("1/2", "-3/10")}
+    got = k.hermite_coefficients(2)
+    assert rel(got[0], a0) < 1e-18 and rel(got[1], a1) < 1e-18
+    for c, ref in refs.items():
+        assert rel(k.c_map(sympy.Rational(c)), ref) < 1e-18, c
