@@ -153,8 +153,14 @@ def _tat_system(ev: ConditionEvaluator, delta, k_target):
     return [qs - 1, cs - 1, kc - k_target], [row_q, row_c, row_k], {"s": s}
 
 
-def _newton(system: Callable, x0: list, dps: int | None, scale: float, max_iter: int = 60):
-    """Damped Newton on unknowns x = (log alpha, beta[, delta]); returns (x, residual) or None."""
+def _newton(system: Callable, x0: list, dps: int | None, scale: float, max_iter: int = 60,
+            log_alpha_max: float | None = None):
+    """Damped Newton on unknowns x = (log alpha, beta[, delta]); returns (x, residual) or None.
+
+    Gives up (None, or the last converged point) once log alpha exceeds ``log_alpha_max``
+    (default :data:`_LOG_ALPHA_MAX`)."""
+    if log_alpha_max is None:
+        log_alpha_max = _LOG_ALPHA_MAX
     x = list(x0)
     if dps is None:
         tol = max(_F64_TOL * scale, _F64_FLOOR)
@@ -197,7 +203,7 @@ def _newton(system: Callable, x0: list, dps: int | None, scale: float, max_iter:
         if dps is None and limit > 0.5:  # trust region in float64 only; mpmath polish starts converged
             step = [s * 0.5 / limit for s in step]
         x = [xi + to_num(si) for xi, si in zip(x, step)]
-        if x[0] > _LOG_ALPHA_MAX:  # see _LOG_ALPHA_MAX: not followed (the rule's cost grows like alpha)
+        if x[0] > log_alpha_max:  # see _LOG_ALPHA_MAX: not followed (the rule's cost grows like alpha)
             return done
         if dps is not None and limit < mpmath.mpf(10) ** (-(dps + 4)):
             res, _ = system(x)
@@ -295,21 +301,29 @@ def _solve_f64(points, residual_index: int, grid_target: float, target: float, b
     """
     def run(t, n_starts):
         ranked = _ranked(points, residual_index, grid_target - t, scale_of(t))
-        return _roots(ranked, lambda la, b: newton_at(t, x0_of(la, b)), n_starts, branch)
+        # Newton from grid starts stays near the grid: a start that runs off towards large alpha costs
+        # like alpha per step (an infeasible target sent every start to the cap: elu, C'(1) = 2 took
+        # 80 s instead of 0.5 s); large-alpha roots are reached by the continuation below.
+        return _roots(ranked, lambda la, b: newton_at(t, x0_of(la, b), log_alpha_max=_LOG_ALPHA_GRID_START),
+                      n_starts, branch)
 
     roots = run(target, _N_STARTS)
     if roots:
         return roots, None
     reached = None
-    for k in range(1, 7):  # easier targets, geometrically closer to the trivial one
-        easy = base + (target - base) / 4 ** k
-        easy_roots = run(easy, 8)
-        if not easy_roots:
+    # easier targets, geometrically closer to the trivial one; then, if none has a root on the grid,
+    # farther ones (a TAT curvature of 3e-4 per layer needs alpha ~ 0.02, below the grid, while 1e-3
+    # has a grid root that continues down to it)
+    for k in (*range(1, 7), -1, -2, -3, -4):
+        other = base + (target - base) / 4.0 ** k
+        other_roots = run(other, 8)
+        if not other_roots:
             continue
-        x, t_max, x_max = _continuation(newton_at, easy, easy_roots[0]["x"], target)
+        x, t_max, x_max = _continuation(newton_at, other, other_roots[0]["x"], target)
         if x is not None:
             return [{"alpha": math.exp(x[0]), "beta": x[1], "delta": x[2] if len(x) > 2 else None, "x": x}], None
-        reached = (t_max, x_max)
+        if k > 0:
+            reached = (t_max, x_max)
         break
     return [], reached
 
@@ -321,6 +335,8 @@ _NEAR_LINEAR = 1e-6  # DKS targets C'(1) < 1 + this are solved in mpmath (see so
 # Roots beyond alpha = 200 are not followed: the rule's cost grows like alpha, and such a transformed
 # activation is a near-step function whose kernel no longer describes a trainable network.
 _LOG_ALPHA_MAX = math.log(200.0)
+# Newton runs started from the grid (alpha <= 8) give up beyond this; see _solve_f64.
+_LOG_ALPHA_GRID_START = math.log(32.0)
 
 
 def _verified_f64(funcs, x: list, newton_at_refine: Callable):
@@ -455,7 +471,7 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
     if funcs.slope_jumps and _positively_homogeneous(funcs):
         raise InfeasibleShapingError(
             f"DKS for {funcs.name}: the activation is positively homogeneous (relu-like), so alpha cancels and "
-            "only beta/alpha is free: Q'(1) and C'(1) move together and Q'(1)=1 with C'(1)="
+            "only beta/alpha is free: Q'(1) and C'(1) move together and Q'(1)={q_t:.12g} with C'(1)="
             f"{c_t:.12g} cannot both hold. Shape 'leaky_relu' with method='tat' (eta=...) instead, or use a "
             "smooth non-polynomial activation (tanh, softplus, elu, gelu, ...) with DKS."
         )
@@ -468,8 +484,8 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
         res, jac, _ = _dks_system(ev, q_t, c)
         return res, jac
 
-    def newton_at(c, x0, refine=1):
-        out = _newton(lambda x: system_f64(x, c, refine), x0, None, scale_of(c))
+    def newton_at(c, x0, refine=1, log_alpha_max=None):
+        out = _newton(lambda x: system_f64(x, c, refine), x0, None, scale_of(c), log_alpha_max=log_alpha_max)
         return None if out is None or out[0][0] > _LOG_ALPHA_MAX else out[0]
 
     points = _start_points(lambda la, b: system_f64([la, b])[0], _GRID_LOG_ALPHA, _GRID_BETA, funcs.kinks)
@@ -481,7 +497,8 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
         # by the leading-order law C'(1) - 1 ~ alpha^2, and let mpmath (which has the digits) polish.
         easy = 1 + _NEAR_LINEAR
         easy_roots, _ = _solve_f64(points, 1, c_t, easy, 1.0, newton_at, lambda la, b: [la, b], scale_of, branch)
-        solutions = [{**r, "alpha": r["alpha"] * math.sqrt((c_t - 1) / _NEAR_LINEAR)} for r in easy_roots]
+        # c_exact - 1, not c_t - 1: a target 1 + 1e-20 is 1.0 as a float
+        solutions = [{**r, "alpha": r["alpha"] * math.sqrt(float(c_exact - 1) / _NEAR_LINEAR)} for r in easy_roots]
         near_linear = bool(solutions)
     chosen, branch_note = _pick(solutions, branch, funcs.odd_offset)
     if chosen is None:
@@ -491,7 +508,9 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
         verified = False
     else:
         x, verified = _verified_f64(funcs, x, lambda r, x0: newton_at(c_t, x0, r))
-    polish = dps if dps is not None else (None if verified else (30 if near_linear else _FALLBACK_DPS))
+    # near-linear: the conditions' nonlinear part is C'(1) - 1 of the whole, so digits are lost in proportion
+    near_linear_dps = 30 + max(0, math.ceil(math.log10(_NEAR_LINEAR / float(c_exact - 1))))
+    polish = dps if dps is not None else (None if verified else (near_linear_dps if near_linear else _FALLBACK_DPS))
     alpha, beta = math.exp(x[0]), x[1]
     if polish is not None:
         with mpmath.workdps(polish + 8):
@@ -506,26 +525,36 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
             out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta)], polish,
                           1.0 if near_linear else scale_of(c_t), max_iter=20 if near_linear else 8)
             if out is None:
+                advice = ("try a smaller dps" if dps is not None else
+                          f"the per-layer C'(1) - 1 = {float(c_exact - 1):.3g} is too close to linear for this "
+                          "solver: use a larger zeta (or fewer layers)" if near_linear else
+                          "pass dps= to solve in mpmath from the start")
                 raise InfeasibleShapingError(
                     f"DKS for {funcs.name}: the float64 root (alpha={alpha:.15g}, beta={beta:.15g}) did not "
-                    f"polish to {polish} digits; try a smaller dps."
+                    f"polish to {polish} digits; {advice}."
                 )
             alpha, beta = mpmath.exp(out[0][0]), out[0][1]
     return _finish(funcs, alpha, beta, None, dps, chosen["mirrored"], branch_note,
-                   {"q_value": 1, "q_slope": q_exact, "c_at_0": 0, "c_slope": c_exact})
+                   {"q_value": 1, "q_slope": q_exact, "c_at_0": 0, "c_slope": c_exact},
+                   work_dps=near_linear_dps if near_linear else None)
 
 
-def _finish(funcs, alpha, beta, delta, dps, mirrored, branch_note: str, targets: dict) -> LayerSolution:
+def _finish(funcs, alpha, beta, delta, dps, mirrored, branch_note: str, targets: dict,
+            work_dps: int | None = None) -> LayerSolution:
     """Closed-form gamma (and delta for DKS), conditions at the solution, residuals vs targets.
 
     In float64 the conditions come from a rule whose error was estimated at the solution
     (:func:`~analysis.transform_conditions.checked_float64_evaluator`), or from mpmath at 20 digits
-    when float64 cannot reach 1e-14 there, so the reported residuals are honest.
+    when float64 cannot reach 1e-14 there, so the reported residuals are honest.  ``work_dps``
+    forces mpmath for float64 output: near-linear DKS solutions, whose E[(phi + delta)^2] cancels
+    in float64 (a float64 gamma left Q(1) - 1 = -2e-11 while reporting 2e-16).
     """
     from analysis.transform_conditions import _h_phi, _h_shifted_sq, checked_float64_evaluator
 
     work, refine = dps, 1
-    if dps is None:
+    if dps is None and work_dps is not None:
+        work = work_dps
+    elif dps is None:
         chk = checked_float64_evaluator(funcs, float(alpha), float(beta), rtol=_F64_VERIFY)
         if chk.error > _F64_VERIFY:
             work = _FALLBACK_DPS
@@ -538,7 +567,10 @@ def _finish(funcs, alpha, beta, delta, dps, mirrored, branch_note: str, targets:
         elif work is not None:
             delta = mpmath.mpf(delta)
         gamma = 1 / (mpmath.sqrt if work is not None else math.sqrt)(ev.expect((1,), _h_shifted_sq(delta)))
-        cond = transform_conditions(funcs, ev.alpha, ev.beta, gamma, delta, dps=work, refine=refine)
+        params = (ev.alpha, ev.beta, gamma, delta)
+        if dps is None and work is not None:  # the conditions the float64 parameters returned meet
+            params = tuple(mpmath.mpf(float(v)) for v in params)
+        cond = transform_conditions(funcs, *params, dps=work, refine=refine)
         values = cond.values.as_dict()
         if dps is None and work is not None:  # residuals against the exact targets, then float64
             residuals = {k: float(values[k] - _mp(t, work + 8)) for k, t in targets.items()}
@@ -659,8 +691,8 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
         res, jac, _ = _tat_system(ev, x[2], k)
         return res, jac
 
-    def newton_at(k, x0, refine=1):
-        out = _newton(lambda x: system_f64(x, k, refine), x0, None, scale_of(k))
+    def newton_at(k, x0, refine=1, log_alpha_max=None):
+        out = _newton(lambda x: system_f64(x, k, refine), x0, None, scale_of(k), log_alpha_max=log_alpha_max)
         return None if out is None or out[0][0] > _LOG_ALPHA_MAX else out[0]
 
     def residual_at(la, b):

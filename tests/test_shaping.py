@@ -665,3 +665,46 @@ def test_tat_advice_for_relu_does_not_send_the_user_to_dks():
     with pytest.raises(InfeasibleShapingError, match="method='dks'"):
         solve_tat_layer(SELU, c_curvature=0.1)
     assert abs(solve_dks_layer(SELU, c_slope=1.1).residuals["c_slope"]) < 1e-12
+
+
+def test_infeasible_dks_targets_are_reported_without_running_newton_to_the_alpha_cap():
+    """elu cannot reach C'(1) = 2 per layer (the continuation stalls near 1.46); every grid start's
+    Newton used to run off towards alpha = 200, where each step costs like alpha (80 s)."""
+    with pytest.raises(InfeasibleShapingError, match=r"largest reached.*smaller zeta"):
+        solve_dks_layer("elu", c_slope=2.0)
+
+
+def test_near_linear_dks_residuals_are_those_of_the_returned_float64_parameters():
+    """Per-layer C'(1) = 1 + 2.5e-13: gamma ~ 1/alpha is large, and a float64 gamma from the cancelling
+    E[(phi + delta)^2] left Q(1) - 1 = -2e-11 while the residual said 2e-16.  Checked by mpmath.quad of
+    E[psi(z)^2] with the float64 parameters as returned."""
+    sol = solve_dks_layer("tanh", c_slope="1 + 25*10**-14")
+    with mpmath.workdps(40):
+        a, b, g, d = (mpmath.mpf(float(v)) for v in (sol.alpha, sol.beta, sol.gamma, sol.delta))
+        q = mpmath.quad(lambda z: (g * (mpmath.tanh(a * z + b) + d)) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf])
+        assert abs(q - 1) < 1e-14
+        assert abs((q - 1) - sol.residuals["q_value"]) < 1e-18
+
+
+def test_zeta_that_rounds_to_one_as_a_float_is_solved_or_refused_clearly():
+    """zeta = 1 + 2**-52 per network: exactly above 1, 1.0 per layer as a float (raised a raw math domain error)."""
+    net = shape("tanh", graphs_mlp(4), zeta=1.0000000000000002)
+    assert net.layers[0].alpha > 0
+    with pytest.raises(InfeasibleShapingError, match="too close to linear"):
+        solve_dks_layer("tanh", c_slope="1 + 10**-20")
+
+
+def test_tat_curvature_below_the_grid_is_reached_from_a_larger_one():
+    """tanh TAT on mlp(1000): per-layer C''(1) = 0.3/1000 needs alpha ~ 0.018, below the start grid; the
+    solver used to continue only towards smaller (harder) targets and advised a smaller tau."""
+    net = shape("tanh", graphs_mlp(1000), method="tat", tau=0.3)
+    layer = net.layers[0]
+    km = __import__("analysis").kernel_maps(layer.activation, dps=30)
+    assert abs(km.c_map_derivative(1, 2) - mpmath.mpf("0.3") / 1000) < 1e-15
+    assert abs(km.q_map(1) - 1) < 1e-14
+
+
+def graphs_mlp(depth):
+    import graphs
+
+    return graphs.mlp(depth)
