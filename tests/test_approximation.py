@@ -160,7 +160,6 @@ def test_asymptotics_of_sau_use_the_limit_fallback():
 import symact  # noqa: E402
 
 
-@pytest.mark.skipif(not hasattr(symact, "activation"), reason="Activation core not merged yet")
 def test_catalogue_names_work_as_candidates_and_targets():
     assert match_conditions("squareplus", "softplus", "b", ["value", "curvature"]) == {
         "value": (4 * sympy.log(2) ** 2,), "curvature": (4,)}

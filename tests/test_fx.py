@@ -11,7 +11,7 @@ import sympy
 import graphs
 from symact.errors import InvalidGraphError
 
-torch = pytest.importorskip("torch")
+import torch
 nn = torch.nn
 F = torch.nn.functional
 
@@ -96,14 +96,14 @@ def test_activation_names_and_parameters():
     assert acts == [("leaky_relu", {"negative_slope": 0.2}), ("gelu_tanh", {}),
                     ("softplus", {"beta": 2.0}), ("silu", {})]
     # the names and parameters are the symact catalogue's
-    symact = pytest.importorskip("symact")
+    import symact
     for name, params in acts:
         act = symact.activation(name, **params)
         assert {str(p): float(v) for p, v in act.params.items() if str(p) in params} == params
 
 
 def test_every_emitted_activation_name_is_in_the_catalogue():
-    symact = pytest.importorskip("symact")
+    import symact
     from graphs.fx import _activation_tables
 
     modules, functions, methods = _activation_tables()
@@ -187,7 +187,7 @@ def test_a_torch_function_held_as_activation_attribute_maps_like_a_call(fn, name
 
 
 def test_a_traced_activation_attribute_shapes_like_the_hand_built_mlp():
-    analysis = pytest.importorskip("analysis")
+    import analysis
     traced = analysis.shape(None, graphs.from_torch(Around(WithActivation(torch.tanh)), torch.randn(2, 4)))
     hand = analysis.shape("tanh", graphs.mlp(1))
     assert [(a.alpha, a.beta, a.gamma, a.delta) for a in traced.layers] == [
@@ -216,7 +216,7 @@ def test_a_module_that_does_more_than_its_activation_attribute_is_traced_into():
     with pytest.raises(InvalidGraphError, match="scales a tensor by the constant 3.*inside 'inner'"):
         graphs.from_torch(Around(Scaled(torch.tanh)), torch.randn(2, 4))
 
-    symact = pytest.importorskip("symact")
+    import symact
 
     class HandWritten(nn.Module):  # claims silu, computes 1.3 * silu: it must not be read as silu
         def __init__(self):
@@ -232,14 +232,14 @@ def test_a_module_that_does_more_than_its_activation_attribute_is_traced_into():
 
 
 def test_a_module_applying_a_symact_activation_to_tensors_is_told_to_generate_it():
-    symact = pytest.importorskip("symact")
+    import symact
     with pytest.raises(InvalidGraphError, match=r"\['inner'\] hold a symact Activation.*numeric\.torch_module\(act\)"):
         graphs.from_torch(Around(WithActivation(symact.activation("silu"))), torch.randn(2, 4))
 
 
 def test_a_generated_symact_module_becomes_one_node_with_its_activation():
-    symact = pytest.importorskip("symact")
-    codegen = pytest.importorskip("numeric.codegen")
+    import symact
+    import numeric.codegen as codegen
     module = codegen.torch_module("silu")
     g = graphs.from_torch(Around(module), torch.randn(2, 4))
     assert same_network(g, graphs.mlp(1, activation=symact.activation("silu")))

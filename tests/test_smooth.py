@@ -172,10 +172,8 @@ def test_piecewise_polynomial_pieces():
 import symact  # noqa: E402
 from symact.smooth import convolve  # noqa: E402
 
-needs_activation = pytest.mark.skipif(not hasattr(symact, "activation"), reason="Activation core not merged yet")
 
 
-@needs_activation
 def test_convolve_returns_activations_with_width_parameter():
     smoothed = convolve("relu", "logistic")
     assert smoothed.name == "relu*logistic"
@@ -185,7 +183,6 @@ def test_convolve_returns_activations_with_width_parameter():
     assert dict(convolve("relu", "gaussian", width=sympy.Rational(1, 2)).params) == {}
 
 
-@needs_activation
 def test_catalogue_leaky_relu_smoothed_is_catalogue_sau():
     smoothed = convolve("leaky_relu", "gaussian")
     sau = symact.activation("sau")
@@ -197,7 +194,6 @@ def test_catalogue_leaky_relu_smoothed_is_catalogue_sau():
     assert sympy.simplify(smoothed.concrete_expr - sau.concrete_expr) == 0
 
 
-@needs_activation
 def test_catalogue_gelu_and_derivative():
     step = convolve("heaviside", "gaussian")
     assert sympy.simplify(symact.x * step.concrete_expr - symact.activation("gelu").concrete_expr) == 0
@@ -205,7 +201,6 @@ def test_catalogue_gelu_and_derivative():
     assert sympy.simplify(smoothed_relu.derivative().expr - step.expr) == 0
 
 
-@needs_activation
 def test_catalogue_divergence_and_parameter_fallback():
     with pytest.raises(DivergentIntegralError, match="diverges"):
         convolve("relu", "cauchy")
