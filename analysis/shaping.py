@@ -1102,16 +1102,8 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
     unknown = set(targets) - allowed
     if unknown:
         raise DomainError(f"unknown {method} targets {sorted(unknown)}; {method} takes {sorted(allowed)}.")
-    if not nx.is_directed_acyclic_graph(graph):
-        try:  # graphs.validate names the cycle
-            _graph_api().validate(graph)
-        except InvalidGraphError:
-            raise
-        except Exception:
-            pass
-        cycle = " -> ".join(repr(u) for u, _ in nx.find_cycle(graph))
-        raise InvalidGraphError(f"the graph has a cycle ({cycle}); a feed-forward network must be acyclic "
-                                "(remove the edge that feeds back).")
+    if not nx.is_directed_acyclic_graph(graph):  # before the topological sort below
+        _graph_api().validate(graph)  # raises InvalidGraphError naming the cycle
     nodes = _activation_nodes(graph)
     if not nodes:
         raise DomainError("the graph has no activation nodes (kind='activation'); nothing to shape.")

@@ -595,13 +595,17 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         out = shape_of(fx_node)
         known = [feat(a).shifted(len(out) - len(shape_of(a))) for a in fx_node.args
                  if feat(a) is not None and shape_of(a) is not None] if out is not None else []
+        same_feature_dims(fx_node, known, "adds", ", so it adds features to sequence/spatial positions")
+        return known[0] if known else None
+
+    def same_feature_dims(fx_node: Any, known: list, verb: str, consequence: str = "") -> None:
+        """InvalidGraphError unless the tensors an op combines hold their features on the same dims."""
         for f in known[1:]:
             if f.dims != known[0].dims:
                 raise InvalidGraphError(
-                    f"{where(fx_node)} adds tensors whose features lie on different dims: "
+                    f"{where(fx_node)} {verb} tensors whose features lie on different dims: "
                     f"{sorted(known[0].dims)} (written by {known[0].by}) and {sorted(f.dims)} (written by "
-                    f"{f.by}), so it adds features to sequence/spatial positions; lay both out alike")
-        return known[0] if known else None
+                    f"{f.by}){consequence}; lay both out alike")
 
     def concat(fx_node: Any) -> _Combo:
         tensors = fx_node.args[0]
@@ -609,12 +613,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         shape = shape_of(tensors[0])
         dim %= len(shape)
         known = [feat(t) for t in tensors if feat(t) is not None]
-        for f in known[1:]:
-            if f.dims != known[0].dims:
-                raise InvalidGraphError(
-                    f"{where(fx_node)} concatenates tensors whose features lie on different dims: "
-                    f"{sorted(known[0].dims)} (written by {known[0].by}) and {sorted(f.dims)} (written by {f.by}); "
-                    f"lay both out alike")
+        same_feature_dims(fx_node, known, "concatenates")
         f = known[0] if known else None
         if dim == 0:
             raise InvalidGraphError(f"{where(fx_node)} concatenates along the batch dim 0; "

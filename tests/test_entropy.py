@@ -220,19 +220,23 @@ def test_module_gradient_along_other_dim():
     assert torch.autograd.gradcheck(module, (logits,), eps=1e-6, atol=1e-7, rtol=1e-6)
 
 
-def test_causal_mask_rows_with_small_support():
-    # row i of a causal mask sees i + 1 keys: log(i + 1) < 0.9 for i < 2, unreachable
-    torch.manual_seed(4)
-    T = 4
+def _causal_logits(seed: int, T: int = 4) -> torch.Tensor:
+    """Random float64 T x T attention scores with a causal mask (-inf above the diagonal)."""
+    torch.manual_seed(seed)
     scores = torch.randn(T, T, dtype=torch.float64)
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-    logits = scores.masked_fill(mask, -float("inf")).requires_grad_(True)
+    return scores.masked_fill(mask, -float("inf")).requires_grad_(True)
+
+
+def test_causal_mask_rows_with_small_support():
+    # row i of a causal mask sees i + 1 keys: log(i + 1) < 0.9 for i < 2, unreachable
+    logits = _causal_logits(seed=4)
     with pytest.raises(DomainError, match="short_rows"):
         EntropyNormalize(target_entropy=0.9)(logits)
     module = EntropyNormalize(target_entropy=0.9, short_rows="uniform")
     y = module(logits)
     H = -(torch.where(y > 0, y * y.log(), torch.zeros_like(y))).sum(-1)
-    for i in range(T):
+    for i in range(logits.shape[0]):
         expected = math.log(i + 1) if math.log(i + 1) < 0.9 else 0.9
         assert abs(float(H[i].detach()) - expected) < 1e-12
     assert torch.allclose(y[1, :2], torch.full((2,), 0.5, dtype=torch.float64))
@@ -300,11 +304,7 @@ def test_hessian_vector_product_matches_central_differences():
 
 
 def test_double_backward_with_masked_logits_and_short_rows():
-    torch.manual_seed(7)
-    T = 4
-    scores = torch.randn(T, T, dtype=torch.float64)
-    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-    logits = scores.masked_fill(mask, -float("inf")).requires_grad_(True)
+    logits = _causal_logits(seed=7)
     module = EntropyNormalize(target_entropy=0.9, short_rows="uniform")
     assert torch.autograd.gradgradcheck(module, (logits,), eps=1e-6, atol=1e-6, rtol=1e-5)
 
