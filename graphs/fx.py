@@ -36,7 +36,9 @@ Mapping (torch op -> node kind):
   ``nn.Identity``, ``nn.Dropout(p=0)`` -> pass-through (no node)
 * ``nn.RMSNorm`` and ``F.normalize`` (per-location normalisation) -> ``normalise``, when they
   normalise over the feature dims (``F.normalize``'s default ``dim=1`` on (batch, length,
-  features) is refused)
+  features) is refused) and leave q = 1: ``F.normalize(x, dim=d)`` (p = 2) has mean square
+  1/C over its C elements, so it must be scaled by sqrt(C) (``F.normalize(x, dim=-1) * C**0.5``);
+  RMSNorm's elementwise weight must have mean square 1 (it is ones at initialisation)
 
 Anything else raises :class:`~symact.errors.InvalidGraphError` naming the op.
 """
@@ -363,6 +365,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         return _Other()
 
     materialised: dict[int, Hashable] = {}
+    # why a node's value comes with a scale (F.normalize: 1/sqrt(C)), for the error that refuses it
+    scale_notes: dict[Hashable, str] = {}
 
     def materialise(value: Any, consumer: Any) -> Hashable:
         # A combination used by several consumers becomes one weighted_sum node.
@@ -405,9 +409,9 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                       f"squares)" if len(value.terms) > 1 else "")
             raise InvalidGraphError(
                 f"{value.origin!r} scales a tensor by the constant {coeff:.9g}{copies}, which changes q by "
-                f"{coeff**2:.9g}; scaling is not a node kind: fold it into the next linear layer's "
-                f"initialisation, or use it in a weighted sum w1*x + w2*y of two different branches with "
-                f"w1**2 + w2**2 == 1")
+                f"{coeff**2:.9g}{scale_notes.get(node, '')}; scaling is not a node kind: fold it into the next "
+                f"linear layer's initialisation, or use it in a weighted sum w1*x + w2*y of two different "
+                f"branches with w1**2 + w2**2 == 1")
         if all(c == 1 for c in weights.values()):
             norm = math.sqrt(len(weights))
             raise InvalidGraphError(
@@ -584,6 +588,45 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 f"features on the last dim, F.normalize(x, dim=...))")
         features[fx_node] = f
 
+    def l2_normalise(fx_node: Any) -> _Combo:
+        """F.normalize(x, p=2, dim) = x / ||x||_2 over ``dim``: a mean square of 1/C over its C
+        elements, so q = 1/C.  The graph's ``normalise`` node gives q = 1; the value is that node
+        times 1/sqrt(C), which ``* sqrt(C)`` brings back to q = 1 and anything else is refused."""
+        args = {**dict(zip(("input", "p", "dim", "eps"), fx_node.args)), **fx_node.kwargs}
+        p, dim = args.get("p", 2.0), args.get("dim", 1)
+        if not isinstance(p, (int, float)) or p != 2:
+            raise InvalidGraphError(
+                f"{where(fx_node)}: F.normalize with p={p!r} divides by a p-norm, after which the mean "
+                f"square (q) depends on the data; only p=2 has a kernel rule (q = 1/C): use "
+                f"F.normalize(x, dim=...) * C**0.5 or nn.RMSNorm")
+        shape = shape_of(fx_node.args[0])
+        if not isinstance(dim, int) or shape is None:
+            raise InvalidGraphError(f"{where(fx_node)}: F.normalize over dim={dim!r} of a tensor of shape "
+                                    f"{shape}; from_torch reads an int dim of a tensor whose shape it traced")
+        check_normalise(fx_node, {dim % len(shape)}, "F.normalize")
+        size = shape[dim]
+        add_kind(fx_node, "normalise", function="normalize")
+        scale_notes[fx_node.name] = (
+            f" (F.normalize divides by the L2 norm of {size} elements, leaving a mean square of 1/{size}, "
+            f"not 1: multiply it by sqrt({size}) = {math.sqrt(size):.9g}, or use "
+            f"nn.RMSNorm({size}, elementwise_affine=False))")
+        return _Combo(((fx_node.name, 1.0 / math.sqrt(size), 0.0),), fx_node.name)
+
+    def affine_normalise_scale(fx_node: Any, weight: torch.Tensor) -> _Combo:
+        """RMSNorm's elementwise weight w multiplies q by mean(w**2) (C values are unchanged in the
+        wide limit); at initialisation w = 1.  The value is the normalise node times
+        sqrt(mean(w**2)), known to the weight dtype's rounding, so a scale away from 1 is refused
+        unless a constant brings it back."""
+        w = weight.detach().to(torch.float64)
+        scale = float(w.square().mean().sqrt())
+        if not math.isfinite(scale) or scale == 0:
+            raise InvalidGraphError(f"{where(fx_node)}: its weight has mean square {scale**2!r}; reset it to "
+                                    f"ones (its initial value)")
+        scale_notes[fx_node.name] = (f" (the normalisation's elementwise weight has mean square {scale**2:.9g}, "
+                                     f"not 1: reset it to ones, its initial value)")
+        err = 2 * scale * float(torch.finfo(weight.dtype).eps)
+        return _Combo(((fx_node.name, scale, err),), fx_node.name)
+
     def reshaped(fx_node: Any) -> Any:
         x = fx_node.args[0]
         before, after = shape_of(x), shape_of(fx_node)
@@ -676,6 +719,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 rank = len(shape_of(fx_node.args[0]))
                 check_normalise(fx_node, set(range(rank - len(m.normalized_shape), rank)), type(m).__name__)
                 env[fx_node] = add_kind(fx_node, "normalise", module=type(m).__name__)
+                if getattr(m, "weight", None) is not None:
+                    env[fx_node] = affine_normalise_scale(fx_node, m.weight)
             elif type(m) in act_modules:
                 name, keys = act_modules[type(m)]
                 if isinstance(m, nn.GELU) and m.approximate == "tanh":
@@ -709,10 +754,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 check_pool(fx_node, spatial_dims(target.__name__), f"F.{target.__name__}")
                 env[fx_node] = add_kind(fx_node, "pool", function=target.__name__)
             elif target is F.normalize:
-                rank = len(shape_of(fx_node.args[0]))
-                dim = fx_node.kwargs.get("dim", fx_node.args[2] if len(fx_node.args) > 2 else 1)
-                check_normalise(fx_node, {dim % rank}, "F.normalize")
-                env[fx_node] = add_kind(fx_node, "normalise", function="normalize")
+                env[fx_node] = l2_normalise(fx_node)
             elif target is torch.mean:
                 env[fx_node] = mean(fx_node)
             elif target in passthrough_functions:

@@ -450,21 +450,67 @@ def test_concat_of_sequences_is_channel_concat_only_along_the_features():
         graphs.from_torch(TwoBranches(lambda u, v: torch.cat([u, v], dim=1), 8, b_out=8), torch.randn(2, 5, 8))
 
 
+class Norm(nn.Module):
+    def __init__(self, norm):
+        super().__init__()
+        self.l, self.head, self.norm = nn.Linear(8, 8), nn.Linear(8, 2), norm
+
+    def forward(self, x):
+        return self.head(self.norm(self.l(x)))
+
+
 def test_normalisation_must_run_over_the_features():
-    class Norm(nn.Module):
-        def __init__(self, norm):
-            super().__init__()
-            self.l, self.head, self.norm = nn.Linear(8, 8), nn.Linear(8, 2), norm
-
-        def forward(self, x):
-            return self.head(self.norm(self.l(x)))
-
-    for norm in (nn.RMSNorm(8), lambda t: F.normalize(t, dim=-1)):
+    for norm in (nn.RMSNorm(8), lambda t: F.normalize(t, dim=-1) * 8**0.5):
         g = graphs.from_torch(Norm(norm), torch.randn(2, 5, 8))
         assert same_network(g, chain("linear", "normalise", "linear"))
     # F.normalize's default dim=1 is the tokens of (batch, length, features)
     with pytest.raises(InvalidGraphError, match=r"F.normalize normalises over dim\(s\) \[1\].*normalise over dim 2"):
         graphs.from_torch(Norm(F.normalize), torch.randn(2, 5, 8))
+
+
+def test_f_normalize_gives_unit_q_only_when_scaled_by_sqrt_of_its_size():
+    t = torch.randn(3, 5, 8, dtype=torch.float64)
+    # the premise: x/||x|| over C elements has mean square exactly 1/C
+    assert torch.allclose(F.normalize(t, dim=-1).square().mean(-1), torch.full((3, 5), 1 / 8, dtype=torch.float64))
+    unit_q = chain("linear", "normalise", "linear")
+    for scaled in (lambda u: F.normalize(u, dim=-1) * 8**0.5, lambda u: 8**0.5 * F.normalize(u, 2.0, -1),
+                   lambda u: F.normalize(u, dim=-1) / 8**-0.5,
+                   lambda u: F.normalize(u, dim=-1) * torch.tensor(8.0).sqrt()):  # a float32 constant
+        assert same_network(graphs.from_torch(Norm(scaled), torch.randn(2, 5, 8)), unit_q)
+    # bare, its q is 1/8: a kernel rule that reset q to 1 would shape every later layer for the wrong q
+    with pytest.raises(InvalidGraphError, match=r"changes q by 0\.125 \(F\.normalize divides by the L2 norm of 8 "
+                                                r"elements.*multiply it by sqrt\(8\) = 2\.828"):
+        graphs.from_torch(Norm(lambda u: F.normalize(u, dim=-1)), torch.randn(2, 5, 8))
+    with pytest.raises(InvalidGraphError, match=r"changes q by 0\.5 .*sqrt\(8\)"):
+        graphs.from_torch(Norm(lambda u: F.normalize(u, dim=-1) * 2), torch.randn(2, 5, 8))
+    # other p-norms leave a data-dependent mean square
+    with pytest.raises(InvalidGraphError, match=r"F\.normalize with p=1 .*only p=2"):
+        graphs.from_torch(Norm(lambda u: F.normalize(u, p=1, dim=-1)), torch.randn(2, 5, 8))
+
+
+def test_rms_norm_weight_must_keep_q_at_one():
+    unit_q = chain("linear", "normalise", "linear")
+    norm = nn.RMSNorm(8)
+    assert same_network(graphs.from_torch(Norm(norm), torch.randn(2, 5, 8)), unit_q)  # initial weight: ones
+    with torch.no_grad():
+        norm.weight.mul_(2)
+    with pytest.raises(InvalidGraphError, match=r"changes q by 4 \(the normalisation's elementwise weight has "
+                                                r"mean square 4"):
+        graphs.from_torch(Norm(norm), torch.randn(2, 5, 8))
+    # undone by a constant, or any weight whose mean square is 1 (float32 rounding allowed)
+    class Halved(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = norm
+
+        def forward(self, u):
+            return 0.5 * self.norm(u)
+
+    assert same_network(graphs.from_torch(Norm(Halved()), torch.randn(2, 5, 8)), unit_q)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(8, generator=torch.Generator().manual_seed(0)))
+        norm.weight.div_(norm.weight.square().mean().sqrt())
+    assert same_network(graphs.from_torch(Norm(norm), torch.randn(2, 5, 8)), unit_q)
 
 
 def test_adding_tensors_with_features_on_different_dims_is_refused():
