@@ -33,7 +33,12 @@ Mapping (torch op -> node kind):
 * ``torch.cat`` along the feature dim -> ``concat`` with channel counts (sizes along the cat dim)
   from shape propagation; along a sequence/spatial dim (or the batch) it is refused
 * ``flatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``nn.Flatten``,
-  ``nn.Identity``, ``nn.Dropout(p=0)`` -> pass-through (no node)
+  ``nn.Identity``, ``nn.Dropout(p=0)`` -> pass-through (no node); so are ``transpose``,
+  ``permute``, ``swapaxes``/``swapdims``, ``movedim``/``moveaxis``, ``t``, ``.T`` and ``.mT``, whose
+  feature dims move with them (a Linear after ``x.transpose(1, 2)`` of (batch, length, features)
+  mixes tokens, as in MLP-Mixer)
+* numbers computed from shapes (``x.size(-1) ** 0.5``, ``x.dim() - 1``) -> the constants they are
+  for the example input
 * ``nn.RMSNorm`` and ``F.normalize`` (per-location normalisation) -> ``normalise``, when they
   normalise over the feature dims (``F.normalize``'s default ``dim=1`` on (batch, length,
   features) is refused) and leave q = 1: ``F.normalize(x, dim=d)`` (p = 2) has mean square
@@ -255,6 +260,9 @@ def _module_hint(model: Any, fx_node: Any) -> str:
     return ""
 
 
+_SHAPE_NUMBER = "symact_shape_number"  # fx node meta key: the Python number the node computed
+
+
 def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str) -> None:
     """Run torch.fx's ShapeProp on the example input; a failure becomes an InvalidGraphError.
 
@@ -277,7 +285,11 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str) 
     class _Prop(shape_prop):
         def run_node(self, n: Any) -> Any:
             current[:] = [n]
-            return super().run_node(n)
+            result = super().run_node(n)
+            # numbers computed from shapes (x.size(-1) ** 0.5, x.dim() - 1) are constants of the traced net
+            if isinstance(result, (int, float)) and not isinstance(result, bool):
+                n.meta[_SHAPE_NUMBER] = result
+            return result
 
     try:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
@@ -498,6 +510,9 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                           "add_": "add", "mul_": "mul"}
     passthrough_functions = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
     passthrough_methods = {"flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous"}
+    permute_functions = {torch.transpose, torch.swapaxes, torch.swapdims, torch.permute, torch.movedim,
+                         torch.moveaxis, torch.t}
+    permute_methods = {"transpose", "swapaxes", "swapdims", "permute", "movedim", "moveaxis", "t"}
     shape_functions = {getattr, len}
     shape_methods = {"size", "dim"}
     linear_functions = {F.linear, F.conv1d, F.conv2d, F.conv3d}
@@ -627,6 +642,29 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         err = 2 * scale * float(torch.finfo(weight.dtype).eps)
         return _Combo(((fx_node.name, scale, err),), fx_node.name)
 
+    def concrete(args: Any) -> Any:
+        """args with nodes that computed numbers from shapes replaced by those numbers."""
+        return torch.fx.node.map_arg(args, lambda n: n.meta.get(_SHAPE_NUMBER, n))
+
+    def permuted(fx_node: Any, apply: Any) -> Any:
+        """transpose/permute/movedim/.T: a pass-through whose feature dims move with the dims.
+
+        ``apply(t)`` runs the op on a stand-in tensor (meta device, dim d of size d + 2) with the
+        traced dim arguments; the output's sizes name the input dim each output dim came from."""
+        x = fx_node.args[0]
+        shape = shape_of(x)
+        f = feat(x)
+        if f is not None and shape is not None:
+            try:
+                moved = apply(torch.empty([d + 2 for d in range(len(shape))], device="meta"))
+            except Exception as exc:  # dims that are neither constants nor computed from shapes
+                raise InvalidGraphError(f"{where(fx_node)} moves dims that from_torch cannot read ({exc}); "
+                                        f"pass them as constants, e.g. x.transpose(1, 2)") from exc
+            order = [size - 2 for size in moved.shape]
+            f = _Features(frozenset(i for i, d in enumerate(order) if d in f.dims), f.by)
+        features[fx_node] = f
+        return tensor_arg(fx_node)
+
     def reshaped(fx_node: Any) -> Any:
         x = fx_node.args[0]
         before, after = shape_of(x), shape_of(fx_node)
@@ -689,7 +727,9 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
 
     def _convert(fx_node: Any) -> None:
         op, target = fx_node.op, fx_node.target
-        if op == "placeholder":
+        if op in ("call_function", "call_method") and _SHAPE_NUMBER in fx_node.meta:
+            env[fx_node] = _Const(float(fx_node.meta[_SHAPE_NUMBER]))  # exact: computed from ints
+        elif op == "placeholder":
             add_node(g, fx_node.name, "input", fx_node=fx_node.name)
             env[fx_node] = _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
         elif op == "get_attr":
@@ -736,7 +776,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                         nn.Dropout: "dropout with p > 0"}.get(type(m), "no known kernel rule")
                 raise InvalidGraphError(
                     f"unsupported module {type(m).__name__} at {where(fx_node)} ({hint}); from_torch maps "
-                    f"Linear/Conv, average pools, activations, weighted sums, cat and reshapes")
+                    f"Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes")
         elif op == "call_function":
             if target in arithmetic_ops:
                 env[fx_node] = arithmetic(fx_node, arithmetic_ops[target])
@@ -759,13 +799,18 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 env[fx_node] = mean(fx_node)
             elif target in passthrough_functions:
                 env[fx_node] = reshaped(fx_node)
+            elif target in permute_functions:
+                env[fx_node] = permuted(fx_node, lambda t: target(t, *concrete(fx_node.args[1:]),
+                                                                  **concrete(fx_node.kwargs)))
+            elif target is getattr and fx_node.args[1] in ("T", "mT"):
+                env[fx_node] = permuted(fx_node, lambda t: getattr(t, fx_node.args[1]))
             elif target in shape_functions:
                 env[fx_node] = _Other()
             elif target in (torch.cat, torch.concat):
                 env[fx_node] = concat(fx_node)
             else:
                 raise InvalidGraphError(f"unsupported op {where(fx_node)}; from_torch maps Linear/Conv, "
-                                        f"average pools, activations, weighted sums, cat and reshapes")
+                                        f"average pools, activations, weighted sums, cat, reshapes and transposes")
         elif op == "call_method":
             if target in arithmetic_methods:
                 env[fx_node] = arithmetic(fx_node, arithmetic_methods[target])
@@ -774,13 +819,16 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 env[fx_node] = activation(fx_node, act_methods[target], {})
             elif target in passthrough_methods:
                 env[fx_node] = reshaped(fx_node)
+            elif target in permute_methods:
+                env[fx_node] = permuted(fx_node, lambda t: getattr(t, target)(*concrete(fx_node.args[1:]),
+                                                                              **concrete(fx_node.kwargs)))
             elif target in shape_methods:
                 env[fx_node] = _Other()
             elif target == "mean":
                 env[fx_node] = mean(fx_node)
             else:
                 raise InvalidGraphError(f"unsupported tensor method {where(fx_node)}; from_torch maps "
-                                        f"Linear/Conv, average pools, activations, weighted sums, cat and reshapes")
+                                        f"Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes")
         elif op == "output":
             result = fx_node.args[0]
             if not isinstance(result, torch.fx.Node):

@@ -587,3 +587,55 @@ def test_more_example_tensors_than_forward_arguments_is_a_graph_error():
     with pytest.raises(InvalidGraphError, match=r"takes 1 input\(s\) \(input\), but example_input holds 2"):
         graphs.from_torch(net, (torch.randn(3, 4), torch.randn(3, 4)))
     assert graphs.from_torch(net, (torch.randn(3, 4),)).number_of_nodes() == 5  # a 1-tuple is one tensor
+
+
+class Mixer(nn.Module):
+    """(batch, tokens 5, 3) -> features 8, then a token-mixing Linear(5, 5) between two `swap`s
+    of the last two dims (an MLP-Mixer block), a channel Linear and a mean over the tokens."""
+
+    def __init__(self, swap):
+        super().__init__()
+        self.embed, self.tok, self.ch, self.swap = nn.Linear(3, 8), nn.Linear(5, 5), nn.Linear(8, 8), swap
+
+    def forward(self, x):
+        t = torch.tanh(self.tok(self.swap(torch.tanh(self.embed(x)))))
+        return self.ch(self.swap(t)).mean(1)
+
+
+@pytest.mark.parametrize("swap", [lambda u: u.transpose(1, 2), lambda u: torch.transpose(u, -1, -2),
+                                  lambda u: u.permute(0, 2, 1), lambda u: torch.permute(u, (0, 2, 1)),
+                                  lambda u: u.mT, lambda u: u.swapaxes(1, 2), lambda u: torch.movedim(u, 2, 1),
+                                  lambda u: u.transpose(1, u.dim() - 1)],  # a dim computed from the shape
+                         ids=["transpose", "torch.transpose", "permute", "torch.permute", "mT", "swapaxes",
+                              "movedim", "computed-dim"])
+def test_transposes_move_the_feature_dims_with_them(swap):
+    g = graphs.from_torch(Mixer(swap), torch.randn(2, 5, 3))
+    assert same_network(g, chain("linear", "activation", "linear", "activation", "linear", "pool"))
+
+
+def test_a_mean_over_features_moved_by_a_transpose_is_refused():
+    class Transposed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.Linear(3, 8), nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.embed(x)).transpose(1, 2).mean(1))  # (2, 8, 5): dim 1 is features
+
+    with pytest.raises(InvalidGraphError, match=r"averages over dim\(s\) \[1\] of a tensor of shape \(2, 8, 5\) "
+                                                r"whose features \(written by Linear 'embed'\) are dim 1"):
+        graphs.from_torch(Transposed(), torch.randn(2, 5, 3))
+
+
+def test_numbers_computed_from_shapes_are_constants():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.Linear(3, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = torch.tanh(self.embed(x))
+            return self.head(F.normalize(h, dim=-1) * h.shape[-1] ** 0.5)
+
+    g = graphs.from_torch(Scaled(), torch.randn(2, 5, 3))
+    assert same_network(g, chain("linear", "activation", "normalise", "linear"))
