@@ -132,6 +132,10 @@ def gradient_penalty_inequality(
     linear_positions = [i for i, m in enumerate(model) if isinstance(m, nn.Linear)]
     if not linear_positions:
         raise DomainError("model has no nn.Linear layer; the inequality is about Linear weights")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise DomainError(f"x must be a floating-point torch tensor, got "
+                          f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}; "
+                          "pass e.g. torch.tensor(values, dtype=torch.float64)")
     if x.dim() != 1:
         raise DomainError(f"x must be one input vector (1-D), got shape {tuple(x.shape)}; loop over a batch")
     f = f if f is not None else (lambda y: y.sum())
@@ -150,12 +154,17 @@ def gradient_penalty_inequality(
     with torch.no_grad():
         hs = layer_inputs(x)
 
+    # theta is every parameter, frozen ones (requires_grad=False) too: the inequality is about the
+    # function's gradient, not about what an optimiser updates.  Differentiate detached copies so
+    # that the model's own requires_grad flags and .grad fields are left as they are.
+    named = dict(model.named_parameters())
+    copies = {name: p.detach().clone().requires_grad_(True) for name, p in named.items()}
     x_req = x.clone().requires_grad_(True)
-    out = f(model(x_req))
+    out = f(torch.func.functional_call(model, copies, (x_req,)))
     if out.numel() != 1:
         raise DomainError(f"f must return a scalar, got shape {tuple(out.shape)}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(out.reshape(()), [x_req, *params], allow_unused=True)
+    params = list(named.values())
+    grads = torch.autograd.grad(out.reshape(()), [x_req, *copies.values()], allow_unused=True)
     grad_x, param_grads = grads[0], grads[1:]
     grad_of = {id(p): (g if g is not None else torch.zeros_like(p)) for p, g in zip(params, param_grads)}
     grad_x_sq = float((grad_x**2).sum())
@@ -179,5 +188,5 @@ def gradient_penalty_inequality(
     other = float(sum((grad_of[id(p)] ** 2).sum() for p in params if id(p) not in linear_param_ids) or 0.0)
     lhs = sum(layer.bound_term for layer in layers)
     rhs = sum(layer.parameter_gradient_norm_sq for layer in layers) + other
-    tolerance = 64 * torch.finfo(x.dtype if x.is_floating_point() else torch.get_default_dtype()).eps
+    tolerance = 64 * torch.finfo(x.dtype).eps
     return PenaltyInequality(norm, grad_x_sq, tuple(layers), other, lhs, rhs, tolerance)

@@ -72,6 +72,28 @@ def test_parameters_outside_linear_layers_only_add_to_the_right_side():
     assert r.holds
 
 
+def test_frozen_linear_layers_still_count_on_the_right_side():
+    """theta is every W and b: freezing one (requires_grad=False) must not drop its gradient.
+
+    Before the fix the frozen layer's share was 0 while its bound term stayed, so the inequality
+    was reported violated (holds=False) for a network where it holds."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    x = torch.randn(3, dtype=torch.float64)
+    # independent reference: the full parameter gradient with every parameter trainable
+    grads = torch.autograd.grad(net(x).sum(), list(net.parameters()))
+    expected_rhs = float(sum((g**2).sum() for g in grads))
+    first_share = float((grads[0] ** 2).sum() + (grads[1] ** 2).sum())
+    net[0].weight.requires_grad_(False)
+    net[0].bias.requires_grad_(False)
+    r = gradient_penalty_inequality(net, x)
+    assert r.rhs == pytest.approx(expected_rhs, rel=1e-13)
+    assert r.layers[0].parameter_gradient_norm_sq == pytest.approx(first_share, rel=1e-13)
+    assert r.holds
+    # the model is left as it was
+    assert not net[0].weight.requires_grad and net[0].weight.grad is None and net[2].weight.grad is None
+
+
 def test_bad_inputs_raise():
     with pytest.raises(DomainError, match="Sequential"):
         gradient_penalty_inequality(nn.Linear(2, 1), torch.zeros(2))
@@ -79,6 +101,8 @@ def test_bad_inputs_raise():
         gradient_penalty_inequality(nn.Sequential(nn.Linear(2, 1)), torch.zeros(3, 2))
     with pytest.raises(DomainError, match="norm"):
         gradient_penalty_inequality(nn.Sequential(nn.Linear(2, 1)), torch.zeros(2), norm="nuclear")
+    with pytest.raises(DomainError, match="floating-point"):
+        gradient_penalty_inequality(nn.Sequential(nn.Linear(2, 1)), torch.tensor([1, 2]))
 
 
 @settings(max_examples=500, deadline=None, derandomize=True)
