@@ -44,8 +44,11 @@ class TrainResult:
 
     ``steps[i]`` is the number of optimiser steps taken before the evaluation
     that gave ``train_loss[i]`` etc. (so ``steps[0] == 0`` is the initial
-    network).  ``objective`` holds the optimised quantity at each step (equal
-    to the training loss for plain training with a full batch).  Held-out
+    network).  ``objective[i]`` is the optimised quantity at the same parameters
+    as ``train_loss[i]``: the value the step after that evaluation computes
+    before its update (on its mini-batch), or for the final parameters one more
+    evaluation of the objective on the next batch (its step index is ``steps``).  For plain
+    training with a full batch it equals ``train_loss``.  Held-out
     curves are empty when there is no held-out data.
     """
 
@@ -240,7 +243,7 @@ def train(
     def when(step: int) -> str:
         return f"at step {step}" + (" (the initial network)" if step == 0 else "")
 
-    def record(step: int, objective_value: float) -> None:
+    def record(step: int) -> None:
         tl, ta = _evaluate(model, x, y, loss)
         if not math.isfinite(tl):
             raise TrainingDivergedError(
@@ -250,7 +253,6 @@ def train(
         rec["steps"].append(step)
         rec["train_loss"].append(tl)
         rec["train_accuracy"].append(ta)
-        rec["objective"].append(objective_value)
         if has_test:
             vl, va = _evaluate(model, x_test, y_test, loss)
             if not math.isfinite(vl):
@@ -267,42 +269,58 @@ def train(
     start = time.perf_counter()
     order = None
     cursor = n
-    last_objective = math.nan
-    for step in range(steps):
+
+    def next_index() -> Any:
+        nonlocal order, cursor
         if batch_size is None:
-            index = full_index
-        else:
-            if cursor + batch_size > n:
-                order = torch.randperm(n, generator=generator).to(x.device)
-                cursor = 0
-            index = order[cursor : cursor + batch_size]
-            cursor += batch_size
+            return full_index
+        if cursor + batch_size > n:
+            order = torch.randperm(n, generator=generator).to(x.device)
+            cursor = 0
+        index = order[cursor : cursor + batch_size]
+        cursor += batch_size
+        return index
+
+    def diverged(step: int, value: float) -> TrainingDivergedError:
+        return TrainingDivergedError(
+            f"Training diverged {when(step)}: the objective became {value} "
+            f"({optimizer}, lr={lr}). Try a smaller learning rate, another optimizer "
+            f"(rprop and adam are scale-free), or a shaped/normalised initialisation."
+        )
+
+    # objective[i] is the objective at the parameters of steps[i]: the value step k computes
+    # before its update belongs to the evaluation after k steps (recorded at the end of step k - 1).
+    for step in range(steps):
+        index = next_index()
         opt.zero_grad(set_to_none=True)
         value = objective_fn(step, index, x[index], y[index])
-        last_objective = float(value.detach())
-        if not math.isfinite(last_objective):
-            raise TrainingDivergedError(
-                f"Training diverged at step {step}: the objective became {last_objective} "
-                f"({optimizer}, lr={lr}). Try a smaller learning rate, another optimizer "
-                f"(rprop and adam are scale-free), or a shaped/normalised initialisation."
-            )
+        objective_value = float(value.detach())
+        if not math.isfinite(objective_value):
+            raise diverged(step, objective_value)
         if step == 0:
-            record(0, last_objective)
+            record(0)
+        if rec["steps"][-1] == step and len(rec["objective"]) < len(rec["steps"]):
+            rec["objective"].append(objective_value)
         value.backward()
         opt.step()
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            record(step + 1, last_objective)
+            record(step + 1)
         if progress is not None:
             progress(step + 1, steps)
-    if steps == 0:
+    if steps == 0 or len(rec["objective"]) < len(rec["steps"]):  # the parameters after the last step
+        index = next_index()
         with torch.no_grad():
-            initial = float(objective_fn(0, full_index, x, y))
-        if not math.isfinite(initial):
-            raise TrainingDivergedError(
-                f"The objective of the initial network is {initial} (steps=0): check the data, the objective "
-                "and the initialisation."
-            )
-        record(0, initial)
+            objective_value = float(objective_fn(steps, index, x[index], y[index]))
+        if not math.isfinite(objective_value):
+            if steps == 0:
+                raise TrainingDivergedError(
+                    f"The objective of the initial network is {objective_value} (steps=0): check the data, "
+                    "the objective and the initialisation."
+                )
+            raise diverged(steps, objective_value)
+        if steps == 0:
+            record(0)
+        rec["objective"].append(objective_value)
     return TrainResult(
         steps=tuple(rec["steps"]),
         train_loss=tuple(rec["train_loss"]),

@@ -288,3 +288,19 @@ def test_consistency_weight_changes_no_gradient_sign_outside_the_last_auxiliary(
     last = f"aux.{len(rai.aux) - 1}"
     assert all(torch.equal(signs[0][n], signs[1][n]) for n in signs[0] if n != last)
     assert not torch.equal(signs[0][last], signs[1][last])  # here the weight does matter
+
+
+def test_last_relaxed_objective_is_the_objective_at_the_final_parameters():
+    """rai_train reports result.objective[-1] as "the relaxed objective"; it must be the RAI objective of the
+    final network and auxiliaries (recomputed here with loss_parts), not the value before the last update."""
+    torch.manual_seed(0)
+    model = build_mlp(2, 6, 2, 1, "sigmoid", output_activation="sigmoid", dtype=torch.float64)
+    x, y = _seed_data()
+    rai = RAI(model, x, loss="bce_prob", penalty=PenaltySchedule(1.0, growth=2.0, every=2))
+    res = train(rai, (x, y), loss="bce_prob", optimizer="rprop", lr=0.1, steps=5, eval_every=2,
+                objective=rai.objective)
+    with torch.no_grad():
+        final = rai.loss_parts(torch.arange(len(x)), x, y, step=5).total
+    assert res.steps[-1] == 5
+    assert res.objective[-1] == pytest.approx(float(final), rel=1e-12)
+    assert res.objective[-1] != pytest.approx(res.objective[-2], rel=1e-6)  # the steps moved it

@@ -63,13 +63,29 @@ def test_mini_batches_visit_every_example_once_per_epoch():
     seen = []
 
     def objective(step, index, xb, yb):
-        seen.append(index.tolist())
+        if step < 3:  # step 3 is the objective at the final parameters, evaluated after training
+            seen.append(index.tolist())
         assert torch.equal(xb, x[index])
         return output_loss(model(xb), yb, "cross_entropy")
 
     model = build_mlp(2, 4, 1, 2, "tanh")
     train(model, (x, y), steps=3, batch_size=10, objective=objective)
     assert sorted(sum(seen, [])) == list(range(30))
+
+
+@pytest.mark.parametrize("eval_every", [1, 3])
+def test_full_batch_objective_curve_is_the_training_loss_at_the_same_step(eval_every):
+    """objective[i] and train_loss[i] are measured at the same parameters (steps[i] updates).
+
+    Before the fix objective[i] was the value computed before the update of step steps[i] - 1,
+    one step behind the training loss it is plotted against (objective[1] == train_loss[0])."""
+    x, y = _data(24)
+    torch.manual_seed(0)
+    model = build_mlp(2, 5, 1, 2, "tanh").double()
+    res = train(model, (x.double(), y), optimizer="sgd", lr=0.5, steps=7, eval_every=eval_every)
+    assert len(res.objective) == len(res.steps) == len(res.train_loss)
+    assert res.objective == pytest.approx(res.train_loss, rel=1e-12)
+    assert res.train_loss[1] < res.train_loss[0]  # the steps did move the loss, so a lag would show
 
 
 def test_divergence_raises_with_the_step_and_what_to_try():
