@@ -253,3 +253,29 @@ def test_entropy_normalisation_job_checks_its_claims():
     verdicts = {claim["key"]: claim["verdict"] for claim in record["claims"]}
     assert verdicts == {"entropy_target": "pass", "entropy_float64_vs_mpmath": "pass",
                         "entropy_newton": "pass", "entropy_gradient": "pass"}
+
+
+def test_dks_claim_counts_diverged_seeds_as_lost(tmp_path):
+    """An arm that diverged on 2 of 3 seeds must not win the median on its one survivor.
+
+    Before the fix diverged seeds were dropped, so DKS (one seed at 0.1, two NaN divergences) 'beat'
+    plain (three seeds at 0.5) with a PASS; with +inf for the diverged seeds the DKS median is +inf."""
+    from analysis.experiments.deep_vanilla import report_section
+
+    def rec(arm, seed, loss=None):
+        spec = {"activation": "tanh", "hidden_layers": 100, "dataset": {"name": "moons"}, "optimizer": "adam",
+                "arm": arm, "seed": seed}
+        if loss is None:
+            return Record(Job("deep_vanilla", spec), "failed",
+                          error="TrainingDivergedError: Training diverged at step 3: the objective became nan")
+        curve = {"steps": [0, 1], "train_loss": [0.7, loss], "test_loss": [], "objective": [0.7, loss]}
+        return Record(Job("deep_vanilla", spec), "ok", {"final_train_loss": loss, "curve": curve})
+
+    records = [rec("plain", s, 0.5) for s in range(3)] + [rec("dks", 0, 0.1), rec("dks", 1), rec("dks", 2)]
+    (claim,) = [c for c in report_section(records, str(tmp_path)).claims if c.key == "dks_beats_plain"]
+    assert claim.verdict == "fail", claim
+    assert "2 diverged" in claim.detail
+    # and with only one diverged DKS seed the median is the better of the two survivors: a pass
+    records = [rec("plain", s, 0.5) for s in range(3)] + [rec("dks", 0, 0.1), rec("dks", 1, 0.2), rec("dks", 2)]
+    (claim,) = [c for c in report_section(records, str(tmp_path)).claims if c.key == "dks_beats_plain"]
+    assert claim.verdict == "pass" and claim.measured == pytest.approx(0.2 - 0.5)

@@ -311,6 +311,20 @@ def _groups(records: list) -> dict:
     return groups
 
 
+def _diverged(record: Any) -> bool:
+    return record.status == "failed" and "TrainingDivergedError" in (record.error or "")
+
+
+def _final_losses(records: list) -> tuple[list[float], int]:
+    """Final training losses of an arm's seeds, a diverged seed counting as +inf (it lost), and how many diverged.
+
+    Dropping diverged seeds would let an arm that diverged on most seeds win the median on its survivors.
+    Seeds that failed otherwise (or are unavailable) measured nothing and are left out."""
+    ok = [r.result["final_train_loss"] for r in records if r.status == "ok"]
+    n_diverged = sum(_diverged(r) for r in records)
+    return ok + [math.inf] * n_diverged, n_diverged
+
+
 def _median_band(curves: list[list[float]]) -> tuple[list, list, list]:
     n = min(len(c) for c in curves)
     cols = [[c[i] for c in curves] for i in range(n)]
@@ -362,14 +376,17 @@ def report_section(records: list, out_dir: str) -> Any:
         act, depth, ds, opt = key
         if act != "tanh" or depth != max(k[1] for k in groups) or opt != "adam":
             continue
-        plain = [r.result["final_train_loss"] for r in groups[key].get("plain", []) if r.status == "ok"]
+        plain, n_plain_diverged = _final_losses(groups[key].get("plain", []))
         dks_recs = groups[key].get("dks", [])
-        dks = [r.result["final_train_loss"] for r in dks_recs if r.status == "ok"]
+        dks, n_dks_diverged = _final_losses(dks_recs)
         prediction = f"{depth}-layer vanilla tanh on {ds} ({opt}): DKS arm reaches lower training loss than plain (median over seeds)"
         if plain and dks:
             mp, md = statistics.median(plain), statistics.median(dks)
             claims.append(Claim(prediction, measured=md - mp, tolerance="median(DKS) - median(plain) < 0",
-                                passed=md < mp, detail=f"DKS {md:.4g} vs plain {mp:.4g} over {len(dks)}/{len(plain)} seeds",
+                                passed=md < mp,
+                                detail=(f"DKS {md:.4g} over {len(dks)} seeds ({n_dks_diverged} diverged), plain {mp:.4g} "
+                                        f"over {len(plain)} seeds ({n_plain_diverged} diverged); a diverged seed counts "
+                                        "as loss +inf"),
                                 key="dks_beats_plain"))
         else:
             why = dks_recs[0].error.splitlines()[0] if dks_recs and dks_recs[0].error else "no DKS records"
