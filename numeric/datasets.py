@@ -110,8 +110,9 @@ def make_moons(
     """
     if int(n_samples) != n_samples or n_samples < 1:
         raise DomainError(f"make_moons needs a positive integer n_samples, got {n_samples!r}.")
-    if noise is not None and noise < 0:
-        raise DomainError(f"make_moons noise is a standard deviation and must be >= 0, got {noise!r}.")
+    if noise is not None and not (isinstance(noise, (int, float, np.number)) and np.isfinite(noise) and noise >= 0):
+        raise DomainError(f"make_moons noise is a standard deviation and must be a finite number >= 0, got {noise!r} "
+                          "(None for no noise).")
     n_samples = int(n_samples)
     n_out = n_samples // 2
     n_in = n_samples - n_out

@@ -43,6 +43,10 @@ def test_bad_moons_arguments_raise_clear_errors():
         make_moons(0)
     with pytest.raises(DomainError, match="standard deviation"):
         make_moons(10, noise=-1)
+    # NaN passed the old `noise < 0` check and silently gave all-NaN points; inf gave inf/NaN points
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(DomainError, match="finite number >= 0"):
+            make_moons(10, noise=bad)
 
 
 def test_split_is_a_deterministic_partition():
