@@ -219,6 +219,9 @@ def train(
 
     if loss not in LOSSES:
         raise SymactError(f"Unknown loss {loss!r}; choose one of {LOSSES}.")
+    for name, value in (("steps", steps), ("eval_every", eval_every), ("batch_size", batch_size)):
+        if value is not None and (isinstance(value, bool) or not hasattr(value, "__index__")):
+            raise DomainError(f"{name} must be a whole number, got {value!r}; pass e.g. {name}=int({value!r}).")
     if steps < 0 or eval_every < 1:
         raise DomainError(f"steps must be >= 0 and eval_every >= 1, got steps={steps}, eval_every={eval_every}.")
     _check_lr(lr)

@@ -99,6 +99,16 @@ def test_divergence_raises_with_the_step_and_what_to_try():
         train(model, (x, y), steps=10, objective=objective)
 
 
+@pytest.mark.parametrize("kwargs", [{"steps": 2.5}, {"batch_size": 2.5}, {"eval_every": 1.5}, {"steps": True}])
+def test_non_integer_counts_are_refused_naming_the_argument(kwargs):
+    """steps=2.5 and batch_size=2.5 used to raise torch/Python TypeErrors from inside the loop, and
+    eval_every=1.5 silently evaluated at every third step."""
+    x, y = _data(8)
+    (name,) = kwargs
+    with pytest.raises(DomainError, match=f"{name} must be a whole number"):
+        train(torch.nn.Linear(2, 2), (x, y), **kwargs)
+
+
 def test_output_losses_follow_their_conventions():
     y = torch.tensor([0, 1, 1])
     p = torch.tensor([[0.2], [0.7], [0.9]])
