@@ -132,6 +132,17 @@ def gradient_penalty_inequality(
     linear_positions = [i for i, m in enumerate(model) if isinstance(m, nn.Linear)]
     if not linear_positions:
         raise DomainError("model has no nn.Linear layer; the inequality is about Linear weights")
+    weights = [model[i].weight for i in linear_positions]
+    if len({id(w) for w in weights}) < len(weights):
+        raise DomainError("model uses one Linear weight at several positions; the inequality gives every "
+                          "position its own W^(t), b^(t) (a shared weight's gradient is the sum over its uses): "
+                          "use separate nn.Linear layers")
+    random_in_training = [type(m).__name__ for m in model.modules()
+                          if m.training and isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+    if random_in_training:
+        raise DomainError(f"model is in training mode with {', '.join(sorted(set(random_in_training)))}, so every "
+                          "evaluation draws another mask and the two sides see different functions; call "
+                          "model.eval() first")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise DomainError(f"x must be a floating-point torch tensor, got "
                           f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}; "

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from analysis.records import Claim, Record, to_jsonable
 
-__all__ = ["Section", "write_report", "summary_table", "line_plot", "format_value", "markdown_table"]
+__all__ = ["Section", "write_report", "summary_table", "line_plot", "format_value", "format_measured",
+           "markdown_table"]
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,8 @@ class Section:
     figures: tuple = ()
 
 
-def format_value(value: Any) -> str:
-    """Short human form of a measured value (numbers to 4 significant digits)."""
+def format_value(value: Any, digits: int = 4) -> str:
+    """Short human form of a measured value (numbers to ``digits`` significant digits)."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -42,11 +44,28 @@ def format_value(value: Any) -> str:
         if not math.isfinite(v):
             return str(v)
         if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
-            return f"{v:.3e}"
-        return f"{v:.4g}"
+            return f"{v:.{digits - 1}e}"
+        return f"{v:.{digits}g}"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(format_value(v) for v in value[:6]) + (", ..." if len(value) > 6 else "") + "]"
+        return ("[" + ", ".join(format_value(v, digits) for v in value[:6])
+                + (", ..." if len(value) > 6 else "") + "]")
     return str(value)
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def format_measured(value: Any, tolerance: str) -> str:
+    """``format_value`` with as many digits as it takes not to print a number of ``tolerance``
+    that the value is not: 0.049996 against "< 0.05" shows as 0.049996, not as 0.05."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        return format_value(value)
+    bounds = {float(m) for m in _NUMBER.findall(str(tolerance))}
+    for digits in range(4, 18):
+        text = format_value(value, digits)
+        if float(text) not in bounds or float(text) == float(value):
+            return text
+    return repr(float(value))
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -62,7 +81,8 @@ def summary_table(rows: Sequence[dict]) -> str:
     """Plain-text table (for the terminal) of claim rows."""
     header = ("source", "prediction", "measured", "tolerance", "verdict")
     table = [header] + [
-        (r["source"], r["prediction"], format_value(r["measured"]), r["tolerance"], r["verdict"].upper()) for r in rows
+        (r["source"], r["prediction"], format_measured(r["measured"], r["tolerance"]), r["tolerance"],
+         r["verdict"].upper()) for r in rows
     ]
     widths = [min(60, max(len(str(row[i])) for row in table)) for i in range(len(header))]
 
@@ -155,7 +175,8 @@ def write_report(records: Sequence[Record], out_dir: str | os.PathLike) -> tuple
         "## Summary",
         "",
         markdown_table(("source", "prediction", "measured", "tolerance", "verdict"),
-                       [(r["source"], r["prediction"], r["measured"], r["tolerance"], r["verdict"].upper())
+                       [(r["source"], r["prediction"], format_measured(r["measured"], r["tolerance"]),
+                         r["tolerance"], r["verdict"].upper())
                         for r in rows]) if rows else "_no claims were measured_",
         "",
     ]

@@ -209,7 +209,9 @@ def train(
     ``data`` is ``(x_train, y_train)`` or ``(x_train, y_train, x_test, y_test)``
     (torch tensors on the model's device).  ``batch_size=None`` is full batch;
     otherwise each step draws a batch of example indices from a permutation
-    seeded by ``seed`` (an epoch walks the whole permutation).  ``parameters``
+    seeded by ``seed`` (an epoch walks the permutation in whole batches and then draws a new one:
+    when ``batch_size`` does not divide n, each epoch leaves out the last n mod batch_size
+    examples of its permutation, as ``drop_last=True`` does).  ``parameters``
     defaults to ``model.parameters()``; ``progress(step, steps)`` is called after
     every step (for progress bars).
     """

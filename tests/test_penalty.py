@@ -103,6 +103,15 @@ def test_bad_inputs_raise():
         gradient_penalty_inequality(nn.Sequential(nn.Linear(2, 1)), torch.zeros(2), norm="nuclear")
     with pytest.raises(DomainError, match="floating-point"):
         gradient_penalty_inequality(nn.Sequential(nn.Linear(2, 1)), torch.tensor([1, 2]))
+    # one Linear at two positions: its gradient is the sum over both uses, not a per-layer share
+    shared = nn.Linear(2, 2)
+    with pytest.raises(DomainError, match="one Linear weight at several positions"):
+        gradient_penalty_inequality(nn.Sequential(shared, nn.Tanh(), shared), torch.zeros(2))
+    # dropout draws a new mask per evaluation; in eval mode it is the identity and accepted
+    noisy = nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5), nn.Linear(3, 1)).double()
+    with pytest.raises(DomainError, match=r"training mode with Dropout.*model\.eval\(\)"):
+        gradient_penalty_inequality(noisy, torch.ones(2, dtype=torch.float64))
+    assert gradient_penalty_inequality(noisy.eval(), torch.ones(2, dtype=torch.float64)).holds
 
 
 @settings(max_examples=500, deadline=None, derandomize=True)

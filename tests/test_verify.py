@@ -180,6 +180,24 @@ def test_report_without_matplotlib_keeps_tables_and_says_why(tmp_path, monkeypat
     assert not any(name.endswith(".png") for name in os.listdir(d))
 
 
+def test_a_measured_value_is_never_printed_as_the_bound_it_passes(tmp_path):
+    from analysis.report import summary_table, write_report
+
+    # 4 significant digits would show 0.049996 as "0.05" next to "< 0.05" and a PASS
+    claims = (Claim("objective small", 0.049996, "< 0.05", 0.049996 < 0.05),
+              Claim("within tolerance", 0.99996, "deviation/tolerance <= 1", True),
+              Claim("tiny", 9.99996e-7, "< 1e-06", True),
+              Claim("plain", 0.0312, "< 0.05", True))
+    rec = Record(Job("rai_train", {"arm": "plain"}), "ok",
+                 {"arm": "plain", "curve": {"steps": [0, 1], "train_loss": [0.7, 0.69], "objective": [0.7, 0.69]},
+                  "final_train_loss": 0.69, "final_train_accuracy": 0.5}, claims)
+    path, rows = write_report([rec], str(tmp_path))
+    for text in (open(path).read(), summary_table(rows)):
+        for shown in ("0.049996", "0.99996", "9.99996e-07", "0.0312"):
+            assert shown in text
+        assert "| 0.05 |" not in text and "| 1 |" not in text
+
+
 def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
     import torch
 
