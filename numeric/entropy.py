@@ -208,18 +208,43 @@ def _finish_mp(gamma, q, target, report, dps):
 # ----------------------------------------------------------------------------- torch back end
 
 
-def _torch_entropy_terms(logits: torch.Tensor, gamma: torch.Tensor, dim: int):
-    """q = softmax(gamma*logits), H(q), and Var_q[logits] along dim (masked -inf entries give q = 0)."""
+def _scaled_logits(logits: torch.Tensor, gamma: torch.Tensor, dim: int):
+    """(gamma * logits with zero-weight entries at -inf, the support mask, logits with 0 off the support).
+
+    The support is where softmax(gamma * logits) is non-zero in floating point (a constant mask, no
+    gradient).  Entries off it -- ``-inf`` logits, and huge finite mask values such as
+    ``torch.finfo(dtype).min`` or -1e20 (the common ``masked_fill`` convention) -- contribute exactly
+    0 to every moment, so they are replaced by 0 before any product: otherwise ``gamma * finfo.min``
+    overflows, ``(logit - mean)**2`` squares to inf, and ``0 * inf`` makes the variance, the
+    gradient and the second derivative NaN."""
     finite = torch.isfinite(logits)
-    safe_logits = torch.where(finite, logits, torch.zeros_like(logits))
+    safe = torch.where(finite, logits, torch.zeros_like(logits))
+    with torch.no_grad():
+        trial = torch.where(finite, gamma * safe, torch.full_like(logits, -math.inf))
+        support = finite & (torch.softmax(trial, dim=dim) > 0)
+    safe = torch.where(support, logits, torch.zeros_like(logits))
     # keep -inf out of products: gamma * -inf would make d/dgamma = 0 * -inf = nan
-    scaled = torch.where(finite, gamma * safe_logits, logits)
+    scaled = torch.where(support, gamma * safe, torch.full_like(logits, -math.inf))
+    return scaled, support, safe
+
+
+def _torch_moments(logits: torch.Tensor, gamma: torch.Tensor, dim: int):
+    """q = softmax(gamma*logits), H(q), E_q[logits], logits - E_q[logits] (0 where q = 0) and
+    Var_q[logits] along dim (masked -inf entries give q = 0)."""
+    scaled, support, safe_logits = _scaled_logits(logits, gamma, dim)
     log_q = torch.log_softmax(scaled, dim=dim)
     q = log_q.exp()
-    safe_log_q = torch.where(q > 0, log_q, torch.zeros_like(log_q))
+    safe_log_q = torch.where(support, log_q, torch.zeros_like(log_q))
     H = -(q * safe_log_q).sum(dim=dim, keepdim=True)
     mean = (q * safe_logits).sum(dim=dim, keepdim=True)
-    var = (q * (safe_logits - mean) ** 2).sum(dim=dim, keepdim=True)
+    deviation = torch.where(support, safe_logits - mean, torch.zeros_like(safe_logits))
+    var = (q * deviation * deviation).sum(dim=dim, keepdim=True)
+    return q, H, mean, deviation, var
+
+
+def _torch_entropy_terms(logits: torch.Tensor, gamma: torch.Tensor, dim: int):
+    """q = softmax(gamma*logits), H(q), and Var_q[logits] along dim (masked -inf entries give q = 0)."""
+    q, H, _, _, var = _torch_moments(logits, gamma, dim)
     return q, H, var
 
 
@@ -395,9 +420,7 @@ class _SolveGamma(torch.autograd.Function):
         logits, gamma = ctx.saved_tensors
         dim = ctx.dim
         finite = torch.isfinite(logits)
-        safe_logits = torch.where(finite, logits, torch.zeros_like(logits))
-        q, _, var = _torch_entropy_terms(logits, gamma, dim)
-        mean = (q * safe_logits).sum(dim=dim, keepdim=True)
+        q, _, _, deviation, var = _torch_moments(logits, gamma, dim)
         # rows solved at gamma = 0 and rows uniform on their support have dH/dgamma = -gamma*var = 0:
         # gamma is not a differentiable function of the logits there; give them zero gradient
         # (documented).  Uniform rows are detected exactly (all finite logits equal), since their
@@ -407,7 +430,7 @@ class _SolveGamma(torch.autograd.Function):
         safe = (gamma != 0) & ~uniform & (var > 0)
         factor = torch.where(safe, -gamma * grad_gamma / torch.where(safe, var, torch.ones_like(var)),
                              torch.zeros_like(var))
-        return factor * q * (safe_logits - mean), None, None, None, None
+        return factor * q * deviation, None, None, None, None
 
 
 class EntropyNormalize(torch.nn.Module):
@@ -446,10 +469,9 @@ class EntropyNormalize(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         gamma = self.gamma(logits)
-        finite = torch.isfinite(logits)
-        # -inf logits stay -inf (gamma >= 0); avoid 0 * -inf = nan
-        scaled = torch.where(finite, gamma * torch.where(finite, logits, torch.zeros_like(logits)), logits)
-        return torch.softmax(scaled, dim=self.dim)
+        # -inf logits stay -inf (gamma >= 0), and so do entries whose weight underflows to 0
+        # (finfo.min masks): no 0 * -inf = nan in the first or second derivative
+        return torch.softmax(_scaled_logits(logits, gamma, self.dim)[0], dim=self.dim)
 
     def extra_repr(self) -> str:
         return f"target_entropy={self.target_entropy}, dim={self.dim}, short_rows={self.short_rows!r}"

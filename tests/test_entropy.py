@@ -388,3 +388,32 @@ def test_invalid_or_degenerate_distributions_raise_symact_errors():
             sym.newton_step_total_exponent(p, 2, sympy.Rational(1, 2))
     # floats summing to 1 up to rounding are accepted
     assert abs(float(sym.entropy([0.1] * 10)) - math.log(10)) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_finite_mask_values_act_like_minus_inf(dtype):
+    """masked_fill with torch.finfo(dtype).min (the common convention) instead of -inf squared the mask
+    value to inf in Var_q[logits], so 0 * inf = nan: Newton fell back to bisection (a less accurate gamma)
+    and the gradient through gamma was silently 0.  Those entries have q = 0 exactly, so the problem is the
+    one with -inf masks: gamma, the first and the second derivatives must agree with the -inf version."""
+    torch.manual_seed(8)
+    scores = torch.randn(3, 6, dtype=dtype)
+    mask = torch.zeros(3, 6, dtype=torch.bool)
+    mask[:, 4:] = True
+    w = torch.randn(3, 6, dtype=dtype)
+    results = []
+    for fill in (-math.inf, torch.finfo(dtype).min):
+        logits = scores.masked_fill(mask, fill).requires_grad_(True)
+        module = EntropyNormalize(target_entropy=1.0)
+        y = module(logits)
+        (grad,) = torch.autograd.grad((y * w).sum(), logits, create_graph=True)
+        (hvp,) = torch.autograd.grad((grad[~mask] ** 2).sum(), logits)
+        results.append((module.gamma(logits.detach()), grad.detach()[~mask], hvp[~mask]))
+        H = -(torch.where(y > 0, y * y.log(), torch.zeros_like(y))).sum(-1)
+        assert torch.allclose(H, torch.ones_like(H), atol=20 * torch.finfo(dtype).eps)
+    (g_ref, d_ref, h_ref), (g, d, h) = results
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.isfinite(d).all() and torch.isfinite(h).all()
+    assert torch.allclose(g, g_ref, rtol=tol, atol=0)
+    assert torch.allclose(d, d_ref, rtol=tol, atol=tol) and d.abs().max() > 0.01
+    assert torch.allclose(h, h_ref, rtol=10 * tol, atol=10 * tol)
