@@ -108,6 +108,24 @@ class EntropyNormalization:
 # ----------------------------------------------------------------------------- mpmath back end
 
 
+def _target_number(target_entropy) -> float:
+    """The target entropy as a Python float: one finite number of nats (NaN would make every range
+    check false and the solver return a meaningless gamma)."""
+    if isinstance(target_entropy, torch.Tensor):
+        if target_entropy.numel() != 1:
+            raise DomainError(
+                f"target_entropy must be one number (nats) shared by every row, got a tensor of shape "
+                f"{tuple(target_entropy.shape)}; solve rows with different targets in separate calls")
+        target_entropy = target_entropy.item()
+    try:
+        value = float(target_entropy)
+    except (TypeError, ValueError):
+        raise DomainError(f"target_entropy must be a real number of nats, got {target_entropy!r}") from None
+    if not math.isfinite(value):
+        raise DomainError(f"target_entropy must be a finite number of nats, got {value}; pass a value in [0, log m]")
+    return value
+
+
 def _support_checks(n_support: int, n_ties: int, uniform: bool, target, log, tol) -> str | None:
     """Shared domain logic; returns 'zero', 'identity' or None (solve).  ``tol``: targets within
     it of log m count as log m (a target is given to finite precision)."""
@@ -135,12 +153,27 @@ def _support_checks(n_support: int, n_ties: int, uniform: bool, target, log, tol
 
 def _entropy_normalize_mp(p: Sequence, target, dps: int, max_iterations: int) -> EntropyNormalization:
     with mpmath.workdps(dps + 10):
-        ps = [mpmath.mpf(pi) for pi in p]
+        try:
+            items = list(p)
+        except TypeError:
+            raise DomainError(f"p must be a sequence of probabilities, got {p!r}") from None
+        ps = []
+        for i, pi in enumerate(items):
+            try:
+                ps.append(mpmath.mpf(pi))
+            except (TypeError, ValueError):
+                raise DomainError(f"p[{i}] = {pi!r} is not a real number; the mpmath back end (dps given) takes one "
+                                  "1-D distribution of numbers, decimal strings or mpf") from None
         if len(ps) == 0:
             raise DomainError("p is empty; pass at least one probability")
         if any(not mpmath.isfinite(pi) or pi < 0 for pi in ps) or sum(ps) <= 0:
             raise DomainError("p must have finite, non-negative entries with a positive sum")
-        target = mpmath.mpf(target)
+        try:
+            target = mpmath.mpf(target)
+        except (TypeError, ValueError):
+            target = mpmath.mpf(_target_number(target))  # a 1-element tensor, or a clear DomainError
+        if not mpmath.isfinite(target):
+            raise DomainError(f"target_entropy must be a finite number of nats, got {target}; pass a value in [0, log m]")
         support = [pi for pi in ps if pi > 0]
         pmax = max(support)
         n_ties = sum(1 for pi in support if pi == pmax)
@@ -272,7 +305,7 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     row_max = torch.where(finite, logits, torch.full_like(logits, -math.inf)).amax(dim=dim, keepdim=True)
     # ties at the maximum: exact equality, as in the mpmath back end
     n_ties = (logits == row_max).sum(dim=dim, keepdim=True)
-    target = torch.as_tensor(target_entropy, dtype=dtype, device=logits.device)
+    target = torch.as_tensor(_target_number(target_entropy), dtype=dtype, device=logits.device)
     top = torch.log(n_support.to(dtype))
     floor = torch.log(n_ties.to(dtype))
     uniform = n_ties == n_support
@@ -369,6 +402,9 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
             if p.dim() != 1:
                 raise DomainError("the mpmath back end (dps given) takes one distribution: pass a 1-D tensor or sequence")
             p = p.tolist()
+        if int(dps) < 1:
+            raise DomainError(f"dps must be a positive number of significant digits, got {dps}; pass e.g. dps=30 "
+                              "(or dps=None for the torch back end)")
         return _entropy_normalize_mp(p, target_entropy, int(dps), max_iterations)
     if not isinstance(p, torch.Tensor):
         # Python floats are doubles: a list solved in the default float32 would lose half their digits
@@ -380,7 +416,7 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
     logits = torch.log(p)  # zeros -> -inf, handled as zero probability
     gamma, report = solve_entropy_gamma(logits, target_entropy, dim=dim, max_iterations=max_iterations,
                                         short_rows=short_rows)
-    return EntropyNormalization(gamma, _torch_powered(logits, gamma, dim), float(target_entropy), report)
+    return EntropyNormalization(gamma, _torch_powered(logits, gamma, dim), _target_number(target_entropy), report)
 
 
 # ----------------------------------------------------------------------------- autograd module
@@ -456,6 +492,7 @@ class EntropyNormalize(torch.nn.Module):
     def __init__(self, target_entropy: float, dim: int = -1, max_iterations: int = 100,
                  short_rows: str = "raise") -> None:
         super().__init__()
+        target_entropy = _target_number(target_entropy)
         if target_entropy < 0:
             raise DomainError(f"target_entropy must be >= 0 nats, got {target_entropy}")
         self.target_entropy = float(target_entropy)

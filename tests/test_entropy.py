@@ -417,3 +417,31 @@ def test_finite_mask_values_act_like_minus_inf(dtype):
     assert torch.allclose(g, g_ref, rtol=tol, atol=0)
     assert torch.allclose(d, d_ref, rtol=tol, atol=tol) and d.abs().max() > 0.01
     assert torch.allclose(h, h_ref, rtol=10 * tol, atol=10 * tol)
+
+
+def test_nan_target_bad_dps_and_bad_entries_raise_domain_errors():
+    """A NaN target passed every range check (all comparisons false) and came back as a meaningless
+    gamma (1.3e30 in torch, 7.9e-31 in mpmath) with converged=False; dps=0 gave gamma = 0 for a target of
+    0.1 (its tolerance 10**-dps * log m swallowed the whole range); a per-row target tensor, a non-numeric
+    entry or a nested list raised raw RuntimeError/ValueError/TypeError."""
+    p = [0.5, 0.3, 0.2]
+    for target in (float("nan"), float("inf"), torch.tensor(float("nan"))):
+        with pytest.raises(DomainError, match="finite number"):
+            entropy_normalize(p, target, dps=20)
+        with pytest.raises(DomainError, match="finite number"):
+            entropy_normalize(torch.tensor(p), target)
+        with pytest.raises(DomainError, match="finite number"):
+            EntropyNormalize(target)
+    with pytest.raises(DomainError, match="one number"):
+        entropy_normalize(torch.tensor([p, p]), torch.tensor([0.5, 0.6]))
+    for dps in (0, -3):
+        with pytest.raises(DomainError, match="dps must be a positive"):
+            entropy_normalize(p, 0.1, dps=dps)
+    with pytest.raises(DomainError, match=r"p\[1\] = 'abc'"):
+        entropy_normalize([0.5, "abc"], 0.5, dps=20)
+    with pytest.raises(DomainError, match="1-D"):
+        entropy_normalize([[0.5, 0.5]], 0.5, dps=20)
+    # a one-element tensor target is still one number
+    r = entropy_normalize(torch.tensor([p], dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64))
+    H = -(r.p * r.p.log()).sum()
+    assert abs(float(H) - 0.5) < 1e-12
