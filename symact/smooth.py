@@ -67,6 +67,7 @@ KERNELS = ("gaussian", "logistic", "uniform", "cauchy")
 _X = sympy.Symbol("x", real=True)
 _T = sympy.Symbol("t", real=True)
 _SIGMA = sympy.Symbol("sigma", positive=True)
+_FLOAT_WIDTH = sympy.Dummy("width", positive=True)  # stands in for a floating-point width while deriving
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,14 @@ def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol
     f = safe_sympify(f, "formula", {"x": _X})
     if isinstance(width, sympy.Symbol) and s != width:
         f = f.subs(width, s)
+    if s.has(sympy.Float):
+        # simplify() with a floating-point width folds exp(-1/(2 s^2)) into constants such as 1.7e-2174 and
+        # splits exp(-x^2/(2 s^2)) into exp(5000.0 x^2) * exp(-5000.0 x^2) (inf * 0 in floating point):
+        # derive the closed form for an exact width and put the number in afterwards
+        # (exponents factored first: exp(-(x + 1)**2/(2 w**2)) keeps its constant term inside at w = 0.01)
+        exact = convolve_expression(f, kernel, _FLOAT_WIDTH, x)
+        exact = exact.replace(lambda e: isinstance(e, sympy.exp), lambda e: sympy.exp(sympy.factor(e.args[0])))
+        return exact.subs(_FLOAT_WIDTH, s)
     pieces = piecewise_polynomial(f, x)
     total = sympy.Integer(0)
     t = _T

@@ -217,3 +217,23 @@ def test_a_plain_symbol_x_is_the_input_as_in_activation():
     smoothed = convolve(sympy.Max(plain, 0), "logistic", 1)
     assert sympy.simplify(smoothed.concrete_expr - sympy.log(1 + sympy.exp(x))) == 0
     assert smoothed.concrete_expr.free_symbols == {x}
+
+
+def test_floating_point_width_gives_a_closed_form_that_evaluates_in_floats():
+    """A float width (convolve("relu", "gaussian", 0.01)) went through simplify() with Floats, which wrote
+    the SAU as (...)*exp(5000.0*x**2)*exp(-5000.0*x**2) and hardtanh's as 1.7e-2174*exp(-5000.0*x**2 + 10000.0*x):
+    in floating point both overflow (OverflowError in math, inf*0 = nan in numpy) for every |x| > 0.27.
+    Reference: relu * N(0, s^2) = s*phi(x/s) + x*Phi(x/s), and hardtanh(x) = relu(x+1) - relu(x-1) - 1."""
+    def smoothed_relu(y, s):
+        return s * mpmath.npdf(y / s) + y * mpmath.ncdf(y / s)
+
+    for width in (0.01, 0.3):
+        relu = sympy.lambdify(x, convolve_expression(FUNCTIONS["relu"], "gaussian", width), "math")
+        hardtanh = sympy.lambdify(x, convolve_expression(FUNCTIONS["hardtanh"], "gaussian", width), "math")
+        for y in (-3.0, -1.0, -0.004, 0.0, 0.2, 1.0, 1.005, 7.0, 40.0):
+            with mpmath.workdps(30):
+                s = mpmath.mpf(width)
+                r = smoothed_relu(y, s)
+                h = smoothed_relu(y + 1, s) - smoothed_relu(y - 1, s) - 1
+            assert abs(relu(y) - float(r)) <= 1e-13 * max(1, abs(float(r))), (width, y)
+            assert abs(hardtanh(y) - float(h)) <= 1e-13, (width, y)
