@@ -218,10 +218,19 @@ def _positive_width(width) -> sympy.Expr:
     if width is None:
         return _SIGMA
     w = safe_sympify(width, "width")
+    if any(symbol.name == _X.name for symbol in w.free_symbols) or _T in w.free_symbols:
+        raise DomainError(f"width {width} depends on the input x (or the integration variable t); the kernel's "
+                          "scale must be a positive constant: a number or a parameter such as Symbol('sigma', positive=True)")
     if isinstance(w, sympy.Symbol) and not w.is_positive:
         return sympy.Symbol(w.name, positive=True)  # the scale is positive by definition
     if w.is_number and not (w.is_real and w.is_positive):
         raise DomainError(f"width must be positive, got {width}; it is the kernel's scale sigma")
+    if w.is_positive is not True:
+        raise DomainError(
+            f"width {width} is not known to be positive (SymPy cannot prove {w} > 0), so the kernel's integrals have "
+            "no closed form; build it from symbols declared positive "
+            f"({', '.join(f'Symbol({str(n)!r}, positive=True)' for n in sorted(map(str, w.free_symbols)))}) "
+            "in a form that is positive for all their values, e.g. 2*sigma or sigma**2")
     return w
 
 

@@ -237,3 +237,19 @@ def test_floating_point_width_gives_a_closed_form_that_evaluates_in_floats():
                 h = smoothed_relu(y + 1, s) - smoothed_relu(y - 1, s) - 1
             assert abs(relu(y) - float(r)) <= 1e-13 * max(1, abs(float(r))), (width, y)
             assert abs(hardtanh(y) - float(h)) <= 1e-13, (width, y)
+
+
+def test_width_expressions_that_are_not_positive_or_depend_on_x_are_refused():
+    """width=2*u (u without assumptions) raised DivergentIntegralError 'f grows like |x|^-oo' (the Gaussian
+    moments are not finite unless u > 0); width=x silently returned x.  The scale must be a positive constant."""
+    u = sympy.Symbol("u")
+    for width in (2 * u, sigma - 1):
+        with pytest.raises(DomainError, match="not known to be positive"):
+            convolve_expression(FUNCTIONS["relu"], "gaussian", width)
+    for width in (x, sympy.Symbol("x"), 2 * x, t):
+        with pytest.raises(DomainError, match="depends on the input x"):
+            convolve_expression(FUNCTIONS["relu"], "uniform", width)
+    # a positive expression is a valid width: relu * N(0, (2 sigma)^2) = SAU at 2 sigma
+    s2 = 2 * sigma
+    sau = s2 / sympy.sqrt(2 * sympy.pi) * sympy.exp(-x**2 / (2 * s2**2)) + x / 2 + x / 2 * sympy.erf(x / (sympy.sqrt(2) * s2))
+    assert sympy.simplify(convolve_expression(FUNCTIONS["relu"], "gaussian", s2) - sau) == 0
