@@ -221,6 +221,9 @@ def _positive_width(width) -> sympy.Expr:
     if any(symbol.name == _X.name for symbol in w.free_symbols) or _T in w.free_symbols:
         raise DomainError(f"width {width} depends on the input x (or the integration variable t); the kernel's "
                           "scale must be a positive constant: a number or a parameter such as Symbol('sigma', positive=True)")
+    if isinstance(w, sympy.Symbol) and w.is_positive is False:
+        raise DomainError(f"width {width} is a symbol declared non-positive, but the kernel's scale is positive: "
+                          f"use Symbol({w.name!r}, positive=True) or a plain Symbol({w.name!r})")
     if isinstance(w, sympy.Symbol) and not w.is_positive:
         return sympy.Symbol(w.name, positive=True)  # the scale is positive by definition
     if w.is_number and not (w.is_real and w.is_positive):

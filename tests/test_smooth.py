@@ -249,6 +249,10 @@ def test_width_expressions_that_are_not_positive_or_depend_on_x_are_refused():
     for width in (x, sympy.Symbol("x"), 2 * x, t):
         with pytest.raises(DomainError, match="depends on the input x"):
             convolve_expression(FUNCTIONS["relu"], "uniform", width)
+    # a symbol declared negative was silently replaced by a positive one of the same name
+    for width in (sympy.Symbol("s", negative=True), sympy.Symbol("s", nonpositive=True)):
+        with pytest.raises(DomainError, match="declared non-positive.*Symbol\('s', positive=True\)"):
+            convolve_expression(FUNCTIONS["relu"], "gaussian", width)
     # a positive expression is a valid width: relu * N(0, (2 sigma)^2) = SAU at 2 sigma
     s2 = 2 * sigma
     sau = s2 / sympy.sqrt(2 * sympy.pi) * sympy.exp(-x**2 / (2 * s2**2)) + x / 2 + x / 2 * sympy.erf(x / (sympy.sqrt(2) * s2))
