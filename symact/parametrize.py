@@ -461,11 +461,21 @@ def _a_symbol(sign_expr: sp.Expr, nonzero: bool = False) -> sp.Symbol:
     return sp.Symbol("A", real=True, nonzero=True) if nonzero else sp.Symbol("A", real=True)
 
 
-def _real_on_range(s: sp.Expr, a: sp.Symbol, g_dom: sp.Expr, w: sp.Symbol) -> bool:
-    """Whether s(A) is provably real for every A in g(domain) (a half-line range is tested as lo + P, P > 0)."""
+def _real_on_range(s: sp.Expr, a: sp.Symbol, g_dom: sp.Expr, w: sp.Symbol,
+                   values: Mapping[sp.Symbol, sp.Expr] | None = None) -> bool:
+    """Whether s(A) is provably real for every A in g(domain) (a half-line range is tested as lo + P, P > 0).
+
+    ``values``: the parameters' values.  Where s is not real for every value of the parameters, the range
+    and the sample points are those of g at these values (as for the other numeric checks); a comparison
+    on an unevaluated symbolic number used to raise a raw TypeError (softplus(b*W)/b)."""
     if s.is_real:
         return True
     from sympy.calculus.util import function_range
+
+    if values:
+        s, g_dom = s.subs(values), g_dom.subs(values)
+        if s.is_real:
+            return True
 
     try:
         rng = function_range(g_dom, w, sp.S.Reals if not w.is_positive else sp.Interval.open(0, sp.oo))
@@ -488,6 +498,8 @@ def _real_on_range(s: sp.Expr, a: sp.Symbol, g_dom: sp.Expr, w: sp.Symbol) -> bo
         samples = [-100, -1, 0, 1, 100]
     for x in samples:
         value = sp.N(s.subs(a, x), 30)
+        if not value.is_number:
+            return False  # symbolic: not decided, so not shown real
         if not value.is_finite or abs(sp.im(value)) > 1e-25:
             return False
     return True
@@ -500,7 +512,7 @@ class _Solutions(list):
 
 
 def _real_solutions(g_dom: sp.Expr, w: sp.Symbol, a: sp.Symbol, strict: bool,
-                    real_roots: bool = False) -> _Solutions | None:
+                    real_roots: bool = False, values: Mapping[sp.Symbol, sp.Expr] | None = None) -> _Solutions | None:
     """Solutions W(A) of A = g(W) that are real for A of a's assumptions (None if solve gives up).
 
     ``strict``: require provable realness on the whole range of g (used on the real line, where solve
@@ -517,7 +529,7 @@ def _real_solutions(g_dom: sp.Expr, w: sp.Symbol, a: sp.Symbol, strict: bool,
         if _has_imaginary(s) or s.has(sp.Piecewise):
             continue
         for c in dict.fromkeys((s, _real_roots(s, a)) if real_roots else (s,)):
-            if strict and not _real_on_range(c, a, g_dom, w):
+            if strict and not _real_on_range(c, a, g_dom, w, values):
                 continue
             if c.is_real is False or (w.is_positive and c.is_positive is False):
                 continue
@@ -732,7 +744,7 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
         if g.is_real:
             a = _a_symbol(g)
             # Otherwise odd roots may be read as real roots (W**3 - 1: sign(A + 1)*|A + 1|**(1/3)).
-            sols = _real_solutions(g, W, a, strict=True, real_roots=not odd_one_sign)
+            sols = _real_solutions(g, W, a, strict=True, real_roots=not odd_one_sign, values=values)
             if sols is not None and len(sols) == 1:
                 inv = _named_inverse(g, W, a) or sols[0]
                 deriv = _derivative_in_a(dg, g, W, inv, a)

@@ -398,3 +398,30 @@ def test_bad_domain_is_refused_when_built(domain, match):
         parameter_activation("W**2", domain=domain)
     assert "Accepted: None (automatic), 'real', 'positive'" in str(err.value)
     assert isinstance(err.value, symact.SymactError)
+
+
+def _check_inverse_and_slope_numerically(pa, points):
+    """g^{-1}(g(W)) = W and g'(g^{-1}(A)) = g'(W) at the given W, g' from sympy.diff of g itself."""
+    g = pa.concrete(pa.g)
+    dg = sp.diff(g, W)
+    inverse, slope = pa.concrete(pa.inverse), pa.concrete(pa.derivative_in_A)
+    for w0 in points:
+        assert pa.domain.contains(w0) is sp.true
+        a0 = sp.N(g.subs(W, w0), 40)
+        assert abs(complex(sp.N(inverse.subs(pa.A, a0), 30)) - w0) < 1e-20
+        assert abs(complex(sp.N(slope.subs(pa.A, a0), 30)) - complex(sp.N(dg.subs(W, w0), 30))) < 1e-20
+
+
+def test_sharpness_parameter_of_softplus_inverts_on_the_real_line():
+    """softplus(b*W)/b with a parameter b: the realness check of the inverse compared an unevaluated
+    symbolic number with 1e-25 and raised a raw TypeError."""
+    pa = parameter_activation("log(1 + exp(b*W))/b", b=2)
+    assert pa.domain == sp.S.Reals
+    _check_inverse_and_slope_numerically(pa, [sp.Rational(-5, 2), sp.Rational(-1, 3), sp.Rational(1, 2), 3])
+    # the slope in A is the sigmoid written in A = softplus(bW)/b: 1 - exp(-b*A) (by hand)
+    (b,) = pa.params
+    assert sp.simplify(pa.derivative_in_A - (1 - sp.exp(-b * pa.A))) == 0
+    # a scale parameter of either sign: a*exp(W) is injective on the real line (was taken on W > 0 only)
+    scaled = parameter_activation("a*exp(W)", a=-2)
+    assert scaled.domain == sp.S.Reals
+    _check_inverse_and_slope_numerically(scaled, [-2, sp.Rational(1, 3), 2])
