@@ -241,7 +241,11 @@ class ParameterActivation:
         """(psi, how it was found or why there is none)."""
         inv = self._inv()
         r = self.effective_learning_rate
-        rng = self.range if isinstance(self.range, sp.Interval) else None
+        values = dict(self.params)
+        # The range of A at the parameters' values: where psi is checked real and logs are made real
+        # (self.range keeps the parameters symbolic, and is often None or has symbolic ends then).
+        rng = self.range if not values else _range_at(self.concrete(self.g), inv.domain)
+        rng = rng if isinstance(rng, sp.Interval) and all(e.is_number for e in (rng.inf, rng.sup)) else None
         if inv.odd_extension:
             # r is even in A; compute psi on A > 0 and extend evenly, psi(A) = psi_+(|A|).
             a_pos = sp.Dummy("a", positive=True)
@@ -249,9 +253,9 @@ class ParameterActivation:
             positive = positive if isinstance(positive, sp.Interval) else None
             wp = sp.Symbol("W", positive=True)
             psi, how = _mirror_map(1 / r.subs(inv.A, a_pos), a_pos, positive, self.g.subs(W, wp), wp,
-                                   inv.inverse.subs(inv.A, a_pos), sp.Interval.open(0, sp.oo))
+                                   inv.inverse.subs(inv.A, a_pos), sp.Interval.open(0, sp.oo), values)
             return (None if psi is None else psi.subs(a_pos, sp.Abs(inv.A))), how
-        return _mirror_map(1 / r, inv.A, rng, self.g, W, inv.inverse, inv.domain)
+        return _mirror_map(1 / r, inv.A, rng, self.g, W, inv.inverse, inv.domain, values)
 
     @property
     def mirror_map(self) -> sp.Expr | None:
@@ -346,12 +350,16 @@ def _hard_inverse(inv: sp.Expr) -> str | None:
 
 
 def _mirror_map(f: sp.Expr, a: sp.Symbol, a_interval: sp.Interval | None, g: sp.Expr, w: sp.Symbol,
-                inv: sp.Expr, w_domain: sp.Set) -> tuple[sp.Expr | None, str]:
+                inv: sp.Expr, w_domain: sp.Set, values: Mapping[sp.Symbol, sp.Expr] | None = None
+                ) -> tuple[sp.Expr | None, str]:
     """psi with psi'' = f = 1/r: integrated in A, or (when that is not elementary, too slow or risky) in W.
 
     In W: with A = g(W), psi'(A) = integral dA/g'(W)**2 = integral dW/g'(W) =: F(W), and integrating
     psi'(A) dA = F(W) g'(W) dW by parts, psi = A*F(W) - integral g(W)/g'(W) dW, at W = g^{-1}(A).  Both
-    integrands are in W only, so no integral of the inverse is needed."""
+    integrands are in W only, so no integral of the inverse is needed.
+
+    ``values``: the parameters' values, at which psi is checked real on ``a_interval`` (the range of A at
+    these values) and its logarithms made real."""
     # Which route is decided up front, from the inverse alone, so that the result does not depend on
     # SymPy's cache, on hash order or on the machine's load (no time limit is needed or used).  Where the
     # inverse is an ordinary closed form, the A route is SymPy's full integrate; the W route computes the
@@ -362,12 +370,12 @@ def _mirror_map(f: sp.Expr, a: sp.Symbol, a_interval: sp.Interval | None, g: sp.
     notes = []
     hard = _hard_inverse(inv)
     if hard is None:
-        psi = _double_antiderivative(f, a, a_interval)
+        psi = _double_antiderivative(f, a, a_interval, values)
         if psi is not None:
             return psi, "integrated twice in A, both constants of integration zero"
         notes.append("the antiderivative in A is not elementary (SymPy's integrate finds none)")
     else:
-        psi = _mirror_map_in_w(g, w, inv, a, w_domain, a_interval)
+        psi = _mirror_map_in_w(g, w, inv, a, w_domain, a_interval, values)
         if psi is not None:
             return psi, ("integrated in W: psi = A*F(W) - integral(g/g', W) at W = g^{-1}(A), "
                          "F = integral(1/g', W), constants of integration zero, constant terms dropped")
@@ -377,7 +385,8 @@ def _mirror_map(f: sp.Expr, a: sp.Symbol, a_interval: sp.Interval | None, g: sp.
 
 
 def _mirror_map_in_w(g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol, w_domain: sp.Set,
-                     a_interval: sp.Interval | None) -> sp.Expr | None:
+                     a_interval: sp.Interval | None, values: Mapping[sp.Symbol, sp.Expr] | None = None
+                     ) -> sp.Expr | None:
     """psi(A) = A*F(W) - integral g/g' dW at W = inv(A) (see :func:`_mirror_map`), or None."""
     dg = sp.diff(g, w)
     w_samples = [t for t in (sp.Rational(-7, 3), sp.Rational(-1, 3), sp.Rational(1, 3), sp.Rational(7, 2))
@@ -387,41 +396,54 @@ def _mirror_map_in_w(g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol, w_dom
         part = sp.integrate(integrand, w)
         if not _is_elementary(part) or _has_imaginary(part):
             return None
-        part = _real_logs(part, w, w_samples)
+        part = _real_logs(part, w, w_samples, values)
         # A constant term of F adds c*A to psi, one of G a constant: the affine freedom; drop them.
         parts.append(sp.Add(*[t for t in sp.Add.make_args(sp.expand(part)) if t.has(w)]))
     F, G = (sp.factor_terms(part) for part in parts)
     psi = a * F.subs(w, inv) - G.subs(w, inv)
     psi = sp.Add(*[t for t in sp.Add.make_args(psi) if t.has(a)])
     for point in _interior_samples(a_interval):
-        value = sp.N(psi.subs(a, point), 30)
+        value = sp.N(psi.subs(a, point).subs(values or {}), 30)
         if value.is_number and (not value.is_finite or abs(sp.im(value)) > 1e-25):
             return None
     return psi
 
 
-def _double_antiderivative(f: sp.Expr, a: sp.Symbol, interval: sp.Interval | None = None) -> sp.Expr | None:
+def _double_antiderivative(f: sp.Expr, a: sp.Symbol, interval: sp.Interval | None = None,
+                           values: Mapping[sp.Symbol, sp.Expr] | None = None) -> sp.Expr | None:
     """integrate(integrate(f, a), a), real on ``interval`` (the range of A), or None if not elementary."""
     samples = _interior_samples(interval)
     first = sp.integrate(f, a)
     if not _is_elementary(first):
         return None
-    first = _real_logs(first, a, samples)
+    first = _real_logs(first, a, samples, values)
     second = sp.integrate(first, a)
     if not _is_elementary(second) or _has_imaginary(second):
         return None
-    second = _real_logs(second, a, samples)
+    second = _real_logs(second, a, samples, values)
     simpler = sp.simplify(second)
     # simplify may merge logs into log(A**(2*A - 1)): keep the sum of logs then.
     if any(isinstance(lg.args[0], sp.Pow) and lg.args[0].exp.has(a) for lg in simpler.atoms(sp.log)):
         simpler = sp.factor_terms(sp.expand(second))
     for point in samples:
-        value = sp.N(simpler.subs(a, point), 30)
+        value = sp.N(simpler.subs(a, point).subs(values or {}), 30)
         if not value.is_number:
             continue  # symbolic parameters: undecided here
         if not value.is_finite or abs(sp.im(value)) > 1e-25:
             return None  # not real on the range: no real potential from this antiderivative
     return simpler
+
+
+def _range_at(g: sp.Expr, domain: sp.Set) -> sp.Set | None:
+    """g(domain) for a g without symbolic parameters (each piece of a union of intervals), or None."""
+    from sympy.calculus.util import function_range
+
+    try:
+        if isinstance(domain, sp.Union) or domain == sp.S.Reals - {0}:
+            return sp.Union(*[function_range(g, W, d) for d in domain.args])
+        return function_range(g, W, domain)
+    except (NotImplementedError, ValueError, TypeError):
+        return None
 
 
 def _interior_samples(interval: sp.Interval | None) -> list[sp.Expr]:
@@ -438,8 +460,10 @@ def _interior_samples(interval: sp.Interval | None) -> list[sp.Expr]:
     return [sp.Rational(-7, 3), sp.Rational(1, 3), sp.Rational(7, 2)]
 
 
-def _real_logs(expr: sp.Expr, a: sp.Symbol, samples: list[sp.Expr]) -> sp.Expr:
-    """Replace log(u) by log(-u) where u < 0 at every sample point (a change by the constant i*pi)."""
+def _real_logs(expr: sp.Expr, a: sp.Symbol, samples: list[sp.Expr],
+               values: Mapping[sp.Symbol, sp.Expr] | None = None) -> sp.Expr:
+    """Replace log(u) by log(-u) where u < 0 at every sample point (a change by the constant i*pi), the
+    parameters at ``values``."""
     if not samples:
         return expr
     swaps = {}
@@ -447,8 +471,8 @@ def _real_logs(expr: sp.Expr, a: sp.Symbol, samples: list[sp.Expr]) -> sp.Expr:
         u = lg.args[0]
         if not u.has(a):
             continue
-        values = [sp.N(u.subs(a, p), 30) for p in samples]
-        if all(v.is_number and v.is_real and v < 0 for v in values):
+        at = [sp.N(u.subs(a, p).subs(values or {}), 30) for p in samples]
+        if all(v.is_number and v.is_real and v < 0 for v in at):
             swaps[lg] = sp.log(sp.expand(-u))
     return expr.xreplace(swaps) if swaps else expr
 
