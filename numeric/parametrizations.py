@@ -76,6 +76,26 @@ def _cached_parameter_activation(g: str | sp.Expr, params: tuple, domain: str | 
     return symact.parameter_activation(g, domain=domain, **dict(params))
 
 
+def _torch_inverse(pa: ParameterActivation) -> Callable[[torch.Tensor], torch.Tensor]:
+    """g^{-1} as a torch function (for ``right_inverse``).  Inverse hyperbolic functions the code generator
+    has no rule for (atanh for A = tanh(W), acosh, acoth) are written through logs, which it has;
+    an inverse with no torch form (LambertW, erfinv) is a FormulaError that says so."""
+    inverse = pa.concrete(pa.inverse)
+    try:
+        return sympy_to_torch(inverse, pa.A)
+    except FormulaError as err:
+        through_logs = inverse.rewrite(sp.log)
+        if through_logs != inverse:
+            try:
+                return sympy_to_torch(through_logs, pa.A)
+            except FormulaError:
+                pass
+        raise FormulaError(
+            f"A = {pa.concrete(pa.g)} cannot be a parametrisation: right_inverse needs g^-1(A) = {inverse}, "
+            f"which has no PyTorch translation ({err}). Choose a g whose inverse is elementary "
+            "(exp, log, powers, tanh, sigmoid, softplus, ...).") from err
+
+
 def _range_bounds(pa: ParameterActivation) -> tuple[float, float, bool, bool] | None:
     rng = pa.concrete(pa.range) if pa.range is not None else None
     if isinstance(rng, sp.Interval):
@@ -102,7 +122,7 @@ class ParameterActivationParametrization(nn.Module):
             pa = _cached_parameter_activation(pa.concrete(pa.g), (), pa.requested_domain)
         self._concrete = pa
         self._g = sympy_to_torch(pa.concrete(pa.g), pa.W)
-        self._g_inverse = sympy_to_torch(pa.concrete(pa.inverse), pa.A)
+        self._g_inverse = _torch_inverse(pa)
         self._bounds = _range_bounds(pa)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:

@@ -147,3 +147,26 @@ def test_parametrized_model_deepcopies_and_its_parameter_activation_pickles():
     restored = pickle.loads(pickle.dumps(pa))
     assert restored.g == pa.g and dict(restored.params) == dict(pa.params)
     assert restored.effective_learning_rate == pa.effective_learning_rate
+
+
+def test_bounded_tanh_parametrization_round_trips_against_torch_atanh():
+    """A = tanh(W) (weights bounded in (-1, 1)) could not be built: its inverse atanh has no rule in the
+    code generator.  right_inverse must agree with torch.atanh, and the weights survive registration."""
+    p = ParameterActivationParametrization("tanh(W)")
+    a = torch.tensor([-0.999, -0.5, 0.0, 0.3, 0.99], dtype=torch.float64)
+    assert torch.allclose(p.right_inverse(a), torch.atanh(a), rtol=1e-13, atol=1e-15)
+    w = torch.linspace(-4, 4, 9, dtype=torch.float64)
+    assert torch.allclose(p(w), torch.tanh(w), rtol=1e-15, atol=0)
+    layer = nn.Linear(5, 3).double()
+    before = layer.weight.detach().clone()          # nn.Linear's default init lies in (-1, 1)
+    parametrize.register_parametrization(layer, "weight", p)
+    assert torch.allclose(layer.weight, before, rtol=1e-12, atol=1e-15)
+    with pytest.raises(DomainError):
+        p.right_inverse(torch.tensor([1.0], dtype=torch.float64))   # outside the open range (-1, 1)
+
+
+def test_parametrization_whose_inverse_has_no_torch_form_says_so():
+    from symact.errors import FormulaError
+
+    with pytest.raises(FormulaError, match="right_inverse needs g\\^-1"):
+        ParameterActivationParametrization("W*exp(W)")
