@@ -151,3 +151,16 @@ def test_convergence_dynamics_match_torch_sgd_on_a_parametrised_linear(method):
         loss = ((layer(x).squeeze(-1) - y) ** 2).mean() / 2
         reference = float((loss - l_star) / ((y**2).mean() / 2))
     assert final == pytest.approx(reference, rel=1e-9)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"methods": ("plain", "Exp")}, "methods.*Exp"),          # used to run as lognormal_plain, labelled "Exp"
+    ({"targets": ("equals",)}, "targets.*equals"),
+    ({"seeds": 0}, "seeds"),                                   # used to end in statistics.StatisticsError
+    ({"lr_grid": ()}, "lr_grid"),                              # used to end in min() of an empty sequence
+])
+def test_convergence_spec_rejects_values_that_do_not_exist(bad, match):
+    from symact.errors import DomainError
+
+    with pytest.raises(DomainError, match=match):
+        convergence_study(dict(SMALL, **bad))

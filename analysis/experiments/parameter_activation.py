@@ -24,6 +24,7 @@ import sympy as sp
 import torch
 
 import symact
+from symact.errors import DomainError
 from numeric.parametrizations import ParameterActivationParametrization, sympy_to_torch
 from symact.parametrize import EXTRA_TABLE_ROWS, SEED_TABLE_ROWS
 
@@ -136,6 +137,27 @@ class ConvergenceSpec:
     init_log_std: float = 0.5
 
 
+_METHODS = ("plain", "exp", "lognormal_plain")
+_TARGETS = ("equal", "two_decades")
+
+
+def _check_convergence_spec(spec: ConvergenceSpec) -> None:
+    """DomainError for a method or target kind that does not exist, or a spec with nothing to run.
+
+    An unknown method used to run silently as ``lognormal_plain`` under its own label (a typo such as
+    "Exp" gave a row that looked like the exp parametrisation)."""
+    for field, given, known in (("methods", spec.methods, _METHODS), ("targets", spec.targets, _TARGETS)):
+        unknown = [v for v in given if v not in known]
+        if unknown:
+            raise DomainError(f"ConvergenceSpec.{field} has unknown value(s) {unknown}; use some of {list(known)}.")
+    for field in ("seeds", "steps", "n_samples", "n_features", "batch_size"):
+        if not (isinstance(getattr(spec, field), int) and getattr(spec, field) >= 1):
+            raise DomainError(f"ConvergenceSpec.{field} = {getattr(spec, field)!r} must be a positive integer.")
+    if not spec.lr_grid or not all(v > 0 for v in (*spec.lr_grid, spec.fixed_lr)):
+        raise DomainError(f"ConvergenceSpec needs a non-empty lr_grid of positive learning rates and a positive "
+                          f"fixed_lr; got lr_grid={spec.lr_grid!r}, fixed_lr={spec.fixed_lr!r}.")
+
+
 def _targets(kind: str, scale: float, d: int) -> torch.Tensor:
     if kind == "equal":
         return torch.full((d,), scale, dtype=torch.float64)
@@ -226,6 +248,7 @@ def convergence_study(spec: ConvergenceSpec | Mapping[str, Any] = ConvergenceSpe
     loss inf.  Returns a JSON-serialisable record; ``format_table(record)`` renders it.
     """
     spec = _spec(ConvergenceSpec, spec)
+    _check_convergence_spec(spec)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     cells = []
