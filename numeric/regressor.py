@@ -89,12 +89,19 @@ def squash_pair(name: str) -> SquashPair:
         raise DomainError(f"unknown squash pair {name!r}; use one of {sorted(SQUASH_PAIRS)}.") from None
 
 
+def _check_width(width: int) -> None:
+    # nn.Linear accepts 0 output units; the mean over no units is then NaN for every input.
+    if not (isinstance(width, int) and width >= 1):
+        raise DomainError(f"width={width!r} must be a positive integer (the number of averaged A_0 units).")
+
+
 class DeepUniversalRegressorI(nn.Module):
     """y = unsquash(mean_j squash(A_j)), A = Linear(features(x)) with ``width`` units.  Output shape (N,)."""
 
     def __init__(self, in_features: int, width: int = 4, squash: str = "sigmoid",
                  features: nn.Module | None = None) -> None:
         super().__init__()
+        _check_width(width)
         self.squash_name = squash
         self._squash, self._unsquash = squash_pair(squash)
         self.features = features if features is not None else nn.Identity()
@@ -118,8 +125,9 @@ class DeepUniversalRegressorII(nn.Module):
                  sign_head: bool = False, sign_sharpness: float = 1.0,
                  features: nn.Module | None = None) -> None:
         super().__init__()
-        if k < 0:
-            raise DomainError(f"k={k} must be >= 0 (the number of refinement terms).")
+        if not (isinstance(k, int) and k >= 0):
+            raise DomainError(f"k={k!r} must be an integer >= 0 (the number of refinement terms).")
+        _check_width(width)
         self.k, self.squash_name, self.sign_sharpness = k, squash, float(sign_sharpness)
         self._squash, self._unsquash = squash_pair(squash)
         self.features = features if features is not None else nn.Identity()

@@ -164,3 +164,12 @@ def test_convergence_spec_rejects_values_that_do_not_exist(bad, match):
 
     with pytest.raises(DomainError, match=match):
         convergence_study(dict(SMALL, **bad))
+
+
+@pytest.mark.parametrize("bad, match", [({"models": ("dur2", "dur3")}, "models.*dur3"),
+                                        ({"feature_sets": (("x", "sqrt(x)"),)}, "sqrt")])
+def test_extrapolation_spec_rejects_unknown_models_and_features_before_training(bad, match):
+    from symact.errors import DomainError
+
+    with pytest.raises(DomainError, match=match):
+        extrapolation_experiment(bad)

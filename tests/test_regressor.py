@@ -92,3 +92,12 @@ def test_sign_head_fits_negative_targets():
     pred = model(feats).detach()
     assert (torch.sign(pred) == torch.sign(target)).float().mean() > 0.9
     assert model.readout_sign is not None and "sign_head=True" in repr(model)
+
+
+@pytest.mark.parametrize("cls", [DeepUniversalRegressorI, DeepUniversalRegressorII])
+def test_zero_width_is_refused_not_nan(cls):
+    # nn.Linear(in, 0) is legal and the mean over no A_0 units is NaN for every input.
+    with pytest.raises(DomainError, match="width"):
+        cls(2, width=0)
+    with pytest.raises(DomainError, match="k="):
+        DeepUniversalRegressorII(2, k=2.5)

@@ -30,10 +30,24 @@ import torch
 from torch import nn
 
 from numeric.regressor import DeepUniversalRegressorI, DeepUniversalRegressorII
+from symact.errors import DomainError
 
 __all__ = ["ExtrapolationSpec", "extrapolation_experiment", "required_exponent", "format_extrapolation_table"]
 
 _FEATURES = {"x": lambda x: x, "log(x)": torch.log}
+_MODELS = ("dur2", "dur2_unregularised", "dur1", "mlp_relu", "mlp_tanh")
+
+
+def _check_spec(spec: "ExtrapolationSpec") -> None:
+    """DomainError for an unknown model or read-out feature, before anything is trained (an unknown model
+    used to raise a bare ValueError after the models before it had trained, a feature a bare KeyError)."""
+    unknown = [m for m in spec.models if m not in _MODELS]
+    if unknown:
+        raise DomainError(f"ExtrapolationSpec.models has unknown value(s) {unknown}; use some of {list(_MODELS)}.")
+    unknown = sorted({f for names in spec.feature_sets for f in names if f not in _FEATURES})
+    if unknown or not all(spec.feature_sets):
+        raise DomainError(f"ExtrapolationSpec.feature_sets: each set must be a non-empty tuple of features from "
+                          f"{list(_FEATURES)}; unknown: {unknown}.")
 
 
 def required_exponent(features: tuple[str, ...]) -> dict[str, Any]:
@@ -125,6 +139,7 @@ def extrapolation_experiment(spec: ExtrapolationSpec | Mapping[str, Any] = Extra
     if not isinstance(spec, ExtrapolationSpec):
         spec = ExtrapolationSpec(**{k: (tuple(tuple(f) for f in v) if k == "feature_sets" else
                                         tuple(v) if isinstance(v, list) else v) for k, v in dict(spec).items()})
+    _check_spec(spec)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: threads only add contention
     try:
