@@ -53,6 +53,7 @@ exp(-A)
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -413,14 +414,31 @@ def _double_antiderivative(f: sp.Expr, a: sp.Symbol, interval: sp.Interval | Non
                            values: Mapping[sp.Symbol, sp.Expr] | None = None) -> sp.Expr | None:
     """integrate(integrate(f, a), a), real on ``interval`` (the range of A), or None if not elementary."""
     samples = _interior_samples(interval)
-    first = sp.integrate(f, a)
-    if not _is_elementary(first):
-        return None
-    first = _real_logs(first, a, samples, values)
-    second = sp.integrate(first, a)
-    if not _is_elementary(second) or _has_imaginary(second):
-        return None
-    second = _real_logs(second, a, samples, values)
+    roots = [e.exp.q for e in f.atoms(sp.Pow) if e.base == a and e.exp.is_Rational and not e.exp.is_integer]
+    if roots and a.is_positive:
+        # A**(p/q) in f (odd powers of an inverse: tanh(W)**3 gives 1/(9*A**(4/3)*(1 - A**(2/3))**2)):
+        # A = t**q makes both integrands rational in t, where integrate on the roots ran for minutes
+        q = functools.reduce(lambda m, n: m * n // math.gcd(m, n), roots)
+        t = sp.Dummy("t", positive=True)
+        jacobian = q * t ** (q - 1)
+        t_samples = [sp.Pow(point, sp.Rational(1, q)) for point in samples]
+        first = sp.integrate(sp.expand(f.subs(a, t**q) * jacobian), t)
+        if not _is_elementary(first):
+            return None
+        first = _real_logs(first, t, t_samples, values)
+        second = sp.integrate(sp.expand(first * jacobian), t)
+        if not _is_elementary(second) or _has_imaginary(second):
+            return None
+        second = _real_logs(second, t, t_samples, values).subs(t, a ** sp.Rational(1, q))
+    else:
+        first = sp.integrate(f, a)
+        if not _is_elementary(first):
+            return None
+        first = _real_logs(first, a, samples, values)
+        second = sp.integrate(first, a)
+        if not _is_elementary(second) or _has_imaginary(second):
+            return None
+        second = _real_logs(second, a, samples, values)
     simpler = sp.simplify(second)
     # simplify may merge logs into log(A**(2*A - 1)): keep the sum of logs then.
     if any(isinstance(lg.args[0], sp.Pow) and lg.args[0].exp.has(a) for lg in simpler.atoms(sp.log)):
@@ -535,6 +553,27 @@ class _Solutions(list):
     found: int = 0
 
 
+def _solve_for(a: sp.Expr, g: sp.Expr, w: sp.Symbol) -> list:
+    """Solutions W of A = g(W), as SymPy's solve gives them, but with g = h(W)**p solved in two
+    steps: u**p = A for u, then h(W) = u for W (real values of u only).  solve on A = tanh(W)**3
+    as a whole ran for minutes; the two steps take milliseconds."""
+    def composite_power(e: sp.Expr) -> bool:
+        return e.is_Pow and e.exp.is_number and e.base != w and e.base.has(w)
+
+    if g.is_Add or g.is_Mul:  # c + h(W)**p and c*h(W)**p: A - c or A/c = h(W)**p
+        constant, rest = g.as_independent(w, as_Add=g.is_Add)
+        if composite_power(rest) or (rest.is_Mul and composite_power(rest.as_independent(w)[1])):
+            return _solve_for(a - constant if g.is_Add else a / constant, rest, w)
+    if composite_power(g):
+        u = sp.Dummy("u")
+        solutions = []
+        for outer in sp.solve(sp.Eq(a, u**g.exp), u):
+            if not _has_imaginary(outer):
+                solutions.extend(_solve_for(outer, g.base, w))
+        return solutions
+    return sp.solve(sp.Eq(a, g), w)
+
+
 def _real_solutions(g_dom: sp.Expr, w: sp.Symbol, a: sp.Symbol, strict: bool,
                     real_roots: bool = False, values: Mapping[sp.Symbol, sp.Expr] | None = None) -> _Solutions | None:
     """Solutions W(A) of A = g(W) that are real for A of a's assumptions (None if solve gives up).
@@ -544,7 +583,7 @@ def _real_solutions(g_dom: sp.Expr, w: sp.Symbol, a: sp.Symbol, strict: bool,
     ``real_roots`` a solution whose odd roots are principal (complex) roots is also tried with real roots
     (W**3 - 1: (A + 1)**(1/3) is complex for A < -1, sign(A + 1)*|A + 1|**(1/3) is the real inverse)."""
     try:
-        sols = sp.solve(sp.Eq(a, g_dom), w)
+        sols = _solve_for(a, g_dom, w)
     except (NotImplementedError, ValueError, TypeError):
         return None
     keep = _Solutions()
@@ -559,6 +598,12 @@ def _real_solutions(g_dom: sp.Expr, w: sp.Symbol, a: sp.Symbol, strict: bool,
                 continue
             keep.append(c)
             break
+    if not strict and len(keep) > 1:
+        # solve keeps log(-sqrt(...)) beside log(sqrt(...)) (tanh(W) = A on W > 0): where some are
+        # shown real on the range of g and others are not, the others are complex branches
+        shown = [c for c in keep if _real_on_range(c, a, g_dom, w, values)]
+        if shown:
+            keep[:] = shown
     return keep
 
 
@@ -716,6 +761,16 @@ def _named_inverse(g: sp.Expr, w: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
     unsimplified and the mirror map's integrals slow.  Used only once solve has found a unique real inverse
     on the domain, and only where f(f^{-1}(A)) is A identically.
     """
+    if g.is_Pow and g.exp.is_Rational and g.base != w and g.base.has(w):
+        # f(W)**p: f^{-1} of the p-th root of A (a real root for odd p; f > 0 for even p)
+        p = g.exp
+        if p.is_integer and p % 2 == 1:
+            root = a ** (1 / p) if a.is_nonnegative else sp.sign(a) * sp.Abs(a) ** (1 / p)
+        elif g.base.is_positive:
+            root = a ** (1 / p)
+        else:
+            return None
+        return _named_inverse(g.base, w, root)
     if not (isinstance(g, sp.Function) and g.args == (w,) and hasattr(g, "inverse")):
         return None
     try:
@@ -732,6 +787,19 @@ def _derivative_in_a(dg: sp.Expr, g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.
     direct = dg.subs(g, a)
     if w not in direct.free_symbols:
         candidates.append(sp.simplify(direct))
+    if g.is_Pow and g.exp.is_Rational and g.base != w and g.base.has(w):
+        # g = h(W)**p: h = A**(1/p), a real root for odd p (tanh(W)**3: g' = 3*h**2*(1 - h**2) in A)
+        p = g.exp
+        if p.is_integer and p % 2 == 1:
+            root = sp.sign(a) * sp.Abs(a) ** (1 / p) if not a.is_nonnegative else a ** (1 / p)
+        elif g.base.is_positive:
+            root = a ** (1 / p)
+        else:
+            root = None
+        if root is not None:
+            # W left over (atan(W)**3: g' = 3*atan(W)**2/(1 + W**2)) is the inverse: the part in h stays
+            # the root, not f(f^{-1}(root)) (atan(tan(u)), which SymPy cannot reduce to u)
+            candidates.append(sp.simplify(dg.subs(g.base, root).subs(w, inv)))
     if inv.has(sp.sign):
         # A real root squared: sign(u)**2*|u|**(2/3) is |u|**(2/3) (both 0 at u = 0); simplify would
         # write Piecewise((0, Eq(A, 0)), ...) instead.
@@ -794,14 +862,15 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
                 at0 = g.subs(W, 0)
                 singular = not (at0.is_finite and at0.is_real)
                 a = sp.Symbol("A", real=True, nonzero=True) if singular else sp.Symbol("A", real=True)
-                h = sols[0]
+                h = _named_inverse(g_pos, wp, a_pos) or sols[0]
                 if g_pos.is_positive:
                     inv = sp.sign(a) * h.subs(a_pos, sp.Abs(a))
                 else:
                     inv = -sp.sign(a) * h.subs(a_pos, -sp.Abs(a))
                 simpler = sp.simplify(inv)
                 inv = inv if simpler.has(sp.Piecewise) else simpler  # keep sign(A)*h(|A|) over a Piecewise
-                deriv = sp.simplify(sp.diff(g_pos, wp).subs(wp, h).subs(a_pos, sp.Abs(a) if g_pos.is_positive else -sp.Abs(a)))
+                deriv = _derivative_in_a(sp.diff(g_pos, wp), g_pos, wp, h, a_pos).subs(
+                    a_pos, sp.Abs(a) if g_pos.is_positive else -sp.Abs(a))
                 domain = sp.S.Reals - sp.FiniteSet(0) if singular else sp.S.Reals
                 why = problem(domain, inv, a, deriv)
                 if why is None:
@@ -873,7 +942,7 @@ def _inverse_on_interval(g: sp.Expr, domain: sp.Interval, params: Mapping[sp.Sym
     else:
         a = sp.Symbol("A", real=True)
     try:
-        sols = sp.solve(sp.Eq(a, g), W)
+        sols = _solve_for(a, g, W)
     except (NotImplementedError, ValueError, TypeError):
         sols = []
     candidates = []
