@@ -158,10 +158,23 @@ def kernel_preserving_init_(model: nn.Module, gain: float = 1.0, generator=None)
 
 
 def per_location_normalize(x: torch.Tensor, dim: int = 1, eps: float = 0.0) -> torch.Tensor:
-    """Scale ``x`` so that at every location ||x||^2 over ``dim`` equals its size (q = 1), as DKS assumes."""
+    """Scale ``x`` so that at every location ||x||^2 over ``dim`` equals its size (q = 1), as DKS assumes.
+
+    ``eps`` is added to ||x||^2 before the square root; with ``eps = 0`` a location whose features
+    are all zero cannot be scaled to q = 1 and raises :class:`~symact.errors.DomainError` (with
+    ``eps > 0`` it stays 0).
+
+    >>> import torch
+    >>> y = per_location_normalize(torch.tensor([[3.0, 4.0]]))
+    >>> y, y.pow(2).mean(1)
+    (tensor([[0.8485, 1.1314]]), tensor([1.]))
+    """
     size = x.shape[dim]
-    norm = x.pow(2).sum(dim=dim, keepdim=True).add(eps).sqrt()
-    return x * (math.sqrt(size) / norm)
+    squares = x.pow(2).sum(dim=dim, keepdim=True)
+    if eps == 0 and bool((squares == 0).any()):
+        raise DomainError(f"{int((squares == 0).sum())} location(s) of x have all-zero features along dim {dim}, "
+                          "which no scaling brings to q = 1 (0/0); drop them, or pass eps > 0 to leave them at 0")
+    return x * (math.sqrt(size) / squares.add(eps).sqrt())
 
 
 class TransformedActivation(nn.Module):

@@ -75,6 +75,17 @@ def test_per_location_normalize_sets_q_to_one():
     torch.testing.assert_close((y ** 2).sum(1) / 5, torch.ones(3, 4, 4, dtype=torch.float64))
 
 
+
+def test_per_location_normalize_refuses_all_zero_locations_unless_eps_is_given():
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    x[1, :, 2] = 0  # one location with no signal: 0/0 was NaN, silently
+    with pytest.raises(DomainError, match=r"1 location\(s\) of x have all-zero features.*eps > 0"):
+        per_location_normalize(x)
+    y = per_location_normalize(x, eps=1e-12)
+    assert torch.equal(y[1, :, 2], torch.zeros(5, dtype=torch.float64))
+    torch.testing.assert_close((y[0] ** 2).sum(0) / 5, torch.ones(3, dtype=torch.float64))
+
+
 def test_dtype_and_device_follow_the_weight():
     w = scaled_uniform_orthogonal_(torch.empty(6, 3, dtype=torch.float32))
     assert w.dtype == torch.float32
