@@ -10,6 +10,10 @@ For an activation ``phi`` (a :class:`symact.Activation` or a SymPy expression in
   subexpressions eliminated; the first reuses buffers in place and is used when no
   graph is recorded, the second is out-of-place and differentiable, so double
   backward (``create_graph=True``, ``gradgradcheck``, ``torch.func``) works;
+  ``_forward_graph``, the out-of-place forward, for inputs that broadcast against each
+  other (``m(x, v)`` with a per-feature ``v``) and under functorch transforms (``vmap``
+  over stacked parameters), where buffers made from one input cannot be updated in place
+  with another (the backward takes ``_backward_graph`` there too);
 * a ``torch.autograd.Function`` (``forward`` without ``ctx``, ``setup_context``,
   ``generate_vmap_rule = True``) that saves exactly the inputs (one tensor for a
   single-input activation without trainable parameters) -- or the output instead,
@@ -100,7 +104,7 @@ def _class_name(name: str) -> str:
 
 
 # names the generated module binds itself (see _assemble), besides the prelude's and its two classes
-_ASSEMBLED_NAMES = ("torch", "F", "_forward", "_backward", "_backward_graph")
+_ASSEMBLED_NAMES = ("torch", "F", "_forward", "_forward_graph", "_backward", "_backward_graph")
 
 
 @functools.lru_cache(maxsize=1)
@@ -441,7 +445,7 @@ def _source(spec: CodegenSpec) -> str:
     if spec.builtin is not None:
         fwd, bwd = spec.builtin
         arg = "y" if spec.saves == "output" else "x"
-        forward_src = f"def _forward(x):\n    return ({fwd},)\n"
+        forward_src = f"def _forward(x):\n    return ({fwd},)\n\n\n_forward_graph = _forward\n"
         backward_src = f"def _backward(g, {arg}):\n    return ({bwd},)\n"
         if spec.saves == "output":  # tanh_backward / sigmoid_backward are differentiable
             graph_src = f"def _backward_graph(g, y):\n    return ({bwd},)\n"
@@ -451,6 +455,8 @@ def _source(spec: CodegenSpec) -> str:
                                       [g * d for d in spec.derivatives], spec.inputs, inplace=False)
         return _assemble(spec, input_names, args, forward_src, backward_src, graph_src)
     forward_src = emit_function("_forward", args, [spec.forward], spec.inputs, inplace=True)
+    # out-of-place twin, for broadcasting inputs and functorch transforms (see _needs_graph_code)
+    forward_src += "\n\n" + emit_function("_forward_graph", args, [spec.forward], spec.inputs, inplace=False)
     if spec.saves == "output":
         y = next(iter(spec.derivative_in_output.free_symbols - {g}))
         backward_args = [(g, "g", True), (y, "y", True)]
@@ -567,6 +573,8 @@ class {fn_cls}(torch.autograd.Function):
 
     @staticmethod
     def forward({", ".join(all_names)}):
+        if _needs_graph_code({n_inputs}, ({", ".join(all_names)},)):  # broadcasting, vmap: out of place
+            return _in_compute_dtype(_forward_graph, {", ".join(all_names)})[0]
         return {forward_call}[0]
 
     @staticmethod
@@ -578,7 +586,8 @@ class {fn_cls}(torch.autograd.Function):
     @_backward_for_this_torch
     def backward(ctx, g):
 {backward_unpack}
-        if torch.is_grad_enabled():  # create_graph: differentiable, out-of-place code
+        # create_graph: differentiable, out-of-place code; so too for broadcasting inputs and vmap
+        if torch.is_grad_enabled() or _needs_graph_code({1 if spec.saves == "output" else 1 + n_inputs}, (g, {call_args})):
             grads = list(_in_compute_dtype(_backward_graph, g, {call_args}))
         else:  # plain backward: scratch buffers reused in place
             grads = list({backward_call})

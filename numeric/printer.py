@@ -1074,6 +1074,23 @@ def _blockwise(fn, *tensors):
     return tuple(results)
 
 
+def _needs_graph_code(n_full, tensors):
+    """Whether in-place code cannot compute fn(*tensors): it writes into scratch buffers made
+    from the first n_full tensors (inputs, and g in a backward), so these must all have the
+    broadcast shape of every tensor, and under functorch transforms (vmap over parameters,
+    or over one of two gated inputs) a buffer made from an unbatched tensor cannot take a
+    batched operand in place.  The out-of-place (graph) code computes the same values."""
+    shape = tensors[0].shape
+    for t in tensors[1:n_full]:
+        if t.shape != shape:
+            return True
+    for t in tensors[n_full:]:
+        if t.dim() and torch.broadcast_shapes(t.shape, shape) != shape:
+            return True
+    return not torch.compiler.is_compiling() and any(
+        torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
 def _in_compute_dtype(fn, *tensors):
     """fn(*tensors) in the dtype the result should have, or in float32 for float16/bfloat16.
 

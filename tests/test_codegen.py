@@ -1032,3 +1032,53 @@ def test_output_backward_forms_are_checked_with_the_printers_helpers():
     assert sq.saves == "output" and not sq.derivative_in_output.has(sympy.Piecewise)
     assert "_select" not in str(sq.derivative_in_output).lower()
     assert codegen.codegen_spec("exponential").saves == "output"
+
+
+# ------------------------------------------------------------------ nn.Module conventions
+
+
+def _squareplus_reference(t, b):
+    return (t + torch.sqrt(t * t + b)) / 2
+
+
+def test_vmap_over_stacked_parameters_matches_a_plain_torch_ensemble():
+    """torch.func ensembling (stack_module_state + vmap(functional_call)): the in-place forward
+    wrote a batched parameter into a buffer made from the unbatched input and raised
+    'output with shape [5] doesn't match the broadcast shape [2, 5]'."""
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    module = torch_module("squareplus", trainable=("b",))
+    members = [copy.deepcopy(module) for _ in range(3)]
+    for value, member in zip((1.0, 2.0, 5.0), members):
+        with torch.no_grad():
+            member.b.fill_(value)
+    params, _ = stack_module_state(members)
+    t = torch.linspace(-3, 3, 7, dtype=torch.float64)
+    expected_b = torch.tensor([1.0, 2.0, 5.0], dtype=torch.float64)[:, None]
+    y = vmap(lambda p: functional_call(module, p, (t,)))(params)  # input not batched
+    assert torch.allclose(y.double(), _squareplus_reference(t, expected_b), rtol=1e-6)
+    batched_t = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+    grads = vmap(grad(lambda p, u: functional_call(module, p, (u,)).square().sum()))(params, batched_t)["b"]
+    b = expected_b.squeeze(1).float().requires_grad_(True)
+    _squareplus_reference(batched_t, b[:, None]).square().sum().backward()
+    assert torch.allclose(grads, b.grad, rtol=1e-5)
+
+
+def test_gated_module_broadcasts_its_two_inputs_and_vmaps_over_one():
+    """m(x, v) with v of fewer dimensions than x (a per-feature gate) raised in the in-place
+    forward; vmap over x with a fixed v did too.  Reference: x*v*sigmoid(v) in plain torch."""
+    module = torch_module("swiglu")
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 4, generator=gen, requires_grad=True)
+    v = torch.randn(4, generator=gen, requires_grad=True)
+    y = module(x, v)
+    (y * torch.arange(12.0).view(3, 4)).sum().backward()
+    x2, v2 = x.detach().clone().requires_grad_(True), v.detach().clone().requires_grad_(True)
+    (x2 * v2 * torch.sigmoid(v2) * torch.arange(12.0).view(3, 4)).sum().backward()
+    assert y.shape == (3, 4) and torch.allclose(y, x2 * v2 * torch.sigmoid(v2), rtol=1e-6)
+    assert x.grad.shape == (3, 4) and v.grad.shape == (4,)
+    assert torch.allclose(x.grad, x2.grad, rtol=1e-6) and torch.allclose(v.grad, v2.grad, rtol=1e-5)
+    with torch.no_grad():
+        batched = torch.func.vmap(lambda u: module(u, v))(x)
+        assert torch.allclose(batched, x * v * torch.sigmoid(v), rtol=1e-6)
+
