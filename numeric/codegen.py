@@ -698,7 +698,14 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
 def _reduce_generated_module(module, protocol):
     """Pickle support (torch.save(model)): the class lives in a module made at run time,
     which pickle cannot import by name, so unpickling regenerates it from the activation
-    (the same source, so the same class) and then restores the module's state."""
+    (the same source, so the same class) and then restores the module's state.
+
+    Only for the generated class itself: a subclass (a user's, or the one
+    nn.utils.parametrize swaps in) is pickled as Python pickles it -- by its own name, or
+    with torch's error for parametrized modules -- since regenerating would give the base
+    class, without the subclass's methods or the parametrization its state refers to."""
+    if type(module).__dict__.get("__reduce_ex__") is not _reduce_generated_module:
+        return object.__reduce_ex__(module, protocol)
     return (_rebuild_generated_module, module._symact_recipe, module.__dict__.copy())
 
 

@@ -1082,3 +1082,49 @@ def test_gated_module_broadcasts_its_two_inputs_and_vmaps_over_one():
         batched = torch.func.vmap(lambda u: module(u, v))(x)
         assert torch.allclose(batched, x * v * torch.sigmoid(v), rtol=1e-6)
 
+
+def test_pickling_keeps_subclasses_and_refuses_parametrized_modules_like_torch():
+    """The generated class pickles by regenerating itself; its subclasses inherited that and were
+    copied as the base class (a subclass's forward lost), and a module under
+    nn.utils.parametrize was pickled without torch's refusal and unpickled without its
+    parameter ('object has no attribute b')."""
+    import pickle
+
+    import torch.nn.utils.parametrize as parametrize
+
+    module = torch_module("squareplus", trainable=("b",))
+
+    class Doubled(type(module)):
+        def forward(self, t):
+            return 2 * super().forward(t)
+
+    doubled = Doubled(b=1.0)
+    doubled._symact_recipe = module._symact_recipe
+    t = torch.tensor([-1.0, 0.0, 2.0])
+    copied = copy.deepcopy(doubled)
+    assert type(copied) is Doubled
+    assert torch.allclose(copied(t), 2 * _squareplus_reference(t, torch.tensor(1.0)))
+
+    class Softplus(torch.nn.Module):
+        def forward(self, p):
+            return torch.nn.functional.softplus(p)
+
+    linear = torch.nn.Linear(2, 2)
+    parametrize.register_parametrization(linear, "weight", Softplus())
+    with pytest.raises(RuntimeError, match="parametrized modules") as torch_refusal:
+        pickle.dumps(linear)
+    parametrize.register_parametrization(module, "b", Softplus())
+    with pytest.raises(RuntimeError, match="parametrized modules") as refusal:
+        pickle.dumps(module)
+    assert str(refusal.value) == str(torch_refusal.value)
+    # the supported way round trips
+    fresh = torch_module("squareplus", trainable=("b",))
+    parametrize.register_parametrization(fresh, "b", Softplus())
+    fresh.load_state_dict(module.state_dict())
+    assert torch.allclose(fresh(t), module(t))
+    # plain generated modules still pickle (regenerated in the loading process)
+    plain = torch_module("squareplus", trainable=("b",))
+    with torch.no_grad():
+        plain.b.fill_(3.0)
+    restored = pickle.loads(pickle.dumps(torch.nn.Sequential(plain)))[0]
+    assert type(restored) is type(plain) and restored.b.item() == 3.0
