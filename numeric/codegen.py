@@ -49,7 +49,9 @@ import hashlib
 import keyword
 import linecache
 import re
+import sys
 import textwrap
+import types
 import unicodedata
 import warnings
 from dataclasses import dataclass
@@ -527,16 +529,17 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
     apply_args = ", ".join(input_names + [f"self.{n}" for _, n, _ in spec.trainable])
     if gated:
         forward_sig = "def forward(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:"
+        # the class name as a literal: TorchScript has no type(self).__name__
         split = textwrap.indent(textwrap.dedent('''\
             """phi(x, v); with one tensor, its last dimension is split in half like F.glu (x first)."""
             if v is None:
                 if x.shape[-1] % 2:
                     raise ValueError(
-                        f"{type(self).__name__} splits the last dimension in half (x, v) like F.glu, "
+                        "CLS splits the last dimension in half (x, v) like F.glu, "
                         f"but it has odd size {x.shape[-1]}; pass an even size or call it as (x, v)"
                     )
                 x, v = x.chunk(2, dim=-1)
-            '''), "        ")
+            '''), "        ").replace("CLS", cls)
     else:
         forward_sig = "def forward(self, x: torch.Tensor) -> torch.Tensor:"
         split = '        """phi(x), elementwise."""\n'
@@ -632,7 +635,12 @@ def _load(source: str, class_name: str) -> dict:
     filename = f"<symact-codegen {class_name} {digest}>"
     # linecache lets tracebacks, inspect and torch.compile read the generated code
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict = {"__name__": f"symact_generated_{class_name}_{digest}"}
+    # a module in sys.modules with that file name: inspect.getsource finds the classes' source
+    # through it (torch.jit.script needs it; without it: "<class ...> is a built-in class")
+    module = types.ModuleType(f"symact_generated_{class_name}_{digest}")
+    module.__file__ = filename
+    sys.modules[module.__name__] = module
+    namespace = module.__dict__
     exec(compile(source, filename, "exec"), namespace)
     _NAMESPACES[digest] = namespace
     return namespace

@@ -1128,3 +1128,35 @@ def test_pickling_keeps_subclasses_and_refuses_parametrized_modules_like_torch()
         plain.b.fill_(3.0)
     restored = pickle.loads(pickle.dumps(torch.nn.Sequential(plain)))[0]
     assert type(restored) is type(plain) and restored.b.item() == 3.0
+
+
+def test_torch_jit_script_runs_generated_modules_plain_and_gated():
+    """torch.jit.script of a model holding a generated module failed with
+    "TypeError: <class ..._SquareplusFunction> is a built-in class" (inspect found no source for
+    a class made at run time), and the gated forward used type(self).__name__, which TorchScript
+    rejects.  References: plain torch formulas and autograd."""
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = torch_module("squareplus", trainable=("b",))
+            self.gate = torch_module("swiglu")
+
+        def forward(self, t):
+            return self.gate(self.act(t))
+
+    model = Model()
+    scripted = torch.jit.script(model)
+    t = torch.linspace(-3, 3, 8).view(2, 4).requires_grad_(True)
+    y = scripted(t)
+    t2 = t.detach().clone().requires_grad_(True)
+    b = torch.tensor(4.0, requires_grad=True)
+    h = _squareplus_reference(t2, b)
+    a, v = h.chunk(2, dim=-1)
+    expected = a * v * torch.sigmoid(v)
+    assert torch.allclose(y, expected, rtol=1e-6)
+    y.sum().backward()
+    expected.sum().backward()
+    assert torch.allclose(t.grad, t2.grad, rtol=1e-5) and torch.allclose(scripted.act.b.grad, b.grad, rtol=1e-5)
+    with pytest.raises(Exception, match="odd size 3"):
+        scripted(torch.randn(2, 3))
+
