@@ -533,6 +533,11 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
         split = textwrap.indent(textwrap.dedent('''\
             """phi(x, v); with one tensor, its last dimension is split in half like F.glu (x first)."""
             if v is None:
+                if x.dim() == 0:
+                    raise ValueError(
+                        "CLS splits the last dimension in half (x, v) like F.glu, but the input is "
+                        "0-dimensional; pass a tensor whose last dimension has even size or call it as (x, v)"
+                    )
                 if x.shape[-1] % 2:
                     raise ValueError(
                         "CLS splits the last dimension in half (x, v) like F.glu, "

@@ -1160,3 +1160,10 @@ def test_torch_jit_script_runs_generated_modules_plain_and_gated():
     with pytest.raises(Exception, match="odd size 3"):
         scripted(torch.randn(2, 3))
 
+
+def test_gated_module_refuses_a_0_dim_input_to_split_with_a_clear_error():
+    """m(scalar) raised 'IndexError: tuple index out of range' from x.shape[-1]."""
+    module = torch_module("swiglu")
+    with pytest.raises(ValueError, match="0-dimensional.*call it as \\(x, v\\)"):
+        module(torch.tensor(1.0))
+    assert torch.allclose(module(torch.tensor(1.0), torch.tensor(2.0)), torch.tensor(2.0) * torch.sigmoid(torch.tensor(2.0)))
