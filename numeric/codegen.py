@@ -19,6 +19,10 @@ For an activation ``phi`` (a :class:`symact.Activation` or a SymPy expression in
   single-input activation without trainable parameters) -- or the output instead,
   when the derivative written in the output has fewer floating-point hazards
   (e.g. ``exp``: ``phi' = phi``);
+* a subclass of it with ``jvp`` (forward-mode AD: ``torch.func.jvp``, ``jacfwd``,
+  ``hessian``, ``torch.autograd.forward_ad``), which the module applies only when
+  forward-mode AD may be active and never under torch.compile, whose Dynamo does not
+  trace autograd Functions that define a ``jvp``;
 * an ``nn.Module`` with the formula in its docstring and ``extra_repr``.
 
 Any real dtype and device: float16 and bfloat16 are computed in float32 and rounded once
@@ -498,6 +502,9 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
         f"        {', '.join(all_names)}, = ctx.saved_tensors"
     )
     call_args = "y" if spec.saves == "output" else ", ".join(all_names)
+    jvp_body = ("        (y,) = ctx.saved_tensors\n"
+                "        return _in_compute_dtype(_backward_graph, tangents[0], y)[0]") if spec.saves == "output" else (
+        "        return _jvp(_backward_graph, tangents, *ctx.saved_tensors)")
     params_doc = "".join(f"\n    {n} = {v} (constant)" for n, v in spec.constants)
     params_doc += "".join(f"\n    {n} = {v!r} (trainable nn.Parameter)" for _, n, v in spec.trainable)
     formula_doc = textwrap.fill(spec.formula, 88, subsequent_indent="        ")
@@ -603,6 +610,21 @@ class {fn_cls}(torch.autograd.Function):
         return tuple(grads)
 
 
+class {fn_cls}WithJvp({fn_cls}):
+    """{fn_cls} with forward-mode AD (torch.func.jvp, jacfwd, hessian), used only outside
+    torch.compile: Dynamo does not trace autograd Functions that define a jvp."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        {", ".join(all_names)}, = inputs
+        ctx.save_for_backward({saved})
+        ctx.save_for_forward({saved})
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+{jvp_body}
+
+
 class {cls}(torch.nn.Module):
     """The {doc_name} activation as an nn.Module.
 
@@ -615,7 +637,10 @@ class {cls}(torch.nn.Module):
         super().__init__(){init_body}
 
     {forward_sig}
-{split}        return {fn_cls}.apply({apply_args})
+{split}        if not torch.jit.is_scripting():  # TorchScript compiles no code under this test
+            if _forward_ad_active({apply_args}):
+                return {fn_cls}WithJvp.apply({apply_args})
+        return {fn_cls}.apply({apply_args})
 
     def extra_repr(self) -> str:
 {shown_def}        return {extra}

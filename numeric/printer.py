@@ -1091,6 +1091,31 @@ def _needs_graph_code(n_full, tensors):
         torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
+def _forward_ad_active(*tensors):
+    """Whether forward-mode AD may ask this call for a jvp: a torch.autograd.forward_ad dual
+    level is open, or the inputs are functorch tensors (torch.func.jvp, jacfwd, hessian).
+    Never under torch.compile, which does not trace autograd Functions with a custom jvp."""
+    if torch.compiler.is_compiling():
+        return False
+    return torch.autograd.forward_ad._current_level >= 0 or any(
+        torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+def _jvp(backward_graph, tangents, *tensors):
+    """Forward-mode derivative of an elementwise phi: the sum over inputs and parameters s of
+    dphi/ds * tangent_s, with dphi/ds from the differentiable backward code at g = 1 (so
+    that hessian = jacfwd(jacrev) differentiates it again)."""
+    first = tensors[0]
+    ones = torch.ones(torch.broadcast_shapes(*(t.shape for t in tensors)), dtype=first.dtype, device=first.device)
+    derivatives = _in_compute_dtype(backward_graph, ones, *tensors)
+    result = None
+    for derivative, tangent in zip(derivatives, tangents):
+        if tangent is not None:
+            term = derivative * tangent
+            result = term if result is None else result + term
+    return torch.zeros_like(derivatives[0]) if result is None else result
+
+
 def _in_compute_dtype(fn, *tensors):
     """fn(*tensors) in the dtype the result should have, or in float32 for float16/bfloat16.
 

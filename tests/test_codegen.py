@@ -1167,3 +1167,35 @@ def test_gated_module_refuses_a_0_dim_input_to_split_with_a_clear_error():
     with pytest.raises(ValueError, match="0-dimensional.*call it as \\(x, v\\)"):
         module(torch.tensor(1.0))
     assert torch.allclose(module(torch.tensor(1.0), torch.tensor(2.0)), torch.tensor(2.0) * torch.sigmoid(torch.tensor(2.0)))
+
+
+def test_forward_mode_ad_jvp_jacfwd_and_hessian_match_plain_torch():
+    """torch.func.jvp / jacfwd / hessian and torch.autograd.forward_ad raised "You must implement
+    the jvp function for custom autograd.Function" for every generated module.  References:
+    the same formulas in plain torch, differentiated by torch.func."""
+    import torch.autograd.forward_ad as fwad
+    from torch.func import functional_call, hessian, jacfwd, jvp
+
+    t = torch.linspace(-2.5, 2.5, 6, dtype=torch.float64)
+    square = torch_module("squareplus", trainable=("b",)).double()
+    b = torch.tensor(4.0, dtype=torch.float64)
+    # jvp with tangents for the input and the parameter
+    tangent_t, tangent_b = torch.linspace(1, 2, 6, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64)
+    got = jvp(lambda u, p: functional_call(square, {"b": p}, (u,)), (t, b), (tangent_t, tangent_b))
+    expected = jvp(_squareplus_reference, (t, b), (tangent_t, tangent_b))
+    for g, e in zip(got, expected):
+        assert torch.allclose(g, e, rtol=1e-12)
+    assert torch.allclose(hessian(lambda u: square(u).sum())(t),
+                          hessian(lambda u: _squareplus_reference(u, b).sum())(t), rtol=1e-10)
+    gelu = torch_module("gelu")
+    assert torch.allclose(hessian(lambda u: gelu(u).sum())(t),
+                          hessian(lambda u: torch.nn.functional.gelu(u).sum())(t), rtol=1e-10)
+    exponential = torch_module("exponential")  # saves its output
+    assert torch.allclose(jacfwd(exponential)(t), torch.diag(torch.exp(t)), rtol=1e-14)
+    gate = torch_module("swiglu")
+    v = torch.linspace(-1, 1, 6, dtype=torch.float64)
+    with fwad.dual_level():
+        y = gate(fwad.make_dual(t, tangent_t), fwad.make_dual(v, tangent_t.flip(0)))
+        _, got_tangent = fwad.unpack_dual(y)
+    _, expected_tangent = jvp(lambda a, c: a * c * torch.sigmoid(c), (t, v), (tangent_t, tangent_t.flip(0)))
+    assert torch.allclose(got_tangent, expected_tangent, rtol=1e-12)
