@@ -1074,12 +1074,20 @@ def _blockwise(fn, *tensors):
     return tuple(results)
 
 
+def _check_tensors(tensors):
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"generated activations take tensors, but got {type(t).__name__}; "
+                            "convert it with torch.as_tensor (as torch.exp and F.gelu require too)")
+
+
 def _needs_graph_code(n_full, tensors):
     """Whether in-place code cannot compute fn(*tensors): it writes into scratch buffers made
     from the first n_full tensors (inputs, and g in a backward), so these must all have the
     broadcast shape of every tensor, and under functorch transforms (vmap over parameters,
     or over one of two gated inputs) a buffer made from an unbatched tensor cannot take a
     batched operand in place.  The out-of-place (graph) code computes the same values."""
+    _check_tensors(tensors)
     shape = tensors[0].shape
     for t in tensors[1:n_full]:
         if t.shape != shape:
@@ -1095,6 +1103,7 @@ def _forward_ad_active(*tensors):
     """Whether forward-mode AD may ask this call for a jvp: a torch.autograd.forward_ad dual
     level is open, or the inputs are functorch tensors (torch.func.jvp, jacfwd, hessian).
     Never under torch.compile, which does not trace autograd Functions with a custom jvp."""
+    _check_tensors(tensors)
     if torch.compiler.is_compiling():
         return False
     return torch.autograd.forward_ad._current_level >= 0 or any(

@@ -1199,3 +1199,16 @@ def test_forward_mode_ad_jvp_jacfwd_and_hessian_match_plain_torch():
         _, got_tangent = fwad.unpack_dual(y)
     _, expected_tangent = jvp(lambda a, c: a * c * torch.sigmoid(c), (t, v), (tangent_t, tangent_t.flip(0)))
     assert torch.allclose(got_tangent, expected_tangent, rtol=1e-12)
+
+
+def test_non_tensor_inputs_raise_a_type_error_naming_the_fix():
+    """m(1.0) raised "'float' object has no attribute 'shape'" or an error about an internal
+    functorch function; torch's own functions raise TypeError for a non-tensor input too."""
+    with pytest.raises(TypeError):
+        torch.nn.functional.gelu(1.0)
+    module = torch_module("gelu")
+    for bad in (1.0, [1.0, 2.0]):
+        with pytest.raises(TypeError, match=f"got {type(bad).__name__}.*torch.as_tensor"):
+            module(bad)
+    with pytest.raises(TypeError, match="got float.*torch.as_tensor"):
+        torch_function("squareplus", trainable=("b",)).apply(torch.zeros(2), 4.0)
