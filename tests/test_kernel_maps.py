@@ -716,3 +716,31 @@ def test_mpmath_rules_split_at_feature_centres_everywhere():
     assert rel(got[0], a0) < 1e-18 and rel(got[1], a1) < 1e-18
     for c, ref in refs.items():
         assert rel(k.c_map(sympy.Rational(c)), ref) < 1e-18, c
+
+
+def test_c_map_derivatives_at_0_are_one_hermite_term_and_fast():
+    # At c = 0 Mehler's series keeps one term, n! a_n(q1) a_n(q2); by Price that is
+    # sqrt(q1 q2)^n E[phi^(n)(u)] E[phi^(n)(v)] with u, v independent: two 1-D integrals.
+    # (tanh's C'(0) went through the 2-D quadrature: ~90 s at 30 digits, the default of `symact maps`.)
+    import time
+
+    def expect(f, q):
+        with mpmath.workdps(45):
+            r = mpmath.sqrt(q)
+            return mpmath.quad(lambda z: f(r * z) * mpmath.npdf(z), [-mpmath.inf, -5, 0, 5, mpmath.inf])
+
+    softplus = lambda t: mpmath.log1p(mpmath.exp(t))          # noqa: E731
+    d1 = lambda t: 1 / (1 + mpmath.exp(-t))                    # noqa: E731
+    d2 = lambda t: d1(t) * (1 - d1(t))                         # noqa: E731
+    m = kernel_maps(symact.activation("softplus"), dps=30, engine="mpmath")
+    start = time.perf_counter()
+    for q1, q2 in [(1, 1), (mpmath.mpf("0.5"), 2)]:
+        norm = mpmath.sqrt(expect(lambda t: softplus(t) ** 2, q1) * expect(lambda t: softplus(t) ** 2, q2))
+        for n, dn in [(1, d1), (2, d2)]:
+            ref = mpmath.sqrt(q1 * q2) ** n * expect(dn, q1) * expect(dn, q2) / norm
+            got = m.c_map_derivative(0, n, q1, q2)
+            assert abs(got / ref - 1) < mpmath.mpf(10) ** -28, (q1, q2, n)
+    tanh = kernel_maps(symact.activation("tanh"), dps=30, engine="mpmath")
+    ref = expect(lambda t: 1 / mpmath.cosh(t) ** 2, 1) ** 2 / expect(lambda t: mpmath.tanh(t) ** 2, 1)
+    assert abs(tanh.c_map_derivative(0, 1) / ref - 1) < mpmath.mpf(10) ** -28
+    assert time.perf_counter() - start < 20
