@@ -111,21 +111,62 @@ def cmd_maps(args: argparse.Namespace) -> int:
     kernel_maps = _need("analysis.kernel", "kernel_maps", "Kernel maps", "kernel")
     act = _activation(args.act, _parse_params(args.param))
     maps = kernel_maps(act, dps=args.dps)
+    point = _point_reader(maps)
+    num = _number_printer(args.dps)
     rows = []
     for q in args.q:
-        rows.append({"map": "Q", "at": q, "value": maps.q_map(q), "derivative": maps.q_map_derivative(q, 1)})
+        qv = point(q)
+        rows.append({"map": "Q", "at": float(q), "value": maps.q_map(qv), "derivative": maps.q_map_derivative(qv, 1)})
     for c in args.c:
-        rows.append({"map": "C", "at": c, "value": maps.c_map(c), "derivative": maps.c_map_derivative(c, 1)})
+        cv = point(c)
+        rows.append({"map": "C", "at": float(c), "value": maps.c_map(cv), "derivative": maps.c_map_derivative(cv, 1)})
     extra = {"c_map_slope_at_1": maps.c_map_slope_at_1, "c_map_at_0": maps.c_map_at_0,
              "c_map_curvature_at_1_is_infinite": maps.curvature_is_infinite}
-    payload = {"activation": act.name, "dps": args.dps, "engine": maps.engine,
-               "values": [{**r, "value": str(r["value"]), "derivative": str(r["derivative"])} for r in rows],
-               **{k: v if isinstance(v, bool) else str(v) for k, v in extra.items()}}
+    rows = [{**r, "value": num(r["value"]), "derivative": num(r["derivative"])} for r in rows]
+    extra = {k: v if isinstance(v, bool) else num(v) for k, v in extra.items()}
+    payload = {"activation": act.name, "dps": args.dps, "engine": maps.engine, "values": rows, **extra}
     lines = [f"kernel maps of {act.name} ({maps.engine}, {args.dps} digits); C at q1 = q2 = 1"]
     lines += [f"{r['map']}({r['at']}) = {r['value']}    {r['map']}'({r['at']}) = {r['derivative']}" for r in rows]
     lines += [f"{k} = {v}" for k, v in extra.items()]
     _emit(args, payload, "\n".join(lines))
     return EXIT_OK
+
+
+def _decimal(text: str) -> str:
+    """An argparse type: a number given as decimal text, kept as text so that it can be read at full precision."""
+    try:
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 0.5 or 1e-3)") from None
+    return text
+
+
+def _point_reader(maps: Any):
+    """Read --q/--c text as the decimal it spells: at dps digits an mpf, not the nearest float64
+    (--c 0.1 as a float is 0.1000000000000000055..., which shows from the 17th digit on)."""
+    import mpmath
+
+    if getattr(maps, "engine", "") == "float64":
+        return float
+
+    def read(text: str) -> Any:
+        with mpmath.workdps(maps.dps + 20):
+            return mpmath.mpf(text)
+
+    return read
+
+
+def _number_printer(dps: int | None):
+    """Text of a computed number carrying the precision it was computed at: mpf values to ``dps``
+    significant digits (str() would print mpmath's global 15), floats as their shortest round-trip repr."""
+    import mpmath
+
+    def num(value: Any) -> Any:
+        if isinstance(value, mpmath.mpf):
+            return mpmath.nstr(value, dps or mpmath.mp.dps)
+        return repr(value) if isinstance(value, float) else str(value)
+
+    return num
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -291,12 +332,21 @@ def cmd_shape(args: argparse.Namespace) -> int:
     targets = _shape_targets(args)
     act = _activation(args.act, _parse_params(args.param))
     shaped = shape(act, _graph(args.graph), method=args.method, dps=args.dps, branch=args.branch, **targets)
+    num = _number_printer(args.dps)
+
+    def carry(value: Any) -> Any:  # --dps N solves to N digits: print mpf values with all of them
+        if isinstance(value, dict):
+            return {str(k): carry(v) for k, v in value.items()}
+        return num(value) if isinstance(value, mpmath.mpf) else _jsonable(value)
+
+    import mpmath
+
     layers = []
     for layer in shaped.layers:
         row = {"node": str(getattr(layer, "node", ""))}
         for name in ("alpha", "beta", "gamma", "delta", "negative_slope", "residuals"):
             if hasattr(layer, name):
-                row[name] = _jsonable(getattr(layer, name))
+                row[name] = carry(getattr(layer, name))
         layers.append(row)
     network_targets = {k: str(v) for k, v in getattr(shaped, "network_targets", {}).items()}
     payload = {"activation": act.name, "graph": args.graph, "method": args.method, "targets": network_targets,
@@ -392,8 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate the Q and C maps of a wide random network with this activation.")
     p.add_argument("act", help="catalogue name or formula in x")
     p.add_argument("--dps", type=int, default=30, help="decimal digits of precision (default 30)")
-    p.add_argument("--q", type=float, nargs="*", default=[1.0], help="q values for the Q map (default 1)")
-    p.add_argument("--c", type=float, nargs="*", default=[0.0, 0.5, 1.0], help="c values for the C map")
+    p.add_argument("--q", type=_decimal, nargs="*", default=["1"], help="q values for the Q map (default 1)")
+    p.add_argument("--c", type=_decimal, nargs="*", default=["0", "0.5", "1"],
+                   help="c values for the C map (default 0 0.5 1)")
     p.set_defaults(func=cmd_maps)
 
     p = sub.add_parser("shape", parents=[common, act_common], help="DKS/TAT kernel shaping of a network graph",

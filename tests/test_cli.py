@@ -320,3 +320,55 @@ def test_param_values_are_never_run_as_code(tmp_path):
     assert not marker.exists()
     ok = symact("derive", "leaky_relu", "--param", "negative_slope=0.2")
     assert ok.returncode == 0, ok.stderr
+
+
+def _significant_digits(text):
+    mantissa = text.lstrip("-").split("e")[0].replace(".", "").lstrip("0")
+    return len(mantissa)
+
+
+def test_maps_prints_every_digit_of_dps():
+    # str(mpf) prints mpmath's global 15 digits: --dps 30 printed 0.394294490397841 for tanh's Q(1)
+    import mpmath
+
+    out = symact("maps", "tanh", "--dps", "30", "--q", "1", "--c", "--json")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    with mpmath.workdps(45):
+        ref = mpmath.quad(lambda z: mpmath.tanh(z) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf])
+        got = payload["values"][0]["value"]
+        assert _significant_digits(got) >= 29 and abs(mpmath.mpf(got) / ref - 1) < mpmath.mpf(10) ** -29
+
+
+def test_maps_reads_points_as_decimals_and_prints_no_digits_beyond_dps():
+    import mpmath
+
+    # --q/--c are the decimals typed, not the nearest float64: ReLU's Q(0.1) is 0.05 exactly, and the
+    # arc-cosine C(0.1) is checked at the decimal 0.1 (the float 0.1 moves it in the 18th digit)
+    relu = json.loads(symact("maps", "relu", "--dps", "30", "--q", "0.1", "--c", "0.1", "--json").stdout)
+    q_row, c_row = relu["values"]
+    with mpmath.workdps(45):
+        c = mpmath.mpf("0.1")
+        arccos = (mpmath.sqrt(1 - c * c) + (mpmath.pi - mpmath.acos(c)) * c) / mpmath.pi
+        assert abs(mpmath.mpf(q_row["value"]) - mpmath.mpf("0.05")) < mpmath.mpf(10) ** -31
+        assert abs(mpmath.mpf(c_row["value"]) / arccos - 1) < mpmath.mpf(10) ** -29
+    # and no more digits than were computed: at --dps 5, 1/pi is 0.31831, not 0.318309783935547
+    low = json.loads(symact("maps", "relu", "--dps", "5", "--q", "--c", "0", "--json").stdout)
+    text = low["values"][0]["value"]
+    assert _significant_digits(text) <= 5 and abs(float(text) * math.pi - 1) < 1e-5
+
+
+def test_shape_with_dps_prints_the_parameters_to_that_many_digits():
+    # --dps 30 solved to 30 digits and printed float64 (17 digits)
+    import mpmath
+
+    out = symact("shape", "tanh", "--graph", "mlp:1", "--dps", "30", "--json")
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)["layers"][0]
+    assert all(_significant_digits(row[k]) >= 29 for k in ("alpha", "beta", "gamma", "delta"))
+    with mpmath.workdps(45):
+        a, b, g, d = (mpmath.mpf(row[k]) for k in ("alpha", "beta", "gamma", "delta"))
+        expect = lambda f: mpmath.quad(lambda z: f(z) * mpmath.npdf(z), [-mpmath.inf, -b / a, mpmath.inf])  # noqa
+        # DKS: C(0) = 0 (a centred activation) and Q(1) = 1, to the 30 digits asked for
+        assert abs(expect(lambda z: mpmath.tanh(a * z + b)) + d) < mpmath.mpf(10) ** -28
+        assert abs(g ** 2 * expect(lambda z: (mpmath.tanh(a * z + b) + d) ** 2) - 1) < mpmath.mpf(10) ** -28
