@@ -190,9 +190,13 @@ def _graph(spec: str) -> Any:
     if kind == "mlp":
         mlp = _need("graphs", "mlp", "--graph mlp:DEPTH", "graphs")
         try:
-            return mlp(int(rest))
+            depth = int(rest)
         except ValueError as exc:
             raise SymactError(f"--graph mlp:DEPTH needs an integer depth, got {spec!r} (e.g. mlp:100).") from exc
+        if depth < 1:  # mlp(-3) raised an InvalidGraphError, reported as "needs an integer depth"
+            raise SymactError(f"--graph {spec!r}: the depth (number of activation layers) must be at least 1 "
+                              f"(e.g. mlp:100).")
+        return mlp(depth)
     if kind == "resnet":
         resnet = _need("graphs", "resnet", "--graph resnet:...", "graphs")
         import inspect

@@ -471,7 +471,7 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
     if funcs.slope_jumps and _positively_homogeneous(funcs):
         raise InfeasibleShapingError(
             f"DKS for {funcs.name}: the activation is positively homogeneous (relu-like), so alpha cancels and "
-            "only beta/alpha is free: Q'(1) and C'(1) move together and Q'(1)={q_t:.12g} with C'(1)="
+            f"only beta/alpha is free: Q'(1) and C'(1) move together and Q'(1)={q_t:.12g} with C'(1)="
             f"{c_t:.12g} cannot both hold. Shape 'leaky_relu' with method='tat' (eta=...) instead, or use a "
             "smooth non-polynomial activation (tanh, softplus, elu, gelu, ...) with DKS."
         )

@@ -269,6 +269,12 @@ def test_shape_of_a_bad_user_module_file_exits_2(source, message, tmp_path):
     (("shape", "tanh", "--graph", "mlp:3", "--method", "tat", "--zeta", "2"), "--zeta is a DKS target"),
     (("shape", "leaky_relu", "--graph", "mlp:3", "--method", "tat", "--eta", "1.5"), "eta=1.5 must lie in (0, 1)"),
     (("shape", "tanh", "--graph", "mlp:3", "--dps", "10"), "--dps 10: give at least 15 digits"),
+    # the relu DKS refusal printed its template, "Q'(1)={q_t:.12g}"; C'(1) per layer is 1.5**(1/10)
+    (("shape", "relu", "--graph", "mlp:10"), "Q'(1)=1 with C'(1)=1.04137974399 cannot both hold"),
+    # a negative depth was reported as "needs an integer depth"
+    (("shape", "tanh", "--graph", "mlp:-3"), "--graph 'mlp:-3': the depth (number of activation layers) must "
+                                             "be at least 1"),
+    (("shape", "tanh", "--graph", "mlp:0"), "must be at least 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
     out = symact(*args)
