@@ -369,6 +369,9 @@ def cmd_codegen(args: argparse.Namespace) -> int:
     export_module = _need("numeric", "export_module", "Code generation", "codegen")
     act = _activation(args.act, _parse_params(args.param))
     kwargs = {"class_name": args.class_name} if args.class_name is not None else {}
+    if not args.output or args.output.endswith((os.sep, "/")):  # Path() drops the slash: 'out/' wrote a file 'out'
+        raise SymactError(f"-o {args.output!r} names a folder, not a file; give the .py file to write, e.g. "
+                          f"-o {os.path.join(args.output, 'activation.py')}.")
     folder = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(folder):
         raise SymactError(f"-o {args.output}: the folder {folder} does not exist; create it first or "

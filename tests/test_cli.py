@@ -378,3 +378,12 @@ def test_shape_with_dps_prints_the_parameters_to_that_many_digits():
         # DKS: C(0) = 0 (a centred activation) and Q(1) = 1, to the 30 digits asked for
         assert abs(expect(lambda z: mpmath.tanh(a * z + b)) + d) < mpmath.mpf(10) ** -28
         assert abs(g ** 2 * expect(lambda z: (mpmath.tanh(a * z + b) + d) ** 2) - 1) < mpmath.mpf(10) ** -28
+
+
+def test_codegen_to_a_path_ending_in_a_slash_writes_no_file(tmp_path):
+    # 'out/' for a folder that does not exist yet wrote the module to a file named 'out' and exited 0
+    target = tmp_path / "out"
+    out = symact("codegen", "relu", "-o", str(target) + "/")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "names a folder, not a file" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not target.exists()
