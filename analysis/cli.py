@@ -69,8 +69,21 @@ def _parse_params(items: Sequence[str] | None) -> dict:
 
 def _activation(expr: str, params: dict) -> Any:
     activation = _need("symact", "activation", "Parsing an activation", "Activation core (main)")
+    import re
+
+    from symact.errors import UnknownSymbolError
+
     # values stay strings: symact.activation reads them as numbers and never runs them as code
-    return activation(expr, **params)
+    try:
+        return activation(expr, **params)
+    except UnknownSymbolError as exc:
+        # the library names the Python fix, activation('...', beta=1.0); on the command line it is --param
+        found = re.match(r"(.*?uses symbol\(s\) (.+?) that are .*?); declare them with default values", str(exc))
+        if not found:
+            raise
+        names = [n.strip() for n in found.group(2).split(",")]
+        raise UnknownSymbolError(f"{found.group(1)}; give their values with --param, e.g. "
+                                 f"{' '.join(f'--param {n}=1.0' for n in names)}") from exc
 
 
 # ----------------------------------------------------------------------------- subcommands

@@ -253,6 +253,10 @@ def test_shape_of_a_bad_user_module_file_exits_2(source, message, tmp_path):
     (("shape", "tanh", "--graph", "resnet:blocks=2"), "blocks must be a sequence of block counts"),
     (("shape", "tanh", "--graph", "resnet:shortcut_weight=abc"), "shortcut_weight must be a number"),
     (("derive", "lambda x: x"), "is a lambda"),
+    # the library's fix is Python, activation('...', beta=1.0); the command line's is --param
+    (("derive", "x*sigmoid(beta*x)"), "uses symbol(s) beta that are neither the input x nor declared "
+                                      "parameters; give their values with --param, e.g. --param beta=1.0"),
+    (("maps", "a*tanh(b*x)"), "give their values with --param, e.g. --param a=1.0 --param b=1.0"),
     (("codegen", "tanh", "-o", "/nonexistent/dir/x.py"), "the folder /nonexistent/dir does not exist"),
     (("derive", "gelu", "--order", "1000"), "--order 1000: give the highest derivative to print as an integer "
                                             "from 0 to 12"),
