@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -393,8 +394,12 @@ def cmd_codegen(args: argparse.Namespace) -> int:
         export_module(act, args.output, **kwargs)
     except OSError as exc:  # a folder given as the file, no permission, disk full, ...
         raise SymactError(f"-o {args.output}: cannot write the module: {exc.strerror or exc}.") from exc
-    payload = {"activation": act.name, "path": os.path.abspath(args.output), "class_name": args.class_name}
-    _emit(args, payload, f"wrote {args.output} ({act.name})")
+    # the class written (the default name when --class-name is not given), as the file defines it
+    with open(args.output, encoding="utf-8") as written:
+        found = re.search(r"^class (\w+)\(torch\.nn\.Module\)", written.read(), re.MULTILINE)
+    class_name = found.group(1) if found else args.class_name
+    payload = {"activation": act.name, "path": os.path.abspath(args.output), "class_name": class_name}
+    _emit(args, payload, f"wrote {args.output} ({act.name}, class {class_name})")
     return EXIT_OK
 
 

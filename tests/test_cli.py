@@ -77,6 +77,15 @@ def test_codegen_writes_a_module_matching_torch(tmp_path):
     spec.loader.exec_module(mod)
     x = torch.linspace(-6, 6, 101, dtype=torch.float64)
     torch.testing.assert_close(mod.MyGELU()(x), torch.nn.functional.gelu(x), rtol=1e-12, atol=1e-14)
+    # without --class-name the JSON names the default class the file defines (it said null)
+    default = tmp_path / "silu_mod.py"
+    out = symact("codegen", "silu", "-o", str(default), "--json")
+    assert out.returncode == 0, out.stderr
+    name = json.loads(out.stdout)["class_name"]
+    spec = importlib.util.spec_from_file_location("silu_mod", default)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.testing.assert_close(getattr(mod, name)()(x), torch.nn.functional.silu(x), rtol=1e-12, atol=1e-14)
 
 
 def test_shape_json_output():
