@@ -497,7 +497,8 @@ class TransformConditions:
 
     ``values``, ``d_alpha``, ``d_beta`` are :class:`ConditionSet` records; the derivatives are
     partial (gamma and delta held fixed).  ``dps`` is None for the float64 engine, else the
-    number of mpmath digits.  ``c_curvature`` is ``inf`` (derivatives ``nan``) when phi' jumps.
+    number of mpmath digits.  ``c_curvature`` is ``inf`` (derivatives ``nan``) when phi' or phi jumps; ``c_slope`` too
+    when phi jumps (Heaviside, sign).
     """
 
     activation: str
@@ -514,6 +515,25 @@ class TransformConditions:
 def _quotient(num, dnum, den, dden):
     """d(num/den) from d num and d den."""
     return (dnum * den - num * dden) / (den * den)
+
+
+def _check_parameters(alpha, beta, gamma, delta) -> None:
+    """Refuse alpha = 0 and non-finite parameters with a DomainError that names the fix (alpha = 0
+    reached the evaluator as a bare ValueError in float64 and a ZeroDivisionError with mpmath)."""
+    from symact.errors import DomainError
+
+    for name, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("delta", delta)):
+        try:
+            finite = bool(mpmath.isfinite(mpmath.mpf(v)))
+        except (TypeError, ValueError):
+            raise DomainError(f"{name} = {v!r} is not a real number; the transform parameters "
+                              "alpha, beta, gamma, delta must be finite reals.") from None
+        if not finite:
+            raise DomainError(f"{name} = {v!r}: the transform parameters must be finite.")
+    if mpmath.mpf(alpha) == 0:
+        raise DomainError(
+            "alpha = 0: psi(x) = gamma*(phi(beta) + delta) is constant, so C'(1) and the exact "
+            "alpha/beta derivatives (which divide by alpha) are undefined; use a nonzero alpha.")
 
 
 def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None = None,
@@ -533,6 +553,7 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
     (30, True)
     """
     funcs = activation_functions(act)
+    _check_parameters(alpha, beta, gamma, delta)
     sign = 1
     if (alpha < 0) if dps is None else (mpmath.mpf(alpha) < 0):
         # psi(x) with alpha < 0 equals psi_{|alpha|}(-x); z and -z have the same law, so every
@@ -556,9 +577,14 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
         c1 = a * a * d1 / s
         c1_a = _quotient(a * a * d1, 2 * a * d1 + a * a * d1_a, s, s_a)
         c1_b = _quotient(a * a * d1, a * a * d1_b, s, s_b)
-        if funcs.slope_jumps:
-            inf = math.inf if dps is None else mpmath.inf
-            nan = math.nan if dps is None else mpmath.nan
+        inf = math.inf if dps is None else mpmath.inf
+        nan = math.nan if dps is None else mpmath.nan
+        if funcs.value_jumps:
+            # phi' is a delta at a jump of phi (dropped from d1): E[psi'^2] is infinite, and so
+            # is C'(1) (the step's C map 1/4 + asin(c)/(2 pi) has an infinite slope at c = 1);
+            # the regular part alone gave C'(1) = C''(1) = 0 for Heaviside and sign
+            c1, c1_a, c1_b = inf, nan, nan
+        if funcs.slope_jumps or funcs.value_jumps:
             c2, c2_a, c2_b = inf, nan, nan
         else:
             d2, d2_a, d2_b = ev.expect_with_derivatives((1,), _h_d2phi_sq)

@@ -146,3 +146,26 @@ def test_float64_rule_resolves_large_alpha():
             assert abs(f64[key] - ref[key]) <= 1e-12 * max(1, abs(ref[key])), (name, alpha, key, f64[key], ref[key])
         ev = checked_float64_evaluator(activation_functions(name), alpha, beta)
         assert ev.error <= 1e-14
+
+
+@pytest.mark.parametrize("phi", [sympy.Heaviside(x), sympy.sign(x)])
+@pytest.mark.parametrize("dps", [None, 20])
+def test_jumping_phi_has_infinite_slope_and_curvature(phi, dps):
+    """A jump of phi makes psi' a delta: C'(1) = C''(1) = inf.  The step's C map is Sheppard's
+    1/4 + asin(c)/(2 pi) (normalised by Q(1) = 1/2), whose slope (1/pi)/sqrt(1 - c^2) diverges at 1;
+    the regular part alone gave c_slope = c_curvature = 0."""
+    tc = transform_conditions(phi, 1.3, 0.2, 1.0, 0.0, dps=dps)
+    assert mpmath.isinf(tc.values.c_slope) and tc.values.c_slope > 0
+    assert mpmath.isinf(tc.values.c_curvature) and tc.values.c_curvature > 0
+    assert mpmath.isnan(tc.d_alpha.c_slope) and mpmath.isnan(tc.d_beta.c_curvature)
+
+
+@pytest.mark.parametrize("dps", [None, 20])
+def test_alpha_zero_refused_with_domain_error(dps):
+    """alpha = 0 (psi constant) reached the evaluator as a bare ValueError / ZeroDivisionError."""
+    from symact.errors import DomainError
+
+    with pytest.raises(DomainError, match="nonzero alpha"):
+        transform_conditions(sympy.tanh(x), 0, 0.1, 1.0, 0.0, dps=dps)
+    with pytest.raises(DomainError, match="finite"):
+        transform_conditions(sympy.tanh(x), 1.0, float("nan"), 1.0, 0.0, dps=dps)
