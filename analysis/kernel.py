@@ -898,6 +898,9 @@ class KernelMaps:
         if self.engine == "closed":
             return self._unit(self._out(self._closed_eval("C", self.closed_form.c_map, c=c, q1=q1, q2=q2)))
         if c == 1 and q1 == q2:
+            # C(1) = 1 only where Q(q1) is finite and nonzero: exp(x^2) returned 1 here while every
+            # other c raised DivergentIntegralError (q_map is cached, so this costs nothing twice)
+            self.q_map(q1)
             return self._out(1)
         if c == 0:   # independent u, v: E[phi(u)] E[phi(v)], two 1-D integrals
             k = self._mean(q1) * self._mean(q2)
