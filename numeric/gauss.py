@@ -114,13 +114,16 @@ def _tail_radius(dps: int) -> mpmath.mpf:
     return mpmath.sqrt(2 * (dps + _GUARD_DIGITS) * mpmath.log(10))
 
 
-def _check_tail(f: Callable, mean, std, dps: int, what: str = "the integrand") -> None:
+def _check_tail(f: Callable, mean, std, dps: int, what: str = "the integrand", relative: bool = False) -> None:
     """Raise DivergentIntegralError when |f(mean + std z)| exp(-z^2/2) does not decay.
 
     A convergent Gaussian expectation of a function of at most exp(a x^2) growth with
     a < 1/(2 std^2) has an integrand decaying like a Gaussian; we evaluate it at two radii
     well inside the region that matters numerically (R, 2R) and require it to shrink and to be
     negligible at 2R.  exp(x^2/2)*std=1 (integrand constant) and faster growth fail this test.
+    ``relative``: negligible relative to the integrand at R when that exceeds 1 (for rules that
+    integrate to infinity; the finite-range rules keep the absolute test, which bounds what
+    their cut drops).
     """
     r = _tail_radius(dps)
     for sign in (1, -1):
@@ -131,13 +134,20 @@ def _check_tail(f: Callable, mean, std, dps: int, what: str = "the integrand") -
             except DivergentIntegralError:
                 y = mpmath.inf
             g.append(y * mpmath.exp(-z * z / 2) if y != mpmath.inf else mpmath.inf)
-        if not (g[1] <= g[0] and g[1] < mpmath.mpf(10) ** (-(dps + _GUARD_DIGITS))):
+        # relative: negligible *relative to the integrand at R* (absolutely when that is below 1):
+        # exp(x/2) at q = 100 (E = e^50, integrand 1e20 at R, 1e-30 at 2R) is convergent and was
+        # refused at 15 digits by the absolute 10^-(dps+guard)
+        size = max(1, g[0]) if relative and g[0] != mpmath.inf else 1
+        if not (g[1] <= g[0] and g[1] < mpmath.mpf(10) ** (-(dps + _GUARD_DIGITS)) * size):
+            var = std * std
             raise DivergentIntegralError(
-                f"the Gaussian expectation of {what} diverges: |f(x)| grows like exp(x^2/2) or "
-                f"faster (|f| * density at z = {mpmath.nstr(sign * 2 * r, 4)} is {mpmath.nstr(g[1], 3)}, "
-                f"at z = {mpmath.nstr(sign * r, 4)} it is {mpmath.nstr(g[0], 3)}). "
-                "The activation is not square-integrable under the Gaussian; use one that grows "
-                "more slowly than exp(x^2/4).")
+                f"the Gaussian expectation of {what} diverges: |f(x)| grows like exp(x^2/(2 var)) or "
+                f"faster, var = {mpmath.nstr(var, 6)} the variance (|f| * density at z = "
+                f"{mpmath.nstr(sign * 2 * r, 4)} is {mpmath.nstr(g[1], 3)}, at z = {mpmath.nstr(sign * r, 4)} "
+                f"it is {mpmath.nstr(g[0], 3)}). An integrand must grow more slowly than "
+                f"exp(x^2/(2 var)); for a Q or C map at q value q (f = phi^2, var = q) an activation "
+                "growing like exp(x^2/(4 q)) or faster is not square-integrable under N(0, q): use a "
+                "smaller q, or an activation that grows more slowly.")
 
 
 def _check_singularities(f: Callable, breakpoints: Iterable, dps: int, what: str = "the integrand") -> None:
@@ -232,7 +242,7 @@ def gaussian_expectation(f: Callable, *, dps: int = 30, breakpoints: Sequence = 
     with mp.workdps(dps + _GUARD_DIGITS):
         mean = mpmath.mpf(mean)
         std = mpmath.mpf(std)
-        _check_tail(f, mean, std, dps)
+        _check_tail(f, mean, std, dps, relative=True)
         _check_singularities(f, breakpoints, dps)
         cut = 2 * _tail_radius(dps)
         points = _split_points(breakpoints, mean, std, cut)

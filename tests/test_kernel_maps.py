@@ -748,3 +748,25 @@ def test_c_map_derivatives_at_0_are_one_hermite_term_and_fast(monkeypatch):
     tanh = kernel_maps(symact.activation("tanh"), dps=30, engine="mpmath")
     ref = expect(lambda t: 1 / mpmath.cosh(t) ** 2, 1) ** 2 / expect(lambda t: mpmath.tanh(t) ** 2, 1)
     assert abs(tanh.c_map_derivative(0, 1) / ref - 1) < mpmath.mpf(10) ** -28
+
+
+@pytest.mark.parametrize("engine", ["mpmath", "float64"])
+def test_c_map_at_1_refuses_divergent_activation_like_every_other_c(engine):
+    """C(1) = 1 holds only where Q is finite: exp(x^2) returned 1.0 at c = 1 while c = 0.5 raised."""
+    m = kernel_maps(sympy.exp(x**2), engine=engine, dps=15)
+    with pytest.raises(DivergentIntegralError):
+        m.c_map(1)
+    with pytest.raises(DivergentIntegralError):
+        m.c_map(0.5)
+
+
+def test_q_map_of_exponential_growth_at_large_q_is_not_refused():
+    """Q(q) = E[exp(sqrt(q) z)] = e^(q/2) for phi = exp(x/2): convergent at every q.  At q = 100 and
+    15 digits the integrand is 1e20 at the tail radius and 1e-30 at twice it, and the absolute tail
+    test called it divergent; the divergence message also named a fix (exp(x^2/4)) valid at q = 1 only."""
+    m = kernel_maps(sympy.exp(x / 2), engine="mpmath", dps=15)
+    assert rel(m.q_map(100), mpmath.exp(50)) < 1e-14
+    # exp(x^2/8) at q = 2: E[exp(z^2/2)] really diverges; the fix must be about q, not about exp(x^2/4)
+    with pytest.raises(DivergentIntegralError, match="smaller q"):
+        kernel_maps(sympy.exp(x**2 / 8), engine="mpmath", dps=15).q_map(2)
+    assert rel(kernel_maps(sympy.exp(x**2 / 8), engine="mpmath", dps=15).q_map(1), mpmath.sqrt(2)) < 1e-14
