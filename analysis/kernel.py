@@ -458,10 +458,11 @@ def _check_c(cv):
     return cv
 
 
-def _f64_cancellation_ok(value, mass) -> bool:
+def _f64_cancellation_ok(value, mass, factor: float = 10) -> bool:
     """A float64 sum keeps ~2 ulps of ``mass`` (its E|f|) as rounding; the float64 engine promises
-    ~1e-12 relative (10 x FLOAT64_RELATIVE_TOLERANCE), so ``|value|`` must be well above that."""
-    return mass * 2 * np.finfo(np.float64).eps <= gauss.FLOAT64_RELATIVE_TOLERANCE * 10 * abs(value)
+    ~1e-12 relative (10 x FLOAT64_RELATIVE_TOLERANCE), so ``|value|`` must be well above that.
+    ``factor``: the worst-case bound allowed, in units of FLOAT64_RELATIVE_TOLERANCE."""
+    return mass * 2 * np.finfo(np.float64).eps <= gauss.FLOAT64_RELATIVE_TOLERANCE * factor * abs(value)
 
 
 def _normal_pdf_mp(x, var):
@@ -679,7 +680,12 @@ class KernelMaps:
             return self.q_map(q)
         if self.engine == "closed":
             return self._out(self._closed_eval(("dQ", n), sympy.diff(self.closed_form.q_map, Q_SYM, n), q=q))
-        direct = q < 1 and not self._singular_points and self._phi2_derivative_regular(2 * n)
+        regular = not self._singular_points and self._phi2_derivative_regular(2 * n)
+        direct = q < 1 and regular
+        # (phi^2)^(2n) = 0 off the kinks (ReLU, leaky ReLU, abs: Q linear in q): the direct form is
+        # exact deltas only, at any q; the He form returned rounding noise for the zero Q''
+        if regular and not direct and self._phi2().expr(2 * n) == 0:
+            direct = True
         if direct and self.engine != "float64":
             return self._out(self._q_map_derivative_direct(q, n))
         f = self._f.mp(0)
@@ -687,19 +693,51 @@ class KernelMaps:
             if direct:
                 return self._q_map_derivative_f64_small_q(q, n)
             v, mass = self._q_map_derivative_he_f64(q, n)
-            if q < 1 and not _f64_cancellation_ok(v, mass):
+            # Q^(n) can be far below the integrand at q >= 1 too: sin's Q'(q) = e^(-2q) came out 3e8
+            # times too large at q = 30 (E|sin^2 He_2| ~ 1), silently.  There the worst-case bound
+            # (2 ulps of E|.| all adding up) may reach 1e-10: tanh's Q'(1e8) keeps 8e-5 of E|.| and
+            # agrees with mpmath to 1e-12 (rounding errors do not all add up)
+            if not _f64_cancellation_ok(v, mass, 10 if q < 1 else 1000):
+                if regular:
+                    return self._q_map_derivative_f64_small_q(q, n)   # the better form, or raises
                 raise DivergentIntegralError(
                     f"the float64 Q^({n})({q}) of {self.activation_name!r} cancels: E[phi^2 He_{2 * n}] is "
                     f"{abs(v) / mass:.1e} of E|phi^2 He_{2 * n}|, below float64 resolution for the "
-                    "tolerance; use engine='mpmath' (it adds guard digits for small q).")
+                    "tolerance; use engine='mpmath' (it adds guard digits for the cancellation).")
             return v
         extra = int(math.ceil(n * math.log10(1 / float(q)))) if q < 1 else 0
-        with mpmath.workdps(self.dps + _GUARD + extra):
-            qq = self._mp(q)
-            r = mpmath.sqrt(qq)
-            v = gauss.gaussian_expectation(lambda t: f(t) ** 2 * _he(2 * n, t / r), dps=self.dps + _GUARD + extra,
-                                           breakpoints=self._breakpoints_mp(), std=r).value
-            return self._out(v / (2 * qq) ** n)
+        mass = self._q_map_derivative_he_mass(q, n)
+        for _ in range(4):
+            with mpmath.workdps(self.dps + _GUARD + extra):
+                qq = self._mp(q)
+                r = mpmath.sqrt(qq)
+                v = gauss.gaussian_expectation(lambda t: f(t) ** 2 * _he(2 * n, t / r), dps=self.dps + _GUARD + extra,
+                                               breakpoints=self._breakpoints_mp(), std=r).value / (2 * qq) ** n
+            # digits lost to cancellation: log10(E|phi^2 He_2n| / |E[phi^2 He_2n]|) (sin's
+            # Q'(60) = e^-120 against E|.| ~ 1 lost 52 of 30 digits: 174 times too large)
+            if mass is None or v == 0:
+                break
+            lost = int(math.ceil(float(mpmath.log10(mpmath.mpf(mass) / abs(v)))))
+            if lost <= extra + _GUARD - 2:
+                break
+            extra = lost + 2
+        return self._out(v)
+
+    def _q_map_derivative_he_mass(self, q, n: int):
+        """``E|phi^2 He_2n(x/sqrt q)| / (2q)^n`` roughly (float64 rule), the scale of the integrand
+        of the He form; None where float64 cannot evaluate it."""
+        try:
+            g = self._f.np(0)
+            he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
+            r = math.sqrt(float(q))
+            bps, scale = self._float64_features()
+            bps = sorted(bps + [float(z) * r for z in np.polynomial.hermite_e.hermeroots(he.coef)])
+            m = gauss.gaussian_expectation_float64(lambda t: np.abs(g(t) ** 2 * he(t / r)), std=r,
+                                                   breakpoints=bps, scale=scale)
+        except Exception:   # noqa: BLE001 -- an estimate only; the quadrature below is the result
+            return None
+        m = float(m) / (2 * float(q)) ** n
+        return m if math.isfinite(m) and m > 0 else None
 
     def _q_map_derivative_he_f64(self, q, n: int):
         """float64 ``(E[phi^2 He_2n(x/sqrt q)], E|phi^2 He_2n|) / (2q)^n``, ``x ~ N(0, q)``."""

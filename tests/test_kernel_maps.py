@@ -770,3 +770,22 @@ def test_q_map_of_exponential_growth_at_large_q_is_not_refused():
     with pytest.raises(DivergentIntegralError, match="smaller q"):
         kernel_maps(sympy.exp(x**2 / 8), engine="mpmath", dps=15).q_map(2)
     assert rel(kernel_maps(sympy.exp(x**2 / 8), engine="mpmath", dps=15).q_map(1), mpmath.sqrt(2)) < 1e-14
+
+
+def test_q_map_derivative_cancellation_at_large_q():
+    """sin: Q(q) = (1 - e^(-2q))/2, so Q'(q) = e^(-2q) and Q''(q) = -2 e^(-2q): tiny against
+    E|sin^2 He_2n| ~ 1 at large q.  The mpmath engine returned Q'(60) 174 times too large at 20
+    digits and the float64 engine Q'(30) 3e8 times too large, both silently."""
+    m = kernel_maps(sympy.sin(x), engine="mpmath", dps=20)
+    for q, n in ((60, 1), (60, 2)):
+        with mpmath.workdps(40):
+            exact = (-2) ** (n - 1) * mpmath.exp(-2 * mpmath.mpf(q))
+        assert rel(m.q_map_derivative(q, n), exact) < 1e-19
+    f64 = kernel_maps(sympy.sin(x), engine="float64")
+    with pytest.raises(DivergentIntegralError, match="mpmath"):
+        f64.q_map_derivative(30, 1)
+    assert f64.q_map_derivative(2, 1) == pytest.approx(math.exp(-4), rel=1e-12)
+    # Q linear in q (ReLU, abs): Q'' = 0 exactly, from the direct form at any q
+    for phi in (sympy.Max(0, x), sympy.Abs(x)):
+        for engine in ("mpmath", "float64"):
+            assert kernel_maps(phi, engine=engine, dps=20).q_map_derivative(7, 2) == 0
