@@ -301,6 +301,18 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
             # finite range: beyond R + 3 the density is < 10^-(dps+10) * exp(-3R), enough margin
             # for integrands growing like exp(|x|)
             cut = _tail_radius(dps) + 3
+            # ... unless f or g grows so fast that f^2 or g^2 times the density is not yet negligible
+            # there (exp(4x) at c = 0.9: mass centred at z1 = 7.6, 4e-13 of it cut off at 20 digits,
+            # with error=1e-19 reported): widen, up to 2R where _check_tail has verified the decay
+            thr = mpmath.mpf(10) ** (-(dps + _GUARD_DIGITS))
+
+            def _heavy(z):
+                w = mpmath.exp(-z * z / 2)
+                return any(abs(_real(h(sg * rr * z), sg * rr * z)) ** 2 * w > thr
+                           for h, rr in ((f, r1), (g, r2)) for sg in (1, -1))
+
+            while cut < 2 * _tail_radius(dps) and _heavy(cut):
+                cut += 1
             norm = 1 / mpmath.sqrt(2 * mpmath.pi)
             max_inner_err = [mpmath.mpf(0)]
             density: dict = {}
