@@ -85,11 +85,14 @@ def _torch_inverse(pa: ParameterActivation) -> Callable[[torch.Tensor], torch.Te
         return sympy_to_torch(inverse, pa.A)
     except FormulaError as err:
         through_logs = inverse.rewrite(sp.log)
+        translated = None
         if through_logs != inverse:
             try:
-                return sympy_to_torch(through_logs, pa.A)
-            except FormulaError:
-                pass
+                translated = sympy_to_torch(through_logs, pa.A)
+            except FormulaError:  # neither form translates: the error below names the inverse
+                translated = None
+        if translated is not None:
+            return translated
         raise FormulaError(
             f"A = {pa.concrete(pa.g)} cannot be a parametrisation: right_inverse needs g^-1(A) = {inverse}, "
             f"which has no PyTorch translation ({err}). Choose a g whose inverse is elementary "
