@@ -534,6 +534,10 @@ def _check_parameters(alpha, beta, gamma, delta) -> None:
         raise DomainError(
             "alpha = 0: psi(x) = gamma*(phi(beta) + delta) is constant, so C'(1) and the exact "
             "alpha/beta derivatives (which divide by alpha) are undefined; use a nonzero alpha.")
+    if mpmath.mpf(gamma) == 0:
+        raise DomainError(
+            "gamma = 0: psi(x) = 0 for every x, so Q(1) = 0 and the C map (a ratio over Q) is undefined; "
+            "use a nonzero gamma.")
 
 
 def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None = None,

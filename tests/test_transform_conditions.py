@@ -169,3 +169,6 @@ def test_alpha_zero_refused_with_domain_error(dps):
         transform_conditions(sympy.tanh(x), 0, 0.1, 1.0, 0.0, dps=dps)
     with pytest.raises(DomainError, match="finite"):
         transform_conditions(sympy.tanh(x), 1.0, float("nan"), 1.0, 0.0, dps=dps)
+    # gamma = 0: psi is 0, Q(1) = 0 and the C map's normalisation is 0/0 (it returned a finite C'(1))
+    with pytest.raises(DomainError, match="nonzero gamma"):
+        transform_conditions(sympy.tanh(x), 1.0, 0.1, 0.0, 0.0, dps=dps)
