@@ -70,21 +70,20 @@ def _parse_params(items: Sequence[str] | None) -> dict:
 
 def _activation(expr: str, params: dict) -> Any:
     activation = _need("symact", "activation", "Parsing an activation", "Activation core (main)")
-    import re
-
     from symact.errors import UnknownSymbolError
 
     # values stay strings: symact.activation reads them as numbers and never runs them as code
     try:
         return activation(expr, **params)
     except UnknownSymbolError as exc:
-        # the library names the Python fix, activation('...', beta=1.0); on the command line it is --param
-        found = re.match(r"(.*?uses symbol\(s\) (.+?) that are .*?); declare them with default values", str(exc))
-        if not found:
+        if not exc.symbols:
             raise
-        names = [n.strip() for n in found.group(2).split(",")]
-        raise UnknownSymbolError(f"{found.group(1)}; give their values with --param, e.g. "
-                                 f"{' '.join(f'--param {n}=1.0' for n in names)}") from exc
+        # the library names the Python fix, activation('...', beta=1.0); on the command line it is --param
+        raise UnknownSymbolError(
+            f"the formula {expr!r} uses symbol(s) {', '.join(exc.symbols)} that are neither the input x nor "
+            f"declared parameters; give their values with --param, e.g. "
+            f"{' '.join(f'--param {n}=1.0' for n in exc.symbols)}",
+            symbols=exc.symbols) from exc
 
 
 # ----------------------------------------------------------------------------- subcommands
@@ -350,14 +349,14 @@ def cmd_shape(args: argparse.Namespace) -> int:
     targets = _shape_targets(args)
     act = _activation(args.act, _parse_params(args.param))
     shaped = shape(act, _graph(args.graph), method=args.method, dps=args.dps, branch=args.branch, **targets)
+    import mpmath
+
     num = _number_printer(args.dps)
 
     def carry(value: Any) -> Any:  # --dps N solves to N digits: print mpf values with all of them
         if isinstance(value, dict):
             return {str(k): carry(v) for k, v in value.items()}
         return num(value) if isinstance(value, mpmath.mpf) else _jsonable(value)
-
-    import mpmath
 
     layers = []
     for layer in shaped.layers:

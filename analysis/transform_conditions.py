@@ -296,8 +296,10 @@ class ConditionEvaluator:
                     with np.errstate(all="ignore"):
                         try:
                             v[bad] = np.asarray(f_np(u[bad].astype(np.longdouble)), dtype=np.longdouble).astype(float)
-                        except (TypeError, ValueError):  # a function without long-double support
-                            pass
+                        except (TypeError, ValueError):
+                            # a function without long-double support: the nodes stay non-finite,
+                            # and the mpmath evaluation just below computes them
+                            v[bad] = np.nan
                     bad = ~np.isfinite(v)
                 if bad.any():
                     with mpmath.workdps(20):

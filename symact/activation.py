@@ -889,7 +889,8 @@ def _from_formula(name: str, expr: sympy.Expr, params: Mapping[str, Any], text: 
         example = ", ".join(f"{u}=1.0" for u in unknown)
         raise UnknownSymbolError(
             f"the formula {text!r} uses symbol(s) {', '.join(unknown)} that are neither the input x "
-            f"nor declared parameters; declare them with default values, e.g. activation({text!r}, {example})"
+            f"nor declared parameters; declare them with default values, e.g. activation({text!r}, {example})",
+            symbols=tuple(unknown),
         )
     unused = sorted(s.name for s in declared if s not in expr.free_symbols)
     if unused:

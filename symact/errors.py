@@ -31,7 +31,14 @@ class FormulaError(SymactError, ValueError):
 
 
 class UnknownSymbolError(FormulaError):
-    """A formula uses symbols that are neither the input nor declared parameters."""
+    """A formula uses symbols that are neither the input nor declared parameters.
+
+    ``symbols``: the names of the undeclared symbols, when that is the problem (empty otherwise),
+    so that a front end can state its own fix (the CLI's ``--param``)."""
+
+    def __init__(self, *args: object, symbols: tuple = ()) -> None:
+        super().__init__(*args)
+        self.symbols = tuple(symbols)
 
 
 class UnknownActivationError(SymactError, KeyError):

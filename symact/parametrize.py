@@ -754,6 +754,17 @@ def _real_roots(expr: sp.Expr, a: sp.Symbol) -> sp.Expr:
     return expr.replace(odd_root, real)
 
 
+def _base_in_a(g: sp.Expr, a: sp.Expr) -> sp.Expr | None:
+    """h for A = g = h**p (p rational): the real root of A for odd integer p, A**(1/p) for h > 0;
+    None where the sign of h is not known (an even power)."""
+    p = g.exp
+    if p.is_integer and p % 2 == 1:
+        return a ** (1 / p) if a.is_nonnegative else sp.sign(a) * sp.Abs(a) ** (1 / p)
+    if g.base.is_positive:
+        return a ** (1 / p)
+    return None
+
+
 def _named_inverse(g: sp.Expr, w: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
     """f^{-1}(A) from SymPy's own inverse when g is f(W) for one function f (tanh -> atanh, sinh -> asinh).
 
@@ -762,15 +773,9 @@ def _named_inverse(g: sp.Expr, w: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
     on the domain, and only where f(f^{-1}(A)) is A identically.
     """
     if g.is_Pow and g.exp.is_Rational and g.base != w and g.base.has(w):
-        # f(W)**p: f^{-1} of the p-th root of A (a real root for odd p; f > 0 for even p)
-        p = g.exp
-        if p.is_integer and p % 2 == 1:
-            root = a ** (1 / p) if a.is_nonnegative else sp.sign(a) * sp.Abs(a) ** (1 / p)
-        elif g.base.is_positive:
-            root = a ** (1 / p)
-        else:
-            return None
-        return _named_inverse(g.base, w, root)
+        # f(W)**p: f^{-1} of the p-th root of A
+        root = _base_in_a(g, a)
+        return None if root is None else _named_inverse(g.base, w, root)
     if not (isinstance(g, sp.Function) and g.args == (w,) and hasattr(g, "inverse")):
         return None
     try:
@@ -788,14 +793,8 @@ def _derivative_in_a(dg: sp.Expr, g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.
     if w not in direct.free_symbols:
         candidates.append(sp.simplify(direct))
     if g.is_Pow and g.exp.is_Rational and g.base != w and g.base.has(w):
-        # g = h(W)**p: h = A**(1/p), a real root for odd p (tanh(W)**3: g' = 3*h**2*(1 - h**2) in A)
-        p = g.exp
-        if p.is_integer and p % 2 == 1:
-            root = sp.sign(a) * sp.Abs(a) ** (1 / p) if not a.is_nonnegative else a ** (1 / p)
-        elif g.base.is_positive:
-            root = a ** (1 / p)
-        else:
-            root = None
+        # g = h(W)**p: h in A (tanh(W)**3: g' = 3*h**2*(1 - h**2) in A)
+        root = _base_in_a(g, a)
         if root is not None:
             # W left over (atan(W)**3: g' = 3*atan(W)**2/(1 + W**2)) is the inverse: the part in h stays
             # the root, not f(f^{-1}(root)) (atan(tan(u)), which SymPy cannot reduce to u)
