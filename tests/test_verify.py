@@ -297,3 +297,25 @@ def test_dks_claim_counts_diverged_seeds_as_lost(tmp_path):
     records = [rec("plain", s, 0.5) for s in range(3)] + [rec("dks", 0, 0.1), rec("dks", 1, 0.2), rec("dks", 2)]
     (claim,) = [c for c in report_section(records, str(tmp_path)).claims if c.key == "dks_beats_plain"]
     assert claim.verdict == "pass" and claim.measured == pytest.approx(0.2 - 0.5)
+
+
+def test_experiment_sections_never_print_a_measured_value_as_the_bound_it_passes(tmp_path):
+    """The RAI verdict lines and the kernel-check dev/tol columns printed 0.049996 (< 0.05: held) as
+    "0.05" and a dev/tol of 0.99996 (< 1: pass) or 1.00004 (> 1: rejected) as "1"."""
+    from analysis.experiments import kernel_check, rai
+
+    curve = {"steps": [0, 1], "train_loss": [0.7, 0.0499996], "objective": [0.7, 0.049996]}
+    claims = (Claim("relaxed", 0.049996, "last objective < 0.05", True, key="rai_relaxed_below"),
+              Claim("true", 0.0499996, "final loss < 0.05", True, key="rai_train_below"))
+    rec = Record(Job("rai_train", {"arm": "rai", "protocol": "seed", "steps": 2, "seed": 0}), "ok",
+                 {"arm": "rai", "protocol": "seed", "curve": curve, "final_train_loss": 0.0499996,
+                  "final_train_accuracy": 1.0, "relaxed_objective": 0.049996}, claims)
+    text = rai.report_section([rec], str(tmp_path)).markdown
+    assert "(0.049996;" in text and "(0.0499996," in text and "(0.05" not in text
+
+    res = {"label": "tanh", "cosines": [0.5], "c_mean": [[0.5, 0.4]], "c_std": [[0.0, 0.01]],
+           "predicted_c": [[0.5, 0.41]], "predicted_c_local": [[0.5, 0.45]],
+           "deviation_extended": [[0.99996]], "deviation_local": [[1.00004]]}
+    rec = Record(Job("kernel_check", {"width": 100, "seeds": 2, "depth": 1}), "ok", res)
+    last_row = kernel_check.report_section([rec], str(tmp_path)).markdown.splitlines()[-1]
+    assert last_row.endswith("| 0.99996 | 1.00004 |"), last_row

@@ -155,7 +155,7 @@ def jobs(level: str) -> list[Job]:
 
 
 def report_section(records: list, out_dir: str) -> Any:
-    from analysis.report import Section, line_plot, markdown_table
+    from analysis.report import Section, format_measured, line_plot, markdown_table
 
     mine = [r for r in records if r.job.experiment == "kernel_check" and r.status == "ok"
             and "predicted_c_local" in r.result]
@@ -177,7 +177,9 @@ def report_section(records: list, out_dir: str) -> Any:
                            "style": ":", "same_color": True})
             rows.append((label, width, seeds, f"{c0:g}", len(mean) - 1, mean[-1], std[-1],
                          res["predicted_c"][i][-1], res["predicted_c_local"][i][-1],
-                         max(res["deviation_extended"][i]), max(res["deviation_local"][i])))
+                         # dev/tol is compared with 1: never print 0.99996 (a pass) or 1.00004 as "1"
+                         format_measured(max(res["deviation_extended"][i]), "< 1"),
+                         format_measured(max(res["deviation_local"][i]), "> 1")))
         name = f"c_map_collapse_{label}_{width}.png"
         figures.append(line_plot(os.path.join(out_dir, name), series, xlabel="layer", ylabel="cosine similarity",
                                  title=f"{label} MLP, width {width}, {seeds} seeds: measured c (mean +- std) vs C maps"))

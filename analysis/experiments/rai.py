@@ -205,7 +205,7 @@ def _arm_label(r: Any) -> str:
 
 
 def report_section(records: list, out_dir: str) -> Any:
-    from analysis.report import Section, line_plot, markdown_table
+    from analysis.report import Section, format_measured, line_plot, markdown_table
 
     mine = [r for r in records if r.job.experiment in ("rai_init", "rai_train") and r.status == "ok"]
     if not mine:
@@ -245,9 +245,10 @@ def report_section(records: list, out_dir: str) -> Any:
         verdicts.append(
             f"- **{_arm_label(r)}, seed {r.job.spec.get('seed', 0)}, {steps} steps.** "
             f"(a) The seed's printed number, the relaxed objective below 0.05: "
-            f"**{'held' if relaxed.passed else 'did not hold'}** ({relaxed.measured:.3g}; the notebook printed "
+            f"**{'held' if relaxed.passed else 'did not hold'}** ({format_measured(relaxed.measured, relaxed.tolerance)}; "
+            f"the notebook printed "
             f"{SEED_PUBLISHED_OBJECTIVE}). (b) The true network's training loss below 0.05: "
-            f"**{'held' if true.passed else 'did not hold'}** ({true.measured:.4g}, accuracy "
+            f"**{'held' if true.passed else 'did not hold'}** ({format_measured(true.measured, true.tolerance)}, accuracy "
             f"{r.result.get('final_train_accuracy', float('nan')):.2f}).")
     rai_recs = [r for r in train_recs if r.result.get("arm") == "rai"]
     used = (f"this run used {rai_recs[0].job.spec.get('steps')} steps on "
