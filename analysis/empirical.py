@@ -7,6 +7,10 @@ prediction uses the *extended* maps (DKS): ``q_l = Q(q_{l-1})``, ``c_l = C(c_{l-
 from ``q_0 = 1``; the *local* prediction ``c_l = C(c_{l-1}; 1, 1)`` is what one gets by wrongly
 assuming ``Q(1) = 1``.  Finite-width fluctuations of ``c_l`` are ``O(1/sqrt(width))``, so the mean
 over ``seeds`` networks is expected within ``4 sqrt(l) (1 - c^2) / sqrt(width * seeds) + 5 / width``.
+The q values are checked too (the C check alone barely sees a wrong Q map: 10% off passes it for
+tanh): ``q_l`` is a mean of ``width`` i.i.d. terms ``phi(z)^2``, ``z ~ N(0, q_{l-1})``, so its mean over
+seeds is expected within ``Q^l(1) (4 sqrt(l) kappa_l / sqrt(width * seeds) + 5 / width)``, ``kappa_l``
+the relative standard deviation of ``phi(z)^2`` (a Gauss-Hermite rule).
 
 torch is imported lazily; it runs on ``device`` (default: CUDA when available, else CPU).
 
@@ -29,12 +33,22 @@ from analysis.kernel import _activation_parts, kernel_maps
 from numeric.train import resolve_device
 from symact.errors import DomainError
 
-__all__ = ["EmpiricalKernel", "empirical_kernel", "kernel_tolerance"]
+__all__ = ["EmpiricalKernel", "empirical_kernel", "kernel_tolerance", "q_tolerance"]
 
 
 def kernel_tolerance(c: float, layer: int, width: int, seeds: int) -> float:
     """Allowed |mean measured c - predicted c| at ``layer``: ``4 sqrt(l)(1-c^2)/sqrt(width seeds) + 5/width``."""
     return 4 * math.sqrt(layer) * (1 - c * c) / math.sqrt(width * seeds) + 5 / width
+
+
+def q_tolerance(q: float, kappa: float, layer: int, width: int, seeds: int) -> float:
+    """Allowed |mean measured q - predicted q| at ``layer``: ``q (4 sqrt(l) kappa / sqrt(width seeds) + 5/width)``.
+
+    ``kappa = sd(phi(z)^2) / E[phi(z)^2]`` for ``z ~ N(0, q_{l-1})``: one neuron's relative spread, so
+    ``kappa / sqrt(width)`` is the Monte-Carlo relative error of one network's q (CLT over the width);
+    ``sqrt(l)`` allows for the fluctuations of the earlier layers, as in :func:`kernel_tolerance`.
+    """
+    return q * (4 * math.sqrt(layer) * kappa / math.sqrt(width * seeds) + 5 / width)
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ class EmpiricalKernel:
     predicted_q: tuple
     predicted_c: tuple
     predicted_c_local: tuple
+    q_kappa: tuple = ()  # per layer: sd(phi(z)^2) / E[phi(z)^2], z ~ N(0, predicted q_{l-1}) (see q_tolerance)
 
     def tolerance(self, i: int, layer: int, which: str = "extended") -> float:
         pred = self._prediction(which)[i][layer - 1]
@@ -76,9 +91,18 @@ class EmpiricalKernel:
         return np.array([[abs(self.c_mean[i][l] - pred[i][l]) / self.tolerance(i, l + 1, which)
                           for l in range(self.depth)] for i in range(len(self.cosines))])
 
+    def q_deviations(self) -> np.ndarray:
+        """|mean measured q - Q^l(1)| divided by :func:`q_tolerance`, shape (cosines, depth)."""
+        return np.array([[abs(self.q_mean[i][l] - self.predicted_q[l])
+                          / q_tolerance(self.predicted_q[l], self.q_kappa[l], l + 1, self.width, self.seeds)
+                          for l in range(self.depth)] for i in range(len(self.cosines))])
+
     def passes(self, which: str = "extended") -> bool:
-        """True when every layer and cosine is within :func:`kernel_tolerance`."""
-        return bool(np.all(self.deviations(which) < 1))
+        """True when every layer and cosine is within :func:`kernel_tolerance`; for the extended
+        prediction the q values must also be within :func:`q_tolerance` of ``Q^l(1)`` (the local
+        prediction assumes q = 1 and is judged on c alone)."""
+        ok = bool(np.all(self.deviations(which) < 1))
+        return ok and bool(np.all(self.q_deviations() < 1)) if which == "extended" else ok
 
     def spread_ratio(self, wider: "EmpiricalKernel") -> float:
         """Pooled ratio of the seed-to-seed spread of c between this record and a wider one.
@@ -176,12 +200,24 @@ def empirical_kernel(act: Any, depth: int, width: int, cosines: Sequence[float] 
     for _ in range(depth):
         qv = maps.q_map(qv)
         pred_q.append(qv)
+    # kappa_l = sd(phi(z)^2) / E[phi(z)^2] at z ~ N(0, q_{l-1}) by a 120-node Gauss-Hermite rule
+    nodes, weights = np.polynomial.hermite_e.hermegauss(120)
+    weights = weights / weights.sum()
+    kappa = []
+    for q_in in (1.0, *pred_q[:-1]):
+        with torch.no_grad():
+            z = torch.tensor(nodes * math.sqrt(q_in), dtype=torch.float64, device=device)
+            p2 = (phi(z) ** 2).cpu().numpy()
+        m2, m4 = float(weights @ p2), float(weights @ (p2 * p2))
+        kappa.append(math.sqrt(max(m4 / (m2 * m2) - 1.0, 0.0)) if m2 > 0 else math.inf)
     for c0 in cosines:
         ce, cl, qv = c0, c0, 1.0
         row_e, row_l = [], []
         for layer in range(depth):
-            ce = min(1.0, maps.c_map(ce, qv, qv))
-            cl = min(1.0, maps.c_map(cl, 1.0, 1.0))
+            # rounding may give C a few ulps above 1; np.minimum keeps a NaN prediction NaN
+            # (min(1.0, nan) is 1.0: a failed map would have been shown as the collapse c = 1)
+            ce = float(np.minimum(1.0, maps.c_map(ce, qv, qv)))
+            cl = float(np.minimum(1.0, maps.c_map(cl, 1.0, 1.0)))
             qv = pred_q[layer]
             row_e.append(ce)
             row_l.append(cl)
@@ -195,4 +231,4 @@ def empirical_kernel(act: Any, depth: int, width: int, cosines: Sequence[float] 
         activation=name, depth=depth, width=width, seeds=seeds, init=init, device=str(device),
         cosines=cosines, q_mean=tup(q_all.mean(0)), q_std=tup(q_all.std(0, ddof=1)),
         c_mean=tup(c_all.mean(0)), c_std=tup(c_all.std(0, ddof=1)), predicted_q=tuple(pred_q),
-        predicted_c=tuple(pred_c), predicted_c_local=tuple(pred_local))
+        predicted_c=tuple(pred_c), predicted_c_local=tuple(pred_local), q_kappa=tuple(kappa))

@@ -82,3 +82,48 @@ def test_devices_torch_cannot_use_are_domain_errors(device, message):
         pytest.skip("this machine has an MPS device")
     with pytest.raises(DomainError, match=message):
         empirical_kernel(TANH, depth=2, width=16, cosines=(0.5,), seeds=2, device=device)
+
+
+class _ScaledMaps:
+    """The true kernel maps with Q (or C) multiplied by a factor: a wrong prediction to be caught."""
+
+    def __init__(self, maps, q_factor=1.0, c_value=None):
+        self.maps, self.q_factor, self.c_value = maps, q_factor, c_value
+
+    def q_map(self, q):
+        return self.q_factor * self.maps.q_map(q)
+
+    def c_map(self, c, q1, q2):
+        return self.maps.c_map(c, q1, q2) if self.c_value is None else self.c_value
+
+
+def test_a_wrong_q_map_fails_the_extended_check(monkeypatch):
+    """A Q map 10% off moved the tanh C predictions by less than the C tolerance, so passes() stayed
+    True: the q values were measured but never compared.  Now q_l is checked against Q^l(1)."""
+    import analysis.empirical as empirical
+
+    rec = empirical_kernel(TANH, depth=5, width=1000, cosines=(0.0, 0.5, 0.9), seeds=10)
+    assert rec.passes(), (rec.deviations(), rec.q_deviations())
+    true_maps = empirical.kernel_maps
+    monkeypatch.setattr(empirical, "kernel_maps", lambda *a, **k: _ScaledMaps(true_maps(*a, **k), q_factor=1.1))
+    wrong = empirical_kernel(TANH, depth=5, width=1000, cosines=(0.0, 0.5, 0.9), seeds=10)
+    assert wrong.q_deviations().max() > 1 and not wrong.passes()
+
+
+def test_q_tolerance_uses_the_relative_spread_of_phi_squared():
+    """kappa = sd(phi(z)^2)/E[phi(z)^2]: for ReLU E[relu^4]/E[relu^2]^2 = (3/2)/(1/4), kappa = sqrt(5) at any q;
+    for the identity E z^4 / E[z^2]^2 = 3, kappa = sqrt(2)."""
+    relu = empirical_kernel(sympy.Max(0, x), depth=2, width=64, cosines=(0.5,), seeds=2)
+    assert relu.q_kappa == pytest.approx((math.sqrt(5), math.sqrt(5)), rel=1e-9)
+    ident = empirical_kernel(x, depth=1, width=64, cosines=(0.5,), seeds=2)
+    assert ident.q_kappa == pytest.approx((math.sqrt(2),), rel=1e-9)
+
+
+def test_a_nan_prediction_is_not_shown_as_c_equal_1(monkeypatch):
+    """min(1.0, nan) is 1.0: a C map that failed was reported as the collapsed prediction c = 1."""
+    import analysis.empirical as empirical
+
+    true_maps = empirical.kernel_maps
+    monkeypatch.setattr(empirical, "kernel_maps", lambda *a, **k: _ScaledMaps(true_maps(*a, **k), c_value=math.nan))
+    rec = empirical_kernel(TANH, depth=2, width=64, cosines=(0.5,), seeds=2)
+    assert all(math.isnan(v) for v in rec.predicted_c[0]) and not rec.passes()

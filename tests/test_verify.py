@@ -229,7 +229,8 @@ def test_kernel_check_tanh_extended_map_holds_and_local_map_is_rejected():
     res = kernel_check({"activation": "tanh", "depth": 5, "width": 1000, "seeds": 10,
                         "cosines": [0.0, 0.5, 0.9], "check_local": True})
     verdicts = [(c.key, c.verdict) for c in res["claims"]]
-    assert verdicts == [("kernel_extended_map", "pass")] * 3 + [("kernel_local_map_rejected", "pass")]
+    assert verdicts == ([("kernel_extended_map", "pass")] * 3 + [("kernel_q_map", "pass")]
+                        + [("kernel_local_map_rejected", "pass")])
     # layer 1 of both predictions is C(c0; 1, 1) = E[tanh(u) tanh(c0 u + sqrt(1-c0^2) w)] / E[tanh(u)^2],
     # here by an independent 200 x 200 Gauss-Hermite rule (converged to ~1e-15 for tanh)
     nodes, weights = np.polynomial.hermite_e.hermegauss(200)

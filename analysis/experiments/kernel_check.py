@@ -14,6 +14,9 @@ Claims per job (tolerance :func:`analysis.kernel_tolerance`,
 layer ``l``, ``c_l`` the prediction under test):
 
 * per input cosine: the extended prediction holds at every layer (max |diff|/tol < 1);
+* the q values follow :math:`Q^l(1)` at every layer and cosine (tolerance
+  :func:`analysis.empirical.q_tolerance`, the Monte-Carlo error of a mean over ``width`` neurons):
+  the C check alone barely sees a wrong Q map;
 * ``check_local``: the local prediction is *rejected* by the same test (some layer has
   |diff|/tol > 1). Claimed for untransformed tanh (Q(1) = 0.394) and sigmoid (Q(1) = 0.293);
   not for softplus (Q(1) = 0.92: the two predictions differ by less than the tolerance) nor for a
@@ -27,7 +30,7 @@ contracts slowly), depth 2 for softplus and sigmoid, whose C(0) is 0.70 and 0.85
 
 >>> res = kernel_check({"activation": "tanh", "depth": 2, "width": 64, "seeds": 2, "cosines": [0.5]})
 >>> [c.key for c in res["claims"]]
-['kernel_extended_map']
+['kernel_extended_map', 'kernel_q_map']
 >>> len(res["c_mean"][0]) == len(res["predicted_c"][0]) == 3  # layer 0 (the input) and layers 1, 2
 True
 """
@@ -43,6 +46,7 @@ from analysis.verify import register
 __all__ = ["kernel_check", "jobs", "report_section", "job_activation", "SPREAD_RANGE"]
 
 SPREAD_RANGE = (1.4, 2.9)  # issue 3: std ratio between widths n and 4n (ideal 2)
+_Q_TOL_TEXT = "max_l |mean q_l - Q^l(1)| / tol_l < 1, tol_l = Q^l(1)(4 sqrt(l) kappa_l/sqrt(width*seeds) + 5/width)"
 _TOL_TEXT = "max_l |mean c_l - pred c_l| / tol_l {op} 1, tol_l = 4 sqrt(l)(1-c_l^2)/sqrt(width*seeds) + 5/width"
 
 
@@ -97,6 +101,15 @@ def kernel_check(spec: dict, *, device: str = "cpu", progress: Callable | None =
             f"extended {rec.predicted_c[i][last]:.5f}, local {rec.predicted_c_local[i][last]:.5f}; "
             f"|diff|/tol per layer {[round(float(v), 3) for v in dev_ext[i]]}",
             key="kernel_extended_map"))
+    dev_q = rec.q_deviations()
+    worst = float(dev_q.max())
+    i, l = divmod(int(dev_q.argmax()), depth)
+    claims.append(Claim(
+        f"{label} width {width}, {seeds} seeds: q_l follows the Q map, q_l = Q^l(1), at layers 1..{depth}",
+        worst, _Q_TOL_TEXT, worst < 1,
+        f"worst at c0={cosines[i]:g}, layer {l + 1}: measured {rec.q_mean[i][l]:.5f}, Q^l(1) "
+        f"{rec.predicted_q[l]:.5f}; kappa_l = sd(phi^2)/E(phi^2) {[round(k, 3) for k in rec.q_kappa]}",
+        key="kernel_q_map"))
     if spec.get("check_local"):
         worst = float(dev_loc.max())
         i, l = divmod(int(dev_loc.argmax()), depth)
@@ -113,7 +126,7 @@ def kernel_check(spec: dict, *, device: str = "cpu", progress: Callable | None =
         "c_std": [[0.0] + list(r) for r in rec.c_std],
         "predicted_c": [_with_input(c0, r) for c0, r in zip(cosines, rec.predicted_c)],
         "predicted_c_local": [_with_input(c0, r) for c0, r in zip(cosines, rec.predicted_c_local)],
-        "deviation_extended": dev_ext.tolist(), "deviation_local": dev_loc.tolist(),
+        "deviation_extended": dev_ext.tolist(), "deviation_local": dev_loc.tolist(), "deviation_q": dev_q.tolist(),
     }
     if spread_width:
         wide = empirical_kernel(act, depth=depth, width=int(spread_width), cosines=cosines, seeds=seeds,
