@@ -321,7 +321,9 @@ def run_suite(
     records = tuple(store.records(jobs))
     if interrupted:
         return SuiteResult(os.fspath(out_dir), records, tuple(ran), skipped, True, None, ())
-    report_path, summary = None, ()
+    # without a report the summary is still every job's claims: failed_claims (and the CLI's exit
+    # code built on it) must not read "no failures" just because no report was written
+    report_path, summary = None, summary_rows(records)
     if report:
         from analysis.report import write_report
 
@@ -380,10 +382,11 @@ def _run_pool(todo: list[Job], store: RecordStore, workers: int, device: str, pr
 
 
 def summary_rows(records: Sequence[Record]) -> list[dict]:
-    """One row per job-level claim: experiment, job, prediction, measured, tolerance, verdict."""
+    """One row per job-level claim: source (the job id), prediction, measured, tolerance, verdict, detail
+    (the rows of :func:`analysis.report.write_report` without its report sections' suite-level claims)."""
     rows = []
     for rec in records:
         for c in rec.claims:
-            rows.append({"job": rec.job.id, "prediction": c.prediction, "measured": to_jsonable(c.measured),
+            rows.append({"source": rec.job.id, "prediction": c.prediction, "measured": to_jsonable(c.measured),
                          "tolerance": c.tolerance, "verdict": c.verdict, "detail": c.detail})
     return rows

@@ -320,3 +320,12 @@ def test_experiment_sections_never_print_a_measured_value_as_the_bound_it_passes
     rec = Record(Job("kernel_check", {"width": 100, "seeds": 2, "depth": 1}), "ok", res)
     last_row = kernel_check.report_section([rec], str(tmp_path)).markdown.splitlines()[-1]
     assert last_row.endswith("| 0.99996 | 1.00004 |"), last_row
+
+
+def test_failed_claims_are_reported_without_a_report(tmp_path):
+    """run_suite(report=False) left the summary empty, so failed_claims said 0 for a failing claim (3^2 is odd)."""
+    d = str(tmp_path)
+    result = run_suite([Job(f"{HERE}:square_job", {"value": 3, "dir": d})], d, progress=False, report=False)
+    assert result.report_path is None
+    assert [row["verdict"] for row in result.failed_claims] == ["fail"]
+    assert "failed_claims=1" in repr(result)
