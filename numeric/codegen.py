@@ -677,12 +677,18 @@ def _load(source: str, class_name: str) -> dict:
 
 
 def torch_function(act: Any, trainable: Iterable = (), name: str | None = None,
-                   prefer_builtins: bool = False):
+                   prefer_builtins: bool = False, forward_ad: bool = False):
     """A ``torch.autograd.Function`` subclass computing ``act`` elementwise.
 
     Call it as ``F.apply(x)`` (``F.apply(x, v)`` for gated forms; trainable
     parameters follow as tensors in the order given).  Backward saves one tensor for
-    a single-input activation and supports double backward and ``torch.func``.
+    a single-input activation and supports double backward and ``torch.func``'s
+    reverse-mode transforms (``grad``, ``vmap``).
+
+    ``forward_ad=True`` returns the subclass that also defines ``jvp``, for forward-mode
+    AD (``torch.func.jvp``, ``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``).  It is
+    not the default because torch.compile's Dynamo does not trace autograd Functions
+    that define a ``jvp``; :func:`torch_module` picks between the two at call time.
 
     >>> import sympy, torch
     >>> x = sympy.Symbol("x", real=True)
@@ -693,7 +699,8 @@ def torch_function(act: Any, trainable: Iterable = (), name: str | None = None,
     """
     spec = codegen_spec(act, trainable, name=name, prefer_builtins=prefer_builtins)
     namespace = _load(_source(spec), spec.class_name)
-    return namespace[_function_class_name(spec.class_name)]
+    function_class = _function_class_name(spec.class_name)
+    return namespace[function_class + "WithJvp" if forward_ad else function_class]
 
 
 def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name: str | None = None,

@@ -1129,8 +1129,8 @@ def _in_compute_dtype(fn, *tensors):
     """fn(*tensors) in the dtype the result should have, or in float32 for float16/bfloat16.
 
     The result dtype is the promotion of the input-shaped tensors (0-dim parameters do
-    not promote, as in PyTorch); integer and bool inputs give the default float dtype, as
-    torch.exp does.  float16 and bfloat16 are computed in float32 and rounded back once,
+    not promote, as in PyTorch); integer and bool inputs take the floating parameters'
+    dtype, or the default float dtype without any, as torch.exp does.  float16 and bfloat16 are computed in float32 and rounded back once,
     as PyTorch's own kernels do: run in float16 itself, generated code overflows in its
     intermediates (x**2 from |x| = 256, a squared denominator sooner) and rounds every
     step to 8 or 11 bits.  Differentiable: the conversions are recorded like any op.
@@ -1139,6 +1139,12 @@ def _in_compute_dtype(fn, *tensors):
     for t in tensors[1:]:
         if t.dim() > 0:
             dtype = torch.promote_types(dtype, t.dtype)
+    if not (dtype.is_floating_point or dtype.is_complex):
+        # an integer input takes the dtype of the floating 0-dim parameters, as in torch's
+        # type promotion (int tensor * float64 0-dim tensor is float64)
+        for t in tensors[1:]:
+            if t.dim() == 0 and (t.dtype.is_floating_point or t.dtype.is_complex):
+                dtype = torch.promote_types(dtype, t.dtype)
     if dtype.is_complex:
         raise TypeError(f"generated activations are real functions, but the input is {dtype}; "
                         "pass a real tensor (x.real, x.abs() ...)")

@@ -1201,6 +1201,38 @@ def test_forward_mode_ad_jvp_jacfwd_and_hessian_match_plain_torch():
     assert torch.allclose(got_tangent, expected_tangent, rtol=1e-12)
 
 
+def test_torch_function_with_forward_ad_has_a_jvp_matching_plain_torch():
+    """torch_function(act) had no way to give forward-mode AD (only the module chose the jvp
+    subclass).  forward_ad=True returns it; reference: F.silu differentiated by torch.func."""
+    from torch.func import jacfwd, jvp
+
+    t = torch.linspace(-6, 6, 7, dtype=torch.float64)
+    tangent = torch.linspace(1, 2, 7, dtype=torch.float64)
+    silu = torch_function("silu", forward_ad=True)
+    got = jvp(silu.apply, (t,), (tangent,))
+    expected = jvp(torch.nn.functional.silu, (t,), (tangent,))
+    for g, e in zip(got, expected):
+        assert torch.allclose(g, e, rtol=1e-13)
+    assert torch.allclose(jacfwd(silu.apply)(t), torch.func.jacrev(torch.nn.functional.silu)(t), rtol=1e-13)
+    # still the same reverse-mode function: the jvp class is a subclass of the plain one
+    assert issubclass(silu, torch_function("silu"))
+
+
+def test_integer_input_takes_the_dtype_of_a_float64_parameter_as_torch_promotion_does():
+    """int input with a float64 parameter gave float32 (the default dtype), where torch's
+    promotion gives float64 (int tensor * float64 0-dim tensor)."""
+    module = torch_module("squareplus", trainable=("b",)).double()
+    x = torch.tensor([-3, 0, 2])
+    expected_dtype = (x * module.b).dtype
+    assert expected_dtype == torch.float64
+    y = module(x)
+    assert y.dtype == expected_dtype
+    b = module.b.detach()
+    assert torch.allclose(y, (x + torch.sqrt(x.double() ** 2 + b)) / 2, rtol=1e-15)
+    # float32 parameter: float32, as torch
+    assert torch_module("squareplus", trainable=("b",))(x).dtype == torch.float32
+
+
 def test_non_tensor_inputs_raise_a_type_error_naming_the_fix():
     """m(1.0) raised "'float' object has no attribute 'shape'" or an error about an internal
     functorch function; torch's own functions raise TypeError for a non-tensor input too."""
