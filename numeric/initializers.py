@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -131,6 +132,7 @@ def kernel_preserving_init_(model: nn.Module, gain: float = 1.0, generator=None)
     changed.
     """
     plan = []   # (module, name, label, value): computed and checked first, written only if all succeed
+    skipped: list[str] = []
     for label, module in model.named_modules():
         if isinstance(module, nn.Linear):
             value = torch.empty_like(module.weight)
@@ -142,6 +144,7 @@ def kernel_preserving_init_(model: nn.Module, gain: float = 1.0, generator=None)
             for g in range(groups):
                 delta_orthogonal_(value[g * per:(g + 1) * per], gain, generator)
         else:
+            skipped.extend(_unhandled_matrices(label, module))
             continue
         plan.append((module, "weight", label, value))
         if module.bias is not None:
@@ -154,7 +157,28 @@ def kernel_preserving_init_(model: nn.Module, gain: float = 1.0, generator=None)
             setattr(module, name, value)   # calls the parametrisation's right_inverse
         else:
             getattr(module, name).copy_(value)
+    if skipped:
+        # a layer left at PyTorch's default init breaks the q-preservation DKS relies on, so say so
+        warnings.warn(
+            f"kernel_preserving_init_ left {len(skipped)} weight matri{'x' if len(skipped) == 1 else 'ces'} "
+            f"unchanged: {', '.join(skipped)}. The kernel-preserving init covers nn.Linear and nn.Conv1/2/3d "
+            "only (a transposed convolution with stride > 1 cannot preserve q with a delta init); initialise "
+            "these yourself (scaled_uniform_orthogonal_ / delta_orthogonal_ where they apply) or use Linear/Conv "
+            "layers.", RuntimeWarning, stacklevel=2)
     return model
+
+
+def _unhandled_matrices(label: str, module: nn.Module) -> list[str]:
+    """Names of the weight matrices (parameters with 2 or more dims) that ``module`` holds itself and
+    that kernel_preserving_init_ does not set: transposed convolutions, nn.Bilinear, the input
+    projection of nn.MultiheadAttention, a custom module's own matrices.  Embeddings are input lookups,
+    not layers whose q must be preserved; a parametrisation's ``original`` belongs to its layer."""
+    from torch.nn.utils.parametrize import ParametrizationList
+
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag, ParametrizationList)):
+        return []
+    return [f"{label or type(module).__name__}.{name} ({type(module).__name__})"
+            for name, p in module.named_parameters(recurse=False) if p.dim() >= 2]
 
 
 def per_location_normalize(x: torch.Tensor, dim: int = 1, eps: float = 0.0) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from numeric.initializers import (
     delta_orthogonal_,
@@ -172,3 +173,26 @@ def test_parametrisation_that_cannot_take_the_init_is_refused(param, match):
     torch.nn.utils.parametrize.register_parametrization(lin, "weight", param())
     with pytest.raises(DomainError, match=match):
         kernel_preserving_init_(lin)
+
+
+def test_layers_the_init_does_not_cover_are_named_in_a_warning_not_skipped_silently():
+    """A ConvTranspose or MultiheadAttention input projection was left at PyTorch's default
+    init without a word, so the model was not kernel preserving.  Property checked: the
+    covered Linear still satisfies W^T W = (out/in) I; embeddings, norms and parametrised
+    layers raise no warning."""
+    import warnings
+
+    from numeric import parametrize_model
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.ConvTranspose1d(8, 8, 3), nn.Embedding(5, 4),
+                          nn.MultiheadAttention(8, 2), nn.LayerNorm(8))
+    with pytest.warns(RuntimeWarning, match=r"left 2 weight matrices unchanged: 1\.weight \(ConvTranspose1d\), "
+                                            r"3\.in_proj_weight \(MultiheadAttention\)"):
+        kernel_preserving_init_(model)
+    w = model[0].weight.detach().double()
+    assert torch.allclose(w.T @ w, 2.0 * torch.eye(4, dtype=torch.float64), atol=1e-5)
+    quiet = nn.Sequential(nn.Embedding(5, 4), nn.Linear(4, 8), nn.Tanh(), nn.LayerNorm(8), nn.Linear(8, 2))
+    parametrize_model(quiet[4], "exp", signed="difference")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kernel_preserving_init_(quiet)
