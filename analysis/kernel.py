@@ -859,9 +859,11 @@ class KernelMaps:
         jumps = self._f.jumps(n - 1) if n >= 1 else ()
         if n >= 2 and self._f.jumps(n - 2):
             raise DomainError(
-                f"the {n}-th derivative of {self.activation_name!r} contains derivatives of delta "
-                f"functions (phi^({n - 2}) jumps), so d^{n}C/dc^{n} is not defined pointwise; use the "
-                "closed form if one exists.")
+                f"d^{n}C/dc^{n} of {self.activation_name!r} by Price's formula needs derivatives of delta "
+                f"functions (phi^({n - 2}) jumps), which the {self.engine} quadrature cannot integrate; the "
+                f"derivative itself is finite for |c| < 1 (C is a power series in c): use "
+                f"kernel_maps(..., engine='mpmath') (Mehler's series, for |c| <= {self.mehler_max_abs_c}) "
+                "or the closed form if one exists.")
         F64 = self.engine == "float64"
         if F64:
             self._no_float64_singularities("C map")

@@ -789,3 +789,18 @@ def test_q_map_derivative_cancellation_at_large_q():
     for phi in (sympy.Max(0, x), sympy.Abs(x)):
         for engine in ("mpmath", "float64"):
             assert kernel_maps(phi, engine=engine, dps=20).q_map_derivative(7, 2) == 0
+
+
+def test_second_c_derivative_of_a_step_is_finite_inside_and_the_float64_refusal_names_the_engine_that_gives_it():
+    """The float64 engine refused C'' of a shifted step, saying it was "not defined pointwise";
+    it is finite for |c| < 1.  Reference: for phi = H(x - a) at q = 1, C'(c) is the bivariate
+    normal density at (a, a) over Phi(-a), so C''(c) = C'(c) (a^2/(1+c)^2 + c/(1-c^2))."""
+    a, c = mpmath.mpf(1) / 2, mpmath.mpf(3) / 10
+    with mpmath.workdps(40):
+        slope = mpmath.exp(-a ** 2 / (1 + c)) / (2 * mpmath.pi * mpmath.sqrt(1 - c ** 2) * mpmath.ncdf(-a))
+        curvature = slope * (a ** 2 / (1 + c) ** 2 + c / (1 - c ** 2))
+    with pytest.raises(DomainError, match=r"finite for \|c\| < 1.*engine='mpmath'"):
+        kernel_maps("heaviside(x - 1/2)", engine="float64").c_map_derivative(0.3, n=2)
+    maps = kernel_maps("heaviside(x - 1/2)", engine="mpmath", dps=20)
+    assert abs(maps.c_map_derivative(c, n=1) - slope) < mpmath.mpf(10) ** -18 * slope
+    assert abs(maps.c_map_derivative(c, n=2) - curvature) < mpmath.mpf(10) ** -18 * curvature
