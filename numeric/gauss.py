@@ -114,31 +114,46 @@ def _tail_radius(dps: int) -> mpmath.mpf:
     return mpmath.sqrt(2 * (dps + _GUARD_DIGITS) * mpmath.log(10))
 
 
-def _check_tail(f: Callable, mean, std, dps: int, what: str = "the integrand", relative: bool = False) -> None:
+def _check_tail(f: Callable, mean, std, dps: int, what: str = "the integrand", relative: bool = False):
     """Raise DivergentIntegralError when |f(mean + std z)| exp(-z^2/2) does not decay.
 
     A convergent Gaussian expectation of a function of at most exp(a x^2) growth with
     a < 1/(2 std^2) has an integrand decaying like a Gaussian; we evaluate it at two radii
     well inside the region that matters numerically (R, 2R) and require it to shrink and to be
     negligible at 2R.  exp(x^2/2)*std=1 (integrand constant) and faster growth fail this test.
-    ``relative``: negligible relative to the integrand at R when that exceeds 1 (for rules that
-    integrate to infinity; the finite-range rules keep the absolute test, which bounds what
-    their cut drops).
+    ``relative`` (for rules that integrate to infinity): negligible relative to the largest
+    integrand seen when that exceeds 1, at the first of 2R, 4R, 8R where it shrinks, so an
+    integrand whose bulk lies beyond R passes; the finite-range rules keep the absolute test at
+    2R, which bounds what their cut drops.
+
+    Returns the radius (in z) beyond which the integrand is negligible on both sides.
     """
     r = _tail_radius(dps)
+    negligible_beyond = 2 * r
+    # relative (rules to infinity): an integrand whose bulk lies beyond R (exp(x/2) at q = 200
+    # peaks at z = sqrt(q) = 14 > R = 12.7) decays further out, so look out to 8R for the decay
+    radii = [r * 2 ** k for k in range(4 if relative else 2)]
     for sign in (1, -1):
         g = []
-        for z in (r, 2 * r):
+        for z in radii:
             try:
                 y = abs(_real(f(mean + std * sign * z), mean + std * sign * z))
             except DivergentIntegralError:
                 y = mpmath.inf
             g.append(y * mpmath.exp(-z * z / 2) if y != mpmath.inf else mpmath.inf)
-        # relative: negligible *relative to the integrand at R* (absolutely when that is below 1):
-        # exp(x/2) at q = 100 (E = e^50, integrand 1e20 at R, 1e-30 at 2R) is convergent and was
-        # refused at 15 digits by the absolute 10^-(dps+guard)
-        size = max(1, g[0]) if relative and g[0] != mpmath.inf else 1
-        if not (g[1] <= g[0] and g[1] < mpmath.mpf(10) ** (-(dps + _GUARD_DIGITS)) * size):
+        decayed = False
+        for k in range(1, len(radii)):
+            # relative: negligible *relative to the largest integrand seen* (absolutely when that is below
+            # 1): exp(x/2) at q = 100 (E = e^50, integrand 1e20 at R, 1e-30 at 2R) is convergent and was
+            # refused at 15 digits by the absolute 10^-(dps+guard)
+            size = max([1] + [v for v in g[:k] if v != mpmath.inf]) if relative else 1
+            if g[k] <= g[k - 1] and g[k] < mpmath.mpf(10) ** (-(dps + _GUARD_DIGITS)) * size:
+                decayed = True
+                negligible_beyond = max(negligible_beyond, radii[k])
+                break
+        if not decayed:
+            r = radii[-2]
+            g = g[-2:]
             var = std * std
             raise DivergentIntegralError(
                 f"the Gaussian expectation of {what} diverges: |f(x)| grows like exp(x^2/(2 var)) or "
@@ -148,6 +163,7 @@ def _check_tail(f: Callable, mean, std, dps: int, what: str = "the integrand", r
                 f"exp(x^2/(2 var)); for a Q or C map at q value q (f = phi^2, var = q) an activation "
                 "growing like exp(x^2/(4 q)) or faster is not square-integrable under N(0, q): use a "
                 "smaller q, or an activation that grows more slowly.")
+    return negligible_beyond
 
 
 def _check_singularities(f: Callable, breakpoints: Iterable, dps: int, what: str = "the integrand") -> None:
@@ -242,10 +258,17 @@ def gaussian_expectation(f: Callable, *, dps: int = 30, breakpoints: Sequence = 
     with mp.workdps(dps + _GUARD_DIGITS):
         mean = mpmath.mpf(mean)
         std = mpmath.mpf(std)
-        _check_tail(f, mean, std, dps, relative=True)
+        negligible_beyond = _check_tail(f, mean, std, dps, relative=True)
         _check_singularities(f, breakpoints, dps)
         cut = 2 * _tail_radius(dps)
         points = _split_points(breakpoints, mean, std, cut)
+        if negligible_beyond > cut:
+            # the bulk lies far out (exp(x/2) at q = 2500 peaks at z = 50): a rule on [0, inf) puts
+            # too few nodes there (9 digits of 15), so split the range into panels of width R/2
+            step = _tail_radius(dps) / 2
+            far = [k * step for k in range(1, int(negligible_beyond / step) + 1)]
+            points = sorted(set(points[1:-1]) | set(far) | {-z for z in far})
+            points = [mpmath.ninf] + points + [mpmath.inf]
         norm = 1 / mpmath.sqrt(2 * mpmath.pi)
 
         def integrand(z):

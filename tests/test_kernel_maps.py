@@ -766,6 +766,12 @@ def test_q_map_of_exponential_growth_at_large_q_is_not_refused():
     test called it divergent; the divergence message also named a fix (exp(x^2/4)) valid at q = 1 only."""
     m = kernel_maps(sympy.exp(x / 2), engine="mpmath", dps=15)
     assert rel(m.q_map(100), mpmath.exp(50)) < 1e-14
+    # q = 200 and 2500: the integrand peaks at z = sqrt(q) = 14 and 50, beyond the tail radius R = 12.7
+    # (called divergent), and at 50 beyond the rule's split points (9 of 15 digits before the far panels)
+    for q in (200, 2500):
+        with mpmath.workdps(30):
+            exact = mpmath.exp(mpmath.mpf(q) / 2)
+        assert rel(m.q_map(q), exact) < 1e-14
     # exp(x^2/8) at q = 2: E[exp(z^2/2)] really diverges; the fix must be about q, not about exp(x^2/4)
     with pytest.raises(DivergentIntegralError, match="smaller q"):
         kernel_maps(sympy.exp(x**2 / 8), engine="mpmath", dps=15).q_map(2)
