@@ -149,6 +149,12 @@ def gradient_penalty_inequality(
                           "pass e.g. torch.tensor(values, dtype=torch.float64)")
     if x.dim() != 1:
         raise DomainError(f"x must be one input vector (1-D), got shape {tuple(x.shape)}; loop over a batch")
+    model_dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if model_dtypes - {x.dtype}:
+        # the tolerance is set by the dtype, and torch refuses mixed Linear inputs with a bare "mat1 and mat2" error
+        names = ", ".join(sorted(str(d) for d in model_dtypes))
+        raise DomainError(f"x is {x.dtype} but the model's parameters are {names}; use one dtype for both "
+                          f"(model.to({x.dtype}), or x.to(<the model's dtype>))")
     f = f if f is not None else (lambda y: y.sum())
     x = x.detach()
 

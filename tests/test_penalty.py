@@ -103,6 +103,11 @@ def test_bad_inputs_raise():
         gradient_penalty_inequality(nn.Sequential(nn.Linear(2, 1)), torch.zeros(2), norm="nuclear")
     with pytest.raises(DomainError, match="floating-point"):
         gradient_penalty_inequality(nn.Sequential(nn.Linear(2, 1)), torch.tensor([1, 2]))
+    # float64 x into a float32 model: torch's own error is a bare "mat1 and mat2 must have the same dtype"
+    with pytest.raises(RuntimeError):
+        nn.Linear(2, 1)(torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(DomainError, match=r"x is torch.float64 but the model's parameters are torch.float32.*model.to"):
+        gradient_penalty_inequality(nn.Sequential(nn.Linear(2, 1)), torch.zeros(2, dtype=torch.float64))
     # one Linear at two positions: its gradient is the sum over both uses, not a per-layer share
     shared = nn.Linear(2, 2)
     with pytest.raises(DomainError, match="one Linear weight at several positions"):

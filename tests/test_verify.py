@@ -298,6 +298,11 @@ def test_dks_claim_counts_diverged_seeds_as_lost(tmp_path):
     records = [rec("plain", s, 0.5) for s in range(3)] + [rec("dks", 0, 0.1), rec("dks", 1, 0.2), rec("dks", 2)]
     (claim,) = [c for c in report_section(records, str(tmp_path)).claims if c.key == "dks_beats_plain"]
     assert claim.verdict == "pass" and claim.measured == pytest.approx(0.2 - 0.5)
+    assert "left out" not in claim.detail
+    # a seed that failed with another error measured nothing: left out, and the detail says so
+    crashed = Record(Job("deep_vanilla", {**records[-1].job.spec, "seed": 3}), "failed", error="RuntimeError: boom")
+    (claim,) = [c for c in report_section(records + [crashed], str(tmp_path)).claims if c.key == "dks_beats_plain"]
+    assert claim.measured == pytest.approx(0.2 - 0.5) and "another error, left out: DKS 1" in claim.detail
 
 
 def test_experiment_sections_never_print_a_measured_value_as_the_bound_it_passes(tmp_path):
@@ -329,3 +334,14 @@ def test_failed_claims_are_reported_without_a_report(tmp_path):
     assert result.report_path is None
     assert [row["verdict"] for row in result.failed_claims] == ["fail"]
     assert "failed_claims=1" in repr(result)
+
+
+def test_one_step_claim_states_the_bounds_and_learning_rates_it_used():
+    """The one-step claim's tolerance text always said "lr=1e-3 and 1e-4 in [5, 20]" whatever the spec."""
+    from analysis.experiments.external import parameter_activation_one_step
+
+    out = parameter_activation_one_step({"rows": ["exp"], "ratio_bounds": (3.0, 30.0), "learning_rates": (2e-3, 2e-4)})
+    (claim,) = out["claims"]
+    assert claim.tolerance == "error ratio between lr=0.002 and 0.0002 in [3, 30], or exact"
+    # the verdict follows the bounds it states
+    assert claim.passed == (3.0 <= claim.measured <= 30.0)

@@ -376,9 +376,13 @@ def report_section(records: list, out_dir: str) -> Any:
         act, depth, ds, opt = key
         if act != "tanh" or depth != max(k[1] for k in groups) or opt != "adam":
             continue
-        plain, n_plain_diverged = _final_losses(groups[key].get("plain", []))
+        plain_recs = groups[key].get("plain", [])
+        plain, n_plain_diverged = _final_losses(plain_recs)
         dks_recs = groups[key].get("dks", [])
         dks, n_dks_diverged = _final_losses(dks_recs)
+        # seeds that failed otherwise measured nothing and are left out: say so, the median rests on fewer seeds
+        left_out = [f"{arm} {len(recs) - len(losses)}" for arm, recs, losses in
+                    (("DKS", dks_recs, dks), ("plain", plain_recs, plain)) if len(recs) > len(losses)]
         prediction = f"{depth}-layer vanilla tanh on {ds} ({opt}): DKS arm reaches lower training loss than plain (median over seeds)"
         if plain and dks:
             mp, md = statistics.median(plain), statistics.median(dks)
@@ -386,7 +390,9 @@ def report_section(records: list, out_dir: str) -> Any:
                                 passed=md < mp,
                                 detail=(f"DKS {md:.4g} over {len(dks)} seeds ({n_dks_diverged} diverged), plain {mp:.4g} "
                                         f"over {len(plain)} seeds ({n_plain_diverged} diverged); a diverged seed counts "
-                                        "as loss +inf"),
+                                        "as loss +inf"
+                                        + (f"; seeds that failed with another error, left out: {', '.join(left_out)}"
+                                           if left_out else "")),
                                 key="dks_beats_plain"))
         else:
             why = dks_recs[0].error.splitlines()[0] if dks_recs and dks_recs[0].error else "no DKS records"
