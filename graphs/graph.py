@@ -179,13 +179,32 @@ def _combine_symbolic(terms: Sequence[tuple[Any, Any]]) -> sympy.Expr:
     return factor * sympy.Add(*[sympy.sympify(c) * (v / factor) for (c, _), v in zip(terms, values)])
 
 
+def _in_arithmetic_of(coefficient: Any, value: Any) -> Any:
+    """An exact SymPy coefficient (a weight squared) as a number of ``value``'s arithmetic.
+
+    ``sympy.Rational(1, 2) * 0.3`` is a SymPy Float, so a float walk through exact weights (the
+    default ones of ``multi_branch``, ``Rational`` shortcut weights) would hand SymPy Floats to
+    the next activation rule, where numpy maps fail (``np.arccos(sympy.Float(0.3))``), and an
+    mpmath walk would turn into SymPy Floats likewise.  Floats (and numpy floats) get a float
+    coefficient, mpmath numbers one at their context's working precision; ints and Fractions
+    keep the exact SymPy one.
+    """
+    if (not isinstance(coefficient, sympy.Basic) or isinstance(value, (sympy.Basic, numbers.Rational))
+            or coefficient.free_symbols):
+        return coefficient
+    context = getattr(value, "context", None)
+    if type(value).__module__.startswith("mpmath") and context is not None:
+        return context.convert(sympy.N(coefficient, context.dps + 5))
+    return float(coefficient)
+
+
 def _weighted_sum_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
     if any(isinstance(v, sympy.Basic) for _, v in inputs):
         return _combine_symbolic([(ctx.graph.edges[p, node]["weight"] ** 2, v) for p, v in inputs])
     total = None
     for pred, value in inputs:
         w = ctx.graph.edges[pred, node]["weight"]
-        term = w**2 * value
+        term = _in_arithmetic_of(w**2, value) * value
         total = term if total is None else total + term
     return total
 

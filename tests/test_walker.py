@@ -538,3 +538,23 @@ def test_composed_runs_give_the_same_expression_as_node_by_node():
                 assert composed == graphs.subnetwork_value(g, rule, start, u, v), (trial, u, v)
                 checked += 1
     assert checked > 1500
+
+
+def test_float_walk_through_exact_sum_weights_stays_float_for_numpy_maps():
+    """multi_branch's default weights are exact (sqrt(1/2)); a float walk through them used to
+    come out as SymPy Floats, on which a numpy C map (np.arccos) raised a raw TypeError.
+    Reference: the ReLU arc-cosine C map composed by hand, C(c/2 + C(c)/2)."""
+    np = pytest.importorskip("numpy")
+
+    def relu_c(c):
+        return (np.sqrt(1 - c * c) + (np.pi - np.arccos(c)) * c) / np.pi
+
+    g = graphs.multi_branch((0, 1))
+    for c in (0.0, 0.3, 0.9):
+        walked = graphs.network_c_map(g, lambda node, x: relu_c(x), c)
+        assert isinstance(walked, float) and not isinstance(walked, sympy.Basic)
+        assert walked == pytest.approx(relu_c(0.5 * c + 0.5 * relu_c(c)), abs=1e-14)
+    # mpmath values keep their working precision through exact weights
+    with mpmath.workdps(40):
+        walked = graphs.propagate(g, lambda node, y: 3 * y, mpmath.mpf(1))["output"]
+        assert isinstance(walked, mpmath.mpf) and walked == 6
