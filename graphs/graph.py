@@ -252,7 +252,29 @@ def _check_weighted_sum(g: nx.DiGraph, node: Hashable) -> None:
     _check_normalised(node, weights)
 
 
+def _is_real_weight(w: Any) -> bool:
+    """A real number, or a SymPy expression not known to be non-real (``w`` for a Symbol ``w``)."""
+    if isinstance(w, sympy.Basic):
+        return isinstance(w, sympy.Expr) and w.is_extended_real is not False
+    if isinstance(w, numbers.Real):
+        return True
+    if isinstance(w, (numbers.Complex, str, bytes)) or w is None:
+        return False
+    try:
+        float(w)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _check_normalised(node: Hashable, weights: Mapping[Hashable, Any]) -> None:
+    # The rule sum w_i**2 k_i is the kernel of sum w_i x_i only for real w_i; a complex weight
+    # can pass sum w_i**2 == 1 ((i*sqrt(3))**2 + 2**2) while |w|**2 sums to 7.
+    for pred, w in weights.items():
+        if not _is_real_weight(w):
+            raise InvalidGraphError(
+                f"weighted_sum {node!r}: the weight {w!r} of input {pred!r} is not a real number; "
+                f"weights are real w_i with sum w_i**2 == 1, e.g. {{a: 0.6, b: 0.8}}")
     square_sum = sum((w**2 for w in weights.values()), sympy.Integer(0) if any(
         isinstance(w, sympy.Basic) for w in weights.values()) else 0)
     if all(_is_exact(w) for w in weights.values()):

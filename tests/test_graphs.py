@@ -333,3 +333,13 @@ def test_uncorrelated_weighted_sum_inputs_pass():
     for g in (graphs.resnet(blocks=(2, 1)), graphs.resnet(blocks=(1,), variant="v1"), graphs.resnet(blocks=(1, 1), block="basic"),
               graphs.multi_branch((0, 1, 2), blocks=2)):
         graphs.validate(g)
+
+
+@pytest.mark.parametrize("bad", [sympy.I * sympy.sqrt(3), 0.6j, "0.6", None])
+def test_non_real_weights_are_rejected_by_name(bad):
+    """A weighted sum's rule sum w_i**2 k_i is the kernel of sum w_i x_i only for real w_i:
+    (i*sqrt(3))**2 + 2**2 == 1 passed the normalisation check although |i*sqrt(3)|**2 + 4 == 7,
+    and a Python complex or a string escaped as a raw TypeError."""
+    g = small_mlp()
+    with pytest.raises(InvalidGraphError, match="real number"):
+        graphs.add_weighted_sum(g, "sum", {"l1": bad, "l2": 2})
