@@ -690,6 +690,15 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
     if subnetworks not in ("single_exit", "dominated"):
         raise ValueError(f"subnetworks must be 'single_exit' or 'dominated', not {subnetworks!r}")
     validate(g)
+    # Sub-network values are compared as numbers (at sample points of the rule's parameters); a
+    # weight holding a free symbol would leave every comparison undecided.
+    weight_symbols = sorted({str(x) for *_, w in g.edges(data="weight") for x in _free_symbols(w)})
+    if weight_symbols:
+        raise InvalidGraphError(
+            f"weighted-sum weights hold the symbols {weight_symbols}; the maximum over sub-networks "
+            f"compares their values, so give the weights numbers (e.g. graphs.resnet(shortcut_weight="
+            f"sympy.Rational(3, 5))), or for a formula in {weight_symbols[0]} use graphs.subnetwork_value "
+            f"or graphs.propagate on the sub-network you need")
     dom = _Dominance(g)
     single_exit = subnetworks == "single_exit"
     method_fn = _METHODS[method]

@@ -558,3 +558,17 @@ def test_float_walk_through_exact_sum_weights_stays_float_for_numpy_maps():
     with mpmath.workdps(40):
         walked = graphs.propagate(g, lambda node, y: 3 * y, mpmath.mpf(1))["output"]
         assert isinstance(walked, mpmath.mpf) and walked == 6
+
+
+def test_symbolic_weights_in_the_maximum_are_refused_by_name():
+    """resnet(shortcut_weight=w) with a Symbol w: propagate gives the formula in w, but the
+    maximum compares sub-network values; it used to fail with 'cannot compare ... use
+    max_subnetwork with a symbolic rule' even when called with one."""
+    w = sympy.Symbol("w", positive=True)
+    g = graphs.resnet(blocks=(2,), block="basic", shortcut_weight=w, projection=False)
+    # the whole-network slope in w still follows from propagate: (w**2 + (1 - w**2) s**2)**2 s
+    out = graphs.propagate(g, lambda node, y: s * y, 1)["output"]
+    assert sympy.simplify(out - (w**2 + (1 - w**2) * s**2) ** 2 * s) == 0
+    for rule, start in ((lambda node, y: s * y, 1), (lambda node, y: 1.5 * y, 1.0)):
+        with pytest.raises(InvalidGraphError, match=r"weights hold the symbols \['w'\]"):
+            graphs.max_subnetwork(g, rule, start)
