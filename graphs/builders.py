@@ -6,6 +6,7 @@ node names.  ``activation`` is stored opaquely on every activation node.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Sequence
 
 import networkx as nx
@@ -18,6 +19,11 @@ from .graph import add_concat, add_node, add_weighted_sum, new_graph, validate
 __all__ = ["mlp", "resnet", "multi_branch", "residual_weights"]
 
 
+def _is_count(value: Any, minimum: int) -> bool:
+    """An integer (Python or numpy, not a bool) of at least ``minimum``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
 def mlp(depth: int, activation: Any = "tanh") -> nx.DiGraph:
     """A vanilla MLP with ``depth`` activation layers:
     ``input -> (linear_i -> activation_i) for i = 1..depth -> linear_{depth+1} -> output``.
@@ -26,8 +32,9 @@ def mlp(depth: int, activation: Any = "tanh") -> nx.DiGraph:
     >>> list(g)
     ['input', 'linear1', 'activation1', 'linear2', 'activation2', 'linear3', 'output']
     """
-    if not isinstance(depth, int) or depth < 0:
+    if not _is_count(depth, 0):
         raise InvalidGraphError(f"depth must be a non-negative int (number of activation layers), not {depth!r}")
+    depth = int(depth)
     g = new_graph(builder=f"mlp(depth={depth})")
     prev = add_node(g, "input", "input")
     for i in range(1, depth + 1):
@@ -43,9 +50,15 @@ def residual_weights(shortcut_weight: Any) -> tuple[Any, Any]:
     """``(w, sqrt(1 - w**2))``: shortcut and residual-branch weights of a normalised sum.
 
     Exact for SymPy/int/Fraction weights (``Rational(3, 5) -> (3/5, 4/5)``), float otherwise.
+
+    >>> from fractions import Fraction
+    >>> residual_weights(Fraction(3, 5))
+    (3/5, 4/5)
     """
     w = shortcut_weight
-    if isinstance(w, (int, sympy.Basic)) and not isinstance(w, bool):
+    if isinstance(w, bool):
+        raise InvalidGraphError(f"shortcut_weight must be a number in [0, 1], got {w!r}")
+    if isinstance(w, (numbers.Rational, sympy.Basic)):
         w = sympy.sympify(w)
         if w.is_number and not (0 <= w <= 1):
             raise InvalidGraphError(f"shortcut_weight must lie in [0, 1], got {w}")
@@ -98,8 +111,9 @@ def resnet(blocks: Sequence[int] = (3, 4, 23, 3), variant: str = "v2", block: st
         raise InvalidGraphError(f"blocks must be a sequence of block counts, one per stage, not {blocks!r}; "
                                 f"e.g. blocks=[{blocks!r}] for one stage or blocks=(3, 4, 6, 3)")
     blocks = tuple(blocks)
-    if not blocks or any(not isinstance(b, int) or b < 1 for b in blocks):
+    if not blocks or any(not _is_count(b, 1) for b in blocks):
         raise InvalidGraphError(f"blocks must be a non-empty sequence of positive ints, not {blocks!r}")
+    blocks = tuple(int(b) for b in blocks)
     if projection is None:
         projection = [True] * len(blocks) if block == "bottleneck" else [i > 0 for i in range(len(blocks))]
     elif isinstance(projection, bool):
@@ -171,8 +185,16 @@ def multi_branch(branches: Sequence[int] = (0, 1, 2), blocks: int = 1, combine: 
     """
     if combine not in ("weighted_sum", "concat"):
         raise InvalidGraphError(f"combine must be 'weighted_sum' or 'concat', not {combine!r}")
-    if len(branches) < 2 or any(not isinstance(b, int) or b < 0 for b in branches):
+    if isinstance(branches, (str, bytes)) or not hasattr(branches, "__iter__"):
+        raise InvalidGraphError(f"branches must be a sequence of branch depths, one per branch, not "
+                                f"{branches!r}; e.g. branches=(0, 1, 2) for a shortcut and two branches")
+    branches = tuple(branches)
+    if len(branches) < 2 or any(not _is_count(b, 0) for b in branches):
         raise InvalidGraphError(f"branches must list at least two non-negative depths, not {branches!r}")
+    if not _is_count(blocks, 0):
+        raise InvalidGraphError(f"blocks must be a non-negative int (number of multi-branch blocks), "
+                                f"not {blocks!r}")
+    branches, blocks = tuple(int(b) for b in branches), int(blocks)
     if sum(1 for b in branches if b == 0) > 1:
         raise InvalidGraphError("at most one branch may be an identity (depth 0): two identities are one edge")
     m = len(branches)

@@ -343,3 +343,30 @@ def test_non_real_weights_are_rejected_by_name(bad):
     g = small_mlp()
     with pytest.raises(InvalidGraphError, match="real number"):
         graphs.add_weighted_sum(g, "sum", {"l1": bad, "l2": 2})
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: graphs.multi_branch((0, 1), blocks=-1), r"blocks must be a non-negative int.*-1"),
+    (lambda: graphs.multi_branch((0, 1), blocks=1.5), r"blocks must be a non-negative int.*1\.5"),
+    (lambda: graphs.multi_branch(3), r"branches must be a sequence of branch depths.*\(0, 1, 2\)"),
+    (lambda: graphs.multi_branch((0, True)), r"branches must list at least two non-negative depths"),
+    (lambda: graphs.mlp(True), r"depth must be a non-negative int"),
+    (lambda: graphs.residual_weights(True), r"shortcut_weight must be a number in \[0, 1\], got True"),
+])
+def test_builder_counts_are_checked_by_name(call, message):
+    # blocks=-1 built a net with no blocks as silently as blocks=0; blocks=1.5 and branches=3
+    # escaped as raw TypeErrors; True passed as a depth of 1 and a shortcut weight of 1.0
+    with pytest.raises(InvalidGraphError, match=message):
+        call()
+
+
+def test_builder_counts_accept_numpy_integers_and_fractions_stay_exact():
+    np = pytest.importorskip("numpy")
+    from fractions import Fraction
+    assert list(graphs.mlp(np.int64(2))) == list(graphs.mlp(2))
+    assert list(graphs.resnet(blocks=np.array([1, 2]), block="basic")) == list(graphs.resnet(blocks=(1, 2), block="basic"))
+    assert list(graphs.multi_branch(np.array([0, 2]), blocks=np.int64(2))) == list(graphs.multi_branch((0, 2), blocks=2))
+    # the docstring promises exact weights for Fractions: 3/5 -> (3/5, 4/5), with 9/25 + 16/25 == 1
+    w, r = graphs.residual_weights(Fraction(3, 5))
+    assert (w, r) == (sympy.Rational(3, 5), sympy.Rational(4, 5))
+    assert w**2 + r**2 == 1
