@@ -74,7 +74,7 @@ import mpmath
 import networkx as nx
 import sympy
 
-from symact.errors import InvalidGraphError
+from symact.errors import DomainError, InvalidGraphError
 
 from .graph import KINDS, PropagationContext, _pass_single, input_node, output_node, validate
 
@@ -135,10 +135,17 @@ def network_c_map(g: nx.DiGraph, c_map_of_node: ActivationRule | Mapping[Hashabl
     """The network's C map at ``c``: ``c_map_of_node(node, c_in)`` (or a mapping
     ``{activation node: C map}``) composed through the graph.
 
+    ``c`` is a cosine similarity, in ``[-1, 1]``.  The composition takes every node's q value to
+    be 1 (normalised inputs, and each activation's Q map with Q(1) = 1, as DKS/TAT impose): then
+    a weighted sum's C value is ``sum w_i**2 c_i`` and a concat's ``sum (n_i/N) c_i``.  Where q
+    values differ these become q-weighted averages, ``sum w_i**2 q_i c_i / sum w_i**2 q_i``, which
+    this function does not form: pass C maps of Q-preserving activations.
+
     >>> import math, graphs
     >>> round(graphs.network_c_map(graphs.mlp(2), lambda node, c: math.sinh(c) / math.sinh(1), 1.0), 12)
     1.0
     """
+    _check_cosine(c)
     if isinstance(c_map_of_node, Mapping):
         maps = c_map_of_node
         missing = [n for n, k in g.nodes(data="kind") if k == "activation" and n not in maps]
@@ -149,6 +156,23 @@ def network_c_map(g: nx.DiGraph, c_map_of_node: ActivationRule | Mapping[Hashabl
     else:
         rule = c_map_of_node
     return propagate(g, rule, c)[output_node(g)]
+
+
+def _check_cosine(c: Any) -> None:
+    """Refuse a numeric ``c`` outside ``[-1, 1]`` (or nan); symbolic values pass."""
+    if isinstance(c, sympy.Basic):
+        if not c.is_number or c.free_symbols:
+            return
+        c = sympy.N(c)
+        if not c.is_real:
+            raise DomainError(f"c must be a real cosine similarity in [-1, 1], got {c}")
+    try:
+        inside = -1 <= c <= 1
+    except TypeError:  # complex numbers do not order
+        inside = False
+    if not inside:
+        raise DomainError(f"c is a cosine similarity between two inputs and lies in [-1, 1], got {c!r}; "
+                          f"the network's C map is not defined there")
 
 
 # --------------------------------------------------------------------------- sub-networks

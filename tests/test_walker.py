@@ -572,3 +572,14 @@ def test_symbolic_weights_in_the_maximum_are_refused_by_name():
     for rule, start in ((lambda node, y: s * y, 1), (lambda node, y: 1.5 * y, 1.0)):
         with pytest.raises(InvalidGraphError, match=r"weights hold the symbols \['w'\]"):
             graphs.max_subnetwork(g, rule, start)
+
+
+@pytest.mark.parametrize("c", [1.5, -1.0000001, float("nan"), sympy.Integer(2), 0.5j])
+def test_network_c_map_refuses_c_outside_minus_one_one(c):
+    """A C value is a cosine similarity; sinh(c)/sinh(1) extends past 1 and the walk used to
+    return a number for c = 1.5 (and a ReLU arc-cosine map a raw math domain error)."""
+    from symact.errors import DomainError
+    with pytest.raises(DomainError, match=r"\[-1, 1\]"):
+        graphs.network_c_map(graphs.mlp(2), lambda node, x: mpmath.sinh(x) / mpmath.sinh(1), c)
+    # the ends of the interval are fine: C(1) = 1 for a C map of a Q-preserving activation
+    assert graphs.network_c_map(graphs.mlp(2), lambda node, x: mpmath.sinh(x) / mpmath.sinh(1), 1.0) == 1
