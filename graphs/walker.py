@@ -119,8 +119,7 @@ def propagate(g: nx.DiGraph, activation_rule: ActivationRule, start_value: Any, 
     >>> graphs.propagate(graphs.mlp(3), lambda node, y: s * y, 1)["output"]
     s**3
     """
-    if quantity not in ("c", "q"):
-        raise ValueError(f"quantity must be 'c' or 'q', not {quantity!r}")
+    _check_quantity(quantity)
     if check:
         validate(g)
     ctx = PropagationContext(g, activation_rule, quantity)
@@ -156,6 +155,14 @@ def network_c_map(g: nx.DiGraph, c_map_of_node: ActivationRule | Mapping[Hashabl
     else:
         rule = c_map_of_node
     return propagate(g, rule, c)[output_node(g)]
+
+
+def _check_quantity(quantity: Any) -> None:
+    # normalise nodes reset Q values only when told quantity == "q"; any other spelling ("Q")
+    # would walk Q values as C values through them
+    if quantity not in ("c", "q"):
+        raise ValueError(f"quantity must be 'c' (C values, slopes, curvatures) or 'q' (Q values), "
+                         f"not {quantity!r}")
 
 
 def _check_cosine(c: Any) -> None:
@@ -321,6 +328,7 @@ def subnetwork_value(g: nx.DiGraph, activation_rule: ActivationRule, start_value
     >>> graphs.subnetwork_value(g, lambda node, y: 2 * y, 1, "activation1", "output")
     4
     """
+    _check_quantity(quantity)
     validate(g)
     dom = _Dominance(g)
     for node in (source, target):
@@ -713,6 +721,7 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
         raise ValueError(f"method must be one of {sorted(_METHODS)}, not {method!r}")
     if subnetworks not in ("single_exit", "dominated"):
         raise ValueError(f"subnetworks must be 'single_exit' or 'dominated', not {subnetworks!r}")
+    _check_quantity(quantity)
     validate(g)
     # Sub-network values are compared as numbers (at sample points of the rule's parameters); a
     # weight holding a free symbol would leave every comparison undecided.

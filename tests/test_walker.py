@@ -583,3 +583,24 @@ def test_network_c_map_refuses_c_outside_minus_one_one(c):
         graphs.network_c_map(graphs.mlp(2), lambda node, x: mpmath.sinh(x) / mpmath.sinh(1), c)
     # the ends of the interval are fine: C(1) = 1 for a C map of a Q-preserving activation
     assert graphs.network_c_map(graphs.mlp(2), lambda node, x: mpmath.sinh(x) / mpmath.sinh(1), 1.0) == 1
+
+
+def test_every_walk_checks_the_quantity():
+    """Q values are reset to 1 by a normalise node only for quantity="q"; max_subnetwork and
+    subnetwork_value took "Q" silently as "c" and walked q = 2 * 3 = 6 through the normalise."""
+    g = graphs.new_graph()
+    graphs.add_node(g, "x", "input")
+    graphs.add_node(g, "l1", "linear", "x")
+    graphs.add_node(g, "a1", "activation", "l1", activation="tanh")
+    graphs.add_node(g, "n", "normalise", "a1")
+    graphs.add_node(g, "l2", "linear", "n")
+    graphs.add_node(g, "a2", "activation", "l2", activation="tanh")
+    graphs.add_node(g, "y", "output", "a2")
+    double = lambda node, q: 2 * q  # noqa: E731
+    # per-location normalisation gives q = 1 before a2, so the Q walk ends at 2 * 1
+    assert graphs.subnetwork_value(g, double, 1.0, "x", "y", quantity="q") == 2.0
+    for call in (lambda: graphs.subnetwork_value(g, double, 1.0, "x", "y", quantity="Q"),
+                 lambda: graphs.max_subnetwork(g, double, 1.0, quantity="Q"),
+                 lambda: graphs.propagate(g, double, 1.0, quantity="Q")):
+        with pytest.raises(ValueError, match="quantity must be 'c'"):
+            call()
