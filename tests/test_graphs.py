@@ -370,3 +370,16 @@ def test_builder_counts_accept_numpy_integers_and_fractions_stay_exact():
     w, r = graphs.residual_weights(Fraction(3, 5))
     assert (w, r) == (sympy.Rational(3, 5), sympy.Rational(4, 5))
     assert w**2 + r**2 == 1
+
+
+@pytest.mark.parametrize("kind, message", [
+    (NodeKind("dropout", 1, 1, None), "needs a rule"),
+    (NodeKind("backwards", 2, 1, lambda ctx, node, inputs: inputs[0][1]), "min_inputs <= max_inputs"),
+    (NodeKind("negative", -1, None, lambda ctx, node, inputs: inputs[0][1]), "min_inputs <= max_inputs"),
+])
+def test_register_kind_refuses_kinds_the_walker_cannot_run(kind, message):
+    # a kind with inputs but no rule registered fine and then every walk over it failed with
+    # "TypeError: 'NoneType' object is not callable"
+    with pytest.raises(ValueError, match=message):
+        graphs.register_kind(kind)
+    assert kind.name not in graphs.KINDS
