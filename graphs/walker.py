@@ -173,8 +173,9 @@ def _check_cosine(c: Any) -> None:
         c = sympy.N(c)
         if not c.is_real:
             raise DomainError(f"c must be a real cosine similarity in [-1, 1], got {c}")
+    values = c.ravel().tolist() if hasattr(c, "ravel") else [c]  # a numpy array of cosines, elementwise
     try:
-        inside = -1 <= c <= 1
+        inside = all(-1 <= x <= 1 for x in values)
     except TypeError:  # complex numbers do not order
         inside = False
     if not inside:

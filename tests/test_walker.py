@@ -585,6 +585,16 @@ def test_network_c_map_refuses_c_outside_minus_one_one(c):
     assert graphs.network_c_map(graphs.mlp(2), lambda node, x: mpmath.sinh(x) / mpmath.sinh(1), 1.0) == 1
 
 
+def test_network_c_map_takes_an_array_of_cosines():
+    np = pytest.importorskip("numpy")
+    cs = np.linspace(-1, 1, 5)
+    walked = graphs.network_c_map(graphs.mlp(2), lambda node, x: np.sinh(x) / np.sinh(1), cs)
+    assert np.allclose(walked, np.sinh(np.sinh(cs) / np.sinh(1)) / np.sinh(1), rtol=0, atol=1e-15)
+    from symact.errors import DomainError
+    with pytest.raises(DomainError, match=r"\[-1, 1\]"):
+        graphs.network_c_map(graphs.mlp(2), lambda node, x: np.sinh(x) / np.sinh(1), np.array([0.5, 1.5]))
+
+
 def test_every_walk_checks_the_quantity():
     """Q values are reset to 1 by a normalise node only for quantity="q"; max_subnetwork and
     subnetwork_value took "Q" silently as "c" and walked q = 2 * 3 = 6 through the normalise."""
