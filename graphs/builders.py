@@ -60,6 +60,8 @@ def residual_weights(shortcut_weight: Any) -> tuple[Any, Any]:
         raise InvalidGraphError(f"shortcut_weight must be a number in [0, 1], got {w!r}")
     if isinstance(w, (numbers.Rational, sympy.Basic)):
         w = sympy.sympify(w)
+        if w.is_extended_real is False:
+            raise InvalidGraphError(f"shortcut_weight must be a real number in [0, 1], got {w}")
         if w.is_number and not (0 <= w <= 1):
             raise InvalidGraphError(f"shortcut_weight must lie in [0, 1], got {w}")
         return w, sympy.sqrt(1 - w**2)

@@ -19,6 +19,11 @@ kind                    rule for a propagated value ``y``
 ``output``              ``y``
 ======================  =====================================================================
 
+The sum and concat rules for C values (and their slopes and curvatures) are those of a network
+whose every node has q = 1 (normalised inputs, each activation's Q map with Q(1) = 1, as DKS and
+TAT impose); with unequal q values they would be q-weighted averages,
+``sum w_i**2 q_i y_i / sum w_i**2 q_i``, which these rules do not form.
+
 The activation node's ``activation`` attribute is opaque here (a catalogue name such as
 ``"tanh"`` or a :class:`symact.Activation`); graphs never interprets it.
 
@@ -292,6 +297,10 @@ def _check_normalised(node: Hashable, weights: Mapping[Hashable, Any]) -> None:
             ok = abs(complex(square_sum) - 1) <= WEIGHT_TOLERANCE
         except TypeError:
             ok = False
+    if not ok and all(w == 0 for w in weights.values()):
+        raise InvalidGraphError(
+            f"weighted_sum {node!r} has every weight 0, so its output is 0 and has no kernel; give at "
+            f"least one input a non-zero weight, with sum w_i**2 == 1")
     if not ok:
         fixed = normalised_weights(weights)
         shown = ", ".join(f"{p!r}: {_fmt(w)}" for p, w in weights.items())
@@ -412,6 +421,8 @@ def _nodes_of_kind(g: nx.DiGraph, kind: str) -> list[Hashable]:
 
 def activation_nodes(g: nx.DiGraph) -> list[Hashable]:
     """Activation nodes in topological order (ties broken by insertion order)."""
+    if not nx.is_directed_acyclic_graph(g):
+        validate(g)  # names the cycle (NetworkXUnfeasible says only that there is one)
     return [n for n in nx.topological_sort(g) if g.nodes[n].get("kind") == "activation"]
 
 

@@ -383,3 +383,17 @@ def test_register_kind_refuses_kinds_the_walker_cannot_run(kind, message):
     with pytest.raises(ValueError, match=message):
         graphs.register_kind(kind)
     assert kind.name not in graphs.KINDS
+
+
+def test_all_zero_weights_cyclic_activation_query_and_complex_shortcut_are_named():
+    # all-zero weights were "fixed" to the same zeros by the suggested normalised weights
+    with pytest.raises(InvalidGraphError, match="every weight 0"):
+        graphs.add_weighted_sum(small_mlp(), "sum", {"l1": 0.0, "l2": 0.0})
+    # activation_nodes on a cyclic graph raised networkx's NetworkXUnfeasible without the cycle
+    g = small_mlp()
+    g.add_edge("l2", "l1")
+    with pytest.raises(InvalidGraphError, match="cycle 'l1' -> 'a1' -> 'l2' -> 'l1'"):
+        graphs.activation_nodes(g)
+    # an imaginary shortcut weight raised SymPy's "Invalid comparison of non-real I"
+    with pytest.raises(InvalidGraphError, match="real number in"):
+        graphs.residual_weights(sympy.I)
