@@ -755,6 +755,9 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
         return SubnetworkMaximum(value, u, v)
 
     def function(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > len(parameters):
+            raise TypeError(f"got {len(args)} values for the {len(parameters)} parameter(s) "
+                            f"{[p.name for p in parameters]}")
         point = dict(zip(parameters, (sympy.sympify(a) for a in args)))
         by_name = {p.name: p for p in parameters}
         for name, val in kwargs.items():
@@ -768,7 +771,19 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
     if sample_points is None:
         sample_points = [{p: base + sympy.Rational(i, 997) for i, p in enumerate(parameters)}
                          for base in DEFAULT_SAMPLE_VALUES]
-    sample_points = tuple(dict(pt) for pt in sample_points)
+    by_name = {p.name: p for p in parameters}
+    # keys may be the symbols or their names ({"s": 2}); every point needs every parameter, or
+    # the sub-network values there stay symbolic and cannot be compared
+    sample_points = tuple({by_name.get(key, key) if isinstance(key, str) else key: value
+                           for key, value in pt.items()} for pt in sample_points)
+    if not sample_points:
+        raise ValueError(f"sample_points is empty; give at least one point, e.g. "
+                         f"[{{{', '.join(f'{p.name!r}: 2' for p in parameters)}}}]")
+    for pt in sample_points:
+        missing = [p.name for p in parameters if p not in pt]
+        if missing:
+            raise ValueError(f"sample point {pt} gives no value to {missing}; each point needs a value "
+                             f"for every parameter {[p.name for p in parameters]}")
     digits = max(SAMPLE_DIGITS, mpmath.mp.dps + 20)
     probe = None
     try:

@@ -614,3 +614,19 @@ def test_every_walk_checks_the_quantity():
                  lambda: graphs.propagate(g, double, 1.0, quantity="Q")):
         with pytest.raises(ValueError, match="quantity must be 'c'"):
             call()
+
+
+def test_sample_points_and_parameter_values_are_checked():
+    """A point missing a parameter failed with 'cannot compare ... use max_subnetwork with a
+    symbolic rule', an empty list with a raw IndexError, and the maximum's function dropped
+    extra positional values (best(2, 3) == 4 for one parameter)."""
+    g = graphs.mlp(2)
+    for points, message in (([{k: 2}], r"gives no value to \['s'\]"), ([], "sample_points is empty")):
+        with pytest.raises(ValueError, match=message):
+            graphs.max_subnetwork(g, lambda node, y: s * y, 1, sample_points=points)
+    # points keyed by the parameter's name work as keyed by the symbol: s**2 at s = 2 and 3
+    best = graphs.max_subnetwork(g, lambda node, y: s * y, 1, sample_points=[{"s": 2}, {"s": 3}])
+    assert best.value == s**2
+    assert best(3) == 9
+    with pytest.raises(TypeError, match="2 values for the 1 parameter"):
+        best(2, 3)
