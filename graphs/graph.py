@@ -318,8 +318,11 @@ def _fmt(w: Any) -> str:
 
 
 def _check_concat(g: nx.DiGraph, node: Hashable) -> None:
-    for pred in g.predecessors(node):
-        n = g.edges[pred, node].get("channels")
+    _check_channels(node, {pred: g.edges[pred, node].get("channels") for pred in g.predecessors(node)})
+
+
+def _check_channels(node: Hashable, channels: Mapping[Hashable, Any]) -> None:
+    for pred, n in channels.items():
         if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n <= 0:
             raise InvalidGraphError(
                 f"concat {node!r}: edge {pred!r} -> {node!r} needs a positive integer 'channels' "
@@ -383,10 +386,10 @@ def add_weighted_sum(g: nx.DiGraph, name: Hashable, weights: Mapping[Hashable, A
 
 def add_concat(g: nx.DiGraph, name: Hashable, channels: Mapping[Hashable, int], **attrs: Any) -> Hashable:
     """Add a ``concat`` node joining its inputs' ``channels[i]`` channels each."""
+    _check_channels(name, channels)  # before adding, so a corrected call can reuse the name
     add_node(g, name, "concat", *channels, **attrs)
     for pred, n in channels.items():
         g.edges[pred, name]["channels"] = n
-    _check_concat(g, name)
     return name
 
 

@@ -397,3 +397,15 @@ def test_all_zero_weights_cyclic_activation_query_and_complex_shortcut_are_named
     # an imaginary shortcut weight raised SymPy's "Invalid comparison of non-real I"
     with pytest.raises(InvalidGraphError, match="real number in"):
         graphs.residual_weights(sympy.I)
+
+
+def test_a_refused_concat_leaves_the_graph_as_it_was():
+    # add_concat added the node before checking its channels: after the error the graph held a
+    # half-built 'cat' and the corrected call failed with "node 'cat' already exists"
+    g = small_mlp()
+    before = (set(g.nodes), set(g.edges))
+    with pytest.raises(InvalidGraphError, match="positive integer 'channels'"):
+        graphs.add_concat(g, "cat", {"l1": 2.0, "a1": 1})
+    assert (set(g.nodes), set(g.edges)) == before
+    graphs.add_concat(g, "cat", {"l1": 2, "l2": 1})
+    assert graphs.edge_channels(g, "cat") == {"l1": 2, "l2": 1}
