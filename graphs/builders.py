@@ -199,6 +199,13 @@ def multi_branch(branches: Sequence[int] = (0, 1, 2), blocks: int = 1, combine: 
     branches, blocks = tuple(int(b) for b in branches), int(blocks)
     if sum(1 for b in branches if b == 0) > 1:
         raise InvalidGraphError("at most one branch may be an identity (depth 0): two identities are one edge")
+    # the other join's argument would be ignored without a word: weights scale no concat
+    if combine == "concat" and weights is not None:
+        raise InvalidGraphError("weights apply to combine='weighted_sum'; a concat joins branches by their "
+                                "channels=(n_1, n_2, ...), or pass combine='weighted_sum'")
+    if combine == "weighted_sum" and channels is not None:
+        raise InvalidGraphError("channels apply to combine='concat'; a weighted_sum joins branches by their "
+                                "weights=(w_1, w_2, ...) with sum w_i**2 == 1, or pass combine='concat'")
     m = len(branches)
     if weights is None:
         weights = [sympy.sqrt(sympy.Rational(1, m))] * m

@@ -352,6 +352,9 @@ def test_non_real_weights_are_rejected_by_name(bad):
     (lambda: graphs.multi_branch((0, True)), r"branches must list at least two non-negative depths"),
     (lambda: graphs.mlp(True), r"depth must be a non-negative int"),
     (lambda: graphs.residual_weights(True), r"shortcut_weight must be a number in \[0, 1\], got True"),
+    # weights given to a concat join (or channels to a weighted sum) were ignored without a word
+    (lambda: graphs.multi_branch((0, 1), combine="concat", weights=(0.6, 0.8)), r"weights apply to combine='weighted_sum'"),
+    (lambda: graphs.multi_branch((0, 1), channels=(1, 3)), r"channels apply to combine='concat'"),
 ])
 def test_builder_counts_are_checked_by_name(call, message):
     # blocks=-1 built a net with no blocks as silently as blocks=0; blocks=1.5 and branches=3
