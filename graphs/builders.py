@@ -56,7 +56,7 @@ def residual_weights(shortcut_weight: Any) -> tuple[Any, Any]:
     (3/5, 4/5)
     """
     w = shortcut_weight
-    if isinstance(w, bool):
+    if isinstance(w, (bool, str, bytes)):  # float("0.6") would read a string as a number
         raise InvalidGraphError(f"shortcut_weight must be a number in [0, 1], got {w!r}")
     if isinstance(w, (numbers.Rational, sympy.Basic)):
         w = sympy.sympify(w)

@@ -395,12 +395,23 @@ def add_concat(g: nx.DiGraph, name: Hashable, channels: Mapping[Hashable, int], 
 
 def edge_weights(g: nx.DiGraph, node: Hashable) -> dict[Hashable, Any]:
     """``{predecessor: weight}`` of a weighted_sum node."""
+    _require_kind(g, node, "weighted_sum", "edge_weights")
     return {p: g.edges[p, node]["weight"] for p in g.predecessors(node)}
 
 
 def edge_channels(g: nx.DiGraph, node: Hashable) -> dict[Hashable, int]:
     """``{predecessor: channels}`` of a concat node."""
+    _require_kind(g, node, "concat", "edge_channels")
     return {p: g.edges[p, node]["channels"] for p in g.predecessors(node)}
+
+
+def _require_kind(g: nx.DiGraph, node: Hashable, kind: str, what: str) -> None:
+    if node not in g:
+        raise InvalidGraphError(f"{what}: the graph has no node {node!r}")
+    if g.nodes[node].get("kind") != kind:
+        raise InvalidGraphError(f"{what}: node {node!r} is a {g.nodes[node].get('kind')!r} node, not a {kind!r} "
+                                f"node; only {kind} nodes carry {'weights' if kind == 'weighted_sum' else 'channels'} "
+                                "on their in-edges")
 
 
 def normalised_weights(weights: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

@@ -412,3 +412,23 @@ def test_a_refused_concat_leaves_the_graph_as_it_was():
     assert (set(g.nodes), set(g.edges)) == before
     graphs.add_concat(g, "cat", {"l1": 2, "l2": 1})
     assert graphs.edge_channels(g, "cat") == {"l1": 2, "l2": 1}
+
+
+def test_edge_accessors_and_shortcut_weight_refuse_the_wrong_kind_of_input_by_name():
+    """edge_weights on an activation node raised a bare KeyError('weight'), and residual_weights("0.6")
+    read a string as the number 0.6."""
+    from sympy import Rational
+
+    g = graphs.resnet([1], shortcut_weight=Rational(3, 5))
+    (sum_node,) = [n for n, k in g.nodes(data="kind") if k == "weighted_sum"]
+    weights = graphs.edge_weights(g, sum_node)
+    assert sorted(weights.values(), key=float) == [Rational(3, 5), Rational(4, 5)]  # w**2 + (1 - w**2) = 1
+    act = next(n for n, k in g.nodes(data="kind") if k == "activation")
+    with pytest.raises(InvalidGraphError, match="is a 'activation' node, not a 'weighted_sum' node"):
+        graphs.edge_weights(g, act)
+    with pytest.raises(InvalidGraphError, match="not a 'concat' node"):
+        graphs.edge_channels(g, sum_node)
+    with pytest.raises(InvalidGraphError, match="no node 'nope'"):
+        graphs.edge_weights(g, "nope")
+    with pytest.raises(InvalidGraphError, match="must be a number"):
+        graphs.residual_weights("0.6")
