@@ -232,11 +232,15 @@ class Properties:
         return self.smoothness == sympy.oo
 
     def as_dict(self) -> dict:
-        """Plain-Python view (strings for SymPy values), for JSON output."""
+        """Plain-Python view, for JSON output: exact SymPy values as strings ("1/2", "sqrt(2)", "oo"),
+        since a float would print sqrt(2) as 1.4142135623730951; a SymPy Float, which is itself
+        approximate, as a float."""
         out = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if isinstance(value, sympy.Basic):
+            if isinstance(value, sympy.Float):
+                value = float(value)
+            elif isinstance(value, sympy.Basic):
                 value = str(value)
             elif isinstance(value, tuple):
                 value = [str(v) for v in value]
@@ -778,7 +782,31 @@ def _piece_boundaries(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple:
 
 
 def _limit_at_infinity(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sympy.Expr:
-    expr = _branch_at_infinity(expr, symbol, sign)
+    return _limit_by_parts(_branch_at_infinity(expr, symbol, sign), symbol, sign)
+
+
+def _limit_by_parts(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sympy.Expr:
+    """The limit of a sum (product) as the sum (product) of its parts' limits, where that is determinate.
+
+    Gruntz on the whole expression multiplies out the parts' series: 19 tanh terms took ~18 s per side,
+    against ~0.1 s per term.  Where the parts' limits do not determine the limit (nan, an oscillation,
+    oo - oo, 0*oo), the whole expression goes to Gruntz.
+    """
+    if isinstance(expr, (sympy.Add, sympy.Mul)) and expr.has(symbol):
+        limits = [_limit_by_parts(part, symbol, sign) for part in expr.args]
+        infinite = [lim for lim in limits if lim in (sympy.oo, -sympy.oo)]
+        # an oscillation (AccumBounds) is left to Gruntz: sin(x) + cos(x) is not AccumBounds(-2, 2)
+        if all((lim.is_finite and not isinstance(lim, sympy.AccumBounds)) or lim in infinite for lim in limits):
+            if isinstance(expr, sympy.Add) and not (sympy.oo in infinite and -sympy.oo in infinite):
+                return sympy.Add(*limits)
+            if isinstance(expr, sympy.Mul) and not (infinite and any(lim.is_zero for lim in limits)):
+                return sympy.Mul(*limits)
+    return _limit_of_term(expr, symbol, sign)
+
+
+def _limit_of_term(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sympy.Expr:
+    if not expr.has(symbol):
+        return expr
     if expr.has(sympy.tanh, sympy.sinh, sympy.cosh, sympy.erfc, sympy.sech):
         # Gruntz works on exp/log; rewriting first is several times faster.
         expr = expr.rewrite(sympy.exp)

@@ -165,6 +165,58 @@ def test_removable_singularities_and_complex_poles_leave_properties_alone():
     assert symact.activation("x/(1 + x**2)").properties().odd is True
 
 
+def _recording(monkeypatch, name, sizes, size):
+    original = getattr(sympy, name)
+
+    def recorded(expr, *args, **kwargs):
+        sizes.append(size(sympy.sympify(expr)))
+        return original(expr, *args, **kwargs)
+
+    monkeypatch.setattr(sympy, name, recorded)
+
+
+def test_limits_of_long_sums_and_products_are_taken_part_by_part(monkeypatch):
+    """19 tanh terms: Gruntz on the whole sum took ~18 s per side (properties() ~14-37 s)."""
+    tanh_sum = " + ".join(f"tanh({k}*x)" for k in range(1, 20))
+    sizes = []
+    _recording(monkeypatch, "limit", sizes, lambda e: e.count(sympy.exp))
+    act = symact.activation(f"x*({tanh_sum})")
+    # tanh(k x) -> +-1 at +-oo, so the sum tends to +-19 and x times it to +oo on both sides
+    assert act.limit(sympy.oo) == sympy.oo and act.limit(-sympy.oo) == sympy.oo
+    assert symact.activation(tanh_sum).limit(-sympy.oo) == -19
+    # each limit SymPy is asked for is one tanh (two exps after the rewrite, each counted in two places)
+    assert sizes and max(sizes) <= 4
+    # the parts' limits do not decide these: the whole expression goes to Gruntz
+    assert symact.activation("x - log(1 + exp(x))").limit(sympy.oo) == 0
+    assert symact.activation("x*exp(-x**2)").limit(-sympy.oo) == 0
+    assert symact.activation("sin(x)/x + 1").limit(sympy.oo) == 1
+
+
+def test_properties_of_a_long_sum_prove_monotonicity_term_by_term(monkeypatch):
+    """The derivative of sum_k tanh(x - k) was put over one denominator and factored: minutes for 19 terms.
+    Each tanh(x - k) is increasing (derivative sech^2 > 0), so the sum is, and it tends to +-19."""
+    sizes = []
+    _recording(monkeypatch, "together", sizes, lambda e: len(sympy.Add.make_args(e)))
+    act = symact.activation(" + ".join(f"tanh(x - {k})" for k in range(19)))
+    props = act.properties()
+    assert sizes and max(sizes) <= 6
+    assert props.monotone is True and props.direction == "non-decreasing"
+    assert props.evidence["monotone"] == "symbolic"
+    assert (props.limit_at_plus_infinity, props.limit_at_minus_infinity) == (19, -19)
+    assert props.bounded_above is True and props.bounded_below is True
+
+
+def test_properties_as_dict_keeps_exact_values_exact():
+    """as_dict is the JSON view: sqrt(2) must not become 1.4142135623730951."""
+    props = symact.activation("sqrt(2)*tanh(x)/2 + 1/2").properties().as_dict()
+    assert sympy.sympify(props["limit_at_plus_infinity"]) == (1 + sympy.sqrt(2)) / 2
+    assert sympy.sympify(props["value_at_0"]) == sympy.Rational(1, 2)
+    assert sympy.sympify(props["slope_at_0"]) == sympy.sqrt(2) / 2
+    assert props["smoothness"] == "oo"
+    # a value that is itself approximate (a float in the formula) stays a float
+    assert symact.activation("0.25*x + 0.5").properties().as_dict()["value_at_0"] == 0.5
+
+
 def test_unknown_function_is_a_formula_error():
     with pytest.raises(symact.FormulaError, match="unknown function.*frobnicate"):
         symact.activation("frobnicate(x)")
