@@ -100,8 +100,9 @@ def cmd_derive(args: argparse.Namespace) -> int:
             f"symact.activation(...).derivative(n)).")
     act = _activation(args.expr, _parse_params(args.param))
     derivs = [act.derivative(n) for n in range(1, args.order + 1)]
-    props = act.properties()
-    props_dict = _jsonable(props.__dict__ if hasattr(props, "__dict__") else props)
+    # as_dict keeps exact values exact ("1/2", "sqrt(2)"); converting the SymPy numbers to floats printed
+    # sigmoid's value at 0 as 0.5 and a bound sqrt(2) as 1.4142135623730951
+    props_dict = _jsonable(act.properties().as_dict())
     payload = {
         "name": act.name,
         "expr": str(act.expr),
@@ -115,7 +116,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     }
     lines = [f"{act.name}(x) = {act.concrete_expr}", f"LaTeX: {payload['latex']}"]
     lines += [f"d^{d['order']}/dx^{d['order']}: {d['expr']}" for d in payload["derivatives"]]
-    lines += [f"{k}: {v}" for k, v in sorted(props_dict.items())] if isinstance(props_dict, dict) else [str(props_dict)]
+    lines += [f"{k}: {v}" for k, v in sorted(props_dict.items())]
     _emit(args, payload, "\n".join(lines))
     return EXIT_OK
 

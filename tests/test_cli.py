@@ -42,6 +42,19 @@ def test_derive_json_gives_the_exact_derivative_and_properties():
     assert text.returncode == 0 and "1 - tanh(x)**2" in text.stdout
 
 
+def test_derive_prints_exact_properties_exactly():
+    """value_at_0 of sigmoid printed 0.5 and a limit sqrt(2) printed 1.4142135623730951."""
+    import sympy
+
+    payload = json.loads(symact("derive", "sigmoid", "--order", "0", "--json").stdout)["properties"]
+    assert (payload["value_at_0"], payload["slope_at_0"]) == ("1/2", "1/4")  # 1/(1+e^0), e^0/(1+e^0)^2
+    text = symact("derive", "sqrt(2)*tanh(x)", "--order", "0").stdout
+    lines = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    assert sympy.sympify(lines["limit_at_plus_infinity"]) == sympy.sqrt(2)
+    assert sympy.sympify(lines["limit_at_minus_infinity"]) == -sympy.sqrt(2)
+    assert lines["smoothness"] == "oo"
+
+
 def test_derive_bad_formula_exits_2_without_traceback():
     out = symact("derive", "x +* 2", "--json")
     assert out.returncode == 2 and json.loads(out.stdout)["error"] and "Traceback" not in out.stderr
