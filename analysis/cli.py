@@ -102,7 +102,9 @@ def cmd_derive(args: argparse.Namespace) -> int:
     derivs = [act.derivative(n) for n in range(1, args.order + 1)]
     # as_dict keeps exact values exact ("1/2", "sqrt(2)"); converting the SymPy numbers to floats printed
     # sigmoid's value at 0 as 0.5 and a bound sqrt(2) as 1.4142135623730951
-    props_dict = _jsonable(act.properties().as_dict())
+    # properties() describes functions of one input; a gated form (swiglu(x, v)) still has formulas
+    # and derivatives to print, so it gets no properties instead of an error
+    props_dict = _jsonable(act.properties().as_dict()) if len(act.inputs) == 1 else None
     payload = {
         "name": act.name,
         "expr": str(act.expr),
@@ -114,9 +116,16 @@ def cmd_derive(args: argparse.Namespace) -> int:
         "kinks": [str(k) for k in act.kinks],
         "torch_builtin": act.torch_builtin,
     }
-    lines = [f"{act.name}(x) = {act.concrete_expr}", f"LaTeX: {payload['latex']}"]
+    # a formula is its own name: "x*tanh(x)(x) = x*tanh(x)" reads as a product; call it phi, as latex() does
+    label = act.name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*[~']*", act.name) else "phi"
+    inputs = ", ".join(str(s) for s in act.inputs)
+    lines = [f"{label}({inputs}) = {act.concrete_expr}", f"LaTeX: {payload['latex']}"]
     lines += [f"d^{d['order']}/dx^{d['order']}: {d['expr']}" for d in payload["derivatives"]]
-    lines += [f"{k}: {v}" for k, v in sorted(props_dict.items())]
+    if props_dict is None:
+        lines.append(f"properties: none ({act.name} takes {len(act.inputs)} inputs; properties describe "
+                     "single-input activations)")
+    else:
+        lines += [f"{k}: {v}" for k, v in sorted(props_dict.items())]
     _emit(args, payload, "\n".join(lines))
     return EXIT_OK
 

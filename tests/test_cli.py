@@ -55,6 +55,17 @@ def test_derive_prints_exact_properties_exactly():
     assert lines["smoothness"] == "oo"
 
 
+def test_derive_names_a_formula_phi_and_lists_every_input():
+    """The first line was "x*tanh(x)(x) = x*tanh(x)", and "swiglu(x) = ..." for a function of x and v."""
+    assert symact("derive", "x*tanh(x)", "--order", "0").stdout.splitlines()[0] == "phi(x) = x*tanh(x)"
+    assert symact("derive", "gelu", "--order", "0").stdout.startswith("gelu(x) = ")
+    gated = symact("derive", "bilinear", "--order", "1")  # exited 2: properties() takes one input
+    assert gated.returncode == 0, gated.stderr
+    assert gated.stdout.startswith("bilinear(x, v) = v*x") and "d^1/dx^1: v" in gated.stdout  # d(xv)/dx = v
+    payload = json.loads(symact("derive", "swiglu", "--json").stdout)
+    assert payload["properties"] is None and len(payload["derivatives"]) == 2
+
+
 def test_derive_bad_formula_exits_2_without_traceback():
     out = symact("derive", "x +* 2", "--json")
     assert out.returncode == 2 and json.loads(out.stdout)["error"] and "Traceback" not in out.stderr
