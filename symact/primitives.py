@@ -408,6 +408,51 @@ def _replace_pair(terms: list, first: sympy.Expr, second: sympy.Expr, replacemen
     return rest + [replacement]
 
 
+def _mirrored_pairs(terms: list) -> list:
+    """Pairs of terms in f(u) and f(-u) that cancel or overflow, as one bounded or safe function.
+
+    k*Sigmoid(u) - k*Sigmoid(-u) -> k*tanh(u/2) (the sigmoid's second derivative: the difference
+    loses every digit near u = 0, tanh does not); k*exp(u) + k*exp(-u) -> 2k*cosh(u) and
+    k*exp(u) - k*exp(-u) -> 2k*sinh(u), so that a quotient of such sums ((e**x - e**-x)/(e**x + e**-x),
+    inf/inf = NaN from |x| = 89 in float32) becomes tanh and log(e**x + e**-x) reaches the
+    log-cosh rule.
+    """
+    split = [split_numeric_factor(term) for term in terms]
+    for i, (k, f) in enumerate(split):
+        if k == 0 or not isinstance(f, (Sigmoid, sympy.exp)) or f.args[0].is_number:
+            continue
+        u = f.args[0]
+        for j, (c, g) in enumerate(split):
+            # the arguments compared expanded: the rules write 2*x + 1 as 2*(x + 1/2)
+            if j == i or g.func != f.func or sympy.expand(g.args[0] + u) != 0 or abs(c) != abs(k):
+                continue
+            if isinstance(f, Sigmoid) and c == -k:
+                return _replace_pair(terms, terms[i], terms[j], k * sympy.tanh(u / 2))
+            if isinstance(f, sympy.exp):
+                pair = sympy.cosh(u) if c == k else sympy.sinh(u)
+                return _replace_pair(terms, terms[i], terms[j], 2 * k * pair)
+    return terms
+
+
+def _softplus_less_its_argument(terms: list) -> list:
+    """k*Softplus(u) - k*u -> k*Softplus(-u) (log(1 + exp(u)) - u = log(exp(-u) + 1)): the difference
+    cancels to exp(-u) for large u, 0 from u = 17 in float32 where the value is 4e-8; -u may
+    stand as several terms (2*x + 1)."""
+    for term in terms:
+        k, f = split_numeric_factor(term)
+        if not isinstance(f, Softplus) or f.args[0].is_number:
+            continue
+        rest = list(terms)
+        rest.remove(term)
+        try:
+            for part in Add.make_args(sympy.expand(-k * f.args[0])):
+                rest.remove(part)
+        except ValueError:  # a part of -k*u is not among the terms
+            continue
+        return rest + [k * Softplus(sympy.expand(-f.args[0]))]
+    return terms
+
+
 def _tanh_shrink_terms(terms: list) -> list:
     """k*u - k*tanh(u) ~ k*u**3/3 cancels near 0 (tanhshrink): there, Lambert's continued fraction."""
     for term in terms:
@@ -459,7 +504,7 @@ def _atan_tail_rational(depth: int = 22) -> tuple[list, list]:
 
 
 def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Expr:
-    terms = _atan_tail_derivative(_group_erf_terms(list(expr.args)))
+    terms = _softplus_less_its_argument(_mirrored_pairs(_atan_tail_derivative(_group_erf_terms(list(expr.args)))))
     if rationalise:  # like the other patches, not inside an existing Piecewise (whose branch it writes)
         terms = _tanh_shrink_terms(terms)
     changed = True
@@ -646,11 +691,70 @@ def _tanh_from_sinh(mul: sympy.Mul) -> sympy.Expr:
     return Mul(*[replaced.get(f, f) for f in mul.args])
 
 
+def _exp_into_primitives(mul: sympy.Mul) -> sympy.Expr:
+    """exp(m*w) times Sigmoid(-w)**n or Expm1(w)**(-n) (m, n positive integers) -> the primitives alone.
+
+    exp(w)*Sigmoid(-w) = exp(w)/(1 + exp(w)) = Sigmoid(w) and exp(w)/Expm1(w) = 1/(1 - exp(-w))
+    = -1/Expm1(-w): the product is bounded where exp(w) alone overflows (inf*0 or inf/inf = NaN),
+    e.g. x*exp(x)/(1 + exp(x)) from x = 89 in float32, the derivative of x/(exp(x) - 1) from x = 89.
+    min(m, n) factors exp(w) are absorbed, one per power of the primitive.
+    """
+    factors = list(Mul.make_args(mul))
+    for i, factor in enumerate(factors):
+        if not isinstance(factor, sympy.exp):
+            continue
+        a = factor.args[0]
+        for j, other in enumerate(factors):
+            base, power = other.as_base_exp()
+            if j == i or not isinstance(base, (Sigmoid, Expm1)) or not power.is_Integer:
+                continue
+            if isinstance(base, Sigmoid) and power > 0:
+                w = -base.args[0]
+                absorbed = lambda k: Sigmoid(w) ** k * base ** (power - k)
+            elif isinstance(base, Expm1) and power < 0:
+                w = base.args[0]
+                absorbed = lambda k: (-1 / Expm1(-w)) ** k * base ** (power + k)
+            else:
+                continue
+            m = sympy.cancel(a / w)
+            if not (m.is_Integer and m > 0):
+                continue
+            k = min(m, abs(power))
+            rest = [f for n, f in enumerate(factors) if n not in (i, j)]
+            return Mul(*rest, absorbed(k), sympy.exp((m - k) * w))
+    return mul
+
+
+def _scaled_exps(add: sympy.Add) -> list | None:
+    """[(k, a)] with add = sum k*exp(a) (a number term c is c*exp(0)), or None if a term is no exp."""
+    pairs = []
+    for term in add.args:
+        if term.is_number:
+            pairs.append((term, S.Zero))
+            continue
+        k, f = split_numeric_factor(term)
+        if not isinstance(f, sympy.exp):
+            return None
+        pairs.append((k, f.args[0]))
+    return pairs
+
+
+def _log_cosh(u: sympy.Expr) -> sympy.Expr:
+    """log(cosh(u)) without overflow: u + Softplus(-2u) - log(2) (exact: cosh(u) = exp(u)*(1 + exp(-2u))/2;
+    cosh overflows from |u| = 89 in float32), and near 0, where that sum cancels to ~u**2/2,
+    Log1p(2*sinh(u/2)**2) (cosh(u) - 1 = 2*sinh(u/2)**2, no cancellation)."""
+    return sympy.Piecewise((Log1p(2 * sympy.sinh(u / 2) ** 2), sympy.Abs(u) < 1),
+                           (u + Softplus(-2 * u) - sympy.log(2), True))
+
+
 def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.Expr:
     if isinstance(expr, sympy.log):
         (arg,) = expr.args
         if isinstance(arg, Sigmoid):
             return LogSigmoid(arg.args[0])
+        k, f = split_numeric_factor(arg)
+        if isinstance(f, sympy.cosh) and k.is_positive:
+            return sympy.log(k) + _log_cosh(f.args[0])
         if isinstance(arg, Add):
             const, rest = _split_const(arg)
             if const == 1 and rest:
@@ -658,6 +762,13 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
                 if isinstance(r, sympy.exp):
                     return Softplus(r.args[0])
                 return Log1p(r)
+            exps = _scaled_exps(arg)
+            if exps is not None and len(exps) == 2 and all(k.is_positive for k, _ in exps):
+                # log(k1*exp(a1) + k2*exp(a2)) = log(k1) + a1 + Softplus(a2 - a1 + log(k2/k1)):
+                # each exp alone overflows (or underflows to log(0)) where the sum's log is tame
+                # (log(2*exp(x) + 2) was inf from x = 89 in float32); a constant is a1 = 0
+                (k1, a1), (k2, a2) = sorted(exps, key=lambda term: not term[1].is_number)
+                return sympy.log(k1) + a1 + Softplus(a2 - a1 + sympy.log(k2 / k1))
         return expr
     if isinstance(expr, Pow) and isinstance(expr.base, Add) and expr.exp.is_negative:
         const, rest = _split_const(expr.base)
@@ -684,7 +795,7 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
         # 1/cosh(u)**k overflows to 1/inf (value 0, gradient inf/inf = NaN); sech is printed safely
         return sympy.sech(expr.base.args[0]) ** (-expr.exp)
     if isinstance(expr, Mul):
-        return _tanh_from_sinh(_abs_from_sign(expr))
+        return _exp_into_primitives(_tanh_from_sinh(_abs_from_sign(expr)))
     if isinstance(expr, sympy.erfc) and _is_sqrt2_scaling(expr.args[0]):
         return 2 * NormalCdf(sympy.expand(-sympy.sqrt(2) * expr.args[0]))
     if isinstance(expr, Add):
@@ -755,6 +866,14 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     * ``k - k*Sigmoid(u) -> k*Sigmoid(-u)``, ``k - k*NormalCdf(u) -> k*NormalCdf(-u)``, ``k - k*tanh(u)**2 -> k*sech(u)**2``,
       ``k +- k*tanh(u) -> 2k*Sigmoid(+-2u)``, ``2k*Sigmoid(u) - k -> k*tanh(u/2)``;
     * ``u*sign(u) -> |u|``;
+    * ``exp(m*w)*Sigmoid(-w)**n -> Sigmoid(w)*...`` and ``exp(m*w)/Expm1(w)**n -> -1/Expm1(-w)*...``
+      (``m, n`` positive integers; one ``exp(w)`` absorbed per power), so
+      ``x*exp(x)/(1 + exp(x)) -> x*Sigmoid(x)``;
+    * ``k*exp(u) +- k*exp(-u) -> 2k*cosh(u)``, ``2k*sinh(u)`` (a quotient of the two becomes ``tanh``),
+      ``k*Sigmoid(u) - k*Sigmoid(-u) -> k*tanh(u/2)``, ``k*Softplus(u) - k*u -> k*Softplus(-u)``;
+    * ``log(k1*exp(a1) + k2*exp(a2)) -> log(k1) + a1 + Softplus(a2 - a1 + log(k2/k1))`` (``k1, k2 > 0``,
+      a number term is ``k*exp(0)``), ``log(k*cosh(u)) -> log(k) +
+      Piecewise((Log1p(2*sinh(u/2)**2), |u| < 1), (u + Softplus(-2u) - log(2), True))``;
     * ``sqrt(A) + T`` with ``A - T**2`` free of the inputs ->
       ``Piecewise((sqrt(A) + T, T >= 0), ((A - T**2)/(sqrt(A) + |T|), True))``
       (not inside an existing Piecewise, so the pass is idempotent); ``k*sqrt(A) - k*c`` (``c > 0`` a
@@ -802,6 +921,10 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
         rebuilt = e.func(*args) if args != list(e.args) else e
         if rebuilt.is_Atom:
             return rebuilt
+        if rebuilt.func != e.func:
+            # SymPy evaluated the rebuilt node into another shape (1/(2*cosh(u)) into a product
+            # with 1/cosh(u)): its new subterms have not met the rules yet
+            return walk(rebuilt, rationalise)
         new = _rewrite_node(rebuilt, rationalise, inputs)
         if new != rebuilt:
             return walk(new, rationalise)

@@ -272,3 +272,39 @@ def test_piecewise_branch_derivative_uses_the_sign_of_its_region():
         exact = plain.subs(x, sympy.Float(point, 80)).evalf(80)
         got = derivative.subs(x, sympy.Float(point, 40)).evalf(40)
         assert abs(got - exact) <= 1e-35 * abs(exact)
+
+
+_EXP = sympy.exp
+
+
+@pytest.mark.parametrize(
+    "naive",
+    [
+        x * _EXP(x) / (1 + _EXP(x)),  # exp(x)*Sigmoid(-x) = Sigmoid(x)
+        _EXP(x) / (1 + _EXP(x)) ** 2,  # Sigmoid(x)*Sigmoid(-x)
+        _EXP(3 * x) / (1 + _EXP(x)) ** 2,  # one exp(x) left over
+        x * _EXP(x) / (_EXP(x) - 1),  # exp(x)/Expm1(x) = -1/Expm1(-x)
+        _EXP(x) / (_EXP(x) - 1) ** 2,
+        (_EXP(x) - _EXP(-x)) / (_EXP(x) + _EXP(-x)),  # tanh
+        2 / (_EXP(2 * x + 1) + _EXP(-2 * x - 1)),  # sech(2x + 1)
+        sympy.log(_EXP(x) + _EXP(-x)),
+        sympy.log(sympy.cosh(x)),
+        sympy.log(3 * _EXP(2 * x) + _EXP(x)),
+        Sigmoid(x) - Sigmoid(-x),  # tanh(x/2)
+        sympy.log(2 * _EXP(x) + 2),  # log(2) + Softplus(x)
+        sympy.log(1 + _EXP(2 * x + 1)) - 2 * x - 1,  # Softplus(-2x - 1)
+    ],
+)
+def test_exp_quotients_and_logs_of_exp_sums_are_exact_and_lose_their_overflow(naive):
+    """Each rewrite is an identity (at 40 digits) and the safe form keeps no bare exp or cosh unless
+    the function itself grows like one: an exp alone overflows from |x| = 89 in float32 where these
+    quotients and logs do not (their values in floats: test_codegen's user-written exp forms)."""
+    safe = safe_form(naive)
+    for point in ("-7.3", "-0.61", "0.0123", "2.5", "41"):
+        with mpmath.workdps(40):
+            at = {x: sympy.Float(point, 50)}
+            assert abs(complex(to_elementary(safe).evalf(50, subs=at)) - complex(naive.evalf(50, subs=at))) \
+                <= 1e-35 * max(1.0, abs(complex(naive.evalf(50, subs=at)))), (naive, safe, point)
+    needed = 1 if naive == _EXP(3 * x) / (1 + _EXP(x)) ** 2 else 0  # it grows like exp(x)
+    assert len(safe.atoms(sympy.exp)) == needed and not safe.has(sympy.cosh), safe
+    assert safe_form(safe) == safe
