@@ -213,6 +213,7 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
         act_name = name or getattr(act, "name", None) or "activation"
     else:
         expr = sympy.sympify(act)
+        _check_formula(expr)
         params = {}
         inputs = _input_symbols(expr)
         act_name = name or "activation"
@@ -227,6 +228,15 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
             )
         chosen.append(by_name[key])
     return _resolve(expr, tuple(params.items()), inputs, tuple(chosen), act_name, class_name, prefer_builtins)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_formula(expr: sympy.Expr) -> None:
+    """The checks :func:`symact.activation` makes of a formula (finite, real at real inputs), for a
+    SymPy expression given directly: without them sqrt(x) or log(x) became code returning NaN for
+    every x < 0.  Symbols other than x and v are left to the parameter check of :func:`_resolve`."""
+    if {s.name for s in expr.free_symbols} <= {"x", "v"}:
+        symact_activation(expr)
 
 
 @functools.lru_cache(maxsize=256)

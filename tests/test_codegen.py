@@ -1301,3 +1301,13 @@ def test_user_written_exp_forms_finite_and_accurate_in_value_and_gradient(key, d
                 assert abs(got - want) <= 2**10 * tiny, (key, which, point, got, want)
             else:
                 assert abs(got - want) <= 32 * eps * abs(want), (key, which, point, got, want)
+
+
+@pytest.mark.parametrize("formula", [sympy.sqrt(X), sympy.log(X), X ** sympy.Rational(1, 3)])
+def test_sympy_expression_not_real_for_negative_x_is_refused_like_a_formula_string(formula):
+    """sqrt(x), log(x) and x**(1/3) are not real for x < 0 (torch gives NaN there); symact.activation
+    refuses them as strings, and an expression passed directly must not become code that returns NaN."""
+    with pytest.raises(symact.errors.NonRealExpressionError, match="not real"):
+        torch_function(formula)
+    with pytest.raises(symact.errors.NonRealExpressionError, match="not real"):
+        torch_module(formula)
