@@ -219,7 +219,7 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
         act_name = name or "activation"
     by_name = {p.name: p for p in params}
     chosen = []
-    for item in trainable:
+    for item in _trainable_names(trainable):
         key = item.name if isinstance(item, sympy.Symbol) else str(item)
         if key not in by_name:
             raise UnknownSymbolError(
@@ -228,6 +228,14 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
             )
         chosen.append(by_name[key])
     return _resolve(expr, tuple(params.items()), inputs, tuple(chosen), act_name, class_name, prefer_builtins)
+
+
+def _trainable_names(trainable: Any) -> tuple:
+    """``trainable`` as a tuple of names/symbols: one name (``"alpha"``) or one Symbol is a
+    single parameter, not a sequence of one-letter names."""
+    if isinstance(trainable, (str, sympy.Symbol)):
+        return (trainable,)
+    return tuple(trainable)
 
 
 @functools.lru_cache(maxsize=256)
@@ -720,7 +728,7 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
     ``act``: an Activation, a catalogue name, a formula string or a SymPy expression
     (as for :func:`codegen_spec`).
 
-    ``trainable``: names of parameters of ``act`` to register as ``nn.Parameter``
+    ``trainable``: names of parameters of ``act`` to register as ``nn.Parameter``, or one name
     (initialised at their current values; the others are baked in as constants).
     ``compile=True`` returns ``torch.compile(module, **compile_kwargs)``.
     ``prefer_builtins=True`` trades accuracy for eager speed (see :func:`codegen_spec`).
@@ -738,7 +746,7 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
     cls.__reduce_ex__ = _reduce_generated_module
     module = cls()
     module.activation = act
-    module._symact_recipe = (act, tuple(trainable), name, class_name, prefer_builtins)
+    module._symact_recipe = (act, _trainable_names(trainable), name, class_name, prefer_builtins)
     if compile:
         import torch  # lazy: `import numeric` must not import torch
 

@@ -1311,3 +1311,21 @@ def test_sympy_expression_not_real_for_negative_x_is_refused_like_a_formula_stri
         torch_function(formula)
     with pytest.raises(symact.errors.NonRealExpressionError, match="not real"):
         torch_module(formula)
+
+
+def test_trainable_accepts_a_single_parameter_name():
+    """trainable="alpha" names one parameter, as trainable=("alpha",) does; it used to be read
+    character by character ("'a' is not a parameter of elu").  Checked against torch's ELU and
+    its alpha-derivative exp(x) - 1 (x < 0), and through a pickle round trip (the recipe)."""
+    module = torch_module("elu", trainable="alpha")
+    assert [name for name, _ in module.named_parameters()] == ["alpha"]
+    x = torch.tensor([-2.0, -0.5, 1.5], dtype=torch.float64)
+    y = module(x)
+    torch.testing.assert_close(y, torch.nn.functional.elu(x, alpha=1.0), rtol=1e-15, atol=0)
+    y.sum().backward()
+    assert module.alpha.grad.item() == pytest.approx(math.expm1(-2.0) + math.expm1(-0.5), rel=1e-6)  # alpha is a float32 nn.Parameter
+    clone = copy.deepcopy(module)
+    assert [name for name, _ in clone.named_parameters()] == ["alpha"]
+    alpha = torch.tensor(0.5, dtype=torch.float64)
+    torch.testing.assert_close(torch_function("elu", trainable="alpha").apply(x, alpha),
+                               torch.nn.functional.elu(x, alpha=0.5), rtol=1e-15, atol=0)
