@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import numbers
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -408,8 +409,9 @@ class Activation:
         >>> activation("tanh").derivative().expr
         1 - tanh(x)**2
         """
-        if isinstance(n, bool) or not isinstance(n, (int, sympy.Integer)) or n < 0:
-            raise ValueError(f"derivative order must be a non-negative integer, got {n!r}")
+        # numbers.Integral: numpy integers (a loop over np.arange) are orders too; bool is not one
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise FormulaError(f"derivative order must be a non-negative integer, got {n!r}; e.g. derivative(2)")
         if n == 0:
             return self
         expr = _differentiated(self.expr, self.x, int(n), self.name)
@@ -460,8 +462,8 @@ class Activation:
         """
         if side not in (None, "+", "-"):
             raise FormulaError(f"side={side!r}: use None (two-sided), '+' (from the right) or '-' (from the left)")
-        if isinstance(order, bool) or not isinstance(order, (int, sympy.Integer)) or order < 0:
-            raise FormulaError(f"taylor order must be a non-negative integer, got {order!r}")
+        if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 0:
+            raise FormulaError(f"taylor order must be a non-negative integer, got {order!r}; e.g. taylor(0, 5)")
         x0 = _exact_number(x0, "x0", "the expansion point x0")
         expr = self.expr
         if expr.has(*_PIECEWISE_ATOMS):

@@ -570,8 +570,21 @@ def test_formulas_sympy_cannot_differentiate_raise_a_clear_error():
 
 @pytest.mark.parametrize("order", ["2", None, 1.5, True, -1])
 def test_derivative_order_must_be_a_non_negative_integer(order):
-    with pytest.raises(ValueError, match="non-negative integer"):
+    # a SymactError, as every bad-input error is (README); it was a bare ValueError
+    with pytest.raises(symact.SymactError, match="non-negative integer"):
         symact.activation("tanh").derivative(order)
+    with pytest.raises(symact.SymactError, match="non-negative integer"):
+        symact.activation("tanh").taylor(0, order)
+
+
+def test_numpy_integer_orders_are_orders():
+    """derivative(np.int64(2)) was refused as 'not a non-negative integer'; tanh'' = -2 tanh sech^2."""
+    import numpy as np
+
+    tanh = symact.activation("tanh")
+    x = tanh.x
+    assert sympy.simplify(tanh.derivative(np.int64(2)).expr - (-2 * sympy.tanh(x) / sympy.cosh(x) ** 2)) == 0
+    assert sympy.expand(tanh.taylor(0, np.int64(3)) - (x - x**3 / 3)) == 0
 
 @pytest.mark.parametrize("text, body", [("lambda x: x", "'x'"), ("lambda t: tanh(t)", "'tanh(x)'"),
                                         ("Lambda(x, x**2)", "'x**2'"), ("lambda: 1", "'x**2'")])
