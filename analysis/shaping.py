@@ -419,8 +419,8 @@ def _exact_number(what: str, value: Any) -> sympy.Expr:
     if isinstance(value, mpmath.mpf):
         if not mpmath.isfinite(value):
             raise bad("is not finite")
-        man, exp = value.man_exp
-        return sympy.Integer(man) * sympy.Integer(2) ** exp
+        sign, man, exp, _ = value._mpf_  # man_exp would drop the sign: it is the unsigned mantissa
+        return (-1) ** sign * sympy.Integer(man) * sympy.Integer(2) ** exp
     try:
         expr = safe_sympify(value, what)
     except SymactError:

@@ -708,3 +708,18 @@ def graphs_mlp(depth):
     import graphs
 
     return graphs.mlp(depth)
+
+
+def test_a_negative_curvature_target_is_refused_not_solved_with_its_sign_dropped():
+    """C''(1) = E[psi''(u)^2] / Q(1) >= 0 for every activation (Price's theorem at q = 1), so a
+    negative target is infeasible.  tau=-1 used to return a 'solved' network with C''(1) = +1/3 per
+    layer and residuals ~1e-16: the mpmath target -1/3 lost its sign on the way to exact (man_exp
+    is the unsigned mantissa)."""
+    import graphs
+
+    with pytest.raises(DomainError, match="must be > 0"):
+        shape("tanh", graphs.mlp(3), method="tat", tau=-1)
+    with pytest.raises(DomainError, match="must be > 0"):
+        solve_tat_layer("tanh", c_curvature=mpmath.mpf(-0.3))
+    # the sign of an mpmath target survives (exactly): -3/8 is exactly representable
+    assert shaping._exact_number("zeta", -mpmath.mpf(3) / 8) == sympy.Rational(-3, 8)
