@@ -873,6 +873,9 @@ def _uniform_curvature(graph, tau, fixed: dict, dps: int):
 def _uniform_curvature_at_precision(graph, tau, fixed: dict, dps: int):
     k = sympy.Symbol("k", positive=True)
     tau_exact = _exact_number("tau", tau)
+    if not tau_exact > 0:  # checked here so the message names tau, not a per-layer share in 40 digits
+        raise DomainError(f"tau={tau} must be > 0: a network's C''(1) is a sum of E[psi''(u)^2] >= 0 terms; "
+                          "e.g. tau=0.3 (the default).")
     fixed = {n: _mp(v, dps + 8) for n, v in fixed.items()}
     if not fixed:
         # With every C'(1) = 1 the curvature walk r(y) = k + y is linear and homogeneous in k, so

@@ -717,7 +717,7 @@ def test_a_negative_curvature_target_is_refused_not_solved_with_its_sign_dropped
     is the unsigned mantissa)."""
     import graphs
 
-    with pytest.raises(DomainError, match="must be > 0"):
+    with pytest.raises(DomainError, match="tau=-1 must be > 0"):
         shape("tanh", graphs.mlp(3), method="tat", tau=-1)
     with pytest.raises(DomainError, match="must be > 0"):
         solve_tat_layer("tanh", c_curvature=mpmath.mpf(-0.3))
