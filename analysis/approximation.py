@@ -120,6 +120,9 @@ def match_conditions(candidate, target, parameter, conditions: Sequence[str] = (
     condition that holds for every value raises :class:`DomainError` (squareplus's slope at 0 is
     1/2 for every b, so squareplus vs softplus takes ``["value", "curvature"]``).  One condition
     may be given as a string.
+
+    >>> match_conditions("squareplus", "softplus", "b", ["value", "curvature"])   # sqrt(b)/2 = log 2; 1/(2 sqrt(b)) = 1/4
+    {'value': (4*log(2)**2,), 'curvature': (4,)}
     """
     if isinstance(conditions, str):
         conditions = (conditions,)
@@ -236,7 +239,8 @@ class MinimaxResult:
 
     def __repr__(self) -> str:
         n = min(self.dps, 20)
-        return (f"MinimaxResult({self.parameter}={mpmath.nstr(self.parameter_value, n)}, "
+        # every key is an attribute: 'b=1.52' read as result.b raised AttributeError
+        return (f"MinimaxResult(parameter={self.parameter}, parameter_value={mpmath.nstr(self.parameter_value, n)}, "
                 f"max_error={mpmath.nstr(self.max_error, n)}, "
                 f"abscissae=({', '.join(mpmath.nstr(a, 10) for a in self.abscissae)}), signs={self.signs})")
 
@@ -312,6 +316,10 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     Raises :class:`DomainError` when the optimum runs to an end of ``parameter_range`` (e.g.
     softplus(beta) vs relu: the error :math:`\ln 2/\beta` only shrinks as beta grows) or when the
     largest error sits at :math:`\pm L` (the error grows, or its supremum is a limit at infinity).
+
+    >>> best = minimax("squareplus", "softplus", "b", dps=15)
+    >>> best.parameter_value, best.signs       # the error equioscillates: +, -, + at its three extrema
+    (mpf('1.52382103251875...'), (1, -1, 1))
     """
     cand, p = _with_parameter(candidate, parameter)
     targ = _expression(target)

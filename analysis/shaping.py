@@ -964,7 +964,7 @@ class ShapedNetwork:
 
     def __repr__(self) -> str:
         return (f"ShapedNetwork(method={self.method!r}, layers={len(self.layers)}, "
-                f"targets={self.network_targets})")
+                f"network_targets={self.network_targets})")
 
     def layer(self, node) -> ShapedLayer:
         for layer in self.layers:
@@ -1089,6 +1089,15 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
     variant would not use (``eta`` with smooth TAT, ``tau`` with leaky-ReLU TAT, per-node targets of
     the other method or of non-activation nodes) raise :class:`~symact.errors.DomainError`; a
     ``graph`` that is not a networkx DiGraph raises :class:`~symact.errors.InvalidGraphError`.
+
+    >>> import graphs
+    >>> net = shape("tanh", graphs.mlp(2), method="dks", zeta=1.5)
+    >>> net.layers[0].targets["c_slope"]    # C'(1) multiplies along a chain: each layer's is zeta**(1/2)
+    sqrt(6)/2
+    >>> net.layer("activation2")
+    ShapedLayer(node='activation2', alpha=0.7667..., beta=1.0419..., gamma=2.6140..., delta=-0.6343..., max|residual|=...)
+    >>> round(net.c_map(0.0), 12), round(net.c_map(1.0), 12)    # C(0) = 0 and C(1) = 1, as DKS asks
+    (0.0, 1.0)
     """
     _check_dps(dps)
     if not isinstance(graph, nx.DiGraph):

@@ -782,6 +782,13 @@ def export_module(act: Any, path: str | Path, class_name: str | None = None, tra
 
     The file holds the same source :func:`torch_module` executes, so the imported
     class computes the same values and gradients.  Returns the path written.
+
+    >>> import importlib.util, pathlib, tempfile, torch
+    >>> path = export_module("mish", pathlib.Path(tempfile.mkdtemp()) / "mish.py", class_name="Mish")
+    >>> spec = importlib.util.spec_from_file_location("mish", path)
+    >>> mish = importlib.util.module_from_spec(spec); spec.loader.exec_module(mish)
+    >>> mish.Mish()(torch.tensor([1.0]))    # x * tanh(softplus(x)), as torch.nn.Mish
+    tensor([0.8651])
     """
     spec = codegen_spec(act, trainable, name=name, class_name=class_name, prefer_builtins=prefer_builtins)
     path = Path(path)

@@ -100,6 +100,16 @@ class EntropyNormalization:
     target_entropy: Any
     report: ConvergenceReport
 
+    @property
+    def iterations(self) -> int:
+        """Newton iterations taken (``report.iterations``), as the repr shows it."""
+        return self.report.iterations
+
+    @property
+    def converged(self) -> bool:
+        """Whether the solve met its tolerance (``report.converged``), as the repr shows it."""
+        return self.report.converged
+
     def __repr__(self) -> str:
         return (f"EntropyNormalization(gamma={_short(self.gamma)}, target_entropy={_short(self.target_entropy)}, "
                 f"iterations={self.report.iterations}, converged={self.report.converged})")

@@ -1,0 +1,42 @@
+"""At a REPL a result's repr is read as its API: every ``key=value`` it shows must be an
+attribute holding that value.  MinimaxResult showed ``b=1.52`` (``result.b`` raised
+AttributeError), ShapedNetwork ``targets=`` (the attribute is ``network_targets``) and
+EntropyNormalization ``iterations=``/``converged=`` (only under ``report``)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+import analysis
+import graphs
+import numeric
+
+_KEY_VALUE = re.compile(r"[(,]\s*([A-Za-z_]\w*)=([^,()]+)")
+
+
+def _results():
+    yield analysis.minimax("squareplus", "softplus", "b", dps=15)
+    net = analysis.shape("tanh", graphs.mlp(2), method="dks", zeta=1.5)
+    yield net
+    yield net.layers[0]
+    yield numeric.entropy_normalize(["0.5", "0.2", "0.3"], 1, dps=30)
+
+
+@pytest.mark.parametrize("result", list(_results()), ids=lambda r: type(r).__name__)
+def test_every_key_in_a_result_repr_is_an_attribute_with_that_value(result):
+    text = repr(result)
+    pairs = _KEY_VALUE.findall(text)
+    assert pairs, text
+    for key, shown in pairs:
+        assert hasattr(result, key), f"{type(result).__name__} repr shows {key}= but has no attribute {key}: {text}"
+        value = getattr(result, key)
+        try:
+            number = float(shown)
+        except ValueError:
+            continue  # names, dicts: the attribute's existence is the point
+        if isinstance(value, (tuple, list)):
+            value = len(value)  # ShapedNetwork(layers=2): the number of layers
+        assert math.isclose(float(value), number, rel_tol=1e-9, abs_tol=1e-12), (key, value, shown)
