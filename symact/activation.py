@@ -316,10 +316,28 @@ class Activation:
 
         >>> activation("relu")(-3)
         0
+
+        A float input gives a float (to its precision), and +-oo the limit there:
+
+        >>> activation("gelu")(1.0), activation("gelu")(float("-inf"))
+        (0.841344746068543, 0)
         """
         if len(args) != len(self.inputs):
             raise TypeError(f"{self.name} takes {len(self.inputs)} input(s), got {len(args)}")
-        return self.concrete_expr.xreplace({s: _input_value(a) for s, a in zip(self.inputs, args)})
+        values = [_input_value(a) for a in args]
+        if any(v is sympy.nan for v in values):
+            raise DomainError(f"{self.name} at NaN: an activation takes real numbers, or +-oo (its limits there)")
+        if len(values) == 1 and values[0] in (sympy.oo, -sympy.oo):
+            # the formula itself is often oo*0 there (gelu at -oo: -oo*(erf(-oo) + 1)/2 = nan);
+            # its value at +-oo is its limit
+            return self.limit(values[0])
+        value = self.concrete_expr.xreplace(dict(zip(self.inputs, values)))
+        floats = [v for v in values if isinstance(v, sympy.Float)]
+        if floats:
+            # a float input asks for a number: gelu(1.0) was left as 0.5*erf(0.5*sqrt(2)) + 0.5;
+            # evaluated to the input's precision (15 digits for a Python float)
+            value = value.evalf(max(15, int(max(f._prec for f in floats) * 0.30103)))
+        return value
 
     @property
     def x(self) -> sympy.Symbol:

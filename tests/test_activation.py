@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import subprocess
 import sys
@@ -645,3 +646,24 @@ def test_realness_probe_of_a_sum_that_cancels_far_out_is_quick():
     act = symact.activation("x*erf(sqrt(2)*x)/2 + x/2 + sqrt(2)*exp(-2*x**2)/(4*sqrt(pi))")
     assert time.perf_counter() - start < 10.0
     assert act(-3) < 1e-5  # the smoothed relu: positive, tiny on the left
+
+
+def test_calling_at_a_float_gives_a_number_and_at_infinity_the_limit():
+    """gelu(1.0) was the unevaluated 0.5*erf(0.5*sqrt(2)) + 0.5; gelu(-inf) was nan (the formula is
+    -oo * 0 there) although GELU -> 0; relu(nan) escaped as SymPy's 'not comparable' ValueError."""
+    import mpmath
+
+    gelu = symact.activation("gelu")
+    value = gelu(1.0)
+    assert isinstance(value, sympy.Float)
+    assert float(value) == pytest.approx(0.5 * (1 + math.erf(1 / math.sqrt(2))), rel=1e-15)
+    with mpmath.workdps(40):
+        reference = mpmath.ncdf(1)
+    assert abs(gelu(sympy.Float("1", 40)) - sympy.Float(reference, 40)) < sympy.Float("1e-38")
+    for minus_infinity in (float("-inf"), "-inf", -sympy.oo):
+        assert gelu(minus_infinity) == 0
+    assert symact.activation("softplus")(float("inf")) == sympy.oo
+    assert symact.activation("mish")(float("-inf")) == 0
+    for name in ("relu", "gelu", "tanh"):
+        with pytest.raises(symact.DomainError, match="NaN"):
+            symact.activation(name)(float("nan"))
