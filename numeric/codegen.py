@@ -188,7 +188,8 @@ class CodegenSpec:
 
 
 def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
-                 class_name: str | None = None, prefer_builtins: bool = False) -> CodegenSpec:
+                 class_name: str | None = None, prefer_builtins: bool = False, *,
+                 real_line: bool = True) -> CodegenSpec:
     """Resolve an activation into a :class:`CodegenSpec`.
 
     ``act``: a :class:`symact.Activation`, a catalogue name (``"gelu"``), a formula
@@ -202,6 +203,11 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
 
     ``class_name``: a Python identifier that is not a keyword, a builtin or a name the generated
     module uses itself (torch, F, its helpers); :class:`~symact.errors.DomainError` otherwise.
+
+    ``real_line``: a SymPy expression must be real for every real input, as :func:`symact.activation`
+    requires of a formula (``sqrt(x)`` would give NaN for x < 0); ``real_line=False`` accepts a function
+    that is real only where it will be evaluated, e.g. ``log(x)`` as the inverse of ``exp`` applied to
+    positive values (a parametrisation's ``right_inverse``), and leaves NaN outside it to the caller.
     """
     class_name = _checked_class_name(class_name)
     if isinstance(act, str):
@@ -213,7 +219,8 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
         act_name = name or getattr(act, "name", None) or "activation"
     else:
         expr = sympy.sympify(act)
-        _check_formula(expr)
+        if real_line:
+            _check_formula(expr)
         params = {}
         inputs = _input_symbols(expr)
         act_name = name or "activation"
@@ -695,7 +702,7 @@ def _load(source: str, class_name: str) -> dict:
 
 
 def torch_function(act: Any, trainable: Iterable = (), name: str | None = None,
-                   prefer_builtins: bool = False, forward_ad: bool = False):
+                   prefer_builtins: bool = False, forward_ad: bool = False, *, real_line: bool = True):
     """A ``torch.autograd.Function`` subclass computing ``act`` elementwise.
 
     Call it as ``F.apply(x)`` (``F.apply(x, v)`` for gated forms; trainable
@@ -707,6 +714,7 @@ def torch_function(act: Any, trainable: Iterable = (), name: str | None = None,
     AD (``torch.func.jvp``, ``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``).  It is
     not the default because torch.compile's Dynamo does not trace autograd Functions
     that define a ``jvp``; :func:`torch_module` picks between the two at call time.
+    ``real_line``: as for :func:`codegen_spec`.
 
     >>> import sympy, torch
     >>> x = sympy.Symbol("x", real=True)
@@ -715,7 +723,7 @@ def torch_function(act: Any, trainable: Iterable = (), name: str | None = None,
     >>> fn.apply(t).sum().backward(); t.grad
     tensor([-0.0000, 0.9277])
     """
-    spec = codegen_spec(act, trainable, name=name, prefer_builtins=prefer_builtins)
+    spec = codegen_spec(act, trainable, name=name, prefer_builtins=prefer_builtins, real_line=real_line)
     namespace = _load(_source(spec), spec.class_name)
     function_class = _function_class_name(spec.class_name)
     return namespace[function_class + "WithJvp" if forward_ad else function_class]

@@ -55,7 +55,8 @@ def sympy_to_torch(expr: sp.Expr, symbol: sp.Symbol) -> Callable[[torch.Tensor],
     """
     from .codegen import torch_function
 
-    fn = torch_function(expr.subs(symbol, _CODEGEN_INPUT))
+    # real only where it is applied (log(A) on exp's range A > 0): the real-line check is not for it
+    fn = torch_function(expr.subs(symbol, _CODEGEN_INPUT), real_line=False)
     return fn.apply
 
 

@@ -1313,6 +1313,17 @@ def test_sympy_expression_not_real_for_negative_x_is_refused_like_a_formula_stri
         torch_module(formula)
 
 
+def test_real_line_false_generates_a_function_real_only_on_its_domain():
+    """A parametrisation's inverse (log(A) for A = exp(W), on A > 0) is real only where it is applied;
+    real_line=False generates it.  Reference: torch.log and its derivative 1/x."""
+    t = torch.tensor([1e-30, 0.5, 3.0, 1e30], dtype=torch.float64, requires_grad=True)
+    fn = torch_function(sympy.log(X), real_line=False)
+    y = fn.apply(t)
+    torch.testing.assert_close(y, torch.log(t.detach()), rtol=1e-15, atol=0)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    torch.testing.assert_close(g, 1 / t.detach(), rtol=1e-15, atol=0)
+
+
 def test_trainable_accepts_a_single_parameter_name():
     """trainable="alpha" names one parameter, as trainable=("alpha",) does; it used to be read
     character by character ("'a' is not a parameter of elu").  Checked against torch's ELU and
