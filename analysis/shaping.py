@@ -1024,8 +1024,12 @@ def _c_map_float64(funcs: ActivationFunctions, alpha, beta, gamma, delta, c) -> 
     def psi(z):
         return gamma * (phi(alpha * z + beta) + delta)
 
-    kinks = tuple((float(k) - beta) / alpha for k in funcs.kinks)
-    k, q = bivariate_gaussian_expectation_float64(psi, psi, np.array([c, 1.0]), breakpoints=kinks)
+    # phi varies on a unit scale around its kinks and u = 0, i.e. on the scale 1/alpha in z around
+    # (k - beta)/alpha and -beta/alpha: without these break-points and that width the rule cannot
+    # resolve the near-step psi of large-alpha solutions (tanh at C'(1) = 10 has alpha ~ 15)
+    kinks = tuple(sorted({(float(k) - beta) / alpha for k in funcs.kinks} | {-beta / alpha}))
+    k, q = bivariate_gaussian_expectation_float64(psi, psi, np.array([c, 1.0]), breakpoints=kinks,
+                                                  scale=min(1.0, 1.0 / abs(alpha)))
     return float(k / q)
 
 

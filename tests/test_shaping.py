@@ -561,6 +561,34 @@ def test_float64_dks_at_large_alpha_meets_the_targets_in_mpmath(name, zeta):
     assert abs(layer.residuals["q_value"] - float(q1 - 1)) < 1e-12
 
 
+def test_c_map_of_a_near_step_layer_is_evaluated_and_matches_an_independent_rule():
+    """ShapedNetwork.c_map raised DivergentIntegralError for every large-alpha layer (tanh at C'(1) = 10
+    has alpha ~ 15): the 2-D rule was not told that psi varies on the scale 1/alpha around -beta/alpha.
+    Reference: the trapezoid rule on a fine uniform grid, spectrally accurate for the analytic integrand
+    tanh(alpha z + beta) (poles pi/(2 alpha) off the real axis), with np.tanh directly."""
+    import graphs
+    import numpy as np
+
+    net = shape("tanh", graphs.mlp(1), zeta=10.0)
+    layer = net.layers[0]
+    assert layer.alpha > 10
+    a, b, g, d = (float(v) for v in (layer.alpha, layer.beta, layer.gamma, layer.delta))
+    h = 0.004
+    z = np.arange(-12.0, 12.0 + h / 2, h)
+    w = h * np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    def psi(t):
+        return g * (np.tanh(a * t + b) + d)
+
+    q1 = float(np.dot(w, psi(z) ** 2))
+    for c in (-0.6, 0.0, 0.5, 0.9):
+        s = math.sqrt(1 - c * c)
+        inner = psi(c * z[:, None] + s * z[None, :]) @ w  # E[psi(c z1 + s z2) | z1]
+        reference = float(np.dot(w, psi(z) * inner)) / q1
+        assert net.c_map(c) == pytest.approx(reference, abs=1e-11), c
+    assert net.c_map(1.0) == pytest.approx(1.0, abs=1e-12)
+
+
 def test_dks_zeta_beyond_reach_is_reported_by_cause():
     """A tanh user whose zeta is too large is told to lower zeta (with the largest per-layer C'(1)
     reached), not to switch to tanh."""
