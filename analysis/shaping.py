@@ -1184,6 +1184,8 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
                               "shape the leaky-ReLU network on its own.")
         return _shape_leaky_relu(acts, nodes, graph, given.get("eta", 0.9), dps)
     tau = targets.get("tau", sympy.Rational(3, 10))
+    if not tau > 0:
+        raise DomainError(f"tau={tau} must be > 0 (the network's C''(1); tau = 0 would make it linear).")
     fixed = {n: v["c_curvature"] for n, v in node_targets.items() if "c_curvature" in v}
     exact, function, curvature = _uniform_curvature(graph, tau, fixed, walk_dps)
     cache = {}

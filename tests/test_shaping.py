@@ -589,6 +589,22 @@ def test_c_map_of_a_near_step_layer_is_evaluated_and_matches_an_independent_rule
     assert net.c_map(1.0) == pytest.approx(1.0, abs=1e-12)
 
 
+def test_negative_targets_keep_their_sign():
+    """mpmath numbers lost their sign on the way to exact targets (mpf.man_exp is the magnitude), so a
+    negative tau became a per-layer C''(1) of +tau/T: shaped silently, with targets saying -1/3 and the
+    achieved C''(1) +1/3 reported as a zero residual."""
+    import graphs
+
+    assert shaping._exact_number("t", mpmath.mpf(-2.5)) == sympy.Rational(-5, 2)
+    assert shaping._exact_number("t", -mpmath.mpf(1) / 3) == -sympy.Rational(6004799503160661, 2 ** 54)
+    with pytest.raises(DomainError, match="tau"):
+        shape("tanh", graphs.mlp(3), method="tat", tau=-1)
+    with pytest.raises(DomainError, match=r"C''\(1\) target"):
+        solve_tat_layer("tanh", c_curvature=mpmath.mpf("-0.1"))
+    with pytest.raises(DomainError, match="zeta"):
+        shape("tanh", graphs.mlp(3), zeta=mpmath.mpf("-1.5"))
+
+
 def test_dks_zeta_beyond_reach_is_reported_by_cause():
     """A tanh user whose zeta is too large is told to lower zeta (with the largest per-layer C'(1)
     reached), not to switch to tanh."""
