@@ -759,7 +759,7 @@ def leaky_relu_c_map(c, negative_slope):
     :math:`E[\mathrm{relu}(u)\mathrm{relu}(v)] = (\sqrt{1-c^2} + (\pi - \arccos c)\,c)/(2\pi)`
     (Cho & Saul's kernel of degree 1 divided by 2),
 
-    .. math:: C(c) = \frac{a c + (1-a)^2 (\sqrt{1-c^2} + (\pi - \arccos c) c)/(2\pi) + a(1-a) c}
+    .. math:: C(c) = \frac{a^2 c + (1-a)^2 (\sqrt{1-c^2} + (\pi - \arccos c) c)/(2\pi) + a(1-a) c}
                          {(1+a^2)/2}.
 
     Evaluated in mpmath at the working precision; :math:`\sqrt{1-c^2}` as
