@@ -28,6 +28,7 @@ in ``x = Symbol('x', real=True)``.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +135,11 @@ def match_conditions(candidate, target, parameter, conditions: Sequence[str] = (
         if cond in _CONDITION_ORDERS:
             k = _CONDITION_ORDERS[cond]
         elif cond.startswith("derivative:"):
-            k = int(cond.split(":", 1)[1])
+            order = cond.split(":", 1)[1].strip()
+            if not order.isdigit():  # int() would raise a bare ValueError, or accept "-1"
+                raise FormulaError(f"condition {cond!r}: the derivative order must be a whole number >= 0, "
+                                   "e.g. 'derivative:3'")
+            k = int(order)
         else:
             raise FormulaError(f"unknown condition {cond!r}; use 'value', 'slope', 'curvature' or 'derivative:k'")
         lhs = sympy.diff(cand, X, k).subs(X, a) if k else cand.subs(X, a)
@@ -467,6 +472,13 @@ def asymptotic_expansion(f, point=0, order: int = 4, parameter=None) -> sympy.Ex
     >>> asymptotic_expansion(sympy.log(1 + sympy.exp(x)), 0, 5)
     log(2) + x/2 + x**2/8 - x**4/192 + O(x**5)
     """
+    try:
+        n_order = operator.index(order)  # ints and numpy integers, not 2.5
+    except TypeError:
+        n_order = -1
+    if n_order < 0 or isinstance(order, bool):
+        raise DomainError(f"order={order!r}: give the order of the O term as a whole number >= 0, e.g. order=4.")
+    order = n_order
     expr = _with_parameter(f, parameter)[0] if parameter is not None else _expression(f)
     point = safe_sympify(point, "point")
     if point.is_finite:

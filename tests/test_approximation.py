@@ -183,3 +183,24 @@ def test_match_conditions_takes_one_condition_as_a_string_and_names_the_paramete
     assert match_conditions("squareplus", "softplus", "b", "value") == {"value": (4 * sympy.log(2) ** 2,)}
     with pytest.raises(FormulaError, match=r"its parameters are \['b'\]"):
         match_conditions("squareplus", "softplus", "c", "value")
+
+
+@pytest.mark.parametrize("condition", ["derivative:x", "derivative:-1", "derivative:"])
+def test_a_malformed_derivative_condition_is_a_formula_error_naming_the_form(condition):
+    # int() raised a bare ValueError for 'derivative:x'; '-1' reached sympy.diff and failed there
+    with pytest.raises(FormulaError, match="derivative:3"):
+        match_conditions("squareplus", "softplus", "b", condition)
+
+
+@pytest.mark.parametrize("order", [-1, 2.5, "4", True])
+def test_asymptotic_expansion_refuses_an_order_that_is_not_a_whole_number(order):
+    with pytest.raises(DomainError, match="order="):
+        asymptotic_expansion(sympy.log(1 + sympy.exp(x)), 0, order)
+
+
+def test_asymptotic_expansion_order_counts_like_sympy_series():
+    # order n means an O(x**n) remainder at a finite point (sympy.series' n), numpy integers included
+    import numpy as np
+
+    softplus = sympy.log(1 + sympy.exp(x))
+    assert asymptotic_expansion(softplus, 0, np.int64(3)) == sympy.log(2) + x / 2 + x**2 / 8 + sympy.O(x**3)
