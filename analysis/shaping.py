@@ -332,6 +332,7 @@ def _solve_f64(points, residual_index: int, grid_target: float, target: float, b
 _F64_VERIFY = 1e-14
 _FALLBACK_DPS = 20  # mpmath digits used when float64 cannot verify a solution
 _NEAR_LINEAR = 1e-6  # DKS targets C'(1) < 1 + this are solved in mpmath (see solve_dks_layer)
+_TAT_NEAR_LINEAR = 1e-5  # TAT targets C''(1) below this are solved in mpmath (see solve_tat_layer)
 # Roots beyond alpha = 200 are not followed: the rule's cost grows like alpha, and such a transformed
 # activation is a near-step function whose kernel no longer describes a trainable network.
 _LOG_ALPHA_MAX = math.log(200.0)
@@ -659,7 +660,9 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
 
     gamma closed form; (log alpha, beta, delta) by Newton with the exact Jacobian, float64 (grid
     starts, then continuation from smaller targets; verified rule as in :func:`solve_dks_layer`)
-    then mpmath.  Infeasible when phi' jumps (C''(1) infinite): use leaky-ReLU TAT or DKS.
+    then mpmath.  Targets C''(1) < 1e-5 that float64 cannot resolve (alpha ~ sqrt(C''(1)) below the grid)
+    start from roots at 1e-5 and 5e-6 extrapolated in C''(1) and are solved in mpmath.  Infeasible when
+    phi' jumps (C''(1) infinite): use leaky-ReLU TAT or DKS.
     """
     _check_dps(dps)
     funcs = activation_functions(act)
@@ -706,6 +709,29 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
 
     points = _start_points(residual_at, _GRID_LOG_ALPHA, _GRID_BETA, funcs.kinks)
     solutions, reached = _solve_f64(points, 2, k_t, k_t, 0.0, newton_at, x0_of, scale_of, branch)
+    near_linear = False
+    if not solutions and 0 < k_t < _TAT_NEAR_LINEAR:
+        # C''(1) below 1e-5 needs alpha below ~3e-3, where float64 Newton stalls: Q'(1) - 1 and C'(1) - 1
+        # are O(alpha^2) and the Jacobian's conditioning grows like alpha^-4 (tanh at C''(1) = 1e-6, a
+        # depth-1000 network with tau = 1e-3, was refused with the advice to lower tau).  Roots at
+        # k1 = 1e-5 and k2 = k1/2 (Newton from the k1 root; k1/4 was too far for softplus) are
+        # extrapolated to k_t with alpha^2/k, beta and delta linear in k
+        # (their leading-order laws; scaling alpha alone left residuals that sent mpmath's Newton
+        # astray), and mpmath, which has the digits, polishes.
+        k1, k2 = _TAT_NEAR_LINEAR, _TAT_NEAR_LINEAR / 2
+        easy_roots, _ = _solve_f64(points, 2, k_t, k1, 0.0, newton_at, x0_of, scale_of, branch)
+        for r in easy_roots:
+            # tolerance 1e-14 (scale 0.1): float64 residuals here jitter at a few 1e-15 (softplus never
+            # reached the 1e-15 floor), and the extrapolation is only a start for the mpmath polish
+            out = _newton(lambda x: system_f64(x, k2), r["x"], None, 0.1)
+            if out is None:
+                continue
+            x2 = out[0]
+            t = (k_t - k2) / (k2 - k1)
+            a1, a2 = r["alpha"] ** 2 / k1, math.exp(2 * x2[0]) / k2
+            solutions.append({"alpha": math.sqrt(k_t * (a2 + (a2 - a1) * t)), "beta": x2[1] + (x2[1] - r["beta"]) * t,
+                              "delta": x2[2] + (x2[2] - r["delta"]) * t})
+        near_linear = bool(solutions)
     chosen, branch_note = _pick(solutions, branch, funcs.odd_offset)
     if chosen is None:
         if reached is not None:
@@ -717,16 +743,22 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
                 "(roots with alpha > 200 are not followed). Use a smaller "
                 "tau (less curvature per layer)."
             )
+        advice = ("a larger tau or fewer layers (the per-layer C''(1) is too close to linear for this solver)"
+                  if k_t < _TAT_NEAR_LINEAR else "a smaller tau (less curvature per layer)")
         raise InfeasibleShapingError(
             f"TAT for {funcs.name}: no transformation meets Q(1)=1, Q'(1)=1, C'(1)=1 and C''(1)={k_t:.12g} "
-            "together (Newton from the best grid points, and for smaller C''(1) targets, did not converge). "
-            "What would work: a smaller tau (less curvature per layer), method='dks', or a smooth "
-            "non-polynomial activation."
+            "together (Newton from the best grid points, and for other C''(1) targets, did not converge). "
+            f"What would work: {advice}, method='dks', or a smooth non-polynomial activation."
         )
     x = [math.log(chosen["alpha"]), chosen["beta"], chosen["delta"]]
-    # a mirrored root (see _pick) is a root too: re-solving from it stays on the mirrored branch
-    x, verified = _verified_f64(funcs, x, lambda r, x0: newton_at(k_t, x0, r))
-    polish = dps if dps is not None else (None if verified else _FALLBACK_DPS)
+    if near_linear:
+        verified = False
+    else:
+        # a mirrored root (see _pick) is a root too: re-solving from it stays on the mirrored branch
+        x, verified = _verified_f64(funcs, x, lambda r, x0: newton_at(k_t, x0, r))
+    # near-linear: the conditions' nonlinear part is O(C''(1)) of the whole, so digits are lost in proportion
+    near_linear_dps = 30 + max(0, math.ceil(math.log10(_TAT_NEAR_LINEAR / float(k_exact))))
+    polish = dps if dps is not None else (None if verified else (near_linear_dps if near_linear else _FALLBACK_DPS))
     alpha, beta, delta = math.exp(x[0]), x[1], x[2]
     if polish is not None:
         with mpmath.workdps(polish + 8):
@@ -737,14 +769,18 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
                 res, jac, _ = _tat_system(ev, x[2], k_mp)
                 return res, jac
 
+            # near-linear: residuals are judged absolutely (their size is rounding level, not C''(1))
             out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta), mpmath.mpf(delta)], polish,
-                          scale_of(k_t), max_iter=8)
+                          1.0 if near_linear else scale_of(k_t), max_iter=20 if near_linear else 8)
             if out is None:
+                advice = (f"the per-layer C''(1) = {float(k_exact):.3g} is too close to linear for this solver: use "
+                          "a larger tau (or fewer layers)" if near_linear and dps is None else "try a smaller dps")
                 raise InfeasibleShapingError(
-                    f"TAT for {funcs.name}: the float64 root did not polish to {polish} digits; try a smaller dps.")
+                    f"TAT for {funcs.name}: the float64 root did not polish to {polish} digits; {advice}.")
             alpha, beta, delta = mpmath.exp(out[0][0]), out[0][1], out[0][2]
     return _finish(funcs, alpha, beta, delta, dps, chosen["mirrored"], branch_note,
-                   {"q_value": 1, "q_slope": 1, "c_slope": 1, "c_curvature": k_exact})
+                   {"q_value": 1, "q_slope": 1, "c_slope": 1, "c_curvature": k_exact},
+                   work_dps=near_linear_dps if near_linear else None)
 
 
 # ----------------------------------------------------------------------------------------

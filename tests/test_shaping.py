@@ -767,3 +767,28 @@ def test_a_negative_curvature_target_is_refused_not_solved_with_its_sign_dropped
         solve_tat_layer("tanh", c_curvature=mpmath.mpf(-0.3))
     # the sign of an mpmath target survives (exactly): -3/8 is exactly representable
     assert shaping._exact_number("zeta", -mpmath.mpf(3) / 8) == sympy.Rational(-3, 8)
+
+
+@pytest.mark.parametrize("name, curvature", [("tanh", "1e-6"), ("softplus", "1e-8")])
+def test_near_linear_tat_curvature_is_solved_not_refused_with_the_wrong_advice(name, curvature):
+    """A per-layer C''(1) below ~3e-6 (tau = 1e-3 at depth 1000) needs alpha ~ 1e-3 or less, where float64
+    Newton stalls; it was refused with 'use a smaller tau'.  Judged by an independent mpmath.quad
+    Gaussian expectation of psi = gamma (phi(alpha z + beta) + delta) and its derivatives at 50 digits."""
+    sol = solve_tat_layer(ACTS[name], c_curvature=curvature)
+    with mpmath.workdps(50):
+        z = sympy.Symbol("z", real=True)
+        a, b, g, d = (sympy.Float(repr(float(v)), 50) for v in (sol.alpha, sol.beta, sol.gamma, sol.delta))
+        psi = g * (ACTS[name].subs(x, a * z + b) + d)
+        f0, f1, f2 = (sympy.lambdify(z, sympy.diff(psi, z, n), "mpmath") for n in (0, 1, 2))
+
+        def gauss(h):
+            density = lambda t: mpmath.exp(-t * t / 2) / mpmath.sqrt(2 * mpmath.pi)  # noqa: E731
+            return mpmath.quad(lambda t: h(t) * density(t), [-mpmath.inf, -5, 0, 5, mpmath.inf])
+
+        q1 = gauss(lambda t: f0(t) ** 2)
+        q_slope = gauss(lambda t: f0(t) * f1(t) * t)  # d/dq E[psi(sqrt(q) z)^2] at q = 1
+        c_slope = gauss(lambda t: f1(t) ** 2) / q1
+        c_curv = gauss(lambda t: f2(t) ** 2) / q1
+        assert abs(q1 - 1) < 1e-14 and abs(q_slope - 1) < 1e-14 and abs(c_slope - 1) < 1e-14
+        assert abs(c_curv / mpmath.mpf(curvature) - 1) < 1e-12
+        assert abs(sol.residuals["c_curvature"] - float(c_curv - mpmath.mpf(curvature))) < 1e-14 * float(curvature)
