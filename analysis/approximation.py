@@ -28,6 +28,8 @@ in ``x = Symbol('x', real=True)``.
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -108,6 +110,21 @@ def error_expression(candidate, target, parameter=None) -> sympy.Expr:
     return cand - _expression(target)
 
 
+def _check_positive_int(name: str, value, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise DomainError(f"{name}={value!r}: give a whole number >= {least}.")
+
+
+def _checked_interval(name: str, value) -> tuple:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DomainError(f"{name}={value!r}: give an interval (lo, hi) of two finite numbers.") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise DomainError(f"{name}={value!r}: give an interval (lo, hi) with finite lo < hi.")
+    return lo, hi
+
+
 # ----------------------------------------------------------------------------- exact conditions
 
 
@@ -180,10 +197,19 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
     For squareplus vs softplus, :math:`p^*(x) = 4\,\mathrm{softplus}(x)\,\mathrm{softplus}(-x)`
     (up to rewriting), maximal at 0: :math:`b \ge 4\ln^2 2`.
     """
+    _check_positive_int("samples", samples, 3)
+    _check_positive_int("dps", dps, 1)
+    lo_hi = _checked_interval("search", search)
     cand, p = _with_parameter(candidate, parameter)
     targ = _expression(target)
     monotone = sympy.diff(cand, p)
-    solutions = [s for s in sympy.solve(sympy.Eq(cand, targ), p) if s.is_real is not False]
+    try:
+        roots = sympy.solve(sympy.Eq(cand, targ), p)
+    except NotImplementedError:  # transcendental in p (softplus(beta) vs relu): SymPy has no algorithm
+        raise DomainError(f"SymPy cannot solve candidate = target for {p} in closed form; dominance_threshold "
+                          "needs p*(x) explicitly (use minimax, or a candidate that is algebraic in the parameter)"
+                          ) from None
+    solutions = [s for s in roots if s.is_real is not False]
     if len(solutions) != 1:
         raise DomainError(f"candidate = target has {len(solutions)} solutions for {p} ({solutions}); "
                           "dominance_threshold needs exactly one")
@@ -191,7 +217,7 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
     f = sympy.lambdify(X, threshold, "mpmath")
     g = sympy.lambdify((X, p), monotone, "mpmath")
     with mpmath.workdps(dps + 10):
-        lo, hi = mpmath.mpf(search[0]), mpmath.mpf(search[1])
+        lo, hi = (mpmath.mpf(v) for v in lo_hi)
         xs = [lo + (hi - lo) * i / (samples - 1) for i in range(samples)]
         values = [f(xi) for xi in xs]
         i_best = max(range(samples), key=lambda i: values[i])
@@ -326,6 +352,10 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     >>> best.parameter_value, best.signs       # the error equioscillates: +, -, + at its three extrema
     (mpf('1.52382103251875...'), (1, -1, 1))
     """
+    _check_positive_int("dps", dps, 1)
+    _check_positive_int("grid", grid, 3)
+    if isinstance(domain, bool) or not isinstance(domain, numbers.Real) or not 0 < domain < math.inf:
+        raise DomainError(f"domain={domain!r}: give the half-width L > 0 of the interval |x| <= L, e.g. domain=200.")
     cand, p = _with_parameter(candidate, parameter)
     targ = _expression(target)
     error = cand - targ
@@ -430,12 +460,19 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
 
         # one branch on both sides (or mirror partners of an even error, equal for every p):
         # a smooth minimum of that branch; otherwise a crossing of two branches
-        probes = [to_p(u_mid - 50 * spread), to_p(u_mid + 50 * spread)]
-        gaps = [abs(abs(e_f(track(x_left, q), q)) - abs(e_f(track(x_right, q), q))) for q in probes]
-        scale = abs(e_f(x_left, to_p(u_mid)))
-        equation = stationary if all(g <= mpmath.mpf(10) ** -15 * scale for g in gaps) else equal_heights
-        p_lo, p_hi = to_p(u_mid - spread), to_p(u_mid + spread)
-        p_value = mpmath.findroot(equation, (p_lo, p_hi), solver="secant", tol=mpmath.mpf(10) ** (-2 * work + 10))
+        try:  # findroot (tracking the extrema, or solving for p) raises ValueError without naming p
+            probes = [to_p(u_mid - 50 * spread), to_p(u_mid + 50 * spread)]
+            gaps = [abs(abs(e_f(track(x_left, q), q)) - abs(e_f(track(x_right, q), q))) for q in probes]
+            scale = abs(e_f(x_left, to_p(u_mid)))
+            equation = stationary if all(g <= mpmath.mpf(10) ** -15 * scale for g in gaps) else equal_heights
+            p_lo, p_hi = to_p(u_mid - spread), to_p(u_mid + spread)
+            p_value = mpmath.findroot(equation, (p_lo, p_hi), solver="secant", tol=mpmath.mpf(10) ** (-2 * work + 10))
+        except (ValueError, ZeroDivisionError):
+            raise DomainError(
+                f"the minimax {p} near {mpmath.nstr(to_p(u_mid), 8)} could not be solved to {dps} digits: the "
+                "extremal branches neither cross nor have a stationary point there (the max error may be flat "
+                f"in {p}, e.g. set by one extremum that does not depend on it); narrow parameter_range or domain"
+            ) from None
         M, pts = max_abs(p_value, 2 * grid)
         # refine every extremum at the optimum and keep those at the maximum
         active = []

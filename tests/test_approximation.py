@@ -204,3 +204,30 @@ def test_asymptotic_expansion_order_counts_like_sympy_series():
 
     softplus = sympy.log(1 + sympy.exp(x))
     assert asymptotic_expansion(softplus, 0, np.int64(3)) == sympy.log(2) + x / 2 + x**2 / 8 + sympy.O(x**3)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: minimax(SQUAREPLUS, SOFTPLUS, b, domain=0),
+    lambda: minimax(SQUAREPLUS, SOFTPLUS, b, domain=-5),  # was silently taken as 5, without the edge check
+    lambda: minimax(SQUAREPLUS, SOFTPLUS, b, grid=1),  # ZeroDivisionError
+    lambda: minimax(SQUAREPLUS, SOFTPLUS, b, dps=0),
+    lambda: dominance_threshold(SQUAREPLUS, SOFTPLUS, b, samples=1),  # ZeroDivisionError
+    lambda: dominance_threshold(SQUAREPLUS, SOFTPLUS, b, search=(5, -5)),
+])
+def test_bad_numeric_settings_are_refused_naming_the_setting(call):
+    with pytest.raises(DomainError, match=r"(domain|grid|dps|samples|search)="):
+        call()
+
+
+def test_dominance_threshold_of_a_family_sympy_cannot_solve_is_a_domain_error():
+    # softplus(beta) = relu(x) is transcendental in beta: sympy.solve raised a bare NotImplementedError
+    with pytest.raises(DomainError, match="cannot solve"):
+        dominance_threshold(SOFTPLUS_BETA, RELU, beta)
+
+
+def test_minimax_whose_optimum_is_flat_in_the_parameter_is_a_domain_error():
+    """max(x, a x) vs softplus on |x| <= 200: for |a| <= ln 2/200 the max error is ln 2 at x = 0 whatever a
+    is, so there is no unique optimum; mpmath.findroot's bare ValueError escaped."""
+    a = sympy.Symbol("a", real=True)
+    with pytest.raises(DomainError, match="could not be solved"):
+        minimax(sympy.Max(x, a * x), SOFTPLUS, a, dps=15)
