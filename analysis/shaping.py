@@ -773,8 +773,9 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
             out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta), mpmath.mpf(delta)], polish,
                           1.0 if near_linear else scale_of(k_t), max_iter=20 if near_linear else 8)
             if out is None:
+                # near-linear: fewer digits cannot help (the nonlinear part is O(C''(1)) of the whole)
                 advice = (f"the per-layer C''(1) = {float(k_exact):.3g} is too close to linear for this solver: use "
-                          "a larger tau (or fewer layers)" if near_linear and dps is None else "try a smaller dps")
+                          "a larger tau (or fewer layers)" if near_linear else "try a smaller dps")
                 raise InfeasibleShapingError(
                     f"TAT for {funcs.name}: the float64 root did not polish to {polish} digits; {advice}.")
             alpha, beta, delta = mpmath.exp(out[0][0]), out[0][1], out[0][2]

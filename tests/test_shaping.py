@@ -792,3 +792,11 @@ def test_near_linear_tat_curvature_is_solved_not_refused_with_the_wrong_advice(n
         assert abs(q1 - 1) < 1e-14 and abs(q_slope - 1) < 1e-14 and abs(c_slope - 1) < 1e-14
         assert abs(c_curv / mpmath.mpf(curvature) - 1) < 1e-12
         assert abs(sol.residuals["c_curvature"] - float(c_curv - mpmath.mpf(curvature))) < 1e-14 * float(curvature)
+
+
+def test_near_linear_tat_beyond_reach_advises_a_larger_tau_not_fewer_digits():
+    """C''(1) = 1e-10 is beyond the near-linear polish; with dps=15 the advice was 'try a smaller dps', which
+    cannot help (the nonlinear part is 1e-10 of the whole); a larger tau (larger C''(1)) does."""
+    with pytest.raises(InfeasibleShapingError) as info:
+        solve_tat_layer(ACTS["tanh"], c_curvature="1e-10", dps=15)
+    assert "smaller dps" not in str(info.value) and "larger tau" in str(info.value)
