@@ -909,10 +909,7 @@ def _uniform_curvature(graph, tau, fixed: dict, dps: int):
 
 def _uniform_curvature_at_precision(graph, tau, fixed: dict, dps: int):
     k = sympy.Symbol("k", positive=True)
-    tau_exact = _exact_number("tau", tau)
-    if not tau_exact > 0:  # checked here so the message names tau, not a per-layer share in 40 digits
-        raise DomainError(f"tau={tau} must be > 0: a network's C''(1) is a sum of E[psi''(u)^2] >= 0 terms; "
-                          "e.g. tau=0.3 (the default).")
+    tau_exact = _exact_number("tau", tau)  # shape() has refused tau <= 0, naming tau
     fixed = {n: _mp(v, dps + 8) for n, v in fixed.items()}
     if not fixed:
         # With every C'(1) = 1 the curvature walk r(y) = k + y is linear and homogeneous in k, so
@@ -1222,7 +1219,8 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
         return _shape_leaky_relu(acts, nodes, graph, given.get("eta", 0.9), dps)
     tau = targets.get("tau", sympy.Rational(3, 10))
     if not tau > 0:
-        raise DomainError(f"tau={tau} must be > 0 (the network's C''(1); tau = 0 would make it linear).")
+        raise DomainError(f"tau={tau} must be > 0: the network's C''(1) is a sum of E[psi''(u)^2] >= 0 terms, and "
+                          "tau = 0 would make it linear; e.g. tau=0.3 (the default).")
     fixed = {n: v["c_curvature"] for n, v in node_targets.items() if "c_curvature" in v}
     exact, function, curvature = _uniform_curvature(graph, tau, fixed, walk_dps)
     cache = {}
