@@ -1004,7 +1004,9 @@ class ShapedNetwork:
         for layer in self.layers:
             if layer.node == node:
                 return layer
-        raise KeyError(f"{node!r} is not an activation node of this network")
+        names = [layer.node for layer in self.layers]
+        shown = ", ".join(map(repr, names[:8])) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        raise KeyError(f"{node!r} is not an activation node of this network; its activation nodes are {shown}")
 
     def layer_c_map(self, node, c: float) -> float:
         """C map (q = 1) of one shaped layer at c in [-1, 1], float64 (closed form for leaky ReLU).

@@ -257,6 +257,10 @@ def test_from_torch_mlp_shapes_like_the_hand_built_graph():
     for a, b in zip(traced.layers, hand.layers):
         assert (a.alpha, a.beta, a.gamma, a.delta) == (b.alpha, b.beta, b.gamma, b.delta)
         assert a.targets == b.targets
+    assert hand.layer(hand.layers[1].node) is hand.layers[1]
+    # a wrong name lists the right ones (it said only that the name was wrong)
+    with pytest.raises(KeyError, match="its activation nodes are " + ", ".join(repr(l.node) for l in hand.layers)):
+        hand.layer("nope")
 
 
 def test_resnet_slope_makes_walker_maximum_equal_zeta():
