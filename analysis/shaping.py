@@ -62,7 +62,7 @@ from analysis.transform_conditions import (
     transform_conditions,
 )
 from analysis.kernel import _check_c
-from symact.errors import DomainError, InfeasibleShapingError, InvalidGraphError, SymactError
+from symact.errors import DomainError, InfeasibleShapingError, InvalidGraphError, SymactError, UnknownActivationError
 
 __all__ = ["shape", "ShapedLayer", "ShapedNetwork", "TorchShaping", "solve_dks_layer",
            "solve_tat_layer", "leaky_relu_c_map", "LayerSolution"]
@@ -1006,7 +1006,7 @@ class ShapedNetwork:
                 return layer
         names = [layer.node for layer in self.layers]
         shown = ", ".join(map(repr, names[:8])) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
-        raise KeyError(f"{node!r} is not an activation node of this network; its activation nodes are {shown}")
+        raise UnknownActivationError(f"{node!r} is not an activation node of this network; its activation nodes are {shown}")
 
     def layer_c_map(self, node, c: float) -> float:
         """C map (q = 1) of one shaped layer at c in [-1, 1], float64 (closed form for leaky ReLU).

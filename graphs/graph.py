@@ -127,14 +127,14 @@ KINDS: dict[str, NodeKind] = {}
 def register_kind(kind: NodeKind) -> NodeKind:
     """Add (or replace) a node kind; the walker and validation pick it up from :data:`KINDS`."""
     if kind.gaussian not in ("source", "transparent", "breaks"):
-        raise ValueError(f"gaussian must be 'source', 'transparent' or 'breaks', not {kind.gaussian!r}")
+        raise InvalidGraphError(f"gaussian must be 'source', 'transparent' or 'breaks', not {kind.gaussian!r}")
     if not isinstance(kind.min_inputs, int) or kind.min_inputs < 0 or (
             kind.max_inputs is not None and (not isinstance(kind.max_inputs, int) or kind.max_inputs < kind.min_inputs)):
-        raise ValueError(f"kind {kind.name!r}: inputs must satisfy 0 <= min_inputs <= max_inputs (or max_inputs "
+        raise InvalidGraphError(f"kind {kind.name!r}: inputs must satisfy 0 <= min_inputs <= max_inputs (or max_inputs "
                          f"None for no limit), got min_inputs={kind.min_inputs!r}, max_inputs={kind.max_inputs!r}")
     # the walker calls the rule of every node but the input; only a kind without inputs has no value to derive
     if kind.rule is None and kind.max_inputs != 0:
-        raise ValueError(f"kind {kind.name!r} takes inputs, so it needs a rule(ctx, node, inputs) giving its "
+        raise InvalidGraphError(f"kind {kind.name!r} takes inputs, so it needs a rule(ctx, node, inputs) giving its "
                          f"value (e.g. lambda ctx, node, inputs: inputs[0][1] for a layer that passes kernels)")
     KINDS[kind.name] = kind
     return kind

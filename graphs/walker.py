@@ -161,7 +161,7 @@ def _check_quantity(quantity: Any) -> None:
     # normalise nodes reset Q values only when told quantity == "q"; any other spelling ("Q")
     # would walk Q values as C values through them
     if quantity not in ("c", "q"):
-        raise ValueError(f"quantity must be 'c' (C values, slopes, curvatures) or 'q' (Q values), "
+        raise DomainError(f"quantity must be 'c' (C values, slopes, curvatures) or 'q' (Q values), "
                          f"not {quantity!r}")
 
 
@@ -719,9 +719,9 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
     (1.0, 'activation3', 'output')
     """
     if method not in _METHODS:
-        raise ValueError(f"method must be one of {sorted(_METHODS)}, not {method!r}")
+        raise DomainError(f"method must be one of {sorted(_METHODS)}, not {method!r}")
     if subnetworks not in ("single_exit", "dominated"):
-        raise ValueError(f"subnetworks must be 'single_exit' or 'dominated', not {subnetworks!r}")
+        raise DomainError(f"subnetworks must be 'single_exit' or 'dominated', not {subnetworks!r}")
     _check_quantity(quantity)
     validate(g)
     # Sub-network values are compared as numbers (at sample points of the rule's parameters); a
@@ -777,12 +777,12 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
     sample_points = tuple({by_name.get(key, key) if isinstance(key, str) else key: value
                            for key, value in pt.items()} for pt in sample_points)
     if not sample_points:
-        raise ValueError(f"sample_points is empty; give at least one point, e.g. "
+        raise DomainError(f"sample_points is empty; give at least one point, e.g. "
                          f"[{{{', '.join(f'{p.name!r}: 2' for p in parameters)}}}]")
     for pt in sample_points:
         missing = [p.name for p in parameters if p not in pt]
         if missing:
-            raise ValueError(f"sample point {pt} gives no value to {missing}; each point needs a value "
+            raise DomainError(f"sample point {pt} gives no value to {missing}; each point needs a value "
                              f"for every parameter {[p.name for p in parameters]}")
     digits = max(SAMPLE_DIGITS, mpmath.mp.dps + 20)
     probe = None

@@ -42,7 +42,8 @@ class UnknownSymbolError(FormulaError):
 
 
 class UnknownActivationError(SymactError, KeyError):
-    """A catalogue name that does not exist (the message suggests close names)."""
+    """A catalogue name, or an activation node of a shaped network, that does not exist (the message
+    names close or valid ones)."""
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0]) if self.args else ""

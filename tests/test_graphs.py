@@ -383,7 +383,7 @@ def test_builder_counts_accept_numpy_integers_and_fractions_stay_exact():
 def test_register_kind_refuses_kinds_the_walker_cannot_run(kind, message):
     # a kind with inputs but no rule registered fine and then every walk over it failed with
     # "TypeError: 'NoneType' object is not callable"
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidGraphError, match=message):  # a SymactError, as the README promises
         graphs.register_kind(kind)
     assert kind.name not in graphs.KINDS
 

@@ -20,7 +20,7 @@ import sympy
 import analysis.shaping as shaping
 from analysis.shaping import leaky_relu_c_map, shape, solve_dks_layer, solve_tat_layer
 from analysis.transform_conditions import activation_functions, gaussian_expectation_mp, transform_conditions
-from symact.errors import DomainError, InfeasibleShapingError, InvalidGraphError
+from symact.errors import DomainError, InfeasibleShapingError, InvalidGraphError, UnknownActivationError
 
 x = sympy.Symbol("x", real=True)
 SELU = sympy.Float("1.0507009873554804934193349852946", 40) * sympy.Piecewise(
@@ -259,7 +259,7 @@ def test_from_torch_mlp_shapes_like_the_hand_built_graph():
         assert a.targets == b.targets
     assert hand.layer(hand.layers[1].node) is hand.layers[1]
     # a wrong name lists the right ones (it said only that the name was wrong)
-    with pytest.raises(KeyError, match="its activation nodes are " + ", ".join(repr(l.node) for l in hand.layers)):
+    with pytest.raises(UnknownActivationError, match="its activation nodes are " + ", ".join(repr(l.node) for l in hand.layers)):
         hand.layer("nope")
 
 

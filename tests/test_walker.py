@@ -12,7 +12,7 @@ import sympy
 
 import graphs
 from _reference import subnetworks as brute_force_subnetworks
-from symact.errors import InvalidGraphError
+from symact.errors import DomainError, InvalidGraphError
 
 s, k = sympy.symbols("s k", positive=True)
 
@@ -612,7 +612,7 @@ def test_every_walk_checks_the_quantity():
     for call in (lambda: graphs.subnetwork_value(g, double, 1.0, "x", "y", quantity="Q"),
                  lambda: graphs.max_subnetwork(g, double, 1.0, quantity="Q"),
                  lambda: graphs.propagate(g, double, 1.0, quantity="Q")):
-        with pytest.raises(ValueError, match="quantity must be 'c'"):
+        with pytest.raises(DomainError, match="quantity must be 'c'"):
             call()
 
 
@@ -622,7 +622,7 @@ def test_sample_points_and_parameter_values_are_checked():
     extra positional values (best(2, 3) == 4 for one parameter)."""
     g = graphs.mlp(2)
     for points, message in (([{k: 2}], r"gives no value to \['s'\]"), ([], "sample_points is empty")):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(DomainError, match=message):
             graphs.max_subnetwork(g, lambda node, y: s * y, 1, sample_points=points)
     # points keyed by the parameter's name work as keyed by the symbol: s**2 at s = 2 and 3
     best = graphs.max_subnetwork(g, lambda node, y: s * y, 1, sample_points=[{"s": 2}, {"s": 3}])
@@ -630,3 +630,12 @@ def test_sample_points_and_parameter_values_are_checked():
     assert best(3) == 9
     with pytest.raises(TypeError, match="2 values for the 1 parameter"):
         best(2, 3)
+
+
+def test_bad_method_and_subnetworks_are_symact_errors_naming_the_choices():
+    """They were bare ValueErrors, outside the SymactError family the README promises for bad input."""
+    g = graphs.mlp(2)
+    with pytest.raises(DomainError, match="method must be one of"):
+        graphs.max_subnetwork(g, lambda node, y: 2 * y, 1, method="fastest")
+    with pytest.raises(DomainError, match="subnetworks must be 'single_exit' or 'dominated'"):
+        graphs.max_subnetwork(g, lambda node, y: 2 * y, 1, subnetworks="all")

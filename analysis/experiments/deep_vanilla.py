@@ -44,6 +44,7 @@ from typing import Any, Callable
 
 from analysis.records import Claim, ExperimentUnavailable, Job
 from analysis.verify import register
+from symact.errors import DomainError
 
 __all__ = ["deep_vanilla", "build_model", "jobs", "report_section", "ARMS", "ACTIVATIONS", "OPTIMIZER_DEFAULTS"]
 
@@ -218,7 +219,7 @@ def build_model(spec: dict, in_f: int, out_f: int, dtype: Any = None, device: An
         return _residual_mlp(in_f, width, depth, out_f, act, dtype, device)
     if arm in ("dks", "tat"):
         return _shaped_model(arm, act, in_f, width, depth, out_f, dtype, device)[0]
-    raise ValueError(f"Unknown arm {arm!r}; choose one of {ARMS}.")
+    raise DomainError(f"Unknown arm {arm!r}; choose one of {ARMS}.")
 
 
 @register("deep_vanilla")

@@ -163,7 +163,7 @@ def _targets(kind: str, scale: float, d: int) -> torch.Tensor:
         return torch.full((d,), scale, dtype=torch.float64)
     if kind == "two_decades":
         return scale * 10 ** torch.linspace(-1, 1, d, dtype=torch.float64)
-    raise ValueError(f"unknown target kind {kind!r}; use 'equal' or 'two_decades'.")
+    raise DomainError(f"unknown target kind {kind!r}; use 'equal' or 'two_decades'.")
 
 
 _EVALUATION_SEED_BASE = 1000

@@ -107,7 +107,7 @@ def _build(model: str, n_in: int, spec: ExtrapolationSpec) -> nn.Module:
         act = nn.ReLU() if model == "mlp_relu" else nn.Tanh()
         return nn.Sequential(nn.Linear(n_in, spec.mlp_width), act, nn.Linear(spec.mlp_width, spec.mlp_width),
                              act, nn.Linear(spec.mlp_width, 1), nn.Flatten(0))
-    raise ValueError(f"unknown model {model!r}; use dur2, dur2_unregularised, dur1, mlp_relu or mlp_tanh.")
+    raise DomainError(f"unknown model {model!r}; use dur2, dur2_unregularised, dur1, mlp_relu or mlp_tanh.")
 
 
 def _fit(net: nn.Module, f: torch.Tensor, y: torch.Tensor, spec: ExtrapolationSpec, penalty: float) -> float:
