@@ -80,9 +80,9 @@ def test_maps_json_matches_closed_forms_and_quadrature():
     assert float(vals[("Q", 4.0)]["value"]) == pytest.approx(2.0, rel=1e-14)
     assert float(vals[("C", 0.0)]["value"]) == pytest.approx(1 / math.pi, rel=1e-14)
     tanh = json.loads(symact("maps", "tanh", "--dps", "20", "--q", "1", "--c", "1", "--json").stdout)
-    mpmath.mp.dps = 30
-    q1 = mpmath.quad(lambda z: mpmath.tanh(z) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf])
-    slope = mpmath.quad(lambda z: (1 - mpmath.tanh(z) ** 2) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf]) / q1
+    with mpmath.workdps(30):  # not mp.dps = 30: that leaked 30 digits into every later test
+        q1 = mpmath.quad(lambda z: mpmath.tanh(z) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf])
+        slope = mpmath.quad(lambda z: (1 - mpmath.tanh(z) ** 2) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf]) / q1
     assert float(tanh["values"][0]["value"]) == pytest.approx(float(q1), rel=1e-14)
     assert float(tanh["c_map_slope_at_1"]) == pytest.approx(float(slope), rel=1e-12)
 
