@@ -125,8 +125,18 @@ def _smoothness_at(expr, symbol, point) -> int | sympy.Expr:
 _MAX_TERMS_TO_FACTOR = 6
 
 
+def _tanh_squares_as_sech(expr):
+    """tanh(u)**2 -> 1 - sech(u)**2: tanh(3x)' = 3 - 3*tanh(3x)**2 becomes 3*sech(3x)**2, whose sign
+    SymPy sees (over one denominator, exp(4x) - exp(2x) + 1 > 0 is beyond it)."""
+    return sympy.expand(expr.replace(
+        lambda e: e.is_Pow and isinstance(e.base, sympy.tanh) and e.exp == 2,
+        lambda e: 1 - sympy.sech(e.base.args[0]) ** 2))
+
+
 def _proved_nonnegative(expr) -> bool:
     candidates = [expr]
+    if expr.has(sympy.tanh):
+        candidates.append(_tanh_squares_as_sech(expr))
     if sympy.count_ops(expr) < 80:
         rewritten = expr.rewrite(sympy.exp)
         if len(sympy.Add.make_args(rewritten)) <= _MAX_TERMS_TO_FACTOR:
