@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,9 +109,11 @@ def error_expression(candidate, target, parameter=None) -> sympy.Expr:
     return cand - _expression(target)
 
 
-def _check_positive_int(name: str, value, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+def _check_whole_number(name: str, value, least: int) -> int:
+    """``value`` as an int (Python or numpy integers, not bools or 2.5) of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
         raise DomainError(f"{name}={value!r}: give a whole number >= {least}.")
+    return int(value)
 
 
 def _checked_interval(name: str, value) -> tuple:
@@ -197,8 +198,8 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
     For squareplus vs softplus, :math:`p^*(x) = 4\,\mathrm{softplus}(x)\,\mathrm{softplus}(-x)`
     (up to rewriting), maximal at 0: :math:`b \ge 4\ln^2 2`.
     """
-    _check_positive_int("samples", samples, 3)
-    _check_positive_int("dps", dps, 1)
+    _check_whole_number("samples", samples, 3)
+    _check_whole_number("dps", dps, 1)
     lo_hi = _checked_interval("search", search)
     cand, p = _with_parameter(candidate, parameter)
     targ = _expression(target)
@@ -352,8 +353,8 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     >>> best.parameter_value, best.signs       # the error equioscillates: +, -, + at its three extrema
     (mpf('1.52382103251875...'), (1, -1, 1))
     """
-    _check_positive_int("dps", dps, 1)
-    _check_positive_int("grid", grid, 3)
+    _check_whole_number("dps", dps, 1)
+    _check_whole_number("grid", grid, 3)
     if isinstance(domain, bool) or not isinstance(domain, numbers.Real) or not 0 < domain < math.inf:
         raise DomainError(f"domain={domain!r}: give the half-width L > 0 of the interval |x| <= L, e.g. domain=200.")
     cand, p = _with_parameter(candidate, parameter)
@@ -509,13 +510,7 @@ def asymptotic_expansion(f, point=0, order: int = 4, parameter=None) -> sympy.Ex
     >>> asymptotic_expansion(sympy.log(1 + sympy.exp(x)), 0, 5)
     log(2) + x/2 + x**2/8 - x**4/192 + O(x**5)
     """
-    try:
-        n_order = operator.index(order)  # ints and numpy integers, not 2.5
-    except TypeError:
-        n_order = -1
-    if n_order < 0 or isinstance(order, bool):
-        raise DomainError(f"order={order!r}: give the order of the O term as a whole number >= 0, e.g. order=4.")
-    order = n_order
+    order = _check_whole_number("order", order, 0)
     expr = _with_parameter(f, parameter)[0] if parameter is not None else _expression(f)
     point = safe_sympify(point, "point")
     if point.is_finite:
