@@ -115,12 +115,15 @@ def cmd_derive(args: argparse.Namespace) -> int:
         "properties": props_dict,
         "kinks": [str(k) for k in act.kinks],
         "torch_builtin": act.torch_builtin,
+        "surrogate_gradient": None if act.surrogate is None else str(act.backward_derivative().concrete_expr),
     }
     # a formula is its own name: "x*tanh(x)(x) = x*tanh(x)" reads as a product; call it phi, as latex() does
     label = act.name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*[~']*", act.name) else "phi"
     inputs = ", ".join(str(s) for s in act.inputs)
     lines = [f"{label}({inputs}) = {act.concrete_expr}", f"LaTeX: {payload['latex']}"]
     lines += [f"d^{d['order']}/dx^{d['order']}: {d['expr']}" for d in payload["derivatives"]]
+    if act.surrogate is not None:  # HeLU: backpropagation does not use d/dx
+        lines.append(f"backward (surrogate gradient, used instead of d/dx): {payload['surrogate_gradient']}")
     if props_dict is None:
         lines.append(f"properties: none ({act.name} takes {len(act.inputs)} inputs; properties describe "
                      "single-input activations)")

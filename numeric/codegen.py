@@ -170,8 +170,10 @@ class CodegenSpec:
     """Everything the generator decided about one activation (inspectable, e.g. in tests).
 
     ``forward``: the safe form printed for ``phi``; ``derivatives``: ``dphi/ds`` for
-    each input then each trainable parameter, in that order; ``saves``: ``"input"``
-    or ``"output"`` (what ``setup_context`` keeps for backward).
+    each input then each trainable parameter, in that order (for the input, the
+    activation's surrogate gradient where it declares one); ``saves``: ``"input"``
+    or ``"output"`` (what ``setup_context`` keeps for backward); ``surrogate``: the
+    declared surrogate gradient (in the parameters, like ``formula``), or None.
     """
 
     name: str
@@ -185,6 +187,7 @@ class CodegenSpec:
     saves: str
     derivative_in_output: sympy.Expr | None
     builtin: tuple[str, str] | None = None  # (forward, backward) sources with prefer_builtins
+    surrogate: sympy.Expr | None = None
 
 
 def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
@@ -212,6 +215,7 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
     class_name = _checked_class_name(class_name)
     if isinstance(act, str):
         act = symact_activation(act)
+    surrogate = getattr(act, "surrogate", None)
     if hasattr(act, "expr") and hasattr(act, "params"):
         expr = sympy.sympify(act.expr)
         params = dict(act.params)
@@ -233,8 +237,15 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
                 f"{key!r} is not a parameter of {act_name}; trainable parameters must be among "
                 f"{sorted(by_name) or 'none (this activation has no parameters)'}"
             )
+        if surrogate is not None and by_name[key] not in expr.free_symbols:
+            raise DomainError(
+                f"{key!r} appears only in the surrogate gradient of {act_name}, not in its forward formula "
+                f"{expr}: the output does not depend on it, so training it would give it no gradient; "
+                f"leave it fixed (trainable=() ) or set its value with symact.activation({act_name!r}, {key}=...)"
+            )
         chosen.append(by_name[key])
-    return _resolve(expr, tuple(params.items()), inputs, tuple(chosen), act_name, class_name, prefer_builtins)
+    return _resolve(expr, tuple(params.items()), inputs, tuple(chosen), act_name, class_name, prefer_builtins,
+                    surrogate)
 
 
 def _trainable_names(trainable: Any) -> tuple:
@@ -255,7 +266,8 @@ def _check_formula(expr: sympy.Expr) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_builtins) -> CodegenSpec:
+def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_builtins,
+             surrogate=None) -> CodegenSpec:
     """The symbolic work of codegen_spec (safe forms, derivatives), cached: it takes
     SymPy a good fraction of a second, and modules are made repeatedly from one act."""
     params = dict(param_items)
@@ -276,8 +288,11 @@ def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_bui
     forward = safe_form(concrete, inputs)
     symbols = list(inputs) + list(chosen)
     derivatives = tuple(safe_derivative(concrete, s, inputs) for s in symbols)
+    if surrogate is not None:
+        # backpropagation multiplies by the surrogate, not phi' (which the output may encode)
+        derivatives = (safe_form(surrogate.xreplace(fixed), inputs),) + derivatives[1:]
     saves, in_output = "input", None
-    if len(inputs) == 1 and not chosen:
+    if len(inputs) == 1 and not chosen and surrogate is None:
         y = sympy.Dummy("y", real=True)
         candidate = derivatives[0].xreplace({forward: y})
         if not candidate.has(inputs[0]) and (
@@ -288,7 +303,7 @@ def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_bui
             in_output = _derivative_through_inverse(concrete, inputs[0], derivatives[0])
             saves = "input" if in_output is None else "output"
     builtin = None
-    if prefer_builtins and len(inputs) == 1 and not chosen:
+    if prefer_builtins and len(inputs) == 1 and not chosen and surrogate is None:
         builtin = _BUILTINS.get(_builtin_key(forward, inputs[0]))
         if builtin is not None:
             saves, in_output = builtin[2], None
@@ -305,6 +320,7 @@ def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_bui
         derivatives=derivatives,
         saves=saves,
         derivative_in_output=in_output,
+        surrogate=surrogate,
     )
 
 
@@ -459,7 +475,7 @@ def _builtin_key(forward: sympy.Expr, x: sympy.Symbol) -> str | None:
 
 def _fused_backward(spec: CodegenSpec) -> str | None:
     """Source of a fused built-in backward for g*phi'(x), if phi is one built-in of x."""
-    if len(spec.inputs) != 1 or spec.trainable or spec.saves != "input":
+    if len(spec.inputs) != 1 or spec.trainable or spec.saves != "input" or spec.surrogate is not None:
         return None
     fused = fuse_builtins(spec.forward)
     if isinstance(fused, sympy.Function) and fused.args == (spec.inputs[0],) and spec.inputs[0].name == "x":
@@ -554,6 +570,8 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
             return f"tensor(shape={tuple(t.shape)}, dtype={t.dtype}, device={t.device})"
 
         '''), "        ") if spec.trainable else ""
+    if spec.surrogate is not None:
+        extra += f" + ', backward: {spec.surrogate}'"
     if const_repr:
         extra += f" + ', {const_repr}'"
     if train_repr:
@@ -587,13 +605,15 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
     backward_call = f"_blockwise(_backward, g, {call_args})" if _passes(backward_src) > 1 else (
         f"_in_compute_dtype(_backward, g, {call_args})")
     doc_name = spec.name.replace("\\", "\\\\").replace('"', '\\"')  # any name inside a """docstring"""
+    surrogate_doc = "" if spec.surrogate is None else (
+        "\nBackward multiplies by the surrogate gradient " + str(spec.surrogate) + ", not by phi'.")
     return f'''"""{cls}: the {doc_name} activation, generated by symact (numeric.codegen).
 
     phi({", ".join(input_names)}) = {formula_doc}
 {params_doc.lstrip(chr(10)) and "Parameters:" + params_doc}
 
 Forward (safe form): {spec.forward}{" -- computed by PyTorch built-ins (prefer_builtins)" if spec.builtin else ""}
-Backward saves the {spec.saves} ({"one tensor" if n_inputs == 1 and not spec.trainable else "the inputs"}).
+Backward saves the {spec.saves} ({"one tensor" if n_inputs == 1 and not spec.trainable else "the inputs"}).{surrogate_doc}
 This file imports only torch.
 """
 import torch
@@ -607,7 +627,7 @@ import torch.nn.functional as F
 {graph_src}
 
 class {fn_cls}(torch.autograd.Function):
-    """autograd Function for phi: the backward recomputes phi' from the saved {spec.saves}."""
+    """autograd Function for phi: the backward recomputes {"phi'" if spec.surrogate is None else "the surrogate gradient"} from the saved {spec.saves}."""
 
     generate_vmap_rule = True
 

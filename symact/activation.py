@@ -267,9 +267,15 @@ class Activation:
         ``(x,)`` or ``(x, v)``.
     source:
         Where the formula comes from (paper), if known.
+    surrogate:
+        For an activation trained with a surrogate gradient: the expression backpropagation
+        multiplies the incoming gradient by in place of dphi/dx, in ``x`` and the parameters
+        (HeLU: a ReLU forward whose gradient is ``Heaviside(x + alpha, 0)``, 1 already for
+        x > -alpha).  ``None`` (the default): phi' itself.  :meth:`derivative` is always the
+        derivative of ``expr``; :meth:`backward_derivative` is what a backward pass uses.
 
     Activations are values: every method returns a new object, derived facts are
-    cached.  Equality compares formula, parameters and inputs (not the name).
+    cached.  Equality compares formula, surrogate, parameters and inputs (not the name).
     """
 
     name: str
@@ -278,6 +284,7 @@ class Activation:
     inputs: tuple = (x,)
     source: str | None = None
     torch_spec: Any = None  # catalogue's TorchBuiltin, or None
+    surrogate: sympy.Expr | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -286,7 +293,8 @@ class Activation:
     # EMA or a checkpoint, must work), and pickle stores the parameters as a dict, since it
     # cannot store the read-only view.
     def __reduce__(self):
-        return (type(self), (self.name, self.expr, dict(self.params), self.inputs, self.source, self.torch_spec))
+        return (type(self), (self.name, self.expr, dict(self.params), self.inputs, self.source, self.torch_spec,
+                             self.surrogate))
 
     def __copy__(self) -> "Activation":
         return self
@@ -297,6 +305,8 @@ class Activation:
     # ------------------------------------------------------------------ basics
     def __repr__(self) -> str:
         extra = "".join(f", {p.name}={val}" for p, val in self.params.items())
+        if self.surrogate is not None:
+            extra += f", surrogate={self.surrogate}"
         return f"Activation({self.name!r}, {self.expr}{extra})"
 
     def __eq__(self, other: object) -> bool:
@@ -305,11 +315,13 @@ class Activation:
         return (
             self.inputs == other.inputs
             and self.expr == other.expr
+            and self.surrogate == other.surrogate
             and dict(self.params) == dict(other.params)
         )
 
     def __hash__(self) -> int:
-        return hash((self.inputs, self.expr, tuple(sorted((p.name, str(v)) for p, v in self.params.items()))))
+        return hash((self.inputs, self.expr, self.surrogate,
+                     tuple(sorted((p.name, str(v)) for p, v in self.params.items()))))
 
     def __call__(self, *args: Any) -> sympy.Expr:
         """Exact value at the given input(s) with parameters at their values.
@@ -370,6 +382,7 @@ class Activation:
             inputs=self.inputs,
             source=self.source,
             torch_spec=self.torch_spec,
+            surrogate=self.surrogate,
         )
         fields.update(changes)
         return Activation(**fields)
@@ -389,6 +402,8 @@ class Activation:
         if values:
             given = ", ".join(f"{name}={changed.params[changed._parameter(name)]}" for name in values)
             _check_finite(changed.concrete_expr, f"{self.name} at {given}")
+            if changed.surrogate is not None:
+                _check_finite(changed.surrogate.xreplace(params), f"the surrogate gradient of {self.name} at {given}")
             _check_real_with_params(changed, given)
         return changed
 
@@ -408,13 +423,16 @@ class Activation:
             replacements[symbol] = _checked_value(symbol, value, self.name)
             del params[symbol]
         expr = self.expr.xreplace(replacements)
+        surrogate = None if self.surrogate is None else self.surrogate.xreplace(replacements)
         if replacements:
             given = ", ".join(f"{p.name}={val}" for p, val in replacements.items())
             _check_finite(expr, f"{self.name} with {given} substituted")
-            substituted = self._replace(expr=expr, params=params, torch_spec=self.torch_spec)
+            if surrogate is not None:
+                _check_finite(surrogate, f"the surrogate gradient of {self.name} with {given} substituted")
+            substituted = self._replace(expr=expr, params=params, surrogate=surrogate)
             _check_real_with_params(substituted, given)
             return substituted
-        return self._replace(expr=expr, params=params, torch_spec=self.torch_spec)
+        return self._replace(expr=expr, params=params, surrogate=surrogate)
 
     def derivative(self, n: int = 1) -> "Activation":
         """The n-th derivative in the (first) input, as a new :class:`Activation`.
@@ -434,7 +452,34 @@ class Activation:
             return self
         expr = _differentiated(self.expr, self.x, int(n), self.name)
         suffix = "'" * n if n <= 3 else f"^({n})"
-        return self._replace(name=f"{self.name}{suffix}", expr=expr, torch_spec=None)
+        return self._replace(name=f"{self.name}{suffix}", expr=expr, torch_spec=None, surrogate=None)
+
+    def backward_derivative(self) -> "Activation":
+        """What backpropagation multiplies the incoming gradient by: the :attr:`surrogate` where
+        the activation declares one, else :meth:`derivative` (the same function then).
+
+        >>> helu = activation("helu")
+        >>> helu.derivative().concrete_expr, helu.backward_derivative().concrete_expr
+        (Heaviside(x, 0), Heaviside(x + 1/20, 0))
+        """
+        if self.surrogate is None:
+            return self.derivative()
+        return self._replace(name=f"{self.name}_backward", expr=self.surrogate, torch_spec=None, surrogate=None)
+
+    def with_surrogate(self, surrogate: Any) -> "Activation":
+        """The same forward formula, trained with ``surrogate`` as its gradient (``None``: phi' again).
+
+        ``surrogate`` is a formula string or a SymPy expression in ``x`` and this activation's
+        parameters, finite and real for every real ``x``; single-input activations only.  A
+        straight-through estimator for a step, for instance:
+
+        >>> step = activation("heaviside").with_surrogate("Max(0, 1 - Abs(x))")
+        >>> step.backward_derivative().expr
+        Max(0, 1 - Abs(x))
+        """
+        if surrogate is None:
+            return self._replace(surrogate=None)
+        return self._replace(surrogate=_checked_surrogate(surrogate, self))
 
     def transformed(self, alpha: Any = None, beta: Any = None, gamma: Any = None, delta: Any = None) -> "Activation":
         """The DKS/TAT transform psi(x) = gamma * (phi(alpha*x + beta) + delta).
@@ -461,9 +506,13 @@ class Activation:
                 values[name] = symbol
             else:
                 values[name] = _transform_value(given, name)
-        inner = self.expr.xreplace({self.x: values["alpha"] * self.x + values["beta"]})
+        argument = values["alpha"] * self.x + values["beta"]
+        inner = self.expr.xreplace({self.x: argument})
         expr = values["gamma"] * (inner + values["delta"])
-        return self._replace(name=f"{self.name}~", expr=expr, params=params, torch_spec=None)
+        # psi' = gamma*alpha*phi'(alpha*x + beta): a surrogate for phi' transforms the same way
+        surrogate = (None if self.surrogate is None
+                     else values["gamma"] * values["alpha"] * self.surrogate.xreplace({self.x: argument}))
+        return self._replace(name=f"{self.name}~", expr=expr, params=params, torch_spec=None, surrogate=surrogate)
 
     def taylor(self, x0: Any = 0, order: int = 5, side: str | None = None) -> sympy.Expr:
         """Taylor polynomial about ``x0`` up to and including ``(x - x0)**order`` (parameters symbolic).
@@ -854,7 +903,7 @@ def _branch_at_infinity(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sy
 
 
 # --------------------------------------------------------------- constructor
-def activation(spec: Any, **params: Any) -> Activation:
+def activation(spec: Any, *, surrogate: Any = None, **params: Any) -> Activation:
     """Build an :class:`Activation` from a catalogue name, a formula string, or a SymPy expression.
 
     Parameters
@@ -863,10 +912,16 @@ def activation(spec: Any, **params: Any) -> Activation:
         ``"gelu"`` (see :func:`symact.catalogue`), a formula in ``x`` such as
         ``"x*tanh(log(1+exp(x)))"``, or a SymPy expression in :data:`symact.x`.
         An :class:`Activation` is returned with ``params`` applied.
+    surrogate:
+        A surrogate gradient that backpropagation uses in place of phi' (a formula string or
+        SymPy expression in ``x`` and the parameters; see :attr:`Activation.surrogate`), e.g.
+        ``activation("Max(0, x)", surrogate="Heaviside(x + a, 0)", a=0.05)``.  ``None`` keeps the
+        catalogue entry's own (HeLU has one) or, for a formula, phi'.
     **params:
         For a catalogue name: new values of its parameters.  For a formula: the
         declaration of its parameters with their default values
-        (``activation("x*sigmoid(beta*x)", beta=1)``).
+        (``activation("x*sigmoid(beta*x)", beta=1)``), including those that only the
+        surrogate uses.
 
     Raises
     ------
@@ -887,21 +942,65 @@ def activation(spec: Any, **params: Any) -> Activation:
     from .catalogue import catalogue_names, lookup
 
     if isinstance(spec, Activation):
-        return spec.with_params(**params) if params else spec
+        act = spec.with_params(**params) if params else spec
+        return act if surrogate is None else act.with_surrogate(surrogate)
     if isinstance(spec, str):
         name = spec.strip()
         entry = lookup(name)
         if entry is not None:
-            return entry.build(**params)
+            act = entry.build(**params)
+            return act if surrogate is None else act.with_surrogate(surrogate)
         if name.isidentifier() and name not in ("x", "v"):
             raise UnknownActivationError(_unknown_name_message(name, catalogue_names()))
-        return _from_formula(name, parse_formula(name, [sympy.Symbol(p, real=True) for p in params]), params, name)
+        declared = [sympy.Symbol(p, real=True) for p in params]
+        return _from_formula(name, parse_formula(name, declared), params, name, surrogate)
     if isinstance(spec, sympy.Expr):
-        return _from_formula(str(spec), spec, params, str(spec))
+        return _from_formula(str(spec), spec, params, str(spec), surrogate)
     raise FormulaError(
         f"cannot build an activation from {type(spec).__name__} {spec!r}; pass a catalogue name, "
         "a formula string in x, or a SymPy expression in symact.x"
     )
+
+
+def _checked_surrogate(surrogate: Any, act: Activation) -> sympy.Expr:
+    """``surrogate`` (a formula string or SymPy expression) as an expression in ``x`` and the
+    parameters of ``act``, refused with the reason if it cannot be a gradient of ``act``."""
+    if len(act.inputs) != 1:
+        raise FormulaError(
+            f"{act.name} takes the inputs {act.inputs}; a surrogate gradient replaces dphi/dx of a "
+            "single-input activation only"
+        )
+    if isinstance(surrogate, str):
+        text = surrogate
+        expr = parse_formula(surrogate, list(act.params))
+    elif isinstance(surrogate, sympy.Expr):
+        text = str(surrogate)
+        expr = surrogate
+    else:
+        raise FormulaError(
+            f"surrogate={surrogate!r} ({type(surrogate).__name__}): give the surrogate gradient as a formula "
+            "string in x (e.g. 'Heaviside(x + 1/20, 0)') or a SymPy expression in symact.x"
+        )
+    by_name = {p.name: p for p in act.params}
+    by_name["x"] = act.x
+    expr = expr.xreplace({s: by_name[s.name] for s in expr.free_symbols if s.name in by_name})
+    unknown = sorted(s.name for s in expr.free_symbols if s not in act.params and s != act.x)
+    if unknown:
+        raise UnknownSymbolError(
+            f"the surrogate gradient {text!r} of {act.name} uses {', '.join(unknown)}, which are neither x "
+            f"nor parameters of {act.name} ({list(act.parameter_names) or 'none'}); declare them as parameters "
+            "of the activation, e.g. activation(formula, surrogate=..., name=value)",
+            symbols=tuple(unknown),
+        )
+    what = f"the surrogate gradient {text!r} of {act.name}"
+    _check_finite(expr, what)
+    probe = Activation(name=act.name, expr=expr, params=act.params, inputs=act.inputs)
+    _check_finite(probe.concrete_expr, f"{what} at the parameter values")
+    found = None if expr.has(sympy.I) else _first_non_real(probe, _WIDE_PROBE_POINTS)
+    if expr.has(sympy.I) or found is not None:
+        where = f": at x = {found[0]} its value is {sympy.N(found[1], 6)}" if found else ""
+        raise NonRealExpressionError(f"{what} is not real for every real x{where}; a gradient must be real")
+    return expr
 
 
 def _unknown_name_message(name: str, names: list) -> str:
@@ -913,7 +1012,8 @@ def _unknown_name_message(name: str, names: list) -> str:
     )
 
 
-def _from_formula(name: str, expr: sympy.Expr, params: Mapping[str, Any], text: str) -> Activation:
+def _from_formula(name: str, expr: sympy.Expr, params: Mapping[str, Any], text: str,
+                  surrogate: Any = None) -> Activation:
     # Symbols parsed from a SymPy expression may lack real=True; map them onto ours by name.
     by_name = {"x": x, "v": v}
     declared = {}
@@ -940,7 +1040,12 @@ def _from_formula(name: str, expr: sympy.Expr, params: Mapping[str, Any], text: 
             f"nor declared parameters; declare them with default values, e.g. activation({text!r}, {example})",
             symbols=tuple(unknown),
         )
-    unused = sorted(s.name for s in declared if s not in expr.free_symbols)
+    used = {s.name for s in expr.free_symbols}
+    if isinstance(surrogate, str):
+        used |= {s.name for s in parse_formula(surrogate, list(declared)).free_symbols}
+    elif isinstance(surrogate, sympy.Expr):
+        used |= {s.name for s in surrogate.free_symbols}
+    unused = sorted(s.name for s in declared if s.name not in used)
     if unused:
         raise UnknownSymbolError(
             f"parameter(s) {', '.join(unused)} do not appear in the formula {text!r}; remove them or use them"
@@ -951,6 +1056,8 @@ def _from_formula(name: str, expr: sympy.Expr, params: Mapping[str, Any], text: 
     if x not in expr.free_symbols and v in inputs:
         raise FormulaError(f"the formula {text!r} uses the gate v but not the input x")
     act = Activation(name=name, expr=expr, params=declared, inputs=inputs)
+    if surrogate is not None:
+        act = act.with_surrogate(surrogate)
     if declared:
         values = ", ".join(f"{p.name}={val}" for p, val in declared.items())
         _check_finite(act.concrete_expr, f"the formula {text!r} at {values}")

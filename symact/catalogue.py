@@ -104,6 +104,7 @@ class CatalogueEntry:
     inputs: tuple = ("x",)
     aliases: tuple = ()
     note: str = ""
+    surrogate: str = ""  # the gradient backpropagation uses instead of phi' (Activation.surrogate), if any
 
     def __repr__(self) -> str:
         ps = ", ".join(f"{p.name}={p.default}" for p in self.params)
@@ -116,6 +117,10 @@ class CatalogueEntry:
         constants = {"SELU_ALPHA": SELU_ALPHA, "SELU_SCALE": SELU_SCALE}
         return expr.xreplace({s: constants[s.name] for s in expr.free_symbols if s.name in constants})
 
+    @functools.cached_property
+    def surrogate_expr(self) -> sympy.Expr | None:
+        return parse_formula(self.surrogate, [p.symbol for p in self.params]) if self.surrogate else None
+
     def build(self, **values: Any) -> Activation:
         params = {p.symbol: sympy.sympify(p.default) for p in self.params}
         by_name = {p.name: p.symbol for p in self.params}
@@ -127,7 +132,8 @@ class CatalogueEntry:
             params[by_name[name]] = _checked_value(by_name[name], _exact_number(value, name), self.name)
         inputs = tuple({"x": x, "v": v}[s] for s in self.inputs)
         act = Activation(
-            name=self.name, expr=self.expr, params=params, inputs=inputs, source=self.source, torch_spec=self.torch
+            name=self.name, expr=self.expr, params=params, inputs=inputs, source=self.source, torch_spec=self.torch,
+            surrogate=self.surrogate_expr,
         )
         if values:
             # The defaults are real; a value the user gives may not be (softexponential with alpha < 0 is a
@@ -189,6 +195,14 @@ _ENTRIES = (
     CatalogueEntry("hardsigmoid", "Min(1, Max(0, x/6 + 1/2))", (), "Courbariaux et al. 2015 (PyTorch form)", _t(F + "hardsigmoid")),
     CatalogueEntry("hardswish", "x*Min(1, Max(0, x/6 + 1/2))", (), "Howard et al. 2019", _t(F + "hardswish")),
     CatalogueEntry("relu6", "Min(6, Max(0, x))", (), "Krizhevsky 2010", _t(F + "relu6")),
+    # HeLU's forward is relu's, so the PyTorch built-in would give the wrong gradient: none listed
+    CatalogueEntry(
+        "helu", "Max(0, x)", (Param("alpha", "1/20", _NONNEG),),
+        "Kimhi, Kashani, Mendelson & Baskin 2024, Hysteresis Activation Function for Efficient Inference "
+        "(arXiv:2411.10573): a ReLU trained with a gradient whose threshold is moved to -alpha",
+        surrogate="Heaviside(x + alpha, 0)",
+        note="forward relu; backward 1 for x > -alpha (surrogate gradient), 0 elsewhere",
+    ),
     CatalogueEntry("logsigmoid", "-log(1 + exp(-x))", (), "-", _t(F + "logsigmoid")),
     CatalogueEntry("tanhshrink", "x - tanh(x)", (), "-", _t(F + "tanhshrink")),
     CatalogueEntry(
