@@ -464,6 +464,62 @@ def _tanh_shrink_terms(terms: list) -> list:
     return terms
 
 
+def _expm1_less_linear_series(w: sympy.Expr) -> sympy.Expr:
+    """exp(w) - 1 - w for |w| < 1 without its cancellation (the value is ~w**2/2 from terms ~w):
+    the Taylor polynomial w**2 * sum w**n/(n + 2)!, n <= 18 (the first omitted term is below
+    2e-20 of the value).  Beyond |w| = 1 the unpatched forms lose at most a factor 2/|w| <= 2."""
+    return w**2 * _float_horner([1 / sympy.factorial(n + 2) for n in range(18, -1, -1)], w)
+
+
+def _expm1_less_linear_terms(terms: list) -> list:
+    """Sums that are exp(w) - 1 - w = E(w) in disguise, O(w**2) from terms O(w), patched near w = 0:
+
+    * c*Expm1(u) - c*u = c*E(u);
+    * c*Expm1(u) - c*u*exp(u) = -c*exp(u)*E(-u) (the numerator of (exp(x) - 1)/x's derivative, and of
+      softexponential's (exp(a*x) - 1)/a in a);
+    * p - p*w/Expm1(w) = p*E(w)/Expm1(w) (x/(exp(x) - 1)'s derivative, as the rules write it).
+
+    Each becomes Piecewise((series form, |w| < 1), (the terms as they were, True)): away from 0 the
+    terms are left as safe_form made them (E(w) itself overflows where they do not).  A partner term
+    (-c*u ...) may stand as several terms.
+    """
+    def without(parts_of: sympy.Expr, term: sympy.Expr):
+        rest = list(terms)
+        rest.remove(term)
+        try:
+            for part in Add.make_args(sympy.expand(parts_of)):
+                rest.remove(part)
+        except ValueError:  # a part is not among the terms
+            return None
+        return rest
+
+    for term in terms:
+        factors = Mul.make_args(term)
+        found = [f for f in factors if isinstance(f, Expm1)]
+        if len(found) == 1 and not found[0].args[0].is_number:
+            u = found[0].args[0]
+            c = term / found[0]
+            rest = without(-c * u, term)
+            if rest is not None:
+                near = _expm1_less_linear_series(u)
+                return rest + [c * sympy.Piecewise((near, sympy.Abs(u) < 1), (found[0] - u, True))]
+            rest = without(-c * u * sympy.exp(u), term)
+            if rest is not None:
+                near = -sympy.exp(u) * _expm1_less_linear_series(-u)
+                return rest + [c * sympy.Piecewise((near, sympy.Abs(u) < 1), (found[0] - u * sympy.exp(u), True))]
+        for inverse in factors:
+            if not (isinstance(inverse, Pow) and inverse.exp == -1 and isinstance(inverse.base, Expm1)
+                    and not inverse.base.args[0].is_number):
+                continue
+            w = inverse.base.args[0]
+            p = sympy.expand(-term * inverse.base / w)
+            rest = without(p, term)
+            if rest is not None:
+                near = _expm1_less_linear_series(w) / inverse.base
+                return rest + [p * sympy.Piecewise((near, sympy.Abs(w) < 1), (1 - w / inverse.base, True))]
+    return terms
+
+
 def _atan_tail_derivative(terms: list) -> list:
     """k*u/(u**2 + 1) + k*A(u), A the arctangent rule's Piecewise((atan(u) + pi/2, u >= 0),
     (-atan(1/u), True)): for u -> -oo the two cancel (xatlu's derivative, ~2/(3*|u|**3) from
@@ -568,6 +624,8 @@ def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Exp
                 terms = rest + [replacement]
                 changed = True
                 break
+    if rationalise:
+        terms = _expm1_less_linear_terms(terms)
     result = Add(*terms)
     if isinstance(result, Add) and len(inputs) >= 1:
         result = _factor_polynomial(result, inputs)

@@ -308,3 +308,24 @@ def test_exp_quotients_and_logs_of_exp_sums_are_exact_and_lose_their_overflow(na
     needed = 1 if naive == _EXP(3 * x) / (1 + _EXP(x)) ** 2 else 0  # it grows like exp(x)
     assert len(safe.atoms(sympy.exp)) == needed and not safe.has(sympy.cosh), safe
     assert safe_form(safe) == safe
+
+
+@pytest.mark.parametrize("naive, derivative_of", [
+    (sympy.exp(x) - 1 - x, False),
+    (x / (sympy.exp(x) - 1), True),   # its derivative is 1 + x/Expm1(-x) over Expm1(x)
+    ((sympy.exp(x) - 1) / x, True),   # its derivative's numerator is x*exp(x) - Expm1(x)
+])
+def test_sums_that_are_exp_less_one_less_linear_are_patched_near_zero_and_stay_identities(naive, derivative_of):
+    """exp(w) - 1 - w ~ w**2/2 from terms ~w: near w = 0 the safe form takes a Taylor polynomial, a
+    Piecewise whose other branch is the unpatched terms.  Both branches equal the naive formula (or its
+    SymPy derivative) at 30 digits, apart from the polynomial's truncation (< 2e-20 relative)."""
+    target = sympy.diff(naive, x) if derivative_of else naive
+    safe = safe_derivative(naive, x) if derivative_of else safe_form(naive)
+    assert safe.has(sympy.Piecewise), safe
+    for point in ("-0.93", "-1e-9", "3e-7", "0.4", "1.5", "-6.2"):  # both branches, both signs
+        at = {x: sympy.Float(point, 40)}
+        with mpmath.workdps(40):
+            exact = complex(target.evalf(40, subs=at))
+            got = complex(to_elementary(safe).evalf(40, subs=at))
+        assert abs(got - exact) <= 1e-19 * abs(exact), (naive, point, got, exact)
+    assert safe_form(safe) == safe  # applied once: the patch's own branches are not patched again
