@@ -402,6 +402,10 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
     solved independently; ``gamma`` keeps ``dim`` with size 1 so ``p ** gamma`` broadcasts.
     ``short_rows`` (torch only): see :func:`solve_entropy_gamma`.
 
+    Torch back end, ``p`` requiring grad: ``gamma`` and ``p`` are differentiable in ``p``, gamma's
+    dependence on ``p`` included (implicit function theorem, as in :class:`EntropyNormalize`), so the
+    output's entropy has zero gradient; zero entries of ``p`` get zero gradient.
+
     >>> import torch
     >>> r = entropy_normalize(torch.tensor([[0.5, 0.3, 0.2], [0.7, 0.2, 0.1]], dtype=torch.float64), 0.5)
     >>> r.gamma.shape, torch.allclose(-(r.p * r.p.log()).sum(-1), torch.tensor(0.5, dtype=torch.float64))
@@ -419,14 +423,29 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
     if not isinstance(p, torch.Tensor):
         # Python floats are doubles: a list solved in the default float32 would lose half their digits
         p = torch.as_tensor(p, dtype=None if getattr(p, "dtype", None) is not None else torch.float64)
+    if p.is_complex():
+        # p.to(float) would drop the imaginary parts with only a warning and solve for the real parts
+        raise DomainError(f"p must be real probabilities, got a {p.dtype} tensor; pass p.real (or p.abs()) "
+                          "if that is what you mean")
     if not p.is_floating_point():
         p = p.to(torch.get_default_dtype())
     if torch.isnan(p).any() or torch.isinf(p).any() or (p < 0).any():
         raise DomainError("p must have finite, non-negative entries (zeros allowed); got NaN, inf or negative values")
-    logits = torch.log(p)  # zeros -> -inf, handled as zero probability
+    positive = p > 0
+    # zeros -> -inf, handled as zero probability (log taken of 1 there, so that a zero entry gets a zero
+    # gradient rather than 0/0 = nan through log's backward)
+    logits = torch.where(positive, torch.log(torch.where(positive, p, torch.ones_like(p))),
+                         torch.full_like(p, -math.inf))
     gamma, report = solve_entropy_gamma(logits, target_entropy, dim=dim, max_iterations=max_iterations,
                                         short_rows=short_rows)
-    return EntropyNormalization(gamma, _torch_powered(logits, gamma, dim), _target_number(target_entropy), report)
+    if logits.requires_grad and torch.is_grad_enabled():
+        # gamma depends on p: without this the output's gradient treated gamma as a constant, so
+        # d(entropy of the output)/dp came out non-zero although the entropy is pinned at the target
+        gamma = _SolveGamma.apply(logits, target_entropy, dim, max_iterations, short_rows, gamma)
+        powered = torch.softmax(_scaled_logits(logits, gamma, dim)[0], dim=dim)
+    else:
+        powered = _torch_powered(logits, gamma, dim)
+    return EntropyNormalization(gamma, powered, _target_number(target_entropy), report)
 
 
 # ----------------------------------------------------------------------------- autograd module
@@ -447,7 +466,9 @@ class _SolveGamma(torch.autograd.Function):
     dependence of the gradient on gamma flows back through this Function again."""
 
     @staticmethod
-    def forward(logits, target_entropy, dim, max_iterations, short_rows):
+    def forward(logits, target_entropy, dim, max_iterations, short_rows, solved):
+        if solved is not None:  # already solved (entropy_normalize, which reports non-convergence itself)
+            return solved.detach().clone()
         gamma, report = solve_entropy_gamma(logits, target_entropy, dim=dim, max_iterations=max_iterations,
                                             short_rows=short_rows)
         if not report.converged:
@@ -457,7 +478,7 @@ class _SolveGamma(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        logits, target_entropy, dim, _, _ = inputs
+        logits, target_entropy, dim, _, _, _ = inputs
         ctx.save_for_backward(logits, output)
         ctx.dim = dim
 
@@ -476,7 +497,7 @@ class _SolveGamma(torch.autograd.Function):
         safe = (gamma != 0) & ~uniform & (var > 0)
         factor = torch.where(safe, -gamma * grad_gamma / torch.where(safe, var, torch.ones_like(var)),
                              torch.zeros_like(var))
-        return factor * q * deviation, None, None, None, None
+        return factor * q * deviation, None, None, None, None, None
 
 
 class EntropyNormalize(torch.nn.Module):
@@ -512,7 +533,7 @@ class EntropyNormalize(torch.nn.Module):
 
     def gamma(self, logits: torch.Tensor) -> torch.Tensor:
         """The per-row power (differentiable through the solve)."""
-        return _SolveGamma.apply(logits, self.target_entropy, self.dim, self.max_iterations, self.short_rows)
+        return _SolveGamma.apply(logits, self.target_entropy, self.dim, self.max_iterations, self.short_rows, None)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         gamma = self.gamma(logits)

@@ -445,3 +445,30 @@ def test_nan_target_bad_dps_and_bad_entries_raise_domain_errors():
     r = entropy_normalize(torch.tensor([p], dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64))
     H = -(r.p * r.p.log()).sum()
     assert abs(float(H) - 0.5) < 1e-12
+
+
+def test_entropy_normalize_output_is_differentiable_through_gamma():
+    """entropy_normalize(p) with p requiring grad: the output's entropy is pinned at the target, so its
+    gradient in p must vanish; the old output treated gamma as a constant (gradient about 2.5)."""
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]], dtype=torch.float64, requires_grad=True)
+    out = entropy_normalize(p, 0.5).p
+    H = -(out * out.log()).sum()
+    (grad,) = torch.autograd.grad(H, p)
+    assert grad.abs().max() < 1e-12
+    # and the whole Jacobian (and gamma's) matches central differences of the solver itself
+    torch.manual_seed(7)
+    weights = (torch.rand(2, 5, dtype=torch.float64) + 0.1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda w: entropy_normalize(w, 0.8).p, (weights,), eps=1e-6, atol=1e-7, rtol=1e-6)
+    assert torch.autograd.gradcheck(lambda w: entropy_normalize(w, 0.8).gamma, (weights,), eps=1e-6, atol=1e-7,
+                                    rtol=1e-6)
+
+
+def test_entropy_normalize_gradient_is_finite_at_zero_probabilities():
+    p = torch.tensor([0.5, 0.0, 0.3, 0.2], dtype=torch.float64, requires_grad=True)
+    entropy_normalize(p, 0.8).p[0].backward()
+    assert torch.isfinite(p.grad).all() and p.grad[1] == 0
+
+
+def test_complex_probabilities_are_refused():
+    with pytest.raises(DomainError, match="real"):
+        entropy_normalize(torch.tensor([0.5 + 0.1j, 0.3, 0.2]), 0.5)
