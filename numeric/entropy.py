@@ -38,6 +38,7 @@ True
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +135,18 @@ def _target_number(target_entropy) -> float:
     if not math.isfinite(value):
         raise DomainError(f"target_entropy must be a finite number of nats, got {value}; pass a value in [0, log m]")
     return value
+
+
+_ITERATIONS = "a whole number >= 0 of Newton steps, e.g. 100"
+
+
+def _whole_number(name: str, value, least: int, what: str) -> int:
+    """``value`` as an int (Python or NumPy integers; not bools, 2.5 or "30") of at least ``least``: int(2.5)
+    silently dropped digits, int("x") raised a bare ValueError, and a negative max_iterations returned
+    gamma = 1 unsolved."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise DomainError(f"{name} must be {what}, got {value!r}")
+    return int(value)
 
 
 def _support_checks(n_support: int, n_ties: int, uniform: bool, target, log, tol) -> str | None:
@@ -302,6 +315,7 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     ``"uniform"`` -- give them gamma = 0, the uniform distribution on their support, which is the
     largest entropy they can reach; the report counts them in ``short_rows``."""
     logits = logits.detach()
+    max_iterations = _whole_number("max_iterations", max_iterations, 0, _ITERATIONS)
     if not logits.is_floating_point():
         raise DomainError(f"logits must be a floating tensor, got {logits.dtype}; cast with .double() or .float()")
     if torch.isnan(logits).any() or torch.isposinf(logits).any():
@@ -411,15 +425,15 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
     >>> r.gamma.shape, torch.allclose(-(r.p * r.p.log()).sum(-1), torch.tensor(0.5, dtype=torch.float64))
     (torch.Size([2, 1]), True)
     """
+    max_iterations = _whole_number("max_iterations", max_iterations, 0, _ITERATIONS)
     if dps is not None:
+        dps = _whole_number("dps", dps, 1, "a positive whole number of significant digits; pass e.g. dps=30 "
+                                            "(or dps=None for the torch back end)")
         if isinstance(p, torch.Tensor):
             if p.dim() != 1:
                 raise DomainError("the mpmath back end (dps given) takes one distribution: pass a 1-D tensor or sequence")
             p = p.tolist()
-        if int(dps) < 1:
-            raise DomainError(f"dps must be a positive number of significant digits, got {dps}; pass e.g. dps=30 "
-                              "(or dps=None for the torch back end)")
-        return _entropy_normalize_mp(p, target_entropy, int(dps), max_iterations)
+        return _entropy_normalize_mp(p, target_entropy, dps, max_iterations)
     if not isinstance(p, torch.Tensor):
         # Python floats are doubles: a list solved in the default float32 would lose half their digits
         p = torch.as_tensor(p, dtype=None if getattr(p, "dtype", None) is not None else torch.float64)
@@ -528,7 +542,7 @@ class EntropyNormalize(torch.nn.Module):
             raise DomainError(f"target_entropy must be >= 0 nats, got {target_entropy}")
         self.target_entropy = float(target_entropy)
         self.dim = dim
-        self.max_iterations = max_iterations
+        self.max_iterations = _whole_number("max_iterations", max_iterations, 0, _ITERATIONS)
         self.short_rows = short_rows
 
     def gamma(self, logits: torch.Tensor) -> torch.Tensor:

@@ -472,3 +472,23 @@ def test_entropy_normalize_gradient_is_finite_at_zero_probabilities():
 def test_complex_probabilities_are_refused():
     with pytest.raises(DomainError, match="real"):
         entropy_normalize(torch.tensor([0.5 + 0.1j, 0.3, 0.2]), 0.5)
+
+
+def test_fractional_or_negative_dps_and_iterations_are_refused():
+    """dps=2.5 was truncated to 2 digits without a word, dps="x" raised a bare ValueError, and
+    max_iterations=-1 returned gamma = 1 (p unchanged) instead of refusing."""
+    p = [0.5, 0.3, 0.2]
+    for dps in (2.5, "x", True):
+        with pytest.raises(DomainError, match="dps must be a positive whole number"):
+            entropy_normalize(p, 0.5, dps=dps)
+    for bad in (-1, 2.5):
+        with pytest.raises(DomainError, match="max_iterations"):
+            entropy_normalize(p, 0.5, max_iterations=bad)
+        with pytest.raises(DomainError, match="max_iterations"):
+            entropy_normalize(p, 0.5, dps=20, max_iterations=bad)
+        with pytest.raises(DomainError, match="max_iterations"):
+            EntropyNormalize(0.5, max_iterations=bad)
+    import numpy as np
+
+    r = entropy_normalize(p, 0.5, dps=np.int64(20), max_iterations=np.int32(50))
+    assert r.converged and abs(r.gamma - entropy_normalize(p, 0.5, dps=20).gamma) == 0
