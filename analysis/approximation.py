@@ -376,6 +376,12 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     positive = bool(p.is_positive or p.is_nonnegative)  # log-spaced scan for scale-like parameters
     if parameter_range is None:
         parameter_range = (sympy.Rational(1, 10**6), 10**6) if positive else (-100, 100)
+    else:
+        range_lo, _ = _checked_interval("parameter_range", parameter_range)
+        if positive and range_lo <= 0:
+            # the scan is log-spaced: log(0) reported "decreasing towards b = nan", log(-1) a bare TypeError
+            raise DomainError(f"parameter_range={parameter_range!r}: {p} is declared positive, so the range must be "
+                              f"positive too, e.g. ({sympy.Rational(1, 10**6)}, {parameter_range[1]})")
     work = dps + 15
 
     def grid_points(n):

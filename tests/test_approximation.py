@@ -213,9 +213,15 @@ def test_asymptotic_expansion_order_counts_like_sympy_series():
     lambda: minimax(SQUAREPLUS, SOFTPLUS, b, dps=0),
     lambda: dominance_threshold(SQUAREPLUS, SOFTPLUS, b, samples=1),  # ZeroDivisionError
     lambda: dominance_threshold(SQUAREPLUS, SOFTPLUS, b, search=(5, -5)),
+    # b is positive and scanned on a log scale: log(-1) raised a bare TypeError (mpc < int), log(0) reported
+    # "the max error keeps decreasing towards b = nan"; a bare number raised "'int' object is not iterable"
+    lambda: minimax(SQUAREPLUS, SOFTPLUS, b, dps=15, parameter_range=(-1, 10)),
+    lambda: minimax(SQUAREPLUS, SOFTPLUS, b, dps=15, parameter_range=(0, 10)),
+    lambda: minimax(SQUAREPLUS, SOFTPLUS, b, dps=15, parameter_range=5),
+    lambda: minimax(SQUAREPLUS, SOFTPLUS, b, dps=15, parameter_range=(1, float("inf"))),
 ])
 def test_bad_numeric_settings_are_refused_naming_the_setting(call):
-    with pytest.raises(DomainError, match=r"(domain|grid|dps|samples|search)="):
+    with pytest.raises(DomainError, match=r"(domain|grid|dps|samples|search|parameter_range)="):
         call()
 
 
