@@ -168,7 +168,8 @@ def _support_checks(n_support: int, n_ties: int, uniform: bool, target, log, tol
     floor = log(n_ties)
     if target <= floor + tol:
         raise DomainError(
-            f"target entropy {target} <= log({n_ties}) = {floor}: p has {n_ties} entries tied at its maximum, and "
+            f"target entropy {target} is not above log({n_ties}) = {floor} by more than the working precision "
+            f"{mpmath.nstr(tol, 3)}: p has {n_ties} entries tied at its maximum, and "
             "p^gamma/sum p^gamma tends to the uniform distribution on them as gamma -> inf, so its entropy stays above "
             f"log({n_ties}). Choose a target above {floor} (or take that uniform limit directly)")
     return None
@@ -351,10 +352,14 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
             f"gamma and cannot reach {float(target)}; perturb those rows or change the target")
     bad_ties = ~uniform & (target <= floor + slack)
     if bad_ties.any():
+        # the target may lie above log k but within the rounding allowance (k = 1: any target below ~1e-6 in
+        # float32), which the old message misstated as "log k >= target"
+        ks = sorted({int(k) for k in n_ties[bad_ties].tolist()})
         raise DomainError(
-            f"{int(bad_ties.sum())} row(s) have k entries tied at the maximum with log k >= target {float(target)}: "
-            "as gamma -> inf the distribution tends to uniform on the ties, whose entropy log k is the infimum; "
-            "choose a larger target")
+            f"{int(bad_ties.sum())} row(s) cannot reach target entropy {float(target)}: with k entries tied at the "
+            f"maximum (k = {', '.join(map(str, ks))} there) p^gamma tends to uniform on the ties as gamma -> inf, and "
+            f"its entropy decreases to log k only in that limit; the target is at or below log k plus the {dtype} "
+            f"rounding allowance {float(slack.max()):.3g}. Choose a larger target (or use float64 for one this close)")
     shifted = logits - row_max
     gamma = torch.ones_like(row_max)
     lo = torch.zeros_like(row_max)

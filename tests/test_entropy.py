@@ -492,3 +492,22 @@ def test_fractional_or_negative_dps_and_iterations_are_refused():
 
     r = entropy_normalize(p, 0.5, dps=np.int64(20), max_iterations=np.int32(50))
     assert r.converged and abs(r.gamma - entropy_normalize(p, 0.5, dps=20).gamma) == 0
+
+
+def test_target_within_rounding_of_log_k_is_refused_without_misstating_log_k():
+    """A float32 target of 1e-6 for a distribution without ties (k = 1, log k = 0) is inside the rounding
+    allowance of 0 and refused; the message used to claim "log k >= target", which is false here."""
+    p = torch.tensor([0.5, 0.3, 0.2])
+    with pytest.raises(DomainError) as info:
+        entropy_normalize(p, 1e-6)
+    message = str(info.value)
+    assert "log k >= target" not in message and "k = 1" in message and "rounding" in message
+    # float64 reaches the same target: the entropy of p^gamma, computed independently in mpmath
+    r = entropy_normalize(p.double(), 1e-6)
+    with mpmath.workdps(40):
+        w = [mpmath.mpf(v) ** mpmath.mpf(float(r.gamma)) for v in p.double().tolist()]
+        H = -mpmath.fsum(wi / sum(w) * mpmath.log(wi / sum(w)) for wi in w)
+    assert abs(H - mpmath.mpf(1e-6)) < 1e-14
+    with pytest.raises(DomainError) as info:
+        entropy_normalize(["0.5", "0.3", "0.2"], mpmath.mpf("1e-25"), dps=20)
+    assert "<= log(1)" not in str(info.value) and "precision" in str(info.value)
