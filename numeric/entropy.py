@@ -177,6 +177,9 @@ def _support_checks(n_support: int, n_ties: int, uniform: bool, target, log, tol
 
 def _entropy_normalize_mp(p: Sequence, target, dps: int, max_iterations: int) -> EntropyNormalization:
     with mpmath.workdps(dps + 10):
+        if isinstance(p, (str, bytes, dict)):  # list("0.5") would be read as the entries '0', '.', '5'
+            raise DomainError(f"p must be a sequence of probabilities, got the {type(p).__name__} {p!r}; pass a "
+                              "list, e.g. ['0.5', '0.3', '0.2']")
         try:
             items = list(p)
         except TypeError:
@@ -441,7 +444,13 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
         return _entropy_normalize_mp(p, target_entropy, dps, max_iterations)
     if not isinstance(p, torch.Tensor):
         # Python floats are doubles: a list solved in the default float32 would lose half their digits
-        p = torch.as_tensor(p, dtype=None if getattr(p, "dtype", None) is not None else torch.float64)
+        if isinstance(p, (str, bytes, dict)):
+            raise DomainError(f"p must be a tensor or a sequence of probabilities, got the {type(p).__name__} {p!r}")
+        try:
+            p = torch.as_tensor(p, dtype=None if getattr(p, "dtype", None) is not None else torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:  # ragged rows, non-numbers: torch's bare errors
+            raise DomainError(f"p must be a tensor or a (nested) list of numbers with rows of equal length; "
+                              f"torch could not read {p!r} ({exc})") from None
     if p.is_complex():
         # p.to(float) would drop the imaginary parts with only a warning and solve for the real parts
         raise DomainError(f"p must be real probabilities, got a {p.dtype} tensor; pass p.real (or p.abs()) "

@@ -65,6 +65,10 @@ SUM_TOLERANCE = 1e-12
 def _as_exprs(p: Sequence, normalised: bool = False) -> tuple[sympy.Expr, ...]:
     """The entries as SymPy expressions, checked: numeric entries must be real and non-negative and, where
     ``normalised``, the entries must sum to 1 (checked when all are numbers; symbols are taken on trust)."""
+    if isinstance(p, (str, bytes, dict)):
+        # list("0.5") is ['0', '.', '5'] and list("abc") three symbols a, b, c; a dict would give its keys
+        raise DomainError(f"a distribution is a sequence of probabilities, got the {type(p).__name__} {p!r}; "
+                          "pass a list or tuple, e.g. [1/2, 1/2] or ['0.5', '0.5']")
     try:
         items = list(p)
     except TypeError:

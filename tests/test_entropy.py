@@ -511,3 +511,23 @@ def test_target_within_rounding_of_log_k_is_refused_without_misstating_log_k():
     with pytest.raises(DomainError) as info:
         entropy_normalize(["0.5", "0.3", "0.2"], mpmath.mpf("1e-25"), dps=20)
     assert "<= log(1)" not in str(info.value) and "precision" in str(info.value)
+
+
+@pytest.mark.parametrize("p", ["abc", "0.5", "[1/2, 1/2]", {"0.5": 1, "0.5 ": 1}])
+def test_a_string_or_mapping_is_not_read_as_a_distribution(p):
+    """entropy("abc") returned -a*log(a) - b*log(b) - c*log(c) (one symbol per character), entropy("0.5")
+    failed on the character '.', and a dict gave the entropy of its keys."""
+    with pytest.raises(DomainError, match="sequence of probabilities"):
+        sym.entropy(p)
+    with pytest.raises(DomainError, match="sequence of probabilities"):
+        sym.powered_distribution(p, 2)
+    with pytest.raises(DomainError, match="sequence of probabilities"):
+        entropy_normalize(p, 0.1, dps=20)
+    with pytest.raises(DomainError, match="sequence of probabilities"):
+        entropy_normalize(p, 0.1)
+
+
+def test_ragged_or_non_numeric_lists_raise_domain_errors_in_the_torch_back_end():
+    for p in ([[0.5, 0.3, 0.2], [0.5, 0.5]], [0.5, "x"]):  # torch raised a bare ValueError / TypeError
+        with pytest.raises(DomainError, match="equal length"):
+            entropy_normalize(p, 0.1)
