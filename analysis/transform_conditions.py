@@ -542,6 +542,20 @@ def _check_parameters(alpha, beta, gamma, delta) -> None:
             "use a nonzero gamma.")
 
 
+def _check_settings(dps, refine) -> None:
+    """dps: None or a whole number >= 1; refine: a whole number >= 1.  dps = 0 or -2 returned values at
+    about one digit (Q(1) of tanh 0.375 or 0.5, not 0.394) without a word, refine = 0 raised a bare
+    ZeroDivisionError and refine = 1.5 was truncated to 1."""
+    import numbers
+
+    from symact.errors import DomainError
+
+    if dps is not None and (isinstance(dps, bool) or not isinstance(dps, numbers.Integral) or dps < 1):
+        raise DomainError(f"dps={dps!r}: give a whole number of digits >= 1 for mpmath, or None for float64.")
+    if isinstance(refine, bool) or not isinstance(refine, numbers.Integral) or refine < 1:
+        raise DomainError(f"refine={refine!r}: give a whole number >= 1 (the factor on the float64 rule's panels).")
+
+
 def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None = None,
                          refine: int = 1) -> TransformConditions:
     r"""Q(1), Q'(1), C(0), C'(1), C''(1) of :math:`\gamma(\phi(\alpha x+\beta)+\delta)` and their exact
@@ -560,6 +574,9 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
     """
     funcs = activation_functions(act)
     _check_parameters(alpha, beta, gamma, delta)
+    _check_settings(dps, refine)
+    if dps is None:  # the float64 engine: "0.5" or sympy numbers would meet a bare TypeError in "alpha < 0"
+        alpha, beta, gamma, delta = (float(mpmath.mpf(v)) for v in (alpha, beta, gamma, delta))
     sign = 1
     if (alpha < 0) if dps is None else (mpmath.mpf(alpha) < 0):
         # psi(x) with alpha < 0 equals psi_{|alpha|}(-x); z and -z have the same law, so every

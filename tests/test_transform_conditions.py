@@ -172,3 +172,26 @@ def test_alpha_zero_refused_with_domain_error(dps):
     # gamma = 0: psi is 0, Q(1) = 0 and the C map's normalisation is 0/0 (it returned a finite C'(1))
     with pytest.raises(DomainError, match="nonzero gamma"):
         transform_conditions(sympy.tanh(x), 1.0, 0.1, 0.0, 0.0, dps=dps)
+
+
+@pytest.mark.parametrize("settings", [{"dps": 0}, {"dps": -2}, {"dps": 2.5}, {"dps": True}, {"refine": 0},
+                                      {"refine": -1}, {"refine": 1.5}])
+def test_bad_precision_settings_are_refused(settings):
+    """dps = 0 or -2 gave Q(1) of tanh as 0.375 or 0.5 (it is 0.3943) without a word; refine = 0 raised a
+    bare ZeroDivisionError, refine = -1 NumPy's ValueError."""
+    from symact.errors import DomainError
+
+    with pytest.raises(DomainError, match="(dps|refine)="):
+        transform_conditions(sympy.tanh(x), 1.0, 0.0, 1.0, 0.0, **settings)
+
+
+def test_string_parameters_work_in_the_float64_engine_as_with_mpmath():
+    """'0.5' passed the parameter check (mpmath reads it) and then hit a bare TypeError in alpha < 0."""
+    from_strings = transform_conditions(sympy.tanh(x), "-1.5", "0.25", "2", "0.5")
+    from_floats = transform_conditions(sympy.tanh(x), -1.5, 0.25, 2.0, 0.5)
+    assert from_strings.values == from_floats.values and from_strings.d_alpha == from_floats.d_alpha
+    # Q(1) against an independent quadrature: E[(2 (tanh(-1.5 z + 0.25) + 0.5))^2]
+    with mpmath.workdps(30):
+        q = mpmath.quad(lambda z: (2 * (mpmath.tanh(-1.5 * z + 0.25) + 0.5)) ** 2 * mpmath.npdf(z),
+                        [-mpmath.inf, 0, mpmath.inf])
+    assert abs(from_strings.values.q_value - float(q)) < 1e-12
