@@ -6,8 +6,9 @@ Raising a distribution :math:`p = (p_1, \dots, p_n)` to a power and renormalisin
 
 keeps the order of the probabilities and moves the entropy
 :math:`H(\gamma) = -\sum_i \tilde p_i \log \tilde p_i` monotonically from
-:math:`\log n` (:math:`\gamma = 0`) down to :math:`\log(\#\arg\max p)`
-(:math:`\gamma \to \infty`).  Its derivative is
+:math:`\log m` (:math:`\gamma = 0`; :math:`m` the number of non-zero :math:`p_i`, :math:`m = n`
+without zeros) down to :math:`\log(\#\arg\max p)` (:math:`\gamma \to \infty`), strictly unless
+:math:`p` is uniform on its support.  Its derivative is
 
 .. math::  \frac{dH}{d\gamma} = -\gamma\, \mathrm{Var}_{\tilde p}[\log p],
 

@@ -531,3 +531,22 @@ def test_ragged_or_non_numeric_lists_raise_domain_errors_in_the_torch_back_end()
     for p in ([[0.5, 0.3, 0.2], [0.5, 0.5]], [0.5, "x"]):  # torch raised a bare ValueError / TypeError
         with pytest.raises(DomainError, match="equal length"):
             entropy_normalize(p, 0.1)
+
+
+def test_entropy_of_power_falls_from_log_m_to_log_of_the_ties():
+    """The module docstring's range: log m at gamma = 0 (m non-zero entries, not log n), strictly decreasing,
+    tending to log(#argmax) -- checked with an independent mpmath entropy of p^gamma / sum p^gamma."""
+    p = [sympy.Rational(2, 5), sympy.Rational(2, 5), sympy.Rational(1, 5), 0]  # two tied at the maximum
+    assert sympy.simplify(sym.entropy_of_power(p, 0) - sympy.log(3)) == 0
+
+    def H(g):
+        w = [mpmath.mpf(sympy.N(pi, 30)) ** g for pi in p if pi != 0]
+        return -mpmath.fsum(wi / mpmath.fsum(w) * mpmath.log(wi / mpmath.fsum(w)) for wi in w)
+
+    with mpmath.workdps(30):
+        gammas = [mpmath.mpf(k) / 4 for k in range(1, 200)]
+        values = [H(g) for g in gammas]
+        assert all(a > b for a, b in zip(values, values[1:]))
+        assert abs(values[-1] - mpmath.log(2)) < 1e-6
+        for g in (mpmath.mpf("0.3"), mpmath.mpf(7)):
+            assert abs(mpmath.mpf(sympy.N(sym.entropy_of_power(p, sympy.Float(g, 30)), 30)) - H(g)) < 1e-25
