@@ -252,12 +252,17 @@ def _score_polys(p: tuple) -> tuple[tuple, tuple]:
     return beta_poly, alpha_poly
 
 
-def _mp_rule(alpha, beta, kinks: tuple[float, ...], dps: int, n_intervals: int):
+def _mp_half_width(dps: int):
+    """L with exp(-L^2/2) < 10^-(dps+8): the Gaussian alone leaves nothing beyond it at dps digits."""
+    return mpmath.sqrt(2 * (dps + 8) * mpmath.log(10)) + 1
+
+
+def _mp_rule(alpha, beta, kinks: tuple[float, ...], dps: int, n_intervals: int, half_width=None):
     """Composite Gauss-Legendre nodes/weights (density included) in z for N(0,1) at ``dps`` digits.
 
-    48 nodes per interval on [-L, L] with exp(-L^2/2) < 10^-(dps+8), split at the kinks.
+    48 nodes per interval on [-L, L] (``half_width``, by default :func:`_mp_half_width`), split at the kinks.
     """
-    half_width = mpmath.sqrt(2 * (dps + 8) * mpmath.log(10)) + 1
+    half_width = _mp_half_width(dps) if half_width is None else half_width
     kz = [(mpmath.mpf(k) - beta) / alpha for k in kinks]
     return gaussian_rule(kz, cut=half_width, panels=n_intervals, nodes_per_panel=48, dps=dps)
 
@@ -306,20 +311,36 @@ class ConditionEvaluator:
                         v[bad] = [float(f_mp(mpmath.mpf(float(uu)))) for uu in u[bad]]
             self._values = tuple(values)
             self.error = None
+            self._check_rule_holds_the_mass(z, w)
             return
         from symact.errors import DivergentIntegralError
 
         with mpmath.workdps(dps + 8):
             self.alpha, self.beta = mpmath.mpf(alpha), mpmath.mpf(beta)
             tol = mpmath.mpf(10) ** (-(dps + 3))
-            half_width = mpmath.sqrt(2 * (dps + 8) * mpmath.log(10)) + 1
+            half_width = _mp_half_width(dps)
             # panels of width <= 4 / alpha (see _F64_PANEL_ALPHA): at alpha = 30 the fixed 32-panel
             # start refined 5 times still missed 25 digits
             n_intervals = max(32, int(mpmath.ceil(2 * half_width * self.alpha / _MP_PANEL_ALPHA)))
-            previous = None
-            for _ in range(6):
-                self._set_rule(n_intervals)
+            previous, widened = None, 0
+            for _ in range(6 + 3):
+                self._set_rule(n_intervals, half_width)
                 sentinel = (self.expect((1,), _h_shifted_sq(0)), self.expect((1,), _h_dphi_sq))
+                # mass at the cut: the bulk lies beyond it (exp(x) at alpha = 5 peaks at z = 10, and a
+                # cut at 12.4 gave Q(1) 1% low with every refinement agreeing) or the integral diverges;
+                # widen the range at the same panel width, three times at most
+                edge = self._edge_mass(half_width)
+                if not edge <= tol * (abs(sentinel[0]) + abs(sentinel[1])):
+                    if widened == 3:
+                        raise DivergentIntegralError(
+                            f"E[phi^2 + phi'^2] of {funcs.name} at alpha={mpmath.nstr(self.alpha, 8)}, "
+                            f"beta={mpmath.nstr(self.beta, 8)} still has mass at |z| = {mpmath.nstr(half_width, 4)}: "
+                            "the integral diverges (the activation is not square-integrable under the Gaussian) "
+                            "or its bulk lies beyond the rule (fast growth at a large alpha); check the "
+                            "activation and alpha."
+                        )
+                    half_width, n_intervals, previous, widened = half_width * 3 / 2, n_intervals * 3 // 2, None, widened + 1
+                    continue
                 if previous is not None:
                     self.error = max(abs(a - b) for a, b in zip(sentinel, previous))
                     if self.error <= tol * max(1, abs(sentinel[0]), abs(sentinel[1])):
@@ -333,6 +354,28 @@ class ConditionEvaluator:
             "Gaussian, or alpha is too large: try a smaller dps or check the activation."
         )
 
+    def _check_rule_holds_the_mass(self, z: np.ndarray, w: np.ndarray) -> None:
+        """Refuse when E[phi^2 + phi'^2] is not finite or has mass at the float64 rule's cut |z| = 14.
+
+        The rule integrates |z| <= 14, where the Gaussian alone leaves < 1e-44 out; an integrand that
+        is still not negligible at |z| >= 13 (exp(x**2) at any alpha, which diverges; exp(x) at alpha = 5,
+        whose bulk lies near z = 2*alpha) would be silently truncated (exp(x**2) gave Q(1) = 9e125)."""
+        from symact.errors import DivergentIntegralError
+
+        with np.errstate(all="ignore"):
+            mass = w * (self._values[0] ** 2 + self._values[1] ** 2)
+            total = float(np.sum(mass))
+            edge = float(np.sum(mass[np.abs(z) >= _HALF_WIDTH - 1]))
+        if not (math.isfinite(total) and edge <= 1e-16 * total):
+            raise DivergentIntegralError(
+                f"E[phi^2 + phi'^2] of {self.funcs.name} at alpha={self.alpha:.8g}, beta={self.beta:.8g} "
+                f"{'is not finite in float64' if not math.isfinite(total) else 'has mass at |z| = 13-14'}, "
+                f"the edge of the float64 rule: the integral diverges (the activation is not square-integrable "
+                "under the Gaussian), or its bulk lies beyond the rule (fast growth at a large alpha). Check the "
+                "activation and alpha, or use the mpmath engine (dps=30), which follows the integrand out and "
+                "says which."
+            )
+
     def sentinels(self) -> tuple:
         """E[phi], E[(phi - E phi)^2], E[(z^2 - 1)(phi - E phi)^2], E[phi'^2] (and E[phi''^2] when
         phi' is continuous): the expectations every condition is built from, for error checks."""
@@ -343,8 +386,13 @@ class ConditionEvaluator:
             out.append(self.expect((1,), _h_d2phi_sq))
         return tuple(out)
 
-    def _set_rule(self, n_intervals: int) -> None:
-        z, w = _mp_rule(self.alpha, self.beta, self.funcs.kinks, self.dps, n_intervals)
+    def _edge_mass(self, half_width):
+        """sum of w*(phi^2 + phi'^2) over the mpmath rule's nodes with |z| >= half_width - 1."""
+        return mpmath.fsum(w * (vals[0].get() ** 2 + vals[1].get() ** 2)
+                           for z, w, vals in zip(self._z, self._w, self._lazy) if abs(z) >= half_width - 1)
+
+    def _set_rule(self, n_intervals: int, half_width=None) -> None:
+        z, w = _mp_rule(self.alpha, self.beta, self.funcs.kinks, self.dps, n_intervals, half_width)
         phi, d1, d2 = self.funcs.mp_funcs
         u = [self.alpha * zz + self.beta for zz in z]
         self._z, self._w = z, w

@@ -195,3 +195,23 @@ def test_string_parameters_work_in_the_float64_engine_as_with_mpmath():
         q = mpmath.quad(lambda z: (2 * (mpmath.tanh(-1.5 * z + 0.25) + 0.5)) ** 2 * mpmath.npdf(z),
                         [-mpmath.inf, 0, mpmath.inf])
     assert abs(from_strings.values.q_value - float(q)) < 1e-12
+
+
+def test_mass_at_the_edge_of_either_rule_is_refused_or_followed_not_truncated():
+    """exp(x**2) is not square-integrable under N(0, 1): the float64 rule (cut at |z| = 14) gave
+    Q(1) = 9e125.  exp(x) at alpha = 5 has E[phi(alpha z)^2] = exp(2 alpha^2) = e^50 with its bulk near
+    z = 10: the float64 rule cannot hold it and must say so; the mpmath rule (cut at 12.4 for 20
+    digits) gave it 1% low with every refinement agreeing, and must now follow the integrand out."""
+    from symact.errors import DivergentIntegralError
+
+    with pytest.raises(DivergentIntegralError, match="diverges"):
+        transform_conditions("exp(x**2)", 1.0, 0.0, 1.0, 0.0)
+    with pytest.raises(DivergentIntegralError, match="diverges"):
+        transform_conditions("exp(x**2)", 1.0, 0.0, 1.0, 0.0, dps=20)
+    with pytest.raises(DivergentIntegralError, match="mpmath engine"):
+        transform_conditions("exponential", 5.0, 0.0, 1.0, 0.0)
+    tc = transform_conditions("exponential", 5, 0, 1, 0, dps=20)
+    with mpmath.workdps(30):
+        assert abs(tc.values.q_value / mpmath.exp(50) - 1) < mpmath.mpf(10) ** -18
+    # square-integrable growth inside the rule is kept: E[exp(z^2/4)] = 1/sqrt(1 - 1/2)
+    assert transform_conditions("exp(x**2/8)", 1.0, 0.0, 1.0, 0.0).values.q_value == pytest.approx(2 ** 0.5, rel=1e-13)
