@@ -4,7 +4,9 @@ torch is imported inside :func:`from_torch` only, so ``import graphs`` never nee
 
 Mapping (torch op -> node kind):
 
-* ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``F.linear``, ``F.conv*d`` -> ``linear``
+* ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``F.linear``, ``F.conv*d`` -> ``linear``, one node per call; a
+  weighted sum whose inputs both depend on one weight matrix (a module called twice, or tied
+  weights) is refused, as ``W u`` and ``W v`` are correlated in a wide network
 * ``nn.AvgPool*d``, ``nn.AdaptiveAvgPool*d``, ``F.avg_pool*d``, ``F.adaptive_avg_pool*d``,
   ``mean`` over sequence/spatial dims -> ``pool``.  Which dims hold the features is read from
   the last linear layer (``nn.Linear``: the last dim, as in (batch, length, features);
@@ -60,7 +62,7 @@ import networkx as nx
 
 from symact.errors import InvalidGraphError
 
-from .graph import WEIGHT_TOLERANCE, add_concat, add_node, add_weighted_sum, new_graph, validate
+from .graph import KINDS, WEIGHT_TOLERANCE, add_concat, add_node, add_weighted_sum, new_graph, validate
 
 __all__ = ["from_torch"]
 
@@ -135,6 +137,54 @@ def _reshaped_features(before: tuple, after: tuple, features: "_Features | None"
     dims = frozenset(d for d, lo, hi in digits(after)
                      if any(not independent(lo, hi, f_lo, f_hi) for f_lo, f_hi in feature_digits))
     return _Features(dims, features.by)
+
+
+def _check_shared_weight_sums(g: nx.DiGraph, weights_of: dict) -> None:
+    """Refuse a weighted sum whose inputs are correlated through one layer's weights used twice.
+
+    The graph checks that of two summed inputs one is a combination of linear-layer outputs the
+    other does not depend on; it tells layers apart by node, but a module called twice (or two
+    modules sharing one weight tensor) is two nodes with one weight matrix W, and ``W u`` and
+    ``W v`` have covariance ``<u, v>/n`` in a wide network, so the sum gets the cross terms its
+    rule ``sum w_i**2 k_i`` leaves out.  ``weights_of`` maps linear nodes to their weights' identity.
+    """
+    def key(node: Hashable) -> Hashable:
+        return weights_of.get(node, ("node", node))
+
+    frontier: dict[Hashable, frozenset | None] = {}
+    for node in nx.topological_sort(g):
+        spec = KINDS[g.nodes[node]["kind"]]
+        preds = list(g.predecessors(node))
+        if spec.gaussian == "source":
+            frontier[node] = frozenset([key(node)])
+        elif spec.gaussian == "breaks" or not preds or any(frontier[p] is None for p in preds):
+            frontier[node] = None
+        else:
+            frontier[node] = frozenset().union(*(frontier[p] for p in preds))
+
+    def upstream(node: Hashable) -> set:
+        return {key(n) for n in nx.ancestors(g, node) | {node} if KINDS[g.nodes[n]["kind"]].gaussian == "source"}
+
+    def independent(a: Hashable, b: Hashable) -> bool:
+        return frontier[a] is not None and not frontier[a] & upstream(b)
+
+    for node, kind in g.nodes(data="kind"):
+        if kind != "weighted_sum":
+            continue
+        preds = list(g.predecessors(node))
+        for i, a in enumerate(preds):
+            for b in preds[i + 1:]:
+                if independent(a, b) or independent(b, a):
+                    continue
+                shared = upstream(a) & upstream(b)
+                layers = sorted({str(n) for n in g if g.nodes[n]["kind"] == "linear" and key(n) in shared
+                                 and sum(key(m) == key(n) for m in g) > 1})
+                raise InvalidGraphError(
+                    f"weighted_sum {node!r} adds {a!r} and {b!r}, which both depend on the linear layers "
+                    f"{layers}, one weight matrix W applied more than once (a module called twice, or tied "
+                    f"weights): W u and W v are correlated in a wide network (covariance <u, v>/n), so the "
+                    f"sum's kernel has cross terms the rule sum w_i**2 k_i leaves out; give each call its own "
+                    f"layer (untied weights)")
 
 
 def _activation_tables():
@@ -365,6 +415,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
 
     g = new_graph(builder=f"from_torch({type(model).__name__})")
     env: dict[Any, Any] = {}
+    weights_of: dict[Hashable, Hashable] = {}  # linear node -> identity of its weight tensor
 
     def where(fx_node: Any) -> str:
         return f"fx node {fx_node.name!r} ({fx_node.op} {getattr(fx_node.target, '__name__', fx_node.target)})"
@@ -750,6 +801,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             elif isinstance(m, linear_types):
                 written_by(fx_node, None if isinstance(m, nn.Linear) else spatial_dims(type(m).__name__))
                 env[fx_node] = add_kind(fx_node, "linear", module=type(m).__name__)
+                weights_of[fx_node.name] = ("tensor", id(m.weight))
             elif isinstance(m, pool_types):
                 check_pool(fx_node, spatial_dims(type(m).__name__), type(m).__name__)
                 env[fx_node] = add_kind(fx_node, "pool", module=type(m).__name__)
@@ -790,6 +842,12 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             elif target in linear_functions:
                 written_by(fx_node, None if target is F.linear else spatial_dims(target.__name__))
                 env[fx_node] = add_kind(fx_node, "linear", function=target.__name__)
+                weight = fx_node.kwargs.get("weight", fx_node.args[1] if len(fx_node.args) > 1 else None)
+                if isinstance(weight, torch.fx.Node) and weight.op == "get_attr":
+                    obj = gm
+                    for part in weight.target.split("."):
+                        obj = getattr(obj, part)
+                    weights_of[fx_node.name] = ("tensor", id(obj))
             elif target in pool_functions:
                 check_pool(fx_node, spatial_dims(target.__name__), f"F.{target.__name__}")
                 env[fx_node] = add_kind(fx_node, "pool", function=target.__name__)
@@ -849,4 +907,5 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             raise InvalidGraphError(f"{exc}{hint}") from exc
         raise
     validate(g)
+    _check_shared_weight_sums(g, weights_of)
     return g
