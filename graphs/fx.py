@@ -27,7 +27,8 @@ Mapping (torch op -> node kind):
   ``self.activation = F.relu`` maps like an ``F.relu`` call, and every op of its forward must map
 * linear combinations of tensors with constant scalar coefficients (``a*x + b*y``,
   ``torch.add(x, y, alpha=b)``, ``x - y``, ``-x``, ``x / 2``) -> ``weighted_sum`` with those
-  weights, which must satisfy ``sum w_i**2 == 1``; a plain ``x + y`` is rejected.  Terms on the
+  weights, which must satisfy ``sum w_i**2 == 1``; a plain ``x + y`` is rejected, and so is a division
+  with ``rounding_mode`` (a step function).  Terms on the
   same tensor are one term whose weights add (``0.5*h + 0.5*h`` is ``h``).  Coefficients read
   from scalar tensors (buffers, parameters) are known only to their dtype's rounding: float32
   weights whose squares sum to 1 within it are accepted and stored normalised (the traced
@@ -539,6 +540,11 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                                     f"branches (gating) are not a supported node kind")
         if op == "div":
             a, b = vals
+            rounding = fx_node.kwargs.get("rounding_mode")
+            if rounding is not None:
+                raise InvalidGraphError(
+                    f"{where(fx_node)} divides with rounding_mode={rounding!r}, which rounds every element to "
+                    f"a whole number (a step function, not a scaling); divide without rounding_mode")
             if isinstance(b, _Const) and isinstance(a, (_Combo, _Const)):
                 if b.err >= abs(b.value):
                     raise InvalidGraphError(f"{where(fx_node)} divides by {b.value:g}, zero within its rounding; "

@@ -685,3 +685,22 @@ def test_separate_weights_and_a_weight_tied_chain_are_accepted():
 
     g = graphs.from_torch(TiedChain(), torch.randn(2, 4))
     assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == ["input", "linear", "activation", "linear", "output"]
+
+
+@pytest.mark.parametrize("divide", [lambda h: torch.div(h, 0.5, rounding_mode="floor"),
+                                    lambda h: h.div(1.0, rounding_mode="trunc")])
+def test_a_rounding_division_is_refused_not_read_as_a_scaling(divide):
+    # with rounding, h / d is a step function of h, not a (scaled) Gaussian pre-activation
+    h = torch.tensor([0.3, -0.7, 1.5])
+    assert len(torch.unique(divide(h * 0.01))) < 3
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(3, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.l2(torch.tanh(divide(self.l1(x))))
+
+    with pytest.raises(InvalidGraphError, match="rounding_mode"):
+        graphs.from_torch(Net(), torch.randn(2, 3))
