@@ -704,3 +704,30 @@ def test_a_rounding_division_is_refused_not_read_as_a_scaling(divide):
 
     with pytest.raises(InvalidGraphError, match="rounding_mode"):
         graphs.from_torch(Net(), torch.randn(2, 3))
+
+
+def test_functional_activation_parameters_computed_from_shapes_or_buffers_are_read():
+    # a parameter that is not a literal number was dropped, so the catalogue default (leaky_relu's
+    # 0.01, elu's 1, softplus's 1) silently replaced the value torch computes with
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.ModuleList(nn.Linear(4, 4) for _ in range(4))
+            self.register_buffer("slope", torch.tensor(0.25))
+
+        def forward(self, x):
+            x = F.leaky_relu(self.l[0](x), x.size(-1) / 100)
+            x = F.elu(self.l[1](x), alpha=x.dim() / 4)
+            x = F.softplus(self.l[2](x), beta=x.size(-1))
+            x = F.leaky_relu(self.l[3](x), self.slope)
+            return x
+
+    g = graphs.from_torch(Net(), torch.randn(2, 4))
+    import symact
+    z = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    torch_fns = [lambda t: F.leaky_relu(t, 0.04), lambda t: F.elu(t, 0.5), lambda t: F.softplus(t, 4),
+                 lambda t: F.leaky_relu(t, 0.25)]
+    for node, fn in zip(graphs.activation_nodes(g), torch_fns):
+        act = symact.activation(g.nodes[node]["activation"], **g.nodes[node]["activation_params"])
+        ours = [float(act.concrete_expr.subs(act.x, float(t))) for t in z]
+        assert ours == pytest.approx(fn(z).tolist(), rel=1e-12, abs=1e-12), node
