@@ -731,3 +731,30 @@ def test_functional_activation_parameters_computed_from_shapes_or_buffers_are_re
         act = symact.activation(g.nodes[node]["activation"], **g.nodes[node]["activation_params"])
         ours = [float(act.concrete_expr.subs(act.x, float(t))) for t in z]
         assert ours == pytest.approx(fn(z).tolist(), rel=1e-12, abs=1e-12), node
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Softplus(beta=2.0, threshold=1.0),
+                                  lambda: (lambda t: F.softplus(t, 2.0, 1.0)),
+                                  lambda: (lambda t: F.softplus(t, beta=2.0, threshold=1.0))])
+def test_softplus_with_a_small_threshold_is_refused(make):
+    fn = make()
+    z = torch.linspace(-2, 2, 41, dtype=torch.float64)
+    formula = torch.log1p(torch.exp(2.0 * z)) / 2.0  # what the catalogue's softplus(beta=2) computes
+    assert (fn(z) - formula).abs().max() > 0.1  # torch switches to x where 2x > 1: another function
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2, self.act = nn.Linear(3, 3), nn.Linear(3, 3), fn
+
+        def forward(self, x):
+            return self.l2(self.act(self.l1(x)))
+
+    with pytest.raises(InvalidGraphError, match="threshold=1.0"):
+        graphs.from_torch(Net(), torch.randn(2, 3))
+
+
+def test_softplus_thresholds_within_rounding_are_accepted():
+    net = nn.Sequential(nn.Linear(3, 3), nn.Softplus(beta=2.0, threshold=15.0), nn.Linear(3, 3), nn.Softplus())
+    g = graphs.from_torch(net, torch.randn(2, 3))
+    assert [g.nodes[n]["activation_params"] for n in graphs.activation_nodes(g)] == [{"beta": 2.0}, {"beta": 1.0}]
