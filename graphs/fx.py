@@ -36,7 +36,7 @@ Mapping (torch op -> node kind):
   from scalar tensors (buffers, parameters) are known only to their dtype's rounding: float32
   weights whose squares sum to 1 within it are accepted and stored normalised (the traced
   values in the node's ``torch_weights``)
-* ``torch.cat`` along the feature dim -> ``concat`` with channel counts (sizes along the cat dim)
+* ``torch.cat`` (``torch.concat``, ``torch.concatenate``) along the feature dim -> ``concat`` with channel counts (sizes along the cat dim)
   from shape propagation; along a sequence/spatial dim (or the batch) it is refused
 * ``flatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``nn.Flatten``,
   ``nn.Identity``, ``nn.Dropout(p=0)`` -> pass-through (no node); so are ``transpose``,
@@ -784,8 +784,12 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                     f"{f.by}){consequence}; lay both out alike")
 
     def concat(fx_node: Any) -> _Combo:
-        tensors = fx_node.args[0]
-        dim = fx_node.kwargs.get("dim", fx_node.args[1] if len(fx_node.args) > 1 else 0)
+        args = {**dict(zip(("tensors", "dim"), fx_node.args)), **concrete(fx_node.kwargs)}
+        tensors = args["tensors"]
+        dim = concrete(args.get("dim", args.get("axis", 0)))  # torch.concatenate calls it axis
+        if not isinstance(dim, int):
+            raise InvalidGraphError(f"{where(fx_node)} concatenates along dim={dim!r}; from_torch reads "
+                                    f"an int dim (a constant, or computed from shapes)")
         shape = shape_of(tensors[0])
         dim %= len(shape)
         known = [feat(t) for t in tensors if feat(t) is not None]
@@ -911,7 +915,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 env[fx_node] = permuted(fx_node, lambda t: getattr(t, fx_node.args[1]))
             elif target in shape_functions:
                 env[fx_node] = _Other()
-            elif target in (torch.cat, torch.concat):
+            elif target in (torch.cat, torch.concat, torch.concatenate):
                 env[fx_node] = concat(fx_node)
             else:
                 raise InvalidGraphError(f"unsupported op {where(fx_node)}; from_torch maps Linear/Conv, "

@@ -758,3 +758,22 @@ def test_softplus_thresholds_within_rounding_are_accepted():
     net = nn.Sequential(nn.Linear(3, 3), nn.Softplus(beta=2.0, threshold=15.0), nn.Linear(3, 3), nn.Softplus())
     g = graphs.from_torch(net, torch.randn(2, 3))
     assert [g.nodes[n]["activation_params"] for n in graphs.activation_nodes(g)] == [{"beta": 2.0}, {"beta": 1.0}]
+
+
+@pytest.mark.parametrize("cat", [lambda a, b: torch.cat(tensors=[a, b], dim=1),
+                                 lambda a, b: torch.cat([a, b], dim=a.dim() - 1),
+                                 lambda a, b: torch.concatenate([a, b], axis=-1),
+                                 lambda a, b: torch.concat((a, b), -1)])
+def test_concatenation_arguments_are_read_however_they_are_passed(cat):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 2), nn.Linear(3, 5)
+
+        def forward(self, x):
+            return cat(torch.tanh(self.a(x)), torch.sin(self.b(x)))
+
+    g = graphs.from_torch(Net(), torch.randn(4, 3))
+    (node,) = [n for n in g if g.nodes[n]["kind"] == "concat"]
+    assert sorted(graphs.edge_channels(g, node).values()) == [2, 5]  # the sizes torch concatenates
+    assert g.nodes["output"]["kind"] == "output" and list(g.predecessors("output")) == [node]
