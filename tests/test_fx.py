@@ -777,3 +777,47 @@ def test_concatenation_arguments_are_read_however_they_are_passed(cat):
     (node,) = [n for n in g if g.nodes[n]["kind"] == "concat"]
     assert sorted(graphs.edge_channels(g, node).values()) == [2, 5]  # the sizes torch concatenates
     assert g.nodes["output"]["kind"] == "output" and list(g.predecessors("output")) == [node]
+
+
+def test_a_generated_autograd_function_in_forward_is_told_to_become_a_module(tmp_path):
+    import importlib.util
+
+    import numeric
+
+    class Applies(nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.l1, self.l2, self.fn = nn.Linear(4, 4), nn.Linear(4, 2), fn
+
+        def forward(self, x):
+            return self.l2(self.fn(self.l1(x)))
+
+    numeric.export_module("helu", tmp_path / "helu_module.py", class_name="HeLU")
+    spec = importlib.util.spec_from_file_location("helu_module", tmp_path / "helu_module.py")
+    exported = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exported)
+    for fn in (numeric.torch_function("helu").apply, exported.HeLU()):
+        with pytest.raises(InvalidGraphError, match=r"cannot trace into; make it a submodule with "
+                                                    r"numeric\.torch_module\(act\)") as info:
+            graphs.from_torch(Applies(fn), torch.randn(2, 4))
+        assert "as_tensor" not in str(info.value) and "control flow" not in str(info.value)
+
+
+def test_helu_is_traced_as_helu_and_relu_as_relu():
+    import numeric
+    import symact
+    from analysis import kernel_maps
+
+    helu = symact.activation("helu", alpha=sympy.Rational(1, 5))
+    g = graphs.from_torch(nn.Sequential(nn.Linear(4, 4), numeric.torch_module(helu), nn.Linear(4, 4), nn.ReLU(),
+                                        nn.Linear(4, 4), numeric.torch_module("relu")),
+                          torch.randn(2, 4))
+    first, second, third = (g.nodes[n]["activation"] for n in graphs.activation_nodes(g))
+    assert first == helu and first.surrogate is not None and first != symact.activation("relu")
+    assert second == "relu" and third == symact.activation("relu") and third.surrogate is None
+    # the kernel maps see the forward only: HeLU's C map is relu's arc-cosine map (Cho & Saul),
+    # C(c) = (sqrt(1 - c**2) + (pi - arccos c) c) / pi, composed three times
+    arccos = lambda c: (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / math.pi
+    maps = {n: kernel_maps(g.nodes[n]["activation"], dps=20) for n in graphs.activation_nodes(g)}
+    got = graphs.network_c_map(g, lambda n, c: maps[n].c_map(c), 0.3)
+    assert float(got) == pytest.approx(arccos(arccos(arccos(0.3))), rel=1e-12)
