@@ -15,7 +15,7 @@ Mapping (torch op -> node kind):
   it is no average pooling.  Before any linear layer the input is taken as channel-first
   (batch, channels, *spatial)
 * activation modules and functions (``nn.Tanh``, ``nn.ReLU``, ``F.gelu``, ``torch.tanh``,
-  ``x.relu()``, ...) -> ``activation`` with the symact catalogue name as ``activation`` and the
+  ``x.relu()``, in-place forms such as ``x.relu_()`` and ``inplace=True``, ...) -> ``activation`` with the symact catalogue name as ``activation`` and the
   hyper-parameters as ``activation_params``, keyword arguments for
   ``symact.activation(name, **params)`` (``negative_slope``, ``alpha``, ``beta``, ``a`` for PReLU; a per-channel ``nn.PReLU(n)`` whose
   slopes differ is rejected); parameters computed from shapes or held in scalar buffers are read
@@ -50,6 +50,9 @@ Mapping (torch op -> node kind):
   features) is refused) and leave q = 1: ``F.normalize(x, dim=d)`` (p = 2) has mean square
   1/C over its C elements, so it must be scaled by sqrt(C) (``F.normalize(x, dim=-1) * C**0.5``);
   RMSNorm's elementwise weight must have mean square 1 (it is ones at initialisation)
+
+An in-place op (``inplace=True``, ``x.relu_()``, ``x.mul_(c)``) whose input, or a view of it, is read
+afterwards is refused: torch gives that reader the overwritten values, the graph the original.
 
 Anything else raises :class:`~symact.errors.InvalidGraphError` naming the op.
 """
@@ -220,6 +223,16 @@ def _activation_tables():
     }
     methods = {"tanh": "tanh", "relu": "relu", "sigmoid": "sigmoid", "erf": "erf", "sin": "sin",
                "cos": "cos", "atan": "arctan", "arctan": "arctan", "exp": "exponential", "abs": "abs"}
+    # in-place forms (x.relu_(), F.relu_(x), torch.tanh_(x)): the same functions, which from_torch
+    # accepts where nothing reads their input afterwards
+    methods.update({f"{m}_": name for m, name in list(methods.items())})
+    for module, names in ((torch, ("relu", "tanh", "sigmoid", "selu", "celu", "erf", "sin", "cos", "atan",
+                                   "arctan", "exp", "abs")),
+                          (F, ("relu", "elu", "leaky_relu", "hardtanh", "celu", "selu"))):
+        for n in names:
+            fn = getattr(module, f"{n}_", None)
+            if fn is not None:
+                functions[fn] = {"atan": "arctan", "exp": "exponential"}.get(n, n)
     return modules, functions, methods
 
 
@@ -242,6 +255,15 @@ def _check_softplus_threshold(threshold: Any, where: str) -> None:
         f"which differs from the formula log(1 + exp(beta*x))/beta by log(1 + exp(-{threshold!r}))/beta = "
         f"{math.log1p(math.exp(-threshold)):.3g}/beta at the switch (a jump), more than float32 rounding; "
         f"from_torch maps softplus to that formula: use the default threshold=20")
+
+
+def _inplace_requested(fn: Any, name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether a functional activation call passes inplace=True (by keyword or position)."""
+    try:
+        arguments = inspect.signature(fn).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):  # a builtin without a signature
+        arguments = kwargs
+    return arguments.get("inplace") is True
 
 
 def _function_params(fn: Any, name: str, args: tuple, kwargs: dict, where: str = "") -> dict[str, Any]:
@@ -726,6 +748,41 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         err = 2 * scale * float(torch.finfo(weight.dtype).eps)
         return _Combo(((fx_node.name, scale, err),), fx_node.name)
 
+    order = {n: i for i, n in enumerate(fx_graph.nodes)}
+    view_functions = passthrough_functions | permute_functions
+    view_methods = passthrough_methods | permute_methods
+
+    def is_view(n: Any) -> bool:
+        if n.op == "call_function":
+            return n.target in view_functions
+        if n.op == "call_method":
+            return n.target in view_methods
+        return n.op == "call_module" and isinstance(gm.get_submodule(n.target), pass_types)
+
+    def check_in_place(fx_node: Any, how: str) -> None:
+        """An op that overwrites its input: the graph gives later readers of that input (or of a view
+        sharing its memory) the value before the op, while torch gives them the overwritten one."""
+        x = fx_node.args[0] if fx_node.args else None
+        if not isinstance(x, torch.fx.Node):
+            return
+        aliases, todo = {x}, [x]
+        while todo:  # tensors sharing x's memory: views of it, and what it is a view of
+            n = todo.pop()
+            linked = [u for u in n.users if is_view(u)]
+            if is_view(n) and isinstance(n.args[0], torch.fx.Node):
+                linked.append(n.args[0])
+            for m in linked:
+                if m not in aliases:
+                    aliases.add(m)
+                    todo.append(m)
+        later = sorted({u.name for a in aliases for u in a.users
+                        if u is not fx_node and u not in aliases and order[u] > order[fx_node]})
+        if later:
+            raise InvalidGraphError(
+                f"{where(fx_node)} overwrites {x.name!r} in place ({how}), and {later} read it afterwards, "
+                f"getting the overwritten values where the graph would give them the original {x.name!r}; "
+                f"use the out-of-place form (inplace=False, x.relu() for x.relu_(), y = x + z for x.add_(z))")
+
     def parameter_args(fx_node: Any, name: str) -> tuple[tuple, dict]:
         """The args and kwargs of a functional activation call with its parameters as numbers:
         those computed from shapes (``x.size(-1) / 100``) or read from scalar tensors (buffers,
@@ -869,6 +926,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                     env[fx_node] = affine_normalise_scale(fx_node, m.weight)
             elif type(m) in act_modules:
                 name, keys = act_modules[type(m)]
+                if getattr(m, "inplace", False):
+                    check_in_place(fx_node, f"{type(m).__name__}(inplace=True)")
                 if isinstance(m, nn.GELU) and m.approximate == "tanh":
                     name = "gelu_tanh"
                 params = {k: getattr(m, k) for k in keys}
@@ -887,11 +946,16 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                     f"Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes")
         elif op == "call_function":
             if target in arithmetic_ops:
+                if target in (operator.iadd, operator.imul):
+                    check_in_place(fx_node, target.__name__)
                 env[fx_node] = arithmetic(fx_node, arithmetic_ops[target])
                 features[fx_node] = combined(fx_node) if isinstance(env[fx_node], _Combo) else None
             elif target in act_functions:
                 name = act_functions[target]
                 args, kwargs = parameter_args(fx_node, name)
+                if target.__name__.endswith("_") or _inplace_requested(target, name, args, kwargs):
+                    check_in_place(fx_node, f"{target.__name__}" + ("" if target.__name__.endswith("_")
+                                                                    else " with inplace=True"))
                 params = _function_params(target, name, args, kwargs, where(fx_node))
                 if name == "gelu" and params.pop("approximate", "none") == "tanh":
                     name = "gelu_tanh"
@@ -927,6 +991,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 raise InvalidGraphError(f"unsupported op {where(fx_node)}; from_torch maps Linear/Conv, "
                                         f"average pools, activations, weighted sums, cat, reshapes and transposes")
         elif op == "call_method":
+            if target.endswith("_") and (target in arithmetic_methods or target in act_methods):
+                check_in_place(fx_node, f".{target}()")
             if target in arithmetic_methods:
                 env[fx_node] = arithmetic(fx_node, arithmetic_methods[target])
                 features[fx_node] = combined(fx_node) if isinstance(env[fx_node], _Combo) else None

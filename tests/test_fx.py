@@ -821,3 +821,60 @@ def test_helu_is_traced_as_helu_and_relu_as_relu():
     maps = {n: kernel_maps(g.nodes[n]["activation"], dps=20) for n in graphs.activation_nodes(g)}
     got = graphs.network_c_map(g, lambda n, c: maps[n].c_map(c), 0.3)
     assert float(got) == pytest.approx(arccos(arccos(arccos(0.3))), rel=1e-12)
+
+
+class _InPlace(nn.Module):
+    """h = l1(x); a = act(h) (in place or not); returns 0.6*read(h) + 0.8*l2(a)."""
+
+    def __init__(self, act, read=lambda h: h):
+        super().__init__()
+        self.l1, self.l2, self.act, self.read = nn.Linear(4, 4), nn.Linear(4, 4), act, read
+
+    def forward(self, x):
+        h = self.l1(x)
+        v = self.read(h)  # a view of h taken before act, read after it
+        a = self.act(h)
+        return 0.6 * v + 0.8 * self.l2(a)
+
+
+@pytest.mark.parametrize("act, read", [
+    (nn.ReLU(inplace=True), lambda h: h),
+    (lambda h: F.relu(h, inplace=True), lambda h: h),
+    (lambda h: F.leaky_relu(h, 0.2, True), lambda h: h),
+    (lambda h: h.tanh_(), lambda h: h),
+    (lambda h: torch.relu_(h), lambda h: h.view(2, 4)),
+    (lambda h: h.mul_(1.0), lambda h: h.transpose(0, 1).transpose(0, 1)),
+])
+def test_an_in_place_op_whose_input_is_read_afterwards_is_refused(act, read):
+    net = _InPlace(act, read)
+    x = torch.randn(2, 4)
+    h = net.l1(x).detach()
+    with torch.no_grad():
+        overwritten = net.act(h.clone())
+        # what torch computes: the shortcut reads the overwritten h, not the pre-activation h
+        assert torch.allclose(net(x), 0.6 * overwritten + 0.8 * net.l2(overwritten))
+    with pytest.raises(InvalidGraphError, match="in place.*read it afterwards"):
+        graphs.from_torch(net, x)
+
+
+@pytest.mark.parametrize("inplace, plain", [
+    (nn.ReLU(inplace=True), nn.ReLU()),
+    (lambda h: F.elu(h, 0.5, inplace=True), lambda h: F.elu(h, 0.5)),
+    (lambda h: h.relu_(), lambda h: h.relu()),
+    (lambda h: torch.tanh_(h), torch.tanh),
+    (lambda h: F.leaky_relu_(h, 0.2), lambda h: F.leaky_relu(h, 0.2)),
+])
+def test_an_in_place_activation_nothing_reads_past_maps_like_the_plain_one(inplace, plain):
+    class Net(nn.Module):
+        def __init__(self, act):
+            super().__init__()
+            self.l1, self.l2, self.act = nn.Linear(4, 4), nn.Linear(4, 4), act
+
+        def forward(self, x):
+            return self.l2(self.act(self.l1(x)))
+
+    g_inplace = graphs.from_torch(Net(inplace), torch.randn(2, 4))
+    g_plain = graphs.from_torch(Net(plain), torch.randn(2, 4))
+    assert same_network(g_inplace, g_plain)
+    assert [g_inplace.nodes[n]["activation_params"] for n in graphs.activation_nodes(g_inplace)] == \
+        [g_plain.nodes[n]["activation_params"] for n in graphs.activation_nodes(g_plain)]
