@@ -567,7 +567,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     def arithmetic(fx_node: Any, op: str) -> Any:
         args = list(fx_node.args)
         vals = [value_of(a) for a in args[:2]]
-        alpha = fx_node.kwargs.get("alpha", 1)
+        alpha = concrete(fx_node.kwargs).get("alpha", 1)
         if op in ("add", "sub"):
             a, b = vals
             sign = -1.0 if op == "sub" else 1.0
@@ -662,7 +662,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         features[fx_node] = f
 
     def reduced_dims(fx_node: Any, rank: int) -> set[int]:
-        dims = fx_node.kwargs.get("dim", fx_node.args[1] if len(fx_node.args) > 1 else None)
+        dims = concrete(fx_node.kwargs.get("dim", fx_node.args[1] if len(fx_node.args) > 1 else None))
         if dims is None or (isinstance(dims, (tuple, list)) and not dims):
             return set(range(rank))
         return {int(d) % rank for d in ((dims,) if isinstance(dims, int) else dims)}
@@ -713,7 +713,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         """F.normalize(x, p=2, dim) = x / ||x||_2 over ``dim``: a mean square of 1/C over its C
         elements, so q = 1/C.  The graph's ``normalise`` node gives q = 1; the value is that node
         times 1/sqrt(C), which ``* sqrt(C)`` brings back to q = 1 and anything else is refused."""
-        args = {**dict(zip(("input", "p", "dim", "eps"), fx_node.args)), **fx_node.kwargs}
+        args = {**dict(zip(("input", "p", "dim", "eps"), concrete(fx_node.args))), **concrete(fx_node.kwargs)}
         p, dim = args.get("p", 2.0), args.get("dim", 1)
         if not isinstance(p, (int, float)) or p != 2:
             raise InvalidGraphError(

@@ -878,3 +878,21 @@ def test_an_in_place_activation_nothing_reads_past_maps_like_the_plain_one(inpla
     assert same_network(g_inplace, g_plain)
     assert [g_inplace.nodes[n]["activation_params"] for n in graphs.activation_nodes(g_inplace)] == \
         [g_plain.nodes[n]["activation_params"] for n in graphs.activation_nodes(g_plain)]
+
+
+def test_dims_and_alpha_computed_from_shapes_are_read():
+    # these raised raw TypeErrors ('Node' object is not iterable, float * Node) or were refused
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):  # x: (batch, length, features)
+            h = torch.add(self.a(x), self.b(x), alpha=x.dim() - 2.0) / 2**0.5  # alpha 1
+            h = F.normalize(self.c(torch.tanh(h)), dim=x.dim() - 1) * x.size(-1) ** 0.5
+            return h.mean(dim=x.dim() - 2)
+
+    g = graphs.from_torch(Net(), torch.randn(2, 3, 4))
+    assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)][-3:] == ["normalise", "pool", "output"]
+    (node,) = [n for n in g if g.nodes[n]["kind"] == "weighted_sum"]
+    assert sorted(graphs.edge_weights(g, node).values()) == pytest.approx([2**-0.5, 2**-0.5], rel=1e-15)
