@@ -19,8 +19,7 @@ Mapping (torch op -> node kind):
   hyper-parameters as ``activation_params``, keyword arguments for
   ``symact.activation(name, **params)`` (``negative_slope``, ``alpha``, ``beta``, ``a`` for PReLU; a per-channel ``nn.PReLU(n)`` whose
   slopes differ is rejected); parameters computed from shapes or held in scalar buffers are read
-  at their traced values, and parameters the catalogue's formula does not take (``nn.ELU(alpha=-1)``)
-  are refused;
+  at their traced values;
   ``nn.GELU(approximate="tanh")`` is ``"gelu_tanh"``; softplus's ``threshold`` (above which torch
   returns x itself) is accepted only where that switch stays within float32 rounding (the
   default 20; not below about 14)
@@ -563,16 +562,6 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         return _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
 
     def activation(fx_node: Any, act: Any, params: dict[str, Any]) -> _Combo:
-        if isinstance(act, str):  # torch accepts values (nn.ELU(alpha=-1)) the catalogue's formula does not
-            import symact
-            from symact.errors import SymactError
-
-            try:
-                symact.activation(act, **params)
-            except SymactError as exc:
-                raise InvalidGraphError(
-                    f"{where(fx_node)}: torch's {act} with {params} has no symact activation ({exc}); "
-                    f"from_torch maps it to the catalogue's {act!r}: give it parameters in that range") from exc
         return add_kind(fx_node, "activation", activation=act, activation_params=params)
 
     def arithmetic(fx_node: Any, op: str) -> Any:
