@@ -8,7 +8,8 @@ Mapping (torch op -> node kind):
   weighted sum whose inputs both depend on one weight matrix (a module called twice, or tied
   weights) is refused, as ``W u`` and ``W v`` are correlated in a wide network
 * ``nn.AvgPool*d``, ``nn.AdaptiveAvgPool*d``, ``F.avg_pool*d``, ``F.adaptive_avg_pool*d``,
-  ``mean`` over sequence/spatial dims -> ``pool``.  Which dims hold the features is read from
+  ``mean`` over sequence/spatial dims -> ``pool`` (a padded pool needs ``count_include_pad=False``,
+  and ``divisor_override`` is refused: both scale outputs rather than average them).  Which dims hold the features is read from
   the last linear layer (``nn.Linear``: the last dim, as in (batch, length, features);
   ``nn.Conv*d``: dim 1) and followed through reshapes on the example input's shapes; a mean or
   pool over features (``x.mean(-1)`` after an ``nn.Linear``) or over the batch is refused, as
@@ -39,7 +40,7 @@ Mapping (torch op -> node kind):
 * ``torch.cat`` (``torch.concat``, ``torch.concatenate``) along the feature dim -> ``concat`` with channel counts (sizes along the cat dim)
   from shape propagation; along a sequence/spatial dim (or the batch) it is refused
 * ``flatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``nn.Flatten``,
-  ``nn.Identity``, ``nn.Dropout(p=0)`` -> pass-through (no node); so are ``transpose``,
+  ``nn.Identity``, ``nn.Unflatten``, ``nn.Dropout(p=0)`` -> pass-through (no node); so are ``transpose``,
   ``permute``, ``swapaxes``/``swapdims``, ``movedim``/``moveaxis``, ``t``, ``.T`` and ``.mT``, whose
   feature dims move with them (a Linear after ``x.transpose(1, 2)`` of (batch, length, features)
   mixes tokens, as in MLP-Mixer)
@@ -661,6 +662,24 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 f"average the length with x.mean(1)")
         features[fx_node] = f
 
+    def check_pool_divisor(fx_node: Any, settings: dict, label: str) -> None:
+        """An average pool divides each window's sum by the number of elements it averages; zero
+        padding counted in (count_include_pad=True, torch's default) or a divisor_override scale the
+        output instead (the border values of a padded pool by 2/3 for a window of 3), which is no
+        kernel-preserving pool."""
+        divisor = settings.get("divisor_override")
+        if divisor is not None:
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} with divisor_override={divisor!r} divides each window's sum by "
+                f"{divisor!r} instead of its size, which scales q; leave divisor_override unset")
+        padding = settings.get("padding", 0)
+        padded = any(p != 0 for p in (padding if isinstance(padding, (tuple, list)) else (padding,)))
+        if padded and settings.get("count_include_pad", True):
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} with padding={padding!r} counts the zero padding in its average "
+                f"(count_include_pad=True, the default), which scales the border outputs down (by 2/3 for a "
+                f"window of 3 padded by 1) and with them q; pass count_include_pad=False")
+
     def reduced_dims(fx_node: Any, rank: int) -> set[int]:
         dims = concrete(fx_node.kwargs.get("dim", fx_node.args[1] if len(fx_node.args) > 1 else None))
         if dims is None or (isinstance(dims, (tuple, list)) and not dims):
@@ -915,6 +934,9 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 weights_of[fx_node.name] = ("tensor", id(m.weight))
             elif isinstance(m, pool_types):
                 check_pool(fx_node, spatial_dims(type(m).__name__), type(m).__name__)
+                check_pool_divisor(fx_node, {k: getattr(m, k) for k in ("padding", "count_include_pad",
+                                                                        "divisor_override") if hasattr(m, k)},
+                                   type(m).__name__)
                 env[fx_node] = add_kind(fx_node, "pool", module=type(m).__name__)
             elif isinstance(m, pass_types) or (isinstance(m, nn.Dropout) and m.p == 0):
                 env[fx_node] = reshaped(fx_node)
@@ -971,6 +993,11 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                     weights_of[fx_node.name] = ("tensor", id(obj))
             elif target in pool_functions:
                 check_pool(fx_node, spatial_dims(target.__name__), f"F.{target.__name__}")
+                if not target.__name__.startswith("adaptive"):
+                    names = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                             "divisor_override")
+                    check_pool_divisor(fx_node, {**dict(zip(names, concrete(fx_node.args))),
+                                                 **concrete(fx_node.kwargs)}, f"F.{target.__name__}")
                 env[fx_node] = add_kind(fx_node, "pool", function=target.__name__)
             elif target is F.normalize:
                 env[fx_node] = l2_normalise(fx_node)

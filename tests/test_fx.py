@@ -896,3 +896,47 @@ def test_dims_and_alpha_computed_from_shapes_are_read():
     assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)][-3:] == ["normalise", "pool", "output"]
     (node,) = [n for n in g if g.nodes[n]["kind"] == "weighted_sum"]
     assert sorted(graphs.edge_weights(g, node).values()) == pytest.approx([2**-0.5, 2**-0.5], rel=1e-15)
+
+
+@pytest.mark.parametrize("pool, what", [
+    (nn.AvgPool1d(3, stride=1, padding=1), "count_include_pad"),
+    (lambda t: F.avg_pool1d(t, 3, 1, 1), "count_include_pad"),
+    (nn.AvgPool1d(3, stride=2, padding=1, ceil_mode=True), "count_include_pad"),
+    (nn.AvgPool2d(2, divisor_override=1), "divisor_override"),
+    (lambda t: F.avg_pool2d(t, 2, divisor_override=2), "divisor_override"),
+])
+def test_an_average_pool_that_rescales_its_outputs_is_refused(pool, what):
+    spatial = 2 if what == "divisor_override" else 1
+    ones = torch.ones(1, 1, *([6] * spatial))
+    # a pool of ones that averaged would give ones: these give other values (the border, or everywhere)
+    assert not torch.allclose(pool(ones), torch.ones(()))
+    conv = nn.Conv2d(3, 3, 1) if spatial == 2 else nn.Conv1d(3, 3, 1)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.pool = conv, pool
+
+        def forward(self, x):
+            return self.pool(torch.tanh(self.conv(x)))
+
+    with pytest.raises(InvalidGraphError, match=what):
+        graphs.from_torch(Net(), torch.randn(2, 3, *([6] * spatial)))
+
+
+def test_average_pools_that_average_are_accepted():
+    for pool in (nn.AvgPool1d(3, stride=1, padding=1, count_include_pad=False), nn.AvgPool1d(2, ceil_mode=True),
+                 lambda t: F.avg_pool1d(t, 3, 1, 1, False, False), nn.AdaptiveAvgPool1d(2)):
+        assert torch.allclose(pool(torch.ones(1, 1, 5)), torch.ones(()))  # ones stay ones
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv, self.pool = nn.Conv1d(3, 3, 1), pool
+
+            def forward(self, x):
+                return self.pool(torch.tanh(self.conv(x)))
+
+        g = graphs.from_torch(Net(), torch.randn(2, 3, 5))
+        assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == ["input", "linear", "activation", "pool",
+                                                                         "output"]
