@@ -301,15 +301,26 @@ _FEATURE_MEAN = ("a mean of many features tends to E[phi(z)], which sees the inp
 _GENERATED_PREFIX = "symact_generated_"
 
 
+def _compiled_original(module: Any) -> Any:
+    """The module a ``torch.compile`` wrapper (``torch_module(act, compile=True)``) compiles, else
+    ``module`` itself."""
+    if type(module).__name__ == "OptimizedModule":
+        return getattr(module, "_orig_mod", module)
+    return module
+
+
 def _is_generated(module: Any) -> bool:
-    """True for a module made by ``numeric.torch_module(act)``: its class comes from generated
-    source, and it carries the Activation (or SymPy expression) it computes as ``activation``."""
+    """True for a module made by ``numeric.torch_module(act)`` (compiled or not): its class comes
+    from generated source, and it carries the Activation (or SymPy expression) it computes as
+    ``activation``."""
+    module = _compiled_original(module)
     return type(module).__module__.startswith(_GENERATED_PREFIX) and hasattr(module, "activation")
 
 
 def _generated_activation(module: Any, where: str) -> Any:
     """The activation a generated module computes: its ``activation``, with any trainable parameter
     (an ``nn.Parameter`` of the module) at its current value rather than the one it was made with."""
+    module = _compiled_original(module)
     act = module.activation
     name = getattr(act, "name", act)
     if len(getattr(act, "inputs", ())) > 1 or "v" in inspect.signature(module.forward).parameters:
@@ -378,6 +389,14 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str) 
     current: list = []
 
     class _Prop(shape_prop):
+        def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+            # a compiled generated activation computes what its original does (elementwise, same
+            # shape) without compiling it first
+            module = self.fetch_attr(target)
+            if _is_generated(module):
+                return _compiled_original(module)(*args, **kwargs)
+            return super().call_module(target, args, kwargs)
+
         def run_node(self, n: Any) -> Any:
             current[:] = [n]
             result = super().run_node(n)

@@ -940,3 +940,16 @@ def test_average_pools_that_average_are_accepted():
         g = graphs.from_torch(Net(), torch.randn(2, 3, 5))
         assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == ["input", "linear", "activation", "pool",
                                                                          "output"]
+
+
+def test_a_compiled_generated_module_is_one_node_with_its_activation():
+    # torch_module(act, compile=True) wraps the generated module; it was traced into and refused
+    # with the advice to make the module with numeric.torch_module(act), as it was
+    import symact
+    import numeric
+
+    module = numeric.torch_module("squareplus", trainable=("b",), compile=True)
+    with torch.no_grad():
+        module._orig_mod.b.fill_(2.0)
+    g = graphs.from_torch(Around(module), torch.randn(2, 4))
+    assert same_network(g, graphs.mlp(1, activation=symact.activation("squareplus", b=2)))
