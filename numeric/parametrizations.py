@@ -29,7 +29,8 @@ from torch.nn.utils import parametrize as torch_parametrize
 
 import symact
 from symact.errors import DomainError, FormulaError
-from symact.parametrize import ParameterActivation
+from symact.parametrize import ParameterActivation, _domain_argument
+from symact.primitives import Expm1, Log1p
 
 __all__ = [
     "ParameterActivationParametrization",
@@ -65,9 +66,18 @@ _CODEGEN_INPUT = sp.Symbol("x", real=True)
 
 
 def _as_parameter_activation(g: str | sp.Expr | ParameterActivation, params: dict[str, Any]) -> ParameterActivation:
+    # domain= is parameter_activation's keyword (the interval of W to invert on), not a parameter of g;
+    # passed on to it, it used to collide there with parameter_activation's own and raise a raw TypeError
+    params = dict(params)
+    domain = params.pop("domain", None)
     if isinstance(g, ParameterActivation):
+        if domain is not None:
+            raise DomainError(
+                f"domain={domain!r} was given with a ParameterActivation, which has its domain already "
+                f"({g.requested_domain!r}); build it with symact.parameter_activation({str(g.g)!r}, "
+                f"domain={domain!r}) instead, or pass the formula string with domain=.")
         return g.with_params(**params) if params else g
-    return _cached_parameter_activation(g, tuple(sorted(params.items())), None)
+    return _cached_parameter_activation(g, tuple(sorted(params.items())), _domain_argument(domain))
 
 
 @functools.lru_cache(maxsize=128)
@@ -77,11 +87,36 @@ def _cached_parameter_activation(g: str | sp.Expr, params: tuple, domain: str | 
     return symact.parameter_activation(g, domain=domain, **dict(params))
 
 
+def _is_log_of_exp_less_one(e: sp.Basic) -> bool:
+    """Whether ``e`` is log(exp(u) - 1) (the inverse of softplus)."""
+    if not isinstance(e, sp.log) or not e.args[0].is_Add:
+        return False
+    terms = e.args[0].args
+    return len(terms) == 2 and sp.S.NegativeOne in terms and any(isinstance(t, sp.exp) for t in terms)
+
+
+def _log_of_exp_less_one(e: sp.log) -> sp.Expr:
+    u = next(t for t in e.args[0].args if isinstance(t, sp.exp)).args[0]
+    return u + sp.log(-Expm1(-u))
+
+
+def _accurate_form(inverse: sp.Expr) -> sp.Expr:
+    """``inverse`` with the forms that lose all digits in floating point replaced by exact identities:
+
+    * atanh(u) = (log1p(u) - log1p(-u))/2 (through plain logs, log(1 - u) is 0 for |u| < eps/2, so
+      right_inverse of A = tanh(W) was off by a factor 2 at A = 1e-9 in float32);
+    * log(exp(u) - 1) = u + log(-expm1(-u)) (softplus's inverse: exp(u) overflows for u > 88 in float32,
+      709 in float64, where the inverse is about u itself)."""
+    inverse = inverse.replace(sp.atanh, lambda u: (Log1p(u) - Log1p(-u)) / 2)
+    return inverse.replace(_is_log_of_exp_less_one, _log_of_exp_less_one)
+
+
 def _torch_inverse(pa: ParameterActivation) -> Callable[[torch.Tensor], torch.Tensor]:
     """g^{-1} as a torch function (for ``right_inverse``).  Inverse hyperbolic functions the code generator
-    has no rule for (atanh for A = tanh(W), acosh, acoth) are written through logs, which it has;
-    an inverse with no torch form (LambertW, erfinv) is a FormulaError that says so."""
-    inverse = pa.concrete(pa.inverse)
+    has no rule for (atanh for A = tanh(W), acosh, acoth) are written through logs, which it has (atanh
+    through log1p, see :func:`_accurate_form`); an inverse with no torch form (LambertW, erfinv) is a
+    FormulaError that says so."""
+    inverse = _accurate_form(pa.concrete(pa.inverse))
     try:
         return sympy_to_torch(inverse, pa.A)
     except FormulaError as err:
@@ -127,6 +162,10 @@ class ParameterActivationParametrization(nn.Module):
         self._concrete = pa
         self._g = sympy_to_torch(pa.concrete(pa.g), pa.W)
         self._g_inverse = _torch_inverse(pa)
+        try:
+            self._dg = sympy_to_torch(sp.diff(pa.concrete(pa.g), pa.W), pa.W)
+        except FormulaError:  # no torch form for g': right_inverse is g^-1 as it stands
+            self._dg = None
         self._bounds = _range_bounds(pa)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
@@ -150,15 +189,41 @@ class ParameterActivationParametrization(nn.Module):
                 f"entries; its range is {self.activation.range}). Use a signed parametrisation "
                 "(signed='difference', 'soft_sign' or 'second_layer') for weights outside that range."
             )
-        weight = self._g_inverse(value)
+        weight = self._refine(self._g_inverse(value), value)
         if not bool(torch.isfinite(weight).all()):
             raise DomainError(f"g^-1 = {self.activation.inverse} produced non-finite values; rescale the weights.")
         return weight
 
+    @torch.no_grad()
+    def _refine(self, weight: torch.Tensor, value: torch.Tensor, steps: int = 3) -> torch.Tensor:
+        """Newton steps on g(W) = A in float64, each kept only where it makes |g(W) - A| smaller.
+
+        A closed-form inverse can be exact and still lose every digit in floating point: Cardano's
+        formula for A = W + W**3 cancels for small |A| (W = 8e-8 for A = 1e-9 in float32, and
+        W = -3e-8 for A = 0).  Where the formula is accurate the steps change nothing."""
+        if self._dg is None or weight.numel() == 0:
+            return weight
+        w, a = weight.double(), value.double()
+        residual = self._g(w) - a
+        for _ in range(steps):
+            candidate = w - residual / self._dg(w)
+            new_residual = self._g(candidate) - a
+            better = torch.isfinite(candidate) & (new_residual.abs() < residual.abs())
+            if not bool(better.any()):
+                break
+            w = torch.where(better, candidate, w)
+            residual = torch.where(better, new_residual, residual)
+        return w.to(weight.dtype)
+
     def offset(self) -> float:
-        """A value g surely takes: g(0) if 0 is in the domain, else g(1).  Used by the signed forms."""
+        """A value g surely takes: g(0) if 0 is in the domain, else g(1), else g at a point inside the
+        domain (a requested interval such as W > 2).  Used by the signed forms."""
         pa = self._concrete
-        w0 = 0 if pa.domain.contains(0) is sp.true else 1
+        domain = pa.domain
+        w0 = next((t for t in (0, 1) if domain.contains(t) is sp.true), None)
+        if w0 is None:
+            lo, hi = domain.inf, domain.sup
+            w0 = (lo + hi) / 2 if lo.is_finite and hi.is_finite else lo + 1 if lo.is_finite else hi - 1
         return float(pa.g.subs(pa.W, w0))
 
     def extra_repr(self) -> str:

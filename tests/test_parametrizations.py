@@ -170,3 +170,99 @@ def test_parametrization_whose_inverse_has_no_torch_form_says_so():
 
     with pytest.raises(FormulaError, match="right_inverse needs g\\^-1"):
         ParameterActivationParametrization("W*exp(W)")
+
+
+# ---------------------------------------------------------------- right_inverse accuracy (review round 3)
+def _mp_relative_errors(computed, reference):
+    import mpmath
+
+    out = []
+    for c, r in zip(computed.tolist(), reference):
+        out.append(float(abs((mpmath.mpf(c) - r) / r)) if r != 0 else abs(c))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tanh_right_inverse_keeps_every_digit_of_small_weights(dtype):
+    """atanh written through plain logs, log(1 + A)/2 - log(1 - A)/2, drops log(1 - A) for |A| < eps/2:
+    right_inverse(1e-9) was 5e-10 in float32 (a factor 2), 1.4e-8 relatively off in float64.  Reference:
+    mpmath's atanh of the stored value; property: tanh(right_inverse(A)) gives A back."""
+    import mpmath
+
+    p = ParameterActivationParametrization("tanh(W)")
+    a = torch.tensor([1e-12, -1e-9, 3e-7, -2e-4, 0.25, -0.75, 0.999], dtype=dtype)
+    w = p.right_inverse(a)
+    eps = torch.finfo(dtype).eps
+    with mpmath.workdps(40):
+        errors = _mp_relative_errors(w, [mpmath.atanh(mpmath.mpf(v)) for v in a.tolist()])
+    assert max(errors) <= 2 * eps, errors
+    torch.testing.assert_close(p(w), a, rtol=2 * eps, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softplus_right_inverse_of_large_weights_is_finite_and_exact(dtype):
+    """softplus's inverse log(exp(A) - 1) overflowed: A = 100 in float32 (A = 1e4 in float64) raised
+    'produced non-finite values' although softplus takes every A > 0.  Reference: mpmath log(expm1(A))."""
+    import mpmath
+
+    p = ParameterActivationParametrization("softplus")
+    a = torch.tensor([1e-6, 0.3, 20.0, 100.0, 1e3, 3e4], dtype=dtype)
+    w = p.right_inverse(a)
+    eps = torch.finfo(dtype).eps
+    with mpmath.workdps(40):
+        errors = _mp_relative_errors(w, [mpmath.log(mpmath.expm1(mpmath.mpf(v))) for v in a.tolist()])
+    assert max(errors) <= 4 * eps, errors
+    torch.testing.assert_close(p(w), a, rtol=8 * eps, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cardano_right_inverse_round_trips_near_zero(dtype):
+    """A = W + W**3 inverts by Cardano's formula, which cancels for small |A|: right_inverse(0) was -3e-8
+    and right_inverse(1e-9) was 8e-8 in float32.  Reference: the real root of W**3 + W - A by mpmath."""
+    import mpmath
+
+    p = ParameterActivationParametrization("W + W**3")
+    a = torch.tensor([0.0, 1e-9, -1e-9, 1e-6, -0.5, 2.0, 1e3, -1e6], dtype=dtype)
+    w = p.right_inverse(a)
+    eps = torch.finfo(dtype).eps
+    assert w[0].item() == 0.0
+    with mpmath.workdps(40):
+        reference = [mpmath.findroot(lambda t, v=mpmath.mpf(v): t + t**3 - v, mpmath.mpf(v) / (1 + abs(v)) ** (2 / 3))
+                     for v in a.tolist()[1:]]
+    errors = _mp_relative_errors(w[1:], reference)
+    assert max(errors) <= 2 * eps, errors
+    torch.testing.assert_close(p(w), a, rtol=4 * eps, atol=0)
+
+
+def test_domain_keyword_reaches_the_parameter_activation():
+    """ParameterActivationParametrization / parametrize_model forward their keywords to
+    symact.parameter_activation, whose ``domain`` keyword then collided with the one passed explicitly:
+    a raw TypeError ("got multiple values for keyword argument 'domain'").  The negative branch of
+    A = W**2 is W = -sqrt(A)."""
+    p = ParameterActivationParametrization("W**2", domain=(-float("inf"), 0))
+    a = torch.tensor([0.25, 4.0, 9.0], dtype=torch.float64)
+    torch.testing.assert_close(p.right_inverse(a), -a.sqrt(), rtol=0, atol=0)
+    layer = _linear()
+    given = layer.weight.detach().clone()
+    parametrize_model(layer, "W**2", signed="difference", domain=(-float("inf"), 0))
+    torch.testing.assert_close(layer.weight, given, rtol=1e-12, atol=1e-12)
+    assert (layer.parametrizations.weight.original0 < 0).all()
+    import symact
+
+    with pytest.raises(DomainError, match="symact.parameter_activation"):
+        ParameterActivationParametrization(symact.parameter_activation("exp"), domain="real")
+
+
+def test_signed_offset_lies_in_a_requested_domain():
+    """The signed forms add c = g(0), or g(1) when 0 is not in the domain: for log(W) on W > 2 that is
+    g(1) = 0, outside g's range (log 2, oo), so every weight <= 0 was refused."""
+    import sympy
+    import symact
+
+    pa = symact.parameter_activation("log(W)", domain=(2, sympy.oo))
+    a = torch.tensor([-1.5, 0.0, 3.0], dtype=torch.float64)
+    for cls in (numeric.parametrizations.DifferenceParametrization,
+                numeric.parametrizations.SecondLayerParametrization):
+        p = cls(pa)
+        assert p.c > float(sympy.log(2))
+        torch.testing.assert_close(p(*p.right_inverse(a)), a, rtol=1e-15, atol=1e-15)
