@@ -58,7 +58,13 @@ def scaled_uniform_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generato
     if weight.dim() != 2:
         raise DomainError(f"scaled_uniform_orthogonal_ needs a 2-D [out, in] weight, got shape "
                           f"{tuple(weight.shape)}; use delta_orthogonal_ for convolutions.")
+    if not weight.is_floating_point():
+        # copy_ would truncate the orthogonal entries (all of magnitude < 1 for m <= n) to integers: zeros
+        raise DomainError(f"scaled_uniform_orthogonal_ needs a floating-point weight, got dtype {weight.dtype}; "
+                          "convert it first, e.g. weight.float().")
     out_f, in_f = weight.shape
+    if weight.numel() == 0:
+        return weight   # a layer with no inputs or no outputs: nothing to set (out/in would divide by 0)
     q = _haar_orthogonal(out_f, in_f, dtype=weight.dtype, device=weight.device, generator=generator)
     weight.copy_(q * (gain * math.sqrt(max(1.0, out_f / in_f))))
     return weight

@@ -196,3 +196,32 @@ def test_layers_the_init_does_not_cover_are_named_in_a_warning_not_skipped_silen
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         kernel_preserving_init_(quiet)
+
+
+def test_integer_weight_is_refused_not_silently_zeroed():
+    """copy_ into an integer tensor truncated the orthogonal entries (|entry| < 1 when out <= in) to 0:
+    W W^T = I then failed silently, the weight being all zeros."""
+    for weight in (torch.zeros(3, 5, dtype=torch.int64), torch.zeros(4, 2, 3, dtype=torch.int32)):
+        init = scaled_uniform_orthogonal_ if weight.dim() == 2 else delta_orthogonal_
+        with pytest.raises(DomainError, match="floating-point"):
+            init(weight)
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # nn.Linear(0, 3) itself
+def test_zero_size_layers_are_left_as_they_are():
+    """nn.Linear(0, 3) has a (3, 0) weight: sqrt(max(1, out/in)) raised a raw ZeroDivisionError."""
+    lin = nn.Linear(0, 3)
+    kernel_preserving_init_(lin)
+    assert lin.weight.shape == (3, 0)
+    assert torch.count_nonzero(lin.bias) == 0
+    assert scaled_uniform_orthogonal_(torch.empty(0, 4)).shape == (0, 4)
+
+
+def test_gain_scales_the_gram_matrix_by_its_square():
+    """The docstring: W = gain * sqrt(max(1, out/in)) * O, so W^T W = gain**2 * out/in * I (out >= in) and
+    W W^T = gain**2 * I (out < in)."""
+    g = torch.Generator().manual_seed(3)
+    tall = scaled_uniform_orthogonal_(torch.empty(12, 4, dtype=torch.float64), gain=1.7, generator=g)
+    torch.testing.assert_close(tall.T @ tall, 1.7**2 * 3 * torch.eye(4, dtype=torch.float64), atol=1e-12, rtol=0)
+    wide = scaled_uniform_orthogonal_(torch.empty(4, 12, dtype=torch.float64), gain=0.5, generator=g)
+    torch.testing.assert_close(wide @ wide.T, 0.25 * torch.eye(4, dtype=torch.float64), atol=1e-12, rtol=0)
