@@ -43,6 +43,8 @@ torch.Size([3])
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Callable
 
 import torch
@@ -89,10 +91,16 @@ def squash_pair(name: str) -> SquashPair:
         raise DomainError(f"unknown squash pair {name!r}; use one of {sorted(SQUASH_PAIRS)}.") from None
 
 
-def _check_width(width: int) -> None:
+def _whole_number(value: object) -> bool:
+    """Python or numpy integers (np.int64(4) is an integer), not bools or 2.5."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # np.bool_ is not Integral
+
+
+def _check_width(width: int) -> int:
     # nn.Linear accepts 0 output units; the mean over no units is then NaN for every input.
-    if not (isinstance(width, int) and width >= 1):
+    if not (_whole_number(width) and width >= 1):
         raise DomainError(f"width={width!r} must be a positive integer (the number of averaged A_0 units).")
+    return int(width)
 
 
 class DeepUniversalRegressorI(nn.Module):
@@ -101,7 +109,7 @@ class DeepUniversalRegressorI(nn.Module):
     def __init__(self, in_features: int, width: int = 4, squash: str = "sigmoid",
                  features: nn.Module | None = None) -> None:
         super().__init__()
-        _check_width(width)
+        width = _check_width(width)
         self.squash_name = squash
         self._squash, self._unsquash = squash_pair(squash)
         self.features = features if features is not None else nn.Identity()
@@ -125,9 +133,13 @@ class DeepUniversalRegressorII(nn.Module):
                  sign_head: bool = False, sign_sharpness: float = 1.0,
                  features: nn.Module | None = None) -> None:
         super().__init__()
-        if not (isinstance(k, int) and k >= 0):
+        if not (_whole_number(k) and k >= 0):
             raise DomainError(f"k={k!r} must be an integer >= 0 (the number of refinement terms).")
-        _check_width(width)
+        k, width = int(k), _check_width(width)
+        if sign_head and not (math.isfinite(sign_sharpness) and sign_sharpness > 0):
+            # 0 makes y = tanh(0) * |y| = 0 for every input (no gradient reaches the model), nan makes it nan
+            raise DomainError(f"sign_sharpness={sign_sharpness!r} must be a finite number > 0 (the slope of "
+                              "tanh(sharpness * A_s) at A_s = 0).")
         self.k, self.squash_name, self.sign_sharpness = k, squash, float(sign_sharpness)
         self._squash, self._unsquash = squash_pair(squash)
         self.features = features if features is not None else nn.Identity()

@@ -101,3 +101,30 @@ def test_zero_width_is_refused_not_nan(cls):
         cls(2, width=0)
     with pytest.raises(DomainError, match="k="):
         DeepUniversalRegressorII(2, k=2.5)
+
+
+def test_numpy_integer_sizes_are_accepted_and_bools_refused():
+    """k=np.int64(3) (from a numpy grid of k values) was refused as 'k=np.int64(3) must be an integer', and
+    k=True failed inside torch with a raw TypeError.  The model built from numpy integers is the one built
+    from Python ints (same parameters for the same seed, same output)."""
+    np = pytest.importorskip("numpy")
+    torch.manual_seed(0)
+    plain = DeepUniversalRegressorII(2, k=3, width=2).double()
+    torch.manual_seed(0)
+    from_numpy = DeepUniversalRegressorII(2, k=np.int64(3), width=np.int32(2)).double()
+    assert from_numpy.k == 3 and type(from_numpy.k) is int
+    x = torch.randn(5, 2, dtype=torch.float64)
+    torch.testing.assert_close(from_numpy(x), plain(x), rtol=0, atol=0)
+    assert DeepUniversalRegressorI(2, width=np.int64(3)).readout.out_features == 3
+    with pytest.raises(DomainError, match="k="):
+        DeepUniversalRegressorII(2, k=True)
+    with pytest.raises(DomainError, match="width"):
+        DeepUniversalRegressorI(2, width=True)
+
+
+@pytest.mark.parametrize("sharpness", [0.0, -1.0, float("nan"), float("inf")])
+def test_degenerate_sign_sharpness_is_refused(sharpness):
+    """sign_sharpness=0 gave y = tanh(0) * |y| = 0 for every input (and no gradient), nan gave nan:
+    both were accepted silently."""
+    with pytest.raises(DomainError, match="sign_sharpness"):
+        DeepUniversalRegressorII(2, k=2, sign_head=True, sign_sharpness=sharpness)
