@@ -715,6 +715,7 @@ def _identity_problem(g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol, doma
     # error), not rounding where g saturates (1 - tanh(20) ~ 8e-18); where A rounds to the end of the
     # range (erf(20) to 1) the inverse is infinite there and the sample is skipped.
     dg = sp.diff(g, w)
+    checked = 0
     for t in _grid(domain, _IDENTITY_SAMPLES_REAL, _IDENTITY_SAMPLES_POSITIVE):
         at = _numeric(g.subs(w, t), 60)
         if at is None or at is sp.nan:
@@ -724,6 +725,7 @@ def _identity_problem(g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol, doma
         back = _numeric(inv.subs(a, at), 30)
         if back is None:
             continue
+        checked += 1
         if back is sp.nan:
             return f"the inverse W = {inv} is not real at A = g({t}) = {sp.N(at, 6)}"
         if abs(back - t) > 1e-8 * max(1, abs(t)):
@@ -734,6 +736,11 @@ def _identity_problem(g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol, doma
                 continue
             if slope is sp.nan or abs(slope - true) > 1e-8 * max(1, abs(true)):
                 return f"g'(g^{{-1}}(A)) = {deriv} is {sp.N(slope, 6)} at A = g({t}), but g'({t}) = {sp.N(true, 6)}"
+    if not checked:
+        # no sample gave a finite W back: the inverse is undefined (division by zero) wherever g has a
+        # value, e.g. log(A)/a for exp(a*W) at a = 0, where g is the constant 1
+        return (f"the inverse W = {inv} has no finite value at any sample A = g(W) on {domain} (is g constant "
+                "there, at these parameter values?)")
     return None
 
 
@@ -1014,9 +1021,16 @@ def _param_value(name: str, value: Any) -> sp.Expr:
     if isinstance(value, str):
         return safe_number(value, name, f"parameter {name!r}")
     try:
-        return sp.sympify(value, strict=True)
+        number = sp.sympify(value, strict=True)
     except sp.SympifyError:
         raise FormulaError(f"parameter {name!r}: cannot read {value!r} as a number; pass a number") from None
+    # as safe_number requires of a string: float('nan') used to become the parameter's value (and then
+    # every number derived from it), 1j a complex one
+    if (not isinstance(number, sp.Expr) or not number.is_number or number.is_real is False
+            or number.is_finite is False or number.has(sp.nan, sp.zoo, sp.oo, -sp.oo)):
+        raise FormulaError(f"parameter {name!r} = {value!r} is not a real finite number; pass one, "
+                           f"e.g. {name}=0.5")
+    return number
 
 
 def _parse(g: str | sp.Expr, params: Mapping[str, Any]) -> tuple[str, sp.Expr, dict[sp.Symbol, sp.Expr]]:
@@ -1201,8 +1215,10 @@ def _latex_cell(value: sp.Basic | str | None) -> str:
     return rf"\text{{{value}}}"
 
 
-def autoactivation_table(rows: Iterable[str | sp.Expr | ParameterActivation] | None = None) -> AutoactivationTable:
-    """Derive the seed's table for ``rows`` (default: its seven rows, then softplus and powerpropagation).
+def autoactivation_table(rows: Iterable[str | sp.Expr | ParameterActivation] | str | sp.Expr | ParameterActivation
+                         | None = None) -> AutoactivationTable:
+    """Derive the seed's table for ``rows`` (default: its seven rows, then softplus and powerpropagation);
+    a single name, formula or parameter activation is one row.
 
     Columns: A = g(W), dA/dW, dA/dW in terms of A, r(A), the mirror map psi, and the domain of W.
     A mirror map shown as "—" is not elementary.
@@ -1210,6 +1226,8 @@ def autoactivation_table(rows: Iterable[str | sp.Expr | ParameterActivation] | N
     >>> print(autoactivation_table(["exp"]).markdown.splitlines()[2])
     | `exp(W)` | `exp(W)` | `A` | `A**2` | `-log(A)` | all real W |
     """
+    if isinstance(rows, (str, sp.Basic, ParameterActivation)):
+        rows = (rows,)   # one row: a string iterated would be one row per character ('e', 'x', 'p')
     names = rows if rows is not None else SEED_TABLE_ROWS + EXTRA_TABLE_ROWS
     pas = tuple(r if isinstance(r, ParameterActivation) else parameter_activation(r) for r in names)
     md = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]

@@ -465,3 +465,37 @@ def test_powers_of_a_function_invert_and_have_their_mirror_maps(formula):
         if psi is not None:
             assert abs(sp.im(sp.N(psi.subs(pa.A, a), 30))) < 1e-25
             assert abs(sp.N(sp.diff(psi, pa.A, 2).subs(pa.A, a) * dg.subs(W, w) ** 2, 30) - 1) < 1e-20
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1j])
+def test_non_finite_or_complex_parameter_values_are_refused(value):
+    """A string parameter value had to be a real finite number, a Python float or complex did not:
+    a = nan became the parameter's value and every derived number was nan."""
+    with pytest.raises(FormulaError, match="real finite number"):
+        parameter_activation("exp(a*W)", a=value)
+    with pytest.raises(FormulaError, match="real finite number"):
+        parameter_activation("powerprop").with_params(alpha=value)
+
+
+@pytest.mark.parametrize("formula, params", [("exp(a*W)", {"a": 0}), ("a*W", {"a": 0}), ("powerprop", {"alpha": 0})])
+def test_a_parameter_value_that_makes_g_constant_has_no_inverse(formula, params):
+    """At a = 0, exp(a*W) is the constant 1 (and powerprop at alpha = 0 is sign(W)): no inverse exists, but
+    W = log(A)/a was returned (zoo at a = 0), because every sample point of the identity check was skipped
+    as undefined and a check with no samples passed."""
+    pa = parameter_activation(formula, **params)
+    with pytest.raises(NoInverseError):
+        pa.inverse
+    # the same formula at a value where g is strictly monotone still inverts, and the inverse is one
+    other = parameter_activation(formula, **{k: 3 for k in params})
+    inverse = other.concrete(other.inverse)
+    g = other.concrete(other.g)
+    for w in (sp.Rational(1, 3), 2):
+        assert abs(sp.N(inverse.subs(other.A, g.subs(W, w)), 30) - w) < 1e-25
+
+
+def test_a_single_row_given_as_a_string_is_one_row():
+    """autoactivation_table("exp") iterated the string: rows 'e', 'x', 'p', failing on an unknown symbol 'e'."""
+    table = autoactivation_table("exp")
+    assert len(table.rows) == 1 and table.rows[0].g == sp.exp(W)
+    assert table.markdown == autoactivation_table(["exp"]).markdown
+    assert len(autoactivation_table(sp.exp(W)).rows) == 1
