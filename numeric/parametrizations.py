@@ -181,14 +181,18 @@ class ParameterActivationParametrization(nn.Module):
         return ok
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        return self._inverse(value, lambda problem: (
+            f"{problem}. Use a signed parametrisation (signed='difference', 'soft_sign' or 'second_layer') "
+            "for weights outside that range."))
+
+    def _inverse(self, value: torch.Tensor, message: Callable[[str], str]) -> torch.Tensor:
+        """g^{-1}(value); entries outside g's range raise DomainError(message(what is wrong))."""
         ok = self.in_range(value)
         if not bool(ok.all()):
             bad = value[~ok].flatten()[:3].tolist()
-            raise DomainError(
+            raise DomainError(message(
                 f"A = {self.activation.g} cannot take the value(s) {bad} ({int((~ok).sum())} of {value.numel()} "
-                f"entries; its range is {self.activation.range}). Use a signed parametrisation "
-                "(signed='difference', 'soft_sign' or 'second_layer') for weights outside that range."
-            )
+                f"entries; its range is {self.activation.range})"))
         weight = self._refine(self._g_inverse(value), value)
         if not bool(torch.isfinite(weight).all()):
             raise DomainError(f"g^-1 = {self.activation.inverse} produced non-finite values; rescale the weights.")
@@ -232,6 +236,15 @@ class ParameterActivationParametrization(nn.Module):
         return f"A = {pa.g}{pars}, W in {pa.domain}"
 
 
+def _signed_message(stores: str, c: float) -> Callable[[str], str]:
+    """The DomainError text of a signed form whose values for g fall outside g's range: the values named
+    are those the form asks g for, not the weights given, and another signed form is no remedy."""
+    return lambda problem: (
+        f"{problem}. This signed form stores {stores}, with c = {c:g}, so the weights' magnitudes must keep "
+        "these inside g's range: rescale the weights, or choose a g whose range is unbounded above "
+        "(exp, softplus, W**2).")
+
+
 class DifferenceParametrization(nn.Module):
     """A = g(W+) - g(W-) from two tensors of A's shape.
 
@@ -248,8 +261,9 @@ class DifferenceParametrization(nn.Module):
         return self.base(w_plus) - self.base(w_minus)
 
     def right_inverse(self, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (self.base.right_inverse(torch.relu(value) + self.c),
-                self.base.right_inverse(torch.relu(-value) + self.c))
+        message = _signed_message("g(W+) = relu(A) + c and g(W-) = relu(-A) + c", self.c)
+        return (self.base._inverse(torch.relu(value) + self.c, message),
+                self.base._inverse(torch.relu(-value) + self.c, message))
 
     def extra_repr(self) -> str:
         return f"A = g(W+) - g(W-), g = {self.base.activation.g}, c = {self.c:g}"
@@ -275,7 +289,8 @@ class SoftSignParametrization(nn.Module):
     def right_inverse(self, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sign = torch.sign(value)
         magnitude = torch.where(sign == 0, torch.full_like(value, self.base.offset()), value.abs() / math.tanh(1.0))
-        return self.base.right_inverse(magnitude), sign / self.k
+        message = _signed_message("g(W) = |A|/tanh(1) (and g(W) = c where A = 0)", self.base.offset())
+        return self.base._inverse(magnitude, message), sign / self.k
 
     def extra_repr(self) -> str:
         return f"A = tanh({self.k:g}*S) * g(W), g = {self.base.activation.g}"
@@ -304,7 +319,8 @@ class SecondLayerParametrization(nn.Module):
         flat = value.reshape(value.shape[0], -1)
         positive = torch.cat([torch.relu(flat), torch.relu(-flat)], dim=0) + self.c
         eye = torch.eye(flat.shape[0], dtype=value.dtype, device=value.device)
-        return self.base.right_inverse(positive), torch.cat([eye, -eye], dim=1)
+        message = _signed_message("g(W) = [relu(A) + c; relu(-A) + c]", self.c)
+        return self.base._inverse(positive, message), torch.cat([eye, -eye], dim=1)
 
     def extra_repr(self) -> str:
         return f"A = V @ g(W), g = {self.base.activation.g}"

@@ -266,3 +266,18 @@ def test_signed_offset_lies_in_a_requested_domain():
         p = cls(pa)
         assert p.c > float(sympy.log(2))
         torch.testing.assert_close(p(*p.right_inverse(a)), a, rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("signed", ["difference", "soft_sign", "second_layer"])
+def test_signed_form_of_a_bounded_g_names_its_own_limit_not_another_signed_form(signed):
+    """A = sigmoid(W) has range (0, 1); a signed form of it stores g^-1 of values such as relu(A) + 1/2, so
+    |A| = 0.9 cannot be represented.  The error told the user to 'use a signed parametrisation', which they
+    were doing, and named values (1.2) they never passed.  Weights inside the limit still round-trip."""
+    p = parametrization("sigmoid(W)", signed=signed)
+    with pytest.raises(DomainError) as info:
+        p.right_inverse(torch.tensor([-0.9, 0.2, 0.7], dtype=torch.float64))
+    text = str(info.value)
+    assert "This signed form stores" in text and "rescale the weights" in text
+    assert "Use a signed parametrisation" not in text
+    small = torch.tensor([-0.3, 0.0, 0.2], dtype=torch.float64)
+    torch.testing.assert_close(p(*p.right_inverse(small)), small, rtol=1e-15, atol=1e-15)
