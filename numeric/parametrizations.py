@@ -135,11 +135,14 @@ def _torch_inverse(pa: ParameterActivation) -> Callable[[torch.Tensor], torch.Te
             "(exp, log, powers, tanh, sigmoid, softplus, ...).") from err
 
 
-def _range_bounds(pa: ParameterActivation) -> tuple[float, float, bool, bool] | None:
+def _range_bounds(pa: ParameterActivation) -> list[tuple[float, float, bool, bool]] | None:
+    """g's range as (lo, hi, lo_open, hi_open) per interval (a union, such as 1/W's A != 0, gives several);
+    None where it is not known."""
     rng = pa.concrete(pa.range) if pa.range is not None else None
-    if isinstance(rng, sp.Interval):
-        return float(rng.inf), float(rng.sup), bool(rng.left_open), bool(rng.right_open)
-    return None
+    pieces = rng.args if isinstance(rng, sp.Union) else (rng,)
+    if not pieces or not all(isinstance(r, sp.Interval) for r in pieces):
+        return None
+    return [(float(r.inf), float(r.sup), bool(r.left_open), bool(r.right_open)) for r in pieces]
 
 
 class ParameterActivationParametrization(nn.Module):
@@ -175,9 +178,10 @@ class ParameterActivationParametrization(nn.Module):
         """Boolean mask: entries of ``value`` that g can produce (so g^{-1} is defined there)."""
         ok = torch.isfinite(value)
         if self._bounds is not None:
-            lo, hi, lo_open, hi_open = self._bounds
-            ok &= (value > lo) if lo_open else (value >= lo)
-            ok &= (value < hi) if hi_open else (value <= hi)
+            inside = torch.zeros_like(ok)
+            for lo, hi, lo_open, hi_open in self._bounds:
+                inside |= ((value > lo) if lo_open else (value >= lo)) & ((value < hi) if hi_open else (value <= hi))
+            ok &= inside
         return ok
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:

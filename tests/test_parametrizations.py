@@ -281,3 +281,17 @@ def test_signed_form_of_a_bounded_g_names_its_own_limit_not_another_signed_form(
     assert "Use a signed parametrisation" not in text
     small = torch.tensor([-0.3, 0.0, 0.2], dtype=torch.float64)
     torch.testing.assert_close(p(*p.right_inverse(small)), small, rtol=1e-15, atol=1e-15)
+
+
+def test_a_range_of_two_intervals_is_checked_before_inverting():
+    """1/W's range is A != 0, a union of two intervals, which right_inverse did not check: A = 0 went
+    through 1/A to inf and the error said 'produced non-finite values; rescale the weights', which no
+    rescaling fixes.  It now names the value and the range; the difference form represents A = 0."""
+    p = ParameterActivationParametrization("reciprocal")
+    with pytest.raises(DomainError, match=r"cannot take the value\(s\) \[0.0\]"):
+        p.right_inverse(torch.tensor([0.0, 2.0], dtype=torch.float64))
+    a = torch.tensor([-4.0, 0.5], dtype=torch.float64)
+    torch.testing.assert_close(p.right_inverse(a), 1 / a, rtol=0, atol=0)
+    signed = parametrization("reciprocal", signed="difference")
+    a = torch.tensor([-4.0, 0.0, 0.5], dtype=torch.float64)
+    torch.testing.assert_close(signed(*signed.right_inverse(a)), a, rtol=1e-15, atol=1e-15)
