@@ -199,6 +199,9 @@ def per_location_normalize(x: torch.Tensor, dim: int = 1, eps: float = 0.0) -> t
     >>> y, y.pow(2).mean(1)
     (tensor([[0.8485, 1.1314]]), tensor([1.]))
     """
+    if not (math.isfinite(eps) and eps >= 0):
+        # a negative eps made sqrt(||x||^2 + eps) NaN wherever ||x||^2 < -eps, silently
+        raise DomainError(f"eps={eps!r} must be a finite number >= 0 (it is added to ||x||^2 before the square root)")
     size = x.shape[dim]
     squares = x.pow(2).sum(dim=dim, keepdim=True)
     if eps == 0 and bool((squares == 0).any()):

@@ -225,3 +225,11 @@ def test_gain_scales_the_gram_matrix_by_its_square():
     torch.testing.assert_close(tall.T @ tall, 1.7**2 * 3 * torch.eye(4, dtype=torch.float64), atol=1e-12, rtol=0)
     wide = scaled_uniform_orthogonal_(torch.empty(4, 12, dtype=torch.float64), gain=0.5, generator=g)
     torch.testing.assert_close(wide @ wide.T, 0.25 * torch.eye(4, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("eps", [-1e-3, float("nan"), float("inf")])
+def test_per_location_normalize_refuses_a_negative_or_non_finite_eps(eps):
+    """eps = -1e-3 gave NaN at every location with ||x||^2 < 1e-3 (inf gave zeros), without a word."""
+    x = torch.tensor([[0.01, 0.02], [3.0, 4.0]])
+    with pytest.raises(DomainError, match="eps"):
+        per_location_normalize(x, eps=eps)
