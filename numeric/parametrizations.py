@@ -200,7 +200,26 @@ class ParameterActivationParametrization(nn.Module):
         weight = self._refine(self._g_inverse(value), value)
         if not bool(torch.isfinite(weight).all()):
             raise DomainError(f"g^-1 = {self.activation.inverse} produced non-finite values; rescale the weights.")
+        self._check_round_trip(weight, value, message)
         return weight
+
+    @torch.no_grad()
+    def _check_round_trip(self, weight: torch.Tensor, value: torch.Tensor, message: Callable[[str], str]) -> None:
+        """g(weight) must give ``value`` back to within rounding (64 units of the dtype's precision of
+        |A| + |W g'(W)|, what rounding A and W moves g by): a value outside g's range that the range check
+        could not see (a range SymPy did not find) must not become a weight with another g(W)."""
+        if self._dg is None or weight.numel() == 0:
+            return
+        w, a = weight.double(), value.double()
+        residual = (self._g(w) - a).abs()
+        scale = a.abs() + (w * self._dg(w)).abs()
+        finfo = torch.finfo(weight.dtype)
+        bad = ~(residual <= 64 * finfo.eps * scale + finfo.tiny)
+        if bool(bad.any()):
+            given, back = value[bad].flatten()[:3].tolist(), self._g(w)[bad].flatten()[:3].tolist()
+            raise DomainError(message(
+                f"A = {self.activation.g} does not give the value(s) {given} back through W = "
+                f"{self.activation.inverse} (g(W) = {back}): they are outside g's range"))
 
     @torch.no_grad()
     def _refine(self, weight: torch.Tensor, value: torch.Tensor, steps: int = 3) -> torch.Tensor:

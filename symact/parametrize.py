@@ -215,16 +215,7 @@ class ParameterActivation:
     @functools.cached_property
     def range(self) -> sp.Set | None:
         """g(domain), or None where SymPy cannot compute it."""
-        from sympy.calculus.util import function_range
-
-        inv = self._inv()
-        try:
-            if isinstance(inv.domain, sp.Union) or inv.domain == sp.S.Reals - {0}:
-                parts = [function_range(self.g, W, d) for d in inv.domain.args]
-                return sp.Union(*parts)
-            return function_range(self.g, W, inv.domain)
-        except (NotImplementedError, ValueError, TypeError):
-            return None
+        return _range_at(self.g, self._inv().domain)
 
     @property
     def derivative_in_A(self) -> sp.Expr:
@@ -453,15 +444,64 @@ def _double_antiderivative(f: sp.Expr, a: sp.Symbol, interval: sp.Interval | Non
 
 
 def _range_at(g: sp.Expr, domain: sp.Set) -> sp.Set | None:
-    """g(domain) for a g without symbolic parameters (each piece of a union of intervals), or None."""
+    """g(domain) (each piece of a union of intervals), or None.
+
+    SymPy's function_range first; where it fails (W/(1 + Abs(W))) or gives an empty set for a non-empty
+    domain (2**W on the real line: EmptySet), the range of g, which is monotone and continuous on each
+    piece of its inversion domain, is the interval between its limits at the piece's ends (g without
+    symbolic parameters only)."""
     from sympy.calculus.util import function_range
 
-    try:
-        if isinstance(domain, sp.Union) or domain == sp.S.Reals - {0}:
-            return sp.Union(*[function_range(g, W, d) for d in domain.args])
-        return function_range(g, W, domain)
-    except (NotImplementedError, ValueError, TypeError):
+    pieces = domain.args if isinstance(domain, sp.Union) else (domain,)
+    parts = []
+    for piece in pieces:
+        try:
+            part = function_range(g, W, piece)
+        except (NotImplementedError, ValueError, TypeError):
+            part = None
+        if part is None or part.is_empty or not isinstance(part, (sp.Interval, sp.Union)):
+            part = _monotone_range(g, piece)
+        if part is None:
+            return None
+        parts.append(part)
+    return sp.Union(*parts)
+
+
+def _monotone_range(g: sp.Expr, piece: sp.Set) -> sp.Interval | None:
+    """The image of the interval ``piece`` under a g monotone and continuous there: between its one-sided
+    limits at the ends (or its values at closed ends); None where a limit is unknown or symbolic, where
+    g is not continuous on the piece, or where g at points inside the piece falls outside the result
+    (SymPy's limit of 2**W at -oo is oo; through exp(W*log(2)) it is 0)."""
+    from sympy.calculus.util import continuous_domain
+
+    if not isinstance(piece, sp.Interval) or g.free_symbols - {W}:
         return None
+    try:
+        if continuous_domain(g, W, piece) != piece:
+            return None   # a pole inside (1/W on (-2, 1)): not one interval
+    except (NotImplementedError, ValueError, TypeError):
+        pass              # sign, erf: unknown to SymPy; the sample check below stands in
+    samples = [_numeric(g.subs(W, t)) for t in _interior_samples(piece)]
+    for form in dict.fromkeys((g, g.rewrite(sp.exp))):
+        ends = []
+        for end, side, closed in ((piece.inf, "+", not piece.left_open), (piece.sup, "-", not piece.right_open)):
+            closed = bool(closed and end.is_finite)
+            try:
+                value = form.subs(W, end) if closed else sp.limit(form, W, end, side) if end.is_finite else \
+                    sp.limit(form, W, end)
+            except (NotImplementedError, ValueError, TypeError):
+                value = None
+            if value is None or not (value in (sp.oo, -sp.oo) or (value.is_real and value.is_comparable)):
+                ends = None
+                break
+            ends.append((value, closed))
+        if ends is None or ends[0][0] == ends[1][0]:
+            continue
+        (left, left_closed), (right, right_closed) = sorted(ends, key=lambda e: e[0])
+        result = sp.Interval(left, right, not left_closed, not right_closed)
+        if all(v is not None and v is not sp.nan and result.contains(v) is sp.true for v in samples):
+            return result
+    return None
 
 
 def _interior_samples(interval: sp.Interval | None) -> list[sp.Expr]:

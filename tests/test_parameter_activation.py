@@ -499,3 +499,18 @@ def test_a_single_row_given_as_a_string_is_one_row():
     assert len(table.rows) == 1 and table.rows[0].g == sp.exp(W)
     assert table.markdown == autoactivation_table(["exp"]).markdown
     assert len(autoactivation_table(sp.exp(W)).rows) == 1
+
+
+@pytest.mark.parametrize("formula, expected", [
+    ("2**W", sp.Interval.open(0, sp.oo)),             # SymPy's function_range: EmptySet
+    ("W/(1 + Abs(W))", sp.Interval.open(-1, 1)),      # function_range fails: range was None
+    ("exp(W)", sp.Interval.open(0, sp.oo)),
+])
+def test_range_is_the_image_of_the_domain(formula, expected):
+    """g is continuous and strictly monotone on its inversion domain, so its range is the open interval
+    between its limits at -oo and oo (2**W: 0 and oo; softsign: -1 and 1).  Property also checked: g at
+    points of the domain lies in the range."""
+    pa = parameter_activation(formula)
+    assert pa.range == expected
+    for w in (-30, -1, 0, sp.Rational(1, 3), 30):
+        assert pa.range.contains(pa.g.subs(W, w)) is sp.true

@@ -295,3 +295,21 @@ def test_a_range_of_two_intervals_is_checked_before_inverting():
     signed = parametrization("reciprocal", signed="difference")
     a = torch.tensor([-4.0, 0.0, 0.5], dtype=torch.float64)
     torch.testing.assert_close(signed(*signed.right_inverse(a)), a, rtol=1e-15, atol=1e-15)
+
+
+def test_weights_outside_a_range_sympy_could_not_find_are_refused_not_mapped_elsewhere():
+    """A = W/(1 + |W|) takes values in (-1, 1), but its range was unknown (None), so right_inverse(2.0)
+    returned W = -2 (then 3e5 after refinement), whose g(W) is -2/3 (then 1.0): a silently different
+    weight.  Values outside the range are refused; the round-trip check refuses them even when the range
+    is unknown."""
+    p = ParameterActivationParametrization("W/(1 + Abs(W))")
+    a = torch.tensor([0.5, 2.0, -3.0], dtype=torch.float64)
+    with pytest.raises(DomainError, match="cannot take the value"):
+        p.right_inverse(a)
+    p._bounds = None   # as when SymPy finds no range: the round trip g(g^-1(A)) = A is checked
+    with pytest.raises(DomainError, match="does not give the value"):
+        p.right_inverse(a)
+    inside = torch.tensor([0.5, -0.99, 0.0, 1e-12], dtype=torch.float64)
+    w = p.right_inverse(inside)
+    torch.testing.assert_close(w, inside / (1 - inside.abs()), rtol=1e-15, atol=0)   # softsign^-1 by hand
+    torch.testing.assert_close(p(w), inside, rtol=1e-15, atol=0)
