@@ -148,6 +148,11 @@ def _range_bounds(pa: ParameterActivation) -> list[tuple[float, float, bool, boo
 class ParameterActivationParametrization(nn.Module):
     """A = g(W) elementwise; ``right_inverse`` = g^{-1} on the domain stated by the symbolic object.
 
+    ``g``: a name, a formula in W or a :class:`~symact.parametrize.ParameterActivation`; keywords are g's
+    parameter values and ``domain=`` (the interval of W to invert on, as for
+    :func:`symact.parameter_activation`: ``domain=(-sympy.oo, 0)`` takes W = -sqrt(A) for A = W**2).
+    ``right_inverse`` refuses values outside g's range, and gives W with g(W) = A to rounding.
+
     >>> p = ParameterActivationParametrization("exp")
     >>> p
     ParameterActivationParametrization(A = exp(W), W in Reals)
@@ -271,8 +276,9 @@ def _signed_message(stores: str, c: float) -> Callable[[str], str]:
 class DifferenceParametrization(nn.Module):
     """A = g(W+) - g(W-) from two tensors of A's shape.
 
-    ``right_inverse(A)`` = (g^{-1}(relu(A) + c), g^{-1}(relu(-A) + c)) with c = g(0) (or g(1) when 0 is not in
-    the domain), a value inside g's range; so g(W+) - g(W-) = A up to rounding of c.
+    ``right_inverse(A)`` = (g^{-1}(relu(A) + c), g^{-1}(relu(-A) + c)) with c = g(0) (or g(1), or g inside a
+    requested domain, when 0 is not in the domain: :meth:`ParameterActivationParametrization.offset`), a value
+    inside g's range; so g(W+) - g(W-) = A up to rounding of c.
     """
 
     def __init__(self, g: str | sp.Expr | ParameterActivation = "exp", **params: Any) -> None:
