@@ -905,7 +905,7 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
             a_pos = sp.Dummy("a", positive=True) if g_pos.is_positive else sp.Dummy("a", negative=True)
             sols = _real_solutions(g_pos, wp, a_pos, strict=False)
             if sols is not None and len(sols) == 1:
-                at0 = g.subs(W, 0)
+                at0 = g_c.subs(W, 0)  # at the parameters' values: powerprop at alpha = -1 is 1/W
                 singular = not (at0.is_finite and at0.is_real)
                 a = sp.Symbol("A", real=True, nonzero=True) if singular else sp.Symbol("A", real=True)
                 h = _named_inverse(g_pos, wp, a_pos) or sols[0]

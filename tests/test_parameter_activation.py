@@ -514,3 +514,12 @@ def test_range_is_the_image_of_the_domain(formula, expected):
     assert pa.range == expected
     for w in (-30, -1, 0, sp.Rational(1, 3), 30):
         assert pa.range.contains(pa.g.subs(W, w)) is sp.true
+
+
+def test_powerprop_with_negative_alpha_excludes_its_pole_from_the_domain():
+    """powerprop at alpha = -1 is W*|W|**-2 = 1/W, undefined at W = 0, but its domain was stated as the
+    whole real line (the singularity test used g with alpha symbolic, where 0*|0|**(alpha - 1) is 0)."""
+    pa = parameter_activation("powerprop", alpha=-1)
+    assert pa.domain.contains(0) is sp.false
+    assert sp.simplify(pa.concrete(pa.g) - 1 / W) == 0          # the function really is 1/W
+    assert parameter_activation("powerprop", alpha=3).domain == sp.S.Reals
