@@ -810,3 +810,19 @@ def test_second_c_derivative_of_a_step_is_finite_inside_and_the_float64_refusal_
     maps = kernel_maps("heaviside(x - 1/2)", engine="mpmath", dps=20)
     assert abs(maps.c_map_derivative(c, n=1) - slope) < mpmath.mpf(10) ** -18 * slope
     assert abs(maps.c_map_derivative(c, n=2) - curvature) < mpmath.mpf(10) ** -18 * curvature
+
+
+def test_q_map_of_a_shifted_relu_far_in_the_tail():
+    # Q(q) = E[(x - b)_+^2], x ~ N(0, q): (q + b^2) Phi(-b/s) - b s phi(b/s), s = sqrt(q) (by parts).
+    # At q = 1e-3, b = 1/2 it is 1.0e-61: the mpmath engine returned it 0.8% off (mp.quad stopped on
+    # an absolute error); the float64 rule, whose range ends at 12 std, said the activation
+    # "vanishes almost everywhere"
+    act = sympy.Max(0, x - sympy.Rational(1, 2))
+    m = kernel_maps(act, dps=20, engine="mpmath")
+    with mpmath.workdps(60):
+        q = mpmath.mpf("1e-3")
+        s, b = mpmath.sqrt(q), mpmath.mpf(1) / 2
+        ref = (q + b * b) * mpmath.ncdf(-b / s) - b * s * mpmath.npdf(b / s)
+        assert abs(m.q_map(q) / ref - 1) < mpmath.mpf(10) ** -19
+    with pytest.raises(DomainError, match="12 standard deviations.*engine='mpmath'"):
+        kernel_maps(act, engine="float64").q_map(1e-3)
