@@ -286,7 +286,9 @@ def gaussian_expectation(f: Callable, *, dps: int = 30, breakpoints: Sequence = 
 
     ``f`` takes one ``mpf`` and returns a real number.  The integral is split at the
     ``breakpoints`` (in the x variable) so that kinks of piecewise functions do not spoil the
-    exponential convergence of the rule; work is done with 10 guard digits.
+    exponential convergence of the rule; work is done with 10 guard digits.  The value has about
+    ``dps`` correct digits *relative to* ``E|f|`` (a small expectation keeps its digits: the rule is
+    rescaled; a mean that cancels, ``E|f| >> |E f|``, keeps fewer significant digits).
 
     Raises :class:`DivergentIntegralError` when the integrand does not decay (e.g. ``exp(x^2)``)
     or the quadrature does not converge, :class:`NonRealExpressionError` on complex/nan values,
