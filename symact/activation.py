@@ -646,9 +646,13 @@ class Activation:
         """``(dotted torch function, kwargs)`` of the equivalent PyTorch built-in, or None.
 
         kwargs values are Python floats; names listed in the catalogue entry's
-        ``tensor_kwargs`` must be passed as tensors (e.g. PReLU's weight).
+        ``tensor_kwargs`` must be passed as tensors (e.g. PReLU's weight).  None for an activation
+        with a :attr:`surrogate`: the built-in computes the forward but back-propagates phi'.
+
+        >>> activation("relu").with_surrogate("Heaviside(x + 1/20, 0)").torch_builtin is None
+        True
         """
-        if self.torch_spec is None:
+        if self.torch_spec is None or self.surrogate is not None:
             return None
         return self.torch_spec.resolve(self.params)
 

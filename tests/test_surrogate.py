@@ -156,3 +156,17 @@ def test_cli_derive_prints_the_surrogate_next_to_the_derivatives():
     assert payload["derivatives"][0]["expr"] == "Heaviside(x, 0)"
     assert sympy.sympify(payload["surrogate_gradient"], locals={"x": X}) == sympy.Heaviside(
         X + sympy.Rational(1, 20), 0)
+
+
+def test_a_builtin_is_not_offered_for_an_activation_with_a_surrogate():
+    """relu.with_surrogate(...) kept relu's torch_builtin, F.relu, whose backward is relu's own
+    gradient (0 at x = -0.01), not the declared surrogate (1 there)."""
+    act = symact.activation("relu").with_surrogate("Heaviside(x + 1/20, 0)")
+    assert act.torch_builtin is None
+    assert symact.activation("relu", surrogate="Heaviside(x + 1/20, 0)").torch_builtin is None
+    # a surrogate dropped again gives relu back, built-in included
+    assert act.with_surrogate(None).torch_builtin == symact.activation("relu").torch_builtin
+    # the built-in it would have named really does disagree with the surrogate at -0.01
+    t = torch.tensor([-0.01], requires_grad=True)
+    F.relu(t).sum().backward()
+    assert t.grad.item() == 0.0 and float(act.backward_derivative()(-0.01)) == 1.0
