@@ -204,6 +204,12 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
     0 for x < -5.9 in float32 and loses relative accuracy left of 0; the tanh and
     sigmoid backward kernels lose it where the derivative is tiny).
 
+    An activation with a surrogate gradient (``act.surrogate``) back-propagates the surrogate for the
+    input, and forward-mode AD (``torch.func.jvp``, ``jacfwd``) multiplies the tangent by it too, so
+    that ``jacfwd`` and ``jacrev`` agree; a trainable parameter gets the derivative of the forward
+    formula, and one inside the surrogate's argument (the DKS transform's alpha and beta), whose
+    gradient would then disagree with the input's, is refused with :class:`~symact.errors.DomainError`.
+
     ``class_name``: a Python identifier that is not a keyword, a builtin or a name the generated
     module uses itself (torch, F, its helpers); :class:`~symact.errors.DomainError` otherwise.
 
@@ -243,9 +249,29 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
                 f"{expr}: the output does not depend on it, so training it would give it no gradient; "
                 f"leave it fixed (trainable=() ) or set its value with symact.activation({act_name!r}, {key}=...)"
             )
+        if surrogate is not None and _inside_surrogate_argument(surrogate, by_name[key], inputs[0]):
+            raise DomainError(
+                f"{key!r} sits inside the argument of the surrogate gradient {surrogate} of {act_name} (a shift or "
+                f"scale of the input, as the DKS transform's alpha and beta are): backpropagation would give x the "
+                f"surrogate but {key!r} the derivative of the forward formula {expr}, two gradients that disagree "
+                f"(HeLU's beta would get relu's gradient, 0 for x in (-alpha, 0)); leave {key!r} fixed, or put the "
+                f"shift or scale into a layer before the activation (nn.Linear's bias), which the surrogate reaches"
+            )
         chosen.append(by_name[key])
     return _resolve(expr, tuple(params.items()), inputs, tuple(chosen), act_name, class_name, prefer_builtins,
                     surrogate)
+
+
+def _inside_surrogate_argument(surrogate: sympy.Expr, symbol: sympy.Symbol, x: sympy.Symbol) -> bool:
+    """Whether ``symbol`` enters the surrogate together with ``x`` inside a nonlinear function, a power
+    or a condition (``Heaviside(alpha_t*x + beta, 0)``), rather than only as a factor or term
+    (the DKS transform's gamma in ``gamma*alpha_t*s(...)``)."""
+    for node in sympy.preorder_traversal(surrogate):
+        if isinstance(node, (sympy.Add, sympy.Mul, sympy.Symbol)) or node.is_number:
+            continue
+        if any(x in arg.free_symbols and symbol in arg.free_symbols for arg in node.args):
+            return True
+    return False
 
 
 def _trainable_names(trainable: Any) -> tuple:

@@ -170,3 +170,21 @@ def test_a_builtin_is_not_offered_for_an_activation_with_a_surrogate():
     t = torch.tensor([-0.01], requires_grad=True)
     F.relu(t).sum().backward()
     assert t.grad.item() == 0.0 and float(act.backward_derivative()(-0.01)) == 1.0
+
+
+def test_a_trainable_shift_inside_the_surrogate_is_refused_and_outer_parameters_train():
+    """helu.transformed() with a trainable beta gave x the surrogate Heaviside(x + beta + alpha) but
+    beta relu's gradient Heaviside(x + beta): at x = -0.03 dy/dx = 1 while dy/dbeta = 0, though
+    y depends on x and beta only through x + beta.  Such a parameter is refused; gamma and delta,
+    outside phi, train, with the gradients of the forward formula."""
+    shaped = symact.activation("helu").transformed()
+    for name in ("beta", "alpha_t"):
+        with pytest.raises(DomainError, match=f"'{name}' sits inside the argument of the surrogate"):
+            torch_module(shaped, trainable=name)
+    module = torch_module(shaped, trainable=("gamma", "delta")).double()
+    t = torch.tensor(POINTS, dtype=torch.float64, requires_grad=True)
+    module(t).sum().backward()
+    # psi = gamma*(relu(x) + delta) at gamma = 1, delta = 0: dpsi/dgamma = relu(x), dpsi/ddelta = 1
+    torch.testing.assert_close(module.gamma.grad, F.relu(t.detach()).sum(), rtol=1e-12, atol=0)
+    assert float(module.delta.grad) == len(POINTS)
+    torch.testing.assert_close(t.grad, (t.detach() > -0.05).double(), rtol=0, atol=0)
