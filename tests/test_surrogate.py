@@ -188,3 +188,17 @@ def test_a_trainable_shift_inside_the_surrogate_is_refused_and_outer_parameters_
     torch.testing.assert_close(module.gamma.grad, F.relu(t.detach()).sum(), rtol=1e-12, atol=0)
     assert float(module.delta.grad) == len(POINTS)
     torch.testing.assert_close(t.grad, (t.detach() > -0.05).double(), rtol=0, atol=0)
+
+
+def test_forward_mode_ad_multiplies_the_tangent_by_the_surrogate():
+    """jvp of a surrogate-gradient module is the surrogate times the tangent, so that jacfwd and
+    jacrev give the same (diagonal) Jacobian; the reference is a torch mask, x > -alpha."""
+    module = torch_module("helu")
+    t = torch.tensor(POINTS, dtype=torch.float64)
+    tangent = torch.linspace(-1.0, 2.0, len(POINTS), dtype=torch.float64)
+    value, jvp = torch.func.jvp(module, (t,), (tangent,))
+    torch.testing.assert_close(value, F.relu(t), rtol=0, atol=0)
+    mask = (t > -0.05).double()
+    torch.testing.assert_close(jvp, mask * tangent, rtol=0, atol=0)
+    torch.testing.assert_close(torch.func.jacfwd(module)(t), torch.diag(mask), rtol=0, atol=0)
+    torch.testing.assert_close(torch.func.jacrev(module)(t), torch.diag(mask), rtol=0, atol=0)
