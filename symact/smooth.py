@@ -311,6 +311,24 @@ def _has_symbolic_power(expr: sympy.Expr, x: sympy.Symbol = _X) -> bool:
                for node in sympy.preorder_traversal(expr))
 
 
+def _convolved_surrogate(f, params: dict, kernel: str, width) -> sympy.Expr:
+    """``f.surrogate * k_sigma``, in the parameters ``params`` that ``f``'s smoothing keeps symbolic
+    (at their values where the surrogate's break points move with them, as HeLU's with alpha)."""
+    try:
+        try:
+            if not params:
+                raise FormulaError("the forward is smoothed at the parameter values")
+            return convolve_expression(f.surrogate, kernel, width)
+        except FormulaError:
+            return convolve_expression(f.surrogate.xreplace(dict(f.params)), kernel, width)
+    except (FormulaError, DivergentIntegralError) as exc:
+        raise FormulaError(
+            f"{getattr(f, 'name', 'f')} trains with the surrogate gradient {f.surrogate}, and smoothing it must "
+            f"smooth that gradient too, which the {kernel} kernel cannot here ({exc}); smooth the forward alone "
+            f"with f.with_surrogate(None), or give a piecewise-polynomial surrogate"
+        ) from exc
+
+
 def convolve(f, kernel: str = "gaussian", width=None):
     r"""The smoothed activation :math:`f * k_\sigma` (see the module docstring).
 
@@ -319,7 +337,10 @@ def convolve(f, kernel: str = "gaussian", width=None):
     ``sigma`` (``width`` if ``f`` already has a ``sigma``) with default value 1.  The result is an
     Activation whose expression is the closed form; its parameters are ``f``'s (kept symbolic
     when ``f``'s break points do not depend on them, otherwise ``f`` is used at its parameter
-    values) plus the width.  ``result.derivative()`` is :math:`f' * k_\sigma`.
+    values) plus the width.  ``result.derivative()`` is :math:`f' * k_\sigma`.  An ``f`` with a surrogate
+    gradient ``s`` (HeLU) keeps one: the result back-propagates :math:`s * k_\sigma`, as its derivative
+    is :math:`f' * k_\sigma` (a surrogate that is not piecewise polynomial is refused; smooth the forward
+    alone with ``f.with_surrogate(None)``).
 
     >>> import symact
     >>> convolve("relu", "logistic").concrete_expr
@@ -330,6 +351,7 @@ def convolve(f, kernel: str = "gaussian", width=None):
     factory = getattr(symact, "activation", None)
     if isinstance(f, str):
         f = factory(f) if factory is not None else safe_sympify(f, "formula", {"x": _X})
+    surrogate = None
     if hasattr(f, "expr") and hasattr(f, "params"):
         name, params = getattr(f, "name", "f"), dict(f.params)
         if width is None and any(p.name == "sigma" for p in params):
@@ -339,6 +361,8 @@ def convolve(f, kernel: str = "gaussian", width=None):
         except FormulaError:
             # break points that move with a parameter (hardtanh's min_val/max_val): use the values
             expr, params = convolve_expression(f.concrete_expr, kernel, width), {}
+        if getattr(f, "surrogate", None) is not None:
+            surrogate = _convolved_surrogate(f, params, kernel, width)
     else:
         name, params = "f", {}
         f = sympy.sympify(f)
@@ -350,7 +374,9 @@ def convolve(f, kernel: str = "gaussian", width=None):
     if isinstance(s, sympy.Symbol):
         params[s] = sympy.Integer(1)
     names = {symbol.name for symbol in expr.free_symbols}
-    act = factory(expr, **{p.name: value for p, value in params.items() if p.name in names})
+    if surrogate is not None:
+        names |= {symbol.name for symbol in surrogate.free_symbols}
+    act = factory(expr, surrogate=surrogate, **{p.name: value for p, value in params.items() if p.name in names})
     import dataclasses
 
     return dataclasses.replace(act, name=f"{name}*{kernel}",

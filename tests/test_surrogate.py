@@ -202,3 +202,31 @@ def test_forward_mode_ad_multiplies_the_tangent_by_the_surrogate():
     torch.testing.assert_close(jvp, mask * tangent, rtol=0, atol=0)
     torch.testing.assert_close(torch.func.jacfwd(module)(t), torch.diag(mask), rtol=0, atol=0)
     torch.testing.assert_close(torch.func.jacrev(module)(t), torch.diag(mask), rtol=0, atol=0)
+
+
+def test_smoothing_a_surrogate_activation_smooths_its_surrogate_too():
+    """convolve(helu) dropped the surrogate: "helu*gaussian" back-propagated the derivative of the
+    smoothed relu, Phi(x/sigma), instead of the smoothed surrogate (s * k)(x) = Phi((x + alpha)/sigma).
+    Reference: the convolution integral by mpmath quadrature."""
+    import mpmath
+
+    from symact.smooth import convolve
+
+    smoothed = convolve("helu", "gaussian", sympy.Rational(1, 2))
+    assert smoothed.surrogate is not None
+    backward = sympy.lambdify(X, smoothed.backward_derivative().concrete_expr, modules="mpmath")
+    with mpmath.workdps(30):
+        for point in (-1.2, -0.05, -0.02, 0.0, 0.3, 1.7):
+            # int s(x - t) k(t) dt with s = Heaviside(. + 1/20): t < x + 1/20, k the N(0, 1/4) density
+            reference = mpmath.quad(lambda t: mpmath.npdf(t, 0, 0.5), [-mpmath.inf, mpmath.mpf(point) + mpmath.mpf(1) / 20])
+            assert abs(backward(point) - reference) < 1e-15
+    # and the generated module back-propagates it
+    t = torch.tensor([-0.3, -0.02, 0.4], dtype=torch.float64, requires_grad=True)
+    torch_module(smoothed)(t).sum().backward()
+    expected = [float(backward(v)) for v in (-0.3, -0.02, 0.4)]
+    torch.testing.assert_close(t.grad, torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
+    # a surrogate that is not piecewise polynomial cannot be smoothed in closed form: refused, naming the fix
+    soft = symact.activation("relu", surrogate="1/(1 + exp(-x))")
+    with pytest.raises(FormulaError, match="with_surrogate\\(None\\)"):
+        convolve(soft, "gaussian", 1)
+    assert convolve(soft.with_surrogate(None), "gaussian", 1).surrogate is None
