@@ -404,6 +404,7 @@ class Activation:
             _check_finite(changed.concrete_expr, f"{self.name} at {given}")
             if changed.surrogate is not None:
                 _check_finite(changed.surrogate.xreplace(params), f"the surrogate gradient of {self.name} at {given}")
+                _check_surrogate_real(changed, given)
             _check_real_with_params(changed, given)
         return changed
 
@@ -430,6 +431,8 @@ class Activation:
             if surrogate is not None:
                 _check_finite(surrogate, f"the surrogate gradient of {self.name} with {given} substituted")
             substituted = self._replace(expr=expr, params=params, surrogate=surrogate)
+            if surrogate is not None:
+                _check_surrogate_real(substituted, f"{given} substituted")
             _check_real_with_params(substituted, given)
             return substituted
         return self._replace(expr=expr, params=params, surrogate=surrogate)
@@ -669,7 +672,11 @@ class Activation:
         return rf"{_latex_name(self.name)}({args}) = {sympy.latex(self.expr)}"
 
     def _repr_latex_(self) -> str:
-        return f"${self.latex()}$"
+        """The notebook display: :meth:`latex`, and the surrogate gradient where one is declared
+        (helu and relu have the same formula; they differ in what backpropagation uses)."""
+        if self.surrogate is None:
+            return f"${self.latex()}$"
+        return rf"${self.latex()} \quad (\text{{backward uses }} {sympy.latex(self.surrogate)})$"
 
 
 # a catalogue-style name, then the marks derived activations append: ' (derivative), ~ (DKS transform)
@@ -1108,6 +1115,19 @@ def _first_non_real(act: Activation, points: tuple) -> tuple | None:
         if im_part != 0 and abs(im_part) > 1e-15 * (1 + abs(re_part)):
             return point, value
     return None
+
+
+def _check_surrogate_real(act: Activation, given: str) -> None:
+    """Refuse parameter values that make the surrogate gradient of ``act`` non-real at some real x
+    (it is backpropagation's factor: NaN gradients otherwise)."""
+    probe = act.backward_derivative()
+    found = _first_non_real(probe, _WIDE_PROBE_POINTS)
+    if found is not None:
+        raise NonRealExpressionError(
+            f"the surrogate gradient {act.surrogate} of {act.name} with {given} is not real for every real x: at "
+            f"x = {found[0]} its value is {sympy.N(found[1], 6)}; a gradient must be real. Choose parameter values "
+            f"for which it is real on the whole real line"
+        )
 
 
 def _check_real_with_params(act: Activation, given: str, note: str = "") -> None:

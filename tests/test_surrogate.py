@@ -230,3 +230,28 @@ def test_smoothing_a_surrogate_activation_smooths_its_surrogate_too():
     with pytest.raises(FormulaError, match="with_surrogate\\(None\\)"):
         convolve(soft, "gaussian", 1)
     assert convolve(soft.with_surrogate(None), "gaussian", 1).surrogate is None
+
+
+def test_parameter_values_that_make_the_surrogate_non_real_are_refused():
+    """with_params/subs checked the surrogate for finiteness only: a=-1 made sqrt(x**2 + a) imaginary
+    for |x| < 1, and the generated backward NaN there."""
+    act = symact.activation("Max(0, x)", surrogate="sqrt(x**2 + a)/sqrt(1 + x**2)", a=1)
+    with pytest.raises(NonRealExpressionError, match="surrogate gradient.*not real"):
+        act.with_params(a=-1)
+    with pytest.raises(NonRealExpressionError, match="surrogate gradient.*not real"):
+        act.subs(a=-1)
+    # a value keeping it real is accepted, and its backward is the surrogate (sqrt(2)/sqrt(2) = 1 at x = 1)
+    moved = act.with_params(a=2)
+    t = torch.tensor([1.0, -0.5], dtype=torch.float64, requires_grad=True)
+    torch_module(moved)(t).sum().backward()
+    expected = torch.sqrt(t.detach() ** 2 + 2) / torch.sqrt(1 + t.detach() ** 2)
+    torch.testing.assert_close(t.grad, expected, rtol=1e-14, atol=0)
+
+
+def test_notebook_display_shows_the_surrogate_that_tells_helu_from_relu():
+    helu, relu = symact.activation("helu"), symact.activation("relu")
+    assert helu != relu
+    shown = helu._repr_latex_()
+    assert shown != relu._repr_latex_().replace("relu", "helu")
+    assert sympy.latex(helu.surrogate) in shown and shown.startswith("$") and shown.endswith("$")
+    assert relu._repr_latex_() == f"${relu.latex()}$"
