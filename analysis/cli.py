@@ -68,16 +68,26 @@ def _parse_params(items: Sequence[str] | None) -> dict:
     return out
 
 
-def _activation(expr: str, params: dict) -> Any:
+def _activation(expr: str, params: dict, surrogate: str | None = None) -> Any:
     activation = _need("symact", "activation", "Parsing an activation", "Activation core (main)")
     from symact.errors import UnknownSymbolError
 
     # values stay strings: symact.activation reads them as numbers and never runs them as code
     try:
-        return activation(expr, **params)
+        return activation(expr, surrogate=surrogate, **params)
     except UnknownSymbolError as exc:
         if not exc.symbols:
             raise
+        if surrogate is not None and str(exc).startswith("the surrogate gradient"):
+            from symact.catalogue import lookup
+
+            entry = lookup(expr.strip())
+            fix = (f"write it in x and the parameters of {entry.name} ({[p.name for p in entry.params] or 'none'})"
+                   if entry is not None else
+                   f"give their values with --param, e.g. {' '.join(f'--param {n}=1.0' for n in exc.symbols)}")
+            raise UnknownSymbolError(
+                f"the surrogate gradient {surrogate!r} uses symbol(s) {', '.join(exc.symbols)} that are neither "
+                f"the input x nor parameters of {expr!r}; {fix}", symbols=exc.symbols) from exc
         # the library names the Python fix, activation('...', beta=1.0); on the command line it is --param
         raise UnknownSymbolError(
             f"the formula {expr!r} uses symbol(s) {', '.join(exc.symbols)} that are neither the input x nor "
@@ -98,7 +108,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
             f"--order {args.order}: give the highest derivative to print as an integer from 0 to "
             f"{MAX_DERIVATIVE_ORDER} (higher orders take minutes and print pages; in Python use "
             f"symact.activation(...).derivative(n)).")
-    act = _activation(args.expr, _parse_params(args.param))
+    act = _activation(args.expr, _parse_params(args.param), args.surrogate)
     derivs = [act.derivative(n) for n in range(1, args.order + 1)]
     # as_dict keeps exact values exact ("1/2", "sqrt(2)"); converting the SymPy numbers to floats printed
     # sigmoid's value at 0 as 0.5 and a bound sqrt(2) as 1.4142135623730951
@@ -135,7 +145,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
 def cmd_maps(args: argparse.Namespace) -> int:
     kernel_maps = _need("analysis.kernel", "kernel_maps", "Kernel maps", "kernel")
-    act = _activation(args.act, _parse_params(args.param))
+    act = _activation(args.act, _parse_params(args.param), args.surrogate)
     maps = kernel_maps(act, dps=args.dps)
     point = _point_reader(maps)
     num = _number_printer(args.dps)
@@ -360,7 +370,7 @@ def _shape_targets(args: argparse.Namespace) -> dict:
 def cmd_shape(args: argparse.Namespace) -> int:
     shape = _need("analysis.shaping", "shape", "Kernel shaping", "shaping")
     targets = _shape_targets(args)
-    act = _activation(args.act, _parse_params(args.param))
+    act = _activation(args.act, _parse_params(args.param), args.surrogate)
     shaped = shape(act, _graph(args.graph), method=args.method, dps=args.dps, branch=args.branch, **targets)
     import mpmath
 
@@ -393,7 +403,7 @@ def cmd_shape(args: argparse.Namespace) -> int:
 
 def cmd_codegen(args: argparse.Namespace) -> int:
     export_module = _need("numeric", "export_module", "Code generation", "codegen")
-    act = _activation(args.act, _parse_params(args.param))
+    act = _activation(args.act, _parse_params(args.param), args.surrogate)
     kwargs = {"class_name": args.class_name} if args.class_name is not None else {}
     if not args.output or args.output.endswith((os.sep, "/")):  # Path() drops the slash: 'out/' wrote a file 'out'
         raise SymactError(f"-o {args.output!r} names a folder, not a file; give the .py file to write, e.g. "
@@ -457,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     act_common = argparse.ArgumentParser(add_help=False)
     act_common.add_argument("--param", action="append", metavar="NAME=VALUE",
                             help="override an activation parameter (repeatable), e.g. --param negative_slope=0.2")
+    act_common.add_argument("--surrogate", default=None, metavar="FORMULA",
+                            help="surrogate gradient that backpropagation uses in place of phi' (a formula in x "
+                                 "and the parameters), e.g. --surrogate 'Heaviside(x + 1/20, 0)'")
 
     parser = argparse.ArgumentParser(
         prog="symact",

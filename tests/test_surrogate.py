@@ -255,3 +255,32 @@ def test_notebook_display_shows_the_surrogate_that_tells_helu_from_relu():
     assert shown != relu._repr_latex_().replace("relu", "helu")
     assert sympy.latex(helu.surrogate) in shown and shown.startswith("$") and shown.endswith("$")
     assert relu._repr_latex_() == f"${relu.latex()}$"
+
+
+def test_cli_takes_a_surrogate_for_codegen_and_derive(tmp_path, capsys):
+    """The CLI had no way to give a formula a surrogate gradient: `symact codegen` could write
+    helu but not relu with a straight-through or shifted gradient."""
+    from analysis.cli import main
+
+    path = tmp_path / "shifted.py"
+    assert main(["codegen", "Max(0, x)", "--surrogate", "Heaviside(x + a, 0)", "--param", "a=0.25",
+                 "-o", str(path), "--class-name", "Shifted"]) == 0
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cli_shifted", path)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    t = torch.tensor(POINTS, dtype=torch.float64, requires_grad=True)
+    y = loaded.Shifted()(t)
+    y.sum().backward()
+    torch.testing.assert_close(y.detach(), F.relu(t.detach()), rtol=0, atol=0)
+    torch.testing.assert_close(t.grad, (t.detach() > -0.25).double(), rtol=0, atol=0)
+    capsys.readouterr()
+    assert main(["derive", "relu", "--surrogate", "Heaviside(x + 1/10, 0)", "--order", "1", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert sympy.sympify(payload["surrogate_gradient"], locals={"x": X}) == sympy.Heaviside(X + sympy.Rational(1, 10), 0)
+    assert payload["torch_builtin"] is None  # F.relu would back-propagate relu's gradient
+    # a symbol the surrogate uses but no parameter declares: named, with the CLI's fix
+    assert main(["derive", "Max(0, x)", "--surrogate", "Heaviside(x + b, 0)"]) == 2
+    err = capsys.readouterr().err
+    assert "surrogate gradient 'Heaviside(x + b, 0)' uses symbol(s) b" in err and "--param b=1.0" in err
