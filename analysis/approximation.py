@@ -38,7 +38,7 @@ import mpmath
 import sympy
 
 from symact._safe_parse import safe_sympify
-from symact.errors import DomainError, FormulaError
+from symact.errors import DomainError, FormulaError, is_whole_number
 
 __all__ = [
     "X",
@@ -111,7 +111,7 @@ def error_expression(candidate, target, parameter=None) -> sympy.Expr:
 
 def _check_whole_number(name: str, value, least: int) -> int:
     """``value`` as an int (Python or numpy integers, not bools or 2.5) of at least ``least``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+    if not is_whole_number(value, least):
         raise DomainError(f"{name}={value!r}: give a whole number >= {least}.")
     return int(value)
 

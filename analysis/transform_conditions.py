@@ -594,13 +594,12 @@ def _check_settings(dps, refine) -> None:
     """dps: None or a whole number >= 1; refine: a whole number >= 1.  dps = 0 or -2 returned values at
     about one digit (Q(1) of tanh 0.375 or 0.5, not 0.394) without a word, refine = 0 raised a bare
     ZeroDivisionError and refine = 1.5 was truncated to 1."""
-    import numbers
 
-    from symact.errors import DomainError
+    from symact.errors import DomainError, is_whole_number
 
-    if dps is not None and (isinstance(dps, bool) or not isinstance(dps, numbers.Integral) or dps < 1):
+    if dps is not None and not is_whole_number(dps, 1):
         raise DomainError(f"dps={dps!r}: give a whole number of digits >= 1 for mpmath, or None for float64.")
-    if isinstance(refine, bool) or not isinstance(refine, numbers.Integral) or refine < 1:
+    if not is_whole_number(refine, 1):
         raise DomainError(f"refine={refine!r}: give a whole number >= 1 (the factor on the float64 rule's panels).")
 
 

@@ -12,16 +12,11 @@ from typing import Any, Sequence
 import networkx as nx
 import sympy
 
-from symact.errors import InvalidGraphError
+from symact.errors import InvalidGraphError, is_whole_number
 
 from .graph import add_concat, add_node, add_weighted_sum, new_graph, validate
 
 __all__ = ["mlp", "resnet", "multi_branch", "residual_weights"]
-
-
-def _is_count(value: Any, minimum: int) -> bool:
-    """An integer (Python or numpy, not a bool) of at least ``minimum``."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
 def mlp(depth: int, activation: Any = "tanh") -> nx.DiGraph:
@@ -32,7 +27,7 @@ def mlp(depth: int, activation: Any = "tanh") -> nx.DiGraph:
     >>> list(g)
     ['input', 'linear1', 'activation1', 'linear2', 'activation2', 'linear3', 'output']
     """
-    if not _is_count(depth, 0):
+    if not is_whole_number(depth, 0):
         raise InvalidGraphError(f"depth must be a non-negative int (number of activation layers), not {depth!r}")
     depth = int(depth)
     g = new_graph(builder=f"mlp(depth={depth})")
@@ -113,7 +108,7 @@ def resnet(blocks: Sequence[int] = (3, 4, 23, 3), variant: str = "v2", block: st
         raise InvalidGraphError(f"blocks must be a sequence of block counts, one per stage, not {blocks!r}; "
                                 f"e.g. blocks=[{blocks!r}] for one stage or blocks=(3, 4, 6, 3)")
     blocks = tuple(blocks)
-    if not blocks or any(not _is_count(b, 1) for b in blocks):
+    if not blocks or any(not is_whole_number(b, 1) for b in blocks):
         raise InvalidGraphError(f"blocks must be a non-empty sequence of positive ints, not {blocks!r}")
     blocks = tuple(int(b) for b in blocks)
     if projection is None:
@@ -191,9 +186,9 @@ def multi_branch(branches: Sequence[int] = (0, 1, 2), blocks: int = 1, combine: 
         raise InvalidGraphError(f"branches must be a sequence of branch depths, one per branch, not "
                                 f"{branches!r}; e.g. branches=(0, 1, 2) for a shortcut and two branches")
     branches = tuple(branches)
-    if len(branches) < 2 or any(not _is_count(b, 0) for b in branches):
+    if len(branches) < 2 or any(not is_whole_number(b, 0) for b in branches):
         raise InvalidGraphError(f"branches must list at least two non-negative depths, not {branches!r}")
-    if not _is_count(blocks, 0):
+    if not is_whole_number(blocks, 0):
         raise InvalidGraphError(f"blocks must be a non-negative int (number of multi-branch blocks), "
                                 f"not {blocks!r}")
     branches, blocks = tuple(int(b) for b in branches), int(blocks)

@@ -56,7 +56,7 @@ from typing import Any, Callable, Hashable, Mapping, Sequence
 import networkx as nx
 import sympy
 
-from symact.errors import InvalidGraphError
+from symact.errors import InvalidGraphError, is_whole_number
 
 __all__ = [
     "NodeKind",
@@ -323,7 +323,7 @@ def _check_concat(g: nx.DiGraph, node: Hashable) -> None:
 
 def _check_channels(node: Hashable, channels: Mapping[Hashable, Any]) -> None:
     for pred, n in channels.items():
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n <= 0:
+        if not is_whole_number(n, 1):
             raise InvalidGraphError(
                 f"concat {node!r}: edge {pred!r} -> {node!r} needs a positive integer 'channels' "
                 f"(got {n!r}); the concatenated kernel is sum (n_i / N) * k_i")

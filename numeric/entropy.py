@@ -38,7 +38,6 @@ True
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +45,7 @@ from typing import Any
 import mpmath
 import torch
 
-from symact.errors import DomainError
+from symact.errors import DomainError, is_whole_number
 
 __all__ = [
     "ConvergenceReport",
@@ -144,7 +143,7 @@ def _whole_number(name: str, value, least: int, what: str) -> int:
     """``value`` as an int (Python or NumPy integers; not bools, 2.5 or "30") of at least ``least``: int(2.5)
     silently dropped digits, int("x") raised a bare ValueError, and a negative max_iterations returned
     gamma = 1 unsolved."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+    if not is_whole_number(value, least):
         raise DomainError(f"{name} must be {what}, got {value!r}")
     return int(value)
 

@@ -44,13 +44,12 @@ torch.Size([3])
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Callable
 
 import torch
 from torch import nn
 
-from symact.errors import DomainError
+from symact.errors import DomainError, is_whole_number
 
 __all__ = ["SQUASH_PAIRS", "squash_pair", "DeepUniversalRegressorI", "DeepUniversalRegressorII"]
 
@@ -91,14 +90,9 @@ def squash_pair(name: str) -> SquashPair:
         raise DomainError(f"unknown squash pair {name!r}; use one of {sorted(SQUASH_PAIRS)}.") from None
 
 
-def _whole_number(value: object) -> bool:
-    """Python or numpy integers (np.int64(4) is an integer), not bools or 2.5."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # np.bool_ is not Integral
-
-
 def _check_width(width: int) -> int:
     # nn.Linear accepts 0 output units; the mean over no units is then NaN for every input.
-    if not (_whole_number(width) and width >= 1):
+    if not is_whole_number(width, 1):
         raise DomainError(f"width={width!r} must be a positive integer (the number of averaged A_0 units).")
     return int(width)
 
@@ -133,7 +127,7 @@ class DeepUniversalRegressorII(nn.Module):
                  sign_head: bool = False, sign_sharpness: float = 1.0,
                  features: nn.Module | None = None) -> None:
         super().__init__()
-        if not (_whole_number(k) and k >= 0):
+        if not is_whole_number(k):
             raise DomainError(f"k={k!r} must be an integer >= 0 (the number of refinement terms).")
         k, width = int(k), _check_width(width)
         if sign_head and not (math.isfinite(sign_sharpness) and sign_sharpness > 0):

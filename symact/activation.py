@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import numbers
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -44,6 +43,7 @@ from .errors import (
     NonRealExpressionError,
     UnknownActivationError,
     UnknownSymbolError,
+    is_whole_number,
 )
 
 __all__ = ["x", "v", "Activation", "Properties", "activation", "parse_formula"]
@@ -448,8 +448,8 @@ class Activation:
         >>> activation("tanh").derivative().expr
         1 - tanh(x)**2
         """
-        # numbers.Integral: numpy integers (a loop over np.arange) are orders too; bool is not one
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        # numpy integers (a loop over np.arange) are orders too; bool is not one
+        if not is_whole_number(n):
             raise FormulaError(f"derivative order must be a non-negative integer, got {n!r}; e.g. derivative(2)")
         if n == 0:
             return self
@@ -532,7 +532,7 @@ class Activation:
         """
         if side not in (None, "+", "-"):
             raise FormulaError(f"side={side!r}: use None (two-sided), '+' (from the right) or '-' (from the left)")
-        if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 0:
+        if not is_whole_number(order):
             raise FormulaError(f"taylor order must be a non-negative integer, got {order!r}; e.g. taylor(0, 5)")
         x0 = _exact_number(x0, "x0", "the expansion point x0")
         expr = self.expr

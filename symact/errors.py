@@ -19,7 +19,22 @@ __all__ = [
     "InfeasibleShapingError",
     "InvalidGraphError",
     "TrainingDivergedError",
+    "is_whole_number",
 ]
+
+
+def is_whole_number(value: object, least: int = 0) -> bool:
+    """Whether ``value`` is a whole number (a Python or NumPy integer, not a bool, 2.5 or "3") >= ``least``.
+
+    The one test every layer applies to counts, orders and digit settings before naming the problem
+    in its own error message (``numbers.Integral`` admits numpy integers; bool is an Integral too).
+
+    >>> is_whole_number(3), is_whole_number(True), is_whole_number(2.0), is_whole_number(-1)
+    (True, False, False, False)
+    """
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
 
 
 class SymactError(Exception):
