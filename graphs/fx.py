@@ -70,7 +70,7 @@ import networkx as nx
 
 from symact.errors import InvalidGraphError
 
-from .graph import KINDS, WEIGHT_TOLERANCE, add_concat, add_node, add_weighted_sum, new_graph, validate
+from .graph import WEIGHT_TOLERANCE, add_concat, add_node, add_weighted_sum, new_graph, validate
 
 __all__ = ["from_torch"]
 
@@ -145,54 +145,6 @@ def _reshaped_features(before: tuple, after: tuple, features: "_Features | None"
     dims = frozenset(d for d, lo, hi in digits(after)
                      if any(not independent(lo, hi, f_lo, f_hi) for f_lo, f_hi in feature_digits))
     return _Features(dims, features.by)
-
-
-def _check_shared_weight_sums(g: nx.DiGraph, weights_of: dict) -> None:
-    """Refuse a weighted sum whose inputs are correlated through one layer's weights used twice.
-
-    The graph checks that of two summed inputs one is a combination of linear-layer outputs the
-    other does not depend on; it tells layers apart by node, but a module called twice (or two
-    modules sharing one weight tensor) is two nodes with one weight matrix W, and ``W u`` and
-    ``W v`` have covariance ``<u, v>/n`` in a wide network, so the sum gets the cross terms its
-    rule ``sum w_i**2 k_i`` leaves out.  ``weights_of`` maps linear nodes to their weights' identity.
-    """
-    def key(node: Hashable) -> Hashable:
-        return weights_of.get(node, ("node", node))
-
-    frontier: dict[Hashable, frozenset | None] = {}
-    for node in nx.topological_sort(g):
-        spec = KINDS[g.nodes[node]["kind"]]
-        preds = list(g.predecessors(node))
-        if spec.gaussian == "source":
-            frontier[node] = frozenset([key(node)])
-        elif spec.gaussian == "breaks" or not preds or any(frontier[p] is None for p in preds):
-            frontier[node] = None
-        else:
-            frontier[node] = frozenset().union(*(frontier[p] for p in preds))
-
-    def upstream(node: Hashable) -> set:
-        return {key(n) for n in nx.ancestors(g, node) | {node} if KINDS[g.nodes[n]["kind"]].gaussian == "source"}
-
-    def independent(a: Hashable, b: Hashable) -> bool:
-        return frontier[a] is not None and not frontier[a] & upstream(b)
-
-    for node, kind in g.nodes(data="kind"):
-        if kind != "weighted_sum":
-            continue
-        preds = list(g.predecessors(node))
-        for i, a in enumerate(preds):
-            for b in preds[i + 1:]:
-                if independent(a, b) or independent(b, a):
-                    continue
-                shared = upstream(a) & upstream(b)
-                layers = sorted({str(n) for n in g if g.nodes[n]["kind"] == "linear" and key(n) in shared
-                                 and sum(key(m) == key(n) for m in g) > 1})
-                raise InvalidGraphError(
-                    f"weighted_sum {node!r} adds {a!r} and {b!r}, which both depend on the linear layers "
-                    f"{layers}, one weight matrix W applied more than once (a module called twice, or tied "
-                    f"weights): W u and W v are correlated in a wide network (covariance <u, v>/n), so the "
-                    f"sum's kernel has cross terms the rule sum w_i**2 k_i leaves out; give each call its own "
-                    f"layer (untied weights)")
 
 
 def _activation_tables():
@@ -1075,6 +1027,14 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         if hint:
             raise InvalidGraphError(f"{exc}{hint}") from exc
         raise
+    # one weight tensor applied by several linear nodes (a module called twice, tied weights): the
+    # graph's sum check then knows their outputs are correlated (graphs.graph, the weights attribute)
+    owners: dict[Hashable, list] = {}
+    for node, tensor in weights_of.items():
+        owners.setdefault(tensor, []).append(node)
+    for nodes in owners.values():
+        if len(nodes) > 1:
+            for node in nodes:
+                g.nodes[node]["weights"] = nodes[0]
     validate(g)
-    _check_shared_weight_sums(g, weights_of)
     return g

@@ -24,6 +24,11 @@ whose every node has q = 1 (normalised inputs, each activation's Q map with Q(1)
 TAT impose); with unequal q values they would be q-weighted averages,
 ``sum w_i**2 q_i y_i / sum w_i**2 q_i``, which these rules do not form.
 
+A ``linear`` node may carry a ``weights`` attribute naming its weight matrix: nodes with the same
+``weights`` apply one matrix (a module called twice, tied weights), and their outputs are correlated
+(``W u`` and ``W v`` have covariance ``<u, v>/n``), which the sum check below takes into account.
+:func:`graphs.from_torch` sets it.
+
 The activation node's ``activation`` attribute is opaque here (a catalogue name such as
 ``"tanh"`` or a :class:`symact.Activation`); graphs never interprets it.
 
@@ -566,15 +571,17 @@ def _check_uncorrelated_sum_inputs(g: nx.DiGraph) -> None:
     zero-mean) whose linear layers the other input does not depend on: their weights are drawn
     independently of everything the other computes.  ResNet shortcuts (x + linear(...)) pass;
     0.6*tanh(z) + 0.8*relu(z) on a shared z does not (E[tanh(z) relu(z)] != 0), nor does
-    linear(x) + pool(linear(x)) (the same weights on both sides).
+    linear(x) + pool(linear(x)) (the same weights on both sides), nor two calls of one weight matrix
+    (linear nodes with the same ``weights`` attribute) on different inputs.
     """
-    # frontier[n]: the linear nodes n is a combination of (None: not a Gaussian pre-activation)
+    # frontier[n]: the weight matrices (see _weights_key) of the linear nodes n is a combination of
+    # (None: not a Gaussian pre-activation)
     frontier: dict[Hashable, frozenset | None] = {}
     for node in nx.topological_sort(g):
         spec = KINDS[g.nodes[node]["kind"]]
         preds = list(g.predecessors(node))
         if spec.gaussian == "source":
-            frontier[node] = frozenset([node])
+            frontier[node] = frozenset([_weights_key(g, node)])
         elif spec.gaussian == "breaks" or not preds or any(frontier[p] is None for p in preds):
             frontier[node] = None
         else:
@@ -587,6 +594,15 @@ def _check_uncorrelated_sum_inputs(g: nx.DiGraph) -> None:
             for b in preds[i + 1:]:
                 if _independent_zero_mean(g, frontier, a, b) or _independent_zero_mean(g, frontier, b, a):
                     continue
+                shared = sorted(str(n) for n in g if g.nodes[n].get("weights") is not None
+                                and _weights_key(g, n) in _upstream_weights(g, a) & _upstream_weights(g, b))
+                if shared:
+                    raise InvalidGraphError(
+                        f"weighted_sum {node!r} adds {a!r} and {b!r}, which both depend on the linear layers "
+                        f"{shared}, one weight matrix W applied more than once (a module called twice, or tied "
+                        f"weights): W u and W v are correlated in a wide network (covariance <u, v>/n), so the "
+                        f"sum's kernel has cross terms the rule sum w_i**2 k_i leaves out; give each call its "
+                        f"own layer (untied weights)")
                 raise InvalidGraphError(
                     f"weighted_sum {node!r} adds {a!r} and {b!r}, which are correlated in a wide random "
                     f"network (neither is a linear layer's output that the other does not depend on), so "
@@ -594,12 +610,24 @@ def _check_uncorrelated_sum_inputs(g: nx.DiGraph) -> None:
                     f"(dense/conv) layer at the end of one of the two branches, as a residual branch has")
 
 
+def _weights_key(g: nx.DiGraph, node: Hashable) -> tuple:
+    """The weight matrix a linear node applies: its ``weights`` attribute, shared by the nodes that
+    apply one matrix, or else the node itself."""
+    shared = g.nodes[node].get("weights")
+    return ("node", node) if shared is None else ("weights", shared)
+
+
+def _upstream_weights(g: nx.DiGraph, node: Hashable) -> set:
+    """The weight matrices of the linear nodes ``node`` depends on (itself included)."""
+    return {_weights_key(g, n) for n in nx.ancestors(g, node) | {node}
+            if KINDS[g.nodes[n]["kind"]].gaussian == "source"}
+
+
 def _independent_zero_mean(g: nx.DiGraph, frontier: Mapping, a: Hashable, b: Hashable) -> bool:
-    """``a`` is a zero-mean Gaussian pre-activation built from linear layers ``b`` does not depend on."""
+    """``a`` is a zero-mean Gaussian pre-activation built from weight matrices ``b`` does not depend on."""
     if frontier[a] is None:
         return False
-    upstream_of_b = nx.ancestors(g, b) | {b}
-    return not (frontier[a] & upstream_of_b)
+    return not (frontier[a] & _upstream_weights(g, b))
 
 
 def _reaches_kind(g: nx.DiGraph, node: Hashable, kind: str) -> bool:

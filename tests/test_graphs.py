@@ -432,3 +432,28 @@ def test_edge_accessors_and_shortcut_weight_refuse_the_wrong_kind_of_input_by_na
         graphs.edge_weights(g, "nope")
     with pytest.raises(InvalidGraphError, match="must be a number"):
         graphs.residual_weights("0.6")
+
+
+def _two_calls_of_one_layer(shared: bool) -> nx.DiGraph:
+    """x -> a -> act -> (l1, l2) summed: l1 and l2 read the same act, so they are correlated when
+    they apply one weight matrix (weights attribute equal) and independent when each has its own."""
+    g = graphs.new_graph()
+    graphs.add_node(g, "x", "input")
+    graphs.add_node(g, "a", "linear", "x")
+    graphs.add_node(g, "act", "activation", "a", activation="tanh")
+    graphs.add_node(g, "pre", "linear", "act")
+    graphs.add_node(g, "act2", "activation", "pre", activation="tanh")
+    extra = {"weights": "l1"} if shared else {}
+    graphs.add_node(g, "l1", "linear", "act", **extra)
+    graphs.add_node(g, "l2", "linear", "act2", **extra)
+    graphs.add_weighted_sum(g, "sum", {"l1": 0.6, "l2": 0.8})
+    graphs.add_node(g, "y", "output", "sum")
+    return g
+
+
+def test_a_sum_of_two_calls_of_one_weight_matrix_is_refused_naming_the_layers():
+    """W u and W v have covariance <u, v>/n in a wide network, a cross term the sum rule leaves out
+    (a property of Gaussian weights: E[(W u)_i (W v)_i] = sigma^2 <u, v>/n, not 0)."""
+    graphs.validate(_two_calls_of_one_layer(shared=False))
+    with pytest.raises(InvalidGraphError, match=r"\['l1', 'l2'\], one weight matrix"):
+        graphs.validate(_two_calls_of_one_layer(shared=True))
