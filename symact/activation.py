@@ -403,8 +403,7 @@ class Activation:
             given = ", ".join(f"{name}={changed.params[changed._parameter(name)]}" for name in values)
             _check_finite(changed.concrete_expr, f"{self.name} at {given}")
             if changed.surrogate is not None:
-                _check_finite(changed.surrogate.xreplace(params), f"the surrogate gradient of {self.name} at {given}")
-                _check_surrogate_real(changed, given)
+                _check_surrogate(changed, f"the surrogate gradient of {self.name} at {given}")
             _check_real_with_params(changed, given)
         return changed
 
@@ -428,11 +427,9 @@ class Activation:
         if replacements:
             given = ", ".join(f"{p.name}={val}" for p, val in replacements.items())
             _check_finite(expr, f"{self.name} with {given} substituted")
-            if surrogate is not None:
-                _check_finite(surrogate, f"the surrogate gradient of {self.name} with {given} substituted")
             substituted = self._replace(expr=expr, params=params, surrogate=surrogate)
             if surrogate is not None:
-                _check_surrogate_real(substituted, f"{given} substituted")
+                _check_surrogate(substituted, f"the surrogate gradient of {self.name} with {given} substituted")
             _check_real_with_params(substituted, given)
             return substituted
         return self._replace(expr=expr, params=params, surrogate=surrogate)
@@ -1003,14 +1000,7 @@ def _checked_surrogate(surrogate: Any, act: Activation) -> sympy.Expr:
             "of the activation, e.g. activation(formula, surrogate=..., name=value)",
             symbols=tuple(unknown),
         )
-    what = f"the surrogate gradient {text!r} of {act.name}"
-    _check_finite(expr, what)
-    probe = Activation(name=act.name, expr=expr, params=act.params, inputs=act.inputs)
-    _check_finite(probe.concrete_expr, f"{what} at the parameter values")
-    found = None if expr.has(sympy.I) else _first_non_real(probe, _WIDE_PROBE_POINTS)
-    if expr.has(sympy.I) or found is not None:
-        where = f": at x = {found[0]} its value is {sympy.N(found[1], 6)}" if found else ""
-        raise NonRealExpressionError(f"{what} is not real for every real x{where}; a gradient must be real")
+    _check_surrogate(act._replace(surrogate=expr), f"the surrogate gradient {text!r} of {act.name}")
     return expr
 
 
@@ -1117,16 +1107,19 @@ def _first_non_real(act: Activation, points: tuple) -> tuple | None:
     return None
 
 
-def _check_surrogate_real(act: Activation, given: str) -> None:
-    """Refuse parameter values that make the surrogate gradient of ``act`` non-real at some real x
-    (it is backpropagation's factor: NaN gradients otherwise)."""
+def _check_surrogate(act: Activation, what: str) -> None:
+    """Refuse a surrogate gradient of ``act`` (described by ``what``) that is not finite, or not real at
+    some real x, with its parameters at their values: it is backpropagation's factor, and NaN
+    gradients would follow.  The one check for with_surrogate, with_params and subs."""
+    _check_finite(act.surrogate, what)
     probe = act.backward_derivative()
-    found = _first_non_real(probe, _WIDE_PROBE_POINTS)
-    if found is not None:
+    _check_finite(probe.concrete_expr, f"{what} at the parameter values")
+    found = None if probe.concrete_expr.has(sympy.I) else _first_non_real(probe, _WIDE_PROBE_POINTS)
+    if found is not None or probe.concrete_expr.has(sympy.I):
+        where = f": at x = {found[0]} its value is {sympy.N(found[1], 6)}" if found else ""
         raise NonRealExpressionError(
-            f"the surrogate gradient {act.surrogate} of {act.name} with {given} is not real for every real x: at "
-            f"x = {found[0]} its value is {sympy.N(found[1], 6)}; a gradient must be real. Choose parameter values "
-            f"for which it is real on the whole real line"
+            f"{what} is not real for every real x{where}; a gradient must be real. Choose parameter values for "
+            "which it is real on the whole real line"
         )
 
 
