@@ -75,7 +75,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from symact.errors import DomainError, SymactError
+from symact.errors import DomainError, SymactError, is_whole_number
 
 __all__ = ["PenaltySchedule", "RAI", "RAILoss", "split_stages", "PROTOCOLS", "AUX_POSITIONS", "REDUCTIONS"]
 
@@ -108,23 +108,41 @@ class PenaltySchedule:
     maximum: float = float("inf")
 
     def __post_init__(self) -> None:
-        if self.start < 0 or self.growth < 1 or self.every < 1 or self.maximum < self.start:
+        import math
+        import numbers
+
+        numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                      for v in (self.start, self.growth, self.maximum))
+        # NaN fails every comparison, so it must be refused explicitly (it would make every objective NaN).
+        if (not numeric or not is_whole_number(self.every, 1) or not math.isfinite(self.start)
+                or not math.isfinite(self.growth) or math.isnan(self.maximum)
+                or self.start < 0 or self.growth < 1 or self.maximum < self.start):
             raise DomainError(
-                "PenaltySchedule needs start >= 0, growth >= 1, every >= 1 and maximum >= start; "
-                f"got {self}."
+                "PenaltySchedule needs finite numbers start >= 0 and growth >= 1, a whole number every >= 1 "
+                f"and maximum >= start (inf for no cap); got {self}. Pass e.g. PenaltySchedule(1.0, growth=2.0, "
+                "every=100, maximum=1e4)."
             )
 
     def weight(self, step: int) -> float:
-        return float(min(self.maximum, self.start * self.growth ** (step // self.every)))
+        # growth ** k overflows a float after a few hundred increases even when ``maximum`` caps the weight
+        try:
+            raw = self.start * self.growth ** (step // self.every)
+        except OverflowError:
+            raw = 0.0 if self.start == 0 else float("inf")
+        return float(min(self.maximum, raw))
 
     @classmethod
     def from_spec(cls, spec: Any) -> "PenaltySchedule":
         """A number (constant weight), a dict of the fields, or a PenaltySchedule."""
         if isinstance(spec, PenaltySchedule):
             return spec
-        if isinstance(spec, (int, float)):
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
             return cls(float(spec))
         if isinstance(spec, dict):
+            unknown = sorted(set(spec) - {"start", "growth", "every", "maximum"})
+            if unknown:
+                raise DomainError(f"Unknown PenaltySchedule field(s) {unknown} in {spec!r}; the fields are "
+                                  "start, growth, every and maximum.")
             return cls(**spec)
         raise SymactError(f"A penalty is a number, a dict of PenaltySchedule fields or a PenaltySchedule; got {spec!r}.")
 

@@ -308,3 +308,28 @@ def test_last_relaxed_objective_is_the_objective_at_the_final_parameters():
     assert res.steps[-1] == 5
     assert res.objective[-1] == pytest.approx(float(final), rel=1e-12)
     assert res.objective[-1] != pytest.approx(res.objective[-2], rel=1e-6)  # the steps moved it
+
+
+def test_penalty_schedule_cap_holds_after_growth_would_overflow_a_float():
+    # 10 ** 400 is not a float; the weight is still capped at its maximum (and 0 stays 0)
+    capped = PenaltySchedule(1.0, growth=10.0, every=1, maximum=1e6)
+    assert capped.weight(400) == 1e6
+    assert capped.weight(3) == 1e3
+    assert PenaltySchedule(0.0, growth=10.0, maximum=5.0).weight(400) == 0.0
+
+
+@pytest.mark.parametrize("fields", [
+    {"start": float("nan")}, {"start": float("inf")}, {"start": 1.0, "maximum": float("nan")},
+    {"start": 1.0, "growth": float("nan")}, {"start": "1"}, {"start": 1.0, "every": 2.5},
+    {"start": 1.0, "every": 0},
+])
+def test_penalty_schedule_refuses_nan_and_non_numbers_naming_the_fields(fields):
+    with pytest.raises(DomainError, match="finite numbers start >= 0"):
+        PenaltySchedule(**fields)
+
+
+def test_penalty_spec_refuses_bools_and_unknown_fields():
+    with pytest.raises(SymactError, match="number, a dict"):
+        PenaltySchedule.from_spec(True)
+    with pytest.raises(DomainError, match="growht"):
+        PenaltySchedule.from_spec({"start": 1.0, "growht": 2.0})
