@@ -169,6 +169,8 @@ def _evaluate(model: Any, x: Any, y: Any, loss: str) -> tuple[float, float]:
 def _check_lr(lr: Any) -> None:
     """A learning rate must be a finite number > 0 (NaN or inf would only surface later as 'divergence')."""
     try:
+        if isinstance(lr, bool):  # float(True) == 1.0 would train at lr=1
+            raise TypeError
         value = float(lr)
     except (TypeError, ValueError, RuntimeError):
         raise DomainError(f"lr must be a finite number > 0, got {lr!r}; pass e.g. lr=1e-3.") from None
@@ -186,6 +188,45 @@ def _check_finite_data(named: Sequence[tuple[str, Any]]) -> None:
             if bad:
                 raise DomainError(f"{name} has {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'}; "
                                   "remove or impute them before training (every loss computed from them is NaN).")
+
+
+def _check_data(data: Sequence[Any], loss: str, params: Sequence[Any]) -> None:
+    """Shapes, dtypes and labels of ``data`` before any step (torch's own errors name none of the fixes).
+
+    Labels outside {0, 1} under a binary loss are the silent case: BCE with target -1 or 2 is a number
+    (unbounded below), so training would run and report nonsense."""
+    import torch
+
+    if len(data) not in (2, 4):
+        raise DomainError(f"data must be (x_train, y_train) or (x_train, y_train, x_test, y_test), got "
+                          f"{len(data)} items; pass the held-out inputs together with their labels.")
+    names = ("x_train", "y_train", "x_test", "y_test")
+    for name, t in zip(names, data):
+        if not isinstance(t, torch.Tensor):
+            raise DomainError(f"{name} must be a torch tensor, got {type(t).__name__}; convert it with "
+                              "torch.as_tensor(...) (or use numeric.datasets.Dataset.torch()).")
+    param_dtype = next((p.dtype for p in params if p.is_floating_point()), None)
+    for xn, yn, x, y in zip(names[::2], names[1::2], data[::2], data[1::2]):
+        if not x.is_floating_point():
+            raise DomainError(f"{xn} has dtype {x.dtype}; inputs must be floating point: pass "
+                              f"{xn}.to({param_dtype or torch.get_default_dtype()}).")
+        if param_dtype is not None and x.dtype != param_dtype:
+            raise DomainError(f"{xn} has dtype {x.dtype} but the model's parameters are {param_dtype}; pass "
+                              f"{xn}.to({param_dtype}) or convert the model with model.to({x.dtype}).")
+        if x.dim() < 1 or y.dim() != 1 or len(x) != len(y):
+            raise DomainError(f"{yn} must hold one label per row of {xn} (shape ({len(x) if x.dim() else '?'},)), "
+                              f"got {xn} of shape {tuple(x.shape)} and {yn} of shape {tuple(y.shape)}.")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise DomainError(f"{yn} has dtype {y.dtype}; labels are integer class indices: pass {yn}.long().")
+        if len(y) and loss in ("bce_prob", "bce_logits") and not bool(((y == 0) | (y == 1)).all()):
+            found = sorted({int(v) for v in torch.unique(y)})[:6]
+            raise DomainError(f"{yn} has labels {found} but loss={loss!r} needs labels 0 and 1; map them first "
+                              f"(e.g. labels -1/+1: ({yn} > 0).long()).")
+        if len(y) and int(y.min()) < 0:
+            raise DomainError(f"{yn} has negative labels (min {int(y.min())}); class indices run from 0.")
+    if len(data) == 4 and data[2].shape[1:] != data[0].shape[1:]:
+        raise DomainError(f"x_test rows have shape {tuple(data[2].shape[1:])} but x_train rows "
+                          f"{tuple(data[0].shape[1:])}; the held-out data must have the training data's features.")
 
 
 def train(
@@ -221,12 +262,14 @@ def train(
 
     if loss not in LOSSES:
         raise SymactError(f"Unknown loss {loss!r}; choose one of {LOSSES}.")
-    for name, value in (("steps", steps), ("eval_every", eval_every), ("batch_size", batch_size)):
+    for name, value in (("steps", steps), ("eval_every", eval_every), ("batch_size", batch_size), ("seed", seed)):
         if value is not None and (isinstance(value, bool) or not hasattr(value, "__index__")):
             raise DomainError(f"{name} must be a whole number, got {value!r}; pass e.g. {name}=int({value!r}).")
     if steps < 0 or eval_every < 1:
         raise DomainError(f"steps must be >= 0 and eval_every >= 1, got steps={steps}, eval_every={eval_every}.")
     _check_lr(lr)
+    params = list(parameters if parameters is not None else model.parameters())
+    _check_data(data, loss, params)
     x, y = data[0], data[1]
     x_test, y_test = (data[2], data[3]) if len(data) >= 4 else (None, None)
     has_test = x_test is not None and len(x_test) > 0
@@ -234,7 +277,6 @@ def train(
     n = len(x)
     if batch_size is not None and not 0 < batch_size <= n:
         raise DomainError(f"batch_size must lie in 1..{n} (or None for full batch), got {batch_size}.")
-    params = list(parameters if parameters is not None else model.parameters())
     opt = make_optimizer(optimizer, params, lr, **(optimizer_options or {}))
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     full_index = torch.arange(n, device=x.device)

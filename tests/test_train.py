@@ -193,3 +193,50 @@ def test_non_finite_training_loss_is_reported_at_the_step_it_appears():
     # weights set inside step 2's objective; the evaluation after that step is "step 3"
     with pytest.raises(TrainingDivergedError, match=r"at step 3: the true network's training loss became nan"):
         train(model, (x, y), optimizer="sgd", lr=1e-3, steps=5, objective=objective)
+
+
+# ----------------------------------------------------------------------------- data checked before any step
+
+
+def test_plus_minus_one_labels_under_a_binary_loss_are_refused_not_trained_on():
+    """BCE with target -1 is a finite number, unbounded below (torch computes it without complaint),
+    so labels -1/+1 trained silently towards a meaningless minimum."""
+    x, _ = _data(8)
+    y = torch.tensor([-1, 1] * 4)
+    logits = torch.tensor([[-5.0]])
+    # the silent case: torch's BCE with target -1 is finite and *lower* for a larger logit (no minimum)
+    assert float(output_loss(logits * 2, y[:1], "bce_logits")) < float(output_loss(logits, y[:1], "bce_logits"))
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(DomainError, match=r"labels \[-1, 1\].*needs labels 0 and 1.*\(y_train > 0\)\.long\(\)"):
+        train(model, (x, y), loss="bce_logits", steps=3)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda x, y: (x.double(), y), r"x_train has dtype torch.float64 but the model's parameters are torch.float32"),
+    (lambda x, y: (x.long(), y), r"x_train has dtype torch.int64; inputs must be floating point"),
+    (lambda x, y: (x, y.float()), r"y_train has dtype torch.float32; labels are integer.*y_train.long\(\)"),
+    (lambda x, y: (x, y[:5]), r"y_train must hold one label per row of x_train"),
+    (lambda x, y: (x, y[:, None]), r"y_train must hold one label per row"),
+    (lambda x, y: (x, y, x[:3], y[:2]), r"y_test must hold one label per row of x_test"),
+    (lambda x, y: (x, y, x[:3, :1], y[:3]), r"x_test rows have shape \(1,\) but x_train rows \(2,\)"),
+    (lambda x, y: (x, y, x[:3]), r"got 3 items"),
+    (lambda x, y: (x.numpy(), y.numpy()), r"x_train must be a torch tensor, got ndarray"),
+    (lambda x, y: (x, y - 1), r"y_train has negative labels"),
+])
+def test_mismatched_data_is_refused_before_any_step_naming_the_fix(make, match):
+    """Each used to surface as torch's error from inside the first step (or, for a 3-tuple, the
+    held-out inputs were silently ignored)."""
+    x, y = _data(8)
+    with pytest.raises(DomainError, match=match):
+        train(torch.nn.Linear(2, 2), make(x, y), steps=2)
+
+
+def test_non_integer_seed_and_boolean_lr_are_refused():
+    x, y = _data(8)
+    with pytest.raises(DomainError, match="seed must be a whole number"):
+        train(torch.nn.Linear(2, 2), (x, y), steps=1, seed=1.5)
+    with pytest.raises(DomainError, match="lr must be a finite number > 0"):
+        train(torch.nn.Linear(2, 2), (x, y), steps=1, lr=True)
