@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from symact.errors import DomainError, SymactError
+from symact.errors import DomainError, SymactError, is_whole_number
 
 __all__ = [
     "Dataset",
@@ -108,9 +108,12 @@ def make_moons(
     >>> x.round(3).tolist(), y.tolist()
     ([[1.0, 0.0], [-1.0, 0.0], [0.0, 0.5], [2.0, 0.5]], [0, 0, 1, 1])
     """
-    if int(n_samples) != n_samples or n_samples < 1:
+    # 2.0 is accepted as 2; NaN, inf, 2.5 and True are not (int(nan) raised a bare ValueError)
+    if isinstance(n_samples, bool) or not (is_whole_number(n_samples, 1) or (
+            isinstance(n_samples, float) and n_samples.is_integer() and n_samples >= 1)):
         raise DomainError(f"make_moons needs a positive integer n_samples, got {n_samples!r}.")
-    if noise is not None and not (isinstance(noise, (int, float, np.number)) and np.isfinite(noise) and noise >= 0):
+    _check_seed(seed, "make_moons", allow_none=True)
+    if noise is not None and not (isinstance(noise, (int, float, np.number)) and not isinstance(noise, bool) and np.isfinite(noise) and noise >= 0):
         raise DomainError(f"make_moons noise is a standard deviation and must be a finite number >= 0, got {noise!r} "
                           "(None for no noise).")
     n_samples = int(n_samples)
@@ -136,18 +139,36 @@ def make_moons(
     return x, y
 
 
+def _check_seed(seed: Any, where: str, allow_none: bool = False) -> None:
+    """A seed is a whole number in 0..2**32 - 1 (what numpy's generators take), or None where allowed."""
+    if seed is None and allow_none:
+        return
+    if not (is_whole_number(seed) and seed < 2**32):
+        raise DomainError(f"{where} seed must be a whole number in 0..2**32 - 1"
+                          f"{' (or None for fresh entropy)' if allow_none else ''}, got {seed!r}.")
+
+
 def split(
     x: np.ndarray, y: np.ndarray, *, test_fraction: float, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Deterministic shuffled split ``(x_train, y_train, x_test, y_test)``.
 
     The last ``round(test_fraction * n)`` rows of a seeded permutation
-    (``numpy.random.default_rng(seed)``) are held out.
+    (``numpy.random.default_rng(seed)``) are held out.  A fraction that would hold
+    out every row (``round(test_fraction * n) == n``) is a :class:`DomainError`.
     """
-    if not 0.0 <= test_fraction < 1.0:
-        raise DomainError(f"test_fraction must lie in [0, 1), got {test_fraction!r}.")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.number)) \
+            or not 0.0 <= test_fraction < 1.0:
+        raise DomainError(f"test_fraction must be a number in [0, 1), got {test_fraction!r}.")
+    _check_seed(seed, "split")
     n = len(x)
+    if len(y) != n:
+        raise DomainError(f"split needs one label per row: x has {n} rows, y has {len(y)} labels.")
     n_test = int(round(test_fraction * n))
+    if n_test >= n and n:
+        raise DomainError(f"test_fraction={test_fraction} holds out round({test_fraction} * {n}) = {n_test} of {n} "
+                          f"rows, leaving no training data; use a test_fraction below {(n - 0.5) / n:.4g} "
+                          "or more samples.")
     order = np.random.default_rng(seed).permutation(n)
     train, test = order[: n - n_test], order[n - n_test :]
     return x[train], y[train], x[test], y[test]
@@ -195,7 +216,7 @@ def digits(*, seed: int = 0, test_fraction: float = 0.3, n_samples: int | None =
     x, y = load_digits()
     x = x / 16.0
     if n_samples is not None:
-        if not 0 < n_samples <= len(x):
+        if not (is_whole_number(n_samples, 1) and n_samples <= len(x)):
             raise DomainError(f"digits n_samples must lie in 1..{len(x)}, got {n_samples!r}.")
         keep = np.random.default_rng(seed + 7919).permutation(len(x))[:n_samples]
         x, y = x[keep], y[keep]
@@ -215,4 +236,10 @@ def dataset(spec: dict | str) -> Dataset:
     name = spec.pop("name", None)
     if name not in DATASETS:
         raise SymactError(f"Unknown data set {name!r}; choose one of {sorted(DATASETS)}.")
+    import inspect
+
+    fields = [p for p in inspect.signature(DATASETS[name]).parameters]
+    unknown = sorted(set(spec) - set(fields))
+    if unknown:
+        raise DomainError(f"Unknown field(s) {unknown} for data set {name!r}; its fields are {fields}.")
     return DATASETS[name](**spec)

@@ -87,3 +87,36 @@ def test_digits_without_scikit_learn_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import now fails
     with pytest.raises(SymactError, match=r"symact\[verify\]"):
         load_digits()
+
+
+def test_split_that_would_leave_no_training_rows_is_refused():
+    """test_fraction < 1 passed, but round(0.96 * 10) = 10 held out every row: an empty training set."""
+    x, y = np.arange(10.0)[:, None], np.arange(10)
+    assert len(split(x, y, test_fraction=0.94)[0]) == 1  # round(9.4) = 9 held out, one row left
+    with pytest.raises(DomainError, match="leaving no training data"):
+        split(x, y, test_fraction=0.96)
+    with pytest.raises(DomainError, match="leaving no training data"):
+        moons(10, test_fraction=0.99)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: split(np.zeros((10, 1)), np.zeros(5), test_fraction=0.5), "one label per row"),
+    (lambda: split(np.zeros((10, 1)), np.zeros(10), test_fraction="0.5"), "test_fraction must be a number"),
+    (lambda: split(np.zeros((10, 1)), np.zeros(10), test_fraction=0.5, seed=1.5), "seed must be a whole number"),
+    (lambda: make_moons(float("nan")), "positive integer n_samples"),
+    (lambda: make_moons(float("inf")), "positive integer n_samples"),
+    (lambda: make_moons(True), "positive integer n_samples"),
+    (lambda: make_moons(10, seed=-1), "seed must be a whole number"),
+    (lambda: make_moons(10, seed=1.5), "seed must be a whole number"),
+    (lambda: make_moons(10, noise=True), "standard deviation"),
+    (lambda: dataset({"name": "moons", "n": 10}), r"Unknown field\(s\) \['n'\].*'n_samples'"),
+])
+def test_bad_dataset_arguments_raise_domain_errors_not_raw_ones(call, match):
+    """Each raised numpy's or Python's own error (ValueError, OverflowError, IndexError, TypeError) or,
+    for noise=True, silently used noise 1.0."""
+    with pytest.raises(DomainError, match=match):
+        call()
+
+
+def test_whole_float_sample_counts_are_still_accepted():
+    np.testing.assert_array_equal(make_moons(6.0, noise=0.1, seed=2)[0], make_moons(6, noise=0.1, seed=2)[0])
