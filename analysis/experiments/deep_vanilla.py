@@ -172,7 +172,10 @@ def _torch_phi(act: str) -> Callable:
 
 
 def _leaky_relu_tat_slope(c_map: Callable, depth: int, eta: float) -> float:
-    """Negative slope a in [0, 1) with C^(depth)(0) = eta, by bisection (the composed C(0) grows with a)."""
+    """Negative slope a in [0, 1) with C^(depth)(0) = eta, by bisection.
+
+    The composed C(0) *falls* as a grows (one layer gives (1 - a)^2 / (pi (1 + a^2)); a = 1 is linear,
+    C(0) = 0), so ReLU (a = 0) gives the largest value: below eta there, no slope reaches eta."""
 
     def composed(a: float) -> float:
         c = 0.0
@@ -181,11 +184,12 @@ def _leaky_relu_tat_slope(c_map: Callable, depth: int, eta: float) -> float:
         return c
 
     lo, hi = 0.0, 1.0 - 1e-12
-    if composed(lo) > eta:
-        raise ExperimentUnavailable(f"leaky-ReLU TAT infeasible: even ReLU gives C(0) > {eta} at depth {depth}.")
+    if composed(lo) < eta:
+        raise ExperimentUnavailable(f"leaky-ReLU TAT infeasible: even ReLU gives composed C(0) = {composed(lo):.4g} "
+                                    f"< {eta} at depth {depth}.")
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if composed(mid) < eta else (lo, mid)
+        lo, hi = (mid, hi) if composed(mid) > eta else (lo, mid)
     return 0.5 * (lo + hi)
 
 

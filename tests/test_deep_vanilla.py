@@ -1,0 +1,38 @@
+"""analysis.experiments.deep_vanilla: the per-layer shaping fallback's leaky-ReLU TAT slope."""
+
+import math
+
+import pytest
+
+from analysis.experiments.deep_vanilla import _leaky_relu_tat_slope
+from analysis.records import ExperimentUnavailable
+
+
+def _one_layer_c(c, a):
+    """Leaky-ReLU C map written out independently (Cho & Saul arc-cosine kernel, normalised by (1 + a^2)/2)."""
+    relu = (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / (2 * math.pi)
+    return (a * a * c + a * (1 - a) * c + (1 - a) ** 2 * relu) / ((1 + a * a) / 2)
+
+
+def _composed(a, depth):
+    c = 0.0
+    for _ in range(depth):
+        c = _one_layer_c(c, a)
+    return c
+
+
+@pytest.mark.parametrize("depth, eta", [(100, 0.9), (50, 0.9), (20, 0.5)])
+def test_leaky_relu_tat_slope_meets_the_composed_c0_target(depth, eta):
+    """The bisection assumed C(0) grows with the slope; it falls (a = 1 is linear, C(0) = 0), so at
+    depth 100 it declared TAT infeasible and at feasible depths converged to a ~ 1 (C(0) ~ 0)."""
+    assert _composed(0.0, depth) > eta > _composed(0.99, depth)  # ReLU above the target, near-linear below
+    a = _leaky_relu_tat_slope(_one_layer_c, depth, eta)
+    assert 0.0 < a < 1.0
+    assert _composed(a, depth) == pytest.approx(eta, abs=1e-9)
+
+
+def test_leaky_relu_tat_slope_is_infeasible_when_even_relu_stays_below_the_target():
+    # four ReLU layers: composed C(0) = 0.68 < 0.9, and every slope a > 0 gives less
+    assert _composed(0.0, 4) < 0.9
+    with pytest.raises(ExperimentUnavailable, match="even ReLU"):
+        _leaky_relu_tat_slope(_one_layer_c, 4, 0.9)
