@@ -390,7 +390,7 @@ _TORCH_ACTIVATIONS = {
 
 
 def activation_module(name: str) -> Any:
-    """A fresh ``torch.nn`` activation module for a few catalogue names (tanh, sigmoid, softplus, leaky_relu, relu)."""
+    """A fresh ``torch.nn`` activation module for a few catalogue names (tanh, sigmoid, softplus, leaky_relu, relu, identity)."""
     import torch.nn as nn
 
     if name not in _TORCH_ACTIVATIONS:
@@ -410,8 +410,17 @@ def build_mlp(in_features: int, width: int, hidden_layers: int, out_features: in
     """
     import torch.nn as nn
 
-    if hidden_layers < 0 or width < 1:
-        raise DomainError(f"build_mlp needs hidden_layers >= 0 and width >= 1, got {hidden_layers}, {width}.")
+    from symact.errors import is_whole_number
+
+    counts = {"in_features": (in_features, 1), "width": (width, 1), "hidden_layers": (hidden_layers, 0),
+              "out_features": (out_features, 1)}
+    for name, (value, least) in counts.items():
+        if not is_whole_number(value, least):
+            raise DomainError(f"build_mlp needs a whole number {name} >= {least}, got {name}={value!r}; "
+                              f"pass e.g. {name}={max(least, 1)}.")
+    activation_module(activation)  # an unknown name is refused even without hidden layers
+    if output_activation is not None:
+        activation_module(output_activation)
     layers: list = []
     fan_in = in_features
     for _ in range(hidden_layers):

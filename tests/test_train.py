@@ -240,3 +240,21 @@ def test_non_integer_seed_and_boolean_lr_are_refused():
         train(torch.nn.Linear(2, 2), (x, y), steps=1, seed=1.5)
     with pytest.raises(DomainError, match="lr must be a finite number > 0"):
         train(torch.nn.Linear(2, 2), (x, y), steps=1, lr=True)
+
+
+@pytest.mark.parametrize("args, match", [
+    ((2, 2.5, 2, 1), "whole number width >= 1"), ((2, 4, 2.5, 1), "whole number hidden_layers >= 0"),
+    ((0, 4, 2, 1), "whole number in_features >= 1"), ((2, 4, 2, 0), "whole number out_features >= 1"),
+    ((2, 0, 2, 1), "whole number width >= 1"), ((2, 4, -1, 1), "hidden_layers >= 0"),
+])
+def test_build_mlp_refuses_non_integer_and_empty_layer_sizes(args, match):
+    """width=2.5 raised torch's TypeError; in_features=0 / out_features=0 built a network of empty layers."""
+    with pytest.raises(DomainError, match=match):
+        build_mlp(*args, "tanh")
+
+
+def test_build_mlp_refuses_an_unknown_activation_even_without_hidden_layers():
+    with pytest.raises(SymactError, match="No built-in torch module for activation 'nope'"):
+        build_mlp(2, 4, 0, 1, "nope")
+    with pytest.raises(SymactError, match="No built-in torch module for activation 'nope'"):
+        build_mlp(2, 4, 1, 1, "tanh", output_activation="nope")
