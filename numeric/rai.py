@@ -248,6 +248,22 @@ class RAI(_torch_module_base()):
         if reduction not in REDUCTIONS:
             raise SymactError(f"RAI reduction={reduction!r} is not one of {REDUCTIONS}: 'per_example' averages "
                               "squared norms over examples, 'elementwise_mean' averages over all elements (MSELoss).")
+        from numeric.train import LOSSES
+
+        if loss not in LOSSES:
+            raise SymactError(f"RAI loss={loss!r} is not one of {LOSSES} (see numeric.train.output_loss).")
+        if not isinstance(relax_output, bool):
+            raise DomainError(f"RAI relax_output must be True or False, got {relax_output!r}.")
+        if not isinstance(x_train, torch.Tensor) or not x_train.is_floating_point() or x_train.dim() < 2:
+            raise DomainError(
+                "RAI x_train must be a floating-point torch tensor of shape (n_examples, features), got "
+                f"{type(x_train).__name__} {getattr(x_train, 'dtype', '')} of shape "
+                f"{tuple(getattr(x_train, 'shape', ()))}; convert with torch.as_tensor(x, dtype=...) "
+                "(a single example is x[None, :]).")
+        param_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+        if param_dtype is not None and x_train.dtype != param_dtype:
+            raise DomainError(f"RAI x_train has dtype {x_train.dtype} but the model's parameters are {param_dtype}; "
+                              f"pass x_train.to({param_dtype}) or convert the model with model.to({x_train.dtype}).")
         super().__init__()
         self.model = model
         self.stages = nn.ModuleList(split_stages(model))  # one per nn.Linear (kept for callers; shares modules)
@@ -294,6 +310,12 @@ class RAI(_torch_module_base()):
         if self._is_all_examples(index):
             inputs = [x] + list(self.aux)  # full batch in order: skip 2K gather/scatter copies per step
         else:
+            if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n_examples):
+                # a negative index would silently pick another example's auxiliaries
+                raise DomainError(
+                    f"RAI.loss_parts: example indices {int(index.min())}..{int(index.max())} outside "
+                    f"0..{self.n_examples - 1}; this RAI holds auxiliaries for the {self.n_examples} examples of "
+                    "its x_train: train it on that same data (build a new RAI for other data).")
             inputs = [x] + [a[index] for a in self.aux]
         consistency = x.new_zeros(())
         for k, piece in enumerate(self.pieces[:-1]):

@@ -333,3 +333,37 @@ def test_penalty_spec_refuses_bools_and_unknown_fields():
         PenaltySchedule.from_spec(True)
     with pytest.raises(DomainError, match="growht"):
         PenaltySchedule.from_spec({"start": 1.0, "growht": 2.0})
+
+
+def _small_net():
+    torch.manual_seed(0)
+    return build_mlp(2, 4, 1, 1, "sigmoid", output_activation="sigmoid")
+
+
+def test_indices_outside_the_auxiliaries_are_refused_not_wrapped():
+    """A negative index picked another example's auxiliaries (python-style wrap-around) and
+    training on more rows than x_train raised torch's bare IndexError."""
+    x = torch.randn(6, 2)
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    rai = RAI(_small_net(), x)
+    wrapped, direct = rai.aux[0][torch.tensor([-1])], rai.aux[0][torch.tensor([5])]
+    assert torch.equal(wrapped, direct)  # torch's own indexing: -1 is example 5
+    with pytest.raises(DomainError, match=r"indices -1\.\.0 outside 0\.\.5"):
+        rai.loss_parts(torch.tensor([0, -1]), x[:2], y[:2])
+    with pytest.raises(DomainError, match=r"auxiliaries for the 6 examples of its x_train"):
+        train(rai, (torch.randn(10, 2), torch.tensor([0, 1] * 5)), objective=rai.objective, loss="bce_prob",
+              steps=2, batch_size=4)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"x_train": torch.randn(6, 2).double()}, DomainError, r"x_train has dtype torch.float64 but the model's"),
+    ({"x_train": torch.randn(6, 2).numpy()}, DomainError, r"floating-point torch tensor.*got ndarray"),
+    ({"x_train": torch.randn(6)}, DomainError, r"shape \(n_examples, features\).*shape \(6,\)"),
+    ({"x_train": torch.randn(6, 2), "loss": "hinge"}, SymactError, r"RAI loss='hinge' is not one of"),
+    ({"x_train": torch.randn(6, 2), "relax_output": "no"}, DomainError, r"relax_output must be True or False"),
+])
+def test_bad_rai_arguments_are_refused_at_construction(kwargs, error, match):
+    """Each was accepted (loss='hinge' until the first step, relax_output='no' as True) or failed with torch's
+    error from the initial forward pass."""
+    with pytest.raises(error, match=match):
+        RAI(_small_net(), **kwargs)
