@@ -132,9 +132,13 @@ def output_loss(output: Any, y: Any, loss: str) -> Any:
 
 
 def accuracy(output: Any, y: Any, loss: str) -> float:
-    """Fraction of correctly classified examples for the output convention of ``loss``."""
+    """Fraction of correctly classified examples for the output convention of ``loss``.
+
+    One output column is thresholded at 0.5 for ``bce_prob`` and ``mse`` (a probability, or a regression on
+    the 0/1 labels) and at 0 for ``bce_logits``; several columns are classified by argmax.
+    """
     if output.shape[-1] == 1:
-        threshold = 0.5 if loss == "bce_prob" else 0.0
+        threshold = 0.5 if loss in ("bce_prob", "mse") else 0.0
         pred = (output.reshape(-1) > threshold).long()
     else:
         pred = output.argmax(-1)

@@ -258,3 +258,16 @@ def test_build_mlp_refuses_an_unknown_activation_even_without_hidden_layers():
         build_mlp(2, 4, 0, 1, "nope")
     with pytest.raises(SymactError, match="No built-in torch module for activation 'nope'"):
         build_mlp(2, 4, 1, 1, "tanh", output_activation="nope")
+
+
+def test_single_output_mse_accuracy_thresholds_halfway_between_the_targets():
+    """mse regresses one output onto the 0/1 labels, so 0.3 is closer to class 0; the threshold was 0
+    (the logit convention) and counted it as class 1."""
+    from numeric.train import accuracy
+
+    y = torch.tensor([0, 0, 1, 1])
+    out = torch.tensor([[0.3], [0.1], [0.8], [0.6]])
+    # the prediction is the nearer target: |o - 0| < |o - 1|  <=>  o < 1/2
+    nearest = ((out[:, 0] - 1).abs() < out[:, 0].abs()).long()
+    assert accuracy(out, y, "mse") == float((nearest == y).double().mean()) == 1.0
+    assert accuracy(out, y, "bce_logits") == 0.5  # logits: positive means class 1
