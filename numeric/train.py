@@ -163,11 +163,20 @@ def make_optimizer(name: str, params: Any, lr: float, **options: Any) -> Any:
 
 
 def _evaluate(model: Any, x: Any, y: Any, loss: str) -> tuple[float, float]:
+    """Loss and accuracy of ``model`` in eval mode (dropout off, batch-norm running statistics neither used
+    from the batch nor updated), restoring its training mode afterwards."""
     import torch
 
-    with torch.no_grad():
-        out = model(x)
-        return float(output_loss(out, y, loss)), accuracy(out, y, loss)
+    modes = [(m, m.training) for m in model.modules()] if isinstance(model, torch.nn.Module) else []
+    for m, _ in modes:
+        m.training = False
+    try:
+        with torch.no_grad():
+            out = model(x)
+            return float(output_loss(out, y, loss)), accuracy(out, y, loss)
+    finally:
+        for m, mode in modes:  # per module: a submodule the caller froze in eval mode stays so
+            m.training = mode
 
 
 def _check_lr(lr: Any) -> None:

@@ -271,3 +271,24 @@ def test_single_output_mse_accuracy_thresholds_halfway_between_the_targets():
     nearest = ((out[:, 0] - 1).abs() < out[:, 0].abs()).long()
     assert accuracy(out, y, "mse") == float((nearest == y).double().mean()) == 1.0
     assert accuracy(out, y, "bce_logits") == 0.5  # logits: positive means class 1
+
+
+def test_curves_evaluate_the_network_in_eval_mode_and_restore_each_module_mode():
+    """Evaluations ran in training mode: dropout made the recorded loss random and batch norm used (and
+    updated) batch statistics during evaluation."""
+    x, y = _data(16)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(8, 2))
+    model[1].eval()  # a frozen batch norm the caller put in eval mode on purpose
+    res = train(model, (x, y), optimizer="sgd", lr=1e-3, steps=0)
+    model.eval()
+    with torch.no_grad():
+        expected = float(torch.nn.functional.cross_entropy(model(x), y))
+    assert res.train_loss[0] == pytest.approx(expected, rel=1e-6)
+    model.train()
+    model[1].eval()
+    mean_before = model[1].running_mean.clone()
+    train(model, (x, y), optimizer="sgd", lr=1e-3, steps=2)
+    assert [m.training for m in model] == [True, False, True, True]
+    assert torch.equal(model[1].running_mean, mean_before)  # frozen: evaluation did not update it
