@@ -367,3 +367,14 @@ def test_bad_rai_arguments_are_refused_at_construction(kwargs, error, match):
     error from the initial forward pass."""
     with pytest.raises(error, match=match):
         RAI(_small_net(), **kwargs)
+
+
+def test_rai_experiment_names_its_optimizer_and_refuses_unknown_protocols():
+    """The claim label said 'Rprop steps' whatever spec['optimizer'] was, and an unknown protocol in
+    rai_init raised a bare KeyError."""
+    from analysis.experiments.rai import rai_init, rai_train
+
+    rec = rai_train({"arm": "plain", "hidden_layers": 2, "width": 4, "steps": 2, "optimizer": "adam", "lr": 0.01})
+    assert "2 Adam steps" in rec["claims"][0].prediction
+    with pytest.raises(DomainError, match=r"protocol 'seeed' is not one of"):
+        rai_init({"hidden_layers": 2, "width": 4, "protocols": ("seeed",)})

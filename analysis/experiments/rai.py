@@ -80,6 +80,9 @@ def rai_init(spec: dict, *, device: str = "cpu", progress: Callable | None = Non
         plain = float(output_loss(model(x), y, "bce_prob"))
         out["plain_loss"] = plain
         for name in spec.get("protocols", ("seed", "post_activation")):
+            if name not in PROTOCOLS:
+                raise DomainError(f"rai_init protocol {name!r} is not one of {sorted(PROTOCOLS)} "
+                                  "(see numeric.rai.PROTOCOLS).")
             rai = RAI(model, x, loss="bce_prob", penalty=spec.get("penalty", 1.0), **PROTOCOLS[name])
             parts = rai.loss_parts(torch.arange(len(x), device=x.device), x, y)
             diff = abs(float(parts.total) - plain)
@@ -120,7 +123,8 @@ def rai_train(spec: dict, *, device: str = "cpu", progress: Callable | None = No
     common = dict(loss="bce_prob", optimizer=spec["optimizer"], lr=spec["lr"], steps=steps,
                   eval_every=int(spec.get("eval_every", max(1, steps // 100))), seed=int(spec.get("seed", 0)),
                   batch_size=spec.get("batch_size"), progress=progress)
-    label = f"{spec['hidden_layers']}-hidden-layer sigmoid MLP, {steps} Rprop steps"
+    opt_name = {"rprop": "Rprop", "adam": "Adam", "sgd": "SGD"}.get(str(spec["optimizer"]).lower(), spec["optimizer"])
+    label = f"{spec['hidden_layers']}-hidden-layer sigmoid MLP, {steps} {opt_name} steps"
     if arm == "plain":
         result = train(model, (x, y), **common)
         final = result.final_train_loss
