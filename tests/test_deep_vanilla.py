@@ -36,3 +36,19 @@ def test_leaky_relu_tat_slope_is_infeasible_when_even_relu_stays_below_the_targe
     assert _composed(0.0, 4) < 0.9
     with pytest.raises(ExperimentUnavailable, match="even ReLU"):
         _leaky_relu_tat_slope(_one_layer_c, 4, 0.9)
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"optimizer": "lbfgs"}, r"optimizer 'lbfgs' is not one of"),
+    ({"arm": "rai", "rai_protocol": "x"}, r"rai_protocol 'x' is not one of"),
+    ({"steps": 2.5}, r"steps must be a whole number"),
+])
+def test_bad_deep_vanilla_specs_are_refused_before_training(override, match):
+    """An unknown optimizer or RAI protocol raised a bare KeyError; steps=2.5 silently ran 2 steps."""
+    from analysis.experiments.deep_vanilla import deep_vanilla
+    from symact.errors import DomainError
+
+    spec = {"activation": "tanh", "hidden_layers": 2, "width": 4, "arm": "plain", "steps": 2,
+            "dataset": {"name": "moons", "n_samples": 20, "test_fraction": 0.5}}
+    with pytest.raises(DomainError, match=match):
+        deep_vanilla({**spec, **override})

@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 from analysis.records import Claim, ExperimentUnavailable, Job
 from analysis.verify import register
-from symact.errors import DomainError
+from symact.errors import DomainError, is_whole_number
 
 __all__ = ["deep_vanilla", "build_model", "jobs", "report_section", "ARMS", "ACTIVATIONS", "OPTIMIZER_DEFAULTS"]
 
@@ -238,6 +238,13 @@ def deep_vanilla(spec: dict, *, device: str = "cpu", progress: Callable | None =
     spec = {"activation": "tanh", "hidden_layers": 100, "width": 100, "dataset": MOONS, "arm": "plain",
             "optimizer": "adam", "steps": 200, "seed": 0, **spec}
     opt = spec["optimizer"]
+    if opt not in OPTIMIZER_DEFAULTS:
+        raise DomainError(f"deep_vanilla optimizer {opt!r} is not one of {sorted(OPTIMIZER_DEFAULTS)}.")
+    if spec["arm"] == "rai" and spec.get("rai_protocol", "seed") not in PROTOCOLS:
+        raise DomainError(f"deep_vanilla rai_protocol {spec['rai_protocol']!r} is not one of {sorted(PROTOCOLS)} "
+                          "(see numeric.rai.PROTOCOLS).")
+    if not is_whole_number(spec["steps"]):
+        raise DomainError(f"deep_vanilla steps must be a whole number >= 0, got {spec['steps']!r}.")
     opt_spec = {**OPTIMIZER_DEFAULTS[opt], **spec.get("optimizer_spec", {})}
     try:
         data = dataset(dict(spec["dataset"]))
