@@ -6,8 +6,10 @@ held-out data every ``eval_every`` steps, and returns a :class:`TrainResult`
 with the curves.  A NaN or inf objective, training loss or held-out loss raises
 :class:`~symact.errors.TrainingDivergedError` naming the step, where it appeared,
 the value and what to try; nothing is clipped silently.  Invalid arguments (a
-learning rate that is not a finite positive number, non-finite data) raise
-:class:`~symact.errors.DomainError` before any step.
+learning rate that is not a finite positive number, non-finite data, inputs whose
+dtype is not the model's, labels that are not one integer class index per row,
+labels other than 0/1 under a BCE loss) raise :class:`~symact.errors.DomainError`
+before any step.  The curves are measured in eval mode (dropout off).
 
 The objective defaults to the output loss of ``model(x)``; a custom
 ``objective(step, index, x, y)`` (for example :meth:`numeric.rai.RAI.objective`)
