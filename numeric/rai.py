@@ -28,7 +28,10 @@ choose the cuts and :math:`C`:
     output (``activation``) is relaxed too.  With ``True`` the output loss is
     :math:`L_y(y, g_K(z_K))` where :math:`g_K` is only what follows the last
     cut (the output non-linearity, or nothing), so with sigmoid outputs and
-    ``loss="bce_prob"`` it is :math:`\mathrm{BCE}(\sigma(z_K), y)`.
+    ``loss="bce_prob"`` it is :math:`\mathrm{BCE}(\sigma(z_K), y)`.  With
+    ``aux_at="activation"`` and ``bce_prob`` the relaxed output is itself a
+    free probability; a step that takes it out of [0, 1] is a
+    :class:`~symact.errors.DomainError` naming the step.
 ``reduction="per_example"``
     :math:`C(z, \hat z) = \frac1n \sum_i \lVert z^i - \hat z^i \rVert^2`
     (squared norm per example, averaged over examples);
@@ -322,7 +325,18 @@ class RAI(_torch_module_base()):
             sq = (inputs[k + 1] - piece(inputs[k])) ** 2
             consistency = consistency + (sq.mean() if self.reduction == "elementwise_mean"
                                          else sq.flatten(1).sum(-1).mean())
-        output = output_loss(self.pieces[-1](inputs[-1]), y, self.loss_name)
+        final = self.pieces[-1](inputs[-1])
+        if self.loss_name == "bce_prob" and len(self.pieces[-1]) == 0:
+            # the relaxed output IS a free probability (aux_at="activation", relax_output=True): an optimiser
+            # step can take it out of [0, 1], where torch's BCE raises a bare RuntimeError
+            low, high = float(final.detach().min()), float(final.detach().max())
+            if low < 0.0 or high > 1.0:
+                raise DomainError(
+                    f"RAI at step {step}: the relaxed output (the last auxiliary tensor, a free probability here) "
+                    f"left [0, 1] (min {low:.4g}, max {high:.4g}), where loss='bce_prob' is undefined. Relax the "
+                    "last nn.Linear's output instead (aux_at='pre_activation', the seed protocol: the sigmoid is "
+                    "applied after the auxiliary), or use relax_output=False.")
+        output = output_loss(final, y, self.loss_name)
         weight = self.penalty.weight(step)
         return RAILoss(output + weight * consistency, output, consistency, weight)
 

@@ -378,3 +378,16 @@ def test_rai_experiment_names_its_optimizer_and_refuses_unknown_protocols():
     assert "2 Adam steps" in rec["claims"][0].prediction
     with pytest.raises(DomainError, match=r"protocol 'seeed' is not one of"):
         rai_init({"hidden_layers": 2, "width": 4, "protocols": ("seeed",)})
+
+
+def test_relaxed_output_probability_leaving_the_unit_interval_names_the_step_and_the_fix():
+    """aux_at='activation' with the output relaxed makes the output a free probability; Rprop took it
+    below 0 within a few steps and torch's BCE raised a bare RuntimeError ('should be between 0 and 1')."""
+    x, y, _, _ = moons(40).torch()
+    torch.manual_seed(0)
+    net = build_mlp(2, 8, 2, 1, "sigmoid", output_activation="sigmoid")
+    rai = RAI(net, x, aux_at="activation", relax_output=True)
+    with pytest.raises(RuntimeError, match="between 0 and 1"):  # torch's own behaviour on such a value
+        F.binary_cross_entropy(torch.tensor([1.2]), torch.tensor([1.0]))
+    with pytest.raises(DomainError, match=r"RAI at step \d+: the relaxed output .* left \[0, 1\].*pre_activation"):
+        train(rai, (x, y), objective=rai.objective, loss="bce_prob", optimizer="rprop", lr=0.1, steps=100)
