@@ -154,6 +154,8 @@ def make_optimizer(name: str, params: Any, lr: float, **options: Any) -> Any:
     import torch
 
     _check_lr(lr)
+    if not isinstance(name, str):
+        raise SymactError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
     name = name.lower()
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, **options)

@@ -126,6 +126,8 @@ def test_bad_arguments_raise_clear_errors():
         train(model, (x, y), steps=1, batch_size=9)
     with pytest.raises(SymactError, match="Unknown optimizer"):
         train(model, (x, y), steps=1, optimizer="lbfgs")
+    with pytest.raises(SymactError, match="Unknown optimizer None"):  # was AttributeError: no .lower()
+        train(model, (x, y), steps=1, optimizer=None)
 
 
 def test_build_mlp_counts_linear_layers_like_the_rai_seed():
