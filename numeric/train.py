@@ -223,10 +223,14 @@ def _check_data(data: Sequence[Any], loss: str, params: Sequence[Any]) -> None:
             raise DomainError(f"{name} must be a torch tensor, got {type(t).__name__}; convert it with "
                               "torch.as_tensor(...) (or use numeric.datasets.Dataset.torch()).")
     param_dtype = next((p.dtype for p in params if p.is_floating_point()), None)
+    param_device = next((p.device for p in params), None)
     for xn, yn, x, y in zip(names[::2], names[1::2], data[::2], data[1::2]):
         if not x.is_floating_point():
             raise DomainError(f"{xn} has dtype {x.dtype}; inputs must be floating point: pass "
                               f"{xn}.to({param_dtype or torch.get_default_dtype()}).")
+        if param_device is not None and (x.device != param_device or y.device != param_device):
+            raise DomainError(f"{xn}/{yn} are on {x.device}/{y.device} but the model's parameters on {param_device}; "
+                              f"move them with .to({str(param_device)!r}) (Dataset.torch(device=...) does it).")
         if param_dtype is not None and x.dtype != param_dtype:
             raise DomainError(f"{xn} has dtype {x.dtype} but the model's parameters are {param_dtype}; pass "
                               f"{xn}.to({param_dtype}) or convert the model with model.to({x.dtype}).")

@@ -294,3 +294,11 @@ def test_curves_evaluate_the_network_in_eval_mode_and_restore_each_module_mode()
     train(model, (x, y), optimizer="sgd", lr=1e-3, steps=2)
     assert [m.training for m in model] == [True, False, True, True]
     assert torch.equal(model[1].running_mean, mean_before)  # frozen: evaluation did not update it
+
+
+def test_data_on_another_device_than_the_model_is_refused_naming_the_move():
+    """Raised torch's device error from inside the first step (the meta device stands in for a GPU)."""
+    x, y = _data(8)
+    model = torch.nn.Linear(2, 2, device="meta")
+    with pytest.raises(DomainError, match=r"on cpu/cpu but the model's parameters on meta.*\.to\('meta'\)"):
+        train(model, (x, y), steps=1)
