@@ -218,6 +218,8 @@ def _check_data(data: Sequence[Any], loss: str, params: Sequence[Any]) -> None:
         raise DomainError(f"data must be (x_train, y_train) or (x_train, y_train, x_test, y_test), got "
                           f"{len(data)} items; pass the held-out inputs together with their labels.")
     names = ("x_train", "y_train", "x_test", "y_test")
+    if len(data) == 4 and data[2] is None and data[3] is None:  # (x, y, None, None): no held-out data
+        data = data[:2]
     for name, t in zip(names, data):
         if not isinstance(t, torch.Tensor):
             raise DomainError(f"{name} must be a torch tensor, got {type(t).__name__}; convert it with "

@@ -302,3 +302,9 @@ def test_data_on_another_device_than_the_model_is_refused_naming_the_move():
     model = torch.nn.Linear(2, 2, device="meta")
     with pytest.raises(DomainError, match=r"on cpu/cpu but the model's parameters on meta.*\.to\('meta'\)"):
         train(model, (x, y), steps=1)
+
+
+def test_none_held_out_data_still_means_no_held_out_curves():
+    x, y = _data(8)
+    res = train(torch.nn.Linear(2, 2), (x, y, None, None), steps=2)
+    assert res.test_loss == () and res.final_test_loss is None
