@@ -125,6 +125,11 @@ def output_loss(output: Any, y: Any, loss: str) -> Any:
         return F.binary_cross_entropy(output.reshape(-1), y.to(output.dtype))
     if loss == "bce_logits":
         return F.binary_cross_entropy_with_logits(output.reshape(-1), y.to(output.dtype))
+    if loss in ("cross_entropy", "mse") and output.dim() == 2 and output.shape[-1] > 1 and y.numel():
+        top = int(y.max())
+        if top >= output.shape[-1]:  # torch: a bare IndexError (cross_entropy) or one_hot's RuntimeError (mse)
+            raise DomainError(f"Labels run up to {top} but the network has {output.shape[-1]} outputs; a "
+                              f"{loss!r} loss needs one output per class: build it with out_features={top + 1}.")
     if loss == "cross_entropy":
         return F.cross_entropy(output, y)
     if loss == "mse":

@@ -308,3 +308,14 @@ def test_none_held_out_data_still_means_no_held_out_curves():
     x, y = _data(8)
     res = train(torch.nn.Linear(2, 2), (x, y, None, None), steps=2)
     assert res.test_loss == () and res.final_test_loss is None
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_labels_beyond_the_output_width_name_the_needed_width(loss):
+    """Three classes on a two-output network: torch raised a bare IndexError ('Target 2 is out of bounds')
+    or one_hot's RuntimeError."""
+    x, _ = _data(9)
+    y = torch.tensor([0, 1, 2] * 3)
+    with pytest.raises(DomainError, match=r"Labels run up to 2 but the network has 2 outputs.*out_features=3"):
+        train(torch.nn.Linear(2, 2), (x, y), loss=loss, steps=1)
+    assert train(torch.nn.Linear(2, 3), (x, y), loss=loss, steps=1).train_loss[0] > 0
