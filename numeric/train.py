@@ -321,6 +321,12 @@ def train(
     def record(step: int) -> None:
         tl, ta = _evaluate(model, x, y, loss)
         if not math.isfinite(tl):
+            if step == 0:
+                raise TrainingDivergedError(
+                    f"The true network's training loss is {tl} at step 0 (the initial network, before any update): "
+                    "check the initialisation and the inputs' scale (the data are finite), and that the outputs "
+                    f"suit loss={loss!r}."
+                )
             raise TrainingDivergedError(
                 f"Training diverged {when(step)}: the true network's training loss became {tl} "
                 f"({optimizer}, lr={lr}). Try a smaller learning rate or another optimizer."
@@ -357,6 +363,11 @@ def train(
         return index
 
     def diverged(step: int, value: float) -> TrainingDivergedError:
+        if step == 0:  # no update has been made: the learning rate and optimizer cannot be the cause
+            return TrainingDivergedError(
+                f"The objective of the initial network is {value} (step 0, before any update): check the "
+                "objective, the initialisation and the inputs' scale (the data are finite)."
+            )
         return TrainingDivergedError(
             f"Training diverged {when(step)}: the objective became {value} "
             f"({optimizer}, lr={lr}). Try a smaller learning rate, another optimizer "

@@ -319,3 +319,21 @@ def test_labels_beyond_the_output_width_name_the_needed_width(loss):
     with pytest.raises(DomainError, match=r"Labels run up to 2 but the network has 2 outputs.*out_features=3"):
         train(torch.nn.Linear(2, 2), (x, y), loss=loss, steps=1)
     assert train(torch.nn.Linear(2, 3), (x, y), loss=loss, steps=1).train_loss[0] > 0
+
+
+def test_a_non_finite_initial_network_is_not_blamed_on_the_learning_rate():
+    """At step 0 no update has happened, yet the error said 'Try a smaller learning rate'."""
+    x, y = _data(8)
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.fill_(math.inf)  # the initialisation itself is broken
+    with pytest.raises(TrainingDivergedError, match=r"initial network.*before any update") as info:
+        train(model, (x, y), lr=1e-3, steps=3)
+    assert "smaller learning rate" not in str(info.value)
+
+    def objective(step, index, xb, yb):
+        return torch.nn.Linear(2, 2)(xb).sum() * math.nan
+
+    with pytest.raises(TrainingDivergedError, match=r"initial network is nan \(step 0, before any update\)") as info:
+        train(torch.nn.Linear(2, 2), (x, y), steps=3, objective=objective)
+    assert "smaller learning rate" not in str(info.value)
