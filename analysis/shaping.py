@@ -804,7 +804,14 @@ def leaky_relu_c_map(c, negative_slope):
     >>> float(leaky_relu_c_map(0, 0))  # ReLU: 1/pi
     0.3183098861837907
     """
-    c, a = mpmath.mpf(c), mpmath.mpf(negative_slope)
+    try:
+        a = mpmath.mpf(negative_slope)
+    except (TypeError, ValueError):
+        a = mpmath.nan
+    if isinstance(negative_slope, (bool, np.bool_)) or not mpmath.isfinite(a):
+        raise DomainError(f"negative_slope={negative_slope!r} is not a finite real number; give the leaky "
+                          "ReLU's slope for x < 0, e.g. 0.2 (0 is ReLU, 1 the identity).")
+    c = mpmath.mpf(c)
     if not -1 <= c <= 1:
         raise DomainError(f"c = {c} is outside [-1, 1]; a cosine similarity is needed.")
     relu = (mpmath.sqrt((1 - c) * (1 + c)) + (mpmath.pi - mpmath.acos(c)) * c) / (2 * mpmath.pi)

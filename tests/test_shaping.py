@@ -335,6 +335,20 @@ def test_leaky_relu_c_map_closed_form_against_quadrature():
     assert float(leaky_relu_c_map(1, a)) == pytest.approx(1, abs=1e-15)
 
 
+@pytest.mark.parametrize("slope", [float("nan"), float("inf"), "a", None, True])
+def test_leaky_relu_c_map_refuses_a_slope_that_is_not_a_finite_number(slope):
+    # a nan slope gave a nan C map without a word; a string a bare ValueError from mpmath
+    with pytest.raises(DomainError, match="negative_slope"):
+        leaky_relu_c_map(0.5, slope)
+
+
+def test_leaky_relu_c_map_negative_slope_minus_one_is_abs():
+    # a = -1 is |x|, a valid leaky ReLU slope: C(c) = (2/pi)(sqrt(1-c^2) + c asin c) (arc-cosine kernel of |x|)
+    c = 0.4
+    expected = 2 / math.pi * (math.sqrt(1 - c * c) + c * math.asin(c))
+    assert float(leaky_relu_c_map(c, -1)) == pytest.approx(expected, rel=1e-14)
+
+
 @pytest.mark.parametrize("eta", [0.5, pytest.param(0.9, marks=pytest.mark.slow)])
 def test_leaky_relu_tat_hits_eta_at_depth_100(walker, eta):
     g = walker.mlp(100)
