@@ -622,9 +622,15 @@ def _raise_dks_infeasible(funcs: ActivationFunctions, c_t, q_t, points, reached,
         names = ("Q'(1)", "C'(1)")
         targets = (q_t, c_t)
         worst = int(np.argmax(np.abs(res)))
-        det = jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0]
-        norms = math.hypot(jac[0][0], jac[0][1]) * math.hypot(jac[1][0], jac[1][1])
-        if norms > 0 and abs(det) < 1e-8 * norms:
+
+        def singular(jac):
+            det = jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0]
+            norms = math.hypot(jac[0][0], jac[0][1]) * math.hypot(jac[1][0], jac[1][1])
+            return norms > 0 and abs(det) < 1e-8 * norms
+
+        # A Jacobian singular at beta = 0 only is the parity of a symmetric activation (tanh: d/dbeta of
+        # both conditions vanishes there), not conditions that move together: test a shifted beta too.
+        if singular(jac) and singular(system([la, b + 0.5])[1]):
             rank_note = (" The Jacobian of (Q'(1), C'(1)) in (alpha, beta) is singular there: the two "
                          "conditions move together (for a positively homogeneous activation such as ReLU, "
                          "alpha cancels and only beta/alpha is free; for a quadratic, Q'(1) = C'(1)).")

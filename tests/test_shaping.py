@@ -413,6 +413,23 @@ def test_square_under_dks_is_infeasible():
         solve_dks_layer(x ** 2, c_slope=1.5 ** 0.1)
 
 
+def test_square_under_dks_names_the_conditions_moving_together():
+    # Q'(1) = C'(1) for every transformed quadratic: the Jacobian in (alpha, beta) is singular everywhere
+    with pytest.raises(InfeasibleShapingError, match="singular"):
+        solve_dks_layer(x ** 2, c_slope=1.5 ** 0.5)
+
+
+@pytest.mark.parametrize("act", [sympy.tanh(x), 1 / (1 + sympy.exp(-x))], ids=["tanh", "sigmoid"])
+def test_unreachable_q_slope_for_a_symmetric_activation_is_not_blamed_on_homogeneity(act):
+    # tanh and the sigmoid are neither positively homogeneous nor quadratic; their (Q'(1), C'(1))
+    # Jacobian is singular only at beta = 0, by parity.  The report used to say the conditions "move
+    # together" like ReLU's and advised "a smooth non-polynomial activation (tanh, ...)" to a tanh user.
+    with pytest.raises(InfeasibleShapingError) as info:
+        solve_dks_layer(act, c_slope=1.5 ** 0.5, q_slope=-1)
+    message = str(info.value)
+    assert "singular" not in message and "homogeneous" not in message
+
+
 def test_step_and_selu_tat_are_infeasible():
     with pytest.raises(InfeasibleShapingError, match="jumps"):
         solve_dks_layer(sympy.Heaviside(x), c_slope=1.1)
