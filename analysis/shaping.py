@@ -28,8 +28,10 @@ The default (``branch="beta>=0"``) returns the root with the smallest alpha
 c0 = 0; the sigmoid, c0 = 1), whose roots come in mirror pairs (alpha, beta, gamma, delta) and
 (alpha, -beta, gamma, -delta - c0), the member with beta >= 0.  Activations without that
 symmetry (elu, selu) can have beta < 0 on this branch; ``ShapedLayer.branch`` says which case
-applied.  This is also the branch the public ``dks`` package lands on in every case we compared
-(tests/fixtures/dks_reference.json).
+applied.  In every case we compared (tests/fixtures/dks_reference.json) this is the root the public
+``dks`` package finds, up to that mirror: for symmetric activations ``dks`` often returns the beta < 0
+member (the sigmoid and atan under DKS; tanh, sigmoid, erf and atan under TAT), which computes
+the same kernel; reflect it with (alpha, -beta, gamma, -delta - c0) to compare parameters.
 
 Example (an MLP of depth 10 from the graph builders; the per-layer slope is exactly 1.5**(1/10)):
 
