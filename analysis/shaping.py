@@ -1174,6 +1174,12 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
     nodes = _activation_nodes(graph)
     if not nodes:
         raise DomainError("the graph has no activation nodes (kind='activation'); nothing to shape.")
+    if isinstance(act_or_mapping, Mapping):
+        # a key that is no activation node (a typo, or a linear layer) would be ignored without a word
+        extra = [n for n in act_or_mapping if n not in nodes]
+        if extra:
+            raise DomainError(f"the activation mapping names {extra}, which are not activation nodes of the graph; "
+                              f"its activation nodes are {nodes}.")
     acts = {}
     for node in nodes:
         if isinstance(act_or_mapping, Mapping):

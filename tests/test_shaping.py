@@ -312,6 +312,15 @@ def test_mixed_activations_and_node_targets(walker):
     assert net.layers[1].base.name != net.layers[0].base.name
 
 
+@pytest.mark.parametrize("extra", ["linear1", "activaton2"])
+def test_activation_mapping_naming_a_node_that_is_no_activation_is_refused(walker, extra):
+    # the extra entry (a linear layer, a misspelt node) was dropped without a word
+    g = walker.mlp(2)
+    mapping = {"activation1": ACTS["tanh"], "activation2": ACTS["tanh"], extra: ACTS["softplus"]}
+    with pytest.raises(DomainError, match=extra):
+        shape(mapping, g, method="dks", zeta=1.5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Leaky-ReLU TAT
 # ---------------------------------------------------------------------------------------------
