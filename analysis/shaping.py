@@ -81,7 +81,8 @@ class LayerSolution:
     ``conditions`` are evaluated at the solution by the engine that produced it (float64 when
     ``dps`` is None, else mpmath at ``dps``); ``residuals`` = achieved minus target for the
     conditions the method imposes (a dict, condition name -> number).  ``mirrored`` says
-    whether the returned solution is the mirror (alpha, -beta, gamma, -delta) of Newton's.
+    whether the returned solution is the mirror (alpha, -beta, gamma, -delta - c0) of Newton's
+    (c0 = phi(x) + phi(-x): 0 for odd activations, 1 for the sigmoid).
     """
 
     alpha: Any
@@ -671,6 +672,12 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
     then mpmath.  Targets C''(1) < 1e-5 that float64 cannot resolve (alpha ~ sqrt(C''(1)) below the grid)
     start from roots at 1e-5 and 5e-6 extrapolated in C''(1) and are solved in mpmath.  Infeasible when
     phi' jumps (C''(1) infinite): use leaky-ReLU TAT or DKS.
+
+    >>> import sympy
+    >>> x = sympy.Symbol("x", real=True)
+    >>> sol = solve_tat_layer(sympy.tanh(x), c_curvature=0.03)    # tau = 0.3 over 10 layers
+    >>> abs(sol.residuals["c_curvature"]) < 1e-12 and abs(sol.conditions.c_slope - 1) < 1e-12
+    True
     """
     _check_dps(dps)
     funcs = activation_functions(act)
