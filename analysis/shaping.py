@@ -396,6 +396,16 @@ def _pick(solutions: list, branch: str, odd_offset):
     return best, why + (note if best["mirrored"] else "")
 
 
+_BRANCHES = ("beta>=0", "min|beta|", "any")
+
+
+def _check_branch(branch):
+    # up front: a bad branch was only noticed once roots had been found (never for leaky-ReLU TAT,
+    # which has no branch, and not when no root was found, which reported infeasibility instead)
+    if not isinstance(branch, str) or branch not in _BRANCHES:
+        raise DomainError(f"branch={branch!r}: use 'beta>=0', 'min|beta|' or 'any'.")
+
+
 def _check_dps(dps):
     if dps is not None and (not isinstance(dps, int) or dps < 15):
         raise DomainError(f"dps={dps!r}: give an integer number of digits >= 15, or None for float64.")
@@ -462,6 +472,7 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
     True
     """
     _check_dps(dps)
+    _check_branch(branch)
     funcs = activation_functions(act)
     c_exact, q_exact = _exact_number("c_slope", c_slope), _exact_number("q_slope", q_slope)
     c_t, q_t = float(c_exact), float(q_exact)
@@ -680,6 +691,7 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
     True
     """
     _check_dps(dps)
+    _check_branch(branch)
     funcs = activation_functions(act)
     k_exact = _exact_number("c_curvature", c_curvature)
     k_t = float(k_exact)
@@ -1162,6 +1174,7 @@ def shape(act_or_mapping: Any, graph: nx.DiGraph, method: str = "dks", dps: int 
     (0.0, 1.0)
     """
     _check_dps(dps)
+    _check_branch(branch)
     if not isinstance(graph, nx.DiGraph):
         raise InvalidGraphError(
             f"shape() needs a network graph (a networkx DiGraph), got {type(graph).__name__}: build one with "

@@ -312,6 +312,17 @@ def test_mixed_activations_and_node_targets(walker):
     assert net.layers[1].base.name != net.layers[0].base.name
 
 
+@pytest.mark.parametrize("call", [
+    lambda g: shape("leaky_relu", g, method="tat", eta=0.5, branch="beta<0"),  # leaky TAT has no branch: was ignored
+    lambda g: shape("tanh", g, method="dks", zeta=1.5, branch=None),
+    lambda g: solve_dks_layer(x ** 2, c_slope=1.5, branch="beta<0"),  # no root: reported infeasibility instead
+    lambda g: solve_tat_layer(sympy.tanh(x), c_curvature=0.1, branch="smallest"),
+], ids=["leaky-tat", "dks-none", "dks-no-root", "tat"])
+def test_unknown_branch_is_refused_before_solving(walker, call):
+    with pytest.raises(DomainError, match="branch"):
+        call(walker.mlp(3))
+
+
 @pytest.mark.parametrize("extra", ["linear1", "activaton2"])
 def test_activation_mapping_naming_a_node_that_is_no_activation_is_refused(walker, extra):
     # the extra entry (a linear layer, a misspelt node) was dropped without a word
