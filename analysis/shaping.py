@@ -838,7 +838,10 @@ def leaky_relu_c_map(c, negative_slope):
     if isinstance(negative_slope, (bool, np.bool_)) or not mpmath.isfinite(a):
         raise DomainError(f"negative_slope={negative_slope!r} is not a finite real number; give the leaky "
                           "ReLU's slope for x < 0, e.g. 0.2 (0 is ReLU, 1 the identity).")
-    c = mpmath.mpf(c)
+    try:
+        c = mpmath.mpf(c)
+    except (TypeError, ValueError):
+        raise DomainError(f"c = {c!r} is not a real number; give a cosine similarity in [-1, 1].") from None
     if not -1 <= c <= 1:
         raise DomainError(f"c = {c} is outside [-1, 1]; a cosine similarity is needed.")
     relu = (mpmath.sqrt((1 - c) * (1 + c)) + (mpmath.pi - mpmath.acos(c)) * c) / (2 * mpmath.pi)

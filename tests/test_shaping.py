@@ -362,6 +362,12 @@ def test_leaky_relu_c_map_refuses_a_slope_that_is_not_a_finite_number(slope):
         leaky_relu_c_map(0.5, slope)
 
 
+@pytest.mark.parametrize("c", ["abc", None, 1j])
+def test_leaky_relu_c_map_refuses_a_cosine_that_is_not_a_real_number(c):
+    with pytest.raises(DomainError, match="cosine"):
+        leaky_relu_c_map(c, 0.1)
+
+
 def test_leaky_relu_c_map_negative_slope_minus_one_is_abs():
     # a = -1 is |x|, a valid leaky ReLU slope: C(c) = (2/pi)(sqrt(1-c^2) + c asin c) (arc-cosine kernel of |x|)
     c = 0.4
