@@ -982,7 +982,9 @@ class ShapedLayer:
     ``activation`` is the transformed activation (``act.transformed(alpha, beta, gamma, delta)``
     for a symact Activation, or the SymPy expression gamma*(phi(alpha x + beta) + delta));
     ``targets`` the per-layer conditions imposed (exact SymPy values where the walker gives them);
-    ``residuals`` achieved minus target; ``conditions`` all five achieved values.
+    ``residuals`` achieved minus target; ``conditions`` all five achieved values (None for
+    leaky-ReLU TAT, whose Q map is exactly Q(q) = q and whose C map is
+    :func:`leaky_relu_c_map` at ``negative_slope``).
     """
 
     node: Any
