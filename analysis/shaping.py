@@ -1068,7 +1068,8 @@ class ShapedNetwork:
 
         def rule(node, value):
             value = min(1.0, max(-1.0, float(value)))  # walked values can round just past +-1
-            key = (self.layer(node).alpha, self.layer(node).beta, value)
+            layer = self.layer(node)  # parallel branches reuse a value only under the same whole transform
+            key = (id(layer.base), layer.alpha, layer.beta, layer.gamma, layer.delta, layer.negative_slope, value)
             if key not in cache:
                 cache[key] = self.layer_c_map(node, value)
             return cache[key]

@@ -8,6 +8,7 @@ precision well above the claim and, for Q(1), C(0), C'(1), adaptive tanh-sinh qu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -862,3 +863,17 @@ def test_near_linear_tat_beyond_reach_advises_a_larger_tau_not_fewer_digits():
     with pytest.raises(InfeasibleShapingError) as info:
         solve_tat_layer(ACTS["tanh"], c_curvature="1e-10", dps=15)
     assert "smaller dps" not in str(info.value) and "larger tau" in str(info.value)
+
+
+def test_c_map_keeps_apart_layers_that_share_alpha_and_beta_but_not_the_rest_of_the_transform():
+    """Two parallel branches whose transforms share alpha and beta but not delta: the network C map
+    is the weighted sum of each branch's own C map (here 1/2 each), composed with the head's."""
+    import graphs
+    net = shape("tanh", graphs.multi_branch((1, 1)), method="dks")
+    other = net.layer("b0/br1/act1")
+    changed = dataclasses.replace(other, delta=other.delta + 0.5)
+    net = dataclasses.replace(net, layers=tuple(changed if layer.node == other.node else layer for layer in net.layers))
+    for c in (0.0, 0.3, 0.8):
+        join = 0.5 * net.layer_c_map("b0/br0/act1", c) + 0.5 * net.layer_c_map("b0/br1/act1", c)
+        assert abs(net.layer_c_map("b0/br1/act1", c) - net.layer_c_map("b0/br0/act1", c)) > 1e-3
+        assert abs(net.c_map(c) - net.layer_c_map("head/act", join)) < 1e-12
