@@ -31,7 +31,7 @@ import numpy as np
 
 from analysis.kernel import _activation_parts, kernel_maps
 from numeric.train import resolve_device
-from symact.errors import DomainError
+from symact.errors import DomainError, is_whole_number
 
 __all__ = ["EmpiricalKernel", "empirical_kernel", "kernel_tolerance", "q_tolerance"]
 
@@ -153,9 +153,17 @@ def empirical_kernel(act: Any, depth: int, width: int, cosines: Sequence[float] 
 
     if init not in ("gaussian", "orthogonal"):
         raise DomainError(f"init={init!r}: use 'gaussian' or 'orthogonal'.")
-    if depth < 1 or width < 2 or seeds < 2:
-        raise DomainError("need depth >= 1, width >= 2 and seeds >= 2 (a spread needs two seeds).")
+    for what, value, least, why in (("depth", depth, 1, ""), ("width", width, 2, ""),
+                                     ("seeds", seeds, 2, " (a spread needs two seeds)"),
+                                     ("input_dim", 2 if input_dim is None else input_dim, 2,
+                                      " (two inputs at a cosine other than +-1 need two dimensions)")):
+        if not is_whole_number(value, least):
+            raise DomainError(f"{what}={value!r}: give a whole number >= {least}{why}.")
+    if isinstance(cosines, (str, bytes)) or not hasattr(cosines, "__iter__"):
+        raise DomainError(f"cosines={cosines!r}: give a sequence of input cosines in [-1, 1], e.g. (0.0, 0.5).")
     cosines = tuple(float(c) for c in cosines)
+    if not cosines:  # no cosine measured: every check would pass on an empty array
+        raise DomainError("cosines is empty: give at least one input cosine in [-1, 1], e.g. (0.5,).")
     for c in cosines:
         if not -1 <= c <= 1:
             raise DomainError(f"cosine {c} outside [-1, 1].")

@@ -127,3 +127,36 @@ def test_a_nan_prediction_is_not_shown_as_c_equal_1(monkeypatch):
     monkeypatch.setattr(empirical, "kernel_maps", lambda *a, **k: _ScaledMaps(true_maps(*a, **k), c_value=math.nan))
     rec = empirical_kernel(TANH, depth=2, width=64, cosines=(0.5,), seeds=2)
     assert all(math.isnan(v) for v in rec.predicted_c[0]) and not rec.passes()
+
+
+def test_no_cosine_is_an_error_not_a_vacuous_pass():
+    """cosines=() measured nothing and passes() was True (np.all of an empty array)."""
+    with pytest.raises(DomainError, match="at least one input cosine"):
+        empirical_kernel(TANH, depth=2, width=16, cosines=(), seeds=2)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"depth": 2.5}, "depth=2.5"), ({"width": 64.0}, "width=64.0"), ({"seeds": 2.0}, "seeds=2.0"),
+    ({"input_dim": 0}, "input_dim=0"),   # 0 silently meant "the width"
+    ({"input_dim": 1}, "input_dim=1"),   # one dimension: the second input was NaN, so was every measured c
+    ({"cosines": 0.5}, "sequence of input cosines"),
+])
+def test_bad_sizes_are_domain_errors_that_name_the_argument(bad, message):
+    """Raw TypeErrors from range()/torch.randn, or silently wrong runs, before."""
+    kwargs = {"depth": 2, "width": 16, "cosines": (0.5,), "seeds": 2, **bad}
+    with pytest.raises(DomainError, match=message):
+        empirical_kernel(TANH, **kwargs)
+
+
+def test_relu_predictions_are_the_arc_cosine_kernel_and_the_measurement_agrees():
+    """ReLU is homogeneous, so the extended and local maps are both the arc-cosine kernel
+    C(c) = (sqrt(1 - c^2) + (pi - arccos c) c) / pi composed l times (independent closed form)."""
+    rec = empirical_kernel(sympy.Max(0, x), depth=3, width=256, cosines=(-0.5, 0.0, 0.9), seeds=4, input_dim=2)
+    for i, c0 in enumerate(rec.cosines):
+        c, expected = c0, []
+        for _ in range(3):
+            c = (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / math.pi
+            expected.append(c)
+        assert rec.predicted_c[i] == pytest.approx(expected, abs=1e-12)
+        assert rec.predicted_c_local[i] == pytest.approx(expected, abs=1e-12)
+    assert rec.passes()
