@@ -173,8 +173,15 @@ class RecordStore:
 
     def append(self, record: Record | dict) -> None:
         line = json.dumps(record.to_dict() if isinstance(record, Record) else to_jsonable(record), sort_keys=True)
+        # a line torn by a kill mid-write has no newline: without one first, this record would be glued to
+        # it and skipped with it on reading (lost from this run's report and records)
+        torn = False
+        if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                torn = fh.read(1) != b"\n"
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+            fh.write(("\n" if torn else "") + line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -68,6 +68,19 @@ def test_job_ids_are_stable_and_records_round_trip(tmp_path):
     assert store.finished_ids() == {job.id}
 
 
+def test_a_record_appended_after_a_torn_line_is_kept(tmp_path):
+    """The next append was written onto the torn line's end, so the one line was unreadable and the
+    finished record was lost with the torn one (missing from that run's records and report)."""
+    store = RecordStore(tmp_path)
+    with open(store.path, "w") as fh:
+        fh.write('{"id": "torn-by-a-kill", "stat')
+    job = Job("x:y", {"a": 1})
+    store.append(Record(job, "ok", {"v": 1}, (Claim("p", 0.5, "< 1", True),)))
+    assert store.finished_ids() == {job.id} and store.records()[0].claims[0].verdict == "pass"
+    store.append(Record(Job("x:y", {"a": 2}), "ok"))  # an intact last line gets no blank line before the next
+    assert sum(1 for line in open(store.path) if not line.strip()) == 0 and len(store.raw()) == 2
+
+
 def test_a_failing_job_is_recorded_and_rerun_recomputes_only_it(tmp_path):
     d = str(tmp_path)
     jobs = [Job(f"{HERE}:square_job", {"value": 2, "dir": d}), Job(f"{HERE}:flaky_job", {"dir": d}),
