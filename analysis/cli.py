@@ -9,7 +9,7 @@ Subcommands (each takes ``--json`` for machine-readable output)::
     symact verify [--quick]       run the verification suite, write report.md
 
 Exit codes: 0 success; 1 the verification found a failing verdict or a failed
-job; 2 bad input or a feature whose code is not installed (the message says what
+job, or measured no claim at all (every job unavailable); 2 bad input or a feature whose code is not installed (the message says what
 to do; no traceback); 130 interrupted (finished records are kept: re-run to resume).
 """
 
@@ -451,11 +451,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     payload = {"level": level, "out_dir": os.path.abspath(args.out), "report": result.report_path,
                "jobs": len(jobs), "ran": len(result.ran), "skipped": len(result.skipped),
                "failed_jobs": failed_jobs, "summary": list(result.summary)}
+    # a run in which no claim got a verdict (every job unavailable) verified nothing: not a success
+    measured = any(row.get("verdict") in ("pass", "fail") for row in result.summary)
+    payload["measured_claims"] = sum(row.get("verdict") in ("pass", "fail") for row in result.summary)
     text = summary_table(result.summary) if result.summary else "(no claims measured)"
     text += (f"\n\n{len(jobs)} jobs ({len(result.ran)} run, {len(result.skipped)} already finished), "
              f"{len(failed_jobs)} failed; report: {result.report_path}")
+    if not measured:
+        text += ("\nNo claim was measured (no PASS or FAIL verdict): nothing was verified. The report says "
+                 "why each job is unavailable; install or update what it names.")
     _emit(args, payload, text)
-    return EXIT_VERDICT_FAILED if (result.failed_claims or failed_jobs) else EXIT_OK
+    return EXIT_VERDICT_FAILED if (result.failed_claims or failed_jobs or not measured) else EXIT_OK
 
 
 # ----------------------------------------------------------------------------- parser
@@ -475,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="symact",
         description="Symbolic and numeric analysis of activation functions: derive formulas, kernel maps, "
                     "kernel shaping, torch code, and verification of the predictions on trained networks.",
-        epilog="Exit codes: 0 ok, 1 a verdict or job failed, 2 bad input or missing feature, 130 interrupted. "
+        epilog="Exit codes: 0 ok, 1 a verdict or job failed or nothing was measured, 2 bad input or missing feature, 130 interrupted. "
                "Example: symact verify --quick --out symact-report",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -424,3 +424,31 @@ def test_codegen_to_a_path_ending_in_a_slash_writes_no_file(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "names a folder, not a file" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not target.exists()
+
+
+def unavailable_job(spec, *, device="cpu", progress=None):
+    from analysis.records import ExperimentUnavailable
+
+    raise ExperimentUnavailable("the module behind this experiment is not installed here")
+
+
+def measured_job(spec, *, device="cpu", progress=None):
+    from analysis.records import Claim
+
+    return {"claims": [Claim("1 + 1 = 2", 2, "== 2", True)]}
+
+
+def test_verify_that_measured_nothing_is_not_a_success(tmp_path, monkeypatch, capsys):
+    """Every job unavailable: no claim got a verdict, yet the exit code was 0 (success), a vacuous pass."""
+    import analysis.verify
+    from analysis.cli import main
+    from analysis.records import Job
+
+    monkeypatch.setattr(analysis.verify, "suite_jobs", lambda level, only: [Job(f"{__name__}:unavailable_job", {})])
+    assert main(["verify", "--level", "tiny", "--out", str(tmp_path / "none"), "--no-progress"]) == 1
+    assert "No claim was measured" in capsys.readouterr().out
+    # one measured claim among unavailable jobs: a pass, exit 0
+    monkeypatch.setattr(analysis.verify, "suite_jobs", lambda level, only: [
+        Job(f"{__name__}:unavailable_job", {}), Job(f"{__name__}:measured_job", {})])
+    assert main(["verify", "--level", "tiny", "--out", str(tmp_path / "some"), "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["measured_claims"] == 1
