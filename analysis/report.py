@@ -34,12 +34,14 @@ class Section:
 
 
 def format_value(value: Any, digits: int = 4) -> str:
-    """Short human form of a measured value (numbers to ``digits`` significant digits)."""
+    """Short human form of a measured value (floats to ``digits`` significant digits, integers exactly)."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return str(value)
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):  # exact: a width of 10000 or 12345 steps is not 1e+04 or 1.234e+04
+        return str(value)
+    if isinstance(value, float):
         v = float(value)
         if not math.isfinite(v):
             return str(v)

@@ -211,6 +211,15 @@ def test_a_measured_value_is_never_printed_as_the_bound_it_passes(tmp_path):
         assert "| 0.05 |" not in text and "| 1 |" not in text
 
 
+def test_integers_are_printed_exactly_in_reports():
+    """format_value printed ints to 4 significant digits: a width of 10000 as 1e+04, 12345 steps as 1.234e+04."""
+    from analysis.report import format_measured, format_value, markdown_table
+
+    assert format_value(10000) == "10000" and format_value(-12345) == "-12345"
+    assert format_measured(12345, "< 20000") == "12345"
+    assert "| 4000 | 123456 |" in markdown_table(("width", "steps"), [(4000, 123456)])
+
+
 def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
     import torch
 
