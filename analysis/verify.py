@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from analysis.records import Claim, ExperimentUnavailable, Job, Record, RecordStore, to_jsonable
-from symact.errors import SymactError
+from symact.errors import SymactError, is_whole_number
 
 __all__ = [
     "register",
@@ -204,9 +204,12 @@ def run_job(job: Job | dict, device: str = "cpu", progress: Callable[[int, int],
             torch.set_num_threads(int(threads))
         except ImportError:  # pragma: no cover - torch is optional: no torch, no torch threads to limit
             pass
-    _seed_everything(int(job.spec.get("seed", 0)))
     start = time.perf_counter()
-    try:
+    try:  # a bad seed is this job's failure: it must not stop the suite (it raised here, outside the try)
+        seed = job.spec.get("seed", 0)
+        if not is_whole_number(seed):
+            raise SymactError(f"spec seed={seed!r}: the seed must be a whole number >= 0, e.g. \"seed\": 0.")
+        _seed_everything(int(seed))
         fn = experiment_function(job.experiment)
         result = dict(fn(dict(job.spec), device=device, progress=progress))
         claims = tuple(c if isinstance(c, Claim) else Claim.from_dict(c) for c in result.pop("claims", ()))

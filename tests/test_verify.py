@@ -124,6 +124,17 @@ def test_run_job_never_raises_on_errors_and_names_unknown_experiments():
     assert rec["status"] == "failed" and "Unknown experiment" in rec["error"]
 
 
+@pytest.mark.parametrize("seed", ["abc", None, 1.5])
+def test_a_bad_seed_fails_its_job_and_the_suite_goes_on(tmp_path, seed):
+    """The seed was read before run_job's try: "abc" or None raised out of the suite, 1.5 ran as seed 1."""
+    d = str(tmp_path)
+    jobs = [Job(f"{HERE}:square_job", {"value": 2, "dir": d, "seed": seed}),
+            Job(f"{HERE}:square_job", {"value": 3, "dir": d})]
+    result = run_suite(jobs, tmp_path / "out", progress=False, report=False)
+    assert [r.status for r in result.records] == ["failed", "ok"]
+    assert "seed must be a whole number" in result.records[0].error
+
+
 def test_bad_suite_arguments_raise_clear_errors(tmp_path):
     with pytest.raises(SymactError, match="workers"):
         run_suite([], tmp_path, workers=0)
