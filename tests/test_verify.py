@@ -378,3 +378,18 @@ def test_one_step_claim_states_the_bounds_and_learning_rates_it_used():
     assert claim.tolerance == "error ratio between lr=0.002 and 0.0002 in [3, 30], or exact"
     # the verdict follows the bounds it states
     assert claim.passed == (3.0 <= claim.measured <= 30.0)
+
+
+def test_an_exact_one_step_row_shows_the_number_its_verdict_rests_on():
+    """A = W has g'' = 0: its two relative errors are rounding (~1e-13) and their ratio (0.099) was shown
+    as the measured value against "in [5, 20], or exact" next to PASS.  The verdict rests on the errors."""
+    from analysis.experiments.external import parameter_activation_one_step
+    from analysis.report import summary_table
+
+    out = parameter_activation_one_step({"rows": ["identity", "exp"]})
+    exact, exp = out["claims"]
+    assert exact.passed and exact.measured < 1e-9 and "exact" in exact.tolerance and "[5, 20]" not in exact.tolerance
+    assert exp.passed and 5 <= exp.measured <= 20 and "[5, 20]" in exp.tolerance  # an O(lr) row: the ratio
+    rows = [{"source": "s", "prediction": c.prediction, "measured": c.measured, "tolerance": c.tolerance,
+             "verdict": c.verdict} for c in out["claims"]]
+    assert "e-1" in summary_table(rows).splitlines()[2]  # the error, ~1e-13, in scientific notation
