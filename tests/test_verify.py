@@ -393,3 +393,14 @@ def test_an_exact_one_step_row_shows_the_number_its_verdict_rests_on():
     rows = [{"source": "s", "prediction": c.prediction, "measured": c.measured, "tolerance": c.tolerance,
              "verdict": c.verdict} for c in out["claims"]]
     assert "e-1" in summary_table(rows).splitlines()[2]  # the error, ~1e-13, in scientific notation
+
+
+@pytest.mark.parametrize("networks", [0, 2.5])
+def test_gradient_penalty_on_no_networks_is_not_a_pass(networks):
+    """networks=0 checked nothing and the claim passed with measured max ratio 0."""
+    from analysis.experiments.external import gradient_penalty
+
+    with pytest.raises(SymactError, match="networks"):
+        gradient_penalty({"networks": networks})
+    rec = run_job(Job("gradient_penalty", {"networks": networks}))
+    assert rec["status"] == "failed" and not rec["claims"]

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from analysis.records import Claim, ExperimentUnavailable, Job
 from analysis.verify import register
+from symact.errors import DomainError, is_whole_number
 
 __all__ = ["parameter_activation_one_step", "parameter_activation_convergence", "gradient_penalty",
            "entropy_normalisation", "jobs"]
@@ -84,7 +85,9 @@ def gradient_penalty(spec: dict, *, device: str = "cpu", progress: Callable | No
     from numeric.train import build_mlp
 
     penalty = _import("analysis.penalty", "issue 7, branch smooth")
-    n, worst_ratio, all_hold = int(spec.get("networks", 20)), 0.0, True
+    n, worst_ratio, all_hold = spec.get("networks", 20), 0.0, True
+    if not is_whole_number(n, 1):  # 0 networks checked nothing and passed with "max ratio 0"
+        raise DomainError(f"gradient_penalty: networks={n!r}; give a whole number >= 1 of random MLPs to check.")
     gen = torch.Generator().manual_seed(int(spec.get("seed", 0)))
     acts = spec.get("activations", ["tanh", "softplus", "sigmoid", "leaky_relu"])
     for i in range(n):
