@@ -429,7 +429,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from analysis.report import summary_table
     from analysis.verify import run_suite, suite_jobs
 
-    level = "quick" if args.quick else args.level
+    if args.quick and args.level not in (None, "quick"):  # --quick used to win silently over --level
+        raise SymactError(f"--quick and --level {args.level} ask for two suite sizes; give one of them "
+                          f"(--quick is --level quick).")
+    level = "quick" if args.quick else (args.level or "full")
     jobs = suite_jobs(level, args.only)
     if not jobs:
         raise SymactError(f"No jobs match --only {args.only!r} at level {level!r}.")
@@ -528,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the suite of experiments (resumable), write OUT/records.jsonl, "
                                    "OUT/report.md and plots, and print prediction / measured / tolerance / verdict.")
     p.add_argument("--quick", action="store_true", help="the quick suite (same as --level quick; < 5 min on 2 cores)")
-    p.add_argument("--level", choices=("tiny", "quick", "full"), default="full",
+    p.add_argument("--level", choices=("tiny", "quick", "full"), default=None,
                    help="suite size: tiny (seconds, for tests), quick, full (default; < 45 min)")
     p.add_argument("--out", default="symact-verify", help="output folder; re-running resumes from its records")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")

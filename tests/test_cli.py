@@ -452,3 +452,18 @@ def test_verify_that_measured_nothing_is_not_a_success(tmp_path, monkeypatch, ca
         Job(f"{__name__}:unavailable_job", {}), Job(f"{__name__}:measured_job", {})])
     assert main(["verify", "--level", "tiny", "--out", str(tmp_path / "some"), "--no-progress", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["measured_claims"] == 1
+
+
+def test_verify_quick_and_another_level_is_an_error_not_a_silent_choice(tmp_path, capsys, monkeypatch):
+    """--quick --level tiny ran the quick suite (minutes) and ignored --level without a word."""
+    import analysis.verify
+    from analysis.cli import main
+
+    def no_suite(level, only):
+        raise AssertionError(f"the {level} suite was chosen")
+
+    monkeypatch.setattr(analysis.verify, "suite_jobs", no_suite)
+    assert main(["verify", "--quick", "--level", "tiny", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--quick and --level tiny" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "records.jsonl")  # nothing ran
