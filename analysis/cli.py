@@ -536,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="symact-verify", help="output folder; re-running resumes from its records")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--only", nargs="*", default=None, help="only experiments whose name contains one of these")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="only experiments whose name contains one of these (e.g. --only kernel_check rai)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_verify)
     return parser

@@ -467,3 +467,17 @@ def test_verify_quick_and_another_level_is_an_error_not_a_silent_choice(tmp_path
     err = capsys.readouterr().err
     assert "--quick and --level tiny" in err and "Traceback" not in err
     assert not os.path.exists(tmp_path / "records.jsonl")  # nothing ran
+
+
+def test_verify_only_without_a_name_is_an_error_not_the_whole_suite(tmp_path, capsys, monkeypatch):
+    """--only with no names (nargs='*') gave an empty filter, and the whole suite ran."""
+    import analysis.verify
+    from analysis.cli import main
+
+    def no_suite(level, only):
+        raise AssertionError(f"the {level} suite was chosen with only={only!r}")
+
+    monkeypatch.setattr(analysis.verify, "suite_jobs", no_suite)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", "--level", "tiny", "--only", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--only" in capsys.readouterr().err
