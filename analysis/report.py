@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -89,7 +90,13 @@ def summary_table(rows: Sequence[dict]) -> str:
     widths = [min(60, max(len(str(row[i])) for row in table)) for i in range(len(header))]
 
     def fmt(row: Sequence[Any]) -> str:
-        return "  ".join(str(v)[: widths[i]].ljust(widths[i]) for i, v in enumerate(row))
+        # a long cell wraps onto continuation lines: cut at 60 characters, the convergence claims of
+        # different targets, scales and noise levels all read "... reaches tolerance in fewe"
+        cells = [textwrap.wrap(str(v), widths[i], break_long_words=True, break_on_hyphens=False) or [""]
+                 for i, v in enumerate(row)]
+        height = max(len(c) for c in cells)
+        return "\n".join("  ".join((c[k] if k < len(c) else "").ljust(widths[i]) for i, c in enumerate(cells)).rstrip()
+                         for k in range(height))
 
     lines = [fmt(table[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in table[1:]]
     return "\n".join(lines)

@@ -404,3 +404,17 @@ def test_gradient_penalty_on_no_networks_is_not_a_pass(networks):
         gradient_penalty({"networks": networks})
     rec = run_job(Job("gradient_penalty", {"networks": networks}))
     assert rec["status"] == "failed" and not rec["claims"]
+
+
+def test_the_terminal_summary_wraps_long_claims_instead_of_cutting_them():
+    """Cells were cut at 60 characters: the convergence claims of scale 1 and 10 printed identically."""
+    from analysis.report import summary_table
+
+    claims = [f"exp-parametrised linear regression reaches tolerance in fewer SGD steps than plain "
+              f"(tuned lr; target equal, scale {s}, noise 0.0)" for s in ("1.0", "10.0")]
+    rows = [{"source": "conv", "prediction": p, "measured": 0.5, "tolerance": "< 1", "verdict": "pass"} for p in claims]
+    text = summary_table(rows)
+    squeezed = "".join(text.split())  # wrapping only adds whitespace (the other columns are on each row's first line)
+    assert "scale1.0,noise0.0)" in squeezed and "scale10.0,noise0.0)" in squeezed
+    assert text.count("noise 0.0)") == 2 and text.count("PASS") == 2
+    assert all(len(line) <= 60 + 40 for line in text.splitlines())  # no column wider than its cap
