@@ -74,11 +74,11 @@ def experiment_modules() -> list[Any]:
     for name in EXPERIMENT_MODULES:
         try:
             mods.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real import error inside an existing module: say so
-                _MISSING_MODULES[name] = f"{type(exc).__name__}: {exc}"
-            else:
+        except ImportError as exc:  # also "cannot import name" from a module merged without its partner
+            if isinstance(exc, ModuleNotFoundError) and exc.name == name:
                 _MISSING_MODULES[name] = "not merged on this branch"
+            else:  # a real import error inside an existing module: say so
+                _MISSING_MODULES[name] = f"{type(exc).__name__}: {exc}"
     return mods
 
 

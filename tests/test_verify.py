@@ -418,3 +418,22 @@ def test_the_terminal_summary_wraps_long_claims_instead_of_cutting_them():
     assert "scale1.0,noise0.0)" in squeezed and "scale10.0,noise0.0)" in squeezed
     assert text.count("noise 0.0)") == 2 and text.count("PASS") == 2
     assert all(len(line) <= 60 + 40 for line in text.splitlines())  # no column wider than its cap
+
+
+def test_an_experiment_module_with_a_broken_import_is_listed_not_fatal(tmp_path, monkeypatch):
+    """Only ModuleNotFoundError was caught: an experiment module whose `from x import name` failed
+    (ImportError, e.g. merged without the code it imports) crashed suite_jobs and the report."""
+    import sys
+
+    import analysis.verify as verify
+
+    (tmp_path / "va_broken_experiments.py").write_text("from math import no_such_function\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(verify, "EXPERIMENT_MODULES", verify.EXPERIMENT_MODULES + ("va_broken_experiments",))
+    monkeypatch.setattr(verify, "_MISSING_MODULES", {})
+    try:
+        jobs = suite_jobs("tiny")
+        assert jobs and "va_broken_experiments" in verify.missing_modules()
+        assert "cannot import name 'no_such_function'" in verify.missing_modules()["va_broken_experiments"]
+    finally:
+        sys.modules.pop("va_broken_experiments", None)
