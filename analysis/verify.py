@@ -362,7 +362,13 @@ def _run_pool(todo: list[Job], store: RecordStore, workers: int, device: str, pr
                 bars[jid].update_to(d, t)
             for fut in done:
                 job = futures[fut]
-                rec = fut.result()
+                try:
+                    rec = fut.result()
+                except cf.BrokenExecutor as exc:  # a worker killed (out of memory, os._exit, a crash in C)
+                    raise SymactError(
+                        f"a worker process died while running job {job.id} ({exc}); it may have run out of "
+                        f"memory. The finished jobs are saved in {store.path}: re-run to resume, with fewer "
+                        f"--workers (or 1, which runs the jobs in this process) if it happens again.") from exc
                 if rec.get("status") == "interrupted":
                     raise KeyboardInterrupt
                 store.append(rec)

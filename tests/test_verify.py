@@ -437,3 +437,17 @@ def test_an_experiment_module_with_a_broken_import_is_listed_not_fatal(tmp_path,
         assert "cannot import name 'no_such_function'" in verify.missing_modules()["va_broken_experiments"]
     finally:
         sys.modules.pop("va_broken_experiments", None)
+
+
+def dying_job(spec, *, device="cpu", progress=None):
+    os._exit(3)  # what a worker killed by the OOM killer looks like to the pool
+
+
+def test_a_worker_that_dies_is_a_clear_error(tmp_path):
+    """BrokenProcessPool ('A process in the process pool was terminated abruptly') escaped run_suite,
+    a raw traceback from symact verify."""
+    d = str(tmp_path)
+    jobs = [Job(f"{HERE}:square_job", {"value": 2, "dir": d}), Job(f"{HERE}:dying_job", {})]
+    with pytest.raises(SymactError, match="worker process died while running job") as info:
+        run_suite(jobs, tmp_path / "out", workers=2, progress=False)
+    assert "re-run to resume" in str(info.value)
