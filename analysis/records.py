@@ -191,14 +191,20 @@ class RecordStore:
             return []
         out = []
         with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
+            for number, line in enumerate(fh, 1):
                 line = line.strip()
                 if not line:
                     continue
                 try:
-                    out.append(json.loads(line))
+                    d = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line torn by a kill mid-write: that job simply runs again
+                # valid JSON that is no record (another program's file): a KeyError deep in resuming before
+                if not (isinstance(d, dict) and {"experiment", "status"} <= d.keys()):
+                    raise SymactError(
+                        f"{self.path} line {number} is not a symact job record ({line[:60]!r}); this folder "
+                        f"holds another program's {self.FILENAME}: give a new output folder.")
+                out.append(d)
         return out
 
     def latest(self) -> dict[str, Record]:

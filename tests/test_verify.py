@@ -81,6 +81,14 @@ def test_a_record_appended_after_a_torn_line_is_kept(tmp_path):
     assert sum(1 for line in open(store.path) if not line.strip()) == 0 and len(store.raw()) == 2
 
 
+@pytest.mark.parametrize("line", ['{"loss": 0.5}', "[1, 2]"])
+def test_a_records_file_that_holds_no_records_is_a_clear_error(tmp_path, line):
+    """A records.jsonl of valid JSON that is not a job record raised KeyError: 'experiment' from resuming."""
+    (tmp_path / "records.jsonl").write_text(line + "\n")
+    with pytest.raises(SymactError, match="line 1 is not a symact job record"):
+        run_suite([Job("x:y", {})], tmp_path, progress=False)
+
+
 def test_a_failing_job_is_recorded_and_rerun_recomputes_only_it(tmp_path):
     d = str(tmp_path)
     jobs = [Job(f"{HERE}:square_job", {"value": 2, "dir": d}), Job(f"{HERE}:flaky_job", {"dir": d}),
