@@ -64,7 +64,10 @@ def _parse_params(items: Sequence[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SymactError(f"--param takes NAME=VALUE, got {item!r} (e.g. --param negative_slope=0.2).")
-        out[key.strip()] = value.strip()
+        key, value = key.strip(), value.strip()
+        if key in out and out[key] != value:  # the last one used to win without a word
+            raise SymactError(f"--param {key} is given twice, as {out[key]} and {value}; give it once.")
+        out[key] = value
     return out
 
 

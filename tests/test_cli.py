@@ -481,3 +481,19 @@ def test_verify_only_without_a_name_is_an_error_not_the_whole_suite(tmp_path, ca
     with pytest.raises(SystemExit) as exit_info:
         main(["verify", "--level", "tiny", "--only", "--out", str(tmp_path)])
     assert exit_info.value.code == 2 and "--only" in capsys.readouterr().err
+
+
+def test_a_parameter_given_twice_with_two_values_is_an_error(capsys):
+    """--param negative_slope=0.2 --param negative_slope=0.3 silently used 0.3 (C(0) = 0.1431 is
+    (1 - a)^2 / (pi (1 + a^2)) at a = 0.3, not 0.2)."""
+    from analysis.cli import main
+
+    code = main(["maps", "leaky_relu", "--param", "negative_slope=0.2", "--param", "negative_slope=0.3",
+                 "--dps", "15"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--param negative_slope is given twice, as 0.2 and 0.3" in err
+    # the same value twice is no conflict
+    assert main(["maps", "leaky_relu", "--param", "negative_slope=0.2", "--param", "negative_slope = 0.2",
+                 "--dps", "15", "--json", "--q", "--c", "0"]) == 0
+    c0 = json.loads(capsys.readouterr().out)["c_map_at_0"]
+    assert float(c0) == pytest.approx(0.8 ** 2 / (math.pi * 1.04), rel=1e-12)
