@@ -157,6 +157,9 @@ def test_convergence_dynamics_match_torch_sgd_on_a_parametrised_linear(method):
     ({"targets": ("equals",)}, "targets.*equals"),
     ({"seeds": 0}, "seeds"),                                   # used to end in statistics.StatisticsError
     ({"lr_grid": ()}, "lr_grid"),                              # used to end in min() of an empty sequence
+    # empty: no cell at all, and the suite's convergence job passed with no claim
+    ({"methods": ()}, "methods is empty"), ({"targets": ()}, "targets is empty"),
+    ({"target_scales": ()}, "target_scales is empty"), ({"noise_levels": ()}, "noise_levels is empty"),
 ])
 def test_convergence_spec_rejects_values_that_do_not_exist(bad, match):
     from symact.errors import DomainError
@@ -197,3 +200,17 @@ def test_the_tuned_learning_rate_is_chosen_on_seeds_other_than_those_it_is_score
                      pa._spec(pa.ConvergenceSpec, small), [cell["tuned"]["lr"]])[cell["tuned"]["lr"]]
     assert [s for s, _ in rerun] == cell["tuned"]["steps_to_tolerance"]
     assert "held out" in format_table({"spec": dict(pa.ConvergenceSpec().__dict__, **small), "cells": [cell]})
+
+
+def test_the_convergence_job_without_exp_or_plain_fails_instead_of_claiming_nothing():
+    """methods without 'exp' (or 'plain') ran the study and made no claim: an ok job that verified nothing."""
+    from analysis.experiments.external import parameter_activation_convergence
+    from analysis.records import Job
+    from analysis.verify import run_job
+
+    from symact.errors import DomainError
+
+    spec = dict(SMALL, methods=("plain", "lognormal_plain"))
+    with pytest.raises(DomainError, match="must include 'exp' and 'plain'"):
+        parameter_activation_convergence(spec)
+    assert run_job(Job("parameter_activation_convergence", spec))["status"] == "failed"

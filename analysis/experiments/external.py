@@ -58,6 +58,10 @@ def parameter_activation_one_step(spec: dict, *, device: str = "cpu", progress: 
 @register("parameter_activation_convergence")
 def parameter_activation_convergence(spec: dict, *, device: str = "cpu", progress: Callable | None = None) -> dict:
     mod = _import("analysis.experiments.parameter_activation", "issue 6, branch paramact")
+    methods = spec.get("methods", ("exp", "plain"))
+    if not {"exp", "plain"} <= set(methods):  # the claim compares the two: without both it had no claim at all
+        raise DomainError(f"parameter_activation_convergence: methods={list(methods)!r} must include 'exp' and "
+                          f"'plain', the two methods its claim compares.")
     record = mod.convergence_study(spec)
     cells: dict = {}
     for cell in record["cells"]:

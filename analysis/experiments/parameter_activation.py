@@ -150,6 +150,10 @@ def _check_convergence_spec(spec: ConvergenceSpec) -> None:
         unknown = [v for v in given if v not in known]
         if unknown:
             raise DomainError(f"ConvergenceSpec.{field} has unknown value(s) {unknown}; use some of {list(known)}.")
+    for field in ("methods", "targets", "target_scales", "noise_levels"):  # empty: no cell, a study of nothing
+        if not getattr(spec, field):
+            raise DomainError(f"ConvergenceSpec.{field} is empty: give at least one value "
+                              f"(default {list(getattr(ConvergenceSpec(), field))}).")
     for field in ("seeds", "steps", "n_samples", "n_features", "batch_size"):
         if not (isinstance(getattr(spec, field), int) and getattr(spec, field) >= 1):
             raise DomainError(f"ConvergenceSpec.{field} = {getattr(spec, field)!r} must be a positive integer.")
