@@ -459,3 +459,17 @@ def test_a_worker_that_dies_is_a_clear_error(tmp_path):
     with pytest.raises(SymactError, match="worker process died while running job") as info:
         run_suite(jobs, tmp_path / "out", workers=2, progress=False)
     assert "re-run to resume" in str(info.value)
+
+
+def test_the_spread_claim_scales_its_range_with_the_width_factor():
+    """The 1/sqrt(width) range [1.4, 2.9] is for a 4x wider run (ideal 2); a 16x run (ideal 4) was judged
+    against it and failed however well the spread followed 1/sqrt(width)."""
+    from analysis.experiments.kernel_check import kernel_check
+
+    out = kernel_check({"activation": "tanh", "depth": 3, "width": 32, "seeds": 10, "spread_width": 512})
+    (spread,) = [c for c in out["claims"] if c.key == "kernel_spread"]
+    assert spread.tolerance == "in [2.8, 5.8] (ideal 4)"
+    assert spread.passed == (2.8 <= spread.measured <= 5.8) and spread.passed
+    four = kernel_check({"activation": "tanh", "depth": 2, "width": 16, "seeds": 2, "cosines": [0.5],
+                         "spread_width": 64})
+    assert [c.tolerance for c in four["claims"] if c.key == "kernel_spread"] == ["in [1.4, 2.9] (ideal 2)"]
