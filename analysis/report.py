@@ -163,7 +163,11 @@ def write_report(records: Sequence[Record], out_dir: str | os.PathLike) -> tuple
             try:
                 sec = mod.report_section(records, out_dir)
             except Exception as exc:  # a broken section must not hide the others
-                sec = Section(f"{mod.__name__} (report section failed)", f"`{type(exc).__name__}: {exc}`")
+                # nor pass unseen: its suite-level claims were never judged, so it is a failing claim
+                # (the run's summary, and symact verify's exit code, read "no failures" before)
+                sec = Section(f"{mod.__name__} (report section failed)", f"`{type(exc).__name__}: {exc}`",
+                              (Claim(f"the report section of {mod.__name__} (with its suite-level claims) is built",
+                                     f"{type(exc).__name__}: {exc}", "no exception", False),))
             if sec is None:
                 continue
             sections.append(sec)

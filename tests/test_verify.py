@@ -473,3 +473,22 @@ def test_the_spread_claim_scales_its_range_with_the_width_factor():
     four = kernel_check({"activation": "tanh", "depth": 2, "width": 16, "seeds": 2, "cosines": [0.5],
                          "spread_width": 64})
     assert [c.tolerance for c in four["claims"] if c.key == "kernel_spread"] == ["in [1.4, 2.9] (ideal 2)"]
+
+
+def test_a_report_section_that_crashes_is_a_failing_claim(tmp_path, monkeypatch):
+    """A section that raised was shown as a heading only: its suite-level claims were never judged,
+    yet the summary had no failure, so symact verify exited 0."""
+    import types
+
+    import analysis.verify as verify
+
+    def report_section(records, out_dir):
+        raise ZeroDivisionError("median of no seeds")
+
+    broken = types.SimpleNamespace(__name__="broken_experiments", report_section=report_section)
+    monkeypatch.setattr(verify, "experiment_modules", lambda: [broken])
+    d = str(tmp_path)
+    result = run_suite([Job(f"{HERE}:square_job", {"value": 2, "dir": d})], tmp_path / "out", progress=False)
+    assert [row["verdict"] for row in result.summary] == ["pass", "fail"]
+    assert len(result.failed_claims) == 1 and "ZeroDivisionError" in result.failed_claims[0]["measured"]
+    assert "ZeroDivisionError: median of no seeds" in open(result.report_path).read()
