@@ -214,3 +214,24 @@ def test_the_convergence_job_without_exp_or_plain_fails_instead_of_claiming_noth
     with pytest.raises(DomainError, match="must include 'exp' and 'plain'"):
         parameter_activation_convergence(spec)
     assert run_job(Job("parameter_activation_convergence", spec))["status"] == "failed"
+
+
+def test_one_step_ratio_is_the_larger_steps_error_over_the_smaller_in_either_order():
+    """(1e-4, 1e-3) gave the ratio 0.1 (smaller over larger) and failed every O(lr) row."""
+    fwd = one_step_check({"rows": ("exp", "square"), "learning_rates": (1e-3, 1e-4)})
+    rev = one_step_check({"rows": ("exp", "square"), "learning_rates": (1e-4, 1e-3)})
+    for a, b in zip(fwd["rows"], rev["rows"]):
+        assert a["relative_errors"] == b["relative_errors"][::-1]
+        assert b["ratio"] == pytest.approx(a["ratio"], rel=1e-12) and 5 <= b["ratio"] <= 20  # O(lr): ~10
+    assert rev["all_passed"]
+
+
+@pytest.mark.parametrize("bad, match", [({"learning_rates": (1e-3,)}, "two different positive"),    # IndexError
+                                        ({"learning_rates": (1e-3, 1e-4, 1e-5)}, "two different"),  # 3rd ignored
+                                        ({"learning_rates": (1e-3, 1e-3)}, "two different"),
+                                        ({"rows": ()}, "rows is empty")])                          # all_passed True
+def test_one_step_spec_rejects_what_it_cannot_check(bad, match):
+    from symact.errors import DomainError
+
+    with pytest.raises(DomainError, match=match):
+        one_step_check(bad)

@@ -72,6 +72,14 @@ def one_step_check(spec: OneStepSpec | Mapping[str, Any] = OneStepSpec()) -> dic
     ``exact_below`` (``exact``: then g'' = 0 and the first-order prediction has no O(lr) term).
     """
     spec = _spec(OneStepSpec, spec)
+    lrs = spec.learning_rates
+    if len(lrs) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in lrs) or lrs[0] == lrs[1]:
+        # one rate ended in an IndexError, a third was ignored
+        raise DomainError(f"OneStepSpec.learning_rates = {lrs!r}: give two different positive step sizes, "
+                          f"e.g. (1e-3, 1e-4).")
+    if not spec.rows:  # no row: all_passed was True with nothing checked
+        raise DomainError("OneStepSpec.rows is empty: name at least one parameter activation, e.g. ('exp',).")
+    big, small = (0, 1) if lrs[0] > lrs[1] else (1, 0)
     gen = torch.Generator().manual_seed(spec.seed)
     x = torch.randn(spec.n_samples, spec.n_features, generator=gen, dtype=torch.float64)
     y = torch.randn(spec.n_samples, generator=gen, dtype=torch.float64)
@@ -93,7 +101,9 @@ def one_step_check(spec: OneStepSpec | Mapping[str, Any] = OneStepSpec()) -> dic
                 predicted = -lr * r_of_a(a.detach()) * grad_a
                 errors.append(float((measured - predicted).norm() / predicted.norm()))
         exact = all(e < spec.exact_below for e in errors)
-        ratio = errors[0] / errors[1] if errors[1] > 0 else math.inf
+        # the larger step's error over the smaller's, in whichever order they were given ((1e-4, 1e-3)
+        # gave 0.1 instead of 10 and failed every row)
+        ratio = errors[big] / errors[small] if errors[small] > 0 else math.inf
         lo, hi = spec.ratio_bounds
         rows.append({
             "row": name, "g": str(pa.g), "r(A)": str(pa.effective_learning_rate),
