@@ -169,6 +169,8 @@ def empirical_kernel(act: Any, depth: int, width: int, cosines: Sequence[float] 
             raise DomainError(f"cosine {c} outside [-1, 1].")
     device = resolve_device(device)
     dtype = dtype or torch.float32
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):  # "float64" failed deep inside .to()
+        raise DomainError(f"dtype={dtype!r}: give a torch floating-point dtype, e.g. torch.float64.")
     dim = input_dim or width
     name, phi = _torch_activation(act, torch, device)
 

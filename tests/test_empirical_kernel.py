@@ -140,6 +140,7 @@ def test_no_cosine_is_an_error_not_a_vacuous_pass():
     ({"input_dim": 0}, "input_dim=0"),   # 0 silently meant "the width"
     ({"input_dim": 1}, "input_dim=1"),   # one dimension: the second input was NaN, so was every measured c
     ({"cosines": 0.5}, "sequence of input cosines"),
+    ({"dtype": "float64"}, "torch floating-point dtype"), ({"dtype": torch.int64}, "torch floating-point dtype"),
 ])
 def test_bad_sizes_are_domain_errors_that_name_the_argument(bad, message):
     """Raw TypeErrors from range()/torch.randn, or silently wrong runs, before."""
@@ -160,3 +161,11 @@ def test_relu_predictions_are_the_arc_cosine_kernel_and_the_measurement_agrees()
         assert rec.predicted_c[i] == pytest.approx(expected, abs=1e-12)
         assert rec.predicted_c_local[i] == pytest.approx(expected, abs=1e-12)
     assert rec.passes()
+
+
+def test_float64_networks_measure_the_same_kernel():
+    """dtype=torch.float64 runs the networks in double precision: same draws, so the float32 and float64
+    measurements differ by rounding only."""
+    r32 = empirical_kernel(TANH, depth=2, width=64, cosines=(0.5,), seeds=2)
+    r64 = empirical_kernel(TANH, depth=2, width=64, cosines=(0.5,), seeds=2, dtype=torch.float64)
+    assert np.allclose(r32.c_mean, r64.c_mean, atol=1e-5) and r64.passes()
