@@ -492,3 +492,14 @@ def test_a_report_section_that_crashes_is_a_failing_claim(tmp_path, monkeypatch)
     assert [row["verdict"] for row in result.summary] == ["pass", "fail"]
     assert len(result.failed_claims) == 1 and "ZeroDivisionError" in result.failed_claims[0]["measured"]
     assert "ZeroDivisionError: median of no seeds" in open(result.report_path).read()
+
+
+@pytest.mark.parametrize("bad", [{"depth": 2.5}, {"width": 64.7}, {"seeds": "2"}, {"spread_width": 256.5}])
+def test_kernel_check_does_not_truncate_sizes(bad):
+    """int() ran depth 2.5 as a depth-2 network and width 64.7 as 64, under a claim naming the spec."""
+    from analysis.experiments.kernel_check import kernel_check
+    from symact.errors import DomainError
+
+    key = next(iter(bad))
+    with pytest.raises(DomainError, match=f"{key}="):
+        kernel_check({"activation": "tanh", "depth": 2, "width": 64, "seeds": 2, "cosines": [0.5], **bad})

@@ -79,7 +79,12 @@ def _with_input(c0: float, row) -> list[float]:
 def kernel_check(spec: dict, *, device: str = "cpu", progress: Callable | None = None) -> dict:
     from analysis.empirical import empirical_kernel
 
-    depth, width, seeds = int(spec["depth"]), int(spec["width"]), int(spec["seeds"])
+    from symact.errors import DomainError, is_whole_number
+
+    for key in ("depth", "width", "seeds", "spread_width"):  # int() ran depth 2.5 as depth 2
+        if (spec.get(key) is not None or key != "spread_width") and not is_whole_number(spec.get(key), 1):
+            raise DomainError(f"kernel_check: spec {key}={spec.get(key)!r}; give a whole number >= 1.")
+    depth, width, seeds = spec["depth"], spec["width"], spec["seeds"]
     cosines = tuple(float(c) for c in spec.get("cosines", (0.0, 0.5, 0.9)))
     spread_width = spec.get("spread_width")
     steps = 2 if spread_width else 1
