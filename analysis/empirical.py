@@ -112,6 +112,12 @@ class EmpiricalKernel:
         over all cosines and layers is compared.  ``O(1/sqrt(width))`` fluctuations give
         ``sqrt(wider.width / self.width)``.
         """
+        mismatch = [f"{k} {getattr(self, k)!r} vs {getattr(wider, k)!r}"
+                    for k in ("activation", "depth", "seeds", "init", "cosines") if getattr(self, k) != getattr(wider, k)]
+        if mismatch:  # the pooled spreads would be over different layers, cosines or networks
+            raise DomainError(f"spread_ratio compares two widths of the same experiment; these differ: "
+                              f"{'; '.join(mismatch)}. Run the wider one with the same settings.")
+
         def rms(rec):
             vals = [(rec.c_std[i][l] / (math.sqrt(l + 1) * max(1 - rec.predicted_c[i][l] ** 2, 0.05))) ** 2
                     for i in range(len(rec.cosines)) for l in range(rec.depth)]

@@ -169,3 +169,13 @@ def test_float64_networks_measure_the_same_kernel():
     r32 = empirical_kernel(TANH, depth=2, width=64, cosines=(0.5,), seeds=2)
     r64 = empirical_kernel(TANH, depth=2, width=64, cosines=(0.5,), seeds=2, dtype=torch.float64)
     assert np.allclose(r32.c_mean, r64.c_mean, atol=1e-5) and r64.passes()
+
+
+def test_spread_ratio_refuses_records_of_different_experiments():
+    """A depth-3 record against a depth-2 one pooled the spreads of different layers into a ratio."""
+    a = empirical_kernel(TANH, depth=3, width=32, cosines=(0.5,), seeds=2)
+    b = empirical_kernel(TANH, depth=2, width=128, cosines=(0.5,), seeds=2)
+    with pytest.raises(DomainError, match="depth 3 vs 2"):
+        a.spread_ratio(b)
+    c = empirical_kernel(TANH, depth=3, width=128, cosines=(0.5,), seeds=2)
+    assert a.spread_ratio(c) > 0
