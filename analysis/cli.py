@@ -490,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 a verdict or job failed or nothing was measured, 2 bad input or missing feature, 130 interrupted. "
                "Example: symact verify --quick --out symact-report",
     )
+    from symact import __version__
+
+    parser.add_argument("--version", action="version", version=f"symact {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -497,3 +497,13 @@ def test_a_parameter_given_twice_with_two_values_is_an_error(capsys):
                  "--dps", "15", "--json", "--q", "--c", "0"]) == 0
     c0 = json.loads(capsys.readouterr().out)["c_map_at_0"]
     assert float(c0) == pytest.approx(0.8 ** 2 / (math.pi * 1.04), rel=1e-12)
+
+
+def test_version_flag_prints_the_package_version(capsys):
+    """symact --version was an error ("the following arguments are required: COMMAND")."""
+    import symact
+    from analysis.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"symact {symact.__version__}"
