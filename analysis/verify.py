@@ -109,6 +109,8 @@ def suite_jobs(level: str = "quick", only: Sequence[str] | None = None) -> list[
     """
     if level not in LEVELS:
         raise SymactError(f"Unknown suite level {level!r}; choose one of {LEVELS}.")
+    if isinstance(only, str):  # only="rai" was read letter by letter: "r", "a", "i" matched nearly every job
+        only = [only]
     jobs: list[Job] = []
     for mod in experiment_modules():
         if hasattr(mod, "jobs"):

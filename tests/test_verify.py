@@ -503,3 +503,9 @@ def test_kernel_check_does_not_truncate_sizes(bad):
     key = next(iter(bad))
     with pytest.raises(DomainError, match=f"{key}="):
         kernel_check({"activation": "tanh", "depth": 2, "width": 64, "seeds": 2, "cosines": [0.5], **bad})
+
+
+def test_suite_jobs_only_takes_one_name_as_a_string():
+    """only="rai" was iterated letter by letter, and "r", "a", "i" matched nearly every experiment."""
+    assert {j.experiment for j in suite_jobs("quick", only="rai")} == {"rai_init", "rai_train"}
+    assert suite_jobs("quick", only="rai") == suite_jobs("quick", only=["rai"])
