@@ -102,10 +102,10 @@ def experiment_function(name: str) -> Callable[..., dict]:
     return _REGISTRY[name]
 
 
-def suite_jobs(level: str = "quick", only: Sequence[str] | None = None) -> list[Job]:
+def suite_jobs(level: str = "quick", only: Sequence[str] | str | None = None) -> list[Job]:
     """Jobs of the suite at ``level`` (``tiny`` for tests, ``quick`` < 5 min on 2 cores, ``full``).
 
-    ``only`` keeps jobs whose experiment name contains one of the given strings.
+    ``only`` keeps jobs whose experiment name contains one of the given strings (or the one string given).
     """
     if level not in LEVELS:
         raise SymactError(f"Unknown suite level {level!r}; choose one of {LEVELS}.")
