@@ -108,7 +108,7 @@ def _claim_row(source: str, c: Claim) -> dict:
 
 
 def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, ylabel: str,
-              logy: bool = False, hline: float | None = None) -> str:
+              logy: bool = False, hline: float | None = None) -> str | None:
     """Write a PNG line plot; each series is ``{"x", "y", "label", optional "lo", "hi", "style", "same_color"}``.
 
     ``lo``/``hi`` draw a shaded band (for example the spread over seeds).
