@@ -9,8 +9,8 @@ Subcommands (each takes ``--json`` for machine-readable output)::
     symact verify [--quick]       run the verification suite, write report.md
 
 Exit codes: 0 success; 1 the verification found a failing verdict or a failed
-job, or measured no claim at all (every job unavailable); 2 bad input or a feature whose code is not installed (the message says what
-to do; no traceback); 130 interrupted (finished records are kept: re-run to resume).
+job, or measured no claim at all (every job unavailable); 2 bad input or a feature
+whose code is not installed (the message says what to do; no traceback); 130 interrupted (finished records are kept: re-run to resume).
 """
 
 from __future__ import annotations
@@ -458,8 +458,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                "jobs": len(jobs), "ran": len(result.ran), "skipped": len(result.skipped),
                "failed_jobs": failed_jobs, "summary": list(result.summary)}
     # a run in which no claim got a verdict (every job unavailable) verified nothing: not a success
-    measured = any(row.get("verdict") in ("pass", "fail") for row in result.summary)
     payload["measured_claims"] = sum(row.get("verdict") in ("pass", "fail") for row in result.summary)
+    measured = payload["measured_claims"] > 0
     text = summary_table(result.summary) if result.summary else "(no claims measured)"
     text += (f"\n\n{len(jobs)} jobs ({len(result.ran)} run, {len(result.skipped)} already finished), "
              f"{len(failed_jobs)} failed; report: {result.report_path}")
