@@ -97,6 +97,11 @@ def _value_at_zero_plus(expr, t):
 
 
 def _same(a, b) -> bool:
+    """Whether two one-sided values (of a derivative at a kink) are the same finite number.  An
+    infinite or undefined value is never the same: that derivative does not exist there (|x|**(3/2) has
+    f'' -> +oo from both sides, so it is C^1, not C^2; comparing oo - oo raised a TypeError)."""
+    if any(sympy.sympify(value).has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo, sympy.AccumBounds) for value in (a, b)):
+        return False
     difference = a - b
     if difference == 0:
         return True
@@ -254,6 +259,40 @@ def _removable(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr) -> boo
     return bool(left.is_finite and right.is_finite and sympy.simplify(left - right) == 0)
 
 
+def _one_sided_limits_at_0(expr, symbol):
+    """The limits of ``expr`` as ``symbol`` -> 0 from the right and from the left, taken as t -> 0+ of
+    expr at +t and at -t with t positive (SymPy's limit(..., "-") misreads Abs and sign), or None."""
+    t = sympy.Symbol("t", positive=True)
+    sides = []
+    for sign in (1, -1):
+        try:
+            sides.append(sympy.limit(expr.xreplace({symbol: sign * t}), t, 0, "+"))
+        except (NotImplementedError, ValueError, TypeError):
+            return None
+    return sides
+
+
+def _definite(limit) -> bool:
+    return not limit.has(sympy.nan, sympy.zoo, sympy.AccumBounds) and (
+        bool(limit.is_finite) or limit in (sympy.oo, -sympy.oo))
+
+
+def _slope_at_0(f, symbol, derivative, value_at_0):
+    """f'(0) where the derivative's formula is undefined there (sinc, sqrt(Abs(x)), x**2*sin(1/x)): the
+    common limit of f' from both sides, else of the difference quotient (f(h) - f(0))/h from both sides;
+    nan where the two sides differ (a cusp: sqrt(Abs(x)) is +oo on the right, -oo on the left) or
+    oscillate (x*sin(1/x)).  A one-sided limit alone made sqrt(Abs(x)) report slope +oo."""
+    for expr in (derivative, (f - value_at_0) / symbol):
+        sides = _one_sided_limits_at_0(expr, symbol)
+        if sides is None or not all(_definite(side) for side in sides):
+            continue  # undecided or oscillating: the difference quotient may still settle it
+        right, left = sides
+        if right == left or _same(right, left):
+            return right
+        return sympy.nan
+    return sympy.nan
+
+
 def derive_properties(f, symbol, kinks, name="the activation"):
     from .activation import Properties, _differentiated, _limit_at_infinity
 
@@ -273,7 +312,7 @@ def derive_properties(f, symbol, kinks, name="the activation"):
     if slope_at_0.has(sympy.DiracDelta):
         slope_at_0 = sympy.nan  # a jump at 0: no slope
     elif slope_at_0.has(sympy.nan, sympy.zoo):
-        slope_at_0 = sympy.limit(derivative, symbol, 0)
+        slope_at_0 = _slope_at_0(f, symbol, derivative, value_at_0)
 
     lim_plus = _limit_at_infinity(f, symbol, 1)
     lim_minus = _limit_at_infinity(f, symbol, -1)
@@ -285,13 +324,14 @@ def derive_properties(f, symbol, kinks, name="the activation"):
     if kinks:
         per_kink = {k: _smoothness_at(f, symbol, k) for k in kinks}
         smoothness = min(per_kink.values(), key=lambda s: float(s) if s != sympy.oo else float("inf"))
-        differentiable_at_0 = not (0 in per_kink and per_kink[0] != sympy.oo and per_kink[0] < 1)
+        differentiable_at_0 = slope_at_0 is not sympy.nan and not (
+            0 in per_kink and per_kink[0] != sympy.oo and per_kink[0] < 1)
         evidence["smoothness"] = "one-sided derivatives at the kinks " + ", ".join(
             f"{k}: C^{s}" for k, s in per_kink.items()
         )
     else:
         smoothness = sympy.oo
-        differentiable_at_0 = True
+        differentiable_at_0 = slope_at_0 is not sympy.nan
         evidence["smoothness"] = "symbolic: no piecewise constructs"
 
     # --- monotonicity: signs of f' at sample points, and of jumps at kinks

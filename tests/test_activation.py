@@ -676,3 +676,51 @@ def test_calling_at_a_float_gives_a_number_and_at_infinity_the_limit():
     for name in ("relu", "gelu", "tanh"):
         with pytest.raises(symact.DomainError, match="NaN"):
             symact.activation(name)(float("nan"))
+
+
+# (formula, params, slope at 0 by the definition lim (f(h) - f(0))/h from both sides, differentiable at 0)
+SLOPES_WHERE_THE_DERIVATIVE_FORMULA_IS_UNDEFINED = [
+    ("sqrt(Abs(x))", {}, sympy.nan, False),  # a cusp: +oo from the right, -oo from the left
+    ("elephant", {"d": "1/2"}, sympy.nan, False),  # 1/(1 + |x|^(1/2)): a cusp too
+    ("x*sin(1/x)", {}, sympy.nan, False),  # the quotient sin(1/h) oscillates
+    ("x**2*sin(1/x)", {}, 0, True),  # |h*sin(1/h)| <= |h|, though f' has no limit at 0
+    ("sinc", {}, 0, True),  # even and smooth
+    ("real_root(x, 3)", {}, sympy.oo, False),  # a vertical tangent: +oo from both sides
+]
+
+
+@pytest.mark.parametrize("spec, params, slope, differentiable", SLOPES_WHERE_THE_DERIVATIVE_FORMULA_IS_UNDEFINED,
+                         ids=[s for s, *_ in SLOPES_WHERE_THE_DERIVATIVE_FORMULA_IS_UNDEFINED])
+def test_slope_at_0_is_the_two_sided_limit_of_the_difference_quotient(spec, params, slope, differentiable):
+    """The slope was SymPy's one-sided (right) limit of f': sqrt(Abs(x)) reported +oo and the elephant with
+    d = 1/2 -oo, though the left side has the opposite sign, and x**2*sin(1/x) AccumBounds(-1, 1)."""
+    act = symact.activation(spec, **params)
+    props = act.properties()
+    # the independent reference: the difference quotient at h = +-1e-30, evaluated at 50 digits
+    f = act.concrete_expr
+    quotients = [sympy.N((f.xreplace({x: h}) - props.value_at_0) / h, 50) for h in (sympy.Rational(1, 10**30),
+                                                                                     -sympy.Rational(1, 10**30))]
+    if slope is sympy.nan:
+        assert props.slope_at_0 is sympy.nan
+        if spec != "x*sin(1/x)":  # a cusp: the two sides' quotients are large and of opposite sign
+            assert quotients[0] * quotients[1] < 0 and min(abs(q) for q in quotients) > 1e6
+    elif slope == sympy.oo:
+        assert props.slope_at_0 == sympy.oo and min(quotients) > 1e6
+    else:
+        assert props.slope_at_0 == slope and max(abs(q - slope) for q in quotients) < 1e-20
+    assert props.differentiable_at_0 is differentiable
+
+
+@pytest.mark.parametrize("spec, smoothness", [("Abs(x)**(3/2)", 1), ("Abs(x)**(5/2)", 2), ("real_root(x, 3)", 0),
+                                              ("Abs(x - 1)**(3/2)", 1)])
+def test_smoothness_at_a_kink_where_a_derivative_is_infinite(spec, smoothness):
+    """|x|^(3/2) has f'' = (3/4)|x|^(-1/2) -> +oo from both sides, so it is C^1 and not C^2; comparing
+    the two infinite one-sided values (oo - oo = nan) raised TypeError: Invalid NaN comparison."""
+    act = symact.activation(spec)
+    props = act.properties()
+    assert props.smoothness == smoothness
+    # the reference: the (smoothness)-th derivative is continuous at the kink, the next one unbounded there
+    kink = act.kinks[0]
+    nxt = act.derivative(smoothness + 1).concrete_expr
+    h = sympy.Rational(1, 10**12)
+    assert abs(sympy.N(nxt.xreplace({x: kink + h}), 30)) > 1e3 or abs(sympy.N(nxt.xreplace({x: kink - h}), 30)) > 1e3
