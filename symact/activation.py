@@ -401,6 +401,7 @@ class Activation:
         changed = self._replace(params=params)
         if values:
             given = ", ".join(f"{name}={changed.params[changed._parameter(name)]}" for name in values)
+            _check_entry_requirements(self, params, given)
             _check_finite(changed.concrete_expr, f"{self.name} at {given}")
             if changed.surrogate is not None:
                 _check_surrogate(changed, f"the surrogate gradient of {self.name} at {given}")
@@ -426,6 +427,7 @@ class Activation:
         surrogate = None if self.surrogate is None else self.surrogate.xreplace(replacements)
         if replacements:
             given = ", ".join(f"{p.name}={val}" for p, val in replacements.items())
+            _check_entry_requirements(self, {**params, **replacements}, given)
             _check_finite(expr, f"{self.name} with {given} substituted")
             substituted = self._replace(expr=expr, params=params, surrogate=surrogate)
             if surrogate is not None:
@@ -1121,6 +1123,16 @@ def _check_surrogate(act: Activation, what: str) -> None:
             f"{what} is not real for every real x{where}; a gradient must be real. Choose parameter values for "
             "which it is real on the whole real line"
         )
+
+
+def _check_entry_requirements(act: Activation, values: Mapping[sympy.Symbol, sympy.Expr], given: str) -> None:
+    """The catalogue entry's condition on its parameters (hardtanh: min_val <= max_val) for new ``values``
+    of ``act``'s parameters, where ``act`` is that entry's formula."""
+    from .catalogue import lookup  # noqa: PLC0415 (catalogue imports this module)
+
+    entry = lookup(act.name) if isinstance(act.name, str) else None
+    if entry is not None and entry.requires and entry.expr == act.expr:
+        entry.check_requirements(values, given)
 
 
 def _check_real_with_params(act: Activation, given: str, note: str = "") -> None:

@@ -19,7 +19,8 @@ from typing import Any, Mapping
 import sympy
 
 from .activation import Activation, _check_real_with_params, _checked_value, _exact_number, parse_formula, v, x
-from .errors import UnknownSymbolError
+from ._safe_parse import safe_sympify
+from .errors import FormulaError, UnknownSymbolError
 
 __all__ = ["CatalogueEntry", "TorchBuiltin", "catalogue", "catalogue_names", "lookup", "SELU_ALPHA", "SELU_SCALE"]
 
@@ -105,6 +106,22 @@ class CatalogueEntry:
     aliases: tuple = ()
     note: str = ""
     surrogate: str = ""  # the gradient backpropagation uses instead of phi' (Activation.surrogate), if any
+    requires: str = ""  # a condition on the parameters' values (e.g. "min_val <= max_val"), with its reason in note
+
+    def check_requirements(self, values: Mapping[sympy.Symbol, sympy.Expr], given: str) -> None:
+        """Refuse parameter ``values`` (symbol -> value) that break :attr:`requires`; ``given`` names the
+        values the user passed, for the message."""
+        if not self.requires:
+            return
+        by_name = {p.name: values.get(p.symbol, sympy.sympify(p.default)) for p in self.params}
+        condition = safe_sympify(self.requires, "requirement", {p.name: p.symbol for p in self.params})
+        decided = condition.xreplace({s: by_name[s.name] for s in condition.free_symbols if s.name in by_name})
+        if decided in (False, sympy.false):
+            reason = f" ({self.note})" if self.note else ""
+            at = ", ".join(f"{name}={value}" for name, value in by_name.items())
+            raise FormulaError(
+                f"{self.name} with {given} breaks {self.requires} ({at}){reason}; pass values with {self.requires}"
+            )
 
     def __repr__(self) -> str:
         ps = ", ".join(f"{p.name}={p.default}" for p in self.params)
@@ -136,6 +153,7 @@ class CatalogueEntry:
             surrogate=self.surrogate_expr,
         )
         if values:
+            self.check_requirements(params, ", ".join(f"{name}={params[by_name[name]]}" for name in values))
             # The defaults are real; a value the user gives may not be (softexponential with alpha < 0 is a
             # log, real only on a half-line): the check a formula string gets, with the entry's note.
             given = ", ".join(f"{name}={params[by_name[name]]}" for name in values)
@@ -190,7 +208,8 @@ _ENTRIES = (
     CatalogueEntry("sigmoid", "1/(1 + exp(-x))", (), "-", _t("torch.sigmoid")),
     CatalogueEntry(
         "hardtanh", "Min(max_val, Max(min_val, x))", (_p("min_val", -1), _p("max_val", 1)), "Collobert 2004",
-        _t(F + "hardtanh", min_val="$min_val", max_val="$max_val"),
+        _t(F + "hardtanh", min_val="$min_val", max_val="$max_val"), requires="min_val <= max_val",
+        note="with min_val > max_val the formula is the constant max_val; torch.nn.functional.hardtanh refuses it",
     ),
     CatalogueEntry("hardsigmoid", "Min(1, Max(0, x/6 + 1/2))", (), "Courbariaux et al. 2015 (PyTorch form)", _t(F + "hardsigmoid")),
     CatalogueEntry("hardswish", "x*Min(1, Max(0, x/6 + 1/2))", (), "Howard et al. 2019", _t(F + "hardswish")),

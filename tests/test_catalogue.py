@@ -185,3 +185,29 @@ def test_catalogue_parameters_that_make_the_formula_non_real_are_refused():
         safe.subs(a=1)
     # Real parameter values still build.
     assert symact.activation("softexponential", alpha="1/2").concrete_expr.is_real is not False
+
+
+@pytest.mark.parametrize("build", [
+    lambda: symact.activation("hardtanh", min_val=1, max_val=-1),
+    lambda: symact.activation("hardtanh").with_params(min_val=2),
+    lambda: symact.activation("hardtanh").subs(max_val=-2),
+    lambda: symact.activation("hardtanh", min_val="1/2", max_val="1/4"),
+])
+def test_hardtanh_with_min_val_above_max_val_is_refused_as_torch_refuses_it(build):
+    """Min(max_val, Max(min_val, x)) with min_val > max_val is the constant max_val: it was built silently
+    (properties: 'constant', slope 0), while the built-in it names refuses those values."""
+    with pytest.raises(ValueError, match="min_val cannot be greater than max_val"):
+        torch.nn.functional.hardtanh(torch.zeros(1), 1.0, -1.0)  # the reference behaviour
+    with pytest.raises(symact.SymactError, match=r"min_val <= max_val") as err:
+        build()
+    assert isinstance(err.value, ValueError) and "max_val=" in str(err.value)
+
+
+def test_hardtanh_with_ordered_or_equal_bounds_still_builds_and_matches_torch():
+    for lo, hi in ((-2, 3), (0, 6), (1, 1), ("-1/4", "1/2")):
+        act = symact.activation("hardtanh", min_val=lo, max_val=hi)
+        t = torch.tensor([-5.0, -0.3, 0.0, 0.4, 7.0], dtype=torch.float64)
+        got = resolve_torch(act)(t).tolist()
+        assert [float(act(sympy.Rational(str(v)))) for v in t.tolist()] == pytest.approx(got, abs=1e-15)
+    assert symact.activation("hardtanh", min_val=2, max_val=3).subs(max_val=None).expr == sympy.Min(
+        3, sympy.Max(sympy.Symbol("min_val", real=True), symact.x))
