@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import numbers
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -708,8 +709,28 @@ def _input_value(value: Any) -> sympy.Expr:
         word = word[1:] if word[:1] in "+-" else word
         if word in _INFINITY_WORDS:
             return sign * _INFINITY_WORDS[word]
-        return parse_formula(value)
-    return sympy.sympify(value)
+        return _real_input(parse_formula(value), value)
+    hint = ("pass one real number, +-oo, a SymPy expression or a formula string (for arrays, "
+            "numeric.torch_function(act) or sympy.lambdify(act.x, act.concrete_expr))")
+    if isinstance(value, bool) or not (isinstance(value, (numbers.Number, sympy.Basic)) or hasattr(value, "_sympy_")):
+        # sympify(None) raised a bare SympifyError; a numpy array or True an AttributeError deep in SymPy
+        raise FormulaError(f"cannot evaluate an activation at {value!r} ({type(value).__name__}): {hint}")
+    try:
+        result = sympy.sympify(value, strict=True)
+    except (sympy.SympifyError, TypeError):
+        raise FormulaError(f"cannot evaluate an activation at {value!r} ({type(value).__name__}): {hint}") from None
+    if not isinstance(result, sympy.Expr):
+        raise FormulaError(f"cannot evaluate an activation at {value!r} ({type(value).__name__}): {hint}")
+    return _real_input(result, value)
+
+
+def _real_input(value: sympy.Expr, given: Any) -> sympy.Expr:
+    """Refuse a non-real number as an input point (1j gave a complex 'value' of a real activation)."""
+    if value.is_number and value is not sympy.nan and (value.is_extended_real is False or value.has(sympy.I, sympy.zoo)):
+        raise DomainError(
+            f"an activation takes real inputs (or +-oo), not {given!r} ({value}); pass a real number"
+        )
+    return value
 
 
 def _transform_value(value: Any, name: str) -> sympy.Expr:

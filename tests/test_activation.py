@@ -724,3 +724,27 @@ def test_smoothness_at_a_kink_where_a_derivative_is_infinite(spec, smoothness):
     nxt = act.derivative(smoothness + 1).concrete_expr
     h = sympy.Rational(1, 10**12)
     assert abs(sympy.N(nxt.xreplace({x: kink + h}), 30)) > 1e3 or abs(sympy.N(nxt.xreplace({x: kink - h}), 30)) > 1e3
+
+
+@pytest.mark.parametrize("point", [1j, complex(0.5, 2), "1 + I", sympy.I, sympy.zoo])
+def test_calling_at_a_non_real_point_is_a_domain_error(point):
+    """gelu(1j) returned 0.5*I*(1 + erf(0.5*sqrt(2)*I)), a complex 'value' of a real activation."""
+    with pytest.raises(symact.DomainError, match="real"):
+        symact.activation("gelu")(point)
+
+
+@pytest.mark.parametrize("point", [None, [1.0, 2.0], True, object()])
+def test_calling_at_a_non_number_names_what_to_pass(point):
+    """None and [1, 2] raised a bare SympifyError, True an AttributeError from inside SymPy."""
+    with pytest.raises(symact.FormulaError, match="real number") as err:
+        symact.activation("relu")(point)
+    assert type(point).__name__ in str(err.value)
+
+
+def test_calling_at_a_numpy_array_points_to_the_array_paths():
+    np = pytest.importorskip("numpy")
+    with pytest.raises(symact.FormulaError, match="lambdify"):
+        symact.activation("tanh")(np.array([1.0, 2.0]))
+    # numpy scalars are numbers: the same value as the Python float
+    assert float(symact.activation("tanh")(np.float64(0.25))) == pytest.approx(math.tanh(0.25), rel=1e-15)
+    assert symact.activation("relu")(np.int64(-3)) == 0
