@@ -572,18 +572,43 @@ class Activation:
         probe = x0 - h if side == "-" else x0 + h
         return _piece_near(self.expr, self.x, probe, self.params)
 
-    def limit(self, direction: Any = sympy.oo) -> sympy.Expr:
-        """Limit as the input tends to ``+oo`` or ``-oo`` (parameters at their values).
+    def limit(self, direction: Any = sympy.oo, side: str | None = None) -> sympy.Expr:
+        """Limit as the input tends to ``+oo`` or ``-oo``, or to a real point (parameters at their values).
 
-        Oscillating limits come back as ``AccumBounds``.
+        Oscillating limits come back as ``AccumBounds``.  At a real point the limit is two-sided; where
+        the sides differ (a jump) :class:`DomainError` is raised, and ``side="+"`` (from the right) or
+        ``side="-"`` (from the left) gives the one-sided limit.
 
         >>> activation("sigmoid").limit(-sympy.oo)
         0
+        >>> activation("sinc").limit(0), activation("heaviside").limit(0, side="-")
+        (1, 0)
         """
+        if side not in (None, "+", "-"):
+            raise FormulaError(f"side={side!r}: use None (two-sided), '+' (from the right) or '-' (from the left)")
         direction = _input_value(direction)
-        if direction not in (sympy.oo, -sympy.oo):
-            return sympy.limit(self.concrete_expr, self.x, direction)
-        return _limit_at_infinity(self.concrete_expr, self.x, 1 if direction == sympy.oo else -1)
+        if direction in (sympy.oo, -sympy.oo):
+            return _limit_at_infinity(self.concrete_expr, self.x, 1 if direction == sympy.oo else -1)
+        # SymPy's limit is one-sided from the right by default (heaviside.limit(0) was 1), and it misreads
+        # Abs/sign from the left: each side is the limit t -> 0+ at point +- t, t positive
+        t = sympy.Symbol("t", positive=True)
+        sides = {}
+        for mark, sign in (("+", 1), ("-", -1)):
+            if side in (None, mark):
+                moved = self.concrete_expr.rewrite(sympy.Piecewise).xreplace({self.x: direction + sign * t})
+                try:
+                    sides[mark] = sympy.limit(moved, t, 0, "+")
+                except NotImplementedError:  # sinc has no leading-term routine: rewrite it as sin(x)/x
+                    sides[mark] = sympy.limit(moved.rewrite(sympy.sin), t, 0, "+")
+        if side is not None:
+            return sides[side]
+        right, left = sides["+"], sides["-"]
+        if right == left or sympy.simplify(right - left) == 0:
+            return right
+        raise DomainError(
+            f"{self.name} has no limit at {direction}: {right} from the right, {left} from the left; pass "
+            "side='+' or side='-' for a one-sided limit"
+        )
 
     @functools.cached_property
     def _kink_structure(self) -> tuple[tuple, tuple]:

@@ -748,3 +748,20 @@ def test_calling_at_a_numpy_array_points_to_the_array_paths():
     # numpy scalars are numbers: the same value as the Python float
     assert float(symact.activation("tanh")(np.float64(0.25))) == pytest.approx(math.tanh(0.25), rel=1e-15)
     assert symact.activation("relu")(np.int64(-3)) == 0
+
+
+def test_limit_at_a_real_point_is_two_sided_unless_a_side_is_asked_for():
+    """limit(0) was SymPy's right-hand limit: heaviside.limit(0) returned 1 although the left limit is 0,
+    and sinc.limit(0) raised a raw NotImplementedError (sinc has no leading-term routine)."""
+    # references: sin(x)/x -> 1; the step's one-sided values 0 and 1; hardshrink jumps from 0 to lambd
+    assert symact.activation("sinc").limit(0) == 1
+    assert symact.activation("relu").limit(1) == 1 and symact.activation("relu").limit(0) == 0
+    step = symact.activation("heaviside")
+    with pytest.raises(symact.DomainError, match="side='\\+'"):
+        step.limit(0)
+    assert (step.limit(0, side="-"), step.limit(0, side="+")) == (0, 1)
+    shrink = symact.activation("hardshrink", lambd="1/2")
+    assert (shrink.limit("1/2", side="-"), shrink.limit("1/2", side="+")) == (0, sympy.Rational(1, 2))
+    assert symact.activation("sign(x)").limit(0, side="-") == -1
+    with pytest.raises(symact.FormulaError, match="side"):
+        step.limit(0, side="left")
