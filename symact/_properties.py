@@ -293,10 +293,20 @@ def _slope_at_0(f, symbol, derivative, value_at_0):
     return sympy.nan
 
 
+def _infinite_at(f, symbol, point) -> bool:
+    value = f.xreplace({symbol: point})
+    return value.has(sympy.zoo, sympy.oo, -sympy.oo)
+
+
 def derive_properties(f, symbol, kinks, name="the activation"):
     from .activation import Properties, _differentiated, _limit_at_infinity
 
     singular = real_singularities(f, symbol)
+    if singular == sympy.S.EmptySet:
+        # continuous_domain does not know every function's poles (gamma(x), factorial(x), zeta(x)): an
+        # infinite value at a sample point that is no removable singularity is one
+        singular = sympy.FiniteSet(*(p for p in _sample_points(kinks) + [sympy.S.Zero]
+                                     if _infinite_at(f, symbol, p) and not _removable(f, symbol, p)))
     if singular != sympy.S.EmptySet:
         raise DomainError(
             f"{name} is not finite on the whole real line: it is singular at {singular}; properties() "

@@ -1138,9 +1138,26 @@ _PROBE_POINTS = (sympy.Rational(-5, 2), -1, sympy.Rational(-1, 2), sympy.Rationa
 _WIDE_PROBE_POINTS = _PROBE_POINTS + tuple(s * sympy.Integer(10) ** k for k in (1, 2, 3, 6, 10, 20, 30) for s in (-1, 1))
 
 
+# SymPy evaluates these exactly at an integer (gamma(n) = (n-1)!, zeta(2n) through Bernoulli numbers,
+# Legendre polynomials of degree n): probes of a formula that applies them to x stay at |x| <= this.
+_EXACTLY_EVALUATED_MODULES = (
+    "sympy.functions.combinatorial", "sympy.functions.special.gamma_functions",
+    "sympy.functions.special.zeta_functions", "sympy.functions.special.polynomials", "sympy.ntheory",
+)
+_LARGEST_EXACT_ARGUMENT = 100
+
+
+def _has_exactly_evaluated_function(expr: sympy.Expr, inputs: tuple) -> bool:
+    return any(type(f).__module__.startswith(_EXACTLY_EVALUATED_MODULES) and f.has(*inputs)
+               for f in expr.atoms(sympy.Function))
+
+
 def _first_non_real(act: Activation, points: tuple) -> tuple | None:
     """(x, value) at the first probe point where ``act`` has a non-real value, or None."""
     expr = act.concrete_expr
+    if _has_exactly_evaluated_function(expr, act.inputs):
+        # gamma(10**20), zeta(10**20), factorial(10**30) are computed exactly (for ever) when substituted
+        points = tuple(p for p in points if abs(p) <= _LARGEST_EXACT_ARGUMENT)
     for point in points:
         subs = {s: point for s in act.inputs}
         try:  # chop: a sum that cancels to 1e-8692 (x*erf(x) + x at x = -100) took evalf half a minute

@@ -765,3 +765,28 @@ def test_limit_at_a_real_point_is_two_sided_unless_a_side_is_asked_for():
     assert symact.activation("sign(x)").limit(0, side="-") == -1
     with pytest.raises(symact.FormulaError, match="side"):
         step.limit(0, side="left")
+
+
+@pytest.mark.parametrize("formula", ["gamma(x)", "factorial(x)", "x!"])
+def test_formulas_with_gamma_poles_build_and_properties_refuse_them(formula):
+    """gamma(x) and factorial(x) (x! too) hung in the realness probe, which computed gamma(10**20) and
+    (10**30)! exactly; once built, properties() said 'bounded below' though gamma(x) -> -oo as x -> 0-
+    (its poles at 0, -1, -2, ... are beyond SymPy's continuous_domain).  Run in a subprocess so that a
+    regression fails (TimeoutExpired) instead of hanging the suite."""
+    code = (
+        "import symact, sympy\n"
+        f"act = symact.activation({formula!r})\n"
+        "print(sympy.N(act(sympy.Rational(1, 2)), 15))\n"
+        "try:\n"
+        "    act.properties()\n"
+        "except symact.DomainError as err:\n"
+        "    print('DomainError', err)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr
+    value_line, error_line = done.stdout.splitlines()[:2]
+    # reference: gamma(1/2) = sqrt(pi), (1/2)! = gamma(3/2) = sqrt(pi)/2
+    reference = math.sqrt(math.pi) * (1 if formula.startswith("gamma") else 0.5)
+    assert float(value_line) == pytest.approx(reference, rel=1e-14)
+    assert error_line.startswith("DomainError") and "-1" in error_line and "not finite" in error_line
