@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import io
+import keyword
 import re
 import tokenize
 from typing import Any, Mapping
@@ -68,6 +69,10 @@ def sympy_vocabulary() -> dict:
     return dict(_sympy_vocabulary())
 
 
+# Keywords a formula has no use for (lambda is worded by parse_formula; True/False/None are values).
+_REFUSED_KEYWORDS = frozenset(keyword.kwlist) - {"lambda", "True", "False", "None"}
+
+
 def check_formula_tokens(text: str, what: str = "formula") -> None:
     """Raise :class:`FormulaError` for string literals, attribute access or dunder names in ``text``."""
     try:
@@ -82,6 +87,10 @@ def check_formula_tokens(text: str, what: str = "formula") -> None:
             problem = f"a string literal ({token.string})"
         elif token.type == tokenize.NAME and "__" in token.string:
             problem = f"the name {token.string!r}"
+        elif token.type == tokenize.NAME and token.string in _REFUSED_KEYWORDS:
+            # Python's and/or/if-else test a SymPy object's truth: 'x and 1' was 1, '1 if 2 > 1 else x' 1
+            problem = (f"the Python keyword {token.string!r} (conditions are Piecewise((x, x > 0), (0, True)), "
+                       "Max, Min or Heaviside)")
         elif token.type == tokenize.OP and token.string == "." and i + 1 < len(tokens) and tokens[i + 1].type == tokenize.NAME:
             problem = f"attribute access (.{tokens[i + 1].string})"
         if problem:

@@ -790,3 +790,13 @@ def test_formulas_with_gamma_poles_build_and_properties_refuse_them(formula):
     reference = math.sqrt(math.pi) * (1 if formula.startswith("gamma") else 0.5)
     assert float(value_line) == pytest.approx(reference, rel=1e-14)
     assert error_line.startswith("DomainError") and "-1" in error_line and "not finite" in error_line
+
+
+@pytest.mark.parametrize("formula, python_value", [("x and 1", 1), ("x or 0", "x"), ("1 if 2 > 1 else x", 1),
+                                                   ("x if 1 else 0", "x")])
+def test_python_boolean_keywords_are_refused_not_evaluated(formula, python_value):
+    """Python's and/or/if-else test a SymPy object's truth: 'x and 1' built the constant 1, '1 if 2 > 1 else x'
+    too, silently.  The reference is what Python itself makes of the text with x a SymPy symbol."""
+    assert eval(formula, {"x": x}) == (x if python_value == "x" else python_value)  # noqa: S307 - fixed test text
+    with pytest.raises(symact.FormulaError, match="keyword"):
+        symact.activation(formula)
