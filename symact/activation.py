@@ -768,6 +768,13 @@ def _transform_value(value: Any, name: str) -> sympy.Expr:
 
 
 def _checked_value(symbol: sympy.Symbol, value: sympy.Expr, owner: str) -> sympy.Expr:
+    inputs = sorted(s.name for s in value.free_symbols & {x, v})
+    if inputs:
+        # softplus with beta = x is log(1 + exp(x**2))/x: another function, not a parameter value
+        raise FormulaError(
+            f"parameter {symbol.name} of {owner} got {value}, which depends on the input {', '.join(inputs)}; a "
+            "parameter value is a number (or an expression in other symbols): write a new formula instead"
+        )
     if value.is_number:
         if value.is_real is False:
             raise NonRealExpressionError(f"parameter {symbol.name} of {owner} must be real, got {value}")

@@ -800,3 +800,16 @@ def test_python_boolean_keywords_are_refused_not_evaluated(formula, python_value
     assert eval(formula, {"x": x}) == (x if python_value == "x" else python_value)  # noqa: S307 - fixed test text
     with pytest.raises(symact.FormulaError, match="keyword"):
         symact.activation(formula)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: symact.activation("softplus").with_params(beta=x),
+    lambda: symact.activation("softplus").subs(beta=2 * x),
+    lambda: symact.activation("softplus", beta=x + 1),
+    lambda: symact.activation("leaky_relu").with_params(negative_slope=symact.v),
+])
+def test_a_parameter_value_in_the_input_is_refused(build):
+    """softplus.with_params(beta=x) built log(1 + exp(x**2))/x, which is not softplus at any beta (its
+    value at x = 1 is log(1 + e), softplus_beta(1) = log(1 + e^beta)/beta); the value was accepted."""
+    with pytest.raises(symact.FormulaError, match="depends on the input"):
+        build()
