@@ -1377,3 +1377,65 @@ def test_celu_trainable_alpha_gradient_keeps_its_digits_near_zero(dtype):
             with mpmath.workdps(60):
                 exact = slope(mpmath.mpf(p), mpmath.mpf(al.detach().item()))
             assert abs(got - float(exact)) <= 8 * torch.finfo(dtype).eps * abs(float(exact)), (a, p, got, exact)
+
+
+def _erfcx_reference(points) -> tuple[list, list]:
+    """exp(x**2)*erfc(x) and SymPy's derivative of it (2*x*exp(x**2)*erfc(x) - 2/sqrt(pi)), by mpmath,
+    whose exponent range is unbounded, at 80 digits plus those its erfc and the sum lose at |x|.
+    mpmath's erfc gives up beyond |x| ~ 1e150: there (x > 1e6) the asymptotic series
+    (1/(sqrt(pi)*x))*(1 - 1/(2x**2) + 3/(4x**4) - 15/(8x**6)) and its derivative, within 1e-46 of them;
+    below x = -40 both are far beyond any float (2*exp(x**2))."""
+    expr = sympy.exp(X**2) * sympy.erfc(X)
+    value = sympy.lambdify(X, expr, "mpmath")
+    slope = sympy.lambdify(X, sympy.diff(expr, X), "mpmath")
+    values, slopes = [], []
+    for p in points:
+        with mpmath.workdps(80 + 4 * int(math.log10(abs(p) + 1))):
+            u = mpmath.mpf(p)
+            if p < -40:
+                values.append(mpmath.inf)
+                slopes.append(-mpmath.inf)
+            elif p > 1e6:
+                c = [mpmath.mpf(1), -mpmath.mpf(1) / 2, mpmath.mpf(3) / 4, -mpmath.mpf(15) / 8]
+                values.append(sum(a * u ** (-2 * n - 1) for n, a in enumerate(c)) / mpmath.sqrt(mpmath.pi))
+                slopes.append(sum(-(2 * n + 1) * a * u ** (-2 * n - 2) for n, a in enumerate(c)) / mpmath.sqrt(mpmath.pi))
+            else:
+                values.append(+value(u))
+                slopes.append(+slope(u))
+    return values, slopes
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_scaled_complementary_error_function_within_ulps_and_finite(dtype):
+    """exp(x**2)*erfc(x) was inf*0 = NaN from x = 26.7 in float64 (9.4 in float32), where the function
+    is ~1/(sqrt(pi)*x); its derivative 2*x*erfcx(x) - 2/sqrt(pi) ~ -1/(sqrt(pi)*x**2) lost log2(2*x**2)
+    bits to cancellation, and torch's erfcx for x < 0 rounds x*x inside exp (245 ulps at x = -25.6 in
+    float64).  On [-30, 30] value and gradient are held to the ulp bound, the gradient for 0 < x <= 3
+    in ulps of its terms' size (TERM_SCALED: there the sum is kept, its terms exceed it by <= 21);
+    beyond, up to the format's largest number, both are finite wherever the function is."""
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    points = POINTS64 if dtype == torch.float64 else POINTS32
+    values, slopes = _erfcx_reference(tuple(points.tolist()))
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_function(sympy.exp(X**2) * sympy.erfc(X)).apply(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    middle = (points > 0) & (points <= 3)
+    with mpmath.workdps(DPS):
+        terms = np.array([float(abs(2 * mpmath.mpf(p) * v)) + 2 / math.sqrt(math.pi) for p, v in zip(points, values)])
+    for which, computed, exact, scale in (("value", y, values, None), ("derivative", g, slopes, np.where(middle, terms, 0.0))):
+        errors = _ulp_errors(computed.detach().numpy().astype(np.float64), exact, np_dtype, scale)
+        worst = int(np.argmax(errors))
+        assert errors[worst] <= TOLERANCE[dtype], (which, dtype, points[worst], errors[worst])
+    # the whole float range: finite wherever exact is (erfcx overflows only for x < -9.3 / -26.6)
+    magnitudes = [10.0**k for k in range(-30, 309, 7)] + [float(np.finfo(np_dtype).max)]
+    wide = [s * m for m in magnitudes for s in (1.0, -1.0) if m <= float(np.finfo(np_dtype).max)]
+    t = torch.tensor(wide, dtype=dtype, requires_grad=True)
+    y = torch_function(sympy.exp(X**2) * sympy.erfc(X)).apply(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    values, slopes = _erfcx_reference(tuple(t.detach().tolist()))
+    for p, got_value, got_slope, want_value, want_slope in zip(t.tolist(), y.tolist(), g.tolist(), values, slopes):
+        for got, want in ((got_value, want_value), (got_slope, want_slope)):
+            if abs(want) < torch.finfo(dtype).max:
+                assert math.isfinite(got), (dtype, p, got, want)
+                if abs(want) >= 2**10 * torch.finfo(dtype).tiny:
+                    assert abs(got - float(want)) <= 8 * torch.finfo(dtype).eps * abs(float(want)), (dtype, p, got, want)

@@ -7,12 +7,15 @@ own differentiation of the elementary formulas checks each ``fdiff``.
 
 from __future__ import annotations
 
+import math
+
 import mpmath
 import pytest
 import sympy
 
 from symact.primitives import (
     PRIMITIVES,
+    Erfcx,
     Expm1,
     Log1p,
     LogSigmoid,
@@ -36,6 +39,7 @@ MP_REFERENCE = {
     Log1p: mpmath.log1p,
     Expm1: mpmath.expm1,
     NormalCdf: mpmath.ncdf,
+    Erfcx: lambda u: mpmath.exp(u * u) * mpmath.erfc(u),
 }
 
 ARGUMENTS = ["-800", "-30", "-1e-20", "0.3", "1e-30", "25", "800"]
@@ -329,3 +333,59 @@ def test_sums_that_are_exp_less_one_less_linear_are_patched_near_zero_and_stay_i
             got = complex(to_elementary(safe).evalf(40, subs=at))
         assert abs(got - exact) <= 1e-19 * abs(exact), (naive, point, got, exact)
     assert safe_form(safe) == safe  # applied once: the patch's own branches are not patched again
+
+
+@pytest.mark.parametrize("naive, safe", [
+    (sympy.exp(x**2) * sympy.erfc(x), Erfcx(x)),
+    (3 * x * sympy.exp(x**2 + 1) * sympy.erfc(x), 3 * sympy.E * x * Erfcx(x)),
+    (sympy.exp(4 * x**2) * sympy.erfc(2 * x), Erfcx(2 * x)),
+    (sympy.exp(x**2 / 2) * sympy.erfc(x / sympy.sqrt(2)), Erfcx(sympy.sqrt(2) * x / 2)),  # via NormalCdf(-x)
+    (sympy.exp(x) * sympy.erfc(x), sympy.exp(x) * sympy.erfc(x)),  # not exp(u**2): left alone
+])
+def test_exp_of_a_square_times_erfc_becomes_erfcx(naive, safe):
+    """exp(u**2)*erfc(u) is inf*0 = NaN from u = 26.7 in float64 (9.4 in float32); Erfcx is the same
+    function (checked against mpmath's exp*erfc at 40 digits, far beyond any float's range)."""
+    assert safe_form(naive) == safe
+    for point in ("-3.1", "0.2", "40", "1e5"):
+        with mpmath.workdps(60):
+            exact = sympy.lambdify(x, naive, "mpmath")(mpmath.mpf(point))
+            got = mpmath.mpf(str(safe.evalf(45, subs={x: sympy.Float(point, 60)})))
+            assert abs(got - exact) <= mpmath.mpf("1e-38") * abs(exact), (naive, point, got, exact)
+
+
+def _erfcx_rounded(u):
+    """exp(u**2)*erfc(u) correctly rounded to the working precision (as a library erfcx is)."""
+    prec = mpmath.mp.prec
+    with mpmath.workprec(2 * prec + 64 + 2 * int(mpmath.log(abs(u) + 1, 2))):
+        value = mpmath.exp(u * u) * mpmath.erfc(u)
+    with mpmath.workprec(prec):
+        return +value
+
+
+@pytest.mark.parametrize("expr", [
+    sympy.exp(x**2) * sympy.erfc(x),
+    sympy.exp(4 * x**2) * sympy.erfc(2 * x),  # the chain rule: 8*x*Erfcx(2*x) - 4/sqrt(pi)
+    sympy.exp((x + 1) ** 2) * sympy.erfc(x + 1),
+    sympy.exp(x**2 / 2) * sympy.erfc(x / sympy.sqrt(2)),
+])
+def test_erfcx_derivative_keeps_relative_accuracy_for_large_arguments(expr):
+    """Erfcx's derivative 2*u*Erfcx(u) - 2/sqrt(pi) ~ -1/(sqrt(pi)*u**2) from terms ~1.13: evaluated in
+    double precision it lost log2(2*u**2) bits (every digit from u = 1e8).  The safe derivative takes
+    Laplace's continued fraction above u = 3.  Reference: SymPy's derivative of the exp*erfc formula by
+    mpmath at 60 digits (plus the digits its terms and mpmath.erfc cancel); the safe one is evaluated at 53 bits."""
+    safe = safe_derivative(expr, x)
+    assert safe.has(sympy.Piecewise), safe
+    naive = sympy.diff(expr, x)
+    exact = sympy.lambdify(x, naive, modules="mpmath")
+    fast = sympy.lambdify(x, safe, modules=[{"Erfcx": _erfcx_rounded}, "mpmath"])
+    for point in (-25.0, -2.0, 0.5, 2.9, 3.2, 7.5, 30.0, 1e4, 1e12, 1e150):
+        if point < -2 and expr.has(sympy.sqrt(2)):
+            continue  # Erfcx(x/sqrt(2)) there is as accurate as its rounded argument: ~u**2 ulps
+        with mpmath.workdps(60 + 4 * int(math.log10(abs(point) + 1))):  # erfc at u loses ~2*log10(u) digits too
+            reference = exact(mpmath.mpf(point))
+        with mpmath.workprec(53):
+            value = fast(mpmath.mpf(point))
+        # below u = 3 the sum is kept: its terms exceed it by at most 21 there (see _erfcx_slope)
+        bound = 8 * 2.0**-53 * (21 if 0 < point <= 3 else 1)
+        assert abs(value - reference) <= bound * abs(reference), (expr, point, value, reference)
+    assert safe_form(safe) == safe
