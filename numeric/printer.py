@@ -1409,11 +1409,20 @@ def _ndtr_(u):
 
 
 def _square_plus_constant(base: sympy.Expr):
-    """(u, c) when base is u**2 + c with c a positive number, else None."""
+    """(u, c) when base is u**2 + c with c a positive number, else None.
+
+    k*exp(a) + c (k > 0 a number) is u**2 + c with u = sqrt(k)*exp(a/2): sqrt(1 + exp(2x)) as
+    hypot(exp(x), 1) is finite up to x = 88.7 in float32, as the function is, where exp(2x)
+    overflows from x = 44.4 (SymPy writes exp(x)**2 as exp(2x), so no square is left to see)."""
     if not isinstance(base, sympy.Add) or len(base.args) != 2:
         return None
     constant, rest = base.as_coeff_Add()
-    if not (constant.is_number and constant.is_positive) or not isinstance(rest, Pow) or rest.exp != 2:
+    if not (constant.is_number and constant.is_positive):
+        return None
+    scale, exponential = split_numeric_factor(rest)
+    if isinstance(exponential, sympy.exp) and scale.is_positive:
+        return sympy.sqrt(scale) * sympy.exp(exponential.args[0] / 2), constant
+    if not isinstance(rest, Pow) or rest.exp != 2:
         return None
     return rest.base, constant
 

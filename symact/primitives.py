@@ -855,7 +855,10 @@ def _exp_into_primitives(mul: sympy.Mul) -> sympy.Expr:
     exp(w)*Sigmoid(-w) = exp(w)/(1 + exp(w)) = Sigmoid(w) and exp(w)/Expm1(w) = 1/(1 - exp(-w))
     = -1/Expm1(-w): the product is bounded where exp(w) alone overflows (inf*0 or inf/inf = NaN),
     e.g. x*exp(x)/(1 + exp(x)) from x = 89 in float32, the derivative of x/(exp(x) - 1) from x = 89.
-    min(m, n) factors exp(w) are absorbed, one per power of the primitive.
+    min(m, n) factors exp(w) are absorbed, one per power of the primitive.  A fractional power n of
+    Sigmoid(-w) is absorbed whole where m >= n (exp(n*w)*Sigmoid(-w)**n = Sigmoid(w)**n): the derivative
+    of sqrt(1 + exp(2x)), exp(2x)*sqrt(Sigmoid(-2x)), overflowed from x = 44 in float32 where
+    exp(x)*sqrt(Sigmoid(2x)) is finite up to x = 88.7, as the function is.
     """
     factors = list(Mul.make_args(mul))
     for i, factor in enumerate(factors):
@@ -864,7 +867,8 @@ def _exp_into_primitives(mul: sympy.Mul) -> sympy.Expr:
         a = factor.args[0]
         for j, other in enumerate(factors):
             base, power = other.as_base_exp()
-            if j == i or not isinstance(base, (Sigmoid, Expm1)) or not power.is_Integer:
+            fractional = isinstance(base, Sigmoid) and power.is_Rational and power > 0 and not power.is_Integer
+            if j == i or not isinstance(base, (Sigmoid, Expm1)) or not (power.is_Integer or fractional):
                 continue
             if isinstance(base, Sigmoid) and power > 0:
                 w = -base.args[0]
@@ -875,7 +879,10 @@ def _exp_into_primitives(mul: sympy.Mul) -> sympy.Expr:
             else:
                 continue
             m = sympy.cancel(a / w)
-            if not (m.is_Integer and m > 0):
+            if fractional:
+                if not (m.is_Rational and m >= power):
+                    continue
+            elif not (m.is_Integer and m > 0):
                 continue
             k = min(m, abs(power))
             rest = [f for n, f in enumerate(factors) if n not in (i, j)]
@@ -1059,7 +1066,8 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
       (positive coefficients; not inside an existing Piecewise);
     * ``exp(m*w)*Sigmoid(-w)**n -> Sigmoid(w)*...`` and ``exp(m*w)/Expm1(w)**n -> -1/Expm1(-w)*...``
       (``m, n`` positive integers; one ``exp(w)`` absorbed per power), so
-      ``x*exp(x)/(1 + exp(x)) -> x*Sigmoid(x)``;
+      ``x*exp(x)/(1 + exp(x)) -> x*Sigmoid(x)``; a fractional ``n`` of Sigmoid is absorbed whole where
+      ``m >= n`` (``exp(2x)*sqrt(Sigmoid(-2x)) -> exp(x)*sqrt(Sigmoid(2x))``);
     * ``k*exp(u) +- k*exp(-u) -> 2k*cosh(u)``, ``2k*sinh(u)`` (a quotient of the two becomes ``tanh``),
       ``k*Sigmoid(u) - k*Sigmoid(-u) -> k*tanh(u/2)``, ``k*Softplus(u) - k*u -> k*Softplus(-u)``;
     * ``log(k1*exp(a1) + k2*exp(a2)) -> log(k1) + a1 + Softplus(a2 - a1 + log(k2/k1))`` (``k1, k2 > 0``,

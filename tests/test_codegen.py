@@ -1275,6 +1275,9 @@ USER_EXP_FORMS = {
     # (exp(x) - 1)/x and x/(exp(x) - 1), whose numerators are that difference
     "exp(x)-1-x": _E(X) - 1 - X,
     "(exp(x)-1)/x": (_E(X) - 1) / X,
+    # exp(2x) overflows from x = 44.4 in float32, the function (~exp(x)) and its derivative from 88.7
+    "sqrt(1+exp(2x))": sympy.sqrt(1 + _E(2 * X)),
+    "x*sqrt(1+exp(2x))": X * sympy.sqrt(1 + _E(2 * X)),
 }
 
 

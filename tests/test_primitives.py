@@ -389,3 +389,20 @@ def test_erfcx_derivative_keeps_relative_accuracy_for_large_arguments(expr):
         bound = 8 * 2.0**-53 * (21 if 0 < point <= 3 else 1)
         assert abs(value - reference) <= bound * abs(reference), (expr, point, value, reference)
     assert safe_form(safe) == safe
+
+
+def test_derivative_of_sqrt_of_one_plus_exp_does_not_overflow_before_the_function():
+    """d/dx sqrt(1 + exp(2x)) = exp(2x)/sqrt(1 + exp(2x)) was made exp(2x)*sqrt(Sigmoid(-2x)), inf from
+    x = 44.4 in float32 where the derivative (~exp(x)) is finite up to 88.7; exp(x)*sqrt(Sigmoid(2x)) is
+    the same function.  Reference: SymPy's derivative of the formula by mpmath (unbounded exponents)."""
+    expr = sympy.sqrt(1 + sympy.exp(2 * x))
+    safe = safe_derivative(expr, x)
+    assert not safe.has(sympy.exp(2 * x)), safe
+    exact = sympy.lambdify(x, sympy.diff(expr, x), "mpmath")
+    fast = sympy.lambdify(x, safe, modules=[{"Sigmoid": lambda u: 1 / (1 + mpmath.exp(-u))}, "mpmath"])
+    for point in (-700.0, -30.0, -0.5, 0.0, 2.0, 44.5, 88.0, 700.0):
+        with mpmath.workdps(60):
+            reference = exact(mpmath.mpf(point))
+        with mpmath.workprec(53):
+            value = fast(mpmath.mpf(point))
+        assert abs(value - reference) <= 8 * 2.0**-53 * abs(reference), (point, value, reference)
