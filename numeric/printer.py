@@ -722,7 +722,8 @@ class _Emitter:
                 return self.assign(f"{helper}({arg.code}, {number_literal(c)})", full=arg.full)
         if isinstance(e, _SqrtSquarePlus):
             arg = self.value(e.args[0])
-            return self.assign(f"_sqrt_square_plus({arg.code}, {number_literal(e.args[1])})", full=arg.full)
+            return self.assign(f"{_sqrt_square_plus_helper(e.args[0])}({arg.code}, {number_literal(e.args[1])})",
+                               full=arg.full)
         if isinstance(e, _Step):
             arg = self.value(e.args[0])
             if self.inplace:
@@ -893,7 +894,8 @@ class _Emitter:
             if square_plus is not None:
                 u, constant = square_plus
                 arg = self.value(u)
-                return self.assign(f"_sqrt_square_plus({arg.code}, {number_literal(constant)})", full=arg.full)
+                return self.assign(f"{_sqrt_square_plus_helper(u)}({arg.code}, {number_literal(constant)})",
+                                   full=arg.full)
             return self._unary(base, "torch.sqrt({})", "sqrt_")
         if exp == 2:
             return self._unary(base, "torch.square({})", "square_")
@@ -1350,6 +1352,13 @@ def _sqrt_square_plus(u, c):
     return torch.hypot(u, u.new_tensor(c ** 0.5))
 
 
+def _hypot_constant(u, c):
+    """sqrt(u**2 + c) as torch.hypot, compiled too: for u = exp(x) (sqrt(1 + exp(2x))) the compiled
+    sqrt(u*u + c) of _sqrt_square_plus would overflow from x = 44.4 in float32, inside the range
+    where the function is finite (to 88.7)."""
+    return torch.hypot(u, u.new_tensor(c ** 0.5))
+
+
 # In-place twins of the helpers above, for code autograd does not record (plain backward,
 # and forward: autograd.Function.forward records nothing): the same values on a few
 # scratch buffers.
@@ -1406,6 +1415,12 @@ def _ndtr_(u):
     ndz.mul_(-s_hi).add_(z).sub_(lo, alpha=s_hi).sub_(v, alpha=s_rest)
     return torch.special.erfc(z).mul_(z.clamp_(min=0.0).mul_(ndz).add_(0.5))
 '''
+
+
+def _sqrt_square_plus_helper(u: sympy.Expr) -> str:
+    """The prelude helper that prints sqrt(u**2 + c): _hypot_constant where u has an exp (whose square
+    overflows within an activation's input range), else _sqrt_square_plus."""
+    return "_hypot_constant" if u.has(sympy.exp) else "_sqrt_square_plus"
 
 
 def _square_plus_constant(base: sympy.Expr):

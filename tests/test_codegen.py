@@ -1442,3 +1442,22 @@ def test_scaled_complementary_error_function_within_ulps_and_finite(dtype):
                 assert math.isfinite(got), (dtype, p, got, want)
                 if abs(want) >= 2**10 * torch.finfo(dtype).tiny:
                     assert abs(got - float(want)) <= 8 * torch.finfo(dtype).eps * abs(float(want)), (dtype, p, got, want)
+
+
+def test_compiled_sqrt_of_one_plus_exp_stays_finite_where_the_function_is():
+    """Under torch.compile sqrt(u**2 + c) is printed sqrt(u*u + c) (hypot is slow in a fused loop),
+    which for u = exp(x) made sqrt(1 + exp(2x)) inf from x = 44.4 in float32, where it is finite to
+    88.7; such a u keeps hypot.  Reference: the formula and SymPy's derivative by mpmath at 50 digits."""
+    torch._dynamo.reset()
+    expr = sympy.sqrt(1 + sympy.exp(2 * X))
+    module = torch.compile(torch_module(expr), dynamic=False)
+    points = [-30.0, -3.0, 0.5, 44.5, 60.0, 88.5]
+    t = torch.tensor(points, dtype=torch.float32, requires_grad=True)
+    y = module(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    value, slope = (sympy.lambdify(X, f, "mpmath") for f in (expr, sympy.diff(expr, X)))
+    eps = torch.finfo(torch.float32).eps
+    for p, got_value, got_slope in zip(t.tolist(), y.tolist(), g.tolist()):
+        with mpmath.workdps(50):
+            for got, want in ((got_value, value(mpmath.mpf(p))), (got_slope, slope(mpmath.mpf(p)))):
+                assert abs(got - float(want)) <= 8 * eps * abs(float(want)), (p, got, want)
