@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from analysis.records import Claim, ExperimentUnavailable, Job, Record, RecordStore, to_jsonable
-from symact.errors import SymactError, is_whole_number
+from symact.errors import DomainError, SymactError, is_whole_number
 
 __all__ = [
     "register",
@@ -111,6 +111,10 @@ def suite_jobs(level: str = "quick", only: Sequence[str] | str | None = None) ->
         raise SymactError(f"Unknown suite level {level!r}; choose one of {LEVELS}.")
     if isinstance(only, str):  # only="rai" was read letter by letter: "r", "a", "i" matched nearly every job
         only = [only]
+    if only is not None and any(not isinstance(s, str) or not s.strip() for s in only):
+        # "" is a substring of every name: --only "" ran the whole suite as if no filter were given
+        raise DomainError(f"only={list(only)!r}: an empty name matches every experiment; give part of an "
+                          f"experiment's name (e.g. 'kernel_check'), or leave the filter out to run the whole suite.")
     jobs: list[Job] = []
     for mod in experiment_modules():
         if hasattr(mod, "jobs"):

@@ -483,6 +483,16 @@ def test_verify_only_without_a_name_is_an_error_not_the_whole_suite(tmp_path, ca
     assert exit_info.value.code == 2 and "--only" in capsys.readouterr().err
 
 
+def test_verify_only_with_an_empty_name_is_an_error_not_the_whole_suite(tmp_path, capsys):
+    """--only "" is a substring of every experiment name, so the whole suite ran as if unfiltered."""
+    from analysis.cli import main
+
+    assert main(["verify", "--level", "tiny", "--only", "", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "empty name" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "run" / "records.jsonl")  # nothing ran
+
+
 def test_a_parameter_given_twice_with_two_values_is_an_error(capsys):
     """--param negative_slope=0.2 --param negative_slope=0.3 silently used 0.3 (C(0) = 0.1431 is
     (1 - a)^2 / (pi (1 + a^2)) at a = 0.3, not 0.2)."""

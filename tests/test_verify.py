@@ -509,3 +509,14 @@ def test_suite_jobs_only_takes_one_name_as_a_string():
     """only="rai" was iterated letter by letter, and "r", "a", "i" matched nearly every experiment."""
     assert {j.experiment for j in suite_jobs("quick", only="rai")} == {"rai_init", "rai_train"}
     assert suite_jobs("quick", only="rai") == suite_jobs("quick", only=["rai"])
+
+
+def test_suite_jobs_refuses_an_empty_name():
+    """"" (or blanks) is a substring of every experiment name: the filter kept every job."""
+    from symact.errors import SymactError
+
+    everything = suite_jobs("quick")
+    assert len({j.experiment for j in everything}) > 1
+    for only in ("", [""], ["rai", "  "]):
+        with pytest.raises(SymactError, match="empty name"):
+            suite_jobs("quick", only=only)
