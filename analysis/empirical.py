@@ -92,10 +92,16 @@ class EmpiricalKernel:
                           for l in range(self.depth)] for i in range(len(self.cosines))])
 
     def q_deviations(self) -> np.ndarray:
-        """|mean measured q - Q^l(1)| divided by :func:`q_tolerance`, shape (cosines, depth)."""
-        return np.array([[abs(self.q_mean[i][l] - self.predicted_q[l])
-                          / q_tolerance(self.predicted_q[l], self.q_kappa[l], l + 1, self.width, self.seeds)
-                          for l in range(self.depth)] for i in range(len(self.cosines))])
+        """|mean measured q - Q^l(1)| divided by :func:`q_tolerance`, shape (cosines, depth).
+
+        A tolerance that is not finite (``kappa_l`` infinite or nan: ``phi(z)^2`` averaged 0 on the
+        quadrature nodes) gives ``inf``: that layer's q value cannot be judged, so it does not pass."""
+        def deviation(i: int, l: int) -> float:
+            tol = q_tolerance(self.predicted_q[l], self.q_kappa[l], l + 1, self.width, self.seeds)
+            if not math.isfinite(tol):   # |diff| / inf = 0 passed every measured q, however far off
+                return math.inf
+            return abs(self.q_mean[i][l] - self.predicted_q[l]) / tol
+        return np.array([[deviation(i, l) for l in range(self.depth)] for i in range(len(self.cosines))])
 
     def passes(self, which: str = "extended") -> bool:
         """True when every layer and cosine is within :func:`kernel_tolerance`; for the extended

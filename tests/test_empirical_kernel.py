@@ -119,6 +119,21 @@ def test_q_tolerance_uses_the_relative_spread_of_phi_squared():
     assert ident.q_kappa == pytest.approx((math.sqrt(2),), rel=1e-9)
 
 
+def test_an_infinite_kappa_does_not_pass_the_q_check_vacuously():
+    """kappa_l = inf (phi(z)^2 averaged 0 on the nodes) made the q tolerance infinite, and any measured
+    q, however far from Q^l(1), passed: |diff| / inf = 0."""
+    import dataclasses
+
+    rec = empirical_kernel(TANH, depth=2, width=64, cosines=(0.5,), seeds=2)
+    far_off = tuple(tuple(10 * q + 1 for q in row) for row in rec.q_mean)
+    for kappa in (math.inf, math.nan):
+        bad = dataclasses.replace(rec, q_mean=far_off, q_kappa=(kappa,) * rec.depth)
+        assert not np.all(bad.q_deviations() < 1)
+        assert not bad.passes()
+    finite = dataclasses.replace(rec, q_mean=far_off)   # the same q values with a finite kappa fail too
+    assert not finite.passes()
+
+
 def test_a_nan_prediction_is_not_shown_as_c_equal_1(monkeypatch):
     """min(1.0, nan) is 1.0: a C map that failed was reported as the collapsed prediction c = 1."""
     import analysis.empirical as empirical
