@@ -483,6 +483,13 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
         )
     if not c_exact > 1:
         raise DomainError(f"per-layer C'(1) target {c_exact} must exceed 1 (the network zeta must exceed 1).")
+    singular = _slope_singularity(funcs)
+    if singular is not None:   # the grid search quoted a finite C'(1) at its "closest grid point"
+        raise InfeasibleShapingError(
+            f"DKS for {funcs.name}: phi'(x)^2 is not integrable at x = {singular:g} (it grows at least like "
+            f"1/|x - {singular:g}|), so E[phi'(z)^2] and C'(1) are infinite for every alpha, beta and "
+            f"C'(1) = {c_t:.12g} cannot be met. Use an activation whose derivative is square-integrable "
+            "(e.g. smooth the singularity: sign(x)*sqrt(Abs(x)) -> x/(1 + x**2)**(1/4)).")
     if funcs.slope_jumps and _positively_homogeneous(funcs):
         raise InfeasibleShapingError(
             f"DKS for {funcs.name}: the activation is positively homogeneous (relu-like), so alpha cancels and "
@@ -662,6 +669,28 @@ def _raise_dks_infeasible(funcs: ActivationFunctions, c_t, q_t, points, reached,
     )
 
 
+def _slope_singularity(funcs: ActivationFunctions):
+    """A kink ``b`` where ``phi'^2`` is not integrable (grows at least like ``1/|x - b|``), or None.
+
+    There ``E[psi'(z)^2]``, hence C'(1), is infinite for every transform psi(x) = gamma (phi(alpha x +
+    beta) + delta), alpha != 0: the point moves to ``(b - beta)/alpha``, where the Gaussian density is
+    positive, and keeps its order (sign(x) sqrt|x|: phi'^2 = 1/(4|x|), a logarithmic divergence).
+    """
+    from numeric.gauss import _check_singularities
+    from symact.errors import DivergentIntegralError
+
+    phi1 = funcs.mp_funcs[1]
+    with mpmath.workdps(40):
+        for b in funcs.kinks:
+            try:
+                _check_singularities(lambda t: phi1(t) ** 2, [b], 30)
+            except DivergentIntegralError:
+                return b
+            except (ArithmeticError, ValueError, TypeError):   # phi' not evaluable there: no verdict
+                continue
+    return None
+
+
 def _positively_homogeneous(funcs: ActivationFunctions) -> bool:
     """phi(c x) = c phi(x) for c > 0 (relu, leaky relu), checked at a few points."""
     phi = funcs.mp_funcs[0]
@@ -700,6 +729,13 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
             f"TAT for {funcs.name}: the activation jumps, so C'(1) and C''(1) are infinite and neither TAT "
             "nor DKS can shape it. Use a continuous activation (e.g. a smoothed step such as sigmoid)."
         )
+    singular = _slope_singularity(funcs)
+    if singular is not None:
+        raise InfeasibleShapingError(
+            f"TAT for {funcs.name}: phi'(x)^2 is not integrable at x = {singular:g} (it grows at least like "
+            f"1/|x - {singular:g}|), so C'(1) is infinite for every alpha, beta and TAT's C'(1) = 1 cannot be "
+            "met. Use an activation whose derivative is square-integrable (e.g. smooth the singularity: "
+            "sign(x)*sqrt(Abs(x)) -> x/(1 + x**2)**(1/4)).")
     if funcs.slope_jumps:
         if _positively_homogeneous(funcs):
             advice = ("This activation is positively homogeneous (relu-like), so DKS cannot shape it either "

@@ -877,3 +877,21 @@ def test_c_map_keeps_apart_layers_that_share_alpha_and_beta_but_not_the_rest_of_
         join = 0.5 * net.layer_c_map("b0/br0/act1", c) + 0.5 * net.layer_c_map("b0/br1/act1", c)
         assert abs(net.layer_c_map("b0/br1/act1", c) - net.layer_c_map("b0/br0/act1", c)) > 1e-3
         assert abs(net.c_map(c) - net.layer_c_map("head/act", join)) < 1e-12
+
+
+@pytest.mark.parametrize("formula, point", [("sign(x)*sqrt(Abs(x))", 0.0), ("sign(x - 1/2)*sqrt(Abs(x - 1/2))", 0.5)])
+def test_a_derivative_that_is_not_square_integrable_is_named_not_quoted_as_a_finite_residual(formula, point):
+    """phi'(x)^2 = 1/(4|x - b|) has a logarithmically divergent Gaussian integral, so C'(1) is infinite
+    for every alpha, beta (the refusal quoted 'C'(1) = 1.0047 instead of 1.0414' at a grid point)."""
+    import symact
+
+    # the maths: phi'(x)^2 = 1/(4|x - b|) on both sides, whose integral near b diverges like log
+    d1 = symact.activation(formula).derivative()
+    for t in (1e-3, -1e-6, 0.25, -2.0):
+        assert float(d1(point + t)) ** 2 * abs(t) == pytest.approx(0.25, rel=1e-8)  # point + t rounds
+    for solve, kwargs in ((solve_dks_layer, {"c_slope": 1.5 ** 0.1}), (solve_tat_layer, {"c_curvature": 0.03})):
+        with pytest.raises(InfeasibleShapingError) as info:
+            solve(sympy.sympify(formula.replace("x", "y")), **kwargs)
+        msg = str(info.value)
+        assert "C'(1) are infinite" in msg or "C'(1) is infinite" in msg
+        assert f"x = {point:g}" in msg and "closest grid point" not in msg.lower()
