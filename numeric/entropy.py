@@ -341,7 +341,11 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     if short_rows not in ("raise", "uniform"):
         raise DomainError(f"short_rows must be 'raise' or 'uniform', got {short_rows!r}")
     too_high = target > top + slack
-    if (target < 0) or (short_rows == "raise" and too_high.any()):
+    if target < 0:   # was reported as "outside [0, log m] for 0 row(s)": it is outside for every row
+        raise DomainError(
+            f"target entropy {float(target)} is negative: an entropy lies in [0, log m] (m = number of non-zero "
+            f"entries, smallest log m here = {float(top.min())}); pass a target in that range, in nats")
+    if short_rows == "raise" and too_high.any():
         raise DomainError(
             f"target entropy {float(target)} is outside [0, log m] for {int(too_high.sum())} row(s) (m = number of "
             f"non-zero entries, smallest log m = {float(top.min())}); choose a target in range for every row, or pass "

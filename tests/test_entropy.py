@@ -550,3 +550,11 @@ def test_entropy_of_power_falls_from_log_m_to_log_of_the_ties():
         assert abs(values[-1] - mpmath.log(2)) < 1e-6
         for g in (mpmath.mpf("0.3"), mpmath.mpf(7)):
             assert abs(mpmath.mpf(sympy.N(sym.entropy_of_power(p, sympy.Float(g, 30)), 30)) - H(g)) < 1e-25
+
+
+def test_a_negative_target_is_not_reported_as_out_of_range_for_0_rows():
+    """target -1 said 'outside [0, log m] for 0 row(s)': a negative entropy is out of range for every row."""
+    for p in ([0.5, 0.2, 0.3], torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]], dtype=torch.float64)):
+        with pytest.raises(DomainError) as info:
+            entropy_normalize(p, -1)
+        assert "0 row(s)" not in str(info.value) and "negative" in str(info.value)
