@@ -79,7 +79,15 @@ def check_formula_tokens(text: str, what: str = "formula") -> None:
         tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
                   if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.ENDMARKER)]
     except (tokenize.TokenError, SyntaxError, IndentationError) as exc:
-        raise FormulaError(f"cannot parse the {what} {text!r}: {exc}") from None
+        # tokenize's own words ("('EOF in multi-line statement', (2, 0))") named neither the problem nor the fix
+        reason = exc.args[0] if isinstance(exc, tokenize.TokenError) and exc.args else exc
+        counts = [(o, text.count(o), c, text.count(c)) for o, c in ("()", "[]", "{}")]
+        unbalanced = [f"{n_o} '{o}' against {n_c} '{c}'" for o, n_o, c, n_c in counts if n_o != n_c]
+        if "multi-line statement" in str(reason) and unbalanced:
+            fix = f"the brackets do not balance ({', '.join(unbalanced)}); each opening bracket needs exactly one closing one"
+        else:
+            fix = f"{reason}; write it in Python/SymPy syntax, e.g. 'x*tanh(log(1+exp(x)))'"
+        raise FormulaError(f"cannot parse the {what} {text!r}: {fix}") from None
     string_types = {tokenize.STRING} | {getattr(tokenize, n) for n in ("FSTRING_START",) if hasattr(tokenize, n)}
     for i, token in enumerate(tokens):
         problem = None

@@ -813,3 +813,13 @@ def test_a_parameter_value_in_the_input_is_refused(build):
     value at x = 1 is log(1 + e), softplus_beta(1) = log(1 + e^beta)/beta); the value was accepted."""
     with pytest.raises(symact.FormulaError, match="depends on the input"):
         build()
+
+
+@pytest.mark.parametrize("formula, counts", [("tanh(x", "1 '(' against 0 ')'"), ("x*sigmoid(x))", "1 '(' against 2 ')'"),
+                                             ("Max(0, [x)", "1 '[' against 0 ']'")])
+def test_an_unbalanced_bracket_is_named_as_such(formula, counts):
+    """'tanh(x' failed with tokenize's "('EOF in multi-line statement', (2, 0))", which names neither the
+    problem nor the fix."""
+    with pytest.raises(symact.FormulaError) as info:
+        symact.activation(formula)
+    assert counts in str(info.value) and "multi-line" not in str(info.value)
