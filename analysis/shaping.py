@@ -476,6 +476,14 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
     funcs = activation_functions(act)
     c_exact, q_exact = _exact_number("c_slope", c_slope), _exact_number("q_slope", q_slope)
     c_t, q_t = float(c_exact), float(q_exact)
+    singular = _slope_singularity(funcs)
+    if singular is not None:   # the grid search quoted a finite C'(1) at its "closest grid point"; checked
+        # before value_jumps, which counts sign(x)|x|^(1/3) as jumping (phi(+-1e-20) differ by 4e-7)
+        raise InfeasibleShapingError(
+            f"DKS for {funcs.name}: phi'(x)^2 is not integrable at x = {singular:g} (it grows at least like "
+            f"1/|x - {singular:g}|), so E[phi'(z)^2] and C'(1) are infinite for every alpha, beta and "
+            f"C'(1) = {c_t:.12g} cannot be met. Use an activation whose derivative is square-integrable "
+            "(e.g. smooth the singularity: sign(x)*sqrt(Abs(x)) -> x/(1 + x**2)**(1/4)).")
     if funcs.value_jumps:
         raise InfeasibleShapingError(
             f"DKS for {funcs.name}: the activation jumps, so C'(1) is infinite and C'(1) = {c_t:g} "
@@ -483,13 +491,6 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
         )
     if not c_exact > 1:
         raise DomainError(f"per-layer C'(1) target {c_exact} must exceed 1 (the network zeta must exceed 1).")
-    singular = _slope_singularity(funcs)
-    if singular is not None:   # the grid search quoted a finite C'(1) at its "closest grid point"
-        raise InfeasibleShapingError(
-            f"DKS for {funcs.name}: phi'(x)^2 is not integrable at x = {singular:g} (it grows at least like "
-            f"1/|x - {singular:g}|), so E[phi'(z)^2] and C'(1) are infinite for every alpha, beta and "
-            f"C'(1) = {c_t:.12g} cannot be met. Use an activation whose derivative is square-integrable "
-            "(e.g. smooth the singularity: sign(x)*sqrt(Abs(x)) -> x/(1 + x**2)**(1/4)).")
     if funcs.slope_jumps and _positively_homogeneous(funcs):
         raise InfeasibleShapingError(
             f"DKS for {funcs.name}: the activation is positively homogeneous (relu-like), so alpha cancels and "
@@ -724,11 +725,6 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
     funcs = activation_functions(act)
     k_exact = _exact_number("c_curvature", c_curvature)
     k_t = float(k_exact)
-    if funcs.value_jumps:
-        raise InfeasibleShapingError(
-            f"TAT for {funcs.name}: the activation jumps, so C'(1) and C''(1) are infinite and neither TAT "
-            "nor DKS can shape it. Use a continuous activation (e.g. a smoothed step such as sigmoid)."
-        )
     singular = _slope_singularity(funcs)
     if singular is not None:
         raise InfeasibleShapingError(
@@ -736,6 +732,11 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
             f"1/|x - {singular:g}|), so C'(1) is infinite for every alpha, beta and TAT's C'(1) = 1 cannot be "
             "met. Use an activation whose derivative is square-integrable (e.g. smooth the singularity: "
             "sign(x)*sqrt(Abs(x)) -> x/(1 + x**2)**(1/4)).")
+    if funcs.value_jumps:
+        raise InfeasibleShapingError(
+            f"TAT for {funcs.name}: the activation jumps, so C'(1) and C''(1) are infinite and neither TAT "
+            "nor DKS can shape it. Use a continuous activation (e.g. a smoothed step such as sigmoid)."
+        )
     if funcs.slope_jumps:
         if _positively_homogeneous(funcs):
             advice = ("This activation is positively homogeneous (relu-like), so DKS cannot shape it either "

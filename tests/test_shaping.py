@@ -895,3 +895,16 @@ def test_a_derivative_that_is_not_square_integrable_is_named_not_quoted_as_a_fin
         msg = str(info.value)
         assert "C'(1) are infinite" in msg or "C'(1) is infinite" in msg
         assert f"x = {point:g}" in msg and "closest grid point" not in msg.lower()
+
+
+def test_a_continuous_activation_with_an_infinite_slope_is_not_said_to_jump():
+    """sign(x)|x|^(1/3) is continuous; C'(1) is infinite because phi'^2 = |x|^(-4/3)/9 is not integrable
+    at 0, but the refusal said 'the activation jumps'.  A real step still says so."""
+    cbrt = sympy.sign(sympy.Symbol("y")) * sympy.Abs(sympy.Symbol("y")) ** sympy.Rational(1, 3)
+    assert sympy.limit(cbrt, sympy.Symbol("y"), 0, "+") == sympy.limit(cbrt, sympy.Symbol("y"), 0, "-") == 0
+    for solve, kwargs in ((solve_dks_layer, {"c_slope": 1.5 ** 0.1}), (solve_tat_layer, {"c_curvature": 0.03})):
+        with pytest.raises(InfeasibleShapingError) as info:
+            solve(cbrt, **kwargs)
+        assert "jumps" not in str(info.value) and "not integrable at x = 0" in str(info.value)
+        with pytest.raises(InfeasibleShapingError, match="the activation jumps"):
+            solve(sympy.Heaviside(sympy.Symbol("y"), 0), **kwargs)
