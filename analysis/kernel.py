@@ -436,6 +436,15 @@ def _at_precision(method):
     return wrapper
 
 
+def _scale_points(std) -> list:
+    """Extra split points (in x) for a Gaussian of standard deviation ``std`` >> 1: phi turns on its own
+    scale |x| ~ 1, a width 1/std in z, which tanh-sinh with one split at 0 does not resolve (tanh's
+    C'(1; q = 1e100) came out 0, not 5e49, and Q'(1e200) kept 8 of 15 digits)."""
+    if not std > 100:
+        return []
+    return [sign * b for b in (1, 3, 10, 30) for sign in (-1, 1)]
+
+
 def _check_q(qv) -> None:
     try:
         valid = bool(qv > 0) and bool(qv < float("inf"))
@@ -636,7 +645,7 @@ class KernelMaps:
                                                       singular_points=self._singular_f(), scale=scale,
                                                       with_mass=with_mass)
         if breakpoints is None:   # kinks, singular points, and the centres of narrow features
-            breakpoints = self._breakpoints_mp()
+            breakpoints = self._breakpoints_mp() + _scale_points(std)
         return gauss.gaussian_expectation(fn_mp, dps=self.dps + _GUARD, breakpoints=breakpoints,
                                           mean=mean, std=std).value
 
@@ -717,7 +726,7 @@ class KernelMaps:
         mass = self._q_map_derivative_he_mass(q, n)
         # at large q phi(x) turns on its own scale |x| ~ 1, a width 1/sqrt(q) in z: panel ends there
         # (tanh's Q'(1e200) had 8 correct digits of 30 with the one split at 0)
-        breakpoints = self._breakpoints_mp() + ([s * b for b in (1, 3, 10, 30) for s in (-1, 1)] if q > 1e4 else [])
+        breakpoints = self._breakpoints_mp() + _scale_points(math.sqrt(float(q)))
         tries = 8
         for attempt in range(tries):
             with mpmath.workdps(self.dps + _GUARD + extra):

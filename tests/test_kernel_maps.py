@@ -854,3 +854,19 @@ def test_q_map_derivative_at_huge_q_keeps_its_digits(q, n):
     value = kernel_maps("tanh", dps=15).q_map_derivative(q, n)
     ref = _tanh_q_derivative_reference(q, n)
     assert abs(value / ref - 1) < 1e-13
+
+
+@pytest.mark.parametrize("q", [1e100, 1e300])
+def test_c_slope_at_1_at_huge_q_is_not_zero(q):
+    """C'(1; q) = q E[phi'(sqrt(q) z)^2] / Q(q): tanh's came out 0.0 at q = 1e100 (sech^4(sqrt(q) z) is a
+    spike of width 1e-50 at z = 0, which one split at 0 did not resolve) instead of ~5.3e49.  Reference in
+    u = sqrt(q) z: q E[sech^4] = sqrt(q) int sech(u)^4 p(u/sqrt q) du, Q = 1 - int sech(u)^2 p(u/sqrt q) du / sqrt q."""
+    with mpmath.workdps(30):
+        Q = mpmath.mpf(q)
+        density = lambda u: mpmath.exp(-u ** 2 / (2 * Q)) / mpmath.sqrt(2 * mpmath.pi)  # noqa: E731
+        pts = [-mpmath.inf, -5, 0, 5, mpmath.inf]
+        e4 = mpmath.quad(lambda u: mpmath.sech(u) ** 4 * density(u), pts) * mpmath.sqrt(Q)
+        qmap = 1 - mpmath.quad(lambda u: mpmath.sech(u) ** 2 * density(u), pts) / mpmath.sqrt(Q)
+        ref = e4 / qmap
+    assert abs(kernel_maps("tanh", dps=15).slope_at_1(q) / ref - 1) < 1e-12
+    assert abs(kernel_maps("tanh", engine="float64").slope_at_1(q) / ref - 1) < 1e-12
