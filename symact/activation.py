@@ -735,6 +735,8 @@ def _input_value(value: Any) -> sympy.Expr:
         if word in _INFINITY_WORDS:
             return sign * _INFINITY_WORDS[word]
         return _real_input(parse_formula(value), value)
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d numpy array or tensor is one number
+        value = value.item()
     hint = ("pass one real number, +-oo, a SymPy expression or a formula string (for arrays, "
             "numeric.torch_function(act) or sympy.lambdify(act.x, act.concrete_expr))")
     if isinstance(value, bool) or not (isinstance(value, (numbers.Number, sympy.Basic)) or hasattr(value, "_sympy_")):

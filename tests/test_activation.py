@@ -748,6 +748,8 @@ def test_calling_at_a_numpy_array_points_to_the_array_paths():
     # numpy scalars are numbers: the same value as the Python float
     assert float(symact.activation("tanh")(np.float64(0.25))) == pytest.approx(math.tanh(0.25), rel=1e-15)
     assert symact.activation("relu")(np.int64(-3)) == 0
+    # a 0-d array (what np.asarray(0.25) or a reduction gives) is one number too
+    assert float(symact.activation("tanh")(np.array(0.25))) == pytest.approx(math.tanh(0.25), rel=1e-15)
 
 
 def test_limit_at_a_real_point_is_two_sided_unless_a_side_is_asked_for():
