@@ -92,13 +92,45 @@ def _input_symbols(expr: sympy.Expr) -> tuple[sympy.Symbol, ...]:
 
 
 def _identifier(name: str, taken: set[str]) -> str:
+    """The Python name of a trainable parameter: its own name, or ``p_name`` where that is taken.
+
+    Taken: keywords, the generated code's own names (arguments, scratch ``t0``/``_c0``, the module's
+    helpers), builtins it calls (``float``, ``super``; not ``max``) and nn.Module's attributes (``forward``,
+    ``to``, ``training``), which ``self.name = nn.Parameter(...)`` would replace or fail on."""
     candidate = re.sub(r"\W", "_", name)
-    if not candidate or candidate[0].isdigit() or keyword.iskeyword(candidate) or candidate in _RESERVED:
+    if not candidate or candidate[0].isdigit() or keyword.iskeyword(candidate) or _name_taken(candidate):
         candidate = f"p_{candidate}"
-    while candidate in taken or re.fullmatch(r"t\d+|_c\d+", candidate):
+    while candidate in taken or _name_taken(candidate):
         candidate += "_"
     taken.add(candidate)
     return candidate
+
+
+def _name_taken(candidate: str) -> bool:
+    return (candidate in _RESERVED or re.fullmatch(r"t\d+|_c\d+", candidate) is not None
+            or candidate.startswith("__")  # self.__name would be mangled to self._Class__name
+            or candidate in _builtins_used() or candidate in _module_names()
+            or candidate in _module_attribute_names())
+
+
+# builtins the module template of _assemble calls (the prelude's are read from it)
+_TEMPLATE_BUILTINS = ("float", "super", "format", "tuple", "list", "str", "staticmethod", "ValueError", "RuntimeError")
+
+
+@functools.lru_cache(maxsize=1)
+def _builtins_used() -> frozenset:
+    """Builtins the generated code calls, which a parameter (a function argument) must not shadow."""
+    used = {n.id for n in ast.walk(ast.parse(PRELUDE)) if isinstance(n, ast.Name) and hasattr(builtins, n.id)}
+    return frozenset(used | set(_TEMPLATE_BUILTINS))
+
+
+@functools.lru_cache(maxsize=1)
+def _module_attribute_names() -> frozenset:
+    """Attributes of an nn.Module, and those the generated module class sets itself."""
+    import torch  # lazy: `import numeric` must not import torch
+
+    return frozenset(dir(torch.nn.Module)) | frozenset(vars(torch.nn.Module())) | {
+        "formula", "activation", "_symact_recipe", "forward", "extra_repr"}
 
 
 def _class_name(name: str) -> str:
@@ -219,6 +251,9 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
     positive values (a parametrisation's ``right_inverse``), and leaves NaN outside it to the caller.
     """
     class_name = _checked_class_name(class_name)
+    if name is not None and not isinstance(name, str):
+        raise DomainError(f"name={name!r} must be a string (the activation's name in docstrings and the "
+                          "default class name), e.g. 'my_gelu'")
     if isinstance(act, str):
         act = symact_activation(act)
     surrogate = getattr(act, "surrogate", None)
@@ -228,6 +263,10 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
         inputs = tuple(getattr(act, "inputs", None) or _input_symbols(expr))
         act_name = name or getattr(act, "name", None) or "activation"
     else:
+        if not isinstance(act, (sympy.Expr, int, float)) or isinstance(act, bool):
+            raise FormulaError(
+                f"cannot generate code from {type(act).__name__} {act!r}; pass a symact.Activation, a catalogue "
+                "name ('gelu'), a formula string in x ('x*sigmoid(x)') or a SymPy expression in symact.x")
         expr = sympy.sympify(act)
         if real_line:
             _check_formula(expr)
@@ -279,7 +318,22 @@ def _trainable_names(trainable: Any) -> tuple:
     single parameter, not a sequence of one-letter names."""
     if isinstance(trainable, (str, sympy.Symbol)):
         return (trainable,)
-    return tuple(trainable)
+    example = "e.g. trainable=('alpha',), or trainable=() for none"
+    try:
+        names = tuple(trainable)
+    except TypeError:
+        raise DomainError(f"trainable={trainable!r} must be a parameter name or a sequence of names, "
+                          f"{example}") from None
+    keys = []
+    for item in names:
+        if not isinstance(item, (str, sympy.Symbol)):
+            raise DomainError(f"trainable={trainable!r} holds {item!r}, which is not a parameter name; {example}")
+        key = item.name if isinstance(item, sympy.Symbol) else item
+        if key in keys:
+            raise DomainError(f"trainable={trainable!r} names {key!r} twice, which would make two nn.Parameters "
+                              f"for one parameter; name each parameter once")
+        keys.append(key)
+    return names
 
 
 @functools.lru_cache(maxsize=256)
@@ -784,7 +838,8 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
 
     ``trainable``: names of parameters of ``act`` to register as ``nn.Parameter``, or one name
     (initialised at their current values; the others are baked in as constants).
-    ``compile=True`` returns ``torch.compile(module, **compile_kwargs)``.
+    ``compile=True`` returns ``torch.compile(module, **compile_kwargs)``; other keyword arguments
+    (``mode=``, ``backend=``) are taken only with it, and only those torch.compile has (TypeError otherwise).
     ``prefer_builtins=True`` trades accuracy for eager speed (see :func:`codegen_spec`).
     The module carries ``activation`` (the Activation or expression it was generated from).
 
@@ -792,15 +847,18 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
     >>> torch_module("squareplus", trainable=("b",))(torch.tensor([0.0, 3.0]))
     tensor([1.0000, 3.3028], grad_fn=<_SquareplusFunctionBackward>)
     """
+    if compile_kwargs:
+        _check_compile_kwargs(compile, compile_kwargs)
     if isinstance(act, str):
         act = symact_activation(act)
+    trainable = _trainable_names(trainable)  # once: a generator would be empty for the pickling recipe
     spec = codegen_spec(act, trainable, name=name, class_name=class_name, prefer_builtins=prefer_builtins)
     namespace = _load(_source(spec), spec.class_name)
     cls = namespace[spec.class_name]
     cls.__reduce_ex__ = _reduce_generated_module
     module = cls()
     module.activation = act
-    module._symact_recipe = (act, _trainable_names(trainable), name, class_name, prefer_builtins)
+    module._symact_recipe = (act, trainable, name, class_name, prefer_builtins)
     if compile:
         import torch  # lazy: `import numeric` must not import torch
 
@@ -810,6 +868,25 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
                           RuntimeWarning, stacklevel=2)
         return torch.compile(module, **compile_kwargs)
     return module
+
+
+def _check_compile_kwargs(compile: bool, compile_kwargs: dict) -> None:
+    """Options for torch.compile are taken only with compile=True, and only those it has: a misspelt
+    argument (``trainables=...``) was otherwise swallowed silently."""
+    import inspect
+
+    import torch  # lazy: `import numeric` must not import torch
+
+    options = [n for n in inspect.signature(torch.compile).parameters if n != "model"]
+    unknown = sorted(set(compile_kwargs) - set(options))
+    if unknown:
+        raise TypeError(
+            f"torch_module() got unexpected keyword argument(s) {unknown}; its own are act, trainable, compile, "
+            f"name, class_name, prefer_builtins, and with compile=True it passes on torch.compile's {options}")
+    if not compile:
+        raise TypeError(
+            f"{sorted(compile_kwargs)} are options of torch.compile, used only with compile=True; "
+            "pass compile=True as well, or leave them out")
 
 
 def _reduce_generated_module(module, protocol):

@@ -1461,3 +1461,53 @@ def test_compiled_sqrt_of_one_plus_exp_stays_finite_where_the_function_is():
         with mpmath.workdps(50):
             for got, want in ((got_value, value(mpmath.mpf(p))), (got_slope, slope(mpmath.mpf(p)))):
                 assert abs(got - float(want)) <= 8 * eps * abs(float(want)), (p, got, want)
+
+
+@pytest.mark.parametrize("trainable, problem", [
+    (1, "must be a parameter name or a sequence of names"), (None, "must be a parameter name or a sequence"),
+    (("alpha", "alpha"), "names 'alpha' twice"), ((X,), None), ([1.0], "is not a parameter name"),
+])
+def test_trainable_that_is_not_a_sequence_of_distinct_names_is_refused(trainable, problem):
+    # were: "'int' object is not iterable", and for ("alpha", "alpha") two nn.Parameters, alpha and alpha_
+    if problem is None:  # a Symbol that is not a parameter: the existing UnknownSymbolError
+        with pytest.raises(UnknownSymbolError, match="trainable parameters must be among"):
+            torch_module("elu", trainable=trainable)
+        return
+    with pytest.raises(symact.DomainError, match="trainable=") as err:
+        torch_module("elu", trainable=trainable)
+    assert problem in str(err.value)
+
+
+def test_trainable_given_as_a_generator_survives_deepcopy_and_pickle():
+    # was: the generator was read twice, so the pickling recipe had no trainable parameters and a copy
+    # computed with alpha baked in as a constant: alpha.grad stayed None after backward
+    module = torch_module("elu", trainable=(name for name in ["alpha"]))
+    with torch.no_grad():
+        module.alpha.fill_(0.5)
+    x = torch.tensor([-2.0, -0.5, 1.5])
+    for clone in (copy.deepcopy(module), __import__("pickle").loads(__import__("pickle").dumps(module))):
+        torch.testing.assert_close(clone(x), torch.nn.functional.elu(x, alpha=0.5), rtol=1e-6, atol=1e-7)
+        clone(x).sum().backward()
+        assert clone.alpha.grad.item() == pytest.approx(math.expm1(-2.0) + math.expm1(-0.5), rel=1e-6)
+
+
+@pytest.mark.parametrize("act", [None, lambda t: t, [X], sympy.Eq(X, 1)], ids=["None", "lambda", "list", "Eq"])
+def test_act_that_is_not_an_activation_or_expression_is_refused_clearly(act):
+    # were: AttributeError 'NoneType' object has no attribute 'free_symbols', a raw SympifyError
+    with pytest.raises(symact.FormulaError, match="pass a symact.Activation, a catalogue name"):
+        torch_module(act)
+
+
+def test_name_that_is_not_a_string_is_refused_clearly():
+    # was: TypeError "expected string or bytes-like object" from a regular expression
+    with pytest.raises(symact.DomainError, match="name=3 must be a string"):
+        torch_module("gelu", name=3)
+
+
+def test_unknown_keyword_arguments_are_refused_not_swallowed():
+    # were: taken as torch.compile options and, without compile=True, silently dropped, so a
+    # misspelt trainables="alpha" gave a module with no trainable parameter
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['trainables'\]"):
+        torch_module("elu", trainables="alpha")
+    with pytest.raises(TypeError, match="used only with compile=True"):
+        torch_module("elu", mode="max-autotune")

@@ -58,3 +58,50 @@ def test_any_activation_name_gives_valid_source(name):
     x = torch.linspace(-3, 3, 13, dtype=torch.float64)
     torch.testing.assert_close(module(x), torch.tanh(x), rtol=1e-14, atol=1e-15)
     assert name in type(module).__doc__
+
+
+@pytest.mark.parametrize("pname", ["float", "super", "forward", "to", "half", "training", "apply", "formula",
+                                   "activation", "extra_repr", "_blockwise", "_forward", "_ndtr", "_parameters"])
+def test_parameter_names_the_generated_code_uses_are_renamed_not_broken(pname, tmp_path):
+    # were: "'float' object is not callable", "attribute 'forward' already exists", and a parameter
+    # named training that module.eval() then failed to set
+    act = symact.activation(f"x*sigmoid({pname}*x)", **{pname: 1.5})
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    module = numeric.torch_module(act, trainable=(pname,)).double()
+    names = [n for n, _ in module.named_parameters()]
+    assert names == [f"p_{pname}"]
+    y = module(x)
+    torch.testing.assert_close(y, x * torch.sigmoid(1.5 * x), rtol=1e-14, atol=1e-15)
+    y.sum().backward()
+    beta = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    (x * torch.sigmoid(beta * x)).sum().backward()
+    torch.testing.assert_close(module.get_parameter(names[0]).grad, beta.grad, rtol=1e-12, atol=1e-14)
+    assert module.eval().training is False and module.train().training is True
+    assert f"p_{pname}=1.5" in repr(module)
+    # the exported file too, with the constructor keyword of the same name
+    path = numeric.export_module(act, tmp_path / "m.py", class_name="M", trainable=(pname,))
+    spec = importlib.util.spec_from_file_location("m", path)
+    exported = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exported)
+    fresh = exported.M(**{f"p_{pname}": 0.5}).double()
+    torch.testing.assert_close(fresh(x), x * torch.sigmoid(0.5 * x), rtol=1e-14, atol=1e-15)
+
+
+def test_parameter_names_that_need_no_renaming_keep_their_name():
+    act = symact.activation("x*sigmoid(max*x) + tensor*T", max=1.5, tensor=0.25, T=2.0)
+    module = numeric.torch_module(act, trainable=("max", "tensor", "T"))
+    assert [n for n, _ in module.named_parameters()] == ["max", "tensor", "T"]
+
+
+def test_every_builtin_the_generated_code_calls_is_a_taken_parameter_name():
+    # guards the list of builtins in codegen against template changes: a parameter of that name would shadow it
+    import ast
+    import builtins
+
+    from numeric import codegen
+
+    act = symact.activation("x*v*sigmoid(beta*v) + alpha*v", beta=1.0, alpha=0.5)
+    for source in (numeric.generated_source(act, trainable=("beta", "alpha")),
+                   numeric.generated_source("celu", trainable="alpha"), numeric.generated_source("gelu")):
+        used = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name) and hasattr(builtins, n.id)}
+        assert used <= codegen._builtins_used(), used - codegen._builtins_used()
