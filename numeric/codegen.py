@@ -837,7 +837,9 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
     (as for :func:`codegen_spec`).
 
     ``trainable``: names of parameters of ``act`` to register as ``nn.Parameter``, or one name
-    (initialised at their current values; the others are baked in as constants).
+    (initialised at their current values; the others are baked in as constants).  Each is
+    registered under its own name, or as ``p_name`` where the generated code or nn.Module
+    already uses that name (``forward``, ``training``, ``float``).
     ``compile=True`` returns ``torch.compile(module, **compile_kwargs)``; other keyword arguments
     (``mode=``, ``backend=``) are taken only with it, and only those torch.compile has (TypeError otherwise).
     ``prefer_builtins=True`` trades accuracy for eager speed (see :func:`codegen_spec`).
@@ -856,9 +858,14 @@ def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name
     namespace = _load(_source(spec), spec.class_name)
     cls = namespace[spec.class_name]
     cls.__reduce_ex__ = _reduce_generated_module
+    recipe = (act, trainable, name, class_name, prefer_builtins)
+    if "_symact_recipe" not in cls.__dict__:
+        # on the class too, for modules made by calling it (type(m)(alpha=0.5)): they deepcopy and
+        # pickle as well (any recipe of this class regenerates the same source, so the same class)
+        cls._symact_recipe, cls.activation = recipe, act
     module = cls()
     module.activation = act
-    module._symact_recipe = (act, trainable, name, class_name, prefer_builtins)
+    module._symact_recipe = recipe
     if compile:
         import torch  # lazy: `import numeric` must not import torch
 

@@ -1511,3 +1511,20 @@ def test_unknown_keyword_arguments_are_refused_not_swallowed():
         torch_module("elu", trainables="alpha")
     with pytest.raises(TypeError, match="used only with compile=True"):
         torch_module("elu", mode="max-autotune")
+
+
+def test_modules_made_by_calling_the_generated_class_deepcopy_and_pickle():
+    # were: AttributeError "'Elu' object has no attribute '_symact_recipe'" (only torch_module's own
+    # instance carried it), though the class's constructor takes the parameters' initial values
+    import pickle
+
+    elu = torch_module("elu", trainable="alpha")
+    made = type(elu)(alpha=0.5)
+    x = torch.tensor([-2.0, -0.5, 1.5])
+    for clone in (copy.deepcopy(made), pickle.loads(pickle.dumps(made))):
+        assert type(clone) is type(elu)
+        torch.testing.assert_close(clone(x), torch.nn.functional.elu(x, alpha=0.5), rtol=1e-6, atol=1e-7)
+        clone(x).sum().backward()
+        assert clone.alpha.grad.item() == pytest.approx(math.expm1(-2.0) + math.expm1(-0.5), rel=1e-6)
+    gelu = type(torch_module("gelu"))()
+    torch.testing.assert_close(copy.deepcopy(gelu)(x), torch.nn.functional.gelu(x), rtol=1e-6, atol=1e-7)
