@@ -277,6 +277,12 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
     chosen = []
     for item in _trainable_names(trainable):
         key = item.name if isinstance(item, sympy.Symbol) else str(item)
+        undeclared = {s.name for s in expr.free_symbols} - {s.name for s in inputs} - set(by_name)
+        if key not in by_name and key in undeclared:
+            raise UnknownSymbolError(
+                f"{key!r} appears in the formula {expr} but has no value, so it cannot start as an nn.Parameter; "
+                f"give it one with symact.activation(expr, {key}=1.0) and pass that Activation with "
+                f"trainable=({key!r},)", symbols=(key,))
         if key not in by_name:
             raise UnknownSymbolError(
                 f"{key!r} is not a parameter of {act_name}; trainable parameters must be among "
@@ -355,10 +361,13 @@ def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_bui
     concrete = expr.xreplace(fixed) if fixed else expr
     unknown = concrete.free_symbols - set(inputs) - set(chosen)
     if unknown:
+        names = sorted(map(str, unknown))
+        example = ", ".join(f"{n}=1.0" for n in names)
         raise UnknownSymbolError(
-            f"the formula of {act_name} uses {sorted(map(str, unknown))} which are neither inputs "
-            f"{[str(s) for s in inputs]} nor parameters with values; give them values "
-            "(symact.activation(..., name=value)) or list them as parameters"
+            f"the formula of {act_name} uses {names} which are neither inputs "
+            f"{[str(s) for s in inputs]} nor parameters with values; give them values, "
+            f"e.g. symact.activation(expr, {example}), and pass that Activation (with trainable=... to train them)",
+            symbols=tuple(names),
         )
     taken: set[str] = set()
     trainable_spec = tuple(

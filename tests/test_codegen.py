@@ -1528,3 +1528,20 @@ def test_modules_made_by_calling_the_generated_class_deepcopy_and_pickle():
         assert clone.alpha.grad.item() == pytest.approx(math.expm1(-2.0) + math.expm1(-0.5), rel=1e-6)
     gelu = type(torch_module("gelu"))()
     torch.testing.assert_close(copy.deepcopy(gelu)(x), torch.nn.functional.gelu(x), rtol=1e-6, atol=1e-7)
+
+
+def test_sympy_formula_with_an_undeclared_symbol_names_the_fix():
+    # were: "'alpha' is not a parameter of activation; trainable parameters must be among none" for
+    # trainable="alpha", which named no fix, and errors without the symbols attribute front ends read
+    alpha = sympy.Symbol("alpha", real=True)
+    with pytest.raises(UnknownSymbolError, match=r"symact.activation\(expr, alpha=1.0\)") as err:
+        torch_module(alpha * X, trainable="alpha")
+    assert err.value.symbols == ("alpha",)
+    with pytest.raises(UnknownSymbolError, match=r"symact.activation\(expr, alpha=1.0\)") as err:
+        torch_module(alpha * X)
+    assert err.value.symbols == ("alpha",)
+    # the fix the message names works, and the gradient to alpha is sum(x)
+    module = torch_module(symact.activation(alpha * X, alpha=1.0), trainable="alpha")
+    x = torch.tensor([0.5, -2.0, 3.0])
+    module(x).sum().backward()
+    assert module.alpha.grad.item() == pytest.approx(1.5)
