@@ -3,6 +3,7 @@
 import importlib.util
 
 import pytest
+import sympy
 import torch
 
 import numeric
@@ -105,3 +106,21 @@ def test_every_builtin_the_generated_code_calls_is_a_taken_parameter_name():
                    numeric.generated_source("celu", trainable="alpha"), numeric.generated_source("gelu")):
         used = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name) and hasattr(builtins, n.id)}
         assert used <= codegen._builtins_used(), used - codegen._builtins_used()
+
+
+@pytest.mark.parametrize("symbol_name", ["a'", 'b"', "c\\"])
+def test_symbol_names_with_quotes_or_backslashes_give_valid_source(symbol_name, tmp_path):
+    # was: a SyntaxError in the generated extra_repr ('phi(x) = a'*x'), fixed and trainable alike
+    a = sympy.Symbol(symbol_name, real=True)
+    act = symact.activation(a * symact.x, **{symbol_name: 2.0})
+    x = torch.tensor([1.5, -0.5], dtype=torch.float64)
+    fixed = numeric.torch_module(act)
+    torch.testing.assert_close(fixed(x), 2.0 * x, rtol=0, atol=0)
+    assert f"phi(x) = {symbol_name}*x" in repr(fixed) and f"{symbol_name}=2" in repr(fixed)
+    trained = numeric.torch_module(act, trainable=[symbol_name]).double()
+    trained(x).sum().backward()
+    assert next(trained.parameters()).grad.item() == pytest.approx(1.0)  # d/da sum(a*x) = sum(x)
+    assert f"phi(x) = {symbol_name}*x" in type(trained).__doc__
+    numeric.export_module(act, tmp_path / "m.py", class_name="M", trainable=[symbol_name])
+    spec = importlib.util.spec_from_file_location("m", tmp_path / "m.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
