@@ -1545,3 +1545,44 @@ def test_sympy_formula_with_an_undeclared_symbol_names_the_fix():
     x = torch.tensor([0.5, -2.0, 3.0])
     module(x).sum().backward()
     assert module.alpha.grad.item() == pytest.approx(1.5)
+
+
+def test_exported_gated_module_with_a_trainable_parameter_works_in_a_fresh_process(tmp_path):
+    """The exported file alone (no symact on the path): values against torch ops, the parameter's
+    gradient against autograd through the same formula written in torch, and a state_dict saved from
+    torch_module's module loaded into the exported class."""
+    act = symact.activation("x*v*sigmoid(beta*v)", beta=1.25)  # SwiGLU with a trainable Swish beta
+    export_module(act, tmp_path / "swiglu_beta.py", class_name="SwiGLUBeta", trainable="beta")
+    module = torch_module(act, trainable="beta")
+    with torch.no_grad():
+        module.beta.fill_(0.75)
+    torch.save(module.state_dict(), tmp_path / "state.pt")
+    code = """if True:
+        import sys, torch
+        sys.path.insert(0, sys.argv[1])
+        assert "symact" not in sys.modules and "numeric" not in sys.modules
+        from swiglu_beta import SwiGLUBeta
+        m = SwiGLUBeta().double()
+        m.load_state_dict(torch.load(sys.argv[1] + "/state.pt"))
+        assert m.beta.item() == 0.75 and m.beta.dtype == torch.float64
+        torch.manual_seed(0)
+        xv = torch.randn(5, 8, dtype=torch.float64)
+        a, b = xv.chunk(2, dim=-1)
+        beta = torch.tensor(0.75, dtype=torch.float64, requires_grad=True)
+        reference = a * b * torch.sigmoid(beta * b)
+        y = m(xv)
+        torch.testing.assert_close(y, reference, rtol=1e-14, atol=1e-15)
+        torch.testing.assert_close(m(a, b), y, rtol=0, atol=0)
+        y.sum().backward()
+        reference.sum().backward()
+        torch.testing.assert_close(m.beta.grad, beta.grad, rtol=1e-12, atol=1e-14)
+        try:
+            m(torch.randn(2, 5))
+        except ValueError as e:
+            assert "odd size 5" in str(e)
+        else:
+            raise AssertionError("odd last dimension accepted")
+        """
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                            cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
