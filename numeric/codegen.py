@@ -60,7 +60,7 @@ import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import sympy
 
@@ -70,6 +70,9 @@ from symact.primitives import hazards, safe_derivative, safe_form
 
 from .printer import (PRELUDE, SOFTPLUS_THRESHOLD, emit_function, fuse_builtins, number_literal, numpy_modules,
                       prepare)
+
+if TYPE_CHECKING:  # torch is imported only when code is generated
+    import torch
 
 __all__ = [
     "CodegenSpec",
@@ -817,7 +820,8 @@ def _load(source: str, class_name: str) -> dict:
 
 
 def torch_function(act: Any, trainable: Iterable = (), name: str | None = None,
-                   prefer_builtins: bool = False, forward_ad: bool = False, *, real_line: bool = True):
+                   prefer_builtins: bool = False, forward_ad: bool = False, *,
+                   real_line: bool = True) -> type[torch.autograd.Function]:
     """A ``torch.autograd.Function`` subclass computing ``act`` elementwise.
 
     Call it as ``F.apply(x)`` (``F.apply(x, v)`` for gated forms; trainable
@@ -845,7 +849,8 @@ def torch_function(act: Any, trainable: Iterable = (), name: str | None = None,
 
 
 def torch_module(act: Any, trainable: Iterable = (), compile: bool = False, name: str | None = None,
-                 class_name: str | None = None, prefer_builtins: bool = False, **compile_kwargs):
+                 class_name: str | None = None, prefer_builtins: bool = False,
+                 **compile_kwargs) -> torch.nn.Module:
     """An ``nn.Module`` applying ``act`` elementwise (gated forms: ``m(x, v)`` or ``m(xv)``).
 
     ``act``: an Activation, a catalogue name, a formula string or a SymPy expression

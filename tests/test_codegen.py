@@ -1586,3 +1586,13 @@ def test_exported_gated_module_with_a_trainable_parameter_works_in_a_fresh_proce
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                             cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
+
+
+def test_torch_function_and_torch_module_declare_what_they_return():
+    import typing
+
+    namespace = {**vars(codegen), "torch": torch}
+    assert typing.get_type_hints(torch_module, namespace)["return"] is torch.nn.Module
+    assert typing.get_type_hints(torch_function, namespace)["return"] == type[torch.autograd.Function]
+    assert isinstance(torch_module("gelu"), torch.nn.Module)
+    assert issubclass(torch_function("gelu"), torch.autograd.Function)
