@@ -909,7 +909,8 @@ def _check_compile_kwargs(compile: bool, compile_kwargs: dict) -> None:
     if unknown:
         raise TypeError(
             f"torch_module() got unexpected keyword argument(s) {unknown}; its own are act, trainable, compile, "
-            f"name, class_name, prefer_builtins, and with compile=True it passes on torch.compile's {options}")
+            f"name, class_name, prefer_builtins, and with compile=True it passes on torch.compile's {options}; "
+            f"to set a parameter of the activation, pass symact.activation(act, {unknown[0]}=...)")
     if not compile:
         raise TypeError(
             f"{sorted(compile_kwargs)} are options of torch.compile, used only with compile=True; "

@@ -1511,6 +1511,9 @@ def test_unknown_keyword_arguments_are_refused_not_swallowed():
         torch_module("elu", trainables="alpha")
     with pytest.raises(TypeError, match="used only with compile=True"):
         torch_module("elu", mode="max-autotune")
+    # a parameter value given to torch_module was dropped too: the module computed ELU with alpha = 1
+    with pytest.raises(TypeError, match=r"symact.activation\(act, alpha=...\)"):
+        torch_module("elu", alpha=0.5)
 
 
 def test_modules_made_by_calling_the_generated_class_deepcopy_and_pickle():
