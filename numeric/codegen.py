@@ -643,7 +643,8 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
         return str(text).replace("\\", "\\\\").replace('"', '\\"')
 
     params_doc = "".join(f"\n    {n} = {v} (constant)" for n, v in spec.constants)
-    params_doc += "".join(f"\n    {n} = {v!r} (trainable nn.Parameter)" for _, n, v in spec.trainable)
+    params_doc += "".join(f"\n    {n} = {v!r} (trainable nn.Parameter{'' if n == p.name else f'; {p.name} in phi'})"
+                          for p, n, v in spec.trainable)
     params_doc = docstring_text(params_doc)
     formula_doc = docstring_text(textwrap.fill(spec.formula, 88, subsequent_indent="        "))
     gated = n_inputs == 2

@@ -79,6 +79,7 @@ def test_parameter_names_the_generated_code_uses_are_renamed_not_broken(pname, t
     torch.testing.assert_close(module.get_parameter(names[0]).grad, beta.grad, rtol=1e-12, atol=1e-14)
     assert module.eval().training is False and module.train().training is True
     assert f"p_{pname}=1.5" in repr(module)
+    assert f"p_{pname} = 1.5 (trainable nn.Parameter; {pname} in phi)" in numeric.generated_source(act, (pname,))
     # the exported file too, with the constructor keyword of the same name
     path = numeric.export_module(act, tmp_path / "m.py", class_name="M", trainable=(pname,))
     spec = importlib.util.spec_from_file_location("m", path)
