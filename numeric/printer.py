@@ -99,6 +99,11 @@ class _Masked(sympy.Function):
 
     nargs = 3
 
+    def _eval_is_extended_real(self):
+        # real like u (point is a real number): Max(0, x + 1/3) in a branch is rebuilt around
+        # _Masked(x, ...) and SymPy's Max/Min refuse an argument not known to be real
+        return self.args[0].is_extended_real
+
 
 def number_literal(value: sympy.Expr) -> str:
     """A numeric SymPy expression as a Python float literal (correctly rounded double).

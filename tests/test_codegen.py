@@ -1599,3 +1599,19 @@ def test_torch_function_and_torch_module_declare_what_they_return():
     assert typing.get_type_hints(torch_function, namespace)["return"] == type[torch.autograd.Function]
     assert isinstance(torch_module("gelu"), torch.nn.Module)
     assert issubclass(torch_function("gelu"), torch.autograd.Function)
+
+
+def test_piecewise_branch_holding_max_of_a_shifted_input_generates_and_matches_mpmath():
+    """A branch that is masked (sqrt is not finite everywhere to the generator) and holds Max(0, x + 1/3)
+    crashed generation with SymPy's raw "ValueError: ... is not comparable": the masked input was not
+    known to be real.  Reference: the formula and SymPy's derivative of it by mpmath at 50 digits."""
+    expr = sympy.Piecewise((7 * X / 10, X > 0), (sympy.sqrt(sympy.Max(0, X + sympy.Rational(1, 3)) ** 2 + 1), True))
+    points = [-30.0, -2.0, -1 / 3, -0.2, 0.0, 0.5, 30.0]
+    t = torch.tensor(points, dtype=torch.float64, requires_grad=True)
+    y = torch_function(expr).apply(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    value, slope = (sympy.lambdify(X, f, "mpmath") for f in (expr, sympy.diff(expr, X)))
+    for p, got_value, got_slope in zip(points, y.tolist(), g.tolist()):
+        with mpmath.workdps(50):
+            for got, want in ((got_value, value(mpmath.mpf(p))), (got_slope, slope(mpmath.mpf(p)))):
+                assert abs(got - float(want)) <= 4 * 2.0**-52 * max(abs(float(want)), 1.0), (p, got, want)
