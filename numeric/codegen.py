@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import sympy
+from sympy.core.function import AppliedUndef
 
 from symact.activation import activation as symact_activation
 from symact.errors import DomainError, FormulaError, UnknownSymbolError
@@ -271,6 +272,15 @@ def codegen_spec(act: Any, trainable: Iterable = (), name: str | None = None,
                 f"cannot generate code from {type(act).__name__} {act!r}; pass a symact.Activation, a catalogue "
                 "name ('gelu'), a formula string in x ('x*sigmoid(x)') or a SymPy expression in symact.x")
         expr = sympy.sympify(act)
+        if not isinstance(expr, sympy.Expr) or isinstance(expr, sympy.Lambda):
+            raise FormulaError(
+                f"cannot generate code from {type(act).__name__} {act!r}; pass a symact.Activation, a catalogue "
+                "name, a formula string in x, or a SymPy expression in x (and v for gated forms)")
+        undefined = sorted({str(f.func) for f in expr.atoms(AppliedUndef)})
+        if undefined:
+            raise FormulaError(
+                f"the formula {expr} uses the undefined function(s) {undefined}, which have no values to compute; "
+                "write each out in x (e.g. x*tanh(x)) or use a function SymPy knows")
         if real_line:
             _check_formula(expr)
         params = {}

@@ -1615,3 +1615,13 @@ def test_piecewise_branch_holding_max_of_a_shifted_input_generates_and_matches_m
         with mpmath.workdps(50):
             for got, want in ((got_value, value(mpmath.mpf(p))), (got_slope, slope(mpmath.mpf(p)))):
                 assert abs(got - float(want)) <= 4 * 2.0**-52 * max(abs(float(want)), 1.0), (p, got, want)
+
+
+@pytest.mark.parametrize("act", [None, [X], sympy.Lambda(X, X), sympy.Function("f")(X),
+                                 sympy.Derivative(sympy.Function("f")(X), X)],
+                         ids=["None", "list", "Lambda", "undefined-function", "derivative-of-undefined"])
+def test_objects_that_are_not_formulas_are_refused_with_a_formula_error(act):
+    """None, a list, a Lambda or an undefined function f(x) raised raw AttributeError, TypeError or IndexError
+    from deep inside SymPy; they must raise FormulaError (a ValueError) naming what to pass instead."""
+    with pytest.raises(symact.errors.FormulaError, match="SymPy expression in x|undefined function"):
+        torch_function(act)
