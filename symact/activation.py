@@ -1161,12 +1161,34 @@ def _has_exactly_evaluated_function(expr: sympy.Expr, inputs: tuple) -> bool:
                for f in expr.atoms(sympy.Function))
 
 
+_GROWTH_FUNCTIONS = (sympy.exp, sympy.sinh, sympy.cosh)
+_LARGEST_NESTED_GROWTH_ARGUMENT = 1000
+
+
+def _grows_too_fast_to_probe(expr: sympy.Expr, inputs: tuple) -> bool:
+    """Whether ``expr`` has a power with the input in its exponent (|x|**x at the integer 10**30 is
+    evaluated exactly) or an exponential of an exponential (exp(-exp(x)) at x = 10**6 asks mpmath for
+    exp(-10**434294)): both take minutes or for ever at the wide probe points."""
+    def grows(e):
+        return isinstance(e, _GROWTH_FUNCTIONS) or (isinstance(e, sympy.Pow) and e.exp.has(*inputs))
+
+    for e in sympy.preorder_traversal(expr):
+        if isinstance(e, sympy.Pow) and e.exp.has(*inputs):
+            return True
+        if grows(e) and any(grows(inner) and inner.has(*inputs)
+                            for arg in e.args for inner in sympy.preorder_traversal(arg)):
+            return True
+    return False
+
+
 def _first_non_real(act: Activation, points: tuple) -> tuple | None:
     """(x, value) at the first probe point where ``act`` has a non-real value, or None."""
     expr = act.concrete_expr
     if _has_exactly_evaluated_function(expr, act.inputs):
         # gamma(10**20), zeta(10**20), factorial(10**30) are computed exactly (for ever) when substituted
         points = tuple(p for p in points if abs(p) <= _LARGEST_EXACT_ARGUMENT)
+    elif _grows_too_fast_to_probe(expr, act.inputs):
+        points = tuple(p for p in points if abs(p) <= _LARGEST_NESTED_GROWTH_ARGUMENT)
     for point in points:
         subs = {s: point for s in act.inputs}
         try:  # chop: a sum that cancels to 1e-8692 (x*erf(x) + x at x = -100) took evalf half a minute

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import mpmath
 import pytest
 import sympy
 
@@ -825,3 +826,26 @@ def test_an_unbalanced_bracket_is_named_as_such(formula, counts):
     with pytest.raises(symact.FormulaError) as info:
         symact.activation(formula)
     assert counts in str(info.value) and "multi-line" not in str(info.value)
+
+
+@pytest.mark.parametrize("formula, at_one_half", [
+    ("exp(exp(x))", lambda: mpmath.exp(mpmath.exp(0.5))),
+    ("Abs(x)**x", lambda: mpmath.sqrt(0.5)),
+    ("1/(1 + exp(-exp(x + 3)))", lambda: 1 / (1 + mpmath.exp(-mpmath.exp(3.5)))),
+])
+def test_formulas_growing_faster_than_exponentially_build_in_seconds(formula, at_one_half):
+    """exp(exp(x)) and the sigmoid of exp(x) hung in the realness probe (exp(-exp(10**6)) asks mpmath for
+    exp(-10**434294)), and |x|**x too (10**30 to the power 10**30 evaluated exactly).  Run in a subprocess so
+    that a regression fails (TimeoutExpired) instead of hanging the suite."""
+    code = f"import symact, sympy\nprint(sympy.N(symact.activation({formula!r})(sympy.Rational(1, 2)), 20))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr
+    with mpmath.workdps(30):
+        assert float(done.stdout) == pytest.approx(float(at_one_half()), rel=1e-15)
+
+
+def test_the_narrower_probe_of_fast_growing_formulas_still_finds_where_they_are_not_real():
+    # sqrt(500 - x) is imaginary beyond x = 500, inside the narrower probe range (|x| <= 1000)
+    with pytest.raises(symact.NonRealExpressionError, match="not real at x = 1000"):
+        symact.activation("sqrt(500 - x)*exp(-exp(-x))")
