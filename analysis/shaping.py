@@ -476,14 +476,9 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
     funcs = activation_functions(act)
     c_exact, q_exact = _exact_number("c_slope", c_slope), _exact_number("q_slope", q_slope)
     c_t, q_t = float(c_exact), float(q_exact)
-    singular = _slope_singularity(funcs)
-    if singular is not None:   # the grid search quoted a finite C'(1) at its "closest grid point"; checked
-        # before value_jumps, which counts sign(x)|x|^(1/3) as jumping (phi(+-1e-20) differ by 4e-7)
-        raise InfeasibleShapingError(
-            f"DKS for {funcs.name}: phi'(x)^2 is not integrable at x = {singular:g} (it grows at least like "
-            f"1/|x - {singular:g}|), so E[phi'(z)^2] and C'(1) are infinite for every alpha, beta and "
-            f"C'(1) = {c_t:.12g} cannot be met. Use an activation whose derivative is square-integrable "
-            "(e.g. smooth the singularity: sign(x)*sqrt(Abs(x)) -> x/(1 + x**2)**(1/4)).")
+    # before value_jumps, which counts sign(x)|x|^(1/3) as jumping (phi(+-1e-20) differ by 4e-7); the
+    # grid search used to quote a finite C'(1) at its "closest grid point"
+    _refuse_infinite_slope(funcs, f"DKS's C'(1) = {c_t:.12g}")
     if funcs.value_jumps:
         raise InfeasibleShapingError(
             f"DKS for {funcs.name}: the activation jumps, so C'(1) is infinite and C'(1) = {c_t:g} "
@@ -670,6 +665,17 @@ def _raise_dks_infeasible(funcs: ActivationFunctions, c_t, q_t, points, reached,
     )
 
 
+def _refuse_infinite_slope(funcs: ActivationFunctions, target: str) -> None:
+    """InfeasibleShapingError naming the point where phi'^2 is not integrable, if there is one."""
+    singular = _slope_singularity(funcs)
+    if singular is not None:
+        raise InfeasibleShapingError(
+            f"{target} cannot be met for {funcs.name}: phi'(x)^2 is not integrable at x = {singular:g} (it grows "
+            f"at least like 1/|x - {singular:g}|), so E[phi'(z)^2] and C'(1) are infinite for every alpha, beta. "
+            "Use an activation whose derivative is square-integrable (e.g. smooth the singularity: "
+            "sign(x)*sqrt(Abs(x)) -> x/(1 + x**2)**(1/4)).")
+
+
 def _slope_singularity(funcs: ActivationFunctions):
     """A kink ``b`` where ``phi'^2`` is not integrable (grows at least like ``1/|x - b|``), or None.
 
@@ -725,13 +731,7 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
     funcs = activation_functions(act)
     k_exact = _exact_number("c_curvature", c_curvature)
     k_t = float(k_exact)
-    singular = _slope_singularity(funcs)
-    if singular is not None:
-        raise InfeasibleShapingError(
-            f"TAT for {funcs.name}: phi'(x)^2 is not integrable at x = {singular:g} (it grows at least like "
-            f"1/|x - {singular:g}|), so C'(1) is infinite for every alpha, beta and TAT's C'(1) = 1 cannot be "
-            "met. Use an activation whose derivative is square-integrable (e.g. smooth the singularity: "
-            "sign(x)*sqrt(Abs(x)) -> x/(1 + x**2)**(1/4)).")
+    _refuse_infinite_slope(funcs, "TAT's C'(1) = 1")
     if funcs.value_jumps:
         raise InfeasibleShapingError(
             f"TAT for {funcs.name}: the activation jumps, so C'(1) and C''(1) are infinite and neither TAT "
