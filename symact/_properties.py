@@ -259,17 +259,27 @@ def _removable(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr) -> boo
     return bool(left.is_finite and right.is_finite and sympy.simplify(left - right) == 0)
 
 
-def _one_sided_limits_at_0(expr, symbol):
-    """The limits of ``expr`` as ``symbol`` -> 0 from the right and from the left, taken as t -> 0+ of
-    expr at +t and at -t with t positive (SymPy's limit(..., "-") misreads Abs and sign), or None."""
+def one_sided_limit(expr, symbol, point, sign: int):
+    """The limit of ``expr`` as ``symbol`` -> ``point`` from the right (``sign`` = 1) or the left (-1).
+
+    Taken as t -> 0+ of expr at point + sign*t with t positive: SymPy's limit(..., "-") misreads Abs and
+    sign, and its default is the right-hand limit.  sinc has no leading-term routine in SymPy
+    (NotImplementedError): it is retried written as sin(x)/x.
+    """
     t = sympy.Symbol("t", positive=True)
-    sides = []
-    for sign in (1, -1):
-        try:
-            sides.append(sympy.limit(expr.xreplace({symbol: sign * t}), t, 0, "+"))
-        except (NotImplementedError, ValueError, TypeError):
-            return None
-    return sides
+    moved = expr.xreplace({symbol: point + sign * t})
+    try:
+        return sympy.limit(moved, t, 0, "+")
+    except NotImplementedError:
+        return sympy.limit(moved.rewrite(sympy.sin), t, 0, "+")
+
+
+def _one_sided_limits_at_0(expr, symbol):
+    """[right, left] limits of ``expr`` at 0 (:func:`one_sided_limit`), or None where SymPy cannot take them."""
+    try:
+        return [one_sided_limit(expr, symbol, sympy.S.Zero, sign) for sign in (1, -1)]
+    except (NotImplementedError, ValueError, TypeError):
+        return None
 
 
 def _definite(limit) -> bool:

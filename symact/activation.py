@@ -589,17 +589,12 @@ class Activation:
         direction = _input_value(direction)
         if direction in (sympy.oo, -sympy.oo):
             return _limit_at_infinity(self.concrete_expr, self.x, 1 if direction == sympy.oo else -1)
-        # SymPy's limit is one-sided from the right by default (heaviside.limit(0) was 1), and it misreads
-        # Abs/sign from the left: each side is the limit t -> 0+ at point +- t, t positive
-        t = sympy.Symbol("t", positive=True)
-        sides = {}
-        for mark, sign in (("+", 1), ("-", -1)):
-            if side in (None, mark):
-                moved = self.concrete_expr.rewrite(sympy.Piecewise).xreplace({self.x: direction + sign * t})
-                try:
-                    sides[mark] = sympy.limit(moved, t, 0, "+")
-                except NotImplementedError:  # sinc has no leading-term routine: rewrite it as sin(x)/x
-                    sides[mark] = sympy.limit(moved.rewrite(sympy.sin), t, 0, "+")
+        from ._properties import one_sided_limit
+
+        # SymPy's own limit is the right-hand one (heaviside.limit(0) was 1): take each side asked for
+        expr = self.concrete_expr.rewrite(sympy.Piecewise)
+        sides = {mark: one_sided_limit(expr, self.x, direction, sign)
+                 for mark, sign in (("+", 1), ("-", -1)) if side in (None, mark)}
         if side is not None:
             return sides[side]
         right, left = sides["+"], sides["-"]
