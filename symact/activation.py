@@ -732,17 +732,18 @@ def _input_value(value: Any) -> sympy.Expr:
         return _real_input(parse_formula(value), value)
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d numpy array or tensor is one number
         value = value.item()
-    hint = ("pass one real number, +-oo, a SymPy expression or a formula string (for arrays, "
-            "numeric.torch_function(act) or sympy.lambdify(act.x, act.concrete_expr))")
-    if isinstance(value, bool) or not (isinstance(value, (numbers.Number, sympy.Basic)) or hasattr(value, "_sympy_")):
-        # sympify(None) raised a bare SympifyError; a numpy array or True an AttributeError deep in SymPy
-        raise FormulaError(f"cannot evaluate an activation at {value!r} ({type(value).__name__}): {hint}")
-    try:
-        result = sympy.sympify(value, strict=True)
-    except (sympy.SympifyError, TypeError):
-        raise FormulaError(f"cannot evaluate an activation at {value!r} ({type(value).__name__}): {hint}") from None
+    result = None
+    # sympify(None) raised a bare SympifyError; a numpy array or True an AttributeError deep in SymPy
+    if not isinstance(value, bool) and (isinstance(value, (numbers.Number, sympy.Basic)) or hasattr(value, "_sympy_")):
+        try:
+            result = sympy.sympify(value, strict=True)
+        except (sympy.SympifyError, TypeError):
+            pass
     if not isinstance(result, sympy.Expr):
-        raise FormulaError(f"cannot evaluate an activation at {value!r} ({type(value).__name__}): {hint}")
+        raise FormulaError(
+            f"cannot evaluate an activation at {value!r} ({type(value).__name__}): pass one real number, +-oo, a "
+            "SymPy expression or a formula string (for arrays, numeric.torch_function(act) or "
+            "sympy.lambdify(act.x, act.concrete_expr))")
     return _real_input(result, value)
 
 
