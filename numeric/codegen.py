@@ -217,7 +217,8 @@ class CodegenSpec:
     formula: str
     inputs: tuple[sympy.Symbol, ...]
     trainable: tuple[tuple[sympy.Symbol, str, float], ...]  # (symbol, python name, initial value)
-    constants: tuple[tuple[str, str], ...]  # (parameter name, value) baked into the code
+    # (parameter name, python name, value) baked into the code, shown as a read-only attribute
+    constants: tuple[tuple[str, str, str], ...]
     forward: sympy.Expr
     derivatives: tuple[sympy.Expr, ...]
     saves: str
@@ -386,7 +387,8 @@ def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_bui
     trainable_spec = tuple(
         (p, _identifier(p.name, taken), float(sympy.N(params[p], 20))) for p in chosen
     )
-    constants = tuple((p.name, number_literal(v)) for p, v in sorted(fixed.items(), key=lambda i: i[0].name))
+    constants = tuple((p.name, _identifier(p.name, taken), number_literal(v))
+                      for p, v in sorted(fixed.items(), key=lambda i: i[0].name))
     forward = safe_form(concrete, inputs)
     symbols = list(inputs) + list(chosen)
     derivatives = tuple(safe_derivative(concrete, s, inputs) for s in symbols)
@@ -652,7 +654,7 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
     def docstring_text(text) -> str:  # any text inside a """docstring""" (symbol names may hold \ or ")
         return str(text).replace("\\", "\\\\").replace('"', '\\"')
 
-    params_doc = "".join(f"\n    {n} = {v} (constant)" for n, v in spec.constants)
+    params_doc = "".join(f"\n    {n} = {v} (constant{'' if n == p else f'; {p} in phi'})" for p, n, v in spec.constants)
     params_doc += "".join(f"\n    {n} = {v!r} (trainable nn.Parameter{'' if n == p.name else f'; {p.name} in phi'})"
                           for p, n, v in spec.trainable)
     params_doc = docstring_text(params_doc)
@@ -662,7 +664,25 @@ def _assemble(spec: CodegenSpec, input_names, args, forward_src: str, backward_s
     init_body = "".join(
         f"\n        self.{n} = torch.nn.Parameter(torch.tensor(float({n})))" for _, n, _ in spec.trainable
     )
-    const_repr = ", ".join(f"{n}={v}" for n, v in spec.constants)
+    const_repr = ", ".join(f"{n}={v}" for _, n, v in spec.constants)
+    # constants as read-only attributes, like nn.ELU's alpha; a setter that only stored the value
+    # would change nothing the module computes, so setting one is refused with the way to do it
+    constant_properties = "".join(textwrap.indent(textwrap.dedent(f'''\
+
+        @property
+        def {n}(self) -> float:
+            """{docstring_text(p)} = {v}, baked into the generated code."""
+            return float({v!r})
+
+        @{n}.setter
+        def {n}(self, value: float) -> None:
+            raise AttributeError({(f"{n} = {v} is baked into the generated code of {cls}; to change it, "
+                                   f"generate a new module from the activation with the new value "
+                                   f"(torch_module(act.with_params({p}=...))), or make it trainable "
+                                   f"(torch_module(act, trainable=({p!r},)))")!r})
+        '''), "    ") for p, n, v in spec.constants)
+    jit_unused = (f"\n    __jit_unused_properties__ = {[n for _, n, _ in spec.constants]!r}"
+                  if spec.constants else "")
     # trainable values are read only where they can be (not on meta/fake tensors): see extra_repr below
     # string literals written with repr: a symbol name may hold a quote (sympy.Symbol("a'"))
     train_repr = " + ".join(f"{', ' + n + '='!r} + _shown(self.{n})" for _, n, _ in spec.trainable)
@@ -785,7 +805,7 @@ class {cls}(torch.nn.Module):
     phi({", ".join(input_names)}) = {formula_doc}
     """
 
-    formula = {spec.formula!r}
+    formula = {spec.formula!r}{jit_unused}
 
 {init_def}
         super().__init__(){init_body}
@@ -798,7 +818,7 @@ class {cls}(torch.nn.Module):
 
     def extra_repr(self) -> str:
 {shown_def}        return {extra}
-'''
+{constant_properties}'''
 
 
 def generated_source(act: Any, trainable: Iterable = (), class_name: str | None = None,

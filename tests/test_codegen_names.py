@@ -117,7 +117,9 @@ def test_symbol_names_with_quotes_or_backslashes_give_valid_source(symbol_name, 
     x = torch.tensor([1.5, -0.5], dtype=torch.float64)
     fixed = numeric.torch_module(act)
     torch.testing.assert_close(fixed(x), 2.0 * x, rtol=0, atol=0)
-    assert f"phi(x) = {symbol_name}*x" in repr(fixed) and f"{symbol_name}=2" in repr(fixed)
+    # the constant is shown, and readable, under its Python name
+    assert f"phi(x) = {symbol_name}*x" in repr(fixed) and f"{symbol_name[0]}_=2" in repr(fixed)
+    assert getattr(fixed, f"{symbol_name[0]}_") == 2.0
     trained = numeric.torch_module(act, trainable=[symbol_name]).double()
     trained(x).sum().backward()
     assert next(trained.parameters()).grad.item() == pytest.approx(1.0)  # d/da sum(a*x) = sum(x)
@@ -125,3 +127,36 @@ def test_symbol_names_with_quotes_or_backslashes_give_valid_source(symbol_name, 
     numeric.export_module(act, tmp_path / "m.py", class_name="M", trainable=[symbol_name])
     spec = importlib.util.spec_from_file_location("m", tmp_path / "m.py")
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_baked_in_constants_are_read_only_attributes_like_nn_elu_alpha(tmp_path):
+    # were: shown in the repr (alpha=0.5) but absent as attributes, unlike nn.ELU(0.5).alpha
+    act = symact.activation("elu").with_params(alpha=0.5)
+    module = numeric.torch_module(act)
+    reference = torch.nn.ELU(alpha=0.5)
+    assert module.alpha == reference.alpha == 0.5 and isinstance(module.alpha, float)
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    torch.testing.assert_close(module(x), reference(x), rtol=1e-14, atol=1e-15)
+    # setting one would change nothing the module computes: refused, naming the two ways to change it
+    with pytest.raises(AttributeError, match=r"baked into the generated code.*with_params\(alpha=.*trainable="):
+        module.alpha = 2.0
+    assert module.alpha == 0.5
+    # a trainable parameter is not a constant; the constants of an exported file are attributes too
+    assert not hasattr(numeric.torch_module(act, trainable="alpha").alpha, "is_integer")
+    path = numeric.export_module(act, tmp_path / "m.py", class_name="M")
+    spec = importlib.util.spec_from_file_location("m", path)
+    exported = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exported)
+    assert exported.M().alpha == 0.5
+    # TorchScript skips the properties and still runs the module
+    torch.testing.assert_close(torch.jit.script(module)(x), reference(x), rtol=1e-14, atol=1e-15)
+
+
+def test_constants_named_like_module_attributes_are_renamed_as_trainable_parameters_are():
+    act = symact.activation("x*sigmoid(training*x) + forward", training=1.5, forward=0.25)
+    module = numeric.torch_module(act)
+    assert (module.p_training, module.p_forward) == (1.5, 0.25)
+    assert module.eval().training is False and module.train().training is True
+    assert "p_training = 1.5 (constant; training in phi)" in numeric.generated_source(act)
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    torch.testing.assert_close(module.double()(x), x * torch.sigmoid(1.5 * x) + 0.25, rtol=1e-14, atol=1e-15)
