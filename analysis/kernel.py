@@ -525,7 +525,9 @@ class KernelMaps:
         self._lambdified: dict = {}
 
     def __repr__(self) -> str:
-        return f"KernelMaps({self.activation_name!r}, engine={self.engine!r}, dps={self.dps})"
+        # float64 results carry float64's precision, whatever dps was asked for
+        precision = "" if self.engine == "float64" else f", dps={self.dps}"
+        return f"KernelMaps({self.activation_name!r}, engine={self.engine!r}{precision})"
 
     def _check_poles(self) -> None:
         """Raise DivergentIntegralError when phi^2 has a non-integrable singularity on the real

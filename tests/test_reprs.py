@@ -40,3 +40,12 @@ def test_every_key_in_a_result_repr_is_an_attribute_with_that_value(result):
         if isinstance(value, (tuple, list)):
             value = len(value)  # ShapedNetwork(layers=2): the number of layers
         assert math.isclose(float(value), number, rel_tol=1e-9, abs_tol=1e-12), (key, value, shown)
+
+
+def test_kernel_maps_repr_states_the_precision_its_numbers_carry():
+    # was: KernelMaps('tanh', engine='float64', dps=30), though its results are float64
+    from analysis import kernel_maps
+
+    assert repr(kernel_maps("tanh", engine="float64")) == "KernelMaps('tanh', engine='float64')"
+    assert isinstance(kernel_maps("tanh", engine="float64").q_map(1.0), float)
+    assert repr(kernel_maps("tanh", engine="mpmath", dps=20)) == "KernelMaps('tanh', engine='mpmath', dps=20)"
