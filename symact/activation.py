@@ -37,6 +37,7 @@ from sympy.parsing.sympy_parser import (
 )
 
 from ._safe_parse import safe_number, safe_parse, sympy_vocabulary
+from .primitives import pytorch_kink_convention
 from .errors import (
     DomainError,
     FormulaError,
@@ -819,22 +820,13 @@ def _piece_near(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, value
 def _differentiated(expr: sympy.Expr, symbol: sympy.Symbol, n: int, name: str) -> sympy.Expr:
     """d^n expr / d symbol^n with PyTorch's kink convention; a clear error where SymPy cannot
     differentiate (it would leave an unevaluated Derivative that breaks everything downstream)."""
-    derivative = _pytorch_kink_convention(sympy.diff(expr, symbol, n))
+    derivative = pytorch_kink_convention(sympy.diff(expr, symbol, n))
     if derivative.has(sympy.Derivative):
         stuck = sorted({str(d.expr) for d in derivative.atoms(sympy.Derivative)})
         raise FormulaError(
             f"SymPy cannot differentiate {', '.join(stuck)} in {name}; write the formula with functions "
             "it can differentiate (steps as Heaviside or Piecewise, not floor/ceiling/frac)")
     return derivative
-
-
-def _pytorch_kink_convention(expr: sympy.Expr) -> sympy.Expr:
-    # SymPy's Heaviside(0) is 1/2; PyTorch's autograd uses 0 at the kink of relu/hardtanh.
-    # ``pargs`` omits the default H0 = 1/2, so only Heavisides created by differentiation change.
-    return expr.replace(
-        lambda e: isinstance(e, sympy.Heaviside) and len(e.pargs) == 1,
-        lambda e: sympy.Heaviside(e.args[0], 0),
-    )
 
 
 def _relational_atoms(expr: sympy.Expr):

@@ -1233,6 +1233,21 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
     return forms
 
 
+def pytorch_kink_convention(expr: sympy.Expr) -> sympy.Expr:
+    """A derivative with PyTorch's autograd value at kinks: SymPy differentiates Max/Min/Abs into
+    Heaviside with value 1/2 at 0, while autograd takes 0 there (relu'(0) = 0, hardtanh'(+-1) = 0).
+    Only Heavisides that differentiation created change: ``pargs`` omits their default H0 = 1/2.
+
+    >>> x = sympy.Symbol("x", real=True)
+    >>> pytorch_kink_convention(sympy.diff(sympy.Max(0, x), x))
+    Heaviside(x, 0)
+    """
+    return expr.replace(
+        lambda e: isinstance(e, sympy.Heaviside) and len(e.pargs) == 1,
+        lambda e: sympy.Heaviside(e.args[0], 0),
+    )
+
+
 def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None = None) -> sympy.Expr:
     """d expr / d symbol, in the form with the fewest floating-point hazards.
 
@@ -1256,7 +1271,9 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
     expr = expr.replace(lambda e: isinstance(e, sympy.Piecewise), lambda e: _parameter_point_branches(e, inputs))
 
     def differentiated(form: sympy.Expr) -> sympy.Expr:
-        raw = sympy.diff(form, symbol).replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
+        # the derivative symact's Activation.derivative() gives, so autograd's at kinks (relu'(0) = 0)
+        raw = pytorch_kink_convention(sympy.diff(form, symbol)).replace(
+            lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
         return safe_form(raw, inputs)
 
     def best(*forms: sympy.Expr) -> sympy.Expr:

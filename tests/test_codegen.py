@@ -591,6 +591,26 @@ def test_agrees_with_torch_builtin(name, device):
         torch.testing.assert_close(gy, gz, rtol=max(rtol, BUILTIN_GRADIENT_RTOL.get(name, 0.0)), atol=atol)
 
 
+WITH_BUILTIN_AND_KINKS = [n for n in WITH_BUILTIN if ENTRIES[n].kinks and n not in NO_BUILTIN_GRADIENT]
+
+
+@pytest.mark.parametrize("name", WITH_BUILTIN_AND_KINKS)
+def test_gradient_at_kinks_is_autograd_s_and_the_symbolic_derivative_s(name, device):
+    # was: relu'(0), relu6'(0), relu6'(6), hardtanh'(+-1) = 0.5, hardsigmoid'(+-3) = 1/12 and
+    # hardswish'(-3, 3) = (-0.25, 1.25): the generated backward took SymPy's Heaviside(0) = 1/2,
+    # while torch's autograd and Activation.derivative() give 0 (0 and 1 for hardswish)
+    act = ENTRIES[name]
+    kinks = [float(k) for k in act.kinks]
+    t = torch.tensor(kinks, dtype=torch.float64, device=device, requires_grad=True)
+    u = t.detach().clone().requires_grad_(True)
+    (generated,) = torch.autograd.grad(torch_function(act).apply(t).sum(), t)
+    (builtin,) = torch.autograd.grad(_builtin(act)(u).sum(), u)
+    torch.testing.assert_close(generated, builtin, rtol=1e-12, atol=0)
+    symbolic = act.derivative()
+    torch.testing.assert_close(generated.cpu(), torch.tensor([float(symbolic(k)) for k in act.kinks],
+                                                             dtype=torch.float64), rtol=1e-12, atol=0)
+
+
 def _check_points(name: str, device="cpu") -> torch.Tensor:
     points = _away_from_kinks(name, np.linspace(-4.1, 3.9, 11), margin=1e-2)
     return torch.tensor(points, dtype=torch.float64, device=device, requires_grad=True)
