@@ -366,6 +366,11 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
             f"maximum (k = {', '.join(map(str, ks))} there) p^gamma tends to uniform on the ties as gamma -> inf, and "
             f"its entropy decreases to log k only in that limit; the target is at or below log k plus the {dtype} "
             f"rounding allowance {float(slack.max()):.3g}. Choose a larger target (or use float64 for one this close)")
+    if row_max.numel() == 0:
+        # no rows (a batch of size 0): nothing to solve; the bookkeeping below reduces over all rows,
+        # which torch refuses on an empty tensor
+        return torch.ones_like(row_max), ConvergenceReport(0, True, (0.0,), float(16 * eps * max(float(target), 1)),
+                                                           None, 0)
     shifted = logits - row_max
     gamma = torch.ones_like(row_max)
     lo = torch.zeros_like(row_max)

@@ -9,7 +9,7 @@ import pytest
 import sympy
 import torch
 
-from numeric.entropy import EntropyNormalize, entropy_normalize
+from numeric.entropy import EntropyNormalize, entropy_normalize, solve_entropy_gamma
 from symact import entropy as sym
 from symact.errors import DomainError
 
@@ -558,3 +558,24 @@ def test_a_negative_target_is_not_reported_as_out_of_range_for_0_rows():
         with pytest.raises(DomainError) as info:
             entropy_normalize(p, -1)
         assert "0 row(s)" not in str(info.value) and "negative" in str(info.value)
+
+
+@pytest.mark.parametrize("shape, dim", [((0, 5), -1), ((5, 0), 0), ((2, 0, 5), -1)])
+def test_an_empty_batch_gives_empty_outputs(shape, dim):
+    """A batch with no rows (e.g. batch size 0) crashed with torch's bare 'max(): Expected reduction dim to be
+    specified for input.numel() == 0' from the residual bookkeeping; softmax, which EntropyNormalize replaces,
+    returns an empty tensor of the same shape."""
+    logits = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    y = EntropyNormalize(1.0, dim=dim)(logits)
+    assert y.shape == logits.shape
+    y.sum().backward()
+    assert logits.grad.shape == logits.shape
+    gamma_shape = list(shape)
+    gamma_shape[dim] = 1
+    gamma, report = solve_entropy_gamma(logits, 1.0, dim=dim)
+    assert gamma.shape == tuple(gamma_shape) and report.converged
+    r = entropy_normalize(torch.rand(shape, dtype=torch.float64), 1.0, dim=dim)
+    assert r.p.shape == shape and r.gamma.shape == tuple(gamma_shape) and r.converged
+    # rows of length 0 are still refused: an empty distribution has no entropy
+    with pytest.raises(DomainError, match="all zeros"):
+        EntropyNormalize(1.0)(torch.randn(3, 0, dtype=torch.float64))
