@@ -174,8 +174,14 @@ def _support_checks(n_support: int, n_ties: int, uniform: bool, target, log, tol
     return None
 
 
-def _entropy_normalize_mp(p: Sequence, target, dps: int, max_iterations: int) -> EntropyNormalization:
-    with mpmath.workdps(dps + 10):
+#: Guard digits of the mpmath back end beyond ``dps`` (more where the problem is ill-conditioned).
+_GUARD_DIGITS = 10
+
+
+def _entropy_normalize_mp(p: Sequence, target, dps: int, max_iterations: int,
+                          guard: int = _GUARD_DIGITS) -> EntropyNormalization:
+    target_in = target
+    with mpmath.workdps(dps + guard):
         if isinstance(p, (str, bytes, dict)):  # list("0.5") would be read as the entries '0', '.', '5'
             raise DomainError(f"p must be a sequence of probabilities, got the {type(p).__name__} {p!r}; pass a "
                               "list, e.g. ['0.5', '0.3', '0.2']")
@@ -230,7 +236,9 @@ def _entropy_normalize_mp(p: Sequence, target, dps: int, max_iterations: int) ->
             report = ConvergenceReport(0, True, (mpmath.mpf(0),), mpmath.mpf(0), (mpmath.mpf(0),))
             return _finish_mp(mpmath.mpf(0), expand(q), target, report, dps)
 
-        tol = mpmath.mpf(10) ** (-(dps + 5))
+        # stop at |H - H*| <= 10^-(working digits - 5): the error in gamma is that over dH/dgamma = -gamma Var,
+        # so where the slope is small the working precision (raised below) tightens the stop as well
+        tol = mpmath.mpf(10) ** (-(dps + guard - 5))
         gamma, lo, hi = mpmath.mpf(1), mpmath.mpf(0), mpmath.inf
         residuals, gammas = [], [gamma]
         converged = False
@@ -254,6 +262,18 @@ def _entropy_normalize_mp(p: Sequence, target, dps: int, max_iterations: int) ->
                 step = (lo + hi) / 2 if hi != mpmath.inf else 2 * max(gamma, lo, mpmath.mpf(1))
             gamma = step
             gammas.append(gamma)
+        if converged and guard == _GUARD_DIGITS and var > 0 and gamma > 0:
+            # A unit rounding error (10^-digits) in the logs, in H or in the target moves gamma by kappa_gamma
+            # (relative) and each output q_i = exp(gamma (l_i - l_max)) / Z by kappa_q: with v = Var_q[log p],
+            # dgamma/dl_i = -gamma q_i (l_i - mu) / v (|sum| <= sqrt(v) per unit error) and dgamma/dH = -1/(gamma v).
+            # The fixed guard digits lost up to 5 of the requested ones for targets near log m (gamma^2 v small),
+            # near-equal entries (v small) and tiny outputs (|gamma (l_i - l_max)| large); redo with enough.
+            scale = 1 + max(abs(li) for li in logs)
+            kappa_gamma = max(scale / mpmath.sqrt(var), (1 + mpmath.log(len(support))) / (gamma**2 * var))
+            kappa_q = (1 + max(abs(gamma * (li - logs_max)) for li in logs)) * kappa_gamma + gamma * scale
+            lost = int(mpmath.ceil(mpmath.log10(kappa_q)))
+            if lost + 6 > guard:
+                return _entropy_normalize_mp(items, target_in, dps, max_iterations, guard=lost + guard)
         report = ConvergenceReport(len(residuals) - 1 if converged else len(residuals), converged,
                                    tuple(residuals), tol, tuple(gammas))
         return _finish_mp(gamma, expand(powered(gamma)), target, report, dps)
@@ -426,7 +446,8 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
     r"""Solve :math:`H(p^\gamma/\sum p^\gamma) = H^*` for :math:`\gamma` (see the module docstring).
 
     ``dps`` given: ``p`` is a 1-D sequence (numbers, strings or mpf), the solve runs in mpmath with
-    ``dps + 10`` working digits and ``gamma``/``p`` come back as mpf at ``dps`` digits.
+    ``dps + 10`` working digits (more where gamma or the output is ill-conditioned: targets near ``log m``
+    or ``log k``, near-equal entries) and ``gamma``/``p`` come back as mpf at ``dps`` digits.
     ``dps=None``: ``p`` is a tensor (float32/float64, any shape; a list of Python floats is
     solved in float64, a NumPy array in its own dtype); each slice along ``dim`` is
     solved independently; ``gamma`` keeps ``dim`` with size 1 so ``p ** gamma`` broadcasts.

@@ -579,3 +579,54 @@ def test_an_empty_batch_gives_empty_outputs(shape, dim):
     # rows of length 0 are still refused: an empty distribution has no entropy
     with pytest.raises(DomainError, match="all zeros"):
         EntropyNormalize(1.0)(torch.randn(3, 0, dtype=torch.float64))
+
+
+def _reference_gamma_and_p(p_strings, target, dps=120):
+    """gamma and p^gamma / sum p^gamma by bisection on log(gamma) of the definition -sum q log q at `dps`
+    digits: slow, but a code path independent of the solver (no Newton, no variance, no shift by the max)."""
+    with mpmath.workdps(dps):
+        p = [mpmath.mpf(s) for s in p_strings]
+        t = mpmath.mpf(target)
+
+        def powered(g):
+            w = [pi**g for pi in p]
+            z = mpmath.fsum(w)
+            return [wi / z for wi in w]
+
+        def f(g):  # decreasing in g
+            return -mpmath.fsum(qi * mpmath.log(qi) for qi in powered(g)) - t
+
+        lo, hi = mpmath.mpf(1), mpmath.mpf(1)
+        while f(lo) < 0:
+            lo /= 2
+        while f(hi) > 0:
+            hi *= 2
+        while hi - lo > mpmath.mpf(10) ** (10 - dps) * hi:
+            mid = mpmath.sqrt(lo * hi)
+            lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
+        g = (lo + hi) / 2
+        return g, powered(g)
+
+
+@pytest.mark.parametrize("p, target", [
+    (P_DECIMAL, "1.6094379124340"),                                  # 1e-13 below log 5: gamma ~ 6e-7
+    (P_DECIMAL, "1e-12"),                                            # near log 1 = 0: gamma ~ 32
+    (["0.25", "0.25", "0.25", "0.250000000000001"], "1.2"),          # near-uniform: gamma ~ 1e15
+    (["0.5", "0.4999999999999999", "0.01"], "0.3"),                  # near-tie at the maximum
+    (["0.5", "0.49999999", "0.00000001"], "0.01"),                   # gamma ~ 3e8: tiny p entries
+])
+@pytest.mark.parametrize("dps", [15, 20, 30])
+def test_mpmath_gamma_and_p_have_the_requested_digits_on_ill_conditioned_problems(p, target, dps):
+    """A fixed 10 guard digits (and a stop at |H - H*| <= 10^-(dps+5)) fell short where the problem is
+    ill-conditioned.  At dps=15: a target 1e-13 below log 5 gave gamma to 9.2 digits (dH/dgamma = -gamma Var is
+    ~1e-6 there), a target of 1e-12 gave gamma to 10.7 and p to 8.8 digits, near-equal entries (log differences
+    ~1e-15) gave gamma to 11.7 digits, and for the near-tie the tiny p[2] ~ 10^(-2e15) had no correct digit (at
+    dps=20 either).  The working precision now grows with the condition number."""
+    r = entropy_normalize(p, target, dps=dps)
+    assert r.converged
+    g_ref, q_ref = _reference_gamma_and_p(p, target)
+    with mpmath.workdps(120):
+        bound = mpmath.mpf(10) ** (1 - dps)  # dps significant digits, up to the last one's rounding
+        assert abs(r.gamma - g_ref) <= bound * g_ref
+        for qi, qi_ref in zip(r.p, q_ref):
+            assert abs(qi - qi_ref) <= bound * qi_ref
