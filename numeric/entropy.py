@@ -287,16 +287,27 @@ def _finish_mp(gamma, q, target, report, dps):
 # ----------------------------------------------------------------------------- torch back end
 
 
+def _visible(logits: torch.Tensor) -> torch.Tensor:
+    """Entries with non-zero probability: finite logits above the mask range.  A finite logit at or below
+    ``finfo(dtype).min / 2`` -- ``masked_fill(mask, torch.finfo(dtype).min)``, the common attention convention,
+    or ``-finfo.max`` -- is a mask value, not a score (no score comes within a factor 2 of the largest float),
+    so it counts as ``-inf``: zero probability for every gamma, gamma = 0 included, and no part of the support
+    in the range checks.  Counting it there sent rows with too few visible keys to a solver that could not
+    raise their entropy (the masked weights underflow at every gamma it tries), and gave the masked keys
+    weight in the gamma = 0 (uniform) limit."""
+    return torch.isfinite(logits) & (logits > torch.finfo(logits.dtype).min / 2)
+
+
 def _scaled_logits(logits: torch.Tensor, gamma: torch.Tensor, dim: int):
     """(gamma * logits with zero-weight entries at -inf, the support mask, logits with 0 off the support).
 
     The support is where softmax(gamma * logits) is non-zero in floating point (a constant mask, no
     gradient).  Entries off it -- ``-inf`` logits, and huge finite mask values such as
-    ``torch.finfo(dtype).min`` or -1e20 (the common ``masked_fill`` convention) -- contribute exactly
-    0 to every moment, so they are replaced by 0 before any product: otherwise ``gamma * finfo.min``
-    overflows, ``(logit - mean)**2`` squares to inf, and ``0 * inf`` makes the variance, the
+    ``torch.finfo(dtype).min`` (mask values, see :func:`_visible`) or -1e20 where its weight underflows --
+    contribute exactly 0 to every moment, so they are replaced by 0 before any product: otherwise ``gamma *
+    finfo.min`` overflows, ``(logit - mean)**2`` squares to inf, and ``0 * inf`` makes the variance, the
     gradient and the second derivative NaN."""
-    finite = torch.isfinite(logits)
+    finite = _visible(logits)
     safe = torch.where(finite, logits, torch.zeros_like(logits))
     with torch.no_grad():
         trial = torch.where(finite, gamma * safe, torch.full_like(logits, -math.inf))
@@ -331,7 +342,8 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
                         max_iterations: int = 100, short_rows: str = "raise") -> tuple[torch.Tensor, ConvergenceReport]:
     r"""Per-row :math:`\gamma` with :math:`H(\mathrm{softmax}(\gamma\,\ell)) = H^*` along ``dim``
     (``gamma`` has size 1 along ``dim``).  ``logits`` = log p up to a per-row constant; ``-inf``
-    marks zero probabilities.  No gradient flows (see :class:`EntropyNormalize` for that).
+    marks zero probabilities, and so does a finite mask value at or below ``torch.finfo(dtype).min / 2``
+    (``masked_fill(mask, torch.finfo(dtype).min)``).  No gradient flows (see :class:`EntropyNormalize` for that).
 
     ``short_rows``: what to do with rows whose support is too small for the target
     (``log m < H*``, e.g. the first rows of a causal attention mask): ``"raise"`` (default) or
@@ -345,10 +357,11 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
         raise DomainError("logits/log-probabilities contain NaN or +inf; only finite values and -inf (zero probability) are allowed")
     dtype = logits.dtype
     eps = torch.finfo(dtype).eps
-    finite = torch.isfinite(logits)
+    finite = _visible(logits)  # -inf and finfo.min mask values are zero probabilities
     n_support = finite.sum(dim=dim, keepdim=True)
     if (n_support == 0).any():
-        raise DomainError("a row of p is all zeros (or all logits -inf); every row needs a positive entry")
+        raise DomainError("a row of p is all zeros (or all logits -inf or finfo.min mask values); every row needs "
+                          "a positive entry")
     row_max = torch.where(finite, logits, torch.full_like(logits, -math.inf)).amax(dim=dim, keepdim=True)
     # ties at the maximum: exact equality, as in the mpmath back end
     n_ties = (logits == row_max).sum(dim=dim, keepdim=True)
@@ -433,9 +446,9 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
 
 
 def _torch_powered(logits: torch.Tensor, gamma: torch.Tensor, dim: int) -> torch.Tensor:
-    finite = torch.isfinite(logits)
+    finite = _visible(logits)
     row_max = torch.where(finite, logits, torch.full_like(logits, -math.inf)).amax(dim=dim, keepdim=True)
-    shifted = torch.where(finite, logits - row_max, logits)
+    shifted = torch.where(finite, logits - row_max, torch.full_like(logits, -math.inf))
     # gamma = 0 means uniform on the support (limit gamma -> 0+): use 0*finite = 0, keep -inf for zeros
     scaled = torch.where(finite, gamma * shifted, shifted)
     return torch.softmax(scaled, dim=dim)
@@ -543,7 +556,7 @@ class _SolveGamma(torch.autograd.Function):
     def backward(ctx, grad_gamma):
         logits, gamma = ctx.saved_tensors
         dim = ctx.dim
-        finite = torch.isfinite(logits)
+        finite = _visible(logits)
         q, _, _, deviation, var = _torch_moments(logits, gamma, dim)
         # rows solved at gamma = 0 and rows uniform on their support have dH/dgamma = -gamma*var = 0:
         # gamma is not a differentiable function of the logits there; give them zero gradient

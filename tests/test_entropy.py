@@ -630,3 +630,37 @@ def test_mpmath_gamma_and_p_have_the_requested_digits_on_ill_conditioned_problem
         assert abs(r.gamma - g_ref) <= bound * g_ref
         for qi, qi_ref in zip(r.p, q_ref):
             assert abs(qi - qi_ref) <= bound * qi_ref
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_finfo_min_masks_count_as_zero_probabilities_for_short_rows_and_the_uniform_limit(dtype):
+    """masked_fill(mask, finfo.min) (the common attention convention) was treated like -inf inside the moments
+    but counted as support in the range checks: with a causal mask and short_rows="uniform", the rows seeing
+    fewer than e^H* keys were sent to the solver, which could not raise their entropy (their masked weights
+    underflow at every gamma it tries) and stopped after 100 halvings at gamma = 7.9e-31 with converged=False
+    (EntropyNormalize: "did not converge ... raise max_iterations"); a target of log T gave gamma = 0 and the
+    uniform distribution over all T keys, the masked ones included.  The -inf version is the reference."""
+    T = 4
+    torch.manual_seed(4)
+    scores = torch.randn(T, T, dtype=dtype)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    w = torch.randn(T, T, dtype=dtype)
+    for target in (0.9, math.log(T)):
+        outputs = []
+        for fill in (-math.inf, torch.finfo(dtype).min):
+            logits = scores.masked_fill(mask, fill).requires_grad_(True)
+            module = EntropyNormalize(target, short_rows="uniform")
+            y = module(logits)
+            (grad,) = torch.autograd.grad((y * w).sum(), logits)
+            gamma, report = solve_entropy_gamma(logits, target, short_rows="uniform")
+            assert report.converged and report.short_rows == int((torch.arange(1, T + 1) < math.exp(target)).sum())
+            outputs.append((y.detach(), grad[~mask], gamma))
+            assert torch.equal(y.detach()[mask], torch.zeros_like(y.detach()[mask]))
+        (y_ref, d_ref, g_ref), (y, d, g) = outputs
+        assert torch.equal(g, g_ref) and torch.equal(y, y_ref) and torch.allclose(d, d_ref, rtol=0, atol=0)
+    # and a target above log(visible keys) is refused as out of range, not left unconverged
+    logits = torch.tensor([[0.3, -0.2, torch.finfo(dtype).min]], dtype=dtype)
+    with pytest.raises(DomainError, match="outside"):
+        entropy_normalize(torch.softmax(logits, -1), 1.0)
+    with pytest.raises(DomainError, match="outside"):
+        solve_entropy_gamma(logits, 1.0)
