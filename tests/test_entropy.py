@@ -664,3 +664,27 @@ def test_finfo_min_masks_count_as_zero_probabilities_for_short_rows_and_the_unif
         entropy_normalize(torch.softmax(logits, -1), 1.0)
     with pytest.raises(DomainError, match="outside"):
         solve_entropy_gamma(logits, 1.0)
+
+
+def test_module_output_reaches_the_target_for_large_gamma_and_shifted_logits():
+    """The solver shifts each row by its maximum, but the output was softmax(gamma * logits) unshifted: with
+    gamma = 3.5e8 (a near-uniform row) the rounding of gamma * logits (~ gamma |logit| eps) moved the output's
+    entropy off the target by 5.9e-9, and by 5.1e-7 after adding 100 to every logit (softmax is
+    shift-invariant), against the solver's tolerance 16 eps = 3.6e-15; the gradient path of entropy_normalize
+    likewise.  Reference: the entropy of the output computed in mpmath from its float64 values."""
+    p = torch.tensor([0.25 + 1e-9, 0.25, 0.25, 0.25 - 1e-9], dtype=torch.float64)
+
+    def entropy_error(q):
+        with mpmath.workdps(40):
+            qs = [mpmath.mpf(v) for v in q.detach().flatten().tolist()]
+            return float(abs(-mpmath.fsum(v * mpmath.log(v) for v in qs) - 1))
+
+    tol = 64 * torch.finfo(torch.float64).eps
+    for shift in (0.0, 100.0, -1e4):
+        logits = (torch.log(p) + shift).requires_grad_(True)
+        y = EntropyNormalize(1.0)(logits)
+        assert entropy_error(y) < tol
+        y[0].backward()
+        assert torch.isfinite(logits.grad).all()
+    r = entropy_normalize(p.clone().requires_grad_(True), 1.0)
+    assert float(r.gamma.detach()) > 1e8 and entropy_error(r.p) < tol
