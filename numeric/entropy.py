@@ -40,6 +40,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import mpmath
@@ -174,6 +176,19 @@ def _support_checks(n_support: int, n_ties: int, uniform: bool, target, log, tol
     return None
 
 
+def _to_mpf(value) -> mpmath.mpf:
+    """``value`` as an mpf at the working precision without a detour through float: numbers, decimal strings
+    and mpf as mpmath reads them, SymPy expressions through ``evalf`` (``float(log(3)/2)`` kept 16 digits of a
+    dps=50 target), Fractions and Decimals exactly.  TypeError/ValueError for anything else."""
+    if isinstance(value, Fraction):
+        return mpmath.mpf(value.numerator) / value.denominator
+    if isinstance(value, Decimal):
+        return mpmath.mpf(str(value))
+    if hasattr(value, "evalf") and not isinstance(value, (str, mpmath.mpf)):
+        value = value.evalf(mpmath.mp.dps + 5)  # a SymPy number: a Float (mpmath reads its _mpf_); else TypeError
+    return mpmath.mpf(value)
+
+
 #: Guard digits of the mpmath back end beyond ``dps`` (more where the problem is ill-conditioned).
 _GUARD_DIGITS = 10
 
@@ -192,16 +207,17 @@ def _entropy_normalize_mp(p: Sequence, target, dps: int, max_iterations: int,
         ps = []
         for i, pi in enumerate(items):
             try:
-                ps.append(mpmath.mpf(pi))
+                ps.append(_to_mpf(pi))
             except (TypeError, ValueError):
                 raise DomainError(f"p[{i}] = {pi!r} is not a real number; the mpmath back end (dps given) takes one "
-                                  "1-D distribution of numbers, decimal strings or mpf") from None
+                                  "1-D distribution of numbers, decimal strings, mpf, Fractions, Decimals or "
+                                  "SymPy numbers") from None
         if len(ps) == 0:
             raise DomainError("p is empty; pass at least one probability")
         if any(not mpmath.isfinite(pi) or pi < 0 for pi in ps) or sum(ps) <= 0:
             raise DomainError("p must have finite, non-negative entries with a positive sum")
         try:
-            target = mpmath.mpf(target)
+            target = _to_mpf(target)
         except (TypeError, ValueError):
             target = mpmath.mpf(_target_number(target))  # a 1-element tensor, or a clear DomainError
         if not mpmath.isfinite(target):
@@ -464,7 +480,8 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
                       max_iterations: int = 100, short_rows: str = "raise") -> EntropyNormalization:
     r"""Solve :math:`H(p^\gamma/\sum p^\gamma) = H^*` for :math:`\gamma` (see the module docstring).
 
-    ``dps`` given: ``p`` is a 1-D sequence (numbers, strings or mpf), the solve runs in mpmath with
+    ``dps`` given: ``p`` is a 1-D sequence (numbers, strings, mpf, Fractions, Decimals or SymPy numbers; the
+    target too), the solve runs in mpmath with
     ``dps + 10`` working digits (more where gamma or the output is ill-conditioned: targets near ``log m``
     or ``log k``, near-equal entries) and ``gamma``/``p`` come back as mpf at ``dps`` digits.
     ``dps=None``: ``p`` is a tensor (float32/float64, any shape; a list of Python floats is

@@ -688,3 +688,27 @@ def test_module_output_reaches_the_target_for_large_gamma_and_shifted_logits():
         assert torch.isfinite(logits.grad).all()
     r = entropy_normalize(p.clone().requires_grad_(True), 1.0)
     assert float(r.gamma.detach()) > 1e8 and entropy_error(r.p) < tol
+
+
+def test_mpmath_back_end_takes_sympy_fraction_and_decimal_values_at_full_precision():
+    """A SymPy target such as log(3)/2 (what symact.entropy returns) went through float(): at dps=50 gamma was
+    wrong from the 17th digit (3.47170324538356921... for 3.47170324538356945...) and target_entropy came back
+    as the double 0.549306144334054891...; a SymPy entry such as sqrt(2)/4, a Fraction or a Decimal was refused
+    as 'not a real number'.  Reference: the same problem given as mpf values computed at 80 digits."""
+    with mpmath.workdps(80):
+        target_mp = mpmath.log(3) / 2
+        p_mp = [mpmath.sqrt(2) / 4, mpmath.mpf(1) / 3, mpmath.mpf("0.1")]
+        reference = entropy_normalize(p_mp, target_mp, dps=50)
+    from decimal import Decimal
+    from fractions import Fraction
+
+    r = entropy_normalize([sympy.sqrt(2) / 4, Fraction(1, 3), Decimal("0.1")], sympy.log(3) / 2, dps=50)
+    with mpmath.workdps(80):
+        assert abs(r.gamma - reference.gamma) < mpmath.mpf(10) ** -49 * reference.gamma
+        assert abs(r.target_entropy - target_mp) < mpmath.mpf(10) ** -49
+        assert all(abs(a - b) < mpmath.mpf(10) ** -49 * b for a, b in zip(r.p, reference.p))
+    for bad in (sympy.Symbol("x"), sympy.I, sympy.zoo):
+        with pytest.raises(DomainError, match="not a real number"):
+            entropy_normalize([bad, "0.5"], 0.5, dps=20)
+    with pytest.raises(DomainError, match="finite number|real number"):
+        entropy_normalize(["0.5", "0.5"], sympy.Symbol("h"), dps=20)
