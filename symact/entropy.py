@@ -105,13 +105,21 @@ def _support(ps: tuple[sympy.Expr, ...]) -> tuple[sympy.Expr, ...]:
     return tuple(pi for pi in ps if not pi.is_zero)
 
 
+def _equal_numbers(a: sympy.Expr, b: sympy.Expr) -> bool:
+    """Whether two numeric expressions are equal.  N(a - b, 30) alone misses equal numbers written in different
+    forms: for (1 + sqrt 2)^2 / (2 (3 + 2 sqrt 2)) - 1/2 it gives 0.e-165, a zero without significant digits that
+    does not compare equal to 0; such an undecided tiny difference is settled by ``equals``."""
+    difference = sympy.N(a - b, 30)
+    if difference == 0:
+        return True
+    return bool(abs(difference) < sympy.Float("1e-25") and (a - b).equals(0))
+
+
 def _refuse_uniform(ps: tuple[sympy.Expr, ...], what: str) -> None:
     """A distribution uniform on its support has Var[log p] = 0 under every power: H(gamma) = log m is
     constant, so a Newton step (division by H' = -gamma*Var) is undefined."""
     support = _support(ps)
-    if all(pi.is_number for pi in support) and all(
-        sympy.N(pi - support[0], 30) == 0 for pi in support[1:]
-    ):
+    if all(pi.is_number for pi in support) and all(_equal_numbers(pi, support[0]) for pi in support[1:]):
         raise DomainError(
             f"{what} is undefined for a distribution uniform on its support ({len(support)} equal non-zero "
             f"entries): Var[log p] = 0, so H(gamma) = log({len(support)}) for every gamma and no power "

@@ -712,3 +712,21 @@ def test_mpmath_back_end_takes_sympy_fraction_and_decimal_values_at_full_precisi
             entropy_normalize([bad, "0.5"], 0.5, dps=20)
     with pytest.raises(DomainError, match="finite number|real number"):
         entropy_normalize(["0.5", "0.5"], sympy.Symbol("h"), dps=20)
+
+
+def test_a_uniform_distribution_written_in_another_form_is_refused():
+    """(1 + sqrt 2)^2 / (2 (3 + 2 sqrt 2)) is 1/2, but N(it - 1/2, 30) is 0.e-165 (a zero without significant
+    digits, which does not compare equal to 0), so p = (that, 1/2) passed the uniform check and
+    first_order_update returned 8.7e73 from 0/0 rounding noise (Var[log p] = 0: no power moves its entropy)."""
+    half = sympy.Rational(1, 2)
+    disguised = (1 + sympy.sqrt(2)) ** 2 / (2 * (3 + 2 * sympy.sqrt(2)))
+    assert sympy.simplify(disguised - half) == 0
+    with pytest.raises(DomainError, match="uniform"):
+        sym.first_order_update([disguised, half], half)
+    with pytest.raises(DomainError, match="uniform"):
+        sym.newton_step_total_exponent([disguised, half, 0], 2, half)
+    # a genuinely non-uniform p with entries 1e-40 apart is not refused: the target 1/2 is below H = log 2, so
+    # the power grows, by ~(log 2 - 1/2) / Var[log p] ~ 1e78 (Var ~ 8e-80)
+    tiny = sympy.Integer(10) ** -40 * sympy.sqrt(2)
+    update = sympy.N(sym.first_order_update([half + tiny, half - tiny], half), 30)
+    assert update.is_finite and update > 1e70
