@@ -314,6 +314,26 @@ def _visible(logits: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(logits) & (logits > torch.finfo(logits.dtype).min / 2)
 
 
+def _uniform_rows(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """Rows uniform on their support (all visible logits equal), exactly, along ``dim`` (kept, size 1)."""
+    visible = _visible(logits)
+    row_max = torch.where(visible, logits, torch.full_like(logits, -math.inf)).amax(dim=dim, keepdim=True)
+    return ((logits == row_max) == visible).all(dim=dim, keepdim=True)
+
+
+def _output(logits: torch.Tensor, gamma: torch.Tensor, dim: int) -> torch.Tensor:
+    """softmax(gamma * logits) along ``dim``, differentiable in the logits and gamma.  A row uniform on its
+    support that passed the solver (target log m, or short_rows="uniform") comes back uniform for every
+    nearby input (any other row gets gamma = 0 there), so its output is taken at gamma = 0: the same values,
+    and the zero derivative of that constant map, where softmax(1 * logits) had softmax's Jacobian."""
+    with torch.no_grad():
+        uniform = _uniform_rows(logits, dim)
+    gamma = torch.where(uniform, torch.zeros_like(gamma), gamma)
+    # -inf logits stay -inf (gamma >= 0), and so do entries whose weight underflows to 0
+    # (finfo.min masks): no 0 * -inf = nan in the first or second derivative
+    return torch.softmax(_scaled_logits(logits, gamma, dim)[0], dim=dim)
+
+
 def _scaled_logits(logits: torch.Tensor, gamma: torch.Tensor, dim: int):
     """(gamma * logits with zero-weight entries at -inf, the support mask, logits with 0 off the support).
 
@@ -535,7 +555,7 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
         # gamma depends on p: without this the output's gradient treated gamma as a constant, so
         # d(entropy of the output)/dp came out non-zero although the entropy is pinned at the target
         gamma = _SolveGamma.apply(logits, target_entropy, dim, max_iterations, short_rows, gamma)
-        powered = torch.softmax(_scaled_logits(logits, gamma, dim)[0], dim=dim)
+        powered = _output(logits, gamma, dim)
     else:
         powered = _torch_powered(logits, gamma, dim)
     return EntropyNormalization(gamma, powered, _target_number(target_entropy), report)
@@ -579,14 +599,12 @@ class _SolveGamma(torch.autograd.Function):
     def backward(ctx, grad_gamma):
         logits, gamma = ctx.saved_tensors
         dim = ctx.dim
-        finite = _visible(logits)
         q, _, _, deviation, var = _torch_moments(logits, gamma, dim)
         # rows solved at gamma = 0 and rows uniform on their support have dH/dgamma = -gamma*var = 0:
         # gamma is not a differentiable function of the logits there; give them zero gradient
         # (documented).  Uniform rows are detected exactly (all finite logits equal), since their
         # computed var may be a rounding-level non-zero that would blow the quotient up.
-        row_max = torch.where(finite, logits, torch.full_like(logits, -math.inf)).amax(dim=dim, keepdim=True)
-        uniform = ((logits == row_max) == finite).all(dim=dim, keepdim=True)
+        uniform = _uniform_rows(logits, dim)
         safe = (gamma != 0) & ~uniform & (var > 0)
         factor = torch.where(safe, -gamma * grad_gamma / torch.where(safe, var, torch.ones_like(var)),
                              torch.zeros_like(var))
@@ -604,8 +622,8 @@ class EntropyNormalize(torch.nn.Module):
     a target in the reachable range (see :func:`entropy_normalize`), unless ``short_rows="uniform"``
     (rows with fewer than :math:`e^{H^*}` visible keys, as in causal masks, become uniform on
     their support, gamma = 0, with zero gradient through gamma); rows that are uniform on
-    their support with ``target = log m`` pass through with gamma = 1 and zero gradient through
-    gamma.
+    their support with ``target = log m`` pass through with gamma = 1 and a zero gradient (the
+    output is the uniform distribution on the support for every nearby input).
 
     >>> m = EntropyNormalize(target_entropy=1.0)
     >>> y = m(torch.randn(4, 6, dtype=torch.float64))
@@ -629,10 +647,7 @@ class EntropyNormalize(torch.nn.Module):
         return _SolveGamma.apply(logits, self.target_entropy, self.dim, self.max_iterations, self.short_rows, None)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        gamma = self.gamma(logits)
-        # -inf logits stay -inf (gamma >= 0), and so do entries whose weight underflows to 0
-        # (finfo.min masks): no 0 * -inf = nan in the first or second derivative
-        return torch.softmax(_scaled_logits(logits, gamma, self.dim)[0], dim=self.dim)
+        return _output(logits, self.gamma(logits), self.dim)
 
     def extra_repr(self) -> str:
         return f"target_entropy={self.target_entropy}, dim={self.dim}, short_rows={self.short_rows!r}"

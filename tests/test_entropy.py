@@ -730,3 +730,25 @@ def test_a_uniform_distribution_written_in_another_form_is_refused():
     tiny = sympy.Integer(10) ** -40 * sympy.sqrt(2)
     update = sympy.N(sym.first_order_update([half + tiny, half - tiny], half), 30)
     assert update.is_finite and update > 1e70
+
+
+def test_uniform_rows_at_log_m_have_a_constant_output_and_zero_gradient():
+    """With target log m the output is the uniform distribution on the support whatever the logits (gamma = 0
+    for any other row), so its derivative is 0; a row that was already uniform (equal logits, e.g. zero-initialised
+    scores) passed through as softmax(1 * logits) with softmax's Jacobian (0.222 on the diagonal for n = 3), and
+    gradcheck failed against the finite differences (0).  gamma is still reported as 1 there."""
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    x[1] = torch.tensor([0.5, -1.0, 2.0])
+    x.requires_grad_(True)
+    module = EntropyNormalize(math.log(3))
+    assert torch.allclose(module(x), torch.full((2, 3), 1 / 3, dtype=torch.float64), rtol=0, atol=1e-15)
+    assert torch.autograd.gradcheck(module, (x,), eps=1e-6, atol=1e-7, rtol=1e-6)
+    assert torch.equal(module.gamma(x).detach(), torch.tensor([[1.0], [0.0]], dtype=torch.float64))
+    p = torch.tensor([[0.25, 0.25, 0.0, 0.25, 0.25]], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(entropy_normalize(p, math.log(4)).p[0, 0], p)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    # a uniform row too short for the target (short_rows="uniform") keeps its uniform output, constant as well
+    causal = torch.tensor([[0.7, -math.inf, -math.inf], [0.3, 0.3, -math.inf], [0.1, 0.9, -0.4]],
+                          dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(EntropyNormalize(0.9, short_rows="uniform"), (causal,), eps=1e-6, atol=1e-7,
+                                    rtol=1e-6)
