@@ -45,7 +45,7 @@ from collections.abc import Sequence
 import sympy
 
 from ._safe_parse import safe_sympify
-from .errors import DomainError
+from .errors import DomainError, is_whole_number
 
 __all__ = [
     "entropy",
@@ -172,7 +172,10 @@ def entropy_of_power(p: Sequence, gamma) -> sympy.Expr:
 
 def log_moment(p: Sequence, order: int = 1, gamma=1) -> sympy.Expr:
     r""":math:`\mathbb E_{\tilde p(\gamma)}[(\log p)^k]`, the k-th moment of :math:`\log p` under the
-    powered distribution (under :math:`p` itself for the default :math:`\gamma = 1`)."""
+    powered distribution (under :math:`p` itself for the default :math:`\gamma = 1`).  ``order`` is a whole
+    number :math:`k \ge 0` (:math:`\log p < 0` for probabilities, so a fractional power of it is imaginary)."""
+    if not is_whole_number(order, 0):
+        raise DomainError(f"order must be a whole number >= 0 (the k of E[(log p)^k]), got {order!r}")
     ps = _support(_as_exprs(p))
     qs = powered_distribution(ps, gamma)
     return sum(q * sympy.log(pi) ** order for q, pi in zip(qs, ps))

@@ -752,3 +752,19 @@ def test_uniform_rows_at_log_m_have_a_constant_output_and_zero_gradient():
                           dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(EntropyNormalize(0.9, short_rows="uniform"), (causal,), eps=1e-6, atol=1e-7,
                                     rtol=1e-6)
+
+
+def test_log_moment_order_must_be_a_whole_number():
+    """log_moment(p, 0.5) returned 1.005*I (the "moment" of (log p)^0.5 with log p < 0 is imaginary), order -1 gave
+    zoo for p = (1, 0) (1/log 1), and order "x" raised a bare TypeError from **."""
+    half, quarter = sympy.Rational(1, 2), sympy.Rational(1, 4)
+    for order in (0.5, half, -1, "x", 2.0, True):
+        with pytest.raises(DomainError, match="order must be a whole number"):
+            sym.log_moment([half, quarter, quarter], order)
+    # whole orders (Python, NumPy or SymPy integers) are the moments, checked against the sum written out
+    import numpy as np
+
+    expected = half * sympy.log(half) ** 3 + 2 * quarter * sympy.log(quarter) ** 3
+    for order in (3, np.int64(3), sympy.Integer(3)):
+        assert sympy.simplify(sym.log_moment([half, quarter, quarter], order) - expected) == 0
+    assert sym.log_moment([half, quarter, quarter], 0) == 1
