@@ -390,7 +390,8 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     ``short_rows``: what to do with rows whose support is too small for the target
     (``log m < H*``, e.g. the first rows of a causal attention mask): ``"raise"`` (default) or
     ``"uniform"`` -- give them gamma = 0, the uniform distribution on their support, which is the
-    largest entropy they can reach; the report counts them in ``short_rows``."""
+    largest entropy they can reach; the report counts them in ``short_rows``.  A short row that is
+    already uniform on its support keeps gamma = 1 (every gamma gives it that same distribution)."""
     logits = logits.detach()
     max_iterations = _whole_number("max_iterations", max_iterations, 0, _ITERATIONS)
     if not logits.is_floating_point():
