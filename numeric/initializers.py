@@ -52,6 +52,16 @@ def _haar_orthogonal(rows: int, cols: int, *, dtype, device, generator=None) -> 
     return q.to(dtype=dtype, device=device)
 
 
+def _check_gain(gain: float, who: str) -> None:
+    """``gain`` must be a finite real number: NaN or inf made every entry NaN or +-inf, silently."""
+    try:
+        finite = math.isfinite(gain)
+    except TypeError:
+        finite = False
+    if not finite:
+        raise DomainError(f"{who}: gain={gain!r} must be a finite number (it multiplies every entry), e.g. gain=1.0.")
+
+
 @torch.no_grad()
 def scaled_uniform_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None) -> torch.Tensor:
     """In place: ``weight`` [out, in] = gain * sqrt(max(1, out/in)) * Haar-orthogonal; returns it."""
@@ -62,6 +72,7 @@ def scaled_uniform_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generato
         # copy_ would truncate the orthogonal entries (all of magnitude < 1 for m <= n) to integers: zeros
         raise DomainError(f"scaled_uniform_orthogonal_ needs a floating-point weight, got dtype {weight.dtype}; "
                           "convert it first, e.g. weight.float().")
+    _check_gain(gain, "scaled_uniform_orthogonal_")
     out_f, in_f = weight.shape
     if weight.numel() == 0:
         return weight   # a layer with no inputs or no outputs: nothing to set (out/in would divide by 0)
@@ -76,6 +87,7 @@ def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None) -
     if weight.dim() < 3:
         raise DomainError(f"delta_orthogonal_ needs a convolution weight [out, in, *kernel], got "
                           f"{tuple(weight.shape)}; use scaled_uniform_orthogonal_ for nn.Linear.")
+    _check_gain(gain, "delta_orthogonal_")
     kernel = weight.shape[2:]
     if any(k % 2 == 0 for k in kernel):
         raise DomainError(f"delta-orthogonal initialisation needs odd kernel sizes (a centre tap), got "
@@ -137,6 +149,7 @@ def kernel_preserving_init_(model: nn.Module, gain: float = 1.0, generator=None)
     init (e.g. unsigned ``exp`` and negative weights) raises :class:`DomainError` before any layer is
     changed.
     """
+    _check_gain(gain, "kernel_preserving_init_")
     plan = []   # (module, name, label, value): computed and checked first, written only if all succeed
     skipped: list[str] = []
     for label, module in model.named_modules():

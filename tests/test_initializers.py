@@ -233,3 +233,21 @@ def test_per_location_normalize_refuses_a_negative_or_non_finite_eps(eps):
     x = torch.tensor([[0.01, 0.02], [3.0, 4.0]])
     with pytest.raises(DomainError, match="eps"):
         per_location_normalize(x, eps=eps)
+
+
+@pytest.mark.parametrize("gain", [float("nan"), float("inf"), -float("inf"), "2"])
+def test_a_non_finite_gain_is_refused_not_written_as_nan_weights(gain):
+    """gain = nan gave an all-NaN weight and gain = inf a weight of +-inf, silently (W^T W = gain**2 * I
+    cannot hold); now DomainError naming gain, before anything is written."""
+    weight = torch.zeros(3, 2)
+    with pytest.raises(DomainError, match="gain="):
+        scaled_uniform_orthogonal_(weight, gain=gain)
+    conv = torch.zeros(2, 2, 3)
+    with pytest.raises(DomainError, match="gain="):
+        delta_orthogonal_(conv, gain=gain)
+    lin = nn.Linear(2, 3)
+    before = lin.weight.detach().clone()
+    with pytest.raises(DomainError, match="gain="):
+        kernel_preserving_init_(lin, gain=gain)
+    assert torch.equal(weight, torch.zeros(3, 2)) and torch.equal(conv, torch.zeros(2, 2, 3))
+    assert torch.equal(lin.weight, before)
