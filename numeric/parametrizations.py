@@ -307,8 +307,14 @@ class SoftSignParametrization(nn.Module):
 
     def __init__(self, g: str | sp.Expr | ParameterActivation = "exp", k: float = 1.0, **params: Any) -> None:
         super().__init__()
-        if not k > 0:
-            raise DomainError(f"soft-sign sharpness k={k} must be positive.")
+        # k = inf passed "k > 0" and right_inverse then stored S = sign(A)/k = 0, so A = tanh(inf*0)*g(W)
+        # was NaN everywhere
+        try:
+            finite = math.isfinite(k) and k > 0
+        except TypeError:
+            finite = False
+        if not finite:
+            raise DomainError(f"soft-sign sharpness k={k!r} must be a positive finite number, e.g. k=1.0.")
         self.base = ParameterActivationParametrization(g, **params)
         self.k = float(k)
 

@@ -313,3 +313,19 @@ def test_weights_outside_a_range_sympy_could_not_find_are_refused_not_mapped_els
     w = p.right_inverse(inside)
     torch.testing.assert_close(w, inside / (1 - inside.abs()), rtol=1e-15, atol=0)   # softsign^-1 by hand
     torch.testing.assert_close(p(w), inside, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("k", [float("inf"), float("nan"), 0.0, -1.0, "2"])
+def test_soft_sign_sharpness_must_be_positive_and_finite(k):
+    """k = inf passed the "k > 0" check; right_inverse then stored S = sign(A)/k = 0, and the layer's
+    weight tanh(k*S)*g(W) = tanh(inf*0)*g(W) was NaN in every entry.  A string raised a raw TypeError."""
+    from numeric.parametrizations import SoftSignParametrization
+
+    with pytest.raises(DomainError, match="sharpness k=.*positive finite"):
+        SoftSignParametrization("exp", k=k)
+    with pytest.raises(DomainError, match="sharpness"):
+        parametrize_model(nn.Linear(2, 2), "exp", signed="soft_sign", k=k)
+    # a large finite k still reproduces the weights (S = sign(A)/k, tanh(k*S) = +-tanh(1))
+    p = SoftSignParametrization("exp", k=1e6)
+    a = torch.tensor([0.5, -1.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(p(*p.right_inverse(a)), a)
