@@ -687,6 +687,15 @@ def _numeric(expr: sp.Expr, digits: int = 30) -> sp.Expr | None:
     return re
 
 
+def _not_real_at(g: sp.Expr, w: sp.Symbol, points: Iterable) -> sp.Expr | None:
+    """The first of ``points`` where g (parameters substituted) is not a finite real number, or None."""
+    for t in points:
+        value = _numeric(g.subs(w, t))
+        if value is None or value is sp.nan:
+            return t
+    return None
+
+
 def _grid(domain: sp.Set, grid_real: tuple, grid_positive: tuple) -> tuple:
     """Sample points of ``domain`` (ascending): the grids themselves on W > 0 and the real line; on another
     interval, points spread over it (a finite one evenly, a half-line as its end plus the positive grid)."""
@@ -879,7 +888,11 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
     # Rule 2's case (odd g of one sign on W > 0): the odd extension states the branch (W**3).
     odd_one_sign = sp.simplify(g.subs(W, -W) + g) == 0 and bool(g_pos.is_positive or g_pos.is_negative)
     if requested in (None, "real"):
-        if g.is_real:
+        # SymPy cannot always show g real (asinh written as log(W + sqrt(W**2 + 1)): is_real is None); where
+        # it cannot, g real at sample points is the evidence, as for the other checks (not for the odd g of
+        # rule 2, which keep their odd extension).
+        off_line = None if g.is_real or odd_one_sign else _not_real_at(g_c, W, _IDENTITY_SAMPLES_REAL + (0,))
+        if g.is_real or (g.is_real is None and not odd_one_sign and off_line is None):
             a = _a_symbol(g)
             # Otherwise odd roots may be read as real roots (W**3 - 1: sign(A + 1)*|A + 1|**(1/3)).
             sols = _real_solutions(g, W, a, strict=True, real_roots=not odd_one_sign, values=values)
@@ -899,7 +912,8 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
                     else f"on the real line A = g(W) has {len(sols)} real solutions {sols}"
                 )
         else:
-            reasons.append("g is not real (or not defined) on the whole real line")
+            reasons.append("g is not real (or not defined) on the whole real line"
+                           + (f" (not at W = {off_line})" if off_line is not None else ""))
         # Odd extension of the inverse found on W > 0.
         if odd_one_sign:
             a_pos = sp.Dummy("a", positive=True) if g_pos.is_positive else sp.Dummy("a", negative=True)

@@ -523,3 +523,24 @@ def test_powerprop_with_negative_alpha_excludes_its_pole_from_the_domain():
     assert pa.domain.contains(0) is sp.false
     assert sp.simplify(pa.concrete(pa.g) - 1 / W) == 0          # the function really is 1/W
     assert parameter_activation("powerprop", alpha=3).domain == sp.S.Reals
+
+
+def test_asinh_written_through_logs_is_inverted_on_the_whole_real_line():
+    """log(W + sqrt(W**2 + 1)) is asinh(W): real and injective on the real line.  SymPy cannot show it real
+    (is_real is None), so rule 1 was skipped ("g is not real (or not defined) on the whole real line") and
+    only W > 0 was inverted, as W = Abs(sinh(A)): g^{-1}(g(-2)) gave 2.  Now the realness of g is taken
+    from sample points where SymPy cannot decide it."""
+    pa = parameter_activation("log(W + sqrt(W**2 + 1))")
+    assert pa.domain == sp.S.Reals
+    assert sp.simplify(pa.inverse - sp.sinh(pa.A)) == 0              # by hand: asinh^{-1} = sinh
+    _check_inverse_and_slope_numerically(pa, [-3, sp.Rational(-1, 2), sp.Rational(1, 3), 2])
+    # r(A) = g'(W)**2 = 1/(1 + W**2) = 1/cosh(A)**2 (by hand)
+    r = pa.effective_learning_rate
+    for a0 in (-2, sp.Rational(1, 2), 3):
+        assert abs(sp.N(r.subs(pa.A, a0) - 1 / sp.cosh(a0) ** 2, 30)) < 1e-25
+    # forcing the real line gives the same inverse (it raised NoInverseError)
+    assert parameter_activation("log(W + sqrt(W**2 + 1))", domain="real").domain == sp.S.Reals
+    # functions that are not real for W < 0 keep W > 0, and say where they are not real
+    assert parameter_activation("log(W)").domain == sp.Interval.open(0, sp.oo)
+    with pytest.raises(NoInverseError, match=r"not real \(or not defined\) on the whole real line \(not at W = "):
+        parameter_activation("sqrt(W)", domain="real").inverse
