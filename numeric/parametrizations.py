@@ -108,6 +108,11 @@ def _accurate_form(inverse: sp.Expr) -> sp.Expr:
     * log(exp(u) - 1) = u + log(-expm1(-u)) (softplus's inverse: exp(u) overflows for u > 88 in float32,
       709 in float64, where the inverse is about u itself)."""
     inverse = inverse.replace(sp.atanh, lambda u: (Log1p(u) - Log1p(-u)) / 2)
+    # asin and acos (sin(W) on (-pi/2, pi/2), cos(W) on (0, pi)) have no rule in the code generator and
+    # rewrite(log) makes them complex; through atan they are real on [-1, 1] (1 - u and 1 + u are exact
+    # near u = +-1, where 1 - u**2 would cancel)
+    inverse = inverse.replace(sp.asin, lambda u: sp.atan(u / sp.sqrt((1 - u) * (1 + u))))
+    inverse = inverse.replace(sp.acos, lambda u: 2 * sp.atan(sp.sqrt((1 - u) / (1 + u))))
     return inverse.replace(_is_log_of_exp_less_one, _log_of_exp_less_one)
 
 

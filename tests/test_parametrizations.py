@@ -329,3 +329,22 @@ def test_soft_sign_sharpness_must_be_positive_and_finite(k):
     p = SoftSignParametrization("exp", k=1e6)
     a = torch.tensor([0.5, -1.0, 0.0], dtype=torch.float64)
     torch.testing.assert_close(p(*p.right_inverse(a)), a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sin_and_cos_on_their_monotone_pieces_invert_through_atan(dtype):
+    """sin(W) on (-pi/2, pi/2) and cos(W) on (0, pi) have elementary inverses asin(A), acos(A), but the code
+    generator has no rule for them and rewrite(log) is complex: right_inverse raised FormulaError "Choose a
+    g whose inverse is elementary".  Checked against torch.asin / torch.acos and by the round trip."""
+    import sympy
+
+    values = torch.tensor([-0.999999, -0.9, -1e-9, 0.0, 0.3, 0.99, 0.9999], dtype=dtype)
+    for g, domain, reference in (("sin(W)", (-sympy.pi / 2, sympy.pi / 2), torch.asin),
+                                 ("cos(W)", (0, sympy.pi), torch.acos)):
+        p = ParameterActivationParametrization(g, domain=domain)
+        w = p.right_inverse(values)
+        torch.testing.assert_close(w, reference(values.double()).to(dtype), rtol=4 * torch.finfo(dtype).eps, atol=0)
+        torch.testing.assert_close(p(w), values)
+        # an end of the open range is still refused
+        with pytest.raises(DomainError, match="cannot take the value"):
+            p.right_inverse(torch.tensor([1.0], dtype=dtype))
