@@ -276,10 +276,14 @@ class ParameterActivation:
         >>> pp.g, dict(pp.params)
         (W*Abs(W)**(alpha - 1), {alpha: 3})
         """
-        new = dict(self.params)
-        for symbol, key in self._parameters_named(params):
-            new[symbol] = _param_value(key, params[key])
-        return ParameterActivation(self.name, self.g, MappingProxyType(new), self.requested_domain)
+        values = {symbol: _param_value(key, params[key]) for symbol, key in self._parameters_named(params)}
+        # The parameter's symbol follows its value, as when built (positive for a positive value, else
+        # real): b*exp(W) built with b = 2 and moved to b = -2 kept a positive b, so A was a positive
+        # symbol and range was (0, oo) for A = -2*exp(W) < 0.
+        renames = {s: _param_symbol(s.name, v) for s, v in values.items() if _param_symbol(s.name, v) != s}
+        new = {renames.get(s, s): values.get(s, v) for s, v in self.params.items()}
+        g = self.g.xreplace(renames) if renames else self.g
+        return ParameterActivation(self.name, g, MappingProxyType(new), self.requested_domain)
 
     def subs(self, **values: Any) -> "ParameterActivation":
         """Substitute parameters by values in ``g``: they stop being parameters (as ``Activation.subs``).
@@ -1087,6 +1091,11 @@ def _param_value(name: str, value: Any) -> sp.Expr:
     return number
 
 
+def _param_symbol(name: str, value: sp.Expr) -> sp.Symbol:
+    """The symbol of a parameter with this value: positive where the value is, else real."""
+    return sp.Symbol(name, positive=True) if value.is_positive else sp.Symbol(name, real=True)
+
+
 def _parse(g: str | sp.Expr, params: Mapping[str, Any]) -> tuple[str, sp.Expr, dict[sp.Symbol, sp.Expr]]:
     name = None
     defaults: dict[str, Any] = {}
@@ -1094,8 +1103,7 @@ def _parse(g: str | sp.Expr, params: Mapping[str, Any]) -> tuple[str, sp.Expr, d
         name = g.strip()
         g, defaults = _NAMED[name]
     values = {k: _param_value(k, v) for k, v in {**defaults, **params}.items()}
-    symbols = {k: sp.Symbol(k, positive=True) if v.is_positive else sp.Symbol(k, real=True)
-               for k, v in values.items()}
+    symbols = {k: _param_symbol(k, v) for k, v in values.items()}
     if isinstance(g, str):
         try:
             expr = safe_parse(g, {"W": W, **symbols}, _vocabulary(), what="parameter activation")

@@ -544,3 +544,20 @@ def test_asinh_written_through_logs_is_inverted_on_the_whole_real_line():
     assert parameter_activation("log(W)").domain == sp.Interval.open(0, sp.oo)
     with pytest.raises(NoInverseError, match=r"not real \(or not defined\) on the whole real line \(not at W = "):
         parameter_activation("sqrt(W)", domain="real").inverse
+
+
+def test_with_params_gives_the_parameter_the_assumptions_of_its_new_value():
+    """b*exp(W) built with b = 2 has a positive symbol b; with_params(b=-2) kept it, so A was a positive
+    symbol and the range was (0, oo), though A = -2*exp(W) is negative for every W.  Now the symbol follows
+    the value, as when built with b = -2."""
+    moved = parameter_activation("b*exp(W)", b=2).with_params(b=-2)
+    (b,) = moved.params
+    assert b.is_positive is not True and moved.A.is_positive is not True
+    assert moved.concrete(moved.range) == sp.Interval.open(-sp.oo, 0)   # -2*exp(W) over the real line
+    g = moved.concrete(moved.g)
+    for w0 in (-3, 0, sp.Rational(5, 2)):
+        assert moved.concrete(moved.range).contains(g.subs(W, w0)) is sp.true
+    # and back: a positive value gives a positive symbol again (as parameter_activation(..., b=3) does)
+    back = moved.with_params(b=3)
+    assert next(iter(back.params)).is_positive and back.A.is_positive
+    assert back.concrete(back.range) == sp.Interval.open(0, sp.oo)
