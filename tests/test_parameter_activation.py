@@ -318,17 +318,15 @@ def test_softplus_mirror_map_is_fast_whatever_the_hash_seed_and_call_order():
     import os
     import subprocess
     import sys
-    import time
 
     code = ("import symact.parametrize as P\n"
             "for n in P.SEED_TABLE_ROWS: P.parameter_activation(n).mirror_map\n"
             "pa = P.parameter_activation('softplus')\n"
             "print(pa.mirror_map is None, pa.mirror_map_note)\n")
     env = {**os.environ, "PYTHONHASHSEED": "3"}
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    # the hang shows as the 30 s guard's note, not as a wall-clock limit (which a loaded machine misses)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert time.perf_counter() - start < 15, out.stdout
     assert out.stdout.startswith("True no elementary mirror map found"), out.stdout
     assert "did not finish" not in out.stdout
 
