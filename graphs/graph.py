@@ -205,10 +205,14 @@ def _in_arithmetic_of(coefficient: Any, value: Any) -> Any:
     the next activation rule, where numpy maps fail (``np.arccos(sympy.Float(0.3))``), and an
     mpmath walk would turn into SymPy Floats likewise.  Floats (and numpy floats) get a float
     coefficient, mpmath numbers one at their context's working precision; ints and Fractions
-    keep the exact SymPy one.
+    keep the exact SymPy one.  A ``Fraction`` coefficient (hand-set Fraction weights) is converted
+    likewise: ``Fraction(9, 25) * numpy_array`` is an array of dtype object, not float64.
     """
-    if (not isinstance(coefficient, sympy.Basic) or isinstance(value, (sympy.Basic, numbers.Rational))
-            or coefficient.free_symbols):
+    if isinstance(value, (sympy.Basic, numbers.Rational)):
+        return coefficient
+    if isinstance(coefficient, numbers.Rational) and not isinstance(coefficient, numbers.Integral):
+        coefficient = sympy.Rational(coefficient.numerator, coefficient.denominator)
+    if not isinstance(coefficient, sympy.Basic) or coefficient.free_symbols:
         return coefficient
     context = getattr(value, "context", None)
     if type(value).__module__.startswith("mpmath") and context is not None:
@@ -233,11 +237,12 @@ def _concat_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple
         return _combine_symbolic([(sympy.Rational(ctx.graph.edges[p, node]["channels"], n_total), v)
                                   for p, v in inputs])
     # sum(n_i * y_i) / N: multiplying the value by an int first keeps SymPy exact and mpmath at
-    # its working precision (n_i / N as a Python float would round).
+    # its working precision (n_i / N as a Python float would round).  int(): channels given as
+    # SymPy Integers would turn a float walk into SymPy Floats (numpy maps then fail on them).
     total = None
     channels_total = 0
     for pred, value in inputs:
-        n = ctx.graph.edges[pred, node]["channels"]
+        n = int(ctx.graph.edges[pred, node]["channels"])
         channels_total += n
         term = value * n
         total = term if total is None else total + term

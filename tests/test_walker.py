@@ -560,6 +560,39 @@ def test_float_walk_through_exact_sum_weights_stays_float_for_numpy_maps():
         assert isinstance(walked, mpmath.mpf) and walked == 6
 
 
+def test_float_walks_through_sympy_channels_and_fraction_weights_stay_float():
+    """Concat channels given as SymPy Integers (is_whole_number admits them) turned a float walk
+    into SymPy Floats, so a numpy C map after the concat raised a raw TypeError; hand-set Fraction
+    weights turned a walk over a numpy array of cosines into an array of dtype object.
+    Reference: the maps composed by hand, C(c/4 + 3 C(c)/4) and 9/25 c + 16/25 C(c)."""
+    np = pytest.importorskip("numpy")
+    from fractions import Fraction
+
+    g = graphs.multi_branch((0, 1), combine="concat", channels=(sympy.Integer(1), sympy.Integer(3)))
+    for c in (0.0, 0.3, 0.9):
+        walked = graphs.network_c_map(g, lambda node, x: np.sin(x), c)
+        assert isinstance(walked, float) and not isinstance(walked, sympy.Basic)
+        assert walked == pytest.approx(np.sin(c / 4 + 3 * np.sin(c) / 4), abs=1e-15)
+    assert type(graphs.max_subnetwork_value(g, lambda node, y: 1.5 * y, 1.0)) is float
+
+    g = graphs.new_graph()
+    graphs.add_node(g, "x", "input")
+    graphs.add_node(g, "l1", "linear", "x")
+    graphs.add_node(g, "a", "activation", "l1", activation="sin")
+    graphs.add_node(g, "l2", "linear", "a")
+    graphs.add_weighted_sum(g, "sum", {"l1": Fraction(3, 5), "l2": Fraction(4, 5)})
+    graphs.add_node(g, "y", "output", "sum")
+    cs = np.linspace(-1, 1, 5)
+    walked = graphs.network_c_map(g, lambda node, x: np.sin(x), cs)
+    assert walked.dtype == np.float64
+    assert np.allclose(walked, 0.36 * cs + 0.64 * np.sin(cs), rtol=0, atol=1e-15)
+    # exact walks stay exact, mpmath ones at their working precision
+    assert graphs.network_c_map(g, lambda node, x: x / 2, Fraction(1, 3)) == sympy.Rational(9, 75) + sympy.Rational(16, 150)
+    with mpmath.workdps(40):
+        walked = graphs.network_c_map(g, lambda node, x: x / 2, mpmath.mpf(1) / 7)
+        assert abs(walked - mpmath.mpf(34) / 350) < mpmath.mpf(10) ** -39
+
+
 def test_symbolic_weights_in_the_maximum_are_refused_by_name():
     """resnet(shortcut_weight=w) with a Symbol w: propagate gives the formula in w, but the
     maximum compares sub-network values; it used to fail with 'cannot compare ... use
