@@ -290,7 +290,20 @@ def _is_real_weight(w: Any) -> bool:
     return True
 
 
+def _is_finite_weight(w: Any) -> bool:
+    """False for nan and infinities (float, numpy, mpmath, Decimal or SymPy); True otherwise."""
+    if isinstance(w, sympy.Basic):
+        return not w.has(sympy.S.NaN, sympy.S.Infinity, sympy.S.NegativeInfinity, sympy.S.ComplexInfinity)
+    try:
+        return math.isfinite(float(w))
+    except (TypeError, ValueError, OverflowError):
+        return True
+
+
 def _check_normalised(node: Hashable, weights: Mapping[Hashable, Any]) -> None:
+    if not weights:
+        raise InvalidGraphError(f"weighted_sum {node!r} has no inputs; give it at least two, with weights w_i "
+                                f"such that sum w_i**2 == 1, e.g. {{a: 0.6, b: 0.8}}")
     # The rule sum w_i**2 k_i is the kernel of sum w_i x_i only for real w_i; a complex weight
     # can pass sum w_i**2 == 1 ((i*sqrt(3))**2 + 2**2) while |w|**2 sums to 7.
     for pred, w in weights.items():
@@ -298,6 +311,11 @@ def _check_normalised(node: Hashable, weights: Mapping[Hashable, Any]) -> None:
             raise InvalidGraphError(
                 f"weighted_sum {node!r}: the weight {w!r} of input {pred!r} is not a real number; "
                 f"weights are real w_i with sum w_i**2 == 1, e.g. {{a: 0.6, b: 0.8}}")
+        # the normalised weights suggested below would be nan for these
+        if not _is_finite_weight(w):
+            raise InvalidGraphError(
+                f"weighted_sum {node!r}: the weight {w!r} of input {pred!r} is not finite; weights are "
+                f"finite real w_i with sum w_i**2 == 1, e.g. {{a: 0.6, b: 0.8}}")
     square_sum = sum((w**2 for w in weights.values()), sympy.Integer(0) if any(
         isinstance(w, sympy.Basic) for w in weights.values()) else 0)
     if all(_is_exact(w) for w in weights.values()):
@@ -433,6 +451,10 @@ def normalised_weights(weights: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
     if all(_is_exact(w) for w in weights.values()):
         norm = sympy.sqrt(sum(sympy.sympify(w) ** 2 for w in weights.values()))
         return {p: sympy.nsimplify(sympy.sympify(w) / norm) if norm != 0 else w for p, w in weights.items()}
+    if any(isinstance(w, sympy.Basic) and w.free_symbols for w in weights.values()):
+        # a symbol beside a float ({a: w, b: 0.5}): float(w) would raise
+        norm = sympy.sqrt(sum(sympy.sympify(w) ** 2 for w in weights.values()))
+        return {p: sympy.sympify(w) / norm for p, w in weights.items()}
     norm = math.sqrt(sum(float(w) ** 2 for w in weights.values()))
     return {p: float(w) / norm if norm else float(w) for p, w in weights.items()}
 

@@ -457,3 +457,26 @@ def test_a_sum_of_two_calls_of_one_weight_matrix_is_refused_naming_the_layers():
     graphs.validate(_two_calls_of_one_layer(shared=False))
     with pytest.raises(InvalidGraphError, match=r"\['l1', 'l2'\], one weight matrix"):
         graphs.validate(_two_calls_of_one_layer(shared=True))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), sympy.nan, sympy.oo, "mpmath-nan"])
+def test_non_finite_weights_are_refused_by_name(bad):
+    """A nan or infinite weight was refused as 'squares sum to nan, not 1' with the advice to use
+    the 'normalised weights' {'l1': nan, 'l2': nan}, which are no fix."""
+    import mpmath
+
+    bad = mpmath.nan if bad == "mpmath-nan" else bad
+    with pytest.raises(InvalidGraphError, match=r"the weight .* of input 'l1' is not finite") as info:
+        graphs.add_weighted_sum(small_mlp(), "sum", {"l1": bad, "l2": 1.0})
+    assert "nan}" not in str(info.value) and "normalised weights" not in str(info.value)
+
+
+def test_symbolic_beside_float_weights_and_an_empty_sum_are_refused_by_name():
+    """Unnormalised weights mixing a Symbol and a float ({l1: w, l2: 0.5}) escaped as a raw
+    TypeError ('Cannot convert expression to float') while the suggested fix was formed; a
+    weighted sum with no inputs was said to have 'every weight 0'."""
+    w = sympy.Symbol("w")
+    with pytest.raises(InvalidGraphError, match=r"squares sum to w\*\*2 \+ 0\.25, not 1.*'l1': w/sqrt\(w\*\*2 \+ 0\.25\)"):
+        graphs.add_weighted_sum(small_mlp(), "sum", {"l1": w, "l2": 0.5})
+    with pytest.raises(InvalidGraphError, match="has no inputs; give it at least two"):
+        graphs.add_weighted_sum(small_mlp(), "sum", {})
