@@ -55,9 +55,10 @@ def residual_weights(shortcut_weight: Any) -> tuple[Any, Any]:
         raise InvalidGraphError(f"shortcut_weight must be a number in [0, 1], got {w!r}")
     if isinstance(w, (numbers.Rational, sympy.Basic)):
         w = sympy.sympify(w)
-        if w.is_extended_real is False:
+        if w.is_extended_real is False or w.has(sympy.S.NaN):  # nan: comparing it raised a raw TypeError
             raise InvalidGraphError(f"shortcut_weight must be a real number in [0, 1], got {w}")
-        if w.is_number and not (0 <= w <= 1):
+        # a symbol declared negative (or above 1) passed, since only numbers were compared
+        if w.is_extended_negative or (w - 1).is_extended_positive or (w.is_number and not (0 <= w <= 1)):
             raise InvalidGraphError(f"shortcut_weight must lie in [0, 1], got {w}")
         return w, sympy.sqrt(1 - w**2)
     try:
@@ -67,6 +68,11 @@ def residual_weights(shortcut_weight: Any) -> tuple[Any, Any]:
     if not 0.0 <= w <= 1.0:
         raise InvalidGraphError(f"shortcut_weight must lie in [0, 1], got {w}")
     return w, (1.0 - w * w) ** 0.5
+
+
+def _is_bool(flag: Any) -> bool:
+    """A Python or NumPy bool (graphs does not import numpy)."""
+    return isinstance(flag, bool) or (type(flag).__module__ == "numpy" and type(flag).__name__ in ("bool_", "bool"))
 
 
 _BLOCK_ACTIVATIONS = {("v2", "bottleneck"): 3, ("v2", "basic"): 2, ("v1", "bottleneck"): 2, ("v1", "basic"): 1}
@@ -120,6 +126,12 @@ def resnet(blocks: Sequence[int] = (3, 4, 23, 3), variant: str = "v2", block: st
     projection = list(projection)
     if len(projection) != len(blocks):
         raise InvalidGraphError(f"projection needs one flag per stage ({len(blocks)}), got {len(projection)}")
+    # a flag is read by truth value: "no" or None would pick a shortcut without a word
+    bad = [flag for flag in projection if not _is_bool(flag)]
+    if bad:
+        raise InvalidGraphError(f"projection flags must be True or False, one per stage, got {bad[0]!r} in "
+                                f"{projection!r}")
+    projection = [bool(flag) for flag in projection]
     w_short, w_res = residual_weights(shortcut_weight)
     n_act = _BLOCK_ACTIVATIONS[variant, block]
 

@@ -480,3 +480,31 @@ def test_symbolic_beside_float_weights_and_an_empty_sum_are_refused_by_name():
         graphs.add_weighted_sum(small_mlp(), "sum", {"l1": w, "l2": 0.5})
     with pytest.raises(InvalidGraphError, match="has no inputs; give it at least two"):
         graphs.add_weighted_sum(small_mlp(), "sum", {})
+
+
+@pytest.mark.parametrize("flags", [["no"], [None], [1], ["False"]])
+def test_resnet_projection_flags_must_be_bools(flags):
+    """Per-stage projection flags were read by truth value: projection=["no"] (or ["False"])
+    built a projection shortcut, [None] an identity one, without a word -- while a scalar
+    projection=5 was refused."""
+    with pytest.raises(InvalidGraphError, match=r"projection flags must be True or False.*got"):
+        graphs.resnet(blocks=(1,), projection=flags)
+    np = pytest.importorskip("numpy")
+    g = graphs.resnet(blocks=(1, 1), block="basic", projection=np.array([True, False]))
+    assert "s1b0/proj" in g and "s2b0/proj" not in g
+
+
+@pytest.mark.parametrize("weight, message", [
+    (sympy.nan, r"real number in \[0, 1\], got nan"),
+    (sympy.Symbol("w", negative=True), r"must lie in \[0, 1\], got w"),
+    (1 + sympy.Symbol("v", positive=True), r"must lie in \[0, 1\], got v \+ 1"),
+])
+def test_shortcut_weight_nan_or_outside_zero_one_by_its_assumptions_is_refused(weight, message):
+    """residual_weights(sympy.nan) escaped as SymPy's raw 'Invalid NaN comparison' TypeError, and a
+    symbol declared negative (or 1 + a positive one) passed as a shortcut weight in [0, 1]; its
+    residual weight sqrt(1 - w**2) is then imaginary for w > 1."""
+    with pytest.raises(InvalidGraphError, match=message):
+        graphs.residual_weights(weight)
+    # symbols that may lie in [0, 1] still give the formula
+    w = sympy.Symbol("w", positive=True)
+    assert graphs.residual_weights(w) == (w, sympy.sqrt(1 - w**2))
