@@ -520,6 +520,16 @@ def validate(g: nx.DiGraph) -> None:
         raise InvalidGraphError(f"a network graph is a networkx.DiGraph, not {type(g).__name__}")
     if g.number_of_nodes() == 0:
         raise InvalidGraphError("the graph is empty; build one with graphs.mlp(...) or graphs.add_node")
+    # both marks relax a check, so a misspelt value must not pass for one: "Mixed" was read as
+    # "gaussian", and the string "False" (truthy) switched the correlated-sum check off
+    preactivations, uncorrelated = g.graph.get("preactivations"), g.graph.get("assume_uncorrelated_sums")
+    if preactivations not in (None, "gaussian", "mixed"):
+        raise InvalidGraphError(f"g.graph['preactivations'] is {preactivations!r}; it is 'gaussian' (the default: "
+                                f"every activation input is a linear-fed Gaussian pre-activation) or 'mixed' "
+                                f"(post-activation sums, as in ResNet V1)")
+    if uncorrelated is not None and not isinstance(uncorrelated, bool):
+        raise InvalidGraphError(f"g.graph['assume_uncorrelated_sums'] is {uncorrelated!r}; it is True (skip the "
+                                f"check that a weighted sum's inputs are uncorrelated) or False (the default)")
     for node, kind in g.nodes(data="kind"):
         if kind not in KINDS:
             raise InvalidGraphError(

@@ -508,3 +508,22 @@ def test_shortcut_weight_nan_or_outside_zero_one_by_its_assumptions_is_refused(w
     # symbols that may lie in [0, 1] still give the formula
     w = sympy.Symbol("w", positive=True)
     assert graphs.residual_weights(w) == (w, sympy.sqrt(1 - w**2))
+
+
+@pytest.mark.parametrize("key, value", [("preactivations", "Mixed"), ("preactivations", "v1"),
+                                        ("assume_uncorrelated_sums", "False"), ("assume_uncorrelated_sums", "no"),
+                                        ("assume_uncorrelated_sums", 1)])
+def test_graph_marks_that_relax_checks_must_be_spelt_right(key, value):
+    """validate read any preactivations value but 'mixed' as 'gaussian' (a misspelt 'Mixed' then
+    failed with 'not preceded by a linear layer'), and took any truthy assume_uncorrelated_sums,
+    the string 'False' included, as True: the sum 0.6 tanh(z) + 0.8 relu(z) on one z, whose kernel
+    has cross terms the rule leaves out, then validated."""
+    def relu_branch(g):
+        return graphs.add_node(g, "relu", "activation", "z", activation="relu")
+
+    g = _sum_graph(relu_branch)
+    g.graph[key] = value
+    with pytest.raises(InvalidGraphError, match=rf"g.graph\['{key}'\] is {value!r}".replace("(", r"\(").replace(")", r"\)")):
+        graphs.validate(g)
+    g.graph["preactivations"], g.graph["assume_uncorrelated_sums"] = "mixed", True
+    graphs.validate(g)  # the right spellings relax the checks as documented
