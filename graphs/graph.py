@@ -450,7 +450,9 @@ def normalised_weights(weights: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
     """
     if all(_is_exact(w) for w in weights.values()):
         norm = sympy.sqrt(sum(sympy.sympify(w) ** 2 for w in weights.values()))
-        return {p: sympy.nsimplify(sympy.sympify(w) / norm) if norm != 0 else w for p, w in weights.items()}
+        # no nsimplify: it matches a float approximation to a "simple" number, which turned
+        # {a: 1, b: 1/1000} into b = 18*2**(5/18)*3**(7/9)*... and {a: 1, b: 10**-20} into b = 0
+        return {p: sympy.sympify(w) / norm if norm != 0 else w for p, w in weights.items()}
     if any(isinstance(w, sympy.Basic) and w.free_symbols for w in weights.values()):
         # a symbol beside a float ({a: w, b: 0.5}): float(w) would raise
         norm = sympy.sqrt(sum(sympy.sympify(w) ** 2 for w in weights.values()))

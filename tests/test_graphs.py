@@ -527,3 +527,26 @@ def test_graph_marks_that_relax_checks_must_be_spelt_right(key, value):
         graphs.validate(g)
     g.graph["preactivations"], g.graph["assume_uncorrelated_sums"] = "mixed", True
     graphs.validate(g)  # the right spellings relax the checks as documented
+
+
+@pytest.mark.parametrize("weights", [{"l1": 1, "l2": sympy.Rational(1, 1000)},
+                                     {"l1": 1, "l2": sympy.Rational(1, 10**20)},
+                                     {"l1": 1, "l2": sympy.sqrt(3) + sympy.Rational(1, 10**18)},
+                                     {"l1": 1, "l2": 1}, {"l1": 3, "l2": 4}])
+def test_normalised_weights_are_exactly_w_over_the_norm(weights):
+    """The docstring promises w_i / sqrt(sum w_j**2), exact for SymPy/int weights, but nsimplify
+    replaced it by a "simple" number close to it in floating point: {1, 1/1000} gave
+    b = 18*2**(5/18)*3**(7/9)*5**(103/126)*7**(17/42)/420175 (not 1/sqrt(1000001)), {1, 10**-20}
+    dropped b to 0, and {1, sqrt(3) + 10**-18} gave (1/2, sqrt(3)/2) -- and the refusal of the
+    unnormalised weights offered these as the fix."""
+    fixed = graphs.normalised_weights(weights)
+    norm = sympy.sqrt(sum(sympy.sympify(w) ** 2 for w in weights.values()))
+    for p, w in weights.items():
+        assert sympy.simplify(fixed[p] - w / norm) == 0
+        # an independent check of the ratio at 60 digits: fixed_i * norm == w_i
+        assert abs(sympy.N(fixed[p] * norm - w, 60)) < sympy.Float(10) ** -55
+    if weights == {"l1": 1, "l2": sympy.Rational(1, 1000)}:
+        with pytest.raises(InvalidGraphError, match=r"'l2': sqrt\(1000001\)/1000001"):
+            graphs.add_weighted_sum(small_mlp(), "sum", weights)
+    g = small_mlp()
+    graphs.add_weighted_sum(g, "sum", fixed)  # the suggested weights are accepted
