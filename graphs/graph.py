@@ -53,6 +53,7 @@ Example
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 from dataclasses import dataclass
@@ -205,12 +206,15 @@ def _in_arithmetic_of(coefficient: Any, value: Any) -> Any:
     the next activation rule, where numpy maps fail (``np.arccos(sympy.Float(0.3))``), and an
     mpmath walk would turn into SymPy Floats likewise.  Floats (and numpy floats) get a float
     coefficient, mpmath numbers one at their context's working precision; ints and Fractions
-    keep the exact SymPy one.  A ``Fraction`` coefficient (hand-set Fraction weights) is converted
-    likewise: ``Fraction(9, 25) * numpy_array`` is an array of dtype object, not float64.
+    keep the exact SymPy one.  ``Fraction`` and ``Decimal`` coefficients (hand-set weights) are
+    converted likewise: ``Fraction(9, 25) * numpy_array`` is an array of dtype object, not
+    float64, and ``Decimal("0.36") * 0.3`` raises a TypeError.
     """
     if isinstance(value, (sympy.Basic, numbers.Rational)):
         return coefficient
-    if isinstance(coefficient, numbers.Rational) and not isinstance(coefficient, numbers.Integral):
+    if isinstance(coefficient, decimal.Decimal):
+        coefficient = sympy.Rational(*coefficient.as_integer_ratio())  # exact
+    elif (isinstance(coefficient, numbers.Rational) and not isinstance(coefficient, (numbers.Integral, sympy.Basic))):
         coefficient = sympy.Rational(coefficient.numerator, coefficient.denominator)
     if not isinstance(coefficient, sympy.Basic) or coefficient.free_symbols:
         return coefficient

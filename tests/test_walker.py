@@ -593,6 +593,30 @@ def test_float_walks_through_sympy_channels_and_fraction_weights_stay_float():
         assert abs(walked - mpmath.mpf(34) / 350) < mpmath.mpf(10) ** -39
 
 
+def test_walks_through_decimal_weights():
+    """Decimal weights pass validation (0.36 + 0.64 == 1 exactly), but a float walk through them
+    raised a raw TypeError (Decimal * float is not defined).  Reference: 0.36 c + 0.64 sin(c)."""
+    import math
+    from decimal import Decimal
+
+    g = graphs.new_graph()
+    graphs.add_node(g, "x", "input")
+    graphs.add_node(g, "l1", "linear", "x")
+    graphs.add_node(g, "a", "activation", "l1", activation="sin")
+    graphs.add_node(g, "l2", "linear", "a")
+    graphs.add_weighted_sum(g, "sum", {"l1": Decimal("0.6"), "l2": Decimal("0.8")})
+    graphs.add_node(g, "y", "output", "sum")
+    for c in (0.0, 0.3, 1.0):
+        walked = graphs.network_c_map(g, lambda node, x: math.sin(x), c)
+        assert type(walked) is float
+        assert walked == pytest.approx(0.36 * c + 0.64 * math.sin(c), abs=1e-15)
+    with mpmath.workdps(40):  # the weights' squares are exact rationals, so mpmath keeps its digits
+        walked = graphs.network_c_map(g, lambda node, x: mpmath.sin(x), mpmath.mpf(1) / 3)
+        exact = mpmath.mpf(9) / 25 / 3 + mpmath.mpf(16) / 25 * mpmath.sin(mpmath.mpf(1) / 3)
+        assert abs(walked - exact) < mpmath.mpf(10) ** -39
+    assert graphs.max_subnetwork_value(g, lambda node, y: 1.5 * y, 1.0) == 1.5
+
+
 def test_symbolic_weights_in_the_maximum_are_refused_by_name():
     """resnet(shortcut_weight=w) with a Symbol w: propagate gives the formula in w, but the
     maximum compares sub-network values; it used to fail with 'cannot compare ... use
