@@ -267,6 +267,17 @@ def _check_activation(g: nx.DiGraph, node: Hashable) -> None:
             f"(e.g. 'tanh') or a symact Activation: g.nodes[{node!r}]['activation'] = 'tanh'")
 
 
+def _check_linear(g: nx.DiGraph, node: Hashable) -> None:
+    shared = g.nodes[node].get("weights")
+    try:
+        hash(shared)
+    except TypeError:
+        raise InvalidGraphError(
+            f"linear node {node!r} has a 'weights' attribute of type {type(shared).__name__}, which is not "
+            f"hashable; 'weights' names the weight matrix (nodes with equal names apply one matrix), so "
+            f"set it to a name such as a string, e.g. g.nodes[{node!r}]['weights'] = 'encoder.fc'") from None
+
+
 def _check_weighted_sum(g: nx.DiGraph, node: Hashable) -> None:
     weights = {}
     for pred in g.predecessors(node):
@@ -363,7 +374,7 @@ def _check_channels(node: Hashable, channels: Mapping[Hashable, Any]) -> None:
 
 register_kind(NodeKind("input", 0, 0, None, gaussian="breaks",
                        description="the network input; holds the start value"))
-register_kind(NodeKind("linear", 1, 1, _pass_single, gaussian="source",
+register_kind(NodeKind("linear", 1, 1, _pass_single, gaussian="source", check=_check_linear,
                        description="dense layer, or conv with delta initialisation: maps pass unchanged"))
 register_kind(NodeKind("pool", 1, 1, _pass_single,
                        description="average pooling: identity on the kernel maps"))

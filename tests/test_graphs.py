@@ -550,3 +550,15 @@ def test_normalised_weights_are_exactly_w_over_the_norm(weights):
             graphs.add_weighted_sum(small_mlp(), "sum", weights)
     g = small_mlp()
     graphs.add_weighted_sum(g, "sum", fixed)  # the suggested weights are accepted
+
+
+def test_an_unhashable_weights_attribute_is_refused_by_name():
+    """Storing the weight matrix itself (a numpy array, a list) in a linear node's 'weights'
+    attribute, which names the matrix, made validate fail with a raw 'unhashable type' TypeError."""
+    np = pytest.importorskip("numpy")
+    g = _two_calls_of_one_layer(shared=False)
+    g.nodes["l1"]["weights"] = np.ones((2, 2))
+    with pytest.raises(InvalidGraphError, match=r"linear node 'l1' has a 'weights' attribute of type ndarray.*name"):
+        graphs.validate(g)
+    g.nodes["l1"]["weights"] = "fc"  # a name validates (l2 has its own matrix)
+    graphs.validate(g)
