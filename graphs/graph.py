@@ -291,7 +291,13 @@ def _check_weighted_sum(g: nx.DiGraph, node: Hashable) -> None:
 
 
 def _is_real_weight(w: Any) -> bool:
-    """A real number, or a SymPy expression not known to be non-real (``w`` for a Symbol ``w``)."""
+    """A real number, or a SymPy expression not known to be non-real (``w`` for a Symbol ``w``).
+
+    Not a bool (Python, NumPy or SymPy's true/false): ``True`` passed as the weight 1, and beside a
+    SymPy weight raised SymPy's raw "BooleanAtom not allowed in this context".
+    """
+    if isinstance(w, bool) or (type(w).__module__ == "numpy" and type(w).__name__ in ("bool_", "bool")):
+        return False
     if isinstance(w, sympy.Basic):
         return isinstance(w, sympy.Expr) and w.is_extended_real is not False
     if isinstance(w, numbers.Real):

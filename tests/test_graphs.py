@@ -335,14 +335,18 @@ def test_uncorrelated_weighted_sum_inputs_pass():
         graphs.validate(g)
 
 
-@pytest.mark.parametrize("bad", [sympy.I * sympy.sqrt(3), 0.6j, "0.6", None])
+@pytest.mark.parametrize("bad", [sympy.I * sympy.sqrt(3), 0.6j, "0.6", None, True, sympy.true])
 def test_non_real_weights_are_rejected_by_name(bad):
     """A weighted sum's rule sum w_i**2 k_i is the kernel of sum w_i x_i only for real w_i:
     (i*sqrt(3))**2 + 2**2 == 1 passed the normalisation check although |i*sqrt(3)|**2 + 4 == 7,
-    and a Python complex or a string escaped as a raw TypeError."""
+    and a Python complex or a string escaped as a raw TypeError.  A bool passed as the number 1
+    ({l1: True, l2: False} validated) and beside a SymPy weight raised SymPy's raw
+    'BooleanAtom not allowed in this context'."""
     g = small_mlp()
     with pytest.raises(InvalidGraphError, match="real number"):
         graphs.add_weighted_sum(g, "sum", {"l1": bad, "l2": 2})
+    with pytest.raises(InvalidGraphError, match="real number"):
+        graphs.add_weighted_sum(g, "sum", {"l1": bad, "l2": sympy.Integer(0)})
 
 
 @pytest.mark.parametrize("call, message", [
