@@ -505,6 +505,12 @@ class SubnetworkMaximum:
         return self.function(*args, **kwargs)
 
 
+def _sum_weights(g: nx.DiGraph) -> list[tuple[Hashable, Hashable, Any]]:
+    """``(a, b, weight)`` for the in-edges of weighted-sum nodes: the only weights the walk reads
+    (a ``weight`` attribute on any other edge, e.g. left by another networkx tool, is not one)."""
+    return [(a, b, w) for a, b, w in g.edges(data="weight") if g.nodes[b]["kind"] == "weighted_sum"]
+
+
 def _free_symbols(value: Any) -> set[sympy.Symbol]:
     return set(value.free_symbols) if isinstance(value, sympy.Basic) else set()
 
@@ -590,7 +596,7 @@ def _float_sample_maxima(g: nx.DiGraph, dom: _Dominance, probe: tuple[sympy.Dumm
         return number
 
     graph = g
-    sympy_weights = [(a, b, w) for a, b, w in g.edges(data="weight") if isinstance(w, sympy.Basic)]
+    sympy_weights = [(a, b, w) for a, b, w in _sum_weights(g) if isinstance(w, sympy.Basic)]
     if sympy_weights:
         graph = g.copy()
         for a, b, w in sympy_weights:
@@ -726,7 +732,7 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
     validate(g)
     # Sub-network values are compared as numbers (at sample points of the rule's parameters); a
     # weight holding a free symbol would leave every comparison undecided.
-    weight_symbols = sorted({str(x) for *_, w in g.edges(data="weight") for x in _free_symbols(w)})
+    weight_symbols = sorted({str(x) for *_, w in _sum_weights(g) for x in _free_symbols(w)})
     if weight_symbols:
         raise InvalidGraphError(
             f"weighted-sum weights hold the symbols {weight_symbols}; the maximum over sub-networks "

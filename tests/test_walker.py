@@ -631,6 +631,20 @@ def test_symbolic_weights_in_the_maximum_are_refused_by_name():
             graphs.max_subnetwork(g, rule, start)
 
 
+def test_a_weight_attribute_outside_weighted_sums_is_not_a_sum_weight():
+    """The walk reads weights only on a weighted sum's in-edges, but the maximum refused a graph
+    whose linear edge carried a stray symbolic 'weight' attribute (left by another networkx tool)
+    as 'weighted-sum weights hold the symbols ['w']'.  Reference: an MLP of depth 3, s**3."""
+    g = graphs.mlp(3)
+    g.edges["input", "linear1"]["weight"] = sympy.Symbol("w")
+    assert graphs.max_subnetwork_value(g, lambda node, y: s * y, 1) == s**3
+    assert graphs.max_subnetwork_value(g, lambda node, y: 1.5 * y, 1.0) == pytest.approx(1.5**3, rel=1e-15)
+    # a symbol in a real sum weight is still refused by name
+    h = graphs.resnet(blocks=(1,), block="basic", shortcut_weight=sympy.Symbol("w", positive=True))
+    with pytest.raises(InvalidGraphError, match=r"weights hold the symbols \['w'\]"):
+        graphs.max_subnetwork_value(h, lambda node, y: s * y, 1)
+
+
 @pytest.mark.parametrize("c", [1.5, -1.0000001, float("nan"), sympy.Integer(2), 0.5j])
 def test_network_c_map_refuses_c_outside_minus_one_one(c):
     """A C value is a cosine similarity; sinh(c)/sinh(1) extends past 1 and the walk used to
