@@ -7,7 +7,7 @@ node names.  ``activation`` is stored opaquely on every activation node.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import networkx as nx
 import sympy
@@ -132,6 +132,8 @@ def resnet(blocks: Sequence[int] = (3, 4, 23, 3), variant: str = "v2", block: st
         raise InvalidGraphError(f"projection flags must be True or False, one per stage, got {bad[0]!r} in "
                                 f"{projection!r}")
     projection = [bool(flag) for flag in projection]
+    if not _is_bool(stem_pool):
+        raise InvalidGraphError(f"stem_pool must be True or False, not {stem_pool!r}")
     w_short, w_res = residual_weights(shortcut_weight)
     n_act = _BLOCK_ACTIVATIONS[variant, block]
 
@@ -213,6 +215,13 @@ def multi_branch(branches: Sequence[int] = (0, 1, 2), blocks: int = 1, combine: 
     if combine == "weighted_sum" and channels is not None:
         raise InvalidGraphError("channels apply to combine='concat'; a weighted_sum joins branches by their "
                                 "weights=(w_1, w_2, ...) with sum w_i**2 == 1, or pass combine='concat'")
+    if not _is_bool(head_activation):  # read by truth value, "no" would add the activation
+        raise InvalidGraphError(f"head_activation must be True or False, not {head_activation!r}")
+    for name, given in (("weights", weights), ("channels", channels)):
+        if given is not None and (isinstance(given, (str, bytes, Mapping)) or not hasattr(given, "__len__")):
+            raise InvalidGraphError(f"{name} must be a sequence with one entry per branch, in the order of branches, "
+                                    f"not {given!r}; e.g. {name}={'(0.6, 0.8)' if name == 'weights' else '(32, 96)'} "
+                                    f"for two branches")
     m = len(branches)
     if weights is None:
         weights = [sympy.sqrt(sympy.Rational(1, m))] * m

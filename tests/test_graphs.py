@@ -566,3 +566,21 @@ def test_an_unhashable_weights_attribute_is_refused_by_name():
         graphs.validate(g)
     g.nodes["l1"]["weights"] = "fc"  # a name validates (l2 has its own matrix)
     graphs.validate(g)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: graphs.multi_branch((0, 1), weights=0.6), r"weights must be a sequence with one entry per branch.*not 0\.6"),
+    (lambda: graphs.multi_branch((0, 1), weights={"a": 0.6, "b": 0.8}), r"weights must be a sequence"),
+    (lambda: graphs.multi_branch((0, 1), combine="concat", channels=32), r"channels must be a sequence.*not 32"),
+    (lambda: graphs.multi_branch((0, 1), head_activation="no"), r"head_activation must be True or False, not 'no'"),
+    (lambda: graphs.resnet(blocks=(1,), stem_pool="no"), r"stem_pool must be True or False, not 'no'"),
+])
+def test_builder_flags_and_per_branch_sequences_are_checked_by_name(call, message):
+    """weights=0.6 or channels=32 escaped as a raw "object of type 'float' has no len()"; a dict of
+    weights was zipped by its keys (its 'a' was then called a non-real weight); head_activation and
+    stem_pool were read by truth value, so "no" added the activation (the pool)."""
+    with pytest.raises(InvalidGraphError, match=message):
+        call()
+    np = pytest.importorskip("numpy")
+    g = graphs.multi_branch((0, 1), weights=np.array([0.6, 0.8]), head_activation=np.bool_(False))
+    assert "head/act" not in g and graphs.edge_weights(g, "b0/join") == {"stem/linear": 0.6, "b0/br1/linear1": 0.8}
