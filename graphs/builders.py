@@ -14,7 +14,7 @@ import sympy
 
 from symact.errors import InvalidGraphError, is_whole_number
 
-from .graph import add_concat, add_node, add_weighted_sum, new_graph, validate
+from .graph import _is_bool, add_concat, add_node, add_weighted_sum, new_graph, validate
 
 __all__ = ["mlp", "resnet", "multi_branch", "residual_weights"]
 
@@ -68,11 +68,6 @@ def residual_weights(shortcut_weight: Any) -> tuple[Any, Any]:
     if not 0.0 <= w <= 1.0:
         raise InvalidGraphError(f"shortcut_weight must lie in [0, 1], got {w}")
     return w, (1.0 - w * w) ** 0.5
-
-
-def _is_bool(flag: Any) -> bool:
-    """A Python or NumPy bool (graphs does not import numpy)."""
-    return isinstance(flag, bool) or (type(flag).__module__ == "numpy" and type(flag).__name__ in ("bool_", "bool"))
 
 
 _BLOCK_ACTIVATIONS = {("v2", "bottleneck"): 3, ("v2", "basic"): 2, ("v1", "bottleneck"): 2, ("v1", "basic"): 1}

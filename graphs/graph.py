@@ -290,13 +290,18 @@ def _check_weighted_sum(g: nx.DiGraph, node: Hashable) -> None:
     _check_normalised(node, weights)
 
 
+def _is_bool(flag: Any) -> bool:
+    """A Python or NumPy bool (graphs does not import numpy)."""
+    return isinstance(flag, bool) or (type(flag).__module__ == "numpy" and type(flag).__name__ in ("bool_", "bool"))
+
+
 def _is_real_weight(w: Any) -> bool:
     """A real number, or a SymPy expression not known to be non-real (``w`` for a Symbol ``w``).
 
     Not a bool (Python, NumPy or SymPy's true/false): ``True`` passed as the weight 1, and beside a
     SymPy weight raised SymPy's raw "BooleanAtom not allowed in this context".
     """
-    if isinstance(w, bool) or (type(w).__module__ == "numpy" and type(w).__name__ in ("bool_", "bool")):
+    if _is_bool(w):
         return False
     if isinstance(w, sympy.Basic):
         return isinstance(w, sympy.Expr) and w.is_extended_real is not False
