@@ -151,6 +151,12 @@ def network_c_map(g: nx.DiGraph, c_map_of_node: ActivationRule | Mapping[Hashabl
         if missing:
             raise InvalidGraphError(f"no C map given for activation nodes {missing}; "
                                     f"pass one per activation node")
+        # a map keyed by a linear or sum node would be silently unused: the walk reads activations only
+        extra = [n for n in maps if n not in g or g.nodes[n].get("kind") != "activation"]
+        if extra:
+            raise InvalidGraphError(f"C maps given for {extra}, which are not activation nodes of the graph; "
+                                    f"give one C map per activation node "
+                                    f"({[n for n, k in g.nodes(data='kind') if k == 'activation']}) and no other")
         rule: ActivationRule = lambda node, value: maps[node](value)
     else:
         rule = c_map_of_node

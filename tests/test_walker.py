@@ -710,3 +710,16 @@ def test_bad_method_and_subnetworks_are_symact_errors_naming_the_choices():
         graphs.max_subnetwork(g, lambda node, y: 2 * y, 1, method="fastest")
     with pytest.raises(DomainError, match="subnetworks must be 'single_exit' or 'dominated'"):
         graphs.max_subnetwork(g, lambda node, y: 2 * y, 1, subnetworks="all")
+
+
+def test_c_maps_given_for_nodes_that_are_not_activations_are_refused():
+    # was: {"linear1": ...} beside the activations' maps was silently unused
+    import math
+
+    g = graphs.mlp(2)
+    acts = [n for n, k in g.nodes(data="kind") if k == "activation"]
+    maps = {n: (lambda c: math.sinh(c) / math.sinh(1)) for n in acts}
+    assert graphs.network_c_map(g, maps, 1.0) == pytest.approx(1.0, abs=1e-15)
+    for stray in ("linear1", "no_such_node"):
+        with pytest.raises(InvalidGraphError, match=f"C maps given for \\['{stray}'\\], which are not activation"):
+            graphs.network_c_map(g, {**maps, stray: lambda c: c}, 0.5)
