@@ -6,7 +6,8 @@ Mapping (torch op -> node kind):
 
 * ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``F.linear``, ``F.conv*d`` -> ``linear``, one node per call; a
   weighted sum whose inputs both depend on one weight matrix (a module called twice, or tied
-  weights) is refused, as ``W u`` and ``W v`` are correlated in a wide network
+  weights; a parametrized weight, as ``spectral_norm``'s, is told by the originals it is computed
+  from) is refused, as ``W u`` and ``W v`` are correlated in a wide network
 * ``nn.AvgPool*d``, ``nn.AdaptiveAvgPool*d``, ``F.avg_pool*d``, ``F.adaptive_avg_pool*d``,
   ``mean`` over sequence/spatial dims -> ``pool`` (a padded pool needs ``count_include_pad=False``,
   and ``divisor_override`` is refused: both scale outputs rather than average them).  Which dims hold the features is read from
@@ -302,6 +303,20 @@ def _generated_activation(module: Any, where: str) -> Any:
     return act.with_params(**changed) if changed else act
 
 
+def _weight_sources(module: Any) -> tuple:
+    """The stored tensors a linear module's ``weight`` comes from, which tell its weight matrix apart
+    from the other layers': ``weight`` itself, or for a parametrized weight
+    (``torch.nn.utils.parametrizations.spectral_norm``, ``weight_norm``, ``orthogonal``) the
+    originals it is computed from.  Such a module's ``weight`` is a new tensor at every access,
+    freed at once, whose ``id`` another layer's weight can be given next: it identifies nothing."""
+    from torch.nn.utils import parametrize
+
+    if parametrize.is_parametrized(module, "weight"):
+        originals = module.parametrizations["weight"]
+        return tuple(originals.parameters(recurse=False)) + tuple(originals.buffers(recurse=False))
+    return (module.weight,)
+
+
 def _module_hint(model: Any, fx_node: Any) -> str:
     """For an error inside a module that has an ``activation`` attribute: why it was traced into."""
     stack = fx_node.meta.get("nn_module_stack") or {}
@@ -437,7 +452,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
 
     g = new_graph(builder=f"from_torch({type(model).__name__})")
     env: dict[Any, Any] = {}
-    weights_of: dict[Hashable, Hashable] = {}  # linear node -> identity of its weight tensor
+    # linear node -> the tensors its weight matrix comes from (held here, so that no two have one id)
+    weights_of: dict[Hashable, tuple] = {}
 
     def where(fx_node: Any) -> str:
         return f"fx node {fx_node.name!r} ({fx_node.op} {getattr(fx_node.target, '__name__', fx_node.target)})"
@@ -902,7 +918,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             elif isinstance(m, linear_types):
                 written_by(fx_node, None if isinstance(m, nn.Linear) else spatial_dims(type(m).__name__))
                 env[fx_node] = add_kind(fx_node, "linear", module=type(m).__name__)
-                weights_of[fx_node.name] = ("tensor", id(m.weight))
+                weights_of[fx_node.name] = _weight_sources(m)
             elif isinstance(m, pool_types):
                 check_pool(fx_node, spatial_dims(type(m).__name__), type(m).__name__)
                 check_pool_divisor(fx_node, {k: getattr(m, k) for k in ("padding", "count_include_pad",
@@ -961,7 +977,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                     obj = gm
                     for part in weight.target.split("."):
                         obj = getattr(obj, part)
-                    weights_of[fx_node.name] = ("tensor", id(obj))
+                    weights_of[fx_node.name] = (obj,)
             elif target in pool_functions:
                 check_pool(fx_node, spatial_dims(target.__name__), f"F.{target.__name__}")
                 if not target.__name__.startswith("adaptive"):
@@ -1030,8 +1046,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     # one weight tensor applied by several linear nodes (a module called twice, tied weights): the
     # graph's sum check then knows their outputs are correlated (graphs.graph, the weights attribute)
     owners: dict[Hashable, list] = {}
-    for node, tensor in weights_of.items():
-        owners.setdefault(tensor, []).append(node)
+    for node, tensors in weights_of.items():
+        owners.setdefault(tuple(map(id, tensors)), []).append(node)
     for nodes in owners.values():
         if len(nodes) > 1:
             for node in nodes:

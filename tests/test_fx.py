@@ -671,6 +671,41 @@ def test_a_weighted_sum_of_branches_sharing_one_weight_matrix_is_refused(tie):
         graphs.from_torch(_SharedBlocks(tie), torch.randn(2, 4))
 
 
+_PARAMETRIZATIONS = [pytest.param(lambda m: nn.utils.parametrizations.weight_norm(m), id="weight_norm"),
+                     pytest.param(lambda m: nn.utils.parametrizations.orthogonal(m), id="orthogonal"),
+                     pytest.param(lambda m: nn.utils.parametrizations.spectral_norm(m), id="spectral_norm")]
+
+
+@pytest.mark.parametrize("parametrize", _PARAMETRIZATIONS)
+def test_a_parametrized_layer_called_twice_is_one_weight_matrix(parametrize):
+    # a parametrized module's .weight is a new tensor at every access: its id named nothing, so the
+    # two calls below looked like two independent matrices and the sum was accepted
+    net = _SharedBlocks("module")
+    net.l1 = parametrize(net.l1)
+    with pytest.raises(InvalidGraphError, match="applied more than once"):
+        graphs.from_torch(net, torch.randn(2, 4))
+
+
+def test_separate_parametrized_layers_are_never_taken_as_tied():
+    # ... and a freed .weight's id was often handed to the next layer's: spectral-normed layers in
+    # eight residual blocks were refused as tied in about half the calls
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.utils.parametrizations.spectral_norm(nn.Linear(8, 8))
+            self.b = nn.utils.parametrizations.spectral_norm(nn.Linear(8, 8))
+
+        def forward(self, x):
+            return 0.6 * x + 0.8 * self.b(torch.tanh(self.a(torch.tanh(x))))
+
+    for seed in range(8):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(4, 8), *[Block() for _ in range(8)], nn.Linear(8, 2))
+        g = graphs.from_torch(net, torch.randn(3, 4))
+        assert not [n for n in g if "weights" in g.nodes[n]]
+        assert len([n for n in g if g.nodes[n]["kind"] == "weighted_sum"]) == 8
+
+
 def test_separate_weights_and_a_weight_tied_chain_are_accepted():
     g = graphs.from_torch(_SharedBlocks("none"), torch.randn(2, 4))
     assert len([n for n in g if g.nodes[n]["kind"] == "weighted_sum"]) == 2
