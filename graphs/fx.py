@@ -1032,6 +1032,33 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             pred = materialise(env[result], fx_node)
             add_node(g, "output", "output", pred)
 
+    def positional_inputs(fx_node: Any) -> None:
+        """Move a tensor operand passed by keyword (``torch.tanh(input=h)``, ``self.fc(input=x)``,
+        ``torch.add(h, other=y)``, ``h.mul(other=0.5)``) into the node's positional args, where the
+        rules above read it."""
+        op, target = fx_node.op, fx_node.target
+        if op not in ("call_function", "call_method", "call_module") or not fx_node.kwargs:
+            return
+        if op == "call_method":
+            names: tuple = ("self", "other") if target in arithmetic_methods else ("self",)
+        elif op == "call_function" and target in arithmetic_ops:
+            names = ("input", "other")
+        else:
+            try:
+                fn = gm.get_submodule(target).forward if op == "call_module" else target
+                names = tuple(inspect.signature(fn).parameters)[:1]
+            except (TypeError, ValueError):  # a builtin without a signature: torch names it input
+                names = ("input",)
+        args, kwargs = list(fx_node.args), dict(fx_node.kwargs)
+        for name in names[len(args):]:
+            if name not in kwargs:
+                break
+            args.append(kwargs.pop(name))
+        if len(args) != len(fx_node.args):
+            fx_node.args, fx_node.kwargs = tuple(args), kwargs
+
+    for fx_node in fx_graph.nodes:  # all first: the in-place check reads later nodes' inputs
+        positional_inputs(fx_node)
     try:
         for fx_node in fx_graph.nodes:
             _convert(fx_node)

@@ -549,6 +549,43 @@ def test_scaling_and_unknown_ops_are_rejected_by_name():
         graphs.from_torch(Sorted(), torch.randn(2, 3))
 
 
+class _KeywordOperands(nn.Module):
+    """A residual block 0.6*h + 0.8*g(tanh(h)) written with the operands passed by keyword (``keyword``)
+    or by position."""
+
+    def __init__(self, form: str, keyword: bool):
+        super().__init__()
+        self.form, self.keyword = form, keyword
+        self.a, self.g, self.o = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        kw, form = self.keyword, self.form
+        h = self.a(input=x) if kw and form == "module" else self.a(x)
+        t = torch.tanh(input=h) if kw and form == "activation" else torch.tanh(h)
+        y = self.g(t)
+        if form == "add":
+            s = torch.add(0.6 * h, other=y, alpha=0.8) if kw else torch.add(0.6 * h, y, alpha=0.8)
+        elif form == "method":
+            s = (0.6 * h).add(other=y.mul(other=0.8)) if kw else (0.6 * h).add(y.mul(0.8))
+        elif form == "neg":
+            s = 0.8 * y - 0.6 * (torch.neg(input=h) if kw else torch.neg(h))
+        else:
+            s = 0.6 * h + 0.8 * y
+        s = torch.flatten(input=s, start_dim=1) if kw and form == "flatten" else torch.flatten(s, start_dim=1)
+        return self.o(s)
+
+
+@pytest.mark.parametrize("form", ["module", "activation", "add", "method", "neg", "flatten"])
+def test_operands_passed_by_keyword_map_like_positional_ones(form):
+    # torch.add(h, other=y) raised a bare ValueError, self.a(input=x) and torch.flatten(input=...) an
+    # IndexError, and torch.tanh(input=h) was refused for taking "the tensor 'a'" as a parameter
+    x = torch.randn(3, 4)
+    g = graphs.from_torch(_KeywordOperands(form, keyword=True), x)
+    assert same_network(g, graphs.from_torch(_KeywordOperands(form, keyword=False), x))
+    assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == [
+        "input", "linear", "activation", "linear", "weighted_sum", "linear", "output"]
+
+
 def test_activation_straight_after_input_fails_validation():
     net = nn.Sequential(nn.Tanh(), nn.Linear(3, 2))
     with pytest.raises(InvalidGraphError, match="not preceded by a linear layer"):
