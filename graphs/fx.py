@@ -4,7 +4,8 @@ torch is imported inside :func:`from_torch` only, so ``import graphs`` never nee
 
 Mapping (torch op -> node kind):
 
-* ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``F.linear``, ``F.conv*d`` -> ``linear``, one node per call; a
+* ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``F.linear``, ``F.conv*d`` -> ``linear``, one node per call (a
+  depthwise conv, one input channel per group, is refused: it mixes no channels); a
   weighted sum whose inputs both depend on one weight matrix (a module called twice, or tied
   weights; a parametrized weight, as ``spectral_norm``'s, is told by the originals it is computed
   from) is refused, as ``W u`` and ``W v`` are correlated in a wide network
@@ -636,6 +637,18 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                  else fx_node.target.__name__)
         features[fx_node] = _Features(frozenset({dim}), f"{layer} {fx_node.name!r}")
 
+    def check_channel_mixing(fx_node: Any, in_channels: int, per_group: int, label: str) -> None:
+        """A conv whose every output channel reads one input channel (depthwise: groups = in_channels)
+        is no linear node: its outputs' covariances are those of single channels, not the layer's kernel."""
+        if per_group == 1 and in_channels > 1:
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} is a depthwise convolution: each output channel reads one of the "
+                f"{in_channels} input channels (in_channels / groups = 1), so its pre-activations have the "
+                f"covariance of that one channel, which differs from channel to channel however wide the "
+                f"network, not the kernel averaged over all channels that a linear node passes on (an "
+                f"activation after it gets a mixture of Gaussians of different covariances, with another C "
+                f"map); no node kind describes it: use groups=1, or groups of many channels each")
+
     def check_pool(fx_node: Any, spatial: int, label: str) -> None:
         """Average pooling over the last `spatial` dims, as torch's pools do on (batch, channels, *spatial)."""
         x = fx_node.args[0]
@@ -917,6 +930,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 env[fx_node] = activation(fx_node, _generated_activation(m, where(fx_node)), {})
             elif isinstance(m, linear_types):
                 written_by(fx_node, None if isinstance(m, nn.Linear) else spatial_dims(type(m).__name__))
+                if not isinstance(m, nn.Linear):
+                    check_channel_mixing(fx_node, m.in_channels, m.in_channels // m.groups, repr(m))
                 env[fx_node] = add_kind(fx_node, "linear", module=type(m).__name__)
                 weights_of[fx_node.name] = _weight_sources(m)
             elif isinstance(m, pool_types):
@@ -971,8 +986,12 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 env[fx_node] = activation(fx_node, name, params)
             elif target in linear_functions:
                 written_by(fx_node, None if target is F.linear else spatial_dims(target.__name__))
-                env[fx_node] = add_kind(fx_node, "linear", function=target.__name__)
                 weight = fx_node.kwargs.get("weight", fx_node.args[1] if len(fx_node.args) > 1 else None)
+                x_shape, w_shape = shape_of(fx_node.args[0]), shape_of(weight)
+                if target is not F.linear and x_shape is not None and w_shape is not None:
+                    check_channel_mixing(fx_node, x_shape[-spatial_dims(target.__name__) - 1], w_shape[1],
+                                         f"F.{target.__name__} with a weight of shape {tuple(w_shape)}")
+                env[fx_node] = add_kind(fx_node, "linear", function=target.__name__)
                 if isinstance(weight, torch.fx.Node) and weight.op == "get_attr":
                     obj = gm
                     for part in weight.target.split("."):

@@ -586,6 +586,43 @@ def test_operands_passed_by_keyword_map_like_positional_ones(form):
         "input", "linear", "activation", "linear", "weighted_sum", "linear", "output"]
 
 
+class _GroupedConv(nn.Module):
+    def __init__(self, in_channels: int, groups: int, functional: bool):
+        super().__init__()
+        self.functional, self.groups = functional, groups
+        self.first = nn.Conv2d(in_channels, 8, 1)
+        self.grouped = nn.Conv2d(8, 16, 3, padding=1, groups=groups)
+        self.last = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.first(x))
+        if self.functional:
+            h = F.conv2d(h, self.grouped.weight, None, 1, 1, 1, self.groups)
+        else:
+            h = self.grouped(h)
+        return self.last(torch.relu(h))
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_a_depthwise_convolution_is_refused(functional):
+    # each output channel of a depthwise conv reads one input channel: its pre-activations have that
+    # channel's covariance, not the layer's kernel.  relu -> depthwise 1x1 -> relu on 20000 channels
+    # at input C = 0.3 measured C = 0.489 (one relu C map: 0.483) where the graph gave two relu C
+    # maps, 0.598 (as a dense layer measured: 0.604)
+    with pytest.raises(InvalidGraphError, match=r"depthwise convolution.*in_channels / groups = 1.*groups=1"):
+        graphs.from_torch(_GroupedConv(3, 8, functional), torch.randn(2, 3, 5, 5))
+    with pytest.raises(InvalidGraphError, match="depthwise"):  # on the network input as well
+        graphs.from_torch(nn.Sequential(nn.Conv1d(3, 6, 3, groups=3), nn.ReLU(), nn.Conv1d(6, 2, 1)),
+                          torch.randn(2, 3, 9))
+    # groups of several channels each mix channels (as a narrower dense layer does), and a conv on
+    # a one-channel input reads all the input there is
+    g = graphs.from_torch(_GroupedConv(3, 2, functional), torch.randn(2, 3, 5, 5))
+    assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == [
+        "input", "linear", "activation", "linear", "activation", "linear", "output"]
+    g = graphs.from_torch(nn.Sequential(nn.Conv1d(1, 6, 3), nn.ReLU(), nn.Conv1d(6, 2, 1)), torch.randn(2, 1, 9))
+    assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == ["input", "linear", "activation", "linear", "output"]
+
+
 def test_activation_straight_after_input_fails_validation():
     net = nn.Sequential(nn.Tanh(), nn.Linear(3, 2))
     with pytest.raises(InvalidGraphError, match="not preceded by a linear layer"):
