@@ -373,8 +373,13 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str) 
                 n.meta[_SHAPE_NUMBER] = result
             return result
 
+    # Running the model changes its state: a BatchNorm's running statistics, spectral_norm's power
+    # iteration vectors (buffers, which gm shares with the model), and the random number generators
+    # (dropout).  Reading its topology must leave the model, and what it draws next, as they were.
+    saved = {name: b.detach().clone() for name, b in gm.named_buffers()}
+    cuda = sorted({t.device.index for t in inputs if t.device.type == "cuda"})
     try:
-        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()), torch.random.fork_rng(devices=cuda):
             _Prop(gm).propagate(*inputs)
     except Exception as exc:  # torch raises RuntimeError (and others) for shape mismatches
         cause = exc.__cause__ if exc.__cause__ is not None else exc
@@ -384,6 +389,11 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str) 
             f"{str(cause).splitlines()[0]}; "
             f"pass an example_input with the shape {model_name}.forward expects (for a first "
             f"nn.Linear(in_features, ...), torch.randn(batch, in_features))") from exc
+    finally:
+        with torch.no_grad():
+            for name, b in gm.named_buffers():
+                if name in saved and b.shape == saved[name].shape:
+                    b.copy_(saved[name])
 
 
 def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
@@ -393,6 +403,9 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     named after the forward argument, the output node ``"output"``.  Activation nodes carry the
     catalogue name (or the module's ``activation`` object) in ``activation`` and the torch
     hyper-parameters in ``activation_params``.
+
+    The model runs once on ``example_input`` (for the shapes); its buffers (BatchNorm statistics,
+    ``spectral_norm``'s vectors) and torch's random number generators are restored afterwards.
 
     >>> import torch, graphs
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))

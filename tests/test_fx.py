@@ -655,6 +655,31 @@ def test_example_input_of_the_wrong_shape_is_a_graph_error(capfd):
         graphs.from_torch(net, None)
 
 
+def test_tracing_leaves_the_model_state_and_the_random_generator_as_they_were():
+    # from_torch runs the model once on the example input: that updated a BatchNorm's running
+    # statistics (num_batches_tracked 0 -> 1) before refusing it, advanced spectral_norm's power
+    # iteration, and drew dropout masks from torch's generator
+    bn = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 2))
+    with pytest.raises(InvalidGraphError, match="BatchNorm1d"):
+        graphs.from_torch(bn, torch.randn(5, 4))
+    assert int(bn[1].num_batches_tracked) == 0 and not bn[1].running_mean.any()
+    assert torch.equal(bn[1].running_var, torch.ones(8))
+
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.utils.parametrizations.spectral_norm(nn.Linear(8, 2)))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    graphs.from_torch(net, torch.randn(5, 4))
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+    dropout = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Tanh(), nn.Linear(8, 2))
+    x = torch.randn(5, 4)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    with pytest.raises(InvalidGraphError, match="dropout"):
+        graphs.from_torch(dropout, x)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_more_example_tensors_than_forward_arguments_is_a_graph_error():
     """A second example tensor for a one-input model was silently ignored."""
     net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
