@@ -587,6 +587,15 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 return a.scaled(b, fx_node.name)
             if isinstance(a, _Const) and isinstance(b, _Combo):
                 return b.scaled(a, fx_node.name)
+            constants = [a for a in args[:2] if isinstance(a, torch.fx.Node) and a.op == "get_attr"]
+            if constants and any(isinstance(v, _Combo) for v in vals):
+                shape = shape_of(constants[0])
+                raise InvalidGraphError(
+                    f"{where(fx_node)} multiplies a tensor by the constant tensor {constants[0].target!r}"
+                    f"{f' of shape {shape}' if shape is not None else ''}, a scale per element (as a LayerScale "
+                    f"or a per-channel gain), which multiplies each feature's variance by its own factor; no node kind "
+                    f"describes that: scale by a number or a one-element tensor (a weight of a weighted sum), or "
+                    f"fold the scales into the next linear layer's initialisation")
             raise InvalidGraphError(f"{where(fx_node)} multiplies two tensors elementwise; products of "
                                     f"branches (gating) are not a supported node kind")
         if op == "div":

@@ -549,6 +549,27 @@ def test_scaling_and_unknown_ops_are_rejected_by_name():
         graphs.from_torch(Sorted(), torch.randn(2, 3))
 
 
+@pytest.mark.parametrize("scale", ["parameter", "buffer"])
+def test_a_per_element_constant_scale_is_named_not_called_gating(scale):
+    # a LayerScale (gamma * f(x), gamma a constant vector) was refused as "products of branches (gating)"
+    class LayerScale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.g, self.o = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+            if scale == "parameter":
+                self.gamma = nn.Parameter(torch.full((8,), 0.8))
+            else:
+                self.register_buffer("gamma", torch.full((8,), 0.8))
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.o(0.6 * h + self.gamma * self.g(torch.tanh(h)))
+
+    with pytest.raises(InvalidGraphError, match=r"constant tensor 'gamma' of shape \(8,\), a scale per element") as info:
+        graphs.from_torch(LayerScale(), torch.randn(3, 4))
+    assert "gating" not in str(info.value)
+
+
 class _KeywordOperands(nn.Module):
     """A residual block 0.6*h + 0.8*g(tanh(h)) written with the operands passed by keyword (``keyword``)
     or by position."""
