@@ -5,7 +5,8 @@ torch is imported inside :func:`from_torch` only, so ``import graphs`` never nee
 Mapping (torch op -> node kind):
 
 * ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``F.linear``, ``F.conv*d`` -> ``linear``, one node per call (a
-  depthwise conv, one input channel per group, is refused: it mixes no channels); a
+  depthwise conv, one input channel per group, is refused: it mixes no channels; so is an ``F.linear``
+  or ``F.conv*d`` whose weight or bias is a tensor computed in the network); a
   weighted sum whose inputs both depend on one weight matrix (a module called twice, or tied
   weights; a parametrized weight, as ``spectral_norm``'s, is told by the originals it is computed
   from) is refused, as ``W u`` and ``W v`` are correlated in a wide network
@@ -1008,7 +1009,17 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 env[fx_node] = activation(fx_node, name, params)
             elif target in linear_functions:
                 written_by(fx_node, None if target is F.linear else spatial_dims(target.__name__))
-                weight = fx_node.kwargs.get("weight", fx_node.args[1] if len(fx_node.args) > 1 else None)
+                operands = {**dict(zip(("input", "weight", "bias"), fx_node.args)), **fx_node.kwargs}
+                for role in ("weight", "bias"):
+                    if isinstance(operands.get(role), torch.fx.Node) and isinstance(env[operands[role]], _Combo):
+                        what = ("multiplies two tensors of the network, as a hypernetwork or a dynamic "
+                                "convolution does" if role == "weight" else
+                                "adds a tensor of the network to its output, an unweighted sum")
+                        raise InvalidGraphError(
+                            f"{where(fx_node)} takes the tensor {operands[role].name!r}, computed from the network "
+                            f"input, as its {role}: the layer then {what}, which is no linear node (whose {role} "
+                            f"is a parameter, the same for every input); pass parameters as weight and bias")
+                weight = operands.get("weight")
                 x_shape, w_shape = shape_of(fx_node.args[0]), shape_of(weight)
                 if target is not F.linear and x_shape is not None and w_shape is not None:
                     check_channel_mixing(fx_node, x_shape[-spatial_dims(target.__name__) - 1], w_shape[1],

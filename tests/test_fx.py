@@ -570,6 +570,29 @@ def test_a_per_element_constant_scale_is_named_not_called_gating(scale):
     assert "gating" not in str(info.value)
 
 
+@pytest.mark.parametrize("role", ["bias", "weight"])
+def test_a_linear_function_whose_weight_or_bias_comes_from_the_network_is_refused(role):
+    # F.linear(h, W, h) computes W h + h, an unweighted sum, and F.linear(h, hyper(h)) a product of
+    # two network tensors; the graph read both as a linear layer of h (the bias form silently)
+    class Dynamic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.o = nn.Linear(4, 8), nn.Linear(8, 2)
+            self.hyper = nn.Linear(8, 64)
+            self.weight = nn.Parameter(torch.randn(8, 8) / 8 ** 0.5)
+
+        def forward(self, x):
+            h = torch.tanh(self.a(x))
+            if role == "bias":
+                y = F.linear(h, self.weight, h)
+            else:
+                y = F.linear(h, weight=self.hyper(h).view(8, 8))
+            return self.o(torch.tanh(y))
+
+    with pytest.raises(InvalidGraphError, match=f"takes the tensor .* as its {role}"):
+        graphs.from_torch(Dynamic(), torch.randn(1, 4))
+
+
 class _KeywordOperands(nn.Module):
     """A residual block 0.6*h + 0.8*g(tanh(h)) written with the operands passed by keyword (``keyword``)
     or by position."""
