@@ -43,7 +43,7 @@ Mapping (torch op -> node kind):
 * ``torch.cat`` (``torch.concat``, ``torch.concatenate``) along the feature dim -> ``concat`` with channel counts (sizes along the cat dim)
   from shape propagation; along a sequence/spatial dim (or the batch) it is refused
 * ``flatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``nn.Flatten``,
-  ``nn.Identity``, ``nn.Unflatten``, ``nn.Dropout(p=0)`` -> pass-through (no node); so are ``transpose``,
+  ``nn.Identity``, ``nn.Unflatten``, ``nn.Dropout(p=0)`` (and the other dropouts at p=0) -> pass-through (no node); so are ``transpose``,
   ``permute``, ``swapaxes``/``swapdims``, ``movedim``/``moveaxis``, ``t``, ``.T`` and ``.mT``, whose
   feature dims move with them (a Linear after ``x.transpose(1, 2)`` of (batch, length, features)
   mixes tokens, as in MLP-Mixer)
@@ -424,6 +424,9 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     pool_types = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
                   nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
     pass_types = (nn.Flatten, nn.Identity, nn.Unflatten)
+    # every dropout module is the identity at p = 0
+    dropout_types = tuple(getattr(nn, n) for n in ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
+                                                   "FeatureAlphaDropout") if hasattr(nn, n))
     act_modules, act_functions, act_methods = _activation_tables()
 
     class _Tracer(torch.fx.Tracer):
@@ -963,7 +966,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                                                                         "divisor_override") if hasattr(m, k)},
                                    type(m).__name__)
                 env[fx_node] = add_kind(fx_node, "pool", module=type(m).__name__)
-            elif isinstance(m, pass_types) or (isinstance(m, nn.Dropout) and m.p == 0):
+            elif isinstance(m, pass_types) or (isinstance(m, dropout_types) and m.p == 0):
                 env[fx_node] = reshaped(fx_node)
             elif normalise_types and isinstance(m, normalise_types):
                 rank = len(shape_of(fx_node.args[0]))
@@ -987,7 +990,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 hint = {nn.BatchNorm1d: "batch statistics", nn.BatchNorm2d: "batch statistics",
                         nn.LayerNorm: "mean subtraction (use nn.RMSNorm for per-location normalisation)",
                         nn.MaxPool2d: "max pooling (use average pooling)",
-                        nn.Dropout: "dropout with p > 0"}.get(type(m), "no known kernel rule")
+                        }.get(type(m), "dropout with p > 0" if isinstance(m, dropout_types) else "no known kernel rule")
                 raise InvalidGraphError(
                     f"unsupported module {type(m).__name__} at {where(fx_node)} ({hint}); from_torch maps "
                     f"Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes")

@@ -593,6 +593,22 @@ def test_a_linear_function_whose_weight_or_bias_comes_from_the_network_is_refuse
         graphs.from_torch(Dynamic(), torch.randn(1, 4))
 
 
+@pytest.mark.parametrize("dropout", [nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout,
+                                     nn.FeatureAlphaDropout])
+def test_every_dropout_at_p_zero_passes_through_and_above_is_named(dropout):
+    # only nn.Dropout(p=0) passed; Dropout1d/2d and the alpha dropouts at p=0 (the identity) were
+    # refused with "no known kernel rule", and at p > 0 without saying that p is the problem
+    conv, x = (nn.Conv2d, torch.randn(2, 3, 5, 5)) if dropout is nn.Dropout2d else (nn.Conv1d, torch.randn(2, 3, 5))
+
+    def net(p):
+        return nn.Sequential(conv(3, 8, 1), nn.Tanh(), dropout(p), conv(8, 2, 1))
+
+    g = graphs.from_torch(net(0.0), x)
+    assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == ["input", "linear", "activation", "linear", "output"]
+    with pytest.raises(InvalidGraphError, match=rf"unsupported module {dropout.__name__} .*dropout with p > 0"):
+        graphs.from_torch(net(0.1), x)
+
+
 class _KeywordOperands(nn.Module):
     """A residual block 0.6*h + 0.8*g(tanh(h)) written with the operands passed by keyword (``keyword``)
     or by position."""
