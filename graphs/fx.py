@@ -55,6 +55,10 @@ Mapping (torch op -> node kind):
   1/C over its C elements, so it must be scaled by sqrt(C) (``F.normalize(x, dim=-1) * C**0.5``);
   RMSNorm's elementwise weight must have mean square 1 (it is ones at initialisation)
 
+The model takes one tensor, ``example_input``; forward arguments after it that default to None, a
+flag, a number or a string are traced at that default (``if mask is not None:``, ``if return_hidden:``
+take the branch the defaults give).
+
 An in-place op (``inplace=True``, ``x.relu_()``, ``x.mul_(c)``) whose input, or a view of it, is read
 afterwards is refused: torch gives that reader the overwritten values, the graph the original.
 
@@ -335,6 +339,34 @@ def _module_hint(model: Any, fx_node: Any) -> str:
     return ""
 
 
+def _defaults_to_specialise(model: Any, given: int) -> dict[str, Any]:
+    """The forward arguments left at their defaults when ``given`` example tensors fill the first
+    positional ones, with those defaults: plain values (None, a flag, a number, a string) that fx
+    traces as constants (``if mask is not None:``, ``if return_features:`` take their branch)."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return {}
+    fed = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:given]
+    return {p.name: p.default for p in params
+            if p not in fed and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and (p.default is None or type(p.default) in (bool, int, float, str))}
+
+
+def _drop_guards(fx_graph: Any, defaulted: list) -> None:
+    """Remove the checks fx adds for arguments traced at a constant value (``_assert_is_none(mask)``,
+    ``torch._assert(flag == False)``): nodes computed from those arguments alone that nothing else reads."""
+    derived = set(defaulted)
+    for n in fx_graph.nodes:
+        if n.op != "placeholder" and n.all_input_nodes and all(a in derived for a in n.all_input_nodes):
+            derived.add(n)
+    for n in reversed(list(fx_graph.nodes)):
+        if n in derived and n.op != "placeholder" and not n.users:
+            fx_graph.erase_node(n)
+
+
 _SHAPE_NUMBER = "symact_shape_number"  # fx node meta key: the Python number the node computed
 
 
@@ -437,9 +469,11 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
 
     if not isinstance(model, nn.Module):
         raise InvalidGraphError(f"from_torch needs an nn.Module, not {type(model).__name__}")
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    specialised = _defaults_to_specialise(model, len(inputs))
     tracer = _Tracer()
     try:
-        fx_graph = tracer.trace(model)
+        fx_graph = tracer.trace(model, concrete_args=specialised or None)
     except Exception as exc:  # torch raises many types for untraceable control flow
         symbolic = [path for path, m in model.named_modules() if not _is_generated(m)
                     and (hasattr(getattr(m, "activation", None), "expr")
@@ -455,9 +489,10 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 f"numeric.torch_module(act), which from_torch reads as one activation node") from exc
         raise InvalidGraphError(f"torch.fx could not trace {type(model).__name__}: {exc}; "
                                 f"from_torch needs a forward without data-dependent control flow{hint}") from exc
-    gm = torch.fx.GraphModule(tracer.root, fx_graph)
-    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     placeholders = [n for n in fx_graph.nodes if n.op == "placeholder"]
+    if specialised:
+        _drop_guards(fx_graph, placeholders[len(inputs):])
+    gm = torch.fx.GraphModule(tracer.root, fx_graph)
     required = [n for n in placeholders if not n.args]  # a placeholder's args hold its default, if any
     if not len(required) <= len(inputs) <= len(placeholders):
         names = ", ".join(n.target for n in placeholders)
@@ -927,7 +962,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         """1, 2 or 3 from a conv/pool name such as Conv2d, avg_pool3d, AdaptiveAvgPool1d."""
         return int(name[-2])
 
-    placeholders = [n for n in fx_graph.nodes if n.op == "placeholder"]
+    # the arguments given example tensors, and any other the traced forward still reads
+    placeholders = [n for i, n in enumerate(placeholders) if i < len(inputs) or n.users]
     if len(placeholders) != 1:
         raise InvalidGraphError(f"from_torch supports models with one tensor input; "
                                 f"{type(model).__name__}.forward takes {[p.name for p in placeholders]}")
@@ -936,6 +972,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         op, target = fx_node.op, fx_node.target
         if op in ("call_function", "call_method") and _SHAPE_NUMBER in fx_node.meta:
             env[fx_node] = _Const(float(fx_node.meta[_SHAPE_NUMBER]))  # exact: computed from ints
+        elif op == "placeholder" and fx_node not in placeholders:  # an argument left at its default
+            env[fx_node] = _Other()
         elif op == "placeholder":
             add_node(g, fx_node.name, "input", fx_node=fx_node.name)
             env[fx_node] = _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)

@@ -740,6 +740,33 @@ def test_tracing_leaves_the_model_state_and_the_random_generator_as_they_were():
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_forward_arguments_left_at_their_defaults_are_traced_at_those_values():
+    # a flag or an optional tensor argument (mask=None) was traced as a second symbolic input:
+    # `if return_hidden:` failed as "data-dependent control flow", `if y is not None` took the
+    # branch that adds None; with one example tensor they are the constants they default to
+    class WithDefaults(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.o = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x, mask=None, return_hidden=False, scale: float = 1.0, *, extra=None):
+            h = torch.tanh(self.a(x))
+            if mask is not None:
+                h = h * mask
+            if extra is not None:
+                h = h + extra
+            if return_hidden:
+                return h
+            return self.o(h) * scale
+
+    x = torch.randn(3, 4)
+    g = graphs.from_torch(WithDefaults(), x)
+    assert same_network(g, graphs.from_torch(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)), x))
+    # a second argument given an example tensor is a second network input, as before
+    with pytest.raises(InvalidGraphError, match=r"one tensor input; WithDefaults.forward takes \['x', 'mask'\]"):
+        graphs.from_torch(WithDefaults(), (x, torch.ones(3, 8)))
+
+
 def test_more_example_tensors_than_forward_arguments_is_a_graph_error():
     """A second example tensor for a one-input model was silently ignored."""
     net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
