@@ -409,7 +409,9 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str) 
     # Running the model changes its state: a BatchNorm's running statistics, spectral_norm's power
     # iteration vectors (buffers, which gm shares with the model), and the random number generators
     # (dropout).  Reading its topology must leave the model, and what it draws next, as they were.
-    saved = {name: b.detach().clone() for name, b in gm.named_buffers()}
+    from torch.nn.parameter import is_lazy
+
+    saved = {name: b.detach().clone() for name, b in gm.named_buffers() if not is_lazy(b)}  # lazy: no values yet
     cuda = sorted({t.device.index for t in inputs if t.device.type == "cuda"})
     try:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()), torch.random.fork_rng(devices=cuda):

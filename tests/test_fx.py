@@ -724,6 +724,9 @@ def test_tracing_leaves_the_model_state_and_the_random_generator_as_they_were():
         graphs.from_torch(bn, torch.randn(5, 4))
     assert int(bn[1].num_batches_tracked) == 0 and not bn[1].running_mean.any()
     assert torch.equal(bn[1].running_var, torch.ones(8))
+    lazy = nn.Sequential(nn.Linear(4, 8), nn.LazyBatchNorm1d(), nn.Tanh(), nn.Linear(8, 2))  # buffers without values
+    with pytest.raises(InvalidGraphError, match="BatchNorm1d"):
+        graphs.from_torch(lazy, torch.randn(5, 4))
 
     net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.utils.parametrizations.spectral_norm(nn.Linear(8, 2)))
     state = {k: v.clone() for k, v in net.state_dict().items()}
