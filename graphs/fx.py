@@ -839,7 +839,10 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             return n.target in view_functions
         if n.op == "call_method":
             return n.target in view_methods
-        return n.op == "call_module" and isinstance(gm.get_submodule(n.target), pass_types)
+        if n.op != "call_module":
+            return False
+        m = gm.get_submodule(n.target)  # a dropout at p = 0 returns its input tensor itself
+        return isinstance(m, pass_types) or (isinstance(m, dropout_types) and m.p == 0)
 
     def check_in_place(fx_node: Any, how: str) -> None:
         """An op that overwrites its input: the graph gives later readers of that input (or of a view

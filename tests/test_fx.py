@@ -1068,6 +1068,9 @@ class _InPlace(nn.Module):
     (lambda h: h.tanh_(), lambda h: h),
     (lambda h: torch.relu_(h), lambda h: h.view(2, 4)),
     (lambda h: h.mul_(1.0), lambda h: h.transpose(0, 1).transpose(0, 1)),
+    # a dropout at p=0 returns its input tensor itself, so these overwrite h as well (they were accepted)
+    (nn.ReLU(inplace=True), nn.Dropout(0.0)),
+    (nn.Sequential(nn.Dropout1d(0.0), nn.ReLU(inplace=True)), lambda h: h),
 ])
 def test_an_in_place_op_whose_input_is_read_afterwards_is_refused(act, read):
     net = _InPlace(act, read)
