@@ -42,7 +42,7 @@ Mapping (torch op -> node kind):
   values in the node's ``torch_weights``)
 * ``torch.cat`` (``torch.concat``, ``torch.concatenate``) along the feature dim -> ``concat`` with channel counts (sizes along the cat dim)
   from shape propagation; along a sequence/spatial dim (or the batch) it is refused
-* ``flatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``nn.Flatten``,
+* ``flatten``, ``unflatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``nn.Flatten``,
   ``nn.Identity``, ``nn.Unflatten``, ``nn.Dropout(p=0)`` (and the other dropouts at p=0) -> pass-through (no node); so are ``transpose``,
   ``permute``, ``swapaxes``/``swapdims``, ``movedim``/``moveaxis``, ``t``, ``.T`` and ``.mT``, whose
   feature dims move with them (a Linear after ``x.transpose(1, 2)`` of (batch, length, features)
@@ -666,8 +666,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                       operator.neg: "neg", torch.neg: "neg", operator.iadd: "add", operator.imul: "mul"}
     arithmetic_methods = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "neg": "neg",
                           "add_": "add", "mul_": "mul"}
-    passthrough_functions = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
-    passthrough_methods = {"flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous"}
+    passthrough_functions = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.unflatten}
+    passthrough_methods = {"flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous", "unflatten"}
     permute_functions = {torch.transpose, torch.swapaxes, torch.swapdims, torch.permute, torch.movedim,
                          torch.moveaxis, torch.t}
     permute_methods = {"transpose", "swapaxes", "swapdims", "permute", "movedim", "moveaxis", "t"}

@@ -429,6 +429,12 @@ def test_feature_dims_are_followed_through_reshapes():
     # (batch, channels, 2, 5) from (batch, channels, 10): the new dims are locations, a mean over them pools
     g = graphs.from_torch(Conv(lambda t: t.view(2, 6, 2, 5).mean((2, 3))), torch.randn(2, 3, 10))
     assert same_network(g, chain("linear", "activation", "pool", "linear", activation="relu"))
+    # unflatten, the inverse of flatten, is a reshape as well (it was an "unsupported tensor method")
+    for split in (lambda t: t.unflatten(2, (2, 5)), lambda t: torch.unflatten(t, -1, (2, 5))):
+        g = graphs.from_torch(Conv(lambda t: split(t).mean((2, 3))), torch.randn(2, 3, 10))
+        assert same_network(g, chain("linear", "activation", "pool", "linear", activation="relu"))
+    with pytest.raises(InvalidGraphError, match=r"shape \(2, 5, 2, 4\) whose features .* are dim 2, 3"):
+        graphs.from_torch(Seq(lambda t: t.unflatten(-1, (2, 4)).mean(-1), head_in=2), torch.randn(2, 5, 8))
 
 
 class TwoBranches(nn.Module):
