@@ -5,7 +5,9 @@ torch is imported inside :func:`from_torch` only, so ``import graphs`` never nee
 Mapping (torch op -> node kind):
 
 * ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``F.linear``, ``F.conv*d`` -> ``linear``, one node per call (a
-  depthwise conv, one input channel per group, is refused: it mixes no channels; so is an ``F.linear``
+  depthwise conv, one input channel per group, is refused: it mixes no channels; so is a conv with
+  zero padding wider than its centre tap reaches, ``dilation*(kernel_size-1)//2``, as a linear node
+  is a conv with delta initialisation, whose border outputs would then be 0; so is an ``F.linear``
   or ``F.conv*d`` whose weight or bias is a tensor computed in the network); a
   weighted sum whose inputs both depend on one weight matrix (a module called twice, or tied
   weights; a parametrized weight, as ``spectral_norm``'s, is told by the originals it is computed
@@ -712,6 +714,25 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 f"activation after it gets a mixture of Gaussians of different covariances, with another C "
                 f"map); no node kind describes it: use groups=1, or groups of many channels each")
 
+    def check_conv_padding(fx_node: Any, padding: Any, kernel: tuple, dilation: Any, label: str) -> None:
+        """A linear node stands for a conv with delta initialisation (only the centre tap nonzero), which
+        copies the kernel of its input to every output position as long as each centre tap reads the
+        input: zero padding wider than the centre's reach dilation*(k-1)/2 gives border outputs that
+        read only zeros (q = 0 there)."""
+        if isinstance(padding, str):  # "same" and "valid" stay within the reach
+            return
+        n = len(kernel)
+        pads = tuple(padding) if isinstance(padding, (tuple, list)) else (padding,) * n
+        dils = tuple(dilation) if isinstance(dilation, (tuple, list)) else (dilation,) * n
+        reach = tuple(d * (k - 1) // 2 for d, k in zip(dils, kernel))
+        if any(not isinstance(p, int) or p > r for p, r in zip(pads, reach)):
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} pads by {pads if n > 1 else pads[0]!r} zeros, more than the centre of its "
+                f"kernel reaches (dilation*(kernel_size-1)//2 = {reach if n > 1 else reach[0]}): under the delta "
+                f"initialisation a linear node stands for (only the centre tap nonzero), its border outputs read only "
+                f"padding and are 0 (q = 0 there), not copies of the input's kernel; pad by at most "
+                f"{reach if n > 1 else reach[0]} (padding='same'), or use padding_mode='circular' or 'reflect'")
+
     def check_pool(fx_node: Any, spatial: int, label: str) -> None:
         """Average pooling over the last `spatial` dims, as torch's pools do on (batch, channels, *spatial)."""
         x = fx_node.args[0]
@@ -1001,6 +1022,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 written_by(fx_node, None if isinstance(m, nn.Linear) else spatial_dims(type(m).__name__))
                 if not isinstance(m, nn.Linear):
                     check_channel_mixing(fx_node, m.in_channels, m.in_channels // m.groups, repr(m))
+                    if m.padding_mode == "zeros":
+                        check_conv_padding(fx_node, m.padding, m.kernel_size, m.dilation, repr(m))
                 env[fx_node] = add_kind(fx_node, "linear", module=type(m).__name__)
                 weights_of[fx_node.name] = _weight_sources(m)
             elif isinstance(m, pool_types):
@@ -1068,8 +1091,12 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 weight = operands.get("weight")
                 x_shape, w_shape = shape_of(fx_node.args[0]), shape_of(weight)
                 if target is not F.linear and x_shape is not None and w_shape is not None:
-                    check_channel_mixing(fx_node, x_shape[-spatial_dims(target.__name__) - 1], w_shape[1],
-                                         f"F.{target.__name__} with a weight of shape {tuple(w_shape)}")
+                    label = f"F.{target.__name__} with a weight of shape {tuple(w_shape)}"
+                    check_channel_mixing(fx_node, x_shape[-spatial_dims(target.__name__) - 1], w_shape[1], label)
+                    settings = {**dict(zip(("input", "weight", "bias", "stride", "padding", "dilation"),
+                                           concrete(fx_node.args))), **concrete(fx_node.kwargs)}
+                    check_conv_padding(fx_node, settings.get("padding", 0), tuple(w_shape[2:]),
+                                       settings.get("dilation", 1), label)
                 env[fx_node] = add_kind(fx_node, "linear", function=target.__name__)
                 if isinstance(weight, torch.fx.Node) and weight.op == "get_attr":
                     obj = gm

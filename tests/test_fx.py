@@ -689,6 +689,37 @@ def test_a_depthwise_convolution_is_refused(functional):
     assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == ["input", "linear", "activation", "linear", "output"]
 
 
+@pytest.mark.parametrize("functional", [False, True])
+def test_a_conv_padded_past_its_centre_tap_is_refused(functional):
+    # a linear node is a conv with delta initialisation (numeric.kernel_preserving_init_): with zero
+    # padding wider than dilation*(k-1)//2 its border outputs read only padding.  Conv1d(16, 16, 3,
+    # padding=2) so initialised gives q = 0 at both ends of its output; it was accepted as a linear node
+    class Padded(nn.Module):
+        def __init__(self, padding, dilation=1, padding_mode="zeros"):
+            super().__init__()
+            self.conv = nn.Conv1d(4, 8, 3, padding=padding, dilation=dilation, padding_mode=padding_mode)
+            self.head = nn.Conv1d(8, 2, 1)
+
+        def forward(self, x):
+            if functional:
+                h = F.conv1d(x, self.conv.weight, None, 1, self.conv.padding, self.conv.dilation)
+            else:
+                h = self.conv(x)
+            return self.head(torch.tanh(h))
+
+    import numeric
+    conv = numeric.kernel_preserving_init_(nn.Conv1d(16, 16, 3, padding=2))
+    q = conv(torch.randn(1, 16, 6)).square().mean(1).flatten()
+    assert q[0] == 0 and q[-1] == 0 and (q[1:-1] > 0).all()
+    x = torch.randn(2, 4, 9)
+    with pytest.raises(InvalidGraphError, match=r"pads by 2 zeros, more than the centre of its kernel reaches "
+                                                r"\(dilation\*\(kernel_size-1\)//2 = 1\).*padding='same'"):
+        graphs.from_torch(Padded(2), x)
+    for accepted in (Padded(1), Padded(2, dilation=2), Padded("same")) + (() if functional else (Padded(2, padding_mode="circular"),)):
+        g = graphs.from_torch(accepted, x)
+        assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == ["input", "linear", "activation", "linear", "output"]
+
+
 def test_activation_straight_after_input_fails_validation():
     net = nn.Sequential(nn.Tanh(), nn.Linear(3, 2))
     with pytest.raises(InvalidGraphError, match="not preceded by a linear layer"):
