@@ -496,7 +496,13 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     placeholders = [n for n in fx_graph.nodes if n.op == "placeholder"]
     if specialised:
         _drop_guards(fx_graph, placeholders[len(inputs):])
-    gm = torch.fx.GraphModule(tracer.root, fx_graph)
+    try:
+        gm = torch.fx.GraphModule(tracer.root, fx_graph)
+    except Exception as exc:  # fx writes Python for the graph; some traced values cannot be written
+        raise InvalidGraphError(
+            f"torch.fx traced {type(model).__name__} but could not compile the graph it traced "
+            f"({type(exc).__name__}: {exc}); a tensor as the default of a forward argument does this: "
+            f"default it to None and make the tensor inside forward") from exc
     required = [n for n in placeholders if not n.args]  # a placeholder's args hold its default, if any
     if not len(required) <= len(inputs) <= len(placeholders):
         names = ", ".join(n.target for n in placeholders)

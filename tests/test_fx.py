@@ -807,6 +807,20 @@ def test_forward_arguments_left_at_their_defaults_are_traced_at_those_values():
         graphs.from_torch(WithDefaults(), (x, torch.ones(3, 8)))
 
 
+def test_a_tensor_default_argument_is_a_graph_error():
+    # fx cannot write a tensor default into the code of the graph it traced: a bare NameError escaped
+    class TensorDefault(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x, shift=torch.zeros(2)):
+            return self.fc(x) + shift
+
+    with pytest.raises(InvalidGraphError, match="could not compile.*default it to None"):
+        graphs.from_torch(TensorDefault(), torch.randn(3, 4))
+
+
 def test_more_example_tensors_than_forward_arguments_is_a_graph_error():
     """A second example tensor for a one-input model was silently ignored."""
     net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
