@@ -191,7 +191,8 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
     :math:`p \ge p^*(x)` with :math:`c_{p^*(x)}(x) = t(x)` (SymPy ``solve``), so the threshold is
     :math:`\sup_x p^*(x)`.  The supremum is located numerically (dense sampling on ``search`` plus
     a refined stationary point), its abscissa identified exactly with ``nsimplify``, and
-    :math:`p^*` is evaluated there symbolically.  Limits: the global maximality is a numerical
+    :math:`p^*` is evaluated there symbolically; when no simple exact number matches the argmax to
+    ``dps + 3`` digits, ``argmax`` and ``value`` are Floats of ``dps`` digits instead.  Limits: the global maximality is a numerical
     certificate (sampling of :math:`p^*` on ``search`` and its symbolic limits at
     :math:`\pm\infty`), not a proof.
 
@@ -233,10 +234,15 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
         finite_limits = [float(lim) for lim in limits if lim.is_finite]
         if any(lim > float(p_star) for lim in finite_limits) or any(lim is sympy.oo for lim in limits):
             raise DomainError(f"p*(x) tends to {limits} at +-infinity, above the interior maximum; no finite threshold")
-        x_exact = sympy.nsimplify(mpmath.nstr(x_star, dps // 2), rational=True, tolerance=mpmath.mpf(10) ** (-(dps // 3)))
-        value = sympy.simplify(threshold.subs(X, x_exact))
-        check = abs(mpmath.mpf(sympy.N(value, dps + 5)) - p_star)
-        if check > mpmath.mpf(10) ** (-(dps // 2)):
+        # an exact abscissa is accepted only where it IS the argmax to dps + 3 digits: p* is flat there, so
+        # checking the value alone let 7/9 stand for -0.77838... (dps=4) and 0 for it (dps=1, value 0.998
+        # for 1.244), and at dps=30 a 10-digit fraction was returned as the exact argmax
+        x_exact = sympy.nsimplify(mpmath.nstr(x_star, max(dps // 2, 1)), rational=True,
+                                  tolerance=sympy.Rational(1, 10 ** max(dps // 3, 1)))  # an mpf tolerance of 1 (dps < 3) raised TypeError
+        close = abs(mpmath.mpf(sympy.N(x_exact, dps + 10)) - x_star) <= mpmath.mpf(10) ** (-(dps + 3)) * max(1, abs(x_star))
+        value = sympy.simplify(threshold.subs(X, x_exact)) if close else None
+        if value is None or not (value.is_number and value.is_real) or (
+                abs(mpmath.mpf(sympy.N(value, dps + 10)) - p_star) > mpmath.mpf(10) ** (-(dps + 3)) * max(1, abs(p_star))):
             value = sympy.Float(p_star, dps)  # the abscissa has no simple exact form: return the number
             x_exact = sympy.Float(x_star, dps)
     certificate = (f"sup of p*(x) located by {samples} samples on {list(search)} and findroot on dp*/dx; "

@@ -237,3 +237,26 @@ def test_minimax_whose_optimum_is_flat_in_the_parameter_is_a_domain_error():
     a = sympy.Symbol("a", real=True)
     with pytest.raises(DomainError, match="could not be solved"):
         minimax(sympy.Max(x, a * x), SOFTPLUS, a, dps=15)
+
+
+def test_dominance_threshold_reports_an_exact_argmax_only_where_it_is_exact():
+    """p*(x) is flat at its maximum, so the value check alone accepted any nearby fraction as the exact
+    argmax: squareplus(x + 1/3) vs softplus (argmax -0.77845...) gave argmax -7/9 at dps=4, a 10-digit
+    fraction at dps=30 (value wrong after 20 digits, shown as a closed form), argmax 0 and value 0.998
+    (for 1.244) at dps=1, and a bare TypeError from nsimplify at dps=2."""
+    shifted = SQUAREPLUS.subs(x, x + sympy.Rational(1, 3))
+    with mpmath.workdps(60):  # independent: b >= 4 sp(x) (sp(-x) - 1/3), maximised by findroot
+        def p_star(t):
+            return 4 * mpmath.log1p(mpmath.exp(t)) * (mpmath.log1p(mpmath.exp(-t)) - mpmath.mpf(1) / 3)
+
+        x_ref = mpmath.findroot(lambda t: mpmath.diff(p_star, t), -0.8)
+        p_ref = p_star(x_ref)
+    for dps in (1, 2, 4, 30):
+        result = dominance_threshold(shifted, SOFTPLUS, b, dps=dps)
+        with mpmath.workdps(60):
+            got_x, got_p = mpmath.mpf(sympy.N(result.argmax, 70)), mpmath.mpf(sympy.N(result.value, 70))
+            assert abs(got_x - x_ref) <= 5 * mpmath.mpf(10) ** -dps, (dps, result.argmax)
+            assert abs(got_p - p_ref) <= 5 * mpmath.mpf(10) ** -dps * p_ref, (dps, result.value)
+        assert result.argmax.is_Float and result.value.is_Float, (dps, result)
+    # where the argmax is exact (squareplus vs softplus: 0), the exact form is kept
+    assert dominance_threshold(SQUAREPLUS, SOFTPLUS, b, dps=8).argmax == 0
