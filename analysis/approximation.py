@@ -487,10 +487,13 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
                 f"in {p}, e.g. set by one extremum that does not depend on it); narrow parameter_range or domain"
             ) from None
         M, pts = max_abs(p_value, 2 * grid)
-        # refine every extremum at the optimum and keep those at the maximum
+        # refine every extremum at the optimum and keep those at the maximum.  The active branches agree to
+        # about work - 5 digits (findroot's residual); a tolerance of 100 * 10**-dps * M counted extrema 10%
+        # below the maximum at dps=3, and every extremum, the ends +-L included, at dps <= 2
+        tolerance = mpmath.mpf(10) ** (-(dps + 5)) * M + mpmath.mpf(10) ** (-(work - 6))
         active = []
         for xi, vi in pts:
-            if abs(abs(vi) - M) <= mpmath.mpf(10) ** (-dps) * M * 100:
+            if abs(abs(vi) - M) <= tolerance:
                 active.append((xi, vi))
         if any(abs(abs(xi) - domain) < 1 for xi, _ in active):
             raise DomainError(f"the largest error sits at the edge of the domain |x| <= {domain}: the error grows or its "

@@ -260,3 +260,23 @@ def test_dominance_threshold_reports_an_exact_argmax_only_where_it_is_exact():
         assert result.argmax.is_Float and result.value.is_Float, (dps, result)
     # where the argmax is exact (squareplus vs softplus: 0), the exact form is kept
     assert dominance_threshold(SQUAREPLUS, SOFTPLUS, b, dps=8).argmax == 0
+
+
+def test_minimax_reports_only_extrema_at_the_maximum_whatever_dps():
+    """The extrema kept as abscissae were those within 100 * 10**-dps of the max error: at dps=3 a bump 5%
+    lower (0.95 sech(x - 10) beside (1 + (p - 1)^2) sech(x)) was listed as a point where |e| = max_error, and
+    at dps <= 2 every extremum was, the ends +-200 included, so squareplus vs softplus raised 'the largest
+    error sits at the edge of the domain'."""
+    p = sympy.Symbol("p", positive=True)
+    candidate, target = (1 + (p - 1) ** 2) * sympy.sech(x), -sympy.Rational(19, 20) * sympy.sech(x - 10)
+    result = minimax(candidate, target, p, dps=3)
+    e = sympy.lambdify((x, p), candidate - target, "mpmath")
+    with mpmath.workdps(30):
+        assert len(result.abscissae) == 1 and abs(result.abscissae[0]) < mpmath.mpf("0.01"), result
+        for xi in result.abscissae:
+            assert abs(abs(e(xi, result.parameter_value)) - result.max_error) <= mpmath.mpf(10) ** -3 * result.max_error
+    b_ref = mpmath.mpf("1.52382103251875066")  # test_squareplus_softplus_minimax_matches_independent_computation
+    for dps in (1, 2):
+        result = minimax(SQUAREPLUS, SOFTPLUS, b, dps=dps)
+        assert result.signs == (1, -1, 1), result
+        assert abs(result.parameter_value - b_ref) <= 5 * mpmath.mpf(10) ** -dps * b_ref, result
