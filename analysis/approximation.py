@@ -306,6 +306,55 @@ def _singular_points(expr: sympy.Expr) -> list[sympy.Expr]:
     return sorted(points, key=float)
 
 
+def _refuse_singularities(error: sympy.Expr, p: sympy.Symbol, domain) -> None:
+    """Refuse an error with a pole or a log singularity at a fixed point of |x| <= domain: the search only
+    samples the error, so SQUAREPLUS vs softplus + 1e-6/(x - 1/2) came back with max error 0.0759 for an
+    unbounded error.  Zeros of denominators and of log arguments are found by ``solve``; a removable one
+    (sin(x)/x at 0: finite one-sided limits) is allowed."""
+    bases = set()
+    for node in sympy.preorder_traversal(error):
+        if isinstance(node, sympy.Pow) and node.exp.is_negative and X in node.base.free_symbols:
+            bases.add(node.base)
+        elif isinstance(node, sympy.log) and X in node.args[0].free_symbols:
+            bases.add(node.args[0])
+    for base in sorted(bases, key=sympy.default_sort_key):
+        try:
+            roots = sympy.solve(base, X)
+        except (NotImplementedError, ValueError, TypeError):
+            continue
+        for root in roots:
+            if not (root.is_number and root.is_real and -domain <= root <= domain):
+                continue
+            try:
+                sides = [sympy.limit(error, X, root, side) for side in ("+", "-")]
+            except (NotImplementedError, ValueError, TypeError):
+                continue
+            if any(side.is_finite is False or side.has(sympy.oo, -sympy.oo, sympy.zoo) for side in sides):
+                raise DomainError(
+                    f"the error {error} is unbounded at x = {root} (a zero of {base}), inside |x| <= {domain}: its "
+                    f"sup is infinite for every {p}, so there is no minimax; remove the singularity from candidate "
+                    "or target, or pass a smaller domain")
+
+
+def _real_valued(function, error: sympy.Expr, p: sympy.Symbol, domain):
+    """``function(x, p)`` that refuses a complex or non-finite value: sqrt(x) as a target reached the
+    comparisons as an mpc and raised a bare TypeError ('<' not supported between 'mpc' and 'int')."""
+    def checked(t, pv):
+        value = function(t, pv)
+        if isinstance(value, mpmath.mpc):
+            if value.imag != 0:
+                raise DomainError(
+                    f"the error {error} is not real at x = {mpmath.nstr(t, 8)} ({p} = {mpmath.nstr(pv, 8)}): minimax "
+                    f"compares real functions on |x| <= {domain}; pass a domain where candidate and target are real")
+            value = value.real
+        if not mpmath.isfinite(value):
+            raise DomainError(
+                f"the error {error} is {value} at x = {mpmath.nstr(t, 8)} ({p} = {mpmath.nstr(pv, 8)}): minimax needs "
+                f"candidate and target finite on |x| <= {domain}; pass a domain that avoids the singularity")
+        return value
+    return checked
+
+
 def _exact_fit(error: sympy.Expr, p: sympy.Symbol, e_f, domain: float, dps: int):
     """A real parameter value at which the error vanishes identically (the candidate family
     contains the target: swish(beta) and silu, leaky_relu and relu), else None.
@@ -353,7 +402,9 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
 
     Raises :class:`DomainError` when the optimum runs to an end of ``parameter_range`` (e.g.
     softplus(beta) vs relu: the error :math:`\ln 2/\beta` only shrinks as beta grows) or when the
-    largest error sits at :math:`\pm L` (the error grows, or its supremum is a limit at infinity).
+    largest error sits at :math:`\pm L` (the error grows, or its supremum is a limit at infinity), and
+    when the error is not real on the domain or has a pole or log singularity at a fixed point of it
+    (zeros of denominators and log arguments, found by ``solve``; poles of tan and the like are not).
 
     >>> best = minimax("squareplus", "softplus", "b", dps=15)
     >>> best.parameter_value, best.signs       # the error equioscillates: +, -, + at its three extrema
@@ -371,12 +422,14 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     extra = error.free_symbols - {X, p}
     if extra:
         raise FormulaError(f"the error has unassigned symbols {sorted(map(str, extra))}; give them values")
-    e_f = sympy.lambdify((X, p), error, "mpmath")
-    exact = _exact_fit(error, p, e_f, domain, dps)
+    _refuse_singularities(error, p, domain)
+    e_raw = sympy.lambdify((X, p), error, "mpmath")
+    e_f = _real_valued(e_raw, error, p, domain)
+    exact = _exact_fit(error, p, e_raw, domain, dps)
     if exact is not None:
         with mpmath.workdps(dps):
             return MinimaxResult(p, mpmath.mpf(sympy.N(exact, dps + 5)), mpmath.mpf(0), (), (), error, dps)
-    de_f = sympy.lambdify((X, p), sympy.diff(error, X), "mpmath")
+    de_f = _real_valued(sympy.lambdify((X, p), sympy.diff(error, X), "mpmath"), error, p, domain)
     dp_f = sympy.lambdify((X, p), sympy.diff(error, p), "mpmath")
     kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(error)]
     positive = bool(p.is_positive or p.is_nonnegative)  # log-spaced scan for scale-like parameters

@@ -280,3 +280,21 @@ def test_minimax_reports_only_extrema_at_the_maximum_whatever_dps():
         result = minimax(SQUAREPLUS, SOFTPLUS, b, dps=dps)
         assert result.signs == (1, -1, 1), result
         assert abs(result.parameter_value - b_ref) <= 5 * mpmath.mpf(10) ** -dps * b_ref, result
+
+
+def test_minimax_refuses_an_error_that_is_not_real_or_unbounded_on_the_domain():
+    """sqrt(x) as a target raised a bare TypeError ('<' not supported between 'mpc' and 'int'); a pole of the
+    target inside |x| <= L went unseen by the sampling, and softplus + 1e-6/(x - 1/2) came back as a minimax
+    with max error 0.0759 (the error is unbounded).  A removable singularity (sin(x)/x at 0) is allowed."""
+    with pytest.raises(DomainError, match="not real at x = -200"):
+        minimax(SQUAREPLUS, sympy.sqrt(x), b, dps=10)
+    with pytest.raises(DomainError, match="not real"):
+        minimax(SQUAREPLUS + sympy.I * x, SOFTPLUS, b, dps=10)
+    with pytest.raises(DomainError, match=r"unbounded at x = 1/2"):
+        minimax(SQUAREPLUS, SOFTPLUS + sympy.Rational(1, 10**6) / (x - sympy.Rational(1, 2)), b, dps=10)
+    with pytest.raises(DomainError, match=r"unbounded at x = 0"):
+        minimax(b * x, 1 / x, b, dps=10)
+    from analysis.approximation import _refuse_singularities
+
+    assert _refuse_singularities(SQUAREPLUS - sympy.sin(x) / x, b, 200) is None
+    assert _refuse_singularities(SQUAREPLUS - SOFTPLUS - 1 / (x - 300), b, 200) is None  # outside |x| <= 200
