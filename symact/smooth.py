@@ -192,6 +192,10 @@ def piecewise_polynomial(f: sympy.Expr, x: sympy.Symbol = _X) -> tuple[Piece, ..
         value = _piece_at(expr, x, probe)
         if value.has(sympy.Piecewise, sympy.Heaviside, sympy.Abs, sympy.Max, sympy.Min, sympy.sign):
             raise FormulaError(f"could not resolve the piece of {f} on ({lower}, {upper}); got {value}")
+        if value.has(sympy.nan, sympy.oo, -sympy.oo, sympy.zoo):
+            # Poly accepts nan and oo as coefficients: convolve_expression("nan") returned nan, oo*Heaviside(x) nan
+            raise FormulaError(f"{f} is {value} on ({lower}, {upper}), not a finite polynomial in x: convolve "
+                               "smooths piecewise polynomials with finite coefficients")
         try:
             sympy.Poly(value, x)
         except sympy.PolynomialError as exc:

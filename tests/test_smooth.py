@@ -257,3 +257,11 @@ def test_width_expressions_that_are_not_positive_or_depend_on_x_are_refused():
     s2 = 2 * sigma
     sau = s2 / sympy.sqrt(2 * sympy.pi) * sympy.exp(-x**2 / (2 * s2**2)) + x / 2 + x / 2 * sympy.erf(x / (sympy.sqrt(2) * s2))
     assert sympy.simplify(convolve_expression(FUNCTIONS["relu"], "gaussian", s2) - sau) == 0
+
+
+@pytest.mark.parametrize("f", ["nan", "oo", "zoo", sympy.oo * sympy.Heaviside(x), sympy.Piecewise((0, x < 0), (sympy.nan, True))])
+def test_a_formula_that_is_not_finite_is_refused(f):
+    """sympy.Poly takes nan and oo as coefficients, so convolve_expression("nan") returned nan and
+    oo*Heaviside(x) (nan for x < 0) returned nan, as if they were smoothings."""
+    with pytest.raises(FormulaError, match="not a finite polynomial"):
+        convolve_expression(f, "gaussian", 1)
