@@ -298,3 +298,13 @@ def test_minimax_refuses_an_error_that_is_not_real_or_unbounded_on_the_domain():
 
     assert _refuse_singularities(SQUAREPLUS - sympy.sin(x) / x, b, 200) is None
     assert _refuse_singularities(SQUAREPLUS - SOFTPLUS - 1 / (x - 300), b, 200) is None  # outside |x| <= 200
+
+
+def test_minimax_ignores_kinks_outside_the_domain():
+    """The target's kinks were all extremum candidates, also those outside |x| <= L: softplus with a jump at
+    x = 7 gave, over |x| <= 5 (where it is softplus), b = 8.04 with abscissae (0, 7) instead of the
+    squareplus/softplus minimax b = 1.5238..."""
+    jump = SOFTPLUS + sympy.Piecewise((0, x < 7), (1, True))
+    result = minimax(SQUAREPLUS, jump, b, dps=10, domain=5)
+    assert abs(result.parameter_value - mpmath.mpf("1.52382103251875066")) < 1e-9, result
+    assert all(abs(xi) <= 5 for xi in result.abscissae) and result.signs == (1, -1, 1)
