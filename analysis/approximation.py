@@ -429,7 +429,9 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     if exact is not None:
         with mpmath.workdps(dps):
             return MinimaxResult(p, mpmath.mpf(sympy.N(exact, dps + 5)), mpmath.mpf(0), (), (), error, dps)
-    de_f = _real_valued(sympy.lambdify((X, p), sympy.diff(error, X), "mpmath"), error, p, domain)
+    # away from the kinks (candidates in their own right): a jump's DiracDelta has no mpmath name (NameError)
+    slope = sympy.diff(error, X).replace(lambda node: isinstance(node, sympy.DiracDelta), lambda node: sympy.Integer(0))
+    de_f = _real_valued(sympy.lambdify((X, p), slope, "mpmath"), error, p, domain)
     dp_f = sympy.lambdify((X, p), sympy.diff(error, p), "mpmath")
     # kinks outside |x| <= L are not candidates: a jump of the target at x = 7 made the error there the maximum
     # of a minimax over |x| <= 5 (b = 8.04, abscissae (0, 7) for squareplus vs softplus, whose answer is 1.5238)
@@ -454,6 +456,12 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
         xs = grid_points(n)
         ds = [de_f(xi, pv) for xi in xs]
         found = [(xi, None) for xi in kinks] + [(xs[0], None), (xs[-1], None)]
+        # at a jump the sup of |e| is a one-sided limit, not the value at the kink (Heaviside(0) = 1/2)
+        step = mpmath.mpf(10) ** (5 - mpmath.mp.dps)
+        for k in kinks:
+            below, above = e_f(k - step, pv), e_f(k + step, pv)
+            if abs(below - above) > mpmath.mpf(10) ** (-(mpmath.mp.dps // 2)) * (1 + abs(below) + abs(above)):
+                found += [(k - step, None), (k + step, None)]
         for a, b, da, db in zip(xs, xs[1:], ds, ds[1:]):
             if da == 0:
                 found.append((a, None))

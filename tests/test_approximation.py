@@ -308,3 +308,23 @@ def test_minimax_ignores_kinks_outside_the_domain():
     result = minimax(SQUAREPLUS, jump, b, dps=10, domain=5)
     assert abs(result.parameter_value - mpmath.mpf("1.52382103251875066")) < 1e-9, result
     assert all(abs(xi) <= 5 for xi in result.abscissae) and result.signs == (1, -1, 1)
+
+
+def test_minimax_of_a_target_with_jumps_uses_the_one_sided_limits():
+    """A jump in the target put a DiracDelta in the error's slope, which mpmath's lambdify does not know
+    (NameError); at a jump the sup of |e| is a one-sided limit, not the value Heaviside(0) = 1/2 gives.
+    Softplus plus a step of 1/5 on (1, 2): the optimum balances e(1+) = -E against the bumps +E of
+    squareplus - softplus at +-2.79, solved here by hand."""
+    bump_target = SOFTPLUS + (sympy.Heaviside(x - 1) - sympy.Heaviside(x - 2)) / 5
+    result = minimax(SQUAREPLUS, bump_target, b, dps=12, domain=20)
+    with mpmath.workdps(30):
+        def e(t, bb):
+            return (t + mpmath.sqrt(t * t + bb)) / 2 - mpmath.log1p(mpmath.exp(t))
+
+        def bump(bb):
+            return mpmath.findroot(lambda t: mpmath.diff(lambda u: e(u, bb), t), mpmath.mpf("2.8"))
+
+        b_ref = mpmath.findroot(lambda bb: e(bump(bb), bb) + e(1, bb) - mpmath.mpf(1) / 5, mpmath.mpf(2))
+        assert abs(result.parameter_value - b_ref) < 1e-10 * b_ref, (result, b_ref)
+        assert abs(result.max_error - e(bump(b_ref), b_ref)) < 1e-10, result
+    assert result.signs == (1, -1, 1) and abs(result.abscissae[1] - 1) < 1e-9
