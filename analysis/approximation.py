@@ -550,6 +550,16 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
                 f"in {p}, e.g. set by one extremum that does not depend on it); narrow parameter_range or domain"
             ) from None
         M, pts = max_abs(p_value, 2 * grid)
+        # a minimum: the max error rises on both sides.  Where it is flat to the working precision the secant
+        # "solved" a derivative that merely underflows: softplus(beta) vs silu gave beta = 1016.43 (every
+        # beta > 30 has the same max error to 12 digits; the infimum is the limit beta -> oo)
+        rises = [max_abs(q, 2 * grid)[0] - M for q in probes]
+        if not all(r > mpmath.mpf(10) ** (-(work - 3)) * M for r in rises):
+            raise DomainError(
+                f"the minimax {p} could not be solved to {dps} digits: the max error {mpmath.nstr(M, 8)} does not rise "
+                f"on both sides of {p} = {mpmath.nstr(p_value, 8)} (it is flat in {p} to {work} digits there, e.g. "
+                f"set by extrema that no longer depend on {p}: the infimum is then a limit); narrow parameter_range"
+            )
         # refine every extremum at the optimum and keep those at the maximum.  The active branches agree to
         # about work - 5 digits (findroot's residual); a tolerance of 100 * 10**-dps * M counted extrema 10%
         # below the maximum at dps=3, and every extremum, the ends +-L included, at dps <= 2

@@ -328,3 +328,13 @@ def test_minimax_of_a_target_with_jumps_uses_the_one_sided_limits():
         assert abs(result.parameter_value - b_ref) < 1e-10 * b_ref, (result, b_ref)
         assert abs(result.max_error - e(bump(b_ref), b_ref)) < 1e-10, result
     assert result.signs == (1, -1, 1) and abs(result.abscissae[1] - 1) < 1e-9
+
+
+def test_minimax_whose_max_error_only_tends_to_its_infimum_is_refused():
+    """softplus(beta) >= relu > silu, so e = softplus(beta) - silu > relu - silu and max|e| decreases strictly
+    to max(relu - silu) = 0.27846... as beta -> oo: there is no minimiser.  Beyond beta ~ 30 the decrease is
+    below the working precision, and the stationary-point solve 'converged' on the underflowing derivative:
+    beta = 1016.43 was returned as the minimax with max error 0.278464542761."""
+    silu = x / (1 + sympy.exp(-x))
+    with pytest.raises(DomainError, match="does not rise on both sides"):
+        minimax(SOFTPLUS_BETA, silu, beta, dps=12)
