@@ -50,7 +50,7 @@ from functools import lru_cache
 import sympy
 
 from symact._safe_parse import safe_sympify
-from symact.errors import DivergentIntegralError, DomainError, FormulaError
+from symact.errors import DivergentIntegralError, DomainError, FormulaError, is_whole_number
 
 __all__ = [
     "KERNELS",
@@ -146,6 +146,8 @@ def _antiderivative(kernel: str, j: int, s: sympy.Expr) -> tuple[sympy.Expr, sym
 def kernel_antiderivative(kernel: str, j: int, width=_SIGMA) -> sympy.Expr:
     r"""An antiderivative :math:`G_j(t)` of :math:`t^j k_\sigma(t)` in ``t = Symbol('t', real=True)``
     (normalised to vanish at :math:`-\infty` where that limit is finite)."""
+    if not is_whole_number(j, 0):  # int(j) took 2.5 as 2, and j = -1 gave a wrong "antiderivative" or nan
+        raise DomainError(f"j={j!r}: give the power of t as a whole number >= 0 (G_j integrates t**j k(t))")
     return _antiderivative(_check_kernel(kernel), int(j), safe_sympify(width, "width"))[0]
 
 

@@ -265,3 +265,12 @@ def test_a_formula_that_is_not_finite_is_refused(f):
     oo*Heaviside(x) (nan for x < 0) returned nan, as if they were smoothings."""
     with pytest.raises(FormulaError, match="not a finite polynomial"):
         convolve_expression(f, "gaussian", 1)
+
+
+@pytest.mark.parametrize("j", [2.5, -1, True, "2"])
+def test_kernel_antiderivative_refuses_a_power_that_is_not_a_whole_number(j):
+    """int(j) took 2.5 as 2 (G_2 returned for t**2.5 k(t)); j = -1 returned 1/(t*(1 + exp(-t))) for the
+    logistic kernel, whose derivative is not t**-1 k(t), and nan for the uniform one."""
+    with pytest.raises(DomainError, match=r"j=.*whole number >= 0"):
+        kernel_antiderivative("logistic", j, 1)
+    assert kernel_antiderivative("uniform", sympy.Integer(1), 1) == kernel_antiderivative("uniform", 1, 1)
