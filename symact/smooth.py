@@ -85,10 +85,18 @@ def _check_kernel(kernel: str) -> str:
     return kernel
 
 
+def _numeric_scale(width) -> sympy.Expr:
+    """``width`` sympified, refused when it is a number that is not positive (a symbol is taken as given)."""
+    w = safe_sympify(width, "width")
+    if w.is_number and not (w.is_real and w.is_positive):
+        raise DomainError(f"width must be positive, got {width}; it is the kernel's scale sigma")
+    return w
+
+
 def kernel_density(kernel: str, width=_SIGMA, t: sympy.Symbol = _T) -> sympy.Expr:
     """The kernel's density :math:`k_\\sigma(t)` (integrates to 1; see the module table)."""
     kernel = _check_kernel(kernel)
-    s = safe_sympify(width, "width")
+    s = _numeric_scale(width)  # width=-1 gave a negative "density" (-exp(-t**2/2)/sqrt(2 pi) for the Gaussian)
     if kernel == "gaussian":
         return sympy.exp(-t**2 / (2 * s**2)) / (s * sympy.sqrt(2 * sympy.pi))
     if kernel == "logistic":
@@ -148,7 +156,7 @@ def kernel_antiderivative(kernel: str, j: int, width=_SIGMA) -> sympy.Expr:
     (normalised to vanish at :math:`-\infty` where that limit is finite)."""
     if not is_whole_number(j, 0):  # int(j) took 2.5 as 2, and j = -1 gave a wrong "antiderivative" or nan
         raise DomainError(f"j={j!r}: give the power of t as a whole number >= 0 (G_j integrates t**j k(t))")
-    return _antiderivative(_check_kernel(kernel), int(j), safe_sympify(width, "width"))[0]
+    return _antiderivative(_check_kernel(kernel), int(j), _numeric_scale(width))[0]
 
 
 def _tail_decay(kernel: str) -> str:

@@ -274,3 +274,13 @@ def test_kernel_antiderivative_refuses_a_power_that_is_not_a_whole_number(j):
     with pytest.raises(DomainError, match=r"j=.*whole number >= 0"):
         kernel_antiderivative("logistic", j, 1)
     assert kernel_antiderivative("uniform", sympy.Integer(1), 1) == kernel_antiderivative("uniform", 1, 1)
+
+
+@pytest.mark.parametrize("width", [-1, 0, sympy.I, sympy.nan])
+def test_kernel_density_and_antiderivative_refuse_a_scale_that_is_not_positive(width):
+    """kernel_density("gaussian", -1) returned -exp(-t**2/2)/sqrt(2*pi), a negative "density", and
+    kernel_antiderivative took the same widths that convolve_expression refuses."""
+    with pytest.raises(DomainError, match="width must be positive"):
+        kernel_density("gaussian", width)
+    with pytest.raises(DomainError, match="width must be positive"):
+        kernel_antiderivative("uniform", 1, width)
