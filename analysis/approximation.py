@@ -294,8 +294,10 @@ def _singular_points(expr: sympy.Expr) -> list[sympy.Expr]:
         elif isinstance(node, sympy.Piecewise):
             args = []
             for _, cond in node.args:
-                if isinstance(cond, sympy.core.relational.Relational):
-                    args.append(cond.lhs - cond.rhs)
+                # every comparison, also inside And/Or: (x > 1) & (x < 2) was skipped, so a bump of the target
+                # on (1, 2) was never sampled and the minimax came back as if it were not there
+                for relation in sympy.sympify(cond).atoms(sympy.core.relational.Relational):
+                    args.append(relation.lhs - relation.rhs)
         else:
             continue
         for arg in args:

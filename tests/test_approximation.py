@@ -316,7 +316,11 @@ def test_minimax_of_a_target_with_jumps_uses_the_one_sided_limits():
     Softplus plus a step of 1/5 on (1, 2): the optimum balances e(1+) = -E against the bumps +E of
     squareplus - softplus at +-2.79, solved here by hand."""
     bump_target = SOFTPLUS + (sympy.Heaviside(x - 1) - sympy.Heaviside(x - 2)) / 5
-    result = minimax(SQUAREPLUS, bump_target, b, dps=12, domain=20)
+    _check_bump_minimax(minimax(SQUAREPLUS, bump_target, b, dps=12, domain=20))
+
+
+def _check_bump_minimax(result):
+    """squareplus vs softplus + 1/5 on (1, 2), by hand: e(1+) = -E balances the bumps +E at +-2.79."""
     with mpmath.workdps(30):
         def e(t, bb):
             return (t + mpmath.sqrt(t * t + bb)) / 2 - mpmath.log1p(mpmath.exp(t))
@@ -328,6 +332,14 @@ def test_minimax_of_a_target_with_jumps_uses_the_one_sided_limits():
         assert abs(result.parameter_value - b_ref) < 1e-10 * b_ref, (result, b_ref)
         assert abs(result.max_error - e(bump(b_ref), b_ref)) < 1e-10, result
     assert result.signs == (1, -1, 1) and abs(result.abscissae[1] - 1) < 1e-9
+
+
+def test_minimax_sees_the_breaks_of_a_piecewise_with_compound_conditions():
+    """The kinks of Piecewise((1/5, (x > 1) & (x < 2)), (0, True)) were not found (only bare comparisons
+    were read), so the bump was never sampled: squareplus vs softplus + bump returned b = 1.5238 with max
+    error 0.0759, while |e| is 0.25 on (1, 2) there."""
+    bump_target = SOFTPLUS + sympy.Piecewise((sympy.Rational(1, 5), (x > 1) & (x < 2)), (0, True))
+    _check_bump_minimax(minimax(SQUAREPLUS, bump_target, b, dps=12, domain=20))
 
 
 def test_minimax_whose_max_error_only_tends_to_its_infimum_is_refused():
