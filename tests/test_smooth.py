@@ -251,7 +251,7 @@ def test_width_expressions_that_are_not_positive_or_depend_on_x_are_refused():
             convolve_expression(FUNCTIONS["relu"], "uniform", width)
     # a symbol declared negative was silently replaced by a positive one of the same name
     for width in (sympy.Symbol("s", negative=True), sympy.Symbol("s", nonpositive=True)):
-        with pytest.raises(DomainError, match="declared non-positive.*Symbol\('s', positive=True\)"):
+        with pytest.raises(DomainError, match=r"declared non-positive.*Symbol\('s', positive=True\)"):
             convolve_expression(FUNCTIONS["relu"], "gaussian", width)
     # a positive expression is a valid width: relu * N(0, (2 sigma)^2) = SAU at 2 sigma
     s2 = 2 * sigma
