@@ -937,6 +937,20 @@ def _log_cosh(u: sympy.Expr) -> sympy.Expr:
                            (u + Softplus(-2 * u) - sympy.log(2), True))
 
 
+def _log_of_asinh_form(arg: sympy.Expr) -> sympy.Expr | None:
+    """log(u + sqrt(u**2 + c)) (c > 0 a number) -> asinh(u/sqrt(c)) + log(sqrt(c)), else None.
+    The log form cancels for u -> -oo (log of ~c/(2|u|) formed as a difference) and keeps only
+    absolute accuracy near u = 0 (log(1 + u) with 1 + u rounded); asinh keeps relative accuracy."""
+    if len(arg.args) != 2:
+        return None
+    for root, u in (arg.args, reversed(arg.args)):
+        if isinstance(root, Pow) and root.exp == S.Half and isinstance(root.base, Add):
+            c = sympy.expand(root.base - u**2)
+            if c.is_number and c.is_positive:
+                return sympy.asinh(u / sympy.sqrt(c)) + sympy.log(sympy.sqrt(c))
+    return None
+
+
 def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.Expr:
     if isinstance(expr, sympy.log):
         (arg,) = expr.args
@@ -1047,7 +1061,7 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     Rules (applied bottom-up, each exact as an identity of real functions):
 
     * ``log(1 + exp(u)) -> Softplus(u)``, ``log(1 + u) -> Log1p(u)``,
-      ``log(Sigmoid(u)) -> LogSigmoid(u)``;
+      ``log(Sigmoid(u)) -> LogSigmoid(u)``, ``log(u + sqrt(u**2 + c)) -> asinh(u/sqrt(c)) + log(sqrt(c))``;
     * ``(1 + exp(w))**(-n) -> Sigmoid(-w)**n`` (so ``x/(1 + exp(-x)) -> x*Sigmoid(x)``);
     * ``k*exp(u) - k -> k*Expm1(u)``;
     * ``k + k*erf(u) -> 2k*NormalCdf(sqrt(2)*u)`` (the ``1 + erf(u) = erfc(-u)`` rule
@@ -1116,6 +1130,10 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
         if isinstance(e, sympy.Piecewise):
             pieces = [(walk(v, False), c) for v, c in e.args]
             return sympy.Piecewise(*pieces)
+        if isinstance(e, sympy.log) and isinstance(e.args[0], Add):
+            hyperbolic = _log_of_asinh_form(e.args[0])
+            if hyperbolic is not None:  # before the rationalisation below rewrites its sum
+                return walk(hyperbolic, rationalise)
         args = [walk(a, rationalise) for a in e.args]
         rebuilt = e.func(*args) if args != list(e.args) else e
         if rebuilt.is_Atom:
