@@ -619,7 +619,28 @@ def asymptotic_expansion(f, point=0, order: int = 4, parameter=None) -> sympy.Ex
             expansion = sympy.series(in_u, u, 0, order).removeO()
             return expansion.subs(u, sympy.exp(-sign * X)) + sympy.O(sympy.exp(-order * sign * X), (X, point))
         return series.subs(y, sign * X)
-    return series.removeO().subs(y, sign * X) + sympy.O(series.getO().expr.subs(y, sign * X), (X, point))
+    expansion = series.removeO().subs(y, sign * X)
+    return expansion + sympy.O(_checked_order_term(expr, expansion, series.getO().expr.subs(y, sign * X), point),
+                               (X, point))
+
+
+def _checked_order_term(expr: sympy.Expr, expansion: sympy.Expr, term: sympy.Expr, point) -> sympy.Expr:
+    """The O term that bounds ``expr - expansion`` at ``point``: ``term``, or ``term * |x|**k`` for the
+    least k <= 3 that does.  SymPy's series at infinity can drop a power of x from the order of
+    exponentially small remainders (silu at -oo: O(exp(3x)) for a remainder ~ -x*exp(3x)).  Where the
+    limit cannot be decided, ``term`` is kept as SymPy gave it."""
+    remainder = expr - expansion
+    for k in range(4):
+        candidate = term * sympy.Abs(X) ** k
+        try:
+            ratio = sympy.limit(remainder / candidate, X, point)
+        except (NotImplementedError, ValueError, TypeError, sympy.PoleError):
+            return term
+        if ratio.is_finite:
+            return term * X**k if k else term
+        if ratio.is_finite is None:
+            return term
+    return term
 
 
 def _power_expansion_by_limits(expr: sympy.Expr, point, order: int) -> sympy.Expr:

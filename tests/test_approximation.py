@@ -119,6 +119,25 @@ def test_minimax_without_interior_optimum_raises():
         minimax(SOFTPLUS_BETA, RELU, beta, dps=15)
 
 
+@pytest.mark.parametrize("name, formula, point", [
+    ("silu", x / (1 + sympy.exp(-x)), -sympy.oo),
+    ("mish", x * sympy.tanh(sympy.log(1 + sympy.exp(x))), -sympy.oo),
+    ("silu", x / (1 + sympy.exp(-x)), sympy.oo),
+    ("squareplus", SQUAREPLUS.subs(b, 4), -sympy.oo),
+])
+def test_asymptotic_expansion_order_term_bounds_the_remainder(name, formula, point):
+    # was: silu at -oo gave x*exp(x) - x*exp(2*x) + O(exp(3*x)), SymPy's series' order term, while the
+    # remainder is ~ x*exp(3*x): remainder / O-term grew like |x|.  Checked with 60-digit mpmath far out.
+    expansion = asymptotic_expansion(formula, point, 3)
+    order_term = expansion.getO().expr
+    f = sympy.lambdify(x, formula - expansion.removeO(), "mpmath")
+    g = sympy.lambdify(x, order_term, "mpmath")
+    side = 1 if point is sympy.oo else -1
+    with mpmath.workdps(200):  # the remainder at x = -80 is ~1e-100 of the terms
+        ratios = [abs(f(mpmath.mpf(side * r)) / g(mpmath.mpf(side * r))) for r in (20, 40, 80)]
+    assert max(ratios) < 2 * max(ratios[0], mpmath.mpf(10) ** -30), (name, expansion, ratios)
+
+
 def test_asymptotic_expansions_against_hand_series():
     # sqrt(x^2 + b) = |x| (1 + b/(2x^2) - b^2/(8x^4) + b^3/(16 x^6) - ...)
     at_inf = asymptotic_expansion(SQUAREPLUS, sympy.oo, 6).removeO()
