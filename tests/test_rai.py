@@ -391,3 +391,15 @@ def test_relaxed_output_probability_leaving_the_unit_interval_names_the_step_and
         F.binary_cross_entropy(torch.tensor([1.2]), torch.tensor([1.0]))
     with pytest.raises(DomainError, match=r"RAI at step \d+: the relaxed output .* left \[0, 1\].*pre_activation"):
         train(rai, (x, y), objective=rai.objective, loss="bce_prob", optimizer="rprop", lr=0.1, steps=100)
+
+
+@pytest.mark.parametrize("field, value", [("steps", 2.5), ("steps", -1), ("steps", True), ("steps", "3"),
+                                          ("eval_every", 0), ("eval_every", 1.5), ("seed", 0.5)])
+def test_rai_experiment_refuses_counts_that_are_not_whole_numbers(field, value):
+    """rai_train ran int(spec['steps']): steps=2.5 silently trained 2 steps, True 1 step, and steps=-1 ran
+    none; eval_every and the seed were truncated the same way."""
+    from analysis.experiments.rai import rai_train
+
+    spec = {"arm": "plain", "hidden_layers": 2, "width": 4, "steps": 2, field: value}
+    with pytest.raises(DomainError, match=rf"{field} must be a whole number.*got {field}={value!r}"):
+        rai_train(spec)

@@ -42,12 +42,23 @@ from typing import Any, Callable
 
 from analysis.records import Claim, Job
 from analysis.verify import register
-from symact.errors import DomainError
+from symact.errors import DomainError, is_whole_number
 
 __all__ = ["rai_init", "rai_train", "jobs", "report_section", "SEED_SETTING"]
 
 SEED_SETTING = {"n_samples": 100, "noise": 0.1, "hidden_layers": 100, "width": 100, "optimizer": "rprop", "lr": 0.1}
 LN2 = math.log(2.0)
+
+
+def _whole(spec: dict, name: str, default: int, least: int | None) -> int:
+    """``spec[name]`` (``default`` if absent) as an int, refused unless a whole number (>= ``least`` unless
+    None): int() would truncate steps=2.5 to 2 and take True as 1."""
+    value = spec.get(name, default)
+    if not is_whole_number(value, -math.inf if least is None else least):
+        bound = "" if least is None else f" >= {least}"
+        raise DomainError(f"the RAI experiment's {name} must be a whole number{bound}, got {name}={value!r}; "
+                          f"pass e.g. {name}={default}.")
+    return int(value)
 
 
 def _setup(spec: dict, device: str) -> tuple:
@@ -59,7 +70,7 @@ def _setup(spec: dict, device: str) -> tuple:
     dtype = torch.float64 if spec.get("dtype") == "float64" else torch.float32
     data = moons(spec.get("n_samples", 100), noise=spec.get("noise", 0.1), seed=spec.get("data_seed", 0))
     x, y, _, _ = data.torch(dtype, device)
-    torch.manual_seed(int(spec.get("seed", 0)))
+    torch.manual_seed(_whole(spec, "seed", 0, None))
     model = build_mlp(2, spec.get("width", 100), spec.get("hidden_layers", 100), 1, "sigmoid",
                       output_activation="sigmoid", dtype=dtype, device=device)
     return model, x, y
@@ -118,10 +129,10 @@ def rai_train(spec: dict, *, device: str = "cpu", progress: Callable | None = No
 
     spec = {**SEED_SETTING, **spec}
     arm = spec.get("arm", "plain")
-    steps = int(spec.get("steps", 1000))
+    steps = _whole(spec, "steps", 1000, 0)
     model, x, y = _setup(spec, device)
     common = dict(loss="bce_prob", optimizer=spec["optimizer"], lr=spec["lr"], steps=steps,
-                  eval_every=int(spec.get("eval_every", max(1, steps // 100))), seed=int(spec.get("seed", 0)),
+                  eval_every=_whole(spec, "eval_every", max(1, steps // 100), 1), seed=_whole(spec, "seed", 0, None),
                   batch_size=spec.get("batch_size"), progress=progress)
     opt_name = {"rprop": "Rprop", "adam": "Adam", "sgd": "SGD"}.get(str(spec["optimizer"]).lower(), spec["optimizer"])
     label = f"{spec['hidden_layers']}-hidden-layer sigmoid MLP, {steps} {opt_name} steps"
