@@ -3,7 +3,7 @@
 :func:`train` runs ``steps`` optimiser steps of SGD, Adam or Rprop (full batch
 or seeded mini-batches), evaluates the *true network* on the training and
 held-out data every ``eval_every`` steps, and returns a :class:`TrainResult`
-with the curves.  A NaN or inf objective, training loss or held-out loss raises
+with the curves.  A NaN or inf objective, gradient, training loss or held-out loss raises
 :class:`~symact.errors.TrainingDivergedError` naming the step, where it appeared,
 the value and what to try; nothing is clipped silently.  Invalid arguments (a
 learning rate that is not a finite positive number, non-finite data, inputs whose
@@ -257,6 +257,32 @@ def _check_data(data: Sequence[Any], loss: str, params: Sequence[Any]) -> None:
                           f"{tuple(data[0].shape[1:])}; the held-out data must have the training data's features.")
 
 
+def _check_finite_gradients(params: Sequence[Any], model: Any, step: int, objective_value: float) -> None:
+    """Raise :class:`TrainingDivergedError` when a gradient of step ``step`` has NaN or inf entries, before the
+    optimiser applies it: with a finite objective it would only show one step later, as NaN parameters."""
+    import torch
+
+    grads = [p.grad.detach() for p in params if getattr(p, "grad", None) is not None and p.grad.numel()]
+    # one synchronisation: the largest |entry| over all gradients is NaN or inf exactly when some entry is
+    if not grads or bool(torch.isfinite(torch.stack(
+            [torch.linalg.vector_norm(g, float("inf")).to(grads[0].device) for g in grads]).max())):
+        return
+    names = {id(p): name for name, p in getattr(model, "named_parameters", lambda: ())()}
+    for i, p in enumerate(params):
+        grad = getattr(p, "grad", None)
+        if grad is None or bool(torch.isfinite(grad).all()):
+            continue
+        bad = int((~torch.isfinite(grad)).sum())
+        label = f"parameter {names[id(p)]!r}" if id(p) in names else f"parameter {i} (of the {len(params)} trained)"
+        raise TrainingDivergedError(
+            f"The gradient became non-finite at step {step} (before its update, which was not applied): {label} "
+            f"has {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'} while the objective is finite "
+            f"({objective_value:.6g}). The objective is not differentiable there (sqrt or log at 0, 0/0, an "
+            "overflow in the backward pass): rewrite it so that its gradient is finite, or, if earlier steps moved "
+            "the parameters far, try a smaller learning rate."
+        )
+
+
 def train(
     model: Any,
     data: Sequence[Any],
@@ -388,6 +414,7 @@ def train(
         if rec["steps"][-1] == step and len(rec["objective"]) < len(rec["steps"]):
             rec["objective"].append(objective_value)
         value.backward()
+        _check_finite_gradients(params, model, step, objective_value)
         opt.step()
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             record(step + 1)

@@ -197,6 +197,32 @@ def test_non_finite_training_loss_is_reported_at_the_step_it_appears():
         train(model, (x, y), optimizer="sgd", lr=1e-3, steps=5, objective=objective)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rprop"])
+def test_non_finite_gradient_with_a_finite_objective_is_caught_at_its_step_before_the_update(optimizer):
+    """A NaN gradient with a finite objective went into the update unnoticed: the parameters became NaN and
+    the error came one step later, blaming the objective ('the objective became nan at step 3')."""
+    x, y = _data(16)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+
+    def objective(step, index, xb, yb):
+        plain = torch.nn.functional.cross_entropy(model(xb), yb)
+        # sqrt(0 * w) is 0 (finite) but its gradient is 0 * inf = NaN
+        return plain + (torch.sqrt(model.weight.sum() * 0) if step == 2 else 0.0)
+
+    before = {}
+
+    def progress(step, steps):
+        before.update({name: p.detach().clone() for name, p in model.named_parameters()})
+
+    with pytest.raises(TrainingDivergedError,
+                       match=r"gradient became non-finite at step 2 .*parameter 'weight' has 4 NaN or infinite "
+                             r"entries while the objective is finite"):
+        train(model, (x, y), optimizer=optimizer, lr=1e-2, steps=5, objective=objective, progress=progress)
+    # the bad update was not applied: the parameters are those after step 1, all finite
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
 # ----------------------------------------------------------------------------- data checked before any step
 
 
