@@ -275,6 +275,11 @@ class Activation:
         (HeLU: a ReLU forward whose gradient is ``Heaviside(x + alpha, 0)``, 1 already for
         x > -alpha).  ``None`` (the default): phi' itself.  :meth:`derivative` is always the
         derivative of ``expr``; :meth:`backward_derivative` is what a backward pass uses.
+    requires:
+        Conditions the parameters' values must meet, as ``((condition, reason), ...)`` with each
+        condition a SymPy relation in the parameter symbols (hardtanh: ``min_val <= max_val``).
+        :meth:`with_params` and :meth:`subs` refuse values that break one, whatever the activation
+        was derived as (its derivative, its DKS transform, a partial substitution).
 
     Activations are values: every method returns a new object, derived facts are
     cached.  Equality compares formula, surrogate, parameters and inputs (not the name).
@@ -287,6 +292,7 @@ class Activation:
     source: str | None = None
     torch_spec: Any = None  # catalogue's TorchBuiltin, or None
     surrogate: sympy.Expr | None = None
+    requires: tuple = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -296,7 +302,7 @@ class Activation:
     # cannot store the read-only view.
     def __reduce__(self):
         return (type(self), (self.name, self.expr, dict(self.params), self.inputs, self.source, self.torch_spec,
-                             self.surrogate))
+                             self.surrogate, self.requires))
 
     def __copy__(self) -> "Activation":
         return self
@@ -385,6 +391,7 @@ class Activation:
             source=self.source,
             torch_spec=self.torch_spec,
             surrogate=self.surrogate,
+            requires=self.requires,
         )
         fields.update(changes)
         return Activation(**fields)
@@ -403,7 +410,7 @@ class Activation:
         changed = self._replace(params=params)
         if values:
             given = ", ".join(f"{name}={changed.params[changed._parameter(name)]}" for name in values)
-            _check_entry_requirements(self, params, given)
+            _check_requirements(self, self.requires, params, given)
             _check_finite(changed.concrete_expr, f"{self.name} at {given}")
             if changed.surrogate is not None:
                 _check_surrogate(changed, f"the surrogate gradient of {self.name} at {given}")
@@ -427,16 +434,21 @@ class Activation:
             del params[symbol]
         expr = self.expr.xreplace(replacements)
         surrogate = None if self.surrogate is None else self.surrogate.xreplace(replacements)
+        # a condition on a substituted parameter holds its value from now on (min_val <= max_val becomes
+        # 2 <= max_val), so that later values of the others are checked against it
+        requires = tuple((condition.xreplace(replacements), reason) for condition, reason in self.requires)
         if replacements:
             given = ", ".join(f"{p.name}={val}" for p, val in replacements.items())
-            _check_entry_requirements(self, {**params, **replacements}, given)
+            values_now = {**params, **replacements}
+            _check_requirements(self, self.requires, {p: values_now[p] for p in self.params}, given)
+            requires = tuple((c, r) for c, r in requires if c is not sympy.true)
             _check_finite(expr, f"{self.name} with {given} substituted")
-            substituted = self._replace(expr=expr, params=params, surrogate=surrogate)
+            substituted = self._replace(expr=expr, params=params, surrogate=surrogate, requires=requires)
             if surrogate is not None:
                 _check_surrogate(substituted, f"the surrogate gradient of {self.name} with {given} substituted")
             _check_real_with_params(substituted, given)
             return substituted
-        return self._replace(expr=expr, params=params, surrogate=surrogate)
+        return self._replace(expr=expr, params=params, surrogate=surrogate, requires=requires)
 
     def derivative(self, n: int = 1) -> "Activation":
         """The n-th derivative in the (first) input, as a new :class:`Activation`.
@@ -1207,14 +1219,19 @@ def _check_surrogate(act: Activation, what: str) -> None:
         )
 
 
-def _check_entry_requirements(act: Activation, values: Mapping[sympy.Symbol, sympy.Expr], given: str) -> None:
-    """The catalogue entry's condition on its parameters (hardtanh: min_val <= max_val) for new ``values``
-    of ``act``'s parameters, where ``act`` is that entry's formula."""
-    from .catalogue import lookup  # noqa: PLC0415 (catalogue imports this module)
-
-    entry = lookup(act.name) if isinstance(act.name, str) else None
-    if entry is not None and entry.requires and entry.expr == act.expr:
-        entry.check_requirements(values, given)
+def _check_requirements(act: Activation, requires: tuple, values: Mapping[sympy.Symbol, sympy.Expr],
+                        given: str) -> None:
+    """Refuse parameter ``values`` (symbol -> value, every parameter) that break one of ``requires``
+    (``act.requires`` before a substitution: ((condition, reason), ...)); ``given`` names the values the
+    user passed.  A condition that the values leave undecided (a symbolic value) is accepted."""
+    for condition, reason in requires:
+        decided = condition.xreplace(dict(values))
+        if decided is sympy.false:
+            at = ", ".join(f"{p.name}={values[p]}" for p in values if p in condition.free_symbols)
+            because = f" ({reason})" if reason else ""
+            raise FormulaError(
+                f"{act.name} with {given} breaks {condition} ({at}){because}; pass values with {condition}"
+            )
 
 
 def _check_real_with_params(act: Activation, given: str, note: str = "") -> None:

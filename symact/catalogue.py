@@ -123,6 +123,13 @@ class CatalogueEntry:
                 f"{self.name} with {given} breaks {self.requires} ({at}){reason}; pass values with {self.requires}"
             )
 
+    @functools.cached_property
+    def requirements(self) -> tuple:
+        """:attr:`requires` as :attr:`Activation.requires`: ((condition in the parameter symbols, note),) or ()."""
+        if not self.requires:
+            return ()
+        return ((safe_sympify(self.requires, "requirement", {p.name: p.symbol for p in self.params}), self.note),)
+
     def __repr__(self) -> str:
         ps = ", ".join(f"{p.name}={p.default}" for p in self.params)
         return f"<{self.name}({', '.join(self.inputs)}{'; ' + ps if ps else ''}) = {self.formula}>"
@@ -150,7 +157,7 @@ class CatalogueEntry:
         inputs = tuple({"x": x, "v": v}[s] for s in self.inputs)
         act = Activation(
             name=self.name, expr=self.expr, params=params, inputs=inputs, source=self.source, torch_spec=self.torch,
-            surrogate=self.surrogate_expr,
+            surrogate=self.surrogate_expr, requires=self.requirements,
         )
         if values:
             self.check_requirements(params, ", ".join(f"{name}={params[by_name[name]]}" for name in values))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import pickle
+import re
 
 import pytest
 import sympy
@@ -201,6 +203,31 @@ def test_hardtanh_with_min_val_above_max_val_is_refused_as_torch_refuses_it(buil
     with pytest.raises(symact.SymactError, match=r"min_val <= max_val") as err:
         build()
     assert isinstance(err.value, ValueError) and "max_val=" in str(err.value)
+
+
+@pytest.mark.parametrize("build, broken", [
+    (lambda h: h.subs(min_val=0).with_params(max_val=-1), "0 <= max_val"),
+    (lambda h: h.subs(min_val=None).with_params(max_val=-3), "-1 <= max_val"),
+    (lambda h: h.subs(max_val=2).subs(min_val=3), "min_val <= 2"),
+    (lambda h: h.transformed().with_params(min_val=2), "min_val <= max_val"),
+    (lambda h: h.transformed().subs(min_val=2), "min_val <= max_val"),
+    (lambda h: h.derivative().with_params(max_val=-2), "min_val <= max_val"),
+    (lambda h: symact.activation(h.transformed(0.5), min_val=3), "min_val <= max_val"),
+    (lambda h: pickle.loads(pickle.dumps(h)).with_params(min_val=5), "min_val <= max_val"),
+])
+def test_hardtanh_condition_is_checked_on_derived_activations_too(build, broken):
+    """min_val <= max_val was checked only while the formula was the catalogue entry's own: after a partial
+    subs(), a DKS transform or a derivative, with_params/subs built the constant max_val silently
+    (hardtanh.subs(min_val=0).with_params(max_val=-1) was Min(-1, Max(0, x)) = -1)."""
+    with pytest.raises(symact.FormulaError, match=re.escape(f"breaks {broken}")):
+        build(symact.activation("hardtanh"))
+
+
+def test_hardtanh_condition_survives_only_while_undecided():
+    hardtanh = symact.activation("hardtanh")
+    assert hardtanh.subs(min_val=0).with_params(max_val=3).concrete_expr == sympy.Min(3, sympy.Max(0, symact.x))
+    assert hardtanh.subs(min_val=0).subs(max_val=3).requires == ()  # decided (true): nothing left to check
+    assert [str(c) for c, _ in hardtanh.subs(min_val=0).requires] == ["0 <= max_val"]
 
 
 def test_hardtanh_with_ordered_or_equal_bounds_still_builds_and_matches_torch():
