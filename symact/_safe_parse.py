@@ -31,7 +31,8 @@ from sympy.parsing.sympy_parser import convert_xor, parse_expr, rationalize, sta
 
 from .errors import FormulaError
 
-__all__ = ["safe_globals", "sympy_vocabulary", "check_formula_tokens", "safe_parse", "safe_number", "safe_sympify"]
+__all__ = ["safe_globals", "sympy_vocabulary", "check_formula_tokens", "safe_parse", "safe_number", "safe_sympify",
+           "check_exact_arguments"]
 
 # Names the parser's own transformations emit (auto_symbol, auto_number, lambda_notation, ...).
 _PARSER_NAMES = ("Symbol", "Function", "Integer", "Float", "Rational", "Lambda", "factorial")
@@ -46,6 +47,8 @@ def safe_globals(vocabulary: Mapping[str, Any] = ()) -> dict:
     for name, value in env.items():  # a call Pow(9, 9**9) would compute its 3.7e8 digits
         if value is sympy.Pow:
             env[name] = _size_checked_pow
+        elif is_exactly_evaluated(value):  # factorial(10**7), bell(3000): exact values that take for ever
+            env[name] = _argument_checked(value)
     env["__builtins__"] = {}  # without it eval() would insert the real builtins module
     return env
 
@@ -113,8 +116,10 @@ def safe_parse(text: str, local_dict: Mapping[str, Any], vocabulary: Mapping[str
                transformations: tuple | None = None, what: str = "formula") -> Any:
     """``parse_expr(text)`` evaluated in :func:`safe_globals` after :func:`check_formula_tokens`.
 
-    An exact power of more than 10,000 digits (``9**9**9**9``, ``Pow(10, 10**6)``) is a
-    :class:`FormulaError`, raised before SymPy computes it.  Other parse errors propagate as
+    An exact power of more than 10,000 digits (``9**9**9**9``, ``Pow(10, 10**6)``), and a function SymPy
+    evaluates exactly called with an exact argument above 100 (``factorial(10**7)``,
+    ``binomial(10**6, 5*10**5)``, ``bell(3000)``), are a :class:`FormulaError`, raised before SymPy computes
+    them.  Other parse errors propagate as
     parse_expr raises them (the caller words its message).
     """
     check_formula_tokens(text, what)
@@ -125,7 +130,7 @@ def safe_parse(text: str, local_dict: Mapping[str, Any], vocabulary: Mapping[str
             try:
                 parse_expr(text, local_dict=dict(local_dict), global_dict=safe_globals(vocabulary),
                            evaluate=False, **kwargs)
-            except _ExactNumberTooLarge:
+            except (_ExactNumberTooLarge, _ExactArgumentTooLarge):
                 raise
             except Exception:  # noqa: BLE001 - the evaluating parse below raises what the caller expects
                 pass
@@ -135,6 +140,71 @@ def safe_parse(text: str, local_dict: Mapping[str, Any], vocabulary: Mapping[str
             f"the {what} {text!r} contains {exc.power}, an exact number with about {exc.digits} digits; "
             f"write numbers with at most {_MAX_EXACT_DIGITS} digits (a float such as 1e300, or a symbol "
             "with a value)") from None
+    except _ExactArgumentTooLarge as exc:
+        raise FormulaError(f"the {what} {text!r} contains {_exact_argument_message(exc.call)}") from None
+
+
+# SymPy evaluates the functions of these modules exactly at an exact number (factorial(10**7) multiplies out
+# its 6.6e7 digits, binomial(10**6, 5*10**5) its 3e5, bell(3000) runs a quadratic recursion, legendre(1000, x)
+# expands the polynomial): a formula may give them exact arguments up to this size only.
+EXACTLY_EVALUATED_MODULES = (
+    "sympy.functions.combinatorial", "sympy.functions.special.gamma_functions",
+    "sympy.functions.special.zeta_functions", "sympy.functions.special.polynomials",
+    "sympy.functions.special.beta_functions", "sympy.ntheory",
+)
+MAX_EXACT_ARGUMENT = 100
+
+
+def is_exactly_evaluated(function: Any) -> bool:
+    """Whether ``function`` (a SymPy function class) is one SymPy evaluates exactly at exact numbers."""
+    return isinstance(function, FunctionClass) and function.__module__.startswith(EXACTLY_EVALUATED_MODULES)
+
+
+class _ExactArgumentTooLarge(Exception):
+    """Raised inside the parse by an :func:`_argument_checked` function; :func:`safe_parse` words the error."""
+
+    def __init__(self, call: str):
+        super().__init__(call)
+        self.call = call
+
+
+def _too_large_argument(args: tuple) -> bool:
+    return any(isinstance(a, sympy.Rational) and abs(a) > MAX_EXACT_ARGUMENT for a in args)
+
+
+def _argument_checked(function: FunctionClass) -> Any:
+    """``function``, refusing an exact rational argument larger than MAX_EXACT_ARGUMENT in size before SymPy
+    evaluates it."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        values = tuple(sympy.sympify(a) for a in args)
+        if _too_large_argument(values):
+            raise _ExactArgumentTooLarge(f"{function.__name__}({', '.join(map(str, values))})")
+        return function(*values, **kwargs)
+
+    call.__name__ = call.__qualname__ = function.__name__
+    return call
+
+
+def _exact_argument_message(call: str) -> str:
+    return (f"{call}, which SymPy would work out exactly (a number of thousands of digits, or a polynomial of "
+            f"that degree: minutes, or for ever); give such functions exact arguments of size at most "
+            f"{MAX_EXACT_ARGUMENT} (a float written in the formula, as in factorial(1e7), is evaluated numerically)")
+
+
+def check_exact_arguments(expr: Any, values: Mapping[Any, Any], what: str) -> None:
+    """Raise :class:`FormulaError` where substituting ``values`` (symbol -> value) into ``expr`` would give an
+    exactly evaluated function (factorial, binomial, bell, gamma, zeta, legendre, ...) an exact argument larger
+    than MAX_EXACT_ARGUMENT (``factorial(n)`` with n = 10**7); ``what`` names the values in the message.
+
+    Inner calls are checked first, so that each substitution only evaluates calls found small enough."""
+    if not values or not isinstance(expr, sympy.Basic):
+        return
+    for node in sympy.postorder_traversal(expr):
+        if isinstance(node, sympy.Function) and is_exactly_evaluated(type(node)) and node.has(*values):
+            args = tuple(a.xreplace(dict(values)) for a in node.args)
+            if _too_large_argument(args):
+                call = f"{type(node).__name__}({', '.join(map(str, args))})"
+                raise FormulaError(f"{what} makes the formula contain {_exact_argument_message(call)}")
 
 
 # operator powers x**n and x^n (convert_xor)

@@ -36,7 +36,14 @@ from sympy.parsing.sympy_parser import (
     standard_transformations,
 )
 
-from ._safe_parse import safe_number, safe_parse, sympy_vocabulary
+from ._safe_parse import (
+    MAX_EXACT_ARGUMENT,
+    check_exact_arguments,
+    is_exactly_evaluated,
+    safe_number,
+    safe_parse,
+    sympy_vocabulary,
+)
 from .primitives import pytorch_kink_convention
 from .errors import (
     DomainError,
@@ -411,6 +418,7 @@ class Activation:
         if values:
             given = ", ".join(f"{name}={changed.params[changed._parameter(name)]}" for name in values)
             _check_requirements(self, self.requires, params, given)
+            check_exact_arguments(self.expr, params, f"{self.name} with {given}")
             _check_finite(changed.concrete_expr, f"{self.name} at {given}")
             if changed.surrogate is not None:
                 _check_surrogate(changed, f"the surrogate gradient of {self.name} at {given}")
@@ -432,6 +440,9 @@ class Activation:
             value = params[symbol] if value is None else _exact_number(value, name)
             replacements[symbol] = _checked_value(symbol, value, self.name)
             del params[symbol]
+        for what in (self.expr, self.surrogate):
+            check_exact_arguments(what, replacements, f"{self.name} with "
+                                  + ", ".join(f"{p.name}={val}" for p, val in replacements.items()) + " substituted")
         expr = self.expr.xreplace(replacements)
         surrogate = None if self.surrogate is None else self.surrogate.xreplace(replacements)
         # a condition on a substituted parameter holds its value from now on (min_val <= max_val becomes
@@ -1113,6 +1124,8 @@ def _from_formula(name: str, expr: sympy.Expr, params: Mapping[str, Any], text: 
     inputs = (x, v) if v in expr.free_symbols and v not in declared else (x,)
     if x not in expr.free_symbols and v in inputs:
         raise FormulaError(f"the formula {text!r} uses the gate v but not the input x")
+    check_exact_arguments(expr, declared, f"the formula {text!r} at "
+                          + ", ".join(f"{p.name}={val}" for p, val in declared.items()))
     act = Activation(name=name, expr=expr, params=declared, inputs=inputs)
     if surrogate is not None:
         act = act.with_surrogate(surrogate)
@@ -1148,17 +1161,13 @@ _WIDE_PROBE_POINTS = _PROBE_POINTS + tuple(s * sympy.Integer(10) ** k for k in (
 
 
 # SymPy evaluates these exactly at an integer (gamma(n) = (n-1)!, zeta(2n) through Bernoulli numbers,
-# Legendre polynomials of degree n): probes of a formula that applies them to x stay at |x| <= this.
-_EXACTLY_EVALUATED_MODULES = (
-    "sympy.functions.combinatorial", "sympy.functions.special.gamma_functions",
-    "sympy.functions.special.zeta_functions", "sympy.functions.special.polynomials", "sympy.ntheory",
-)
-_LARGEST_EXACT_ARGUMENT = 100
+# Legendre polynomials of degree n): probes of a formula that applies them to x stay at |x| <= this, the
+# size of exact argument a formula may give them (_safe_parse.MAX_EXACT_ARGUMENT).
+_LARGEST_EXACT_ARGUMENT = MAX_EXACT_ARGUMENT
 
 
 def _has_exactly_evaluated_function(expr: sympy.Expr, inputs: tuple) -> bool:
-    return any(type(f).__module__.startswith(_EXACTLY_EVALUATED_MODULES) and f.has(*inputs)
-               for f in expr.atoms(sympy.Function))
+    return any(is_exactly_evaluated(type(f)) and f.has(*inputs) for f in expr.atoms(sympy.Function))
 
 
 _GROWTH_FUNCTIONS = (sympy.exp, sympy.sinh, sympy.cosh)
@@ -1208,6 +1217,7 @@ def _check_surrogate(act: Activation, what: str) -> None:
     some real x, with its parameters at their values: it is backpropagation's factor, and NaN
     gradients would follow.  The one check for with_surrogate, with_params and subs."""
     _check_finite(act.surrogate, what)
+    check_exact_arguments(act.surrogate, act.params, what)
     probe = act.backward_derivative()
     _check_finite(probe.concrete_expr, f"{what} at the parameter values")
     found = None if probe.concrete_expr.has(sympy.I) else _first_non_real(probe, _WIDE_PROBE_POINTS)

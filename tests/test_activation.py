@@ -148,6 +148,51 @@ def test_astronomically_large_exact_numbers_are_refused_before_they_are_computed
     assert time.perf_counter() - start < 5.0
 
 
+_HUGE_EXACT_ARGUMENTS = [
+    ("'x + binomial(10**6, 5*10**5)'", "binomial(1000000, 500000)"),
+    ("'x*bell(3000)'", "bell(3000)"),
+    ("'x + factorial(10**7)'", "factorial(10000000)"),
+    ("'x + (10**6)!'", "factorial(1000000)"),
+    ("'x + factorial(factorial(10))'", "factorial(3628800)"),
+    ("'x + gamma(10**6 + 1/2)'", "gamma(2000001/2)"),
+    ("'x*legendre(1000, x)'", "legendre(1000, x)"),
+    ("'x + factorial(n)', n=10**7", "factorial(10000000)"),
+    ("'x*factorial(n)', n=3).with_params(n=10**7", "factorial(10000000)"),
+    ("'x*factorial(n)', n=3).subs(n=10**7", "factorial(10000000)"),
+    ("'x*tanh(x)', surrogate='factorial(n)*x', n=3).with_params(n=10**6", "factorial(1000000)"),
+]
+
+
+def test_huge_exact_arguments_of_exactly_evaluated_functions_are_refused_in_seconds():
+    """SymPy computes factorial(10**7), binomial(10**6, 5*10**5), bell(3000), legendre(1000, x) exactly when
+    they are built: the parse (or the parameter substitution) never returned.  Each is now a FormulaError
+    naming the call.  Run in a subprocess so that a regression fails (TimeoutExpired) instead of hanging."""
+    code = "import symact\n" + "".join(
+        f"try:\n    symact.activation({call})\n    print('built')\n"
+        "except symact.FormulaError as err:\n    print(str(err).replace(chr(10), ' '))\n"
+        for call, _ in _HUGE_EXACT_ARGUMENTS)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(_HUGE_EXACT_ARGUMENTS)
+    for line, (call, named) in zip(lines, _HUGE_EXACT_ARGUMENTS):
+        assert f"contain {named}" in line or f"contains {named}" in line, (call, line)
+        assert "exact arguments of size at most 100" in line, (call, line)
+
+
+def test_exactly_evaluated_functions_with_small_or_float_arguments_still_build():
+    n = sympy.Symbol("n", real=True)
+    assert symact.activation("x*factorial(20) + binomial(x, 3)").expr == sympy.factorial(20) * x + sympy.binomial(x, 3)
+    assert symact.activation("x*factorial(n)", n=3).subs(n=100).expr == sympy.factorial(100) * x
+    assert symact.activation("x*bell(n)", n=3).with_params(n=30).concrete_expr == sympy.bell(30) * x
+    assert symact.activation("x*gamma(n)", n=2).with_params(n=sympy.Symbol("m")).params[n] == sympy.Symbol("m")
+    # a float argument is evaluated numerically (mpmath), in microseconds: 1e7! = 1.2024234005159e+65657059
+    big = symact.activation("x + factorial(1e7)").expr - x
+    assert isinstance(big, sympy.Float)
+    assert abs(mpmath.mpf(big._mpf_) / mpmath.factorial(mpmath.mpf(10**7)) - 1) < 1e-12
+
+
 def test_large_but_ordinary_numbers_still_parse_exactly():
     assert symact.activation("2**64*x").expr == 2**64 * x
     assert symact.activation("Pow(2, 64)*x + pow(x, 2)").expr == 2**64 * x + x**2
