@@ -104,12 +104,27 @@ def check_formula_tokens(text: str, what: str = "formula") -> None:
                        "Max, Min or Heaviside)")
         elif token.type == tokenize.OP and token.string == "." and i + 1 < len(tokens) and tokens[i + 1].type == tokenize.NAME:
             problem = f"attribute access (.{tokens[i + 1].string})"
+        elif token.type == tokenize.NUMBER and _huge_decimal_exponent(token.string):
+            # SymPy converts a decimal literal exactly: 1e100000 took seconds, 1e65657059 never returned
+            raise FormulaError(
+                f"the {what} {text!r} contains the number {token.string}, whose decimal exponent exceeds "
+                f"{_MAX_EXACT_DIGITS} (SymPy would compute it digit by digit, for minutes or for ever); write "
+                f"numbers with at most {_MAX_EXACT_DIGITS} digits, or a symbol with a value")
         if problem:
             raise FormulaError(
                 f"the {what} {text!r} contains {problem}, which a formula may not use (formulas are not "
                 "run as Python code); write it with numbers, the input symbol, parameters and functions "
                 "such as exp, log, tanh, erf, Piecewise"
             )
+
+
+_DECIMAL_EXPONENT = re.compile(r"[0-9_.]+[eE]([+-]?[0-9_]+)[jJ]?")
+
+
+def _huge_decimal_exponent(number: str) -> bool:
+    """Whether the number token ``number`` is a decimal literal with exponent beyond +-_MAX_EXACT_DIGITS."""
+    match = _DECIMAL_EXPONENT.fullmatch(number)
+    return match is not None and abs(int(match.group(1).replace("_", ""))) > _MAX_EXACT_DIGITS
 
 
 def safe_parse(text: str, local_dict: Mapping[str, Any], vocabulary: Mapping[str, Any],

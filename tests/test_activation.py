@@ -181,6 +181,21 @@ def test_huge_exact_arguments_of_exactly_evaluated_functions_are_refused_in_seco
         assert "exact arguments of size at most 100" in line, (call, line)
 
 
+def test_decimal_literals_with_huge_exponents_are_refused_in_seconds():
+    """SymPy converts a decimal literal exactly: 'x*1e100000' took seconds and 'x*1e65657059' never returned
+    (the parse computed 10**65657059).  Subprocess: a regression fails (TimeoutExpired) instead of hanging."""
+    code = ("import symact\nfor f in ('x*1e65657059', 'x + 1.5E-200000'):\n    try:\n        symact.activation(f)\n"
+            "        print('built')\n    except symact.FormulaError as err:\n        print(err)\n"
+            "print(float(symact.activation('x*1e300').expr / symact.x))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr
+    huge, tiny, ordinary = done.stdout.splitlines()
+    assert "the number 1e65657059, whose decimal exponent exceeds 10000" in huge
+    assert "the number 1.5E-200000, whose decimal exponent exceeds 10000" in tiny
+    assert float(ordinary) == 1e300
+
+
 def test_exactly_evaluated_functions_with_small_or_float_arguments_still_build():
     n = sympy.Symbol("n", real=True)
     assert symact.activation("x*factorial(20) + binomial(x, 3)").expr == sympy.factorial(20) * x + sympy.binomial(x, 3)
