@@ -139,7 +139,10 @@ class PenaltySchedule:
         """A number (constant weight), a dict of the fields, or a PenaltySchedule."""
         if isinstance(spec, PenaltySchedule):
             return spec
-        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        import numbers
+
+        # numbers.Real: a NumPy number (np.int64(2), from a config array) is a number too
+        if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
             return cls(float(spec))
         if isinstance(spec, dict):
             unknown = sorted(set(spec) - {"start", "growth", "every", "maximum"})

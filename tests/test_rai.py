@@ -335,6 +335,16 @@ def test_penalty_spec_refuses_bools_and_unknown_fields():
         PenaltySchedule.from_spec({"start": 1.0, "growht": 2.0})
 
 
+def test_penalty_spec_accepts_numpy_numbers():
+    """from_spec(np.int64(2)) (a weight read from a config array) was refused as 'not a number'."""
+    import numpy as np
+
+    assert PenaltySchedule.from_spec(np.int64(2)) == PenaltySchedule(2.0)
+    assert PenaltySchedule.from_spec(np.float32(0.5)) == PenaltySchedule(0.5)
+    with pytest.raises(SymactError, match="number, a dict"):
+        PenaltySchedule.from_spec(np.bool_(True))
+
+
 def _small_net():
     torch.manual_seed(0)
     return build_mlp(2, 4, 1, 1, "sigmoid", output_activation="sigmoid")
