@@ -1190,6 +1190,22 @@ def _grows_too_fast_to_probe(expr: sympy.Expr, inputs: tuple) -> bool:
     return False
 
 
+_LARGEST_EXACT_EXPONENT = 1000
+
+
+def _substituted(expr: sympy.Expr, subs: Mapping, inputs: tuple) -> sympy.Expr:
+    """``expr.xreplace(subs)``, except that a power of the inputs with an exact exponent above
+    _LARGEST_EXACT_EXPONENT becomes its 20-digit value: substituted exactly, x**(10**6) at x = 5/2 is a
+    fraction of millions of digits (the realness probe of 'x**1000000' never returned)."""
+    powers = {p: sympy.Dummy() for p in expr.atoms(sympy.Pow)
+              if p.exp.is_Rational and abs(p.exp) > _LARGEST_EXACT_EXPONENT and p.base.has(*inputs)}
+    if not powers:
+        return expr.xreplace(subs)
+    values = {d: sympy.N(sympy.Pow(_substituted(p.base, subs, inputs), p.exp, evaluate=False), 20)
+              for p, d in powers.items()}
+    return expr.xreplace(powers).xreplace(subs).xreplace(values)
+
+
 def _first_non_real(act: Activation, points: tuple) -> tuple | None:
     """(x, value) at the first probe point where ``act`` has a non-real value, or None."""
     expr = act.concrete_expr
@@ -1201,7 +1217,7 @@ def _first_non_real(act: Activation, points: tuple) -> tuple | None:
     for point in points:
         subs = {s: point for s in act.inputs}
         try:  # chop: a sum that cancels to 1e-8692 (x*erf(x) + x at x = -100) took evalf half a minute
-            value = sympy.N(expr.xreplace(subs), 20, chop=True)
+            value = sympy.N(_substituted(expr, subs, act.inputs), 20, chop=True)
         except (TypeError, ValueError, ZeroDivisionError):
             continue
         if value.has(sympy.zoo, sympy.nan) or not value.is_number:

@@ -905,6 +905,26 @@ def test_formulas_growing_faster_than_exponentially_build_in_seconds(formula, at
         assert float(done.stdout) == pytest.approx(float(at_one_half()), rel=1e-15)
 
 
+def test_large_exact_powers_of_the_input_build_in_seconds_and_are_still_probed():
+    """x**1000000 hung in the realness probe: substituted exactly, (5/2)**(10**6) and (10**30)**(10**6) are
+    numbers of millions of digits.  Subprocess: a regression fails (TimeoutExpired) instead of hanging."""
+    code = ("import symact\n"
+            "print(symact.activation('x**1000000').expr)\n"
+            "print(symact.activation('(x**2 + 1)**(10**6)*exp(-x**2)').concrete_expr)\n"
+            "for f in ('x**(1000001/3)', 'Piecewise((x**100000, x > 0), (sqrt(x), True))'):\n"
+            "    try:\n        symact.activation(f)\n        print('built')\n"
+            "    except symact.NonRealExpressionError as err:\n        print('NonReal', str(err).split(' (value')[0])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr
+    power, gaussian, root, piecewise = done.stdout.splitlines()
+    assert power == str(x**1000000)
+    assert gaussian == str((x**2 + 1)**(10**6) * sympy.exp(-x**2))
+    # the principal branch, as for x**(1/3): complex for x < 0; the sqrt piece is probed too
+    assert root.startswith("NonReal") and "not real at x = -5/2" in root
+    assert piecewise.startswith("NonReal") and "not real at x = -5/2" in piecewise
+
+
 def test_the_narrower_probe_of_fast_growing_formulas_still_finds_where_they_are_not_real():
     # sqrt(500 - x) is imaginary beyond x = 500, inside the narrower probe range (|x| <= 1000)
     with pytest.raises(symact.NonRealExpressionError, match="not real at x = 1000"):
