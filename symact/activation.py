@@ -417,7 +417,7 @@ class Activation:
         changed = self._replace(params=params)
         if values:
             given = ", ".join(f"{name}={changed.params[changed._parameter(name)]}" for name in values)
-            _check_requirements(self, self.requires, params, given)
+            _check_requirements(self.name, self.requires, params, given)
             check_exact_arguments(self.expr, params, f"{self.name} with {given}")
             _check_finite(changed.concrete_expr, f"{self.name} at {given}")
             if changed.surrogate is not None:
@@ -451,7 +451,7 @@ class Activation:
         if replacements:
             given = ", ".join(f"{p.name}={val}" for p, val in replacements.items())
             values_now = {**params, **replacements}
-            _check_requirements(self, self.requires, {p: values_now[p] for p in self.params}, given)
+            _check_requirements(self.name, self.requires, {p: values_now[p] for p in self.params}, given)
             requires = tuple((c, r) for c, r in requires if c is not sympy.true)
             _check_finite(expr, f"{self.name} with {given} substituted")
             substituted = self._replace(expr=expr, params=params, surrogate=surrogate, requires=requires)
@@ -1245,7 +1245,7 @@ def _check_surrogate(act: Activation, what: str) -> None:
         )
 
 
-def _check_requirements(act: Activation, requires: tuple, values: Mapping[sympy.Symbol, sympy.Expr],
+def _check_requirements(name: str, requires: tuple, values: Mapping[sympy.Symbol, sympy.Expr],
                         given: str) -> None:
     """Refuse parameter ``values`` (symbol -> value, every parameter) that break one of ``requires``
     (``act.requires`` before a substitution: ((condition, reason), ...)); ``given`` names the values the
@@ -1256,7 +1256,7 @@ def _check_requirements(act: Activation, requires: tuple, values: Mapping[sympy.
             at = ", ".join(f"{p.name}={values[p]}" for p in values if p in condition.free_symbols)
             because = f" ({reason})" if reason else ""
             raise FormulaError(
-                f"{act.name} with {given} breaks {condition} ({at}){because}; pass values with {condition}"
+                f"{name} with {given} breaks {condition} ({at}){because}; pass values with {condition}"
             )
 
 

@@ -18,9 +18,18 @@ from typing import Any, Mapping
 
 import sympy
 
-from .activation import Activation, _check_real_with_params, _checked_value, _exact_number, parse_formula, v, x
+from .activation import (
+    Activation,
+    _check_real_with_params,
+    _check_requirements,
+    _checked_value,
+    _exact_number,
+    parse_formula,
+    v,
+    x,
+)
 from ._safe_parse import safe_sympify
-from .errors import FormulaError, UnknownSymbolError
+from .errors import UnknownSymbolError
 
 __all__ = ["CatalogueEntry", "TorchBuiltin", "catalogue", "catalogue_names", "lookup", "SELU_ALPHA", "SELU_SCALE"]
 
@@ -109,19 +118,11 @@ class CatalogueEntry:
     requires: str = ""  # a condition on the parameters' values (e.g. "min_val <= max_val"), with its reason in note
 
     def check_requirements(self, values: Mapping[sympy.Symbol, sympy.Expr], given: str) -> None:
-        """Refuse parameter ``values`` (symbol -> value) that break :attr:`requires`; ``given`` names the
-        values the user passed, for the message."""
-        if not self.requires:
-            return
-        by_name = {p.name: values.get(p.symbol, sympy.sympify(p.default)) for p in self.params}
-        condition = safe_sympify(self.requires, "requirement", {p.name: p.symbol for p in self.params})
-        decided = condition.xreplace({s: by_name[s.name] for s in condition.free_symbols if s.name in by_name})
-        if decided in (False, sympy.false):
-            reason = f" ({self.note})" if self.note else ""
-            at = ", ".join(f"{name}={value}" for name, value in by_name.items())
-            raise FormulaError(
-                f"{self.name} with {given} breaks {self.requires} ({at}){reason}; pass values with {self.requires}"
-            )
+        """Refuse parameter ``values`` (symbol -> value; defaults fill the rest) that break :attr:`requires`;
+        ``given`` names the values the user passed, for the message.  The check every Activation built
+        from this entry makes in ``with_params``/``subs`` (:attr:`Activation.requires`)."""
+        full = {p.symbol: values.get(p.symbol, sympy.sympify(p.default)) for p in self.params}
+        _check_requirements(self.name, self.requirements, full, given)
 
     @functools.cached_property
     def requirements(self) -> tuple:
