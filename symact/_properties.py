@@ -30,10 +30,12 @@ _BASE_SAMPLES = tuple(
 
 
 def _numeric(expr: sympy.Expr, symbol: sympy.Symbol, point) -> sympy.Expr | None:
+    from .activation import _substituted  # x**(10**6) at an exact point has millions of digits
+
     try:
         # maxn caps evalf's adaptive precision: catastrophic cancellation far out
         # (1/2 + erf(-700)/2) would otherwise ask for hundreds of thousands of digits.
-        value = expr.xreplace({symbol: point}).evalf(_DIGITS, maxn=4 * _DIGITS)
+        value = _substituted(expr, {symbol: point}, (symbol,)).evalf(_DIGITS, maxn=4 * _DIGITS)
     except (TypeError, ValueError, ZeroDivisionError):
         return None
     if not value.is_number or value.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
@@ -304,7 +306,9 @@ def _slope_at_0(f, symbol, derivative, value_at_0):
 
 
 def _infinite_at(f, symbol, point) -> bool:
-    value = f.xreplace({symbol: point})
+    from .activation import _substituted
+
+    value = _substituted(f, {symbol: point}, (symbol,))
     return value.has(sympy.zoo, sympy.oo, -sympy.oo)
 
 

@@ -929,3 +929,20 @@ def test_the_narrower_probe_of_fast_growing_formulas_still_finds_where_they_are_
     # sqrt(500 - x) is imaginary beyond x = 500, inside the narrower probe range (|x| <= 1000)
     with pytest.raises(symact.NonRealExpressionError, match="not real at x = 1000"):
         symact.activation("sqrt(500 - x)*exp(-exp(-x))")
+
+
+def test_properties_of_large_exact_powers_finish_and_are_right():
+    """x**1000000.properties() hung (exact substitution at the sample points, then at the singularity
+    probe).  Subprocess: a regression fails (TimeoutExpired) instead of hanging.  Reference: x**n for even n
+    is even, bounded below, not monotone; for odd n odd and increasing; 1/x**n is singular at 0."""
+    code = ("import symact\n"
+            "for f in ('x**1000000', 'x**1000001'):\n"
+            "    p = symact.activation(f).properties()\n"
+            "    print(p.even, p.odd, p.monotone, p.bounded_below, p.bounded_above)\n"
+            "try:\n    symact.activation('1/x**1000001').properties()\n"
+            "except symact.DomainError as err:\n    print('DomainError', 'singular at {0}' in str(err))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["True False False True False", "False True True False False",
+                                        "DomainError True"]
