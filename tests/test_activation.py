@@ -7,6 +7,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import mpmath
 import pytest
@@ -46,6 +47,15 @@ def test_properties(name):
     props = symact.activation(name).properties()
     for field, expected in EXPECTED[name].items():
         assert getattr(props, field) == expected, (name, field, getattr(props, field), props.evidence)
+
+
+def _run_python(code: str, timeout: int) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter at the repository root: a hang fails (TimeoutExpired) instead
+    of hanging the suite, and hash seeds and caches start fresh."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def test_properties_directions_and_evidence():
@@ -171,9 +181,7 @@ def test_huge_exact_arguments_of_exactly_evaluated_functions_are_refused_in_seco
         f"try:\n    symact.activation({call})\n    print('built')\n"
         "except symact.FormulaError as err:\n    print(str(err).replace(chr(10), ' '))\n"
         for call, _ in _HUGE_EXACT_ARGUMENTS)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    assert done.returncode == 0, done.stderr
+    done = _run_python(code, timeout=120)
     lines = done.stdout.splitlines()
     assert len(lines) == len(_HUGE_EXACT_ARGUMENTS)
     for line, (call, named) in zip(lines, _HUGE_EXACT_ARGUMENTS):
@@ -187,9 +195,7 @@ def test_decimal_literals_with_huge_exponents_are_refused_in_seconds():
     code = ("import symact\nfor f in ('x*1e65657059', 'x + 1.5E-200000'):\n    try:\n        symact.activation(f)\n"
             "        print('built')\n    except symact.FormulaError as err:\n        print(err)\n"
             "print(float(symact.activation('x*1e300').expr / symact.x))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    assert done.returncode == 0, done.stderr
+    done = _run_python(code, timeout=60)
     huge, tiny, ordinary = done.stdout.splitlines()
     assert "the number 1e65657059, whose decimal exponent exceeds 10000" in huge
     assert "the number 1.5E-200000, whose decimal exponent exceeds 10000" in tiny
@@ -845,9 +851,7 @@ def test_formulas_with_gamma_poles_build_and_properties_refuse_them(formula):
         "except symact.DomainError as err:\n"
         "    print('DomainError', err)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    assert done.returncode == 0, done.stderr
+    done = _run_python(code, timeout=300)
     value_line, error_line = done.stdout.splitlines()[:2]
     # reference: gamma(1/2) = sqrt(pi), (1/2)! = gamma(3/2) = sqrt(pi)/2
     reference = math.sqrt(math.pi) * (1 if formula.startswith("gamma") else 0.5)
@@ -898,9 +902,7 @@ def test_formulas_growing_faster_than_exponentially_build_in_seconds(formula, at
     exp(-10**434294)), and |x|**x too (10**30 to the power 10**30 evaluated exactly).  Run in a subprocess so
     that a regression fails (TimeoutExpired) instead of hanging the suite."""
     code = f"import symact, sympy\nprint(sympy.N(symact.activation({formula!r})(sympy.Rational(1, 2)), 20))\n"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    assert done.returncode == 0, done.stderr
+    done = _run_python(code, timeout=120)
     with mpmath.workdps(30):
         assert float(done.stdout) == pytest.approx(float(at_one_half()), rel=1e-15)
 
@@ -914,9 +916,7 @@ def test_large_exact_powers_of_the_input_build_in_seconds_and_are_still_probed()
             "for f in ('x**(1000001/3)', 'Piecewise((x**100000, x > 0), (sqrt(x), True))'):\n"
             "    try:\n        symact.activation(f)\n        print('built')\n"
             "    except symact.NonRealExpressionError as err:\n        print('NonReal', str(err).split(' (value')[0])\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    assert done.returncode == 0, done.stderr
+    done = _run_python(code, timeout=60)
     power, gaussian, root, piecewise = done.stdout.splitlines()
     assert power == str(x**1000000)
     assert gaussian == str((x**2 + 1)**(10**6) * sympy.exp(-x**2))
@@ -941,8 +941,6 @@ def test_properties_of_large_exact_powers_finish_and_are_right():
             "    print(p.even, p.odd, p.monotone, p.bounded_below, p.bounded_above)\n"
             "try:\n    symact.activation('1/x**1000001').properties()\n"
             "except symact.DomainError as err:\n    print('DomainError', 'singular at {0}' in str(err))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    assert done.returncode == 0, done.stderr
+    done = _run_python(code, timeout=120)
     assert done.stdout.splitlines() == ["True False False True False", "False True True False False",
                                         "DomainError True"]
