@@ -590,6 +590,20 @@ def _check_parameters(alpha, beta, gamma, delta) -> None:
             "use a nonzero gamma.")
 
 
+def _refuse_zero_q(name, alpha, beta, delta, dps) -> None:
+    """DomainError for E[(phi(alpha z + beta) + delta)^2] = 0 on the rule: C(0), C'(1), C''(1) divide
+    by it (relu at beta = -40, whose mass lies beyond every node, raised a bare ZeroDivisionError)."""
+    from symact.errors import DomainError
+
+    engine = "float64" if dps is None else f"{dps}-digit mpmath"
+    raise DomainError(
+        f"Q(1) of gamma*({name}(alpha*x + beta) + delta) at alpha={float(alpha):.8g}, beta={float(beta):.8g}, "
+        f"delta={float(delta):.8g} is 0 on the {engine} rule: phi(alpha z + beta) + delta vanishes at every "
+        "node, i.e. wherever the Gaussian has mass at this precision (e.g. relu with beta far below "
+        "-alpha, whose mass lies beyond the rule), and the C map, a ratio over Q(1), is undefined. Choose beta "
+        "and delta so that psi is not zero near z = 0.")
+
+
 def _check_settings(dps, refine) -> None:
     """dps: None or a whole number >= 1; refine: a whole number >= 1.  dps = 0 or -2 returned values at
     about one digit (Q(1) of tanh 0.375 or 0.5, not 0.394) without a word, refine = 0 raised a bare
@@ -640,6 +654,8 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
         n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), _h_shifted_sq(delta))
         m, m_a, m_b = ev.expect_with_derivatives((1,), _h_phi)
         d1, d1_a, d1_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
+        if not s > 0:
+            _refuse_zero_q(funcs.name, alpha, beta, delta, dps)
         md = m + delta
         q_value, q_slope = g2 * s, g2 * n / 2
         c0 = md * md / s

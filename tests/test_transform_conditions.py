@@ -215,3 +215,14 @@ def test_mass_at_the_edge_of_either_rule_is_refused_or_followed_not_truncated():
         assert abs(tc.values.q_value / mpmath.exp(50) - 1) < mpmath.mpf(10) ** -18
     # square-integrable growth inside the rule is kept: E[exp(z^2/4)] = 1/sqrt(1 - 1/2)
     assert transform_conditions("exp(x**2/8)", 1.0, 0.0, 1.0, 0.0).values.q_value == pytest.approx(2 ** 0.5, rel=1e-13)
+
+
+@pytest.mark.parametrize("dps", [None, 20])
+@pytest.mark.parametrize("phi, beta, delta", [(sympy.Max(x, 0), -40.0, 0.0), (sympy.Heaviside(x), 40.0, -1.0)])
+def test_psi_zero_wherever_the_gaussian_has_mass_is_refused(phi, beta, delta, dps):
+    """relu(z - 40) and Heaviside(z + 40) - 1 vanish at every node of either rule, so Q(1) came out 0 and
+    C(0) = E[psi]^2 / Q(1) raised a bare ZeroDivisionError; now a DomainError names the cause."""
+    from symact.errors import DomainError
+
+    with pytest.raises(DomainError, match=r"Q\(1\).* is 0 .*Choose beta and delta"):
+        transform_conditions(phi, 1.0, beta, 1.0, delta, dps=dps)
