@@ -265,3 +265,16 @@ def test_non_finite_moments_and_empty_rules_are_domain_errors(call):
     # x = nan, or numpy's bare "deg must be a positive integer"
     with pytest.raises(DomainError, match="finite|whole number"):
         call()
+
+
+@pytest.mark.parametrize("q", ["1e-300", "1e-60"])
+def test_bivariate_mpmath_keeps_its_digits_at_tiny_variances(q):
+    """E[relu(u) relu(v)] = q (sqrt(1 - c^2) + (pi - acos c) c) / (2 pi) (arc-cosine kernel).  The inner
+    rule's absolute test let inner integrals of size sqrt(q) through unrefined: at q = 1e-300 the value
+    came back 1.4% off with error=1.9e-149, at q = 1e-60 the outer rule raised 'did not converge'."""
+    c, q = mpmath.mpf(1) / 2, mpmath.mpf(q)
+    r = bivariate_gaussian_expectation(lambda t: max(t, 0), lambda t: max(t, 0), c, q1=q, q2=q, dps=15,
+                                       breakpoints=[0])
+    with mpmath.workdps(40):
+        exact = q * (mpmath.sqrt(1 - c * c) + (mpmath.pi - mpmath.acos(c)) * c) / (2 * mpmath.pi)
+        assert abs(r.value - exact) / exact < 1e-14   # not rel(): its floor 1e-70 would hide the error
