@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 import mpmath
 import numpy as np
 
-from symact.errors import DivergentIntegralError, DomainError, NonRealExpressionError
+from symact.errors import DivergentIntegralError, DomainError, NonRealExpressionError, is_whole_number
 
 __all__ = [
     "GaussianIntegral",
@@ -257,7 +257,11 @@ def _quad_checked(integrand: Callable, points: list, dps: int, what: str, relati
 
 
 def _validate(dps: int, std, mean=0) -> None:
-    if int(dps) != dps or dps < 5:
+    try:   # dps = nan or inf reached int() as a bare ValueError / OverflowError
+        whole = int(dps) == dps and not isinstance(dps, bool)
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole or dps < 5:
         raise DomainError(f"dps={dps!r}: the number of digits must be an integer >= 5.")
     if not std > 0:
         raise DomainError(f"std={std!r}: the standard deviation must be positive (the variance q > 0).")
@@ -508,8 +512,8 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
     >>> [mpmath.nstr(mpmath.chop(v, tol=1e-30), 8) for v in a]
     ['1.0', '0.0', '1.4142136', '0.0']
     """
-    if int(n) != n or n < 1:
-        raise DomainError(f"n={n!r}: ask for at least one Hermite coefficient.")
+    if not is_whole_number(n, 1):   # n = 3.0 reached range() as a bare TypeError, n = True gave 1 coefficient
+        raise DomainError(f"n={n!r}: ask for a whole number (at least 1) of Hermite coefficients.")
     _validate(dps, 1)
     with mp.workdps(dps + _GUARD_DIGITS):
         _check_tail(lambda x: f(x) ** 2, 0, 1, dps, "f^2")
@@ -817,6 +821,10 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     _check_finite(q1=q1, q2=q2)
     if not 0 < scale <= 1:
         raise DomainError(f"scale={scale!r}: the feature width must lie in (0, 1].")
+    if not is_whole_number(nodes_per_panel, 2):
+        # 0, 1 or -4 reached NumPy as a bare "deg must be a positive integer"; 2.5 was truncated to 2
+        raise DomainError(f"nodes_per_panel={nodes_per_panel!r}: the Gauss-Legendre panels need a whole "
+                          "number of nodes >= 2 (default 16).")
     r1, r2 = math.sqrt(q1), math.sqrt(q2)
     _f64_check_tail(lambda t: f(t) ** 2, 0.0, r1, "f^2")
     _f64_check_tail(lambda t: g(t) ** 2, 0.0, r2, "g^2")

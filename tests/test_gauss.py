@@ -281,3 +281,19 @@ def test_bivariate_mpmath_keeps_its_digits_at_tiny_variances(q):
     with mpmath.workdps(40):
         exact = q * (mpmath.sqrt(1 - c * c) + (mpmath.pi - mpmath.acos(c)) * c) / (2 * mpmath.pi)
         assert rel(r.value, exact) < 1e-14
+
+
+@pytest.mark.parametrize("call", [
+    lambda: bivariate_gaussian_expectation_float64(np.tanh, np.tanh, 0.5, nodes_per_panel=0),
+    lambda: bivariate_gaussian_expectation_float64(np.tanh, np.tanh, 0.5, nodes_per_panel=1),
+    lambda: bivariate_gaussian_expectation_float64(np.tanh, np.tanh, 0.5, nodes_per_panel=2.5),
+    lambda: hermite_coefficients(lambda t: t * t, 3.0),
+    lambda: hermite_coefficients(lambda t: t * t, True),
+    lambda: gaussian_expectation(lambda t: t * t, dps=float("nan")),
+    lambda: gaussian_expectation(lambda t: t * t, dps=float("inf")),
+])
+def test_non_whole_counts_are_domain_errors(call):
+    # they met NumPy's bare "deg must be a positive integer", range()'s TypeError or int()'s
+    # ValueError/OverflowError; nodes_per_panel=2.5 was truncated to 2 and n=True gave one coefficient
+    with pytest.raises(DomainError, match="nodes_per_panel=|n=|dps="):
+        call()
