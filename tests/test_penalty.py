@@ -119,6 +119,22 @@ def test_bad_inputs_raise():
     assert gradient_penalty_inequality(noisy.eval(), torch.ones(2, dtype=torch.float64)).holds
 
 
+def test_rrelu_in_training_mode_is_refused_like_dropout():
+    """RReLU draws its negative slopes per evaluation in training mode: the Jacobians and the gradients
+    were taken on different networks and the inequality was reported violated (holds=False, lhs/rhs
+    1.58 at seed 2) for a network where it holds.  In eval mode (fixed mean slope) it is accepted."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(2, 3), nn.RReLU(0.0, 1.0), nn.Linear(3, 3), nn.RReLU(0.0, 1.0),
+                        nn.Linear(3, 1)).double()
+    x = torch.randn(2, dtype=torch.float64)
+    with pytest.raises(DomainError, match=r"training mode with RReLU.*model\.eval\(\)"):
+        gradient_penalty_inequality(net, x)
+    assert gradient_penalty_inequality(net.eval(), x).holds
+    # a degenerate RReLU (lower == upper) is deterministic, a leaky ReLU, and accepted in training mode
+    fixed = nn.Sequential(nn.Linear(2, 3), nn.RReLU(0.25, 0.25), nn.Linear(3, 1)).double()
+    assert gradient_penalty_inequality(fixed, x).holds
+
+
 @settings(max_examples=500, deadline=None, derandomize=True)
 @given(
     depth=st.integers(1, 6),
