@@ -174,9 +174,23 @@ def _build(name: str, expr: sympy.Expr, x: sympy.Symbol, kinks: tuple) -> Activa
     mp_funcs = tuple(sympy.lambdify(x, e, modules="mpmath") for e in (expr, d1, d2))
 
     def jumps(f) -> bool:
+        # relative to f's size near the kink (largest |f| at k +- 1e-20, 1e-3, 1), not an absolute 1e-8:
+        # C'(1), C''(1) do not depend on the scale of phi, yet relu/1e9 had C''(1) = 0 (relu: inf) and
+        # Heaviside/1e9 C'(1) = 0; a smooth f changes by ~1e-20 |f'| across the kink
         with mpmath.workdps(30):
             eps = mpmath.mpf("1e-20")
-            return any(abs(f(mpmath.mpf(k) + eps) - f(mpmath.mpf(k) - eps)) > 1e-8 for k in kinks_f)
+            for k in kinks_f:
+                k = mpmath.mpf(k)
+                jump = abs(f(k + eps) - f(k - eps))
+                scale = mpmath.mpf(0)
+                for d in (eps, -eps, mpmath.mpf("1e-3"), -mpmath.mpf("1e-3"), 1, -1):
+                    try:
+                        scale = max(scale, abs(f(k + d)))
+                    except (ValueError, ZeroDivisionError, TypeError, OverflowError):
+                        continue   # another singularity or the edge of a domain: the other points decide
+                if jump > mpmath.mpf("1e-12") * scale:
+                    return True
+            return False
 
     offset = sympy.simplify(expr.subs(x, -x) + expr)
     if offset.has(x):

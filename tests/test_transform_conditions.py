@@ -226,3 +226,17 @@ def test_psi_zero_wherever_the_gaussian_has_mass_is_refused(phi, beta, delta, dp
 
     with pytest.raises(DomainError, match=r"Q\(1\).* is 0 .*Choose beta and delta"):
         transform_conditions(phi, 1.0, beta, 1.0, delta, dps=dps)
+
+
+@pytest.mark.parametrize("scale", [1, sympy.Rational(1, 10**9)])
+def test_jump_detection_does_not_depend_on_the_scale_of_phi(scale):
+    """C'(1) and C''(1) are ratios over Q(1), unchanged by phi -> s*phi; a jump of phi' makes C''(1)
+    infinite (the arc-cosine kernel's curvature at c = 1), a jump of phi C'(1).  The absolute 1e-8
+    threshold missed both at s = 1e-9: relu/1e9 had C''(1) = 0.0 and Heaviside/1e9 C'(1) = 0.0."""
+    relu = transform_conditions(scale * sympy.Max(x, 0), 1.0, 0.1, 1.0, 0.0)
+    step = transform_conditions(scale * sympy.Heaviside(x), 1.0, 0.1, 1.0, 0.0)
+    assert math.isinf(relu.values.c_curvature) and relu.values.c_curvature > 0
+    assert math.isinf(step.values.c_slope) and step.values.c_slope > 0
+    # a slope jump of 1e-9 of a unit slope (leaky-relu-like) is a jump too: psi'' has a delta there
+    leaky = transform_conditions(sympy.Max(x, (1 - sympy.Rational(1, 10**9)) * x), 1.0, 0.1, 1.0, 0.0)
+    assert math.isinf(leaky.values.c_curvature)
