@@ -686,7 +686,8 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
     |x - b|^-a off z = 0 may still not converge (then the error below says so).
 
     ``order=n``: probabilists' Gauss-Hermite with ``n`` nodes (exact for polynomials of degree
-    ``< 2n``; slow geometric convergence for ``tanh``-like functions, so not the default).
+    ``< 2n``; slow geometric convergence for ``tanh``-like functions, so not the default); it takes
+    no ``breakpoints``, ``singular_points`` or ``scale`` (a DomainError says so).
 
     ``with_mass=True``: return ``(value, mass)``, ``mass`` being the rule's ``E|f|`` (at least
     ``|value|``), the scale its convergence test and rounding error are relative to.  The relative
@@ -704,6 +705,14 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
     if order is not None:
         if int(order) != order or order < 1:
             raise DomainError(f"order={order!r}: the Gauss-Hermite rule needs a whole number of nodes >= 1.")
+        ignored = [name for name, v in (("breakpoints", breakpoints), ("singular_points", singular_points))
+                   if len(list(v))] + (["scale"] if scale != 1 else [])
+        if ignored:
+            # they were silently dropped: E[step(x - 0.3)] with order=20, breakpoints=[0.3] came back 31% off
+            raise DomainError(
+                f"order={order!r} with {', '.join(ignored)}: the Gauss-Hermite rule has fixed nodes and cannot "
+                "split or grade at them (across a kink it converges only algebraically); leave order=None for "
+                "the composite rule, which does.")
         z, w = np.polynomial.hermite_e.hermegauss(int(order))
         vals = _f64_checked(f(mean + std * z), "f")
         val = float(np.dot(w, vals) / math.sqrt(2 * math.pi))

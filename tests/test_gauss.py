@@ -309,3 +309,14 @@ def test_integrable_power_singularity_keeps_the_requested_digits(breakpoints):
         exact = 2 ** (-a / 2) * mpmath.gamma((1 - a) / 2) / mpmath.sqrt(mpmath.pi)
     r = gaussian_expectation(lambda t: 1 / mpmath.sqrt(abs(t)), dps=30, breakpoints=breakpoints)
     assert rel(r.value, exact) < 1e-29
+
+
+def test_gauss_hermite_refuses_the_options_it_cannot_use():
+    """order=n ignored breakpoints, singular_points and scale: E[step(x - 0.3)] with order=20 and
+    breakpoints=[0.3] came back 31% off (1 - Phi(0.3) = 0.382) without a word."""
+    step = lambda t: (t > 0.3).astype(float)  # noqa: E731
+    for kwargs in ({"breakpoints": [0.3]}, {"singular_points": [0.0]}, {"scale": 0.1}):
+        with pytest.raises(DomainError, match="order=20 with .*order=None"):
+            gaussian_expectation_float64(step, order=20, **kwargs)
+    exact = 1 - float(mpmath.ncdf(0.3))
+    assert abs(gaussian_expectation_float64(step, breakpoints=[0.3]) - exact) < 1e-14
