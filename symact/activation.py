@@ -762,7 +762,7 @@ def _input_value(value: Any) -> sympy.Expr:
         try:
             result = sympy.sympify(value, strict=True)
         except (sympy.SympifyError, TypeError):
-            pass
+            pass  # result stays None, and the refusal below names the value and what to pass instead
     if not isinstance(result, sympy.Expr):
         raise FormulaError(
             f"cannot evaluate an activation at {value!r} ({type(value).__name__}): pass one real number, +-oo, a "
