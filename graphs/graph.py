@@ -639,25 +639,70 @@ def _check_uncorrelated_sum_inputs(g: nx.DiGraph) -> None:
     linear(x) + pool(linear(x)) (the same weights on both sides), nor two calls of one weight matrix
     (linear nodes with the same ``weights`` attribute) on different inputs.
     """
-    # frontier[n]: the weight matrices (see _weights_key) of the linear nodes n is a combination of
-    # (None: not a Gaussian pre-activation)
-    frontier: dict[Hashable, frozenset | None] = {}
-    for node in nx.topological_sort(g):
+    # Every query below is answered by walking back from a node, never by sets of everything
+    # upstream of every node: those grow with the depth (a ResNet's sums each depend on all earlier
+    # layers), which made validation quadratic (1.3 s for a ResNet of 400 blocks, 2,000 nodes).
+    order = list(nx.topological_sort(g))
+    index = {n: i for i, n in enumerate(order)}
+    # gaussian[n]: n is a combination of linear-layer outputs (a zero-mean Gaussian pre-activation)
+    gaussian: dict[Hashable, bool] = {}
+    # holders[key]: the linear nodes applying the weight matrix key (see _weights_key)
+    holders: dict[tuple, list] = {}
+    for node in order:
         spec = KINDS[g.nodes[node]["kind"]]
         preds = list(g.predecessors(node))
         if spec.gaussian == "source":
-            frontier[node] = frozenset([_weights_key(g, node)])
-        elif spec.gaussian == "breaks" or not preds or any(frontier[p] is None for p in preds):
-            frontier[node] = None
+            gaussian[node] = True
+            holders.setdefault(_weights_key(g, node), []).append(node)
         else:
-            frontier[node] = frozenset().union(*(frontier[p] for p in preds))
+            gaussian[node] = spec.gaussian != "breaks" and bool(preds) and all(gaussian[p] for p in preds)
+
+    def depends_on(b: Hashable, targets: set) -> bool:
+        """Whether ``b`` is one of ``targets`` or depends on one of them (an ancestor): the walk back
+        stops at nodes earlier in the topological order than every target."""
+        if b in targets:
+            return True
+        lowest = min(index[t] for t in targets)
+        stack, seen = [b], {b}
+        while stack:
+            for p in g.predecessors(stack.pop()):
+                if p in seen or index[p] < lowest:
+                    continue
+                if p in targets:
+                    return True
+                seen.add(p)
+                stack.append(p)
+        return False
+
+    def independent_zero_mean(a: Hashable, b: Hashable) -> bool:
+        """``a`` is a zero-mean Gaussian pre-activation built from weight matrices ``b`` does not
+        depend on."""
+        if not gaussian[a]:
+            return False
+        # a combination of linear outputs depends on at least one linear layer, which every
+        # descendant of it depends on too
+        if depends_on(b, {a}):
+            return False
+        sources, stack, seen = set(), [a], {a}
+        while stack:  # the linear nodes a is a combination of, through transparent nodes
+            n = stack.pop()
+            if KINDS[g.nodes[n]["kind"]].gaussian == "source":
+                sources.add(n)
+                continue
+            for p in g.predecessors(n):
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        targets = {t for key in {_weights_key(g, s) for s in sources} for t in holders[key]}
+        return not depends_on(b, targets)
+
     for node, kind in g.nodes(data="kind"):
         if kind != "weighted_sum":
             continue
         preds = list(g.predecessors(node))
         for i, a in enumerate(preds):
             for b in preds[i + 1:]:
-                if _independent_zero_mean(g, frontier, a, b) or _independent_zero_mean(g, frontier, b, a):
+                if independent_zero_mean(a, b) or independent_zero_mean(b, a):
                     continue
                 shared = sorted(str(n) for n in g if g.nodes[n].get("weights") is not None
                                 and _weights_key(g, n) in _upstream_weights(g, a) & _upstream_weights(g, b))
@@ -686,13 +731,6 @@ def _upstream_weights(g: nx.DiGraph, node: Hashable) -> set:
     """The weight matrices of the linear nodes ``node`` depends on (itself included)."""
     return {_weights_key(g, n) for n in nx.ancestors(g, node) | {node}
             if KINDS[g.nodes[n]["kind"]].gaussian == "source"}
-
-
-def _independent_zero_mean(g: nx.DiGraph, frontier: Mapping, a: Hashable, b: Hashable) -> bool:
-    """``a`` is a zero-mean Gaussian pre-activation built from weight matrices ``b`` does not depend on."""
-    if frontier[a] is None:
-        return False
-    return not (frontier[a] & _upstream_weights(g, b))
 
 
 def _reaches_kind(g: nx.DiGraph, node: Hashable, kind: str) -> bool:
