@@ -45,7 +45,10 @@ Mapping (torch op -> node kind):
 * ``torch.cat`` (``torch.concat``, ``torch.concatenate``) along the feature dim -> ``concat`` with channel counts (sizes along the cat dim)
   from shape propagation; along a sequence/spatial dim (or the batch) it is refused
 * ``flatten``, ``unflatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``nn.Flatten``,
-  ``nn.Identity``, ``nn.Unflatten``, ``nn.Dropout(p=0)`` (and the other dropouts at p=0) -> pass-through (no node); so are ``transpose``,
+  ``nn.Identity``, ``nn.Unflatten``, ``nn.Dropout(p=0)`` (and the other dropout modules at p=0 or in eval
+  mode, and ``F.dropout(x, p=0)``, ``F.dropout(x, p, training=False)`` and the other functional
+  dropouts where they are the identity; a dropout at p > 0 in training mode multiplies q by 1/(1 - p)
+  and is refused) -> pass-through (no node); so are ``transpose``,
   ``permute``, ``swapaxes``/``swapdims``, ``movedim``/``moveaxis``, ``t``, ``.T`` and ``.mT``, whose
   feature dims move with them (a Linear after ``x.transpose(1, 2)`` of (batch, length, features)
   mixes tokens, as in MLP-Mixer)
@@ -463,6 +466,11 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     # every dropout module is the identity at p = 0
     dropout_types = tuple(getattr(nn, n) for n in ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
                                                    "FeatureAlphaDropout") if hasattr(nn, n))
+    # functional dropouts: (input, p, training) by position; the alpha ones default to training=False
+    dropout_functions = {getattr(F, n): ("input", "p", "training") for n in (
+        "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout") if hasattr(F, n)}
+    dropout_functions.update({getattr(torch, n): ("input", "p", "train") for n in (
+        "dropout", "alpha_dropout", "feature_alpha_dropout", "feature_dropout") if hasattr(torch, n)})
     act_modules, act_functions, act_methods = _activation_tables()
 
     class _Tracer(torch.fx.Tracer):
@@ -862,14 +870,40 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     view_methods = passthrough_methods | permute_methods
 
     def is_view(n: Any) -> bool:
+        # a dropout at p = 0 or out of training returns its input tensor itself
         if n.op == "call_function":
-            return n.target in view_functions
+            return n.target in view_functions or (n.target in dropout_functions and dropout_change(n) is None)
         if n.op == "call_method":
             return n.target in view_methods
         if n.op != "call_module":
             return False
-        m = gm.get_submodule(n.target)  # a dropout at p = 0 returns its input tensor itself
-        return isinstance(m, pass_types) or (isinstance(m, dropout_types) and m.p == 0)
+        m = gm.get_submodule(n.target)
+        return isinstance(m, pass_types) or (isinstance(m, dropout_types) and dropout_change(n) is None)
+
+    def dropout_change(fx_node: Any) -> str | None:
+        """None if a dropout node is the identity (p == 0, or not training: torch then returns its
+        input itself), else what it does, for the error that refuses it."""
+        if fx_node.op == "call_module":
+            m = gm.get_submodule(fx_node.target)
+            p, training = m.p, m.training
+        else:
+            names = dropout_functions[fx_node.target]
+            settings = {**dict(zip(names, concrete(fx_node.args))), **concrete(fx_node.kwargs)}
+            try:  # the defaults of the Python functions (training=True, or False for the alpha ones)
+                defaults = {k: v.default for k, v in inspect.signature(fx_node.target).parameters.items()
+                            if v.default is not inspect.Parameter.empty}
+            except (TypeError, ValueError):  # torch.dropout(input, p, train): no defaults
+                defaults = {}
+            p = settings.get("p", defaults.get("p"))
+            training = settings.get(names[2], defaults.get(names[2]))
+        if isinstance(p, torch.fx.Node) or isinstance(training, torch.fx.Node):
+            return (f"a dropout whose p or training flag is computed in the network ({p!r}, {training!r}), so "
+                    f"from_torch cannot tell whether it is the identity")
+        if p == 0 or training is False:
+            return None
+        return (f"dropout with p={p!r} in training mode, which zeroes elements at random and scales the rest "
+                f"by 1/(1 - p): it multiplies q by 1/(1 - p) and leaves the covariances of different inputs "
+                f"unchanged, so C values shrink by the factor (1 - p), which no node kind describes")
 
     def check_in_place(fx_node: Any, how: str) -> None:
         """An op that overwrites its input: the graph gives later readers of that input (or of a view
@@ -1038,7 +1072,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                                                                         "divisor_override") if hasattr(m, k)},
                                    type(m).__name__)
                 env[fx_node] = add_kind(fx_node, "pool", module=type(m).__name__)
-            elif isinstance(m, pass_types) or (isinstance(m, dropout_types) and m.p == 0):
+            elif isinstance(m, pass_types) or (isinstance(m, dropout_types) and dropout_change(fx_node) is None):
                 env[fx_node] = reshaped(fx_node)
             elif normalise_types and isinstance(m, normalise_types):
                 rank = len(shape_of(fx_node.args[0]))
@@ -1062,7 +1096,12 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 hint = {nn.BatchNorm1d: "batch statistics", nn.BatchNorm2d: "batch statistics",
                         nn.LayerNorm: "mean subtraction (use nn.RMSNorm for per-location normalisation)",
                         nn.MaxPool2d: "max pooling (use average pooling)",
-                        }.get(type(m), "dropout with p > 0" if isinstance(m, dropout_types) else "no known kernel rule")
+                        }.get(type(m), "no known kernel rule")
+                if isinstance(m, dropout_types):
+                    raise InvalidGraphError(
+                        f"unsupported module {type(m).__name__} at {where(fx_node)} (dropout with p > 0 in training "
+                        f"mode: {dropout_change(fx_node)}); use p=0, or trace the model in eval mode (model.eval()), "
+                        f"where dropout is the identity")
                 raise InvalidGraphError(
                     f"unsupported module {type(m).__name__} at {where(fx_node)} ({hint}); from_torch maps "
                     f"Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes")
@@ -1122,6 +1161,13 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             elif target is torch.mean:
                 env[fx_node] = mean(fx_node)
             elif target in passthrough_functions:
+                env[fx_node] = reshaped(fx_node)
+            elif target in dropout_functions:
+                change = dropout_change(fx_node)
+                if change is not None:
+                    raise InvalidGraphError(
+                        f"{where(fx_node)} is {change}; pass p=0 or training=False (training=self.training "
+                        f"and the model in eval mode), where it is the identity")
                 env[fx_node] = reshaped(fx_node)
             elif target in permute_functions:
                 env[fx_node] = permuted(fx_node, lambda t: target(t, *concrete(fx_node.args[1:]),

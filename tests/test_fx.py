@@ -1231,3 +1231,90 @@ def test_a_compiled_generated_module_is_one_node_with_its_activation():
         module._orig_mod.b.fill_(2.0)
     g = graphs.from_torch(Around(module), torch.randn(2, 4))
     assert same_network(g, graphs.mlp(1, activation=symact.activation("squareplus", b=2)))
+
+
+class _FunctionalDropout(nn.Module):
+    """linear -> tanh -> dropout (called functionally) -> linear."""
+
+    def __init__(self, dropout, *args, **kwargs):
+        super().__init__()
+        self.a, self.o = nn.Linear(4, 8), nn.Linear(8, 2)
+        self.dropout, self.args, self.kwargs = dropout, args, kwargs
+
+    def forward(self, x):
+        return self.o(self.dropout(torch.tanh(self.a(x)), *self.args, **self.kwargs))
+
+
+@pytest.mark.parametrize("dropout, args, kwargs", [
+    (F.dropout, (), {"p": 0}),
+    (F.dropout, (0.0,), {"training": True}),
+    (F.dropout, (0.5,), {"training": False}),
+    (F.dropout, (0.5, False), {}),
+    (F.alpha_dropout, (0.3,), {}),  # training defaults to False for the alpha dropouts
+    (F.dropout1d, (0.0,), {}),
+    (F.feature_alpha_dropout, (0.0, True), {}),
+    (torch.dropout, (0.0, True), {}),
+    (torch.dropout, (0.5, False), {}),
+])
+def test_a_functional_dropout_that_is_the_identity_passes_through(dropout, args, kwargs):
+    """F.dropout(h, p=0) and F.dropout(h, p, training=False) return h itself, but every functional
+    dropout was refused as an 'unsupported op' (only the modules at p=0 passed)."""
+    x = torch.randn(3, 4) if dropout is not F.dropout1d else torch.randn(3, 4, 5)
+    net = _FunctionalDropout(dropout, *args, **kwargs)
+    if dropout is F.dropout1d:
+        net.a, net.o = nn.Conv1d(4, 8, 1), nn.Conv1d(8, 2, 1)
+    g = graphs.from_torch(net, x)
+    assert same_network(g, graphs.mlp(1, activation="tanh"))
+
+
+@pytest.mark.parametrize("dropout, args, kwargs", [
+    (F.dropout, (), {}),  # p=0.5, training=True by default
+    (F.dropout, (0.1,), {"training": True}),
+    (F.alpha_dropout, (0.1, True), {}),
+    (torch.dropout, (0.2, True), {}),
+])
+def test_a_functional_dropout_in_training_is_refused_naming_the_op_and_the_fix(dropout, args, kwargs):
+    net = _FunctionalDropout(dropout, *args, **kwargs)
+    with pytest.raises(InvalidGraphError, match=r"fx node '\w*dropout\w*'.* in training mode.*q by 1/\(1 - p\)"
+                                                r".*pass p=0 or training=False"):
+        graphs.from_torch(net, torch.randn(3, 4))
+
+
+def test_dropout_follows_the_model_mode_and_q_grows_by_one_over_keep_in_training():
+    """A dropout module in eval mode (model.eval()) is the identity, like F.dropout(h, p,
+    training=self.training) then; in training mode it is refused, for the reason checked here
+    numerically: inverted dropout multiplies q by 1/(1 - p) and keeps the covariance of two inputs."""
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.o = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.o(F.dropout(torch.tanh(self.a(x)), 0.5, training=self.training))
+
+    for net in (nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 2)), Functional()):
+        with pytest.raises(InvalidGraphError, match="training mode.*model.eval\\(\\)|training mode.*training=False"):
+            graphs.from_torch(net, torch.randn(3, 4))
+        g = graphs.from_torch(net.eval(), torch.randn(3, 4))
+        assert same_network(g, graphs.mlp(1, activation="tanh"))
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(2, 400_000, generator=gen, dtype=torch.float64)
+    keep = (torch.rand(2, 400_000, generator=gen) >= 0.5).to(torch.float64) / 0.5
+    q, cov = (u[0] * keep[0]).square().mean(), (u[0] * keep[0] * (0.6 * u[0] + 0.8 * u[1]) * keep[1]).mean()
+    assert abs(q - 2.0) < 0.03 and abs(cov - 0.6) < 0.03
+
+
+def test_an_in_place_op_after_an_identity_functional_dropout_is_caught():
+    """F.dropout(h, p=0) returns h itself, so h.relu_() on its result overwrites h too."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.o = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            y = F.dropout(h, p=0.0).relu_()
+            return self.o(0.6 * h + 0.8 * y)
+
+    with pytest.raises(InvalidGraphError, match="overwrites 'dropout' in place"):
+        graphs.from_torch(Net(), torch.randn(3, 4))
