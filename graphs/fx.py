@@ -179,7 +179,8 @@ def _activation_tables():
     functions = {
         torch.tanh: "tanh", F.tanh: "tanh", torch.relu: "relu", F.relu: "relu",
         torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.silu: "silu", F.softplus: "softplus",
-        F.elu: "elu", F.selu: "selu", torch.selu: "selu", F.celu: "celu", F.leaky_relu: "leaky_relu",
+        F.elu: "elu", F.selu: "selu", torch.selu: "selu", F.celu: "celu", torch.celu: "celu",
+        torch.special.expit: "sigmoid", F.leaky_relu: "leaky_relu",
         F.mish: "mish", F.softsign: "softsign", F.hardtanh: "hardtanh", F.relu6: "relu6",
         F.hardsigmoid: "hardsigmoid", F.hardswish: "hardswish", F.logsigmoid: "logsigmoid",
         F.tanhshrink: "tanhshrink", F.softshrink: "softshrink", F.hardshrink: "hardshrink",

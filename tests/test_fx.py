@@ -1318,3 +1318,46 @@ def test_an_in_place_op_after_an_identity_functional_dropout_is_caught():
 
     with pytest.raises(InvalidGraphError, match="overwrites 'dropout' in place"):
         graphs.from_torch(Net(), torch.randn(3, 4))
+
+
+@pytest.mark.parametrize("call, alpha", [
+    (lambda h: torch.celu(h), 1.0),
+    (lambda h: torch.celu(h, 0.5), 0.5),
+    (lambda h: torch.celu(h, alpha=2.0), 2.0),
+    (lambda h: F.celu(h, alpha=0.5), 0.5),
+    (nn.CELU(0.7), 0.7),
+])
+def test_celu_in_every_form_maps_to_the_catalogue_celu_with_its_alpha(call, alpha):
+    """torch.celu (a builtin other than F.celu) was refused as an unsupported op."""
+    import symact
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.f, self.o = nn.Linear(4, 8), call, nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.o(self.f(self.a(x)))
+
+    g = graphs.from_torch(Net(), torch.randn(3, 4))
+    (node,) = graphs.activation_nodes(g)
+    name, params = g.nodes[node]["activation"], g.nodes[node]["activation_params"]
+    assert name == "celu" and params.get("alpha", 1.0) == alpha
+    # the node's activation computes what torch computes
+    act = symact.activation(name, **params)
+    t = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    expected = call(t) if isinstance(call, nn.Module) else call(t)
+    got = [float(act.expr.subs(act.x, float(v)).subs(act.params)) for v in t] if hasattr(act, "params") else None
+    assert got is not None and max(abs(a - float(b)) for a, b in zip(got, expected)) < 1e-12
+
+
+def test_torch_special_expit_is_sigmoid():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.o = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.o(torch.special.expit(self.a(x)))
+
+    assert same_network(graphs.from_torch(Net(), torch.randn(3, 4)), graphs.mlp(1, activation="sigmoid"))
