@@ -43,7 +43,14 @@ Mapping (torch op -> node kind):
   weights whose squares sum to 1 within it are accepted and stored normalised (the traced
   values in the node's ``torch_weights``)
 * ``torch.cat`` (``torch.concat``, ``torch.concatenate``) along the feature dim -> ``concat`` with channel counts (sizes along the cat dim)
-  from shape propagation; along a sequence/spatial dim (or the batch) it is refused
+  from shape propagation; along a sequence/spatial dim (or the batch) it is refused.  ``torch.stack``
+  (a cat of the tensors each unsqueezed at ``dim``) -> ``concat`` of equal parts, its new dim among the
+  features.  The concat rule ``sum (n_i / N) * k_i`` is the kernel of the parts joined as features, so
+  the next linear layer must mix the dim they were joined along (``torch.stack([a, b], 1).flatten(1)``
+  then ``nn.Linear``); one that leaves it a sequence/spatial dim (a Linear on the last dim of the
+  stack's (batch, 2, features), token mixing after a feature cat, a conv after a cat of the raw input
+  along its length), or a mean or pool across it, is refused: the parts then sit at different
+  positions, each with its own kernel
 * ``flatten``, ``unflatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``nn.Flatten``,
   ``nn.Identity``, ``nn.Unflatten``, ``nn.Dropout(p=0)`` (and the other dropout modules at p=0 or in eval
   mode, and ``F.dropout(x, p=0)``, ``F.dropout(x, p, training=False)`` and the other functional
@@ -701,6 +708,16 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     def feat(arg: Any) -> _Features | None:
         return features.get(arg) if isinstance(arg, torch.fx.Node) else None
 
+    # fx node -> the dims along which it is a concatenation of different tensors (torch.cat,
+    # torch.stack), ``by`` naming the op; None: none.  The concat node's rule sum (n_i / N) k_i is
+    # the kernel of those dims as features, which a linear layer must mix; along a dim that stays a
+    # sequence/spatial one the parts sit at different positions, each with its own kernel.
+    joined: dict[Any, _Features | None] = {}
+
+    def joins(arg: Any) -> _Features | None:
+        j = joined.get(arg) if isinstance(arg, torch.fx.Node) else None
+        return j if j is not None and j.dims else None
+
     def shape_of(arg: Any) -> tuple | None:
         meta = arg.meta.get("tensor_meta") if isinstance(arg, torch.fx.Node) else None
         return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
@@ -715,6 +732,19 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         dim = rank - 1 if spatial is None else rank - spatial - 1
         layer = (type(gm.get_submodule(fx_node.target)).__name__ if fx_node.op == "call_module"
                  else fx_node.target.__name__)
+        x, j = fx_node.args[0], joins(fx_node.args[0])
+        x_shape = shape_of(x)
+        if j is not None and x_shape is not None:
+            mixed = len(x_shape) - 1 if spatial is None else len(x_shape) - spatial - 1
+            if j.dims != {mixed}:
+                raise InvalidGraphError(
+                    f"{where(fx_node)}: {layer} mixes dim {mixed} of a tensor of shape {x_shape} that {j.by} "
+                    f"concatenated along dim {', '.join(map(str, sorted(j.dims)))}, which this layer does not "
+                    f"mix: the concatenated parts stay at different sequence/spatial positions, each with its own "
+                    f"kernel, while a concat node stands for parts joined as features (kernel sum (n_i / N) * k_i) "
+                    f"that the next linear layer mixes; concatenate along the dim this layer mixes (dim {mixed} "
+                    f"here)")
+        joined[fx_node] = None
         features[fx_node] = _Features(frozenset({dim}), f"{layer} {fx_node.name!r}")
 
     def check_channel_mixing(fx_node: Any, in_channels: int, per_group: int, label: str) -> None:
@@ -753,6 +783,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         x = fx_node.args[0]
         f, shape = feat(x), shape_of(x)
         pooled = set(range(len(shape) - spatial, len(shape)))
+        check_not_across_joined(fx_node, pooled, label)
         if f is not None and pooled & f.dims:
             raise InvalidGraphError(
                 f"{where(fx_node)}: {label} averages the last {spatial} dim(s) {sorted(pooled)} of "
@@ -760,6 +791,18 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 f"torch's pools take (batch, channels, *spatial); for (batch, length, features) "
                 f"average the length with x.mean(1)")
         features[fx_node] = f
+
+    def check_not_across_joined(fx_node: Any, averaged: set, label: str) -> None:
+        """An average over a dim along which parts were concatenated averages different tensors: an
+        unnormalised sum of them, with cross terms, not average pooling of one stationary kernel."""
+        x = fx_node.args[0]
+        j = joins(x)
+        if j is not None and averaged & j.dims:
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} averages over dim(s) {sorted(averaged & j.dims)} of a tensor of shape "
+                f"{shape_of(x)} that {j.by} concatenated along that dim, i.e. it averages the concatenated tensors "
+                f"together (an unnormalised sum of them), which is not average pooling of one kernel; pool each "
+                f"part before concatenating, or concatenate along the features")
 
     def check_pool_divisor(fx_node: Any, settings: dict, label: str) -> None:
         """An average pool divides each window's sum by the number of elements it averages; zero
@@ -792,6 +835,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         rank = len(shape)
         dims = reduced_dims(fx_node, rank)
         keepdim = bool(fx_node.kwargs.get("keepdim", fx_node.args[2] if len(fx_node.args) > 2 else False))
+        check_not_across_joined(fx_node, dims, "the mean")
         if 0 in dims and rank > 1:
             raise InvalidGraphError(
                 f"{where(fx_node)} averages over dim(s) {sorted(dims)} of a tensor of shape {shape}, including "
@@ -812,6 +856,9 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 f"width)), or use a linear layer")
         if f is not None and not keepdim:
             f = _Features(frozenset(d - sum(r < d for r in dims) for d in f.dims), f.by)
+        j = joins(x)
+        if j is not None and not keepdim:
+            joined[fx_node] = _Features(frozenset(d - sum(r < d for r in dims) for d in j.dims), j.by)
         features[fx_node] = f
         return add_kind(fx_node, "pool", function="mean")
 
@@ -958,15 +1005,18 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         traced dim arguments; the output's sizes name the input dim each output dim came from."""
         x = fx_node.args[0]
         shape = shape_of(x)
-        f = feat(x)
-        if f is not None and shape is not None:
+        f, j = feat(x), joins(x)
+        if (f is not None or j is not None) and shape is not None:
             try:
                 moved = apply(torch.empty([d + 2 for d in range(len(shape))], device="meta"))
             except Exception as exc:  # dims that are neither constants nor computed from shapes
                 raise InvalidGraphError(f"{where(fx_node)} moves dims that from_torch cannot read ({exc}); "
                                         f"pass them as constants, e.g. x.transpose(1, 2)") from exc
             order = [size - 2 for size in moved.shape]
-            f = _Features(frozenset(i for i, d in enumerate(order) if d in f.dims), f.by)
+            if f is not None:
+                f = _Features(frozenset(i for i, d in enumerate(order) if d in f.dims), f.by)
+            if j is not None:
+                joined[fx_node] = _Features(frozenset(i for i, d in enumerate(order) if d in j.dims), j.by)
         features[fx_node] = f
         return tensor_arg(fx_node)
 
@@ -974,6 +1024,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         x = fx_node.args[0]
         before, after = shape_of(x), shape_of(fx_node)
         features[fx_node] = feat(x) if before is None or after is None else _reshaped_features(before, after, feat(x))
+        joined[fx_node] = joins(x) if before is None or after is None else _reshaped_features(before, after, joins(x))
         return tensor_arg(fx_node)
 
     def combined(fx_node: Any) -> _Features | None:
@@ -982,6 +1033,10 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         known = [feat(a).shifted(len(out) - len(shape_of(a))) for a in fx_node.args
                  if feat(a) is not None and shape_of(a) is not None] if out is not None else []
         same_feature_dims(fx_node, known, "adds", ", so it adds features to sequence/spatial positions")
+        parts = [joins(a).shifted(len(out) - len(shape_of(a))) for a in fx_node.args
+                 if joins(a) is not None and shape_of(a) is not None] if out is not None else []
+        if parts:
+            joined[fx_node] = _Features(frozenset().union(*(p.dims for p in parts)), parts[0].by)
         return known[0] if known else None
 
     def same_feature_dims(fx_node: Any, known: list, verb: str, consequence: str = "") -> None:
@@ -993,22 +1048,33 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                     f"{sorted(known[0].dims)} (written by {known[0].by}) and {sorted(f.dims)} (written by "
                     f"{f.by}){consequence}; lay both out alike")
 
-    def concat(fx_node: Any) -> _Combo:
+    def concat(fx_node: Any, stack: bool = False) -> _Combo:
+        """torch.cat along the features -> a concat node; torch.stack, a cat of the tensors each
+        unsqueezed at ``dim``, likewise, with the new dim (size 1 per part) among the features."""
+        verb = "stacks" if stack else "concatenates"
         args = {**dict(zip(("tensors", "dim"), fx_node.args)), **concrete(fx_node.kwargs)}
         tensors = args["tensors"]
         dim = concrete(args.get("dim", args.get("axis", 0)))  # torch.concatenate calls it axis
         if not isinstance(dim, int):
-            raise InvalidGraphError(f"{where(fx_node)} concatenates along dim={dim!r}; from_torch reads "
+            raise InvalidGraphError(f"{where(fx_node)} {verb} along dim={dim!r}; from_torch reads "
                                     f"an int dim (a constant, or computed from shapes)")
         shape = shape_of(tensors[0])
-        dim %= len(shape)
+        dim %= len(shape) + stack
         known = [feat(t) for t in tensors if feat(t) is not None]
-        same_feature_dims(fx_node, known, "concatenates")
+        same_feature_dims(fx_node, known, verb)
         f = known[0] if known else None
         if dim == 0:
-            raise InvalidGraphError(f"{where(fx_node)} concatenates along the batch dim 0; "
+            raise InvalidGraphError(f"{where(fx_node)} {verb} along the batch dim 0; "
                                     f"only feature/channel concatenation has a kernel rule")
-        if f is not None and dim not in f.dims:
+        parts = [joins(t) for t in tensors if joins(t) is not None]
+        if stack:
+            # the new dim holds the parts; the dims from dim on move one up
+            def moved(d: int) -> int:
+                return d + (d >= dim)
+            if f is not None:
+                f = _Features(frozenset(moved(d) for d in f.dims) | {dim}, f.by)
+            parts = [_Features(frozenset(moved(d) for d in p.dims), p.by) for p in parts]
+        elif f is not None and dim not in f.dims:
             raise InvalidGraphError(
                 f"{where(fx_node)} concatenates along dim {dim} of {described(f, shape)}, i.e. along a "
                 f"sequence/spatial dim, not the features; only feature (channel) concatenation has a kernel "
@@ -1020,9 +1086,11 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             if node in channels:
                 raise InvalidGraphError(f"{where(fx_node)} concatenates {node!r} with itself; "
                                         f"not supported")
-            channels[node] = int(shape_of(t)[dim])
+            channels[node] = 1 if stack else int(shape_of(t)[dim])
         add_concat(g, fx_node.name, channels, fx_node=fx_node.name)
         features[fx_node] = f
+        joined[fx_node] = _Features(frozenset({dim}).union(*(p.dims for p in parts)),
+                                    f"{'torch.stack' if stack else 'torch.cat'} {fx_node.name!r}")
         return _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
 
     def spatial_dims(name: str) -> int:
@@ -1179,6 +1247,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 env[fx_node] = _Other()
             elif target in (torch.cat, torch.concat, torch.concatenate):
                 env[fx_node] = concat(fx_node)
+            elif target is torch.stack:
+                env[fx_node] = concat(fx_node, stack=True)
             else:
                 raise InvalidGraphError(f"unsupported op {where(fx_node)}; from_torch maps Linear/Conv, "
                                         f"average pools, activations, weighted sums, cat, reshapes and transposes")
@@ -1242,6 +1312,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             _convert(fx_node)
             if fx_node not in features:  # activations: elementwise, same layout as their input
                 features[fx_node] = feat(fx_node.args[0]) if fx_node.args else None
+            if fx_node not in joined:
+                joined[fx_node] = joins(fx_node.args[0]) if fx_node.args else None
     except InvalidGraphError as exc:
         by_name = {n.name: n for n in fx_graph.nodes}
         hint = _module_hint(model, by_name.get(getattr(exc, "fx_origin", None), fx_node))

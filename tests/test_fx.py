@@ -1361,3 +1361,107 @@ def test_torch_special_expit_is_sigmoid():
             return self.o(torch.special.expit(self.a(x)))
 
     assert same_network(graphs.from_torch(Net(), torch.randn(3, 4)), graphs.mlp(1, activation="sigmoid"))
+
+
+class _StackedBranches(nn.Module):
+    """stem -> two branches tanh -> linear, joined by torch.stack (``dim``) then flattened, or by
+    torch.cat; head tanh -> linear: the layout of graphs.multi_branch((1, 1), combine="concat")."""
+
+    def __init__(self, join):
+        super().__init__()
+        self.stem, self.b0, self.b1, self.head = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(16, 2)
+        self.join = join
+
+    def forward(self, x):
+        h = self.stem(x)
+        return self.head(torch.tanh(self.join(self.b0(torch.tanh(h)), self.b1(torch.tanh(h)))))
+
+
+@pytest.mark.parametrize("join", [
+    lambda a, b: torch.stack([a, b], dim=-1).flatten(1),
+    lambda a, b: torch.stack([a, b], dim=1).view(a.shape[0], -1),
+    lambda a, b: torch.stack((a, b), 2).reshape(-1, 16),
+    lambda a, b: torch.stack(tensors=[a, b], dim=1).flatten(1),
+    lambda a, b: torch.cat([a, b], dim=1),
+])
+def test_stacking_branches_into_the_features_is_a_concat(join):
+    """torch.stack was refused as an unsupported op; stacking branches along a new dim that then
+    joins the features is a channel concatenation of equal parts."""
+    g = graphs.from_torch(_StackedBranches(join), torch.randn(3, 4))
+    ref = graphs.multi_branch((1, 1), combine="concat", activation="tanh")
+    assert same_network(g, ref) if "stack" in g else same_network(
+        g, graphs.multi_branch((1, 1), combine="concat", channels=(8, 8), activation="tanh"))
+
+
+def test_stacking_along_the_batch_or_into_positions_is_refused_naming_the_op():
+    with pytest.raises(InvalidGraphError, match=r"fx node 'stack'.* stacks along the batch dim 0"):
+        graphs.from_torch(_StackedBranches(lambda a, b: torch.stack([a, b]).transpose(0, 1).flatten(1)),
+                          torch.randn(3, 4))
+
+    # (batch, 2, features) read by a Linear on the features: the two branches sit at two positions,
+    # with their own kernels, which a concat node (one averaged kernel) does not describe
+    class Positions(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.b0, self.b1, self.mix = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = torch.tanh(self.stem(x))
+            s = torch.stack([self.b0(h), self.b1(h)], dim=1)
+            return self.head(torch.tanh(self.mix(s)).mean(1))
+
+    with pytest.raises(InvalidGraphError, match=r"fx node 'mix'.*Linear mixes dim 2 of a tensor of shape \(3, 2, 8\) "
+                                                r"that torch.stack 'stack' concatenated along dim 1"):
+        graphs.from_torch(Positions(), torch.randn(3, 4))
+
+
+class _RawCat(nn.Module):
+    """A conv net that concatenates its input x (batch, channels, length) with an average pool of it."""
+
+    def __init__(self, dim, then=None):
+        super().__init__()
+        self.dim, self.then = dim, then
+        self.conv, self.head = nn.Conv1d(3 if dim == 2 else 6, 8, 1), nn.Conv1d(8, 2, 1)
+
+    def forward(self, x):
+        h = torch.cat([x, F.avg_pool1d(x, 3, stride=1, padding=1, count_include_pad=False)], dim=self.dim)
+        if self.then is not None:
+            h = self.then(h)
+        return self.head(torch.tanh(self.conv(h)))
+
+
+def test_concatenating_the_input_along_a_spatial_dim_is_refused():
+    """torch.cat([x, pool(x)], dim=2) of a conv net's input (no linear layer yet, so no feature dims
+    known) was taken as a channel concat: the parts sit at different positions, each with its own
+    kernel (x's and the pooled x's), where the graph gave every position their average."""
+    g = graphs.from_torch(_RawCat(1), torch.randn(2, 3, 5))  # along the channels: a concat
+    assert g.nodes["cat"]["kind"] == "concat" and graphs.edge_channels(g, "cat") == {"x": 3, "avg_pool1d": 3}
+    with pytest.raises(InvalidGraphError, match=r"fx node 'conv'.*mixes dim 1 of a tensor of shape \(2, 3, 10\) "
+                                                r"that torch.cat 'cat' concatenated along dim 2.*concatenate along "
+                                                r"the dim this layer mixes \(dim 1"):
+        graphs.from_torch(_RawCat(2), torch.randn(2, 3, 5))
+    # and pooling across the seam averages the two parts together
+    with pytest.raises(InvalidGraphError, match=r"averages over dim\(s\) \[2\] of a tensor of shape \(2, 3, 10\) "
+                                                r"that torch.cat 'cat' concatenated"):
+        graphs.from_torch(_RawCat(2, then=lambda h: h.mean(2, keepdim=True)), torch.randn(2, 3, 5))
+
+
+def test_token_mixing_after_a_feature_concat_is_refused():
+    """MLP-Mixer token mixing makes the features positions; after a concat the two parts' features
+    then sit at different positions with different kernels (the concat rule averages them)."""
+    class Mixer(nn.Module):
+        def __init__(self, concat):
+            super().__init__()
+            self.concat = concat
+            self.a, self.b, self.c = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 12)
+            self.tokens, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):  # (batch, 4 tokens, 6 features)
+            h = self.a(x)
+            h = torch.cat([h, self.b(torch.tanh(h))], dim=-1) if self.concat else self.c(torch.tanh(h))
+            return self.head(torch.tanh(self.tokens(h.transpose(1, 2))))
+
+    graphs.from_torch(Mixer(concat=False), torch.randn(2, 4, 6))
+    with pytest.raises(InvalidGraphError, match=r"fx node 'tokens'.*torch.cat 'cat' concatenated along dim 1"):
+        graphs.from_torch(Mixer(concat=True), torch.randn(2, 4, 6))
