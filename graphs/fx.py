@@ -19,7 +19,10 @@ Mapping (torch op -> node kind):
   ``nn.Conv*d``: dim 1) and followed through reshapes on the example input's shapes; a mean or
   pool over features (``x.mean(-1)`` after an ``nn.Linear``) or over the batch is refused, as
   it is no average pooling.  Before any linear layer the input is taken as channel-first
-  (batch, channels, *spatial)
+  (batch, channels, *spatial).  The batch is dim 0 of the input, followed through transposes and
+  reshapes: after ``x.transpose(0, 1)`` of (batch, length, features), the sequence-first layout,
+  ``x.mean(0)`` averages the length, and a mean, pool, concat, normalisation or linear layer over
+  the batch (mixing examples) is refused
 * activation modules and functions (``nn.Tanh``, ``nn.ReLU``, ``F.gelu``, ``torch.tanh``,
   ``x.relu()``, in-place forms such as ``x.relu_()`` and ``inplace=True``, ...) -> ``activation`` with the symact catalogue name as ``activation`` and the
   hyper-parameters as ``activation_params``, keyword arguments for
@@ -718,6 +721,20 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         j = joined.get(arg) if isinstance(arg, torch.fx.Node) else None
         return j if j is not None and j.dims else None
 
+    # fx node -> the dims holding the batch: dim 0 of the input, followed through transposes and
+    # reshapes (x.transpose(0, 1) of (batch, length, features) puts it at dim 1).  Where it cannot be
+    # told (a batch of 1 holds nothing), dim 0.
+    batch_at: dict[Any, _Features | None] = {}
+
+    def batch_dims(arg: Any) -> frozenset:
+        b = batch_at.get(arg) if isinstance(arg, torch.fx.Node) else None
+        return b.dims if b is not None and b.dims else frozenset({0})
+
+    def batch_note(arg: Any) -> str:
+        dims = sorted(batch_dims(arg))
+        return (f"the batch dim {', '.join(map(str, dims))}" if dims == [0] else
+                f"dim {', '.join(map(str, dims))}, which holds the batch (moved there by a transpose or reshape)")
+
     def shape_of(arg: Any) -> tuple | None:
         meta = arg.meta.get("tensor_meta") if isinstance(arg, torch.fx.Node) else None
         return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
@@ -744,6 +761,12 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                     f"kernel, while a concat node stands for parts joined as features (kernel sum (n_i / N) * k_i) "
                     f"that the next linear layer mixes; concatenate along the dim this layer mixes (dim {mixed} "
                     f"here)")
+        if x_shape is not None and len(x_shape) > 1:
+            mixed = len(x_shape) - 1 if spatial is None else len(x_shape) - spatial - 1
+            if mixed in batch_dims(x):
+                raise InvalidGraphError(
+                    f"{where(fx_node)}: {layer} mixes dim {mixed} of a tensor of shape {x_shape}, "
+                    f"{batch_note(x)}: it mixes examples; move the batch back to dim 0 first")
         joined[fx_node] = None
         features[fx_node] = _Features(frozenset({dim}), f"{layer} {fx_node.name!r}")
 
@@ -783,6 +806,10 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         x = fx_node.args[0]
         f, shape = feat(x), shape_of(x)
         pooled = set(range(len(shape) - spatial, len(shape)))
+        if pooled & batch_dims(x) and len(shape) > 1:
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} averages the last {spatial} dim(s) {sorted(pooled)} of a tensor of shape "
+                f"{shape}, including {batch_note(x)}, which mixes examples; pool over sequence/spatial dims")
         check_not_across_joined(fx_node, pooled, label)
         if f is not None and pooled & f.dims:
             raise InvalidGraphError(
@@ -836,10 +863,10 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         dims = reduced_dims(fx_node, rank)
         keepdim = bool(fx_node.kwargs.get("keepdim", fx_node.args[2] if len(fx_node.args) > 2 else False))
         check_not_across_joined(fx_node, dims, "the mean")
-        if 0 in dims and rank > 1:
+        if dims & batch_dims(x) and rank > 1:
             raise InvalidGraphError(
                 f"{where(fx_node)} averages over dim(s) {sorted(dims)} of a tensor of shape {shape}, including "
-                f"the batch dim 0, which mixes examples; average pooling averages the sequence/spatial dims "
+                f"{batch_note(x)}, which mixes examples; average pooling averages the sequence/spatial dims "
                 f"of each example (e.g. x.mean(1) for (batch, length, features), x.mean((2, 3)) for "
                 f"(batch, channels, height, width))")
         if f is None:  # the network input: channel-first (batch, channels, *spatial), as torch's pools
@@ -859,6 +886,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         j = joins(x)
         if j is not None and not keepdim:
             joined[fx_node] = _Features(frozenset(d - sum(r < d for r in dims) for d in j.dims), j.by)
+        if not keepdim:
+            batch_at[fx_node] = _Features(frozenset(d - sum(r < d for r in dims) for d in batch_dims(x)), "")
         features[fx_node] = f
         return add_kind(fx_node, "pool", function="mean")
 
@@ -866,7 +895,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         """Per-location normalisation must run over the feature dims (and may include spatial ones)."""
         x = fx_node.args[0]
         f, shape = feat(x), shape_of(x)
-        if f is not None and (not f.dims <= normalised or (0 in normalised and len(shape) > 1)):
+        if f is not None and (not f.dims <= normalised or (normalised & batch_dims(x) and len(shape) > 1)):
             raise InvalidGraphError(
                 f"{where(fx_node)}: {label} normalises over dim(s) {sorted(normalised)} of {described(f, shape)}; "
                 f"per-location normalisation (q -> 1 at every position) runs over the features and not the "
@@ -1006,7 +1035,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         x = fx_node.args[0]
         shape = shape_of(x)
         f, j = feat(x), joins(x)
-        if (f is not None or j is not None) and shape is not None:
+        if shape is not None:
             try:
                 moved = apply(torch.empty([d + 2 for d in range(len(shape))], device="meta"))
             except Exception as exc:  # dims that are neither constants nor computed from shapes
@@ -1017,6 +1046,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 f = _Features(frozenset(i for i, d in enumerate(order) if d in f.dims), f.by)
             if j is not None:
                 joined[fx_node] = _Features(frozenset(i for i, d in enumerate(order) if d in j.dims), j.by)
+            batch_at[fx_node] = _Features(frozenset(i for i, d in enumerate(order) if d in batch_dims(x)), "")
         features[fx_node] = f
         return tensor_arg(fx_node)
 
@@ -1025,6 +1055,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         before, after = shape_of(x), shape_of(fx_node)
         features[fx_node] = feat(x) if before is None or after is None else _reshaped_features(before, after, feat(x))
         joined[fx_node] = joins(x) if before is None or after is None else _reshaped_features(before, after, joins(x))
+        if before is not None and after is not None:
+            batch_at[fx_node] = _reshaped_features(before, after, _Features(batch_dims(x), ""))
         return tensor_arg(fx_node)
 
     def combined(fx_node: Any) -> _Features | None:
@@ -1037,6 +1069,11 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                  if joins(a) is not None and shape_of(a) is not None] if out is not None else []
         if parts:
             joined[fx_node] = _Features(frozenset().union(*(p.dims for p in parts)), parts[0].by)
+        if out is not None:
+            tensors = [a for a in fx_node.args if isinstance(a, torch.fx.Node) and shape_of(a) is not None
+                       and len(shape_of(a)) == len(out)]
+            if tensors:
+                batch_at[fx_node] = _Features(frozenset().union(*(batch_dims(a) for a in tensors)), "")
         return known[0] if known else None
 
     def same_feature_dims(fx_node: Any, known: list, verb: str, consequence: str = "") -> None:
@@ -1063,8 +1100,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         known = [feat(t) for t in tensors if feat(t) is not None]
         same_feature_dims(fx_node, known, verb)
         f = known[0] if known else None
-        if dim == 0:
-            raise InvalidGraphError(f"{where(fx_node)} {verb} along the batch dim 0; "
+        if not stack and dim in batch_dims(tensors[0]):
+            raise InvalidGraphError(f"{where(fx_node)} {verb} along {batch_note(tensors[0])}; "
                                     f"only feature/channel concatenation has a kernel rule")
         parts = [joins(t) for t in tensors if joins(t) is not None]
         if stack:
@@ -1074,7 +1111,10 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             if f is not None:
                 f = _Features(frozenset(moved(d) for d in f.dims) | {dim}, f.by)
             parts = [_Features(frozenset(moved(d) for d in p.dims), p.by) for p in parts]
-        elif f is not None and dim not in f.dims:
+            batch_at[fx_node] = _Features(frozenset(moved(d) for d in batch_dims(tensors[0])), "")
+        else:
+            batch_at[fx_node] = _Features(batch_dims(tensors[0]), "")
+        if not stack and f is not None and dim not in f.dims:
             raise InvalidGraphError(
                 f"{where(fx_node)} concatenates along dim {dim} of {described(f, shape)}, i.e. along a "
                 f"sequence/spatial dim, not the features; only feature (channel) concatenation has a kernel "
@@ -1314,6 +1354,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 features[fx_node] = feat(fx_node.args[0]) if fx_node.args else None
             if fx_node not in joined:
                 joined[fx_node] = joins(fx_node.args[0]) if fx_node.args else None
+            if fx_node not in batch_at and fx_node.args and isinstance(fx_node.args[0], torch.fx.Node):
+                batch_at[fx_node] = batch_at.get(fx_node.args[0])
     except InvalidGraphError as exc:
         by_name = {n.name: n for n in fx_graph.nodes}
         hint = _module_hint(model, by_name.get(getattr(exc, "fx_origin", None), fx_node))

@@ -1393,10 +1393,13 @@ def test_stacking_branches_into_the_features_is_a_concat(join):
         g, graphs.multi_branch((1, 1), combine="concat", channels=(8, 8), activation="tanh"))
 
 
-def test_stacking_along_the_batch_or_into_positions_is_refused_naming_the_op():
-    with pytest.raises(InvalidGraphError, match=r"fx node 'stack'.* stacks along the batch dim 0"):
-        graphs.from_torch(_StackedBranches(lambda a, b: torch.stack([a, b]).transpose(0, 1).flatten(1)),
+def test_stacking_into_positions_or_concatenating_along_the_batch_is_refused_naming_the_op():
+    # stacked before the batch, then moved behind it and flattened into the features: a concat
+    g = graphs.from_torch(_StackedBranches(lambda a, b: torch.stack([a, b]).transpose(0, 1).flatten(1)),
                           torch.randn(3, 4))
+    assert same_network(g, graphs.multi_branch((1, 1), combine="concat", activation="tanh"))
+    with pytest.raises(InvalidGraphError, match=r"fx node 'cat'.* concatenates along the batch dim 0"):
+        graphs.from_torch(_StackedBranches(lambda a, b: torch.cat([a, b]).view(3, 16)), torch.randn(3, 4))
 
     # (batch, 2, features) read by a Linear on the features: the two branches sit at two positions,
     # with their own kernels, which a concat node (one averaged kernel) does not describe
@@ -1465,3 +1468,41 @@ def test_token_mixing_after_a_feature_concat_is_refused():
     graphs.from_torch(Mixer(concat=False), torch.randn(2, 4, 6))
     with pytest.raises(InvalidGraphError, match=r"fx node 'tokens'.*torch.cat 'cat' concatenated along dim 1"):
         graphs.from_torch(Mixer(concat=True), torch.randn(2, 4, 6))
+
+
+class _SequenceFirst(nn.Module):
+    """(batch, length, features) -> Linear, tanh -> transpose(0, 1) to (length, batch, features), the
+    layout of nn.Transformer's batch_first=False, -> a mean over ``dim`` -> Linear."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.a, self.o, self.dim = nn.Linear(6, 8), nn.Linear(8, 2), dim
+
+    def forward(self, x):
+        return self.o(torch.tanh(self.a(x)).transpose(0, 1).mean(self.dim))
+
+
+def test_the_batch_dim_is_followed_through_transposes():
+    """Every check took dim 0 as the batch: after x.transpose(0, 1) a mean over dim 1, which averages
+    the batch (mixing examples), was read as average pooling, and the mean over the sequence (now
+    dim 0) refused as a mean over the batch."""
+    x = torch.randn(3, 4, 6)
+    g = graphs.from_torch(_SequenceFirst(0), x)
+    assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == [
+        "input", "linear", "activation", "pool", "linear", "output"]
+    with pytest.raises(InvalidGraphError, match=r"averages over dim\(s\) \[1\] of a tensor of shape \(4, 3, 8\), "
+                                                r"including dim 1, which holds the batch"):
+        graphs.from_torch(_SequenceFirst(1), x)
+    # a concat along the moved batch is refused likewise, and one along the features still passes
+    class Cat(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.a, self.b, self.o, self.dim = nn.Linear(6, 8), nn.Linear(6, 8), nn.Linear(16 if dim == 2 else 8, 2), dim
+
+        def forward(self, x):
+            h = torch.cat([self.a(x).transpose(0, 1), self.b(x).transpose(0, 1)], dim=self.dim)
+            return self.o(torch.tanh(h).mean(0))
+
+    assert graphs.edge_channels(graphs.from_torch(Cat(2), x), "cat") == {"a": 8, "b": 8}
+    with pytest.raises(InvalidGraphError, match=r"concatenates along dim 1, which holds the batch"):
+        graphs.from_torch(Cat(1), x)
