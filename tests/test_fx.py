@@ -1506,3 +1506,22 @@ def test_the_batch_dim_is_followed_through_transposes():
     assert graphs.edge_channels(graphs.from_torch(Cat(2), x), "cat") == {"a": 8, "b": 8}
     with pytest.raises(InvalidGraphError, match=r"concatenates along dim 1, which holds the batch"):
         graphs.from_torch(Cat(1), x)
+
+
+def test_a_linear_layer_or_pool_over_the_moved_batch_is_refused():
+    class OverBatch(nn.Module):
+        def __init__(self, pool):
+            super().__init__()
+            self.a, self.mix, self.pool = nn.Linear(6, 8), nn.Linear(3, 3), pool
+
+        def forward(self, x):  # (batch 3, length 4, features 6)
+            h = torch.tanh(self.a(x)).transpose(0, 2)  # (8, 4, batch 3)
+            return F.avg_pool1d(h, 3) if self.pool else self.mix(h)
+
+    x = torch.randn(3, 4, 6)
+    with pytest.raises(InvalidGraphError, match=r"Linear mixes dim 2 of a tensor of shape \(8, 4, 3\), dim 2, "
+                                                r"which holds the batch.*mixes examples"):
+        graphs.from_torch(OverBatch(pool=False), x)
+    with pytest.raises(InvalidGraphError, match=r"F.avg_pool1d averages the last 1 dim\(s\) \[2\].*dim 2, which holds "
+                                                r"the batch"):
+        graphs.from_torch(OverBatch(pool=True), x)
