@@ -259,7 +259,9 @@ class MinimaxResult:
 
     ``parameter_value`` minimises :math:`\max_x |e_p(x)|`; ``max_error`` is that maximum;
     ``abscissae`` (sorted) are the points where :math:`|e| =` ``max_error`` with ``signs`` the sign
-    of :math:`e` there.  All numbers are mpf accurate to about ``dps`` digits.
+    of :math:`e` there, and ``tangent_signs`` the sign of :math:`\partial_p e` there (0 where it
+    vanishes to the precision: an optimum at a stationary point of one branch).  All numbers are
+    mpf accurate to about ``dps`` digits.
     """
 
     parameter: sympy.Symbol
@@ -269,11 +271,25 @@ class MinimaxResult:
     signs: tuple
     error: sympy.Expr
     dps: int
+    tangent_signs: tuple = ()
 
     @property
     def equioscillates(self) -> bool:
-        """At least two extremal points, and the sign alternates between consecutive ones."""
-        return len(self.signs) >= 2 and all(a != b for a, b in zip(self.signs, self.signs[1:]))
+        r"""Whether the error alternates in the sense of Chebyshev's theorem for a one-parameter family:
+        among the extremal points there is one where :math:`e\,\partial_p e > 0` and one where it is
+        :math:`< 0`, so no change of the parameter lowers every extremum (Kolmogorov's criterion; for
+        a family with :math:`\partial_p e` of one sign, as squareplus(b), that is an alternation
+        :math:`+E, -E` of length n + 1 = 2).  False for an optimum at a stationary point of a single
+        branch, and for an exact fit.
+
+        The signs of consecutive extremal points need not alternate: the even error of an even
+        family on the symmetric interval has mirror pairs of equal sign, (-, +, +, -) for
+        sin(a x)/(a x) vs exp(-x^2/6), which the former test (every consecutive pair alternating)
+        reported as not equioscillating.  Without ``tangent_signs`` (a result built by hand),
+        :math:`\partial_p e` is taken positive."""
+        tangents = self.tangent_signs if len(self.tangent_signs) == len(self.signs) else (1,) * len(self.signs)
+        products = {s * t for s, t in zip(self.signs, tangents)}
+        return 1 in products and -1 in products
 
     def __repr__(self) -> str:
         n = min(self.dps, 20)
@@ -308,25 +324,55 @@ def _singular_points(expr: sympy.Expr) -> list[sympy.Expr]:
     return sorted(points, key=float)
 
 
-def _refuse_singularities(error: sympy.Expr, p: sympy.Symbol, domain) -> None:
-    """Refuse an error with a pole or a log singularity at a fixed point of |x| <= domain: the search only
-    samples the error, so SQUAREPLUS vs softplus + 1e-6/(x - 1/2) came back with max error 0.0759 for an
-    unbounded error.  Zeros of denominators and of log arguments are found by ``solve``; a removable one
-    (sin(x)/x at 0: finite one-sided limits) is allowed."""
+#: Functions with real poles, and the function whose zeros are those poles: tan(x) has one at every zero
+#: of cos(x).  Without them the search only sampled the error, so the pole of tan at pi/2 went unseen.
+_POLE_DENOMINATORS = {sympy.tan: sympy.cos, sympy.sec: sympy.cos, sympy.cot: sympy.sin, sympy.csc: sympy.sin,
+                      sympy.coth: sympy.sinh, sympy.csch: sympy.sinh}
+
+
+def _denominators(expr: sympy.Expr, logs: bool = True) -> set:
+    """Expressions in X whose real zeros are singular points of ``expr``: bases of negative powers, the
+    functions whose zeros are the poles of tan/cot/sec/csc/coth/csch, and (``logs``) log arguments."""
     bases = set()
-    for node in sympy.preorder_traversal(error):
+    for node in sympy.preorder_traversal(expr):
         if isinstance(node, sympy.Pow) and node.exp.is_negative and X in node.base.free_symbols:
             bases.add(node.base)
-        elif isinstance(node, sympy.log) and X in node.args[0].free_symbols:
+        elif logs and isinstance(node, sympy.log) and X in node.args[0].free_symbols:
             bases.add(node.args[0])
-    for base in sorted(bases, key=sympy.default_sort_key):
+        elif type(node) in _POLE_DENOMINATORS and X in node.args[0].free_symbols:
+            bases.add(_POLE_DENOMINATORS[type(node)](node.args[0]))
+    return bases
+
+
+def _real_zeros(base: sympy.Expr, domain) -> list:
+    """The numeric real zeros of ``base`` in |x| <= domain, nearest to 0 first.  ``solveset`` on the interval
+    lists every zero of a periodic base there (``solve`` gives one period: 1/cos(x - 3) has a pole at
+    3 - pi/2, inside |x| <= 2, that it does not list); ``solve`` is the fallback."""
+    bound = sympy.nsimplify(domain)
+    roots = None
+    try:
+        found = sympy.solveset(base, X, sympy.Interval(-bound, bound))
+        if isinstance(found, sympy.FiniteSet):
+            roots = list(found)
+    except (NotImplementedError, ValueError, TypeError):
+        pass
+    if roots is None:
         try:
             roots = sympy.solve(base, X)
         except (NotImplementedError, ValueError, TypeError):
-            continue
-        for root in roots:
-            if not (root.is_number and root.is_real and -domain <= root <= domain):
-                continue
+            return []
+    roots = [r for r in roots if r.is_number and r.is_real and -domain <= r <= domain]
+    return sorted(set(roots), key=lambda r: (abs(float(r)), float(r)))
+
+
+def _refuse_singularities(error: sympy.Expr, p: sympy.Symbol, domain) -> None:
+    """Refuse an error with a pole or a log singularity at a fixed point of |x| <= domain: the search only
+    samples the error, so SQUAREPLUS vs softplus + 1e-6/(x - 1/2) came back with max error 0.0759 for an
+    unbounded error.  Zeros of denominators, of log arguments and of the cosines/sines under tan, cot, sec,
+    csc (and sinh under coth, csch) are found by ``solveset`` on the domain; a removable one (sin(x)/x at 0:
+    finite one-sided limits) is allowed."""
+    for base in sorted(_denominators(error), key=sympy.default_sort_key):
+        for root in _real_zeros(base, domain):
             try:
                 sides = [sympy.limit(error, X, root, side) for side in ("+", "-")]
             except (NotImplementedError, ValueError, TypeError):
@@ -336,6 +382,66 @@ def _refuse_singularities(error: sympy.Expr, p: sympy.Symbol, domain) -> None:
                     f"the error {error} is unbounded at x = {root} (a zero of {base}), inside |x| <= {domain}: its "
                     f"sup is infinite for every {p}, so there is no minimax; remove the singularity from candidate "
                     "or target, or pass a smaller domain")
+
+
+def _pole_order(expr: sympy.Expr, base: sympy.Expr, root) -> int:
+    """How many powers of (x - root) ``expr``'s terms in 1/base**k can blow up by (an upper bound: the
+    digits a floating-point evaluation near ``root`` cancels are about that times log10(1/|x - root|))."""
+    order = 0
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, sympy.Pow) and node.exp.is_negative and node.base == base:
+            multiplicity = 1
+            for k in range(1, 6):
+                if sympy.simplify(sympy.diff(base, X, k).subs(X, root)) != 0:
+                    multiplicity = k
+                    break
+            order += multiplicity * int(math.ceil(abs(float(node.exp)))) if node.exp.is_number else multiplicity
+    return min(order, 12)
+
+
+def _removable_points(expr: sympy.Expr, domain) -> list:
+    """[(root as a 300-digit mpf, pole order)] for the real zeros of ``expr``'s denominators in |x| <= domain.
+    ``_refuse_singularities`` has already refused poles of the error; what is left are removable 0/0 points
+    (sin(x)/x at 0) of the error and of its derivatives (sinc's derivative cos(x)/x - sin(x)/x**2)."""
+    points = []
+    for base in _denominators(expr, logs=False):
+        for root in _real_zeros(base, domain):
+            with mpmath.workdps(300):
+                points.append((mpmath.mpf(sympy.N(root, 300)), max(_pole_order(expr, base, root), 1)))
+    return points
+
+
+def _near_removable(function, points):
+    """``function(x, p)`` evaluated with the digits that cancel near a removable singularity added back, and as
+    the limit (the mean at x -+ h, h below the working precision) exactly at one.  At x = 0 sin(x)/x raised
+    ZeroDivisionError, which the extremum search took for a failed root: the extremum at 0 of
+    a*exp(-x**2/6) - sin(x)/x was dropped and the minimax failed; near 0 the derivative
+    cos(x)/x - sin(x)/x**2 cancelled all its digits."""
+    if not points:
+        return function
+
+    def evaluate(t, pv):
+        distance, order = min(((abs(t - r), k) for r, k in points), key=lambda item: item[0])
+        digits = mpmath.mp.dps
+        if distance > 0:
+            lost = int(order * mpmath.log10(1 / distance)) if distance < 1 else 0
+            if lost <= 3:  # within the guard digits
+                return function(t, pv)
+            with mpmath.workdps(digits + lost + 5):
+                value = function(t, pv)
+            return +value
+        try:
+            value = function(t, pv)
+            if mpmath.isfinite(value):
+                return value
+        except (ZeroDivisionError, ValueError):
+            pass
+        h = mpmath.mpf(10) ** (-(digits + 5))
+        with mpmath.workdps(digits + order * (digits + 5) + 10):
+            value = (function(t - h, pv) + function(t + h, pv)) / 2
+        return +value
+
+    return evaluate
 
 
 def _real_valued(function, error: sympy.Expr, p: sympy.Symbol, domain):
@@ -425,7 +531,7 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     if extra:
         raise FormulaError(f"the error has unassigned symbols {sorted(map(str, extra))}; give them values")
     _refuse_singularities(error, p, domain)
-    e_raw = sympy.lambdify((X, p), error, "mpmath")
+    e_raw = _near_removable(sympy.lambdify((X, p), error, "mpmath"), _removable_points(error, domain))
     e_f = _real_valued(e_raw, error, p, domain)
     exact = _exact_fit(error, p, e_raw, domain, dps)
     if exact is not None:
@@ -433,8 +539,10 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             return MinimaxResult(p, mpmath.mpf(sympy.N(exact, dps + 5)), mpmath.mpf(0), (), (), error, dps)
     # away from the kinks (candidates in their own right): a jump's DiracDelta has no mpmath name (NameError)
     slope = sympy.diff(error, X).replace(lambda node: isinstance(node, sympy.DiracDelta), lambda node: sympy.Integer(0))
-    de_f = _real_valued(sympy.lambdify((X, p), slope, "mpmath"), error, p, domain)
-    dp_f = sympy.lambdify((X, p), sympy.diff(error, p), "mpmath")
+    de_f = _real_valued(_near_removable(sympy.lambdify((X, p), slope, "mpmath"), _removable_points(slope, domain)),
+                        error, p, domain)
+    dp_error = sympy.diff(error, p)
+    dp_f = _near_removable(sympy.lambdify((X, p), dp_error, "mpmath"), _removable_points(dp_error, domain))
     # kinks outside |x| <= L are not candidates: a jump of the target at x = 7 made the error there the maximum
     # of a minimax over |x| <= 5 (b = 8.04, abscissae (0, 7) for squareplus vs softplus, whose answer is 1.5238)
     kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(error) if abs(k) <= domain]
@@ -457,7 +565,10 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
         """[(x, e(x))] at all local extrema candidates for parameter value pv."""
         xs = grid_points(n)
         ds = [de_f(xi, pv) for xi in xs]
-        found = [(xi, None) for xi in kinks] + [(xs[0], None), (xs[-1], None)]
+        # the samples themselves too: they bound max|e| from below where a feature narrower than the grid hides
+        # its extremum from the bracketing (exp(-a x**2) vs sech(x) at a = 6e5, a dip of depth 1 and width 1e-3
+        # between the samples near 0: the scan took max|e| = 2e-13 there and never found the optimum a = 0.3496)
+        found = [(xi, None) for xi in kinks] + [(xi, None) for xi in xs]
         # at a jump the sup of |e| is a one-sided limit, not the value at the kink (Heaviside(0) = 1/2)
         step = mpmath.mpf(10) ** (5 - mpmath.mp.dps)
         for k in kinks:
@@ -474,6 +585,15 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
                     continue
                 found.append((root, None))
         return [(xi, e_f(xi, pv)) for xi, _ in found]
+
+    def at_edge(xi):
+        # the ends +-L themselves, not extrema near them: "within 1 of the edge" refused squareplus vs softplus on
+        # |x| <= 4, whose extrema are interior (+-3.5646, where the ends are lower)
+        return abs(abs(xi) - domain) <= mpmath.mpf(10) ** -10 * domain
+
+    def edge_error():
+        return DomainError(f"the largest error sits at the edge of the domain |x| <= {domain}: the error grows or its "
+                           "supremum is a limit at infinity; pass a finite domain to minimax over it")
 
     def max_abs(pv, n=grid):
         pts = extrema(pv, n)
@@ -520,8 +640,10 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
         kink_set = list(kinks)
 
         def track(x0, pv):
-            """Follow a stationary point of e(., pv) from x0 (kinks stay put)."""
-            if any(abs(x0 - k) < mpmath.mpf(10) ** -15 for k in kink_set):
+            """Follow a stationary point of e(., pv) from x0 (kinks and the ends +-L stay put: an end is no
+            stationary point, and tracking it as one went to a neighbouring extremum, so sin(a x)/(a x) vs
+            exp(-x**2/6) on |x| <= 2 failed with 'flat in a' at a = 1.0186 instead of naming the edge)."""
+            if any(abs(x0 - k) < mpmath.mpf(10) ** -15 for k in kink_set) or at_edge(x0):
                 return x0
             return mpmath.findroot(lambda t: de_f(t, pv), x0)
 
@@ -570,18 +692,23 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
         for xi, vi in pts:
             if abs(abs(vi) - M) <= tolerance:
                 active.append((xi, vi))
-        if any(abs(abs(xi) - domain) < 1 for xi, _ in active):
-            raise DomainError(f"the largest error sits at the edge of the domain |x| <= {domain}: the error grows or its "
-                              "supremum is a limit at infinity; pass a finite domain to minimax over it")
+        if any(at_edge(xi) for xi, _ in active):
+            raise edge_error()
         # deduplicate (a root found from two brackets)
         active.sort(key=lambda t: t[0])
         unique = []
         for xi, vi in active:
             if not unique or abs(xi - unique[-1][0]) > mpmath.mpf(10) ** (-dps // 2):
                 unique.append((xi, vi))
+        # the sign of de/dp at each extremum (0 where it vanishes to the precision: a stationary optimum)
+        negligible = mpmath.mpf(10) ** (-(dps // 2 + 1)) * M / max(abs(p_value), 1)
+        tangents = []
+        for xi, _ in unique:
+            slope_p = dp_f(xi, p_value)
+            tangents.append(0 if abs(slope_p) <= negligible else (1 if slope_p > 0 else -1))
     with mpmath.workdps(dps):
         return MinimaxResult(p, +p_value, +M, tuple(+xi for xi, _ in unique),
-                             tuple(1 if vi > 0 else -1 for _, vi in unique), error, dps)
+                             tuple(1 if vi > 0 else -1 for _, vi in unique), error, dps, tuple(tangents))
 
 
 # ----------------------------------------------------------------------------- asymptotics

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import mpmath
 import pytest
 import sympy
@@ -369,3 +371,87 @@ def test_minimax_whose_max_error_only_tends_to_its_infimum_is_refused():
     silu = x / (1 + sympy.exp(-x))
     with pytest.raises(DomainError, match="does not rise on both sides"):
         minimax(SOFTPLUS_BETA, silu, beta, dps=12)
+
+
+def _sinc_exp_reference():
+    """a exp(-x^2/6) vs sin(x)/x, written without SymPy (sinc(0) = 1 by hand): the extremum at 0 (e = a - 1)
+    and the bump at x1 (e(x1) = 1 - a, e'(x1) = 0) equioscillate; findroot on (a, x1) at 40 digits."""
+    with mpmath.workdps(40):
+        def e(t, a):
+            return a * mpmath.exp(-t * t / 6) - mpmath.sin(t) / t
+
+        def de(t, a):
+            return -a * t / 3 * mpmath.exp(-t * t / 6) - (t * mpmath.cos(t) - mpmath.sin(t)) / t**2
+
+        a_ref, x1 = mpmath.findroot(lambda a, t: (e(t, a) - (1 - a), de(t, a)), (mpmath.mpf("0.75"), mpmath.mpf("4.3")))
+        return a_ref, 1 - a_ref, x1
+
+
+@pytest.mark.parametrize("target", [sympy.sin(x) / x, sympy.sinc(x)])
+def test_minimax_with_a_removable_singularity_at_an_extremum(target):
+    """sin(x)/x at x = 0 is 0/0 in mpmath (ZeroDivisionError), which the extremum search took for a failed root:
+    the extremum of a*exp(-x**2/6) - sin(x)/x at 0 (e = a - 1) was dropped and minimax raised 'could not be
+    solved' near a = 5305.6 instead of returning a = 0.75232...; sinc's derivative cos(x)/x - sin(x)/x**2
+    cancels every digit near 0 and failed the same way.  The limit is now taken there."""
+    a = sympy.Symbol("a", positive=True)
+    result = minimax(a * sympy.exp(-x**2 / 6), target, a, dps=10, domain=8)
+    a_ref, m_ref, x1 = _sinc_exp_reference()
+    assert abs(result.parameter_value - a_ref) < mpmath.mpf(10) ** -9 * a_ref, result
+    assert abs(result.max_error - m_ref) < mpmath.mpf(10) ** -9 * m_ref, result
+    assert len(result.abscissae) == 3 and result.signs == (1, -1, 1) and result.equioscillates
+    assert abs(result.abscissae[1]) < 1e-9 and abs(result.abscissae[2] - x1) < 1e-8
+
+
+@pytest.mark.parametrize("target, pole", [
+    (sympy.tan(x), "-pi/2"),                 # tan(x) on |x| <= 2: poles at +-pi/2
+    (1 / sympy.cos(x - 3), "3 - pi/2"),      # solve() lists 3 + pi/2 and 3 + 3pi/2 only, both outside
+    (sympy.cot(x - 3), "3 - pi"),
+])
+def test_minimax_refuses_poles_of_tan_and_periodic_denominators_naming_them(target, pole):
+    """The poles of tan, cot, sec, csc were not looked for (only denominators and log arguments were), and
+    solve() gives the zeros of a periodic denominator in one period only: minimax(a*x, tan(x), domain=2)
+    said 'the max error keeps decreasing towards a = 1e-6', a*x**2 vs 1/cos(x - 3) 'could not be solved',
+    for errors that are unbounded on the domain."""
+    a = sympy.Symbol("a", positive=True)
+    with pytest.raises(DomainError, match=rf"unbounded at x = {re.escape(pole)} \(a zero of"):
+        minimax(a * x if target != 1 / sympy.cos(x - 3) else a * x**2, target, a, dps=10, domain=2)
+
+
+def test_minimax_equioscillation_of_an_even_error_with_mirror_pairs():
+    """exp(-a x^2) vs sech(x): the even error has its extrema in mirror pairs of equal sign, (-, +, +, -) at
+    +-2.8747 and +-1.0024.  That is Chebyshev alternation for a one-parameter family (two extrema where
+    e * de/da has opposite signs), but equioscillates was False (it asked every consecutive pair to
+    alternate).  The scan also missed the optimum: for a ~ 1e5 the dip of depth 1 near 0 is narrower than
+    the grid, so max|e| was taken as 2e-13 there and minimax failed near a = 99999.98.  Reference: brute
+    force max over a fine grid and golden section, in mpmath."""
+    a = sympy.Symbol("a", positive=True)
+    result = minimax(sympy.exp(-a * x**2), sympy.sech(x), a, dps=10, domain=6)
+    assert result.signs == (-1, 1, 1, -1) and result.equioscillates, result
+    assert all(t == -1 for t in result.tangent_signs)  # d/da exp(-a x^2) < 0 for x != 0
+    with mpmath.workdps(20):
+        def worst(av):
+            # the extrema: stationary points of exp(-a t^2) - sech(t), found from where they lie at the optimum
+            f = lambda t: -2 * av * t * mpmath.exp(-av * t * t) + mpmath.sech(t) * mpmath.tanh(t)
+            roots = [mpmath.findroot(f, mpmath.mpf(start)) for start in ("1.0", "2.87")]
+            return max(abs(mpmath.exp(-av * r * r) - mpmath.sech(r)) for r in roots)
+
+        lo, hi = mpmath.mpf("0.3"), mpmath.mpf("0.4")
+        for _ in range(60):
+            m1, m2 = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+            if worst(m1) < worst(m2):
+                hi = m2
+            else:
+                lo = m1
+        assert abs(result.parameter_value - lo) < 1e-8 and abs(result.max_error - worst(lo)) < 1e-9
+
+
+def test_minimax_reports_the_edge_only_when_an_end_of_the_domain_is_active():
+    """An active extremum within 1 of |x| = L counted as 'at the edge': squareplus vs softplus on |x| <= 4 (extrema
+    +-3.5646, the ends +-4 lower) was refused.  And an end point, tracked as if it were a stationary point, made
+    sin(a x)/(a x) vs exp(-x**2/6) on |x| <= 2 (whose optimum has the ends active) fail with 'flat in a'."""
+    result = minimax(SQUAREPLUS, SOFTPLUS, b, dps=10, domain=4)
+    assert abs(result.parameter_value - mpmath.mpf("1.52382103251875066")) < 1e-9, result
+    assert result.signs == (1, -1, 1)
+    a = sympy.Symbol("a", positive=True)
+    with pytest.raises(DomainError, match="edge of the domain"):
+        minimax(sympy.sin(a * x) / (a * x), sympy.exp(-x**2 / 6), a, dps=10, domain=2)
