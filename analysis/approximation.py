@@ -498,7 +498,8 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
 
     Method: the local extrema of :math:`e_p` are the roots of :math:`\partial_x e_p` (bracketed on a
     sinh-spaced grid of ``grid`` points and refined by the Illinois method) plus the kinks of the
-    target and the ends :math:`\pm L`.  :math:`M(p) = \max |e_p|` is scanned on ``parameter_range``
+    target and the ends :math:`\pm L`, and the grid samples bound it from below (a dip narrower
+    than the grid spacing).  :math:`M(p) = \max |e_p|` is scanned on ``parameter_range``
     (log-spaced for a positive parameter, default :math:`[10^{-6}, 10^6]`), narrowed by golden
     section, and then solved exactly: the two extremal branches that are largest on either side of
     the optimum must have equal :math:`|e|` (equioscillation), an equation in p solved by the
@@ -512,7 +513,10 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     softplus(beta) vs relu: the error :math:`\ln 2/\beta` only shrinks as beta grows) or when the
     largest error sits at :math:`\pm L` (the error grows, or its supremum is a limit at infinity), and
     when the error is not real on the domain or has a pole or log singularity at a fixed point of it
-    (zeros of denominators and log arguments, found by ``solve``; poles of tan and the like are not).
+    (zeros of denominators, of log arguments and of the cos/sin under tan, cot, sec, csc, found by
+    ``solveset`` on the domain).  A removable singularity (sin(x)/x at 0) is taken as its limit.
+    ``equioscillates`` on the result says whether the optimum is an alternation (two extrema where
+    :math:`e\,\partial_p e` has opposite signs) rather than a stationary point of one branch.
 
     >>> best = minimax("squareplus", "softplus", "b", dps=15)
     >>> best.parameter_value, best.signs       # the error equioscillates: +, -, + at its three extrema
