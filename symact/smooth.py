@@ -272,6 +272,13 @@ def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol
         # (exponents factored first: exp(-(x + 1)**2/(2 w**2)) keeps its constant term inside at w = 0.01)
         exact = convolve_expression(f, kernel, _FLOAT_WIDTH, x)
         exact = exact.replace(lambda e: isinstance(e, sympy.exp), lambda e: sympy.exp(sympy.factor(e.args[0])))
+        if kernel == "logistic":
+            exact = _float_safe_logistic(exact)
+            # a float times x - c is multiplied out, and exp(1000.0*x - 1000.0) evaluates to 5.08e-435*exp(1000.0*x),
+            # a factor outside the range of a double: exponents get the width as the decimal number it is
+            decimal = sympy.nsimplify(s, rational=True)
+            exact = exact.replace(lambda e: isinstance(e, sympy.exp) and e.has(_FLOAT_WIDTH),
+                                  lambda e: sympy.exp(e.args[0].subs(_FLOAT_WIDTH, decimal)))
         return exact.subs(_FLOAT_WIDTH, s)
     pieces = piecewise_polynomial(f, x)
     total = sympy.Integer(0)
@@ -292,6 +299,44 @@ def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol
                         "with finite moments (gaussian, logistic, uniform) or a bounded f (heaviside, hardtanh, relu6)")
             total += coeff * (upper - lower)
     return _tidy(total, kernel)
+
+
+def _exp_plus_one(e: sympy.Expr):
+    """u when ``e`` is exp(u) + 1 with u not known to be <= 0 (else None)."""
+    if isinstance(e, sympy.Add) and len(e.args) == 2 and sympy.S.One in e.args:
+        other = e.args[0] if e.args[1] == 1 else e.args[1]
+        if isinstance(other, sympy.exp) and other.args[0].is_nonpositive is not True:
+            return other.args[0]
+    return None
+
+
+def _float_safe_logistic(expr: sympy.Expr) -> sympy.Expr:
+    r"""The logistic closed form in a shape that evaluates in floating point for a small width.
+
+    The exact forms overflow there: :math:`\sigma\log(e^{x/\sigma} + 1)` at :math:`\sigma = 0.001` needs
+    :math:`e^{3000}` at x = 3 (``OverflowError`` in ``math``, inf in numpy), :math:`1/(1 + e^{-x/\sigma})` needs
+    :math:`e^{5000}` at x = -5, and substituting the width split :math:`e^{(x-1)/\sigma}` into the constant
+    1.97e+434 (inf in a double) times :math:`e^{1000x}`.  Rewritten piecewise,
+    :math:`\log(1 + e^u) = u + \log(1 + e^{-u})` and :math:`1/(1 + e^u) = e^{-u}/(1 + e^{-u})` for u > 0
+    (the exact forms for u <= 0), the branch that is evaluated has no exponential of a positive argument.
+    Both branches are the same analytic function, so the value and every derivative are unchanged (at
+    u = 0 too); ``kinks`` lists u = 0 as a break point of the formula, not a kink of the function."""
+    expr = sympy.powsimp(expr, deep=True, combine="exp")  # exp(1/s)*exp(-x/s) -> exp((1 - x)/s): no huge constant factor
+
+    def safe_log(e):
+        u = _exp_plus_one(e.args[0])
+        if u is None:
+            return e
+        return sympy.Piecewise((u + sympy.log(1 + sympy.exp(-u)), u > 0), (sympy.log(1 + sympy.exp(u)), True))
+
+    def safe_reciprocal(e):
+        u = _exp_plus_one(e.base)
+        if u is None or e.exp != -1:
+            return e
+        return sympy.Piecewise((sympy.exp(-u) / (1 + sympy.exp(-u)), u > 0), (1 / (1 + sympy.exp(u)), True))
+
+    expr = expr.replace(lambda e: isinstance(e, sympy.log), safe_log)
+    return expr.replace(lambda e: isinstance(e, sympy.Pow) and e.exp == -1, safe_reciprocal)
 
 
 def _has_x_denominator(expr: sympy.Expr, x: sympy.Symbol = _X) -> bool:

@@ -284,3 +284,42 @@ def test_kernel_density_and_antiderivative_refuse_a_scale_that_is_not_positive(w
         kernel_density("gaussian", width)
     with pytest.raises(DomainError, match="width must be positive"):
         kernel_antiderivative("uniform", 1, width)
+
+
+def test_logistic_smoothing_with_a_small_float_width_evaluates_in_floats():
+    """convolve_expression(relu, "logistic", 0.001) was 0.001*log(exp(1000.0*x) + 1): OverflowError in math for
+    x > 0.71; the smoothed heaviside 1/(1 + exp(-1000.0*x)) overflowed for x < -0.71, and substituting the width
+    split exp((x - 1)/w) into the constant 1.97e+434 (inf in a double) times exp(1000.0*x), so the smoothed
+    hardtanh was nan or an overflow wherever it was evaluated in floats.  Reference: relu * k_s = s softplus(y/s)
+    and heaviside * k_s = sigmoid(y/s) in 30-digit mpmath, shifted and added; derivatives likewise."""
+    def R(y, s):
+        u = y / s
+        return s * (u + mpmath.log1p(mpmath.exp(-u)) if u > 0 else mpmath.log1p(mpmath.exp(u)))
+
+    def S(y, s):
+        return 1 / (1 + mpmath.exp(-y / s))
+
+    def dS(y, s):
+        return S(y, s) * S(-y, s) / s
+
+    references = {  # (value, derivative) of f * k_s in terms of R and S
+        "relu": (lambda y, s: R(y, s), lambda y, s: S(y, s)),
+        "leaky_relu": (lambda y, s: y / 10 + 9 * R(y, s) / 10, lambda y, s: mpmath.mpf(1) / 10 + 9 * S(y, s) / 10),
+        "abs": (lambda y, s: 2 * R(y, s) - y, lambda y, s: 2 * S(y, s) - 1),
+        "heaviside": (S, dS),
+        "hardtanh": (lambda y, s: R(y + 1, s) - R(y - 1, s) - 1, lambda y, s: S(y + 1, s) - S(y - 1, s)),
+        "relu6": (lambda y, s: R(y, s) - R(y - 6, s), lambda y, s: S(y, s) - S(y - 6, s)),
+        "bump": (lambda y, s: S(y, s) - S(y - 1, s), lambda y, s: dS(y, s) - dS(y - 1, s)),
+    }
+    functions = dict(FUNCTIONS, bump=sympy.Piecewise((0, x < 0), (1, x < 1), (0, True)))
+    for name, (value, slope) in references.items():
+        for width in (0.01, 0.001):
+            closed = convolve_expression(functions[name], "logistic", width)
+            f = sympy.lambdify(x, closed, "math")
+            df = sympy.lambdify(x, sympy.diff(closed, x), "math")
+            for y in (-7.0, -3.0, -1.0, -0.999, -0.004, 0.0, 0.0005, 0.2, 1.0, 1.002, 5.99, 7.0, 40.0):
+                with mpmath.workdps(30):
+                    s, yy = mpmath.mpf(width), mpmath.mpf(y)
+                    r, dr = float(value(yy, s)), float(slope(yy, s))
+                assert abs(f(y) - r) <= 1e-13 * max(1, abs(r)), (name, width, y, f(y), r)
+                assert abs(df(y) - dr) <= 1e-12 * max(1, abs(dr)), (name, width, y, df(y), dr)
