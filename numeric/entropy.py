@@ -13,7 +13,8 @@ leaves the bracket is replaced by bisection (or doubling while no upper bound is
 Two back ends:
 
 * ``dps`` given: mpmath at ``dps`` significant digits for one distribution (a 1-D sequence);
-* ``dps=None``: batched torch along ``dim`` in the tensor's dtype (float32 or float64).
+* ``dps=None``: batched torch along ``dim`` in the tensor's dtype (float32 or float64; float16 and
+  bfloat16 are solved in float32 and the results cast back to their dtype).
 
 Domain (checked; violations raise :class:`symact.errors.DomainError`):
 
@@ -303,20 +304,33 @@ def _finish_mp(gamma, q, target, report, dps):
 # ----------------------------------------------------------------------------- torch back end
 
 
-def _visible(logits: torch.Tensor) -> torch.Tensor:
-    """Entries with non-zero probability: finite logits above the mask range.  A finite logit at or below
-    ``finfo(dtype).min / 2`` -- ``masked_fill(mask, torch.finfo(dtype).min)``, the common attention convention,
-    or ``-finfo.max`` -- is a mask value, not a score (no score comes within a factor 2 of the largest float),
-    so it counts as ``-inf``: zero probability for every gamma, gamma = 0 included, and no part of the support
-    in the range checks.  Counting it there sent rows with too few visible keys to a solver that could not
-    raise their entropy (the masked weights underflow at every gamma it tries), and gave the masked keys
-    weight in the gamma = 0 (uniform) limit."""
-    return torch.isfinite(logits) & (logits > torch.finfo(logits.dtype).min / 2)
+#: Entries more than this many nats below their row's maximum are mask values, not scores: p_i / p_max < e**-745
+#: is below the smallest float64 (4.9e-324), so no probabilities a tensor holds have such logits.  Additive masks
+#: (scores - 1e4, - 1e9, - 1e20) land there; counted as scores they got weight once gamma was small enough.
+MASK_GAP = 745.0
+
+
+def _visible(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """Entries with non-zero probability: finite logits above the mask range and within ``MASK_GAP`` nats of
+    their row's maximum.  A finite logit at or below ``finfo(dtype).min / 2`` -- ``masked_fill(mask,
+    torch.finfo(dtype).min)``, the common attention convention, or ``-finfo.max`` -- is a mask value, not a
+    score (no score comes within a factor 2 of the largest float), and so is one more than ``MASK_GAP`` = 745
+    nats below the row maximum (an additive mask such as ``scores - 1e9``: e**-745 underflows even in float64,
+    so no representable probability is that far below the largest).  Either counts as ``-inf``: zero
+    probability for every gamma, gamma = 0 included, and no part of the support in the range checks.
+    Counting it there sent rows with too few visible keys to a solver that could not raise their entropy, or
+    to one that did so by shrinking gamma until the masked keys had weight (a causal mask of -1e9 gave the
+    first row's three masked keys 0.11 each), and gave the masked keys weight in the gamma = 0 (uniform) limit."""
+    finite = torch.isfinite(logits) & (logits > torch.finfo(logits.dtype).min / 2)
+    if logits.numel() == 0:  # amax refuses rows of length 0 (refused later as "all zeros") and has no rows to do
+        return finite
+    row_max = torch.where(finite, logits, torch.full_like(logits, -math.inf)).amax(dim=dim, keepdim=True)
+    return finite & (logits - row_max >= -MASK_GAP)
 
 
 def _uniform_rows(logits: torch.Tensor, dim: int) -> torch.Tensor:
     """Rows uniform on their support (all visible logits equal), exactly, along ``dim`` (kept, size 1)."""
-    visible = _visible(logits)
+    visible = _visible(logits, dim)
     row_max = torch.where(visible, logits, torch.full_like(logits, -math.inf)).amax(dim=dim, keepdim=True)
     return ((logits == row_max) == visible).all(dim=dim, keepdim=True)
 
@@ -343,7 +357,7 @@ def _scaled_logits(logits: torch.Tensor, gamma: torch.Tensor, dim: int):
     contribute exactly 0 to every moment, so they are replaced by 0 before any product: otherwise ``gamma *
     finfo.min`` overflows, ``(logit - mean)**2`` squares to inf, and ``0 * inf`` makes the variance, the
     gradient and the second derivative NaN."""
-    finite = _visible(logits)
+    finite = _visible(logits, dim)
     safe = torch.where(finite, logits, torch.zeros_like(logits))
     with torch.no_grad():
         trial = torch.where(finite, gamma * safe, torch.full_like(logits, -math.inf))
@@ -385,7 +399,9 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     r"""Per-row :math:`\gamma` with :math:`H(\mathrm{softmax}(\gamma\,\ell)) = H^*` along ``dim``
     (``gamma`` has size 1 along ``dim``).  ``logits`` = log p up to a per-row constant; ``-inf``
     marks zero probabilities, and so does a finite mask value at or below ``torch.finfo(dtype).min / 2``
-    (``masked_fill(mask, torch.finfo(dtype).min)``).  No gradient flows (see :class:`EntropyNormalize` for that).
+    (``masked_fill(mask, torch.finfo(dtype).min)``) or more than :data:`MASK_GAP` = 745 nats below the row's
+    maximum (an additive mask, ``scores - 1e9``).  No gradient flows (see :class:`EntropyNormalize` for that).
+    float16/bfloat16 logits are solved in float32 (see :func:`entropy_normalize`); gamma comes back in their dtype.
 
     ``short_rows``: what to do with rows whose support is too small for the target
     (``log m < H*``, e.g. the first rows of a causal attention mask): ``"raise"`` (default) or
@@ -396,11 +412,14 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     max_iterations = _whole_number("max_iterations", max_iterations, 0, _ITERATIONS)
     if not logits.is_floating_point():
         raise DomainError(f"logits must be a floating tensor, got {logits.dtype}; cast with .double() or .float()")
+    if logits.dtype in _HALF:
+        gamma, report = solve_entropy_gamma(logits.float(), target_entropy, dim, max_iterations, short_rows)
+        return gamma.to(logits.dtype), report
     if torch.isnan(logits).any() or torch.isposinf(logits).any():
         raise DomainError("logits/log-probabilities contain NaN or +inf; only finite values and -inf (zero probability) are allowed")
     dtype = logits.dtype
     eps = torch.finfo(dtype).eps
-    finite = _visible(logits)  # -inf and finfo.min mask values are zero probabilities
+    finite = _visible(logits, dim)  # -inf, finfo.min and additive mask values are zero probabilities
     n_support = finite.sum(dim=dim, keepdim=True)
     if (n_support == 0).any():
         raise DomainError("a row of p is all zeros (or all logits -inf or finfo.min mask values); every row needs "
@@ -488,8 +507,13 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     return gamma, report
 
 
+#: Dtypes solved in float32 and cast back: with 8 or 11 significant bits the solve itself stalls (bfloat16
+#: p = [0.5, 0.3, 0.2], target 0.9: gamma 2 for 1.7736, output entropy 0.852; its tolerance was 16 eps = 0.125).
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def _torch_powered(logits: torch.Tensor, gamma: torch.Tensor, dim: int) -> torch.Tensor:
-    finite = _visible(logits)
+    finite = _visible(logits, dim)
     row_max = torch.where(finite, logits, torch.full_like(logits, -math.inf)).amax(dim=dim, keepdim=True)
     shifted = torch.where(finite, logits - row_max, torch.full_like(logits, -math.inf))
     # gamma = 0 means uniform on the support (limit gamma -> 0+): use 0*finite = 0, keep -inf for zeros
@@ -506,7 +530,9 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
     ``dps + 10`` working digits (more where gamma or the output is ill-conditioned: targets near ``log m``
     or ``log k``, near-equal entries) and ``gamma``/``p`` come back as mpf at ``dps`` digits.
     ``dps=None``: ``p`` is a tensor (float32/float64, any shape; a list of Python floats is
-    solved in float64, a NumPy array in its own dtype); each slice along ``dim`` is
+    solved in float64, a NumPy array in its own dtype; float16/bfloat16 are solved in float32 and
+    ``gamma``/``p`` cast back to their dtype, since their 8-11 significant bits cannot carry the Newton
+    iteration); each slice along ``dim`` is
     solved independently; ``gamma`` keeps ``dim`` with size 1 so ``p ** gamma`` broadcasts.
     ``short_rows`` (torch only): see :func:`solve_entropy_gamma`.
 
@@ -543,6 +569,11 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
                           "if that is what you mean")
     if not p.is_floating_point():
         p = p.to(torch.get_default_dtype())
+    if p.dtype in _HALF:
+        # solved in float32 and cast back (see _HALF): the output is as close to the target as the dtype can hold
+        result = entropy_normalize(p.float(), target_entropy, None, dim, max_iterations, short_rows)
+        return EntropyNormalization(result.gamma.to(p.dtype), result.p.to(p.dtype), result.target_entropy,
+                                    result.report)
     if torch.isnan(p).any() or torch.isinf(p).any() or (p < 0).any():
         raise DomainError("p must have finite, non-negative entries (zeros allowed); got NaN, inf or negative values")
     positive = p > 0
@@ -619,7 +650,9 @@ class EntropyNormalize(torch.nn.Module):
     Differentiable in ``logits``: the gradient through ``gamma`` uses the implicit function
     theorem on :math:`H(\mathrm{softmax}(\gamma\ell)) = H^*` (closed form, no unrolled
     iterations), itself written in differentiable ops, so second derivatives (double backward,
-    Hessian-vector products) are exact too.  ``-inf`` logits (masked positions) get probability 0.  Every row needs
+    Hessian-vector products) are exact too.  ``-inf`` logits (masked positions) get probability 0, and so do
+    ``finfo(dtype).min`` fills and additive masks (logits more than :data:`MASK_GAP` = 745 nats below the row's
+    maximum, as ``scores - 1e9``).  float16/bfloat16 logits are computed in float32 and the output cast back.  Every row needs
     a target in the reachable range (see :func:`entropy_normalize`), unless ``short_rows="uniform"``
     (rows with fewer than :math:`e^{H^*}` visible keys, as in causal masks, become uniform on
     their support, gamma = 0, with zero gradient through gamma); rows that are uniform on
@@ -641,13 +674,19 @@ class EntropyNormalize(torch.nn.Module):
         self.target_entropy = float(target_entropy)
         self.dim = dim
         self.max_iterations = _whole_number("max_iterations", max_iterations, 0, _ITERATIONS)
+        if short_rows not in ("raise", "uniform"):  # was accepted here and refused only at the first forward
+            raise DomainError(f"short_rows must be 'raise' or 'uniform', got {short_rows!r}")
         self.short_rows = short_rows
 
     def gamma(self, logits: torch.Tensor) -> torch.Tensor:
-        """The per-row power (differentiable through the solve)."""
+        """The per-row power (differentiable through the solve; float16/bfloat16 solved in float32)."""
+        if logits.dtype in _HALF:
+            return self.gamma(logits.float()).to(logits.dtype)
         return _SolveGamma.apply(logits, self.target_entropy, self.dim, self.max_iterations, self.short_rows, None)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.dtype in _HALF:  # computed in float32 and cast back, as softmax does internally
+            return self.forward(logits.float()).to(logits.dtype)
         return _output(logits, self.gamma(logits), self.dim)
 
     def extra_repr(self) -> str:

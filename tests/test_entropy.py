@@ -768,3 +768,64 @@ def test_log_moment_order_must_be_a_whole_number():
     for order in (3, np.int64(3), sympy.Integer(3)):
         assert sympy.simplify(sym.log_moment([half, quarter, quarter], order) - expected) == 0
     assert sym.log_moment([half, quarter, quarter], 0) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_additive_masks_count_as_zero_probabilities(dtype):
+    """scores - 1e9 (or - 1e4, the usual additive masks) counted as scores: with a causal mask and
+    short_rows="uniform" the first rows were not short (m = T keys), and the solver reached the target by
+    shrinking gamma to 1.8e-9 until the masked keys had weight (first row [0.67, 0.11, 0.11, 0.11], target 1.0);
+    with short_rows="raise" the same leak passed silently.  Entries more than MASK_GAP = 745 nats below the
+    row maximum are now zero probabilities, like -inf and finfo.min.  The -inf version is the reference."""
+    T = 4
+    torch.manual_seed(5)
+    scores = torch.randn(T, T, dtype=dtype)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    w = torch.randn(T, T, dtype=dtype)
+    for target in (1.0, math.log(T)):
+        reference = None
+        for fill in (-math.inf, -1e4, -1e9, -1e20):
+            logits = scores.masked_fill(mask, fill).requires_grad_(True)
+            y = EntropyNormalize(target, short_rows="uniform")(logits)
+            (grad,) = torch.autograd.grad((y * w).sum(), logits)
+            gamma, report = solve_entropy_gamma(logits, target, short_rows="uniform")
+            assert report.converged and report.short_rows == int((torch.arange(1, T + 1) < math.exp(target)).sum())
+            assert torch.equal(y.detach()[mask], torch.zeros_like(y.detach()[mask])), (fill, y)
+            got = (y.detach(), grad[~mask], gamma)
+            if reference is None:
+                reference = got
+            assert all(torch.equal(a, b) for a, b in zip(got, reference)), (fill, target)
+        with pytest.raises(DomainError, match="outside"):
+            solve_entropy_gamma(scores.masked_fill(mask, -1e9), 1.0)
+    # a score gap below MASK_GAP is a score: [0, -700] reaches entropy 0.5 at gamma ~ 1e-3 in float64
+    gamma, report = solve_entropy_gamma(torch.tensor([[0.0, -700.0]], dtype=torch.float64), 0.5)
+    q = torch.softmax(gamma * torch.tensor([[0.0, -700.0]], dtype=torch.float64), -1)
+    assert report.converged and abs(float(-(q * q.log()).sum()) - 0.5) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_solved_in_float32_and_cast_back(dtype):
+    """float16/bfloat16 were solved in their own precision, whose tolerance 16 eps (0.125 for bfloat16) let the
+    Newton iteration stop at once: bfloat16 p = [0.5, 0.3, 0.2], target 0.9 gave gamma = 2 (1.7734 is the
+    solution for those rounded entries) and an output of entropy 0.852.  Reference: the mpmath back end on the
+    same rounded entries."""
+    p = torch.tensor([[0.5, 0.3, 0.2]], dtype=dtype)
+    with mpmath.workdps(30):
+        g_ref = entropy_normalize([mpmath.mpf(v) for v in p.flatten().tolist()], "0.9", dps=20).gamma
+    eps = torch.finfo(dtype).eps
+    r = entropy_normalize(p, 0.9)
+    assert r.gamma.dtype == dtype and r.p.dtype == dtype
+    assert abs(float(r.gamma) - float(g_ref)) <= eps * float(g_ref), (r.gamma, g_ref)
+    q = r.p.double()
+    assert abs(float(-(q * q.log()).sum()) - 0.9) <= 4 * eps, r.p
+    y = EntropyNormalize(0.9)(p.log())
+    assert y.dtype == dtype and abs(float(-(y.double() * y.double().log()).sum()) - 0.9) <= 4 * eps, y
+    gamma, _ = solve_entropy_gamma(p.log(), 0.9)
+    assert gamma.dtype == dtype and abs(float(gamma) - float(g_ref)) <= eps * float(g_ref)
+
+
+def test_entropy_normalize_module_refuses_an_unknown_short_rows_when_built():
+    """EntropyNormalize(1.0, short_rows="uniforn") was built without complaint and refused only at its first
+    forward, possibly deep inside a training loop."""
+    with pytest.raises(DomainError, match="short_rows must be 'raise' or 'uniform'"):
+        EntropyNormalize(1.0, short_rows="uniforn")
