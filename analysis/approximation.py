@@ -348,7 +348,7 @@ def _real_zeros(base: sympy.Expr, domain) -> list:
     """The numeric real zeros of ``base`` in |x| <= domain, nearest to 0 first.  ``solveset`` on the interval
     lists every zero of a periodic base there (``solve`` gives one period: 1/cos(x - 3) has a pole at
     3 - pi/2, inside |x| <= 2, that it does not list); ``solve`` is the fallback."""
-    bound = sympy.nsimplify(domain)
+    bound = sympy.nsimplify(domain, rational=True)  # 1.4142135623730951 would become sqrt(2)
     roots = None
     try:
         found = sympy.solveset(base, X, sympy.Interval(-bound, bound))
