@@ -112,38 +112,69 @@ def resolve_device(device: Any = None) -> Any:
     return resolved
 
 
+def _output_columns(output: Any, y: Any, loss: str) -> Any:
+    """``output`` as an (n, columns) tensor for the labels ``y`` (n,), refusing shapes ``loss`` cannot score.
+
+    A 1-D output of n entries (a model ending in ``squeeze(-1)``) is one column.  Left as it was, mse
+    broadcast it against the (n, 1) targets into an n-by-n difference (a wrong number with only a warning)
+    and accuracy took the argmax over the n examples."""
+    if loss not in LOSSES:
+        raise SymactError(f"Unknown loss {loss!r}; choose one of {LOSSES}.")
+    n = int(y.shape[0]) if y.dim() else None
+    if output.dim() == 1 and n is not None and output.shape[0] == n:
+        output = output[:, None]
+    if output.dim() != 2 or y.dim() != 1 or output.shape[0] != n:
+        raise DomainError(f"The network's output has shape {tuple(output.shape)} for labels of shape {tuple(y.shape)}; "
+                          f"loss={loss!r} needs outputs of shape (n, columns) (or (n,) for one column) with one row "
+                          "per label.")
+    columns = int(output.shape[1])
+    if loss in ("bce_prob", "bce_logits") and columns != 1:
+        raise DomainError(f"loss={loss!r} scores one output per example, but the network has {columns} output columns "
+                          f"(shape {tuple(output.shape)}); use loss='cross_entropy' for {columns} class logits, or "
+                          "build the network with out_features=1.")
+    if loss == "cross_entropy" and columns < 2:
+        # one logit column: softmax over it is 1, so the loss is 0 for every parameter (or a bare IndexError)
+        raise DomainError("loss='cross_entropy' needs one output column per class (at least 2), but the network has 1 "
+                          "(its softmax is identically 1, so the loss would be 0 whatever the parameters); use "
+                          "loss='bce_logits' for one logit, or build the network with out_features=<classes>.")
+    return output
+
+
 def output_loss(output: Any, y: Any, loss: str) -> Any:
     """Mean loss of network outputs against integer labels.
 
     ``bce_prob``: outputs of shape (n, 1) are probabilities in (0, 1) (a sigmoid
     output layer, as in the RAI seed); ``bce_logits``: (n, 1) logits;
-    ``cross_entropy``: (n, classes) logits; ``mse``: one-hot regression.
+    ``cross_entropy``: (n, classes) logits, classes >= 2; ``mse``: one-hot regression
+    ((n, 1): regression onto the 0/1 labels).  An output of shape (n,) is one column;
+    other shapes are a :class:`DomainError`.
     """
     import torch.nn.functional as F
 
+    output = _output_columns(output, y, loss)
     if loss == "bce_prob":
         return F.binary_cross_entropy(output.reshape(-1), y.to(output.dtype))
     if loss == "bce_logits":
         return F.binary_cross_entropy_with_logits(output.reshape(-1), y.to(output.dtype))
-    if loss in ("cross_entropy", "mse") and output.dim() == 2 and output.shape[-1] > 1 and y.numel():
+    if loss in ("cross_entropy", "mse") and output.shape[-1] > 1 and y.numel():
         top = int(y.max())
         if top >= output.shape[-1]:  # torch: a bare IndexError (cross_entropy) or one_hot's RuntimeError (mse)
             raise DomainError(f"Labels run up to {top} but the network has {output.shape[-1]} outputs; a "
                               f"{loss!r} loss needs one output per class: build it with out_features={top + 1}.")
     if loss == "cross_entropy":
         return F.cross_entropy(output, y)
-    if loss == "mse":
-        target = F.one_hot(y, output.shape[-1]).to(output.dtype) if output.shape[-1] > 1 else y.to(output.dtype)[:, None]
-        return F.mse_loss(output, target)
-    raise SymactError(f"Unknown loss {loss!r}; choose one of {LOSSES}.")
+    target = F.one_hot(y, output.shape[-1]).to(output.dtype) if output.shape[-1] > 1 else y.to(output.dtype)[:, None]
+    return F.mse_loss(output, target)
 
 
 def accuracy(output: Any, y: Any, loss: str) -> float:
     """Fraction of correctly classified examples for the output convention of ``loss``.
 
-    One output column is thresholded at 0.5 for ``bce_prob`` and ``mse`` (a probability, or a regression on
-    the 0/1 labels) and at 0 for ``bce_logits``; several columns are classified by argmax.
+    One output column (or an output of shape (n,)) is thresholded at 0.5 for ``bce_prob`` and ``mse``
+    (a probability, or a regression on the 0/1 labels) and at 0 for ``bce_logits``; several columns are
+    classified by argmax.
     """
+    output = _output_columns(output, y, loss)
     if output.shape[-1] == 1:
         threshold = 0.5 if loss in ("bce_prob", "mse") else 0.0
         pred = (output.reshape(-1) > threshold).long()

@@ -363,3 +363,41 @@ def test_a_non_finite_initial_network_is_not_blamed_on_the_learning_rate():
     with pytest.raises(TrainingDivergedError, match=r"initial network is nan \(step 0, before any update\)") as info:
         train(torch.nn.Linear(2, 2), (x, y), steps=3, objective=objective)
     assert "smaller learning rate" not in str(info.value)
+
+
+def test_one_dimensional_outputs_are_one_column_for_loss_and_accuracy():
+    """A model ending in squeeze(-1) gives outputs of shape (n,): mse broadcast them against the (n, 1)
+    targets (0.778 instead of 1.472 for these numbers, with only a warning) and accuracy took the argmax
+    over the examples (0.0 for a bce_logits model that classifies 3 of 8 right)."""
+    from numeric.train import accuracy
+
+    out = torch.tensor([0.3, -1.2, 0.9, 2.0, -0.4, 0.6, 0.1, -2.5], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 1, 0, 0, 1])
+    target = y.double()
+    assert float(output_loss(out, y, "mse")) == pytest.approx(float(((out - target) ** 2).mean()), rel=1e-12)
+    assert float(output_loss(out, y, "bce_logits")) == pytest.approx(
+        float(torch.nn.functional.binary_cross_entropy_with_logits(out, target)), rel=1e-12)
+    assert accuracy(out, y, "bce_logits") == float(((out > 0).long() == y).double().mean()) == 0.375
+    assert accuracy(out, y, "mse") == float(((out > 0.5).long() == y).double().mean()) == 0.625
+    assert accuracy(out, y, "mse") == accuracy(out[:, None], y, "mse")
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Flatten(0))
+    x, y2 = _data(8)
+    result = train(model, (x, (y2 > 0).long()), loss="bce_logits", steps=0)
+    with torch.no_grad():
+        expected = float((((model(x) > 0).long()) == (y2 > 0).long()).double().mean())
+    assert result.train_accuracy == (expected,)
+
+
+@pytest.mark.parametrize("loss, out_features, match", [
+    ("cross_entropy", 1, r"cross_entropy' needs one output column per class.*bce_logits"),
+    ("bce_logits", 2, r"bce_logits' scores one output per example.*2 output columns.*cross_entropy"),
+    ("bce_prob", 3, r"bce_prob' scores one output per example.*3 output columns"),
+])
+def test_output_widths_a_loss_cannot_score_are_refused(loss, out_features, match):
+    """cross_entropy on one logit column is 0 for every parameter (labels all 0) or a bare IndexError, and a
+    binary loss on several columns was torch's 'Target size must be the same as input size'."""
+    x, y = _data(8)
+    y = (y > 0).long()
+    with pytest.raises(DomainError, match=match):
+        train(torch.nn.Linear(2, out_features), (x, torch.zeros_like(y) if loss == "cross_entropy" else y), loss=loss,
+              steps=1)
