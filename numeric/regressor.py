@@ -160,7 +160,19 @@ class DeepUniversalRegressorII(nn.Module):
         return y
 
     def order_penalty(self, strength: float = 1e-4, growth: float = 4.0) -> torch.Tensor:
-        """strength * sum_i growth**i * ||w_i||**2 over the feature weights of read-outs A_1..A_k."""
+        """strength * sum_i growth**i * ||w_i||**2 over the feature weights of read-outs A_1..A_k.
+
+        ``strength`` and ``growth`` must be finite numbers >= 0 (:class:`DomainError` otherwise): a negative
+        strength, or a negative growth (growth**i < 0 for odd i), turns the penalty into a reward without
+        bound below for growing weights."""
+        import numbers
+
+        for name, value in (("strength", strength), ("growth", growth)):
+            if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                    and value >= 0):
+                raise DomainError(f"order_penalty {name}={value!r} must be a finite number >= 0; a negative or NaN "
+                                  f"{name} makes the penalty negative or NaN (a reward for large refinement weights). "
+                                  "Pass e.g. order_penalty(1e-4, growth=4.0).")
         if self.readout_terms is None:
             return self.readout_u.weight.new_zeros(())
         w = self.readout_terms.weight

@@ -128,3 +128,19 @@ def test_degenerate_sign_sharpness_is_refused(sharpness):
     both were accepted silently."""
     with pytest.raises(DomainError, match="sign_sharpness"):
         DeepUniversalRegressorII(2, k=2, sign_head=True, sign_sharpness=sharpness)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"strength": -1.0}, r"strength=-1.0 must be a finite number >= 0"),
+    ({"strength": float("nan")}, r"strength=nan must be a finite number >= 0"),
+    ({"growth": -2.0}, r"growth=-2.0 must be a finite number >= 0"),
+    ({"growth": float("inf")}, r"growth=inf must be a finite number >= 0"),
+    ({"strength": True}, r"strength=True"),
+])
+def test_order_penalty_refuses_strengths_and_growths_that_make_it_a_reward(kwargs, match):
+    """order_penalty(strength=-1) was -34.9 for a k=3 model (and growth=-2 made odd terms negative): added to
+    the loss it rewards growing the refinement weights without bound."""
+    model = DeepUniversalRegressorII(2, k=3).double()
+    with pytest.raises(DomainError, match=match):
+        model.order_penalty(**kwargs)
+    assert float(model.order_penalty(0.0)) == 0.0  # strength 0 switches the penalty off
