@@ -311,6 +311,16 @@ class RAI(_torch_module_base()):
         """
         from numeric.train import output_loss
 
+        import torch
+
+        # a (n, 1) index gathered (n, 1, width) auxiliaries that broadcast against the (n, width) predictions
+        # into an n-by-n comparison of every example with every other (a wrong consistency, no error)
+        if not isinstance(index, torch.Tensor) or index.dim() != 1 or index.is_floating_point() \
+                or index.is_complex() or index.dtype == torch.bool:
+            raise DomainError(
+                f"RAI.loss_parts: index must be a 1-D tensor of integer example indices, got "
+                f"{type(index).__name__} {getattr(index, 'dtype', '')} of shape {tuple(getattr(index, 'shape', ()))}; "
+                "pass e.g. torch.arange(n) or a slice of a permutation (index.reshape(-1).long()).")
         if int(x.shape[0]) != int(index.shape[0]):
             raise DomainError(f"RAI.loss_parts: {index.shape[0]} indices for {x.shape[0]} examples.")
         if self._is_all_examples(index):
