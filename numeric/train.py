@@ -260,6 +260,8 @@ def _check_data(data: Sequence[Any], loss: str, params: Sequence[Any]) -> None:
         if not isinstance(t, torch.Tensor):
             raise DomainError(f"{name} must be a torch tensor, got {type(t).__name__}; convert it with "
                               "torch.as_tensor(...) (or use numeric.datasets.Dataset.torch()).")
+    if data[0].dim() >= 1 and data[0].shape[0] == 0:  # the mean loss over no rows is NaN: a 'diverged' network
+        raise DomainError("x_train has no rows; training needs at least one example (held-out data may be empty).")
     param_dtype = next((p.dtype for p in params if p.is_floating_point()), None)
     param_device = next((p.device for p in params), None)
     for xn, yn, x, y in zip(names[::2], names[1::2], data[::2], data[1::2]):
@@ -352,6 +354,8 @@ def train(
             raise DomainError(f"{name} must be a whole number, got {value!r}; pass e.g. {name}=int({value!r}).")
     if steps < 0 or eval_every < 1:
         raise DomainError(f"steps must be >= 0 and eval_every >= 1, got steps={steps}, eval_every={eval_every}.")
+    if not 0 <= seed < 2**64:  # torch takes -2**63..2**64 - 1, a negative seed s as 2**64 + s; beyond: a bare ValueError
+        raise DomainError(f"seed must be a whole number in 0..2**64 - 1, got seed={seed}.")
     _check_lr(lr)
     params = list(parameters if parameters is not None else model.parameters())
     _check_data(data, loss, params)

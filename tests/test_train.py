@@ -401,3 +401,31 @@ def test_output_widths_a_loss_cannot_score_are_refused(loss, out_features, match
     with pytest.raises(DomainError, match=match):
         train(torch.nn.Linear(2, out_features), (x, torch.zeros_like(y) if loss == "cross_entropy" else y), loss=loss,
               steps=1)
+
+
+def test_empty_training_data_is_refused_not_reported_as_a_diverged_network():
+    """No training rows made the mean loss NaN, reported as 'the objective of the initial network is nan:
+    check the objective, the initialisation and the inputs' scale'."""
+    x, y = _data(8)
+    with pytest.raises(DomainError, match=r"x_train has no rows"):
+        train(torch.nn.Linear(2, 2), (x[:0], y[:0]), steps=1)
+    result = train(torch.nn.Linear(2, 2), (x, y, x[:0], y[:0]), steps=1)  # empty held-out data: no held-out curve
+    assert result.test_loss == ()
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 2**70])
+def test_seeds_outside_torch_range_are_refused(seed):
+    """seed=-1 trained as seed 2**64 - 1 (torch wraps negative seeds) and seed=2**70 raised torch's bare
+    'Overflow when unpacking long long'."""
+    x, y = _data(8)
+    with pytest.raises(DomainError, match=r"seed must be a whole number in 0\.\.2\*\*64 - 1"):
+        train(torch.nn.Linear(2, 2), (x, y), steps=1, batch_size=2, seed=seed)
+
+
+def test_largest_seed_is_accepted_and_reproducible():
+    x, y = _data(8)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        runs.append(train(torch.nn.Linear(2, 2), (x, y), steps=3, batch_size=2, seed=2**64 - 1).train_loss)
+    assert runs[0] == runs[1]
