@@ -147,13 +147,27 @@ def output_loss(output: Any, y: Any, loss: str) -> Any:
     output layer, as in the RAI seed); ``bce_logits``: (n, 1) logits;
     ``cross_entropy``: (n, classes) logits, classes >= 2; ``mse``: one-hot regression
     ((n, 1): regression onto the 0/1 labels).  An output of shape (n,) is one column;
-    other shapes are a :class:`DomainError`.
+    other shapes, and ``bce_prob`` outputs outside [0, 1], are a :class:`DomainError`.  NaN outputs
+    give a NaN loss under every loss.
     """
+    import torch
     import torch.nn.functional as F
 
     output = _output_columns(output, y, loss)
     if loss == "bce_prob":
-        return F.binary_cross_entropy(output.reshape(-1), y.to(output.dtype))
+        p = output.reshape(-1)
+        # torch refuses a NaN or a value outside [0, 1] with a bare RuntimeError (a device-side assert on
+        # CUDA), so a network whose sigmoid output turned NaN escaped the loop's divergence report
+        if p.numel() and not bool(((p >= 0) & (p <= 1)).all()):
+            finite = p.detach()[~torch.isnan(p.detach())]
+            if finite.numel() and not bool(((finite >= 0) & (finite <= 1)).all()):
+                raise DomainError(
+                    f"loss='bce_prob' needs outputs that are probabilities in [0, 1] (a sigmoid output layer), but "
+                    f"the network's outputs range over [{float(finite.min()):.4g}, {float(finite.max()):.4g}]; end "
+                    "the network with a sigmoid (build_mlp(..., output_activation='sigmoid')), or use "
+                    "loss='bce_logits' for raw outputs.")
+            return p.sum() * math.nan  # NaN outputs: a NaN loss, as under the other losses
+        return F.binary_cross_entropy(p, y.to(output.dtype))
     if loss == "bce_logits":
         return F.binary_cross_entropy_with_logits(output.reshape(-1), y.to(output.dtype))
     if loss in ("cross_entropy", "mse") and output.shape[-1] > 1 and y.numel():

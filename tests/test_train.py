@@ -429,3 +429,24 @@ def test_largest_seed_is_accepted_and_reproducible():
         torch.manual_seed(0)
         runs.append(train(torch.nn.Linear(2, 2), (x, y), steps=3, batch_size=2, seed=2**64 - 1).train_loss)
     assert runs[0] == runs[1]
+
+
+def test_nan_sigmoid_outputs_under_bce_prob_are_reported_as_divergence_naming_the_step():
+    """torch's binary_cross_entropy refuses NaN probabilities with a bare RuntimeError ('all elements of
+    input should be between 0 and 1'), so a sigmoid network whose parameters overflowed escaped the
+    divergence report."""
+    x, y = _data(16)
+    torch.manual_seed(0)
+    model = build_mlp(2, 8, 2, 1, "relu", output_activation="sigmoid")
+    with pytest.raises(TrainingDivergedError, match=r"diverged at step 1: the true network's training loss became nan"):
+        train(model, (x, y), loss="bce_prob", optimizer="sgd", lr=1e30, steps=20)
+    assert math.isnan(float(output_loss(torch.tensor([[float("nan")], [0.5]]), torch.tensor([0, 1]), "bce_prob")))
+
+
+def test_bce_prob_outputs_outside_the_unit_interval_are_refused_naming_the_fix():
+    """A network without a sigmoid output under bce_prob raised torch's bare RuntimeError."""
+    x, y = _data(8)
+    torch.manual_seed(0)
+    with pytest.raises(DomainError, match=r"bce_prob' needs outputs that are probabilities in \[0, 1\].*bce_logits"):
+        train(torch.nn.Linear(2, 1), (x, y), loss="bce_prob", steps=1)
+    assert float(output_loss(torch.tensor([[0.0], [1.0]]), torch.tensor([0, 1]), "bce_prob")) == 0.0
