@@ -200,10 +200,18 @@ def accuracy(output: Any, y: Any, loss: str) -> float:
 def make_optimizer(name: str, params: Any, lr: float, **options: Any) -> Any:
     """``torch.optim`` optimiser by name: ``sgd`` (momentum option), ``adam``, ``rprop``.
 
-    ``lr`` must be a finite number > 0 (:class:`DomainError` otherwise; torch accepts NaN)."""
+    ``lr`` must be a finite number > 0 and no option may be NaN (:class:`DomainError` otherwise; torch accepts
+    NaN for ``lr``, SGD's ``momentum``, ``dampening`` and ``weight_decay`` and Rprop's ``step_sizes``)."""
     import torch
 
     _check_lr(lr)
+    for key, value in options.items():
+        # torch checks momentum, dampening, weight_decay (SGD) or Rprop's step_sizes with comparisons
+        # (`< 0`) that NaN passes; every step is then NaN, reported as divergence blamed on the learning rate
+        entries = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, float) and math.isnan(v) for v in entries):
+            raise DomainError(f"optimizer option {key}={value!r} is NaN; pass a number (or leave {key} out for "
+                              f"torch's default).")
     if not isinstance(name, str):
         raise SymactError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
     name = name.lower()

@@ -450,3 +450,18 @@ def test_bce_prob_outputs_outside_the_unit_interval_are_refused_naming_the_fix()
     with pytest.raises(DomainError, match=r"bce_prob' needs outputs that are probabilities in \[0, 1\].*bce_logits"):
         train(torch.nn.Linear(2, 1), (x, y), loss="bce_prob", steps=1)
     assert float(output_loss(torch.tensor([[0.0], [1.0]]), torch.tensor([0, 1]), "bce_prob")) == 0.0
+
+
+@pytest.mark.parametrize("optimizer, options", [
+    ("sgd", {"momentum": float("nan")}), ("sgd", {"weight_decay": float("nan")}),
+    ("sgd", {"momentum": 0.9, "dampening": float("nan")}), ("rprop", {"step_sizes": (1e-6, float("nan"))}),
+])
+def test_nan_optimizer_options_are_refused_before_any_step(optimizer, options):
+    """torch's `momentum < 0` style checks let NaN through: the run 'diverged at step 1' and the
+    message advised a smaller learning rate."""
+    x, y = _data(16)
+    (key,) = [k for k, v in options.items() if v != 0.9]
+    with pytest.raises(DomainError, match=rf"optimizer option {key}=.*nan.*is NaN"):
+        train(torch.nn.Linear(2, 2), (x, y), optimizer=optimizer, optimizer_options=options, steps=5)
+    train(torch.nn.Linear(2, 2), (x, y), optimizer="sgd", optimizer_options={"momentum": 0.9, "nesterov": True},
+          steps=2)
