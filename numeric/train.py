@@ -463,6 +463,13 @@ def train(
         index = next_index()
         opt.zero_grad(set_to_none=True)
         value = objective_fn(step, index, x[index], y[index])
+        if not (isinstance(value, torch.Tensor) and value.numel() == 1 and value.requires_grad):
+            # float(value.detach()) / value.backward() raised bare AttributeError, ValueError or RuntimeError
+            got = (f"{type(value).__name__} {value!r:.40}" if not isinstance(value, torch.Tensor)
+                   else f"a tensor of shape {tuple(value.shape)}" if value.numel() != 1
+                   else "a tensor that does not require grad (computed under torch.no_grad() or detached)")
+            raise DomainError(f"The objective returned {got} at step {step}; it must return a one-element tensor "
+                              "computed from the trained parameters, such as a mean loss.")
         objective_value = float(value.detach())
         if not math.isfinite(objective_value):
             raise diverged(step, objective_value)

@@ -465,3 +465,17 @@ def test_nan_optimizer_options_are_refused_before_any_step(optimizer, options):
         train(torch.nn.Linear(2, 2), (x, y), optimizer=optimizer, optimizer_options=options, steps=5)
     train(torch.nn.Linear(2, 2), (x, y), optimizer="sgd", optimizer_options={"momentum": 0.9, "nesterov": True},
           steps=2)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda model: (lambda s, i, xb, yb: 1.0), r"returned float 1.0 at step 0"),
+    (lambda model: (lambda s, i, xb, yb: model(xb)), r"returned a tensor of shape \(16, 2\) at step 0"),
+    (lambda model: (lambda s, i, xb, yb: model(xb).sum().detach()), r"does not require grad.*at step 0"),
+])
+def test_objectives_that_are_not_a_differentiable_scalar_are_refused_naming_the_step(make, match):
+    """A float, a per-example tensor or a detached scalar raised AttributeError ('float' object has no
+    attribute 'detach'), ValueError (only one element tensors...) or RuntimeError from backward."""
+    x, y = _data(16)
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(DomainError, match=match):
+        train(model, (x, y), objective=make(model), steps=2)
