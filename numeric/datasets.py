@@ -116,6 +116,8 @@ def make_moons(
     if noise is not None and not (isinstance(noise, (int, float, np.number)) and not isinstance(noise, bool) and np.isfinite(noise) and noise >= 0):
         raise DomainError(f"make_moons noise is a standard deviation and must be a finite number >= 0, got {noise!r} "
                           "(None for no noise).")
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise DomainError(f"make_moons shuffle must be True or False, got {shuffle!r}.")
     n_samples = int(n_samples)
     n_out = n_samples // 2
     n_in = n_samples - n_out
@@ -148,6 +150,12 @@ def _check_seed(seed: Any, where: str, allow_none: bool = False) -> None:
                           f"{' (or None for fresh entropy)' if allow_none else ''}, got {seed!r}.")
 
 
+def _check_test_fraction(test_fraction: Any) -> None:
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.number)) \
+            or not 0.0 <= test_fraction < 1.0:
+        raise DomainError(f"test_fraction must be a number in [0, 1), got {test_fraction!r}.")
+
+
 def split(
     x: np.ndarray, y: np.ndarray, *, test_fraction: float, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -157,9 +165,7 @@ def split(
     (``numpy.random.default_rng(seed)``) are held out.  A fraction that would hold
     out every row (``round(test_fraction * n) == n``) is a :class:`DomainError`.
     """
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.number)) \
-            or not 0.0 <= test_fraction < 1.0:
-        raise DomainError(f"test_fraction must be a number in [0, 1), got {test_fraction!r}.")
+    _check_test_fraction(test_fraction)
     _check_seed(seed, "split")
     n = len(x)
     if len(y) != n:
@@ -181,6 +187,7 @@ def moons(n_samples: int = 100, *, noise: float = 0.1, seed: int = 0, test_fract
     training).  ``moons(1000, test_fraction=0.5)`` is the larger split with
     held-out data used by the deep-vanilla experiments.
     """
+    _check_test_fraction(test_fraction)  # None or False read as 0 and held out nothing
     x, y = make_moons(n_samples, noise=noise, seed=seed)
     if test_fraction:
         xtr, ytr, xte, yte = split(x, y, test_fraction=test_fraction, seed=seed)
@@ -213,6 +220,8 @@ def digits(*, seed: int = 0, test_fraction: float = 0.3, n_samples: int | None =
 
     ``n_samples`` keeps the first rows of a seeded permutation (for quick runs).
     """
+    _check_seed(seed, "digits")  # checked before seed + 7919 (1.5 was numpy's bare TypeError)
+    _check_test_fraction(test_fraction)
     x, y = load_digits()
     x = x / 16.0
     if n_samples is not None:

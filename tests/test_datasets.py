@@ -120,3 +120,19 @@ def test_bad_dataset_arguments_raise_domain_errors_not_raw_ones(call, match):
 
 def test_whole_float_sample_counts_are_still_accepted():
     np.testing.assert_array_equal(make_moons(6.0, noise=0.1, seed=2)[0], make_moons(6, noise=0.1, seed=2)[0])
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: moons(10, test_fraction=None), r"test_fraction must be a number in \[0, 1\), got None"),
+    (lambda: moons(10, test_fraction=False), r"test_fraction must be a number in \[0, 1\), got False"),
+    (lambda: digits(n_samples=10, seed=1.5), r"digits seed must be a whole number.*got 1.5"),
+    (lambda: digits(n_samples=10, seed=-7919), r"digits seed must be a whole number.*got -7919"),
+    (lambda: make_moons(4, shuffle=2), r"shuffle must be True or False, got 2"),
+])
+def test_arguments_read_as_defaults_or_raising_raw_errors_are_refused(call, match):
+    """moons(test_fraction=None) silently held out nothing, digits(n_samples=10, seed=1.5) was numpy's
+    bare TypeError (the seed was offset before split checked it) and shuffle=2 shuffled."""
+    if "digits" in match:
+        pytest.importorskip("sklearn")
+    with pytest.raises(DomainError, match=match):
+        call()
