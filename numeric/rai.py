@@ -125,8 +125,15 @@ class PenaltySchedule:
                 f"and maximum >= start (inf for no cap); got {self}. Pass e.g. PenaltySchedule(1.0, growth=2.0, "
                 "every=100, maximum=1e4)."
             )
+        # Python floats from here on: NumPy integers wrap (np.int64(2) ** 63 < 0, ** 70 == 0) and a Python int
+        # growth ** k past 2**1024 is an OverflowError from float(), where a float growth overflows to inf
+        for name in ("start", "growth", "maximum"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "every", int(self.every))
 
     def weight(self, step: int) -> float:
+        if not is_whole_number(step):  # a negative step gave a weight below start (growth ** -1)
+            raise DomainError(f"PenaltySchedule.weight needs a whole number step >= 0, got {step!r}.")
         # growth ** k overflows a float after a few hundred increases even when ``maximum`` caps the weight
         try:
             raw = self.start * self.growth ** (step // self.every)

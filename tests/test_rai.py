@@ -432,3 +432,23 @@ def test_example_indices_must_be_a_1d_integer_tensor(make_index, match):
         assert float(rai.loss_parts(torch.arange(6), x, y).consistency) == 0.0
         with pytest.raises(DomainError, match=match):
             rai.loss_parts(make_index(6), x, y)
+
+
+def test_penalty_schedule_from_numpy_or_python_integers_grows_like_floats():
+    """np.int64 fields wrapped around: PenaltySchedule(np.int64(1), growth=np.int64(2)).weight(63) was
+    -9.2e18 (a negative consistency weight rewards inconsistency) and weight(70) was 0.0; Python int
+    fields (a JSON spec {"start": 1, "growth": 2}) raised OverflowError from weight(1100) instead of inf."""
+    import numpy as np
+
+    from_numpy = PenaltySchedule(np.int64(1), growth=np.int64(2), every=np.int64(1))
+    assert from_numpy.weight(63) == 2.0**63 and from_numpy.weight(70) == 2.0**70
+    assert PenaltySchedule.from_spec({"start": 1, "growth": 2}).weight(1100) == math.inf
+    assert PenaltySchedule.from_spec({"start": 1, "growth": 2, "maximum": 50}).weight(1100) == 50.0
+    assert PenaltySchedule.from_spec({"start": 1, "growth": 2}) == PenaltySchedule(1.0, growth=2.0)
+
+
+@pytest.mark.parametrize("step", [-5, 7.5, True])
+def test_penalty_schedule_weight_refuses_steps_that_are_not_whole_numbers(step):
+    """weight(-5) was 0.03125 for PenaltySchedule(1.0, growth=2.0): below the start weight."""
+    with pytest.raises(DomainError, match=r"whole number step >= 0"):
+        PenaltySchedule(1.0, growth=2.0).weight(step)
