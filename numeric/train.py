@@ -459,6 +459,12 @@ def train(
 
     # objective[i] is the objective at the parameters of steps[i]: the value step k computes
     # before its update belongs to the evaluation after k steps (recorded at the end of step k - 1).
+    # batch-norm running statistics change with every forward pass in training mode: the initial network is
+    # evaluated before step 0's objective runs, and the extra objective evaluation after the last step
+    # restores the buffers, so that the curves' first and last points measure the initial and returned network
+    buffers = list(model.buffers()) if isinstance(model, torch.nn.Module) else []
+    if steps > 0:
+        record(0)
     for step in range(steps):
         index = next_index()
         opt.zero_grad(set_to_none=True)
@@ -473,8 +479,6 @@ def train(
         objective_value = float(value.detach())
         if not math.isfinite(objective_value):
             raise diverged(step, objective_value)
-        if step == 0:
-            record(0)
         if rec["steps"][-1] == step and len(rec["objective"]) < len(rec["steps"]):
             rec["objective"].append(objective_value)
         value.backward()
@@ -485,9 +489,17 @@ def train(
         if progress is not None:
             progress(step + 1, steps)
     if steps == 0 or len(rec["objective"]) < len(rec["steps"]):  # the parameters after the last step
+        if steps == 0:
+            record(0)
         index = next_index()
-        with torch.no_grad():
-            objective_value = float(objective_fn(steps, index, x[index], y[index]))
+        saved = [b.detach().clone() for b in buffers]
+        try:
+            with torch.no_grad():
+                objective_value = float(objective_fn(steps, index, x[index], y[index]))
+        finally:
+            with torch.no_grad():
+                for b, v in zip(buffers, saved):
+                    b.copy_(v)
         if not math.isfinite(objective_value):
             if steps == 0:
                 raise TrainingDivergedError(
@@ -495,8 +507,6 @@ def train(
                     "the objective and the initialisation."
                 )
             raise diverged(steps, objective_value)
-        if steps == 0:
-            record(0)
         rec["objective"].append(objective_value)
     return TrainResult(
         steps=tuple(rec["steps"]),
