@@ -288,11 +288,17 @@ class RAI(_torch_module_base()):
         self.reduction = reduction
         self.n_examples = int(x_train.shape[0])
         aux = []
+        # the forward pass that initialises the auxiliaries must not train the model: in training mode it
+        # updated batch-norm running statistics (and num_batches_tracked) of the wrapped network
+        buffers = list(model.buffers())
+        saved = [b.detach().clone() for b in buffers]
         with torch.no_grad():
             z = x_train
             for piece in self.pieces[:-1]:
                 z = piece(z)
                 aux.append(nn.Parameter(z.detach().clone()))
+            for b, v in zip(buffers, saved):
+                b.copy_(v)
         self.aux = nn.ParameterList(aux)
 
     @classmethod

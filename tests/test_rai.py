@@ -452,3 +452,20 @@ def test_penalty_schedule_weight_refuses_steps_that_are_not_whole_numbers(step):
     """weight(-5) was 0.03125 for PenaltySchedule(1.0, growth=2.0): below the start weight."""
     with pytest.raises(DomainError, match=r"whole number step >= 0"):
         PenaltySchedule(1.0, growth=2.0).weight(step)
+
+
+def test_building_an_rai_leaves_the_wrapped_networks_batch_norm_statistics_alone():
+    """The forward pass that initialises the auxiliaries ran in training mode and moved the running mean
+    of a BatchNorm1d from 0 to (0.17, -0.24, 0.06, 0.24) (num_batches_tracked 0 -> 1): building the RAI
+    changed the true network it evaluates."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.BatchNorm1d(4), torch.nn.Tanh(), torch.nn.Linear(4, 1),
+                              torch.nn.Sigmoid())
+    x = torch.randn(6, 2) * 3 + 2
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rai = RAI(net, x)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with torch.no_grad():  # the full-batch objective in training mode still starts consistent
+        assert float(rai.loss_parts(torch.arange(6), x, y).consistency) == 0.0
