@@ -378,6 +378,9 @@ def train(
         raise DomainError(f"steps must be >= 0 and eval_every >= 1, got steps={steps}, eval_every={eval_every}.")
     if not 0 <= seed < 2**64:  # torch takes -2**63..2**64 - 1, a negative seed s as 2**64 + s; beyond: a bare ValueError
         raise DomainError(f"seed must be a whole number in 0..2**64 - 1, got seed={seed}.")
+    for name, value in (("objective", objective), ("progress", progress)):
+        if value is not None and not callable(value):  # found only inside the loop, after a step's work
+            raise DomainError(f"{name} must be a function (or None), got {type(value).__name__} {value!r:.40}.")
     _check_lr(lr)
     params = list(parameters if parameters is not None else model.parameters())
     _check_data(data, loss, params)

@@ -500,3 +500,15 @@ def test_first_and_last_curve_points_are_the_initial_and_the_returned_network_wi
         assert result.train_loss[0] == float(output_loss(initial(x), y, "cross_entropy"))
         assert model.training
         assert result.train_loss[-1] == float(output_loss(model.eval()(x), y, "cross_entropy"))
+
+
+@pytest.mark.parametrize("name", ["objective", "progress"])
+def test_callbacks_that_are_not_functions_are_refused_before_any_step(name):
+    """progress=3 raised "TypeError: 'int' object is not callable" after the first step had been taken
+    (and objective=3 inside the loop)."""
+    x, y = _data(8)
+    model = torch.nn.Linear(2, 2)
+    before = model.weight.detach().clone()
+    with pytest.raises(DomainError, match=rf"{name} must be a function \(or None\), got int 3"):
+        train(model, (x, y), steps=2, **{name: 3})
+    assert torch.equal(model.weight, before)
