@@ -44,6 +44,7 @@ torch.Size([3])
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable
 
 import torch
@@ -130,7 +131,8 @@ class DeepUniversalRegressorII(nn.Module):
         if not is_whole_number(k):
             raise DomainError(f"k={k!r} must be an integer >= 0 (the number of refinement terms).")
         k, width = int(k), _check_width(width)
-        if sign_head and not (math.isfinite(sign_sharpness) and sign_sharpness > 0):
+        if sign_head and not (isinstance(sign_sharpness, numbers.Real) and not isinstance(sign_sharpness, bool)
+                              and math.isfinite(sign_sharpness) and sign_sharpness > 0):
             # 0 makes y = tanh(0) * |y| = 0 for every input (no gradient reaches the model), nan makes it nan
             raise DomainError(f"sign_sharpness={sign_sharpness!r} must be a finite number > 0 (the slope of "
                               "tanh(sharpness * A_s) at A_s = 0).")
@@ -165,8 +167,6 @@ class DeepUniversalRegressorII(nn.Module):
         ``strength`` and ``growth`` must be finite numbers >= 0 (:class:`DomainError` otherwise): a negative
         strength, or a negative growth (growth**i < 0 for odd i), turns the penalty into a reward without
         bound below for growing weights."""
-        import numbers
-
         for name, value in (("strength", strength), ("growth", growth)):
             if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
                     and value >= 0):

@@ -122,10 +122,10 @@ def test_numpy_integer_sizes_are_accepted_and_bools_refused():
         DeepUniversalRegressorI(2, width=True)
 
 
-@pytest.mark.parametrize("sharpness", [0.0, -1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("sharpness", [0.0, -1.0, float("nan"), float("inf"), "2", True])
 def test_degenerate_sign_sharpness_is_refused(sharpness):
     """sign_sharpness=0 gave y = tanh(0) * |y| = 0 for every input (and no gradient), nan gave nan:
-    both were accepted silently."""
+    both were accepted silently; "2" raised math's bare TypeError and True was read as 1.0."""
     with pytest.raises(DomainError, match="sign_sharpness"):
         DeepUniversalRegressorII(2, k=2, sign_head=True, sign_sharpness=sharpness)
 
