@@ -498,7 +498,13 @@ def train(
         saved = [b.detach().clone() for b in buffers]
         try:
             with torch.no_grad():
-                objective_value = float(objective_fn(steps, index, x[index], y[index]))
+                value = objective_fn(steps, index, x[index], y[index])
+            if not (isinstance(value, torch.Tensor) and value.numel() == 1):  # steps=0: never checked in the loop
+                got = (f"{type(value).__name__} {value!r:.40}" if not isinstance(value, torch.Tensor)
+                       else f"a tensor of shape {tuple(value.shape)}")
+                raise DomainError(f"The objective returned {got} at step {steps}; it must return a one-element "
+                                  "tensor computed from the trained parameters, such as a mean loss.")
+            objective_value = float(value)
         finally:
             with torch.no_grad():
                 for b, v in zip(buffers, saved):

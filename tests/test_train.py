@@ -479,6 +479,9 @@ def test_objectives_that_are_not_a_differentiable_scalar_are_refused_naming_the_
     model = torch.nn.Linear(2, 2)
     with pytest.raises(DomainError, match=match):
         train(model, (x, y), objective=make(model), steps=2)
+    if "grad" not in match:  # steps=0 evaluates the objective once, without grad (a bare ValueError before)
+        with pytest.raises(DomainError, match=match):
+            train(model, (x, y), objective=make(model), steps=0)
 
 
 @pytest.mark.parametrize("steps", [0, 3])
