@@ -277,6 +277,11 @@ class RAI(_torch_module_base()):
         if param_dtype is not None and x_train.dtype != param_dtype:
             raise DomainError(f"RAI x_train has dtype {x_train.dtype} but the model's parameters are {param_dtype}; "
                               f"pass x_train.to({param_dtype}) or convert the model with model.to({x_train.dtype}).")
+        first = next((m for m in model.modules() if not isinstance(m, nn.Sequential)), None)
+        if isinstance(first, nn.Linear) and x_train.dim() == 2 and x_train.shape[1] != first.in_features:
+            # torch's "mat1 and mat2 shapes cannot be multiplied" named neither the data nor the layer
+            raise DomainError(f"RAI x_train has {x_train.shape[1]} features per example but the network's first "
+                              f"nn.Linear takes {first.in_features}; pass the training inputs the model was built for.")
         super().__init__()
         self.model = model
         self.stages = nn.ModuleList(split_stages(model))  # one per nn.Linear (kept for callers; shares modules)

@@ -371,6 +371,9 @@ def test_indices_outside_the_auxiliaries_are_refused_not_wrapped():
     ({"x_train": torch.randn(6)}, DomainError, r"shape \(n_examples, features\).*shape \(6,\)"),
     ({"x_train": torch.randn(6, 2), "loss": "hinge"}, SymactError, r"RAI loss='hinge' is not one of"),
     ({"x_train": torch.randn(6, 2), "relax_output": "no"}, DomainError, r"relax_output must be True or False"),
+    # was torch's bare RuntimeError "mat1 and mat2 shapes cannot be multiplied (6x5 and 2x4)"
+    ({"x_train": torch.randn(6, 5)}, DomainError, r"x_train has 5 features per example but the network's first "
+                                                  r"nn.Linear takes 2"),
 ])
 def test_bad_rai_arguments_are_refused_at_construction(kwargs, error, match):
     """Each was accepted (loss='hinge' until the first step, relax_output='no' as True) or failed with torch's
