@@ -48,8 +48,11 @@ Rprop steps) where post-activation auxiliaries (``PROTOCOLS["post_activation"]``
 leave it at 0.78.
 
 At initialisation every consistency term is exactly zero and :math:`g_K(z_K)`
-is the true network's output in every mode, so the RAI loss equals the plain
-loss.  The network is always *evaluated* as the true network
+is the true network's output in every mode of a deterministic network, so the
+RAI loss equals the plain loss.  A stochastic layer breaks this: with dropout in
+training mode each pass draws a new mask, so the auxiliaries recorded at
+construction do not match the next pass (``Dropout(0.5)`` after the first
+linear layer gives a consistency of about 0.3 at initialisation).  The network is always *evaluated* as the true network
 (``RAI.forward`` is the wrapped model's forward): a small relaxed objective
 does not by itself mean the true network fits.  The penalty weight
 :math:`\lambda` can follow a :class:`PenaltySchedule` that increases it, as in

@@ -472,3 +472,16 @@ def test_building_an_rai_leaves_the_wrapped_networks_batch_norm_statistics_alone
         assert torch.equal(v, before[k]), k
     with torch.no_grad():  # the full-batch objective in training mode still starts consistent
         assert float(rai.loss_parts(torch.arange(6), x, y).consistency) == 0.0
+
+
+def test_consistency_at_initialisation_is_zero_for_a_deterministic_network_and_not_with_dropout():
+    # the module docstring's claim, and its stated exception: dropout in training mode draws a
+    # fresh mask per pass, so auxiliaries recorded at construction no longer match
+    torch.manual_seed(0)
+    x = torch.randn(6, 2)
+    y = torch.randint(0, 2, (6,))
+    for dropout, zero in ((0.0, True), (0.5, False)):
+        net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Dropout(dropout), torch.nn.Tanh(),
+                                  torch.nn.Linear(4, 1), torch.nn.Sigmoid())
+        consistency = float(RAI(net, x).loss_parts(torch.arange(6), x, y).consistency.detach())
+        assert (consistency == 0.0) is zero, (dropout, consistency)
