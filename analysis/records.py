@@ -24,7 +24,8 @@ from typing import Any, Iterable
 
 from symact.errors import SymactError
 
-__all__ = ["Job", "Claim", "Record", "RecordStore", "ExperimentUnavailable", "FINISHED", "to_jsonable"]
+__all__ = ["Job", "Claim", "Record", "RecordStore", "ExperimentUnavailable", "FINISHED", "to_jsonable",
+           "from_jsonable"]
 
 FINISHED = ("ok",)  # failed and unavailable jobs are cheap to retry and may succeed after a fix or merge
 
@@ -56,6 +57,26 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def from_jsonable(value: Any) -> Any:
+    """Undo :func:`to_jsonable`'s one lossy step: the strings ``"nan"``, ``"inf"`` and ``"-inf"`` it wrote
+    for non-finite floats become those floats again (recursively through lists and dicts).
+
+    Without it a record read back held ``"inf"`` where its job had ``float("inf")``: a worker process
+    (which gets its job as JSON) ran a different spec than ``workers=1``, and report code formatting the
+    number (``f"{v:g}"``) raised on the string.
+    """
+    if isinstance(value, dict):
+        return {k: from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    if isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    return value
+
+
 @dataclass(frozen=True)
 class Job:
     """One unit of the suite: ``experiment`` (a registry name) run on ``spec``.
@@ -79,7 +100,8 @@ class Job:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Job":
-        return cls(d["experiment"], dict(d.get("spec", {})), d.get("id", ""))
+        # the spec as written, non-finite floats restored: a worker gets its job as JSON
+        return cls(d["experiment"], from_jsonable(dict(d.get("spec", {}))), d.get("id", ""))
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,7 @@ class Claim:
     @classmethod
     def from_dict(cls, d: dict) -> "Claim":
         fields = {k: d.get(k) for k in ("prediction", "measured", "tolerance", "passed", "detail", "key")}
+        fields["measured"] = from_jsonable(fields["measured"])
         return cls(**{k: v for k, v in fields.items() if v is not None or k in ("measured", "passed")})
 
 
@@ -142,7 +165,7 @@ class Record:
         return cls(
             Job.from_dict(d),
             d["status"],
-            d.get("result", {}),
+            from_jsonable(d.get("result", {})),
             tuple(Claim.from_dict(c) for c in d.get("claims", [])),
             d.get("error", ""),
             float(d.get("seconds", 0.0)),

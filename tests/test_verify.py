@@ -1,6 +1,7 @@
 """analysis.verify / records / report: resumable suite runner, records on disk, report with plots."""
 
 import json
+import math
 import os
 
 import pytest
@@ -63,9 +64,40 @@ def test_job_ids_are_stable_and_records_round_trip(tmp_path):
     with open(store.path, "a") as fh:
         fh.write('{"id": "torn-by-a-kill", "stat')  # a line cut short by a crash mid-write
     (back,) = store.records()
-    assert back.job == job and back.result == {"v": "nan", "t": [1, 2]}
+    assert back.job == job and set(back.result) == {"v", "t"} and back.result["t"] == [1, 2]
+    assert isinstance(back.result["v"], float) and math.isnan(back.result["v"])  # written "nan", read back NaN
     assert back.claims[0].verdict == "pass" and back.claims[0].measured == 1.5
     assert store.finished_ids() == {job.id}
+
+
+def test_non_finite_numbers_round_trip_through_the_store(tmp_path):
+    """to_jsonable writes inf/NaN as the strings "inf"/"nan"; they were read back as strings, so a record
+    read from records.jsonl differed from the one written (a spec's maximum=inf came back as 'inf')."""
+    spec = {"penalty": {"start": 1.0, "maximum": float("inf")}, "low": -math.inf, "name": "x"}
+    job = Job("x:y", spec)
+    rec = Record(job, "ok", {"v": [math.inf, -math.inf, 0.5], "s": "nan-free text"},
+                 (Claim("p", math.inf, "< 1", False),), "", 0.1)
+    store = RecordStore(tmp_path)
+    store.append(rec)
+    (back,) = store.records()
+    assert back.job == job and back.job.spec == spec and back.job.id == job.id
+    assert back.result == {"v": [math.inf, -math.inf, 0.5], "s": "nan-free text"}
+    assert back.claims[0].measured == math.inf and back.claims[0].verdict == "fail"
+    assert Job.from_dict(job.to_dict()) == job  # what a worker process gets
+
+
+def test_a_spec_with_inf_runs_the_same_in_worker_processes(tmp_path):
+    """A worker gets its job as JSON: the RAI penalty's maximum=inf arrived as the string 'inf' and the job
+    failed with workers=2 (DomainError from PenaltySchedule) while it ran with workers=1; the report's
+    arm label then raised on the string ("Unknown format code 'g'"), a failed report section."""
+    spec = {"hidden_layers": 3, "width": 4, "steps": 2, "arm": "rai",
+            "penalty": {"start": 1.0, "growth": 10.0, "every": 1, "maximum": float("inf")}}
+    jobs = [Job("rai_train", spec), Job("rai_init", {"hidden_layers": 3, "width": 4})]
+    res = run_suite(jobs, tmp_path / "pool", workers=2, progress=False)
+    assert [r.status for r in res.records] == ["ok", "ok"], [r.error for r in res.records]
+    one = run_suite(jobs[:1], tmp_path / "one", workers=1, progress=False)
+    assert res.records[0].result["final_train_loss"] == one.records[0].result["final_train_loss"]
+    assert not any("report section failed" in row["source"] for row in res.summary + one.summary)
 
 
 def test_a_record_appended_after_a_torn_line_is_kept(tmp_path):
