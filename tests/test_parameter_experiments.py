@@ -235,3 +235,15 @@ def test_one_step_spec_rejects_what_it_cannot_check(bad, match):
 
     with pytest.raises(DomainError, match=match):
         one_step_check(bad)
+
+
+def test_format_table_reads_a_record_read_back_from_the_store():
+    """records.jsonl stores inf as "inf" and reads it back as a float: the table then printed
+    'inf [inf–inf] (0/2)' instead of saying that the median did not reach the tolerance."""
+    from analysis.records import from_jsonable
+
+    record = convergence_study(dict(SMALL, methods=("plain",), noise_levels=(0.0,), targets=("equal",), steps=2))
+    assert record["cells"][0]["fixed"]["median_steps"] == "inf"
+    back = from_jsonable(json.loads(json.dumps(record)))
+    assert back["cells"][0]["fixed"]["median_steps"] == math.inf
+    assert format_table(back) == format_table(record) and "median not reached (0/2)" in format_table(back)

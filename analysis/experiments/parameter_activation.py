@@ -314,7 +314,7 @@ def _json_safe(obj: Any) -> Any:
 
 def _fmt_steps(s: Mapping[str, Any]) -> str:
     med = s["median_steps"]
-    if med == "inf":
+    if med in ("inf", math.inf):  # the record's "inf", or inf in one read back from records.jsonl
         return f"median not reached ({s['reached']}/{s['runs']})"
     return f"{med:g} [{s['min_steps']:g}–{s['max_steps']}] ({s['reached']}/{s['runs']})"
 
