@@ -52,3 +52,19 @@ def test_bad_deep_vanilla_specs_are_refused_before_training(override, match):
             "dataset": {"name": "moons", "n_samples": 20, "test_fraction": 0.5}}
     with pytest.raises(DomainError, match=match):
         deep_vanilla({**spec, **override})
+
+
+def test_the_report_groups_jobs_that_leave_spec_fields_to_their_defaults(tmp_path):
+    """A job spec without "optimizer" (the doctest's) ran with Adam, but the report section read
+    spec["optimizer"] and failed with KeyError: the DKS claim was never judged (a failed section)."""
+    from analysis.records import Job
+    from analysis.verify import run_suite
+
+    spec = {"activation": "tanh", "hidden_layers": 3, "width": 8, "steps": 3,
+            "dataset": {"name": "moons", "n_samples": 40, "test_fraction": 0.5}}
+    res = run_suite([Job("deep_vanilla", {**spec, "arm": arm}) for arm in ("plain", "dks")], tmp_path,
+                    progress=False)
+    assert [r.status for r in res.records] == ["ok", "ok"]
+    (row,) = res.summary
+    assert row["source"].startswith("Deep vanilla") and "(adam)" in row["prediction"], row
+    assert row["verdict"] in ("pass", "fail") and isinstance(row["measured"], float)

@@ -57,6 +57,9 @@ OPTIMIZER_DEFAULTS = {
 }
 MOONS = {"name": "moons", "n_samples": 1000, "noise": 0.1, "test_fraction": 0.5}
 DIGITS = {"name": "digits", "test_fraction": 0.3}
+# what a job's spec leaves out (the job runs with these, and the report groups it by them)
+SPEC_DEFAULTS = {"activation": "tanh", "hidden_layers": 100, "width": 100, "dataset": MOONS, "arm": "plain",
+                 "optimizer": "adam", "steps": 200, "seed": 0}
 
 
 def _lecun_(model: Any) -> Any:
@@ -235,8 +238,7 @@ def deep_vanilla(spec: dict, *, device: str = "cpu", progress: Callable | None =
     from numeric.rai import PROTOCOLS, RAI
     from numeric.train import train
 
-    spec = {"activation": "tanh", "hidden_layers": 100, "width": 100, "dataset": MOONS, "arm": "plain",
-            "optimizer": "adam", "steps": 200, "seed": 0, **spec}
+    spec = {**SPEC_DEFAULTS, **spec}
     opt = spec["optimizer"]
     if opt not in OPTIMIZER_DEFAULTS:
         raise DomainError(f"deep_vanilla optimizer {opt!r} is not one of {sorted(OPTIMIZER_DEFAULTS)}.")
@@ -317,7 +319,7 @@ WIDTH = 64  # keeps 100-layer jobs to seconds on a shared 2-core CPU
 def _groups(records: list) -> dict:
     groups: dict = {}
     for r in records:
-        s = r.job.spec
+        s = {**SPEC_DEFAULTS, **r.job.spec}  # a spec that leaves out the optimizer ran Adam: a KeyError here
         key = (s["activation"], s["hidden_layers"], s["dataset"]["name"], s["optimizer"])
         groups.setdefault(key, {}).setdefault(s["arm"], []).append(r)
     return groups
