@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 
 import pytest
 
@@ -505,6 +506,23 @@ def test_the_spread_claim_scales_its_range_with_the_width_factor():
     four = kernel_check({"activation": "tanh", "depth": 2, "width": 16, "seeds": 2, "cosines": [0.5],
                          "spread_width": 64})
     assert [c.tolerance for c in four["claims"] if c.key == "kernel_spread"] == ["in [1.4, 2.9] (ideal 2)"]
+
+
+@pytest.mark.parametrize("spread_width, holds", [(64, "1 (no shrinking)"), (80, "1 (no shrinking)"),
+                                                 (120, "1 (no shrinking)"), (134, "2.09 (1/width)")])
+def test_a_spread_claim_that_cannot_fail_is_refused(spread_width, holds):
+    """spread_width = width compared a record with itself (ratio 1.0 against [0.7, 1.45]: PASS), and for a
+    factor k up to ~2.1 the scaled range held 1 (no shrinking at all) or k (shrinking like 1/width):
+    "std of c shrinks like 1/sqrt(width)" passed whatever the spread did."""
+    from analysis.experiments.kernel_check import kernel_check
+    from symact.errors import DomainError
+
+    with pytest.raises(DomainError, match=re.escape(f"would contain {holds}")):
+        kernel_check({"activation": "tanh", "depth": 2, "width": 64, "seeds": 2, "cosines": [0.5],
+                      "spread_width": spread_width})
+    out = kernel_check({"activation": "tanh", "depth": 2, "width": 64, "seeds": 2, "cosines": [0.5],
+                        "spread_width": 136})   # 2.125 x: range [1.02, 2.114] excludes 1 and 2.125
+    assert [c.tolerance for c in out["claims"] if c.key == "kernel_spread"] == ["in [1.02, 2.114] (ideal 1.46)"]
 
 
 def test_a_report_section_that_crashes_is_a_failing_claim(tmp_path, monkeypatch):

@@ -23,7 +23,8 @@ layer ``l``, ``c_l`` the prediction under test):
   DKS-shaped tanh (Q(1) = 1, where both predictions coincide);
 * ``spread_width``: the seed-to-seed spread of c shrinks like 1/sqrt(width): the pooled std ratio
   between ``width`` and ``spread_width = 4 width`` (:meth:`EmpiricalKernel.spread_ratio`) lies in
-  [1.4, 2.9]; for another factor k the range is scaled by sqrt(k) / 2.
+  [1.4, 2.9]; for another factor k the range is scaled by sqrt(k) / 2 (refused unless it excludes both
+  1, no shrinking, and k, shrinking like 1/width: k > 2.11 or k < 0.47).
 
 Depths are chosen so that the cosines have not collapsed to 1: depth 5 for tanh (its C map
 contracts slowly), depth 2 for softplus and sigmoid, whose C(0) is 0.70 and 0.85 already.
@@ -37,6 +38,7 @@ True
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable
 
@@ -87,6 +89,18 @@ def kernel_check(spec: dict, *, device: str = "cpu", progress: Callable | None =
     depth, width, seeds = spec["depth"], spec["width"], spec["seeds"]
     cosines = tuple(float(c) for c in spec.get("cosines", (0.0, 0.5, 0.9)))
     spread_width = spec.get("spread_width")
+    if spread_width:
+        # the claim's range is SPREAD_RANGE scaled by sqrt(k) / 2, k = spread_width / width: for k near 1 it holds
+        # both 1 (a spread that does not shrink at all) and k (one that shrinks like 1/width), and the claim
+        # passed whatever was measured (spread_width = width compared a record with itself: ratio 1, PASS)
+        k = spread_width / width
+        lo, hi = (v * k ** 0.5 / 2 for v in SPREAD_RANGE)
+        if lo <= 1 <= hi or lo <= k <= hi:
+            raise DomainError(
+                f"kernel_check: spread_width={spread_width} is {k:.3g} x width={width}; the 1/sqrt(width) claim's "
+                f"range [{lo:.3g}, {hi:.3g}] would contain {'1 (no shrinking)' if lo <= 1 <= hi else f'{k:.3g} (1/width)'}"
+                f", so it could not fail: give spread_width = 4 * width ({4 * width}), or at least "
+                f"{math.floor(2.11 * width) + 1}.")
     steps = 2 if spread_width else 1
     label, act = job_activation(spec)
     if progress:
