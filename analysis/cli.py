@@ -165,7 +165,10 @@ def cmd_maps(args: argparse.Namespace) -> int:
     extra = {k: v if isinstance(v, bool) else num(v) for k, v in extra.items()}
     payload = {"activation": act.name, "dps": args.dps, "engine": maps.engine, "values": rows, **extra}
     lines = [f"kernel maps of {act.name} ({maps.engine}, {args.dps} digits); C at q1 = q2 = 1"]
-    lines += [f"{r['map']}({r['at']}) = {r['value']}    {r['map']}'({r['at']}) = {r['derivative']}" for r in rows]
+    # each point as it was given: float() of --q 1e-400 is 0.0 and of 1e400 inf, and the values computed at
+    # 1e-400 were printed as "Q(0.0) = 1.0e-400", at a q the command refuses
+    given = [*args.q, *args.c]
+    lines += [f"{r['map']}({g}) = {r['value']}    {r['map']}'({g}) = {r['derivative']}" for r, g in zip(rows, given)]
     lines += [f"{k} = {v}" for k, v in extra.items()]
     _emit(args, payload, "\n".join(lines))
     return EXIT_OK

@@ -370,6 +370,16 @@ def _significant_digits(text):
     return len(mantissa)
 
 
+def test_maps_text_names_each_point_as_given():
+    """The text showed float(point): --q 1e-400 (computed at 1e-400: relu's Q(q) = q/2 = 5.0e-401) printed as
+    "Q(0.0) = 5.0e-401", at the q = 0 the command refuses, and 1e400 as "Q(inf) = 5.0e+399"."""
+    out = symact("maps", "relu", "--q", "1e-400", "1e400", "--c", "0.25")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1].startswith("Q(1e-400) = 5.0e-401") and lines[2].startswith("Q(1e400) = 5.0e+399")
+    assert lines[3].startswith("C(0.25) = ") and "Q(0.0)" not in out.stdout and "Q(inf)" not in out.stdout
+
+
 def test_maps_prints_every_digit_of_dps():
     # str(mpf) prints mpmath's global 15 digits: --dps 30 printed 0.394294490397841 for tanh's Q(1)
     import mpmath
