@@ -485,3 +485,18 @@ def test_consistency_at_initialisation_is_zero_for_a_deterministic_network_and_n
                                   torch.nn.Linear(4, 1), torch.nn.Sigmoid())
         consistency = float(RAI(net, x).loss_parts(torch.arange(6), x, y).consistency.detach())
         assert (consistency == 0.0) is zero, (dropout, consistency)
+
+
+@pytest.mark.parametrize("dtype", ["double", "float16", "torch.float64"])
+def test_rai_experiment_refuses_a_dtype_it_does_not_run(dtype):
+    """Any dtype other than "float64" ran in float32 without a word, and rai_init's claim still said
+    "(float64)" in its tolerance."""
+    from analysis.experiments.rai import rai_init, rai_train
+
+    with pytest.raises(DomainError, match=rf"dtype must be 'float32' or 'float64', got dtype={dtype!r}"):
+        rai_train({"arm": "plain", "hidden_layers": 2, "width": 4, "steps": 2, "dtype": dtype})
+    with pytest.raises(DomainError, match="dtype must be"):
+        rai_init({"hidden_layers": 2, "width": 4, "dtype": dtype})
+    rec = rai_init({"hidden_layers": 2, "width": 4, "dtype": "float32"})
+    assert [c.tolerance for c in rec["claims"]] == ["|RAI - plain| <= 1e-12 (float32)"] * 2
+    assert rai_init({"hidden_layers": 2, "width": 4})["claims"][0].tolerance.endswith("(float64)")

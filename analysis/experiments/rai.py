@@ -67,7 +67,10 @@ def _setup(spec: dict, device: str) -> tuple:
     from numeric.datasets import moons
     from numeric.train import build_mlp
 
-    dtype = torch.float64 if spec.get("dtype") == "float64" else torch.float32
+    name = spec.get("dtype", "float32")
+    if name not in ("float32", "float64"):  # "double" or "float16" ran in float32 without a word
+        raise DomainError(f"the RAI experiment's dtype must be 'float32' or 'float64', got dtype={name!r}.")
+    dtype = torch.float64 if name == "float64" else torch.float32
     data = moons(spec.get("n_samples", 100), noise=spec.get("noise", 0.1), seed=spec.get("data_seed", 0))
     x, y, _, _ = data.torch(dtype, device)
     torch.manual_seed(_whole(spec, "seed", 0, None))
@@ -102,7 +105,7 @@ def rai_init(spec: dict, *, device: str = "cpu", progress: Callable | None = Non
             out["claims"].append(Claim(
                 f"RAI loss at initialisation equals the plain loss ({name} protocol)",
                 measured=diff,
-                tolerance="|RAI - plain| <= 1e-12 (float64)",
+                tolerance=f"|RAI - plain| <= 1e-12 ({spec['dtype']})",
                 passed=diff <= 1e-12,
                 detail=f"plain={plain:.15g}, rai={float(parts.total):.15g}, consistency={float(parts.consistency):.3g}",
                 key=f"rai_init_{name}",
