@@ -348,6 +348,36 @@ def test_entropy_normalisation_job_checks_its_claims():
                         "entropy_newton": "pass", "entropy_gradient": "pass"}
 
 
+def test_entropy_normalisation_measures_rows_with_entries_that_underflow_to_zero():
+    """n = 3: one of 256 rows needs gamma ~ 500, and an entry of p**gamma underflows to 0; the job measured
+    the entropy as -sum(p log p), NaN there, and FAILED the target claim (measured nan) although the row
+    met its target to 3e-15.  The entropy is computed independently here with 0 log 0 = 0."""
+    from analysis.experiments import external  # noqa: F401 - registers the job
+    from analysis.records import Job
+    from analysis.verify import run_job
+
+    record = run_job(Job("entropy_normalisation", {"rows": 256, "n": 3}))
+    assert record["status"] == "ok", record["error"]
+    (target,) = [c for c in record["claims"] if c["key"] == "entropy_target"]
+    assert target["verdict"] == "pass" and 0 <= target["measured"] <= 1e-10, target
+    # n = 2: the gradient check's rows have 2 entries, and its target 0.5 log 5 was above their log 2 (job failed)
+    two = run_job(Job("entropy_normalisation", {"rows": 8, "n": 2}))
+    assert two["status"] == "ok" and {c["verdict"] for c in two["claims"]} == {"pass"}, two["error"]
+
+
+@pytest.mark.parametrize("spec, match", [({"rows": 2.5}, "rows=2.5"), ({"rows": 0}, "rows=0"), ({"n": 1}, "n=1"),
+                                         ({"n": 4.7}, "n=4.7"), ({"target_fraction": 1.5}, "target_fraction=1.5"),
+                                         ({"target_fraction": 0}, "target_fraction=0")])
+def test_entropy_normalisation_refuses_sizes_it_would_truncate_or_cannot_run(spec, match):
+    """rows=2.5 ran 2 rows and n=4.7 ran n=4 (int()); rows=0 raised torch's bare 'max(): Expected reduction
+    dim' RuntimeError; a target fraction outside (0, 1) failed deep inside the solver."""
+    from analysis.experiments.external import entropy_normalisation
+    from symact.errors import DomainError
+
+    with pytest.raises(DomainError, match=re.escape(match)):
+        entropy_normalisation(spec)
+
+
 def test_dks_claim_counts_diverged_seeds_as_lost(tmp_path):
     """An arm that diverged on 2 of 3 seeds must not win the median on its one survivor.
 

@@ -116,14 +116,23 @@ def entropy_normalisation(spec: dict, *, device: str = "cpu", progress: Callable
     import torch
 
     entropy = _import("numeric.entropy", "issue 7, branch smooth")
-    rows, n = int(spec.get("rows", 256)), int(spec.get("n", 16))
+    rows, n = spec.get("rows", 256), spec.get("n", 16)
+    for key, value, least in (("rows", rows, 1), ("n", n, 2)):  # int() ran rows=2.5 as 2 rows; rows=0 raised in max()
+        if not is_whole_number(value, least):
+            raise DomainError(f"entropy_normalisation: {key}={value!r}; give a whole number >= {least}.")
+    rows, n = int(rows), int(n)
     fraction = float(spec.get("target_fraction", 0.5))  # target entropy as a fraction of log n
+    if not 0 < fraction < 1:
+        raise DomainError(f"entropy_normalisation: target_fraction={fraction!r}; the target entropy is this fraction "
+                          f"of log n, the entropy of the uniform row: give a number in (0, 1), e.g. 0.5.")
     gen = torch.Generator().manual_seed(int(spec.get("seed", 0)))
     logits = torch.randn(rows, n, generator=gen, dtype=torch.float64) * float(spec.get("logit_scale", 2.0))
     target = fraction * math.log(n)
     p = torch.softmax(logits, dim=-1)
     result = entropy.entropy_normalize(p, target)
-    achieved = -(result.p * result.p.log()).sum(-1)
+    # xlogy: 0 log 0 = 0; p log p was NaN for an entry that underflowed to 0 (n = 3: a row powered by gamma ~ 500
+    # reached its target to 3e-15, and the claim FAILED with measured nan)
+    achieved = -torch.special.xlogy(result.p, result.p).sum(-1)
     entropy_error = float((achieved - target).abs().max())
 
     # Row 0 again at 30 digits: the float64 gamma must agree with the mpmath one.
@@ -136,8 +145,8 @@ def entropy_normalisation(spec: dict, *, device: str = "cpu", progress: Callable
     ratios = [float(b / a**2) for a, b in zip(residuals, residuals[1:]) if a < 1e-2 and b > floor]
     quadratic = bool(ratios) and max(ratios) < 10.0
 
-    small = logits[:3, :5].clone().requires_grad_(True)
-    module_small = entropy.EntropyNormalize(target_entropy=0.5 * math.log(5))
+    small = logits[:3, :5].clone().requires_grad_(True)  # n < 5: 0.5 log 5 was above the rows' log n
+    module_small = entropy.EntropyNormalize(target_entropy=0.5 * math.log(small.shape[1]))
     gradient_ok = bool(torch.autograd.gradcheck(module_small, (small,), eps=1e-6, atol=1e-7, rtol=1e-5))
     if progress:
         progress(1, 1)
