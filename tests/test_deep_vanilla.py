@@ -42,6 +42,12 @@ def test_leaky_relu_tat_slope_is_infeasible_when_even_relu_stays_below_the_targe
     ({"optimizer": "lbfgs"}, r"optimizer 'lbfgs' is not one of"),
     ({"arm": "rai", "rai_protocol": "x"}, r"rai_protocol 'x' is not one of"),
     ({"steps": 2.5}, r"steps must be a whole number"),
+    # int() ran these as width 4, 2 hidden layers, seed 1 and eval_every 1, under the spec given
+    ({"width": 4.5}, r"width must be a whole number >= 1, got 4.5"),
+    ({"hidden_layers": 2.5}, r"hidden_layers must be a whole number >= 1, got 2.5"),
+    ({"hidden_layers": 0}, r"hidden_layers must be a whole number >= 1, got 0"),
+    ({"seed": 1.5}, r"seed must be a whole number >= 0, got 1.5"),
+    ({"eval_every": 1.5}, r"eval_every must be a whole number >= 1, got 1.5"),
 ])
 def test_bad_deep_vanilla_specs_are_refused_before_training(override, match):
     """An unknown optimizer or RAI protocol raised a bare KeyError; steps=2.5 silently ran 2 steps."""

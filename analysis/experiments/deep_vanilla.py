@@ -245,8 +245,12 @@ def deep_vanilla(spec: dict, *, device: str = "cpu", progress: Callable | None =
     if spec["arm"] == "rai" and spec.get("rai_protocol", "seed") not in PROTOCOLS:
         raise DomainError(f"deep_vanilla rai_protocol {spec['rai_protocol']!r} is not one of {sorted(PROTOCOLS)} "
                           "(see numeric.rai.PROTOCOLS).")
-    if not is_whole_number(spec["steps"]):
-        raise DomainError(f"deep_vanilla steps must be a whole number >= 0, got {spec['steps']!r}.")
+    # int() below ran width=8.5 as 8 and hidden_layers=2.5 as 2, under a record naming the spec given
+    for key, least in (("steps", 0), ("hidden_layers", 1), ("width", 1), ("seed", 0)):
+        if not is_whole_number(spec[key], least):
+            raise DomainError(f"deep_vanilla {key} must be a whole number >= {least}, got {spec[key]!r}.")
+    if "eval_every" in spec and not is_whole_number(spec["eval_every"], 1):
+        raise DomainError(f"deep_vanilla eval_every must be a whole number >= 1, got {spec['eval_every']!r}.")
     opt_spec = {**OPTIMIZER_DEFAULTS[opt], **spec.get("optimizer_spec", {})}
     try:
         data = dataset(dict(spec["dataset"]))
