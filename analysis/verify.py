@@ -200,9 +200,13 @@ def run_job(job: Job | dict, device: str = "cpu", progress: Callable[[int, int],
     """Run one job and return its record as a dict (never raises except on Ctrl-C).
 
     Seeds Python, NumPy and torch from ``spec["seed"]`` (default 0) first, so a
-    job's numbers do not depend on which worker or in which order it runs.
+    job's numbers do not depend on which worker or in which order it runs.  The experiment gets the
+    spec as the record stores it (JSON types: lists, non-finite floats restored), in this process as
+    in a worker.
     """
-    job = Job.from_dict(job) if isinstance(job, dict) else job
+    # the job as its JSON record has it, here as in a worker process (which gets it as JSON): in-process a
+    # tuple stayed a tuple and a string "inf" a string, while a worker got a list and float("inf")
+    job = Job.from_dict(job if isinstance(job, dict) else job.to_dict())
     if threads:
         try:
             import torch

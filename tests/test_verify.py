@@ -101,6 +101,21 @@ def test_a_spec_with_inf_runs_the_same_in_worker_processes(tmp_path):
     assert not any("report section failed" in row["source"] for row in res.summary + one.summary)
 
 
+def spec_types_job(spec, *, device="cpu", progress=None):
+    return {"types": {k: type(v).__name__ for k, v in sorted(spec.items()) if k != "dir"}, "cap": spec["cap"]}
+
+
+def test_in_process_and_worker_jobs_get_the_same_spec(tmp_path):
+    """A worker gets its job as JSON; in this process the spec object itself was passed: a tuple was a tuple
+    here and a list there, and a string "inf" a string here and float("inf") there."""
+    job = Job(f"{HERE}:spec_types_job", {"sizes": (1, 2), "cap": "inf", "dir": str(tmp_path)})
+    seq = run_suite([job], tmp_path / "seq", progress=False, report=False)
+    par = run_suite([job, Job(f"{HERE}:square_job", {"value": 1, "dir": str(tmp_path)})], tmp_path / "par",
+                    workers=2, progress=False, report=False)
+    assert seq.records[0].result == par.records[0].result
+    assert seq.records[0].result["types"] == {"cap": "float", "sizes": "list"}
+
+
 def test_a_record_appended_after_a_torn_line_is_kept(tmp_path):
     """The next append was written onto the torn line's end, so the one line was unreadable and the
     finished record was lost with the torn one (missing from that run's records and report)."""
