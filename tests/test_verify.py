@@ -336,6 +336,24 @@ def test_kernel_check_tanh_extended_map_holds_and_local_map_is_rejected():
     assert all(0.05 < g < 0.1 for g in gap), gap
 
 
+def test_the_kernel_report_shows_a_nan_deviation_as_nan(tmp_path):
+    """The table's dev/tol column took Python's max() of the layers: with a NaN at layer 2 (a prediction or
+    measurement that failed) max([0.3, nan]) is 0.3, so a row whose claim FAILED (numpy's max is nan) showed
+    0.3 < 1 under "dev/tol extended"."""
+    from analysis.experiments.kernel_check import kernel_check, report_section
+
+    spec = {"activation": "tanh", "depth": 2, "width": 16, "seeds": 2, "cosines": [0.5]}
+    res = kernel_check(spec)
+    claims = res.pop("claims")
+    res["deviation_extended"] = [[0.3, math.nan]]
+    res["deviation_local"] = [[0.25, math.nan]]
+    store = RecordStore(tmp_path)
+    store.append(Record(Job("kernel_check", spec), "ok", res, tuple(claims)))
+    section = report_section(store.records(), str(tmp_path))
+    (row,) = [line for line in section.markdown.splitlines() if line.startswith("| tanh |")]
+    assert row.endswith("| nan | nan |"), row
+
+
 def test_kernel_check_dks_shaped_tanh_has_identical_local_and_extended_maps():
     """DKS sets Q(1) = 1, so q stays 1 and the local maps are the extended maps."""
     from analysis.experiments.kernel_check import kernel_check
