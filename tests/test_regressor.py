@@ -144,3 +144,14 @@ def test_order_penalty_refuses_strengths_and_growths_that_make_it_a_reward(kwarg
     with pytest.raises(DomainError, match=match):
         model.order_penalty(**kwargs)
     assert float(model.order_penalty(0.0)) == 0.0  # strength 0 switches the penalty off
+
+
+def test_the_extrapolation_report_median_is_the_mean_of_the_two_middle_values():
+    # torch.median gives the lower middle value (element 199 of 400); the statistics median is the mean
+    from analysis.experiments.regressor import _median
+
+    assert _median(torch.tensor([4.0, 1.0, 3.0, 2.0])) == 2.5
+    assert _median(torch.tensor([3.0, 1.0, 2.0])) == 2.0
+    assert _median(torch.tensor([1.0, 2.0, math.inf, math.inf])) == math.inf
+    values = torch.rand(400, dtype=torch.float64)
+    assert _median(values) == pytest.approx(float(torch.quantile(values, 0.5)), rel=0, abs=1e-15)

@@ -633,3 +633,20 @@ def test_suite_jobs_refuses_an_empty_name():
     for only in ("", [""], ["rai", "  "]):
         with pytest.raises(SymactError, match="empty name"):
             suite_jobs("quick", only=only)
+
+
+@pytest.mark.parametrize("experiment, spec, match", [
+    ("gradient_penalty", {"networks": 2, "activations": []}, "activations"),  # was a bare ZeroDivisionError
+    ("gradient_penalty", {"networks": 2, "activations": "tanh"}, "activations"),  # cycled the letters t, a, n, h
+    ("rai_init", {"hidden_layers": 2, "width": 4, "protocols": []}, "protocols"),  # was a bare IndexError
+    ("kernel_check", {"activation": "tanh", "depth": 2, "width": 8, "seeds": 1, "cosines": "0.5"}, "cosines"),
+    ("kernel_check", {"activation": "tanh", "depth": 2, "width": 8, "seeds": 1, "cosines": []}, "cosines"),
+    ("kernel_check", {"activation": "tanh", "depth": 2, "width": 8, "seeds": 1, "cosines": ["half"]}, "cosines"),
+])
+def test_empty_or_string_spec_lists_are_refused_naming_the_field(experiment, spec, match):
+    import importlib
+
+    module = {"gradient_penalty": "external", "rai_init": "rai", "kernel_check": "kernel_check"}[experiment]
+    run = getattr(importlib.import_module(f"analysis.experiments.{module}"), experiment)
+    with pytest.raises(SymactError, match=match):
+        run(spec)

@@ -94,6 +94,9 @@ def gradient_penalty(spec: dict, *, device: str = "cpu", progress: Callable | No
         raise DomainError(f"gradient_penalty: networks={n!r}; give a whole number >= 1 of random MLPs to check.")
     gen = torch.Generator().manual_seed(int(spec.get("seed", 0)))
     acts = spec.get("activations", ["tanh", "softplus", "sigmoid", "leaky_relu"])
+    if isinstance(acts, str) or not acts:  # [] was a bare ZeroDivisionError at acts[i % 0]; "tanh" cycled letters
+        raise DomainError(f"gradient_penalty: activations={acts!r}; give a non-empty list of activation names, "
+                          f"e.g. ['tanh', 'softplus'].")
     for i in range(n):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         depth = int(torch.randint(1, 5, (1,), generator=gen))

@@ -87,7 +87,16 @@ def kernel_check(spec: dict, *, device: str = "cpu", progress: Callable | None =
         if (spec.get(key) is not None or key != "spread_width") and not is_whole_number(spec.get(key), 1):
             raise DomainError(f"kernel_check: spec {key}={spec.get(key)!r}; give a whole number >= 1.")
     depth, width, seeds = spec["depth"], spec["width"], spec["seeds"]
-    cosines = tuple(float(c) for c in spec.get("cosines", (0.0, 0.5, 0.9)))
+    cosines = spec.get("cosines", (0.0, 0.5, 0.9))
+    # a string was iterated character by character ("0.5" -> float("0") then a bare ValueError at ".")
+    if isinstance(cosines, (str, bytes)) or not hasattr(cosines, "__iter__"):
+        raise DomainError(f"kernel_check: cosines={cosines!r}; give a list of numbers in [-1, 1], e.g. [0.0, 0.5].")
+    try:
+        cosines = tuple(float(c) for c in cosines)
+    except (TypeError, ValueError):
+        raise DomainError(f"kernel_check: cosines={spec['cosines']!r}; every cosine must be a number in [-1, 1].") from None
+    if not cosines:
+        raise DomainError("kernel_check: cosines=[] checks nothing; give at least one cosine in [-1, 1].")
     spread_width = spec.get("spread_width")
     if spread_width:
         # the claim's range is SPREAD_RANGE scaled by sqrt(k) / 2, k = spread_width / width: for k near 1 it holds

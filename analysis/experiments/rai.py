@@ -88,12 +88,16 @@ def rai_init(spec: dict, *, device: str = "cpu", progress: Callable | None = Non
     from numeric.train import output_loss
 
     spec = {**SEED_SETTING, "dtype": "float64", **spec}
+    protocols = spec.get("protocols", ("seed", "post_activation"))
+    if isinstance(protocols, str) or not protocols:  # [] made no claims, then a bare IndexError at protocols[0]
+        raise DomainError(f"rai_init: protocols={protocols!r}; give a non-empty list of names from "
+                          f"{sorted(PROTOCOLS)}.")
     model, x, y = _setup(spec, device)
     out: dict = {"claims": []}
     with torch.no_grad():
         plain = float(output_loss(model(x), y, "bce_prob"))
         out["plain_loss"] = plain
-        for name in spec.get("protocols", ("seed", "post_activation")):
+        for name in protocols:
             if name not in PROTOCOLS:
                 raise DomainError(f"rai_init protocol {name!r} is not one of {sorted(PROTOCOLS)} "
                                   "(see numeric.rai.PROTOCOLS).")
@@ -110,7 +114,7 @@ def rai_init(spec: dict, *, device: str = "cpu", progress: Callable | None = Non
                 detail=f"plain={plain:.15g}, rai={float(parts.total):.15g}, consistency={float(parts.consistency):.3g}",
                 key=f"rai_init_{name}",
             ))
-    out["rai_loss"] = out[f"rai_loss_{spec.get('protocols', ('seed',))[0]}"]
+    out["rai_loss"] = out[f"rai_loss_{protocols[0]}"]
     return out
 
 
