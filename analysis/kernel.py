@@ -980,7 +980,7 @@ class KernelMaps:
             k = self._mean(q1) * self._mean(q2)
         else:
             k = self._kernel_num(0, c, q1, q2)
-        return self._unit(self._out(k / self._sqrt(self.q_map(q1) * self.q_map(q2))))
+        return self._unit(self._out(k / self._norm(q1, q2)))
 
     def _unit_excess_tolerance(self):
         """How far past +-1 a C value may land by rounding alone: 4 ulps of 1 in float64 (the
@@ -1015,7 +1015,7 @@ class KernelMaps:
         bps, scale = self._float64_features()
         k = gauss.bivariate_gaussian_expectation_float64(
             self._f.np(0), self._f.np(0), cs.ravel(), q1=float(q1), q2=float(q2), breakpoints=bps, scale=scale)
-        out = np.asarray(k) / math.sqrt(self.q_map(q1) * self.q_map(q2))
+        out = np.asarray(k) / self._norm(q1, q2)
         over = np.abs(out) > 1
         if np.any(over):
             if np.any(np.abs(out[over]) - 1 > self._unit_excess_tolerance()):
@@ -1030,6 +1030,12 @@ class KernelMaps:
             r = math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))
             self._cache[key] = self._e1(self._f.mp(0), self._f.np(0), std=r)
         return self._cache[key]
+
+    def _norm(self, q1, q2):
+        """``sqrt(Q(q1) Q(q2))``, taken as ``sqrt(Q(q1)) sqrt(Q(q2))``: in float64 the product
+        underflows (tanh at q = 1e-160: a subnormal 1e-320 with 3 digits left, C(0.5) came out
+        0.5000028; a ZeroDivisionError below q = 1e-162) or overflows (Q ~ q = 1e200)."""
+        return self._sqrt(self.q_map(q1)) * self._sqrt(self.q_map(q2))
 
     def _sqrt(self, v):
         if self.engine == "float64":
@@ -1058,7 +1064,7 @@ class KernelMaps:
             # Mehler's series at c = 0 keeps one term: n! a_n(q1) a_n(q2) (the 2-D quadrature took
             # ~90 s for tanh's C'(0) at 30 digits)
             a1, a2 = self._hermite(q1, n + 1), self._hermite(q2, n + 1)
-            return self._out(mpmath.factorial(n) * a1[n] * a2[n] / self._sqrt(self.q_map(q1) * self.q_map(q2)))
+            return self._out(mpmath.factorial(n) * a1[n] * a2[n] / self._norm(q1, q2))
         if (self.engine == "mpmath" and q1 == q2 and c != 0
                 and abs(c) <= self.mehler_max_abs_c):
             # d^n/dc^n of Mehler's series: sum_k k!/(k-n)! a_k^2 c^(k-n)  (no 2-D quadrature)
@@ -1068,9 +1074,12 @@ class KernelMaps:
             kn = mpmath.fsum(mpmath.ff(k, n) * a[k] ** 2 * cv ** (k - n) for k in range(n, terms))
             return self._out(kn / self.q_map(q1))
         k = self._kernel_num(n, c, q1, q2)
-        pre = (q1 * q2) ** (n / 2) if self.engine == "float64" else \
-            mpmath.power(self._mp(q1) * self._mp(q2), mpmath.mpf(n) / 2)
-        return self._out(pre * k / self._sqrt(self.q_map(q1) * self.q_map(q2)))
+        if self.engine == "float64":
+            # one factor per input: (q1 q2)^(n/2) and Q(q1) Q(q2) under/overflow on their own (q = 1e-160)
+            pre = (q1 ** (n / 2) / math.sqrt(self.q_map(q1))) * (q2 ** (n / 2) / math.sqrt(self.q_map(q2)))
+            return self._out(pre * k)
+        pre = mpmath.power(self._mp(q1) * self._mp(q2), mpmath.mpf(n) / 2)
+        return self._out(pre * k / self._norm(q1, q2))
 
     # ---- scalar summaries ----------------------------------------------------------------
     @_at_precision

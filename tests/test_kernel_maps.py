@@ -870,3 +870,23 @@ def test_c_slope_at_1_at_huge_q_is_not_zero(q):
         ref = e4 / qmap
     assert abs(kernel_maps("tanh", dps=15).slope_at_1(q) / ref - 1) < 1e-12
     assert abs(kernel_maps("tanh", engine="float64").slope_at_1(q) / ref - 1) < 1e-12
+
+
+@pytest.mark.parametrize("q", [1e-160, 1e-300])
+def test_float64_c_map_at_tiny_q_does_not_underflow(q):
+    """At small q tanh(sqrt(q) z) = sqrt(q) z + O(q^(3/2)), so C(c; q, q) = c + O(q) and dC/dc = 1 + O(q).
+    The float64 engine divided by sqrt(Q(q1) Q(q2)): the product 1e-320 is subnormal (3 digits), and
+    C(0.5; 1e-160) came out 0.5000028; below q = 1e-162 it raised a bare ZeroDivisionError."""
+    m = kernel_maps("tanh", engine="float64")
+    assert m.c_map(0.5, q, q) == pytest.approx(0.5, rel=1e-12)
+    assert m.c_map_curve(np.array([0.5, -0.3]), q, q) == pytest.approx([0.5, -0.3], rel=1e-12)
+    assert m.c_map_derivative(0.5, 1, q, q) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_float64_c_map_at_huge_q_does_not_overflow():
+    """Leaky ReLU is positively homogeneous, so C(c; q, q) does not depend on q (arc-cosine closed form).
+    At q = 1e200 the float64 engine's Q(q1) Q(q2) ~ 1e399 overflowed: C(0.5) came out 0.0 and C'(0.5) nan."""
+    m = kernel_maps(sympy.Max(x / 5, x), engine="float64")
+    ref = kernel_maps(sympy.Max(x / 5, x), dps=20, engine="closed")
+    assert m.c_map(0.5, 1e200, 1e200) == pytest.approx(float(ref.c_map(0.5)), rel=1e-12)
+    assert m.c_map_derivative(0.5, 1, 1e200, 1e200) == pytest.approx(float(ref.c_map_derivative(0.5, 1)), rel=1e-12)
