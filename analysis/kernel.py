@@ -862,6 +862,14 @@ class KernelMaps:
             return (v + deltas) / 2**n
 
     # ---- unnormalised kernels ------------------------------------------------------------
+    def _q_raw(self, qv):
+        """Q(q) as computed (with the guard digits), or 1 where Q(q) = 0 (nothing to scale)."""
+        try:
+            self.q_map(qv)
+        except DomainError:
+            return mpmath.mpf(1)
+        return self._cache[("Q", qv)]
+
     def _hermite(self, qv, n):
         """Hermite coefficients of z -> phi(sqrt(q) z), cached per q (a longer list serves shorter requests)."""
         key = ("herm", qv)
@@ -883,8 +891,12 @@ class KernelMaps:
                 # covers log and |x|^-a for a <= 1/2
                 singular = [self._mp(b) / r for b in self._singular_points]
                 bps += gauss._smoothed_kink_edges(singular, mpmath.mpf(10) ** (-2 * (self.dps + _GUARD)))
-                have = gauss.hermite_coefficients(
-                    lambda t: f(r * t), n, dps=self.dps + _GUARD, breakpoints=bps)
+                # the rule sums in fixed point (absolute error ~10^-(dps + guard)): give it phi / sqrt(Q(q)),
+                # of unit norm, and scale back, or a small phi(sqrt(q) z) drowns (tanh at q = 1e-80:
+                # C(0.5) = 0.49999999081 at 20 digits; at q = 1e-100 a DomainError "C = 8e204")
+                norm = mpmath.sqrt(self._q_raw(qv))
+                have = [norm * v for v in gauss.hermite_coefficients(
+                    lambda t: f(r * t) / norm, n, dps=self.dps + _GUARD, breakpoints=bps)]
             self._cache[key] = have
         return have[:n]
 

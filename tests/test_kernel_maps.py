@@ -890,3 +890,24 @@ def test_float64_c_map_at_huge_q_does_not_overflow():
     ref = kernel_maps(sympy.Max(x / 5, x), dps=20, engine="closed")
     assert m.c_map(0.5, 1e200, 1e200) == pytest.approx(float(ref.c_map(0.5)), rel=1e-12)
     assert m.c_map_derivative(0.5, 1, 1e200, 1e200) == pytest.approx(float(ref.c_map_derivative(0.5, 1)), rel=1e-12)
+
+
+@pytest.mark.parametrize("q", [1e-80, 1e-300])
+def test_mpmath_c_map_at_tiny_q_keeps_its_digits(q):
+    """Mehler's series needs the Hermite coefficients of phi(sqrt(q) z), which the fixed-point rule
+    sums with an absolute error of ~10^-(dps + guard): at q = 1e-80 they drowned in it (tanh's
+    C(0.5) = 0.499999990814 at 20 digits, C'(0) = 0.99999998) and at q = 1e-300 the C map raised
+    'came out as 8e204'.  Reference: C(c) = c + O(q) (see the float64 test above)."""
+    m = kernel_maps("tanh", dps=20)
+    assert abs(m.c_map(0.5, q, q) - mpmath.mpf("0.5")) < mpmath.mpf(10) ** -19
+    assert abs(m.c_map(-0.3, q, q) - mpmath.mpf("-0.3")) < mpmath.mpf(10) ** -19
+    assert abs(m.c_map_derivative(0, 1, q, q) - 1) < mpmath.mpf(10) ** -19
+
+
+def test_mpmath_c_map_is_scale_invariant_for_a_tiny_activation():
+    """C is normalised by Q, so phi and phi / 10^45 have the same C map; at 20 digits the small one's
+    Hermite coefficients sank below the rule's absolute error and C(0.5) came out 0.4712 (0.4726)."""
+    ref = kernel_maps(sympy.tanh(x), dps=20)
+    tiny = kernel_maps(sympy.tanh(x) / 10 ** 45, dps=20)
+    assert abs(tiny.c_map(0.5) - ref.c_map(0.5)) < mpmath.mpf(10) ** -18
+    assert abs(tiny.c_map_derivative(0.5, 1) - ref.c_map_derivative(0.5, 1)) < mpmath.mpf(10) ** -18
