@@ -1065,6 +1065,9 @@ class KernelMaps:
         _check_c(c), _check_q(q1), _check_q(q2)
         if int(n) != n or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer.")
+        # n = 2.0 passed the check above, then failed three ways: "Can't calculate derivative wrt 2.0"
+        # (closed), a list-index TypeError (float64), "n=132.0 Hermite coefficients" (mpmath)
+        n = int(n)
         if n == 0:
             return self.c_map(c, q1, q2)
         if self.engine == "closed":

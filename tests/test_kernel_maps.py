@@ -911,3 +911,13 @@ def test_mpmath_c_map_is_scale_invariant_for_a_tiny_activation():
     tiny = kernel_maps(sympy.tanh(x) / 10 ** 45, dps=20)
     assert abs(tiny.c_map(0.5) - ref.c_map(0.5)) < mpmath.mpf(10) ** -18
     assert abs(tiny.c_map_derivative(0.5, 1) - ref.c_map_derivative(0.5, 1)) < mpmath.mpf(10) ** -18
+
+
+@pytest.mark.parametrize("engine, expr", [("closed", sympy.erf(x)), ("float64", sympy.erf(x)), ("mpmath", sympy.tanh(x))])
+def test_c_map_derivative_takes_a_whole_float_order_like_q_map_derivative(engine, expr):
+    """n = 2.0 passed the order check (int(n) == n) and then failed: a ValueError "Can't calculate
+    derivative wrt 2.0" (closed), a TypeError on a list index (float64), and a DomainError about
+    "n=132.0 Hermite coefficients" (mpmath).  q_map_derivative already took it as 2."""
+    m = kernel_maps(expr, dps=15, engine=engine)
+    assert m.c_map_derivative(0.5, 2.0) == m.c_map_derivative(0.5, 2)
+    assert m.c_map_derivative(0.5, np.float64(1.0)) == m.c_map_derivative(0.5, 1)
