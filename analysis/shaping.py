@@ -990,9 +990,16 @@ def _uniform_curvature_at_precision(graph, tau, fixed: dict, dps: int):
         # one exact walk with k = 1 gives the coefficient: M(k) = k * M(1).
         coeff = _network_value(_graph_api().max_subnetwork_value(
             graph, lambda node, y: sympy.Integer(1) + y, sympy.Integer(0)), graph)
-        coeff = sympy.nsimplify(coeff) if isinstance(coeff, float) else safe_sympify(coeff, "coefficient")
-        exact = tau_exact / coeff
-        return exact, coeff * k, mpmath.mpf(sympy.N(exact, dps + 8))
+        if not isinstance(coeff, float) and not safe_sympify(coeff, "coefficient").has(sympy.Float):
+            coeff = safe_sympify(coeff, "coefficient")
+            exact = tau_exact / coeff
+            return exact, coeff * k, mpmath.mpf(sympy.N(exact, dps + 8))
+        # float weights (graphs.resnet(shortcut_weight=0.6)): SymPy walked them in 15-digit Float
+        # arithmetic, so the per-layer target was good to ~1e-16 only and, with dps=30, the network's
+        # C''(1) missed tau by 8e-17 relative; walk again in mpmath, which takes the weights exactly
+        coeff_mp = mpmath.mpf(_network_value(_graph_api().max_subnetwork_value(
+            graph, lambda node, y: 1 + y, mpmath.mpf(0)), graph))
+        return None, sympy.Float(coeff_mp, dps + 8) * k, mpmath.mpf(sympy.N(tau_exact, dps + 8)) / coeff_mp
 
     def walk(value):
         return _network_value(_graph_api().max_subnetwork_value(

@@ -908,3 +908,15 @@ def test_a_continuous_activation_with_an_infinite_slope_is_not_said_to_jump():
         assert "jumps" not in str(info.value) and "not integrable at x = 0" in str(info.value)
         with pytest.raises(InfeasibleShapingError, match="the activation jumps"):
             solve(sympy.Heaviside(sympy.Symbol("y"), 0), **kwargs)
+
+
+def test_tat_per_layer_curvature_honours_dps_with_float_graph_weights():
+    """graphs.resnet(shortcut_weight=0.6) has float weights; the TAT coefficient of the curvature walk
+    was summed in 15-digit SymPy Floats, so with dps=30 the network's maximal C''(1) missed tau by
+    2.5e-17 (8e-17 relative).  Reference: the walker in mpmath at 50 digits, weights taken exactly."""
+    import graphs
+    g = graphs.resnet(blocks=(2, 2), block="basic", shortcut_weight=0.6, activation="tanh")
+    _, _, k = shaping._uniform_curvature(g, sympy.Rational(3, 10), {}, 30)
+    with mpmath.workdps(50):
+        network = graphs.max_subnetwork_value(g, lambda node, y: mpmath.mpf(k) + y, mpmath.mpf(0))
+        assert abs(network - mpmath.mpf(3) / 10) < mpmath.mpf(10) ** -31
