@@ -518,8 +518,9 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
     negligible), panels of width 1/2 split at the ``breakpoints``, 24 nodes per panel (48 when
     ``n > 300``), and the
     stable three-term recurrence ``h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k+1)``.
-    Accurate to about ``dps`` digits for ``k`` up to a few hundred when ``f`` grows at most
-    polynomially or like exp(|x|).
+    Accurate to about ``dps`` digits relative to ``f``'s size (``f`` and ``f / 10**60`` give
+    the same digits) for ``k`` up to a few hundred when ``f`` grows at most polynomially or
+    like exp(|x|).
 
     >>> import mpmath
     >>> a = hermite_coefficients(lambda x: x**2, 4, dps=30)   # x^2 = He_0 + sqrt(2) h_2
@@ -544,9 +545,13 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
         keep = [i for i, v in enumerate(fw) if v != 0]
         to_int = lambda v, bits=P: int(mpmath.nint(mpmath.ldexp(v, bits)))  # noqa: E731
         zf = np.array([to_int(nodes[i]) for i in keep], dtype=object)
-        shifts = [P - int(mpmath.floor(mpmath.log(abs(fw[i]), 2))) for i in keep]
+        # sum f w / 2^E (E: the largest f w's binary exponent) and scale back: the fixed-point sum's
+        # 2^-P resolution is then relative to f's size, not absolute (tanh / 1e60 lost every digit)
+        exponents = [int(mpmath.floor(mpmath.log(abs(fw[i]), 2))) for i in keep]
+        scale = max(exponents, default=0)
+        shifts = [P - e for e in exponents]
         M = np.array([int(mpmath.nint(mpmath.ldexp(fw[i], sh))) for i, sh in zip(keep, shifts)], dtype=object)
-        shifts = np.array(shifts, dtype=object)
+        shifts = np.array([sh + scale for sh in shifts], dtype=object)
         h_prev = np.array([0] * len(keep), dtype=object)
         h = np.array([1 << P] * len(keep), dtype=object)
         sums = []
@@ -556,7 +561,7 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
                 a_k = to_int(mpmath.sqrt(mpmath.mpf(k) / (k + 1)))
                 b_k = to_int(1 / mpmath.sqrt(k + 1))
                 h_prev, h = h, (((zf * h) >> P) * b_k - h_prev * a_k) >> P
-        sums = [mpmath.ldexp(mpmath.mpf(v), -P) for v in sums]
+        sums = [mpmath.ldexp(mpmath.mpf(v), scale - P) for v in sums]
     with mp.workdps(dps):
         return [+s for s in sums]
 

@@ -320,3 +320,17 @@ def test_gauss_hermite_refuses_the_options_it_cannot_use():
             gaussian_expectation_float64(step, order=20, **kwargs)
     exact = 1 - float(mpmath.ncdf(0.3))
     assert abs(gaussian_expectation_float64(step, breakpoints=[0.3]) - exact) < 1e-14
+
+
+@pytest.mark.parametrize("exponent", [-60, 60])
+def test_hermite_coefficients_have_dps_digits_relative_to_the_function_s_size(exponent):
+    # the fixed-point sum had an absolute 2^-P floor: tanh / 1e60 came back as [-2.5e-48, 0.0, ...]
+    # where a_1 = 0.6057... e-60.  Linearity (a_k of s f = s a_k of f) is the reference.
+    with mpmath.workdps(40):
+        scale = mpmath.mpf(10) ** exponent
+        plain = hermite_coefficients(mpmath.tanh, 6, dps=30)
+        scaled = hermite_coefficients(lambda t: mpmath.tanh(t) * scale, 6, dps=30)
+        for k in (1, 3, 5):
+            assert abs(scaled[k] / scale - plain[k]) <= mpmath.mpf(10) ** -28 * abs(plain[k]), k
+        for k in (0, 2, 4):  # zero for an odd function, to the rule's accuracy relative to the function's size
+            assert abs(scaled[k] / scale) <= mpmath.mpf(10) ** -28, k
