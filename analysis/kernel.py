@@ -457,6 +457,10 @@ def _check_q(qv) -> None:
 
 def _check_c(cv):
     """``cv`` if it is a cosine similarity (a number in [-1, 1]), else a DomainError that says so."""
+    if getattr(cv, "ndim", 0) or isinstance(cv, (list, tuple)):
+        # an array reached numpy's "truth value of an array is ambiguous" below
+        raise DomainError(f"c = {cv!r} is not one number; c_map takes one cosine similarity in [-1, 1]: "
+                          "use c_map_curve(cs) for many.")
     try:
         inside = -1 <= cv <= 1
     except TypeError:

@@ -921,3 +921,13 @@ def test_c_map_derivative_takes_a_whole_float_order_like_q_map_derivative(engine
     m = kernel_maps(expr, dps=15, engine=engine)
     assert m.c_map_derivative(0.5, 2.0) == m.c_map_derivative(0.5, 2)
     assert m.c_map_derivative(0.5, np.float64(1.0)) == m.c_map_derivative(0.5, 1)
+
+
+@pytest.mark.parametrize("engine", ["closed", "float64"])
+def test_c_map_of_an_array_is_refused_pointing_to_c_map_curve(engine):
+    # numpy's bare "truth value of an array ... is ambiguous" came out instead
+    maps = kernel_maps("relu", engine=engine)
+    for cs in (np.array([0.5, 0.2]), [0.5, 0.2]):
+        with pytest.raises(DomainError, match="c_map_curve"):
+            maps.c_map(cs)
+    assert list(maps.c_map_curve(np.array([0.5, 0.2]))) == pytest.approx([maps.c_map(0.5), maps.c_map(0.2)], rel=1e-12)
