@@ -1442,9 +1442,17 @@ def _square_plus_constant(base: sympy.Expr):
     scale, exponential = split_numeric_factor(rest)
     if isinstance(exponential, sympy.exp) and scale.is_positive:
         return sympy.sqrt(scale) * sympy.exp(exponential.args[0] / 2), constant
-    if not isinstance(rest, Pow) or rest.exp != 2:
+    # k*prod(b_i**(2*m_i)) + c (k > 0 a number) is u**2 + c with u = sqrt(k)*prod(b_i**m_i): SymPy writes
+    # (2*x)**2 as 4*x**2 and (a*x)**2 as a**2*x**2, whose squares overflowed (sqrt(4*x**2 + 1) was inf
+    # from x = 9.2e18 in float32, where the value is 2x)
+    if not (scale.is_number and scale.is_positive):
         return None
-    return rest.base, constant
+    halves = []
+    for factor in Mul.make_args(exponential):
+        if not (isinstance(factor, Pow) and factor.exp.is_Integer and factor.exp > 0 and factor.exp % 2 == 0):
+            return None
+        halves.append(factor.base ** (factor.exp / 2))
+    return sympy.sqrt(scale) * Mul(*halves), constant
 
 
 def _count(expr: sympy.Expr, symbol: sympy.Symbol) -> int:

@@ -1010,6 +1010,29 @@ def test_sqrt_of_square_plus_constant_does_not_overflow(name):
             assert abs(got - exact) <= max(2.0**-22 * abs(exact), tiny), (name, p, got, exact)
 
 
+@pytest.mark.parametrize("formula, params", [
+    ("sqrt(4*x**2 + 1)", {}), ("sqrt((2*x)**2 + 1)", {}), ("sqrt(x**2/4 + 3)", {}),
+    ("sqrt(4*(a*x)**2 + 1)", {"a": 0.75}),
+])
+def test_sqrt_of_scaled_square_plus_constant_does_not_overflow(formula, params):
+    """sqrt(k*u**2 + c), u a product or power (SymPy writes (2*x)**2 as 4*x**2), is hypot(sqrt(k)*u, sqrt(c)):
+    sqrt(4*x**2 + 1) was inf (gradient 0) from x = 9.2e18 in float32, where its value is 2|x|.
+    Reference: the formula and SymPy's derivative by mpmath at 50 digits."""
+    act = symact.activation(formula, **params)
+    expr = act.expr.xreplace(act.params)
+    (x,) = [s for s in expr.free_symbols if s.name == "x"]
+    value, slope = (sympy.lambdify(x, f, "mpmath") for f in (expr, sympy.diff(expr, x)))
+    points = [-1e37, -1e30, -2e19, -1.5, 0.0, 0.7, 1e4, 1e10, 1e37]
+    t = torch.tensor(points, dtype=torch.float32, requires_grad=True)
+    y = torch_module(act, trainable=tuple(params))(t)  # a trainable a stays a symbol in the printed code
+    (g,) = torch.autograd.grad(y.sum(), t)
+    eps = float(torch.finfo(torch.float32).eps)
+    for p, got_value, got_slope in zip(t.tolist(), y.tolist(), g.tolist()):
+        with mpmath.workdps(50):
+            for got, want in ((got_value, value(mpmath.mpf(p))), (got_slope, slope(mpmath.mpf(p)))):
+                assert abs(got - float(want)) <= 4 * eps * abs(float(want)), (formula, p, got, want)
+
+
 def test_derivative_from_output_guards_reject_inaccurate_and_overflowing_forms():
     """The sigmoid's y*(1 - y) is exact in y but not in y rounded near 1 (the derivative there is
     ~exp(-x), 1 - y is 0): rejected. exp(y)/(exp(y) + 1) overflows to inf/inf: rejected."""
