@@ -890,6 +890,41 @@ def _exp_into_primitives(mul: sympy.Mul) -> sympy.Expr:
     return mul
 
 
+def _exp_into_denominator(mul: sympy.Mul) -> sympy.Expr:
+    """exp(m*w)*(c + k*exp(w))**(-n) -> exp((m - a)*w)*(k + c*exp(-w))**(-a)*(c + k*exp(w))**(a - n),
+    a = min(m, n), for numbers c, k > 0 and rationals m, n > 0: a powers of exp(w) divided out of
+    numerator and denominator, so no factor overflows where the product does not (exp(x)/(1 + 3*exp(x))**2
+    is 1/((3 + exp(-x))*(1 + 3*exp(x))), finite on both sides).  The derivative of sqrt(1 + 4*exp(x)), 2*exp(x)/sqrt(4*exp(x) + 1), was
+    inf from x = 88.7 in float32 (the value, ~exp(x/2), is finite to 177), exp(x)/(1 + 3*exp(x)) NaN.
+    (c = k = 1 is already a power of Sigmoid(-w), which _exp_into_primitives absorbs the same way.)
+    At w -> -oo the new form's exp(-w) overflows only where the product is below the smallest normal."""
+    if not isinstance(mul, Mul):
+        return mul
+    factors = list(Mul.make_args(mul))
+    for i, factor in enumerate(factors):
+        if not isinstance(factor, sympy.exp):
+            continue
+        for j, other in enumerate(factors):
+            if j == i or not (isinstance(other, Pow) and isinstance(other.base, Add) and other.exp.is_Rational
+                              and other.exp.is_negative):
+                continue
+            const, rest = _split_const(other.base)
+            if len(rest) != 1 or not (const.is_number and const.is_positive):
+                continue
+            k, f = split_numeric_factor(rest[0])
+            if not (isinstance(f, sympy.exp) and k.is_number and k.is_positive):
+                continue
+            w = f.args[0]
+            m = sympy.cancel(factor.args[0] / w)
+            if not (m.is_Rational and m > 0):
+                continue
+            a = min(m, -other.exp)  # the powers of exp(w) absorbed
+            remaining = [g for n, g in enumerate(factors) if n not in (i, j)]
+            return Mul(*remaining, sympy.exp((m - a) * w), (k + const * sympy.exp(-w)) ** -a,
+                       other.base ** (other.exp + a))
+    return mul
+
+
 def _erfcx_from_exp(mul: sympy.Mul, inputs: tuple) -> sympy.Expr:
     """exp(a)*erfc(u) -> exp(a - u**2)*Erfcx(u) and exp(a)*NormalCdf(v) -> exp(a - v**2/2)*Erfcx(-v/sqrt(2))/2
     where a - u**2 (a - v**2/2) does not depend on the inputs: exp(x**2)*erfc(x) is inf*0 = NaN from
@@ -1002,7 +1037,7 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
         expr = _erfcx_from_exp(expr, inputs)
         if not isinstance(expr, Mul):
             return expr
-        return _exp_into_primitives(_tanh_from_sinh(_abs_from_sign(expr)))
+        return _exp_into_primitives(_exp_into_denominator(_tanh_from_sinh(_abs_from_sign(expr))))
     if isinstance(expr, sympy.erfc) and _is_sqrt2_scaling(expr.args[0]):
         return 2 * NormalCdf(sympy.expand(-sympy.sqrt(2) * expr.args[0]))
     if isinstance(expr, Add):

@@ -1506,6 +1506,30 @@ def test_compiled_sqrt_of_one_plus_exp_stays_finite_where_the_function_is():
                 assert abs(got - float(want)) <= 8 * eps * abs(float(want)), (p, got, want)
 
 
+@pytest.mark.parametrize("formula", ["sqrt(1 + 4*exp(x))", "sqrt(4 + exp(x))", "exp(x)/(1 + 3*exp(x))", "1/(2 + exp(x))"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exp_over_c_plus_k_exp_stays_finite(formula, dtype):
+    """exp(m*x)*(c + k*exp(x))**-n with c, k not both 1 has min(m, n) powers of exp(x) divided out:
+    sqrt(1 + 4*exp(x))'s derivative 2*exp(x)/sqrt(4*exp(x) + 1) was inf from x = 88.7 in float32 (the
+    value, ~2*exp(x/2), is finite to 177), exp(x)/(1 + 3*exp(x)) and 1/(2 + exp(x))' NaN there.  Reference: the formula
+    and SymPy's derivative by mpmath at 60 + |x| digits (the latter cancels to ~exp(-|x|) from terms ~1);
+    values below the smallest normal are not compared."""
+    act = symact.activation(formula)
+    (x,) = act.expr.free_symbols
+    value, slope = (sympy.lambdify(x, f, "mpmath") for f in (act.expr, sympy.diff(act.expr, x)))
+    top = 170.0 if dtype == torch.float32 else 1400.0
+    points = [-top / 2, -20.0, -1.0, 0.3, 5.0, 80.0, 89.0, 120.0, top]
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_module(act)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    info = torch.finfo(dtype)
+    for p, got_value, got_slope in zip(t.tolist(), y.tolist(), g.tolist()):
+        with mpmath.workdps(60 + int(abs(p))):
+            for got, want in ((got_value, float(value(mpmath.mpf(p)))), (got_slope, float(slope(mpmath.mpf(p))))):
+                if abs(want) >= info.tiny:
+                    assert abs(got - want) <= 8 * info.eps * abs(want), (formula, p, got, want)
+
+
 @pytest.mark.parametrize("trainable, problem", [
     (1, "must be a parameter name or a sequence of names"), (None, "must be a parameter name or a sequence"),
     (("alpha", "alpha"), "names 'alpha' twice"), ((X,), None), ([1.0], "is not a parameter name"),
