@@ -717,7 +717,7 @@ class _Emitter:
             u = self.value(e.args[0])
             region = self.boolean(e.args[1])
             point = number_literal(e.args[2]) if e.args[2].is_number else self.value(e.args[2]).code
-            return self.assign(f"torch.where({region.code}, {u.code}, {point})", full=u.full)
+            return self.assign(f"torch.where({region.code}, {u.code}, {point})", full=u.full or region.full)
         if isinstance(e, sympy.exp):
             square = _negative_square(e.args[0])
             if square is not None:
@@ -758,21 +758,27 @@ class _Emitter:
     def boolean(self, c: sympy.Basic) -> _Operand:
         if c.is_Symbol:
             return self.symbol(c)
+        # full only where an operand is: a condition on a 0-dim parameter alone (a > 0) is 0-dim, and
+        # a where() over 0-dim operands too (marked full, its in-place g*where(a > 0, a, 2.0) raised
+        # "output with shape [] doesn't match the broadcast shape")
         if isinstance(c, sympy.And):
-            parts = [self.boolean(a).code for a in c.args]
-            return self.assign(" & ".join(f"({p})" for p in parts), full=True, boolean=True)
+            parts = [self.boolean(a) for a in c.args]
+            return self.assign(" & ".join(f"({p.code})" for p in parts), full=any(p.full for p in parts),
+                               boolean=True)
         if isinstance(c, sympy.Or):
-            parts = [self.boolean(a).code for a in c.args]
-            return self.assign(" | ".join(f"({p})" for p in parts), full=True, boolean=True)
+            parts = [self.boolean(a) for a in c.args]
+            return self.assign(" | ".join(f"({p.code})" for p in parts), full=any(p.full for p in parts),
+                               boolean=True)
         if isinstance(c, sympy.Not):
-            return self.assign(f"~({self.boolean(c.args[0]).code})", full=True, boolean=True)
+            inner = self.boolean(c.args[0])
+            return self.assign(f"~({inner.code})", full=inner.full, boolean=True)
         if isinstance(c, sympy.Rel):
             ops = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
             lhs = self.value(c.lhs)
             rhs = self.value(c.rhs)
             if lhs.const and rhs.const:
                 raise FormulaError(f"the condition {c} does not depend on the input; simplify the Piecewise")
-            return self.assign(f"{lhs.code} {ops[c.rel_op]} {rhs.code}", full=True, boolean=True)
+            return self.assign(f"{lhs.code} {ops[c.rel_op]} {rhs.code}", full=lhs.full or rhs.full, boolean=True)
         raise FormulaError(f"cannot print the condition {c}; use relations combined with And/Or/Not")
 
     # -- arithmetic
@@ -963,7 +969,7 @@ class _Emitter:
             return self.assign(
                 f"torch.where({cond.code}, torch.full_like({like}, {a.code}), {b.code})", full=True
             )
-        return self.assign(f"torch.where({cond.code}, {a.code}, {b.code})", full=True)
+        return self.assign(f"torch.where({cond.code}, {a.code}, {b.code})", full=cond.full or a.full or b.full)
 
     def _like(self) -> str:
         for s, name in self.names.items():

@@ -1713,3 +1713,18 @@ def test_asinh_written_as_a_log_keeps_relative_accuracy(c, dtype):
             root = mpmath.sqrt(c)
             assert abs(value / (mpmath.asinh(p / root) + mpmath.log(root)) - 1) <= 4 * eps, p
             assert abs(slope / (1 / mpmath.sqrt(p**2 + c)) - 1) <= 4 * eps, p
+
+
+def test_where_over_a_parameter_alone_is_not_taken_for_a_full_tensor():
+    """Piecewise((a*x, a > 0), (2*x, True)) differentiates in x to where(a > 0, a, 2.0), a 0-dim tensor the
+    printer took for input-shaped: the in-place backward's t.mul_(g) raised "output with shape [] doesn't
+    match the broadcast shape [2]".  Reference: the derivatives by hand (a or 2 in x, x or 0 in a)."""
+    act = symact.activation("Piecewise((a*x, a > 0), (2*x, True))", a=0.5)
+    module = torch_module(act, trainable=("a",)).double()
+    t = torch.tensor([-2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    for a, slope, a_grad in ((0.5, 0.5, 1.0), (-1.0, 2.0, 0.0)):
+        with torch.no_grad():
+            module.a.fill_(a)
+        t.grad, module.a.grad = None, None
+        module(t).sum().backward()
+        assert t.grad.tolist() == [slope, slope] and module.a.grad.item() == a_grad
