@@ -1365,12 +1365,20 @@ def _signed_branch_forms(value: sympy.Expr, condition, earlier: list, inputs) ->
     the derivative of squareplus's x < 0 branch 2/(sqrt(x**2 + 4) + |x|),
     -2*(x/s + sign(x))/(s + |x|)**2, becomes 2/(s*(s + |x|)), with x written as -|x|
     so that no sum of opposite signs is left.
+
+    Only for a region on x alone: as_set() of a region on a parameter (alpha > 0) is a set of that
+    parameter's values, and reading it as x's sign made the derivative of Piecewise((a*|x|, a > 0), ...)
+    a instead of a*sign(x).  Not for a value with Float coefficients (a patch's Horner polynomial,
+    which factor would expand into powers that overflow: x**40 in Erfcx's curvature tail).
     """
     if len(inputs) != 1:
         return []
     (x,) = inputs
+    whole = sympy.And(condition, *[sympy.Not(c) for c in earlier])
+    if whole.free_symbols != {x} or value.has(sympy.Float):
+        return []
     try:
-        region = sympy.And(condition, *[sympy.Not(c) for c in earlier]).as_set()
+        region = whole.as_set()
     except (NotImplementedError, TypeError, ValueError):
         return []
     if region.is_subset(sympy.Interval(-sympy.oo, 0)):

@@ -1728,3 +1728,15 @@ def test_where_over_a_parameter_alone_is_not_taken_for_a_full_tensor():
         t.grad, module.a.grad = None, None
         module(t).sum().backward()
         assert t.grad.tolist() == [slope, slope] and module.a.grad.item() == a_grad
+
+
+def test_sign_of_a_parameter_region_is_not_read_as_the_sign_of_x():
+    """A Piecewise branch on a parameter (a > 0) was given x's sign: as_set() of the region is a set of a's
+    values, so a*|x| differentiated to a (not a*sign(x)) and, in a, to x (not |x|).  Reference: the
+    derivatives by hand, a*sign(x) and |x| for a > 0."""
+    act = symact.activation("Piecewise((a*Abs(x), a > 0), (x, True))", a=0.5)
+    module = torch_module(act, trainable=("a",)).double()
+    t = torch.tensor([-2.0, -0.5, 0.5, 3.0], dtype=torch.float64, requires_grad=True)
+    module(t).sum().backward()
+    assert t.grad.tolist() == [-0.5, -0.5, 0.5, 0.5]
+    assert module.a.grad.item() == pytest.approx(6.0, rel=1e-15)
