@@ -659,6 +659,59 @@ def _erfcx_slope_terms(terms: list) -> list:
     return terms
 
 
+@functools.lru_cache(maxsize=None)
+def _erfcx_curvature_rational() -> tuple[list, list]:
+    """Coefficients (highest first) of N(t)/(D(t) + N(t)) = 1 - 2*F(t), F = (D/2)/(D + N) of
+    :func:`_erfcx_tail_rational` (N/D is the continued fraction's tail below its first level): the
+    same continued fraction cut at depth 40, with positive coefficients."""
+    half_d, d_plus_n = _erfcx_tail_rational()
+    half_d = [S.Zero] * (len(d_plus_n) - len(half_d)) + list(half_d)
+    n = [a - 2 * b for a, b in zip(d_plus_n, half_d)]
+    while n and n[0] == 0:
+        n = n[1:]
+    return n, list(d_plus_n)
+
+
+def _erfcx_curvature(u: sympy.Expr) -> sympy.Expr:
+    """Erfcx(u) + 2*u*(u*Erfcx(u) - 1/sqrt(pi)) = (1 + 2*u**2)*Erfcx(u) - 2*u/sqrt(pi), the derivative of
+    u*Erfcx(u), without its cancellation for large u (~1/(sqrt(pi)*u**3) from terms ~1/u: x*exp(x**2)*erfc(x)'s
+    derivative was 6 times too large at x = 1e4 in float32).  With erfcx(u) = 1/(sqrt(pi)*(u + K)),
+    u*K = F(w**2) (see :func:`_erfcx_slope`), the sum is Erfcx(u)*(1 - 2*F) = Erfcx(u)*N/(D + N) for u > 3
+    (positive coefficients, within 2e-17 of the exact value); below, the sum is kept, which loses up to a
+    factor 212 (u = 3) to cancellation for 1 < u <= 3, and nothing for u <= 0."""
+    numerator, denominator = _erfcx_curvature_rational()
+    t = (_ERFCX_TAIL_FROM / u) ** 2
+    tail = Erfcx(u) * _float_horner(numerator, t) / _float_horner(denominator, t)
+    return sympy.Piecewise((tail, u > _ERFCX_TAIL_FROM),
+                           (Erfcx(u) + 2 * u * (u * Erfcx(u) - 1 / sympy.sqrt(sympy.pi)), True))
+
+
+def _erfcx_curvature_terms(terms: list) -> list:
+    """h*Erfcx(u) + 2*h*u*_erfcx_slope(u) -> h*_erfcx_curvature(u): the derivative of u*Erfcx(u), as the
+    slope rule leaves it (x*exp(x**2)*erfc(x)'s derivative)."""
+    for term in terms:
+        for slope in Mul.make_args(term):
+            if not (isinstance(slope, sympy.Piecewise) and len(slope.args) == 2):
+                continue
+            erfcx = [e for e in slope.args[1][0].atoms(Erfcx) if not e.args[0].is_number]
+            if len(erfcx) != 1:
+                continue
+            u = erfcx[0].args[0]
+            if slope != _erfcx_slope(u):
+                continue
+            others = list(Mul.make_args(term))
+            others.remove(slope)  # not term/slope: SymPy (and cancel) would take 1/slope into the Piecewise
+            h = Mul(*others) / (2 * u)
+            if h.has(Erfcx) or h.has(sympy.Piecewise):
+                continue
+            partner = sympy.expand(h * erfcx[0])
+            for other in terms:
+                if other is not term and sympy.expand(other) == partner:
+                    rest = [t for t in terms if t is not term and t is not other]
+                    return rest + [h * _erfcx_curvature(u)]
+    return terms
+
+
 def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Expr:
     terms = _softplus_less_its_argument(_mirrored_pairs(_atan_tail_derivative(_group_erf_terms(list(expr.args)))))
     if rationalise:  # like the other patches, not inside an existing Piecewise (whose branch it writes)
@@ -725,7 +778,7 @@ def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Exp
                 changed = True
                 break
     if rationalise:
-        terms = _erfcx_slope_terms(_expm1_less_linear_terms(terms))
+        terms = _erfcx_curvature_terms(_erfcx_slope_terms(_expm1_less_linear_terms(terms)))
     result = Add(*terms)
     if isinstance(result, Add) and len(inputs) >= 1:
         result = _factor_polynomial(result, inputs)
@@ -1278,12 +1331,24 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
         # the product rule nests a Taylor patch's Horner derivative; re-nest the expanded one
         # (polynomials with rational coefficients keep the factored forms chosen below)
         forms.append(sympy.horner(sympy.expand(derivative), wrt=symbols[0]))
+    # a transform that expands a patch's Horner polynomial (cancel on Erfcx's tails) into powers of an
+    # input above the 8th gives terms that overflow (x**40 from x = 9.2 in float32) where the nested form
+    # does not: such a form is not a candidate
+    limit = max(8, _highest_power(derivative, inputs))
     for transform in (sympy.factor_terms, sympy.together, sympy.cancel):
         try:
-            forms.append(safe_form(transform(derivative), inputs))
+            form = safe_form(transform(derivative), inputs)
         except (sympy.PolynomialError, TypeError, ValueError):
             continue
+        if _highest_power(form, inputs) <= limit:
+            forms.append(form)
     return forms
+
+
+def _highest_power(expr: sympy.Expr, inputs) -> int:
+    """The largest |n| of a power u**n, n an integer, of a u that depends on the inputs (0 if none)."""
+    return max((abs(int(e.exp)) for e in sympy.preorder_traversal(expr)
+                if isinstance(e, Pow) and e.exp.is_Integer and e.base.has(*inputs)), default=0)
 
 
 def pytorch_kink_convention(expr: sympy.Expr) -> sympy.Expr:

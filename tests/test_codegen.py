@@ -1740,3 +1740,25 @@ def test_sign_of_a_parameter_region_is_not_read_as_the_sign_of_x():
     module(t).sum().backward()
     assert t.grad.tolist() == [-0.5, -0.5, 0.5, 0.5]
     assert module.a.grad.item() == pytest.approx(6.0, rel=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_derivative_of_x_erfcx_keeps_its_relative_accuracy(dtype):
+    """(x*exp(x**2)*erfc(x))' = (1 + 2x**2)*erfcx(x) - 2x/sqrt(pi) ~ 1/(sqrt(pi)*x**3) from terms ~1/x: the
+    sum cancelled (6 times too large at x = 1e4 in float32, 4e-5 off at x = 10).  Beyond x = 3 it is
+    erfcx(x) times the tail of Laplace's continued fraction (positive terms); up to 3 the sum is kept,
+    which cancels by at most a factor 212.  Reference: SymPy's derivative of the formula by mpmath at
+    60 + 3*log10(1 + |x|) digits (the sum cancels there too)."""
+    act = symact.activation("x*exp(x**2)*erfc(x)")
+    (x,) = act.expr.free_symbols
+    slope = sympy.lambdify(x, sympy.diff(act.expr, x), "mpmath")
+    points = [-5.0, -1.0, 0.0, 0.5, 1.0, 2.0, 2.9, 3.1, 4.0, 10.0, 30.0, 100.0, 1e4, 1e6, 1e9]
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_module(act)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    eps = torch.finfo(dtype).eps
+    for p, got in zip(t.tolist(), g.tolist()):
+        with mpmath.workdps(60 + 6 * int(math.log10(1 + abs(p)))):
+            want = float(slope(mpmath.mpf(p)))
+        bound = (256 if 1.0 < p <= 3.0 else 8) * eps
+        assert abs(got - want) <= bound * abs(want), (p, got, want)
