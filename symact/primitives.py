@@ -1400,7 +1400,8 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
     def branches(pw: sympy.Piecewise) -> sympy.Piecewise:
         pieces, earlier = [], []
         for value, condition in pw.args:
-            pieces.append((best(value, *_signed_branch_forms(value, condition, earlier, inputs)), condition))
+            chosen = best(value, *_signed_branch_forms(value, condition, earlier, inputs))
+            pieces.append((_patched_branch(chosen), condition))
             earlier.append(condition)
         return sympy.Piecewise(*pieces)
 
@@ -1419,7 +1420,71 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
     forms = [f.replace(lambda e: isinstance(e, sympy.Piecewise), branches) for f in forms]
     # a branch choice can collapse a Piecewise and expose a pattern of the safe form
     # (xatlu': x/(x**2 + 1) + the arctangent's tail), so the chosen form is made safe once more
-    return _guard_zero_of_base(safe_form(best(*forms), inputs), inputs)
+    result = _guard_zero_of_base(safe_form(best(*forms), inputs), inputs)
+    # last: its Taylor patch is long, and cancel/together would expand it (minutes) in _candidates
+    return result.replace(lambda e: isinstance(e, sympy.Piecewise), lambda pw: sympy.Piecewise(
+        *[(_log1p_quotient_slope(v, symbol, inputs), c) for v, c in pw.args]))
+
+
+def _patched_branch(value: sympy.Expr) -> sympy.Expr:
+    """A Piecewise branch's value with the exp(w) - 1 - w patch (:func:`_expm1_less_linear_terms`) applied,
+    which safe_form leaves out inside an existing Piecewise and the hazard count does not prefer (its far
+    branch keeps the cancelling sum, bounded there): softexponential's alpha > 0 branch differentiates in
+    alpha to 1 + x*exp(alpha*x)/alpha - Expm1(alpha*x)/alpha**2, terms ~x/alpha for a sum ~x**2/2 (every
+    digit lost at alpha = 1e-8 in float32).  The patch's factor goes into its branches, where SymPy cancels
+    the near branch's (alpha*x)**2/alpha**2 to x**2 (no 0/0 as alpha -> 0)."""
+    if not isinstance(value, Add):
+        return value
+    terms = _expm1_less_linear_terms(list(value.args))
+    if len(terms) == len(value.args) and set(terms) == set(value.args):
+        return value
+    patched = []
+    for term in terms:
+        inner = [f for f in Mul.make_args(term) if isinstance(f, sympy.Piecewise)]
+        if len(inner) == 1:
+            factor = Mul(*[f for f in Mul.make_args(term) if f is not inner[0]])
+            term = sympy.Piecewise(*[(factor * v, c) for v, c in inner[0].args])
+        patched.append(term)
+    return Add(*patched)
+
+
+def _log1p_less_linear_series(q: sympy.Expr) -> sympy.Expr:
+    """T(q) = (-log(1 - q) - q)/q**2 = sum q**n/(n + 2) for |q| < 1/2, n <= 55 (the first omitted term is
+    below 3e-19 of the sum, which is at least 0.37 there), in Horner form."""
+    return _float_horner([sympy.Rational(1, n + 2) for n in range(55, -1, -1)], q)
+
+
+def _log1p_quotient_slope(value: sympy.Expr, p: sympy.Symbol, inputs: tuple) -> sympy.Expr:
+    """k*d/dp(-Log1p(p*w)/p) (w a polynomial in p and the inputs, k a number) without its cancellation.
+
+    SymPy writes it (-p*w_p/(1 + v) ... + Log1p(v)/p)/p, v = p*w: terms ~w/p for a value ~w**2/2 + ... as
+    p -> 0 (softexponential's alpha < 0 branch lost all digits but a few at alpha = -1e-6 in float32).
+    Exactly, with q = v/(1 + v) and T(q) = (-Log1p(-q) - q)/q**2 (> 0 for every q < 1):
+    d/dp(-Log1p(v)/p) = -w_p/(1 + v) + (w/(1 + v))**2*T(q), where T is its Taylor series for |q| < 1/2
+    and the quotient beyond (which loses at most a factor 5 there).  Only for a parameter p (not an input)."""
+    if p in inputs or not value.has(Log1p):
+        return value
+    for atom in value.atoms(Log1p):
+        v = atom.args[0]
+        if not v.has(p):
+            continue
+        w = sympy.cancel(v / p)
+        if not w.is_polynomial(p, *inputs):
+            continue
+        target = sympy.diff(-Log1p(v) / p, p)
+        try:
+            k = sympy.cancel(sympy.together(value / target))
+        except (sympy.PolynomialError, TypeError, ValueError):
+            continue
+        if not (k.is_number and k != 0):
+            continue
+        q = sympy.Dummy("q")
+        one_plus_v = 1 + v
+        series = sympy.Piecewise((_log1p_less_linear_series(q), sympy.Abs(q) < S.Half),
+                                 ((-Log1p(-q) - q) / q**2, True)).xreplace({q: v / one_plus_v})
+        w_p = sympy.diff(w, p)
+        return k * (-w_p / one_plus_v + (w / one_plus_v) ** 2 * series)
+    return value
 
 
 def _signed_branch_forms(value: sympy.Expr, condition, earlier: list, inputs) -> list[sympy.Expr]:
