@@ -1479,7 +1479,10 @@ def _log1p_quotient_slope(value: sympy.Expr, p: sympy.Symbol, inputs: tuple) -> 
         if not (k.is_number and k != 0):
             continue
         q = sympy.Dummy("q")
-        one_plus_v = 1 + v
+        # |1 + v| is 1 + v wherever Log1p(v) is real; outside (where a Piecewise's untaken branch sees its
+        # parameter at a masking point, softexponential's alpha = -1 at x < 0) it keeps q < 1 and every
+        # term finite, so no 0*NaN reaches the double backward
+        one_plus_v = sympy.Abs(1 + v)
         series = sympy.Piecewise((_log1p_less_linear_series(q), sympy.Abs(q) < S.Half),
                                  ((-Log1p(-q) - q) / q**2, True)).xreplace({q: v / one_plus_v})
         w_p = sympy.diff(w, p)
