@@ -845,6 +845,9 @@ class _Emitter:
                 denominator.append(factor.base if factor.exp == -1 else Pow(factor.base, -factor.exp))
             else:
                 numerator.append(factor)
+        if (len(numerator) == 1 and not denominator and isinstance(numerator[0], Pow) and numerator[0].exp == 2
+                and bool(0 < abs(coeff) < 1)):
+            return self._scaled_square(numerator[0].base, coeff)
         num_ops = [self.value(f) for f in numerator]
         den_ops = [self.value(f) for f in denominator]
         c = number_literal(coeff)
@@ -878,6 +881,17 @@ class _Emitter:
             else:
                 acc = self.assign(f"torch.div({acc.code}, {d.code})", full=acc.full or d.full)
         return acc
+
+    def _scaled_square(self, base: sympy.Expr, coeff: sympy.Expr) -> _Operand:
+        """c*u**2 with |c| < 1 as (c*u)*u: the square first overflowed where the result is finite (x**2/2
+        was inf for |x| in [1.8e19, 2.6e19] in float32).  Two roundings either way (none lost for c a power
+        of two)."""
+        u = self.value(base)
+        c = number_literal(coeff)
+        if not self.inplace:
+            return self.assign(f"{c} * {u.code} * {u.code}", full=u.full)
+        acc = self.assign(f"torch.mul({u.code}, {c})", full=u.full)
+        return self.mutate(acc, f"mul_({u.code})")
 
     def _product(self, ops: list) -> _Operand:
         ops = sorted(ops, key=lambda op: not self.can_mutate(op))

@@ -1762,3 +1762,24 @@ def test_derivative_of_x_erfcx_keeps_its_relative_accuracy(dtype):
             want = float(slope(mpmath.mpf(p)))
         bound = (256 if 1.0 < p <= 3.0 else 8) * eps
         assert abs(got - want) <= bound * abs(want), (p, got, want)
+
+
+@pytest.mark.parametrize("formula", ["x*x/2", "(x/2)*x", "3*x**2/4"])
+def test_scaled_square_is_scaled_before_it_is_squared(formula):
+    """c*x**2 with |c| < 1 is printed (c*x)*x: x**2 first overflowed float32 from |x| = 1.8e19 where the
+    value is finite to 2.6e19 (c = 1/2).  Reference: mpmath at 50 digits of the formula at the float32 x."""
+    act = symact.activation(formula)
+    (x,) = act.expr.free_symbols
+    value = sympy.lambdify(x, act.expr, "mpmath")
+    points = [-2.5e19, -2e19, -1.5, 0.0, 3.0, 1e10, 1.9e19, 2.1e19]
+    t = torch.tensor(points, dtype=torch.float32)
+    for graph in (False, True):  # the in-place forward, and the out-of-place one autograd records
+        y = torch_module(act)(t.clone().requires_grad_(graph))
+        eps = float(torch.finfo(torch.float32).eps)
+        for p, got in zip(t.tolist(), y.tolist()):
+            with mpmath.workdps(50):
+                want = value(mpmath.mpf(p))
+            if abs(want) > torch.finfo(torch.float32).max:  # 3*x**2/4 at 2.5e19
+                assert got == math.inf, (formula, graph, p, got)
+                continue
+            assert abs(got - float(want)) <= 2 * eps * abs(float(want)), (formula, graph, p, got, want)
