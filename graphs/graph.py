@@ -11,13 +11,30 @@ kind                    rule for a propagated value ``y``
 ======================  =====================================================================
 ``input``               the start value
 ``linear``              ``y`` (dense, or conv with delta initialisation: kernel maps pass)
-``pool``                ``y`` (average pooling of a stationary kernel)
-``activation``          ``r(node, y)``: the per-activation function the walker is given
-``weighted_sum``        ``sum_i w_i**2 * y_i``, edge attribute ``weight``, ``sum_i w_i**2 == 1``
-``concat``              ``sum_i (n_i / N) * y_i``, edge attribute ``channels`` = n_i, N = sum n_i
-``normalise``           ``y`` for C values and their derivatives; ``1`` for Q values
-``output``              ``y``
+``pool``                ``y`` (average pooling of a stationary kernel), per channel part
+``activation``          ``r(node, y)``: the per-activation function the walker is given, applied
+                        to each channel part
+``weighted_sum``        ``sum_i w_i**2 * y_i``, edge attribute ``weight``, ``sum_i w_i**2 == 1``,
+                        channel by channel
+``concat``              the parts ``(n_i / N, y_i)``, edge attribute ``channels`` = n_i,
+                        N = sum n_i (a :class:`ChannelParts` value)
+``normalise``           ``y`` for C values and their derivatives; for Q values each part divided
+                        by the channel average (so the average is 1)
+``output``              ``y`` (the channel average)
 ======================  =====================================================================
+
+Channel parts.  A concat's channels carry different values: the channels of input ``i`` (a
+fraction ``n_i / N`` of them) carry ``y_i``.  Nodes that act on each channel alone keep the parts
+(``NodeKind.channelwise``): an activation acts elementwise, so after it the channels of part ``i``
+carry ``r(y_i)``, and the value of the layer is ``sum (n_i / N) r(y_i)``, *not*
+``r(sum (n_i / N) y_i)`` (for the normalised ReLU C map at ``c = -0.8``, concat of ``c`` and
+``C(c)`` then ReLU: 0.1796, not 0.1492).  A linear layer mixes all channels, so its value is the
+channel average ``sum (n_i / N) y_i`` (the kernel of ``W x`` is the mean over channels of
+``x_c x'_c``), as is the output's; so is every value the walker reports.  A kind that is not
+``channelwise`` (linear, output, and by default every registered kind) sees channel averages only.
+Slopes ``s * y`` and curvatures ``k + y`` commute with the averaging (the fractions sum to 1), so
+C'(1), and C''(1) when every per-layer C'(1) is 1, come out as if values were averaged at the
+concat; C maps away from ``c = 1`` and Q values do not.
 
 The sum and concat rules for C values (and their slopes and curvatures) are those of a network
 whose every node has q = 1 (normalised inputs, each activation's Q map with Q(1) = 1, as DKS and
@@ -57,6 +74,7 @@ import decimal
 import math
 import numbers
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import networkx as nx
@@ -67,6 +85,9 @@ from symact.errors import InvalidGraphError, is_whole_number
 __all__ = [
     "NodeKind",
     "PropagationContext",
+    "ChannelParts",
+    "channel_average",
+    "node_value",
     "KINDS",
     "register_kind",
     "new_graph",
@@ -111,6 +132,11 @@ class NodeKind:
     ``gaussian`` says what the kind does to the Gaussianity of wide-limit pre-activations, which
     the kernel-map analysis needs at every activation input: ``"source"`` (linear layers make
     Gaussian outputs), ``"transparent"`` (Gaussian iff all inputs are) or ``"breaks"``.
+
+    ``channelwise``: the rule takes :class:`ChannelParts` inputs (values that differ between
+    groups of channels, as after a concat) and keeps them apart, as a layer acting on each
+    channel alone must.  Otherwise (the default) the walker hands the rule channel averages, which
+    is right for a layer that mixes channels (linear) and safe for any registered kind.
     """
 
     name: str
@@ -120,6 +146,7 @@ class NodeKind:
     gaussian: str = "transparent"
     check: Callable[[nx.DiGraph, Hashable], None] | None = None
     description: str = ""
+    channelwise: bool = False
 
     def __repr__(self) -> str:
         arity = f"{self.min_inputs}" if self.max_inputs == self.min_inputs else (
@@ -169,12 +196,107 @@ def _one_like(value: Any) -> Any:
         return 1
 
 
+@dataclass(frozen=True, eq=False)
+class ChannelParts:
+    """A value that differs between groups of channels, as a concat makes it: in channel order,
+    ``counts[i]`` of every ``sum(counts)`` channels carry ``values[i]`` (a float, an mpmath number,
+    a SymPy expression, ...; never itself a ``ChannelParts``: nested concats flatten).
+
+    Only the proportions ``counts[i] / sum(counts)`` matter.  :func:`channel_average` gives the
+    value of the layer (what a linear layer reading it, and the walker's results, see).
+    """
+
+    counts: tuple[int, ...]
+    values: tuple[Any, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def map(self, fn: Callable[[Any], Any]) -> "ChannelParts":
+        """``fn`` applied to the value of every part (a layer acting on each channel alone)."""
+        return ChannelParts(self.counts, tuple(fn(v) for v in self.values))
+
+    def average(self) -> Any:
+        """``sum counts[i] * values[i] / sum(counts)``: exact for SymPy values and Fractions, at
+        the working precision for mpmath ones (the counts are ints, no rounded ``n_i / N``)."""
+        if any(isinstance(v, sympy.Basic) for v in self.values):
+            total = self.total
+            return _combine_symbolic([(sympy.Rational(n, total), v) for n, v in zip(self.counts, self.values)])
+        # sum(n_i * y_i) / N: multiplying the value by an int first keeps SymPy exact and mpmath at
+        # its working precision (n_i / N as a Python float would round)
+        out = None
+        for n, v in zip(self.counts, self.values):
+            term = v * n
+            out = term if out is None else out + term
+        return out / self.total
+
+
+def channel_average(value: Any) -> Any:
+    """The value of a layer: the average over its channels of a :class:`ChannelParts` value;
+    any other value is the same in every channel and is returned as it is."""
+    return value.average() if isinstance(value, ChannelParts) else value
+
+
+def node_value(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
+    """The value of ``node`` from ``[(predecessor, value), ...]`` by its kind's rule.  A kind that
+    is not ``channelwise`` gets channel averages in place of :class:`ChannelParts` inputs."""
+    kind = KINDS[ctx.graph.nodes[node]["kind"]]
+    if not kind.channelwise:
+        inputs = [(p, channel_average(v)) for p, v in inputs]
+    return kind.rule(ctx, node, inputs)
+
+
+def _channel_by_channel(combine: Callable[[Sequence[tuple[Hashable, Any]]], Any],
+                        inputs: Sequence[tuple[Hashable, Any]]) -> Any:
+    """``combine`` applied channel by channel to inputs of which some are :class:`ChannelParts`.
+
+    The inputs' partitions are refined to their common one: each input's parts cover consecutive
+    channel intervals, scaled to a common number of channels (the lcm of their totals).  A
+    weighted sum adds its inputs channel by channel, so they have one width in the network; two
+    concats whose channel counts sum differently (``{a: 1, b: 1}`` beside ``{c: 32, d: 32}``) can
+    only give them in different units, and their proportions are what line their channels up.
+    """
+    totals = [v.total for _, v in inputs if isinstance(v, ChannelParts)]
+    width = math.lcm(*totals)
+    # per input: [(end of the part, in channels of `width`), value), ...]
+    layouts = []
+    cuts = {width}
+    for _, value in inputs:
+        if isinstance(value, ChannelParts):
+            scale, end, layout = width // value.total, 0, []
+            for n, v in zip(value.counts, value.values):
+                end += n * scale
+                layout.append((end, v))
+                cuts.add(end)
+        else:
+            layout = [(width, value)]
+        layouts.append(layout)
+    counts, values = [], []
+    position = [0] * len(inputs)
+    start = 0
+    for cut in sorted(cuts):
+        parts_here = []
+        for i, (pred, _) in enumerate(inputs):
+            while layouts[i][position[i]][0] < cut:  # the part covering channels [start, cut)
+                position[i] += 1
+            parts_here.append((pred, layouts[i][position[i]][1]))
+        counts.append(cut - start)
+        values.append(combine(parts_here))
+        start = cut
+    return ChannelParts(tuple(counts), tuple(values))
+
+
 def _pass_single(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
     return inputs[0][1]
 
 
 def _activation_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
-    return ctx.activation_rule(node, inputs[0][1])
+    # an elementwise activation acts on each channel alone: after a concat, on each part's value
+    value = inputs[0][1]
+    if isinstance(value, ChannelParts):
+        return value.map(lambda y: ctx.activation_rule(node, y))
+    return ctx.activation_rule(node, value)
 
 
 def _combine_symbolic(terms: Sequence[tuple[Any, Any]]) -> sympy.Expr:
@@ -225,6 +347,8 @@ def _in_arithmetic_of(coefficient: Any, value: Any) -> Any:
 
 
 def _weighted_sum_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
+    if any(isinstance(v, ChannelParts) for _, v in inputs):
+        return _channel_by_channel(lambda parts: _weighted_sum_rule(ctx, node, parts), inputs)
     if any(isinstance(v, sympy.Basic) for _, v in inputs):
         return _combine_symbolic([(ctx.graph.edges[p, node]["weight"] ** 2, v) for p, v in inputs])
     total = None
@@ -236,28 +360,42 @@ def _weighted_sum_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence
 
 
 def _concat_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
-    if any(isinstance(v, sympy.Basic) for _, v in inputs):
-        n_total = sum(ctx.graph.edges[p, node]["channels"] for p, _ in inputs)
-        return _combine_symbolic([(sympy.Rational(ctx.graph.edges[p, node]["channels"], n_total), v)
-                                  for p, v in inputs])
-    # sum(n_i * y_i) / N: multiplying the value by an int first keeps SymPy exact and mpmath at
-    # its working precision (n_i / N as a Python float would round).  int(): channels given as
-    # SymPy Integers would turn a float walk into SymPy Floats (numpy maps then fail on them).
-    total = None
-    channels_total = 0
+    """The parts ``(n_i, y_i)``: the channels of input ``i`` keep its value ``y_i``.  A
+    :class:`ChannelParts` input is split in proportion to its own parts (nested concats flatten)."""
+    nested = [v.total for _, v in inputs if isinstance(v, ChannelParts)]
+    scale = math.lcm(*nested) if nested else 1
+    counts: list[int] = []
+    values: list[Any] = []
     for pred, value in inputs:
+        # int(): channels given as SymPy Integers would turn a float walk into SymPy Floats
+        # (numpy maps then fail on them)
         n = int(ctx.graph.edges[pred, node]["channels"])
-        channels_total += n
-        term = value * n
-        total = term if total is None else total + term
-    return total / channels_total
+        if isinstance(value, ChannelParts):
+            # its parts are proportions of the n channels it gives here
+            factor = n * scale // value.total
+            counts.extend(m * factor for m in value.counts)
+            values.extend(value.values)
+        else:
+            counts.append(n * scale)
+            values.append(value)
+    if nested:
+        common = math.gcd(*counts)
+        counts = [m // common for m in counts]
+    return ChannelParts(tuple(counts), tuple(values))
 
 
 def _normalise_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
     value = inputs[0][1]
-    # Per-location normalisation rescales every vector to q = 1; cosine similarities (C values)
-    # and hence C-map slopes and curvatures are unchanged.
-    return _one_like(value) if ctx.quantity == "q" else value
+    # Per-location normalisation (RMSNorm, F.normalize over the features) rescales every vector to
+    # q = 1; cosine similarities (C values), also those of each part of the channels, and hence
+    # C-map slopes and curvatures are unchanged.
+    if ctx.quantity != "q":
+        return value
+    if isinstance(value, ChannelParts):
+        # one factor for the whole vector: the parts keep their ratios, and average 1
+        mean = value.average()
+        return value.map(lambda q: q / mean)
+    return _one_like(value)
 
 
 def _check_activation(g: nx.DiGraph, node: Hashable) -> None:
@@ -387,16 +525,19 @@ register_kind(NodeKind("input", 0, 0, None, gaussian="breaks",
                        description="the network input; holds the start value"))
 register_kind(NodeKind("linear", 1, 1, _pass_single, gaussian="source", check=_check_linear,
                        description="dense layer, or conv with delta initialisation: maps pass unchanged"))
-register_kind(NodeKind("pool", 1, 1, _pass_single,
-                       description="average pooling: identity on the kernel maps"))
+register_kind(NodeKind("pool", 1, 1, _pass_single, channelwise=True,
+                       description="average pooling (over positions, per channel): identity on the kernel maps"))
 register_kind(NodeKind("activation", 1, 1, _activation_rule, gaussian="breaks", check=_check_activation,
-                       description="elementwise activation: applies the walker's per-node rule"))
-register_kind(NodeKind("weighted_sum", 2, None, _weighted_sum_rule, check=_check_weighted_sum,
-                       description="sum_i w_i * x_i with sum w_i**2 == 1: values combine as sum w_i**2 y_i"))
-register_kind(NodeKind("concat", 2, None, _concat_rule, check=_check_concat,
-                       description="channel concatenation: values combine as sum (n_i/N) y_i"))
-register_kind(NodeKind("normalise", 1, 1, _normalise_rule,
-                       description="per-location normalisation: q -> 1, C values pass"))
+                       channelwise=True,
+                       description="elementwise activation: applies the walker's per-node rule to each channel part"))
+register_kind(NodeKind("weighted_sum", 2, None, _weighted_sum_rule, check=_check_weighted_sum, channelwise=True,
+                       description="sum_i w_i * x_i with sum w_i**2 == 1: values combine as sum w_i**2 y_i, "
+                                   "channel by channel"))
+register_kind(NodeKind("concat", 2, None, _concat_rule, check=_check_concat, channelwise=True,
+                       description="channel concatenation: the channels of input i, n_i of N, keep its value y_i "
+                                   "(the layer's value is sum (n_i/N) y_i)"))
+register_kind(NodeKind("normalise", 1, 1, _normalise_rule, channelwise=True,
+                       description="per-location normalisation: q -> 1 (on average over the channels), C values pass"))
 register_kind(NodeKind("output", 1, 1, _pass_single, gaussian="transparent",
                        description="the network output"))
 

@@ -9,6 +9,15 @@ per-activation rule ``r(node, y)``:
   (``(f o g)''(1) = f''(1) g'(1)**2 + f'(1) g''(1)`` with ``g(1) = 1``);
 * ``r = `` the node's C map, from ``c``, gives the network's C map at ``c``.
 
+A concat's channels carry its inputs' values apart (``n_i`` of its ``N`` channels carry ``y_i``:
+a :class:`~graphs.graph.ChannelParts` value), and an activation acts on each channel alone, so an
+activation after a concat gives ``sum (n_i/N) r(node, y_i)``, not ``r(node, sum (n_i/N) y_i)``;
+weighted sums (channel by channel), pools and normalise nodes keep the parts, and a linear layer,
+which mixes channels, takes their average ``sum (n_i/N) y_i``.  Every value the walker reports,
+and every value it compares, is that channel average.  The slope and curvature rules above commute
+with the averaging (``sum (n_i/N) s y_i = s sum (n_i/N) y_i``, and likewise ``k + y`` as the
+fractions sum to 1), so C'(1) and C''(1) are as if the concat averaged; the C map is not.
+
 Deep Kernel Shaping (Martens et al. 2021) and TAT (Zhang et al. 2022) impose their conditions on
 *every* sub-network.  A sub-network ``S(u, v)`` has input ``u`` and output ``v`` and contains
 everything between them: its *interior* ``I(u, v)`` is the set of nodes on ``u``-to-``v`` paths
@@ -76,7 +85,8 @@ import sympy
 
 from symact.errors import DomainError, InvalidGraphError
 
-from .graph import KINDS, PropagationContext, _pass_single, input_node, output_node, validate
+from .graph import (KINDS, ChannelParts, PropagationContext, _pass_single, channel_average, input_node, node_value,
+                    output_node, validate)
 
 __all__ = [
     "propagate",
@@ -101,8 +111,7 @@ def _evaluate(ctx: PropagationContext, nodes: Iterable[Hashable], values: dict[H
     """Fill ``values`` for ``nodes`` (in topological order) from their predecessors' values."""
     g = ctx.graph
     for node in nodes:
-        rule = KINDS[g.nodes[node]["kind"]].rule
-        values[node] = rule(ctx, node, [(p, values[p]) for p in g.predecessors(node)])
+        values[node] = node_value(ctx, node, [(p, values[p]) for p in g.predecessors(node)])
 
 
 def propagate(g: nx.DiGraph, activation_rule: ActivationRule, start_value: Any, *,
@@ -110,9 +119,14 @@ def propagate(g: nx.DiGraph, activation_rule: ActivationRule, start_value: Any, 
     """Value of every node when the input holds ``start_value``: ``{node: value}``.
 
     Each kind applies its own rule (linear, pool, output pass the value on; activation nodes
-    apply ``activation_rule(node, value)``; weighted sums give ``sum w_i**2 y_i``; concats
-    ``sum (n_i/N) y_i``; normalise passes C values and resets Q values to 1 when
-    ``quantity="q"``).
+    apply ``activation_rule(node, value)``; weighted sums give ``sum w_i**2 y_i``; normalise
+    passes C values and resets Q values to 1 when ``quantity="q"``).  A concat's channels keep
+    their inputs' values ``y_i`` apart, in parts of ``n_i`` of its ``N`` channels, and an
+    activation after it applies ``activation_rule`` to each part: its value is
+    ``sum (n_i/N) activation_rule(node, y_i)``, since the activation acts channel by channel;
+    weighted sums, pools and normalise nodes keep the parts too, a linear layer mixes them.  The
+    value reported for a node holding parts is their channel average ``sum (n_i/N) y_i`` (see
+    :mod:`graphs.graph`).
 
     >>> import sympy, graphs
     >>> s = sympy.Symbol("s")
@@ -126,7 +140,7 @@ def propagate(g: nx.DiGraph, activation_rule: ActivationRule, start_value: Any, 
     source = input_node(g)
     values: dict[Hashable, Any] = {source: start_value}
     _evaluate(ctx, (n for n in nx.topological_sort(g) if n != source), values)
-    return values
+    return {node: channel_average(value) for node, value in values.items()}
 
 
 def network_c_map(g: nx.DiGraph, c_map_of_node: ActivationRule | Mapping[Hashable, Callable[[Any], Any]],
@@ -138,7 +152,9 @@ def network_c_map(g: nx.DiGraph, c_map_of_node: ActivationRule | Mapping[Hashabl
     be 1 (normalised inputs, and each activation's Q map with Q(1) = 1, as DKS/TAT impose): then
     a weighted sum's C value is ``sum w_i**2 c_i`` and a concat's ``sum (n_i/N) c_i``.  Where q
     values differ these become q-weighted averages, ``sum w_i**2 q_i c_i / sum w_i**2 q_i``, which
-    this function does not form: pass C maps of Q-preserving activations.
+    this function does not form: pass C maps of Q-preserving activations.  An activation after a
+    concat maps each part's C value, ``sum (n_i/N) C(c_i)`` (its channels carry different
+    kernels), not ``C(sum (n_i/N) c_i)``.
 
     >>> import math, graphs
     >>> round(graphs.network_c_map(graphs.mlp(2), lambda node, c: math.sinh(c) / math.sinh(1), 1.0), 12)
@@ -351,7 +367,7 @@ def subnetwork_value(g: nx.DiGraph, activation_rule: ActivationRule, start_value
     ctx = PropagationContext(g, activation_rule, quantity)
     values = {source: start_value}
     _evaluate(ctx, dom.between(source, [target]), values)
-    return values[target]
+    return channel_average(values[target])
 
 
 def _dominator_chain(dom: _Dominance, node: Hashable) -> list[Hashable]:
@@ -396,6 +412,16 @@ def _max_dominators(dom: _Dominance, ctx: PropagationContext, start: Any, single
     exists, else ``M(v) = f_v(start)`` (only ``u = d``, e.g. a residual branch from its block
     input, whose shortcut leaves ``d`` past ``v``).  Without ``single_exit`` every dominated pair
     is admissible and ``M(v) = f_v(max(start, M(d)))`` always.  Ties keep the larger sub-network.
+
+    Channel parts: where ``d`` holds :class:`~graphs.graph.ChannelParts` (a concat, or an
+    activation, pool or normalise node after one), ``max`` compares channel averages and the
+    maximiser's parts are propagated on.  For the slope rule ``s * y`` and the curvature rule
+    ``k + y`` (and every kind's rule: sums, concats and the rest are linear with coefficients
+    summing to 1) ``f_v`` of parts is ``f_v`` of their average, ``sum (n_i/N) (s y_i) =
+    s sum (n_i/N) y_i`` and ``sum (n_i/N) (k + y_i) = k + sum (n_i/N) y_i``, so averaging
+    commutes with the whole programme and the maxima are exact.  A non-affine rule (a C map)
+    makes parts vectors that need not be ordered by their averages; the value returned is then a
+    sub-network's, but ``method="all_pairs"`` is needed for the largest.
     """
     best: dict[Hashable, tuple[Any, Hashable]] = {}
     for top in dom.order:
@@ -407,7 +433,7 @@ def _max_dominators(dom: _Dominance, ctx: PropagationContext, start: Any, single
         else:
             m, m_origin = best[top]
             # max(start, M(top)); on a tie keep the larger sub-network
-            x, origin = (start, top) if greater(start, m) else (m, m_origin)
+            x, origin = (start, top) if greater(start, channel_average(m)) else (m, m_origin)
         all_kids, nodes = kids, dom.between(top, kids)
         if single_exit:
             kids = dom.closed_children(top, kids, nodes)
@@ -434,6 +460,7 @@ def _argmax(dom: _Dominance, best: Mapping[Hashable, tuple[Any, Hashable]],
         if node not in best:
             continue
         value, origin = best[node]
+        value = channel_average(value)
         if top_pair is None or not greater(top_value, value):
             top_value, top_pair = value, (origin, node)
     if top_pair is None:
@@ -472,8 +499,9 @@ def _max_all_pairs(dom: _Dominance, ctx: PropagationContext, start: Any, single_
                 if j is not None and not dom.post_dominates(node, j):
                     continue
             pairs += 1
-            if node not in best or not greater(best[node][0], values[node]):
-                best[node] = (values[node], top)
+            value = channel_average(values[node])
+            if node not in best or not greater(best[node][0], value):
+                best[node] = (value, top)
     value, u, v, _ = _argmax(dom, best, greater)
     return value, u, v, pairs
 
@@ -685,11 +713,13 @@ def _compose(ctx: PropagationContext, dom: _Dominance, u: Hashable, v: Hashable,
             prev = pending.get(preds[0])
             if prev is not None and prev[1:3] == form:
                 pending[node] = (prev[0], form[0], form[1], prev[3] + 1)
-            else:
-                pending[node] = (value_of(preds[0]), form[0], form[1], 1)
-            continue
-        values[node] = kind.rule(ctx, node, [(p, value_of(p)) for p in preds])
-    return value_of(v)
+                continue
+            x = value_of(preds[0])
+            if not isinstance(x, ChannelParts):  # runs start from plain values only (parts map per part)
+                pending[node] = (x, form[0], form[1], 1)
+                continue
+        values[node] = node_value(ctx, node, [(p, value_of(p)) for p in preds])
+    return channel_average(value_of(v))
 
 
 def _attains(expr: Any, point: Mapping[sympy.Symbol, Any], best: Any, digits: int) -> bool:
