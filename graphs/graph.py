@@ -74,7 +74,6 @@ import decimal
 import math
 import numbers
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import networkx as nx
@@ -119,6 +118,10 @@ class PropagationContext:
     graph: nx.DiGraph
     activation_rule: Callable[[Hashable, Any], Any]
     quantity: str = "c"
+    #: False: concats give the channel average at once.  Exact only when every activation rule
+    #: met is ``y -> c*y`` or ``y -> y + c`` (they commute with the average); the walker's symbolic
+    #: maximiser uses it then, as nested per-part SymPy expressions grow exponentially as trees.
+    channel_parts: bool = True
 
 
 # A rule receives (context, node, [(predecessor, value), ...]) and returns the node's value.
@@ -362,6 +365,9 @@ def _weighted_sum_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence
 def _concat_rule(ctx: PropagationContext, node: Hashable, inputs: Sequence[tuple[Hashable, Any]]) -> Any:
     """The parts ``(n_i, y_i)``: the channels of input ``i`` keep its value ``y_i``.  A
     :class:`ChannelParts` input is split in proportion to its own parts (nested concats flatten)."""
+    if not ctx.channel_parts:
+        return ChannelParts(tuple(int(ctx.graph.edges[p, node]["channels"]) for p, _ in inputs),
+                            tuple(channel_average(v) for _, v in inputs)).average()
     nested = [v.total for _, v in inputs if isinstance(v, ChannelParts)]
     scale = math.lcm(*nested) if nested else 1
     counts: list[int] = []

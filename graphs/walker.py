@@ -693,6 +693,12 @@ def _compose(ctx: PropagationContext, dom: _Dominance, u: Hashable, v: Hashable,
     collect the same way), without building the ``n - 1`` intermediate ones -- building
     ``s**k`` node by node was most of the time of a deep MLP's symbolic maximum."""
     g = ctx.graph
+    between = dom.between(u, [v])
+    if all(node in forms for node in between if g.nodes[node]["kind"] == "activation"):
+        # every rule is y -> c*y or y -> y + c, which commute with the channel average: averaging
+        # at the concats gives the same value, as one nested expression (parts of a DenseNet's
+        # nested concats, each an expression of the earlier ones, grow exponentially as trees)
+        ctx = PropagationContext(ctx.graph, ctx.activation_rule, ctx.quantity, channel_parts=False)
     values: dict[Hashable, Any] = {u: start}
     pending: dict[Hashable, tuple[Any, str, sympy.Expr, int]] = {}  # node -> (x, form, c, n)
 
@@ -702,7 +708,7 @@ def _compose(ctx: PropagationContext, dom: _Dominance, u: Hashable, v: Hashable,
             values[node] = x * c**n if form == "mul" else x + n * c
         return values[node]
 
-    for node in dom.between(u, [v]):
+    for node in between:
         kind = KINDS[g.nodes[node]["kind"]]
         preds = list(g.predecessors(node))
         if kind.rule is _pass_single and len(preds) == 1 and preds[0] in pending:
