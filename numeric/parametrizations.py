@@ -224,7 +224,8 @@ class ParameterActivationParametrization(nn.Module):
         residual = (self._g(w) - a).abs()
         scale = a.abs() + (w * self._dg(w)).abs()
         finfo = torch.finfo(weight.dtype)
-        bad = ~(residual <= 64 * finfo.eps * scale + finfo.tiny)
+        # residual 0 passes even where the scale is NaN (W*g'(W) = 0*inf at powerprop alpha < 1's W = 0)
+        bad = ~((residual <= 64 * finfo.eps * scale + finfo.tiny) | (residual == 0))
         if bool(bad.any()):
             given, back = value[bad].flatten()[:3].tolist(), self._g(w)[bad].flatten()[:3].tolist()
             raise DomainError(message(

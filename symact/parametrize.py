@@ -468,7 +468,35 @@ def _range_at(g: sp.Expr, domain: sp.Set) -> sp.Set | None:
         if part is None:
             return None
         parts.append(part)
+        parts.extend(_removable_values(g, piece))
     return sp.Union(*parts)
+
+
+def _removable_values(g: sp.Expr, piece: sp.Set) -> list[sp.Set]:
+    """{g's limit} at each point of ``piece`` where SymPy finds g undefined (0/0) but both one-sided limits
+    agree and are finite.  function_range leaves such points out: powerprop at alpha = 1/2, W/sqrt(|W|), had
+    the range A != 0 although g(0) = 0 is its value at W = 0 (the limit, which the code generator computes)."""
+    from sympy.calculus.util import continuous_domain
+
+    if g.free_symbols - {W}:
+        return []
+    try:
+        holes = piece - continuous_domain(g, W, piece)
+    except (NotImplementedError, ValueError, TypeError):
+        return []
+    if not isinstance(holes, sp.FiniteSet):
+        return []
+    values = []
+    for point in holes:
+        if g.subs(W, point) is not sp.nan:
+            continue   # a pole (1/W: zoo), not a removable point
+        try:
+            sides = {sp.limit(g, W, point, side) for side in ("+", "-")}
+        except (NotImplementedError, ValueError, TypeError):
+            continue
+        if len(sides) == 1 and (value := sides.pop()).is_real and value.is_finite:
+            values.append(sp.FiniteSet(value))
+    return values
 
 
 def _monotone_range(g: sp.Expr, piece: sp.Set) -> sp.Interval | None:
@@ -924,6 +952,12 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
             sols = _real_solutions(g_pos, wp, a_pos, strict=False)
             if sols is not None and len(sols) == 1:
                 at0 = g_c.subs(W, 0)  # at the parameters' values: powerprop at alpha = -1 is 1/W
+                if at0 is sp.nan:
+                    # 0/0, a removable singularity where both one-sided limits agree: powerprop at
+                    # alpha = 1/2, W/sqrt(|W|), is 0 there (its domain excluded W = 0, so right_inverse
+                    # refused the weight 0 that the forward gives at W = 0)
+                    sides = {sp.limit(g_c, W, 0, side) for side in ("+", "-")}
+                    at0 = sides.pop() if len(sides) == 1 else at0
                 singular = not (at0.is_finite and at0.is_real)
                 a = sp.Symbol("A", real=True, nonzero=True) if singular else sp.Symbol("A", real=True)
                 h = _named_inverse(g_pos, wp, a_pos) or sols[0]

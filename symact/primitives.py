@@ -882,6 +882,32 @@ def _abs_from_sign(mul: sympy.Mul) -> sympy.Expr:
     return mul
 
 
+def _sign_from_abs_power(mul: sympy.Mul) -> sympy.Expr:
+    """u**k*|u|**e -> sign(u)**(k % 2)*|u|**(k + e) (k >= 1 an integer, e < 0 a number), and
+    sign(u)**n*|u|**m -> sign(u)**(n % 2)*|u|**m (n >= 2 an integer, m != 0 a number): equal wherever
+    u != 0, and at u = 0 the new forms are the limits (0, or inf for a negative power) where the old
+    are 0*inf = NaN.  Powerpropagation at alpha = 1/2, W*|W|**(-1/2), was NaN at W = 0 (the limit is 0),
+    and the derivative of its sign form, sign(W)**2/(2*sqrt|W|), NaN instead of the limit inf."""
+    factors = list(mul.args)
+    for i, factor in enumerate(factors):
+        base, e = factor.as_base_exp()
+        if not (isinstance(base, sympy.Abs) and e.is_number and e.is_real and e.is_nonzero):
+            continue
+        u = base.args[0]
+        if not u.is_real:
+            continue
+        for j, other in enumerate(factors):
+            ob, n = other.as_base_exp()
+            if j == i or not (n.is_Integer and n >= 1):
+                continue
+            rest = [f for k, f in enumerate(factors) if k not in (i, j)]
+            if ob == u and e.is_negative:
+                return Mul(sympy.sign(u) ** (n % 2), base ** (n + e), *rest)
+            if ob == sympy.sign(u) and n >= 2:
+                return Mul(sympy.sign(u) ** (n % 2), factor, *rest)
+    return mul
+
+
 def _tanh_from_sinh(mul: sympy.Mul) -> sympy.Expr:
     """sinh(u)**a * sech(u)**b -> tanh(u)**a * sech(u)**(b - a) for b >= a: sinh overflows
     where sech underflows (inf*0 = NaN), tanh and sech are bounded."""
@@ -1092,7 +1118,12 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
         expr = _erfcx_from_exp(expr, inputs)
         if not isinstance(expr, Mul):
             return expr
-        return _exp_into_primitives(_exp_into_denominator(_tanh_from_sinh(_abs_from_sign(expr))))
+        expr = _abs_from_sign(expr)
+        if isinstance(expr, Mul):
+            expr = _sign_from_abs_power(expr)
+        if not isinstance(expr, Mul):
+            return expr
+        return _exp_into_primitives(_exp_into_denominator(_tanh_from_sinh(expr)))
     if isinstance(expr, sympy.erfc) and _is_sqrt2_scaling(expr.args[0]):
         return 2 * NormalCdf(sympy.expand(-sympy.sqrt(2) * expr.args[0]))
     if isinstance(expr, Add):

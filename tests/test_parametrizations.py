@@ -348,3 +348,39 @@ def test_sin_and_cos_on_their_monotone_pieces_invert_through_atan(dtype):
         # an end of the open range is still refused
         with pytest.raises(DomainError, match="cannot take the value"):
             p.right_inverse(torch.tensor([1.0], dtype=dtype))
+
+
+@pytest.mark.parametrize("alpha", [0.5, "1/2", "1/3"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_powerprop_below_alpha_one_is_finite_at_zero_and_round_trips_it(alpha, dtype):
+    """Powerpropagation A = W*|W|**(alpha - 1) with alpha < 1 was NaN at W = 0 (0*inf); the limit is 0.
+    Its gradient alpha*|W|**(alpha - 1) tends to +inf there (a vertical tangent), which it must give, not
+    NaN.  Its domain also left out W = 0 (SymPy's 0/0), so right_inverse refused the forward's own A = 0.
+    Reference: the closed form sign(W)*|W|**alpha and its derivative alpha*|W|**(alpha - 1), by mpmath."""
+    import mpmath
+    import sympy
+
+    p = ParameterActivationParametrization("powerprop", alpha=sympy.Rational(alpha) if isinstance(alpha, str) else alpha)
+    w = torch.tensor([0.0, 1e-30, -1e-6, 0.3, -2.0, 5.0], dtype=dtype, requires_grad=True)
+    a = p(w)
+    a.sum().backward()
+    with mpmath.workdps(40):
+        e = mpmath.mpf(sympy.Rational(alpha).p) / sympy.Rational(alpha).q
+        wd = [mpmath.mpf(t) for t in w.detach().tolist()]
+        expected = torch.tensor([float(mpmath.sign(t) * abs(t) ** e) for t in wd], dtype=dtype)
+        expected_grad = torch.tensor([float(e * abs(t) ** (e - 1)) if t != 0 else float("inf") for t in wd],
+                                     dtype=dtype)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(a.detach(), expected, rtol=8 * eps, atol=0)
+    # |W|**(alpha - 1) with the exponent -2/3 rounded: relative error up to eps*|log W| (69 at W = 1e-30)
+    torch.testing.assert_close(w.grad, expected_grad, rtol=64 * eps, atol=0)
+    assert a[0].item() == 0.0 and w.grad[0].item() == float("inf")
+    back = p.right_inverse(a.detach())
+    assert back[0].item() == 0.0
+    torch.testing.assert_close(p(back), a.detach(), rtol=8 * eps, atol=0)
+    layer = nn.Linear(3, 2, bias=False).to(dtype)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.0, 0.5, -1.0], [2.0, 0.0, -0.25]], dtype=dtype))
+    given = layer.weight.detach().clone()
+    parametrize_model(layer, p.activation)
+    torch.testing.assert_close(layer.weight, given, rtol=8 * eps, atol=0)

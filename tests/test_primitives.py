@@ -406,3 +406,26 @@ def test_derivative_of_sqrt_of_one_plus_exp_does_not_overflow_before_the_functio
         with mpmath.workprec(53):
             value = fast(mpmath.mpf(point))
         assert abs(value - reference) <= 8 * 2.0**-53 * abs(reference), (point, value, reference)
+
+
+@pytest.mark.parametrize("naive, safe, limit_at_0", [
+    (x / sympy.sqrt(sympy.Abs(x)), sympy.sign(x) * sympy.sqrt(sympy.Abs(x)), 0),          # powerprop, alpha = 1/2
+    (x * sympy.Abs(x) ** sympy.Rational(-2, 3), sympy.sign(x) * sympy.Abs(x) ** sympy.Rational(1, 3), 0),
+    (3 * x**2 / sympy.sqrt(sympy.Abs(x)), 3 * sympy.Abs(x) ** sympy.Rational(3, 2), 0),
+    (sympy.sign(x) ** 2 / sympy.sqrt(sympy.Abs(x)), 1 / sympy.sqrt(sympy.Abs(x)), sympy.oo),
+])
+def test_a_power_of_x_over_a_power_of_abs_x_takes_its_limit_at_0(naive, safe, limit_at_0):
+    """x*|x|**e with -1 < e < 0 is 0*inf = NaN at x = 0 in floats (and 0/0 for SymPy), where its limit is
+    0: powerprop at alpha = 1/2 gave a NaN weight at W = 0.  sign(x)**n*|x|**m is 0*inf at 0 where the
+    limit is |x|**m's (the derivative of sign(x)*sqrt|x| came out as sign(x)**2/(2*sqrt|x|)).  The safe
+    forms are identities away from 0 (checked at sample points) and take the one-sided limits at 0."""
+    assert safe_form(naive) == safe
+    for point in (-2.5, -1e-3, 0.7, 3):
+        assert abs(float((naive - safe_form(naive)).subs(x, point))) < 1e-14
+    at0 = safe_form(naive).subs(x, 0)
+    assert (at0 == limit_at_0) or (limit_at_0 is sympy.oo and at0 is sympy.zoo)
+    assert sympy.limit(naive, x, 0, "+") == limit_at_0 and sympy.limit(naive, x, 0, "-") == limit_at_0
+    # the derivative of powerprop at alpha = 1/2 is 1/(2*sqrt|x|), whose value at 0 is the limit inf
+    if naive == x / sympy.sqrt(sympy.Abs(x)):
+        assert safe_derivative(naive, x) == 1 / (2 * sympy.sqrt(sympy.Abs(x)))
+        assert safe_derivative(safe, x) == 1 / (2 * sympy.sqrt(sympy.Abs(x)))
