@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 import sympy as sp
@@ -140,6 +141,13 @@ def _torch_inverse(pa: ParameterActivation) -> Callable[[torch.Tensor], torch.Te
             "(exp, log, powers, tanh, sigmoid, softplus, ...).") from err
 
 
+def _interval_bounds(interval: sp.Set) -> tuple[float, float, bool, bool] | None:
+    """(lo, hi, lo_open, hi_open) of an interval of W; None for another set (a union)."""
+    if not isinstance(interval, sp.Interval):
+        return None
+    return float(interval.inf), float(interval.sup), bool(interval.left_open), bool(interval.right_open)
+
+
 def _range_bounds(pa: ParameterActivation) -> list[tuple[float, float, bool, bool]] | None:
     """g's range as (lo, hi, lo_open, hi_open) per interval (a union, such as 1/W's A != 0, gives several);
     None where it is not known."""
@@ -156,7 +164,10 @@ class ParameterActivationParametrization(nn.Module):
     ``g``: a name, a formula in W or a :class:`~symact.parametrize.ParameterActivation`; keywords are g's
     parameter values and ``domain=`` (the interval of W to invert on, as for
     :func:`symact.parameter_activation`: ``domain=(-sympy.oo, 0)`` takes W = -sqrt(A) for A = W**2).
-    ``right_inverse`` refuses values outside g's range, and gives W with g(W) = A to rounding.
+    ``right_inverse`` refuses values outside g's range, and gives W with g(W) = A to rounding.  An open end
+    of the range that the forward gives by rounding (tanh(W) = 1.0 in float32 for W >= 9.01) becomes the
+    least saturated W giving it, with a RuntimeWarning; it is refused where g' is 0 there (exp(W) = 0.0:
+    such a weight could never train).
 
     >>> p = ParameterActivationParametrization("exp")
     >>> p
@@ -180,6 +191,7 @@ class ParameterActivationParametrization(nn.Module):
         except FormulaError:  # no torch form for g': right_inverse is g^-1 as it stands
             self._dg = None
         self._bounds = _range_bounds(pa)
+        self._domain_bounds = _interval_bounds(pa.domain)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return self._g(weight)
@@ -200,17 +212,123 @@ class ParameterActivationParametrization(nn.Module):
             "for weights outside that range."))
 
     def _inverse(self, value: torch.Tensor, message: Callable[[str], str]) -> torch.Tensor:
-        """g^{-1}(value); entries outside g's range raise DomainError(message(what is wrong))."""
+        """g^{-1}(value); entries outside g's range raise DomainError(message(what is wrong)).
+
+        An open end of g's range (-1 for A = exp(W) - 1, 1 for tanh(W)) is outside it, yet the forward
+        gives it in floating point (exp(W) - 1 = -1 in float32 for W <= -17.33): such a value becomes the
+        W nearest the inside whose g(W) rounds to it (with a RuntimeWarning: the weight is saturated),
+        so that every value the forward produces round-trips; it is refused only where g reaches it
+        nowhere in the domain or only where g'(W) is 0 or subnormal (exp(W) = 0 in float32 for W <= -104:
+        such a weight could never train)."""
         ok = self.in_range(value)
-        if not bool(ok.all()):
-            bad = value[~ok].flatten()[:3].tolist()
+        toward = self._open_end_direction(value)
+        ends = ~ok & (toward != 0)
+        if not bool((ok | ends).all()):
+            outside = ~(ok | ends)
+            bad = value[outside].flatten()[:3].tolist()
             raise DomainError(message(
-                f"A = {self.activation.g} cannot take the value(s) {bad} ({int((~ok).sum())} of {value.numel()} "
+                f"A = {self.activation.g} cannot take the value(s) {bad} ({int(outside.sum())} of {value.numel()} "
                 f"entries; its range is {self.activation.range})"))
         weight = self._refine(self._g_inverse(value), value)
+        if bool(ends.any()):
+            weight = torch.where(ends, torch.zeros_like(weight), weight)
+            weight[ends] = self._end_weights(value[ends], toward[ends], message)
         if not bool(torch.isfinite(weight).all()):
             raise DomainError(f"g^-1 = {self.activation.inverse} produced non-finite values; rescale the weights.")
         self._check_round_trip(weight, value, message)
+        return weight
+
+    def _open_end_direction(self, value: torch.Tensor) -> torch.Tensor:
+        """+1 where ``value`` is a finite open lower end of g's range, -1 at an open upper end, else 0
+        (compared in value's dtype, in which the forward rounds to it)."""
+        toward = torch.zeros_like(value)
+        if self._bounds is None:
+            return toward
+        for lo, hi, lo_open, hi_open in self._bounds:
+            if lo_open and math.isfinite(lo):
+                toward = torch.where(value == lo, torch.ones_like(value), toward)
+            if hi_open and math.isfinite(hi):
+                toward = torch.where(value == hi, -torch.ones_like(value), toward)
+        return toward
+
+    def _in_domain(self, weight: torch.Tensor) -> torch.Tensor:
+        ok = torch.isfinite(weight)
+        if self._domain_bounds is not None:
+            lo, hi, lo_open, hi_open = self._domain_bounds
+            ok &= ((weight > lo) if lo_open else (weight >= lo)) & ((weight < hi) if hi_open else (weight <= hi))
+        return ok
+
+    @torch.no_grad()
+    def _end_weights(self, value: torch.Tensor, toward: torch.Tensor, message: Callable[[str], str]) -> torch.Tensor:
+        """For values at an open end of g's range (1-D, ``toward`` = +1 at a lower end, -1 at an upper): the
+        W of g's domain nearest the inside whose g(W), computed in value's dtype, is that value, found
+        from g^{-1} of the next representable value inside (then stepping outward, doubling, and
+        bisecting to the last W that rounds to the end).  DomainError where there is none, or where g'
+        is 0 or subnormal there (the weight could never move)."""
+        dtype = value.dtype
+        g_text = f"A = {self.activation.g}"
+
+        def refuse(why: str, where: torch.Tensor) -> DomainError:
+            shown, count = value[where].flatten()[:3].tolist(), int(where.sum())
+            return DomainError(message(
+                f"{g_text} cannot take the value(s) {shown} ({count} entr{'y' if count == 1 else 'ies'}): an end "
+                "of its open range "
+                f"{self.activation.range}, which g reaches in {dtype} {why}"))
+
+        if self._dg is None:
+            raise refuse("only by rounding, and g' has no torch form to find such a W",
+                         torch.ones_like(value, dtype=torch.bool))
+        inward = torch.nextafter(value, toward * math.inf).double()
+        w = self._refine(self._g_inverse(inward), inward)
+        slope = self._dg(w)
+        # the direction of W in which g moves toward the end: down to a lower end, up to an upper one
+        outward = -torch.sign(slope) * toward.double()
+
+        def reaches(candidate: torch.Tensor) -> torch.Tensor:
+            rounded = candidate.to(dtype)
+            return (self._g(rounded) == value) & self._in_domain(rounded)
+
+        near, far = w.clone(), torch.where(reaches(w), w, torch.full_like(w, math.nan))
+        # where g' underflows to 0 at w (softplus' = sigmoid there) its sign cannot tell the way: try both
+        for direction in (outward, torch.ones_like(w), -torch.ones_like(w)):
+            step = torch.finfo(dtype).eps * w.abs().clamp(min=1.0)
+            alive = torch.isnan(far) & (direction != 0) & torch.isfinite(w)
+            for _ in range(200):
+                if not bool(alive.any()):
+                    break
+                trial = w + direction * step
+                hit = alive & reaches(trial)
+                far = torch.where(hit, trial, far)
+                near = torch.where(alive & ~hit, trial, near)
+                alive &= ~hit & self._in_domain(trial.to(dtype)) & torch.isfinite(trial)
+                step = step * 2
+            near = torch.where(torch.isnan(far), w, near)
+        found = torch.isfinite(far)
+        if not bool(found.all()):
+            raise refuse(f"at no W of its domain {self.activation.domain}", ~found)
+        for _ in range(200):   # far rounds to the end, near does not: shrink [near, far]
+            mid = near + (far - near) / 2
+            moving = (mid != near) & (mid != far)
+            if not bool(moving.any()):
+                break
+            hit = reaches(mid)
+            far = torch.where(moving & hit, mid, far)
+            near = torch.where(moving & ~hit, mid, near)
+        weight = far.to(dtype)
+        gradient = self._dg(weight)
+        tiny = torch.finfo(dtype).tiny
+        # g' subnormal as well as 0: rounding is not monotone there (softplus(-745.0) = 0.0 in float64 with
+        # softplus'(-745.0) = 4.9e-324, where the least saturated W found has g' = 0)
+        dead = ~(torch.isfinite(gradient) & (gradient.abs() >= tiny))
+        if bool(dead.any()):
+            where = weight[dead].flatten()[:1].tolist()
+            raise refuse(f"only where g'(W) is 0 or below the smallest normal number {tiny:.3g} (W = "
+                         f"{where[0]:.6g} and beyond), so such a weight could never train", dead)
+        warnings.warn(
+            f"{g_text}: {value.numel()} value(s) {value.flatten()[:3].tolist()} are an end of g's open range "
+            f"{self.activation.range}, which g gives in {dtype} only by rounding; they become W = "
+            f"{weight.flatten()[:3].tolist()}, where g'(W) = {gradient.flatten()[:3].tolist()}: saturated "
+            "weights, which train slowly.", RuntimeWarning, stacklevel=4)
         return weight
 
     @torch.no_grad()

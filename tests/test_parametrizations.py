@@ -162,7 +162,9 @@ def test_bounded_tanh_parametrization_round_trips_against_torch_atanh():
     parametrize.register_parametrization(layer, "weight", p)
     assert torch.allclose(layer.weight, before, rtol=1e-12, atol=1e-15)
     with pytest.raises(DomainError):
-        p.right_inverse(torch.tensor([1.0], dtype=torch.float64))   # outside the open range (-1, 1)
+        p.right_inverse(torch.tensor([1.5], dtype=torch.float64))   # outside the open range (-1, 1)
+    # 1.0 is outside it too, but tanh(W) rounds to it for W >= 19.06 in float64: see
+    # test_every_value_the_forward_gives_round_trips_or_is_refused_as_untrainable
 
 
 def test_parametrization_whose_inverse_has_no_torch_form_says_so():
@@ -345,9 +347,9 @@ def test_sin_and_cos_on_their_monotone_pieces_invert_through_atan(dtype):
         w = p.right_inverse(values)
         torch.testing.assert_close(w, reference(values.double()).to(dtype), rtol=4 * torch.finfo(dtype).eps, atol=0)
         torch.testing.assert_close(p(w), values)
-        # an end of the open range is still refused
+        # a value beyond the range is still refused (its end, 1.0, is the forward's value at fl(pi/2))
         with pytest.raises(DomainError, match="cannot take the value"):
-            p.right_inverse(torch.tensor([1.0], dtype=dtype))
+            p.right_inverse(torch.tensor([1.5], dtype=dtype))
 
 
 @pytest.mark.parametrize("alpha", [0.5, "1/2", "1/3"])
@@ -384,3 +386,80 @@ def test_powerprop_below_alpha_one_is_finite_at_zero_and_round_trips_it(alpha, d
     given = layer.weight.detach().clone()
     parametrize_model(layer, p.activation)
     torch.testing.assert_close(layer.weight, given, rtol=8 * eps, atol=0)
+
+
+# ---------------------------------------------------------------- the forward's own values (review round 6)
+# g, its open range's finite ends
+OPEN_RANGE_CASES = [
+    ("exp(W) - 1", (-1.0,)), ("tanh(W)", (-1.0, 1.0)), ("sigmoid(W)", (0.0, 1.0)), ("exp", (0.0,)),
+    ("softplus", (0.0,)), ("sin(W)", (-1.0, 1.0)),
+]
+
+
+@pytest.mark.parametrize("g, ends", OPEN_RANGE_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_value_the_forward_gives_round_trips_or_is_refused_as_untrainable(g, ends, dtype):
+    """right_inverse refused the forward's own outputs at the open ends of g's range: A = exp(W) - 1 is -1.0
+    in float32 for W <= -17.33 (tanh(W) = 1.0 for W >= 9.01, sigmoid(W) = 1.0 for W >= 16.6), and
+    right_inverse(-1.0) raised 'cannot take the value(s) [-1.0] ... its range is (-1, oo)'.  Now every A the
+    forward gives comes back through a W with g(W) == A in the same dtype, except where every such W has
+    g'(W) = 0 or subnormal (exp(W) = 0.0 in float32 for W <= -103.97), which is refused saying so; the test
+    checks that claim against autograd's g' at each W of the grid that gave A."""
+    import sympy
+    import warnings
+
+    kwargs = {"domain": (-sympy.pi / 2, sympy.pi / 2)} if g == "sin(W)" else {}
+    p = ParameterActivationParametrization(g, **kwargs)
+    if g == "sin(W)":
+        # fl(pi/2) < pi/2, but the open float bounds leave it out: the next doubles below it give sin = 1.0
+        grid = torch.cat([torch.linspace(-1.5707963267948963, 1.5707963267948963, 101, dtype=torch.float64),
+                          torch.tensor([1.5707963, -1.57079632679])])
+    else:
+        grid = torch.cat([torch.linspace(-800, 800, 161, dtype=torch.float64),
+                          torch.tensor([-745.2, -745.0, -120.0, -104.0, -103.5, -40.0, -37.0, -20.0, -17.5, -17.0,
+                                        -9.5, 9.5, 17.0, 17.5, 20.0, 37.0])])
+    w = grid.to(dtype).requires_grad_(True)
+    a = p(w)
+    (slope,) = torch.autograd.grad(a.sum(), w)
+    a, w = a.detach(), w.detach()
+    keep = torch.isfinite(a)             # exp(800) overflows: not a value the forward gives
+    a, w, slope = a[keep], w[keep], slope[keep]
+    at_end = torch.isin(a, torch.tensor(ends, dtype=dtype))
+    assert bool(at_end.any()), "the grid must reach an end of the range in this dtype"
+    eps = torch.finfo(dtype).eps
+    inside = a[~at_end]
+    # subnormal values (softplus(-103.3) = 1.4e-45 in float32) have no relative precision left
+    torch.testing.assert_close(p(p.right_inverse(inside)), inside, rtol=8 * eps, atol=torch.finfo(dtype).tiny)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for end in torch.unique(a[at_end]).tolist():
+            value = torch.tensor([end], dtype=dtype)
+            try:
+                back = p.right_inverse(value)
+            except DomainError as err:
+                assert "could never train" in str(err), str(err)
+                tiny = torch.finfo(dtype).tiny
+                assert bool((slope[a == end].abs() < tiny).all()), (end, w[a == end], slope[a == end])
+                continue
+            assert bool(torch.isfinite(back).all()) and p(back).item() == end, (end, back)
+
+
+def test_a_saturated_weight_is_copied_into_another_parametrised_layer_with_a_warning():
+    """Assigning one tanh-parametrised layer's weights to another calls right_inverse on the forward's
+    output; a weight W = 12 gives A = 1.0 in float32, which was refused (outside the open range (-1, 1))."""
+    source = nn.Linear(3, 1, bias=False)
+    parametrize_model(source, "tanh(W)")
+    with torch.no_grad():
+        source.parametrizations.weight.original.copy_(torch.tensor([[12.0, -0.5, -30.0]]))
+    target = nn.Linear(3, 1, bias=False)
+    parametrize_model(target, "tanh(W)")
+    with pytest.warns(RuntimeWarning, match="saturated"):
+        target.weight = source.weight.detach()
+    torch.testing.assert_close(target.weight, source.weight, rtol=0, atol=0)
+    w = target.parametrizations.weight.original
+    assert 9.0 < w[0, 0].item() < 9.1 and -9.1 < w[0, 2].item() < -9.0   # the least saturated W giving +-1.0
+    # exact zeros for exp are still refused: exp'(W) = 0 wherever exp(W) rounds to 0
+    zeros = nn.Linear(2, 2, bias=False)
+    nn.init.zeros_(zeros.weight)
+    with pytest.raises(DomainError, match="could never train"):
+        parametrize_model(zeros, "exp")
