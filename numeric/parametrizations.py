@@ -380,7 +380,10 @@ class ParameterActivationParametrization(nn.Module):
         if w0 is None:
             lo, hi = domain.inf, domain.sup
             w0 = (lo + hi) / 2 if lo.is_finite and hi.is_finite else lo + 1 if lo.is_finite else hi - 1
-        return float(pa.g.subs(pa.W, w0))
+        value = pa.g.subs(pa.W, w0)
+        if value is sp.nan:   # a removable 0/0: powerprop at alpha < 1, W/sqrt(|W|), is 0 at W = 0 (c was nan)
+            value = sp.limit(pa.g, pa.W, w0, "+-")
+        return float(value)
 
     def extra_repr(self) -> str:
         pa = self.activation

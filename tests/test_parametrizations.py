@@ -463,3 +463,13 @@ def test_a_saturated_weight_is_copied_into_another_parametrised_layer_with_a_war
     nn.init.zeros_(zeros.weight)
     with pytest.raises(DomainError, match="could never train"):
         parametrize_model(zeros, "exp")
+
+
+@pytest.mark.parametrize("signed", ["difference", "soft_sign", "second_layer"])
+def test_signed_forms_of_powerprop_below_alpha_one_have_a_finite_offset(signed):
+    """The signed forms add c = g(0); for powerprop at alpha = 1/2 that was W/sqrt(|W|) at W = 0 = nan, so
+    every weight was refused ('cannot take the value(s) [nan, ...]', c = nan).  c is g's limit there, 0."""
+    p = parametrization("powerprop", signed=signed, alpha=0.5)
+    assert p.base.offset() == 0.0
+    a = torch.tensor([[-1.0, 0.0, 0.5], [2.0, -0.25, 1e-3]], dtype=torch.float64)
+    torch.testing.assert_close(p(*p.right_inverse(a)), a, rtol=1e-14, atol=1e-300)
