@@ -350,6 +350,13 @@ def derive_properties(f, symbol, kinks, name="the activation"):
         smoothness = min(per_kink.values(), key=lambda s: float(s) if s != sympy.oo else float("inf"))
         differentiable_at_0 = slope_at_0 is not sympy.nan and not (
             0 in per_kink and per_kink[0] != sympy.oo and per_kink[0] < 1)
+        if differentiable_at_0 and 0 in per_kink:
+            # f is C^1 at the kink 0, so f'(0) is the limit of f' from both sides; the derivative's formula
+            # there follows PyTorch's autograd instead, which may take a branch holding only at 0
+            # (softshrink and hardshrink at lambd = 0 are the identity, yet slope_at_0 was 0, not 1)
+            limit = _slope_at_0(f, symbol, derivative, value_at_0)
+            if limit is not sympy.nan:
+                slope_at_0 = limit
         evidence["smoothness"] = "one-sided derivatives at the kinks " + ", ".join(
             f"{k}: C^{s}" for k, s in per_kink.items()
         )

@@ -944,3 +944,20 @@ def test_properties_of_large_exact_powers_finish_and_are_right():
     done = _run_python(code, timeout=120)
     assert done.stdout.splitlines() == ["True False False True False", "False True True False False",
                                         "DomainError True"]
+
+
+@pytest.mark.parametrize("name, params, slope", [("softshrink", {"lambd": 0}, 1), ("hardshrink", {"lambd": 0}, 1),
+                                                 ("celu", {"alpha": 2}, 1), ("relu_squared", {}, 0),
+                                                 ("pade", {"b1": 1}, 1)])
+def test_slope_at_a_differentiable_kink_at_0_is_the_derivative_not_the_autograd_branch(name, params, slope):
+    """softshrink and hardshrink at lambd = 0 are the identity: properties() said differentiable_at_0 = True
+    and C^oo, but slope_at_0 = 0, the value of the (0, True) branch that holds only at x = 0 (autograd's
+    convention, which derivative() keeps).  Where f is differentiable at 0 the slope is f'(0).  Reference:
+    the difference quotient at h = +-1e-30, 50 digits."""
+    act = symact.activation(name, **params)
+    props = act.properties()
+    assert props.differentiable_at_0 is True and 0 in props.kinks
+    f = act.concrete_expr
+    for h in (sympy.Rational(1, 10**30), -sympy.Rational(1, 10**30)):
+        assert abs(sympy.N((f.xreplace({x: h}) - props.value_at_0) / h, 50) - slope) < 1e-20
+    assert props.slope_at_0 == slope

@@ -137,8 +137,11 @@ def test_every_builtin_derivative_at_its_kinks_and_0_matches_autograd(name, para
         (grad,) = torch.autograd.grad(builtin(t).sum(), t)
         ours = float(act.derivative()(k))
         assert ours == pytest.approx(grad.item(), rel=1e-6, abs=1e-12), (name, params, k, ours, grad.item())
-        if k == 0:
+        if k == 0 and not (name in ("softshrink", "hardshrink") and params == {"lambd": 0}):
             assert float(act.properties().slope_at_0) == pytest.approx(grad.item(), rel=1e-6, abs=1e-12)
+    # at lambd = 0 both shrinks are the identity: autograd's 0 at x = 0 is derivative()'s convention, but the
+    # function is differentiable there and properties().slope_at_0 is its two-sided slope, 1
+    # (test_activation.py::test_slope_at_a_differentiable_kink_at_0_is_the_derivative_not_the_autograd_branch)
 
 
 def test_celu_is_c1_with_slope_1_at_0():
