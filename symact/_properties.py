@@ -469,12 +469,27 @@ def _invert_analytic(f, symbol, y):
     raise NoInverseError(f"SymPy found no closed-form inverse of {f} valid on the whole range")
 
 
+def _piece_region(pw, index, symbol):
+    """Where piece ``index`` of ``pw`` holds (its condition and none before it), as a set when SymPy can
+    say, else its condition: the last piece's condition is True, which names no region."""
+    cond = pw.args[index].cond
+    try:
+        region = sympy.And(cond, *[sympy.Not(c) for _, c in pw.args[:index]]).as_set()
+    except (NotImplementedError, TypeError, ValueError):
+        return cond
+    return region if isinstance(region, sympy.Set) else cond
+
+
 def _invert_piecewise(pw, symbol, y, direction):
+    for index, (expr, _) in enumerate(pw.args):
+        # a constant piece first: softshrink said "constant on a piece (True)", and hardshrink, whose first
+        # condition is an Or, "invert the pieces by hand", though it is constant (0) on [-1/2, 1/2]
+        if not expr.has(symbol):
+            raise NoInverseError(f"{pw} is constant ({expr}) for x in {_piece_region(pw, index, symbol)}; "
+                                 "it is not injective")
     pieces = []
     for expr, cond in pw.args:
-        inverse = _invert_analytic(expr, symbol, y) if expr.has(symbol) else None
-        if inverse is None:
-            raise NoInverseError(f"{pw} is constant on a piece ({cond}); it is not injective")
+        inverse = _invert_analytic(expr, symbol, y)
         if cond is sympy.true:
             pieces.append((inverse, True))
             continue

@@ -961,3 +961,20 @@ def test_slope_at_a_differentiable_kink_at_0_is_the_derivative_not_the_autograd_
     for h in (sympy.Rational(1, 10**30), -sympy.Rational(1, 10**30)):
         assert abs(sympy.N((f.xreplace({x: h}) - props.value_at_0) / h, 50) - slope) < 1e-20
     assert props.slope_at_0 == slope
+
+
+@pytest.mark.parametrize("name, constant, region", [("softshrink", 0, sympy.Interval(-sympy.S.Half, sympy.S.Half)),
+                                                    ("hardshrink", 0, sympy.Interval(-sympy.S.Half, sympy.S.Half)),
+                                                    ("relu6", 6, sympy.Interval(6, sympy.oo))])
+def test_a_piecewise_with_a_constant_piece_says_where_it_is_constant(name, constant, region):
+    """softshrink's inverse() error said 'constant on a piece (True)' (its last condition, which names no
+    region), and hardshrink's 'cannot invert a piece with condition (x > 1/2) | (x < -1/2); invert the
+    pieces by hand', though it is 0 on [-1/2, 1/2] and no inverse exists.  The region is checked to be
+    where the function is that constant, at its ends and middle."""
+    act = symact.activation(name)
+    with pytest.raises(symact.NoInverseError, match="not injective") as info:
+        act.inverse()
+    assert f"is constant ({constant}) for x in {region}" in str(info.value)
+    ends = [region.inf, region.sup if region.sup.is_finite else region.inf + 100]
+    for point in (*ends, (ends[0] + ends[1]) / 2):
+        assert act(point) == constant
