@@ -98,6 +98,10 @@ def _log1p_evalf(arg: sympy.Expr, prec: int) -> sympy.Float | None:
         return None
     if t == 0:
         return sympy.Float(0, precision=prec)
+    if _magnitude_bits(t) < -(prec + 20):
+        # log(1 + t) = t*(1 - t/2 + ...) = t to prec bits: raising the working precision by log2(1/|t|)
+        # would hang (Softplus(10**7/3).evalf() worked at 4.8 million bits for exp(-u) ~ 1e-1447648)
+        return sympy.Float(t, precision=prec)
     extra = max(0, -_magnitude_bits(t))
     work = prec + 20 + extra
     t = _numeric(arg, work)
@@ -112,7 +116,11 @@ def _expm1_evalf(arg: sympy.Expr, prec: int) -> sympy.Float | None:
         return None
     if u == 0:
         return sympy.Float(0, precision=prec)
-    extra = max(0, -_magnitude_bits(u))
+    if _magnitude_bits(u) < -(prec + 20):
+        return sympy.Float(u, precision=prec)   # exp(u) - 1 = u*(1 + u/2 + ...) = u to prec bits
+    # 1/|u| bits for the cancellation near 0; |u| bits for exp's conditioning far out (u's rounding error
+    # times |u| is exp's relative error: Expm1(10**300) had a wrong mantissa, 7.04e+... for 5.44e+...)
+    extra = max(0, -_magnitude_bits(u)) + max(0, _magnitude_bits(u))
     work = prec + 20 + extra
     u = _numeric(arg, work)
     value = sympy.exp(u).evalf(_dps(work)) - sympy.Float(1, precision=work)
@@ -161,7 +169,13 @@ class SafePrimitive(sympy.Function):
         u = _numeric(self.args[0], prec + 30)
         if u is None:
             return None
-        value = self.func(u, evaluate=False).elementary().evalf(_dps(prec + 30))
+        # the elementary forms hold exp(+-u) (erfc(u) ~ exp(-u**2)): their relative error is |u| (u**2)
+        # times u's, so far out u needs that many more bits (Sigmoid(-10**300/3) came out with a wrong
+        # mantissa); each bit of |u| doubles the exponent's magnitude, 2x for the square
+        extra = 2 * max(0, _magnitude_bits(u))
+        if extra:
+            u = _numeric(self.args[0], prec + 30 + extra)
+        value = self.func(u, evaluate=False).elementary().evalf(_dps(prec + 30 + extra))
         return sympy.Float(value, precision=prec)
 
 

@@ -429,3 +429,49 @@ def test_a_power_of_x_over_a_power_of_abs_x_takes_its_limit_at_0(naive, safe, li
     if naive == x / sympy.sqrt(sympy.Abs(x)):
         assert safe_derivative(naive, x) == 1 / (2 * sympy.sqrt(sympy.Abs(x)))
         assert safe_derivative(safe, x) == 1 / (2 * sympy.sqrt(sympy.Abs(x)))
+
+
+FAR_OUT = [
+    (Expm1, sympy.Integer(10) ** 300, mpmath.expm1),
+    (Expm1, sympy.Rational(10**9, 3), mpmath.expm1),
+    (Sigmoid, -sympy.Rational(10**20, 3), MP_REFERENCE[Sigmoid]),
+    (Softplus, -sympy.Rational(10**9, 3), MP_REFERENCE[Softplus]),
+    (LogSigmoid, sympy.Rational(10**9, 3), MP_REFERENCE[LogSigmoid]),
+    (NormalCdf, -sympy.Rational(10**9, 3), mpmath.ncdf),
+    (Erfcx, -sympy.Rational(10**9, 3), MP_REFERENCE[Erfcx]),
+]
+
+
+@pytest.mark.parametrize("prim, arg, reference", FAR_OUT, ids=lambda c: getattr(c, "__name__", str(c)[:12]))
+@pytest.mark.parametrize("digits", [15, 40])
+def test_evalf_far_out_keeps_the_requested_digits(prim, arg, reference, digits):
+    """exp(u) has relative condition |u| (erfc(u) ~ exp(-u**2): u**2), so u rounded to the working precision
+    plus 20-30 guard bits gave a wrong mantissa once |u| outgrew the guard: Expm1(10**300).evalf(15) was
+    7.04e+(...) for 5.44e+(...), Sigmoid(-10**20/3) and NormalCdf(-10**9/3) were off in their leading digits.
+    Reference: mpmath with as many digits as u has plus the requested ones."""
+    value = prim(arg).evalf(digits)
+    with mpmath.workdps(digits + 2 * len(str(abs(arg.p))) + 30):
+        exact = reference(mpmath.mpf(arg.p) / arg.q)
+        error = abs((mpmath.mpf(str(value)) - exact) / exact)
+    assert error < mpmath.mpf(10) ** (1 - digits), (value, mpmath.nstr(exact, digits))
+
+
+def test_evalf_of_a_tiny_log1p_or_expm1_argument_does_not_raise_the_precision_without_bound():
+    """log1p/expm1 raised the working precision by log2(1/|t|) bits: Softplus(10**7/3).evalf() evaluated
+    log1p(exp(-u)) with exp(-u) ~ 1e-1447648 at 4.8 million bits and did not finish in minutes.  Below
+    2**-(prec + 20), log1p(t) and expm1(t) are t to the requested precision."""
+    import subprocess
+    import sys
+
+    code = ("import sympy; from symact.primitives import Softplus, LogSigmoid, Expm1, Log1p\n"
+            "u = sympy.Rational(10**7, 3); t = sympy.Rational(7, 10**50000)\n"
+            "print(Softplus(u).evalf(30)); print(LogSigmoid(u).evalf(30)); print(Softplus(-u).evalf(30))\n"
+            "print(Expm1(-t).evalf(30)); print(Log1p(t).evalf(30))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split()
+    with mpmath.workdps(60):
+        u = mpmath.mpf(10**7) / 3
+        expected = [u, -mpmath.exp(-u), mpmath.exp(-u), -7 * mpmath.mpf(10) ** -50000, 7 * mpmath.mpf(10) ** -50000]
+        for got, want in zip(lines, expected):
+            assert abs((mpmath.mpf(got) - want) / want) < 1e-29, (got, want)
