@@ -355,7 +355,7 @@ def _real_zeros(base: sympy.Expr, domain) -> list:
         if isinstance(found, sympy.FiniteSet):
             roots = list(found)
     except (NotImplementedError, ValueError, TypeError):
-        pass
+        pass  # roots stays None: solve() below is the fallback
     if roots is None:
         try:
             roots = sympy.solve(base, X)
@@ -435,7 +435,7 @@ def _near_removable(function, points):
             if mpmath.isfinite(value):
                 return value
         except (ZeroDivisionError, ValueError):
-            pass
+            pass  # 0/0 at the point itself: a removable singularity, whose limit is taken below
         h = mpmath.mpf(10) ** (-(digits + 5))
         with mpmath.workdps(digits + order * (digits + 5) + 10):
             value = (function(t - h, pv) + function(t + h, pv)) / 2
