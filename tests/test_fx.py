@@ -1525,3 +1525,64 @@ def test_a_linear_layer_or_pool_over_the_moved_batch_is_refused():
     with pytest.raises(InvalidGraphError, match=r"F.avg_pool1d averages the last 1 dim\(s\) \[2\].*dim 2, which holds "
                                                 r"the batch"):
         graphs.from_torch(OverBatch(pool=True), x)
+
+
+class _Wrapped(nn.Module):
+    """linear -> tanh -> `op` -> linear, on (batch, 4) inputs."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.a, self.o, self.op = nn.Linear(4, 8), nn.Linear(8, 2), op
+
+    def forward(self, x):
+        return self.o(self.op(torch.tanh(self.a(x))))
+
+
+@pytest.mark.parametrize("op", [lambda h: h.clone(), torch.clone, lambda h: torch.cat([h]),
+                                lambda h: torch.cat([h], dim=-1)],
+                         ids=["clone-method", "torch.clone", "cat-one", "cat-one-dim"])
+def test_copies_and_a_cat_of_one_tensor_are_the_tensor(op):
+    # each was refused as unsupported (clone) or as a concat of one part
+    g = graphs.from_torch(_Wrapped(op), torch.randn(3, 4))
+    assert same_network(g, graphs.mlp(1, activation="tanh"))
+
+
+def test_rrelu_in_eval_mode_is_the_leaky_relu_of_the_mean_slope_and_refused_in_training():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.act, self.o = nn.Linear(4, 8), nn.RReLU(0.1, 0.3), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.o(self.act(self.a(x)))
+
+    net = Net().eval()
+    g = graphs.from_torch(net, torch.randn(3, 4))
+    (node,) = graphs.activation_nodes(g)
+    assert g.nodes[node]["activation"] == "leaky_relu"
+    slope = g.nodes[node]["activation_params"]["negative_slope"]
+    # torch's own eval-mode RReLU is the reference
+    h = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    assert torch.allclose(net.act(h), F.leaky_relu(h, slope), rtol=0, atol=1e-15)
+    with pytest.raises(InvalidGraphError, match=r"RReLU.*training mode.*model.eval\(\)"):
+        graphs.from_torch(Net().train(), torch.randn(3, 4))
+
+
+def test_a_mean_with_numpy_s_axis_keyword_pools_that_axis():
+    # axis= was not read: the mean was taken over every dim and refused as a batch mean
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.o = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):  # (batch, length, features)
+            return self.o(torch.tanh(self.a(x)).mean(axis=1))
+
+    by_axis = graphs.from_torch(Net(), torch.randn(3, 5, 4))
+
+    class ByDim(Net):
+        def forward(self, x):
+            return self.o(torch.tanh(self.a(x)).mean(dim=1))
+
+    assert same_network(by_axis, graphs.from_torch(ByDim(), torch.randn(3, 5, 4)))
+    assert any(k == "pool" for _, k in by_axis.nodes(data="kind"))
