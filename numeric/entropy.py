@@ -130,6 +130,9 @@ def _target_number(target_entropy) -> float:
                 f"target_entropy must be one number (nats) shared by every row, got a tensor of shape "
                 f"{tuple(target_entropy.shape)}; solve rows with different targets in separate calls")
         target_entropy = target_entropy.item()
+    if isinstance(target_entropy, bool):  # float(True) is 1.0: a flag passed in the target's place
+        raise DomainError(f"target_entropy must be a number of nats, got {target_entropy!r}; "
+                          f"pass the target entropy (in [0, log m]) as a number")
     try:
         value = float(target_entropy)
     except (TypeError, ValueError):

@@ -106,6 +106,10 @@ def _log1p_evalf(arg: sympy.Expr, prec: int) -> sympy.Float | None:
     work = prec + 20 + extra
     t = _numeric(arg, work)
     one_plus = sympy.Float(1, precision=work) + t  # exact at `work` bits
+    if one_plus <= 0:
+        # outside the real domain u > -1: complex, as sympy.log(-2).evalf() is (sympy.Float of it
+        # was mpmath's bare "cannot create mpf from ... + 3.14...*I")
+        return sympy.log(one_plus).evalf(_dps(prec))
     return sympy.Float(sympy.log(one_plus).evalf(_dps(work)), precision=prec)
 
 
@@ -285,6 +289,8 @@ class Log1p(SafePrimitive):
     def eval(cls, arg):
         if arg.is_zero:
             return S.Zero
+        if arg is S.NegativeOne:
+            return S.ComplexInfinity  # log(1 + u) at u = -1 is sympy.log(0)
 
     def fdiff(self, argindex=1):
         return 1 / (1 + self.args[0])

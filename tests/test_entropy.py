@@ -829,3 +829,13 @@ def test_entropy_normalize_module_refuses_an_unknown_short_rows_when_built():
     forward, possibly deep inside a training loop."""
     with pytest.raises(DomainError, match="short_rows must be 'raise' or 'uniform'"):
         EntropyNormalize(1.0, short_rows="uniforn")
+
+
+@pytest.mark.parametrize("target", [True, False, torch.tensor(True)])
+def test_a_bool_target_is_refused_not_read_as_one_or_zero_nats(target):
+    # float(True) == 1.0: entropy_normalize(p, True) solved for 1 nat
+    p = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    with pytest.raises(DomainError, match="target_entropy must be a number"):
+        entropy_normalize(p, target)
+    with pytest.raises(DomainError, match="target_entropy must be a number"):
+        solve_entropy_gamma(p, target)

@@ -475,3 +475,9 @@ def test_evalf_of_a_tiny_log1p_or_expm1_argument_does_not_raise_the_precision_wi
         expected = [u, -mpmath.exp(-u), mpmath.exp(-u), -7 * mpmath.mpf(10) ** -50000, 7 * mpmath.mpf(10) ** -50000]
         for got, want in zip(lines, expected):
             assert abs((mpmath.mpf(got) - want) / want) < 1e-29, (got, want)
+
+
+@pytest.mark.parametrize("u", [sympy.Rational(-10**5, 3), -2, sympy.Rational(-3, 2), -1])
+def test_log1p_evalf_below_minus_one_is_sympy_s_complex_log(u):
+    # sympy.Float of the complex log was mpmath's bare TypeError "cannot create mpf from ... *I"
+    assert Log1p(u).evalf(30) == sympy.log(1 + u).evalf(30)
