@@ -1208,6 +1208,9 @@ class ComposedKernelMaps:
 
     @_at_precision
     def q_map_derivative(self, q, n: int = 1):
+        if isinstance(n, bool) or int(n) != n or n < 0:
+            raise DomainError(f"n={n!r}: derivative order must be a non-negative integer "
+                              f"(composed maps provide n = 0, 1).")
         if n == 0:
             return self.q_map(q)
         if n != 1:
@@ -1221,6 +1224,10 @@ class ComposedKernelMaps:
 
     @_at_precision
     def c_map_derivative(self, c, n: int = 1, q1=1, q2=1):
+        if isinstance(n, bool) or int(n) != n or n < 0:  # -1 was told "n <= 2" only
+            raise DomainError(f"n={n!r}: derivative order must be a non-negative integer "
+                              f"(composed maps provide n = 0, 1, 2).")
+        n = int(n)
         if n == 0:
             return self.c_map(c, q1, q2)
         ci = _clip_unit(self.inner.c_map(c, q1, q2))

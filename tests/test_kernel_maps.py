@@ -931,3 +931,15 @@ def test_c_map_of_an_array_is_refused_pointing_to_c_map_curve(engine):
         with pytest.raises(DomainError, match="c_map_curve"):
             maps.c_map(cs)
     assert list(maps.c_map_curve(np.array([0.5, 0.2]))) == pytest.approx([maps.c_map(0.5), maps.c_map(0.2)], rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [-1, 0.5, True])
+def test_composed_maps_refuse_an_order_that_is_not_a_non_negative_integer(n):
+    # c_map_derivative(0.5, -1) said only "n <= 2"; 0.5 and True reached the chain rule
+    m = kernel_maps("erf", engine="closed")
+    comp = m.composed(m)
+    with pytest.raises(DomainError, match="non-negative integer"):
+        comp.c_map_derivative(0.5, n)
+    with pytest.raises(DomainError, match="non-negative integer"):
+        comp.q_map_derivative(1.0, n)
+    assert comp.c_map_derivative(0.5, 2.0) == comp.c_map_derivative(0.5, 2)  # a whole float is that integer
