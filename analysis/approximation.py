@@ -675,7 +675,9 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             raise DomainError(
                 f"the minimax {p} near {mpmath.nstr(to_p(u_mid), 8)} could not be solved to {dps} digits: the "
                 "extremal branches neither cross nor have a stationary point there (the max error may be flat "
-                f"in {p}, e.g. set by one extremum that does not depend on it); narrow parameter_range or domain"
+                f"in {p}, e.g. set by one extremum that does not depend on it); narrow parameter_range or domain, "
+                f"or raise grid (now {grid} points: too few can miss an extremum, e.g. grid=4 for squareplus vs "
+                f"softplus, which grid=8 solves)"
             ) from None
         M, pts = max_abs(p_value, 2 * grid)
         # a minimum: the max error rises on both sides.  Where it is flat to the working precision the secant

@@ -455,3 +455,9 @@ def test_minimax_reports_the_edge_only_when_an_end_of_the_domain_is_active():
     a = sympy.Symbol("a", positive=True)
     with pytest.raises(DomainError, match="edge of the domain"):
         minimax(sympy.sin(a * x) / (a * x), sympy.exp(-x**2 / 6), a, dps=10, domain=2)
+
+
+def test_minimax_failure_with_a_coarse_grid_names_the_grid():
+    # grid=4 misses an extremum; the message only said to narrow parameter_range or domain
+    with pytest.raises(DomainError, match=r"raise grid \(now 4 points"):
+        minimax("squareplus", "softplus", "b", dps=8, grid=4)
