@@ -620,14 +620,20 @@ class _null:
         return False
 
 
+def _reported_beta(funcs: ActivationFunctions, beta: float) -> float:
+    """beta as the solver reports roots: reflected to beta >= 0 where roots come in mirror pairs
+    (odd or odd-plus-constant activations), as ``_pick`` does (tanh's refusal quoted beta = -38.6)."""
+    return abs(beta) if funcs.odd_offset is not None else beta
+
+
 def _raise_dks_infeasible(funcs: ActivationFunctions, c_t, q_t, points, reached, system, scale):
     if reached is not None:  # a root exists for smaller targets and could not be continued to c_t
         t_max, x_max = reached
         raise InfeasibleShapingError(
             f"DKS for {funcs.name}: per-layer C'(1) = {c_t:.12g} (with Q'(1) = {q_t:g}) was not reached: "
             f"following the solution from smaller targets, C'(1) = {t_max:.10g} was the largest reached "
-            f"(alpha={math.exp(x_max[0]):.6g}, beta={x_max[1]:.6g}) and no larger step converged in float64 "
-            "(roots with alpha > 200 are not followed). Use a "
+            f"(alpha={math.exp(x_max[0]):.6g}, beta={_reported_beta(funcs, x_max[1]):.6g}) and no larger step "
+            "converged in float64 (roots with alpha > 200 are not followed). Use a "
             f"smaller zeta (a per-layer C'(1) of at most about {t_max:.6g}; with T layers in series "
             "zeta <= that**T), or spread the nonlinearity over more layers."
         )
@@ -803,7 +809,7 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
             raise InfeasibleShapingError(
                 f"TAT for {funcs.name}: per-layer C''(1) = {k_t:.12g} was not reached: following the solution "
                 f"from smaller targets, C''(1) = {t_max:.10g} was the largest reached (alpha="
-                f"{math.exp(x_max[0]):.6g}, beta={x_max[1]:.6g}) and no larger step converged in float64 "
+                f"{math.exp(x_max[0]):.6g}, beta={_reported_beta(funcs, x_max[1]):.6g}) and no larger step converged in float64 "
                 "(roots with alpha > 200 are not followed). Use a smaller "
                 "tau (less curvature per layer)."
             )

@@ -920,3 +920,12 @@ def test_tat_per_layer_curvature_honours_dps_with_float_graph_weights():
     with mpmath.workdps(50):
         network = graphs.max_subnetwork_value(g, lambda node, y: mpmath.mpf(k) + y, mpmath.mpf(0))
         assert abs(network - mpmath.mpf(3) / 10) < mpmath.mpf(10) ** -31
+
+
+def test_an_unreached_tat_target_quotes_the_root_reflected_like_the_solutions():
+    # roots of an odd activation come in mirror pairs and solutions are reported with beta >= 0;
+    # the refusal quoted the unreflected root (beta=-38.6 for tanh)
+    import graphs
+
+    with pytest.raises(InfeasibleShapingError, match=r"largest reached \(alpha=[\d.]+, beta=[\d.]+\)"):
+        shaping.shape("tanh", graphs.mlp(2), method="tat", tau=100)
