@@ -574,7 +574,7 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     expr = _rational_tails(expr, inputs)
     expr = expr.replace(
         lambda e: isinstance(e, Pow) and e.exp in (S.Half, -S.Half) and _square_plus_constant(e.base) is not None,
-        lambda e: _SqrtSquarePlus(*_square_plus_constant(e.base)) ** (2 * e.exp),
+        lambda e: _scaled_sqrt_square_plus(*_square_plus_constant(e.base), 2 * e.exp),
     )
     expr = fuse_builtins(expr)
     expr = _mask_piecewise(expr, inputs)
@@ -851,14 +851,19 @@ class _Emitter:
         num_ops = [self.value(f) for f in numerator]
         den_ops = [self.value(f) for f in denominator]
         c = number_literal(coeff)
+        # a scale |c| > 1 of a ratio is applied after the division: (c*x)/sqrt(x**2 + 3) (sqrt(3)*x over
+        # it is x/sqrt(1 + x**2/3)) overflowed to inf at x = 3e38 in float32, where the value is 1.73
+        scale_last = bool(abs(coeff) > 1) and bool(den_ops) and bool(num_ops)
         if not self.inplace:
             num = " * ".join(op.code for op in num_ops) if num_ops else None
             den = " * ".join(op.code for op in den_ops) if den_ops else None
             if num is None:
                 num = c if coeff != 1 or den else "1.0"
-            elif coeff != 1:
+            elif coeff != 1 and not (den and scale_last):
                 num = f"{c} * {num}"
             code = f"{num} / ({den})" if den else num
+            if num_ops and den and scale_last:
+                code = f"{code} * {c}"
             return self.assign(code, full=any(op.full for op in num_ops + den_ops))
         if not num_ops:
             d = self._product(den_ops)
@@ -868,8 +873,17 @@ class _Emitter:
                 return self.assign(f"torch.reciprocal({d.code})", full=d.full)
             acc = self.assign(f"torch.full_like({d.code}, {c})", full=d.full)
             return self.mutate(acc, f"div_({d.code})")
+        if bool(abs(coeff) < 1) and len(num_ops) > 1 and coeff != 0:
+            # a scale |c| < 1 first, as the graph code's c * a * b does: (a*b)*c overflowed where the
+            # value is finite (x*sqrt(x**2/9 + 1) was inf at x = 2.2e19 in float32, value 1.6e38)
+            first, *others = sorted(num_ops, key=lambda op: not self.can_mutate(op))
+            if self.can_mutate(first):
+                self.mutate(first, f"mul_({c})")
+            else:
+                first = self.assign(f"torch.mul({first.code}, {c})", full=first.full)
+            num_ops, coeff = [first, *others], S.One
         acc = self._product(num_ops)
-        if coeff != 1:
+        if coeff != 1 and not scale_last:
             if self.can_mutate(acc):
                 self.mutate(acc, "neg_()" if coeff == -1 else f"mul_({c})")
             else:
@@ -880,6 +894,8 @@ class _Emitter:
                 self.mutate(acc, f"div_({d.code})")
             else:
                 acc = self.assign(f"torch.div({acc.code}, {d.code})", full=acc.full or d.full)
+        if scale_last:
+            self.mutate(acc, f"mul_({c})")  # acc is a fresh quotient here
         return acc
 
     def _scaled_square(self, base: sympy.Expr, coeff: sympy.Expr) -> _Operand:
@@ -1473,6 +1489,21 @@ def _square_plus_constant(base: sympy.Expr):
             return None
         halves.append(factor.base ** (factor.exp / 2))
     return sympy.sqrt(scale) * Mul(*halves), constant
+
+
+def _scaled_sqrt_square_plus(u: sympy.Expr, constant: sympy.Expr, power: sympy.Expr) -> sympy.Expr:
+    """sqrt(u**2 + c)**power as _SqrtSquarePlus, a number k > 0 of u = k*v taken outside:
+    k**power*_SqrtSquarePlus(v, c/k**2)**power.  Inside, k*v overflowed where the function is finite
+    (sqrt(9*x**2 + 1)/3 printed hypot(3*x, 1)/3: inf at x = 3e38 in float32, derivative NaN); outside,
+    it merges with the other numbers of the product (here 1/3*3 = 1).  Only while sqrt(c)/k stays
+    a normal number in float16 and far from overflow (a tiny one would be flushed to zero)."""
+    scale, v = split_numeric_factor(u)
+    scale = abs(scale)  # only u**2 = scale**2*v**2 is used
+    if scale.is_number and scale.is_positive and scale != 1:
+        ratio = sympy.sqrt(constant) / scale
+        if bool(ratio >= sympy.Rational(1, 2**10)) and bool(ratio <= 2**10):
+            return scale**power * _SqrtSquarePlus(v, constant / scale**2) ** power
+    return _SqrtSquarePlus(u, constant) ** power
 
 
 def _count(expr: sympy.Expr, symbol: sympy.Symbol) -> int:

@@ -1033,6 +1033,37 @@ def test_sqrt_of_scaled_square_plus_constant_does_not_overflow(formula, params):
                 assert abs(got - float(want)) <= 4 * eps * abs(float(want)), (formula, p, got, want)
 
 
+@pytest.mark.parametrize("formula, points, check_slope", [
+    # sqrt(3)*x/sqrt(x**2 + 3): the scale sqrt(3) was applied before the division, (sqrt(3)*x) = inf
+    ("x/sqrt(1 + x**2/3)", [-3e38, -1.5, 0.0, 0.7, 3e38], True),
+    # hypot(3*x, 1)/3: 3*x = inf at 3e38 (value inf, derivative NaN); now hypot(x, 1/3)
+    ("sqrt(9*x**2 + 1)/3", [-3e38, -1e20, -1.5, 0.0, 0.7, 1e30, 3e38], True),
+    # in place, (hypot(x, 3)*x)/3 overflowed at 2.2e19 where the value is 1.6e38 (its derivative
+    # (2*x**2 + 9)/(3*sqrt(x**2 + 9)) still squares x there: not checked)
+    ("x*sqrt(x**2/9 + 1)", [-2.2e19, -1.5, 0.0, 0.7, 2.2e19], False),
+])
+def test_numeric_scale_applied_where_it_cannot_overflow(formula, points, check_slope):
+    """A number multiplying a float32 quotient or product is applied where the intermediate stays finite,
+    in the in-place and in the graph code alike.  Reference: the formula and SymPy's derivative by
+    mpmath at 50 digits."""
+    act = symact.activation(formula)
+    (x,) = act.expr.free_symbols
+    value, slope = (sympy.lambdify(x, f, "mpmath") for f in (act.expr, sympy.diff(act.expr, x)))
+    namespace = type(torch_module(act)).forward.__globals__
+    t = torch.tensor(points, dtype=torch.float32)
+    eps = float(torch.finfo(torch.float32).eps)
+    for suffix in ("", "_graph"):
+        (y,) = namespace["_forward" + suffix](t.clone())
+        (g,) = namespace["_backward" + suffix](torch.ones_like(t), t.clone())
+        for p, got_value, got_slope in zip(points, y.tolist(), g.tolist()):
+            with mpmath.workdps(50):
+                checks = [(got_value, value(mpmath.mpf(p)))]
+                if check_slope:
+                    checks.append((got_slope, slope(mpmath.mpf(p))))
+                for got, want in checks:
+                    assert abs(got - float(want)) <= 4 * eps * abs(float(want)), (formula, suffix, p, got, want)
+
+
 def test_derivative_from_output_guards_reject_inaccurate_and_overflowing_forms():
     """The sigmoid's y*(1 - y) is exact in y but not in y rounded near 1 (the derivative there is
     ~exp(-x), 1 - y is 0): rejected. exp(y)/(exp(y) + 1) overflows to inf/inf: rejected."""
