@@ -572,6 +572,8 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
                         lambda e: _scale_into_piecewise(e, inputs))
     expr = _saturation_clamp(expr, inputs)
     expr = _rational_tails(expr, inputs)
+    expr = expr.replace(lambda e: isinstance(e, Log1p) and _log1p_of_square(e.args[0]) is not None,
+                        lambda e: _log1p_of_square(e.args[0]))
     expr = expr.replace(
         lambda e: isinstance(e, Pow) and e.exp in (S.Half, -S.Half) and _square_plus_constant(e.base) is not None,
         lambda e: _scaled_sqrt_square_plus(*_square_plus_constant(e.base), 2 * e.exp),
@@ -1504,6 +1506,30 @@ def _scaled_sqrt_square_plus(u: sympy.Expr, constant: sympy.Expr, power: sympy.E
         if bool(ratio >= sympy.Rational(1, 2**10)) and bool(ratio <= 2**10):
             return scale**power * _SqrtSquarePlus(v, constant / scale**2) ** power
     return _SqrtSquarePlus(u, constant) ** power
+
+
+def _log1p_of_square(arg: sympy.Expr):
+    """log1p(k*u**(2*m)) (k > 0 a number) as log1p(v**2) for |v| <= 1 and 2*log(hypot(v, 1)) beyond, with
+    v = sqrt(k)*u**m, else None.  log1p(x**2) was inf from |x| = 1.8e19 in float32 (x**2 overflows) where
+    the value is 89 to 177; the hypot form alone would lose log1p's relative accuracy near 0 (hypot(x, 1)
+    rounds to 1 below |x| = 2.4e-4).  Beyond |v| = 1 the value is at least log(2): no cancellation.  Finite
+    while v is (for k > 1 that is below the largest float by sqrt(k)).
+    Each branch sees v masked into its own region (the double-where rule)."""
+    scale, rest = split_numeric_factor(arg)
+    if not (scale.is_number and scale.is_positive) or rest.is_number:
+        return None
+    halves = []
+    for factor in Mul.make_args(rest):
+        if not (isinstance(factor, Pow) and factor.exp.is_Integer and factor.exp > 0 and factor.exp % 2 == 0):
+            return None
+        halves.append(factor.base ** (factor.exp / 2))
+    v = sympy.sqrt(scale) * Mul(*halves)
+    large = sympy.Abs(v) > 1
+    # the small branch is taken where ~(|v| > 1), a NaN input included, and sees v itself there (a
+    # NaN stays NaN: masked with |v| <= 1 instead, it would be replaced by the point)
+    not_large = sympy.Not(large, evaluate=False)
+    return _Select(large, 2 * sympy.log(_SqrtSquarePlus(_Masked(v, large, S(2)), S.One)),
+                   Log1p(_Masked(v, not_large, S.Zero) ** 2))
 
 
 def _count(expr: sympy.Expr, symbol: sympy.Symbol) -> int:

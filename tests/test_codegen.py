@@ -1064,6 +1064,36 @@ def test_numeric_scale_applied_where_it_cannot_overflow(formula, points, check_s
                     assert abs(got - float(want)) <= 4 * eps * abs(float(want)), (formula, suffix, p, got, want)
 
 
+@pytest.mark.parametrize("formula, top", [("log(1 + x**2)", 3e38), ("log(1 + 4*x**2)", 1e38)])
+def test_log1p_of_a_square_is_finite_and_accurate_in_float32(formula, top):
+    """log1p(x**2) was inf from |x| = 1.8e19 in float32 (x**2 overflows; the value is 89 to 177): beyond
+    |sqrt(k)*x| = 1 it is 2*log(hypot(sqrt(k)*x, 1)), below log1p itself (relative accuracy near 0, where
+    hypot(x, 1) rounds to 1).  NaN stays NaN; the graph code's own autograd gradient is finite and right
+    (each branch sees a masked input).  Finite while sqrt(k)*x is (hence 1e38 for k = 4).
+    Reference: mpmath at 50 digits."""
+    act = symact.activation(formula)
+    (x,) = act.expr.free_symbols
+    value, slope = (sympy.lambdify(x, f, "mpmath") for f in (act.expr, sympy.diff(act.expr, x)))
+    namespace = type(torch_module(act)).forward.__globals__
+    points = [-top, -2e19, -3.0, -1.0, -0.5, -1e-5, 0.0, 1e-18, 1e-5, 0.4999999, 0.5000001, 1.0000001, 2e19, top]
+    t = torch.tensor(points, dtype=torch.float32)
+    eps, tiny = float(torch.finfo(torch.float32).eps), float(torch.finfo(torch.float32).tiny)
+    for suffix in ("", "_graph"):
+        (y,) = namespace["_forward" + suffix](t.clone())
+        for p, got in zip(t.tolist(), y.tolist()):
+            with mpmath.workdps(50):
+                want = float(value(mpmath.mpf(p)))
+            assert abs(got - want) <= max(4 * eps * abs(want), tiny), (formula, suffix, p, got, want)
+        (nan,) = namespace["_forward" + suffix](torch.tensor([float("nan")]))
+        assert math.isnan(nan.item()), (formula, suffix)
+    leaf = t.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(namespace["_forward_graph"](leaf)[0].sum(), leaf)
+    for p, got in zip(t.tolist(), g.tolist()):
+        with mpmath.workdps(50):
+            want = float(slope(mpmath.mpf(p)))
+        assert abs(got - want) <= max(4 * eps * abs(want), tiny), (formula, p, got, want)
+
+
 def test_derivative_from_output_guards_reject_inaccurate_and_overflowing_forms():
     """The sigmoid's y*(1 - y) is exact in y but not in y rounded near 1 (the derivative there is
     ~exp(-x), 1 - y is 0): rejected. exp(y)/(exp(y) + 1) overflows to inf/inf: rejected."""
