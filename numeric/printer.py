@@ -94,6 +94,17 @@ class _SqrtSquarePlus(sympy.Function):
         return True
 
 
+class _SquarePlusRatio(sympy.Function):
+    """_SquarePlusRatio(u, c) = u/sqrt(u**2 + c) for a number c > 0 (bounded by 1), printed as u over the
+    hypot of _SqrtSquarePlus: opaque, so that x*_SquarePlusRatio(x**2, 1) is not merged back into
+    x**3/sqrt(x**4 + 1), whose x**3 overflows first."""
+
+    nargs = 2
+
+    def _eval_is_real(self):
+        return True
+
+
 class _Masked(sympy.Function):
     """_Masked(u, region, point) = u inside region, point outside (a safe branch input)."""
 
@@ -205,7 +216,7 @@ def _point_of_set(region_set: sympy.Set) -> sympy.Expr | None:
 
 _ALWAYS_FINITE = (sympy.sin, sympy.cos, sympy.tanh, sympy.atan, sympy.erf, sympy.erfc, Sigmoid,
                   NormalCdf, Softplus, LogSigmoid, sympy.Abs, sympy.sign, sympy.Max, sympy.Min,
-                  _Silu, _Mish, _SqrtSquarePlus)
+                  _Silu, _Mish, _SqrtSquarePlus, _SquarePlusRatio)
 
 
 def _finite_everywhere(expr: sympy.Expr) -> bool:
@@ -330,6 +341,7 @@ def numpy_modules() -> list:
         "_Silu": lambda u: u * primitives["Sigmoid"](u),
         "_Mish": lambda u: u * np.tanh(primitives["Softplus"](u)),
         "_SqrtSquarePlus": lambda u, c: np.hypot(u, np.sqrt(np.asarray(c, dtype=np.asarray(u).dtype))),
+        "_SquarePlusRatio": lambda u, c: u / np.hypot(u, np.sqrt(np.asarray(c, dtype=np.asarray(u).dtype))),
     }
     return [{**primitives, **markers}, rest]
 
@@ -578,6 +590,8 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         lambda e: isinstance(e, Pow) and e.exp in (S.Half, -S.Half) and _square_plus_constant(e.base) is not None,
         lambda e: _scaled_sqrt_square_plus(*_square_plus_constant(e.base), 2 * e.exp),
     )
+    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(_SqrtSquarePlus),
+                        lambda e: _split_square_plus_ratio(e, inputs))
     expr = fuse_builtins(expr)
     expr = _mask_piecewise(expr, inputs)
     # every compound constant becomes one Float, so cse cannot name a constant
@@ -731,6 +745,11 @@ class _Emitter:
             arg = self.value(e.args[0])
             return self.assign(f"{_sqrt_square_plus_helper(e.args[0])}({arg.code}, {number_literal(e.args[1])})",
                                full=arg.full)
+        if isinstance(e, _SquarePlusRatio):
+            arg = self.value(e.args[0])
+            root = self.assign(f"{_sqrt_square_plus_helper(e.args[0])}({arg.code}, {number_literal(e.args[1])})",
+                               full=arg.full)
+            return self.assign(f"{arg.code} / {root.code}", full=arg.full)
         if isinstance(e, _Step):
             arg = self.value(e.args[0])
             if self.inplace:
@@ -1506,6 +1525,29 @@ def _scaled_sqrt_square_plus(u: sympy.Expr, constant: sympy.Expr, power: sympy.E
         if bool(ratio >= sympy.Rational(1, 2**10)) and bool(ratio <= 2**10):
             return scale**power * _SqrtSquarePlus(v, constant / scale**2) ** power
     return _SqrtSquarePlus(u, constant) ** power
+
+
+def _split_square_plus_ratio(product: Mul, inputs: tuple) -> sympy.Expr:
+    """x**k/sqrt(x**(2m) + c) with k > m (x an input) -> x**(k - m)*_SquarePlusRatio(x**m, c): the
+    derivative 2*x**3/sqrt(x**4 + 1) of sqrt(x**4 + 1) was inf at x = 1e15 in float32 (x**3 overflows;
+    the value is 2e15).  A ratio whose numerator is no larger (x/sqrt(x**2 + 4)) is left as it is.
+    Still NaN where x**m itself overflows (inf/inf; there the function's own value is inf)."""
+    factors = list(Mul.make_args(product))
+    for i, root in enumerate(factors):
+        if not (isinstance(root, Pow) and root.exp == -1 and isinstance(root.base, _SqrtSquarePlus)):
+            continue
+        u, c = root.base.args
+        base, m = (u.base, u.exp) if isinstance(u, Pow) else (u, S.One)
+        # m >= 2 only: for m = 1 (x**2/sqrt(x**2 + 1), bent_identity's derivative in its |x| < sqrt(3)
+        # branch) the hypot would be computed a second time beside the one the rest of the code uses
+        if base not in inputs or not (m.is_Integer and m >= 2):
+            continue
+        for j, f in enumerate(factors):
+            fbase, k = (f.base, f.exp) if isinstance(f, Pow) else (f, S.One)
+            if j != i and fbase == base and k.is_Integer and k > m:
+                rest = [h for n, h in enumerate(factors) if n not in (i, j)]
+                return Mul(*rest, base ** (k - m), _SquarePlusRatio(u, c))
+    return product
 
 
 def _log1p_of_square(arg: sympy.Expr):

@@ -1094,6 +1094,28 @@ def test_log1p_of_a_square_is_finite_and_accurate_in_float32(formula, top):
         assert abs(got - want) <= max(4 * eps * abs(want), tiny), (formula, p, got, want)
 
 
+@pytest.mark.parametrize("formula, points", [
+    ("sqrt(x**4 + 1)", [-1e15, -1e10, -2.0, -0.5, 0.0, 0.3, 1.0, 1e8, 1e15, 1e18]),
+    ("sqrt(x**6 + 2)", [-1e12, -1e7, -1.5, 0.0, 0.8, 1e5, 1e12]),
+])
+def test_derivative_over_sqrt_of_power_plus_constant_does_not_overflow(formula, points):
+    """The derivative k*x**(2m - 1)/sqrt(x**(2m) + c) is printed as k*x**(m - 1)*(x**m/hypot(x**m, sqrt(c))):
+    sqrt(x**4 + 1)'s 2*x**3/sqrt(x**4 + 1) was inf at x = 1e15 in float32 (the value is 2e15).
+    Reference: SymPy's derivative by mpmath at 50 digits."""
+    act = symact.activation(formula)
+    (x,) = act.expr.free_symbols
+    slope = sympy.lambdify(x, sympy.diff(act.expr, x), "mpmath")
+    namespace = type(torch_module(act)).forward.__globals__
+    t = torch.tensor(points, dtype=torch.float32)
+    eps = float(torch.finfo(torch.float32).eps)
+    for suffix in ("", "_graph"):
+        (g,) = namespace["_backward" + suffix](torch.ones_like(t), t.clone())
+        for p, got in zip(t.tolist(), g.tolist()):
+            with mpmath.workdps(50):
+                want = float(slope(mpmath.mpf(p)))
+            assert abs(got - want) <= 4 * eps * abs(want), (formula, suffix, p, got, want)
+
+
 def test_derivative_from_output_guards_reject_inaccurate_and_overflowing_forms():
     """The sigmoid's y*(1 - y) is exact in y but not in y rounded near 1 (the derivative there is
     ~exp(-x), 1 - y is 0): rejected. exp(y)/(exp(y) + 1) overflows to inf/inf: rejected."""
