@@ -1595,7 +1595,9 @@ def _parameter_point_branches(pw: sympy.Piecewise, inputs: tuple) -> sympy.Piece
     Such a branch (softexponential's ``(x, Eq(alpha, 0))``) removes a 0/0 from the formula at
     one value of the parameter, but its value does not depend on ``p``: differentiated in
     ``p`` it gives 0, where the true derivative is the limit of the neighbouring branches'
-    (softexponential: ``x**2/2 + 1``; a trainable alpha starting at 0 never moved).  The
+    (softexponential: ``x**2/2 + 1``; a trainable alpha starting at 0 never moved).  So too a
+    branch that holds at one value of an input alone (``(1, True)`` after ``((exp(x) - 1)/x, Ne(x, 0))``,
+    or ``Eq(x, c)``): its derivative in x at that point was 0 where the limit is 1/2.  The
     value is replaced by the Taylor polynomial in ``p`` at ``c`` of the branches that hold
     just below and just above ``c`` (order 3), equal to it at ``p = c`` (checked: otherwise the
     Piecewise is left alone), so that its derivatives in ``p`` there are the neighbours'
@@ -1606,11 +1608,10 @@ def _parameter_point_branches(pw: sympy.Piecewise, inputs: tuple) -> sympy.Piece
     pieces = list(pw.args)
     changed = False
     for i, (value, condition) in enumerate(pieces):
-        if not isinstance(condition, sympy.Eq):
+        point = _single_point_of_branch(pieces, i, inputs)
+        if point is None:
             continue
-        p, c = (condition.lhs, condition.rhs) if condition.lhs.is_Symbol else (condition.rhs, condition.lhs)
-        if not (p.is_Symbol and p not in inputs and c.is_number and c.is_real):
-            continue
+        p, c = point
         step = sympy.Rational(1, 10**6)
         sides = [_branch_at(pieces, {p: c + sign * step}) for sign in (-1, 1)]
         if any(side is None or side == i for side in sides):
@@ -1628,6 +1629,33 @@ def _parameter_point_branches(pw: sympy.Piecewise, inputs: tuple) -> sympy.Piece
         pieces[i] = (mean, condition)
         changed = True
     return sympy.Piecewise(*pieces) if changed else pw
+
+
+def _single_point_of_branch(pieces: list, i: int, inputs: tuple):
+    """(p, c) when branch i of a Piecewise holds only at p = c: ``Eq(p, c)`` (p a symbol, c a real number)
+    or, for an input p, a condition that the earlier branches leave true at c alone (``True`` after
+    ``Ne(x, c)``); else None."""
+    condition = pieces[i][1]
+    if isinstance(condition, sympy.Eq):
+        p, c = (condition.lhs, condition.rhs) if condition.lhs.is_Symbol else (condition.rhs, condition.lhs)
+        if p.is_Symbol and c.is_number and c.is_real:
+            return p, c
+        return None
+    region = sympy.And(condition, *[sympy.Not(earlier) for _, earlier in pieces[:i]])
+    if len(region.free_symbols) != 1:
+        return None
+    (p,) = region.free_symbols
+    if p not in inputs:
+        return None
+    try:
+        points = region.as_set()
+    except (NotImplementedError, TypeError, ValueError):
+        return None
+    if isinstance(points, sympy.FiniteSet) and len(points) == 1:
+        (c,) = points.args
+        if c.is_number and c.is_real:
+            return p, c
+    return None
 
 
 def _branch_at(pieces: list, point: dict) -> int | None:

@@ -481,3 +481,23 @@ def test_evalf_of_a_tiny_log1p_or_expm1_argument_does_not_raise_the_precision_wi
 def test_log1p_evalf_below_minus_one_is_sympy_s_complex_log(u):
     # sympy.Float of the complex log was mpmath's bare TypeError "cannot create mpf from ... *I"
     assert Log1p(u).evalf(30) == sympy.log(1 + u).evalf(30)
+
+
+# slope and curvature: the first and second derivatives at the point, from the series
+# 1 + x/2 + x**2/6, 1 - u**2/6 (u = x - 2) and 1 - x/2 + x**2/3
+@pytest.mark.parametrize("formula, point, slope, curvature", [
+    ("Piecewise(((exp(x) - 1)/x, Ne(x, 0)), (1, True))", 0, sympy.Rational(1, 2), sympy.Rational(1, 3)),
+    ("Piecewise((sin(x - 2)/(x - 2), Ne(x, 2)), (1, True))", 2, 0, -sympy.Rational(1, 3)),
+    ("Piecewise((1, Eq(x, 0)), (log(1 + x)/x, True))", 0, -sympy.Rational(1, 2), sympy.Rational(2, 3)),
+])
+def test_removable_point_branch_on_the_input_differentiates_to_the_limit(formula, point, slope, curvature):
+    """A branch holding at one input value alone (the value of a removable 0/0 there) is a constant:
+    differentiated, it gave 0 at the point ((exp(x) - 1)/x: 0 where the limit of the derivative is 1/2).
+    It becomes its neighbours' Taylor polynomial at the point, as a parameter's Eq branch does, so the
+    first and second derivatives there are the limits (exact values of the series) and the value is kept."""
+    expr = sympy.sympify(formula, locals={"x": x})
+    first = safe_derivative(expr, x)
+    assert first.xreplace({x: sympy.Integer(point)}) == slope
+    second = safe_derivative(first, x)
+    assert sympy.simplify(second.xreplace({x: sympy.Integer(point)}) - curvature) == 0
+    assert safe_form(expr).xreplace({x: sympy.Integer(point)}) == 1

@@ -204,3 +204,17 @@ def test_elephant_trainable_exponent_gradients_finite_for_large_inputs(dtype):
                 assert math.isfinite(value), (symbol, points[i], value)
                 tiny = float(torch.finfo(dtype).tiny)
                 assert abs(value - float(exact)) <= 1e-4 * abs(float(exact)) + tiny, (symbol, points[i], value, exact)
+
+
+def test_removable_point_branch_gradient_at_the_point_is_the_limit():
+    """Piecewise(((exp(x) - 1)/x, Ne(x, 0)), (1, True)): the gradient at exactly x = 0 was 0 (the
+    constant branch's), where the limit of the derivative (x*exp(x) - exp(x) + 1)/x**2 is 1/2; the
+    gradient of that gradient there is the limit 1/3.  Reference: the series 1 + x/2 + x**2/6."""
+    module = torch_module(symact.activation("Piecewise(((exp(x) - 1)/x, Ne(x, 0)), (1, True))")).double()
+    t = torch.tensor([0.0, 1e-9, -1e-9], dtype=torch.float64, requires_grad=True)
+    y = module(t)
+    (g,) = torch.autograd.grad(y.sum(), t, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), t)
+    assert y[0].item() == 1.0
+    assert g[0].item() == 0.5 and abs(g[1].item() - 0.5) < 1e-9 and abs(g[2].item() - 0.5) < 1e-9
+    assert abs(h[0].item() - 1 / 3) < 1e-12
