@@ -517,8 +517,10 @@ def _rational_tail(e: sympy.Expr, x: sympy.Symbol):
     inside = next((p for p in (S.Zero, S(bound) / 2, S(-bound) / 2) if d.eval(p) != 0), None)
     if inside is None:
         return None
+    # the tail's mask is ~(|x| <= T), unevaluated: |x| > T is false for a NaN, which the mask replaced
+    # by 2*T (log(1 + x**2)'s gradient at NaN was 2/128), where ~ lets it through
     return _Select(inner, e.xreplace({x: _Masked(x, inner, inside)}),
-                   tail.xreplace({x: _Masked(x, sympy.Not(inner), S(2 * bound))}))
+                   tail.xreplace({x: _Masked(x, sympy.Not(inner, evaluate=False), S(2 * bound))}))
 
 
 def _horner_in(coefficients: list, w: sympy.Expr) -> sympy.Expr:

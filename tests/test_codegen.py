@@ -1116,6 +1116,20 @@ def test_derivative_over_sqrt_of_power_plus_constant_does_not_overflow(formula, 
             assert abs(got - want) <= 4 * eps * abs(want), (formula, suffix, p, got, want)
 
 
+@pytest.mark.parametrize("activation", ["pade", "cauchy", "elephant", "log(1 + x**2)", "x/(1 + x**2)"])
+def test_nan_input_gives_nan_through_a_rational_tail(activation):
+    """The large-|x| branch of a rational function (in w = 1/x) was fed the mask point 2*T wherever
+    |x| <= T was false, a NaN input included: log(1 + x**2)'s gradient at NaN was 2/128 = 0.0156.  A NaN
+    input must give a NaN value and gradient, in the in-place and in the graph code."""
+    namespace = type(torch_module(activation)).forward.__globals__
+    t = torch.tensor([float("nan"), 0.5], dtype=torch.float32)
+    for suffix in ("", "_graph"):
+        (y,) = namespace["_forward" + suffix](t.clone())
+        (g,) = namespace["_backward" + suffix](torch.ones_like(t), t.clone())
+        assert math.isnan(y[0].item()) and math.isnan(g[0].item()), (activation, suffix, y, g)
+        assert math.isfinite(y[1].item()) and math.isfinite(g[1].item()), (activation, suffix, y, g)
+
+
 def test_derivative_from_output_guards_reject_inaccurate_and_overflowing_forms():
     """The sigmoid's y*(1 - y) is exact in y but not in y rounded near 1 (the derivative there is
     ~exp(-x), 1 - y is 0): rejected. exp(y)/(exp(y) + 1) overflows to inf/inf: rejected."""
