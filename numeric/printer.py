@@ -1504,14 +1504,21 @@ def _square_plus_constant(base: sympy.Expr):
     # k*prod(b_i**(2*m_i)) + c (k > 0 a number) is u**2 + c with u = sqrt(k)*prod(b_i**m_i): SymPy writes
     # (2*x)**2 as 4*x**2 and (a*x)**2 as a**2*x**2, whose squares overflowed (sqrt(4*x**2 + 1) was inf
     # from x = 9.2e18 in float32, where the value is 2x)
+    root = _root_of_scaled_square(scale, exponential)
+    return None if root is None else (root, constant)
+
+
+def _root_of_scaled_square(scale: sympy.Expr, square: sympy.Expr) -> sympy.Expr | None:
+    """``u = sqrt(scale)*prod(b_i**m_i)`` with ``u**2 == scale*square`` when ``scale`` is a positive
+    number and ``square`` a product of even powers ``prod(b_i**(2*m_i))``; else None."""
     if not (scale.is_number and scale.is_positive):
         return None
     halves = []
-    for factor in Mul.make_args(exponential):
+    for factor in Mul.make_args(square):
         if not (isinstance(factor, Pow) and factor.exp.is_Integer and factor.exp > 0 and factor.exp % 2 == 0):
             return None
         halves.append(factor.base ** (factor.exp / 2))
-    return sympy.sqrt(scale) * Mul(*halves), constant
+    return sympy.sqrt(scale) * Mul(*halves)
 
 
 def _scaled_sqrt_square_plus(u: sympy.Expr, constant: sympy.Expr, power: sympy.Expr) -> sympy.Expr:
@@ -1560,14 +1567,9 @@ def _log1p_of_square(arg: sympy.Expr):
     while v is (for k > 1 that is below the largest float by sqrt(k)).
     Each branch sees v masked into its own region (the double-where rule)."""
     scale, rest = split_numeric_factor(arg)
-    if not (scale.is_number and scale.is_positive) or rest.is_number:
+    v = None if rest.is_number else _root_of_scaled_square(scale, rest)
+    if v is None:
         return None
-    halves = []
-    for factor in Mul.make_args(rest):
-        if not (isinstance(factor, Pow) and factor.exp.is_Integer and factor.exp > 0 and factor.exp % 2 == 0):
-            return None
-        halves.append(factor.base ** (factor.exp / 2))
-    v = sympy.sqrt(scale) * Mul(*halves)
     large = sympy.Abs(v) > 1
     # the small branch is taken where ~(|v| > 1), a NaN input included, and sees v itself there (a
     # NaN stays NaN: masked with |v| <= 1 instead, it would be replaced by the point)
