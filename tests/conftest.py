@@ -1,6 +1,22 @@
 """Shared test fixtures."""
 
+import os
+
 import pytest
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, give each worker its share of the cores for torch's intra-op threads:
+    two workers each starting one thread per core oversubscribe the machine, and torch's
+    spinning threads then make the parallel run slower than a serial one."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None:
+        return
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
 @pytest.fixture
