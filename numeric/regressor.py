@@ -98,13 +98,21 @@ def _check_width(width: int) -> int:
     return int(width)
 
 
+def _check_in_features(in_features: int) -> int:
+    # nn.Linear accepts 0 input features: the readout is then its bias alone, a constant whatever x is.
+    if not is_whole_number(in_features, 1):
+        raise DomainError(f"in_features={in_features!r} must be a positive integer (the number of columns "
+                          "the readout sees: x's, or the features trunk's output's).")
+    return int(in_features)
+
+
 class DeepUniversalRegressorI(nn.Module):
     """y = unsquash(mean_j squash(A_j)), A = Linear(features(x)) with ``width`` units.  Output shape (N,)."""
 
     def __init__(self, in_features: int, width: int = 4, squash: str = "sigmoid",
                  features: nn.Module | None = None) -> None:
         super().__init__()
-        width = _check_width(width)
+        width, in_features = _check_width(width), _check_in_features(in_features)
         self.squash_name = squash
         self._squash, self._unsquash = squash_pair(squash)
         self.features = features if features is not None else nn.Identity()
@@ -130,7 +138,7 @@ class DeepUniversalRegressorII(nn.Module):
         super().__init__()
         if not is_whole_number(k):
             raise DomainError(f"k={k!r} must be an integer >= 0 (the number of refinement terms).")
-        k, width = int(k), _check_width(width)
+        k, width, in_features = int(k), _check_width(width), _check_in_features(in_features)
         if sign_head and not (isinstance(sign_sharpness, numbers.Real) and not isinstance(sign_sharpness, bool)
                               and math.isfinite(sign_sharpness) and sign_sharpness > 0):
             # 0 makes y = tanh(0) * |y| = 0 for every input (no gradient reaches the model), nan makes it nan

@@ -103,6 +103,17 @@ def test_zero_width_is_refused_not_nan(cls):
         DeepUniversalRegressorII(2, k=2.5)
 
 
+@pytest.mark.parametrize("cls", [DeepUniversalRegressorI, DeepUniversalRegressorII])
+@pytest.mark.parametrize("in_features", [0, -1, 1.5, True])
+def test_in_features_below_one_is_refused_not_a_constant_model(cls, in_features):
+    # nn.Linear(0, width) is legal: the readout is its bias alone and the model ignores x.
+    with pytest.raises(DomainError, match="in_features"):
+        cls(in_features)
+    model = cls(3)
+    x = torch.randn(5, 3)
+    assert not torch.equal(model(x), model(torch.zeros_like(x)))  # a real readout depends on x
+
+
 def test_numpy_integer_sizes_are_accepted_and_bools_refused():
     """k=np.int64(3) (from a numpy grid of k values) was refused as 'k=np.int64(3) must be an integer', and
     k=True failed inside torch with a raw TypeError.  The model built from numpy integers is the one built
