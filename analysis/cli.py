@@ -152,13 +152,18 @@ def cmd_maps(args: argparse.Namespace) -> int:
     maps = kernel_maps(act, dps=args.dps)
     point = _point_reader(maps)
     num = _number_printer(args.dps)
+    # defaults here, not in argparse: "extend" appends to a default list instead of replacing it
+    q_points = ["1"] if args.q is None else args.q
+    c_points = ["0", "0.5", "1"] if args.c is None else args.c
     rows = []
-    for q in args.q:
+    # "at" is each point as it was given, like the values a decimal text: float() made --q 1e-400 0.0
+    # and --q 1e400 inf (written "inf", a string among numbers)
+    for q in q_points:
         qv = point(q)
-        rows.append({"map": "Q", "at": float(q), "value": maps.q_map(qv), "derivative": maps.q_map_derivative(qv, 1)})
-    for c in args.c:
+        rows.append({"map": "Q", "at": q, "value": maps.q_map(qv), "derivative": maps.q_map_derivative(qv, 1)})
+    for c in c_points:
         cv = point(c)
-        rows.append({"map": "C", "at": float(c), "value": maps.c_map(cv), "derivative": maps.c_map_derivative(cv, 1)})
+        rows.append({"map": "C", "at": c, "value": maps.c_map(cv), "derivative": maps.c_map_derivative(cv, 1)})
     extra = {"c_map_slope_at_1": maps.c_map_slope_at_1, "c_map_at_0": maps.c_map_at_0,
              "c_map_curvature_at_1_is_infinite": maps.curvature_is_infinite}
     rows = [{**r, "value": num(r["value"]), "derivative": num(r["derivative"])} for r in rows]
@@ -167,7 +172,7 @@ def cmd_maps(args: argparse.Namespace) -> int:
     lines = [f"kernel maps of {act.name} ({maps.engine}, {args.dps} digits); C at q1 = q2 = 1"]
     # each point as it was given: float() of --q 1e-400 is 0.0 and of 1e400 inf, and the values computed at
     # 1e-400 were printed as "Q(0.0) = 1.0e-400", at a q the command refuses
-    given = [*args.q, *args.c]
+    given = [*q_points, *c_points]
     lines += [f"{r['map']}({g}) = {r['value']}    {r['map']}'({g}) = {r['derivative']}" for r, g in zip(rows, given)]
     lines += [f"{k} = {v}" for k, v in extra.items()]
     _emit(args, payload, "\n".join(lines))
@@ -510,9 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate the Q and C maps of a wide random network with this activation.")
     p.add_argument("act", help="catalogue name or formula in x")
     p.add_argument("--dps", type=int, default=30, help="decimal digits of precision (default 30)")
-    p.add_argument("--q", type=_decimal, nargs="*", default=["1"], help="q values for the Q map (default 1)")
-    p.add_argument("--c", type=_decimal, nargs="*", default=["0", "0.5", "1"],
-                   help="c values for the C map (default 0 0.5 1)")
+    # "extend", not the default "store": a repeated --q 1e-3 --q 1 kept only the last list
+    p.add_argument("--q", type=_decimal, nargs="*", action="extend", default=None,
+                   help="q values for the Q map (default 1); may be repeated")
+    p.add_argument("--c", type=_decimal, nargs="*", action="extend", default=None,
+                   help="c values for the C map (default 0 0.5 1); may be repeated")
     p.set_defaults(func=cmd_maps)
 
     p = sub.add_parser("shape", parents=[common, act_common], help="DKS/TAT kernel shaping of a network graph",
@@ -545,8 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="symact-verify", help="output folder; re-running resumes from its records")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
-                   help="only experiments whose name contains one of these (e.g. --only kernel_check rai)")
+    p.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
+                   help="only experiments whose name contains one of these (e.g. --only kernel_check rai); "
+                        "may be repeated")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_verify)
     return parser

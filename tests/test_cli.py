@@ -77,8 +77,8 @@ def test_maps_json_matches_closed_forms_and_quadrature():
     relu = json.loads(symact("maps", "relu", "--q", "1", "4", "--c", "0", "--json").stdout)
     vals = {(v["map"], v["at"]): v for v in relu["values"]}
     # ReLU: Q(q) = q/2; C(0) = 1/pi (arc-cosine kernel normalised by Q(1)).
-    assert float(vals[("Q", 4.0)]["value"]) == pytest.approx(2.0, rel=1e-14)
-    assert float(vals[("C", 0.0)]["value"]) == pytest.approx(1 / math.pi, rel=1e-14)
+    assert float(vals[("Q", "4")]["value"]) == pytest.approx(2.0, rel=1e-14)
+    assert float(vals[("C", "0")]["value"]) == pytest.approx(1 / math.pi, rel=1e-14)
     tanh = json.loads(symact("maps", "tanh", "--dps", "20", "--q", "1", "--c", "1", "--json").stdout)
     with mpmath.workdps(30):  # not mp.dps = 30: that leaked 30 digits into every later test
         q1 = mpmath.quad(lambda z: mpmath.tanh(z) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf])
@@ -531,3 +531,26 @@ def test_version_flag_prints_the_package_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.strip() == f"symact {symact.__version__}"
+
+
+def test_maps_repeated_points_all_count_and_json_gives_each_as_written():
+    """--q 1e-400 --q 1 kept only the last list (argparse "store"), and JSON's "at" was float(text):
+    0.0 for 1e-400 and the string "inf" for 1e400.  ReLU: Q(q) = q/2 (the Q map is positively homogeneous)."""
+    out = symact("maps", "relu", "--q", "1e-400", "--q", "1e400", "4", "--c", "0.5", "--c", "0", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["values"]
+    assert [(r["map"], r["at"]) for r in rows] == [("Q", "1e-400"), ("Q", "1e400"), ("Q", "4"), ("C", "0.5"), ("C", "0")]
+    import mpmath
+    for r in rows[:3]:
+        assert mpmath.mpf(r["value"]) == mpmath.mpf(r["at"]) / 2
+    defaults = json.loads(symact("maps", "relu", "--json").stdout)["values"]
+    assert [(r["map"], r["at"]) for r in defaults] == [("Q", "1"), ("C", "0"), ("C", "0.5"), ("C", "1")]
+
+
+def test_verify_only_repeated_keeps_every_name():
+    """--only kernel --only rai kept only ["rai"] (argparse "store" replaces the earlier list)."""
+    from analysis.cli import build_parser
+
+    args = build_parser().parse_args(["verify", "--only", "kernel_check", "--only", "rai", "entropy"])
+    assert args.only == ["kernel_check", "rai", "entropy"]
+    assert build_parser().parse_args(["verify"]).only is None
