@@ -179,8 +179,36 @@ class SafePrimitive(sympy.Function):
         extra = 2 * max(0, _magnitude_bits(u))
         if extra:
             u = _numeric(self.args[0], prec + 30 + extra)
+        far = self._far_value(u, prec + 30 + extra)
+        if far is not None:
+            return sympy.Float(far, precision=prec)
         value = self.func(u, evaluate=False).elementary().evalf(_dps(prec + 30 + extra))
         return sympy.Float(value, precision=prec)
+
+    def _far_value(self, u: sympy.Float, prec: int) -> sympy.Expr | None:
+        """The value at a number u where the elementary formula cannot be evaluated, else None."""
+        return None
+
+
+#: |u| from which erfc(u) is summed from its asymptotic series: mpmath's erfc raises OverflowError
+#: from about 1e154 (it squares the term count as a float), and from 1e100 on each term of the
+#: series is 1e-200 of the one before, so a handful give any precision
+_ERFC_FAR = sympy.Float(10) ** 100
+
+
+def _erfc_far(u: sympy.Float, prec: int) -> sympy.Float:
+    """erfc(u) for u >= _ERFC_FAR: exp(-u**2)/(u*sqrt(pi)) * sum_k (-1)**k (2k-1)!!/(2u**2)**k, summed
+    until a term is below 2**-prec (the series is asymptotic; its terms fall by 1/(2u**2) per step)."""
+    u = sympy.Float(u, precision=prec)
+    ratio = 1 / (2 * u * u)
+    total, term, k = sympy.Float(1, precision=prec), sympy.Float(1, precision=prec), 1
+    while True:
+        term = -term * (2 * k - 1) * ratio
+        if abs(term) < sympy.Float(2, precision=prec) ** -prec:
+            break
+        total, k = total + term, k + 1
+    scale = sympy.exp(-u * u) / (u * sympy.sqrt(sympy.pi).evalf(_dps(prec)))
+    return sympy.Float(scale * total, precision=prec)
 
 
 class Sigmoid(SafePrimitive):
@@ -358,6 +386,14 @@ class NormalCdf(SafePrimitive):
     def elementary(self):
         return sympy.erfc(-self.args[0] / sympy.sqrt(2)) / 2
 
+    def _far_value(self, u, prec):
+        w = -u / sympy.sqrt(2).evalf(_dps(prec))
+        if w >= _ERFC_FAR:
+            return _erfc_far(w, prec) / 2
+        if w <= -_ERFC_FAR:  # erfc(w) = 2 - erfc(-w)
+            return 1 - _erfc_far(-w, prec) / 2
+        return None
+
     def _eval_is_positive(self):
         if self.args[0].is_real:
             return True
@@ -396,6 +432,13 @@ class Erfcx(SafePrimitive):
     def elementary(self):
         u = self.args[0]
         return sympy.exp(u**2) * sympy.erfc(u)
+
+    def _far_value(self, u, prec):
+        if u >= _ERFC_FAR:
+            return _erfc_far(u, prec) * sympy.exp(u * u)
+        if u <= -_ERFC_FAR:  # exp(u**2) (2 - erfc(-u))
+            return sympy.exp(u * u) * (2 - _erfc_far(-u, prec))
+        return None
 
     def _eval_is_positive(self):
         if self.args[0].is_real:

@@ -439,6 +439,13 @@ FAR_OUT = [
     (LogSigmoid, sympy.Rational(10**9, 3), MP_REFERENCE[LogSigmoid]),
     (NormalCdf, -sympy.Rational(10**9, 3), mpmath.ncdf),
     (Erfcx, -sympy.Rational(10**9, 3), MP_REFERENCE[Erfcx]),
+    # mpmath's erfc raises OverflowError from |u| ~ 1e154; the reference there is the regularised upper
+    # incomplete gamma function, erfc(u) = Q(1/2, u**2) for u > 0
+    (NormalCdf, -sympy.Rational(10**300, 3), lambda v: mpmath.gammainc(0.5, v * v / 2, mpmath.inf, regularized=True) / 2),
+    (NormalCdf, sympy.Rational(10**300, 3), lambda v: 1 - mpmath.gammainc(0.5, v * v / 2, mpmath.inf, regularized=True) / 2),
+    (Erfcx, sympy.Rational(10**300, 3), lambda v: mpmath.exp(v * v) * mpmath.gammainc(0.5, v * v, mpmath.inf, regularized=True)),
+    (Erfcx, sympy.Rational(10**120, 7), lambda v: mpmath.exp(v * v) * mpmath.gammainc(0.5, v * v, mpmath.inf, regularized=True)),
+    (Erfcx, -sympy.Rational(10**300, 3), lambda v: mpmath.exp(v * v) * (2 - mpmath.gammainc(0.5, v * v, mpmath.inf, regularized=True))),
 ]
 
 
