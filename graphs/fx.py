@@ -388,11 +388,14 @@ def _drop_guards(fx_graph: Any, defaulted: list) -> None:
 _SHAPE_NUMBER = "symact_shape_number"  # fx node meta key: the Python number the node computed
 
 
-def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str) -> None:
+def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str, model: Any = None) -> None:
     """Run torch.fx's ShapeProp on the example input; a failure becomes an InvalidGraphError.
 
     ShapeProp prints the traceback of the failing op to stderr before re-raising a RuntimeError
     that names only the fx node; that output is captured and the cause reported instead.
+
+    With ``model`` given, the model itself then runs on the same input (same random numbers, same
+    buffers) and must give what the traced graph gave: see :func:`_check_trace_reproduces`.
     """
     import contextlib
     import io
@@ -431,9 +434,17 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str) 
 
     saved = {name: b.detach().clone() for name, b in gm.named_buffers() if not is_lazy(b)}  # lazy: no values yet
     cuda = sorted({t.device.index for t in inputs if t.device.type == "cuda"})
+    def restore_buffers() -> None:
+        with torch.no_grad():
+            for name, b in gm.named_buffers():
+                if name in saved and b.shape == saved[name].shape:
+                    b.copy_(saved[name])
+
+    seed = 20261126  # both runs draw the same dropout masks
     try:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()), torch.random.fork_rng(devices=cuda):
-            _Prop(gm).propagate(*inputs)
+            torch.manual_seed(seed)
+            traced = _Prop(gm).propagate(*inputs)
     except Exception as exc:  # torch raises RuntimeError (and others) for shape mismatches
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         at = f" at fx node {current[0].name!r} ({current[0].op} {current[0].target})" if current else ""
@@ -443,10 +454,52 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str) 
             f"pass an example_input with the shape {model_name}.forward expects (for a first "
             f"nn.Linear(in_features, ...), torch.randn(batch, in_features))") from exc
     finally:
-        with torch.no_grad():
-            for name, b in gm.named_buffers():
-                if name in saved and b.shape == saved[name].shape:
-                    b.copy_(saved[name])
+        restore_buffers()
+    if model is None or any(type(m).__name__ == "OptimizedModule" for m in model.modules()):
+        return  # a compiled activation would be compiled by running the model: not worth a check
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            direct = model(*inputs)
+    except Exception:  # the traced graph ran, so the model's own failure is not about its topology
+        return
+    finally:
+        restore_buffers()
+    _check_trace_reproduces(traced, direct, model_name)
+
+
+def _check_trace_reproduces(traced: Any, direct: Any, model_name: str) -> None:
+    """The traced graph's output must be the model's: torch.fx records ``h *= c`` (on a tensor without
+    its own in-place method call) as a new value ``h * c``, while torch overwrites the tensor that
+    other names (``skip = h``) still refer to; the graph then describes another network."""
+    import torch
+    from torch.utils._pytree import tree_flatten
+
+    traced_leaves, traced_spec = tree_flatten(traced)
+    direct_leaves, direct_spec = tree_flatten(direct)
+    problem = None
+    if traced_spec != direct_spec or len(traced_leaves) != len(direct_leaves):
+        problem = "a differently structured output"
+    else:
+        for a, b in zip(traced_leaves, direct_leaves):
+            if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+                continue
+            if a.shape != b.shape:
+                problem = f"an output of shape {tuple(a.shape)} where the model's is {tuple(b.shape)}"
+                break
+            # the same ops in the same order round alike; the tolerance only allows for kernels that
+            # pick their reduction order at run time
+            if not torch.allclose(a.double(), b.double(), rtol=1e-5, atol=1e-6 * float(b.double().abs().max()),
+                                  equal_nan=True):
+                gap = float((a.double() - b.double()).abs().max())
+                problem = f"values up to {gap:.3g} away from the model's"
+                break
+    if problem is not None:
+        raise InvalidGraphError(
+            f"the graph torch.fx traced from {model_name} gives {problem} on the example input, so it is not "
+            f"the network {model_name} computes; an in-place update of a tensor that another name still "
+            f"refers to does this (skip = h; h *= c: torch.fx records h * c as a new value, torch overwrites "
+            f"the tensor skip also names): write h = h * c, or skip = h.clone()")
 
 
 def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
@@ -457,8 +510,11 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     catalogue name (or the module's ``activation`` object) in ``activation`` and the torch
     hyper-parameters in ``activation_params``.
 
-    The model runs once on ``example_input`` (for the shapes); its buffers (BatchNorm statistics,
-    ``spectral_norm``'s vectors) and torch's random number generators are restored afterwards.
+    The traced graph runs on ``example_input`` (for the shapes), then the model itself, with the
+    same random numbers: the two must agree, or the trace is refused as not describing the model
+    (``skip = h; h *= c`` is traced as ``h * c``, a new value).  Models holding compiled modules are
+    not run a second time.  Their buffers (BatchNorm statistics, ``spectral_norm``'s vectors) and
+    torch's random number generators are restored afterwards.
 
     >>> import torch, graphs
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
@@ -532,7 +588,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             f"{'' if len(required) == len(placeholders) else f' to {len(placeholders)}'} input(s) ({names}), "
             f"but example_input holds {len(inputs)} tensor(s); pass one example tensor per forward argument "
             "(a tuple for several)")
-    _propagate_shapes(gm, ShapeProp, inputs, type(model).__name__)
+    _propagate_shapes(gm, ShapeProp, inputs, type(model).__name__, model)
 
     g = new_graph(builder=f"from_torch({type(model).__name__})")
     env: dict[Any, Any] = {}

@@ -1586,3 +1586,47 @@ def test_a_mean_with_numpy_s_axis_keyword_pools_that_axis():
 
     assert same_network(by_axis, graphs.from_torch(ByDim(), torch.randn(3, 5, 4)))
     assert any(k == "pool" for _, k in by_axis.nodes(data="kind"))
+
+
+class _AliasedScale(nn.Module):
+    """skip = h; h *= 0.6; tanh(skip + h): torch scales the one tensor both names refer to."""
+
+    def __init__(self, clone: bool):
+        super().__init__()
+        self.l1, self.l2, self.clone = nn.Linear(4, 4), nn.Linear(4, 4), clone
+
+    def forward(self, x):
+        h = self.l1(x)
+        skip = h.clone() if self.clone else h
+        h *= 0.6
+        return self.l2(torch.tanh(skip + h))
+
+
+def test_an_in_place_scale_of_an_aliased_tensor_is_refused_not_traced_as_a_new_value():
+    """torch.fx records h *= 0.6 as mul = h * 0.6, so the graph read skip + h as h + 0.6 h = 1.6 h, while torch
+    computes 0.6 h + 0.6 h = 1.2 h: from_torch described another network ('scales by 1.6')."""
+    net, x = _AliasedScale(clone=False), torch.randn(3, 4)
+    with torch.no_grad():
+        assert torch.allclose(net(x), net.l2(torch.tanh(1.2 * net.l1(x))))  # what torch computes
+        assert not torch.allclose(net(x), net.l2(torch.tanh(1.6 * net.l1(x))))
+    with pytest.raises(InvalidGraphError, match="not the network _AliasedScale computes.*h = h \\* c"):
+        graphs.from_torch(net, x)
+    # with the alias broken the trace is the model, and 1.6 h is the un-normalised sum it refuses
+    with pytest.raises(InvalidGraphError, match="scales a tensor by the constant 1.6"):
+        graphs.from_torch(_AliasedScale(clone=True), x)
+
+
+def test_a_model_checked_against_its_trace_keeps_its_state_and_random_stream():
+    """The model runs a second time to be compared with its trace: BatchNorm statistics and the global
+    random stream must still be as they were."""
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Dropout(0.0), nn.Linear(8, 2)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    x = torch.randn(16, 4)
+    torch.manual_seed(5)
+    with pytest.raises(InvalidGraphError, match="batch statistics"):  # after both runs
+        graphs.from_torch(net, x)
+    assert torch.equal(torch.rand(3), expected)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert int(net[1].num_batches_tracked) == 0
