@@ -438,7 +438,7 @@ def cmd_codegen(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from analysis.report import summary_table
-    from analysis.verify import run_suite, suite_jobs
+    from analysis.verify import WorkerDiedError, run_suite, suite_jobs
 
     if args.quick and args.level not in (None, "quick"):  # --quick used to win silently over --level
         raise SymactError(f"--quick and --level {args.level} ask for two suite sizes; give one of them "
@@ -455,8 +455,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except OSError as exc:  # a file on the way, no permission, ...
         raise SymactError(f"--out {args.out}: cannot create the output folder: {exc.strerror or exc}; give a "
                           f"folder you can write to.") from exc
-    result = run_suite(jobs, args.out, workers=args.workers, device=args.device,
-                       progress=not args.no_progress and not args.json)
+    try:
+        result = run_suite(jobs, args.out, workers=args.workers, device=args.device,
+                           progress=not args.no_progress and not args.json)
+    except WorkerDiedError as exc:  # a job failed (exit 1), not bad input (2)
+        if args.json:
+            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+        print(f"symact verify: error: {exc}", file=sys.stderr)
+        return EXIT_VERDICT_FAILED
     if result.interrupted:
         print(f"Interrupted: {sum(r.status == 'ok' for r in result.records)} of {len(jobs)} jobs are saved in "
               f"{os.path.join(args.out, 'records.jsonl')}; re-run the same command to resume.", file=sys.stderr)

@@ -133,6 +133,10 @@ def suite_jobs(level: str = "quick", only: Sequence[str] | str | None = None) ->
 # ----------------------------------------------------------------------------- progress
 
 
+class WorkerDiedError(SymactError, RuntimeError):
+    """A worker process of ``run_suite`` died (out of memory, a crash in C): a job failed, not bad input."""
+
+
 class Progress:
     """A progress bar: tqdm when installed (and ``enabled``), else plain lines on stderr."""
 
@@ -375,7 +379,7 @@ def _run_pool(todo: list[Job], store: RecordStore, workers: int, device: str, pr
                 try:
                     rec = fut.result()
                 except cf.BrokenExecutor as exc:  # a worker killed (out of memory, os._exit, a crash in C)
-                    raise SymactError(
+                    raise WorkerDiedError(
                         f"a worker process died while running job {job.id} ({exc}); it may have run out of "
                         f"memory. The finished jobs are saved in {store.path}: re-run to resume, with fewer "
                         f"--workers (or 1, which runs the jobs in this process) if it happens again.") from exc

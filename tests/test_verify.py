@@ -557,6 +557,22 @@ def test_a_worker_that_dies_is_a_clear_error(tmp_path):
     assert "re-run to resume" in str(info.value)
 
 
+def test_a_worker_that_dies_exits_1_like_a_failed_job_not_2_like_bad_input(tmp_path, monkeypatch, capsys):
+    """The died-worker error is a SymactError, which main() turned into exit 2, the code for bad input."""
+    import json as json_mod
+
+    import analysis.verify
+    from analysis.cli import main
+
+    monkeypatch.setattr(analysis.verify, "suite_jobs", lambda level, only: [
+        Job(f"{HERE}:square_job", {"value": 2, "dir": str(tmp_path)}), Job(f"{HERE}:dying_job", {})])
+    code = main(["verify", "--level", "tiny", "--out", str(tmp_path / "out"), "--workers", "2", "--json"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert json_mod.loads(captured.out)["error"] == "WorkerDiedError"
+    assert "worker process died" in captured.err
+
+
 def test_the_spread_claim_scales_its_range_with_the_width_factor():
     """The 1/sqrt(width) range [1.4, 2.9] is for a 4x wider run (ideal 2); a 16x run (ideal 4) was judged
     against it and failed however well the spread followed 1/sqrt(width)."""
