@@ -251,8 +251,14 @@ def _mask_piecewise(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         branches = []
         for value, cond in pieces:
             region = sympy.And(cond, *[sympy.Not(c) for c in previous])
+            # the otherwise-branch takes what no condition holds for, NaN included: its mask must
+            # keep u where no earlier condition holds, ~(c1 | c2 ...), not where SymPy's evaluated
+            # region (x <= 0 for Not(x > 0)) holds, which NaN fails: it was replaced by a safe
+            # point and elu(NaN) came out -0.632
+            mask = (sympy.Not(sympy.Or(*previous), evaluate=False) if cond == S.true and previous
+                    else region)
             previous.append(cond)
-            branches.append((value, cond, region))
+            branches.append((value, cond, region, mask))
             if cond == S.true:
                 break
         else:
@@ -261,14 +267,14 @@ def _mask_piecewise(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
                 "somewhere; add a final (value, True) piece"
             )
         symbols = [s for s in inputs if pw.has(s)]
-        for value, cond, region in reversed(branches):
+        for value, cond, region, mask in reversed(branches):
             safe_value = value
             if (len(symbols) == 1 and value.has(symbols[0]) and region.has(symbols[0])
                     and not _finite_everywhere(value)):
                 symbol = symbols[0]
                 point = _interior_point(region, symbol)
                 if point is not None and region != S.true:
-                    safe_value = value.xreplace({symbol: _Masked(symbol, region, point)})
+                    safe_value = value.xreplace({symbol: _Masked(symbol, mask, point)})
             elif len(region.free_symbols) == 1 and region != S.true and not _finite_everywhere(value):
                 # a region on one trainable parameter alone (softexponential's alpha < 0, alpha > 0):
                 # the branches not taken see the parameter at a point of their own region, or
@@ -276,7 +282,7 @@ def _mask_piecewise(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
                 (parameter,) = region.free_symbols
                 point = _interior_point(region, parameter)
                 if parameter not in inputs and point is not None and value.has(parameter):
-                    safe_value = value.xreplace({parameter: _Masked(parameter, region, point)})
+                    safe_value = value.xreplace({parameter: _Masked(parameter, mask, point)})
             if result is None:
                 result = safe_value
             else:
@@ -733,8 +739,11 @@ class _Emitter:
             return self.select(e)
         if isinstance(e, _Masked):
             u = self.value(e.args[0])
-            region = self.boolean(e.args[1])
             point = number_literal(e.args[2]) if e.args[2].is_number else self.value(e.args[2]).code
+            if isinstance(e.args[1], sympy.Not):  # u outside a region (NaN included): no ~ pass
+                outside = self.boolean(e.args[1].args[0])
+                return self.assign(f"torch.where({outside.code}, {point}, {u.code})", full=u.full or outside.full)
+            region = self.boolean(e.args[1])
             return self.assign(f"torch.where({region.code}, {u.code}, {point})", full=u.full or region.full)
         if isinstance(e, sympy.exp):
             square = _negative_square(e.args[0])

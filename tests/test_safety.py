@@ -218,3 +218,22 @@ def test_removable_point_branch_gradient_at_the_point_is_the_limit():
     assert y[0].item() == 1.0
     assert g[0].item() == 0.5 and abs(g[1].item() - 0.5) < 1e-9 and abs(g[2].item() - 0.5) < 1e-9
     assert abs(h[0].item() - 1 / 3) < 1e-12
+
+
+# Piecewise formulas whose otherwise-branch is a constant (0, or a step's 0/1): NaN takes that branch
+# and comes out as the constant, like torch.heaviside's (softshrink/hardshrink's built-ins give NaN)
+_CONSTANT_OTHERWISE = {"softshrink", "hardshrink", "heaviside"}
+
+
+@pytest.mark.parametrize("name", [e.name for e in symact.catalogue()
+                                  if len(e.inputs) == 1 and e.name not in _CONSTANT_OTHERWISE])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_nan_input_gives_a_nan_value(name, dtype):
+    """A Piecewise's otherwise-branch took its input through a mask on SymPy's evaluated region
+    (x <= 0 for "not x > 0"), which NaN fails: NaN was replaced by the branch's safe point and
+    elu/selu/celu(NaN) came out -0.632/-1.111/-0.632, sinc(NaN) 0.047; a diverged network's NaN
+    was hidden.  Every torch built-in among these (F.elu, F.selu, F.celu, torch.sinc) gives NaN."""
+    x = torch.tensor([float("nan"), -2.0, 0.5, 3.0], dtype=dtype)
+    y = torch_module(name)(x)
+    assert torch.isnan(y[0]), f"{name}(nan) = {float(y[0])}"
+    assert torch.isfinite(y[1:]).all()  # the mask changed nothing else
