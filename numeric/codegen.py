@@ -587,7 +587,11 @@ def _fused_backward(spec: CodegenSpec) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def _source(spec: CodegenSpec) -> str:
+    """The module source of ``spec``, cached: printing it takes SymPy ~25 ms, and a shaped network
+    asks for one module per layer, mostly of one activation (100 layers: 2.4 s, now once).  Equal
+    specs print the same source (a frozen dataclass; SymPy's == tells Floats of other precisions apart)."""
     g = sympy.Dummy("g", real=True)
     input_names = [s.name if s.name in ("x", "v") else f"u{i}" for i, s in enumerate(spec.inputs)]
     input_args = [(s, n, True) for s, n in zip(spec.inputs, input_names)]
