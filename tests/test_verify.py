@@ -226,16 +226,7 @@ def test_other_issues_experiments_are_registered_with_claims():
         "parameter_activation_one_step", "parameter_activation_convergence", "gradient_penalty"}
 
 
-def test_dks_beats_plain_on_100_layer_tanh_on_both_datasets(tmp_path):
-    """Acceptance: DKS arm below the plain arm after the same steps, median over 3 seeds, moons and digits.
-
-    In the default run (about 17 s): a ulp-level change to tanh's derivative once flipped the
-    moons verdict at Adam lr 1e-3, and only this test sees that."""
-    pytest.importorskip("analysis.shaping")
-    pytest.importorskip("sklearn")
-    jobs = [j for j in suite_jobs("quick", only=["deep_vanilla"]) if j.spec["arm"] in ("plain", "dks")]
-    assert len(jobs) == 12
-    result = run_suite(jobs, tmp_path, workers=2, progress=False)
+def _check_dks_beats_plain(result):
     assert all(r.status == "ok" for r in result.records)
     claims = [row for row in result.summary if row["prediction"].startswith("100-layer vanilla tanh")]
     assert {("digits" in c["prediction"], "moons" in c["prediction"]) for c in claims} == {(True, False), (False, True)}
@@ -243,6 +234,34 @@ def test_dks_beats_plain_on_100_layer_tanh_on_both_datasets(tmp_path):
         assert c["verdict"] == "pass", c
     report = open(result.report_path).read()
     assert "DKS arm reaches lower training loss than plain" in report
+
+
+def test_dks_beats_plain_on_100_layer_tanh_after_10_steps_one_seed(tmp_path):
+    """The acceptance claim's code at a tenth of its length, in the default run: the quick suite's
+    100-layer width-64 tanh jobs (Adam at the suite's lr, DKS through analysis.shape(...).to_torch()), DKS
+    and plain, seed 0, 10 steps on moons and digits, through run_suite and the report's dks_beats_plain
+    claim.  Measured: moons DKS 0.139 vs plain 0.378, digits 0.320 vs 2.081."""
+    pytest.importorskip("analysis.shaping")
+    pytest.importorskip("sklearn")
+    jobs = [Job(j.experiment, {**j.spec, "steps": 10, "eval_every": 10})
+            for j in suite_jobs("quick", only=["deep_vanilla"]) if j.spec["arm"] in ("plain", "dks") and j.spec["seed"] == 0]
+    assert len(jobs) == 4 and all(j.spec["hidden_layers"] == 100 and j.spec["width"] == 64 for j in jobs)
+    _check_dks_beats_plain(run_suite(jobs, tmp_path, workers=1, progress=False))
+
+
+@pytest.mark.slow
+def test_dks_beats_plain_on_100_layer_tanh_on_both_datasets(tmp_path):
+    """Acceptance: DKS arm below the plain arm after the same steps, median over 3 seeds, moons and digits.
+
+    Slow (36 s in the parallel run; a ulp-level change to tanh's derivative once flipped the moons verdict
+    at Adam lr 1e-3, since replaced by 3e-4, where the margin is 0.53 vs 0.01): covered in the default run by
+    test_dks_beats_plain_on_100_layer_tanh_after_10_steps_one_seed (the same jobs, code and claim, shorter)."""
+    pytest.importorskip("analysis.shaping")
+    pytest.importorskip("sklearn")
+    jobs = [j for j in suite_jobs("quick", only=["deep_vanilla"]) if j.spec["arm"] in ("plain", "dks")]
+    assert len(jobs) == 12
+    result = run_suite(jobs, tmp_path, workers=2, progress=False)
+    _check_dks_beats_plain(result)
 
 
 def test_report_without_matplotlib_keeps_tables_and_says_why(tmp_path, monkeypatch):
