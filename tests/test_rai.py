@@ -208,24 +208,40 @@ def test_unknown_modes_are_rejected_with_the_choices():
         RAI(net, torch.zeros(3, 2, dtype=torch.float64), reduction="sum")
 
 
-def test_short_seed_protocol_relaxed_objective_falls_below_005_while_plain_stays_at_ln2():
-    """Shorter version of the seed claims on the seed's network (101 sigmoid layers, Rprop lr 0.1, float32).
-
-    The long version (10000 steps, as the notebook ran) is test_seed_claims_long (slow) and the full
-    suite.  Here: plain training stays within 1e-3 of ln 2 for 20 steps; with the seed protocol the RAI
-    objective equals the plain loss at step 0 and the relaxed objective is below 0.05 after 200 steps
-    (claim (a) at a shorter length), while the true network is measured separately and is not asserted
-    to be below 0.05.
-    """
+def _short_seed_claims(hidden_layers: int, width: int) -> None:
+    """Plain training stays within 1e-3 of ln 2 for 20 steps; with the seed protocol the RAI objective
+    equals the plain loss at step 0 and the relaxed objective is below 0.05 after 200 steps (claim (a) at
+    a shorter length), while the true network is measured separately and is not asserted to be below 0.05.
+    Sigmoid MLP with a sigmoid output, moons n=100, Rprop lr 0.1, float32, as the seed ran it."""
     x, y = _seed_data(torch.float32)
-    plain = train(_seed_net(dtype=torch.float32), (x, y), loss="bce_prob", optimizer="rprop", lr=0.1, steps=20)
+    net = _seed_net(hidden_layers=hidden_layers, width=width, dtype=torch.float32)
+    plain = train(net, (x, y), loss="bce_prob", optimizer="rprop", lr=0.1, steps=20)
     assert abs(plain.train_loss[-1] - math.log(2)) <= 1e-3
     assert min(plain.train_loss) >= math.log(2) - 1e-3
-    rai = RAI.seed_protocol(_seed_net(dtype=torch.float32), x)
+    rai = RAI.seed_protocol(_seed_net(hidden_layers=hidden_layers, width=width, dtype=torch.float32), x)
     res = train(rai, (x, y), loss="bce_prob", optimizer="rprop", lr=0.1, steps=200, eval_every=100,
                 objective=rai.objective)
     assert res.objective[0] == pytest.approx(res.train_loss[0], rel=1e-6)  # equal at initialisation
     assert res.objective[-1] < 0.05
+
+
+def test_short_seed_protocol_on_a_21_layer_sigmoid_net_relaxed_objective_falls_below_005_plain_stays_at_ln2():
+    """The short seed claims on the seed's network at a fifth of its depth (21 linear layers of width 32):
+    plain stays within 1e-3 of ln 2 there too (final objective 0.020 at 200 steps; about 2 s).  The same code
+    as the 101-layer version below (RAI.seed_protocol, Rprop through train, the relaxed objective)."""
+    _short_seed_claims(hidden_layers=20, width=32)
+
+
+@pytest.mark.slow
+def test_short_seed_protocol_relaxed_objective_falls_below_005_while_plain_stays_at_ln2():
+    """Shorter version of the seed claims on the seed's network (101 sigmoid layers, Rprop lr 0.1, float32).
+
+    The long version (10000 steps, as the notebook ran) is test_seed_claims_long (slow) and the full
+    suite.  Slow (17 s in the parallel run): covered in the default run by
+    test_short_seed_protocol_on_a_21_layer_sigmoid_net_relaxed_objective_falls_below_005_plain_stays_at_ln2,
+    the same claims and code on a 21-layer net.
+    """
+    _short_seed_claims(hidden_layers=100, width=100)
 
 
 @pytest.mark.slow
