@@ -130,6 +130,25 @@ def _homogeneous_linear(expr, x):
     return sp_ - sn, sn
 
 
+def _homogeneous_degree(expr, x):
+    """k with expr(a x) = a^k expr(x) for all a > 0 (on each half-line expr = A |x|^k), or None."""
+    try:
+        pos, neg, p = _positive_side(expr, x)
+        degrees = set()
+        for side in (pos, neg):
+            if side == 0:
+                continue
+            if side.has(sympy.Piecewise, sympy.Heaviside, sympy.Max, sympy.Min, sympy.Abs, sympy.sign):
+                return None
+            k = sympy.simplify(p * sympy.diff(side, p) / side)
+            if k.free_symbols or not (k.is_number and k.is_real):
+                return None
+            degrees.add(k)
+    except (TypeError, ValueError, NotImplementedError, AttributeError):
+        return None
+    return degrees.pop() if len(degrees) == 1 else None
+
+
 def _piecewise_constant(expr, x):
     """(A, B) with phi = A H(x) + B when phi is constant on each half-line."""
     pos, neg, p = _positive_side(expr, x)
@@ -600,6 +619,15 @@ class KernelMaps:
             self._cache["features"] = (tuple(b for b in centres if b not in set(self.kinks)), scale)
         return self._cache["features"]
 
+    def _homogeneous_degree(self):
+        """k where phi is positively homogeneous, phi(a x) = a^k phi(x) for every a > 0 (ReLU, leaky
+        ReLU, abs: k = 1; the step: k = 0; x^3 H(x): k = 3), else None (cached).  Then u -> sqrt(q) u
+        scales phi(u) phi(v) by (q1 q2)^(k/2) and Q(q) by q^k, so the C map and its c-derivatives do
+        not depend on q1, q2 (the arc-cosine kernels' closed forms show it)."""
+        if "homogeneous" not in self._cache:
+            self._cache["homogeneous"] = _homogeneous_degree(self._parts.expr, self._parts.x)
+        return self._cache["homogeneous"]
+
     def _float64_features(self):
         """(break-points, scale) for the float64 rules: the kinks plus the feature centres."""
         centres, scale = self._feature_centres()
@@ -992,6 +1020,10 @@ class KernelMaps:
             # other c raised DivergentIntegralError (q_map is cached, so this costs nothing twice)
             self.q_map(q1)
             return self._out(1)
+        if self.engine == "float64" and self._homogeneous_degree() is not None:
+            # C does not depend on q for a positively homogeneous phi: the rule at q = 1 (leaky ReLU at
+            # q = 1e200 took 10 s, its panels graded down to width 1e-100 in both variables)
+            q1 = q2 = 1.0
         if c == 0:   # independent u, v: E[phi(u)] E[phi(v)], two 1-D integrals
             k = self._mean(q1) * self._mean(q2)
         else:
@@ -1028,6 +1060,8 @@ class KernelMaps:
             return np.array([float(self.c_map(float(cv), q1, q2)) for cv in cs.ravel()]).reshape(cs.shape)
         _check_q(q1), _check_q(q2)
         self._no_float64_singularities("C map")
+        if self._homogeneous_degree() is not None:
+            q1 = q2 = 1.0   # C does not depend on q (see c_map)
         bps, scale = self._float64_features()
         k = gauss.bivariate_gaussian_expectation_float64(
             self._f.np(0), self._f.np(0), cs.ravel(), q1=float(q1), q2=float(q2), breakpoints=bps, scale=scale)
@@ -1079,6 +1113,8 @@ class KernelMaps:
                                                c=c, q1=q1, q2=q2))
         if n >= 2 and c in (1, -1) and self._f.jumps(n - 1):
             return self._out(mpmath.inf)
+        if self.engine == "float64" and self._homogeneous_degree() is not None:
+            q1 = q2 = 1.0   # d^nC/dc^n does not depend on q either (see c_map)
         if self.engine == "mpmath" and c == 0:
             # Mehler's series at c = 0 keeps one term: n! a_n(q1) a_n(q2) (the 2-D quadrature took
             # ~90 s for tanh's C'(0) at 30 digits)

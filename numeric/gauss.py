@@ -757,6 +757,14 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
         "breakpoints= at kinks, or use the mpmath engine (gaussian_expectation, engine='mpmath').")
 
 
+def _rms(w: np.ndarray, values: np.ndarray) -> float:
+    """sqrt(sum w values^2) without overflow or underflow in the squares (``w >= 0``)."""
+    top = float(np.max(np.abs(values))) if values.size else 0.0
+    if not 0 < top < math.inf:
+        return top
+    return top * math.sqrt(float(np.dot(w, (values / top) ** 2)))
+
+
 def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0):
     """One tensor Gauss-Legendre evaluation of E[f(u) g(v)] at refinement ``level`` with ``npp``
     nodes per panel; returns (value, sqrt(E f(u)^2 E g(v)^2)), the latter on the outer rule
@@ -776,7 +784,9 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0):
     z1, w1 = _f64_rule(obps, npp, _F64_CUT2, panel)
     fz = _f64_checked(f(r1 * z1), "f")
     gz = _f64_checked(g(r2 * z1), "g")
-    bound = math.sqrt(float(np.dot(w1, fz * fz)) * float(np.dot(w1, gz * gz)))
+    # one root per factor, each scaled by its largest value: the product of the two mean squares
+    # overflowed (gelu at q = 1e200: 1e200 x 1e200), the bound came out inf and every rule "converged"
+    bound = _rms(w1, fz) * _rms(w1, gz)
     if s == 0:
         return float(np.dot(w1, fz * _f64_checked(g(ci * r2 * z1), "g"))), bound
     # inner: g's features at v = 0 and its kinks, z2 = (b / r2 - c z1) / s, width ell / (r2 s)

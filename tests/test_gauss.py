@@ -334,3 +334,16 @@ def test_hermite_coefficients_have_dps_digits_relative_to_the_function_s_size(ex
             assert abs(scaled[k] / scale - plain[k]) <= mpmath.mpf(10) ** -28 * abs(plain[k]), k
         for k in (0, 2, 4):  # zero for an odd function, to the rule's accuracy relative to the function's size
             assert abs(scaled[k] / scale) <= mpmath.mpf(10) ** -28, k
+
+
+def test_bivariate_float64_error_scale_does_not_overflow():
+    """The 2-D rule's convergence test is relative to sqrt(E f^2 E g^2), which is finite whenever the
+    result is; E f^2 E g^2 itself overflowed to inf (gelu at q = 1e200: 1e200 x 1e200; here f^2 ~ 1e320
+    alone), and then any pair of rules "agreed" (gelu's C map at q = 1e200 was accepted after one
+    comparison)."""
+    from numeric import gauss
+
+    value, bound = gauss._bivariate_f64_once(lambda t: 1e160 * t, lambda t: 1e-100 * t, 0.5, 1.0, 1.0,
+                                             [], np.array([]), 12, 0)
+    assert value == pytest.approx(0.5e60, rel=1e-13)
+    assert bound == pytest.approx(1e60, rel=1e-13)

@@ -892,6 +892,25 @@ def test_float64_c_map_at_huge_q_does_not_overflow():
     assert m.c_map_derivative(0.5, 1, 1e200, 1e200) == pytest.approx(float(ref.c_map_derivative(0.5, 1)), rel=1e-12)
 
 
+def test_float64_c_map_of_a_homogeneous_phi_does_not_depend_on_q():
+    """phi = relu^2 is positively homogeneous (degree 2), so C(c; q1, q2) = C(c; 1, 1): the float64
+    engine evaluates it at q = 1.  At q = 1e200 the rule took 10 s a point for leaky ReLU (panels graded
+    to width 1e-100 in both variables), and phi^2 ~ 1e400 overflowed for relu^2 (refused as not
+    representable).  Reference: Cho & Saul's arc-cosine kernel of degree 2, C = J_2(t) / J_2(0),
+    J_2 = 3 sin t cos t + (pi - t)(1 + 2 cos^2 t), t = arccos c; C' = 4 (sin t + (pi - t) c) / (3 pi)."""
+    m = kernel_maps(sympy.Max(0, x) ** 2, engine="float64")
+    t = math.acos(0.5)
+    j2 = 3 * math.sin(t) * math.cos(t) + (math.pi - t) * (1 + 2 * math.cos(t) ** 2)
+    slope = 4 * (math.sin(t) + (math.pi - t) * 0.5) / (3 * math.pi)
+    for q1, q2 in ((1e200, 1e200), (1e-300, 1e300), (4.0, 0.25)):
+        assert m.c_map(0.5, q1, q2) == pytest.approx(j2 / (3 * math.pi), rel=1e-12), (q1, q2)
+        assert m.c_map_derivative(0.5, 1, q1, q2) == pytest.approx(slope, rel=1e-12), (q1, q2)
+        assert m.c_map_curve([0.5], q1, q2)[0] == pytest.approx(j2 / (3 * math.pi), rel=1e-12), (q1, q2)
+    # not homogeneous (a shifted ReLU, tanh): q still matters
+    assert kernel_maps(sympy.Max(0, x - 1), engine="float64").c_map(0.5, 4, 4) != pytest.approx(
+        kernel_maps(sympy.Max(0, x - 1), engine="float64").c_map(0.5), rel=1e-3)
+
+
 @pytest.mark.parametrize("q", [1e-80, 1e-300])
 def test_mpmath_c_map_at_tiny_q_keeps_its_digits(q):
     """Mehler's series needs the Hermite coefficients of phi(sqrt(q) z), which the fixed-point rule
