@@ -109,10 +109,14 @@ class ActivationFunctions:
 
 def _np_erf(values):
     # NumPy has no erf and scipy is not a symact dependency; math.erf is exact to 1 ulp.
+    if np.ndim(values) == 0:  # a constant such as SELU's erfc(sqrt(2)/2): np.vectorize costs 40 us a call
+        return math.erf(float(values))
     return np.vectorize(math.erf, otypes=[float])(values)
 
 
 def _np_erfc(values):
+    if np.ndim(values) == 0:
+        return math.erfc(float(values))
     return np.vectorize(math.erfc, otypes=[float])(values)
 
 
@@ -160,6 +164,23 @@ def _to_expr(act: Any) -> tuple[str, sympy.Expr, sympy.Symbol, tuple]:
     return _to_expr(symact.activation(expr.xreplace({free[0]: symact.x})))
 
 
+def _may_have_constant_offset(phi) -> bool:
+    """False when phi(x) + phi(-x) visibly differs between sample points (evaluated at 30 digits),
+    so that the symbolic test for a constant c0 = phi(x) + phi(-x) can be skipped: it is the slow
+    part of building an activation (sympy.simplify of the SELU's Piecewise took 3-8 s, to find
+    no constant).  True (decide symbolically) when the samples agree or cannot be evaluated."""
+    with mpmath.workdps(30):
+        try:
+            values = [phi(mpmath.mpf(u)) + phi(-mpmath.mpf(u)) for u in ("0.37", "1.3", "2.9")]
+            values = [mpmath.mpf(v) for v in values]
+        except (ArithmeticError, ValueError, TypeError):
+            return True
+        if not all(mpmath.isfinite(v) for v in values):
+            return True
+        size = max(abs(v) for v in values) + 1
+        return max(values) - min(values) <= mpmath.mpf(10) ** -20 * size
+
+
 @functools.lru_cache(maxsize=256)
 def _build(name: str, expr: sympy.Expr, x: sympy.Symbol, kinks: tuple) -> ActivationFunctions:
     d1 = _drop_dirac(sympy.diff(expr, x))
@@ -192,10 +213,12 @@ def _build(name: str, expr: sympy.Expr, x: sympy.Symbol, kinks: tuple) -> Activa
                     return True
             return False
 
-    offset = sympy.simplify(expr.subs(x, -x) + expr)
-    if offset.has(x):
-        offset = sympy.simplify(offset.rewrite(sympy.exp))
-    odd_offset = float(offset) if not offset.has(x) and offset.is_real else None
+    odd_offset = None
+    if _may_have_constant_offset(mp_funcs[0]):
+        offset = sympy.simplify(expr.subs(x, -x) + expr)
+        if offset.has(x):
+            offset = sympy.simplify(offset.rewrite(sympy.exp))
+        odd_offset = float(offset) if not offset.has(x) and offset.is_real else None
     return ActivationFunctions(
         name=name, expr=expr, symbol=x, kinks=kinks_f, slope_jumps=jumps(mp_funcs[1]),
         value_jumps=jumps(mp_funcs[0]), odd_offset=odd_offset, np_funcs=np_funcs, mp_funcs=mp_funcs,
@@ -257,6 +280,7 @@ def _poly_add(p: tuple, q: tuple) -> tuple:
     return tuple((p[i] if i < len(p) else 0) + (q[i] if i < len(q) else 0) for i in range(n))
 
 
+@functools.lru_cache(maxsize=64)
 def _score_polys(p: tuple) -> tuple[tuple, tuple]:
     """(z p - p', z^2 p - p - z p'): the beta and alpha score polynomials (times 1/alpha)."""
     dp = _poly_deriv(p)
@@ -417,20 +441,41 @@ class ConditionEvaluator:
 
     def expect(self, p: tuple, h: Callable) -> Any:
         if self.dps is None:
-            zpow = np.polynomial.polynomial.polyval(self._z, p)
-            return float(np.dot(self._w, zpow * h(*self._values)))
+            return self._expect_values(p, h(*self._values))
         with mpmath.workdps(self.dps + 8):
-            hv = [h(*vals) for vals in self._lazy]
+            return self._expect_values(p, [h(*vals) for vals in self._lazy])
+
+    def _expect_values(self, p: tuple, hv) -> Any:
+        """E[p(z) h] from the values ``hv`` of h at the nodes (so that the three sums of
+        :meth:`expect_with_derivatives` evaluate h once)."""
+        if self.dps is None:
+            return float(np.dot(self._w, self._zpoly(p) * hv))
+        with mpmath.workdps(self.dps + 8):
             return mpmath.fsum(c * mpmath.fdot(self._wz[k], hv) for k, c in enumerate(p) if c)
+
+    def _zpoly(self, p: tuple) -> np.ndarray:
+        """p(z) at the float64 nodes, kept per evaluator (a Newton step asks for the same five
+        polynomials a dozen times)."""
+        cache = self.__dict__.setdefault("_zpoly_cache", {})
+        try:
+            return cache[p]
+        except KeyError:
+            out = cache[p] = np.polynomial.polynomial.polyval(self._z, p)
+            return out
+        except TypeError:  # unhashable coefficients
+            return np.polynomial.polynomial.polyval(self._z, p)
 
     def expect_with_derivatives(self, p: tuple, h: Callable) -> tuple[Any, Any, Any]:
         """(E[p h], d/d alpha, d/d beta) with gamma, delta and h held fixed."""
         beta_poly, alpha_poly = _score_polys(p)
-        value = self.expect(p, h)
         if self.dps is None:
-            return value, self.expect(alpha_poly, h) / self.alpha, self.expect(beta_poly, h) / self.alpha
+            hv = h(*self._values)
+            return (self._expect_values(p, hv), self._expect_values(alpha_poly, hv) / self.alpha,
+                    self._expect_values(beta_poly, hv) / self.alpha)
         with mpmath.workdps(self.dps + 8):
-            return value, self.expect(alpha_poly, h) / self.alpha, self.expect(beta_poly, h) / self.alpha
+            hv = [h(*vals) for vals in self._lazy]
+            return (self._expect_values(p, hv), self._expect_values(alpha_poly, hv) / self.alpha,
+                    self._expect_values(beta_poly, hv) / self.alpha)
 
 
 def checked_float64_evaluator(funcs: ActivationFunctions, alpha: float, beta: float, *, rtol: float = 1e-14,

@@ -503,7 +503,19 @@ def gaussian_rule(breakpoints_z: Sequence = (), *, cut, panels: int, nodes_per_p
     level = {3 * 2 ** (k - 1): k for k in range(1, 12)}.get(nodes_per_panel)
     if level is None:
         raise DomainError(f"nodes_per_panel={nodes_per_panel}: the mpmath rule has 3*2**k nodes (12, 24, 48, ...)")
-    return _gl_panel_rule(breakpoints_z, mpmath.mpf(cut), int(panels), level)
+    nodes, weights = _gl_panel_rule_cached(tuple(mpmath.mpf(b) for b in breakpoints_z), mpmath.mpf(cut),
+                                           int(panels), level, mp.prec)
+    return list(nodes), list(weights)  # copies: the cached rule is shared
+
+
+@lru_cache(maxsize=32)
+def _gl_panel_rule_cached(breakpoints_z: tuple, cut, n_panels: int, degree: int, prec: int):
+    """:func:`_gl_panel_rule` at ``prec`` bits, kept: a Newton polish at 40 digits asks for the same
+    rule (no kinks, or the same kinks) at every step, and building it (an exp per node) cost about as
+    much as evaluating the activation on it."""
+    with mp.workprec(prec):
+        nodes, weights = _gl_panel_rule(breakpoints_z, cut, n_panels, degree)
+    return tuple(nodes), tuple(weights)
 
 
 def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Sequence = ()) -> list:
