@@ -98,6 +98,7 @@ class LayerSolution:
 
 _F64_TOL = 1e-13
 _MP_STALL = 3  # see _newton: accepted mpmath steps in a row that do not lower the residual
+_MP_MAX_HALVINGS = 8  # see _newton: halvings in a row of one mpmath Newton step
 _F64_FLOOR = 1e-15  # absolute: float64 residuals cannot go much below this (targets near 1 have tiny scales)
 # Newton starts: the best points of this grid (log alpha in [log 1e-3, log 8], beta in [-4, 4]).
 _GRID_LOG_ALPHA = np.linspace(math.log(1e-3), math.log(8.0), 24)
@@ -173,7 +174,7 @@ def _newton(system: Callable, x0: list, dps: int | None, scale: float, max_iter:
         tol = mpmath.mpf(10) ** (-(dps + 2)) * scale
         to_num, exp = mpmath.mpf, mpmath.exp
     best, polished, done = None, False, None
-    lowest, stalled = None, 0
+    lowest, stalled, halvings = None, 0, 0
     for _ in range(max_iter):
         try:
             res, jac = system(x)
@@ -186,8 +187,16 @@ def _newton(system: Callable, x0: list, dps: int | None, scale: float, max_iter:
             return done
         if best is not None and norm > best[1] * 4:
             # overshoot: halve the previous step
+            halvings += 1
+            if dps is not None and halvings > _MP_MAX_HALVINGS:
+                # mpmath polish: a Newton step from a converged start that still overshoots at 1/256
+                # of its length is not a descent direction at this precision; the run only cycles
+                # (accept a point near the start, the same step, the same halvings) until max_iter
+                # (tanh TAT at C''(1) = 1e-10 with dps=15: 20 steps of 0.25-0.6 s, then a refusal)
+                return done
             x = [(xi + bi) / 2 for xi, bi in zip(x, best[0])]
             continue
+        halvings = 0
         best = (list(x), norm)
         if dps is not None:
             # mpmath polish (it starts at a converged float64 root, so each accepted step cuts the
