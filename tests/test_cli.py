@@ -228,8 +228,19 @@ def _gaussian_mean(f, dps=30):
         return mpmath.quad(lambda z: f(z) * mpmath.npdf(z), [-mpmath.inf, -2, 0, 2, mpmath.inf])
 
 
-def test_shape_targets_set_from_the_command_line():
+def test_shape_targets_set_from_the_command_line(capsys):
+    """In process through main() (the file's other tests run `python -m analysis.cli` itself): three
+    interpreter start-ups cost more than the three shaping solves."""
+    from types import SimpleNamespace
+
     import mpmath
+
+    from analysis.cli import main
+
+    def symact(*args):
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
 
     # leaky ReLU TAT: the default eta = 0.9 is out of reach at depth 3 (the message says eta <= 0.604826),
     # --eta 0.5 was "unrecognized arguments". Reference: the closed-form leaky-ReLU C map, three layers from c = 0.
