@@ -425,25 +425,49 @@ def _rounded(value, dtype):
 
 def _settled_from(exact, sign: int):
     """Least power of two 2**k such that exact(sign*2**j) rounds to one value for all j >= k, in
-    float64 (j <= 1023) and float32 (j <= 127); None if it never settles below 2**64."""
+    float64 (j <= 1023) and float32 (j <= 127); None if it never settles below 2**64, or if exact
+    fails (raises, or is not a real mpf) at any sign*2**j, 0 <= j <= 1023.
+
+    The values are evaluated lazily: j = 64 first, then from j = 1023 inwards, and the search stops
+    at the first j >= 64 where the rounding differs from the limit's (the answer is None then
+    whatever the other values are): an output that does not settle costs a few evaluations
+    instead of 1024 (the second derivative of Cardano's inverse of W + W**3, which rounds to 0.0
+    from 2**160 up and not at 2**64, took 15 s)."""
     import mpmath
     import numpy as np
 
+    values = {}
+
+    def value(j):
+        if j not in values:
+            v = exact(mpmath.mpf(sign) * mpmath.mpf(2) ** j)
+            if not isinstance(v, mpmath.mpf):
+                raise TypeError("not a real mpf")
+            values[j] = v
+        return values[j]
+
     try:
         with mpmath.workdps(60):
-            values = {j: exact(mpmath.mpf(sign) * mpmath.mpf(2) ** j) for j in range(1023, -1, -1)}
+            limit64, limit32 = _rounded(value(1023), np.float64), _rounded(value(127), np.float32)
+            if not (np.isfinite(limit64) and np.isfinite(limit32)):
+                return None
+
+            def settled(j):
+                return _rounded(value(j), np.float64) == limit64 and (
+                    j > 127 or _rounded(value(j), np.float32) == limit32)
+
+            if not settled(64):  # then k > 64 whatever the values above
+                return None
+            k = 1023
+            while k > 0 and settled(k - 1):
+                k -= 1
+            if k > 64:
+                return None
+            for j in range(1023, -1, -1):  # a failure anywhere refuses the bound, as before
+                value(j)
     except Exception:  # noqa: BLE001
         return None
-    if any(not isinstance(v, mpmath.mpf) for v in values.values()):
-        return None
-    limit64, limit32 = _rounded(values[1023], np.float64), _rounded(values[127], np.float32)
-    if not (np.isfinite(limit64) and np.isfinite(limit32)):
-        return None
-    k = 1023
-    while k > 0 and _rounded(values[k - 1], np.float64) == limit64 and (
-            k - 1 > 127 or _rounded(values[k - 1], np.float32) == limit32):
-        k -= 1
-    if k > 64 or any(_rounded(values[j], np.float32) != limit32 for j in range(k, 128)):
+    if any(_rounded(values[j], np.float32) != limit32 for j in range(k, 128)):
         return None
     return 2.0**k
 
