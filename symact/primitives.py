@@ -706,7 +706,12 @@ def _erfcx_slope_terms(terms: list) -> list:
     """g*u*Erfcx(u) - g/sqrt(pi) -> g*_erfcx_slope(u) (Erfcx's derivative, ~-g/(sqrt(pi)*u**2) from
     terms ~g: every digit lost from u = 1e8 in float64).  The Erfcx terms are tried one at a time
     and all together (SymPy's expand writes 2*(x + 1)*Erfcx(x + 1) as two terms); -g/sqrt(pi) may
-    stand as several terms."""
+    stand as several terms.
+
+    A group is tried once: every term of an expanded polynomial times Erfcx(u) (79 terms in a
+    candidate form of (exp((x + 1)**2)*erfc(x + 1))') shares one ``together`` group, whose cancel
+    (a degree-78 polynomial over u) was repeated for each term (24 s; the outcome is the same)."""
+    tried = set()
     for term in terms:
         found = [f for f in Mul.make_args(term) if isinstance(f, Erfcx) and not f.args[0].is_number]
         if len(found) != 1:
@@ -715,6 +720,10 @@ def _erfcx_slope_terms(terms: list) -> list:
         u = e.args[0]
         together = [t for t in terms if e in Mul.make_args(t)]
         for group in ([term], together):
+            key = (e, tuple(group))
+            if key in tried:  # the same group gives the same g and the same rest: it failed before
+                continue
+            tried.add(key)
             g = sympy.cancel(Add(*group) / (u * e))
             if g == 0 or g.has(Erfcx):
                 continue
