@@ -949,9 +949,40 @@ def _limit_by_parts(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sympy.
     return _limit_of_term(expr, symbol, sign)
 
 
+def _polynomial_limit_sign(u: sympy.Expr, symbol: sympy.Symbol, sign: int) -> int | None:
+    """+1 or -1 when the polynomial ``u`` of positive degree in ``symbol`` tends to +oo or -oo as
+    ``symbol -> sign*oo`` (its leading coefficient's sign known), else None."""
+    if not (u.has(symbol) and u.is_polynomial(symbol)):
+        return None
+    try:
+        poly = sympy.Poly(u, symbol)
+    except sympy.PolynomialError:
+        return None
+    lead = poly.LC()
+    if lead.is_positive:
+        return sign ** poly.degree()
+    if lead.is_negative:
+        return -(sign ** poly.degree())
+    return None
+
+
+def _saturating_limits() -> dict:
+    """f -> (lim f(t) at t -> -oo, at t -> +oo) for the functions whose limit a term f(u), u a
+    polynomial going to +-oo, takes without Gruntz."""
+    return {sympy.tanh: (sympy.S.NegativeOne, sympy.S.One), sympy.erf: (sympy.S.NegativeOne, sympy.S.One),
+            sympy.atan: (-sympy.pi / 2, sympy.pi / 2), sympy.exp: (sympy.S.Zero, sympy.oo)}
+
+
 def _limit_of_term(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sympy.Expr:
     if not expr.has(symbol):
         return expr
+    # tanh(x - k) -> 1: f(u) with u a polynomial that tends to +-oo has f's limit there.  Gruntz on
+    # the exp rewrite took ~0.2 s a term (19 tanh terms: 8 s for both sides)
+    limits = _saturating_limits().get(type(expr))
+    if limits is not None and len(expr.args) == 1:
+        direction = _polynomial_limit_sign(expr.args[0], symbol, sign)
+        if direction is not None:
+            return limits[direction > 0]
     if expr.has(sympy.tanh, sympy.sinh, sympy.cosh, sympy.erfc, sympy.sech):
         # Gruntz works on exp/log; rewriting first is several times faster.
         expr = expr.rewrite(sympy.exp)
