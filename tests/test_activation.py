@@ -274,6 +274,22 @@ def test_properties_of_a_long_sum_prove_monotonicity_term_by_term(monkeypatch):
     assert props.bounded_above is True and props.bounded_below is True
 
 
+def test_limit_of_a_saturating_function_of_a_polynomial_is_sympy_s():
+    """_limit_of_term takes f's limit for f(u) (tanh, erf, atan, exp), u a polynomial going to +-oo, without
+    Gruntz; reference: sympy.limit on the exp rewrite.  A leading coefficient of unknown sign is left to it."""
+    import importlib
+
+    module = importlib.import_module("symact.activation")
+    x = sympy.Symbol("x", real=True)
+    a, k = sympy.Symbol("a", positive=True), sympy.Symbol("k", real=True)
+    for expr in (sympy.tanh(x - 3), sympy.tanh(1 - 2 * x), sympy.tanh(x**2), sympy.erf(x / 2 - x**3),
+                 sympy.atan(3 - x), sympy.exp(-x**2), sympy.exp(x), sympy.exp(-x**3 / 7), sympy.tanh(a * x + k)):
+        for sign in (1, -1):
+            expected = sympy.limit(expr.rewrite(sympy.exp), x, sign * sympy.oo)
+            assert module._limit_of_term(expr, x, sign) == expected, (expr, sign)
+    assert module._polynomial_limit_sign(k * x, x, 1) is None
+
+
 @pytest.mark.parametrize("formula, direction", [("tanh(3*x)", "non-decreasing"), ("-2*tanh(x/3)", "non-increasing")])
 def test_monotonicity_of_a_scaled_tanh_is_proved_not_sampled(formula, direction):
     """tanh(3x)' = 3 - 3 tanh(3x)**2 = 3 sech(3x)**2 > 0; over one denominator SymPy could not see the

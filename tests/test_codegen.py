@@ -1901,3 +1901,25 @@ def test_sqrt_less_its_constant_alone_does_not_cancel(formula, dtype):
             for got, want in ((got_value, float(value(mpmath.mpf(p)))), (got_slope, float(slope(mpmath.mpf(p))))):
                 if abs(want) >= info.tiny:
                     assert abs(got - want) <= 4 * info.eps * abs(want), (formula, p, got, want)
+
+
+def test_settled_from_stops_at_the_first_unsettled_power_with_the_eager_answer():
+    """printer._settled_from evaluates lazily and stops where the rounding first changes; its answers are
+    those of evaluating all 1024 powers (the bounds below), and a form that never settles costs a few
+    evaluations, not 1024 per side."""
+    from numeric import printer
+
+    x = sympy.Symbol("x", real=True)
+    calls = []
+
+    def counted(expr):
+        f = sympy.lambdify(x, expr, modules="mpmath")
+        return lambda t: calls.append(t) or f(t)
+
+    for expr, sign, bound in ((sympy.tanh(x), 1, 32.0), (x * sympy.exp(-x**2), -1, 32.0), (1 / (1 + sympy.exp(-x**3)), -1, 16.0),
+                              (sympy.atan(x) + x**-3, 1, 2.0**53), (sympy.tanh(x / 2**55), 1, 2.0**60),
+                              (sympy.tanh(x / 2**60), 1, None), (x / (1 + x**2), 1, None), (sympy.sqrt(1 - x), 1, None)):
+        assert printer._settled_from(counted(expr), sign) == bound, expr
+    calls.clear()
+    assert printer._settled_from(counted(1 / x**6), 1) is None  # 0.0 in float64 from 2**180 up, not at 2**64
+    assert len(calls) <= 3
