@@ -1674,9 +1674,17 @@ def _parameter_point_branches(pw: sympy.Piecewise, inputs: tuple) -> sympy.Piece
         sides = [_branch_at(pieces, {p: c + sign * step}) for sign in (-1, 1)]
         if any(side is None or side == i for side in sides):
             continue
+        # one side at a time, each branch once (both sides are often one branch): the first unusable
+        # series (an O() left inside a nested Piecewise) decides, and a series of a Taylor patch costs seconds
+        series, expansions = [], {}
         try:
-            series = [sympy.expand(sympy.series(pieces[side][0], p, c, _POINT_BRANCH_ORDER + 1).removeO())
-                      for side in sides]
+            for side in sides:
+                if side not in expansions:
+                    expansions[side] = sympy.expand(
+                        sympy.series(pieces[side][0], p, c, _POINT_BRANCH_ORDER + 1).removeO())
+                series.append(expansions[side])
+                if series[-1].has(sympy.Order, sympy.log(p - c), S.ComplexInfinity, S.NaN):
+                    break
         except (NotImplementedError, ValueError, TypeError, sympy.PoleError):
             continue
         if any(s.has(sympy.Order, sympy.log(p - c), S.ComplexInfinity, S.NaN) for s in series):
