@@ -696,6 +696,17 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         args = list(fx_node.args)
         vals = [value_of(a) for a in args[:2]]
         alpha = concrete(fx_node.kwargs).get("alpha", 1)
+        if not any(isinstance(v, _Combo) for v in vals) and not all(isinstance(v, _Const) for v in vals):
+            # no network signal and no number: arithmetic on parameters or buffers, such as a weight
+            # transformed before use (F.linear(h, w * c)), which the messages below misread as
+            # gating or a bias
+            names = [a.target if isinstance(a, torch.fx.Node) and a.op == "get_attr" else getattr(a, "name", a)
+                     for a in args[:2] if isinstance(a, torch.fx.Node)]
+            raise InvalidGraphError(
+                f"{where(fx_node)} computes with {names} alone (parameters or buffers, not the network's "
+                f"signal), e.g. a weight transformed before use such as F.linear(h, w * c); from_torch reads "
+                f"a linear layer's weight only as the parameter itself: pass the parameter, and put the "
+                f"transform into its initialisation")
         if op in ("add", "sub"):
             a, b = vals
             sign = -1.0 if op == "sub" else 1.0

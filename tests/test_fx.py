@@ -1630,3 +1630,20 @@ def test_a_model_checked_against_its_trace_keeps_its_state_and_random_stream():
     assert torch.equal(torch.rand(3), expected)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert int(net[1].num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("transform", [lambda w: w * 2.0, lambda w: w + 0.0, lambda w: w / 2, lambda w: 0.5 * w])
+def test_a_weight_transformed_before_use_is_refused_for_what_it_is(transform):
+    """F.linear(h, w * 2) was refused as 'multiplies two tensors elementwise; products of branches
+    (gating)', and w + 0 as 'adds a constant to a tensor (a bias)': neither names what the model does."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.l0 = nn.Parameter(torch.randn(4, 4) / 2), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return F.linear(torch.tanh(self.l0(x)), transform(self.w))
+
+    with pytest.raises(InvalidGraphError, match=r"computes with \['w'\] alone.*weight transformed before use") as info:
+        graphs.from_torch(Net(), torch.randn(3, 4))
+    assert "gating" not in str(info.value) and "bias" not in str(info.value)
