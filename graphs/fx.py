@@ -444,7 +444,9 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str, 
     try:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
-            traced = _Prop(gm).propagate(*inputs)
+            # on copies: an in-place op on the input (torch.tanh_(x)) would change the user's example
+            # tensor, and the model's own run below would start from the changed values
+            traced = _Prop(gm).propagate(*(t.clone() for t in inputs))
     except Exception as exc:  # torch raises RuntimeError (and others) for shape mismatches
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         at = f" at fx node {current[0].name!r} ({current[0].op} {current[0].target})" if current else ""
@@ -460,7 +462,7 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str, 
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
-            direct = model(*inputs)
+            direct = model(*(t.clone() for t in inputs))
     except Exception:  # the traced graph ran, so the model's own failure is not about its topology
         return
     finally:

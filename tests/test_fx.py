@@ -1647,3 +1647,23 @@ def test_a_weight_transformed_before_use_is_refused_for_what_it_is(transform):
     with pytest.raises(InvalidGraphError, match=r"computes with \['w'\] alone.*weight transformed before use") as info:
         graphs.from_torch(Net(), torch.randn(3, 4))
     assert "gating" not in str(info.value) and "bias" not in str(info.value)
+
+
+def test_an_in_place_op_on_the_input_leaves_the_example_alone_and_is_not_a_trace_mismatch():
+    """x.mul_(-1) on the forward's input: the traced graph's run overwrote the user's example tensor,
+    and the model's run that checks the trace then started from -x and was refused as 'not the
+    network'.  Nothing reads x afterwards, and a sign flip leaves every kernel map as it is, so the
+    network is linear -> tanh -> linear."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.l2(torch.tanh(self.l1(x.mul_(-1.0))))
+
+    x = torch.randn(3, 4)
+    before = x.clone()
+    g = graphs.from_torch(Net(), x)
+    assert torch.equal(x, before)
+    assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == ["input", "linear", "activation", "linear", "output"]
