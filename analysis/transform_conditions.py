@@ -54,6 +54,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -468,10 +469,14 @@ class ConditionEvaluator:
         self._wz = wz
 
     def expect(self, p: tuple, h: Callable) -> Any:
+        return self._expect_values(p, self._values_of(h))
+
+    def _values_of(self, h: Callable) -> Any:
+        """h at the nodes: a float64 array, or a list of mpf at dps + 8 digits."""
         if self.dps is None:
-            return self._expect_values(p, h(*self._values))
+            return h(*self._values)
         with mpmath.workdps(self.dps + 8):
-            return self._expect_values(p, [h(*vals) for vals in self._lazy])
+            return [h(*vals) for vals in self._lazy]
 
     def _expect_values(self, p: tuple, hv) -> Any:
         """E[p(z) h] from the values ``hv`` of h at the nodes (so that the three sums of
@@ -498,12 +503,9 @@ class ConditionEvaluator:
     def expect_with_derivatives(self, p: tuple, h: Callable) -> tuple[Any, Any, Any]:
         """(E[p h], d/d alpha, d/d beta) with gamma, delta and h held fixed."""
         beta_poly, alpha_poly = _score_polys(p)
-        if self.dps is None:
-            hv = h(*self._values)
-            return (self._expect_values(p, hv), self._expect_values(alpha_poly, hv) / self.alpha,
-                    self._expect_values(beta_poly, hv) / self.alpha)
-        with mpmath.workdps(self.dps + 8):
-            hv = [h(*vals) for vals in self._lazy]
+        hv = self._values_of(h)  # once for the three sums
+        # the divisions at the sums' precision (mpmath: dps + 8 digits)
+        with contextlib.nullcontext() if self.dps is None else mpmath.workdps(self.dps + 8):
             return (self._expect_values(p, hv), self._expect_values(alpha_poly, hv) / self.alpha,
                     self._expect_values(beta_poly, hv) / self.alpha)
 

@@ -744,6 +744,10 @@ class _Emitter:
             "as a trainable parameter"
         )
 
+    def _square_plus_root(self, u: sympy.Expr, arg: _Operand, c: sympy.Expr) -> _Operand:
+        """sqrt(u**2 + c) as the hypot helper, from u's already emitted operand ``arg``."""
+        return self.assign(f"{_sqrt_square_plus_helper(u)}({arg.code}, {number_literal(c)})", full=arg.full)
+
     def value(self, e: sympy.Expr) -> _Operand:
         if e.is_Symbol:
             return self.symbol(e)
@@ -764,7 +768,7 @@ class _Emitter:
         if isinstance(e, _Masked):
             u = self.value(e.args[0])
             point = number_literal(e.args[2]) if e.args[2].is_number else self.value(e.args[2]).code
-            if isinstance(e.args[1], sympy.Not):  # u outside a region (NaN included): no ~ pass
+            if isinstance(e.args[1], sympy.Not):  # u outside a region, NaN included: one op fewer than ~
                 outside = self.boolean(e.args[1].args[0])
                 return self.assign(f"torch.where({outside.code}, {point}, {u.code})", full=u.full or outside.full)
             region = self.boolean(e.args[1])
@@ -777,13 +781,10 @@ class _Emitter:
                 helper = "_exp_neg_sq_" if self.inplace else "_exp_neg_sq"
                 return self.assign(f"{helper}({arg.code}, {number_literal(c)})", full=arg.full)
         if isinstance(e, _SqrtSquarePlus):
-            arg = self.value(e.args[0])
-            return self.assign(f"{_sqrt_square_plus_helper(e.args[0])}({arg.code}, {number_literal(e.args[1])})",
-                               full=arg.full)
+            return self._square_plus_root(e.args[0], self.value(e.args[0]), e.args[1])
         if isinstance(e, _SquarePlusRatio):
             arg = self.value(e.args[0])
-            root = self.assign(f"{_sqrt_square_plus_helper(e.args[0])}({arg.code}, {number_literal(e.args[1])})",
-                               full=arg.full)
+            root = self._square_plus_root(e.args[0], arg, e.args[1])
             return self.assign(f"{arg.code} / {root.code}", full=arg.full)
         if isinstance(e, _Step):
             arg = self.value(e.args[0])
