@@ -993,6 +993,18 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
         raise NoInverseError(f"A = {g} is not real for W > 0; pass domain='real' or choose another g.")
     a = _a_symbol(g_pos)
     sols = _real_solutions(g_pos, wp, a, strict=False)
+    by_values = ""
+    if sols is not None and len(sols) > 1 and values:
+        # A parameter whose sign SymPy does not know hides which root is the branch on W > 0: s*W**2 at
+        # s = -1 has the solutions -sqrt(A/s) and sqrt(A/s), and was refused as "not injective" although
+        # -W**2 is injective on W > 0.  At the parameters' values only one of them is g^{-1} there.
+        fitting = [s for s in sols if problem(sp.Interval.open(0, sp.oo), s, a,
+                                              _derivative_in_a(sp.diff(g_pos, wp), g_pos, wp, s, a)) is None]
+        if len(fitting) == 1:
+            sols[:] = fitting
+            by_values = ("; the root that is g^{-1} at the parameters' values "
+                         + ", ".join(f"{k} = {v}" for k, v in values.items()) + ", of the "
+                         + f"{sols.found} solutions of A = g(W)")
     if sols is not None and len(sols) == 1:
         first = _named_inverse(g_pos, wp, a) or sols[0]
         # SymPy's solution as it is, then with its odd roots read as real roots (log(W)**3).
@@ -1002,7 +1014,7 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
             if why is None:
                 return _InverseResult(
                     sp.Interval.open(0, sp.oo), inv, a,
-                    f"W = {inv} (the positive branch, W > 0"
+                    f"W = {inv} (the positive branch, W > 0" + by_values
                     + (f"; not the real line: {real_line_refused})" if real_line_refused else ")"),
                     deriv, False,
                 )

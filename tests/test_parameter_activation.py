@@ -559,3 +559,26 @@ def test_with_params_gives_the_parameter_the_assumptions_of_its_new_value():
     back = moved.with_params(b=3)
     assert next(iter(back.params)).is_positive and back.A.is_positive
     assert back.concrete(back.range) == sp.Interval.open(0, sp.oo)
+
+
+@pytest.mark.parametrize("formula, values", [("s*W**2", {"s": -1}), ("s*W**2", {"s": -0.5}),
+                                             ("(s*W)**2", {"s": -1}), ("c*W**2 + W**2", {"c": -3})])
+def test_a_parameter_of_unknown_sign_does_not_hide_the_branch_on_the_positive_half_line(formula, values):
+    """s*W**2 at s = -1 is -W**2, injective on W > 0 with W = sqrt(-A) (as the formula -W**2 itself is
+    inverted).  SymPy cannot tell the sign of the real symbol s, so both roots -sqrt(A/s) and sqrt(A/s)
+    were kept and the parameter activation was refused: "has 2 solutions ... (g is not injective)".  At
+    the parameters' values only one root is g^{-1} on W > 0, and it is taken (the branch says so)."""
+    pa = parameter_activation(formula, **values)
+    assert pa.domain == sp.Interval.open(0, sp.oo)
+    assert "at the parameters' values" in pa.branch
+    _check_inverse_and_slope_numerically(pa, [sp.Rational(1, 3), 1, sp.Rational(5, 2), 7])
+    # r(A) = g'(W)**2 at A = g(W), and the mirror map's psi'' = 1/r there
+    g, r = pa.concrete(pa.g), pa.concrete(pa.effective_learning_rate)
+    psi2 = sp.diff(pa.concrete(pa.mirror_map), pa.A, 2)
+    for w0 in (sp.Rational(1, 2), 2):
+        a0 = g.subs(W, w0)
+        assert abs(sp.N(r.subs(pa.A, a0) - sp.diff(g, W).subs(W, w0) ** 2, 30)) < 1e-12
+        assert abs(sp.N((psi2 * r).subs(pa.A, a0), 30) - 1) < 1e-12
+    # a g that is not injective on W > 0 for the parameter's value is still refused
+    with pytest.raises(NoInverseError, match="not injective"):
+        parameter_activation("s*(W - 1)**2", s=-1).inverse
