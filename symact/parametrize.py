@@ -31,6 +31,8 @@ Domain and branch.  With ``domain=None`` the domain is chosen in this order, and
    as real roots: W**3 - 1 gets W = sign(A + 1)*|A + 1|**(1/3));
 2. the real line (minus 0 where g is singular there), if g is odd and has one sign on W > 0: the inverse is
    the odd extension W = sign(A) * h(|A|) of the inverse h found on W > 0 (W**3, powerpropagation, 1/W);
+   where that sign depends on a parameter of unknown sign (s*W*Abs(W)), it is g's sign at the parameters'
+   values, and so is the root h where SymPy's solve gives several (here and in rule 3);
 3. the positive half-line W > 0 (log W, W**2: the positive branch W = sqrt(A); W*exp(W), which turns at
    W = -1, gets W = LambertW(A) there).
 
@@ -918,7 +920,8 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
                 or _identity_problem(g_c, W, inv.subs(values), a, domain, deriv.subs(values)))
 
     # Rule 2's case (odd g of one sign on W > 0): the odd extension states the branch (W**3).
-    odd_one_sign = sp.simplify(g.subs(W, -W) + g) == 0 and bool(g_pos.is_positive or g_pos.is_negative)
+    odd = sp.simplify(g.subs(W, -W) + g) == 0
+    odd_one_sign = odd and bool(g_pos.is_positive or g_pos.is_negative)
     if requested in (None, "real"):
         # SymPy cannot always show g real (asinh written as log(W + sqrt(W**2 + 1)): is_real is None); where
         # it cannot, g real at sample points is the evidence, as for the other checks (not for the odd g of
@@ -946,10 +949,20 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
         else:
             reasons.append("g is not real (or not defined) on the whole real line"
                            + (f" (not at W = {off_line})" if off_line is not None else ""))
-        # Odd extension of the inverse found on W > 0.
-        if odd_one_sign:
-            a_pos = sp.Dummy("a", positive=True) if g_pos.is_positive else sp.Dummy("a", negative=True)
+        # Odd extension of the inverse found on W > 0.  The sign of g on W > 0 is SymPy's, or, where a
+        # parameter of unknown sign hides it (s*W*Abs(W) at s = -2, s a real symbol), g's sign there at the
+        # parameters' values; so are the roots on W > 0 (-sqrt(a/s) and sqrt(a/s): the one that is g^{-1}).
+        positive_side = g_pos.is_positive or (False if g_pos.is_negative else None)
+        g_pos_c = g_pos.subs(values)
+        if positive_side is None and values:
+            positive_side = g_pos_c.is_positive or (False if g_pos_c.is_negative else None)
+        if odd and positive_side is not None:
+            a_pos = sp.Dummy("a", positive=True) if positive_side else sp.Dummy("a", negative=True)
             sols = _real_solutions(g_pos, wp, a_pos, strict=False)
+            if sols is not None and len(sols) > 1 and values:
+                fitting = [h for h in sols
+                           if _identity_problem(g_pos_c, wp, h.subs(values), a_pos, sp.Interval.open(0, sp.oo)) is None]
+                sols[:] = fitting if len(fitting) == 1 else sols
             if sols is not None and len(sols) == 1:
                 at0 = g_c.subs(W, 0)  # at the parameters' values: powerprop at alpha = -1 is 1/W
                 if at0 is sp.nan:
@@ -961,20 +974,20 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
                 singular = not (at0.is_finite and at0.is_real)
                 a = sp.Symbol("A", real=True, nonzero=True) if singular else sp.Symbol("A", real=True)
                 h = _named_inverse(g_pos, wp, a_pos) or sols[0]
-                if g_pos.is_positive:
+                if positive_side:
                     inv = sp.sign(a) * h.subs(a_pos, sp.Abs(a))
                 else:
                     inv = -sp.sign(a) * h.subs(a_pos, -sp.Abs(a))
                 simpler = sp.simplify(inv)
                 inv = inv if simpler.has(sp.Piecewise) else simpler  # keep sign(A)*h(|A|) over a Piecewise
                 deriv = _derivative_in_a(sp.diff(g_pos, wp), g_pos, wp, h, a_pos).subs(
-                    a_pos, sp.Abs(a) if g_pos.is_positive else -sp.Abs(a))
+                    a_pos, sp.Abs(a) if positive_side else -sp.Abs(a))
                 domain = sp.S.Reals - sp.FiniteSet(0) if singular else sp.S.Reals
                 why = problem(domain, inv, a, deriv)
                 if why is None:
                     return _InverseResult(
                         domain, inv, a,
-                        (f"W = sign(A)*({h.subs(a_pos, sp.Symbol('|A|'))})" if g_pos.is_positive else
+                        (f"W = sign(A)*({h.subs(a_pos, sp.Symbol('|A|'))})" if positive_side else
                          f"W = -sign(A)*({h.subs(a_pos, -sp.Symbol('|A|'))})")
                         + " (odd extension of the inverse on W > 0)",
                         deriv, True,

@@ -582,3 +582,23 @@ def test_a_parameter_of_unknown_sign_does_not_hide_the_branch_on_the_positive_ha
     # a g that is not injective on W > 0 for the parameter's value is still refused
     with pytest.raises(NoInverseError, match="not injective"):
         parameter_activation("s*(W - 1)**2", s=-1).inverse
+
+
+@pytest.mark.parametrize("formula, values", [("s*W*Abs(W)", {"s": -2}), ("s*W*Abs(W)**(alpha - 1)", {"alpha": 3, "s": -1}),
+                                             ("s*W/(1 + Abs(W))", {"s": -1})])
+def test_an_odd_g_whose_sign_on_the_positive_half_line_needs_the_parameter_value_gets_the_real_line(formula, values):
+    """Rule 2 of the module doc: an odd g of one sign on W > 0 is inverted on the real line (odd extension).
+    A scaled powerpropagation s*W*|W|**(alpha - 1) at s = -1 is such a g, but SymPy cannot tell the sign of
+    the real symbol s, so the rule was skipped: s*W*Abs(W) at s = -2 was refused ("not injective"), the
+    others were inverted on W > 0 only, although -W*|W|**2 is injective on the whole real line.  The sign of
+    g on W > 0 is now taken at the parameters' values."""
+    pa = parameter_activation(formula, **values)
+    assert pa.domain == sp.S.Reals and "odd extension" in pa.branch
+    _check_inverse_and_slope_numerically(pa, [-3, -1, sp.Rational(-1, 4), 0, sp.Rational(1, 3), 2])
+    g = pa.concrete(pa.g)
+    for w0 in (-2, sp.Rational(1, 2)):  # r(A) = g'(W)**2 at A = g(W), on both sides of 0
+        a0 = g.subs(W, w0)
+        r0 = sp.N(pa.concrete(pa.effective_learning_rate).subs(pa.A, a0), 30)
+        assert abs(r0 - sp.N(sp.diff(g, W).subs(W, w0) ** 2, 30)) < 1e-12
+    # a g that is not odd keeps its branch (exp(a*W) with a parameter: the real line, not an odd extension)
+    assert "odd extension" not in parameter_activation("exp(a*W)", a=-1).branch
