@@ -100,6 +100,25 @@ def _as_exprs(p: Sequence, normalised: bool = False) -> tuple[sympy.Expr, ...]:
     return exprs
 
 
+def _scalar(value, what: str, hint: str) -> sympy.Expr:
+    """A power or a target entropy as a SymPy expression; a number must be real and finite.  NaN, oo and
+    complex numbers were taken as they came, and every result was nan (entropy_of_power(p, oo): nan, not
+    its limit log k) or complex, silently."""
+    expr = safe_sympify(value, what)
+    if not isinstance(expr, sympy.Expr):
+        raise DomainError(f"{what} = {value!r} is not a number or expression; {hint}")
+    if expr.is_number:
+        number = sympy.N(expr, 30)
+        if number.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo) or not number.is_real:
+            raise DomainError(f"{what} = {value} is not a finite real number; {hint}")
+    return expr
+
+
+_GAMMA_HINT = ("pass a finite power (gamma -> oo is the uniform distribution on the largest entries, "
+               "entropy log k; gamma = 0 the uniform one on the support, entropy log m)")
+_TARGET_HINT = "pass a target entropy in nats, a finite number in [0, log m]"
+
+
 def _support(ps: tuple[sympy.Expr, ...]) -> tuple[sympy.Expr, ...]:
     """The probabilities that are not exactly 0: 0*log(0) is 0 (its limit), not SymPy's nan."""
     return tuple(pi for pi in ps if not pi.is_zero)
@@ -153,7 +172,7 @@ def powered_distribution(p: Sequence, gamma) -> tuple[sympy.Expr, ...]:
     (1/2, 1/2, 0)
     """
     ps = _as_exprs(p)
-    gamma = safe_sympify(gamma, "gamma")
+    gamma = _scalar(gamma, "gamma", _GAMMA_HINT)
     total = sum(pi**gamma for pi in _support(ps))
     return tuple(sympy.S.Zero if pi.is_zero else pi**gamma / total for pi in ps)
 
@@ -164,7 +183,7 @@ def entropy_of_power(p: Sequence, gamma) -> sympy.Expr:
     (equal to :math:`-\sum \tilde p_i\log\tilde p_i` because
     :math:`\log\tilde p_i = \gamma\log p_i - \log Z`)."""
     ps = _support(_as_exprs(p))  # a zero probability stays 0 under every power (see powered_distribution)
-    gamma = safe_sympify(gamma, "gamma")
+    gamma = _scalar(gamma, "gamma", _GAMMA_HINT)
     weights = [pi**gamma for pi in ps]
     total = sum(weights)
     return sympy.log(total) - gamma * sum(w * sympy.log(pi) for w, pi in zip(weights, ps)) / total
@@ -189,7 +208,7 @@ def log_variance(p: Sequence, gamma=1) -> sympy.Expr:
 def entropy_derivative(p: Sequence, gamma) -> sympy.Expr:
     r"""The closed form :math:`dH/d\gamma = -\gamma\,\mathrm{Var}_{\tilde p(\gamma)}[\log p]`
     (an independent expression: compare it with ``sympy.diff(entropy_of_power(p, g), g)``)."""
-    return -safe_sympify(gamma, "gamma") * log_variance(p, gamma)
+    return -_scalar(gamma, "gamma", _GAMMA_HINT) * log_variance(p, gamma)
 
 
 def first_order_update(q: Sequence, target_entropy) -> sympy.Expr:
@@ -207,7 +226,7 @@ def first_order_update(q: Sequence, target_entropy) -> sympy.Expr:
     support = _support(qs)
     H = -sum(qi * sympy.log(qi) for qi in support)
     second = sum(qi * sympy.log(qi) ** 2 for qi in support)
-    return 1 + (safe_sympify(target_entropy, "target_entropy") - H) / (H**2 - second)
+    return 1 + (_scalar(target_entropy, "target_entropy", _TARGET_HINT) - H) / (H**2 - second)
 
 
 def newton_step_total_exponent(p: Sequence, total_exponent, target_entropy) -> sympy.Expr:
@@ -220,5 +239,11 @@ def newton_step_total_exponent(p: Sequence, total_exponent, target_entropy) -> s
     Newton's method, hence converges quadratically near a simple root.
     """
     _refuse_uniform(_as_exprs(p), "the Newton step on the total exponent")
-    G = safe_sympify(total_exponent, "total_exponent")
-    return G + (safe_sympify(target_entropy, "target_entropy") - entropy_of_power(p, G)) / entropy_derivative(p, G)
+    G = _scalar(total_exponent, "total_exponent", "pass a finite non-zero exponent, e.g. 1 (p itself)")
+    if G.is_zero:
+        # H'(0) = -0 * Var = 0: the step divided by zero and came back as zoo
+        raise DomainError("the Newton step on the total exponent is undefined at total_exponent = 0: H'(0) = "
+                          "-0 * Var[log p] = 0 (H has its maximum log m there). Start from a non-zero exponent, "
+                          "e.g. 1 (p itself)")
+    target = _scalar(target_entropy, "target_entropy", _TARGET_HINT)
+    return G + (target - entropy_of_power(p, G)) / entropy_derivative(p, G)

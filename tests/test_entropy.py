@@ -390,6 +390,29 @@ def test_invalid_or_degenerate_distributions_raise_symact_errors():
     assert abs(float(sym.entropy([0.1] * 10)) - math.log(10)) < 1e-12
 
 
+@pytest.mark.parametrize("call", [
+    lambda p: sym.entropy_of_power(p, sympy.oo),           # was nan (its limit is log k)
+    lambda p: sym.powered_distribution(p, float("nan")),   # was (nan, nan, nan)
+    lambda p: sym.entropy_derivative(p, float("inf")),
+    lambda p: sym.log_moment(p, 1, sympy.I),                # was complex
+    lambda p: sym.first_order_update(p, float("nan")),      # was nan
+    lambda p: sym.newton_step_total_exponent(p, 2, sympy.oo),
+    lambda p: sym.newton_step_total_exponent(p, 0, sympy.Rational(1, 2)),  # was zoo: H'(0) = 0
+])
+def test_a_power_or_target_that_is_not_finite_or_a_newton_step_from_zero_is_refused(call):
+    """A NaN, infinite or complex gamma or target entropy was taken as given and every result came back
+    nan, zoo or complex without a word; the Newton step from total exponent 0 divided by H'(0) = 0."""
+    p = [sympy.Rational(1, 2), sympy.Rational(1, 3), sympy.Rational(1, 6)]
+    with pytest.raises(DomainError, match="not a finite real number|undefined at total_exponent = 0"):
+        call(p)
+    # symbols, negative powers (they reverse the order) and the step from a negative exponent still work
+    g = sympy.Symbol("g", real=True)
+    assert sym.entropy_of_power(p, g).has(g)
+    assert sym.powered_distribution(p, -1) == (sympy.Rational(2, 11), sympy.Rational(3, 11), sympy.Rational(6, 11))  # 1/p = 2, 3, 6
+    step = sym.newton_step_total_exponent(p, -1, sympy.Rational(1, 2))
+    assert step.is_number and step.is_finite
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_finite_mask_values_act_like_minus_inf(dtype):
     """masked_fill with torch.finfo(dtype).min (the common convention) instead of -inf squared the mask
