@@ -168,6 +168,24 @@ def test_convergence_spec_rejects_values_that_do_not_exist(bad, match):
         convergence_study(dict(SMALL, **bad))
 
 
+@pytest.mark.parametrize("bad, match", [
+    ({"tolerance": 0.0}, "tolerance"),             # never reached: every cell "median not reached"
+    ({"tolerance": float("nan")}, "tolerance"),    # ran, then format_table raised a ValueError
+    ({"target_scales": (1.0, 0.0)}, "target_scales"),  # y = 0: every run "diverged" (excess loss / 0)
+    ({"noise_levels": (float("nan"),)}, "noise_levels"),  # crashed inside torch.linalg.lstsq
+    ({"noise_levels": (-0.1,)}, "noise_levels"),
+    ({"init_log_std": float("inf")}, "init_log_std"),     # every exp run started at A = inf
+    ({"lr_grid": (1e-2, float("inf"))}, "lr_grid"),
+])
+def test_convergence_spec_rejects_numbers_that_make_every_run_meaningless(bad, match):
+    """These specs ran and reported a study of nothing (all "median not reached" or all "diverged"), or
+    crashed deep inside torch; now they are refused before any training, naming the field."""
+    from symact.errors import DomainError
+
+    with pytest.raises(DomainError, match=match):
+        convergence_study(dict(SMALL, **bad))
+
+
 @pytest.mark.parametrize("bad, match", [({"models": ("dur2", "dur3")}, "models.*dur3"),
                                         ({"feature_sets": (("x", "sqrt(x)"),)}, "sqrt")])
 def test_extrapolation_spec_rejects_unknown_models_and_features_before_training(bad, match):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -167,9 +168,29 @@ def _check_convergence_spec(spec: ConvergenceSpec) -> None:
     for field in ("seeds", "steps", "n_samples", "n_features", "batch_size"):
         if not (isinstance(getattr(spec, field), int) and getattr(spec, field) >= 1):
             raise DomainError(f"ConvergenceSpec.{field} = {getattr(spec, field)!r} must be a positive integer.")
-    if not spec.lr_grid or not all(v > 0 for v in (*spec.lr_grid, spec.fixed_lr)):
+    if not spec.lr_grid or not all(_finite(v) and v > 0 for v in (*spec.lr_grid, spec.fixed_lr)):
         raise DomainError(f"ConvergenceSpec needs a non-empty lr_grid of positive learning rates and a positive "
                           f"fixed_lr; got lr_grid={spec.lr_grid!r}, fixed_lr={spec.fixed_lr!r}.")
+    # Numbers that make every run meaningless were run as given: tolerance <= 0 (or NaN) is never reached,
+    # so every cell read "median not reached"; a target scale 0 gives y = 0, and the excess loss divided by
+    # mean(y**2)/2 = 0 made every run "diverged" (final inf); a NaN noise level crashed inside lstsq.
+    checks = (
+        ("tolerance", [spec.tolerance], lambda v: v > 0, "a positive number, e.g. 1e-3"),
+        ("target_scales", spec.target_scales, lambda v: v != 0, "non-zero numbers (a* = 0 makes y = 0, and the "
+         "excess loss is relative to mean(y**2)/2)"),
+        ("noise_levels", spec.noise_levels, lambda v: v >= 0, "numbers >= 0 (noise std relative to the RMS of X a*)"),
+        ("init_log_mean", [spec.init_log_mean], lambda v: True, "a finite number"),
+        ("init_log_std", [spec.init_log_std], lambda v: v >= 0, "a finite number >= 0"),
+    )
+    for field, given, ok, what in checks:
+        bad = [v for v in given if not (_finite(v) and ok(v))]
+        if bad:
+            raise DomainError(f"ConvergenceSpec.{field} = {getattr(spec, field)!r}: {bad} must be {what}.")
+
+
+def _finite(value: Any) -> bool:
+    """A real finite number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _targets(kind: str, scale: float, d: int) -> torch.Tensor:
