@@ -52,6 +52,24 @@ def test_one_step_check_detects_a_wrong_prediction(monkeypatch):
     assert all(r["ratio"] < 2 for r in record["rows"])
 
 
+@pytest.mark.parametrize("bad, match", [
+    ({"learning_rates": (float("inf"), 1e-4)}, "learning_rates"),  # every error NaN
+    ({"n_features": 0}, "n_features"), ({"n_samples": 0}, "n_samples"),  # every ratio inf
+    ({"ratio_bounds": (20.0, 5.0)}, "ratio_bounds"),   # no ratio inside: every non-exact row failed
+    ({"ratio_bounds": (5.0,)}, "ratio_bounds"),         # was a bare ValueError from unpacking
+    ({"exact_below": float("nan")}, "exact_below"),     # the identity row (g'' = 0, exact) failed
+])
+def test_one_step_spec_that_would_fail_every_row_is_refused(bad, match):
+    """These specs ran and reported all_passed = False, rows failing whatever the maths, so the one-step
+    claim (r(A) predicts the step to first order) read as refuted; now they are refused, naming the field."""
+    from symact.errors import DomainError
+
+    with pytest.raises(DomainError, match=match):
+        one_step_check({"rows": ("exp", "identity"), **bad})
+    # lists (as a JSON spec gives them) are still read as the pairs they are
+    assert one_step_check({"rows": ("exp",), "ratio_bounds": [5, 20], "learning_rates": [1e-3, 1e-4]})["all_passed"]
+
+
 SMALL = dict(seeds=2, steps=200, target_scales=(1.0,), noise_levels=(0.0, 0.1), lr_grid=(1e-3, 1e-2, 1e-1),
              n_samples=64)
 

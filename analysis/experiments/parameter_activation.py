@@ -74,7 +74,21 @@ def one_step_check(spec: OneStepSpec | Mapping[str, Any] = OneStepSpec()) -> dic
     """
     spec = _spec(OneStepSpec, spec)
     lrs = spec.learning_rates
-    if len(lrs) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in lrs) or lrs[0] == lrs[1]:
+    # Specs that fail every row whatever the maths (so the check's claim read as refuted) are refused here:
+    # an infinite step size made every error NaN, n_features = 0 or n_samples = 0 every ratio inf, reversed
+    # ratio_bounds held no ratio, and a NaN exact_below failed the exact identity row.
+    for field in ("n_features", "n_samples"):
+        if not (isinstance(getattr(spec, field), int) and not isinstance(getattr(spec, field), bool)
+                and getattr(spec, field) >= 1):
+            raise DomainError(f"OneStepSpec.{field} = {getattr(spec, field)!r} must be a positive integer.")
+    bounds = spec.ratio_bounds
+    if not (isinstance(bounds, tuple) and len(bounds) == 2 and all(_finite(v) for v in bounds)
+            and 0 < bounds[0] < bounds[1]):
+        raise DomainError(f"OneStepSpec.ratio_bounds = {bounds!r}: give two finite numbers 0 < lo < hi bracketing "
+                          f"the expected error ratio (the ratio of the step sizes), e.g. (5.0, 20.0).")
+    if not (_finite(spec.exact_below) and spec.exact_below >= 0):
+        raise DomainError(f"OneStepSpec.exact_below = {spec.exact_below!r} must be a finite number >= 0, e.g. 1e-9.")
+    if len(lrs) != 2 or not all(_finite(v) and v > 0 for v in lrs) or lrs[0] == lrs[1]:
         # one rate ended in an IndexError, a third was ignored
         raise DomainError(f"OneStepSpec.learning_rates = {lrs!r}: give two different positive step sizes, "
                           f"e.g. (1e-3, 1e-4).")
