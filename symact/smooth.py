@@ -90,6 +90,11 @@ def _numeric_scale(width) -> sympy.Expr:
     w = safe_sympify(width, "width")
     if w.is_number and not (w.is_real and w.is_positive):
         raise DomainError(f"width must be positive, got {width}; it is the kernel's scale sigma")
+    if isinstance(w, sympy.Expr) and w.is_positive is False:
+        # a symbol declared negative (Symbol('s', negative=True)) gave a "density" integrating to -1, as -1
+        # itself would have; convolve_expression refuses it too
+        raise DomainError(f"width {width} is declared non-positive, but it is the kernel's scale sigma > 0: use a "
+                          "positive number or a symbol that may be positive, e.g. Symbol('sigma', positive=True)")
     return w
 
 

@@ -286,6 +286,23 @@ def test_kernel_density_and_antiderivative_refuse_a_scale_that_is_not_positive(w
         kernel_antiderivative("uniform", 1, width)
 
 
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic", "uniform", "cauchy"])
+def test_a_scale_declared_negative_is_refused_not_made_a_density_of_mass_minus_one(kernel):
+    """kernel_density(kernel, Symbol('s', negative=True)) returned an expression whose integral over the real
+    line is -1 (0 for the uniform kernel), the same wrong "density" a width of -1 gave before that was refused;
+    convolve_expression already refused such a symbol.  A symbol of unknown sign is still taken as given."""
+    negative = sympy.Symbol("s", negative=True)
+    with pytest.raises(DomainError, match="declared non-positive"):
+        kernel_density(kernel, negative)
+    with pytest.raises(DomainError, match="declared non-positive"):
+        kernel_antiderivative(kernel, 0, negative)
+    with pytest.raises(DomainError, match="declared non-positive"):
+        kernel_density(kernel, -sympy.Symbol("q", positive=True))
+    plain = sympy.Symbol("q")
+    assert kernel_density(kernel, plain).has(plain)
+    assert sympy.integrate(kernel_density(kernel, sigma), (t, -sympy.oo, sympy.oo)) == 1
+
+
 def test_logistic_smoothing_with_a_small_float_width_evaluates_in_floats():
     """convolve_expression(relu, "logistic", 0.001) was 0.001*log(exp(1000.0*x) + 1): OverflowError in math for
     x > 0.71; the smoothed heaviside 1/(1 + exp(-1000.0*x)) overflowed for x < -0.71, and substituting the width
