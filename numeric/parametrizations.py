@@ -280,6 +280,18 @@ class ParameterActivationParametrization(nn.Module):
                          torch.ones_like(value, dtype=torch.bool))
         inward = torch.nextafter(value, toward * math.inf).double()
         w = self._refine(self._g_inverse(inward), inward)
+        # The closed-form inverse can round to the end itself at the next value inside: tanh(W)**3 in float64
+        # takes the cube root of 1 - 1.1e-16, which is 1.0, and atanh(1) = inf; with no finite start the
+        # search below never ran and -1.0, which the forward gives for every W <= -19.1, was refused as
+        # reached "at no W of its domain".  Start further inside (doubling the distance) where that happens.
+        gap = torch.finfo(dtype).eps * value.double().abs().clamp(min=1.0)
+        for _ in range(60):
+            lost = ~(torch.isfinite(w) & self._in_domain(w))
+            if not bool(lost.any()):
+                break
+            gap = torch.where(lost, gap * 2, gap)
+            further = value.double() + toward.double() * gap
+            w = torch.where(lost, self._refine(self._g_inverse(further), further), w)
         slope = self._dg(w)
         # the direction of W in which g moves toward the end: down to a lower end, up to an upper one
         outward = -torch.sign(slope) * toward.double()
