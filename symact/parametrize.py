@@ -1264,7 +1264,12 @@ def signed_parametrization(g: str | sp.Expr | ParameterActivation, kind: str = "
     >>> signed_parametrization("exp(W)", "difference").expr
     -exp(W_m) + exp(W_p)
     """
-    base = g if isinstance(g, ParameterActivation) else parameter_activation(g, **params)
+    if isinstance(g, ParameterActivation):
+        # parameters given with a ParameterActivation were dropped without a word (alpha=3 kept alpha = 2, and
+        # a name g does not have passed); they set its defaults, as numeric.parametrization does
+        base = g.with_params(**params) if params else g
+    else:
+        base = parameter_activation(g, **params)
     wp, wm = sp.Symbol("W_p", real=True), sp.Symbol("W_m", real=True)
     if kind == "difference":
         return SignedParametrization(kind, base, base.g.subs(W, wp) - base.g.subs(W, wm), (wp, wm))

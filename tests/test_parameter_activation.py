@@ -602,3 +602,19 @@ def test_an_odd_g_whose_sign_on_the_positive_half_line_needs_the_parameter_value
         assert abs(r0 - sp.N(sp.diff(g, W).subs(W, w0) ** 2, 30)) < 1e-12
     # a g that is not odd keeps its branch (exp(a*W) with a parameter: the real line, not an odd extension)
     assert "odd extension" not in parameter_activation("exp(a*W)", a=-1).branch
+
+
+def test_signed_parametrization_of_a_parameter_activation_uses_the_parameters_given():
+    """signed_parametrization(parameter_activation("powerprop"), "difference", alpha=3) kept alpha = 2 (the
+    keywords were dropped for a ParameterActivation, while the name "powerprop" took them), and a parameter
+    that g does not have passed silently."""
+    pp = parameter_activation("powerprop")
+    from_object = signed_parametrization(pp, "difference", alpha=3)
+    from_name = signed_parametrization("powerprop", "difference", alpha=3)
+    assert [v for v in from_object.base.params.values()] == [3] == [v for v in from_name.base.params.values()]
+    wp, wm = from_object.symbols
+    a = from_object.base.concrete(from_object.expr)
+    assert sp.simplify(a.subs({wp: 2, wm: -1}) - (8 + 1)) == 0      # 2**3 - (-1)**3 at alpha = 3
+    assert signed_parametrization(pp, "difference").base is pp        # no keywords: the object itself
+    with pytest.raises(UnknownSymbolError, match="beta"):
+        signed_parametrization(parameter_activation("exp"), "difference", beta=3)
