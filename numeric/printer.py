@@ -267,6 +267,18 @@ def _mask_piecewise(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
                 "somewhere; add a final (value, True) piece"
             )
         symbols = [s for s in inputs if pw.has(s)]
+        # a constant otherwise-branch after a non-constant one: where(c, v, k) gave k at a NaN input (c is
+        # false there), softshrink(NaN) = 0 where F.softshrink gives NaN; where(~c, k, v) with ~c printed
+        # as the complementary comparisons (x >= -1/2 for x < -1/2) is the same for every other input,
+        # +-inf and -0.0 included, and sends NaN (false in every comparison) into v: no extra operation
+        swapped = None
+        if len(branches) >= 2 and branches[-1][0].is_number and not branches[-2][0].is_number:
+            swapped = _nan_false_complement(branches[-2][1])
+            if swapped is not None:
+                value, cond, region, _ = branches[-2]
+                earlier = [c for _, c, _, _ in branches[:-2]]
+                # its input mask lets NaN through too: ~(earlier | ~c) is the region for every other input
+                branches[-2] = (value, cond, region, sympy.Not(sympy.Or(*earlier, swapped), evaluate=False))
         for value, cond, region, mask in reversed(branches):
             safe_value = value
             if (len(symbols) == 1 and value.has(symbols[0]) and region.has(symbols[0])
@@ -285,11 +297,46 @@ def _mask_piecewise(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
                     safe_value = value.xreplace({parameter: _Masked(parameter, mask, point)})
             if result is None:
                 result = safe_value
+            elif swapped is not None:
+                result, swapped = _Select(swapped, result, safe_value), None
             else:
                 result = _Select(cond, safe_value, result)
         return result
 
     return expr.replace(lambda e: isinstance(e, sympy.Piecewise), rule)
+
+
+def _nan_false_complement(cond: sympy.Basic) -> sympy.Basic | None:
+    """SymPy's negation of ``cond`` when, printed, it is false at a NaN input and the exact complement of
+    ``cond`` at every other input (+-inf and -0.0 included), else None.
+
+    Only And/Or of ordered comparisons and equalities (never !=, true at NaN) whose sides are a number,
+    a symbol, or c*s + d (c != 0, d numbers): such a side is NaN only where an input is, and then every
+    comparison is false; a side such as sin(x) or x - a could be NaN at x = inf and fail both."""
+    def side_ok(e):
+        if e.is_number:
+            return e.is_extended_real is True
+        coefficient, rest = e.as_coeff_Add()
+        scale, symbol = rest.as_coeff_Mul()
+        return symbol.is_Symbol and coefficient.is_number and scale.is_number and scale != 0
+
+    def ok(c):
+        if isinstance(c, (sympy.And, sympy.Or)):
+            return all(ok(a) for a in c.args)
+        return (isinstance(c, (sympy.StrictLessThan, sympy.LessThan, sympy.StrictGreaterThan, sympy.GreaterThan,
+                               sympy.Eq))
+                and side_ok(c.lhs) and side_ok(c.rhs) and not (c.lhs.is_number and c.rhs.is_number))
+
+    def complement(c):  # De Morgan down to the relations, each negated (x < a -> x >= a)
+        if isinstance(c, (sympy.And, sympy.Or)):
+            parts = [complement(a) for a in c.args]
+            if any(p is None for p in parts):
+                return None
+            return (sympy.Or if isinstance(c, sympy.And) else sympy.And)(*parts, evaluate=False)
+        return c.negated if isinstance(c, sympy.Rel) else None
+
+    result = complement(cond)
+    return result if result is not None and ok(result) else None
 
 
 def _scale_into_piecewise(product: Mul, inputs: tuple) -> sympy.Expr:
@@ -310,6 +357,22 @@ def _scale_into_piecewise(product: Mul, inputs: tuple) -> sympy.Expr:
         if grows:
             factors[i] = sympy.Piecewise(*[(coefficient * v, c) for v, c in factor.args])
             return Mul(*factors)
+    return product
+
+
+def _factor_into_step_piecewise(product: Mul, inputs: tuple) -> sympy.Expr:
+    """g*Piecewise((k_i, c_i)) with numbers k_i and g free of the inputs (a backward's incoming gradient,
+    a parameter) -> Piecewise((k_i*g, c_i)): one where() instead of full_like, where and a product, and
+    the non-constant branch then takes a NaN input (see _mask_piecewise), so that softshrink's and
+    hardshrink's gradients at NaN are g, as their PyTorch backward kernels give (0 before).
+    Where the step is 0 the result is 0 for any g, as in those kernels."""
+    factors = list(Mul.make_args(product))
+    for i, factor in enumerate(factors):
+        if isinstance(factor, sympy.Piecewise) and all(v.is_number for v, _ in factor.args):
+            rest = Mul(*factors[:i], *factors[i + 1:])
+            if rest.is_number or not rest.free_symbols.isdisjoint(inputs) or rest.has(sympy.Piecewise):
+                return product
+            return sympy.Piecewise(*[(v * rest, c) for v, c in factor.args])
     return product
 
 
@@ -625,6 +688,8 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(_SqrtSquarePlus),
                         lambda e: _split_square_plus_ratio(e, inputs))
     expr = fuse_builtins(expr)
+    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise),
+                        lambda e: _factor_into_step_piecewise(e, inputs))
     expr = _mask_piecewise(expr, inputs)
     # every compound constant becomes one Float, so cse cannot name a constant
     # (which would then be printed as a tensor operation on a Python float)

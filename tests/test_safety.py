@@ -220,9 +220,9 @@ def test_removable_point_branch_gradient_at_the_point_is_the_limit():
     assert abs(h[0].item() - 1 / 3) < 1e-12
 
 
-# Piecewise formulas whose otherwise-branch is a constant (0, or a step's 0/1): NaN takes that branch
-# and comes out as the constant, like torch.heaviside's (softshrink/hardshrink's built-ins give NaN)
-_CONSTANT_OTHERWISE = {"softshrink", "hardshrink", "heaviside"}
+# heaviside's branches are both constants, so NaN has no value to carry: it takes the otherwise-branch's
+# 0, as torch.heaviside(nan, 0) gives 0 too
+_CONSTANT_OTHERWISE = {"heaviside"}
 
 
 @pytest.mark.parametrize("name", [e.name for e in symact.catalogue()
@@ -232,8 +232,61 @@ def test_a_nan_input_gives_a_nan_value(name, dtype):
     """A Piecewise's otherwise-branch took its input through a mask on SymPy's evaluated region
     (x <= 0 for "not x > 0"), which NaN fails: NaN was replaced by the branch's safe point and
     elu/selu/celu(NaN) came out -0.632/-1.111/-0.632, sinc(NaN) 0.047; a diverged network's NaN
-    was hidden.  Every torch built-in among these (F.elu, F.selu, F.celu, torch.sinc) gives NaN."""
+    was hidden.  A constant otherwise-branch took NaN itself: softshrink/hardshrink(NaN) were 0.
+    Every torch built-in among these (F.elu, F.selu, F.celu, torch.sinc, F.softshrink,
+    F.hardshrink) gives NaN."""
     x = torch.tensor([float("nan"), -2.0, 0.5, 3.0], dtype=dtype)
     y = torch_module(name)(x)
     assert torch.isnan(y[0]), f"{name}(nan) = {float(y[0])}"
     assert torch.isfinite(y[1:]).all()  # the mask changed nothing else
+
+
+def test_heaviside_keeps_torch_heavisides_value_at_nan():
+    x = torch.tensor([float("nan"), -1.0, 0.0, -0.0, 2.0, float("inf"), -float("inf")])
+    assert torch_module("heaviside")(x).tolist() == torch.heaviside(x, torch.tensor(0.0)).tolist()
+
+
+_SHRINK = {"softshrink": torch.nn.functional.softshrink, "hardshrink": torch.nn.functional.hardshrink,
+           "relu": torch.relu}
+
+
+@pytest.mark.parametrize("name", sorted(_SHRINK))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_steps_match_the_torch_builtin_at_nan_signed_zero_infinities_and_the_thresholds(name, dtype):
+    """The constant branch is printed as the complement of the previous condition (x >= -1/2 for
+    x < -1/2): nothing but NaN may change.  Values and gradients agree with PyTorch's built-in
+    kernels at every special point, and where the step is 0 an infinite or NaN incoming gradient
+    gives 0, as there.  At NaN the value is NaN (softshrink/hardshrink gave 0) and the gradient g:
+    relu's backward kernel gives g, F.softshrink's and F.hardshrink's g on their scalar path (up to
+    15 elements) and 0 on the vectorized one (the generated code gave 0 for all three)."""
+    points = [0.0, -0.0, 0.5, -0.5, 0.25, -0.25, 1.0, -1.0, float("inf"), -float("inf"),
+              float(np.nextafter(np.float32(0.5), np.float32(1))), 1e-45, -1e-45, 3e38, -3e38]
+    x = torch.tensor(points, dtype=dtype, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y, y_ref = torch_module(name)(x), _SHRINK[name](x_ref)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, y_ref, equal_nan=True, rtol=0, atol=0)
+    for g in (torch.full_like(y, 3.0), torch.tensor([7.0, float("nan"), float("inf")] * 5, dtype=dtype)):
+        (grad,) = torch.autograd.grad(y, x, g, retain_graph=True)
+        (grad_ref,) = torch.autograd.grad(y_ref, x_ref, g, retain_graph=True)
+        torch.testing.assert_close(grad, grad_ref, equal_nan=True, rtol=0, atol=0)
+    nan = torch.tensor([float("nan")] * 3, dtype=dtype, requires_grad=True)
+    y = torch_module(name)(nan)
+    (grad,) = torch.autograd.grad(y, nan, torch.tensor([3.0, -2.0, float("inf")], dtype=dtype))
+    assert torch.isnan(y).all() and grad.tolist() == [3.0, -2.0, float("inf")]
+
+
+def test_a_masked_branch_before_a_constant_otherwise_branch_carries_nan():
+    """The rule is the printer's, not softshrink's: log(x) for x > 1, else 0 is printed as
+    where(x <= 1, 0, log(where(x <= 1, 2, x))), so NaN reaches log through its mask as well (it gave 0).
+    A condition whose sides can be NaN at an infinite input (sin(x) > 0) keeps its original form:
+    there the complement would not be exact (sin(inf) > 0 and sin(inf) <= 0 are both false)."""
+    t = torch.tensor([float("nan"), -float("inf"), -0.0, 0.0, 1.0, math.e, float("inf")], dtype=torch.float64,
+                     requires_grad=True)
+    y = torch_module("Piecewise((log(x), x > 1), (0, True))")(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    assert math.isnan(y[0]) and math.isnan(g[0])
+    assert y[1:].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, float("inf")]
+    assert g[1:].tolist() == [0.0, 0.0, 0.0, 0.0, 1 / math.e, 0.0]
+    t = torch.tensor([float("inf"), -float("inf"), 1.0, -1.0], dtype=torch.float64)
+    assert torch_module("Piecewise((x, sin(x) > 0), (0, True))")(t).tolist() == [0.0, 0.0, 1.0, 0.0]
