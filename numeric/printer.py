@@ -1673,8 +1673,16 @@ def _log1p_of_square(arg: sympy.Expr):
     # the small branch is taken where ~(|v| > 1), a NaN input included, and sees v itself there (a
     # NaN stays NaN: masked with |v| <= 1 instead, it would be replaced by the point)
     not_large = sympy.Not(large, evaluate=False)
-    return _Select(large, 2 * sympy.log(_SqrtSquarePlus(_Masked(v, large, S(2)), S.One)),
-                   Log1p(_Masked(v, not_large, S.Zero) ** 2))
+    # v = s*w with a number s > 1: hypot(s*w, 1) overflowed with s*w (log(1 + 4*x**2) was inf from
+    # |x| = 1.7e38 in float32, value 178), s*hypot(w, 1/s) does not, and its log is log(s) + log(hypot(w,
+    # 1/s)); the sum is at least log(2) for |v| > 1, so the rounding of log(s) costs at most
+    # 4*log2(s) - 1 ulps there (s <= 2**4 only)
+    s, w = split_numeric_factor(v)
+    if s.is_number and s > 1 and s <= 16:
+        large_value = 2 * sympy.log(s) + 2 * sympy.log(_SqrtSquarePlus(_Masked(w, large, 2 / s), 1 / s**2))
+    else:
+        large_value = 2 * sympy.log(_SqrtSquarePlus(_Masked(v, large, S(2)), S.One))
+    return _Select(large, large_value, Log1p(_Masked(v, not_large, S.Zero) ** 2))
 
 
 def _count(expr: sympy.Expr, symbol: sympy.Symbol) -> int:

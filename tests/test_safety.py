@@ -290,3 +290,36 @@ def test_a_masked_branch_before_a_constant_otherwise_branch_carries_nan():
     assert g[1:].tolist() == [0.0, 0.0, 0.0, 0.0, 1 / math.e, 0.0]
     t = torch.tensor([float("inf"), -float("inf"), 1.0, -1.0], dtype=torch.float64)
     assert torch_module("Piecewise((x, sin(x) > 0), (0, True))")(t).tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+def _check_against_mpmath(formula: str, points, dtype, rtol, values=True, slopes=True):
+    """torch_module(formula) at the points, value and gradient, against mpmath at 50 digits of the
+    formula and of SymPy's derivative of it: within rtol where the exact number is a normal number of
+    the format, and inf exactly where the exact one is beyond the format's maximum."""
+    expr = symact.activation(formula).expr
+    exact_fns = [sympy.lambdify(X, f, modules="mpmath") for f in (expr, sympy.diff(expr, X))]
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_module(formula)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    finfo = torch.finfo(dtype)
+    for which, got_all, fn, wanted in (("value", y, exact_fns[0], values), ("slope", g, exact_fns[1], slopes)):
+        if not wanted:
+            continue
+        for p, got in zip(t.tolist(), got_all.tolist()):
+            with mpmath.workdps(50):
+                exact = fn(mpmath.mpf(p))
+            if abs(exact) > finfo.max:
+                assert got == (math.inf if exact > 0 else -math.inf), f"{formula} {which} at {p!r}: {got}"
+            elif abs(exact) >= finfo.tiny:
+                assert abs(got - float(exact)) <= rtol * abs(float(exact)), (
+                    f"{formula} {which} at {p!r}: {got}, exact {mpmath.nstr(exact, 10)}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_log1p_of_a_scaled_square_is_finite_where_the_scaled_root_overflows(dtype):
+    """log(1 + 4*x**2) for |2x| > 1 was 2*log(hypot(2x, 1)): inf once 2x overflows (|x| > 1.7e38 in
+    float32, 9e307 in float64) where the value is about 2*log(2|x|) (178.6 at 3e38).  Now
+    2*log(2) + 2*log(hypot(x, 1/2))."""
+    big = float(torch.finfo(dtype).max)
+    points = [1e-3, -0.4, 0.5, 0.6, 3.0, -1e10, 1e19, 1e30, 1.6e38, -3e38, 3.4e38, big / 3, -big]
+    _check_against_mpmath("log(1 + 4*x**2)", points, dtype, rtol=4 * float(torch.finfo(dtype).eps), slopes=False)
