@@ -95,14 +95,26 @@ class _SqrtSquarePlus(sympy.Function):
 
 
 class _SquarePlusRatio(sympy.Function):
-    """_SquarePlusRatio(u, c) = u/sqrt(u**2 + c) for a number c > 0 (bounded by 1), printed as u over the
-    hypot of _SqrtSquarePlus: opaque, so that x*_SquarePlusRatio(x**2, 1) is not merged back into
-    x**3/sqrt(x**4 + 1), whose x**3 overflows first."""
+    """_SquarePlusRatio(u, r) = u/r for r = _SqrtSquarePlus(u, c), u/sqrt(u**2 + c) (bounded by 1): opaque,
+    so that x*_SquarePlusRatio(x**2, ...) is not merged back into x**3/sqrt(x**4 + 1), whose x**3
+    overflows first; r is an argument so that common subexpressions share it with a 1/r beside it.
+    Built by :func:`_square_plus_ratio`."""
 
     nargs = 2
 
     def _eval_is_real(self):
         return True
+
+
+class _Finite(sympy.Function):
+    """_Finite(u) = u with +-inf replaced by the format's largest finite number (NaN stays NaN): the
+    u of a _SquarePlusRatio that can overflow (x**2, exp(x/2)), so that the ratio is 1 there, as it is
+    to the last bit beyond sqrt(c)*2**(p/2), instead of inf/inf = NaN."""
+
+    nargs = 1
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
 
 
 class _Masked(sympy.Function):
@@ -216,7 +228,7 @@ def _point_of_set(region_set: sympy.Set) -> sympy.Expr | None:
 
 _ALWAYS_FINITE = (sympy.sin, sympy.cos, sympy.tanh, sympy.atan, sympy.erf, sympy.erfc, Sigmoid,
                   NormalCdf, Softplus, LogSigmoid, sympy.Abs, sympy.sign, sympy.Max, sympy.Min,
-                  _Silu, _Mish, _SqrtSquarePlus, _SquarePlusRatio)
+                  _Silu, _Mish, _SqrtSquarePlus, _SquarePlusRatio, _Finite)
 
 
 def _finite_everywhere(expr: sympy.Expr) -> bool:
@@ -410,7 +422,8 @@ def numpy_modules() -> list:
         "_Silu": lambda u: u * primitives["Sigmoid"](u),
         "_Mish": lambda u: u * np.tanh(primitives["Softplus"](u)),
         "_SqrtSquarePlus": lambda u, c: np.hypot(u, np.sqrt(np.asarray(c, dtype=np.asarray(u).dtype))),
-        "_SquarePlusRatio": lambda u, c: u / np.hypot(u, np.sqrt(np.asarray(c, dtype=np.asarray(u).dtype))),
+        "_SquarePlusRatio": lambda u, r: u / r,
+        "_Finite": lambda u: np.nan_to_num(u, nan=np.nan),
     }
     return [{**primitives, **markers}, rest]
 
@@ -770,6 +783,7 @@ class _Emitter:
     counter: int = 0
     uses: dict = field(default_factory=dict)  # cse symbol -> remaining uses
     cse_ops: dict = field(default_factory=dict)  # cse symbol -> _Operand of its value
+    cse_values: dict = field(default_factory=dict)  # cse symbol -> its expression
     local: dict = field(default_factory=dict)  # cse symbol -> uses in the expression being emitted
 
     def top(self, e: sympy.Expr) -> _Operand:
@@ -811,7 +825,15 @@ class _Emitter:
 
     def _square_plus_root(self, u: sympy.Expr, arg: _Operand, c: sympy.Expr) -> _Operand:
         """sqrt(u**2 + c) as the hypot helper, from u's already emitted operand ``arg``."""
-        return self.assign(f"{_sqrt_square_plus_helper(u)}({arg.code}, {number_literal(c)})", full=arg.full)
+        return self.assign(f"{_sqrt_square_plus_helper(self.expanded(u))}({arg.code}, {number_literal(c)})",
+                           full=arg.full)
+
+    def expanded(self, e: sympy.Expr) -> sympy.Expr:
+        """e with its common-subexpression symbols replaced by their expressions (what they compute:
+        the hypot helper is chosen by whether u has an exp, which a cse symbol hides)."""
+        while e.free_symbols & self.cse_values.keys():
+            e = e.xreplace(self.cse_values)
+        return e
 
     def value(self, e: sympy.Expr) -> _Operand:
         if e.is_Symbol:
@@ -848,9 +870,11 @@ class _Emitter:
         if isinstance(e, _SqrtSquarePlus):
             return self._square_plus_root(e.args[0], self.value(e.args[0]), e.args[1])
         if isinstance(e, _SquarePlusRatio):
+            arg, root = self.value(e.args[0]), self.value(e.args[1])
+            return self.assign(f"{arg.code} / {root.code}", full=arg.full or root.full)
+        if isinstance(e, _Finite):
             arg = self.value(e.args[0])
-            root = self._square_plus_root(e.args[0], arg, e.args[1])
-            return self.assign(f"{arg.code} / {root.code}", full=arg.full)
+            return self.assign(f'torch.nan_to_num({arg.code}, nan=float("nan"))', full=arg.full)
         if isinstance(e, _Step):
             arg = self.value(e.args[0])
             if self.inplace:
@@ -1057,7 +1081,7 @@ class _Emitter:
             if square_plus is not None:
                 u, constant = square_plus
                 arg = self.value(u)
-                return self.assign(f"{_sqrt_square_plus_helper(u)}({arg.code}, {number_literal(constant)})",
+                return self.assign(f"{_sqrt_square_plus_helper(self.expanded(u))}({arg.code}, {number_literal(constant)})",
                                    full=arg.full)
             return self._unary(base, "torch.sqrt({})", "sqrt_")
         if exp == 2:
@@ -1178,6 +1202,7 @@ def emit_function(
         if not op.owned and not op.const:
             op = _Operand(op.code, op.const, op.full, False, op.boolean)
         emitter.cse_ops[symbol] = op
+        emitter.cse_values[symbol] = value
     results = [emitter.result(emitter.top(v)) for v in reduced]
     body = [indent + line for line in emitter.lines]
     args = ", ".join(n for _, n, _ in arguments)
@@ -1635,26 +1660,73 @@ def _scaled_sqrt_square_plus(u: sympy.Expr, constant: sympy.Expr, power: sympy.E
     return _SqrtSquarePlus(u, constant) ** power
 
 
+def _square_plus_ratio(u: sympy.Expr, c: sympy.Expr) -> sympy.Expr:
+    """u/sqrt(u**2 + c) as _SquarePlusRatio, through _Finite(u) where u is not an input itself."""
+    v = u if u.is_Symbol else _Finite(u)
+    return _SquarePlusRatio(v, _SqrtSquarePlus(v, c))
+
+
+def _ratio_excess(f: sympy.Expr, u: sympy.Expr, inputs: tuple):
+    """q with f = u*q where f grows faster than u (so f/sqrt(u**2 + c) = q*u/sqrt(u**2 + c) is finite where
+    f overflows), else None: f = x**k for u = x**m (x an input, k > m >= 1), or f = exp(a) for u = exp(b)
+    with a/b a number above 1."""
+    if isinstance(u, sympy.exp):
+        if isinstance(f, sympy.exp):
+            ratio = sympy.simplify(f.args[0] / u.args[0])
+            if ratio.is_number and ratio.is_real and bool(ratio > 1):
+                return sympy.exp(f.args[0] - u.args[0])
+        return None
+    base, m = (u.base, u.exp) if isinstance(u, Pow) else (u, S.One)
+    if base not in inputs or not (m.is_Integer and m >= 1):
+        return None
+    fbase, k = (f.base, f.exp) if isinstance(f, Pow) else (f, S.One)
+    if fbase == base and k.is_Integer and k > m:
+        return base ** (k - m)
+    return None
+
+
 def _split_square_plus_ratio(product: Mul, inputs: tuple) -> sympy.Expr:
-    """x**k/sqrt(x**(2m) + c) with k > m (x an input) -> x**(k - m)*_SquarePlusRatio(x**m, c): the
+    """x**k/sqrt(x**(2m) + c) with k > m (x an input) -> x**(k - m)*_SquarePlusRatio(x**m, ...): the
     derivative 2*x**3/sqrt(x**4 + 1) of sqrt(x**4 + 1) was inf at x = 1e15 in float32 (x**3 overflows;
-    the value is 2e15).  A ratio whose numerator is no larger (x/sqrt(x**2 + 4)) is left as it is.
-    Still NaN where x**m itself overflows (inf/inf; there the function's own value is inf)."""
+    the value is 2e15), and NaN from 1.8e19 (x**2 overflows; inf/inf) where _Finite now makes the ratio
+    1.  A ratio whose numerator is no larger (x/sqrt(x**2 + 4)) is left as it is.  The same for exp(a)
+    over sqrt(k*exp(2b) + c), a > b.
+
+    A sum over the root whose terms hold such powers is split into those terms (times the ratio) and
+    the rest (over the root): (2*x**2 + 9)/(3*sqrt(x**2 + 9)), the derivative of x*sqrt(x**2/9 + 1), was
+    inf from x = 2.2e19 in float32 (value 1.5e19); (2*x*exp(x) + 4*exp(x) + 1)/sqrt(4*exp(x) + 1), that
+    of x*sqrt(1 + 4*exp(x)), from x = 88.7 (value 1.2e21).  The sum's condition number is the same split
+    or not."""
     factors = list(Mul.make_args(product))
     for i, root in enumerate(factors):
         if not (isinstance(root, Pow) and root.exp == -1 and isinstance(root.base, _SqrtSquarePlus)):
             continue
         u, c = root.base.args
-        base, m = (u.base, u.exp) if isinstance(u, Pow) else (u, S.One)
-        # m >= 2 only: for m = 1 (x**2/sqrt(x**2 + 1), bent_identity's derivative in its |x| < sqrt(3)
-        # branch) the hypot would be computed a second time beside the one the rest of the code uses
-        if base not in inputs or not (m.is_Integer and m >= 2):
-            continue
-        for j, f in enumerate(factors):
-            fbase, k = (f.base, f.exp) if isinstance(f, Pow) else (f, S.One)
-            if j != i and fbase == base and k.is_Integer and k > m:
-                rest = [h for n, h in enumerate(factors) if n not in (i, j)]
-                return Mul(*rest, base ** (k - m), _SquarePlusRatio(u, c))
+        others = factors[:i] + factors[i + 1:]
+        # m >= 2 only for a single power: for m = 1 (x**2/sqrt(x**2 + 1), bent_identity's derivative in its
+        # |x| < sqrt(3) branch) x*(x/r) costs what x**2/r does, and only x**2 overflows, far beyond
+        direct = isinstance(u, sympy.exp) or (isinstance(u, Pow) and u.exp.is_Integer and u.exp >= 2)
+        for j, f in enumerate(others):
+            q = _ratio_excess(f, u, inputs) if direct else None
+            if q is not None:
+                return Mul(*others[:j], *others[j + 1:], q, _square_plus_ratio(u, c))
+        for j, f in enumerate(others):
+            if not isinstance(f, Add):
+                continue
+            big, small = [], []
+            for term in f.args:
+                excess = next(((g, q) for g in Mul.make_args(term)
+                               for q in [_ratio_excess(g, u, inputs)] if q is not None), None)
+                if excess is None:
+                    small.append(term)
+                else:
+                    big.append(term / excess[0] * excess[1])
+            if big:
+                rest = Mul(*others[:j], *others[j + 1:])
+                ratio = _square_plus_ratio(u, c)
+                # the rest over the ratio's own root (one hypot): 1/sqrt(u**2 + c) is below the smallest
+                # normal number where u overflows, and 1/max rounds to it
+                return rest * Add(*big) * ratio + rest * Add(*small) / ratio.args[1]
     return product
 
 
