@@ -1153,6 +1153,13 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
         k, f = split_numeric_factor(arg)
         if isinstance(f, sympy.cosh) and k.is_positive:
             return sympy.log(k) + _log_cosh(f.args[0])
+        if isinstance(f, Add) and k.is_positive and k != 1:
+            # log((x**2 + 4)/4), the rationalised log(1 + x**2/4): log of a rounded 1 + tiny lost every
+            # digit log1p keeps (2.38e-7 for 2.5e-7 at x = 1e-3 in float32), and x**2 overflowed
+            const, rest = _split_const(f)
+            if rest and const.is_positive and k * const == 1:
+                r = Add(*rest) / const
+                return Softplus(r.args[0]) if isinstance(r, sympy.exp) else Log1p(r)
         if isinstance(arg, Add):
             const, rest = _split_const(arg)
             if const == 1 and rest:
