@@ -361,3 +361,16 @@ def test_log_of_one_plus_a_fraction_keeps_log1p(formula, dtype):
     if "x/3" in formula:  # not a square: its own argument overflows
         points = [p for p in points if abs(p) < 1e10]
     _check_against_mpmath(formula, points, dtype, rtol=8 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["log(1 + x**2)*tanh(x)", "x*tanh(x)/(1 + x**2)", "x**2*sin(x)/(1 + x**4)"])
+def test_rational_factors_beside_other_functions_get_their_large_argument_branch(formula, dtype):
+    """A rational function of x split over a product's factors (2*x*tanh(x)/(x**2 + 1), x*tanh(x)/(x**2 +
+    1)) was not seen as one: x*(1/inf) = 0 and x**2/inf*... = NaN once x**2 overflows (x**2*sin(x)/(1 + x**4)
+    was 0 at x = -1e10 in float32 where it is 4.9e-21, NaN from 1e19; x*tanh(x)/(1 + x**2) 0 at 1e30 where it
+    is 1e-30, its slope NaN).  Value and slope against mpmath (50 digits), where normal numbers."""
+    big = float(torch.finfo(dtype).max)
+    points = [1e-3, -0.7, 2.0, -30.0, 1e4, -1e10, 1e19, -1e30, 3e38] + ([1e100, -1e300, big] if dtype == torch.float64
+                                                                        else [])
+    _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
