@@ -372,6 +372,21 @@ def _scale_into_piecewise(product: Mul, inputs: tuple) -> sympy.Expr:
     return product
 
 
+def _exp_sigmoid_as_sech(product: Mul) -> sympy.Expr:
+    """exp(a)*Sigmoid(-2*a) -> sech(a)/2 (= 1/(exp(-a) + exp(a))): inf*0 = NaN once exp(a) overflows (the
+    derivative x*exp(x)*Sigmoid(-2*x) + atan(exp(x)) of x*atan(exp(x)) was NaN from x = 88.7 in float32,
+    where it is pi/2); sech is printed from exp(-|a|), finite everywhere."""
+    factors = list(Mul.make_args(product))
+    for i, f in enumerate(factors):
+        if not isinstance(f, sympy.exp):
+            continue
+        for j, h in enumerate(factors):
+            if isinstance(h, Sigmoid) and sympy.expand(h.args[0] + 2 * f.args[0]) == 0:
+                rest = [t for k, t in enumerate(factors) if k not in (i, j)]
+                return Mul(*rest, sympy.sech(f.args[0]), S.Half)
+    return product
+
+
 def _factor_into_step_piecewise(product: Mul, inputs: tuple) -> sympy.Expr:
     """g*Piecewise((k_i, c_i)) with numbers k_i and g free of the inputs (a backward's incoming gradient,
     a parameter) -> Piecewise((k_i*g, c_i)): one where() instead of full_like, where and a product, and
@@ -711,6 +726,7 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     )
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(_SqrtSquarePlus),
                         lambda e: _split_square_plus_ratio(e, inputs))
+    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(Sigmoid) and e.has(sympy.exp), _exp_sigmoid_as_sech)
     expr = fuse_builtins(expr)
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise),
                         lambda e: _factor_into_step_piecewise(e, inputs))
