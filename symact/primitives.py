@@ -1166,6 +1166,14 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
                 r = Add(*rest)
                 if isinstance(r, sympy.exp):
                     return Softplus(r.args[0])
+                scale, e = split_numeric_factor(r)
+                if isinstance(e, sympy.exp) and scale.is_positive and e.args[0].free_symbols:
+                    # log(1 + k*exp(u)): Log1p(4*exp(x)) was inf from x = 88.7 in float32 (709.4 in float64)
+                    # where the value is x + 1.39.  Softplus(u + log(k)) for u > 0, where the rounding of
+                    # u + log(k) costs an ulp or two of a value >= log(1 + k); Log1p(k*exp(u)) below, where
+                    # it would cost |u| ulps of the tail's relative accuracy
+                    u = e.args[0]
+                    return sympy.Piecewise((Softplus(u + sympy.log(scale)), u > 0), (Log1p(r), True))
                 return Log1p(r)
             exps = _scaled_exps(arg)
             if exps is not None and len(exps) == 2 and all(k.is_positive for k, _ in exps):

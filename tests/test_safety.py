@@ -383,3 +383,26 @@ def test_exp_times_sigmoid_of_minus_twice_its_argument_is_a_sech(dtype):
     Value and slope against mpmath (50 digits) within 8 ulps."""
     points = [-800.0, -100.0, -20.0, -1.0, 0.0, 0.5, 3.0, 30.0, 88.0, 89.0, 100.0, 1e4, 1e30]
     _check_against_mpmath("x*atan(exp(x))", points, dtype, rtol=8 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("k", [4, sympy.Rational(1, 4)], ids=["4", "1/4"])
+def test_log_of_one_plus_a_scaled_exp_is_finite_and_keeps_its_tail(k, dtype):
+    """log(1 + k*exp(x)) was Log1p(k*exp(x)): inf from x = 88.7 in float32 (709.8 in float64) where the value
+    is x + log(k).  Softplus(x + log(k)) alone would cost |x| ulps of the left tail (48 at x = -80 in float32):
+    it is taken for x > 0 only.  Reference: mpmath's log1p(k*exp(x)) and k/(k + exp(-x)) at 50 digits (log of
+    1 + tiny would lose the tail); within 3 ulps where normal numbers."""
+    points = [-700.0, -300.0, -100.0, -80.0, -20.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 20.0, 88.0, 89.0, 100.0, 1e4,
+              1e30, 3e38] + ([700.0, 710.0, 1e300] if dtype == torch.float64 else [])
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_module(sympy.log(1 + k * sympy.exp(X)))(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    finfo = torch.finfo(dtype)
+    eps = float(finfo.eps)
+    for p, value, slope in zip(t.tolist(), y.tolist(), g.tolist()):
+        with mpmath.workdps(50):
+            exact = (mpmath.log1p(k * mpmath.exp(mpmath.mpf(p))), k / (k + mpmath.exp(-mpmath.mpf(p))))
+        for which, got, e in (("value", value, exact[0]), ("slope", slope, exact[1])):
+            assert math.isfinite(got), (which, p, got)
+            if abs(e) >= finfo.tiny:
+                assert abs(got - float(e)) <= 3 * eps * abs(float(e)), (which, p, got, mpmath.nstr(e, 10))
