@@ -63,7 +63,9 @@ Mapping (torch op -> node kind):
   and is refused) -> pass-through (no node); so are ``transpose``,
   ``permute``, ``swapaxes``/``swapdims``, ``movedim``/``moveaxis``, ``t``, ``.T`` and ``.mT``, whose
   feature dims move with them (a Linear after ``x.transpose(1, 2)`` of (batch, length, features)
-  mixes tokens, as in MLP-Mixer)
+  mixes tokens, as in MLP-Mixer).  A squeeze that removes the batch dim (``x.squeeze()`` with an
+  example batch of 1) is refused: with a batch of 2 or more the dim stays, and every later dim index
+  would name another dim than in the model run on a batch
 * numbers computed from shapes (``x.size(-1) ** 0.5``, ``x.dim() - 1``) -> the constants they are
   for the example input
 * ``nn.RMSNorm`` and ``F.normalize`` (per-location normalisation) -> ``normalise``, when they
@@ -169,6 +171,25 @@ def _reshaped_features(before: tuple, after: tuple, features: "_Features | None"
     dims = frozenset(d for d, lo, hi in digits(after)
                      if any(not independent(lo, hi, f_lo, f_hi) for f_lo, f_hi in feature_digits))
     return _Features(dims, features.by)
+
+
+def _reshaped_batch(before: tuple, after: tuple, batch: frozenset) -> frozenset:
+    """The dims holding the batch after a reshape from ``before`` to ``after``.
+
+    A batch of size > 1 is followed as features are (:func:`_reshaped_features`).  A batch of 1
+    holds no digit of the flat index, so it is found by place instead: the dims of size 1 in
+    ``after`` that sit where it sat in row-major order (the same product of the later sizes):
+    (length, 1, features) reshaped to (length, 1, features) keeps it at dim 1.  Empty where no
+    size-1 dim is there (a reshape that dropped it).
+    """
+    big = frozenset(d for d in batch if d < len(before) and before[d] > 1)
+    out = set(_reshaped_features(before, after, _Features(big, "")).dims) if big else set()
+    for d in batch - big:
+        if d >= len(before):
+            continue
+        stride = math.prod(before[d + 1:])
+        out |= {j for j in range(len(after)) if after[j] == 1 and math.prod(after[j + 1:]) == stride}
+    return frozenset(out)
 
 
 def _activation_tables():
@@ -385,6 +406,25 @@ def _drop_guards(fx_graph: Any, defaulted: list) -> None:
             fx_graph.erase_node(n)
 
 
+def _squeezed_batch_hint(gm: Any, inputs: tuple) -> str:
+    """For a model that fails on an example with a batch of 1 after a squeeze ran on a tensor with
+    a leading dim of 1: that squeeze may have removed the batch dim, shifting the dims after it."""
+    import torch
+
+    if not inputs or inputs[0].dim() < 2 or inputs[0].shape[0] != 1:
+        return ""
+    for n in gm.graph.nodes:
+        if n.target not in (torch.squeeze, "squeeze") or "tensor_meta" not in n.meta or not n.args:
+            continue
+        x = n.args[0]
+        before = getattr(x.meta.get("tensor_meta"), "shape", None) if isinstance(x, torch.fx.Node) else None
+        if before is not None and len(before) > len(n.meta["tensor_meta"].shape) and before[0] == 1:
+            return (f" (the example input has a batch of 1, and {n.name!r} squeezed a tensor of shape "
+                    f"{tuple(before)}: a squeeze() removes the batch dim too, which shifts every later dim "
+                    f"index; squeeze named dims, x.squeeze(d), or pass an example_input with a batch of 2 or more)")
+    return ""
+
+
 _SHAPE_NUMBER = "symact_shape_number"  # fx node meta key: the Python number the node computed
 
 
@@ -454,7 +494,8 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str, 
             f"{model_name} cannot run on the example input of shape {shapes}{at}: "
             f"{str(cause).splitlines()[0]}; "
             f"pass an example_input with the shape {model_name}.forward expects (for a first "
-            f"nn.Linear(in_features, ...), torch.randn(batch, in_features))") from exc
+            f"nn.Linear(in_features, ...), torch.randn(batch, in_features))"
+            f"{_squeezed_batch_hint(gm, inputs)}") from exc
     finally:
         restore_buffers()
     if model is None or any(type(m).__name__ == "OptimizedModule" for m in model.modules()):
@@ -1131,8 +1172,49 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         features[fx_node] = feat(x) if before is None or after is None else _reshaped_features(before, after, feat(x))
         joined[fx_node] = joins(x) if before is None or after is None else _reshaped_features(before, after, joins(x))
         if before is not None and after is not None:
-            batch_at[fx_node] = _reshaped_features(before, after, _Features(batch_dims(x), ""))
+            batch = batch_dims(x)
+            if fx_node.target in (torch.squeeze, "squeeze"):
+                removed = squeezed_dims(fx_node, before)
+                batch = frozenset(b - sum(r < b for r in removed) for b in batch)
+            elif fx_node.target in (torch.unsqueeze, "unsqueeze") and len(after) == len(before) + 1:
+                # exact, where a batch of 1 beside the new dim of 1 could not be told from it by place
+                new = concrete({**dict(zip(("input", "dim"), fx_node.args)), **fx_node.kwargs}).get("dim")
+                batch = (frozenset(b + (b >= new % len(after)) for b in batch) if isinstance(new, int)
+                         else _reshaped_batch(before, after, batch))
+            else:
+                batch = _reshaped_batch(before, after, batch)
+            batch_at[fx_node] = _Features(batch, "")
         return tensor_arg(fx_node)
+
+    def squeezed_dims(fx_node: Any, before: tuple) -> set[int]:
+        """The dims a squeeze removes; refused if they hold a batch of 1 (check_squeeze_keeps_batch)."""
+        args = {**dict(zip(("input", "dim"), concrete(fx_node.args))), **concrete(fx_node.kwargs)}
+        dims = args.get("dim")
+        rank = len(before)
+        if dims is None:
+            removed = {d for d in range(rank) if before[d] == 1}
+        else:
+            dims = (dims,) if isinstance(dims, int) else tuple(dims)
+            removed = {d % rank for d in dims if isinstance(d, int) and before[d % rank] == 1}
+        check_squeeze_keeps_batch(fx_node, before, dims, removed)
+        return removed
+
+    def check_squeeze_keeps_batch(fx_node: Any, before: tuple, dims: tuple | None, removed: set[int]) -> None:
+        """With a batch of 1, ``x.squeeze()`` drops the batch dim too (and ``x.squeeze(0)`` drops it),
+        which a batch of 2 or more keeps: every dim index after it then names another dim than in the
+        model run on a batch (``h.squeeze().mean(1)`` averages the length of (1, channels, length) but
+        the channels of (batch, channels, length)), so the example's shapes trace another network."""
+        dropped = sorted(removed & batch_dims(fx_node.args[0]))
+        if dropped and len(before) > 1:
+            call = "squeeze()" if dims is None else f"squeeze({', '.join(map(str, dims))})"
+            keep = [d for d in sorted(removed) if d not in dropped]
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {call} of a tensor of shape {before} removes {batch_note(fx_node.args[0])}, "
+                f"of size 1 in the example input; with a batch of 2 or more it stays, so every later dim index "
+                f"names another dim than in the model run on a batch, and the traced graph is not that model's; "
+                + (f"squeeze the other dims only, x.squeeze({', '.join(map(str, keep))})," if keep else
+                   "drop the squeeze (it removes no other dim),")
+                + " or pass an example_input with a batch of 2 or more")
 
     def combined(fx_node: Any) -> _Features | None:
         """Feature dims of an elementwise combination (broadcast from the right); they must agree."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import networkx as nx
 import pytest
@@ -1667,3 +1668,93 @@ def test_an_in_place_op_on_the_input_leaves_the_example_alone_and_is_not_a_trace
     g = graphs.from_torch(Net(), x)
     assert torch.equal(x, before)
     assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == ["input", "linear", "activation", "linear", "output"]
+
+
+class _SqueezedConv(nn.Module):
+    """(batch, 6, length 6) -> Conv1d, tanh -> squeeze -> mean(1) -> Linear.  With a batch of 2 or more
+    squeeze() keeps (batch, channels, length) and mean(1) averages the channels; with a batch of 1 it
+    gives (channels, length), and mean(1) averages the length."""
+
+    def __init__(self, squeeze):
+        super().__init__()
+        self.c, self.o, self.squeeze = nn.Conv1d(6, 6, 3, padding=1), nn.Linear(6, 2), squeeze
+
+    def forward(self, x):
+        return self.o(self.squeeze(torch.tanh(self.c(x))).mean(1))
+
+
+def test_a_squeeze_that_removes_a_batch_of_one_is_refused_naming_the_fix():
+    """With a batch of 1, squeeze() removed the batch dim too and every later dim index shifted: the
+    model above, refused at batch 2 (its mean(1) averages features), was traced at batch 1 into
+    conv -> tanh -> pool -> linear, a network it does not compute on a batch."""
+    with pytest.raises(InvalidGraphError, match=r"averages over dim\(s\) \[1\].*features"):
+        graphs.from_torch(_SqueezedConv(lambda h: h.squeeze()), torch.randn(2, 6, 6))
+    for squeeze, fix in ((lambda h: h.squeeze(), r"drop the squeeze"), (lambda h: torch.squeeze(h, 0), r"drop the squeeze")):
+        with pytest.raises(InvalidGraphError, match=r"squeeze\(\)|squeeze\(0\)") as info:
+            graphs.from_torch(_SqueezedConv(squeeze), torch.randn(1, 6, 6))
+        assert "removes the batch dim 0" in str(info.value) and "batch of 2 or more" in str(info.value)
+        assert re.search(fix, str(info.value))
+
+    class Other(nn.Module):  # (batch, length, 1, 4): squeeze() also drops the size-1 dim 2
+        def __init__(self):
+            super().__init__()
+            self.a, self.o = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):  # runs at batch 1 too, where it is the same network: refused all the same
+            return self.o(torch.tanh(self.a(x)).squeeze().mean(-2))
+
+    with pytest.raises(InvalidGraphError, match=r"squeeze the other dims only, x.squeeze\(2\)"):
+        graphs.from_torch(Other(), torch.randn(1, 5, 1, 4))
+    # squeezing a dim that is not the batch is the same network at every batch size
+    class Named(Other):
+        def forward(self, x):
+            return self.o(torch.tanh(self.a(x)).squeeze(2).mean(1))
+
+    g1, g2 = graphs.from_torch(Named(), torch.randn(1, 5, 1, 4)), graphs.from_torch(Named(), torch.randn(3, 5, 1, 4))
+    assert same_network(g1, g2)
+    assert [g1.nodes[n]["kind"] for n in nx.topological_sort(g1)] == [
+        "input", "linear", "activation", "pool", "linear", "output"]
+
+
+def test_a_model_failing_after_a_squeeze_of_a_batch_of_one_is_told_why():
+    class Cat(nn.Module):  # (batch, 1, 4) -> two branches squeezed to (batch, 8), joined along dim 1
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.o = nn.Linear(4, 8), nn.Linear(4, 8), nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.o(torch.cat([torch.tanh(self.a(x)).squeeze(), torch.tanh(self.b(x)).squeeze()], dim=1))
+
+    assert graphs.edge_channels(graphs.from_torch(Cat(), torch.randn(2, 1, 4)), "cat") == {"tanh": 8, "tanh_1": 8}
+    with pytest.raises(InvalidGraphError, match=r"cannot run on the example input of shape \(1, 1, 4\).*batch of 1.*"
+                                                r"a squeeze\(\) removes the batch dim too"):
+        graphs.from_torch(Cat(), torch.randn(1, 1, 4))
+
+
+def test_a_batch_of_one_is_followed_through_reshapes():
+    """A batch of 1 holds no digit of the flat index, so after a reshape (here the contiguous view
+    of the sequence-first layout) the batch was taken to be dim 0, the length: the mean over the
+    length was refused as mixing examples, though the same model at batch 3 was accepted."""
+    class Viewed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.o = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):  # (batch, length, 4) -> (length, batch, 8) -> mean over the length
+            h = torch.tanh(self.a(x)).transpose(0, 1).contiguous().view(x.size(1), x.size(0), 8)
+            return self.o(h.mean(0))
+
+    class Unsqueezed(Viewed):
+        def forward(self, x):  # (batch, 4) -> (1, batch, 8) -> (batch, 8), the batch never at dim 0 of a squeeze
+            return self.o(torch.tanh(self.a(x)).unsqueeze(0).squeeze(0))
+
+    for net, x in ((Viewed(), torch.randn(1, 5, 4)), (Unsqueezed(), torch.randn(1, 4))):
+        g1 = graphs.from_torch(net, x)
+        g3 = graphs.from_torch(net, torch.cat([x] * 3))
+        assert same_network(g1, g3)
+    with pytest.raises(InvalidGraphError, match=r"dim 1, which holds the batch"):
+        class OverBatch(Viewed):
+            def forward(self, x):
+                h = torch.tanh(self.a(x)).transpose(0, 1).contiguous().view(x.size(1), x.size(0), 8)
+                return self.o(h.mean(1))
+        graphs.from_torch(OverBatch(), torch.randn(1, 5, 4))
