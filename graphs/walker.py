@@ -728,18 +728,49 @@ def _compose(ctx: PropagationContext, dom: _Dominance, u: Hashable, v: Hashable,
     return channel_average(value_of(v))
 
 
+def _xreplace_shared(expr: sympy.Basic, rule: Mapping[sympy.Basic, Any]) -> tuple[sympy.Basic, bool]:
+    """``(expr.xreplace(rule), whether expr holds a Float)``, visiting each distinct subexpression
+    once.  A value propagated through nested concats refers to the earlier ones many times over
+    (a DenseNet's, with a non-affine rule, has a tree of 3**depth nodes but a DAG of a few per
+    layer); ``xreplace`` and ``has`` walk the tree, which made the symbolic maximum of 12 nested
+    concats take seconds and each further level twice as long.  Iterative (no recursion limit)."""
+    done: dict[int, tuple[sympy.Basic, sympy.Basic, bool]] = {}  # id -> (node kept alive, result, float)
+    stack = [expr]
+    while stack:
+        e = stack[-1]
+        if id(e) in done:
+            stack.pop()
+            continue
+        if e in rule:
+            done[id(e)] = (e, rule[e], False)
+            stack.pop()
+            continue
+        todo = [a for a in e.args if id(a) not in done]
+        if todo:
+            stack.extend(todo)
+            continue
+        stack.pop()
+        results = [done[id(a)] for a in e.args]
+        args = tuple(r[1] for r in results)
+        changed = any(new is not old for new, old in zip(args, e.args))
+        done[id(e)] = (e, e.func(*args) if changed else e,
+                       isinstance(e, sympy.Float) or any(r[2] for r in results))
+    return done[id(expr)][1], done[id(expr)][2]
+
+
 def _attains(expr: Any, point: Mapping[sympy.Symbol, Any], best: Any, digits: int) -> bool:
     """``expr`` at ``point`` equals the floating-point maximum ``best`` there: to the tie
     tolerance, or to 1e-12 relative when ``expr`` holds floats (as ``_close`` compares)."""
     expr = sympy.sympify(expr)
-    value = sympy.N(expr.xreplace({p: sympy.Float(v, digits + 5) for p, v in point.items()}), digits)
+    value, has_float = _xreplace_shared(expr, {p: sympy.Float(v, digits + 5) for p, v in point.items()})
+    value = sympy.N(value, digits)
     if not value.is_number or value.free_symbols:
         return False
     try:
         value = mpmath.mpmathify(value)
     except (TypeError, ValueError):
         return False
-    tol = mpmath.mpf(10) ** -12 if expr.has(sympy.Float) else _tie_tolerance(digits)
+    tol = mpmath.mpf(10) ** -12 if has_float else _tie_tolerance(digits)
     return abs(value - best) <= tol * max(abs(value), abs(best))
 
 
@@ -842,7 +873,8 @@ def max_subnetwork(g: nx.DiGraph, activation_rule: ActivationRule, start_value: 
         close = lambda value, pt, best: _attains(value, pt, best, digits)  # noqa: E731
     except _NotNumeric:
         results = [numeric_max(pt) for pt in sample_points]
-        close = lambda value, pt, best: _close(sympy.sympify(value).xreplace(pt), sympy.sympify(best))  # noqa: E731
+        close = lambda value, pt, best: _close(_xreplace_shared(sympy.sympify(value), {  # noqa: E731
+            p: sympy.sympify(x) for p, x in pt.items()})[0], sympy.sympify(best))
     _, u, v, _ = results[0]
     # The expression once, over the maximiser only.
     ctx = PropagationContext(g, activation_rule, quantity)
