@@ -91,8 +91,9 @@ def resnet(blocks: Sequence[int] = (3, 4, 23, 3), variant: str = "v2", block: st
     * ``projection``: per stage, whether its first block has a projection shortcut; default
       ``True`` for every stage of a bottleneck net (channels change at every stage start) and
       ``(False, True, True, True)`` for a basic one.
-    * ``stem_pool``: an average-pool node after the stem (the identity on kernel maps; standard
-      ResNets use max pooling there, which is not a supported kind).
+    * ``stem_pool``: an average-pool node after the stem (it passes the per-position kernel maps,
+      exact for positions carrying one kernel, see :mod:`graphs.graph`; standard ResNets use max
+      pooling there, which is not a supported kind).
 
     Nodes are named ``"s{stage}b{block}/{part}"``, e.g. ``"s1b0/act_a"``, ``"s1b0/sum"``.
 

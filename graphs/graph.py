@@ -11,7 +11,8 @@ kind                    rule for a propagated value ``y``
 ======================  =====================================================================
 ``input``               the start value
 ``linear``              ``y`` (dense, or conv with delta initialisation: kernel maps pass)
-``pool``                ``y`` (average pooling of a stationary kernel), per channel part
+``pool``                ``y`` (average pooling of positions carrying one kernel; see Pools),
+                        per channel part
 ``activation``          ``r(node, y)``: the per-activation function the walker is given, applied
                         to each channel part
 ``weighted_sum``        ``sum_i w_i**2 * y_i``, edge attribute ``weight``, ``sum_i w_i**2 == 1``,
@@ -40,6 +41,17 @@ The sum and concat rules for C values (and their slopes and curvatures) are thos
 whose every node has q = 1 (normalised inputs, each activation's Q map with Q(1) = 1, as DKS and
 TAT impose); with unequal q values they would be q-weighted averages,
 ``sum w_i**2 q_i y_i / sum w_i**2 q_i``, which these rules do not form.
+
+Pools.  Every value is a per-position one (a delta-initialised conv, a ``linear`` node, acts on
+each position alone); the values walked are those of one position, or of every position alike.
+Averaging ``P`` positions gives the kernel ``mean_ij k(x_i, x'_j)``, which holds the kernels
+*across* positions that the walk does not carry, so passing ``y`` on is exact only when they equal
+the per-position ones: identical positions, or (for C values) kernels across positions that
+vanish, as with inputs whose positions are uncorrelated and C(0) = 0 at every layer (DKS).  Q
+values are not passed on so in general: the pool's q is ``q * (1/P + (1 - 1/P) * rho)``, with
+``rho`` the mean cosine between different positions at the pool (the network's C map of their
+cosine at the input): after one wide ReLU conv layer at initialisation, on ``P = 8`` i.i.d.
+positions, ``rho = C(0) = 1/pi`` and the pool's q is 0.404 q, not q; after tanh, q/8.
 
 A ``linear`` node may carry a ``weights`` attribute naming its weight matrix: nodes with the same
 ``weights`` apply one matrix (a module called twice, tied weights), and their outputs are correlated
@@ -532,7 +544,8 @@ register_kind(NodeKind("input", 0, 0, None, gaussian="breaks",
 register_kind(NodeKind("linear", 1, 1, _pass_single, gaussian="source", check=_check_linear,
                        description="dense layer, or conv with delta initialisation: maps pass unchanged"))
 register_kind(NodeKind("pool", 1, 1, _pass_single, channelwise=True,
-                       description="average pooling (over positions, per channel): identity on the kernel maps"))
+                       description="average pooling (over positions, per channel): passes the per-position value "
+                                   "(exact for positions carrying one kernel; see graphs.graph, Pools)"))
 register_kind(NodeKind("activation", 1, 1, _activation_rule, gaussian="breaks", check=_check_activation,
                        channelwise=True,
                        description="elementwise activation: applies the walker's per-node rule to each channel part"))
