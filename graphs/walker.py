@@ -13,8 +13,9 @@ A concat's channels carry its inputs' values apart (``n_i`` of its ``N`` channel
 a :class:`~graphs.graph.ChannelParts` value), and an activation acts on each channel alone, so an
 activation after a concat gives ``sum (n_i/N) r(node, y_i)``, not ``r(node, sum (n_i/N) y_i)``;
 weighted sums (channel by channel), pools and normalise nodes keep the parts, and a linear layer,
-which mixes channels, takes their average ``sum (n_i/N) y_i``.  Every value the walker reports,
-and every value it compares, is that channel average.  The slope and curvature rules above commute
+which mixes channels, takes their average ``sum (n_i/N) y_i``.  Every value the walker reports
+is that channel average (the maximum over sub-networks compares them too, once it has carried
+every candidate that could still win later past the parts; see the algorithm below).  The slope and curvature rules above commute
 with the averaging (``sum (n_i/N) s y_i = s sum (n_i/N) y_i``, and likewise ``k + y`` as the
 fractions sum to 1), so C'(1) and C''(1) are as if the concat averaged; the C map is not.
 
@@ -46,7 +47,10 @@ maps on ``[0, 1]``), then ``M(v) = max_u S(u, v) = f_v(max(start, M(d)))``, a dy
 over the dominator tree (one Cooper-Harvey-Kennedy pass in topological order).  For single-exit
 sub-networks the children ``v`` of ``d`` for which ``S(d, v)`` is not one are dropped, and those
 that do not post-dominate ``d`` (a branch end whose block input ``d`` also feeds the shortcut)
-start afresh, ``M(v) = f_v(start)`` (proof in ``_max_dominators``).  ``f_v`` is evaluated by
+start afresh, ``M(v) = f_v(start)`` (proof in ``_max_dominators``).  Where ``d`` holds channel
+parts the max is taken part by part: candidates that are not ordered in every part (one part
+above ``start``, another below, possible for C maps) are all kept and propagated, as the one with
+the larger channel average need not give the larger value later.  ``f_v`` is evaluated by
 propagating over the nodes between ``d`` and ``v`` only, and all children of ``d`` share one
 propagation (two when some start afresh), so the cost is ``O(sum_d |between(d)|)``: linear for
 chains and for networks built of bounded blocks (MLPs, ResNets, multi-branch blocks).
@@ -85,8 +89,8 @@ import sympy
 
 from symact.errors import DomainError, InvalidGraphError
 
-from .graph import (KINDS, ChannelParts, PropagationContext, _pass_single, channel_average, input_node, node_value,
-                    output_node, validate)
+from .graph import (KINDS, ChannelParts, PropagationContext, _channel_by_channel, _pass_single, channel_average,
+                    input_node, node_value, output_node, validate)
 
 __all__ = [
     "propagate",
@@ -414,43 +418,79 @@ def _max_dominators(dom: _Dominance, ctx: PropagationContext, start: Any, single
     is admissible and ``M(v) = f_v(max(start, M(d)))`` always.  Ties keep the larger sub-network.
 
     Channel parts: where ``d`` holds :class:`~graphs.graph.ChannelParts` (a concat, or an
-    activation, pool or normalise node after one), ``max`` compares channel averages and the
-    maximiser's parts are propagated on.  For the slope rule ``s * y`` and the curvature rule
-    ``k + y`` (and every kind's rule: sums, concats and the rest are linear with coefficients
-    summing to 1) ``f_v`` of parts is ``f_v`` of their average, ``sum (n_i/N) (s y_i) =
-    s sum (n_i/N) y_i`` and ``sum (n_i/N) (k + y_i) = k + sum (n_i/N) y_i``, so averaging
-    commutes with the whole programme and the maxima are exact.  A non-affine rule (a C map)
-    makes parts vectors that need not be ordered by their averages; the value returned is then a
-    sub-network's, but ``method="all_pairs"`` is needed for the largest.
+    activation, pool or normalise node after one), the candidates ``start`` and ``M(d)`` are
+    vectors, one value per part, and the rules act on each part: ``f_v`` is nondecreasing in
+    every part, so a candidate no larger than another in every part gives no larger a value
+    anywhere downstream, but two candidates that are not so ordered (one part above ``start``,
+    another below) can each win somewhere: taking the larger channel average missed the maximum
+    of a C map (0.8815 for 0.8849 in ``test_walker``'s two-branch concat: the ReLU C map of the
+    parts gains more from their spread than their average lost).  So ``M(d)`` is kept as the set
+    of candidates that no other one bounds in every part (those from larger sub-networks first;
+    a plain value is one part), each propagated to the children; plain values are totally
+    ordered, so the set has one member wherever the values are plain (after a linear layer) and
+    wherever they are ordered part by part (slopes ``s * y`` and curvatures ``k + y`` from a plain
+    start: every part of the larger candidate is larger), and the cost is as before.  The
+    reported maximum at a node is the largest channel average among its candidates.
     """
-    best: dict[Hashable, tuple[Any, Hashable]] = {}
+    best: dict[Hashable, list[tuple[Any, Hashable]]] = {}
     for top in dom.order:
         kids = dom.children.get(top)
         if not kids:
             continue
-        if top not in best:  # the input, or a node that is the exit of no sub-network
-            x, origin = start, top
-        else:
-            m, m_origin = best[top]
-            # max(start, M(top)); on a tie keep the larger sub-network
-            x, origin = (start, top) if greater(start, channel_average(m)) else (m, m_origin)
+        fresh = (start, top)
+        # max(start, M(top)), part by part; on a tie keep the larger sub-network (listed first)
+        candidates = _undominated([*best.get(top, ()), fresh], greater)
         all_kids, nodes = kids, dom.between(top, kids)
         if single_exit:
             kids = dom.closed_children(top, kids, nodes)
-            groups = [([k for k in kids if dom.post_dominates(k, top)], x, origin),
-                      ([k for k in kids if not dom.post_dominates(k, top)], start, top)]
-            if origin == top:  # both groups start from `start`: one propagation
-                groups = [(kids, start, top)]
+            groups = [([k for k in kids if dom.post_dominates(k, top)], candidates),
+                      ([k for k in kids if not dom.post_dominates(k, top)], [fresh])]
+            if len(candidates) == 1 and candidates[0][1] == top:  # both groups start from `start`: one propagation
+                groups = [(kids, [fresh])]
         else:
-            groups = [(kids, x, origin)]
-        for group, value, group_origin in groups:
+            groups = [(kids, candidates)]
+        for group, group_candidates in groups:
             if not group:
                 continue
-            values = {top: value}
-            _evaluate(ctx, nodes if len(group) == len(all_kids) else dom.between(top, group), values)
+            between = nodes if len(group) == len(all_kids) else dom.between(top, group)
+            for value, origin in group_candidates:
+                values = {top: value}
+                _evaluate(ctx, between, values)
+                for kid in group:
+                    best.setdefault(kid, []).append((values[kid], origin))
             for kid in group:
-                best[kid] = (values[kid], group_origin)
-    return _argmax(dom, best, greater)
+                best[kid] = _undominated(best[kid], greater)
+    return _argmax(dom, {node: _largest_average(found, greater) for node, found in best.items()}, greater)
+
+
+def _bounded_by(a: Any, b: Any, greater: Callable[[Any, Any], bool]) -> bool:
+    """``a <= b`` in every channel (``a`` is not greater than ``b`` in any part)."""
+    if not isinstance(a, ChannelParts) and not isinstance(b, ChannelParts):
+        return not greater(a, b)
+    pairs = _channel_by_channel(lambda parts: (parts[0][1], parts[1][1]), [("a", a), ("b", b)]).values
+    return not any(greater(x, y) for x, y in pairs)
+
+
+def _undominated(candidates: Sequence[tuple[Any, Hashable]],
+                 greater: Callable[[Any, Any], bool]) -> list[tuple[Any, Hashable]]:
+    """The ``(value, origin)`` candidates that no other bounds in every channel, in their order;
+    of equal ones the first is kept (the larger sub-network)."""
+    kept: list[tuple[Any, Hashable]] = []
+    for candidate in candidates:
+        if any(_bounded_by(candidate[0], k[0], greater) for k in kept):
+            continue
+        kept = [k for k in kept if not _bounded_by(k[0], candidate[0], greater)] + [candidate]
+    return kept
+
+
+def _largest_average(candidates: Sequence[tuple[Any, Hashable]],
+                     greater: Callable[[Any, Any], bool]) -> tuple[Any, Hashable]:
+    """The candidate with the largest channel average (the first of equal ones)."""
+    value, origin = candidates[0]
+    for other, other_origin in candidates[1:]:
+        if greater(channel_average(other), channel_average(value)):
+            value, origin = other, other_origin
+    return value, origin
 
 
 def _argmax(dom: _Dominance, best: Mapping[Hashable, tuple[Any, Hashable]],

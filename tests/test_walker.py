@@ -1062,3 +1062,34 @@ def test_symbolic_maximum_with_a_non_affine_rule_on_nested_concats_is_not_expone
             value = mpmath.mpf(sympy.N(_xreplace_shared(best.value, {s: sympy.Float(at, 40)})[0], 30))
             assert abs(value - walked) <= mpmath.mpf(10) ** -25 * walked
 
+
+def test_dominator_maximum_of_a_c_map_through_parts_that_are_not_ordered():
+    """c = 0.45 enters two branches: four ReLU layers (C map above c) and one sin layer with lambda = 8
+    (far below c), concatenated 18 : 13 (channel average 0.44992, just below c), then ReLU layers.
+    At the concat the programme kept the larger channel average, the fresh start c, and dropped the
+    parts: but the ReLU C map is convex, so the spread parts give more after it (0.8849 at the output
+    against 0.8815).  Candidates not ordered part by part are now both kept; the value is the
+    brute-force maximum over every sub-network, channel by channel (tests/_reference.py)."""
+    g = graphs.new_graph()
+    graphs.add_node(g, "in", "input")
+    p = graphs.add_node(g, "lin0", "linear", "in")
+    for i in range(4):
+        p = graphs.add_node(g, f"linA{i}", "linear", graphs.add_node(g, f"actA{i}", "activation", p, activation="relu"))
+    graphs.add_node(g, "actB", "activation", "lin0", activation="sin")
+    graphs.add_node(g, "linB", "linear", "actB")
+    prev = graphs.add_concat(g, "cat", {p: 18, "linB": 13})
+    for i in range(9):
+        a = graphs.add_node(g, f"act{i}", "activation", prev, activation="relu")
+        prev = graphs.add_node(g, f"lin{i + 1}x", "linear", a)
+    graphs.add_node(g, "out", "output", prev)
+    rule = lambda node, c: sinh_c_map(8)(c) if node == "actB" else relu_c_map(c)  # noqa: E731
+    with mpmath.workdps(30):
+        c = mpmath.mpf("0.45")
+        for single_exit, mode in ((True, "single_exit"), (False, "dominated")):
+            subnets = {(u, v): value for u, v, value in brute_force_subnetworks(g, rule, c, single_exit)}
+            reference = max(subnets.values())
+            assert abs(reference - mpmath.mpf("0.8848819251")) < 1e-9
+            for method in ("dominators", "all_pairs"):
+                best = graphs.max_subnetwork(g, rule, c, subnetworks=mode, method=method)
+                assert abs(best.value - reference) < mpmath.mpf(10) ** -25, (mode, method)
+                assert abs(subnets[best.source, best.target] - best.value) < mpmath.mpf(10) ** -25
