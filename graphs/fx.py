@@ -1206,13 +1206,13 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         the channels of (batch, channels, length)), so the example's shapes trace another network."""
         dropped = sorted(removed & batch_dims(fx_node.args[0]))
         if dropped and len(before) > 1:
-            call = "squeeze()" if dims is None else f"squeeze({', '.join(map(str, dims))})"
+            call = "squeeze()" if dims is None else f"squeeze({dims[0] if len(dims) == 1 else dims})"
             keep = [d for d in sorted(removed) if d not in dropped]
             raise InvalidGraphError(
                 f"{where(fx_node)}: {call} of a tensor of shape {before} removes {batch_note(fx_node.args[0])}, "
                 f"of size 1 in the example input; with a batch of 2 or more it stays, so every later dim index "
                 f"names another dim than in the model run on a batch, and the traced graph is not that model's; "
-                + (f"squeeze the other dims only, x.squeeze({', '.join(map(str, keep))})," if keep else
+                + (f"squeeze the other dims only, x.squeeze({keep[0] if len(keep) == 1 else tuple(keep)})," if keep else
                    "drop the squeeze (it removes no other dim),")
                 + " or pass an example_input with a batch of 2 or more")
 
