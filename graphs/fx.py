@@ -177,10 +177,11 @@ def _reshaped_batch(before: tuple, after: tuple, batch: frozenset) -> frozenset:
     """The dims holding the batch after a reshape from ``before`` to ``after``.
 
     A batch of size > 1 is followed as features are (:func:`_reshaped_features`).  A batch of 1
-    holds no digit of the flat index, so it is found by place instead: the dims of size 1 in
-    ``after`` that sit where it sat in row-major order (the same product of the later sizes):
-    (length, 1, features) reshaped to (length, 1, features) keeps it at dim 1.  Empty where no
-    size-1 dim is there (a reshape that dropped it).
+    holds no digit of the flat index, so it is found by place instead: a dim of size 1 in
+    ``after`` that sits where it sat in row-major order (the same product of the later sizes):
+    (length, 1, features) reshaped to (length, 1, features) keeps it at dim 1.  Of several such
+    (adjacent dims of size 1), the one at its old index, else the first.  Empty where none is
+    there (a reshape that dropped it).
     """
     big = frozenset(d for d in batch if d < len(before) and before[d] > 1)
     out = set(_reshaped_features(before, after, _Features(big, "")).dims) if big else set()
@@ -188,7 +189,9 @@ def _reshaped_batch(before: tuple, after: tuple, batch: frozenset) -> frozenset:
         if d >= len(before):
             continue
         stride = math.prod(before[d + 1:])
-        out |= {j for j in range(len(after)) if after[j] == 1 and math.prod(after[j + 1:]) == stride}
+        places = [j for j in range(len(after)) if after[j] == 1 and math.prod(after[j + 1:]) == stride]
+        if places:
+            out.add(d if d in places else places[0])
     return frozenset(out)
 
 

@@ -1748,7 +1748,12 @@ def test_a_batch_of_one_is_followed_through_reshapes():
         def forward(self, x):  # (batch, 4) -> (1, batch, 8) -> (batch, 8), the batch never at dim 0 of a squeeze
             return self.o(torch.tanh(self.a(x)).unsqueeze(0).squeeze(0))
 
-    for net, x in ((Viewed(), torch.randn(1, 5, 4)), (Unsqueezed(), torch.randn(1, 4))):
+    class LengthOne(Viewed):
+        def forward(self, x):  # (batch, 1, 4): beside a sequence of length 1 the batch of 1 stays at dim 0
+            return self.o(torch.tanh(self.a(x)).reshape(x.size(0), 1, 8).mean(1))
+
+    for net, x in ((Viewed(), torch.randn(1, 5, 4)), (Unsqueezed(), torch.randn(1, 4)),
+                   (LengthOne(), torch.randn(1, 1, 4))):
         g1 = graphs.from_torch(net, x)
         g3 = graphs.from_torch(net, torch.cat([x] * 3))
         assert same_network(g1, g3)
