@@ -64,8 +64,10 @@ Mapping (torch op -> node kind):
   ``permute``, ``swapaxes``/``swapdims``, ``movedim``/``moveaxis``, ``t``, ``.T`` and ``.mT``, whose
   feature dims move with them (a Linear after ``x.transpose(1, 2)`` of (batch, length, features)
   mixes tokens, as in MLP-Mixer).  A squeeze that removes the batch dim (``x.squeeze()`` with an
-  example batch of 1) is refused: with a batch of 2 or more the dim stays, and every later dim index
-  would name another dim than in the model run on a batch
+  example batch of 1) is refused where a later op reads the dims of its result (a mean, pool, cat,
+  reshape, transpose, normalisation, or a linear layer on more than one dim): with a batch of 2 or
+  more the dim stays, and every later dim index would name another dim than in the model run on a
+  batch; a last ``.squeeze()`` of the output passes
 * numbers computed from shapes (``x.size(-1) ** 0.5``, ``x.dim() - 1``) -> the constants they are
   for the example input
 * ``nn.RMSNorm`` and ``F.normalize`` (per-location normalisation) -> ``normalise``, when they
@@ -171,6 +173,13 @@ def _reshaped_features(before: tuple, after: tuple, features: "_Features | None"
     dims = frozenset(d for d, lo, hi in digits(after)
                      if any(not independent(lo, hi, f_lo, f_hi) for f_lo, f_hi in feature_digits))
     return _Features(dims, features.by)
+
+
+@dataclass(frozen=True)
+class _SqueezedBatch(_Features):
+    """Where the batch is in a tensor from which a squeeze removed an example batch of 1: nowhere,
+    and any op that reads its dims is refused, ``by`` saying which squeeze (an op that does not,
+    such as an activation or the output, passes it on)."""
 
 
 def _reshaped_batch(before: tuple, after: tuple, batch: frozenset) -> frozenset:
@@ -842,9 +851,12 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     # reshapes (x.transpose(0, 1) of (batch, length, features) puts it at dim 1).  Where it cannot be
     # told (a batch of 1 holds nothing), dim 0.
     batch_at: dict[Any, _Features | None] = {}
+    converting: list = []  # the fx node being converted, for batch_dims' error
 
     def batch_dims(arg: Any) -> frozenset:
         b = batch_at.get(arg) if isinstance(arg, torch.fx.Node) else None
+        if isinstance(b, _SqueezedBatch):
+            raise InvalidGraphError(f"{where(converting[0])} reads the dims of {arg.name!r}, but {b.by}")
         return b.dims if b is not None and b.dims else frozenset({0})
 
     def batch_note(arg: Any) -> str:
@@ -1177,7 +1189,10 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         if before is not None and after is not None:
             batch = batch_dims(x)
             if fx_node.target in (torch.squeeze, "squeeze"):
-                removed = squeezed_dims(fx_node, before)
+                removed, dropped = squeezed_dims(fx_node, before)
+                if dropped is not None:
+                    batch_at[fx_node] = _SqueezedBatch(frozenset(), dropped)
+                    return tensor_arg(fx_node)
                 batch = frozenset(b - sum(r < b for r in removed) for b in batch)
             elif fx_node.target in (torch.unsqueeze, "unsqueeze") and len(after) == len(before) + 1:
                 # exact, where a batch of 1 beside the new dim of 1 could not be told from it by place
@@ -1189,8 +1204,9 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             batch_at[fx_node] = _Features(batch, "")
         return tensor_arg(fx_node)
 
-    def squeezed_dims(fx_node: Any, before: tuple) -> set[int]:
-        """The dims a squeeze removes; refused if they hold a batch of 1 (check_squeeze_keeps_batch)."""
+    def squeezed_dims(fx_node: Any, before: tuple) -> tuple[set[int], str | None]:
+        """The dims a squeeze removes, and why reading the dims of its output is refused if they
+        include the batch (:func:`squeezed_batch`), else None."""
         args = {**dict(zip(("input", "dim"), concrete(fx_node.args))), **concrete(fx_node.kwargs)}
         dims = args.get("dim")
         rank = len(before)
@@ -1199,24 +1215,26 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         else:
             dims = (dims,) if isinstance(dims, int) else tuple(dims)
             removed = {d % rank for d in dims if isinstance(d, int) and before[d % rank] == 1}
-        check_squeeze_keeps_batch(fx_node, before, dims, removed)
-        return removed
+        return removed, squeezed_batch(fx_node, before, dims, removed)
 
-    def check_squeeze_keeps_batch(fx_node: Any, before: tuple, dims: tuple | None, removed: set[int]) -> None:
+    def squeezed_batch(fx_node: Any, before: tuple, dims: tuple | None, removed: set[int]) -> str | None:
         """With a batch of 1, ``x.squeeze()`` drops the batch dim too (and ``x.squeeze(0)`` drops it),
         which a batch of 2 or more keeps: every dim index after it then names another dim than in the
         model run on a batch (``h.squeeze().mean(1)`` averages the length of (1, channels, length) but
-        the channels of (batch, channels, length)), so the example's shapes trace another network."""
+        the channels of (batch, channels, length)), so the example's shapes trace another network.
+        The ops after it that read dims are refused, with this reason; a last ``.squeeze()`` of the
+        output, or an activation, reads none."""
         dropped = sorted(removed & batch_dims(fx_node.args[0]))
-        if dropped and len(before) > 1:
-            call = "squeeze()" if dims is None else f"squeeze({dims[0] if len(dims) == 1 else dims})"
-            keep = [d for d in sorted(removed) if d not in dropped]
-            raise InvalidGraphError(
-                f"{where(fx_node)}: {call} of a tensor of shape {before} removes {batch_note(fx_node.args[0])}, "
-                f"of size 1 in the example input; with a batch of 2 or more it stays, so every later dim index "
-                f"names another dim than in the model run on a batch, and the traced graph is not that model's; "
-                + (f"squeeze the other dims only, x.squeeze({keep[0] if len(keep) == 1 else tuple(keep)})," if keep else
-                   "drop the squeeze (it removes no other dim),")
+        if not dropped or len(before) < 2:
+            return None
+        call = "squeeze()" if dims is None else f"squeeze({dims[0] if len(dims) == 1 else dims})"
+        keep = [d for d in sorted(removed) if d not in dropped]
+        return (f"{where(fx_node)}, {call} of a tensor of shape {before}, removed {batch_note(fx_node.args[0])}, "
+                f"of size 1 in the example input; with a batch of 2 or more it stays, so every dim index after "
+                f"it names another dim than in the model run on a batch, and the traced graph is not that "
+                f"model's; "
+                + (f"squeeze the other dims only, x.squeeze({keep[0] if len(keep) == 1 else tuple(keep)}),"
+                   if keep else "drop the squeeze (it removes no other dim),")
                 + " or pass an example_input with a batch of 2 or more")
 
     def combined(fx_node: Any) -> _Features | None:
@@ -1524,6 +1542,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         positional_inputs(fx_node)
     try:
         for fx_node in fx_graph.nodes:
+            converting[:] = [fx_node]
             _convert(fx_node)
             if fx_node not in features:  # activations: elementwise, same layout as their input
                 features[fx_node] = feat(fx_node.args[0]) if fx_node.args else None

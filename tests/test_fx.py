@@ -1690,9 +1690,10 @@ def test_a_squeeze_that_removes_a_batch_of_one_is_refused_naming_the_fix():
     with pytest.raises(InvalidGraphError, match=r"averages over dim\(s\) \[1\].*features"):
         graphs.from_torch(_SqueezedConv(lambda h: h.squeeze()), torch.randn(2, 6, 6))
     for squeeze, fix in ((lambda h: h.squeeze(), r"drop the squeeze"), (lambda h: torch.squeeze(h, 0), r"drop the squeeze")):
-        with pytest.raises(InvalidGraphError, match=r"squeeze\(\)|squeeze\(0\)") as info:
+        with pytest.raises(InvalidGraphError, match=r"'mean' \(call_method mean\) reads the dims of 'squeeze', but "
+                                                    r"fx node 'squeeze'.*, (squeeze\(\)|squeeze\(0\)) of a tensor") as info:
             graphs.from_torch(_SqueezedConv(squeeze), torch.randn(1, 6, 6))
-        assert "removes the batch dim 0" in str(info.value) and "batch of 2 or more" in str(info.value)
+        assert "removed the batch dim 0" in str(info.value) and "batch of 2 or more" in str(info.value)
         assert re.search(fix, str(info.value))
 
     class Other(nn.Module):  # (batch, length, 1, 4): squeeze() also drops the size-1 dim 2
@@ -1714,6 +1715,18 @@ def test_a_squeeze_that_removes_a_batch_of_one_is_refused_naming_the_fix():
     assert same_network(g1, g2)
     assert [g1.nodes[n]["kind"] for n in nx.topological_sort(g1)] == [
         "input", "linear", "activation", "pool", "linear", "output"]
+
+    # as is a squeeze whose result no op reads the dims of: the head's (batch, 1) -> (batch,), a
+    # scalar at batch 1, or an activation after it
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.o = nn.Linear(4, 8), nn.Linear(8, 1)
+
+        def forward(self, x):
+            return torch.tanh(self.o(torch.tanh(self.a(x))).squeeze())
+
+    assert same_network(graphs.from_torch(Head(), torch.randn(1, 4)), graphs.from_torch(Head(), torch.randn(3, 4)))
 
 
 def test_a_model_failing_after_a_squeeze_of_a_batch_of_one_is_told_why():
