@@ -1307,8 +1307,12 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         for t in tensors:
             node = materialise(env[t], fx_node)
             if node in channels:
-                raise InvalidGraphError(f"{where(fx_node)} concatenates {node!r} with itself; "
-                                        f"not supported")
+                raise InvalidGraphError(
+                    f"{where(fx_node)} concatenates {node!r} with itself: a concat's parts are its input nodes, "
+                    f"each one edge of the graph, so a tensor cannot be two of them (and channels duplicated "
+                    f"at separate places would line up wrongly in a later weighted sum). Concatenate distinct "
+                    f"tensors, e.g. the outputs of two layers that each read {node!r}, or use {node!r} once "
+                    f"(duplicated channels carry its kernel unchanged into a linear layer)")
             channels[node] = 1 if stack else int(shape_of(t)[dim])
         add_concat(g, fx_node.name, channels, fx_node=fx_node.name)
         features[fx_node] = f

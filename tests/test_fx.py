@@ -1776,3 +1776,10 @@ def test_a_batch_of_one_is_followed_through_reshapes():
                 h = torch.tanh(self.a(x)).transpose(0, 1).contiguous().view(x.size(1), x.size(0), 8)
                 return self.o(h.mean(1))
         graphs.from_torch(OverBatch(), torch.randn(1, 5, 4))
+
+
+def test_concatenating_a_tensor_with_itself_is_refused_naming_the_fix():
+    """cat([h, h]) was refused with 'not supported' and no way forward; the message now says why
+    (a part is an edge of the graph) and what to trace instead."""
+    with pytest.raises(InvalidGraphError, match=r"concatenates .* with itself: .*Concatenate distinct tensors"):
+        graphs.from_torch(_StackedBranches(lambda a, b: torch.cat([a, a], dim=1)), torch.randn(3, 4))
