@@ -521,6 +521,11 @@ def _f64_cancellation_ok(value, mass, factor: float = 10) -> bool:
     return mass * 2 * np.finfo(np.float64).eps <= gauss.FLOAT64_RELATIVE_TOLERANCE * factor * abs(value)
 
 
+#: relative size (of the kernel) below which the float64 engine drops the correction terms of a
+#: saturating activation's kernel at large q (see KernelMaps._saturated_kernel_f64)
+_SATURATION_TOLERANCE = 1e-15
+
+
 def _normal_pdf_mp(x, var):
     return mpmath.exp(-x * x / (2 * var)) / mpmath.sqrt(2 * mpmath.pi * var)
 
@@ -651,6 +656,106 @@ class KernelMaps:
         if "homogeneous" not in self._cache:
             self._cache["homogeneous"] = _homogeneous_degree(self._parts.expr, self._parts.x)
         return self._cache["homogeneous"]
+
+    def _saturation(self):
+        """``(L-, L+, X)`` when phi tends to finite limits at -inf and +inf fast, else None (cached).
+
+        ``L-, L+`` are phi(-+2^40) (floats), and ``X = 2^k <= 4096`` is where the tail becomes negligible:
+        ``|x|^3 |phi(x) - L+-| <= 1e-20`` at every ``x = +-2^j``, ``k <= j <= 40``.  Saturating activations
+        (tanh, erf, sigmoid, hard tanh) pass; ones that grow (softplus), oscillate (sin) or approach their
+        limits algebraically (softsign, ``1 - 1/x``) do not."""
+        if "saturation" not in self._cache:
+            f = self._f.mp(0)
+            found = None
+            try:
+                with mpmath.workdps(30):
+                    two = mpmath.mpf(2)
+                    lims = (f(-two ** 40), f(two ** 40))
+                    start = None
+                    for k in range(40, 2, -1):
+                        x = two ** k
+                        if max(abs(f(-x) - lims[0]), abs(f(x) - lims[1])) * x ** 3 > mpmath.mpf(10) ** -20:
+                            break
+                        start = k
+                    if start is not None and start <= 12 and all(mpmath.isfinite(v) for v in lims):
+                        found = (float(lims[0]), float(lims[1]), float(2 ** start))
+            except (ArithmeticError, ValueError, TypeError, FormulaError):
+                found = None
+            self._cache["saturation"] = found
+        return self._cache["saturation"]
+
+    def _saturation_moments(self):
+        """Upper bounds of ``M0 = int |psi|`` and ``M1 = int |x psi(x)| dx`` over the real line, where
+        ``psi(x) = phi(x) - L+-`` (the limit on x's side) is what a saturating phi differs from its limit
+        step function by (float64 rule, times 2 for safety; cached)."""
+        if "saturation moments" not in self._cache:
+            lo, hi, X = self._saturation()
+            g = self._f.np(0)
+
+            def psi(t):
+                return np.abs(g(t) - np.where(t > 0, hi, lo))
+            # E over N(0, sigma^2) with sigma >> X, where psi lives: the density is >= exp(-1/8192) of its
+            # peak there, so sigma sqrt(2 pi) E[|psi|] is int |psi| to 1.3e-4
+            sigma = 64 * X
+            bps, scale = self._float64_features()
+            bps = sorted(set(bps) | {0.0})
+            e0, e1 = (gauss.gaussian_expectation_float64(h, std=sigma, breakpoints=bps, scale=scale)
+                      for h in (psi, lambda t: np.abs(t) * psi(t)))
+            norm = 2 * sigma * math.sqrt(2 * math.pi)
+            self._cache["saturation moments"] = (norm * e0, norm * e1)
+        return self._cache["saturation moments"]
+
+    def _saturated_kernel_f64(self, cs: np.ndarray, q1: float, q2: float):
+        """``E[phi(u) phi(v)]`` at large q for a saturating phi (see :meth:`_saturation`), or None.
+
+        With ``A = (L+ - L-)/2``, ``B = (L+ + L-)/2`` and ``psi = phi - B - A sign``, exactly
+        ``K = B^2 + A^2 (2/pi) asin c + B (E psi(u) + E psi(v)) + E psi(u) E psi(v) + R``,
+        ``R = A (E[sign(u) psi(v)] + E[psi(u) sign(v)]) + Cov(psi(u), psi(v))`` (Sheppard's arcsine law for
+        the sign part), and ``|R| <= (|A| |c| M1 (1/q1 + 1/q2) + M0^2 / sqrt(q1 q2)) / (pi s)``,
+        ``s = sqrt(1 - c^2)`` (``|erf t| <= 2|t|/sqrt(pi)`` and the densities' maxima).  Where that bound
+        is below 1e-15 of ``|K|``, K without R is the kernel to float64 precision: two 1-D integrals
+        instead of the 2-D rule, whose panels graded towards x = 0 in both variables cost (log q)^2
+        (tanh at q = 1e100: 2 s a point).  ``B^2 + A^2 (2/pi) asin c`` is also ``L+ L- + A^2 (2/pi)
+        acos(-c)``: the form that cancels less is summed (the normal cdf near c = -1: 1/4 - 0.2498).
+        Returns an array like ``cs`` with nan where the bound does not hold (``c = +-1``, moderate q),
+        or None when phi does not saturate."""
+        if self._saturation() is None or self._singular_points:
+            return None
+        # the bound is ~1/q: not worth the moments below q = 1e16 (the 2-D rule is fast there)
+        if min(q1, q2) < 1e16:
+            return None
+        lo, hi, _ = self._saturation()
+        a, b = (hi - lo) / 2, (hi + lo) / 2
+        m0, m1 = self._saturation_moments()
+        p1, p2 = self._saturation_mean(q1), self._saturation_mean(q2)
+        cs = np.asarray(cs, dtype=np.float64)
+        s = np.sqrt(np.maximum((1 - cs) * (1 + cs), 0.0))
+        common = b * (p1 + p2) + p1 * p2
+        forms = [(b * b, a * a * (2 / math.pi) * np.arcsin(cs)),
+                 (hi * lo, a * a * (2 / math.pi) * np.arccos(-cs))]
+        sizes = [abs(t0) + np.abs(t1) + abs(b * (p1 + p2)) + abs(p1 * p2) for t0, t1 in forms]
+        k = [t0 + t1 + common for t0, t1 in forms]
+        best = np.where(sizes[0] * np.abs(k[1]) <= sizes[1] * np.abs(k[0]), 0, 1)
+        k = np.where(best == 0, k[0], k[1])
+        size = np.where(best == 0, sizes[0], sizes[1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bound = (abs(a) * np.abs(cs) * m1 * (1 / q1 + 1 / q2)
+                     + m0 * m0 / (math.sqrt(q1) * math.sqrt(q2))) / (math.pi * s)
+        # R negligible, and the sum keeps its digits (no more than one lost to cancellation)
+        ok = (s > 0) & (bound <= _SATURATION_TOLERANCE * np.abs(k)) & (size <= 10 * np.abs(k))
+        return np.where(ok, k, np.nan)
+
+    def _saturation_mean(self, q):
+        """``E[psi(sqrt(q) z)]``, ``psi = phi - L+-`` (see :meth:`_saturated_kernel_f64`), float64 (cached):
+        the small difference ``E phi - (L+ + L-)/2`` at its own relative accuracy."""
+        key = ("saturation mean", q)
+        if key not in self._cache:
+            lo, hi, _ = self._saturation()
+            g = self._f.np(0)
+            bps, _ = self._float64_features()
+            self._cache[key] = self._e1(None, lambda t: g(t) - np.where(t > 0, hi, lo), std=math.sqrt(q),
+                                        breakpoints=sorted(set(bps) | {0.0}))
+        return self._cache[key]
 
     def _float64_features(self):
         """(break-points, scale) for the float64 rules: the kinks plus the feature centres."""
@@ -1051,7 +1156,13 @@ class KernelMaps:
         if c == 0:   # independent u, v: E[phi(u)] E[phi(v)], two 1-D integrals
             k = self._mean(q1) * self._mean(q2)
         else:
-            k = self._kernel_num(0, c, q1, q2)
+            k = None
+            if self.engine == "float64":   # a saturating phi at large q: the arcsine law, two 1-D means
+                sat = self._saturated_kernel_f64(np.array([float(c)]), float(q1), float(q2))
+                if sat is not None and np.isfinite(sat[0]):
+                    k = float(sat[0])
+            if k is None:
+                k = self._kernel_num(0, c, q1, q2)
         return self._unit(self._out(k / self._norm(q1, q2)))
 
     def _unit_excess_tolerance(self):
@@ -1087,8 +1198,14 @@ class KernelMaps:
         if self._homogeneous_degree() is not None:
             q1 = q2 = 1.0   # C does not depend on q (see c_map)
         bps, scale = self._float64_features()
-        k = gauss.bivariate_gaussian_expectation_float64(
-            self._f.np(0), self._f.np(0), cs.ravel(), q1=float(q1), q2=float(q2), breakpoints=bps, scale=scale)
+        flat = cs.ravel()
+        k = self._saturated_kernel_f64(flat, float(q1), float(q2))
+        if k is None:
+            k = np.full(flat.shape, np.nan)
+        rest = np.isnan(k)
+        if np.any(rest):
+            k[rest] = gauss.bivariate_gaussian_expectation_float64(
+                self._f.np(0), self._f.np(0), flat[rest], q1=float(q1), q2=float(q2), breakpoints=bps, scale=scale)
         out = np.asarray(k) / self._norm(q1, q2)
         over = np.abs(out) > 1
         if np.any(over):

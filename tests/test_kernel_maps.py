@@ -965,3 +965,43 @@ def test_composed_maps_refuse_an_order_that_is_not_a_non_negative_integer(n):
     with pytest.raises(DomainError, match="non-negative integer"):
         comp.q_map_derivative(1.0, n)
     assert comp.c_map_derivative(0.5, 2.0) == comp.c_map_derivative(0.5, 2)  # a whole float is that integer
+
+
+@pytest.mark.parametrize("q1, q2", [(1e100, 1e100), (1e300, 1e300), (1e40, 3e120)])
+def test_float64_c_map_of_a_saturating_phi_at_huge_q_skips_the_2d_rule(q1, q2, monkeypatch):
+    """A saturating phi (limits L+- at +-inf, reached exponentially) is a step function plus a bump of
+    width ~1 in x: at large q its kernel is E phi(u) E phi(v) + ((L+ - L-)/2)^2 (2/pi) asin(c) up to terms
+    bounded by ~1/(q sqrt(1 - c^2)).  The float64 engine ran the 2-D rule, its panels graded towards 0 in
+    both variables at a cost growing like (log q)^2 (tanh's C(0.3; 1e100) took 2 s, each point).  References:
+    Williams' arcsine formula for erf and, for the normal cdf Phi(x) = (1 + erf(x/sqrt 2))/2 (limits 0, 1:
+    the mean term matters), E[Phi(u) Phi(v)] = 1/4 + asin(c sqrt(q1 q2 / ((1 + q1)(1 + q2)))) / (2 pi)."""
+    import numeric.gauss as gauss_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the 2-D rule was used")
+
+    cs = (-0.999999, -0.5, 1e-8, 0.3, 0.999, 1 - 1e-12)
+    erf_f64 = kernel_maps(sympy.erf(x), engine="float64")
+    cdf_f64 = kernel_maps((1 + sympy.erf(x / sympy.sqrt(2))) / 2, engine="float64")
+    tanh_f64 = kernel_maps("tanh", engine="float64")
+    erf_exact = kernel_maps(sympy.erf(x), dps=30, engine="closed")
+    with mpmath.workdps(40):
+        a, b = mpmath.mpf(q1), mpmath.mpf(q2)
+        cdf_q = lambda q: mpmath.mpf(1) / 4 + mpmath.asin(q / (1 + q)) / (2 * mpmath.pi)  # noqa: E731
+        cdf_exact = [(mpmath.mpf(1) / 4 + mpmath.asin(mpmath.mpf(c) * mpmath.sqrt(a * b / ((1 + a) * (1 + b))))
+                      / (2 * mpmath.pi)) / mpmath.sqrt(cdf_q(a) * cdf_q(b)) for c in cs]
+    erf_f64.q_map(q1), cdf_f64.q_map(q1), tanh_f64.q_map(q1)   # (warm the caches the check below forbids nothing in)
+    monkeypatch.setattr(gauss_module, "bivariate_gaussian_expectation_float64", refuse)
+    for c, cdf_ref in zip(cs, cdf_exact):
+        assert rel(erf_f64.c_map(c, q1, q2), erf_exact.c_map(c, q1, q2)) < 1e-13, c
+        assert rel(cdf_f64.c_map(c, q1, q2), cdf_ref) < 1e-13, c
+        tanh_f64.c_map(c, q1, q2)
+    curve = erf_f64.c_map_curve(np.array(cs), q1, q2)
+    assert all(rel(v, erf_exact.c_map(c, q1, q2)) < 1e-13 for v, c in zip(curve, cs))
+    monkeypatch.undo()
+    # where the correction terms are not negligible (c = -1 exactly, moderate q) the 2-D rule still runs
+    assert rel(erf_f64.c_map(-1, q1, q2), erf_exact.c_map(-1, q1, q2)) < 1e-13
+    assert rel(erf_f64.c_map(0.3, 1e4, 1e4), erf_exact.c_map(0.3, 1e4, 1e4)) < 1e-12
+    assert kernel_maps("softsign", engine="float64")._saturation() is None      # 1 - 1/x: algebraic
+    assert kernel_maps(sympy.sin(x), engine="float64")._saturation() is None
+    assert kernel_maps("softplus", engine="float64")._saturation() is None
