@@ -889,14 +889,15 @@ class KernelMaps:
         mass = self._q_map_derivative_he_mass(q, n)
         # at large q phi(x) turns on its own scale |x| ~ 1, a width 1/sqrt(q) in z: panel ends there
         # (tanh's Q'(1e200) had 8 correct digits of 30 with the one split at 0)
-        breakpoints = self._breakpoints_mp() + _scale_points(math.sqrt(float(q)))
+        breakpoints = self._breakpoints_mp() + _scale_points(math.sqrt(float(q))) + self._limit_breakpoints(q)
         tries = 8
         for attempt in range(tries):
             with mpmath.workdps(self.dps + _GUARD + extra):
                 qq = self._mp(q)
                 r = mpmath.sqrt(qq)
+                limit = self._phi2_limit_mp(q)
                 try:
-                    v = gauss.gaussian_expectation(lambda t: f(t) ** 2 * _he(2 * n, t / r),
+                    v = gauss.gaussian_expectation(lambda t: (f(t) ** 2 - limit(t)) * _he(2 * n, t / r),
                                                    dps=self.dps + _GUARD + extra, breakpoints=breakpoints,
                                                    std=r).value / (2 * qq) ** n
                 except DivergentIntegralError:
@@ -916,6 +917,32 @@ class KernelMaps:
             extra = lost + 2
         return self._out(v)
 
+    # The He form E[phi^2 He_2n(x / sqrt q)] is unchanged when a step L(x) = L+^2 (x > 0), L-^2 (x < 0) is
+    # subtracted from phi^2 (E[He_2n] = E[sign(z) He_2n(z)] = 0, n >= 1).  For a saturating phi (L+- its
+    # limits) phi^2 - L lives where |x| ~ 1 and the form no longer cancels: E|phi^2 He_2n| ~ 1 against a
+    # value ~ 1/sqrt(q) lost log10(sqrt q) digits (tanh's Q'(1e300) retried at up to 178 digits, 130 s).
+    # Only at q >= 1, where E|phi^2 He_2n| ~ 1 cancels: at small q phi(sqrt(q) z)^2 is O(q) and it is L
+    # that would cancel against He_2n.
+    def _phi2_limit_mp(self, q):
+        """L(x) at the working precision (0 when phi does not saturate, or q < 1)."""
+        if self._saturation() is None or q < 1:
+            return lambda t: 0
+        f, far = self._f.mp(0), mpmath.mpf(2) ** 40
+        lo, hi = f(-far) ** 2, f(far) ** 2
+        return lambda t: hi if t > 0 else lo
+
+    def _phi2_limit_f64(self, q):
+        """L(x) on float64 arrays (0 when phi does not saturate, or q < 1)."""
+        if self._saturation() is None or q < 1:
+            return lambda t: 0.0
+        lo, hi, _ = self._saturation()
+        return lambda t: np.where(t > 0, hi * hi, lo * lo)
+
+    def _limit_breakpoints(self, q) -> list:
+        """[0.0] where L is subtracted and jumps (L+^2 != L-^2), else []."""
+        sat = self._saturation()
+        return [0.0] if q >= 1 and sat is not None and sat[0] ** 2 != sat[1] ** 2 else []
+
     def _q_map_derivative_he_mass(self, q, n: int):
         """``E|phi^2 He_2n(x/sqrt q)| / (2q)^n`` roughly (float64 rule), the scale of the integrand
         of the He form; None where float64 cannot evaluate it."""
@@ -924,8 +951,10 @@ class KernelMaps:
             he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
             r = math.sqrt(float(q))
             bps, scale = self._float64_features()
-            bps = sorted(bps + [float(z) * r for z in np.polynomial.hermite_e.hermeroots(he.coef)])
-            m = gauss.gaussian_expectation_float64(lambda t: np.abs(g(t) ** 2 * he(t / r)), std=r,
+            bps = sorted(bps + [float(z) * r for z in np.polynomial.hermite_e.hermeroots(he.coef)]
+                         + self._limit_breakpoints(q))
+            limit = self._phi2_limit_f64(q)
+            m = gauss.gaussian_expectation_float64(lambda t: np.abs((g(t) ** 2 - limit(t)) * he(t / r)), std=r,
                                                    breakpoints=bps, scale=scale)
         except Exception:   # noqa: BLE001 -- an estimate only; the quadrature below is the result
             return None
@@ -939,8 +968,13 @@ class KernelMaps:
         g = self._f.np(0)
         he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
         r = math.sqrt(q)
-        v, mass = self._e1(None, lambda t: g(t) ** 2 * he(t / r), std=r, with_mass=True)
-        return v / (2 * q) ** n, mass / (2 * q) ** n
+        limit = self._phi2_limit_f64(q)
+        bps = sorted(self._float64_features()[0] + self._limit_breakpoints(q))
+        v, mass = self._e1(None, lambda t: (g(t) ** 2 - limit(t)) * he(t / r), std=r, with_mass=True,
+                           breakpoints=bps)
+        for _ in range(n):   # one factor at a time: (2q)^n overflowed (a bare OverflowError for Q''(1e160))
+            v, mass = v / (2 * q), mass / (2 * q)
+        return v, mass
 
     def _q_map_derivative_f64_small_q(self, q, n: int):
         """float64 ``d^n Q/dq^n`` at ``q < 1`` by whichever form loses fewer digits.  The direct

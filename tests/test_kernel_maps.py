@@ -1005,3 +1005,35 @@ def test_float64_c_map_of_a_saturating_phi_at_huge_q_skips_the_2d_rule(q1, q2, m
     assert kernel_maps("softsign", engine="float64")._saturation() is None      # 1 - 1/x: algebraic
     assert kernel_maps(sympy.sin(x), engine="float64")._saturation() is None
     assert kernel_maps("softplus", engine="float64")._saturation() is None
+
+
+@pytest.mark.parametrize("q, n", [(1e250, 1), (1e300, 1), (1e300, 2)])
+def test_q_map_derivative_of_a_saturating_phi_at_huge_q_does_not_retry(q, n, monkeypatch):
+    """The He form E[phi^2 He_2n(z)] / (2q)^n cancels log10(sqrt q) digits (E|tanh^2 He_2| ~ 1, the value
+    ~ 1/sqrt(q)): tanh's Q'(1e250) took 15 s, Q'(1e300) 130 s, retrying the quadrature at up to 178 digits.
+    Subtracting the limit step L = L+^2 H(x) + L-^2 H(-x) from phi^2 changes nothing exactly (E[He_2n] =
+    E[sign(z) He_2n(z)] = 0) and leaves an integrand that lives where |x| ~ 1: one pass at dps + 10 digits."""
+    import numeric.gauss as gauss_module
+
+    used = []
+    real = gauss_module.gaussian_expectation
+
+    def recording(*args, **kwargs):
+        used.append(kwargs.get("dps"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gauss_module, "gaussian_expectation", recording)
+    value = kernel_maps("tanh", dps=15).q_map_derivative(q, n)
+    assert abs(value / _tanh_q_derivative_reference(q, n) - 1) < 1e-13
+    assert max(used) <= 15 + 10, used
+
+
+@pytest.mark.parametrize("q", [1e20, 1e100])
+def test_float64_q_map_derivative_of_a_saturating_phi_at_large_q(q):
+    """The float64 He form cancelled the same log10(sqrt q) digits and refused ('cancels both ways') for
+    tanh at q >= 1e20; with the limit step subtracted nothing cancels.  And (2q)^n overflowed: Q''(1e160)
+    raised a bare OverflowError instead of the correctly rounded 0.0 (the value is -6e-401)."""
+    f64 = kernel_maps("tanh", engine="float64")
+    for n in (1, 2):
+        assert f64.q_map_derivative(q, n) == pytest.approx(float(_tanh_q_derivative_reference(q, n)), rel=1e-12)
+    assert f64.q_map_derivative(1e160, 2) == 0.0
