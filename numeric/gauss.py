@@ -376,8 +376,12 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
             raise DomainError(f"q1={mpmath.nstr(q1, 6)}, q2={mpmath.nstr(q2, 6)}: variances must be > 0.")
         _check_finite(q1=q1, q2=q2)
         r1, r2 = mpmath.sqrt(q1), mpmath.sqrt(q2)
-        _check_tail(lambda x: f(x) ** 2, 0, r1, dps, "f^2")
-        _check_tail(lambda x: g(x) ** 2, 0, r2, dps, "g^2")
+        # the tail tests are absolute (below 10^-(dps+guard) at 2R): measure f and g in units of their
+        # typical sizes, or any g growing with x was refused at large q2 (g(v) = v at q2 = 1e72: v^2 times
+        # the density is 3e14 at z = 16.6, the integral a finite c sqrt(q1 q2))
+        f_size, g_size = _typical_size(f, r1), _typical_size(g, r2)
+        _check_tail(lambda x: (f(x) / f_size) ** 2, 0, r1, dps, "f^2")
+        _check_tail(lambda x: (g(x) / g_size) ** 2, 0, r2, dps, "g^2")
         if c in (1, -1):
             h = lambda z: f(r1 * z) * g(c * r2 * z)  # noqa: E731
             bps = [b / r1 for b in breakpoints] + [c * b / r2 for b in breakpoints_g]
@@ -395,8 +399,8 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
 
             def _heavy(z):
                 w = mpmath.exp(-z * z / 2)
-                return any(abs(_real(h(sg * rr * z), sg * rr * z)) ** 2 * w > thr
-                           for h, rr in ((f, r1), (g, r2)) for sg in (1, -1))
+                return any(abs(_real(h(sg * rr * z), sg * rr * z) / size) ** 2 * w > thr
+                           for h, rr, size in ((f, r1, f_size), (g, r2, g_size)) for sg in (1, -1))
 
             while cut < 2 * _tail_radius(dps) and _heavy(cut):
                 cut += 1
@@ -405,7 +409,6 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
             # the inner rule's test is absolute (relative to max(|value|, 1)): measure g in units of its
             # typical size, or at q2 = 1e-300 (g ~ 1e-150) every inner integral passed unrefined and
             # E[relu(u) relu(v)] came back 1.4% off (at q = 1e-60 the outer rule refused to converge)
-            g_size = _typical_size(g, r2)
             density: dict = {}
             gb = [mpmath.mpf(b) / r2 for b in breakpoints_g]
             # f and g vary on a unit scale in x near x = 0 and their kinks, i.e. on 1/sqrt(q) in z:
@@ -421,6 +424,10 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
                     x = r2 * (cz + s * z2)
                     w = density.get(z2)
                     if w is None:       # the inner nodes repeat across outer nodes: memoise exp
+                        if len(density) >= _DENSITY_MEMO:
+                            # ... unless the panels move with z1 (graded towards g's x = 0 at c != 0):
+                            # then every node is new and the memo grew to 4.4 GB (tanh at q2 = 1e60)
+                            density.clear()
                         w = density[z2] = mpmath.exp(-z2 * z2 / 2)
                     return _real(g(x), x) / g_size * w
 
@@ -446,6 +453,10 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
             err = err + max_inner_err[0]
     with mp.workdps(dps):
         return GaussianIntegral(+value, +err, dps)
+
+
+#: most inner-node densities the 2-D rule keeps (~100 bytes each at 40 digits)
+_DENSITY_MEMO = 100_000
 
 
 def _typical_size(h: Callable, r) -> mpmath.mpf:

@@ -347,3 +347,33 @@ def test_bivariate_float64_error_scale_does_not_overflow():
                                              [], np.array([]), 12, 0)
     assert value == pytest.approx(0.5e60, rel=1e-13)
     assert bound == pytest.approx(1e60, rel=1e-13)
+
+
+def test_bivariate_mpmath_tail_test_is_relative_to_the_functions_size(monkeypatch):
+    """The 2-D rule's tail tests were absolute (f^2 times the density below 10^-(dps+10) at 2R): any f or g
+    that grows was refused as divergent at large variance ("the Gaussian expectation of g^2 diverges" for
+    g(v) = v at q2 = 1e72, u^2 at q1 = 1e72), although E[u v] = c sqrt(q1 q2) is finite.  Measured in units
+    of the function's typical size the tests accept them and still refuse a truly divergent exp(v^2).
+    (The quadrature itself is stubbed: at q = 1e72 its panels graded to width 1e-36 take minutes.)"""
+    import numeric.gauss as gauss_module
+
+    monkeypatch.setattr(gauss_module, "_quad_checked", lambda *args, **kwargs: (mpmath.mpf(0), mpmath.mpf(0)))
+    for q1, q2 in ((1, 1e72), (1e72, 1), (1e200, 1e300)):
+        bivariate_gaussian_expectation(lambda u: u, lambda v: v, 0.3, q1=q1, q2=q2, dps=15)
+        bivariate_gaussian_expectation(lambda u: u * u, lambda v: 1, 0.3, q1=q1, q2=q2, dps=15)
+    with pytest.raises(DivergentIntegralError, match="g\\^2 diverges"):
+        bivariate_gaussian_expectation(lambda u: u, lambda v: mpmath.exp(v * v), 0.3, q1=1, q2=1e72, dps=15)
+    with pytest.raises(DivergentIntegralError, match="g\\^2 diverges"):
+        bivariate_gaussian_expectation(lambda u: u, lambda v: mpmath.exp(v * v / 3), 0.3, q1=1, q2=1, dps=15)
+
+
+def test_bivariate_mpmath_density_memo_is_bounded(monkeypatch):
+    """The inner rule memoised exp(-z2^2/2) per node, but at c != 0 its panels move with z1 (graded towards
+    g's x = 0) and every node is new: the memo grew without bound (4.4 GB for tanh x tanh at q2 = 1e60).
+    With the bound at 50 entries the value is unchanged (Sheppard: E[H(u) H(v)] = 1/4 + asin(c)/(2 pi))."""
+    import numeric.gauss as gauss_module
+
+    monkeypatch.setattr(gauss_module, "_DENSITY_MEMO", 50)
+    step = lambda t: mpmath.mpf(1) if t > 0 else mpmath.mpf(0)  # noqa: E731
+    got = bivariate_gaussian_expectation(step, step, 0.5, dps=15, breakpoints=[0])
+    assert rel(got.value, mpmath.mpf(1) / 4 + mpmath.asin(mpmath.mpf(1) / 2) / (2 * mpmath.pi)) < 1e-14
