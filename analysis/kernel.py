@@ -377,6 +377,11 @@ def _activation_parts(act: Any) -> _Parts:
         name = str(expr)
         x = None
         kinks = None
+    # symact's safe primitives (NormalCdf, Sigmoid, Softplus, ...) have no mpmath/NumPy translation:
+    # kernel_maps(NormalCdf(x)) raised a bare NameError from lambdify at the first quadrature node
+    from symact.primitives import SafePrimitive, to_elementary
+    if expr.atoms(SafePrimitive):
+        expr = to_elementary(expr)
     free = sorted(expr.free_symbols, key=str)
     if x is None:
         if len(free) != 1:

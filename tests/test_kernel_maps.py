@@ -1037,3 +1037,21 @@ def test_float64_q_map_derivative_of_a_saturating_phi_at_large_q(q):
     for n in (1, 2):
         assert f64.q_map_derivative(q, n) == pytest.approx(float(_tanh_q_derivative_reference(q, n)), rel=1e-12)
     assert f64.q_map_derivative(1e160, 2) == 0.0
+
+
+def test_kernel_maps_of_an_expression_with_safe_primitives():
+    """symact's safe primitives (the vocabulary of generated code) have no mpmath or NumPy translation:
+    kernel_maps(NormalCdf(x)) raised a bare NameError from lambdify.  They are written out first.
+    Reference: Phi(x) = (1 + erf(x/sqrt 2))/2, so Q(q) = 1/4 + asin(q/(1 + q))/(2 pi) and
+    C(c; q, q) = (1/4 + asin(c q/(1 + q))/(2 pi)) / Q(q)."""
+    from symact.primitives import NormalCdf, Sigmoid
+
+    q, c = mpmath.mpf(2), mpmath.mpf("0.3")
+    with mpmath.workdps(40):
+        Q = mpmath.mpf(1) / 4 + mpmath.asin(q / (1 + q)) / (2 * mpmath.pi)
+        C = (mpmath.mpf(1) / 4 + mpmath.asin(c * q / (1 + q)) / (2 * mpmath.pi)) / Q
+    assert rel(kernel_maps(NormalCdf(x), dps=20, engine="mpmath").q_map(q), Q) < 1e-19
+    f64 = kernel_maps(NormalCdf(x), engine="float64")
+    assert rel(f64.c_map(0.3, 2.0, 2.0), C) < 1e-12
+    sig = kernel_maps(Sigmoid(x), engine="float64")
+    assert sig.q_map(1.0) == pytest.approx(kernel_maps(1 / (1 + sympy.exp(-x)), engine="float64").q_map(1.0), rel=1e-14)
