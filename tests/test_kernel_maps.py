@@ -1055,3 +1055,31 @@ def test_kernel_maps_of_an_expression_with_safe_primitives():
     assert rel(f64.c_map(0.3, 2.0, 2.0), C) < 1e-12
     sig = kernel_maps(Sigmoid(x), engine="float64")
     assert sig.q_map(1.0) == pytest.approx(kernel_maps(1 / (1 + sympy.exp(-x)), engine="float64").q_map(1.0), rel=1e-14)
+
+
+@pytest.mark.parametrize("q1, q2", [(1e100, 1e100), (1e300, 1e40), (1e40, 1e40)])
+def test_float64_c_slope_of_a_saturating_phi_at_huge_q_skips_the_2d_rule(q1, q2, monkeypatch):
+    """Price: C' = sqrt(q1 q2) E[phi'(u) phi'(v)] / sqrt(Q1 Q2); phi' lives where |x| ~ 1, where the density
+    is flat to ~1/q, so the value is the arcsine law's slope (2/pi) A^2 / sqrt(1 - c^2) up to a bounded
+    ~1/q term.  The 2-D rule took 4 s for tanh's C'(0.3; 1e100).  References: Williams' formula for erf;
+    for Phi(x) = (1 + erf(x/sqrt 2))/2, C' = k / (2 pi sqrt(1 - c^2 k^2)) / sqrt(Q1 Q2),
+    k = sqrt(q1 q2 / ((1 + q1)(1 + q2))), Q = 1/4 + asin(q/(1 + q))/(2 pi)."""
+    import numeric.gauss as gauss_module
+
+    cs = (-0.999, -0.5, 0.0, 0.3, 0.999999)
+    erf_f64 = kernel_maps(sympy.erf(x), engine="float64")
+    cdf_f64 = kernel_maps((1 + sympy.erf(x / sympy.sqrt(2))) / 2, engine="float64")
+    erf_exact = kernel_maps(sympy.erf(x), dps=30, engine="closed")
+    with mpmath.workdps(40):
+        a, b = mpmath.mpf(q1), mpmath.mpf(q2)
+        k = mpmath.sqrt(a * b / ((1 + a) * (1 + b)))
+        cdf_q = lambda q: mpmath.mpf(1) / 4 + mpmath.asin(q / (1 + q)) / (2 * mpmath.pi)  # noqa: E731
+        cdf_exact = [k / (2 * mpmath.pi * mpmath.sqrt(1 - (mpmath.mpf(c) * k) ** 2)) / mpmath.sqrt(cdf_q(a) * cdf_q(b))
+                     for c in cs]
+    for m in (erf_f64, cdf_f64):
+        m.q_map(q1), m.q_map(q2), m.c_map_derivative(0.5, 1, q1, q2)   # warm the caches (1-D rules)
+    monkeypatch.setattr(gauss_module, "bivariate_gaussian_expectation_float64",
+                        lambda *args, **kwargs: pytest.fail("the 2-D rule was used"))
+    for c, cdf_ref in zip(cs, cdf_exact):
+        assert rel(erf_f64.c_map_derivative(c, 1, q1, q2), erf_exact.c_map_derivative(c, 1, q1, q2)) < 1e-13, c
+        assert rel(cdf_f64.c_map_derivative(c, 1, q1, q2), cdf_ref) < 1e-13, c
