@@ -1124,11 +1124,15 @@ def _scaled_exps(add: sympy.Add) -> list | None:
 
 
 def _log_cosh(u: sympy.Expr) -> sympy.Expr:
-    """log(cosh(u)) without overflow: u + Softplus(-2u) - log(2) (exact: cosh(u) = exp(u)*(1 + exp(-2u))/2;
-    cosh overflows from |u| = 89 in float32), and near 0, where that sum cancels to ~u**2/2,
-    Log1p(2*sinh(u/2)**2) (cosh(u) - 1 = 2*sinh(u/2)**2, no cancellation)."""
+    """log(cosh(u)) without overflow: |u| + Softplus(-2|u|) - log(2) (exact: cosh(u) = exp(|u|)*(1 +
+    exp(-2|u|))/2; cosh overflows from |u| = 89 in float32), and near 0, where that sum cancels to
+    ~u**2/2, Log1p(2*sinh(u/2)**2) (cosh(u) - 1 = 2*sinh(u/2)**2, no cancellation).  With u in place of
+    |u| the sum is right too, but -2u overflows for u < -max/2: log(cosh(x)) was inf at x = -3e38 in
+    float32 (-1.7e308 in float64), where it is 3e38.  (A u not known to be real keeps u: SymPy cannot
+    rebuild Abs(3*u - 1) around the printer's masked input of a complex symbol.)"""
+    a = sympy.Abs(u) if u.is_extended_real else u
     return sympy.Piecewise((Log1p(2 * sympy.sinh(u / 2) ** 2), sympy.Abs(u) < 1),
-                           (u + Softplus(-2 * u) - sympy.log(2), True))
+                           (a + Softplus(-2 * a) - sympy.log(2), True))
 
 
 def _log_of_asinh_form(arg: sympy.Expr) -> sympy.Expr | None:
