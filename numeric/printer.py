@@ -241,6 +241,9 @@ def _finite_everywhere(expr: sympy.Expr) -> bool:
     for node in sympy.preorder_traversal(expr):
         if node.is_Atom or isinstance(node, (Add, Mul, sympy.Piecewise, sympy.Rel, sympy.logic.boolalg.Boolean)):
             continue
+        # a constant such as log(4) (Softplus(x + log(4))): one float literal, well inside every format
+        if node.is_number and node.is_extended_real and bool(abs(sympy.N(node)) < 1e30):
+            continue
         if isinstance(node, Pow) and node.exp.is_Integer and 0 <= node.exp <= 8:
             continue
         # sqrt of a positive quantity, or a power of one bounded away from 0 by SymPy's

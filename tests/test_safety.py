@@ -421,3 +421,22 @@ def test_log_cosh_is_finite_for_large_negative_arguments(formula, dtype):
     # a symbol not known to be real keeps the old form (SymPy cannot rebuild Abs(3*x - 1) around it)
     plain = sympy.Symbol("x")
     assert torch_module(sympy.log(sympy.cosh(3 * plain - 1)))(torch.tensor([2.0], dtype=dtype)).isfinite().all()
+
+
+def test_a_branch_finite_everywhere_but_for_a_constant_gets_no_input_mask():
+    """Softplus(x + log(4)), the x > 0 branch of log(1 + 4*exp(x)), is finite with its gradient for every
+    input, but the constant log(4) was not seen as a number, so the branch got a masked input: two extra
+    torch.where (and a NaN input took the mask's point there, harmlessly).  One where for the mask of the
+    exp branch and one for the selection, each way; values are checked by the test above."""
+    from numeric.codegen import generated_source
+
+    source = generated_source(sympy.log(1 + 4 * sympy.exp(X)))
+    for function in ("_forward_graph", "_backward_graph"):
+        body = source[source.index(f"def {function}("):]
+        body = body[:body.index("return")]
+        assert body.count("torch.where") == 2, body
+    t = torch.tensor([math.nan, -math.inf, math.inf, 1.0], dtype=torch.float64, requires_grad=True)
+    y = torch_module(sympy.log(1 + 4 * sympy.exp(X)))(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    assert math.isnan(y[0]) and math.isnan(g[0])
+    assert y[1:3].tolist() == [0.0, math.inf] and g[1:3].tolist() == [0.0, 1.0]
