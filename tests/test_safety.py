@@ -440,3 +440,22 @@ def test_a_branch_finite_everywhere_but_for_a_constant_gets_no_input_mask():
     (g,) = torch.autograd.grad(y.sum(), t)
     assert math.isnan(y[0].item()) and math.isnan(g[0].item())
     assert y[1:3].tolist() == [0.0, math.inf] and g[1:3].tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x*exp(-x**2/8)", "x*exp(-x**2/2)", "x**2*exp(-x**2)", "tanh(x)*exp(-x**2)",
+                                     "(x**2 - 3*x)*exp(-x**2/3)"])
+def test_polynomials_beside_a_gaussian_do_not_make_it_nan(formula, dtype):
+    """The factors beside exp(-c*x**2) overflowed while the Gaussian was exactly 0: inf*0 = NaN where the
+    exact value is 0 (x*exp(-x**2/8)'s slope -(x**2 - 4)*exp(-x**2/8)/4 at |x| = 1e30 in float32 and 1e300 in
+    float64, x**2*exp(-x**2) itself there, tanh(x)*exp(-x**2)'s slope at +-3e38 from 2*x*tanh(x)).  They now
+    see x clamped to where the Gaussian is 0 in every format.  Value and slope against mpmath (50 digits),
+    where normal numbers, and 0 (not NaN) beyond."""
+    big = float(torch.finfo(dtype).max)
+    points = [-0.7, 1.0, 3.0, -5.0, 1e10, -1e19, 1e30, -3e38, 3e38, big, -big]
+    points += [1e200, -1e300] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_module(formula)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    assert y[4:].tolist() == [0.0] * (len(points) - 4) and g[4:].tolist() == [0.0] * (len(points) - 4)
