@@ -504,30 +504,44 @@ def _saturation_clamp(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     return rest * part.xreplace({x: clamped})
 
 
-def _clamp_beside_decaying_exp(product: Mul, inputs: tuple) -> sympy.Expr:
-    """P(x)*exp(E(x))*rest, E a polynomial -> -oo at both ends (a Gaussian), -> the same with x clamped
-    to [-B, B] in the other factors, B the least power of two past which E(x) <= -800 (exp is 0 in
-    every format there, and so is the exact product to far below the smallest subnormal).
+def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
+    """P(x)*D(x)*rest, D a factor that decays at both ends, exp(E(x)) with E a polynomial -> -oo (a
+    Gaussian) or sech(a*x + b)**k (k > 0), -> the same with x clamped to [-B, B] in the other factors,
+    B the least power of two past which D(x) <= exp(-800) (0 in every format there, and so is the exact
+    product to far below the smallest subnormal).
 
     The other factors overflow long before the exp underflows to exactly 0 matters: (1 - x**2/4), the
     slope of x*exp(-x**2/8), is -inf from |x| = 1.8e19 in float32, and -inf*0 = NaN (at 1e30 in float32,
     1e300 in float64, where the slope is 0); so x**2*exp(-x**2) itself, and tanh(x)*exp(-x**2)'s slope
-    at 3e38 (-2*x*tanh(x)).  Only where those factors, evaluated as they stand in numpy, are not finite
+    at 3e38 (-2*x*tanh(x)), (x**2 + 1)*sech(x)**2 in sqrt(x**2 + 1)*tanh(x)'s slope at 1e30 in float32
+    and 1e300 in float64, where it is 1).  Only where those factors, evaluated as they stand in numpy, are not finite
     at some |x| in [1e10, max] (x*exp(-x**2/2), GELU's, is left as it is), and are finite at +-B."""
     if len(inputs) != 1:
         return product
     (x,) = inputs
     factors = Mul.make_args(product)
-    decaying = None
+    decaying = reach = None
     for f in factors:
-        if isinstance(f, sympy.exp) and f.args[0].free_symbols == {x} and f.args[0].is_polynomial(x):
-            poly = sympy.Poly(f.args[0], x)
-            if poly.degree() >= 2 and poly.degree() % 2 == 0 and poly.LC().is_negative:
-                decaying = (f, poly)
-                break
+        base, k = (f.base, f.exp) if isinstance(f, Pow) else (f, S.One)
+        u = base.args[0] if isinstance(base, (sympy.exp, sympy.sech)) else None
+        if u is None or u.free_symbols != {x} or not u.is_polynomial(x):
+            continue
+        poly = sympy.Poly(u, x)
+        if isinstance(base, sympy.exp) and poly.degree() >= 2 and poly.degree() % 2 == 0 and poly.LC().is_negative:
+            # E(x) <= -800 beyond the largest real root of E + 800
+            reach = max([abs(complex(r).real) for r in (poly + 800).nroots() if abs(complex(r).imag) < 1e-9],
+                        default=1.0)
+        elif isinstance(base, sympy.sech) and poly.degree() == 1 and k.is_number and k.is_positive:
+            # sech(a*x + b)**k < (2*exp(-|a*x + b|))**k <= exp(-800) for |a*x + b| >= 800/k + log(2)
+            b, a = (float(c) for c in poly.all_coeffs()[::-1])
+            reach = (abs(b) + 800 / float(k) + math.log(2)) / abs(a)
+        else:
+            continue
+        decaying = f
+        break
     if decaying is None:
         return product
-    others = [f for f in factors if f is not decaying[0] and f.has(x)]
+    others = [f for f in factors if f is not decaying and f.has(x)]
     part = Mul(*others)
     if not others or part.has(sympy.Min, sympy.Max, sympy.Piecewise, _Select, _Masked) or part.free_symbols != {x}:
         return product
@@ -539,9 +553,7 @@ def _clamp_beside_decaying_exp(product: Mul, inputs: tuple) -> sympy.Expr:
                                                               float(np.finfo(np.float64).max)]
         if _finite_in_numpy(numeric, magnitudes):
             return product
-        roots = [abs(complex(r).real) for r in sympy.Poly(decaying[1].as_expr() + 800, x).nroots()
-                 if abs(complex(r).imag) < 1e-9]
-        bound = 2 ** max(0, math.ceil(math.log2(max(roots, default=1.0))))
+        bound = 2 ** max(0, math.ceil(math.log2(reach)))
         if not _finite_in_numpy(numeric, [float(bound)]):
             return product
     except Exception:  # noqa: BLE001 - a form numpy cannot evaluate is left as it is
@@ -766,8 +778,8 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise),
                         lambda e: _scale_into_piecewise(e, inputs))
     expr = _saturation_clamp(expr, inputs)
-    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.exp),
-                        lambda e: _clamp_beside_decaying_exp(e, inputs))
+    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.exp, sympy.sech),
+                        lambda e: _clamp_beside_decaying_factor(e, inputs))
     expr = _rational_tails(expr, inputs)
     expr = expr.replace(lambda e: isinstance(e, Log1p) and _log1p_of_square(e.args[0]) is not None,
                         lambda e: _log1p_of_square(e.args[0]))
