@@ -697,8 +697,13 @@ def _rational_tail(e: sympy.Expr, x: sympy.Symbol):
     if not all(c.is_Rational for c in n.all_coeffs() + d.all_coeffs()) or max(n.degree(), d.degree()) < 2:
         return None
     w = sympy.Dummy("w", real=True)
-    tail = _horner_in(n.all_coeffs()[::-1], w) / _horner_in(d.all_coeffs()[::-1], w)
     excess = n.degree() - d.degree()
+    # a tail ~ c/x is printed as N~/(x*D~): with D~(0) = d's leading coefficient a, x*D~ overflows for |x| >
+    # max/a where the value is still a normal number (log(1 + 4*x**2)'s slope 8/(x*(4 + w**2)) was 0 from
+    # |x| = 8.5e37 in float32, 1.18e-38 at 1.7e38); both divided by a, x*D~ is x*(1 + O(w))
+    scale = d.LC() if excess < 0 else S.One
+    tail = (_horner_in([c / scale for c in n.all_coeffs()[::-1]], w)
+            / _horner_in([c / scale for c in d.all_coeffs()[::-1]], w))
     tail = tail * (x**excess if excess > 0 else w**-excess)
     tail = tail.xreplace({w: 1 / x})
     if _agree_at_large_arguments(e, tail, x):

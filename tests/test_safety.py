@@ -476,3 +476,16 @@ def test_polynomials_beside_a_sech_do_not_make_it_nan(formula, dtype):
     y = torch_module(formula)(t)
     (g,) = torch.autograd.grad(y.sum(), t)
     assert y.isfinite().all() and g.isfinite().all(), (y, g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["log(1 + 4*x**2)", "9*x/(2*x**2 + 1)", "x/(3*x**2 + x + 7)"])
+def test_a_rational_tail_like_c_over_x_reaches_the_top_of_the_range(formula, dtype):
+    """The large-|x| branch of a rational function ~ c/x is N~(w)/(x*D~(w)), w = 1/x: x*D~ ~ a*x (a the
+    denominator's leading coefficient) overflowed for |x| > max/a, where the value is a normal number:
+    log(1 + 4*x**2)'s slope 8/(x*(4 + w**2)) was 0 from |x| = 8.5e37 in float32 (1.18e-38 at 1.7e38; 4.4e-308
+    at 1.8e308 in float64).  Value and slope against mpmath (50 digits) within 8 ulps where normal numbers."""
+    big = float(torch.finfo(dtype).max)
+    points = [0.3, -2.0, 70.0, -1e10, 1e30, 8e37, -1.7e38, 3e38, big, -big]
+    points += [1e300, -8e307] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=8 * float(torch.finfo(dtype).eps))
