@@ -671,6 +671,10 @@ def _rational_tails(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
             replaced = _rational_tail(part, x)
             if replaced is not None:
                 return rest * replaced
+        if part.free_symbols == {x} and part.has(sympy.Abs):
+            replaced = _rational_tail_of_abs(part, x)
+            if replaced is not None:
+                return rest * replaced
         if isinstance(e, Mul):
             # the rational factors of a product with other functions of x: 2*x*tanh(x)/(x**2 + 1) (log(1 +
             # x**2)*tanh(x)'s derivative) was x*(1/inf) = 0 from |x| = 1.8e19 in float32 (2e-30 at 1e30)
@@ -686,6 +690,40 @@ def _rational_tails(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         return e.func(*args) if args != list(e.args) else e
 
     return walk(expr)
+
+
+def _rational_tail_of_abs(e: sympy.Expr, x: sympy.Symbol):
+    """The large-|x| branch of a rational function R(x, |x|) that is even or odd in x: R = f(|x|) or
+    sign(x)*f(|x|), f(v) = R(v, v), with f's own branch at v = |x| (the slope 3*x**2/(x**2*|x| + 1)**2 of
+    x**3/(1 + |x|**3) was inf/inf = NaN from |x| = 1.8e19 in float32, 1e103 in float64, where it is
+    ~3/x**4; Abs kept it from the rational rule)."""
+    v = sympy.Dummy("v", positive=True)
+    if any(a.args[0] != x for a in e.atoms(sympy.Abs)):
+        return None
+    plus = e.xreplace({sympy.Abs(x): v}).xreplace({x: v})
+    minus = e.xreplace({sympy.Abs(x): v}).xreplace({x: -v})
+    if plus.free_symbols != {v} or not plus.is_rational_function(v) or plus.is_polynomial(v):
+        return None
+    if sympy.cancel(plus - minus) == 0:
+        odd = False
+    elif sympy.cancel(plus + minus) == 0:
+        odd = True
+    else:
+        return None
+    tail = _rational_tail(plus, v)
+    if tail is None:
+        return None
+
+    def at_abs(node):  # v -> |x|, keeping each ~(|v| <= T) unevaluated: |x| > T would send NaN to the point
+        if node == v:
+            return sympy.Abs(x)
+        if node.is_Atom:
+            return node
+        args = [at_abs(a) for a in node.args]
+        return sympy.Not(*args, evaluate=False) if isinstance(node, sympy.Not) else node.func(*args)
+
+    tail = at_abs(tail)
+    return sympy.sign(x) * tail if odd else tail
 
 
 def _rational_tail(e: sympy.Expr, x: sympy.Symbol):

@@ -489,3 +489,31 @@ def test_a_rational_tail_like_c_over_x_reaches_the_top_of_the_range(formula, dty
     points = [0.3, -2.0, 70.0, -1e10, 1e30, 8e37, -1.7e38, 3e38, big, -big]
     points += [1e300, -8e307] if dtype == torch.float64 else []
     _check_against_mpmath(formula, points, dtype, rtol=8 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x**3/(1 + Abs(x)**3)", "x**2/(1 + Abs(x)**3)", "x*Abs(x)/(x**2 + 3*Abs(x) + 1)"])
+def test_rational_functions_of_x_and_its_absolute_value_get_their_large_argument_branch(formula, dtype):
+    """Abs kept a rational function of x and |x| from its large-|x| branch: the slope 3*x**2/(x**2*|x| + 1)**2
+    of x**3/(1 + |x|**3) was inf/inf = NaN from |x| = 1.8e19 in float32 (1e103 in float64), where it is
+    ~3/x**4, and at +-inf, where it is 0.  An even or odd one is f(|x|) or sign(x)*f(|x|), f(v) = R(v, v)
+    with its own branch.  Value and slope against mpmath where normal numbers (at 800 digits: SymPy's
+    derivative cancels, x**3*(-x**2*sign(x) - 2*x*|x|)/(...)**2 + 3*x**2/(...), 50 digits are not enough);
+    finite up to +-inf, and NaN at NaN."""
+    big = float(torch.finfo(dtype).max)
+    points = [0.3, -2.0, 70.0, -100.0, 1e10, -1e19, 1e30, -3e38, big, -big]
+    points += [1e103, -1e200] if dtype == torch.float64 else []
+    t = torch.tensor(points + [math.inf, -math.inf, math.nan], dtype=dtype, requires_grad=True)
+    y = torch_module(formula)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    expr = symact.activation(formula).expr
+    exact_fns = [sympy.lambdify(X, f, modules="mpmath") for f in (expr, sympy.diff(expr, X))]
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    for i, p in enumerate(t.tolist()[:len(points)]):
+        for got, fn in ((y[i].item(), exact_fns[0]), (g[i].item(), exact_fns[1])):
+            with mpmath.workdps(800):
+                exact = fn(mpmath.mpf(p))
+            if abs(exact) >= torch.finfo(dtype).tiny:
+                assert abs(got - float(exact)) <= rtol * abs(float(exact)), (formula, p, got, mpmath.nstr(exact, 10))
+    assert y[:-1].isfinite().all() and g[:-1].isfinite().all(), (y, g)
+    assert math.isnan(y[-1].item()) and math.isnan(g[-1].item())
