@@ -506,7 +506,9 @@ def _saturation_clamp(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
 
 def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
     """P(x)*D(x)*rest, D a factor that decays at both ends, exp(E(x)) with E a polynomial -> -oo (a
-    Gaussian) or sech(a*x + b)**k (k > 0), -> the same with x clamped to [-B, B] in the other factors,
+    Gaussian) or sech(a*x + b)**k (k > 0), -> the same with x clamped to [-B, B] in the other factors
+    (to one side for Sigmoid(a*x + b)**k, which decays at one end: x*Sigmoid(2*x)'s slope (1 +
+    2*x*Sigmoid(-2*x))*Sigmoid(2*x) was inf*0 = NaN at +-3e38 in float32, +-1.7e308 in float64),
     B the least power of two past which D(x) <= exp(-800) (0 in every format there, and so is the exact
     product to far below the smallest subnormal).
 
@@ -521,9 +523,10 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
     (x,) = inputs
     factors = Mul.make_args(product)
     decaying = reach = None
+    side = 0  # 0: decays at both ends; -1, +1: at x -> -oo, +oo only (then the other factors' numbers count)
     for f in factors:
         base, k = (f.base, f.exp) if isinstance(f, Pow) else (f, S.One)
-        u = base.args[0] if isinstance(base, (sympy.exp, sympy.sech)) else None
+        u = base.args[0] if isinstance(base, (sympy.exp, sympy.sech, Sigmoid)) else None
         if u is None or u.free_symbols != {x} or not u.is_polynomial(x):
             continue
         poly = sympy.Poly(u, x)
@@ -535,15 +538,23 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
             # sech(a*x + b)**k < (2*exp(-|a*x + b|))**k <= exp(-800) for |a*x + b| >= 800/k + log(2)
             b, a = (float(c) for c in poly.all_coeffs()[::-1])
             reach = (abs(b) + 800 / float(k) + math.log(2)) / abs(a)
+        elif isinstance(base, Sigmoid) and poly.degree() == 1 and k.is_number and k.is_positive:
+            # Sigmoid(a*x + b)**k < exp(k*(a*x + b)) <= exp(-800) for a*x + b <= -800/k: one side
+            b, a = (float(c) for c in poly.all_coeffs()[::-1])
+            reach, side = (abs(b) + 800 / float(k)) / abs(a), (-1 if a > 0 else 1)
         else:
             continue
-        decaying = f
+        decaying, argument = f, u
         break
     if decaying is None:
         return product
     others = [f for f in factors if f is not decaying and f.has(x)]
     part = Mul(*others)
-    if not others or part.has(sympy.Min, sympy.Max, sympy.Piecewise, _Select, _Masked) or part.free_symbols != {x}:
+    numbers = Mul(*[f for f in factors if f.is_number])
+    if side and sympy.expand(numbers * part + argument) == 0:
+        # -u*Sigmoid(u), u = -2*x (x*Sigmoid(2*x)'s slope): printed as (2*x)*Sigmoid(-(2*x)), 2*x overflows
+        part = numbers * part
+    if not others or part.has(sympy.Piecewise, _Select, _Masked) or part.free_symbols != {x}:
         return product
     import numpy as np
 
@@ -551,14 +562,14 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
         numeric = sympy.lambdify(x, part, modules=numpy_modules())
         magnitudes = [10.0**k for k in range(10, 309, 2)] + [float(np.finfo(np.float32).max),
                                                               float(np.finfo(np.float64).max)]
-        if _finite_in_numpy(numeric, magnitudes):
+        if _finite_in_numpy(numeric, magnitudes, side or None):  # a one-sided D: on its side only
             return product
         bound = 2 ** max(0, math.ceil(math.log2(reach)))
         if not _finite_in_numpy(numeric, [float(bound)]):
             return product
     except Exception:  # noqa: BLE001 - a form numpy cannot evaluate is left as it is
         return product
-    clamped = sympy.Max(-bound, sympy.Min(bound, x))
+    clamped = {0: sympy.Max(-bound, sympy.Min(bound, x)), -1: sympy.Max(-bound, x), 1: sympy.Min(bound, x)}[side]
     return Mul(*[f.xreplace({x: clamped}) if f in others else f for f in factors])
 
 
@@ -821,7 +832,7 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise),
                         lambda e: _scale_into_piecewise(e, inputs))
     expr = _saturation_clamp(expr, inputs)
-    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.exp, sympy.sech),
+    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.exp, sympy.sech, Sigmoid),
                         lambda e: _clamp_beside_decaying_factor(e, inputs))
     expr = _rational_tails(expr, inputs)
     expr = expr.replace(lambda e: isinstance(e, Log1p) and _log1p_of_square(e.args[0]) is not None,

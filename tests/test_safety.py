@@ -517,3 +517,24 @@ def test_rational_functions_of_x_and_its_absolute_value_get_their_large_argument
                 assert abs(got - float(exact)) <= rtol * abs(float(exact)), (formula, p, got, mpmath.nstr(exact, 10))
     assert y[:-1].isfinite().all() and g[:-1].isfinite().all(), (y, g)
     assert math.isnan(y[-1].item()) and math.isnan(g[-1].item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_scaled_swish_slope_is_finite_at_the_ends_of_the_range(dtype):
+    """x*Sigmoid(2*x)'s slope (1 + 2*x*Sigmoid(-2*x))*Sigmoid(2*x) was inf*0 = NaN at +-3e38 in float32 and
+    +-1.7e308 in float64 (2*x overflows; 1 and 0 there): a one-sided decaying Sigmoid(a*x) clamps x beside
+    it.  Against PyTorch's own x*sigmoid(2*x) differentiated by autograd where that is finite, and 1 or -0.0
+    beyond; gradgrad through the graph code too."""
+    big = float(torch.finfo(dtype).max)
+    points = [-big, -3e38, -1e10, -30.0, -1.0, 0.0, 0.5, 3.0, 40.0, 1e10, 3e38, big]
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    fn = torch_module(sympy.sympify("x*Sigmoid(2*x)", locals={"x": X, "Sigmoid": symact.primitives.Sigmoid}))
+    for create_graph in (False, True):
+        (g,) = torch.autograd.grad(fn(t).sum(), t, create_graph=create_graph)
+        ref_t = t.detach().clone().requires_grad_()
+        (ref,) = torch.autograd.grad((ref_t * torch.sigmoid(2 * ref_t)).sum(), ref_t)
+        for p, got, want in zip(points, g.tolist(), ref.tolist()):
+            if math.isfinite(want):
+                assert got == pytest.approx(want, rel=4 * float(torch.finfo(dtype).eps), abs=1e-300), (p, got, want)
+            else:
+                assert got == (1.0 if p > 0 else 0.0), (p, got)
