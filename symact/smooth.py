@@ -85,9 +85,16 @@ def _check_kernel(kernel: str) -> str:
     return kernel
 
 
-def _numeric_scale(width) -> sympy.Expr:
-    """``width`` sympified, refused when it is a number that is not positive (a symbol is taken as given)."""
+def _numeric_scale(width, t: sympy.Symbol = _T) -> sympy.Expr:
+    """``width`` sympified, refused when it is a number that is not positive (a symbol is taken as given)
+    or when it depends on the input x or the kernel's variable ``t``."""
     w = safe_sympify(width, "width")
+    # as convolve_expression refuses: kernel_density("gaussian", "x") gave exp(-t**2/(2*x**2))/(sqrt(2 pi)*x),
+    # a "density" whose scale is the input itself (and width t one that is not a density in t at all)
+    names = {_X.name, _T.name, t.name}
+    if isinstance(w, sympy.Basic) and any(symbol.name in names for symbol in w.free_symbols):
+        raise DomainError(f"width {width} depends on the input x or the kernel's variable {t}; the kernel's scale "
+                          "must be a positive constant: a number or a parameter such as Symbol('sigma', positive=True)")
     if w.is_number and not (w.is_real and w.is_positive):
         raise DomainError(f"width must be positive, got {width}; it is the kernel's scale sigma")
     if isinstance(w, sympy.Expr) and w.is_positive is False:
@@ -101,7 +108,7 @@ def _numeric_scale(width) -> sympy.Expr:
 def kernel_density(kernel: str, width=_SIGMA, t: sympy.Symbol = _T) -> sympy.Expr:
     """The kernel's density :math:`k_\\sigma(t)` (integrates to 1; see the module table)."""
     kernel = _check_kernel(kernel)
-    s = _numeric_scale(width)  # width=-1 gave a negative "density" (-exp(-t**2/2)/sqrt(2 pi) for the Gaussian)
+    s = _numeric_scale(width, t)  # width=-1 gave a negative "density" (-exp(-t**2/2)/sqrt(2 pi) for the Gaussian)
     if kernel == "gaussian":
         return sympy.exp(-t**2 / (2 * s**2)) / (s * sympy.sqrt(2 * sympy.pi))
     if kernel == "logistic":

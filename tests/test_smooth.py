@@ -340,3 +340,19 @@ def test_logistic_smoothing_with_a_small_float_width_evaluates_in_floats():
                     r, dr = float(value(yy, s)), float(slope(yy, s))
                 assert abs(f(y) - r) <= 1e-13 * max(1, abs(r)), (name, width, y, f(y), r)
                 assert abs(df(y) - dr) <= 1e-12 * max(1, abs(dr)), (name, width, y, df(y), dr)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("width", ["x", "2*x", sympy.Symbol("x", positive=True), "t", "sigma*t"])
+def test_kernel_functions_refuse_a_width_in_the_input_or_the_kernel_variable(kernel, width):
+    """kernel_density("gaussian", "x") returned exp(-t**2/(2*x**2))/(sqrt(2*pi)*x): a "density" whose scale is
+    the input x (and width "t" one that is no density in t at all), where convolve_expression refuses such a
+    width; kernel_antiderivative took them as well."""
+    with pytest.raises(DomainError, match="depends on the input x"):
+        kernel_density(kernel, width)
+    with pytest.raises(DomainError, match="depends on the input x"):
+        kernel_antiderivative(kernel, 0, width)
+    u = sympy.Symbol("u", real=True)
+    with pytest.raises(DomainError, match="depends on the input x"):
+        kernel_density(kernel, "3*u", u)
+    assert kernel_density(kernel, "sigma*y", u).has(sympy.Symbol("y"))  # another parameter is still taken
