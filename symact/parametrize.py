@@ -1076,9 +1076,14 @@ def _inverse_on_interval(g: sp.Expr, domain: sp.Interval, params: Mapping[sp.Sym
         for lw in s.atoms(sp.LambertW):
             if len(lw.args) == 1:  # the other real branch, k = -1 (solve gives the principal one only)
                 candidates.append(s.xreplace({lw: sp.LambertW(lw.args[0], -1)}))
+    # The named inverse (atanh for tanh) first, wherever it is g^{-1} on the interval (checked below as every
+    # candidate is): it was used only when solve gave exactly one candidate, so tanh(W) on (0, oo) got
+    # log(sqrt(-1/(A - 1))*sqrt(A + 1)) from solve's two, which loses ~1e-12 in float64 near A = 0.
+    named = _named_inverse(g, W, a)
+    if named is not None:
+        candidates = [named] + [s for s in candidates if s != named]
     tried = []
     for s in candidates:
-        s = (_named_inverse(g, W, a) if len(candidates) == 1 else None) or s
         for inv in dict.fromkeys((s, _real_roots(s, a))):  # as solved, then with real odd roots
             deriv = _derivative_in_a(dg, g, W, inv, a)
             why = _identity_problem(g_c, W, inv.subs(values), a, domain, deriv.subs(values))
