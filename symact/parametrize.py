@@ -1266,25 +1266,53 @@ def signed_parametrization(g: str | sp.Expr | ParameterActivation, kind: str = "
                            **params: Any) -> SignedParametrization:
     """The signed form ``kind`` ('difference', 'soft_sign', 'second_layer') of parameter activation g.
 
+    For ``kind="soft_sign"`` the keyword ``k`` sets the sharpness k of tanh(k*S) (a positive finite number, as
+    in ``numeric.parametrization(..., signed="soft_sign", k=...)``); without it k stays a positive symbol.
+    The other keywords are g's parameters.
+
     >>> signed_parametrization("exp(W)", "difference").expr
     -exp(W_m) + exp(W_p)
+    >>> signed_parametrization("exp", "soft_sign", k=3).expr
+    exp(W)*tanh(3*S)
     """
-    if isinstance(g, ParameterActivation):
-        # parameters given with a ParameterActivation were dropped without a word (alpha=3 kept alpha = 2, and
-        # a name g does not have passed); they set its defaults, as numeric.parametrization does
-        base = g.with_params(**params) if params else g
-    else:
-        base = parameter_activation(g, **params)
+    sharpness = None
+    if kind == "soft_sign" and "k" in params:
+        # k was passed on to g and refused as "parameter(s) ['k'] do not appear in exp(W)", though it is the
+        # soft sign's sharpness, which could not be set at all
+        params = dict(params)
+        sharpness = _param_value("k", params.pop("k"))
+        if not sharpness.is_positive:
+            raise DomainError(f"soft-sign sharpness k={sharpness} must be a positive finite number, e.g. k=1.")
+    try:
+        base = _signed_base(g, params)
+    except UnknownSymbolError as err:
+        if sharpness is not None and "'k'" in str(err):
+            raise FormulaError(f"k={sharpness} is the soft sign's sharpness in tanh(k*S)*g(W), so it cannot also "
+                               f"be g's parameter k ({err}); rename g's parameter.") from err
+        raise
     wp, wm = sp.Symbol("W_p", real=True), sp.Symbol("W_m", real=True)
     if kind == "difference":
         return SignedParametrization(kind, base, base.g.subs(W, wp) - base.g.subs(W, wm), (wp, wm))
     if kind == "soft_sign":
+        if any(p.name == "k" for p in base.params):
+            # the sharpness symbol k was g's parameter k itself: tanh(k*S)*k*exp(W) tied the two together
+            raise FormulaError(f"g = {base.g} has a parameter k, the name of the soft sign's sharpness in "
+                               "tanh(k*S)*g(W); rename g's parameter.")
         s, k = sp.Symbol("S", real=True), sp.Symbol("k", positive=True)
-        return SignedParametrization(kind, base, sp.tanh(k * s) * base.g, (W, s))
+        return SignedParametrization(kind, base, sp.tanh((k if sharpness is None else sharpness) * s) * base.g, (W, s))
     if kind == "second_layer":
         v = sp.Symbol("V", real=True)
         return SignedParametrization(kind, base, v * base.g, (W, v))
     raise FormulaError(f"unknown signed parametrization kind {kind!r}; use 'difference', 'soft_sign' or 'second_layer'.")
+
+
+def _signed_base(g: str | sp.Expr | ParameterActivation, params: Mapping[str, Any]) -> ParameterActivation:
+    """The positive parameter activation of a signed parametrization, its parameters set by ``params``."""
+    if isinstance(g, ParameterActivation):
+        # parameters given with a ParameterActivation were dropped without a word (alpha=3 kept alpha = 2, and
+        # a name g does not have passed); they set its defaults, as numeric.parametrization does
+        return g.with_params(**params) if params else g
+    return parameter_activation(g, **params)
 
 
 # ============================================================== the table

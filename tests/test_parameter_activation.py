@@ -634,3 +634,26 @@ def test_an_interval_domain_uses_the_named_inverse_where_it_is_valid(formula, do
     pa = parameter_activation(formula, domain=domain)
     assert pa.inverse == getattr(sp, named)(pa.A)
     _check_inverse_and_slope_numerically(pa, points)
+
+
+def test_soft_sign_sharpness_k_can_be_set():
+    """signed_parametrization("exp", "soft_sign", k=3) raised "parameter(s) ['k'] do not appear in exp(W)":
+    k is the sharpness of tanh(k*S), not a parameter of g, and could not be set (numeric's soft sign takes
+    k=...).  A g with its own parameter k was tied to the sharpness: tanh(k*S)*k*exp(W)."""
+    soft = signed_parametrization("exp", "soft_sign", k=3)
+    w, s = soft.symbols
+    assert soft.expr == sp.tanh(3 * s) * sp.exp(w)
+    assert sp.simplify(soft.gradients[s] - 3 * (1 - sp.tanh(3 * s) ** 2) * sp.exp(w)) == 0
+    pp = signed_parametrization(parameter_activation("powerprop"), "soft_sign", k=sp.Rational(1, 2), alpha=3)
+    assert pp.base.concrete(pp.expr).subs({W: 2, sp.Symbol("S", real=True): 2}) == sp.tanh(1) * 8
+    free = signed_parametrization("exp", "soft_sign")  # without k: the sharpness stays a positive symbol
+    assert sp.Symbol("k", positive=True) in free.expr.free_symbols
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises((DomainError, FormulaError), match="k"):
+            signed_parametrization("exp", "soft_sign", k=bad)
+    with pytest.raises(FormulaError, match="sharpness"):
+        signed_parametrization("k*exp(W)", "soft_sign", k=2)
+    with pytest.raises(FormulaError, match="sharpness"):
+        signed_parametrization(parameter_activation("k*exp(W)", k=2), "soft_sign")
+    with pytest.raises(UnknownSymbolError, match="do not appear"):   # k is no parameter of the other forms
+        signed_parametrization("exp", "difference", k=3)
