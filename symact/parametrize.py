@@ -234,8 +234,32 @@ class ParameterActivation:
     def _mirror(self) -> tuple[sp.Expr | None, str]:
         """(psi, how it was found or why there is none)."""
         inv = self._inv()
-        r = self.effective_learning_rate
         values = dict(self.params)
+        # A parameter of unknown sign (a real symbol s) hides the sign of Abs(A/s) and the like from the
+        # integrator: s*W**3 at s = -1, r = 9*s**2*Abs(A/s)**(4/3), had no mirror map.  The inverse was chosen
+        # at the parameters' values, so psi is too: s = sign(value)*q with q > 0 while integrating.
+        signs = {p: sp.sign(v) for p, v in values.items() if p.is_positive is None and v.is_nonzero}
+        if signs:
+            q = {p: sp.Dummy(p.name, positive=True) for p in signs}
+            to_q = {p: signs[p] * q[p] for p in signs}
+            back = {q[p]: signs[p] * p for p in signs}
+            psi, how = self._mirror_with(inv, self.effective_learning_rate.xreplace(to_q), self.g.xreplace(to_q),
+                                         inv.inverse.xreplace(to_q),
+                                         {q.get(p, p): abs(v) if p in q else v for p, v in values.items()})
+            if psi is not None:
+                psi = psi.xreplace(back)
+                simpler = sp.simplify(psi)
+                psi = min((psi, simpler), key=lambda e: (e.has(sp.Piecewise) and not psi.has(sp.Piecewise),
+                                                         sp.count_ops(e)))
+                return (psi,
+                        how + "; the parameters' signs taken at their values ("
+                        + ", ".join(f"{p} {'> 0' if signs[p] > 0 else '< 0'}" for p in signs) + ")")
+            return psi, how
+        return self._mirror_with(inv, self.effective_learning_rate, self.g, inv.inverse, values)
+
+    def _mirror_with(self, inv: _InverseResult, r: sp.Expr, g: sp.Expr, inverse: sp.Expr,
+                     values: Mapping[sp.Symbol, sp.Expr]) -> tuple[sp.Expr | None, str]:
+        """psi for r, g and the inverse given (the parameters possibly replaced by symbols of known sign)."""
         # The range of A at the parameters' values: where psi is checked real and logs are made real
         # (self.range keeps the parameters symbolic, and is often None or has symbolic ends then).
         rng = self.range if not values else _range_at(self.concrete(self.g), inv.domain)
@@ -246,10 +270,10 @@ class ParameterActivation:
             positive = rng.intersect(sp.Interval.open(0, sp.oo)) if rng is not None else sp.Interval.open(0, sp.oo)
             positive = positive if isinstance(positive, sp.Interval) else None
             wp = sp.Symbol("W", positive=True)
-            psi, how = _mirror_map(1 / r.subs(inv.A, a_pos), a_pos, positive, self.g.subs(W, wp), wp,
-                                   inv.inverse.subs(inv.A, a_pos), sp.Interval.open(0, sp.oo), values)
+            psi, how = _mirror_map(1 / r.subs(inv.A, a_pos), a_pos, positive, g.subs(W, wp), wp,
+                                   inverse.subs(inv.A, a_pos), sp.Interval.open(0, sp.oo), values)
             return (None if psi is None else psi.subs(a_pos, sp.Abs(inv.A))), how
-        return _mirror_map(1 / r, inv.A, rng, self.g, W, inv.inverse, inv.domain, values)
+        return _mirror_map(1 / r, inv.A, rng, g, W, inverse, inv.domain, values)
 
     @property
     def mirror_map(self) -> sp.Expr | None:

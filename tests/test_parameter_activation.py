@@ -657,3 +657,24 @@ def test_soft_sign_sharpness_k_can_be_set():
         signed_parametrization(parameter_activation("k*exp(W)", k=2), "soft_sign")
     with pytest.raises(UnknownSymbolError, match="do not appear"):   # k is no parameter of the other forms
         signed_parametrization("exp", "difference", k=3)
+
+
+@pytest.mark.parametrize("formula, values", [("s*W**3", {"s": -1}), ("s*W**3", {"s": sp.Rational(-5, 2)}),
+                                             ("s*W*Abs(W)**(alpha - 1)", {"alpha": 2, "s": -1}),
+                                             ("s*W*Abs(W)**(alpha - 1)", {"alpha": 3, "s": -2})])
+def test_mirror_map_with_a_negative_parameter_of_unknown_sign_is_found(formula, values):
+    """s*W**3 at s = -1 (and the scaled powerprop at s < 0) had mirror_map None: SymPy cannot integrate
+    1/r = 1/(9*s**2*Abs(A/s)**(4/3)) with s a real symbol of unknown sign.  The parameter's sign at its value
+    is used while integrating (as for the inverse's branch); psi''(A)*r(A) = 1 checked at 30 digits, with r
+    checked against g'(W)**2 from g itself."""
+    pa = parameter_activation(formula, **values)
+    psi = pa.mirror_map
+    assert psi is not None, pa.mirror_map_note
+    assert "s < 0" in pa.mirror_map_note
+    g = pa.concrete(pa.g)
+    r, psi2 = pa.concrete(pa.effective_learning_rate), sp.diff(pa.concrete(psi), pa.A, 2)
+    for w0 in (-5, -2, sp.Rational(-1, 3), sp.Rational(1, 7), 1, sp.Rational(7, 2), 12):
+        a0 = sp.N(g.subs(W, w0), 40)
+        assert abs(sp.N(r.subs(pa.A, a0) - sp.diff(g, W).subs(W, w0) ** 2, 30)) < 1e-20 * (1 + abs(a0)) ** 2
+        assert abs(sp.N((psi2 * r).subs(pa.A, a0), 30) - 1) < 1e-20
+        assert sp.N(pa.concrete(psi).subs(pa.A, a0), 30).is_real
