@@ -114,6 +114,10 @@ def _accurate_form(inverse: sp.Expr) -> sp.Expr:
     # near u = +-1, where 1 - u**2 would cancel)
     inverse = inverse.replace(sp.asin, lambda u: sp.atan(u / sp.sqrt((1 - u) * (1 + u))))
     inverse = inverse.replace(sp.acos, lambda u: 2 * sp.atan(sp.sqrt((1 - u) / (1 + u))))
+    # acosh (the real root of a cubic, 2*cosh(acosh(u)/3), u >= 1) has no rule either, and rewrite(log) of
+    # the whole inverse also rewrites its cos into complex exponentials: log(u) + log1p(sqrt(1 - 1/u**2)),
+    # which neither overflows for large u nor cancels near u = 1
+    inverse = inverse.replace(sp.acosh, lambda u: sp.log(u) + Log1p(sp.sqrt((1 - 1 / u) * (1 + 1 / u))))
     return inverse.replace(_is_log_of_exp_less_one, _log_of_exp_less_one)
 
 

@@ -41,6 +41,10 @@ of one sign on the domain and satisfy g^{-1}(g(W)) = W, with g'(g^{-1}(A)) = g'(
 (30-digit evaluation; evidence, not proof).  Odd roots of a base that can be negative are real roots
 (log(W)**3 on W > 0: W = exp(sign(A)*|A|**(1/3)), not the complex principal root).
 
+A cubic that turns (W**3 - 3*W) is inverted on a monotone piece through its roots in real form,
+2*cos(acos(A/2)/3) for |A| <= 2 and 2*cosh(acosh(A/2)/3) beyond (W**3 - 3*W on W > 1), where Cardano's
+formula is complex (three real roots).
+
 ``domain="real"``, ``domain="positive"`` or an interval of W (``domain=(-1, sympy.oo)``) forces a choice; :class:`~symact.errors.NoInverseError` is raised
 (when an A-side attribute is read) if g has no unique closed-form inverse there.
 
@@ -363,11 +367,14 @@ def _nested_radical(expr: sp.Expr) -> bool:
 
 
 def _hard_inverse(inv: sp.Expr) -> str | None:
-    """What makes integrating in A over ``inv`` risky (nested radicals, LambertW), or None."""
+    """What makes integrating in A over ``inv`` risky (nested radicals, LambertW, a cubic's root in
+    trigonometric form), or None."""
     if _nested_radical(inv):
         return "nested radicals"
     if inv.has(sp.LambertW):
         return "LambertW"
+    if any(isinstance(e, (sp.cos, sp.cosh)) and e.has(sp.acos, sp.acosh) for e in sp.preorder_traversal(inv)):
+        return "a cubic's root in trigonometric form"
     return None
 
 
@@ -921,6 +928,60 @@ def _derivative_in_a(dg: sp.Expr, g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.
     return min(candidates, key=lambda c: (c.has(sp.Piecewise), sp.count_ops(c)))
 
 
+def _cubic_real_roots(g: sp.Expr, w: sp.Symbol, a: sp.Symbol, rng: sp.Set | None = None) -> list[sp.Expr]:
+    """The real roots W(A) of A = g(W) for a cubic g with numeric coefficients that turns (two turning
+    points), in real form: largest, middle and smallest root.  [] for any other g.
+
+    Cardano's formula is complex where A = g(W) has three real roots (casus irreducibilis: W**3 - 3*W = A
+    for |A| < 2), so it is no inverse there.  With W = t - b/(3a), t**3 + p*t + q = 0, p < 0,
+    m = sqrt(-p/3) and u = -q/(2*m**3) (linear in A), the roots for |u| <= 1 are
+    t_k = 2*m*cos(acos(u)/3 - 2*pi*k/3), k = 0, 1, 2 (largest, middle, smallest); for u > 1 the one real
+    root continues the largest, 2*m*cosh(acosh(u)/3), for u < -1 the smallest, -2*m*cosh(acosh(-u)/3).
+    ``rng`` (the range of A on the domain, at the parameters' values) drops the pieces not needed there."""
+    if not g.is_polynomial(w) or g.free_symbols != {w}:
+        return []
+    coeffs = sp.Poly(g, w).all_coeffs()
+    if len(coeffs) != 4 or not all(c.is_real for c in coeffs):
+        return []
+    c3, c2, c1, c0 = coeffs
+    p = (3 * c3 * c1 - c2**2) / (3 * c3**2)
+    if not p.is_negative:
+        return []  # monotone on the real line: one real root for every A (Cardano's formula is real)
+    q = (2 * c2**3 - 9 * c3 * c2 * c1 + 27 * c3**2 * (c0 - a)) / (27 * c3**3)
+    m = sp.sqrt(-p / 3)
+    u = sp.expand(-q / (2 * m**3))
+    slope = sp.diff(u, a)  # u = slope*A + rest, slope != 0
+    shift = -c2 / (3 * c3)
+
+    rest = sp.expand(u - slope * a)
+
+    def at(value: int) -> sp.Expr:  # the A where u = value
+        return (value - rest) / slope
+
+    lo = hi = None  # the range of u over the domain
+    if isinstance(rng, sp.Interval) and all(e.is_comparable or e in (sp.oo, -sp.oo) for e in (rng.inf, rng.sup)):
+        lo, hi = sorted((slope * rng.inf + rest, slope * rng.sup + rest), key=lambda e: e)
+    below_one = (a <= at(1)) if slope.is_positive else (a >= at(1))        # u <= 1
+    above_minus_one = (a >= at(-1)) if slope.is_positive else (a <= at(-1))  # u >= -1
+    angle = sp.acos(u) / 3
+    top_trig, top_hyp = 2 * m * sp.cos(angle), 2 * m * sp.cosh(sp.acosh(u) / 3)
+    bottom_trig, bottom_hyp = 2 * m * sp.cos(angle - 4 * sp.pi / 3), -2 * m * sp.cosh(sp.acosh(-u) / 3)
+    if hi is not None and (hi <= 1) == True:  # noqa: E712  (a SymPy comparison)
+        top = top_trig
+    elif lo is not None and (lo >= 1) == True:  # noqa: E712
+        top = top_hyp
+    else:
+        top = sp.Piecewise((top_trig, below_one), (top_hyp, True))
+    if lo is not None and (lo >= -1) == True:  # noqa: E712
+        bottom = bottom_trig
+    elif hi is not None and (hi <= -1) == True:  # noqa: E712
+        bottom = bottom_hyp
+    else:
+        bottom = sp.Piecewise((bottom_trig, above_minus_one), (bottom_hyp, True))
+    middle = 2 * m * sp.cos(angle - 2 * sp.pi / 3)
+    return [shift + t for t in (top, middle, bottom)]
+
+
 def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, sp.Expr] | None = None) -> _InverseResult:
     if isinstance(requested, sp.Interval) and not requested.is_empty and requested.measure != 0:
         return _inverse_on_interval(g, requested, params)
@@ -1059,6 +1120,19 @@ def _find_inverse(g: sp.Expr, requested: str | None, params: Mapping[sp.Symbol, 
     else:
         reasons.append(_no_solution_text(g_pos, wp, sols, "on W > 0") if not sols
                        else f"on W > 0 A = g(W) has {len(sols)} solutions {sols} (g is not injective)")
+    # A cubic monotone on W > 0 that turns at W <= 0 (W**3 + 3*W**2): Cardano's formula is complex for A
+    # below the turning value g(-2) = 4; its roots in real form are tried there.
+    positive = sp.Interval.open(0, sp.oo)
+    if _monotonicity_problem(dg_c, W, positive) is None:
+        for inv in _cubic_real_roots(g, W, a, _range_at(g_c, positive)):
+            deriv = _derivative_in_a(dg, g, W, inv, a)
+            if problem(positive, inv, a, deriv) is None:
+                return _InverseResult(
+                    positive, inv, a,
+                    f"W = {inv} (the positive branch, W > 0, the cubic's root in real form"
+                    + (f"; not the real line: {real_line_refused})" if real_line_refused else ")"),
+                    deriv, False,
+                )
     raise NoInverseError(
         f"A = {g} has no unique inverse: {'; '.join(reasons)}. Choose a g that is strictly monotone on "
         "the real line or on W > 0 (A-side formulas need g^{-1}), or pass domain='positive' / domain='real' "
@@ -1092,7 +1166,11 @@ def _inverse_on_interval(g: sp.Expr, domain: sp.Interval, params: Mapping[sp.Sym
         sols = _solve_for(a, g, W)
     except (NotImplementedError, ValueError, TypeError):
         sols = []
-    candidates = []
+    # A cubic that turns (W**3 - 3*W on (1, oo)): its roots in real trigonometric/hyperbolic form first;
+    # Cardano's formula is complex where there are three real roots, and was refused there (NoInverseError)
+    # or passed as a sum of complex conjugates whose square roots of negative numbers are NaN in torch.
+    candidates = _cubic_real_roots(g_c if not g.free_symbols - {W} else g, W, a,
+                                   rng if isinstance(rng, sp.Interval) else None)
     for s in sols:
         if _has_imaginary(s):
             continue

@@ -678,3 +678,39 @@ def test_mirror_map_with_a_negative_parameter_of_unknown_sign_is_found(formula, 
         assert abs(sp.N(r.subs(pa.A, a0) - sp.diff(g, W).subs(W, w0) ** 2, 30)) < 1e-20 * (1 + abs(a0)) ** 2
         assert abs(sp.N((psi2 * r).subs(pa.A, a0), 30) - 1) < 1e-20
         assert sp.N(pa.concrete(psi).subs(pa.A, a0), 30).is_real
+
+
+@pytest.mark.parametrize("formula, domain, points", [
+    ("W**3 - 3*W", (1, sp.oo), [sp.Rational(101, 100), sp.Rational(3, 2), sp.Rational(199, 100), 2,
+                                 sp.Rational(201, 100), 3, 10, 50]),
+    ("W**3 - 3*W", (-1, 1), [sp.Rational(-99, 100), sp.Rational(-1, 2), 0, sp.Rational(1, 3), sp.Rational(99, 100)]),
+    ("W**3 - 3*W", (-sp.oo, -1), [-40, -3, -2, sp.Rational(-3, 2), sp.Rational(-101, 100)]),
+    ("W**3 - 3*W", (2, sp.oo), [sp.Rational(201, 100), 5, 30]),
+    ("-2*W**3 + 6*W + 1", (1, sp.oo), [sp.Rational(11, 10), sp.Rational(3, 2), 2, 4, 25]),
+    ("W**3 + 3*W**2", None, [sp.Rational(1, 100), sp.Rational(1, 2), 1, sp.Rational(3, 2), 7, 40]),
+])
+def test_a_turning_cubic_is_inverted_in_real_trigonometric_form(formula, domain, points):
+    """W**3 - 3*W on domain=(1, oo) raised NoInverseError: Cardano's formula is complex for -2 < A < 2
+    (three real roots, casus irreducibilis).  The roots in real form, 2*cos(acos(A/2)/3) there and
+    2*cosh(acosh(A/2)/3) for A > 2, are the inverse; W**3 + 3*W**2 (monotone on W > 0, turning at -2 and 0)
+    was refused on W > 0 for the same reason.  Checked at 30 digits: g^{-1}(g(W)) = W on the branch asked
+    for (not another root), and g'(g^{-1}(A)) = g'(W)."""
+    pa = parameter_activation(formula, domain=domain)
+    assert pa.domain == (sp.Interval.open(*domain) if domain else sp.Interval.open(0, sp.oo))
+    assert not pa.inverse.has(sp.I)
+    _check_inverse_and_slope_numerically(pa, points)
+    for w0 in points:  # real, not a complex number with a small imaginary part
+        back = sp.N(pa.inverse.subs(pa.A, sp.N(pa.g.subs(W, w0), 40)), 30)
+        assert back.is_real and abs(back - w0) < 1e-25
+    # r(A) = g'(W)**2, and the mirror map (integrated in W) has psi'' = 1/r at 30 digits
+    psi = pa.mirror_map
+    assert psi is not None, pa.mirror_map_note
+    psi2, r = sp.diff(psi, pa.A, 2), pa.effective_learning_rate
+    # not at the turning values of g (u = +-1, where the real form's pieces meet and acos' derivative is
+    # infinite, although the root is smooth there): psi'' of the formula is nan exactly there
+    turning_values = {pa.g.subs(W, c) for c in sp.solve(sp.diff(pa.g, W), W)}
+    for w0 in [w for w in points if pa.g.subs(W, w) not in turning_values]:
+        a0 = sp.N(pa.g.subs(W, w0), 40)
+        assert abs(sp.N(r.subs(pa.A, a0), 30) - sp.N(sp.diff(pa.g, W).subs(W, w0) ** 2, 30)) < 1e-20
+        assert abs(sp.N((psi2 * r).subs(pa.A, a0), 30) - 1) < 1e-15
+        assert sp.N(psi.subs(pa.A, a0), 30).is_real

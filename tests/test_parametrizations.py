@@ -476,3 +476,22 @@ def test_signed_forms_of_powerprop_below_alpha_one_have_a_finite_offset(signed):
     assert p.base.offset() == 0.0
     a = torch.tensor([[-1.0, 0.0, 0.5], [2.0, -0.25, 1e-3]], dtype=torch.float64)
     torch.testing.assert_close(p(*p.right_inverse(a)), a, rtol=1e-14, atol=1e-300)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_turning_cubic_on_a_monotone_piece_round_trips(dtype):
+    """W**3 - 3*W on (1, oo) had no inverse (Cardano's formula is complex for -2 < A < 2); its real form
+    2*cos(acos(A/2)/3) / 2*cosh(acosh(A/2)/3) needs acosh, which the code generator has no rule for.  The
+    right inverse is checked against the root computed by numpy's polynomial roots (largest real root)."""
+    import numpy as np
+    import sympy
+
+    p = ParameterActivationParametrization("W**3 - 3*W", domain=(1, sympy.oo))
+    w_true = torch.tensor([1.001, 1.2, 1.7, 1.999, 2.0, 2.001, 2.5, 7.0, 300.0], dtype=torch.float64)
+    values = (w_true**3 - 3 * w_true).to(dtype)
+    reference = torch.tensor([max(r.real for r in np.roots([1.0, 0.0, -3.0, -float(a)]) if abs(r.imag) < 1e-6)
+                              for a in values.double()], dtype=torch.float64)
+    w = p.right_inverse(values)
+    assert w.dtype == dtype and torch.isfinite(w).all()
+    torch.testing.assert_close(w.double(), reference, rtol=50 * torch.finfo(dtype).eps, atol=0)
+    torch.testing.assert_close(p(w), values)
