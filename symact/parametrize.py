@@ -1166,6 +1166,16 @@ def _inverse_on_interval(g: sp.Expr, domain: sp.Interval, params: Mapping[sp.Sym
         sols = _solve_for(a, g, W)
     except (NotImplementedError, ValueError, TypeError):
         sols = []
+    if a.is_positive or a.is_negative:
+        # solve with A of one sign drops the real root of an odd power: A = W**3 with A < 0 gives only its two
+        # complex roots, so W**3 on (-2, -1) had "no closed-form solution".  Solved with A real, its odd roots
+        # read as real roots (sign(A)*|A|**(1/3), -(-A)**(1/3) for A < 0).
+        a_real = sp.Dummy("A", real=True)
+        try:
+            extra = [_real_roots(s, a_real).xreplace({a_real: a}) for s in _solve_for(a_real, g, W)]
+        except (NotImplementedError, ValueError, TypeError):
+            extra = []
+        sols = list(sols) + [s for s in extra if s not in sols]
     # A cubic that turns (W**3 - 3*W on (1, oo)): its roots in real trigonometric/hyperbolic form first;
     # Cardano's formula is complex where there are three real roots, and was refused there (NoInverseError)
     # or passed as a sum of complex conjugates whose square roots of negative numbers are NaN in torch.
@@ -1178,6 +1188,24 @@ def _inverse_on_interval(g: sp.Expr, domain: sp.Interval, params: Mapping[sp.Sym
         for lw in s.atoms(sp.LambertW):
             if len(lw.args) == 1:  # the other real branch, k = -1 (solve gives the principal one only)
                 candidates.append(s.xreplace({lw: sp.LambertW(lw.args[0], -1)}))
+    # A periodic g on a piece away from the principal one (sin(W) on (3*pi/2, 5*pi/2): asin(A) + 2*pi, tan(W)
+    # on (pi/2, 3*pi/2): atan(A) + pi): solve gives the principal branches only, which were refused there.
+    # Each candidate is shifted by the whole number of periods that brings it to the interval's middle.
+    if domain.inf.is_finite and domain.sup.is_finite:
+        try:
+            period = sp.periodicity(g, W)
+        except (NotImplementedError, ValueError, TypeError):
+            period = None
+        period_c = _numeric(period.subs(values)) if period is not None else None
+        if period_c is not None and period_c is not sp.nan and period_c > 0:
+            middle = (domain.inf + domain.sup) / 2
+            at = g_c.subs(W, middle)
+            for s in list(candidates):
+                value = _numeric(_real_roots(s, a).subs(values).subs(a, at))
+                if value is not None and value is not sp.nan:
+                    k = int(round(float((middle - value) / period_c)))
+                    if k:
+                        candidates.append(s + k * period)
     # The named inverse (atanh for tanh) first, wherever it is g^{-1} on the interval (checked below as every
     # candidate is): it was used only when solve gave exactly one candidate, so tanh(W) on (0, oo) got
     # log(sqrt(-1/(A - 1))*sqrt(A + 1)) from solve's two, which loses ~1e-12 in float64 near A = 0.

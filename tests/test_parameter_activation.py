@@ -1,5 +1,7 @@
 """Symbolic parameter activations: the seed's table, inverses, r(A), mirror maps (symact/parametrize.py)."""
 
+import re
+
 import pytest
 import sympy as sp
 
@@ -714,3 +716,38 @@ def test_a_turning_cubic_is_inverted_in_real_trigonometric_form(formula, domain,
         assert abs(sp.N(r.subs(pa.A, a0), 30) - sp.N(sp.diff(pa.g, W).subs(W, w0) ** 2, 30)) < 1e-20
         assert abs(sp.N((psi2 * r).subs(pa.A, a0), 30) - 1) < 1e-15
         assert sp.N(psi.subs(pa.A, a0), 30).is_real
+
+
+@pytest.mark.parametrize("formula, domain, params, expected, points", [
+    ("W**3", (-2, -1), {}, lambda a: -(-a) ** sp.Rational(1, 3), [sp.Rational(-19, 10), sp.Rational(-3, 2), sp.Rational(-11, 10)]),
+    ("W**5", (-sp.oo, 0), {}, lambda a: -(-a) ** sp.Rational(1, 5), [-9, -1, sp.Rational(-1, 10)]),
+    ("(W - 1)**3", (-sp.oo, 1), {}, lambda a: 1 - (-a) ** sp.Rational(1, 3), [-30, 0, sp.Rational(9, 10)]),
+    ("s*W**3", (0, 3), {"s": -2}, None, [sp.Rational(1, 10), 1, sp.Rational(29, 10)]),
+])
+def test_an_odd_power_on_an_interval_of_one_sign_has_its_real_root(formula, domain, params, expected, points):
+    """W**3 on domain=(-2, -1) raised NoInverseError "SymPy's solve finds no closed-form solution": with A
+    a negative symbol (the range is (-8, -1)) solve returns only the two complex cube roots, although the
+    real one, -(-A)**(1/3), is the inverse (on (-5, 5), A real, it was found)."""
+    pa = parameter_activation(formula, domain=domain, **params)
+    if expected is not None:
+        assert sp.simplify(pa.inverse - expected(pa.A)) == 0
+    _check_inverse_and_slope_numerically(pa, points)
+
+
+@pytest.mark.parametrize("formula, domain, params, expected, points", [
+    ("sin(W)", (3 * sp.pi / 2, 5 * sp.pi / 2), {}, lambda a: sp.asin(a) + 2 * sp.pi, [5, 2 * sp.pi, 7]),
+    ("sin(W)", (-5 * sp.pi / 2, -3 * sp.pi / 2), {}, lambda a: sp.asin(a) - 2 * sp.pi, [-7, -2 * sp.pi, -5]),
+    ("tan(W)", (sp.pi / 2, 3 * sp.pi / 2), {}, lambda a: sp.atan(a) + sp.pi, [sp.Rational(8, 5), 3, sp.Rational(47, 10)]),
+    ("tan(W)", (-3 * sp.pi / 2, -sp.pi / 2), {}, lambda a: sp.atan(a) - sp.pi, [-4, -3, -2]),
+    ("cos(W)", (2 * sp.pi, 3 * sp.pi), {}, lambda a: sp.acos(a) + 2 * sp.pi, [sp.Rational(63, 10), 8, 9]),
+    ("tan(c*W)", (sp.pi / 4, 3 * sp.pi / 4), {"c": 2}, None, [sp.Rational(4, 5), sp.pi / 2, 2]),
+])
+def test_a_periodic_g_on_a_piece_away_from_the_principal_one_is_inverted(formula, domain, params, expected, points):
+    """sin(W) on (3*pi/2, 5*pi/2) and tan(W) on (pi/2, 3*pi/2) raised NoInverseError: solve gives the
+    principal branches asin(A), pi - asin(A), atan(A) only, which are not g^{-1} there.  They are now shifted
+    by the whole number of periods that brings them onto the interval (checked like every candidate)."""
+    pa = parameter_activation(formula, domain=domain, **params)
+    if expected is not None:
+        assert sp.simplify(pa.inverse - expected(pa.A)) == 0
+    _check_inverse_and_slope_numerically(pa, points)
+
