@@ -796,7 +796,7 @@ def _turning_point(dg: sp.Expr, w: sp.Symbol, domain: sp.Set) -> tuple | None:
             continue
         if domain == sp.S.Reals - sp.FiniteSet(0) and t0 < 0 < t1:
             continue  # g' may change sign through the excluded point 0 (1/W is monotone on each side)
-        lo, hi = sp.Float(t0, 30), sp.Float(t1, 30)
+        lo, hi = sp.N(t0, 30), sp.N(t1, 30)  # Float(133*pi/89) raised TypeError: sin(W) on (pi, 3*pi)
         for _ in range(60):
             mid = (lo + hi) / 2
             value = _numeric(dg.subs(w, mid))
@@ -806,7 +806,14 @@ def _turning_point(dg: sp.Expr, w: sp.Symbol, domain: sp.Set) -> tuple | None:
                 lo = mid
             else:
                 hi = mid
-        return sp.nsimplify(sp.Float((lo + hi) / 2, 8), rational=False, tolerance=1e-7), t0, t1
+        # recognised with pi as well (sin(W) turns at pi/2, which was printed as 7*15**(4/5)*7**(3/5)/125,
+        # and 3*pi/2 as 231/170 + sqrt(325021)/170); a form no simpler than the digits is left as the digits
+        approx = sp.Float((lo + hi) / 2, 8)
+        for constants in ([], [sp.pi]):
+            exact = sp.nsimplify(approx, constants, rational=False, tolerance=1e-7)
+            if sp.count_ops(exact) <= 3:
+                return exact, t0, t1
+        return approx, t0, t1
     return None
 
 

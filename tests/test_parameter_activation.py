@@ -751,3 +751,17 @@ def test_a_periodic_g_on_a_piece_away_from_the_principal_one_is_inverted(formula
         assert sp.simplify(pa.inverse - expected(pa.A)) == 0
     _check_inverse_and_slope_numerically(pa, points)
 
+
+@pytest.mark.parametrize("domain, where", [((sp.pi, 3 * sp.pi), "3*pi/2"), ((0, 2 * sp.pi), "pi/2"),
+                                           ((-sp.pi, sp.pi), "-pi/2"), ((sp.Rational(1, 2), 5), "pi/2")])
+def test_an_interval_across_a_turning_point_at_a_multiple_of_pi_is_refused_naming_it(domain, where):
+    """sin(W) on (pi, 3*pi) raised a raw TypeError ("cannot create mpf from 133*pi/89": the bisection started
+    from Float(t0, 30) of a grid point in pi) instead of NoInverseError; on (0, 2*pi) the turning point was
+    named "W ~ 755/1138 + sqrt(1066193)/1138" for pi/2.  The turning point found is also checked at 30 digits."""
+    with pytest.raises(NoInverseError, match=r"changes sign at W ~ " + re.escape(where) + r" \(") as err:
+        parameter_activation("sin(W)", domain=domain).inverse
+    assert "Pass a smaller interval" in str(err.value)
+    with pytest.raises(NoInverseError, match=r"changes sign at W ~ -1\b"):  # not pi-ish: stays -1
+        parameter_activation("W*exp(W)", domain=(-2, 1)).inverse
+    with pytest.raises(NoInverseError, match=r"W ~ 0\.693147"):  # log(2): no short form found, the digits
+        parameter_activation("exp(W) - 2*W", domain=(-1, 2)).inverse
