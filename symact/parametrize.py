@@ -749,7 +749,21 @@ def _numeric(expr: sp.Expr, digits: int = 30) -> sp.Expr | None:
     re, im = value.as_real_imag()
     if abs(im) > 1e-20 * max(1, abs(re)):
         return sp.nan  # marks a non-real value
+    if _unresolved_zero(re):
+        # evalf could not tell the value from 0 (cancellation: 2*tanh(200)**2 - 2 = -1.5e-173 came back as
+        # 0.e-165, which SymPy compares as > 0, so tanh(-2*W) "turned" at W ~ 75 and had no inverse on W > 0)
+        try:
+            re = sp.N(expr, digits, maxn=40 * digits).as_real_imag()[0]
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+            return None
+        if _unresolved_zero(re):
+            return None
     return re
+
+
+def _unresolved_zero(value: sp.Expr) -> bool:
+    """Whether ``value`` is a nonzero Float with (almost) no significant digits (evalf's "0.e-165", 1 bit)."""
+    return isinstance(value, sp.Float) and value != 0 and value._prec < 20
 
 
 def _not_real_at(g: sp.Expr, w: sp.Symbol, points: Iterable) -> sp.Expr | None:

@@ -765,3 +765,18 @@ def test_an_interval_across_a_turning_point_at_a_multiple_of_pi_is_refused_namin
         parameter_activation("W*exp(W)", domain=(-2, 1)).inverse
     with pytest.raises(NoInverseError, match=r"W ~ 0\.693147"):  # log(2): no short form found, the digits
         parameter_activation("exp(W) - 2*W", domain=(-1, 2)).inverse
+
+
+@pytest.mark.parametrize("formula, params", [("tanh(b*W)", {"b": -2}), ("tanh(-2*W)", {}), ("1 - tanh(2*W)", {}),
+                                             ("-exp(-W**2)", {})])
+def test_a_saturating_g_is_not_taken_for_turning_where_evalf_cannot_resolve_its_slope(formula, params):
+    """tanh(b*W) at b = -2 on domain=(0, oo) was refused: "g'(W) = 2*tanh(2*W)**2 - 2 changes sign at W ~ 75".
+    At W = 100, g' = -1.5e-173 came back from 30-digit evalf as 0.e-165 (no significant digit), which SymPy
+    compares as > 0.  Such a value is now re-evaluated with more working precision (or skipped)."""
+    pa = parameter_activation(formula, domain=(0, sp.oo), **params)
+    assert pa.domain == sp.Interval.open(0, sp.oo)
+    _check_inverse_and_slope_numerically(pa, [sp.Rational(1, 10), 1, 3, 8])
+    from symact.parametrize import _numeric
+    dg = sp.diff(pa.concrete(pa.g), W)
+    slope = _numeric(dg.subs(W, 100))
+    assert slope is None or sp.sign(slope) == sp.sign(dg.subs(W, 1))
