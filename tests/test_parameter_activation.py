@@ -780,3 +780,12 @@ def test_a_saturating_g_is_not_taken_for_turning_where_evalf_cannot_resolve_its_
     dg = sp.diff(pa.concrete(pa.g), W)
     slope = _numeric(dg.subs(W, 100))
     assert slope is None or sp.sign(slope) == sp.sign(dg.subs(W, 1))
+
+
+@pytest.mark.parametrize("formula", ["-tanh(2*W)", "1 - tanh(2*W)"])
+def test_a_decreasing_saturating_g_is_inverted_on_the_real_line(formula):
+    """-tanh(2*W) (no domain given) was refused on the real line, "changes sign at W ~ -75", for the same
+    unresolved 0.e-165 slope at W = -100, and then refused altogether."""
+    pa = parameter_activation(formula)
+    assert pa.domain == sp.S.Reals
+    _check_inverse_and_slope_numerically(pa, [-6, sp.Rational(-1, 2), 0, sp.Rational(1, 3), 4])
