@@ -285,7 +285,7 @@ def test_a_masked_branch_before_a_constant_otherwise_branch_carries_nan():
                      requires_grad=True)
     y = torch_module("Piecewise((log(x), x > 1), (0, True))")(t)
     (g,) = torch.autograd.grad(y.sum(), t)
-    assert math.isnan(y[0]) and math.isnan(g[0])
+    assert math.isnan(y[0].item()) and math.isnan(g[0].item())
     assert y[1:].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, float("inf")]
     assert g[1:].tolist() == [0.0, 0.0, 0.0, 0.0, 1 / math.e, 0.0]
     t = torch.tensor([float("inf"), -float("inf"), 1.0, -1.0], dtype=torch.float64)
