@@ -531,6 +531,18 @@ def _f64_cancellation_ok(value, mass, factor: float = 10) -> bool:
 _SATURATION_TOLERANCE = 1e-15
 
 
+def _negligible_beyond(f, limits=(0, 0)):
+    """``X = 2^k <= 4096`` such that ``|x|^3 |f(x) - L+-| <= 1e-20`` at every ``x = +-2^j``, ``k <= j <= 40``
+    (``limits = (L-, L+)``), or None; f an mpmath function, called at the caller's working precision."""
+    start = None
+    for k in range(40, 2, -1):
+        x = mpmath.mpf(2) ** k
+        if max(abs(f(-x) - limits[0]), abs(f(x) - limits[1])) * x ** 3 > mpmath.mpf(10) ** -20:
+            break
+        start = k
+    return float(2 ** start) if start is not None and start <= 12 else None
+
+
 def _normal_pdf_mp(x, var):
     return mpmath.exp(-x * x / (2 * var)) / mpmath.sqrt(2 * mpmath.pi * var)
 
@@ -678,14 +690,9 @@ class KernelMaps:
                 with mpmath.workdps(30):
                     two = mpmath.mpf(2)
                     lims = (f(-two ** 40), f(two ** 40))
-                    start = None
-                    for k in range(40, 2, -1):
-                        x = two ** k
-                        if max(abs(f(-x) - lims[0]), abs(f(x) - lims[1])) * x ** 3 > mpmath.mpf(10) ** -20:
-                            break
-                        start = k
-                    if start is not None and start <= 12 and all(mpmath.isfinite(v) for v in lims):
-                        found = (float(lims[0]), float(lims[1]), float(2 ** start))
+                    reach = _negligible_beyond(f, lims)
+                    if reach is not None and all(mpmath.isfinite(v) for v in lims):
+                        found = (float(lims[0]), float(lims[1]), reach)
             except (ArithmeticError, ValueError, TypeError, FormulaError):
                 found = None
             self._cache["saturation"] = found
@@ -701,15 +708,9 @@ class KernelMaps:
 
             def psi(t):
                 return np.abs(g(t) - np.where(t > 0, hi, lo))
-            # E over N(0, sigma^2) with sigma >> X, where psi lives: the density is >= exp(-1/8192) of its
-            # peak there, so sigma sqrt(2 pi) E[|psi|] is int |psi| to 1.3e-4
-            sigma = 64 * X
-            bps, scale = self._float64_features()
-            bps = sorted(set(bps) | {0.0})
-            e0, e1 = (gauss.gaussian_expectation_float64(h, std=sigma, breakpoints=bps, scale=scale)
-                      for h in (psi, lambda t: np.abs(t) * psi(t)))
-            norm = 2 * sigma * math.sqrt(2 * math.pi)
-            self._cache["saturation moments"] = (norm * e0, norm * e1)
+            bps, _ = self._float64_features()
+            e0, e1 = self._absolute_moments(psi, X, (0, 1), sorted(set(bps) | {0.0}))
+            self._cache["saturation moments"] = (e0, e1)
         return self._cache["saturation moments"]
 
     def _saturated_kernel_f64(self, cs: np.ndarray, q1: float, q2: float):
@@ -782,18 +783,9 @@ class KernelMaps:
         or None (cached)."""
         key = ("saturation tail", n)
         if key not in self._cache:
-            f = self._f.mp(n)
-            found = None
             try:
                 with mpmath.workdps(30):
-                    start = None
-                    for k in range(40, 2, -1):
-                        x = mpmath.mpf(2) ** k
-                        if max(abs(f(-x)), abs(f(x))) * x ** 3 > mpmath.mpf(10) ** -20:
-                            break
-                        start = k
-                    if start is not None and start <= 12:
-                        found = float(2 ** start)
+                    found = _negligible_beyond(self._f.mp(n))
             except (ArithmeticError, ValueError, TypeError, FormulaError):
                 found = None
             self._cache[key] = found
@@ -803,14 +795,22 @@ class KernelMaps:
         """Upper bounds of ``N_k = int |x|^k |phi'(x)| dx``, k = 0, 1, 2 (float64, times 2; cached)."""
         if "derivative moments" not in self._cache:
             g = self._f.np(1)
-            sigma = 64 * self._saturation_tail(1)
-            bps, scale = self._float64_features()
-            norm = 2 * sigma * math.sqrt(2 * math.pi)
-            self._cache["derivative moments"] = tuple(
-                norm * gauss.gaussian_expectation_float64(lambda t, k=k: np.abs(t) ** k * np.abs(g(t)), std=sigma,
-                                                          breakpoints=bps, scale=scale)
-                for k in (0, 1, 2))
+            bps, _ = self._float64_features()
+            self._cache["derivative moments"] = self._absolute_moments(
+                lambda t: np.abs(g(t)), self._saturation_tail(1), (0, 1, 2), bps)
         return self._cache["derivative moments"]
+
+    def _absolute_moments(self, h, reach: float, powers, breakpoints) -> tuple:
+        """``int |x|^k h(x) dx`` over the real line for each k in ``powers``, ``h >= 0`` negligible beyond
+        ``|x| = reach``, times 2 for safety (float64).  Computed as E over N(0, sigma^2), sigma = 64 reach:
+        the density is >= exp(-1/8192) of its peak where h lives, so sigma sqrt(2 pi) E[.] is the integral
+        to 1.3e-4."""
+        sigma = 64 * reach
+        _, scale = self._float64_features()
+        norm = 2 * sigma * math.sqrt(2 * math.pi)
+        return tuple(norm * gauss.gaussian_expectation_float64(lambda t, k=k: np.abs(t) ** k * h(t), std=sigma,
+                                                                breakpoints=breakpoints, scale=scale)
+                     for k in powers)
 
     def _saturation_mean(self, q):
         """``E[psi(sqrt(q) z)]``, ``psi = phi - L+-`` (see :meth:`_saturated_kernel_f64`), float64 (cached):
