@@ -943,7 +943,9 @@ def _solve_uniform(expr_fn: Callable, target, lo, hi, dps: int):
     """Root of an increasing function on [lo, hi] with mpmath (bisection then secant)."""
     with mpmath.workdps(dps + 8):
         f = lambda s: mpmath.mpf(expr_fn(s)) - target  # noqa: E731
-        lo, hi = mpmath.mpf(lo), mpmath.mpf(hi)
+        # _mp, not mpmath.mpf: an irrational bound (zeta = '2**(1/2)', an exact SymPy number) raised a
+        # bare TypeError "cannot create mpf from sqrt(2)" on every graph without a closed-form target
+        lo, hi = _mp(lo, dps + 8), _mp(hi, dps + 8)
         flo, fhi = f(lo), f(hi)
         if flo * fhi > 0:
             return None

@@ -929,3 +929,30 @@ def test_an_unreached_tat_target_quotes_the_root_reflected_like_the_solutions():
 
     with pytest.raises(InfeasibleShapingError, match=r"largest reached \(alpha=[\d.]+, beta=[\d.]+\)"):
         shaping.shape("tanh", graphs.mlp(2), method="tat", tau=100)
+
+
+@pytest.mark.parametrize("method, key, target", [("dks", "zeta", "2**(1/2)"), ("tat", "tau", "sqrt(2)/10")])
+def test_an_irrational_network_target_is_solved_on_a_graph_without_a_closed_form_target(method, key, target):
+    """A residual network has no closed-form per-layer target, so it is found by a root search whose
+    upper bound is the network target itself; an exact irrational one (zeta = '2**(1/2)', accepted by
+    the documented input rules) raised a bare TypeError "cannot create mpf from sqrt(2)".  Reference:
+    the walker in mpmath at 50 digits at the returned per-layer target gives the target back."""
+    import graphs
+    g = graphs.resnet(blocks=(2,), projection=False, shortcut_weight=0.6, activation="tanh")
+    acts = [n for n in g.nodes if g.nodes[n].get("kind") == "activation"]
+    # TAT: a per-node curvature makes the curvature walk a root search too
+    fixed = {} if method == "dks" else {"node_targets": {acts[0]: {"c_curvature": sympy.Rational(1, 100)}}}
+    fn = shaping._uniform_slope if method == "dks" else shaping._uniform_curvature
+    nodes = {} if method == "dks" else {acts[0]: sympy.Rational(1, 100)}
+    _, _, per_layer = fn(g, target, nodes, 30)
+    with mpmath.workdps(50):
+        if method == "dks":
+            network = graphs.max_subnetwork_value(g, lambda node, y: mpmath.mpf(per_layer) * y, mpmath.mpf(1))
+        else:
+            network = graphs.max_subnetwork_value(
+                g, lambda node, y: (mpmath.mpf(1) / 100 if node == acts[0] else mpmath.mpf(per_layer)) + y,
+                mpmath.mpf(0))
+        exact = mpmath.sqrt(2) if method == "dks" else mpmath.sqrt(2) / 10
+        assert abs(network - exact) < mpmath.mpf(10) ** -30
+    net = shape("tanh", g, method=method, **{key: target}, **fixed)
+    assert all(max(abs(float(v)) for v in layer.residuals.values()) < 1e-12 for layer in net.layers)
