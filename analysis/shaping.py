@@ -997,11 +997,16 @@ def _uniform_slope_at_precision(graph, zeta, fixed: dict, dps: int):
         return _network_value(_graph_api().max_subnetwork_value(
             graph, lambda node, y: (fixed[node] if node in fixed else value) * y, mpmath.mpf(1)), graph)
 
-    root = _solve_uniform(walk, mpmath.mpf(sympy.N(zeta_exact, dps + 8)), 1, zeta_exact, dps)
-    if root is None:
+    target = mpmath.mpf(sympy.N(zeta_exact, dps + 8))
+    _check_fixed_targets(graph, fixed, walk(mpmath.mpf(1)), target, dps, "DKS", "C'(1)", "zeta", zeta,
+                         "slopes", "the per-node slopes")
+    if all(n in fixed for n in _activation_nodes(graph)):
+        return None, None, None  # every node has its own target, and they give zeta
+    root = _solve_uniform(walk, target, 1, zeta_exact, dps)
+    if root is None:  # not reached: walk(1) < zeta <= walk(zeta) when a node is free (its own sub-network)
         raise InfeasibleShapingError(
-            f"DKS: no common per-layer C'(1) in [1, {zeta}] makes the network's maximal C'(1) equal {zeta} "
-            "(the nodes with fixed slopes already exceed it). Lower the fixed per-node slopes or raise zeta."
+            f"DKS: no common per-layer C'(1) in [1, {zeta}] makes the network's maximal C'(1) equal {zeta}. "
+            "Lower the fixed per-node slopes or raise zeta."
         )
     return None, expr, root
 
@@ -1036,13 +1041,47 @@ def _uniform_curvature_at_precision(graph, tau, fixed: dict, dps: int):
         return _network_value(_graph_api().max_subnetwork_value(
             graph, lambda node, y: (fixed[node] if node in fixed else value) + y, mpmath.mpf(0)), graph)
 
-    root = _solve_uniform(walk, mpmath.mpf(sympy.N(tau_exact, dps + 8)), 0, tau_exact, dps)
-    if root is None:
+    target = mpmath.mpf(sympy.N(tau_exact, dps + 8))
+    _check_fixed_targets(graph, fixed, walk(mpmath.mpf(0)), target, dps, "TAT", "C''(1)", "tau", tau,
+                         "curvatures", "the per-node curvatures")
+    if all(n in fixed for n in _activation_nodes(graph)):
+        return None, None, None  # every node has its own target, and they give tau
+    root = _solve_uniform(walk, target, 0, tau_exact, dps)
+    if root is None:  # not reached: walk(0) < tau <= walk(tau) when a node is free (its own sub-network)
         raise InfeasibleShapingError(
-            f"TAT: no common per-layer C''(1) makes the network's maximal C''(1) equal {tau}; the nodes with "
-            "fixed curvature already exceed it. Lower them or raise tau."
+            f"TAT: no common per-layer C''(1) makes the network's maximal C''(1) equal {tau}. Lower the fixed "
+            "per-node curvatures or raise tau."
         )
     return None, None, root
+
+
+def _check_fixed_targets(graph, fixed: dict, alone, target, dps: int, method: str, condition: str, name: str,
+                         given, what: str, fix: str) -> None:
+    """Refuse per-node targets that leave the common per-layer target nothing to do.
+
+    ``alone`` is the network's maximal ``condition`` with the free nodes linear (C'(1) = 1, C''(1) = 0).
+    When it already reaches the network target, the free nodes would have to be linear, which the
+    solvers refuse: the root search returned that linear value and the refusal blamed the network
+    target ("(the network zeta must exceed 1)" with zeta = 1.5, "(tau must be > 0)" with tau = 0.3).
+    When every node is fixed, ``alone`` is the network's value and must be the target (per-node slopes
+    giving 1.44 with zeta = 2 were said to "exceed" it; slopes giving exactly zeta raised a bare
+    ZeroDivisionError).
+    """
+    nodes = _activation_nodes(graph)
+    named = ", ".join(map(repr, fixed))
+    value = mpmath.nstr(alone, 12)
+    if all(n in fixed for n in nodes):
+        if abs(alone - target) <= mpmath.mpf(10) ** -dps * max(1, abs(target)):
+            return
+        raise InfeasibleShapingError(
+            f"{method}: every activation node has a per-node {condition} target, and with them the network's "
+            f"maximal {condition} is {value}, not {name}={given}. Adjust {fix} so that they give {name}, pass "
+            f"{name}={value}, or leave some nodes to the common per-layer target.")
+    if alone >= target:
+        raise InfeasibleShapingError(
+            f"{method}: the nodes with per-node {what} ({named}) already give the network a maximal {condition} "
+            f"of {value} >= {name}={given} on their own, so the other activation nodes would have to be linear. "
+            f"Lower {fix} or raise {name}.")
 
 
 # ----------------------------------------------------------------------------------------

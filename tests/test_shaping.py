@@ -956,3 +956,34 @@ def test_an_irrational_network_target_is_solved_on_a_graph_without_a_closed_form
         assert abs(network - exact) < mpmath.mpf(10) ** -30
     net = shape("tanh", g, method=method, **{key: target}, **fixed)
     assert all(max(abs(float(v)) for v in layer.residuals.values()) < 1e-12 for layer in net.layers)
+
+
+@pytest.mark.parametrize("method, key, total, node_key, values", [
+    ("dks", "zeta", sympy.Rational(3, 2), "c_slope", (sympy.Rational(6, 5), sympy.Rational(5, 4))),
+    ("tat", "tau", sympy.Rational(3, 10), "c_curvature", (sympy.Rational(1, 10), sympy.Rational(1, 5))),
+])
+def test_per_node_targets_on_every_node_that_give_the_network_target_are_shaped(method, key, total, node_key, values):
+    """Per-node targets on every node of a 2-layer MLP whose composition is the network target by hand
+    (C'(1): 6/5 * 5/4 = 3/2; C''(1) with every C'(1) = 1: 1/10 + 1/5 = 3/10) leave the common target
+    nothing to do; the root search for it divided by zero (a bare ZeroDivisionError)."""
+    import graphs
+    g = graphs.mlp(2)
+    targets = {f"activation{i + 1}": {node_key: v} for i, v in enumerate(values)}
+    net = shape("tanh", g, method=method, **{key: total}, node_targets=targets)
+    assert [layer.targets[node_key] for layer in net.layers] == list(values)
+    for layer, v in zip(net.layers, values):
+        assert abs(float(layer.conditions.as_dict()[node_key]) - float(v)) < 1e-12
+    # the same per-node targets with another network target: their composition is quoted, not "exceeds"
+    with pytest.raises(InfeasibleShapingError, match=r"maximal C'*\(1\) is (1\.5|0\.3), not " + key):
+        shape("tanh", g, method=method, **{key: 2 * total}, node_targets=targets)
+
+
+@pytest.mark.parametrize("method, key, total, node_key", [("dks", "zeta", 1.5, "c_slope"), ("tat", "tau", 0.3, "c_curvature")])
+def test_per_node_targets_that_use_up_the_network_target_are_blamed_not_the_network_target(method, key, total, node_key):
+    """One node of a 3-layer MLP given the whole network target leaves the other two linear
+    (C'(1) = 1, C''(1) = 0); the refusal blamed the network target ("(the network zeta must exceed 1)"
+    with zeta = 1.5, "(tau must be > 0)" with tau = 0.3) instead of the per-node target."""
+    import graphs
+    with pytest.raises(InfeasibleShapingError, match=r"\('activation1'\) already give .* on their own") as info:
+        shape("tanh", graphs.mlp(3), method=method, **{key: total}, node_targets={"activation1": {node_key: total}})
+    assert "must exceed 1" not in str(info.value) and "must be > 0" not in str(info.value)
