@@ -552,23 +552,29 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
     # near-linear: the conditions' nonlinear part is C'(1) - 1 of the whole, so digits are lost in proportion
     near_linear_dps = 30 + max(0, math.ceil(math.log10(_NEAR_LINEAR / float(c_exact - 1))))
     polish = dps if dps is not None else (None if verified else (near_linear_dps if near_linear else _FALLBACK_DPS))
+    # with dps: the conditions' nonlinear part is only max|C'(1) - 1|, |Q'(1) - 1| of the O(1) expectations, so
+    # it is solved to dps digits of its own size on extra working digits (see _extra_digits)
+    nonlinear = max(abs(float(c_exact - 1)), abs(float(q_exact - 1)))
+    work = None if polish is None else polish + (_extra_digits(nonlinear) if dps is not None else 0)
     alpha, beta = math.exp(x[0]), x[1]
     if polish is not None:
-        with mpmath.workdps(polish + 8):
-            c_mp, q_mp = _mp(c_exact, polish + 8), _mp(q_exact, polish + 8)
+        with mpmath.workdps(work + 8):
+            c_mp, q_mp = _mp(c_exact, work + 8), _mp(q_exact, work + 8)
 
             def system_mp(x):
-                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], polish)
+                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], work)
                 res, jac, _ = _dks_system(ev, q_mp, c_mp)
                 return res, jac
 
-            # near-linear: residuals are judged absolutely (their size is rounding level, not c_t - 1)
-            out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta)], polish,
-                          1.0 if near_linear else scale_of(c_t), max_iter=20 if near_linear else 8)
+            # float64 output, near-linear: residuals are judged absolutely (their size is rounding level,
+            # not c_t - 1); with dps, relative to the nonlinear part, which the extra digits resolve
+            scale = nonlinear if dps is not None else (1.0 if near_linear else scale_of(c_t))
+            out = _newton(system_mp, [mpmath.log(alpha), mpmath.mpf(beta)], polish, scale,
+                          max_iter=20 if near_linear else 8)
             if out is None:
-                advice = ("try a smaller dps" if dps is not None else
-                          f"the per-layer C'(1) - 1 = {float(c_exact - 1):.3g} is too close to linear for this "
+                advice = (f"the per-layer C'(1) - 1 = {float(c_exact - 1):.3g} is too close to linear for this "
                           "solver: use a larger zeta (or fewer layers)" if near_linear else
+                          "try a smaller dps" if dps is not None else
                           "pass dps= to solve in mpmath from the start")
                 raise InfeasibleShapingError(
                     f"DKS for {funcs.name}: the float64 root (alpha={alpha:.15g}, beta={beta:.15g}) did not "
@@ -577,7 +583,26 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
             alpha, beta = mpmath.exp(out[0][0]), out[0][1]
     return _finish(funcs, alpha, beta, None, dps, chosen["mirrored"], branch_note,
                    {"q_value": 1, "q_slope": q_exact, "c_at_0": 0, "c_slope": c_exact},
-                   work_dps=near_linear_dps if near_linear else None)
+                   work_dps=(work if dps is not None and work > dps else
+                             near_linear_dps if near_linear and dps is None else None))
+
+
+def _extra_digits(nonlinear: float) -> int:
+    """Working digits beyond ``dps`` for an mpmath DKS polish whose conditions differ from the linear
+    ones by ``nonlinear`` = max |C'(1) - 1|, |Q'(1) - 1|.  (TAT at C''(1) = 1e-6 and 1e-8 kept its
+    digits without them, so it is left as it was.)
+
+    Newton's tolerance is 10^-(dps + 2) * nonlinear, on residuals built from phi(alpha z + beta) - E[phi],
+    which cancels to the size of alpha ~ nonlinear^(1/2): their noise is ~10^-(digits + 8) / alpha.
+    Below nonlinear ~ 1e-6 the tolerance sat under that noise (tanh, C'(1) = 1 + 1e-6, dps=30 was refused
+    with 'try a smaller dps', and dps=15 was solved), and near-linear solutions, judged absolutely, had
+    only dps - log10(1/nonlinear) correct digits (C'(1) = 1 + 1e-16, dps=30: 18; compared with dps=60).
+    1.5 log10(1e-4 / nonlinear) digits keep the noise below the tolerance (measured: 1e-6 and 1e-16);
+    none for nonlinear >= 1e-4, where every digit was already right.
+    """
+    if not nonlinear > 0:
+        return 0
+    return max(0, math.ceil(1.5 * math.log10(1e-4 / nonlinear)))
 
 
 def _finish(funcs, alpha, beta, delta, dps, mirrored, branch_note: str, targets: dict,
@@ -588,12 +613,14 @@ def _finish(funcs, alpha, beta, delta, dps, mirrored, branch_note: str, targets:
     (:func:`~analysis.transform_conditions.checked_float64_evaluator`), or from mpmath at 20 digits
     when float64 cannot reach 1e-14 there, so the reported residuals are honest.  ``work_dps``
     forces mpmath for float64 output: near-linear DKS solutions, whose E[(phi + delta)^2] cancels
-    in float64 (a float64 gamma left Q(1) - 1 = -2e-11 while reporting 2e-16).
+    in float64 (a float64 gamma left Q(1) - 1 = -2e-11 while reporting 2e-16).  With ``dps``, a
+    ``work_dps`` above it (:func:`_extra_digits`) is the precision of gamma, delta and the conditions;
+    the parameters are rounded to ``dps`` digits and the conditions are those the rounded ones meet.
     """
     from analysis.transform_conditions import _h_phi, _h_shifted_sq, checked_float64_evaluator
 
     work, refine = dps, 1
-    if dps is None and work_dps is not None:
+    if work_dps is not None and (dps is None or work_dps > dps):
         work = work_dps
     elif dps is None:
         chk = checked_float64_evaluator(funcs, float(alpha), float(beta), rtol=_F64_VERIFY)
@@ -611,11 +638,22 @@ def _finish(funcs, alpha, beta, delta, dps, mirrored, branch_note: str, targets:
         params = (ev.alpha, ev.beta, gamma, delta)
         if dps is None and work is not None:  # the conditions the float64 parameters returned meet
             params = tuple(mpmath.mpf(float(v)) for v in params)
+        extra = dps is not None and work > dps
+        if extra:  # likewise for parameters returned at dps digits, worked out on more (see _extra_digits)
+            with mpmath.workdps(dps):
+                params = tuple(+mpmath.mpf(v) for v in params)
         cond = transform_conditions(funcs, *params, dps=work, refine=refine)
         values = cond.values.as_dict()
         if dps is None and work is not None:  # residuals against the exact targets, then float64
             residuals = {k: float(values[k] - _mp(t, work + 8)) for k, t in targets.items()}
-    if dps is not None:
+        if extra:
+            residuals = {k: values[k] - _mp(t, work + 8) for k, t in targets.items()}
+    if extra:
+        with mpmath.workdps(dps):
+            alpha, beta, gamma, delta = params
+            residuals = {k: +v for k, v in residuals.items()}
+            conditions = ConditionSet(**{k: +v for k, v in values.items()})
+    elif dps is not None:
         with mpmath.workdps(dps):
             alpha, beta, gamma, delta = (+mpmath.mpf(v) for v in (ev.alpha, ev.beta, gamma, delta))
             residuals = {k: +(values[k] - _mp(t, dps + 8)) for k, t in targets.items()}
@@ -874,7 +912,7 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
             alpha, beta, delta = mpmath.exp(out[0][0]), out[0][1], out[0][2]
     return _finish(funcs, alpha, beta, delta, dps, chosen["mirrored"], branch_note,
                    {"q_value": 1, "q_slope": 1, "c_slope": 1, "c_curvature": k_exact},
-                   work_dps=near_linear_dps if near_linear else None)
+                   work_dps=near_linear_dps if near_linear and dps is None else None)
 
 
 # ----------------------------------------------------------------------------------------

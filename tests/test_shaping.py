@@ -987,3 +987,24 @@ def test_per_node_targets_that_use_up_the_network_target_are_blamed_not_the_netw
     with pytest.raises(InfeasibleShapingError, match=r"\('activation1'\) already give .* on their own") as info:
         shape("tanh", graphs.mlp(3), method=method, **{key: total}, node_targets={"activation1": {node_key: total}})
     assert "must exceed 1" not in str(info.value) and "must be > 0" not in str(info.value)
+
+
+@pytest.mark.parametrize("gap", ["10**-6", "10**-16"])
+def test_dps_is_honoured_for_a_per_layer_slope_close_to_one(gap):
+    """C'(1) = 1 + gap with dps=30: the nonlinear part of the conditions is gap of O(1) expectations.
+    gap = 1e-6 was refused ("did not polish to 30 digits; try a smaller dps", while dps=15 solved it),
+    gap = 1e-16 returned parameters with 18 correct digits (C'(1) - 1 off by 1e-16 of itself).
+    Reference: mpmath.quad at 60 digits of the Gaussian integrals of the returned psi."""
+    sol = solve_dks_layer("tanh", c_slope=f"1 + {gap}", dps=30)
+    with mpmath.workdps(60):
+        a, b, g, d = (mpmath.mpf(getattr(sol, k)) for k in ("alpha", "beta", "gamma", "delta"))
+        target = 1 + mpmath.mpf(10) ** int(gap.split("**")[1])
+        cut = [-mpmath.inf, -8, -4, 0, 4, 8, mpmath.inf]  # psi is smooth on the scale 1/alpha >> 1
+        q = mpmath.quad(lambda z: (g * (mpmath.tanh(a * z + b) + d)) ** 2 * mpmath.npdf(z), cut)
+        slope = mpmath.quad(lambda z: (g * a * mpmath.sech(a * z + b) ** 2) ** 2 * mpmath.npdf(z), cut) / q
+        mean = mpmath.quad(lambda z: g * (mpmath.tanh(a * z + b) + d) * mpmath.npdf(z), cut)
+        assert abs(slope - target) < mpmath.mpf(10) ** -28 * (target - 1)
+        # C(0) = E[psi]^2 / Q(1); E[psi] itself is gamma ~ 1/alpha times delta's rounding to 30 digits
+        assert abs(q - 1) < mpmath.mpf(10) ** -29 and mean ** 2 / q < mpmath.mpf(10) ** -44
+        # the reported residual is that of the returned (30-digit) parameters
+        assert abs(sol.residuals["c_slope"] - (slope - target)) < mpmath.mpf(10) ** -28 * (target - 1)
