@@ -1292,9 +1292,15 @@ def _torch_activation(layer: ShapedLayer):
 # ----------------------------------------------------------------------------------------
 
 
-def _transformed(act, funcs: ActivationFunctions, alpha, beta, gamma, delta):
+def _sym_digits(dps: int | None) -> int:
+    """Decimal digits of the SymPy Floats that carry mpmath parameters into a shaped activation: 30,
+    or ``dps`` when more were asked for (dps=50 parameters were cut to 30 digits in the activation)."""
+    return max(30, dps or 0)
+
+
+def _transformed(act, funcs: ActivationFunctions, alpha, beta, gamma, delta, dps: int | None = None):
     if hasattr(act, "transformed"):
-        to_sym = (lambda v: sympy.Float(v, 30)) if isinstance(alpha, mpmath.mpf) else sympy.Float
+        to_sym = (lambda v: sympy.Float(v, _sym_digits(dps))) if isinstance(alpha, mpmath.mpf) else sympy.Float
         return act.transformed(*(to_sym(v) for v in (alpha, beta, gamma, delta)))
     x = funcs.symbol
     return gamma * (funcs.expr.subs(x, alpha * x + beta) + delta)
@@ -1495,7 +1501,7 @@ def _act_key(act):
 
 
 def _layer(node, act, funcs, sol: LayerSolution, layer_targets) -> ShapedLayer:
-    return ShapedLayer(node=node, activation=_transformed(act, funcs, sol.alpha, sol.beta, sol.gamma, sol.delta),
+    return ShapedLayer(node=node, activation=_transformed(act, funcs, sol.alpha, sol.beta, sol.gamma, sol.delta, sol.dps),
                        alpha=sol.alpha, beta=sol.beta, gamma=sol.gamma, delta=sol.delta, targets=layer_targets,
                        residuals=sol.residuals, conditions=sol.conditions, dps=sol.dps, mirrored=sol.mirrored,
                        branch=sol.branch, base=funcs)
@@ -1551,7 +1557,8 @@ def _shape_leaky_relu(acts, nodes, graph, eta, dps) -> ShapedNetwork:
         act = acts[node]
         slope_name = _slope_parameter(act)
         if slope_name is not None:
-            shaped = act.subs(**{slope_name: sympy.Float(a_out, 30)}).transformed(1, 0, sympy.Float(gamma_out, 30), 0)
+            digits = _sym_digits(dps)
+            shaped = act.subs(**{slope_name: sympy.Float(a_out, digits)}).transformed(1, 0, sympy.Float(gamma_out, digits), 0)
         else:
             x = sympy.Symbol("x", real=True)
             shaped = gamma_out * sympy.Piecewise((x, x >= 0), (a_out * x, True))

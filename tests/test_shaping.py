@@ -1008,3 +1008,21 @@ def test_dps_is_honoured_for_a_per_layer_slope_close_to_one(gap):
         assert abs(q - 1) < mpmath.mpf(10) ** -29 and mean ** 2 / q < mpmath.mpf(10) ** -44
         # the reported residual is that of the returned (30-digit) parameters
         assert abs(sol.residuals["c_slope"] - (slope - target)) < mpmath.mpf(10) ** -28 * (target - 1)
+
+
+def test_the_shaped_activation_carries_the_digits_asked_for():
+    """shape(dps=50): the parameters had 50 digits but the transformed activation (ShapedLayer.activation)
+    was built from 30-digit Floats, so psi as returned met Q(1) = 1 only to ~1e-30.  Reference: mpmath.quad
+    at 60 digits of the activation's own formula; leaky-ReLU TAT's slope and scale likewise."""
+    import graphs
+    net = shape("tanh", graphs.mlp(2), method="dks", zeta=1.5, dps=50)
+    layer = net.layers[0]
+    psi = sympy.lambdify(layer.activation.inputs[0], layer.activation.concrete_expr, "mpmath")
+    with mpmath.workdps(60):
+        q = mpmath.quad(lambda z: psi(z) ** 2 * mpmath.npdf(z), [-mpmath.inf, -4, 0, 4, mpmath.inf])
+        assert abs(q - 1) < mpmath.mpf(10) ** -45
+    leaky = shape("leaky_relu", graphs.mlp(2), method="tat", eta=0.3, dps=50).layers[0]
+    floats = leaky.activation.concrete_expr.atoms(sympy.Float)
+    with mpmath.workdps(60):
+        assert min(abs(mpmath.mpf(f) - leaky.negative_slope) for f in floats) < mpmath.mpf(10) ** -48
+        assert min(abs(mpmath.mpf(f) - leaky.gamma) for f in floats) < mpmath.mpf(10) ** -48
