@@ -178,7 +178,7 @@ def _newton(system: Callable, x0: list, dps: int | None, scale: float, max_iter:
     for _ in range(max_iter):
         try:
             res, jac = system(x)
-        except (FloatingPointError, ZeroDivisionError, OverflowError, ValueError):
+        except (ArithmeticError, ValueError):  # ArithmeticError: also DivergentIntegralError (see _start_points)
             return done
         norm = max(abs(r) for r in res)
         if not all(map(_finite, res)):
@@ -237,6 +237,16 @@ def _newton(system: Callable, x0: list, dps: int | None, scale: float, max_iter:
     return done
 
 
+def _with_skipped_starts(exc: InfeasibleShapingError, skipped: list) -> InfeasibleShapingError:
+    """``exc`` with a note on the grid starts :func:`_start_points` skipped, when there were any: the
+    activation's integrals may diverge there (exp(x**4), whose refusal was a DivergentIntegralError)."""
+    if not skipped:
+        return exc
+    return InfeasibleShapingError(
+        f"{exc} Note: {len(skipped)} grid start(s) were skipped because the float64 rule could not hold "
+        f"their integrals, e.g.: {skipped[0]}")
+
+
 def _finite(v) -> bool:
     try:
         return math.isfinite(float(v))
@@ -244,24 +254,39 @@ def _finite(v) -> bool:
         return False
 
 
-def _start_points(system_at, grid_alpha, grid_beta, kinks=()) -> list[tuple[float, float, list]]:
+def _start_points(system_at, grid_alpha, grid_beta, kinks=(), skipped: list | None = None
+                  ) -> list[tuple[float, float, list]]:
     """(log alpha, beta, residuals) at the grid points where the residuals are finite.
 
     Besides the (log alpha, beta) grid, for every kink k the points beta = k + t*alpha with
     |t| <= 4 (kink within 4 standard deviations), where the solutions of kinked activations live
     at small alpha.  The residuals are kept raw so that :func:`_ranked` can score the same points
     for other values of the target (the target enters one residual as a constant shift).
+    Starts whose integrals the float64 rule cannot hold are skipped (their errors appended to ``skipped``).
     """
-    out = []
+    from symact.errors import DivergentIntegralError
+
+    out, divergent = [], None
     points = [(la, b) for la in grid_alpha for b in grid_beta]
     points += [(la, k + t * math.exp(la)) for k in kinks for la in grid_alpha for t in np.linspace(-4, 4, 17)]
     for la, b in points:
         try:
             res = system_at(la, b)
+        except DivergentIntegralError as exc:
+            # the float64 rule's mass check also fires where phi = phi' = 0 over the Gaussian's bulk and
+            # only a far tail is left (relu6, hardswish, hardsigmoid at beta = -3.3, alpha = 0.03): such a
+            # start is useless, not a reason to stop (the solve raised "the integral diverges").  Re-raised
+            # below when no point is usable; a refusal mentions the skipped starts (_with_skipped_starts).
+            divergent = divergent or exc
+            if skipped is not None:
+                skipped.append(exc)
+            continue
         except (FloatingPointError, ZeroDivisionError, OverflowError, ValueError):
             continue
         if all(map(_finite, res)):
             out.append((float(la), float(b), [float(r) for r in res]))
+    if not out and divergent is not None:
+        raise divergent
     return out
 
 
@@ -529,7 +554,8 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
         out = _newton(lambda x: system_f64(x, c, refine), x0, None, scale_of(c), log_alpha_max=log_alpha_max)
         return None if out is None or out[0][0] > _LOG_ALPHA_MAX else out[0]
 
-    points = _start_points(lambda la, b: system_f64([la, b])[0], _GRID_LOG_ALPHA, _GRID_BETA, funcs.kinks)
+    skipped: list = []
+    points = _start_points(lambda la, b: system_f64([la, b])[0], _GRID_LOG_ALPHA, _GRID_BETA, funcs.kinks, skipped)
     solutions, reached = _solve_f64(points, 1, c_t, c_t, 1.0, newton_at, lambda la, b: [la, b], scale_of, branch)
     near_linear = False
     if not solutions and c_t - 1 < _NEAR_LINEAR and q_t == 1:
@@ -543,7 +569,10 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
         near_linear = bool(solutions)
     chosen, branch_note = _pick(solutions, branch, funcs.odd_offset)
     if chosen is None:
-        _raise_dks_infeasible(funcs, c_t, q_t, points, reached, system_f64, scale_of(c_t))
+        try:
+            _raise_dks_infeasible(funcs, c_t, q_t, points, reached, system_f64, scale_of(c_t))
+        except InfeasibleShapingError as exc:
+            raise _with_skipped_starts(exc, skipped) from None
     x = [math.log(chosen["alpha"]), chosen["beta"]]
     if near_linear:
         verified = False
@@ -766,7 +795,13 @@ def _slope_singularity(funcs: ActivationFunctions):
 
 
 def _positively_homogeneous(funcs: ActivationFunctions) -> bool:
-    """phi(c x) = c phi(x) for c > 0 (relu, leaky relu), checked at a few points."""
+    """phi(c x) = c phi(x) for c > 0 (relu, leaky relu), checked at a few points.
+
+    Such a phi can have no kink but 0 (a kink at k would repeat at every c k): relu6 and hardtanh, which
+    agree with relu / the identity at the sample points |u| < 4, were called positively homogeneous
+    ("alpha cancels") though their kinks at 6 and +-1 make alpha matter."""
+    if any(k != 0 for k in funcs.kinks):
+        return False
     phi = funcs.mp_funcs[0]
     with mpmath.workdps(30):
         for u in ("-2.3", "-0.61", "0.37", "1.9"):
@@ -838,7 +873,8 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
         ev = ConditionEvaluator(funcs, math.exp(la), b)
         return [la, b, -ev.expect((1,), lambda f, f1, f2: f)]
 
-    points = _start_points(residual_at, _GRID_LOG_ALPHA, _GRID_BETA, funcs.kinks)
+    skipped: list = []
+    points = _start_points(residual_at, _GRID_LOG_ALPHA, _GRID_BETA, funcs.kinks, skipped)
     solutions, reached = _solve_f64(points, 2, k_t, k_t, 0.0, newton_at, x0_of, scale_of, branch)
     near_linear = False
     if not solutions and 0 < k_t < _TAT_NEAR_LINEAR:
@@ -867,20 +903,20 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
     if chosen is None:
         if reached is not None:
             t_max, x_max = reached
-            raise InfeasibleShapingError(
+            raise _with_skipped_starts(InfeasibleShapingError(
                 f"TAT for {funcs.name}: per-layer C''(1) = {k_t:.12g} was not reached: following the solution "
                 f"from smaller targets, C''(1) = {t_max:.10g} was the largest reached (alpha="
                 f"{math.exp(x_max[0]):.6g}, beta={_reported_beta(funcs, x_max[1]):.6g}) and no larger step converged in float64 "
                 "(roots with alpha > 200 are not followed). Use a smaller "
                 "tau (less curvature per layer)."
-            )
+            ), skipped)
         advice = ("a larger tau or fewer layers (the per-layer C''(1) is too close to linear for this solver)"
                   if k_t < _TAT_NEAR_LINEAR else "a smaller tau (less curvature per layer)")
-        raise InfeasibleShapingError(
+        raise _with_skipped_starts(InfeasibleShapingError(
             f"TAT for {funcs.name}: no transformation meets Q(1)=1, Q'(1)=1, C'(1)=1 and C''(1)={k_t:.12g} "
             "together (Newton from the best grid points, and for other C''(1) targets, did not converge). "
             f"What would work: {advice}, method='dks', or a smooth non-polynomial activation."
-        )
+        ), skipped)
     x = [math.log(chosen["alpha"]), chosen["beta"], chosen["delta"]]
     if near_linear:
         verified = False

@@ -1026,3 +1026,45 @@ def test_the_shaped_activation_carries_the_digits_asked_for():
     with mpmath.workdps(60):
         assert min(abs(mpmath.mpf(f) - leaky.negative_slope) for f in floats) < mpmath.mpf(10) ** -48
         assert min(abs(mpmath.mpf(f) - leaky.gamma) for f in floats) < mpmath.mpf(10) ** -48
+
+
+def _quad_dks_conditions(name, sol, dps=30):
+    """Q(1), Q'(1), C(0), C'(1) of the returned psi by mpmath.quad, split where alpha z + beta crosses a
+    kink (independent of the solver's composite rule); Q'(1) = E[(z^2 - 1) psi^2] / 2."""
+    import symact
+    act = symact.activation(name)
+    x0 = act.inputs[0]
+    d1 = sympy.diff(act.concrete_expr, x0).replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: 0)
+    phi, dphi = (sympy.lambdify(x0, e, "mpmath") for e in (act.concrete_expr, d1))
+    with mpmath.workdps(dps):
+        a, b, g, d = (mpmath.mpf(getattr(sol, k)) for k in ("alpha", "beta", "gamma", "delta"))
+        cuts = sorted({(mpmath.mpf(k) - b) / a for k in act.kinks} | {mpmath.mpf(0)})
+        pts = [-mpmath.inf] + cuts + [mpmath.inf]
+
+        def e(f):
+            return mpmath.quad(lambda z: f(z) * mpmath.npdf(z), pts)
+        q = e(lambda z: (g * (phi(a * z + b) + d)) ** 2)
+        return {"q_value": q, "q_slope": e(lambda z: (z * z - 1) * (g * (phi(a * z + b) + d)) ** 2) / 2,
+                "c_at_0": e(lambda z: g * (phi(a * z + b) + d)) ** 2 / q,
+                "c_slope": e(lambda z: (g * a * dphi(a * z + b)) ** 2) / q}
+
+
+@pytest.mark.parametrize("name, slope", [("relu6", 1.5), ("hardswish", 1.5 ** 0.1)])
+def test_dks_shapes_kinked_activations_that_are_not_relu_like(name, slope):
+    """relu6 agrees with relu at |u| < 4, where positive homogeneity was sampled, and was refused as
+    "positively homogeneous (relu-like), so alpha cancels", though its kink at 6 makes alpha matter;
+    hardswish (kinks at +-3) stopped at a grid start where phi = phi' = 0 over the Gaussian's bulk, with
+    DivergentIntegralError "the integral diverges".  Both have roots, checked by mpmath.quad."""
+    sol = solve_dks_layer(name, c_slope=slope)
+    achieved = _quad_dks_conditions(name, sol)
+    for key, target in (("q_value", 1), ("q_slope", 1), ("c_at_0", 0), ("c_slope", slope)):
+        assert abs(achieved[key] - target) < 1e-12, (key, achieved[key])
+    assert "homogeneous" not in str(pytest.raises(InfeasibleShapingError, solve_tat_layer, name, c_curvature=0.03).value)
+
+
+def test_a_divergent_activation_is_still_reported_as_divergent():
+    """Grid starts whose integral the float64 rule cannot hold are skipped; a refusal then says so, with
+    the divergence message it stopped at before (exp(x**4) is not square-integrable under any Gaussian,
+    though at alpha ~ 1e-3 the divergence lies beyond the float64 rule)."""
+    with pytest.raises(InfeasibleShapingError, match=r"no transformation meets .* skipped .* the integral diverges"):
+        solve_dks_layer(sympy.exp(x ** 4), c_slope=1.5)
