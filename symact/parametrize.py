@@ -913,7 +913,15 @@ def _named_inverse(g: sp.Expr, w: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
     solve writes these through logs (atanh(A) as log(sqrt(-(A + 1)/(A - 1)))), which makes g'(g^{-1}(A))
     unsimplified and the mirror map's integrals slow.  Used only once solve has found a unique real inverse
     on the domain, and only where f(f^{-1}(A)) is A identically.
+
+    A factor free of W is divided out first: s*tanh(W) is atanh(A/s).  solve's log form of it made
+    g'(g^{-1}(A)) = 2*s/(cosh(log(-(A + s)/(A - s))) + 1), on which the mirror map's integrate ran for
+    minutes (s*tanh(W) at s = 3 or -3, on the real line or a half-line).
     """
+    if g.is_Mul:
+        scale, rest = g.as_independent(w, as_Add=False)
+        if scale != 1 and rest.has(w) and not scale.is_zero:
+            return _named_inverse(rest, w, a / scale)
     if g.is_Pow and g.exp.is_Rational and g.base != w and g.base.has(w):
         # f(W)**p: f^{-1} of the p-th root of A
         root = _base_in_a(g, a)

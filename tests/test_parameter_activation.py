@@ -789,3 +789,29 @@ def test_a_decreasing_saturating_g_is_inverted_on_the_real_line(formula):
     pa = parameter_activation(formula)
     assert pa.domain == sp.S.Reals
     _check_inverse_and_slope_numerically(pa, [-6, sp.Rational(-1, 2), 0, sp.Rational(1, 3), 4])
+
+
+@pytest.mark.parametrize("domain, s", [((-sp.oo, 0), -3), (None, -3), (None, 3), ((0, sp.oo), 3)])
+def test_scaled_tanh_has_its_named_inverse_and_a_mirror_map(domain, s):
+    """s*tanh(W) got solve's W = log(sqrt((A + s)/(-A + s))) (the named inverse atanh was tried only for
+    tanh(W) itself), so g'(g^{-1}(A)) was 2*s/(cosh(log(-(A + s)/(A - s))) + 1) and the mirror map's
+    integrate ran for minutes (over 95 s at s = -3 on (-oo, 0); also at s = 3 and on the real line).
+    The inverse is atanh(A/s); psi''(A)*r(A) = 1 at 30 digits, r(A) = (s - A**2/s)**2 by hand (g' = s*(1 -
+    tanh(W)**2) at tanh(W) = A/s), and checked against g'(W)**2 from sympy.diff of g."""
+    pa = parameter_activation("s*tanh(W)", domain=domain, s=s)
+    (sym,) = pa.params
+    assert pa.inverse == sp.atanh(pa.A / sym)
+    psi = pa.mirror_map
+    assert psi is not None, pa.mirror_map_note
+    g, psi = pa.concrete(pa.g), pa.concrete(psi)
+    psi2 = sp.diff(psi, pa.A, 2)
+    r_by_hand = (s - pa.A**2 / s) ** 2
+    for w0 in (-4, sp.Rational(-3, 2), sp.Rational(-1, 5), sp.Rational(1, 9), 1, sp.Rational(5, 2)):
+        if pa.domain.contains(w0) is not sp.true:
+            continue
+        a0 = sp.N(g.subs(W, w0), 40)
+        r0 = sp.N(r_by_hand.subs(pa.A, a0), 40)
+        assert abs(r0 - sp.N(sp.diff(g, W).subs(W, w0) ** 2, 40)) < 1e-30
+        assert abs(sp.N(pa.concrete(pa.effective_learning_rate).subs(pa.A, a0), 30) - r0) < 1e-25
+        assert abs(sp.N(psi2.subs(pa.A, a0) * r0, 30) - 1) < 1e-25
+        assert abs(sp.im(sp.N(psi.subs(pa.A, a0), 30))) < 1e-25
