@@ -914,14 +914,15 @@ def _named_inverse(g: sp.Expr, w: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
     unsimplified and the mirror map's integrals slow.  Used only once solve has found a unique real inverse
     on the domain, and only where f(f^{-1}(A)) is A identically.
 
-    A factor free of W is divided out first: s*tanh(W) is atanh(A/s).  solve's log form of it made
-    g'(g^{-1}(A)) = 2*s/(cosh(log(-(A + s)/(A - s))) + 1), on which the mirror map's integrate ran for
-    minutes (s*tanh(W) at s = 3 or -3, on the real line or a half-line).
+    A scale and a shift free of W are taken out first: s*tanh(W) + c is atanh((A - c)/s).  solve's log form
+    of it made g'(g^{-1}(A)) = 2*s/(cosh(log(-(A + s)/(A - s))) + 1), on which the mirror map's integrate
+    ran for minutes (s*tanh(W) at s = 3 or -3, on the real line or a half-line; tanh(W) + 1).  Only for a
+    plain f(W): a scaled power (s*tanh(W)**3) keeps solve's form, whose mirror map is refused at once.
     """
-    if g.is_Mul:
-        scale, rest = g.as_independent(w, as_Add=False)
-        if scale != 1 and rest.has(w) and not scale.is_zero:
-            return _named_inverse(rest, w, a / scale)
+    shift, rest = g.as_independent(w, as_Add=True) if g.is_Add else (sp.S.Zero, g)
+    scale, rest = rest.as_independent(w, as_Add=False) if rest.is_Mul else (sp.S.One, rest)
+    if (shift, scale) != (0, 1) and isinstance(rest, sp.Function) and rest.has(w) and not scale.is_zero:
+        return _named_inverse(rest, w, (a - shift) / scale)
     if g.is_Pow and g.exp.is_Rational and g.base != w and g.base.has(w):
         # f(W)**p: f^{-1} of the p-th root of A
         root = _base_in_a(g, a)

@@ -791,21 +791,28 @@ def test_a_decreasing_saturating_g_is_inverted_on_the_real_line(formula):
     _check_inverse_and_slope_numerically(pa, [-6, sp.Rational(-1, 2), 0, sp.Rational(1, 3), 4])
 
 
-@pytest.mark.parametrize("domain, s", [((-sp.oo, 0), -3), (None, -3), (None, 3), ((0, sp.oo), 3)])
-def test_scaled_tanh_has_its_named_inverse_and_a_mirror_map(domain, s):
+@pytest.mark.parametrize("formula, domain, values", [
+    ("s*tanh(W)", (-sp.oo, 0), {"s": -3}), ("s*tanh(W)", None, {"s": -3}), ("s*tanh(W)", None, {"s": 3}),
+    ("s*tanh(W)", (0, sp.oo), {"s": 3}), ("tanh(W) + c", None, {"c": 1}), ("s*tanh(W) + c", None, {"s": -2, "c": 1}),
+])
+def test_scaled_and_shifted_tanh_have_the_named_inverse_and_a_mirror_map(formula, domain, values):
     """s*tanh(W) got solve's W = log(sqrt((A + s)/(-A + s))) (the named inverse atanh was tried only for
     tanh(W) itself), so g'(g^{-1}(A)) was 2*s/(cosh(log(-(A + s)/(A - s))) + 1) and the mirror map's
-    integrate ran for minutes (over 95 s at s = -3 on (-oo, 0); also at s = 3 and on the real line).
-    The inverse is atanh(A/s); psi''(A)*r(A) = 1 at 30 digits, r(A) = (s - A**2/s)**2 by hand (g' = s*(1 -
-    tanh(W)**2) at tanh(W) = A/s), and checked against g'(W)**2 from sympy.diff of g."""
-    pa = parameter_activation("s*tanh(W)", domain=domain, s=s)
-    (sym,) = pa.params
-    assert pa.inverse == sp.atanh(pa.A / sym)
+    integrate ran for minutes (over 95 s at s = -3 on (-oo, 0); also at s = 3, on the real line, and for
+    tanh(W) + c).  The inverse is atanh((A - c)/s); psi''(A)*r(A) = 1 at 30 digits, with
+    r(A) = (s - (A - c)**2/s)**2 by hand (g' = s*(1 - tanh(W)**2) at tanh(W) = (A - c)/s), itself checked
+    against g'(W)**2 from sympy.diff of g."""
+    pa = parameter_activation(formula, domain=domain, **values)
+    by_name = {p.name: p for p in pa.params}
+    s_sym, c_sym = by_name.get("s", sp.Integer(1)), by_name.get("c", sp.Integer(0))
+    assert pa.inverse == sp.atanh((pa.A - c_sym) / s_sym)
     psi = pa.mirror_map
     assert psi is not None, pa.mirror_map_note
     g, psi = pa.concrete(pa.g), pa.concrete(psi)
     psi2 = sp.diff(psi, pa.A, 2)
-    r_by_hand = (s - pa.A**2 / s) ** 2
+    s, c = values.get("s", 1), values.get("c", 0)
+    r_by_hand = (s - (pa.A - c) ** 2 / s) ** 2
+    checked = 0
     for w0 in (-4, sp.Rational(-3, 2), sp.Rational(-1, 5), sp.Rational(1, 9), 1, sp.Rational(5, 2)):
         if pa.domain.contains(w0) is not sp.true:
             continue
@@ -815,3 +822,5 @@ def test_scaled_tanh_has_its_named_inverse_and_a_mirror_map(domain, s):
         assert abs(sp.N(pa.concrete(pa.effective_learning_rate).subs(pa.A, a0), 30) - r0) < 1e-25
         assert abs(sp.N(psi2.subs(pa.A, a0) * r0, 30) - 1) < 1e-25
         assert abs(sp.im(sp.N(psi.subs(pa.A, a0), 30))) < 1e-25
+        checked += 1
+    assert checked >= 3
