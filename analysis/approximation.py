@@ -507,7 +507,8 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     both sides, the optimum is its stationary point :math:`\partial_p e = 0` (envelope theorem).
 
     When the family contains the target (swish(beta) and silu at beta = 1), that parameter value
-    is returned exactly with ``max_error`` 0 and no abscissae.
+    is returned exactly with ``max_error`` 0 and no abscissae (where it lies in ``parameter_range``,
+    when one is given).
 
     Raises :class:`DomainError` when the optimum runs to an end of ``parameter_range`` (e.g.
     softplus(beta) vs relu: the error :math:`\ln 2/\beta` only shrinks as beta grows) or when the
@@ -537,7 +538,21 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     _refuse_singularities(error, p, domain)
     e_raw = _near_removable(sympy.lambdify((X, p), error, "mpmath"), _removable_points(error, domain))
     e_f = _real_valued(e_raw, error, p, domain)
+    # the range is checked before the exact fit, and an exact fit outside a range given is no answer: swish vs
+    # silu with parameter_range=(2, 5) returned beta = 1, and a malformed range (5, 1) passed unchecked
+    positive = bool(p.is_positive or p.is_nonnegative)  # log-spaced scan for scale-like parameters
+    given_range = parameter_range is not None
+    if parameter_range is None:
+        parameter_range = (sympy.Rational(1, 10**6), 10**6) if positive else (-100, 100)
+    else:
+        range_lo, range_hi = _checked_interval("parameter_range", parameter_range)
+        if positive and range_lo <= 0:
+            # the scan is log-spaced: log(0) reported "decreasing towards b = nan", log(-1) a bare TypeError
+            raise DomainError(f"parameter_range={parameter_range!r}: {p} is declared positive, so the range must be "
+                              f"positive too, e.g. ({sympy.Rational(1, 10**6)}, {parameter_range[1]})")
     exact = _exact_fit(error, p, e_raw, domain, dps)
+    if exact is not None and given_range and not range_lo <= float(exact) <= range_hi:
+        exact = None  # the family meets the target only outside the range asked for: minimax over the range
     if exact is not None:
         with mpmath.workdps(dps):
             return MinimaxResult(p, mpmath.mpf(sympy.N(exact, dps + 5)), mpmath.mpf(0), (), (), error, dps)
@@ -550,15 +565,6 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     # kinks outside |x| <= L are not candidates: a jump of the target at x = 7 made the error there the maximum
     # of a minimax over |x| <= 5 (b = 8.04, abscissae (0, 7) for squareplus vs softplus, whose answer is 1.5238)
     kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(error) if abs(k) <= domain]
-    positive = bool(p.is_positive or p.is_nonnegative)  # log-spaced scan for scale-like parameters
-    if parameter_range is None:
-        parameter_range = (sympy.Rational(1, 10**6), 10**6) if positive else (-100, 100)
-    else:
-        range_lo, _ = _checked_interval("parameter_range", parameter_range)
-        if positive and range_lo <= 0:
-            # the scan is log-spaced: log(0) reported "decreasing towards b = nan", log(-1) a bare TypeError
-            raise DomainError(f"parameter_range={parameter_range!r}: {p} is declared positive, so the range must be "
-                              f"positive too, e.g. ({sympy.Rational(1, 10**6)}, {parameter_range[1]})")
     work = dps + 15
 
     def grid_points(n):

@@ -204,6 +204,19 @@ def test_minimax_of_a_family_that_contains_the_target_is_exact():
     assert r.parameter_value == 0 and r.max_error == 0
 
 
+def test_an_exact_fit_outside_the_parameter_range_given_is_not_the_answer():
+    """swish(beta) is silu at beta = 1, and minimax returned beta = 1 (max error 0) for any parameter_range,
+    also (2, 5), which excludes it, and a malformed (5, 1) passed unchecked.  On [2, 5] the max error
+    |swish_beta - silu| grows with beta (x*(sigmoid(beta x) - sigmoid(x)) widens), so the infimum is at the
+    end beta = 2: no interior minimax."""
+    with pytest.raises(DomainError, match="an end of parameter_range"):
+        minimax("swish", "silu", "beta", dps=10, domain=20, parameter_range=(2, 5))
+    with pytest.raises(DomainError, match="parameter_range="):
+        minimax("swish", "silu", "beta", dps=10, domain=20, parameter_range=(5, 1))
+    inside = minimax("swish", "silu", "beta", dps=10, domain=20, parameter_range=(1, 5))
+    assert inside.parameter_value == 1 and inside.max_error == 0
+
+
 def test_match_conditions_takes_one_condition_as_a_string_and_names_the_parameters():
     assert match_conditions("squareplus", "softplus", "b", "value") == {"value": (4 * sympy.log(2) ** 2,)}
     with pytest.raises(FormulaError, match=r"its parameters are \['b'\]"):
