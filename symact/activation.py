@@ -987,9 +987,30 @@ def _limit_of_term(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sympy.E
         # Gruntz works on exp/log; rewriting first is several times faster.
         expr = expr.rewrite(sympy.exp)
     try:
-        return sympy.limit(expr, symbol, sign * sympy.oo)
+        return _sign_of_bounds_resolved(sympy.limit(expr, symbol, sign * sympy.oo))
     except (NotImplementedError, ValueError, TypeError):
         return sympy.nan
+
+
+def _sign_of_bounds_resolved(value: sympy.Expr) -> sympy.Expr:
+    """SymPy's limit of a growing factor times an oscillating one is left as oo*sign(AccumBounds(a, b)):
+    x*(2 + sin(x)) gave oo*sign(AccumBounds(1, 3)), which is oo, and x*sin(x) oo*sign(AccumBounds(-1, 1)),
+    which is no number (properties() read both as bounded "undecided").  sign(AccumBounds(a, b)) is 1 for
+    a > 0, -1 for b < 0 and AccumBounds(-1, 1) for a < 0 < b (the factor takes both signs arbitrarily far
+    out, so oo times it is AccumBounds(-oo, oo)); with a or b = 0 it is left as it is."""
+    def resolve(node: sympy.Expr) -> sympy.Expr:
+        bounds = node.args[0]
+        if bounds.min.is_positive:
+            return sympy.S.One
+        if bounds.max.is_negative:
+            return sympy.S.NegativeOne
+        if bounds.min.is_negative and bounds.max.is_positive:
+            return sympy.AccumBounds(-1, 1)
+        return node
+
+    if not value.has(sympy.AccumBounds):
+        return value
+    return value.replace(lambda e: isinstance(e, sympy.sign) and isinstance(e.args[0], sympy.AccumBounds), resolve)
 
 
 def _branch_at_infinity(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sympy.Expr:

@@ -994,3 +994,32 @@ def test_a_piecewise_with_a_constant_piece_says_where_it_is_constant(name, const
     ends = [region.inf, region.sup if region.sup.is_finite else region.inf + 100]
     for point in (*ends, (ends[0] + ends[1]) / 2):
         assert act(point) == constant
+
+
+@pytest.mark.parametrize("spec, plus, minus", [
+    ("x*(2 + sin(x))", sympy.oo, -sympy.oo),
+    ("x*sin(x)", sympy.AccumBounds(-sympy.oo, sympy.oo), sympy.AccumBounds(-sympy.oo, sympy.oo)),
+    ("exp(x)*sin(x)", sympy.AccumBounds(-sympy.oo, sympy.oo), 0),
+])
+def test_limit_of_a_growing_times_an_oscillating_factor_is_resolved(spec, plus, minus):
+    """SymPy's limit leaves oo*sign(AccumBounds(a, b)): x*(2 + sin(x)) had limit oo*sign(AccumBounds(1, 3))
+    at +oo (it is oo) and x*sin(x) oo*sign(AccumBounds(-1, 1)) (unbounded both ways), and properties() said
+    bounded_above/below None (undecided) for both.  Checked against values far out: at x = 2*pi*k + pi/2
+    and 2*pi*k - pi/2 (sin = +1, -1), k = 10**6, evaluated at 30 digits."""
+    act = symact.activation(spec)
+    assert act.limit(sympy.oo) == plus and act.limit(-sympy.oo) == minus
+    props = act.properties()
+    assert props.bounded_above is False and props.bounded_below is False
+    f = act.concrete_expr
+    k = 10**6
+    far = {s: [sympy.N(f.xreplace({x: s * 2 * sympy.pi * k + shift}), 30) for shift in (sympy.pi / 2, -sympy.pi / 2)]
+           for s in (1, -1)}
+    right_high, right_low = far[1]
+    assert right_high > 1e6  # up without bound on the right
+    assert (right_low > 1e6) == (plus == sympy.oo) and (right_low < -1e6) == (plus != sympy.oo)
+    if minus == -sympy.oo:
+        assert max(far[-1]) < -1e6
+    elif minus == 0:
+        assert max(abs(v) for v in far[-1]) < 1e-100
+    else:
+        assert max(far[-1]) > 1e6 and min(far[-1]) < -1e6
