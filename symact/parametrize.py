@@ -955,6 +955,14 @@ def _derivative_in_a(dg: sp.Expr, g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.
         # write Piecewise((0, Eq(A, 0)), ...) instead.
         even_sign = lambda e: e.is_Pow and isinstance(e.base, sp.sign) and e.exp.is_even  # noqa: E731
         candidates.append(dg.subs(w, inv).replace(even_sign, lambda e: sp.S.One))
+    # A hyperbolic function of a log is rational in its argument: solve writes the inverse of s*tanh(b*W) as
+    # log(sqrt((A + s)/(s - A)))/b, and g' there simplified to 2*b*s/(cosh(log(-(A + s)/(A - s))) + 1),
+    # on which the mirror map's integrate ran for minutes; written in exp it is b*(s - A**2/s).
+    hyperbolic_of_log = lambda e: isinstance(e, (sp.sinh, sp.cosh, sp.tanh, sp.coth, sp.sech, sp.csch)) \
+        and e.args[0].has(sp.log)  # noqa: E731
+    for c in [c for c in candidates if c.has(sp.sinh, sp.cosh, sp.tanh, sp.coth, sp.sech, sp.csch)]:
+        if any(hyperbolic_of_log(e) for e in sp.preorder_traversal(c)):
+            candidates.append(sp.simplify(sp.powsimp(c.rewrite(sp.exp))))
     return min(candidates, key=lambda c: (c.has(sp.Piecewise), sp.count_ops(c)))
 
 

@@ -824,3 +824,28 @@ def test_scaled_and_shifted_tanh_have_the_named_inverse_and_a_mirror_map(formula
         assert abs(sp.im(sp.N(psi.subs(pa.A, a0), 30))) < 1e-25
         checked += 1
     assert checked >= 3
+
+
+@pytest.mark.parametrize("values", [{"s": 2, "b": 3}, {"s": -2, "b": -1}])
+def test_scaled_tanh_with_a_rate_has_a_rational_r_and_a_mirror_map(values):
+    """s*tanh(b*W) is no plain f(W), so it keeps solve's inverse log(sqrt((A + s)/(s - A)))/b; g' there was
+    simplified to 2*b*s/(cosh(log(-(A + s)/(A - s))) + 1), and the mirror map's integrate on it ran for
+    minutes.  A hyperbolic function of a log is now also written in exp: r(A) = b**2*(s - A**2/s)**2 (by
+    hand: g' = b*s*(1 - tanh(b*W)**2) at tanh(b*W) = A/s), rational in A; psi''(A)*r(A) = 1 at 30 digits,
+    r checked against g'(W)**2 from sympy.diff of g."""
+    pa = parameter_activation("s*tanh(b*W)", **values)
+    r = pa.effective_learning_rate
+    assert not r.has(sp.log, sp.cosh, sp.tanh), r
+    s, b = values["s"], values["b"]
+    r_by_hand = b**2 * (s - pa.A**2 / s) ** 2
+    psi = pa.mirror_map
+    assert psi is not None, pa.mirror_map_note
+    g, psi = pa.concrete(pa.g), pa.concrete(psi)
+    psi2 = sp.diff(psi, pa.A, 2)
+    for w0 in (-2, sp.Rational(-1, 5), sp.Rational(1, 9), sp.Rational(1, 2)):
+        a0 = sp.N(g.subs(W, w0), 40)
+        r0 = sp.N(r_by_hand.subs(pa.A, a0), 40)
+        assert abs(r0 - sp.N(sp.diff(g, W).subs(W, w0) ** 2, 40)) < 1e-30
+        assert abs(sp.N(pa.concrete(r).subs(pa.A, a0), 30) - r0) < 1e-25
+        assert abs(sp.N(psi2.subs(pa.A, a0) * r0, 30) - 1) < 1e-25
+        assert abs(sp.im(sp.N(psi.subs(pa.A, a0), 30))) < 1e-25
