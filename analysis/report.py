@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from analysis.records import Claim, Record, to_jsonable
 
-__all__ = ["Section", "write_report", "summary_table", "line_plot", "format_value", "format_measured",
+__all__ = ["Section", "write_report", "report_sections", "claim_rows", "summary_table", "line_plot", "format_value", "format_measured",
            "markdown_table"]
 
 
@@ -147,16 +147,15 @@ def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, yla
     return os.path.basename(path)
 
 
-def write_report(records: Sequence[Record], out_dir: str | os.PathLike) -> tuple[str, list[dict]]:
-    """Write ``out_dir/report.md`` (+ PNGs) and return ``(path, summary rows)``."""
-    from analysis.verify import experiment_modules, missing_modules
+def report_sections(records: Sequence[Record], out_dir: str | os.PathLike) -> list[Section]:
+    """Every experiment module's :class:`Section` of ``records`` (its plots written into ``out_dir``).
+
+    A section that raises becomes a section with one failing claim: its suite-level claims were never
+    judged, and that must not read as "no failures"."""
+    from analysis.verify import experiment_modules
 
     out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     records = list(records)
-    rows: list[dict] = []
-    for rec in records:
-        rows += [_claim_row(rec.job.id, c) for c in rec.claims]
     sections: list[Section] = []
     for mod in experiment_modules():
         if hasattr(mod, "report_section"):
@@ -168,10 +167,27 @@ def write_report(records: Sequence[Record], out_dir: str | os.PathLike) -> tuple
                 sec = Section(f"{mod.__name__} (report section failed)", f"`{type(exc).__name__}: {exc}`",
                               (Claim(f"the report section of {mod.__name__} (with its suite-level claims) is built",
                                      f"{type(exc).__name__}: {exc}", "no exception", False),))
-            if sec is None:
-                continue
-            sections.append(sec)
-            rows += [_claim_row(sec.title, c) for c in sec.claims]
+            if sec is not None:
+                sections.append(sec)
+    return sections
+
+
+def claim_rows(records: Sequence[Record], sections: Sequence[Section]) -> list[dict]:
+    """The summary rows: every job's claims (source: the job id), then every section's suite-level claims
+    (source: the section title)."""
+    rows = [_claim_row(rec.job.id, c) for rec in records for c in rec.claims]
+    return rows + [_claim_row(sec.title, c) for sec in sections for c in sec.claims]
+
+
+def write_report(records: Sequence[Record], out_dir: str | os.PathLike) -> tuple[str, list[dict]]:
+    """Write ``out_dir/report.md`` (+ PNGs) and return ``(path, summary rows)``."""
+    from analysis.verify import missing_modules
+
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    records = list(records)
+    sections = report_sections(records, out_dir)
+    rows = claim_rows(records, sections)
     n_pass = sum(r["verdict"] == "pass" for r in rows)
     n_fail = sum(r["verdict"] == "fail" for r in rows)
     n_unav = sum(r["verdict"] == "unavailable" for r in rows)

@@ -492,6 +492,28 @@ def test_failed_claims_are_reported_without_a_report(tmp_path):
     assert "failed_claims=1" in repr(result)
 
 
+def test_suite_level_claims_are_judged_without_a_report_too(tmp_path):
+    """run_suite(report=False) summed only the jobs' own claims: the deep-vanilla section's "DKS below plain"
+    claim, judged only while writing report.md, was left out, so failed_claims read 0 for records whose
+    report=True run (same records, nothing re-run) reads 1 failing claim."""
+    store = RecordStore(tmp_path / "out")
+    jobs = []
+    for arm, loss in (("plain", 0.5), ("dks", 0.6)):  # DKS ends above plain: the claim fails
+        job = Job("deep_vanilla", {"activation": "tanh", "hidden_layers": 4, "width": 8, "arm": arm, "steps": 1,
+                                   "dataset": {"name": "moons", "n_samples": 40}, "optimizer": "adam", "seed": 0})
+        curve = {"steps": [0, 1], "train_loss": [0.7, loss], "test_loss": [], "objective": [0.7, loss]}
+        store.append(Record(job, "ok", {"curve": curve, "final_train_loss": loss, "final_test_loss": None,
+                                        "final_test_accuracy": None}))
+        jobs.append(job)
+    bare = run_suite(jobs, tmp_path / "out", progress=False, report=False)
+    assert bare.ran == () and bare.report_path is None
+    assert [(row["prediction"].split(":")[0], row["verdict"]) for row in bare.failed_claims] == [
+        ("4-layer vanilla tanh on moons (adam)", "fail")]
+    assert not any(tmp_path.glob("out/*.png"))  # no report asked for: its plots are not left behind either
+    full = run_suite(jobs, tmp_path / "out", progress=False, report=True)
+    assert list(full.summary) == list(bare.summary)
+
+
 def test_one_step_claim_states_the_bounds_and_learning_rates_it_used():
     """The one-step claim's tolerance text always said "lr=1e-3 and 1e-4 in [5, 20]" whatever the spec."""
     from analysis.experiments.external import parameter_activation_one_step
