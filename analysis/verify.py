@@ -40,6 +40,7 @@ __all__ = [
     "run_suite",
     "SuiteResult",
     "Progress",
+    "check_spec_keys",
 ]
 
 LEVELS = ("tiny", "quick", "full")
@@ -66,6 +67,18 @@ def register(name: str) -> Callable[[Callable], Callable]:
         return fn
 
     return deco
+
+
+def check_spec_keys(experiment: str, spec: dict, known: Iterable[str]) -> None:
+    """:class:`DomainError` naming the keys of ``spec`` that ``experiment`` does not read.
+
+    A misspelt key ("step" for "steps", "cosine" for "cosines") ran the default in its place while the job's
+    record showed the spec as given: a record of a run that was not the one it names."""
+    known = sorted(set(known))
+    unknown = sorted(set(spec) - set(known), key=str)
+    if unknown:
+        raise DomainError(f"{experiment}: unknown spec key(s) {unknown}; the keys it reads are {known}. Check the "
+                          f"spelling: an unread key would leave its default in place.")
 
 
 def experiment_modules() -> list[Any]:

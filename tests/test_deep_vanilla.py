@@ -1,6 +1,7 @@
 """analysis.experiments.deep_vanilla: the per-layer shaping fallback's leaky-ReLU TAT slope."""
 
 import math
+import re
 
 import pytest
 
@@ -74,3 +75,18 @@ def test_the_report_groups_jobs_that_leave_spec_fields_to_their_defaults(tmp_pat
     (row,) = res.summary
     assert row["source"].startswith("Deep vanilla") and "(adam)" in row["prediction"], row
     assert row["verdict"] in ("pass", "fail") and isinstance(row["measured"], float)
+
+
+@pytest.mark.parametrize("override, unknown", [({"hidden_layer": 2}, "deep_vanilla: unknown spec key(s) ['hidden_layer']"),
+                                               ({"optimizer_spec": {"learning_rate": 0.1}},
+                                                "deep_vanilla optimizer_spec: unknown spec key(s) ['learning_rate']")])
+def test_a_misspelt_deep_vanilla_key_is_refused(override, unknown):
+    """"hidden_layer": 2 trained the default 100 hidden layers, and optimizer_spec {"learning_rate": 0.1} the
+    default lr 3e-4, each record showing the spec as given."""
+    from analysis.experiments.deep_vanilla import deep_vanilla
+    from symact.errors import DomainError
+
+    spec = {"activation": "tanh", "width": 4, "arm": "plain", "steps": 2,
+            "dataset": {"name": "moons", "n_samples": 20, "test_fraction": 0.5}}
+    with pytest.raises(DomainError, match=re.escape(unknown)):
+        deep_vanilla({**spec, **override})

@@ -516,3 +516,17 @@ def test_rai_experiment_refuses_a_dtype_it_does_not_run(dtype):
     rec = rai_init({"hidden_layers": 2, "width": 4, "dtype": "float32"})
     assert [c.tolerance for c in rec["claims"]] == ["|RAI - plain| <= 1e-12 (float32)"] * 2
     assert rai_init({"hidden_layers": 2, "width": 4})["claims"][0].tolerance.endswith("(float64)")
+
+
+@pytest.mark.parametrize("experiment, spec, unknown", [
+    ("rai_train", {"arm": "plain", "hidden_layers": 2, "width": 4, "step": 2}, "step"),
+    ("rai_train", {"arm": "rai", "hidden_layers": 2, "width": 4, "steps": 2, "protocols": ["seed"]}, "protocols"),
+    ("rai_init", {"hidden_layers": 2, "width": 4, "protocol": "seed"}, "protocol"),
+])
+def test_rai_experiments_refuse_spec_keys_they_do_not_read(experiment, spec, unknown):
+    """rai_train with "step": 2 trained the default 1000 steps, its record showing "step": 2; rai_init with
+    "protocol" (rai_train's key) checked both protocols while the spec named one."""
+    from analysis.experiments import rai as rai_experiments
+
+    with pytest.raises(DomainError, match=rf"{experiment}: unknown spec key\(s\) \['{unknown}'\]"):
+        getattr(rai_experiments, experiment)(spec)

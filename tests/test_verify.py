@@ -707,3 +707,18 @@ def test_empty_or_string_spec_lists_are_refused_naming_the_field(experiment, spe
     run = getattr(importlib.import_module(f"analysis.experiments.{module}"), experiment)
     with pytest.raises(SymactError, match=match):
         run(spec)
+
+
+@pytest.mark.parametrize("experiment, spec, unknown", [
+    ("kernel_check", {"activation": "tanh", "depth": 2, "width": 32, "seeds": 2, "cosine": [0.3]}, "cosine"),
+    # its networks come from seeds 0..seeds-1: a spec seed changed nothing, under a record naming it
+    ("kernel_check", {"activation": "tanh", "depth": 2, "width": 32, "seeds": 2, "seed": 5}, "seed"),
+    ("gradient_penalty", {"network": 2}, "network"),
+    ("entropy_normalisation", {"rows": 4, "target": 0.3}, "target"),
+])
+def test_a_misspelt_spec_key_fails_the_job_instead_of_running_the_default(experiment, spec, unknown):
+    """kernel_check with "cosine": [0.3] measured the default cosines 0, 0.5, 0.9, and the record (status ok)
+    showed the spec with the misspelt key as if it had been run."""
+    rec = run_job(Job(experiment, spec))
+    assert rec["status"] == "failed" and rec["result"] == {} and rec["claims"] == []
+    assert f"unknown spec key(s) ['{unknown}']" in rec["error"], rec["error"]

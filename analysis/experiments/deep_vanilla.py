@@ -43,7 +43,7 @@ import statistics
 from typing import Any, Callable
 
 from analysis.records import Claim, ExperimentUnavailable, Job
-from analysis.verify import register
+from analysis.verify import check_spec_keys, register
 from symact.errors import DomainError, is_whole_number
 
 __all__ = ["deep_vanilla", "build_model", "jobs", "report_section", "ARMS", "ACTIVATIONS", "OPTIMIZER_DEFAULTS"]
@@ -248,6 +248,9 @@ def deep_vanilla(spec: dict, *, device: str = "cpu", progress: Callable | None =
     from numeric.rai import PROTOCOLS, RAI
     from numeric.train import train
 
+    check_spec_keys("deep_vanilla", spec, (*SPEC_DEFAULTS, "eval_every", "optimizer_spec", "rai_protocol", "penalty"))
+    check_spec_keys("deep_vanilla optimizer_spec", spec.get("optimizer_spec", {}),
+                    ("lr", "batch_size", "optimizer_options"))
     spec = {**SPEC_DEFAULTS, **spec}
     opt = spec["optimizer"]
     if opt not in OPTIMIZER_DEFAULTS:

@@ -20,7 +20,7 @@ import math
 from typing import Any, Callable
 
 from analysis.records import Claim, ExperimentUnavailable, Job
-from analysis.verify import register
+from analysis.verify import check_spec_keys, register
 from symact.errors import DomainError, is_whole_number
 
 __all__ = ["parameter_activation_one_step", "parameter_activation_convergence", "gradient_penalty",
@@ -89,6 +89,7 @@ def gradient_penalty(spec: dict, *, device: str = "cpu", progress: Callable | No
     from numeric.train import build_mlp
 
     penalty = _import("analysis.penalty", "issue 7, branch smooth")
+    check_spec_keys("gradient_penalty", spec, ("networks", "seed", "activations", "norm"))
     n, worst_ratio, all_hold = spec.get("networks", 20), 0.0, True
     if not is_whole_number(n, 1):  # 0 networks checked nothing and passed with "max ratio 0"
         raise DomainError(f"gradient_penalty: networks={n!r}; give a whole number >= 1 of random MLPs to check.")
@@ -119,6 +120,7 @@ def entropy_normalisation(spec: dict, *, device: str = "cpu", progress: Callable
     import torch
 
     entropy = _import("numeric.entropy", "issue 7, branch smooth")
+    check_spec_keys("entropy_normalisation", spec, ("rows", "n", "target_fraction", "seed", "logit_scale"))
     rows, n = spec.get("rows", 256), spec.get("n", 16)
     for key, value, least in (("rows", rows, 1), ("n", n, 2)):  # int() ran rows=2.5 as 2 rows; rows=0 raised in max()
         if not is_whole_number(value, least):

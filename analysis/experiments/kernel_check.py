@@ -43,7 +43,7 @@ import os
 from typing import Any, Callable
 
 from analysis.records import Claim, Job
-from analysis.verify import register
+from analysis.verify import check_spec_keys, register
 
 __all__ = ["kernel_check", "jobs", "report_section", "job_activation", "SPREAD_RANGE"]
 
@@ -83,6 +83,9 @@ def kernel_check(spec: dict, *, device: str = "cpu", progress: Callable | None =
 
     from symact.errors import DomainError, is_whole_number
 
+    # no "seed": the networks are drawn from seeds 0..seeds-1, whatever the spec's seed says
+    check_spec_keys("kernel_check", spec, ("activation", "shaping", "zeta", "depth", "width", "seeds", "cosines",
+                                           "check_local", "spread_width"))
     for key in ("depth", "width", "seeds", "spread_width"):  # int() ran depth 2.5 as depth 2
         if (spec.get(key) is not None or key != "spread_width") and not is_whole_number(spec.get(key), 1):
             raise DomainError(f"kernel_check: spec {key}={spec.get(key)!r}; give a whole number >= 1.")

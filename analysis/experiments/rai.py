@@ -41,12 +41,14 @@ import os
 from typing import Any, Callable
 
 from analysis.records import Claim, Job
-from analysis.verify import register
+from analysis.verify import check_spec_keys, register
 from symact.errors import DomainError, is_whole_number
 
 __all__ = ["rai_init", "rai_train", "jobs", "report_section", "SEED_SETTING"]
 
 SEED_SETTING = {"n_samples": 100, "noise": 0.1, "hidden_layers": 100, "width": 100, "optimizer": "rprop", "lr": 0.1}
+# the spec keys of the network and data (_setup) that both experiments read
+_SETUP_KEYS = ("n_samples", "noise", "data_seed", "hidden_layers", "width", "dtype", "seed", "penalty")
 LN2 = math.log(2.0)
 
 
@@ -87,6 +89,7 @@ def rai_init(spec: dict, *, device: str = "cpu", progress: Callable | None = Non
     from numeric.rai import PROTOCOLS, RAI
     from numeric.train import output_loss
 
+    check_spec_keys("rai_init", spec, (*_SETUP_KEYS, "protocols"))
     spec = {**SEED_SETTING, "dtype": "float64", **spec}
     protocols = spec.get("protocols", ("seed", "post_activation"))
     if isinstance(protocols, str) or not protocols:  # [] made no claims, then a bare IndexError at protocols[0]
@@ -134,6 +137,8 @@ def rai_train(spec: dict, *, device: str = "cpu", progress: Callable | None = No
     from numeric.rai import PROTOCOLS, RAI, PenaltySchedule
     from numeric.train import train
 
+    check_spec_keys("rai_train", spec, (*_SETUP_KEYS, "arm", "protocol", "optimizer", "lr", "steps", "eval_every",
+                                        "batch_size"))
     spec = {**SEED_SETTING, **spec}
     arm = spec.get("arm", "plain")
     steps = _whole(spec, "steps", 1000, 0)
