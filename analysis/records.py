@@ -137,7 +137,8 @@ class Claim:
 
 @dataclass(frozen=True)
 class Record:
-    """The outcome of one job: ``status`` is ``ok``, ``failed`` or ``unavailable``."""
+    """The outcome of one job: ``status`` is ``ok``, ``failed`` or ``unavailable``; ``device`` is where it ran
+    (``"cpu"``, ``"cuda"``, ...; ``""`` in a record written before the device was kept)."""
 
     job: Job
     status: str
@@ -145,6 +146,7 @@ class Record:
     claims: tuple = ()
     error: str = ""
     seconds: float = 0.0
+    device: str = ""
 
     @property
     def finished(self) -> bool:
@@ -155,6 +157,7 @@ class Record:
             **self.job.to_dict(),
             "status": self.status,
             "seconds": round(float(self.seconds), 4),
+            "device": str(self.device),
             "error": self.error,
             "claims": [c.to_dict() for c in self.claims],
             "result": to_jsonable(self.result),
@@ -169,6 +172,7 @@ class Record:
             tuple(Claim.from_dict(c) for c in d.get("claims", [])),
             d.get("error", ""),
             float(d.get("seconds", 0.0)),
+            str(d.get("device", "")),
         )
 
     def __repr__(self) -> str:

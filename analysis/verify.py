@@ -241,14 +241,15 @@ def run_job(job: Job | dict, device: str = "cpu", progress: Callable[[int, int],
         result = dict(fn(dict(job.spec), device=device, progress=progress))
         claims = tuple(c if isinstance(c, Claim) else Claim.from_dict(c) for c in result.pop("claims", ()))
         status = result.pop("status", "ok")
-        rec = Record(job, status, result, claims, result.pop("error", ""), time.perf_counter() - start)
+        rec = Record(job, status, result, claims, result.pop("error", ""), time.perf_counter() - start, str(device))
     except KeyboardInterrupt:
         raise
     except ExperimentUnavailable as exc:
-        rec = Record(job, "unavailable", {}, (), str(exc), time.perf_counter() - start)
+        rec = Record(job, "unavailable", {}, (), str(exc), time.perf_counter() - start, str(device))
     except Exception as exc:  # a failing job is recorded and the suite goes on
         tb = traceback.format_exc(limit=6)
-        rec = Record(job, "failed", {}, (), f"{type(exc).__name__}: {exc}\n{tb}", time.perf_counter() - start)
+        rec = Record(job, "failed", {}, (), f"{type(exc).__name__}: {exc}\n{tb}", time.perf_counter() - start,
+                     str(device))
     return rec.to_dict()
 
 
@@ -308,7 +309,9 @@ def run_suite(
 
     Jobs whose latest record is ``ok`` are skipped; ``failed`` and ``unavailable``
     ones run again (a fix or a merge may have made them work) unless
-    ``retry_failed=False``.  ``workers > 1`` uses a local
+    ``retry_failed=False``.  A record measured on another kind of device (``cpu`` vs ``cuda``) runs again
+    too: a ``device="cuda"`` run resumed in a CPU run's folder reported the CPU numbers as its own (records
+    written before the device was kept count as any device).  ``workers > 1`` uses a local
     process pool (each worker gets ``cpu_count // workers`` torch threads).  On
     Ctrl-C the finished records are already on disk; the result says
     ``interrupted=True`` and no report is written.
@@ -325,7 +328,12 @@ def run_suite(
     store = RecordStore(out_dir)
     latest = store.latest()
     done_status = ("ok",) if retry_failed else ("ok", "unavailable", "failed")
-    skipped = tuple(j.id for j in jobs if j.id in latest and latest[j.id].status in done_status)
+    kind = _device_kind(device)
+
+    def finished(rec: Record) -> bool:
+        return rec.status in done_status and (not rec.device or _device_kind(rec.device) == kind)
+
+    skipped = tuple(j.id for j in jobs if j.id in latest and finished(latest[j.id]))
     todo = [j for j in jobs if j.id not in skipped]
     suite_bar = Progress(len(jobs), "suite", enabled=progress, position=0)
     suite_bar.update_to(len(skipped))
@@ -360,6 +368,11 @@ def run_suite(
     else:
         report_path, summary = None, summary_rows(records)
     return SuiteResult(os.fspath(out_dir), records, tuple(ran), skipped, False, report_path, tuple(summary))
+
+
+def _device_kind(device: Any) -> str:
+    """``"cpu"`` or ``"cuda"`` of a device name (``"cuda:1"`` -> ``"cuda"``)."""
+    return str(device).split(":")[0]
 
 
 def _run_pool(todo: list[Job], store: RecordStore, workers: int, device: str, progress: bool,

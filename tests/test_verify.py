@@ -722,3 +722,21 @@ def test_a_misspelt_spec_key_fails_the_job_instead_of_running_the_default(experi
     rec = run_job(Job(experiment, spec))
     assert rec["status"] == "failed" and rec["result"] == {} and rec["claims"] == []
     assert f"unknown spec key(s) ['{unknown}']" in rec["error"], rec["error"]
+
+
+def test_a_record_measured_on_another_device_kind_runs_again(tmp_path):
+    """Records carry no device: "symact verify --device cuda" in the folder of a CPU run skipped every job as
+    finished and reported the CPU numbers (float32 networks, another rounding) as the GPU run's."""
+    d = str(tmp_path)
+    jobs = [Job(f"{HERE}:square_job", {"value": v, "dir": d}) for v in (2, 4, 6)]
+    store = RecordStore(tmp_path / "out")
+    store.append({**Record(jobs[0], "ok", {"square": 4}).to_dict(), "device": "cuda:0"})  # measured on a GPU
+    store.append({**Record(jobs[1], "ok", {"square": 16}).to_dict(), "device": "cpu"})
+    legacy = Record(jobs[2], "ok", {"square": 36}).to_dict()
+    legacy.pop("device", None)  # a record written before the device was kept: any device
+    store.append(legacy)
+    result = run_suite(jobs, tmp_path / "out", device="cpu", progress=False, report=False)
+    assert result.ran == (jobs[0].id,) and set(result.skipped) == {jobs[1].id, jobs[2].id}
+    assert _calls(d) == ["square2"]
+    assert [r.device for r in result.records] == ["cpu", "cpu", ""]
+    assert run_job(jobs[1], "cpu")["device"] == "cpu"
