@@ -90,3 +90,20 @@ def test_a_misspelt_deep_vanilla_key_is_refused(override, unknown):
             "dataset": {"name": "moons", "n_samples": 20, "test_fraction": 0.5}}
     with pytest.raises(DomainError, match=re.escape(unknown)):
         deep_vanilla({**spec, **override})
+
+
+def test_an_unjudged_dks_claim_names_the_arm_that_is_missing(tmp_path):
+    """With every plain seed failed (not diverged) and the DKS seeds ok, the claim's detail read "no DKS
+    records": the reason pointed at the arm that was there."""
+    from analysis.experiments.deep_vanilla import report_section
+    from analysis.records import Job, Record
+
+    spec = {"activation": "tanh", "hidden_layers": 4, "width": 8, "steps": 1, "optimizer": "adam", "seed": 0,
+            "dataset": {"name": "moons", "n_samples": 40}}
+    curve = {"steps": [0, 1], "train_loss": [0.7, 0.5], "test_loss": [], "objective": [0.7, 0.5]}
+    records = [Record(Job("deep_vanilla", {**spec, "arm": "dks"}), "ok",
+                      {"curve": curve, "final_train_loss": 0.5, "final_test_loss": None, "final_test_accuracy": None}),
+               Record(Job("deep_vanilla", {**spec, "arm": "plain"}), "failed", {}, (), "RuntimeError: out of memory\n...")]
+    (claim,) = report_section(records, str(tmp_path)).claims
+    assert claim.verdict == "unavailable"
+    assert claim.detail == "plain: RuntimeError: out of memory", claim.detail

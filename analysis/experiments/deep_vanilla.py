@@ -426,7 +426,12 @@ def report_section(records: list, out_dir: str) -> Any:
                                            if left_out else "")),
                                 key="dks_beats_plain"))
         else:
-            why = dks_recs[0].error.splitlines()[0] if dks_recs and dks_recs[0].error else "no DKS records"
+            # the arm(s) without a measured seed, each with the reason its first record gives: "no DKS records"
+            # was said whatever was missing (a plain arm that failed, next to DKS records that were ok)
+            why = "; ".join(
+                f"{arm}: " + (next((r.error.splitlines()[0] for r in recs if r.error), f"{len(recs)} records, none ok")
+                              if recs else f"no {arm} records")
+                for arm, recs, losses in (("DKS", dks_recs, dks), ("plain", plain_recs, plain)) if not losses)
             claims.append(Claim(prediction, measured=None, tolerance="median(DKS) - median(plain) < 0", passed=None,
                                 detail=why, key="dks_beats_plain"))
     md = ("Final training loss: median [min, max] over seeds; held-out loss and accuracy: medians. "
