@@ -107,3 +107,16 @@ def test_an_unjudged_dks_claim_names_the_arm_that_is_missing(tmp_path):
     (claim,) = report_section(records, str(tmp_path)).claims
     assert claim.verdict == "unavailable"
     assert claim.detail == "plain: RuntimeError: out of memory", claim.detail
+
+
+def test_a_data_set_given_by_name_runs_and_is_reported(tmp_path):
+    """numeric.datasets.dataset takes "moons" as well as {"name": "moons"}, but deep_vanilla ran
+    dict("moons") (a bare ValueError) and its report section read spec["dataset"]["name"] of the string."""
+    from analysis.experiments.deep_vanilla import deep_vanilla, report_section
+    from analysis.records import Job, Record
+
+    spec = {"activation": "tanh", "hidden_layers": 2, "width": 4, "arm": "plain", "steps": 2, "dataset": "moons"}
+    out = deep_vanilla(dict(spec))
+    assert len(out["curve"]["train_loss"]) == 3 and out["final_test_loss"] is None  # moons(): no held-out part
+    section = report_section([Record(Job("deep_vanilla", spec), "ok", out)], str(tmp_path))
+    assert "| tanh | 2 | moons | adam | plain | 1 | ok |" in section.markdown, section.markdown

@@ -266,7 +266,7 @@ def deep_vanilla(spec: dict, *, device: str = "cpu", progress: Callable | None =
         raise DomainError(f"deep_vanilla eval_every must be a whole number >= 1, got {spec['eval_every']!r}.")
     opt_spec = {**OPTIMIZER_DEFAULTS[opt], **spec.get("optimizer_spec", {})}
     try:
-        data = dataset(dict(spec["dataset"]))
+        data = dataset(_dataset_spec(spec["dataset"]))
     except Exception as exc:  # digits without scikit-learn: say what to install
         if "scikit-learn" in str(exc):
             raise ExperimentUnavailable(str(exc)) from exc
@@ -333,11 +333,17 @@ FULL_STEPS = 200
 WIDTH = 64  # keeps 100-layer jobs to seconds on a shared 2-core CPU
 
 
+def _dataset_spec(spec: Any) -> dict:
+    """A job's data set as :func:`numeric.datasets.dataset` takes it: a name ("digits") or a dict of fields
+    (dict("digits") raised a bare ValueError, and the report read spec["dataset"]["name"] of the string)."""
+    return {"name": spec} if isinstance(spec, str) else dict(spec)
+
+
 def _groups(records: list) -> dict:
     groups: dict = {}
     for r in records:
         s = {**SPEC_DEFAULTS, **r.job.spec}  # a spec that leaves out the optimizer ran Adam: a KeyError here
-        key = (s["activation"], s["hidden_layers"], s["dataset"]["name"], s["optimizer"])
+        key = (s["activation"], s["hidden_layers"], _dataset_spec(s["dataset"]).get("name"), s["optimizer"])
         groups.setdefault(key, {}).setdefault(s["arm"], []).append(r)
     return groups
 
