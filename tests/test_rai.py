@@ -543,3 +543,19 @@ def test_the_relaxed_objective_claim_measures_every_training_example_under_mini_
     full = out["final_output_part"] + 1.0 * out["final_consistency"]  # weight 1, every example
     assert claim.measured == pytest.approx(full, rel=1e-6) and out["relaxed_objective"] == claim.measured
     assert claim.measured != pytest.approx(out["curve"]["objective"][-1], rel=1e-6)  # not the last batch's
+
+
+def test_the_report_shows_the_steps_a_job_trained_when_its_spec_leaves_them_to_the_default(tmp_path):
+    """rai_train without "steps" trains the default 1000; the report read the spec and showed 0 steps in its
+    table, "0 steps" in the verdict line and "this run used None steps"."""
+    from analysis.experiments.rai import report_section, rai_train
+    from analysis.records import Job, Record
+
+    spec = {"arm": "rai", "hidden_layers": 1, "width": 2, "n_samples": 8}
+    out = rai_train(dict(spec))
+    claims = tuple(out.pop("claims"))
+    assert out["curve"]["steps"][-1] == 1000
+    md = report_section([Record(Job("rai_train", spec), "ok", out, claims)], str(tmp_path)).markdown
+    assert "this run used 1000 steps on 1 hidden layers" in md and "seed 0, 1000 steps.**" in md, md
+    row = next(line for line in md.splitlines() if line.startswith("| rai_train-"))
+    assert row.split(" | ")[3] == "1000", row
