@@ -288,7 +288,8 @@ def test_a_measured_value_is_never_printed_as_the_bound_it_passes(tmp_path):
               Claim("tiny", 9.99996e-7, "< 1e-06", True),
               Claim("plain", 0.0312, "< 0.05", True))
     rec = Record(Job("rai_train", {"arm": "plain"}), "ok",
-                 {"arm": "plain", "curve": {"steps": [0, 1], "train_loss": [0.7, 0.69], "objective": [0.7, 0.69]},
+                 # 2 steps: the RAI table's steps column (the curve's last step) must not be read as a "| 1 |" here
+                 {"arm": "plain", "curve": {"steps": [0, 2], "train_loss": [0.7, 0.69], "objective": [0.7, 0.69]},
                   "final_train_loss": 0.69, "final_train_accuracy": 0.5}, claims)
     path, rows = write_report([rec], str(tmp_path))
     for text in (open(path).read(), summary_table(rows)):
