@@ -137,8 +137,9 @@ class Claim:
 
 @dataclass(frozen=True)
 class Record:
-    """The outcome of one job: ``status`` is ``ok``, ``failed`` or ``unavailable``; ``device`` is where it ran
-    (``"cpu"``, ``"cuda"``, ...; ``""`` in a record written before the device was kept)."""
+    """The outcome of one job: ``status`` is ``ok``, ``failed`` or ``unavailable``; ``device`` is the device the
+    job was run with (``"cpu"``, ``"cuda"``, ...: experiments without GPU code compute on the CPU whatever it says;
+    ``""`` in a record written before the device was kept)."""
 
     job: Job
     status: str
