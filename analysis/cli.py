@@ -438,7 +438,7 @@ def cmd_codegen(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from analysis.report import summary_table
-    from analysis.verify import WorkerDiedError, run_suite, suite_jobs
+    from analysis.verify import WorkerDiedError, check_run_arguments, run_suite, suite_jobs
 
     if args.quick and args.level not in (None, "quick"):  # --quick used to win silently over --level
         raise SymactError(f"--quick and --level {args.level} ask for two suite sizes; give one of them "
@@ -447,6 +447,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     jobs = suite_jobs(level, args.only)
     if not jobs:
         raise SymactError(f"No jobs match --only {args.only!r} at level {level!r}.")
+    check_run_arguments(args.workers, args.device)  # before --out is created: bad input leaves no empty folder
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise SymactError(f"--out {args.out}: this is a file, not a folder; give a new folder or the folder "
                           f"of an earlier run to resume it.")

@@ -41,6 +41,7 @@ __all__ = [
     "SuiteResult",
     "Progress",
     "check_spec_keys",
+    "check_run_arguments",
 ]
 
 LEVELS = ("tiny", "quick", "full")
@@ -317,14 +318,7 @@ def run_suite(
     ``interrupted=True`` and no report is written.
     """
     jobs = list(jobs)
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise SymactError(f"Unknown device {device!r}; use 'cpu' or 'cuda'.")
-    if str(device).startswith("cuda"):
-        from numeric.train import resolve_device
-
-        resolve_device(device)  # no GPU, or cuda:N beyond the GPUs torch sees: a DomainError naming them
-    if workers < 1:
-        raise SymactError(f"workers must be >= 1, got {workers}.")
+    check_run_arguments(workers, device)
     store = RecordStore(out_dir)
     latest = store.latest()
     done_status = ("ok",) if retry_failed else ("ok", "unavailable", "failed")
@@ -368,6 +362,19 @@ def run_suite(
     else:
         report_path, summary = None, summary_rows(records)
     return SuiteResult(os.fspath(out_dir), records, tuple(ran), skipped, False, report_path, tuple(summary))
+
+
+def check_run_arguments(workers: int, device: str) -> None:
+    """:class:`SymactError` for a ``workers`` count or ``device`` that :func:`run_suite` cannot run with,
+    checked before anything is written (``symact verify`` checks them before creating ``--out``)."""
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise SymactError(f"Unknown device {device!r}; use 'cpu' or 'cuda'.")
+    if str(device).startswith("cuda"):
+        from numeric.train import resolve_device
+
+        resolve_device(device)  # no GPU, or cuda:N beyond the GPUs torch sees: a DomainError naming them
+    if workers < 1:
+        raise SymactError(f"workers must be >= 1, got {workers}.")
 
 
 def _device_kind(device: Any) -> str:

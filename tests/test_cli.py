@@ -567,3 +567,15 @@ def test_verify_only_repeated_keeps_every_name():
     args = build_parser().parse_args(["verify", "--only", "kernel_check", "--only", "rai", "entropy"])
     assert args.only == ["kernel_check", "rai", "entropy"]
     assert build_parser().parse_args(["verify"]).only is None
+
+
+@pytest.mark.parametrize("bad", [["--workers", "0"], ["--device", "tpu"]])
+def test_verify_with_bad_arguments_creates_no_output_folder(tmp_path, capsys, bad):
+    """--workers 0 or an unknown device exited 2, but only after --out had been created: an empty folder left
+    behind by a command that ran nothing."""
+    from analysis.cli import main
+
+    out = tmp_path / "new-run"
+    assert main(["verify", "--level", "tiny", "--out", str(out), "--no-progress", *bad]) == 2
+    assert not out.exists()
+    assert "symact verify: error:" in capsys.readouterr().err
