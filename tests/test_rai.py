@@ -559,3 +559,19 @@ def test_the_report_shows_the_steps_a_job_trained_when_its_spec_leaves_them_to_t
     assert "this run used 1000 steps on 1 hidden layers" in md and "seed 0, 1000 steps.**" in md, md
     row = next(line for line in md.splitlines() if line.startswith("| rai_train-"))
     assert row.split(" | ")[3] == "1000", row
+
+
+def test_the_training_plot_names_the_optimizer_and_rate_the_jobs_used(tmp_path, monkeypatch):
+    """The plot's title said "(Rprop lr 0.1)" and its x axis "Rprop step" over curves trained with Adam at 0.01."""
+    import analysis.report
+    from analysis.experiments.rai import rai_train, report_section
+    from analysis.records import Job, Record
+
+    spec = {"arm": "plain", "hidden_layers": 2, "width": 4, "steps": 2, "optimizer": "adam", "lr": 0.01}
+    out = rai_train(dict(spec))
+    claims = tuple(out.pop("claims"))
+    drawn = {}
+    monkeypatch.setattr(analysis.report, "line_plot", lambda path, series, **kw: drawn.update(kw) or "plot.png")
+    report_section([Record(Job("rai_train", spec), "ok", out, claims)], str(tmp_path))
+    assert drawn["title"] == "RAI vs plain, 2-hidden-layer sigmoid MLP on moons (Adam lr 0.01)", drawn
+    assert drawn["xlabel"] == "Adam step"

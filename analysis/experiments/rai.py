@@ -121,6 +121,7 @@ def rai_init(spec: dict, *, device: str = "cpu", progress: Callable | None = Non
     return out
 
 
+_OPTIMIZER_NAMES = {"rprop": "Rprop", "adam": "Adam", "sgd": "SGD"}
 SEED_PUBLISHED_OBJECTIVE = 0.0003  # the notebook's printed final RAI value ("L0.0003"), a relaxed objective
 
 
@@ -146,7 +147,7 @@ def rai_train(spec: dict, *, device: str = "cpu", progress: Callable | None = No
     common = dict(loss="bce_prob", optimizer=spec["optimizer"], lr=spec["lr"], steps=steps,
                   eval_every=_whole(spec, "eval_every", max(1, steps // 100), 1), seed=_whole(spec, "seed", 0, None),
                   batch_size=spec.get("batch_size"), progress=progress)
-    opt_name = {"rprop": "Rprop", "adam": "Adam", "sgd": "SGD"}.get(str(spec["optimizer"]).lower(), spec["optimizer"])
+    opt_name = _OPTIMIZER_NAMES.get(str(spec["optimizer"]).lower(), spec["optimizer"])
     label = f"{spec['hidden_layers']}-hidden-layer sigmoid MLP, {steps} {opt_name} steps"
     if arm == "plain":
         result = train(model, (x, y), **common)
@@ -256,10 +257,16 @@ def report_section(records: list, out_dir: str) -> Any:
             if r.result.get("arm") == "rai":
                 series.append({"x": c["steps"], "y": c["objective"], "label": f"{name}: relaxed",
                                "style": "--", "same_color": True})
-        hidden = train_recs[0].job.spec.get("hidden_layers", 100)
+        # the settings the plotted jobs trained with: "(Rprop lr 0.1)" was written over Adam or SGD curves too
+        settings = [{**SEED_SETTING, **r.job.spec} for r in train_recs]
+        hidden = "/".join(sorted({str(s["hidden_layers"]) for s in settings}, key=int))
+        optimizers = sorted({_OPTIMIZER_NAMES.get(str(s["optimizer"]).lower(), str(s["optimizer"])) for s in settings})
+        trained = ", ".join(sorted({f"{_OPTIMIZER_NAMES.get(str(s['optimizer']).lower(), s['optimizer'])} lr {s['lr']:g}"
+                                    for s in settings}))
         figures.append(line_plot(os.path.join(out_dir, "rai_training.png"), series,
-                                 title=f"RAI vs plain, {hidden}-hidden-layer sigmoid MLP on moons (Rprop lr 0.1)",
-                                 xlabel="Rprop step", ylabel="training BCE", logy=True, hline=LN2))
+                                 title=f"RAI vs plain, {hidden}-hidden-layer sigmoid MLP on moons ({trained})",
+                                 xlabel=f"{optimizers[0] if len(optimizers) == 1 else 'optimiser'} step",
+                                 ylabel="training BCE", logy=True, hline=LN2))
     rows = []
     for r in mine:
         res = r.result
