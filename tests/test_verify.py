@@ -741,3 +741,12 @@ def test_a_record_measured_on_another_device_kind_runs_again(tmp_path):
     assert _calls(d) == ["square2"]
     assert [r.device for r in result.records] == ["cpu", "cpu", ""]
     assert run_job(jobs[1], "cpu")["device"] == "cpu"
+
+
+def test_kernel_check_refuses_a_dks_target_without_dks_shaping():
+    """zeta without shaping="dks" measured the untransformed activation, under a record naming zeta=2."""
+    from analysis.experiments.kernel_check import kernel_check
+    from symact.errors import DomainError
+
+    with pytest.raises(DomainError, match=r"zeta=2.0 is the DKS target.*shaping='dks'"):
+        kernel_check({"activation": "tanh", "depth": 2, "width": 32, "seeds": 2, "cosines": [0.5], "zeta": 2.0})

@@ -59,6 +59,11 @@ def job_activation(spec: dict) -> tuple[str, Any]:
 
     act = symact.activation(spec["activation"])
     if spec.get("shaping") is None:
+        if spec.get("zeta") is not None:  # the DKS target: without shaping it changed nothing, under its record
+            from symact.errors import DomainError
+
+            raise DomainError(f"zeta={spec['zeta']!r} is the DKS target C'(1) of the shaped network; give "
+                              f"shaping='dks' with it, or leave zeta out to check the untransformed activation.")
         return spec["activation"], act
     if spec["shaping"] != "dks":
         from symact.errors import DomainError
