@@ -465,8 +465,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"symact verify: error: {exc}", file=sys.stderr)
         return EXIT_VERDICT_FAILED
     if result.interrupted:
-        print(f"Interrupted: {sum(r.status == 'ok' for r in result.records)} of {len(jobs)} jobs are saved in "
-              f"{os.path.join(args.out, 'records.jsonl')}; re-run the same command to resume.", file=sys.stderr)
+        message = (f"Interrupted: {sum(r.status == 'ok' for r in result.records)} of {len(jobs)} jobs are saved in "
+                   f"{os.path.join(args.out, 'records.jsonl')}; re-run the same command to resume.")
+        if args.json:  # --json promised machine-readable output: an interrupted run printed none on stdout
+            print(json.dumps({"error": "Interrupted", "message": message}))
+        print(message, file=sys.stderr)
         return EXIT_INTERRUPTED
     failed_jobs = [r.job.id for r in result.failed_jobs]
     payload = {"level": level, "out_dir": os.path.abspath(args.out), "report": result.report_path,
@@ -578,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"symact {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": "Interrupted", "message": "Interrupted."}))
         print("Interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into `head` and the like: not an error of ours

@@ -465,6 +465,34 @@ def measured_job(spec, *, device="cpu", progress=None):
     return {"claims": [Claim("1 + 1 = 2", 2, "== 2", True)]}
 
 
+def interrupting_job(spec, *, device="cpu", progress=None):
+    raise KeyboardInterrupt
+
+
+def test_an_interrupted_verify_prints_json_under_json(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the suite exited 130 with its message on stderr only: --json printed nothing to parse."""
+    import analysis.verify
+    from analysis.cli import main
+    from analysis.records import Job
+
+    monkeypatch.setattr(analysis.verify, "suite_jobs", lambda level, only: [
+        Job(f"{__name__}:measured_job", {}), Job(f"{__name__}:interrupting_job", {})])
+    assert main(["verify", "--level", "tiny", "--out", str(tmp_path), "--no-progress", "--json"]) == 130
+    out = capsys.readouterr()
+    payload = json.loads(out.out)
+    assert payload["error"] == "Interrupted" and "1 of 2 jobs are saved" in payload["message"]
+    assert "re-run the same command to resume" in out.err
+    # outside the suite too: Ctrl-C while a subcommand computes
+    import analysis.kernel
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analysis.kernel, "kernel_maps", interrupted)
+    assert main(["maps", "tanh", "--json"]) == 130
+    assert json.loads(capsys.readouterr().out)["error"] == "Interrupted"
+
+
 def test_verify_that_measured_nothing_is_not_a_success(tmp_path, monkeypatch, capsys):
     """Every job unavailable: no claim got a verdict, yet the exit code was 0 (success), a vacuous pass."""
     import analysis.verify
