@@ -551,21 +551,25 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
     others = [f for f in factors if f is not decaying and f.has(x)]
     part = Mul(*others)
     numbers = Mul(*[f for f in factors if f.is_number])
-    if side and sympy.expand(numbers * part + argument) == 0:
-        # -u*Sigmoid(u), u = -2*x (x*Sigmoid(2*x)'s slope): printed as (2*x)*Sigmoid(-(2*x)), 2*x overflows
-        part = numbers * part
     if not others or part.has(sympy.Piecewise, _Select, _Masked) or part.free_symbols != {x}:
         return product
+    parts = [part]
+    if side and any(sympy.expand(numbers * part + s * argument).is_number for s in (1, -1)):
+        # the scaled product too where the printer forms it from a subexpression it shares with D's argument:
+        # -u*Sigmoid(u), u = -2*x (x*Sigmoid(2*x)'s slope) as (2*x)*Sigmoid(-(2*x)), and 3*x*Sigmoid(1 - 3*x) in
+        # x*Sigmoid(3*x - 1)'s slope as (3*x)*Sigmoid(-(3*x) + 1): 3*x overflows where x alone does not (NaN at
+        # x = 3e38 in float32, where the slope is 1)
+        parts.append(numbers * part)
     import numpy as np
 
     try:
-        numeric = sympy.lambdify(x, part, modules=numpy_modules())
+        numerics = [sympy.lambdify(x, p, modules=numpy_modules()) for p in parts]
         magnitudes = [10.0**k for k in range(10, 309, 2)] + [float(np.finfo(np.float32).max),
                                                               float(np.finfo(np.float64).max)]
-        if _finite_in_numpy(numeric, magnitudes, side or None):  # a one-sided D: on its side only
+        if all(_finite_in_numpy(n, magnitudes, side or None) for n in numerics):  # a one-sided D: its side only
             return product
         bound = 2 ** max(0, math.ceil(math.log2(reach)))
-        if not _finite_in_numpy(numeric, [float(bound)]):
+        if not all(_finite_in_numpy(n, [float(bound)]) for n in numerics):
             return product
     except Exception:  # noqa: BLE001 - a form numpy cannot evaluate is left as it is
         return product

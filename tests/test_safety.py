@@ -538,3 +538,16 @@ def test_a_scaled_swish_slope_is_finite_at_the_ends_of_the_range(dtype):
                 assert got == pytest.approx(want, rel=4 * float(torch.finfo(dtype).eps), abs=1e-300), (p, got, want)
             else:
                 assert got == (1.0 if p > 0 else 0.0), (p, got)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x/(1 + exp(1 - 3*x))", "x/(1 + exp(-4*x + 5))", "x/(1 + exp(x/3 + 2))"])
+def test_a_shifted_swish_slope_is_finite_at_the_ends_of_the_range(formula, dtype):
+    """x*Sigmoid(3*x - 1)'s slope (3*x*Sigmoid(1 - 3*x) + 1)*Sigmoid(3*x - 1) was printed with 3*x shared
+    between the product and the Sigmoid's argument: inf*0 = NaN at x = 3e38 in float32 (1.7e308 in float64),
+    where the slope is 1; only u*Sigmoid(-u) itself (no shift) clamped x beside the Sigmoid.  Value and slope
+    against mpmath (50 digits) where normal numbers."""
+    big = float(torch.finfo(dtype).max)
+    points = [-big, -3e38, -1e10, -20.0, -1.0, 0.0, 0.5, 3.0, 40.0, 1e10, 3e38, big]
+    points += [1.7e308, -1e300] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
