@@ -1153,6 +1153,10 @@ class _Emitter:
             den = " * ".join(op.code for op in den_ops) if den_ops else None
             if num is None:
                 num = c if coeff != 1 or den else "1.0"
+            elif bool(abs(coeff) > 1) and not den and len(num_ops) > 1:
+                # a scale |c| > 1 last, as the in-place code applies it: -2.0 * x * g * t1 (exp(-x**2)'s slope)
+                # overflowed at -2.0 * x where the in-place x*g*t1*-2.0 is 0 (NaN at |x| = 3e38 in float32)
+                num = f"{num} * {c}"
             elif coeff != 1 and not (den and scale_last):
                 num = f"{c} * {num}"
             code = f"{num} / ({den})" if den else num

@@ -551,3 +551,27 @@ def test_a_shifted_swish_slope_is_finite_at_the_ends_of_the_range(formula, dtype
     points = [-big, -3e38, -1e10, -20.0, -1.0, 0.0, 0.5, 3.0, 40.0, 1e10, 3e38, big]
     points += [1.7e308, -1e300] if dtype == torch.float64 else []
     _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["gaussian", "exp(-x**2/3)*x**3", "erf"])
+def test_the_graph_code_scales_a_product_last_as_the_in_place_code_does(formula, dtype):
+    """The out-of-place code (create_graph, broadcasting, vmap, jvp) printed a scale |c| > 1 first: the
+    gaussian's slope -2.0 * x * g * exp(-x**2) overflowed at -2.0 * x and was -inf*0 = NaN at |x| = 3e38 in
+    float32 (1.7e308 in float64) where the in-place code, x*g*exp(-x**2)*(-2), gives the exact 0.  The graph
+    path against mpmath (50 digits) where normal numbers, and within rounding of the in-place path everywhere."""
+    big = float(torch.finfo(dtype).max)
+    points = [-big, -3e38, -1e10, -9.0, -1.0, 0.0, 0.5, 3.0, 9.5, 1e10, 3e38, big]
+    expr = symact.activation(formula).expr
+    slope = sympy.lambdify(X, sympy.diff(expr, X), modules="mpmath")
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    module = torch_module(formula)
+    (first,) = torch.autograd.grad(module(t).sum(), t)
+    (graph,) = torch.autograd.grad(module(t).sum(), t, create_graph=True)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    for p, got, in_place in zip(t.tolist(), graph.tolist(), first.tolist()):
+        with mpmath.workdps(50):
+            exact = slope(mpmath.mpf(p))
+        assert math.isfinite(got) and got == pytest.approx(in_place, rel=rtol, abs=1e-300), (p, got, in_place)
+        if abs(exact) >= torch.finfo(dtype).tiny:
+            assert got == pytest.approx(float(exact), rel=rtol), (p, got)
