@@ -575,3 +575,20 @@ def test_the_graph_code_scales_a_product_last_as_the_in_place_code_does(formula,
         assert math.isfinite(got) and got == pytest.approx(in_place, rel=rtol, abs=1e-300), (p, got, in_place)
         if abs(exact) >= torch.finfo(dtype).tiny:
             assert got == pytest.approx(float(exact), rel=rtol), (p, got)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x**2/cosh(x)", "x/cosh(x)", "100/cosh(x)", "x*atan(exp(x))"])
+def test_sech_beside_a_large_factor_keeps_its_subnormal_value_in_the_in_place_code(formula, dtype):
+    """The in-place code's sech was 1/cosh(u): 0 where cosh overflows (|u| > 89.4 in float32, 710.5 in float64)
+    although a factor beside it makes the product a normal number: x**2/cosh(x) was 0 at x = 90 in float32
+    (1.3e-35; the graph code gave it).  Value and slope against mpmath (50 digits) where normal numbers (float32
+    points where sech's own subnormal rounding stays below 1e-5), and the graph code's value equal to it."""
+    points = [-0.5, 3.0, 30.0, -89.5, 90.0, -92.0, 95.0, 1e10, -3e38]
+    points += [711.0, -715.0] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    module = torch_module(formula)
+    with torch.no_grad():
+        in_place = module(t)
+    assert module(t).tolist() == in_place.tolist()
