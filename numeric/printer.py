@@ -423,6 +423,9 @@ def _numpy_functions() -> list:
         "Erfcx": lambda u: erfcx(np.asarray(u, dtype=float)).astype(np.asarray(u).dtype),
         "sech": lambda u: 1 / np.cosh(u),
         "erf": np.vectorize(math.erf, otypes=[float]),
+        # in the input's format, as torch.erfc is (math.erfc was found as a scalar function and raised on
+        # arrays, so no form with erfc was ever checked: x*exp(x)*erfc(x)'s slope stayed NaN)
+        "erfc": lambda u: erfc(np.asarray(u, dtype=float)).astype(np.asarray(u).dtype),
     }, "numpy"]
 
 
@@ -522,14 +525,14 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
         return product
     (x,) = inputs
     factors = Mul.make_args(product)
-    decaying = reach = None
-    side = 0  # 0: decays at both ends; -1, +1: at x -> -oo, +oo only (then the other factors' numbers count)
+    candidates = []
     for f in factors:
         base, k = (f.base, f.exp) if isinstance(f, Pow) else (f, S.One)
-        u = base.args[0] if isinstance(base, (sympy.exp, sympy.sech, Sigmoid)) else None
+        u = base.args[0] if isinstance(base, (sympy.exp, sympy.sech, Sigmoid, sympy.erfc, NormalCdf)) else None
         if u is None or u.free_symbols != {x} or not u.is_polynomial(x):
             continue
         poly = sympy.Poly(u, x)
+        side = 0  # 0: decays at both ends; -1, +1: at x -> -oo, +oo only (then the other factors' numbers count)
         if isinstance(base, sympy.exp) and poly.degree() >= 2 and poly.degree() % 2 == 0 and poly.LC().is_negative:
             # E(x) <= -800 beyond the largest real root of E + 800
             reach = max([abs(complex(r).real) for r in (poly + 800).nroots() if abs(complex(r).imag) < 1e-9],
@@ -538,21 +541,49 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
             # sech(a*x + b)**k < (2*exp(-|a*x + b|))**k <= exp(-800) for |a*x + b| >= 800/k + log(2)
             b, a = (float(c) for c in poly.all_coeffs()[::-1])
             reach = (abs(b) + 800 / float(k) + math.log(2)) / abs(a)
-        elif isinstance(base, Sigmoid) and poly.degree() == 1 and k.is_number and k.is_positive:
-            # Sigmoid(a*x + b)**k < exp(k*(a*x + b)) <= exp(-800) for a*x + b <= -800/k: one side
+        elif isinstance(base, (Sigmoid, sympy.exp)) and poly.degree() == 1 and k.is_number and k.is_positive:
+            # Sigmoid(a*x + b)**k < exp(k*(a*x + b)) <= exp(-800) for a*x + b <= -800/k: one side (exp(x): the
+            # (x + 1)*erfc(x) beside it in x*exp(x)*erfc(x)'s slope was -inf*0 = NaN at x = -3e38 in float32)
             b, a = (float(c) for c in poly.all_coeffs()[::-1])
             reach, side = (abs(b) + 800 / float(k)) / abs(a), (-1 if a > 0 else 1)
+        elif isinstance(base, sympy.erfc) and poly.degree() == 1 and k.is_number and k.is_positive:
+            # erfc(u)**k <= exp(-k*u**2) <= exp(-800) for u = a*x + b >= sqrt(800/k), one side: x**2*erfc(x) was
+            # inf*0 = NaN from x = 1.8e19 in float32, x*exp(x)*erfc(x) from x = 89.5 (711 in float64), where they
+            # are 0
+            b, a = (float(c) for c in poly.all_coeffs()[::-1])
+            reach, side = (abs(b) + math.sqrt(800 / float(k))) / abs(a), (1 if a > 0 else -1)
+        elif isinstance(base, NormalCdf) and poly.degree() == 1 and k.is_number and k.is_positive:
+            # NormalCdf(u)**k <= exp(-k*u**2/2) <= exp(-800) for u = a*x + b <= -sqrt(1600/k) (erfc(-x/2) is
+            # 2*NormalCdf(x/sqrt(2)) in safe form: x**3*erfc(-x/2) was NaN from x = -1e13 in float32)
+            b, a = (float(c) for c in poly.all_coeffs()[::-1])
+            reach, side = (abs(b) + math.sqrt(1600 / float(k))) / abs(a), (-1 if a > 0 else 1)
         else:
             continue
-        decaying, argument = f, u
-        break
-    if decaying is None:
+        candidates.append((f, u, reach, side))
+    # each decaying factor clamps x in the others on its side(s); two (exp(x)*erfc(x), one side each) both
+    clamps = [(f, c) for f, u, reach, side in candidates
+              if (c := _decaying_clamp(factors, f, u, reach, side, x)) is not None]
+    if not clamps:
         return product
+    result = []
+    for factor in factors:
+        clamped = x
+        for decaying, clamp in clamps:
+            if factor is not decaying and factor.has(x):
+                clamped = clamp.xreplace({x: clamped})
+        result.append(factor.xreplace({x: clamped}) if clamped != x else factor)
+    return Mul(*result)
+
+
+def _decaying_clamp(factors: tuple, decaying: sympy.Expr, argument: sympy.Expr, reach: float, side: int,
+                    x: sympy.Symbol) -> sympy.Expr | None:
+    """x clamped to [-B, B] (one side of it for a one-sided D) for the factors beside ``decaying`` (see
+    :func:`_clamp_beside_decaying_factor`), or None where they need no clamp or it cannot help."""
     others = [f for f in factors if f is not decaying and f.has(x)]
     part = Mul(*others)
     numbers = Mul(*[f for f in factors if f.is_number])
     if not others or part.has(sympy.Piecewise, _Select, _Masked) or part.free_symbols != {x}:
-        return product
+        return None
     parts = [part]
     if side and any(sympy.expand(numbers * part + s * argument).is_number for s in (1, -1)):
         # the scaled product too where the printer forms it from a subexpression it shares with D's argument:
@@ -567,14 +598,13 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
         magnitudes = [10.0**k for k in range(10, 309, 2)] + [float(np.finfo(np.float32).max),
                                                               float(np.finfo(np.float64).max)]
         if all(_finite_in_numpy(n, magnitudes, side or None) for n in numerics):  # a one-sided D: its side only
-            return product
+            return None
         bound = 2 ** max(0, math.ceil(math.log2(reach)))
         if not all(_finite_in_numpy(n, [float(bound)]) for n in numerics):
-            return product
+            return None
     except Exception:  # noqa: BLE001 - a form numpy cannot evaluate is left as it is
-        return product
-    clamped = {0: sympy.Max(-bound, sympy.Min(bound, x)), -1: sympy.Max(-bound, x), 1: sympy.Min(bound, x)}[side]
-    return Mul(*[f.xreplace({x: clamped}) if f in others else f for f in factors])
+        return None
+    return {0: sympy.Max(-bound, sympy.Min(bound, x)), -1: sympy.Max(-bound, x), 1: sympy.Min(bound, x)}[side]
 
 
 def _to_elementary(e: sympy.Expr) -> sympy.Expr:
@@ -836,7 +866,7 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise),
                         lambda e: _scale_into_piecewise(e, inputs))
     expr = _saturation_clamp(expr, inputs)
-    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.exp, sympy.sech, Sigmoid),
+    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.exp, sympy.sech, Sigmoid, sympy.erfc, NormalCdf),
                         lambda e: _clamp_beside_decaying_factor(e, inputs))
     expr = _rational_tails(expr, inputs)
     expr = expr.replace(lambda e: isinstance(e, Log1p) and _log1p_of_square(e.args[0]) is not None,

@@ -592,3 +592,25 @@ def test_sech_beside_a_large_factor_keeps_its_subnormal_value_in_the_in_place_co
     with torch.no_grad():
         in_place = module(t)
     assert module(t).tolist() == in_place.tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x**2*erfc(x)", "x*exp(x)*erfc(x)", "(x**2 + 1)*erfc(2*x - 1)", "x**3*erfc(-x/2)"])
+def test_factors_beside_an_erfc_or_a_one_sided_exp_do_not_make_it_nan(formula, dtype):
+    """erfc(a*x + b) (and exp(a*x + b)) decays at one end, and the factors beside it overflowed there while it was
+    exactly 0: x**2*erfc(x) was inf*0 = NaN from x = 1.8e19 in float32, x*exp(x)*erfc(x) from x = 89.5 (711 in
+    float64), where both are 0, and x*exp(x)*erfc(x)'s slope at x = -3e38 in float32 from x*erfc(x) beside exp(x)
+    (the numpy check of those factors could not evaluate erfc, so none was ever clamped).  Value and slope against
+    mpmath (50 digits) where normal numbers; values 0 where erfc decays, x*exp(x)*erfc(x)'s slope 0 where exp does."""
+    big = float(torch.finfo(dtype).max)
+    points = [-0.7, 1.0, 3.0, -5.0, 30.0, 89.5, 95.0, 1e10, -1e19, 1e30, -3e38, 3e38, -big]
+    # mpmath's erfc raises OverflowError from about 1e154
+    points += [711.0, 1e100, -1e150, 1e150, -1e300] if dtype == torch.float64 else [big]
+    _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+    sign = -1 if formula.startswith("x**3") else 1  # the side where erfc decays
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_module(formula)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    assert all(v == 0 for p, v in zip(points, y.tolist()) if sign * p > 80), y
+    if "exp" in formula:  # beside exp(x), where it decays: 0
+        assert all(s == 0 for p, s in zip(points, g.tolist()) if p < -80), g
