@@ -1378,8 +1378,8 @@ class Hazards:
     """Floating-point hazards of an expression, compared lexicographically (fewer is safer).
 
     ``overflow``: ``exp``/``Expm1``/``cosh``/``sinh`` whose argument is not bounded above on the
-    reals (their value can overflow before the expression does), plus ``log`` of a
-    non-primitive (can see 0 or ``inf``);
+    reals (their value can overflow before the expression does), ``Erfcx`` of an argument not
+    bounded below (once per argument), plus ``log`` of a non-primitive (can see 0 or ``inf``);
     ``cancellation``: sums that contain both a positive and a negative term which
     depend on the input, other than inside a primitive (a difference of nearly
     equal numbers loses digits);
@@ -1420,7 +1420,8 @@ def hazards(expr: sympy.Expr, inputs: tuple | None = None) -> Hazards:
     expr = sympy.sympify(expr)
     if inputs is None:
         inputs = tuple(s for s in expr.free_symbols if s.name in ("x", "v"))
-    overflow = 0
+    # Erfcx(u) ~ 2*exp(u**2) for u -> -oo: once per argument, as the Piecewise of its slope rule holds it twice
+    overflow = len({e.args[0] for e in expr.atoms(Erfcx) if not _bounded_above(-e.args[0], inputs)})
     cancellation = 0
     stack = [expr]
     while stack:

@@ -73,11 +73,12 @@ def test_fdiff_agrees_with_derivative_of_elementary_form(prim):
 def test_derivative_stays_in_vocabulary(prim):
     """fdiff never falls back to exp/log of an unbounded argument (the hazard the set avoids).
 
-    The one exception is Expm1' = exp(u): it overflows exactly where Expm1 itself does
-    (and Expm1, like exp, counts as one overflow hazard).
+    The exceptions are Expm1' = exp(u) and Erfcx' = 2*u*Erfcx(u) - 2/sqrt(pi): they overflow exactly
+    where Expm1 and Erfcx themselves do (and Expm1, like exp, counts as one overflow hazard, as does
+    Erfcx of an argument not bounded below, ~2*exp(u**2) for u -> -oo).
     """
     derivative = sympy.diff(prim(x), x)
-    expected = 1 if prim is Expm1 else 0
+    expected = 1 if prim in (Expm1, Erfcx) else 0
     assert hazards(derivative, (x,)).overflow == expected, derivative
     assert derivative.atoms(sympy.log) == set()
 
@@ -508,3 +509,16 @@ def test_removable_point_branch_on_the_input_differentiates_to_the_limit(formula
     second = safe_derivative(first, x)
     assert sympy.simplify(second.xreplace({x: sympy.Integer(point)}) - curvature) == 0
     assert safe_form(expr).xreplace({x: sympy.Integer(point)}) == 1
+
+
+def test_erfcx_of_an_argument_unbounded_below_is_an_overflow_hazard_once():
+    """Erfcx(u) ~ 2*exp(u**2) overflows as u -> -oo (float32 from u = -9.4): it was no hazard, so exp(x)*erfc(x)'s
+    slope was chosen as (sqrt(pi)*Erfcx(x) - 2)*exp(x)*exp(-x**2)/sqrt(pi), inf at x = -10 in float32 (9.1e-5).
+    Once per argument: the slope rule's Piecewise holds Erfcx(u) in both branches."""
+    assert hazards(Erfcx(x), (x,)).overflow == 1
+    assert hazards(Erfcx(-x) + x * Erfcx(-x), (x,)).overflow == 1
+    assert hazards(Erfcx(x**2) + Erfcx(sympy.Abs(x) + 1), (x,)).overflow == 0
+    assert hazards(sympy.diff(x * Erfcx(x), x), (x,)).overflow == 1
+    slope = safe_derivative(sympy.exp(x) * sympy.erfc(x), x)
+    assert not slope.has(Erfcx), slope
+    assert sympy.simplify(to_elementary(slope) - sympy.diff(sympy.exp(x) * sympy.erfc(x), x)) == 0

@@ -614,3 +614,19 @@ def test_factors_beside_an_erfc_or_a_one_sided_exp_do_not_make_it_nan(formula, d
     assert all(v == 0 for p, v in zip(points, y.tolist()) if sign * p > 80), y
     if "exp" in formula:  # beside exp(x), where it decays: 0
         assert all(s == 0 for p, s in zip(points, g.tolist()) if p < -80), g
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["exp(x)*erfc(x)", "exp(-2*x)*erfc(-x)", "exp(x**2 + x)*erfc(x)"])
+def test_a_slope_is_not_written_with_an_erfcx_that_overflows(formula, dtype):
+    """The hazard count saw no overflow in Erfcx(u), which is ~2*exp(u**2) for u -> -oo, so exp(x)*erfc(x)'s slope
+    was chosen as (sqrt(pi)*Erfcx(x) - 2)*exp(x)*exp(-x**2)/sqrt(pi): inf*0 from x = -9.4 in float32 (-26.6 in
+    float64), inf at x = -10 and NaN at -30 where the slope is 9.1e-5 and 1.9e-13.  Erfcx of an argument not
+    bounded below now counts as an overflow, and (erfc(x) - 2*exp(-x**2)/sqrt(pi))*exp(x) is chosen.  Value and
+    slope against mpmath (50 digits) where normal numbers."""
+    sign = -1 if formula.startswith("exp(-2") else 1  # the side where Erfcx's argument goes to -oo
+    points = [sign * p for p in (-1.0, -5.0, -9.0, -10.0, -20.0, -30.0, -40.0, 0.5, 2.0, 5.0)]
+    points += [sign * p for p in (-100.0, -300.0, -700.0)] if dtype == torch.float64 else []
+    if formula.startswith("exp(x**2"):  # the value itself overflows from x = 9.4 in float32 (26.6 in float64)
+        points = [p for p in points if p < 5.0]
+    _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
