@@ -390,6 +390,24 @@ def _exp_sigmoid_as_sech(product: Mul) -> sympy.Expr:
     return product
 
 
+def _exp_sech_as_sigmoid(product: Mul) -> sympy.Expr:
+    """exp(k*a)*sech(a)**k -> (2*Sigmoid(2*a))**k (= (2/(1 + exp(-2*a)))**k), k = +-1, +-2, ...: exp(a) overflows
+    where sech(a) is 0 (exp(x)/cosh(x) was inf from x = 88.7 in float32, inf*0 = NaN from 1e4, where it is 2)."""
+    factors = list(Mul.make_args(product))
+    for i, f in enumerate(factors):
+        if not isinstance(f, sympy.exp):
+            continue
+        for j, h in enumerate(factors):
+            base, k = (h.base, h.exp) if isinstance(h, Pow) else (h, S.One)
+            if not (isinstance(base, sympy.sech) and k.is_Integer and k > 0):
+                continue
+            for sign in (1, -1):
+                if sympy.expand(f.args[0] - sign * k * base.args[0]) == 0:
+                    rest = [t for n, t in enumerate(factors) if n not in (i, j)]
+                    return Mul(*rest, (2 * Sigmoid(2 * sign * base.args[0])) ** k)
+    return product
+
+
 def _factor_into_step_piecewise(product: Mul, inputs: tuple) -> sympy.Expr:
     """g*Piecewise((k_i, c_i)) with numbers k_i and g free of the inputs (a backward's incoming gradient,
     a parameter) -> Piecewise((k_i*g, c_i)): one where() instead of full_like, where and a product, and
@@ -865,6 +883,9 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     expr = expr.replace(lambda e: isinstance(e, sympy.Heaviside), heaviside)
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise),
                         lambda e: _scale_into_piecewise(e, inputs))
+    # before the clamps below, which would take exp(x) or sech(x) apart from its partner (x clamped in one)
+    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(Sigmoid) and e.has(sympy.exp), _exp_sigmoid_as_sech)
+    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.sech) and e.has(sympy.exp), _exp_sech_as_sigmoid)
     expr = _saturation_clamp(expr, inputs)
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.exp, sympy.sech, Sigmoid, sympy.erfc, NormalCdf),
                         lambda e: _clamp_beside_decaying_factor(e, inputs))
@@ -877,7 +898,6 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     )
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(_SqrtSquarePlus),
                         lambda e: _split_square_plus_ratio(e, inputs))
-    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(Sigmoid) and e.has(sympy.exp), _exp_sigmoid_as_sech)
     expr = fuse_builtins(expr)
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise),
                         lambda e: _factor_into_step_piecewise(e, inputs))

@@ -630,3 +630,32 @@ def test_a_slope_is_not_written_with_an_erfcx_that_overflows(formula, dtype):
     if formula.startswith("exp(x**2"):  # the value itself overflows from x = 9.4 in float32 (26.6 in float64)
         points = [p for p in points if p < 5.0]
     _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["exp(x)/cosh(x)", "exp(-x)/cosh(x)", "exp(2*x)/cosh(x)**2", "x*exp(x)/cosh(x)",
+                                     "exp(3*x + 1)/cosh(3*x + 1)"])
+def test_exp_over_cosh_of_the_same_argument_is_a_sigmoid(formula, dtype):
+    """exp(k*a)*sech(a)**k = (2*Sigmoid(2*a))**k: exp(x)/cosh(x) was inf from x = 88.7 in float32 (709.8 in float64)
+    and inf*0 = NaN from 1e4, where it is 2; x*exp(x)/cosh(x)'s slope the same.  Value and slope against mpmath
+    (from 50 digits up until two precisions agree: SymPy's derivative cancels) where normal numbers (float32 points
+    where torch.sigmoid's result is not subnormal), and never NaN."""
+    big = float(torch.finfo(dtype).max)
+    points = [-30.0, -3.0, -0.5, 0.0, 1.0, 20.0, 88.0, 89.5, 100.0, 1e4, 1e19, -1e19, 3e38, -3e38, big, -big]
+    points += [700.0, 711.0, -711.0, 1e300] if dtype == torch.float64 else []
+    expr = symact.activation(formula).expr
+    exact_fns = [sympy.lambdify(X, f, modules="mpmath") for f in (expr, sympy.diff(expr, X))]
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_module(formula)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    assert not y.isnan().any() and not g.isnan().any(), (y, g)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    for which, got_all, fn in (("value", y, exact_fns[0]), ("slope", g, exact_fns[1])):
+        for p, got in zip(points, got_all.tolist()):
+            exact = _mp_exact(fn, p) if abs(p) < 1e5 else None  # beyond, mpmath's sums cancel: only not NaN
+            if exact is None:
+                continue
+            if abs(exact) > torch.finfo(dtype).max:
+                assert got == (math.inf if exact > 0 else -math.inf), (which, p, got)
+            elif abs(exact) >= torch.finfo(dtype).tiny:
+                assert abs(got - float(exact)) <= rtol * abs(float(exact)), (which, p, got, mpmath.nstr(exact, 10))
