@@ -1530,6 +1530,18 @@ def _check_targets_fit(method: str, acts: dict, nodes: list, targets: dict, node
             raise DomainError(
                 f"node_targets[{node!r}] has {sorted(extra)}, which {label} does not use; it takes "
                 + (f"{sorted(allowed)}." if allowed else "no per-node targets (only the network's eta)."))
+        # the per-layer solvers' refusals of such a value blamed the network target ("(the network zeta
+        # must exceed 1)" for node_targets={'activation1': {'c_slope': 1}} with zeta = 1.5)
+        if "c_slope" in values and not values["c_slope"] > 1:
+            raise DomainError(
+                f"node_targets[{node!r}]['c_slope'] = {values['c_slope']} must exceed 1: C'(1) = 1 makes node "
+                f"{node!r} linear, and C(0) = 0 with C(1) = 1 makes C'(1) >= 1; give it a per-layer C'(1) above 1, "
+                "e.g. 1.1, or leave it to the common per-layer target.")
+        if "c_curvature" in values and not values["c_curvature"] > 0:
+            raise DomainError(
+                f"node_targets[{node!r}]['c_curvature'] = {values['c_curvature']} must be > 0: C''(1) = "
+                f"E[psi''(u)^2] / Q(1) is >= 0, and 0 makes node {node!r} linear; give it a per-layer C''(1) "
+                "above 0, e.g. 0.05, or leave it to the common per-layer target.")
 
 
 def _act_key(act):

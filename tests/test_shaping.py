@@ -1068,3 +1068,15 @@ def test_a_divergent_activation_is_still_reported_as_divergent():
     though at alpha ~ 1e-3 the divergence lies beyond the float64 rule)."""
     with pytest.raises(InfeasibleShapingError, match=r"no transformation meets .* skipped .* the integral diverges"):
         solve_dks_layer(sympy.exp(x ** 4), c_slope=1.5)
+
+
+@pytest.mark.parametrize("method, node_key, value", [("dks", "c_slope", 1), ("dks", "c_slope", 0.5),
+                                                      ("tat", "c_curvature", 0)])
+def test_an_impossible_per_node_target_names_the_node_not_the_network_target(method, node_key, value):
+    """node_targets={'activation1': {'c_slope': 1}} with the default zeta = 1.5 was refused with "per-layer
+    C'(1) target 1 must exceed 1 (the network zeta must exceed 1)": the network target was blamed for the
+    node's own target (likewise "(tau must be > 0)" for c_curvature = 0)."""
+    import graphs
+    with pytest.raises(DomainError, match=rf"node_targets\['activation1'\]\['{node_key}'\]") as info:
+        shape("tanh", graphs.mlp(3), method=method, node_targets={"activation1": {node_key: value}})
+    assert "zeta" not in str(info.value) and "tau" not in str(info.value)
