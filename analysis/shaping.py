@@ -721,11 +721,12 @@ def _raise_dks_infeasible(funcs: ActivationFunctions, c_t, q_t, points, reached,
         t_max, x_max = reached
         raise InfeasibleShapingError(
             f"DKS for {funcs.name}: per-layer C'(1) = {c_t:.12g} (with Q'(1) = {q_t:g}) was not reached: "
-            f"following the solution from smaller targets, C'(1) = {t_max:.10g} was the largest reached "
+            f"following one branch of solutions from smaller targets, C'(1) = {t_max:.10g} was the largest reached "
             f"(alpha={math.exp(x_max[0]):.6g}, beta={_reported_beta(funcs, x_max[1]):.6g}) and no larger step "
             "converged in float64 (roots with alpha > 200 are not followed). Use a "
-            f"smaller zeta (a per-layer C'(1) of at most about {t_max:.6g}; with T layers in series "
-            "zeta <= that**T), or spread the nonlinearity over more layers."
+            f"smaller zeta (a per-layer C'(1) up to about {t_max:.6g} is reachable on that branch, and other "
+            "branches may reach further; with T layers in series zeta = per-layer C'(1)**T), or spread the "
+            "nonlinearity over more layers."
         )
     detail, rank_note = "", ""
     ranked = _ranked(points, 1, 0.0, scale)
@@ -904,8 +905,8 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
         if reached is not None:
             t_max, x_max = reached
             raise _with_skipped_starts(InfeasibleShapingError(
-                f"TAT for {funcs.name}: per-layer C''(1) = {k_t:.12g} was not reached: following the solution "
-                f"from smaller targets, C''(1) = {t_max:.10g} was the largest reached (alpha="
+                f"TAT for {funcs.name}: per-layer C''(1) = {k_t:.12g} was not reached: following one branch of "
+                f"solutions from smaller targets, C''(1) = {t_max:.10g} was the largest reached (alpha="
                 f"{math.exp(x_max[0]):.6g}, beta={_reported_beta(funcs, x_max[1]):.6g}) and no larger step converged in float64 "
                 "(roots with alpha > 200 are not followed). Use a smaller "
                 "tau (less curvature per layer)."

@@ -1080,3 +1080,15 @@ def test_an_impossible_per_node_target_names_the_node_not_the_network_target(met
     with pytest.raises(DomainError, match=rf"node_targets\['activation1'\]\['{node_key}'\]") as info:
         shape("tanh", graphs.mlp(3), method=method, node_targets={"activation1": {node_key: value}})
     assert "zeta" not in str(info.value) and "tau" not in str(info.value)
+
+
+def test_a_stalled_continuation_does_not_state_its_target_as_the_reachable_maximum():
+    """gelu, C'(1) = 3: the continuation followed the small-|beta| branch, which folds at C'(1) = 1.48487, and
+    the refusal advised "a per-layer C'(1) of at most about 1.48487", but C'(1) = 1.6 has a root (on a
+    beta < 0 branch that folds only near 1.979); the number is what one branch reaches, not a bound."""
+    with pytest.raises(InfeasibleShapingError) as info:
+        solve_dks_layer("gelu", c_slope=3.0)
+    message = str(info.value)
+    assert "at most" not in message and "other branches may reach further" in message, message
+    sol = solve_dks_layer("gelu", c_slope=1.6)
+    assert abs(sol.residuals["c_slope"]) < 1e-12
