@@ -241,3 +241,31 @@ def test_jump_detection_does_not_depend_on_the_scale_of_phi(scale):
     # a slope jump of 1e-9 of a unit slope (leaky-relu-like) is a jump too: psi'' has a delta there
     leaky = transform_conditions(sympy.Max(x, (1 - sympy.Rational(1, 10**9)) * x), 1.0, 0.1, 1.0, 0.0)
     assert math.isinf(leaky.values.c_curvature)
+
+
+
+def test_float64_returns_conditions_whose_mass_lies_wholly_in_a_far_tail():
+    """relu6(alpha z + beta) at alpha = 0.033674107, beta = -0.33333333 is 0 for z < 9.9, so all of its
+    mass lies in the Gaussian's tail (Q(1) = 4.6e-28) and 4e-16 of it at 13 <= z <= 14; the float64 edge
+    test raised "the integral diverges" though the mass beyond the rule's cut at 14 is ~1e-21 of it.
+    Reference: mpmath.quad at 40 digits; relu6(u) = u on 0 < u < 6, i.e. 9.9 < z < 188, where the
+    Gaussian mass beyond is below 1e-7000, so the integrals run from z0 = -beta/alpha to infinity."""
+    alpha, beta = 0.033674107, -0.33333333
+    tc = transform_conditions("relu6", alpha, beta, 1, 0).values
+    with mpmath.workdps(40):
+        a, b = mpmath.mpf(alpha), mpmath.mpf(beta)
+        z0 = -b / a
+
+        def expect(f):
+            return mpmath.quad(lambda z: f(z) * mpmath.npdf(z), [z0, z0 + 2, z0 + 6, mpmath.inf])
+
+        q = expect(lambda z: (a * z + b) ** 2)
+        q_slope = expect(lambda z: (z * z - 1) * (a * z + b) ** 2) / 2
+        mean = expect(lambda z: a * z + b)
+        slope = a * a * mpmath.ncdf(-z0) / q
+    for got, ref in ((tc.q_value, q), (tc.q_slope, q_slope), (tc.c_at_0, mean ** 2 / q), (tc.c_slope, slope)):
+        assert abs(got / ref - 1) < 1e-12, (got, ref)
+    # a divergent integral is still refused as such
+    from symact.errors import DivergentIntegralError
+    with pytest.raises(DivergentIntegralError, match="diverges"):
+        transform_conditions("exp(x**4)", 0.3, 0.0, 1.0, 0.0)
