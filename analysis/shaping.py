@@ -581,10 +581,12 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
     # near-linear: the conditions' nonlinear part is C'(1) - 1 of the whole, so digits are lost in proportion
     near_linear_dps = 30 + max(0, math.ceil(math.log10(_NEAR_LINEAR / float(c_exact - 1))))
     polish = dps if dps is not None else (None if verified else (near_linear_dps if near_linear else _FALLBACK_DPS))
-    # with dps: the conditions' nonlinear part is only max|C'(1) - 1|, |Q'(1) - 1| of the O(1) expectations, so
-    # it is solved to dps digits of its own size on extra working digits (see _extra_digits)
+    # with dps, and for float64 roots that float64 could not verify: the conditions' nonlinear part is only
+    # max|C'(1) - 1|, |Q'(1) - 1| of the O(1) expectations, so it is solved to dps (or 20) digits of its own
+    # size on extra working digits (see _extra_digits; tanh at C'(1) = 1 + 1e-6, whose variance float64 cannot
+    # resolve, did not polish at 20 digits without them)
     nonlinear = max(abs(float(c_exact - 1)), abs(float(q_exact - 1)))
-    work = None if polish is None else polish + (_extra_digits(nonlinear) if dps is not None else 0)
+    work = None if polish is None else polish + (0 if near_linear and dps is None else _extra_digits(nonlinear))
     alpha, beta = math.exp(x[0]), x[1]
     if polish is not None:
         with mpmath.workdps(work + 8):

@@ -536,19 +536,25 @@ def checked_float64_evaluator(funcs: ActivationFunctions, alpha: float, beta: fl
                               max_refine: int = 64) -> ConditionEvaluator:
     """A float64 :class:`ConditionEvaluator` whose accuracy has been checked: the rule with
     ``refine`` r is accepted when every :meth:`ConditionEvaluator.sentinels` value agrees with the
-    rule on 2r times as many panels to ``rtol`` (relative to the larger of the value and E[phi^2]);
-    r doubles from 1 until it does.  Gauss-Legendre converges geometrically in the panel count, so
-    the difference bounds the error of the coarser rule.  ``error`` is that difference (relative);
-    when no r up to ``max_refine`` passes, the finest rule is returned with its (too large) ``error``
-    so that the caller can fall back to mpmath.
+    rule on 2r times as many panels to ``rtol`` (E[phi] relative to the larger of |E[phi]| and E[phi^2],
+    the centred E[(phi - E phi)^2] and E[(z^2 - 1)(phi - E phi)^2] relative to the variance, the others to
+    themselves); r doubles from 1 until it does.  Gauss-Legendre converges geometrically in the panel
+    count, so the difference bounds the error of the coarser rule.  Rounding is estimated apart
+    (:func:`_centred_rounding_error`): the centred sums cancel when phi varies little about its mean,
+    and more panels do not help.  ``error`` is the larger of the two (relative); when it exceeds
+    ``rtol`` for every r up to ``max_refine`` (at once when rounding does), that rule is returned with its
+    (too large) ``error`` so that the caller can fall back to mpmath.
     """
     refine, ev = 1, ConditionEvaluator(funcs, alpha, beta, refine=1)
     coarse = ev.sentinels()
+    rounding = _centred_rounding_error(ev, coarse)
+    if rounding > rtol:  # more panels cannot help
+        ev.error = rounding
+        return ev
     while True:
         fine_ev = ConditionEvaluator(funcs, alpha, beta, refine=2 * refine)
         fine = fine_ev.sentinels()
-        size = max(abs(fine[1]) + fine[0] * fine[0], 1e-300)
-        error = max(abs(a - b) / max(abs(b), size) for a, b in zip(coarse, fine))
+        error = max(rounding, max(abs(a - b) / scale for a, b, scale in zip(coarse, fine, _sentinel_scales(fine))))
         if error <= rtol or 2 * refine >= max_refine:
             ev.error = error
             if error > rtol:
@@ -556,6 +562,37 @@ def checked_float64_evaluator(funcs: ActivationFunctions, alpha: float, beta: fl
                 return fine_ev
             return ev
         refine, ev, coarse = 2 * refine, fine_ev, fine
+
+
+def _sentinel_scales(values: tuple) -> list:
+    """What each :meth:`ConditionEvaluator.sentinels` value's error is judged against: the conditions are
+    ratios over the variance E[(phi - E phi)^2] (Q'(1), C'(1), C''(1)), so its error and that of
+    E[(z^2 - 1)(phi - E phi)^2] count relative to the variance, not to E[phi^2] = variance + E[phi]^2,
+    which hid a 1e-5 relative error of a variance 1e-6 of E[phi^2] (tanh near linear, C'(1) = 1 + 1e-6)."""
+    m, var = values[0], abs(values[1])
+    floor = 1e-300
+    return [max(abs(m), var + m * m, floor), max(var, floor), max(abs(values[2]), var, floor)] + \
+        [max(abs(v), floor) for v in values[3:]]
+
+
+def _centred_rounding_error(ev: ConditionEvaluator, values: tuple) -> float:
+    """An estimate, relative to the variance, of the float64 rounding error of the centred sums
+    E[(phi - m)^2] and E[(z^2 - 1)(phi - m)^2]: each phi value carries an error of about eps |phi| (and m of
+    eps |m|), which moves w (phi - m)^2 by about 2 eps w |phi - m| (|phi| + |m|); independent from node to
+    node, they add up to the root of the sum of squares.  It is ~1e-16 when phi varies on the scale of its
+    size, and grows like eps |phi| / |phi - m| when phi varies little about a large mean (tanh at
+    alpha = 1.4e-3, beta = 0.55, i.e. C'(1) = 1 + 1e-6: 3e-14 against a true 2.7e-15, where the
+    rule-doubling check saw 2e-16 and solutions reported residuals of 2e-16 with true ones of 3e-15)."""
+    m, var = values[0], values[1]
+    if not var > 0:
+        return math.inf
+    f = ev._values[0]
+    with np.errstate(all="ignore"):
+        terms = 2 * np.finfo(float).eps * ev._w * np.abs(f - m) * (np.abs(f) + abs(m))
+        z2 = np.abs(ev._z * ev._z - 1)
+        estimate = max(float(np.sqrt(np.sum(terms * terms))) / var,
+                       float(np.sqrt(np.sum((z2 * terms) ** 2))) / max(abs(values[2]), var))
+    return estimate if math.isfinite(estimate) else math.inf
 
 
 def gaussian_expectation_mp(f: Callable, dps: int, breakpoints: tuple, mean, std):

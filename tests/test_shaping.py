@@ -1092,3 +1092,19 @@ def test_a_stalled_continuation_does_not_state_its_target_as_the_reachable_maxim
     assert "at most" not in message and "other branches may reach further" in message, message
     sol = solve_dks_layer("gelu", c_slope=1.6)
     assert abs(sol.residuals["c_slope"]) < 1e-12
+
+
+def test_float64_residuals_just_above_the_near_linear_cut_off_are_honest():
+    """tanh at C'(1) = 1 + 1e-6 (float64, just above the 1e-6 cut-off below which mpmath solves): the variance
+    of phi(alpha z + beta) is 1e-6 of E[phi^2], and the rule check judged its error against E[phi^2], so the
+    rounding of phi at the nodes went unseen: residuals <= 5.3e-16 were reported while mpmath.quad of the
+    returned parameters gave Q(1) - 1 = 2.7e-15 and C'(1) - c = -3.4e-15 (alpha 1.2e-9 relative off).
+    Reference: mpmath.quad at 45 digits; the target's exact value is 1 + 10**-6."""
+    sol = solve_dks_layer("tanh", c_slope="1 + 10**-6")
+    achieved = _quad_dks_conditions("tanh", sol, dps=45)
+    with mpmath.workdps(45):
+        targets = {"q_value": 1, "q_slope": 1, "c_at_0": 0, "c_slope": 1 + mpmath.mpf(10) ** -6}
+        true = {k: achieved[k] - t for k, t in targets.items()}
+    for key, value in true.items():
+        assert abs(sol.residuals[key] - value) < 2e-16, (key, sol.residuals[key], value)  # honest
+        assert abs(value) < 1e-15, (key, value)  # and as small as float64 parameters allow
