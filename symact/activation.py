@@ -466,6 +466,10 @@ class Activation:
 
         Convention at kinks: the one-sided value PyTorch's autograd uses, e.g.
         relu'(0) = 0 (``Heaviside(0) = 0``), leaky_relu'(0) = negative_slope, abs'(0) = 0.
+        At a tie of ``Max(a, b)``/``Min(a, b)`` it is the one-sided slope of least magnitude
+        (a' or b' where they have the same sign, else 0): ``Max(x, x/4)`` has 1/4 at 0 as
+        ``F.leaky_relu(x, 1/4)``, ``Max(0, x)`` and ``Min(1, Max(-1, x))`` 0 at their kinks as
+        relu and hardtanh; where a slope depends on x (``Max(x, x**3)``) the tie gives 0.
         The second derivative of a kinked function contains ``DiracDelta`` terms,
         which vanish away from the kinks.
 
@@ -843,7 +847,7 @@ def _piece_near(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, value
 def _differentiated(expr: sympy.Expr, symbol: sympy.Symbol, n: int, name: str) -> sympy.Expr:
     """d^n expr / d symbol^n with PyTorch's kink convention; a clear error where SymPy cannot
     differentiate (it would leave an unevaluated Derivative that breaks everything downstream)."""
-    derivative = pytorch_kink_convention(sympy.diff(expr, symbol, n))
+    derivative = pytorch_kink_convention(sympy.diff(expr, symbol, n), expr, symbol)
     if derivative.has(sympy.Derivative):
         stuck = sorted({str(d.expr) for d in derivative.atoms(sympy.Derivative)})
         raise FormulaError(

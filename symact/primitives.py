@@ -1482,19 +1482,84 @@ def _highest_power(expr: sympy.Expr, inputs) -> int:
                 if isinstance(e, Pow) and e.exp.is_Integer and e.base.has(*inputs)), default=0)
 
 
-def pytorch_kink_convention(expr: sympy.Expr) -> sympy.Expr:
+def pytorch_kink_convention(expr: sympy.Expr, original: sympy.Expr | None = None,
+                            symbol: sympy.Symbol | None = None) -> sympy.Expr:
     """A derivative with PyTorch's autograd value at kinks: SymPy differentiates Max/Min/Abs into
     Heaviside with value 1/2 at 0, while autograd takes 0 there (relu'(0) = 0, hardtanh'(+-1) = 0).
     Only Heavisides that differentiation created change: ``pargs`` omits their default H0 = 1/2.
 
+    With the differentiated expression ``original`` and the ``symbol``, the tie of each two-argument
+    ``Max(a, b)``/``Min(a, b)`` whose slopes a', b' do not depend on ``symbol`` gets the slope of
+    least magnitude among the one-sided ones (the minimum-norm subgradient): the branch whose
+    slope is smaller in magnitude when a' and b' have the same sign (leaky_relu written
+    ``Max(x, x/4)``: 1/4 at 0, torch's negative_slope), 0 when they differ in sign or one is 0
+    (relu'(0) = 0, hardtanh'(+-1) = 0, ``Max(x, -x)``: 0 as abs'(0)).  Without ``original``, or
+    where the slopes depend on ``symbol``, both Heavisides of a tie are 0 there.
+
     >>> x = sympy.Symbol("x", real=True)
     >>> pytorch_kink_convention(sympy.diff(sympy.Max(0, x), x))
     Heaviside(x, 0)
+    >>> pytorch_kink_convention(sympy.diff(sympy.Max(x, x/4), x), sympy.Max(x, x/4), x).subs(x, 0)
+    1/4
     """
+    ties = {} if original is None or symbol is None else _tie_values(original, symbol)
     return expr.replace(
         lambda e: isinstance(e, sympy.Heaviside) and len(e.pargs) == 1,
-        lambda e: sympy.Heaviside(e.args[0], 0),
+        lambda e: sympy.Heaviside(e.args[0], ties.get(e.args[0], S.Zero)),
     )
+
+
+def _tie_values(expr: sympy.Expr, symbol: sympy.Symbol) -> dict:
+    """{u: H0} for the Heaviside(u) that SymPy's derivative of each two-argument Max/Min in ``expr``
+    creates (Max(a, b): Heaviside(a - b) times a', Heaviside(b - a) times b'; Min the other way
+    round): H0 = 1 for the one branch whose slope is the minimum-norm subgradient at the tie, 0 for
+    the others (a Piecewise in the parameters where the slopes' order depends on them).  A Heaviside
+    that two nodes would need with different values keeps 0."""
+    wanted: dict = {}
+    conflicts = set()
+    for node in sympy.preorder_traversal(expr):
+        if not isinstance(node, (sympy.Max, sympy.Min)) or len(node.args) != 2:
+            continue
+        a, b = node.args
+        p, q = sympy.diff(a, symbol), sympy.diff(b, symbol)
+        if isinstance(node, sympy.Max):
+            steps = (a - b, b - a)  # Heaviside(args[i] - args[1 - i]) multiplies args[i]'
+        else:
+            steps = (b - a, a - b)  # Heaviside(args[1 - i] - args[i]) multiplies args[i]'
+        chosen = _least_slope(p, q, symbol)
+        if chosen is None:
+            if p.has(symbol) or q.has(symbol) or any(s.name in ("x", "v") for s in (p - q).free_symbols):
+                continue
+            # slopes in the parameters only (Max(x, a*x)): decided when they take values
+            same = sympy.StrictGreaterThan(p * q, 0)
+            values = (sympy.Piecewise((1, same & sympy.LessThan(sympy.Abs(p), sympy.Abs(q))), (0, True)),
+                      sympy.Piecewise((1, same & sympy.StrictLessThan(sympy.Abs(q), sympy.Abs(p))), (0, True)))
+        else:
+            values = tuple(S.One if chosen == i else S.Zero for i in range(2))
+        for u, value in zip(steps, values):
+            if wanted.get(u, value) != value:
+                conflicts.add(u)
+            wanted[u] = value
+    for u in conflicts:
+        wanted[u] = S.Zero
+    return wanted
+
+
+def _least_slope(p: sympy.Expr, q: sympy.Expr, symbol: sympy.Symbol) -> int | None:
+    """0 or 1: the index of the slope (p, q) that is the minimum-norm subgradient (same sign, the
+    smaller magnitude), -1 when that is 0 (opposite signs or a zero slope), None when undecided
+    (a slope depends on ``symbol``, or SymPy cannot order them)."""
+    if p.has(symbol) or q.has(symbol):
+        return None
+    product = (p * q).is_positive
+    if product is False:
+        return -1
+    if product is None:
+        return None
+    order = (sympy.Abs(p) - sympy.Abs(q)).is_nonpositive
+    if order is None:
+        return None
+    return 0 if order else 1
 
 
 def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None = None) -> sympy.Expr:
@@ -1521,7 +1586,7 @@ def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None
 
     def differentiated(form: sympy.Expr) -> sympy.Expr:
         # the derivative symact's Activation.derivative() gives, so autograd's at kinks (relu'(0) = 0)
-        raw = pytorch_kink_convention(sympy.diff(form, symbol)).replace(
+        raw = pytorch_kink_convention(sympy.diff(form, symbol), form, symbol).replace(
             lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
         return safe_form(raw, inputs)
 

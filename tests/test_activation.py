@@ -1023,3 +1023,30 @@ def test_limit_of_a_growing_times_an_oscillating_factor_is_resolved(spec, plus, 
         assert max(abs(v) for v in far[-1]) < 1e-100
     else:
         assert max(far[-1]) > 1e6 and min(far[-1]) < -1e6
+
+
+@pytest.mark.parametrize("formula, params, slope", [
+    ("Max(x, x/4)", {}, sympy.Rational(1, 4)),          # leaky_relu(x, 1/4)'(0): torch takes negative_slope
+    ("Min(x, x/4)", {}, sympy.Rational(1, 4)),
+    ("Max(x, 2*x)", {}, 1),
+    ("Min(x, -x/3)", {}, 0),                            # opposite slopes: 0, as abs'(0)
+    ("Max(x, -x)", {}, 0),
+    ("Max(0, x)", {}, 0),                               # relu'(0) = 0
+    ("Max(x, a*x)", {"a": sympy.Rational(1, 4)}, sympy.Rational(1, 4)),
+    ("Max(x, a*x)", {"a": 3}, 1),
+    ("Max(x, a*x)", {"a": -2}, 0),
+])
+def test_derivative_at_a_tie_of_max_min_is_the_least_one_sided_slope(formula, params, slope):
+    """Max(x, x/4)'(0) was 0: both Heavisides of d Max(a, b) = H(a - b) a' + H(b - a) b' were 0 at the
+    tie, a value that is neither one-sided slope (1, 1/4) nor torch's leaky_relu gradient (1/4).  The tie
+    now takes the one-sided slope of least magnitude (0 where they differ in sign or one is 0).
+    Reference: the one-sided difference quotients of the formula at h = +-1e-30."""
+    act = symact.activation(formula, **params)
+    f = act.concrete_expr
+    one_sided = [sympy.nsimplify(sympy.N((f.xreplace({x: h}) - f.xreplace({x: 0})) / h, 40), rational=True)
+                 for h in (sympy.Rational(1, 10**30), -sympy.Rational(1, 10**30))]
+    least = min(one_sided, key=abs) if one_sided[0] * one_sided[1] > 0 else 0
+    assert least == slope
+    assert act.derivative()(0) == slope
+    assert act.properties().slope_at_0 == slope
+

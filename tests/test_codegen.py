@@ -611,6 +611,30 @@ def test_gradient_at_kinks_is_autograd_s_and_the_symbolic_derivative_s(name, dev
                                                              dtype=torch.float64), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("formula, params, builtin", [
+    ("Max(x, x/4)", {}, lambda t: torch.nn.functional.leaky_relu(t, 0.25)),
+    ("Max(x, a*x)", {"a": sympy.Rational(1, 10)}, lambda t: torch.nn.functional.leaky_relu(t, 0.1)),
+    ("Min(x, 3*x)", {}, None),
+    ("Max(x, -x)", {}, torch.abs),
+    ("Min(1, Max(-1, x))", {}, torch.nn.functional.hardtanh),
+])
+def test_gradient_at_a_max_min_tie_is_the_symbolic_derivative_s_and_the_built_in_s(formula, params, builtin, device):
+    # was 0 at 0 for Max(x, x/4) (leaky_relu's negative_slope, 1/4, from torch) and Min(x, 3*x) (1):
+    # the generated backward took both Heavisides of the tie as 0
+    act = symact.activation(formula, **params)
+    kinks = [float(k) for k in act.kinks]
+    t = torch.tensor(kinks, dtype=torch.float64, device=device, requires_grad=True)
+    (generated,) = torch.autograd.grad(torch_function(act).apply(t).sum(), t)
+    symbolic = torch.tensor([float(act.derivative()(k)) for k in act.kinks], dtype=torch.float64)
+    torch.testing.assert_close(generated.cpu(), symbolic, rtol=1e-12, atol=0)
+    if builtin is not None:
+        u = t.detach().clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(builtin(u).sum(), u)
+        torch.testing.assert_close(generated, expected, rtol=1e-12, atol=0)
+    else:
+        assert generated.tolist() == [1.0]
+
+
 def _check_points(name: str, device="cpu") -> torch.Tensor:
     points = _away_from_kinks(name, np.linspace(-4.1, 3.9, 11), margin=1e-2)
     return torch.tensor(points, dtype=torch.float64, device=device, requires_grad=True)
