@@ -601,9 +601,13 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
         # |x| <= 4, whose extrema are interior (+-3.5646, where the ends are lower)
         return abs(abs(xi) - domain) <= mpmath.mpf(10) ** -10 * domain
 
-    def edge_error():
-        return DomainError(f"the largest error sits at the edge of the domain |x| <= {domain}: the error grows or its "
-                           "supremum is a limit at infinity; pass a finite domain to minimax over it")
+    def edge_error(xi):
+        # the domain is always finite: 'pass a finite domain to minimax over it' sent a call with domain=3 in circles
+        return DomainError(
+            f"the largest error at the optimum sits at the edge of the domain |x| <= {domain} (x = "
+            f"{mpmath.nstr(xi, 8)}): the error still grows towards the end, so the minimax would depend on where the "
+            "domain is cut, and minimax solves only for interior extrema. Widen domain until the extrema are "
+            "interior; if the error grows without bound or its supremum is a limit at infinity, no domain does")
 
     def max_abs(pv, n=grid):
         pts = extrema(pv, n)
@@ -704,8 +708,9 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
         for xi, vi in pts:
             if abs(abs(vi) - M) <= tolerance:
                 active.append((xi, vi))
-        if any(at_edge(xi) for xi, _ in active):
-            raise edge_error()
+        edges = [xi for xi, _ in active if at_edge(xi)]
+        if edges:
+            raise edge_error(edges[0])
         # deduplicate (a root found from two brackets)
         active.sort(key=lambda t: t[0])
         unique = []

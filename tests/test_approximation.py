@@ -474,6 +474,16 @@ def test_minimax_reports_the_edge_only_when_an_end_of_the_domain_is_active():
         minimax(sympy.sin(a * x) / (a * x), sympy.exp(-x**2 / 6), a, dps=10, domain=2)
 
 
+def test_minimax_at_the_edge_of_a_finite_domain_names_the_edge_not_a_finite_domain():
+    """isru(alpha) vs erf on |x| <= 3 (the error largest at x = +-3 at the optimum) said 'pass a finite domain
+    to minimax over it', though the domain is finite; the message names the end and says to widen it."""
+    with pytest.raises(DomainError, match="edge of the domain") as caught:
+        minimax("isru", "erf", "alpha", domain=3)
+    message = str(caught.value)
+    assert "finite domain" not in message and "|x| <= 3" in message and "x = " in message
+    assert "Widen domain" in message
+
+
 def test_minimax_failure_with_a_coarse_grid_names_the_grid():
     # grid=4 misses an extremum; the message only said to narrow parameter_range or domain
     with pytest.raises(DomainError, match=r"raise grid \(now 4 points"):
