@@ -196,16 +196,35 @@ def _boundedness(lim_plus, lim_minus, sign):
     decided = []
     for lim in (lim_plus, lim_minus):
         if lim is sympy.nan or lim.has(sympy.nan):
-            return None
-        if isinstance(lim, sympy.AccumBounds):
+            decided.append(None)
+        elif isinstance(lim, sympy.AccumBounds):
             decided.append((sign * lim).max.is_finite)
         elif lim == sign * sympy.oo:
             return False
         elif lim == -sign * sympy.oo or lim.is_finite:
             decided.append(True)
-        else:
-            return None
-    return all(decided)
+        elif _reaches(lim, sign * sympy.oo):
+            return False
+        else:  # undecided here, but the other side may be unbounded (x*sin(x)**2 below, at -oo)
+            decided.append(None)
+    return None if None in decided else all(decided)
+
+
+def _reaches(lim, target) -> bool:
+    """Whether a limit SymPy left as oo*sign(AccumBounds(0, b)) (x*sin(x)**2: the growing factor times
+    one that takes every value in [0, b] arbitrarily far out) has ``target`` (+-oo) among its limit points:
+    where the factor is near b != 0 the product tends to oo*sign(b).  Where it is near 0 the product
+    may stay finite or not (x*(sin(x)**2 - 1/(1 + |x|)**(1/3)) has the same limit and tends to -oo at
+    x = n*pi), so only the side of the nonzero end is decided."""
+    nodes = [e for e in sympy.preorder_traversal(lim)
+             if isinstance(e, sympy.sign) and isinstance(e.args[0], sympy.AccumBounds)]
+    if len(nodes) != 1:
+        return False
+    bounds = nodes[0].args[0]
+    for end, other in ((bounds.max, bounds.min), (bounds.min, bounds.max)):
+        if other.is_zero and end.is_nonzero and lim.xreplace({nodes[0]: sympy.sign(end)}) == target:
+            return True
+    return False
 
 
 def real_singularities(expr: sympy.Expr, symbol: sympy.Symbol) -> sympy.Set:

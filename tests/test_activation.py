@@ -1050,3 +1050,20 @@ def test_derivative_at_a_tie_of_max_min_is_the_least_one_sided_slope(formula, pa
     assert act.derivative()(0) == slope
     assert act.properties().slope_at_0 == slope
 
+
+@pytest.mark.parametrize("formula, above, below", [
+    ("x*sin(x)**2", False, False),        # limits oo*sign(AccumBounds(0, 1)) at +oo, oo*sign(AccumBounds(-1, 0)) at -oo
+    ("-x*sin(x)**2", False, False),
+    ("x*(1 + sin(x))", False, False),
+    ("x**2*sin(x)**2", False, None),      # >= 0, but the limits alone do not show it
+])
+def test_boundedness_when_an_oscillating_factor_touches_0(formula, above, below):
+    """x*sin(x)**2 has the limits oo*sign(AccumBounds(0, 1)) at +oo: the product takes values near x*1
+    arbitrarily far out, so f is unbounded above, whatever it does where the factor is near 0 (there it may
+    stay finite, as here, or not).  properties() said bounded_above = bounded_below = None.  Reference: the
+    values at x = +-(k*pi/2 + 1000*pi), k = 0..3, one of size 3000 of each unbounded side's sign."""
+    act = symact.activation(formula)
+    props = act.properties()
+    assert (props.bounded_above, props.bounded_below) == (above, below)
+    values = [float(act(side * (k * sympy.pi / 2 + 1000 * sympy.pi))) for side in (1, -1) for k in range(4)]
+    assert (max(values) > 3000) == (above is False) and (min(values) < -3000) == (below is False)
