@@ -35,6 +35,7 @@ differentiate).  Parameters outside the Linear layers (e.g. ``nn.PReLU``) only a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -92,8 +93,12 @@ class PenaltyInequality:
 
     @property
     def ratio(self) -> float:
-        """lhs / rhs (1 means the bound is tight); nan when both sides are 0."""
-        return self.lhs / self.rhs if self.rhs else float("nan")
+        """lhs / rhs (1 means the bound is tight); inf when only the right side is 0 (the bound fails: a
+        positive left side over nothing), nan when both sides are 0 or either is nan."""
+        if self.rhs:
+            return self.lhs / self.rhs
+        # lhs > 0 = rhs gave nan next to holds=False, and the suite's worst ratio left the nan out
+        return float("nan") if self.lhs == 0 or math.isnan(self.lhs) else math.copysign(math.inf, self.lhs)
 
     @property
     def holds(self) -> bool:

@@ -157,3 +157,16 @@ def test_inequality_holds_on_random_mlps(depth, widths, activation, norm, bias, 
     assert r.lhs <= r.rhs * (1 + 1e-12) + 1e-300
     for layer in r.layers:
         assert layer.bound_term <= layer.parameter_gradient_norm_sq * (1 + 1e-12) + 1e-300
+
+
+def test_ratio_is_inf_when_only_the_right_side_is_zero():
+    """lhs > 0 = rhs: the bound fails, and ratio was nan (documented for 0/0 only) next to holds=False."""
+    import math
+
+    from analysis.penalty import PenaltyInequality
+
+    r = PenaltyInequality("spectral", 1.0, (), 0.0, 1e-12, 0.0, 1e-12)
+    assert not r.holds and r.ratio == math.inf
+    both_zero = PenaltyInequality("spectral", 0.0, (), 0.0, 0.0, 0.0, 1e-12)
+    assert both_zero.holds and math.isnan(both_zero.ratio)
+    assert math.isnan(PenaltyInequality("spectral", 1.0, (), 0.0, math.nan, 0.0, 1e-12).ratio)

@@ -552,6 +552,32 @@ def test_gradient_penalty_on_no_networks_is_not_a_pass(networks):
     assert rec["status"] == "failed" and not rec["claims"]
 
 
+@pytest.mark.parametrize("bad_lhs, shown", [(1e-12, math.inf), (math.nan, None)])
+def test_a_failing_gradient_penalty_never_shows_a_passing_ratio(monkeypatch, bad_lhs, shown):
+    """A network with lhs > 0 = rhs (ratio nan before, now inf) or lhs nan was left out of max_ratio: the FAIL
+    showed the other networks' largest finite ratio, below 1."""
+    import analysis.penalty as penalty
+    from analysis.experiments.external import gradient_penalty
+
+    real, calls = penalty.gradient_penalty_inequality, []
+
+    def one_bad(model, x, norm="spectral"):
+        res = real(model, x, norm=norm)
+        calls.append(res.ratio)
+        if len(calls) == 2:
+            return penalty.PenaltyInequality(norm, 1.0, (), 0.0, bad_lhs, 0.0, res.tolerance)
+        return res
+
+    monkeypatch.setattr(penalty, "gradient_penalty_inequality", one_bad)
+    out = gradient_penalty({"networks": 4})
+    claim = out["claims"][0]
+    assert claim.verdict == "fail" and max(calls) <= 1
+    if shown is None:
+        assert math.isnan(claim.measured) and math.isnan(out["max_ratio"])
+    else:
+        assert claim.measured == out["max_ratio"] == shown
+
+
 def test_the_terminal_summary_wraps_long_claims_instead_of_cutting_them():
     """Cells were cut at 60 characters: the convergence claims of scale 1 and 10 printed identically."""
     from analysis.report import summary_table

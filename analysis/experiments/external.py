@@ -90,7 +90,7 @@ def gradient_penalty(spec: dict, *, device: str = "cpu", progress: Callable | No
 
     penalty = _import("analysis.penalty", "issue 7, branch smooth")
     check_spec_keys("gradient_penalty", spec, ("networks", "seed", "activations", "norm"))
-    n, worst_ratio, all_hold = spec.get("networks", 20), 0.0, True
+    n, worst_ratio, all_hold, failed_nan = spec.get("networks", 20), 0.0, True, False
     if not is_whole_number(n, 1):  # 0 networks checked nothing and passed with "max ratio 0"
         raise DomainError(f"gradient_penalty: networks={n!r}; give a whole number >= 1 of random MLPs to check.")
     gen = torch.Generator().manual_seed(int(spec.get("seed", 0)))
@@ -105,10 +105,16 @@ def gradient_penalty(spec: dict, *, device: str = "cpu", progress: Callable | No
         model = build_mlp(4, width, depth, 1, acts[i % len(acts)], dtype=torch.float64)
         res = penalty.gradient_penalty_inequality(model, torch.randn(4, dtype=torch.float64), norm=spec.get("norm", "spectral"))
         all_hold &= bool(res.holds)
-        if math.isfinite(res.ratio):
+        # the worst ratio includes inf (lhs > 0 = rhs); a nan counts only where the bound failed (lhs nan),
+        # not for 0 <= 0: a FAIL showed the largest finite ratio, below 1, left over from the passing networks
+        if not math.isnan(res.ratio):
             worst_ratio = max(worst_ratio, res.ratio)
+        elif not res.holds:
+            failed_nan = True
         if progress:
             progress(i + 1, n)
+    if failed_nan:
+        worst_ratio = float("nan")
     claim = Claim(f"input-gradient penalty bound <= parameter-gradient penalty on {n} random MLPs ({spec.get('norm', 'spectral')} norm)",
                   measured=worst_ratio, tolerance="lhs/rhs <= 1 (+64 eps)", passed=all_hold, key="gradient_penalty")
     return {"max_ratio": worst_ratio, "claims": [claim]}
