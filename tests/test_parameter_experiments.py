@@ -283,3 +283,30 @@ def test_format_table_reads_a_record_read_back_from_the_store():
     back = from_jsonable(json.loads(json.dumps(record)))
     assert back["cells"][0]["fixed"]["median_steps"] == math.inf
     assert format_table(back) == format_table(record) and "median not reached (0/2)" in format_table(back)
+
+
+@pytest.mark.parametrize("exp_steps, plain_steps, shown, passed", [
+    (0, 0, None, False),        # a tie at step 0 printed "0.0" (a passing-looking ratio) next to FAIL
+    (5, 0, math.inf, False),    # exp slower than an already-converged plain printed 0.0 too
+    (math.inf, math.inf, None, False),
+    (3, math.inf, 0.0, True),
+    (3, 6, 0.5, True),
+])
+def test_the_convergence_claims_measured_ratio_agrees_with_its_verdict(monkeypatch, exp_steps, plain_steps,
+                                                                       shown, passed):
+    from analysis.experiments import parameter_activation as pa_mod
+    from analysis.experiments.external import parameter_activation_convergence
+
+    def cell(method, steps):
+        return {"target": "equal", "scale": 1.0, "noise": 0.0, "method": method,
+                "tuned": {"median_steps": steps, "lr": 0.1}}
+
+    monkeypatch.setattr(pa_mod, "convergence_study",
+                        lambda spec: {"cells": [cell("exp", exp_steps), cell("plain", plain_steps)]})
+    (claim,) = parameter_activation_convergence({})["claims"]
+    assert claim.passed is passed
+    if shown is None:
+        assert math.isnan(claim.measured) and "nothing to compare" in claim.detail
+    else:
+        assert claim.measured == shown
+    assert passed == (claim.measured < 1)  # never a ratio below 1 next to FAIL
