@@ -374,6 +374,21 @@ def test_the_kernel_report_shows_a_nan_deviation_as_nan(tmp_path):
     assert row.endswith("| nan | nan |"), row
 
 
+def test_kernel_check_plots_of_one_activation_and_width_do_not_overwrite_each_other(tmp_path):
+    """Both jobs wrote c_map_collapse_tanh_16.png: the depth-3 plot replaced the depth-2 one, and the report
+    linked one file twice."""
+    pytest.importorskip("matplotlib")
+    from analysis.experiments.kernel_check import report_section
+
+    specs = [{"activation": "tanh", "depth": d, "width": 16, "seeds": 2, "cosines": [0.5]} for d in (2, 3)]
+    records = [Record.from_dict(run_job(Job("kernel_check", s))) for s in specs]
+    assert all(r.status == "ok" for r in records)
+    section = report_section(records, str(tmp_path))
+    assert len(set(section.figures)) == 2 and all((tmp_path / f).is_file() for f in section.figures)
+    for rec, fig in zip(records, section.figures):  # each file named after its own job
+        assert rec.job.id.removeprefix("kernel_check-") in fig
+
+
 def test_kernel_check_dks_shaped_tanh_has_identical_local_and_extended_maps():
     """DKS sets Q(1) = 1, so q stays 1 and the local maps are the extended maps."""
     from analysis.experiments.kernel_check import kernel_check

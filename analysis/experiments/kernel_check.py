@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any, Callable
 
 from analysis.records import Claim, Job
@@ -239,9 +240,14 @@ def report_section(records: list, out_dir: str) -> Any:
                          # dev/tol is compared with 1: never print 0.99996 (a pass) or 1.00004 as "1"
                          format_measured(_worst(res["deviation_extended"][i]), "< 1"),
                          format_measured(_worst(res["deviation_local"][i]), "> 1")))
-        name = f"c_map_collapse_{label}_{width}.png"
+        # the job id in the name: two jobs of one activation and width (another depth, seeds or cosines) wrote
+        # the same c_map_collapse_{label}_{width}.png, and the report showed the last one under both
+        job_tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", r.job.id.removeprefix("kernel_check-"))
+        name = f"c_map_collapse_{label}_{width}_{job_tag}.png"
+        depth = len(res["c_mean"][0]) - 1
         figures.append(line_plot(os.path.join(out_dir, name), series, xlabel="layer", ylabel="cosine similarity",
-                                 title=f"{label} MLP, width {width}, {seeds} seeds: measured c (mean +- std) vs C maps"))
+                                 title=f"{label} MLP, depth {depth}, width {width}, {seeds} seeds: measured c "
+                                       f"(mean +- std) vs C maps"))
     md = (
         "Cosine similarity of input pairs through random MLPs (W ~ N(0, 1/fan_in), no biases, "
         "||x||^2 = width), measured with `analysis.empirical_kernel` and compared with two compositions "
