@@ -561,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="suite size: tiny (seconds, for tests), quick, full (default; < 45 min)")
     p.add_argument("--out", default="symact-verify", help="output folder; re-running resumes from its records")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", help="a torch device: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
                    help="only experiments whose name contains one of these (e.g. --only kernel_check rai); "
                         "may be repeated")

@@ -367,12 +367,19 @@ def run_suite(
 def check_run_arguments(workers: int, device: str) -> None:
     """:class:`SymactError` for a ``workers`` count or ``device`` that :func:`run_suite` cannot run with,
     checked before anything is written (``symact verify`` checks them before creating ``--out``)."""
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise SymactError(f"Unknown device {device!r}; use 'cpu' or 'cuda'.")
-    if str(device).startswith("cuda"):
+    if not isinstance(device, str):
+        raise SymactError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}.")
+    if device != "cpu":  # "cpu" needs no torch (it is optional; jobs without it run on the CPU)
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise SymactError(f"device={device!r} needs torch, which is not installed; use 'cpu' or "
+                              f"pip install 'symact[torch]'.") from None
         from numeric.train import resolve_device
 
-        resolve_device(device)  # no GPU, or cuda:N beyond the GPUs torch sees: a DomainError naming them
+        # every device torch accepts and sees ("cpu:0" was refused as unknown though torch runs on it); an
+        # unknown name, no GPU, or cuda:N beyond the GPUs torch sees is a DomainError naming the fix
+        resolve_device(device)
     if workers < 1:
         raise SymactError(f"workers must be >= 1, got {workers}.")
 
@@ -389,7 +396,7 @@ def _run_pool(todo: list[Job], store: RecordStore, workers: int, device: str, pr
     import queue as queue_mod
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("spawn") if device.startswith("cuda") else None  # CUDA cannot fork
+    ctx = mp.get_context("spawn") if _device_kind(device) != "cpu" else None  # CUDA cannot fork
     manager = mp.Manager() if progress else None
     q = manager.Queue() if manager else None
     bars: dict[str, Progress] = {}

@@ -598,6 +598,18 @@ def test_verify_only_repeated_keeps_every_name():
     assert build_parser().parse_args(["verify"]).only is None
 
 
+def test_verify_runs_on_a_device_torch_accepts_such_as_cpu_0(tmp_path, capsys):
+    """--device cpu:0 exited 2 with "Unknown device 'cpu:0'; use 'cpu' or 'cuda'" though torch runs on it."""
+    from analysis.cli import main
+
+    out = tmp_path / "run"
+    code = main(["verify", "--level", "tiny", "--only", "kernel_check", "--out", str(out), "--no-progress",
+                 "--device", "cpu:0"])
+    assert code == 0, capsys.readouterr().err
+    (record,) = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert record["status"] == "ok" and record["device"] == "cpu:0"
+
+
 @pytest.mark.parametrize("bad", [["--workers", "0"], ["--device", "tpu"]])
 def test_verify_with_bad_arguments_creates_no_output_folder(tmp_path, capsys, bad):
     """--workers 0 or an unknown device exited 2, but only after --out had been created: an empty folder left

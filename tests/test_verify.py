@@ -200,6 +200,23 @@ def test_bad_suite_arguments_raise_clear_errors(tmp_path):
         suite_jobs("huge")
 
 
+def test_every_device_torch_runs_on_is_accepted_and_the_others_are_refused(tmp_path):
+    """"cpu:0" (a device torch runs on) was refused as "Unknown device 'cpu:0'; use 'cpu' or 'cuda'"."""
+    import torch
+
+    from analysis.verify import check_run_arguments
+
+    for device in ("cpu", "cpu:0"):
+        check_run_arguments(1, device)
+    assert run_suite([], tmp_path / "a", device="cpu:0", progress=False).records == ()
+    refused = ["tpu", "CPU", "cpu:-1", "meta", f"cuda:{torch.cuda.device_count() + 98}"]
+    if not torch.cuda.is_available():
+        refused.append("cuda")
+    for device in refused:
+        with pytest.raises(SymactError, match="device"):
+            check_run_arguments(1, device)
+
+
 def test_suites_are_deterministic_and_quick_covers_the_acceptance_claims():
     quick = suite_jobs("quick")
     assert [j.id for j in quick] == [j.id for j in suite_jobs("quick")]
