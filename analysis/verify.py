@@ -217,10 +217,17 @@ def run_job(job: Job | dict, device: str = "cpu", progress: Callable[[int, int],
             threads: int | None = None) -> dict:
     """Run one job and return its record as a dict (never raises except on Ctrl-C).
 
-    Seeds Python, NumPy and torch from ``spec["seed"]`` (default 0) first, so a
-    job's numbers do not depend on which worker or in which order it runs.  The experiment gets the
-    spec as the record stores it (JSON types: lists, non-finite floats restored), in this process as
-    in a worker.
+    Seeds Python, NumPy and torch from ``spec["seed"]`` (default 0) first, so a job's random draws do not
+    depend on which worker or in which order it runs.  The experiment gets the spec as the record stores it
+    (JSON types: lists, non-finite floats restored), in this process as in a worker.
+
+    ``threads`` sets torch's CPU thread count (a pool worker of :func:`run_suite` gets ``cpu_count // workers``;
+    ``None``, as with ``workers=1``, keeps torch's default).  The thread count can change the numbers in their
+    last digits: torch splits a reduction of one large tensor between its threads (the float32 sum of 10^7
+    normal draws differs between 1 and 2 threads), so the rounding depends on how many there are.  The tiny
+    suite's records came out identical at 1 and 2 threads (apart from the timings), and the claims' tolerances
+    are set for seed-to-seed variation, far above rounding; but a job that sums large tensors, run with
+    another ``--workers`` (or ``OMP_NUM_THREADS``), need not repeat every digit of an earlier record.
     """
     # the job as its JSON record has it, here as in a worker process (which gets it as JSON): in-process a
     # tuple stayed a tuple and a string "inf" a string, while a worker got a list and float("inf")
@@ -313,7 +320,9 @@ def run_suite(
     ``retry_failed=False``.  A record measured on another kind of device (``cpu`` vs ``cuda``) runs again
     too: a ``device="cuda"`` run resumed in a CPU run's folder reported the CPU numbers as its own (records
     written before the device was kept count as any device).  ``workers > 1`` uses a local
-    process pool (each worker gets ``cpu_count // workers`` torch threads).  On
+    process pool (each worker gets ``cpu_count // workers`` torch threads; ``workers=1`` runs in this process with
+    torch's default thread count, so numbers can differ in their last digits between worker counts: see
+    :func:`run_job`).  On
     Ctrl-C the finished records are already on disk; the result says
     ``interrupted=True`` and no report is written.
     """
