@@ -157,6 +157,14 @@ def gradient_penalty_inequality(
                           "pass e.g. torch.tensor(values, dtype=torch.float64)")
     if x.dim() != 1:
         raise DomainError(f"x must be one input vector (1-D), got shape {tuple(x.shape)}; loop over a batch")
+    # a NaN reached torch's SVD as a bare "linalg.svd: The algorithm failed to converge"; an inf in x gave
+    # lhs 0, rhs nan and holds=False, a failed inequality for an input it says nothing about
+    if not bool(torch.isfinite(x).all()):
+        raise DomainError(f"x has non-finite entries ({x.tolist()}); the inequality is about finite inputs")
+    bad = [name for name, p in model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise DomainError(f"model parameters {', '.join(bad)} have non-finite entries (nan or inf); the inequality "
+                          "is about a network with finite weights: re-initialise them")
     model_dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
     if model_dtypes - {x.dtype}:
         # the tolerance is set by the dtype, and torch refuses mixed Linear inputs with a bare "mat1 and mat2" error

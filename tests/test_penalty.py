@@ -170,3 +170,19 @@ def test_ratio_is_inf_when_only_the_right_side_is_zero():
     both_zero = PenaltyInequality("spectral", 0.0, (), 0.0, 0.0, 0.0, 1e-12)
     assert both_zero.holds and math.isnan(both_zero.ratio)
     assert math.isnan(PenaltyInequality("spectral", 1.0, (), 0.0, math.nan, 0.0, 1e-12).ratio)
+
+
+@pytest.mark.parametrize("where", ["x nan", "x inf", "weight nan"])
+def test_non_finite_inputs_or_weights_are_refused_by_name(where):
+    """A NaN reached torch's SVD ("linalg.svd: The algorithm failed to converge"); x with an inf returned
+    lhs 0, rhs nan and holds=False: a failed inequality for an input outside it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    x = torch.ones(3, dtype=torch.float64)
+    if where == "weight nan":
+        with torch.no_grad():
+            net[0].weight[0, 0] = float("nan")
+    else:
+        x[1] = float(where.split()[1])
+    with pytest.raises(DomainError, match="0.weight have non-finite" if where == "weight nan" else "x has non-finite"):
+        gradient_penalty_inequality(net, x)
