@@ -217,6 +217,17 @@ def test_every_device_torch_runs_on_is_accepted_and_the_others_are_refused(tmp_p
             check_run_arguments(1, device)
 
 
+@pytest.mark.parametrize("workers", [2.5, "2"])
+def test_a_fractional_or_text_worker_count_is_refused_before_the_folder_is_made(tmp_path, workers):
+    """workers=2.5 passed the "< 1" check, created the folder and raised a bare TypeError in the process pool
+    ("'float' object cannot be interpreted as an integer"); "2" a TypeError at "<"."""
+    out = tmp_path / "run"
+    with pytest.raises(SymactError, match="workers must be a whole number"):
+        run_suite([Job("gradient_penalty", {"networks": 1}), Job("gradient_penalty", {"networks": 2})], out,
+                  workers=workers, progress=False)
+    assert not out.exists()
+
+
 def test_suites_are_deterministic_and_quick_covers_the_acceptance_claims():
     quick = suite_jobs("quick")
     assert [j.id for j in quick] == [j.id for j in suite_jobs("quick")]
