@@ -390,7 +390,7 @@ def check_run_arguments(workers: int, device: str) -> None:
         # unknown name, no GPU, or cuda:N beyond the GPUs torch sees is a DomainError naming the fix
         resolve_device(device)
     if not is_whole_number(workers, 1):  # 2.5 passed "< 1" and hit a bare TypeError in the pool, "2" one at "<"
-        raise SymactError(f"workers must be a whole number >= 1, got {workers!r}; e.g. workers=2.")
+        raise SymactError(f"workers must be >= 1 and a whole number, got {workers!r}; e.g. workers=2.")
 
 
 def _device_kind(device: Any) -> str:

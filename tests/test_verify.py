@@ -222,7 +222,7 @@ def test_a_fractional_or_text_worker_count_is_refused_before_the_folder_is_made(
     """workers=2.5 passed the "< 1" check, created the folder and raised a bare TypeError in the process pool
     ("'float' object cannot be interpreted as an integer"); "2" a TypeError at "<"."""
     out = tmp_path / "run"
-    with pytest.raises(SymactError, match="workers must be a whole number"):
+    with pytest.raises(SymactError, match="workers must be >= 1 and a whole number"):
         run_suite([Job("gradient_penalty", {"networks": 1}), Job("gradient_penalty", {"networks": 2})], out,
                   workers=workers, progress=False)
     assert not out.exists()
