@@ -444,6 +444,30 @@ def test_entropy_normalisation_job_checks_its_claims():
                         "entropy_newton": "pass", "entropy_gradient": "pass"}
 
 
+def test_a_wrong_entropy_gradient_fails_its_claim_instead_of_the_whole_job(monkeypatch):
+    """gradcheck raised GradcheckError on a mismatch: the job failed with no claims at all, its three other
+    claims (measured fine) lost and the gradient claim's FAIL branch never reached."""
+    import torch
+
+    import numeric.entropy as entropy
+    from analysis.experiments.external import entropy_normalisation
+
+    real = entropy.EntropyNormalize
+
+    class WrongGradient(torch.nn.Module):  # the right values, the identity as its Jacobian
+        def __init__(self, **kwargs):
+            super().__init__()
+            self.inner = real(**kwargs)
+
+        def forward(self, x):
+            return self.inner(x.detach()) + x - x.detach()
+
+    monkeypatch.setattr(entropy, "EntropyNormalize", WrongGradient)
+    claims = {c.key: c for c in entropy_normalisation({"rows": 4, "n": 6})["claims"]}
+    assert claims["entropy_gradient"].verdict == "fail" and claims["entropy_gradient"].measured == 0.0
+    assert claims["entropy_target"].verdict == "pass"
+
+
 def test_entropy_normalisation_measures_rows_with_entries_that_underflow_to_zero():
     """n = 3: one of 256 rows needs gamma ~ 500, and an entry of p**gamma underflows to 0; the job measured
     the entropy as -sum(p log p), NaN there, and FAILED the target claim (measured nan) although the row

@@ -168,7 +168,10 @@ def entropy_normalisation(spec: dict, *, device: str = "cpu", progress: Callable
 
     small = logits[:3, :5].clone().requires_grad_(True)  # n < 5: 0.5 log 5 was above the rows' log n
     module_small = entropy.EntropyNormalize(target_entropy=0.5 * math.log(small.shape[1]))
-    gradient_ok = bool(torch.autograd.gradcheck(module_small, (small,), eps=1e-6, atol=1e-7, rtol=1e-5))
+    # raise_exception=False: a wrong gradient raised GradcheckError, and the job failed without its claims (the
+    # three others measured fine) instead of this claim failing
+    gradient_ok = bool(torch.autograd.gradcheck(module_small, (small,), eps=1e-6, atol=1e-7, rtol=1e-5,
+                                                raise_exception=False))
     if progress:
         progress(1, 1)
     claims = [
