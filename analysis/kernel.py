@@ -302,7 +302,13 @@ def _find_kinks(expr: sympy.Expr, x: sympy.Symbol) -> tuple:
         try:
             sols = sympy.solve(sympy.Eq(a, 0), x)
         except (NotImplementedError, TypeError):
-            continue
+            # a nested Max/Min/Abs (hard tanh written Max(-1, Min(1, x)): -1 - Min(1, x) = 0) has no
+            # algorithm in solve; as a Piecewise it is solved piece by piece.  The kink at -1 was lost:
+            # the float64 C(0.3; 1e100, 1) raised "did not converge" after 8 s
+            try:
+                sols = sympy.solve(sympy.Eq(a.rewrite(sympy.Piecewise), 0), x)
+            except (NotImplementedError, TypeError, ValueError):
+                continue
         for s in sols:
             if s.is_real and s.is_number:
                 cands.add(sympy.nsimplify(s))

@@ -1083,3 +1083,25 @@ def test_float64_c_slope_of_a_saturating_phi_at_huge_q_skips_the_2d_rule(q1, q2,
     for c, cdf_ref in zip(cs, cdf_exact):
         assert rel(erf_f64.c_map_derivative(c, 1, q1, q2), erf_exact.c_map_derivative(c, 1, q1, q2)) < 1e-13, c
         assert rel(cdf_f64.c_map_derivative(c, 1, q1, q2), cdf_ref) < 1e-13, c
+
+
+def test_kinks_of_a_nested_max_min_are_all_found():
+    """Hard tanh written Max(-1, Min(1, x)): solve() has no algorithm for -1 - Min(1, x) = 0, and the kink at
+    -1 was dropped (only 1 was found).  The float64 2-D rule at q1 = 1e100, q2 = 1 then missed it and raised
+    'did not converge' after 8 s.  Reference: at q1 = 1e100 phi(u) is sign(u) to 1e-50, so
+    C = E[h(v) erf(c v / (s sqrt 2))] / sqrt(Q(1)) with v ~ N(0, 1), s = sqrt(1 - c^2): 1-D mpmath quadrature."""
+    from analysis.kernel import _activation_parts
+
+    hard_tanh = sympy.Max(-1, sympy.Min(1, x))
+    assert _activation_parts(hard_tanh).kinks == (-1, 1)
+    with mpmath.workdps(30):
+        c = mpmath.mpf("0.3")
+        s = mpmath.sqrt(1 - c * c)
+        h = lambda v: max(-1, min(1, v))  # noqa: E731
+        pdf = lambda v: mpmath.exp(-v * v / 2) / mpmath.sqrt(2 * mpmath.pi)  # noqa: E731
+        pts = [-mpmath.inf, -1, 0, 1, mpmath.inf]
+        k = mpmath.quad(lambda v: h(v) * mpmath.erf(c * v / (s * mpmath.sqrt(2))) * pdf(v), pts)
+        ref = k / mpmath.sqrt(mpmath.quad(lambda v: h(v) ** 2 * pdf(v), pts))
+    fast = kernel_maps(hard_tanh, engine="float64")
+    assert rel(fast.c_map(0.3, q1=1e100, q2=1.0), ref) < 1e-12
+
