@@ -1105,3 +1105,25 @@ def test_kinks_of_a_nested_max_min_are_all_found():
     fast = kernel_maps(hard_tanh, engine="float64")
     assert rel(fast.c_map(0.3, q1=1e100, q2=1.0), ref) < 1e-12
 
+
+def test_float64_c_map_curve_at_c_0_is_the_product_of_means(monkeypatch):
+    """c = 0 (u, v independent): c_map takes E[phi(u)] E[phi(v)]; c_map_curve sent it to the 2-D rule, which
+    took 26 s for hard tanh at q = 1e100 (panels graded towards x = 0 in both variables; the arcsine shortcut
+    cannot hold at c = 0, where the kernel it is relative to vanishes).  Reference: C(0) = 0 for an odd phi
+    (exactly, and c_map agrees), and at q1 != q2 for a non-odd phi the C map's own c = 0 value."""
+    from numeric import gauss
+
+    hard_tanh = kernel_maps(sympy.Min(1, sympy.Max(-1, x)), engine="float64")
+    sig = kernel_maps(act("sigmoid"), engine="float64")
+
+    def no_2d(*args, **kwargs):
+        raise AssertionError("the 2-D rule was used at c = 0")
+    monkeypatch.setattr(gauss, "bivariate_gaussian_expectation_float64", no_2d)
+    curve = hard_tanh.c_map_curve(np.array([0.0, 0.5]), q1=1e100, q2=1e100)
+    assert abs(curve[0]) < 1e-30 and rel(curve[1], 2 / mpmath.pi * mpmath.asin(0.5)) < 1e-12
+    assert sig.c_map_curve(np.array([0.0]), q1=2.0, q2=0.5)[0] == sig.c_map(0.0, q1=2.0, q2=0.5)
+    monkeypatch.undo()
+    # the product of means is the 2-D rule's own value at c = 0
+    assert rel(sig.c_map(0.0, q1=2.0, q2=0.5),
+               gauss.bivariate_gaussian_expectation_float64(sig._f.np(0), sig._f.np(0), 0.0, q1=2.0, q2=0.5)
+               / math.sqrt(sig.q_map(2.0) * sig.q_map(0.5))) < 1e-12
