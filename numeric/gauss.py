@@ -574,7 +574,9 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
         zf = np.array([to_int(nodes[i]) for i in keep], dtype=object)
         # sum f w / 2^E (E: the largest f w's binary exponent) and scale back: the fixed-point sum's
         # 2^-P resolution is then relative to f's size, not absolute (tanh / 1e60 lost every digit)
-        exponents = [int(mpmath.floor(mpmath.log(abs(fw[i]), 2))) for i in keep]
+        # (the exact binary exponent: floor(log2 |f w|) rounded it, and for f w ~ 2^-3e99 (x exp(-x^2) at
+        # q = 1e100) by ~1e69, so ldexp below made a 1e69-bit integer: a bare OverflowError)
+        exponents = [mpmath.frexp(fw[i])[1] - 1 for i in keep]
         scale = max(exponents, default=0)
         shifts = [P - e for e in exponents]
         M = np.array([int(mpmath.nint(mpmath.ldexp(fw[i], sh))) for i, sh in zip(keep, shifts)], dtype=object)

@@ -377,3 +377,15 @@ def test_bivariate_mpmath_density_memo_is_bounded(monkeypatch):
     step = lambda t: mpmath.mpf(1) if t > 0 else mpmath.mpf(0)  # noqa: E731
     got = bivariate_gaussian_expectation(step, step, 0.5, dps=15, breakpoints=[0])
     assert rel(got.value, mpmath.mpf(1) / 4 + mpmath.asin(mpmath.mpf(1) / 2) / (2 * mpmath.pi)) < 1e-14
+
+
+def test_hermite_coefficients_of_a_step_steeper_than_any_panel():
+    """sigmoid(1e80 z) (a saturating activation at q = 1e160): f w at z ~ 1 is 2^-1.4e80, and its binary
+    exponent, taken as floor(log2 |f w|) at ~100 bits, was off by ~1e50, so the fixed-point mantissa became a
+    1e50-bit integer: a bare OverflowError (sigmoid's mpmath C(0.3; q = 1e100) was killed for memory, the
+    exponent off by 1e20).  Reference: the step H(z), 1e-80 away: a_k = E[H(z) He_k(z)] / sqrt(k!)."""
+    big = mpmath.mpf(10) ** 80
+    a = hermite_coefficients(lambda z: 1 / (1 + mpmath.exp(-big * z)), 4, dps=20, breakpoints=[0])
+    with mpmath.workdps(30):
+        exact = [mpmath.mpf(1) / 2, 1 / mpmath.sqrt(2 * mpmath.pi), 0, -1 / mpmath.sqrt(12 * mpmath.pi)]
+        assert max(abs(u - v) for u, v in zip(a, exact)) < mpmath.mpf(10) ** -20
