@@ -1127,3 +1127,29 @@ def test_float64_c_map_curve_at_c_0_is_the_product_of_means(monkeypatch):
     assert rel(sig.c_map(0.0, q1=2.0, q2=0.5),
                gauss.bivariate_gaussian_expectation_float64(sig._f.np(0), sig._f.np(0), 0.0, q1=2.0, q2=0.5)
                / math.sqrt(sig.q_map(2.0) * sig.q_map(0.5))) < 1e-12
+
+
+def _localised_c_slope(c, q):
+    """C'(c; q, q) of x exp(-x^2) from its closed form: E[u v exp(-u^2 - v^2)] = c q / det^(3/2),
+    det = (1 + 2q)^2 - 4 c^2 q^2 (Gaussian integral), Q(q) = q / (1 + 4q)^(3/2), so
+    C = c (1 + 4q)^(3/2) / det^(3/2) and C' = (1 + 4q)^(3/2) (det + 12 c^2 q^2) / det^(5/2)."""
+    with mpmath.workdps(60):
+        c, q = mpmath.mpf(c), mpmath.mpf(q)
+        det = (1 + 2 * q) ** 2 - 4 * c * c * q * q
+        return (1 + 4 * q) ** mpmath.mpf(1.5) * (det + 12 * c * c * q * q) / det ** mpmath.mpf(2.5)
+
+
+def test_float64_c_slope_of_a_localised_phi_at_large_q_is_refused_not_garbage():
+    """phi = x exp(-x^2): phi' lives where |x| ~ 1, so at large q the density is flat there and C'(c) ~ q^-3/2
+    while C'(1) ~ q.  The 2-D rule converges to 1e-13 of sqrt(E phi'(u)^2 E phi'(v)^2) ~ C'(1) and returned
+    noise: 5e33 for C'(0.3; 1e100) (true 1.5e-150), -4e16 at c = 0; at q = 1e12, -4.7e-11 for C'(0.3) (true
+    1.5e-18).  Now it raises where fewer than two digits are certain (at c = 0, q = 1e12 the rule happened to
+    keep 3: 1.0003e-18 against 1e-18), and agrees with the closed form where it resolves."""
+    fast = kernel_maps(x * sympy.exp(-x**2), engine="float64")
+    assert rel(fast.c_map_derivative(0.3, 1, 1.0, 1.0), _localised_c_slope(0.3, 1)) < 1e-12
+    assert rel(fast.c_map_derivative(-0.5, 1, 100.0, 100.0), _localised_c_slope(-0.5, 100)) < 1e-11
+    for c in (0.3, 0.0):
+        with pytest.raises(DivergentIntegralError, match="not resolved.*engine='mpmath'"):
+            fast.c_map_derivative(c, 1, 1e12, 1e12)
+    # an exact zero stays exact: C'(0) = q E[phi'(u)]^2 / Q = 0 for an even phi (phi' odd)
+    assert kernel_maps(sympy.exp(-x**2), engine="float64").c_map_derivative(0.0, 1, 1e12, 1e12) == 0.0
