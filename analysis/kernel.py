@@ -560,7 +560,9 @@ class KernelMaps:
     ``mpmath.mpf`` at ``dps`` digits; with ``"float64"`` they are Python floats (Q and C values
     and their c-derivatives agree with the mpmath engine to about 1e-13 relative, tested at 1e-12,
     except near a zero of the C map (small c for an odd phi, where the 2-D rule's error is ~1e-13 of
-    ``sqrt(E phi(u)^2 E phi(v)^2)``, about 1e-17 absolute: erf's C(1e-8) = 9.1e-9 is 1e-10 off relative);
+    ``sqrt(E phi(u)^2 E phi(v)^2)``, about 1e-17 absolute: erf's C(1e-8) = 9.1e-9 is 1e-10 off relative; the
+    c-derivatives likewise keep ~1e-13 of ``sqrt(E phi^(n)(u)^2 E phi^(n)(v)^2)``, and raise where that leaves
+    fewer than two certain digits: x exp(-x^2)'s C'(0.3; q = 1e6) ~ 1e-9 against C'(1) ~ 1e6);
     :meth:`q_map_derivative` at ``q >= 1`` cancels and keeps about 1e-10 relative: GELU's
     ``Q''(1000)`` is 1.3e-11 off; where it would keep less it raises instead).
 
