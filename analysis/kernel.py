@@ -282,6 +282,9 @@ def _np_erfc(x):
 _NUMPY_MODULES = [{"erf": _np_erf, "erfc": _np_erfc}, "numpy"]
 
 
+_PIECEWISE_FUNCS = (sympy.Max, sympy.Min, sympy.Abs, sympy.sign, sympy.Heaviside, sympy.Piecewise)
+
+
 def _find_kinks(expr: sympy.Expr, x: sympy.Symbol) -> tuple:
     """Real points where a piecewise expression (Heaviside/Max/Min/Abs/sign/Piecewise) may kink."""
     cands = set()
@@ -299,14 +302,15 @@ def _find_kinks(expr: sympy.Expr, x: sympy.Symbol) -> tuple:
     for a in args:
         if not a.has(x):
             continue
-        try:
-            sols = sympy.solve(sympy.Eq(a, 0), x)
-        except (NotImplementedError, TypeError):
-            # a nested Max/Min/Abs (hard tanh written Max(-1, Min(1, x)): -1 - Min(1, x) = 0) has no
-            # algorithm in solve; as a Piecewise it is solved piece by piece.  The kink at -1 was lost:
-            # the float64 C(0.3; 1e100, 1) raised "did not converge" after 8 s
+        # a nested Max/Min/Abs: solve() has no algorithm for -1 - Min(1, x) = 0 (hard tanh written
+        # Max(-1, Min(1, x)) lost its kink at -1: the float64 C(0.3; 1e100, 1) raised "did not converge"
+        # after 8 s) and silently drops a piece of 3 - Max(-2 x, x) = 0 ([3], not [-3/2, 3]); as a Piecewise
+        # it is solved piece by piece.  Both forms are solved: a spurious kink is only an extra split point
+        forms = [a] + ([a.rewrite(sympy.Piecewise)] if a.has(*_PIECEWISE_FUNCS) else [])
+        sols = set()
+        for form in forms:
             try:
-                sols = sympy.solve(sympy.Eq(a.rewrite(sympy.Piecewise), 0), x)
+                sols |= set(sympy.solve(sympy.Eq(form, 0), x))
             except (NotImplementedError, TypeError, ValueError):
                 continue
         for s in sols:

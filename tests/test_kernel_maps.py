@@ -1094,6 +1094,8 @@ def test_kinks_of_a_nested_max_min_are_all_found():
 
     hard_tanh = sympy.Max(-1, sympy.Min(1, x))
     assert _activation_parts(hard_tanh).kinks == (-1, 1)
+    # solve() answers 3 - Max(-2 x, x) = 0 with [3] alone: the kink at -3/2 was silently lost
+    assert _activation_parts(sympy.Min(3, sympy.Max(-2 * x, x))).kinks == (sympy.Rational(-3, 2), 0, 3)
     with mpmath.workdps(30):
         c = mpmath.mpf("0.3")
         s = mpmath.sqrt(1 - c * c)
