@@ -104,6 +104,9 @@ _F64_FLOOR = 1e-15  # absolute: float64 residuals cannot go much below this (tar
 _GRID_LOG_ALPHA = np.linspace(math.log(1e-3), math.log(8.0), 24)
 _GRID_BETA = np.linspace(-4.0, 4.0, 25)
 _N_STARTS = 24  # Newton runs from the best grid points; all distinct roots are collected
+# further grid starts, per round (at most two), when _pick is left to take the smallest |beta|
+# (see _more_small_beta_roots); a start that finds no root costs 60 Newton steps
+_N_SMALL_BETA_STARTS = 12
 
 
 def _dks_system(ev: ConditionEvaluator, q_target, c_target):
@@ -317,6 +320,35 @@ def _roots(ranked, newton_from, n_starts: int, branch: str) -> list[dict]:
     return found
 
 
+def _more_small_beta_roots(roots: list, rest: list, newton_from: Callable, branch: str, odd_offset) -> list:
+    """``roots`` and the distinct roots Newton finds from further ranked grid points (``rest``) whose
+    |beta| is below the smallest |beta| found so far, while :func:`_pick` would take the root with the
+    smallest |beta| (``branch="min|beta|"``, or ``"beta>=0"`` with no beta >= 0 root of an activation
+    without mirror pairs).  The best grid points alone missed such roots: gelu at C'(1) = 1.5 returned
+    (alpha 0.745, beta -2.54) as "the smallest |beta|", while (0.312, -1.062) -- the branch taken at
+    C'(1) = 1.49 and 1.6 -- is a root too; its nearest grid point ranked below the 24 best."""
+    def smallest_beta_wanted():
+        return branch == "min|beta|" or (branch == "beta>=0" and odd_offset is None
+                                          and all(r["beta"] < 0 for r in roots))
+
+    roots = list(roots)
+    for _ in range(2):
+        if not smallest_beta_wanted():
+            break
+        bound = min(abs(r["beta"]) for r in roots)
+        starts = [p for p in rest if abs(p[2]) < bound - 1e-9][:_N_SMALL_BETA_STARTS]
+        if not starts:
+            break
+        tried = {(la, b) for _, la, b in starts}
+        rest = [p for p in rest if (p[1], p[2]) not in tried]
+        new = [r for r in _roots(starts, newton_from, len(starts), branch)
+               if not any(abs(r["alpha"] - s["alpha"]) < 1e-9 and abs(r["beta"] - s["beta"]) < 1e-9 for s in roots)]
+        roots += new
+        if not any(abs(r["beta"]) < bound for r in new):
+            break
+    return roots
+
+
 def _continuation(newton_at: Callable, start_target: float, x_start: list, target: float, max_steps: int = 120):
     """Follow a root from ``start_target`` to ``target`` (``newton_at(t, x0)`` -> x or None).
 
@@ -342,25 +374,28 @@ def _continuation(newton_at: Callable, start_target: float, x_start: list, targe
 
 
 def _solve_f64(points, residual_index: int, grid_target: float, target: float, base: float,
-               newton_at: Callable, x0_of: Callable, scale_of: Callable, branch: str):
+               newton_at: Callable, x0_of: Callable, scale_of: Callable, branch: str, odd_offset=None):
     """Float64 roots for ``target``: Newton from the best grid points; when none converges, a root
     for an easier target base + (target - base)/4^k (the first k = 1..6 that has one) continued
-    to ``target``.
+    to ``target``.  When the roots found leave :func:`_pick` to take the smallest |beta| (see
+    :func:`_more_small_beta_roots`), Newton also runs from further grid points with a smaller |beta|.
 
     Returns (roots, reached): ``reached`` is None, or (largest target the continuation reached,
     x there) when it stalled -- the evidence behind an infeasibility report.
     """
-    def run(t, n_starts):
-        ranked = _ranked(points, residual_index, grid_target - t, scale_of(t))
+    def newton_from(t):
         # Newton from grid starts stays near the grid: a start that runs off towards large alpha costs
         # like alpha per step (an infeasible target sent every start to the cap: elu, C'(1) = 2 took
         # 80 s instead of 0.5 s); large-alpha roots are reached by the continuation below.
-        return _roots(ranked, lambda la, b: newton_at(t, x0_of(la, b), log_alpha_max=_LOG_ALPHA_GRID_START),
-                      n_starts, branch)
+        return lambda la, b: newton_at(t, x0_of(la, b), log_alpha_max=_LOG_ALPHA_GRID_START)
+
+    def run(t, n_starts):
+        return _roots(_ranked(points, residual_index, grid_target - t, scale_of(t)), newton_from(t), n_starts, branch)
 
     roots = run(target, _N_STARTS)
     if roots:
-        return roots, None
+        ranked = _ranked(points, residual_index, grid_target - target, scale_of(target))
+        return _more_small_beta_roots(roots, ranked[_N_STARTS:], newton_from(target), branch, odd_offset), None
     reached = None
     # easier targets, geometrically closer to the trivial one; then, if none has a root on the grid,
     # farther ones (a TAT curvature of 3e-4 per layer needs alpha ~ 0.02, below the grid, while 1e-3
@@ -556,14 +591,16 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
 
     skipped: list = []
     points = _start_points(lambda la, b: system_f64([la, b])[0], _GRID_LOG_ALPHA, _GRID_BETA, funcs.kinks, skipped)
-    solutions, reached = _solve_f64(points, 1, c_t, c_t, 1.0, newton_at, lambda la, b: [la, b], scale_of, branch)
+    solutions, reached = _solve_f64(points, 1, c_t, c_t, 1.0, newton_at, lambda la, b: [la, b], scale_of, branch,
+                                    funcs.odd_offset)
     near_linear = False
     if not solutions and c_t - 1 < _NEAR_LINEAR and q_t == 1:
         # C'(1) - 1 below 1e-6: float64 cannot resolve the nonlinearity (alpha ~ sqrt(2 (C'(1) - 1)) is
         # below the grid and the residuals are rounding-level).  Solve at C'(1) = 1 + 1e-6, scale alpha
         # by the leading-order law C'(1) - 1 ~ alpha^2, and let mpmath (which has the digits) polish.
         easy = 1 + _NEAR_LINEAR
-        easy_roots, _ = _solve_f64(points, 1, c_t, easy, 1.0, newton_at, lambda la, b: [la, b], scale_of, branch)
+        easy_roots, _ = _solve_f64(points, 1, c_t, easy, 1.0, newton_at, lambda la, b: [la, b], scale_of, branch,
+                                   funcs.odd_offset)
         # c_exact - 1, not c_t - 1: a target 1 + 1e-20 is 1.0 as a float
         solutions = [{**r, "alpha": r["alpha"] * math.sqrt(float(c_exact - 1) / _NEAR_LINEAR)} for r in easy_roots]
         near_linear = bool(solutions)
@@ -878,7 +915,7 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
 
     skipped: list = []
     points = _start_points(residual_at, _GRID_LOG_ALPHA, _GRID_BETA, funcs.kinks, skipped)
-    solutions, reached = _solve_f64(points, 2, k_t, k_t, 0.0, newton_at, x0_of, scale_of, branch)
+    solutions, reached = _solve_f64(points, 2, k_t, k_t, 0.0, newton_at, x0_of, scale_of, branch, funcs.odd_offset)
     near_linear = False
     if not solutions and 0 < k_t < _TAT_NEAR_LINEAR:
         # C''(1) below 1e-5 needs alpha below ~3e-3, where float64 Newton stalls: Q'(1) - 1 and C'(1) - 1
@@ -889,7 +926,7 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
         # (their leading-order laws; scaling alpha alone left residuals that sent mpmath's Newton
         # astray), and mpmath, which has the digits, polishes.
         k1, k2 = _TAT_NEAR_LINEAR, _TAT_NEAR_LINEAR / 2
-        easy_roots, _ = _solve_f64(points, 2, k_t, k1, 0.0, newton_at, x0_of, scale_of, branch)
+        easy_roots, _ = _solve_f64(points, 2, k_t, k1, 0.0, newton_at, x0_of, scale_of, branch, funcs.odd_offset)
         for r in easy_roots:
             # tolerance 1e-14 (scale 0.1): float64 residuals here jitter at a few 1e-15 (softplus never
             # reached the 1e-15 floor), and the extrapolation is only a start for the mpmath polish

@@ -1108,3 +1108,20 @@ def test_float64_residuals_just_above_the_near_linear_cut_off_are_honest():
     for key, value in true.items():
         assert abs(sol.residuals[key] - value) < 2e-16, (key, sol.residuals[key], value)  # honest
         assert abs(value) < 1e-15, (key, value)  # and as small as float64 parameters allow
+
+
+def test_the_smallest_abs_beta_fallback_finds_roots_beyond_the_best_grid_starts():
+    """gelu has no beta >= 0 root at C'(1) = 1.5, so the documented rule takes the root with the smallest
+    |beta|; Newton from the 24 best grid points found only (alpha 0.745, beta -2.5415) and returned it, though
+    Newton from (0.305, -1.056) converges to the root (0.31181, -1.06181) (residuals 2e-16) -- the branch the
+    solver takes at C'(1) = 1.49 and 1.6.  Reference: the conditions by mpmath.quad at 30 digits."""
+    sol = solve_dks_layer("gelu", c_slope=1.5)
+    achieved = _quad_dks_conditions("gelu", sol, dps=30)
+    for key, target in (("q_value", 1), ("c_at_0", 0), ("c_slope", mpmath.mpf(3) / 2), ("q_slope", 1)):
+        assert abs(achieved[key] - target) < 1e-12, (key, achieved[key])
+    assert abs(sol.beta) <= 1.06181 + 1e-6, (sol.alpha, sol.beta)
+    assert sol.branch.startswith("no beta >= 0 root; smallest |beta|")
+    # the same branch as at the neighbouring targets (alpha, beta move continuously with C'(1))
+    for c, alpha_range in ((1.49, (0.30, 0.31)), (1.6, (0.37, 0.39))):
+        other = solve_dks_layer("gelu", c_slope=c)
+        assert alpha_range[0] < other.alpha < alpha_range[1] and -1.2 < other.beta < -1.0, (c, other.alpha, other.beta)
