@@ -545,39 +545,11 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
     factors = Mul.make_args(product)
     candidates = []
     for f in factors:
-        base, k = (f.base, f.exp) if isinstance(f, Pow) else (f, S.One)
-        u = base.args[0] if isinstance(base, (sympy.exp, sympy.sech, Sigmoid, sympy.erfc, NormalCdf)) else None
-        if u is None or u.free_symbols != {x} or not u.is_polynomial(x):
-            continue
-        poly = sympy.Poly(u, x)
-        side = 0  # 0: decays at both ends; -1, +1: at x -> -oo, +oo only (then the other factors' numbers count)
-        if isinstance(base, sympy.exp) and poly.degree() >= 2 and poly.degree() % 2 == 0 and poly.LC().is_negative:
-            # E(x) <= -800 beyond the largest real root of E + 800
-            reach = max([abs(complex(r).real) for r in (poly + 800).nroots() if abs(complex(r).imag) < 1e-9],
-                        default=1.0)
-        elif isinstance(base, sympy.sech) and poly.degree() == 1 and k.is_number and k.is_positive:
-            # sech(a*x + b)**k < (2*exp(-|a*x + b|))**k <= exp(-800) for |a*x + b| >= 800/k + log(2)
-            b, a = (float(c) for c in poly.all_coeffs()[::-1])
-            reach = (abs(b) + 800 / float(k) + math.log(2)) / abs(a)
-        elif isinstance(base, (Sigmoid, sympy.exp)) and poly.degree() == 1 and k.is_number and k.is_positive:
-            # Sigmoid(a*x + b)**k < exp(k*(a*x + b)) <= exp(-800) for a*x + b <= -800/k: one side (exp(x): the
-            # (x + 1)*erfc(x) beside it in x*exp(x)*erfc(x)'s slope was -inf*0 = NaN at x = -3e38 in float32)
-            b, a = (float(c) for c in poly.all_coeffs()[::-1])
-            reach, side = (abs(b) + 800 / float(k)) / abs(a), (-1 if a > 0 else 1)
-        elif isinstance(base, sympy.erfc) and poly.degree() == 1 and k.is_number and k.is_positive:
-            # erfc(u)**k <= exp(-k*u**2) <= exp(-800) for u = a*x + b >= sqrt(800/k), one side: x**2*erfc(x) was
-            # inf*0 = NaN from x = 1.8e19 in float32, x*exp(x)*erfc(x) from x = 89.5 (711 in float64), where they
-            # are 0
-            b, a = (float(c) for c in poly.all_coeffs()[::-1])
-            reach, side = (abs(b) + math.sqrt(800 / float(k))) / abs(a), (1 if a > 0 else -1)
-        elif isinstance(base, NormalCdf) and poly.degree() == 1 and k.is_number and k.is_positive:
-            # NormalCdf(u)**k <= exp(-k*u**2/2) <= exp(-800) for u = a*x + b <= -sqrt(1600/k) (erfc(-x/2) is
-            # 2*NormalCdf(x/sqrt(2)) in safe form: x**3*erfc(-x/2) was NaN from x = -1e13 in float32)
-            b, a = (float(c) for c in poly.all_coeffs()[::-1])
-            reach, side = (abs(b) + math.sqrt(1600 / float(k))) / abs(a), (-1 if a > 0 else 1)
-        else:
-            continue
-        candidates.append((f, u, reach, side))
+        decay = _decay(f, x)
+        if decay is None and isinstance(f, Add):
+            decay = _decaying_sum(f, x)
+        if decay is not None:
+            candidates.append((f, *decay))
     # each decaying factor clamps x in the others on its side(s); two (exp(x)*erfc(x), one side each) both
     clamps = [(f, c) for f, u, reach, side in candidates
               if (c := _decaying_clamp(factors, f, u, reach, side, x)) is not None]
@@ -591,6 +563,74 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
                 clamped = clamp.xreplace({x: clamped})
         result.append(factor.xreplace({x: clamped}) if clamped != x else factor)
     return Mul(*result)
+
+
+def _decay(f: sympy.Expr, x: sympy.Symbol, depth: float = 800.0):
+    """(argument, reach, side) of a factor that decays: past |x| = reach it is <= exp(-depth), at both ends
+    (side 0) or at x -> -oo, +oo only (side -1, +1); None for any other factor (see
+    :func:`_clamp_beside_decaying_factor`)."""
+    base, k = (f.base, f.exp) if isinstance(f, Pow) else (f, S.One)
+    u = base.args[0] if isinstance(base, (sympy.exp, sympy.sech, Sigmoid, sympy.erfc, NormalCdf)) else None
+    if u is None or u.free_symbols != {x} or not u.is_polynomial(x):
+        return None
+    poly = sympy.Poly(u, x)
+    side = 0  # 0: decays at both ends; -1, +1: at x -> -oo, +oo only (then the other factors' numbers count)
+    if isinstance(base, sympy.exp) and poly.degree() >= 2 and poly.degree() % 2 == 0 and poly.LC().is_negative:
+        # E(x) <= -800 beyond the largest real root of E + 800
+        reach = max([abs(complex(r).real) for r in (poly + depth).nroots() if abs(complex(r).imag) < 1e-9],
+                    default=1.0)
+    elif isinstance(base, sympy.sech) and poly.degree() == 1 and k.is_number and k.is_positive:
+        # sech(a*x + b)**k < (2*exp(-|a*x + b|))**k <= exp(-800) for |a*x + b| >= 800/k + log(2)
+        b, a = (float(c) for c in poly.all_coeffs()[::-1])
+        reach = (abs(b) + depth / float(k) + math.log(2)) / abs(a)
+    elif isinstance(base, (Sigmoid, sympy.exp)) and poly.degree() == 1 and k.is_number and k.is_positive:
+        # Sigmoid(a*x + b)**k < exp(k*(a*x + b)) <= exp(-800) for a*x + b <= -800/k: one side (exp(x): the
+        # (x + 1)*erfc(x) beside it in x*exp(x)*erfc(x)'s slope was -inf*0 = NaN at x = -3e38 in float32)
+        b, a = (float(c) for c in poly.all_coeffs()[::-1])
+        reach, side = (abs(b) + depth / float(k)) / abs(a), (-1 if a > 0 else 1)
+    elif isinstance(base, sympy.erfc) and poly.degree() == 1 and k.is_number and k.is_positive:
+        # erfc(u)**k <= exp(-k*u**2) <= exp(-800) for u = a*x + b >= sqrt(800/k), one side: x**2*erfc(x) was
+        # inf*0 = NaN from x = 1.8e19 in float32, x*exp(x)*erfc(x) from x = 89.5 (711 in float64), where they
+        # are 0
+        b, a = (float(c) for c in poly.all_coeffs()[::-1])
+        reach, side = (abs(b) + math.sqrt(depth / float(k))) / abs(a), (1 if a > 0 else -1)
+    elif isinstance(base, NormalCdf) and poly.degree() == 1 and k.is_number and k.is_positive:
+        # NormalCdf(u)**k <= exp(-k*u**2/2) <= exp(-800) for u = a*x + b <= -sqrt(1600/k) (erfc(-x/2) is
+        # 2*NormalCdf(x/sqrt(2)) in safe form: x**3*erfc(-x/2) was NaN from x = -1e13 in float32)
+        b, a = (float(c) for c in poly.all_coeffs()[::-1])
+        reach, side = (abs(b) + math.sqrt((2 * depth) / float(k))) / abs(a), (-1 if a > 0 else 1)
+    else:
+        return None
+    return u, reach, side
+
+
+def _decaying_sum(total: Add, x: sympy.Expr):
+    """(total, reach, side) for a sum whose every term is c*P(x)*D(x), P a polynomial (x in it possibly clamped
+    already) and D a decaying factor of :func:`_decay`, all of them decaying on one side at least: the sum is
+    <= exp(-800) past reach there.  exp(x)*erfc(x)'s slope (erfc(x) - 2*exp(-x**2)/sqrt(pi))*exp(x) was
+    inf*0 = NaN from x = 89.5 in float32 (711 in float64), where it is 0, for no factor of it alone decays."""
+    sides, reach = set(), 0.0
+    for term in Add.make_args(total):
+        coefficient, part = term.as_independent(x, as_Add=False)
+        decaying = [f for f in Mul.make_args(part) if _decay(f, x) is not None]
+        if len(decaying) != 1 or not coefficient.is_number or not coefficient.is_finite:
+            return None
+        polynomial = Mul(*[f for f in Mul.make_args(part) if f is not decaying[0]])
+        polynomial = polynomial.replace(lambda e: isinstance(e, (sympy.Min, sympy.Max)) and e.has(x),
+                                        lambda e: next(a for a in e.args if a.has(x)))
+        if polynomial.free_symbols - {x} or not polynomial.is_polynomial(x):
+            return None
+        poly = sympy.Poly(coefficient * polynomial, x)
+        size = max(1.0, sum(abs(float(c)) for c in poly.all_coeffs()))
+        _, first, side = _decay(decaying[0], x)
+        # past reach the decay, at least exponential in x, outgrows |c*P(x)| <= size*x**degree
+        _, term_reach, _ = _decay(decaying[0], x, 800.0 + math.log(size) + poly.degree() * math.log(max(first, 2.0)))
+        sides.add(side)
+        reach = max(reach, term_reach)
+    sides.discard(0)
+    if len(sides) > 1:
+        return None
+    return total, reach, (sides.pop() if sides else 0)
 
 
 def _decaying_clamp(factors: tuple, decaying: sympy.Expr, argument: sympy.Expr, reach: float, side: int,
