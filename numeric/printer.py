@@ -1834,7 +1834,7 @@ def _sech_(u):
 def _sech_sq_(u):
     if torch.compiler.is_compiling():
         return _sech_sq(u)
-    return torch.cosh(u).square_().reciprocal_()
+    return torch.cosh(u).reciprocal_().square_()
 
 
 def _ndtr_(u):

@@ -692,3 +692,23 @@ def test_a_sum_of_decaying_terms_clamps_the_factors_beside_it(formula, dtype):
     points = [-3e38, -1e10, -30.0, -5.0, -0.5, 0.0, 1.0, 5.0, 9.0, 20.0, 26.0, 30.0, 89.5, 95.0, 1e4, 1e10, 3e38]
     points += [711.0, 1000.0, 1e150] if dtype == torch.float64 else []
     _assert_against_mpmath_and_never_nan(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x**2/cosh(x)**2", "x**3*sech(x)**2"])
+def test_sech_squared_beside_a_large_factor_keeps_its_subnormal_value_in_the_in_place_code(formula, dtype):
+    """The in-place sech**2 helper was 1/cosh(u)**2, squared before the reciprocal: 0 where cosh**2 overflows (|u| >
+    44.4 in float32, 355 in float64) although the factor beside it makes the product a normal number:
+    x**2/cosh(x)**2 was 0 at x = 45.2 in float32 (4.49e-36) and at x = 356 in float64 (4.8e-304).  Now the
+    reciprocal, then the square (the same three operations, one allocation).  Value and slope against mpmath
+    (50 digits), and the graph code's value equal to the in-place code's."""
+    # (points where sech**2's own subnormal rounding stays below the tolerance: float32 to |u| = 46, float64 to 358)
+    points = [-0.5, 1.0, 3.0, 30.0, 44.0, 45.2, -46.0, 60.0, 100.0, 1e10, -3e38]
+    points += [350.0, 356.0, -358.0, 711.0, 1e300] if dtype == torch.float64 else []
+    _assert_against_mpmath_and_never_nan(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    module = torch_module(formula)
+    with torch.no_grad():
+        in_place = module(t)
+    graph = module(t)
+    assert torch.allclose(graph, in_place, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0.0), (graph, in_place)
