@@ -731,3 +731,23 @@ def test_a_quotient_of_overflowing_hyperbolic_functions_is_one_exp(formula, dtyp
     (h,) = torch.autograd.grad(g.sum(), t)
     exact = [float(sympy.diff(expr, X, 2).subs(X, p).evalf(30)) for p in (0.0, 0.25, -0.5)]
     assert h.tolist() == pytest.approx(exact, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_growing_sum_beside_a_hyperbolic_quotient_is_distributed_into_it(dtype):
+    """sinh(x)**2/cosh(2*x)'s slope 2*(cosh(x) - sinh(x)*tanh(2*x))*sinh(x)*sech(2*x) has sinh(x) beside the sech and
+    cosh(x) inside a sum: the sum stayed apart and was inf*0 = NaN from |x| = 89.5 in float32 (711 in float64),
+    where the slope is tanh(2*x)/cosh(2*x), about 0.  Never NaN, and 0 to within the smallest normal number there
+    (the slope's two terms cancel near 0, a matter of SymPy's form and not checked here); the value against
+    mpmath (50 digits)."""
+    big = float(torch.finfo(dtype).max)
+    points = [-big, -3e38, -1e10, -711.0, -89.5, -50.0, 0.5, 50.0, 89.5, 711.0, 1e19, big]
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_module("sinh(x)**2/cosh(2*x)")(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    assert not g.isnan().any() and not y.isnan().any(), (y, g)
+    assert all(abs(s) < torch.finfo(dtype).tiny for p, s in zip(points, g.tolist()) if abs(p) > 400), g
+    for p, v in zip(t.tolist(), y.tolist()):
+        with mpmath.workdps(50):
+            exact = mpmath.sinh(p) ** 2 / mpmath.cosh(2 * mpmath.mpf(p))
+        assert v == pytest.approx(float(exact), rel=1e-5 if dtype == torch.float32 else 1e-12), (p, v)
