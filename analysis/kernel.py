@@ -1144,13 +1144,14 @@ class KernelMaps:
             return mpmath.mpf(1)
         return self._cache[("Q", qv)]
 
-    def _hermite(self, qv, n):
-        """Hermite coefficients of z -> phi(sqrt(q) z), cached per q (a longer list serves shorter requests)."""
-        key = ("herm", qv)
+    def _hermite(self, qv, n, extra: int = 0):
+        """Hermite coefficients of z -> phi(sqrt(q) z), cached per q (a longer list serves shorter requests),
+        computed with ``extra`` more digits; their absolute error bound is cached as ("herm_err", q, extra)."""
+        key = ("herm", qv, extra)
         have = self._cache.get(key)
         if have is None or len(have) < n:
             f = self._f.mp(0)
-            with mpmath.workdps(self.dps + _GUARD):
+            with mpmath.workdps(self.dps + _GUARD + extra):
                 r = mpmath.sqrt(self._mp(qv))
                 bps = [b / r for b in self._breakpoints_mp()]
                 # phi(r z) varies on a scale s/r in z around 0, the kinks and the feature centres
@@ -1169,10 +1170,43 @@ class KernelMaps:
                 # of unit norm, and scale back, or a small phi(sqrt(q) z) drowns (tanh at q = 1e-80:
                 # C(0.5) = 0.49999999081 at 20 digits; at q = 1e-100 a DomainError "C = 8e204")
                 norm = mpmath.sqrt(self._q_raw(qv))
-                have = [norm * v for v in gauss.hermite_coefficients(
-                    lambda t: f(r * t) / norm, n, dps=self.dps + _GUARD, breakpoints=bps)]
+                coeffs, bound = gauss.hermite_coefficients(
+                    lambda t: f(r * t) / norm, n, dps=self.dps + _GUARD + extra, breakpoints=bps,
+                    with_error=True)
+                have = [norm * v for v in coeffs]
+                # absolute error of every a_k (~10^-(dps + 26) E|phi(sqrt(q) z)|): Mehler's sums check
+                # their terms against it (_checked_hermite)
+                self._cache[("herm_err", qv, extra)] = norm * bound
             self._cache[key] = have
         return have[:n]
+
+    def _checked_hermite(self, qs, n, measure, what: str, c) -> list:
+        """Hermite coefficients (one list per q in ``qs``) accurate enough for a Mehler sum:
+        ``measure(lists, errs)`` gives the sum of its terms' absolute values and the absolute error
+        that the coefficients' errors put in it, which must be below 10^-(dps + 1) of it.  Where it is
+        not, the coefficients are recomputed with the missing digits (and 3 more) once, up to 150
+        extra digits; past that it raises.
+
+        (x exp(-x^2) at q = 1e100: its a_k ~ 1e-50 E|phi| came out with no correct digit, and
+        C(0.3) = 5.3e-148, C'(0.3) = 7.1e-148 were returned for 3.5e-151 and 1.5e-150; their error
+        scales like 10^-dps, so more dps alone never closed the gap.)"""
+        extra = 0
+        while True:
+            lists = [self._hermite(qv, n, extra) for qv in qs]
+            terms_abs, err = measure(lists, [self._cache[("herm_err", qv, extra)] for qv in qs])
+            if err <= mpmath.mpf(10) ** (-self.dps) * terms_abs / 10:
+                return lists
+            short = (int(mpmath.ceil(mpmath.log10(err * 10 ** (self.dps + 1) / terms_abs))) + 3
+                     if terms_abs > 0 else None)
+            if extra or short is None or short > 150:
+                break
+            extra = short
+        raise DomainError(
+            f"{what} of {self.activation_name!r} at c={mpmath.nstr(c, 15)}, q={mpmath.nstr(qs[0], 15)}: "
+            f"Mehler's series cannot carry {self.dps} digits here (its terms sum to {mpmath.nstr(terms_abs, 3)} "
+            f"in absolute value, their error, from the Hermite coefficients' absolute accuracy, is up to "
+            f"{mpmath.nstr(err, 3)} with {extra} extra digits: phi(sqrt(q) z) is concentrated where its low "
+            "Hermite coefficients are tiny against E|phi|).  Use a closed form if one exists.")
 
     def _kernel_num(self, n: int, cv, qa, qb):
         """E[phi^(n)(u) phi^(n)(v)] with jumps of phi^(n-1) as delta functions (numeric engines)."""
@@ -1242,7 +1276,15 @@ class KernelMaps:
             a = self._hermite(qv, 1)
             return a[0] ** 2
         nterms = self._mehler_terms(cv)
-        a = self._hermite(qv, nterms)
+        x = abs(cv)
+
+        # the a_k's absolute error (the truncation at |c|^N < 10^-(dps + 12) is not checked: its bound
+        # |c|^N Q(q) is far from sharp for a phi whose a_k^2 spread to k >> N)
+        def measure(lists, errs):
+            (a,), (err,) = lists, errs
+            return (mpmath.fsum(ak * ak * x**k for k, ak in enumerate(a)),
+                    mpmath.fsum((2 * abs(ak) + err) * err * x**k for k, ak in enumerate(a)))
+        (a,) = self._checked_hermite([qv], nterms, measure, "C", cv)
         return mpmath.fsum(ak * ak * cv**k for k, ak in enumerate(a))
 
     # ---- C map ---------------------------------------------------------------------------
@@ -1377,14 +1419,24 @@ class KernelMaps:
         if self.engine == "mpmath" and c == 0:
             # Mehler's series at c = 0 keeps one term: n! a_n(q1) a_n(q2) (the 2-D quadrature took
             # ~90 s for tanh's C'(0) at 30 digits)
-            a1, a2 = self._hermite(q1, n + 1), self._hermite(q2, n + 1)
+            def measure(lists, errs):
+                (b1, b2), (e1, e2) = [abs(a[n]) for a in lists], errs
+                return b1 * b2, b1 * e2 + b2 * e1 + e1 * e2
+            a1, a2 = self._checked_hermite([q1, q2], n + 1, measure, f"d^{n}C/dc^{n}", c)
             return self._out(mpmath.factorial(n) * a1[n] * a2[n] / self._norm(q1, q2))
         if (self.engine == "mpmath" and q1 == q2 and c != 0
                 and abs(c) <= self.mehler_max_abs_c):
             # d^n/dc^n of Mehler's series: sum_k k!/(k-n)! a_k^2 c^(k-n)  (no 2-D quadrature)
             cv = self._mp(c)
             terms = self._mehler_terms(cv) + 20 * n
-            a = self._hermite(q1, terms)
+            x = abs(cv)
+
+            def measure(lists, errs):   # the a_k's absolute error (truncation: see _mehler)
+                (a,), (err,) = lists, errs
+                return (mpmath.fsum(mpmath.ff(k, n) * a[k] ** 2 * x ** (k - n) for k in range(n, terms)),
+                        mpmath.fsum(mpmath.ff(k, n) * (2 * abs(a[k]) + err) * err * x ** (k - n)
+                                    for k in range(n, terms)))
+            (a,) = self._checked_hermite([q1], terms, measure, f"d^{n}C/dc^{n}", c)
             kn = mpmath.fsum(mpmath.ff(k, n) * a[k] ** 2 * cv ** (k - n) for k in range(n, terms))
             return self._out(kn / self.q_map(q1))
         if self.engine == "float64" and n == 1 and c not in (1, -1):

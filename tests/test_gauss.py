@@ -389,3 +389,20 @@ def test_hermite_coefficients_of_a_step_steeper_than_any_panel():
     with mpmath.workdps(30):
         exact = [mpmath.mpf(1) / 2, 1 / mpmath.sqrt(2 * mpmath.pi), 0, -1 / mpmath.sqrt(12 * mpmath.pi)]
         assert max(abs(u - v) for u, v in zip(a, exact)) < mpmath.mpf(10) ** -20
+
+
+def test_hermite_coefficients_error_bound_covers_a_narrow_bump():
+    """a_k of a narrow bump are far below E|f| and carry only the rule's absolute accuracy: f(z) =
+    g(sqrt(q) z), g = x exp(-x^2), q = 1e60 has a_1 ~ 1e-30 E|f| and lost ~15 of 20 digits.  with_error
+    returns a bound that covers the error (reference: a_1 = sqrt(q) E[z^2 exp(-q z^2)] in closed form)."""
+    q = mpmath.mpf(10) ** 60
+    with mpmath.workdps(40):
+        r = mpmath.sqrt(q)
+        f = lambda t: r * t * mpmath.exp(-q * t * t)  # noqa: E731
+        edges = [s * mpmath.mpf(2) ** -j / r for j in range(-4, 12) for s in (1, -1)]
+        a, bound = hermite_coefficients(f, 2, dps=20, breakpoints=edges, with_error=True)
+        assert a == hermite_coefficients(f, 2, dps=20, breakpoints=edges)
+        exact = r / (2 * mpmath.sqrt(2)) * (q + mpmath.mpf(1) / 2) ** mpmath.mpf(-1.5)
+        err = abs(a[1] - exact)
+        assert err > mpmath.mpf(10) ** -18 * exact   # (the digits are really lost: a live test)
+        assert err <= bound < mpmath.mpf(10) ** -5 * exact   # (a bound, and not a vacuous one)

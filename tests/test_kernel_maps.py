@@ -1155,3 +1155,25 @@ def test_float64_c_slope_of_a_localised_phi_at_large_q_is_refused_not_garbage():
             fast.c_map_derivative(c, 1, 1e12, 1e12)
     # an exact zero stays exact: C'(0) = q E[phi'(u)]^2 / Q = 0 for an even phi (phi' odd)
     assert kernel_maps(sympy.exp(-x**2), engine="float64").c_map_derivative(0.0, 1, 1e12, 1e12) == 0.0
+
+
+def _localised_c(c, q):
+    """C(c; q, q) of x exp(-x^2) from the same closed form: c (1 + 4q)^(3/2) / det^(3/2)."""
+    with mpmath.workdps(60):
+        c, q = mpmath.mpf(c), mpmath.mpf(q)
+        det = (1 + 2 * q) ** 2 - 4 * c * c * q * q
+        return c * (1 + 4 * q) ** mpmath.mpf(1.5) / det ** mpmath.mpf(1.5)
+
+
+def test_mpmath_mehler_series_of_a_localised_phi_at_huge_q_has_its_digits():
+    """x exp(-x^2) at q = 1e100: its Hermite coefficients are ~1e-50 of E|phi(sqrt(q) z)|, below the rule's
+    absolute accuracy, and Mehler's series returned C(0.3) = 5.29e-148 (true 3.456e-151) and C'(0.3) =
+    7.14e-148 (true 1.494e-150), C'(0) off by 57%, at 20 digits.  Now the coefficients' error bound is
+    checked and they are recomputed with the missing digits.  Reference: the closed form (checked against
+    the engine at q = 1 here)."""
+    km = kernel_maps(x * sympy.exp(-x**2), dps=20, engine="mpmath")   # (rel's floor 1e-60 would hide 1e-150s)
+    for q in (1, 1e100):
+        for c in (0.3, -0.5):
+            assert rel(km.c_map(c, q, q), _localised_c(c, q), floor=0) < 1e-19, (c, q)
+            assert rel(km.c_map_derivative(c, 1, q, q), _localised_c_slope(c, q), floor=0) < 1e-19, (c, q)
+    assert rel(km.c_map_derivative(0.0, 1, 1e100, 1e100), _localised_c_slope(0, 1e100), floor=0) < 1e-19
