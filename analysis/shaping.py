@@ -1111,18 +1111,9 @@ def _uniform_slope_at_precision(graph, zeta, fixed: dict, dps: int):
         return _network_value(_graph_api().max_subnetwork_value(
             graph, lambda node, y: (fixed[node] if node in fixed else value) * y, mpmath.mpf(1)), graph)
 
-    target = mpmath.mpf(sympy.N(zeta_exact, dps + 8))
-    _check_fixed_targets(graph, fixed, walk(mpmath.mpf(1)), target, dps, "DKS", "C'(1)", "zeta", zeta,
-                         "slopes", "the per-node slopes")
-    if all(n in fixed for n in _activation_nodes(graph)):
-        return None, None, None  # every node has its own target, and they give zeta
-    root = _solve_uniform(walk, target, 1, zeta_exact, dps)
-    if root is None:  # not reached: walk(1) < zeta <= walk(zeta) when a node is free (its own sub-network)
-        raise InfeasibleShapingError(
-            f"DKS: no common per-layer C'(1) in [1, {zeta}] makes the network's maximal C'(1) equal {zeta}. "
-            "Lower the fixed per-node slopes or raise zeta."
-        )
-    return None, expr, root
+    root = _uniform_beside_fixed_targets(graph, fixed, walk, 1, zeta_exact, dps, "DKS", "C'(1)", "zeta", zeta,
+                                         "slopes")
+    return (None, None, None) if root is None else (None, expr, root)
 
 
 def _uniform_curvature(graph, tau, fixed: dict, dps: int):
@@ -1155,18 +1146,32 @@ def _uniform_curvature_at_precision(graph, tau, fixed: dict, dps: int):
         return _network_value(_graph_api().max_subnetwork_value(
             graph, lambda node, y: (fixed[node] if node in fixed else value) + y, mpmath.mpf(0)), graph)
 
-    target = mpmath.mpf(sympy.N(tau_exact, dps + 8))
-    _check_fixed_targets(graph, fixed, walk(mpmath.mpf(0)), target, dps, "TAT", "C''(1)", "tau", tau,
-                         "curvatures", "the per-node curvatures")
-    if all(n in fixed for n in _activation_nodes(graph)):
-        return None, None, None  # every node has its own target, and they give tau
-    root = _solve_uniform(walk, target, 0, tau_exact, dps)
-    if root is None:  # not reached: walk(0) < tau <= walk(tau) when a node is free (its own sub-network)
-        raise InfeasibleShapingError(
-            f"TAT: no common per-layer C''(1) makes the network's maximal C''(1) equal {tau}. Lower the fixed "
-            "per-node curvatures or raise tau."
-        )
+    root = _uniform_beside_fixed_targets(graph, fixed, walk, 0, tau_exact, dps, "TAT", "C''(1)", "tau", tau,
+                                         "curvatures")
     return None, None, root
+
+
+def _uniform_beside_fixed_targets(graph, fixed: dict, walk: Callable, linear, target_exact, dps: int,
+                                  method: str, condition: str, name: str, given, what: str):
+    """The common per-layer ``condition`` (mpf) that, beside the per-node targets ``fixed``, gives the
+    network target; None when every activation node is fixed (and they give it).
+
+    ``walk(value)`` is the network's maximal ``condition`` with every free node at ``value``; ``linear`` is
+    a linear node's value (C'(1) = 1, C''(1) = 0), and the root lies in [linear, target]: the network's
+    value only grows with each node's, and a free node is its own sub-network.
+    """
+    target = mpmath.mpf(sympy.N(target_exact, dps + 8))
+    _check_fixed_targets(graph, fixed, walk(mpmath.mpf(linear)), target, dps, method, condition, name, given,
+                         what, f"the per-node {what}")
+    if all(n in fixed for n in _activation_nodes(graph)):
+        return None
+    root = _solve_uniform(walk, target, linear, target_exact, dps)
+    if root is None:  # not reached: walk(linear) < target <= walk(target) when a node is free
+        raise InfeasibleShapingError(
+            f"{method}: no common per-layer {condition} in [{linear}, {given}] makes the network's maximal "
+            f"{condition} equal {given}. Lower the fixed per-node {what} or raise {name}."
+        )
+    return root
 
 
 def _check_fixed_targets(graph, fixed: dict, alone, target, dps: int, method: str, condition: str, name: str,
