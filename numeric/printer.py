@@ -1867,9 +1867,10 @@ def _expm1_(u):
 # Only values are needed here (no autograd).  sech: _sech's value, in two allocations instead
 # of seven: 1/cosh(u) was 0 where cosh overflows (|u| > 89.4 in float32), where sech is
 # subnormal but a factor beside it makes the product a normal number (x**2/cosh(x) was 0 at
-# x = 90 in float32 in the in-place code, 1.3e-35 in the graph code).  sech**2: 1/cosh**2 is
-# right in value: where cosh**2 overflows the exact result is below the smallest normal
-# number and 0 is within one unit of it (one allocation and three passes, tanh's slope).
+# x = 90 in float32 in the in-place code, 1.3e-35 in the graph code).  sech**2: the reciprocal
+# of cosh before squaring, so it is 0 only where cosh itself overflows (squared first, it was
+# 0 from |u| = 44.4 in float32 where x**2/cosh(x)**2 is 4.5e-36); one allocation and three
+# passes, tanh's slope.
 # Under torch.compile the passes fuse anyway and one exp is cheaper than cosh.
 def _sech_(u):
     if torch.compiler.is_compiling():
