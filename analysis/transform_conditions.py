@@ -249,6 +249,34 @@ _F64_PANEL_ALPHA = 2.5
 _MP_PANEL_ALPHA = 4.0  # 48-node mpmath panels; the 1.5x refinement check then verifies the digits
 
 
+def _repair_non_finite(values: np.ndarray, u: np.ndarray, f_np, f_mp, *, stop_at_non_finite: bool) -> None:
+    """Recompute, in place, the entries of ``values`` (``f_np`` at ``u``) that are not finite.
+
+    Lambdified formulas can overflow where the function is finite (softplus's log(exp(u) + 1), the
+    sigmoid's exp(u)/(exp(u)+1)^2 at u > 709, reached when alpha is large): those nodes again in long
+    double (exponent range 1e4932 on x86), then any still not finite in mpmath at 20 digits.  With
+    ``stop_at_non_finite`` the mpmath pass stops at the first value that is not finite in float64 (the
+    rest stay NaN): for phi and phi' such a value makes E[phi^2 + phi'^2] non-finite, which the rule
+    check refuses whatever the other nodes hold, and exp(x**4) overflowed at hundreds of nodes per grid
+    start, each evaluated in mpmath (16 s to refuse it)."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    with np.errstate(all="ignore"):
+        try:
+            values[bad] = np.asarray(f_np(u[bad].astype(np.longdouble)), dtype=np.longdouble).astype(float)
+        except (TypeError, ValueError):
+            # a function without long-double support: mpmath computes those nodes just below
+            values[bad] = np.nan
+    indices = np.flatnonzero(~np.isfinite(values))
+    with mpmath.workdps(20):
+        for position, i in enumerate(indices):
+            values[i] = float(f_mp(mpmath.mpf(float(u[i]))))
+            if stop_at_non_finite and not math.isfinite(values[i]):
+                values[indices[position + 1:]] = np.nan   # long double may have left inf there
+                break
+
+
 def _float64_panels(alpha: float, refine: int = 1, half_width: float = _HALF_WIDTH) -> int:
     """Panels of the float64 rule: 32, or more so that the panel width is <= 2.5 / alpha; times ``refine``."""
     return int(refine) * max(_N_INTERVALS, math.ceil(2 * half_width * alpha / _F64_PANEL_ALPHA))
@@ -348,27 +376,15 @@ class ConditionEvaluator:
             u = self.alpha * z + self.beta
             with np.errstate(all="ignore"):
                 values = [np.array(f(u), dtype=float) for f in funcs.np_funcs]
-            for v, f_np, f_mp in zip(values, funcs.np_funcs, funcs.mp_funcs):
-                # lambdified formulas can overflow where the function is finite (softplus's
-                # log(exp(u) + 1), the sigmoid's exp(u)/(exp(u)+1)^2 at u > 709, reached when alpha
-                # is large): those nodes again in long double (exponent range 1e4932 on x86), then
-                # any still not finite in mpmath
-                bad = ~np.isfinite(v)
-                if bad.any():
-                    with np.errstate(all="ignore"):
-                        try:
-                            v[bad] = np.asarray(f_np(u[bad].astype(np.longdouble)), dtype=np.longdouble).astype(float)
-                        except (TypeError, ValueError):
-                            # a function without long-double support: the nodes stay non-finite,
-                            # and the mpmath evaluation just below computes them
-                            v[bad] = np.nan
-                    bad = ~np.isfinite(v)
-                if bad.any():
-                    with mpmath.workdps(20):
-                        v[bad] = [float(f_mp(mpmath.mpf(float(uu)))) for uu in u[bad]]
+            # phi and phi' first: where one is not finite the rule check refuses whatever phi'' holds, and
+            # phi'' (its mpmath fallback is the slow part) is repaired only for a rule that holds
+            for index in (0, 1):
+                _repair_non_finite(values[index], u, funcs.np_funcs[index], funcs.mp_funcs[index],
+                                   stop_at_non_finite=True)
             self._values = tuple(values)
             self.error = None
             self._check_rule_holds_the_mass(z, w)
+            _repair_non_finite(values[2], u, funcs.np_funcs[2], funcs.mp_funcs[2], stop_at_non_finite=False)
             return
         from symact.errors import DivergentIntegralError
 
