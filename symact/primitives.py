@@ -1273,6 +1273,37 @@ def _sinc_series(u: sympy.Expr) -> sympy.Expr:
     return _float_horner([S(-1) ** n / sympy.factorial(2 * n + 1) for n in range(12, -1, -1)], u**2)
 
 
+@functools.lru_cache(maxsize=8192)
+def _safe_walk(e: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.Expr:
+    """:func:`safe_form`'s bottom-up pass over ``e``, memoised: the rules are pure functions of the node,
+    and a derivative's candidates share most subtrees (exp(x) - 1 - x rewrote 1370 nodes and factored
+    608 sums for 14 candidates, 5 s of its 6 s of code generation)."""
+    if e.is_Atom:
+        return e
+    if isinstance(e, sympy.sinc):
+        u = _safe_walk(e.args[0], rationalise, inputs)
+        return sympy.Piecewise((_sinc_series(u), sympy.Abs(u) < 2), (sympy.sin(u) / u, True))
+    if isinstance(e, sympy.Piecewise):
+        pieces = [(_safe_walk(v, False, inputs), c) for v, c in e.args]
+        return sympy.Piecewise(*pieces)
+    if isinstance(e, sympy.log) and isinstance(e.args[0], Add):
+        hyperbolic = _log_of_asinh_form(e.args[0])
+        if hyperbolic is not None:  # before the rationalisation below rewrites its sum
+            return _safe_walk(hyperbolic, rationalise, inputs)
+    args = [_safe_walk(a, rationalise, inputs) for a in e.args]
+    rebuilt = e.func(*args) if args != list(e.args) else e
+    if rebuilt.is_Atom:
+        return rebuilt
+    if rebuilt.func != e.func:
+        # SymPy evaluated the rebuilt node into another shape (1/(2*cosh(u)) into a product
+        # with 1/cosh(u)): its new subterms have not met the rules yet
+        return _safe_walk(rebuilt, rationalise, inputs)
+    new = _rewrite_node(rebuilt, rationalise, inputs)
+    if new != rebuilt:
+        return _safe_walk(new, rationalise, inputs)
+    return new
+
+
 def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     """Rewrite naive floating-point patterns in ``expr`` into safe primitives.
 
@@ -1339,33 +1370,7 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
         inputs = tuple(s for s in expr.free_symbols if s.name in ("x", "v"))
     inputs = tuple(inputs)
 
-    def walk(e: sympy.Expr, rationalise: bool) -> sympy.Expr:
-        if e.is_Atom:
-            return e
-        if isinstance(e, sympy.sinc):
-            u = walk(e.args[0], rationalise)
-            return sympy.Piecewise((_sinc_series(u), sympy.Abs(u) < 2), (sympy.sin(u) / u, True))
-        if isinstance(e, sympy.Piecewise):
-            pieces = [(walk(v, False), c) for v, c in e.args]
-            return sympy.Piecewise(*pieces)
-        if isinstance(e, sympy.log) and isinstance(e.args[0], Add):
-            hyperbolic = _log_of_asinh_form(e.args[0])
-            if hyperbolic is not None:  # before the rationalisation below rewrites its sum
-                return walk(hyperbolic, rationalise)
-        args = [walk(a, rationalise) for a in e.args]
-        rebuilt = e.func(*args) if args != list(e.args) else e
-        if rebuilt.is_Atom:
-            return rebuilt
-        if rebuilt.func != e.func:
-            # SymPy evaluated the rebuilt node into another shape (1/(2*cosh(u)) into a product
-            # with 1/cosh(u)): its new subterms have not met the rules yet
-            return walk(rebuilt, rationalise)
-        new = _rewrite_node(rebuilt, rationalise, inputs)
-        if new != rebuilt:
-            return walk(new, rationalise)
-        return new
-
-    return walk(expr, True)
+    return _safe_walk(expr, True, inputs)
 
 
 # --------------------------------------------------------------------------- safety rule
