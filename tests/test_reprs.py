@@ -5,6 +5,7 @@ EntropyNormalization ``iterations=``/``converged=`` (only under ``report``)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -17,16 +18,24 @@ import numeric
 _KEY_VALUE = re.compile(r"[(,]\s*([A-Za-z_]\w*)=([^,()]+)")
 
 
-def _results():
-    yield analysis.minimax("squareplus", "softplus", "b", dps=15)
-    net = analysis.shape("tanh", graphs.mlp(2), method="dks", zeta=1.5)
-    yield net
-    yield net.layers[0]
-    yield numeric.entropy_normalize(["0.5", "0.2", "0.3"], 1, dps=30)
+@functools.lru_cache(maxsize=None)
+def _shaped_network():
+    return analysis.shape("tanh", graphs.mlp(2), method="dks", zeta=1.5)
 
 
-@pytest.mark.parametrize("result", list(_results()), ids=lambda r: type(r).__name__)
-def test_every_key_in_a_result_repr_is_an_attribute_with_that_value(result):
+# built inside the test, not at collection (2 s in every pytest-xdist worker before any test ran)
+_RESULTS = {
+    "MinimaxResult": lambda: analysis.minimax("squareplus", "softplus", "b", dps=15),
+    "ShapedNetwork": _shaped_network,
+    "ShapedLayer": lambda: _shaped_network().layers[0],
+    "EntropyNormalization": lambda: numeric.entropy_normalize(["0.5", "0.2", "0.3"], 1, dps=30),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_RESULTS))
+def test_every_key_in_a_result_repr_is_an_attribute_with_that_value(kind):
+    result = _RESULTS[kind]()
+    assert type(result).__name__ == kind
     text = repr(result)
     pairs = _KEY_VALUE.findall(text)
     assert pairs, text
