@@ -327,13 +327,9 @@ def _more_small_beta_roots(roots: list, rest: list, newton_from: Callable, branc
     without mirror pairs).  The best grid points alone missed such roots: gelu at C'(1) = 1.5 returned
     (alpha 0.745, beta -2.54) as "the smallest |beta|", while (0.312, -1.062) -- the branch taken at
     C'(1) = 1.49 and 1.6 -- is a root too; its nearest grid point ranked below the 24 best."""
-    def smallest_beta_wanted():
-        return branch == "min|beta|" or (branch == "beta>=0" and odd_offset is None
-                                          and all(r["beta"] < 0 for r in roots))
-
     roots = list(roots)
     for _ in range(2):
-        if not smallest_beta_wanted():
+        if not _takes_smallest_abs_beta(roots, branch, odd_offset):
             break
         bound = min(abs(r["beta"]) for r in roots)
         starts = [p for p in rest if abs(p[2]) < bound - 1e-9][:_N_SMALL_BETA_STARTS]
@@ -446,6 +442,14 @@ def _verified_f64(funcs, x: list, newton_at_refine: Callable):
     return x, False
 
 
+def _takes_smallest_abs_beta(roots: list, branch: str, odd_offset) -> bool:
+    """Whether :func:`_pick` takes the root with the smallest |beta| among ``roots`` (Newton's, before
+    mirroring): ``branch="min|beta|"``, or ``"beta>=0"`` when no root has beta >= 0 -- which cannot
+    happen for an activation with mirror pairs (``odd_offset`` not None), whose roots are reflected."""
+    return branch == "min|beta|" or (branch == "beta>=0" and odd_offset is None
+                                      and all(r["beta"] < 0 for r in roots))
+
+
 def _pick(solutions: list, branch: str, odd_offset):
     """Choose among Newton's roots; returns (solution, branch description) or (None, None).
 
@@ -468,12 +472,11 @@ def _pick(solutions: list, branch: str, odd_offset):
         else:
             roots.append({**s, "mirrored": False})
     note = f" (mirror (alpha, -beta, gamma, -delta - {odd_offset or 0:g}) of Newton's root)"
-    nonneg = [s for s in roots if s["beta"] >= 0]
-    if branch == "beta>=0" and nonneg:
-        best = min(nonneg, key=lambda s: s["alpha"])
-        return best, "beta >= 0, smallest alpha" + (note if best["mirrored"] else "")
     if branch not in ("beta>=0", "min|beta|"):
         raise DomainError(f"branch={branch!r}: use 'beta>=0', 'min|beta|' or 'any'.")
+    if not _takes_smallest_abs_beta(roots, branch, odd_offset):
+        best = min((s for s in roots if s["beta"] >= 0), key=lambda s: s["alpha"])
+        return best, "beta >= 0, smallest alpha" + (note if best["mirrored"] else "")
     best = min(roots, key=lambda s: abs(s["beta"]))
     why = "no beta >= 0 root; smallest |beta|" if branch == "beta>=0" else "smallest |beta|"
     return best, why + (note if best["mirrored"] else "")
