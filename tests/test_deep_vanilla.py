@@ -120,3 +120,40 @@ def test_a_data_set_given_by_name_runs_and_is_reported(tmp_path):
     assert len(out["curve"]["train_loss"]) == 3 and out["final_test_loss"] is None  # moons(): no held-out part
     section = report_section([Record(Job("deep_vanilla", spec), "ok", out)], str(tmp_path))
     assert "| tanh | 2 | moons | adam | plain | 1 | ok |" in section.markdown, section.markdown
+
+
+def test_records_that_differ_in_width_or_learning_rate_are_not_pooled_as_seeds(tmp_path):
+    """The report grouped records by (activation, depth, data set, optimizer) alone: two plain runs at widths
+    8 and 32 (or two learning rates) counted as 2 seeds of one run, their median compared with DKS at width 8.
+    Now each setting is its own row, named by what differs, and a spec that leaves a key to its default
+    joins the one that gives the default."""
+    from analysis.experiments.deep_vanilla import OPTIMIZER_DEFAULTS, report_section
+    from analysis.records import Job, Record
+
+    spec = {"activation": "tanh", "hidden_layers": 4, "width": 8, "steps": 1, "seed": 0,
+            "dataset": {"name": "moons", "n_samples": 40}}
+
+    def record(loss, **changes):
+        curve = {"steps": [0, 1], "train_loss": [0.7, loss], "test_loss": [], "objective": [0.7, loss]}
+        return Record(Job("deep_vanilla", {**spec, **changes}), "ok",
+                      {"curve": curve, "final_train_loss": loss, "final_test_loss": None, "final_test_accuracy": None})
+
+    default_lr = OPTIMIZER_DEFAULTS["adam"]["lr"]
+    assert default_lr != 0.125
+    records = [record(0.5, arm="dks"), record(0.6, arm="plain"),
+               record(0.1, arm="plain", width=32),                                  # another width
+               record(0.2, arm="plain", optimizer_spec={"lr": 0.125}),              # another learning rate
+               record(0.4, arm="plain", seed=1, optimizer_spec={"lr": default_lr}),  # the default, given
+               record(0.3, arm="rai", rai_protocol="seed", penalty=2.0)]            # an RAI option
+    section = report_section(records, str(tmp_path))
+    rows = [line for line in section.markdown.splitlines() if line.startswith("| tanh")]
+    assert len(rows) == 5, section.markdown   # dks, plain (2 seeds), rai (penalty=2.0); width 32; lr x10
+    plain = [r for r in rows if "| plain |" in r]
+    assert len(plain) == 3 and sum("| 2 |" in r for r in plain) == 1, plain
+    assert any("width=32" in r for r in plain) and any("optimizer_spec.lr=0.125" in r for r in plain), plain
+    assert any("| rai (penalty=2.0) |" in r for r in rows), rows
+    # one DKS claim, of the width-8, default-lr group: DKS 0.5 against the median of 0.6 and 0.4 (2 seeds);
+    # the plain-only runs at another setting are no comparison
+    (claim,) = section.claims
+    assert claim.measured == 0.5 - 0.5 and claim.verdict == "fail", (claim.prediction, claim.measured)
+    assert len({f.split("/")[-1] for f in section.figures}) == len(section.figures)

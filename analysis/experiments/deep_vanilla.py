@@ -339,13 +339,80 @@ def _dataset_spec(spec: Any) -> dict:
     return {"name": spec} if isinstance(spec, str) else dict(spec)
 
 
+# spec keys that only the RAI arm reads, with the values it runs when they are left out
+_RAI_OPTIONS = {"rai_protocol": "seed", "penalty": 1.0}
+
+
+def _settings(spec: dict) -> tuple[tuple, tuple]:
+    """(shared, arm options) of a job spec, each as sorted (key, value) pairs with the defaults the job runs
+    filled in, so that a spec leaving a key out and one giving its default agree.
+
+    ``shared`` is what all arms of a comparison must have in common apart from the group's axes (activation,
+    depth, data set name, optimizer) and the seed: width, steps, the optimizer's settings, the data set's
+    options, eval_every.  The report once grouped by the axes alone, so records that differed in width or
+    learning rate were pooled as if they were seeds of one run.  ``arm options`` are the RAI arm's own keys."""
+    s = {**SPEC_DEFAULTS, **spec}
+    shared = {k: v for k, v in s.items()
+              if k not in ("activation", "hidden_layers", "optimizer", "arm", "seed", *_RAI_OPTIONS)}
+    shared["dataset"] = _dataset_spec(s["dataset"])
+    shared["optimizer_spec"] = {**OPTIMIZER_DEFAULTS.get(s["optimizer"], {}), **s.get("optimizer_spec", {})}
+    shared.setdefault("eval_every", max(1, int(s["steps"]) // 10))
+    options = {k: s.get(k, d) for k, d in _RAI_OPTIONS.items()} if s["arm"] == "rai" else {}
+    options = {k: v for k, v in options.items() if v != _RAI_OPTIONS[k]}
+
+    def frozen(value):
+        if isinstance(value, dict):
+            return tuple(sorted((k, frozen(v)) for k, v in value.items()))
+        if isinstance(value, (list, tuple)):
+            return tuple(frozen(v) for v in value)
+        return value
+
+    return frozen(shared), frozen(options)
+
+
 def _groups(records: list) -> dict:
+    """{(activation, depth, data set name, optimizer, shared settings): {arm label: [records]}}; the arm
+    label is the arm, with its non-default RAI options in parentheses."""
     groups: dict = {}
     for r in records:
         s = {**SPEC_DEFAULTS, **r.job.spec}  # a spec that leaves out the optimizer ran Adam: a KeyError here
-        key = (s["activation"], s["hidden_layers"], _dataset_spec(s["dataset"]).get("name"), s["optimizer"])
-        groups.setdefault(key, {}).setdefault(s["arm"], []).append(r)
+        shared, options = _settings(r.job.spec)
+        key = (s["activation"], s["hidden_layers"], _dataset_spec(s["dataset"]).get("name"), s["optimizer"], shared)
+        arm = s["arm"] + (" (" + ", ".join(f"{k}={v}" for k, v in options) + ")" if options else "")
+        groups.setdefault(key, {}).setdefault(arm, []).append(r)
     return groups
+
+
+def _setting_labels(groups: dict) -> dict:
+    """{group key: text naming its settings} where several groups share activation, depth, data set and
+    optimizer (the settings that differ between them, e.g. "width=32"); "" where a group is alone."""
+    labels = {}
+    for key in groups:
+        siblings = [k for k in groups if k[:4] == key[:4]]
+        if len(siblings) == 1:
+            labels[key] = ""
+            continue
+        mine = _leaves(key[4])
+        others = [_leaves(other[4]) for other in siblings]
+        differing = sorted(k for k in mine if any(other.get(k) != mine[k] for other in others))
+        labels[key] = ", ".join(f"{k}={mine[k]}" for k in differing)
+    return labels
+
+
+def _leaves(frozen: tuple, prefix: str = "") -> dict:
+    """A frozen setting as {dotted key: value}: (("optimizer_spec", (("lr", 0.1),)),) -> {"optimizer_spec.lr": 0.1}."""
+    out = {}
+    for k, v in frozen:
+        if isinstance(v, tuple) and v and all(isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str) for i in v):
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _arm_order(label: str) -> tuple:
+    arm = label.split(" (")[0]
+    return (ARMS.index(arm) if arm in ARMS else len(ARMS), label)
 
 
 def _diverged(record: Any) -> bool:
@@ -375,24 +442,26 @@ def report_section(records: list, out_dir: str) -> Any:
     if not mine:
         return None
     groups = _groups(mine)
+    labels = _setting_labels(groups)
     rows, figures, claims = [], [], []
-    for key in sorted(groups, key=str):
-        act, depth, ds, opt = key
+    for number, key in enumerate(sorted(groups, key=str)):
+        act, depth, ds, opt, _ = key
+        ds_label = f"{ds} ({labels[key]})" if labels[key] else ds
         series = []
-        for arm in ARMS:
-            recs = groups[key].get(arm, [])
+        for arm in sorted(groups[key], key=_arm_order):
+            recs = groups[key][arm]
             good = [r for r in recs if r.status == "ok"]
             if not recs:
                 continue
             diverged = [r for r in recs if r.status == "failed" and "TrainingDivergedError" in (r.error or "")]
             status = f"{len(diverged)} of {len(recs)} seeds diverged (NaN)" if diverged else "ok"
             if not good:
-                rows.append((act, depth, ds, opt, arm, 0, status if diverged else recs[0].status, "-", "-", "-"))
+                rows.append((act, depth, ds_label, opt, arm, 0, status if diverged else recs[0].status, "-", "-", "-"))
                 continue
             finals = [r.result["final_train_loss"] for r in good]
             tests = [r.result["final_test_loss"] for r in good if r.result.get("final_test_loss") is not None]
             accs = [r.result["final_test_accuracy"] for r in good if r.result.get("final_test_accuracy") is not None]
-            rows.append((act, depth, ds, opt, arm, len(good), status,
+            rows.append((act, depth, ds_label, opt, arm, len(good), status,
                          f"{format_value(statistics.median(finals))} [{format_value(min(finals))}, {format_value(max(finals))}]",
                          format_value(statistics.median(tests)) if tests else "-",
                          format_value(statistics.median(accs)) if accs else "-"))
@@ -404,15 +473,19 @@ def report_section(records: list, out_dir: str) -> Any:
                 tmed, _, _ = _median_band([c["test_loss"] for c in curves])
                 series.append({"x": x, "y": tmed, "label": f"{arm} held-out", "style": ":", "same_color": True})
         if series and (act == "tanh" or len(groups) <= 8):
-            name = f"deep_vanilla_{act}_{depth}_{ds}_{opt}.png"
+            # groups that differ only in their settings would write one file over another
+            name = f"deep_vanilla_{act}_{depth}_{ds}_{opt}" + (f"_{number}" if labels[key] else "") + ".png"
             figures.append(line_plot(os.path.join(out_dir, name), series, logy=True,
-                                     title=f"{depth}-layer vanilla {act} MLP on {ds} ({opt}); median, min-max over seeds",
+                                     title=f"{depth}-layer vanilla {act} MLP on {ds_label} ({opt}); median, min-max over seeds",
                                      xlabel="step", ylabel="cross-entropy"))
     # The DKS claim on the 100-layer tanh MLP, for each data set present.
     for key in sorted(groups, key=str):
-        act, depth, ds, opt = key
+        act, depth, ds, opt, _ = key
+        ds_label = f"{ds} ({labels[key]})" if labels[key] else ds
         if act != "tanh" or depth != max(k[1] for k in groups) or opt != "adam":
             continue
+        if labels[key] and not (groups[key].get("dks") and groups[key].get("plain")):
+            continue   # an extra setting run for one arm only (plain at another width) is no comparison
         plain_recs = groups[key].get("plain", [])
         plain, n_plain_diverged = _final_losses(plain_recs)
         dks_recs = groups[key].get("dks", [])
@@ -420,7 +493,7 @@ def report_section(records: list, out_dir: str) -> Any:
         # seeds that failed otherwise measured nothing and are left out: say so, the median rests on fewer seeds
         left_out = [f"{arm} {len(recs) - len(losses)}" for arm, recs, losses in
                     (("DKS", dks_recs, dks), ("plain", plain_recs, plain)) if len(recs) > len(losses)]
-        prediction = f"{depth}-layer vanilla tanh on {ds} ({opt}): DKS arm reaches lower training loss than plain (median over seeds)"
+        prediction = f"{depth}-layer vanilla tanh on {ds_label} ({opt}): DKS arm reaches lower training loss than plain (median over seeds)"
         if plain and dks:
             mp, md = statistics.median(plain), statistics.median(dks)
             claims.append(Claim(prediction, measured=md - mp, tolerance="median(DKS) - median(plain) < 0",
