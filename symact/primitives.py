@@ -1084,10 +1084,19 @@ def _exp_into_denominator(mul: sympy.Mul) -> sympy.Expr:
     return mul
 
 
-def _erfcx_from_exp(mul: sympy.Mul, inputs: tuple) -> sympy.Expr:
+def _erfcx_from_exp(mul: sympy.Mul, inputs: tuple, rationalise: bool = True) -> sympy.Expr:
     """exp(a)*erfc(u) -> exp(a - u**2)*Erfcx(u) and exp(a)*NormalCdf(v) -> exp(a - v**2/2)*Erfcx(-v/sqrt(2))/2
     where a - u**2 (a - v**2/2) does not depend on the inputs: exp(x**2)*erfc(x) is inf*0 = NaN from
-    x = 26.7 in float64 (9.4 in float32), where the scaled function is ~1/(sqrt(pi)*x)."""
+    x = 26.7 in float64 (9.4 in float32), where the scaled function is ~1/(sqrt(pi)*x).
+
+    Where it does depend on them, the scaled form is taken on the side where erfc decays only,
+    Piecewise((exp(a - u**2)*Erfcx(u), u > 0), (exp(a)*erfc(u), True)) (not inside an existing Piecewise,
+    so the pass is idempotent): for u > 0 Erfcx(u) is in (0, 1] and for u <= 0 erfc(u) in [1, 2], so
+    neither branch has a factor that overflows or underflows where the product does not, while
+    Erfcx(u) ~ 2*exp(u**2) would overflow for u -> -oo.  exp(x**2/2)*erfc(x) was inf*0 = NaN from x = 13
+    in float32 (38 in float64), exp(3*x)*erfc(x) from x = 30 (237), where they are ~exp(-x**2/2)/(x*sqrt(pi))
+    and ~exp(3*x - x**2)/(x*sqrt(pi)); and erfc's subnormal values cost digits before that (exp(3*x)*erfc(x)
+    was 1.50e-32 instead of 2.23e-32 at x = 10 in float32)."""
     factors = list(Mul.make_args(mul))
     for i, factor in enumerate(factors):
         if not isinstance(factor, sympy.exp):
@@ -1102,9 +1111,12 @@ def _erfcx_from_exp(mul: sympy.Mul, inputs: tuple) -> sympy.Expr:
             if j == i or not u.has(*inputs):
                 continue
             remainder = sympy.expand(factor.args[0] - u**2)
-            if remainder.has(*inputs):
-                continue
             rest = [f for n, f in enumerate(factors) if n not in (i, j)]
+            if remainder.has(*inputs):
+                if not (rationalise and u.is_extended_real):
+                    continue
+                return Mul(*rest, sympy.Piecewise((scale * sympy.exp(remainder) * Erfcx(u), u > 0),
+                                                  (factor * other, True)))
             return Mul(*rest, scale * sympy.exp(remainder), Erfcx(u))
     return mul
 
@@ -1212,7 +1224,7 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
         # 1/cosh(u)**k overflows to 1/inf (value 0, gradient inf/inf = NaN); sech is printed safely
         return sympy.sech(expr.base.args[0]) ** (-expr.exp)
     if isinstance(expr, Mul):
-        expr = _erfcx_from_exp(expr, inputs)
+        expr = _erfcx_from_exp(expr, inputs, rationalise)
         if not isinstance(expr, Mul):
             return expr
         expr = _abs_from_sign(expr)
@@ -1323,7 +1335,9 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
       ``k +- k*tanh(u) -> 2k*Sigmoid(+-2u)``, ``2k*Sigmoid(u) - k -> k*tanh(u/2)``;
     * ``u*sign(u) -> |u|``;
     * ``exp(a)*erfc(u) -> exp(a - u**2)*Erfcx(u)`` and ``exp(a)*NormalCdf(v) ->
-      exp(a - v**2/2)*Erfcx(-v/sqrt(2))/2`` where ``a - u**2`` (``a - v**2/2``) is free of the inputs;
+      exp(a - v**2/2)*Erfcx(-v/sqrt(2))/2`` where ``a - u**2`` (``a - v**2/2``) is free of the inputs, and
+      where it is not, ``Piecewise((exp(a - u**2)*Erfcx(u), u > 0), (exp(a)*erfc(u), True))`` (Erfcx only where
+      erfc decays; not inside an existing Piecewise);
     * ``g*u*Erfcx(u) - g/sqrt(pi)`` (Erfcx's derivative) -> ``g*Piecewise((-w*F(w**2)*Erfcx(u), u > 3),
       (u*Erfcx(u) - 1/sqrt(pi), True))``, ``w = 1/u``, from Laplace's continued fraction for erfc
       (positive coefficients; not inside an existing Piecewise);
@@ -1426,11 +1440,15 @@ def hazards(expr: sympy.Expr, inputs: tuple | None = None) -> Hazards:
     if inputs is None:
         inputs = tuple(s for s in expr.free_symbols if s.name in ("x", "v"))
     # Erfcx(u) ~ 2*exp(u**2) for u -> -oo: once per argument, as the Piecewise of its slope rule holds it twice
-    overflow = len({e.args[0] for e in expr.atoms(Erfcx) if not _bounded_above(-e.args[0], inputs)})
+    # (not in a branch whose condition keeps u above a number, as safe_form's exp(a)*erfc(u) rule writes it)
+    unbounded = _unbounded_erfcx_arguments(expr, inputs)
+    overflow = len(unbounded)
     cancellation = 0
     stack = [expr]
     while stack:
         e = stack.pop()
+        if isinstance(e, Mul) and unbounded and _erfcx_beside_decaying_exp(e, unbounded, inputs):
+            overflow += 1
         if isinstance(e, (sympy.exp, Expm1)) and not _bounded_above(e.args[0], inputs):
             overflow += 1
         if isinstance(e, (sympy.cosh, sympy.sinh)) and e.args[0].has(*inputs):
@@ -1447,6 +1465,60 @@ def hazards(expr: sympy.Expr, inputs: tuple | None = None) -> Hazards:
                 cancellation += 1
         stack.extend(e.args)
     return Hazards(overflow, cancellation, int(sympy.count_ops(expr)))
+
+
+def _bounded_below_in(u: sympy.Expr, condition) -> bool:
+    """Sufficient test that ``condition`` (a Piecewise condition) keeps ``u`` above a number: it is
+    g > 0 or g >= 0 (either way round) with u - g a number or u/g a positive number."""
+    if not isinstance(condition, sympy.core.relational.Relational) or isinstance(condition, (sympy.Eq, sympy.Ne)):
+        return False
+    if isinstance(condition, (sympy.StrictGreaterThan, sympy.GreaterThan)):
+        g = condition.lhs - condition.rhs
+    else:
+        g = condition.rhs - condition.lhs
+    if g.is_number:
+        return False
+    ratio = sympy.cancel(u / g)
+    return bool((u - g).is_number or (ratio.is_number and ratio.is_positive))
+
+
+def _unbounded_erfcx_arguments(expr: sympy.Expr, inputs) -> set:
+    """The arguments u of the Erfcx(u) in ``expr`` that are not bounded below (Erfcx overflows like
+    exp(u**2) as u -> -oo), leaving out those in a Piecewise branch whose condition bounds u below."""
+    found = set()
+    stack = [(expr, ())]
+    while stack:
+        e, conditions = stack.pop()
+        if isinstance(e, Erfcx):
+            u = e.args[0]
+            if not _bounded_above(-u, inputs) and not any(_bounded_below_in(u, c) for c in conditions):
+                found.add(u)
+        if isinstance(e, sympy.Piecewise):
+            stack.extend((v, conditions + (c,)) for v, c in e.args)
+            continue
+        stack.extend((a, conditions) for a in e.args)
+    return found
+
+
+def _erfcx_beside_decaying_exp(mul: sympy.Mul, unbounded: set, inputs) -> bool:
+    """Whether ``mul`` has a factor exp(b), b -> -oo somewhere, beside a factor holding (through sums and
+    products only) an Erfcx of an argument in ``unbounded``: inf*0 = NaN where Erfcx overflows before the
+    product does.  exp(x**2/2)*erfc(x)'s slope written (sqrt(pi)*x*Erfcx(x) - 2)*exp(-x**2/2)/sqrt(pi) was -inf
+    from x = -30 in float64 (-13 in float32) where it is -1.6e197 (-1.3e38), NaN beyond."""
+    factors = Mul.make_args(mul)
+    decaying = [f for f in factors if isinstance(f, sympy.exp) and f.args[0].has(*inputs)
+                and not _bounded_above(-f.args[0], inputs)]
+    if not decaying:
+        return False
+
+    def holds(e) -> bool:
+        if isinstance(e, Erfcx):
+            return e.args[0] in unbounded
+        if isinstance(e, (Add, Mul)) or (isinstance(e, Pow) and e.exp.is_number and e.exp.is_positive):
+            return any(holds(a) for a in e.args)
+        return False
+
+    return any(holds(f) for f in factors if f not in decaying)
 
 
 def one_signed_sum(add: sympy.Expr) -> bool:

@@ -341,11 +341,17 @@ def test_sums_that_are_exp_less_one_less_linear_are_patched_near_zero_and_stay_i
     (3 * x * sympy.exp(x**2 + 1) * sympy.erfc(x), 3 * sympy.E * x * Erfcx(x)),
     (sympy.exp(4 * x**2) * sympy.erfc(2 * x), Erfcx(2 * x)),
     (sympy.exp(x**2 / 2) * sympy.erfc(x / sympy.sqrt(2)), Erfcx(sympy.sqrt(2) * x / 2)),  # via NormalCdf(-x)
-    (sympy.exp(x) * sympy.erfc(x), sympy.exp(x) * sympy.erfc(x)),  # not exp(u**2): left alone
+    # not exp(u**2): Erfcx only where erfc decays (erfc(27) is subnormal in float64: exp(27)*erfc(27) was
+    # 4.7e-7 off), erfc where Erfcx would overflow
+    (sympy.exp(x) * sympy.erfc(x),
+     sympy.Piecewise((sympy.exp(-x * (x - 1)) * Erfcx(x), x > 0), (sympy.exp(x) * sympy.erfc(x), True))),
+    (x * sympy.exp(x**2 / 2) * sympy.erfc(x),
+     x * sympy.Piecewise((sympy.exp(-x**2 / 2) * Erfcx(x), x > 0), (sympy.exp(x**2 / 2) * sympy.erfc(x), True))),
 ])
 def test_exp_of_a_square_times_erfc_becomes_erfcx(naive, safe):
     """exp(u**2)*erfc(u) is inf*0 = NaN from u = 26.7 in float64 (9.4 in float32); Erfcx is the same
-    function (checked against mpmath's exp*erfc at 40 digits, far beyond any float's range)."""
+    function (checked against mpmath's exp*erfc at 40 digits, far beyond any float's range).  An exp
+    that is not exp(u**2 + c) gets Erfcx on the side where erfc decays only."""
     assert safe_form(naive) == safe
     for point in ("-3.1", "0.2", "40", "1e5"):
         with mpmath.workdps(60):
@@ -520,5 +526,22 @@ def test_erfcx_of_an_argument_unbounded_below_is_an_overflow_hazard_once():
     assert hazards(Erfcx(x**2) + Erfcx(sympy.Abs(x) + 1), (x,)).overflow == 0
     assert hazards(sympy.diff(x * Erfcx(x), x), (x,)).overflow == 1
     slope = safe_derivative(sympy.exp(x) * sympy.erfc(x), x)
-    assert not slope.has(Erfcx), slope
-    assert sympy.simplify(to_elementary(slope) - sympy.diff(sympy.exp(x) * sympy.erfc(x), x)) == 0
+    # Erfcx only where its argument is positive (the safe form's Piecewise), erfc where it would overflow
+    assert isinstance(slope, sympy.Piecewise) and slope.args[0][1] == (x > 0), slope
+    assert not slope.args[1][0].has(Erfcx), slope
+    assert sympy.simplify(slope.args[1][0] - sympy.diff(sympy.exp(x) * sympy.erfc(x), x)) == 0
+
+
+def test_erfcx_in_a_branch_that_bounds_its_argument_below_is_no_hazard_but_beside_a_decaying_exp_it_is():
+    """Erfcx(u) in a Piecewise branch whose condition keeps u above a number cannot overflow there; outside one, an
+    Erfcx(u) beside a decaying exp is inf*0 where Erfcx overflows first: exp(x**2/2)*erfc(x)'s slope was chosen as
+    (sqrt(pi)*x*Erfcx(x) - 2)*exp(-x**2/2)/sqrt(pi), -inf at x = -30 in float64 (-1.6e197) and NaN from -38."""
+    assert hazards(sympy.Piecewise((Erfcx(x), x > 0), (1, True)), (x,)).overflow == 0
+    assert hazards(sympy.Piecewise((Erfcx(x), x > -3), (1, True)), (x,)).overflow == 0
+    assert hazards(sympy.Piecewise((Erfcx(-x / 2), x < 0), (1, True)), (x,)).overflow == 0
+    assert hazards(sympy.Piecewise((Erfcx(x), x < 0), (1, True)), (x,)).overflow == 1
+    assert hazards(sympy.Piecewise((1, x > 0), (Erfcx(x), True)), (x,)).overflow == 1
+    assert hazards((x * Erfcx(x) - 2) * sympy.exp(-x**2 / 2), (x,)).overflow == 2
+    assert hazards((x * Erfcx(x) - 2) * sympy.exp(x**2), (x,)).overflow == 2  # exp(x**2) itself: it does not decay
+    slope = safe_derivative(sympy.exp(x**2 / 2) * sympy.erfc(x), x)
+    assert isinstance(slope, sympy.Piecewise) and not slope.args[1][0].has(Erfcx), slope

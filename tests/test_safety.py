@@ -739,3 +739,23 @@ def test_a_growing_sum_beside_a_hyperbolic_quotient_is_distributed_into_it(dtype
         with mpmath.workdps(50):
             exact = mpmath.sinh(p) ** 2 / mpmath.cosh(2 * mpmath.mpf(p))
         assert v == pytest.approx(float(exact), rel=1e-5 if dtype == torch.float32 else 1e-12), (p, v)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["exp(x**2/2)*erfc(x)", "exp(3*x)*erfc(x)", "x*exp(x**2/2)*erfc(x)",
+                                     "exp(x)*erfc(x/sqrt(2))", "exp(2*x)*erfc(x - 1)"])
+def test_exp_times_erfc_uses_erfcx_on_the_side_where_erfc_decays(formula, dtype):
+    """exp(a)*erfc(u) became exp(a - u**2)*Erfcx(u) only where a - u**2 was free of x: exp(x**2/2)*erfc(x) was
+    inf*0 = NaN from x = 13 in float32 (38 in float64), where it is ~exp(-x**2/2)/(x*sqrt(pi)), exp(3*x)*erfc(x)
+    from x = 30 (237 in float64), and once erfc(u) is subnormal the product lost its digits (exp(3*x)*erfc(x) was
+    1.50e-32 instead of 2.23e-32 at x = 10 in float32; exp(x)*erfc(x) 4.7e-7 off at x = 27 in float64).  Now
+    Piecewise((exp(a - u**2)*Erfcx(u), u > 0), (exp(a)*erfc(u), True)); the slope of exp(x**2/2)*erfc(x) was
+    written with Erfcx(x)*exp(-x**2/2) on both sides: -inf at x = -30 in float64 (-13 in float32) where it is
+    -1.6e197 (-1.3e38), NaN beyond where it is -inf.  Value and slope against mpmath (50 digits): within rtol
+    where normal numbers, inf where beyond the format, never NaN."""
+    # (no points near a zero of the slope, where its two terms cancel in any form: 0.33, 1.2 for the second)
+    points = [-40.0, -30.0, -13.0, -5.0, -1.0, -0.1, 0.0, 0.6, 1.0, 3.0, 5.0, 9.5, 10.0, 13.0, 15.0, 20.0, 27.0, 30.0,
+              35.0, 100.0, 1e5, 1e10, 3e38]
+    points += [-37.0, 240.0, 1e150] if dtype == torch.float64 else []
+    # 2e-5 in float32: a - u**2 (3*x - x**2 up to -87) rounds to ~1e-7 of itself, the exp of it to ~1e-5
+    _check_against_mpmath(formula, points, dtype, rtol=2e-5 if dtype == torch.float32 else 1e-12)
