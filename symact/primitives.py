@@ -1209,6 +1209,15 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
         if (const == 1 and len(rest) == 1 and isinstance(rest[0], Pow) and not rest[0].exp.is_number
                 and rest[0].base.is_nonnegative and rest[0].has(*inputs)):
             return Sigmoid(-rest[0].exp * sympy.log(rest[0].base)) ** (-expr.exp)
+        if len(rest) == 1 and const.is_number and const.is_positive:
+            # (c + k*cosh(u))**(-n) -> sech(u)**n*(k + c*sech(u))**(-n), c, k > 0 (no sum that cancels): the
+            # cosh overflows to inf where the product beside it is finite, cosh(x)/(1 + cosh(2*x)) (sech(x)/2)
+            # was inf/inf = NaN from |x| = 44.7 in float32 (355 in float64), and 0 before, where it is
+            # 1.9e-22 at x = 50; as cosh(u)**(-n) times a bounded factor, the printer's hyperbolic quotient
+            # rule sees the cosh
+            k, f = split_numeric_factor(rest[0])
+            if isinstance(f, sympy.cosh) and k.is_number and k.is_positive and f.args[0].has(*inputs):
+                return f ** expr.exp * (k + const * sympy.sech(f.args[0])) ** expr.exp
         return expr
     if isinstance(expr, (sympy.Max, sympy.Min)) and len(expr.args) == 2:
         # Max/Min(c, f) with f able to overflow: as a Piecewise, the derivative of the
@@ -1323,7 +1332,8 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
 
     * ``log(1 + exp(u)) -> Softplus(u)``, ``log(1 + u) -> Log1p(u)``,
       ``log(Sigmoid(u)) -> LogSigmoid(u)``, ``log(u + sqrt(u**2 + c)) -> asinh(u/sqrt(c)) + log(sqrt(c))``;
-    * ``(1 + exp(w))**(-n) -> Sigmoid(-w)**n`` (so ``x/(1 + exp(-x)) -> x*Sigmoid(x)``);
+    * ``(1 + exp(w))**(-n) -> Sigmoid(-w)**n`` (so ``x/(1 + exp(-x)) -> x*Sigmoid(x)``),
+      ``(c + k*cosh(u))**(-n) -> sech(u)**n*(k + c*sech(u))**(-n)`` (``c, k > 0`` numbers);
     * ``k*exp(u) - k -> k*Expm1(u)``;
     * ``k + k*erf(u) -> 2k*NormalCdf(sqrt(2)*u)`` (the ``1 + erf(u) = erfc(-u)`` rule
       in the form that names the Gaussian CDF), ``k - k*erf(u) -> 2k*NormalCdf(-sqrt(2)*u)``,

@@ -759,3 +759,16 @@ def test_exp_times_erfc_uses_erfcx_on_the_side_where_erfc_decays(formula, dtype)
     points += [-37.0, 240.0, 1e150] if dtype == torch.float64 else []
     # 2e-5 in float32: a - u**2 (3*x - x**2 up to -87) rounds to ~1e-7 of itself, the exp of it to ~1e-5
     _check_against_mpmath(formula, points, dtype, rtol=2e-5 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["cosh(x)/(1 + cosh(2*x))", "x/(2 + 3*cosh(x))**2", "sinh(x)/(1 + cosh(x))**2"])
+def test_a_cosh_in_a_positive_sum_in_a_denominator_does_not_make_it_nan(formula, dtype):
+    """(c + k*cosh(u))**(-n) kept its cosh, which overflows where the quotient is finite: cosh(x)/(1 + cosh(2*x)),
+    sech(x)/2, was inf/inf = NaN from |x| = 89.5 in float32 (710 in float64) and 0 from |x| = 44.7 (355) where it is
+    1.9e-22 at x = 50; its slope the same.  Now sech(u)**n*(k + c*sech(u))**(-n).  Value and slope against mpmath
+    (50 digits): within rtol where normal numbers, below the smallest normal number where the exact ones are."""
+    points = [-3e38, -1e30, -100.0, -50.0, -5.0, -1.0, -1e-3, 0.0, 0.3, 1.0, 5.0, 30.0, 44.0, 46.0, 50.0, 89.5, 95.0,
+              1e4, 3e38]
+    points += [350.0, -360.0, 700.0, 711.0, 1e300] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
