@@ -434,7 +434,21 @@ def _hyperbolic_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
             and any(kind(g, (sympy.cosh, sympy.sinh)) for t in f.args for g in Mul.make_args(t))]
     if sums:  # (-sinh(x)*tanh(2*x) + cosh(x)) in sinh(x)**2/cosh(2*x)'s slope grows beside sinh(x)*sech(2*x)
         others = [f for f in factors if f is not sums[0]]
-        return Add(*[_hyperbolic_quotient(Mul(t, *others), inputs) for t in sums[0].args])
+        terms = [_hyperbolic_quotient(Mul(t, *others), inputs) for t in sums[0].args]
+        # one exp common to every term is taken out of the sum: (2*sinh(2*x) - cosh(2*x)*tanh(x))*sech(x), the slope
+        # of cosh(2*x)/cosh(x), was exp(|x|)*B1 - exp(|x|)*B2 = inf - inf = NaN from |x| = 88.8 in float32 (709.8 in
+        # float64) where it is +-inf as the value is; exp(|x|)*(B1 - B2) is.  Only where every B is bounded: a factor
+        # x in one (x*cosh(x)/cosh(3*x - 1)'s slope) would overflow beside a 0 (inf*0 = NaN at x = -3e38 in float32)
+        exps = [[f for f in Mul.make_args(t) if isinstance(f, sympy.exp) and f.has(sympy.Abs)] for t in terms]
+        if all(len(e) == 1 for e in exps) and len({e[0] for e in exps}) == 1:
+            common = exps[0][0]
+            rest = [Mul(*[f for f in Mul.make_args(t) if f != common]) for t in terms]
+            bounded = (sympy.tanh, sympy.sech, Sigmoid, sympy.sin, sympy.cos, sympy.erf, NormalCdf)
+            if not any(r.replace(lambda f: isinstance(f, bounded) or (isinstance(f, sympy.exp)
+                                                                      and f.args[0].is_nonpositive),
+                                 lambda f: S.One).has(x) for r in rest):
+                return common * Add(*rest)
+        return Add(*terms)
     if not any(kind(f, (sympy.cosh, sympy.sinh)) for f in factors):
         return product
     exponent, result = S.Zero, []

@@ -772,3 +772,16 @@ def test_a_cosh_in_a_positive_sum_in_a_denominator_does_not_make_it_nan(formula,
               1e4, 3e38]
     points += [350.0, -360.0, 700.0, 711.0, 1e300] if dtype == torch.float64 else []
     _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["cosh(2*x)/cosh(x)", "sinh(3*x)/cosh(x)"])
+def test_a_hyperbolic_quotient_slope_overflows_to_inf_not_nan(formula, dtype):
+    """cosh(2*x)/cosh(x)'s slope (2*sinh(2*x) - cosh(2*x)*tanh(x))*sech(x) had sech(x) distributed into its sum, each
+    term exp(|x|) times a bounded factor: inf - inf = NaN from |x| = 88.8 in float32 (709.8 in float64), where the
+    value is inf and the slope +-inf.  The common exp(|x|) is now taken out of the sum.  Value and slope against
+    mpmath (50 digits): within rtol where normal numbers, inf of the right sign where beyond the format."""
+    points = [-3e38, -1e10, -100.0, -89.0, -88.0, -50.0, -5.0, -1.0, -1e-3, 0.0, 0.3, 1.0, 5.0, 30.0, 44.0, 88.0,
+              88.8, 89.5, 100.0, 1e4, 3e38]
+    points += [-709.0, 700.0, 709.9, 711.0, -1e300] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
