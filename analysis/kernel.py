@@ -1194,8 +1194,9 @@ class KernelMaps:
 
     def _checked_hermite(self, qs, n, measure, what: str, c) -> list:
         """Hermite coefficients (one list per q in ``qs``) accurate enough for a Mehler sum:
-        ``measure(lists, errs)`` gives the sum of its terms' absolute values and the absolute error
-        that the coefficients' errors put in it, which must be below 10^-(dps + 1) of it.  Where it is
+        ``measure(lists, errs)`` gives the size the sum must be accurate relative to (its absolute value:
+        a sum that cancels needs its coefficients to more digits) and the absolute error that the
+        coefficients' errors put in it, which must be below 10^-(dps + 1) of it.  Where it is
         not, the coefficients are recomputed with the missing digits (and 3 more) once, up to 150
         extra digits; past that it raises.
 
@@ -1216,10 +1217,11 @@ class KernelMaps:
             extra, retried = extra + short, True
         raise DomainError(
             f"{what} of {self.activation_name!r} at c={mpmath.nstr(c, 15)}, q={mpmath.nstr(qs[0], 15)}: "
-            f"Mehler's series cannot carry {self.dps} digits here (its terms sum to {mpmath.nstr(terms_abs, 3)} "
-            f"in absolute value, their error, from the Hermite coefficients' absolute accuracy, is up to "
+            f"Mehler's series cannot carry {self.dps} digits here (it sums to {mpmath.nstr(terms_abs, 3)} "
+            f"in absolute value, its error, from the Hermite coefficients' absolute accuracy, is up to "
             f"{mpmath.nstr(err, 3)} with {extra} extra digits: phi(sqrt(q) z) is concentrated where its low "
-            "Hermite coefficients are tiny against E|phi|).  Use a closed form if one exists.")
+            "Hermite coefficients are tiny against E|phi|, or the series' terms cancel).  Use a closed form if one "
+            "exists.")
 
     def _kernel_num(self, n: int, cv, qa, qb):
         """E[phi^(n)(u) phi^(n)(v)] with jumps of phi^(n-1) as delta functions (numeric engines)."""
@@ -1288,17 +1290,48 @@ class KernelMaps:
         if cv == 0:
             a, _, _ = self._hermite(qv, 1)
             return a[0] ** 2
-        nterms = self._mehler_terms(cv)
-        x = abs(cv)
+        return self._mehler_sum(cv, qv, 0, "C")
 
-        # the a_k's absolute error (the truncation at |c|^N < 10^-(dps + 12) is not checked: its bound
-        # |c|^N Q(q) is far from sharp for a phi whose a_k^2 spread to k >> N)
-        def measure(lists, errs):
-            (a,), (err,) = lists, errs
-            return (mpmath.fsum(ak * ak * x**k for k, ak in enumerate(a)),
-                    mpmath.fsum((2 * abs(ak) + err) * err * x**k for k, ak in enumerate(a)))
-        (a,) = self._checked_hermite([qv], nterms, measure, "C", cv)
-        return mpmath.fsum(ak * ak * cv**k for k, ak in enumerate(a))
+    def _mehler_sum(self, cv, qv, n: int, what: str):
+        """``sum_{k >= n} k!/(k-n)! a_k(q)^2 c^(k-n)`` (the n-th c-derivative of Mehler's series), to dps
+        digits *relative to the sum*.
+
+        The terms are summed until they are negligible relative to the sum, not only until
+        ``|c|^N < 10^-(dps + 12)``: that bounds the tail by ``|c|^N Q(q)``, useless when the sum is far below
+        ``Q(q)``, and wrong in practice where the a_k^2 peak at large k (cos x at q = 400: a_k^2 c^k peaks at
+        k ~ 320; C(0.8) came out 1.39e-35 for 1.80e-35, C(0.5) 1.3e-82 for 1.4e-87).  Stop once the last
+        eighth of the terms sums below 10^-(dps + 4) of the sum and is smaller than the eighth before it;
+        else extend by half again, up to 4000 terms (then DomainError).  The Hermite coefficients are
+        checked against the sum too, and the sum is done with the digits it cancels (exp(x) at q = 30:
+        C(-0.8) = 3.5e-24 from alternating terms up to 1e21 times larger came out 2e-11 off at dps 20)."""
+        x = abs(cv)
+        terms = self._mehler_terms(cv) + 20 * n
+        while True:
+            def sums(a, extra_digits=0):
+                with mpmath.workdps(mpmath.mp.dps + extra_digits):
+                    t = [mpmath.ff(k, n) * a[k] ** 2 * cv ** (k - n) for k in range(n, len(a))]
+                    return t, mpmath.fsum(t), mpmath.fsum(abs(v) for v in t)
+
+            def measure(lists, errs):   # the a_k's absolute error against the sum (it may cancel)
+                (a,), (err,) = lists, errs
+                _, total, _ = sums(a)
+                return abs(total), mpmath.fsum(mpmath.ff(k, n) * (2 * abs(a[k]) + err) * err * x ** (k - n)
+                                               for k in range(n, len(a)))
+            (a,) = self._checked_hermite([qv], terms, measure, what, cv)
+            _, total, size = sums(a)
+            lost = max(0, int(mpmath.ceil(mpmath.log10(size / abs(total))))) if total != 0 else 0
+            t, total, size = sums(a, lost + self._hermite(qv, len(a))[2])   # (the cached list's extra digits)
+            w = max(4, len(t) // 8)
+            last, before = mpmath.fsum(abs(v) for v in t[-w:]), mpmath.fsum(abs(v) for v in t[-2 * w:-w])
+            if last <= mpmath.mpf(10) ** -(self.dps + 4) * abs(total) and last <= before:
+                return total
+            if terms >= 4000:
+                raise DomainError(
+                    f"{what} of {self.activation_name!r} at c={mpmath.nstr(cv, 15)}, q={mpmath.nstr(qv, 15)}: "
+                    f"Mehler's series has not converged after {terms} terms (the last {w} still sum to "
+                    f"{mpmath.nstr(last / abs(total) if total else mpmath.inf, 3)} of the sum). Use 2-D quadrature: "
+                    "set mehler_max_abs_c = 0 on these maps (slow), or a closed form if one exists.")
+            terms = min(4000, terms + terms // 2)
 
     # ---- C map ---------------------------------------------------------------------------
     @_at_precision
@@ -1440,17 +1473,7 @@ class KernelMaps:
         if (self.engine == "mpmath" and q1 == q2 and c != 0
                 and abs(c) <= self.mehler_max_abs_c):
             # d^n/dc^n of Mehler's series: sum_k k!/(k-n)! a_k^2 c^(k-n)  (no 2-D quadrature)
-            cv = self._mp(c)
-            terms = self._mehler_terms(cv) + 20 * n
-            x = abs(cv)
-
-            def measure(lists, errs):   # the a_k's absolute error (truncation: see _mehler)
-                (a,), (err,) = lists, errs
-                return (mpmath.fsum(mpmath.ff(k, n) * a[k] ** 2 * x ** (k - n) for k in range(n, terms)),
-                        mpmath.fsum(mpmath.ff(k, n) * (2 * abs(a[k]) + err) * err * x ** (k - n)
-                                    for k in range(n, terms)))
-            (a,) = self._checked_hermite([q1], terms, measure, f"d^{n}C/dc^{n}", c)
-            kn = mpmath.fsum(mpmath.ff(k, n) * a[k] ** 2 * cv ** (k - n) for k in range(n, terms))
+            kn = self._mehler_sum(self._mp(c), q1, n, f"d^{n}C/dc^{n}")
             return self._out(kn / self.q_map(q1))
         if self.engine == "float64" and n == 1 and c not in (1, -1):
             slope = self._saturated_slope_f64(float(c), float(q1), float(q2))
