@@ -869,7 +869,8 @@ _F64_CHUNK = 256
 def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: float = 1.0,
                                            q2: float = 1.0, breakpoints: Sequence[float] = (),
                                            breakpoints_g: Sequence[float] | None = None,
-                                           nodes_per_panel: int = 16, scale: float = 1.0) -> np.ndarray:
+                                           nodes_per_panel: int = 16, scale: float = 1.0,
+                                           with_error: bool = False) -> np.ndarray | tuple:
     """float64 ``E[f(u) g(v)]`` (same conventions as :func:`bivariate_gaussian_expectation`),
     vectorised over an array of correlations ``c``.
 
@@ -889,6 +890,12 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     ``scale``: as in :func:`gaussian_expectation_float64` (the known width of the features of f and
     g at x = 0 and the breakpoints; level 0 grades down to it).
     Returns an array shaped like ``c``.
+
+    ``with_error=True``: return ``(values, errors)``, ``errors`` an estimate of each value's absolute
+    error: the last two rules' difference plus 4 ulps of ``E|f(u) g(v)|`` (the rounding of the sums; one
+    more evaluation of the accepted rule, on ``|f|`` and ``|g|``).  A value far below the Cauchy-Schwarz
+    bound can lie below it: ``x exp(-x^2)`` at ``q1 = q2 = 1e100``, ``c = 0.3`` (``E[f g]`` = 4.3e-202 against
+    ``E|f g|`` ~ 2e-101) came out -6e-118 with an error estimate of 1.6e-116.
     """
     if breakpoints_g is None:
         breakpoints_g = breakpoints
@@ -911,6 +918,7 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     fb = [float(b) / r1 for b in breakpoints]
     npp = int(nodes_per_panel)
     out = np.empty_like(c_arr)
+    errors = np.empty_like(c_arr)
     for i, ci in enumerate(c_arr):
         for level in range(_F64_LEVELS2):
             # level 0 first tries the cheap pair (3/4 npp, npp): enough for ordinary activations
@@ -926,6 +934,10 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
             else:
                 continue
             out[i] = fine
+            if with_error:
+                absf, absg = (lambda t: np.abs(f(t))), (lambda t: np.abs(g(t)))
+                mass, _ = _bivariate_f64_once(absf, absg, ci, r1, r2, fb, gb, m, level, scale)
+                errors[i] = abs(fine - coarse) + 4 * np.finfo(np.float64).eps * mass
             break
         else:
             raise DivergentIntegralError(
@@ -935,4 +947,7 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
                 f"{FLOAT64_RELATIVE_TOLERANCE:g}). The functions vary on a scale (or oscillate) finer than "
                 "the rule resolves at these variances; use the mpmath engine (engine='mpmath', "
                 "bivariate_gaussian_expectation), which refines to any precision.")
+    if with_error:
+        return (out.reshape(np.shape(c)), errors.reshape(np.shape(c))) if np.ndim(c) else (float(out[0]),
+                                                                                          float(errors[0]))
     return out.reshape(np.shape(c)) if np.ndim(c) else float(out[0])
