@@ -563,8 +563,10 @@ class KernelMaps:
     Build with :func:`kernel_maps`.  With ``engine`` ``"closed"`` or ``"mpmath"`` results are
     ``mpmath.mpf`` at ``dps`` digits; with ``"float64"`` they are Python floats (Q and C values
     and their c-derivatives agree with the mpmath engine to about 1e-13 relative, tested at 1e-12,
-    except near a zero of the C map (small c for an odd phi, where the 2-D rule's error is ~1e-13 of
-    ``sqrt(E phi(u)^2 E phi(v)^2)``, about 1e-17 absolute: erf's C(1e-8) = 9.1e-9 is 1e-10 off relative; the
+    except where C is tiny (the 2-D rule's error is ~1e-13 of ``sqrt(E phi(u)^2 E phi(v)^2)`` at most,
+    typically ~1e-16 of ``E|phi(u) phi(v)|``: x exp(-x^2)'s C(0.3; q = 1e12) = 3.5e-19 is 1e-4 off relative; a C
+    whose estimated error exceeds 1% of it raises DomainError, e.g. C(0.3; q = 1e100) = 3.5e-151, for which the
+    rule gave -5e-67; an odd phi at ``0 < |c| <= 1e-6`` takes Mehler's first term, exact to 1e-13 there); the
     c-derivatives likewise keep ~1e-13 of ``sqrt(E phi^(n)(u)^2 E phi^(n)(v)^2)``, and raise where that leaves
     fewer than two certain digits: x exp(-x^2)'s C'(0.3; q = 1e6) ~ 1e-9 against C'(1) ~ 1e6);
     :meth:`q_map_derivative` at ``q >= 1`` cancels and keeps about 1e-10 relative: GELU's
@@ -1362,9 +1364,72 @@ class KernelMaps:
                 sat = self._saturated_kernel_f64(np.array([float(c)]), float(q1), float(q2))
                 if sat is not None and np.isfinite(sat[0]):
                     k = float(sat[0])
+                else:
+                    k = self._odd_small_c_kernel_f64(float(c), float(q1), float(q2))
             if k is None:
                 k = self._kernel_num(0, c, q1, q2)
+                if self.engine == "float64":
+                    self._check_f64_c_resolved(np.array([float(c)]), np.array([k]), float(q1), float(q2))
         return self._unit(self._out(k / self._norm(q1, q2)))
+
+    def _odd_small_c_kernel_f64(self, c: float, q1: float, q2: float):
+        """float64 ``E[phi(u) phi(v)]`` of an odd phi at tiny ``|c|`` from Mehler's first term, or None.
+
+        For an odd phi only odd Hermite terms remain: ``K = c a_1(q1) a_1(q2) + R``, ``|R| <= |c|^3 sqrt(Q(q1) Q(q2))``
+        (Cauchy-Schwarz on the rest), with ``a_1(q) = sqrt(q) E[phi'(sqrt(q) z)]`` (Stein; a jump J of phi at b
+        adds ``J p_q(b)``).  Used where ``|R|`` is below 1e-13 of the value: there the 2-D rule keeps only
+        ~1e-16 absolute (tanh's C(1e-16) was 7% off, erf's C(1e-20) came out -5e-35) and is refused (see
+        :meth:`_check_f64_c_resolved`); a C map iterated towards c = 0 (an odd phi in the ordered phase)
+        reaches such c."""
+        if not (0 < abs(c) <= 1e-6) or self._singular_points or not self._derivative_is_even(0, odd=True):
+            return None
+        a1 = 1.0
+        for qv in (q1, q2):
+            key = ("f64 a1", qv)
+            if key not in self._cache:
+                v, mass = self._e1(None, self._f.np(1), std=math.sqrt(qv), with_mass=True)
+                jumps = sum(float(J) * math.exp(-float(b) ** 2 / (2 * qv)) / math.sqrt(2 * math.pi * qv)
+                            for b, J in self._f.jumps(0))
+                # (phi' = 0 off the jumps, sign(x): the rule's value and mass are exactly 0)
+                ok = ((v == 0 and mass <= 1e-300) or _f64_cancellation_ok(v, mass)) and abs(v + jumps) >= 1e-3 * abs(v)
+                self._cache[key] = math.sqrt(qv) * (v + jumps) if ok else None
+            if self._cache[key] is None:
+                return None
+            a1 *= self._cache[key]
+        k = c * a1
+        remainder = abs(c) ** 3 * math.sqrt(self.q_map(q1)) * math.sqrt(self.q_map(q2))
+        return k if remainder <= gauss.FLOAT64_RELATIVE_TOLERANCE * abs(k) else None
+
+    def _check_f64_c_resolved(self, cs, k, q1: float, q2: float) -> None:
+        """Refuse float64 C values that the 2-D rule does not resolve (fewer than two certain digits).
+
+        The rule converges to 1e-13 of ``sqrt(Q(q1) Q(q2))`` and rounds at ~1e-16 of ``E|phi(u) phi(v)|``, so
+        its C is accurate to ~1e-13 absolute; a C far below that has no digits: x exp(-x^2) at q = 1e100
+        (phi lives where |x| ~ 1, the density is flat there and the leading moments cancel) has C(0.3) =
+        3.5e-151, and the rule returned -5.0e-67 (at q = 1e12, 3.4556e-19 for 3.4559e-19).  Values below 1e-11
+        (in C units) are re-evaluated with the rule's error estimate (the last two rules' difference plus the
+        rounding of ``E|phi(u) phi(v)|``) and refused where it exceeds 1% of ``|C|``, as the c-derivatives are
+        (see :meth:`_check_f64_kernel_resolved`).  Near a zero of C (an odd phi at ``|c|`` below ~1e-13) this
+        refuses too: the value there is rounding noise (erf's C(1e-20) came out -5e-35)."""
+        norm = self._norm(q1, q2)
+        small = np.flatnonzero((np.abs(k) < 1e-11 * norm) & (np.abs(cs) < 1))
+        if small.size == 0:
+            return
+        bps, scale = self._float64_features()
+        g = self._f.np(0)
+        _, err = gauss.bivariate_gaussian_expectation_float64(g, g, cs[small], q1=q1, q2=q2, breakpoints=bps,
+                                                              scale=scale, with_error=True)
+        bad = np.flatnonzero(err > 1e-2 * np.abs(k[small]))
+        if bad.size == 0:
+            return
+        i = bad[0]
+        c, kv, ev = cs[small][i], k[small][i], err[i]
+        raise DomainError(
+            f"the float64 C({c:g}; q1 = {q1:g}, q2 = {q2:g}) of {self.activation_name!r} is not resolved: the 2-D rule "
+            f"gives {kv / norm:.1e} with an estimated error of {ev / norm:.1e} (its rounding is ~1e-16 of "
+            "E|phi(u) phi(v)| / sqrt(Q(q1) Q(q2)), and C lies far below that): fewer than two digits are certain. "
+            "This happens for a phi concentrated near x = 0 at large q (C ~ q^-3/2 for x exp(-x^2)) and next to a "
+            "zero of C (an odd phi at tiny c). Use engine='mpmath' (Mehler's series, dps digits relative to C).")
 
     def _unit_excess_tolerance(self):
         """How far past +-1 a C value may land by rounding alone: 4 ulps of 1 in float64 (the
@@ -1408,10 +1473,15 @@ class KernelMaps:
             # C(0; 1e100), its panels graded towards x = 0 in both variables, where the arcsine shortcut
             # cannot hold: its bound is relative to a kernel that is 0 there)
             k = np.where(flat == 0, self._mean(q1) * self._mean(q2), k)
+        for i in np.flatnonzero(np.isnan(k) & (np.abs(flat) <= 1e-6)):
+            small = self._odd_small_c_kernel_f64(float(flat[i]), float(q1), float(q2))
+            k[i] = np.nan if small is None else small
         rest = np.isnan(k)
         if np.any(rest):
             k[rest] = gauss.bivariate_gaussian_expectation_float64(
                 self._f.np(0), self._f.np(0), flat[rest], q1=float(q1), q2=float(q2), breakpoints=bps, scale=scale)
+        if np.any(rest):
+            self._check_f64_c_resolved(flat[rest], k[rest], float(q1), float(q2))
         out = np.asarray(k) / self._norm(q1, q2)
         over = np.abs(out) > 1
         if np.any(over):
@@ -1421,9 +1491,13 @@ class KernelMaps:
         return out.reshape(cs.shape)
 
     def _mean(self, q):
-        """E[phi(sqrt(q) z)] (cached)."""
+        """E[phi(sqrt(q) z)] (cached); exactly 0 for an odd phi (the rules returned rounding noise: tanh's
+        float64 C(0) = 6e-35, and a C map iterated from c = 0 fed that to the 2-D rule)."""
         key = ("mean", q)
         if key not in self._cache:
+            if self._derivative_is_even(0, odd=True):
+                self._cache[key] = 0.0 if self.engine == "float64" else mpmath.mpf(0)
+                return self._cache[key]
             r = math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))
             self._cache[key] = self._e1(self._f.mp(0), self._f.np(0), std=r)
         return self._cache[key]
@@ -1491,11 +1565,11 @@ class KernelMaps:
         pre = mpmath.power(self._mp(q1) * self._mp(q2), mpmath.mpf(n) / 2)
         return self._out(pre * k / self._norm(q1, q2))
 
-    def _derivative_is_even(self, m: int) -> bool:
+    def _derivative_is_even(self, m: int, odd: bool = False) -> bool:
         """Whether phi^(m) is an even function (then phi^(m+1), deltas included, is odd): its kinks are
         symmetric and phi^(m)(t) = phi^(m)(-t) to 25 digits at 40-digit precision at 8 points in (0, 6) and
-        14 from 8 to 2^40 (cached)."""
-        key = ("even", m)
+        14 from 8 to 2^40 (cached).  ``odd=True``: whether it is odd instead (phi^(m)(t) = -phi^(m)(-t))."""
+        key = ("odd" if odd else "even", m)
         if key not in self._cache:
             f = self._f.mp(m)
             with mpmath.workdps(40):
@@ -1503,7 +1577,8 @@ class KernelMaps:
                 ts += [mpmath.mpf(2) ** j + mpmath.mpf(1) / 3 for j in range(3, 41, 3)]
                 try:
                     even = set(self.kinks) == {-b for b in self.kinks} and all(
-                        abs(f(t) - f(-t)) <= mpmath.mpf(10) ** -25 * max(1, abs(f(t))) for t in ts)
+                        abs(f(t) - (-1 if odd else 1) * f(-t)) <= mpmath.mpf(10) ** -25 * max(1, abs(f(t)))
+                        for t in ts)
                 except (ArithmeticError, ValueError, TypeError, FormulaError):
                     even = False
             self._cache[key] = even

@@ -60,10 +60,13 @@ def diff(a, b):
         return abs(mpmath.mpf(a) - mpmath.mpf(b))
 
 
-def rel(a, b, floor=mpmath.mpf(10) ** -60):
+def rel(a, b, floor=0):
+    """|a - b| / max(|b|, floor), or |a - b| when that is 0.  (The default floor was 1e-60: a comparison with a
+    reference below it was absolute and passed vacuously, e.g. any value at all for C = 3.5e-151.)"""
     with mpmath.workdps(80):
         a, b = mpmath.mpf(a), mpmath.mpf(b)
-        return abs(a - b) / max(abs(b), floor)
+        scale = max(abs(b), mpmath.mpf(floor))
+        return abs(a - b) / scale if scale else abs(a - b)
 
 
 CLOSED = ["relu", "leaky_relu", "erf", "sin", "abs", "exponential"]
@@ -542,13 +545,22 @@ def _sin_kernel(a, b, c, q1, q2):
 
 def test_float64_c_map_of_oscillating_phi_at_large_q_against_closed_form():
     """sin(3 x + 1) at q = 50 oscillates ~70 times over the rule's range: C(-1) was 0.415296 instead of
-    -cos 2 = 0.4161468 (8.5e-4 off), with no warning."""
+    -cos 2 = 0.4161468 (8.5e-4 off), with no warning.  Where C is far below the rule's resolution (C(-0.3) =
+    1e-254, returned as -5.5e-18) it is refused rather than returned without a digit."""
     m = kernel_maps(sympy.sin(3 * x + 1), engine="float64")
-    for c, q1, q2 in ((-1, 50, 50), (-0.3, 50, 50), (0.6, 50, 50), (0.97, 50, 50), (0.9, 30, 50), (-1, 20, 50)):
-        assert diff(m.c_map(c, q1, q2), _sin_kernel(3, 1, c, q1, q2)) < 1e-12, (c, q1, q2)
     cos = kernel_maps(sympy.cos(x), engine="float64")
-    for c in (-1, -0.5, 0.7):
-        assert diff(cos.c_map(c, 200, 200), _sin_kernel(1, mpmath.pi / 2, c, 200, 200)) < 1e-12, c
+    points = [(m, 3, 1, c, q1, q2) for c, q1, q2 in ((-1, 50, 50), (-0.3, 50, 50), (0.6, 50, 50), (0.97, 50, 50),
+                                                    (0.9, 30, 50), (-1, 20, 50))]
+    points += [(cos, 1, mpmath.pi / 2, c, 200, 200) for c in (-1, -0.5, 0.7)]
+    for maps, a, b, c, q1, q2 in points:
+        ref = _sin_kernel(a, b, c, q1, q2)
+        if abs(c) == 1:     # a 1-D rule, converged relative to its own E|.| (C(-1; 20, 50) = 2e-14)
+            assert diff(maps.c_map(c, q1, q2), ref) < 1e-12, (c, q1, q2)
+        elif abs(ref) > 1e-6:
+            assert rel(maps.c_map(c, q1, q2), ref) < 1e-11, (c, q1, q2)
+        else:   # 7.9e-21 (c = 0.9, q = 30, 50) and below
+            with pytest.raises(DomainError, match="not resolved"):
+                maps.c_map(c, q1, q2)
 
 
 
@@ -1171,7 +1183,7 @@ def test_mpmath_mehler_series_of_a_localised_phi_at_huge_q_has_its_digits():
     7.14e-148 (true 1.494e-150), C'(0) off by 57%, at 20 digits.  Now the coefficients' error bound is
     checked and they are recomputed with the missing digits.  Reference: the closed form (checked against
     the engine at q = 1 here)."""
-    km = kernel_maps(x * sympy.exp(-x**2), dps=20, engine="mpmath")   # (rel's floor 1e-60 would hide 1e-150s)
+    km = kernel_maps(x * sympy.exp(-x**2), dps=20, engine="mpmath")
     for q, c in ((1, 0.3), (1e100, 0.3), (1e100, -0.5)):
         assert rel(km.c_map(c, q, q), _localised_c(c, q), floor=0) < 1e-19, (c, q)
         assert rel(km.c_map_derivative(c, 1, q, q), _localised_c_slope(c, q), floor=0) < 1e-19, (c, q)
@@ -1192,3 +1204,37 @@ def test_mpmath_mehler_series_sums_until_its_terms_are_negligible_relative_to_th
         ref, slope = (lo + hi) / (1 + mpmath.exp(-2 * q)), q * (lo - hi) / (1 + mpmath.exp(-2 * q))
     assert rel(km.c_map(-0.5, q, q), ref, floor=0) < 1e-14
     assert rel(km.c_map_derivative(-0.5, 1, q, q), slope, floor=0) < 1e-14
+
+
+def test_float64_c_map_of_a_localised_phi_at_huge_q_is_refused_not_garbage():
+    """x exp(-x^2) at q = 1e100: C(0.3) = 3.5e-151 (closed form), and the float64 2-D rule returned -5.0e-67, the
+    wrong sign and 84 orders too large, within its absolute tolerance (1e-13 of sqrt(Q Q), rounding ~1e-16 of
+    E|phi(u) phi(v)| ~ 1e-50 of it) but presented as a number.  Now a C below 1e-11 is re-checked against the
+    rule's error estimate and refused where fewer than two digits are certain; where they are, it agrees with
+    the closed form."""
+    fast = kernel_maps(x * sympy.exp(-x**2), engine="float64")
+    for c, q in ((0.3, 1e6), (-0.5, 1e6), (0.3, 1e12)):
+        got = fast.c_map(c, q, q)
+        assert rel(got, _localised_c(c, q), floor=0) < (1e-9 if q < 1e8 else 1e-2), (c, q)
+    with pytest.raises(DomainError, match=r"not resolved.*engine='mpmath'"):
+        fast.c_map(0.3, 1e100, 1e100)
+    with pytest.raises(DomainError, match=r"not resolved.*engine='mpmath'"):
+        fast.c_map_curve(np.array([0.5, -0.5]), 1e100, 1e100)
+    assert fast.c_map(0.0, 1e100, 1e100) == 0.0     # odd phi: E[phi] = 0 exactly, not rounding noise
+
+
+def test_float64_c_map_of_an_odd_phi_at_tiny_c_has_its_digits():
+    """Near c = 0 an odd phi's C is tiny and the 2-D rule keeps ~1e-17 absolute: erf's C(1e-20) came out -5.2e-35
+    (true 9.1e-21), tanh's C(0) 6e-35 (exactly 0; a C map iterated from c = 0 then fed that to the rule), and
+    C(-2.2e-16), the 0 of np.arange(-1, 1.01, 0.1), 7% off.  Now E[phi] = 0 exactly for an odd phi, and at
+    |c| <= 1e-6 the first Mehler term c a_1(q1) a_1(q2) is used where the rest (<= |c|^3 sqrt(Q Q)) is below
+    1e-13 of it.  Reference: Williams' closed form for erf."""
+    exact = kernel_maps(sympy.erf(x), dps=20, engine="closed")
+    fast = kernel_maps(sympy.erf(x), engine="float64")
+    for c, q1, q2 in ((1e-20, 1.0, 1.0), (-2.2e-16, 2.0, 0.5), (1e-9, 3.0, 3.0)):
+        assert rel(fast.c_map(c, q1, q2), exact.c_map(c, q1, q2), floor=0) < 1e-13, c
+    curve = fast.c_map_curve(np.array([1e-20, -2.2e-16, 0.0]), 2.0, 2.0)
+    assert all(rel(v, exact.c_map(c, 2, 2), floor=0) < 1e-13 for v, c in zip(curve[:2], (1e-20, -2.2e-16)))
+    assert curve[2] == 0.0 and kernel_maps(act("tanh"), engine="float64").c_map(0.0) == 0.0
+    # a jump of phi enters a_1 as J p(b): sign(x) at c = 1e-9 is (2/pi) asin(c)
+    assert rel(kernel_maps(sympy.sign(x), engine="float64").c_map(1e-9), 2 / mpmath.pi * mpmath.asin(1e-9)) < 1e-13
