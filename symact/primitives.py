@@ -1576,12 +1576,15 @@ def pytorch_kink_convention(expr: sympy.Expr, original: sympy.Expr | None = None
     Only Heavisides that differentiation created change: ``pargs`` omits their default H0 = 1/2.
 
     With the differentiated expression ``original`` and the ``symbol``, the tie of each two-argument
-    ``Max(a, b)``/``Min(a, b)`` whose slopes a', b' do not depend on ``symbol`` gets the slope of
-    least magnitude among the one-sided ones (the minimum-norm subgradient): the branch whose
-    slope is smaller in magnitude when a' and b' have the same sign (leaky_relu written
-    ``Max(x, x/4)``: 1/4 at 0, torch's negative_slope), 0 when they differ in sign or one is 0
-    (relu'(0) = 0, hardtanh'(+-1) = 0, ``Max(x, -x)``: 0 as abs'(0)).  Without ``original``, or
-    where the slopes depend on ``symbol``, both Heavisides of a tie are 0 there.
+    ``Max(a, b)``/``Min(a, b)`` gets the slope of least magnitude among the one-sided ones a', b'
+    there (the minimum-norm subgradient): the branch whose slope is smaller in magnitude when a'
+    and b' have the same sign (leaky_relu written ``Max(x, x/4)``: 1/4 at 0, torch's
+    negative_slope), 0 when they differ in sign or one is 0 (relu'(0) = 0, hardtanh'(+-1) = 0,
+    ``Max(x, -x)``: 0 as abs'(0)).  Slopes that depend on ``symbol`` are compared where the tie is
+    (``Max(x, x**3)``: 1 at x = 1, where the slopes are 1 and 3; ``Max(x**2, 2*x - 1)``, which is
+    x**2 everywhere: 2 at its touching point x = 1).  Without ``original``, or where a slope holds
+    a step of its own (a nested Max/Min whose slope depends on ``symbol``), both Heavisides of a tie
+    are 0 there.
 
     >>> x = sympy.Symbol("x", real=True)
     >>> pytorch_kink_convention(sympy.diff(sympy.Max(0, x), x))
@@ -1615,9 +1618,10 @@ def _tie_values(expr: sympy.Expr, symbol: sympy.Symbol) -> dict:
             steps = (b - a, a - b)  # Heaviside(args[1 - i] - args[i]) multiplies args[i]'
         chosen = _least_slope(p, q, symbol)
         if chosen is None:
-            if p.has(symbol) or q.has(symbol) or any(s.name in ("x", "v") for s in (p - q).free_symbols):
-                continue
-            # slopes in the parameters only (Max(x, a*x)): decided when they take values
+            if any(e.has(sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise) for e in (p, q)):
+                continue  # a slope with a step of its own: compared in a condition, it would need one too
+            # slopes in the parameters (Max(x, a*x)) or the inputs (Max(x, x**3), whose tie at x = 1
+            # has the slopes 1 and 3): decided where they take values, which is only read at the tie
             same = sympy.StrictGreaterThan(p * q, 0)
             values = (sympy.Piecewise((1, same & sympy.LessThan(sympy.Abs(p), sympy.Abs(q))), (0, True)),
                       sympy.Piecewise((1, same & sympy.StrictLessThan(sympy.Abs(q), sympy.Abs(p))), (0, True)))
@@ -1635,13 +1639,11 @@ def _tie_values(expr: sympy.Expr, symbol: sympy.Symbol) -> dict:
 def _least_slope(p: sympy.Expr, q: sympy.Expr, symbol: sympy.Symbol) -> int | None:
     """0 or 1: the index of the slope (p, q) that is the minimum-norm subgradient (same sign, the
     smaller magnitude), -1 when that is 0 (opposite signs or a zero slope), None when undecided
-    (a slope depends on ``symbol``, or SymPy cannot order them)."""
-    if p.has(symbol) or q.has(symbol):
-        return None
+    (SymPy cannot order them for every value of ``symbol`` and the parameters)."""
     product = (p * q).is_positive
     if product is False:
         return -1
-    if product is None:
+    if product is None or p.has(symbol) or q.has(symbol):
         return None
     order = (sympy.Abs(p) - sympy.Abs(q)).is_nonpositive
     if order is None:

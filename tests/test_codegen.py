@@ -635,6 +635,37 @@ def test_gradient_at_a_max_min_tie_is_the_symbolic_derivative_s_and_the_built_in
         assert generated.tolist() == [1.0]
 
 
+@pytest.mark.parametrize("formula, points, slopes", [
+    # one-sided slopes (left, right): Max(x, x**3) at 1: (1, 3); at -1: (1, 3); at 0: (0, 1)
+    ("Max(x, x**3)", (1.0, -1.0, 0.0), (1.0, 1.0, 0.0)),
+    ("Min(x, x**3)", (1.0, -1.0, 0.0), (1.0, 1.0, 0.0)),
+    ("Max(sin(x), x/2)", (0.0,), (0.5,)),                  # (1/2, cos(0) = 1)
+    ("Max(x**2, 2*x - 1)", (1.0,), (2.0,)),                # x**2 everywhere
+])
+def test_gradient_at_a_tie_whose_slopes_depend_on_x_is_the_least_one_sided_slope(formula, points, slopes, device):
+    """Max(x, x**3)'s gradient at x = 1 was 0, where the one-sided slopes are 1 and 3 (and
+    Max(x**2, 2*x - 1) = x**2 had 0 at x = 1): ties whose slopes depend on x had both Heavisides 0.
+    Twice differentiable elsewhere as before."""
+    fn = torch_function(symact.activation(formula))
+    t = torch.tensor(points, dtype=torch.float64, device=device, requires_grad=True)
+    (generated,) = torch.autograd.grad(fn.apply(t).sum(), t)
+    assert generated.tolist() == list(slopes)
+    away = torch.tensor([-1.7, -0.4, 0.3, 1.9], dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(fn.apply, (away,))
+    assert torch.autograd.gradgradcheck(fn.apply, (away,))
+
+
+def test_gradient_at_a_gated_tie_compares_the_slopes_at_the_gate_s_value(device):
+    """Max(x, v*x) is x at v = 1 (slope 1 in x) and leaky_relu(x, 1/4) at v = 1/4 (slope 1/4 at x = 0):
+    both gradients were 0, the slope v being an input."""
+    fn = torch_function(sympy.Max(X, V * X))
+    t = torch.tensor([3.0, -2.0, 0.0, 0.0, 0.0], dtype=torch.float64, device=device, requires_grad=True)
+    v = torch.tensor([1.0, 1.0, 0.25, -1.0, 3.0], dtype=torch.float64, device=device, requires_grad=True)
+    gx, gv = torch.autograd.grad(fn.apply(t, v).sum(), (t, v))
+    assert gx.tolist() == [1.0, 1.0, 0.25, 0.0, 1.0]
+    assert gv.tolist() == [0.0, 0.0, 0.0, 0.0, 0.0]
+
+
 def _check_points(name: str, device="cpu") -> torch.Tensor:
     points = _away_from_kinks(name, np.linspace(-4.1, 3.9, 11), margin=1e-2)
     return torch.tensor(points, dtype=torch.float64, device=device, requires_grad=True)

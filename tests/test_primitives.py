@@ -545,3 +545,56 @@ def test_erfcx_in_a_branch_that_bounds_its_argument_below_is_no_hazard_but_besid
     assert hazards((x * Erfcx(x) - 2) * sympy.exp(x**2), (x,)).overflow == 2  # exp(x**2) itself: it does not decay
     slope = safe_derivative(sympy.exp(x**2 / 2) * sympy.erfc(x), x)
     assert isinstance(slope, sympy.Piecewise) and not slope.args[1][0].has(Erfcx), slope
+
+
+_v = sympy.Symbol("v", real=True)
+
+
+def _least_one_sided_slope(expr: sympy.Expr, point, wrt=x) -> float:
+    """The minimum-norm subgradient of expr at a point, from its one-sided difference quotients at
+    h = +-1e-30 evaluated at 50 digits (independent of any derivative code): the smaller in magnitude
+    when they have one sign, 0 otherwise."""
+    f0 = expr.xreplace({wrt: point})
+    quotients = []
+    for h in (sympy.Rational(1, 10**30), -sympy.Rational(1, 10**30)):
+        quotients.append(float(sympy.N((expr.xreplace({wrt: point + h}) - f0) / h, 50)))
+    return min(quotients, key=abs) if quotients[0] * quotients[1] > 0 else 0.0
+
+
+@pytest.mark.parametrize("expr, wrt, points", [
+    (sympy.Max(x, x**3), x, (1, -1, 0)),                   # slopes (1, 3) at 1 and -1, (1, 0) at 0
+    (sympy.Min(x, x**3), x, (1, -1, 0)),
+    (sympy.Max(sympy.sin(x), x / 2), x, (0,)),             # slopes cos(0) = 1 and 1/2
+    (sympy.Max(x**2, 2 * x - 1), x, (1,)),                  # x**2 everywhere: 2 at its touching point
+    (sympy.Min(-x**2, 1 - 2 * x), x, (1,)),                 # -x**2 everywhere: -2
+    (sympy.Max(x, _v * x).xreplace({_v: sympy.Rational(1, 4)}), x, (0,)),
+], ids=["max_x_x3", "min_x_x3", "max_sin_half", "max_touching", "min_touching", "leaky"])
+def test_tie_with_slopes_that_depend_on_the_input_takes_the_least_one_sided_slope(expr, wrt, points):
+    """Max(x, x**3)'(1) was 0: a tie whose slopes depend on x (1 and 3 at x = 1) had both Heavisides 0,
+    neither one-sided slope; Max(x**2, 2*x - 1), which is x**2, had the slope 0 at x = 1 instead of 2.
+    The convention (the one-sided slope of least magnitude, 0 where they differ in sign) now compares the
+    slopes where the tie is.  Reference: the formula's own one-sided difference quotients."""
+    from symact.primitives import pytorch_kink_convention
+
+    slope = safe_derivative(expr, wrt)
+    convention = pytorch_kink_convention(sympy.diff(expr, wrt), expr, wrt)
+    for point in points:
+        expected = _least_one_sided_slope(expr, sympy.Integer(point), wrt)
+        for derivative in (slope, convention):
+            got = derivative.xreplace({wrt: sympy.Integer(point)})
+            assert abs(float(got) - expected) <= 1e-12, (expr, point, derivative, got, expected)
+
+
+def test_tie_in_a_gated_product_compares_the_slopes_at_the_gate_s_value():
+    """Max(x, v*x) in x: at v = 1 it is x itself (slope 1 at every x, the tie included), at x = 0 with
+    v = 1/4 the slope is 1/4 (leaky_relu's); both were 0, as the slope v holds an input."""
+    expr = sympy.Max(x, _v * x)
+    slope = safe_derivative(expr, x, (x, _v))
+    assert slope.xreplace({x: 3, _v: 1}) == 1
+    assert slope.xreplace({x: -2, _v: 1}) == 1
+    assert slope.xreplace({x: 0, _v: sympy.Rational(1, 4)}) == sympy.Rational(1, 4)
+    assert slope.xreplace({x: 0, _v: -1}) == 0      # |x|: opposite slopes
+    assert slope.xreplace({x: 0, _v: 3}) == 1       # slopes 1 and 3: the lesser
+    # d/dv: one slope is 0 (the branch x does not hold v), so 0 at the tie, x where v*x wins
+    in_v = safe_derivative(expr, _v, (x, _v))
+    assert in_v.xreplace({x: 2, _v: 1}) == 0 and in_v.xreplace({x: 2, _v: 3}) == 2
