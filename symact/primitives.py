@@ -1603,12 +1603,19 @@ def _tie_values(expr: sympy.Expr, symbol: sympy.Symbol) -> dict:
     """{u: H0} for the Heaviside(u) that SymPy's derivative of each two-argument Max/Min in ``expr``
     creates (Max(a, b): Heaviside(a - b) times a', Heaviside(b - a) times b'; Min the other way
     round): H0 = 1 for the one branch whose slope is the minimum-norm subgradient at the tie, 0 for
-    the others (a Piecewise in the parameters where the slopes' order depends on them).  A Heaviside
-    that two nodes would need with different values keeps 0."""
+    the others (a Piecewise in the parameters where the slopes' order depends on them).  With more
+    arguments (SymPy flattens ``Max(-1, Max(x, x/4))`` to ``Max(-1, x/4, x)``) see :func:`_tie_values_of_many`.
+    A Heaviside that two nodes would need with different values keeps 0."""
     wanted: dict = {}
     conflicts = set()
     for node in sympy.preorder_traversal(expr):
-        if not isinstance(node, (sympy.Max, sympy.Min)) or len(node.args) != 2:
+        if not isinstance(node, (sympy.Max, sympy.Min)):
+            continue
+        if len(node.args) > 2:
+            for u, value in _tie_values_of_many(node, symbol).items():
+                if wanted.get(u, value) != value:
+                    conflicts.add(u)
+                wanted[u] = value
             continue
         a, b = node.args
         p, q = sympy.diff(a, symbol), sympy.diff(b, symbol)
@@ -1634,6 +1641,33 @@ def _tie_values(expr: sympy.Expr, symbol: sympy.Symbol) -> dict:
     for u in conflicts:
         wanted[u] = S.Zero
     return wanted
+
+
+def _tie_values_of_many(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
+    """{u_i: H0_i} for a Max/Min of n > 2 arguments a_i, whose derivative SymPy writes as the sum of
+    a_i' times Heaviside(u_i), u_i = a_i - Max(the others) (Min: Min(the others) - a_i).  H0_i is read
+    only where u_i = 0, where a_i ties with those a_j equal to it; the one-sided slopes there are the
+    least and the greatest tied slope, so the minimum-norm subgradient is the tied slope of least
+    magnitude when all tied slopes have one sign, else 0.  H0_i is 1 where a_i' is that slope (the first
+    such argument on equal magnitudes): for every other j, a_j != a_i, or a_i'*a_j' > 0 and a_i' is
+    the lesser in magnitude.  A slope with a step of its own leaves every H0 at 0."""
+    args = node.args
+    slopes = [sympy.diff(a, symbol) for a in args]
+    if any(p.has(sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise) for p in slopes):
+        return {}
+    values = {}
+    for i, (a, p) in enumerate(zip(args, slopes)):
+        others = args[:i] + args[i + 1:]
+        u = a - sympy.Max(*others) if isinstance(node, sympy.Max) else sympy.Min(*others) - a
+        if p.is_zero:
+            values[u] = S.Zero
+            continue
+        condition = sympy.And(*[
+            sympy.Or(sympy.Ne(b, a), sympy.StrictGreaterThan(p * q, 0)
+                     & (sympy.LessThan if j > i else sympy.StrictLessThan)(sympy.Abs(p), sympy.Abs(q)))
+            for j, (b, q) in enumerate(zip(args, slopes)) if j != i])
+        values[u] = sympy.Piecewise((1, condition), (0, True))
+    return values
 
 
 def _least_slope(p: sympy.Expr, q: sympy.Expr, symbol: sympy.Symbol) -> int | None:

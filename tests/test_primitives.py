@@ -568,20 +568,26 @@ def _least_one_sided_slope(expr: sympy.Expr, point, wrt=x) -> float:
     (sympy.Max(x**2, 2 * x - 1), x, (1,)),                  # x**2 everywhere: 2 at its touching point
     (sympy.Min(-x**2, 1 - 2 * x), x, (1,)),                 # -x**2 everywhere: -2
     (sympy.Max(x, _v * x).xreplace({_v: sympy.Rational(1, 4)}), x, (0,)),
-], ids=["max_x_x3", "min_x_x3", "max_sin_half", "max_touching", "min_touching", "leaky"])
+    # more than two arguments (SymPy flattens Max(-1, Max(x, x/4)), a clipped leaky_relu, to Max(-1, x/4, x))
+    (sympy.Max(-1, sympy.Max(x, x / 4)), x, (0, -4, -1)),
+    (sympy.Max(0, x, x**3), x, (1, 0, -1)),
+    (sympy.Min(1, x, 2 * x), x, (0, sympy.Rational(1, 2), 1)),
+], ids=["max_x_x3", "min_x_x3", "max_sin_half", "max_touching", "min_touching", "leaky", "clipped_leaky",
+        "max_0_x_x3", "min_1_x_2x"])
 def test_tie_with_slopes_that_depend_on_the_input_takes_the_least_one_sided_slope(expr, wrt, points):
     """Max(x, x**3)'(1) was 0: a tie whose slopes depend on x (1 and 3 at x = 1) had both Heavisides 0,
     neither one-sided slope; Max(x**2, 2*x - 1), which is x**2, had the slope 0 at x = 1 instead of 2.
+    A Max/Min of three or more arguments had every tie 0 (Max(-1, x/4, x)'(0) = 0, not 1/4).
     The convention (the one-sided slope of least magnitude, 0 where they differ in sign) now compares the
     slopes where the tie is.  Reference: the formula's own one-sided difference quotients."""
     from symact.primitives import pytorch_kink_convention
 
     slope = safe_derivative(expr, wrt)
     convention = pytorch_kink_convention(sympy.diff(expr, wrt), expr, wrt)
-    for point in points:
-        expected = _least_one_sided_slope(expr, sympy.Integer(point), wrt)
+    for point in map(sympy.Rational, points):
+        expected = _least_one_sided_slope(expr, point, wrt)
         for derivative in (slope, convention):
-            got = derivative.xreplace({wrt: sympy.Integer(point)})
+            got = derivative.xreplace({wrt: point})
             assert abs(float(got) - expected) <= 1e-12, (expr, point, derivative, got, expected)
 
 
