@@ -327,10 +327,14 @@ def _nan_false_complement(cond: sympy.Basic) -> sympy.Basic | None:
 
     Only And/Or of ordered comparisons and equalities (never !=, true at NaN) whose sides are a number,
     a symbol, or c*s + d (c != 0, d numbers): such a side is NaN only where an input is, and then every
-    comparison is false; a side such as sin(x) or x - a could be NaN at x = inf and fail both."""
+    comparison is false; a side such as sin(x) or x - a could be NaN at x = inf and fail both.  A Max/Min of
+    such sides (hardtanh's Max(-1, x) < 1) is one too: it is printed as torch.clamp/maximum/minimum, which
+    give NaN exactly where an argument is NaN."""
     def side_ok(e):
         if e.is_number:
             return e.is_extended_real is True
+        if isinstance(e, (sympy.Max, sympy.Min)):
+            return all(side_ok(a) for a in e.args)
         coefficient, rest = e.as_coeff_Add()
         scale, symbol = rest.as_coeff_Mul()
         return symbol.is_Symbol and coefficient.is_number and scale.is_number and scale != 0
@@ -473,15 +477,21 @@ def _factor_into_step_piecewise(product: Mul, inputs: tuple) -> sympy.Expr:
     a parameter) -> Piecewise((k_i*g, c_i)): one where() instead of full_like, where and a product, and
     the non-constant branch then takes a NaN input (see _mask_piecewise), so that softshrink's and
     hardshrink's gradients at NaN are g, as their PyTorch backward kernels give (0 before).
-    Where the step is 0 the result is 0 for any g, as in those kernels."""
+    Where the step is 0 the result is 0 for any g, as in those kernels.  Several such steps are folded
+    into one first: hardtanh's and relu6's two (x > -1, Max(-1, x) < 1) gave 0 at NaN where
+    F.hardtanh's and F.relu6's backward give g (their CUDA kernels, the CPU one on up to 15 elements
+    and torch._decomp's where((x <= min) | (x >= max), 0, g))."""
     factors = list(Mul.make_args(product))
-    for i, factor in enumerate(factors):
-        if isinstance(factor, sympy.Piecewise) and all(v.is_number for v, _ in factor.args):
-            rest = Mul(*factors[:i], *factors[i + 1:])
-            if rest.is_number or not rest.free_symbols.isdisjoint(inputs) or rest.has(sympy.Piecewise):
-                return product
-            return sympy.Piecewise(*[(v * rest, c) for v, c in factor.args])
-    return product
+    steps = [f for f in factors if isinstance(f, sympy.Piecewise) and all(v.is_number for v, _ in f.args)]
+    if not steps:
+        return product
+    rest = Mul(*[f for f in factors if not any(f is s for s in steps)])
+    if rest.is_number or not rest.free_symbols.isdisjoint(inputs) or rest.has(sympy.Piecewise):
+        return product
+    step = steps[0] if len(steps) == 1 else sympy.piecewise_fold(Mul(*steps))
+    if not (isinstance(step, sympy.Piecewise) and all(v.is_number for v, _ in step.args)):
+        return product
+    return sympy.Piecewise(*[(v * rest, c) for v, c in step.args])
 
 
 def _numpy_functions() -> list:

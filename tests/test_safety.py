@@ -276,6 +276,41 @@ def test_steps_match_the_torch_builtin_at_nan_signed_zero_infinities_and_the_thr
     assert torch.isnan(y).all() and grad.tolist() == [3.0, -2.0, float("inf")]
 
 
+_CLAMPS = {"hardtanh": torch.nn.functional.hardtanh, "relu6": torch.nn.functional.relu6,
+           "hardsigmoid": torch.nn.functional.hardsigmoid}
+
+
+@pytest.mark.parametrize("name", sorted(_CLAMPS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_two_sided_steps_match_the_torch_builtin_at_nan_infinities_and_the_thresholds(name, dtype):
+    """hardtanh, relu6 and hardsigmoid differentiate into two steps, which the backward multiplied
+    (where(x > -1, 1, 0)*where(clamp(x, -1) < 1, 1, 0)*g): 0 at a NaN input, where F.hardtanh's and
+    F.relu6's backward give g (on up to 15 elements on the CPU, on CUDA, and in torch._decomp's
+    where((x <= min) | (x >= max), 0, g)), and 0*inf = NaN for an infinite incoming gradient where the
+    step is 0, where every built-in gives 0.  The steps are now one where()."""
+    points = [0.0, -0.0, 1.0, -1.0, 6.0, -6.0, 3.0, -3.0, float("inf"), -float("inf"),
+              float(np.nextafter(np.float32(1), np.float32(2))), 1e-45, -1e-45, 3e38, -3e38]
+    x = torch.tensor(points, dtype=dtype, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y, y_ref = torch_module(name)(x), _CLAMPS[name](x_ref)
+    # x/6 + 1/2 against the built-in's (x + 3)/6, a rounding apart; its backward multiplies g by 1/6 rounded
+    # to float32 even in float64 (relative 3.0e-8, as test_codegen's BUILTIN_GRADIENT_RTOL)
+    rtol = max(2 * torch.finfo(dtype).eps, 5e-8) if name == "hardsigmoid" else 0
+    torch.testing.assert_close(y, y_ref, equal_nan=True, rtol=rtol, atol=0)
+    for g in (torch.full_like(y, 3.0), torch.tensor([7.0, float("nan"), float("inf")] * 5, dtype=dtype)):
+        (grad,) = torch.autograd.grad(y, x, g, retain_graph=True)
+        (grad_ref,) = torch.autograd.grad(y_ref, x_ref, g, retain_graph=True)
+        torch.testing.assert_close(grad, grad_ref, equal_nan=True, rtol=rtol, atol=0)
+    nan = torch.tensor([float("nan")] * 3, dtype=dtype, requires_grad=True)
+    nan_ref = nan.detach().clone().requires_grad_(True)
+    g = torch.tensor([3.0, -2.0, float("inf")], dtype=dtype)
+    y, y_ref = torch_module(name)(nan), _CLAMPS[name](nan_ref)
+    (grad,) = torch.autograd.grad(y, nan, g)
+    (grad_ref,) = torch.autograd.grad(y_ref, nan_ref, g)
+    assert torch.isnan(y).all()
+    assert grad.tolist() == grad_ref.tolist() == ([0.0] * 3 if name == "hardsigmoid" else [3.0, -2.0, float("inf")])
+
+
 def test_a_masked_branch_before_a_constant_otherwise_branch_carries_nan():
     """The rule is the printer's, not softshrink's: log(x) for x > 1, else 0 is printed as
     where(x <= 1, 0, log(where(x <= 1, 2, x))), so NaN reaches log through its mask as well (it gave 0).
