@@ -899,6 +899,44 @@ def _periodic_family_points(difference: sympy.Expr, symbol: sympy.Symbol) -> tup
     return points, tuple(families)
 
 
+def _numeric_crossings(difference: sympy.Expr, symbol: sympy.Symbol, cells: int = 6400) -> set:
+    """The real points with |x| <= KINK_RANGE where ``difference`` changes sign, for an equation SymPy cannot
+    solve: a scan of ``cells`` equal cells (width 1/64 by default) in float64, each sign change refined by
+    ``sympy.nsolve`` (bisection, 30 digits) and a grid point where it is 0 kept exactly when it is an exact
+    zero.  Two crossings inside one cell, and zeros where ``difference`` touches 0 without changing sign, are
+    not found (a touching zero is no kink: Max(x**2, 2*x - 1) is smooth)."""
+    import math
+
+    try:
+        f = sympy.lambdify(symbol, difference, modules="math")
+    except Exception:  # noqa: BLE001 - a function without a math-module equivalent: nothing found, as before
+        return set()
+
+    def value(t: float) -> float:
+        try:
+            v = float(f(t))
+        except (ArithmeticError, ValueError, TypeError, NameError):
+            return math.nan
+        return v if math.isfinite(v) else math.nan
+
+    found = set()
+    grid = [sympy.Rational(-KINK_RANGE) + sympy.Rational(2 * KINK_RANGE * i, cells) for i in range(cells + 1)]
+    values = [value(float(t)) for t in grid]
+    for a, b, fa, fb in zip(grid, grid[1:], values, values[1:]):
+        if fa == 0 and sympy.simplify(difference.subs(symbol, a)) == 0:
+            found.add(a)
+        elif fa * fb < 0:
+            try:
+                root = sympy.nsolve(difference, symbol, (a, b), solver="bisect", prec=30)
+            except (ValueError, ZeroDivisionError, TypeError):
+                continue
+            if sympy.re(root) == root and a <= root <= b:
+                found.add(sympy.Float(root, 30))
+    if values[-1] == 0 and sympy.simplify(difference.subs(symbol, grid[-1])) == 0:
+        found.add(grid[-1])
+    return found
+
+
 def _kink_structure(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple[tuple, tuple]:
     """(kinks, families): the real points where ``expr`` switches piece, sorted, and the periodic
     families ((offset, period), ...) among them; a family's points are listed for |x| <= KINK_RANGE."""
@@ -919,6 +957,9 @@ def _kink_structure(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple[tuple, tupl
         try:
             solutions = sympy.solve(difference, symbol)
         except (NotImplementedError, ValueError):
+            # sin(x) = x/2 has no closed-form roots: its kinks 0 and +-1.8955 were dropped (kinks == ()),
+            # so quadrature and the derivative convention treated Max(sin(x), x/2) as smooth there
+            points.update(_numeric_crossings(difference, symbol))
             continue
         for s in solutions:
             if s.is_real and s.is_finite:

@@ -1067,3 +1067,26 @@ def test_boundedness_when_an_oscillating_factor_touches_0(formula, above, below)
     assert (props.bounded_above, props.bounded_below) == (above, below)
     values = [float(act(side * (k * sympy.pi / 2 + 1000 * sympy.pi))) for side in (1, -1) for k in range(4)]
     assert (max(values) > 3000) == (above is False) and (min(values) < -3000) == (below is False)
+
+
+@pytest.mark.parametrize("formula, first, second", [("Max(sin(x), x/2)", "sin(x)", "x/2"),
+                                                    ("Min(tanh(x), x/3)", "tanh(x)", "x/3")])
+def test_kinks_of_an_equation_sympy_cannot_solve_are_found_numerically(formula, first, second):
+    """sympy.solve raises NotImplementedError for sin(x) = x/2, and the kink was dropped: Max(sin(x), x/2) had
+    kinks == (), so quadrature and the derivative convention took it for smooth at 0 and +-1.8955.  Reference:
+    the crossings by mpmath.findroot at 40 digits, and at x = 0 the convention (the one-sided slope of least
+    magnitude) from the two branches' slopes."""
+    import mpmath
+
+    act = symact.activation(formula)
+    u, w = (sympy.sympify(e, locals={"x": x}) for e in (first, second))
+    assert len(act.kinks) == 3, act.kinks
+    with mpmath.workdps(40):
+        r = mpmath.findroot(sympy.lambdify(x, u - w, "mpmath"), 2.5)
+        for kink, want in zip(act.kinks, (-r, mpmath.mpf(0), r)):
+            assert abs(mpmath.mpf(str(sympy.N(kink, 35))) - want) < mpmath.mpf(10) ** -28, (kink, want)
+    # at the exact kink 0 the tie's convention applies (slopes 1 and 1/2, or 1 and 1/3: the lesser); the others
+    # are 30-digit numbers, at which the branches no longer tie exactly
+    assert act.kinks[1] == 0
+    want = min(sympy.diff(u, x).subs(x, 0), sympy.diff(w, x).subs(x, 0))
+    assert act.derivative().expr.subs(symact.x, 0) == want
