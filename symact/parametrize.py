@@ -927,6 +927,13 @@ def _named_inverse(g: sp.Expr, w: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
         # f(W)**p: f^{-1} of the p-th root of A
         root = _base_in_a(g, a)
         return None if root is None else _named_inverse(g.base, w, root)
+    if isinstance(g, sp.Function) and len(g.args) == 1 and g.args[0] != w:
+        # f(k*W + b): (f^{-1}(A) - b)/k.  solve wrote -tanh(2*W)'s inverse as log(((1 - A)/(A + 1))**(1/4))
+        slope, offset = _affine_coefficients(g.args[0], w)
+        if slope is None:
+            return None
+        inner = _named_inverse(g.func(w), w, a)
+        return None if inner is None else (inner - offset) / slope
     if not (isinstance(g, sp.Function) and g.args == (w,) and hasattr(g, "inverse")):
         return None
     try:
@@ -934,6 +941,18 @@ def _named_inverse(g: sp.Expr, w: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
     except (TypeError, ValueError, AttributeError, NotImplementedError):
         return None
     return inverse if g.func(inverse) == a else None
+
+
+def _affine_coefficients(u: sp.Expr, w: sp.Symbol) -> tuple[sp.Expr | None, sp.Expr | None]:
+    """(k, b) with u = k*w + b, both free of w and k not zero; (None, None) where u is not affine in w.  A
+    parameter k of unknown sign is taken: the caller has a unique inverse from solve, which divides by k too."""
+    poly = sp.Poly(u, w) if u.is_polynomial(w) else None
+    if poly is None or poly.degree() != 1:
+        return None, None
+    slope, offset = poly.coeff_monomial(w), poly.coeff_monomial(1)
+    if slope.has(w) or offset.has(w) or slope.is_zero:
+        return None, None
+    return slope, offset
 
 
 def _derivative_in_a(dg: sp.Expr, g: sp.Expr, w: sp.Symbol, inv: sp.Expr, a: sp.Symbol) -> sp.Expr:

@@ -826,6 +826,25 @@ def test_scaled_and_shifted_tanh_have_the_named_inverse_and_a_mirror_map(formula
     assert checked >= 3
 
 
+_A = sp.Symbol("A")
+
+
+@pytest.mark.parametrize("formula, expected", [
+    ("-tanh(2*W)", -sp.atanh(_A) / 2), ("2*tanh(W/2)", 2 * sp.atanh(_A / 2)),
+    ("sinh(3*W - 1)", (sp.asinh(_A) + 1) / 3), ("exp(2*W + 1)", (sp.log(_A) - 1) / 2), ("atan(2*W)", sp.tan(_A) / 2),
+])
+def test_a_named_function_of_an_affine_argument_has_the_named_inverse(formula, expected):
+    """f(k*W + b) got solve's log form (-tanh(2*W): log(((1 - A)/(A + 1))**(1/4))), correct but unreadable
+    and slower to integrate; the inverse is (f^{-1}(A) - b)/k.  Expected forms by hand; the identity
+    g^{-1}(g(W)) = W and the slope in A are checked numerically against g itself."""
+    pa = parameter_activation(formula)
+    assert sp.simplify(pa.inverse - expected.subs(_A, pa.A)) == 0
+    assert not pa.inverse.has(sp.log) or expected.has(sp.log)
+    points = [sp.Rational(-7, 5), sp.Rational(-1, 3), sp.Rational(1, 4), 1] if "atan" not in formula else [
+        sp.Rational(-1, 2), sp.Rational(1, 5), sp.Rational(7, 10)]
+    _check_inverse_and_slope_numerically(pa, [w for w in points if pa.domain.contains(w) is sp.true])
+
+
 @pytest.mark.parametrize("values", [{"s": 2, "b": 3}, {"s": -2, "b": -1}])
 def test_scaled_tanh_with_a_rate_has_a_rational_r_and_a_mirror_map(values):
     """s*tanh(b*W) is no plain f(W), so it keeps solve's inverse log(sqrt((A + s)/(s - A)))/b; g' there was
