@@ -8,10 +8,13 @@ Mapping (torch op -> node kind):
   depthwise conv, one input channel per group, is refused: it mixes no channels; so is a conv with
   zero padding wider than its centre tap reaches, ``dilation*(kernel_size-1)//2``, as a linear node
   is a conv with delta initialisation, whose border outputs would then be 0; so is an ``F.linear``
-  or ``F.conv*d`` whose weight or bias is a tensor computed in the network); a
-  weighted sum whose inputs both depend on one weight matrix (a module called twice, or tied
-  weights; a parametrized weight, as ``spectral_norm``'s, is told by the originals it is computed
-  from) is refused, as ``W u`` and ``W v`` are correlated in a wide network
+  or ``F.conv*d`` whose weight or bias is a tensor computed in the network).  A functional layer's
+  weight is a parameter or buffer, or a view of one (``w.t()``, ``w.view(...)``); any other op on
+  parameters alone (``w * 2``, a weight standardisation, ``torch.tanh(w)``) is refused.  A
+  weighted sum whose inputs both depend on one weight matrix (a module called twice, tied
+  weights, or one view of a weight, such as ``w.t()``, passed twice; a parametrized weight, as
+  ``spectral_norm``'s, is told by the originals it is computed from) is refused, as ``W u`` and
+  ``W v`` are correlated in a wide network (``W u`` and ``W^T v`` are not)
 * ``nn.AvgPool*d``, ``nn.AdaptiveAvgPool*d``, ``F.avg_pool*d``, ``F.adaptive_avg_pool*d``,
   ``mean`` over sequence/spatial dims -> ``pool`` (a padded pool needs ``count_include_pad=False``,
   and ``divisor_override`` is refused: both scale outputs rather than average them).  Which dims hold the features is read from
@@ -88,6 +91,7 @@ Anything else raises :class:`~symact.errors.InvalidGraphError` naming the op.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import operator
@@ -747,6 +751,13 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     def activation(fx_node: Any, act: Any, params: dict[str, Any]) -> _Combo:
         return add_kind(fx_node, "activation", activation=act, activation_params=params)
 
+    def parameters_alone_error(fx_node: Any, names: list) -> InvalidGraphError:
+        return InvalidGraphError(
+            f"{where(fx_node)} computes with {names} alone (parameters or buffers, not the network's "
+            f"signal), e.g. a weight transformed before use such as F.linear(h, w * c) or a weight "
+            f"standardisation; from_torch reads a linear layer's weight only as the parameter itself (or a view "
+            f"of it, such as w.t()): pass the parameter, and put the transform into its initialisation")
+
     def arithmetic(fx_node: Any, op: str) -> Any:
         args = list(fx_node.args)
         vals = [value_of(a) for a in args[:2]]
@@ -757,11 +768,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
             # gating or a bias
             names = [a.target if isinstance(a, torch.fx.Node) and a.op == "get_attr" else getattr(a, "name", a)
                      for a in args[:2] if isinstance(a, torch.fx.Node)]
-            raise InvalidGraphError(
-                f"{where(fx_node)} computes with {names} alone (parameters or buffers, not the network's "
-                f"signal), e.g. a weight transformed before use such as F.linear(h, w * c); from_torch reads "
-                f"a linear layer's weight only as the parameter itself: pass the parameter, and put the "
-                f"transform into its initialisation")
+            raise parameters_alone_error(fx_node, names)
         if op in ("add", "sub"):
             a, b = vals
             sign = -1.0 if op == "sub" else 1.0
@@ -1330,10 +1337,96 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         raise InvalidGraphError(f"from_torch supports models with one tensor input; "
                                 f"{type(model).__name__}.forward takes {[p.name for p in placeholders]}")
 
+    # Which fx nodes read the network input, and which read parameters or buffers (get_attr): an op
+    # that reads parameters alone transforms them (a weight standardisation, torch.tanh(w), a cat of
+    # weights), and the rules below, made for the network's signal, misread it ("averages the network
+    # input", "concatenates along the batch dim")
+    reads_input: dict[Any, bool] = {}
+    reads_parameters: dict[Any, bool] = {}
+    for n in fx_graph.nodes:
+        reads_input[n] = n in placeholders or any(reads_input[a] for a in n.all_input_nodes)
+        reads_parameters[n] = n.op == "get_attr" or any(reads_parameters[a] for a in n.all_input_nodes)
+
+    def parameters_read(fx_node: Any) -> list:
+        """The parameters and buffers (get_attr targets) ``fx_node`` is computed from."""
+        found, stack, seen = set(), [fx_node], {fx_node}
+        while stack:
+            n = stack.pop()
+            if n.op == "get_attr":
+                found.add(n.target)
+            for a in n.all_input_nodes:
+                if a not in seen:
+                    seen.add(a)
+                    stack.append(a)
+        return sorted(found)
+
+    def transforms_parameters(fx_node: Any) -> bool:
+        """An op computing from parameters or buffers alone, other than a view of them (a weight's
+        ``.t()``), a shape query, or arithmetic (which combines one-element tensors into numbers)."""
+        op, target = fx_node.op, fx_node.target
+        if op not in ("call_function", "call_method", "call_module") or reads_input[fx_node]:
+            return False
+        if not reads_parameters[fx_node] or is_view(fx_node):
+            return False
+        if op == "call_function":
+            return target not in arithmetic_ops and target not in shape_functions
+        if op == "call_method":
+            return target not in arithmetic_methods and target not in shape_methods
+        return True
+
+    def weight_source(weight: Any) -> tuple | None:
+        """``(tensor, layout)`` for a linear function's weight argument that is a parameter or buffer
+        (``layout`` None) or a view of one (``w.t()``, ``w.view(...)``, ``w.T``, ``w.contiguous()``):
+        ``layout`` then tells which matrix of the tensor's elements the view is, so that ``F.linear(u,
+        w.t())`` and ``F.linear(v, w.t())`` are one weight matrix applied twice (their outputs are
+        correlated), while ``w`` and ``w.t()`` are two (``W u`` and ``W^T v`` are uncorrelated in the
+        wide limit: the covariance of coordinate i is u_i v_i / n).  None for anything else."""
+        chain = []
+        while isinstance(weight, torch.fx.Node) and weight.op != "get_attr":
+            transposed = (weight.op == "call_function" and weight.target is getattr
+                          and weight.args[1] in ("T", "mT"))
+            if not (transposed or is_view(weight)) or not weight.args:
+                return None
+            chain.append(weight)
+            weight = weight.args[0]
+        if not isinstance(weight, torch.fx.Node):
+            return None
+        tensor = gm
+        for part in weight.target.split("."):
+            tensor = getattr(tensor, part)
+        if not isinstance(tensor, torch.Tensor):
+            return None
+        if not chain:
+            return tensor, None
+        # the view applied to the index of every element: equal indices, one matrix
+        flat = torch.arange(tensor.numel())
+        index = flat.reshape(tensor.shape)
+        try:
+            for n in reversed(chain):
+                args, kwargs = concrete(n.args[1:]), concrete(n.kwargs)
+                if any(isinstance(a, torch.fx.Node) for a in (*args, *kwargs.values())):
+                    return None
+                if n.op == "call_module":
+                    index = gm.get_submodule(n.target)(index)
+                elif n.op == "call_method":
+                    index = getattr(index, n.target)(*args, **kwargs)
+                elif n.target is getattr:
+                    index = getattr(index, n.args[1])
+                else:
+                    index = n.target(index, *args, **kwargs)
+        except Exception:  # not evaluable here (an op that needs floats): no tie is recorded, as before
+            return None
+        if tuple(index.shape) == tuple(tensor.shape) and torch.equal(index.reshape(-1), flat):
+            return tensor, None  # w.t().t(): w itself
+        digest = hashlib.sha256(index.contiguous().numpy().tobytes()).hexdigest()
+        return tensor, (tuple(index.shape), digest)
+
     def _convert(fx_node: Any) -> None:
         op, target = fx_node.op, fx_node.target
         if op in ("call_function", "call_method") and _SHAPE_NUMBER in fx_node.meta:
             env[fx_node] = _Const(float(fx_node.meta[_SHAPE_NUMBER]))  # exact: computed from ints
+        elif transforms_parameters(fx_node):
+            raise parameters_alone_error(fx_node, parameters_read(fx_node))
         elif op == "placeholder" and fx_node not in placeholders:  # an argument left at its default
             env[fx_node] = _Other()
         elif op == "placeholder":
@@ -1361,7 +1454,7 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                     if m.padding_mode == "zeros":
                         check_conv_padding(fx_node, m.padding, m.kernel_size, m.dilation, repr(m))
                 env[fx_node] = add_kind(fx_node, "linear", module=type(m).__name__)
-                weights_of[fx_node.name] = _weight_sources(m)
+                weights_of[fx_node.name] = tuple((t, None) for t in _weight_sources(m))
             elif isinstance(m, pool_types):
                 check_pool(fx_node, spatial_dims(type(m).__name__), type(m).__name__)
                 check_pool_divisor(fx_node, {k: getattr(m, k) for k in ("padding", "count_include_pad",
@@ -1449,11 +1542,9 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                     check_conv_padding(fx_node, settings.get("padding", 0), tuple(w_shape[2:]),
                                        settings.get("dilation", 1), label)
                 env[fx_node] = add_kind(fx_node, "linear", function=target.__name__)
-                if isinstance(weight, torch.fx.Node) and weight.op == "get_attr":
-                    obj = gm
-                    for part in weight.target.split("."):
-                        obj = getattr(obj, part)
-                    weights_of[fx_node.name] = (obj,)
+                source = weight_source(weight)
+                if source is not None:
+                    weights_of[fx_node.name] = (source,)
             elif target in pool_functions:
                 check_pool(fx_node, spatial_dims(target.__name__), f"F.{target.__name__}")
                 if not target.__name__.startswith("adaptive"):
@@ -1563,8 +1654,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     # one weight tensor applied by several linear nodes (a module called twice, tied weights): the
     # graph's sum check then knows their outputs are correlated (graphs.graph, the weights attribute)
     owners: dict[Hashable, list] = {}
-    for node, tensors in weights_of.items():
-        owners.setdefault(tuple(map(id, tensors)), []).append(node)
+    for node, sources in weights_of.items():
+        owners.setdefault(tuple((id(t), layout) for t, layout in sources), []).append(node)
     for nodes in owners.values():
         if len(nodes) > 1:
             for node in nodes:

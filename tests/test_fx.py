@@ -1650,6 +1650,85 @@ def test_a_weight_transformed_before_use_is_refused_for_what_it_is(transform):
     assert "gating" not in str(info.value) and "bias" not in str(info.value)
 
 
+def _standardised(w):
+    return (w - w.mean(1, keepdim=True)) / w.std(1, keepdim=True)
+
+
+@pytest.mark.parametrize("transform", [
+    pytest.param(_standardised, id="weight_standardisation"),  # was "averages the network input of shape (4, 4)"
+    pytest.param(torch.tanh, id="tanh"),  # was "takes _Other where a tensor from the network was expected"
+    pytest.param(lambda w: w.exp(), id="exp"),
+    pytest.param(lambda w: torch.cat([w, w], 0), id="cat"),  # was "concatenates along the batch dim 0"
+    pytest.param(lambda w: w / w.norm(), id="norm"),  # was "unsupported tensor method"
+])
+def test_any_op_on_weights_alone_is_refused_as_a_weight_transform(transform):
+    """Ops other than arithmetic that compute from parameters alone were read by the rules made for the
+    network's signal: a weight standardisation's w.mean(1) was refused as averaging "the network input",
+    a cat of two weight halves as a concatenation "along the batch dim"."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.l0 = nn.Parameter(torch.randn(4, 4) / 2), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return F.linear(torch.tanh(self.l0(x)), transform(self.w))
+
+    with pytest.raises(InvalidGraphError, match=r"computes with \['w'\] alone.*weight transformed before use") as info:
+        graphs.from_torch(Net(), torch.randn(3, 4))
+    assert "network input" not in str(info.value) and "batch" not in str(info.value)
+
+
+def test_views_of_weights_remain_weights():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.l0 = nn.Parameter(torch.randn(4, 6) / 2), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return F.linear(torch.tanh(self.l0(x)), self.w.t().contiguous().view(6, 4))
+
+    g = graphs.from_torch(Net(), torch.randn(3, 4))
+    assert [g.nodes[n]["kind"] for n in nx.topological_sort(g)] == ["input", "linear", "activation", "linear", "output"]
+
+
+class _TiedViews(nn.Module):
+    """y = 0.6 F.linear(tanh(h), A) + 0.8 F.linear(sin(h), B) with A, B views of one weight ``w``."""
+
+    def __init__(self, first, second):
+        super().__init__()
+        self.first, self.second = first, second
+        self.l0, self.l1 = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.w = nn.Parameter(torch.randn(4, 4) / 2)
+
+    def forward(self, x):
+        h = self.l0(x)
+        y = 0.6 * F.linear(torch.tanh(h), self.first(self)) + 0.8 * F.linear(torch.sin(h), self.second(self))
+        return self.l1(torch.tanh(y))
+
+
+@pytest.mark.parametrize("first, second", [
+    pytest.param(lambda m: m.w.t(), lambda m: m.w.t(), id="t_twice"),
+    pytest.param(lambda m: m.w.T, lambda m: m.w.transpose(0, 1).contiguous(), id="T_and_transpose"),
+    pytest.param(lambda m: m.w.view(2, 8).view(4, 4), lambda m: m.w, id="view_back_and_w"),
+    pytest.param(lambda m: m.w.t().t(), lambda m: m.w, id="t_t_and_w"),
+])
+def test_one_weight_applied_twice_through_views_is_refused(first, second):
+    # F.linear(u, w.t()) and F.linear(v, w.t()) are W u and W v for one W: correlated, covariance <u, v>/n.
+    # The tie was recorded only for a weight passed as the parameter itself, so these sums were accepted:
+    # at width 3000 (float64), 0.6 W^T tanh(h) + 0.8 W^T sin(h) has q = 0.820, while the graph's
+    # rule (independent weights) gives 0.420
+    with pytest.raises(InvalidGraphError, match="applied more than once"):
+        graphs.from_torch(_TiedViews(first, second), torch.randn(2, 4))
+
+
+def test_a_weight_and_its_transpose_are_two_weight_matrices():
+    # W u and W^T v are uncorrelated in the wide limit (coordinate i has covariance u_i v_i / n): the
+    # same width-3000 net with W and W^T has q = 0.4206, the graph's 0.4202
+    g = graphs.from_torch(_TiedViews(lambda m: m.w, lambda m: m.w.t()), torch.randn(2, 4))
+    assert not [n for n in g if "weights" in g.nodes[n]]
+    assert len([n for n in g if g.nodes[n]["kind"] == "weighted_sum"]) == 1
+
+
 def test_an_in_place_op_on_the_input_leaves_the_example_alone_and_is_not_a_trace_mismatch():
     """x.mul_(-1) on the forward's input: the traced graph's run overwrote the user's example tensor,
     and the model's run that checks the trace then started from -x and was refused as 'not the
