@@ -45,7 +45,8 @@ Mapping (torch op -> node kind):
   ``torch.add(x, y, alpha=b)``, ``x - y``, ``-x``, ``x / 2``) -> ``weighted_sum`` with those
   weights, which must satisfy ``sum w_i**2 == 1``; a plain ``x + y`` is rejected, and so is a division
   with ``rounding_mode`` (a step function).  Terms on the
-  same tensor are one term whose weights add (``0.5*h + 0.5*h`` is ``h``).  Coefficients read
+  same tensor are one term whose weights add (``0.5*h + 0.5*h`` is ``h``), and adding an exact 0
+  is the identity (Python's ``sum(branches)`` starts from ``0 + branches[0]``).  Coefficients read
   from scalar tensors (buffers, parameters) are known only to their dtype's rounding: float32
   weights whose squares sum to 1 within it are accepted and stored normalised (the traced
   values in the node's ``torch_weights``)
@@ -776,6 +777,11 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
                 return _Const(a.value + sign * alpha * b.value, a.err + abs(alpha) * b.err)
             if isinstance(a, _Combo) and isinstance(b, _Combo):
                 return _Combo(a.terms + b.scaled(_Const(sign * alpha), fx_node.name).terms, fx_node.name)
+            # adding an exact 0 changes nothing: Python's sum(branches) starts from 0 + branches[0]
+            if isinstance(a, _Combo) and isinstance(b, _Const) and b.value * alpha == 0 and b.err == 0:
+                return a
+            if isinstance(a, _Const) and isinstance(b, _Combo) and a.value == 0 and a.err == 0:
+                return b.scaled(_Const(sign * alpha), fx_node.name)
             raise InvalidGraphError(f"{where(fx_node)} adds a constant to a tensor (a bias), which "
                                     f"changes the kernel; keep biases inside linear layers (zero at init)")
         if op == "mul":

@@ -362,6 +362,28 @@ def test_weighted_copies_of_one_tensor_add_their_weights():
         graphs.from_torch(CopiesOfOneBranch(lambda t: t - t), torch.randn(2, 4))
 
 
+def test_adding_an_exact_zero_is_the_identity():
+    """Python's sum(branches) computes 0 + branches[0] + ...: the 0 + was refused as 'adds a constant to
+    a tensor (a bias)', so sum(w * branch(h) for ...) did not trace."""
+    class SumOfBranches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l0, self.a, self.b, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = torch.tanh(self.l0(x))
+            return self.head(torch.tanh(sum(w * br(h) for w, br in zip((0.6, 0.8), (self.a, self.b)))))
+
+    g = graphs.from_torch(SumOfBranches(), torch.randn(2, 4))
+    (node,) = [n for n in g if g.nodes[n]["kind"] == "weighted_sum"]
+    assert graphs.edge_weights(g, node) == {"a": 0.6, "b": 0.8}
+    for combine in (lambda t: t + 0, lambda t: 0.0 + t, lambda t: t - 0, lambda t: torch.add(t, 3.0, alpha=0)):
+        assert same_network(graphs.from_torch(CopiesOfOneBranch(combine), torch.randn(2, 4)), graphs.mlp(1))
+    assert same_network(graphs.from_torch(CopiesOfOneBranch(lambda t: 0 - t), torch.randn(2, 4)), graphs.mlp(1))
+    with pytest.raises(InvalidGraphError, match=r"adds a constant to a tensor \(a bias\)"):
+        graphs.from_torch(CopiesOfOneBranch(lambda t: t + 0.1), torch.randn(2, 4))
+
+
 def chain(*kinds, activation="tanh"):
     """input -> kinds... -> output, read off a model by hand ('act' nodes get `activation`)."""
     g = graphs.new_graph()
