@@ -49,7 +49,10 @@ Mapping (torch op -> node kind):
   is the identity (Python's ``sum(branches)`` starts from ``0 + branches[0]``).  Coefficients read
   from scalar tensors (buffers, parameters) are known only to their dtype's rounding: float32
   weights whose squares sum to 1 within it are accepted and stored normalised (the traced
-  values in the node's ``torch_weights``)
+  values in the node's ``torch_weights``).  Coefficients may be computed from numbers and scalar
+  tensors with ``+``, ``-``, ``*``, ``/``, ``**`` and ``torch.sqrt`` (a learnable ``a`` beside
+  ``torch.sqrt(1 - a**2)``); any other op on parameters alone is refused, as is a power of a tensor
+  of the network
 * ``torch.cat`` (``torch.concat``, ``torch.concatenate``) along the feature dim -> ``concat`` with channel counts (sizes along the cat dim)
   from shape propagation; along a sequence/spatial dim (or the batch) it is refused.  ``torch.stack``
   (a cat of the tensors each unsqueezed at ``dim``) -> ``concat`` of equal parts, its new dim among the
@@ -823,12 +826,51 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         if op == "neg":
             a = vals[0]
             return a.scaled(_Const(-1.0), fx_node.name) if isinstance(a, _Combo) else _Const(-a.value, a.err)
+        if op in ("pow", "sqrt"):
+            # numbers only: a coefficient computed from a one-element parameter, e.g. the weight
+            # sqrt(1 - a**2) beside a of a weighted sum with a learnable a
+            a, b = (vals[0], _Const(0.5)) if op == "sqrt" else vals
+            if not (isinstance(a, _Const) and isinstance(b, _Const)):
+                raise InvalidGraphError(
+                    f"{where(fx_node)} {'takes the square root of' if op == 'sqrt' else 'raises to a power'} a "
+                    f"tensor of the network (or raises a number to a tensor power): an elementwise nonlinearity "
+                    f"that no node kind describes; from_torch evaluates powers and square roots of numbers only "
+                    f"(coefficients of weighted sums), and maps activations from their modules and functions")
+            return power(fx_node, a, b)
         raise AssertionError(op)  # pragma: no cover
+
+    def power(fx_node: Any, a: _Const, b: _Const) -> _Const:
+        """``a ** b`` for numbers known to ``a.err`` and ``b.err``, the error bounded by the corners of
+        those intervals (the power is monotone in each for a positive base)."""
+        def real_power(x: float, y: float) -> float | None:
+            try:
+                result = x ** y
+            except (ZeroDivisionError, OverflowError):
+                return None
+            return result if isinstance(result, float | int) and math.isfinite(result) else None
+
+        value = real_power(a.value, b.value)
+        if value is None:
+            raise InvalidGraphError(f"{where(fx_node)} computes {a.value!r} ** {b.value!r}, which is not a finite "
+                                    f"real number; a coefficient must be one")
+        if a.err == 0 and b.err == 0:
+            return _Const(float(value))
+        low = a.value - a.err
+        if a.value >= 0 > low and not float(b.value).is_integer():
+            low = 0.0  # torch computed a real power: the base it stands for is not negative
+        corners = [real_power(x, y) for x in (low, a.value + a.err) for y in (b.value - b.err, b.value + b.err)]
+        if any(c is None for c in corners):
+            raise InvalidGraphError(f"{where(fx_node)} computes {a.value!r} ** {b.value!r} from numbers read from "
+                                    f"tensors, known to their dtype's rounding only, within which the power is not "
+                                    f"determined (a base within rounding of 0); compute the coefficient in Python")
+        return _Const(float(value), max(abs(c - value) for c in corners))
 
     arithmetic_ops = {operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub",
                       operator.mul: "mul", torch.mul: "mul", operator.truediv: "div", torch.div: "div",
-                      operator.neg: "neg", torch.neg: "neg", operator.iadd: "add", operator.imul: "mul"}
-    arithmetic_methods = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "neg": "neg",
+                      operator.neg: "neg", torch.neg: "neg", operator.iadd: "add", operator.imul: "mul",
+                      operator.pow: "pow", torch.pow: "pow", torch.sqrt: "sqrt"}
+    arithmetic_methods = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "neg": "neg", "pow": "pow",
+                          "sqrt": "sqrt",
                           "add_": "add", "mul_": "mul"}
     passthrough_functions = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.unflatten,
                              torch.clone}
@@ -1432,6 +1474,12 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
         if op in ("call_function", "call_method") and _SHAPE_NUMBER in fx_node.meta:
             env[fx_node] = _Const(float(fx_node.meta[_SHAPE_NUMBER]))  # exact: computed from ints
         elif transforms_parameters(fx_node):
+            if all(isinstance(env.get(a), _Const) for a in fx_node.all_input_nodes):
+                raise InvalidGraphError(
+                    f"{where(fx_node)} computes with the one-element parameters or buffers "
+                    f"{parameters_read(fx_node)} alone, by an op from_torch does not evaluate: it reads them as "
+                    f"numbers (weights of weighted sums, activation parameters) through +, -, *, /, ** and "
+                    f"torch.sqrt only; compute the number with those, or in Python")
             raise parameters_alone_error(fx_node, parameters_read(fx_node))
         elif op == "placeholder" and fx_node not in placeholders:  # an argument left at its default
             env[fx_node] = _Other()

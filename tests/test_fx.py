@@ -1751,6 +1751,46 @@ def test_a_weight_and_its_transpose_are_two_weight_matrices():
     assert len([n for n in g if g.nodes[n]["kind"] == "weighted_sum"]) == 1
 
 
+class _LearnableShortcut(nn.Module):
+    """y = w1 * h + w2 * W tanh(h) with (w1, w2) = weights(alpha) of a one-element parameter alpha."""
+
+    def __init__(self, weights, alpha=0.6):
+        super().__init__()
+        self.weights, self.alpha = weights, nn.Parameter(torch.tensor(alpha))
+        self.l0, self.l1, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.l0(x)
+        w1, w2 = self.weights(self.alpha)
+        return self.head(torch.tanh(w1 * h + w2 * self.l1(torch.tanh(h))))
+
+
+@pytest.mark.parametrize("weights", [
+    pytest.param(lambda a: (a, torch.sqrt(1 - a**2)), id="torch.sqrt"),
+    pytest.param(lambda a: (a, (1 - a * a) ** 0.5), id="pow"),
+    pytest.param(lambda a: (a, (1 - a.pow(2)).sqrt()), id="methods"),
+    pytest.param(lambda a: (torch.pow(a, 1), torch.pow(1 - torch.pow(a, 2), 0.5)), id="torch.pow"),
+])
+def test_a_learnable_shortcut_weight_with_its_normalised_partner_traces(weights):
+    # the partner weight sqrt(1 - alpha**2) of a learnable alpha was refused as "unsupported op pow"
+    g = graphs.from_torch(_LearnableShortcut(weights), torch.randn(2, 4))
+    (node,) = [n for n in g if g.nodes[n]["kind"] == "weighted_sum"]
+    w = graphs.edge_weights(g, node)
+    assert w["l0"] == pytest.approx(0.6, rel=1e-6) and w["l1"] == pytest.approx(0.8, rel=1e-6)
+    assert w["l0"] ** 2 + w["l1"] ** 2 == pytest.approx(1, abs=1e-15)
+    # the same arithmetic giving weights that are not normalised is refused as before
+    with pytest.raises(InvalidGraphError, match=r"squares sum to 0\.7695999"):
+        graphs.from_torch(_LearnableShortcut(lambda a: (a, 1 - a**2)), torch.randn(2, 4))
+
+
+def test_powers_of_network_tensors_and_other_ops_on_one_element_parameters_are_refused_by_name():
+    with pytest.raises(InvalidGraphError, match=r"raises to a power a tensor of the network.*elementwise nonlinearity"):
+        graphs.from_torch(CopiesOfOneBranch(lambda t: t**2), torch.randn(2, 4))
+    with pytest.raises(InvalidGraphError, match=r"sigmoid.*one-element parameters or buffers \['alpha'\] alone"):
+        graphs.from_torch(_LearnableShortcut(lambda a: (torch.sigmoid(a), torch.sqrt(1 - torch.sigmoid(a) ** 2))),
+                          torch.randn(2, 4))
+
+
 def test_an_in_place_op_on_the_input_leaves_the_example_alone_and_is_not_a_trace_mismatch():
     """x.mul_(-1) on the forward's input: the traced graph's run overwrote the user's example tensor,
     and the model's run that checks the trace then started from -x and was refused as 'not the
