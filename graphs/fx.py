@@ -565,8 +565,14 @@ def _check_trace_reproduces(traced: Any, direct: Any, model_name: str) -> None:
             f"the tensor skip also names): write h = h * c, or skip = h.clone()")
 
 
-def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
+def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussian") -> nx.DiGraph:
     """Trace ``model`` (an ``nn.Module``) on ``example_input`` into a validated network graph.
+
+    ``preactivations="mixed"`` marks the graph as :func:`graphs.validate` describes: an activation
+    may then follow a weighted sum that adds a linear branch to an activation's output, as the
+    post-activation residual sums of a ResNet V1 (torchvision's ``BasicBlock``) do, composed as if
+    it were Gaussian (the convention ``graphs.resnet(variant="v1")`` marks its graphs with).  The
+    default ``"gaussian"`` refuses such a graph.
 
     Node names are the fx node names (``"fc1"``, ``"act"``, ``"add"``, ...); the input node is
     named after the forward argument, the output node ``"output"``.  Activation nodes carry the
@@ -613,6 +619,10 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
 
     if not isinstance(model, nn.Module):
         raise InvalidGraphError(f"from_torch needs an nn.Module, not {type(model).__name__}")
+    if preactivations not in ("gaussian", "mixed"):
+        raise InvalidGraphError(f"preactivations is {preactivations!r}; it is 'gaussian' (the default: every activation "
+                                f"input is a linear-fed Gaussian pre-activation) or 'mixed' (post-activation residual "
+                                f"sums, as in ResNet V1)")
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     specialised = _defaults_to_specialise(model, len(inputs))
     tracer = _Tracer()
@@ -654,6 +664,8 @@ def from_torch(model: Any, example_input: Any) -> nx.DiGraph:
     _propagate_shapes(gm, ShapeProp, inputs, type(model).__name__, model)
 
     g = new_graph(builder=f"from_torch({type(model).__name__})")
+    if preactivations == "mixed":
+        g.graph["preactivations"] = "mixed"
     env: dict[Any, Any] = {}
     # linear node -> the tensors its weight matrix comes from (held here, so that no two have one id)
     weights_of: dict[Hashable, tuple] = {}

@@ -786,7 +786,12 @@ def _check_gaussian_preactivations(g: nx.DiGraph) -> None:
                 f"activation {node!r} is not preceded by a linear layer: its input {pred!r} "
                 f"carries {'the network input' if _reaches_kind(g, pred, 'input') else 'another activation'} "
                 f"without a linear (dense/conv) layer in between, so its pre-activations are not "
-                f"Gaussian and kernel maps do not compose; insert a linear node before {node!r}")
+                f"Gaussian and kernel maps do not compose; insert a linear node before {node!r}"
+                + ("" if mixed or not some[pred] else
+                   f", or, for a post-activation residual sum as in ResNet V1 (a linear branch added to an "
+                   f"activation's output), mark the graph g.graph['preactivations'] = 'mixed' "
+                   f"(graphs.from_torch(model, x, preactivations='mixed')): kernel maps then compose as if "
+                   f"{pred!r} were Gaussian, the DKS convention for such networks"))
 
 
 def _check_uncorrelated_sum_inputs(g: nx.DiGraph) -> None:

@@ -749,6 +749,49 @@ def test_activation_straight_after_input_fails_validation():
         graphs.from_torch(net, torch.randn(2, 3))
 
 
+class _BasicBlockV1(nn.Module):
+    """torchvision's BasicBlock without batch norm, with a normalised sum: relu(0.6 x + 0.8 conv(relu(conv(x))))."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        identity = x
+        out = self.conv2(self.relu(self.conv1(x)))
+        return self.relu(0.6 * identity + 0.8 * out)
+
+
+class _ResNetV1(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.relu, self.pool = nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2)
+        self.blocks = nn.Sequential(_BasicBlockV1(), _BasicBlockV1())
+        self.head_pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.blocks(self.pool(self.relu(self.stem(x))))
+        return self.fc(torch.flatten(self.head_pool(x), 1))
+
+
+def test_a_post_activation_resnet_traces_with_preactivations_mixed():
+    # a torchvision-style ResNet V1 was refused with only "insert a linear node before" the post-sum
+    # activation, and from_torch had no way to mark it as graphs.resnet(variant="v1") marks its graphs
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(InvalidGraphError, match=r"not preceded by a linear layer.*post-activation residual sum.*"
+                                                r"from_torch\(model, x, preactivations='mixed'\)"):
+        graphs.from_torch(_ResNetV1(), x)
+    g = graphs.from_torch(_ResNetV1(), x, preactivations="mixed")
+    assert g.graph["preactivations"] == "mixed"
+    expected = graphs.resnet(blocks=(2,), variant="v1", block="basic", shortcut_weight=0.6, projection=False,
+                             activation="relu")
+    assert same_network(g, expected)
+    with pytest.raises(InvalidGraphError, match="preactivations is 'Mixed'"):
+        graphs.from_torch(_ResNetV1(), x, preactivations="Mixed")
+
+
 def test_per_channel_prelu_is_rejected_unless_all_slopes_are_equal():
     prelu = nn.PReLU(8)
     with torch.no_grad():
