@@ -9,8 +9,9 @@ Mapping (torch op -> node kind):
   zero padding wider than its centre tap reaches, ``dilation*(kernel_size-1)//2``, as a linear node
   is a conv with delta initialisation, whose border outputs would then be 0; so is an ``F.linear``
   or ``F.conv*d`` whose weight or bias is a tensor computed in the network).  A functional layer's
-  weight is a parameter or buffer, or a view of one (``w.t()``, ``w.view(...)``); any other op on
-  parameters alone (``w * 2``, a weight standardisation, ``torch.tanh(w)``) is refused.  A
+  weight is a parameter or buffer, or a view or slice of one (``w.t()``, ``w.view(...)``,
+  ``w[:n]``); any other op on parameters alone (``w * 2``, a weight standardisation,
+  ``torch.tanh(w)``) is refused.  A
   weighted sum whose inputs both depend on one weight matrix (a module called twice, tied
   weights, or one view of a weight, such as ``w.t()``, passed twice; a parametrized weight, as
   ``spectral_norm``'s, is told by the originals it is computed from) is refused, as ``W u`` and
@@ -51,8 +52,8 @@ Mapping (torch op -> node kind):
   weights whose squares sum to 1 within it are accepted and stored normalised (the traced
   values in the node's ``torch_weights``).  Coefficients may be computed from numbers and scalar
   tensors with ``+``, ``-``, ``*``, ``/``, ``**`` and ``torch.sqrt`` (a learnable ``a`` beside
-  ``torch.sqrt(1 - a**2)``); any other op on parameters alone is refused, as is a power of a tensor
-  of the network
+  ``torch.sqrt(1 - a**2)``), and read as elements of a parameter vector (``self.w[i] * branch``);
+  any other op on parameters alone is refused, as is a power of a tensor of the network
 * ``torch.cat`` (``torch.concat``, ``torch.concatenate``) along the feature dim -> ``concat`` with channel counts (sizes along the cat dim)
   from shape propagation; along a sequence/spatial dim (or the batch) it is refused.  ``torch.stack``
   (a cat of the tensors each unsqueezed at ``dim``) -> ``concat`` of equal parts, its new dim among the
@@ -1428,52 +1429,68 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             return False
         if not reads_parameters[fx_node] or is_view(fx_node):
             return False
+        if op == "call_function" and target is operator.getitem:  # w[i]: see indexed_parameter
+            return False
         if op == "call_function":
             return target not in arithmetic_ops and target not in shape_functions
         if op == "call_method":
             return target not in arithmetic_methods and target not in shape_methods
         return True
 
+    def parameter_chain(node: Any) -> tuple[Any, list] | None:
+        """``(tensor, ops)`` when ``node`` is a parameter or buffer (``tensor``) viewed or indexed by
+        ``ops`` (views such as ``w.t()``, ``w.view(...)``, ``w.T``, and ``w[i]``, in order) with
+        constant arguments; None otherwise."""
+        chain = []
+        while isinstance(node, torch.fx.Node) and node.op != "get_attr":
+            transposed = node.op == "call_function" and node.target is getattr and node.args[1] in ("T", "mT")
+            indexed = node.op == "call_function" and node.target is operator.getitem
+            if not (transposed or indexed or is_view(node)) or not node.args:
+                return None
+            nodes: list = []
+            torch.fx.node.map_arg((concrete(node.args[1:]), concrete(node.kwargs)), nodes.append)
+            if nodes:  # an argument computed in the network
+                return None
+            chain.append(node)
+            node = node.args[0]
+        if not isinstance(node, torch.fx.Node):
+            return None
+        tensor = gm
+        for part in node.target.split("."):
+            tensor = getattr(tensor, part)
+        return (tensor, chain[::-1]) if isinstance(tensor, torch.Tensor) else None
+
+    def apply_chain(tensor: Any, chain: list) -> Any:
+        """The ops of :func:`parameter_chain` applied to ``tensor``."""
+        for n in chain:
+            args, kwargs = concrete(n.args[1:]), concrete(n.kwargs)
+            if n.op == "call_module":
+                tensor = gm.get_submodule(n.target)(tensor)
+            elif n.op == "call_method":
+                tensor = getattr(tensor, n.target)(*args, **kwargs)
+            elif n.target is getattr:
+                tensor = getattr(tensor, n.args[1])
+            else:
+                tensor = n.target(tensor, *args, **kwargs)
+        return tensor
+
     def weight_source(weight: Any) -> tuple | None:
         """``(tensor, layout)`` for a linear function's weight argument that is a parameter or buffer
-        (``layout`` None) or a view of one (``w.t()``, ``w.view(...)``, ``w.T``, ``w.contiguous()``):
+        (``layout`` None) or a view or slice of one (``w.t()``, ``w.view(...)``, ``w.T``, ``w[:4]``):
         ``layout`` then tells which matrix of the tensor's elements the view is, so that ``F.linear(u,
         w.t())`` and ``F.linear(v, w.t())`` are one weight matrix applied twice (their outputs are
         correlated), while ``w`` and ``w.t()`` are two (``W u`` and ``W^T v`` are uncorrelated in the
         wide limit: the covariance of coordinate i is u_i v_i / n).  None for anything else."""
-        chain = []
-        while isinstance(weight, torch.fx.Node) and weight.op != "get_attr":
-            transposed = (weight.op == "call_function" and weight.target is getattr
-                          and weight.args[1] in ("T", "mT"))
-            if not (transposed or is_view(weight)) or not weight.args:
-                return None
-            chain.append(weight)
-            weight = weight.args[0]
-        if not isinstance(weight, torch.fx.Node):
+        found = parameter_chain(weight)
+        if found is None:
             return None
-        tensor = gm
-        for part in weight.target.split("."):
-            tensor = getattr(tensor, part)
-        if not isinstance(tensor, torch.Tensor):
-            return None
+        tensor, chain = found
         if not chain:
             return tensor, None
         # the view applied to the index of every element: equal indices, one matrix
         flat = torch.arange(tensor.numel())
-        index = flat.reshape(tensor.shape)
         try:
-            for n in reversed(chain):
-                args, kwargs = concrete(n.args[1:]), concrete(n.kwargs)
-                if any(isinstance(a, torch.fx.Node) for a in (*args, *kwargs.values())):
-                    return None
-                if n.op == "call_module":
-                    index = gm.get_submodule(n.target)(index)
-                elif n.op == "call_method":
-                    index = getattr(index, n.target)(*args, **kwargs)
-                elif n.target is getattr:
-                    index = getattr(index, n.args[1])
-                else:
-                    index = n.target(index, *args, **kwargs)
+            index = apply_chain(flat.reshape(tensor.shape), chain)
         except Exception:  # not evaluable here (an op that needs floats): no tie is recorded, as before
             return None
         if tuple(index.shape) == tuple(tensor.shape) and torch.equal(index.reshape(-1), flat):
@@ -1481,10 +1498,28 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         digest = hashlib.sha256(index.contiguous().numpy().tobytes()).hexdigest()
         return tensor, (tuple(index.shape), digest)
 
+    def indexed_parameter(fx_node: Any) -> Any:
+        """``w[i]`` (or a slice) of a parameter or buffer: a number (:class:`_Const`, known to the
+        dtype's rounding) when it has one element, as a weight ``self.w[i] * branch`` of a weighted sum
+        with a vector of learnable weights; else a slice, usable as a linear layer's weight."""
+        found = parameter_chain(fx_node)
+        if found is None:
+            raise parameters_alone_error(fx_node, parameters_read(fx_node))
+        with torch.no_grad():
+            value = apply_chain(*found)
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            number = float(value.detach())
+            ulp = torch.finfo(value.dtype).eps if value.dtype.is_floating_point else 0.0
+            return _Const(number, abs(number) * ulp)
+        return _Other()
+
     def _convert(fx_node: Any) -> None:
         op, target = fx_node.op, fx_node.target
         if op in ("call_function", "call_method") and _SHAPE_NUMBER in fx_node.meta:
             env[fx_node] = _Const(float(fx_node.meta[_SHAPE_NUMBER]))  # exact: computed from ints
+        elif (op == "call_function" and target is operator.getitem and reads_parameters[fx_node]
+              and not reads_input[fx_node]):
+            env[fx_node] = indexed_parameter(fx_node)
         elif transforms_parameters(fx_node):
             if all(isinstance(env.get(a), _Const) for a in fx_node.all_input_nodes):
                 raise InvalidGraphError(

@@ -1826,6 +1826,40 @@ def test_a_learnable_shortcut_weight_with_its_normalised_partner_traces(weights)
         graphs.from_torch(_LearnableShortcut(lambda a: (a, 1 - a**2)), torch.randn(2, 4))
 
 
+class _BranchWeights(nn.Module):
+    """head(tanh(combine(self, tanh(l0(x))))) with a vector ``w`` of branch weights and a matrix ``m``."""
+
+    def __init__(self, combine):
+        super().__init__()
+        self.combine, self.w, self.m = combine, nn.Parameter(torch.tensor([0.6, 0.8])), nn.Parameter(torch.randn(8, 4) / 2)
+        self.l0, self.a, self.b, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.combine(self, torch.tanh(self.l0(x)))))
+
+
+@pytest.mark.parametrize("combine", [
+    pytest.param(lambda m, h: m.w[0] * m.a(h) + m.w[1] * m.b(h), id="w[i]"),
+    pytest.param(lambda m, h: sum(m.w[i] * branch(h) for i, branch in enumerate((m.a, m.b))), id="sum"),
+])
+def test_a_vector_of_learnable_branch_weights_is_read_element_by_element(combine):
+    # self.w[i] * branch was refused as "unsupported op getitem"
+    g = graphs.from_torch(_BranchWeights(combine), torch.randn(2, 4))
+    (node,) = [n for n in g if g.nodes[n]["kind"] == "weighted_sum"]
+    w = graphs.edge_weights(g, node)
+    assert w["a"] == pytest.approx(0.6, rel=1e-6) and w["b"] == pytest.approx(0.8, rel=1e-6)
+
+
+def test_slices_of_one_weight_are_tied_only_when_they_are_the_same_slice():
+    same = _BranchWeights(lambda m, h: 0.6 * F.linear(h, m.m[:4]) + 0.8 * F.linear(torch.sin(m.a(h)), m.m[:4]))
+    with pytest.raises(InvalidGraphError, match="applied more than once"):
+        graphs.from_torch(same, torch.randn(2, 4))
+    # other rows are other, independent weights
+    apart = _BranchWeights(lambda m, h: 0.6 * F.linear(h, m.m[:4]) + 0.8 * F.linear(torch.sin(m.a(h)), m.m[4:]))
+    g = graphs.from_torch(apart, torch.randn(2, 4))
+    assert len([n for n in g if g.nodes[n]["kind"] == "weighted_sum"]) == 1
+
+
 def test_powers_of_network_tensors_and_other_ops_on_one_element_parameters_are_refused_by_name():
     with pytest.raises(InvalidGraphError, match=r"raises to a power a tensor of the network.*elementwise nonlinearity"):
         graphs.from_torch(CopiesOfOneBranch(lambda t: t**2), torch.randn(2, 4))
