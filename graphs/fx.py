@@ -5,7 +5,8 @@ torch is imported inside :func:`from_torch` only, so ``import graphs`` never nee
 Mapping (torch op -> node kind):
 
 * ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``F.linear``, ``F.conv*d`` -> ``linear``, one node per call (a
-  depthwise conv, one input channel per group, is refused: it mixes no channels; so is a conv with
+  depthwise conv, one input channel per group, is refused: it mixes no channels; so is a grouped
+  conv reading the channels of a concatenation, whose groups read different parts; so is a conv with
   zero padding wider than its centre tap reaches, ``dilation*(kernel_size-1)//2``, as a linear node
   is a conv with delta initialisation, whose border outputs would then be 0; so is an ``F.linear``
   or ``F.conv*d`` whose weight or bias is a tensor computed in the network).  A functional layer's
@@ -978,6 +979,16 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 f"network, not the kernel averaged over all channels that a linear node passes on (an "
                 f"activation after it gets a mixture of Gaussians of different covariances, with another C "
                 f"map); no node kind describes it: use groups=1, or groups of many channels each")
+        j = joins(fx_node.args[0])
+        if per_group < in_channels and j is not None:
+            # written_by has checked that the concatenation is along the channels this conv reads
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} is a grouped convolution ({in_channels // per_group} groups of "
+                f"{per_group} input channels) reading channels that {j.by} concatenated: each group reads its "
+                f"own block of channels, which holds other parts of the concatenation than the next group's, "
+                f"so its outputs carry the kernel of those parts, not the kernel averaged over all channels "
+                f"that a linear node passes on; use groups=1 after a concatenation, or put a linear (1x1 conv) "
+                f"layer with groups=1 between the concatenation and the grouped convolution")
 
     def check_conv_padding(fx_node: Any, padding: Any, kernel: tuple, dilation: Any, label: str) -> None:
         """A linear node stands for a conv with delta initialisation (only the centre tap nonzero), which

@@ -692,6 +692,34 @@ class _GroupedConv(nn.Module):
         return self.last(torch.relu(h))
 
 
+class _GroupedAfterCat(nn.Module):
+    def __init__(self, functional: bool, mixed_first: bool = False):
+        super().__init__()
+        self.functional, self.mixed_first = functional, mixed_first
+        self.a, self.b, self.mix = nn.Conv1d(3, 4, 1), nn.Conv1d(3, 4, 1), nn.Conv1d(8, 8, 1)
+        self.grouped, self.last = nn.Conv1d(8, 8, 1, groups=2), nn.Conv1d(8, 2, 1)
+
+    def forward(self, x):
+        h = torch.cat([self.a(x), torch.tanh(self.b(x))], 1)
+        if self.mixed_first:
+            h = self.mix(h)
+        h = F.conv1d(h, self.grouped.weight, None, 1, 0, 1, 2) if self.functional else self.grouped(h)
+        return self.last(torch.tanh(h))
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_a_grouped_convolution_after_a_concatenation_is_refused(functional):
+    # each group reads its own block of the concatenated channels: at width 2 x 1000 (float64, q = 2
+    # at the input), cat(W_a x, tanh(W_b x)) -> groups=2 -> tanh measured q = 0.399, where the graph's
+    # linear node (the kernel averaged over all channels) gave 0.436 (groups=1 measured 0.432)
+    with pytest.raises(InvalidGraphError, match=r"grouped convolution \(2 groups of 4 input channels\) reading "
+                                                r"channels that torch.cat 'cat' concatenated.*groups=1"):
+        graphs.from_torch(_GroupedAfterCat(functional), torch.randn(2, 3, 5))
+    # a linear layer in between mixes the parts: every channel then carries the same kernel
+    g = graphs.from_torch(_GroupedAfterCat(functional, mixed_first=True), torch.randn(2, 3, 5))
+    assert sum(g.nodes[n]["kind"] == "linear" for n in g) == 5
+
+
 @pytest.mark.parametrize("functional", [False, True])
 def test_a_depthwise_convolution_is_refused(functional):
     # each output channel of a depthwise conv reads one input channel: its pre-activations have that
