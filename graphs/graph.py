@@ -695,7 +695,8 @@ def validate(g: nx.DiGraph) -> None:
 
     That last rule is what makes the kernel-map composition exact in the wide limit.  Post-
     activation (ResNet V1) sums mix an activation output into the next activation's input; a graph
-    that knowingly does so sets ``g.graph["preactivations"] = "mixed"``, and then each activation
+    that knowingly does so sets ``g.graph["preactivations"] = "mixed"`` (a traced model:
+    ``graphs.from_torch(model, x, preactivations="mixed")``), and then each activation
     only needs at least one linear-fed branch (the DKS package's convention for V1 networks).
 
     Every pair of a weighted sum's inputs must be uncorrelated in the wide limit (the sum's rule
