@@ -776,6 +776,12 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             f"standardisation; from_torch reads a linear layer's weight only as the parameter itself (or a view "
             f"of it, such as w.t()): pass the parameter, and put the transform into its initialisation")
 
+    def elementwise_root(node: Hashable) -> Hashable:
+        """The graph node that ``node`` is an elementwise function of: back through activations."""
+        while g.nodes[node]["kind"] == "activation":
+            (node,) = g.predecessors(node)
+        return node
+
     def arithmetic(fx_node: Any, op: str) -> Any:
         args = list(fx_node.args)
         vals = [value_of(a) for a in args[:2]]
@@ -818,6 +824,14 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                     f"or a per-channel gain), which multiplies each feature's variance by its own factor; no node kind "
                     f"describes that: scale by a number or a one-element tensor (a weight of a weighted sum), or "
                     f"fold the scales into the next linear layer's initialisation")
+            if isinstance(a, _Combo) and isinstance(b, _Combo):
+                roots = {elementwise_root(n) for value in (a, b) for n, _, _ in value.terms}
+                if len(roots) == 1:
+                    raise InvalidGraphError(
+                        f"{where(fx_node)} multiplies two elementwise functions of one tensor {next(iter(roots))!r}: an "
+                        f"activation written out as a product (h * torch.sigmoid(h) is SiLU), which from_torch does "
+                        f"not read as one; call it as its function or module (F.silu(h), nn.SiLU(), F.mish, F.gelu, "
+                        f"...), or make a module of a symact activation with numeric.torch_module(act)")
             raise InvalidGraphError(f"{where(fx_node)} multiplies two tensors elementwise; products of "
                                     f"branches (gating) are not a supported node kind")
         if op == "div":

@@ -228,7 +228,7 @@ def test_a_module_that_does_more_than_its_activation_attribute_is_traced_into():
         def forward(self, x):
             return self.gamma * x * torch.sigmoid(x)
 
-    with pytest.raises(InvalidGraphError, match=r"multiplies two tensors.*inside 'inner'.*numeric\.torch_module"):
+    with pytest.raises(InvalidGraphError, match=r"multiplies two elementwise functions of one tensor.*inside 'inner'.*numeric\.torch_module"):
         graphs.from_torch(Around(HandWritten()), torch.randn(2, 4))
 
 
@@ -597,6 +597,35 @@ def test_a_per_element_constant_scale_is_named_not_called_gating(scale):
     with pytest.raises(InvalidGraphError, match=r"constant tensor 'gamma' of shape \(8,\), a scale per element") as info:
         graphs.from_torch(LayerScale(), torch.randn(3, 4))
     assert "gating" not in str(info.value)
+
+
+@pytest.mark.parametrize("written_out", [lambda h: h * torch.sigmoid(h), lambda h: torch.tanh(F.softplus(h)) * h,
+                                         lambda h: torch.sigmoid(h).mul(torch.tanh(h))], ids=["silu", "mish", "both"])
+def test_an_activation_written_out_as_a_product_is_named_not_called_gating(written_out):
+    # h * torch.sigmoid(h) (SiLU written out) was refused as "products of branches (gating)"
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.o = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.o(written_out(self.a(x)))
+
+    with pytest.raises(InvalidGraphError, match=r"two elementwise functions of one tensor 'a': an activation written "
+                                                r"out as a product.*F\.silu\(h\)") as info:
+        graphs.from_torch(Net(), torch.randn(3, 4))
+    assert "gating" not in str(info.value)
+
+    class Gated(nn.Module):  # a product of two branches is gating
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.o = nn.Linear(4, 8), nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.o(self.a(x) * torch.sigmoid(self.b(x)))
+
+    with pytest.raises(InvalidGraphError, match="gating"):
+        graphs.from_torch(Gated(), torch.randn(3, 4))
 
 
 @pytest.mark.parametrize("role", ["bias", "weight"])
