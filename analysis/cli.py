@@ -230,10 +230,14 @@ def _split_top_level(text: str) -> list[str]:
     return [p for p in parts + [cur] if p.strip()]
 
 
-def _graph(spec: str) -> Any:
+def _graph(spec: str, preactivations: str | None = None) -> Any:
     import graphs
 
     kind, _, rest = spec.partition(":")
+    if preactivations is not None and not kind.endswith(".py"):
+        # a built graph carries its own mark: resnet:variant=v1 is the post-activation (mixed) net
+        raise SymactError(f"--preactivations applies to a traced model (--graph FILE.py:ClassName), not to "
+                          f"--graph {spec!r}; for a post-activation resnet use --graph resnet:variant=v1.")
     if kind == "mlp":
         mlp = _need("graphs", "mlp", "--graph mlp:DEPTH", "graphs")
         try:
@@ -270,7 +274,7 @@ def _graph(spec: str) -> Any:
         except (TypeError, ValueError) as exc:  # a value of the wrong type, read from the spec
             raise SymactError(f"--graph {spec!r}: {exc} (e.g. resnet:blocks=[2,2],shortcut_weight=0.6).") from exc
     if kind.endswith(".py"):
-        return _graph_from_file(spec, kind, rest.strip())
+        return _graph_from_file(spec, kind, rest.strip(), preactivations or "gaussian")
     del graphs
     raise SymactError(f"--graph must be mlp:DEPTH, resnet:KEY=VALUE,... or FILE.py:ClassName; got {spec!r}.")
 
@@ -295,8 +299,9 @@ _FILE_GRAPH_CONVENTION = ("the file must define the nn.Module class named after 
                           "input of its forward, e.g. def example_input(): return torch.zeros(1, 4)")
 
 
-def _graph_from_file(spec: str, path: str, class_name: str) -> Any:
-    """--graph FILE.py:ClassName: run the file, build ClassName(), trace it on the file's example_input."""
+def _graph_from_file(spec: str, path: str, class_name: str, preactivations: str = "gaussian") -> Any:
+    """--graph FILE.py:ClassName: run the file, build ClassName(), trace it on the file's example_input
+    (``preactivations`` as graphs.from_torch takes it: "mixed" for a post-activation residual net)."""
     import importlib.util
 
     if not os.path.isfile(path):
@@ -341,7 +346,7 @@ def _graph_from_file(spec: str, path: str, class_name: str) -> Any:
         except Exception as exc:  # noqa: BLE001
             raise SymactError(f"--graph {spec!r}: example_input() raised {type(exc).__name__}: {exc}; make it "
                               f"return a tensor shaped like the input of {class_name}.forward.") from exc
-    return from_torch(model, example)
+    return from_torch(model, example, preactivations=preactivations)
 
 
 # shape's network targets: flag -> (keyword of analysis.shape, the method that takes it, what it sets)
@@ -382,7 +387,7 @@ def cmd_shape(args: argparse.Namespace) -> int:
     shape = _need("analysis.shaping", "shape", "Kernel shaping", "shaping")
     targets = _shape_targets(args)
     act = _activation(args.act, _parse_params(args.param), args.surrogate)
-    shaped = shape(act, _graph(args.graph), method=args.method, dps=args.dps, branch=args.branch, **targets)
+    shaped = shape(act, _graph(args.graph, args.preactivations), method=args.method, dps=args.dps, branch=args.branch, **targets)
     import mpmath
 
     num = _number_printer(args.dps)
@@ -537,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("act", help="catalogue name or formula in x")
     p.add_argument("--graph", required=True, help="mlp:DEPTH | resnet:KEY=VALUE,... | FILE.py:ClassName")
     p.add_argument("--method", choices=("dks", "tat"), default="dks", help="shaping method (default dks)")
+    p.add_argument("--preactivations", choices=("gaussian", "mixed"), default=None,
+                   help="for --graph FILE.py:ClassName: 'mixed' traces a post-activation residual net (ResNet V1, "
+                        "an activation after the sum), as graphs.from_torch(..., preactivations='mixed')")
     for flag, (keyword, method, what, _) in _SHAPE_TARGETS.items():
         p.add_argument(flag, dest=keyword, default=None, metavar=keyword.upper(),
                        help=f"{method.upper()} target: {what}")

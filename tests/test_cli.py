@@ -213,6 +213,53 @@ def test_shape_of_a_user_module_equals_the_hand_built_mlp(tmp_path):
             assert a[k] == pytest.approx(b[k], rel=1e-10)
 
 
+RESNET_V1_FILE = """
+import torch
+from torch import nn
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.Conv2d(8, 8, 3, padding=1, bias=False)
+    def forward(self, x):
+        return torch.relu(0.6 * x + 0.8 * self.conv2(torch.relu(self.conv1(x))))
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.blocks, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Sequential(Block(), Block()), nn.Linear(8, 10)
+    def forward(self, x):
+        x = self.blocks(torch.nn.functional.avg_pool2d(torch.relu(self.stem(x)), 2))
+        return self.fc(x.mean((2, 3)))
+def example_input():
+    return torch.zeros(2, 3, 8, 8)
+"""
+
+
+def test_shape_of_a_traced_post_activation_resnet_takes_preactivations_mixed(tmp_path):
+    """A ResNet V1 file could not be shaped from the command line: from_torch refuses the activation after
+    the sum unless told preactivations='mixed', and the CLI had no way to say so.  With the flag its layers
+    equal those of the built graph resnet:variant=v1 of the same shape."""
+    path = tmp_path / "resnet_v1.py"
+    path.write_text(RESNET_V1_FILE)
+    refused = symact_in_process("shape", "tanh", "--graph", f"{path}:Model", "--json")
+    assert refused.returncode == 2 and "preactivations='mixed'" in refused.stderr
+    traced = symact_in_process("shape", "tanh", "--graph", f"{path}:Model", "--preactivations", "mixed", "--json")
+    assert traced.returncode == 0, traced.stderr
+    built = symact_in_process("shape", "tanh", "--graph", "resnet:blocks=[2],variant=v1,block=basic,"
+                              "shortcut_weight=0.6,projection=false,activation=relu", "--json")
+    assert built.returncode == 0, built.stderr
+
+    def transforms(out):
+        return sorted(tuple(float(row[k]) for k in ("alpha", "beta", "gamma", "delta"))
+                      for row in json.loads(out.stdout)["layers"])
+
+    mine, theirs = transforms(traced), transforms(built)
+    assert len(mine) == len(theirs) == 5
+    for a, b in zip(mine, theirs):
+        assert a == pytest.approx(b, rel=1e-10, abs=1e-12)
+    misplaced = symact_in_process("shape", "tanh", "--graph", "mlp:3", "--preactivations", "mixed")
+    assert misplaced.returncode == 2 and "--graph FILE.py:ClassName" in misplaced.stderr
+
+
 def test_shape_resnet_spec_with_list_values():
     out = symact("shape", "tanh", "--graph", "resnet:blocks=[1,1],block=basic", "--method", "dks", "--json")
     assert out.returncode == 0, out.stderr
