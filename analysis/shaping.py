@@ -1563,9 +1563,14 @@ def _check_targets_fit(method: str, acts: dict, nodes: list, targets: dict, node
                 f"tau={targets['tau']} is the TAT target of smooth activations (network C''(1)); for "
                 "leaky_relu/prelu TAT sets the negative slope from eta (the network's C(0)): pass eta=... instead.")
         if not leaky and "eta" in targets:
+            relu = any(getattr(acts[n], "name", acts[n]) == "relu" for n in nodes)
+            # relu is neither smooth (tau cannot apply) nor leaky_relu by name: it is leaky_relu's slope-0 limit
             raise DomainError(
-                f"eta={targets['eta']} is the TAT target of leaky_relu/prelu (the network's C(0)); for smooth "
-                "activations TAT takes tau (the network's C''(1)): pass tau=... instead, or shape leaky_relu.")
+                f"eta={targets['eta']} is the TAT target of leaky_relu/prelu (the network's C(0)); "
+                + ("relu is not smooth and TAT gives it a negative slope: shape 'leaky_relu' with eta=... "
+                   "(plain ReLU is its slope-0 limit)." if relu else
+                   "for smooth activations TAT takes tau (the network's C''(1)): pass tau=... instead, or shape "
+                   "leaky_relu."))
         allowed = set() if leaky else {"c_curvature"}
     else:
         label, allowed = "DKS", {"c_slope"}

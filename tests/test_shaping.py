@@ -561,6 +561,10 @@ def test_tat_targets_of_the_other_activation_kind_are_refused():
     g = graphs.mlp(10)
     with pytest.raises(DomainError, match=r"eta=0.9 is the TAT target of leaky_relu/prelu.*pass tau"):
         shape("tanh", g, method="tat", eta=0.9)
+    # relu is not smooth, so "pass tau" was the wrong advice: TAT shapes it as leaky_relu
+    with pytest.raises(DomainError, match=r"eta=0.9 is the TAT target.*relu is not smooth.*shape 'leaky_relu' "
+                                          r"with eta=\.\.\. \(plain ReLU is its slope-0 limit\)"):
+        shape("relu", graphs.mlp(3), method="tat", eta=0.9)
     with pytest.raises(DomainError, match=r"tau=0.3 is the TAT target of smooth activations.*pass eta"):
         shape("leaky_relu", graphs.mlp(100), method="tat", tau=0.3)
     with pytest.raises(DomainError, match=r"tau=0.3 is the TAT target of smooth"):
