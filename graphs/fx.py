@@ -4,7 +4,8 @@ torch is imported inside :func:`from_torch` only, so ``import graphs`` never nee
 
 Mapping (torch op -> node kind):
 
-* ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``F.linear``, ``F.conv*d`` -> ``linear``, one node per call (a
+* ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``F.linear``, ``F.conv*d``, and ``h @ W`` (``torch.matmul``,
+  ``torch.mm``) with a 2-D parameter ``W``, which is ``F.linear(h, W.t())`` -> ``linear``, one node per call (a
   depthwise conv, one input channel per group, is refused: it mixes no channels; so is a grouped
   conv reading the channels of a concatenation, whose groups read different parts; so is a conv with
   zero padding wider than its centre tap reaches, ``dilation*(kernel_size-1)//2``, as a linear node
@@ -960,7 +961,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         rank = len(shape_of(fx_node))
         dim = rank - 1 if spatial is None else rank - spatial - 1
         layer = (type(gm.get_submodule(fx_node.target)).__name__ if fx_node.op == "call_module"
-                 else fx_node.target.__name__)
+                 else getattr(fx_node.target, "__name__", f".{fx_node.target}()"))
         x, j = fx_node.args[0], joins(fx_node.args[0])
         x_shape = shape_of(x)
         if j is not None and x_shape is not None:
@@ -1499,23 +1500,25 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 tensor = n.target(tensor, *args, **kwargs)
         return tensor
 
-    def weight_source(weight: Any) -> tuple | None:
+    def weight_source(weight: Any, transposed: bool = False) -> tuple | None:
         """``(tensor, layout)`` for a linear function's weight argument that is a parameter or buffer
         (``layout`` None) or a view or slice of one (``w.t()``, ``w.view(...)``, ``w.T``, ``w[:4]``):
         ``layout`` then tells which matrix of the tensor's elements the view is, so that ``F.linear(u,
         w.t())`` and ``F.linear(v, w.t())`` are one weight matrix applied twice (their outputs are
         correlated), while ``w`` and ``w.t()`` are two (``W u`` and ``W^T v`` are uncorrelated in the
-        wide limit: the covariance of coordinate i is u_i v_i / n).  None for anything else."""
+        wide limit: the covariance of coordinate i is u_i v_i / n).  ``transposed``: the matrix is the
+        view's transpose (``u @ w`` applies ``w.t()`` as F.linear's weight).  None for anything else."""
         found = parameter_chain(weight)
         if found is None:
             return None
         tensor, chain = found
-        if not chain:
+        if not chain and not transposed:
             return tensor, None
         # the view applied to the index of every element: equal indices, one matrix
         flat = torch.arange(tensor.numel())
         try:
             index = apply_chain(flat.reshape(tensor.shape), chain)
+            index = index.transpose(-2, -1) if transposed else index
         except Exception:  # not evaluable here (an op that needs floats): no tie is recorded, as before
             return None
         if tuple(index.shape) == tuple(tensor.shape) and torch.equal(index.reshape(-1), flat):
@@ -1537,6 +1540,29 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             ulp = torch.finfo(value.dtype).eps if value.dtype.is_floating_point else 0.0
             return _Const(number, abs(number) * ulp)
         return _Other()
+
+    def matmul_layer(fx_node: Any) -> _Combo:
+        """``h @ w`` (``torch.matmul``, ``torch.mm``, ``.matmul``) with ``h`` from the network and ``w`` a 2-D
+        parameter (or a view of one): a dense linear layer, ``F.linear(h, w.t())``."""
+        h, w = fx_node.args[:2]
+        if not isinstance(env.get(h), _Combo) or isinstance(env.get(w), _Combo) or parameter_chain(w) is None:
+            what = ("multiplies two tensors of the network (attention-like products are no linear node)"
+                    if isinstance(env.get(h), _Combo) and isinstance(env.get(w), _Combo) else
+                    "multiplies a parameter by a tensor of the network from the left")
+            raise InvalidGraphError(
+                f"{where(fx_node)} {what}; from_torch reads a matrix product as a linear layer only as h @ W, "
+                f"with h from the network and W a 2-D parameter (F.linear(h, W.t())): write it that way")
+        w_shape = shape_of(w)
+        if w_shape is None or len(w_shape) != 2:
+            raise InvalidGraphError(
+                f"{where(fx_node)} multiplies by a weight of shape {None if w_shape is None else tuple(w_shape)}; "
+                f"a linear layer h @ W needs a 2-D W of shape (in_features, out_features)")
+        written_by(fx_node, None)
+        combo = add_kind(fx_node, "linear", function="matmul")
+        source = weight_source(w, transposed=True)
+        if source is not None:
+            weights_of[fx_node.name] = (source,)
+        return combo
 
     def _convert(fx_node: Any) -> None:
         op, target = fx_node.op, fx_node.target
@@ -1703,6 +1729,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 env[fx_node] = concat(fx_node)
             elif target is torch.stack:
                 env[fx_node] = concat(fx_node, stack=True)
+            elif target in (operator.matmul, torch.matmul, torch.mm):
+                env[fx_node] = matmul_layer(fx_node)
             else:
                 raise InvalidGraphError(f"unsupported op {where(fx_node)}; from_torch maps Linear/Conv, "
                                         f"average pools, activations, weighted sums, cat, reshapes and transposes")
@@ -1723,6 +1751,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 env[fx_node] = _Other()
             elif target == "mean":
                 env[fx_node] = mean(fx_node)
+            elif target in ("matmul", "mm", "__matmul__"):
+                env[fx_node] = matmul_layer(fx_node)
             else:
                 raise InvalidGraphError(f"unsupported tensor method {where(fx_node)}; from_torch maps "
                                         f"Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes")

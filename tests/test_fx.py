@@ -2058,3 +2058,72 @@ def test_concatenating_a_tensor_with_itself_is_refused_naming_the_fix():
     (a part is an edge of the graph) and what to trace instead."""
     with pytest.raises(InvalidGraphError, match=r"concatenates .* with itself: .*Concatenate distinct tensors"):
         graphs.from_torch(_StackedBranches(lambda a, b: torch.cat([a, a], dim=1)), torch.randn(3, 4))
+
+
+class _MatmulMLP(nn.Module):
+    def __init__(self, method):
+        super().__init__()
+        self.w1, self.w2, self.method = nn.Parameter(torch.randn(4, 8)), nn.Parameter(torch.randn(8, 2)), method
+
+    def forward(self, x):
+        h = torch.tanh(x @ self.w1) if self.method == "@" else torch.tanh(x.matmul(self.w1))
+        return torch.mm(h, self.w2) if self.method == "mm" else torch.matmul(h, self.w2)
+
+
+@pytest.mark.parametrize("method", ["@", "matmul", "mm"])
+def test_a_product_with_a_weight_matrix_is_a_linear_layer(method):
+    # x @ self.W was refused as "unsupported op matmul", though it is F.linear(x, W.t())
+    reference = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    assert same_network(graphs.from_torch(_MatmulMLP(method), torch.randn(3, 4)),
+                        graphs.from_torch(reference, torch.randn(3, 4)))
+
+
+class _TwoProducts(nn.Module):
+    def __init__(self, second):
+        super().__init__()
+        self.first, self.w, self.second = nn.Linear(4, 8), nn.Parameter(torch.randn(8, 8)), second
+
+    def forward(self, x):
+        h = self.first(x)
+        return 0.6 * (torch.tanh(h) @ self.w) + 0.8 * self.second(torch.sin(h), self.w)
+
+
+@pytest.mark.parametrize("second, tied", [
+    (lambda u, w: u @ w, True), (lambda u, w: F.linear(u, w.t()), True),  # W u twice: correlated outputs
+    (lambda u, w: F.linear(u, w), False), (lambda u, w: u @ w.t(), False),  # W u and W^T v: uncorrelated
+])
+def test_products_with_one_weight_matrix_are_tied_as_f_linear_is(second, tied):
+    model = _TwoProducts(second)
+    if tied:
+        with pytest.raises(InvalidGraphError, match="one weight matrix W applied more than once"):
+            graphs.from_torch(model, torch.randn(3, 4))
+    else:
+        g = graphs.from_torch(model, torch.randn(3, 4))
+        assert sum(g.nodes[n]["kind"] == "linear" for n in g) == 3
+
+
+def test_products_that_are_no_linear_layer_are_refused_by_name():
+    class Left(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.w = nn.Linear(4, 8), nn.Parameter(torch.randn(8, 8))
+
+        def forward(self, x):
+            return (self.w @ torch.tanh(self.first(x)).t()).t()
+
+    class Both(Left):
+        def forward(self, x):
+            h = torch.tanh(self.first(x))
+            return h @ h.t()
+
+    class Vector(Left):
+        def forward(self, x):
+            return torch.tanh(self.first(x)) @ self.w[0]
+
+    with pytest.raises(InvalidGraphError, match=r"multiplies a parameter by a tensor of the network from the left.*"
+                                                r"h @ W"):
+        graphs.from_torch(Left(), torch.randn(3, 4))
+    with pytest.raises(InvalidGraphError, match="multiplies two tensors of the network"):
+        graphs.from_torch(Both(), torch.randn(3, 4))
+    with pytest.raises(InvalidGraphError, match=r"weight of shape \(8,\); a linear layer h @ W needs a 2-D W"):
+        graphs.from_torch(Vector(), torch.randn(3, 4))
