@@ -1154,7 +1154,7 @@ class _Emitter:
             return self.symbol(e)
         if e.is_number:
             return _Operand(number_literal(e), const=True)
-        if isinstance(e, (sympy.Rel, sympy.And, sympy.Or, sympy.Not)):
+        if isinstance(e, (sympy.Rel, sympy.And, sympy.Or, sympy.Not, sympy.ITE)):
             return self.boolean(e)
         if isinstance(e, Add):
             return self.add(e)
@@ -1232,6 +1232,27 @@ class _Emitter:
         if isinstance(c, sympy.Not):
             inner = self.boolean(c.args[0])
             return self.assign(f"~({inner.code})", full=inner.full, boolean=True)
+        if isinstance(c, sympy.ITE):
+            # SymPy's Piecewise folds a Piecewise inside its conditions into ITE(a, b, c) (Max(x, sqrt(x**2+1)-1)'s
+            # derivative, where sqrt(x**2+1)-1 has a cancellation-free branch); a branch True/False stays in
+            # the ITE.  Printed with ~ (never SymPy's negated relation, true where a is NaN): a false at a
+            # NaN input picks c, as a where() over the Piecewise's values would
+            a, b, other = c.args
+            cond = self.boolean(a)
+            if b in (S.true, S.false) and other in (S.true, S.false):
+                raise FormulaError(f"cannot print the condition {c}; simplify it to relations combined with "
+                                   "And/Or/Not")
+            if b == S.true or b == S.false:  # a | c, or ~a & c
+                rest = self.boolean(other)
+                code = f"({cond.code}) | ({rest.code})" if b == S.true else f"~({cond.code}) & ({rest.code})"
+                return self.assign(code, full=cond.full or rest.full, boolean=True)
+            if other == S.true or other == S.false:  # ~a | b, or a & b
+                then = self.boolean(b)
+                code = f"~({cond.code}) | ({then.code})" if other == S.true else f"({cond.code}) & ({then.code})"
+                return self.assign(code, full=cond.full or then.full, boolean=True)
+            then, rest = self.boolean(b), self.boolean(other)
+            return self.assign(f"torch.where({cond.code}, {then.code}, {rest.code})",
+                               full=cond.full or then.full or rest.full, boolean=True)
         if isinstance(c, sympy.Rel):
             ops = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
             lhs = self.value(c.lhs)

@@ -834,3 +834,48 @@ def test_a_power_below_one_of_sech_is_not_taken_of_its_subnormal_value(formula, 
               3e38]
     points += [-745.0, 744.4, 800.0, -1e300] if dtype == torch.float64 else []
     _check_against_mpmath(formula, points, dtype, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["Max(x, sqrt(x**2 + 1) - 1)", "Min(x, sqrt(x**2 + 1) - 1)",
+                                     "Max(-x, sqrt(x**2 + 4) - 2)"])
+def test_a_max_beside_a_branch_with_a_cancellation_free_form_generates_code(formula, dtype):
+    """sqrt(x**2 + 1) - 1 is printed with a cancellation-free branch (x**2/(sqrt(x**2 + 1) + 1) for x**2 < 3), and
+    the Heaviside steps of Max(x, sqrt(x**2 + 1) - 1)' hold it in their conditions, which SymPy's Piecewise folds
+    into ITE(x**2 < 3, x**2/(...) - x > 0, x - sqrt(x**2 + 1) < -1): code generation raised "cannot print the
+    condition ITE(...)".  Value and slope against mpmath (50 digits) away from the tie at x = 0, where the slope
+    is the one-sided slope of least magnitude (1 and 0 there: 0), and NaN stays NaN."""
+    points = [-3e38, -1e10, -30.0, -5.0, -3.0, -1.7, -1.5, -1.0, -1e-3, -1e-30, 1e-30, 1e-3, 0.5, 1.0, 1.7, 3.0,
+              30.0, 1e10, 3e38]
+    rtol = 8 * float(torch.finfo(dtype).eps)
+    _check_against_mpmath(formula, points, dtype, rtol=rtol)
+    t = torch.tensor([0.0, -0.0, float("nan")], dtype=dtype, requires_grad=True)
+    y = torch_module(formula)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    assert y[:2].tolist() == [0.0, 0.0] and g[:2].tolist() == [0.0, 0.0]
+    assert math.isnan(y[2].item()) and math.isnan(g[2].item())
+
+
+_PIECEWISE_CONDITIONS = {  # formula: its condition by hand (x > x**2/2 for x < 1, else x > 1/2), at finite p
+    "Piecewise((x, x > Piecewise((x**2/2, x < 1), (1/2, True))), (2*x, True))":
+        lambda p: p > p * p / 2 if p < 1 else p > 0.5,
+    "Piecewise((x, x > Piecewise((x**2, x < 1), (x - 1, True))), (2*x, True))":  # ITE(x < 1, x > x**2, True)
+        lambda p: p > p * p if p < 1 else True,
+    "Piecewise((x, x > Piecewise((x**2, x < 1), (x + 1, True))), (2*x, True))":  # ITE(x < 1, x > x**2, False)
+        lambda p: p > p * p if p < 1 else False,
+}
+
+
+@pytest.mark.parametrize("formula", sorted(_PIECEWISE_CONDITIONS))
+def test_a_piecewise_condition_holding_a_piecewise_generates_code(formula):
+    """A Piecewise inside a Piecewise's condition becomes SymPy's ITE (x > Piecewise((x**2/2, x < 1), (1/2, True))
+    is ITE(x < 1, x > x**2/2, x > 1/2); a branch always true or false stays as True/False in it), which the
+    printer did not print.  Value and slope against the formula by hand."""
+    assert symact.activation(formula).expr.has(sympy.ITE)
+    points = [-2.0, -0.5, 0.0, 0.5, 0.75, 1.0, 1.5, 2.0, float("inf"), -float("inf")]
+    t = torch.tensor(points, dtype=torch.float64, requires_grad=True)
+    y = torch_module(formula)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    inside = [_PIECEWISE_CONDITIONS[formula](p) for p in points]
+    assert y.tolist() == [p if c else 2 * p for p, c in zip(points, inside)]
+    assert g.tolist() == [1.0 if c else 2.0 for c in inside]
