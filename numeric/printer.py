@@ -190,6 +190,8 @@ def _reduce_relation(rel: sympy.Basic, symbol: sympy.Symbol) -> sympy.Basic:
 def _interior_point(region: sympy.Boolean, symbol: sympy.Symbol) -> sympy.Expr | None:
     """A point of ``region`` (a condition on ``symbol``) away from its boundary, or None."""
     region = region.replace(lambda e: isinstance(e, sympy.Rel), lambda e: _reduce_relation(e, symbol))
+    if _beyond_the_solvers(region, symbol):
+        return None
     try:
         region_set = region.as_set() if region.free_symbols == {symbol} else None
     except (NotImplementedError, TypeError, ValueError):
@@ -203,6 +205,17 @@ def _interior_point(region: sympy.Boolean, symbol: sympy.Symbol) -> sympy.Expr |
         if isinstance(region, (sympy.StrictLessThan, sympy.LessThan)):
             return region.rhs - 1
     return None
+
+
+def _beyond_the_solvers(region: sympy.Boolean, symbol: sympy.Symbol) -> bool:
+    """Whether a relation of ``region`` compares a polynomial in ``symbol`` of degree above 4: as_set() looks
+    for its real roots, which for safe_form's degree-20 Taylor patches (x - Expm1(x) for |x| < 1, in the
+    tie set of Min(x, exp(x) - 1)'s derivative) did not finish in 10 minutes."""
+    for rel in region.atoms(sympy.Rel):
+        side = rel.lhs - rel.rhs
+        if side.has(symbol) and side.is_polynomial(symbol) and sympy.degree(side, symbol) > 4:
+            return True
+    return False
 
 
 def _point_of_set(region_set: sympy.Set) -> sympy.Expr | None:

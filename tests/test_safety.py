@@ -879,3 +879,36 @@ def test_a_piecewise_condition_holding_a_piecewise_generates_code(formula):
     inside = [_PIECEWISE_CONDITIONS[formula](p) for p in points]
     assert y.tolist() == [p if c else 2 * p for p, c in zip(points, inside)]
     assert g.tolist() == [1.0 if c else 2.0 for c in inside]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["Min(x, exp(x) - 1)", "Max(x, exp(x) - 1)"])
+def test_a_max_whose_tie_set_holds_a_taylor_patch_generates_code_in_seconds(formula, dtype):
+    """Min(x, exp(x) - 1)'s derivative steps on x - Expm1(x), which safe_form writes as a degree-20 Taylor patch for
+    |x| < 1; the printer asked SymPy's as_set() for a point inside the tie set (the patch = 0) to mask its branch,
+    and the real roots of the degree-20 polynomial did not come in 10 minutes (Max(x, exp(x) - 1) the same).  A
+    region with a polynomial of degree above 4 gets no point now (code generation ~1 s).  Value and slope against
+    mpmath (50 digits) away from the tie at x = 0, where both sides have slope 1; there 1."""
+    import signal
+
+    def too_slow(*_):
+        raise TimeoutError(f"code generation for {formula} took over 120 s")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(120)
+    try:
+        torch_module(formula)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    # (not beyond x = 88.7, where exp(x) overflows float32: the slope is then inf*0 = NaN, a defect of its own)
+    points = [-3e38, -1e10, -100.0, -30.0, -5.0, -1.0, -0.5, -1e-3, -1e-30, 1e-30, 1e-3, 0.5, 0.99, 1.0, 1.01, 3.0,
+              30.0, 80.0]
+    rtol = 8 * float(torch.finfo(dtype).eps) if formula.startswith("Min") else (1e-5 if dtype == torch.float32
+                                                                                 else 1e-13)
+    _check_against_mpmath(formula, points, dtype, rtol=rtol)
+    t = torch.tensor([0.0, -0.0, float("nan")], dtype=dtype, requires_grad=True)
+    y = torch_module(formula)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    assert y[:2].tolist() == [0.0, 0.0] and g[:2].tolist() == [1.0, 1.0]
+    assert math.isnan(y[2].item())
