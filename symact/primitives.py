@@ -1090,8 +1090,8 @@ def _erfcx_from_exp(mul: sympy.Mul, inputs: tuple, rationalise: bool = True) -> 
     x = 26.7 in float64 (9.4 in float32), where the scaled function is ~1/(sqrt(pi)*x).
 
     Where it does depend on them, the scaled form is taken on the side where erfc decays only,
-    Piecewise((exp(a - u**2)*Erfcx(u), u > 0), (exp(a)*erfc(u), True)) (not inside an existing Piecewise,
-    so the pass is idempotent): for u > 0 Erfcx(u) is in (0, 1] and for u <= 0 erfc(u) in [1, 2], so
+    Piecewise((exp(a - u**2)*Erfcx(u), u > 0), (exp(a)*erfc(u), True)) (not inside a Piecewise holding an
+    Erfcx, as this one does, so the pass is idempotent; inside a user's Piecewise too): for u > 0 Erfcx(u) is in (0, 1] and for u <= 0 erfc(u) in [1, 2], so
     neither branch has a factor that overflows or underflows where the product does not, while
     Erfcx(u) ~ 2*exp(u**2) would overflow for u -> -oo.  exp(x**2/2)*erfc(x) was inf*0 = NaN from x = 13
     in float32 (38 in float64), exp(3*x)*erfc(x) from x = 30 (237), where they are ~exp(-x**2/2)/(x*sqrt(pi))
@@ -1161,7 +1161,7 @@ def _log_of_asinh_form(arg: sympy.Expr) -> sympy.Expr | None:
     return None
 
 
-def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.Expr:
+def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple, split_erfc: bool = True) -> sympy.Expr:
     if isinstance(expr, sympy.log):
         (arg,) = expr.args
         if isinstance(arg, Sigmoid):
@@ -1233,7 +1233,7 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.E
         # 1/cosh(u)**k overflows to 1/inf (value 0, gradient inf/inf = NaN); sech is printed safely
         return sympy.sech(expr.base.args[0]) ** (-expr.exp)
     if isinstance(expr, Mul):
-        expr = _erfcx_from_exp(expr, inputs, rationalise)
+        expr = _erfcx_from_exp(expr, inputs, split_erfc)
         if not isinstance(expr, Mul):
             return expr
         expr = _abs_from_sign(expr)
@@ -1295,33 +1295,39 @@ def _sinc_series(u: sympy.Expr) -> sympy.Expr:
 
 
 @functools.lru_cache(maxsize=8192)
-def _safe_walk(e: sympy.Expr, rationalise: bool, inputs: tuple) -> sympy.Expr:
+def _safe_walk(e: sympy.Expr, rationalise: bool, inputs: tuple, split_erfc: bool = True) -> sympy.Expr:
     """:func:`safe_form`'s bottom-up pass over ``e``, memoised: the rules are pure functions of the node,
     and a derivative's candidates share most subtrees (exp(x) - 1 - x rewrote 1370 nodes and factored
-    608 sums for 14 candidates, 5 s of its 6 s of code generation)."""
+    608 sums for 14 candidates, 5 s of its 6 s of code generation).
+
+    ``rationalise``: the patches that write a Piecewise of their own (false inside an existing one).
+    ``split_erfc``: exp(a)*erfc(u) may become the Piecewise of :func:`_erfcx_from_exp`; false inside a
+    Piecewise holding an Erfcx (that Piecewise itself: its otherwise-branch keeps exp(a)*erfc(u)), true
+    inside a user's Piecewise, where exp(3*x)*erfc(x) was NaN at x = 30 in float32."""
     if e.is_Atom:
         return e
     if isinstance(e, sympy.sinc):
-        u = _safe_walk(e.args[0], rationalise, inputs)
+        u = _safe_walk(e.args[0], rationalise, inputs, split_erfc)
         return sympy.Piecewise((_sinc_series(u), sympy.Abs(u) < 2), (sympy.sin(u) / u, True))
     if isinstance(e, sympy.Piecewise):
-        pieces = [(_safe_walk(v, False, inputs), c) for v, c in e.args]
+        split = split_erfc and not any(v.has(Erfcx) for v, _ in e.args)
+        pieces = [(_safe_walk(v, False, inputs, split), c) for v, c in e.args]
         return sympy.Piecewise(*pieces)
     if isinstance(e, sympy.log) and isinstance(e.args[0], Add):
         hyperbolic = _log_of_asinh_form(e.args[0])
         if hyperbolic is not None:  # before the rationalisation below rewrites its sum
-            return _safe_walk(hyperbolic, rationalise, inputs)
-    args = [_safe_walk(a, rationalise, inputs) for a in e.args]
+            return _safe_walk(hyperbolic, rationalise, inputs, split_erfc)
+    args = [_safe_walk(a, rationalise, inputs, split_erfc) for a in e.args]
     rebuilt = e.func(*args) if args != list(e.args) else e
     if rebuilt.is_Atom:
         return rebuilt
     if rebuilt.func != e.func:
         # SymPy evaluated the rebuilt node into another shape (1/(2*cosh(u)) into a product
         # with 1/cosh(u)): its new subterms have not met the rules yet
-        return _safe_walk(rebuilt, rationalise, inputs)
-    new = _rewrite_node(rebuilt, rationalise, inputs)
+        return _safe_walk(rebuilt, rationalise, inputs, split_erfc)
+    new = _rewrite_node(rebuilt, rationalise, inputs, split_erfc)
     if new != rebuilt:
-        return _safe_walk(new, rationalise, inputs)
+        return _safe_walk(new, rationalise, inputs, split_erfc)
     return new
 
 

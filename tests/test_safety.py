@@ -912,3 +912,21 @@ def test_a_max_whose_tie_set_holds_a_taylor_patch_generates_code_in_seconds(form
     (g,) = torch.autograd.grad(y.sum(), t)
     assert y[:2].tolist() == [0.0, 0.0] and g[:2].tolist() == [1.0, 1.0]
     assert math.isnan(y[2].item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["Piecewise((exp(3*x)*erfc(x), x > -100), (0, True))",
+                                     "Piecewise((exp(x**2/2)*erfc(x), x > -5), (exp(x), True))"])
+def test_exp_times_erfc_inside_a_users_piecewise_uses_erfcx(formula, dtype):
+    """safe_form walked a Piecewise's branches without the rules that write a Piecewise, the erfc -> Erfcx split
+    among them (so that its own otherwise-branch exp(a)*erfc(u) is not split again): in a user's Piecewise
+    exp(3*x)*erfc(x) stayed inf*0 = NaN from x = 30 in float32 (237 in float64), exp(x**2/2)*erfc(x) from x = 13
+    (38), and lost digits before.  Now only a Piecewise holding an Erfcx keeps its branches unsplit.  Value and
+    slope against mpmath (50 digits): within rtol where normal numbers, never NaN; and safe_form is idempotent."""
+    expr = symact.activation(formula).expr
+    form = symact.primitives.safe_form(expr)
+    assert form.has(symact.primitives.Erfcx) and symact.primitives.safe_form(form) == form
+    points = [-200.0, -101.0, -99.0, -40.0, -5.5, -4.5, -1.0, -0.1, 0.0, 0.6, 1.0, 3.0, 5.0, 9.5, 10.0, 13.0, 15.0,
+              20.0, 27.0, 30.0, 35.0, 100.0, 1e5, 1e10, 3e38]
+    points += [240.0, 1e150] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=2e-5 if dtype == torch.float32 else 1e-12)
