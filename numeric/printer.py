@@ -192,6 +192,11 @@ def _interior_point(region: sympy.Boolean, symbol: sympy.Symbol) -> sympy.Expr |
     region = region.replace(lambda e: isinstance(e, sympy.Rel), lambda e: _reduce_relation(e, symbol))
     if _beyond_the_solvers(region, symbol):
         return None
+    if (isinstance(region, (sympy.StrictGreaterThan, sympy.GreaterThan, sympy.StrictLessThan, sympy.LessThan))
+            and region.lhs == symbol and region.rhs.is_number and region.rhs.is_finite and region.rhs.is_real):
+        # as_set()'s interval, and _point_of_set's point of it, without SymPy's solvers (their first
+        # call imports them: 0.8 s of x*exp(x)*erfc(x)'s code generation, whose regions are all x > 0 or x <= 3)
+        return region.rhs + 1 if isinstance(region, (sympy.StrictGreaterThan, sympy.GreaterThan)) else region.rhs - 1
     try:
         region_set = region.as_set() if region.free_symbols == {symbol} else None
     except (NotImplementedError, TypeError, ValueError):

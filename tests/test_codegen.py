@@ -1984,3 +1984,39 @@ def test_settled_from_stops_at_the_first_unsettled_power_with_the_eager_answer()
     calls.clear()
     assert printer._settled_from(counted(1 / x**6), 1) is None  # 0.0 in float64 from 2**180 up, not at 2**64
     assert len(calls) <= 3
+
+
+def test_cancel_is_not_asked_for_a_derivative_form_that_expands_a_horner_tail(monkeypatch):
+    """safe_derivative's candidates include cancel(derivative); for x*exp(x)*erfc(x) the derivative holds Erfcx's
+    slope for u > 3, a Horner polynomial in 1/x**2 of degree 20 over another, which cancel expands into powers up
+    to x**40 (2.8 s of the 4.7 s of code generation), a form _candidates then drops (powers above the 8th overflow).
+    That cancel is skipped now, and the chosen derivative is the one chosen with it."""
+    from symact import primitives
+
+    expr = X * sympy.exp(X) * sympy.erfc(X)
+    powers = []
+    cancel = sympy.cancel
+
+    def recording_cancel(e, *args, **kwargs):
+        result = cancel(e, *args, **kwargs)
+        powers.append(primitives._highest_power(result, (X,)))
+        return result
+
+    monkeypatch.setattr(sympy, "cancel", recording_cancel)
+    primitives._safe_walk.cache_clear()
+    chosen = primitives.safe_derivative(expr, X)
+    assert powers and max(powers) <= 8, powers
+    monkeypatch.setattr(primitives, "_expands_beyond", lambda *args: False, raising=False)
+    primitives._safe_walk.cache_clear()
+    assert primitives.safe_derivative(expr, X) == chosen
+    assert max(powers) == 40  # the expansion it was spared
+
+
+@pytest.mark.parametrize("relation", [sympy.Gt, sympy.Ge, sympy.Lt, sympy.Le])
+@pytest.mark.parametrize("bound", [0, 3, sympy.Rational(-1, 2), sympy.Float(2.5)])
+def test_the_interior_point_of_a_half_line_is_the_one_of_its_set(relation, bound):
+    """_interior_point gives x > a, x <= a etc. their point without SymPy's solvers now: the same point."""
+    from numeric import printer
+
+    region = relation(X, bound)
+    assert printer._interior_point(region, X) == printer._point_of_set(region.as_set())
