@@ -619,7 +619,7 @@ def _source(spec: CodegenSpec) -> str:
         grad_inputs = (y,)
     else:
         backward_args = [(g, "g", True)] + args
-        grads = [g * d for d in spec.derivatives]
+        grads = [_gradient_over_intervals(g, d, spec.inputs) for d in spec.derivatives]
         grad_inputs = spec.inputs
     fused = _fused_backward(spec)
     if fused is not None:
@@ -628,6 +628,62 @@ def _source(spec: CodegenSpec) -> str:
         backward_src = emit_function("_backward", backward_args, grads, grad_inputs, inplace=True)
     graph_src = emit_function("_backward_graph", backward_args, grads, grad_inputs, inplace=False)
     return _assemble(spec, input_names, args, forward_src, backward_src, graph_src)
+
+
+def _gradient_over_intervals(g: sympy.Symbol, derivative: sympy.Expr, inputs: tuple) -> sympy.Expr:
+    """g*derivative, or, for a derivative piecewise polynomial in one input with a branch that is not a constant
+    (steps of Max/Min times polynomials: hardswish's x*H(1 - Max(0, (x + 3)/6))*H((x + 3)/6)/6 + Min(1, ...)),
+    one Piecewise over its intervals from the left, g inside each branch: Piecewise((0, x <= -3),
+    (g*(x/3 + 1/2), x < 3), (g, True)), F.hardswish's backward kernel.  The product of steps gave 0*inf = NaN
+    at x = +-inf (the kernel: g, 0) and for an infinite g where a step is 0 (x = -3: 0), and NaN at a NaN
+    input, which takes no comparison's branch: the kernel's scalar path and torch._decomp give g there, as
+    the rightmost branch does.  Derivatives with constant branches only keep their form (the steps are
+    folded into one where() by the printer)."""
+    product = g * derivative
+    if len(inputs) != 1 or derivative.free_symbols != set(inputs) or not derivative.has(sympy.Heaviside):
+        return product
+    (x,) = inputs
+
+    def polynomial_steps(e) -> bool:
+        if e.is_number or e == x:
+            return True
+        if isinstance(e, (sympy.Add, sympy.Mul, sympy.Max, sympy.Min)):
+            return all(polynomial_steps(a) for a in e.args)
+        if isinstance(e, sympy.Pow):
+            return e.exp.is_Integer and e.exp >= 0 and polynomial_steps(e.base)
+        if isinstance(e, sympy.Heaviside):
+            return len(e.args) == 2 and e.args[1].is_number and polynomial_steps(e.args[0])
+        return False
+
+    if not polynomial_steps(derivative):
+        return product
+    try:
+        folded = sympy.piecewise_fold(derivative.rewrite(sympy.Piecewise))
+        pairs = folded.as_expr_set_pairs() if isinstance(folded, sympy.Piecewise) else None
+    except (NotImplementedError, TypeError, ValueError):
+        return product
+    if not pairs or all(value.is_number for value, _ in pairs):
+        return product
+    pieces = []
+    for value, where in pairs:
+        if not value.is_polynomial(x):
+            return product
+        for part in (where.args if isinstance(where, sympy.Union) else (where,)):
+            if isinstance(part, sympy.FiniteSet):
+                pieces += [(point, point, False, False, value) for point in part.args]
+            elif isinstance(part, sympy.Interval):
+                pieces.append((part.start, part.end, part.left_open, part.right_open, value))
+            else:
+                return product
+    pieces.sort(key=lambda p: (p[0], p[2]))
+    # the pieces tile the real line from -oo: each is taken where x is at most its right end
+    if pieces[0][0] != -sympy.oo or pieces[-1][1] != sympy.oo:
+        return product
+    for (_, end, _, right_open, _), (start, _, left_open, _, _) in zip(pieces, pieces[1:]):
+        if start != end or left_open == right_open:
+            return product
+    branches = [(g * value, x < end if right_open else x <= end) for _, end, _, right_open, value in pieces[:-1]]
+    return sympy.Piecewise(*branches, (g * pieces[-1][4], True))
 
 
 def _passes(function_source: str) -> int:

@@ -311,6 +311,49 @@ def test_two_sided_steps_match_the_torch_builtin_at_nan_infinities_and_the_thres
     assert grad.tolist() == grad_ref.tolist() == ([0.0] * 3 if name == "hardsigmoid" else [3.0, -2.0, float("inf")])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hardswish_matches_the_torch_builtin_at_nan_infinities_and_the_thresholds(dtype):
+    """hardswish' = x*H(1 - Max(0, (x + 3)/6))*H((x + 3)/6)/6 + Min(1, Max(0, (x + 3)/6)) was printed as that
+    product of steps: 0*inf = NaN at x = +-inf (F.hardswish's backward: g and 0), NaN where a step is 0 and the
+    incoming gradient infinite (x = -3 or below: 0 there), and NaN at a NaN input, where the backward kernel's
+    scalar path (up to 15 elements on the CPU) and torch._decomp give g (its comparisons are false there and it
+    takes the pass-through branch).  Now one where() over the derivative's intervals, g inside each branch:
+    where(x <= -3, 0, where(x < 3, g*(x/3 + 1/2), g)).  The forward is unchanged."""
+    points = [0.0, -0.0, 3.0, -3.0, 1.0, -1.0, 6.0, -6.0, float("inf"), -float("inf"), 2.999, -2.999,
+              float(np.nextafter(np.float32(3), np.float32(4))), 1e30, -1e30]
+    # (not 3e38 in float32: the built-in's x*(x + 3)*... overflows to inf there, where hardswish is x)
+    x = torch.tensor(points, dtype=dtype, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y, y_ref = torch_module("hardswish")(x), torch.nn.functional.hardswish(x_ref)
+    # x*(x/6 + 1/2) against the built-in's x*(x + 3)/6, and x/3 as x*(1/3): a few roundings apart
+    rtol = 4 * torch.finfo(dtype).eps
+    torch.testing.assert_close(y, y_ref, equal_nan=True, rtol=rtol, atol=0)
+    for g in (torch.full_like(y, 3.0), torch.tensor([7.0, float("nan"), float("inf")] * 5, dtype=dtype)):
+        (grad,) = torch.autograd.grad(y, x, g, retain_graph=True)
+        (grad_ref,) = torch.autograd.grad(y_ref, x_ref, g, retain_graph=True)
+        torch.testing.assert_close(grad, grad_ref, equal_nan=True, rtol=rtol, atol=0)
+    nan = torch.tensor([float("nan")] * 3, dtype=dtype, requires_grad=True)
+    nan_ref = nan.detach().clone().requires_grad_(True)
+    g = torch.tensor([3.0, -2.0, float("inf")], dtype=dtype)
+    y, y_ref = torch_module("hardswish")(nan), torch.nn.functional.hardswish(nan_ref)
+    (grad,) = torch.autograd.grad(y, nan, g)
+    (grad_ref,) = torch.autograd.grad(y_ref, nan_ref, g)
+    assert torch.isnan(y).all()
+    assert grad.tolist() == grad_ref.tolist() == [3.0, -2.0, float("inf")]
+
+
+def test_relu_squared_slope_is_zero_below_zero_for_an_infinite_incoming_gradient():
+    """relu_squared' = 2*H(x)*Max(0, x) times g was 0*inf = NaN for x <= 0 and g = inf, where PyTorch's relu(x)**2
+    gives 0 (relu's backward masks it); now where(x <= 0, 0, 2*x*g), NaN still NaN."""
+    t = torch.tensor([float("nan"), -float("inf"), -1.0, -0.0, 0.0, 2.0, float("inf")], requires_grad=True)
+    t_ref = t.detach().clone().requires_grad_(True)
+    g = torch.full_like(t, float("inf"))
+    (grad,) = torch.autograd.grad(torch_module("relu_squared")(t), t, g)
+    (grad_ref,) = torch.autograd.grad(torch.relu(t_ref) ** 2, t_ref, g)
+    torch.testing.assert_close(grad, grad_ref, equal_nan=True, rtol=0, atol=0)
+    assert math.isnan(grad[0].item()) and grad[1:5].tolist() == [0.0] * 4
+
+
 def test_a_masked_branch_before_a_constant_otherwise_branch_carries_nan():
     """The rule is the printer's, not softshrink's: log(x) for x > 1, else 0 is printed as
     where(x <= 1, 0, log(where(x <= 1, 2, x))), so NaN reaches log through its mask as well (it gave 0).
