@@ -1652,13 +1652,13 @@ def _tie_values(expr: sympy.Expr, symbol: sympy.Symbol) -> dict:
             steps = (b - a, a - b)  # Heaviside(args[1 - i] - args[i]) multiplies args[i]'
         chosen = _least_slope(p, q, symbol)
         if chosen is None:
-            if any(e.has(sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise) for e in (p, q)):
-                continue  # a slope with a step of its own: compared in a condition, it would need one too
             # slopes in the parameters (Max(x, a*x)) or the inputs (Max(x, x**3), whose tie at x = 1
-            # has the slopes 1 and 3): decided where they take values, which is only read at the tie
-            same = sympy.StrictGreaterThan(p * q, 0)
-            values = (sympy.Piecewise((1, same & sympy.LessThan(sympy.Abs(p), sympy.Abs(q))), (0, True)),
-                      sympy.Piecewise((1, same & sympy.StrictLessThan(sympy.Abs(q), sympy.Abs(p))), (0, True)))
+            # has the slopes 1 and 3): decided where they take values, which is only read at the tie,
+            # by the rule for any number of arguments
+            many = _tie_values_of_many(node, symbol)
+            if not many:
+                continue  # a slope with a step of its own: compared in a condition, it would need one too
+            values = tuple(many[u] for u in steps)
         else:
             values = tuple(S.One if chosen == i else S.Zero for i in range(2))
         for u, value in zip(steps, values):
@@ -1677,7 +1677,9 @@ def _tie_values_of_many(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
     least and the greatest tied slope, so the minimum-norm subgradient is the tied slope of least
     magnitude when all tied slopes have one sign, else 0.  H0_i is 1 where a_i' is that slope (the first
     such argument on equal magnitudes): for every other j, a_j != a_i, or a_i'*a_j' > 0 and a_i' is
-    the lesser in magnitude.  A slope with a step of its own leaves every H0 at 0."""
+    the lesser in magnitude.  With two arguments u_i = 0 is the tie itself (a_j = a_i there), so the
+    condition is only the comparison of the slopes.  A slope with a step of its own leaves every H0 at 0
+    ({} is returned)."""
     args = node.args
     slopes = [sympy.diff(a, symbol) for a in args]
     if any(p.has(sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise) for p in slopes):
@@ -1690,11 +1692,16 @@ def _tie_values_of_many(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
             values[u] = S.Zero
             continue
         condition = sympy.And(*[
-            sympy.Or(sympy.Ne(b, a), sympy.StrictGreaterThan(p * q, 0)
-                     & (sympy.LessThan if j > i else sympy.StrictLessThan)(sympy.Abs(p), sympy.Abs(q)))
+            _or_unequal(len(args), b, a, sympy.StrictGreaterThan(p * q, 0)
+                        & (sympy.LessThan if j > i else sympy.StrictLessThan)(sympy.Abs(p), sympy.Abs(q)))
             for j, (b, q) in enumerate(zip(args, slopes)) if j != i])
         values[u] = sympy.Piecewise((1, condition), (0, True))
     return values
+
+
+def _or_unequal(n: int, b: sympy.Expr, a: sympy.Expr, condition):
+    """``Ne(b, a) | condition``; ``condition`` alone for two arguments, whose H0 is read only where b = a."""
+    return condition if n == 2 else sympy.Or(sympy.Ne(b, a), condition)
 
 
 def _least_slope(p: sympy.Expr, q: sympy.Expr, symbol: sympy.Symbol) -> int | None:

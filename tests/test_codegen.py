@@ -672,6 +672,42 @@ def test_gradient_at_a_gated_tie_compares_the_slopes_at_the_gate_s_value(device)
     assert gv.tolist() == [0.0, 0.0, 0.0, 0.0, 0.0]
 
 
+def _least_one_sided_slope_50(expr: sympy.Expr, wrt: sympy.Symbol, at: dict) -> float:
+    """The tie convention's reference, independent of any derivative code: the one-sided difference
+    quotients of ``expr`` in ``wrt`` at the point ``at`` with h = +-1e-30 at 50 digits; the smaller in
+    magnitude when they have one sign, else 0 (as test_primitives' _least_one_sided_slope)."""
+    f0 = expr.xreplace(at)
+    quotients = [float(sympy.N((expr.xreplace({**at, wrt: at[wrt] + h}) - f0) / h, 50))
+                 for h in (sympy.Rational(1, 10**30), -sympy.Rational(1, 10**30))]
+    return min(quotients, key=abs) if quotients[0] * quotients[1] > 0 else 0.0
+
+
+@pytest.mark.parametrize("formula", ["Max(x, a*x)", "Min(x, a*x)"])
+@pytest.mark.parametrize("a", ["1/4", "2", "-1/2"])
+def test_value_and_gradients_at_a_tie_with_a_trainable_slope_follow_the_convention(formula, a, device):
+    """Max(x, a*x) with a trainable: the tie x = 0 has the slopes 1 and a, which SymPy cannot order, so H0
+    is decided where a takes its value (1/4: leaky_relu's 1/4; 2: the lesser, 1; -1/2: opposite signs, 0).
+    That decision is _tie_values_of_many's rule, which the two-argument case restated in a condition of its
+    own until both were made one.  Value and the gradients in x and in a at the tie and around it against
+    the formula's one-sided difference quotients at 50 digits."""
+    act = symact.activation(formula, a=sympy.Rational(a))
+    expr = act.expr
+    (x,) = [s for s in expr.free_symbols if s.name == "x"]
+    (pa,) = [s for s in expr.free_symbols if s.name == "a"]
+    points = ["-1", "-1/1000", "0", "1/1000", "1"]
+    t = torch.tensor([float(sympy.Rational(p)) for p in points], dtype=torch.float64, device=device,
+                     requires_grad=True)
+    alpha = torch.tensor(float(sympy.Rational(a)), dtype=torch.float64, device=device, requires_grad=True)
+    y = torch_function(act, trainable=("a",)).apply(t, alpha)
+    (gx,) = torch.autograd.grad(y.sum(), t, retain_graph=True)
+    ga = [torch.autograd.grad(y[i], alpha, retain_graph=True)[0].item() for i in range(len(points))]
+    for i, p in enumerate(points):
+        at = {x: sympy.Rational(p), pa: sympy.Rational(a)}
+        assert y[i].item() == pytest.approx(float(expr.xreplace(at)), rel=1e-15, abs=0), (p, y[i])
+        assert gx[i].item() == pytest.approx(_least_one_sided_slope_50(expr, x, at), rel=1e-12, abs=0), (p, gx)
+        assert ga[i] == pytest.approx(_least_one_sided_slope_50(expr, pa, at), rel=1e-12, abs=0), (p, ga)
+
+
 def _check_points(name: str, device="cpu") -> torch.Tensor:
     points = _away_from_kinks(name, np.linspace(-4.1, 3.9, 11), margin=1e-2)
     return torch.tensor(points, dtype=torch.float64, device=device, requires_grad=True)
