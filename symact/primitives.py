@@ -1657,7 +1657,7 @@ def _tie_values(expr: sympy.Expr, symbol: sympy.Symbol) -> dict:
             # by the rule for any number of arguments
             many = _tie_values_of_many(node, symbol)
             if not many:
-                continue  # a slope with a step of its own: compared in a condition, it would need one too
+                continue  # a slope with a step of its own that its tie points could not settle
             values = tuple(many[u] for u in steps)
         else:
             values = tuple(S.One if chosen == i else S.Zero for i in range(2))
@@ -1678,12 +1678,13 @@ def _tie_values_of_many(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
     magnitude when all tied slopes have one sign, else 0.  H0_i is 1 where a_i' is that slope (the first
     such argument on equal magnitudes): for every other j, a_j != a_i, or a_i'*a_j' > 0 and a_i' is
     the lesser in magnitude.  With two arguments u_i = 0 is the tie itself (a_j = a_i there), so the
-    condition is only the comparison of the slopes.  A slope with a step of its own leaves every H0 at 0
-    ({} is returned)."""
+    condition is only the comparison of the slopes.  A slope with a step of its own (``Min(Max(0, x), x**2)``:
+    Heaviside(x) and 2*x) is settled at the tie points themselves where there are two arguments
+    (:func:`_tie_values_at_points`); otherwise, and where that fails, every H0 stays 0 ({} is returned)."""
     args = node.args
     slopes = [sympy.diff(a, symbol) for a in args]
     if any(p.has(sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise) for p in slopes):
-        return {}
+        return _tie_values_at_points(node, symbol) if len(args) == 2 else {}
     values = {}
     for i, (a, p) in enumerate(zip(args, slopes)):
         others = args[:i] + args[i + 1:]
@@ -1702,6 +1703,93 @@ def _tie_values_of_many(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
 def _or_unequal(n: int, b: sympy.Expr, a: sympy.Expr, condition):
     """``Ne(b, a) | condition``; ``condition`` alone for two arguments, whose H0 is read only where b = a."""
     return condition if n == 2 else sympy.Or(sympy.Ne(b, a), condition)
+
+
+#: A tie whose slopes hold steps is settled point by point: at most this many tie points.
+_MAX_TIE_POINTS = 16
+
+
+def _one_sided_value(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, sign: int) -> sympy.Expr | None:
+    """The limit of ``expr`` (a slope holding Heaviside/Piecewise steps, otherwise continuous at
+    ``point``) as ``symbol`` -> ``point`` from the right (``sign`` = 1) or the left (-1): each step is
+    decided at point + sign*s for an infinitesimal s > 0, then s = 0.  None when a step stays undecided
+    or the value is not a finite real number."""
+    s = sympy.Dummy("s", positive=True)
+    moved = expr.xreplace({symbol: point + sign * s})
+    moved = moved.replace(lambda e: isinstance(e, sympy.Heaviside),
+                          lambda e: sympy.Heaviside(sympy.expand(e.args[0]), *e.args[1:]))
+    moved = moved.replace(lambda e: isinstance(e, sympy.core.relational.Relational),
+                          lambda e: e.func(sympy.expand(e.lhs - e.rhs), 0))
+    if moved.has(sympy.Heaviside, sympy.Piecewise, sympy.DiracDelta):
+        # a step still in s: its argument vanishes at the point; decide its sign from the leading term
+        def leading_sign(w):
+            try:
+                lead = sympy.series(w, s, 0, 4).removeO().as_leading_term(s)
+            except Exception:  # noqa: BLE001 - SymPy cannot expand it: undecided
+                return None
+            return lead.is_positive, lead.is_negative
+
+        def step(e):
+            signs = leading_sign(e.args[0])
+            if signs is None or signs == (None, None) or signs == (False, False):
+                return e
+            return S.One if signs[0] else S.Zero
+
+        moved = moved.replace(lambda e: isinstance(e, sympy.Heaviside) and e.args[0].has(s), step)
+        if moved.has(sympy.Heaviside, sympy.Piecewise, sympy.DiracDelta):
+            return None
+    value = moved.xreplace({s: S.Zero})
+    return value if value.is_number and value.is_real and value.is_finite else None
+
+
+def _tie_values_at_points(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
+    """{u: H0} for a two-argument Max/Min whose slopes hold steps of their own (``Min(Max(0, x), x**2)``,
+    whose slopes Heaviside(x) and 2*x cannot be compared in one condition for every x).  Its tie points
+    t (the real solutions of a = b, in ``symbol`` alone) are found and, at each, the one-sided slopes:
+    right of a tie, Max follows the argument with the greater right-hand slope and Min the lesser, and
+    left of it the other way round.  The branch whose slope (with its own steps' convention) is the
+    one-sided slope of least magnitude there, or neither where the two differ in sign, gets H0 = 1 at t:
+    ``Min(Max(0, x), x**2)``'(1) = 1 (x**2 with slope 2 on the left, x with slope 1 on the right).  {} where
+    the tie points are not finitely many numbers or a one-sided slope cannot be decided."""
+    a, b = node.args
+    if (a - b).free_symbols != {symbol}:
+        return {}
+    try:
+        points = sympy.solve((a - b).rewrite(sympy.Piecewise), symbol)
+    except (NotImplementedError, ValueError, TypeError):
+        return {}  # no solution set, or a tie on an interval (solve cannot list it)
+    if not isinstance(points, list) or len(points) > _MAX_TIE_POINTS:
+        return {}
+    points = [t for t in points if t.is_real and t.is_finite]
+    slopes = [sympy.diff(e, symbol) for e in (a, b)]
+    at_tie = [pytorch_kink_convention(p, e, symbol) for p, e in zip(slopes, (a, b))]
+    greater_on_right = isinstance(node, sympy.Max)
+    chosen: list = [[], []]
+    for t in points:
+        sides = []
+        for sign in (1, -1):
+            one = [_one_sided_value(p, symbol, t, sign) for p in slopes]
+            if None in one:
+                return {}
+            sides.append(sympy.Max(*one) if greater_on_right == (sign > 0) else sympy.Min(*one))
+        right, left = sides
+        if not (right * left).is_positive:
+            continue  # opposite signs or a zero slope: 0, both H0 = 0
+        least = right if bool(abs(right) <= abs(left)) else left
+        for i in range(2):
+            if sympy.simplify(at_tie[i].xreplace({symbol: t}) - least) == 0:
+                chosen[i].append(t)
+                break
+    values = []
+    for picked in chosen:
+        if not picked:
+            values.append(S.Zero)
+        elif len(picked) == len(points):
+            values.append(S.One)
+        else:
+            values.append(sympy.Piecewise((1, sympy.Or(*[sympy.Eq(symbol, t) for t in picked])), (0, True)))
+    steps = (a - b, b - a) if isinstance(node, sympy.Max) else (b - a, a - b)
+    return dict(zip(steps, values))
 
 
 def _least_slope(p: sympy.Expr, q: sympy.Expr, symbol: sympy.Symbol) -> int | None:

@@ -646,11 +646,17 @@ def test_gradient_at_a_max_min_tie_is_the_symbolic_derivative_s_and_the_built_in
     ("Max(-1, Max(x, x/4))", (0.0, -4.0, -1.0), (0.25, 0.0, 0.25)),
     ("Max(0, x, x**3)", (1.0, 0.0, -1.0), (1.0, 0.0, 0.0)),
     ("Min(1, x, 2*x)", (0.0, 0.5, 1.0), (1.0, 1.0, 0.0)),
+    # a slope with a step of its own: Min(Max(0, x), x**2) at 1: (2, 1); Min(Max(0, x), 1 + x/2) at 2:
+    # (1, 1/2), at -2: (1/2, 0); Max(Min(0, x), x**3) at -1: (1, 3), at 0: (1, 0)
+    ("Min(Max(0, x), x**2)", (1.0, 0.0, -1.0), (1.0, 0.0, 0.0)),
+    ("Min(Max(0, x), 1 + x/2)", (2.0, -2.0, 0.0), (0.5, 0.0, 0.0)),
+    ("Max(Min(0, x), x**3)", (-1.0, 0.0), (1.0, 0.0)),
 ])
 def test_gradient_at_a_tie_whose_slopes_depend_on_x_is_the_least_one_sided_slope(formula, points, slopes, device):
     """Max(x, x**3)'s gradient at x = 1 was 0, where the one-sided slopes are 1 and 3 (and
     Max(x**2, 2*x - 1) = x**2 had 0 at x = 1): ties whose slopes depend on x had both Heavisides 0, as
-    had every tie of a Max/Min of three or more arguments (clipped leaky_relu: 0 at 0, not 1/4).
+    had every tie of a Max/Min of three or more arguments (clipped leaky_relu: 0 at 0, not 1/4), and every
+    tie whose slope holds a step of its own (Min(Max(0, x), x**2): 0 at 1, not 1).
     Twice differentiable elsewhere as before."""
     fn = torch_function(symact.activation(formula))
     t = torch.tensor(points, dtype=torch.float64, device=device, requires_grad=True)

@@ -572,12 +572,18 @@ def _least_one_sided_slope(expr: sympy.Expr, point, wrt=x) -> float:
     (sympy.Max(-1, sympy.Max(x, x / 4)), x, (0, -4, -1)),
     (sympy.Max(0, x, x**3), x, (1, 0, -1)),
     (sympy.Min(1, x, 2 * x), x, (0, sympy.Rational(1, 2), 1)),
+    # a slope with a step of its own (Max(0, x)' = Heaviside(x)): Min(Max(0, x), x**2) at 1 is x**2 (slope 2)
+    # on the left and x (slope 1) on the right; at 2, Min(Max(0, x), 1 + x/2) has the slopes 1 and 1/2
+    (sympy.Min(sympy.Max(0, x), x**2), x, (1, 0, sympy.Rational(1, 2), -1)),
+    (sympy.Min(sympy.Max(0, x), 1 + x / 2), x, (2, -2, 0)),
+    (sympy.Max(sympy.Min(0, x), x**3), x, (-1, 0)),                # at -1: x on the left, x**3 on the right
 ], ids=["max_x_x3", "min_x_x3", "max_sin_half", "max_touching", "min_touching", "leaky", "clipped_leaky",
-        "max_0_x_x3", "min_1_x_2x"])
+        "max_0_x_x3", "min_1_x_2x", "min_relu_square", "min_relu_line", "max_min_cube"])
 def test_tie_with_slopes_that_depend_on_the_input_takes_the_least_one_sided_slope(expr, wrt, points):
     """Max(x, x**3)'(1) was 0: a tie whose slopes depend on x (1 and 3 at x = 1) had both Heavisides 0,
     neither one-sided slope; Max(x**2, 2*x - 1), which is x**2, had the slope 0 at x = 1 instead of 2.
     A Max/Min of three or more arguments had every tie 0 (Max(-1, x/4, x)'(0) = 0, not 1/4).
+    A tie whose slope holds a step of its own had both 0: Min(Max(0, x), x**2)'(1) = 0, not 1.
     The convention (the one-sided slope of least magnitude, 0 where they differ in sign) now compares the
     slopes where the tie is.  Reference: the formula's own one-sided difference quotients."""
     from symact.primitives import pytorch_kink_convention
