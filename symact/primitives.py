@@ -1609,9 +1609,10 @@ def pytorch_kink_convention(expr: sympy.Expr, original: sympy.Expr | None = None
     negative_slope), 0 when they differ in sign or one is 0 (relu'(0) = 0, hardtanh'(+-1) = 0,
     ``Max(x, -x)``: 0 as abs'(0)).  Slopes that depend on ``symbol`` are compared where the tie is
     (``Max(x, x**3)``: 1 at x = 1, where the slopes are 1 and 3; ``Max(x**2, 2*x - 1)``, which is
-    x**2 everywhere: 2 at its touching point x = 1).  Without ``original``, or where a slope holds
-    a step of its own (a nested Max/Min whose slope depends on ``symbol``), both Heavisides of a tie
-    are 0 there.
+    x**2 everywhere: 2 at its touching point x = 1).  Where a slope holds a step of its own (a nested
+    Max/Min: ``Min(Max(0, x), x**2)``), each tie point is solved for and settled from the one-sided slopes
+    there (1 at x = 1).  Without ``original``, or where such tie points cannot be listed (parameters,
+    no finite solution set), both Heavisides of a tie are 0 there.
 
     >>> x = sympy.Symbol("x", real=True)
     >>> pytorch_kink_convention(sympy.diff(sympy.Max(0, x), x))
