@@ -1750,8 +1750,10 @@ def _tie_values_at_points(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
     right of a tie, Max follows the argument with the greater right-hand slope and Min the lesser, and
     left of it the other way round.  The branch whose slope (with its own steps' convention) is the
     one-sided slope of least magnitude there, or neither where the two differ in sign, gets H0 = 1 at t:
-    ``Min(Max(0, x), x**2)``'(1) = 1 (x**2 with slope 2 on the left, x with slope 1 on the right).  {} where
-    the tie points are not finitely many numbers or a one-sided slope cannot be decided."""
+    ``Min(Max(0, x), x**2)``'(1) = 1 (x**2 with slope 2 on the left, x with slope 1 on the right).  Where
+    neither branch's slope is that one (a branch with a kink of its own at t), a branch with a nonzero
+    slope s gets H0 = least/s there.  {} where the tie points are not finitely many numbers or a
+    one-sided slope cannot be decided."""
     a, b = node.args
     if (a - b).free_symbols != {symbol}:
         return {}
@@ -1765,7 +1767,7 @@ def _tie_values_at_points(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
     slopes = [sympy.diff(e, symbol) for e in (a, b)]
     at_tie = [pytorch_kink_convention(p, e, symbol) for p, e in zip(slopes, (a, b))]
     greater_on_right = isinstance(node, sympy.Max)
-    chosen: list = [[], []]
+    chosen: list = [{}, {}]  # {tie point: H0} per branch
     for t in points:
         sides = []
         for sign in (1, -1):
@@ -1777,18 +1779,25 @@ def _tie_values_at_points(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
         if not (right * left).is_positive:
             continue  # opposite signs or a zero slope: 0, both H0 = 0
         least = right if bool(abs(right) <= abs(left)) else left
-        for i in range(2):
-            if sympy.simplify(at_tie[i].xreplace({symbol: t}) - least) == 0:
-                chosen[i].append(t)
-                break
+        there = [sympy.simplify(slope.xreplace({symbol: t})) for slope in at_tie]
+        match = next((i for i in range(2) if sympy.simplify(there[i] - least) == 0), None)
+        if match is not None:
+            chosen[match][t] = S.One
+            continue
+        # a branch with a kink of its own at t: its slope there (its own convention) is neither one-sided
+        # slope of the whole (Min(Max(-1, x), Max(x/2, x**3)) at 0: slopes 1 and 0, one-sided 1 and 1/2);
+        # H0 weights a nonzero one so that the derivative at t is the least one-sided slope
+        nonzero = next((i for i in range(2) if there[i].is_nonzero), None)
+        if nonzero is not None:
+            chosen[nonzero][t] = least / there[nonzero]
     values = []
     for picked in chosen:
         if not picked:
             values.append(S.Zero)
-        elif len(picked) == len(points):
+        elif len(picked) == len(points) and set(picked.values()) == {S.One}:
             values.append(S.One)
         else:
-            values.append(sympy.Piecewise((1, sympy.Or(*[sympy.Eq(symbol, t) for t in picked])), (0, True)))
+            values.append(sympy.Piecewise(*[(h0, sympy.Eq(symbol, t)) for t, h0 in picked.items()], (0, True)))
     steps = (a - b, b - a) if isinstance(node, sympy.Max) else (b - a, a - b)
     return dict(zip(steps, values))
 
