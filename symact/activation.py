@@ -643,7 +643,9 @@ class Activation:
     def kinks(self) -> tuple:
         """Real points where the formula switches piece (Piecewise, Max, Min, Abs, Heaviside, sign).
 
-        These are the break-points to give a quadrature rule.  Parameters at their values.  A periodic
+        A point where a switching condition only touches 0 and the formula keeps its piece is none
+        (``Max(x**2, 2*x - 1)`` is x**2 everywhere: no kinks).  A switch between pieces that join
+        smoothly is one (relu_squared at 0).  These are the break-points to give a quadrature rule.  Parameters at their values.  A periodic
         set of kinks (|sin x|: every n*pi) is infinite: its points with |x| <= ``KINK_RANGE`` (50) are
         listed, and :attr:`kink_families` gives the families.
 
@@ -939,7 +941,9 @@ def _numeric_crossings(difference: sympy.Expr, symbol: sympy.Symbol, cells: int 
 
 def _kink_structure(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple[tuple, tuple]:
     """(kinks, families): the real points where ``expr`` switches piece, sorted, and the periodic
-    families ((offset, period), ...) among them; a family's points are listed for |x| <= KINK_RANGE."""
+    families ((offset, period), ...) among them; a family's points are listed for |x| <= KINK_RANGE.
+    A zero of a switching condition where the formula keeps its piece (:func:`_switches_piece`) is
+    dropped, except in a family."""
     if not expr.has(*_PIECEWISE_ATOMS):
         return (), ()
     rewritten = expr.rewrite(sympy.Piecewise)
@@ -964,7 +968,48 @@ def _kink_structure(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple[tuple, tupl
         for s in solutions:
             if s.is_real and s.is_finite:
                 points.add(s)
-    return tuple(sorted(points, key=lambda s: float(s))), tuple(families)
+    in_families = {p for offset, period in families for p in points if ((p - offset) / period).is_integer}
+    kinks = sorted(points, key=lambda s: float(s))
+    kinks = [p for i, p in enumerate(kinks) if p in in_families or _switches_piece(expr, symbol, kinks, i)]
+    return tuple(kinks), tuple(families)
+
+
+def _switches_piece(expr: sympy.Expr, symbol: sympy.Symbol, candidates: list, i: int) -> bool:
+    """Whether the formula changes piece at ``candidates[i]``, a zero of one of its switching conditions:
+    the pieces that hold just left of it, at it and just right of it are not all one function.  A touching
+    zero is none (Max(x**2, 2*x - 1) is x**2 on both sides of x = 1 and at it), nor is a switch of a
+    sub-formula the whole does not follow there.  A piece that holds at the point alone is one, even with
+    the neighbours' value (softshrink at lambd = 0, Max(-2, x**3 - 3*x) at 1, which SymPy writes with the
+    piece -2 there): derivative() and taylor() read that piece at the point unless it is a kink.
+    Undecided cases count as a switch."""
+    point = candidates[i]
+    gaps = [abs(float(q) - float(point)) for j, q in enumerate(candidates) if j != i]
+    h = sympy.Rational(min(gaps)) / 2 if gaps else sympy.Integer(1)
+    h = min(h, sympy.Integer(1))
+    try:
+        left, at, right = (_piece_near(expr, symbol, point + d, {}) for d in (-h, 0, h))
+    except DomainError:
+        return True
+    return not (_same_function(left, right, symbol, point, h) and _same_function(left, at, symbol, point, h))
+
+
+def _same_function(f: sympy.Expr, g: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, h: sympy.Expr) -> bool:
+    """Whether two pieces are one function: identical, or their difference differs from 0 nowhere SymPy
+    can tell (a numeric probe near the point first, so that distinct pieces cost no simplify)."""
+    if f == g:
+        return True
+    difference = f - g
+    for probe in (point + h / 3, point - h / 3):
+        try:
+            value = sympy.N(difference.xreplace({symbol: probe}), 30)
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue
+        if value.is_number and value.is_finite and abs(value) > sympy.Float("1e-20"):
+            return False
+    try:
+        return sympy.simplify(difference) == 0
+    except (TypeError, ValueError, NotImplementedError):
+        return False
 
 
 def _piece_boundaries(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple:

@@ -1090,3 +1090,36 @@ def test_kinks_of_an_equation_sympy_cannot_solve_are_found_numerically(formula, 
     assert act.kinks[1] == 0
     want = min(sympy.diff(u, x).subs(x, 0), sympy.diff(w, x).subs(x, 0))
     assert act.derivative().expr.subs(symact.x, 0) == want
+
+
+def _one_sided_derivatives(expr: sympy.Expr, point: sympy.Expr, sign: int, orders: int = 2) -> list:
+    """[f, f', f''] at ``point`` from the right (sign = 1) or the left (-1): the value at point + h and the
+    forward/backward difference quotients with h = 1e-25 evaluated at 110 digits (errors ~1e-24),
+    independent of the kink code."""
+    h = sign * sympy.Rational(1, 10**25)
+    with mpmath.workdps(110):
+        f = [mpmath.mpf(str(sympy.N(expr.xreplace({x: point + k * h}), 110))) for k in range(orders + 1)]
+        hh = mpmath.mpf(str(sympy.N(h, 110)))
+        return [f[1], (f[1] - f[0]) / hh, (f[2] - 2 * f[1] + f[0]) / hh**2][:orders + 1]
+
+
+@pytest.mark.parametrize("formula, kinks, touching", [
+    ("Max(x**2, 2*x - 1)", (), (1,)),              # the line is tangent to x**2 at 1: x**2 everywhere
+    ("Min(-x**2, 1 - 2*x)", (), (1,)),
+    ("Max(x**3, 3*x - 2)", (-2,), (1,)),           # x**3 - 3*x + 2 = (x - 1)**2*(x + 2): x**3 from -2 on
+    ("Min(Max(0, x), x**2)", (0, 1), ()),          # 0 | x**2 | x: C^1 at 0 (as relu_squared), a corner at 1
+])
+def test_kinks_are_the_points_where_the_formula_switches_piece_not_where_a_condition_touches_0(formula, kinks,
+                                                                                                touching):
+    """Max(x**2, 2*x - 1) is x**2 everywhere (2*x - 1 <= x**2, equal at x = 1 only), but its kinks were (1,):
+    every real zero of a switching condition was listed, also a double one where the condition touches 0
+    and the formula keeps its piece.  The documented meaning is the points where the formula switches piece
+    (the break-points for quadrature): now only those.  Reference: one-sided values, slopes and second
+    derivatives at 60 digits: at a kink some of them differ between the sides; at a touching point none does."""
+    act = symact.activation(formula)
+    assert act.kinks == tuple(sympy.Integer(k) for k in kinks), act.kinks
+    expr = act.concrete_expr
+    for point, is_kink in [(k, True) for k in kinks] + [(t, False) for t in touching]:
+        right, left = (_one_sided_derivatives(expr, sympy.Integer(point), sign) for sign in (1, -1))
+        jumps = [abs(r - l) > 1e-15 for r, l in zip(right, left)]
+        assert any(jumps) == is_kink, (formula, point, right, left)
