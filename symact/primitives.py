@@ -1680,12 +1680,12 @@ def _tie_values_of_many(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
     such argument on equal magnitudes): for every other j, a_j != a_i, or a_i'*a_j' > 0 and a_i' is
     the lesser in magnitude.  With two arguments u_i = 0 is the tie itself (a_j = a_i there), so the
     condition is only the comparison of the slopes.  A slope with a step of its own (``Min(Max(0, x), x**2)``:
-    Heaviside(x) and 2*x) is settled at the tie points themselves where there are two arguments
-    (:func:`_tie_values_at_points`); otherwise, and where that fails, every H0 stays 0 ({} is returned)."""
+    Heaviside(x) and 2*x) is settled at the tie points themselves (:func:`_tie_values_at_points`); where
+    that fails, every H0 stays 0 ({} is returned)."""
     args = node.args
     slopes = [sympy.diff(a, symbol) for a in args]
     if any(p.has(sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise) for p in slopes):
-        return _tie_values_at_points(node, symbol) if len(args) == 2 else {}
+        return _tie_values_at_points(node, symbol)
     values = {}
     for i, (a, p) in enumerate(zip(args, slopes)):
         others = args[:i] + args[i + 1:]
@@ -1744,62 +1744,70 @@ def _one_sided_value(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, 
 
 
 def _tie_values_at_points(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
-    """{u: H0} for a two-argument Max/Min whose slopes hold steps of their own (``Min(Max(0, x), x**2)``,
-    whose slopes Heaviside(x) and 2*x cannot be compared in one condition for every x).  Its tie points
-    t (the real solutions of a = b, in ``symbol`` alone) are found and, at each, the one-sided slopes:
-    right of a tie, Max follows the argument with the greater right-hand slope and Min the lesser, and
-    left of it the other way round.  The branch whose slope (with its own steps' convention) is the
-    one-sided slope of least magnitude there, or neither where the two differ in sign, gets H0 = 1 at t:
-    ``Min(Max(0, x), x**2)``'(1) = 1 (x**2 with slope 2 on the left, x with slope 1 on the right).  Where
-    neither branch's slope is that one (a branch with a kink of its own at t), a branch with a nonzero
-    slope s gets H0 = least/s there.  {} where the tie points are not finitely many numbers or a
-    one-sided slope cannot be decided."""
-    a, b = node.args
-    if (a - b).free_symbols != {symbol}:
+    """{u_i: H0_i} (u_i as in :func:`_tie_values_of_many`) for a Max/Min whose slopes hold steps of their own
+    (``Min(Max(0, x), x**2)``, whose slopes Heaviside(x) and 2*x cannot be compared in one condition for every
+    x).  Its tie points t (the real solutions of a_i = a_j, in ``symbol`` alone) are found and, at each, the
+    arguments tied at the node's value and their one-sided slopes: right of a tie, Max follows the tied
+    argument with the greatest right-hand slope and Min the least, and left of it the other way round.
+    The first tied argument whose slope (with its own steps' convention) is the one-sided slope of least
+    magnitude there, or none where the two differ in sign, gets H0 = 1 at t: ``Min(Max(0, x), x**2)``'(1) = 1
+    (x**2 with slope 2 on the left, x with slope 1 on the right).  Where no tied argument's slope is that
+    one (an argument with a kink of its own at t), one with a nonzero slope s gets H0 = least/s there.
+    {} where the tie points are not finitely many numbers or a one-sided slope cannot be decided."""
+    args = node.args
+    if any(a.free_symbols - {symbol} for a in args):
         return {}
-    try:
-        points = sympy.solve((a - b).rewrite(sympy.Piecewise), symbol)
-    except (NotImplementedError, ValueError, TypeError):
-        return {}  # no solution set, or a tie on an interval (solve cannot list it)
-    if not isinstance(points, list) or len(points) > _MAX_TIE_POINTS:
+    points = set()
+    for i, a in enumerate(args):
+        for b in args[i + 1:]:
+            try:
+                found = sympy.solve((a - b).rewrite(sympy.Piecewise), symbol)
+            except (NotImplementedError, ValueError, TypeError):
+                return {}  # no solution set, or a tie on an interval (solve cannot list it)
+            if not isinstance(found, list):
+                return {}
+            points.update(t for t in found if t.is_real and t.is_finite)
+    if len(points) > _MAX_TIE_POINTS:
         return {}
-    points = [t for t in points if t.is_real and t.is_finite]
-    slopes = [sympy.diff(e, symbol) for e in (a, b)]
-    at_tie = [pytorch_kink_convention(p, e, symbol) for p, e in zip(slopes, (a, b))]
+    slopes = [sympy.diff(a, symbol) for a in args]
+    at_tie = [pytorch_kink_convention(p, a, symbol) for p, a in zip(slopes, args)]
     greater_on_right = isinstance(node, sympy.Max)
-    chosen: list = [{}, {}]  # {tie point: H0} per branch
-    for t in points:
+    chosen: list = [{} for _ in args]  # {tie point: H0} per argument
+    for t in sorted(points, key=float):
+        values = [a.xreplace({symbol: t}) for a in args]
+        top = node.func(*values)
+        tied = [i for i, v in enumerate(values) if sympy.simplify(v - top) == 0]
+        if len(tied) < 2:
+            continue
         sides = []
         for sign in (1, -1):
-            one = [_one_sided_value(p, symbol, t, sign) for p in slopes]
+            one = [_one_sided_value(slopes[i], symbol, t, sign) for i in tied]
             if None in one:
                 return {}
             sides.append(sympy.Max(*one) if greater_on_right == (sign > 0) else sympy.Min(*one))
         right, left = sides
         if not (right * left).is_positive:
-            continue  # opposite signs or a zero slope: 0, both H0 = 0
+            continue  # opposite signs or a zero slope: 0, every H0 = 0
         least = right if bool(abs(right) <= abs(left)) else left
-        there = [sympy.simplify(slope.xreplace({symbol: t})) for slope in at_tie]
-        match = next((i for i in range(2) if sympy.simplify(there[i] - least) == 0), None)
+        there = {i: sympy.simplify(at_tie[i].xreplace({symbol: t})) for i in tied}
+        match = next((i for i in tied if sympy.simplify(there[i] - least) == 0), None)
         if match is not None:
             chosen[match][t] = S.One
             continue
-        # a branch with a kink of its own at t: its slope there (its own convention) is neither one-sided
+        # an argument with a kink of its own at t: its slope there (its own convention) is neither one-sided
         # slope of the whole (Min(Max(-1, x), Max(x/2, x**3)) at 0: slopes 1 and 0, one-sided 1 and 1/2);
         # H0 weights a nonzero one so that the derivative at t is the least one-sided slope
-        nonzero = next((i for i in range(2) if there[i].is_nonzero), None)
+        nonzero = next((i for i in tied if there[i].is_nonzero), None)
         if nonzero is not None:
             chosen[nonzero][t] = least / there[nonzero]
-    values = []
-    for picked in chosen:
-        if not picked:
-            values.append(S.Zero)
-        elif len(picked) == len(points) and set(picked.values()) == {S.One}:
-            values.append(S.One)
-        else:
-            values.append(sympy.Piecewise(*[(h0, sympy.Eq(symbol, t)) for t, h0 in picked.items()], (0, True)))
-    steps = (a - b, b - a) if isinstance(node, sympy.Max) else (b - a, a - b)
-    return dict(zip(steps, values))
+    result = {}
+    for i, (a, picked) in enumerate(zip(args, chosen)):
+        others = args[:i] + args[i + 1:]
+        u = a - sympy.Max(*others) if isinstance(node, sympy.Max) else sympy.Min(*others) - a
+        # only at the tie points found: a tie solve missed keeps H0 = 0, as before
+        result[u] = (sympy.Piecewise(*[(h0, sympy.Eq(symbol, t)) for t, h0 in picked.items()], (0, True))
+                     if picked else S.Zero)
+    return result
 
 
 def _least_slope(p: sympy.Expr, q: sympy.Expr, symbol: sympy.Symbol) -> int | None:

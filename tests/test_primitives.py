@@ -579,9 +579,12 @@ def _least_one_sided_slope(expr: sympy.Expr, point, wrt=x) -> float:
     (sympy.Max(sympy.Min(0, x), x**3), x, (-1, 0)),                # at -1: x on the left, x**3 on the right
     # at 0 the branch Max(x/2, x**3) has a kink of its own (slopes 0 and 1/2, convention 0): one-sided 1 and 1/2
     (sympy.Min(sympy.Max(-1, x), sympy.Max(x / 2, x**3)), x, (0, 1, -1, -2)),
+    # the same with three arguments: at 0, x and Max(x/2, x**2) (kinked there) tie; at 1/2, x/4 and x**3
+    (sympy.Min(1, x, sympy.Max(x**2, x / 2)), x, (0, sympy.Rational(1, 2), 1)),
+    (sympy.Max(-1, x / 4, sympy.Min(x, x**3)), x, (sympy.Rational(1, 2), 1, -4)),
 ], ids=["max_x_x3", "min_x_x3", "max_sin_half", "max_touching", "min_touching", "leaky", "clipped_leaky",
         "max_0_x_x3", "min_1_x_2x", "min_relu_square", "min_relu_line", "max_min_cube",
-        "min_of_kinked_branches"])
+        "min_of_kinked_branches", "min_of_three_kinked", "max_of_three_kinked"])
 def test_tie_with_slopes_that_depend_on_the_input_takes_the_least_one_sided_slope(expr, wrt, points):
     """Max(x, x**3)'(1) was 0: a tie whose slopes depend on x (1 and 3 at x = 1) had both Heavisides 0,
     neither one-sided slope; Max(x**2, 2*x - 1), which is x**2, had the slope 0 at x = 1 instead of 2.
