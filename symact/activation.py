@@ -469,12 +469,16 @@ class Activation:
         At a tie of ``Max(a, b)``/``Min(a, b)`` it is the one-sided slope of least magnitude
         (a' or b' where they have the same sign, else 0): ``Max(x, x/4)`` has 1/4 at 0 as
         ``F.leaky_relu(x, 1/4)``, ``Max(0, x)`` and ``Min(1, Max(-1, x))`` 0 at their kinks as
-        relu and hardtanh; where a slope depends on x (``Max(x, x**3)``) the tie gives 0.
+        relu and hardtanh.  Slopes that depend on x are compared where the tie is (``Max(x, x**3)``
+        at 1: slopes 1 and 3, so 1), as are slopes with steps of their own (``Min(Max(0, x), x**2)``
+        at 1: x**2 with slope 2 on the left, x with slope 1 on the right, so 1).
         The second derivative of a kinked function contains ``DiracDelta`` terms,
         which vanish away from the kinks.
 
         >>> activation("tanh").derivative().expr
         1 - tanh(x)**2
+        >>> activation("Max(x, x**3)").derivative()(1), activation("Min(Max(0, x), x**2)").derivative()(1)
+        (1, 1)
         """
         # numpy integers (a loop over np.arange) are orders too; bool is not one
         if not is_whole_number(n):
