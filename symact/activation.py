@@ -974,7 +974,7 @@ def _kink_structure(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple[tuple, tupl
                 points.add(s)
     in_families = {p for offset, period in families for p in points if ((p - offset) / period).is_integer}
     kinks = sorted(points, key=lambda s: float(s))
-    kinks = [p for i, p in enumerate(kinks) if p in in_families or _switches_piece(expr, symbol, kinks, i)]
+    kinks = [p for i, p in enumerate(kinks) if p in in_families or _switches_piece(rewritten, symbol, kinks, i)]
     return tuple(kinks), tuple(families)
 
 
@@ -990,11 +990,28 @@ def _switches_piece(expr: sympy.Expr, symbol: sympy.Symbol, candidates: list, i:
     gaps = [abs(float(q) - float(point)) for j, q in enumerate(candidates) if j != i]
     h = sympy.Rational(min(gaps)) / 2 if gaps else sympy.Integer(1)
     h = min(h, sympy.Integer(1))
-    try:
-        left, at, right = (_piece_near(expr, symbol, point + d, {}) for d in (-h, 0, h))
-    except DomainError:
+    left, at, right = (_piece_top_down(expr, symbol, point + d) for d in (-h, 0, h))
+    if None in (left, at, right):
         return True
     return not (_same_function(left, right, symbol, point, h) and _same_function(left, at, symbol, point, h))
+
+
+def _piece_top_down(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr) -> sympy.Expr | None:
+    """``expr`` (rewritten in Piecewise) with each Piecewise replaced by its piece at ``point``, chosen from the
+    outside in (what :func:`_piece_near` does from the inside out, rebuilding every enclosing Piecewise: 10 s
+    a point for nested Max/Min); None where a condition is undecided there."""
+    if isinstance(expr, sympy.Piecewise):
+        for value, cond in expr.args:
+            decided = cond.xreplace({symbol: point}) if isinstance(cond, sympy.Basic) else cond
+            if decided in (sympy.true, True):
+                return _piece_top_down(value, symbol, point)
+            if decided not in (sympy.false, False):
+                return None
+        return None
+    if not expr.args or not expr.has(sympy.Piecewise):
+        return expr
+    args = [_piece_top_down(a, symbol, point) for a in expr.args]
+    return None if None in args else expr.func(*args)
 
 
 def _same_function(f: sympy.Expr, g: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, h: sympy.Expr) -> bool:

@@ -1743,6 +1743,32 @@ def _one_sided_value(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, 
     return value if value.is_number and value.is_real and value.is_finite else None
 
 
+def _tie_points(a: sympy.Expr, b: sympy.Expr, symbol: sympy.Symbol) -> set | None:
+    """The real points where a = b, isolated ones only, or None where SymPy cannot solve a piece.  Each
+    piece of the folded Piecewise of a - b is solved on its own and a root kept where a - b is 0 (solve on
+    the whole Piecewise decides every piece's condition as a set: 6 s for Min(1, Max(0, x)) against
+    Min(x**2, Max(x/4, Min(x, 2*x - 1)))).  A piece that is 0 throughout (a tie on an interval) is left
+    out: its H0 stays 0 there, as before."""
+    difference = a - b
+    folded = sympy.piecewise_fold(difference.rewrite(sympy.Piecewise))
+    pieces = [e for e, _ in folded.args] if isinstance(folded, sympy.Piecewise) else [folded]
+    points = set()
+    for piece in pieces:
+        if not piece.has(symbol):
+            continue
+        try:
+            roots = sympy.solve(piece, symbol)
+        except (NotImplementedError, ValueError, TypeError):
+            return None
+        if not isinstance(roots, list):
+            return None
+        for t in roots:
+            if t.is_real and t.is_finite and t not in points and sympy.simplify(difference.xreplace({symbol: t})) == 0:
+                points.add(t)
+    return points
+
+
+@functools.lru_cache(maxsize=256)
 def _tie_values_at_points(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
     """{u_i: H0_i} (u_i as in :func:`_tie_values_of_many`) for a Max/Min whose slopes hold steps of their own
     (``Min(Max(0, x), x**2)``, whose slopes Heaviside(x) and 2*x cannot be compared in one condition for every
@@ -1760,13 +1786,10 @@ def _tie_values_at_points(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
     points = set()
     for i, a in enumerate(args):
         for b in args[i + 1:]:
-            try:
-                found = sympy.solve((a - b).rewrite(sympy.Piecewise), symbol)
-            except (NotImplementedError, ValueError, TypeError):
-                return {}  # no solution set, or a tie on an interval (solve cannot list it)
-            if not isinstance(found, list):
+            found = _tie_points(a, b, symbol)
+            if found is None:
                 return {}
-            points.update(t for t in found if t.is_real and t.is_finite)
+            points.update(found)
     if len(points) > _MAX_TIE_POINTS:
         return {}
     slopes = [sympy.diff(a, symbol) for a in args]
