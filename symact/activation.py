@@ -1033,10 +1033,6 @@ def _same_function(f: sympy.Expr, g: sympy.Expr, symbol: sympy.Symbol, point: sy
         return False
 
 
-def _piece_boundaries(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple:
-    return _kink_structure(expr, symbol)[0]
-
-
 def _limit_at_infinity(expr: sympy.Expr, symbol: sympy.Symbol, sign: int) -> sympy.Expr:
     return _limit_by_parts(_branch_at_infinity(expr, symbol, sign), symbol, sign)
 
