@@ -543,7 +543,7 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
 
     Computed all at once with a composite Gauss-Legendre rule at ``dps + 10`` digits on
     ``[-Z, Z]``, ``Z = 2 sqrt((dps + 10) ln 10)`` (beyond which ``|h_k| pdf <= exp(-z^2/4)`` is
-    negligible; widened, up to 4 tail radii, until ``|f| exp(-z^2/4)`` is negligible against ``f``'s typical
+    negligible; widened, up to 16 tail radii, until ``|f| exp(-z^2/4)`` is negligible against ``f``'s typical
     size for a fast-growing ``f`` such as ``exp(5 z)``), panels of width 1/2 split at the ``breakpoints``, 24 nodes per panel (48 when
     ``n > 300``), and the
     stable three-term recurrence ``h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k+1)``.
@@ -566,17 +566,29 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
         raise DomainError(f"n={n!r}: ask for a whole number (at least 1) of Hermite coefficients.")
     _validate(dps, 1)
     with mp.workdps(dps + _GUARD_DIGITS):
-        _check_tail(lambda x: f(x) ** 2, 0, 1, dps, "f^2")
+        # relative, as in gaussian_expectation: an f whose bulk lies far out (exp(sqrt(q) z), phi = exp(x)
+        # at q = 50: f^2 pdf peaks at z = 2 sqrt(q) = 14) decays only beyond the absolute test's 2R, and the
+        # finite Mehler series of exp(x) (Q = e^(2q)) was refused as "f^2 diverges" at 15 digits
+        _check_tail(lambda x: f(x) ** 2, 0, 1, dps, "f^2", relative=True)
         cut = 2 * mpmath.sqrt((dps + _GUARD_DIGITS) * mpmath.log(10))
         # |h_k(z)| pdf(z) <= exp(-z^2/4) / sqrt(2 pi) (Cramer's bound) makes the integrand negligible beyond
         # the cut only where f is of its typical size there: a fast-growing f (exp(sqrt(q) z), phi = exp(x) at
         # q = 30) is e^33 times larger at the cut, and a_59 came out 1e-13 off relative (2.6e-16 of E|f|, against
         # an error bound of 5e-53).  Widen the cut until the tail beyond it, <= |f| exp(-z^2/4) (2/z) / sqrt(2 pi)
         # for f growing more slowly than exp(z^2/4), is negligible against f's typical size
+        # (f^2 pdf decays by 8 tail radii, checked above, so |f| exp(-z^2/4), its square root, does soon after;
+        # the cut stopped at 4 radii and dropped the rest silently: exp(sqrt(q) z) at q = 200 needs ~5)
         limit = mpmath.mpf(10) ** (-(dps + _GUARD_DIGITS)) * _typical_size(f, 1)
-        while cut < 4 * _tail_radius(dps) and any(
-                abs(_real(f(sg * cut), sg * cut)) * mpmath.exp(-cut * cut / 4) * 2 / (cut * mpmath.sqrt(2 * mpmath.pi))
-                > limit for sg in (1, -1)):
+
+        def tail_too_large(z):
+            return any(abs(_real(f(sg * z), sg * z)) * mpmath.exp(-z * z / 4) * 2 / (z * mpmath.sqrt(2 * mpmath.pi))
+                       > limit for sg in (1, -1))
+        while tail_too_large(cut):
+            if cut > 16 * _tail_radius(dps):
+                raise DivergentIntegralError(
+                    f"the Hermite coefficients of f are not negligible beyond |z| = {mpmath.nstr(cut, 4)} (16 tail "
+                    "radii): f grows nearly as fast as exp(z^2/4), and the rule cannot reach its tail. Use a smaller "
+                    "variance (q), or an activation that grows more slowly.")
             cut += 1
         # 24 nodes per half-unit panel resolve h_k to ~dps digits for k <= 300; 48 beyond
         nodes, weights = _gl_panel_rule([mpmath.mpf(b) for b in breakpoints], cut, int(mpmath.ceil(4 * cut)),

@@ -439,3 +439,19 @@ def test_hermite_coefficients_of_a_fast_growing_function_keep_their_digits():
         a = hermite_coefficients(lambda t: mpmath.exp(r * t) / norm, 60, dps=30)
         exact = [r ** k * mpmath.exp(-mpmath.mpf(q) / 2) / mpmath.sqrt(mpmath.factorial(k)) for k in range(60)]
         assert max(abs(u - v) for u, v in zip(a, exact)) < mpmath.mpf(10) ** -30
+
+
+@pytest.mark.parametrize("q", [50, 200])
+def test_hermite_coefficients_of_exp_at_large_q_are_not_refused_and_keep_their_digits(q):
+    """f = exp(sqrt(q) z) / e^q (phi = exp(x) at q value q, as Mehler's series uses it) is square-integrable at
+    every q, but f^2 pdf peaks at z = 2 sqrt(q), beyond the tail radius: the absolute tail test refused it as
+    "f^2 diverges" (q = 50 at dps = 25, so exp(x)'s C map at 15 digits), and the cut, widened up to 4 tail radii
+    only, dropped the rest of the tail silently at q = 200.  Reference: a_k = q^(k/2) e^(-q/2) / sqrt(k!)."""
+    with mpmath.workdps(50):
+        r, norm = mpmath.sqrt(q), mpmath.exp(q)
+        a = hermite_coefficients(lambda t: mpmath.exp(r * t) / norm, 40, dps=25)
+        exact = [r ** k * mpmath.exp(-mpmath.mpf(q) / 2) / mpmath.sqrt(mpmath.factorial(k)) for k in range(40)]
+        assert max(abs(u - v) for u, v in zip(a, exact)) < mpmath.mpf(10) ** -25 * max(exact)
+    # still refused where f^2 pdf does not decay: exp(z^2/4) (f^2 pdf constant)
+    with pytest.raises(DivergentIntegralError, match="diverges"):
+        hermite_coefficients(lambda t: mpmath.exp(t * t / 4), 4, dps=25)

@@ -792,6 +792,19 @@ def test_q_map_of_exponential_growth_at_large_q_is_not_refused():
     assert rel(kernel_maps(sympy.exp(x**2 / 8), engine="mpmath", dps=15).q_map(1), mpmath.sqrt(2)) < 1e-14
 
 
+
+def test_mpmath_c_map_of_exp_at_large_q_is_not_refused():
+    """phi = exp(x): Q(q) = e^(2q) and C(c; q, q) = e^(q (c - 1)) (log-normal moments), finite at every q.  At q = 50
+    and 15 digits Mehler's series was refused ("the Gaussian expectation of f^2 diverges"): the Hermite coefficients'
+    tail test was absolute, and f^2 pdf peaks beyond the tail radius there.  Reference: the closed form."""
+    m = kernel_maps(sympy.exp(x), dps=15, engine="mpmath")
+    with mpmath.workdps(40):
+        exact = mpmath.exp(50 * (mpmath.mpf(0.3) - 1))
+    assert rel(m.c_map(0.3, 50, 50), exact) < 1e-14     # (larger q: tests/test_gauss.py, the coefficients)
+    # still refused where phi^2 is not integrable: exp(x^2) at q = 1 (and exp(x^2 / 8) at q = 2, tested above)
+    with pytest.raises(DivergentIntegralError):
+        kernel_maps(sympy.exp(x**2), dps=15, engine="mpmath").c_map(0.3)
+
 def test_q_map_derivative_cancellation_at_large_q():
     """sin: Q(q) = (1 - e^(-2q))/2, so Q'(q) = e^(-2q) and Q''(q) = -2 e^(-2q): tiny against
     E|sin^2 He_2n| ~ 1 at large q.  The mpmath engine returned Q'(60) 174 times too large at 20
