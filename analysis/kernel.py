@@ -1150,24 +1150,30 @@ class KernelMaps:
             return mpmath.mpf(1)
         return self._cache[("Q", qv)]
 
-    def _hermite(self, qv, n, extra: int = 0) -> tuple[list, Any, int]:
+    def _hermite(self, qv, n, extra: int = 0, verify: bool = False) -> tuple[list, Any, int]:
         """Hermite coefficients of z -> phi(sqrt(q) z) computed with at least ``extra`` more digits, their
-        absolute error bound, and the extra digits they carry.
+        absolute error bound, and the extra digits they carry.  ``verify``: from a rule verified against one
+        with twice the nodes, whose bound covers the rule's own error too (see gauss.hermite_coefficients;
+        ~3 times the cost; :meth:`_hermite_verified` says whether the list serving a request is).
 
         Cached per q: a list with at least as many terms and digits serves the request.  A list too
         short is recomputed at half again the length asked for, with the digits it had: the cost grows
         slowly with the length (the nodes' phi values dominate), and Mehler's sums ask for 64, 84, 109,
         129 terms in turn (x exp(-x^2) at q = 1e100 recomputed four lists twice each, at 0 and 31 extra
         digits: 15 s, now 8 s)."""
-        key = ("herm", qv)
-        cached = self._cache.get(key)
-        if cached is not None and cached[2] >= extra and len(cached[0]) >= n:
-            have, bound, extra = cached
+        # several lists per q: a long one at the base digits, and a short verified one (~3 times the cost per
+        # term: asked for by a sum that cancels, for the terms it needs only); a verified list, then the one
+        # with the most digits, serves
+        entries = self._cache.setdefault(("herm", qv), [])
+        served = [e for e in entries if e[2] >= extra and len(e[0]) >= n and e[3] >= verify]
+        if served:
+            have, bound, extra, _ = max(served, key=lambda e: (e[3], e[2]))
             return have[:n], bound, extra
         length = n
-        if cached is not None:
-            length = max(n, len(cached[0])) if cached[2] < extra else max(n + n // 2, len(cached[0]))
-            extra = max(extra, cached[2])
+        short = [e for e in entries if e[2] >= extra and e[3] >= verify]
+        if short:
+            longest = max(short, key=lambda e: len(e[0]))
+            length, extra, verify = max(n + n // 2, len(longest[0])), longest[2], longest[3]
         f = self._f.mp(0)
         with mpmath.workdps(self.dps + _GUARD + extra):
             r = mpmath.sqrt(self._mp(qv))
@@ -1190,15 +1196,24 @@ class KernelMaps:
             norm = mpmath.sqrt(self._q_raw(qv))
             coeffs, bound = gauss.hermite_coefficients(
                 lambda t: f(r * t) / norm, length, dps=self.dps + _GUARD + extra, breakpoints=bps,
-                with_error=True)
+                with_error=True, verify=verify)
             have = [norm * v for v in coeffs]
             # absolute error of every a_k (~10^-(dps + 26) E|phi(sqrt(q) z)|): Mehler's sums check
-            # their terms against it (_checked_hermite)
+            # their terms against it (_checked_hermite).  For a sum that cancels the rule is verified against
+            # one with twice the nodes, and the bound covers its discretisation error too: the rounding bound
+            # alone let exp(x)'s C(-0.8; q = 50), whose terms cancel by 1e35, through 1e8 times too large at
+            # 15 digits (the extra digits asked for did not shrink the rule's error)
             bound = norm * bound
-        self._cache[key] = (have, bound, extra)
+        entries[:] = [e for e in entries if not (e[2] <= extra and len(e[0]) <= length and e[3] <= verify)] + [
+            (have, bound, extra, verify)]
         return have[:n], bound, extra
 
-    def _checked_hermite(self, qs, n, measure, what: str, c) -> list:
+    def _hermite_verified(self, qv, n) -> bool:
+        """Whether the list :meth:`_hermite` serves for ``n`` terms at q (no extra digits asked) is verified."""
+        entries = [e for e in self._cache.get(("herm", qv), []) if len(e[0]) >= n]
+        return bool(entries) and max(entries, key=lambda e: (e[3], e[2]))[3]
+
+    def _checked_hermite(self, qs, n, measure, what: str, c, min_extra: int = 0, verify: bool = False) -> list:
         """Hermite coefficients (one list per q in ``qs``) accurate enough for a Mehler sum:
         ``measure(lists, errs)`` gives the size the sum must be accurate relative to (its absolute value:
         a sum that cancels needs its coefficients to more digits) and the absolute error that the
@@ -1208,10 +1223,11 @@ class KernelMaps:
 
         (x exp(-x^2) at q = 1e100: its a_k ~ 1e-50 E|phi| came out with no correct digit, and
         C(0.3) = 5.3e-148, C'(0.3) = 7.1e-148 were returned for 3.5e-151 and 1.5e-150; their error
-        scales like 10^-dps, so more dps alone never closed the gap.)"""
-        extra, retried = 0, False
+        scales like 10^-dps, so more dps alone never closed the gap.)  ``min_extra``: start with that many
+        extra digits; ``verify``: from a verified rule (see :meth:`_hermite`)."""
+        extra, retried = min_extra, False
         while True:
-            found = [self._hermite(qv, n, extra) for qv in qs]
+            found = [self._hermite(qv, n, extra, verify) for qv in qs]
             lists, extra = [a for a, _, _ in found], min(e for _, _, e in found)
             terms_abs, err = measure(lists, [bound for _, bound, _ in found])
             if err <= mpmath.mpf(10) ** (-self.dps) * terms_abs / 10:
@@ -1312,6 +1328,7 @@ class KernelMaps:
         C(-0.8) = 3.5e-24 from alternating terms up to 1e21 times larger came out 2e-11 off at dps 20)."""
         x = abs(cv)
         terms = self._mehler_terms(cv) + 20 * n
+        min_extra, verify = 0, False
         while True:
             def sums(a, extra_digits=0):
                 with mpmath.workdps(mpmath.mp.dps + extra_digits):
@@ -1323,14 +1340,34 @@ class KernelMaps:
                 _, total, _ = sums(a)
                 return abs(total), mpmath.fsum(mpmath.ff(k, n) * (2 * abs(a[k]) + err) * err * x ** (k - n)
                                                for k in range(n, len(a)))
-            (a,) = self._checked_hermite([qv], terms, measure, what, cv)
+            (a,) = self._checked_hermite([qv], terms, measure, what, cv, min_extra=min_extra, verify=verify)
+            verified = self._hermite_verified(qv, len(a))
             _, total, size = sums(a)
             lost = max(0, int(mpmath.ceil(mpmath.log10(size / abs(total))))) if total != 0 else 0
-            t, total, size = sums(a, lost + self._hermite(qv, len(a))[2])   # (the cached list's extra digits)
+            t, total, size = sums(a, lost + self._hermite(qv, len(a))[2])   # (the list's extra digits)
             w = max(4, len(t) // 8)
             last, before = mpmath.fsum(abs(v) for v in t[-w:]), mpmath.fsum(abs(v) for v in t[-2 * w:-w])
-            if last <= mpmath.mpf(10) ** -(self.dps + 4) * abs(total) and last <= before:
+            converged = last <= mpmath.mpf(10) ** -(self.dps + 4) * abs(total) and last <= before
+            if converged and (lost < 3 or verified):
                 return total
+            if converged:
+                # a sum that cancels by 10^lost needs the coefficients' error bound to cover the rule's own
+                # error, which only a verified rule does (see _hermite): the rounding bound is too small and
+                # let exp(x)'s C(-0.8; q = 30) (terms cancelling by 1e21) through 4e-22 off at 30 digits,
+                # C(-0.8; q = 50) 1e8 times too large at 15.  The verified rule costs ~3 times as much per
+                # term: ask only for the terms that matter (those before a tail below 10^-(dps + lost + 8) of
+                # the sum, and an eighth more for the convergence test; the loop extends the list if needed)
+                tail, cutoff = mpmath.mpf(0), len(t)
+                threshold = mpmath.mpf(10) ** -(self.dps + lost + 8) * abs(total)
+                for i in range(len(t) - 1, -1, -1):
+                    tail += abs(t[i])
+                    if tail > threshold:
+                        break
+                    cutoff = i
+                terms, min_extra, verify = min(terms, n + (8 * cutoff) // 7 + 8), lost + 3, True
+                continue
+            if verified:   # (the unverified sum's cancellation may have been hidden by its error)
+                min_extra = max(min_extra, lost + 3)
             if terms >= 4000:
                 raise DomainError(
                     f"{what} of {self.activation_name!r} at c={mpmath.nstr(cv, 15)}, q={mpmath.nstr(qv, 15)}: "

@@ -534,7 +534,7 @@ def _gl_panel_rule_cached(breakpoints_z: tuple, cut, n_panels: int, degree: int,
 
 
 def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Sequence = (),
-                         with_error: bool = False) -> list | tuple:
+                         with_error: bool = False, verify: bool = False) -> list | tuple:
     """The first ``n`` normalised probabilists' Hermite coefficients of ``f``.
 
     ``a_k = E[f(z) He_k(z)] / sqrt(k!)``, so that ``f = sum_k a_k He_k / sqrt(k!)`` in
@@ -544,8 +544,8 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
     Computed all at once with a composite Gauss-Legendre rule at ``dps + 10`` digits on
     ``[-Z, Z]``, ``Z = 2 sqrt((dps + 10) ln 10)`` (beyond which ``|h_k| pdf <= exp(-z^2/4)`` is
     negligible; widened, up to 16 tail radii, until ``|f| exp(-z^2/4)`` is negligible against ``f``'s typical
-    size for a fast-growing ``f`` such as ``exp(5 z)``), panels of width 1/2 split at the ``breakpoints``, 24 nodes per panel (48 when
-    ``n > 300``), and the
+    size for a fast-growing ``f`` such as ``exp(5 z)``), panels of width 1/2 split at the ``breakpoints``, 24 nodes
+    per panel (48 when ``n > 300`` or beyond 60 working digits, 96 beyond 110, 192 beyond 220), and the
     stable three-term recurrence ``h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k+1)``.
     Accurate to about ``dps`` digits relative to ``f``'s size (``f`` and ``f / 10**60`` give
     the same digits) for ``k`` up to a few hundred when ``f`` grows at most polynomially or
@@ -555,7 +555,11 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
     below ``E|f|`` (those of a narrow bump, ``f(z) = g(sqrt(q) z)`` for ``g = x exp(-x^2)`` at
     ``q = 1e100``, are ~1e-50 ``E|f|``) has fewer correct digits, or none.  ``with_error=True`` returns
     ``(coefficients, bound)`` with that bound (the fixed-point sums' resolution, 2^16 ulps of the
-    rule's sum of ``|f| w``), so callers can check.
+    rule's sum of ``|f| w``), so callers can check.  That bound covers rounding only, not the rule's own
+    (discretisation) error, which for ``k`` in the hundreds or an oscillating ``f`` can be far larger (``cos(20 z)``
+    at ``dps = 40``: the a_k, k < 300, up to 2e-30 off with a bound of 1e-56).  ``verify=True`` also evaluates the rule with twice
+    the nodes per panel (about 3 times the cost), returns its coefficients, and adds the two rules' largest
+    difference to the bound: then it covers the rule's error too (a sum that cancels needs that).
 
     >>> import mpmath
     >>> a = hermite_coefficients(lambda x: x**2, 4, dps=30)   # x^2 = He_0 + sqrt(2) h_2
@@ -590,44 +594,62 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
                     "radii): f grows nearly as fast as exp(z^2/4), and the rule cannot reach its tail. Use a smaller "
                     "variance (q), or an activation that grows more slowly.")
             cut += 1
-        # 24 nodes per half-unit panel resolve h_k to ~dps digits for k <= 300; 48 beyond
-        nodes, weights = _gl_panel_rule([mpmath.mpf(b) for b in breakpoints], cut, int(mpmath.ceil(4 * cut)),
-                                        4 if n <= 300 else 5)
-        # h_k(z) by the recurrence in fixed-point integers with P fractional bits (the forward
-        # recurrence is stable and h_k grows, so absolute 2^-P errors stay relatively small), then
-        # sum f(z) w h_k with f(z) w kept at full *relative* precision (mantissa M, scale 2^-S):
-        # ~5x faster than mpf arithmetic (pure-Python mpmath backend).
-        P = int(mp.prec) + 32
-        fw = [_real(f(z), z) * w for z, w in zip(nodes, weights)]
-        keep = [i for i, v in enumerate(fw) if v != 0]
-        to_int = lambda v, bits=P: int(mpmath.nint(mpmath.ldexp(v, bits)))  # noqa: E731
-        zf = np.array([to_int(nodes[i]) for i in keep], dtype=object)
-        # sum f w / 2^E (E: the largest f w's binary exponent) and scale back: the fixed-point sum's
-        # 2^-P resolution is then relative to f's size, not absolute (tanh / 1e60 lost every digit)
-        # (the exact binary exponent: floor(log2 |f w|) rounded it, and for f w ~ 2^-3e99 (x exp(-x^2) at
-        # q = 1e100) by ~1e69, so ldexp below made a 1e69-bit integer: a bare OverflowError)
-        exponents = [mpmath.frexp(fw[i])[1] - 1 for i in keep]
-        scale = max(exponents, default=0)
-        shifts = [P - e for e in exponents]
-        M = np.array([int(mpmath.nint(mpmath.ldexp(fw[i], sh))) for i, sh in zip(keep, shifts)], dtype=object)
-        shifts = np.array([sh + scale for sh in shifts], dtype=object)
-        h_prev = np.array([0] * len(keep), dtype=object)
-        h = np.array([1 << P] * len(keep), dtype=object)
-        sums = []
-        for k in range(n):
-            sums.append(int(((M * h) >> shifts).sum()) if len(keep) else 0)
-            if k + 1 < n:
-                a_k = to_int(mpmath.sqrt(mpmath.mpf(k) / (k + 1)))
-                b_k = to_int(1 / mpmath.sqrt(k + 1))
-                h_prev, h = h, (((zf * h) >> P) * b_k - h_prev * a_k) >> P
-        sums = [mpmath.ldexp(mpmath.mpf(v), scale - P) for v in sums]
-        # the fixed-point sums' resolution, 2^-P of sum |f w| (P = prec + 32), with 2^16 to spare for
-        # the recurrence's rounding: x exp(-x^2) at q = 1e40 and 1e60 (a_k ~ 1e-20 and 1e-30 E|f|) lost
-        # ~25 and ~40 of the 50 digits computed, as this predicts (the rule's own error is below it)
-        bound = mpmath.ldexp(mpmath.fsum(abs(fw[i]) for i in keep), 16 - P)
+        # 24 nodes per half-unit panel resolve h_k to ~50 digits for k <= 300; 48 beyond.  More digits need
+        # more nodes: the rule's error does not shrink with the working precision (exp(sqrt(50) z), a_197: 8e-53
+        # of max |a_k| with 24 nodes at 90 digits, 1e-101 with 48 at 100 digits; 96 nodes beyond)
+        work = dps + _GUARD_DIGITS
+        degree = max(4 if n <= 300 else 5, 5 if work > 60 else 4, 6 if work > 110 else 4, 7 if work > 220 else 4)
+        panels = int(mpmath.ceil(4 * cut))
+        bps = [mpmath.mpf(b) for b in breakpoints]
+        sums, bound = _hermite_sums(f, n, *_gl_panel_rule(bps, cut, panels, degree))
+        if verify:
+            # the rule with twice the nodes per panel: its coefficients are returned, and the largest difference
+            # from the coarser rule's (that rule's error, a conservative bound of the finer's) joins the bound
+            finer, bound = _hermite_sums(f, n, *_gl_panel_rule(bps, cut, panels, degree + 1))
+            bound += max((abs(u - v) for u, v in zip(sums, finer)), default=mpmath.mpf(0))
+            sums = finer
     with mp.workdps(dps):
         out = [+s for s in sums]
+        # (and the rounding of the coefficients to dps digits: half an ulp of the largest)
+        bound += mpmath.ldexp(max((abs(v) for v in out), default=mpmath.mpf(0)), -mp.prec)
         return (out, +bound) if with_error else out
+
+
+def _hermite_sums(f: Callable, n: int, nodes: list, weights: list) -> tuple:
+    """``(sums, bound)``: ``sum_i f(z_i) w_i h_k(z_i)`` for k < n on one rule (see :func:`hermite_coefficients`),
+    and the fixed-point sums' rounding bound."""
+    # h_k(z) by the recurrence in fixed-point integers with P fractional bits (the forward
+    # recurrence is stable and h_k grows, so absolute 2^-P errors stay relatively small), then
+    # sum f(z) w h_k with f(z) w kept at full *relative* precision (mantissa M, scale 2^-S):
+    # ~5x faster than mpf arithmetic (pure-Python mpmath backend).
+    P = int(mp.prec) + 32
+    fw = [_real(f(z), z) * w for z, w in zip(nodes, weights)]
+    keep = [i for i, v in enumerate(fw) if v != 0]
+    to_int = lambda v, bits=P: int(mpmath.nint(mpmath.ldexp(v, bits)))  # noqa: E731
+    zf = np.array([to_int(nodes[i]) for i in keep], dtype=object)
+    # sum f w / 2^E (E: the largest f w's binary exponent) and scale back: the fixed-point sum's
+    # 2^-P resolution is then relative to f's size, not absolute (tanh / 1e60 lost every digit)
+    # (the exact binary exponent: floor(log2 |f w|) rounded it, and for f w ~ 2^-3e99 (x exp(-x^2) at
+    # q = 1e100) by ~1e69, so ldexp below made a 1e69-bit integer: a bare OverflowError)
+    exponents = [mpmath.frexp(fw[i])[1] - 1 for i in keep]
+    scale = max(exponents, default=0)
+    shifts = [P - e for e in exponents]
+    M = np.array([int(mpmath.nint(mpmath.ldexp(fw[i], sh))) for i, sh in zip(keep, shifts)], dtype=object)
+    shifts = np.array([sh + scale for sh in shifts], dtype=object)
+    h_prev = np.array([0] * len(keep), dtype=object)
+    h = np.array([1 << P] * len(keep), dtype=object)
+    sums = []
+    for k in range(n):
+        sums.append(int(((M * h) >> shifts).sum()) if len(keep) else 0)
+        if k + 1 < n:
+            a_k = to_int(mpmath.sqrt(mpmath.mpf(k) / (k + 1)))
+            b_k = to_int(1 / mpmath.sqrt(k + 1))
+            h_prev, h = h, (((zf * h) >> P) * b_k - h_prev * a_k) >> P
+    sums = [mpmath.ldexp(mpmath.mpf(v), scale - P) for v in sums]
+    # the fixed-point sums' resolution, 2^-P of sum |f w| (P = prec + 32), with 2^16 to spare for
+    # the recurrence's rounding: x exp(-x^2) at q = 1e40 and 1e60 (a_k ~ 1e-20 and 1e-30 E|f|) lost
+    # ~25 and ~40 of the 50 digits computed, as this predicts (the rule's own error is below it)
+    return sums, mpmath.ldexp(mpmath.fsum(abs(fw[i]) for i in keep), 16 - P)
 
 
 # ----------------------------------------------------------------------------------------

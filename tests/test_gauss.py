@@ -455,3 +455,37 @@ def test_hermite_coefficients_of_exp_at_large_q_are_not_refused_and_keep_their_d
     # still refused where f^2 pdf does not decay: exp(z^2/4) (f^2 pdf constant)
     with pytest.raises(DivergentIntegralError, match="diverges"):
         hermite_coefficients(lambda t: mpmath.exp(t * t / 4), 4, dps=25)
+
+
+def _cos_hermite(a, n, digits):
+    """Exact a_k of cos(a z): E[cos(a z) He_k(z)] = E[d^k/dz^k cos(a z)] (Gaussian integration by parts), which is
+    (-1)^(k/2) a^k e^(-a^2/2) for even k and 0 for odd k; divided by sqrt(k!)."""
+    with mpmath.workdps(digits):
+        a = mpmath.mpf(a)
+        return [(-1) ** (k // 2) * a ** k * mpmath.exp(-a * a / 2) / mpmath.sqrt(mpmath.factorial(k)) if k % 2 == 0
+                else mpmath.mpf(0) for k in range(n)]
+
+
+def test_hermite_coefficients_keep_their_digits_beyond_50():
+    """The rule's error does not shrink with the working precision: with 24 nodes per half-unit panel at any dps,
+    cos(20 z)'s a_k (k < 300, max 1.2e-4) came out 1.8e-30 off at dps = 60 (and exp(sqrt(50) z)'s a_197 8e-53 of
+    max |a_k| at dps = 80).  More digits now take more nodes per panel.  Reference: a_k in closed form."""
+    exact = _cos_hermite(20, 300, 100)
+    a = hermite_coefficients(lambda z: mpmath.cos(20 * z), 300, dps=60)
+    with mpmath.workdps(100):
+        assert max(abs(u - v) for u, v in zip(a, exact)) < mpmath.mpf(10) ** -60 * max(abs(v) for v in exact)
+
+
+def test_hermite_coefficients_verified_rule_bounds_its_own_error():
+    """The error bound covers the fixed-point sums' rounding, not the rule's discretisation error, which for an
+    oscillating f and k in the hundreds is far larger: cos(20 z), k < 300, dps = 40: 2e-30 off, bound 1e-56 (a Mehler
+    sum that cancels needs a true bound).  verify=True compares with twice the nodes per panel and returns a bound
+    that covers the error, and coefficients with their dps digits.  Reference: a_k in closed form."""
+    exact = _cos_hermite(20, 300, 80)
+    plain, plain_bound = hermite_coefficients(lambda z: mpmath.cos(20 * z), 300, dps=40, with_error=True)
+    a, bound = hermite_coefficients(lambda z: mpmath.cos(20 * z), 300, dps=40, with_error=True, verify=True)
+    with mpmath.workdps(80):
+        scale = max(abs(v) for v in exact)
+        assert max(abs(u - v) for u, v in zip(plain, exact)) > 1e6 * plain_bound    # (the live case: not covered)
+        err = max(abs(u - v) for u, v in zip(a, exact))
+        assert err <= bound and err < mpmath.mpf(10) ** -40 * scale

@@ -805,6 +805,33 @@ def test_mpmath_c_map_of_exp_at_large_q_is_not_refused():
     with pytest.raises(DivergentIntegralError):
         kernel_maps(sympy.exp(x**2), dps=15, engine="mpmath").c_map(0.3)
 
+
+def _exp_c(q, c, dps):
+    """C(c; q, q) = e^(q (c - 1)) for phi = exp(x) (log-normal moments), at dps + 30 digits."""
+    with mpmath.workdps(dps + 30):
+        return mpmath.exp(q * (mpmath.mpf(c) - 1))
+
+
+def test_mpmath_mehler_series_that_cancels_has_its_digits():
+    """exp(x) at c < 0: Mehler's terms a_k^2 c^k = e^q (q c)^k / k! alternate and cancel by e^(2 q |c|) (1e17 at
+    q = 40, c = -0.5) against C = e^(q (c - 1)).  The Hermite coefficients' error bound covered rounding only, not the
+    rule's own error, which does not shrink with the extra digits asked for: C(-0.5; 40) came out 3e-10 off at 15
+    digits (C(-0.8; 30) 4e-22 off at 30, C(-0.8; 50) 1e8 times too large at 15).  A sum that cancels now uses a
+    rule verified against one with twice the nodes.  Reference: the closed form."""
+    m = kernel_maps(sympy.exp(x), dps=15, engine="mpmath")
+    assert rel(m.c_map(-0.5, 40, 40), _exp_c(40, -0.5, 15)) < 1e-14
+
+
+@pytest.mark.slow
+def test_mpmath_mehler_series_that_cancels_has_its_digits_at_30_digits():
+    """As above at 30 digits, several c < 0 and q (~1 min: q = 30, c = -0.8 cancels by 1e21)."""
+    m = kernel_maps(sympy.exp(x), dps=30, engine="mpmath")
+    for q in (1, 10, 30):
+        for c in (-0.8, -0.5, -0.3):
+            assert rel(m.c_map(c, q, q), _exp_c(q, c, 30)) < 1e-29, (q, c)
+    # the slope too (Mehler's series differentiated): C'(c) = q C(c)
+    assert rel(m.c_map_derivative(-0.5, 1, 30, 30), 30 * _exp_c(30, -0.5, 30)) < 1e-29
+
 def test_q_map_derivative_cancellation_at_large_q():
     """sin: Q(q) = (1 - e^(-2q))/2, so Q'(q) = e^(-2q) and Q''(q) = -2 e^(-2q): tiny against
     E|sin^2 He_2n| ~ 1 at large q.  The mpmath engine returned Q'(60) 174 times too large at 20
