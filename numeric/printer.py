@@ -355,10 +355,14 @@ def _nan_false_complement(cond: sympy.Basic) -> sympy.Basic | None:
             return all(side_ok(a) for a in e.args)
         coefficient, rest = e.as_coeff_Add()
         scale, symbol = rest.as_coeff_Mul()
+        if isinstance(symbol, Pow) and symbol.exp.is_Integer and symbol.exp > 0:
+            symbol = symbol.base  # c*s**n + d: +-inf at s = +-inf, never NaN there
         return symbol.is_Symbol and coefficient.is_number and scale.is_number and scale != 0
 
     def ok(c):
-        if isinstance(c, (sympy.And, sympy.Or)):
+        if c in (S.true, S.false):
+            return True
+        if isinstance(c, (sympy.And, sympy.Or, sympy.ITE)):
             return all(ok(a) for a in c.args)
         return (isinstance(c, (sympy.StrictLessThan, sympy.LessThan, sympy.StrictGreaterThan, sympy.GreaterThan,
                                sympy.Eq))
@@ -370,6 +374,16 @@ def _nan_false_complement(cond: sympy.Basic) -> sympy.Basic | None:
             if any(p is None for p in parts):
                 return None
             return (sympy.Or if isinstance(c, sympy.And) else sympy.And)(*parts, evaluate=False)
+        if isinstance(c, sympy.ITE):
+            # ITE(a, b, c) -> ITE(a, ~b, ~c): the same a picks the same side at every input (a false at NaN
+            # picks ~c, false there in its turn), so a Piecewise inside the condition keeps NaN too
+            a, then, other = c.args
+            parts = [complement(then), complement(other)]
+            if any(p is None for p in parts):
+                return None
+            return sympy.ITE(a, *parts, evaluate=False)
+        if c in (S.true, S.false):
+            return sympy.Not(c)
         return c.negated if isinstance(c, sympy.Rel) else None
 
     result = complement(cond)

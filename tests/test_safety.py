@@ -925,6 +925,30 @@ def test_a_piecewise_condition_holding_a_piecewise_generates_code(formula):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["Piecewise((x, x > Piecewise((x**2, x < 1), (1, True))), (0, True))",
+                                     "Piecewise((x**2, x > Piecewise((x**2/2, x < 1), (1/2, True))), (0, True))",
+                                     "Piecewise((x, x <= Piecewise((-x**3, x < -1), (1, True))), (-1, True))"])
+def test_a_piecewise_condition_holding_a_piecewise_carries_nan_past_a_constant_branch(formula, dtype):
+    """A condition SymPy folds into an ITE before a constant otherwise-branch was printed as where(c, v, k):
+    c is false at a NaN input, which then gave k (0, with gradient 0) where every other Piecewise form gives
+    NaN.  Its complement ITE(a, ~b, ~c) is false at NaN and exact elsewhere (+-inf included), so the branches
+    swap as for plain relations.  Reference: the formula by hand at the other points."""
+    expr = symact.activation(formula).expr
+    assert expr.has(sympy.ITE)
+    points = [math.nan, -math.inf, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, math.inf]
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    y = torch_module(formula)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    assert math.isnan(y[0].item())
+    exact = sympy.lambdify(X, expr.args[0][1], modules="math")
+    value, slope = sympy.lambdify(X, expr.args[0][0]), sympy.lambdify(X, sympy.diff(expr.args[0][0], X))
+    for p, got, got_slope in zip(points[1:], y[1:].tolist(), g[1:].tolist()):
+        taken = bool(exact(p))
+        assert got == (value(p) if taken else float(expr.args[1][0])), (p, got)
+        assert got_slope == (slope(p) if taken else 0.0), (p, got_slope)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("formula", ["Min(x, exp(x) - 1)", "Max(x, exp(x) - 1)"])
 def test_a_max_whose_tie_set_holds_a_taylor_patch_generates_code_in_seconds(formula, dtype):
     """Min(x, exp(x) - 1)'s derivative steps on x - Expm1(x), which safe_form writes as a degree-20 Taylor patch for
