@@ -2048,8 +2048,9 @@ def _scaled_sqrt_square_plus(u: sympy.Expr, constant: sympy.Expr, power: sympy.E
 
 
 def _square_plus_ratio(u: sympy.Expr, c: sympy.Expr) -> sympy.Expr:
-    """u/sqrt(u**2 + c) as _SquarePlusRatio, through _Finite(u) where u is not an input itself."""
-    v = u if u.is_Symbol else _Finite(u)
+    """u/sqrt(u**2 + c) as _SquarePlusRatio, through _Finite(u): an input is infinite at +-inf itself
+    (x/sqrt(x**2 + 1) was inf/inf = NaN there, where the limit is +-1)."""
+    v = _Finite(u)
     return _SquarePlusRatio(v, _SqrtSquarePlus(v, c))
 
 
@@ -2097,6 +2098,10 @@ def _split_square_plus_ratio(product: Mul, inputs: tuple) -> sympy.Expr:
             q = _ratio_excess(f, u, inputs) if direct else None
             if q is not None:
                 return Mul(*others[:j], *others[j + 1:], q, _square_plus_ratio(u, c))
+            # u itself over its root, bounded by 1: u/r was inf/inf = NaN where u is infinite (x/sqrt(x**2 + 1),
+            # the slope of sqrt(x**2 + 1), at x = +-inf, or isru's value there), where the ratio is +-1
+            if f == u and (u in inputs or direct):
+                return Mul(*others[:j], *others[j + 1:], _square_plus_ratio(u, c))
         for j, f in enumerate(others):
             if not isinstance(f, Add):
                 continue

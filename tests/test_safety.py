@@ -435,6 +435,36 @@ def test_square_root_ratios_are_finite_wherever_the_exact_value_is(formula, dtyp
     _check_against_mpmath(formula, points, dtype, rtol=8 * float(torch.finfo(dtype).eps))
 
 
+# formula: (value, slope) at +inf, then at -inf, by hand (x/sqrt(x**2 + c) -> sign(x)); None: infinite, not judged
+# here (inf - inf in a sum of growing terms is a separate matter)
+_RATIO_AT_INFINITY = {
+    "sqrt(x**2 + 1)": ((None, 1.0), (None, -1.0)),
+    "sqrt(4*x**2 + 1)": ((None, 2.0), (None, -2.0)),
+    "x/sqrt(x**2 + 4)": ((1.0, 0.0), (-1.0, 0.0)),
+    "isru": ((1.0, 0.0), (-1.0, 0.0)),
+    "isrlu": ((None, 1.0), (-1.0, 0.0)),
+    "bent_identity": ((None, 1.5), (None, 0.5)),
+    "sqrt(x**2 + 1)/2 + x/3": ((None, 5 / 6), (None, -1 / 6)),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", sorted(_RATIO_AT_INFINITY))
+def test_an_input_over_its_square_root_is_its_limit_at_infinity(formula, dtype):
+    """x/sqrt(x**2 + c) was printed x/hypot(x, sqrt(c)): inf/inf = NaN at x = +-inf, where the limit is +-1.
+    That was the slope of sqrt(x**2 + 1) and of bent_identity at +-inf, and isru's and isrlu's value there.
+    Reference: the limits by hand; a few finite points against mpmath."""
+    t = torch.tensor([math.inf, -math.inf], dtype=dtype, requires_grad=True)
+    y = torch_module(formula)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    for i, limits in enumerate(_RATIO_AT_INFINITY[formula]):
+        for which, limit, got in zip(("value", "slope"), limits, (y[i].item(), g[i].item())):
+            if limit is not None:
+                assert got == pytest.approx(limit, rel=4 * float(torch.finfo(dtype).eps)), (which, t[i].item(), got)
+    _check_against_mpmath(str(symact.activation(formula).concrete_expr), [1e-3, -0.7, 3.0, -100.0, 1e4], dtype,
+                          rtol=8 * float(torch.finfo(dtype).eps))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("formula", ["log(1 + x**2/4)", "log(1 + x**2/3)", "log(1 + x/3 + x**2/3)"])
 def test_log_of_one_plus_a_fraction_keeps_log1p(formula, dtype):
