@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass, field
 
 import sympy
-from sympy import Add, Mul, Pow, S
+from sympy import Add, Mul, Pow, Rational, S
 
 from symact.errors import FormulaError
 from symact.primitives import (Erfcx, Expm1, Log1p, LogSigmoid, NormalCdf, Sigmoid, Softplus, one_signed_sum,
@@ -1046,6 +1046,8 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     )
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(_SqrtSquarePlus),
                         lambda e: _split_square_plus_ratio(e, inputs))
+    expr = expr.replace(lambda e: isinstance(e, Mul) and any(_odd_root_power(f) for f in e.args),
+                        lambda e: _split_odd_root_power(e, inputs))
     expr = fuse_builtins(expr)
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise),
                         lambda e: _factor_into_step_piecewise(e, inputs))
@@ -2119,6 +2121,66 @@ def _split_square_plus_ratio(product: Mul, inputs: tuple) -> sympy.Expr:
                 # the rest over the ratio's own root (one hypot): 1/sqrt(u**2 + c) is below the smallest
                 # normal number where u overflows, and 1/max rounds to it
                 return rest * Add(*big) * ratio + rest * Add(*small) / ratio.args[1]
+    return product
+
+
+def _odd_root_power(f: sympy.Expr):
+    """(u, c, k) when f is (u**2 + c)**(-k/2), k >= 3 odd (c > 0 a number), else None."""
+    if not (isinstance(f, Pow) and f.exp.is_Rational and f.exp.q == 2 and f.exp <= -Rational(3, 2)):
+        return None
+    square_plus = _square_plus_constant(f.base)
+    return None if square_plus is None else (*square_plus, int(-2 * f.exp))
+
+
+def _over_root(factors: list, u: sympy.Expr, c: sympy.Expr, k: int, inputs: tuple) -> sympy.Expr | None:
+    """prod(factors)/sqrt(u**2 + c)**k with each factor that grows like u (u itself, a larger power of it,
+    or such terms of a sum) taken over one root as the bounded ratio u/sqrt(u**2 + c); None where none does."""
+    for j, f in enumerate(factors):
+        q = S.One if f == u else _ratio_excess(f, u, inputs)
+        if q is not None:
+            rest = factors[:j] + factors[j + 1:] + list(Mul.make_args(q))
+            inner = _over_root(rest, u, c, k - 1, inputs) if k > 1 else None
+            if inner is None:
+                inner = Mul(*rest) * _SqrtSquarePlus(_Finite(u), c) ** (1 - k)
+            return inner * _square_plus_ratio(u, c)
+    for j, f in enumerate(factors):
+        if not isinstance(f, Add):
+            continue
+        big, small = [], []
+        for term in f.args:
+            excess = next(((g, q) for g in Mul.make_args(term)
+                           for q in [S.One if g == u else _ratio_excess(g, u, inputs)] if q is not None), None)
+            if excess is None:
+                small.append(term)
+            else:
+                big.append(term / excess[0] * excess[1])
+        if big:
+            rest = factors[:j] + factors[j + 1:]
+            root = _SqrtSquarePlus(_Finite(u), c)
+            inner = (_over_root(rest + list(Mul.make_args(Add(*big))), u, c, k - 1, inputs) if k > 1 else None)
+            if inner is None:
+                inner = Mul(*rest, Add(*big)) * root ** (1 - k)
+            return inner * _square_plus_ratio(u, c) + Mul(*rest, Add(*small)) * root ** -k
+    return None
+
+
+def _split_odd_root_power(product: Mul, inputs: tuple) -> sympy.Expr:
+    """f/(u**2 + c)**(k/2), k >= 3 odd, with f growing like u**j (j >= 1) -> f/u**j * (u/sqrt(u**2 + c))**j over
+    the rest of the root: the slope -x/(x**2 + 1)**(3/2) of 1/sqrt(x**2 + 1) was inf/inf = NaN at x = +-inf
+    (limit 0), and x*(x**2 + 2)/(x**2 + 1)**(3/2), that of x**2/sqrt(x**2 + 1), NaN from |x| ~ 1e13 in
+    float32 (1e103 in float64) where it is +-1.  The root is a hypot of u (_Finite: 0 beyond, not NaN).
+    A product with no such factor is left as it is."""
+    factors = list(Mul.make_args(product))
+    for i, f in enumerate(factors):
+        found = _odd_root_power(f)
+        if found is None:
+            continue
+        u, c, k = found
+        scale, v = split_numeric_factor(u)  # (4*x**2 + 9)**(-3/2) = (x**2 + 9/4)**(-3/2)/8: x over its own root
+        scale = abs(scale)
+        split = _over_root(factors[:i] + factors[i + 1:], v, c / scale**2, k, inputs)
+        if split is not None:
+            return scale**-k * split
     return product
 
 

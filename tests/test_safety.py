@@ -466,6 +466,23 @@ def test_an_input_over_its_square_root_is_its_limit_at_infinity(formula, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["1/sqrt(x**2 + 1)", "x**2/sqrt(x**2 + 1)", "x**2/sqrt(4*x**2 + 9)"])
+def test_a_slope_over_a_power_of_a_square_root_is_finite_wherever_the_exact_one_is(formula, dtype):
+    """SymPy writes these slopes over (x**2 + c)**(3/2), printed torch.pow(x*x + c, 1.5): -x/(x**2 + 1)**(3/2),
+    the slope of 1/sqrt(x**2 + 1), was inf/inf = NaN at x = +-inf (limit 0), and x*(x**2 + 2)/(x**2 + 1)**(3/2),
+    that of x**2/sqrt(x**2 + 1), NaN from |x| ~ 1e13 in float32 (x**3 and the power overflow) where it is
+    +-1.  Reference: mpmath at 50 digits of SymPy's derivative, and the limits at +-inf by hand."""
+    big = float(torch.finfo(dtype).max)
+    points = [1e-3, -0.7, 3.0, -100.0, 1e4, 1e13, -1e15, 1e19, -1e30, 3e38] + ([1e103, -1e160, 1e300, big]
+                                                                               if dtype == torch.float64 else [])
+    _check_against_mpmath(formula, points, dtype, rtol=8 * float(torch.finfo(dtype).eps), values=False)
+    t = torch.tensor([math.inf, -math.inf], dtype=dtype, requires_grad=True)
+    (g,) = torch.autograd.grad(torch_module(formula)(t).sum(), t)
+    expr = symact.activation(formula).expr
+    assert g.tolist() == [float(sympy.limit(sympy.diff(expr, X), X, s)) for s in (sympy.oo, -sympy.oo)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("formula", ["log(1 + x**2/4)", "log(1 + x**2/3)", "log(1 + x/3 + x**2/3)"])
 def test_log_of_one_plus_a_fraction_keeps_log1p(formula, dtype):
     """safe_form rationalised log(1 + x**2/4) into log((x**2 + 4)/4) and printed log of the rounded
