@@ -557,6 +557,15 @@ def _normal_pdf_mp(x, var):
     return mpmath.exp(-x * x / (2 * var)) / mpmath.sqrt(2 * mpmath.pi * var)
 
 
+def _integer_valued(value) -> bool:
+    """Whether ``value`` is an integer-valued number (2 or 2.0, not True): dps and derivative orders.  nan and
+    inf reached int() as a bare ValueError / OverflowError."""
+    try:
+        return int(value) == value and not isinstance(value, bool)
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 class KernelMaps:
     """Q and C maps of one activation at a given precision (see the module docstring for the maths).
 
@@ -588,7 +597,7 @@ class KernelMaps:
     def __init__(self, parts: _Parts, dps: int, engine: str):
         if engine not in ENGINES:
             raise DomainError(f"engine={engine!r}: choose one of {ENGINES}.")
-        if int(dps) != dps or dps < 5:
+        if not _integer_valued(dps) or dps < 5:  # nan / inf: a bare ValueError / OverflowError
             raise DomainError(f"dps={dps!r}: the number of digits must be an integer >= 5.")
         self._parts = parts
         self.dps = int(dps)
@@ -938,7 +947,7 @@ class KernelMaps:
         float64 cancellation exceeds its tolerance.
         """
         _check_q(q)
-        if int(n) != n or n < 0:
+        if not _integer_valued(n) or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer.")
         n = int(n)
         if n == 0:
@@ -1527,7 +1536,7 @@ class KernelMaps:
         ``math.inf``) where the derivative is infinite (e.g. ``C''(1)`` for ReLU).
         """
         _check_c(c), _check_q(q1), _check_q(q2)
-        if int(n) != n or n < 0:
+        if not _integer_valued(n) or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer.")
         # n = 2.0 passed the check above, then failed three ways: "Can't calculate derivative wrt 2.0"
         # (closed), a list-index TypeError (float64), "n=132.0 Hermite coefficients" (mpmath)
@@ -1721,7 +1730,7 @@ class ComposedKernelMaps:
 
     @_at_precision
     def q_map_derivative(self, q, n: int = 1):
-        if isinstance(n, bool) or int(n) != n or n < 0:
+        if not _integer_valued(n) or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer "
                               f"(composed maps provide n = 0, 1).")
         if n == 0:
@@ -1737,7 +1746,7 @@ class ComposedKernelMaps:
 
     @_at_precision
     def c_map_derivative(self, c, n: int = 1, q1=1, q2=1):
-        if isinstance(n, bool) or int(n) != n or n < 0:  # -1 was told "n <= 2" only
+        if not _integer_valued(n) or n < 0:  # -1 was told "n <= 2" only
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer "
                               f"(composed maps provide n = 0, 1, 2).")
         n = int(n)

@@ -1290,3 +1290,19 @@ def test_float64_c_map_of_an_odd_phi_at_tiny_c_has_its_digits():
     assert curve[2] == 0.0 and kernel_maps(act("tanh"), engine="float64").c_map(0.0) == 0.0
     # a jump of phi enters a_1 as J p(b): sign(x) at c = 1e-9 is (2/pi) asin(c)
     assert rel(kernel_maps(sympy.sign(x), engine="float64").c_map(1e-9), 2 / mpmath.pi * mpmath.asin(1e-9)) < 1e-13
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 10.5, True])
+def test_non_integer_digits_and_derivative_orders_are_domain_errors(bad):
+    # nan and inf reached int() as a bare ValueError / OverflowError; True passed as the order 1
+    if bad is not True:
+        with pytest.raises(DomainError, match=r"dps=.*the number of digits must be an integer >= 5"):
+            kernel_maps(symact.activation("tanh"), engine="mpmath", dps=bad)
+    maps = kernel_maps(symact.activation("tanh"), engine="float64")
+    for derivative in (maps.c_map_derivative, maps.q_map_derivative):
+        with pytest.raises(DomainError, match=r"n=.*derivative order must be a non-negative integer"):
+            derivative(0.5, n=bad)
+    # an integer-valued float is still an order: C''(0.5) = C'(0.5)'s slope (central difference)
+    h = 1e-5
+    slope = (maps.c_map_derivative(0.5 + h, n=1) - maps.c_map_derivative(0.5 - h, n=1)) / (2 * h)
+    assert maps.c_map_derivative(0.5, n=2.0) == pytest.approx(slope, rel=1e-6)
