@@ -1377,13 +1377,35 @@ def _first_non_real(act: Activation, points: tuple) -> tuple | None:
         subs = {s: point for s in act.inputs}
         try:  # chop: a sum that cancels to 1e-8692 (x*erf(x) + x at x = -100) took evalf half a minute
             value = sympy.N(_substituted(expr, subs, act.inputs), 20, chop=True)
-        except (TypeError, ValueError, ZeroDivisionError):
+        except ValueError:
+            # Max/Min of a non-real argument is no number ("The argument ... is not comparable"):
+            # Min(1, Max(0, sqrt(x))) was accepted, and its generated code was NaN for every x < 0
+            value = next((v for v in (_non_real_min_max_argument(m, subs, act.inputs)
+                                      for m in expr.atoms(sympy.Max, sympy.Min)) if v is not None), None)
+            if value is None:
+                continue
+            return point, value
+        except (TypeError, ZeroDivisionError):
             continue
         if value.has(sympy.zoo, sympy.nan) or not value.is_number:
             continue
         re_part, im_part = value.as_real_imag()
         if im_part != 0 and abs(im_part) > 1e-15 * (1 + abs(re_part)):
             return point, value
+    return None
+
+
+def _non_real_min_max_argument(min_max: sympy.Expr, subs: dict, inputs) -> sympy.Expr | None:
+    """The value of an argument of ``min_max`` at ``subs`` that is not real, or None."""
+    for argument in min_max.args:
+        try:
+            value = sympy.N(_substituted(argument, subs, inputs), 20, chop=True)
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue
+        if value.is_number and not value.has(sympy.zoo, sympy.nan):
+            re_part, im_part = value.as_real_imag()
+            if im_part != 0 and abs(im_part) > 1e-15 * (1 + abs(re_part)):
+                return value
     return None
 
 

@@ -322,10 +322,20 @@ def test_unknown_catalogue_name_suggests_close_names():
         symact.activation("sigmiod")
 
 
-@pytest.mark.parametrize("formula", ["x + I", "sqrt(x)", "log(x)", "asin(x)"])
+@pytest.mark.parametrize("formula", ["x + I", "sqrt(x)", "log(x)", "asin(x)",
+                                     # inside Max/Min the probe's value was no number and was skipped, so
+                                     # these were accepted and their generated code was NaN for x < 0
+                                     "Min(1, Max(0, sqrt(x)))", "Max(0, log(x))"])
 def test_non_real_expression_is_rejected(formula):
     with pytest.raises(symact.NonRealExpressionError, match="real"):
         symact.activation(formula)
+
+
+def test_max_min_of_real_arguments_stays_accepted():
+    # sqrt(Max(x, 0)) and sqrt(x**2 + 1) are real everywhere: the Max/Min probe must not refuse them
+    for formula in ("Max(0, sqrt(Max(x, 0)))", "Min(1, sqrt(x**2 + 1))", "Max(0, log(1 + exp(x)))"):
+        act = symact.activation(formula)
+        assert act(-2.5).is_real and act(2.5).is_real
 
 
 def test_parameter_assumptions_are_enforced():
