@@ -649,9 +649,9 @@ class Activation:
 
         A point where a switching condition only touches 0 and the formula keeps its piece is none
         (``Max(x**2, 2*x - 1)`` is x**2 everywhere: no kinks).  A switch between pieces that join
-        smoothly is one (relu_squared at 0).  These are the break-points to give a quadrature rule.  Parameters at their values.  A periodic
-        set of kinks (|sin x|: every n*pi) is infinite: its points with |x| <= ``KINK_RANGE`` (50) are
-        listed, and :attr:`kink_families` gives the families.
+        smoothly is one (relu_squared at 0).  These are the break-points to give a quadrature rule.
+        Parameters at their values.  A periodic set of kinks (|sin x|: every n*pi) is infinite: its
+        points with |x| <= ``KINK_RANGE`` (50) are listed, and :attr:`kink_families` gives the families.
 
         >>> activation("hardtanh").kinks
         (-1, 1)
@@ -1389,10 +1389,15 @@ def _first_non_real(act: Activation, points: tuple) -> tuple | None:
             continue
         if value.has(sympy.zoo, sympy.nan) or not value.is_number:
             continue
-        re_part, im_part = value.as_real_imag()
-        if im_part != 0 and abs(im_part) > 1e-15 * (1 + abs(re_part)):
+        if _not_real(value):
             return point, value
     return None
+
+
+def _not_real(value: sympy.Expr) -> bool:
+    """Whether a number has an imaginary part beyond rounding (1e-15 relative)."""
+    re_part, im_part = value.as_real_imag()
+    return im_part != 0 and abs(im_part) > 1e-15 * (1 + abs(re_part))
 
 
 def _non_real_min_max_argument(min_max: sympy.Expr, subs: dict, inputs) -> sympy.Expr | None:
@@ -1402,10 +1407,8 @@ def _non_real_min_max_argument(min_max: sympy.Expr, subs: dict, inputs) -> sympy
             value = sympy.N(_substituted(argument, subs, inputs), 20, chop=True)
         except (TypeError, ValueError, ZeroDivisionError):
             continue
-        if value.is_number and not value.has(sympy.zoo, sympy.nan):
-            re_part, im_part = value.as_real_imag()
-            if im_part != 0 and abs(im_part) > 1e-15 * (1 + abs(re_part)):
-                return value
+        if value.is_number and not value.has(sympy.zoo, sympy.nan) and _not_real(value):
+            return value
     return None
 
 

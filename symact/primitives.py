@@ -1091,7 +1091,8 @@ def _erfcx_from_exp(mul: sympy.Mul, inputs: tuple, rationalise: bool = True) -> 
 
     Where it does depend on them, the scaled form is taken on the side where erfc decays only,
     Piecewise((exp(a - u**2)*Erfcx(u), u > 0), (exp(a)*erfc(u), True)) (not inside a Piecewise holding an
-    Erfcx, as this one does, so the pass is idempotent; inside a user's Piecewise too): for u > 0 Erfcx(u) is in (0, 1] and for u <= 0 erfc(u) in [1, 2], so
+    Erfcx, as this one does, so the pass is idempotent; inside a user's Piecewise too): for u > 0
+    Erfcx(u) is in (0, 1] and for u <= 0 erfc(u) in [1, 2], so
     neither branch has a factor that overflows or underflows where the product does not, while
     Erfcx(u) ~ 2*exp(u**2) would overflow for u -> -oo.  exp(x**2/2)*erfc(x) was inf*0 = NaN from x = 13
     in float32 (38 in float64), exp(3*x)*erfc(x) from x = 30 (237), where they are ~exp(-x**2/2)/(x*sqrt(pi))
