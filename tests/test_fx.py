@@ -1755,20 +1755,23 @@ def test_a_model_checked_against_its_trace_keeps_its_state_and_random_stream():
     assert int(net[1].num_batches_tracked) == 0
 
 
+class _WeightTransformed(nn.Module):
+    """A linear layer whose weight ``transform(w)`` is computed from the parameter w alone."""
+
+    def __init__(self, transform):
+        super().__init__()
+        self.w, self.l0, self.transform = nn.Parameter(torch.randn(4, 4) / 2), nn.Linear(4, 4), transform
+
+    def forward(self, x):
+        return F.linear(torch.tanh(self.l0(x)), self.transform(self.w))
+
+
 @pytest.mark.parametrize("transform", [lambda w: w * 2.0, lambda w: w + 0.0, lambda w: w / 2, lambda w: 0.5 * w])
 def test_a_weight_transformed_before_use_is_refused_for_what_it_is(transform):
     """F.linear(h, w * 2) was refused as 'multiplies two tensors elementwise; products of branches
     (gating)', and w + 0 as 'adds a constant to a tensor (a bias)': neither names what the model does."""
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w, self.l0 = nn.Parameter(torch.randn(4, 4) / 2), nn.Linear(4, 4)
-
-        def forward(self, x):
-            return F.linear(torch.tanh(self.l0(x)), transform(self.w))
-
     with pytest.raises(InvalidGraphError, match=r"computes with \['w'\] alone.*weight transformed before use") as info:
-        graphs.from_torch(Net(), torch.randn(3, 4))
+        graphs.from_torch(_WeightTransformed(transform), torch.randn(3, 4))
     assert "gating" not in str(info.value) and "bias" not in str(info.value)
 
 
@@ -1787,16 +1790,8 @@ def test_any_op_on_weights_alone_is_refused_as_a_weight_transform(transform):
     """Ops other than arithmetic that compute from parameters alone were read by the rules made for the
     network's signal: a weight standardisation's w.mean(1) was refused as averaging "the network input",
     a cat of two weight halves as a concatenation "along the batch dim"."""
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w, self.l0 = nn.Parameter(torch.randn(4, 4) / 2), nn.Linear(4, 4)
-
-        def forward(self, x):
-            return F.linear(torch.tanh(self.l0(x)), transform(self.w))
-
     with pytest.raises(InvalidGraphError, match=r"computes with \['w'\] alone.*weight transformed before use") as info:
-        graphs.from_torch(Net(), torch.randn(3, 4))
+        graphs.from_torch(_WeightTransformed(transform), torch.randn(3, 4))
     assert "network input" not in str(info.value) and "batch" not in str(info.value)
 
 

@@ -276,6 +276,28 @@ def test_steps_match_the_torch_builtin_at_nan_signed_zero_infinities_and_the_thr
     assert torch.isnan(y).all() and grad.tolist() == [3.0, -2.0, float("inf")]
 
 
+def _assert_matches_builtin(module, builtin, points, dtype, rtol) -> list:
+    """Values and gradients (g = 3, and 7/NaN/inf) of ``module`` equal ``builtin``'s at ``points``, to ``rtol``;
+    returns the gradients at a NaN input for g = (3, -2, inf), after checking they equal the built-in's."""
+    x = torch.tensor(points, dtype=dtype, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y, y_ref = module(x), builtin(x_ref)
+    torch.testing.assert_close(y, y_ref, equal_nan=True, rtol=rtol, atol=0)
+    for g in (torch.full_like(y, 3.0), torch.tensor([7.0, float("nan"), float("inf")] * 5, dtype=dtype)):
+        (grad,) = torch.autograd.grad(y, x, g, retain_graph=True)
+        (grad_ref,) = torch.autograd.grad(y_ref, x_ref, g, retain_graph=True)
+        torch.testing.assert_close(grad, grad_ref, equal_nan=True, rtol=rtol, atol=0)
+    nan = torch.tensor([float("nan")] * 3, dtype=dtype, requires_grad=True)
+    nan_ref = nan.detach().clone().requires_grad_(True)
+    g = torch.tensor([3.0, -2.0, float("inf")], dtype=dtype)
+    y, y_ref = module(nan), builtin(nan_ref)
+    (grad,) = torch.autograd.grad(y, nan, g)
+    (grad_ref,) = torch.autograd.grad(y_ref, nan_ref, g)
+    assert torch.isnan(y).all()
+    assert grad.tolist() == grad_ref.tolist()
+    return grad.tolist()
+
+
 _CLAMPS = {"hardtanh": torch.nn.functional.hardtanh, "relu6": torch.nn.functional.relu6,
            "hardsigmoid": torch.nn.functional.hardsigmoid}
 
@@ -290,25 +312,11 @@ def test_two_sided_steps_match_the_torch_builtin_at_nan_infinities_and_the_thres
     step is 0, where every built-in gives 0.  The steps are now one where()."""
     points = [0.0, -0.0, 1.0, -1.0, 6.0, -6.0, 3.0, -3.0, float("inf"), -float("inf"),
               float(np.nextafter(np.float32(1), np.float32(2))), 1e-45, -1e-45, 3e38, -3e38]
-    x = torch.tensor(points, dtype=dtype, requires_grad=True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    y, y_ref = torch_module(name)(x), _CLAMPS[name](x_ref)
     # x/6 + 1/2 against the built-in's (x + 3)/6, a rounding apart; its backward multiplies g by 1/6 rounded
     # to float32 even in float64 (relative 3.0e-8, as test_codegen's BUILTIN_GRADIENT_RTOL)
     rtol = max(2 * torch.finfo(dtype).eps, 5e-8) if name == "hardsigmoid" else 0
-    torch.testing.assert_close(y, y_ref, equal_nan=True, rtol=rtol, atol=0)
-    for g in (torch.full_like(y, 3.0), torch.tensor([7.0, float("nan"), float("inf")] * 5, dtype=dtype)):
-        (grad,) = torch.autograd.grad(y, x, g, retain_graph=True)
-        (grad_ref,) = torch.autograd.grad(y_ref, x_ref, g, retain_graph=True)
-        torch.testing.assert_close(grad, grad_ref, equal_nan=True, rtol=rtol, atol=0)
-    nan = torch.tensor([float("nan")] * 3, dtype=dtype, requires_grad=True)
-    nan_ref = nan.detach().clone().requires_grad_(True)
-    g = torch.tensor([3.0, -2.0, float("inf")], dtype=dtype)
-    y, y_ref = torch_module(name)(nan), _CLAMPS[name](nan_ref)
-    (grad,) = torch.autograd.grad(y, nan, g)
-    (grad_ref,) = torch.autograd.grad(y_ref, nan_ref, g)
-    assert torch.isnan(y).all()
-    assert grad.tolist() == grad_ref.tolist() == ([0.0] * 3 if name == "hardsigmoid" else [3.0, -2.0, float("inf")])
+    at_nan = _assert_matches_builtin(torch_module(name), _CLAMPS[name], points, dtype, rtol)
+    assert at_nan == ([0.0] * 3 if name == "hardsigmoid" else [3.0, -2.0, float("inf")])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -322,24 +330,10 @@ def test_hardswish_matches_the_torch_builtin_at_nan_infinities_and_the_threshold
     points = [0.0, -0.0, 3.0, -3.0, 1.0, -1.0, 6.0, -6.0, float("inf"), -float("inf"), 2.999, -2.999,
               float(np.nextafter(np.float32(3), np.float32(4))), 1e30, -1e30]
     # (not 3e38 in float32: the built-in's x*(x + 3)*... overflows to inf there, where hardswish is x)
-    x = torch.tensor(points, dtype=dtype, requires_grad=True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    y, y_ref = torch_module("hardswish")(x), torch.nn.functional.hardswish(x_ref)
     # x*(x/6 + 1/2) against the built-in's x*(x + 3)/6, and x/3 as x*(1/3): a few roundings apart
-    rtol = 4 * torch.finfo(dtype).eps
-    torch.testing.assert_close(y, y_ref, equal_nan=True, rtol=rtol, atol=0)
-    for g in (torch.full_like(y, 3.0), torch.tensor([7.0, float("nan"), float("inf")] * 5, dtype=dtype)):
-        (grad,) = torch.autograd.grad(y, x, g, retain_graph=True)
-        (grad_ref,) = torch.autograd.grad(y_ref, x_ref, g, retain_graph=True)
-        torch.testing.assert_close(grad, grad_ref, equal_nan=True, rtol=rtol, atol=0)
-    nan = torch.tensor([float("nan")] * 3, dtype=dtype, requires_grad=True)
-    nan_ref = nan.detach().clone().requires_grad_(True)
-    g = torch.tensor([3.0, -2.0, float("inf")], dtype=dtype)
-    y, y_ref = torch_module("hardswish")(nan), torch.nn.functional.hardswish(nan_ref)
-    (grad,) = torch.autograd.grad(y, nan, g)
-    (grad_ref,) = torch.autograd.grad(y_ref, nan_ref, g)
-    assert torch.isnan(y).all()
-    assert grad.tolist() == grad_ref.tolist() == [3.0, -2.0, float("inf")]
+    at_nan = _assert_matches_builtin(torch_module("hardswish"), torch.nn.functional.hardswish, points, dtype,
+                                     rtol=4 * torch.finfo(dtype).eps)
+    assert at_nan == [3.0, -2.0, float("inf")]
 
 
 def test_relu_squared_slope_is_zero_below_zero_for_an_infinite_incoming_gradient():
