@@ -205,8 +205,8 @@ def example_input():
 def test_shape_of_a_user_module_equals_the_hand_built_mlp(tmp_path):
     path = tmp_path / "net.py"
     path.write_text(MODEL_FILE)
-    user = json.loads(symact("shape", "tanh", "--graph", f"{path}:Model", "--json").stdout)
-    mlp = json.loads(symact("shape", "tanh", "--graph", "mlp:2", "--json").stdout)
+    user = json.loads(symact_in_process("shape", "tanh", "--graph", f"{path}:Model", "--json").stdout)
+    mlp = json.loads(symact_in_process("shape", "tanh", "--graph", "mlp:2", "--json").stdout)
     assert len(user["layers"]) == len(mlp["layers"]) == 2
     for a, b in zip(user["layers"], mlp["layers"]):
         for k in ("alpha", "beta", "gamma", "delta"):
@@ -356,7 +356,7 @@ def test_shape_of_a_bad_user_module_file_exits_2(source, message, tmp_path):
     # were tracebacks with exit 1 (constructor arguments, missing package) or a message about NoneType
     path = tmp_path / "net.py"
     path.write_text(source)
-    out = symact("shape", "tanh", "--graph", f"{path}:Model")
+    out = symact_in_process("shape", "tanh", "--graph", f"{path}:Model")  # each subprocess imported torch: 3 s
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("symact shape: error: --graph") and message in lines[0]
