@@ -53,7 +53,7 @@ import sympy
 from symact._safe_parse import safe_sympify
 
 from numeric import gauss
-from symact.errors import DivergentIntegralError, DomainError, FormulaError
+from symact.errors import DivergentIntegralError, DomainError, FormulaError, is_integer_valued
 
 __all__ = ["KernelMaps", "ClosedForm", "kernel_maps", "find_closed_form", "ENGINES"]
 
@@ -557,15 +557,6 @@ def _normal_pdf_mp(x, var):
     return mpmath.exp(-x * x / (2 * var)) / mpmath.sqrt(2 * mpmath.pi * var)
 
 
-def _integer_valued(value) -> bool:
-    """Whether ``value`` is an integer-valued number (2 or 2.0, not True): dps and derivative orders.  nan and
-    inf reached int() as a bare ValueError / OverflowError."""
-    try:
-        return int(value) == value and not isinstance(value, bool)
-    except (TypeError, ValueError, OverflowError):
-        return False
-
-
 class KernelMaps:
     """Q and C maps of one activation at a given precision (see the module docstring for the maths).
 
@@ -597,7 +588,7 @@ class KernelMaps:
     def __init__(self, parts: _Parts, dps: int, engine: str):
         if engine not in ENGINES:
             raise DomainError(f"engine={engine!r}: choose one of {ENGINES}.")
-        if not _integer_valued(dps) or dps < 5:  # nan / inf: a bare ValueError / OverflowError
+        if not is_integer_valued(dps) or dps < 5:  # nan / inf: a bare ValueError / OverflowError
             raise DomainError(f"dps={dps!r}: the number of digits must be an integer >= 5.")
         self._parts = parts
         self.dps = int(dps)
@@ -947,7 +938,7 @@ class KernelMaps:
         float64 cancellation exceeds its tolerance.
         """
         _check_q(q)
-        if not _integer_valued(n) or n < 0:
+        if not is_integer_valued(n) or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer.")
         n = int(n)
         if n == 0:
@@ -1174,9 +1165,9 @@ class KernelMaps:
         # term: asked for by a sum that cancels, for the terms it needs only); a verified list, then the one
         # with the most digits, serves
         entries = self._cache.setdefault(("herm", qv), [])
-        served = [e for e in entries if e[2] >= extra and len(e[0]) >= n and e[3] >= verify]
-        if served:
-            have, bound, extra, _ = max(served, key=lambda e: (e[3], e[2]))
+        served = self._served_hermite(qv, n, extra, verify)
+        if served is not None:
+            have, bound, extra, _ = served
             return have[:n], bound, extra
         length = n
         short = [e for e in entries if e[2] >= extra and e[3] >= verify]
@@ -1217,10 +1208,18 @@ class KernelMaps:
             (have, bound, extra, verify)]
         return have[:n], bound, extra
 
+    def _served_hermite(self, qv, n, extra: int = 0, verify: bool = False) -> tuple | None:
+        """The cached (list, bound, extra, verified) entry that serves :meth:`_hermite`'s request, or None:
+        at least ``n`` terms and ``extra`` digits (and verified if asked), a verified list first, then the one
+        with the most digits."""
+        served = [e for e in self._cache.get(("herm", qv), [])
+                  if e[2] >= extra and len(e[0]) >= n and e[3] >= verify]
+        return max(served, key=lambda e: (e[3], e[2])) if served else None
+
     def _hermite_verified(self, qv, n) -> bool:
         """Whether the list :meth:`_hermite` serves for ``n`` terms at q (no extra digits asked) is verified."""
-        entries = [e for e in self._cache.get(("herm", qv), []) if len(e[0]) >= n]
-        return bool(entries) and max(entries, key=lambda e: (e[3], e[2]))[3]
+        served = self._served_hermite(qv, n)
+        return served is not None and served[3]
 
     def _checked_hermite(self, qs, n, measure, what: str, c, min_extra: int = 0, verify: bool = False) -> list:
         """Hermite coefficients (one list per q in ``qs``) accurate enough for a Mehler sum:
@@ -1536,7 +1535,7 @@ class KernelMaps:
         ``math.inf``) where the derivative is infinite (e.g. ``C''(1)`` for ReLU).
         """
         _check_c(c), _check_q(q1), _check_q(q2)
-        if not _integer_valued(n) or n < 0:
+        if not is_integer_valued(n) or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer.")
         # n = 2.0 passed the check above, then failed three ways: "Can't calculate derivative wrt 2.0"
         # (closed), a list-index TypeError (float64), "n=132.0 Hermite coefficients" (mpmath)
@@ -1730,7 +1729,7 @@ class ComposedKernelMaps:
 
     @_at_precision
     def q_map_derivative(self, q, n: int = 1):
-        if not _integer_valued(n) or n < 0:
+        if not is_integer_valued(n) or n < 0:
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer "
                               f"(composed maps provide n = 0, 1).")
         if n == 0:
@@ -1746,7 +1745,7 @@ class ComposedKernelMaps:
 
     @_at_precision
     def c_map_derivative(self, c, n: int = 1, q1=1, q2=1):
-        if not _integer_valued(n) or n < 0:  # -1 was told "n <= 2" only
+        if not is_integer_valued(n) or n < 0:  # -1 was told "n <= 2" only
             raise DomainError(f"n={n!r}: derivative order must be a non-negative integer "
                               f"(composed maps provide n = 0, 1, 2).")
         n = int(n)

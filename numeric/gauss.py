@@ -31,7 +31,8 @@ from typing import Callable, Iterable, Sequence
 import mpmath
 import numpy as np
 
-from symact.errors import DivergentIntegralError, DomainError, NonRealExpressionError, is_whole_number
+from symact.errors import (DivergentIntegralError, DomainError, NonRealExpressionError, is_integer_valued,
+                           is_whole_number)
 
 __all__ = [
     "GaussianIntegral",
@@ -263,11 +264,7 @@ def _quad_checked(integrand: Callable, points: list, dps: int, what: str, relati
 
 
 def _validate(dps: int, std, mean=0) -> None:
-    try:   # dps = nan or inf reached int() as a bare ValueError / OverflowError
-        whole = int(dps) == dps and not isinstance(dps, bool)
-    except (TypeError, ValueError, OverflowError):
-        whole = False
-    if not whole or dps < 5:
+    if not is_integer_valued(dps) or dps < 5:
         raise DomainError(f"dps={dps!r}: the number of digits must be an integer >= 5.")
     if not std > 0:
         raise DomainError(f"std={std!r}: the standard deviation must be positive (the variance q > 0).")

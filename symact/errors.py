@@ -20,6 +20,7 @@ __all__ = [
     "InvalidGraphError",
     "TrainingDivergedError",
     "is_whole_number",
+    "is_integer_valued",
 ]
 
 
@@ -35,6 +36,20 @@ def is_whole_number(value: object, least: int = 0) -> bool:
     import numbers
 
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
+def is_integer_valued(value: object) -> bool:
+    """Whether ``value`` is an integer-valued number, 2 or 2.0 (not True, 2.5, nan, inf or "2"): the looser test
+    for settings that have always taken whole floats (digits, derivative orders of the kernel maps), where
+    nan and inf reached int() as a bare ValueError / OverflowError.
+
+    >>> is_integer_valued(2.0), is_integer_valued(True), is_integer_valued(float("nan"))
+    (True, False, False)
+    """
+    try:
+        return int(value) == value and not isinstance(value, bool)
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 class SymactError(Exception):
