@@ -2107,14 +2107,7 @@ def _split_square_plus_ratio(product: Mul, inputs: tuple) -> sympy.Expr:
         for j, f in enumerate(others):
             if not isinstance(f, Add):
                 continue
-            big, small = [], []
-            for term in f.args:
-                excess = next(((g, q) for g in Mul.make_args(term)
-                               for q in [_ratio_excess(g, u, inputs)] if q is not None), None)
-                if excess is None:
-                    small.append(term)
-                else:
-                    big.append(term / excess[0] * excess[1])
+            big, small = _growing_terms(f, u, inputs, with_u=False)
             if big:
                 rest = Mul(*others[:j], *others[j + 1:])
                 ratio = _square_plus_ratio(u, c)
@@ -2122,6 +2115,20 @@ def _split_square_plus_ratio(product: Mul, inputs: tuple) -> sympy.Expr:
                 # normal number where u overflows, and 1/max rounds to it
                 return rest * Add(*big) * ratio + rest * Add(*small) / ratio.args[1]
     return product
+
+
+def _growing_terms(total: Add, u: sympy.Expr, inputs: tuple, with_u: bool) -> tuple[list, list]:
+    """(big, small): the terms of ``total`` with a factor g that grows like u (:func:`_ratio_excess`: g = u*q,
+    and g = u itself where ``with_u``), each as term/g*q (its growth taken out), and the other terms."""
+    big, small = [], []
+    for term in total.args:
+        excess = next(((g, q) for g in Mul.make_args(term)
+                       for q in [S.One if with_u and g == u else _ratio_excess(g, u, inputs)] if q is not None), None)
+        if excess is None:
+            small.append(term)
+        else:
+            big.append(term / excess[0] * excess[1])
+    return big, small
 
 
 def _odd_root_power(f: sympy.Expr):
@@ -2146,14 +2153,7 @@ def _over_root(factors: list, u: sympy.Expr, c: sympy.Expr, k: int, inputs: tupl
     for j, f in enumerate(factors):
         if not isinstance(f, Add):
             continue
-        big, small = [], []
-        for term in f.args:
-            excess = next(((g, q) for g in Mul.make_args(term)
-                           for q in [S.One if g == u else _ratio_excess(g, u, inputs)] if q is not None), None)
-            if excess is None:
-                small.append(term)
-            else:
-                big.append(term / excess[0] * excess[1])
+        big, small = _growing_terms(f, u, inputs, with_u=True)
         if big:
             rest = factors[:j] + factors[j + 1:]
             root = _SqrtSquarePlus(_Finite(u), c)
