@@ -480,7 +480,9 @@ def _gl_panel_rule(breakpoints_z: Sequence, cut, n_panels: int, degree: int):
     (3 * 2**(degree - 1) nodes per panel)."""
     edges = set(mpmath.mpf(b) for b in breakpoints_z if -cut < b < cut)
     for k in range(n_panels + 1):
-        edges.add(-cut + k * (2 * cut / n_panels))
+        # (not -cut + k * step: this rounds the edges k and n - k to exact negatives, so symmetric
+        # breakpoints give a rule of exact mirror pairs, which _hermite_sums folds to half the work)
+        edges.add(cut * (2 * k - n_panels) / n_panels)
     edges = sorted(edges)
     base = mp._gauss_legendre.get_nodes(-1, 1, degree, mp.prec)
     norm = 1 / mpmath.sqrt(2 * mpmath.pi)
@@ -621,23 +623,38 @@ def _hermite_sums(f: Callable, n: int, nodes: list, weights: list) -> tuple:
     # ~5x faster than mpf arithmetic (pure-Python mpmath backend).
     P = int(mp.prec) + 32
     fw = [_real(f(z), z) * w for z, w in zip(nodes, weights)]
-    keep = [i for i, v in enumerate(fw) if v != 0]
+    bound = mpmath.ldexp(mpmath.fsum(abs(v) for v in fw), 16 - P)
+    mirrors = _mirror_pairs(nodes, weights)
+    if mirrors is None:
+        points, even, odd = list(nodes), fw, fw
+    else:
+        # h_k(-z) = (-1)^k h_k(z): on a rule of mirror pairs, sum f w h_k = sum over z >= 0 of
+        # h_k(z) (f w(z) + (-1)^k f w(-z)), half the recurrence; the pair sums are exact (P + 64 bits)
+        points = [nodes[i] for i, _ in mirrors]
+        with mp.workprec(P + 64):
+            even = [fw[i] + fw[j] if i != j else fw[i] for i, j in mirrors]
+            odd = [fw[i] - fw[j] for i, j in mirrors]
     to_int = lambda v, bits=P: int(mpmath.nint(mpmath.ldexp(v, bits)))  # noqa: E731
-    zf = np.array([to_int(nodes[i]) for i in keep], dtype=object)
     # sum f w / 2^E (E: the largest f w's binary exponent) and scale back: the fixed-point sum's
     # 2^-P resolution is then relative to f's size, not absolute (tanh / 1e60 lost every digit)
     # (the exact binary exponent: floor(log2 |f w|) rounded it, and for f w ~ 2^-3e99 (x exp(-x^2) at
     # q = 1e100) by ~1e69, so ldexp below made a 1e69-bit integer: a bare OverflowError)
-    exponents = [mpmath.frexp(fw[i])[1] - 1 for i in keep]
-    scale = max(exponents, default=0)
-    shifts = [P - e for e in exponents]
-    M = np.array([int(mpmath.nint(mpmath.ldexp(fw[i], sh))) for i, sh in zip(keep, shifts)], dtype=object)
-    shifts = np.array([sh + scale for sh in shifts], dtype=object)
-    h_prev = np.array([0] * len(keep), dtype=object)
-    h = np.array([1 << P] * len(keep), dtype=object)
+    scale = max((mpmath.frexp(v)[1] - 1 for v in even + odd if v != 0), default=0)
+
+    def fixed_point(values):
+        # M = f w 2^(P - e) (P bits, whatever f w's exponent e), and the shifts that bring M h_k to 2^(P - scale)
+        exponents = [mpmath.frexp(v)[1] - 1 if v != 0 else scale for v in values]
+        mantissas = [int(mpmath.nint(mpmath.ldexp(v, P - e))) for v, e in zip(values, exponents)]
+        return (np.array(mantissas, dtype=object), np.array([P - e + scale for e in exponents], dtype=object))
+
+    parts = (fixed_point(even), fixed_point(odd) if odd is not even else None)
+    zf = np.array([to_int(z) for z in points], dtype=object)
+    h_prev = np.array([0] * len(points), dtype=object)
+    h = np.array([1 << P] * len(points), dtype=object)
     sums = []
     for k in range(n):
-        sums.append(int(((M * h) >> shifts).sum()) if len(keep) else 0)
+        M, shifts = parts[k % 2] or parts[0]
+        sums.append(int(((M * h) >> shifts).sum()) if len(points) else 0)
         if k + 1 < n:
             a_k = to_int(mpmath.sqrt(mpmath.mpf(k) / (k + 1)))
             b_k = to_int(1 / mpmath.sqrt(k + 1))
@@ -646,7 +663,23 @@ def _hermite_sums(f: Callable, n: int, nodes: list, weights: list) -> tuple:
     # the fixed-point sums' resolution, 2^-P of sum |f w| (P = prec + 32), with 2^16 to spare for
     # the recurrence's rounding: x exp(-x^2) at q = 1e40 and 1e60 (a_k ~ 1e-20 and 1e-30 E|f|) lost
     # ~25 and ~40 of the 50 digits computed, as this predicts (the rule's own error is below it)
-    return sums, mpmath.ldexp(mpmath.fsum(abs(fw[i]) for i in keep), 16 - P)
+    return sums, bound
+
+
+def _mirror_pairs(nodes: list, weights: list) -> list | None:
+    """``[(i, j), ...]`` with ``nodes[j] == -nodes[i] >= 0`` and equal weights, covering every node once (a node
+    at 0 pairs with itself), or None where the rule is not exactly symmetric (breakpoints on one side)."""
+    index = {z: i for i, z in enumerate(nodes)}
+    if len(index) != len(nodes):
+        return None
+    pairs = []
+    for i, z in enumerate(nodes):
+        j = index.get(mpmath.fneg(z, exact=True))   # (-z rounds to the working precision)
+        if j is None or weights[j] != weights[i]:
+            return None
+        if z >= 0:
+            pairs.append((i, j))
+    return pairs
 
 
 # ----------------------------------------------------------------------------------------

@@ -107,6 +107,24 @@ def test_hermite_coefficients_exact_for_sin_and_relu():
         assert max(abs(u - v) for u, v in zip(r, exact)) < mpmath.mpf(10) ** -39
 
 
+@pytest.mark.parametrize("breakpoints", [(), (-1, 1), (mpmath.mpf("0.37"),)])
+def test_hermite_coefficients_of_a_function_with_even_and_odd_parts_on_folded_and_general_rules(breakpoints):
+    """A rule of exact mirror pairs (no breakpoints, or symmetric ones) is folded to z >= 0 with
+    h_k(-z) = (-1)^k h_k(z); a one-sided breakpoint keeps the general sum.  Both give the closed form:
+    E[exp(t z) He_k(z)] = t^k exp(t^2/2) and E[sin(z) He_k(z)] = sin(k pi/2) exp(-1/2)."""
+    from numeric.gauss import _gl_panel_rule, _mirror_pairs
+
+    with mpmath.workdps(40):
+        nodes, weights = _gl_panel_rule([mpmath.mpf(b) for b in breakpoints], mpmath.mpf(12), 48, 4)
+    assert (_mirror_pairs(nodes, weights) is None) == (len(breakpoints) == 1)
+    a = hermite_coefficients(lambda z: mpmath.exp(z / 2) + mpmath.sin(z), 60, dps=40, breakpoints=breakpoints)
+    with mpmath.workdps(60):
+        half = mpmath.mpf(1) / 2
+        worst = max(abs(a[k] - (half**k * mpmath.exp(half**3) + mpmath.sin(k * mpmath.pi / 2) * mpmath.exp(-half))
+                        / mpmath.sqrt(mpmath.factorial(k))) for k in range(60))
+    assert worst < mpmath.mpf(10) ** -39
+
+
 @pytest.mark.slow
 def test_bivariate_mpmath_covariance_at_20_digits():
     # E[u v] = c sqrt(q1 q2): exact for a polynomial integrand (slow: ~20 s of 2-D quadrature)
