@@ -73,6 +73,12 @@ CLOSED = ["relu", "leaky_relu", "erf", "sin", "abs", "exponential"]
 SMOOTH = ["tanh", "sigmoid", "softplus", "gelu", "silu", "elu", "selu", "squareplus"]
 
 
+def _rows(names: list, slow: tuple) -> list:
+    """``names`` as parameter rows, those in ``slow`` marked slow: 2-4 s mpmath rows whose code the rest of
+    the default run covers (branch coverage, checked per test), kept for ``pytest -m slow``."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
+
+
 @pytest.mark.parametrize("name", CLOSED + ["heaviside", "gaussian"])
 def test_closed_form_is_found(name):
     m = kernel_maps(act(name), dps=20)
@@ -119,7 +125,7 @@ def test_closed_q_map_agrees_with_quadrature_at_40_digits(name):
         assert rel(closed.q_map_derivative(qv), quad.q_map_derivative(qv)) < 1e-37
 
 
-@pytest.mark.parametrize("name", CLOSED)
+@pytest.mark.parametrize("name", _rows(CLOSED, slow=("erf", "exponential")))
 def test_closed_c_map_agrees_with_quadrature_at_40_digits_mehler_points(name):
     # |c| <= 0.8: the mpmath engine sums Mehler's series of quadrature Hermite coefficients
     closed = kernel_maps(act(name), dps=40, engine="closed")
@@ -158,7 +164,7 @@ def test_float64_engine_against_closed_forms_including_near_1(name):
         assert abs(fast.q_map(qv) / float(closed.q_map(qv)) - 1) < 1e-12
 
 
-@pytest.mark.parametrize("name", SMOOTH)
+@pytest.mark.parametrize("name", _rows(SMOOTH, slow=("softplus", "silu", "selu", "squareplus")))
 def test_mpmath_self_consistent_and_float64_agrees(name):
     m30 = kernel_maps(act(name), dps=30, engine="mpmath")
     m45 = kernel_maps(act(name), dps=45, engine="mpmath")
@@ -326,7 +332,7 @@ def test_closed_form_detection_is_not_fooled():
     assert find_closed_form(3 * sympy.sign(x), x).name.startswith("step")
 
 
-@pytest.mark.parametrize("name", ["tanh", "gelu", "elu"])
+@pytest.mark.parametrize("name", _rows(["tanh", "gelu", "elu"], slow=("gelu",)))
 def test_c_map_derivatives_price_float64_vs_mehler_mpmath(name):
     # float64: Price's theorem, 2-D quadrature of phi'(u) phi'(v) (and phi''); mpmath: derivative of
     # Mehler's series of quadrature Hermite coefficients -- two different routes to C'(c), C''(c)
@@ -352,7 +358,7 @@ def test_other_closed_forms_agree_with_quadrature(name):
 LARGE_Q = [1e-4, 1, 1e4, 1e6, 1e8]
 
 
-@pytest.mark.parametrize("name", ["tanh", "gelu", "sigmoid", "relu"])
+@pytest.mark.parametrize("name", _rows(["tanh", "gelu", "sigmoid", "relu"], slow=("gelu",)))
 def test_float64_agrees_with_mpmath_up_to_q_1e8(name):
     """phi(sqrt(q) z) varies on a scale 1/sqrt(q) in z: a unit-panel float64 rule missed it (tanh's
     C'(1) was 100% off at q = 1e8) and sigmoid' = exp(-x)/(1+exp(-x))^2 overflowed to nan.

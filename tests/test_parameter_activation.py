@@ -793,7 +793,9 @@ def test_a_decreasing_saturating_g_is_inverted_on_the_real_line(formula):
 
 @pytest.mark.parametrize("formula, domain, values", [
     ("s*tanh(W)", (-sp.oo, 0), {"s": -3}), ("s*tanh(W)", None, {"s": -3}), ("s*tanh(W)", None, {"s": 3}),
-    ("s*tanh(W)", (0, sp.oo), {"s": 3}), ("tanh(W) + c", None, {"c": 1}), ("s*tanh(W) + c", None, {"s": -2, "c": 1}),
+    ("s*tanh(W)", (0, sp.oo), {"s": 3}),
+    # (3 s; the default run covers its code: branch coverage, checked per test)
+    pytest.param("tanh(W) + c", None, {"c": 1}, marks=pytest.mark.slow), ("s*tanh(W) + c", None, {"s": -2, "c": 1}),
 ])
 def test_scaled_and_shifted_tanh_have_the_named_inverse_and_a_mirror_map(formula, domain, values):
     """s*tanh(W) got solve's W = log(sqrt((A + s)/(-A + s))) (the named inverse atanh was tried only for
