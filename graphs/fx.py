@@ -109,7 +109,7 @@ import networkx as nx
 
 from symact.errors import InvalidGraphError
 
-from .graph import WEIGHT_TOLERANCE, add_concat, add_node, add_weighted_sum, new_graph, validate
+from .graph import WEIGHT_TOLERANCE, add_concat, add_node, add_weighted_sum, new_graph, output_node, validate
 
 __all__ = ["from_torch"]
 
@@ -686,6 +686,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
     materialised: dict[int, Hashable] = {}
     # why a node's value comes with a scale (F.normalize: 1/sqrt(C)), for the error that refuses it
     scale_notes: dict[Hashable, str] = {}
+    zero_weighted: dict[Hashable, str] = {}  # graph node -> the sum that weighted it by 0 (for the dead-branch error)
 
     def materialise(value: Any, consumer: Any) -> Hashable:
         # A combination used by several consumers becomes one weighted_sum node.
@@ -712,6 +713,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             errors[node] = errors.get(node, 0.0) + err
         for node in [n for n, w in weights.items() if w == 0]:
             del weights[node], errors[node]
+            zero_weighted.setdefault(node, value.origin)
         if not weights:
             raise InvalidGraphError(
                 f"{value.origin!r} is identically zero: its terms cancel (as in x - x), so nothing of the "
@@ -1816,5 +1818,24 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         if len(nodes) > 1:
             for node in nodes:
                 g.nodes[node]["weights"] = nodes[0]
-    validate(g)
+    _validate_naming_zero_weights(g, zero_weighted)
     return g
+
+
+def _validate_naming_zero_weights(g: nx.DiGraph, zero_weighted: dict) -> None:
+    """:func:`graphs.validate`, whose dead-branch error names the sums that weighted a branch by 0: a branch
+    dropped that way (``a*h + sqrt(1 - a**2)*f(h)`` at ``a = 1``) was reported as "dead branches" only."""
+    try:
+        validate(g)
+    except InvalidGraphError as exc:
+        if "dead branches" not in str(exc):
+            raise
+        reaching = nx.ancestors(g, output_node(g)) | {output_node(g)}
+        dropped = {node: origin for node, origin in zero_weighted.items() if node in g and node not in reaching}
+        if not dropped:
+            raise
+        named = "; ".join(f"{origin!r} weights {node!r} by 0" for node, origin in dropped.items())
+        raise InvalidGraphError(
+            f"{exc}. They are dropped from a sum: {named} (a factor that is 0 at these settings, such as "
+            "sqrt(1 - a**2) at a = 1, or terms that cancel); a branch weighted 0 contributes nothing, so "
+            "remove it, or give it a nonzero weight") from exc

@@ -1878,6 +1878,19 @@ def test_a_learnable_shortcut_weight_with_its_normalised_partner_traces(weights)
         graphs.from_torch(_LearnableShortcut(lambda a: (a, 1 - a**2)), torch.randn(2, 4))
 
 
+def test_a_branch_weighted_by_zero_is_refused_naming_the_sum_that_dropped_it():
+    """alpha = 1 makes the partner weight sqrt(1 - alpha**2) exactly 0: the branch is dropped from the sum and
+    was reported only as "nodes ['l1', ...] do not reach the output (dead branches)", which the user's code
+    does not show; the message now names the sum and the zero weight."""
+    with pytest.raises(InvalidGraphError, match=r"dead branches.*'add' weights 'l1' by 0.*sqrt\(1 - a\*\*2\)"):
+        graphs.from_torch(_LearnableShortcut(lambda a: (a, torch.sqrt(1 - a**2)), alpha=1.0), torch.randn(2, 4))
+    # a branch with no path to the output for another reason keeps the plain message
+    g = graphs.mlp(1)
+    graphs.add_node(g, "loose", "activation", "input")
+    with pytest.raises(InvalidGraphError, match=r"dead branches\); connect them or remove them$"):
+        graphs.validate(g)
+
+
 class _BranchWeights(nn.Module):
     """head(tanh(combine(self, tanh(l0(x))))) with a vector ``w`` of branch weights and a matrix ``m``."""
 
