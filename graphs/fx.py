@@ -66,6 +66,8 @@ Mapping (torch op -> node kind):
   along its length), or a mean or pool across it, is refused: the parts then sit at different
   positions, each with its own kernel
 * ``flatten``, ``unflatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``clone``,
+  floating-point casts (``.to(dtype)``, ``.to(x.dtype)``, ``.type_as(x)``, ``.float()``, ``.double()``,
+  ``.half()``, ``.bfloat16()``, of the signal or of a weight; a cast to an integer dtype is refused),
   ``torch.cat`` of a single tensor, ``nn.Flatten``,
   ``nn.Identity``, ``nn.Unflatten``, ``nn.Dropout(p=0)`` (and the other dropout modules at p=0 or in eval
   mode, and ``F.dropout(x, p=0)``, ``F.dropout(x, p, training=False)`` and the other functional
@@ -907,6 +909,12 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                              torch.clone}
     # clone copies the values: the kernel is the same
     passthrough_methods = {"flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous", "unflatten", "clone"}
+    # dtype (and device) casts keep the values, up to the new dtype's rounding: the kernel is the same.  Their
+    # other arguments (x.dtype, type_as(x)) say only which dtype, so the value is computed from the first alone
+    cast_methods = {"to", "type", "type_as", "float", "double", "half", "bfloat16"}
+
+    def is_cast(n: Any) -> bool:
+        return n.op == "call_method" and n.target in cast_methods
     permute_functions = {torch.transpose, torch.swapaxes, torch.swapdims, torch.permute, torch.movedim,
                          torch.moveaxis, torch.t}
     permute_methods = {"transpose", "swapaxes", "swapdims", "permute", "movedim", "moveaxis", "t"}
@@ -1178,7 +1186,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         if n.op == "call_function":
             return n.target in view_functions or (n.target in dropout_functions and dropout_change(n) is None)
         if n.op == "call_method":
-            return n.target in view_methods
+            return n.target in view_methods or n.target in cast_methods
         if n.op != "call_module":
             return False
         m = gm.get_submodule(n.target)
@@ -1276,6 +1284,16 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             batch_at[fx_node] = _Features(frozenset(i for i, d in enumerate(order) if d in batch_dims(x)), "")
         features[fx_node] = f
         return tensor_arg(fx_node)
+
+    def cast(fx_node: Any) -> Any:
+        """``.to(dtype)``, ``.float()``, ``.type_as(x)``, ...: the identity on the kernel if the result is a
+        floating-point tensor (an integer one rounds the signal away)."""
+        meta = fx_node.meta.get("tensor_meta")
+        dtype = getattr(meta, "dtype", None)
+        if dtype is not None and not dtype.is_floating_point:
+            raise InvalidGraphError(f"{where(fx_node)} casts to {dtype}, which rounds the signal to integers; "
+                                    f"keep a floating-point dtype (float32, float64, float16, bfloat16)")
+        return reshaped(fx_node)
 
     def reshaped(fx_node: Any) -> Any:
         x = fx_node.args[0]
@@ -1433,8 +1451,9 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
     reads_input: dict[Any, bool] = {}
     reads_parameters: dict[Any, bool] = {}
     for n in fx_graph.nodes:
-        reads_input[n] = n in placeholders or any(reads_input[a] for a in n.all_input_nodes)
-        reads_parameters[n] = n.op == "get_attr" or any(reads_parameters[a] for a in n.all_input_nodes)
+        value_from = [n.args[0]] if is_cast(n) and isinstance(n.args[0], torch.fx.Node) else n.all_input_nodes
+        reads_input[n] = n in placeholders or any(reads_input[a] for a in value_from)
+        reads_parameters[n] = n.op == "get_attr" or any(reads_parameters[a] for a in value_from)
 
     def parameters_read(fx_node: Any) -> list:
         """The parameters and buffers (get_attr targets) ``fx_node`` is computed from."""
@@ -1477,7 +1496,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 return None
             nodes: list = []
             torch.fx.node.map_arg((concrete(node.args[1:]), concrete(node.kwargs)), nodes.append)
-            if nodes:  # an argument computed in the network
+            if nodes and not is_cast(node):  # an argument computed in the network (a cast's only names a dtype)
                 return None
             chain.append(node)
             node = node.args[0]
@@ -1491,6 +1510,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
     def apply_chain(tensor: Any, chain: list) -> Any:
         """The ops of :func:`parameter_chain` applied to ``tensor``."""
         for n in chain:
+            if is_cast(n):  # (the element indices of weight_source must stay integers; values keep their digits)
+                continue
             args, kwargs = concrete(n.args[1:]), concrete(n.kwargs)
             if n.op == "call_module":
                 tensor = gm.get_submodule(n.target)(tensor)
@@ -1746,6 +1767,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 env[fx_node] = activation(fx_node, act_methods[target], {})
             elif target in passthrough_methods:
                 env[fx_node] = reshaped(fx_node)
+            elif target in cast_methods:
+                env[fx_node] = cast(fx_node)
             elif target in permute_methods:
                 env[fx_node] = permuted(fx_node, lambda t: getattr(t, target)(*concrete(fx_node.args[1:]),
                                                                               **concrete(fx_node.kwargs)))

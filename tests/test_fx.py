@@ -1828,6 +1828,8 @@ class _TiedViews(nn.Module):
     pytest.param(lambda m: m.w.T, lambda m: m.w.transpose(0, 1).contiguous(), id="T_and_transpose"),
     pytest.param(lambda m: m.w.view(2, 8).view(4, 4), lambda m: m.w, id="view_back_and_w"),
     pytest.param(lambda m: m.w.t().t(), lambda m: m.w, id="t_t_and_w"),
+    pytest.param(lambda m: m.w.float(), lambda m: m.w.to(torch.float32), id="float_and_to"),
+    pytest.param(lambda m: m.w.t().type_as(m.l0.weight), lambda m: m.w.t(), id="type_as_and_t"),
 ])
 def test_one_weight_applied_twice_through_views_is_refused(first, second):
     # F.linear(u, w.t()) and F.linear(v, w.t()) are W u and W v for one W: correlated, covariance <u, v>/n.
@@ -1844,6 +1846,45 @@ def test_a_weight_and_its_transpose_are_two_weight_matrices():
     g = graphs.from_torch(_TiedViews(lambda m: m.w, lambda m: m.w.t()), torch.randn(2, 4))
     assert not [n for n in g if "weights" in g.nodes[n]]
     assert len([n for n in g if g.nodes[n]["kind"] == "weighted_sum"]) == 1
+
+
+class _Casts(nn.Module):
+    """head(tanh(l(x))) with ``signal_cast`` applied to l(x) and F.linear's weight ``w`` passed through ``weight_cast``."""
+
+    def __init__(self, signal_cast, weight_cast=None):
+        super().__init__()
+        self.signal_cast, self.weight_cast = signal_cast, weight_cast
+        self.l, self.head, self.w = nn.Linear(4, 4), nn.Linear(4, 2), nn.Parameter(torch.randn(4, 4) / 2)
+
+    def forward(self, x):
+        h = self.signal_cast(self.l(x), x)
+        if self.weight_cast is not None:
+            h = F.linear(torch.tanh(h), self.weight_cast(self.w, x))
+        return self.head(torch.tanh(h))
+
+
+@pytest.mark.parametrize("signal_cast, weight_cast", [
+    pytest.param(lambda h, x: h.float(), None, id="float"),
+    pytest.param(lambda h, x: h.to(x.dtype), None, id="to_x_dtype"),
+    pytest.param(lambda h, x: h.to(torch.float64).type_as(x), None, id="to_float64_type_as"),
+    pytest.param(lambda h, x: h.double().half().float(), None, id="double_half_float"),
+    pytest.param(lambda h, x: h, lambda w, x: w.to(x.dtype), id="weight_to_x_dtype"),
+    pytest.param(lambda h, x: h, lambda w, x: w.type_as(x).t(), id="weight_type_as_t"),
+])
+def test_floating_point_casts_are_the_identity_on_the_kernel(signal_cast, weight_cast):
+    # .float(), .to(x.dtype), .type_as(x) (mixed-precision code) were refused as "unsupported tensor method":
+    # a cast keeps the values up to the new dtype's rounding, so the graph is that of the same net without it
+    g = graphs.from_torch(_Casts(signal_cast, weight_cast), torch.randn(2, 4))
+    plain = graphs.from_torch(_Casts(lambda h, x: h, None if weight_cast is None else lambda w, x: w),
+                              torch.randn(2, 4))
+    assert nx.is_isomorphic(g, plain, node_match=lambda a, b: a["kind"] == b["kind"])
+    assert graphs.network_c_map(g, lambda n, c: math.sin(c), 0.3) == graphs.network_c_map(
+        plain, lambda n, c: math.sin(c), 0.3)
+
+
+def test_a_cast_to_an_integer_dtype_is_refused_by_name():
+    with pytest.raises(InvalidGraphError, match=r"casts to torch.int64, which rounds the signal to integers"):
+        graphs.from_torch(_Casts(lambda h, x: h.to(torch.int64).float()), torch.randn(2, 4))
 
 
 class _LearnableShortcut(nn.Module):
