@@ -442,7 +442,7 @@ def _derivative_through_inverse(expr: sympy.Expr, x: sympy.Symbol, input_derivat
     # them quickly. Inverses of transcendental ones (log, atanh, erfinv ...) give the classical
     # forms (y*(1 - y), 1 - y**2), inaccurate in a rounded y, and simplify can take minutes
     # on the float constants of a DKS-transformed activation.
-    if expr.atoms(sympy.Function) or not expr.has(x):
+    if expr.atoms(sympy.Function) or not expr.has(x) or not _inverse_is_at_most_quadratic(expr, x):
         return None
     try:
         import symact
@@ -486,6 +486,22 @@ def _derivative_through_inverse(expr: sympy.Expr, x: sympy.Symbol, input_derivat
                 return form
             finite.append(form)
     return finite[0] if finite else None
+
+
+def _inverse_is_at_most_quadratic(expr: sympy.Expr, x: sympy.Symbol) -> bool:
+    """Whether y = phi(x), its radicals removed, is a polynomial equation of degree <= 2 in x.  A cubic or
+    quartic inverse (Cardano, Ferrari) is never shorter than phi' in x, and SymPy took 150 s to solve
+    y = x + 2x/sqrt(x**2 + 1) (a quartic) before the form was refused."""
+    from sympy.solvers.solvers import unrad
+
+    y = sympy.Dummy("y", real=True)
+    try:
+        numerator = sympy.numer(sympy.together(y - expr))
+        removed = unrad(numerator, x)
+        polynomial = sympy.expand(removed[0] if removed else numerator)
+        return polynomial.is_polynomial(x) and sympy.degree(polynomial, x) <= 2
+    except (NotImplementedError, ValueError, TypeError, sympy.PolynomialError):
+        return False
 
 
 def _finite_over_the_range(form, y, low: float, high: float) -> bool:
