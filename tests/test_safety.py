@@ -989,6 +989,24 @@ def test_a_piecewise_condition_holding_a_piecewise_carries_nan_past_a_constant_b
         assert got_slope == (slope(p) if taken else 0.0), (p, got_slope)
 
 
+@pytest.mark.parametrize("dtype, ulps", [(torch.float32, 16), (torch.float64, 4)], ids=["float32", "float64"])
+def test_a_slope_whose_terms_cancel_through_a_square_root_is_reduced_to_one_without_cancellation(dtype, ulps):
+    """x/(1 + sqrt(x**2 + 1)) differentiates to 1/(s + 1) - x**2/(s*(s + 1)**2), s = sqrt(x**2 + 1): two
+    near-equal terms for large |x|, so the slope was 1.2e-5 off at x = 1e3 and 0.14% at 1e5 in float32, and 0
+    for 1e-16 at 1e8.  Reduced modulo s**2 = x**2 + 1 it is (s + 1)/((x**2 + 2)*s + 2*x**2 + 2), sums of one
+    sign.  Against 1/(s*(s + 1)) in mpmath, for |x| <= 1e12 (beyond, x**2*s overflows float32 near 7e12 and
+    the slope, below 1e-25 there, comes out 0)."""
+    module = torch_module("x/(1 + sqrt(x**2 + 1))")
+    points = [-1e12, -1e8, -1e5, -1e3, -30.0, -1.0, -1e-3, 0.0, 0.5, 3.0, 1e3, 1e4, 1e5, 1e8, 1e12]
+    t = torch.tensor(points, dtype=dtype, requires_grad=True)
+    (g,) = torch.autograd.grad(module(t).sum(), t)
+    with mpmath.workdps(40):
+        for p, got in zip(t.tolist(), g.tolist()):
+            s = mpmath.sqrt(mpmath.mpf(p) ** 2 + 1)
+            exact = float(1 / (s * (s + 1)))
+            assert abs(got - exact) <= ulps * float(torch.finfo(dtype).eps) * exact, (p, got, exact)
+
+
 def _generated_within(formula: str, seconds: int):
     """torch_module(formula), failing the test (not hanging the suite) if code generation takes over ``seconds``."""
     import signal
