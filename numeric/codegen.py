@@ -458,7 +458,11 @@ def _derivative_through_inverse(expr: sympy.Expr, x: sympy.Symbol, input_derivat
     limits = [sympy.sympify(lim) if lim is not None else sign * sympy.oo
               for lim, sign in ((properties.limit_at_minus_infinity, -1), (properties.limit_at_plus_infinity, 1))]
     low, high = sorted(limits, key=float)
-    y = sympy.Symbol("y", positive=True) if low.is_extended_nonnegative else sympy.Symbol("y", real=True)
+    # the output's sign, where the range has one, lets simplify drop |y|: x - sqrt(x**2 + 1) (y < 0) gave
+    # (y + |y| + y**3 - y**2*|y|)/(y*(y**2 + 1)), whose y + |y| = 0 the in-place code summed after y**3 - y**2*|y|
+    # (the slope 7% off at x = 1e3 in float32, 0 at 1e5), for 2*y**2/(y**2 + 1)
+    y = (sympy.Symbol("y", positive=True) if low.is_extended_nonnegative else
+         sympy.Symbol("y", negative=True) if high.is_extended_nonpositive else sympy.Symbol("y", real=True))
     slope = sympy.diff(expr, x)
     candidate = slope.xreplace({x: inverse.xreplace({x: y})})
     # sqrt((y**2 + 1)**2) must become y**2 + 1 before simplify can cancel it
