@@ -2093,9 +2093,10 @@ def _split_square_plus_ratio(product: Mul, inputs: tuple) -> sympy.Expr:
             continue
         u, c = root.base.args
         others = factors[:i] + factors[i + 1:]
-        # m >= 2 only for a single power: for m = 1 (x**2/sqrt(x**2 + 1), bent_identity's derivative in its
-        # |x| < sqrt(3) branch) x*(x/r) costs what x**2/r does, and only x**2 overflows, far beyond
-        direct = isinstance(u, sympy.exp) or (isinstance(u, Pow) and u.exp.is_Integer and u.exp >= 2)
+        # for u an input too (m = 1): x**2/sqrt(x**2 + 1) was inf from |x| = 1.8e19 in float32 (x**2 overflows;
+        # the value is |x|), and x*(x/r) costs what x**2/r does
+        direct = (isinstance(u, sympy.exp) or u in inputs
+                  or (isinstance(u, Pow) and u.exp.is_Integer and u.exp >= 2))
         for j, f in enumerate(others):
             q = _ratio_excess(f, u, inputs) if direct else None
             if q is not None:
