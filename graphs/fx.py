@@ -1846,19 +1846,15 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
 
 
 def _validate_naming_zero_weights(g: nx.DiGraph, zero_weighted: dict) -> None:
-    """:func:`graphs.validate`, whose dead-branch error names the sums that weighted a branch by 0: a branch
+    """:func:`graphs.validate`, after refusing branches that a sum weighted by 0 with the sums named: a branch
     dropped that way (``a*h + sqrt(1 - a**2)*f(h)`` at ``a = 1``) was reported as "dead branches" only."""
-    try:
-        validate(g)
-    except InvalidGraphError as exc:
-        if "dead branches" not in str(exc):
-            raise
-        reaching = nx.ancestors(g, output_node(g)) | {output_node(g)}
-        dropped = {node: origin for node, origin in zero_weighted.items() if node in g and node not in reaching}
-        if not dropped:
-            raise
+    sink = output_node(g)
+    reaching = nx.ancestors(g, sink) | {sink}
+    dropped = {node: origin for node, origin in zero_weighted.items() if node in g and node not in reaching}
+    if dropped:
         named = "; ".join(f"{origin!r} weights {node!r} by 0" for node, origin in dropped.items())
         raise InvalidGraphError(
-            f"{exc}. They are dropped from a sum: {named} (a factor that is 0 at these settings, such as "
-            "sqrt(1 - a**2) at a = 1, or terms that cancel); a branch weighted 0 contributes nothing, so "
-            "remove it, or give it a nonzero weight") from exc
+            f"nodes {[n for n in g if n not in reaching]} do not reach the output {sink!r} (dead branches): "
+            f"{named} (a factor that is 0 at these settings, such as sqrt(1 - a**2) at a = 1, or terms that "
+            "cancel); a branch weighted 0 contributes nothing, so remove it, or give it a nonzero weight")
+    validate(g)

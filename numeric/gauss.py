@@ -647,13 +647,14 @@ def _hermite_sums(f: Callable, n: int, nodes: list, weights: list) -> tuple:
         mantissas = [int(mpmath.nint(mpmath.ldexp(v, P - e))) for v, e in zip(values, exponents)]
         return (np.array(mantissas, dtype=object), np.array([P - e + scale for e in exponents], dtype=object))
 
-    parts = (fixed_point(even), fixed_point(odd) if odd is not even else None)
+    even_part = fixed_point(even)
+    odd_part = even_part if mirrors is None else fixed_point(odd)
     zf = np.array([to_int(z) for z in points], dtype=object)
     h_prev = np.array([0] * len(points), dtype=object)
     h = np.array([1 << P] * len(points), dtype=object)
     sums = []
     for k in range(n):
-        M, shifts = parts[k % 2] or parts[0]
+        M, shifts = odd_part if k % 2 else even_part
         sums.append(int(((M * h) >> shifts).sum()) if len(points) else 0)
         if k + 1 < n:
             a_k = to_int(mpmath.sqrt(mpmath.mpf(k) / (k + 1)))

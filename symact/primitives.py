@@ -1560,12 +1560,12 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
     # input above the 8th gives terms that overflow (x**40 from x = 9.2 in float32) where the nested form
     # does not: such a form is not a candidate
     limit = max(8, _highest_power(derivative, inputs))
-    for transform in (sympy.factor_terms, sympy.together, sympy.cancel, _reduced_by_a_square_root):
+    reduced = functools.partial(_reduced_by_a_square_root, inputs=inputs)
+    for transform in (sympy.factor_terms, sympy.together, sympy.cancel, reduced):
         if transform is sympy.cancel and _expands_beyond(derivative, inputs, limit):
             continue
         try:
-            form = safe_form(transform(derivative, inputs) if transform is _reduced_by_a_square_root
-                             else transform(derivative), inputs)
+            form = safe_form(transform(derivative), inputs)
         except (sympy.PolynomialError, TypeError, ValueError):
             continue
         if _highest_power(form, inputs) <= limit:
