@@ -1154,7 +1154,7 @@ class KernelMaps:
         """Hermite coefficients of z -> phi(sqrt(q) z) computed with at least ``extra`` more digits, their
         absolute error bound, and the extra digits they carry.  ``verify``: from a rule verified against one
         with twice the nodes, whose bound covers the rule's own error too (see gauss.hermite_coefficients;
-        ~3 times the cost; :meth:`_hermite_verified` says whether the list serving a request is).
+        ~3 times the cost; :meth:`_served_hermite` says whether the list serving a request is).
 
         Cached per q: a list with at least as many terms and digits serves the request.  A list too
         short is recomputed at half again the length asked for, with the digits it had: the cost grows
@@ -1215,11 +1215,6 @@ class KernelMaps:
         served = [e for e in self._cache.get(("herm", qv), [])
                   if e[2] >= extra and len(e[0]) >= n and e[3] >= verify]
         return max(served, key=lambda e: (e[3], e[2])) if served else None
-
-    def _hermite_verified(self, qv, n) -> bool:
-        """Whether the list :meth:`_hermite` serves for ``n`` terms at q (no extra digits asked) is verified."""
-        served = self._served_hermite(qv, n)
-        return served is not None and served[3]
 
     def _checked_hermite(self, qs, n, measure, what: str, c, min_extra: int = 0, verify: bool = False) -> list:
         """Hermite coefficients (one list per q in ``qs``) accurate enough for a Mehler sum:
@@ -1349,10 +1344,10 @@ class KernelMaps:
                 return abs(total), mpmath.fsum(mpmath.ff(k, n) * (2 * abs(a[k]) + err) * err * x ** (k - n)
                                                for k in range(n, len(a)))
             (a,) = self._checked_hermite([qv], terms, measure, what, cv, min_extra=min_extra, verify=verify)
-            verified = self._hermite_verified(qv, len(a))
+            _, _, its_extra, verified = self._served_hermite(qv, len(a))   # (the list just served)
             _, total, size = sums(a)
             lost = max(0, int(mpmath.ceil(mpmath.log10(size / abs(total))))) if total != 0 else 0
-            t, total, size = sums(a, lost + self._hermite(qv, len(a))[2])   # (the list's extra digits)
+            t, total, size = sums(a, lost + its_extra)
             w = max(4, len(t) // 8)
             last, before = mpmath.fsum(abs(v) for v in t[-w:]), mpmath.fsum(abs(v) for v in t[-2 * w:-w])
             converged = last <= mpmath.mpf(10) ** -(self.dps + 4) * abs(total) and last <= before

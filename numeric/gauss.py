@@ -620,7 +620,7 @@ def _hermite_sums(f: Callable, n: int, nodes: list, weights: list) -> tuple:
     # h_k(z) by the recurrence in fixed-point integers with P fractional bits (the forward
     # recurrence is stable and h_k grows, so absolute 2^-P errors stay relatively small), then
     # sum f(z) w h_k with f(z) w kept at full *relative* precision (mantissa M, scale 2^-S):
-    # ~5x faster than mpf arithmetic (pure-Python mpmath backend).
+    # ~5x faster than mpf arithmetic on mpmath's pure-Python backend.
     P = int(mp.prec) + 32
     fw = [_real(f(z), z) * w for z, w in zip(nodes, weights)]
     bound = mpmath.ldexp(mpmath.fsum(abs(v) for v in fw), 16 - P)

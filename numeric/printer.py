@@ -2103,7 +2103,7 @@ def _split_square_plus_ratio(product: Mul, inputs: tuple) -> sympy.Expr:
                 return Mul(*others[:j], *others[j + 1:], q, _square_plus_ratio(u, c))
             # u itself over its root, bounded by 1: u/r was inf/inf = NaN where u is infinite (x/sqrt(x**2 + 1),
             # the slope of sqrt(x**2 + 1), at x = +-inf, or isru's value there), where the ratio is +-1
-            if f == u and (u in inputs or direct):
+            if f == u and direct:
                 return Mul(*others[:j], *others[j + 1:], _square_plus_ratio(u, c))
         for j, f in enumerate(others):
             if not isinstance(f, Add):

@@ -1580,14 +1580,16 @@ def _reduced_by_a_square_root(expr: sympy.Expr, inputs) -> sympy.Expr:
     x/(1 + sqrt(x**2 + 1)), 1/(s + 1) - x**2/(s*(s + 1)**2), a difference of near-equal terms for large |x|
     (1e-5 off at x = 1e3 in float32, 0 for 1.3e-16 at 1e8), is (s + 1)/((x**2 + 2)*s + 2*x**2 + 2), whose sums
     have terms of one sign."""
-    bases = {e.base for e in expr.atoms(Pow) if e.exp.is_Rational and e.exp.q == 2
-             and any(e.base.has(u) and e.base.is_polynomial(u) for u in inputs)}
+    def half_power(e):
+        return isinstance(e, Pow) and e.exp.is_Rational and e.exp.q == 2
+
+    bases = {e.base for e in expr.atoms(Pow)
+             if half_power(e) and any(e.base.has(u) and e.base.is_polynomial(u) for u in inputs)}
     if len(bases) != 1:
         return expr
     (base,) = bases
     s = sympy.Dummy("s", positive=True)
-    replaced = expr.replace(lambda e: isinstance(e, Pow) and e.base == base and e.exp.is_Rational and e.exp.q == 2,
-                            lambda e: s ** (2 * e.exp))
+    replaced = expr.replace(lambda e: half_power(e) and e.base == base, lambda e: s ** (2 * e.exp))
     if not replaced.is_rational_function(s, *[u for u in inputs if replaced.has(u)]):
         return expr
     numerator, denominator = sympy.fraction(sympy.together(replaced))
@@ -1712,8 +1714,7 @@ def _tie_values_of_many(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
         return _tie_values_at_points(node, symbol)
     values = {}
     for i, (a, p) in enumerate(zip(args, slopes)):
-        others = args[:i] + args[i + 1:]
-        u = a - sympy.Max(*others) if isinstance(node, sympy.Max) else sympy.Min(*others) - a
+        u = _step_argument(node, i)
         if p.is_zero:
             values[u] = S.Zero
             continue
@@ -1723,6 +1724,12 @@ def _tie_values_of_many(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
             for j, (b, q) in enumerate(zip(args, slopes)) if j != i])
         values[u] = sympy.Piecewise((1, condition), (0, True))
     return values
+
+
+def _step_argument(node: sympy.Expr, i: int) -> sympy.Expr:
+    """u_i of a Max/Min's derivative sum a_i' Heaviside(u_i): a_i - Max(the others), or Min(the others) - a_i."""
+    others = node.args[:i] + node.args[i + 1:]
+    return node.args[i] - sympy.Max(*others) if isinstance(node, sympy.Max) else sympy.Min(*others) - node.args[i]
 
 
 def _or_unequal(n: int, b: sympy.Expr, a: sympy.Expr, condition):
@@ -1847,14 +1854,10 @@ def _tie_values_at_points(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
         nonzero = next((i for i in tied if there[i].is_nonzero), None)
         if nonzero is not None:
             chosen[nonzero][t] = least / there[nonzero]
-    result = {}
-    for i, (a, picked) in enumerate(zip(args, chosen)):
-        others = args[:i] + args[i + 1:]
-        u = a - sympy.Max(*others) if isinstance(node, sympy.Max) else sympy.Min(*others) - a
-        # only at the tie points found: a tie solve missed keeps H0 = 0, as before
-        result[u] = (sympy.Piecewise(*[(h0, sympy.Eq(symbol, t)) for t, h0 in picked.items()], (0, True))
-                     if picked else S.Zero)
-    return result
+    # only at the tie points found: a tie solve missed keeps H0 = 0, as before
+    return {_step_argument(node, i): (sympy.Piecewise(*[(h0, sympy.Eq(symbol, t)) for t, h0 in picked.items()],
+                                                      (0, True)) if picked else S.Zero)
+            for i, picked in enumerate(chosen)}
 
 
 def _least_slope(p: sympy.Expr, q: sympy.Expr, symbol: sympy.Symbol) -> int | None:
