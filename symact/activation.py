@@ -44,7 +44,7 @@ from ._safe_parse import (
     safe_parse,
     sympy_vocabulary,
 )
-from .primitives import pytorch_kink_convention
+from .primitives import pytorch_kink_convention, ties_move_with_parameters
 from .errors import (
     DomainError,
     FormulaError,
@@ -300,6 +300,10 @@ class Activation:
     torch_spec: Any = None  # catalogue's TorchBuiltin, or None
     surrogate: sympy.Expr | None = None
     requires: tuple = ()
+    # (formula, n) of the activation this one is the n-th derivative of, kept only where a tie of a
+    # Max/Min in it falls at points that move with the parameters (Min(Max(0, x), a*x**2) ties at
+    # x = 1/a): such ties are settled with the parameters' values (concrete_expr), not in expr.
+    derived_from: tuple | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -309,7 +313,7 @@ class Activation:
     # cannot store the read-only view.
     def __reduce__(self):
         return (type(self), (self.name, self.expr, dict(self.params), self.inputs, self.source, self.torch_spec,
-                             self.surrogate, self.requires))
+                             self.surrogate, self.requires, self.derived_from))
 
     def __copy__(self) -> "Activation":
         return self
@@ -386,7 +390,18 @@ class Activation:
 
     @functools.cached_property
     def concrete_expr(self) -> sympy.Expr:
-        """The formula with every parameter replaced by its value."""
+        """The formula with every parameter replaced by its value.
+
+        For a derivative whose kinks move with the parameters it is the derivative of the original's
+        concrete formula, so that each tie gets the kink convention at the parameters' values:
+
+        >>> phi = activation("Min(Max(0, x), a*x**2)", a=1)
+        >>> phi.derivative().concrete_expr.subs(x, 1)
+        1
+        """
+        if self.derived_from is not None:
+            original, n = self.derived_from
+            return _differentiated(original.xreplace(dict(self.params)), self.x, n, self.name)
         return self.expr.xreplace(dict(self.params)) if self.params else self.expr
 
     def _replace(self, **changes: Any) -> "Activation":
@@ -399,7 +414,10 @@ class Activation:
             torch_spec=self.torch_spec,
             surrogate=self.surrogate,
             requires=self.requires,
+            derived_from=self.derived_from,
         )
+        if "expr" in changes and "derived_from" not in changes:
+            fields["derived_from"] = None  # a new formula is no longer that derivative
         fields.update(changes)
         return Activation(**fields)
 
@@ -444,6 +462,13 @@ class Activation:
             check_exact_arguments(what, replacements, f"{self.name} with "
                                   + ", ".join(f"{p.name}={val}" for p, val in replacements.items()) + " substituted")
         expr = self.expr.xreplace(replacements)
+        derived_from = self.derived_from
+        if derived_from is not None:
+            original, n = derived_from
+            derived_from = (original.xreplace(replacements), n)
+            if not params:
+                # every parameter has its value now: the ties are settled in the formula itself
+                expr, derived_from = _differentiated(derived_from[0], self.x, n, self.name), None
         surrogate = None if self.surrogate is None else self.surrogate.xreplace(replacements)
         # a condition on a substituted parameter holds its value from now on (min_val <= max_val becomes
         # 2 <= max_val), so that later values of the others are checked against it
@@ -454,12 +479,14 @@ class Activation:
             _check_requirements(self.name, self.requires, {p: values_now[p] for p in self.params}, given)
             requires = tuple((c, r) for c, r in requires if c is not sympy.true)
             _check_finite(expr, f"{self.name} with {given} substituted")
-            substituted = self._replace(expr=expr, params=params, surrogate=surrogate, requires=requires)
+            substituted = self._replace(expr=expr, params=params, surrogate=surrogate, requires=requires,
+                                        derived_from=derived_from)
             if surrogate is not None:
                 _check_surrogate(substituted, f"the surrogate gradient of {self.name} with {given} substituted")
             _check_real_with_params(substituted, given)
             return substituted
-        return self._replace(expr=expr, params=params, surrogate=surrogate, requires=requires)
+        return self._replace(expr=expr, params=params, surrogate=surrogate, requires=requires,
+                             derived_from=derived_from)
 
     def derivative(self, n: int = 1) -> "Activation":
         """The n-th derivative in the (first) input, as a new :class:`Activation`.
@@ -471,7 +498,9 @@ class Activation:
         ``F.leaky_relu(x, 1/4)``, ``Max(0, x)`` and ``Min(1, Max(-1, x))`` 0 at their kinks as
         relu and hardtanh.  Slopes that depend on x are compared where the tie is (``Max(x, x**3)``
         at 1: slopes 1 and 3, so 1), as are slopes with steps of their own (``Min(Max(0, x), x**2)``
-        at 1: x**2 with slope 2 on the left, x with slope 1 on the right, so 1).
+        at 1: x**2 with slope 2 on the left, x with slope 1 on the right, so 1).  Where such ties
+        move with a parameter (``Min(Max(0, x), a*x**2)`` at 1/a) they are settled with the
+        parameters' values: in :attr:`concrete_expr` and evaluation, while ``expr`` keeps 0 there.
         The second derivative of a kinked function contains ``DiracDelta`` terms,
         which vanish away from the kinks.
 
@@ -485,9 +514,15 @@ class Activation:
             raise FormulaError(f"derivative order must be a non-negative integer, got {n!r}; e.g. derivative(2)")
         if n == 0:
             return self
-        expr = _differentiated(self.expr, self.x, int(n), self.name)
+        n = int(n)
+        original, order = self.derived_from or (self.expr, 0)
+        expr = (_differentiated(self.expr, self.x, n, self.name) if order == 0
+                else _differentiated(original, self.x, order + n, self.name))
+        derived_from = ((original, order + n) if self.params and ties_move_with_parameters(original, self.x)
+                        else None)
         suffix = "'" * n if n <= 3 else f"^({n})"
-        return self._replace(name=f"{self.name}{suffix}", expr=expr, torch_spec=None, surrogate=None)
+        return self._replace(name=f"{self.name}{suffix}", expr=expr, torch_spec=None, surrogate=None,
+                             derived_from=derived_from)
 
     def backward_derivative(self) -> "Activation":
         """What backpropagation multiplies the incoming gradient by: the :attr:`surrogate` where

@@ -1726,6 +1726,24 @@ def _tie_values_of_many(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
     return values
 
 
+def ties_move_with_parameters(expr: sympy.Expr, symbol: sympy.Symbol) -> bool:
+    """Whether a Max/Min in ``expr`` has arguments with parameters (symbols other than ``symbol``) and slopes
+    with steps of their own, so that its ties are settled point by point (:func:`_tie_values_at_points`),
+    which needs the tie points as numbers: ``Min(Max(0, x), a*x**2)`` ties at x = 1/a.  Its derivative's
+    kink convention is then decided once the parameters have values.
+
+    >>> x, a = sympy.symbols("x a", real=True)
+    >>> ties_move_with_parameters(sympy.Min(sympy.Max(0, x), a*x**2), x), ties_move_with_parameters(sympy.Max(0, a*x), x)
+    (True, False)
+    """
+    for node in sympy.preorder_traversal(expr):
+        if (isinstance(node, (sympy.Max, sympy.Min)) and any(a.free_symbols - {symbol} for a in node.args)
+                and any(sympy.diff(a, symbol).has(sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise)
+                        for a in node.args)):
+            return True
+    return False
+
+
 def _step_argument(node: sympy.Expr, i: int) -> sympy.Expr:
     """u_i of a Max/Min's derivative sum a_i' Heaviside(u_i): a_i - Max(the others), or Min(the others) - a_i."""
     others = node.args[:i] + node.args[i + 1:]

@@ -680,6 +680,47 @@ def test_derivative_order_must_be_a_non_negative_integer(order):
         symact.activation("tanh").taylor(0, order)
 
 
+def _least_one_sided_slope(expr: sympy.Expr, point) -> float:
+    """The minimum-norm subgradient of expr at a point from its one-sided difference quotients at
+    h = +-1e-30, at 50 digits (no derivative code): the lesser in magnitude on one sign, else 0."""
+    f0 = expr.xreplace({x: point})
+    quotients = [float(sympy.N((expr.xreplace({x: point + h}) - f0) / h, 50))
+                 for h in (sympy.Rational(1, 10**30), -sympy.Rational(1, 10**30))]
+    return min(quotients, key=abs) if quotients[0] * quotients[1] > 0 else 0.0
+
+
+@pytest.mark.parametrize("formula, values, points", [
+    # ties at x = 0 and x = 1/a: x**2-like on the left of 1/a (slope 2), x on the right (slope 1)
+    ("Min(Max(0, x), a*x**2)", (1, 2, sympy.Rational(1, 3), -1), ("1/a", "0", "1/(2*a)")),
+    # Max(Min(0, x), a*x**3) ties at x = -1/sqrt(a): x on the left (1), a*x**3 on the right (3)
+    ("Max(Min(0, x), a*x**3)", (1, 4), ("-1/sqrt(a)", "0")),
+])
+def test_a_tie_that_moves_with_a_parameter_takes_the_kink_convention_at_the_parameter_s_value(formula, values, points):
+    """activation("Min(Max(0, x), a*x**2)", a=1).derivative()(1) was 0 (the parameter-free form gives 1):
+    ties whose slopes hold steps of their own are settled point by point, which needs the tie points as
+    numbers, and with a parameter they were left at 0.  They are now settled once the parameters have
+    values, through with_params, subs (in part and in full) and a pickle round trip too.
+    Reference: the formula's one-sided difference quotients at the parameter's value."""
+    import pickle
+
+    phi = symact.activation(formula, a=values[0])
+    derivative = phi.derivative()
+    for value in values:
+        for slope in (derivative.with_params(a=value), phi.with_params(a=value).derivative(),
+                      derivative.subs(a=value), pickle.loads(pickle.dumps(derivative.with_params(a=value)))):
+            concrete = phi.with_params(a=value).concrete_expr
+            for point in points:
+                at = sympy.sympify(point).subs("a", value)
+                if not at.is_real:
+                    continue
+                expected = _least_one_sided_slope(concrete, at)
+                assert abs(float(slope(at)) - expected) <= 1e-12, (formula, value, point, slope, expected)
+    # the second derivative away from the ties is the derivative of the first
+    second, point = phi.derivative(2), sympy.Rational(7, 3)
+    assert second(point) == sympy.diff(phi.concrete_expr, x, 2).xreplace({x: point})
+    assert derivative.derivative() == second
+
+
 def test_numpy_integer_orders_are_orders():
     """derivative(np.int64(2)) was refused as 'not a non-negative integer'; tanh'' = -2 tanh sech^2."""
     import numpy as np
