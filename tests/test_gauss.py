@@ -125,6 +125,58 @@ def test_hermite_coefficients_of_a_function_with_even_and_odd_parts_on_folded_an
     assert worst < mpmath.mpf(10) ** -39
 
 
+def _spy_on_quadrature_methods(monkeypatch) -> list:
+    """The method of every mp.quad call the gauss module makes, in order."""
+    import numeric.gauss as gauss_module
+
+    used, real = [], gauss_module.mp.quad
+
+    def spy(integrand, points, **kwargs):
+        used.append(kwargs.get("method", "tanh-sinh"))
+        return real(integrand, points, **kwargs)
+
+    monkeypatch.setattr(gauss_module.mp, "quad", spy)
+    return used
+
+
+def test_bivariate_mpmath_integrates_smooth_integrands_on_gauss_legendre_panels(monkeypatch):
+    """The 2-D rule ran tanh-sinh on [-cut, cut] at both levels, which clusters nodes at the ends where the
+    density is negligible: erf's C(0.99) at 40 digits never finished.  Smooth integrands now go on
+    Gauss-Legendre panels and never reach tanh-sinh.  Reference: E[sin u sin v] = exp(-(q1 + q2)/2) sinh(c sqrt(q1 q2))."""
+    used = _spy_on_quadrature_methods(monkeypatch)
+    q1, q2, c = mpmath.mpf(1) / 2, mpmath.mpf(2), mpmath.mpf(9) / 10
+    r = bivariate_gaussian_expectation(mpmath.sin, mpmath.sin, c, q1=q1, q2=q2, dps=15)
+    with mpmath.workdps(40):
+        exact = mpmath.exp(-(q1 + q2) / 2) * mpmath.sinh(c * mpmath.sqrt(q1 * q2))
+    assert rel(r.value, exact) < 1e-14
+    assert set(used) == {"gauss-legendre"}, sorted(set(used))
+
+
+@pytest.mark.parametrize("singular_side", ["outer", "inner"])
+def test_bivariate_mpmath_falls_back_to_tanh_sinh_at_a_singularity(monkeypatch, singular_side):
+    """At an integrable singularity on a panel end (|x|^(-1/4) at its break-point 0) Gauss-Legendre converges
+    only algebraically: its result is not kept, tanh-sinh decides, and once an inner integral has needed it the
+    later inner integrals go to tanh-sinh directly.  Reference, with m(a) = E|z|^a = 2^(a/2) Gamma((a+1)/2)/sqrt(pi)
+    and v = c u + s w: E[|u|^p v^2] = c^2 m(p + 2) + (1 - c^2) m(p), the same for E[u^2 |v|^p]."""
+    used = _spy_on_quadrature_methods(monkeypatch)
+    p, c = mpmath.mpf(-1) / 4, mpmath.mpf(3) / 5
+    singular, square = (lambda t: abs(t) ** p), (lambda t: t * t)
+    if singular_side == "outer":
+        r = bivariate_gaussian_expectation(singular, square, c, dps=6, breakpoints=[0], breakpoints_g=[])
+    else:
+        r = bivariate_gaussian_expectation(square, singular, c, dps=6, breakpoints=[], breakpoints_g=[0])
+    with mpmath.workdps(30):
+        moment = lambda a: 2 ** (a / 2) * mpmath.gamma((a + 1) / 2) / mpmath.sqrt(mpmath.pi)  # noqa: E731
+        exact = c**2 * moment(p + 2) + (1 - c**2) * moment(p)
+    assert rel(r.value, exact) < 1e-6
+    assert "tanh-sinh" in used
+    if singular_side == "inner":
+        # inner integrals whose singular point lies beyond the cut are smooth and pass on Gauss-Legendre;
+        # after the first that needs tanh-sinh, no inner integral tries Gauss-Legendre again
+        first = used.index("tanh-sinh")
+        assert "gauss-legendre" not in used[first:] and len(used) - first > 100, (first, len(used))
+
+
 @pytest.mark.slow
 def test_bivariate_mpmath_covariance_at_20_digits():
     # E[u v] = c sqrt(q1 q2): exact for a polynomial integrand (slow: ~20 s of 2-D quadrature)
