@@ -387,7 +387,9 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
     ``f`` (and of ``g`` seen through ``c``), the inner one over ``z2`` at
     ``z2 = (b / sqrt(q2) - c z1) / s``: the inner kink moves with the outer variable.
     ``breakpoints`` are kinks of ``f``; ``breakpoints_g`` those of ``g`` (default: the same).
-    At ``c = +-1`` the integral is one-dimensional and is done as such.
+    At ``c = +-1`` the integral is one-dimensional and is done as such.  Both levels use Gauss-Legendre
+    panels of width at most 8 between the split points, and tanh-sinh where those do not reach the
+    digits (an integrable singularity at a break-point).
 
     Accuracy: about ``dps`` digits relative to the scale of ``f(u) g(v)`` (the inner integrals' test is
     absolute, in units of g's typical size), not relative to a kernel far below that scale: relu x relu
