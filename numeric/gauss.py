@@ -256,21 +256,17 @@ def _quad_checked(integrand: Callable, points: list, dps: int, what: str, relati
             y = memo[z] = integrand(z)
         return y
 
-    def mass_of(value, err):
+    def mass_of(value, err, method="tanh-sinh"):
         if not relative:
             return max(abs(value), mpmath.mpf(1))
         if err <= tol * abs(value):
             return abs(value)
-        return max(abs(value), mp.quad(lambda z: abs(cached(z)), points))
+        return max(abs(value), mp.quad(lambda z: abs(cached(z)), points, method=method))
 
     if gauss_legendre is not None and gauss_legendre[0]:
         value, err = mp.quad(cached, points, method="gauss-legendre", error=True)
-        if not relative:
-            scale = max(abs(value), mpmath.mpf(1))
-        elif err <= tol * abs(value):
-            scale = abs(value)
-        else:  # a cancelling integrand: its mass, mostly from the nodes already evaluated
-            scale = mp.quad(lambda z: abs(cached(z)), points, method="gauss-legendre")
+        # (a cancelling integrand's mass comes mostly from the nodes already evaluated)
+        scale = mass_of(value, err, "gauss-legendre")
         if mpmath.isfinite(value) and err <= mpmath.mpf(10) ** -(dps + 5) * scale:
             return value, err
         gauss_legendre[0] = False

@@ -516,8 +516,7 @@ class Activation:
             return self
         n = int(n)
         original, order = self.derived_from or (self.expr, 0)
-        expr = (_differentiated(self.expr, self.x, n, self.name) if order == 0
-                else _differentiated(original, self.x, order + n, self.name))
+        expr = _differentiated(original, self.x, order + n, self.name)
         derived_from = ((original, order + n) if self.params and ties_move_with_parameters(original, self.x)
                         else None)
         suffix = "'" * n if n <= 3 else f"^({n})"

@@ -1710,7 +1710,7 @@ def _tie_values_of_many(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
     that fails, every H0 stays 0 ({} is returned)."""
     args = node.args
     slopes = [sympy.diff(a, symbol) for a in args]
-    if any(p.has(sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise) for p in slopes):
+    if _hold_steps(slopes):
         return _tie_values_at_points(node, symbol)
     values = {}
     for i, (a, p) in enumerate(zip(args, slopes)):
@@ -1738,12 +1738,19 @@ def ties_move_with_parameters(expr: sympy.Expr, symbol: sympy.Symbol) -> bool:
     >>> ties_move_with_parameters(sympy.Max(0, a*x), x)   # its tie rule needs no tie points
     False
     """
-    for node in sympy.preorder_traversal(expr):
-        if (isinstance(node, (sympy.Max, sympy.Min)) and any(a.free_symbols - {symbol} for a in node.args)
-                and any(sympy.diff(a, symbol).has(sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise)
-                        for a in node.args)):
-            return True
-    return False
+    return any(isinstance(node, (sympy.Max, sympy.Min)) and _has_parameters(node, symbol)
+               and _hold_steps(sympy.diff(a, symbol) for a in node.args)
+               for node in sympy.preorder_traversal(expr))
+
+
+def _hold_steps(slopes) -> bool:
+    """Whether a slope holds a step of its own (a Max/Min argument's derivative: Heaviside, Piecewise)."""
+    return any(p.has(sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise) for p in slopes)
+
+
+def _has_parameters(node: sympy.Expr, symbol: sympy.Symbol) -> bool:
+    """Whether an argument of ``node`` holds a symbol other than ``symbol``."""
+    return any(a.free_symbols - {symbol} for a in node.args)
 
 
 def _step_argument(node: sympy.Expr, i: int) -> sympy.Expr:
@@ -1832,8 +1839,8 @@ def _tie_values_at_points(node: sympy.Expr, symbol: sympy.Symbol) -> dict:
     one (an argument with a kink of its own at t), one with a nonzero slope s gets H0 = least/s there.
     {} where the tie points are not finitely many numbers or a one-sided slope cannot be decided."""
     args = node.args
-    if any(a.free_symbols - {symbol} for a in args):
-        return {}
+    if _has_parameters(node, symbol):
+        return {}  # tie points in the parameters: settled once they have values (ties_move_with_parameters)
     points = set()
     for i, a in enumerate(args):
         for b in args[i + 1:]:

@@ -22,6 +22,18 @@ def exact(expr, point, digits: int = 600):
     return value.evalf(digits, maxn=2 * digits)
 
 
+def least_one_sided_slope(expr, point, wrt=None, at=None) -> float:
+    """The minimum-norm subgradient of ``expr`` in ``wrt`` (default symact.x) at ``wrt = point``, the other
+    symbols at their values in ``at``, from its one-sided difference quotients at h = +-1e-30 evaluated at
+    50 digits (no derivative code): the lesser in magnitude when they have one sign, 0 otherwise."""
+    wrt = symact.x if wrt is None else wrt
+    at = {**(at or {}), wrt: point}
+    f0 = expr.xreplace(at)
+    quotients = [float(sympy.N((expr.xreplace({**at, wrt: point + h}) - f0) / h, 50))
+                 for h in (sympy.Rational(1, 10**30), -sympy.Rational(1, 10**30))]
+    return min(quotients, key=abs) if quotients[0] * quotients[1] > 0 else 0.0
+
+
 def resolve_torch(act):
     """The PyTorch built-in of a catalogue activation as a callable of one float64 tensor."""
     import torch

@@ -13,6 +13,7 @@ import mpmath
 import pytest
 import sympy
 
+from _reference import least_one_sided_slope
 import symact
 from symact import x
 
@@ -680,15 +681,6 @@ def test_derivative_order_must_be_a_non_negative_integer(order):
         symact.activation("tanh").taylor(0, order)
 
 
-def _least_one_sided_slope(expr: sympy.Expr, point) -> float:
-    """The minimum-norm subgradient of expr at a point from its one-sided difference quotients at
-    h = +-1e-30, at 50 digits (no derivative code): the lesser in magnitude on one sign, else 0."""
-    f0 = expr.xreplace({x: point})
-    quotients = [float(sympy.N((expr.xreplace({x: point + h}) - f0) / h, 50))
-                 for h in (sympy.Rational(1, 10**30), -sympy.Rational(1, 10**30))]
-    return min(quotients, key=abs) if quotients[0] * quotients[1] > 0 else 0.0
-
-
 @pytest.mark.parametrize("formula, values, points", [
     # ties at x = 0 and x = 1/a: x**2-like on the left of 1/a (slope 2), x on the right (slope 1)
     ("Min(Max(0, x), a*x**2)", (1, 2, sympy.Rational(1, 3), -1), ("1/a", "0", "1/(2*a)")),
@@ -713,7 +705,7 @@ def test_a_tie_that_moves_with_a_parameter_takes_the_kink_convention_at_the_para
                 at = sympy.sympify(point).subs("a", value)
                 if not at.is_real:
                     continue
-                expected = _least_one_sided_slope(concrete, at)
+                expected = least_one_sided_slope(concrete, at)
                 assert abs(float(slope(at)) - expected) <= 1e-12, (formula, value, point, slope, expected)
     # the second derivative away from the ties is the derivative of the first
     second, point = phi.derivative(2), sympy.Rational(7, 3)

@@ -21,6 +21,7 @@ import pytest
 import sympy
 import torch
 
+from _reference import least_one_sided_slope
 import symact
 from numeric import codegen
 from numeric.codegen import export_module, generated_source, torch_function, torch_module
@@ -686,16 +687,6 @@ def test_gradient_at_a_gated_tie_compares_the_slopes_at_the_gate_s_value(device)
     assert gv.tolist() == [0.0, 0.0, 0.0, 0.0, 0.0]
 
 
-def _least_one_sided_slope_50(expr: sympy.Expr, wrt: sympy.Symbol, at: dict) -> float:
-    """The tie convention's reference, independent of any derivative code: the one-sided difference
-    quotients of ``expr`` in ``wrt`` at the point ``at`` with h = +-1e-30 at 50 digits; the smaller in
-    magnitude when they have one sign, else 0 (as test_primitives' _least_one_sided_slope)."""
-    f0 = expr.xreplace(at)
-    quotients = [float(sympy.N((expr.xreplace({**at, wrt: at[wrt] + h}) - f0) / h, 50))
-                 for h in (sympy.Rational(1, 10**30), -sympy.Rational(1, 10**30))]
-    return min(quotients, key=abs) if quotients[0] * quotients[1] > 0 else 0.0
-
-
 @pytest.mark.parametrize("formula", ["Max(x, a*x)", "Min(x, a*x)"])
 @pytest.mark.parametrize("a", ["1/4", "2", "-1/2"])
 def test_value_and_gradients_at_a_tie_with_a_trainable_slope_follow_the_convention(formula, a, device):
@@ -718,8 +709,8 @@ def test_value_and_gradients_at_a_tie_with_a_trainable_slope_follow_the_conventi
     for i, p in enumerate(points):
         at = {x: sympy.Rational(p), pa: sympy.Rational(a)}
         assert y[i].item() == pytest.approx(float(expr.xreplace(at)), rel=1e-15, abs=0), (p, y[i])
-        assert gx[i].item() == pytest.approx(_least_one_sided_slope_50(expr, x, at), rel=1e-12, abs=0), (p, gx)
-        assert ga[i] == pytest.approx(_least_one_sided_slope_50(expr, pa, at), rel=1e-12, abs=0), (p, ga)
+        assert gx[i].item() == pytest.approx(least_one_sided_slope(expr, at[x], x, at), rel=1e-12, abs=0), (p, gx)
+        assert ga[i] == pytest.approx(least_one_sided_slope(expr, at[pa], pa, at), rel=1e-12, abs=0), (p, ga)
 
 
 def _check_points(name: str, device="cpu") -> torch.Tensor:

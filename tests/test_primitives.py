@@ -13,6 +13,7 @@ import mpmath
 import pytest
 import sympy
 
+from _reference import least_one_sided_slope
 from symact.primitives import (
     PRIMITIVES,
     Erfcx,
@@ -550,17 +551,6 @@ def test_erfcx_in_a_branch_that_bounds_its_argument_below_is_no_hazard_but_besid
 _v = sympy.Symbol("v", real=True)
 
 
-def _least_one_sided_slope(expr: sympy.Expr, point, wrt=x) -> float:
-    """The minimum-norm subgradient of expr at a point, from its one-sided difference quotients at
-    h = +-1e-30 evaluated at 50 digits (independent of any derivative code): the smaller in magnitude
-    when they have one sign, 0 otherwise."""
-    f0 = expr.xreplace({wrt: point})
-    quotients = []
-    for h in (sympy.Rational(1, 10**30), -sympy.Rational(1, 10**30)):
-        quotients.append(float(sympy.N((expr.xreplace({wrt: point + h}) - f0) / h, 50)))
-    return min(quotients, key=abs) if quotients[0] * quotients[1] > 0 else 0.0
-
-
 @pytest.mark.parametrize("expr, wrt, points", [
     (sympy.Max(x, x**3), x, (1, -1, 0)),                   # slopes (1, 3) at 1 and -1, (1, 0) at 0
     (sympy.Min(x, x**3), x, (1, -1, 0)),
@@ -597,7 +587,7 @@ def test_tie_with_slopes_that_depend_on_the_input_takes_the_least_one_sided_slop
     slope = safe_derivative(expr, wrt)
     convention = pytorch_kink_convention(sympy.diff(expr, wrt), expr, wrt)
     for point in map(sympy.Rational, points):
-        expected = _least_one_sided_slope(expr, point, wrt)
+        expected = least_one_sided_slope(expr, point, wrt)
         for derivative in (slope, convention):
             got = derivative.xreplace({wrt: point})
             assert abs(float(got) - expected) <= 1e-12, (expr, point, derivative, got, expected)
