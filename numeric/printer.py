@@ -254,8 +254,11 @@ def _finite_everywhere(expr: sympy.Expr) -> bool:
     for symbol in expr.free_symbols:
         # a long polynomial (safe_form's Taylor patches) overflows float32 within [-1e4, 1e4],
         # as does any power above the 8th
-        if expr.is_polynomial(symbol) and sympy.degree(expr, symbol) > 8:
-            return False
+        try:
+            if expr.is_polynomial(symbol) and sympy.degree(expr, symbol) > 8:
+                return False
+        except sympy.PolynomialError:  # a masked inner Piecewise (_Select holds a condition): not a polynomial
+            pass
     for node in sympy.preorder_traversal(expr):
         if node.is_Atom or isinstance(node, (Add, Mul, sympy.Piecewise, sympy.Rel, sympy.logic.boolalg.Boolean)):
             continue
@@ -524,6 +527,65 @@ def _factor_into_step_piecewise(product: Mul, inputs: tuple) -> sympy.Expr:
     if not (isinstance(step, sympy.Piecewise) and all(v.is_number for v, _ in step.args)):
         return product
     return sympy.Piecewise(*[(v * rest, c) for v, c in step.args])
+
+
+def _zero_region(f: sympy.Expr) -> sympy.Boolean | None:
+    """Where f is exactly 0, for a step (Heaviside, a Piecewise with a 0 piece), Max(0, u) or Min(0, u); else
+    None.  Written in comparisons that are false at NaN (x <= 0 for Not(x > 0)), so that NaN stays NaN."""
+    if isinstance(f, (sympy.Max, sympy.Min)) and len(f.args) == 2 and S.Zero in f.args:
+        u = f.args[0] if f.args[1] == 0 else f.args[1]
+        return u <= 0 if isinstance(f, sympy.Max) else u >= 0
+    if isinstance(f, _Step):
+        return f.args[0] < 0
+    coefficient, rest = split_numeric_factor(f) if isinstance(f, Mul) else (S.One, f)
+    if coefficient != 1 and coefficient.is_finite:
+        return _zero_region(rest)
+    if isinstance(f, Add):  # Max(0, -x) - Heaviside(-x) in Max(0, -x)*exp(x)'s slope: 0 where every term is
+        regions = [_zero_region(term) for term in f.args]
+        if all(r is not None for r in regions):
+            region = sympy.And(*regions)
+            return None if region in (S.true, S.false) else region
+        return None
+    if isinstance(f, sympy.Piecewise):
+        # by hand, not piecewise_fold: that did not finish on Min(x, exp(x) - 1)'s slope, whose conditions hold
+        # a Piecewise (a Taylor patch); such conditions are left alone
+        if any(c.has(sympy.Piecewise) for _, c in f.args):
+            return None
+        regions, earlier = [], []
+        for value, cond in f.args:
+            inner = S.true if value == 0 else _zero_region(value) if isinstance(value, sympy.Piecewise) else None
+            if inner is not None:
+                regions.append(sympy.And(cond, inner, *[sympy.Not(c) for c in earlier]))
+            earlier.append(cond)
+        region = sympy.Or(*regions)
+        return None if region in (S.true, S.false) else region
+    return None
+
+
+def _may_overflow(f: sympy.Expr) -> bool:
+    """Whether f can be inf or NaN at a finite input (a Piecewise by its pieces' values)."""
+    if isinstance(f, sympy.Piecewise):
+        return any(_may_overflow(v) for v, _ in f.args)
+    return not _finite_everywhere(f)
+
+
+def _fold_unbounded_factor_into_step(product: Mul, inputs: tuple) -> sympy.Expr:
+    """f*P with P 0 somewhere (a step, Max(0, u), Min(0, u)) and f of the inputs that can overflow ->
+    Piecewise((0, where P is 0), (f*P, True)): there the product is 0, not 0*inf = NaN.  The slope of
+    Min(x, exp(x)), exp(x)*Heaviside(x - exp(x)) + Heaviside(exp(x) - x), was NaN from x = 88.8 in float32
+    (709.8 in float64), where it is 1; Max(0, -x)*exp(x) NaN from x = 88.8, where it is 0.  Only for such an
+    f: elsewhere the product is one pass, the where() another."""
+    factors = Mul.make_args(product)
+    for i, factor in enumerate(factors):
+        region = _zero_region(factor)
+        if region is None:
+            continue
+        # the other factors that can overflow: not steps themselves (hardtanh's two), not free of the inputs
+        others = factors[:i] + factors[i + 1:]
+        if not any(f.has(*inputs) and _zero_region(f) is None and _may_overflow(f) for f in others):
+            return product
+        return sympy.Piecewise((0, region), (product, True))
+    return product
 
 
 def _numpy_functions() -> list:
@@ -1027,6 +1089,8 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         return sympy.Piecewise((1, u > 0), (0, u < 0), (h0, True))
 
     expr = expr.replace(lambda e: isinstance(e, sympy.Heaviside), heaviside)
+    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise, sympy.Max, sympy.Min, _Step),
+                        lambda e: _fold_unbounded_factor_into_step(e, inputs))
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise),
                         lambda e: _scale_into_piecewise(e, inputs))
     # before the clamps below, which would take exp(x) or sech(x) apart from its partner (x clamped in one)

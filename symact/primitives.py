@@ -1561,7 +1561,7 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
     # does not: such a form is not a candidate
     limit = max(8, _highest_power(derivative, inputs))
     reduced = functools.partial(_reduced_by_a_square_root, inputs=inputs)
-    for transform in (sympy.factor_terms, sympy.together, sympy.cancel, reduced):
+    for transform in (sympy.factor_terms, sympy.together, sympy.cancel, reduced, _over_common_denominator):
         if transform is sympy.cancel and _expands_beyond(derivative, inputs, limit):
             continue
         try:
@@ -1571,6 +1571,19 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
         if _highest_power(form, inputs) <= limit:
             forms.append(form)
     return forms
+
+
+def _over_common_denominator(expr: sympy.Expr) -> sympy.Expr:
+    """N/D (``together``) as the sum of each term of the expanded N over D, so that a term of N equal to D
+    becomes 1: ((x**2 + 1)**(3/2) + 2)/(x**2 + 1)**(3/2), the slope of x + 2*x/sqrt(x**2 + 1), is
+    inf/inf = NaN from |x| = 4e12 in float32 where 1 + 2/(x**2 + 1)**(3/2) is 1."""
+    numerator, denominator = sympy.fraction(sympy.together(expr))
+    # only algebraic denominators (powers of polynomials), which overflow together with such a numerator
+    if denominator == 1 or not isinstance(numerator, Add) or not all(
+            denominator.is_algebraic_expr(s) for s in denominator.free_symbols):
+        return expr
+    # expand_mul, not expand: (x**2 + 1)**(3/2) must stay whole to cancel against the denominator
+    return Add(*[term / denominator for term in Add.make_args(sympy.expand_mul(numerator))])
 
 
 def _reduced_by_a_square_root(expr: sympy.Expr, inputs) -> sympy.Expr:

@@ -477,6 +477,42 @@ def test_a_slope_over_a_power_of_a_square_root_is_finite_wherever_the_exact_one_
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x + 2*x/sqrt(x**2 + 1)", "x - x/sqrt(x**2 + 4)", "3*x + x**3/(x**2 + 1)**(3/2)"])
+def test_a_slope_over_a_common_denominator_is_split_where_numerator_and_denominator_overflow(formula, dtype):
+    """The slope of x + 2*x/sqrt(x**2 + 1) is 1 + 2/(x**2 + 1)**(3/2); over one denominator,
+    ((x**2 + 1)**(3/2) + 2)/(x**2 + 1)**(3/2), it was inf/inf = NaN from |x| ~ 1e13 in float32 and 1e103 in
+    float64, where it is 1.  Each term of the numerator over the denominator is a candidate form too.
+    Reference: mpmath at 50 digits of SymPy's derivative, and the limits at +-inf by hand."""
+    big = float(torch.finfo(dtype).max)
+    points = [1e-3, -0.7, 3.0, -100.0, 1e4, 1e13, -1e15, 1e19, -1e30, 3e38] + ([1e103, -1e160, 1e300, big]
+                                                                               if dtype == torch.float64 else [])
+    _check_against_mpmath(formula, points, dtype, rtol=8 * float(torch.finfo(dtype).eps), values=False)
+    t = torch.tensor([math.inf, -math.inf], dtype=dtype, requires_grad=True)
+    (g,) = torch.autograd.grad(torch_module(formula)(t).sum(), t)
+    expr = symact.activation(formula).expr
+    assert g.tolist() == [float(sympy.limit(sympy.diff(expr, X), X, s)) for s in (sympy.oo, -sympy.oo)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["Min(x, exp(x))", "Max(0, -x)*exp(x)", "Max(0, x)*exp(-x)", "Min(0, x)*cosh(x)",
+                                     "exp(x)*Piecewise((1, x < 0), (0, True))"])
+def test_a_step_or_a_one_sided_max_beside_an_overflowing_factor_is_zero_where_the_step_is(formula, dtype):
+    """0*inf = NaN: the slope of Min(x, exp(x)) (exactly 1: x < exp(x) everywhere), exp(x)*Heaviside(x - exp(x))
+    + Heaviside(exp(x) - x), was NaN from x = 88.8 in float32 (709.8 in float64); Max(0, -x)*exp(x) was NaN
+    there in value and slope, Max(0, x)*exp(-x) from x = -88.8, Min(0, x)*cosh(x) from x = 89.4, and so was
+    exp(x)*Heaviside(-x) written as a Piecewise.  Where
+    the step or the Max is 0 the product is now 0.  Reference: mpmath at 50 digits of the formula and of
+    SymPy's derivative (inf where the exact number is beyond the format); a NaN input stays NaN."""
+    points = [-1e5, -800.0, -100.0, -3.0, -0.5, 0.5, 3.0, 100.0, 800.0, 1e5] + (
+        [-1e300, 1e300] if dtype == torch.float64 else [])
+    _check_against_mpmath(formula, points, dtype, rtol=8 * float(torch.finfo(dtype).eps))
+    t = torch.tensor([math.nan], dtype=dtype, requires_grad=True)
+    y = torch_module(formula)(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    assert math.isnan(y.item()) and math.isnan(g.item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("formula", ["log(1 + x**2/4)", "log(1 + x**2/3)", "log(1 + x/3 + x**2/3)"])
 def test_log_of_one_plus_a_fraction_keeps_log1p(formula, dtype):
     """safe_form rationalised log(1 + x**2/4) into log((x**2 + 4)/4) and printed log of the rounded
