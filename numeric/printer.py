@@ -558,7 +558,8 @@ def _zero_region(f: sympy.Expr) -> sympy.Boolean | None:
                 regions.append(sympy.And(cond, inner, *[sympy.Not(c) for c in earlier]))
             earlier.append(cond)
         region = sympy.Or(*regions)
-        return None if region in (S.true, S.false) else region
+        # != and ~ are true at NaN: such a region would give 0 where the product is NaN
+        return None if region in (S.true, S.false) or region.has(sympy.Ne, sympy.Not) else region
     return None
 
 
