@@ -1029,11 +1029,13 @@ def test_a_piecewise_condition_holding_a_piecewise_carries_nan_past_a_constant_b
 def test_a_slope_whose_terms_cancel_through_a_square_root_is_reduced_to_one_without_cancellation(dtype, ulps):
     """x/(1 + sqrt(x**2 + 1)) differentiates to 1/(s + 1) - x**2/(s*(s + 1)**2), s = sqrt(x**2 + 1): two
     near-equal terms for large |x|, so the slope was 1.2e-5 off at x = 1e3 and 0.14% at 1e5 in float32, and 0
-    for 1e-16 at 1e8.  Reduced modulo s**2 = x**2 + 1 it is (s + 1)/((x**2 + 2)*s + 2*x**2 + 2), sums of one
-    sign.  Against 1/(s*(s + 1)) in mpmath, for |x| <= 1e12 (beyond, x**2*s overflows float32 near 7e12 and
-    the slope, below 1e-25 there, comes out 0)."""
+    for 1e-16 at 1e8.  Reduced modulo s**2 = x**2 + 1 it was (s + 1)/((x**2 + 2)*s + 2*x**2 + 2), sums of one
+    sign, whose x**2*s overflowed float32 near 7e12 (slope 0 for 2e-26); with the common factor s + 1
+    cancelled first it is 1/(x**2 + s + 1), right until the slope leaves the normal numbers.  Against
+    1/(s*(s + 1)) in mpmath."""
     module = torch_module("x/(1 + sqrt(x**2 + 1))")
-    points = [-1e12, -1e8, -1e5, -1e3, -30.0, -1.0, -1e-3, 0.0, 0.5, 3.0, 1e3, 1e4, 1e5, 1e8, 1e12]
+    points = [-1e12, -1e8, -1e5, -1e3, -30.0, -1.0, -1e-3, 0.0, 0.5, 3.0, 1e3, 1e4, 1e5, 1e8, 1e12, 7e12, -1e15,
+              1e18] + ([1e30, -1e100, 1e150] if dtype == torch.float64 else [])
     t = torch.tensor(points, dtype=dtype, requires_grad=True)
     (g,) = torch.autograd.grad(module(t).sum(), t)
     with mpmath.workdps(40):
