@@ -177,6 +177,45 @@ def test_bivariate_mpmath_falls_back_to_tanh_sinh_at_a_singularity(monkeypatch, 
         assert "gauss-legendre" not in used[first:] and len(used) - first > 100, (first, len(used))
 
 
+def test_bivariate_mpmath_integrates_an_integrand_whose_square_peaks_beyond_the_fixed_range():
+    """exp(x) at q = 20: f^2 times the density peaks at z = 2 sqrt(q) = 8.9 and is not negligible at the
+    fixed range's 2R (18 at 6 digits): the tail test was absolute there, and E[exp(u) v] was refused as
+    divergent.  The tail test is now relative, as the 1-D rule's, and the range reaches past the peak.
+    Reference: E[exp(u) v] = Cov(u, v) E[exp(u)] = c q exp(q/2) (Stein's lemma)."""
+    q, c = 20, mpmath.mpf(1) / 2
+    r = bivariate_gaussian_expectation(mpmath.exp, lambda v: v, c, q1=q, q2=q, dps=6)
+    assert rel(r.value, c * q * mpmath.exp(mpmath.mpf(q) / 2)) < 1e-6
+
+
+@pytest.mark.slow   # ~4 min of 2-D quadrature
+def test_bivariate_mpmath_integrates_exp_times_exp_whose_bulk_is_past_every_fixed_range():
+    """E[exp(u) exp(v)] = exp(q (1 + c)) at q = 200: the squared integrands peak at z = 28, the product
+    (c = 0.9) at 27.  A range cut where f^2 is negligible relative to its peak, but before the peak, gives a
+    value 9x too small at c = 0 with a tiny error estimate: the range must reach past the peak."""
+    for c in (mpmath.mpf(0), mpmath.mpf(9) / 10):
+        r = bivariate_gaussian_expectation(mpmath.exp, mpmath.exp, c, q1=200, q2=200, dps=15)
+        assert rel(r.value, mpmath.exp(200 * (1 + c))) < 1e-13
+
+
+def test_mpmath_quadrature_survives_two_levels_that_differ_by_exactly_one(monkeypatch):
+    """mp.quad's error estimate divides by log10 of the difference of two levels, 0 when that difference is
+    exactly 1 (ZeroDivisionError, met in E[exp(u) exp(v)] at q = 50, c = 1/2): the integral is then taken of
+    half the integrand, an exact scaling.  Simulated by a first call that raises; reference E[u^2] = 1."""
+    import numeric.gauss as gauss
+
+    original, calls = gauss.mp.quad, []
+
+    def quad(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ZeroDivisionError
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gauss.mp, "quad", quad)
+    r = gaussian_expectation(lambda z: z * z, dps=20)
+    assert rel(r.value, 1) < 1e-19 and len(calls) > 1
+
+
 @pytest.mark.slow
 def test_bivariate_mpmath_covariance_at_20_digits():
     # E[u v] = c sqrt(q1 q2): exact for a polynomial integrand (slow: ~20 s of 2-D quadrature)
