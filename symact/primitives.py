@@ -1576,7 +1576,7 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
 def _over_common_denominator(expr: sympy.Expr) -> sympy.Expr:
     """N/D (``together``) as the sum of each term of the expanded N over D, so that a term of N equal to D
     becomes 1: ((x**2 + 1)**(3/2) + 2)/(x**2 + 1)**(3/2), the slope of x + 2*x/sqrt(x**2 + 1), is
-    inf/inf = NaN from |x| = 4e12 in float32 where 1 + 2/(x**2 + 1)**(3/2) is 1."""
+    inf/inf = NaN from |x| ~ 7e12 in float32 where 1 + 2/(x**2 + 1)**(3/2) is 1."""
     numerator, denominator = sympy.fraction(sympy.together(expr))
     # only algebraic denominators (powers of polynomials), which overflow together with such a numerator
     if denominator == 1 or not isinstance(numerator, Add) or not all(
@@ -1605,15 +1605,16 @@ def _reduced_by_a_square_root(expr: sympy.Expr, inputs) -> sympy.Expr:
     replaced = expr.replace(lambda e: half_power(e) and e.base == base, lambda e: s ** (2 * e.exp))
     if not replaced.is_rational_function(s, *[u for u in inputs if replaced.has(u)]):
         return expr
-    def reduce(part):
+
+    def reduced_modulo_square(part):
         return sympy.collect(sympy.rem(sympy.expand(part), s**2 - base, s), s)
 
     numerator, denominator = sympy.fraction(sympy.together(replaced))
     # the reduced numerator may share a factor with the denominator: cancelled before the denominator is
     # reduced, the slope of x/(1 + sqrt(x**2 + 1)) is 1/(s**2 + s) -> 1/(x**2 + s + 1), not
     # (s + 1)/((x**2 + 2)*s + 2*x**2 + 2), whose x**2*s overflows float32 from |x| ~ 7e12 (slope 0 for 2e-26)
-    numerator, denominator = sympy.fraction(sympy.cancel(reduce(numerator) / denominator))
-    return (reduce(numerator) / reduce(denominator)).xreplace({s: sympy.sqrt(base)})
+    numerator, denominator = sympy.fraction(sympy.cancel(reduced_modulo_square(numerator) / denominator))
+    return (reduced_modulo_square(numerator) / reduced_modulo_square(denominator)).xreplace({s: sympy.sqrt(base)})
 
 
 def _expands_beyond(expr: sympy.Expr, inputs, limit: int) -> bool:

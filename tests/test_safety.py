@@ -486,7 +486,7 @@ def test_a_slope_over_a_power_of_a_square_root_is_finite_wherever_the_exact_one_
 @pytest.mark.parametrize("formula", ["x + 2*x/sqrt(x**2 + 1)", "x - x/sqrt(x**2 + 4)", "3*x + x**3/(x**2 + 1)**(3/2)"])
 def test_a_slope_over_a_common_denominator_is_split_where_numerator_and_denominator_overflow(formula, dtype):
     """The slope of x + 2*x/sqrt(x**2 + 1) is 1 + 2/(x**2 + 1)**(3/2); over one denominator,
-    ((x**2 + 1)**(3/2) + 2)/(x**2 + 1)**(3/2), it was inf/inf = NaN from |x| ~ 1e13 in float32 and 1e103 in
+    ((x**2 + 1)**(3/2) + 2)/(x**2 + 1)**(3/2), it was inf/inf = NaN from |x| ~ 7e12 in float32 and 1e103 in
     float64, where it is 1.  Each term of the numerator over the denominator is a candidate form too.
     Reference: mpmath at 50 digits of SymPy's derivative, and the limits at +-inf by hand."""
     _check_slope_out_to_infinity(formula, dtype)
