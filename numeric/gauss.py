@@ -463,7 +463,7 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
             scale, peak = max([(mpmath.mpf(1), 0)] + samples)
             thr = mpmath.mpf(10) ** (-(dps + _GUARD_DIGITS)) * scale
             cut = max(cut, peak)
-            while cut < max(2 * _tail_radius(dps), reach) and _squared(cut) > thr:
+            while cut < reach and _squared(cut) > thr:  # reach >= 2R: _check_tail starts there
                 cut += 1
             norm = 1 / mpmath.sqrt(2 * mpmath.pi)
             max_inner_err = [mpmath.mpf(0)]

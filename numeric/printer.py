@@ -255,10 +255,11 @@ def _finite_everywhere(expr: sympy.Expr) -> bool:
         # a long polynomial (safe_form's Taylor patches) overflows float32 within [-1e4, 1e4],
         # as does any power above the 8th
         try:
-            if expr.is_polynomial(symbol) and sympy.degree(expr, symbol) > 8:
-                return False
+            long_polynomial = expr.is_polynomial(symbol) and sympy.degree(expr, symbol) > 8
         except sympy.PolynomialError:  # a masked inner Piecewise (_Select holds a condition): not a polynomial
-            pass
+            long_polynomial = False
+        if long_polynomial:
+            return False
     for node in sympy.preorder_traversal(expr):
         if node.is_Atom or isinstance(node, (Add, Mul, sympy.Piecewise, sympy.Rel, sympy.logic.boolalg.Boolean)):
             continue
@@ -577,16 +578,12 @@ def _fold_unbounded_factor_into_step(product: Mul, inputs: tuple) -> sympy.Expr:
     (709.8 in float64), where it is 1; Max(0, -x)*exp(x) NaN from x = 88.8, where it is 0.  Only for such an
     f: elsewhere the product is one pass, the where() another."""
     factors = Mul.make_args(product)
-    for i, factor in enumerate(factors):
-        region = _zero_region(factor)
-        if region is None:
-            continue
-        # the other factors that can overflow: not steps themselves (hardtanh's two), not free of the inputs
-        others = factors[:i] + factors[i + 1:]
-        if not any(f.has(*inputs) and _zero_region(f) is None and _may_overflow(f) for f in others):
-            return product
-        return sympy.Piecewise((0, region), (product, True))
-    return product
+    regions = [_zero_region(f) for f in factors]
+    steps = [r for r in regions if r is not None]
+    # a factor that can overflow: not a step itself (hardtanh's two), not free of the inputs
+    if not steps or not any(r is None and f.has(*inputs) and _may_overflow(f) for f, r in zip(factors, regions)):
+        return product
+    return sympy.Piecewise((0, steps[0]), (product, True))
 
 
 def _numpy_functions() -> list:
