@@ -1193,10 +1193,17 @@ class KernelMaps:
             # the rule sums in fixed point (absolute error ~10^-(dps + guard)): give it phi / sqrt(Q(q)),
             # of unit norm, and scale back, or a small phi(sqrt(q) z) drowns (tanh at q = 1e-80:
             # C(0.5) = 0.49999999081 at 20 digits; at q = 1e-100 a DomainError "C = 8e204")
-            norm = mpmath.sqrt(self._q_raw(qv))
+            q_raw = self._q_raw(qv)
+            norm = mpmath.sqrt(q_raw)
+            # E[(phi(r z) / norm)^2] = 1 to the digits Q(q) was computed with (dps + guard): the rule's check of
+            # its second moment (see gauss.hermite_coefficients) to those digits catches a rule that does not
+            # resolve phi, without an integral at the extra digits (1.9 s each for x exp(-x^2) at q = 1e100);
+            # where Q(q) is 0 (q_raw is then 1, not the cached Q) the check integrates its own reference
+            known = q_raw is self._cache.get(("Q", qv))
             coeffs, bound = gauss.hermite_coefficients(
                 lambda t: f(r * t) / norm, length, dps=self.dps + _GUARD + extra, breakpoints=bps,
-                with_error=True, verify=verify)
+                with_error=True, verify=verify, second_moment=1 if known else None,
+                second_moment_digits=self.dps + _GUARD)
             have = [norm * v for v in coeffs]
             # absolute error of every a_k (~10^-(dps + 26) E|phi(sqrt(q) z)|): Mehler's sums check
             # their terms against it (_checked_hermite).  For a sum that cancels the rule is verified against

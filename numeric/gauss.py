@@ -24,6 +24,8 @@ digits, an error estimate, and ``dps``).  float64 results are plain floats.
 from __future__ import annotations
 
 import math
+import heapq
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterable, Sequence
@@ -239,6 +241,53 @@ def _mp_quad(integrand: Callable, points: list, **options):
         return 2 * value, 2 * err
 
 
+#: Most panels the bisection fallback of :func:`_quad_checked` makes before it gives up (a chirp sin(x^2)
+#: at q = 100 and 40 digits needs 132; a missed kink about 2 per digit).
+_MAX_BISECTED_PANELS = 1024
+
+
+def _bisected_quad(integrand: Callable, points: list, target) -> tuple:
+    """(value, error): tanh-sinh on each interval of ``points``, the interval of largest error estimate
+    bisected until the estimates sum to at most ``target``.
+
+    The fallback for what one rule over fixed panels cannot resolve: an integrand that oscillates ever
+    faster (a chirp sin(x^2) at q = 4 has 30 periods per unit of z at z = 4), or a kink that is not a
+    break-point.  An infinite interval [a, inf) is split at a + max(1, |a|), so its finite part grows
+    geometrically.  Stops early, unconverged, at ``_MAX_BISECTED_PANELS`` panels or when doubling the panels
+    has not halved the total error (a divergent integrand's estimates grow rather than shrink); the caller
+    judges the returned error.
+    """
+    heap: list = []   # (-error, tie-break, a, b, value): the largest error first
+    order = itertools.count()
+
+    def add(a, b):
+        value, err = _mp_quad(integrand, [a, b])
+        heapq.heappush(heap, (-err, next(order), a, b, value))
+
+    for a, b in zip(points, points[1:]):
+        add(a, b)
+    checkpoint, error_at_checkpoint = 64, None
+    while True:
+        total = sum(-item[0] for item in heap)
+        if total <= target or len(heap) >= _MAX_BISECTED_PANELS:
+            break
+        if len(heap) >= checkpoint:
+            if error_at_checkpoint is not None and total > error_at_checkpoint / 2:
+                break
+            checkpoint, error_at_checkpoint = 2 * checkpoint, total
+        _, _, a, b, _ = heapq.heappop(heap)
+        if mpmath.isinf(b):
+            m = a + max(1, abs(a))
+        elif mpmath.isinf(a):
+            m = b - max(1, abs(b))
+        else:
+            m = (a + b) / 2
+        add(a, m)
+        add(m, b)
+    # summed smallest first, so the many tiny far panels are not lost against the bulk's rounding
+    return mpmath.fsum(sorted((item[4] for item in heap), key=abs)), sum(-item[0] for item in heap)
+
+
 def _quad_checked(integrand: Callable, points: list, dps: int, what: str, relative: bool = True,
                   gauss_legendre: list | None = None):
     """mp.quad with an error estimate; retry deeper once, then refuse to return a bad number.
@@ -292,10 +341,26 @@ def _quad_checked(integrand: Callable, points: list, dps: int, what: str, relati
         deg = mp._tanh_sinh.guess_degree(mp.prec) + 3
         value, err = _mp_quad(lambda z: cached(z) * factor, points, maxdegree=deg)
         value, err = value / factor, err / factor
-        if err > tol * mass:
+    target = mpmath.mpf(10) ** -(dps + 1) * mass
+    if err > target and relative:
+        # against E|integrand| itself, not |value| (mass_of's shortcut): a cancelling integrand's digits are
+        # relative to that (sin's Q'(60), e^-120 from terms of size 1, was bisected towards 1e-80 of e^-120)
+        target = mpmath.mpf(10) ** -(dps + 1) * mass_of(value, mpmath.inf)
+    if err > target:
+        # The rule stopped short of its working precision (mp.quad stops once two levels agree to it): a kink
+        # that is not a break-point, or an oscillation it does not resolve, where its error estimate is the
+        # error itself, not the previous level's, and the test below (half the digits, for a rule that
+        # converges quadratically) let E|z - 0.3| through 6e-8 off at dps = 15.  Bisect: its sum of estimates
+        # must reach the digits themselves (sin(x^2) at q = 100: bisected to 4e-11, it was 7e-11 off at 20).
+        bisected, bisected_err = _bisected_quad(lambda z: cached(z) * factor, points, target * factor)
+        if bisected_err / factor <= 10 * target:
+            value, err = bisected / factor, bisected_err / factor
+        elif err > tol * mass:
             raise DivergentIntegralError(
                 f"quadrature of {what} did not converge (value {mpmath.nstr(value, 8)}, estimated "
-                f"error {mpmath.nstr(err, 3)}): the integral may diverge, or the integrand has a "
+                f"error {mpmath.nstr(err, 3)}, {mpmath.nstr(bisected_err / factor, 3)} with the range "
+                f"bisected into up to {_MAX_BISECTED_PANELS} panels): the integral may diverge, the "
+                "integrand may oscillate faster than that resolves, or it has a "
                 "singularity/kink that is not among the break-points. Calling numeric.gauss directly: "
                 "pass breakpoints= at every point where the function or its derivative jumps. Through "
                 "analysis.kernel_maps and the other analyses the break-points are Activation.kinks (a "
@@ -361,15 +426,16 @@ def gaussian_expectation(f: Callable, *, dps: int = 30, breakpoints: Sequence = 
         work = dps + _GUARD_DIGITS
         if exponent > mpmath.mpf(1) / 10:
             work = int(mpmath.ceil(work / max(1 - exponent, mpmath.mpf(1) / 4)))
-        cut = 2 * _tail_radius(dps)
-        points = _split_points(breakpoints, mean, std, cut)
-        if negligible_beyond > cut:
-            # the bulk lies far out (exp(x/2) at q = 2500 peaks at z = 50): a rule on [0, inf) puts
-            # too few nodes there (9 digits of 15), so split the range into panels of width R/2
-            step = _tail_radius(dps) / 2
-            far = [k * step for k in range(1, int(negligible_beyond / step) + 1)]
-            points = sorted(set(points[1:-1]) | set(far) | {-z for z in far})
-            points = [mpmath.ninf] + points + [mpmath.inf]
+        # A finite range, cut in panels: tanh-sinh maps [a, inf) onto a finite interval where an oscillating
+        # integrand's periods crowd into the end, and there two of its levels can agree while both are wrong
+        # (E[sin(x^2)^2] at q = 10: 17 digits of 30, with error 2e-25 reported).  Beyond 2R, or beyond
+        # where _check_tail saw the integrand fall below 10^-(dps+guard) of its peak (exp(x/2) at
+        # q = 2500 peaks at z = 50), it is negligible.
+        cut = max(2 * _tail_radius(dps), negligible_beyond)
+        # split at the density's centre and at x = 0 too, where an activation turns (tanh(sqrt(q) z) at q = 100
+        # turns within |z| < 0.1, and tanh-sinh, which crowds its nodes at a panel's ends, resolves it there;
+        # inside a panel E[tanh(10 z)^2] came out 1.4e-17 off at 30 digits, with a tiny error estimate)
+        points = _panels(_split_points(list(breakpoints) + [mean, 0], mean, std, cut, finite=True))
         norm = 1 / mpmath.sqrt(2 * mpmath.pi)
 
         def integrand(z):
@@ -595,7 +661,8 @@ def _gl_panel_rule_cached(breakpoints_z: tuple, cut, n_panels: int, degree: int,
 
 
 def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Sequence = (),
-                         with_error: bool = False, verify: bool = False) -> list | tuple:
+                         with_error: bool = False, verify: bool = False, second_moment=None,
+                         second_moment_digits: int | None = None) -> list | tuple:
     """The first ``n`` normalised probabilists' Hermite coefficients of ``f``.
 
     ``a_k = E[f(z) He_k(z)] / sqrt(k!)``, so that ``f = sum_k a_k He_k / sqrt(k!)`` in
@@ -621,6 +688,15 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
     at ``dps = 40``: the a_k, k < 300, up to 2e-30 off with a bound of 1e-56).  ``verify=True`` also evaluates the rule with twice
     the nodes per panel (about 3 times the cost), returns its coefficients, and adds the two rules' largest
     difference to the bound: then it covers the rule's error too (a sum that cancels needs that).
+
+    Every rule is checked on ``E[f(z)^2]`` (Parseval: ``sum_k a_k^2``), which the same nodes give for free,
+    against ``second_moment`` (or, when that is None, :func:`gaussian_expectation` of ``f^2``, whose tanh-sinh
+    panels are refined until they converge): where the two differ by more than ``10**-dps`` of it
+    (``10**-second_moment_digits`` where given: the digits ``second_moment`` is known to), the
+    panels under-resolve ``f`` and the nodes per panel are doubled, up to 768; past that it raises.  A chirp
+    ``sin(16 z^2)`` has 40 periods per half-unit panel at ``z = 8``: with 24 nodes its Mehler sum C(0.5)
+    came out 1.7e-11 off (relative) at ``dps = 15``.  The check is necessary, not sufficient, for the
+    coefficients' digits: ``h_k`` for ``k`` in the hundreds oscillates faster than ``f^2`` may.
 
     >>> import mpmath
     >>> a = hermite_coefficients(lambda x: x**2, 4, dps=30)   # x^2 = He_0 + sqrt(2) h_2
@@ -662,11 +738,26 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
         degree = max(4 if n <= 300 else 5, 5 if work > 60 else 4, 6 if work > 110 else 4, 7 if work > 220 else 4)
         panels = int(mpmath.ceil(4 * cut))
         bps = [mpmath.mpf(b) for b in breakpoints]
-        sums, bound = _hermite_sums(f, n, *_gl_panel_rule(bps, cut, panels, degree))
+        if second_moment is None:
+            second_moment = gaussian_expectation(lambda z: _real(f(z), z) ** 2, dps=dps + 3, breakpoints=bps).value
+        second_moment = mpmath.mpf(second_moment)
+        check = mpmath.mpf(10) ** -(dps if second_moment_digits is None else min(dps, second_moment_digits))
+        while True:
+            sums, bound, rule_second_moment = _hermite_sums(f, n, *_gl_panel_rule(bps, cut, panels, degree))
+            if abs(rule_second_moment - second_moment) <= check * abs(second_moment):
+                break
+            if degree >= _MAX_HERMITE_DEGREE:
+                raise DivergentIntegralError(
+                    f"the Hermite coefficients' rule does not resolve f: with {3 * 2 ** (degree - 1)} nodes per "
+                    f"half-unit panel it gives E[f^2] = {mpmath.nstr(rule_second_moment, 12)}, against "
+                    f"{mpmath.nstr(second_moment, 12)} (f oscillates too fast, or has a kink that is not among "
+                    "the break-points).  Pass the kinks as breakpoints=; for a kernel map, use 2-D quadrature "
+                    "(mehler_max_abs_c = 0 on the maps) or the float64 engine.")
+            degree += 1
         if verify:
             # the rule with twice the nodes per panel: its coefficients are returned, and the largest difference
             # from the coarser rule's (that rule's error, a conservative bound of the finer's) joins the bound
-            finer, bound = _hermite_sums(f, n, *_gl_panel_rule(bps, cut, panels, degree + 1))
+            finer, bound, _ = _hermite_sums(f, n, *_gl_panel_rule(bps, cut, panels, degree + 1))
             bound += max((abs(u - v) for u, v in zip(sums, finer)), default=mpmath.mpf(0))
             sums = finer
     with mp.workdps(dps):
@@ -676,16 +767,22 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
         return (out, +bound) if with_error else out
 
 
+#: mpmath's Gauss-Legendre level (3 * 2**(degree - 1) nodes per panel) beyond which hermite_coefficients refuses
+_MAX_HERMITE_DEGREE = 9
+
+
 def _hermite_sums(f: Callable, n: int, nodes: list, weights: list) -> tuple:
-    """``(sums, bound)``: ``sum_i f(z_i) w_i h_k(z_i)`` for k < n on one rule (see :func:`hermite_coefficients`),
-    and the fixed-point sums' rounding bound."""
+    """``(sums, bound, second_moment)``: ``sum_i f(z_i) w_i h_k(z_i)`` for k < n on one rule (see
+    :func:`hermite_coefficients`), the fixed-point sums' rounding bound, and the rule's ``sum_i f(z_i)^2 w_i``."""
     # h_k(z) by the recurrence in fixed-point integers with P fractional bits (the forward
     # recurrence is stable and h_k grows, so absolute 2^-P errors stay relatively small), then
     # sum f(z) w h_k with f(z) w kept at full *relative* precision (mantissa M, scale 2^-S):
     # ~5x faster than mpf arithmetic on mpmath's pure-Python backend.
     P = int(mp.prec) + 32
-    fw = [_real(f(z), z) * w for z, w in zip(nodes, weights)]
+    fz = [_real(f(z), z) for z in nodes]
+    fw = [v * w for v, w in zip(fz, weights)]
     bound = mpmath.ldexp(mpmath.fsum(abs(v) for v in fw), 16 - P)
+    second_moment = mpmath.fsum(v * u for v, u in zip(fw, fz))
     mirrors = _mirror_pairs(nodes, weights)
     if mirrors is None:
         points, even, odd = list(nodes), fw, fw
@@ -726,7 +823,7 @@ def _hermite_sums(f: Callable, n: int, nodes: list, weights: list) -> tuple:
     # the fixed-point sums' resolution, 2^-P of sum |f w| (P = prec + 32), with 2^16 to spare for
     # the recurrence's rounding: x exp(-x^2) at q = 1e40 and 1e60 (a_k ~ 1e-20 and 1e-30 E|f|) lost
     # ~25 and ~40 of the 50 digits computed, as this predicts (the rule's own error is below it)
-    return sums, bound
+    return sums, bound, second_moment
 
 
 def _mirror_pairs(nodes: list, weights: list) -> list | None:

@@ -1312,3 +1312,30 @@ def test_non_integer_digits_and_derivative_orders_are_domain_errors(bad):
     h = 1e-5
     slope = (maps.c_map_derivative(0.5 + h, n=1) - maps.c_map_derivative(0.5 - h, n=1)) / (2 * h)
     assert maps.c_map_derivative(0.5, n=2.0) == pytest.approx(slope, rel=1e-6)
+
+
+def test_mpmath_maps_of_a_chirp_have_their_digits():
+    """phi = sin(4 x^2) at q = 4 is sin(16 z^2) in standard units, 40 periods per unit of z at z = 8.  Q(4) was
+    refused ('did not converge'); once the 1-D rule bisected it, Mehler's C(0.5) came out 1.7e-11 off at 15
+    digits, from Hermite coefficients of a rule that did not resolve phi (its own E[phi^2] was off; it now
+    doubles its nodes until that agrees with Q).  References, for (u, v) ~ N(0, q [[1, c], [c, 1]]):
+    E[exp(i t u^2)] = (1 - 2itq)^(-1/2), so Q(q) = (1 - Re (1 - 16iq)^(-1/2)) / 2 and
+    Q'(q) = -Re(4i (1 - 16iq)^(-3/2)); E[sin(4u^2) sin(4v^2)] = (Re E[exp(4i(u^2 - v^2))] - Re E[exp(4i(u^2 + v^2))]) / 2
+    with E[exp(i w^T A w)] = prod (1 - 2i lambda)^(-1/2) over the eigenvalues of L^T A L, L L^T the covariance."""
+    m = kernel_maps(sympy.sin(4 * x**2), dps=15, engine="mpmath")
+    q = mpmath.mpf(4)
+    with mpmath.workdps(40):
+        exact_q = (1 - mpmath.re((1 - 16j * q) ** (-mpmath.mpf(1) / 2))) / 2
+        exact_slope = -mpmath.re(4j * (1 - 16j * q) ** (-mpmath.mpf(3) / 2))
+        c = mpmath.mpf(1) / 2
+        lower = mpmath.cholesky(q * mpmath.matrix([[1, c], [c, 1]]))
+
+        def expected_phase(sign):
+            out = mpmath.mpc(1)
+            for ev in mpmath.eig(lower.T * mpmath.matrix([[4, 0], [0, 4 * sign]]) * lower)[0]:
+                out *= (1 - 2j * mpmath.re(ev)) ** (-mpmath.mpf(1) / 2)
+            return mpmath.re(out)
+        exact_c = (expected_phase(-1) - expected_phase(1)) / 2 / exact_q
+    assert rel(m.q_map(4), exact_q) < 1e-14
+    assert rel(m.q_map_derivative(4), exact_slope) < 1e-14
+    assert rel(m.c_map(0.5, 4, 4), exact_c) < 1e-14
