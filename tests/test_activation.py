@@ -1135,6 +1135,25 @@ def test_kinks_of_an_equation_sympy_cannot_solve_are_found_numerically(formula, 
     assert act.derivative().expr.subs(symact.x, 0) == want
 
 
+def test_kinks_that_sympy_solve_misses_without_saying_so_are_found_numerically():
+    """sympy.solve returns [] for x - 1 = (x - 1)*x/3 + cos(x), which has two real roots: Max(x - 1, that) had no
+    kinks, and the kernel maps integrated across them (the mpmath engine's Hermite rule then could not resolve
+    phi).  A transcendental switching equation is now also scanned numerically.  Reference: mpmath.findroot at
+    40 digits from starting points in each bracket, and a sign change of the difference around each kink."""
+    import mpmath
+
+    u = x - 1
+    w = (x - 1) * x / 3 + sympy.cos(x)
+    act = symact.activation(sympy.Max(u, w))
+    assert len(act.kinks) == 2, act.kinks
+    difference = sympy.lambdify(x, u - w, "mpmath")
+    with mpmath.workdps(40):
+        for kink, start in zip(act.kinks, (1.4, 3.8)):
+            want = mpmath.findroot(difference, start)
+            assert abs(mpmath.mpf(str(sympy.N(kink, 35))) - want) < mpmath.mpf(10) ** -28, (kink, want)
+            assert difference(want - mpmath.mpf("0.01")) * difference(want + mpmath.mpf("0.01")) < 0
+
+
 def _one_sided_derivatives(expr: sympy.Expr, point: sympy.Expr, sign: int, orders: int = 2) -> list:
     """[f, f', f''] at ``point`` from the right (sign = 1) or the left (-1): the value at point + h and the
     forward/backward difference quotients with h = 1e-25 evaluated at 110 digits (errors ~1e-24),
