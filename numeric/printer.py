@@ -580,10 +580,24 @@ def _fold_unbounded_factor_into_step(product: Mul, inputs: tuple) -> sympy.Expr:
     factors = Mul.make_args(product)
     regions = [_zero_region(f) for f in factors]
     steps = [r for r in regions if r is not None]
-    # a factor that can overflow: not a step itself (hardtanh's two), not free of the inputs
-    if not steps or not any(r is None and f.has(*inputs) and _may_overflow(f) for f, r in zip(factors, regions)):
+    if not steps:
+        return product
+    # a factor that can overflow: not a step itself (hardtanh's two), not free of the inputs; or the other
+    # factors together a polynomial of degree 2 or more, which overflows at a finite input though each of its
+    # factors may not (Min(x, 0)*(-x)*(x - 1)*x was NaN at x = 1e30 in float32, where it is 0)
+    others = [f for f, r in zip(factors, regions) if r is None and f.has(*inputs)]
+    if not (any(_may_overflow(f) for f in others) or _polynomial_of_degree_two_or_more(Mul(*others), inputs)):
         return product
     return sympy.Piecewise((0, steps[0]), (product, True))
+
+
+def _polynomial_of_degree_two_or_more(f: sympy.Expr, inputs: tuple) -> bool:
+    if not f.is_polynomial(*inputs):
+        return False
+    try:
+        return sympy.Poly(f, *inputs).total_degree() >= 2
+    except sympy.PolynomialError:  # (a polynomial SymPy cannot put in Poly form: no fold, as before)
+        return False
 
 
 def _numpy_functions() -> list:
