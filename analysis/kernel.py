@@ -1222,14 +1222,16 @@ class KernelMaps:
             q_raw = self._q_raw(qv)
             norm = mpmath.sqrt(q_raw)
             # E[(phi(r z) / norm)^2] = 1 to the digits Q(q) was computed with (dps + guard): the rule's check of
-            # its second moment (see gauss.hermite_coefficients) to those digits catches a rule that does not
-            # resolve phi, without an integral at the extra digits (1.9 s each for x exp(-x^2) at q = 1e100);
-            # where Q(q) is 0 (q_raw is then 1, not the cached Q) the check integrates its own reference
+            # its second moment (see gauss.hermite_coefficients) catches a rule that does not resolve phi without
+            # an integral at the extra digits (1.9 s each for x exp(-x^2) at q = 1e100), to dps + guard/2 digits:
+            # the digits asked for with a margin (to dps + guard, log|x|'s rule, 2e-39 off at dps = 30, doubled
+            # its nodes for digits no sum needs); where Q(q) is 0 (q_raw is then 1, not the cached Q) the check
+            # integrates its own reference
             known = q_raw is self._cache.get(("Q", qv))
             coeffs, bound = gauss.hermite_coefficients(
                 lambda t: f(r * t) / norm, length, dps=self.dps + _GUARD + extra, breakpoints=bps,
                 with_error=True, verify=verify, second_moment=1 if known else None,
-                second_moment_digits=self.dps + _GUARD)
+                second_moment_digits=self.dps + _GUARD // 2)
             have = [norm * v for v in coeffs]
             # absolute error of every a_k (~10^-(dps + 26) E|phi(sqrt(q) z)|): Mehler's sums check
             # their terms against it (_checked_hermite).  For a sum that cancels the rule is verified against
