@@ -1213,7 +1213,7 @@ class KernelMaps:
             # panels graded down to widths whose mass is below 10^-dps: 10^-2(dps+guard)
             # covers log and |x|^-a for a <= 1/2
             # ... and so next to a cusp, where phi is finite but phi' is not (|x|**(3/10) at 0: with even
-            # panels its rule's E[phi^2] was 2e-8 off, and C(0.5) at q = 2 had 8 of 30 digits)
+            # panels its rule's E[phi^2] was 2e-8 off, and C(0.5) at q = 2 had 6 of 30 digits)
             singular = [self._mp(b) / r for b in self._singular_points + self._cusp_points()]
             bps += gauss._smoothed_kink_edges(singular, mpmath.mpf(10) ** (-2 * (self.dps + _GUARD)))
             # the rule sums in fixed point (absolute error ~10^-(dps + guard)): give it phi / sqrt(Q(q)),

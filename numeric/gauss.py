@@ -23,9 +23,9 @@ digits, an error estimate, and ``dps``).  float64 results are plain floats.
 
 from __future__ import annotations
 
-import math
 import heapq
 import itertools
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterable, Sequence

@@ -1344,7 +1344,7 @@ def test_mpmath_maps_of_a_chirp_have_their_digits():
 @pytest.mark.parametrize("a", [sympy.Rational(1, 2), sympy.Rational(3, 10)])
 def test_mpmath_c_map_of_a_cusp_has_its_digits(a):
     """|x|**a is finite at 0 but its slope is not: the Hermite rule's panels next to 0 were even, its own E[phi^2]
-    2e-8 off, and Mehler's C(0.5) had 7 of 30 digits (|x|**(3/10): 0.9404723 for 0.9404716).  The panels are now
+    2e-8 off, and Mehler's C(0.5) had 6 of 30 digits (|x|**(3/10): 0.9404723 for 0.9404716).  The panels are now
     graded towards such cusps, as towards singular points.  Reference: for standard Gaussians with correlation
     c, E[|u|^a |v|^a] = 2^a Gamma((a + 1)/2)^2 / pi * 2F1(-a/2, -a/2; 1/2; c^2), and C does not depend on q
     (|x|**a is homogeneous)."""
