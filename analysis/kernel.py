@@ -1579,6 +1579,11 @@ class KernelMaps:
             return self._out(mpmath.inf)
         if self.engine == "float64" and self._homogeneous_degree() is not None:
             q1 = q2 = 1.0   # d^nC/dc^n does not depend on q either (see c_map)
+        if self.engine == "mpmath" and c == 0 and self._derivative_is_even(n - 1):
+            # a_n = E[phi^(n)(u)] q^(n/2) / sqrt(n!) = 0 exactly, phi^(n) being odd (as the float64 engine
+            # below): the check of that sum's digits relative to itself refused it ("Mehler's series cannot
+            # carry 20 digits here (it sums to 0.0 ...)"), and `symact maps` with it every even activation
+            return self._out(mpmath.mpf(0))
         if self.engine == "mpmath" and c == 0:
             # Mehler's series at c = 0 keeps one term: n! a_n(q1) a_n(q2) (the 2-D quadrature took
             # ~90 s for tanh's C'(0) at 30 digits)

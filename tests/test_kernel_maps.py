@@ -1356,3 +1356,20 @@ def test_mpmath_c_map_of_a_cusp_has_its_digits(a):
             return mpmath.hyp2f1(-half, -half, mpmath.mpf(1) / 2, mpmath.mpf(c) ** 2)
         for c in ("0.5", "-0.3"):
             assert rel(m.c_map(mpmath.mpf(c), 2, 2), kernel(c) / kernel(1)) < 1e-28, c
+
+
+def test_mpmath_c_map_derivatives_at_0_that_vanish_by_symmetry_are_0():
+    """An even phi has a_1 = 0 (phi' odd), so C'(0) = 0 exactly; Mehler's one-term sum at c = 0 was checked for
+    digits relative to itself, refused ("it sums to 0.0"), and `symact maps` refused every even activation
+    without a closed form (log(cosh(x))).  References: symmetry, and for the term that does not vanish, Price's
+    formula C''(0) = (q E[phi''(sqrt(q) z)])^2 / Q(q) by a direct 1-D quadrature; for odd tanh, C''(0) = 0."""
+    even = kernel_maps(sympy.log(sympy.cosh(x)), dps=20, engine="mpmath")
+    assert even.c_map_derivative(0, 1, 2, 2) == 0
+    with mpmath.workdps(40):
+        second = mpmath.quad(lambda z: mpmath.sech(mpmath.sqrt(2) * z) ** 2 * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf])
+        power = mpmath.quad(lambda z: mpmath.log(mpmath.cosh(mpmath.sqrt(2) * z)) ** 2 * mpmath.npdf(z),
+                            [-mpmath.inf, 0, mpmath.inf])
+        want = (2 * second) ** 2 / power
+    assert rel(even.c_map_derivative(0, 2, 2, 2), want) < 1e-18
+    odd = kernel_maps(sympy.tanh(x), dps=20, engine="mpmath")
+    assert odd.c_map_derivative(0, 2, 2, 2) == 0 and odd.c_map_derivative(0, 1, 2, 2) > 0
