@@ -553,6 +553,24 @@ def _negligible_beyond(f, limits=(0, 0)):
     return float(2 ** start) if start is not None and start <= 12 else None
 
 
+def _singularity_candidates(expr: sympy.Expr, x: sympy.Symbol) -> tuple[list, set]:
+    """(singular, candidates): the real singularities SymPy finds in ``expr`` (all of a finite set, a few of each
+    periodic family), and those together with the real zeros of the bases of its negative powers."""
+    from symact._properties import real_singularities, singular_points_near_0
+
+    singular = singular_points_near_0(real_singularities(expr, x))
+    candidates = set(singular)
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.has(x):
+            try:
+                zeros = sympy.solveset(node.base, x, sympy.S.Reals)
+            except (NotImplementedError, TypeError, ValueError):
+                continue
+            if isinstance(zeros, sympy.FiniteSet):
+                candidates |= {b for b in zeros if b.is_real}
+    return singular, candidates
+
+
 def _normal_pdf_mp(x, var):
     return mpmath.exp(-x * x / (2 * var)) / mpmath.sqrt(2 * mpmath.pi * var)
 
@@ -624,19 +642,7 @@ class KernelMaps:
         it returned garbage (6638 in float64, 2e39 with mpmath).  Candidates: real zeros of
         the bases of negative powers and the real singularities SymPy finds (tan's poles,
         a few of each periodic family); each is tested by gauss's singularity check on phi^2."""
-        from symact._properties import real_singularities, singular_points_near_0
-
-        x = self._parts.x
-        singular = singular_points_near_0(real_singularities(self._parts.expr, x))
-        poles = set(singular)
-        for node in sympy.preorder_traversal(self._parts.expr):
-            if isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.has(x):
-                try:
-                    sols = sympy.solveset(node.base, x, sympy.S.Reals)
-                except (NotImplementedError, TypeError, ValueError):
-                    continue
-                if isinstance(sols, sympy.FiniteSet):
-                    poles |= {b for b in sols if b.is_real}
+        singular, poles = _singularity_candidates(self._parts.expr, self._parts.x)
         if not poles:
             return
         f = self._f.mp(0)
@@ -657,22 +663,10 @@ class KernelMaps:
         the real singularities SymPy finds in it, a few of each periodic family): the Hermite rule grades its
         panels towards them, as towards the singular points.  Computed on first use (mpmath C maps only)."""
         if "cusps" not in self._cache:
-            from symact._properties import real_singularities, singular_points_near_0
-
-            x = self._parts.x
             try:
-                slope = sympy.diff(self._parts.expr, x)
-                found = set(singular_points_near_0(real_singularities(slope, x)))
+                _, found = _singularity_candidates(sympy.diff(self._parts.expr, self._parts.x), self._parts.x)
             except (NotImplementedError, TypeError, ValueError):
-                slope, found = None, set()
-            for node in (sympy.preorder_traversal(slope) if slope is not None else ()):
-                if isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.has(x):
-                    try:
-                        zeros = sympy.solveset(node.base, x, sympy.S.Reals)
-                    except (NotImplementedError, TypeError, ValueError):
-                        continue
-                    if isinstance(zeros, sympy.FiniteSet):
-                        found |= {b for b in zeros if b.is_real}
+                found = set()
             self._cache["cusps"] = tuple(sorted(found - set(self._singular_points), key=float))
         return self._cache["cusps"]
 
