@@ -251,8 +251,8 @@ def _bisected_quad(integrand: Callable, points: list, target) -> tuple:
     bisected until the estimates sum to at most ``target``.
 
     The fallback for what one rule over fixed panels cannot resolve: an integrand that oscillates ever
-    faster (a chirp sin(x^2) at q = 4 has 30 periods per unit of z at z = 4), or a kink that is not a
-    break-point.  An infinite interval [a, inf) is split at a + max(1, |a|), so its finite part grows
+    faster (a chirp sin(x^2) at q = 100, sin(100 z^2), has about 100 periods per unit of z at z = 3), or a
+    kink that is not a break-point.  An infinite interval [a, inf) is split at a + max(1, |a|), so its finite part grows
     geometrically.  Stops early, unconverged, at ``_MAX_BISECTED_PANELS`` panels or when doubling the panels
     has not halved the total error (a divergent integrand's estimates grow rather than shrink); the caller
     judges the returned error.
@@ -698,8 +698,8 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
     panels are refined until they converge): where the two differ by more than ``10**-dps`` of it
     (``10**-second_moment_digits`` where given: the digits ``second_moment`` is known to), the
     panels under-resolve ``f`` and the nodes per panel are doubled, up to 768; past that it raises.  A chirp
-    ``sin(16 z^2)`` has 40 periods per half-unit panel at ``z = 8``: with 24 nodes its Mehler sum C(0.5)
-    came out 1.7e-11 off (relative) at ``dps = 15``.  The check is necessary, not sufficient, for the
+    ``sin(16 z^2)`` has 20 periods per half-unit panel at ``z = 8``: with 24 nodes its Mehler sum C(0.5)
+    came out 4e-10 off (relative) at ``dps = 15``.  The check is necessary, not sufficient, for the
     coefficients' digits: ``h_k`` for ``k`` in the hundreds oscillates faster than ``f^2`` may.
 
     >>> import mpmath
