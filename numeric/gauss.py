@@ -263,27 +263,28 @@ def _bisected_quad(integrand: Callable, points: list, target) -> tuple:
     def add(a, b):
         value, err = _mp_quad(integrand, [a, b])
         heapq.heappush(heap, (-err, next(order), a, b, value))
+        return err
 
-    for a, b in zip(points, points[1:]):
-        add(a, b)
+    # a running sum of the estimates (summed anew at the end): re-summing the heap at every step cost
+    # O(panels^2) additions
+    total = mpmath.fsum(add(a, b) for a, b in zip(points, points[1:]))
     checkpoint, error_at_checkpoint = 64, None
     while True:
-        total = sum(-item[0] for item in heap)
         if total <= target or len(heap) >= _MAX_BISECTED_PANELS:
             break
         if len(heap) >= checkpoint:
             if error_at_checkpoint is not None and total > error_at_checkpoint / 2:
                 break
             checkpoint, error_at_checkpoint = 2 * checkpoint, total
-        _, _, a, b, _ = heapq.heappop(heap)
+        popped, _, a, b, _ = heapq.heappop(heap)
+        total += popped   # (popped is -error)
         if mpmath.isinf(b):
             m = a + max(1, abs(a))
         elif mpmath.isinf(a):
             m = b - max(1, abs(b))
         else:
             m = (a + b) / 2
-        add(a, m)
-        add(m, b)
+        total += add(a, m) + add(m, b)
     # summed smallest first, so the many tiny far panels are not lost against the bulk's rounding
     return mpmath.fsum(sorted((item[4] for item in heap), key=abs)), sum(-item[0] for item in heap)
 
@@ -316,12 +317,19 @@ def _quad_checked(integrand: Callable, points: list, dps: int, what: str, relati
             y = memo[z] = integrand(z)
         return y
 
+    integrated_abs = []   # E|integrand| by tanh-sinh, once integrated
+
     def mass_of(value, err, method="tanh-sinh"):
         if not relative:
             return max(abs(value), mpmath.mpf(1))
         if err <= tol * abs(value):
             return abs(value)
-        return max(abs(value), _mp_quad(lambda z: abs(cached(z)), points, method=method)[0])
+        if method == "tanh-sinh" and integrated_abs:
+            return max(abs(value), integrated_abs[0])
+        mass_abs = _mp_quad(lambda z: abs(cached(z)), points, method=method)[0]
+        if method == "tanh-sinh":
+            integrated_abs.append(mass_abs)
+        return max(abs(value), mass_abs)
 
     if gauss_legendre is not None and gauss_legendre[0]:
         value, err = _mp_quad(cached, points, method="gauss-legendre")

@@ -939,12 +939,13 @@ def _periodic_family_points(difference: sympy.Expr, symbol: sympy.Symbol) -> tup
     return points, tuple(families)
 
 
-def _numeric_crossings(difference: sympy.Expr, symbol: sympy.Symbol, cells: int = 6400) -> set:
+def _numeric_crossings(difference: sympy.Expr, symbol: sympy.Symbol, cells: int = 6400, known: tuple = ()) -> set:
     """The real points with |x| <= KINK_RANGE where ``difference`` changes sign, for an equation SymPy cannot
     solve: a scan of ``cells`` equal cells (width 1/64 by default) in float64, each sign change refined by
     ``sympy.nsolve`` (bisection, 30 digits) and a grid point where it is 0 kept exactly when it is an exact
     zero.  Two crossings inside one cell, and zeros where ``difference`` touches 0 without changing sign, are
-    not found (a touching zero is no kink: Max(x**2, 2*x - 1) is smooth)."""
+    not found (a touching zero is no kink: Max(x**2, 2*x - 1) is smooth).  A sign change in a cell that holds one
+    of the ``known`` roots (floats, solved in closed form) is that root: it is not refined again."""
     import math
 
     try:
@@ -966,6 +967,8 @@ def _numeric_crossings(difference: sympy.Expr, symbol: sympy.Symbol, cells: int 
         if fa == 0 and sympy.simplify(difference.subs(symbol, a)) == 0:
             found.add(a)
         elif fa * fb < 0:
+            if any(float(a) <= t <= float(b) for t in known):
+                continue
             try:
                 root = sympy.nsolve(difference, symbol, (a, b), solver="bisect", prec=30)
             except (ValueError, ZeroDivisionError, TypeError):
@@ -1009,8 +1012,8 @@ def _kink_structure(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple[tuple, tupl
             # solve can miss the roots of an equation it cannot solve in closed form and say nothing:
             # x - 1 = (x - 1)*x/3 + cos(x) gave [] (its kinks 1.3689 and 3.8242 were dropped, and the
             # kernel maps integrated over them); the scan's crossings that no solution accounts for join them
-            near = [float(s) for s in solved]
-            points.update(r for r in _numeric_crossings(difference, symbol)
+            near = tuple(float(s) for s in solved)
+            points.update(r for r in _numeric_crossings(difference, symbol, known=near)
                           if all(abs(float(r) - t) > 1e-12 * max(1.0, abs(t)) for t in near))
     in_families = {p for offset, period in families for p in points if ((p - offset) / period).is_integer}
     kinks = sorted(points, key=lambda s: float(s))
