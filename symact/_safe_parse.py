@@ -76,21 +76,51 @@ def sympy_vocabulary() -> dict:
 _REFUSED_KEYWORDS = frozenset(keyword.kwlist) - {"lambda", "True", "False", "None"}
 
 
+_CLOSING = {"(": ")", "[": "]", "{": "}"}
+
+
+def _bracket_problem(text: str) -> str | None:
+    """What is wrong with the brackets of ``text`` (a closer with no opener, a pair that does not
+    match, an opener never closed), with the counts of each kind that does not balance; None if
+    they nest.  Checked before Python's tokenizer, whose words differ between versions (3.11:
+    "EOF in multi-line statement" for 'tanh(x'; 3.12: "unmatched ')'" for 'x*sigmoid(x))')."""
+    stack: list[tuple[str, int]] = []
+    problem = None
+    for position, char in enumerate(text.split("#", 1)[0]):
+        if char in _CLOSING:
+            stack.append((char, position))
+        elif char in _CLOSING.values():
+            if not stack:
+                problem = f"{char!r} at position {position} closes no bracket"
+                break
+            opener, opened_at = stack.pop()
+            if _CLOSING[opener] != char:
+                problem = f"{opener!r} at position {opened_at} is closed by {char!r} at position {position}"
+                break
+    if problem is None and stack:
+        opener, opened_at = stack[-1]
+        problem = f"{opener!r} at position {opened_at} is never closed"
+    if problem is None:
+        return None
+    counts = [(o, text.count(o), c, text.count(c)) for o, c in _CLOSING.items()]
+    unbalanced = [f"{n_o} '{o}' against {n_c} '{c}'" for o, n_o, c, n_c in counts if n_o != n_c]
+    return (f"the brackets do not {'balance (' + ', '.join(unbalanced) + ')' if unbalanced else 'nest'}: "
+            f"{problem}; each opening bracket needs exactly one closing bracket of its kind, after it")
+
+
 def check_formula_tokens(text: str, what: str = "formula") -> None:
-    """Raise :class:`FormulaError` for string literals, attribute access or dunder names in ``text``."""
+    """Raise :class:`FormulaError` for unbalanced brackets, string literals, attribute access or dunder
+    names in ``text``."""
+    brackets = _bracket_problem(text)
+    if brackets is not None:
+        raise FormulaError(f"cannot parse the {what} {text!r}: {brackets}")
     try:
         tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
                   if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.ENDMARKER)]
     except (tokenize.TokenError, SyntaxError, IndentationError) as exc:
-        # tokenize's own words ("('EOF in multi-line statement', (2, 0))") named neither the problem nor the fix
         reason = exc.args[0] if isinstance(exc, tokenize.TokenError) and exc.args else exc
-        counts = [(o, text.count(o), c, text.count(c)) for o, c in ("()", "[]", "{}")]
-        unbalanced = [f"{n_o} '{o}' against {n_c} '{c}'" for o, n_o, c, n_c in counts if n_o != n_c]
-        if "multi-line statement" in str(reason) and unbalanced:
-            fix = f"the brackets do not balance ({', '.join(unbalanced)}); each opening bracket needs exactly one closing one"
-        else:
-            fix = f"{reason}; write it in Python/SymPy syntax, e.g. 'x*tanh(log(1+exp(x)))'"
-        raise FormulaError(f"cannot parse the {what} {text!r}: {fix}") from None
+        raise FormulaError(f"cannot parse the {what} {text!r}: {reason}; write it in Python/SymPy syntax, "
+                           "e.g. 'x*tanh(log(1+exp(x)))'") from None
     string_types = {tokenize.STRING} | {getattr(tokenize, n) for n in ("FSTRING_START",) if hasattr(tokenize, n)}
     for i, token in enumerate(tokens):
         problem = None

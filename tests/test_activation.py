@@ -951,6 +951,20 @@ def test_an_unbalanced_bracket_is_named_as_such(formula, counts):
     assert counts in str(info.value) and "multi-line" not in str(info.value)
 
 
+@pytest.mark.parametrize("formula, problem", [
+    ("x*sigmoid(x))", "')' at position 12 closes no bracket"),
+    ("x)+(x", "')' at position 1 closes no bracket"),
+    ("Max(0, (x]", "'(' at position 7 is closed by ']' at position 9"),
+    ("tanh(x", "'(' at position 4 is never closed"),
+])
+def test_a_bracket_that_does_not_nest_is_named_with_its_position(formula, problem):
+    """On Python 3.12 'x*sigmoid(x))' got the tokenizer's "unmatched ')'" and no bracket counts (found on a
+    GPU machine's Python 3.12), and on every version 'x)+(x' (balanced counts, wrong order) got it too."""
+    with pytest.raises(symact.FormulaError) as info:
+        symact.activation(formula)
+    assert problem in str(info.value) and "unmatched" not in str(info.value)
+
+
 @pytest.mark.parametrize("formula, at_one_half", [
     ("exp(exp(x))", lambda: mpmath.exp(mpmath.exp(0.5))),
     ("Abs(x)**x", lambda: mpmath.sqrt(0.5)),
