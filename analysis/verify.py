@@ -398,6 +398,24 @@ def _device_kind(device: Any) -> str:
     return str(device).split(":")[0]
 
 
+def _forked_workers_cannot_train(device: str) -> bool:
+    """Whether the pool must spawn its workers rather than fork them.
+
+    A forked child cannot use CUDA that its parent initialised, and cannot run autograd at all
+    once the parent's autograd engine has started its per-device threads, which it does at the
+    first backward in a process that sees an accelerator, even for CPU tensors: on a GPU machine
+    a CPU suite run after any training in the same process failed every worker job with torch's
+    "Unable to handle autograd's threading in combination with fork-based multiprocessing".
+    Without an accelerator, forking is safe and saves each worker importing torch and SymPy anew.
+    """
+    if _device_kind(device) != "cpu":
+        return True
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; before it, CUDA was the one to ask
+    return bool(accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
+
+
 def _run_pool(todo: list[Job], store: RecordStore, workers: int, device: str, progress: bool,
               suite_bar: Progress) -> list[str]:
     import concurrent.futures as cf
@@ -405,8 +423,9 @@ def _run_pool(todo: list[Job], store: RecordStore, workers: int, device: str, pr
     import queue as queue_mod
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("spawn") if _device_kind(device) != "cpu" else None  # CUDA cannot fork
-    manager = mp.Manager() if progress else None
+    ctx = mp.get_context("spawn") if _forked_workers_cannot_train(device) else None
+    # the progress queue's server process too: Python 3.12 warns that forking a threaded process may deadlock
+    manager = (ctx or mp.get_context()).Manager() if progress else None
     q = manager.Queue() if manager else None
     bars: dict[str, Progress] = {}
     ran: list[str] = []

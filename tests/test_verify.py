@@ -4,8 +4,10 @@ import json
 import math
 import os
 import re
+import sys
 
 import pytest
+import torch
 
 from analysis.records import Claim, Job, Record, RecordStore
 from analysis.verify import run_job, run_suite, suite_jobs
@@ -29,6 +31,13 @@ def square_job(spec, *, device="cpu", progress=None):
             progress(i + 1, 3)
     v = spec["value"] ** 2
     return {"square": v, "claims": [Claim(f"{spec['value']}^2 is even", v, "v % 2 == 0", v % 2 == 0)]}
+
+
+_SET_IN_THIS_PROCESS = "imported"  # a test sets it; a forked worker inherits the value, a spawned one imports anew
+
+
+def inherited_state_job(spec, *, device="cpu", progress=None):
+    return {"state": _SET_IN_THIS_PROCESS}
 
 
 def flaky_job(spec, *, device="cpu", progress=None):
@@ -175,6 +184,34 @@ def test_process_pool_gives_the_same_records_as_sequential(tmp_path):
     assert [r.result for r in seq.records] == [r.result for r in par.records] == [{"square": v * v} for v in range(4)]
 
 
+def test_a_pool_spawns_its_workers_where_torch_sees_an_accelerator(tmp_path, monkeypatch):
+    """On a GPU machine a CPU suite with workers=2, run after any backward in the same process (a
+    notebook's, or pytest's earlier tests), failed every training job with torch's "Unable to handle
+    autograd's threading in combination with fork-based multiprocessing": the pool forked, and autograd
+    had started its per-device threads.  Such a pool spawns its workers, which then train."""
+    import analysis.verify as verify_module
+
+    monkeypatch.setattr(verify_module, "_forked_workers_cannot_train", lambda device: True)
+    monkeypatch.setattr(sys.modules[HERE], "_SET_IN_THIS_PROCESS", "set by the test")
+    x = torch.ones(3, requires_grad=True)
+    (x * x).sum().backward()
+    jobs = [Job(f"{HERE}:inherited_state_job", {"n": 1}),
+            Job("rai_train", {"hidden_layers": 2, "width": 4, "steps": 2, "arm": "plain"})]
+    result = run_suite(jobs, tmp_path / "pool", workers=2, progress=False, report=False)
+    assert [r.status for r in result.records] == ["ok", "ok"], [r.error for r in result.records]
+    assert result.records[0].result["state"] == "imported"  # a spawned worker, not a forked one
+
+
+def test_forked_workers_are_kept_without_an_accelerator():
+    """Forking stays where it is safe (CI's CPU-only torch): a spawned worker imports torch and SymPy anew."""
+    import analysis.verify as verify_module
+
+    sees_accelerator = torch.cuda.is_available() or (
+        hasattr(torch, "accelerator") and torch.accelerator.is_available())
+    assert verify_module._forked_workers_cannot_train("cpu") == sees_accelerator
+    assert verify_module._forked_workers_cannot_train("cuda:0")
+
+
 def test_run_job_never_raises_on_errors_and_names_unknown_experiments():
     rec = run_job(Job("no_such_experiment", {}))
     assert rec["status"] == "failed" and "Unknown experiment" in rec["error"]
@@ -202,8 +239,6 @@ def test_bad_suite_arguments_raise_clear_errors(tmp_path):
 
 def test_every_device_torch_runs_on_is_accepted_and_the_others_are_refused(tmp_path):
     """"cpu:0" (a device torch runs on) was refused as "Unknown device 'cpu:0'; use 'cpu' or 'cuda'"."""
-    import torch
-
     from analysis.verify import check_run_arguments
 
     for device in ("cpu", "cpu:0"):
@@ -336,8 +371,6 @@ def test_integers_are_printed_exactly_in_reports():
 
 
 def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
-    import torch
-
     if torch.cuda.is_available():  # the error under test only exists without CUDA
         pytest.skip("a CUDA device is present")
     with pytest.raises(SymactError, match="sees no CUDA device"):
@@ -348,8 +381,6 @@ def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
 def test_tiny_suite_runs_on_cuda(tmp_path, workers):
     """Every experiment of the tiny suite on the GPU, in this process and in spawned workers
     (a forked worker cannot initialise CUDA).  Skipped where torch sees no GPU (CI)."""
-    import torch
-
     if not torch.cuda.is_available():
         pytest.skip("no GPU on this machine")
     result = run_suite(suite_jobs("tiny"), tmp_path, device="cuda", workers=workers, progress=False)
@@ -447,8 +478,6 @@ def test_entropy_normalisation_job_checks_its_claims():
 def test_a_wrong_entropy_gradient_fails_its_claim_instead_of_the_whole_job(monkeypatch):
     """gradcheck raised GradcheckError on a mismatch: the job failed with no claims at all, its three other
     claims (measured fine) lost and the gradient claim's FAIL branch never reached."""
-    import torch
-
     import numeric.entropy as entropy
     from analysis.experiments.external import entropy_normalisation
 
