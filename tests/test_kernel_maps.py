@@ -1373,3 +1373,34 @@ def test_mpmath_c_map_derivatives_at_0_that_vanish_by_symmetry_are_0():
     assert rel(even.c_map_derivative(0, 2, 2, 2), want) < 1e-18
     odd = kernel_maps(sympy.tanh(x), dps=20, engine="mpmath")
     assert odd.c_map_derivative(0, 2, 2, 2) == 0 and odd.c_map_derivative(0, 1, 2, 2) > 0
+
+
+@pytest.mark.parametrize("engine", ["float64", "mpmath"])
+@pytest.mark.parametrize("name", ["tanh", "softplus", "relu", "gelu"])
+def test_prepare_integrates_nothing_and_changes_no_value(name, engine, monkeypatch):
+    """prepare() does the activation's one-off analysis only: with every Gaussian integrator made to
+    raise it still succeeds, and the values computed afterwards are those of maps never prepared."""
+    import numeric.gauss as gauss_module
+
+    def no_quadrature(*args, **kwargs):
+        raise AssertionError("prepare() integrated")
+
+    act = symact.activation(name)
+    prepared = kernel_maps(act, dps=20, engine=engine)
+    with monkeypatch.context() as patch:
+        for integrator in ("gaussian_expectation", "gaussian_expectation_float64",
+                           "bivariate_gaussian_expectation", "bivariate_gaussian_expectation_float64",
+                           "hermite_coefficients"):
+            patch.setattr(gauss_module, integrator, no_quadrature)
+        assert prepared.prepare() is prepared
+    plain = kernel_maps(act, dps=20, engine=engine)
+    values = [(m.q_map(1.5), m.q_map_derivative(1), m.c_map(0), m.c_map(0.5), m.c_map_slope_at_1)
+              for m in (prepared, plain)]
+    assert values[0] == values[1]
+
+
+def test_prepare_refuses_a_negative_or_fractional_derivative_count():
+    maps = kernel_maps(symact.activation("tanh"), engine="float64")
+    for bad in (-1, 1.5, "2"):
+        with pytest.raises(DomainError, match="max_derivative"):
+            maps.prepare(bad)
