@@ -1456,11 +1456,12 @@ class KernelMaps:
         _check_c(c), _check_q(q1), _check_q(q2)
         if self.engine == "closed":
             return self._unit(self._out(self._closed_eval("C", self.closed_form.c_map, c=c, q1=q1, q2=q2)))
-        if c == 1 and q1 == q2:
-            # C(1) = 1 only where Q(q1) is finite and nonzero: exp(x^2) returned 1 here while every
+        exact = self._exact_at_unit(c, q1, q2)
+        if exact is not None:
+            # only where Q(q1) is finite and nonzero: exp(x^2) returned 1 here while every
             # other c raised DivergentIntegralError (q_map is cached, so this costs nothing twice)
             self.q_map(q1)
-            return self._out(1)
+            return self._out(exact)
         if self.engine == "float64" and self._homogeneous_degree() is not None:
             # C does not depend on q for a positively homogeneous phi: the rule at q = 1 (leaky ReLU at
             # q = 1e200 took 10 s, its panels graded down to width 1e-100 in both variables)
@@ -1478,6 +1479,20 @@ class KernelMaps:
             if k is None:
                 k = self._kernel_num(0, c, q1, q2)
         return self._unit(self._out(k / self._norm(q1, q2)))
+
+    def _exact_at_unit(self, c, q1, q2):
+        """C(1) = 1, and C(-1) = -1 for an odd phi or 1 for an even one, exactly, where q1 == q2
+        (E[phi(u) phi(+-u)] = +-Q(q1)); else None.  The quadrature gave tanh's float64 C(-1) as
+        -0.9999999999999999 with NumPy 2.2 and -1.0000000000000002 (then folded to -1) with 2.4."""
+        if q1 != q2 or c not in (1, -1):
+            return None
+        if c == 1:
+            return 1
+        if self._derivative_is_even(0, odd=True):
+            return -1
+        if self._derivative_is_even(0):
+            return 1
+        return None
 
     def _odd_small_c_kernel_f64(self, c: float, q1: float, q2: float):
         """float64 ``E[phi(u) phi(v)]`` of an odd phi at tiny ``|c|`` from Mehler's first term, or None.
@@ -1561,6 +1576,10 @@ class KernelMaps:
             if np.any(np.abs(out[over]) - 1 > self._unit_excess_tolerance()):
                 self._unit(float(out[over][np.argmax(np.abs(out[over]))]))   # raises, with the value
             out = np.where(over, np.sign(out), out)
+        for unit in (1.0, -1.0):   # exact there, as in c_map
+            exact = self._exact_at_unit(unit, q1, q2)
+            if exact is not None:
+                out = np.where(flat == unit, float(exact), out)
         return out.reshape(cs.shape)
 
     def _mean(self, q):

@@ -397,6 +397,18 @@ def test_tanh_c_map_at_large_q_float64_vs_mpmath():
             assert rel(f64.c_map(c, q, q), ref.c_map(c, q, q)) < 1e-12, (q, c)
 
 
+@pytest.mark.parametrize("engine", ["float64", "mpmath"])
+@pytest.mark.parametrize("name, at_minus_one", [("tanh", -1), ("sin", -1), ("abs", 1), ("cos", 1)])
+def test_c_map_at_minus_one_is_exact_for_an_odd_or_even_activation(name, at_minus_one, engine):
+    """v = -u at c = -1, so E[phi(u) phi(-u)] = -Q for an odd phi and +Q for an even one: C(-1) = -1 or 1.
+    tanh's float64 C(-1) came out -0.9999999999999999 with NumPy 2.2 (Python 3.10), where the test
+    below had passed by the rounding of NumPy 2.4."""
+    m = kernel_maps(act(name), dps=20, engine=engine)
+    for q in (0.5, 1, 3):
+        assert m.c_map(-1, q, q) == at_minus_one and m.c_map(1, q, q) == 1
+        assert list(m.c_map_curve([-1.0, 1.0], q, q)) == [at_minus_one, 1]
+
+
 @pytest.mark.parametrize("name", ["tanh", "erf", "gelu", "sin", "relu"])
 def test_c_map_values_stay_in_unit_interval(name):
     """C is a cosine: rounding put tanh's float64 C(-1) at -1.0000000000000002, which broke
