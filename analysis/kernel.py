@@ -1090,8 +1090,10 @@ class KernelMaps:
             he = np.polynomial.hermite_e.HermiteE.basis(2 * n)
             r = math.sqrt(float(q))
             bps, scale = self._float64_features()
-            bps = sorted(bps + [float(z) * r for z in np.polynomial.hermite_e.hermeroots(he.coef)]
-                         + self._limit_breakpoints(q))
+            # the zeros of He_2n, where |.| kinks: the Gauss nodes (a symmetric eigenproblem, so real; hermeroots
+            # came out complex with zero imaginary parts on some NumPy versions, and float() warned each time)
+            zeros = np.polynomial.hermite_e.hermegauss(2 * n)[0]
+            bps = sorted(bps + [float(z) * r for z in zeros] + self._limit_breakpoints(q))
             limit = self._phi2_limit_f64(q)
             m = gauss.gaussian_expectation_float64(lambda t: np.abs((g(t) ** 2 - limit(t)) * he(t / r)), std=r,
                                                    breakpoints=bps, scale=scale)

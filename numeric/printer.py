@@ -549,19 +549,28 @@ def _zero_region(f: sympy.Expr) -> sympy.Boolean | None:
         return None
     if isinstance(f, sympy.Piecewise):
         # by hand, not piecewise_fold: that did not finish on Min(x, exp(x) - 1)'s slope, whose conditions hold
-        # a Piecewise (a Taylor patch); such conditions are left alone
-        if any(c.has(sympy.Piecewise) for _, c in f.args):
-            return None
+        # a Piecewise (a Taylor patch); here such a condition is one Boolean like any other
         regions, earlier = [], []
         for value, cond in f.args:
             inner = S.true if value == 0 else _zero_region(value) if isinstance(value, sympy.Piecewise) else None
             if inner is not None:
-                regions.append(sympy.And(cond, inner, *[sympy.Not(c) for c in earlier]))
+                regions.append(sympy.And(cond, inner, *[_negated(c) for c in earlier]))
             earlier.append(cond)
         region = sympy.Or(*regions)
         # != and ~ are true at NaN: such a region would give 0 where the product is NaN
         return None if region in (S.true, S.false) or region.has(sympy.Ne, sympy.Not) else region
     return None
+
+
+def _negated(cond: sympy.Boolean) -> sympy.Boolean:
+    """Not(cond), with the negation taken into the branches of an ITE (the safe forms' Taylor-patch
+    conditions, ITE(|x| < 1, series < 0, x - expm1(x) > 0)) and onto comparisons, which SymPy flips
+    (x <= 0 for Not(x > 0)): false at NaN, as the comparisons it replaces are.  Anything else stays
+    a Not, which _zero_region refuses (Not is true at NaN)."""
+    if isinstance(cond, sympy.ITE):
+        test, if_true, if_false = cond.args
+        return sympy.ITE(test, _negated(if_true), _negated(if_false))
+    return sympy.Not(cond)
 
 
 def _may_overflow(f: sympy.Expr) -> bool:

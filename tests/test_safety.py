@@ -495,13 +495,15 @@ def test_a_slope_over_a_common_denominator_is_split_where_numerator_and_denomina
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("formula", ["Min(x, exp(x))", "Max(0, -x)*exp(x)", "Max(0, x)*exp(-x)", "Min(0, x)*cosh(x)",
                                      "exp(x)*Piecewise((1, x < 0), (0, True))", "Min(x, 0)*(-x)*(x - 1)*x",
-                                     "Max(0, -x)*x**2"])
+                                     "Max(0, -x)*x**2", "Min(x, exp(x) - 1)"])
 def test_a_step_or_a_one_sided_max_beside_an_overflowing_factor_is_zero_where_the_step_is(formula, dtype):
     """0*inf = NaN: the slope of Min(x, exp(x)) (exactly 1: x < exp(x) everywhere), exp(x)*Heaviside(x - exp(x))
     + Heaviside(exp(x) - x), was NaN from x = 88.8 in float32 (709.8 in float64); Max(0, -x)*exp(x) was NaN
     there in value and slope, Max(0, x)*exp(-x) from x = -88.8, Min(0, x)*cosh(x) from x = 89.4, and so was
     exp(x)*Heaviside(-x) written as a Piecewise.  A polynomial beside the step overflows too, though none of
-    its factors need to: Min(x, 0)*(-x)*(x - 1)*x was NaN at x = 1e30 in float32.  Where
+    its factors need to: Min(x, 0)*(-x)*(x - 1)*x was NaN at x = 1e30 in float32.  So was the slope of
+    Min(x, exp(x) - 1) from x = 88.8 (float32), where it is 1: its step's conditions are the safe forms'
+    if-then-else Taylor patches, whose negation was left as a Not and refused.  Where
     the step or the Max is 0 the product is now 0.  Reference: mpmath at 50 digits of the formula and of
     SymPy's derivative (inf where the exact number is beyond the format); a NaN input stays NaN."""
     points = [-1e5, -800.0, -100.0, -3.0, -0.5, 0.5, 3.0, 100.0, 800.0, 1e5] + (
