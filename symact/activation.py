@@ -1378,16 +1378,18 @@ _LARGEST_NESTED_GROWTH_ARGUMENT = 1000
 
 def _grows_too_fast_to_probe(expr: sympy.Expr, inputs: tuple) -> bool:
     """Whether ``expr`` has a power with the input in its exponent (|x|**x at the integer 10**30 is
-    evaluated exactly) or an exponential of an exponential (exp(-exp(x)) at x = 10**6 asks mpmath for
-    exp(-10**434294)): both take minutes or for ever at the wide probe points."""
+    evaluated exactly), or any function of an exponential of the input (exp(-exp(x)) at x = 10**6 asks
+    mpmath for exp(-10**434294); sin(exp(x)) and cos(exp(x)/3) did not return in a minute, reducing
+    exp(10**6) modulo pi to all its digits; tanh(exp(x)) raised a bare OverflowError from mpmath):
+    they take minutes, for ever, or fail at the wide probe points."""
     def grows(e):
         return isinstance(e, _GROWTH_FUNCTIONS) or (isinstance(e, sympy.Pow) and e.exp.has(*inputs))
 
     for e in sympy.preorder_traversal(expr):
         if isinstance(e, sympy.Pow) and e.exp.has(*inputs):
             return True
-        if grows(e) and any(grows(inner) and inner.has(*inputs)
-                            for arg in e.args for inner in sympy.preorder_traversal(arg)):
+        if isinstance(e, sympy.Function) and any(grows(inner) and inner.has(*inputs)
+                                                 for arg in e.args for inner in sympy.preorder_traversal(arg)):
             return True
     return False
 

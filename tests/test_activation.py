@@ -969,11 +969,17 @@ def test_a_bracket_that_does_not_nest_is_named_with_its_position(formula, proble
     ("exp(exp(x))", lambda: mpmath.exp(mpmath.exp(0.5))),
     ("Abs(x)**x", lambda: mpmath.sqrt(0.5)),
     ("1/(1 + exp(-exp(x + 3)))", lambda: 1 / (1 + mpmath.exp(-mpmath.exp(3.5)))),
+    ("sin(exp(x))", lambda: mpmath.sin(mpmath.exp(0.5))),
+    ("cos(exp(x)/3)", lambda: mpmath.cos(mpmath.exp(0.5) / 3)),
+    ("tanh(exp(x))", lambda: mpmath.tanh(mpmath.exp(0.5))),
+    ("tanh(x*exp(x))", lambda: mpmath.tanh(0.5 * mpmath.exp(0.5))),
 ])
 def test_formulas_growing_faster_than_exponentially_build_in_seconds(formula, at_one_half):
     """exp(exp(x)) and the sigmoid of exp(x) hung in the realness probe (exp(-exp(10**6)) asks mpmath for
-    exp(-10**434294)), and |x|**x too (10**30 to the power 10**30 evaluated exactly).  Run in a subprocess so
-    that a regression fails (TimeoutExpired) instead of hanging the suite."""
+    exp(-10**434294)), and |x|**x too (10**30 to the power 10**30 evaluated exactly).  So did sin(exp(x)) and
+    cos(exp(x)/3) (over a minute: exp(10**6) reduced modulo pi), and tanh(exp(x)) and tanh(x*exp(x)) raised a
+    bare OverflowError from mpmath.  Run in a subprocess so that a regression fails (TimeoutExpired) instead
+    of hanging the suite."""
     code = f"import symact, sympy\nprint(sympy.N(symact.activation({formula!r})(sympy.Rational(1, 2)), 20))\n"
     done = _run_python(code, timeout=120)
     with mpmath.workdps(30):
