@@ -756,6 +756,10 @@ def _decay(f: sympy.Expr, x: sympy.Symbol, depth: float = 800.0):
     :func:`_clamp_beside_decaying_factor`)."""
     base, k = (f.base, f.exp) if isinstance(f, Pow) else (f, S.One)
     u = base.args[0] if isinstance(base, (sympy.exp, sympy.sech, Sigmoid, sympy.erfc, NormalCdf)) else None
+    if u is not None and isinstance(base, (sympy.exp, Sigmoid)) and k.is_number and k.is_positive:
+        double = _double_exponential_reach(u, x, depth / float(k))
+        if double is not None:
+            return (u, *double)
     if u is None or u.free_symbols != {x} or not u.is_polynomial(x):
         return None
     poly = sympy.Poly(u, x)
@@ -787,6 +791,22 @@ def _decay(f: sympy.Expr, x: sympy.Symbol, depth: float = 800.0):
     else:
         return None
     return u, reach, side
+
+
+def _double_exponential_reach(u: sympy.Expr, x: sympy.Symbol, depth: float):
+    """(reach, side) for u = -c*exp(a*x + b), c > 0: exp(u) and Sigmoid(u) < exp(u) are <= exp(-depth)
+    where c*exp(a*x + b) >= depth, i.e. a*x + b >= log(depth/c), one side; else None.  The slope of
+    sigmoid(exp(3*x - 1)), Sigmoid(-u)*silu(u)*3 with u = exp(3*x - 1), was 0*inf = NaN from x = 30 in
+    float32 (300 in float64), and exp(-exp(x))'s, -exp(x)*exp(-exp(x)), from x = 89, where both are 0."""
+    coefficient, inner = u.as_independent(x, as_Add=False)
+    if not (isinstance(inner, sympy.exp) and coefficient.is_number and coefficient.is_negative):
+        return None
+    argument = inner.args[0]
+    if argument.free_symbols != {x} or not argument.is_polynomial(x) or sympy.Poly(argument, x).degree() != 1:
+        return None
+    b, a = (float(c) for c in sympy.Poly(argument, x).all_coeffs()[::-1])
+    threshold = math.log(depth / float(-coefficient))
+    return (abs(b) + abs(threshold)) / abs(a), (1 if a > 0 else -1)
 
 
 def _decaying_sum(total: Add, x: sympy.Expr):

@@ -516,6 +516,19 @@ def test_a_step_or_a_one_sided_max_beside_an_overflowing_factor_is_zero_where_th
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["sigmoid(exp(3*x - 1))", "exp(-exp(x))", "x*exp(-exp(x))", "exp(-exp(-x))",
+                                     "sigmoid(-2*exp(x/2))", "x*sigmoid(exp(x))"])
+def test_a_double_exponential_decay_beside_its_growing_argument_is_zero_not_nan(formula, dtype):
+    """0*inf = NaN: the slope of sigmoid(exp(3x - 1)), Sigmoid(-u)*silu(u)*3 with u = exp(3x - 1), was NaN from
+    x = 30 in float32 (300 in float64), and that of the Gompertz curve exp(-exp(x)), -exp(x)*exp(-exp(x)), from
+    x = 89 (float32), where both are 0: Sigmoid(-u) and exp(-u) underflow to 0 while u overflows.  Reference:
+    mpmath at 50 digits of the formula and of SymPy's derivative."""
+    # (not 1e4: exact references like exp(-exp(3e4)) take mpmath tens of seconds; exp overflows from 89 / 710)
+    points = [-800.0, -100.0, -3.0, -0.5, 0.5, 3.0, 30.0, 90.0, 100.0, 300.0, 800.0]
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("formula", ["log(1 + x**2/4)", "log(1 + x**2/3)", "log(1 + x/3 + x**2/3)"])
 def test_log_of_one_plus_a_fraction_keeps_log1p(formula, dtype):
     """safe_form rationalised log(1 + x**2/4) into log((x**2 + 4)/4) and printed log of the rounded
