@@ -1815,6 +1815,12 @@ class ComposedKernelMaps:
     def __repr__(self) -> str:
         return f"ComposedKernelMaps({self.outer!r} o {self.inner!r})"
 
+    def prepare(self, max_derivative: int = 2) -> "ComposedKernelMaps":
+        """:meth:`KernelMaps.prepare` of both maps; returns self."""
+        self.outer.prepare(max_derivative)
+        self.inner.prepare(max_derivative)
+        return self
+
     @_at_precision
     def q_map(self, q):
         return self.outer.q_map(self.inner.q_map(q))

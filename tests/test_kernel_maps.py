@@ -1411,6 +1411,14 @@ def test_prepare_integrates_nothing_and_changes_no_value(name, engine, monkeypat
     assert values[0] == values[1]
 
 
+def test_composed_maps_prepare_both_and_keep_their_values():
+    inner, outer = symact.activation("tanh"), symact.activation("softplus")
+    prepared = kernel_maps(outer, engine="float64").composed(kernel_maps(inner, engine="float64"))
+    assert prepared.prepare() is prepared
+    plain = kernel_maps(outer, engine="float64").composed(kernel_maps(inner, engine="float64"))
+    assert prepared.c_map(0.5) == plain.c_map(0.5) and prepared.q_map_derivative(1) == plain.q_map_derivative(1)
+
+
 def test_prepare_refuses_a_negative_or_fractional_derivative_count():
     maps = kernel_maps(symact.activation("tanh"), engine="float64")
     for bad in (-1, 1.5, "2"):
