@@ -860,9 +860,9 @@ def _mirror_pairs(nodes: list, weights: list) -> list | None:
 
 _F64_CUT = 12.0       # exp(-72) ~ 5e-32: negligible against float64 even with exp(|x|)-type growth
 _F64_PANEL = 1.0
-# 2-D rule: [-10, 10]^2 (density < 8e-23 outside), 16 panels x 12 and 16 nodes per axis (~21k + 65k
-# integrand evaluations per c, compared for the error estimate); refined where they disagree.
-_F64_CUT2 = 10.0
+# 2-D rule: [-10, 10]^2 for activations that grow at most polynomially (density < 8e-23 outside; wider
+# for faster growth, see _F64_CUTS2), 16 panels x 12 and 16 nodes per axis (~21k + 65k integrand
+# evaluations per c, compared for the error estimate); refined where they disagree.
 _F64_PANEL2 = 1.25
 # Refinement levels of the float64 rules (level L: panels 2^-L as wide, graded towards x = 0 and the
 # kinks down to 8^-L of the unit scale); past the last, they raise instead of returning a guess.
@@ -923,18 +923,38 @@ _SINGULAR_PANEL = 2.0**-40
 _SINGULAR_PANEL_AT_0 = 2.0**-120
 
 
-def _f64_check_tail(f: Callable, mean: float, std: float, what: str = "f") -> None:
-    """float64 twin of the mpmath tail test: |f| * density at the cut |z| = 12 must be below
-    1e-13 of its peak on a unit grid (so the truncated mass is below float64 resolution)."""
-    z = np.linspace(-_F64_CUT, _F64_CUT, 24)   # even count: no node at 0 (removable singularities)
-    with np.errstate(over="ignore", invalid="ignore"):
-        y = np.abs(np.asarray(f(mean + std * z), dtype=np.float64)) * np.exp(-z * z / 2)
-    if not np.all(np.isfinite(y)) or max(y[0], y[-1]) > 1e-13 * np.max(y):
-        raise DivergentIntegralError(
-            f"the Gaussian expectation of {what} diverges or is not representable in float64: "
-            f"|{what}| * density does not decay by |z| = {_F64_CUT:g} (peak {np.nanmax(y):.3g}, "
-            f"{max(y[0], y[-1]):.3g} at the cut). The activation is not square-integrable under the "
-            "Gaussian (or grows too fast for float64); use the mpmath engine to confirm.")
+# Cuts the float64 1-D rule tries, in z: the first past which |f| * density has decayed.  12 serves
+# every activation that grows at most like exp(|x|) at q <= 4; exp(x) at q = 8 (mass near z = 5.7) was
+# refused at 12 and needs 16, exp(2x) at q = 4 needs 20.  Beyond 36 the density (1e-282) leaves too
+# little of float64's range for the integrand.
+_F64_CUTS = (12.0, 16.0, 20.0, 24.0, 28.0, 32.0, 36.0)
+
+
+# The 2-D rule's cuts: the first where f^2 * density has fallen below 1e-16 of its peak.  At c -> 1 the
+# integrand f(u) g(v) tends to f^2, so its truncated mass is that of f^2 (a cut 2 short of the 1-D one left
+# exp(x)'s C(0.5; q = 4) 1.3e-12 off); bounded and polynomially growing activations keep 10.
+_F64_CUTS2 = (10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 24.0, 28.0, 32.0, 36.0)
+
+
+def _f64_tail_cut(f: Callable, mean: float, std: float, what: str = "f", cuts: Sequence[float] = _F64_CUTS,
+                  tolerance: float = 1e-13) -> float:
+    """The cut Z of the float64 rules: the first of ``cuts`` where ``|f| * density`` at ``|z| = Z`` is
+    below ``tolerance`` of its peak on a unit grid over ``[-Z, Z]`` (so the truncated mass is below
+    float64 resolution).  Raises DivergentIntegralError where none is: the integrand grows past the
+    last, or is not finite on the grid."""
+    for cut in cuts:
+        z = np.linspace(-cut, cut, int(2 * cut))   # even count: no node at 0 (removable singularities)
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = np.abs(np.asarray(f(mean + std * z), dtype=np.float64)) * np.exp(-z * z / 2)
+        if not np.all(np.isfinite(y)):
+            break
+        if max(y[0], y[-1]) <= tolerance * np.max(y):
+            return cut
+    raise DivergentIntegralError(
+        f"the Gaussian expectation of {what} diverges or is not representable in float64: "
+        f"|{what}| * density does not decay by |z| = {cut:g} (peak {np.nanmax(y):.3g}, "
+        f"{max(y[0], y[-1]):.3g} at the cut). The activation is not square-integrable under the "
+        "Gaussian (or grows too fast for float64); use the mpmath engine to confirm.")
 
 
 def _f64_checked(values: np.ndarray, what: str) -> np.ndarray:
@@ -946,7 +966,8 @@ def _f64_checked(values: np.ndarray, what: str) -> np.ndarray:
     values = values.astype(np.float64, copy=False)
     if not np.all(np.isfinite(values)):
         raise DivergentIntegralError(
-            f"{what} is not finite at some quadrature node (|x| <= 12 std): it overflows or is undefined "
+            f"{what} is not finite at some quadrature node (|x| <= 12 std, or the wider cut of a late-decaying "
+            "integrand): it overflows or is undefined "
             "in float64; use the mpmath engine, or check the formula's domain.")
     return values
 
@@ -958,7 +979,8 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
     """``E[f(mean + std*z)]`` in float64 for a vectorised NumPy ``f``.
 
     ``order=None`` (default): composite Gauss-Legendre on ``z in [-12, 12]`` (the Gaussian tail
-    beyond carries < 1e-31), unit panels split at the ``breakpoints`` (x variable) and, for
+    beyond carries < 1e-31; wider, up to 36, where ``|f| * density`` has not fallen below 1e-13 of its
+    peak by 12, as for ``exp(x)`` at ``std = sqrt(8)``), unit panels split at the ``breakpoints`` (x variable) and, for
     ``std > 1``, graded geometrically down to width ``1/std`` towards ``x = 0`` and the breakpoints
     (where ``f`` varies on a unit scale in x, i.e. ``1/std`` in z), with
     adaptive order: 16 and 32 nodes per panel are compared and the rule is refined to 64 if they
@@ -1012,7 +1034,7 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
         if with_mass:
             return val, max(abs(val), float(np.dot(w, np.abs(vals)) / math.sqrt(2 * math.pi)))
         return val
-    _f64_check_tail(f, mean, std)
+    cut = _f64_tail_cut(f, mean, std)
     kinks_z = [(float(b) - mean) / std for b in breakpoints]
     singular_z = []
     for point in singular_points:
@@ -1028,7 +1050,7 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
         bz = kinks_z + _graded_edges([-mean / std] + kinks_z, ell / std) + singular_z
         prev = None
         for npp in (16, 32, 64):
-            z, w = _f64_rule(bz, npp, _F64_CUT, _F64_PANEL / 2**level)
+            z, w = _f64_rule(bz, npp, cut, _F64_PANEL / 2**level)
             values = _f64_checked(f(mean + std * z), "f")
             val = float(np.dot(w, values))
             # relative to E|f|: a mean that cancels to ~0 (an odd f) is converged at rounding level
@@ -1053,10 +1075,10 @@ def _rms(w: np.ndarray, values: np.ndarray) -> float:
     return top * math.sqrt(float(np.dot(w, (values / top) ** 2)))
 
 
-def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0):
-    """One tensor Gauss-Legendre evaluation of E[f(u) g(v)] at refinement ``level`` with ``npp``
-    nodes per panel; returns (value, sqrt(E f(u)^2 E g(v)^2)), the latter on the outer rule
-    (the Cauchy-Schwarz bound of |value|, the scale the convergence test is relative to)."""
+def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F64_CUTS2[0]):
+    """One tensor Gauss-Legendre evaluation of E[f(u) g(v)] on [-cut, cut]^2 at refinement ``level``
+    with ``npp`` nodes per panel; returns (value, sqrt(E f(u)^2 E g(v)^2)), the latter on the outer
+    rule (the Cauchy-Schwarz bound of |value|, the scale the convergence test is relative to)."""
     panel = _F64_PANEL2 / 2**level
     ell = scale * 8.0 ** -level    # the x scale f and g are assumed to vary on near 0 and their kinks
     obps = list(fb)
@@ -1069,7 +1091,7 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0):
     obps += _graded_edges([0.0] + obps, ell / r1)
     if ci != 0:
         obps += _graded_edges([0.0] + list(gb / ci), max(ell / r2, s) / abs(ci))
-    z1, w1 = _f64_rule(obps, npp, _F64_CUT2, panel)
+    z1, w1 = _f64_rule(obps, npp, cut, panel)
     fz = _f64_checked(f(r1 * z1), "f")
     gz = _f64_checked(g(r2 * z1), "g")
     # one root per factor, each scaled by its largest value: the product of the two mean squares
@@ -1081,21 +1103,21 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0):
     t, wt = _leggauss(npp)
     inner_width = ell / (r2 * s)
     if gb.size == 0 and not inner_width < 1:
-        z2, w2 = _f64_rule((), npp, _F64_CUT2, panel)
+        z2, w2 = _f64_rule((), npp, cut, panel)
         inner = np.empty_like(z1)
         for k in range(0, z1.size, _F64_CHUNK):
             v = r2 * (ci * z1[k:k + _F64_CHUNK, None] + s * z2[None, :])
             inner[k:k + _F64_CHUNK] = _f64_checked(g(v), "g") @ w2
         return float(np.dot(w1, fz * inner)), bound
     # per outer node: panels of the fixed grid plus the moving kink(s)
-    edges0 = np.linspace(-_F64_CUT2, _F64_CUT2, int(round(2 * _F64_CUT2 / panel)) + 1)
+    edges0 = np.linspace(-cut, cut, int(round(2 * cut / panel)) + 1)
     kinks = (gb[None, :] - ci * z1[:, None]) / s          # (n1, nk)
     if inner_width < 1:
         centres = np.concatenate([kinks, -ci * z1[:, None] / s], axis=1)
         offs = inner_width * 2.0 ** np.arange(int(math.ceil(math.log2(1 / inner_width))))
         offs = np.concatenate([[0.0], offs, -offs])
         kinks = (centres[:, :, None] + offs[None, None, :]).reshape(z1.size, -1)
-    kinks = np.clip(kinks, -_F64_CUT2, _F64_CUT2)
+    kinks = np.clip(kinks, -cut, cut)
     inner = np.empty_like(z1)
     chunk = max(1, _F64_CHUNK * 64 // (edges0.size + kinks.shape[1]))
     for k in range(0, z1.size, chunk):
@@ -1121,7 +1143,9 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     """float64 ``E[f(u) g(v)]`` (same conventions as :func:`bivariate_gaussian_expectation`),
     vectorised over an array of correlations ``c``.
 
-    Tensor composite Gauss-Legendre rule on ``[-10, 10]^2`` in ``(z1, z2)`` (16 panels per axis);
+    Tensor composite Gauss-Legendre rule on ``[-10, 10]^2`` in ``(z1, z2)`` (16 panels per axis;
+    wider, up to 36, where ``f^2`` or ``g^2`` times the density has not fallen below 1e-16 of its peak
+    by 10, as for ``exp(x)`` at ``q >= 4``);
     the outer rule is split at the kinks of ``f``; for every outer node the inner panels are split
     at the moving kink ``z2 = (b / sqrt(q2) - c z1) / s``.  For large variances both rules are also
     graded geometrically towards ``x = 0`` and the kinks (down to width ``1/sqrt(q)`` in z), where
@@ -1159,8 +1183,15 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
         raise DomainError(f"nodes_per_panel={nodes_per_panel!r}: the Gauss-Legendre panels need a whole "
                           "number of nodes >= 2 (default 16).")
     r1, r2 = math.sqrt(q1), math.sqrt(q2)
-    _f64_check_tail(lambda t: f(t) ** 2, 0.0, r1, "f^2")
-    _f64_check_tail(lambda t: g(t) ** 2, 0.0, r2, "g^2")
+    cuts = []
+    for h, r, name in ((f, r1, "f^2"), (g, r2, "g^2")):
+        square = (lambda t, h=h: h(t) ** 2)
+        one_d = _f64_tail_cut(square, 0.0, r, name)    # raises where E[h^2] diverges
+        try:
+            cuts.append(_f64_tail_cut(square, 0.0, r, name, cuts=_F64_CUTS2, tolerance=1e-16))
+        except DivergentIntegralError:   # representable to the 1-D cut only: the most float64 allows
+            cuts.append(one_d)
+    cut = max(cuts)
     gb = np.array([float(b) / r2 for b in breakpoints_g], dtype=np.float64)
     fb = [float(b) / r1 for b in breakpoints]
     npp = int(nodes_per_panel)
@@ -1172,7 +1203,7 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
             sizes = ((3 * npp) // 4, npp, npp + npp // 2) if level == 0 else (npp, npp + npp // 2)
             coarse = None
             for m in sizes:
-                fine, bound = _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, m, level, scale)
+                fine, bound = _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, m, level, scale, cut)
                 if coarse is not None:
                     change = abs(fine - coarse) / max(bound, 1e-300)
                     if change <= FLOAT64_RELATIVE_TOLERANCE:
@@ -1183,7 +1214,7 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
             out[i] = fine
             if with_error:
                 absf, absg = (lambda t: np.abs(f(t))), (lambda t: np.abs(g(t)))
-                mass, _ = _bivariate_f64_once(absf, absg, ci, r1, r2, fb, gb, m, level, scale)
+                mass, _ = _bivariate_f64_once(absf, absg, ci, r1, r2, fb, gb, m, level, scale, cut)
                 errors[i] = abs(fine - coarse) + 4 * np.finfo(np.float64).eps * mass
             break
         else:

@@ -664,3 +664,28 @@ def test_hermite_coefficients_refine_a_rule_whose_second_moment_is_off():
         ref = (chirp_correlation(-1) - chirp_correlation(1)) / 2
         got = mpmath.fsum(v * v * c ** k for k, v in enumerate(a))
         assert abs(got - ref) < mpmath.mpf(10) ** -20
+
+
+@pytest.mark.parametrize("a, var", [(1.0, 8.0), (1.0, 16.0), (2.0, 4.0), (3.0, 4.0)])
+def test_float64_rules_widen_their_cut_for_exponential_growth(a, var):
+    """The float64 rules integrated over a fixed |z| <= 12 (1-D) and 10 (2-D) and refused E[exp(x)] at
+    q = 8 (its mass sits near z = 5.7), and the 2-D value of exp(x) at q = 4 was 1.3e-12 off (the mass of
+    f^2 beyond z = 10).  They now widen the cut until the integrand has decayed.  Closed forms:
+    E[exp(a x)] = exp(a^2 q / 2), E[exp(a u) exp(a v)] = exp(a^2 q (1 + c)) at q1 = q2 = q."""
+    f = lambda t: np.exp(a * t)   # noqa: E731
+    value = gaussian_expectation_float64(f, std=math.sqrt(var))
+    assert value == pytest.approx(math.exp(a * a * var / 2), rel=1e-13)
+    for c in (0.5, 0.95, -0.3):
+        value = bivariate_gaussian_expectation_float64(f, f, c, q1=var, q2=var)
+        assert value == pytest.approx(math.exp(a * a * var * (1 + c)), rel=1e-13), c
+
+
+def test_float64_rules_still_refuse_a_divergent_or_unrepresentable_integrand():
+    """The wider cut is no licence: exp(x^2/3) at q = 2 (E diverges) and exp(x) at q = 1e4 (E = exp(5000),
+    beyond float64) are refused, in 1-D and 2-D."""
+    with pytest.raises(DivergentIntegralError, match="diverges or is not representable"):
+        gaussian_expectation_float64(lambda t: np.exp(t * t / 3), std=math.sqrt(2))
+    with pytest.raises(DivergentIntegralError):
+        gaussian_expectation_float64(np.exp, std=100.0)
+    with pytest.raises(DivergentIntegralError, match="f\\^2"):
+        bivariate_gaussian_expectation_float64(np.exp, np.exp, 0.5, q1=1e4, q2=1e4)

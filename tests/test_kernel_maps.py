@@ -1424,3 +1424,14 @@ def test_prepare_refuses_a_negative_or_fractional_derivative_count():
     for bad in (-1, 1.5, "2"):
         with pytest.raises(DomainError, match="max_derivative"):
             maps.prepare(bad)
+
+
+@pytest.mark.parametrize("q", [4.0, 8.0, 16.0])
+def test_float64_maps_of_an_exponential_at_large_q(q):
+    """phi = exp(x): Q(q) = exp(2q), C(c; q, q) = exp(q (c - 1)), Q'(q) = 2 exp(2q).  The float64 engine
+    refused Q at q = 8 ("does not decay by |z| = 12") and its C(0.5; 4) was 1.3e-12 off."""
+    m = kernel_maps(sympy.exp(x), engine="float64")
+    assert m.q_map(q) == pytest.approx(math.exp(2 * q), rel=1e-13)
+    assert m.q_map_derivative(q) == pytest.approx(2 * math.exp(2 * q), rel=1e-12)
+    for c in (-0.5, 0.5, 0.95):
+        assert m.c_map(c, q, q) == pytest.approx(math.exp(q * (c - 1)), rel=1e-13), c
