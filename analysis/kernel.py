@@ -570,6 +570,11 @@ def _singularity_candidates(expr: sympy.Expr, x: sympy.Symbol) -> tuple[list, se
                 continue
             if isinstance(zeros, sympy.FiniteSet):
                 candidates |= {b for b in zeros if b.is_real}
+            elif isinstance(zeros, sympy.Interval) or (
+                    isinstance(zeros, sympy.Union) and all(isinstance(part, sympy.Interval) for part in zeros.args)):
+                # a base that vanishes on a half-line (Max(0, x) in sqrt(Max(0, x))'s slope): its finite ends
+                # (not of a periodic family: SymPy has no boundary for tan's poles' ImageSets)
+                candidates |= {b for b in zeros.boundary if b.is_real and b.is_finite}
     return singular, candidates
 
 
@@ -670,6 +675,7 @@ class KernelMaps:
         self._saturation()
         if self.engine == "float64":
             self._float64_features()
+            self._float64_cusps()
         return self
 
     def _check_poles(self) -> None:
@@ -697,7 +703,8 @@ class KernelMaps:
     def _cusp_points(self) -> tuple:
         """The points where phi is finite but phi' is not (zeros of the bases of negative powers in phi', and
         the real singularities SymPy finds in it, a few of each periodic family): the Hermite rule grades its
-        panels towards them, as towards the singular points.  Computed on first use (mpmath C maps only)."""
+        panels towards them, as towards the singular points, and the float64 rules towards those of them that
+        :meth:`_float64_cusps` confirms.  Computed on first use."""
         if "cusps" not in self._cache:
             try:
                 _, found = _singularity_candidates(sympy.diff(self._parts.expr, self._parts.x), self._parts.x)
@@ -705,6 +712,32 @@ class KernelMaps:
                 found = set()
             self._cache["cusps"] = tuple(sorted(found - set(self._singular_points), key=float))
         return self._cache["cusps"]
+
+    def _float64_cusps(self) -> list:
+        """The cusps the float64 2-D rule grades towards (cached): the points of :meth:`_cusp_points` where
+        phi's slope does grow without bound, |phi'| 1e-12 from the point at least twice its value 1e-6
+        away, on either side (sinc's candidate 0, where its formula for phi' is 0/0 but phi' is smooth,
+        is none; grading there would only cost time)."""
+        if "f64 cusps" not in self._cache:
+            slope, found = self._f.mp(1), []
+            # a cusp needs a fractional power (sqrt(|x|), |x|**(3/10)) or an inverse sine-like function: without
+            # one, skip the symbolic search, which is most of a fresh float64 map's first Q(1) (tanh: 3 ms of 4)
+            candidates = self._cusp_points() if any(
+                (isinstance(node, sympy.Pow) and not node.exp.is_integer)
+                or isinstance(node, (sympy.asin, sympy.acos, sympy.acosh, sympy.asec, sympy.acsc))
+                for node in sympy.preorder_traversal(self._parts.expr)) else ()
+            for b in candidates:
+                try:
+                    with mpmath.workdps(30):
+                        at = self._mp(b)
+                        near, far = mpmath.mpf(10) ** -12, mpmath.mpf(10) ** -6
+                        grows = any(abs(slope(at + side * near)) >= 2 * abs(slope(at + side * far)) for side in (1, -1))
+                except (ArithmeticError, ValueError, TypeError, SymactError):
+                    grows = True   # no slope next to it to compare: grade, which costs time only
+                if grows:
+                    found.append(float(b))
+            self._cache["f64 cusps"] = found
+        return self._cache["f64 cusps"]
 
     def _no_float64_singularities(self, what: str) -> None:
         """The float64 2-D rule has fixed panels: refuse rather than miss a singularity by 1e-3."""
@@ -902,7 +935,9 @@ class KernelMaps:
         return sorted(self._kinks_f() + [float(b) for b in centres]), scale
 
     def _singular_f(self):
-        return [float(b) for b in self._singular_points]
+        """Where the float64 1-D rule grades its panels geometrically: the singular points, and the cusps
+        (|x|^0.3's Q took 32 and 64 nodes 5e-11 apart at 0 and was refused)."""
+        return [float(b) for b in self._singular_points] + self._float64_cusps()
 
     def _mp(self, v):
         with mpmath.workdps(self.dps + _GUARD):
@@ -1333,7 +1368,7 @@ class KernelMaps:
             s = math.sqrt(max((1 - cv) * (1 + cv), 0.0))
             bps, scale = self._float64_features()
             total = gauss.bivariate_gaussian_expectation_float64(
-                r, r, cv, q1=qa, q2=qb, breakpoints=bps, scale=scale)
+                r, r, cv, q1=qa, q2=qb, breakpoints=bps, scale=scale, cusps=self._float64_cusps() if n == 0 else ())
             pdf = lambda x, var: math.exp(-x * x / (2 * var)) / math.sqrt(2 * math.pi * var)  # noqa: E731
         else:
             # (callers are @_at_precision: we already work at dps + 10 digits)
@@ -1571,7 +1606,8 @@ class KernelMaps:
         rest = np.isnan(k)
         if np.any(rest):
             k[rest] = gauss.bivariate_gaussian_expectation_float64(
-                self._f.np(0), self._f.np(0), flat[rest], q1=float(q1), q2=float(q2), breakpoints=bps, scale=scale)
+                self._f.np(0), self._f.np(0), flat[rest], q1=float(q1), q2=float(q2), breakpoints=bps, scale=scale,
+                cusps=self._float64_cusps())
         out = np.asarray(k) / self._norm(q1, q2)
         over = np.abs(out) > 1
         if np.any(over):

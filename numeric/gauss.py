@@ -1075,22 +1075,32 @@ def _rms(w: np.ndarray, values: np.ndarray) -> float:
     return top * math.sqrt(float(np.dot(w, (values / top) ** 2)))
 
 
-def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F64_CUTS2[0]):
+# Narrowest panel next to a cusp (|x|^a, 0 < a < 1: finite, with an infinite slope) in the 2-D rule, in z.
+# The mass of |z|^a on such a panel is below 1e-15 of the integral, so Gauss-Legendre's error there does
+# not count; the panels widen by 2 away from it (about 40 per side).
+_CUSP_PANEL = 2.0**-40
+
+
+def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F64_CUTS2[0],
+                        fc=(), gc=np.empty(0)):
     """One tensor Gauss-Legendre evaluation of E[f(u) g(v)] on [-cut, cut]^2 at refinement ``level``
     with ``npp`` nodes per panel; returns (value, sqrt(E f(u)^2 E g(v)^2)), the latter on the outer
-    rule (the Cauchy-Schwarz bound of |value|, the scale the convergence test is relative to)."""
+    rule (the Cauchy-Schwarz bound of |value|, the scale the convergence test is relative to).
+    ``fc`` (z1) and ``gc`` (v / r2): cusps of f and g, graded towards down to :data:`_CUSP_PANEL`."""
     panel = _F64_PANEL2 / 2**level
     ell = scale * 8.0 ** -level    # the x scale f and g are assumed to vary on near 0 and their kinks
-    obps = list(fb)
+    obps = list(fb) + list(fc)
     s = math.sqrt((1 - ci) * (1 + ci))
+    g_features = np.concatenate([gb, gc])   # E[g(v) | z1] has g's kinks and cusps, smoothed over s / |c|
     if ci != 0:
-        obps += _smoothed_kink_edges(gb / ci, abs(s / ci))
+        obps += _smoothed_kink_edges(g_features / ci, abs(s / ci))
     # f and g vary on a scale ell in x around 0 (and their kinks): ell/r in z, which the
     # 1.25-wide panels miss for large q or small ell.  Outer: f's features at width ell/r1; g's seen
     # through E[g(v) | z1], smoothed over r2 s, at width max(ell/r2, s) / |c|.
     obps += _graded_edges([0.0] + obps, ell / r1)
     if ci != 0:
-        obps += _graded_edges([0.0] + list(gb / ci), max(ell / r2, s) / abs(ci))
+        obps += _graded_edges([0.0] + list(g_features / ci), max(ell / r2, s) / abs(ci))
+    obps += _smoothed_kink_edges(list(fc), _CUSP_PANEL)   # last: the grading above is not repeated at each
     z1, w1 = _f64_rule(obps, npp, cut, panel)
     fz = _f64_checked(f(r1 * z1), "f")
     gz = _f64_checked(g(r2 * z1), "g")
@@ -1102,7 +1112,7 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F6
     # inner: g's features at v = 0 and its kinks, z2 = (b / r2 - c z1) / s, width ell / (r2 s)
     t, wt = _leggauss(npp)
     inner_width = ell / (r2 * s)
-    if gb.size == 0 and not inner_width < 1:
+    if gb.size == 0 and gc.size == 0 and not inner_width < 1:
         z2, w2 = _f64_rule((), npp, cut, panel)
         inner = np.empty_like(z1)
         for k in range(0, z1.size, _F64_CHUNK):
@@ -1117,6 +1127,11 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F6
         offs = inner_width * 2.0 ** np.arange(int(math.ceil(math.log2(1 / inner_width))))
         offs = np.concatenate([[0.0], offs, -offs])
         kinks = (centres[:, :, None] + offs[None, None, :]).reshape(z1.size, -1)
+    if gc.size:   # the moving cusps, z2 = (b / r2 - c z1) / s, graded towards from both sides
+        moving = (gc[None, :] - ci * z1[:, None]) / s
+        offs = _CUSP_PANEL * 2.0 ** np.arange(int(math.ceil(math.log2(2 / _CUSP_PANEL))))
+        offs = np.concatenate([[0.0], offs, -offs])
+        kinks = np.concatenate([kinks, (moving[:, :, None] + offs[None, None, :]).reshape(z1.size, -1)], axis=1)
     kinks = np.clip(kinks, -cut, cut)
     inner = np.empty_like(z1)
     chunk = max(1, _F64_CHUNK * 64 // (edges0.size + kinks.shape[1]))
@@ -1139,7 +1154,8 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
                                            q2: float = 1.0, breakpoints: Sequence[float] = (),
                                            breakpoints_g: Sequence[float] | None = None,
                                            nodes_per_panel: int = 16, scale: float = 1.0,
-                                           with_error: bool = False) -> np.ndarray | tuple:
+                                           with_error: bool = False, cusps: Sequence[float] = (),
+                                           cusps_g: Sequence[float] | None = None) -> np.ndarray | tuple:
     """float64 ``E[f(u) g(v)]`` (same conventions as :func:`bivariate_gaussian_expectation`),
     vectorised over an array of correlations ``c``.
 
@@ -1162,6 +1178,11 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     g at x = 0 and the breakpoints; level 0 grades down to it).
     Returns an array shaped like ``c``.
 
+    ``cusps`` (``cusps_g``, default ``cusps``): points in x where f (g) is finite but its slope is not
+    (``sqrt(|x|)``, ``|x|^0.3`` at 0), across which the panels converge too slowly (the rule refused
+    them): both rules are graded towards them, the inner one towards the point that moves with the
+    outer variable, down to panels of width 2^-40 in z.
+
     ``with_error=True``: return ``(values, errors)``, ``errors`` an estimate of each value's absolute
     error: the last two rules' difference plus 4 ulps of ``E|f(u) g(v)|`` (the rounding of the sums; one
     more evaluation of the accepted rule, on ``|f|`` and ``|g|``).  A value far below the Cauchy-Schwarz
@@ -1170,6 +1191,8 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     """
     if breakpoints_g is None:
         breakpoints_g = breakpoints
+    if cusps_g is None:
+        cusps_g = cusps
     c_arr = np.atleast_1d(np.asarray(c, dtype=np.float64))
     if np.any(np.abs(c_arr) > 1) or np.any(~np.isfinite(c_arr)):
         raise DomainError("c must lie in [-1, 1] (a cosine similarity); got values outside.")
@@ -1194,6 +1217,8 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     cut = max(cuts)
     gb = np.array([float(b) / r2 for b in breakpoints_g], dtype=np.float64)
     fb = [float(b) / r1 for b in breakpoints]
+    gc = np.array([float(b) / r2 for b in cusps_g], dtype=np.float64)
+    fc = [float(b) / r1 for b in cusps]
     npp = int(nodes_per_panel)
     out = np.empty_like(c_arr)
     errors = np.empty_like(c_arr)
@@ -1203,7 +1228,7 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
             sizes = ((3 * npp) // 4, npp, npp + npp // 2) if level == 0 else (npp, npp + npp // 2)
             coarse = None
             for m in sizes:
-                fine, bound = _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, m, level, scale, cut)
+                fine, bound = _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, m, level, scale, cut, fc, gc)
                 if coarse is not None:
                     change = abs(fine - coarse) / max(bound, 1e-300)
                     if change <= FLOAT64_RELATIVE_TOLERANCE:
@@ -1214,7 +1239,7 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
             out[i] = fine
             if with_error:
                 absf, absg = (lambda t: np.abs(f(t))), (lambda t: np.abs(g(t)))
-                mass, _ = _bivariate_f64_once(absf, absg, ci, r1, r2, fb, gb, m, level, scale, cut)
+                mass, _ = _bivariate_f64_once(absf, absg, ci, r1, r2, fb, gb, m, level, scale, cut, fc, gc)
                 errors[i] = abs(fine - coarse) + 4 * np.finfo(np.float64).eps * mass
             break
         else:

@@ -1370,6 +1370,21 @@ def test_mpmath_c_map_of_a_cusp_has_its_digits(a):
             assert rel(m.c_map(mpmath.mpf(c), 2, 2), kernel(c) / kernel(1)) < 1e-28, c
 
 
+def test_mpmath_c_map_of_a_one_sided_cusp_has_its_digits():
+    """sqrt(Max(0, x)): its slope's base Max(0, x) vanishes on a half-line, so the cusp at 0 was not found
+    (only isolated zeros were) and the Hermite panels were not graded there: Mehler's C(0.5) had 7 of 30
+    digits (0.6719271995 for 0.6719271157), silently.  Reference: sqrt(u+) = (|u|^(1/2) + sign(u)|u|^(1/2))/2,
+    so E[sqrt(u+) sqrt(v+)] is a quarter of the sum of the even and odd hypergeometric kernels (the cross
+    terms vanish by (u, v) -> (-u, -v)), and Q(1) = E[u+] = 1/sqrt(2 pi)."""
+    m = kernel_maps(symact.activation("sqrt(Max(0, x))"), dps=30, engine="mpmath")
+    with mpmath.workdps(50):
+        a = mpmath.mpf(1) / 2
+        for c in (mpmath.mpf("0.5"), mpmath.mpf("-0.3")):
+            even = 2**a / mpmath.pi * mpmath.gamma((a + 1) / 2) ** 2 * mpmath.hyp2f1(-a / 2, -a / 2, 0.5, c * c)
+            odd = 2 ** (a + 1) / mpmath.pi * c * mpmath.gamma(a / 2 + 1) ** 2 * mpmath.hyp2f1((1 - a) / 2, (1 - a) / 2, 1.5, c * c)
+            assert rel(m.c_map(c), (even + odd) / 4 * mpmath.sqrt(2 * mpmath.pi)) < 1e-28, c
+
+
 def test_mpmath_c_map_derivatives_at_0_that_vanish_by_symmetry_are_0():
     """An even phi has a_1 = 0 (phi' odd), so C'(0) = 0 exactly; Mehler's one-term sum at c = 0 was checked for
     digits relative to itself, refused ("it sums to 0.0"), and `symact maps` refused every even activation
@@ -1435,3 +1450,17 @@ def test_float64_maps_of_an_exponential_at_large_q(q):
     assert m.q_map_derivative(q) == pytest.approx(2 * math.exp(2 * q), rel=1e-12)
     for c in (-0.5, 0.5, 0.95):
         assert m.c_map(c, q, q) == pytest.approx(math.exp(q * (c - 1)), rel=1e-13), c
+
+
+@pytest.mark.parametrize("formula", ["sqrt(Abs(x))", "Abs(x)**(3/10)", "sign(x)*sqrt(Abs(x))", "sqrt(Max(0, x))",
+                                     "sqrt(Abs(x - 1))"])
+def test_float64_c_map_of_a_cusp(formula):
+    """The float64 engine refused the C map of every cusp (its 2-D rule did not converge at the infinite slope)
+    and the Q map of |x|^0.3; sqrt(Max(0, x))'s cusp was not found at all (its slope's base vanishes on a
+    half-line).  Reference: the mpmath engine (Mehler's series, panels graded at the cusp) at 20 digits."""
+    act = symact.activation(formula)
+    fast, exact = kernel_maps(act, engine="float64"), kernel_maps(act, dps=20, engine="mpmath")
+    assert fast.q_map(2) == pytest.approx(float(exact.q_map(2)), rel=1e-13)
+    for c in (-0.5, 0.3, 0.7):
+        assert fast.c_map(c) == pytest.approx(float(exact.c_map(c)), rel=1e-13, abs=1e-15), c
+    assert np.allclose(fast.c_map_curve([-0.5, 0.3, 0.7]), [fast.c_map(c) for c in (-0.5, 0.3, 0.7)], rtol=1e-15, atol=0)
