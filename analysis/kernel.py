@@ -714,7 +714,7 @@ class KernelMaps:
         return self._cache["cusps"]
 
     def _float64_cusps(self) -> list:
-        """The cusps the float64 2-D rule grades towards (cached): the points of :meth:`_cusp_points` where
+        """The cusps the float64 rules grade towards (cached): the points of :meth:`_cusp_points` where
         phi's slope does grow without bound, |phi'| 1e-12 from the point at least twice its value 1e-6
         away, on either side (sinc's candidate 0, where its formula for phi' is 0/0 but phi' is smooth,
         is none; grading there would only cost time)."""

@@ -410,8 +410,10 @@ def _forked_workers_cannot_train(device: str) -> bool:
     """
     if _device_kind(device) != "cpu":
         return True
-    import torch
-
+    try:
+        import torch
+    except ImportError:   # no torch, no autograd threads (jobs of one's own need not train)
+        return False
     accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; before it, CUDA was the one to ask
     return bool(accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
 

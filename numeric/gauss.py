@@ -1076,8 +1076,8 @@ def _rms(w: np.ndarray, values: np.ndarray) -> float:
 
 
 # Narrowest panel next to a cusp (|x|^a, 0 < a < 1: finite, with an infinite slope) in the 2-D rule, in z.
-# The mass of |z|^a on such a panel is below 1e-15 of the integral, so Gauss-Legendre's error there does
-# not count; the panels widen by 2 away from it (about 40 per side).
+# The integrand's mass on such a panel is below 2^-40 of its scale (2^(-40 (1 + a)) for |z|^a), and
+# Gauss-Legendre's error there a small part of that; the panels widen by 2 away from it (about 40 per side).
 _CUSP_PANEL = 2.0**-40
 
 
@@ -1100,7 +1100,8 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F6
     obps += _graded_edges([0.0] + obps, ell / r1)
     if ci != 0:
         obps += _graded_edges([0.0] + list(g_features / ci), max(ell / r2, s) / abs(ci))
-    obps += _smoothed_kink_edges(list(fc), _CUSP_PANEL)   # last: the grading above is not repeated at each
+    # added last, so that the grading above is not repeated around each of these ~80 edges
+    obps += _smoothed_kink_edges(list(fc), _CUSP_PANEL)
     z1, w1 = _f64_rule(obps, npp, cut, panel)
     fz = _f64_checked(f(r1 * z1), "f")
     gz = _f64_checked(g(r2 * z1), "g")
