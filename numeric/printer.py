@@ -802,9 +802,12 @@ def _double_exponential_reach(u: sympy.Expr, x: sympy.Symbol, depth: float):
     if not (isinstance(inner, sympy.exp) and coefficient.is_number and coefficient.is_negative):
         return None
     argument = inner.args[0]
-    if argument.free_symbols != {x} or not argument.is_polynomial(x) or sympy.Poly(argument, x).degree() != 1:
+    if argument.free_symbols != {x} or not argument.is_polynomial(x):
         return None
-    b, a = (float(c) for c in sympy.Poly(argument, x).all_coeffs()[::-1])
+    poly = sympy.Poly(argument, x)
+    if poly.degree() != 1:
+        return None
+    b, a = (float(c) for c in poly.all_coeffs()[::-1])
     threshold = math.log(depth / float(-coefficient))
     return (abs(b) + abs(threshold)) / abs(a), (1 if a > 0 else -1)
 

@@ -182,3 +182,16 @@ def subnetworks(g, rule, start, single_exit=True):
                 continue  # an interior node has a second way out (e.g. a shortcut)
             out.append((u, v, ChannelValues(g, rule, start, source=u).mean(v)))
     return out
+
+
+def power_kernel(a, c, odd: bool = False):
+    """E[phi(u) phi(v)] for phi = |x|^a (or sign(x)|x|^a with ``odd``), u, v standard normals with correlation c,
+    in closed form (mpmath, at the caller's precision): 2^a Gamma((a+1)/2)^2 2F1(-a/2, -a/2; 1/2; c^2) / pi, and
+    for the odd one 2^(a+1) c Gamma(a/2 + 1)^2 2F1((1-a)/2, (1-a)/2; 3/2; c^2) / pi."""
+    import mpmath
+
+    a, c = mpmath.mpf(a), mpmath.mpf(c)
+    if odd:
+        return 2 ** (a + 1) / mpmath.pi * c * mpmath.gamma(a / 2 + 1) ** 2 * mpmath.hyp2f1(
+            (1 - a) / 2, (1 - a) / 2, mpmath.mpf(3) / 2, c * c)
+    return 2**a / mpmath.pi * mpmath.gamma((a + 1) / 2) ** 2 * mpmath.hyp2f1(-a / 2, -a / 2, mpmath.mpf(1) / 2, c * c)

@@ -7,6 +7,7 @@ import mpmath
 import numpy as np
 import pytest
 
+from _reference import power_kernel
 from numeric.gauss import (
     GaussianIntegral,
     bivariate_gaussian_expectation,
@@ -691,18 +692,6 @@ def test_float64_rules_still_refuse_a_divergent_or_unrepresentable_integrand():
         bivariate_gaussian_expectation_float64(np.exp, np.exp, 0.5, q1=1e4, q2=1e4)
 
 
-def _abs_power_kernel(a, c):
-    """E[|u|^a |v|^a] for unit normals with correlation c: 2^a Gamma((a+1)/2)^2 2F1(-a/2, -a/2; 1/2; c^2) / pi."""
-    a, c = mpmath.mpf(a), mpmath.mpf(c)
-    return 2**a / mpmath.pi * mpmath.gamma((a + 1) / 2) ** 2 * mpmath.hyp2f1(-a / 2, -a / 2, 0.5, c * c)
-
-
-def _signed_power_kernel(a, c):
-    """E[sign(u)|u|^a sign(v)|v|^a]: 2^(a+1) c Gamma(a/2 + 1)^2 2F1((1-a)/2, (1-a)/2; 3/2; c^2) / pi."""
-    a, c = mpmath.mpf(a), mpmath.mpf(c)
-    return 2 ** (a + 1) / mpmath.pi * c * mpmath.gamma(a / 2 + 1) ** 2 * mpmath.hyp2f1((1 - a) / 2, (1 - a) / 2, 1.5, c * c)
-
-
 @pytest.mark.parametrize("a", [0.3, 0.5])
 def test_float64_bivariate_rule_grades_towards_cusps(a):
     """|x|^a (0 < a < 1) is finite at 0 with an infinite slope: the float64 2-D rule's panels converged
@@ -714,8 +703,8 @@ def test_float64_bivariate_rule_grades_towards_cusps(a):
     for c in (0.05, 0.5, -0.7, 0.99):
         with mpmath.workdps(30):
             assert bivariate_gaussian_expectation_float64(even, even, c, cusps=[0.0]) == pytest.approx(
-                float(_abs_power_kernel(a, c)), rel=1e-14), c
+                float(power_kernel(a, c)), rel=1e-14), c
             assert bivariate_gaussian_expectation_float64(odd, odd, c, cusps=[0.0], breakpoints=[0.0]) == pytest.approx(
-                float(_signed_power_kernel(a, c)), rel=1e-14), c
+                float(power_kernel(a, c, odd=True)), rel=1e-14), c
     with pytest.raises(DivergentIntegralError, match="did not converge"):   # without: refused, never a guess
         bivariate_gaussian_expectation_float64(even, even, 0.5)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import sympy
 
+from _reference import power_kernel
 import symact
 from analysis.kernel import find_closed_form, kernel_maps
 from numeric.gauss import gaussian_expectation
@@ -1362,12 +1363,8 @@ def test_mpmath_c_map_of_a_cusp_has_its_digits(a):
     (|x|**a is homogeneous)."""
     m = kernel_maps(sympy.Abs(x) ** a, dps=30, engine="mpmath")
     with mpmath.workdps(50):
-        half = mpmath.mpf(a) / 2
-
-        def kernel(c):
-            return mpmath.hyp2f1(-half, -half, mpmath.mpf(1) / 2, mpmath.mpf(c) ** 2)
         for c in ("0.5", "-0.3"):
-            assert rel(m.c_map(mpmath.mpf(c), 2, 2), kernel(c) / kernel(1)) < 1e-28, c
+            assert rel(m.c_map(mpmath.mpf(c), 2, 2), power_kernel(a, c) / power_kernel(a, 1)) < 1e-28, c
 
 
 def test_mpmath_c_map_of_a_one_sided_cusp_has_its_digits():
@@ -1380,9 +1377,8 @@ def test_mpmath_c_map_of_a_one_sided_cusp_has_its_digits():
     with mpmath.workdps(50):
         a = mpmath.mpf(1) / 2
         for c in (mpmath.mpf("0.5"), mpmath.mpf("-0.3")):
-            even = 2**a / mpmath.pi * mpmath.gamma((a + 1) / 2) ** 2 * mpmath.hyp2f1(-a / 2, -a / 2, 0.5, c * c)
-            odd = 2 ** (a + 1) / mpmath.pi * c * mpmath.gamma(a / 2 + 1) ** 2 * mpmath.hyp2f1((1 - a) / 2, (1 - a) / 2, 1.5, c * c)
-            assert rel(m.c_map(c), (even + odd) / 4 * mpmath.sqrt(2 * mpmath.pi)) < 1e-28, c
+            kernel = (power_kernel(a, c) + power_kernel(a, c, odd=True)) / 4
+            assert rel(m.c_map(c), kernel * mpmath.sqrt(2 * mpmath.pi)) < 1e-28, c
 
 
 def test_mpmath_c_map_derivatives_at_0_that_vanish_by_symmetry_are_0():
