@@ -37,6 +37,7 @@ from typing import Any
 import mpmath
 import sympy
 
+from numeric.lambdify_modules import MPMATH_MODULES
 from symact._safe_parse import safe_sympify
 from symact.errors import DomainError, FormulaError, is_whole_number
 
@@ -216,8 +217,8 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
         raise DomainError(f"candidate = target has {len(solutions)} solutions for {p} ({solutions}); "
                           "dominance_threshold needs exactly one")
     threshold = sympy.simplify(solutions[0])
-    f = sympy.lambdify(X, threshold, "mpmath")
-    g = sympy.lambdify((X, p), monotone, "mpmath")
+    f = sympy.lambdify(X, threshold, MPMATH_MODULES)
+    g = sympy.lambdify((X, p), monotone, MPMATH_MODULES)
     with mpmath.workdps(dps + 10):
         lo, hi = (mpmath.mpf(v) for v in lo_hi)
         xs = [lo + (hi - lo) * i / (samples - 1) for i in range(samples)]
@@ -536,7 +537,7 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     if extra:
         raise FormulaError(f"the error has unassigned symbols {sorted(map(str, extra))}; give them values")
     _refuse_singularities(error, p, domain)
-    e_raw = _near_removable(sympy.lambdify((X, p), error, "mpmath"), _removable_points(error, domain))
+    e_raw = _near_removable(sympy.lambdify((X, p), error, MPMATH_MODULES), _removable_points(error, domain))
     e_f = _real_valued(e_raw, error, p, domain)
     # the range is checked before the exact fit, and an exact fit outside a range given is no answer: swish vs
     # silu with parameter_range=(2, 5) returned beta = 1, and a malformed range (5, 1) passed unchecked
@@ -558,10 +559,10 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             return MinimaxResult(p, mpmath.mpf(sympy.N(exact, dps + 5)), mpmath.mpf(0), (), (), error, dps)
     # away from the kinks (candidates in their own right): a jump's DiracDelta has no mpmath name (NameError)
     slope = sympy.diff(error, X).replace(lambda node: isinstance(node, sympy.DiracDelta), lambda node: sympy.Integer(0))
-    de_f = _real_valued(_near_removable(sympy.lambdify((X, p), slope, "mpmath"), _removable_points(slope, domain)),
+    de_f = _real_valued(_near_removable(sympy.lambdify((X, p), slope, MPMATH_MODULES), _removable_points(slope, domain)),
                         error, p, domain)
     dp_error = sympy.diff(error, p)
-    dp_f = _near_removable(sympy.lambdify((X, p), dp_error, "mpmath"), _removable_points(dp_error, domain))
+    dp_f = _near_removable(sympy.lambdify((X, p), dp_error, MPMATH_MODULES), _removable_points(dp_error, domain))
     # kinks outside |x| <= L are not candidates: a jump of the target at x = 7 made the error there the maximum
     # of a minimax over |x| <= 5 (b = 8.04, abscissae (0, 7) for squareplus vs softplus, whose answer is 1.5238)
     kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(error) if abs(k) <= domain]

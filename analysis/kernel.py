@@ -53,6 +53,7 @@ import sympy
 from symact._safe_parse import safe_sympify
 
 from numeric import gauss
+from numeric.lambdify_modules import MPMATH_MODULES, numpy_modules
 from symact.errors import DivergentIntegralError, DomainError, FormulaError, SymactError, is_integer_valued
 
 __all__ = ["KernelMaps", "ClosedForm", "kernel_maps", "find_closed_form", "ENGINES"]
@@ -281,7 +282,7 @@ def _np_erfc(x):
     return fast(x) if fast is not None else np.vectorize(math.erfc, otypes=[float])(x)
 
 
-_NUMPY_MODULES = [{"erf": _np_erf, "erfc": _np_erfc}, "numpy"]
+_NUMPY_MODULES = numpy_modules({"erf": _np_erf, "erfc": _np_erfc})
 
 
 _PIECEWISE_FUNCS = (sympy.Max, sympy.Min, sympy.Abs, sympy.sign, sympy.Heaviside, sympy.Piecewise)
@@ -438,7 +439,8 @@ class _Funcs:
     def mp(self, n: int) -> Callable:
         # constant sub-expressions (e.g. SELU's erfc(sqrt(2)/2)) become Floats of `digits` digits
         # once, instead of being re-evaluated at every quadrature node
-        f = sympy.lambdify(self.parts.x, self.expr(n).evalf(self.digits), modules="mpmath", cse=self.cse)
+        f = gauss.with_removable_points(
+            sympy.lambdify(self.parts.x, self.expr(n).evalf(self.digits), modules=MPMATH_MODULES, cse=self.cse))
         real = gauss._real   # complex/nan values raise NonRealExpressionError at the node
         return lambda t: real(f(t), t)
 
@@ -953,7 +955,7 @@ class KernelMaps:
         """Evaluate a closed-form expression at dps digits (limit from inside where it is 0/0)."""
         syms = sorted(expr.free_symbols, key=str)
         if key not in self._lambdified:
-            self._lambdified[key] = (syms, sympy.lambdify(syms, expr, modules="mpmath"))
+            self._lambdified[key] = (syms, sympy.lambdify(syms, expr, modules=MPMATH_MODULES))
         syms, fn = self._lambdified[key]
         with mpmath.workdps(self.dps + _GUARD):
             args = [self._mp(vals[s.name]) for s in syms]

@@ -65,6 +65,7 @@ import numpy as np
 import sympy
 
 from numeric.gauss import gaussian_rule
+from numeric.lambdify_modules import MPMATH_MODULES, numpy_modules
 
 __all__ = [
     "ActivationFunctions",
@@ -121,7 +122,7 @@ def _np_erfc(values):
     return np.vectorize(math.erfc, otypes=[float])(values)
 
 
-_NUMPY_MODULES = [{"erf": _np_erf, "erfc": _np_erfc}, "numpy"]
+_NUMPY_MODULES = numpy_modules({"erf": _np_erf, "erfc": _np_erfc})
 
 
 def _drop_dirac(expr: sympy.Expr) -> sympy.Expr:
@@ -193,7 +194,7 @@ def _build(name: str, expr: sympy.Expr, x: sympy.Symbol, kinks: tuple) -> Activa
         return lambda v: np.asarray(f(v), dtype=float) + np.zeros(np.shape(v))
 
     np_funcs = tuple(vectorise(e) for e in (expr, d1, d2))
-    mp_funcs = tuple(sympy.lambdify(x, e, modules="mpmath") for e in (expr, d1, d2))
+    mp_funcs = tuple(sympy.lambdify(x, e, modules=MPMATH_MODULES) for e in (expr, d1, d2))
 
     def jumps(f) -> bool:
         # relative to f's size near the kink (largest |f| at k +- 1e-20, 1e-3, 1), not an absolute 1e-8:

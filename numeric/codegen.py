@@ -533,9 +533,11 @@ def _accurate_in_rounded_output(expr, derivative, x, candidate, y) -> bool:
     import mpmath
     import numpy as np
 
-    value = sympy.lambdify(x, expr, modules="mpmath")
-    slope = sympy.lambdify(x, derivative, modules="mpmath")
-    in_output = sympy.lambdify(y, candidate, modules="mpmath")
+    from numeric.lambdify_modules import MPMATH_MODULES
+
+    value = sympy.lambdify(x, expr, modules=MPMATH_MODULES)
+    slope = sympy.lambdify(x, derivative, modules=MPMATH_MODULES)
+    in_output = sympy.lambdify(y, candidate, modules=MPMATH_MODULES)
     points = [*np.linspace(-30.0, 30.0, 61).tolist(), -1e2, 1e2, -1e3, 1e3, -1e4, 1e4]
     with mpmath.workdps(40):
         for p in points:

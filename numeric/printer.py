@@ -681,9 +681,11 @@ def _saturation_clamp(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         return expr
     import numpy as np
 
+    from numeric.lambdify_modules import MPMATH_MODULES
+
     try:
         numeric = sympy.lambdify(x, part, modules=_numpy_functions())
-        exact = sympy.lambdify(x, _to_elementary(part), modules="mpmath")
+        exact = sympy.lambdify(x, _to_elementary(part), modules=MPMATH_MODULES)
     except Exception:  # noqa: BLE001 - a form these cannot evaluate is left as it is
         return expr
     magnitudes = [10.0**k for k in range(10, 309, 2)]
@@ -760,6 +762,14 @@ def _decay(f: sympy.Expr, x: sympy.Symbol, depth: float = 800.0):
         double = _double_exponential_reach(u, x, depth / float(k))
         if double is not None:
             return (u, *double)
+    if u is not None and isinstance(base, sympy.sech) and k.is_number and k.is_positive:
+        # sech(c*exp(a*x + b))**k < (2*exp(-|c|*exp(a*x + b)))**k: tanh(exp(x))'s slope, exp(x)*sech(exp(x))**2,
+        # was inf*0 = NaN from x = 89 in float32 (710 in float64), where it is 0
+        coefficient, inner = u.as_independent(x, as_Add=False)
+        if coefficient.is_number and coefficient.is_nonzero:
+            double = _double_exponential_reach(-abs(coefficient) * inner, x, depth / float(k) + math.log(2))
+            if double is not None:
+                return (u, *double)
     if u is None or u.free_symbols != {x} or not u.is_polynomial(x):
         return None
     poly = sympy.Poly(u, x)
@@ -768,10 +778,17 @@ def _decay(f: sympy.Expr, x: sympy.Symbol, depth: float = 800.0):
         # E(x) <= -800 beyond the largest real root of E + 800
         reach = max([abs(complex(r).real) for r in (poly + depth).nroots() if abs(complex(r).imag) < 1e-9],
                     default=1.0)
-    elif isinstance(base, sympy.sech) and poly.degree() == 1 and k.is_number and k.is_positive:
-        # sech(a*x + b)**k < (2*exp(-|a*x + b|))**k <= exp(-800) for |a*x + b| >= 800/k + log(2)
-        b, a = (float(c) for c in poly.all_coeffs()[::-1])
-        reach = (abs(b) + depth / float(k) + math.log(2)) / abs(a)
+    elif isinstance(base, sympy.sech) and poly.degree() >= 1 and k.is_number and k.is_positive:
+        # sech(u)**k < (2*exp(-|u|))**k <= exp(-800) for |u| >= T = 800/k + log(2): beyond the largest real
+        # root of u -+ T (x*sech(x**2)'s slope, sech(x**2)*(1 - 2*x**2*tanh(x**2)), was 0*inf = NaN at 1e30 in
+        # float32, where it is 0)
+        threshold = depth / float(k) + math.log(2)
+        if poly.degree() == 1:
+            b, a = (float(c) for c in poly.all_coeffs()[::-1])
+            reach = (abs(b) + threshold) / abs(a)
+        else:
+            reach = max([abs(complex(r).real) for shifted in (poly - threshold, poly + threshold)
+                         for r in shifted.nroots() if abs(complex(r).imag) < 1e-9], default=1.0)
     elif isinstance(base, (Sigmoid, sympy.exp)) and poly.degree() == 1 and k.is_number and k.is_positive:
         # Sigmoid(a*x + b)**k < exp(k*(a*x + b)) <= exp(-800) for a*x + b <= -800/k: one side (exp(x): the
         # (x + 1)*erfc(x) beside it in x*exp(x)*erfc(x)'s slope was -inf*0 = NaN at x = -3e38 in float32)

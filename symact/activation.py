@@ -949,7 +949,11 @@ def _numeric_crossings(difference: sympy.Expr, symbol: sympy.Symbol, cells: int 
     import math
 
     try:
-        f = sympy.lambdify(symbol, difference, modules="math")
+        # named, sech, csch and coth are printed as calls, not as exp-rewrites of the whole difference
+        # (which turn x**3 into exp(3*log(x)), a ValueError for every x < 0)
+        reciprocals = {"sech": lambda u: 1 / math.cosh(u), "csch": lambda u: 1 / math.sinh(u),
+                       "coth": lambda u: 1 / math.tanh(u)}
+        f = sympy.lambdify(symbol, difference, modules=[reciprocals, "math"])
     except Exception:  # noqa: BLE001 - a function without a math-module equivalent: nothing found, as before
         return set()
 

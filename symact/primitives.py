@@ -1561,7 +1561,8 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
     # does not: such a form is not a candidate
     limit = max(8, _highest_power(derivative, inputs))
     reduced = functools.partial(_reduced_by_a_square_root, inputs=inputs)
-    for transform in (sympy.factor_terms, sympy.together, sympy.cancel, reduced, _over_common_denominator):
+    for transform in (sympy.factor_terms, sympy.together, sympy.cancel, reduced, _over_common_denominator,
+                      _hyperbolic_pythagoras):
         if transform is sympy.cancel and _expands_beyond(derivative, inputs, limit):
             continue
         try:
@@ -1571,6 +1572,21 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
         if _highest_power(form, inputs) <= limit:
             forms.append(form)
     return forms
+
+
+def _hyperbolic_pythagoras(expr: sympy.Expr) -> sympy.Expr:
+    """k + k*sinh(u)**2 -> k*cosh(u)**2 in every sum (k a number), so that a quotient by it cancels: the
+    slope of the Gudermannian atan(sinh(x)), cosh(x)/(sinh(x)**2 + 1), was inf/inf = NaN from |x| = 89.4 in
+    float32 (710.5 in float64), where it is sech(x)."""
+    def pythagoras(total: Add) -> sympy.Expr:
+        constant, terms = total.as_coeff_Add()
+        for term in Add.make_args(terms):
+            k, rest = term.as_coeff_Mul()
+            if k == constant != 0 and isinstance(rest, Pow) and rest.exp == 2 and isinstance(rest.base, sympy.sinh):
+                return terms - term + k * sympy.cosh(rest.base.args[0]) ** 2
+        return total
+
+    return expr.replace(lambda e: isinstance(e, Add) and e.has(sympy.sinh), pythagoras)
 
 
 def _over_common_denominator(expr: sympy.Expr) -> sympy.Expr:

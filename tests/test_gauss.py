@@ -9,6 +9,7 @@ import pytest
 
 from _reference import power_kernel
 from numeric.gauss import (
+    with_removable_points,
     GaussianIntegral,
     bivariate_gaussian_expectation,
     bivariate_gaussian_expectation_float64,
@@ -708,3 +709,21 @@ def test_float64_bivariate_rule_grades_towards_cusps(a):
                 float(power_kernel(a, c, odd=True)), rel=1e-14), c
     with pytest.raises(DivergentIntegralError, match="did not converge"):   # without: refused, never a guess
         bivariate_gaussian_expectation_float64(even, even, 0.5)
+
+
+def test_with_removable_points_takes_limits_and_leaves_poles_undefined():
+    """At a 0/0 point the value is the limit, through cancellation of the first (t/(exp(t) - 1) -> 1), second
+    ((1 - cos t)/t**2 -> 1/2) and third order ((t*cosh(t) - sinh(t))/t**3 -> 1/3), to the working precision; a
+    jump gets the midpoint of its one-sided limits (t/|t| -> 0), a pole nan (which the integrand check refuses);
+    anywhere else the function is called as it is.  References: the Taylor series' leading terms."""
+    with mpmath.workdps(30):
+        zero, tolerance = mpmath.mpf(0), mpmath.mpf(10) ** -29
+        for function, limit in ((lambda t: t / (mpmath.exp(t) - 1), 1),
+                                (lambda t: (1 - mpmath.cos(t)) / t**2, mpmath.mpf(1) / 2),
+                                (lambda t: (t * mpmath.cosh(t) - mpmath.sinh(t)) / t**3, mpmath.mpf(1) / 3)):
+            assert abs(with_removable_points(function)(zero) - limit) < tolerance
+        assert with_removable_points(lambda t: t / abs(t))(zero) == 0
+        assert mpmath.isnan(with_removable_points(lambda t: 1 / t)(zero))
+        assert mpmath.isnan(with_removable_points(lambda t: 1 / t**2)(zero))
+        one = mpmath.mpf(1)
+        assert with_removable_points(lambda t: t / (mpmath.exp(t) - 1))(one) == one / (mpmath.exp(one) - 1)

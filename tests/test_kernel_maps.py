@@ -1381,6 +1381,46 @@ def test_mpmath_c_map_of_a_one_sided_cusp_has_its_digits():
             assert rel(m.c_map(c), kernel * mpmath.sqrt(2 * mpmath.pi)) < 1e-28, c
 
 
+def _hermite_e(n, z):
+    previous, current = mpmath.mpf(1), z
+    if n == 0:
+        return previous
+    for k in range(1, n):
+        previous, current = current, z * current - k * previous
+    return current
+
+
+@functools.lru_cache(maxsize=None)
+def _removable_reference(formula):
+    """(Q(1), C(0.3) at q = 1) of phi with phi(0) its limit, by 1-D quadratures of its own: Q = E[phi^2] and
+    Mehler's C(c) = sum_n E[phi He_n]^2 c^n / (n! Q), 30 terms (the neglected ones are below 1e-30)."""
+    phi = {"x*coth(x)": lambda t: t / mpmath.tanh(t) if t else mpmath.mpf(1),
+           "x/(exp(x) - 1)": lambda t: t / mpmath.expm1(t) if t else mpmath.mpf(1),
+           "x*csch(x)": lambda t: t / mpmath.sinh(t) if t else mpmath.mpf(1)}[formula]
+    line = [-mpmath.inf, 0, mpmath.inf]
+    with mpmath.workdps(30):
+        q = mpmath.quad(lambda z: phi(z) ** 2 * mpmath.npdf(z), line)
+        c = mpmath.mpf("0.3")
+        series = sum(mpmath.quad(lambda z: phi(z) * _hermite_e(n, z) * mpmath.npdf(z), line) ** 2 * c**n
+                     / mpmath.factorial(n) for n in range(30))
+        return q, series / q
+
+
+@pytest.mark.parametrize("engine", ["mpmath", "float64"])
+@pytest.mark.parametrize("formula", ["x*coth(x)", "x/(exp(x) - 1)", "x*csch(x)"])
+def test_a_removable_singularity_on_a_quadrature_node_is_taken_as_its_limit(formula, engine):
+    """phi is 0/0 at x = 0, a node of the Hermite and Gauss panels: every mpmath C map of these raised a bare
+    ZeroDivisionError (coth and csch are printed for mpmath as quotients of exponentials, 0/0 there too).  Now
+    the limit is taken there.  Reference: Q(1) and Mehler's series for C(0.3) from 1-D quadratures of phi with
+    its limit at 0 written out."""
+    q, c = _removable_reference(formula)
+    maps = kernel_maps(symact.activation(formula), dps=20, engine=engine)
+    tolerance = 1e-18 if engine == "mpmath" else 1e-13
+    assert rel(maps.q_map(1), q) < tolerance
+    # c exactly 3/10: an mpf made at the default 15 digits is 0.3 - 1.1e-17, which moves C by C'(c) times that
+    assert rel(maps.c_map(sympy.Rational(3, 10), 1, 1), c) < tolerance
+
+
 def test_mpmath_c_map_derivatives_at_0_that_vanish_by_symmetry_are_0():
     """An even phi has a_1 = 0 (phi' odd), so C'(0) = 0 exactly; Mehler's one-term sum at c = 0 was checked for
     digits relative to itself, refused ("it sums to 0.0"), and `symact maps` refused every even activation

@@ -364,13 +364,18 @@ def test_a_masked_branch_before_a_constant_otherwise_branch_carries_nan():
     assert torch_module("Piecewise((x, sin(x) > 0), (0, True))")(t).tolist() == [0.0, 0.0, 1.0, 0.0]
 
 
+RECIPROCALS = {"sech": mpmath.sech, "csch": mpmath.csch, "coth": mpmath.coth}
+
+
 def _check_against_mpmath(formula: str, points, dtype, rtol, values=True, slopes=True):
     """torch_module(formula) at the points, value and gradient, against mpmath at 50 digits of the
     formula and of SymPy's derivative of it: never NaN; within rtol where the exact number is a normal
     number of the format, inf exactly where the exact one is beyond the format's maximum, and below the
     smallest normal number where the exact one is (so a NaN or a spurious value in the far tails fails)."""
     expr = symact.activation(formula).expr
-    exact_fns = [sympy.lambdify(X, f, modules="mpmath") for f in (expr, sympy.diff(expr, X))]
+    # sech, csch and coth named: SymPy's mpmath printer would write exp-rewrites of the whole formula, which turn
+    # x**3 into exp(3*log(x)), complex for x < 0
+    exact_fns = [sympy.lambdify(X, f, modules=[RECIPROCALS, "mpmath"]) for f in (expr, sympy.diff(expr, X))]
     t = torch.tensor(points, dtype=dtype, requires_grad=True)
     y = torch_module(formula)(t)
     (g,) = torch.autograd.grad(y.sum(), t)
@@ -525,6 +530,22 @@ def test_a_double_exponential_decay_beside_its_growing_argument_is_zero_not_nan(
     mpmath at 50 digits of the formula and of SymPy's derivative."""
     # (not 1e4: exact references like exp(-exp(3e4)) take mpmath tens of seconds; exp overflows from 89 / 710)
     points = [-800.0, -100.0, -3.0, -0.5, 0.5, 3.0, 30.0, 90.0, 100.0, 300.0, 800.0]
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["tanh(x**3)", "x*sech(x**2)", "x**2*tanh(x**3)", "tanh(exp(x))", "x*tanh(exp(x))",
+                                     "tanh(2*exp(-x))", "atan(sinh(x))", "x*atan(sinh(x))", "atan(sinh(2*x))"])
+def test_a_hyperbolic_secant_beside_its_overflowing_argument_is_zero_not_nan(formula, dtype):
+    """0*inf = NaN where the slope is 0 or finite: tanh(x**3)'s slope 3*x**2*sech(x**3)**2 at x = -1e30 in float32
+    (x**2 overflows; the clamp found for x > 0 was refused for x < 0, because SymPy printed sech(x**3) for mpmath as
+    exp(exp(3*log(x))), complex there), x*sech(x**2)'s at 1e30 (a sech of a square was not taken as decaying),
+    tanh(exp(x))'s exp(x)*sech(exp(x))**2 from x = 89 (710 in float64), and the Gudermannian atan(sinh(x))'s
+    cosh(x)/(sinh(x)**2 + 1), inf/inf from |x| = 89.4 (710.5), where it is sech(x).  Reference: mpmath at 50 digits
+    of the formula and of SymPy's derivative."""
+    points = [-800.0, -100.0, -30.0, -3.0, -0.5, 0.5, 3.0, 30.0, 90.0, 100.0, 300.0, 800.0]
+    if "exp" not in formula:  # double exponentials beyond 800 would take mpmath minutes
+        points += [-1e5, 1e5, -1e30, 1e30] + ([-1e300, 1e300] if dtype == torch.float64 else [])
     _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
 
 
