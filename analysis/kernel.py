@@ -545,11 +545,11 @@ def _f64_cancellation_ok(value, mass, factor: float = 10) -> bool:
 _SATURATION_TOLERANCE = 1e-15
 
 
-def _negligible_beyond(f, limits=(0, 0)):
-    """``X = 2^k <= 4096`` such that ``|x|^3 |f(x) - L+-| <= 1e-20`` at every ``x = +-2^j``, ``k <= j <= 40``
+def _negligible_beyond(f, limits=(0, 0), top: int = 40):
+    """``X = 2^k <= 4096`` such that ``|x|^3 |f(x) - L+-| <= 1e-20`` at every ``x = +-2^j``, ``k <= j <= top``
     (``limits = (L-, L+)``), or None; f an mpmath function, called at the caller's working precision."""
     start = None
-    for k in range(40, 2, -1):
+    for k in range(top, 2, -1):
         x = mpmath.mpf(2) ** k
         if max(abs(f(-x) - limits[0]), abs(f(x) - limits[1])) * x ** 3 > mpmath.mpf(10) ** -20:
             break
@@ -783,10 +783,22 @@ class KernelMaps:
             self._cache["homogeneous"] = _homogeneous_degree(self._parts.expr, self._parts.x, self._f.mp(0))
         return self._cache["homogeneous"]
 
+    def _probe_exponent(self) -> int:
+        """k for the farthest point +-2^k where phi is evaluated to find its limits: 40, or 10 for a function of an
+        exponential of x (or a power with x in its exponent).  At 2^40, exp(-exp(x)) needs an exponent of 10^12
+        bits: GMP aborted the whole Python process ("gmp: overflow in mpz type") in q_map_derivative of the
+        log-log activation 1 - exp(-exp(x)).  Such a phi settles to its limit by 2^10 if it settles at all."""
+        if "probe exponent" not in self._cache:
+            from symact.activation import _grows_too_fast_to_probe
+
+            fast = _grows_too_fast_to_probe(self._parts.expr, (self._parts.x,))
+            self._cache["probe exponent"] = 10 if fast else 40
+        return self._cache["probe exponent"]
+
     def _saturation(self):
         """``(L-, L+, X)`` when phi tends to finite limits at -inf and +inf fast, else None (cached).
 
-        ``L-, L+`` are phi(-+2^40) (floats), and ``X = 2^k <= 4096`` is where the tail becomes negligible:
+        ``L-, L+`` are phi(-+2^40) (2^10, see :meth:`_probe_exponent`; floats), and ``X = 2^k <= 4096`` is where the tail becomes negligible:
         ``|x|^3 |phi(x) - L+-| <= 1e-20`` at every ``x = +-2^j``, ``k <= j <= 40``.  Saturating activations
         (tanh, erf, sigmoid, hard tanh) pass; ones that grow (softplus), oscillate (sin) or approach their
         limits algebraically (softsign, ``1 - 1/x``) do not."""
@@ -796,8 +808,8 @@ class KernelMaps:
             try:
                 with mpmath.workdps(30):
                     two = mpmath.mpf(2)
-                    lims = (f(-two ** 40), f(two ** 40))
-                    reach = _negligible_beyond(f, lims)
+                    lims = (f(-two ** self._probe_exponent()), f(two ** self._probe_exponent()))
+                    reach = _negligible_beyond(f, lims, self._probe_exponent())
                     if reach is not None and all(mpmath.isfinite(v) for v in lims):
                         found = (float(lims[0]), float(lims[1]), reach)
             except (ArithmeticError, ValueError, TypeError, FormulaError):
@@ -892,7 +904,7 @@ class KernelMaps:
         if key not in self._cache:
             try:
                 with mpmath.workdps(30):
-                    found = _negligible_beyond(self._f.mp(n))
+                    found = _negligible_beyond(self._f.mp(n), top=self._probe_exponent())
             except (ArithmeticError, ValueError, TypeError, FormulaError):
                 found = None
             self._cache[key] = found
@@ -1103,7 +1115,7 @@ class KernelMaps:
         """L(x) at the working precision (0 when phi does not saturate, or q < 1)."""
         if self._saturation() is None or q < 1:
             return lambda t: 0
-        f, far = self._f.mp(0), mpmath.mpf(2) ** 40
+        f, far = self._f.mp(0), mpmath.mpf(2) ** self._probe_exponent()
         lo, hi = f(-far) ** 2, f(far) ** 2
         return lambda t: hi if t > 0 else lo
 
@@ -1705,7 +1717,7 @@ class KernelMaps:
     def _derivative_is_even(self, m: int, odd: bool = False) -> bool:
         """Whether phi^(m) is an even function (then phi^(m+1), deltas included, is odd): its kinks are
         symmetric and phi^(m)(t) = phi^(m)(-t) to 25 digits at 40-digit precision at 8 points in (0, 6) and
-        14 from 8 to 2^40 (cached).  ``odd=True``: whether it is odd instead (phi^(m)(t) = -phi^(m)(-t))."""
+        14 from 8 to 2^40 (to 2^10 where :meth:`_probe_exponent` says; cached).  ``odd=True``: whether it is odd instead (phi^(m)(t) = -phi^(m)(-t))."""
         key = ("odd" if odd else "even", m)
         if key not in self._cache and m >= 0:
             # SymPy's automatic evaluation often settles it (tanh(-x) is -tanh(x)): exact, and
@@ -1717,7 +1729,7 @@ class KernelMaps:
             f = self._f.mp(m)
             with mpmath.workdps(40):
                 ts = [mpmath.mpf(k) / 7 + mpmath.mpf(1) / 1000 for k in (1, 3, 5, 8, 11, 17, 26, 40)]
-                ts += [mpmath.mpf(2) ** j + mpmath.mpf(1) / 3 for j in range(3, 41, 3)]
+                ts += [mpmath.mpf(2) ** j + mpmath.mpf(1) / 3 for j in range(3, self._probe_exponent() + 1, 3)]
                 try:
                     even = set(self.kinks) == {-b for b in self.kinks} and all(
                         abs(f(t) - (-1 if odd else 1) * f(-t)) <= mpmath.mpf(10) ** -25 * max(1, abs(f(t)))

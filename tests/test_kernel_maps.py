@@ -1421,6 +1421,30 @@ def test_a_removable_singularity_on_a_quadrature_node_is_taken_as_its_limit(form
     assert rel(maps.c_map(sympy.Rational(3, 10), 1, 1), c) < tolerance
 
 
+def test_a_function_of_an_exponential_is_not_probed_where_gmp_aborts():
+    """The limits of phi were probed at +-2^40: exp(-exp(2^40)) needs an exponent of 10^12 bits, and GMP aborted the
+    whole process ("gmp: overflow in mpz type", no exception) in q_map_derivative of the log-log activation
+    1 - exp(-exp(x)), and would have in the symmetry check of any such phi.  Run in a child process, so that an
+    abort fails this test instead of the test run.  Reference: Q'(1) = E[phi(z) phi'(z) z] by mpmath.quad on
+    [-40, 40] (the Gaussian beyond is below 1e-340)."""
+    import subprocess
+    import sys
+
+    script = ("import symact\nfrom analysis.kernel import kernel_maps\n"
+              "for engine in ('mpmath', 'float64'):\n"
+              "    m = kernel_maps(symact.activation('1 - exp(-exp(x))'), dps=20, engine=engine)\n"
+              "    print(repr(float(m.q_map_derivative(1))), m._derivative_is_even(0), m._derivative_is_even(0, odd=True))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with mpmath.workdps(30):
+        want = mpmath.quad(lambda t: (1 - mpmath.exp(-mpmath.exp(t))) * mpmath.exp(t - mpmath.exp(t)) * t
+                           * mpmath.npdf(t), [-40, -5, 0, 5, 40])
+    lines = done.stdout.split("\n")
+    for line, tolerance in zip(lines, (1e-15, 1e-13)):
+        value, even, odd = line.split()
+        assert rel(float(value), want) < tolerance and even == odd == "False", line
+
+
 def test_mpmath_c_map_derivatives_at_0_that_vanish_by_symmetry_are_0():
     """An even phi has a_1 = 0 (phi' odd), so C'(0) = 0 exactly; Mehler's one-term sum at c = 0 was checked for
     digits relative to itself, refused ("it sums to 0.0"), and `symact maps` refused every even activation
