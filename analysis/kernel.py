@@ -547,14 +547,34 @@ _SATURATION_TOLERANCE = 1e-15
 
 def _negligible_beyond(f, limits=(0, 0), top: int = 40):
     """``X = 2^k <= 4096`` such that ``|x|^3 |f(x) - L+-| <= 1e-20`` at every ``x = +-2^j``, ``k <= j <= top``
-    (``limits = (L-, L+)``), or None; f an mpmath function, called at the caller's working precision."""
+    (``limits = (L-, L+)``, read at +-2^top), or None; f an mpmath function, called at the caller's working
+    precision.  k <= top - 3: four points at least (a limit read at 2^10 is met there by anything)."""
     start = None
     for k in range(top, 2, -1):
         x = mpmath.mpf(2) ** k
         if max(abs(f(-x) - limits[0]), abs(f(x) - limits[1])) * x ** 3 > mpmath.mpf(10) ** -20:
             break
         start = k
-    return float(2 ** start) if start is not None and start <= 12 else None
+    return float(2 ** start) if start is not None and start <= min(12, top - 3) else None
+
+
+def _function_of_an_exponential(expr: sympy.Expr, x: sympy.Symbol) -> bool:
+    """Whether a function other than log takes an exponential of x (exp, sinh, cosh, or a power with x in its
+    exponent) in its argument, outside a log: exp(-exp(x)), tanh(exp(x)), erf(exp(x/2)), sin(exp(x)).  mpmath
+    evaluates them at |x| = 2^40 through numbers with 10^12-bit exponents (GMP aborts) or reduces exp(2^40)
+    modulo pi to all its digits; log(1 + exp(x)) and mish's tanh(log(1 + exp(x))) are cheap there."""
+    def grows_exponentially(e) -> bool:  # e has an exponential of x outside any log (log(1 + exp(x)) ~ x)
+        if isinstance(e, sympy.log):
+            return False
+        if (isinstance(e, (sympy.exp, sympy.sinh, sympy.cosh)) or (isinstance(e, sympy.Pow) and e.exp.has(x))) \
+                and e.has(x):
+            return True
+        return any(grows_exponentially(a) for a in e.args)
+
+    # log, and the functions that only select or take signs, pass an exponential's size on unchanged
+    tame = (sympy.log, sympy.Min, sympy.Max, sympy.Abs, sympy.sign, sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise)
+    return any(isinstance(node, sympy.Function) and not isinstance(node, tame)
+               and any(grows_exponentially(arg) for arg in node.args) for node in sympy.preorder_traversal(expr))
 
 
 def _singularity_candidates(expr: sympy.Expr, x: sympy.Symbol) -> tuple[list, set]:
@@ -785,20 +805,18 @@ class KernelMaps:
 
     def _probe_exponent(self) -> int:
         """k for the farthest point +-2^k where phi is evaluated to find its limits: 40, or 10 for a function of an
-        exponential of x (or a power with x in its exponent).  At 2^40, exp(-exp(x)) needs an exponent of 10^12
+        exponential of x (:func:`_function_of_an_exponential`).  At 2^40, exp(-exp(x)) needs an exponent of 10^12
         bits: GMP aborted the whole Python process ("gmp: overflow in mpz type") in q_map_derivative of the
         log-log activation 1 - exp(-exp(x)).  Such a phi settles to its limit by 2^10 if it settles at all."""
         if "probe exponent" not in self._cache:
-            from symact.activation import _grows_too_fast_to_probe
-
-            fast = _grows_too_fast_to_probe(self._parts.expr, (self._parts.x,))
-            self._cache["probe exponent"] = 10 if fast else 40
+            self._cache["probe exponent"] = 10 if _function_of_an_exponential(self._parts.expr, self._parts.x) else 40
         return self._cache["probe exponent"]
 
     def _saturation(self):
         """``(L-, L+, X)`` when phi tends to finite limits at -inf and +inf fast, else None (cached).
 
-        ``L-, L+`` are phi(-+2^40) (2^10, see :meth:`_probe_exponent`; floats), and ``X = 2^k <= 4096`` is where the tail becomes negligible:
+        ``L-, L+`` are phi(-+2^40) (2^10, see :meth:`_probe_exponent`; floats), and ``X = 2^k <= 4096`` is
+        where the tail becomes negligible:
         ``|x|^3 |phi(x) - L+-| <= 1e-20`` at every ``x = +-2^j``, ``k <= j <= 40``.  Saturating activations
         (tanh, erf, sigmoid, hard tanh) pass; ones that grow (softplus), oscillate (sin) or approach their
         limits algebraically (softsign, ``1 - 1/x``) do not."""
@@ -1717,7 +1735,8 @@ class KernelMaps:
     def _derivative_is_even(self, m: int, odd: bool = False) -> bool:
         """Whether phi^(m) is an even function (then phi^(m+1), deltas included, is odd): its kinks are
         symmetric and phi^(m)(t) = phi^(m)(-t) to 25 digits at 40-digit precision at 8 points in (0, 6) and
-        14 from 8 to 2^40 (to 2^10 where :meth:`_probe_exponent` says; cached).  ``odd=True``: whether it is odd instead (phi^(m)(t) = -phi^(m)(-t))."""
+        14 from 8 to 2^40 (to 2^10 where :meth:`_probe_exponent` says; cached).  ``odd=True``: whether it is
+        odd instead (phi^(m)(t) = -phi^(m)(-t))."""
         key = ("odd" if odd else "even", m)
         if key not in self._cache and m >= 0:
             # SymPy's automatic evaluation often settles it (tanh(-x) is -tanh(x)): exact, and
