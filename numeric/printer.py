@@ -770,6 +770,20 @@ def _decay(f: sympy.Expr, x: sympy.Symbol, depth: float = 800.0):
             double = _double_exponential_reach(-abs(coefficient) * inner, x, depth / float(k) + math.log(2))
             if double is not None:
                 return (u, *double)
+    if u is not None and isinstance(base, sympy.exp) and k.is_number and k.is_positive and u.has(sympy.Abs(x)):
+        # exp(E(|x|)), E a polynomial -> -oo: both ends, past the largest root of E + 800/k (x**2*exp(-|x|) was
+        # inf*0 = NaN from |x| = 1.8e19 in float32, where it is 0)
+        t = sympy.Dummy(positive=True)
+        e = u.xreplace({sympy.Abs(x): t})
+        if x in e.free_symbols and sympy.expand(u.xreplace({x: -x}) - u) == 0:
+            e = e.xreplace({x: t})  # even in x: E(|x|) at t = |x| (-x**2 - |x|)
+        if e.free_symbols != {t} or not e.is_polynomial(t):  # parameters (celu's alpha) as before: no clamp
+            return None
+        poly = sympy.Poly(e, t)
+        if poly.degree() < 1 or not poly.LC().is_negative:
+            return None
+        roots = [complex(r).real for r in (poly + depth / float(k)).nroots() if abs(complex(r).imag) < 1e-9]
+        return u, max([r for r in roots if r > 0], default=1.0), 0
     if u is None or u.free_symbols != {x} or not u.is_polynomial(x):
         return None
     poly = sympy.Poly(u, x)

@@ -921,16 +921,31 @@ def _rationalise(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
         difference = sympy.expand(radicand - t**2) if t.has(*inputs) else radicand
         if difference.has(*inputs):
             constant = Add(*[a for j, a in enumerate(expr.args) if j != i and a.is_number]) / k
+            others = [a for j, a in enumerate(expr.args) if j != i and not a.is_number]
             near = sympy.expand(radicand - constant**2)
+            # the pair k*sqrt(A) + k*T' of the sum without its constant, where A - T'**2 is a number: it cancels
+            # for T' -> -oo beside the constant (sqrt(x**2 + 1) + x - 1 was 0.0 for -1 at x = -1e12 in float32,
+            # squareplus(x) - 1 as well), and is rationalised there as above
+            pair_term = Add(*others) / k
+            pair = sympy.expand(radicand - pair_term**2) if others else None
+            far = None
+            if pair is not None and pair != 0 and not pair.has(*inputs) and pair_term.is_real:
+                far = constant + pair / (sympy.sqrt(radicand) + sympy.Abs(pair_term))
             if constant.is_negative and not isinstance(near, Add):
                 # k*sqrt(A) - k*|c| with A - c**2 one product (bent identity: sqrt(x**2 + 1) - 1
                 # = x**2/(sqrt(x**2 + 1) + 1)): the other terms stay as they are.  Only where
                 # sqrt(A) < 2|c| (A - c**2 < 3c**2): beyond, sqrt(A) - |c| does not cancel, and
                 # the quotient would overflow in A - c**2 (x**2: |x| > 1.8e19 in float32) first
-                others = [a for j, a in enumerate(expr.args) if j != i and not a.is_number]
                 patched = sympy.Piecewise((near / (sympy.sqrt(radicand) - constant), near < 3 * constant**2),
                                           (sympy.sqrt(radicand) + constant, True))
-                return Add(*others, k * patched)
+                if far is None:
+                    return Add(*others, k * patched)
+                # the rationalised pair only where the constant's own patch is not taken (there its quotient
+                # would cancel against the constant: squareplus(0) - 1 is 0)
+                return k * sympy.Piecewise((far, (pair_term < 0) & (near >= 3 * constant**2)),
+                                           (pair_term + patched, True))
+            if far is not None and constant.is_positive:
+                return k * sympy.Piecewise((constant + sympy.sqrt(radicand) + pair_term, pair_term >= 0), (far, True))
             continue
         # on T < 0, sqrt(A) - T is written sqrt(A) + |T|: SymPy then knows it is positive,
         # so the printer need not mask the branch (|T| is not used on T >= 0, where its
@@ -1006,6 +1021,25 @@ def _tanh_from_sinh(mul: sympy.Mul) -> sympy.Expr:
     if not replaced:
         return mul
     return Mul(*[replaced.get(f, f) for f in mul.args])
+
+
+def _expm1_sigmoid_as_tanh(mul: sympy.Mul) -> sympy.Expr:
+    """Expm1(u)*Sigmoid(-u) -> tanh(u/2) (= (exp(u) - 1)/(exp(u) + 1)), each power of the pair once: the bipolar
+    sigmoid (1 - exp(-x))/(1 + exp(-x)), in safe form -Expm1(-x)*Sigmoid(x), was inf*0 = NaN from x = -88.7 in
+    float32 (-709.8 in float64), where it is -1."""
+    factors = list(Mul.make_args(mul))
+    for i, factor in enumerate(factors):
+        base, power = factor.as_base_exp()
+        if not (isinstance(base, Expm1) and power.is_Integer and power > 0):
+            continue
+        partner = Sigmoid(-base.args[0])
+        for j, other in enumerate(factors):
+            other_base, other_power = other.as_base_exp()
+            if j != i and other_base == partner and other_power.is_Integer and other_power > 0:
+                k = min(power, other_power)
+                rest = [f for n, f in enumerate(factors) if n not in (i, j)]
+                return Mul(*rest, sympy.tanh(base.args[0] / 2) ** k, base ** (power - k), partner ** (other_power - k))
+    return mul
 
 
 def _exp_into_primitives(mul: sympy.Mul) -> sympy.Expr:
@@ -1242,6 +1276,9 @@ def _rewrite_node(expr: sympy.Expr, rationalise: bool, inputs: tuple, split_erfc
             expr = _sign_from_abs_power(expr)
         if not isinstance(expr, Mul):
             return expr
+        expr = _expm1_sigmoid_as_tanh(expr)
+        if not isinstance(expr, Mul):
+            return expr
         return _exp_into_primitives(_exp_into_denominator(_tanh_from_sinh(expr)))
     if isinstance(expr, sympy.erfc) and _is_sqrt2_scaling(expr.args[0]):
         return 2 * NormalCdf(sympy.expand(-sympy.sqrt(2) * expr.args[0]))
@@ -1371,7 +1408,9 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
       ``Piecewise((sqrt(A) + T, T >= 0), ((A - T**2)/(sqrt(A) + |T|), True))``
       (not inside an existing Piecewise, so the pass is idempotent); ``k*sqrt(A) - k*c`` (``c > 0`` a
       number, the other terms left alone) with ``A - c**2`` a single product -> ``k*(A - c**2)/(sqrt(A) + c)``
-      (the bent identity's ``sqrt(x**2 + 1) - 1 = x**2/(sqrt(x**2 + 1) + 1)``);
+      (the bent identity's ``sqrt(x**2 + 1) - 1 = x**2/(sqrt(x**2 + 1) + 1)``), and beside a constant the pair
+      ``sqrt(A) + T`` is rationalised where it cancels and that patch is not taken (``squareplus(x) - 1``);
+    * ``Expm1(u)*Sigmoid(-u) -> tanh(u/2)`` (the bipolar sigmoid ``(1 - exp(-x))/(1 + exp(-x))``);
     * ``k*pi/2 + k*atan(u) -> k*Piecewise((pi/2 + atan(u), u >= 0), (-atan(1/u), True))``
       (and the mirror image), the tail of the arctangent without cancellation (like the
       rationalisation, not inside an existing Piecewise);
