@@ -763,13 +763,11 @@ def _decay(f: sympy.Expr, x: sympy.Symbol, depth: float = 800.0):
         if double is not None:
             return (u, *double)
     if u is not None and isinstance(base, sympy.sech) and k.is_number and k.is_positive:
-        # sech(c*exp(a*x + b))**k < (2*exp(-|c|*exp(a*x + b)))**k: tanh(exp(x))'s slope, exp(x)*sech(exp(x))**2,
+        # sech(u)**k < (2*exp(-|u|))**k, u = c*exp(a*x + b) + p(x): tanh(exp(x))'s slope, exp(x)*sech(exp(x))**2,
         # was inf*0 = NaN from x = 89 in float32 (710 in float64), where it is 0
-        coefficient, inner = u.as_independent(x, as_Add=False)
-        if coefficient.is_number and coefficient.is_nonzero:
-            double = _double_exponential_reach(-abs(coefficient) * inner, x, depth / float(k) + math.log(2))
-            if double is not None:
-                return (u, *double)
+        double = _double_exponential_reach(u, x, depth / float(k) + math.log(2), either_sign=True)
+        if double is not None:
+            return (u, *double)
     if u is not None and isinstance(base, sympy.exp) and k.is_number and k.is_positive and u.has(sympy.Abs(x)):
         # exp(E(|x|)), E a polynomial -> -oo: both ends, past the largest root of E + 800/k (x**2*exp(-|x|) was
         # inf*0 = NaN from |x| = 1.8e19 in float32, where it is 0)
@@ -824,23 +822,40 @@ def _decay(f: sympy.Expr, x: sympy.Symbol, depth: float = 800.0):
     return u, reach, side
 
 
-def _double_exponential_reach(u: sympy.Expr, x: sympy.Symbol, depth: float):
-    """(reach, side) for u = -c*exp(a*x + b), c > 0: exp(u) and Sigmoid(u) < exp(u) are <= exp(-depth)
-    where c*exp(a*x + b) >= depth, i.e. a*x + b >= log(depth/c), one side; else None.  The slope of
-    sigmoid(exp(3*x - 1)), Sigmoid(-u)*silu(u)*3 with u = exp(3*x - 1), was 0*inf = NaN from x = 30 in
-    float32 (300 in float64), and exp(-exp(x))'s, -exp(x)*exp(-exp(x)), from x = 89, where both are 0."""
-    coefficient, inner = u.as_independent(x, as_Add=False)
-    if not (isinstance(inner, sympy.exp) and coefficient.is_number and coefficient.is_negative):
+def _double_exponential_reach(u: sympy.Expr, x: sympy.Symbol, depth: float, either_sign: bool = False):
+    """(reach, side) for u = -c*exp(a*x + b) + p(x), c > 0 and p a polynomial of degree <= 1: exp(u) and
+    Sigmoid(u) < exp(u) are <= exp(-depth) where c*exp(a*x + b) >= depth + |p(x)|, on the side where a*x -> +oo
+    (reach: the first |x| from which that holds, with the exponential's slope past p's); else None.
+    ``either_sign``: c of either sign, |u| >= depth there (for sech(u)).  The slope of sigmoid(exp(3*x - 1)),
+    Sigmoid(-u)*silu(u)*3 with u = exp(3*x - 1), was 0*inf = NaN from x = 30 in float32 (300 in float64),
+    exp(-exp(x))'s, -exp(x)*exp(-exp(x)), from x = 89, and TanhSoft's tanh(x + exp(x/2))*softplus(x)'s from
+    x = 300 (float32), where they are 0 or 1."""
+    exponentials = [t for t in Add.make_args(u) if t.as_independent(x, as_Add=False)[1].func == sympy.exp]
+    if len(exponentials) != 1:
+        return None
+    coefficient, inner = exponentials[0].as_independent(x, as_Add=False)
+    rest = u - exponentials[0]
+    if not (coefficient.is_number and (coefficient.is_negative or (either_sign and coefficient.is_nonzero))):
         return None
     argument = inner.args[0]
-    if argument.free_symbols != {x} or not argument.is_polynomial(x):
+    if argument.free_symbols != {x} or not argument.is_polynomial(x) or not (
+            rest.free_symbols <= {x} and rest.is_polynomial(x) and sympy.degree(rest, x) <= 1):
         return None
     poly = sympy.Poly(argument, x)
     if poly.degree() != 1:
         return None
     b, a = (float(c) for c in poly.all_coeffs()[::-1])
-    threshold = math.log(depth / float(-coefficient))
-    return (abs(b) + abs(threshold)) / abs(a), (1 if a > 0 else -1)
+    beta, alpha = (float(c) for c in (sympy.Poly(rest, x).all_coeffs()[::-1] + [0, 0])[:2])
+    c, a_abs = abs(float(coefficient)), abs(a)
+    # X = |x| on the decaying side: c*exp(|a|*X + b*sign) against depth + |alpha|*X + |beta|, growing faster
+    # than the line from the X where its slope c*|a|*exp(...) passes |alpha|
+    reach = max(0.0, (math.log((depth + abs(beta)) / c) + abs(b)) / a_abs,
+                (math.log(max(abs(alpha), 1e-300) / (c * a_abs)) + abs(b)) / a_abs)
+    for _ in range(10000):
+        if c * math.exp(min(a_abs * reach - abs(b), 700.0)) >= depth + abs(alpha) * reach + abs(beta):
+            return reach, (1 if a > 0 else -1)
+        reach += 1.0
+    return None
 
 
 def _decaying_sum(total: Add, x: sympy.Expr):

@@ -539,12 +539,14 @@ def test_a_double_exponential_decay_beside_its_growing_argument_is_zero_not_nan(
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("formula", ["tanh(x**3)", "x*sech(x**2)", "x**2*tanh(x**3)", "tanh(exp(x))", "x*tanh(exp(x))",
-                                     "tanh(2*exp(-x))", "atan(sinh(x))", "x*atan(sinh(x))", "atan(sinh(2*x))"])
+                                     "tanh(2*exp(-x))", "atan(sinh(x))", "x*atan(sinh(x))", "atan(sinh(2*x))",
+                                     "tanh(x + exp(x/2))*log(1 + exp(x))", "tanh(2*x - exp(x))*x"])
 def test_a_hyperbolic_secant_beside_its_overflowing_argument_is_zero_not_nan(formula, dtype):
     """0*inf = NaN where the slope is 0 or finite: tanh(x**3)'s slope 3*x**2*sech(x**3)**2 at x = -1e30 in float32
     (x**2 overflows; the clamp found for x > 0 was refused for x < 0, because SymPy printed sech(x**3) for mpmath as
     exp(exp(3*log(x))), complex there), x*sech(x**2)'s at 1e30 (a sech of a square was not taken as decaying),
-    tanh(exp(x))'s exp(x)*sech(exp(x))**2 from x = 89 (710 in float64), and the Gudermannian atan(sinh(x))'s
+    tanh(exp(x))'s exp(x)*sech(exp(x))**2 from x = 89 (710 in float64), TanhSoft's tanh(x + exp(x/2))*softplus(x)'s
+    from x = 300 (float32), and the Gudermannian atan(sinh(x))'s
     cosh(x)/(sinh(x)**2 + 1), inf/inf from |x| = 89.4 (710.5), where it is sech(x).  Reference: mpmath at 50 digits
     of the formula and of SymPy's derivative."""
     points = [-800.0, -100.0, -30.0, -3.0, -0.5, 0.5, 3.0, 30.0, 90.0, 100.0, 300.0, 800.0]
