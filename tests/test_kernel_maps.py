@@ -1381,15 +1381,6 @@ def test_mpmath_c_map_of_a_one_sided_cusp_has_its_digits():
             assert rel(m.c_map(c), kernel * mpmath.sqrt(2 * mpmath.pi)) < 1e-28, c
 
 
-def _hermite_e(n, z):
-    previous, current = mpmath.mpf(1), z
-    if n == 0:
-        return previous
-    for k in range(1, n):
-        previous, current = current, z * current - k * previous
-    return current
-
-
 @functools.lru_cache(maxsize=None)
 def _removable_reference(formula):
     """(Q(1), C(0.3) at q = 1) of phi with phi(0) its limit, by 1-D quadratures of its own: Q = E[phi^2] and
@@ -1401,7 +1392,9 @@ def _removable_reference(formula):
     with mpmath.workdps(30):
         q = mpmath.quad(lambda z: phi(z) ** 2 * mpmath.npdf(z), line)
         c = mpmath.mpf("0.3")
-        series = sum(mpmath.quad(lambda z: phi(z) * _hermite_e(n, z) * mpmath.npdf(z), line) ** 2 * c**n
+        # He_n(z) = 2^(-n/2) H_n(z/sqrt(2)), mpmath's physicists' Hermite polynomial
+        series = sum(mpmath.quad(lambda z: phi(z) * mpmath.hermite(n, z / mpmath.sqrt(2)) / mpmath.sqrt(2) ** n
+                                 * mpmath.npdf(z), line) ** 2 * c**n
                      / mpmath.factorial(n) for n in range(30))
         return q, series / q
 
