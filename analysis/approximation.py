@@ -37,6 +37,7 @@ from typing import Any
 import mpmath
 import sympy
 
+from numeric.gauss import limit_at
 from numeric.lambdify_modules import MPMATH_MODULES
 from symact._safe_parse import safe_sympify
 from symact.errors import DomainError, FormulaError, is_whole_number
@@ -437,10 +438,7 @@ def _near_removable(function, points):
                 return value
         except (ZeroDivisionError, ValueError):
             pass  # 0/0 at the point itself: a removable singularity, whose limit is taken below
-        h = mpmath.mpf(10) ** (-(digits + 5))
-        with mpmath.workdps(digits + order * (digits + 5) + 10):
-            value = (function(t - h, pv) + function(t + h, pv)) / 2
-        return +value
+        return limit_at(lambda s: function(s, pv), t, order)
 
     return evaluate
 

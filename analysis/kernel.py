@@ -51,6 +51,7 @@ import numpy as np
 import sympy
 
 from symact._safe_parse import safe_sympify
+from symact.activation import function_of_an_exponential
 
 from numeric import gauss
 from numeric.lambdify_modules import MPMATH_MODULES, numpy_modules
@@ -558,23 +559,9 @@ def _negligible_beyond(f, limits=(0, 0), top: int = 40):
     return float(2 ** start) if start is not None and start <= min(12, top - 3) else None
 
 
-def _function_of_an_exponential(expr: sympy.Expr, x: sympy.Symbol) -> bool:
-    """Whether a function other than log takes an exponential of x (exp, sinh, cosh, or a power with x in its
-    exponent) in its argument, outside a log: exp(-exp(x)), tanh(exp(x)), erf(exp(x/2)), sin(exp(x)).  mpmath
-    evaluates them at |x| = 2^40 through numbers with 10^12-bit exponents (GMP aborts) or reduces exp(2^40)
-    modulo pi to all its digits; log(1 + exp(x)) and mish's tanh(log(1 + exp(x))) are cheap there."""
-    def grows_exponentially(e) -> bool:  # e has an exponential of x outside any log (log(1 + exp(x)) ~ x)
-        if isinstance(e, sympy.log):
-            return False
-        if (isinstance(e, (sympy.exp, sympy.sinh, sympy.cosh)) or (isinstance(e, sympy.Pow) and e.exp.has(x))) \
-                and e.has(x):
-            return True
-        return any(grows_exponentially(a) for a in e.args)
-
-    # log, and the functions that only select or take signs, pass an exponential's size on unchanged
-    tame = (sympy.log, sympy.Min, sympy.Max, sympy.Abs, sympy.sign, sympy.Heaviside, sympy.DiracDelta, sympy.Piecewise)
-    return any(isinstance(node, sympy.Function) and not isinstance(node, tame)
-               and any(grows_exponentially(arg) for arg in node.args) for node in sympy.preorder_traversal(expr))
+# log, and the functions that only select or take signs, pass an exponential's size on unchanged: log(1 + exp(x)) ~ x
+_TAME_FUNCTIONS = (sympy.log, sympy.Min, sympy.Max, sympy.Abs, sympy.sign, sympy.Heaviside, sympy.DiracDelta,
+                   sympy.Piecewise)
 
 
 def _singularity_candidates(expr: sympy.Expr, x: sympy.Symbol) -> tuple[list, set]:
@@ -805,11 +792,12 @@ class KernelMaps:
 
     def _probe_exponent(self) -> int:
         """k for the farthest point +-2^k where phi is evaluated to find its limits: 40, or 10 for a function of an
-        exponential of x (:func:`_function_of_an_exponential`).  At 2^40, exp(-exp(x)) needs an exponent of 10^12
-        bits: GMP aborted the whole Python process ("gmp: overflow in mpz type") in q_map_derivative of the
-        log-log activation 1 - exp(-exp(x)).  Such a phi settles to its limit by 2^10 if it settles at all."""
+        exponential of x outside a log (symact's ``function_of_an_exponential``).  At 2^40, exp(-exp(x)) needs an
+        exponent of 10^12 bits: GMP aborted the whole Python process ("gmp: overflow in mpz type") in
+        q_map_derivative of the log-log activation 1 - exp(-exp(x)).  Such a phi settles to its limit by 2^10 if it settles at all."""
         if "probe exponent" not in self._cache:
-            self._cache["probe exponent"] = 10 if _function_of_an_exponential(self._parts.expr, self._parts.x) else 40
+            fast = function_of_an_exponential(self._parts.expr, (self._parts.x,), passes=_TAME_FUNCTIONS)
+            self._cache["probe exponent"] = 10 if fast else 40
         return self._cache["probe exponent"]
 
     def _saturation(self):

@@ -118,11 +118,8 @@ def with_removable_points(f: Callable) -> Callable:
     A lambdified formula raises ZeroDivisionError, or returns nan, exactly at a removable
     singularity: x/(exp(x) - 1) and x*coth(x) at 0 (coth is printed as a quotient of
     exponentials).  One quadrature node there made every kernel map of those activations raise a
-    bare ZeroDivisionError.  There the value is taken as the mean of the one-sided limits
-    f(t -+ h), h = 10^-(dps + 5), each evaluated with the digits the formula cancels added back;
-    a side counts as a limit when f(t + 2h) agrees with f(t + h) to the working precision (at a
-    jump the mean is the midpoint, as Heaviside(0) = 1/2, which no integral sees).  Where a side
-    has no finite limit (a pole) the point's value is nan, which the integrand check refuses.
+    bare ZeroDivisionError.  There the value is :func:`limit_at` (at a jump the midpoint, as
+    Heaviside(0) = 1/2, which no integral sees; at a pole nan, which the integrand check refuses).
 
     >>> import mpmath
     >>> g = with_removable_points(lambda t: t / (mpmath.exp(t) - 1))
@@ -135,21 +132,23 @@ def with_removable_points(f: Callable) -> Callable:
         except ZeroDivisionError:
             y = mpmath.nan
         if isinstance(y, mpmath.mpf) and mpmath.isnan(y):
-            return _limit_at(f, t)
+            return limit_at(f, t)
         return y
 
     return value
 
 
-def _limit_at(f: Callable, t) -> mpmath.mpf:
+def limit_at(f: Callable, t, order: int | None = None) -> mpmath.mpf:
+    """The limit of ``f`` at a point ``t`` where it is 0/0: the mean of f(t -+ h), h = 10^-(dps + 5), each
+    evaluated with order*(dps + 5) + 10 more digits (what a 0/0 of that order cancels at distance h), ``order``
+    1 and then 3 when not given.  A side counts when f(t + 2h) agrees with f(t + h) to the working precision
+    (at a jump the mean is the midpoint); nan where a side has no finite limit (a pole)."""
     digits = mpmath.mp.dps
     h = mpmath.mpf(10) ** (-(digits + 5))
     tolerance = mpmath.mpf(10) ** (-digits)
-    # each order of cancellation costs about digits + 5 digits at distance h: up to third order
-    # (the second derivative of a first-order 0/0) before giving up
-    for extra in (digits + 15, 3 * (digits + 5) + 15):
+    for k in ((1, 3) if order is None else (order,)):
         sides = []
-        with mpmath.workdps(digits + extra):
+        with mpmath.workdps(digits + k * (digits + 5) + 10):
             for sign in (-1, 1):
                 try:
                     near, nearer = f(t + 2 * sign * h), f(t + sign * h)

@@ -1386,16 +1386,24 @@ def _grows_too_fast_to_probe(expr: sympy.Expr, inputs: tuple) -> bool:
     mpmath for exp(-10**434294); sin(exp(x)) and cos(exp(x)/3) did not return in a minute, reducing
     exp(10**6) modulo pi to all its digits; tanh(exp(x)) raised a bare OverflowError from mpmath):
     they take minutes, for ever, or fail at the wide probe points."""
-    def grows(e):
-        return isinstance(e, _GROWTH_FUNCTIONS) or (isinstance(e, sympy.Pow) and e.exp.has(*inputs))
+    return any(isinstance(e, sympy.Pow) and e.exp.has(*inputs) for e in sympy.preorder_traversal(expr)) \
+        or function_of_an_exponential(expr, inputs)
 
-    for e in sympy.preorder_traversal(expr):
-        if isinstance(e, sympy.Pow) and e.exp.has(*inputs):
+
+def function_of_an_exponential(expr: sympy.Expr, inputs: tuple, passes: tuple = ()) -> bool:
+    """Whether a function takes an exponential of the inputs (exp, sinh, cosh, or a power with an input in its
+    exponent) in its argument: exp(-exp(x)), tanh(exp(x)), sin(exp(x)).  Functions of the classes in ``passes``
+    neither count nor hide an exponential inside them from the functions around (analysis.kernel passes log and
+    the selectors: log(1 + exp(x)) ~ x, and mish's tanh(log(1 + exp(x))) is cheap at any x)."""
+    def grows(e) -> bool:
+        if isinstance(e, passes):
+            return False
+        if (isinstance(e, _GROWTH_FUNCTIONS) or (isinstance(e, sympy.Pow) and e.exp.has(*inputs))) and e.has(*inputs):
             return True
-        if isinstance(e, sympy.Function) and any(grows(inner) and inner.has(*inputs)
-                                                 for arg in e.args for inner in sympy.preorder_traversal(arg)):
-            return True
-    return False
+        return any(grows(a) for a in e.args)
+
+    return any(isinstance(node, sympy.Function) and not isinstance(node, passes) and any(grows(a) for a in node.args)
+               for node in sympy.preorder_traversal(expr))
 
 
 _LARGEST_EXACT_EXPONENT = 1000
