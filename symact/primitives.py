@@ -580,7 +580,7 @@ def _expm1_less_linear_terms(terms: list) -> list:
 
     * c*Expm1(u) - c*u = c*E(u);
     * c*Expm1(u) - c*u*exp(u) = -c*exp(u)*E(-u) (the numerator of (exp(x) - 1)/x's derivative, and of
-      softexponential's (exp(a*x) - 1)/a in a);
+      softexponential's (exp(a*x) - 1)/a in a), c*((1 - u)*exp(u) - 1) away from 0;
     * p - p*w/Expm1(w) = p*E(w)/Expm1(w) (x/(exp(x) - 1)'s derivative, as the rules write it).
 
     Each becomes Piecewise((series form, |w| < 1), (the terms as they were, True)): away from 0 the
@@ -610,7 +610,10 @@ def _expm1_less_linear_terms(terms: list) -> list:
             rest = without(-c * u * sympy.exp(u), term)
             if rest is not None:
                 near = -sympy.exp(u) * _expm1_less_linear_series(-u)
-                return rest + [c * sympy.Piecewise((near, sympy.Abs(u) < 1), (found[0] - u * sympy.exp(u), True))]
+                # far: (1 - u)*exp(u) - 1, one exp, not Expm1(u) - u*exp(u), which is inf - inf = NaN
+                # where exp(u) overflows (the slope of (exp(x) - 1)/x from x = 89 in float32, where it is +inf)
+                far = (1 - u) * sympy.exp(u) - 1
+                return rest + [c * sympy.Piecewise((near, sympy.Abs(u) < 1), (far, True))]
         for inverse in factors:
             if not (isinstance(inverse, Pow) and inverse.exp == -1 and isinstance(inverse.base, Expm1)
                     and not inverse.base.args[0].is_number):

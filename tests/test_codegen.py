@@ -1555,6 +1555,8 @@ def test_user_written_exp_forms_finite_and_accurate_in_value_and_gradient(key, d
     for which, computed, exact in (("value", y, values), ("derivative", g, slopes)):
         for point, got, want in zip(points, computed.detach().tolist(), exact):
             if abs(want) >= torch.finfo(dtype).max:  # (exp(x) - 1)/x exceeds the format itself
+                # its slope was Expm1(x) - x*exp(x) over x**2 there, inf - inf = NaN from x = 89 (float32)
+                assert math.isinf(got) and (got > 0) == (want > 0), (key, which, dtype, point, got)
                 continue
             want = float(want)
             assert math.isfinite(got), f"{key} {which} {dtype} at x={point}: {got} (exact {want})"
