@@ -752,6 +752,59 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
     return Mul(*result)
 
 
+_GROWING = (sympy.exp, sympy.sinh, sympy.cosh, Expm1)
+
+
+def _exp_sum(total: Add, inputs: tuple) -> list | None:
+    """[(k, b)] with ``total`` = sum of k*exp(b), k free of growing functions of the inputs (a term without an
+    exp has b = 0); None unless it is such a sum with an exp of an input in it."""
+    terms = []
+    for term in Add.make_args(total):
+        exps = [f for f in Mul.make_args(term) if isinstance(f, sympy.exp)]
+        k = Mul(*[f for f in Mul.make_args(term) if not isinstance(f, sympy.exp)])
+        if any(g.has(*inputs) for g in k.atoms(*_GROWING)):
+            return None
+        terms.append((k, Add(*[e.args[0] for e in exps])))
+    return terms if any(b.has(*inputs) for _, b in terms) else None
+
+
+def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
+    """exp(A)*prod(S_j**p_j)*rest, S_j = sum of k*exp(b) (p_j rational, one S_j at least in the denominator,
+    an exp of an input in the numerator as well) -> exp(A + sum of p_j*s_j)*prod((sum of k*exp(b - s_j))**p_j)*
+    rest, s_j = Max of S_j's exponents, taken elementwise when the code runs.
+
+    No exp inside a sum exceeds 1 then, and the exp left over overflows only where the product does: the
+    slope of atan(x*exp(x)), (x + 1)*exp(x)/(x**2*exp(2*x) + 1), was inf/inf = NaN from x = 88.7 in float32
+    (709.8 in float64), where it is ~exp(-x)/x; exp(x)/(1 + x**2*exp(2*x)) and exp(x)/sqrt(1 + x**2*exp(2*x))
+    were NaN in value and slope.  The same identity for any shift s, so the backward (printed from its own
+    symbolic derivative) needs no derivative of the Max."""
+    factors = Mul.make_args(product)
+    exponent, others, sums = S.Zero, [], []
+    for factor in factors:
+        base, power = factor.as_base_exp()
+        if isinstance(factor, sympy.exp):
+            exponent += factor.args[0]
+            continue
+        terms = _exp_sum(base, inputs) if isinstance(base, Add) and power.is_Rational else None
+        if terms is not None:
+            sums.append((terms, power))
+        else:
+            # as it stands (the sum 1 - 2*x*(x + 1)*exp(2*x)/(x**2*exp(2*x) + 1) in the slope of
+            # exp(x)/(1 + x**2*exp(2*x)), its own quotient normalised): normalising the rest of the product
+            # changes only where the rest alone would overflow
+            others.append(factor)
+    if not any(power.is_negative for _, power in sums):
+        return product
+    if not (exponent.has(*inputs) or any(power.is_positive for _, power in sums)):
+        return product
+    normalised = []
+    for terms, power in sums:
+        shift = sympy.Max(*[b for _, b in terms])
+        exponent += power * shift
+        normalised.append(Add(*[k * sympy.exp(b - shift) for k, b in terms]) ** power)
+    return Mul(*others, sympy.exp(exponent), *normalised)
+
+
 def _decay(f: sympy.Expr, x: sympy.Symbol, depth: float = 800.0):
     """(argument, reach, side) of a factor that decays: past |x| = reach it is <= exp(-depth), at both ends
     (side 0) or at x -> -oo, +oo only (side -1, +1); None for any other factor (see
@@ -1191,6 +1244,8 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     expr = _saturation_clamp(expr, inputs)
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.exp, sympy.sech, Sigmoid, sympy.erfc, NormalCdf),
                         lambda e: _clamp_beside_decaying_factor(e, inputs))
+    expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.exp) and e.has(*inputs),
+                        lambda e: _normalised_exp_quotient(e, inputs))
     expr = _rational_tails(expr, inputs)
     expr = expr.replace(lambda e: isinstance(e, Log1p) and _log1p_of_square(e.args[0]) is not None,
                         lambda e: _log1p_of_square(e.args[0]))

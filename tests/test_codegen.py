@@ -1234,15 +1234,17 @@ def test_nan_input_gives_nan_through_a_rational_tail(activation):
 
 def test_derivative_from_output_guards_reject_inaccurate_and_overflowing_forms():
     """The sigmoid's y*(1 - y) is exact in y but not in y rounded near 1 (the derivative there is
-    ~exp(-x), 1 - y is 0): rejected. exp(y)/(exp(y) + 1) overflows to inf/inf: rejected."""
+    ~exp(-x), 1 - y is 0): rejected. cosh(y)/(cosh(y) + 1) overflows to inf/inf: rejected."""
     x = X
     y = sympy.Symbol("y", positive=True)
     sigmoid = 1 / (1 + sympy.exp(-x))
     assert not codegen._accurate_in_rounded_output(sigmoid, sympy.diff(sigmoid, x), x, y * (1 - y), y)
     squareplus = (x + sympy.sqrt(x**2 + 4)) / 2
     assert codegen._accurate_in_rounded_output(squareplus, sympy.diff(squareplus, x), x, y**2 / (y**2 + 1), y)
-    # exp(y)/(exp(y) + 1) is inf/inf once exp(y) overflows, and the printer gives it no branch: rejected
-    assert not codegen._finite_over_the_range(sympy.exp(y) / (sympy.exp(y) + 1), y, 0.0, math.inf)
+    # cosh(y)/(cosh(y) + 1) is inf/inf once cosh(y) overflows, and the printer gives it no branch: rejected
+    assert not codegen._finite_over_the_range(sympy.cosh(y) / (sympy.cosh(y) + 1), y, 0.0, math.inf)
+    # exp(y)/(exp(y) + 1) would be too, but the printer divides the sum by its largest exp where it runs: finite
+    assert codegen._finite_over_the_range(sympy.exp(y) / (sympy.exp(y) + 1), y, 0.0, math.inf)
     # y**2/(y**2 + 1) overflows to inf/inf as written, but the printer adds a branch in 1/y: finite
     assert codegen._finite_over_the_range(y**2 / (y**2 + 1), y, 0.0, math.inf)
     assert codegen._finite_over_the_range(1 / (1 + y**-2), y, 0.0, math.inf)
