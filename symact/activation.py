@@ -44,7 +44,7 @@ from ._safe_parse import (
     safe_parse,
     sympy_vocabulary,
 )
-from .primitives import pytorch_kink_convention, ties_move_with_parameters
+from .primitives import Log1p, pytorch_kink_convention, ties_move_with_parameters
 from .errors import (
     DomainError,
     FormulaError,
@@ -348,10 +348,15 @@ class Activation:
         >>> activation("relu")(-3)
         0
 
-        A float input gives a float (to its precision), and +-oo the limit there:
+        A float input gives a float with every digit of its precision correct (the float's exact value is
+        evaluated, with the working precision raised where the formula cancels), and +-oo the limit there:
 
         >>> activation("gelu")(1.0), activation("gelu")(float("-inf"))
         (0.841344746068543, 0)
+        >>> activation("softplus")(-40.0)
+        4.24835425529159e-18
+
+        A formula that cancels more than 20000 digits at the point raises :class:`FormulaError`.
         """
         if len(args) != len(self.inputs):
             raise TypeError(f"{self.name} takes {len(self.inputs)} input(s), got {len(args)}")
@@ -362,12 +367,32 @@ class Activation:
             # the formula itself is often oo*0 there (gelu at -oo: -oo*(erf(-oo) + 1)/2 = nan);
             # its value at +-oo is its limit
             return self.limit(values[0])
-        value = self.concrete_expr.xreplace(dict(zip(self.inputs, values)))
         floats = [v for v in values if isinstance(v, sympy.Float)]
-        if floats:
-            # a float input asks for a number: gelu(1.0) was left as 0.5*erf(0.5*sqrt(2)) + 0.5;
-            # evaluated to the input's precision (15 digits for a Python float)
-            value = value.evalf(max(15, int(max(f._prec for f in floats) * 0.30103)))
+        if not floats:
+            return self.concrete_expr.xreplace(dict(zip(self.inputs, values)))
+        # a float input asks for a number (gelu(1.0) was left as 0.5*erf(0.5*sqrt(2)) + 0.5), correct to the
+        # input's precision (15 digits for a Python float).  The float's exact binary value goes in as a
+        # Rational: substituted as a Float, SymPy evaluated each node at the float's 53 bits, and a sum that
+        # cancels lost every digit (softplus(-40.0) gave 0 for 4.25e-18, gelu(-30.0) +1.9e-124 for -1.5e-196)
+        exact = [sympy.Rational(v) if isinstance(v, sympy.Float) else v for v in values]
+        at_point = self.concrete_expr.xreplace(dict(zip(self.inputs, exact)))
+        digits = max(15, int(max(f._prec for f in floats) * 0.30103))
+        value = _evaluated(at_point, digits)
+        if value is None:
+            # the same number written without the cancellation: 1 + erf(-a) (GELU's left tail) is 1 - erf(a) at
+            # the point, which SymPy writes as erfc(a) exactly; log(1 + t) is Log1p(t) (softplus(-1e6))
+            rewritten = at_point.rewrite(sympy.erfc) if at_point.has(sympy.erf) else at_point
+            rewritten = rewritten.replace(
+                lambda e: isinstance(e, sympy.log) and isinstance(e.args[0], sympy.Add) and sympy.S.One in e.args[0].args,
+                lambda e: Log1p(e.args[0] - 1))
+            if rewritten != at_point:
+                value = _evaluated(rewritten, digits)
+        if value is None:
+            point = ", ".join(str(a) for a in args)
+            raise FormulaError(
+                f"{self.name} at {point}: the formula as written cancels more than 20000 digits there (its value is "
+                f"that much smaller than its terms), so no digit of it is known; write it without the cancellation "
+                f"(erfc(-u) for 1 + erf(u), log1p(u) for log(1 + u)), or take .limit(-oo)/.limit(oo) for the tail")
         return value
 
     @property
@@ -784,6 +809,29 @@ def _latex_name(name: str) -> str:
 
 # the spellings of infinity Python's float() accepts, which SymPy would read as a symbol named inf
 _INFINITY_WORDS = {"inf": sympy.oo, "infinity": sympy.oo}
+
+
+def _evaluated(value: sympy.Expr, digits: int, most: int = 20000) -> sympy.Expr:
+    """``value`` (exact numbers only) to ``digits`` correct digits, as a Float, or exactly where SymPy finds an
+    exact number (relu(-3.0) = 0).
+
+    Evaluated at ever more digits (doubling from digits + 10) until two evaluations agree to digits + 3: SymPy's
+    evalf takes the cancellation of a sum into account, but not a log near 1 (it gave log(1 + exp(-50)) = 0, so
+    mish(-50.0) = 0 for -9.6e-21).  A 0 is not taken as agreement before ``most`` digits (1 + exp(-1000) is 1
+    to 434 digits).  None where no two evaluations agree by then: a cancellation of more than ``most`` digits
+    (gelu at -1e5, whose 1 + erf(x/sqrt(2)) is ~1e-2171472409), where evalf's last value has no correct digit."""
+    if value.is_Rational or not value.is_number:
+        return value
+    precision = digits + 10
+    previous = value.evalf(precision)
+    while precision < most:
+        precision = min(2 * precision, most)
+        current = value.evalf(precision)
+        if (isinstance(current, sympy.Float) and isinstance(previous, sympy.Float) and current != 0
+                and abs(current - previous) <= sympy.Float(10, precision) ** -(digits + 3) * abs(current)):
+            return current.evalf(digits)
+        previous = current
+    return None
 
 
 def _input_value(value: Any) -> sympy.Expr:

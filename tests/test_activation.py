@@ -804,6 +804,40 @@ def test_calling_at_a_float_gives_a_number_and_at_infinity_the_limit():
             symact.activation(name)(float("nan"))
 
 
+# name, point, the value by mpmath (independent of SymPy's evalf): formulas without their cancellation
+_FLOAT_POINTS = [
+    ("softplus", -40.0, lambda t: mpmath.log1p(mpmath.exp(t))),
+    ("softplus", -1e6, lambda t: mpmath.log1p(mpmath.exp(t))),
+    ("logsigmoid", 40.0, lambda t: -mpmath.log1p(mpmath.exp(-t))),
+    ("mish", -50.0, lambda t: t * mpmath.tanh(mpmath.log1p(mpmath.exp(t)))),
+    ("tanhshrink", 1e-8, lambda t: t - mpmath.tanh(t)),
+    ("elu", -1e-8, mpmath.expm1),
+    ("gelu", -30.0, lambda t: t * mpmath.erfc(-t / mpmath.sqrt(2)) / 2),
+    ("gelu", -1e5, lambda t: t * mpmath.erfc(-t / mpmath.sqrt(2)) / 2),
+    ("gelu", 1.0, lambda t: t * mpmath.ncdf(t)),
+]
+
+
+@pytest.mark.parametrize("name, point, reference", _FLOAT_POINTS, ids=[f"{n}({p})" for n, p, _ in _FLOAT_POINTS])
+def test_calling_at_a_float_gives_every_digit_where_the_formula_cancels(name, point, reference):
+    """The float's value went in as a 53-bit Float and SymPy evaluated each node at 53 bits, so a sum that
+    cancels lost every digit: softplus(-40.0) and mish(-50.0) were 0 (4.2e-18, -9.6e-21), elu(-1e-8) wrong from
+    the 9th digit, gelu(-30.0) +1.9e-124 for -1.5e-196.  Reference: mpmath at 300 digits of the formula written
+    without its cancellation (log1p, expm1, erfc), at the float's exact value."""
+    value = symact.activation(name)(point)
+    assert isinstance(value, sympy.Float)
+    with mpmath.workdps(300):
+        exact = reference(mpmath.mpf(point))
+        assert abs(mpmath.mpf(value) - exact) <= mpmath.mpf(10) ** -14 * abs(exact), (value, exact)
+
+
+def test_calling_at_a_float_where_no_digit_can_be_known_is_refused():
+    """tanh(x) - 1 at 1e6 is -2*exp(-2e6)/(1 + exp(-2e6)) ~ -1e-868589, smaller than its terms by 868589 digits:
+    the value had no correct digit.  Now a clear error naming the cancellation and the fix."""
+    with pytest.raises(symact.FormulaError, match="cancels more than 20000 digits.*without the cancellation"):
+        symact.activation("tanh(x) - 1")(1e6)
+
+
 # (formula, params, slope at 0 by the definition lim (f(h) - f(0))/h from both sides, differentiable at 0)
 SLOPES_WHERE_THE_DERIVATIVE_FORMULA_IS_UNDEFINED = [
     ("sqrt(Abs(x))", {}, sympy.nan, False),  # a cusp: +oo from the right, -oo from the left
