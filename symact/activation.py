@@ -1428,6 +1428,34 @@ _GROWTH_FUNCTIONS = (sympy.exp, sympy.sinh, sympy.cosh)
 _LARGEST_NESTED_GROWTH_ARGUMENT = 1000
 
 
+# How far out a tower of growth functions is probed (by its height, see _growth_tower): exp(exp(exp(x))) at
+# x = 10 is exp(10**9566), which mpmath worked on for minutes; tanh(exp(exp(x))) at 1000 and sinh(sinh(sinh(x)))
+# at 10 raised a bare OverflowError ("too many digits in integer").  At each reach the tower stays below
+# exp(4e6): e**e**e**(5/2) = exp(195000), e**e**e**e**1 = exp(3.8e6).
+_TOWER_REACH = {0: _LARGEST_NESTED_GROWTH_ARGUMENT, 1: _LARGEST_NESTED_GROWTH_ARGUMENT,
+                2: _LARGEST_NESTED_GROWTH_ARGUMENT, 3: sympy.Rational(5, 2), 4: 1}
+_LARGEST_TOWER_REACH = sympy.Rational(1, 1000)
+
+
+def _growth_tower(expr: sympy.Expr, inputs: tuple) -> int:
+    """The most growth functions of the inputs (exp, sinh, cosh, a power with an input in its exponent) nested in
+    one another, plus one where another function is applied to such a nest: exp(-exp(x)) and tanh(exp(x)) 2,
+    tanh(exp(exp(x))) and exp(exp(exp(x))) 3."""
+    def height(e) -> tuple[int, int]:  # (growth functions nested, that plus one for a function around them)
+        if e.is_Atom or not e.has(*inputs):
+            return 0, 0
+        below = [height(a) for a in e.args]
+        nest = max((h for h, _ in below), default=0)
+        tower = max((t for _, t in below), default=0)
+        if isinstance(e, _GROWTH_FUNCTIONS) or (isinstance(e, sympy.Pow) and e.exp.has(*inputs)):
+            nest += 1
+        elif isinstance(e, sympy.Function) and nest:
+            return nest, max(tower, nest + 1)
+        return nest, max(tower, nest)
+
+    return height(expr)[1]
+
+
 def _grows_too_fast_to_probe(expr: sympy.Expr, inputs: tuple) -> bool:
     """Whether ``expr`` has a power with the input in its exponent (|x|**x at the integer 10**30 is
     evaluated exactly), or any function of an exponential of the input (exp(-exp(x)) at x = 10**6 asks
@@ -1477,7 +1505,8 @@ def _first_non_real(act: Activation, points: tuple) -> tuple | None:
         # gamma(10**20), zeta(10**20), factorial(10**30) are computed exactly (for ever) when substituted
         points = tuple(p for p in points if abs(p) <= _LARGEST_EXACT_ARGUMENT)
     elif _grows_too_fast_to_probe(expr, act.inputs):
-        points = tuple(p for p in points if abs(p) <= _LARGEST_NESTED_GROWTH_ARGUMENT)
+        reach = _TOWER_REACH.get(_growth_tower(expr, act.inputs), _LARGEST_TOWER_REACH)
+        points = tuple(p for p in points if abs(p) <= reach)
     for point in points:
         subs = {s: point for s in act.inputs}
         try:  # chop: a sum that cancels to 1e-8692 (x*erf(x) + x at x = -100) took evalf half a minute

@@ -1007,17 +1007,32 @@ def test_a_bracket_that_does_not_nest_is_named_with_its_position(formula, proble
     ("cos(exp(x)/3)", lambda: mpmath.cos(mpmath.exp(0.5) / 3)),
     ("tanh(exp(x))", lambda: mpmath.tanh(mpmath.exp(0.5))),
     ("tanh(x*exp(x))", lambda: mpmath.tanh(0.5 * mpmath.exp(0.5))),
+    # towers of three and four: the probe at x = 10 (1000 for tanh of a tower of two) hung or overflowed
+    ("exp(exp(exp(x)))", lambda: mpmath.exp(mpmath.exp(mpmath.exp(0.5)))),
+    ("exp(-exp(exp(x)))", lambda: mpmath.exp(-mpmath.exp(mpmath.exp(0.5)))),
+    ("tanh(exp(exp(x)))", lambda: mpmath.tanh(mpmath.exp(mpmath.exp(0.5)))),
+    ("sinh(sinh(sinh(x)))", lambda: mpmath.sinh(mpmath.sinh(mpmath.sinh(0.5)))),
+    ("log(exp(exp(exp(exp(x)))) - 2)", lambda: mpmath.log(mpmath.exp(mpmath.exp(mpmath.exp(mpmath.exp(0.5)))) - 2)),
 ])
 def test_formulas_growing_faster_than_exponentially_build_in_seconds(formula, at_one_half):
     """exp(exp(x)) and the sigmoid of exp(x) hung in the realness probe (exp(-exp(10**6)) asks mpmath for
     exp(-10**434294)), and |x|**x too (10**30 to the power 10**30 evaluated exactly).  So did sin(exp(x)) and
     cos(exp(x)/3) (over a minute: exp(10**6) reduced modulo pi), and tanh(exp(x)) and tanh(x*exp(x)) raised a
-    bare OverflowError from mpmath.  Run in a subprocess so that a regression fails (TimeoutExpired) instead
-    of hanging the suite."""
+    bare OverflowError from mpmath; so did towers of three (exp(exp(exp(x))) hung, tanh(exp(exp(x))) and
+    sinh(sinh(sinh(x))) raised "too many digits in integer").  Run in a subprocess so that a regression fails
+    (TimeoutExpired) instead of hanging the suite."""
     code = f"import symact, sympy\nprint(sympy.N(symact.activation({formula!r})(sympy.Rational(1, 2)), 20))\n"
     done = _run_python(code, timeout=120)
     with mpmath.workdps(30):
         assert float(done.stdout) == pytest.approx(float(at_one_half()), rel=1e-15)
+
+
+def test_a_tower_of_exponentials_is_still_probed_for_realness():
+    """The tower's probe points are cut to |x| <= 5/2, not dropped: sqrt(tanh(exp(exp(x))) - 9/10) is not real
+    for x < -0.86 (tanh(e) = 0.99 > 0.9 > tanh(exp(exp(-2.5))) = 0.86)."""
+    code = ("import symact\ntry:\n    symact.activation('sqrt(tanh(exp(exp(x))) - 9/10)')\n    print('built')\n"
+            "except symact.NonRealExpressionError as err:\n    print(str(err).split(' (value')[0])\n")
+    assert "not real at x = -5/2" in _run_python(code, timeout=60).stdout
 
 
 def test_large_exact_powers_of_the_input_build_in_seconds_and_are_still_probed():
