@@ -467,24 +467,59 @@ def invert(f, symbol, properties):
     return _invert_analytic(rewritten, symbol, y).xreplace({y: symbol})
 
 
-def _invert_analytic(f, symbol, y):
+_INVERSE_PROBES = (sympy.Rational(3, 7), sympy.Rational(-6, 5), sympy.Rational(5, 2))
+
+
+def _probes_in(region) -> list:
+    """Points at which a piece's inverse is checked: the default probes inside ``region`` (a set, or a
+    condition that names none), else two points inside it (x*|x|'s piece x**2 on [0, oo) was checked at
+    x = -6/5, and its inverse sqrt(y) refused)."""
+    if not isinstance(region, sympy.Set):
+        return list(_INVERSE_PROBES)
+    inside = [p for p in _INVERSE_PROBES if region.contains(p) is sympy.true]
+    if inside or not isinstance(region, sympy.Interval):
+        return inside
+    low, high = region.start, region.end
+    if low.is_infinite and high.is_infinite:
+        return list(_INVERSE_PROBES)
+    if high.is_infinite:
+        return [low + sympy.Rational(3, 7), low + sympy.Rational(5, 2)]
+    if low.is_infinite:
+        return [high - sympy.Rational(3, 7), high - sympy.Rational(5, 2)]
+    return [low + (high - low) / 3, low + 2 * (high - low) / 3]
+
+
+def _invert_analytic(f, symbol, y, region=None):
+    """The solution x(y) of y = f(x) that maps f back to x at probe points (in ``region``, a piece's set)."""
     if not f.has(symbol):
         raise NoInverseError(f"{f} is constant; it has no inverse")
-    try:
-        solutions = sympy.solve(sympy.Eq(y, f), symbol)
-    except (NotImplementedError, ValueError):
-        solutions = []
-    probes = [sympy.Rational(3, 7), sympy.Rational(-6, 5), sympy.Rational(5, 2)]
+    solutions = []
+    # unchecked solutions too, after the checked ones: SymPy drops -y**2 from y = -sqrt(-x) (it cannot tell
+    # that y <= 0 there), and the probes below are the check
+    for check in (True, False):
+        try:
+            solutions += [s for s in sympy.solve(sympy.Eq(y, f), symbol, check=check) if s not in solutions]
+        except (NotImplementedError, ValueError):
+            pass
+    # an odd root as the real one: solve gives y**(1/3) for x**3, complex (the principal root) for y < 0
+    odd_root = lambda e: (isinstance(e, sympy.Pow) and e.exp.is_Rational and e.exp.p == 1 and e.exp.q % 2 == 1
+                          and e.exp.q > 1)
+    solutions += [r for r in (s.replace(odd_root, lambda e: sympy.sign(e.base) * sympy.Abs(e.base) ** e.exp)
+                              for s in solutions) if r not in solutions]
+    probes = _probes_in(region) if region is not None else list(_INVERSE_PROBES)
     for candidate in solutions:
         ok = True
         for x0 in probes:
             y0 = f.xreplace({symbol: x0})
-            back = sympy.N(candidate.xreplace({y: y0}), _DIGITS)
-            if not back.is_number or back.is_real is False or abs(back - x0) > 1e-20:
+            # erfcinv has no numeric evaluation of its own in SymPy; erfinv(1 - y) has (erfc's inverse
+            # raised a bare TypeError comparing the unevaluated erfcinv(erfc(3/7)) with 1e-20)
+            back = sympy.N(candidate.xreplace({y: y0}).rewrite(sympy.erfinv), _DIGITS)
+            if not back.is_Number or back.is_real is False or abs(back - x0) > 1e-20:
                 ok = False
                 break
         if ok:
-            return candidate
+            # erfinv(1 - y), not erfcinv(y): SymPy evaluates only the first to a number
+            return candidate.rewrite(sympy.erfinv) if candidate.has(sympy.erfcinv) else candidate
     raise NoInverseError(f"SymPy found no closed-form inverse of {f} valid on the whole range")
 
 
@@ -500,24 +535,44 @@ def _piece_region(pw, index, symbol):
 
 
 def _invert_piecewise(pw, symbol, y, direction):
-    for index, (expr, _) in enumerate(pw.args):
+    regions = [_piece_region(pw, index, symbol) for index in range(len(pw.args))]
+    # a piece that holds at one point (or nowhere) is no piece of the inverse: its neighbours' inverses meet
+    # there (sign(x)*|x|**(1/3) folds to a piece 0 at x = 0, refused as "constant (0) for x in {0}"; the
+    # fold of Max(x, 0) + Min(x, 0)/2 ends with a catch-all piece that holds nowhere)
+    kept = [index for index, region in enumerate(regions)
+            if not (isinstance(region, sympy.FiniteSet) or region is sympy.EmptySet)]
+    for index in kept:
         # a constant piece first: softshrink said "constant on a piece (True)", and hardshrink, whose first
         # condition is an Or, "invert the pieces by hand", though it is constant (0) on [-1/2, 1/2]
-        if not expr.has(symbol):
-            raise NoInverseError(f"{pw} is constant ({expr}) for x in {_piece_region(pw, index, symbol)}; "
+        if not pw.args[index].expr.has(symbol):
+            raise NoInverseError(f"{pw} is constant ({pw.args[index].expr}) for x in {regions[index]}; "
                                  "it is not injective")
     pieces = []
-    for expr, cond in pw.args:
-        inverse = _invert_analytic(expr, symbol, y)
-        if cond is sympy.true:
+    for n, index in enumerate(kept):
+        expr, region = pw.args[index].expr, regions[index]
+        inverse = _invert_analytic(expr, symbol, y, region)
+        if n == len(kept) - 1:  # the others and finitely many points leave it the rest of the range
             pieces.append((inverse, True))
             continue
-        if not isinstance(cond, sympy.core.relational.Relational) or cond.lhs != symbol or cond.rhs.has(symbol):
-            raise NoInverseError(f"cannot invert a piece with condition {cond}; invert the pieces by hand")
-        bound = expr.xreplace({symbol: cond.rhs})
-        op = type(cond)
-        if direction == "non-increasing":
-            op = {sympy.StrictGreaterThan: sympy.StrictLessThan, sympy.GreaterThan: sympy.LessThan,
-                  sympy.StrictLessThan: sympy.StrictGreaterThan, sympy.LessThan: sympy.GreaterThan}[op]
-        pieces.append((inverse, op(y, bound)))
+        if not isinstance(region, sympy.Interval):
+            raise NoInverseError(f"cannot invert a piece on {region}; invert the pieces by hand")
+        pieces.append((inverse, _image_condition(expr, symbol, region, y, direction)))
     return sympy.Piecewise(*pieces)
+
+
+def _image_condition(expr, symbol, region, y, direction):
+    """y in the image of ``region`` (an interval) under the monotone piece ``expr``, as relations on y: each
+    finite end a of the interval bounds y by expr(a), strictly where the interval is open there."""
+    increasing = direction != "non-increasing"
+    relations = []
+    for end, is_open, lower in ((region.start, region.left_open, True), (region.end, region.right_open, False)):
+        if end.is_infinite:
+            continue
+        bound = expr.xreplace({symbol: end})
+        if bound.has(sympy.nan, sympy.zoo):
+            bound = sympy.limit(expr, symbol, end, "+" if lower else "-")
+        above = lower == increasing  # y lies above the end's image
+        relation = (sympy.StrictGreaterThan if is_open else sympy.GreaterThan) if above else \
+            (sympy.StrictLessThan if is_open else sympy.LessThan)
+        relations.append(relation(y, bound))
+    return sympy.And(*relations)

@@ -824,6 +824,8 @@ def _evaluated(value: sympy.Expr, digits: int, most: int = 20000) -> sympy.Expr:
         return value
     precision = digits + 10
     previous = value.evalf(precision)
+    if not previous.is_Number:
+        return previous  # SymPy has no numeric value for it (erfcinv(1/3)): as evalf leaves it
     while precision < most:
         precision = min(2 * precision, most)
         current = value.evalf(precision)

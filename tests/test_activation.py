@@ -401,6 +401,35 @@ def test_inverse_of_injective_activations():
             assert abs(sympy.N(inverse(y) - point, 30)) < 1e-25, (name, point)
 
 
+_y = sympy.Symbol("y", real=True)
+# formula, its inverse derived by hand (in y), as a Piecewise where the branches differ
+_HAND_INVERSES = [
+    ("sign(x)*Abs(x)**(1/3)", _y**3),  # the real cube root: x**(1/3) itself is refused (complex for x < 0)
+    ("sign(x)*sqrt(Abs(x))", sympy.sign(_y) * _y**2),
+    ("sign(x)*log(1 + Abs(x))", sympy.sign(_y) * (sympy.exp(sympy.Abs(_y)) - 1)),
+    ("Max(x, 0) + Min(x, 0)/2", sympy.Piecewise((_y, _y >= 0), (2 * _y, True))),  # leaky relu, slope 1/2
+    ("x*Abs(x)", sympy.sign(_y) * sympy.sqrt(sympy.Abs(_y))),
+    ("Piecewise((x**2, x > 0), (x, True))", sympy.Piecewise((sympy.sqrt(_y), _y > 0), (_y, True))),
+    ("Piecewise((x, x > 0), (-x**2, True))", sympy.Piecewise((_y, _y > 0), (-sympy.sqrt(-_y), True))),
+    ("erfc(x)", sympy.erfinv(1 - _y)),
+    ("x**3", sympy.sign(_y) * sympy.Abs(_y) ** sympy.Rational(1, 3)),
+]
+
+
+@pytest.mark.parametrize("formula, hand", _HAND_INVERSES, ids=[f for f, _ in _HAND_INVERSES])
+def test_inverse_of_monotone_piecewise_and_odd_root_formulas(formula, hand):
+    """sign(x)*|x|**(1/3) and the other monotone formulas that fold to a Piecewise with a piece at x = 0 alone
+    were refused as "constant (0) for x in {0}"; x*|x| had its piece x**2 checked at x = -6/5 (outside the
+    piece) and was refused; erfc's inverse raised a bare TypeError; x**3's was refused (y**(1/3) is complex for
+    y < 0).  Reference: the inverses derived by hand, at points on both sides of 0, and f(inverse(y)) = y."""
+    act = symact.activation(formula)
+    inverse = act.inverse()
+    for point in (sympy.Rational(-7, 3), sympy.Rational(-1, 5), sympy.Rational(1, 5), 2):
+        y = act(point)
+        assert abs(sympy.N(inverse(y) - point, 30)) < 1e-25, (formula, point)
+        assert abs(sympy.N(inverse(y) - hand.subs(_y, y), 30)) < 1e-25, (formula, point)
+
+
 @pytest.mark.parametrize("name", ["relu", "gelu", "sin", "abs", "hardtanh"])
 def test_non_injective_activations_have_no_inverse(name):
     with pytest.raises(symact.NoInverseError, match="not injective"):
