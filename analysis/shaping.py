@@ -45,6 +45,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -564,6 +565,7 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
     c_t, q_t = float(c_exact), float(q_exact)
     # before value_jumps, which counts sign(x)|x|^(1/3) as jumping (phi(+-1e-20) differ by 4e-7); the
     # grid search used to quote a finite C'(1) at its "closest grid point"
+    _refuse_pole(funcs, f"DKS's C'(1) = {c_t:.12g}")
     _refuse_infinite_slope(funcs, f"DKS's C'(1) = {c_t:.12g}")
     if funcs.value_jumps:
         raise InfeasibleShapingError(
@@ -804,6 +806,38 @@ def _raise_dks_infeasible(funcs: ActivationFunctions, c_t, q_t, points, reached,
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _singular_points(expr: sympy.Expr, symbol: sympy.Symbol) -> tuple:
+    """The real singularities of ``expr`` (one of each periodic family), once per formula: every DKS and TAT
+    solve asks (a graph's layers, the grid of targets of the verification runs)."""
+    from symact._properties import real_singularities, singular_points_near_0
+
+    return tuple(singular_points_near_0(real_singularities(expr, symbol), per_family=0))
+
+
+def _refuse_pole(funcs: ActivationFunctions, target: str) -> None:
+    """InfeasibleShapingError naming a real point where phi^2 is not integrable (a pole of 1/x or tan), if
+    there is one.  E[psi(z)^2] is infinite there for every alpha != 0 and beta (the point moves to
+    (b - beta)/alpha, where the Gaussian density is positive): the grid search quoted the finite C'(1) of a
+    quadrature across the pole at its "closest grid point", and advised a smaller zeta."""
+    from numeric.gauss import _check_singularities
+    from symact.errors import DivergentIntegralError
+
+    phi = funcs.mp_funcs[0]
+    with mpmath.workdps(40):
+        for b in _singular_points(funcs.expr, funcs.symbol):
+            try:
+                _check_singularities(lambda t: phi(t) ** 2, [mpmath.mpf(sympy.N(b, 45))], 30)
+            except DivergentIntegralError:
+                raise InfeasibleShapingError(
+                    f"{target} cannot be met for {funcs.name}: it has a pole at x = {b} where phi(x)^2 "
+                    "is not integrable, so E[phi(alpha*z + beta)^2] (Q(1)) is infinite for every alpha, beta. "
+                    "Use an activation that is finite on the whole real line (e.g. x/(1 + x**2) for 1/x, or "
+                    "tanh for tan).") from None
+            except (ArithmeticError, ValueError, TypeError):  # phi not evaluable near it: no verdict
+                continue
+
+
 def _refuse_infinite_slope(funcs: ActivationFunctions, target: str) -> None:
     """InfeasibleShapingError naming the point where phi'^2 is not integrable, if there is one."""
     singular = _slope_singularity(funcs)
@@ -876,6 +910,7 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
     funcs = activation_functions(act)
     k_exact = _exact_number("c_curvature", c_curvature)
     k_t = float(k_exact)
+    _refuse_pole(funcs, "TAT's C'(1) = 1")
     _refuse_infinite_slope(funcs, "TAT's C'(1) = 1")
     if funcs.value_jumps:
         raise InfeasibleShapingError(

@@ -915,6 +915,28 @@ def test_a_continuous_activation_with_an_infinite_slope_is_not_said_to_jump():
             solve(sympy.Heaviside(sympy.Symbol("y"), 0), **kwargs)
 
 
+@pytest.mark.parametrize("formula, pole", [("1/y", "0"), ("tan(y)", "pi/2"), ("sec(y)", "pi/2"),
+                                           ("1/(y - 1)", "1"), ("y/(y**2 - 1)", "-1")])
+def test_an_activation_with_a_real_pole_is_refused_for_its_infinite_second_moment(formula, pole):
+    """E[psi(z)^2] is infinite for every alpha, beta where phi has a pole on the real line (it moves to
+    (b - beta)/alpha); the refusal quoted a finite C'(1) at a "closest grid point" (from quadrature across
+    the pole) and advised a smaller zeta.  Reference: the second moment near the pole by mpmath, which grows
+    without bound as the cut-off shrinks (phi^2 ~ 1/(x - b)^2 is not integrable)."""
+    y = sympy.Symbol("y", real=True)
+    expr = sympy.sympify(formula, locals={"y": y})
+    phi = sympy.lambdify(y, expr, "mpmath")
+    b = sympy.sympify(pole)
+    with mpmath.workdps(30):
+        near = [mpmath.quad(lambda t: phi(t) ** 2, [float(b) + d, float(b) + 0.1]) for d in (1e-3, 1e-6)]
+    assert near[1] > 100 * near[0]  # ~1/d: no finite limit
+    for solve, kwargs in ((solve_dks_layer, {"c_slope": 1.5 ** 0.1}), (solve_tat_layer, {"c_curvature": 0.03})):
+        with pytest.raises(InfeasibleShapingError) as info:
+            solve(expr, **kwargs)
+        msg = str(info.value)
+        assert f"pole at x = {pole}" in msg and "infinite for every alpha, beta" in msg
+        assert "closest grid point" not in msg.lower() and "smaller zeta" not in msg
+
+
 def test_tat_per_layer_curvature_honours_dps_with_float_graph_weights():
     """graphs.resnet(shortcut_weight=0.6) has float weights; the TAT coefficient of the curvature walk
     was summed in 15-digit SymPy Floats, so with dps=30 the network's maximal C''(1) missed tau by
