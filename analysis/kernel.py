@@ -1512,6 +1512,9 @@ class KernelMaps:
         """
         _check_c(c), _check_q(q1), _check_q(q2)
         if self.engine == "closed":
+            # Q first, as the other engines: the closed C of the zero activation 0*x is 0/0 (it came out as
+            # +inf, blamed on a quadrature), and its C'(1) a plain 0
+            self.q_map(q1), self.q_map(q2)
             return self._unit(self._out(self._closed_eval("C", self.closed_form.c_map, c=c, q1=q1, q2=q2)))
         exact = self._exact_at_unit(c, q1, q2)
         if exact is not None:
@@ -1680,6 +1683,7 @@ class KernelMaps:
         if n == 0:
             return self.c_map(c, q1, q2)
         if self.engine == "closed":
+            self.q_map(q1), self.q_map(q2)  # Q(q) = 0 has no C map (see c_map)
             return self._out(self._closed_eval(("dC", n), sympy.diff(self.closed_form.c_map, C_SYM, n),
                                                c=c, q1=q1, q2=q2))
         if n >= 2 and c in (1, -1) and self._f.jumps(n - 1):

@@ -1517,3 +1517,15 @@ def test_float64_c_map_of_a_cusp(formula):
     for c in (-0.5, 0.3, 0.7):
         assert fast.c_map(c) == pytest.approx(float(exact.c_map(c)), rel=1e-13, abs=1e-15), c
     assert np.allclose(fast.c_map_curve([-0.5, 0.3, 0.7]), [fast.c_map(c) for c in (-0.5, 0.3, 0.7)], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("engine", ["closed", "mpmath", "float64"])
+def test_the_zero_activation_has_no_c_map_in_any_engine(engine):
+    """0*x has Q = 0, and C = E[phi(u) phi(v)]/sqrt(Q Q) is 0/0.  The mpmath and float64 engines said so; the
+    closed engine gave C'(1) = 0 and, for C(c), "+inf ... the quadrature is not accurate here".  Every
+    quantity that divides by Q now gives the one clear refusal."""
+    maps = kernel_maps("0*x", engine=engine)
+    for quantity in (lambda: maps.c_map(0.5), lambda: maps.c_map_slope_at_1, lambda: maps.c_map_derivative(0.3, 2),
+                     lambda: maps.slope_at_1(), lambda: maps.value_at_0(), lambda: maps.curvature_at_1()):
+        with pytest.raises(DomainError, match=r"Q\(1\) = 0.*C map.*undefined"):
+            quantity()
