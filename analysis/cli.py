@@ -333,12 +333,21 @@ def _graph_from_file(spec: str, path: str, class_name: str, preactivations: str 
         raise SymactError(f"--graph {spec!r}: {path} defines no example_input, which the model is traced on; "
                           f"define one in the file, e.g. def example_input(): return torch.zeros(1, 4) "
                           f"(a tensor shaped like the input of {class_name}.forward).")
+    import torch
+
+    target = getattr(module, class_name)
+    if not callable(target):
+        raise SymactError(f"--graph {spec!r}: {class_name} in {path} is a {type(target).__name__}, not a model: name "
+                          f"the nn.Module class (or a function that returns the model); {_FILE_GRAPH_CONVENTION}.")
     try:
-        model = getattr(module, class_name)()
+        model = target()
     except Exception as exc:  # noqa: BLE001 - a constructor that needs arguments, or fails
         raise SymactError(f"--graph {spec!r}: {class_name}() raised {type(exc).__name__}: {exc}; the model class "
                           f"must be constructible without arguments: give its arguments defaults, or add a "
                           f"subclass or function in the file that supplies them.") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise SymactError(f"--graph {spec!r}: {class_name}() returned a {type(model).__name__}, not an nn.Module: name "
+                          f"the model class (or a function that returns the model); {_FILE_GRAPH_CONVENTION}.")
     example = module.example_input
     if callable(example):
         try:

@@ -646,6 +646,12 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 f"symact as an autograd Function (numeric.torch_function(act).apply, or a module written by "
                 f"numeric.export_module), which torch.fx cannot trace into; make it a submodule with "
                 f"numeric.torch_module(act), which from_torch reads as one activation node") from exc
+        if "not installed as a submodule" in str(exc):
+            # a module held in a plain list or dict attribute: not data-dependent control flow at all
+            raise InvalidGraphError(
+                f"torch.fx could not trace {type(model).__name__}: {exc}; a module its forward calls is held in a "
+                f"plain Python list, dict or other container, so it is not registered: hold it in nn.ModuleList / "
+                f"nn.ModuleDict (or assign it as an attribute){hint}") from exc
         raise InvalidGraphError(f"torch.fx could not trace {type(model).__name__}: {exc}; "
                                 f"from_torch needs a forward without data-dependent control flow{hint}") from exc
     placeholders = [n for n in fx_graph.nodes if n.op == "placeholder"]

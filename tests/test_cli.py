@@ -351,7 +351,12 @@ def test_shape_targets_set_from_the_command_line(capsys):
      "imports 'a_package_that_is_not_installed', which is not installed"),
     (MODEL_FILE.split("def example_input")[0], "defines no example_input, which the model is traced on; define one"),
     ("import torch\nclass Model(torch.nn.Module:\n", "raised SyntaxError"),
-], ids=["constructor-arguments", "missing-package", "no-example-input", "syntax-error"])
+    # NAME a function returning None, or a tensor: "from_torch needs an nn.Module, not NoneType" and
+    # "'Tensor' object is not callable; the model class must be constructible without arguments"
+    (MODEL_FILE + "\ndef Model():\n    pass\n", "Model() returned a NoneType, not an nn.Module"),
+    (MODEL_FILE + "\nModel = torch.zeros(2)\n", "is a Tensor, not a model: name the nn.Module class"),
+], ids=["constructor-arguments", "missing-package", "no-example-input", "syntax-error", "function-returns-none",
+        "a-tensor"])
 def test_shape_of_a_bad_user_module_file_exits_2(source, message, tmp_path):
     # were tracebacks with exit 1 (constructor arguments, missing package) or a message about NoneType
     path = tmp_path / "net.py"

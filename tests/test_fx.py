@@ -238,6 +238,26 @@ def test_a_module_applying_a_symact_activation_to_tensors_is_told_to_generate_it
         graphs.from_torch(Around(WithActivation(symact.activation("silu"))), torch.randn(2, 4))
 
 
+class _ActivationsInAList(nn.Module):
+    def __init__(self, container):
+        super().__init__()
+        self.acts = container([nn.Tanh()])
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.b(self.acts[0](self.a(x)))
+
+
+def test_a_module_in_a_plain_list_is_told_to_use_a_module_list():
+    """An activation held in a plain list is not registered, and torch.fx refuses it; the hint blamed
+    data-dependent control flow, which the model has none of.  The model with nn.ModuleList traces, with the
+    tanh node between its two linear layers."""
+    with pytest.raises(InvalidGraphError, match=r"not installed as a submodule.*plain Python list.*nn\.ModuleList"):
+        graphs.from_torch(_ActivationsInAList(list), torch.randn(2, 4))
+    g = graphs.from_torch(_ActivationsInAList(nn.ModuleList), torch.randn(2, 4))
+    assert [str(d.get("activation")) for _, d in g.nodes(data=True) if d.get("activation") is not None] == ["tanh"]
+
+
 def test_a_generated_symact_module_becomes_one_node_with_its_activation():
     import symact
     import numeric.codegen as codegen
