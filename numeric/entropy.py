@@ -62,7 +62,7 @@ __all__ = [
 def _short(value, digits: int = 12) -> str:
     if isinstance(value, mpmath.mpf):
         return mpmath.nstr(value, digits)
-    if isinstance(value, torch.Tensor) and value.numel() > 1:
+    if isinstance(value, torch.Tensor) and value.numel() != 1:  # an empty batch too: .item() raised in repr
         return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
     if isinstance(value, torch.Tensor):
         value = value.item()

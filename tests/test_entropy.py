@@ -599,6 +599,8 @@ def test_an_empty_batch_gives_empty_outputs(shape, dim):
     assert gamma.shape == tuple(gamma_shape) and report.converged
     r = entropy_normalize(torch.rand(shape, dtype=torch.float64), 1.0, dim=dim)
     assert r.p.shape == shape and r.gamma.shape == tuple(gamma_shape) and r.converged
+    # its repr (what a REPL shows) raised "a Tensor with 0 elements cannot be converted to Scalar"
+    assert f"gamma=tensor(shape={tuple(gamma_shape)}" in repr(r)
     # rows of length 0 are still refused: an empty distribution has no entropy
     with pytest.raises(DomainError, match="all zeros"):
         EntropyNormalize(1.0)(torch.randn(3, 0, dtype=torch.float64))
