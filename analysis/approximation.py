@@ -185,6 +185,31 @@ class DominanceThreshold:
     certificate: str
 
 
+def _settled(f, x, dps: int, most: int = 2000):
+    """f(x) at ever more digits (doubling from dps + 10) until two evaluations agree to dps digits (a 0 only at
+    ``most`` digits: it may be a cancellation not yet resolved)."""
+    work = dps + 10
+    with mpmath.workdps(work):
+        previous = f(x)
+    while work < most:
+        work = min(2 * work, most)
+        with mpmath.workdps(work):
+            current = f(x)
+        if current != 0 and abs(current - previous) <= mpmath.mpf(10) ** -dps * abs(current):
+            return current
+        previous = current
+    return previous
+
+
+def _slope_or_none(g, x, p):
+    """d candidate / d p at (x, p), or None where it is 1/0: squareplus's 1/(4*sqrt(x**2 + b)) at b* = 0 (vs
+    relu's neighbours silu and gelu) and x = 0, which raised a bare ZeroDivisionError (+oo there: increasing)."""
+    try:
+        return g(x, p)
+    except ZeroDivisionError:
+        return None
+
+
 def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples: int = 801,
                         dps: int = 30) -> DominanceThreshold:
     r"""The least parameter value with candidate >= target on the whole line.
@@ -224,13 +249,23 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
         lo, hi = (mpmath.mpf(v) for v in lo_hi)
         xs = [lo + (hi - lo) * i / (samples - 1) for i in range(samples)]
         values = [f(xi) for xi in xs]
+        best = max(values)
+        # points that tie with the largest value may tie only because their own value cancelled away: for gelu,
+        # p*(x) = x**2*(erf(x/sqrt(2))**2 - 1) is 0 to 40 digits at x = -50, as at its true maximum x = 0, and the
+        # end of the search interval was taken ("largest at the edge").  Those are evaluated until their digits
+        # settle.
+        ties = [i for i in range(samples) if best - values[i] <= mpmath.mpf(10) ** -dps * max(1, abs(best))]
+        if len(ties) > 1:
+            for i in ties:
+                values[i] = _settled(f, xs[i], dps)
         i_best = max(range(samples), key=lambda i: values[i])
         if i_best in (0, samples - 1):
             raise DomainError(f"the threshold p*(x) is largest at the edge of the search interval {search}; "
                               "widen search or check that the candidate dominates at all")
         x_star = mpmath.findroot(lambda t: mpmath.diff(f, t), xs[i_best])
         p_star = f(x_star)
-        if any(g(xi, p_star) <= 0 for xi in xs[:: max(1, samples // 200)]):
+        if any(slope <= 0 for slope in (_slope_or_none(g, xi, p_star) for xi in xs[:: max(1, samples // 200)])
+               if slope is not None):
             raise DomainError(f"the candidate is not increasing in {p} near the threshold; the 'iff' does not apply")
         limits = [sympy.limit(threshold, X, s) for s in (sympy.oo, -sympy.oo)]
         finite_limits = [float(lim) for lim in limits if lim.is_finite]

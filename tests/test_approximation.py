@@ -277,6 +277,20 @@ def test_minimax_whose_optimum_is_flat_in_the_parameter_is_a_domain_error():
         minimax(sympy.Max(x, a * x), SOFTPLUS, a, dps=15)
 
 
+@pytest.mark.parametrize("target, search", [("silu", (-50, 50)), ("gelu", (-5, 5)), ("gelu", (-50, 50))])
+def test_squareplus_dominates_silu_and_gelu_from_b_equal_to_0(target, search):
+    """p*(x) = 4*phi(x)*(phi(x) - x) <= 0 for phi = silu or gelu (phi(x) <= max(x, 0)), with its maximum 0 at
+    x = 0: b* = 0, where squareplus is relu.  The monotonicity check divided by sqrt(x**2 + b) = 0 there (a bare
+    ZeroDivisionError), and for gelu on [-50, 50] p*(-50) had cancelled to 0, tied with the maximum, and the
+    end was taken ("largest at the edge of the search interval").  Reference: that derivation, and relu >= phi
+    on a grid by mpmath (the property b* = 0 asserts)."""
+    result = dominance_threshold("squareplus", target, "b", search=search)
+    assert result.value == 0 and result.argmax == 0
+    phi = {"silu": lambda t: t / (1 + mpmath.exp(-t)), "gelu": lambda t: t * mpmath.ncdf(t)}[target]
+    with mpmath.workdps(30):
+        assert all(max(t, 0) >= phi(t) for t in mpmath.linspace(-20, 20, 401))
+
+
 def test_dominance_threshold_reports_an_exact_argmax_only_where_it_is_exact():
     """p*(x) is flat at its maximum, so the value check alone accepted any nearby fraction as the exact
     argmax: squareplus(x + 1/3) vs softplus (argmax -0.77845...) gave argmax -7/9 at dps=4, a 10-digit
