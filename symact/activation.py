@@ -122,10 +122,14 @@ def _exact_number(value: Any, name: str, label: str | None = None) -> sympy.Expr
     label = label or f"parameter {name!r}"
     if isinstance(value, bool):
         raise FormulaError(f"{label} got a bool ({value}); pass a number")
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        # a NumPy scalar or 0-d tensor is its Python number: np.float64(1.5) raised a bare TypeError (its repr is
+        # "np.float64(1.5)"), np.float32(1.5) became the 6-digit Float 1.50000
+        value = value.item()
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise FormulaError(f"{label} is {value}; pass a finite number")
-        return sympy.Rational(repr(value))
+        return sympy.Rational(repr(float(value)))
     if isinstance(value, str):
         return safe_number(value, name, label)
     try:
@@ -136,7 +140,27 @@ def _exact_number(value: Any, name: str, label: str | None = None) -> sympy.Expr
         raise FormulaError(f"{label}: {value!r} is not a number or expression; pass a number")
     if result.has(sympy.nan, sympy.zoo) or (result.is_number and result.is_finite is False):
         raise FormulaError(f"{label} is {result}; pass a finite number")
+    if result.is_number and result.is_real is False:
+        # beta=1j was reported as the formula not being real at x = -5/2
+        raise NonRealExpressionError(f"{label} is {result}, not a real number; pass a real number")
     return result
+
+
+def _keywords_used_as_names(text: str) -> list[str]:
+    """Python keywords in ``text`` that stand where a name would (lambda, in, is, ...), in order."""
+    import io
+    import keyword
+    import tokenize
+
+    found = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.NAME and keyword.iskeyword(token.string) and token.string not in (
+                    "True", "False", "None") and token.string not in found:
+                found.append(token.string)
+    except (TokenError, SyntaxError):
+        pass
+    return found
 
 
 def parse_formula(text: str, params: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
@@ -163,6 +187,13 @@ def parse_formula(text: str, params: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
     try:
         expr = safe_parse(text, namespace, sympy_vocabulary(), _TRANSFORMATIONS)
     except (SyntaxError, TokenError, TypeError, AttributeError, NameError) as exc:
+        reserved = _keywords_used_as_names(text)
+        if reserved:
+            # 'lambda*x' with lambda=2 said "Starred arguments in lambda not supported"
+            raise FormulaError(
+                f"cannot parse the formula {text!r}: {reserved[0]!r} is a Python keyword, so it cannot name a "
+                f"parameter; rename it (e.g. {reserved[0][:3]!r} or {reserved[0] + '_'!r}) in the formula and its "
+                "keyword argument") from None
         raise FormulaError(
             f"cannot parse the formula {text!r}: {exc}. Write it in Python/SymPy syntax in the "
             "input x, e.g. 'x*tanh(log(1+exp(x)))' ('^' also means power)."

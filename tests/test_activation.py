@@ -1283,3 +1283,25 @@ def test_kinks_are_the_points_where_the_formula_switches_piece_not_where_a_condi
         right, left = (_one_sided_derivatives(expr, sympy.Integer(point), sign) for sign in (1, -1))
         jumps = [abs(r - l) > 1e-15 for r, l in zip(right, left)]
         assert any(jumps) == is_kink, (formula, point, right, left)
+
+
+def test_numpy_and_tensor_parameter_values_are_exact_numbers():
+    """np.float64(1.5) raised a bare TypeError (its repr, "np.float64(1.5)", is no number), np.float32(1.5)
+    became the 6-digit Float 1.50000; a 0-d tensor too.  Each is its Python number, converted as a float is
+    (1.5 -> 3/2).  Reference: the exact rationals."""
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    for value, exact in ((np.float64(1.5), sympy.Rational(3, 2)), (np.float32(1.5), sympy.Rational(3, 2)),
+                         (np.int64(2), sympy.Integer(2)), (torch.tensor(0.25), sympy.Rational(1, 4))):
+        act = symact.activation("x*sigmoid(beta*x)", beta=value)
+        (got,) = dict(act.params).values()
+        assert got == exact and type(got) is type(exact), (value, got)
+
+
+def test_a_complex_parameter_and_a_keyword_as_a_name_are_named_as_such():
+    """beta=1j was reported as the formula not being real at x = -5/2, and 'lambda*x' (lambda=2) as
+    "Starred arguments in lambda not supported"."""
+    with pytest.raises(symact.NonRealExpressionError, match=r"parameter 'beta' is 1\.0\*I, not a real number"):
+        symact.activation("x*sigmoid(beta*x)", beta=1j)
+    with pytest.raises(symact.FormulaError, match="'lambda' is a Python keyword.*rename it"):
+        symact.activation("lambda*x", **{"lambda": 2})
