@@ -1252,3 +1252,16 @@ def test_a_quotient_of_exponentials_is_finite_where_each_exponential_overflows(f
     y = torch_module(formula)(t)
     (g,) = torch.autograd.grad(y.sum(), t)
     assert torch.isfinite(y).all() and torch.isfinite(g).all(), (y, g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x*atan(x)/pi + x/2", "x*atan(x) + pi*x/2", "x**2*atan(2*x) - pi*x**2/2"])
+def test_an_arctangent_beside_its_half_pi_times_a_common_factor_keeps_its_digits(formula, dtype):
+    """xatlu written out, x*atan(x)/pi + x/2, is ~-1/pi for x -> -oo from terms ~|x|/2: it was 0.0 for -0.318 at
+    x = -1e12 in float32 (-0.3164 at -1e5), and x**2*atan(2*x) - pi*x**2/2 (~ -x/2 for x -> +oo) 7e16 for -5e11 at
+    1e12.  The pair is now k*g*(atan(u) +- pi/2), whose sum is the arctangent's tail rule.  Reference: mpmath at
+    50 digits of the formula and of SymPy's derivative (up to 1e12: beyond, x**2 itself overflows float32)."""
+    points = [-1e12, -1e5, -300.0, -30.0, -3.0, -0.5, 0.5, 3.0, 30.0, 300.0, 1e5, 1e12]
+    if dtype == torch.float64:
+        points += [-1e30, 1e30]
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
