@@ -1883,8 +1883,17 @@ def _needs_graph_code(n_full, tensors):
     for t in tensors[n_full:]:
         if t.dim() and torch.broadcast_shapes(t.shape, shape) != shape:
             return True
-    return not torch.compiler.is_compiling() and any(
-        torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+    return not torch.compiler.is_compiling() and any(_batched(t) for t in tensors)
+
+
+def _batched(t) -> bool:
+    """A tensor of a functorch transform, or of the legacy vmap that autograd's batched gradients use
+    (autograd.grad(..., is_grads_batched=True), functional.jacobian(vectorize=True), gradcheck's
+    check_batched_grad): there g came batched and the in-place backward's t1.mul_(g) raised "vmap: aten::mul_
+    ... is not possible"."""
+    functorch = torch._C._functorch
+    return functorch.is_functorch_wrapped_tensor(t) or (
+        hasattr(functorch, "is_legacy_batchedtensor") and functorch.is_legacy_batchedtensor(t))
 
 
 def _forward_ad_active(*tensors):

@@ -722,12 +722,31 @@ def _check_points(name: str, device="cpu") -> torch.Tensor:
 def test_gradcheck_gradgradcheck_and_vmap_grad(name, device):
     fn = torch_function(ENTRIES[name])
     t = _check_points(name, device)
-    assert torch.autograd.gradcheck(fn.apply, (t,))
+    # check_batched_grad: autograd's batched gradients (legacy vmap) met the in-place backward, which raised
+    # "vmap: aten::mul_ ... is not possible" for every entry that saves its input
+    assert torch.autograd.gradcheck(fn.apply, (t,), check_batched_grad=True)
     assert torch.autograd.gradgradcheck(fn.apply, (t,))
     per_sample = torch.func.vmap(torch.func.grad(fn.apply))(t.detach())
     exact = _reference(name, "derivative", tuple(t.detach().tolist()))
     torch.testing.assert_close(per_sample.cpu(), torch.tensor([float(r) for r in exact], dtype=torch.float64),
                                rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("spec, trainable, width", [("gelu", (), 4), ("swiglu", (), 6), ("swish", ("beta",), 4),
+                                                   ("elu", ("alpha",), 4)])
+def test_batched_gradients_of_gated_and_trainable_modules(spec, trainable, width):
+    """autograd.grad(..., is_grads_batched=True) and functional.jacobian(vectorize=True) raised "vmap: aten::mul_
+    ... is not possible" (the backward's batch detection saw functorch tensors only, not the legacy batched g).
+    Reference: the Jacobian row by row (one backward per output, no batching)."""
+    module = torch_module(spec, trainable=trainable).double()
+    t = torch.randn(width, dtype=torch.float64, requires_grad=True)
+    y = module(t)
+    rows = torch.stack([torch.autograd.grad(y[i], t, retain_graph=True)[0] for i in range(y.numel())])
+    (batched,) = torch.autograd.grad(y, t, torch.eye(y.numel(), dtype=torch.float64), is_grads_batched=True)
+    torch.testing.assert_close(batched, rows, rtol=1e-14, atol=0)
+    torch.testing.assert_close(torch.autograd.functional.jacobian(module, t.detach(), vectorize=True), rows,
+                               rtol=1e-14, atol=0)
+    assert torch.autograd.gradcheck(module, (t,), check_batched_grad=True)
 
 
 @pytest.mark.parametrize("name", SINGLE)
