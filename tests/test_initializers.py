@@ -77,6 +77,22 @@ def test_per_location_normalize_sets_q_to_one():
 
 
 
+@pytest.mark.parametrize("values, dtype, rtol", [
+    ([300.0, 400.0], torch.float16, 1e-3), ([1e-4, 2e-4], torch.float16, 1e-3), ([3e-23, 4e-23], torch.float32, 1e-6),
+    ([3e19, 4e19], torch.float32, 1e-6), ([1e20, 3e20], torch.bfloat16, 1e-2), ([3e-170, 4e-170], torch.float64, 1e-15),
+], ids=["f16-big", "f16-small", "f32-tiny", "f32-huge", "bf16-huge", "f64-tiny"])
+def test_per_location_normalize_neither_overflows_nor_underflows(values, dtype, rtol):
+    """The squares overflowed or underflowed: [300, 400] in float16 came out [0, 0] (300**2 is inf), [3e-23, 4e-23]
+    in float32 5.5% off (subnormal squares), [3e-170, 4e-170] in float64 was refused as all-zero.  Reference:
+    x/||x||*sqrt(2) for the exact values, in Python floats scaled by hand."""
+    x = torch.tensor([values], dtype=dtype)
+    exact = [float(v) for v in x[0].tolist()]
+    scale = max(abs(v) for v in exact)
+    norm = sum((v / scale) ** 2 for v in exact) ** 0.5
+    expected = torch.tensor([[v / scale / norm * 2 ** 0.5 for v in exact]], dtype=torch.float64)
+    torch.testing.assert_close(per_location_normalize(x).double(), expected, rtol=rtol, atol=0)
+
+
 def test_per_location_normalize_refuses_all_zero_locations_unless_eps_is_given():
     x = torch.randn(2, 5, 3, dtype=torch.float64)
     x[1, :, 2] = 0  # one location with no signal: 0/0 was NaN, silently
