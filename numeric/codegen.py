@@ -365,6 +365,28 @@ def _check_formula(expr: sympy.Expr) -> None:
         symact_activation(expr)
 
 
+_SIGN_PROBES = tuple(sympy.Rational(n, 4) for n in (-10, -4, -2, -1, 0, 1, 3, 4, 10))
+
+
+def _real_at_the_other_sign(expr: sympy.Expr, p: sympy.Symbol, value: sympy.Expr, inputs: tuple) -> bool:
+    """Whether ``expr`` and its derivative in ``p``, with ``p`` at -value (1 at value 0), are real, finite numbers
+    at every probe input (the derivative too: elephant's 1/(1 + |x|**d) is 0 at x = 0 for d < 0, its d-slope
+    not)."""
+    other = -value if value != 0 else sympy.S.One
+    plain = sympy.Symbol(p.name, real=True)
+    free = expr.xreplace({p: plain})
+    for form in (free, sympy.diff(free, plain)):
+        mirrored = form.xreplace({plain: other})
+        for point in _SIGN_PROBES:
+            try:
+                number = sympy.N(mirrored.xreplace({u: point for u in inputs}), 15)
+            except (TypeError, ValueError, ZeroDivisionError, ArithmeticError):
+                return False
+            if not (number.is_number and number.is_real and number.is_finite):
+                return False
+    return True
+
+
 @functools.lru_cache(maxsize=256)
 def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_builtins,
              surrogate=None) -> CodegenSpec:
@@ -373,6 +395,17 @@ def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_bui
     params = dict(param_items)
     fixed = {p: v for p, v in params.items() if p not in chosen}
     concrete = expr.xreplace(fixed) if fixed else expr
+    # A trainable parameter is an nn.Parameter that training moves anywhere: where the formula is real and finite
+    # at the other sign too, its symbol keeps no assumption but realness, so no form is chosen that holds only
+    # inside the declared range (celu's alpha > 0 wrote Abs(x/alpha) as Abs(x)/alpha, and the alpha-gradient took
+    # its Taylor branch for every x once alpha < 0: -7.2e10 for -3.0e7 at alpha = -0.5, x = -7.3).  Where it is
+    # not (squareplus's b, elephant's d), the declared sign stays: the code needs it (limits at x = 0).
+    free = {p: sympy.Symbol(p.name, real=True) for p in chosen
+            if p.assumptions0 != {"real": True} and _real_at_the_other_sign(concrete, p, params[p], inputs)}
+    if free:
+        concrete = concrete.xreplace(free)
+        params = {free.get(p, p): v for p, v in params.items()}
+        chosen = tuple(free.get(p, p) for p in chosen)
     unknown = concrete.free_symbols - set(inputs) - set(chosen)
     if unknown:
         names = sorted(map(str, unknown))
@@ -394,7 +427,7 @@ def _resolve(expr, param_items, inputs, chosen, act_name, class_name, prefer_bui
     derivatives = tuple(safe_derivative(concrete, s, inputs) for s in symbols)
     if surrogate is not None:
         # backpropagation multiplies by the surrogate, not phi' (which the output may encode)
-        derivatives = (safe_form(surrogate.xreplace(fixed), inputs),) + derivatives[1:]
+        derivatives = (safe_form(surrogate.xreplace(fixed).xreplace(free), inputs),) + derivatives[1:]
     saves, in_output = "input", None
     if len(inputs) == 1 and not chosen and surrogate is None:
         y = sympy.Dummy("y", real=True)

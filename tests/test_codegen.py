@@ -1647,6 +1647,24 @@ def test_celu_trainable_alpha_gradient_keeps_its_digits_near_zero(dtype):
             assert abs(got - float(exact)) <= 8 * torch.finfo(dtype).eps * abs(float(exact)), (a, p, got, exact)
 
 
+@pytest.mark.parametrize("alpha", [-0.5, -1.0, -3.0, 0.7])
+def test_celu_trainable_alpha_gradient_is_right_at_either_sign(alpha):
+    """Training can move celu's alpha below 0 (an nn.Parameter is unconstrained), where the value stays right;
+    the alpha-gradient did not: alpha > 0 had written |x/alpha| as |x|/alpha, so its Taylor branch (|x/alpha| < 1)
+    was taken at every x (-7.2e10 for -3.0e7 at alpha = -0.5, x = -7.3).  Reference: torch autograd of
+    alpha*expm1(x/alpha) for x <= 0 (x for x > 0) in float64."""
+    module = torch_module("celu", trainable=("alpha",)).double()
+    with torch.no_grad():
+        module.alpha.fill_(alpha)
+    x = torch.tensor([-7.3, -2.0, -0.3, -1e-3, 0.5, 2.0], dtype=torch.float64)
+    (got,) = torch.autograd.grad(module(x).sum(), module.alpha)
+    a = torch.tensor(alpha, dtype=torch.float64, requires_grad=True)
+    reference = torch.where(x > 0, x, a * torch.expm1(x / a))
+    (want,) = torch.autograd.grad(reference.sum(), a)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(module(x), reference.detach(), rtol=1e-14, atol=0)
+
+
 def _erfcx_reference(points) -> tuple[list, list]:
     """exp(x**2)*erfc(x) and SymPy's derivative of it (2*x*exp(x**2)*erfc(x) - 2/sqrt(pi)), by mpmath,
     whose exponent range is unbounded, at 80 digits plus those its erfc and the sum lose at |x|.
