@@ -1865,6 +1865,13 @@ def _blockwise(fn, *tensors):
 def _check_tensors(tensors):
     for t in tensors:
         if not isinstance(t, torch.Tensor):
+            if isinstance(t, torch.fx.Proxy):
+                # torch.fx.symbolic_trace traced into the module: "convert it with torch.as_tensor" misled
+                raise TypeError(
+                    "generated activations take tensors, but got a torch.fx Proxy: torch.fx.symbolic_trace traced "
+                    "into a generated activation, which runs as an autograd Function it cannot see into; keep the "
+                    "module a leaf (a torch.fx.Tracer whose is_leaf_module returns True for it), or use torch.export "
+                    "or torch.compile (graphs.from_torch reads it as one activation node)")
             raise TypeError(f"generated activations take tensors, but got {type(t).__name__}; "
                             "convert it with torch.as_tensor (as torch.exp and F.gelu require too)")
 

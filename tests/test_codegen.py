@@ -2102,3 +2102,20 @@ def test_the_interior_point_of_a_half_line_is_the_one_of_its_set(relation, bound
 
     region = relation(X, bound)
     assert printer._interior_point(region, X) == printer._point_of_set(region.as_set())
+
+
+def test_fx_symbolic_trace_into_a_generated_module_names_the_leaf_fix():
+    """torch.fx.symbolic_trace of a model holding a generated module said "convert it with torch.as_tensor"
+    (its Proxy is no tensor); the fix is to keep the module a leaf.  Reference: the model itself, against the
+    graph traced with such a leaf tracer."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch_module("gelu"))
+    with pytest.raises(TypeError, match=r"torch\.fx Proxy.*is_leaf_module"):
+        torch.fx.symbolic_trace(model)
+
+    class Leaf(torch.fx.Tracer):
+        def is_leaf_module(self, module, name):
+            return isinstance(module, type(model[1])) or super().is_leaf_module(module, name)
+
+    traced = torch.fx.GraphModule(model, Leaf().trace(model))
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(traced(x), model(x), rtol=0, atol=0)
