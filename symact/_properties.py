@@ -506,7 +506,9 @@ def _invert_analytic(f, symbol, y, region=None):
                           and e.exp.q > 1)
     solutions += [r for r in (s.replace(odd_root, lambda e: sympy.sign(e.base) * sympy.Abs(e.base) ** e.exp)
                               for s in solutions) if r not in solutions]
-    probes = _probes_in(region) if region is not None else list(_INVERSE_PROBES)
+    # no probe inside a region SymPy gives as a union: the default ones (a check outside may refuse an
+    # inverse, never accept a wrong one)
+    probes = (_probes_in(region) if region is not None else []) or list(_INVERSE_PROBES)
     for candidate in solutions:
         ok = True
         for x0 in probes:
