@@ -461,7 +461,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     jobs = suite_jobs(level, args.only)
     if not jobs:
         raise SymactError(f"No jobs match --only {args.only!r} at level {level!r}.")
-    check_run_arguments(args.workers, args.device)  # before --out is created: bad input leaves no empty folder
+    check_run_arguments(args.workers, args.device, args.threads)  # before --out is created: no empty folder
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise SymactError(f"--out {args.out}: this is a file, not a folder; give a new folder or the folder "
                           f"of an earlier run to resume it.")
@@ -471,7 +471,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise SymactError(f"--out {args.out}: cannot create the output folder: {exc.strerror or exc}; give a "
                           f"folder you can write to.") from exc
     try:
-        result = run_suite(jobs, args.out, workers=args.workers, device=args.device,
+        result = run_suite(jobs, args.out, workers=args.workers, device=args.device, threads=args.threads,
                            progress=not args.no_progress and not args.json)
     except WorkerDiedError as exc:  # a job failed (exit 1), not bad input (2)
         if args.json:
@@ -578,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="suite size: tiny (seconds, for tests), quick, full (default; < 45 min)")
     p.add_argument("--out", default="symact-verify", help="output folder; re-running resumes from its records")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads per job (default 1: a job's numbers depend on it, so records made with "
+                        "another count are run again on resume)")
     p.add_argument("--device", default="cpu", help="a torch device: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
                    help="only experiments whose name contains one of these (e.g. --only kernel_check rai); "

@@ -139,7 +139,8 @@ class Claim:
 class Record:
     """The outcome of one job: ``status`` is ``ok``, ``failed`` or ``unavailable``; ``device`` is the device the
     job was run with (``"cpu"``, ``"cuda"``, ...: experiments without GPU code compute on the CPU whatever it says;
-    ``""`` in a record written before the device was kept)."""
+    ``""`` in a record written before the device was kept); ``threads`` torch's CPU thread count for it (0 in a
+    record written before it was kept, or without torch)."""
 
     job: Job
     status: str
@@ -148,6 +149,7 @@ class Record:
     error: str = ""
     seconds: float = 0.0
     device: str = ""
+    threads: int = 0
 
     @property
     def finished(self) -> bool:
@@ -159,6 +161,7 @@ class Record:
             "status": self.status,
             "seconds": round(float(self.seconds), 4),
             "device": str(self.device),
+            "threads": int(self.threads),
             "error": self.error,
             "claims": [c.to_dict() for c in self.claims],
             "result": to_jsonable(self.result),
@@ -174,6 +177,7 @@ class Record:
             d.get("error", ""),
             float(d.get("seconds", 0.0)),
             str(d.get("device", "")),
+            int(d.get("threads", 0)),
         )
 
     def __repr__(self) -> str:

@@ -213,32 +213,45 @@ def _seed_everything(seed: int) -> None:
         pass
 
 
+#: torch CPU threads per job by default: one, so that a job's numbers do not depend on --workers or on the
+#: machine's core count (see run_job)
+JOB_THREADS = 1
+
+
 def run_job(job: Job | dict, device: str = "cpu", progress: Callable[[int, int], None] | None = None,
-            threads: int | None = None) -> dict:
+            threads: int | None = JOB_THREADS) -> dict:
     """Run one job and return its record as a dict (never raises except on Ctrl-C).
 
     Seeds Python, NumPy and torch from ``spec["seed"]`` (default 0) first, so a job's random draws do not
     depend on which worker or in which order it runs.  The experiment gets the spec as the record stores it
     (JSON types: lists, non-finite floats restored), in this process as in a worker.
 
-    ``threads`` sets torch's CPU thread count (a pool worker of :func:`run_suite` gets ``cpu_count // workers``;
-    ``None``, as with ``workers=1``, keeps torch's default).  The thread count can change the numbers in their
-    last digits: torch splits a reduction of one large tensor between its threads (the float32 sum of 10^7
-    normal draws differs between 1 and 2 threads), so the rounding depends on how many there are.  The tiny
-    suite's records came out identical at 1 and 2 threads (apart from the timings), and the claims' tolerances
-    are set for seed-to-seed variation, far above rounding; but a job that sums large tensors, run with
-    another ``--workers`` (or ``OMP_NUM_THREADS``), need not repeat every digit of an earlier record.
+    ``threads`` sets torch's CPU thread count for the job (restored afterwards; ``None`` keeps the current one),
+    and the record keeps it.  The thread count changes the numbers: torch splits a reduction of one large tensor
+    between its threads, so the rounding depends on how many there are, and a deep net amplifies it as a change
+    of seed would (the quick suite's 100-layer tanh net on digits: median loss 1.46 at 1 thread, 2.27 at 2;
+    with --workers 1 a job ran on torch's default 2 threads, with --workers 2 on 1, so the README's command
+    did not repeat the README's numbers).  Hence one thread per job by default, whatever the worker count.
     """
     # the job as its JSON record has it, here as in a worker process (which gets it as JSON): in-process a
     # tuple stayed a tuple and a string "inf" a string, while a worker got a list and float("inf")
     job = Job.from_dict(job if isinstance(job, dict) else job.to_dict())
-    if threads:
-        try:
-            import torch
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is optional: no torch, no torch threads to limit
+        torch = None
+    before = torch.get_num_threads() if torch is not None else 0
+    if threads and torch is not None:
+        torch.set_num_threads(int(threads))
+    used = torch.get_num_threads() if torch is not None else 0
+    try:
+        return _run_job(job, device, progress, used)
+    finally:
+        if torch is not None and torch.get_num_threads() != before:  # a caller's own count, not the job's
+            torch.set_num_threads(before)
 
-            torch.set_num_threads(int(threads))
-        except ImportError:  # pragma: no cover - torch is optional: no torch, no torch threads to limit
-            pass
+
+def _run_job(job: Job, device: str, progress: Callable[[int, int], None] | None, threads: int) -> dict:
     start = time.perf_counter()
     try:  # a bad seed is this job's failure: it must not stop the suite (it raised here, outside the try)
         seed = job.spec.get("seed", 0)
@@ -249,15 +262,16 @@ def run_job(job: Job | dict, device: str = "cpu", progress: Callable[[int, int],
         result = dict(fn(dict(job.spec), device=device, progress=progress))
         claims = tuple(c if isinstance(c, Claim) else Claim.from_dict(c) for c in result.pop("claims", ()))
         status = result.pop("status", "ok")
-        rec = Record(job, status, result, claims, result.pop("error", ""), time.perf_counter() - start, str(device))
+        rec = Record(job, status, result, claims, result.pop("error", ""), time.perf_counter() - start, str(device),
+                     threads)
     except KeyboardInterrupt:
         raise
     except ExperimentUnavailable as exc:
-        rec = Record(job, "unavailable", {}, (), str(exc), time.perf_counter() - start, str(device))
+        rec = Record(job, "unavailable", {}, (), str(exc), time.perf_counter() - start, str(device), threads)
     except Exception as exc:  # a failing job is recorded and the suite goes on
         tb = traceback.format_exc(limit=6)
         rec = Record(job, "failed", {}, (), f"{type(exc).__name__}: {exc}\n{tb}", time.perf_counter() - start,
-                     str(device))
+                     str(device), threads)
     return rec.to_dict()
 
 
@@ -312,6 +326,7 @@ def run_suite(
     progress: bool = True,
     report: bool = True,
     retry_failed: bool = True,
+    threads: int = JOB_THREADS,
 ) -> SuiteResult:
     """Run ``jobs``, resuming from ``out_dir/records.jsonl``; write ``out_dir/report.md``.
 
@@ -319,22 +334,22 @@ def run_suite(
     ones run again (a fix or a merge may have made them work) unless
     ``retry_failed=False``.  A record measured on another kind of device (``cpu`` vs ``cuda``) runs again
     too: a ``device="cuda"`` run resumed in a CPU run's folder reported the CPU numbers as its own (records
-    written before the device was kept count as any device).  ``workers > 1`` uses a local
-    process pool (each worker gets ``cpu_count // workers`` torch threads; ``workers=1`` runs in this process with
-    torch's default thread count, so numbers can differ in their last digits between worker counts: see
-    :func:`run_job`).  On
+    written before the device was kept count as any device), and so does one run with another torch thread
+    count: each job runs on ``threads`` CPU threads (default 1, whatever ``workers`` is: the thread count changes
+    the numbers, see :func:`run_job`).  ``workers > 1`` uses a local process pool.  On
     Ctrl-C the finished records are already on disk; the result says
     ``interrupted=True`` and no report is written.
     """
     jobs = list(jobs)
-    check_run_arguments(workers, device)
+    check_run_arguments(workers, device, threads)
     store = RecordStore(out_dir)
     latest = store.latest()
     done_status = ("ok",) if retry_failed else ("ok", "unavailable", "failed")
     kind = _device_kind(device)
 
     def finished(rec: Record) -> bool:
-        return rec.status in done_status and (not rec.device or _device_kind(rec.device) == kind)
+        return (rec.status in done_status and (not rec.device or _device_kind(rec.device) == kind)
+                and (not rec.threads or rec.threads == threads))
 
     skipped = tuple(j.id for j in jobs if j.id in latest and finished(latest[j.id]))
     todo = [j for j in jobs if j.id not in skipped]
@@ -346,7 +361,7 @@ def run_suite(
         if workers == 1 or len(todo) <= 1:
             for job in todo:
                 job_bar = Progress(0, job.id, enabled=progress, position=1, leave=False)
-                rec = run_job(job, device, lambda d, t: job_bar.update_to(d, t))
+                rec = run_job(job, device, lambda d, t: job_bar.update_to(d, t), threads)
                 job_bar.close()
                 store.append(rec)
                 ran.append(job.id)
@@ -354,7 +369,7 @@ def run_suite(
                     suite_bar.write(f"job {job.id} failed: {rec['error'].splitlines()[0]}")
                 suite_bar.update_to(suite_bar.n + 1)
         else:
-            ran = _run_pool(todo, store, workers, device, progress, suite_bar)
+            ran = _run_pool(todo, store, workers, device, progress, suite_bar, threads)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -373,7 +388,7 @@ def run_suite(
     return SuiteResult(os.fspath(out_dir), records, tuple(ran), skipped, False, report_path, tuple(summary))
 
 
-def check_run_arguments(workers: int, device: str) -> None:
+def check_run_arguments(workers: int, device: str, threads: int = JOB_THREADS) -> None:
     """:class:`SymactError` for a ``workers`` count or ``device`` that :func:`run_suite` cannot run with,
     checked before anything is written (``symact verify`` checks them before creating ``--out``)."""
     if not isinstance(device, str):
@@ -391,6 +406,9 @@ def check_run_arguments(workers: int, device: str) -> None:
         resolve_device(device)
     if not is_whole_number(workers, 1):  # 2.5 passed "< 1" and hit a bare TypeError in the pool, "2" one at "<"
         raise SymactError(f"workers must be >= 1 and a whole number, got {workers!r}; e.g. workers=2.")
+    if not is_whole_number(threads, 1):
+        raise SymactError(f"threads must be >= 1 and a whole number, got {threads!r}; e.g. threads=1 (the default: "
+                          "a job's numbers depend on its torch thread count).")
 
 
 def _device_kind(device: Any) -> str:
@@ -419,12 +437,11 @@ def _forked_workers_cannot_train(device: str) -> bool:
 
 
 def _run_pool(todo: list[Job], store: RecordStore, workers: int, device: str, progress: bool,
-              suite_bar: Progress) -> list[str]:
+              suite_bar: Progress, threads: int = JOB_THREADS) -> list[str]:
     import concurrent.futures as cf
     import multiprocessing as mp
     import queue as queue_mod
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn") if _forked_workers_cannot_train(device) else None
     # the progress queue's server process too: Python 3.12 warns that forking a threaded process may deadlock
     manager = (ctx or mp.get_context()).Manager() if progress else None

@@ -865,6 +865,42 @@ def test_a_record_measured_on_another_device_kind_runs_again(tmp_path):
     assert run_job(jobs[1], "cpu")["device"] == "cpu"
 
 
+def threads_job(spec, *, device="cpu", progress=None):
+    _log(spec, f"threads{spec['value']}")
+    return {"threads_seen": torch.get_num_threads()}
+
+
+def test_each_job_runs_on_one_torch_thread_whatever_the_worker_count_and_resume_compares_it(tmp_path):
+    """With --workers 1 a job ran on torch's default thread count, with --workers 2 on cpu_count // 2; the count
+    changes the numbers (a 100-layer tanh net's median loss was 1.46 at 1 thread, 2.27 at 2), so the README's
+    command did not repeat its numbers, and resume mixed records of both.  Every job now runs on `threads` (1 by
+    default), the record keeps it, resume runs a job again at another count, and the caller's own count is
+    restored."""
+    d = str(tmp_path)
+    jobs = [Job(f"{HERE}:threads_job", {"value": v, "dir": d}) for v in (1, 2)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for workers, folder in ((1, "a"), (2, "b")):
+            result = run_suite(jobs, tmp_path / folder, workers=workers, progress=False, report=False)
+            assert [(r.threads, r.result["threads_seen"]) for r in result.records] == [(1, 1), (1, 1)], workers
+            assert torch.get_num_threads() == 2
+        again = run_suite(jobs, tmp_path / "a", threads=2, progress=False, report=False)
+        assert set(again.ran) == {j.id for j in jobs} and [r.threads for r in again.records] == [2, 2]
+        assert [r.result["threads_seen"] for r in again.records] == [2, 2]
+        assert set(run_suite(jobs, tmp_path / "a", threads=2, progress=False, report=False).skipped) == {
+            j.id for j in jobs}
+        legacy = Record(jobs[0], "ok", {"threads_seen": 3}).to_dict()
+        legacy.pop("threads")  # written before the thread count was kept: any count
+        store = RecordStore(tmp_path / "c")
+        store.append(legacy)
+        assert run_suite(jobs[:1], tmp_path / "c", progress=False, report=False).skipped == (jobs[0].id,)
+        with pytest.raises(SymactError, match="threads must be >= 1"):
+            run_suite(jobs, tmp_path / "d", threads=0, progress=False, report=False)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_kernel_check_refuses_a_dks_target_without_dks_shaping():
     """zeta without shaping="dks" measured the untransformed activation, under a record naming zeta=2."""
     from analysis.experiments.kernel_check import kernel_check
