@@ -207,21 +207,34 @@ def make_optimizer(name: str, params: Any, lr: float, **options: Any) -> Any:
     _check_lr(lr)
     for key, value in options.items():
         # torch checks momentum, dampening, weight_decay (SGD) or Rprop's step_sizes with comparisons
-        # (`< 0`) that NaN passes; every step is then NaN, reported as divergence blamed on the learning rate
+        # (`< 0`) that NaN passes, and inf too; every step is then NaN, reported as divergence blamed on the
+        # learning rate
         entries = value if isinstance(value, (tuple, list)) else (value,)
-        if any(isinstance(v, float) and math.isnan(v) for v in entries):
-            raise DomainError(f"optimizer option {key}={value!r} is NaN; pass a number (or leave {key} out for "
-                              f"torch's default).")
+        if any(isinstance(v, float) and not math.isfinite(v) for v in entries):
+            what = "NaN" if any(isinstance(v, float) and math.isnan(v) for v in entries) else "infinite"
+            raise DomainError(f"optimizer option {key}={value!r} is {what}; pass a finite number (or leave {key} out "
+                              f"for torch's default).")
     if not isinstance(name, str):
         raise SymactError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
     name = name.lower()
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, **options)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, **options)
-    if name == "rprop":
-        return torch.optim.Rprop(params, lr=lr, **options)
-    raise SymactError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
+    classes = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rprop": torch.optim.Rprop}
+    if name not in classes:
+        raise SymactError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
+    params = list(params)
+    if not params:  # torch: "optimizer got an empty parameter list"
+        raise DomainError("there are no parameters to train (an empty parameters= list, or a model without "
+                          "parameters); pass the tensors to optimise.")
+    import inspect
+
+    valid = [k for k in inspect.signature(classes[name].__init__).parameters if k not in ("self", "params", "lr")]
+    unknown = [k for k in options if k not in valid]
+    if unknown:  # Adam(momentum=0.9) was a bare TypeError
+        raise DomainError(f"optimizer {name!r} has no option {unknown[0]!r}; its options are {valid}.")
+    try:
+        return classes[name](params, lr=lr, **options)
+    except ValueError as exc:  # torch's range checks (Adam weight_decay=-1: "Invalid weight_decay value: -1")
+        raise DomainError(f"optimizer {name!r}: {exc}; pass values in the range torch.optim.{classes[name].__name__} "
+                          "accepts (or leave the option out for its default).") from None
 
 
 def _evaluate(model: Any, x: Any, y: Any, loss: str) -> tuple[float, float]:
@@ -244,7 +257,7 @@ def _evaluate(model: Any, x: Any, y: Any, loss: str) -> tuple[float, float]:
 def _check_lr(lr: Any) -> None:
     """A learning rate must be a finite number > 0 (NaN or inf would only surface later as 'divergence')."""
     try:
-        if isinstance(lr, bool):  # float(True) == 1.0 would train at lr=1
+        if isinstance(lr, (bool, str)):  # float(True) == 1.0 would train at lr=1; "0.1" reached torch's "<="
             raise TypeError
         value = float(lr)
     except (TypeError, ValueError, RuntimeError):
@@ -299,8 +312,9 @@ def _check_data(data: Sequence[Any], loss: str, params: Sequence[Any]) -> None:
         if x.dim() < 1 or y.dim() != 1 or len(x) != len(y):
             raise DomainError(f"{yn} must hold one label per row of {xn} (shape ({len(x) if x.dim() else '?'},)), "
                               f"got {xn} of shape {tuple(x.shape)} and {yn} of shape {tuple(y.shape)}.")
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise DomainError(f"{yn} has dtype {y.dtype}; labels are integer class indices: pass {yn}.long().")
+        if y.dtype != torch.long:  # int32 labels reached torch's "expected target dtype to be Long or Byte"
+            raise DomainError(f"{yn} has dtype {y.dtype}; labels are integer class indices of dtype torch.long: "
+                              f"pass {yn}.long().")
         if len(y) and loss in ("bce_prob", "bce_logits") and not bool(((y == 0) | (y == 1)).all()):
             found = sorted({int(v) for v in torch.unique(y)})[:6]
             raise DomainError(f"{yn} has labels {found} but loss={loss!r} needs labels 0 and 1; map them first "
@@ -466,8 +480,19 @@ def train(
     # evaluated before step 0's objective runs, and the extra objective evaluation after the last step
     # restores the buffers, so that the curves' first and last points measure the initial and returned network
     buffers = list(model.buffers()) if isinstance(model, torch.nn.Module) else []
+
+    def record_initial() -> None:
+        try:
+            record(0)
+        except RuntimeError as exc:  # "mat1 and mat2 shapes cannot be multiplied": x has too few features
+            if "shape" not in str(exc):
+                raise
+            raise DomainError(f"the model cannot take x_train's rows (shape {tuple(x.shape[1:])}): {exc}; give the "
+                              "data the features the model's first layer expects, or build the model for "
+                              "them.") from exc
+
     if steps > 0:
-        record(0)
+        record_initial()
     for step in range(steps):
         index = next_index()
         opt.zero_grad(set_to_none=True)
@@ -493,7 +518,7 @@ def train(
             progress(step + 1, steps)
     if steps == 0 or len(rec["objective"]) < len(rec["steps"]):  # the parameters after the last step
         if steps == 0:
-            record(0)
+            record_initial()
         index = next_index()
         saved = [b.detach().clone() for b in buffers]
         try:

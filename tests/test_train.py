@@ -515,3 +515,25 @@ def test_callbacks_that_are_not_functions_are_refused_before_any_step(name):
     with pytest.raises(DomainError, match=rf"{name} must be a function \(or None\), got int 3"):
         train(model, (x, y), steps=2, **{name: 3})
     assert torch.equal(model.weight, before)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda kw: kw.update(data=(kw["data"][0], kw["data"][1].int())), r"dtype torch\.int32.*pass y_train\.long\(\)"),
+    (lambda kw: kw.update(lr="0.1"), r"lr must be a finite number > 0, got '0\.1'"),
+    (lambda kw: kw.update(model=torch.nn.Linear(3, 2)), r"cannot take x_train's rows \(shape \(2,\)\).*first layer"),
+    (lambda kw: kw.update(parameters=[]), "no parameters to train"),
+    (lambda kw: kw.update(optimizer_options={"momentum": 0.9}), r"'adam' has no option 'momentum'; its options are"),
+    (lambda kw: kw.update(optimizer_options={"weight_decay": -1.0}), r"'adam': Invalid weight_decay value"),
+    (lambda kw: kw.update(optimizer="sgd", optimizer_options={"weight_decay": float("inf")}),
+     r"weight_decay=inf is infinite"),
+], ids=["int32-labels", "lr-string", "too-few-features", "no-parameters", "unknown-option", "out-of-range-option",
+        "infinite-option"])
+def test_bad_training_input_is_named_before_any_step(change, message):
+    """Each reached torch's own error (int32 labels: "expected target dtype to be Long or Byte"; lr "0.1": a '<='
+    TypeError; 3 features for a 2-input model: "mat1 and mat2 shapes cannot be multiplied"; an empty parameter
+    list; Adam(momentum=...): a bare TypeError; weight_decay=-1: a bare ValueError), and SGD weight_decay=inf
+    "diverged" with advice to lower the learning rate."""
+    kwargs = {"model": torch.nn.Linear(2, 2), "data": _data(16), "steps": 3}
+    change(kwargs)
+    with pytest.raises(DomainError, match=message):
+        train(kwargs.pop("model"), kwargs.pop("data"), **kwargs)
