@@ -205,7 +205,13 @@ def test_convergence_spec_rejects_numbers_that_make_every_run_meaningless(bad, m
 
 
 @pytest.mark.parametrize("bad, match", [({"models": ("dur2", "dur3")}, "models.*dur3"),
-                                        ({"feature_sets": (("x", "sqrt(x)"),)}, "sqrt")])
+                                        ({"feature_sets": (("x", "sqrt(x)"),)}, "sqrt"),
+                                        # these gave records of NaN/inf errors, a bare "math domain error" or a
+                                        # bare TypeError
+                                        ({"train_range": [-1, 10]}, r"reaches x <= 0.*log\(x\) is not real"),
+                                        ({"n_train": 0}, "n_train=0 must be a whole number >= 2"),
+                                        ({"eval_range": [0, 10]}, "eval_range=.*must be positive"),
+                                        ({"model": ["dur2"]}, "no field 'model'; its fields are")])
 def test_extrapolation_spec_rejects_unknown_models_and_features_before_training(bad, match):
     from symact.errors import DomainError
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from numeric.regressor import DeepUniversalRegressorI, DeepUniversalRegressorII
-from symact.errors import DomainError
+from symact.errors import DomainError, is_whole_number
 
 __all__ = ["ExtrapolationSpec", "extrapolation_experiment", "required_exponent", "format_extrapolation_table"]
 
@@ -48,6 +48,21 @@ def _check_spec(spec: "ExtrapolationSpec") -> None:
     if unknown or not all(spec.feature_sets):
         raise DomainError(f"ExtrapolationSpec.feature_sets: each set must be a non-empty tuple of features from "
                           f"{list(_FEATURES)}; unknown: {unknown}.")
+    # each of these gave a record of NaN and inf errors (or a bare "math domain error") instead of a refusal
+    for name in ("train_range", "eval_range"):
+        low_high = getattr(spec, name)
+        if not (len(low_high) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in low_high)
+                and low_high[0] < low_high[1]):
+            raise DomainError(f"ExtrapolationSpec.{name}={low_high!r} must be two finite numbers low < high.")
+    if spec.eval_range[0] <= 0:
+        raise DomainError(f"ExtrapolationSpec.eval_range={spec.eval_range!r} must be positive: the points are "
+                          "log-spaced and the errors relative to y = 2x, which is 0 at x = 0.")
+    if spec.train_range[0] <= 0 and any("log(x)" in names for names in spec.feature_sets):
+        raise DomainError(f"ExtrapolationSpec.train_range={spec.train_range!r} reaches x <= 0, where the feature "
+                          "log(x) is not real; start it above 0 (e.g. (1.0, 10.0)).")
+    for name in ("n_train", "n_eval"):
+        if not is_whole_number(getattr(spec, name), 2):
+            raise DomainError(f"ExtrapolationSpec.{name}={getattr(spec, name)!r} must be a whole number >= 2.")
 
 
 def required_exponent(features: tuple[str, ...]) -> dict[str, Any]:
@@ -148,6 +163,10 @@ def extrapolation_experiment(spec: ExtrapolationSpec | Mapping[str, Any] = Extra
     model's output is not finite) and the error at the far end.
     """
     if not isinstance(spec, ExtrapolationSpec):
+        fields = [f.name for f in dataclasses.fields(ExtrapolationSpec)]
+        unknown = [k for k in dict(spec) if k not in fields]
+        if unknown:  # a bare TypeError from the dataclass
+            raise DomainError(f"ExtrapolationSpec has no field {unknown[0]!r}; its fields are {fields}.")
         spec = ExtrapolationSpec(**{k: (tuple(tuple(f) for f in v) if k == "feature_sets" else
                                         tuple(v) if isinstance(v, list) else v) for k, v in dict(spec).items()})
     _check_spec(spec)
