@@ -1587,6 +1587,17 @@ def _check_surrogate(act: Activation, what: str) -> None:
     check_exact_arguments(act.surrogate, act.params, what)
     probe = act.backward_derivative()
     _check_finite(probe.concrete_expr, f"{what} at the parameter values")
+    # a pole is no gradient either: tanh with surrogate 1/x was accepted, and its module back-propagated inf
+    from ._properties import real_singularities, singular_points_near_0  # noqa: PLC0415
+
+    if len(probe.inputs) == 1:
+        poles = (singular_points_near_0(real_singularities(probe.concrete_expr, probe.x), per_family=0)
+                 or _poles_at_zeros_of_denominators(probe.concrete_expr, probe.x))
+        if poles:
+            raise NonRealExpressionError(
+                f"{what} is not finite for every real x: it has a singularity at x = {poles[0]}, where "
+                "backpropagation would multiply by an infinite or undefined factor. Choose a surrogate that is "
+                "finite on the whole real line (e.g. a clipped or smoothed one)")
     found = None if probe.concrete_expr.has(sympy.I) else _first_non_real(probe, _WIDE_PROBE_POINTS)
     if found is not None or probe.concrete_expr.has(sympy.I):
         where = f": at x = {found[0]} its value is {sympy.N(found[1], 6)}" if found else ""
@@ -1594,6 +1605,29 @@ def _check_surrogate(act: Activation, what: str) -> None:
             f"{what} is not real for every real x{where}; a gradient must be real. Choose parameter values for "
             "which it is real on the whole real line"
         )
+
+
+def _poles_at_zeros_of_denominators(expr: sympy.Expr, x: sympy.Symbol) -> list:
+    """Real zeros of the bases of negative powers in ``expr`` where a one-sided limit of ``expr`` is not finite:
+    the poles SymPy's continuity domain misses behind sign, Heaviside or a Piecewise (sign(x)/x at 0)."""
+    from ._properties import one_sided_limit  # noqa: PLC0415
+
+    poles = []
+    for node in sympy.preorder_traversal(expr):
+        if not (isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.has(x)):
+            continue
+        try:
+            zeros = sympy.solveset(node.base, x, sympy.S.Reals)
+        except (NotImplementedError, TypeError, ValueError):
+            continue
+        for b in (zeros if isinstance(zeros, sympy.FiniteSet) else ()):
+            try:
+                limits = [one_sided_limit(expr, x, b, side) for side in (1, -1)]
+            except (NotImplementedError, TypeError, ValueError):
+                continue
+            if any(not (lim.is_finite and lim.is_real) for lim in limits) and b not in poles:
+                poles.append(b)
+    return poles
 
 
 def _check_requirements(name: str, requires: tuple, values: Mapping[sympy.Symbol, sympy.Expr],

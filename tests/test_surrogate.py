@@ -7,6 +7,7 @@ with torch comparisons, not symact's formulas.
 """
 
 import json
+import re
 import os
 import pickle
 import subprocess
@@ -284,3 +285,22 @@ def test_cli_takes_a_surrogate_for_codegen_and_derive(tmp_path, capsys):
     assert main(["derive", "Max(0, x)", "--surrogate", "Heaviside(x + b, 0)"]) == 2
     err = capsys.readouterr().err
     assert "surrogate gradient 'Heaviside(x + b, 0)' uses symbol(s) b" in err and "--param b=1.0" in err
+
+
+@pytest.mark.parametrize("surrogate, pole", [("1/x", "0"), ("1/(x - 1)", "1"), ("log(Abs(x))", "0"), ("tan(x)", "pi/2"),
+                                             ("x**(-2)", "0"), ("exp(1/x)", "0"), ("sign(x)/x", "0"),
+                                             ("Heaviside(x)/x", "0")])
+def test_a_surrogate_with_a_pole_is_refused(surrogate, pole):
+    """Only the literal constants oo, zoo and nan were refused: tanh with surrogate 1/x built a module whose
+    gradient at x = 0 was inf, and sign(x)/x or Heaviside(x)/x hid the pole behind a step from SymPy's continuity
+    domain.  Reference: each formula's one-sided limit at the pole, by SymPy, is infinite."""
+    x = symact.x
+    expr = sympy.sympify(surrogate, locals={"x": x})
+    b = sympy.sympify(pole)
+    assert any(not sympy.limit(expr, x, b, side).is_finite for side in ("+", "-"))
+    with pytest.raises(symact.NonRealExpressionError, match=rf"not finite for every real x.*singularity at x = "
+                                                            rf"{re.escape(pole)}"):
+        symact.activation("tanh", surrogate=surrogate)
+    # finite surrogates with removable points or steps stay accepted
+    for fine in ("sin(x)/x", "Heaviside(1 - Abs(x))", "(1 - cos(x))/x**2"):
+        symact.activation("tanh", surrogate=fine)
