@@ -30,8 +30,12 @@ _BASE_SAMPLES = tuple(
 
 
 def _numeric(expr: sympy.Expr, symbol: sympy.Symbol, point) -> sympy.Expr | None:
-    from .activation import _substituted  # x**(10**6) at an exact point has millions of digits
+    from .activation import _substituted, _tower_reach  # x**(10**6) at an exact point has millions of digits
 
+    reach = _tower_reach(expr, (symbol,))
+    if reach is not None and abs(point) > reach:
+        # tanh(exp(exp(x))) at x = 30 raised a bare MemoryError in mpmath, exp(exp(exp(x))) did not return
+        return None
     try:
         # maxn caps evalf's adaptive precision: catastrophic cancellation far out
         # (1/2 + erf(-700)/2) would otherwise ask for hundreds of thousands of digits.

@@ -1470,6 +1470,14 @@ _TOWER_REACH = {0: _LARGEST_NESTED_GROWTH_ARGUMENT, 1: _LARGEST_NESTED_GROWTH_AR
 _LARGEST_TOWER_REACH = sympy.Rational(1, 1000)
 
 
+@functools.lru_cache(maxsize=512)
+def _tower_reach(expr: sympy.Expr, inputs: tuple):
+    """How far out ``expr`` may be evaluated at an exact point (see _TOWER_REACH), or None: no limit."""
+    if not _grows_too_fast_to_probe(expr, inputs):
+        return None
+    return _TOWER_REACH.get(_growth_tower(expr, inputs), _LARGEST_TOWER_REACH)
+
+
 def _growth_tower(expr: sympy.Expr, inputs: tuple) -> int:
     """The most growth functions of the inputs (exp, sinh, cosh, a power with an input in its exponent) nested in
     one another, plus one where another function is applied to such a nest: exp(-exp(x)) and tanh(exp(x)) 2,
@@ -1537,9 +1545,8 @@ def _first_non_real(act: Activation, points: tuple) -> tuple | None:
     if _has_exactly_evaluated_function(expr, act.inputs):
         # gamma(10**20), zeta(10**20), factorial(10**30) are computed exactly (for ever) when substituted
         points = tuple(p for p in points if abs(p) <= _LARGEST_EXACT_ARGUMENT)
-    elif _grows_too_fast_to_probe(expr, act.inputs):
-        reach = _TOWER_REACH.get(_growth_tower(expr, act.inputs), _LARGEST_TOWER_REACH)
-        points = tuple(p for p in points if abs(p) <= reach)
+    elif _tower_reach(expr, act.inputs) is not None:
+        points = tuple(p for p in points if abs(p) <= _tower_reach(expr, act.inputs))
     for point in points:
         subs = {s: point for s in act.inputs}
         try:  # chop: a sum that cancels to 1e-8692 (x*erf(x) + x at x = -100) took evalf half a minute

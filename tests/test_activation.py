@@ -1064,6 +1064,18 @@ def test_a_tower_of_exponentials_is_still_probed_for_realness():
     assert "not real at x = -5/2" in _run_python(code, timeout=60).stdout
 
 
+def test_properties_of_a_tower_of_exponentials_return_in_seconds():
+    """properties() sampled at x = 30: tanh(exp(exp(x))) raised a bare MemoryError from mpmath and exp(exp(exp(x)))
+    did not return (symact derive of either printed a traceback or hung).  Subprocess: a hang fails.  Reference:
+    both are increasing (compositions of increasing functions); exp's tower is unbounded above, tanh's bounded."""
+    code = ("import symact\n"
+            "for f in ('tanh(exp(exp(x)))', 'exp(exp(exp(x)))'):\n"
+            "    p = symact.activation(f).properties()\n"
+            "    print(p.monotone, p.direction, p.bounded_above)\n")
+    lines = _run_python(code, timeout=120).stdout.splitlines()
+    assert lines == ["True non-decreasing True", "True non-decreasing False"]
+
+
 def test_large_exact_powers_of_the_input_build_in_seconds_and_are_still_probed():
     """x**1000000 hung in the realness probe: substituted exactly, (5/2)**(10**6) and (10**30)**(10**6) are
     numbers of millions of digits.  Subprocess: a regression fails (TimeoutExpired) instead of hanging."""
