@@ -186,6 +186,14 @@ def gradient_penalty_inequality(
     jacobians = torch.autograd.functional.jacobian(layer_inputs, x)
     with torch.no_grad():
         hs = layer_inputs(x)
+    # the derivation takes each Linear's input as one vector h_t (grad_W f = delta h^T, one outer product); a
+    # layer that sees a batch of vectors (nn.Unflatten before it) has grad_W f = sum_k delta_k h_k^T, which can
+    # cancel: 'holds' came out False for such nets, and the spectral norm raised a bare ValueError
+    for t, pos in enumerate(linear_positions):
+        if hs[t].dim() != 1:
+            raise DomainError(f"the Linear layer at position {pos} receives a tensor of shape {tuple(hs[t].shape)}, "
+                              "not one vector; the inequality is derived for layers that each see one activation "
+                              "vector (remove the reshaping before it, or apply the bound per vector)")
 
     # theta is every parameter, frozen ones (requires_grad=False) too: the inequality is about the
     # function's gradient, not about what an optimiser updates.  Differentiate detached copies so
