@@ -448,8 +448,8 @@ class Activation:
     def concrete_expr(self) -> sympy.Expr:
         """The formula with every parameter replaced by its value.
 
-        For a derivative whose kinks move with the parameters it is the derivative of the original's
-        concrete formula, so that each tie gets the kink convention at the parameters' values:
+        For a derivative of a formula with parameters it is the derivative of the original's concrete
+        formula, so that each tie or kink the values make gets the kink convention there:
 
         >>> phi = activation("Min(Max(0, x), a*x**2)", a=1)
         >>> phi.derivative().concrete_expr.subs(x, 1)
@@ -573,8 +573,10 @@ class Activation:
         n = int(n)
         original, order = self.derived_from or (self.expr, 0)
         expr = _differentiated(original, self.x, order + n, self.name)
-        derived_from = ((original, order + n) if self.params and ties_move_with_parameters(original, self.x)
-                        else None)
+        # with parameters, the concrete derivative is that of the concrete formula: ties that move with them
+        # get the kink convention at their values, and so do kinks their values make (squareplus at b = 0 is
+        # (x + |x|)/2, slope 1/2 at 0 by abs'(0) = 0 as autograd has it; x/(2*|x|) + 1/2 at b = 0 gave nan)
+        derived_from = (original, order + n) if self.params else None
         suffix = "'" * n if n <= 3 else f"^({n})"
         return self._replace(name=f"{self.name}{suffix}", expr=expr, torch_spec=None, surrogate=None,
                              derived_from=derived_from)

@@ -1317,3 +1317,22 @@ def test_a_complex_parameter_and_a_keyword_as_a_name_are_named_as_such():
         symact.activation("x*sigmoid(beta*x)", beta=1j)
     with pytest.raises(symact.FormulaError, match="'lambda' is a Python keyword.*rename it"):
         symact.activation("lambda*x", **{"lambda": 2})
+
+
+@pytest.mark.parametrize("formula, params, slope", [("squareplus", {"b": 0}, sympy.Rational(1, 2)),
+                                                   ("sqrt(x**2 + b)", {"b": 0}, 0),
+                                                   ("x*sigmoid(beta*x) + sqrt(x**2 + b)", {"beta": 1, "b": 0},
+                                                    sympy.Rational(1, 2))])
+def test_a_kink_made_by_a_parameter_value_gets_the_kink_convention(formula, params, slope):
+    """squareplus at b = 0 is (x + |x|)/2 and sqrt(x**2 + b) is |x|: the derivative was taken with b symbolic and
+    b = 0 put in afterwards, x/(2*|x|) + 1/2 and x/|x|, so derivative()(0) was nan.  Reference: abs'(0) = 0, the
+    convention of autograd (torch.abs's gradient at 0), and the formula's one-sided slopes averaged."""
+    import torch
+
+    act = symact.activation(formula, **params)
+    assert act.derivative()(0) == slope
+    t = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    by_autograd = {"squareplus": lambda u: (u + torch.abs(u)) / 2, "sqrt(x**2 + b)": torch.abs,
+                   "x*sigmoid(beta*x) + sqrt(x**2 + b)": lambda u: u * torch.sigmoid(u) + torch.abs(u)}[formula]
+    (g,) = torch.autograd.grad(by_autograd(t), t)
+    assert g.item() == float(slope)
