@@ -44,7 +44,7 @@ from ._safe_parse import (
     safe_parse,
     sympy_vocabulary,
 )
-from .primitives import Log1p, pytorch_kink_convention, ties_move_with_parameters
+from .primitives import Log1p, pytorch_kink_convention
 from .errors import (
     DomainError,
     FormulaError,
@@ -414,7 +414,8 @@ class Activation:
             # the point, which SymPy writes as erfc(a) exactly; log(1 + t) is Log1p(t) (softplus(-1e6))
             rewritten = at_point.rewrite(sympy.erfc) if at_point.has(sympy.erf) else at_point
             rewritten = rewritten.replace(
-                lambda e: isinstance(e, sympy.log) and isinstance(e.args[0], sympy.Add) and sympy.S.One in e.args[0].args,
+                lambda e: isinstance(e, sympy.log) and isinstance(e.args[0], sympy.Add)
+                and sympy.S.One in e.args[0].args,
                 lambda e: Log1p(e.args[0] - 1))
             if rewritten != at_point:
                 value = _evaluated(rewritten, digits)
