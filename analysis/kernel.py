@@ -567,24 +567,10 @@ _TAME_FUNCTIONS = (sympy.log, sympy.Min, sympy.Max, sympy.Abs, sympy.sign, sympy
 def _singularity_candidates(expr: sympy.Expr, x: sympy.Symbol) -> tuple[list, set]:
     """(singular, candidates): the real singularities SymPy finds in ``expr`` (all of a finite set, a few of each
     periodic family), and those together with the real zeros of the bases of its negative powers."""
-    from symact._properties import real_singularities, singular_points_near_0
+    from symact._properties import real_singularities, singular_points_near_0, zeros_of_denominators
 
     singular = singular_points_near_0(real_singularities(expr, x))
-    candidates = set(singular)
-    for node in sympy.preorder_traversal(expr):
-        if isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.has(x):
-            try:
-                zeros = sympy.solveset(node.base, x, sympy.S.Reals)
-            except (NotImplementedError, TypeError, ValueError):
-                continue
-            if isinstance(zeros, sympy.FiniteSet):
-                candidates |= {b for b in zeros if b.is_real}
-            elif isinstance(zeros, sympy.Interval) or (
-                    isinstance(zeros, sympy.Union) and all(isinstance(part, sympy.Interval) for part in zeros.args)):
-                # a base that vanishes on a half-line (Max(0, x) in sqrt(Max(0, x))'s slope): its finite ends
-                # (not of a periodic family: SymPy has no boundary for tan's poles' ImageSets)
-                candidates |= {b for b in zeros.boundary if b.is_real and b.is_finite}
-    return singular, candidates
+    return singular, set(singular) | zeros_of_denominators(expr, x)
 
 
 def _normal_pdf_mp(x, var):

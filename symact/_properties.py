@@ -276,6 +276,26 @@ def singular_points_near_0(points: sympy.Set, per_family: int = 2) -> list:
     return sorted(set(found), key=lambda p: (abs(float(p)), float(p)))
 
 
+def zeros_of_denominators(expr: sympy.Expr, symbol: sympy.Symbol) -> set:
+    """The real zeros of the bases of ``expr``'s negative powers: where a pole may hide behind sign, Heaviside
+    or a Piecewise that SymPy's continuity domain does not see (sign(x)/x at 0).  A base that vanishes on a
+    half-line (Max(0, x) in sqrt(Max(0, x))'s slope) gives its finite ends; periodic zeros are left out."""
+    found = set()
+    for node in sympy.preorder_traversal(expr):
+        if not (isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.has(symbol)):
+            continue
+        try:
+            zeros = sympy.solveset(node.base, symbol, sympy.S.Reals)
+        except (NotImplementedError, TypeError, ValueError):
+            continue
+        if isinstance(zeros, sympy.FiniteSet):
+            found |= {b for b in zeros if b.is_real}
+        elif isinstance(zeros, sympy.Interval) or (
+                isinstance(zeros, sympy.Union) and all(isinstance(part, sympy.Interval) for part in zeros.args)):
+            found |= {b for b in zeros.boundary if b.is_real and b.is_finite}
+    return found
+
+
 def _removable(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr) -> bool:
     try:
         left, right = (sympy.limit(expr, symbol, point, side) for side in ("-", "+"))
@@ -504,7 +524,7 @@ def _invert_analytic(f, symbol, y, region=None):
         try:
             solutions += [s for s in sympy.solve(sympy.Eq(y, f), symbol, check=check) if s not in solutions]
         except (NotImplementedError, ValueError):
-            pass
+            continue  # no candidates from this mode: the other's (or none, refused below) stand
     # an odd root as the real one: solve gives y**(1/3) for x**3, complex (the principal root) for y < 0
     odd_root = lambda e: (isinstance(e, sympy.Pow) and e.exp.is_Rational and e.exp.p == 1 and e.exp.q % 2 == 1
                           and e.exp.q > 1)

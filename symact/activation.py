@@ -159,7 +159,7 @@ def _keywords_used_as_names(text: str) -> list[str]:
                     "True", "False", "None") and token.string not in found:
                 found.append(token.string)
     except (TokenError, SyntaxError):
-        pass
+        pass  # an unbalanced formula: the keywords before the error are what it has
     return found
 
 
@@ -1620,23 +1620,16 @@ def _check_surrogate(act: Activation, what: str) -> None:
 def _poles_at_zeros_of_denominators(expr: sympy.Expr, x: sympy.Symbol) -> list:
     """Real zeros of the bases of negative powers in ``expr`` where a one-sided limit of ``expr`` is not finite:
     the poles SymPy's continuity domain misses behind sign, Heaviside or a Piecewise (sign(x)/x at 0)."""
-    from ._properties import one_sided_limit  # noqa: PLC0415
+    from ._properties import one_sided_limit, zeros_of_denominators  # noqa: PLC0415
 
     poles = []
-    for node in sympy.preorder_traversal(expr):
-        if not (isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.has(x)):
-            continue
+    for b in sorted(zeros_of_denominators(expr, x), key=lambda p: (abs(float(p)), float(p))):
         try:
-            zeros = sympy.solveset(node.base, x, sympy.S.Reals)
+            limits = [one_sided_limit(expr, x, b, side) for side in (1, -1)]
         except (NotImplementedError, TypeError, ValueError):
             continue
-        for b in (zeros if isinstance(zeros, sympy.FiniteSet) else ()):
-            try:
-                limits = [one_sided_limit(expr, x, b, side) for side in (1, -1)]
-            except (NotImplementedError, TypeError, ValueError):
-                continue
-            if any(not (lim.is_finite and lim.is_real) for lim in limits) and b not in poles:
-                poles.append(b)
+        if any(not (lim.is_finite and lim.is_real) for lim in limits):
+            poles.append(b)
     return poles
 
 
