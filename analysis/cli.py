@@ -505,17 +505,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors also print the ``--json`` error object when the command
+    line asked for JSON: argparse wrote only its text to stderr, so a script reading stdout got nothing."""
+
+    json_errors = False  # set by main() from the raw command line, before parsing can fail
+
+    def error(self, message: str):  # type: ignore[override]
+        if _Parser.json_errors:
+            print(json.dumps({"error": "UsageError", "message": f"{self.prog}: {message}"}))
+        super().error(message)
+
+
+def _asks_for_json(argv: Sequence[str]) -> bool:
+    words = list(argv)
+    return "--json" in (words[: words.index("--")] if "--" in words else words)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
-    act_common = argparse.ArgumentParser(add_help=False)
+    act_common = _Parser(add_help=False)
     act_common.add_argument("--param", action="append", metavar="NAME=VALUE",
                             help="override an activation parameter (repeatable), e.g. --param negative_slope=0.2")
     act_common.add_argument("--surrogate", default=None, metavar="FORMULA",
                             help="surrogate gradient that backpropagation uses in place of phi' (a formula in x "
                                  "and the parameters), e.g. --surrogate 'Heaviside(x + 1/20, 0)'")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="symact",
         description="Symbolic and numeric analysis of activation functions: derive formulas, kernel maps, "
                     "kernel shaping, torch code, and verification of the predictions on trained networks.",
@@ -592,7 +609,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _Parser.json_errors = _asks_for_json(argv)
+    try:
+        args = parser.parse_args(argv)
+    finally:
+        _Parser.json_errors = False
     try:
         return int(args.func(args))
     except SymactError as exc:

@@ -690,3 +690,26 @@ def test_verify_with_bad_arguments_creates_no_output_folder(tmp_path, capsys, ba
     assert main(["verify", "--level", "tiny", "--out", str(out), "--no-progress", *bad]) == 2
     assert not out.exists()
     assert "symact verify: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["maps", "tanh", "--json", "--dps", "abc"], "argument --dps: invalid int value: 'abc'"),
+    (["maps", "--json"], "the following arguments are required: act"),
+    (["shape", "tanh", "--graph", "mlp:3", "--method", "ntk", "--json"], "invalid choice: 'ntk'"),
+    (["derive", "tanh", "--json", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_a_usage_error_under_json_prints_the_json_error_object(args, says):
+    """argparse's errors (a bad --dps, a missing argument, an unknown flag) wrote only text to stderr, so
+    `symact ... --json | jq` read nothing from stdout where every other error gives {"error", "message"}."""
+    out = symact_in_process(*args)
+    assert out.returncode == 2 and says in out.stderr  # argparse's own text and exit code stay
+    payload = json.loads(out.stdout)
+    assert payload["error"] == "UsageError" and says in payload["message"]
+
+
+def test_a_usage_error_without_json_prints_nothing_on_stdout():
+    out = symact_in_process("maps", "tanh", "--dps", "abc")
+    assert out.returncode == 2 and out.stdout == "" and "invalid int value" in out.stderr
+    # "--json" after "--" is an operand, not the flag
+    out = symact_in_process("maps", "--", "--json")
+    assert out.returncode == 2 and out.stdout == ""
