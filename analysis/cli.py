@@ -511,6 +511,12 @@ class _Parser(argparse.ArgumentParser):
 
     json_errors = False  # set by main() from the raw command line, before parsing can fail
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse (before Python 3.13) reads "-1e-3" as an option, not a negative number: `maps --c -1e-3`
+        # was "unrecognized arguments" while --c -0.001 worked.  No option of ours looks like a number.
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
     def error(self, message: str):  # type: ignore[override]
         if _Parser.json_errors:
             print(json.dumps({"error": "UsageError", "message": f"{self.prog}: {message}"}))

@@ -486,13 +486,33 @@ class _Funcs:
 # KernelMaps
 # ----------------------------------------------------------------------------------------
 
+def _plain_number(v):
+    """A scalar argument as a number the engines take (int, float, mpf or SymPy), exactly: a
+    ``Fraction`` as a SymPy Rational, a ``Decimal`` as the decimal it spells, a NumPy or 0-dim torch
+    scalar as its Python value (``np.float32(0.5)``, ``Fraction(1, 2)`` and ``Decimal("0.5")`` reached
+    ``mpmath.mpf`` and raised a bare TypeError).  Anything else is returned as it is."""
+    import decimal
+    import fractions
+
+    if isinstance(v, fractions.Fraction):
+        return sympy.Rational(v.numerator, v.denominator)
+    if isinstance(v, decimal.Decimal):
+        return sympy.Rational(str(v)) if v.is_finite() else float(v)
+    if isinstance(v, np.generic) or (type(v).__module__.startswith("torch") and getattr(v, "ndim", None) == 0):
+        return v.item()
+    return v
+
+
 def _at_precision(method):
     """Run a public method with dps + 10 working digits, whatever the caller's mpmath.mp.dps;
-    the method rounds its result to ``dps`` digits itself (``_out``)."""
+    the method rounds its result to ``dps`` digits itself (``_out``).  Scalar arguments are taken
+    as plain numbers first (see :func:`_plain_number`)."""
     import functools
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
+        args = tuple(_plain_number(a) for a in args)
+        kwargs = {k: _plain_number(v) for k, v in kwargs.items()}
         with mpmath.workdps(self.dps + _GUARD):
             return method(self, *args, **kwargs)
 
@@ -1415,7 +1435,8 @@ class KernelMaps:
 
     def _mehler_terms(self, cv) -> int:
         """Terms of Mehler's series so that |c|^n < 10^-(dps + 12)."""
-        n = int(math.ceil((self.dps + _GUARD + 2) * math.log(10) / -math.log(abs(float(cv))))) + 2
+        # in mpmath: float(c) underflows to 0 for |c| < 1e-308 (--c 1e-400 crashed in math.log)
+        n = int(math.ceil((self.dps + _GUARD + 2) * math.log(10) / -float(mpmath.log(abs(mpmath.mpf(cv)))))) + 2
         return max(n, 8)
 
     def _mehler(self, cv, qv):
@@ -1440,17 +1461,22 @@ class KernelMaps:
         x = abs(cv)
         terms = self._mehler_terms(cv) + 20 * n
         min_extra, verify = 0, False
+        # a_k = 0 exactly for every even k of an odd phi (odd k of an even one): their rounding noise and
+        # error bound, ~10^-(dps + 10) of E|phi|, swamped a sum that is O(c) (tanh's C(1e-250) was refused)
+        vanishing = 0 if self._derivative_is_even(0, odd=True) else 1 if self._derivative_is_even(0) else None
+        kept = [k for k in range(n, 4000 + 40 * n) if k % 2 != vanishing]
         while True:
             def sums(a, extra_digits=0):
                 with mpmath.workdps(mpmath.mp.dps + extra_digits):
-                    t = [mpmath.ff(k, n) * a[k] ** 2 * cv ** (k - n) for k in range(n, len(a))]
+                    t = [mpmath.ff(k, n) * a[k] ** 2 * cv ** (k - n) if k % 2 != vanishing else mpmath.mpf(0)
+                         for k in range(n, len(a))]
                     return t, mpmath.fsum(t), mpmath.fsum(abs(v) for v in t)
 
             def measure(lists, errs):   # the a_k's absolute error against the sum (it may cancel)
                 (a,), (err,) = lists, errs
                 _, total, _ = sums(a)
                 return abs(total), mpmath.fsum(mpmath.ff(k, n) * (2 * abs(a[k]) + err) * err * x ** (k - n)
-                                               for k in range(n, len(a)))
+                                               for k in kept if k < len(a))
             (a,) = self._checked_hermite([qv], terms, measure, what, cv, min_extra=min_extra, verify=verify)
             _, _, its_extra, verified = self._served_hermite(qv, len(a))   # (the list just served)
             _, total, size = sums(a)

@@ -47,10 +47,13 @@ def to_jsonable(value: Any) -> Any:
         return to_jsonable(value.tolist())
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
-    if isinstance(value, int):
+    if isinstance(value, int) or getattr(value, "is_Integer", False):  # a SymPy Integer exactly, not as a float
         return int(value)
     if isinstance(value, float) or hasattr(value, "__float__"):
-        f = float(value)
+        try:
+            f = float(value)
+        except (TypeError, ValueError, OverflowError):  # SymPy's x, I, zoo; 10**400 as a SymPy Integer
+            return str(value)
         return f if math.isfinite(f) else str(f)
     if hasattr(value, "__dataclass_fields__"):
         return to_jsonable(asdict(value))

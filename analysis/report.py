@@ -61,7 +61,8 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 def format_measured(value: Any, tolerance: str) -> str:
     """``format_value`` with as many digits as it takes not to print a number of ``tolerance``
     that the value is not: 0.049996 against "< 0.05" shows as 0.049996, not as 0.05."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+    # an int prints exactly at any digits (and float(10**400) overflowed)
+    if not isinstance(value, float) or not math.isfinite(value):
         return format_value(value)
     bounds = {float(m) for m in _NUMBER.findall(str(tolerance))}
     for digits in range(4, 18):

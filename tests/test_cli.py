@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import mpmath
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -713,3 +714,16 @@ def test_a_usage_error_without_json_prints_nothing_on_stdout():
     # "--json" after "--" is an operand, not the flag
     out = symact_in_process("maps", "--", "--json")
     assert out.returncode == 2 and out.stdout == ""
+
+
+def test_maps_takes_negative_numbers_in_scientific_notation_and_tiny_c():
+    """`maps --c -1e-3` was "unrecognized arguments" (argparse took -1e-3 for an option; -0.001 worked), and
+    `--c 1e-400` a traceback (math domain error).  tanh is odd, so C(-c) = -C(c), and C(c) ~ C'(0) c."""
+    out = symact_in_process("maps", "tanh", "--dps", "15", "--json", "--q", "--c", "-1e-3", "1e-3", "1e-400", "0")
+    assert out.returncode == 0, out.stderr
+    values = {row["at"]: row for row in json.loads(out.stdout)["values"] if row["map"] == "C"}
+    assert float(values["-1e-3"]["value"]) == -float(values["1e-3"]["value"]) != 0
+    slope_at_0 = mpmath.mpf(values["0"]["derivative"])
+    assert mpmath.mpf(values["1e-400"]["value"]) / (slope_at_0 * mpmath.mpf("1e-400")) == pytest.approx(1, rel=1e-14)
+    out = symact_in_process("maps", "relu", "--dps", "15", "--q", "-2e-1")  # read as a number, then refused
+    assert out.returncode == 2 and "unrecognized" not in out.stderr and "q" in out.stderr

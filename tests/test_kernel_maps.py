@@ -1529,3 +1529,37 @@ def test_the_zero_activation_has_no_c_map_in_any_engine(engine):
                      lambda: maps.slope_at_1(), lambda: maps.value_at_0(), lambda: maps.curvature_at_1()):
         with pytest.raises(DomainError, match=r"Q\(1\) = 0.*C map.*undefined"):
             quantity()
+
+
+def test_c_map_of_an_odd_activation_at_tiny_c_is_its_slope_times_c():
+    """C(c) at |c| < 1e-308 crashed (float(c) underflowed to 0 into math.log: a bare ValueError, `symact
+    maps tanh --c 1e-400` a traceback), and from |c| ~ 1e-230 tanh was refused: the rounding noise of its
+    even Hermite coefficients (exactly 0 for an odd phi) swamped the O(c) sum.  For an odd phi
+    C(c) = C'(0) c + O(c^3); reference C'(0) = E[sech^2 z]^2 / E[tanh^2 z] by mpmath quadrature."""
+    with mpmath.workdps(40):
+        gauss_pdf = lambda z: mpmath.exp(-z * z / 2) / mpmath.sqrt(2 * mpmath.pi)  # noqa: E731
+        e_slope = mpmath.quad(lambda z: mpmath.sech(z) ** 2 * gauss_pdf(z), [-mpmath.inf, 0, mpmath.inf])
+        e_square = mpmath.quad(lambda z: mpmath.tanh(z) ** 2 * gauss_pdf(z), [-mpmath.inf, 0, mpmath.inf])
+        slope = e_slope ** 2 / e_square
+    maps = kernel_maps(sympy.tanh(x), dps=20, engine="mpmath")
+    for c in (mpmath.mpf("1e-400"), mpmath.mpf("-3e-250"), mpmath.mpf("1e-200")):
+        value = maps.c_map(c)
+        assert abs(value / (slope * c) - 1) < mpmath.mpf(10) ** -18
+        assert abs(maps.c_map_derivative(c) / slope - 1) < mpmath.mpf(10) ** -18
+
+
+def test_c_and_q_given_as_fraction_decimal_or_numpy_scalar_are_read_exactly():
+    """Fraction(1, 2), Decimal("0.5") and np.float32(0.5) reached mpmath.mpf and raised a bare TypeError."""
+    import decimal
+    import fractions
+
+    maps = kernel_maps(sympy.tanh(x), dps=20, engine="mpmath")
+    half = maps.c_map(0.5)
+    for c in (fractions.Fraction(1, 2), decimal.Decimal("0.5"), np.float32(0.5), torch_scalar(0.5)):
+        assert maps.c_map(c) == half and maps.c_map_derivative(c) == maps.c_map_derivative(0.5)
+    assert maps.q_map(fractions.Fraction(1, 2)) == maps.q_map(0.5) == maps.q_map(decimal.Decimal("0.5"))
+
+
+def torch_scalar(value):
+    torch = pytest.importorskip("torch")
+    return torch.tensor(value, dtype=torch.float64)

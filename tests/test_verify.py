@@ -368,6 +368,23 @@ def test_integers_are_printed_exactly_in_reports():
     assert format_value(10000) == "10000" and format_value(-12345) == "-12345"
     assert format_measured(12345, "< 20000") == "12345"
     assert "| 4000 | 123456 |" in markdown_table(("width", "steps"), [(4000, 123456)])
+    # beyond float64's range too: float(10**400) raised OverflowError
+    assert format_measured(10**400, "< 1") == str(10**400)
+
+
+def test_records_take_sympy_values_that_are_not_real_floats():
+    """to_jsonable called float() on anything with __float__: SymPy's Symbol, I and zoo raised a bare TypeError
+    (so did Job("x", {"act": Symbol("a")})), and Integer(10)**30 became the float 1e30."""
+    import sympy
+
+    from analysis.records import to_jsonable
+
+    values = {"symbol": sympy.Symbol("a"), "imaginary": sympy.I, "complex_infinity": sympy.zoo,
+              "big": sympy.Integer(10) ** 30, "half": sympy.Rational(1, 2), "infinity": sympy.oo}
+    out = json.loads(json.dumps(to_jsonable(values)))
+    assert out == {"symbol": "a", "imaginary": "I", "complex_infinity": "zoo", "big": 10**30, "half": 0.5,
+                   "infinity": "inf"}
+    assert Job("x", {"act": sympy.Symbol("a")}).to_dict()["spec"] == {"act": "a"}
 
 
 def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
