@@ -7,7 +7,7 @@ node names.  ``activation`` is stored opaquely on every activation node.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Mapping, Sequence
+from typing import AbstractSet, Any, Mapping, Sequence
 
 import networkx as nx
 import sympy
@@ -106,9 +106,11 @@ def resnet(blocks: Sequence[int] = (3, 4, 23, 3), variant: str = "v2", block: st
         raise InvalidGraphError(f"variant must be 'v1' or 'v2', not {variant!r}")
     if block not in ("bottleneck", "basic"):
         raise InvalidGraphError(f"block must be 'bottleneck' or 'basic', not {block!r}")
-    if isinstance(blocks, (str, bytes)) or not hasattr(blocks, "__iter__"):
+    # a dict or set iterates over its keys in no stage order: {1: 2} was read as blocks (1,)
+    if isinstance(blocks, (str, bytes, Mapping, AbstractSet)) or not hasattr(blocks, "__iter__"):
+        one_stage = f"blocks=[{blocks!r}] for one stage or " if isinstance(blocks, numbers.Number) else ""
         raise InvalidGraphError(f"blocks must be a sequence of block counts, one per stage, not {blocks!r}; "
-                                f"e.g. blocks=[{blocks!r}] for one stage or blocks=(3, 4, 6, 3)")
+                                f"e.g. {one_stage}blocks=(3, 4, 6, 3)")
     blocks = tuple(blocks)
     if not blocks or any(not is_whole_number(b, 1) for b in blocks):
         raise InvalidGraphError(f"blocks must be a non-empty sequence of positive ints, not {blocks!r}")
@@ -117,7 +119,7 @@ def resnet(blocks: Sequence[int] = (3, 4, 23, 3), variant: str = "v2", block: st
         projection = [True] * len(blocks) if block == "bottleneck" else [i > 0 for i in range(len(blocks))]
     elif isinstance(projection, bool):
         projection = [projection] * len(blocks)
-    elif isinstance(projection, (str, bytes)) or not hasattr(projection, "__iter__"):
+    elif isinstance(projection, (str, bytes, Mapping, AbstractSet)) or not hasattr(projection, "__iter__"):
         raise InvalidGraphError(f"projection must be a bool or one bool per stage, not {projection!r}")
     projection = list(projection)
     if len(projection) != len(blocks):
@@ -192,7 +194,7 @@ def multi_branch(branches: Sequence[int] = (0, 1, 2), blocks: int = 1, combine: 
     """
     if combine not in ("weighted_sum", "concat"):
         raise InvalidGraphError(f"combine must be 'weighted_sum' or 'concat', not {combine!r}")
-    if isinstance(branches, (str, bytes)) or not hasattr(branches, "__iter__"):
+    if isinstance(branches, (str, bytes, Mapping, AbstractSet)) or not hasattr(branches, "__iter__"):
         raise InvalidGraphError(f"branches must be a sequence of branch depths, one per branch, not "
                                 f"{branches!r}; e.g. branches=(0, 1, 2) for a shortcut and two branches")
     branches = tuple(branches)

@@ -498,7 +498,8 @@ def _check_normalised(node: Hashable, weights: Mapping[Hashable, Any]) -> None:
             raise InvalidGraphError(
                 f"weighted_sum {node!r}: the weight {w!r} of input {pred!r} is not finite; weights are "
                 f"finite real w_i with sum w_i**2 == 1, e.g. {{a: 0.6, b: 0.8}}")
-    square_sum = sum((w**2 for w in weights.values()), sympy.Integer(0) if any(
+    # w * w: a float's w**2 raises OverflowError past 1.3e154 (1e200 gave a bare error); w * w is inf
+    square_sum = sum((w * w for w in weights.values()), sympy.Integer(0) if any(
         isinstance(w, sympy.Basic) for w in weights.values()) else 0)
     if all(_is_exact(w) for w in weights.values()):
         ok = sympy.simplify(sympy.sympify(square_sum) - 1) == 0
@@ -643,7 +644,8 @@ def normalised_weights(weights: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         # a symbol beside a float ({a: w, b: 0.5}): float(w) would raise
         norm = sympy.sqrt(sum(sympy.sympify(w) ** 2 for w in weights.values()))
         return {p: sympy.sympify(w) / norm for p, w in weights.items()}
-    norm = math.sqrt(sum(float(w) ** 2 for w in weights.values()))
+    # hypot scales: the sum of squares overflowed for 1e200 (OverflowError) and underflowed to 0 for 1e-200
+    norm = math.hypot(*(float(w) for w in weights.values()))
     return {p: float(w) / norm if norm else float(w) for p, w in weights.items()}
 
 

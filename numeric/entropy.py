@@ -154,6 +154,18 @@ def _whole_number(name: str, value, least: int, what: str) -> int:
     return int(value)
 
 
+def _checked_dim(dim, ndim: int | None = None) -> int:
+    """``dim`` as an int, and within ``[-ndim, ndim)`` when ``ndim`` is given: ``dim=2`` on a 2-D tensor
+    reached torch's bare IndexError, ``dim=1.5`` a TypeError, and only at the first forward."""
+    if isinstance(dim, bool) or not is_whole_number(dim, -(1 << 62)):
+        raise DomainError(f"dim must be an integer (the dimension to normalise along, e.g. -1), got {dim!r}")
+    dim = int(dim)
+    if ndim is not None and not -max(ndim, 1) <= dim < max(ndim, 1):
+        raise DomainError(f"dim={dim} is out of range for a {ndim}-D tensor: use a dimension in "
+                          f"[{-max(ndim, 1)}, {max(ndim, 1) - 1}] (e.g. dim=-1, the last)")
+    return dim
+
+
 def _support_checks(n_support: int, n_ties: int, uniform: bool, target, log, tol) -> str | None:
     """Shared domain logic; returns 'zero', 'identity' or None (solve).  ``tol``: targets within
     it of log m count as log m (a target is given to finite precision)."""
@@ -413,6 +425,7 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     already uniform on its support keeps gamma = 1 (every gamma gives it that same distribution)."""
     logits = logits.detach()
     max_iterations = _whole_number("max_iterations", max_iterations, 0, _ITERATIONS)
+    dim = _checked_dim(dim, logits.dim())
     if not logits.is_floating_point():
         raise DomainError(f"logits must be a floating tensor, got {logits.dtype}; cast with .double() or .float()")
     if logits.dtype in _HALF:
@@ -675,7 +688,7 @@ class EntropyNormalize(torch.nn.Module):
         if target_entropy < 0:
             raise DomainError(f"target_entropy must be >= 0 nats, got {target_entropy}")
         self.target_entropy = float(target_entropy)
-        self.dim = dim
+        self.dim = _checked_dim(dim)
         self.max_iterations = _whole_number("max_iterations", max_iterations, 0, _ITERATIONS)
         if short_rows not in ("raise", "uniform"):  # was accepted here and refused only at the first forward
             raise DomainError(f"short_rows must be 'raise' or 'uniform', got {short_rows!r}")

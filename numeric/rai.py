@@ -344,6 +344,12 @@ class RAI(_torch_module_base()):
                 "pass e.g. torch.arange(n) or a slice of a permutation (index.reshape(-1).long()).")
         if int(x.shape[0]) != int(index.shape[0]):
             raise DomainError(f"RAI.loss_parts: {index.shape[0]} indices for {x.shape[0]} examples.")
+        if not index.numel():  # the means over no examples were NaN, returned without a word
+            raise DomainError("RAI.loss_parts: an empty batch (no example indices); pass at least one example.")
+        model_dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
+        if model_dtype is not None and getattr(x, "dtype", None) != model_dtype:  # torch's bare "mat1 and mat2"
+            raise DomainError(f"RAI.loss_parts: x has dtype {getattr(x, 'dtype', type(x).__name__)} but the model's "
+                              f"parameters are {model_dtype}; pass x.to({model_dtype}), as x_train was.")
         if self._is_all_examples(index):
             inputs = [x] + list(self.aux)  # full batch in order: skip 2K gather/scatter copies per step
         else:
@@ -372,6 +378,9 @@ class RAI(_torch_module_base()):
                     "applied after the auxiliary), or use relax_output=False.")
         output = output_loss(final, y, self.loss_name)
         weight = self.penalty.weight(step)
+        if weight == float("inf"):  # inf * consistency is inf, or NaN where the consistency is 0
+            raise DomainError(f"RAI at step {step}: the consistency weight has grown to inf ({self.penalty}); give "
+                              "the PenaltySchedule a finite maximum, e.g. maximum=1e4.")
         return RAILoss(output + weight * consistency, output, consistency, weight)
 
     def _is_all_examples(self, index: Any) -> bool:

@@ -864,3 +864,25 @@ def test_a_bool_target_is_refused_not_read_as_one_or_zero_nats(target):
         entropy_normalize(p, target)
     with pytest.raises(DomainError, match="target_entropy must be a number"):
         solve_entropy_gamma(p, target)
+
+
+@pytest.mark.parametrize("dim", [2, -3, 1.5, "x", True])
+def test_a_bad_dim_is_named_up_front(dim):
+    """dim=2 on a 2-D tensor reached torch's bare IndexError, dim=1.5 or "x" a TypeError, and the module
+    accepted them in __init__ and failed only at its first forward."""
+    p = torch.rand(3, 4, dtype=torch.float64)
+    with pytest.raises(DomainError, match="dim"):
+        EntropyNormalize(1.0, dim=dim)(p.log())
+    with pytest.raises(DomainError, match="dim"):
+        entropy_normalize(p, 1.0, dim=dim)
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        with pytest.raises(DomainError, match="dim must be an integer"):
+            EntropyNormalize(1.0, dim=dim)
+
+
+def test_dim_zero_normalises_columns():
+    """The check keeps every valid dim: along dim 0 each column reaches the target (entropy computed here)."""
+    p = torch.rand(5, 3, dtype=torch.float64) + 0.1
+    out = EntropyNormalize(1.0, dim=0)(p.log())
+    assert torch.allclose(out.sum(0), torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(-(out * out.log()).sum(0), torch.full((3,), 1.0, dtype=torch.float64), atol=1e-10)

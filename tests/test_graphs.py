@@ -195,6 +195,17 @@ def test_unnormalised_weights_are_rejected_with_the_normalised_form():
         graphs.validate(g)
 
 
+def test_huge_and_tiny_float_weights_get_the_normalised_form():
+    """{a: 1e200, b: 1e200} raised a bare OverflowError (a float's w**2 past 1.3e154), and the normalised
+    weights suggested for {a: 3e-200, b: 4e-200} were the weights themselves (the squares underflowed to 0)."""
+    g = chain(("x", "input", ()), ("l1", "linear", ("x",)), ("l2", "linear", ("x",)))
+    with pytest.raises(InvalidGraphError, match=r"squares sum to inf.*'l1': 0.707106781187, 'l2': 0.707106781187"):
+        graphs.add_weighted_sum(g, "sum", {"l1": 1e200, "l2": 1e200})
+    with pytest.raises(InvalidGraphError, match=r"not 1.*'l1': 0.6, 'l2': 0.8"):
+        graphs.add_weighted_sum(g, "sum", {"l1": 3e-200, "l2": 4e-200})
+    assert graphs.normalised_weights({"a": 3e200, "b": 4e200}) == pytest.approx({"a": 0.6, "b": 0.8}, rel=1e-15)
+
+
 def test_weight_tolerance_is_1e_12_for_floats_and_exact_for_sympy():
     g = chain(("x", "input", ()), ("l1", "linear", ("x",)), ("l2", "linear", ("x",)))
     w = 0.6 + 4e-13  # squares sum to 1 + 4.8e-13: within tolerance
@@ -670,3 +681,16 @@ def test_the_linear_time_sum_check_agrees_with_the_set_based_rule_on_random_grap
             with pytest.raises(InvalidGraphError, match="weighted_sum"):
                 graphs.validate(g)
     assert min(outcomes.values()) > 50  # both outcomes exercised
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: graphs.resnet(blocks={1: 2}), "blocks must be a sequence"),
+    (lambda: graphs.resnet(blocks={2, 3}), "blocks must be a sequence"),
+    (lambda: graphs.resnet(blocks=[1], block="basic", projection={True: 1}), "projection must be"),
+    (lambda: graphs.multi_branch(branches={0: 1, 1: 2}), "branches must be a sequence"),
+])
+def test_a_dict_or_set_is_not_taken_for_a_sequence_of_counts(build, message):
+    """resnet(blocks={1: 2}) (also `--graph resnet:blocks={1:2}`) built one stage of 1 block from the dict's
+    keys without a word; a set has no stage order either."""
+    with pytest.raises(InvalidGraphError, match=message):
+        build()

@@ -381,6 +381,24 @@ def test_indices_outside_the_auxiliaries_are_refused_not_wrapped():
               steps=2, batch_size=4)
 
 
+def test_loss_parts_names_a_wrong_dtype_an_empty_batch_and_an_infinite_weight():
+    """loss_parts passed an x of another dtype to torch ("mat1 and mat2 must have the same dtype"), returned NaN
+    for an empty batch, and a growing weight with no maximum reached inf: the total inf or NaN, without a word."""
+    x = torch.randn(6, 2)
+    y = torch.tensor([0, 1, 0, 1, 1, 0]).float()
+    index = torch.arange(6)
+    rai = RAI(_small_net(), x, loss="bce_logits")
+    assert math.isfinite(rai.loss_parts(index, x, y).total.detach().item())
+    with pytest.raises(DomainError, match=r"x has dtype torch.float64 but the model's parameters are torch.float32"):
+        rai.loss_parts(index, x.double(), y)
+    with pytest.raises(DomainError, match="empty batch"):
+        rai.loss_parts(index[:0], x[:0], y[:0])
+    growing = RAI(_small_net(), x, loss="bce_logits", penalty=PenaltySchedule(1.0, growth=2.0))
+    assert growing.loss_parts(index, x, y, step=1000).weight == 2.0 ** 1000  # finite: still a number
+    with pytest.raises(DomainError, match=r"weight has grown to inf.*finite maximum"):
+        growing.loss_parts(index, x, y, step=1100)
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"x_train": torch.randn(6, 2).double()}, DomainError, r"x_train has dtype torch.float64 but the model's"),
     ({"x_train": torch.randn(6, 2).numpy()}, DomainError, r"floating-point torch tensor.*got ndarray"),
