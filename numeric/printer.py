@@ -755,16 +755,34 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
 _GROWING = (sympy.exp, sympy.sinh, sympy.cosh, Expm1)
 
 
+def _scaled_expm1(u: sympy.Expr) -> sympy.Expr:
+    """Expm1(u)*exp(-Max(u, 0)) = Expm1(Min(u, 0)) - Expm1(-Max(u, 0)), in [-1, 1) for every u (one of the two
+    terms is 0, so nothing cancels)."""
+    return Expm1(sympy.Min(u, 0)) - Expm1(-sympy.Max(u, 0))
+
+
 def _exp_sum(total: Add, inputs: tuple) -> list | None:
     """[(k, b)] with ``total`` = sum of k*exp(b), k free of growing functions of the inputs (a term without an
-    exp has b = 0); None unless it is such a sum with an exp of an input in it."""
+    exp has b = 0); None unless it is such a sum with an exp of an input in it.  A factor Expm1(u)**n (n a
+    positive integer, u an input's function) counts as exp(n*Max(u, 0)) times the bounded
+    (Expm1(u)*exp(-Max(u, 0)))**n: the slope of atan(exp(x) - 1), exp(x)/(Expm1(x)**2 + 1), was inf/inf = NaN
+    from x = 88.7 in float32 (709.8 in float64), where it is ~exp(-x)."""
     terms = []
     for term in Add.make_args(total):
-        exps = [f for f in Mul.make_args(term) if isinstance(f, sympy.exp)]
-        k = Mul(*[f for f in Mul.make_args(term) if not isinstance(f, sympy.exp)])
+        exponent, k, scaled = S.Zero, [], []
+        for f in Mul.make_args(term):
+            base, power = f.as_base_exp()
+            if isinstance(f, sympy.exp):
+                exponent += f.args[0]
+            elif isinstance(base, Expm1) and base.has(*inputs) and power.is_Integer and power.is_positive:
+                exponent += power * sympy.Max(base.args[0], 0)
+                scaled.append(_scaled_expm1(base.args[0]) ** power)
+            else:
+                k.append(f)
+        k = Mul(*k)
         if any(g.has(*inputs) for g in k.atoms(*_GROWING)):
             return None
-        terms.append((k, Add(*[e.args[0] for e in exps])))
+        terms.append((Mul(k, *scaled), exponent))
     return terms if any(b.has(*inputs) for _, b in terms) else None
 
 
@@ -784,6 +802,12 @@ def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
         base, power = factor.as_base_exp()
         if isinstance(factor, sympy.exp):
             exponent += factor.args[0]
+            continue
+        if isinstance(base, Expm1) and base.has(*inputs) and power.is_Integer and power.is_positive:
+            # a factor of the numerator as in _exp_sum: Expm1(x)*exp(2*x)/(Expm1(x)**2 + 1)**2 in the slope of
+            # exp(x)/(1 + (exp(x) - 1)**2) was inf*0 = NaN from x = 88.7 in float32
+            exponent += power * sympy.Max(base.args[0], 0)
+            others.append(_scaled_expm1(base.args[0]) ** power)
             continue
         terms = _exp_sum(base, inputs) if isinstance(base, Add) and power.is_Rational else None
         if terms is not None:

@@ -1265,3 +1265,16 @@ def test_an_arctangent_beside_its_half_pi_times_a_common_factor_keeps_its_digits
     if dtype == torch.float64:
         points += [-1e30, 1e30]
     _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["atan(exp(x) - 1)", "exp(x)/(1 + (exp(x) - 1)**2)"])
+def test_an_expm1_in_a_sum_of_exponentials_is_normalised_with_them(formula, dtype):
+    """The slope of atan(exp(x) - 1), exp(x)/(Expm1(x)**2 + 1), was inf/inf = NaN from x = 88.7 in float32 (709.8
+    in float64), where it is ~exp(-x): the safe form's Expm1 hid the exponential from the quotient's
+    normalisation, and so did Expm1(x) in the numerator of exp(x)/(1 + (exp(x) - 1)**2)'s slope (inf*0).  Expm1(u)
+    now counts as exp(Max(u, 0)) times Expm1(u)*exp(-Max(u, 0)) in [-1, 1).  Reference: mpmath at 50 digits of the
+    formula and of SymPy's derivative."""
+    points = [-800.0, -300.0, -100.0, -30.0, -3.0, -0.5, -1e-3, 1e-3, 0.5, 3.0, 30.0, 80.0, 88.0, 90.0, 100.0,
+              300.0, 800.0, 1e4, 1e30]
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
