@@ -538,6 +538,31 @@ def _mirrored_pairs(terms: list) -> list:
     return terms
 
 
+def _shifted_sigmoid_pairs(terms: list) -> list:
+    """k*g*Sigmoid(a) - k*g*Sigmoid(b) with a - b = d a nonzero number -> k*(1 - exp(-d))*g*Sigmoid(a)*Sigmoid(-b)
+    (Sigmoid(a) - Sigmoid(b) = (exp(a) - exp(b))/((1 + exp(a))*(1 + exp(b)))): the difference of two sigmoids
+    one shift apart cancels where both are near 1, the product does not.  x*Sigmoid(x) - x*Sigmoid(x - 1) was
+    0.0 from x = 18 in float32 (38 in float64), where it is ~(e - 1)*x*exp(-x) (4.7e-7 at x = 18)."""
+    def sigmoids(term):
+        k, f = split_numeric_factor(term)
+        factors = Mul.make_args(f)
+        return k, [(s, Mul(*[g for g in factors if g is not s])) for s in factors
+                   if isinstance(s, Sigmoid) and not s.args[0].is_number]
+
+    split = [sigmoids(term) for term in terms]
+    for i, (k, first) in enumerate(split):
+        for j, (c, second) in enumerate(split):
+            if j == i or k == 0 or c != -k:
+                continue
+            for a, rest in first:
+                for b, other in second:
+                    d = sympy.expand(a.args[0] - b.args[0])
+                    if other == rest and d.is_number and d.is_nonzero:
+                        pair = k * (1 - sympy.exp(-d)) * rest * a * Sigmoid(sympy.expand(-b.args[0]))
+                        return _replace_pair(terms, terms[i], terms[j], pair)
+    return terms
+
+
 def _softplus_less_its_argument(terms: list) -> list:
     """k*Softplus(u) - k*u -> k*Softplus(-u) (log(1 + exp(u)) - u = log(exp(-u) + 1)): the difference
     cancels to exp(-u) for large u, 0 from u = 17 in float32 where the value is 4e-8; -u may
@@ -815,7 +840,8 @@ def _erfcx_curvature_terms(terms: list) -> list:
 
 
 def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Expr:
-    terms = _softplus_less_its_argument(_mirrored_pairs(_atan_tail_derivative(_group_erf_terms(list(expr.args)))))
+    terms = _softplus_less_its_argument(_shifted_sigmoid_pairs(_mirrored_pairs(
+        _atan_tail_derivative(_group_erf_terms(list(expr.args))))))
     if rationalise:  # like the other patches, not inside an existing Piecewise (whose branch it writes)
         terms = _atan_beside_its_half_pi(_tanh_shrink_terms(terms))
     changed = True
@@ -1425,6 +1451,8 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
       ``m >= n`` (``exp(2x)*sqrt(Sigmoid(-2x)) -> exp(x)*sqrt(Sigmoid(2x))``);
     * ``k*exp(u) +- k*exp(-u) -> 2k*cosh(u)``, ``2k*sinh(u)`` (a quotient of the two becomes ``tanh``),
       ``k*Sigmoid(u) - k*Sigmoid(-u) -> k*tanh(u/2)``, ``k*Softplus(u) - k*u -> k*Softplus(-u)``;
+    * ``k*g*Sigmoid(a) - k*g*Sigmoid(b)`` with ``a - b = d`` a nonzero number ->
+      ``k*(1 - exp(-d))*g*Sigmoid(a)*Sigmoid(-b)`` (no cancellation where both sigmoids are near 1);
     * ``log(k1*exp(a1) + k2*exp(a2)) -> log(k1) + a1 + Softplus(a2 - a1 + log(k2/k1))`` (``k1, k2 > 0``,
       a number term is ``k*exp(0)``), ``log(k*cosh(u)) -> log(k) +
       Piecewise((Log1p(2*sinh(u/2)**2), |u| < 1), (u + Softplus(-2u) - log(2), True))``;

@@ -1278,3 +1278,16 @@ def test_an_expm1_in_a_sum_of_exponentials_is_normalised_with_them(formula, dtyp
     points = [-800.0, -300.0, -100.0, -30.0, -3.0, -0.5, -1e-3, 1e-3, 0.5, 3.0, 30.0, 80.0, 88.0, 90.0, 100.0,
               300.0, 800.0, 1e4, 1e30]
     _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x*sigmoid(x) - x*sigmoid(x - 1)", "sigmoid(x + 2) - sigmoid(x)",
+                                     "x*sigmoid(2*x) - x*sigmoid(2*x - 3)"])
+def test_a_difference_of_sigmoids_one_shift_apart_keeps_its_digits(formula, dtype):
+    """x*sigmoid(x) - x*sigmoid(x - 1) cancels where both sigmoids are near 1: it was 15% off at x = 15 and 0.0 from
+    x = 18 in float32 (38 in float64), where it is ~(e - 1)*x*exp(-x), and its slope lost its digits alike.  The
+    pair is now k*(1 - exp(-d))*g*Sigmoid(a)*Sigmoid(-b), d = a - b.  Reference: mpmath at 50 digits of the
+    formula and of SymPy's derivative (the slope away from its zero, near x = 1.5 for the first formula)."""
+    points = [-1e30, -1e5, -300.0, -80.0, -30.0, -3.0, -0.5, 0.3, 3.0, 15.0, 18.0, 30.0, 40.0, 80.0, 300.0, 1e5,
+              1e30]
+    _check_against_mpmath(formula, points, dtype, rtol=64 * float(torch.finfo(dtype).eps))
