@@ -826,7 +826,48 @@ def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
         shift = sympy.Max(*[b for _, b in terms])
         exponent += power * shift
         normalised.append(Add(*[k * sympy.exp(b - shift) for k, b in terms]) ** power)
-    return Mul(*others, sympy.exp(exponent), *normalised)
+    factors = [*others, *normalised]
+    clamp = _clamp_beside_normalised_exp(factors, exponent, inputs)
+    if clamp is not None:
+        factors = [f.xreplace({inputs[0]: clamp}) for f in factors]
+    return Mul(*factors, sympy.exp(exponent))
+
+
+def _clamp_beside_normalised_exp(factors: list, exponent: sympy.Expr, inputs: tuple):
+    """x clamped to [-B, B] (one side of it) for the factors beside exp(E) in a normalised quotient, E piecewise
+    polynomial in one input (its Max shifts), where E <= -800 for every |x| >= B on the side(s) where it decays
+    (the product is 0 there in every format, as the exact one is far below the smallest subnormal), and the
+    factors are not finite at some large |x| as they stand: the slope of exp(x)/(1 + x**2*exp(2*x)) holds
+    x*(x + 1)*exp(2*x - s)/(x**2*exp(2*x - s) + exp(-s)), inf/inf = NaN from |x| = 1.8e19 in float32 (1.3e154
+    in float64), where it is 0.  None where no clamp is needed or none can help."""
+    if len(inputs) != 1:
+        return None
+    (x,) = inputs
+    if exponent.free_symbols != {x} or exponent.has(sympy.Piecewise, _Select, _Masked) or any(
+            not isinstance(node, (Add, Mul, Pow, sympy.Max, sympy.Min, sympy.Symbol, sympy.Number))
+            for node in sympy.preorder_traversal(exponent)):
+        return None
+    import mpmath
+
+    try:
+        function = sympy.lambdify(x, exponent, modules="mpmath")
+        reach = {}
+        with mpmath.workdps(30):
+            for side in (1, -1):
+                values = [function(mpmath.mpf(side) * mpmath.mpf(2) ** j) for j in range(0, 1025)]
+                if values[-1] > -800:
+                    continue
+                k = 1024
+                while k > 0 and values[k - 1] <= -800:
+                    k -= 1
+                reach[side] = 2.0**k
+    except Exception:  # noqa: BLE001 - an exponent mpmath cannot evaluate: no clamp
+        return None
+    if not reach:
+        return None
+    side = 0 if len(reach) == 2 else next(iter(reach))
+    decaying = sympy.exp(exponent)
+    return _decaying_clamp((*factors, decaying), decaying, exponent, max(reach.values()), side, x)
 
 
 def _decay(f: sympy.Expr, x: sympy.Symbol, depth: float = 800.0):
@@ -1596,6 +1637,21 @@ class _Emitter:
         if (len(numerator) == 1 and not denominator and isinstance(numerator[0], Pow) and numerator[0].exp == 2
                 and bool(0 < abs(coeff) < 1)):
             return self._scaled_square(numerator[0].base, coeff)
+        # an input's square below a numerator: divided by the input twice, the last step, so that x**2 does not
+        # overflow first (the slope of (exp(x) - 1)/x, ((x - 1)*exp(x) + 1)/x**2, was inf/inf = NaN at x = 1e30 in
+        # float32, where it is inf, and x**3/x**2-like quotients 0 from |x| = 1.8e19)
+        twice = [f for f in denominator if isinstance(f, Pow) and f.exp == 2 and f.base in self.full_symbols]
+        if numerator and len(twice) == 1:
+            denominator.remove(twice[0])
+            quotient = self.mul(Mul(coeff, *numerator, *[1 / f for f in denominator], evaluate=False))
+            base = self.value(twice[0].base)
+            if not self.inplace:
+                return self.assign(f"{quotient.code} / {base.code} / {base.code}", full=quotient.full or base.full)
+            if not self.can_mutate(quotient) or (base.full and not quotient.full):
+                quotient = self.assign(f"torch.div({quotient.code}, {base.code})", full=quotient.full or base.full)
+            else:
+                self.mutate(quotient, f"div_({base.code})")
+            return self.mutate(quotient, f"div_({base.code})")
         num_ops = [self.value(f) for f in numerator]
         den_ops = [self.value(f) for f in denominator]
         c = number_literal(coeff)

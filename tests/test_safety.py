@@ -1291,3 +1291,18 @@ def test_a_difference_of_sigmoids_one_shift_apart_keeps_its_digits(formula, dtyp
     points = [-1e30, -1e5, -300.0, -80.0, -30.0, -3.0, -0.5, 0.3, 3.0, 15.0, 18.0, 30.0, 40.0, 80.0, 300.0, 1e5,
               1e30]
     _check_against_mpmath(formula, points, dtype, rtol=64 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["(exp(x) - 1)/x", "exp(x)/(1 + x**2*exp(2*x))", "x*exp(x)/(1 + x**2*exp(2*x))"])
+def test_a_slope_is_not_nan_where_the_square_of_the_input_overflows(formula, dtype):
+    """The slope of (exp(x) - 1)/x, ((x - 1)*exp(x) + 1)/x**2, was inf/inf = NaN from x = 1.8e19 in float32 (1.3e154
+    in float64), where it is inf: the input's square below a numerator is now divided out one factor at a time.
+    The slope of exp(x)/(1 + x**2*exp(2*x)) holds x*(x + 1)*exp(2*x - s)/(x**2*exp(2*x - s) + exp(-s)), inf/inf =
+    NaN there too (and its value at 3e38 in float32), where the slope is 0: beside the normalised quotient's
+    exp(x - Max(0, 2*x)), 0 in every format from |x| = 1024, x is clamped to +-1024.  Reference: mpmath at 50 digits of the formula and SymPy's derivative."""
+    # not 88.7 < x < 93.2 in float32 (652 < x < 716 in float64): there (exp(x) - 1)/x is finite but Expm1(x) is not
+    points = [-1e30, -1e20, -1e5, -800.0, -30.0, -3.0, -0.5, -1e-3, 1e-3, 0.5, 3.0, 30.0, 80.0, 800.0, 1e5, 1e20,
+              1e30, 3e38]
+    points += [-1e200, 1e200, 1e300] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
