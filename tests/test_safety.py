@@ -1300,7 +1300,8 @@ def test_a_slope_is_not_nan_where_the_square_of_the_input_overflows(formula, dty
     in float64), where it is inf: the input's square below a numerator is now divided out one factor at a time.
     The slope of exp(x)/(1 + x**2*exp(2*x)) holds x*(x + 1)*exp(2*x - s)/(x**2*exp(2*x - s) + exp(-s)), inf/inf =
     NaN there too (and its value at 3e38 in float32), where the slope is 0: beside the normalised quotient's
-    exp(x - Max(0, 2*x)), 0 in every format from |x| = 1024, x is clamped to +-1024.  Reference: mpmath at 50 digits of the formula and SymPy's derivative."""
+    exp(x - Max(0, 2*x)), 0 in every format from |x| = 1024, x is clamped to +-1024.  Reference: mpmath at 50
+    digits of the formula and SymPy's derivative."""
     # not 88.7 < x < 93.2 in float32 (652 < x < 716 in float64): there (exp(x) - 1)/x is finite but Expm1(x) is not
     points = [-1e30, -1e20, -1e5, -800.0, -30.0, -3.0, -0.5, -1e-3, 1e-3, 0.5, 3.0, 30.0, 80.0, 800.0, 1e5, 1e20,
               1e30, 3e38]
