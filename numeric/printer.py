@@ -1150,6 +1150,9 @@ def _rational_tails(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
             replaced = _rational_tail_of_abs(part, x)
             if replaced is not None:
                 return rest * replaced
+        replaced = _grouped_rational_tail(part, x) if part.free_symbols == {x} else None
+        if replaced is not None:
+            return rest * replaced
         if isinstance(e, Mul):
             # the rational factors of a product with other functions of x: 2*x*tanh(x)/(x**2 + 1) (log(1 +
             # x**2)*tanh(x)'s derivative) was x*(1/inf) = 0 from |x| = 1.8e19 in float32 (2e-30 at 1e30)
@@ -1206,6 +1209,72 @@ def _rational_tail_of_abs(e: sympy.Expr, x: sympy.Symbol):
 
 
 def _rational_tail(e: sympy.Expr, x: sympy.Symbol):
+    form = _rational_tail_form(e, x)
+    if form is None or _agree_at_large_arguments(e, form[0], x):
+        return None
+    tail, bound, inside = form
+    inner = sympy.Abs(x) <= bound
+    # the tail's mask is ~(|x| <= T), unevaluated: |x| > T is false for a NaN, which the mask replaced
+    # by 2*T (log(1 + x**2)'s gradient at NaN was 2/128), where ~ lets it through
+    return _Select(inner, e.xreplace({x: _Masked(x, inner, inside)}),
+                   tail.xreplace({x: _Masked(x, sympy.Not(inner, evaluate=False), S(2 * bound))}))
+
+
+def _grouped_rational_tail(part: sympy.Expr, x: sympy.Symbol):
+    """R(x)*(sum of r_t(x)*F_t(x)), R and r_t rational, F_t other functions of x -> a branch beyond |x| = T holding
+    sum over the distinct F of F*(R*sum of its r_t) with each rational function in its w-form (see
+    :func:`_rational_tails`), where the product evaluated as it stands is not finite at some |x| in [1e10, max].
+    The slope of x*log(1 + x**2)/(1 + x**2), (Log1p(x**2)*(1 - x**2) + 2*x**2)/(x**4 + 2*x**2 + 1), was -0.0
+    from |x| = 4.3e9 in float32 (x**4 overflowed; the slope is ~-2*log(x)/x**2, -5.3e-23 at 1e12) and NaN from
+    1.8e19.  Within T the product is left as it is."""
+    if not isinstance(part, Mul):
+        return None
+
+    def rational(f):
+        return f.free_symbols <= {x} and f.is_rational_function(x)
+
+    sums = [f for f in part.args if isinstance(f, Add) and not rational(f)]
+    others = [f for f in part.args if f not in sums]
+    if len(sums) != 1 or not all(rational(f) for f in others) or sums[0].has(_Select, _Masked, sympy.Piecewise):
+        return None
+    groups: dict = {}
+    for term in sums[0].args:
+        functions = Mul(*[f for f in Mul.make_args(term) if not rational(f)])
+        groups[functions] = groups.get(functions, S.Zero) + Mul(*[f for f in Mul.make_args(term) if rational(f)])
+    if len(groups) < 2:
+        return None
+    import numpy as np
+
+    try:
+        with np.errstate(all="ignore"):
+            numeric = sympy.lambdify(x, part, modules=_numpy_functions())
+            if _finite_in_numpy(numeric, [10.0**k for k in range(10, 309, 2)]):
+                return None
+    except Exception:  # noqa: BLE001 - a function numpy cannot evaluate: left as it is
+        return None
+    forms = []
+    for functions, coefficient in groups.items():
+        q = Mul(*others) * coefficient
+        form = _rational_tail_form(q, x) if q.has(x) else (q, 64, S.Zero)
+        if form is None:
+            return None
+        forms.append((functions, q, form))
+    bound = max(form[1] for _, _, form in forms)
+    denominators = [sympy.fraction(sympy.cancel(q))[1] for _, q, _ in forms]
+    inside = next((p for p in (S.Zero, S(bound) / 2, S(-bound) / 2)
+                   if all(d.xreplace({x: p}) != 0 for d in denominators)), None)
+    if inside is None:
+        return None
+    inner = sympy.Abs(x) <= bound
+    outer = _Masked(x, sympy.Not(inner, evaluate=False), S(2 * bound))
+    tail = Add(*[(functions * form[0]).xreplace({x: outer}) for functions, _, form in forms])
+    return _Select(inner, part.xreplace({x: _Masked(x, inner, inside)}), tail)
+
+
+def _rational_tail_form(e: sympy.Expr, x: sympy.Symbol):
+    """(tail, T, inside) for a rational function of x (see :func:`_rational_tails`): its w-form, the bound past
+    which the leading terms dominate and a point within it where the denominator is not 0; None where there is
+    none (coefficients that are not rational, degree below 2, a bound above 2**20)."""
     numerator, denominator = sympy.fraction(sympy.cancel(e))
     try:
         n, d = sympy.Poly(numerator, x), sympy.Poly(denominator, x)
@@ -1223,19 +1292,13 @@ def _rational_tail(e: sympy.Expr, x: sympy.Symbol):
             / _horner_in([c / scale for c in d.all_coeffs()[::-1]], w))
     tail = tail * (x**excess if excess > 0 else w**-excess)
     tail = tail.xreplace({w: 1 / x})
-    if _agree_at_large_arguments(e, tail, x):
-        return None
     bound = max(64, _dominance_bound(n), _dominance_bound(d))
     if bound > 2**20:
         return None
-    inner = sympy.Abs(x) <= bound
     inside = next((p for p in (S.Zero, S(bound) / 2, S(-bound) / 2) if d.eval(p) != 0), None)
     if inside is None:
         return None
-    # the tail's mask is ~(|x| <= T), unevaluated: |x| > T is false for a NaN, which the mask replaced
-    # by 2*T (log(1 + x**2)'s gradient at NaN was 2/128), where ~ lets it through
-    return _Select(inner, e.xreplace({x: _Masked(x, inner, inside)}),
-                   tail.xreplace({x: _Masked(x, sympy.Not(inner, evaluate=False), S(2 * bound))}))
+    return tail, bound, inside
 
 
 def _horner_in(coefficients: list, w: sympy.Expr) -> sympy.Expr:

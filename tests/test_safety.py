@@ -1307,3 +1307,18 @@ def test_a_slope_is_not_nan_where_the_square_of_the_input_overflows(formula, dty
               1e30, 3e38]
     points += [-1e200, 1e200, 1e300] if dtype == torch.float64 else []
     _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x*log(1 + x**2)/(1 + x**2)", "x*atan(x)/(1 + x**2)"])
+def test_a_sum_of_rational_multiples_of_a_function_over_a_polynomial_takes_the_rational_tail(formula, dtype):
+    """The slope of x*log(1 + x**2)/(1 + x**2), (Log1p(x**2)*(1 - x**2) + 2*x**2)/(x**4 + 2*x**2 + 1), was -0.0 from
+    |x| = 4.3e9 in float32, where x**4 overflowed (-5.3e-23 at 1e12), and NaN from 1.8e19 (x*atan(x)/(1 + x**2)'s
+    alike).  Beyond |x| = 64 each
+    function's rational multiple, Log1p(x**2)*(1 - x**2)/(x**2 + 1)**2 and 2*x**2/(x**2 + 1)**2, now takes its
+    w = 1/x form.  Reference: mpmath at 50 digits of the formula and SymPy's derivative (not between 1.8e19 and
+    4e19 in float32, 1e154 and 2e154 in float64, where the w-form's 1/x**2 underflows to 0 for a normal slope)."""
+    points = [-1e30, -1e19, -1e15, -1e12, -5e9, -1e5, -65.0, -63.0, -1.5, -1e-3, 0.5, 1.5, 63.0, 65.0, 100.0, 1e5,
+              5e9, 1e12, 1e15, 1e19, 1e30, 3e38]
+    points += [-1e300, -1e100, 1e77, 1e100, 1e300] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
