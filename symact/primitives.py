@@ -1162,6 +1162,12 @@ def _exp_into_denominator(mul: sympy.Mul) -> sympy.Expr:
             if not (m.is_Rational and m > 0):
                 continue
             a = min(m, -other.exp)  # the powers of exp(w) absorbed
+            if not a.is_Integer and a != -other.exp:
+                # a fractional part of the sum's power would leave two roots of sums, each overflowing on its
+                # side where the product does not: x*exp(-x)/(2 + exp(-2*x)) became x/(sqrt(2 + exp(-2*x))*
+                # sqrt(2*exp(2*x) + 1)), 0 from x = 88.7 in float32 where it is 9.9e-38 at 89; as it stands, the
+                # printer divides the sum by its largest exponential where the code runs
+                continue
             remaining = [g for n, g in enumerate(factors) if n not in (i, j)]
             return Mul(*remaining, sympy.exp((m - a) * w), (k + const * sympy.exp(-w)) ** -a,
                        other.base ** (other.exp + a))
