@@ -1232,8 +1232,9 @@ _EXPONENTIAL_QUOTIENTS = {
     # its value was printed as x/(sqrt(2)*hypot(exp(x), 1/2)*hypot(exp(-x), 2)), no quotient of exps: 0 from
     # x = 88.7 in float32 where it is 3.7e-38 at 90; the safe form now leaves the quotient whole
     "x*exp(-x)/(2 + exp(-2*x))": {}, "exp(x)/(3 + exp(2*x))**(3/2)": {},
-    # its slope, 1 - x*(x + 1)*exp(2*x)/(x**2*exp(2*x) + 1) times the value, cancels to ~1/x: ~x ulps (not judged)
-    "exp(x)/sqrt(1 + x**2*exp(2*x))": {"slopes": False},
+    # its slope, 1 - x*(x + 1)*exp(2*x)/(x**2*exp(2*x) + 1) times the value, cancelled to ~1/x: ~x ulps; the sum
+    # is now one quotient, (1 - x*exp(2*x))/(x**2*exp(2*x) + 1)
+    "exp(x)/sqrt(1 + x**2*exp(2*x))": {},
 }
 
 
@@ -1322,3 +1323,16 @@ def test_a_sum_of_rational_multiples_of_a_function_over_a_polynomial_takes_the_r
               5e9, 1e12, 1e15, 1e19, 1e30, 3e38]
     points += [-1e300, -1e100, 1e77, 1e100, 1e300] if dtype == torch.float64 else []
     _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_ratio_that_cancels_against_a_constant_is_combined_into_one_quotient(dtype):
+    """The slope of exp(x)/sqrt(1 + x**2*exp(2*x)) held 1 - x*(x + 1)*exp(2*x)/(x**2*exp(2*x) + 1), -1/x for large x
+    from terms ~1: 0.14% off at x = 1e5 in float32, 0 (for -1e-24) at 1e12.  The sum is now the one quotient
+    (1 - x*exp(2*x))/(x**2*exp(2*x) + 1): its numerator's x**2*exp(2*x) cancelled exactly.  Reference: mpmath at 50
+    digits of the formula and SymPy's derivative, out to where the denominator's (x**2)**(3/2) overflows (not
+    judged beyond: the slope is 0 from x = 7e12 in float32, 5.6e102 in float64, where it is -1/x**2, and the
+    value 0 from 1.8e19 in float32, where it is 1/x)."""
+    points = [-300.0, -30.0, -1.0, 0.3, 1.0, 3.0, 30.0, 300.0, 1e5, 1e7, 1e12]
+    points += [1e30, 1e100] if dtype == torch.float64 else []
+    _check_against_mpmath("exp(x)/sqrt(1 + x**2*exp(2*x))", points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
