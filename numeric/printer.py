@@ -755,16 +755,34 @@ def _clamp_beside_decaying_factor(product: Mul, inputs: tuple) -> sympy.Expr:
 _GROWING = (sympy.exp, sympy.sinh, sympy.cosh, Expm1)
 
 
+def _scaled_expm1(u: sympy.Expr) -> sympy.Expr:
+    """Expm1(u)*exp(-Max(u, 0)) = Expm1(Min(u, 0)) - Expm1(-Max(u, 0)), in [-1, 1) for every u (one of the two
+    terms is 0, so nothing cancels)."""
+    return Expm1(sympy.Min(u, 0)) - Expm1(-sympy.Max(u, 0))
+
+
 def _exp_sum(total: Add, inputs: tuple) -> list | None:
     """[(k, b)] with ``total`` = sum of k*exp(b), k free of growing functions of the inputs (a term without an
-    exp has b = 0); None unless it is such a sum with an exp of an input in it."""
+    exp has b = 0); None unless it is such a sum with an exp of an input in it.  A factor Expm1(u)**n (n a
+    positive integer, u an input's function) counts as exp(n*Max(u, 0)) times the bounded
+    (Expm1(u)*exp(-Max(u, 0)))**n: the slope of atan(exp(x) - 1), exp(x)/(Expm1(x)**2 + 1), was inf/inf = NaN
+    from x = 88.7 in float32 (709.8 in float64), where it is ~exp(-x)."""
     terms = []
     for term in Add.make_args(total):
-        exps = [f for f in Mul.make_args(term) if isinstance(f, sympy.exp)]
-        k = Mul(*[f for f in Mul.make_args(term) if not isinstance(f, sympy.exp)])
+        exponent, k, scaled = S.Zero, [], []
+        for f in Mul.make_args(term):
+            base, power = f.as_base_exp()
+            if isinstance(f, sympy.exp):
+                exponent += f.args[0]
+            elif isinstance(base, Expm1) and base.has(*inputs) and power.is_Integer and power.is_positive:
+                exponent += power * sympy.Max(base.args[0], 0)
+                scaled.append(_scaled_expm1(base.args[0]) ** power)
+            else:
+                k.append(f)
+        k = Mul(*k)
         if any(g.has(*inputs) for g in k.atoms(*_GROWING)):
             return None
-        terms.append((k, Add(*[e.args[0] for e in exps])))
+        terms.append((Mul(k, *scaled), exponent))
     return terms if any(b.has(*inputs) for _, b in terms) else None
 
 
@@ -785,6 +803,12 @@ def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
         if isinstance(factor, sympy.exp):
             exponent += factor.args[0]
             continue
+        if isinstance(base, Expm1) and base.has(*inputs) and power.is_Integer and power.is_positive:
+            # a factor of the numerator as in _exp_sum: Expm1(x)*exp(2*x)/(Expm1(x)**2 + 1)**2 in the slope of
+            # exp(x)/(1 + (exp(x) - 1)**2) was inf*0 = NaN from x = 88.7 in float32
+            exponent += power * sympy.Max(base.args[0], 0)
+            others.append(_scaled_expm1(base.args[0]) ** power)
+            continue
         terms = _exp_sum(base, inputs) if isinstance(base, Add) and power.is_Rational else None
         if terms is not None:
             sums.append((terms, power))
@@ -802,7 +826,48 @@ def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
         shift = sympy.Max(*[b for _, b in terms])
         exponent += power * shift
         normalised.append(Add(*[k * sympy.exp(b - shift) for k, b in terms]) ** power)
-    return Mul(*others, sympy.exp(exponent), *normalised)
+    factors = [*others, *normalised]
+    clamp = _clamp_beside_normalised_exp(factors, exponent, inputs)
+    if clamp is not None:
+        factors = [f.xreplace({inputs[0]: clamp}) for f in factors]
+    return Mul(*factors, sympy.exp(exponent))
+
+
+def _clamp_beside_normalised_exp(factors: list, exponent: sympy.Expr, inputs: tuple):
+    """x clamped to [-B, B] (one side of it) for the factors beside exp(E) in a normalised quotient, E piecewise
+    polynomial in one input (its Max shifts), where E <= -800 for every |x| >= B on the side(s) where it decays
+    (the product is 0 there in every format, as the exact one is far below the smallest subnormal), and the
+    factors are not finite at some large |x| as they stand: the slope of exp(x)/(1 + x**2*exp(2*x)) holds
+    x*(x + 1)*exp(2*x - s)/(x**2*exp(2*x - s) + exp(-s)), inf/inf = NaN from |x| = 1.8e19 in float32 (1.3e154
+    in float64), where it is 0.  None where no clamp is needed or none can help."""
+    if len(inputs) != 1:
+        return None
+    (x,) = inputs
+    if exponent.free_symbols != {x} or exponent.has(sympy.Piecewise, _Select, _Masked) or any(
+            not isinstance(node, (Add, Mul, Pow, sympy.Max, sympy.Min, sympy.Symbol, sympy.Number))
+            for node in sympy.preorder_traversal(exponent)):
+        return None
+    import mpmath
+
+    try:
+        function = sympy.lambdify(x, exponent, modules="mpmath")
+        reach = {}
+        with mpmath.workdps(30):
+            for side in (1, -1):
+                values = [function(mpmath.mpf(side) * mpmath.mpf(2) ** j) for j in range(0, 1025)]
+                if values[-1] > -800:
+                    continue
+                k = 1024
+                while k > 0 and values[k - 1] <= -800:
+                    k -= 1
+                reach[side] = 2.0**k
+    except Exception:  # noqa: BLE001 - an exponent mpmath cannot evaluate: no clamp
+        return None
+    if not reach:
+        return None
+    side = 0 if len(reach) == 2 else next(iter(reach))
+    decaying = sympy.exp(exponent)
+    return _decaying_clamp((*factors, decaying), decaying, exponent, max(reach.values()), side, x)
 
 
 def _decay(f: sympy.Expr, x: sympy.Symbol, depth: float = 800.0):
@@ -1085,6 +1150,9 @@ def _rational_tails(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
             replaced = _rational_tail_of_abs(part, x)
             if replaced is not None:
                 return rest * replaced
+        replaced = _grouped_rational_tail(part, x) if part.free_symbols == {x} else None
+        if replaced is not None:
+            return rest * replaced
         if isinstance(e, Mul):
             # the rational factors of a product with other functions of x: 2*x*tanh(x)/(x**2 + 1) (log(1 +
             # x**2)*tanh(x)'s derivative) was x*(1/inf) = 0 from |x| = 1.8e19 in float32 (2e-30 at 1e30)
@@ -1141,6 +1209,72 @@ def _rational_tail_of_abs(e: sympy.Expr, x: sympy.Symbol):
 
 
 def _rational_tail(e: sympy.Expr, x: sympy.Symbol):
+    form = _rational_tail_form(e, x)
+    if form is None or _agree_at_large_arguments(e, form[0], x):
+        return None
+    tail, bound, inside = form
+    inner = sympy.Abs(x) <= bound
+    # the tail's mask is ~(|x| <= T), unevaluated: |x| > T is false for a NaN, which the mask replaced
+    # by 2*T (log(1 + x**2)'s gradient at NaN was 2/128), where ~ lets it through
+    return _Select(inner, e.xreplace({x: _Masked(x, inner, inside)}),
+                   tail.xreplace({x: _Masked(x, sympy.Not(inner, evaluate=False), S(2 * bound))}))
+
+
+def _grouped_rational_tail(part: sympy.Expr, x: sympy.Symbol):
+    """R(x)*(sum of r_t(x)*F_t(x)), R and r_t rational, F_t other functions of x -> a branch beyond |x| = T holding
+    sum over the distinct F of F*(R*sum of its r_t) with each rational function in its w-form (see
+    :func:`_rational_tails`), where the product evaluated as it stands is not finite at some |x| in [1e10, max].
+    The slope of x*log(1 + x**2)/(1 + x**2), (Log1p(x**2)*(1 - x**2) + 2*x**2)/(x**4 + 2*x**2 + 1), was -0.0
+    from |x| = 4.3e9 in float32 (x**4 overflowed; the slope is ~-2*log(x)/x**2, -5.3e-23 at 1e12) and NaN from
+    1.8e19.  Within T the product is left as it is."""
+    if not isinstance(part, Mul):
+        return None
+
+    def rational(f):
+        return f.free_symbols <= {x} and f.is_rational_function(x)
+
+    sums = [f for f in part.args if isinstance(f, Add) and not rational(f)]
+    others = [f for f in part.args if f not in sums]
+    if len(sums) != 1 or not all(rational(f) for f in others) or sums[0].has(_Select, _Masked, sympy.Piecewise):
+        return None
+    groups: dict = {}
+    for term in sums[0].args:
+        functions = Mul(*[f for f in Mul.make_args(term) if not rational(f)])
+        groups[functions] = groups.get(functions, S.Zero) + Mul(*[f for f in Mul.make_args(term) if rational(f)])
+    if len(groups) < 2:
+        return None
+    import numpy as np
+
+    try:
+        with np.errstate(all="ignore"):
+            numeric = sympy.lambdify(x, part, modules=_numpy_functions())
+            if _finite_in_numpy(numeric, [10.0**k for k in range(10, 309, 2)]):
+                return None
+    except Exception:  # noqa: BLE001 - a function numpy cannot evaluate: left as it is
+        return None
+    forms = []
+    for functions, coefficient in groups.items():
+        q = Mul(*others) * coefficient
+        form = _rational_tail_form(q, x) if q.has(x) else (q, 64, S.Zero)
+        if form is None:
+            return None
+        forms.append((functions, q, form))
+    bound = max(form[1] for _, _, form in forms)
+    denominators = [sympy.fraction(sympy.cancel(q))[1] for _, q, _ in forms]
+    inside = next((p for p in (S.Zero, S(bound) / 2, S(-bound) / 2)
+                   if all(d.xreplace({x: p}) != 0 for d in denominators)), None)
+    if inside is None:
+        return None
+    inner = sympy.Abs(x) <= bound
+    outer = _Masked(x, sympy.Not(inner, evaluate=False), S(2 * bound))
+    tail = Add(*[(functions * form[0]).xreplace({x: outer}) for functions, _, form in forms])
+    return _Select(inner, part.xreplace({x: _Masked(x, inner, inside)}), tail)
+
+
+def _rational_tail_form(e: sympy.Expr, x: sympy.Symbol):
+    """(tail, T, inside) for a rational function of x (see :func:`_rational_tails`): its w-form, the bound past
+    which the leading terms dominate and a point within it where the denominator is not 0; None where there is
+    none (coefficients that are not rational, degree below 2, a bound above 2**20)."""
     numerator, denominator = sympy.fraction(sympy.cancel(e))
     try:
         n, d = sympy.Poly(numerator, x), sympy.Poly(denominator, x)
@@ -1158,19 +1292,13 @@ def _rational_tail(e: sympy.Expr, x: sympy.Symbol):
             / _horner_in([c / scale for c in d.all_coeffs()[::-1]], w))
     tail = tail * (x**excess if excess > 0 else w**-excess)
     tail = tail.xreplace({w: 1 / x})
-    if _agree_at_large_arguments(e, tail, x):
-        return None
     bound = max(64, _dominance_bound(n), _dominance_bound(d))
     if bound > 2**20:
         return None
-    inner = sympy.Abs(x) <= bound
     inside = next((p for p in (S.Zero, S(bound) / 2, S(-bound) / 2) if d.eval(p) != 0), None)
     if inside is None:
         return None
-    # the tail's mask is ~(|x| <= T), unevaluated: |x| > T is false for a NaN, which the mask replaced
-    # by 2*T (log(1 + x**2)'s gradient at NaN was 2/128), where ~ lets it through
-    return _Select(inner, e.xreplace({x: _Masked(x, inner, inside)}),
-                   tail.xreplace({x: _Masked(x, sympy.Not(inner, evaluate=False), S(2 * bound))}))
+    return tail, bound, inside
 
 
 def _horner_in(coefficients: list, w: sympy.Expr) -> sympy.Expr:
@@ -1572,6 +1700,21 @@ class _Emitter:
         if (len(numerator) == 1 and not denominator and isinstance(numerator[0], Pow) and numerator[0].exp == 2
                 and bool(0 < abs(coeff) < 1)):
             return self._scaled_square(numerator[0].base, coeff)
+        # an input's square below a numerator: divided by the input twice, the last step, so that x**2 does not
+        # overflow first (the slope of (exp(x) - 1)/x, ((x - 1)*exp(x) + 1)/x**2, was inf/inf = NaN at x = 1e30 in
+        # float32, where it is inf, and x**3/x**2-like quotients 0 from |x| = 1.8e19)
+        twice = [f for f in denominator if isinstance(f, Pow) and f.exp == 2 and f.base in self.full_symbols]
+        if numerator and len(twice) == 1:
+            denominator.remove(twice[0])
+            quotient = self.mul(Mul(coeff, *numerator, *[1 / f for f in denominator], evaluate=False))
+            base = self.value(twice[0].base)
+            if not self.inplace:
+                return self.assign(f"{quotient.code} / {base.code} / {base.code}", full=quotient.full or base.full)
+            if not self.can_mutate(quotient) or (base.full and not quotient.full):
+                quotient = self.assign(f"torch.div({quotient.code}, {base.code})", full=quotient.full or base.full)
+            else:
+                self.mutate(quotient, f"div_({base.code})")
+            return self.mutate(quotient, f"div_({base.code})")
         num_ops = [self.value(f) for f in numerator]
         den_ops = [self.value(f) for f in denominator]
         c = number_literal(coeff)

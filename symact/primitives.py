@@ -538,6 +538,31 @@ def _mirrored_pairs(terms: list) -> list:
     return terms
 
 
+def _shifted_sigmoid_pairs(terms: list) -> list:
+    """k*g*Sigmoid(a) - k*g*Sigmoid(b) with a - b = d a nonzero number -> k*(1 - exp(-d))*g*Sigmoid(a)*Sigmoid(-b)
+    (Sigmoid(a) - Sigmoid(b) = (exp(a) - exp(b))/((1 + exp(a))*(1 + exp(b)))): the difference of two sigmoids
+    one shift apart cancels where both are near 1, the product does not.  x*Sigmoid(x) - x*Sigmoid(x - 1) was
+    0.0 from x = 18 in float32 (38 in float64), where it is ~(e - 1)*x*exp(-x) (4.7e-7 at x = 18)."""
+    def sigmoids(term):
+        k, f = split_numeric_factor(term)
+        factors = Mul.make_args(f)
+        return k, [(s, Mul(*[g for g in factors if g is not s])) for s in factors
+                   if isinstance(s, Sigmoid) and not s.args[0].is_number]
+
+    split = [sigmoids(term) for term in terms]
+    for i, (k, first) in enumerate(split):
+        for j, (c, second) in enumerate(split):
+            if j == i or k == 0 or c != -k:
+                continue
+            for a, rest in first:
+                for b, other in second:
+                    d = sympy.expand(a.args[0] - b.args[0])
+                    if other == rest and d.is_number and d.is_nonzero:
+                        pair = k * (1 - sympy.exp(-d)) * rest * a * Sigmoid(sympy.expand(-b.args[0]))
+                        return _replace_pair(terms, terms[i], terms[j], pair)
+    return terms
+
+
 def _softplus_less_its_argument(terms: list) -> list:
     """k*Softplus(u) - k*u -> k*Softplus(-u) (log(1 + exp(u)) - u = log(exp(-u) + 1)): the difference
     cancels to exp(-u) for large u, 0 from u = 17 in float32 where the value is 4e-8; -u may
@@ -814,8 +839,43 @@ def _erfcx_curvature_terms(terms: list) -> list:
     return terms
 
 
+def _quotient_that_cancels_its_partner(terms: list, inputs: tuple) -> sympy.Expr | None:
+    """K + c*N/D (D a sum holding an exp of an input, K the other terms) -> (K*D + c*N)/D where the expanded
+    numerator loses terms to exact cancellation: the ratio tends to -K where the sum cancels to its small
+    difference.  The slope of exp(x)/sqrt(1 + x**2*exp(2*x)) holds 1 - x*(x + 1)*exp(2*x)/(x**2*exp(2*x) + 1),
+    which is -1/x for large x from terms ~1: ~x ulps (0.14% off at x = 1e5 in float32, 0 for -1e-24 at 1e12);
+    the numerator x**2*exp(2*x) + 1 - x*(x + 1)*exp(2*x) is 1 - x*exp(2*x), with no cancellation
+    but at its root.  Only small sums (six terms at most, no Piecewise)."""
+    for term in terms:
+        factors = Mul.make_args(term)
+        below = [f for f in factors if isinstance(f, Pow) and f.exp == -1 and isinstance(f.base, Add)]
+        if len(below) != 1:
+            continue
+        d = below[0].base
+        if (len(Add.make_args(d)) > 6 or d.has(sympy.Piecewise)
+                or not any(isinstance(f, sympy.exp) and f.has(*inputs) for f in sympy.preorder_traversal(d))):
+            continue
+        rest = [t for t in terms if t is not term]
+        if not rest or any(t.has(sympy.Piecewise) for t in rest) or term.has(sympy.Piecewise):
+            continue
+        numerator = Mul(*[f for f in factors if f is not below[0]])
+        parts = [sympy.expand(t * d) for t in rest] + [sympy.expand(numerator)]
+        if sum(len(Add.make_args(p)) for p in parts) > 12:
+            continue
+        combined = sympy.expand(Add(*parts))
+
+        def monomials(e):
+            return {t.as_coeff_Mul()[1] for t in Add.make_args(e)}
+
+        # a monomial of the parts cancelled exactly (like terms merely merging, -x + 2*x, is no cancellation)
+        if combined != 0 and not monomials(combined) >= set().union(*map(monomials, parts)):
+            return combined / d
+    return None
+
+
 def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Expr:
-    terms = _softplus_less_its_argument(_mirrored_pairs(_atan_tail_derivative(_group_erf_terms(list(expr.args)))))
+    terms = _softplus_less_its_argument(_shifted_sigmoid_pairs(_mirrored_pairs(
+        _atan_tail_derivative(_group_erf_terms(list(expr.args))))))
     if rationalise:  # like the other patches, not inside an existing Piecewise (whose branch it writes)
         terms = _atan_beside_its_half_pi(_tanh_shrink_terms(terms))
     changed = True
@@ -882,6 +942,10 @@ def _rewrite_add(expr: sympy.Add, rationalise: bool, inputs: tuple) -> sympy.Exp
     if rationalise:
         terms = _erfcx_curvature_terms(_erfcx_slope_terms(_expm1_less_linear_terms(terms)))
     result = Add(*terms)
+    if isinstance(result, Add) and len(inputs) >= 1:
+        combined = _quotient_that_cancels_its_partner(list(result.args), inputs)
+        if combined is not None:
+            return combined
     if isinstance(result, Add) and len(inputs) >= 1:
         result = _factor_polynomial(result, inputs)
     if rationalise and isinstance(result, Add):
@@ -1136,6 +1200,12 @@ def _exp_into_denominator(mul: sympy.Mul) -> sympy.Expr:
             if not (m.is_Rational and m > 0):
                 continue
             a = min(m, -other.exp)  # the powers of exp(w) absorbed
+            if not a.is_Integer and a != -other.exp:
+                # a fractional part of the sum's power would leave two roots of sums, each overflowing on its
+                # side where the product does not: x*exp(-x)/(2 + exp(-2*x)) became x/(sqrt(2 + exp(-2*x))*
+                # sqrt(2*exp(2*x) + 1)), 0 from x = 88.7 in float32 where it is 9.9e-38 at 89; as it stands, the
+                # printer divides the sum by its largest exponential where the code runs
+                continue
             remaining = [g for n, g in enumerate(factors) if n not in (i, j)]
             return Mul(*remaining, sympy.exp((m - a) * w), (k + const * sympy.exp(-w)) ** -a,
                        other.base ** (other.exp + a))
@@ -1425,6 +1495,10 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
       ``m >= n`` (``exp(2x)*sqrt(Sigmoid(-2x)) -> exp(x)*sqrt(Sigmoid(2x))``);
     * ``k*exp(u) +- k*exp(-u) -> 2k*cosh(u)``, ``2k*sinh(u)`` (a quotient of the two becomes ``tanh``),
       ``k*Sigmoid(u) - k*Sigmoid(-u) -> k*tanh(u/2)``, ``k*Softplus(u) - k*u -> k*Softplus(-u)``;
+    * ``K + c*N/D`` (``D`` a small sum holding an exp of an input) -> ``(K*D + c*N)/D`` where a monomial of the
+      expanded numerator cancels exactly (``1 - x*(x + 1)*exp(2x)/(x**2*exp(2x) + 1) -> (1 - x*exp(2x))/(...)``);
+    * ``k*g*Sigmoid(a) - k*g*Sigmoid(b)`` with ``a - b = d`` a nonzero number ->
+      ``k*(1 - exp(-d))*g*Sigmoid(a)*Sigmoid(-b)`` (no cancellation where both sigmoids are near 1);
     * ``log(k1*exp(a1) + k2*exp(a2)) -> log(k1) + a1 + Softplus(a2 - a1 + log(k2/k1))`` (``k1, k2 > 0``,
       a number term is ``k*exp(0)``), ``log(k*cosh(u)) -> log(k) +
       Piecewise((Log1p(2*sinh(u/2)**2), |u| < 1), (u + Softplus(-2u) - log(2), True))``;

@@ -1229,11 +1229,12 @@ def test_exp_times_erfc_inside_a_users_piecewise_uses_erfcx(formula, dtype):
 _EXPONENTIAL_QUOTIENTS = {
     "atan(x*exp(x))": {}, "exp(x)/(1 + x**2*exp(2*x))": {}, "x*exp(x)/(1 + x**2*exp(2*x))": {},
     "exp(x)/(1 + exp(x) + exp(3*x))": {},
-    # its value is printed as x/(sqrt(2)*hypot(exp(x), 1/2)*hypot(exp(-x), 2)), no quotient of exps: 0 from
-    # x = 89 in float32 where it is 3.7e-38 (not judged here)
-    "x*exp(-x)/(2 + exp(-2*x))": {"values": False},
-    # its slope, 1 - x*(x + 1)*exp(2*x)/(x**2*exp(2*x) + 1) times the value, cancels to ~1/x: ~x ulps (not judged)
-    "exp(x)/sqrt(1 + x**2*exp(2*x))": {"slopes": False},
+    # its value was printed as x/(sqrt(2)*hypot(exp(x), 1/2)*hypot(exp(-x), 2)), no quotient of exps: 0 from
+    # x = 88.7 in float32 where it is 3.7e-38 at 90; the safe form now leaves the quotient whole
+    "x*exp(-x)/(2 + exp(-2*x))": {}, "exp(x)/(3 + exp(2*x))**(3/2)": {},
+    # its slope, 1 - x*(x + 1)*exp(2*x)/(x**2*exp(2*x) + 1) times the value, cancelled to ~1/x: ~x ulps; the sum
+    # is now one quotient, (1 - x*exp(2*x))/(x**2*exp(2*x) + 1)
+    "exp(x)/sqrt(1 + x**2*exp(2*x))": {},
 }
 
 
@@ -1265,3 +1266,73 @@ def test_an_arctangent_beside_its_half_pi_times_a_common_factor_keeps_its_digits
     if dtype == torch.float64:
         points += [-1e30, 1e30]
     _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["atan(exp(x) - 1)", "exp(x)/(1 + (exp(x) - 1)**2)"])
+def test_an_expm1_in_a_sum_of_exponentials_is_normalised_with_them(formula, dtype):
+    """The slope of atan(exp(x) - 1), exp(x)/(Expm1(x)**2 + 1), was inf/inf = NaN from x = 88.7 in float32 (709.8
+    in float64), where it is ~exp(-x): the safe form's Expm1 hid the exponential from the quotient's
+    normalisation, and so did Expm1(x) in the numerator of exp(x)/(1 + (exp(x) - 1)**2)'s slope (inf*0).  Expm1(u)
+    now counts as exp(Max(u, 0)) times Expm1(u)*exp(-Max(u, 0)) in [-1, 1).  Reference: mpmath at 50 digits of the
+    formula and of SymPy's derivative."""
+    points = [-800.0, -300.0, -100.0, -30.0, -3.0, -0.5, -1e-3, 1e-3, 0.5, 3.0, 30.0, 80.0, 88.0, 90.0, 100.0,
+              300.0, 800.0, 1e4, 1e30]
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x*sigmoid(x) - x*sigmoid(x - 1)", "sigmoid(x + 2) - sigmoid(x)",
+                                     "x*sigmoid(2*x) - x*sigmoid(2*x - 3)"])
+def test_a_difference_of_sigmoids_one_shift_apart_keeps_its_digits(formula, dtype):
+    """x*sigmoid(x) - x*sigmoid(x - 1) cancels where both sigmoids are near 1: it was 15% off at x = 15 and 0.0 from
+    x = 18 in float32 (38 in float64), where it is ~(e - 1)*x*exp(-x), and its slope lost its digits alike.  The
+    pair is now k*(1 - exp(-d))*g*Sigmoid(a)*Sigmoid(-b), d = a - b.  Reference: mpmath at 50 digits of the
+    formula and of SymPy's derivative (the slope away from its zero, near x = 1.5 for the first formula)."""
+    points = [-1e30, -1e5, -300.0, -80.0, -30.0, -3.0, -0.5, 0.3, 3.0, 15.0, 18.0, 30.0, 40.0, 80.0, 300.0, 1e5,
+              1e30]
+    _check_against_mpmath(formula, points, dtype, rtol=64 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["(exp(x) - 1)/x", "exp(x)/(1 + x**2*exp(2*x))", "x*exp(x)/(1 + x**2*exp(2*x))"])
+def test_a_slope_is_not_nan_where_the_square_of_the_input_overflows(formula, dtype):
+    """The slope of (exp(x) - 1)/x, ((x - 1)*exp(x) + 1)/x**2, was inf/inf = NaN from x = 1.8e19 in float32 (1.3e154
+    in float64), where it is inf: the input's square below a numerator is now divided out one factor at a time.
+    The slope of exp(x)/(1 + x**2*exp(2*x)) holds x*(x + 1)*exp(2*x - s)/(x**2*exp(2*x - s) + exp(-s)), inf/inf =
+    NaN there too (and its value at 3e38 in float32), where the slope is 0: beside the normalised quotient's
+    exp(x - Max(0, 2*x)), 0 in every format from |x| = 1024, x is clamped to +-1024.  Reference: mpmath at 50
+    digits of the formula and SymPy's derivative."""
+    # not 88.7 < x < 93.2 in float32 (652 < x < 716 in float64): there (exp(x) - 1)/x is finite but Expm1(x) is not
+    points = [-1e30, -1e20, -1e5, -800.0, -30.0, -3.0, -0.5, -1e-3, 1e-3, 0.5, 3.0, 30.0, 80.0, 800.0, 1e5, 1e20,
+              1e30, 3e38]
+    points += [-1e200, 1e200, 1e300] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x*log(1 + x**2)/(1 + x**2)", "x*atan(x)/(1 + x**2)"])
+def test_a_sum_of_rational_multiples_of_a_function_over_a_polynomial_takes_the_rational_tail(formula, dtype):
+    """The slope of x*log(1 + x**2)/(1 + x**2), (Log1p(x**2)*(1 - x**2) + 2*x**2)/(x**4 + 2*x**2 + 1), was -0.0 from
+    |x| = 4.3e9 in float32, where x**4 overflowed (-5.3e-23 at 1e12), and NaN from 1.8e19 (x*atan(x)/(1 + x**2)'s
+    alike).  Beyond |x| = 64 each
+    function's rational multiple, Log1p(x**2)*(1 - x**2)/(x**2 + 1)**2 and 2*x**2/(x**2 + 1)**2, now takes its
+    w = 1/x form.  Reference: mpmath at 50 digits of the formula and SymPy's derivative (not between 1.8e19 and
+    4e19 in float32, 1e154 and 2e154 in float64, where the w-form's 1/x**2 underflows to 0 for a normal slope)."""
+    points = [-1e30, -1e19, -1e15, -1e12, -5e9, -1e5, -65.0, -63.0, -1.5, -1e-3, 0.5, 1.5, 63.0, 65.0, 100.0, 1e5,
+              5e9, 1e12, 1e15, 1e19, 1e30, 3e38]
+    points += [-1e300, -1e100, 1e77, 1e100, 1e300] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_ratio_that_cancels_against_a_constant_is_combined_into_one_quotient(dtype):
+    """The slope of exp(x)/sqrt(1 + x**2*exp(2*x)) held 1 - x*(x + 1)*exp(2*x)/(x**2*exp(2*x) + 1), -1/x for large x
+    from terms ~1: 0.14% off at x = 1e5 in float32, 0 (for -1e-24) at 1e12.  The sum is now the one quotient
+    (1 - x*exp(2*x))/(x**2*exp(2*x) + 1): its numerator's x**2*exp(2*x) cancelled exactly.  Reference: mpmath at 50
+    digits of the formula and SymPy's derivative, out to where the denominator's (x**2)**(3/2) overflows (not
+    judged beyond: the slope is 0 from x = 7e12 in float32, 5.6e102 in float64, where it is -1/x**2, and the
+    value 0 from 1.8e19 in float32, where it is 1/x)."""
+    points = [-300.0, -30.0, -1.0, 0.3, 1.0, 3.0, 30.0, 300.0, 1e5, 1e7, 1e12]
+    points += [1e30, 1e100] if dtype == torch.float64 else []
+    _check_against_mpmath("exp(x)/sqrt(1 + x**2*exp(2*x))", points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
