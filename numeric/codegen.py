@@ -730,7 +730,9 @@ def _gradient_over_intervals(g: sympy.Symbol, derivative: sympy.Expr, inputs: tu
                 pieces.append((part.start, part.end, part.left_open, part.right_open, value))
             else:
                 return product
-    pieces.sort(key=lambda p: (p[0], p[2]))
+    # bool(): SymPy's true/false do not order (two pieces starting at one kink raised a bare TypeError:
+    # "A Boolean argument can only be used in Eq and Ne", uniform-smoothed hardtanh at width 1)
+    pieces.sort(key=lambda p: (p[0], bool(p[2])))
     # the pieces tile the real line from -oo: each is taken where x is at most its right end
     if pieces[0][0] != -sympy.oo or pieces[-1][1] != sympy.oo:
         return product

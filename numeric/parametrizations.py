@@ -30,7 +30,7 @@ from torch.nn.utils import parametrize as torch_parametrize
 
 import symact
 from symact.errors import DomainError, FormulaError
-from symact.parametrize import ParameterActivation, _domain_argument
+from symact.parametrize import ParameterActivation, _cache_key, _domain_argument
 from symact.primitives import Expm1, Log1p
 
 __all__ = [
@@ -78,14 +78,14 @@ def _as_parameter_activation(g: str | sp.Expr | ParameterActivation, params: dic
                 f"({g.requested_domain!r}); build it with symact.parameter_activation({str(g.g)!r}, "
                 f"domain={domain!r}) instead, or pass the formula string with domain=.")
         return g.with_params(**params) if params else g
-    return _cached_parameter_activation(g, tuple(sorted(params.items())), _domain_argument(domain))
+    return _cached_parameter_activation(g, _cache_key(params), _domain_argument(domain))
 
 
 @functools.lru_cache(maxsize=128)
 def _cached_parameter_activation(g: str | sp.Expr, params: tuple, domain: str | None) -> ParameterActivation:
     # Deriving an inverse costs SymPy time; a model has many layers with the same g.  The objects are
     # immutable (their derived attributes are cached values of fixed inputs), so sharing them is safe.
-    return symact.parameter_activation(g, domain=domain, **dict(params))
+    return symact.parameter_activation(g, domain=domain, **{k: v for k, _, v in params})
 
 
 def _is_log_of_exp_less_one(e: sp.Basic) -> bool:

@@ -1329,6 +1329,10 @@ def _param_value(name: str, value: Any) -> sp.Expr:
     """A parameter default as a SymPy value; a string must be a number (it is never run as code)."""
     if isinstance(value, str):
         return safe_number(value, name, f"parameter {name!r}")
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item") and not isinstance(value, sp.Basic):
+        # a NumPy scalar or 0-d tensor is its Python number: np.float32(3.0) became a 24-bit Float, whose
+        # inverse failed the 30-digit check ("0.0790569, but g'(1/10) = 0.0790569": NoInverseError)
+        value = value.item()
     try:
         number = sp.sympify(value, strict=True)
     except sp.SympifyError:
@@ -1407,18 +1411,24 @@ def parameter_activation(g: str | sp.Expr, *, domain: str | None = None, **param
     domain = _domain_argument(domain)
     if isinstance(g, str):
         try:
-            return _parameter_activation_cached(g, domain, tuple(sorted(params.items())))
+            return _parameter_activation_cached(g, domain, _cache_key(params))
         except TypeError:  # unhashable parameter value: build uncached
             pass
     name, expr, pars = _parse(g, params)
     return ParameterActivation(name, expr, MappingProxyType(pars), domain)
 
 
+def _cache_key(params: Mapping[str, Any]) -> tuple:
+    """Parameters as a cache key that tells values of different types apart: 3, 3.0 and np.float32(3.0) are
+    equal and hash alike, so a formula built for one (a Float, once a failed 24-bit one) served the others."""
+    return tuple(sorted((k, type(v).__name__, v) for k, v in params.items()))
+
+
 @functools.lru_cache(maxsize=256)
 def _parameter_activation_cached(g: str, domain: str | None, params: tuple) -> ParameterActivation:
     # The objects are immutable and their derived formulas (inverse, mirror map: SymPy integration)
     # are cached on them, so the same formula string can share one object.
-    name, expr, pars = _parse(g, dict(params))
+    name, expr, pars = _parse(g, {k: v for k, _, v in params})
     return ParameterActivation(name, expr, MappingProxyType(pars), domain)
 
 

@@ -2119,3 +2119,24 @@ def test_fx_symbolic_trace_into_a_generated_module_names_the_leaf_fix():
     traced = torch.fx.GraphModule(model, Leaf().trace(model))
     x = torch.randn(5, 3)
     torch.testing.assert_close(traced(x), model(x), rtol=0, atol=0)
+
+
+def test_pieces_meeting_at_one_kink_build_a_module():
+    """Uniform-smoothed hardtanh (width 1) has two derivative pieces starting at x = 0; sorting them compared
+    SymPy's true/false and torch_module raised a bare TypeError ("A Boolean argument can only be used in Eq
+    and Ne").  Reference: F(x) = (1/2) int_{x-1}^{x+1} hardtanh, F'(x) = (hardtanh(x+1) - hardtanh(x-1))/2."""
+    import mpmath
+
+    from symact.smooth import convolve
+
+    hardtanh = lambda s: max(-1.0, min(1.0, s))  # noqa: E731
+    module = torch_module(convolve("hardtanh", "uniform"))
+    points = [-3.0, -1.7, -0.6, -0.25, 0.3, 0.9, 1.4, 2.5]
+    t = torch.tensor(points, dtype=torch.float64, requires_grad=True)
+    y = module(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    for p, value, slope in zip(points, y.tolist(), g.tolist()):
+        ends = sorted({p - 1, p + 1, *[k for k in (-1, 1) if p - 1 < k < p + 1]})  # split at hardtanh's kinks
+        exact = mpmath.quad(lambda s: hardtanh(float(s)), ends) / 2
+        assert value == pytest.approx(float(exact), abs=1e-12)
+        assert slope == pytest.approx((hardtanh(p + 1) - hardtanh(p - 1)) / 2, abs=1e-12)

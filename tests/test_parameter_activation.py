@@ -870,3 +870,24 @@ def test_scaled_tanh_with_a_rate_has_a_rational_r_and_a_mirror_map(values):
         assert abs(sp.N(pa.concrete(r).subs(pa.A, a0), 30) - r0) < 1e-25
         assert abs(sp.N(psi2.subs(pa.A, a0) * r0, 30) - 1) < 1e-25
         assert abs(sp.im(sp.N(psi.subs(pa.A, a0), 30))) < 1e-25
+
+
+def test_numpy_and_tensor_parameter_values_and_their_equal_python_numbers_do_not_share_a_cache_entry():
+    """np.float32(3.0) became a 24-bit Float whose inverse failed the 30-digit check (NoInverseError), and as
+    np.float32(3.0) == 3 hashes like 3, the failure was then served from the cache for alpha=3 too.  powerprop
+    with alpha = 3: A = W**3 (W >= 0), so dA/dW in A is 3*A**(2/3), 12 at A = 8."""
+    import numpy as np
+    import torch
+
+    from numeric.parametrizations import ParameterActivationParametrization
+
+    for alpha in (np.float32(3.0), np.float64(3.0), torch.tensor(3.0), 3.0):
+        pa = parameter_activation("powerprop", alpha=alpha)
+        slope = pa.concrete(pa.derivative_in_A)
+        assert float(slope.subs({s: 8 for s in slope.free_symbols if s.name == "A"})) == pytest.approx(12, rel=1e-14)
+    exact = parameter_activation("powerprop", alpha=3)
+    assert exact.params[sp.Symbol("alpha", positive=True)] == 3 and exact.params[
+        sp.Symbol("alpha", positive=True)].is_Integer  # not the Float built for 3.0 above
+    cubic = parameter_activation("W**3 + b*W", b=np.float32(0.5))
+    assert cubic.params[sp.Symbol("b", positive=True)] == sp.Float(0.5)  # 0.5 is exact in float32
+    ParameterActivationParametrization("powerprop", alpha=np.float32(3.0))  # built, not refused
