@@ -1464,7 +1464,6 @@ class KernelMaps:
         # a_k = 0 exactly for every even k of an odd phi (odd k of an even one): their rounding noise and
         # error bound, ~10^-(dps + 10) of E|phi|, swamped a sum that is O(c) (tanh's C(1e-250) was refused)
         vanishing = 0 if self._derivative_is_even(0, odd=True) else 1 if self._derivative_is_even(0) else None
-        kept = [k for k in range(n, 4000 + 40 * n) if k % 2 != vanishing]
         while True:
             def sums(a, extra_digits=0):
                 with mpmath.workdps(mpmath.mp.dps + extra_digits):
@@ -1476,7 +1475,7 @@ class KernelMaps:
                 (a,), (err,) = lists, errs
                 _, total, _ = sums(a)
                 return abs(total), mpmath.fsum(mpmath.ff(k, n) * (2 * abs(a[k]) + err) * err * x ** (k - n)
-                                               for k in kept if k < len(a))
+                                               for k in range(n, len(a)) if k % 2 != vanishing)
             (a,) = self._checked_hermite([qv], terms, measure, what, cv, min_extra=min_extra, verify=verify)
             _, _, its_extra, verified = self._served_hermite(qv, len(a))   # (the list just served)
             _, total, size = sums(a)
