@@ -80,11 +80,19 @@ def _expression(f, keep: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
 
 
 def _parameter(expr: sympy.Expr, parameter) -> sympy.Symbol:
-    if isinstance(parameter, sympy.Symbol):
+    """The candidate's own symbol for ``parameter`` (a name or a Symbol), matched by name: a plain
+    ``Symbol("b")`` names the catalogue's ``b`` (declared positive), which SymPy counts as another symbol, so
+    minimax reported "the error does not depend on b" and dominance_threshold "0 solutions"."""
+    if isinstance(parameter, sympy.Symbol) and parameter in expr.free_symbols:
         return parameter
-    matches = [s for s in expr.free_symbols if s.name == str(parameter)]
+    name = parameter.name if isinstance(parameter, sympy.Symbol) else str(parameter)
+    matches = [s for s in expr.free_symbols if s.name == name]
     if len(matches) != 1:
         names = sorted(s.name for s in expr.free_symbols if s != X)
+        if matches:
+            raise FormulaError(f"parameter {parameter!r} names {len(matches)} different symbols of the candidate "
+                               f"({sorted(matches, key=sympy.default_sort_key)}, with different assumptions); "
+                               "pass the Symbol itself")
         raise FormulaError(f"parameter {parameter!r} is not a symbol of the candidate (its symbols: {names}); "
                            "pass one of those or the Symbol itself")
     return matches[0]

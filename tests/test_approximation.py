@@ -502,3 +502,18 @@ def test_minimax_failure_with_a_coarse_grid_names_the_grid():
     # grid=4 misses an extremum; the message only said to narrow parameter_range or domain
     with pytest.raises(DomainError, match=r"raise grid \(now 4 points"):
         minimax("squareplus", "softplus", "b", dps=8, grid=4)
+
+
+def test_a_plain_symbol_names_the_catalogue_parameter_by_name():
+    """The catalogue's b is declared positive; a plain Symbol('b') is another symbol to SymPy, and minimax said
+    "the error does not depend on b", dominance_threshold "0 solutions", match_conditions {'value': ()}."""
+    plain_b = sympy.Symbol("b")
+    assert match_conditions("squareplus", "softplus", plain_b, ["value"]) == {"value": (4 * sympy.log(2) ** 2,)}
+    assert dominance_threshold("squareplus", "softplus", plain_b).value == 4 * sympy.log(2) ** 2
+    result = minimax("squareplus", "softplus", plain_b, dps=15)
+    b_ref = _independent_minimax(25)[0]
+    assert abs(result.parameter_value - b_ref) < mpmath.mpf(10) ** -12
+    # and the other way round: a positive b names a plain b of an expression
+    plain = (x + sympy.sqrt(x**2 + plain_b)) / 2
+    assert match_conditions(plain, SOFTPLUS, b, ["curvature"]) == {"curvature": (4,)}
+
