@@ -158,8 +158,14 @@ def match_conditions(candidate, target, parameter, conditions: Sequence[str] = (
     cand, p = _with_parameter(candidate, parameter)
     targ = _expression(target)
     a = safe_sympify(at, "at")
+    if a.has(sympy.nan, sympy.zoo) or (a.is_number and not (a.is_real and a.is_finite)):
+        # .subs(x, oo) gave oo - oo = nan for squareplus vs softplus, reported as "no solution": {'value': ()}
+        raise DomainError(f"at={at!r}: the conditions are matched at a finite real point, e.g. at=0; for the "
+                          "behaviour at +-oo compare asymptotic_expansion(candidate, oo) with the target's")
     out: dict[str, tuple] = {}
     for cond in conditions:
+        if not isinstance(cond, str):  # conditions=[0]: a bare AttributeError ('int' has no startswith)
+            raise FormulaError(f"condition {cond!r}: give a name, 'value', 'slope', 'curvature' or 'derivative:k'")
         if cond in _CONDITION_ORDERS:
             k = _CONDITION_ORDERS[cond]
         elif cond.startswith("derivative:"):

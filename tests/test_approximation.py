@@ -517,3 +517,17 @@ def test_a_plain_symbol_names_the_catalogue_parameter_by_name():
     plain = (x + sympy.sqrt(x**2 + plain_b)) / 2
     assert match_conditions(plain, SOFTPLUS, b, ["curvature"]) == {"curvature": (4,)}
 
+
+@pytest.mark.parametrize("at", [float("inf"), float("-inf"), float("nan"), sympy.oo, sympy.zoo, 1j, "oo"])
+def test_match_conditions_refuses_a_point_that_is_not_a_finite_real_number(at):
+    # at=inf gave {'value': ()}: .subs(x, oo) made oo - oo = nan, read as "no solution", though the difference
+    # tends to 0 for every b
+    with pytest.raises(DomainError, match="finite real point"):
+        match_conditions("squareplus", "softplus", "b", ["value"], at=at)
+
+
+@pytest.mark.parametrize("condition", [0, None, 2.0])
+def test_match_conditions_refuses_a_condition_that_is_not_a_name(condition):
+    # conditions=[0] raised a bare AttributeError ('int' object has no attribute 'startswith')
+    with pytest.raises(FormulaError, match="'value', 'slope', 'curvature'"):
+        match_conditions("squareplus", "softplus", "b", [condition])
