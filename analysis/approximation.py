@@ -80,11 +80,19 @@ def _expression(f, keep: Iterable[sympy.Symbol] = ()) -> sympy.Expr:
 
 
 def _parameter(expr: sympy.Expr, parameter) -> sympy.Symbol:
-    if isinstance(parameter, sympy.Symbol):
+    """The candidate's own symbol for ``parameter`` (a name or a Symbol), matched by name: a plain
+    ``Symbol("b")`` names the catalogue's ``b`` (declared positive), which SymPy counts as another symbol, so
+    minimax reported "the error does not depend on b" and dominance_threshold "0 solutions"."""
+    if isinstance(parameter, sympy.Symbol) and parameter in expr.free_symbols:
         return parameter
-    matches = [s for s in expr.free_symbols if s.name == str(parameter)]
+    name = parameter.name if isinstance(parameter, sympy.Symbol) else str(parameter)
+    matches = [s for s in expr.free_symbols if s.name == name]
     if len(matches) != 1:
         names = sorted(s.name for s in expr.free_symbols if s != X)
+        if matches:
+            raise FormulaError(f"parameter {parameter!r} names {len(matches)} different symbols of the candidate "
+                               f"({sorted(matches, key=sympy.default_sort_key)}, with different assumptions); "
+                               "pass the Symbol itself")
         raise FormulaError(f"parameter {parameter!r} is not a symbol of the candidate (its symbols: {names}); "
                            "pass one of those or the Symbol itself")
     return matches[0]
@@ -150,8 +158,14 @@ def match_conditions(candidate, target, parameter, conditions: Sequence[str] = (
     cand, p = _with_parameter(candidate, parameter)
     targ = _expression(target)
     a = safe_sympify(at, "at")
+    if a.has(sympy.nan, sympy.zoo) or (a.is_number and not (a.is_real and a.is_finite)):
+        # .subs(x, oo) gave oo - oo = nan for squareplus vs softplus, reported as "no solution": {'value': ()}
+        raise DomainError(f"at={at!r}: the conditions are matched at a finite real point, e.g. at=0; for the "
+                          "behaviour at +-oo compare asymptotic_expansion(candidate, oo) with the target's")
     out: dict[str, tuple] = {}
     for cond in conditions:
+        if not isinstance(cond, str):  # conditions=[0]: a bare AttributeError ('int' has no startswith)
+            raise FormulaError(f"condition {cond!r}: give a name, 'value', 'slope', 'curvature' or 'derivative:k'")
         if cond in _CONDITION_ORDERS:
             k = _CONDITION_ORDERS[cond]
         elif cond.startswith("derivative:"):
@@ -765,31 +779,128 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
 # ----------------------------------------------------------------------------- asymptotics
 
 
-def asymptotic_expansion(f, point=0, order: int = 4, parameter=None) -> sympy.Expr:
+def asymptotic_expansion(f, point=0, order: int = 4, parameter=None, side: str | None = None) -> sympy.Expr:
     r"""Series of ``f`` (an Activation, name or expression in x) at ``point`` in {0, oo, -oo}
-    (or any finite number), with an ``O`` term.
+    (or any finite real number), with an ``O`` term; without one where the expansion is exact (relu at
+    :math:`+\infty` is x).
 
     At :math:`\pm\infty` SymPy's ``series`` is used (at :math:`-\infty` through :math:`x = -y`);
     when that returns only an order term (exponentially small terms, e.g. softplus at
     :math:`-\infty`), the expansion is taken in :math:`u = e^{\pm x} \to 0` instead:
     softplus(x) = u - u^2/2 + u^3/3 - ... with u = e^x.
 
+    A piecewise ``f`` (Max, Min, Abs, Heaviside, sign, Piecewise) is expanded through the piece that holds
+    next to ``point`` (for :math:`\pm\infty`, beyond its last kink).  At a kink the two-sided expansion
+    exists only where the pieces agree to the requested order; otherwise :class:`DomainError` is raised,
+    and ``side="+"`` (from the right) or ``side="-"`` (from the left) gives the one-sided expansion, as
+    for ``Activation.taylor``.  A function without an expansion at :math:`\pm\infty` (sin oscillates)
+    and a point that is not a real number or :math:`\pm\infty` raise :class:`DomainError`.
+
     >>> x = sympy.Symbol("x", real=True)
     >>> asymptotic_expansion(sympy.log(1 + sympy.exp(x)), 0, 5)
     log(2) + x/2 + x**2/8 - x**4/192 + O(x**5)
+    >>> asymptotic_expansion(sympy.Max(0, x), 0, 3, side="-")
+    0
     """
     order = _check_whole_number("order", order, 0)
+    if side not in (None, "+", "-"):
+        raise DomainError(f"side={side!r}: use None (two-sided), '+' (from the right) or '-' (from the left)")
     expr = _with_parameter(f, parameter)[0] if parameter is not None else _expression(f)
-    point = safe_sympify(point, "point")
-    if point.is_finite:
-        return sympy.series(expr, X, point, order)
+    point = _expansion_point(point)
+    if expr.has(*_PIECEWISE_ATOMS):
+        expr = _piece_for_expansion(expr, point, order, side)
+    try:
+        if point.is_finite:
+            return sympy.series(expr, X, point, order)
+        return _expansion_at_infinity(expr, point, order)
+    except (NotImplementedError, ValueError, TypeError, AttributeError, sympy.PoleError) as exc:
+        if isinstance(exc, (DomainError, FormulaError)):
+            raise
+        if "AccumulationBounds" in str(exc):  # snake, x + sin(x)**2, at +-oo
+            raise DomainError(f"{expr} oscillates as x -> {point}: it has no asymptotic expansion there") from None
+        raise DomainError(f"SymPy could not expand {expr} at x = {point} to order {order} "
+                          f"({type(exc).__name__}: {exc})") from None
+
+
+#: the constructs whose pieces asymptotic_expansion expands one at a time (SymPy's series has no
+#: _eval_nseries for Min/Max, and expands Abs and Heaviside at 0 from the right only)
+_PIECEWISE_ATOMS = (sympy.Piecewise, sympy.Max, sympy.Min, sympy.Abs, sympy.Heaviside, sympy.sign)
+
+
+def _expansion_point(point) -> sympy.Expr:
+    """``point`` as oo, -oo or a finite real SymPy number; DomainError for nan, zoo, complex and non-numbers."""
+    if isinstance(point, bool):
+        raise DomainError(f"point={point!r}: give a real number, sympy.oo or -sympy.oo")
+    try:
+        value = safe_sympify(point, "point")
+    except (FormulaError, sympy.SympifyError, TypeError, ValueError):
+        raise DomainError(f"point={point!r}: give a real number, sympy.oo or -sympy.oo") from None
+    if isinstance(value, float):
+        value = sympy.Float(value)
+    if not isinstance(value, sympy.Expr) or not value.is_number or value.has(sympy.nan, sympy.zoo):
+        raise DomainError(f"point={point!r}: give a real number, sympy.oo or -sympy.oo")
+    if value in (sympy.oo, -sympy.oo):
+        return value
+    if not (value.is_real and value.is_finite):
+        raise DomainError(f"point={point!r} is not a real number: give a real number, sympy.oo or -sympy.oo")
+    return value
+
+
+def _piece_for_expansion(expr: sympy.Expr, point, order: int, side: str | None) -> sympy.Expr:
+    """``expr`` with each piecewise construct replaced by its piece next to ``point``: beyond the outermost
+    kink for +-oo, on ``side`` (or on both sides, which must agree to ``order``) at a kink."""
+    from symact.activation import _piece_near
+
+    kinks = [k for k in _singular_points(expr) if k.is_real]
+    if not point.is_finite:
+        sign = 1 if point is sympy.oo else -1
+        reach = max((abs(k) for k in kinks), default=sympy.Integer(0))
+        return _piece_near(expr, X, sign * (reach + 1), {})
+    at_kink = next((k for k in kinks if sympy.simplify(k - point) == 0), None)
+    others = [abs(k - point) for k in kinks if k is not at_kink]
+    h = min(others) / 2 if others else sympy.Integer(1)
+    if at_kink is None:
+        return _piece_near(expr, X, point + h, {})
+    left = _piece_near(expr, X, point - h, {})
+    right = _piece_near(expr, X, point + h, {})
+    if side is not None:
+        return right if side == "+" else left
+    for k in range(max(order, 1)):
+        if sympy.simplify(sympy.diff(left - right, X, k).subs(X, point)) != 0:
+            what = "jumps" if k == 0 else f"is only C^{k - 1} (its derivative of order {k} jumps)"
+            raise DomainError(
+                f"{expr} {what} at its kink x = {point}, so it has no two-sided expansion of order {order} there; "
+                "pass side='+' (from the right) or side='-' (from the left) for the one-sided expansion"
+                + ("" if k == 0 else ", or a lower order"))
+    return right
+
+
+def _expansion_at_infinity(expr: sympy.Expr, point, order: int) -> sympy.Expr:
     sign = 1 if point is sympy.oo else -1
     y = sympy.Symbol("y", positive=True)
     flipped = expr.subs(X, sign * y)
+    _refuse_oscillation(expr, point)
     try:
         series = sympy.series(flipped, y, sympy.oo, order)
     except (sympy.PoleError, NotImplementedError, ValueError):
         return _power_expansion_by_limits(expr, point, order)
+    if series.getO() is None:
+        nested = series.atoms(sympy.Order)
+        expansion = series.xreplace({o: sympy.Integer(0) for o in nested}).subs(y, sign * X)
+        if not nested:
+            # SymPy found no order term: exact (relu at +oo is x, at -oo 0) only where nothing is left over
+            remainder = expr - expansion
+            # sinc(x) - sin(x)/x does not simplify to 0 (x = 0); it vanishes at every sample beyond the origin
+            if sympy.simplify(remainder) == 0 or all(
+                    abs(sympy.N(remainder.subs(X, sign * t), 50)) < sympy.Float(10) ** -45 for t in (7, 31, 113)):
+                return expansion
+            raise DomainError(f"SymPy's series of {expr} at x = {point} came back without an order term, but it is "
+                              f"not exact ({expansion}); no expansion with a bounded remainder was found")
+        # an order term inside a product (erf at +oo: 1 - (1/y + O(y**-3))*exp(-y**2)/sqrt(pi)): its cofactor
+        # belongs to the O term
+        term = (series.xreplace({o: o.expr for o in nested}).subs(y, sign * X) - expansion)
+        term = sympy.Mul(*[f for f in sympy.Mul.make_args(sympy.factor_terms(term)) if not f.is_number])
+        return expansion + sympy.O(_checked_order_term(expr, expansion, term, point), (X, point))
     if series.removeO() == 0:
         u = sympy.Symbol("u", positive=True)
         in_u = sympy.simplify(flipped.subs(sympy.exp(-y), u).subs(sympy.exp(y), 1 / u))
@@ -800,6 +911,21 @@ def asymptotic_expansion(f, point=0, order: int = 4, parameter=None) -> sympy.Ex
     expansion = series.removeO().subs(y, sign * X)
     return expansion + sympy.O(_checked_order_term(expr, expansion, series.getO().expr.subs(y, sign * X), point),
                                (X, point))
+
+
+def _refuse_oscillation(expr: sympy.Expr, point) -> None:
+    """DomainError where ``expr`` has no limit at +-oo relative to a power of x (sin, cos, snake oscillate:
+    SymPy's series raised 'Only real AccumulationBounds are supported')."""
+    for k in range(0, 3):
+        try:
+            value = sympy.limit(expr / X**k, X, point)
+        except (NotImplementedError, ValueError, TypeError, sympy.PoleError):
+            return
+        if value.has(sympy.AccumBounds):
+            raise DomainError(f"{expr} oscillates as x -> {point} (the limit of f/x**{k} is {value}): it has no "
+                              "asymptotic expansion there")
+        if value.is_finite:
+            return
 
 
 def _checked_order_term(expr: sympy.Expr, expansion: sympy.Expr, term: sympy.Expr, point) -> sympy.Expr:
@@ -833,6 +959,8 @@ def _power_expansion_by_limits(expr: sympy.Expr, point, order: int) -> sympy.Exp
     for k in range(1, 1 - order, -1):
         coefficient = sympy.simplify(sympy.limit((expr - partial) / X**k, X, point))
         if not coefficient.is_finite:
+            if coefficient.has(sympy.AccumBounds):
+                raise DomainError(f"{expr} oscillates as x -> {point}: it has no asymptotic expansion there")
             raise FormulaError(f"no power expansion of {expr} at {point} (coefficient of x^{k} is {coefficient})")
         partial += coefficient * X**k
     return partial + sympy.O(X ** (1 - order), (X, point))

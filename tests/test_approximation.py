@@ -502,3 +502,85 @@ def test_minimax_failure_with_a_coarse_grid_names_the_grid():
     # grid=4 misses an extremum; the message only said to narrow parameter_range or domain
     with pytest.raises(DomainError, match=r"raise grid \(now 4 points"):
         minimax("squareplus", "softplus", "b", dps=8, grid=4)
+
+
+def test_a_plain_symbol_names_the_catalogue_parameter_by_name():
+    """The catalogue's b is declared positive; a plain Symbol('b') is another symbol to SymPy, and minimax said
+    "the error does not depend on b", dominance_threshold "0 solutions", match_conditions {'value': ()}."""
+    plain_b = sympy.Symbol("b")
+    assert match_conditions("squareplus", "softplus", plain_b, ["value"]) == {"value": (4 * sympy.log(2) ** 2,)}
+    assert dominance_threshold("squareplus", "softplus", plain_b).value == 4 * sympy.log(2) ** 2
+    result = minimax("squareplus", "softplus", plain_b, dps=15)
+    b_ref = _independent_minimax(25)[0]
+    assert abs(result.parameter_value - b_ref) < mpmath.mpf(10) ** -12
+    # and the other way round: a positive b names a plain b of an expression
+    plain = (x + sympy.sqrt(x**2 + plain_b)) / 2
+    assert match_conditions(plain, SOFTPLUS, b, ["curvature"]) == {"curvature": (4,)}
+
+
+@pytest.mark.parametrize("at", [float("inf"), float("-inf"), float("nan"), sympy.oo, sympy.zoo, 1j, "oo"])
+def test_match_conditions_refuses_a_point_that_is_not_a_finite_real_number(at):
+    # at=inf gave {'value': ()}: .subs(x, oo) made oo - oo = nan, read as "no solution", though the difference
+    # tends to 0 for every b
+    with pytest.raises(DomainError, match="finite real point"):
+        match_conditions("squareplus", "softplus", "b", ["value"], at=at)
+
+
+@pytest.mark.parametrize("condition", [0, None, 2.0])
+def test_match_conditions_refuses_a_condition_that_is_not_a_name(condition):
+    # conditions=[0] raised a bare AttributeError ('int' object has no attribute 'startswith')
+    with pytest.raises(FormulaError, match="'value', 'slope', 'curvature'"):
+        match_conditions("squareplus", "softplus", "b", [condition])
+
+
+@pytest.mark.parametrize("name, point, expected", [
+    # exact expansions (SymPy's series has no O term): an AttributeError ('NoneType' has no 'expr') before
+    ("relu", sympy.oo, x), ("relu", -sympy.oo, sympy.Integer(0)), ("abs", -sympy.oo, -x),
+    ("heaviside", sympy.oo, sympy.Integer(1)), ("relu_squared", sympy.oo, x**2),
+    # Min/Max pieces: NotImplementedError (hardtanh, relu6) and TypeError (softshrink) before
+    ("hardtanh", 0, x), ("hardtanh", -sympy.oo, sympy.Integer(-1)), ("relu6", sympy.oo, sympy.Integer(6)),
+    ("softshrink", sympy.oo, x - sympy.Rational(1, 2)), ("hardshrink", -sympy.oo, x),
+])
+def test_asymptotic_expansion_of_piecewise_activations_is_the_outer_piece(name, point, expected):
+    assert asymptotic_expansion(name, point, 3) == expected
+
+
+def test_asymptotic_expansion_of_erf_at_infinity_keeps_its_exponentially_small_term():
+    # hand series: erf(x) = 1 - exp(-x**2)/(sqrt(pi) x) (1 - 1/(2 x**2) + ...)
+    e = asymptotic_expansion("erf", sympy.oo, 3)
+    assert sympy.simplify(e.removeO() - (1 - sympy.exp(-x**2) / (sympy.sqrt(sympy.pi) * x))) == 0
+    with mpmath.workdps(40):
+        for t in (5, 10, 20):
+            remainder = mpmath.erf(t) - (1 - mpmath.exp(-t * t) / (mpmath.sqrt(mpmath.pi) * t))
+            assert abs(remainder) <= mpmath.exp(-t * t) / t**3
+
+
+@pytest.mark.parametrize("name, order", [("abs", 3), ("relu", 3), ("heaviside", 1), ("relu_squared", 3)])
+def test_asymptotic_expansion_at_a_kink_asks_for_a_side(name, order):
+    # abs/relu at 0 returned x and heaviside 1: SymPy's series expands from the right only
+    with pytest.raises(DomainError, match=r"kink x = 0.*side='\+'.*side='-'"):
+        asymptotic_expansion(name, 0, order)
+
+
+def test_asymptotic_expansion_one_sided_at_a_kink_is_the_series_of_that_piece():
+    assert asymptotic_expansion("abs", 0, 3, side="-") == -x
+    assert asymptotic_expansion("abs", 0, 3, side="+") == x
+    assert asymptotic_expansion("relu", 0, 3, side="-") == 0
+    assert asymptotic_expansion("heaviside", 0, 3, side="-") == 0
+    assert asymptotic_expansion("heaviside", 0, 3, side="+") == 1
+    # relu_squared is C^1 at 0: the two-sided expansion to order 2 exists (the pieces' series agree there)
+    assert asymptotic_expansion("relu_squared", 0, 2) == sympy.O(x**2)
+    with pytest.raises(DomainError, match="side="):
+        asymptotic_expansion("abs", 0, 3, side="left")
+
+
+@pytest.mark.parametrize("name, point", [("sin", sympy.oo), ("cos", -sympy.oo), ("snake", sympy.oo)])
+def test_asymptotic_expansion_refuses_an_oscillating_function_at_infinity(name, point):
+    with pytest.raises(DomainError, match="oscillates"):
+        asymptotic_expansion(name, point, 3)
+
+
+@pytest.mark.parametrize("point", [float("nan"), sympy.nan, sympy.zoo, 1j, "abc", True])
+def test_asymptotic_expansion_refuses_a_point_that_is_not_real_or_infinite(point):
+    with pytest.raises(DomainError, match="point="):
+        asymptotic_expansion("softplus", point, 3)
