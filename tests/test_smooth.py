@@ -356,3 +356,46 @@ def test_kernel_functions_refuse_a_width_in_the_input_or_the_kernel_variable(ker
     with pytest.raises(DomainError, match="depends on the input x"):
         kernel_density(kernel, "3*u", u)
     assert kernel_density(kernel, "sigma*y", u).has(sympy.Symbol("y"))  # another parameter is still taken
+
+
+# ----------------------------------------------------------------------------- generated code of smoothed activations
+
+CATALOGUE_NUMERIC = {  # the catalogue activations at their default parameters, as mpmath functions with kinks
+    "leaky_relu": (lambda y: y if y > 0 else y / 100, [0]),
+    "hardshrink": (lambda y: y if abs(y) > mpmath.mpf(1) / 2 else 0, [mpmath.mpf(-1) / 2, mpmath.mpf(1) / 2]),
+    "relu6": NUMERIC["relu6"],
+    "hardtanh": NUMERIC["hardtanh"],
+}
+
+
+def _catalogue_quadrature(name, kernel, x0, s):
+    f, kinks = CATALOGUE_NUMERIC[name]
+    k = DENSITY[kernel]
+    reach = {"gaussian": 16 * s, "logistic": 100 * s}[kernel]
+    inner = sorted(p for p in {x0 - kink for kink in kinks} | {mpmath.mpf(0)} if -reach < p < reach)
+    return mpmath.quad(lambda u: f(x0 - u) * k(u, s), [-reach, *inner, reach])
+
+
+@pytest.mark.parametrize("name, kernel, width", [
+    ("leaky_relu", "gaussian", 1), ("hardshrink", "gaussian", None), ("hardshrink", "gaussian", 0.5),
+    ("relu6", "logistic", 1), ("hardtanh", "logistic", 1), ("hardtanh", "logistic", 2),
+])
+def test_smoothed_activations_with_an_exact_width_evaluate_in_floats(name, kernel, width):
+    """The closed form chosen for an exact or symbolic width was simplify's shortest one,
+    (... + sqrt(pi)*x*(...)*exp(x**2/2) + ...)*exp(-x**2/2) for leaky_relu * gaussian(1) (inf * 0 = NaN from x = -17 in
+    float32) or log((exp(x) + 1)/(exp(x - 6) + 1)) for relu6 * logistic(1) (inf/inf = NaN from x = 89): the generated
+    torch module returned NaN at moderate inputs.  Reference: mpmath quadrature of f(x - t) k(t) dt at 30 digits."""
+    torch = pytest.importorskip("torch")
+    import numeric
+    from symact.smooth import convolve
+
+    module = numeric.torch_module(convolve(name, kernel, width))
+    s = mpmath.mpf(1 if width is None else width)
+    points = [-1000.0, -100.0, -50.0, -20.0, -12.0, -6.0, -0.7, 0.0, 0.3, 1.5, 6.5, 12.0, 20.0, 50.0, 100.0, 1000.0]
+    with mpmath.workdps(30):
+        reference = [float(_catalogue_quadrature(name, kernel, mpmath.mpf(p), s)) for p in points]
+    for dtype, tolerance in ((torch.float32, 2e-6), (torch.float64, 1e-12)):
+        values = module(torch.tensor(points, dtype=dtype)).tolist()
+        for p, value, r in zip(points, values, reference):
+            assert abs(value - r) <= tolerance * max(1, abs(r)), (dtype, p, value, r)
+
