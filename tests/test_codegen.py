@@ -2119,3 +2119,19 @@ def test_fx_symbolic_trace_into_a_generated_module_names_the_leaf_fix():
     traced = torch.fx.GraphModule(model, Leaf().trace(model))
     x = torch.randn(5, 3)
     torch.testing.assert_close(traced(x), model(x), rtol=0, atol=0)
+
+
+def test_a_constant_outside_the_double_range_is_refused_not_printed_as_a_bare_inf():
+    """number_literal printed repr(float(c)), 'inf' for 4.17e+108573, and the generated module raised
+    NameError: name 'inf' is not defined when it ran; the constant is refused by name now."""
+    from numeric.printer import number_literal
+    from symact.errors import FormulaError
+
+    with pytest.raises(FormulaError, match="outside the range of a double"):
+        number_literal(sympy.Float("4.17e+108573"))
+    with pytest.raises(FormulaError, match="outside the range of a double"):
+        number_literal(-sympy.Float("1e400") * sympy.pi)
+    assert number_literal(sympy.Float("1.5e308")) == repr(1.5e308)
+    x = sympy.Symbol("x", real=True)
+    with pytest.raises(FormulaError, match="outside the range of a double"):
+        torch_module(symact.activation(sympy.Float("4.17e+108573") * sympy.exp(-x**2)))

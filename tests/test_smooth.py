@@ -399,3 +399,23 @@ def test_smoothed_activations_with_an_exact_width_evaluate_in_floats(name, kerne
         for p, value, r in zip(points, values, reference):
             assert abs(value - r) <= tolerance * max(1, abs(r)), (dtype, p, value, r)
 
+
+def test_a_small_float_width_leaves_no_constant_outside_the_double_range():
+    """hardshrink * gaussian(0.001) held constants such as 1.198e-108574 * 4.17e+108573 (simplify split
+    exp(-(x**2 + x/2 + 1/4)/w**2) from its constant), and its generated module raised NameError: name 'inf'.
+    Reference: mpmath quadrature; no Float in the closed form is outside the double range."""
+    torch = pytest.importorskip("torch")
+    import numeric
+    from symact.smooth import convolve
+
+    act = convolve("hardshrink", "gaussian", 1e-3)
+    assert all(n == 0 or 1e-300 < abs(n) < 1e300 for n in act.expr.atoms(sympy.Float))
+    module = numeric.torch_module(act)
+    points = [-3.0, -0.5, -0.4995, 0.0, 0.2, 0.4999, 0.5, 0.5012, 2.0, 1000.0]
+    with mpmath.workdps(30):
+        reference = [float(_catalogue_quadrature("hardshrink", "gaussian", mpmath.mpf(p), mpmath.mpf("0.001")))
+                     for p in points]
+    values = module(torch.tensor(points, dtype=torch.float64)).tolist()
+    for p, value, r in zip(points, values, reference):
+        assert abs(value - r) <= 1e-10 * max(1, abs(r)), (p, value, r)
+
