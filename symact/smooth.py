@@ -88,6 +88,8 @@ def _check_kernel(kernel: str) -> str:
 def _numeric_scale(width, t: sympy.Symbol = _T) -> sympy.Expr:
     """``width`` sympified, refused when it is a number that is not positive (a symbol is taken as given)
     or when it depends on the input x or the kernel's variable ``t``."""
+    if width is None:  # the default scale, as convolve and convolve_expression take it
+        width = _SIGMA
     w = safe_sympify(width, "width")
     # as convolve_expression refuses: kernel_density("gaussian", "x") gave exp(-t**2/(2*x**2))/(sqrt(2 pi)*x),
     # a "density" whose scale is the input itself (and width t one that is not a density in t at all)

@@ -419,3 +419,11 @@ def test_a_small_float_width_leaves_no_constant_outside_the_double_range():
     for p, value, r in zip(points, values, reference):
         assert abs(value - r) <= 1e-10 * max(1, abs(r)), (p, value, r)
 
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_functions_take_width_none_as_the_default_scale(kernel):
+    """convolve(..., width=None) means the default scale sigma, but kernel_density(kernel, None) raised a bare
+    AttributeError ('NoneType' object has no attribute 'is_number'); kernel_antiderivative likewise."""
+    assert kernel_density(kernel, None) == kernel_density(kernel, sigma)
+    assert kernel_antiderivative(kernel, 0, None) == kernel_antiderivative(kernel, 0, sigma)
+    assert sympy.integrate(kernel_density(kernel, None), (t, -sympy.oo, sympy.oo)) == 1
