@@ -312,7 +312,24 @@ def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol
                         f"towards {direction} because the {kernel} kernel decays {_tail_decay(kernel)}. Use a kernel "
                         "with finite moments (gaussian, logistic, uniform) or a bounded f (heaviside, hardtanh, relu6)")
             total += coeff * (upper - lower)
-    return _tidy(total, kernel)
+    closed = _tidy(total, kernel)
+    if kernel == "uniform" and len(pieces) > 1:
+        closed = _uniform_outer_pieces(closed, pieces, s, x)
+    return closed
+
+
+def _uniform_outer_pieces(closed: sympy.Expr, pieces, s: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    r"""The uniform closed form with its outer pieces written as what they are: left of the first kink by more than
+    the width (right of the last one), :math:`f * k_\sigma` is the first (last) polynomial smoothed, a polynomial
+    whose value for a constant piece is that constant.  The Min/Max form adds terms that cancel there, which gave
+    relu * uniform(1) = 0.25 at x = -1e8 in float32 (true 0) and relu_squared * uniform(0.5) = 0.0104 at x = -1000."""
+    def smoothed(polynomial):
+        shifted = sympy.Poly(sympy.expand(polynomial.subs(x, x - _T)), _T)
+        return sympy.expand(sum(coeff * _antiderivative("uniform", j, s)[2] for (j,), coeff in shifted.terms()))
+
+    first, last = pieces[0], pieces[-1]
+    return sympy.Piecewise((smoothed(first.polynomial), x <= first.upper - s),
+                           (smoothed(last.polynomial), x >= last.lower + s), (closed, True))
 
 
 def _exp_plus_one(e: sympy.Expr):

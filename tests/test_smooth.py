@@ -427,3 +427,36 @@ def test_kernel_functions_take_width_none_as_the_default_scale(kernel):
     assert kernel_density(kernel, None) == kernel_density(kernel, sigma)
     assert kernel_antiderivative(kernel, 0, None) == kernel_antiderivative(kernel, 0, sigma)
     assert sympy.integrate(kernel_density(kernel, None), (t, -sympy.oo, sympy.oo)) == 1
+
+
+@pytest.mark.parametrize("name, width, points", [
+    ("relu", 1, [-1e8, -3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0, 1e8]),
+    ("relu", 0.001, [-1e16, -1e4, -0.0005, 0.0, 0.0005, 1e4, 1e16]),
+    ("hardtanh", 0.5, [-1e8, -1e4, -1.2, -0.6, 0.0, 0.7, 1.3, 1e4, 1e8]),
+    ("relu_squared", 0.5, [-1e4, -1000.0, -0.2, 0.0, 0.3, 1000.0]),
+])
+def test_uniform_smoothing_is_exact_on_the_outer_pieces(name, width, points):
+    """The uniform closed form adds Min/Max terms that cancel where f * k is f's outer polynomial smoothed:
+    relu * uniform(1) was 0.25 at x = -1e8 in float32 (true 0), relu * uniform(0.001) 5.4e8 at -1e16, and
+    relu_squared * uniform(0.5) 0.0104 at -1000.  Reference: mpmath quadrature of f(x - t) k(t) dt, or for
+    relu_squared the exact x**2 + s**2/3 (x > s) and 0 (x < -s) and quadrature between."""
+    torch = pytest.importorskip("torch")
+    import numeric
+    from symact.smooth import convolve
+
+    module = numeric.torch_module(convolve(name, "uniform", width))
+    s = mpmath.mpf(str(width))
+    reference = []
+    with mpmath.workdps(40):
+        for p in points:
+            x0 = mpmath.mpf(p)
+            if name != "relu_squared":
+                reference.append(float(_quadrature(name, "uniform", x0, s)))
+            elif abs(x0) > s:
+                reference.append(float(x0**2 + s**2 / 3 if x0 > 0 else 0))
+            else:
+                reference.append(float(mpmath.quad(lambda u: max(x0 - u, 0) ** 2 / (2 * s), [-s, x0, s])))
+    for dtype, tolerance in ((torch.float32, 2e-6), (torch.float64, 1e-12)):
+        values = module(torch.tensor(points, dtype=dtype)).tolist()
+        for p, value, r in zip(points, values, reference):
+            assert abs(value - r) <= tolerance * max(1, abs(r)), (dtype, p, value, r)
