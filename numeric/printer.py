@@ -139,7 +139,16 @@ def number_literal(value: sympy.Expr) -> str:
         raise FormulaError(
             f"the constant {value} is not real; activations must be real-valued: check the formula"
         )
-    return repr(float(number))
+    literal = float(number)
+    if not math.isfinite(literal):
+        # repr(float) of a constant beyond the double range is 'inf', a bare name in the generated code
+        # (NameError: name 'inf' is not defined, for 4.17e+108573*exp(-x**2))
+        raise FormulaError(
+            f"the constant {sympy.N(number, 6)} is outside the range of a double (about 1.8e308): it "
+            "cannot be written into floating-point code; combine it with the factors it multiplies "
+            "(e.g. one exponential exp(u + log(c)) instead of c*exp(u)) so that no constant overflows"
+        )
+    return repr(literal)
 
 
 # --------------------------------------------------------------------------- symbolic preparation

@@ -88,6 +88,8 @@ def _check_kernel(kernel: str) -> str:
 def _numeric_scale(width, t: sympy.Symbol = _T) -> sympy.Expr:
     """``width`` sympified, refused when it is a number that is not positive (a symbol is taken as given)
     or when it depends on the input x or the kernel's variable ``t``."""
+    if width is None:  # the default scale, as convolve and convolve_expression take it
+        width = _SIGMA
     w = safe_sympify(width, "width")
     # as convolve_expression refuses: kernel_density("gaussian", "x") gave exp(-t**2/(2*x**2))/(sqrt(2 pi)*x),
     # a "density" whose scale is the input itself (and width t one that is not a density in t at all)
@@ -310,7 +312,24 @@ def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol
                         f"towards {direction} because the {kernel} kernel decays {_tail_decay(kernel)}. Use a kernel "
                         "with finite moments (gaussian, logistic, uniform) or a bounded f (heaviside, hardtanh, relu6)")
             total += coeff * (upper - lower)
-    return _tidy(total, kernel)
+    closed = _tidy(total, kernel)
+    if kernel == "uniform" and len(pieces) > 1:
+        closed = _uniform_outer_pieces(closed, pieces, s, x)
+    return closed
+
+
+def _uniform_outer_pieces(closed: sympy.Expr, pieces, s: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    r"""The uniform closed form with its outer pieces written as what they are: left of the first kink by more than
+    the width (right of the last one), :math:`f * k_\sigma` is the first (last) polynomial smoothed, a polynomial
+    whose value for a constant piece is that constant.  The Min/Max form adds terms that cancel there, which gave
+    relu * uniform(1) = 0.25 at x = -1e8 in float32 (true 0) and relu_squared * uniform(0.5) = 0.0104 at x = -1000."""
+    def smoothed(polynomial):
+        shifted = sympy.Poly(sympy.expand(polynomial.subs(x, x - _T)), _T)
+        return sympy.expand(sum(coeff * _antiderivative("uniform", j, s)[2] for (j,), coeff in shifted.terms()))
+
+    first, last = pieces[0], pieces[-1]
+    return sympy.Piecewise((smoothed(first.polynomial), x <= first.upper - s),
+                           (smoothed(last.polynomial), x >= last.lower + s), (closed, True))
 
 
 def _exp_plus_one(e: sympy.Expr):
@@ -369,11 +388,59 @@ def _tidy(expr: sympy.Expr, kernel: str) -> sympy.Expr:
         expr = sympy.expand(expr.rewrite(sympy.erf))
     special = sorted(expr.atoms(sympy.erf, sympy.atan, sympy.log, sympy.polylog, sympy.Min, sympy.Max), key=sympy.default_sort_key)
     collected = sympy.collect(expr, special, evaluate=True)
-    candidates = [expr, collected, sympy.powsimp(collected, combine="exp")]
+    combined = _combine_exponentials(collected)
+    candidates = [expr, collected, sympy.powsimp(collected, combine="exp"), combined]
     simplified = sympy.simplify(expr)
     candidates += [simplified, sympy.expand_log(simplified, force=True)]
     candidates = [c for c in candidates if not _has_x_denominator(c)] or [expr]
-    return min(candidates, key=lambda c: (_has_symbolic_power(c), sympy.count_ops(c), len(str(c))))
+    return min(candidates, key=lambda c: (_overflows(c), _has_symbolic_power(c), sympy.count_ops(c), len(str(c))))
+
+
+def _combine_exponentials(expr: sympy.Expr) -> sympy.Expr:
+    """Each product of exponentials as one exponential with a factored exponent:
+    exp(-1/(8 s^2)) exp(x/(2 s^2)) exp(-x^2/(2 s^2)) -> exp(-(2x - 1)^2/(8 s^2)), which is never above 1."""
+    expr = sympy.powsimp(expr, deep=True, combine="exp")
+    return expr.replace(lambda e: isinstance(e, sympy.exp) and _X in e.args[0].free_symbols,
+                        lambda e: sympy.exp(sympy.factor(e.args[0])))
+
+
+def _grows(u: sympy.Expr, x: sympy.Symbol = _X) -> bool:
+    """True unless exp(u) is known to stay bounded as x -> +-oo (u a polynomial in x with a bounded-above
+    leading term, or u known to be <= 0)."""
+    if x not in u.free_symbols or u.is_nonpositive:
+        return False
+    try:
+        poly = sympy.Poly(sympy.expand(u), x)
+    except sympy.PolynomialError:
+        return True
+    degree = poly.degree()
+    if degree == 0:
+        return False
+    return degree % 2 == 1 or poly.LC().is_negative is not True
+
+
+def _overflows(expr: sympy.Expr, x: sympy.Symbol = _X) -> bool:
+    r"""True for a form that overflows in floating point where the function itself is moderate:
+    a growing exponential as a factor of a product (simplify's :math:`(\ldots e^{x^2/2})\,e^{-x^2/2}`, inf * 0 =
+    NaN from x = -17 in float32 for leaky_relu * gaussian(1)) or a sum, or the log of a product or quotient
+    (:math:`\log((e^x + 1)/(e^{x-6} + 1))`, inf/inf from x = 89).  Exponentials inside log(1 + e^u),
+    1/(1 + e^u) and polylog(n, -e^u) are left to the code generator, which evaluates those safely."""
+    def walk(node, guarded):
+        if isinstance(node, sympy.log):
+            arg = node.args[0]
+            if x in arg.free_symbols and not isinstance(arg, sympy.Add):
+                return True
+            return any(walk(a, True) for a in node.args)
+        if isinstance(node, sympy.polylog):
+            return any(walk(a, True) for a in node.args)
+        if isinstance(node, sympy.Pow) and node.exp.is_negative:
+            return walk(node.base, True) or walk(node.exp, guarded)
+        if isinstance(node, sympy.Pow) and isinstance(node.base, sympy.exp) and node.exp.is_positive:
+            return (not guarded and _grows(node.base.args[0] * node.exp, x)) or walk(node.base.args[0], guarded)
+        if isinstance(node, sympy.exp):
+            return (not guarded and _grows(node.args[0], x)) or walk(node.args[0], guarded)
+        return any(walk(a, guarded) for a in node.args)
+    return walk(expr, False)
 
 
 def _has_symbolic_power(expr: sympy.Expr, x: sympy.Symbol = _X) -> bool:

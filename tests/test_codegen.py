@@ -2140,3 +2140,19 @@ def test_pieces_meeting_at_one_kink_build_a_module():
         exact = mpmath.quad(lambda s: hardtanh(float(s)), ends) / 2
         assert value == pytest.approx(float(exact), abs=1e-12)
         assert slope == pytest.approx((hardtanh(p + 1) - hardtanh(p - 1)) / 2, abs=1e-12)
+
+
+def test_a_constant_outside_the_double_range_is_refused_not_printed_as_a_bare_inf():
+    """number_literal printed repr(float(c)), 'inf' for 4.17e+108573, and the generated module raised
+    NameError: name 'inf' is not defined when it ran; the constant is refused by name now."""
+    from numeric.printer import number_literal
+    from symact.errors import FormulaError
+
+    with pytest.raises(FormulaError, match="outside the range of a double"):
+        number_literal(sympy.Float("4.17e+108573"))
+    with pytest.raises(FormulaError, match="outside the range of a double"):
+        number_literal(-sympy.Float("1e400") * sympy.pi)
+    assert number_literal(sympy.Float("1.5e308")) == repr(1.5e308)
+    x = sympy.Symbol("x", real=True)
+    with pytest.raises(FormulaError, match="outside the range of a double"):
+        torch_module(symact.activation(sympy.Float("4.17e+108573") * sympy.exp(-x**2)))

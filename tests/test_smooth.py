@@ -356,3 +356,107 @@ def test_kernel_functions_refuse_a_width_in_the_input_or_the_kernel_variable(ker
     with pytest.raises(DomainError, match="depends on the input x"):
         kernel_density(kernel, "3*u", u)
     assert kernel_density(kernel, "sigma*y", u).has(sympy.Symbol("y"))  # another parameter is still taken
+
+
+# ----------------------------------------------------------------------------- generated code of smoothed activations
+
+CATALOGUE_NUMERIC = {  # the catalogue activations at their default parameters, as mpmath functions with kinks
+    "leaky_relu": (lambda y: y if y > 0 else y / 100, [0]),
+    "hardshrink": (lambda y: y if abs(y) > mpmath.mpf(1) / 2 else 0, [mpmath.mpf(-1) / 2, mpmath.mpf(1) / 2]),
+    "relu6": NUMERIC["relu6"],
+    "hardtanh": NUMERIC["hardtanh"],
+}
+
+
+def _catalogue_quadrature(name, kernel, x0, s):
+    f, kinks = CATALOGUE_NUMERIC[name]
+    k = DENSITY[kernel]
+    reach = {"gaussian": 16 * s, "logistic": 100 * s}[kernel]
+    inner = sorted(p for p in {x0 - kink for kink in kinks} | {mpmath.mpf(0)} if -reach < p < reach)
+    return mpmath.quad(lambda u: f(x0 - u) * k(u, s), [-reach, *inner, reach])
+
+
+@pytest.mark.parametrize("name, kernel, width", [
+    ("leaky_relu", "gaussian", 1), ("hardshrink", "gaussian", None), ("hardshrink", "gaussian", 0.5),
+    ("relu6", "logistic", 1), ("hardtanh", "logistic", 1), ("hardtanh", "logistic", 2),
+])
+def test_smoothed_activations_with_an_exact_width_evaluate_in_floats(name, kernel, width):
+    """The closed form chosen for an exact or symbolic width was simplify's shortest one,
+    (... + sqrt(pi)*x*(...)*exp(x**2/2) + ...)*exp(-x**2/2) for leaky_relu * gaussian(1) (inf * 0 = NaN from x = -17 in
+    float32) or log((exp(x) + 1)/(exp(x - 6) + 1)) for relu6 * logistic(1) (inf/inf = NaN from x = 89): the generated
+    torch module returned NaN at moderate inputs.  Reference: mpmath quadrature of f(x - t) k(t) dt at 30 digits."""
+    torch = pytest.importorskip("torch")
+    import numeric
+    from symact.smooth import convolve
+
+    module = numeric.torch_module(convolve(name, kernel, width))
+    s = mpmath.mpf(1 if width is None else width)
+    points = [-1000.0, -100.0, -50.0, -20.0, -12.0, -6.0, -0.7, 0.0, 0.3, 1.5, 6.5, 12.0, 20.0, 50.0, 100.0, 1000.0]
+    with mpmath.workdps(30):
+        reference = [float(_catalogue_quadrature(name, kernel, mpmath.mpf(p), s)) for p in points]
+    for dtype, tolerance in ((torch.float32, 2e-6), (torch.float64, 1e-12)):
+        values = module(torch.tensor(points, dtype=dtype)).tolist()
+        for p, value, r in zip(points, values, reference):
+            assert abs(value - r) <= tolerance * max(1, abs(r)), (dtype, p, value, r)
+
+
+def test_a_small_float_width_leaves_no_constant_outside_the_double_range():
+    """hardshrink * gaussian(0.001) held constants such as 1.198e-108574 * 4.17e+108573 (simplify split
+    exp(-(x**2 + x/2 + 1/4)/w**2) from its constant), and its generated module raised NameError: name 'inf'.
+    Reference: mpmath quadrature; no Float in the closed form is outside the double range."""
+    torch = pytest.importorskip("torch")
+    import numeric
+    from symact.smooth import convolve
+
+    act = convolve("hardshrink", "gaussian", 1e-3)
+    assert all(n == 0 or 1e-300 < abs(n) < 1e300 for n in act.expr.atoms(sympy.Float))
+    module = numeric.torch_module(act)
+    points = [-3.0, -0.5, -0.4995, 0.0, 0.2, 0.4999, 0.5, 0.5012, 2.0, 1000.0]
+    with mpmath.workdps(30):
+        reference = [float(_catalogue_quadrature("hardshrink", "gaussian", mpmath.mpf(p), mpmath.mpf("0.001")))
+                     for p in points]
+    values = module(torch.tensor(points, dtype=torch.float64)).tolist()
+    for p, value, r in zip(points, values, reference):
+        assert abs(value - r) <= 1e-10 * max(1, abs(r)), (p, value, r)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_functions_take_width_none_as_the_default_scale(kernel):
+    """convolve(..., width=None) means the default scale sigma, but kernel_density(kernel, None) raised a bare
+    AttributeError ('NoneType' object has no attribute 'is_number'); kernel_antiderivative likewise."""
+    assert kernel_density(kernel, None) == kernel_density(kernel, sigma)
+    assert kernel_antiderivative(kernel, 0, None) == kernel_antiderivative(kernel, 0, sigma)
+    assert sympy.integrate(kernel_density(kernel, None), (t, -sympy.oo, sympy.oo)) == 1
+
+
+@pytest.mark.parametrize("name, width, points", [
+    ("relu", 1, [-1e8, -3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0, 1e8]),
+    ("relu", 0.001, [-1e16, -1e4, -0.0005, 0.0, 0.0005, 1e4, 1e16]),
+    ("hardtanh", 0.5, [-1e8, -1e4, -1.2, -0.6, 0.0, 0.7, 1.3, 1e4, 1e8]),
+    ("relu_squared", 0.5, [-1e4, -1000.0, -0.2, 0.0, 0.3, 1000.0]),
+])
+def test_uniform_smoothing_is_exact_on_the_outer_pieces(name, width, points):
+    """The uniform closed form adds Min/Max terms that cancel where f * k is f's outer polynomial smoothed:
+    relu * uniform(1) was 0.25 at x = -1e8 in float32 (true 0), relu * uniform(0.001) 5.4e8 at -1e16, and
+    relu_squared * uniform(0.5) 0.0104 at -1000.  Reference: mpmath quadrature of f(x - t) k(t) dt, or for
+    relu_squared the exact x**2 + s**2/3 (x > s) and 0 (x < -s) and quadrature between."""
+    torch = pytest.importorskip("torch")
+    import numeric
+    from symact.smooth import convolve
+
+    module = numeric.torch_module(convolve(name, "uniform", width))
+    s = mpmath.mpf(str(width))
+    reference = []
+    with mpmath.workdps(40):
+        for p in points:
+            x0 = mpmath.mpf(p)
+            if name != "relu_squared":
+                reference.append(float(_quadrature(name, "uniform", x0, s)))
+            elif abs(x0) > s:
+                reference.append(float(x0**2 + s**2 / 3 if x0 > 0 else 0))
+            else:
+                reference.append(float(mpmath.quad(lambda u: max(x0 - u, 0) ** 2 / (2 * s), [-s, x0, s])))
+    for dtype, tolerance in ((torch.float32, 2e-6), (torch.float64, 1e-12)):
+        values = module(torch.tensor(points, dtype=dtype)).tolist()
+        for p, value, r in zip(points, values, reference):
+            assert abs(value - r) <= tolerance * max(1, abs(r)), (dtype, p, value, r)
