@@ -2122,15 +2122,15 @@ def test_fx_symbolic_trace_into_a_generated_module_names_the_leaf_fix():
 
 
 def test_pieces_meeting_at_one_kink_build_a_module():
-    """Uniform-smoothed hardtanh (width 1) has two derivative pieces starting at x = 0; sorting them compared
-    SymPy's true/false and torch_module raised a bare TypeError ("A Boolean argument can only be used in Eq
-    and Ne").  Reference: F(x) = (1/2) int_{x-1}^{x+1} hardtanh, F'(x) = (hardtanh(x+1) - hardtanh(x-1))/2."""
+    """Uniform-smoothed hardtanh (width 1), as symact.smooth wrote it before its outer pieces were made exact, has
+    two derivative pieces starting at x = 0; sorting them compared SymPy's true/false and torch_module raised a
+    bare error.  Reference: F(x) = (1/2) int_{x-1}^{x+1} hardtanh, F'(x) = (hardtanh(x+1) - hardtanh(x-1))/2."""
     import mpmath
 
-    from symact.smooth import convolve
-
     hardtanh = lambda s: max(-1.0, min(1.0, s))  # noqa: E731
-    module = torch_module(convolve("hardtanh", "uniform"))
+    module = torch_module(symact.activation(
+        "(1 - x)/2*Min(1, Max(-1, x - 1)) + (x + 1)/2*Min(1, Max(-1, x + 1)) + Min(1, Max(-1, x - 1))**2/4"
+        " - Min(1, Max(-1, x + 1))**2/4"))
     points = [-3.0, -1.7, -0.6, -0.25, 0.3, 0.9, 1.4, 2.5]
     t = torch.tensor(points, dtype=torch.float64, requires_grad=True)
     y = module(t)
