@@ -55,7 +55,8 @@ from symact.activation import function_of_an_exponential
 
 from numeric import gauss
 from numeric.lambdify_modules import MPMATH_MODULES, numpy_modules
-from symact.errors import DivergentIntegralError, DomainError, FormulaError, SymactError, is_integer_valued
+from symact.errors import (DivergentIntegralError, DomainError, FormulaError, SymactError, is_integer_valued,
+                           is_whole_number)
 
 __all__ = ["KernelMaps", "ClosedForm", "kernel_maps", "find_closed_form", "ENGINES"]
 
@@ -391,6 +392,15 @@ def _activation_parts(act: Any) -> _Parts:
         name = str(expr)
         x = None
         kinks = None
+    if expr is None or not isinstance(expr, sympy.Expr):  # kernel_maps(None): a bare AttributeError (.atoms)
+        raise FormulaError(f"kernel maps need an activation (a catalogue name, formula or Activation), got {act!r}")
+    stairs = expr.atoms(sympy.floor, sympy.ceiling, sympy.frac)
+    if stairs:
+        # no kink or break-point rule knows their infinitely many jumps: float64 raised SymPy's bare
+        # PrintMethodNotImplementedError, mpmath ran 30-40 s and then called Q(1) of floor(x) divergent
+        raise FormulaError(
+            f"{name}: {sorted(map(str, stairs))[0]} jumps at every integer, which the kernel maps' quadrature cannot "
+            "split at; use an activation with finitely many kinks (e.g. a Piecewise over the range you need).")
     # symact's safe primitives (NormalCdf, Sigmoid, Softplus, ...) have no mpmath/NumPy translation:
     # kernel_maps(NormalCdf(x)) raised a bare NameError from lambdify at the first quadrature node
     from symact.primitives import SafePrimitive, to_elementary
@@ -498,7 +508,8 @@ def _plain_number(v):
         return sympy.Rational(v.numerator, v.denominator)
     if isinstance(v, decimal.Decimal):
         return sympy.Rational(str(v)) if v.is_finite() else float(v)
-    if isinstance(v, np.generic) or (type(v).__module__.startswith("torch") and getattr(v, "ndim", None) == 0):
+    if isinstance(v, np.generic) or (isinstance(v, np.ndarray) and v.ndim == 0) or (
+            type(v).__module__.startswith("torch") and getattr(v, "ndim", None) == 0):
         return v.item()
     return v
 
@@ -529,6 +540,10 @@ def _scale_points(std) -> list:
 
 
 def _check_q(qv) -> None:
+    if getattr(qv, "ndim", 0) or isinstance(qv, (list, tuple)):
+        # an array reached numpy's "truth value of an array is ambiguous" below
+        raise DomainError(f"q = {qv!r} is not one number; the Q map takes one q value (squared norm / dimension) "
+                          "at a time.")
     try:
         valid = bool(qv > 0) and bool(qv < float("inf"))
     except TypeError:
@@ -1752,6 +1767,15 @@ class KernelMaps:
             with mpmath.workdps(40):
                 ts = [mpmath.mpf(k) / 7 + mpmath.mpf(1) / 1000 for k in (1, 3, 5, 8, 11, 17, 26, 40)]
                 ts += [mpmath.mpf(2) ** j + mpmath.mpf(1) / 3 for j in range(3, self._probe_exponent() + 1, 3)]
+                # and across the formula's narrow features and close to 0, where an asymmetry hides between the
+                # points above: tanh(1000 (x - 1/20)) passed as odd, a bump exp(-40000 (x - 1/20)^2) (zero at every
+                # point) as odd too, and C(0) = 0, C(-1) = -1 were returned for 0.0016 and -0.92 (1e-87)
+                centres, width = self._feature_centres()
+                for centre in centres:
+                    c, w = abs(self._mp(centre)), mpmath.mpf(width)
+                    ts += [c + k * w for k in (-4, -2, -1, -mpmath.mpf(1) / 2, 0, mpmath.mpf(1) / 2, 1, 2, 4)
+                           if c + k * w > 0]
+                ts += [mpmath.mpf(10) ** -j * mpmath.mpf("1.37") for j in range(1, 7)]
                 try:
                     even = set(self.kinks) == {-b for b in self.kinks} and all(
                         abs(f(t) - (-1 if odd else 1) * f(-t)) <= mpmath.mpf(10) ** -25 * max(1, abs(f(t)))
@@ -1843,13 +1867,17 @@ class KernelMaps:
         """``C''(1)`` at q = 1 (``inf`` when ``phi'`` jumps: see :attr:`curvature_is_infinite`)."""
         return self.curvature_at_1(1)
 
+    @_at_precision
     def hermite_coefficients(self, n: int, q=1) -> list:
         """First ``n`` normalised Hermite coefficients of ``z -> phi(sqrt(q) z)`` (mpf, dps digits).
 
         ``Q(q) = sum a_k^2`` and ``C(c; q, q) = sum a_k^2 c^k / Q(q)``.
         """
         _check_q(q)
-        a, _, _ = self._hermite(q, n)
+        # checked here: a cached list was sliced first, so -1 gave all but its last entry and 2.5 a bare TypeError
+        if not is_whole_number(n, 1):
+            raise DomainError(f"n={n!r}: the number of Hermite coefficients must be a whole number >= 1.")
+        a, _, _ = self._hermite(q, int(n))
         with mpmath.workdps(self.dps):
             return [+v for v in a]
 
@@ -1859,6 +1887,9 @@ class KernelMaps:
         ``Q = Q_self o Q_other`` and ``C(c; q1, q2) = C_self(C_other(c; q1, q2); Q_other(q1), Q_other(q2))``:
         the extended maps, which carry the q values along (DKS section 2).
         """
+        if not isinstance(other, (KernelMaps, ComposedKernelMaps)):  # None, "relu": a bare AttributeError ('dps')
+            raise FormulaError(f"composed() takes kernel maps, got {type(other).__name__} {other!r}: pass "
+                               f"kernel_maps({other!r}) (the maps of the inner layer).")
         return ComposedKernelMaps(self, other)
 
 

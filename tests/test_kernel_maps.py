@@ -1563,3 +1563,59 @@ def test_c_and_q_given_as_fraction_decimal_or_numpy_scalar_are_read_exactly():
 def torch_scalar(value):
     torch = pytest.importorskip("torch")
     return torch.tensor(value, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("formula, phi", [
+    ("tanh(1000*(x - 1/20))", lambda t: mpmath.tanh(1000 * (t - mpmath.mpf(1) / 20))),
+    ("exp(-40000*(x - 1/20)**2)", lambda t: mpmath.exp(-40000 * (t - mpmath.mpf(1) / 20) ** 2)),
+])
+@pytest.mark.parametrize("engine", ["float64", "mpmath"])
+def test_a_narrow_feature_off_centre_is_not_taken_for_a_symmetry(formula, phi, engine):
+    """Oddness was decided at a few sample points, the smallest 0.144: tanh(1000 (x - 1/20)) passed as odd and
+    a bump at 1/20 (0 at every sample) as odd too, so both engines returned C(0) = 0 and C(-1) = -1 (for a
+    positive phi!).  Reference at q = 1: C(0) = E[phi]^2 / Q and C(-1) = E[phi(z) phi(-z)] / Q by mpmath.quad,
+    split at the feature."""
+    with mpmath.workdps(30):
+        density = lambda t: mpmath.exp(-t * t / 2) / mpmath.sqrt(2 * mpmath.pi)  # noqa: E731
+        cut = [-mpmath.inf, -mpmath.mpf(1) / 20 - mpmath.mpf(1) / 100, -mpmath.mpf(1) / 20,
+               -mpmath.mpf(1) / 20 + mpmath.mpf(1) / 100, 0, mpmath.mpf(1) / 20 - mpmath.mpf(1) / 100,
+               mpmath.mpf(1) / 20, mpmath.mpf(1) / 20 + mpmath.mpf(1) / 100, mpmath.inf]
+        mean = mpmath.quad(lambda t: phi(t) * density(t), cut)
+        second = mpmath.quad(lambda t: phi(t) ** 2 * density(t), cut)
+        mirrored = mpmath.quad(lambda t: phi(t) * phi(-t) * density(t), cut)
+        c0, c_minus_1 = mean ** 2 / second, mirrored / second
+    maps = kernel_maps(formula, engine=engine, dps=15)
+    assert float(maps.c_map(0)) == pytest.approx(float(c0), rel=1e-9)
+    assert float(maps.c_map(-1)) == pytest.approx(float(c_minus_1), rel=1e-9, abs=1e-13)
+
+
+def test_hermite_coefficients_check_n_even_once_a_list_is_cached_and_q_must_be_one_number():
+    """After a C map had cached a list, hermite_coefficients(-1) returned all but its last entry, (0) [] and
+    (2.5) a bare TypeError; q_map(np.array([1, 2])) raised numpy's "truth value of an array is ambiguous" and
+    c_map(np.array(0.5)) (a 0-d array) a bare TypeError.  Q(q) = sum a_k^2: three coefficients of tanh hold
+    most of Q(1)."""
+    maps = kernel_maps(sympy.tanh(x), engine="mpmath", dps=15)
+    maps.c_map(0.5)
+    for n in (-1, 0, 2.5, True):
+        with pytest.raises(DomainError, match="whole number >= 1"):
+            maps.hermite_coefficients(n)
+    a = maps.hermite_coefficients(3)
+    assert len(a) == 3 and 0.9 * maps.q_map(1) < sum(v * v for v in a) <= maps.q_map(1)
+    with pytest.raises(DomainError, match="not one number"):
+        maps.q_map(np.array([1.0, 2.0]))
+    assert maps.c_map(np.array(0.5)) == maps.c_map(0.5)
+
+
+def test_floor_none_and_a_non_map_are_refused_by_name():
+    """floor(x) raised SymPy's bare PrintMethodNotImplementedError (float64) or ran 30-40 s before calling Q(1)
+    divergent (mpmath; Q(1) = sum k^2 P(k <= z < k + 1) is finite); kernel_maps(None) and maps.composed(None) or
+    composed("relu") raised bare AttributeErrors."""
+    for formula in ("floor(x)", "x + frac(x)", "ceiling(x/2)"):
+        with pytest.raises(FormulaError, match="jumps at every integer"):
+            kernel_maps(formula, engine="float64")
+    with pytest.raises(FormulaError, match="got None"):
+        kernel_maps(None)
+    maps = kernel_maps(sympy.tanh(x), engine="float64")
+    for other in (None, "relu"):
+        with pytest.raises(FormulaError, match="composed\\(\\) takes kernel maps"):
+            maps.composed(other)
