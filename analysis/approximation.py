@@ -833,7 +833,9 @@ def _expansion_point(point) -> sympy.Expr:
         raise DomainError(f"point={point!r}: give a real number, sympy.oo or -sympy.oo")
     try:
         value = safe_sympify(point, "point")
-    except (FormulaError, sympy.SympifyError, TypeError, ValueError):
+    except FormulaError:
+        raise  # a string that is no number (code, a formula) is refused as safe_sympify says, as elsewhere
+    except (sympy.SympifyError, TypeError, ValueError):
         raise DomainError(f"point={point!r}: give a real number, sympy.oo or -sympy.oo") from None
     if isinstance(value, float):
         value = sympy.Float(value)
