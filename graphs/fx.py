@@ -453,6 +453,19 @@ def _squeezed_batch_hint(gm: Any, inputs: tuple) -> str:
 _SHAPE_NUMBER = "symact_shape_number"  # fx node meta key: the Python number the node computed
 
 
+def _item_rounding(fx_node: Any) -> float:
+    """The relative rounding of a number read out of a floating tensor by ``.item()`` (its dtype's eps), else 0:
+    a float32 parameter 0.6 read as ``self.a.item()`` was taken as exactly 0.600000023842, so weights 0.6 and 0.8
+    were refused as not normalised, with normalised weights suggested that float32 cannot hold."""
+    import torch
+
+    if fx_node.op != "call_method" or fx_node.target != "item" or not fx_node.args:
+        return 0.0
+    meta = getattr(fx_node.args[0], "meta", {}).get("tensor_meta")
+    dtype = getattr(meta, "dtype", None)
+    return torch.finfo(dtype).eps if dtype is not None and dtype.is_floating_point else 0.0
+
+
 def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str, model: Any = None) -> None:
     """Run torch.fx's ShapeProp on the example input; a failure becomes an InvalidGraphError.
 
@@ -1596,7 +1609,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
     def _convert(fx_node: Any) -> None:
         op, target = fx_node.op, fx_node.target
         if op in ("call_function", "call_method") and _SHAPE_NUMBER in fx_node.meta:
-            env[fx_node] = _Const(float(fx_node.meta[_SHAPE_NUMBER]))  # exact: computed from ints
+            number = float(fx_node.meta[_SHAPE_NUMBER])
+            env[fx_node] = _Const(number, abs(number) * _item_rounding(fx_node))  # exact where computed from ints
         elif (op == "call_function" and target is operator.getitem and reads_parameters[fx_node]
               and not reads_input[fx_node]):
             env[fx_node] = indexed_parameter(fx_node)

@@ -2196,3 +2196,26 @@ def test_products_that_are_no_linear_layer_are_refused_by_name():
         graphs.from_torch(Both(), torch.randn(3, 4))
     with pytest.raises(InvalidGraphError, match=r"weight of shape \(8,\); a linear layer h @ W needs a 2-D W"):
         graphs.from_torch(Vector(), torch.randn(3, 4))
+
+
+@pytest.mark.parametrize("b, accepted", [(0.8, True), (0.9, False)])
+def test_coefficients_read_by_item_carry_their_dtypes_rounding(b, accepted):
+    """self.a.item() of a float32 parameter 0.6 was taken as exactly 0.600000023842, so 0.6 and 0.8 were refused
+    as un-normalised (squares summing to 1 + 4.8e-8), with 'normalised' weights suggested that float32 cannot
+    hold; written self.a * x the same model traced.  An un-normalised pair is still refused."""
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+            self.a, self.b = nn.Parameter(torch.tensor(0.6)), nn.Parameter(torch.tensor(b))
+
+        def forward(self, x):
+            return self.fc3(self.a.item() * x + self.b.item() * self.fc2(torch.tanh(self.fc1(x))))
+
+    if not accepted:
+        with pytest.raises(InvalidGraphError, match="not 1"):
+            graphs.from_torch(Model(), torch.randn(2, 16))
+        return
+    g = graphs.from_torch(Model(), torch.randn(2, 16))
+    weights = sorted(w for _, _, w in g.edges(data="weight") if w is not None)
+    assert weights == pytest.approx([0.6, 0.8], rel=1e-6)
