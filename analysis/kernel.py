@@ -56,7 +56,7 @@ from symact.activation import function_of_an_exponential
 from numeric import gauss
 from numeric.lambdify_modules import MPMATH_MODULES, numpy_modules
 from symact.errors import (DivergentIntegralError, DomainError, FormulaError, SymactError, is_integer_valued,
-                           is_whole_number)
+                           is_whole_number, python_number)
 
 __all__ = ["KernelMaps", "ClosedForm", "kernel_maps", "find_closed_form", "ENGINES"]
 
@@ -508,10 +508,7 @@ def _plain_number(v):
         return sympy.Rational(v.numerator, v.denominator)
     if isinstance(v, decimal.Decimal):
         return sympy.Rational(str(v)) if v.is_finite() else float(v)
-    if isinstance(v, np.generic) or (isinstance(v, np.ndarray) and v.ndim == 0) or (
-            type(v).__module__.startswith("torch") and getattr(v, "ndim", None) == 0):
-        return v.item()
-    return v
+    return python_number(v)
 
 
 def _at_precision(method):
@@ -539,11 +536,14 @@ def _scale_points(std) -> list:
     return [sign * b for b in (1, 3, 10, 30) for sign in (-1, 1)]
 
 
+def _check_one_number(value, name: str, what: str) -> None:
+    """An array or sequence reached numpy's "truth value of an array is ambiguous" in the range checks."""
+    if getattr(value, "ndim", 0) or isinstance(value, (list, tuple)):
+        raise DomainError(f"{name} = {value!r} is not one number; {what}")
+
+
 def _check_q(qv) -> None:
-    if getattr(qv, "ndim", 0) or isinstance(qv, (list, tuple)):
-        # an array reached numpy's "truth value of an array is ambiguous" below
-        raise DomainError(f"q = {qv!r} is not one number; the Q map takes one q value (squared norm / dimension) "
-                          "at a time.")
+    _check_one_number(qv, "q", "the Q map takes one q value (squared norm / dimension) at a time.")
     try:
         valid = bool(qv > 0) and bool(qv < float("inf"))
     except TypeError:
@@ -555,10 +555,7 @@ def _check_q(qv) -> None:
 
 def _check_c(cv):
     """``cv`` if it is a cosine similarity (a number in [-1, 1]), else a DomainError that says so."""
-    if getattr(cv, "ndim", 0) or isinstance(cv, (list, tuple)):
-        # an array reached numpy's "truth value of an array is ambiguous" below
-        raise DomainError(f"c = {cv!r} is not one number; c_map takes one cosine similarity in [-1, 1]: "
-                          "use c_map_curve(cs) for many.")
+    _check_one_number(cv, "c", "c_map takes one cosine similarity in [-1, 1]: use c_map_curve(cs) for many.")
     try:
         inside = -1 <= cv <= 1
     except TypeError:

@@ -1444,7 +1444,8 @@ def _warn_about_pools(graph: nx.DiGraph, method: str, activation_nodes: list) ->
     pools = [n for n, kind in graph.nodes(data="kind") if kind == "pool"]
     if not pools:
         return
-    after = sorted({str(p) for p in pools if any(a in nx.descendants(graph, p) for a in activation_nodes)})
+    activations = set(activation_nodes)
+    after = sorted(str(p) for p in pools if activations & nx.descendants(graph, p))  # one traversal per pool
     reasons = []
     if method == "tat":
         reasons.append("TAT keeps C(0) > 0, so the kernels across positions that a pool averages in do not vanish")

@@ -53,6 +53,7 @@ from .errors import (
     UnknownActivationError,
     UnknownSymbolError,
     is_whole_number,
+    python_number,
 )
 
 __all__ = ["x", "v", "Activation", "Properties", "activation", "parse_formula"]
@@ -122,10 +123,9 @@ def _exact_number(value: Any, name: str, label: str | None = None) -> sympy.Expr
     label = label or f"parameter {name!r}"
     if isinstance(value, bool):
         raise FormulaError(f"{label} got a bool ({value}); pass a number")
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        # a NumPy scalar or 0-d tensor is its Python number: np.float64(1.5) raised a bare TypeError (its repr is
-        # "np.float64(1.5)"), np.float32(1.5) became the 6-digit Float 1.50000
-        value = value.item()
+    # a NumPy scalar or 0-d tensor is its Python number: np.float64(1.5) raised a bare TypeError (its repr is
+    # "np.float64(1.5)"), np.float32(1.5) became the 6-digit Float 1.50000
+    value = python_number(value)
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise FormulaError(f"{label} is {value}; pass a finite number")
@@ -882,8 +882,7 @@ def _input_value(value: Any) -> sympy.Expr:
         if word in _INFINITY_WORDS:
             return sign * _INFINITY_WORDS[word]
         return _real_input(parse_formula(value), value)
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d numpy array or tensor is one number
-        value = value.item()
+    value = python_number(value)  # a 0-d numpy array or tensor is one number
     result = None
     # sympify(None) raised a bare SympifyError; a numpy array or True an AttributeError deep in SymPy
     if not isinstance(value, bool) and (isinstance(value, (numbers.Number, sympy.Basic)) or hasattr(value, "_sympy_")):

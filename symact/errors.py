@@ -21,6 +21,7 @@ __all__ = [
     "TrainingDivergedError",
     "is_whole_number",
     "is_integer_valued",
+    "python_number",
 ]
 
 
@@ -105,3 +106,18 @@ class InvalidGraphError(SymactError, ValueError):
 
 class TrainingDivergedError(SymactError, FloatingPointError):
     """A training run produced NaN or inf."""
+
+
+def python_number(value: object) -> object:
+    """The Python number a NumPy scalar, 0-d array or 0-d tensor holds (``value.item()``); anything else as it is.
+
+    The one conversion every layer applies to numbers that arrive from arrays before reading them exactly
+    (np.float32(1.5) sympified to a 24-bit Float, np.float64(1.5) raised a bare TypeError in SymPy).
+
+    >>> import numpy as np
+    >>> python_number(np.float32(0.5)), python_number(np.array(2)), python_number("x")
+    (0.5, 2, 'x')
+    """
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        return value.item()
+    return value

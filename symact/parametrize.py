@@ -69,7 +69,7 @@ from tokenize import TokenError
 from types import MappingProxyType
 
 from ._safe_parse import safe_number, safe_parse
-from .errors import DomainError, FormulaError, NoInverseError, UnknownSymbolError
+from .errors import DomainError, FormulaError, NoInverseError, UnknownSymbolError, python_number
 
 __all__ = [
     "ParameterActivation",
@@ -1329,10 +1329,9 @@ def _param_value(name: str, value: Any) -> sp.Expr:
     """A parameter default as a SymPy value; a string must be a number (it is never run as code)."""
     if isinstance(value, str):
         return safe_number(value, name, f"parameter {name!r}")
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item") and not isinstance(value, sp.Basic):
-        # a NumPy scalar or 0-d tensor is its Python number: np.float32(3.0) became a 24-bit Float, whose
-        # inverse failed the 30-digit check ("0.0790569, but g'(1/10) = 0.0790569": NoInverseError)
-        value = value.item()
+    # a NumPy scalar or 0-d tensor is its Python number: np.float32(3.0) became a 24-bit Float, whose
+    # inverse failed the 30-digit check ("0.0790569, but g'(1/10) = 0.0790569": NoInverseError)
+    value = python_number(value)
     try:
         number = sp.sympify(value, strict=True)
     except sp.SympifyError:
