@@ -542,7 +542,9 @@ def _shifted_sigmoid_pairs(terms: list) -> list:
     """k*g*Sigmoid(a) - k*g*Sigmoid(b) with a - b = d a nonzero number -> k*(1 - exp(-d))*g*Sigmoid(a)*Sigmoid(-b)
     (Sigmoid(a) - Sigmoid(b) = (exp(a) - exp(b))/((1 + exp(a))*(1 + exp(b)))): the difference of two sigmoids
     one shift apart cancels where both are near 1, the product does not.  x*Sigmoid(x) - x*Sigmoid(x - 1) was
-    0.0 from x = 18 in float32 (38 in float64), where it is ~(e - 1)*x*exp(-x) (4.7e-7 at x = 18)."""
+    0.0 from x = 18 in float32 (38 in float64), where it is ~(e - 1)*x*exp(-x) (4.7e-7 at x = 18).  The pair is
+    oriented so that d > 0: with d < 0 the factor 1 - exp(-d) is -exp(|d|) (inf from |d| = 710 in float64) and
+    Sigmoid(a) underflows where the difference does not."""
     def sigmoids(term):
         k, f = split_numeric_factor(term)
         factors = Mul.make_args(f)
@@ -558,6 +560,8 @@ def _shifted_sigmoid_pairs(terms: list) -> list:
                 for b, other in second:
                     d = sympy.expand(a.args[0] - b.args[0])
                     if other == rest and d.is_number and d.is_nonzero:
+                        if d.is_negative:  # the pair as -k*(Sigmoid(b) - Sigmoid(a)), so that the shift is positive
+                            k, a, b, d = -k, b, a, -d
                         pair = k * (1 - sympy.exp(-d)) * rest * a * Sigmoid(sympy.expand(-b.args[0]))
                         return _replace_pair(terms, terms[i], terms[j], pair)
     return terms

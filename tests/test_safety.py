@@ -1295,6 +1295,21 @@ def test_a_difference_of_sigmoids_one_shift_apart_keeps_its_digits(formula, dtyp
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["sigmoid(x) - sigmoid(x - 40)", "x*sigmoid(x - 40) - x*sigmoid(x)",
+                                     "sigmoid(x) - sigmoid(x - 1000)", "sigmoid(x - 1000) - sigmoid(x)"])
+def test_a_difference_of_sigmoids_far_apart_is_written_with_a_positive_shift(formula, dtype):
+    """The pair k*Sigmoid(a) - k*Sigmoid(b) became k*(1 - exp(-d))*Sigmoid(a)*Sigmoid(-b) with d = a - b of either
+    sign, whichever term came first: sigmoid(x) - sigmoid(x - 40) was (exp(40) - 1)*Sigmoid(-x)*Sigmoid(x - 40),
+    0.0 in float32 from x = 104 where Sigmoid(-x) underflows (the value is ~exp(40 - x)), and
+    sigmoid(x) - sigmoid(x - 1000) (the logistic smoothing of a unit bump at width 0.001) held exp(1000), so
+    torch_module refused it (a constant beyond the double range).  The pair is now oriented so that d > 0.
+    Reference: mpmath at 50 digits of the formula and of SymPy's derivative."""
+    points = [-1e30, -1e5, -300.0, -30.0, -3.0, 0.0, 3.0, 20.0, 39.0, 41.0, 60.0, 104.0, 120.0, 500.0, 999.0, 1001.0,
+              1060.0, 1100.0, 1e5, 1e30]
+    _check_against_mpmath(formula, points, dtype, rtol=64 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("formula", ["(exp(x) - 1)/x", "exp(x)/(1 + x**2*exp(2*x))", "x*exp(x)/(1 + x**2*exp(2*x))"])
 def test_a_slope_is_not_nan_where_the_square_of_the_input_overflows(formula, dtype):
     """The slope of (exp(x) - 1)/x, ((x - 1)*exp(x) + 1)/x**2, was inf/inf = NaN from x = 1.8e19 in float32 (1.3e154
