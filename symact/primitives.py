@@ -1587,9 +1587,22 @@ def _bounded_above(u: sympy.Expr, inputs) -> bool:
         except sympy.PolynomialError:
             return False
         degree = poly.degree()
-        lead = poly.LC()
-        return degree % 2 == 0 and degree > 0 and lead.is_number and lead.is_negative
+        return degree % 2 == 0 and degree > 0 and _negative_where_finite(poly.LC())
     return False
+
+
+def _negative_where_finite(c: sympy.Expr) -> bool:
+    """Sufficient test that ``c`` (free of the inputs) is negative for every value of its symbols where it is
+    finite: a negative number times positive factors and even powers of real symbols.  A trainable width is only
+    real (codegen's _resolve), and SymPy leaves -1/(2*s**2) unsigned for s = 0, where it is not finite; taking
+    exp(-(x + 1)**2/(2*s**2)) for unbounded chose sinh(x/s**2)*exp(-x**2/(2*s**2)) (inf*0 = NaN from |x| = 710 s**2)
+    over the difference of two such exponentials."""
+    if c.is_negative:
+        return True
+    number, rest = c.as_coeff_Mul()
+    return bool(number.is_negative) and all(
+        f.is_positive or (isinstance(f, Pow) and f.base.is_real and f.exp.is_integer and f.exp.is_even)
+        for f in Mul.make_args(rest))
 
 
 def hazards(expr: sympy.Expr, inputs: tuple | None = None) -> Hazards:

@@ -1310,6 +1310,33 @@ def test_a_difference_of_sigmoids_far_apart_is_written_with_a_positive_shift(for
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_trainable_scale_in_a_gaussian_exponent_keeps_its_gradient_finite_in_a_branch(dtype):
+    """A trainable parameter is only real in the generated code, and SymPy leaves -1/(2*s**2) unsigned (s = 0), so
+    exp(-(x + 1)**2/(2*s**2)) counted as able to overflow; in a Piecewise branch the s-gradient then took the form
+    -sqrt(2)*exp(-1/(2*s**2))*exp(-x**2/(2*s**2))*sinh(x/s**2)/sqrt(pi), inf*0 = NaN from x = -710 in float64 (-89 in
+    float32).  The formula is the left branch of hardtanh smoothed by a Gaussian of width s.  Reference: mpmath at 50
+    digits of SymPy's derivative in s."""
+    formula = ("Piecewise((s*exp(-(x + 1)**2/(2*s**2)) - s*exp(-(x - 1)**2/(2*s**2)) + sqrt(2*pi)*((x + 1)*(1 + "
+               "erf((x + 1)/(sqrt(2)*s))) - (x - 1)*(1 + erf((x - 1)/(sqrt(2)*s))))/2, x < -1), (0, True))")
+    act = symact.activation(formula, s=1)
+    (s,) = act.params
+    slope = sympy.lambdify((X, s), sympy.diff(act.expr, s), "mpmath")
+    module = torch_module(act, trainable=["s"]).to(dtype)
+    finfo = torch.finfo(dtype)
+    for p in [-1e15, -1e4, -1000.0, -800.0, -100.0, -30.0, -6.0, -3.0, -1.5]:  # (x + 1)**2 is finite in float32
+        module.zero_grad()
+        module(torch.tensor([p], dtype=dtype)).sum().backward()
+        got = module.s.grad.item()
+        with mpmath.workdps(50):
+            exact = slope(mpmath.mpf(p), mpmath.mpf(1))
+        assert not math.isnan(got), p
+        if abs(exact) >= finfo.tiny:
+            assert abs(got - float(exact)) <= 64 * finfo.eps * abs(float(exact)), (p, got, exact)
+        else:
+            assert abs(got) < finfo.tiny, (p, got, exact)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("formula", ["(exp(x) - 1)/x", "exp(x)/(1 + x**2*exp(2*x))", "x*exp(x)/(1 + x**2*exp(2*x))"])
 def test_a_slope_is_not_nan_where_the_square_of_the_input_overflows(formula, dtype):
     """The slope of (exp(x) - 1)/x, ((x - 1)*exp(x) + 1)/x**2, was inf/inf = NaN from x = 1.8e19 in float32 (1.3e154
