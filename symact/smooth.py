@@ -19,12 +19,23 @@ with :math:`G_j` an antiderivative of :math:`t^j k_\sigma(t)`; an infinite end u
 
 Kernels (``width`` = :math:`\sigma > 0`, the scale):
 
-* ``gaussian``: :math:`e^{-t^2/2\sigma^2}/(\sigma\sqrt{2\pi})`; :math:`G_j` by SymPy ``integrate`` (erf, exp);
+* ``gaussian``: :math:`e^{-t^2/2\sigma^2}/(\sigma\sqrt{2\pi})`; :math:`G_j` by parts (erf, exp);
 * ``logistic``: :math:`e^{-t/\sigma}/(\sigma(1+e^{-t/\sigma})^2)`; :math:`G_j` by parts (sigmoid, log, polylog);
 * ``uniform``: :math:`1/(2\sigma)` on :math:`[-\sigma, \sigma]`; :math:`G_j` exact with ``Min``/``Max`` clipping;
 * ``cauchy``: :math:`\sigma/(\pi(t^2+\sigma^2))`; :math:`G_j` by SymPy ``integrate`` (atan, log).
 
-The logistic antiderivatives come from integration by parts,
+For the Gaussian and logistic kernels, whose tails never vanish, the closed form is not that sum: its terms grow
+with x and cancel to a bounded :math:`f * k_\sigma` (hardtanh * logistic(0.001) was 1.00047 at x = 1e4 in
+float32).  On the piece m of f that holds x, with :math:`D_i` the jump of the polynomials at the kink :math:`c_i`,
+:math:`f = P_m - \sum_{c_i < x} D_i\,H(c_i - x) + \sum_{c_i > x} D_i\,H(x - c_i)`, so :math:`f * k_\sigma` is
+:math:`P_m * k_\sigma`, a polynomial, plus one term per kink that decays away from it, with the parts that grow with
+x cancelled exactly in its coefficients.  With two kinks or more it is a ``Piecewise`` with one branch per piece of
+f (each branch the same analytic function); one kink needs a single expression.  Evaluated in floating point (the
+generated torch code; NumPy for a float width) it is accurate to a few units in the last place of
+:math:`\max(1, |f * k_\sigma|)` at every x.
+
+The Gaussian antiderivatives come from :math:`\int_{-\infty}^{v} z^j \varphi(z)\,dz = -v^{j-1}\varphi(v) + (j-1)
+\int_{-\infty}^{v} z^{j-2} \varphi(z)\,dz`; the logistic ones from integration by parts,
 :math:`\int_{-\infty}^{v} u^m \mathrm{sigmoid}(u)\,du = -\sum_{i=0}^{m} (-1)^{i} \frac{m!}{(m-i)!} v^{m-i}
 \mathrm{Li}_{i+1}(-e^{v})` (:math:`\mathrm{Li}_1(-e^v) = -\log(1+e^v)`), which SymPy's ``integrate``
 does not find on its own; ``tests/test_smooth.py`` checks them by differentiation.
@@ -120,39 +131,73 @@ def kernel_density(kernel: str, width=_SIGMA, t: sympy.Symbol = _T) -> sympy.Exp
     return s / (sympy.pi * (t**2 + s**2))
 
 
-def _logistic_sigmoid_moment(m: int, v: sympy.Expr) -> sympy.Expr:
-    """int_{-oo}^{v} u^m sigmoid(u) du, by parts down to polylogs."""
-    total = sympy.Integer(0)
-    for i in range(m + 1):
-        li = -sympy.log(1 + sympy.exp(v)) if i == 0 else sympy.polylog(i + 1, -sympy.exp(v))
-        total += (-1) ** (i + 1) * sympy.factorial(m) / sympy.factorial(m - i) * v ** (m - i) * li
-    return total
+# The Gaussian and logistic antiderivatives are written in placeholders for the special functions of v = t/s while
+# kink terms are collected: SymPy would otherwise split (1 + erf) or re-evaluate a function on the way, and the
+# collected coefficients are where the parts that grow with x cancel exactly (see _kink_share)
+_V = sympy.Dummy("v", real=True)
+_CDF = sympy.Dummy("cdf")  # gaussian: (1 + erf(v/sqrt(2)))/2
+_PDF = sympy.Dummy("pdf")  # gaussian: exp(-v**2/2)/sqrt(2*pi)
+_SIGMOID = sympy.Dummy("sigmoid")  # logistic: 1/(1 + exp(-v))
+_POLYLOG: dict[int, sympy.Dummy] = {}  # logistic: n -> Li_n(-exp(v)); Li_1(-exp(v)) = -log(1 + exp(v))
+
+
+def _polylog_placeholder(n: int) -> sympy.Dummy:
+    return _POLYLOG.setdefault(n, sympy.Dummy(f"Li{n}"))
+
+
+def _placeholders() -> tuple:
+    return (_CDF, _PDF, _SIGMOID, *_POLYLOG.values())
+
+
+@lru_cache(maxsize=64)
+def _scaled_antiderivative(kernel: str, j: int) -> sympy.Expr:
+    r""":math:`H_j(v)` with :math:`G_j(t) = \sigma^j H_j(t/\sigma)`, a sum of placeholders times polynomials in v.
+
+    Gaussian: :math:`H_0 = \Phi`, :math:`H_1 = -\varphi`, :math:`H_j = -v^{j-1}\varphi + (j-1) H_{j-2}` (by parts);
+    logistic: :math:`H_j = v^j\,\mathrm{sigmoid}(v) - j \int_{-\infty}^{v} u^{j-1} \mathrm{sigmoid}(u)\,du` with
+    :math:`\int_{-\infty}^{v} u^m \mathrm{sigmoid}(u)\,du = -\sum_{i=0}^{m} (-1)^{i} \frac{m!}{(m-i)!} v^{m-i}
+    \mathrm{Li}_{i+1}(-e^{v})`."""
+    v = _V
+    if kernel == "gaussian":
+        if j < 2:
+            return _CDF if j == 0 else -_PDF
+        return sympy.expand(-v ** (j - 1) * _PDF + (j - 1) * _scaled_antiderivative(kernel, j - 2))
+    m = j - 1
+    moment = -sum((-1) ** i * sympy.factorial(m) / sympy.factorial(m - i) * v ** (m - i) * _polylog_placeholder(i + 1)
+                  for i in range(j))
+    return sympy.expand(v**j * _SIGMOID - j * moment)
+
+
+def _realize(expr: sympy.Expr, kernel: str, w: sympy.Expr, nonpositive: bool = False) -> sympy.Expr:
+    """The placeholders in ``expr`` as the special functions of ``w``.  ``nonpositive``: w <= 0 wherever the result
+    is evaluated, so the logistic sigmoid is written exp(w)/(1 + exp(w)), whose exponential cannot overflow there."""
+    if kernel == "gaussian":
+        even = -w if w.could_extract_minus_sign() else w  # exp(-(x + 1)**2/2), not exp(-(-x - 1)**2/2)
+        return expr.xreplace({_CDF: (1 + sympy.erf(w / sympy.sqrt(2))) / 2,
+                              _PDF: sympy.exp(-even**2 / 2) / sympy.sqrt(2 * sympy.pi)})
+    sigmoid = sympy.exp(w) / (1 + sympy.exp(w)) if nonpositive else 1 / (1 + sympy.exp(-w))
+    return expr.xreplace({_SIGMOID: sigmoid, **{
+        symbol: -sympy.log(1 + sympy.exp(w)) if n == 1 else sympy.polylog(n, -sympy.exp(w))
+        for n, symbol in _POLYLOG.items()}})
+
+
+def _moment(kernel: str, j: int, s: sympy.Expr) -> sympy.Expr:
+    """E[t^j] under the Gaussian or logistic kernel of scale s."""
+    if j % 2:
+        return sympy.Integer(0)
+    if kernel == "gaussian":  # s^j (j - 1)!!
+        return s**j * sympy.factorial2(j - 1)
+    # E[t^j] = s^j pi^j (2^j - 2) |B_j| for the logistic distribution (1 for j = 0)
+    return sympy.Integer(1) if j == 0 else s**j * sympy.pi**j * (2**j - 2) * abs(sympy.bernoulli(j))
 
 
 @lru_cache(maxsize=256)
 def _antiderivative(kernel: str, j: int, s: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
     """(G_j(t), G_j(-oo), G_j(+oo)) for t^j k_s(t); infinite limits are returned as +-oo/zoo/nan."""
     t = _T
-    if kernel == "gaussian":
-        c = sympy.Dummy("c", real=True)
-        # simplify here: the raw result hides removable 1/t factors that break evaluation at t = 0
-        G = sympy.simplify(sympy.integrate(t**j * kernel_density(kernel, s, t), (t, -sympy.oo, c)).subs(c, t))
-        full = sympy.integrate(t**j * kernel_density(kernel, s, t), (t, -sympy.oo, sympy.oo))
-        return G, sympy.Integer(0), sympy.simplify(full)
-    if kernel == "logistic":
-        sig = 1 / (1 + sympy.exp(-t / s))
-        if j == 0:
-            G = sig
-        else:
-            # G_j = t^j sigmoid(t/s) - j s^j int_{-oo}^{t/s} u^(j-1) sigmoid(u) du
-            G = t**j * sig - j * s**j * _logistic_sigmoid_moment(j - 1, t / s)
-        if j == 0:
-            full = sympy.Integer(1)
-        elif j % 2:
-            full = sympy.Integer(0)
-        else:  # E[t^j] = s^j pi^j (2^j - 2) |B_j| for the logistic distribution
-            full = s**j * sympy.pi**j * (2**j - 2) * abs(sympy.bernoulli(j))
-        return G, sympy.Integer(0), full
+    if kernel in ("gaussian", "logistic"):
+        G = _realize(sympy.expand(s**j * _scaled_antiderivative(kernel, j).xreplace({_V: t / s})), kernel, t / s)
+        return G, sympy.Integer(0), _moment(kernel, j, s)
     if kernel == "uniform":
         clipped = sympy.Min(sympy.Max(t, -s), s)
         G = (clipped ** (j + 1) - (-s) ** (j + 1)) / ((j + 1) * 2 * s)
@@ -287,7 +332,8 @@ def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol
         exact = convolve_expression(f, kernel, _FLOAT_WIDTH, x)
         exact = exact.replace(lambda e: isinstance(e, sympy.exp), lambda e: sympy.exp(sympy.factor(e.args[0])))
         if kernel == "logistic":
-            exact = _float_safe_logistic(exact)
+            if not isinstance(exact, sympy.Piecewise):  # a Piecewise by f's pieces has only exponentials <= 1 already
+                exact = _float_safe_logistic(exact)
             # a float times x - c is multiplied out, and exp(1000.0*x - 1000.0) evaluates to 5.08e-435*exp(1000.0*x),
             # a factor outside the range of a double: exponents get the width as the decimal number it is
             decimal = sympy.nsimplify(s, rational=True)
@@ -295,6 +341,8 @@ def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol
                                   lambda e: sympy.exp(e.args[0].subs(_FLOAT_WIDTH, decimal)))
         return exact.subs(_FLOAT_WIDTH, s)
     pieces = piecewise_polynomial(f, x)
+    if kernel in ("gaussian", "logistic"):
+        return _by_kinks(pieces, kernel, s, x)
     total = sympy.Integer(0)
     t = _T
     for piece in pieces:
@@ -312,10 +360,84 @@ def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol
                         f"towards {direction} because the {kernel} kernel decays {_tail_decay(kernel)}. Use a kernel "
                         "with finite moments (gaussian, logistic, uniform) or a bounded f (heaviside, hardtanh, relu6)")
             total += coeff * (upper - lower)
-    closed = _tidy(total, kernel)
+    closed = _tidy(total)
     if kernel == "uniform" and len(pieces) > 1:
         closed = _uniform_outer_pieces(closed, pieces, s, x)
     return closed
+
+
+def _smoothed_polynomial(polynomial: sympy.Expr, kernel: str, s: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    """P * k_s for a polynomial P: sum_j d_j(x) E[t^j] with P(x - t) = sum_j d_j(x) t^j."""
+    shifted = sympy.Poly(sympy.expand(polynomial.subs(x, x - _T)), _T)
+    return sympy.expand(sum((coeff * _moment(kernel, j, s) for (j,), coeff in shifted.terms()), sympy.Integer(0)))
+
+
+def _kink_share(jump: sympy.Expr, kink: sympy.Expr, kernel: str, s: sympy.Expr, x: sympy.Symbol,
+                right: bool, nonpositive: bool) -> sympy.Expr:
+    r"""The share of the kernel that sees the jump ``D`` = P_after - P_before at ``kink`` c, in the form that
+    decays away from the kink: for x < c (``right`` False) :math:`\int_{t < x-c} D(x-t)\,k_s(t)\,dt =
+    \sum_j d_j(x) G_j(x - c)`, and for x > c (``right``) the other side :math:`\int_{t > x-c} D(x-t)\,k_s(t)\,dt
+    = \sum_j d_j(x) (-1)^j G_j(c - x)` (the kernel is even), with :math:`D(x - t) = \sum_j d_j(x) t^j`.  Each
+    :math:`G_j` is taken at an argument <= 0, where it decays, and the coefficient of each special function is
+    collected as one polynomial in x: the growing parts of :math:`d_j(x)` and of the powers of t in :math:`G_j`
+    cancel exactly there (logistic relu_squared: :math:`x^2 \mathrm{sigmoid} - 2x\cdot x\,\mathrm{sigmoid} +
+    x^2 \mathrm{sigmoid} = 0`) instead of in floating point.  ``nonpositive``: the share is used only on that
+    decaying side (see :func:`_realize`); a single expression over all x uses it on both sides."""
+    shifted = sympy.Poly(sympy.expand(jump.subs(x, x - _T)), _T)
+    w = (kink - x) / s if right else (x - kink) / s
+    total = sum((coeff * (-1 if right and j % 2 else 1) * s**j * _scaled_antiderivative(kernel, j)
+                 for (j,), coeff in shifted.terms()), sympy.Integer(0))
+    collected = sympy.collect(sympy.expand(total.xreplace({_V: w})), _placeholders(), evaluate=False)
+    return sympy.Add(*(_realize(coeff * basis, kernel, w, nonpositive) for basis, coeff in collected.items()))
+
+
+def _single_expression_side(first: sympy.Expr, last: sympy.Expr, x: sympy.Symbol) -> int:
+    """0 to write a one-kink f * k as P_first * k plus the share right of the kink, 1 as P_last * k minus the share
+    left of it.  Far right, the first form adds P_first * k to the growing part of its share (they sum to
+    P_last * k), which cancels catastrophically where P_first outgrows P_last (Min(x, 1): x + (1 - x)); the second
+    form is the mirror image, so the side whose polynomial grows faster is the one to start from."""
+    def growth(polynomial):
+        poly = sympy.Poly(polynomial, x)
+        degree = poly.degree()
+        if degree < 0:  # the zero polynomial
+            return (-1, 0)
+        lead = poly.LC()
+        return (degree, abs(lead) if lead.is_number else None)
+
+    (first_degree, first_lead), (last_degree, last_lead) = growth(first), growth(last)
+    if first_degree != last_degree:
+        return int(first_degree > last_degree)
+    if first_lead is None or last_lead is None:  # a symbolic slope (leaky_relu's alpha): P_first * k + share
+        return 0
+    return int(bool(first_lead > last_lead))
+
+
+def _by_kinks(pieces, kernel: str, s: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    r"""The Gaussian or logistic closed form of f * k_s, free of cancellation in float arithmetic.
+
+    With kinks :math:`c_1 < \dots < c_n`, jumps :math:`D_i = P_i - P_{i-1}` and x on piece m,
+    :math:`f = P_m - \sum_{i \le m} D_i H(c_i - \cdot) + \sum_{i > m} D_i H(\cdot - c_i)`, so
+    :math:`f * k_s = P_m * k_s - \sum_{i \le m} R_i + \sum_{i > m} L_i` with the shares of :func:`_kink_share`,
+    each decaying away from its kink.  The sum of the shares in one form, :math:`P_0 * k_s + \sum_i L_i`, adds
+    parts that each grow with x and cancel to a bounded f * k_s (hardtanh * logistic(0.001) was 1.00047 at x = 1e4
+    in float32, erf(u) - erf(v) times x in the Gaussian case likewise), so f * k_s is a Piecewise with one branch
+    per piece of f.  One kink needs no Piecewise: the side whose polynomial grows faster is written as its smoothed
+    polynomial (:func:`_single_expression_side`), which keeps relu * logistic as softplus and leaky_relu * gaussian
+    as SAU."""
+    if len(pieces) == 1:
+        return _smoothed_polynomial(pieces[0].polynomial, kernel, s, x)
+    kinks = [(piece.lower, piece.polynomial - before.polynomial) for before, piece in zip(pieces, pieces[1:])]
+
+    def on_piece(m: int, nonpositive: bool) -> sympy.Expr:  # nonpositive: used on piece m only
+        shares = [_kink_share(jump, kink, kernel, s, x, i < m, nonpositive) for i, (kink, jump) in enumerate(kinks)]
+        signs = [-1 if i < m else 1 for i in range(len(kinks))]
+        return sympy.Add(_smoothed_polynomial(pieces[m].polynomial, kernel, s, x),
+                         *(sign * share for sign, share in zip(signs, shares)))
+
+    if len(pieces) == 2:
+        return on_piece(_single_expression_side(pieces[0].polynomial, pieces[1].polynomial, x), False)
+    return sympy.Piecewise(*((on_piece(m, True), x < piece.upper) for m, piece in enumerate(pieces[:-1])),
+                           (on_piece(len(pieces) - 1, True), True))
 
 
 def _uniform_outer_pieces(closed: sympy.Expr, pieces, s: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
@@ -377,31 +499,17 @@ def _has_x_denominator(expr: sympy.Expr, x: sympy.Symbol = _X) -> bool:
                and node.base.is_positive is not True for node in sympy.preorder_traversal(expr))
 
 
-def _tidy(expr: sympy.Expr, kernel: str) -> sympy.Expr:
-    """Simplify, keeping the form free of denominators in x (no removable 0/0 points)."""
+def _tidy(expr: sympy.Expr) -> sympy.Expr:
+    """Simplify the uniform or Cauchy closed form, keeping it free of denominators in x (no removable 0/0 points)
+    and of forms that overflow (see :func:`_overflows`)."""
     expr = sympy.expand(expr)
-    if kernel == "logistic":
-        # polylog(1, z) = -log(1 - z)
-        expr = expr.replace(lambda e: isinstance(e, sympy.polylog) and e.args[0] == 1,
-                            lambda e: -sympy.log(1 - e.args[1]))
-    if kernel == "gaussian":
-        expr = sympy.expand(expr.rewrite(sympy.erf))
-    special = sorted(expr.atoms(sympy.erf, sympy.atan, sympy.log, sympy.polylog, sympy.Min, sympy.Max), key=sympy.default_sort_key)
+    special = sorted(expr.atoms(sympy.atan, sympy.log, sympy.Min, sympy.Max), key=sympy.default_sort_key)
     collected = sympy.collect(expr, special, evaluate=True)
-    combined = _combine_exponentials(collected)
-    candidates = [expr, collected, sympy.powsimp(collected, combine="exp"), combined]
+    candidates = [expr, collected]
     simplified = sympy.simplify(expr)
     candidates += [simplified, sympy.expand_log(simplified, force=True)]
     candidates = [c for c in candidates if not _has_x_denominator(c)] or [expr]
     return min(candidates, key=lambda c: (_overflows(c), _has_symbolic_power(c), sympy.count_ops(c), len(str(c))))
-
-
-def _combine_exponentials(expr: sympy.Expr) -> sympy.Expr:
-    """Each product of exponentials as one exponential with a factored exponent:
-    exp(-1/(8 s^2)) exp(x/(2 s^2)) exp(-x^2/(2 s^2)) -> exp(-(2x - 1)^2/(8 s^2)), which is never above 1."""
-    expr = sympy.powsimp(expr, deep=True, combine="exp")
-    return expr.replace(lambda e: isinstance(e, sympy.exp) and _X in e.args[0].free_symbols,
-                        lambda e: sympy.exp(sympy.factor(e.args[0])))
 
 
 def _grows(u: sympy.Expr, x: sympy.Symbol = _X) -> bool:
@@ -422,9 +530,10 @@ def _grows(u: sympy.Expr, x: sympy.Symbol = _X) -> bool:
 def _overflows(expr: sympy.Expr, x: sympy.Symbol = _X) -> bool:
     r"""True for a form that overflows in floating point where the function itself is moderate:
     a growing exponential as a factor of a product (simplify's :math:`(\ldots e^{x^2/2})\,e^{-x^2/2}`, inf * 0 =
-    NaN from x = -17 in float32 for leaky_relu * gaussian(1)) or a sum, or the log of a product or quotient
-    (:math:`\log((e^x + 1)/(e^{x-6} + 1))`, inf/inf from x = 89).  Exponentials inside log(1 + e^u),
-    1/(1 + e^u) and polylog(n, -e^u) are left to the code generator, which evaluates those safely."""
+    NaN from x = -17 in float32 for leaky_relu * gaussian(1), when that closed form came through here) or a sum, or
+    the log of a product or quotient (the Cauchy kernel's :math:`\log(((x+1)^2 + s^2)/((x-1)^2 + s^2))`, inf/inf
+    from |x| = 1.3e154).  Exponentials inside log(1 + e^u), 1/(1 + e^u) and polylog(n, -e^u) are left to the code
+    generator, which evaluates those safely."""
     def walk(node, guarded):
         if isinstance(node, sympy.log):
             arg = node.args[0]

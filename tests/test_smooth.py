@@ -460,3 +460,106 @@ def test_uniform_smoothing_is_exact_on_the_outer_pieces(name, width, points):
         values = module(torch.tensor(points, dtype=dtype)).tolist()
         for p, value, r in zip(points, values, reference):
             assert abs(value - r) <= tolerance * max(1, abs(r)), (dtype, p, value, r)
+
+
+# ----------------------------------------------------------------------------- tails without cancellation
+
+TAIL_FUNCTIONS = {  # name: (f, its mpmath version, its kinks, the mpmath version of f' between them, f's jumps)
+    "hardtanh": (FUNCTIONS["hardtanh"], *NUMERIC["hardtanh"], lambda y: 1 if -1 < y < 1 else 0, []),
+    "relu6": (FUNCTIONS["relu6"], *NUMERIC["relu6"], lambda y: 1 if 0 < y < 6 else 0, []),
+    "hardsigmoid": (sympy.Min(sympy.Max(0, x / 6 + sympy.Rational(1, 2)), 1),
+                    lambda y: min(max(y / 6 + mpmath.mpf(1) / 2, 0), 1), [-3, 3],
+                    lambda y: mpmath.mpf(1) / 6 if -3 < y < 3 else 0, []),
+    "hardshrink": (sympy.Piecewise((x, x < -sympy.Rational(1, 2)), (0, x <= sympy.Rational(1, 2)), (x, True)),
+                   *CATALOGUE_NUMERIC["hardshrink"], lambda y: 1 if abs(y) > mpmath.mpf(1) / 2 else 0,
+                   [(mpmath.mpf(-1) / 2, mpmath.mpf(1) / 2), (mpmath.mpf(1) / 2, mpmath.mpf(1) / 2)]),
+    "min_x_1": (sympy.Min(x, 1), lambda y: min(y, 1), [1], lambda y: 1 if y < 1 else 0, []),
+    "quadratic_spline": (FUNCTIONS["quadratic_spline"], *NUMERIC["quadratic_spline"],
+                         lambda y: 0 if y < 0 else (2 * y if y < 1 else 2), []),
+    "bump": (sympy.Piecewise((0, x < 0), (1, x < 1), (0, True)), lambda y: 1 if 0 < y < 1 else 0, [0, 1],
+             lambda y: 0, [(0, 1), (1, -1)]),
+}
+TAIL_POINTS = [-1234567.891, -98765.4321, -4321.123, -123.4567, -12.34, -3.3, -1.3, -0.37, -1e-3,
+               1e-3, 0.37, 1.3, 3.3, 12.34, 123.4567, 4321.123, 10000.3, 98765.4321, 1234567.891]
+
+
+def _tail_reference(name, kernel, x0, s):
+    """(f * k_s)(x0) and (f * k_s)'(x0) = (f' * k_s)(x0) + sum of jump * k_s(x0 - where) by mpmath quadrature."""
+    _, f, kinks, slope, jumps = TAIL_FUNCTIONS[name]
+    k = DENSITY[kernel]
+    reach = {"gaussian": 16 * s, "logistic": 100 * s}[kernel]
+    ends = [-reach, *sorted(p for p in {x0 - kink for kink in kinks} | {mpmath.mpf(0)} if -reach < p < reach), reach]
+    value = mpmath.quad(lambda u: f(x0 - u) * k(u, s), ends)
+    return value, mpmath.quad(lambda u: slope(x0 - u) * k(u, s), ends) + sum(size * k(x0 - where, s)
+                                                                           for where, size in jumps)
+
+
+@pytest.mark.parametrize("name, kernel, width", [
+    ("hardtanh", "logistic", "0.001"), ("hardsigmoid", "gaussian", "1"), ("min_x_1", "logistic", "0.1"),
+    ("quadratic_spline", "gaussian", "0.001"), ("relu6", "gaussian", "0.1"),
+    ("relu6", "logistic", "1"), ("hardshrink", "logistic", "0.1"), ("bump", "logistic", "0.001"),
+])
+def test_gaussian_and_logistic_smoothings_do_not_cancel_in_their_tails(name, kernel, width):
+    """The closed forms added terms that each grow with x and cancel to a bounded result ((x + 1)*softplus(...) -
+    (x - 1)*softplus(...), x*(erf(u) - erf(v))), and the generated module kept some of that cancellation:
+    hardtanh * logistic(0.001) was 1.0186 at x = 1.23e6 in float32 (1 + 3.6e-11 in float64), hardsigmoid *
+    gaussian(1) 0.0031 at -1.23e6 in float32 (true 0), min_x_1 * logistic(0.1) 1.8e-12 off at 10000.3 in float64,
+    quadratic_spline * gaussian(0.001) 10616 at -1.23e6 in float32 (-8.8e-6 in float64, true 0), relu6 *
+    gaussian(0.1) 3.8e-6 at -123 in float32 (true 0).  Each kink now contributes a term that decays away from it
+    (a Piecewise by the pieces of f), and the generated module (float64 and float32, value and slope) and, for a
+    float width, NumPy match mpmath quadrature of f(x - t) k(t) dt to 1e-12 (float64) or 1e-6 (float32) of
+    max(1, |value|)."""
+    torch = pytest.importorskip("torch")
+    import numpy
+    import numeric
+
+    w = sympy.Integer(width) if width == "1" else float(width)
+    closed = convolve_expression(TAIL_FUNCTIONS[name][0], kernel, w)
+    module = numeric.torch_module(closed)
+    s = mpmath.mpf(width)
+    checks = [(torch.float64, 1e-12), (torch.float32, 1e-6)]
+    for dtype, tolerance in checks:
+        inputs = torch.tensor(TAIL_POINTS, dtype=dtype, requires_grad=True)
+        values = module(inputs)
+        (slopes,) = torch.autograd.grad(values.sum(), inputs)
+        for p, value, slope in zip(inputs.tolist(), values.tolist(), slopes.tolist()):  # p rounded to dtype
+            with mpmath.workdps(30):
+                reference, reference_slope = (float(r) for r in _tail_reference(name, kernel, mpmath.mpf(p), s))
+            assert abs(value - reference) <= tolerance * max(1, abs(reference)), (dtype, p, value, reference)
+            assert abs(slope - reference_slope) <= tolerance * max(1, abs(reference_slope)), (dtype, p, slope)
+    if isinstance(w, float):
+        evaluate = sympy.lambdify(x, closed, "numpy")
+        with numpy.errstate(all="ignore"):  # NumPy evaluates every branch of a Piecewise at every x
+            values = [float(evaluate(numpy.float64(p))) for p in TAIL_POINTS]
+        for p, value in zip(TAIL_POINTS, values):
+            with mpmath.workdps(30):
+                reference = float(_tail_reference(name, kernel, mpmath.mpf(p), s)[0])
+            assert abs(value - reference) <= 1e-12 * max(1, abs(reference)), ("numpy", p, value, reference)
+
+
+@pytest.mark.parametrize("name, kernel", [("hardtanh", "gaussian"), ("relu6", "logistic"), ("hardshrink", "logistic"),
+                                          ("quadratic_spline", "logistic")])
+def test_each_branch_of_a_smoothing_is_the_whole_smoothing(name, kernel):
+    """With two kinks or more the closed form is a Piecewise whose branch for each piece of f keeps every term on its
+    decaying side; each branch is the same analytic function, so each must equal f * k_s on the whole line, not only
+    on its piece (and the value and slope are continuous where the branches switch).  Reference: mpmath quadrature
+    at 30 digits, at points on every piece."""
+    closed = convolve_expression(TAIL_FUNCTIONS[name][0], kernel, sigma)
+    assert isinstance(closed, sympy.Piecewise) and len(closed.args) == len(TAIL_FUNCTIONS[name][2]) + 1
+    for branch, _ in closed.args:
+        value = sympy.lambdify((x, sigma), branch, "mpmath")
+        slope = sympy.lambdify((x, sigma), sympy.diff(branch, x), "mpmath")
+        for point in ["-4.5", "-0.8", "0.1", "0.6", "1.2", "3.5", "7.25"]:
+            with mpmath.workdps(34):
+                x0, s = mpmath.mpf(point), mpmath.mpf("0.7")
+                reference, reference_slope = _tail_reference(name, kernel, x0, s)
+                assert abs(value(x0, s) - reference) <= mpmath.mpf(10) ** -30 * max(1, abs(reference)), (branch, point)
+                assert abs(slope(x0, s) - reference_slope) <= mpmath.mpf(10) ** -30 * max(1, abs(reference_slope))
+
+
+def test_gaussian_antiderivatives_differentiate_back_and_vanish_at_minus_infinity():
+    """G_j is now written by the recurrence H_j = -v^(j-1) phi(v) + (j - 1) H_(j-2) instead of SymPy's integrate."""
+    for j in range(5):
+        G = kernel_antiderivative("gaussian", j, sigma)
+        assert sympy.simplify(sympy.diff(G, t) - t**j * kernel_density("gaussian", sigma, t)) == 0
+        assert sympy.limit(G, t, -sympy.oo) == 0
