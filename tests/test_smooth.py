@@ -563,3 +563,35 @@ def test_gaussian_antiderivatives_differentiate_back_and_vanish_at_minus_infinit
         G = kernel_antiderivative("gaussian", j, sigma)
         assert sympy.simplify(sympy.diff(G, t) - t**j * kernel_density("gaussian", sigma, t)) == 0
         assert sympy.limit(G, t, -sympy.oo) == 0
+
+
+WIDTH_SLOPE = {  # d k_s(t) / d s
+    "gaussian": lambda u, s: mpmath.npdf(u, 0, s) * (u * u / s**3 - 1 / s),
+    "logistic": lambda u, s: DENSITY["logistic"](u, s) * (u * mpmath.tanh(u / (2 * s)) / s**2 - 1 / s),
+}
+
+
+@pytest.mark.parametrize("name, kernel", [("hardtanh", "gaussian"), ("relu6", "gaussian"), ("hardshrink", "gaussian"),
+                                          ("hardtanh", "logistic")])
+def test_a_trainable_width_has_a_finite_accurate_gradient_far_out(name, kernel):
+    """The Piecewise closed form's width-gradient in the generated module took sinh(x/s**2)*exp(-x**2/(2*s**2)) in a
+    branch (inf*0 = NaN from |x| = 710 in float64) until the code generator counted exp(-(x + 1)**2/(2*s**2)) as
+    bounded for a width that is only real.  Reference: d/ds (f * k_s)(x) = int f(x - t) dk_s(t)/ds dt by mpmath
+    quadrature at 30 digits."""
+    torch = pytest.importorskip("torch")
+    import numeric
+    from symact.smooth import convolve
+
+    module = numeric.torch_module(convolve(name, kernel), trainable=["sigma"]).double()
+    _, f, kinks, _, _ = TAIL_FUNCTIONS[name]
+    for p in [-1e6, -1e4, -800.0, -30.0, -1.3, 0.37, 1.3, 7.5, 30.0, 800.0, 1e4, 1e6]:
+        module.zero_grad()
+        module(torch.tensor([p], dtype=torch.float64)).sum().backward()
+        got = module.sigma.grad.item()
+        with mpmath.workdps(30):
+            x0, s = mpmath.mpf(p), mpmath.mpf(1)
+            reach = {"gaussian": 16, "logistic": 100}[kernel]
+            ends = [-reach, *sorted(q for q in {x0 - kink for kink in kinks} | {mpmath.mpf(0)} if -reach < q < reach),
+                    reach]
+            reference = float(mpmath.quad(lambda u: f(x0 - u) * WIDTH_SLOPE[kernel](u, s), ends))
+        assert abs(got - reference) <= 1e-12 * max(1, abs(reference)), (p, got, reference)
