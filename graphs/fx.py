@@ -48,7 +48,8 @@ Mapping (torch op -> node kind):
   ``torch.add(x, y, alpha=b)``, ``x - y``, ``-x``, ``x / 2``) -> ``weighted_sum`` with those
   weights, which must satisfy ``sum w_i**2 == 1``; a plain ``x + y`` is rejected, and so is a division
   with ``rounding_mode`` (a step function).  Terms on the
-  same tensor are one term whose weights add (``0.5*h + 0.5*h`` is ``h``), and adding an exact 0
+  same tensor are one term whose weights add (``0.5*h + 0.5*h`` is ``h``; a term whose elements a transpose
+  moved, ``0.5*v + 0.5*v.transpose(1, 2)``, is refused: its elements meet others), and adding an exact 0
   is the identity (Python's ``sum(branches)`` starts from ``0 + branches[0]``).  Coefficients read
   from scalar tensors (buffers, parameters) are known only to their dtype's rounding: float32
   weights whose squares sum to 1 within it are accepted and stored normalised (the traced
@@ -64,7 +65,10 @@ Mapping (torch op -> node kind):
   then ``nn.Linear``); one that leaves it a sequence/spatial dim (a Linear on the last dim of the
   stack's (batch, 2, features), token mixing after a feature cat, a conv after a cat of the raw input
   along its length), or a mean or pool across it, is refused: the parts then sit at different
-  positions, each with its own kernel
+  positions, each with its own kernel.  A weighted sum adds element by element, and the graph's sum
+  pairs the parts of its inputs in order: where they meet otherwise, because one term's parts were
+  moved (a channel shuffle ``h.view(b, 2, -1).transpose(1, 2).reshape(b, -1)``, a stack along the last
+  dim where the other term is a cat), the sum is refused; parts laid out alike pass
 * ``flatten``, ``unflatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``clone``,
   floating-point casts (``.to(dtype)``, ``.to(x.dtype)``, ``.type_as(x)``, ``.float()``, ``.double()``,
   ``.half()``, ``.bfloat16()``, of the signal or of a weight; a cast to an integer dtype is refused),
@@ -105,13 +109,15 @@ import inspect
 import math
 import operator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Hashable
 
 import networkx as nx
 
 from symact.errors import InvalidGraphError
 
-from .graph import WEIGHT_TOLERANCE, add_concat, add_node, add_weighted_sum, new_graph, output_node, validate
+from .graph import (WEIGHT_TOLERANCE, ChannelParts, PropagationContext, _channel_by_channel, _concat_rule, add_concat,
+                    add_node, add_weighted_sum, new_graph, output_node, validate)
 
 __all__ = ["from_torch"]
 
@@ -127,10 +133,18 @@ class _Combo:
 
     terms: tuple[tuple[Hashable, float, float], ...]
     origin: str  # fx name of the op that produced it, used to name a weighted_sum
+    # per term: where each element of the origin's tensor sits in the term's graph node (a tensor of
+    # flat indices into the tensor that node stands for, shaped like the origin's), None where the
+    # flat orders agree; () for all None.  A transpose between reshapes (a channel shuffle) makes
+    # one, and a weighted sum adds its terms element by element, so it must know which elements meet.
+    layouts: tuple = ()
+
+    def layout(self, i: int) -> Any:
+        return self.layouts[i] if self.layouts else None
 
     def scaled(self, factor: "_Const", origin: str) -> "_Combo":
         return _Combo(tuple((n, c * factor.value, abs(c) * factor.err + abs(factor.value) * e + e * factor.err)
-                            for n, c, e in self.terms), origin)
+                            for n, c, e in self.terms), origin, self.layouts)
 
 
 @dataclass(frozen=True)
@@ -704,7 +718,79 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             return _Const(float(arg))  # a Python number: exact as written
         return _Other()
 
+    # ------------------------------------------------------------ element layouts
+    # A weighted sum adds its terms element by element, and a transpose between reshapes (a channel
+    # shuffle), or a stack along an inner dim, hands elements other places: which elements of which
+    # graph nodes meet is followed as tensors of flat indices (None where the flat order is kept,
+    # as by every reshape; a transpose makes one).  to_origin: fx node -> where its elements sit in
+    # the tensor of its value's origin (env[n].origin), shaped like n's; _Combo.layouts then lead
+    # on to each term's graph node.
+    fx_by_name = {n.name: n for n in fx_graph.nodes}
+    to_origin: dict[Any, Any] = {}
+
+    def index_map(shape: tuple) -> Any:
+        return torch.arange(math.prod(shape)).reshape(shape)
+
+    def composed(inner: Any, outer: Any, outer_shape: tuple) -> Any:
+        """Flat indices ``inner`` looked up at the flat indices ``outer`` (None: the identity)."""
+        if outer is None:
+            return None if inner is None else inner.reshape(outer_shape)
+        return outer if inner is None else inner.reshape(-1)[outer]
+
+    def broadcast(layout: Any, shape: tuple, out_shape: tuple) -> Any:
+        """A layout of a tensor of ``shape`` for its broadcast to ``out_shape``."""
+        if tuple(shape) == tuple(out_shape):
+            return layout
+        return torch.broadcast_to(index_map(shape) if layout is None else layout, out_shape)
+
+    def relaid(value: Any, arg: Any, out_shape: tuple | None) -> Any:
+        """``value`` (the value of the fx node ``arg``) with its term layouts over the elements of a
+        tensor of ``out_shape`` computed from ``arg`` elementwise (broadcasting it), keeping its origin."""
+        if not isinstance(value, _Combo) or not isinstance(arg, torch.fx.Node):
+            return value
+        outer, arg_shape = to_origin.get(arg), shape_of(arg)
+        if out_shape is None or arg_shape is None or (outer is None and not value.layouts
+                                                      and tuple(arg_shape) == tuple(out_shape)):
+            return value
+        layouts = tuple(broadcast(composed(value.layout(i), outer, arg_shape), arg_shape, out_shape)
+                        for i in range(len(value.terms)))
+        return _Combo(value.terms, value.origin, layouts if any(t is not None for t in layouts) else ())
+
+    def same_elements(a: Any, b: Any, shape: tuple) -> bool:
+        if a is None and b is None:
+            return True
+        return torch.equal(index_map(shape) if a is None else a, index_map(shape) if b is None else b)
+
+    # ------------------------------------------------------------ concatenated parts
+    # A concat node's channels carry different values, part by part (graphs.graph.ChannelParts), and
+    # the walker adds two such values in a weighted sum part by part, in the order of their parts.
+    # The network adds element by element: both must pair the same parts.  parts_of: graph node ->
+    # the walker's parts of it, each an int naming the part (0: a node without parts); the network's
+    # part at each element of a node's tensor is computed only where a sum needs it (labels).
+    part_names: dict[Hashable, int] = {}
+    parts_of: dict[Hashable, Any] = {}
+    label_rules: dict[Hashable, Any] = {}
+    label_cache: dict[Hashable, Any] = {}
+
+    def part_name(key: Hashable) -> int:
+        return part_names.setdefault(key, len(part_names) + 1)
+
+    def labels(node: Hashable) -> Any:
+        """The part of each element of ``node``'s tensor (an int tensor), None for a node without parts."""
+        if node not in label_cache:
+            rule = label_rules.get(node)
+            label_cache[node] = rule() if rule is not None else None
+        return label_cache[node]
+
+    def seen_labels(node: Hashable, layout: Any, shape: tuple) -> Any:
+        """The parts of ``node`` at the elements of a tensor of ``shape`` that ``layout`` places in it."""
+        found = labels(node)
+        if found is None:
+            return None
+        return found.reshape(shape) if layout is None else found.reshape(-1)[layout]
+
     materialised: dict[int, Hashable] = {}
+    materialised_layout: dict[int, Any] = {}  # id(value) -> its graph node's layout in the origin's tensor
     # why a node's value comes with a scale (F.normalize: 1/sqrt(C)), for the error that refuses it
     scale_notes: dict[Hashable, str] = {}
     zero_weighted: dict[Hashable, str] = {}  # graph node -> the sum that weighted it by 0 (for the dead-branch error)
@@ -721,15 +807,32 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         materialised[id(value)] = node
         return node
 
+    def node_and_layout(arg: Any, consumer: Any) -> tuple[Hashable, Any]:
+        """The graph node the fx node ``arg`` reads, and where ``arg``'s elements sit in its tensor."""
+        value = env[arg]
+        node = materialise(value, consumer)
+        return node, composed(materialised_layout.get(id(value)), to_origin.get(arg), shape_of(arg))
+
     def _materialise(value: Any, consumer: Any) -> Hashable:
         if not isinstance(value, _Combo):
             raise InvalidGraphError(f"{where(consumer)} takes {type(value).__name__} where a tensor from "
                                     f"the network was expected")
+        origin_shape = shape_of(fx_by_name[value.origin])
         # Terms on one graph node are copies of one tensor: perfectly correlated, so their weights
-        # add (0.5*h + 0.5*h is h), unlike those of independent branches, whose squares add.
+        # add (0.5*h + 0.5*h is h), unlike those of independent branches, whose squares add.  That
+        # holds only where they are laid out alike: h + h.t() adds different elements of h.
         weights: dict[Hashable, float] = {}
         errors: dict[Hashable, float] = {}
-        for node, coeff, err in value.terms:
+        layout_of: dict[Hashable, Any] = {}
+        for i, (node, coeff, err) in enumerate(value.terms):
+            if node in layout_of and not same_elements(layout_of[node], value.layout(i), origin_shape):
+                raise InvalidGraphError(
+                    f"{value.origin!r} adds {node!r} to a copy of itself whose elements were moved "
+                    f"{reordered_by(fx_by_name[value.origin])}: each element meets another element of "
+                    f"{node!r}, partly correlated with it, which no weighted sum node describes (a graph node "
+                    f"enters a sum once, its copies with the weights added); add the tensors in the same "
+                    f"layout, or give one of them its own linear layer first")
+            layout_of.setdefault(node, value.layout(i))
             weights[node] = weights.get(node, 0.0) + coeff
             errors[node] = errors.get(node, 0.0) + err
         for node in [n for n, w in weights.items() if w == 0]:
@@ -746,6 +849,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         if len(weights) == 1:
             ((node, coeff),) = weights.items()
             if normalised:  # coeff is 1, or -1: a sign flip leaves every kernel map unchanged
+                materialised_layout[id(value)] = layout_of[node]
                 return node
             copies = (f" (its {len(value.terms)} terms are copies of {node!r}, whose weights add, not their "
                       f"squares)" if len(value.terms) > 1 else "")
@@ -764,31 +868,124 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         name = value.origin
         if name in g:
             name = f"{name}/sum"
+        summed = summed_parts(value, list(weights), layout_of, origin_shape)
         if slack <= WEIGHT_TOLERANCE:  # Python numbers or float64 tensors: graphs checks them itself
-            return add_weighted_sum(g, name, weights, fx_node=value.origin)
-        # Weights read from float32 (or coarser) tensors are known to a few units in their last
-        # place only: 0.6 and 0.8 are stored as 0.6000000238 and 0.8000000119, whose squares sum
-        # to 1 + 4.8e-8, and no float32 numbers do better.  Within that rounding they are taken as
-        # the normalised weights they stand for; the traced values are kept as torch_weights.
-        shown = ", ".join(f"{n!r}: {w:.9g}" for n, w in weights.items())
-        norm = math.sqrt(square_sum)
-        if not normalised:
+            node = add_weighted_sum(g, name, weights, fx_node=value.origin)
+        else:
+            # Weights read from float32 (or coarser) tensors are known to a few units in their last
+            # place only: 0.6 and 0.8 are stored as 0.6000000238 and 0.8000000119, whose squares sum
+            # to 1 + 4.8e-8, and no float32 numbers do better.  Within that rounding they are taken as
+            # the normalised weights they stand for; the traced values are kept as torch_weights.
+            shown = ", ".join(f"{n!r}: {w:.9g}" for n, w in weights.items())
+            norm = math.sqrt(square_sum)
+            if not normalised:
+                raise InvalidGraphError(
+                    f"weighted sum {value.origin!r} has weights {{{shown}}} (read from tensors, each known to "
+                    f"its dtype's rounding) whose squares sum to {square_sum:.9g}, not 1 within that rounding "
+                    f"(+-{slack:.2g}), so it does not preserve q (an un-normalised add). Use the normalised "
+                    f"weights w_i / sqrt(sum w_j**2): "
+                    f"{{{', '.join(f'{n!r}: {w / norm:.9g}' for n, w in weights.items())}}}"
+                    f" (stored in the same dtype, they round to weights that pass)")
+            node = add_weighted_sum(g, name, {n: w / norm for n, w in weights.items()}, fx_node=value.origin,
+                                    torch_weights=dict(weights))
+        parts_of[node], label_cache[node] = summed
+        return node
+
+    def summed_parts(value: _Combo, nodes: list, layout_of: dict, shape: tuple) -> tuple[Any, Any]:
+        """The walker's parts of a weighted sum of ``nodes`` (laid out in the origin's tensor of
+        ``shape`` as ``layout_of`` says) and the part at each element of that tensor, once the
+        walker's pairing of its inputs' parts (in order, part by part) is checked to be the
+        network's (element by element): a channel shuffle of one concatenation before the sum, or
+        parts stacked along another dim than the other term's, pairs parts otherwise."""
+        inputs = [(n, parts_of.get(n, 0)) for n in nodes]
+        if not any(isinstance(p, ChannelParts) for _, p in inputs):
+            return 0, None
+        walker = _channel_by_channel(lambda here: ("sum", *(p for _, p in here)), inputs)
+        expected: dict[tuple, Fraction] = {}
+        for count, key in zip(walker.counts, walker.values):
+            expected[key] = expected.get(key, 0) + Fraction(count, walker.total)
+        columns = []
+        for n in nodes:
+            found = seen_labels(n, layout_of[n], shape)
+            columns.append((torch.zeros(shape, dtype=torch.long) if found is None else found).reshape(-1))
+        keys, inverse, counts = torch.unique(torch.stack(columns, 1), dim=0, return_inverse=True,
+                                             return_counts=True)
+        total = int(counts.sum())
+        actual = {("sum", *k): Fraction(c, total) for k, c in zip(keys.tolist(), counts.tolist())}
+        if actual != expected:
+            upstream = set(nodes).union(*(nx.ancestors(g, n) for n in nodes))
+            concats = sorted(str(n) for n in upstream if g.nodes[n]["kind"] == "concat")
             raise InvalidGraphError(
-                f"weighted sum {value.origin!r} has weights {{{shown}}} (read from tensors, each known to "
-                f"its dtype's rounding) whose squares sum to {square_sum:.9g}, not 1 within that rounding "
-                f"(+-{slack:.2g}), so it does not preserve q (an un-normalised add). Use the normalised "
-                f"weights w_i / sqrt(sum w_j**2): {{{', '.join(f'{n!r}: {w / norm:.9g}' for n, w in weights.items())}}}"
-                f" (stored in the same dtype, they round to weights that pass)")
-        return add_weighted_sum(g, name, {n: w / norm for n, w in weights.items()}, fx_node=value.origin,
-                                torch_weights=dict(weights))
+                f"weighted sum {value.origin!r} adds {nodes} element by element, and the parts of the "
+                f"concatenation(s) {concats} in them do not lie alike: they were moved "
+                f"{reordered_by(fx_by_name[value.origin])}, so the parts meet in {len(actual)} combinations "
+                f"(in proportions {shares(actual)} of the elements) where the graph, which pairs the parts of "
+                f"its inputs in order, would add {len(expected)} (proportions {shares(expected)}), giving "
+                f"wrong C and q values after the sum; "
+                f"lay the parts of every term out alike (the same transposes, reshapes, and stack or cat "
+                f"dims on each), or sum before concatenating, or mix the channels with a linear layer first")
+        names = torch.tensor([part_name(key) for key in actual])
+        return walker.map(part_name), names[inverse].reshape(shape)
+
+    def shares(proportions: dict) -> str:
+        return ", ".join(str(p) for p in sorted(proportions.values(), reverse=True))
+
+    def reordered_by(fx_node: Any) -> str:
+        """The transposes, stacks and cats between ``fx_node`` and the linear layers before it, in words."""
+        found, stack, seen = [], [fx_node], {fx_node}
+        while stack:
+            n = stack.pop()
+            if n is not fx_node and n.op in ("call_module", "call_function", "call_method") and (
+                    (n.op == "call_module" and isinstance(gm.get_submodule(n.target), linear_types))
+                    or n.target in linear_functions or n.target in (operator.matmul, torch.matmul, torch.mm)):
+                continue
+            if (n.target in permute_functions or n.target in permute_methods
+                    or (n.target is getattr and n.args[1:2] in (("T",), ("mT",)))
+                    or n.target in (torch.cat, torch.concat, torch.concatenate, torch.stack)):
+                found.append(n.name)
+            for a in n.all_input_nodes:
+                if a not in seen:
+                    seen.add(a)
+                    stack.append(a)
+        return f"by {sorted(found)}" if found else "on the way"
 
     def tensor_arg(fx_node: Any) -> Any:
         return env[fx_node.args[0]] if isinstance(fx_node.args[0], torch.fx.Node) else _Other()
 
     def add_kind(fx_node: Any, kind: str, **attrs: Any) -> _Combo:
-        pred = materialise(tensor_arg(fx_node), fx_node)
+        arg = fx_node.args[0]
+        if isinstance(arg, torch.fx.Node) and isinstance(env[arg], _Combo):
+            pred, layout = node_and_layout(arg, fx_node)
+        else:
+            pred, layout = materialise(tensor_arg(fx_node), fx_node), None
         add_node(g, fx_node.name, kind, pred, fx_node=fx_node.name, **attrs)
+        # a linear layer mixes the parts of a concatenation; the other kinds act on each element or
+        # average positions, which keeps them
+        parts = 0 if kind == "linear" else parts_of.get(pred, 0)
+        parts_of[fx_node.name] = parts
+        if isinstance(parts, ChannelParts):
+            arg_shape, pooled = shape_of(arg), pooled_dims.get(fx_node)
+            label_rules[fx_node.name] = lambda: pooled_labels(fx_node, seen_labels(pred, layout, arg_shape),
+                                                              pooled)
         return _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
+
+    pooled_dims: dict[Any, tuple[set, bool]] = {}  # pool or mean fx node -> (the dims it averages, keepdim)
+
+    def pooled_labels(fx_node: Any, found: Any, pooled: tuple[set, bool] | None) -> Any:
+        """The parts at the elements of ``fx_node``'s output from those at its input's, ``found``."""
+        if pooled is None:  # elementwise
+            return found
+        dims, keepdim = pooled
+        for d in sorted(dims):
+            first = found.narrow(d, 0, 1)
+            if not torch.equal(found, first.expand_as(found)):  # (the pool checks leave no such case)
+                raise InvalidGraphError(
+                    f"{where(fx_node)} averages over dim {d} elements that hold different parts of a "
+                    f"concatenation, which is not average pooling of one kernel; pool before concatenating")
+            found = first
+        if not keepdim:
+            found = found.squeeze(tuple(sorted(dims)))
+        return found.expand(shape_of(fx_node))
 
     def activation(fx_node: Any, act: Any, params: dict[str, Any]) -> _Combo:
         return add_kind(fx_node, "activation", activation=act, activation_params=params)
@@ -808,7 +1005,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
 
     def arithmetic(fx_node: Any, op: str) -> Any:
         args = list(fx_node.args)
-        vals = [value_of(a) for a in args[:2]]
+        # the terms' layouts over this op's elements (broadcasting), for the combinations made below
+        vals = [relaid(value_of(a), a, shape_of(fx_node)) for a in args[:2]]
         alpha = concrete(fx_node.kwargs).get("alpha", 1)
         if not any(isinstance(v, _Combo) for v in vals) and not all(isinstance(v, _Const) for v in vals):
             # no network signal and no number: arithmetic on parameters or buffers, such as a weight
@@ -823,10 +1021,14 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             if isinstance(a, _Const) and isinstance(b, _Const):
                 return _Const(a.value + sign * alpha * b.value, a.err + abs(alpha) * b.err)
             if isinstance(a, _Combo) and isinstance(b, _Combo):
-                return _Combo(a.terms + b.scaled(_Const(sign * alpha), fx_node.name).terms, fx_node.name)
+                layouts = (tuple(a.layout(i) for i in range(len(a.terms)))
+                           + tuple(b.layout(i) for i in range(len(b.terms))))
+                return _Combo(a.terms + b.scaled(_Const(sign * alpha), fx_node.name).terms, fx_node.name,
+                              layouts if any(t is not None for t in layouts) else ())
             # adding an exact 0 changes nothing: Python's sum(branches) starts from 0 + branches[0]
             if isinstance(a, _Combo) and isinstance(b, _Const) and b.value * alpha == 0 and b.err == 0:
-                return a
+                to_origin[fx_node] = broadcast(to_origin.get(args[0]), shape_of(args[0]), shape_of(fx_node))
+                return env[args[0]]
             if isinstance(a, _Const) and isinstance(b, _Combo) and a.value == 0 and a.err == 0:
                 return b.scaled(_Const(sign * alpha), fx_node.name)
             raise InvalidGraphError(f"{where(fx_node)} adds a constant to a tensor (a bias), which "
@@ -1070,6 +1272,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 f"torch's pools take (batch, channels, *spatial); for (batch, length, features) "
                 f"average the length with x.mean(1)")
         features[fx_node] = f
+        pooled_dims[fx_node] = (pooled, True)
 
     def check_not_across_joined(fx_node: Any, averaged: set, label: str) -> None:
         """An average over a dim along which parts were concatenated averages different tensors: an
@@ -1143,6 +1346,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         if not keepdim:
             batch_at[fx_node] = _Features(frozenset(d - sum(r < d for r in dims) for d in batch_dims(x)), "")
         features[fx_node] = f
+        pooled_dims[fx_node] = (dims, keepdim)
         return add_kind(fx_node, "pool", function="mean")
 
     def check_normalise(fx_node: Any, normalised: set[int], label: str) -> None:
@@ -1301,6 +1505,11 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             if j is not None:
                 joined[fx_node] = _Features(frozenset(i for i, d in enumerate(order) if d in j.dims), j.by)
             batch_at[fx_node] = _Features(frozenset(i for i, d in enumerate(order) if d in batch_dims(x)), "")
+            if isinstance(env.get(x), _Combo):  # where each element now sits (see to_origin)
+                outer = to_origin.get(x)
+                moved = apply(index_map(shape) if outer is None else outer)
+                kept = outer is None and torch.equal(moved.reshape(-1), index_map(shape).reshape(-1))
+                to_origin[fx_node] = None if kept else moved  # (a transpose of dims of size 1 moves nothing)
         features[fx_node] = f
         return tensor_arg(fx_node)
 
@@ -1317,6 +1526,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
     def reshaped(fx_node: Any) -> Any:
         x = fx_node.args[0]
         before, after = shape_of(x), shape_of(fx_node)
+        outer = to_origin.get(x)  # a reshape keeps the flat order of the elements
+        to_origin[fx_node] = None if outer is None else outer.reshape(after)
         features[fx_node] = feat(x) if before is None or after is None else _reshaped_features(before, after, feat(x))
         joined[fx_node] = joins(x) if before is None or after is None else _reshaped_features(before, after, joins(x))
         if before is not None and after is not None:
@@ -1410,6 +1621,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             (t,) = tensors
             features[fx_node], joined[fx_node] = feat(t), joins(t)
             batch_at[fx_node] = _Features(batch_dims(t), "")
+            to_origin[fx_node] = to_origin.get(t)
             return env[t]
         shape = shape_of(tensors[0])
         dim %= len(shape) + stack
@@ -1437,8 +1649,10 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 f"rule (sum (n_i / N) * k_i over the n_i features of each part): concatenate along dim "
                 f"{', '.join(map(str, sorted(f.dims)))}")
         channels: dict[Hashable, int] = {}
+        pieces = []  # (node, where the part's elements sit in it, the part's shape)
         for t in tensors:
-            node = materialise(env[t], fx_node)
+            node, layout = node_and_layout(t, fx_node)
+            pieces.append((node, layout, shape_of(t)))
             if node in channels:
                 raise InvalidGraphError(
                     f"{where(fx_node)} concatenates {node!r} with itself: a concat's parts are its input nodes, "
@@ -1448,10 +1662,32 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                     f"(duplicated channels carry its kernel unchanged into a linear layer)")
             channels[node] = 1 if stack else int(shape_of(t)[dim])
         add_concat(g, fx_node.name, channels, fx_node=fx_node.name)
+        # the walker's parts of the concat (graphs.graph's concat rule), each named by its place here
+        # and its name in its input; the parts at each element follow the same naming (joined_labels)
+        named = []
+        for i, (node, _, _) in enumerate(pieces):
+            p = parts_of.get(node, 0)
+            named.append((node, p.map(lambda v, i=i: part_name(("cat", i, v))) if isinstance(p, ChannelParts)
+                          else part_name(("cat", i, p))))
+        parts_of[fx_node.name] = _concat_rule(PropagationContext(g, lambda n, y: y), fx_node.name, named)
+        label_rules[fx_node.name] = lambda: joined_labels(pieces, dim, stack)
         features[fx_node] = f
         joined[fx_node] = _Features(frozenset({dim}).union(*(p.dims for p in parts)),
                                     f"{'torch.stack' if stack else 'torch.cat'} {fx_node.name!r}")
         return _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
+
+    def joined_labels(pieces: list, dim: int, stack: bool) -> Any:
+        """The parts at the elements of a cat (or stack) along ``dim`` of ``pieces``, named as the
+        walker's parts of the concat node are."""
+        found = []
+        for i, (node, layout, shape) in enumerate(pieces):
+            inner = seen_labels(node, layout, shape)
+            if inner is None:
+                found.append(torch.full(shape, part_name(("cat", i, 0)), dtype=torch.long))
+            else:
+                values, inverse = torch.unique(inner, return_inverse=True)
+                found.append(torch.tensor([part_name(("cat", i, v)) for v in values.tolist()])[inverse])
+        return torch.stack(found, dim) if stack else torch.cat(found, dim)
 
     def spatial_dims(name: str) -> int:
         """1, 2 or 3 from a conv/pool name such as Conv2d, avg_pool3d, AdaptiveAvgPool1d."""
