@@ -32,7 +32,9 @@ Mapping (torch op -> node kind):
 * activation modules and functions (``nn.Tanh``, ``nn.ReLU``, ``F.gelu``, ``torch.tanh``,
   ``x.relu()``, in-place forms such as ``x.relu_()`` and ``inplace=True``, ...) -> ``activation`` with the symact catalogue name as ``activation`` and the
   hyper-parameters as ``activation_params``, keyword arguments for
-  ``symact.activation(name, **params)`` (``negative_slope``, ``alpha``, ``beta``, ``a`` for PReLU; a per-channel ``nn.PReLU(n)`` whose
+  ``symact.activation(name, **params)`` (``negative_slope``, ``alpha``, ``beta``, ``a`` for PReLU, also
+  ``F.prelu(x, w)``, ``torch.prelu`` and ``x.prelu(w)`` with a parameter ``w``, read as ``nn.PReLU``'s weight;
+  a per-channel ``nn.PReLU(n)`` whose
   slopes differ is rejected); parameters computed from shapes or held in scalar buffers are read
   at their traced values;
   ``nn.GELU(approximate="tanh")`` is ``"gelu_tanh"``; softplus's ``threshold`` (above which torch
@@ -86,7 +88,8 @@ Mapping (torch op -> node kind):
   batch; a last ``.squeeze()`` of the output passes
 * numbers computed from shapes (``x.size(-1) ** 0.5``, ``x.dim() - 1``) -> the constants they are
   for the example input
-* ``nn.RMSNorm`` and ``F.normalize`` (per-location normalisation) -> ``normalise``, when they
+* ``nn.RMSNorm``, ``F.rms_norm`` (``torch.rms_norm``, with the module's rules for its weight) and
+  ``F.normalize`` (per-location normalisation) -> ``normalise``, when they
   normalise over the feature dims (``F.normalize``'s default ``dim=1`` on (batch, length,
   features) is refused) and leave q = 1: ``F.normalize(x, dim=d)`` (p = 2) has mean square
   1/C over its C elements, so it must be scaled by sqrt(C) (``F.normalize(x, dim=-1) * C**0.5``);
@@ -319,14 +322,15 @@ def _function_params(fn: Any, name: str, args: tuple, kwargs: dict, where: str =
             if k not in ("inplace", "threshold") and isinstance(v, (int, float, str)) and not isinstance(v, bool)}
 
 
-def _prelu_slope(module: Any, where: str) -> float:
-    """The one negative slope of an ``nn.PReLU``; per-channel slopes are several activations."""
-    weights = module.weight.detach().flatten()
+def _prelu_slope(weight: Any, where: str, holder: str, fix: str) -> float:
+    """The one negative slope of a PReLU weight (``nn.PReLU``'s, or ``F.prelu``'s weight argument, which
+    ``holder`` names); per-channel slopes are several activations, which ``fix`` says how to avoid."""
+    weights = weight.detach().flatten()
     if weights.numel() > 1 and not bool((weights == weights[0]).all()):
         raise InvalidGraphError(
-            f"{where}: {module!r} has {weights.numel()} per-channel slopes that differ; per-channel PReLU is "
+            f"{where}: {holder} has {weights.numel()} per-channel slopes that differ; per-channel PReLU is "
             f"not supported (one graph node carries one activation, and kernel shaping needs the same slope "
-            f"on every channel): use nn.PReLU() with one parameter")
+            f"on every channel): {fix}")
     return float(weights[0])
 
 
@@ -465,6 +469,7 @@ def _squeezed_batch_hint(gm: Any, inputs: tuple) -> str:
 
 
 _SHAPE_NUMBER = "symact_shape_number"  # fx node meta key: the Python number the node computed
+_SHAPE_SIZES = "symact_shape_sizes"  # fx node meta key: the sizes (a tuple) a shape query computed, x.shape[-1:]
 
 
 def _item_rounding(fx_node: Any) -> float:
@@ -517,6 +522,8 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str, 
             # numbers computed from shapes (x.size(-1) ** 0.5, x.dim() - 1) are constants of the traced net
             if isinstance(result, (int, float)) and not isinstance(result, bool):
                 n.meta[_SHAPE_NUMBER] = result
+            elif isinstance(result, torch.Size):  # F.rms_norm(x, x.shape[-1:]) reads the sizes
+                n.meta[_SHAPE_SIZES] = tuple(result)
             return result
 
     # Running the model changes its state: a BatchNorm's running statistics, spectral_norm's power
@@ -1145,6 +1152,9 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
     pool_functions = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
                       F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
     normalise_types = tuple(t for t in (getattr(nn, "RMSNorm", None),) if t is not None)
+    # the functional forms of nn.RMSNorm (F.rms_norm calls torch.rms_norm, which may be called itself)
+    rms_norm_functions = {f for f in (getattr(F, "rms_norm", None), getattr(torch, "rms_norm", None))
+                          if f is not None}
 
     # ------------------------------------------------------------ feature (channel) dims
     features: dict[Any, _Features | None] = {}  # fx node -> its feature dims; None: not known
@@ -1385,6 +1395,47 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             f"nn.RMSNorm({size}, elementwise_affine=False))")
         return _Combo(((fx_node.name, 1.0 / math.sqrt(size), 0.0),), fx_node.name)
 
+    def functional_weight(fx_node: Any, weight: Any, label: str) -> Any:
+        """The tensor a functional form's weight argument holds (``F.prelu``'s slopes, ``F.rms_norm``'s
+        elementwise weight): a parameter or buffer, or a view of one, as a module's weight is."""
+        found = parameter_chain(weight) if isinstance(weight, torch.fx.Node) else None
+        if found is not None:
+            with torch.no_grad():
+                return apply_chain(*found).detach()
+        if isinstance(weight, torch.fx.Node) and isinstance(env.get(weight), _Combo):
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} takes the tensor {weight.name!r}, computed from the network input, as "
+                f"its weight, which then differs from input to input: no one activation or normalisation "
+                f"describes that; pass a parameter (or buffer) as the weight, as the module form holds it")
+        raise InvalidGraphError(
+            f"{where(fx_node)}: {label} takes {getattr(weight, 'name', weight)!r} as its weight; from_torch reads "
+            f"a weight that is a parameter or buffer, or a view of one (w.view(-1), w[:1])")
+
+    def functional_prelu_slope(fx_node: Any) -> float:
+        """The slope of ``F.prelu(x, w)`` (or ``x.prelu(w)``): that of ``nn.PReLU`` with weight ``w``."""
+        weight = fx_node.args[1] if len(fx_node.args) > 1 else fx_node.kwargs.get("weight")
+        w = functional_weight(fx_node, weight, "F.prelu")
+        return _prelu_slope(w, where(fx_node), f"F.prelu's weight of shape {tuple(w.shape)}",
+                            "pass a one-element weight, as nn.PReLU() holds")
+
+    def rms_norm(fx_node: Any) -> _Combo:
+        """``F.rms_norm(x, normalized_shape, weight, eps)``: what ``nn.RMSNorm(normalized_shape)`` with that
+        weight computes, a ``normalise`` node over the last ``len(normalized_shape)`` dims."""
+        args = {**dict(zip(("input", "normalized_shape", "weight", "eps"), fx_node.args)), **fx_node.kwargs}
+        normalized = concrete(args.get("normalized_shape"))
+        normalized = (normalized,) if isinstance(normalized, int) else normalized
+        if not isinstance(normalized, (tuple, list)) or not all(isinstance(n, int) for n in normalized):
+            raise InvalidGraphError(
+                f"{where(fx_node)}: F.rms_norm over normalized_shape={normalized!r}, which from_torch cannot read; "
+                f"pass the sizes of the normalised (last) dims as numbers or read from a shape, e.g. "
+                f"F.rms_norm(x, (features,)) or F.rms_norm(x, x.shape[-1:])")
+        rank = len(shape_of(fx_node.args[0]))
+        check_normalise(fx_node, set(range(rank - len(normalized), rank)), "F.rms_norm")
+        combo = add_kind(fx_node, "normalise", function="rms_norm")
+        if args.get("weight") is not None:
+            combo = affine_normalise_scale(fx_node, functional_weight(fx_node, args["weight"], "F.rms_norm"))
+        return combo
+
     def affine_normalise_scale(fx_node: Any, weight: torch.Tensor) -> _Combo:
         """RMSNorm's elementwise weight w multiplies q by mean(w**2) (C values are unchanged in the
         wide limit); at initialisation w = 1.  The value is the normalise node times
@@ -1483,7 +1534,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
 
     def concrete(args: Any) -> Any:
         """args with nodes that computed numbers from shapes replaced by those numbers."""
-        return torch.fx.node.map_arg(args, lambda n: n.meta.get(_SHAPE_NUMBER, n))
+        return torch.fx.node.map_arg(args, lambda n: n.meta.get(_SHAPE_NUMBER, n.meta.get(_SHAPE_SIZES, n)))
 
     def permuted(fx_node: Any, apply: Any) -> Any:
         """transpose/permute/movedim/.T: a pass-through whose feature dims move with the dims.
@@ -1847,6 +1898,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         if op in ("call_function", "call_method") and _SHAPE_NUMBER in fx_node.meta:
             number = float(fx_node.meta[_SHAPE_NUMBER])
             env[fx_node] = _Const(number, abs(number) * _item_rounding(fx_node))  # exact where computed from ints
+        elif op in ("call_function", "call_method") and _SHAPE_SIZES in fx_node.meta:
+            env[fx_node] = _Other()  # sizes, read by concrete()
         elif (op == "call_function" and target is operator.getitem and reads_parameters[fx_node]
               and not reads_input[fx_node]):
             env[fx_node] = indexed_parameter(fx_node)
@@ -1915,7 +1968,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 if isinstance(m, nn.Softplus):
                     _check_softplus_threshold(m.threshold, where(fx_node))
                 if isinstance(m, nn.PReLU):  # the catalogue's prelu slope is called a
-                    params = {"a": _prelu_slope(m, where(fx_node))}
+                    params = {"a": _prelu_slope(m.weight, where(fx_node), repr(m),
+                                                "use nn.PReLU() with one parameter")}
                 env[fx_node] = activation(fx_node, name, params)
             else:
                 hint = {nn.BatchNorm1d: "batch statistics", nn.BatchNorm2d: "batch statistics",
@@ -1986,6 +2040,10 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 env[fx_node] = add_kind(fx_node, "pool", function=target.__name__)
             elif target is F.normalize:
                 env[fx_node] = l2_normalise(fx_node)
+            elif target is F.prelu:  # (torch.prelu is the same function) as nn.PReLU
+                env[fx_node] = activation(fx_node, "prelu", {"a": functional_prelu_slope(fx_node)})
+            elif target in rms_norm_functions:
+                env[fx_node] = rms_norm(fx_node)
             elif target is torch.mean:
                 env[fx_node] = mean(fx_node)
             elif target in passthrough_functions:
@@ -2021,6 +2079,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 features[fx_node] = combined(fx_node) if isinstance(env[fx_node], _Combo) else None
             elif target in act_methods:
                 env[fx_node] = activation(fx_node, act_methods[target], {})
+            elif target == "prelu":  # x.prelu(w), F.prelu(x, w)
+                env[fx_node] = activation(fx_node, "prelu", {"a": functional_prelu_slope(fx_node)})
             elif target in passthrough_methods:
                 env[fx_node] = reshaped(fx_node)
             elif target in cast_methods:

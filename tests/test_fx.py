@@ -2317,3 +2317,147 @@ def test_adding_a_tensor_to_a_transpose_of_itself_is_refused():
     with pytest.raises(InvalidGraphError, match=r"'add' adds 'l' to a copy of itself whose elements were moved by "
                                                 r"\['transpose'\].*add the tensors in the same layout"):
         graphs.from_torch(Symmetrised(), torch.randn(2, 4))
+
+
+class _PReLUNet(nn.Module):
+    """Linear -> PReLU(slope 0.2) -> Linear -> PReLU -> Linear, the PReLU in the form ``form`` names."""
+
+    def __init__(self, form: str, slopes=(0.2,)):
+        super().__init__()
+        self.form = form
+        self.l1, self.l2, self.head = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+        self.act = nn.PReLU(len(slopes))
+        with torch.no_grad():
+            self.act.weight.copy_(torch.tensor(slopes))
+
+    def prelu(self, h):
+        w = self.act.weight
+        return {"nn.PReLU": lambda: self.act(h), "F.prelu": lambda: F.prelu(h, w),
+                "torch.prelu": lambda: torch.prelu(h, weight=w), "method": lambda: h.prelu(w),
+                "a view of the weight": lambda: F.prelu(h, w.view(-1)[:1])}[self.form]()
+
+    def forward(self, x):
+        return self.head(self.prelu(self.l2(self.prelu(self.l1(x)))))
+
+
+@pytest.mark.parametrize("form", ["F.prelu", "torch.prelu", "method", "a view of the weight"])
+def test_functional_prelu_traces_as_nn_prelu_does(form):
+    """F.prelu (torch.prelu, x.prelu) was refused as "unsupported op prelu" while nn.PReLU traced."""
+    import symact
+    from analysis.kernel import kernel_maps
+    from analysis.shaping import shape
+
+    x = torch.randn(2, 4)
+    g, module = graphs.from_torch(_PReLUNet(form), x), graphs.from_torch(_PReLUNet("nn.PReLU"), x)
+    assert same_network(g, module)
+    acts = [(g.nodes[n]["activation"], g.nodes[n]["activation_params"]) for n in graphs.activation_nodes(g)]
+    assert acts == [(module.nodes[n]["activation"], module.nodes[n]["activation_params"])
+                    for n in graphs.activation_nodes(module)]
+    traced, by_module = (shape(None, h, method="tat", eta=0.2) for h in (g, module))
+    assert [lay.negative_slope for lay in traced.layers] == [lay.negative_slope for lay in by_module.layers]
+    assert traced.c_map(0.0) == pytest.approx(0.2, abs=1e-12)
+    # the node's activation is what torch computes, slope included
+    name, params = acts[0]
+    act = symact.activation(name, **params)
+    points = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    expected = F.prelu(points, torch.tensor([0.2], dtype=torch.float32).double())
+    assert [float(act(float(v))) for v in points] == pytest.approx(expected.tolist(), rel=1e-15, abs=1e-15)
+    # and its kernel is the leaky ReLU's, a x + (1 - a) relu(x) in closed form (Cho and Saul's arc-cosine kernel):
+    # E[phi(u) phi(v)] = a c + (1 - a)**2 (sqrt(1 - c**2) + (pi - acos c) c) / (2 pi) for unit u, v of cosine c
+    a = params["a"]
+    maps = kernel_maps(act)
+
+    def kernel(c):
+        return a * c + (1 - a) ** 2 * (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / (2 * math.pi)
+
+    assert float(maps.q_map(1)) == pytest.approx(kernel(1.0), rel=1e-12)
+    for c in (-0.8, 0.0, 0.5):
+        assert float(maps.c_map(c)) == pytest.approx(kernel(c) / kernel(1.0), rel=1e-12)
+
+
+def test_functional_prelu_with_per_channel_slopes_is_read_as_nn_prelu_is():
+    equal = graphs.from_torch(_PReLUNet("F.prelu", slopes=(0.2,) * 8), torch.randn(2, 4))
+    assert [equal.nodes[n]["activation_params"]["a"] for n in graphs.activation_nodes(equal)] == pytest.approx(
+        [0.2, 0.2], rel=1e-7)
+    with pytest.raises(InvalidGraphError, match=r"F\.prelu's weight of shape \(8,\) has 8 per-channel slopes that "
+                                                r"differ; per-channel PReLU is not supported.*pass a one-element "
+                                                r"weight"):
+        graphs.from_torch(_PReLUNet("F.prelu", slopes=(0.2,) * 7 + (0.5,)), torch.randn(2, 4))
+
+
+class _RMSNormNet(nn.Module):
+    """Linear -> RMSNorm -> tanh -> Linear -> RMSNorm -> tanh -> Linear (no biases), the normalisation in the
+    form ``form`` names, with or without its elementwise weight."""
+
+    def __init__(self, form: str, weighted: bool, d: int = 16, n: int = 16):
+        super().__init__()
+        self.form, self.n = form, n
+        self.l1, self.l2, self.head = nn.Linear(d, n, bias=False), nn.Linear(n, n, bias=False), nn.Linear(n, 2)
+        self.norm = nn.RMSNorm(n, elementwise_affine=weighted)
+
+    def normalised(self, h):
+        weight = self.norm.weight
+        return {"nn.RMSNorm": lambda: self.norm(h), "F.rms_norm": lambda: F.rms_norm(h, (self.n,), weight),
+                "sizes from the shape": lambda: F.rms_norm(h, h.shape[-1:], weight=weight),
+                "torch.rms_norm": lambda: torch.rms_norm(h, [self.n], weight, None)}[self.form]()
+
+    def forward(self, x):
+        first = torch.tanh(self.normalised(self.l1(x)))
+        return self.head(torch.tanh(self.normalised(self.l2(first))))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("form", ["F.rms_norm", "sizes from the shape", "torch.rms_norm"])
+def test_functional_rms_norm_traces_as_nn_rmsnorm_does(form, weighted):
+    """F.rms_norm was refused as "unsupported op rms_norm" while nn.RMSNorm traced."""
+    from analysis.shaping import shape
+
+    x = torch.randn(2, 16)
+    g = graphs.from_torch(_RMSNormNet(form, weighted), x)
+    module = graphs.from_torch(_RMSNormNet("nn.RMSNorm", weighted), x)
+    assert same_network(g, module)
+    assert same_network(g, chain("linear", "normalise", "activation", "linear", "normalise", "activation", "linear"))
+    traced, by_module = (shape(None, h, method="dks", zeta=1.5) for h in (g, module))
+    assert [(lay.alpha, lay.beta, lay.gamma, lay.delta) for lay in traced.layers] == [
+        (lay.alpha, lay.beta, lay.gamma, lay.delta) for lay in by_module.layers]
+    # a weight of mean square 2 doubles q, refused as the module's is
+    model = _RMSNormNet(form, True)
+    with torch.no_grad():
+        model.norm.weight.fill_(2**0.5)
+    with pytest.raises(InvalidGraphError, match=r"changes q by (2|1\.9999\d*) \(the normalisation's elementwise "
+                                                r"weight has mean square (2|1\.9999)"):
+        graphs.from_torch(model, x)
+
+
+def test_functional_rms_norm_resets_q_as_a_wide_network_measures():
+    # the normalise node's rule (q -> 1, C values kept), checked on the traced model itself, made wide: inputs with
+    # q = 4, so that without the reset the first tanh would see q = 4 (Q(4) = 0.635 where Q(1) = 0.394); the
+    # elementwise weight flips the signs of random features (mean square 1, every feature's variance kept)
+    from analysis.kernel import kernel_maps
+
+    d, n, seeds, c0 = 64, 4096, 4, -0.5
+    g = graphs.from_torch(_RMSNormNet("F.rms_norm", True, d=8, n=8), torch.randn(2, 8))
+    first_tanh = graphs.activation_nodes(g)[0]
+    tanh = kernel_maps("tanh")
+    predicted_q = graphs.propagate(g, lambda node, q: tanh.q_map(q), 4.0, quantity="q")[first_tanh]
+    predicted_c = graphs.propagate(g, lambda node, c: tanh.c_map(c), c0)[first_tanh]
+    assert float(predicted_q) == pytest.approx(float(tanh.q_map(1)), rel=1e-12)
+    generator = torch.Generator().manual_seed(7)
+    qs, cs = [], []
+    for _ in range(seeds):
+        model = _RMSNormNet("F.rms_norm", True, d=d, n=n).double()
+        with torch.no_grad():
+            model.l1.weight.normal_(0, d**-0.5, generator=generator)
+            model.norm.weight.copy_(torch.randint(0, 2, (n,), generator=generator) * 2.0 - 1)
+        u = torch.randn(2, d, generator=generator, dtype=torch.float64)
+        u[1] -= (u[1] @ u[0]) / (u[0] @ u[0]) * u[0]
+        u = u / u.norm(dim=1, keepdim=True)
+        pair = 2 * math.sqrt(d) * torch.stack([u[0], c0 * u[0] + math.sqrt(1 - c0 * c0) * u[1]])
+        with torch.no_grad():
+            h = torch.tanh(model.normalised(model.l1(pair)))
+        qs.append(float(h.square().mean()))
+        cs.append(float(h[0] @ h[1] / (h[0].norm() * h[1].norm())))
+    assert sum(qs) / seeds == pytest.approx(float(predicted_q), abs=0.01)
+    assert abs(sum(qs) / seeds - float(tanh.q_map(4))) > 0.2
+    assert sum(cs) / seeds == pytest.approx(float(predicted_c), abs=0.01)
+    assert abs(float(tanh.c_map(c0, 4, 4)) - float(predicted_c)) > 0.03
