@@ -2429,26 +2429,20 @@ def test_functional_rms_norm_traces_as_nn_rmsnorm_does(form, weighted):
         graphs.from_torch(model, x)
 
 
-def test_functional_rms_norm_resets_q_as_a_wide_network_measures():
-    # the normalise node's rule (q -> 1, C values kept), checked on the traced model itself, made wide: inputs with
-    # q = 4, so that without the reset the first tanh would see q = 4 (Q(4) = 0.635 where Q(1) = 0.394); the
-    # elementwise weight flips the signs of random features (mean square 1, every feature's variance kept)
-    from analysis.kernel import kernel_maps
-
-    d, n, seeds, c0 = 64, 4096, 4, -0.5
-    g = graphs.from_torch(_RMSNormNet("F.rms_norm", True, d=8, n=8), torch.randn(2, 8))
-    first_tanh = graphs.activation_nodes(g)[0]
-    tanh = kernel_maps("tanh")
-    predicted_q = graphs.propagate(g, lambda node, q: tanh.q_map(q), 4.0, quantity="q")[first_tanh]
-    predicted_c = graphs.propagate(g, lambda node, c: tanh.c_map(c), c0)[first_tanh]
-    assert float(predicted_q) == pytest.approx(float(tanh.q_map(1)), rel=1e-12)
+def _wide_rms_norm_tanh(weight: str, c0: float, d: int = 64, n: int = 4096, seeds: int = 4):
+    """The q and cosine after the first tanh of _RMSNormNet("F.rms_norm") at width n (mean over seeds), on inputs
+    of q = 4 and cosine c0, its elementwise weight random signs or spread as randn (mean square 1 both)."""
     generator = torch.Generator().manual_seed(7)
     qs, cs = [], []
     for _ in range(seeds):
         model = _RMSNormNet("F.rms_norm", True, d=d, n=n).double()
         with torch.no_grad():
             model.l1.weight.normal_(0, d**-0.5, generator=generator)
-            model.norm.weight.copy_(torch.randint(0, 2, (n,), generator=generator) * 2.0 - 1)
+            if weight == "signs":
+                model.norm.weight.copy_(torch.randint(0, 2, (n,), generator=generator) * 2.0 - 1)
+            else:
+                spread = torch.randn(n, generator=generator, dtype=torch.float64)
+                model.norm.weight.copy_(spread / spread.square().mean().sqrt())
         u = torch.randn(2, d, generator=generator, dtype=torch.float64)
         u[1] -= (u[1] @ u[0]) / (u[0] @ u[0]) * u[0]
         u = u / u.norm(dim=1, keepdim=True)
@@ -2457,7 +2451,56 @@ def test_functional_rms_norm_resets_q_as_a_wide_network_measures():
             h = torch.tanh(model.normalised(model.l1(pair)))
         qs.append(float(h.square().mean()))
         cs.append(float(h[0] @ h[1] / (h[0].norm() * h[1].norm())))
-    assert sum(qs) / seeds == pytest.approx(float(predicted_q), abs=0.01)
-    assert abs(sum(qs) / seeds - float(tanh.q_map(4))) > 0.2
-    assert sum(cs) / seeds == pytest.approx(float(predicted_c), abs=0.01)
+    return sum(qs) / seeds, sum(cs) / seeds
+
+
+def test_functional_rms_norm_resets_q_as_a_wide_network_measures():
+    # the normalise node's rule (q -> 1, C values kept), checked on the traced model itself, made wide: inputs with
+    # q = 4, so that without the reset the first tanh would see q = 4 (Q(4) = 0.635 where Q(1) = 0.394); the
+    # elementwise weight flips the signs of random features (mean square 1, every feature's variance kept)
+    from analysis.kernel import kernel_maps
+
+    c0 = -0.5
+    g = graphs.from_torch(_RMSNormNet("F.rms_norm", True, d=8, n=8), torch.randn(2, 8))
+    first_tanh = graphs.activation_nodes(g)[0]
+    tanh = kernel_maps("tanh")
+    predicted_q = graphs.propagate(g, lambda node, q: tanh.q_map(q), 4.0, quantity="q")[first_tanh]
+    predicted_c = graphs.propagate(g, lambda node, c: tanh.c_map(c), c0)[first_tanh]
+    assert float(predicted_q) == pytest.approx(float(tanh.q_map(1)), rel=1e-12)
+    measured_q, measured_c = _wide_rms_norm_tanh("signs", c0)  # 0.3947 and -0.4730 (predicted 0.3943, -0.4726)
+    assert measured_q == pytest.approx(float(predicted_q), abs=0.01)
+    assert abs(measured_q - float(tanh.q_map(4))) > 0.2
+    assert measured_c == pytest.approx(float(predicted_c), abs=0.01)
     assert abs(float(tanh.c_map(c0, 4, 4)) - float(predicted_c)) > 0.03
+
+
+@pytest.mark.parametrize("form", ["nn.RMSNorm", "F.rms_norm"])
+def test_an_rms_norm_weight_of_uneven_magnitudes_before_an_activation_is_refused(form):
+    # A weight of mean square 1 keeps q after the normalisation, but each feature gets its own variance w_i**2,
+    # and tanh of a mixture of Gaussians is not tanh of one: spread as randn, the wide network measures
+    # q = 0.27 after the tanh where the graph's q = 1 gives Q(1) = 0.394.  It was accepted.
+    from analysis.kernel import kernel_maps
+
+    measured_q, _ = _wide_rms_norm_tanh("spread", -0.5)
+    assert abs(measured_q - float(kernel_maps("tanh").q_map(1))) > 0.05
+    model = _RMSNormNet(form, True, d=8, n=8)
+    with torch.no_grad():
+        spread = torch.randn(8, generator=torch.Generator().manual_seed(0))
+        model.norm.weight.copy_(spread / spread.square().mean().sqrt())
+    with pytest.raises(InvalidGraphError, match=r"'(rms_)?norm'.*elementwise weight scales the features by factors from "
+                                                r"[\d.e-]+ to [\d.]+ in magnitude, and activation 'tanh' reads them "
+                                                r"with no linear layer in between.*reset the weight to ones.*or put a "
+                                                r"linear layer between"):
+        graphs.from_torch(model, torch.randn(2, 8))
+
+    # read by a linear layer first, the features are averaged into one kernel: accepted, as before
+    class Normaliser(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, h):
+            return self.net.normalised(h)
+
+    assert same_network(graphs.from_torch(Norm(Normaliser()), torch.randn(2, 5, 8)),
+                        chain("linear", "normalise", "linear"))
