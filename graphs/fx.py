@@ -104,7 +104,9 @@ take the branch the defaults give).
 An in-place op (``inplace=True``, ``x.relu_()``, ``x.mul_(c)``) whose input, or a view of it, is read
 afterwards is refused: torch gives that reader the overwritten values, the graph the original.
 
-Anything else raises :class:`~symact.errors.InvalidGraphError` naming the op.
+Anything else raises :class:`~symact.errors.InvalidGraphError` naming the op, what it does where that
+is known (``torch.stack(branches).sum(0)`` adds the branches without weights) and what to write
+instead, and the line of the model's code that called it.  A forward must return one tensor.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ import hashlib
 import inspect
 import math
 import operator
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Hashable
@@ -423,6 +426,150 @@ def _module_hint(model: Any, fx_node: Any) -> str:
     return ""
 
 
+# What from_torch maps, for the errors that refuse anything else.
+_MAPPED = "from_torch maps Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes"
+
+_SPLIT = ("selects or splits out elements of a tensor of the network, which no node kind describes (a slice of a "
+          "layer's features is a narrower layer of its own, and picked elements meet other ones in a later sum); "
+          "compute each part with its own layer rather than cutting one, and keep tensors whole")
+_MAX = ("a max over positions or features (max pooling), which has no kernel rule; use average pooling "
+        "(F.avg_pool*d, nn.AvgPool*d, x.mean(dims))")
+_MEAN_SUBTRACTED = ("mean subtraction (or batch statistics), which has no kernel rule here; use F.rms_norm or "
+                    "nn.RMSNorm for per-location normalisation")
+_JOINT = ("a normalisation across the features (exp(x_i) / sum_j exp(x_j)), not elementwise, which has no kernel "
+          "rule; use an elementwise activation")
+_PRODUCT = ("a product of tensors of the network (attention, a batched or outer product), which no linear node "
+            "describes; from_torch reads a product as a linear layer only as nn.Linear, F.linear(h, W) or h @ W "
+            "with a parameter W")
+_COPIES = ("copies elements of a tensor, whose copies are correlated, which no node kind describes; use the "
+           "tensor once, with layers of the width it has")
+_COMPARED = ("compares or selects elementwise; write it as the activation it is, a function of one tensor "
+             "(F.relu(x) for torch.maximum(x, 0)), or make one with numeric.torch_module(symact.activation(...))")
+
+# Unsupported functions and tensor methods by name: what each does, with what to write instead.
+_OP_HINTS = {
+    **dict.fromkeys(("getitem", "chunk", "split", "tensor_split", "unbind", "narrow", "select", "index_select",
+                     "gather", "take", "take_along_dim", "masked_select", "masked_fill", "masked_fill_"), _SPLIT),
+    **dict.fromkeys(("flip", "fliplr", "flipud", "roll", "rot90"),
+                    "moves elements (a flip, roll or rotation); from_torch follows moves by transposes, permutes and "
+                    "reshapes only: write it with those, or drop it where a linear layer reads the tensor next (a "
+                    "fixed reordering of a layer's input features changes no kernel)"),
+    **dict.fromkeys(("layer_norm", "group_norm", "instance_norm", "batch_norm", "local_response_norm"),
+                    _MEAN_SUBTRACTED),
+    **dict.fromkeys(("max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+                     "adaptive_max_pool3d", "lp_pool1d", "lp_pool2d", "lp_pool3d", "fractional_max_pool2d",
+                     "fractional_max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+                     "max_pool3d_with_indices", "max", "amax", "min", "amin", "logsumexp"), _MAX),
+    **dict.fromkeys(("softmax", "log_softmax", "softmin"), _JOINT),
+    **dict.fromkeys(("einsum", "bmm", "baddbmm", "addmm", "addbmm", "mv", "tensordot", "outer", "ger", "kron",
+                     "scaled_dot_product_attention", "bilinear", "glu"), _PRODUCT),
+    **dict.fromkeys(("expand", "expand_as", "repeat", "repeat_interleave", "tile", "broadcast_to"), _COPIES),
+    **dict.fromkeys(("maximum", "minimum", "fmax", "fmin", "where", "gt", "lt", "ge", "le", "eq", "ne",
+                     "greater", "less"), _COMPARED),
+    **dict.fromkeys(("clamp", "clip", "clamp_min", "clamp_max", "clamp_", "clip_"),
+                    "clamps to constants; write it as the activation it is: F.hardtanh(x, min_val, max_val) "
+                    "(F.relu for clamp(min=0), F.relu6 for clamp(0, 6))"),
+    **dict.fromkeys(("pad",), "pads with constants, whose elements carry no kernel (q = 0 there); use a conv's own "
+                              "padding within its centre tap's reach (padding='same')"),
+    **dict.fromkeys(("interpolate", "upsample", "upsample_nearest", "upsample_bilinear", "pixel_shuffle",
+                     "pixel_unshuffle", "unfold", "fold"),
+                    "resamples or regroups positions, which has no kernel rule here"),
+    **dict.fromkeys(("cumsum", "cumprod", "diff", "sort", "topk", "argsort", "msort", "kthvalue", "median",
+                     "quantile", "std", "var", "norm", "prod", "mode"),
+                    "mixes the values of several elements in a way no node kind describes (sums, products, "
+                    "orders or spreads of them); average pooling (x.mean over sequence/spatial dims) and linear "
+                    "layers are what from_torch reads"),
+}
+_ELEMENTWISE = ("square", "exp2", "expm1", "log", "log1p", "log2", "log10", "rsqrt", "reciprocal", "sinh", "cosh",
+                "tan", "asin", "acos", "arcsin", "arccos", "asinh", "acosh", "atanh", "arcsinh", "arccosh",
+                "arctanh", "sign", "sgn", "floor", "ceil", "round", "trunc", "frac", "logit", "sinc", "erfc",
+                "erfinv", "lgamma", "digamma", "i0", "softplus_", "hardtanh_", "threshold", "rrelu",
+                "gumbel_softmax", "xlogy", "special_erfcx")
+
+# Unsupported module classes, by a part of the class name: what they do, with what to write instead.
+_MODULE_HINTS = (
+    (("BatchNorm",), "batch statistics, mixing examples; use nn.RMSNorm for per-location normalisation"),
+    (("LayerNorm", "GroupNorm", "InstanceNorm", "LocalResponseNorm"),
+     "mean subtraction (use nn.RMSNorm for per-location normalisation)"),
+    (("MaxPool", "LPPool", "MaxUnpool"), "max pooling (use average pooling)"),
+    (("Softmax", "Softmin"), "a normalisation across the features, not elementwise; use an elementwise activation"),
+    (("MultiheadAttention", "Transformer"),
+     "attention multiplies tensors of the network; build the block from nn.Linear layers, activations, "
+     "weighted sums and nn.RMSNorm"),
+    (("RNN", "LSTM", "GRU"), "a recurrent layer, gating with products of its own outputs"),
+    (("Embedding",), "a table lookup of integer inputs; trace the network from the embedded tensor on"),
+    (("ConvTranspose",), "a transposed convolution, whose outputs read different numbers of inputs; use nn.Conv*d"),
+    (("Upsample", "PixelShuffle", "PixelUnshuffle", "Fold", "Unfold"),
+     "resamples or regroups positions, which has no kernel rule here"),
+    (("Pad",), "pads with constants or copies of border elements; use a conv's own padding (padding='same')"),
+    (("Bilinear", "GLU"), "multiplies two tensors of the network (gating), which no node kind describes"),
+)
+
+
+def _module_rule_hint(module: Any) -> str:
+    """Why an unsupported module class is refused, and what to use instead (:data:`_MODULE_HINTS`)."""
+    name = type(module).__name__
+    for parts, hint in _MODULE_HINTS:
+        if any(part in name for part in parts):
+            return hint
+    return "no known kernel rule"
+
+
+def _user_line(frames: list) -> str:
+    """`` (at FILE:LINE: `CODE`)`` for the last of ``frames`` (``(filename, lineno, code)``, outermost
+    first) outside torch and this module, i.e. the line of the model's code that made an fx node or
+    that torch.fx failed on; "" where there is none."""
+    import os
+
+    import torch
+
+    skipped = (os.path.dirname(torch.__file__) + os.sep, os.path.abspath(__file__))
+    for filename, lineno, code in reversed(frames):
+        if not os.path.abspath(filename).startswith(skipped):
+            code = _without_comment(code).strip()
+            return f" (at {filename}:{lineno}: `{code}`)" if code else f" (at {filename}:{lineno})"
+    return ""
+
+
+def _without_comment(code: str) -> str:
+    """A line of Python source without its trailing comment (whose words would read as the message's)."""
+    import io
+    import tokenize
+
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            if token.type == tokenize.COMMENT:
+                return code[:token.start[1]]
+    except (tokenize.TokenError, SyntaxError):  # a line of a longer statement: its brackets stay open
+        pass
+    return code
+
+
+def _node_line(fx_node: Any) -> str:
+    """:func:`_user_line` of the code that made ``fx_node`` (its stack trace, recorded while tracing)."""
+    trace = getattr(fx_node, "stack_trace", None) or ""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]*\n[ \t]+([^\n]*)', trace)
+    return _user_line([(f, int(n), code) for f, n, code in frames])
+
+
+def _exception_line(exc: BaseException) -> str:
+    """:func:`_user_line` of the model code an exception was raised in."""
+    import traceback
+
+    return _user_line([(f.filename, f.lineno, f.line or "") for f in traceback.extract_tb(exc.__traceback__)])
+
+
+def _returned(result: Any) -> str:
+    """What a traced forward returns, in words, for the error that asks for one tensor."""
+    if isinstance(result, dict):
+        return f"a dict with keys {list(result)}"
+    if isinstance(result, (tuple, list)):
+        return f"a {'tuple' if isinstance(result, tuple) else 'list'} of {len(result)}"
+    if result is None or isinstance(result, (int, float)):
+        return repr(result) if result is None else f"the number {result!r}"
+    return type(result).__name__
+
+
 def _defaults_to_specialise(model: Any, given: int) -> dict[str, Any]:
     """The forward arguments left at their defaults when ``given`` example tensors fill the first
     positional ones, with those defaults: plain values (None, a flag, a number, a string) that fx
@@ -550,7 +697,8 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str, 
             traced = _Prop(gm).propagate(*(t.clone() for t in inputs))
     except Exception as exc:  # torch raises RuntimeError (and others) for shape mismatches
         cause = exc.__cause__ if exc.__cause__ is not None else exc
-        at = f" at fx node {current[0].name!r} ({current[0].op} {current[0].target})" if current else ""
+        at = (f" at fx node {current[0].name!r} ({current[0].op} {current[0].target}){_node_line(current[0])}"
+              if current else "")
         raise InvalidGraphError(
             f"{model_name} cannot run on the example input of shape {shapes}{at}: "
             f"{str(cause).splitlines()[0]}; "
@@ -667,9 +815,11 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     specialised = _defaults_to_specialise(model, len(inputs))
     tracer = _Tracer()
+    tracer.record_stack_traces = True  # each fx node's source line, for the error messages
     try:
         fx_graph = tracer.trace(model, concrete_args=specialised or None)
     except Exception as exc:  # torch raises many types for untraceable control flow
+        at = _exception_line(exc)
         symbolic = [path for path, m in model.named_modules() if not _is_generated(m)
                     and (hasattr(getattr(m, "activation", None), "expr")
                          or hasattr(getattr(m, "activation", None), "free_symbols"))]
@@ -685,11 +835,33 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         if "not installed as a submodule" in str(exc):
             # a module held in a plain list or dict attribute: not data-dependent control flow at all
             raise InvalidGraphError(
-                f"torch.fx could not trace {type(model).__name__}: {exc}; a module its forward calls is held in a "
-                f"plain Python list, dict or other container, so it is not registered: hold it in nn.ModuleList / "
+                f"torch.fx could not trace {type(model).__name__}{at}: {exc}; a module its forward calls is held in "
+                f"a plain Python list, dict or other container, so it is not registered: hold it in nn.ModuleList / "
                 f"nn.ModuleDict (or assign it as an attribute){hint}") from exc
-        raise InvalidGraphError(f"torch.fx could not trace {type(model).__name__}: {exc}; "
+        # neither of these is data-dependent control flow, which the message below would blame
+        if "Proxy object cannot be iterated" in str(exc):
+            raise InvalidGraphError(
+                f"torch.fx could not trace {type(model).__name__}{at}: its forward iterates over or unpacks a "
+                f"tensor (for t in h, a, b = h.chunk(2), f(*h)), whose length torch.fx does not know while tracing; "
+                f"from_torch maps no split of a tensor into parts either: compute each part with its own layer "
+                f"(and join parts with torch.cat){hint}") from exc
+        if "'len' is not supported in symbolic tracing" in str(exc):
+            raise InvalidGraphError(
+                f"torch.fx could not trace {type(model).__name__}{at}: its forward calls len() on a tensor, which "
+                f"torch.fx does not record; use x.size(0) (or x.shape[0]), which from_torch reads for the example "
+                f"input{hint}") from exc
+        raise InvalidGraphError(f"torch.fx could not trace {type(model).__name__}{at}: {exc}; "
                                 f"from_torch needs a forward without data-dependent control flow{hint}") from exc
+    output = next((n for n in fx_graph.nodes if n.op == "output"), None)
+    if output is not None and not isinstance(output.args[0], torch.fx.Node):
+        # before the model runs: the check that the trace reproduces it would blame an in-place update
+        returned = output.args[0]
+        pick = (f"return one of them (e.g. out[{next(iter(returned))!r}])" if isinstance(returned, dict) and returned
+                else "return one of them (e.g. out[0])" if isinstance(returned, (tuple, list)) and returned
+                else "return the output tensor")
+        raise InvalidGraphError(
+            f"{type(model).__name__}.forward returns {_returned(returned)}; from_torch needs it to return a single "
+            f"tensor, the network output: {pick}, or trace a module whose forward does so")
     placeholders = [n for n in fx_graph.nodes if n.op == "placeholder"]
     if specialised:
         _drop_guards(fx_graph, placeholders[len(inputs):])
@@ -1291,6 +1463,14 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         unnormalised sum of them, with cross terms, not average pooling of one stationary kernel."""
         x = fx_node.args[0]
         j = joins(x)
+        if j is not None and averaged & j.dims and j.by.startswith("torch.stack"):
+            # the mean of stacked branches, (a + b)/2: a sum whose weights' squares add to 1/2, not 1
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} averages over dim(s) {sorted(averaged & j.dims)} of a tensor of shape "
+                f"{shape_of(x)} that {j.by} stacked along that dim, i.e. it averages the stacked tensors, (a + b)/2 "
+                f"for two: a sum whose weights' squares add to 1/n for n tensors, not 1, which divides q of "
+                f"independent branches by n; write their weighted sum w1*a + w2*b with w1**2 + w2**2 == 1 (e.g. "
+                f"each 1/sqrt(n)) instead of stacking them")
         if j is not None and averaged & j.dims:
             raise InvalidGraphError(
                 f"{where(fx_node)}: {label} averages over dim(s) {sorted(averaged & j.dims)} of a tensor of shape "
@@ -1478,7 +1658,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                             f"linear layer in between: each of its inputs then has its own variance (w_i**2 q), "
                             f"while the graph gives it one Gaussian of q = mean(w**2) q, which changes its output q "
                             f"and C values; reset the weight to ones (its initial value; signs may differ), or put "
-                            f"a linear layer between the normalisation and the activation")
+                            f"a linear layer between the normalisation and the activation"
+                            f"{_node_line(fx_by_name[norm])}")
                     if kind not in ("linear", "output") and n not in seen:
                         seen.add(n)
                         stack.append(n)
@@ -1925,6 +2106,38 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             weights_of[fx_node.name] = (source,)
         return combo
 
+    def unsupported(fx_node: Any, what: str) -> InvalidGraphError:
+        """The error for an op no rule maps, saying what the op does where that is known, and what to
+        write instead."""
+        name = fx_node.target if isinstance(fx_node.target, str) else getattr(fx_node.target, "__name__", "")
+        hint = summed_hint(fx_node) if name in ("sum", "nansum") else _OP_HINTS.get(name)
+        if hint is None and name in _ELEMENTWISE:
+            hint = (f"an elementwise function from_torch has no catalogue name for; make it a symact activation "
+                    f"and its module, numeric.torch_module(symact.activation(...)), which from_torch reads as one "
+                    f"activation node")
+        return InvalidGraphError(f"unsupported {what} {where(fx_node)}: {hint or _MAPPED}")
+
+    def summed_hint(fx_node: Any) -> str:
+        """What a sum over dims of a tensor is, by the dims it adds: the branches a stack joined, features,
+        positions or the batch."""
+        x = fx_node.args[0] if fx_node.args else None
+        shape = shape_of(x)
+        if shape is None or not isinstance(env.get(x), _Combo):
+            return ""
+        dims = reduced_dims(fx_node, len(shape))
+        j, f = joins(x), feat(x)
+        if j is not None and dims & j.dims:
+            return (f"it adds the tensors that {j.by} joined along dim(s) {sorted(dims & j.dims)} without weights "
+                    f"(x + y, which multiplies q by their number); write the weighted sum of those tensors, "
+                    f"w1*x + w2*y with w1**2 + w2**2 == 1 (e.g. each 1/sqrt(n) for n of them), instead")
+        if dims & batch_dims(x) and len(shape) > 1:
+            return f"it sums over {batch_note(x)}, which mixes examples; sum nothing across the batch"
+        if f is not None and dims & f.dims:
+            return ("it sums features, which has no kernel rule (the sum of many features is their number times "
+                    "their mean, which tends to E[phi(z)] and sees the input only through its q); use a linear layer")
+        return (f"it sums over the sequence/spatial dim(s) {sorted(dims)}: average pooling times the number of "
+                f"positions, which scales q by up to its square; use x.mean({sorted(dims)}) or an average pool")
+
     def _convert(fx_node: Any) -> None:
         op, target = fx_node.op, fx_node.target
         if op in ("call_function", "call_method") and _SHAPE_NUMBER in fx_node.meta:
@@ -2004,10 +2217,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                                                 "use nn.PReLU() with one parameter")}
                 env[fx_node] = activation(fx_node, name, params)
             else:
-                hint = {nn.BatchNorm1d: "batch statistics", nn.BatchNorm2d: "batch statistics",
-                        nn.LayerNorm: "mean subtraction (use nn.RMSNorm for per-location normalisation)",
-                        nn.MaxPool2d: "max pooling (use average pooling)",
-                        }.get(type(m), "no known kernel rule")
+                hint = _module_rule_hint(m)
                 if isinstance(m, nn.RReLU):
                     raise InvalidGraphError(
                         f"unsupported module RReLU at {where(fx_node)} in training mode (each element draws its own "
@@ -2101,8 +2311,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             elif target in (operator.matmul, torch.matmul, torch.mm):
                 env[fx_node] = matmul_layer(fx_node)
             else:
-                raise InvalidGraphError(f"unsupported op {where(fx_node)}; from_torch maps Linear/Conv, "
-                                        f"average pools, activations, weighted sums, cat, reshapes and transposes")
+                raise unsupported(fx_node, "op")
         elif op == "call_method":
             if target.endswith("_") and (target in arithmetic_methods or target in act_methods):
                 check_in_place(fx_node, f".{target}()")
@@ -2127,13 +2336,9 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             elif target in ("matmul", "mm", "__matmul__"):
                 env[fx_node] = matmul_layer(fx_node)
             else:
-                raise InvalidGraphError(f"unsupported tensor method {where(fx_node)}; from_torch maps "
-                                        f"Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes")
+                raise unsupported(fx_node, "tensor method")
         elif op == "output":
-            result = fx_node.args[0]
-            if not isinstance(result, torch.fx.Node):
-                raise InvalidGraphError(f"{type(model).__name__}.forward returns {type(result).__name__}; "
-                                        f"from_torch needs a single output tensor")
+            result = fx_node.args[0]  # a tensor, as checked after tracing
             pred = materialise(env[result], fx_node)
             add_node(g, "output", "output", pred)
 
@@ -2176,7 +2381,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 batch_at[fx_node] = batch_at.get(fx_node.args[0])
     except InvalidGraphError as exc:
         by_name = {n.name: n for n in fx_graph.nodes}
-        hint = _module_hint(model, by_name.get(getattr(exc, "fx_origin", None), fx_node))
+        blamed = by_name.get(getattr(exc, "fx_origin", None), fx_node)
+        hint = _module_hint(model, blamed) + _node_line(blamed)
         if hint:
             raise InvalidGraphError(f"{exc}{hint}") from exc
         raise

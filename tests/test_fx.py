@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 
@@ -2504,3 +2505,139 @@ def test_an_rms_norm_weight_of_uneven_magnitudes_before_an_activation_is_refused
 
     assert same_network(graphs.from_torch(Norm(Normaliser()), torch.randn(2, 5, 8)),
                         chain("linear", "normalise", "linear"))
+
+
+class _Returning(nn.Module):
+    def __init__(self, returned):
+        super().__init__()
+        self.returned, self.l1, self.l2 = returned, nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        hidden = torch.tanh(self.l1(x))
+        return self.returned(hidden, self.l2(hidden))
+
+
+@pytest.mark.parametrize("returned, said, fix", [
+    (lambda h, y: {"logits": y, "hidden": h}, r"a dict with keys \['logits', 'hidden'\]", r"out\['logits'\]"),
+    (lambda h, y: (y, h), "a tuple of 2", r"out\[0\]"),
+    (lambda h, y: [y], "a list of 1", r"out\[0\]"),
+    (lambda h, y: None, "None", "return the output tensor"),
+])
+def test_a_forward_returning_other_than_one_tensor_is_refused_naming_what_it_returns(returned, said, fix):
+    # a dict or list was blamed on an in-place update ("the graph torch.fx traced gives a differently structured
+    # output ... skip = h; h *= c"): fx returns its own immutable containers, which the reproduction check compared
+    with pytest.raises(InvalidGraphError, match=rf"_Returning\.forward returns {said}; from_torch needs it to return a "
+                                                rf"single tensor, the network output: .*{fix}") as info:
+        graphs.from_torch(_Returning(returned), torch.randn(2, 4))
+    assert "in-place" not in str(info.value)
+    # the fix traces
+    assert graphs.from_torch(_Returning(lambda h, y: y), torch.randn(2, 4)).has_node("l2")
+
+
+class _Branches(nn.Module):
+    """Two branches of a residual-like block joined by ``join``, then a head."""
+
+    def __init__(self, join):
+        super().__init__()
+        self.join, self.a, self.b, self.c = join, nn.Linear(4, 8), nn.Linear(4, 8), nn.Linear(8, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.join(self.a(x), self.c(torch.tanh(self.b(x))))))
+
+
+def test_a_sum_or_mean_over_stacked_branches_is_refused_as_the_unweighted_sum_it_is():
+    # torch.stack([a, b]).sum(0) is a + b (q doubles for independent branches), and .mean(0) is (a + b)/2 (q halves);
+    # the sum was an "unsupported tensor method" listing what from_torch maps, the mean told to "pool each part
+    # before concatenating", neither the construct nor the fix
+    a, b = torch.randn(1000, 8, dtype=torch.float64), torch.randn(1000, 8, dtype=torch.float64)
+    assert torch.equal(torch.stack([a, b]).sum(0), a + b)
+    assert float(torch.stack([a, b]).mean(0).square().mean()) == pytest.approx(0.5, rel=0.05)
+    with pytest.raises(InvalidGraphError, match=r"unsupported tensor method fx node 'sum_1' \(call_method sum\): it "
+                                                r"adds the tensors that torch.stack 'stack' joined along dim\(s\) "
+                                                r"\[0\] without weights \(x \+ y.*write the weighted sum of those "
+                                                r"tensors, w1\*x \+ w2\*y with w1\*\*2 \+ w2\*\*2 == 1"):
+        graphs.from_torch(_Branches(lambda u, v: torch.stack([u, v]).sum(0)), torch.randn(2, 4))
+    with pytest.raises(InvalidGraphError, match=r"averages over dim\(s\) \[1\] .*that torch.stack 'stack' stacked "
+                                                r"along that dim, i\.e\. it averages the stacked tensors, \(a \+ b\)/2.*"
+                                                r"write their weighted sum w1\*a \+ w2\*b") as info:
+        graphs.from_torch(_Branches(lambda u, v: torch.stack([u, v], 1).mean(1)), torch.randn(2, 4))
+    assert "pool each part" not in str(info.value)
+    # the fix traces: a weighted sum of the two branches
+    g = graphs.from_torch(_Branches(lambda u, v: 0.6 * u + 0.8 * v), torch.randn(2, 4))
+    assert sorted(w for _, _, w in g.edges(data="weight") if w is not None) == pytest.approx([0.6, 0.8])
+    # a sum over features or positions says which it is
+    with pytest.raises(InvalidGraphError, match=r"\(call_method sum\): it sums features.*use a linear layer"):
+        graphs.from_torch(_Branches(lambda u, v: 0.6 * u + 0.8 * v.sum(-1, keepdim=True)), torch.randn(2, 4))
+    with pytest.raises(InvalidGraphError, match=r"\(call_function sum\): it sums over the sequence/spatial dim\(s\) "
+                                                r"\[1\].*use x\.mean\(\[1\]\)"):
+        graphs.from_torch(_Branches(lambda u, v: 0.6 * u.mean(1) + 0.8 * torch.sum(v, 1)), torch.randn(2, 5, 4))
+
+
+@pytest.mark.parametrize("op, said", [
+    (lambda h: h.flip(1), r"unsupported tensor method fx node 'flip' .*: moves elements.*transposes, permutes and "
+                          r"reshapes only"),
+    (lambda h: h[:, [1, 0, 3, 2, 4, 5, 6, 7]], r"unsupported op fx node 'getitem' .*: selects or splits out elements.*"
+                                               r"compute each part with its own layer"),
+    (lambda h: torch.cat(h.chunk(2, 1), 1), r"'chunk' .*: selects or splits out elements"),
+    (lambda h: F.layer_norm(h, (8,)), r"'layer_norm' .*: mean subtraction.*use F\.rms_norm or nn\.RMSNorm"),
+    (lambda h: F.max_pool1d(h.unsqueeze(1), 1).squeeze(1), r"'max_pool1d' .*: a max .*use average pooling"),
+    (lambda h: F.softmax(h, -1), r"'softmax' .*: a normalisation across the features .*use an elementwise activation"),
+    (lambda h: h.clamp(min=0), r"'clamp' .*: clamps to constants.*F\.hardtanh\(x, min_val, max_val\) \(F\.relu for "
+                               r"clamp\(min=0\)"),
+    (lambda h: h.square(), r"'square' .*: an elementwise function .*numeric\.torch_module\(symact\.activation"),
+    (lambda h: torch.einsum("bi,bj->bij", h, h).mean(1), r"'einsum' .*: a product of tensors of the network"),
+])
+def test_unsupported_ops_say_what_they_do_what_to_write_instead_and_where(op, said):
+    """Each was "unsupported op/tensor method ...; from_torch maps Linear/Conv, ...": what the op does and the fix
+    were left to the reader, and so was the line of the model that called it."""
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.l2(op(torch.tanh(self.l1(x))))
+
+    line = inspect.getsourcelines(op)[1]
+    with pytest.raises(InvalidGraphError, match=rf"{said}.* \(at .*test_fx\.py:{line}: `.*`\)$"):
+        graphs.from_torch(Model(), torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("module, said", [
+    (nn.GroupNorm(2, 8), r"unsupported module GroupNorm .*mean subtraction \(use nn\.RMSNorm"),
+    (nn.Softmax(-1), r"unsupported module Softmax .*a normalisation across the features"),
+    (nn.MaxPool1d(1), r"unsupported module MaxPool1d .*max pooling \(use average pooling\)"),
+])
+def test_unsupported_modules_say_what_they_do_and_what_to_use(module, said):
+    with pytest.raises(InvalidGraphError, match=said):
+        graphs.from_torch(nn.Sequential(nn.Linear(4, 8), module, nn.Linear(8, 2)), torch.randn(2, 4))
+
+
+def test_forwards_torch_fx_cannot_trace_are_refused_naming_the_construct_and_line():
+    # iterating over a tensor and len() of one were blamed on "data-dependent control flow"
+    class Iterating(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(4, 4)
+
+        def forward(self, x):
+            rows = [row for row in self.l(x)]  # the line blamed
+            return rows[0]
+
+    class Measuring(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.l(x) / len(x)  # the line blamed
+
+    for model, said in ((Iterating(), r"its forward iterates over or unpacks a tensor"),
+                        (Measuring(), r"its forward calls len\(\) on a tensor.*use x\.size\(0\)")):
+        source, first_line = inspect.getsourcelines(type(model).forward)
+        line = first_line + next(i for i, text in enumerate(source) if "the line blamed" in text)
+        with pytest.raises(InvalidGraphError, match=rf"could not trace {type(model).__name__} \(at .*test_fx\.py:"
+                                                    rf"{line}: `[^`#]+`\): {said}") as info:
+            graphs.from_torch(model, torch.randn(2, 4))
+        assert "control flow" not in str(info.value)
