@@ -1771,9 +1771,11 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             batch_at[fx_node] = _Features(frozenset(i for i, d in enumerate(order) if d in batch_dims(x)), "")
             if isinstance(env.get(x), _Combo):  # where each element now sits (see to_origin)
                 outer = to_origin.get(x)
-                moved = apply(index_map(shape) if outer is None else outer)
-                kept = outer is None and torch.equal(moved.reshape(-1), index_map(shape).reshape(-1))
-                to_origin[fx_node] = None if kept else moved  # (a transpose of dims of size 1 moves nothing)
+                moving = [d for d in order if shape[d] > 1]  # (a transpose of dims of size 1 moves nothing)
+                if outer is not None or moving != sorted(moving):
+                    to_origin[fx_node] = apply(index_map(shape) if outer is None else outer)
+                else:
+                    to_origin[fx_node] = None
         features[fx_node] = f
         return tensor_arg(fx_node)
 
