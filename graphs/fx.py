@@ -441,6 +441,7 @@ _JOINT = ("a normalisation across the features (exp(x_i) / sum_j exp(x_j)), not 
 _PRODUCT = ("a product of tensors of the network (attention, a batched or outer product), which no linear node "
             "describes; from_torch reads a product as a linear layer only as nn.Linear, F.linear(h, W) or h @ W "
             "with a parameter W")
+_GATED = "multiplies two tensors of the network (gating), which no node kind describes"
 _COPIES = ("copies elements of a tensor, whose copies are correlated, which no node kind describes; use the "
            "tensor once, with layers of the width it has")
 _COMPARED = ("compares or selects elementwise; write it as the activation it is, a function of one tensor "
@@ -462,7 +463,8 @@ _OP_HINTS = {
                      "max_pool3d_with_indices", "max", "amax", "min", "amin", "logsumexp"), _MAX),
     **dict.fromkeys(("softmax", "log_softmax", "softmin"), _JOINT),
     **dict.fromkeys(("einsum", "bmm", "baddbmm", "addmm", "addbmm", "mv", "tensordot", "outer", "ger", "kron",
-                     "scaled_dot_product_attention", "bilinear", "glu"), _PRODUCT),
+                     "scaled_dot_product_attention"), _PRODUCT),
+    **dict.fromkeys(("bilinear", "glu"), _GATED),
     **dict.fromkeys(("expand", "expand_as", "repeat", "repeat_interleave", "tile", "broadcast_to"), _COPIES),
     **dict.fromkeys(("maximum", "minimum", "fmax", "fmin", "where", "gt", "lt", "ge", "le", "eq", "ne",
                      "greater", "less"), _COMPARED),
@@ -483,8 +485,7 @@ _OP_HINTS = {
 _ELEMENTWISE = ("square", "exp2", "expm1", "log", "log1p", "log2", "log10", "rsqrt", "reciprocal", "sinh", "cosh",
                 "tan", "asin", "acos", "arcsin", "arccos", "asinh", "acosh", "atanh", "arcsinh", "arccosh",
                 "arctanh", "sign", "sgn", "floor", "ceil", "round", "trunc", "frac", "logit", "sinc", "erfc",
-                "erfinv", "lgamma", "digamma", "i0", "softplus_", "hardtanh_", "threshold", "rrelu",
-                "gumbel_softmax", "xlogy", "special_erfcx")
+                "erfinv", "lgamma", "digamma", "i0", "threshold")
 
 # Unsupported module classes, by a part of the class name: what they do, with what to write instead.
 _MODULE_HINTS = (
@@ -502,7 +503,7 @@ _MODULE_HINTS = (
     (("Upsample", "PixelShuffle", "PixelUnshuffle", "Fold", "Unfold"),
      "resamples or regroups positions, which has no kernel rule here"),
     (("Pad",), "pads with constants or copies of border elements; use a conv's own padding (padding='same')"),
-    (("Bilinear", "GLU"), "multiplies two tensors of the network (gating), which no node kind describes"),
+    (("Bilinear", "GLU"), _GATED),
 )
 
 
@@ -1175,8 +1176,9 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         return InvalidGraphError(
             f"{where(fx_node)} computes with {names} alone (parameters or buffers, not the network's "
             f"signal), e.g. a weight transformed before use such as F.linear(h, w * c) or a weight "
-            f"standardisation; from_torch reads a linear layer's weight only as the parameter itself (or a view "
-            f"of it, such as w.t()): pass the parameter, and put the transform into its initialisation")
+            f"standardisation; from_torch reads the weight of a layer (F.linear, F.conv*d, F.prelu, F.rms_norm) "
+            f"only as the parameter itself (or a view of it, such as w.t()): pass the parameter, and put the "
+            f"transform into its initialisation")
 
     def elementwise_root(node: Hashable) -> Hashable:
         """The graph node that ``node`` is an elementwise function of: back through activations."""
@@ -2231,8 +2233,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                         f"mode: {dropout_change(fx_node)}); use p=0, or trace the model in eval mode (model.eval()), "
                         f"where dropout is the identity")
                 raise InvalidGraphError(
-                    f"unsupported module {type(m).__name__} at {where(fx_node)} ({hint}); from_torch maps "
-                    f"Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes")
+                    f"unsupported module {type(m).__name__} at {where(fx_node)} ({hint}); {_MAPPED}")
         elif op == "call_function":
             if target in arithmetic_ops:
                 if target in (operator.iadd, operator.imul):

@@ -2455,6 +2455,18 @@ def _wide_rms_norm_tanh(weight: str, c0: float, d: int = 64, n: int = 4096, seed
     return sum(qs) / seeds, sum(cs) / seeds
 
 
+def test_a_functional_weight_computed_from_parameters_is_refused_naming_functional_layers():
+    # the message said "from_torch reads a linear layer's weight only as the parameter itself" for F.rms_norm's
+    class Doubled(_RMSNormNet):
+        def normalised(self, h):
+            return F.rms_norm(h, (self.n,), self.norm.weight * 2)
+
+    with pytest.raises(InvalidGraphError, match=r"computes with \['norm\.weight'\] alone.*reads the weight of a layer "
+                                                r"\(F\.linear, F\.conv\*d, F\.prelu, F\.rms_norm\) only as the "
+                                                r"parameter itself"):
+        graphs.from_torch(Doubled("", True), torch.randn(2, 16))
+
+
 def test_functional_rms_norm_resets_q_as_a_wide_network_measures():
     # the normalise node's rule (q -> 1, C values kept), checked on the traced model itself, made wide: inputs with
     # q = 4, so that without the reset the first tanh would see q = 4 (Q(4) = 0.635 where Q(1) = 0.394); the
