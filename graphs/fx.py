@@ -32,7 +32,9 @@ Mapping (torch op -> node kind):
 * activation modules and functions (``nn.Tanh``, ``nn.ReLU``, ``F.gelu``, ``torch.tanh``,
   ``x.relu()``, in-place forms such as ``x.relu_()`` and ``inplace=True``, ...) -> ``activation`` with the symact catalogue name as ``activation`` and the
   hyper-parameters as ``activation_params``, keyword arguments for
-  ``symact.activation(name, **params)`` (``negative_slope``, ``alpha``, ``beta``, ``a`` for PReLU; a per-channel ``nn.PReLU(n)`` whose
+  ``symact.activation(name, **params)`` (``negative_slope``, ``alpha``, ``beta``, ``a`` for PReLU, also
+  ``F.prelu(x, w)``, ``torch.prelu`` and ``x.prelu(w)`` with a parameter ``w``, read as ``nn.PReLU``'s weight;
+  a per-channel ``nn.PReLU(n)`` whose
   slopes differ is rejected); parameters computed from shapes or held in scalar buffers are read
   at their traced values;
   ``nn.GELU(approximate="tanh")`` is ``"gelu_tanh"``; softplus's ``threshold`` (above which torch
@@ -48,7 +50,8 @@ Mapping (torch op -> node kind):
   ``torch.add(x, y, alpha=b)``, ``x - y``, ``-x``, ``x / 2``) -> ``weighted_sum`` with those
   weights, which must satisfy ``sum w_i**2 == 1``; a plain ``x + y`` is rejected, and so is a division
   with ``rounding_mode`` (a step function).  Terms on the
-  same tensor are one term whose weights add (``0.5*h + 0.5*h`` is ``h``), and adding an exact 0
+  same tensor are one term whose weights add (``0.5*h + 0.5*h`` is ``h``; a term whose elements a transpose
+  moved, ``0.5*v + 0.5*v.transpose(1, 2)``, is refused: its elements meet others), and adding an exact 0
   is the identity (Python's ``sum(branches)`` starts from ``0 + branches[0]``).  Coefficients read
   from scalar tensors (buffers, parameters) are known only to their dtype's rounding: float32
   weights whose squares sum to 1 within it are accepted and stored normalised (the traced
@@ -64,7 +67,10 @@ Mapping (torch op -> node kind):
   then ``nn.Linear``); one that leaves it a sequence/spatial dim (a Linear on the last dim of the
   stack's (batch, 2, features), token mixing after a feature cat, a conv after a cat of the raw input
   along its length), or a mean or pool across it, is refused: the parts then sit at different
-  positions, each with its own kernel
+  positions, each with its own kernel.  A weighted sum adds element by element, and the graph's sum
+  pairs the parts of its inputs in order: where they meet otherwise, because one term's parts were
+  moved (a channel shuffle ``h.view(b, 2, -1).transpose(1, 2).reshape(b, -1)``, a stack along the last
+  dim where the other term is a cat), the sum is refused; parts laid out alike pass
 * ``flatten``, ``unflatten``, ``reshape``, ``view``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``clone``,
   floating-point casts (``.to(dtype)``, ``.to(x.dtype)``, ``.type_as(x)``, ``.float()``, ``.double()``,
   ``.half()``, ``.bfloat16()``, of the signal or of a weight; a cast to an integer dtype is refused),
@@ -82,11 +88,14 @@ Mapping (torch op -> node kind):
   batch; a last ``.squeeze()`` of the output passes
 * numbers computed from shapes (``x.size(-1) ** 0.5``, ``x.dim() - 1``) -> the constants they are
   for the example input
-* ``nn.RMSNorm`` and ``F.normalize`` (per-location normalisation) -> ``normalise``, when they
+* ``nn.RMSNorm``, ``F.rms_norm`` (``torch.rms_norm``, with the module's rules for its weight) and
+  ``F.normalize`` (per-location normalisation) -> ``normalise``, when they
   normalise over the feature dims (``F.normalize``'s default ``dim=1`` on (batch, length,
   features) is refused) and leave q = 1: ``F.normalize(x, dim=d)`` (p = 2) has mean square
   1/C over its C elements, so it must be scaled by sqrt(C) (``F.normalize(x, dim=-1) * C**0.5``);
-  RMSNorm's elementwise weight must have mean square 1 (it is ones at initialisation)
+  RMSNorm's elementwise weight must have mean square 1 (it is ones at initialisation), and where
+  its magnitudes differ, a linear layer must read it before any activation does (which would see
+  features of different variances)
 
 The model takes one tensor, ``example_input``; forward arguments after it that default to None, a
 flag, a number or a string are traced at that default (``if mask is not None:``, ``if return_hidden:``
@@ -95,7 +104,9 @@ take the branch the defaults give).
 An in-place op (``inplace=True``, ``x.relu_()``, ``x.mul_(c)``) whose input, or a view of it, is read
 afterwards is refused: torch gives that reader the overwritten values, the graph the original.
 
-Anything else raises :class:`~symact.errors.InvalidGraphError` naming the op.
+Anything else raises :class:`~symact.errors.InvalidGraphError` naming the op, what it does where that
+is known (``torch.stack(branches).sum(0)`` adds the branches without weights) and what to write
+instead, and the line of the model's code that called it.  A forward must return one tensor.
 """
 
 from __future__ import annotations
@@ -104,14 +115,17 @@ import hashlib
 import inspect
 import math
 import operator
+import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Hashable
 
 import networkx as nx
 
 from symact.errors import InvalidGraphError
 
-from .graph import WEIGHT_TOLERANCE, add_concat, add_node, add_weighted_sum, new_graph, output_node, validate
+from .graph import (WEIGHT_TOLERANCE, ChannelParts, PropagationContext, _channel_by_channel, _concat_rule, add_concat,
+                    add_node, add_weighted_sum, new_graph, output_node, validate)
 
 __all__ = ["from_torch"]
 
@@ -127,10 +141,18 @@ class _Combo:
 
     terms: tuple[tuple[Hashable, float, float], ...]
     origin: str  # fx name of the op that produced it, used to name a weighted_sum
+    # per term: where each element of the origin's tensor sits in the term's graph node (a tensor of
+    # flat indices into the tensor that node stands for, shaped like the origin's), None where the
+    # flat orders agree; () for all None.  A transpose between reshapes (a channel shuffle) makes
+    # one, and a weighted sum adds its terms element by element, so it must know which elements meet.
+    layouts: tuple = ()
+
+    def layout(self, i: int) -> Any:
+        return self.layouts[i] if self.layouts else None
 
     def scaled(self, factor: "_Const", origin: str) -> "_Combo":
         return _Combo(tuple((n, c * factor.value, abs(c) * factor.err + abs(factor.value) * e + e * factor.err)
-                            for n, c, e in self.terms), origin)
+                            for n, c, e in self.terms), origin, self.layouts)
 
 
 @dataclass(frozen=True)
@@ -305,14 +327,15 @@ def _function_params(fn: Any, name: str, args: tuple, kwargs: dict, where: str =
             if k not in ("inplace", "threshold") and isinstance(v, (int, float, str)) and not isinstance(v, bool)}
 
 
-def _prelu_slope(module: Any, where: str) -> float:
-    """The one negative slope of an ``nn.PReLU``; per-channel slopes are several activations."""
-    weights = module.weight.detach().flatten()
+def _prelu_slope(weight: Any, where: str, holder: str, fix: str) -> float:
+    """The one negative slope of a PReLU weight (``nn.PReLU``'s, or ``F.prelu``'s weight argument, which
+    ``holder`` names); per-channel slopes are several activations, which ``fix`` says how to avoid."""
+    weights = weight.detach().flatten()
     if weights.numel() > 1 and not bool((weights == weights[0]).all()):
         raise InvalidGraphError(
-            f"{where}: {module!r} has {weights.numel()} per-channel slopes that differ; per-channel PReLU is "
+            f"{where}: {holder} has {weights.numel()} per-channel slopes that differ; per-channel PReLU is "
             f"not supported (one graph node carries one activation, and kernel shaping needs the same slope "
-            f"on every channel): use nn.PReLU() with one parameter")
+            f"on every channel): {fix}")
     return float(weights[0])
 
 
@@ -403,6 +426,151 @@ def _module_hint(model: Any, fx_node: Any) -> str:
     return ""
 
 
+# What from_torch maps, for the errors that refuse anything else.
+_MAPPED = "from_torch maps Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes"
+
+_SPLIT = ("selects or splits out elements of a tensor of the network, which no node kind describes (a slice of a "
+          "layer's features is a narrower layer of its own, and picked elements meet other ones in a later sum); "
+          "compute each part with its own layer rather than cutting one, and keep tensors whole")
+_MAX = ("a max over positions or features (max pooling), which has no kernel rule; use average pooling "
+        "(F.avg_pool*d, nn.AvgPool*d, x.mean(dims))")
+_MEAN_SUBTRACTED = ("mean subtraction (or batch statistics), which has no kernel rule here; use F.rms_norm or "
+                    "nn.RMSNorm for per-location normalisation")
+_JOINT = ("a normalisation across the features (exp(x_i) / sum_j exp(x_j)), not elementwise, which has no kernel "
+          "rule; use an elementwise activation")
+_PRODUCT = ("a product of tensors of the network (attention, a batched or outer product), which no linear node "
+            "describes; from_torch reads a product as a linear layer only as nn.Linear, F.linear(h, W) or h @ W "
+            "with a parameter W")
+_GATED = "multiplies two tensors of the network (gating), which no node kind describes"
+_COPIES = ("copies elements of a tensor, whose copies are correlated, which no node kind describes; use the "
+           "tensor once, with layers of the width it has")
+_COMPARED = ("compares or selects elementwise; write it as the activation it is, a function of one tensor "
+             "(F.relu(x) for torch.maximum(x, 0)), or make one with numeric.torch_module(symact.activation(...))")
+
+# Unsupported functions and tensor methods by name: what each does, with what to write instead.
+_OP_HINTS = {
+    **dict.fromkeys(("getitem", "chunk", "split", "tensor_split", "unbind", "narrow", "select", "index_select",
+                     "gather", "take", "take_along_dim", "masked_select", "masked_fill", "masked_fill_"), _SPLIT),
+    **dict.fromkeys(("flip", "fliplr", "flipud", "roll", "rot90"),
+                    "moves elements (a flip, roll or rotation); from_torch follows moves by transposes, permutes and "
+                    "reshapes only: write it with those, or drop it where a linear layer reads the tensor next (a "
+                    "fixed reordering of a layer's input features changes no kernel)"),
+    **dict.fromkeys(("layer_norm", "group_norm", "instance_norm", "batch_norm", "local_response_norm"),
+                    _MEAN_SUBTRACTED),
+    **dict.fromkeys(("max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+                     "adaptive_max_pool3d", "lp_pool1d", "lp_pool2d", "lp_pool3d", "fractional_max_pool2d",
+                     "fractional_max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+                     "max_pool3d_with_indices", "max", "amax", "min", "amin", "logsumexp"), _MAX),
+    **dict.fromkeys(("softmax", "log_softmax", "softmin"), _JOINT),
+    **dict.fromkeys(("einsum", "bmm", "baddbmm", "addmm", "addbmm", "mv", "tensordot", "outer", "ger", "kron",
+                     "scaled_dot_product_attention"), _PRODUCT),
+    **dict.fromkeys(("bilinear", "glu"), _GATED),
+    **dict.fromkeys(("expand", "expand_as", "repeat", "repeat_interleave", "tile", "broadcast_to"), _COPIES),
+    **dict.fromkeys(("maximum", "minimum", "fmax", "fmin", "where", "gt", "lt", "ge", "le", "eq", "ne",
+                     "greater", "less"), _COMPARED),
+    **dict.fromkeys(("clamp", "clip", "clamp_min", "clamp_max", "clamp_", "clip_"),
+                    "clamps to constants; write it as the activation it is: F.hardtanh(x, min_val, max_val) "
+                    "(F.relu for clamp(min=0), F.relu6 for clamp(0, 6))"),
+    **dict.fromkeys(("pad",), "pads with constants, whose elements carry no kernel (q = 0 there); use a conv's own "
+                              "padding within its centre tap's reach (padding='same')"),
+    **dict.fromkeys(("interpolate", "upsample", "upsample_nearest", "upsample_bilinear", "pixel_shuffle",
+                     "pixel_unshuffle", "unfold", "fold"),
+                    "resamples or regroups positions, which has no kernel rule here"),
+    **dict.fromkeys(("cumsum", "cumprod", "diff", "sort", "topk", "argsort", "msort", "kthvalue", "median",
+                     "quantile", "std", "var", "norm", "prod", "mode"),
+                    "mixes the values of several elements in a way no node kind describes (sums, products, "
+                    "orders or spreads of them); average pooling (x.mean over sequence/spatial dims) and linear "
+                    "layers are what from_torch reads"),
+}
+_ELEMENTWISE = ("square", "exp2", "expm1", "log", "log1p", "log2", "log10", "rsqrt", "reciprocal", "sinh", "cosh",
+                "tan", "asin", "acos", "arcsin", "arccos", "asinh", "acosh", "atanh", "arcsinh", "arccosh",
+                "arctanh", "sign", "sgn", "floor", "ceil", "round", "trunc", "frac", "logit", "sinc", "erfc",
+                "erfinv", "lgamma", "digamma", "i0", "threshold")
+
+# Unsupported module classes, by a part of the class name: what they do, with what to write instead.
+_MODULE_HINTS = (
+    (("BatchNorm",), "batch statistics, mixing examples; use nn.RMSNorm for per-location normalisation"),
+    (("LayerNorm", "GroupNorm", "InstanceNorm", "LocalResponseNorm"),
+     "mean subtraction (use nn.RMSNorm for per-location normalisation)"),
+    (("MaxPool", "LPPool", "MaxUnpool"), "max pooling (use average pooling)"),
+    (("Softmax", "Softmin"), "a normalisation across the features, not elementwise; use an elementwise activation"),
+    (("MultiheadAttention", "Transformer"),
+     "attention multiplies tensors of the network; build the block from nn.Linear layers, activations, "
+     "weighted sums and nn.RMSNorm"),
+    (("RNN", "LSTM", "GRU"), "a recurrent layer, gating with products of its own outputs"),
+    (("Embedding",), "a table lookup of integer inputs; trace the network from the embedded tensor on"),
+    (("ConvTranspose",), "a transposed convolution, whose outputs read different numbers of inputs; use nn.Conv*d"),
+    (("Upsample", "PixelShuffle", "PixelUnshuffle", "Fold", "Unfold"),
+     "resamples or regroups positions, which has no kernel rule here"),
+    (("Pad",), "pads with constants or copies of border elements; use a conv's own padding (padding='same')"),
+    (("Bilinear", "GLU"), _GATED),
+)
+
+
+def _module_rule_hint(module: Any) -> str:
+    """Why an unsupported module class is refused, and what to use instead (:data:`_MODULE_HINTS`)."""
+    name = type(module).__name__
+    for parts, hint in _MODULE_HINTS:
+        if any(part in name for part in parts):
+            return hint
+    return "no known kernel rule"
+
+
+def _user_line(frames: list) -> str:
+    """`` (at FILE:LINE: `CODE`)`` for the last of ``frames`` (``(filename, lineno, code)``, outermost
+    first) outside torch and this module, i.e. the line of the model's code that made an fx node or
+    that torch.fx failed on; "" where there is none."""
+    import os
+
+    import torch
+
+    skipped = (os.path.dirname(torch.__file__) + os.sep, os.path.abspath(__file__))
+    for filename, lineno, code in reversed(frames):
+        if not os.path.abspath(filename).startswith(skipped):
+            code = _without_comment(code).strip()
+            return f" (at {filename}:{lineno}: `{code}`)" if code else f" (at {filename}:{lineno})"
+    return ""
+
+
+def _without_comment(code: str) -> str:
+    """A line of Python source without its trailing comment (whose words would read as the message's)."""
+    import io
+    import tokenize
+
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            if token.type == tokenize.COMMENT:
+                return code[:token.start[1]]
+    except (tokenize.TokenError, SyntaxError):  # a line of a longer statement: its brackets stay open
+        pass
+    return code
+
+
+def _node_line(fx_node: Any) -> str:
+    """:func:`_user_line` of the code that made ``fx_node`` (its stack trace, recorded while tracing)."""
+    trace = getattr(fx_node, "stack_trace", None) or ""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]*\n[ \t]+([^\n]*)', trace)
+    return _user_line([(f, int(n), code) for f, n, code in frames])
+
+
+def _exception_line(exc: BaseException) -> str:
+    """:func:`_user_line` of the model code an exception was raised in."""
+    import traceback
+
+    return _user_line([(f.filename, f.lineno, f.line or "") for f in traceback.extract_tb(exc.__traceback__)])
+
+
+def _returned(result: Any) -> str:
+    """What a traced forward returns, in words, for the error that asks for one tensor."""
+    if isinstance(result, dict):
+        return f"a dict with keys {list(result)}"
+    if isinstance(result, (tuple, list)):
+        return f"a {'tuple' if isinstance(result, tuple) else 'list'} of {len(result)}"
+    if result is None or isinstance(result, (int, float)):
+        return repr(result) if result is None else f"the number {result!r}"
+    return type(result).__name__
+
+
 def _defaults_to_specialise(model: Any, given: int) -> dict[str, Any]:
     """The forward arguments left at their defaults when ``given`` example tensors fill the first
     positional ones, with those defaults: plain values (None, a flag, a number, a string) that fx
@@ -451,6 +619,7 @@ def _squeezed_batch_hint(gm: Any, inputs: tuple) -> str:
 
 
 _SHAPE_NUMBER = "symact_shape_number"  # fx node meta key: the Python number the node computed
+_SHAPE_SIZES = "symact_shape_sizes"  # fx node meta key: the sizes (a tuple) a shape query computed, x.shape[-1:]
 
 
 def _item_rounding(fx_node: Any) -> float:
@@ -503,6 +672,8 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str, 
             # numbers computed from shapes (x.size(-1) ** 0.5, x.dim() - 1) are constants of the traced net
             if isinstance(result, (int, float)) and not isinstance(result, bool):
                 n.meta[_SHAPE_NUMBER] = result
+            elif isinstance(result, torch.Size):  # F.rms_norm(x, x.shape[-1:]) reads the sizes
+                n.meta[_SHAPE_SIZES] = tuple(result)
             return result
 
     # Running the model changes its state: a BatchNorm's running statistics, spectral_norm's power
@@ -527,7 +698,8 @@ def _propagate_shapes(gm: Any, shape_prop: Any, inputs: tuple, model_name: str, 
             traced = _Prop(gm).propagate(*(t.clone() for t in inputs))
     except Exception as exc:  # torch raises RuntimeError (and others) for shape mismatches
         cause = exc.__cause__ if exc.__cause__ is not None else exc
-        at = f" at fx node {current[0].name!r} ({current[0].op} {current[0].target})" if current else ""
+        at = (f" at fx node {current[0].name!r} ({current[0].op} {current[0].target}){_node_line(current[0])}"
+              if current else "")
         raise InvalidGraphError(
             f"{model_name} cannot run on the example input of shape {shapes}{at}: "
             f"{str(cause).splitlines()[0]}; "
@@ -644,9 +816,11 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     specialised = _defaults_to_specialise(model, len(inputs))
     tracer = _Tracer()
+    tracer.record_stack_traces = True  # each fx node's source line, for the error messages
     try:
         fx_graph = tracer.trace(model, concrete_args=specialised or None)
     except Exception as exc:  # torch raises many types for untraceable control flow
+        at = _exception_line(exc)
         symbolic = [path for path, m in model.named_modules() if not _is_generated(m)
                     and (hasattr(getattr(m, "activation", None), "expr")
                          or hasattr(getattr(m, "activation", None), "free_symbols"))]
@@ -662,11 +836,33 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         if "not installed as a submodule" in str(exc):
             # a module held in a plain list or dict attribute: not data-dependent control flow at all
             raise InvalidGraphError(
-                f"torch.fx could not trace {type(model).__name__}: {exc}; a module its forward calls is held in a "
-                f"plain Python list, dict or other container, so it is not registered: hold it in nn.ModuleList / "
+                f"torch.fx could not trace {type(model).__name__}{at}: {exc}; a module its forward calls is held in "
+                f"a plain Python list, dict or other container, so it is not registered: hold it in nn.ModuleList / "
                 f"nn.ModuleDict (or assign it as an attribute){hint}") from exc
-        raise InvalidGraphError(f"torch.fx could not trace {type(model).__name__}: {exc}; "
+        # neither of these is data-dependent control flow, which the message below would blame
+        if "Proxy object cannot be iterated" in str(exc):
+            raise InvalidGraphError(
+                f"torch.fx could not trace {type(model).__name__}{at}: its forward iterates over or unpacks a "
+                f"tensor (for t in h, a, b = h.chunk(2), f(*h)), whose length torch.fx does not know while tracing; "
+                f"from_torch maps no split of a tensor into parts either: compute each part with its own layer "
+                f"(and join parts with torch.cat){hint}") from exc
+        if "'len' is not supported in symbolic tracing" in str(exc):
+            raise InvalidGraphError(
+                f"torch.fx could not trace {type(model).__name__}{at}: its forward calls len() on a tensor, which "
+                f"torch.fx does not record; use x.size(0) (or x.shape[0]), which from_torch reads for the example "
+                f"input{hint}") from exc
+        raise InvalidGraphError(f"torch.fx could not trace {type(model).__name__}{at}: {exc}; "
                                 f"from_torch needs a forward without data-dependent control flow{hint}") from exc
+    output = next((n for n in fx_graph.nodes if n.op == "output"), None)
+    if output is not None and not isinstance(output.args[0], torch.fx.Node):
+        # before the model runs: the check that the trace reproduces it would blame an in-place update
+        returned = output.args[0]
+        pick = (f"return one of them (e.g. out[{next(iter(returned))!r}])" if isinstance(returned, dict) and returned
+                else "return one of them (e.g. out[0])" if isinstance(returned, (tuple, list)) and returned
+                else "return the output tensor")
+        raise InvalidGraphError(
+            f"{type(model).__name__}.forward returns {_returned(returned)}; from_torch needs it to return a single "
+            f"tensor, the network output: {pick}, or trace a module whose forward does so")
     placeholders = [n for n in fx_graph.nodes if n.op == "placeholder"]
     if specialised:
         _drop_guards(fx_graph, placeholders[len(inputs):])
@@ -704,7 +900,79 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             return _Const(float(arg))  # a Python number: exact as written
         return _Other()
 
+    # ------------------------------------------------------------ element layouts
+    # A weighted sum adds its terms element by element, and a transpose between reshapes (a channel
+    # shuffle), or a stack along an inner dim, hands elements other places: which elements of which
+    # graph nodes meet is followed as tensors of flat indices (None where the flat order is kept,
+    # as by every reshape; a transpose makes one).  to_origin: fx node -> where its elements sit in
+    # the tensor of its value's origin (env[n].origin), shaped like n's; _Combo.layouts then lead
+    # on to each term's graph node.
+    fx_by_name = {n.name: n for n in fx_graph.nodes}
+    to_origin: dict[Any, Any] = {}
+
+    def index_map(shape: tuple) -> Any:
+        return torch.arange(math.prod(shape)).reshape(shape)
+
+    def composed(inner: Any, outer: Any, outer_shape: tuple) -> Any:
+        """Flat indices ``inner`` looked up at the flat indices ``outer`` (None: the identity)."""
+        if outer is None:
+            return None if inner is None else inner.reshape(outer_shape)
+        return outer if inner is None else inner.reshape(-1)[outer]
+
+    def broadcast(layout: Any, shape: tuple, out_shape: tuple) -> Any:
+        """A layout of a tensor of ``shape`` for its broadcast to ``out_shape``."""
+        if tuple(shape) == tuple(out_shape):
+            return layout
+        return torch.broadcast_to(index_map(shape) if layout is None else layout, out_shape)
+
+    def relaid(value: Any, arg: Any, out_shape: tuple | None) -> Any:
+        """``value`` (the value of the fx node ``arg``) with its term layouts over the elements of a
+        tensor of ``out_shape`` computed from ``arg`` elementwise (broadcasting it), keeping its origin."""
+        if not isinstance(value, _Combo) or not isinstance(arg, torch.fx.Node):
+            return value
+        outer, arg_shape = to_origin.get(arg), shape_of(arg)
+        if out_shape is None or arg_shape is None or (outer is None and not value.layouts
+                                                      and tuple(arg_shape) == tuple(out_shape)):
+            return value
+        layouts = tuple(broadcast(composed(value.layout(i), outer, arg_shape), arg_shape, out_shape)
+                        for i in range(len(value.terms)))
+        return _Combo(value.terms, value.origin, layouts if any(t is not None for t in layouts) else ())
+
+    def same_elements(a: Any, b: Any, shape: tuple) -> bool:
+        if a is None and b is None:
+            return True
+        return torch.equal(index_map(shape) if a is None else a, index_map(shape) if b is None else b)
+
+    # ------------------------------------------------------------ concatenated parts
+    # A concat node's channels carry different values, part by part (graphs.graph.ChannelParts), and
+    # the walker adds two such values in a weighted sum part by part, in the order of their parts.
+    # The network adds element by element: both must pair the same parts.  parts_of: graph node ->
+    # the walker's parts of it, each an int naming the part (0: a node without parts); the network's
+    # part at each element of a node's tensor is computed only where a sum needs it (labels).
+    part_names: dict[Hashable, int] = {}
+    parts_of: dict[Hashable, Any] = {}
+    label_rules: dict[Hashable, Any] = {}
+    label_cache: dict[Hashable, Any] = {}
+
+    def part_name(key: Hashable) -> int:
+        return part_names.setdefault(key, len(part_names) + 1)
+
+    def labels(node: Hashable) -> Any:
+        """The part of each element of ``node``'s tensor (an int tensor), None for a node without parts."""
+        if node not in label_cache:
+            rule = label_rules.get(node)
+            label_cache[node] = rule() if rule is not None else None
+        return label_cache[node]
+
+    def seen_labels(node: Hashable, layout: Any, shape: tuple) -> Any:
+        """The parts of ``node`` at the elements of a tensor of ``shape`` that ``layout`` places in it."""
+        found = labels(node)
+        if found is None:
+            return None
+        return found.reshape(shape) if layout is None else found.reshape(-1)[layout]
+
     materialised: dict[int, Hashable] = {}
+    materialised_layout: dict[int, Any] = {}  # id(value) -> its graph node's layout in the origin's tensor
     # why a node's value comes with a scale (F.normalize: 1/sqrt(C)), for the error that refuses it
     scale_notes: dict[Hashable, str] = {}
     zero_weighted: dict[Hashable, str] = {}  # graph node -> the sum that weighted it by 0 (for the dead-branch error)
@@ -721,15 +989,32 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         materialised[id(value)] = node
         return node
 
+    def node_and_layout(arg: Any, consumer: Any) -> tuple[Hashable, Any]:
+        """The graph node the fx node ``arg`` reads, and where ``arg``'s elements sit in its tensor."""
+        value = env[arg]
+        node = materialise(value, consumer)
+        return node, composed(materialised_layout.get(id(value)), to_origin.get(arg), shape_of(arg))
+
     def _materialise(value: Any, consumer: Any) -> Hashable:
         if not isinstance(value, _Combo):
             raise InvalidGraphError(f"{where(consumer)} takes {type(value).__name__} where a tensor from "
                                     f"the network was expected")
+        origin_shape = shape_of(fx_by_name[value.origin])
         # Terms on one graph node are copies of one tensor: perfectly correlated, so their weights
-        # add (0.5*h + 0.5*h is h), unlike those of independent branches, whose squares add.
+        # add (0.5*h + 0.5*h is h), unlike those of independent branches, whose squares add.  That
+        # holds only where they are laid out alike: h + h.t() adds different elements of h.
         weights: dict[Hashable, float] = {}
         errors: dict[Hashable, float] = {}
-        for node, coeff, err in value.terms:
+        layout_of: dict[Hashable, Any] = {}
+        for i, (node, coeff, err) in enumerate(value.terms):
+            if node in layout_of and not same_elements(layout_of[node], value.layout(i), origin_shape):
+                raise InvalidGraphError(
+                    f"{value.origin!r} adds {node!r} to a copy of itself whose elements were moved "
+                    f"{reordered_by(fx_by_name[value.origin])}: each element meets another element of "
+                    f"{node!r}, partly correlated with it, which no weighted sum node describes (a graph node "
+                    f"enters a sum once, its copies with the weights added); add the tensors in the same "
+                    f"layout, or give one of them its own linear layer first")
+            layout_of.setdefault(node, value.layout(i))
             weights[node] = weights.get(node, 0.0) + coeff
             errors[node] = errors.get(node, 0.0) + err
         for node in [n for n, w in weights.items() if w == 0]:
@@ -746,6 +1031,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         if len(weights) == 1:
             ((node, coeff),) = weights.items()
             if normalised:  # coeff is 1, or -1: a sign flip leaves every kernel map unchanged
+                materialised_layout[id(value)] = layout_of[node]
                 return node
             copies = (f" (its {len(value.terms)} terms are copies of {node!r}, whose weights add, not their "
                       f"squares)" if len(value.terms) > 1 else "")
@@ -764,31 +1050,124 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         name = value.origin
         if name in g:
             name = f"{name}/sum"
+        summed = summed_parts(value, list(weights), layout_of, origin_shape)
         if slack <= WEIGHT_TOLERANCE:  # Python numbers or float64 tensors: graphs checks them itself
-            return add_weighted_sum(g, name, weights, fx_node=value.origin)
-        # Weights read from float32 (or coarser) tensors are known to a few units in their last
-        # place only: 0.6 and 0.8 are stored as 0.6000000238 and 0.8000000119, whose squares sum
-        # to 1 + 4.8e-8, and no float32 numbers do better.  Within that rounding they are taken as
-        # the normalised weights they stand for; the traced values are kept as torch_weights.
-        shown = ", ".join(f"{n!r}: {w:.9g}" for n, w in weights.items())
-        norm = math.sqrt(square_sum)
-        if not normalised:
+            node = add_weighted_sum(g, name, weights, fx_node=value.origin)
+        else:
+            # Weights read from float32 (or coarser) tensors are known to a few units in their last
+            # place only: 0.6 and 0.8 are stored as 0.6000000238 and 0.8000000119, whose squares sum
+            # to 1 + 4.8e-8, and no float32 numbers do better.  Within that rounding they are taken as
+            # the normalised weights they stand for; the traced values are kept as torch_weights.
+            shown = ", ".join(f"{n!r}: {w:.9g}" for n, w in weights.items())
+            norm = math.sqrt(square_sum)
+            if not normalised:
+                raise InvalidGraphError(
+                    f"weighted sum {value.origin!r} has weights {{{shown}}} (read from tensors, each known to "
+                    f"its dtype's rounding) whose squares sum to {square_sum:.9g}, not 1 within that rounding "
+                    f"(+-{slack:.2g}), so it does not preserve q (an un-normalised add). Use the normalised "
+                    f"weights w_i / sqrt(sum w_j**2): "
+                    f"{{{', '.join(f'{n!r}: {w / norm:.9g}' for n, w in weights.items())}}}"
+                    f" (stored in the same dtype, they round to weights that pass)")
+            node = add_weighted_sum(g, name, {n: w / norm for n, w in weights.items()}, fx_node=value.origin,
+                                    torch_weights=dict(weights))
+        parts_of[node], label_cache[node] = summed
+        return node
+
+    def summed_parts(value: _Combo, nodes: list, layout_of: dict, shape: tuple) -> tuple[Any, Any]:
+        """The walker's parts of a weighted sum of ``nodes`` (laid out in the origin's tensor of
+        ``shape`` as ``layout_of`` says) and the part at each element of that tensor, once the
+        walker's pairing of its inputs' parts (in order, part by part) is checked to be the
+        network's (element by element): a channel shuffle of one concatenation before the sum, or
+        parts stacked along another dim than the other term's, pairs parts otherwise."""
+        inputs = [(n, parts_of.get(n, 0)) for n in nodes]
+        if not any(isinstance(p, ChannelParts) for _, p in inputs):
+            return 0, None
+        walker = _channel_by_channel(lambda here: ("sum", *(p for _, p in here)), inputs)
+        expected: dict[tuple, Fraction] = {}
+        for count, key in zip(walker.counts, walker.values):
+            expected[key] = expected.get(key, 0) + Fraction(count, walker.total)
+        columns = []
+        for n in nodes:
+            found = seen_labels(n, layout_of[n], shape)
+            columns.append((torch.zeros(shape, dtype=torch.long) if found is None else found).reshape(-1))
+        keys, inverse, counts = torch.unique(torch.stack(columns, 1), dim=0, return_inverse=True,
+                                             return_counts=True)
+        total = int(counts.sum())
+        actual = {("sum", *k): Fraction(c, total) for k, c in zip(keys.tolist(), counts.tolist())}
+        if actual != expected:
+            upstream = set(nodes).union(*(nx.ancestors(g, n) for n in nodes))
+            concats = sorted(str(n) for n in upstream if g.nodes[n]["kind"] == "concat")
             raise InvalidGraphError(
-                f"weighted sum {value.origin!r} has weights {{{shown}}} (read from tensors, each known to "
-                f"its dtype's rounding) whose squares sum to {square_sum:.9g}, not 1 within that rounding "
-                f"(+-{slack:.2g}), so it does not preserve q (an un-normalised add). Use the normalised "
-                f"weights w_i / sqrt(sum w_j**2): {{{', '.join(f'{n!r}: {w / norm:.9g}' for n, w in weights.items())}}}"
-                f" (stored in the same dtype, they round to weights that pass)")
-        return add_weighted_sum(g, name, {n: w / norm for n, w in weights.items()}, fx_node=value.origin,
-                                torch_weights=dict(weights))
+                f"weighted sum {value.origin!r} adds {nodes} element by element, and the parts of the "
+                f"concatenation(s) {concats} in them do not lie alike: they were moved "
+                f"{reordered_by(fx_by_name[value.origin])}, so the parts meet in {len(actual)} combinations "
+                f"(in proportions {shares(actual)} of the elements) where the graph, which pairs the parts of "
+                f"its inputs in order, would add {len(expected)} (proportions {shares(expected)}), giving "
+                f"wrong C and q values after the sum; "
+                f"lay the parts of every term out alike (the same transposes, reshapes, and stack or cat "
+                f"dims on each), or sum before concatenating, or mix the channels with a linear layer first")
+        names = torch.tensor([part_name(key) for key in actual])
+        return walker.map(part_name), names[inverse].reshape(shape)
+
+    def shares(proportions: dict) -> str:
+        return ", ".join(str(p) for p in sorted(proportions.values(), reverse=True))
+
+    def reordered_by(fx_node: Any) -> str:
+        """The transposes, stacks and cats between ``fx_node`` and the linear layers before it, in words."""
+        found, stack, seen = [], [fx_node], {fx_node}
+        while stack:
+            n = stack.pop()
+            if n is not fx_node and n.op in ("call_module", "call_function", "call_method") and (
+                    (n.op == "call_module" and isinstance(gm.get_submodule(n.target), linear_types))
+                    or n.target in linear_functions or n.target in (operator.matmul, torch.matmul, torch.mm)):
+                continue
+            if (n.target in permute_functions or n.target in permute_methods
+                    or (n.target is getattr and n.args[1:2] in (("T",), ("mT",)))
+                    or n.target in (torch.cat, torch.concat, torch.concatenate, torch.stack)):
+                found.append(n.name)
+            for a in n.all_input_nodes:
+                if a not in seen:
+                    seen.add(a)
+                    stack.append(a)
+        return f"by {sorted(found)}" if found else "on the way"
 
     def tensor_arg(fx_node: Any) -> Any:
         return env[fx_node.args[0]] if isinstance(fx_node.args[0], torch.fx.Node) else _Other()
 
     def add_kind(fx_node: Any, kind: str, **attrs: Any) -> _Combo:
-        pred = materialise(tensor_arg(fx_node), fx_node)
+        arg = fx_node.args[0]
+        if isinstance(arg, torch.fx.Node) and isinstance(env[arg], _Combo):
+            pred, layout = node_and_layout(arg, fx_node)
+        else:
+            pred, layout = materialise(tensor_arg(fx_node), fx_node), None
         add_node(g, fx_node.name, kind, pred, fx_node=fx_node.name, **attrs)
+        # a linear layer mixes the parts of a concatenation; the other kinds act on each element or
+        # average positions, which keeps them
+        parts = 0 if kind == "linear" else parts_of.get(pred, 0)
+        parts_of[fx_node.name] = parts
+        if isinstance(parts, ChannelParts):
+            arg_shape, pooled = shape_of(arg), pooled_dims.get(fx_node)
+            label_rules[fx_node.name] = lambda: pooled_labels(fx_node, seen_labels(pred, layout, arg_shape),
+                                                              pooled)
         return _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
+
+    pooled_dims: dict[Any, tuple[set, bool]] = {}  # pool or mean fx node -> (the dims it averages, keepdim)
+
+    def pooled_labels(fx_node: Any, found: Any, pooled: tuple[set, bool] | None) -> Any:
+        """The parts at the elements of ``fx_node``'s output from those at its input's, ``found``."""
+        if pooled is None:  # elementwise
+            return found
+        dims, keepdim = pooled
+        for d in sorted(dims):
+            first = found.narrow(d, 0, 1)
+            if not torch.equal(found, first.expand_as(found)):  # (the pool checks leave no such case)
+                raise InvalidGraphError(
+                    f"{where(fx_node)} averages over dim {d} elements that hold different parts of a "
+                    f"concatenation, which is not average pooling of one kernel; pool before concatenating")
+            found = first
+        if not keepdim:
+            found = found.squeeze(tuple(sorted(dims)))
+        return found.expand(shape_of(fx_node))
 
     def activation(fx_node: Any, act: Any, params: dict[str, Any]) -> _Combo:
         return add_kind(fx_node, "activation", activation=act, activation_params=params)
@@ -797,8 +1176,9 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         return InvalidGraphError(
             f"{where(fx_node)} computes with {names} alone (parameters or buffers, not the network's "
             f"signal), e.g. a weight transformed before use such as F.linear(h, w * c) or a weight "
-            f"standardisation; from_torch reads a linear layer's weight only as the parameter itself (or a view "
-            f"of it, such as w.t()): pass the parameter, and put the transform into its initialisation")
+            f"standardisation; from_torch reads the weight of a layer (F.linear, F.conv*d, F.prelu, F.rms_norm) "
+            f"only as the parameter itself (or a view of it, such as w.t()): pass the parameter, and put the "
+            f"transform into its initialisation")
 
     def elementwise_root(node: Hashable) -> Hashable:
         """The graph node that ``node`` is an elementwise function of: back through activations."""
@@ -808,7 +1188,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
 
     def arithmetic(fx_node: Any, op: str) -> Any:
         args = list(fx_node.args)
-        vals = [value_of(a) for a in args[:2]]
+        # the terms' layouts over this op's elements (broadcasting), for the combinations made below
+        vals = [relaid(value_of(a), a, shape_of(fx_node)) for a in args[:2]]
         alpha = concrete(fx_node.kwargs).get("alpha", 1)
         if not any(isinstance(v, _Combo) for v in vals) and not all(isinstance(v, _Const) for v in vals):
             # no network signal and no number: arithmetic on parameters or buffers, such as a weight
@@ -823,10 +1204,14 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             if isinstance(a, _Const) and isinstance(b, _Const):
                 return _Const(a.value + sign * alpha * b.value, a.err + abs(alpha) * b.err)
             if isinstance(a, _Combo) and isinstance(b, _Combo):
-                return _Combo(a.terms + b.scaled(_Const(sign * alpha), fx_node.name).terms, fx_node.name)
+                layouts = (tuple(a.layout(i) for i in range(len(a.terms)))
+                           + tuple(b.layout(i) for i in range(len(b.terms))))
+                return _Combo(a.terms + b.scaled(_Const(sign * alpha), fx_node.name).terms, fx_node.name,
+                              layouts if any(t is not None for t in layouts) else ())
             # adding an exact 0 changes nothing: Python's sum(branches) starts from 0 + branches[0]
             if isinstance(a, _Combo) and isinstance(b, _Const) and b.value * alpha == 0 and b.err == 0:
-                return a
+                to_origin[fx_node] = broadcast(to_origin.get(args[0]), shape_of(args[0]), shape_of(fx_node))
+                return env[args[0]]
             if isinstance(a, _Const) and isinstance(b, _Combo) and a.value == 0 and a.err == 0:
                 return b.scaled(_Const(sign * alpha), fx_node.name)
             raise InvalidGraphError(f"{where(fx_node)} adds a constant to a tensor (a bias), which "
@@ -943,6 +1328,9 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
     pool_functions = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
                       F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
     normalise_types = tuple(t for t in (getattr(nn, "RMSNorm", None),) if t is not None)
+    # the functional forms of nn.RMSNorm (F.rms_norm calls torch.rms_norm, which may be called itself)
+    rms_norm_functions = {f for f in (getattr(F, "rms_norm", None), getattr(torch, "rms_norm", None))
+                          if f is not None}
 
     # ------------------------------------------------------------ feature (channel) dims
     features: dict[Any, _Features | None] = {}  # fx node -> its feature dims; None: not known
@@ -1070,12 +1458,21 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 f"torch's pools take (batch, channels, *spatial); for (batch, length, features) "
                 f"average the length with x.mean(1)")
         features[fx_node] = f
+        pooled_dims[fx_node] = (pooled, True)
 
     def check_not_across_joined(fx_node: Any, averaged: set, label: str) -> None:
         """An average over a dim along which parts were concatenated averages different tensors: an
         unnormalised sum of them, with cross terms, not average pooling of one stationary kernel."""
         x = fx_node.args[0]
         j = joins(x)
+        if j is not None and averaged & j.dims and j.by.startswith("torch.stack"):
+            # the mean of stacked branches, (a + b)/2: a sum whose weights' squares add to 1/2, not 1
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} averages over dim(s) {sorted(averaged & j.dims)} of a tensor of shape "
+                f"{shape_of(x)} that {j.by} stacked along that dim, i.e. it averages the stacked tensors, (a + b)/2 "
+                f"for two: a sum whose weights' squares add to 1/n for n tensors, not 1, which divides q of "
+                f"independent branches by n; write their weighted sum w1*a + w2*b with w1**2 + w2**2 == 1 (e.g. "
+                f"each 1/sqrt(n)) instead of stacking them")
         if j is not None and averaged & j.dims:
             raise InvalidGraphError(
                 f"{where(fx_node)}: {label} averages over dim(s) {sorted(averaged & j.dims)} of a tensor of shape "
@@ -1143,6 +1540,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         if not keepdim:
             batch_at[fx_node] = _Features(frozenset(d - sum(r < d for r in dims) for d in batch_dims(x)), "")
         features[fx_node] = f
+        pooled_dims[fx_node] = (dims, keepdim)
         return add_kind(fx_node, "pool", function="mean")
 
     def check_normalise(fx_node: Any, normalised: set[int], label: str) -> None:
@@ -1181,6 +1579,47 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             f"nn.RMSNorm({size}, elementwise_affine=False))")
         return _Combo(((fx_node.name, 1.0 / math.sqrt(size), 0.0),), fx_node.name)
 
+    def functional_weight(fx_node: Any, weight: Any, label: str) -> Any:
+        """The tensor a functional form's weight argument holds (``F.prelu``'s slopes, ``F.rms_norm``'s
+        elementwise weight): a parameter or buffer, or a view of one, as a module's weight is."""
+        found = parameter_chain(weight) if isinstance(weight, torch.fx.Node) else None
+        if found is not None:
+            with torch.no_grad():
+                return apply_chain(*found).detach()
+        if isinstance(weight, torch.fx.Node) and isinstance(env.get(weight), _Combo):
+            raise InvalidGraphError(
+                f"{where(fx_node)}: {label} takes the tensor {weight.name!r}, computed from the network input, as "
+                f"its weight, which then differs from input to input: no one activation or normalisation "
+                f"describes that; pass a parameter (or buffer) as the weight, as the module form holds it")
+        raise InvalidGraphError(
+            f"{where(fx_node)}: {label} takes {getattr(weight, 'name', weight)!r} as its weight; from_torch reads "
+            f"a weight that is a parameter or buffer, or a view of one (w.view(-1), w[:1])")
+
+    def functional_prelu_slope(fx_node: Any) -> float:
+        """The slope of ``F.prelu(x, w)`` (or ``x.prelu(w)``): that of ``nn.PReLU`` with weight ``w``."""
+        weight = fx_node.args[1] if len(fx_node.args) > 1 else fx_node.kwargs.get("weight")
+        w = functional_weight(fx_node, weight, "F.prelu")
+        return _prelu_slope(w, where(fx_node), f"F.prelu's weight of shape {tuple(w.shape)}",
+                            "pass a one-element weight, as nn.PReLU() holds")
+
+    def rms_norm(fx_node: Any) -> _Combo:
+        """``F.rms_norm(x, normalized_shape, weight, eps)``: what ``nn.RMSNorm(normalized_shape)`` with that
+        weight computes, a ``normalise`` node over the last ``len(normalized_shape)`` dims."""
+        args = {**dict(zip(("input", "normalized_shape", "weight", "eps"), fx_node.args)), **fx_node.kwargs}
+        normalized = concrete(args.get("normalized_shape"))
+        normalized = (normalized,) if isinstance(normalized, int) else normalized
+        if not isinstance(normalized, (tuple, list)) or not all(isinstance(n, int) for n in normalized):
+            raise InvalidGraphError(
+                f"{where(fx_node)}: F.rms_norm over normalized_shape={normalized!r}, which from_torch cannot read; "
+                f"pass the sizes of the normalised (last) dims as numbers or read from a shape, e.g. "
+                f"F.rms_norm(x, (features,)) or F.rms_norm(x, x.shape[-1:])")
+        rank = len(shape_of(fx_node.args[0]))
+        check_normalise(fx_node, set(range(rank - len(normalized), rank)), "F.rms_norm")
+        combo = add_kind(fx_node, "normalise", function="rms_norm")
+        if args.get("weight") is not None:
+            combo = affine_normalise_scale(fx_node, functional_weight(fx_node, args["weight"], "F.rms_norm"))
+        return combo
+
     def affine_normalise_scale(fx_node: Any, weight: torch.Tensor) -> _Combo:
         """RMSNorm's elementwise weight w multiplies q by mean(w**2) (C values are unchanged in the
         wide limit); at initialisation w = 1.  The value is the normalise node times
@@ -1193,8 +1632,39 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                                     f"ones (its initial value)")
         scale_notes[fx_node.name] = (f" (the normalisation's elementwise weight has mean square {scale**2:.9g}, "
                                      f"not 1: reset it to ones, its initial value)")
-        err = 2 * scale * float(torch.finfo(weight.dtype).eps)
-        return _Combo(((fx_node.name, scale, err),), fx_node.name)
+        eps = float(torch.finfo(weight.dtype).eps)
+        magnitudes = w.abs()
+        if float(magnitudes.max() - magnitudes.min()) > 4 * eps * float(magnitudes.max()):
+            uneven_weights[fx_node.name] = (float(magnitudes.min()), float(magnitudes.max()))
+        return _Combo(((fx_node.name, scale, 2 * scale * eps),), fx_node.name)
+
+    # normalise node -> (min, max) of |w| of an elementwise weight whose magnitudes differ: each feature then has
+    # its own variance, which a linear layer averages (its kernel is the mean over features) but an
+    # activation does not (see check_uneven_weights); sign flips keep every feature's kernel
+    uneven_weights: dict[Hashable, tuple[float, float]] = {}
+
+    def check_uneven_weights() -> None:
+        """Refuse an activation that reads features of unequal variances, scaled by a normalisation's
+        elementwise weight, with no linear layer in between: the graph gives it one Gaussian of q = 1,
+        the network a mixture of Gaussians, each feature of its own variance w_i**2 (tanh directly after
+        nn.RMSNorm with a weight of mean square 1 spread as randn: q = 0.27 measured, 0.39 predicted)."""
+        for norm, (low, high) in uneven_weights.items():
+            stack, seen = [norm], {norm}
+            while stack:
+                for n in g.successors(stack.pop()):
+                    kind = g.nodes[n]["kind"]
+                    if kind == "activation":
+                        raise InvalidGraphError(
+                            f"{where(fx_by_name[norm])}: its elementwise weight scales the features by factors "
+                            f"from {low:.6g} to {high:.6g} in magnitude, and activation {n!r} reads them with no "
+                            f"linear layer in between: each of its inputs then has its own variance (w_i**2 q), "
+                            f"while the graph gives it one Gaussian of q = mean(w**2) q, which changes its output q "
+                            f"and C values; reset the weight to ones (its initial value; signs may differ), or put "
+                            f"a linear layer between the normalisation and the activation"
+                            f"{_node_line(fx_by_name[norm])}")
+                    if kind not in ("linear", "output") and n not in seen:
+                        seen.add(n)
+                        stack.append(n)
 
     order = {n: i for i, n in enumerate(fx_graph.nodes)}
     view_functions = passthrough_functions | permute_functions
@@ -1279,7 +1749,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
 
     def concrete(args: Any) -> Any:
         """args with nodes that computed numbers from shapes replaced by those numbers."""
-        return torch.fx.node.map_arg(args, lambda n: n.meta.get(_SHAPE_NUMBER, n))
+        return torch.fx.node.map_arg(args, lambda n: n.meta.get(_SHAPE_NUMBER, n.meta.get(_SHAPE_SIZES, n)))
 
     def permuted(fx_node: Any, apply: Any) -> Any:
         """transpose/permute/movedim/.T: a pass-through whose feature dims move with the dims.
@@ -1301,6 +1771,13 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             if j is not None:
                 joined[fx_node] = _Features(frozenset(i for i, d in enumerate(order) if d in j.dims), j.by)
             batch_at[fx_node] = _Features(frozenset(i for i, d in enumerate(order) if d in batch_dims(x)), "")
+            if isinstance(env.get(x), _Combo):  # where each element now sits (see to_origin)
+                outer = to_origin.get(x)
+                moving = [d for d in order if shape[d] > 1]  # (a transpose of dims of size 1 moves nothing)
+                if outer is not None or moving != sorted(moving):
+                    to_origin[fx_node] = apply(index_map(shape) if outer is None else outer)
+                else:
+                    to_origin[fx_node] = None
         features[fx_node] = f
         return tensor_arg(fx_node)
 
@@ -1317,6 +1794,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
     def reshaped(fx_node: Any) -> Any:
         x = fx_node.args[0]
         before, after = shape_of(x), shape_of(fx_node)
+        outer = to_origin.get(x)  # a reshape keeps the flat order of the elements
+        to_origin[fx_node] = None if outer is None else outer.reshape(after)
         features[fx_node] = feat(x) if before is None or after is None else _reshaped_features(before, after, feat(x))
         joined[fx_node] = joins(x) if before is None or after is None else _reshaped_features(before, after, joins(x))
         if before is not None and after is not None:
@@ -1410,6 +1889,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             (t,) = tensors
             features[fx_node], joined[fx_node] = feat(t), joins(t)
             batch_at[fx_node] = _Features(batch_dims(t), "")
+            to_origin[fx_node] = to_origin.get(t)
             return env[t]
         shape = shape_of(tensors[0])
         dim %= len(shape) + stack
@@ -1437,8 +1917,10 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 f"rule (sum (n_i / N) * k_i over the n_i features of each part): concatenate along dim "
                 f"{', '.join(map(str, sorted(f.dims)))}")
         channels: dict[Hashable, int] = {}
+        pieces = []  # (node, where the part's elements sit in it, the part's shape)
         for t in tensors:
-            node = materialise(env[t], fx_node)
+            node, layout = node_and_layout(t, fx_node)
+            pieces.append((node, layout, shape_of(t)))
             if node in channels:
                 raise InvalidGraphError(
                     f"{where(fx_node)} concatenates {node!r} with itself: a concat's parts are its input nodes, "
@@ -1448,10 +1930,32 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                     f"(duplicated channels carry its kernel unchanged into a linear layer)")
             channels[node] = 1 if stack else int(shape_of(t)[dim])
         add_concat(g, fx_node.name, channels, fx_node=fx_node.name)
+        # the walker's parts of the concat (graphs.graph's concat rule), each named by its place here
+        # and its name in its input; the parts at each element follow the same naming (joined_labels)
+        named = []
+        for i, (node, _, _) in enumerate(pieces):
+            p = parts_of.get(node, 0)
+            named.append((node, p.map(lambda v, i=i: part_name(("cat", i, v))) if isinstance(p, ChannelParts)
+                          else part_name(("cat", i, p))))
+        parts_of[fx_node.name] = _concat_rule(PropagationContext(g, lambda n, y: y), fx_node.name, named)
+        label_rules[fx_node.name] = lambda: joined_labels(pieces, dim, stack)
         features[fx_node] = f
         joined[fx_node] = _Features(frozenset({dim}).union(*(p.dims for p in parts)),
                                     f"{'torch.stack' if stack else 'torch.cat'} {fx_node.name!r}")
         return _Combo(((fx_node.name, 1.0, 0.0),), fx_node.name)
+
+    def joined_labels(pieces: list, dim: int, stack: bool) -> Any:
+        """The parts at the elements of a cat (or stack) along ``dim`` of ``pieces``, named as the
+        walker's parts of the concat node are."""
+        found = []
+        for i, (node, layout, shape) in enumerate(pieces):
+            inner = seen_labels(node, layout, shape)
+            if inner is None:
+                found.append(torch.full(shape, part_name(("cat", i, 0)), dtype=torch.long))
+            else:
+                values, inverse = torch.unique(inner, return_inverse=True)
+                found.append(torch.tensor([part_name(("cat", i, v)) for v in values.tolist()])[inverse])
+        return torch.stack(found, dim) if stack else torch.cat(found, dim)
 
     def spatial_dims(name: str) -> int:
         """1, 2 or 3 from a conv/pool name such as Conv2d, avg_pool3d, AdaptiveAvgPool1d."""
@@ -1606,11 +2110,45 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             weights_of[fx_node.name] = (source,)
         return combo
 
+    def unsupported(fx_node: Any, what: str) -> InvalidGraphError:
+        """The error for an op no rule maps, saying what the op does where that is known, and what to
+        write instead."""
+        name = fx_node.target if isinstance(fx_node.target, str) else getattr(fx_node.target, "__name__", "")
+        hint = summed_hint(fx_node) if name in ("sum", "nansum") else _OP_HINTS.get(name)
+        if hint is None and name in _ELEMENTWISE:
+            hint = (f"an elementwise function from_torch has no catalogue name for; make it a symact activation "
+                    f"and its module, numeric.torch_module(symact.activation(...)), which from_torch reads as one "
+                    f"activation node")
+        return InvalidGraphError(f"unsupported {what} {where(fx_node)}: {hint or _MAPPED}")
+
+    def summed_hint(fx_node: Any) -> str:
+        """What a sum over dims of a tensor is, by the dims it adds: the branches a stack joined, features,
+        positions or the batch."""
+        x = fx_node.args[0] if fx_node.args else None
+        shape = shape_of(x)
+        if shape is None or not isinstance(env.get(x), _Combo):
+            return ""
+        dims = reduced_dims(fx_node, len(shape))
+        j, f = joins(x), feat(x)
+        if j is not None and dims & j.dims:
+            return (f"it adds the tensors that {j.by} joined along dim(s) {sorted(dims & j.dims)} without weights "
+                    f"(x + y, which multiplies q by their number); write the weighted sum of those tensors, "
+                    f"w1*x + w2*y with w1**2 + w2**2 == 1 (e.g. each 1/sqrt(n) for n of them), instead")
+        if dims & batch_dims(x) and len(shape) > 1:
+            return f"it sums over {batch_note(x)}, which mixes examples; sum nothing across the batch"
+        if f is not None and dims & f.dims:
+            return ("it sums features, which has no kernel rule (the sum of many features is their number times "
+                    "their mean, which tends to E[phi(z)] and sees the input only through its q); use a linear layer")
+        return (f"it sums over the sequence/spatial dim(s) {sorted(dims)}: average pooling times the number of "
+                f"positions, which scales q by up to its square; use x.mean({sorted(dims)}) or an average pool")
+
     def _convert(fx_node: Any) -> None:
         op, target = fx_node.op, fx_node.target
         if op in ("call_function", "call_method") and _SHAPE_NUMBER in fx_node.meta:
             number = float(fx_node.meta[_SHAPE_NUMBER])
             env[fx_node] = _Const(number, abs(number) * _item_rounding(fx_node))  # exact where computed from ints
+        elif op in ("call_function", "call_method") and _SHAPE_SIZES in fx_node.meta:
+            env[fx_node] = _Other()  # sizes, read by concrete()
         elif (op == "call_function" and target is operator.getitem and reads_parameters[fx_node]
               and not reads_input[fx_node]):
             env[fx_node] = indexed_parameter(fx_node)
@@ -1679,13 +2217,11 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 if isinstance(m, nn.Softplus):
                     _check_softplus_threshold(m.threshold, where(fx_node))
                 if isinstance(m, nn.PReLU):  # the catalogue's prelu slope is called a
-                    params = {"a": _prelu_slope(m, where(fx_node))}
+                    params = {"a": _prelu_slope(m.weight, where(fx_node), repr(m),
+                                                "use nn.PReLU() with one parameter")}
                 env[fx_node] = activation(fx_node, name, params)
             else:
-                hint = {nn.BatchNorm1d: "batch statistics", nn.BatchNorm2d: "batch statistics",
-                        nn.LayerNorm: "mean subtraction (use nn.RMSNorm for per-location normalisation)",
-                        nn.MaxPool2d: "max pooling (use average pooling)",
-                        }.get(type(m), "no known kernel rule")
+                hint = _module_rule_hint(m)
                 if isinstance(m, nn.RReLU):
                     raise InvalidGraphError(
                         f"unsupported module RReLU at {where(fx_node)} in training mode (each element draws its own "
@@ -1697,8 +2233,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                         f"mode: {dropout_change(fx_node)}); use p=0, or trace the model in eval mode (model.eval()), "
                         f"where dropout is the identity")
                 raise InvalidGraphError(
-                    f"unsupported module {type(m).__name__} at {where(fx_node)} ({hint}); from_torch maps "
-                    f"Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes")
+                    f"unsupported module {type(m).__name__} at {where(fx_node)} ({hint}); {_MAPPED}")
         elif op == "call_function":
             if target in arithmetic_ops:
                 if target in (operator.iadd, operator.imul):
@@ -1750,6 +2285,10 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 env[fx_node] = add_kind(fx_node, "pool", function=target.__name__)
             elif target is F.normalize:
                 env[fx_node] = l2_normalise(fx_node)
+            elif target is F.prelu:  # (torch.prelu is the same function) as nn.PReLU
+                env[fx_node] = activation(fx_node, "prelu", {"a": functional_prelu_slope(fx_node)})
+            elif target in rms_norm_functions:
+                env[fx_node] = rms_norm(fx_node)
             elif target is torch.mean:
                 env[fx_node] = mean(fx_node)
             elif target in passthrough_functions:
@@ -1775,8 +2314,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             elif target in (operator.matmul, torch.matmul, torch.mm):
                 env[fx_node] = matmul_layer(fx_node)
             else:
-                raise InvalidGraphError(f"unsupported op {where(fx_node)}; from_torch maps Linear/Conv, "
-                                        f"average pools, activations, weighted sums, cat, reshapes and transposes")
+                raise unsupported(fx_node, "op")
         elif op == "call_method":
             if target.endswith("_") and (target in arithmetic_methods or target in act_methods):
                 check_in_place(fx_node, f".{target}()")
@@ -1785,6 +2323,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 features[fx_node] = combined(fx_node) if isinstance(env[fx_node], _Combo) else None
             elif target in act_methods:
                 env[fx_node] = activation(fx_node, act_methods[target], {})
+            elif target == "prelu":  # x.prelu(w), F.prelu(x, w)
+                env[fx_node] = activation(fx_node, "prelu", {"a": functional_prelu_slope(fx_node)})
             elif target in passthrough_methods:
                 env[fx_node] = reshaped(fx_node)
             elif target in cast_methods:
@@ -1799,13 +2339,9 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
             elif target in ("matmul", "mm", "__matmul__"):
                 env[fx_node] = matmul_layer(fx_node)
             else:
-                raise InvalidGraphError(f"unsupported tensor method {where(fx_node)}; from_torch maps "
-                                        f"Linear/Conv, average pools, activations, weighted sums, cat, reshapes and transposes")
+                raise unsupported(fx_node, "tensor method")
         elif op == "output":
-            result = fx_node.args[0]
-            if not isinstance(result, torch.fx.Node):
-                raise InvalidGraphError(f"{type(model).__name__}.forward returns {type(result).__name__}; "
-                                        f"from_torch needs a single output tensor")
+            result = fx_node.args[0]  # a tensor, as checked after tracing
             pred = materialise(env[result], fx_node)
             add_node(g, "output", "output", pred)
 
@@ -1848,7 +2384,8 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
                 batch_at[fx_node] = batch_at.get(fx_node.args[0])
     except InvalidGraphError as exc:
         by_name = {n.name: n for n in fx_graph.nodes}
-        hint = _module_hint(model, by_name.get(getattr(exc, "fx_origin", None), fx_node))
+        blamed = by_name.get(getattr(exc, "fx_origin", None), fx_node)
+        hint = _module_hint(model, blamed) + _node_line(blamed)
         if hint:
             raise InvalidGraphError(f"{exc}{hint}") from exc
         raise
@@ -1861,6 +2398,7 @@ def from_torch(model: Any, example_input: Any, *, preactivations: str = "gaussia
         if len(nodes) > 1:
             for node in nodes:
                 g.nodes[node]["weights"] = nodes[0]
+    check_uneven_weights()
     _validate_naming_zero_weights(g, zero_weighted)
     return g
 
