@@ -42,6 +42,7 @@ At ``q1 = q2 = 1``, with ``a_n`` the normalised Hermite coefficients of phi (see
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
@@ -1038,17 +1039,42 @@ class KernelMaps:
                 v = self._e1(lambda t: f(t) ** 2, lambda t: g(t) ** 2,
                              std=(math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))))
             if v == 0:
-                if self.engine == "float64":   # relu(x - 1/2) at q = 1e-3: Q = 1e-61, all beyond |z| = 12
-                    raise DomainError(
-                        f"Q({q}) = 0 in float64 for {self.activation_name!r}: either the activation "
-                        "vanishes almost everywhere (then the C map, normalised by Q, is undefined), or "
-                        "phi^2 is nonzero only beyond 12 standard deviations, where the float64 rule does "
-                        "not reach; use engine='mpmath', which integrates the whole line.")
+                if self.engine == "float64":
+                    self._raise_float64_zero_q(q)
                 raise DomainError(
                     f"Q({q}) = 0 for {self.activation_name!r}: the activation vanishes almost "
                     "everywhere, so the C map (normalised by Q) is undefined.")
             self._cache[key] = v
         return self._out(self._cache[key])
+
+    def _raise_float64_zero_q(self, q) -> None:
+        """The float64 rule's Q(q) came out 0: say why, from a 15-digit mpmath Q over the whole line.  Either phi
+        vanishes almost everywhere, or Q underflows float64 (hardshrink at q = 1e-4: Q = 5e-546, and the step
+        H(x - 50) at q = 1: 2e-545, were both said to vanish), or phi^2 lives beyond the rule's 12 standard
+        deviations (relu(x - 1/2) at q = 1e-3: Q = 1e-61)."""
+        f = self._f.mp(0)
+        std = mpmath.sqrt(self._mp(q))
+        try:
+            exact = gauss.gaussian_expectation(lambda t: f(t) ** 2, dps=15, std=std,
+                                               breakpoints=self._breakpoints_mp() + _scale_points(std)).value
+        except SymactError:   # no verdict: name both causes
+            exact = None
+        if exact == 0:
+            raise DomainError(
+                f"Q({q}) = 0 for {self.activation_name!r}: the activation vanishes almost everywhere, so the "
+                "C map (normalised by Q) is undefined.")
+        if exact is not None and exact < sys.float_info.min:
+            raise DomainError(
+                f"Q({q}) = {mpmath.nstr(exact, 3)} for {self.activation_name!r} underflows float64 (its smallest "
+                f"normal number is {sys.float_info.min:.1e}): phi^2 is nonzero only where the N(0, q) density is "
+                "below float64's range; use engine='mpmath', which has no exponent limit.")
+        cause = ("phi^2 is nonzero only beyond 12 standard deviations, where the float64 rule does not reach" if exact
+                 is None else f"Q({q}) is {mpmath.nstr(exact, 3)}, all of it beyond 12 standard deviations, where the "
+                 "float64 rule does not reach")
+        raise DomainError(
+            f"Q({q}) came out 0 in float64 for {self.activation_name!r}: "
+            + ("either the activation vanishes almost everywhere (then the C map, normalised by Q, is undefined), or "
+               if exact is None else "") + cause + "; use engine='mpmath', which integrates the whole line.")
 
     @_at_precision
     def q_map_derivative(self, q, n: int = 1) -> Any:

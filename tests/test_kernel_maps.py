@@ -320,6 +320,8 @@ def test_errors_are_clear():
     with pytest.raises(FormulaError):
         kernel_maps(x * sympy.Symbol("a"))
     with pytest.raises(DomainError, match="vanishes"):     # Q = 0: the C map is 0/0
+        kernel_maps(sympy.Heaviside(x) * sympy.Heaviside(-x), engine="float64").q_map(1)
+    with pytest.raises(DomainError, match="underflows float64"):     # Q = Phi(-50) = 1e-545, not 0
         kernel_maps(sympy.Heaviside(x - 50), engine="float64").q_map(1)
     with pytest.raises(DomainError):
         kernel_maps(act("tanh"), engine="quantum")
@@ -899,6 +901,31 @@ def test_q_map_of_a_shifted_relu_far_in_the_tail():
         assert abs(m.q_map(q) / ref - 1) < mpmath.mpf(10) ** -19
     with pytest.raises(DomainError, match="12 standard deviations.*engine='mpmath'"):
         kernel_maps(act, engine="float64").q_map(1e-3)
+
+
+def test_q_map_whose_mass_lies_beyond_the_quadrature_range():
+    """hardshrink (x on |x| > 1/2, else 0) at q = 1e-4 is zero for |z| < 50, past the mpmath rule's range (27
+    standard deviations at 30 digits), which holds all of Q(1e-4) = 5.4e-546: it came out 0, reported as "the
+    activation vanishes almost everywhere", as did H(x - 50)'s Q(1) = Phi(-50) = 1e-545.  The range now reaches past
+    the break-points.  The float64 engine cannot represent either and says so (it said they vanish); one that does
+    vanish almost everywhere is still named so.  Reference: Q = 2 q (a p(a) + Phi(-a)), a = (1/2)/sqrt(q), p the
+    normal density, from int_a^inf z^2 p(z) dz = a p(a) + Phi(-a)."""
+    for dps in (15, 30):
+        m = kernel_maps("hardshrink", dps=dps, engine="mpmath")
+        for q in (sympy.Rational(1, 10**4), sympy.Rational(1, 10**6), sympy.Rational(1, 7)):
+            with mpmath.workdps(80):
+                qq = mpmath.mpf(q.p) / q.q
+                a = 1 / (2 * mpmath.sqrt(qq))
+                ref = 2 * qq * (a * mpmath.npdf(a) + mpmath.ncdf(-a))
+            assert rel(m.q_map(q), ref) < mpmath.mpf(10) ** (1 - dps), (dps, q)
+    with mpmath.workdps(80):
+        assert rel(kernel_maps(sympy.Heaviside(x - 50), dps=20, engine="mpmath").q_map(1), mpmath.ncdf(-50)) < 1e-19
+    for phi, q in (("hardshrink", 1e-4), (sympy.Heaviside(x - 50), 1)):
+        with pytest.raises(DomainError, match=r"underflows float64.*engine='mpmath'"):
+            kernel_maps(phi, engine="float64").q_map(q)
+    for engine in ("float64", "mpmath"):
+        with pytest.raises(DomainError, match="vanishes almost everywhere"):
+            kernel_maps(sympy.Heaviside(x) * sympy.Heaviside(-x), engine=engine).q_map(1)
 
 
 def _tanh_q_derivative_reference(q, n):
