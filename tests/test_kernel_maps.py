@@ -872,6 +872,36 @@ def test_q_map_derivative_cancellation_at_large_q():
             assert kernel_maps(phi, engine=engine, dps=20).q_map_derivative(7, 2) == 0
 
 
+def test_q_map_derivative_that_is_exactly_zero_comes_out_zero(monkeypatch):
+    """x exp(-x^2/2): Q(q) = q E[z^2 exp(-q z^2)] = q (1 + 2q)^(-3/2), so Q'(q) = (1 - q) (1 + 2q)^(-5/2), 0 at
+    q = 1.  The mpmath engine retried with guard digits for the value's apparent cancellation, but each value was
+    the previous try's rounding noise (-1.8e-58, then -7.2e-119, ...): 8 tries up to 472 digits, 20 s, and
+    -2.6e-481 returned as if it had 30 digits.  A value with no certain digit at 2 (dps + 10) working digits is
+    below 10^-(2 dps + 18) of its scale and comes out 0; a small one above that keeps its digits (at
+    q = 1 + 2^-120, Q' = -4.8e-38 cancels 36 digits; the q values are exact in binary, so the engine's rounding
+    of q to dps + 10 digits changes nothing)."""
+    import numeric.gauss as gauss_module
+
+    tries = []
+    real = gauss_module.gaussian_expectation
+
+    def recording(*args, **kwargs):
+        tries.append(kwargs.get("dps"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gauss_module, "gaussian_expectation", recording)
+    m = kernel_maps(x * sympy.exp(-x**2 / 2), dps=30, engine="mpmath")
+    assert m.q_map_derivative(1) == 0
+    assert len(tries) <= 2, tries
+    for q in (sympy.Rational(3, 2), sympy.Rational(2**70 + 1, 2**70), sympy.Rational(2**120 + 1, 2**120)):
+        with mpmath.workdps(80):
+            qq = mpmath.mpf(q.p) / q.q
+            ref = (1 - qq) * (1 + 2 * qq) ** (-mpmath.mpf(5) / 2)
+        assert rel(m.q_map_derivative(q), ref) < 1e-29, q
+    with pytest.raises(DivergentIntegralError, match="cancels.*engine='mpmath'"):   # float64 cannot tell 0
+        kernel_maps(x * sympy.exp(-x**2 / 2), engine="float64").q_map_derivative(1.0)
+
+
 def test_second_c_derivative_of_a_step_is_finite_inside_and_the_float64_refusal_names_the_engine_that_gives_it():
     """The float64 engine refused C'' of a shifted step, saying it was "not defined pointwise";
     it is finite for |c| < 1.  Reference: for phi = H(x - a) at q = 1, C'(c) is the bivariate
