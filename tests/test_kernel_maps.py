@@ -15,7 +15,7 @@ import sympy
 
 from _reference import power_kernel
 import symact
-from analysis.kernel import find_closed_form, kernel_maps
+from analysis.kernel import FORMULA_MAX_NODES, find_closed_form, kernel_maps
 from numeric.gauss import gaussian_expectation
 from symact.errors import DivergentIntegralError, DomainError, FormulaError, NonRealExpressionError
 
@@ -650,6 +650,71 @@ def test_q_map_derivative_at_small_q_with_singular_higher_derivatives():
                        * (z**6 - 15 * z**4 + 45 * z**2 - 15) * mpmath.npdf(z))
         ref = mpmath.quad(f, [-mpmath.inf, -3, -1, 0, 1, 3, mpmath.inf]) / (2 * q) ** 3
     assert rel(got, ref) < 1e-19
+
+
+def _q_derivative_by_density(phi, q, n, dps):
+    """d^n Q/dq^n = int phi(u)^2 d^n/dq^n p_q(u) du, p_q the N(0, q) density differentiated by SymPy (no Hermite
+    polynomial, no derivative of phi), by mpmath.quad at ``dps`` digits (it cancels (n - 1) log10(1/q) of them)."""
+    u, s = sympy.Symbol("u", real=True), sympy.Symbol("s", positive=True)
+    kernel = sympy.lambdify((u, s), sympy.diff(sympy.exp(-u**2 / (2 * s)) / sympy.sqrt(2 * sympy.pi * s), s, n),
+                            "mpmath")
+    with mpmath.workdps(dps):
+        qq = mpmath.mpf(sympy.Rational(q).p) / sympy.Rational(q).q
+        return mpmath.quad(lambda t: phi(t) ** 2 * kernel(t, qq), [-mpmath.inf, -5, -1, 0, 1, 5, mpmath.inf])
+
+
+def test_high_order_q_map_derivatives_build_no_huge_formula(monkeypatch):
+    """q_map_derivative had no limit on the formulas it built.  At q >= 1 it differentiated phi^2 2n times only to
+    check that derivative's regularity, which the He form used there does not need (tanh's float64 Q^(7)(1) took
+    13 s, on a 40739-node formula, Q^(10) over 60 s), and the closed engine differentiated its Q n times (erf's
+    2 asin(2q/(2q + 1))/pi: 38081 nodes at n = 9, 10 s at n = 10, over 10 minutes at n = 20).  Now no formula grows
+    past the first one over FORMULA_MAX_NODES (a derivative is at most ~2.2 times the size of the one before), and
+    beyond it the closed engine takes the mpmath engine's He form.  References: tanh's Q^(n) by the density
+    differentiated by SymPy, erf's closed Q differentiated by mpmath.diff at 60 digits, sin's
+    Q = (1 - e^(-2q))/2."""
+    tanh_ref = _q_derivative_by_density(mpmath.tanh, 2, 7, 40)
+    with mpmath.workdps(60):
+        erf_q = lambda q: 2 / mpmath.pi * mpmath.asin(2 * q / (2 * q + 1))  # noqa: E731
+        erf_refs = {n: mpmath.diff(erf_q, 1, n) for n in (7, 9, 20)}
+    real_diff, largest = sympy.diff, [0]
+
+    def measured(*args, **kwargs):
+        out = real_diff(*args, **kwargs)
+        largest[0] = max(largest[0], sum(1 for _ in sympy.preorder_traversal(out)))
+        assert largest[0] <= 3 * FORMULA_MAX_NODES, largest[0]
+        return out
+
+    monkeypatch.setattr(sympy, "diff", measured)
+    for engine, tol in (("float64", 1e-12), ("mpmath", 1e-18)):
+        assert rel(kernel_maps(sympy.tanh(x), engine=engine, dps=20).q_map_derivative(2, 7), tanh_ref) < tol, engine
+    erf = kernel_maps(sympy.erf(x), dps=20)
+    assert erf.engine == "closed"
+    for n, ref in erf_refs.items():
+        assert rel(erf.q_map_derivative(1, n), ref) < 1e-18, n
+    for engine, tol in (("float64", 1e-10), ("mpmath", 1e-18)):   # float64 at q >= 1: ~1e-10 (KernelMaps)
+        sin = kernel_maps(sympy.sin(x), engine=engine, dps=20)
+        for q in (sympy.Rational(1, 2), sympy.Integer(1), sympy.Rational(5, 2)):
+            for n in (10, 15):
+                with mpmath.workdps(40):
+                    ref = -(-2) ** n * mpmath.exp(-2 * mpmath.mpf(q.p) / q.q) / 2
+                qv = float(q) if engine == "float64" else q
+                assert rel(sin.q_map_derivative(qv, n), ref) < tol, (engine, q, n)
+    assert largest[0] > 0   # (the closed engine's formulas were measured)
+
+
+def test_q_map_derivative_below_q_1_beyond_the_formula_limit():
+    """Below q = 1 the cancellation-free form E[(phi^2)^(2n)] / 2^n needs SymPy's formula for (phi^2)^(2n), which
+    for tanh has 12967 nodes at 2n = 12 and grows 1.8 times per order (building, compiling and evaluating it took
+    most of a minute by n = 7).  Past FORMULA_MAX_NODES the mpmath engine takes the He form with n log10(1/q) guard
+    digits, and the float64 engine, where the He form cancels beyond its tolerance, refuses naming the limit.
+    Reference: the density differentiated by SymPy, by mpmath.quad at 80 digits."""
+    f64 = kernel_maps(sympy.tanh(x), engine="float64")
+    assert rel(f64.q_map_derivative(1e-3, 5), _q_derivative_by_density(mpmath.tanh, "1/1000", 5, 80)) < 1e-12
+    with pytest.raises(DivergentIntegralError,
+                       match=rf"over {FORMULA_MAX_NODES} nodes.*n = 5 is the highest order.*engine='mpmath'"):
+        f64.q_map_derivative(1e-3, 6)
+    got = kernel_maps(sympy.tanh(x), dps=20, engine="mpmath").q_map_derivative(sympy.Rational(1, 1000), 6)
+    assert rel(got, _q_derivative_by_density(mpmath.tanh, "1/1000", 6, 80)) < 1e-18
 
 
 def test_features_narrower_than_the_node_spacing_are_found_from_the_formula():
