@@ -41,7 +41,9 @@ At ``q1 = q2 = 1``, with ``a_n`` the normalised Hermite coefficients of phi (see
 
 from __future__ import annotations
 
+import itertools
 import math
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
@@ -71,6 +73,31 @@ _GUARD = 10
 #: (0.8^n < 10^-(dps+12) needs n ~ 10 (dps + 12) terms: a one-off ~1-3 s per q at 30-40 digits,
 #: against 20-80 s for *each* 2-D quadrature point on the pure-Python mpmath backend)
 MEHLER_MAX_ABS_C = 0.8
+
+
+#: most nodes (SymPy expression-tree size) of a derivative's formula that q_map_derivative builds: (phi^2)^(2n)
+#: for its cancellation-free form below q = 1, d^nQ/dq^n of a closed form.  SymPy's successive derivatives grow
+#: exponentially for some phi, and so does the time to build, compile and evaluate them (tanh^2: 1.8 times per
+#: order, n <= 5 within the limit, and tanh's float64 Q^(7)(1) took 13 s, Q^(10) over 60 s; mish^2: n <= 4;
+#: erf's closed Q = 2 asin(2q/(2q + 1))/pi: 2.2 times, n <= 7, and its Q^(10)(1) took 10 s, Q^(20) over 10
+#: minutes), polynomially for most (GELU^2: 436 nodes at order 20).  Beyond the limit the He form, which needs
+#: no derivative, is used.
+FORMULA_MAX_NODES = 10000
+
+
+def _derivative_within_budget(state: dict, derivative: Callable[[int], sympy.Expr], m: int):
+    """``derivative(m)`` when the formulas ``derivative(1), ..., derivative(m)`` each have at most
+    :data:`FORMULA_MAX_NODES` nodes, else None.  They are built in turn and counted once: ``state`` keeps the
+    highest order counted (``"checked"``) and the first over the limit (``"limit"``)."""
+    if state.get("limit") is not None and m >= state["limit"]:
+        return None
+    for k in range(state.get("checked", 0) + 1, m + 1):
+        if sum(1 for _ in itertools.islice(sympy.preorder_traversal(derivative(k)), FORMULA_MAX_NODES + 1)) \
+                > FORMULA_MAX_NODES:
+            state["limit"] = k
+            return None
+        state["checked"] = k
+    return derivative(m)
 
 
 # ----------------------------------------------------------------------------------------
@@ -697,7 +724,7 @@ class KernelMaps:
             for odd in (False, True):
                 self._derivative_is_even(n, odd=odd)
             if n:
-                self._phi2_derivative_regular(2 * n)
+                self._direct_form_applies(2 * n)
         self._homogeneous_degree()
         self._saturation()
         if self.engine == "float64":
@@ -1038,17 +1065,42 @@ class KernelMaps:
                 v = self._e1(lambda t: f(t) ** 2, lambda t: g(t) ** 2,
                              std=(math.sqrt(q) if self.engine == "float64" else mpmath.sqrt(self._mp(q))))
             if v == 0:
-                if self.engine == "float64":   # relu(x - 1/2) at q = 1e-3: Q = 1e-61, all beyond |z| = 12
-                    raise DomainError(
-                        f"Q({q}) = 0 in float64 for {self.activation_name!r}: either the activation "
-                        "vanishes almost everywhere (then the C map, normalised by Q, is undefined), or "
-                        "phi^2 is nonzero only beyond 12 standard deviations, where the float64 rule does "
-                        "not reach; use engine='mpmath', which integrates the whole line.")
+                if self.engine == "float64":
+                    self._raise_float64_zero_q(q)
                 raise DomainError(
                     f"Q({q}) = 0 for {self.activation_name!r}: the activation vanishes almost "
                     "everywhere, so the C map (normalised by Q) is undefined.")
             self._cache[key] = v
         return self._out(self._cache[key])
+
+    def _raise_float64_zero_q(self, q) -> None:
+        """The float64 rule's Q(q) came out 0: say why, from a 15-digit mpmath Q over the whole line.  Either phi
+        vanishes almost everywhere, or Q underflows float64 (hardshrink at q = 1e-4: Q = 5e-546, and the step
+        H(x - 50) at q = 1: 2e-545, were both said to vanish), or phi^2 lives beyond the rule's 12 standard
+        deviations (relu(x - 1/2) at q = 1e-3: Q = 1e-61)."""
+        f = self._f.mp(0)
+        std = mpmath.sqrt(self._mp(q))
+        try:
+            exact = gauss.gaussian_expectation(lambda t: f(t) ** 2, dps=15, std=std,
+                                               breakpoints=self._breakpoints_mp() + _scale_points(std)).value
+        except SymactError:   # no verdict: name both causes
+            exact = None
+        if exact == 0:
+            raise DomainError(
+                f"Q({q}) = 0 for {self.activation_name!r}: the activation vanishes almost everywhere, so the "
+                "C map (normalised by Q) is undefined.")
+        if exact is not None and exact < sys.float_info.min:
+            raise DomainError(
+                f"Q({q}) = {mpmath.nstr(exact, 3)} for {self.activation_name!r} underflows float64 (its smallest "
+                f"normal number is {sys.float_info.min:.1e}): phi^2 is nonzero only where the N(0, q) density is "
+                "below float64's range; use engine='mpmath', which has no exponent limit.")
+        cause = ("phi^2 is nonzero only beyond 12 standard deviations, where the float64 rule does not reach" if exact
+                 is None else f"Q({q}) is {mpmath.nstr(exact, 3)}, all of it beyond 12 standard deviations, where the "
+                 "float64 rule does not reach")
+        raise DomainError(
+            f"Q({q}) came out 0 in float64 for {self.activation_name!r}: "
+            + ("either the activation vanishes almost everywhere (then the C map, normalised by Q, is undefined), or "
+               if exact is None else "") + cause + "; use engine='mpmath', which integrates the whole line.")
 
     @_at_precision
     def q_map_derivative(self, q, n: int = 1) -> Any:
@@ -1062,7 +1114,16 @@ class KernelMaps:
         kink ``b`` enter exactly as ``E[J delta^(k)(x - b)] = J q^(-k/2) He_k(b/sqrt q) p_q(b)``,
         ``k = 2n - 1 - m``.  Activations with integrable singularities keep the first form at all
         q, with ``n log10(1/q)`` more guard digits (mpmath) or a DivergentIntegralError when the
-        float64 cancellation exceeds its tolerance.
+        float64 cancellation exceeds its tolerance; so do those whose formula for ``g^(2n)`` (or that of a lower
+        order) has more than :data:`FORMULA_MAX_NODES` nodes (SymPy's derivatives of tanh^2 grow 1.8 times per
+        order: tanh's Q^(n) takes the first form for ``n >= 6``).  The first form needs no derivative of phi, so
+        at ``q >= 1`` a high order costs about what ``n = 1`` does.  The closed engine differentiates its closed
+        Q under the same limit on the formula's size (erf: ``n <= 7``) and takes the mpmath engine's value beyond.
+
+        The mpmath engine adds guard digits for the digits the first form cancels, until the value has ``dps``
+        of its own; a value that has no certain digit even with ``2 (dps + 10)`` working digits, i.e. below
+        ``10^-(2 dps + 18)`` of ``E|phi^2 He_2n| / (2q)^n``, is returned as 0 (x exp(-x^2/2)'s ``Q'(1)``, exactly
+        0: ``Q(q) = q (1 + 2q)^(-3/2)``).
         """
         _check_q(q)
         if not is_integer_valued(n) or n < 0:
@@ -1071,13 +1132,16 @@ class KernelMaps:
         if n == 0:
             return self.q_map(q)
         if self.engine == "closed":
-            return self._out(self._closed_eval(("dQ", n), sympy.diff(self.closed_form.q_map, Q_SYM, n), q=q))
-        regular = not self._singular_points and self._phi2_derivative_regular(2 * n)
-        direct = q < 1 and regular
+            form = self._closed_q_derivative(n)
+            if form is not None:
+                return self._out(self._closed_eval(("dQ", n), form, q=q))
+            # its formula is too big to build: the mpmath engine's He form (exact, at dps digits)
+            if "quadrature twin" not in self._cache:
+                self._cache["quadrature twin"] = KernelMaps(self._parts, self.dps, "mpmath")
+            return self._out(self._cache["quadrature twin"].q_map_derivative(q, n))
         # (phi^2)^(2n) = 0 off the kinks (ReLU, leaky ReLU, abs: Q linear in q): the direct form is
         # exact deltas only, at any q; the He form returned rounding noise for the zero Q''
-        if regular and not direct and self._phi2().expr(2 * n) == 0:
-            direct = True
+        direct = self._phi2_derivative_vanishes(2 * n) or (q < 1 and self._direct_form_applies(2 * n))
         if direct and self.engine != "float64":
             return self._out(self._q_map_derivative_direct(q, n))
         f = self._f.mp(0)
@@ -1090,12 +1154,13 @@ class KernelMaps:
             # (2 ulps of E|.| all adding up) may reach 1e-10: tanh's Q'(1e8) keeps 8e-5 of E|.| and
             # agrees with mpmath to 1e-12 (rounding errors do not all add up)
             if not _f64_cancellation_ok(v, mass, 10 if q < 1 else 1000):
-                if regular:
+                if self._direct_form_applies(2 * n):
                     return self._q_map_derivative_f64_small_q(q, n)   # the better form, or raises
                 raise DivergentIntegralError(
                     f"the float64 Q^({n})({q}) of {self.activation_name!r} cancels: E[phi^2 He_{2 * n}] is "
                     f"{abs(v) / mass:.1e} of E|phi^2 He_{2 * n}|, below float64 resolution for the "
-                    "tolerance; use engine='mpmath' (it adds guard digits for the cancellation).")
+                    f"tolerance{self._why_no_direct_form(2 * n)}; use engine='mpmath' (it adds guard digits for "
+                    "the cancellation).")
             return v
         extra = int(math.ceil(n * math.log10(1 / float(q)))) if q < 1 else 0
         mass = self._q_map_derivative_he_mass(q, n)
@@ -1125,6 +1190,14 @@ class KernelMaps:
                 break
             lost = int(math.ceil(float(mpmath.log10(mpmath.mpf(mass) / abs(v)))))
             if lost <= extra + _GUARD - 2:
+                break
+            digits = self.dps + _GUARD + extra
+            if lost >= digits - 2 and digits >= 2 * (self.dps + _GUARD):
+                # no digit of v is certain (the rule keeps `digits` digits of E|.|), with twice the working digits:
+                # Q^(n) is 0 to 10^-(2 dps + 18) of its scale.  x exp(-x^2/2)'s Q'(1), exactly 0, chased its own
+                # rounding noise (each retry's value the previous one's noise floor) through 8 tries, up to 472
+                # digits in 20 s, and returned -2.6e-481 as if it had dps digits
+                v = mpmath.mpf(0)
                 break
             extra = lost + 2
         return self._out(v)
@@ -1218,6 +1291,55 @@ class KernelMaps:
             self._cache["phi2"] = _Funcs(_Parts(p.name + "^2", p.x, p.expr**2, p.kinks), digits=self.dps + 3 * _GUARD,
                                           cse=True)
         return self._cache["phi2"]
+
+    def _closed_q_derivative(self, n: int):
+        """d^nQ/dq^n of the closed form while its formula and those of the lower orders have at most
+        :data:`FORMULA_MAX_NODES` nodes, else None (cached)."""
+        forms = self._cache.setdefault("closed dQ", [self.closed_form.q_map])
+
+        def derivative(k):
+            while len(forms) <= k:
+                forms.append(sympy.diff(forms[-1], Q_SYM))
+            return forms[k]
+        return _derivative_within_budget(self._cache.setdefault("closed dQ budget", {}), derivative, n)
+
+    def _phi2_derivative_vanishes(self, m: int) -> bool:
+        """Whether (phi^2)^(m) is 0 off the kinks: phi is a piecewise polynomial (sums, products and whole
+        powers of x, Max, Min, Abs, sign, Heaviside, Piecewise) of degree below m/2.  Anything else is taken
+        as not vanishing without differentiating: that took 13 s at m = 14 for tanh (see :meth:`_phi2_direct_form`)."""
+        key = ("phi2 vanishes", m)
+        if key not in self._cache:
+            x = self._parts.x
+            polynomial = all(
+                not (isinstance(node, sympy.Pow) and node.base.has(x) and not (node.exp.is_Integer and node.exp >= 0))
+                and not (isinstance(node, sympy.Function) and node.has(x) and not isinstance(node, _PIECEWISE_FUNCS))
+                for node in sympy.preorder_traversal(self._parts.expr))
+            self._cache[key] = polynomial and self._phi2().expr(m) == 0
+        return self._cache[key]
+
+    def _phi2_direct_form(self, m: int):
+        """(phi^2)^(m) (its regular part) while its formula and those of the lower orders have at most
+        :data:`FORMULA_MAX_NODES` nodes, else None."""
+        return _derivative_within_budget(self._cache.setdefault("phi2 direct budget", {}), self._phi2().expr, m)
+
+    def _direct_form_applies(self, m: int) -> bool:
+        """Whether the direct form E[(phi^2)^(m)] of the q-derivatives can be used: no singular point, a formula
+        within :data:`FORMULA_MAX_NODES` nodes, and no real singularity in it."""
+        return (not self._singular_points and self._phi2_direct_form(m) is not None
+                and self._phi2_derivative_regular(m))
+
+    def _why_no_direct_form(self, m: int) -> str:
+        """Why :meth:`_direct_form_applies` is False, as a clause for an error message ('' where it applies)."""
+        if self._singular_points:
+            return f" (phi is singular at x = {self._singular_points[0]})"
+        if self._phi2_direct_form(m) is None:
+            highest = (self._cache["phi2 direct budget"]["limit"] - 1) // 2
+            return (f", and the form without cancellation, E[(phi^2)^({m})] / 2^{m // 2}, is not used: SymPy's formula "
+                    f"for (phi^2)^({m}) has over {FORMULA_MAX_NODES} nodes (it grows exponentially with the order "
+                    f"for this phi: n = {highest} is the highest order it serves)")
+        if not self._phi2_derivative_regular(m):
+            return f" ((phi^2)^({m}) has a real singularity)"
+        return ""
 
     def _phi2_derivative_regular(self, m: int) -> bool:
         """True when the regular part of (phi^2)^(m) has no real singularity (conservatively: no

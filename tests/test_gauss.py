@@ -251,6 +251,28 @@ def test_gaussian_expectation_bisects_a_kink_that_is_not_a_break_point():
         assert rel(got, exact_relu) < mpmath.mpf(10) ** (1 - dps)
 
 
+def test_gaussian_expectation_reaches_past_its_range_to_the_break_points():
+    """The rule integrates over |z| <= cut (27 at 30 digits), where the density is negligible against the
+    integrand's bulk; x^2 on |x| > 1/2 (hardshrink squared) at std = 2^-7 is zero there and lives past |z| = 64,
+    so its mean, 1.6e-892, came out exactly 0.  Break-points beyond the cut now extend the range, one side
+    alone too, and where f lives inside (a clipped x at std = 2^-10: kinks at |z| = 1024) nothing changes.
+    References: E[x^2; x > a s] = s^2 (a p(a) + Phi(-a)), p the normal density; E[min(x^2, 1)] = s^2 to 1e-200000."""
+    half = mpmath.mpf(1) / 2
+    for dps in (15, 30):
+        std = mpmath.mpf(2) ** -7
+        with mpmath.workdps(dps + 20):
+            a = half / std
+            one_side = std ** 2 * (a * mpmath.npdf(a) + mpmath.ncdf(-a))
+            two_sides = 2 * one_side
+        both = gaussian_expectation(lambda t: t * t if abs(t) > half else 0, dps=dps, breakpoints=[-half, half], std=std)
+        assert rel(both.value, two_sides) < mpmath.mpf(10) ** (1 - dps)
+        right = gaussian_expectation(lambda t: t * t if t > half else 0, dps=dps, breakpoints=[half], std=std)
+        assert rel(right.value, one_side) < mpmath.mpf(10) ** (1 - dps)
+        std = mpmath.mpf(2) ** -10
+        clipped = gaussian_expectation(lambda t: min(t * t, 1), dps=dps, breakpoints=[-1, 1], std=std)
+        assert rel(clipped.value, std ** 2) < mpmath.mpf(10) ** (1 - dps)
+
+
 def test_gaussian_expectation_refuses_a_singularity_that_bisection_cannot_integrate():
     """1/|z - 0.3| is not integrable: bisection towards 0.3 does not shrink the error, so it stops and the rule
     refuses, naming the causes, rather than return a number."""

@@ -15,7 +15,7 @@ import sympy
 
 from _reference import power_kernel
 import symact
-from analysis.kernel import find_closed_form, kernel_maps
+from analysis.kernel import FORMULA_MAX_NODES, find_closed_form, kernel_maps
 from numeric.gauss import gaussian_expectation
 from symact.errors import DivergentIntegralError, DomainError, FormulaError, NonRealExpressionError
 
@@ -320,6 +320,8 @@ def test_errors_are_clear():
     with pytest.raises(FormulaError):
         kernel_maps(x * sympy.Symbol("a"))
     with pytest.raises(DomainError, match="vanishes"):     # Q = 0: the C map is 0/0
+        kernel_maps(sympy.Heaviside(x) * sympy.Heaviside(-x), engine="float64").q_map(1)
+    with pytest.raises(DomainError, match="underflows float64"):     # Q = Phi(-50) = 1e-545, not 0
         kernel_maps(sympy.Heaviside(x - 50), engine="float64").q_map(1)
     with pytest.raises(DomainError):
         kernel_maps(act("tanh"), engine="quantum")
@@ -650,6 +652,71 @@ def test_q_map_derivative_at_small_q_with_singular_higher_derivatives():
     assert rel(got, ref) < 1e-19
 
 
+def _q_derivative_by_density(phi, q, n, dps):
+    """d^n Q/dq^n = int phi(u)^2 d^n/dq^n p_q(u) du, p_q the N(0, q) density differentiated by SymPy (no Hermite
+    polynomial, no derivative of phi), by mpmath.quad at ``dps`` digits (it cancels (n - 1) log10(1/q) of them)."""
+    u, s = sympy.Symbol("u", real=True), sympy.Symbol("s", positive=True)
+    kernel = sympy.lambdify((u, s), sympy.diff(sympy.exp(-u**2 / (2 * s)) / sympy.sqrt(2 * sympy.pi * s), s, n),
+                            "mpmath")
+    with mpmath.workdps(dps):
+        qq = mpmath.mpf(sympy.Rational(q).p) / sympy.Rational(q).q
+        return mpmath.quad(lambda t: phi(t) ** 2 * kernel(t, qq), [-mpmath.inf, -5, -1, 0, 1, 5, mpmath.inf])
+
+
+def test_high_order_q_map_derivatives_build_no_huge_formula(monkeypatch):
+    """q_map_derivative had no limit on the formulas it built.  At q >= 1 it differentiated phi^2 2n times only to
+    check that derivative's regularity, which the He form used there does not need (tanh's float64 Q^(7)(1) took
+    13 s, on a 40739-node formula, Q^(10) over 60 s), and the closed engine differentiated its Q n times (erf's
+    2 asin(2q/(2q + 1))/pi: 38081 nodes at n = 9, 10 s at n = 10, over 10 minutes at n = 20).  Now no formula grows
+    past the first one over FORMULA_MAX_NODES (a derivative is at most ~2.2 times the size of the one before), and
+    beyond it the closed engine takes the mpmath engine's He form.  References: tanh's Q^(n) by the density
+    differentiated by SymPy, erf's closed Q differentiated by mpmath.diff at 60 digits, sin's
+    Q = (1 - e^(-2q))/2."""
+    tanh_ref = _q_derivative_by_density(mpmath.tanh, 2, 7, 40)
+    with mpmath.workdps(60):
+        erf_q = lambda q: 2 / mpmath.pi * mpmath.asin(2 * q / (2 * q + 1))  # noqa: E731
+        erf_refs = {n: mpmath.diff(erf_q, 1, n) for n in (7, 9, 20)}
+    real_diff, largest = sympy.diff, [0]
+
+    def measured(*args, **kwargs):
+        out = real_diff(*args, **kwargs)
+        largest[0] = max(largest[0], sum(1 for _ in sympy.preorder_traversal(out)))
+        assert largest[0] <= 3 * FORMULA_MAX_NODES, largest[0]
+        return out
+
+    monkeypatch.setattr(sympy, "diff", measured)
+    for engine, tol in (("float64", 1e-12), ("mpmath", 1e-18)):
+        assert rel(kernel_maps(sympy.tanh(x), engine=engine, dps=20).q_map_derivative(2, 7), tanh_ref) < tol, engine
+    erf = kernel_maps(sympy.erf(x), dps=20)
+    assert erf.engine == "closed"
+    for n, ref in erf_refs.items():
+        assert rel(erf.q_map_derivative(1, n), ref) < 1e-18, n
+    for engine, tol in (("float64", 1e-10), ("mpmath", 1e-18)):   # float64 at q >= 1: ~1e-10 (KernelMaps)
+        sin = kernel_maps(sympy.sin(x), engine=engine, dps=20)
+        for q in (sympy.Rational(1, 2), sympy.Integer(1), sympy.Rational(5, 2)):
+            for n in (10, 15):
+                with mpmath.workdps(40):
+                    ref = -(-2) ** n * mpmath.exp(-2 * mpmath.mpf(q.p) / q.q) / 2
+                qv = float(q) if engine == "float64" else q
+                assert rel(sin.q_map_derivative(qv, n), ref) < tol, (engine, q, n)
+    assert largest[0] > 0   # (the closed engine's formulas were measured)
+
+
+def test_q_map_derivative_below_q_1_beyond_the_formula_limit():
+    """Below q = 1 the cancellation-free form E[(phi^2)^(2n)] / 2^n needs SymPy's formula for (phi^2)^(2n), which
+    for tanh has 12967 nodes at 2n = 12 and grows 1.8 times per order (building, compiling and evaluating it took
+    most of a minute by n = 7).  Past FORMULA_MAX_NODES the mpmath engine takes the He form with n log10(1/q) guard
+    digits, and the float64 engine, where the He form cancels beyond its tolerance, refuses naming the limit.
+    Reference: the density differentiated by SymPy, by mpmath.quad at 80 digits."""
+    f64 = kernel_maps(sympy.tanh(x), engine="float64")
+    assert rel(f64.q_map_derivative(1e-3, 5), _q_derivative_by_density(mpmath.tanh, "1/1000", 5, 80)) < 1e-12
+    with pytest.raises(DivergentIntegralError,
+                       match=rf"over {FORMULA_MAX_NODES} nodes.*n = 5 is the highest order.*engine='mpmath'"):
+        f64.q_map_derivative(1e-3, 6)
+    got = kernel_maps(sympy.tanh(x), dps=20, engine="mpmath").q_map_derivative(sympy.Rational(1, 1000), 6)
+    assert rel(got, _q_derivative_by_density(mpmath.tanh, "1/1000", 6, 80)) < 1e-18
+
+
 def test_features_narrower_than_the_node_spacing_are_found_from_the_formula():
     """erf(1000 x) and erf(1000 (x - 0.3)) vary within 0.001 of one point: every Gauss-Legendre rule
     on unit panels has all its nodes outside, so the rules agree with each other and the comparison
@@ -870,6 +937,36 @@ def test_q_map_derivative_cancellation_at_large_q():
             assert kernel_maps(phi, engine=engine, dps=20).q_map_derivative(7, 2) == 0
 
 
+def test_q_map_derivative_that_is_exactly_zero_comes_out_zero(monkeypatch):
+    """x exp(-x^2/2): Q(q) = q E[z^2 exp(-q z^2)] = q (1 + 2q)^(-3/2), so Q'(q) = (1 - q) (1 + 2q)^(-5/2), 0 at
+    q = 1.  The mpmath engine retried with guard digits for the value's apparent cancellation, but each value was
+    the previous try's rounding noise (-1.8e-58, then -7.2e-119, ...): 8 tries up to 472 digits, 20 s, and
+    -2.6e-481 returned as if it had 30 digits.  A value with no certain digit at 2 (dps + 10) working digits is
+    below 10^-(2 dps + 18) of its scale and comes out 0; a small one above that keeps its digits (at
+    q = 1 + 2^-120, Q' = -4.8e-38 cancels 36 digits; the q values are exact in binary, so the engine's rounding
+    of q to dps + 10 digits changes nothing)."""
+    import numeric.gauss as gauss_module
+
+    tries = []
+    real = gauss_module.gaussian_expectation
+
+    def recording(*args, **kwargs):
+        tries.append(kwargs.get("dps"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gauss_module, "gaussian_expectation", recording)
+    m = kernel_maps(x * sympy.exp(-x**2 / 2), dps=30, engine="mpmath")
+    assert m.q_map_derivative(1) == 0
+    assert len(tries) <= 2, tries
+    for q in (sympy.Rational(3, 2), sympy.Rational(2**70 + 1, 2**70), sympy.Rational(2**120 + 1, 2**120)):
+        with mpmath.workdps(80):
+            qq = mpmath.mpf(q.p) / q.q
+            ref = (1 - qq) * (1 + 2 * qq) ** (-mpmath.mpf(5) / 2)
+        assert rel(m.q_map_derivative(q), ref) < 1e-29, q
+    with pytest.raises(DivergentIntegralError, match="cancels.*engine='mpmath'"):   # float64 cannot tell 0
+        kernel_maps(x * sympy.exp(-x**2 / 2), engine="float64").q_map_derivative(1.0)
+
+
 def test_second_c_derivative_of_a_step_is_finite_inside_and_the_float64_refusal_names_the_engine_that_gives_it():
     """The float64 engine refused C'' of a shifted step, saying it was "not defined pointwise";
     it is finite for |c| < 1.  Reference: for phi = H(x - a) at q = 1, C'(c) is the bivariate
@@ -899,6 +996,31 @@ def test_q_map_of_a_shifted_relu_far_in_the_tail():
         assert abs(m.q_map(q) / ref - 1) < mpmath.mpf(10) ** -19
     with pytest.raises(DomainError, match="12 standard deviations.*engine='mpmath'"):
         kernel_maps(act, engine="float64").q_map(1e-3)
+
+
+def test_q_map_whose_mass_lies_beyond_the_quadrature_range():
+    """hardshrink (x on |x| > 1/2, else 0) at q = 1e-4 is zero for |z| < 50, past the mpmath rule's range (27
+    standard deviations at 30 digits), which holds all of Q(1e-4) = 5.4e-546: it came out 0, reported as "the
+    activation vanishes almost everywhere", as did H(x - 50)'s Q(1) = Phi(-50) = 1e-545.  The range now reaches past
+    the break-points.  The float64 engine cannot represent either and says so (it said they vanish); one that does
+    vanish almost everywhere is still named so.  Reference: Q = 2 q (a p(a) + Phi(-a)), a = (1/2)/sqrt(q), p the
+    normal density, from int_a^inf z^2 p(z) dz = a p(a) + Phi(-a)."""
+    for dps in (15, 30):
+        m = kernel_maps("hardshrink", dps=dps, engine="mpmath")
+        for q in (sympy.Rational(1, 10**4), sympy.Rational(1, 10**6), sympy.Rational(1, 7)):
+            with mpmath.workdps(80):
+                qq = mpmath.mpf(q.p) / q.q
+                a = 1 / (2 * mpmath.sqrt(qq))
+                ref = 2 * qq * (a * mpmath.npdf(a) + mpmath.ncdf(-a))
+            assert rel(m.q_map(q), ref) < mpmath.mpf(10) ** (1 - dps), (dps, q)
+    with mpmath.workdps(80):
+        assert rel(kernel_maps(sympy.Heaviside(x - 50), dps=20, engine="mpmath").q_map(1), mpmath.ncdf(-50)) < 1e-19
+    for phi, q in (("hardshrink", 1e-4), (sympy.Heaviside(x - 50), 1)):
+        with pytest.raises(DomainError, match=r"underflows float64.*engine='mpmath'"):
+            kernel_maps(phi, engine="float64").q_map(q)
+    for engine in ("float64", "mpmath"):
+        with pytest.raises(DomainError, match="vanishes almost everywhere"):
+            kernel_maps(sympy.Heaviside(x) * sympy.Heaviside(-x), engine=engine).q_map(1)
 
 
 def _tanh_q_derivative_reference(q, n):
