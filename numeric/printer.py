@@ -1366,6 +1366,8 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         h0 = e.args[1] if len(e.args) > 1 else S.Half
         if h0 in (S.Half, None, S.NaN):
             return _Step(u)
+        if h0 == 1:  # one comparison, as for H0 = 0 (u > 0); 1 at NaN as the general form gives
+            return sympy.Piecewise((0, u < 0), (1, True))
         return sympy.Piecewise((1, u > 0), (0, u < 0), (h0, True))
 
     expr = expr.replace(lambda e: isinstance(e, sympy.Heaviside), heaviside)
