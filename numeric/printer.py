@@ -1714,7 +1714,20 @@ class _Emitter:
         # an input's square below a numerator: divided by the input twice, the last step, so that x**2 does not
         # overflow first (the slope of (exp(x) - 1)/x, ((x - 1)*exp(x) + 1)/x**2, was inf/inf = NaN at x = 1e30 in
         # float32, where it is inf, and x**3/x**2-like quotients 0 from |x| = 1.8e19)
-        twice = [f for f in denominator if isinstance(f, Pow) and f.exp == 2 and f.base in self.full_symbols]
+        twice = [f for f in denominator if isinstance(f, Pow) and f.exp == 2 and self._input_like(f.base)]
+        if not numerator and len(denominator) == 1 and twice:
+            # c/u**2 alone (common subexpressions name it: w**2, w = 1/x, in a large-|x| branch) as c/u/u: 1/inf = 0
+            # from |u| = 1.8e19 in float32 where it is subnormal, but the product it goes into need not be (the
+            # slope of x*log(1 + x**2)/(1 + x**2), ~(2 - 2*log(x))/x**2, was 0 from |x| = 1.85e19, -2.2e-37 at 2e19)
+            base = self.value(twice[0].base)
+            c = number_literal(coeff)
+            if not self.inplace:
+                return self.assign(f"{c} / {base.code} / {base.code}", full=base.full)
+            acc = self.assign(f"torch.reciprocal({base.code})" if coeff == 1 else f"torch.full_like({base.code}, {c})",
+                              full=base.full)
+            if coeff != 1:
+                self.mutate(acc, f"div_({base.code})")
+            return self.mutate(acc, f"div_({base.code})")
         if numerator and len(twice) == 1:
             denominator.remove(twice[0])
             quotient = self.mul(Mul(coeff, *numerator, *[1 / f for f in denominator], evaluate=False))
@@ -1779,6 +1792,13 @@ class _Emitter:
         if scale_last:
             self.mutate(acc, f"mul_({c})")  # acc is a fresh quotient here
         return acc
+
+    def _input_like(self, e: sympy.Expr) -> bool:
+        """Whether e is an input, or an input masked to a region (a Piecewise branch's, a large-|x| branch's)."""
+        if e in self.full_symbols:
+            return True
+        expanded = self.expanded(e)
+        return isinstance(expanded, _Masked) and expanded.args[0] in self.full_symbols
 
     def _scaled_square(self, base: sympy.Expr, coeff: sympy.Expr) -> _Operand:
         """c*u**2 with |c| < 1 as (c*u)*u: the square first overflowed where the result is finite (x**2/2

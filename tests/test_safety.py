@@ -611,6 +611,19 @@ def test_rational_factors_beside_other_functions_get_their_large_argument_branch
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x*log(1 + x**2)/(1 + x**2)", "x*log(1 + x**2)/(x**2 + 4)"])
+def test_a_large_argument_branch_does_not_square_its_input_before_dividing(formula, dtype):
+    """The large-|x| branch of x*log(1 + x**2)/(1 + x**2)'s slope, ~(2 - 2*log(x))/x**2, took 1/x**2 as 1/(x*x):
+    0 once x*x overflows (|x| > 1.85e19 in float32, 1.3e154 in float64), where the slope is still a normal
+    number (-2.2e-37 at 2e19, down to the smallest normal near 1.1e20).  Value and slope against mpmath (50
+    digits); 1/x/x is subnormal there, so the slope keeps 16 bits or more (rtol 1e-4)."""
+    points = [3.0, -30.0, 1e10, 1.8e19, 2e19, -3e19, 5e19, 1e20, -1e30]
+    if dtype == torch.float64:
+        points += [1.35e154, -3e154, 1e155]
+    _check_against_mpmath(formula, points, dtype, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_exp_times_sigmoid_of_minus_twice_its_argument_is_a_sech(dtype):
     """x*atan(exp(x))' = atan(exp(x)) + x*exp(x)*Sigmoid(-2*x) was inf*0 = NaN from x = 88.7 in float32
     (709.8 in float64), inside any activation's range, where it is pi/2.  exp(a)*Sigmoid(-2a) = sech(a)/2.
