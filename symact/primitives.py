@@ -2116,9 +2116,12 @@ def _step_arguments(expr: sympy.Expr, symbol: sympy.Symbol) -> dict:
 @functools.lru_cache(maxsize=512)
 def _step_zeros(u: sympy.Expr, symbol: sympy.Symbol) -> tuple[frozenset, bool] | None:
     """(the numbers t with u(t) = 0, whether those are all the zeros of u): not all where u is 0 on an
-    interval (Heaviside(Max(0, x)) for x <= 0) or has zeros in the parameters; None where SymPy cannot solve."""
+    interval (Heaviside(Max(0, x)) for x <= 0) or has zeros in the parameters; None where SymPy cannot solve,
+    or where a piece is a polynomial of degree above 4."""
     folded = sympy.piecewise_fold(u.rewrite(sympy.Piecewise))
     pieces = [e for e, _ in folded.args] if isinstance(folded, sympy.Piecewise) else [folded]
+    if any(piece.is_polynomial(symbol) and sympy.degree(piece, symbol) > 4 for piece in pieces if piece.has(symbol)):
+        return None  # a Taylor patch's degree-20 polynomial: its real roots take SymPy minutes
     points = _tie_points(u, S.Zero, symbol)
     if points is None:
         return None
