@@ -624,6 +624,28 @@ def test_a_large_argument_branch_does_not_square_its_input_before_dividing(formu
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["(exp(x) - 1)/x", "exp(x)/x", "x*exp(x)/(x**2 + 1)", "exp(-x)/x",
+                                     "(exp(x/2) - 1)/(x**2 + 1)"])
+def test_an_exponential_brought_back_into_range_by_a_divisor_is_finite_where_the_quotient_is(formula, dtype):
+    """(exp(x) - 1)/x was inf for x from 88.7 to 93.2 in float32 (709.8 to 716.3 in float64), where it is finite:
+    Expm1 overflowed before the division; its slope ((x - 1)*exp(x) + 1)/x**2 from x = 84.  Beyond exp(u) = exp(64)
+    such a quotient is now exp(u - 64) times the rest scaled by exp(64 - u).  Value and slope against mpmath (50
+    digits) within 16 ulps, inf exactly where the exact one is beyond the format, on both sides of the branch."""
+    single = [-3.0, 0.5, 30.0, 63.5, 64.5, 70.0, 84.0, 85.0, 88.0, 89.0, 90.0, 92.0, 93.0, 93.5, 100.0, 1e5]
+    double = [700.0, 709.0, 710.0, 712.0, 716.0, 717.0, 1e10]
+    points = single + (double if dtype == torch.float64 else [])
+    if formula == "exp(-x)/x":
+        points = [-p for p in points]
+    if formula.startswith("(exp(x/2)"):  # u = x/2 at the same values
+        points = [2 * p for p in points]
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+    if dtype == torch.float64:  # differentiable twice across the branch point u = 64, as the graph code is used
+        fn = torch_function(symact.activation(formula))
+        t = torch.tensor(points[:6], dtype=dtype, requires_grad=True)
+        assert torch.autograd.gradcheck(fn.apply, (t,)) and torch.autograd.gradgradcheck(fn.apply, (t,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_exp_times_sigmoid_of_minus_twice_its_argument_is_a_sech(dtype):
     """x*atan(exp(x))' = atan(exp(x)) + x*exp(x)*Sigmoid(-2*x) was inf*0 = NaN from x = 88.7 in float32
     (709.8 in float64), inside any activation's range, where it is pi/2.  exp(a)*Sigmoid(-2a) = sech(a)/2.
