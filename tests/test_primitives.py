@@ -657,6 +657,30 @@ def test_slope_where_kinks_meet_without_cancelling_keeps_each_construct_s_conven
         assert float(derivative.xreplace({x: point})) == expected, derivative
 
 
+def test_higher_derivative_where_kinks_cancel_is_decided_on_the_lower_derivative():
+    """Max(x, 0)**2/2 + Min(x, 0)**2/2 is x**2/2 (its second derivative is 1 everywhere); Activation.derivative(2)
+    gave 0 at 0, the sum of its Heavisides' conventions.  With Min(x, 0)**2 instead the first derivative has a
+    kink at 0 (slopes 2 and 1) and the second derivative keeps the conventions' 0 there.  Reference: the closed
+    form x**2/2 (checked equal to the formula), the one-sided slopes of the first derivative's closed form, and
+    SymPy's own second derivative with each Heaviside 0 at 0 where the first derivative jumps."""
+    import symact
+
+    smooth = symact.activation("Max(x, 0)**2/2 + Min(x, 0)**2/2")
+    assert all(smooth.expr.xreplace({smooth.x: p}) == sympy.Rational(p)**2 / 2 for p in (-3, -1, 2, 5))
+    second = smooth.derivative(2)
+    assert [second(p) for p in (-1, 0, 1)] == [1, 1, 1]
+    kinked = symact.activation("Max(x, 0)**2/2 + Min(x, 0)**2").derivative(2)
+    assert [kinked(p) for p in (-1, 0, 1)] == [2, 0, 1]  # 2*x for x < 0, x for x > 0: one-sided 2 and 1 at 0
+    # relu(x) + x**2: the second derivative's one-sided limits agree (2), but the first derivative jumps at 0, so
+    # it is not twice differentiable there: each Heaviside keeps its 0 (SymPy's own second derivative with
+    # Heaviside(0) = 0), where deciding on the function itself (continuous) took 2
+    jump = symact.activation("Max(x, 0) + x*Max(x, 0) + x*Min(x, 0)")
+    raw = sympy.diff(jump.expr, jump.x, 2).replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: 0)
+    expected = raw.replace(lambda e: isinstance(e, sympy.Heaviside), lambda e: sympy.Heaviside(e.args[0], 0))
+    got = jump.derivative(2).expr.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: 0)  # the sampled part
+    assert got.xreplace({jump.x: 0}) == expected.xreplace({jump.x: 0}) == 0
+
+
 def test_tie_in_a_gated_product_compares_the_slopes_at_the_gate_s_value():
     """Max(x, v*x) in x: at v = 1 it is x itself (slope 1 at every x, the tie included), at x = 0 with
     v = 1/4 the slope is 1/4 (leaky_relu's); both were 0, as the slope v holds an input."""
