@@ -1179,6 +1179,179 @@ def _rational_tails(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     return walk(expr)
 
 
+#: Where a growth branch (see :func:`_exp_growth_tail`) starts: exp(64) is far inside every format's range (float16
+#: and bfloat16 are computed in float32), so exp(u) as it stands is finite below it.
+_EXP_TAIL_START = 64
+
+
+@functools.lru_cache(maxsize=512)
+def _exp_growth_tail(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
+    """g*E(x), E holding exp(u) or Expm1(u) with u = a*x + b (a, b numbers) and not finite at some x where it is
+    -> g*_Select(U <= T, E, exp(U - T)*B) with T = 64, U the u that grows fastest and B = E*exp(T - U)
+    with the exponentials combined: a sum of rational functions of x times exponentials that decay where U > T.
+
+    Expm1(x)/x was inf for x from 88.7 to 93.2 in float32 (709.8 to 716.3 in float64), where it is finite: the
+    exponential overflows before the division that brings it back into range; its slope
+    ((x - 1)*exp(x) + 1)/x**2 was inf from x = 84.  exp(x - 64)*(exp(64)/x - exp(64 - x)/x) overflows only where
+    the value does.  Only where E as it stands is not finite at some x with U in [T, 120] (float32) or
+    [650, 760] (float64) and the branch is finite there and within 1e-5 of E's exact value (mpmath) wherever
+    that is a normal number of the format; otherwise E is left as it is.  Both branches see masked inputs.
+    Only where every other branch of E (a Taylor patch's, a rational function's large-|x| one) is decided on
+    the whole growth region: exp(2*x)/(x**2 + 1), whose growth branch would start at x = 32 inside the rational
+    branch's |x| <= 64, is left as it is."""
+    if len(inputs) != 1:
+        return expr
+    (x,) = inputs
+    rest, part = expr.as_independent(x, as_Add=False) if isinstance(expr, Mul) else (S.One, expr)
+    if part.free_symbols != {x} or not part.has(sympy.exp, Expm1):
+        return expr
+    unmasked = part.replace(lambda n: isinstance(n, _Masked), lambda n: n.args[0])  # the exponents as written
+    growing = {f.args[0] for f in unmasked.atoms(sympy.exp, Expm1) if f.has(x)}
+    linear = []
+    for u in growing:
+        if not (u.free_symbols == {x} and u.is_polynomial(x) and sympy.degree(u, x) == 1):
+            return expr  # a clamped or nonlinear exponent: other rules own it
+        b, a = sympy.Poly(u, x).all_coeffs()[::-1]
+        linear.append((a, b, u))
+    if len({a.is_positive for a, _, _ in linear}) != 1:
+        return expr  # growing at both ends
+    side = 1 if linear[0][0].is_positive else -1
+    a, b, u = max(linear, key=lambda t: (abs(t[0]), side * t[1]))
+    points = _growth_points(a, b)
+    try:
+        if points is None or _finite_in_numpy(sympy.lambdify(x, part, modules=numpy_modules()), points, sign=1):
+            return expr  # finite as it stands (elu's exp(x) is masked to x <= 0): the common case, decided cheaply
+    except Exception:  # noqa: BLE001 - an expression numpy cannot evaluate: left as it is
+        return expr
+    start = (_EXP_TAIL_START - b) / a  # U = T there; U > T beyond it, on the side where U grows
+    region = sympy.Interval.open(start, sympy.oo) if side > 0 else sympy.Interval.open(-sympy.oo, start)
+    at_region = _on_region(part, x, region)
+    if at_region is None:
+        return expr
+    bracket = at_region.replace(lambda e: isinstance(e, Expm1), lambda e: sympy.exp(e.args[0]) - 1)
+    bracket = sympy.powsimp(sympy.expand_mul(bracket * sympy.exp(_EXP_TAIL_START - u)), combine="exp")
+    for node in sympy.preorder_traversal(bracket):
+        if isinstance(node, sympy.exp):
+            exponent = node.args[0]
+            if not (exponent.is_polynomial(x) and sympy.degree(exponent, x) <= 1
+                    and not (side * sympy.Poly(exponent, x).coeff_monomial(x)).is_positive):
+                return expr  # it grows beyond T as well: a faster exponential than U's
+        elif isinstance(node, sympy.Function):
+            return expr
+    if not _tail_repairs(part, u, bracket, x, points):
+        return expr
+    inner = u <= _EXP_TAIL_START
+    inside = next((p for p in ((S.One - b) / a, (S(_EXP_TAIL_START) / 2 - b) / a) if _finite_at(part, x, p)), None)
+    if inside is None:
+        return expr
+    outside = (2 * S(_EXP_TAIL_START) - b) / a
+    tail = sympy.exp(u - _EXP_TAIL_START) * bracket  # printed bracket first (a sum, or a product scaled last)
+    return rest * _Select(inner, part.xreplace({x: _Masked(x, inner, inside)}),
+                          tail.xreplace({x: _Masked(x, sympy.Not(inner, evaluate=False), outside)}))
+
+
+def _on_region(e: sympy.Expr, x: sympy.Symbol, region: sympy.Interval) -> sympy.Expr | None:
+    """e for x in ``region`` alone: each _Select by the branch its condition picks on all of it, each _Masked whose
+    mask holds on all of it by x itself; None where a condition is decided on part of the region only."""
+
+    def holds(condition) -> bool | None:
+        if condition.has(sympy.Piecewise, _Select, _Masked) or _beyond_the_solvers(condition, x):
+            return None  # as_set() of a Taylor patch's degree-20 polynomial does not finish
+        try:
+            where = condition.as_set()
+        except (NotImplementedError, TypeError, ValueError):
+            return None
+        if region.is_subset(where):
+            return True
+        if region.intersect(where) == sympy.S.EmptySet:
+            return False
+        return None
+
+    def walk(node):  # top-down: a _Select's branch not taken is never looked into
+        if node.is_Atom or not node.has(x):
+            return node
+        if isinstance(node, (_Select, _Masked)):
+            truth = holds(node.args[0] if isinstance(node, _Select) else node.args[1])
+            if truth is None or (isinstance(node, _Masked) and not truth):
+                return None  # undecided, or masked away from the whole region: not its value there
+            return walk(node.args[0] if isinstance(node, _Masked) else node.args[1] if truth else node.args[2])
+        args = [walk(a) for a in node.args]
+        return None if any(a is None for a in args) else node.func(*args)
+
+    return walk(e)
+
+
+def _growth_points(a: sympy.Expr, b: sympy.Expr) -> list | None:
+    """x where U = a*x + b takes the values at which a growth branch is checked: past exp's overflow in float32
+    (88.7) and float64 (709.8) up to where a value ~exp(U)/U**k overflows too."""
+    us = [64.5, 70.0, 80.0, 84.0, 86.0, 88.0, 88.8, 89.5, 90.5, 92.0, 93.0, 95.0, 100.0, 120.0,
+          650.0, 700.0, 709.0, 710.0, 712.0, 714.0, 716.0, 720.0, 740.0, 760.0]
+    try:
+        return [float((sympy.Float(v, 30) - b) / a) for v in us]
+    except TypeError:
+        return None
+
+
+def _finite_at(e: sympy.Expr, x: sympy.Symbol, point: sympy.Expr) -> bool:
+    """Whether e (numpy, as it stands) is finite at x = point in float32 and float64: a mask's point must be."""
+    import numpy as np
+
+    try:
+        f = sympy.lambdify(x, e, modules=numpy_modules())
+        with np.errstate(all="ignore"):
+            return all(bool(np.isfinite(np.asarray(f(np.array([float(point)], dtype=t)), dtype=t)).all())
+                       for t in (np.float32, np.float64))
+    except Exception:  # noqa: BLE001 - numpy cannot evaluate it: not a point to rely on
+        return False
+
+
+def _tail_repairs(e: sympy.Expr, u: sympy.Expr, bracket: sympy.Expr, x: sympy.Symbol, points: list) -> bool:
+    """Whether e as it stands is not finite at some of the points where its exact value is a finite number of
+    the format, while the tail exp(u - T)*bracket (the bracket evaluated first) is right at every point: within
+    1e-5 of the exact value where that is a normal number, inf of its sign where it is beyond the format, below
+    the smallest normal where it is (float32 and float64, numpy; the exact value by mpmath at 50 digits of e's
+    elementary form)."""
+    import mpmath
+    import numpy as np
+
+    from symact.primitives import to_elementary
+
+    try:
+        value_fn, growth_fn, bracket_fn = (sympy.lambdify(x, f, modules=numpy_modules())
+                                           for f in (e, u - _EXP_TAIL_START, bracket))
+        functions = [value_fn, lambda p: np.exp(growth_fn(p)) * bracket_fn(p)]
+        exact_fn = sympy.lambdify(x, to_elementary(e.replace(
+            lambda n: isinstance(n, _Masked), lambda n: n.args[0]).replace(
+            lambda n: isinstance(n, _Select), lambda n: sympy.Piecewise((n.args[1], n.args[0]), (n.args[2], True)))),
+            modules="mpmath")
+    except Exception:  # noqa: BLE001 - an expression numpy or mpmath cannot evaluate: left as it is
+        return False
+    repairs = False
+    for dtype in (np.float32, np.float64):
+        finfo = np.finfo(dtype)
+        with np.errstate(all="ignore"):
+            values, tails = (np.asarray(f(np.array(points, dtype=dtype)), dtype=dtype) for f in functions)
+        for p, value, got in zip(np.array(points, dtype=dtype).tolist(), values.tolist(), tails.tolist()):
+            try:
+                with mpmath.workdps(50):
+                    exact = exact_fn(mpmath.mpf(p))
+            except (ZeroDivisionError, ValueError, OverflowError, TypeError):
+                return False
+            if isinstance(exact, mpmath.mpc) or mpmath.isnan(exact):
+                return False
+            if abs(exact) > finfo.max:
+                if got != (math.inf if exact > 0 else -math.inf):
+                    return False
+                continue
+            if abs(exact) >= finfo.tiny:
+                if not (math.isfinite(got) and abs(got - float(exact)) <= 1e-5 * abs(float(exact))):
+                    return False
+            elif not abs(got) < finfo.tiny:
+                return False
+            repairs = repairs or not math.isfinite(value)
+    return repairs
+
+
 def _rational_tail_of_abs(e: sympy.Expr, x: sympy.Symbol):
     """The large-|x| branch of a rational function R(x, |x|) that is even or odd in x: R = f(|x|) or
     sign(x)*f(|x|), f(v) = R(v, v), with f's own branch at v = |x| (the slope 3*x**2/(x**2*|x| + 1)**2 of
@@ -1366,6 +1539,8 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         h0 = e.args[1] if len(e.args) > 1 else S.Half
         if h0 in (S.Half, None, S.NaN):
             return _Step(u)
+        if h0 == 1:  # one comparison, as for H0 = 0 (u > 0); 1 at NaN as the general form gives
+            return sympy.Piecewise((0, u < 0), (1, True))
         return sympy.Piecewise((1, u > 0), (0, u < 0), (h0, True))
 
     expr = expr.replace(lambda e: isinstance(e, sympy.Heaviside), heaviside)
@@ -1398,6 +1573,8 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.Piecewise),
                         lambda e: _factor_into_step_piecewise(e, inputs))
     expr = _mask_piecewise(expr, inputs)
+    # after the masks: a Taylor patch's branch (|x| < 1) is then decided on the growth branch like any _Select
+    expr = _exp_growth_tail(expr, inputs)
     # every compound constant becomes one Float, so cse cannot name a constant
     # (which would then be printed as a tensor operation on a Python float)
     expr = expr.replace(
@@ -1712,7 +1889,20 @@ class _Emitter:
         # an input's square below a numerator: divided by the input twice, the last step, so that x**2 does not
         # overflow first (the slope of (exp(x) - 1)/x, ((x - 1)*exp(x) + 1)/x**2, was inf/inf = NaN at x = 1e30 in
         # float32, where it is inf, and x**3/x**2-like quotients 0 from |x| = 1.8e19)
-        twice = [f for f in denominator if isinstance(f, Pow) and f.exp == 2 and f.base in self.full_symbols]
+        twice = [f for f in denominator if isinstance(f, Pow) and f.exp == 2 and self._input_like(f.base)]
+        if not numerator and len(denominator) == 1 and twice:
+            # c/u**2 alone (common subexpressions name it: w**2, w = 1/x, in a large-|x| branch) as c/u/u: 1/inf = 0
+            # from |u| = 1.8e19 in float32 where it is subnormal, but the product it goes into need not be (the
+            # slope of x*log(1 + x**2)/(1 + x**2), ~(2 - 2*log(x))/x**2, was 0 from |x| = 1.85e19, -2.2e-37 at 2e19)
+            base = self.value(twice[0].base)
+            c = number_literal(coeff)
+            if not self.inplace:
+                return self.assign(f"{c} / {base.code} / {base.code}", full=base.full)
+            acc = self.assign(f"torch.reciprocal({base.code})" if coeff == 1 else f"torch.full_like({base.code}, {c})",
+                              full=base.full)
+            if coeff != 1:
+                self.mutate(acc, f"div_({base.code})")
+            return self.mutate(acc, f"div_({base.code})")
         if numerator and len(twice) == 1:
             denominator.remove(twice[0])
             quotient = self.mul(Mul(coeff, *numerator, *[1 / f for f in denominator], evaluate=False))
@@ -1777,6 +1967,13 @@ class _Emitter:
         if scale_last:
             self.mutate(acc, f"mul_({c})")  # acc is a fresh quotient here
         return acc
+
+    def _input_like(self, e: sympy.Expr) -> bool:
+        """Whether e is an input, or an input masked to a region (a Piecewise branch's, a large-|x| branch's)."""
+        if e in self.full_symbols:
+            return True
+        expanded = self.expanded(e)
+        return isinstance(expanded, _Masked) and expanded.args[0] in self.full_symbols
 
     def _scaled_square(self, base: sympy.Expr, coeff: sympy.Expr) -> _Operand:
         """c*u**2 with |c| < 1 as (c*u)*u: the square first overflowed where the result is finite (x**2/2

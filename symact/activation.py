@@ -969,8 +969,11 @@ def _piece_near(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, value
 
 def _differentiated(expr: sympy.Expr, symbol: sympy.Symbol, n: int, name: str) -> sympy.Expr:
     """d^n expr / d symbol^n with PyTorch's kink convention; a clear error where SymPy cannot
-    differentiate (it would leave an unevaluated Derivative that breaks everything downstream)."""
-    derivative = pytorch_kink_convention(sympy.diff(expr, symbol, n), expr, symbol)
+    differentiate (it would leave an unevaluated Derivative that breaks everything downstream).
+    Where it is differentiable, it takes its one-sided limit, decided on the (n-1)-th derivative (with its own
+    convention) for n > 1: x**2/2 written Max(x, 0)**2/2 + Min(x, 0)**2/2 has the second derivative 1 at 0."""
+    lower = None if n == 1 else _differentiated(expr, symbol, n - 1, name)
+    derivative = pytorch_kink_convention(sympy.diff(expr, symbol, n), expr, symbol, antiderivative=lower)
     if derivative.has(sympy.Derivative):
         stuck = sorted({str(d.expr) for d in derivative.atoms(sympy.Derivative)})
         raise FormulaError(

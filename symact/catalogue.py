@@ -192,8 +192,9 @@ _ENTRIES = (
         "Klambauer et al. 2017 (alpha_01, lambda_01 in closed form)", _t(F + "selu"),
     ),
     CatalogueEntry(
-        # Written like elu, not as torch's Max(0, x) + Min(0, alpha*(exp(x/alpha) - 1)): the kink convention
-        # (Heaviside(0) = 0) would zero both terms' slopes at 0, while celu is C^1 with slope 1 there.
+        # Written like elu, not as torch's Max(0, x) + Min(0, alpha*(exp(x/alpha) - 1)): each term's kink convention
+        # is 0 at 0, where celu is C^1 with slope 1, which the derivative of that sum must recover by solving for
+        # the point; one Piecewise has no kinks to reconcile.
         "celu", "Piecewise((x, x > 0), (alpha*(exp(x/alpha) - 1), True))", (Param("alpha", "1", _POS),),
         "Barron 2017", _t(F + "celu", alpha="$alpha"),
     ),

@@ -1813,7 +1813,8 @@ def _highest_power(expr: sympy.Expr, inputs) -> int:
 
 
 def pytorch_kink_convention(expr: sympy.Expr, original: sympy.Expr | None = None,
-                            symbol: sympy.Symbol | None = None) -> sympy.Expr:
+                            symbol: sympy.Symbol | None = None, *,
+                            antiderivative: sympy.Expr | None = None) -> sympy.Expr:
     """A derivative with PyTorch's autograd value at kinks: SymPy differentiates Max/Min/Abs into
     Heaviside with value 1/2 at 0, while autograd takes 0 there (relu'(0) = 0, hardtanh'(+-1) = 0).
     Only Heavisides that differentiation created change: ``pargs`` omits their default H0 = 1/2.
@@ -1830,17 +1831,31 @@ def pytorch_kink_convention(expr: sympy.Expr, original: sympy.Expr | None = None
     there (1 at x = 1).  Without ``original``, or where such tie points cannot be listed (parameters,
     no finite solution set), both Heavisides of a tie are 0 there.
 
+    These choices are made construct by construct, so steps of two constructs at one point add their
+    conventions: ``Max(x, 0) + Min(x, 0)``, which is x, would get 0 + 0 at 0.  So with ``original``,
+    at a point where steps of two or more of the derivative's constructs meet and the derivative's
+    one-sided limits agree (the function, continuous there, is differentiable), the derivative takes
+    that common limit (:func:`_values_where_differentiable`); at a genuine kink the convention stays.
+    ``antiderivative`` is the function whose derivative ``expr`` is, where that is not ``original``
+    (an n-th derivative: the (n-1)-th).
+
     >>> x = sympy.Symbol("x", real=True)
     >>> pytorch_kink_convention(sympy.diff(sympy.Max(0, x), x))
     Heaviside(x, 0)
     >>> pytorch_kink_convention(sympy.diff(sympy.Max(x, x/4), x), sympy.Max(x, x/4), x).subs(x, 0)
     1/4
+    >>> smooth = sympy.Max(x, 0) + sympy.Min(x, 0)
+    >>> pytorch_kink_convention(sympy.diff(smooth, x), smooth, x).subs(x, 0)
+    1
     """
     ties = {} if original is None or symbol is None else _tie_values(original, symbol)
-    return expr.replace(
+    result = expr.replace(
         lambda e: isinstance(e, sympy.Heaviside) and len(e.pargs) == 1,
         lambda e: sympy.Heaviside(e.args[0], ties.get(e.args[0], S.Zero)),
     )
+    if original is None or symbol is None:
+        return result
+    return _values_where_differentiable(result, original if antiderivative is None else antiderivative, symbol)
 
 
 def _tie_values(expr: sympy.Expr, symbol: sympy.Symbol) -> dict:
@@ -2090,6 +2105,167 @@ def _least_slope(p: sympy.Expr, q: sympy.Expr, symbol: sympy.Symbol) -> int | No
     if order is None:
         return None
     return 0 if order else 1
+
+
+#: A derivative with more steps than this keeps its constructs' conventions everywhere: each step's
+#: zeros are solved for, which a closed form with dozens of Max/Min would spend seconds on.
+_MAX_STEP_ARGUMENTS = 24
+
+
+def _step_arguments(expr: sympy.Expr, symbol: sympy.Symbol) -> dict:
+    """{step: u} for each distinct step of ``expr`` in ``symbol``, u the expression whose sign decides it:
+    Heaviside(u), sign(u) and each comparison a < b (u = a - b) in a Piecewise condition (not Eq/Ne, which
+    pick out single points).  Two steps may share a u (sign(x) and x < 0 in sign(x) + Piecewise((2, x < 0),
+    (0, True)))."""
+    found = {}
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, (sympy.Heaviside, sympy.sign)):
+            u = node.args[0]
+        elif isinstance(node, sympy.core.relational.Relational) and not isinstance(node, (sympy.Eq, sympy.Ne)):
+            u = node.lhs - node.rhs
+        else:
+            continue
+        if u.has(symbol):
+            found[node] = u
+    return found
+
+
+@functools.lru_cache(maxsize=512)
+def _step_zeros(u: sympy.Expr, symbol: sympy.Symbol) -> tuple[frozenset, bool] | None:
+    """(the numbers t with u(t) = 0, whether those are all the zeros of u): not all where u is 0 on an
+    interval (Heaviside(Max(0, x)) for x <= 0) or has zeros in the parameters; None where SymPy cannot solve,
+    or where a piece is a polynomial of degree above 4."""
+    folded = sympy.piecewise_fold(u.rewrite(sympy.Piecewise))
+    pieces = [e for e, _ in folded.args] if isinstance(folded, sympy.Piecewise) else [folded]
+    if any(piece.is_polynomial(symbol) and sympy.degree(piece, symbol) > 4 for piece in pieces if piece.has(symbol)):
+        return None  # a Taylor patch's degree-20 polynomial: its real roots take SymPy minutes
+    points = _tie_points(u, S.Zero, symbol)
+    if points is None:
+        return None
+    numbers = frozenset(t for t in points if t.is_number)
+    return numbers, len(numbers) == len(points) and not any(piece == 0 for piece in pieces)
+
+
+class _Undecided(Exception):
+    """A step whose side of the point an infinitesimal step cannot tell."""
+
+
+def _sign_near_zero(w: sympy.Expr, s: sympy.Symbol) -> int:
+    """The sign of w(s) for every small enough s > 0 (0 where w is 0 identically); :class:`_Undecided`
+    where neither its value at 0 nor its leading term in s tells."""
+    w = sympy.expand(w)
+    if w == 0:
+        return 0
+    at_zero = w.xreplace({s: S.Zero})
+    if not (at_zero.is_number and at_zero.is_finite):
+        raise _Undecided
+    if at_zero.is_zero is not True:
+        if at_zero.is_positive:
+            return 1
+        if at_zero.is_negative:
+            return -1
+        raise _Undecided
+    try:
+        lead = sympy.series(w, s, 0, 6).removeO().as_leading_term(s)
+    except Exception as error:  # noqa: BLE001 - SymPy cannot expand it: undecided
+        raise _Undecided from error
+    if lead.is_positive:
+        return 1
+    if lead.is_negative:
+        return -1
+    raise _Undecided
+
+
+def _limit_beside(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, sign: int) -> sympy.Expr | None:
+    """The limit of ``expr`` as ``symbol`` -> ``point`` from the right (``sign`` = 1) or the left (-1), for
+    an ``expr`` continuous but for its steps (Heaviside, sign, Max/Min/Abs, Piecewise): each comparison is
+    decided at point + sign*s for an infinitesimal s > 0, innermost first, then s = 0.  DiracDelta counts
+    as 0, as in a sampled derivative.  None where a comparison stays undecided or the value is not a
+    finite real number."""
+    s = sympy.Dummy("s", positive=True)
+    moved = expr.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
+    moved = moved.rewrite(sympy.Piecewise).xreplace({symbol: point + sign * s})
+    try:
+        moved = moved.replace(  # bottom-up: a comparison is decided once those inside it are
+            lambda e: isinstance(e, sympy.core.relational.Relational) and e.has(s),
+            lambda e: e.func(_sign_near_zero(e.lhs - e.rhs, s), 0))
+    except _Undecided:
+        return None
+    if moved.has(sympy.Piecewise):
+        return None
+    value = moved.xreplace({s: S.Zero})
+    return value if value.is_number and value.is_real and value.is_finite else None
+
+
+def _value_at(expr: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr) -> sympy.Expr | None:
+    """``expr`` at ``symbol`` = ``point`` (DiracDelta as 0), or None where that is not a finite real number."""
+    value = expr.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero).xreplace({symbol: point})
+    return value if value.is_number and value.is_real and value.is_finite else None
+
+
+def _values_where_differentiable(derivative: sympy.Expr, antiderivative: sympy.Expr,
+                                 symbol: sympy.Symbol) -> sympy.Expr:
+    """``derivative`` with its limit as its value at each point t where steps of two or more constructs meet
+    and the function is differentiable: ``antiderivative`` continuous at t and the derivative's one-sided
+    limits at t equal.  Each construct's convention holds for that construct alone, so at such a point the
+    sum of them need not be the slope: ``Max(x, 0) + Min(x, 0)``' = Heaviside(x, 0) + Heaviside(-x, 0) is
+    0 at 0 where x' = 1.  A point where a single step changes is left as it is (a Max/Min tie's rule already
+    takes the common limit where the slopes agree), and so is every point of a derivative with fewer than
+    two steps (:func:`_step_arguments`), which costs nothing more then.
+
+    The value is put into the H0 of one Heaviside that vanishes at t, and in which the value at t is linear:
+    H0 itself where t is that argument's only zero (no extra operation in the printed code), else
+    Piecewise((H0 at t, Eq(symbol, t)), (the old H0, True)).  Where no Heaviside can carry it (steps of sign
+    or Piecewise alone), the derivative becomes Piecewise((its limit, Eq(symbol, t)), (derivative, True)).
+    Points in the parameters, or where a limit cannot be decided, are left as they are."""
+    steps = _step_arguments(derivative, symbol)
+    if not 2 <= len(steps) <= _MAX_STEP_ARGUMENTS:
+        return derivative
+    zeros = {u: _step_zeros(u, symbol) for u in set(steps.values())}
+    meeting: dict = {}
+    for u in steps.values():
+        for t in (zeros[u][0] if zeros[u] is not None else ()):
+            meeting[t] = meeting.get(t, 0) + 1
+    points = sorted((t for t, n in meeting.items() if n >= 2), key=float)
+    for t in points[:_MAX_TIE_POINTS]:
+        before = [_limit_beside(antiderivative, symbol, t, sign) for sign in (-1, 1)]
+        value = _value_at(antiderivative, symbol, t)
+        if None in before or value is None or any(sympy.simplify(b - value) != 0 for b in before):
+            continue  # not continuous there (a jump), or undecided
+        left, right = (_limit_beside(derivative, symbol, t, sign) for sign in (-1, 1))
+        if left is None or right is None or sympy.simplify(left - right) != 0:
+            continue  # a genuine kink: the convention stays
+        now = _value_at(derivative, symbol, t)
+        if now is not None and sympy.simplify(now - left) == 0:
+            continue
+        derivative = _with_value_at(derivative, symbol, t, left, zeros)
+    return derivative
+
+
+def _with_value_at(derivative: sympy.Expr, symbol: sympy.Symbol, point: sympy.Expr, value: sympy.Expr,
+                   zeros: dict) -> sympy.Expr:
+    """``derivative`` equal to ``value`` at ``symbol`` = ``point``, through the H0 of a Heaviside that
+    vanishes there (see :func:`_values_where_differentiable`)."""
+    unknown = sympy.Dummy("h0")
+    for step in sorted(derivative.atoms(sympy.Heaviside), key=sympy.default_sort_key):
+        u = step.args[0]
+        if not u.has(symbol) or sympy.simplify(u.xreplace({symbol: point})) != 0:
+            continue
+        trial = derivative.xreplace({step: sympy.Heaviside(u, unknown)}).replace(
+            lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero).xreplace({symbol: point})
+        trial = sympy.expand(trial)
+        if trial.free_symbols != {unknown} or not trial.is_polynomial(unknown):
+            continue
+        slope = trial.diff(unknown)
+        if slope.has(unknown) or slope.is_zero is not False:
+            continue
+        h0 = sympy.simplify((value - trial.xreplace({unknown: S.Zero})) / slope)
+        old = step.args[1] if len(step.args) > 1 else S.Half
+        only = zeros.get(u)
+        if not (only is not None and only[1] and only[0] == {point}):
+            h0 = sympy.Piecewise((h0, sympy.Eq(symbol, point)), (old, True))
+        return derivative.xreplace({step: sympy.Heaviside(u, h0)})
+    return sympy.Piecewise((value, sympy.Eq(symbol, point)), (derivative, True))
 
 
 def safe_derivative(expr: sympy.Expr, symbol: sympy.Symbol, inputs: tuple | None = None) -> sympy.Expr:

@@ -676,6 +676,73 @@ def test_gradient_at_a_tie_whose_slopes_depend_on_x_is_the_least_one_sided_slope
     assert torch.autograd.gradgradcheck(fn.apply, (away,))
 
 
+@pytest.mark.parametrize("formula, params, builtin", [
+    ("Max(x, 0) + Min(x, 0)", {}, None),                                   # x: slope 1
+    ("Max(0, x) + Min(0, alpha*(exp(x/alpha) - 1))", {"alpha": "1/2"},      # celu as torch writes it
+     lambda t: torch.nn.functional.celu(t, 0.5)),
+    ("Abs(x) + Piecewise((2*x, x < 0), (0, True))", {}, None),             # x, through sign and a Piecewise
+])
+def test_gradient_where_kinks_of_several_constructs_cancel_is_the_slope(formula, params, builtin, device):
+    """Max(x, 0) + Min(x, 0) (= x) had the gradient 0 at 0, the sum of its two terms' conventions (relu'(0) =
+    0), and celu written as Max(0, x) + Min(0, alpha*(exp(x/alpha) - 1)) 0 where F.celu's is 1: where the
+    function is differentiable its slope is now taken.  References: the one-sided difference quotients at
+    50 digits, which agree there, and F.celu's own backward."""
+    act = symact.activation(formula, **{k: sympy.Rational(v) for k, v in params.items()})
+    fn = torch_function(act)
+    t = torch.tensor([0.0], dtype=torch.float64, device=device, requires_grad=True)
+    (generated,) = torch.autograd.grad(fn.apply(t).sum(), t)
+    expected = least_one_sided_slope(act.concrete_expr, sympy.Integer(0))
+    assert generated.tolist() == [expected] == [1.0]
+    if builtin is not None:
+        u = t.detach().clone().requires_grad_(True)
+        (reference,) = torch.autograd.grad(builtin(u).sum(), u)
+        torch.testing.assert_close(generated, reference, rtol=1e-12, atol=0)
+    away = torch.tensor([-1.7, -0.4, 0.3, 1.9], dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(fn.apply, (away,))
+
+
+def test_slope_taken_where_kinks_cancel_costs_no_extra_comparison():
+    """The common slope of Max(x, 0) + Min(x, 0) at 0 is carried by a Heaviside's value at 0 (printed with one
+    comparison for the value 1, as for 0), so its backward has no more comparisons and where()s than that of
+    Max(x, 0) + 2*Min(x, 0), whose kink keeps the conventions."""
+    def backward(formula):
+        source = generated_source(symact.activation(formula))
+        return source[source.index("def _backward("):source.index("\nclass ")]
+
+    cancelling, kinked = backward("Max(x, 0) + Min(x, 0)"), backward("Max(x, 0) + 2*Min(x, 0)")
+    for tokens in (("torch.where(",), (" > ", " < ", " >= ", " <= ", " == ", " != ")):
+        assert sum(map(cancelling.count, tokens)) <= sum(map(kinked.count, tokens)), (tokens, cancelling)
+
+
+def test_gradient_of_uniform_smoothed_hardshrink_where_its_kinks_cancel(device):
+    """hardshrink * uniform(1/2): its two pieces' kinks meet at 0, where it is differentiable with slope 1/2;
+    the gradient was 0 there (float32 and float64).  Reference: the one-sided difference quotients at 50 digits
+    at 0 and at points around it."""
+    from symact.smooth import convolve
+
+    act = convolve("hardshrink", "uniform", sympy.Rational(1, 2))
+    fn = torch_function(act)
+    points = [-1.5, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0]
+    for dtype in (torch.float32, torch.float64):
+        t = torch.tensor(points, dtype=dtype, device=device, requires_grad=True)
+        (generated,) = torch.autograd.grad(fn.apply(t).sum(), t)
+        expected = [least_one_sided_slope(act.concrete_expr, sympy.Rational(p)) for p in points]
+        assert expected[3] == 0.5
+        torch.testing.assert_close(generated.cpu().double(), torch.tensor(expected, dtype=torch.float64),
+                                   rtol=1e-6, atol=0)
+
+
+def test_gradient_at_a_kink_of_several_constructs_keeps_each_construct_s_convention(device):
+    """Max(x, 0) + 2*Min(x, 0) has the one-sided slopes 2 and 1 at 0, a kink: its gradient there stays the sum
+    of the constructs' conventions, as torch's relu(x) - 2*relu(-x) gives (0)."""
+    fn = torch_function(symact.activation("Max(x, 0) + 2*Min(x, 0)"))
+    t = torch.tensor([0.0, -0.5, 0.5], dtype=torch.float64, device=device, requires_grad=True)
+    u = t.detach().clone().requires_grad_(True)
+    (generated,) = torch.autograd.grad(fn.apply(t).sum(), t)
+    (builtin,) = torch.autograd.grad((torch.relu(u) - 2 * torch.relu(-u)).sum(), u)
+    assert generated.tolist() == builtin.tolist() == [0.0, 2.0, 1.0]
+
+
 def test_gradient_at_a_gated_tie_compares_the_slopes_at_the_gate_s_value(device):
     """Max(x, v*x) is x at v = 1 (slope 1 in x) and leaky_relu(x, 1/4) at v = 1/4 (slope 1/4 at x = 0):
     both gradients were 0, the slope v being an input."""

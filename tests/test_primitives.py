@@ -593,6 +593,94 @@ def test_tie_with_slopes_that_depend_on_the_input_takes_the_least_one_sided_slop
             assert abs(float(got) - expected) <= 1e-12, (expr, point, derivative, got, expected)
 
 
+def _one_sided_quotients(expr, point, wrt=x):
+    """(right, left) difference quotients of ``expr`` at ``point``, h = +-1e-30, at 50 digits (no derivative code)."""
+    f0 = expr.xreplace({wrt: point})
+    return [float(sympy.N((expr.xreplace({wrt: point + h}) - f0) / h, 50))
+            for h in (sympy.Rational(1, 10**30), -sympy.Rational(1, 10**30))]
+
+
+def _uniform_smoothed_hardshrink():
+    from symact.smooth import convolve
+
+    return convolve("hardshrink", "uniform", sympy.Rational(1, 2)).expr
+
+
+_a = sympy.Symbol("alpha", positive=True)
+
+
+@pytest.mark.parametrize("expr, point", [
+    (sympy.Max(x, 0) + sympy.Min(x, 0), 0),                                   # x itself: 1, was 0 + 0
+    (sympy.Max(x - 1, 0) + sympy.Min(x - 1, 0) + x**2, 1),                     # x - 1 + x**2: 3
+    (sympy.Max(0, x) + sympy.Min(0, sympy.exp(x) - 1), 0),                    # celu(alpha = 1) as torch writes it
+    (sympy.Max(0, x) + sympy.Min(0, _a * (sympy.exp(x / _a) - 1)), 0),         # ... with its alpha a parameter
+    (sympy.Abs(x) + sympy.Piecewise((2 * x, x < 0), (0, True)), 0),            # sign and a Piecewise: x
+    (_uniform_smoothed_hardshrink(), 0),                                       # 1/2, was 0
+], ids=["max_plus_min", "shifted_plus_square", "celu_as_torch_writes_it", "celu_with_alpha", "abs_plus_piecewise",
+        "hardshrink_uniform"])
+def test_slope_where_kinks_of_several_constructs_cancel_is_the_function_s_slope(expr, point):
+    """Each Max/Min/Abs takes its own convention at its kink (relu'(0) = 0), so where kinks of two constructs
+    meet and cancel the derivative was the sum of conventions, not the slope: Max(x, 0) + Min(x, 0) (= x) had
+    0 at 0, uniform-smoothed hardshrink (width 1/2) 0 where its slope is 1/2.  Where the one-sided slopes
+    agree the derivative is now that slope.  Reference: the formula's one-sided difference quotients at 50
+    digits, which agree there."""
+    from symact.primitives import pytorch_kink_convention
+
+    at = {_a: sympy.Rational(3, 2)} if expr.has(_a) else {}
+    right, left = _one_sided_quotients(expr.xreplace(at), sympy.Integer(point))
+    assert abs(right - left) <= 1e-12  # differentiable there: the reference is that common slope
+    convention = pytorch_kink_convention(sympy.diff(expr, x), expr, x)
+    for derivative in (safe_derivative(expr, x), convention):
+        got = float(derivative.xreplace({**at, x: point}))
+        assert abs(got - right) <= 1e-12, (expr, derivative, got, right)
+
+
+@pytest.mark.parametrize("expr, point, expected", [
+    # one-sided slopes 2 and 1: a kink, where each construct keeps its own 0 (torch: relu(x) - 2*relu(-x))
+    (sympy.Max(x, 0) + 2 * sympy.Min(x, 0), 0, 0.0),
+    # a jump of the function at 0 (Heaviside), whose derivative is 1 on both sides: not differentiable there
+    (sympy.Heaviside(x) + sympy.Max(x, 0) + sympy.Min(x, 0), 0, 0.0),
+], ids=["kink", "jump"])
+def test_slope_where_kinks_meet_without_cancelling_keeps_each_construct_s_convention(expr, point, expected):
+    """The common one-sided slope is taken only where the function is differentiable: at a kink (one-sided
+    slopes 2 and 1) and at a jump the derivative stays the sum of the constructs' conventions, 0 + 0 as
+    torch's relu(x) - 2*relu(-x) gives at 0.  Reference: torch's built-ins' convention, each term's 0."""
+    from symact.primitives import pytorch_kink_convention
+
+    h = sympy.Rational(1, 10**30)
+    jump = abs(float(sympy.N(expr.xreplace({x: point + h}) - expr.xreplace({x: point - h}), 50)))
+    right, left = _one_sided_quotients(expr, sympy.Integer(point))
+    assert jump > 0.5 or abs(right - left) > 0.5  # not differentiable there
+    convention = pytorch_kink_convention(sympy.diff(expr, x), expr, x).replace(
+        lambda e: isinstance(e, sympy.DiracDelta), lambda e: 0)
+    for derivative in (safe_derivative(expr, x), convention):
+        assert float(derivative.xreplace({x: point})) == expected, derivative
+
+
+def test_higher_derivative_where_kinks_cancel_is_decided_on_the_lower_derivative():
+    """Max(x, 0)**2/2 + Min(x, 0)**2/2 is x**2/2 (its second derivative is 1 everywhere); Activation.derivative(2)
+    gave 0 at 0, the sum of its Heavisides' conventions.  With Min(x, 0)**2 instead the first derivative has a
+    kink at 0 (slopes 2 and 1) and the second derivative keeps the conventions' 0 there.  Reference: the closed
+    form x**2/2 (checked equal to the formula), the one-sided slopes of the first derivative's closed form, and
+    SymPy's own second derivative with each Heaviside 0 at 0 where the first derivative jumps."""
+    import symact
+
+    smooth = symact.activation("Max(x, 0)**2/2 + Min(x, 0)**2/2")
+    assert all(smooth.expr.xreplace({smooth.x: p}) == sympy.Rational(p)**2 / 2 for p in (-3, -1, 2, 5))
+    second = smooth.derivative(2)
+    assert [second(p) for p in (-1, 0, 1)] == [1, 1, 1]
+    kinked = symact.activation("Max(x, 0)**2/2 + Min(x, 0)**2").derivative(2)
+    assert [kinked(p) for p in (-1, 0, 1)] == [2, 0, 1]  # 2*x for x < 0, x for x > 0: one-sided 2 and 1 at 0
+    # relu(x) + x**2: the second derivative's one-sided limits agree (2), but the first derivative jumps at 0, so
+    # it is not twice differentiable there: each Heaviside keeps its 0 (SymPy's own second derivative with
+    # Heaviside(0) = 0), where deciding on the function itself (continuous) took 2
+    jump = symact.activation("Max(x, 0) + x*Max(x, 0) + x*Min(x, 0)")
+    raw = sympy.diff(jump.expr, jump.x, 2).replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: 0)
+    expected = raw.replace(lambda e: isinstance(e, sympy.Heaviside), lambda e: sympy.Heaviside(e.args[0], 0))
+    got = jump.derivative(2).expr.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: 0)  # the sampled part
+    assert got.xreplace({jump.x: 0}) == expected.xreplace({jump.x: 0}) == 0
+
+
 def test_tie_in_a_gated_product_compares_the_slopes_at_the_gate_s_value():
     """Max(x, v*x) in x: at v = 1 it is x itself (slope 1 at every x, the tie included), at x = 0 with
     v = 1/4 the slope is 1/4 (leaky_relu's); both were 0, as the slope v holds an input."""

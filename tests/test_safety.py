@@ -611,6 +611,41 @@ def test_rational_factors_beside_other_functions_get_their_large_argument_branch
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x*log(1 + x**2)/(1 + x**2)", "x*log(1 + x**2)/(x**2 + 4)"])
+def test_a_large_argument_branch_does_not_square_its_input_before_dividing(formula, dtype):
+    """The large-|x| branch of x*log(1 + x**2)/(1 + x**2)'s slope, ~(2 - 2*log(x))/x**2, took 1/x**2 as 1/(x*x):
+    0 once x*x overflows (|x| > 1.85e19 in float32, 1.3e154 in float64), where the slope is still a normal
+    number (-2.2e-37 at 2e19, down to the smallest normal near 1.1e20).  Value and slope against mpmath (50
+    digits); 1/x/x is subnormal there, so the slope keeps 16 bits or more (rtol 1e-4)."""
+    points = [3.0, -30.0, 1e10, 1.8e19, 2e19, -3e19, 5e19, 1e20, -1e30]
+    if dtype == torch.float64:
+        points += [1.35e154, -3e154, 1e155]
+    _check_against_mpmath(formula, points, dtype, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["(exp(x) - 1)/x", "exp(x)/x", "x*exp(x)/(x**2 + 1)", "exp(-x)/x",
+                                     "(exp(x/2) - 1)/(x**2 + 1)"])
+def test_an_exponential_brought_back_into_range_by_a_divisor_is_finite_where_the_quotient_is(formula, dtype):
+    """(exp(x) - 1)/x was inf for x from 88.7 to 93.2 in float32 (709.8 to 716.3 in float64), where it is finite:
+    Expm1 overflowed before the division; its slope ((x - 1)*exp(x) + 1)/x**2 from x = 84.  Beyond exp(u) = exp(64)
+    such a quotient is now exp(u - 64) times the rest scaled by exp(64 - u).  Value and slope against mpmath (50
+    digits) within 16 ulps, inf exactly where the exact one is beyond the format, on both sides of the branch."""
+    single = [-3.0, 0.5, 30.0, 63.5, 64.5, 70.0, 84.0, 85.0, 88.0, 89.0, 90.0, 92.0, 93.0, 93.5, 100.0, 1e5]
+    double = [700.0, 709.0, 710.0, 712.0, 716.0, 717.0, 1e10]
+    points = single + (double if dtype == torch.float64 else [])
+    if formula == "exp(-x)/x":
+        points = [-p for p in points]
+    if formula.startswith("(exp(x/2)"):  # u = x/2 at the same values
+        points = [2 * p for p in points]
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+    if dtype == torch.float64:  # differentiable twice across the branch point u = 64, as the graph code is used
+        fn = torch_function(symact.activation(formula))
+        t = torch.tensor(points[:6], dtype=dtype, requires_grad=True)
+        assert torch.autograd.gradcheck(fn.apply, (t,)) and torch.autograd.gradgradcheck(fn.apply, (t,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_exp_times_sigmoid_of_minus_twice_its_argument_is_a_sech(dtype):
     """x*atan(exp(x))' = atan(exp(x)) + x*exp(x)*Sigmoid(-2*x) was inf*0 = NaN from x = 88.7 in float32
     (709.8 in float64), inside any activation's range, where it is pi/2.  exp(a)*Sigmoid(-2a) = sech(a)/2.
