@@ -532,16 +532,43 @@ def parametrize_model(model: nn.Module, g: str | sp.Expr | ParameterActivation =
     Existing weights are kept (through ``right_inverse``); weights outside g's range raise
     :class:`~symact.errors.DomainError` -- pass ``signed=`` for signed weights.  Returns ``model``.
 
+    :class:`~symact.errors.DomainError` also for a ``tensor_names`` entry that no ``include`` layer has, and
+    a model with nothing to parametrise.  A layer whose tensor is None (``bias=False``) is skipped.
+
     >>> net = parametrize_model(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1)), "exp",
     ...                         signed="soft_sign", k=2.0)
     >>> sum(torch_parametrize.is_parametrized(m) for m in net)
     2
     """
-    include = tuple(include) if isinstance(include, (list, tuple)) else (include,)
-    modules = [m for m in model.modules() if isinstance(m, include)]
-    for module in modules:
-        for name in tensor_names:
-            if getattr(module, name, None) is None:
-                continue
-            torch_parametrize.register_parametrization(module, name, parametrization(g, signed, **params))
+    include = _layer_types(include)
+    tensor_names = (tensor_names,) if isinstance(tensor_names, str) else tuple(tensor_names)
+    layers = [(label, module) for label, module in model.named_modules() if isinstance(module, include)]
+    shown_types = ", ".join(t.__name__ for t in include)
+    if not layers:
+        kinds = sorted({type(m).__name__ for m in model.modules()})
+        raise DomainError(
+            f"parametrize_model found no layer of the types {shown_types} in {type(model).__name__} (its modules are "
+            f"{', '.join(kinds)}), so nothing would be parametrised; pass include=(...) with the layer types to "
+            "parametrise.")
+    missing = [name for name in tensor_names if not any(hasattr(module, name) for _, module in layers)]
+    if missing:
+        raise DomainError(
+            f"parametrize_model: no {shown_types} layer of the model has a tensor named {missing[0]!r}; "
+            f"tensor_names={tensor_names!r} must name tensors of these layers, such as 'weight' or 'bias'.")
+    targets = [(module, name) for _, module in layers for name in tensor_names if getattr(module, name, None) is not None]
+    if not targets:
+        raise DomainError(f"parametrize_model: every {tensor_names!r} tensor of the {shown_types} layers is None "
+                          "(e.g. bias=False), so nothing would be parametrised.")
+    for module, name in targets:
+        torch_parametrize.register_parametrization(module, name, parametrization(g, signed, **params))
     return model
+
+
+def _layer_types(include: Any) -> tuple[type, ...]:
+    """``include`` as a tuple of classes (one class, or any iterable of them)."""
+    types = (include,) if isinstance(include, type) else tuple(include) if isinstance(include, Iterable) else (include,)
+    bad = [t for t in types if not isinstance(t, type)]
+    if bad or not types:
+        raise DomainError(f"include={include!r} must be a layer class or a sequence of them, e.g. "
+                          "include=(nn.Linear, nn.Conv2d).")
+    return types

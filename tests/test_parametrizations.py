@@ -495,3 +495,31 @@ def test_a_turning_cubic_on_a_monotone_piece_round_trips(dtype):
     assert w.dtype == dtype and torch.isfinite(w).all()
     torch.testing.assert_close(w.double(), reference, rtol=50 * torch.finfo(dtype).eps, atol=0)
     torch.testing.assert_close(p(w), values)
+
+
+@pytest.mark.parametrize("model, kwargs, match", [
+    (nn.Sequential(nn.ReLU(), nn.Bilinear(2, 2, 2)), {}, r"no layer of the types Linear, Conv1d, Conv2d, Conv3d.*"
+                                                         r"its modules are Bilinear, ReLU, Sequential.*include="),
+    (nn.Linear(2, 2), {"include": nn.Conv2d}, r"no layer of the types Conv2d in Linear"),
+    (nn.Linear(2, 2), {"tensor_names": ("weights",)}, r"no Linear.* layer of the model has a tensor named 'weights'"),
+    (nn.Linear(2, 2), {"tensor_names": ("weight", "bais")}, r"tensor named 'bais'"),
+    (nn.Linear(2, 2, bias=False), {"tensor_names": ("bias",)}, r"every \('bias',\) tensor .* is None"),
+    (nn.Linear(2, 2), {"include": "Linear"}, r"include='Linear' must be a layer class"),
+])
+def test_a_model_with_nothing_to_parametrise_is_refused_not_returned_unchanged(model, kwargs, match):
+    """parametrize_model returned the model untouched, without a word, when no layer matched `include` (a model
+    of Bilinear layers), when a tensor name was misspelt (tensor_names=("weights",)), or when every named tensor
+    was None: the caller then trained plain weights believing them parametrised."""
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(DomainError, match=match):
+        parametrize_model(model, "exp", signed="difference", **kwargs)
+    assert not any(parametrize.is_parametrized(m) for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_include_may_be_any_iterable_of_layer_types_and_none_tensors_are_skipped():
+    net = nn.Sequential(nn.Linear(2, 3, bias=False), nn.Tanh(), nn.Conv1d(1, 1, 3), nn.Linear(3, 1))
+    parametrize_model(net, "exp", signed="difference", include={nn.Linear}, tensor_names=("weight", "bias"))
+    assert parametrize.is_parametrized(net[0], "weight") and not parametrize.is_parametrized(net[0], "bias")
+    assert parametrize.is_parametrized(net[3], "weight") and parametrize.is_parametrized(net[3], "bias")
+    assert not parametrize.is_parametrized(net[2])
