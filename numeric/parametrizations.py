@@ -532,8 +532,11 @@ def parametrize_model(model: nn.Module, g: str | sp.Expr | ParameterActivation =
     Existing weights are kept (through ``right_inverse``); weights outside g's range raise
     :class:`~symact.errors.DomainError` -- pass ``signed=`` for signed weights.  Returns ``model``.
 
-    :class:`~symact.errors.DomainError` also for a ``tensor_names`` entry that no ``include`` layer has, and
-    a model with nothing to parametrise.  A layer whose tensor is None (``bias=False``) is skipped.
+    All or nothing: every tensor's ``right_inverse`` is checked before any is registered, so a refusal leaves
+    ``model`` as it was.  :class:`~symact.errors.DomainError` also for a tensor that is parametrised already
+    (a second call would make A = g(g(W))), one shared with another name (tied weights: torch writes W into
+    the shared tensor), a ``tensor_names`` entry that no ``include`` layer has, and a model with nothing to
+    parametrise.  A layer whose tensor is None (``bias=False``) is skipped.
 
     >>> net = parametrize_model(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1)), "exp",
     ...                         signed="soft_sign", k=2.0)
@@ -555,12 +558,52 @@ def parametrize_model(model: nn.Module, g: str | sp.Expr | ParameterActivation =
         raise DomainError(
             f"parametrize_model: no {shown_types} layer of the model has a tensor named {missing[0]!r}; "
             f"tensor_names={tensor_names!r} must name tensors of these layers, such as 'weight' or 'bias'.")
-    targets = [(module, name) for _, module in layers for name in tensor_names if getattr(module, name, None) is not None]
+    # the (module, attribute) pairs holding each tensor: a tied weight is one tensor held by two (a module used
+    # twice in the model is one holder, and one registration serves both uses)
+    holders: dict[int, dict[tuple[int, str], str]] = {}
+    for label, module in model.named_modules(remove_duplicate=False):
+        for attr, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            holders.setdefault(id(tensor), {}).setdefault((id(module), attr), f"{label}.{attr}" if label else attr)
+    targets = []   # (where, module, tensor name)
+    for label, module in layers:
+        for name in tensor_names:
+            where = f"{label}.{name}" if label else f"{type(model).__name__}.{name}"
+            if torch_parametrize.is_parametrized(module, name):
+                present = ", ".join(type(p).__name__ for p in module.parametrizations[name])
+                raise DomainError(
+                    f"parametrize_model: {where} is parametrised already (by {present}); a second "
+                    "parametrisation would be stacked on it, A = g(previous(W)). Remove the old one first: "
+                    f"torch.nn.utils.parametrize.remove_parametrizations(module, {name!r}) keeps the current "
+                    "values; nothing was changed.")
+            tensor = getattr(module, name, None)
+            if tensor is None:
+                continue
+            others = [path for key, path in holders.get(id(tensor), {}).items() if key != (id(module), name)]
+            if others:
+                raise DomainError(
+                    f"parametrize_model: {where} is one tensor with {', '.join(others)} "
+                    "(tied weights); registering a parametrisation writes W = g^-1(A) into that shared tensor, "
+                    "so the other name would hold W instead of A (or, signed, the tie would be broken). Untie "
+                    "them, or parametrise one layer and have the other read its weight; nothing was changed.")
+            targets.append((where, module, name))
     if not targets:
         raise DomainError(f"parametrize_model: every {tensor_names!r} tensor of the {shown_types} layers is None "
                           "(e.g. bias=False), so nothing would be parametrised.")
-    for module, name in targets:
-        torch_parametrize.register_parametrization(module, name, parametrization(g, signed, **params))
+    # all or nothing: a refusal at the third layer used to leave the first two parametrised, and the retry with
+    # signed=... that the refusal suggests then stacked on them (a bare TypeError from torch)
+    built = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # registering warns again (a saturated weight), once
+        for where, module, name in targets:
+            p = parametrization(g, signed, **params)
+            try:
+                with torch.no_grad():
+                    p.right_inverse(getattr(module, name))
+            except DomainError as err:
+                raise DomainError(f"parametrize_model changed nothing: {where}: {err}") from err
+            built.append(p)
+    for (_, module, name), p in zip(targets, built):
+        torch_parametrize.register_parametrization(module, name, p)
     return model
 
 

@@ -523,3 +523,60 @@ def test_include_may_be_any_iterable_of_layer_types_and_none_tensors_are_skipped
     assert parametrize.is_parametrized(net[0], "weight") and not parametrize.is_parametrized(net[0], "bias")
     assert parametrize.is_parametrized(net[3], "weight") and parametrize.is_parametrized(net[3], "bias")
     assert not parametrize.is_parametrized(net[2])
+
+
+def test_a_refusal_leaves_the_model_unparametrised_so_the_suggested_retry_works():
+    """A refusal at the second layer left the first one parametrised (exp); the retry with signed="difference"
+    that the refusal recommends then stacked a two-tensor parametrisation on it: a bare TypeError from torch
+    ("forward() missing 1 required positional argument: 'w_minus'")."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    with torch.no_grad():
+        net[0].weight.abs_()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(DomainError, match=r"changed nothing: 2\.weight: A = exp\(W\) cannot take"):
+        parametrize_model(net, "exp")
+    assert not any(parametrize.is_parametrized(m) for m in net.modules())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    parametrize_model(net, "exp", signed="difference")
+    for i in (0, 2):
+        assert len(net[i].parametrizations.weight) == 1
+        torch.testing.assert_close(net[i].weight, before[f"{i}.weight"], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("signed", [None, "difference"])
+def test_a_parametrised_tensor_is_not_parametrised_again(signed):
+    """A second parametrize_model call stacked a second parametrisation, A = exp(exp(W)) (mirror descent with
+    another potential), without a word (or, signed, failed with a bare TypeError)."""
+    layer = nn.Linear(3, 2).double()
+    with torch.no_grad():
+        layer.weight.abs_()
+    parametrize_model(layer, "exp")
+    with pytest.raises(DomainError, match=r"parametrised already \(by ParameterActivationParametrization\).*"
+                                          r"remove_parametrizations"):
+        parametrize_model(layer, "exp", signed=signed)
+    assert len(layer.parametrizations.weight) == 1
+
+
+def test_tied_weights_are_refused_and_a_module_used_twice_is_parametrised_once():
+    """Registering a parametrisation writes W = g^-1(A) into the tensor it replaces; where another layer holds
+    the same tensor (tied weights, such as an embedding and the output layer) that layer silently read W: with
+    A = W**3 both Linear layers of a tied pair ended up 0.38 away from their weights.  A module used twice is
+    one holder and stays one parametrised module."""
+    torch.manual_seed(0)
+    a, b = nn.Linear(3, 3), nn.Linear(3, 3)
+    b.weight = a.weight
+    tied = nn.Sequential(a, nn.ReLU(), b)
+    kept = a.weight.detach().clone()
+    with pytest.raises(DomainError, match=r"0\.weight is one tensor with 2\.weight \(tied weights\)"):
+        parametrize_model(tied, "W**3")
+    assert torch.equal(a.weight, kept) and b.weight is a.weight
+    embedding, head = nn.Embedding(5, 3), nn.Linear(3, 5, bias=False)
+    head.weight = embedding.weight
+    with pytest.raises(DomainError, match=r"1\.weight is one tensor with 0\.weight"):
+        parametrize_model(nn.Sequential(embedding, head), "W**3")
+    shared = nn.Linear(3, 3).double()
+    kept = shared.weight.detach().clone()
+    net = parametrize_model(nn.Sequential(shared, nn.Tanh(), shared), "W**3")
+    assert net[0] is net[2] and len(shared.parametrizations.weight) == 1
+    torch.testing.assert_close(shared.weight, kept, rtol=1e-15, atol=1e-16)
