@@ -240,7 +240,25 @@ class ParameterActivationParametrization(nn.Module):
         if not bool(torch.isfinite(weight).all()):
             raise DomainError(f"g^-1 = {self.activation.inverse} produced non-finite values; rescale the weights.")
         self._check_round_trip(weight, value, message)
+        self._check_forward_is_finite(weight, value)
         return weight
+
+    @torch.no_grad()
+    def _check_forward_is_finite(self, weight: torch.Tensor, value: torch.Tensor) -> None:
+        """g(weight) computed as the forward does, in weight's dtype, must be finite where ``value`` is: the
+        round-trip check runs in float64, where exp(11.0938) = 65535.6 is fine, yet in float16 it is inf, so
+        A = 65504 (float16's largest) became an infinite weight (exp at float32's largest, and 1/W near the
+        largest value of a dtype, where W is subnormal, alike)."""
+        if weight.numel() == 0:
+            return
+        lost = torch.isfinite(value) & ~torch.isfinite(self._g(weight))
+        if bool(lost.any()):
+            shown, ws = value[lost].flatten()[:3].tolist(), weight[lost].flatten()[:3].tolist()
+            raise DomainError(
+                f"A = {self.activation.g} cannot hold the value(s) {shown} in {value.dtype} ({int(lost.sum())} of "
+                f"{value.numel()} entries): the nearest {value.dtype} W = {ws} gives g(W) = inf there, so the layer's "
+                f"weight would be infinite. Scale these weights down, or parametrise in a wider dtype "
+                f"({'float64' if value.dtype == torch.float32 else 'float32 or float64'}).")
 
     def _open_end_direction(self, value: torch.Tensor) -> torch.Tensor:
         """+1 where ``value`` is a finite open lower end of g's range, -1 at an open upper end, else 0

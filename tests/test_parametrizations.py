@@ -1,6 +1,7 @@
 """torch.nn.utils.parametrize parametrisations for A = g(W) (numeric/parametrizations.py)."""
 
 import io
+import re
 
 import pytest
 import torch
@@ -580,3 +581,32 @@ def test_tied_weights_are_refused_and_a_module_used_twice_is_parametrised_once()
     net = parametrize_model(nn.Sequential(shared, nn.Tanh(), shared), "W**3")
     assert net[0] is net[2] and len(shared.parametrizations.weight) == 1
     torch.testing.assert_close(shared.weight, kept, rtol=1e-15, atol=1e-16)
+
+
+@pytest.mark.parametrize("g, dtype, value", [
+    ("exp", torch.float16, 65504.0), ("exp", torch.float32, torch.finfo(torch.float32).max),
+    ("1/W", torch.float16, 65472.0), ("W**3", torch.float32, torch.finfo(torch.float32).max),
+])
+def test_a_value_whose_nearest_weight_overflows_in_the_forward_is_refused_not_made_infinite(g, dtype, value):
+    """right_inverse checked g(W) = A in float64, where exp(11.09375) = 65535.6 is finite; the layer computes it
+    in float16, where it is inf, so a float16 weight of 65504 became an infinite weight (exp and W**3 at float32's
+    largest, 1/W near float16's largest where W is subnormal, alike).  Reference: torch.exp / 1/W / W**3 of the
+    weight in the weight's own dtype."""
+    p = ParameterActivationParametrization(g)
+    reference = {"exp": torch.exp, "1/W": torch.reciprocal, "W**3": lambda w: w * w * w}[g]
+    inverse = {"exp": torch.log, "1/W": torch.reciprocal, "W**3": lambda a: a.sign() * a.abs() ** (1 / 3)}[g]
+    inside = torch.tensor([value / 4, 1.0], dtype=dtype)   # a value well inside the dtype still round-trips
+    w = p.right_inverse(inside)
+    assert bool(torch.isfinite(reference(w)).all()) and torch.equal(p(w), reference(w))
+    edge = torch.tensor([value, 1.0], dtype=dtype)
+    nearest = inverse(edge.double()).to(dtype)   # g^-1 of the value, rounded: its forward in the dtype overflows
+    assert not bool(torch.isfinite(reference(nearest[:1])).all())
+    with pytest.raises(DomainError, match=rf"cannot hold the value\(s\) \[{re.escape(str(value))}\] in {dtype} "
+                                          r"\(1 of 2 entries\).*g\(W\) = inf"):
+        p.right_inverse(edge)
+    layer = nn.Linear(2, 1, bias=False).to(dtype)
+    with torch.no_grad():
+        layer.weight.copy_(edge[None])
+    with pytest.raises(DomainError, match="g\\(W\\) = inf"):
+        parametrize_model(layer, g)
+    assert not parametrize.is_parametrized(layer)
