@@ -84,6 +84,7 @@ SquashPair = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tenso
 # where y = 2**u is still representable.  Each form computes the complements 1 - s_j and 1 + s_j (for the sigmoid
 # pair s_j and 1 - s_j) from z_j directly and averages them.
 
+
 def _logit_of_mean_sigmoid(z: torch.Tensor) -> torch.Tensor:
     # mean sigmoid(z_j) = m and 1 - m = mean sigmoid(-z_j): logit(m) = log m - log(1 - m); the log(width) cancels
     return torch.logsumexp(F.logsigmoid(z), -1) - torch.logsumexp(F.logsigmoid(-z), -1)
@@ -113,6 +114,7 @@ def _softsign_of_mean(z: torch.Tensor) -> torch.Tensor:
     minus = ((0.5 + torch.relu(-z)) / half_denominator).mean(-1)
     plus = ((0.5 + torch.relu(z)) / half_denominator).mean(-1)
     return s / torch.where(s >= 0, minus, plus)
+
 
 #: name -> (squash, unsquash); unsquash(squash(z)) = z exactly in real arithmetic.
 SQUASH_PAIRS: dict[str, SquashPair] = {
