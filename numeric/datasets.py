@@ -163,7 +163,8 @@ def split(
 
     The last ``round(test_fraction * n)`` rows of a seeded permutation
     (``numpy.random.default_rng(seed)``) are held out.  A fraction that would hold
-    out every row (``round(test_fraction * n) == n``) is a :class:`DomainError`.
+    out every row (``round(test_fraction * n) == n``), or none although it is positive
+    (``round(test_fraction * n) == 0``), is a :class:`DomainError`.
     """
     _check_test_fraction(test_fraction)
     _check_seed(seed, "split")
@@ -171,6 +172,11 @@ def split(
     if len(y) != n:
         raise DomainError(f"split needs one label per row: x has {n} rows, y has {len(y)} labels.")
     n_test = int(round(test_fraction * n))
+    if test_fraction > 0 and n_test == 0 and n:
+        # the caller asked for held-out data and would get none: train() then records no held-out curve at all
+        raise DomainError(f"test_fraction={test_fraction} holds out round({test_fraction} * {n}) = 0 of {n} rows, "
+                          f"so there would be no held-out data; use a test_fraction of at least {1 / n:.4g} (one "
+                          "row) or more samples, or test_fraction=0 for no held-out part.")
     if n_test >= n and n:
         raise DomainError(f"test_fraction={test_fraction} holds out round({test_fraction} * {n}) = {n_test} of {n} "
                           f"rows, leaving no training data; use a test_fraction below {(n - 0.5) / n:.4g} "

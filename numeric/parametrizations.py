@@ -240,7 +240,25 @@ class ParameterActivationParametrization(nn.Module):
         if not bool(torch.isfinite(weight).all()):
             raise DomainError(f"g^-1 = {self.activation.inverse} produced non-finite values; rescale the weights.")
         self._check_round_trip(weight, value, message)
+        self._check_forward_is_finite(weight, value)
         return weight
+
+    @torch.no_grad()
+    def _check_forward_is_finite(self, weight: torch.Tensor, value: torch.Tensor) -> None:
+        """g(weight) computed as the forward does, in weight's dtype, must be finite where ``value`` is: the
+        round-trip check runs in float64, where exp(11.0938) = 65535.6 is fine, yet in float16 it is inf, so
+        A = 65504 (float16's largest) became an infinite weight (exp at float32's largest, and 1/W near the
+        largest value of a dtype, where W is subnormal, alike)."""
+        if weight.numel() == 0:
+            return
+        lost = torch.isfinite(value) & ~torch.isfinite(self._g(weight))
+        if bool(lost.any()):
+            shown, ws = value[lost].flatten()[:3].tolist(), weight[lost].flatten()[:3].tolist()
+            raise DomainError(
+                f"A = {self.activation.g} cannot hold the value(s) {shown} in {value.dtype} ({int(lost.sum())} of "
+                f"{value.numel()} entries): the nearest {value.dtype} W = {ws} gives g(W) = inf there, so the layer's "
+                f"weight would be infinite. Scale these weights down, or parametrise in a wider dtype "
+                f"({'float64' if value.dtype == torch.float32 else 'float32 or float64'}).")
 
     def _open_end_direction(self, value: torch.Tensor) -> torch.Tensor:
         """+1 where ``value`` is a finite open lower end of g's range, -1 at an open upper end, else 0
@@ -532,16 +550,86 @@ def parametrize_model(model: nn.Module, g: str | sp.Expr | ParameterActivation =
     Existing weights are kept (through ``right_inverse``); weights outside g's range raise
     :class:`~symact.errors.DomainError` -- pass ``signed=`` for signed weights.  Returns ``model``.
 
+    All or nothing: every tensor's ``right_inverse`` is checked before any is registered, so a refusal leaves
+    ``model`` as it was.  :class:`~symact.errors.DomainError` also for a tensor that is parametrised already
+    (a second call would make A = g(g(W))), one shared with another name (tied weights: torch writes W into
+    the shared tensor), a ``tensor_names`` entry that no ``include`` layer has, and a model with nothing to
+    parametrise.  A layer whose tensor is None (``bias=False``) is skipped.
+
     >>> net = parametrize_model(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1)), "exp",
     ...                         signed="soft_sign", k=2.0)
     >>> sum(torch_parametrize.is_parametrized(m) for m in net)
     2
     """
-    include = tuple(include) if isinstance(include, (list, tuple)) else (include,)
-    modules = [m for m in model.modules() if isinstance(m, include)]
-    for module in modules:
+    include = _layer_types(include)
+    tensor_names = (tensor_names,) if isinstance(tensor_names, str) else tuple(tensor_names)
+    layers = [(label, module) for label, module in model.named_modules() if isinstance(module, include)]
+    shown_types = ", ".join(t.__name__ for t in include)
+    if not layers:
+        kinds = sorted({type(m).__name__ for m in model.modules()})
+        raise DomainError(
+            f"parametrize_model found no layer of the types {shown_types} in {type(model).__name__} (its modules are "
+            f"{', '.join(kinds)}), so nothing would be parametrised; pass include=(...) with the layer types to "
+            "parametrise.")
+    missing = [name for name in tensor_names if not any(hasattr(module, name) for _, module in layers)]
+    if missing:
+        raise DomainError(
+            f"parametrize_model: no {shown_types} layer of the model has a tensor named {missing[0]!r}; "
+            f"tensor_names={tensor_names!r} must name tensors of these layers, such as 'weight' or 'bias'.")
+    # the (module, attribute) pairs holding each tensor: a tied weight is one tensor held by two (a module used
+    # twice in the model is one holder, and one registration serves both uses)
+    holders: dict[int, dict[tuple[int, str], str]] = {}
+    for label, module in model.named_modules(remove_duplicate=False):
+        for attr, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            holders.setdefault(id(tensor), {}).setdefault((id(module), attr), f"{label}.{attr}" if label else attr)
+    targets = []   # (where, module, tensor name)
+    for label, module in layers:
         for name in tensor_names:
-            if getattr(module, name, None) is None:
+            where = f"{label}.{name}" if label else f"{type(model).__name__}.{name}"
+            if torch_parametrize.is_parametrized(module, name):
+                present = ", ".join(type(p).__name__ for p in module.parametrizations[name])
+                raise DomainError(
+                    f"parametrize_model: {where} is parametrised already (by {present}); a second "
+                    "parametrisation would be stacked on it, A = g(previous(W)). Remove the old one first: "
+                    f"torch.nn.utils.parametrize.remove_parametrizations(module, {name!r}) keeps the current "
+                    "values; nothing was changed.")
+            tensor = getattr(module, name, None)
+            if tensor is None:
                 continue
-            torch_parametrize.register_parametrization(module, name, parametrization(g, signed, **params))
+            others = [path for key, path in holders.get(id(tensor), {}).items() if key != (id(module), name)]
+            if others:
+                raise DomainError(
+                    f"parametrize_model: {where} is one tensor with {', '.join(others)} "
+                    "(tied weights); registering a parametrisation writes W = g^-1(A) into that shared tensor, "
+                    "so the other name would hold W instead of A (or, signed, the tie would be broken). Untie "
+                    "them, or parametrise one layer and have the other read its weight; nothing was changed.")
+            targets.append((where, module, name))
+    if not targets:
+        raise DomainError(f"parametrize_model: every {tensor_names!r} tensor of the {shown_types} layers is None "
+                          "(e.g. bias=False), so nothing would be parametrised.")
+    # all or nothing: a refusal at the third layer used to leave the first two parametrised, and the retry with
+    # signed=... that the refusal suggests then stacked on them (a bare TypeError from torch)
+    built = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # registering warns again (a saturated weight), once
+        for where, module, name in targets:
+            p = parametrization(g, signed, **params)
+            try:
+                with torch.no_grad():
+                    p.right_inverse(getattr(module, name))
+            except DomainError as err:
+                raise DomainError(f"parametrize_model changed nothing: {where}: {err}") from err
+            built.append(p)
+    for (_, module, name), p in zip(targets, built):
+        torch_parametrize.register_parametrization(module, name, p)
     return model
+
+
+def _layer_types(include: Any) -> tuple[type, ...]:
+    """``include`` as a tuple of classes (one class, or any iterable of them)."""
+    types = (include,) if isinstance(include, type) else tuple(include) if isinstance(include, Iterable) else (include,)
+    bad = [t for t in types if not isinstance(t, type)]
+    if bad or not types:
+        raise DomainError(f"include={include!r} must be a layer class or a sequence of them, e.g. "
+                          "include=(nn.Linear, nn.Conv2d).")
+    return types

@@ -23,7 +23,9 @@ name            squash(z)               unsquash(s)                 range
 The first post is not among the project's sources, so the two algebraic pairs are our choice of the
 "algebraic" family; they saturate polynomially rather than exponentially, which matters in float64:
 sigmoid(z) rounds to 1 for z > 37, making logit(sigmoid(z)) infinite, while the algebraic pair still
-inverts z = 1e3 to about 10 digits.
+inverts z = 1e3 to about 10 digits.  The regressors do not compose the pair, though: they evaluate
+unsquash(mean squash(A)) through :data:`UNSQUASH_OF_MEAN`, which computes 1 - s and 1 + s from A directly,
+so u is exact to rounding however saturated the units are (for every pair, in float32 as in float64).
 
 Regularisation ("the right term adjusted at the right moment").  :meth:`DeepUniversalRegressorII.order_penalty`
 is  strength * sum_{i=1..k} growth**i * ||w_i||**2,  w_i the feature weights (not the bias) of read-out A_i.
@@ -48,11 +50,12 @@ import numbers
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from symact.errors import DomainError, is_whole_number
 
-__all__ = ["SQUASH_PAIRS", "squash_pair", "DeepUniversalRegressorI", "DeepUniversalRegressorII"]
+__all__ = ["SQUASH_PAIRS", "UNSQUASH_OF_MEAN", "squash_pair", "DeepUniversalRegressorI", "DeepUniversalRegressorII"]
 
 
 def _algebraic(z: torch.Tensor) -> torch.Tensor:
@@ -74,12 +77,59 @@ def _softsign_inverse(s: torch.Tensor) -> torch.Tensor:
 
 SquashPair = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
 
+
+# unsquash(mean_j squash(z_j)) over the last dim, written so that no digit of 1 - s (or 1 + s) is lost: the plain
+# composition rounds s to +-1 once the units saturate (sigmoid: z > 16.6 in float32, 36.7 in float64; tanh: 9 and
+# 19; the algebraic pair loses ~1e-3 relative in 1 - s at z = 100 in float32), so u came out inf, or several % off,
+# where y = 2**u is still representable.  Each form computes the complements 1 - s_j and 1 + s_j (for the sigmoid
+# pair s_j and 1 - s_j) from z_j directly and averages them.
+
+
+def _logit_of_mean_sigmoid(z: torch.Tensor) -> torch.Tensor:
+    # mean sigmoid(z_j) = m and 1 - m = mean sigmoid(-z_j): logit(m) = log m - log(1 - m); the log(width) cancels
+    return torch.logsumexp(F.logsigmoid(z), -1) - torch.logsumexp(F.logsigmoid(-z), -1)
+
+
+def _atanh_of_mean_tanh(z: torch.Tensor) -> torch.Tensor:
+    # tanh(z) = 2 sigmoid(2z) - 1, so atanh(mean tanh(z_j)) = atanh(2m - 1) = logit(m) / 2 with m = mean sigmoid(2 z_j)
+    return 0.5 * _logit_of_mean_sigmoid(2 * z)
+
+
+def _algebraic_of_mean(z: torch.Tensor) -> torch.Tensor:
+    # with t = asinh(z) and r = sqrt(1 + z**2) = cosh(t), s = z/r = tanh(t) and 1 -+ s = exp(-+t)/r: their logs have
+    # no cancellation; u = s / sqrt((1 - s)(1 + s)) with each complement averaged in the log domain
+    r = torch.hypot(torch.ones_like(z), z)
+    t, log_r = torch.asinh(z), torch.log(r)
+    log_width = math.log(z.shape[-1])
+    log_minus = torch.logsumexp(-t - log_r, -1) - log_width
+    log_plus = torch.logsumexp(t - log_r, -1) - log_width
+    return (z / r).mean(-1) * torch.exp(-0.5 * (log_minus + log_plus))
+
+
+def _softsign_of_mean(z: torch.Tensor) -> torch.Tensor:
+    # 1 - s = (1 + 2 relu(-z)) / (1 + |z|) and 1 + s = (1 + 2 relu(z)) / (1 + |z|) (halved: no overflow of 2|z|);
+    # u = s / (1 - |s|), where 1 - |s| is the mean of 1 - s_j for s >= 0 and of 1 + s_j below
+    half_denominator = 0.5 + 0.5 * z.abs()
+    s = (z / (1 + z.abs())).mean(-1)
+    minus = ((0.5 + torch.relu(-z)) / half_denominator).mean(-1)
+    plus = ((0.5 + torch.relu(z)) / half_denominator).mean(-1)
+    return s / torch.where(s >= 0, minus, plus)
+
+
 #: name -> (squash, unsquash); unsquash(squash(z)) = z exactly in real arithmetic.
 SQUASH_PAIRS: dict[str, SquashPair] = {
     "sigmoid": (torch.sigmoid, torch.logit),
     "tanh": (torch.tanh, torch.atanh),
     "algebraic": (_algebraic, _algebraic_inverse),
     "softsign": (_softsign, _softsign_inverse),
+}
+
+#: name -> z -> unsquash(mean(squash(z), -1)), evaluated without rounding s to +-1 (what the regressors use).
+UNSQUASH_OF_MEAN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": _logit_of_mean_sigmoid,
+    "tanh": _atanh_of_mean_tanh,
+    "algebraic": _algebraic_of_mean,
+    "softsign": _softsign_of_mean,
 }
 
 
@@ -114,12 +164,13 @@ class DeepUniversalRegressorI(nn.Module):
         super().__init__()
         width, in_features = _check_width(width), _check_in_features(in_features)
         self.squash_name = squash
-        self._squash, self._unsquash = squash_pair(squash)
+        self._squash = squash_pair(squash)[0]
+        self._unsquash_of_mean = UNSQUASH_OF_MEAN[squash]
         self.features = features if features is not None else nn.Identity()
         self.readout = nn.Linear(in_features, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._unsquash(self._squash(self.readout(self.features(x))).mean(-1))
+        return self._unsquash_of_mean(self.readout(self.features(x)))
 
     def extra_repr(self) -> str:
         return f"squash={self.squash_name!r}"
@@ -145,7 +196,8 @@ class DeepUniversalRegressorII(nn.Module):
             raise DomainError(f"sign_sharpness={sign_sharpness!r} must be a finite number > 0 (the slope of "
                               "tanh(sharpness * A_s) at A_s = 0).")
         self.k, self.squash_name, self.sign_sharpness = k, squash, float(sign_sharpness)
-        self._squash, self._unsquash = squash_pair(squash)
+        self._squash = squash_pair(squash)[0]
+        self._unsquash_of_mean = UNSQUASH_OF_MEAN[squash]
         self.features = features if features is not None else nn.Identity()
         self.readout_u = nn.Linear(in_features, width)
         self.readout_terms = nn.Linear(in_features, k) if k > 0 else None
@@ -155,11 +207,11 @@ class DeepUniversalRegressorII(nn.Module):
 
     def exponent(self, x: torch.Tensor) -> torch.Tensor:
         """u(x) = unsquash(mean squash(A_0)): y lies in [2**u, 2**(u+1)) for the sigmoid pair."""
-        return self._unsquash(self._squash(self.readout_u(self.features(x))).mean(-1))
+        return self._unsquash_of_mean(self.readout_u(self.features(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
-        u = self._unsquash(self._squash(self.readout_u(f)).mean(-1))
+        u = self._unsquash_of_mean(self.readout_u(f))
         mantissa = torch.ones_like(u)
         if self.readout_terms is not None:
             scales = self._scales.to(dtype=u.dtype, device=u.device)

@@ -201,7 +201,9 @@ def make_optimizer(name: str, params: Any, lr: float, **options: Any) -> Any:
     """``torch.optim`` optimiser by name: ``sgd`` (momentum option), ``adam``, ``rprop``.
 
     ``lr`` must be a finite number > 0 and no option may be NaN (:class:`DomainError` otherwise; torch accepts
-    NaN for ``lr``, SGD's ``momentum``, ``dampening`` and ``weight_decay`` and Rprop's ``step_sizes``)."""
+    NaN for ``lr``, SGD's ``momentum``, ``dampening`` and ``weight_decay`` and Rprop's ``step_sizes``).  Adam's
+    ``eps`` must not round to 0 in the parameters' dtype: its default 1e-8 is 0 in float16, where the first
+    update is then NaN (pass ``eps=1e-4`` there)."""
     import torch
 
     _check_lr(lr)
@@ -230,11 +232,40 @@ def make_optimizer(name: str, params: Any, lr: float, **options: Any) -> Any:
     unknown = [k for k in options if k not in valid]
     if unknown:  # Adam(momentum=0.9) was a bare TypeError
         raise DomainError(f"optimizer {name!r} has no option {unknown[0]!r}; its options are {valid}.")
+    if name == "adam":
+        _check_adam_eps(params, options)
     try:
         return classes[name](params, lr=lr, **options)
     except ValueError as exc:  # torch's range checks (Adam weight_decay=-1: "Invalid weight_decay value: -1")
         raise DomainError(f"optimizer {name!r}: {exc}; pass values in the range torch.optim.{classes[name].__name__} "
                           "accepts (or leave the option out for its default).") from None
+
+
+def _check_adam_eps(params: Sequence[Any], options: dict) -> None:
+    """Adam's step is m / (sqrt(v) + eps): where a gradient is 0 (a dead unit), or its square underflows in the
+    parameters' dtype (float16: |g| below about 5e-3), v rounds to 0, and an eps that rounds to 0 in that dtype
+    makes the step 0/0 or m/0 at once.  Adam's default 1e-8 is 0 in float16, and torch accepts eps = 0; both
+    trained into NaN that was reported as divergence with "try a smaller learning rate"."""
+    import inspect
+
+    import torch
+
+    default = inspect.signature(torch.optim.Adam.__init__).parameters["eps"].default
+    groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+    for group in groups:
+        eps = group.get("eps", options.get("eps", default))
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+            continue   # torch checks it
+        tensors = group["params"]
+        tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
+        for dtype in sorted({t.dtype for t in tensors if t.is_floating_point()}, key=str):
+            if eps >= 0 and float(torch.tensor(eps, dtype=dtype)) == 0:
+                raise DomainError(
+                    f"optimizer 'adam' with {dtype} parameters: eps={eps!r} is 0 in {dtype}, so where a gradient "
+                    f"is 0 or its square underflows, the step m / (sqrt(v) + eps) divides by 0 and the first "
+                    "update is NaN (Adam's default eps=1e-8 is 0 in float16). Pass optimizer_options={'eps': 1e-4} "
+                    f"(at least {torch.finfo(dtype).tiny:.3g}, the smallest normal number of {dtype}), or train in "
+                    "float32 or bfloat16.")
 
 
 def _evaluate(model: Any, x: Any, y: Any, loss: str) -> tuple[float, float]:

@@ -136,3 +136,21 @@ def test_arguments_read_as_defaults_or_raising_raw_errors_are_refused(call, matc
         pytest.importorskip("sklearn")
     with pytest.raises(DomainError, match=match):
         call()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: split(np.arange(10.0)[:, None], np.arange(10), test_fraction=0.05),
+    lambda: moons(10, test_fraction=0.05),
+    lambda: moons(100, test_fraction=0.004),
+    lambda: digits(n_samples=20, test_fraction=0.02),
+])
+def test_a_positive_test_fraction_that_holds_out_no_row_is_refused(call):
+    """round(0.05 * 10) = 0: moons(10, test_fraction=0.05) came back with test=0 rows and its spec saying 0.05, and
+    train() then recorded no held-out curve, without a word."""
+    if "digits" in call.__code__.co_names:
+        pytest.importorskip("sklearn")
+    with pytest.raises(DomainError, match=r"holds out round\(.*\) = 0 of \d+ rows.*at least .*test_fraction=0"):
+        call()
+    x, y = np.arange(10.0)[:, None], np.arange(10)
+    assert [len(part) for part in split(x, y, test_fraction=0.06)] == [9, 9, 1, 1]   # round(0.6) = 1 row
+    assert moons(10, test_fraction=0.0).n_test == 0                                 # none asked, none held out

@@ -1,6 +1,7 @@
 """torch.nn.utils.parametrize parametrisations for A = g(W) (numeric/parametrizations.py)."""
 
 import io
+import re
 
 import pytest
 import torch
@@ -495,3 +496,117 @@ def test_a_turning_cubic_on_a_monotone_piece_round_trips(dtype):
     assert w.dtype == dtype and torch.isfinite(w).all()
     torch.testing.assert_close(w.double(), reference, rtol=50 * torch.finfo(dtype).eps, atol=0)
     torch.testing.assert_close(p(w), values)
+
+
+@pytest.mark.parametrize("model, kwargs, match", [
+    (nn.Sequential(nn.ReLU(), nn.Bilinear(2, 2, 2)), {}, r"no layer of the types Linear, Conv1d, Conv2d, Conv3d.*"
+                                                         r"its modules are Bilinear, ReLU, Sequential.*include="),
+    (nn.Linear(2, 2), {"include": nn.Conv2d}, r"no layer of the types Conv2d in Linear"),
+    (nn.Linear(2, 2), {"tensor_names": ("weights",)}, r"no Linear.* layer of the model has a tensor named 'weights'"),
+    (nn.Linear(2, 2), {"tensor_names": ("weight", "bais")}, r"tensor named 'bais'"),
+    (nn.Linear(2, 2, bias=False), {"tensor_names": ("bias",)}, r"every \('bias',\) tensor .* is None"),
+    (nn.Linear(2, 2), {"include": "Linear"}, r"include='Linear' must be a layer class"),
+])
+def test_a_model_with_nothing_to_parametrise_is_refused_not_returned_unchanged(model, kwargs, match):
+    """parametrize_model returned the model untouched, without a word, when no layer matched `include` (a model
+    of Bilinear layers), when a tensor name was misspelt (tensor_names=("weights",)), or when every named tensor
+    was None: the caller then trained plain weights believing them parametrised."""
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(DomainError, match=match):
+        parametrize_model(model, "exp", signed="difference", **kwargs)
+    assert not any(parametrize.is_parametrized(m) for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_include_may_be_any_iterable_of_layer_types_and_none_tensors_are_skipped():
+    net = nn.Sequential(nn.Linear(2, 3, bias=False), nn.Tanh(), nn.Conv1d(1, 1, 3), nn.Linear(3, 1))
+    parametrize_model(net, "exp", signed="difference", include={nn.Linear}, tensor_names=("weight", "bias"))
+    assert parametrize.is_parametrized(net[0], "weight") and not parametrize.is_parametrized(net[0], "bias")
+    assert parametrize.is_parametrized(net[3], "weight") and parametrize.is_parametrized(net[3], "bias")
+    assert not parametrize.is_parametrized(net[2])
+
+
+def test_a_refusal_leaves_the_model_unparametrised_so_the_suggested_retry_works():
+    """A refusal at the second layer left the first one parametrised (exp); the retry with signed="difference"
+    that the refusal recommends then stacked a two-tensor parametrisation on it: a bare TypeError from torch
+    ("forward() missing 1 required positional argument: 'w_minus'")."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    with torch.no_grad():
+        net[0].weight.abs_()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(DomainError, match=r"changed nothing: 2\.weight: A = exp\(W\) cannot take"):
+        parametrize_model(net, "exp")
+    assert not any(parametrize.is_parametrized(m) for m in net.modules())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    parametrize_model(net, "exp", signed="difference")
+    for i in (0, 2):
+        assert len(net[i].parametrizations.weight) == 1
+        torch.testing.assert_close(net[i].weight, before[f"{i}.weight"], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("signed", [None, "difference"])
+def test_a_parametrised_tensor_is_not_parametrised_again(signed):
+    """A second parametrize_model call stacked a second parametrisation, A = exp(exp(W)) (mirror descent with
+    another potential), without a word (or, signed, failed with a bare TypeError)."""
+    layer = nn.Linear(3, 2).double()
+    with torch.no_grad():
+        layer.weight.abs_()
+    parametrize_model(layer, "exp")
+    with pytest.raises(DomainError, match=r"parametrised already \(by ParameterActivationParametrization\).*"
+                                          r"remove_parametrizations"):
+        parametrize_model(layer, "exp", signed=signed)
+    assert len(layer.parametrizations.weight) == 1
+
+
+def test_tied_weights_are_refused_and_a_module_used_twice_is_parametrised_once():
+    """Registering a parametrisation writes W = g^-1(A) into the tensor it replaces; where another layer holds
+    the same tensor (tied weights, such as an embedding and the output layer) that layer silently read W: with
+    A = W**3 both Linear layers of a tied pair ended up 0.38 away from their weights.  A module used twice is
+    one holder and stays one parametrised module."""
+    torch.manual_seed(0)
+    a, b = nn.Linear(3, 3), nn.Linear(3, 3)
+    b.weight = a.weight
+    tied = nn.Sequential(a, nn.ReLU(), b)
+    kept = a.weight.detach().clone()
+    with pytest.raises(DomainError, match=r"0\.weight is one tensor with 2\.weight \(tied weights\)"):
+        parametrize_model(tied, "W**3")
+    assert torch.equal(a.weight, kept) and b.weight is a.weight
+    embedding, head = nn.Embedding(5, 3), nn.Linear(3, 5, bias=False)
+    head.weight = embedding.weight
+    with pytest.raises(DomainError, match=r"1\.weight is one tensor with 0\.weight"):
+        parametrize_model(nn.Sequential(embedding, head), "W**3")
+    shared = nn.Linear(3, 3).double()
+    kept = shared.weight.detach().clone()
+    net = parametrize_model(nn.Sequential(shared, nn.Tanh(), shared), "W**3")
+    assert net[0] is net[2] and len(shared.parametrizations.weight) == 1
+    torch.testing.assert_close(shared.weight, kept, rtol=1e-15, atol=1e-16)
+
+
+@pytest.mark.parametrize("g, dtype, value", [
+    ("exp", torch.float16, 65504.0), ("exp", torch.float32, torch.finfo(torch.float32).max),
+    ("1/W", torch.float16, 65472.0), ("W**3", torch.float32, torch.finfo(torch.float32).max),
+])
+def test_a_value_whose_nearest_weight_overflows_in_the_forward_is_refused_not_made_infinite(g, dtype, value):
+    """right_inverse checked g(W) = A in float64, where exp(11.09375) = 65535.6 is finite; the layer computes it
+    in float16, where it is inf, so a float16 weight of 65504 became an infinite weight (exp and W**3 at float32's
+    largest, 1/W near float16's largest where W is subnormal, alike).  Reference: torch.exp / 1/W / W**3 of the
+    weight in the weight's own dtype."""
+    p = ParameterActivationParametrization(g)
+    reference = {"exp": torch.exp, "1/W": torch.reciprocal, "W**3": lambda w: w * w * w}[g]
+    inverse = {"exp": torch.log, "1/W": torch.reciprocal, "W**3": lambda a: a.sign() * a.abs() ** (1 / 3)}[g]
+    inside = torch.tensor([value / 4, 1.0], dtype=dtype)   # a value well inside the dtype still round-trips
+    w = p.right_inverse(inside)
+    assert bool(torch.isfinite(reference(w)).all()) and torch.equal(p(w), reference(w))
+    edge = torch.tensor([value, 1.0], dtype=dtype)
+    nearest = inverse(edge.double()).to(dtype)   # g^-1 of the value, rounded: its forward in the dtype overflows
+    assert not bool(torch.isfinite(reference(nearest[:1])).all())
+    with pytest.raises(DomainError, match=rf"cannot hold the value\(s\) \[{re.escape(str(value))}\] in {dtype} "
+                                          r"\(1 of 2 entries\).*g\(W\) = inf"):
+        p.right_inverse(edge)
+    layer = nn.Linear(2, 1, bias=False).to(dtype)
+    with torch.no_grad():
+        layer.weight.copy_(edge[None])
+    with pytest.raises(DomainError, match="g\\(W\\) = inf"):
+        parametrize_model(layer, g)
+    assert not parametrize.is_parametrized(layer)

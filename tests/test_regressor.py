@@ -2,6 +2,7 @@
 
 import math
 
+import mpmath
 import pytest
 import torch
 
@@ -166,3 +167,64 @@ def test_the_extrapolation_report_median_is_the_mean_of_the_two_middle_values():
     assert _median(torch.tensor([1.0, 2.0, math.inf, math.inf])) == math.inf
     values = torch.rand(400, dtype=torch.float64)
     assert _median(values) == pytest.approx(float(torch.quantile(values, 0.5)), rel=0, abs=1e-15)
+
+
+_MP_PAIRS = {   # (squash, unsquash) in mpmath: the reference
+    "sigmoid": (lambda z: 1 / (1 + mpmath.exp(-z)), lambda s: mpmath.log(s / (1 - s))),
+    "tanh": (mpmath.tanh, mpmath.atanh),
+    "algebraic": (lambda z: z / mpmath.sqrt(1 + z * z), lambda s: s / mpmath.sqrt(1 - s * s)),
+    "softsign": (lambda z: z / (1 + abs(z)), lambda s: s / (1 - abs(s))),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", sorted(SQUASH_PAIRS))
+def test_saturated_units_keep_every_digit_of_u(name, dtype):
+    """u = unsquash(mean squash(A_0)) rounded s to +-1 once the units saturated: DUR-II's y = 2**u was inf from
+    A_0 = 16.6 (sigmoid) and 9 (tanh) in float32 (y = 2**20 is representable) and from 37 (sigmoid) in float64,
+    and 3.9% (sigmoid, A_0 = 16) or 3.4% (algebraic, A_0 = 100) off before that.  Reference: the same mean of
+    the same A_0 in mpmath at 200 digits."""
+    rows = [[12.0, 15.0, 18.0], [30.0, 35.0, 40.0], [60.0, 70.0, 80.0], [-3.0, 0.5, 2.0], [-40.0, -35.0, -30.0],
+            [-30.0, 50.0, 60.0]]
+    dur1 = DeepUniversalRegressorI(3, width=3, squash=name).to(dtype)
+    dur2 = DeepUniversalRegressorII(3, k=0, width=3, squash=name).to(dtype)
+    with torch.no_grad():
+        for readout in (dur1.readout, dur2.readout_u):   # A_0 = x exactly
+            readout.weight.copy_(torch.eye(3, dtype=dtype))
+            readout.bias.zero_()
+    x = torch.tensor(rows, dtype=dtype)
+    squash, unsquash = _MP_PAIRS[name]
+    eps = torch.finfo(dtype).eps
+    with mpmath.workdps(200):   # 1 - tanh(80) = 4e-70 must be resolved
+        expected = [unsquash(sum(squash(mpmath.mpf(a)) for a in row) / 3) for row in rows]
+        u, y = dur1(x).tolist(), dur2(x).tolist()
+        for row, ref, got_u, got_y in zip(rows, expected, u, y):
+            assert abs(got_u - ref) <= 8 * eps * (1 + abs(ref)), (row, got_u, float(ref))
+            assert abs(got_y / mpmath.power(2, ref) - 1) <= 8 * eps * (1 + abs(ref)), (row, got_y, float(ref))
+
+
+@pytest.mark.parametrize("name", sorted(SQUASH_PAIRS))
+def test_one_saturated_unit_trains_with_the_identity_gradient(name):
+    """With one A_0 unit, u = unsquash(squash(A_0)) = A_0, so du/dA_0 = 1 however large A_0 is; in float32 the
+    composition gave NaN (sigmoid from A_0 = 17, tanh from 9: inf * 0) or 0 there, so training stopped."""
+    model = DeepUniversalRegressorI(1, width=1, squash=name)
+    with torch.no_grad():
+        model.readout.weight.fill_(1.0)
+        model.readout.bias.zero_()
+    a = torch.tensor([[-60.0], [-20.0], [-9.5], [9.5], [20.0], [60.0]], requires_grad=True)
+    u = model(a)
+    (grad,) = torch.autograd.grad(u.sum(), a)
+    torch.testing.assert_close(u.detach(), a.detach()[:, 0], rtol=4 * torch.finfo(torch.float32).eps, atol=0)
+    torch.testing.assert_close(grad, torch.ones_like(a), rtol=1e-5, atol=0)
+
+
+def test_dur1_with_one_sigmoid_unit_is_affine_in_its_readout_far_out():
+    """logit(sigmoid(a)) = a, so DUR-I with one unit, weight 2 and bias 0 is y = 2x everywhere; in float64 it
+    was inf from x = 18.4 (sigmoid(2x) rounds to 1), and the y = 2x extrapolation experiment reported DUR-I's
+    errors on [10, 1000] as inf."""
+    model = DeepUniversalRegressorI(1, width=1, squash="sigmoid").double()
+    with torch.no_grad():
+        model.readout.weight.fill_(2.0)
+        model.readout.bias.zero_()
+    x = torch.logspace(0, 3, 40, dtype=torch.float64)
+    torch.testing.assert_close(model(x[:, None]), 2 * x, rtol=4 * torch.finfo(torch.float64).eps, atol=0)

@@ -537,3 +537,25 @@ def test_bad_training_input_is_named_before_any_step(change, message):
     change(kwargs)
     with pytest.raises(DomainError, match=message):
         train(kwargs.pop("model"), kwargs.pop("data"), **kwargs)
+
+
+@pytest.mark.parametrize("dtype, options", [(torch.float16, {}), (torch.float16, {"eps": 2e-8}),
+                                            (torch.float32, {"eps": 0.0}), (torch.bfloat16, {"eps": 0.0})])
+def test_an_adam_eps_that_vanishes_in_the_parameters_dtype_is_refused_before_any_step(dtype, options):
+    """Adam's step is m / (sqrt(v) + eps), and where a gradient is 0 (a dead ReLU unit) or its square underflows
+    (float16), m/eps is all that is left: Adam's default eps = 1e-8 is 0 in float16 and torch accepts eps = 0,
+    so float16 Adam (and float32 Adam with eps = 0 and a dead unit) reported "Training diverged at step 1 ...
+    try a smaller learning rate", which no learning rate fixes."""
+    x, y = _data(32)
+    torch.manual_seed(0)
+    model = build_mlp(2, 8, 1, 2, "relu", dtype=dtype)
+    with torch.no_grad():
+        model[0].bias[0] = -100.0   # a dead unit: its incoming weights get gradient 0
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(DomainError, match=rf"'adam' with {dtype} parameters: eps=.* is 0 in {dtype}.*"
+                                          r"optimizer_options=\{'eps': 1e-4\}"):
+        train(model, (x.to(dtype), y), optimizer="adam", lr=1e-2, steps=5, optimizer_options=options)
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    # with an eps the dtype holds, the same run trains (every loss finite, and lower at the end)
+    res = train(model, (x.to(dtype), y), optimizer="adam", lr=1e-2, steps=20, optimizer_options={"eps": 1e-4})
+    assert all(math.isfinite(v) for v in res.train_loss) and res.train_loss[-1] < res.train_loss[0]
