@@ -17,6 +17,8 @@ primitive          meaning                             derivative (stays in the 
 ``Expm1(u)``       ``exp(u) - 1``                      ``Expm1(u) + 1`` (= ``exp(u)``)
 ``NormalCdf(u)``   ``erfc(-u/sqrt(2))/2``              ``exp(-u**2/2)/sqrt(2*pi)``
 ``Erfcx(u)``       ``exp(u**2)*erfc(u)``               ``2*u*Erfcx(u) - 2/sqrt(pi)``
+``FermiDirac(n,    ``-polylog(n, -exp(u))``, n >= 2    ``FermiDirac(n - 1, u)``
+u)``                                                   (n = 1: ``Softplus(u)``)
 =================  ==================================  ==============================
 
 Every primitive evaluates to arbitrary precision with ``evalf`` (the working
@@ -49,6 +51,8 @@ from typing import Callable
 import sympy
 from sympy import Add, Mul, Pow, S
 
+from symact.errors import DomainError
+
 __all__ = [
     "SafePrimitive",
     "Sigmoid",
@@ -58,6 +62,9 @@ __all__ = [
     "Expm1",
     "NormalCdf",
     "Erfcx",
+    "FermiDirac",
+    "fermi_dirac_series_coefficients",
+    "fermi_dirac_reflection_polynomial",
     "PRIMITIVES",
     "to_elementary",
     "safe_form",
@@ -444,6 +451,142 @@ class Erfcx(SafePrimitive):
         if self.args[0].is_real:
             return True
         return None
+
+
+class FermiDirac(SafePrimitive):
+    r"""The complete Fermi-Dirac integral :math:`F_n(u) = -\mathrm{Li}_n(-e^u)` of whole order ``n``;
+    ``d/du FermiDirac(n, u) = FermiDirac(n - 1, u)``.
+
+    The one primitive with two arguments, the order first.  ``FermiDirac(1, u)`` is ``Softplus(u)`` and
+    ``FermiDirac(0, u)`` is ``Sigmoid(u)`` (they evaluate to those), so every derivative stays in the
+    vocabulary.  It is what smoothing quadratic and cubic pieces with the logistic kernel gives
+    (``symact.smooth``: relu_squared * logistic(1) is ``2*FermiDirac(2, x)``), positive, like
+    ``u**n/n!`` for ``u -> oo`` and like ``exp(u)`` for ``u -> -oo``; :func:`safe_form` writes
+    ``polylog(n, -exp(u))`` as ``-FermiDirac(n, u)``, whose exponential cannot overflow.  Its
+    floating-point evaluation (the code generator's) is built from
+    :func:`fermi_dirac_series_coefficients` and :func:`fermi_dirac_reflection_polynomial`.
+
+    >>> import sympy
+    >>> x = sympy.Symbol("x", real=True)
+    >>> FermiDirac(2, 0)
+    pi**2/12
+    >>> sympy.diff(FermiDirac(3, x), x), sympy.diff(FermiDirac(2, x), x)
+    (FermiDirac(2, x), Softplus(x))
+    >>> FermiDirac(2, sympy.Float(800)).evalf(12)  # 800**2/2 + pi**2/6 - FermiDirac(2, -800)
+    320001.644934
+    """
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, n, u):
+        if not (n.is_Integer and n >= 0):
+            raise DomainError(f"FermiDirac(n, u) takes a whole order n >= 0 first, got n = {n}: "
+                              "it is -polylog(n, -exp(u)), e.g. FermiDirac(2, x)")
+        if n == 0:
+            return Sigmoid(u)
+        if n == 1:
+            return Softplus(u)
+        if u.is_zero:  # -Li_n(-1) = eta(n) = (1 - 2**(1 - n)) zeta(n)
+            return (1 - S(2) ** (1 - n)) * sympy.zeta(n)
+        if u is S.Infinity:
+            return S.Infinity
+        if u is S.NegativeInfinity:
+            return S.Zero
+        return None
+
+    def fdiff(self, argindex=2):
+        if argindex != 2:  # the order is a whole number, not a variable
+            raise sympy.ArgumentIndexError(self, argindex)
+        n, u = self.args
+        return FermiDirac(n - 1, u)
+
+    def elementary(self):
+        n, u = self.args
+        return -sympy.polylog(n, -sympy.exp(u))
+
+    def _eval_rewrite_as_exp(self, n, u, **kwargs):
+        return self.func(n, u).elementary()
+
+    _eval_rewrite_as_log = _eval_rewrite_as_erfc = _eval_rewrite_as_erf = _eval_rewrite_as_exp
+    _eval_rewrite_as_polylog = _eval_rewrite_as_exp
+
+    def _eval_is_real(self):
+        return self.args[1].is_real
+
+    def _eval_is_finite(self):
+        return True if self.args[1].is_finite else None
+
+    def _eval_is_positive(self):
+        return True if self.args[1].is_real else None
+
+    def _eval_evalf(self, prec):
+        n, u = self.args
+        if not u.is_number:
+            return None
+        value = _numeric(u, prec + 30)
+        if value is None:
+            return None
+        # F_n ~ exp(u) for u -> -oo: u's rounding error times |u| is the result's relative error there
+        extra = max(0, _magnitude_bits(value))
+        if extra:
+            value = _numeric(u, prec + 30 + extra)
+        result = sympy.polylog(n, -sympy.exp(value)).evalf(_dps(prec + 30 + extra))
+        return sympy.Float(-result, precision=prec)
+
+
+#: the largest argument of the series of :func:`fermi_dirac_series_coefficients`: s = Softplus(u) for u <= 0
+_FERMI_DIRAC_SERIES_REACH = sympy.log(2)
+
+
+@functools.lru_cache(maxsize=None)
+def fermi_dirac_series_coefficients(n: int, bits: int) -> tuple:
+    r"""Exact coefficients ``r_0, r_1, ...`` (lowest first) with :math:`F_n(u) = s \sum_k r_k s^k`,
+    :math:`s = \mathrm{Softplus}(u)`, cut where the rest is below :math:`2^{-bits}/8` of the sum for u <= 0.
+
+    With :math:`w = -\log(1 - z)` the polylogarithm is :math:`\mathrm{Li}_n(z) = L_n(w)`, :math:`L_1(w) = w` and
+    :math:`L_n(w) = \int_0^w L_{n-1}(t)/(e^t - 1)\,dt` (since :math:`dz/z = dw/(e^w - 1)`); :math:`t/(e^t - 1) =
+    \sum_k B_k t^k/k!` gives each :math:`L_n` as a power series with radius :math:`2\pi` (the poles of
+    :math:`1/(e^t - 1)`).  At :math:`z = -e^u`, :math:`w = -s`, and for u <= 0, :math:`0 < s \le \log 2`: the
+    terms fall by about :math:`\log 2/(2\pi) = 0.11` each, so 7 to 9 of them give float32 and 17 or 18 float64.
+    The leading ones are positive (:math:`1 + s/4 + s^2/36 + \dots` for n = 2): nothing cancels.
+    """
+    if not (isinstance(n, int) and n >= 2):
+        raise DomainError(f"the Fermi-Dirac series is for whole orders n >= 2, got n = {n!r}")
+    total = 64
+    bernoulli = [S.NegativeOne / 2 if k == 1 else sympy.bernoulli(k) / sympy.factorial(k) for k in range(total + 1)]
+    series = [S.Zero, S.One] + [S.Zero] * (total - 1)  # L_1(w) = w, coefficients of w**0 .. w**total
+    for _ in range(2, n + 1):  # L_m(w) = integral of (L_{m-1}(t)/t) * (t/(e^t - 1))
+        quotient = series[1:]
+        product = [sum(quotient[i] * bernoulli[j - i] for i in range(j + 1)) for j in range(total)]
+        series = [S.Zero] + [product[j] / (j + 1) for j in range(total)]
+    # F_n(u) = -L_n(-s) = s * sum_k a_{k+1} (-1)**k s**k
+    r = [series[k + 1] * (-1) ** k for k in range(total)]
+    reach = float(_FERMI_DIRAC_SERIES_REACH)
+    rest = [abs(float(c)) * reach**k for k, c in enumerate(r)]
+    for cut in range(1, total):
+        if sum(rest[cut:]) <= 2.0 ** -bits / 8:
+            return tuple(r[:cut])
+    raise DomainError(f"the Fermi-Dirac series of order {n} does not reach 2**-{bits} in {total} terms")
+
+
+@functools.lru_cache(maxsize=None)
+def fermi_dirac_reflection_polynomial(n: int) -> tuple:
+    r"""Exact coefficients (highest power first) of :math:`P_n` with :math:`F_n(u) = P_n(u) + (-1)^{n+1} F_n(-u)`.
+
+    From the inversion formula :math:`\mathrm{Li}_n(-e^u) + (-1)^n \mathrm{Li}_n(-e^{-u}) =
+    -\frac{(2\pi i)^n}{n!} B_n\left(\frac12 + \frac{u}{2\pi i}\right)` (:math:`B_n` the Bernoulli polynomial):
+    :math:`P_2 = u^2/2 + \pi^2/6`, :math:`P_3 = u^3/6 + \pi^2 u/6`.  The coefficient of :math:`u^{n-2m}` is
+    :math:`(2\pi)^{2m} |B_{2m}(1/2)| / ((2m)!\,(n-2m)!) > 0` (odd powers of :math:`2\pi i` vanish with
+    :math:`B_{2m+1}(1/2) = 0`), so for u > 0 the polynomial does not cancel, and :math:`F_n(u) = P_n(u) \pm
+    F_n(-u)` loses at most a bit (:math:`P_n(0) = 2F_n(0)` for even n).
+    """
+    if not (isinstance(n, int) and n >= 2):
+        raise DomainError(f"the Fermi-Dirac reflection is for whole orders n >= 2, got n = {n!r}")
+    u = sympy.Dummy("u", real=True)
+    polynomial = sympy.Poly(sympy.expand((2 * sympy.pi * sympy.I) ** n / sympy.factorial(n)
+                                         * sympy.bernoulli(n, S.Half + u / (2 * sympy.pi * sympy.I))), u)
+    return tuple(polynomial.all_coeffs())
 
 
 PRIMITIVES: tuple[type[SafePrimitive], ...] = (Sigmoid, Softplus, LogSigmoid, Log1p, Expm1, NormalCdf, Erfcx)
@@ -1467,6 +1610,21 @@ def _safe_walk(e: sympy.Expr, rationalise: bool, inputs: tuple, split_erfc: bool
     return new
 
 
+def _polylog_as_fermi_dirac(e: sympy.polylog) -> sympy.Expr:
+    """polylog(n, -c*exp(u)) -> -FermiDirac(n, u + log(c)) for a whole n >= 1 and a number c > 0, else e.
+
+    The logistic kernel's closed forms hold polylog(n, -exp(u)) (``symact.smooth``), which no library
+    evaluates in floating point: exp(u) overflows from u = 89 in float32 where the value is ~u**n/n!.
+    SymPy leaves polylog(1, z) = -log(1 - z), the derivative of polylog(2, z), unevaluated: -Softplus(u)."""
+    n, z = e.args
+    if not (n.is_Integer and n >= 1):
+        return e
+    scale, rest = split_numeric_factor(sympy.powsimp(-z, combine="exp"))
+    if not (isinstance(rest, sympy.exp) and scale.is_number and scale.is_positive):
+        return e
+    return -FermiDirac(n, rest.args[0] + (sympy.log(scale) if scale != 1 else 0))
+
+
 def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     """Rewrite naive floating-point patterns in ``expr`` into safe primitives.
 
@@ -1523,6 +1681,8 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     * ``Max(c, f)``/``Min(c, f)`` with ``f`` able to overflow (an ``exp``) -> Piecewise;
     * ``k*u - k*tanh(u) -> k*Piecewise((u**3*N(u**2)/E(u**2), |u| < 2), (u - tanh(u), True))``, Lambert's
       continued fraction for tanh cut at depth 11 (all coefficients positive; not inside a Piecewise);
+    * ``polylog(n, -c*exp(u)) -> -FermiDirac(n, u + log(c))`` (``n >= 1`` whole, ``c > 0`` a number; n = 1
+      gives ``-Softplus(u + log(c))``);
     * ``sinc(u) -> Piecewise((P(u), |u| < 2), (sin(u)/u, True))`` with ``P`` its Taylor
       polynomial to ``u**24`` (SymPy differentiates ``sinc`` into ``cos(u)/u - sin(u)/u**2``,
       which is 0/0 at 0 and cancels near it).
@@ -1541,6 +1701,8 @@ def safe_form(expr: sympy.Expr, inputs: tuple | None = None) -> sympy.Expr:
     if inputs is None:
         inputs = tuple(s for s in expr.free_symbols if s.name in ("x", "v"))
     inputs = tuple(inputs)
+    if expr.has(sympy.polylog):
+        expr = expr.replace(lambda e: isinstance(e, sympy.polylog), _polylog_as_fermi_dirac)
 
     return _safe_walk(expr, True, inputs)
 

@@ -32,7 +32,10 @@ float32).  On the piece m of f that holds x, with :math:`D_i` the jump of the po
 x cancelled exactly in its coefficients.  With two kinks or more it is a ``Piecewise`` with one branch per piece of
 f (each branch the same analytic function); one kink needs a single expression.  Evaluated in floating point (the
 generated torch code; NumPy for a float width) it is accurate to a few units in the last place of
-:math:`\max(1, |f * k_\sigma|)` at every x.
+:math:`\max(1, |f * k_\sigma|)` at every x.  Quadratic and cubic pieces with the logistic kernel give
+:math:`\mathrm{Li}_n(-e^u)`, n = 2, 3 (relu_squared * logistic(1) is ``-2*polylog(2, -exp(x))``): the code generator
+writes it as the safe primitive ``FermiDirac(n, u)``, and NumPy evaluates it through
+``numeric.lambdify_modules.numpy_modules()`` (plain ``"numpy"`` has no ``polylog``).
 
 The Gaussian antiderivatives come from :math:`\int_{-\infty}^{v} z^j \varphi(z)\,dz = -v^{j-1}\varphi(v) + (j-1)
 \int_{-\infty}^{v} z^{j-2} \varphi(z)\,dz`; the logistic ones from integration by parts,

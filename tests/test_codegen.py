@@ -2223,3 +2223,132 @@ def test_a_constant_outside_the_double_range_is_refused_not_printed_as_a_bare_in
     x = sympy.Symbol("x", real=True)
     with pytest.raises(FormulaError, match="outside the range of a double"):
         torch_module(symact.activation(sympy.Float("4.17e+108573") * sympy.exp(-x**2)))
+
+
+# ------------------------------------------------------------------ polylog(n, -exp(u)): logistic smoothing
+def _mp_fermi_dirac(n: int, u) -> mpmath.mpf:
+    """F_n(u) = -polylog(n, -exp(u)) by mpmath (F_1 = log(1 + exp(u))), at the caller's precision."""
+    u = mpmath.mpf(u)
+    return mpmath.log1p(mpmath.exp(u)) if n == 1 else -mpmath.polylog(n, -mpmath.exp(u))
+
+
+# u across [-1e4, 1e4]: near 0 (where the series and the reflection meet), around log 2, where exp(u) is subnormal
+# (-87 to -104 in float32, -708 to -745 in float64) or overflows, and dyadic and random points between
+FERMI_DIRAC_POINTS = np.unique(np.concatenate([
+    -np.logspace(-30, 4, 69), [0.0], np.logspace(-30, 4, 69), np.linspace(-4, 4, 81), _RNG.uniform(-40, 40, 60),
+    np.linspace(-1e4, 1e4, 21), [-745.0, -740.0, -708.5, -104.0, -100.0, -88.5, -87.0, -0.6931471805599453,
+                                 0.6931471805599453, 88.5, 709.5, 746.0],
+]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("n", [2, 3])
+def test_polylog_of_minus_exp_module_within_ulps_of_mpmath(n, dtype, device):
+    """The logistic kernel's closed forms hold polylog(n, -exp(u)), which had no translation: torch_module raised
+    FormulaError ('no PyTorch translation for polylog').  -polylog(n, -exp(x)) now runs as FermiDirac(n, x): its
+    value and gradient (FermiDirac(n - 1, x), Softplus for n = 2) are within TOLERANCE ulps of mpmath's polylog at
+    40 digits (measured on CPU: 2.9 ulps at most) over [-1e4, 1e4], the subnormal range included (ulps of the
+    smallest normal number there, as _ulp_errors counts them)."""
+    fn = torch_function(-sympy.polylog(n, -sympy.exp(X))).apply
+    t = torch.tensor(FERMI_DIRAC_POINTS, dtype=dtype, device=device, requires_grad=True)
+    y = fn(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    points = t.detach().cpu().double().numpy()  # as rounded to dtype
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    with mpmath.workdps(40):
+        exact = [_mp_fermi_dirac(n, p) for p in points.tolist()]
+        exact_slope = [_mp_fermi_dirac(n - 1, p) for p in points.tolist()]
+    for which, computed, reference in (("value", y, exact), ("derivative", g, exact_slope)):
+        errors = _ulp_errors(computed.detach().cpu().double().numpy(), reference, np_dtype)
+        worst = int(np.argmax(errors))
+        assert errors[worst] <= TOLERANCE[dtype], (n, which, dtype, points[worst], errors[worst])
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_polylog_of_minus_exp_module_gradcheck_and_gradgradcheck(n, device):
+    """Both sides of u = 0, at 0 itself and far out; gradgradcheck runs autograd through the order-(n - 1) helper
+    (n = 3) or softplus (n = 2) of the differentiable backward."""
+    fn = torch_function(-sympy.polylog(n, -sympy.exp(X))).apply
+    t = torch.tensor([-40.0, -3.0, -1e-3, 0.0, 1e-3, 0.5, 3.0, 40.0], dtype=torch.float64, device=device,
+                     requires_grad=True)
+    assert torch.autograd.gradcheck(fn, (t,), check_batched_grad=True)
+    assert torch.autograd.gradgradcheck(fn, (t,))
+    per_sample = torch.func.vmap(torch.func.grad(fn))(t.detach())
+    with mpmath.workdps(40):
+        exact = [float(_mp_fermi_dirac(n - 1, p)) for p in t.tolist()]
+    torch.testing.assert_close(per_sample.cpu(), torch.tensor(exact, dtype=torch.float64), rtol=1e-15, atol=0)
+
+
+def _digits_for(x: float, width) -> int:
+    """Digits that resolve log(exp(u) + 1), u = x/width, in SymPy's derivative of the closed form: 1 + exp(u) keeps
+    exp(u) ~ 10**(u/2.3) only with -u/2.3 digits more than the 40 wanted."""
+    return 40 + int(max(0.0, -x / width) / 2.3)
+
+
+@functools.lru_cache(maxsize=None)
+def _smoothed_relu_squared(width):
+    from symact.smooth import convolve
+
+    act = convolve("relu_squared", "logistic", width)
+    expr = act.concrete_expr
+    derivative, curvature = sympy.diff(expr, X), sympy.diff(expr, X, 2)
+    return act, [sympy.lambdify(X, e, modules="mpmath") for e in (expr, derivative, curvature)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("width", [1, 0.1])
+def test_logistic_smoothed_relu_squared_module_within_ulps_of_mpmath(width, dtype, device):
+    """relu_squared * logistic(s) = -2 s**2 polylog(2, -exp(x/s)): its module raised FormulaError (no translation for
+    polylog).  Value and gradient against mpmath of that exact expression and of SymPy's derivative of it, at 40
+    digits.  Bound: TOLERANCE ulps, plus for s = 0.1 the rounding of u = 10*x (half an ulp of u) amplified by the
+    condition number |u f'(u)/f(u)| of F_2 (value) or Softplus (gradient), which grows like |u| for u -> -oo:
+    no evaluation that rounds 10*x first does better."""
+    act, (value, slope, _) = _smoothed_relu_squared(width)
+    module = torch_module(act)
+    points = np.unique(np.concatenate([POINTS64, WIDE_POINTS, [-745.0, -80.0, -8.0, 71.0]]))
+    t = torch.tensor(points, dtype=dtype, device=device, requires_grad=True)
+    y = module(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    points = t.detach().cpu().double().numpy()
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    exact, exact_slope = [], []
+    for p in points.tolist():
+        with mpmath.workdps(_digits_for(p, width)):
+            exact.append(value(mpmath.mpf(p)))
+            exact_slope.append(slope(mpmath.mpf(p)))
+    with mpmath.workdps(40):
+        u = [mpmath.mpf(p) / mpmath.mpf(str(width)) for p in points.tolist()]
+        conditions = {  # in ulps: |u| F_(n-1)(u)/F_n(u) relative errors per relative error of u
+            "value": [0.0 if width == 1 else float(abs(v * _mp_fermi_dirac(1, v) / _mp_fermi_dirac(2, v))) for v in u],
+            "derivative": [0.0 if width == 1 else float(abs(v / (1 + mpmath.exp(-v)) / _mp_fermi_dirac(1, v)))
+                           for v in u]}
+    for which, computed, reference in (("value", y, exact), ("derivative", g, exact_slope)):
+        errors = _ulp_errors(computed.detach().cpu().double().numpy(), reference, np_dtype)
+        bound = TOLERANCE[dtype] + np.array(conditions[which])
+        worst = int(np.argmax(errors - bound))
+        assert errors[worst] <= bound[worst], (width, which, dtype, points[worst], errors[worst], bound[worst])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("width", [1, 0.1])
+def test_logistic_smoothed_relu_squared_finite_wherever_the_function_is(width, dtype, device):
+    """The checks every catalogue module gets (test_finite_on_wide_range..., test_double_backward_finite...): value,
+    gradient and second derivative finite wherever mpmath's are below the format's maximum, on WIDE_POINTS and
+    beyond (up to the format's maximum, where x**2 overflows first: inf, never NaN); NaN in, NaN out."""
+    act, (value, slope, curvature) = _smoothed_relu_squared(width)
+    finfo_max = float(torch.finfo(dtype).max)
+    points = np.unique(np.concatenate([WIDE_POINTS, [-finfo_max, -1e30, -1e20, 1e18, 1e20, 1e30, finfo_max]]))
+    t = torch.tensor(points, dtype=dtype, device=device, requires_grad=True)
+    y = torch_function(act).apply(t)
+    (g,) = torch.autograd.grad(y.sum(), t, create_graph=True)
+    (gg,) = torch.autograd.grad(g.sum(), t)
+    y, g, gg = y.detach().cpu(), g.detach().cpu(), gg.cpu()
+    for i, p in enumerate(t.detach().cpu().double().tolist()):
+        with mpmath.workdps(100):  # only the magnitudes matter here
+            exact = [abs(f(mpmath.mpf(p))) for f in (value, slope, curvature)]
+        for computed, magnitude, which in ((y, exact[0], "value"), (g, exact[1], "slope"), (gg, exact[2], "curvature")):
+            if magnitude < finfo_max and (which != "curvature" or max(exact) < finfo_max):
+                assert torch.isfinite(computed[i]), (width, dtype, p, which, computed[i].item(), magnitude)
+            assert not torch.isnan(computed[i]), (width, dtype, p, which)
+    nan = torch.tensor([float("nan")], dtype=dtype, device=device)
+    assert torch.isnan(torch_module(act)(nan)).all()

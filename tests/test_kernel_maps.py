@@ -184,6 +184,19 @@ def test_mpmath_self_consistent_and_float64_agrees(name):
         assert abs(get(f64) - float(hi)) <= 1e-12 * max(abs(float(hi)), 0.1), label
 
 
+def test_float64_engine_takes_the_polylog_of_logistic_smoothing():
+    """relu_squared * logistic(1) is -2*polylog(2, -exp(x)), which NumPy has no name for: the float64 engine raised
+    NameError: name 'polylog' is not defined.  Reference: the mpmath engine (mpmath's polylog) at 30 digits."""
+    from symact.smooth import convolve
+
+    smoothed = convolve("relu_squared", "logistic", 1)
+    m30, f64 = kernel_maps(smoothed, dps=30, engine="mpmath"), kernel_maps(smoothed, engine="float64")
+    for label, get in {"Q(1)": lambda m: m.q_map(1), "Q(4)": lambda m: m.q_map(4),
+                       "C(0.3)": lambda m: m.c_map(0.3), "C'(1)": lambda m: m.c_map_slope_at_1}.items():
+        hi = get(m30)
+        assert abs(get(f64) - float(hi)) <= 1e-12 * max(abs(float(hi)), 0.1), (label, get(f64), hi)
+
+
 @pytest.mark.parametrize("name", SMOOTH + ["relu", "abs", "heaviside"])
 def test_c_map_properties(name):
     f64 = kernel_maps(act(name), engine="float64")

@@ -45,3 +45,64 @@ def test_numpy_reciprocals_are_zero_where_the_exact_value_underflows():
         assert sech(np.array([-1e3, 1e3, 1e200])).tolist() == [0.0, 0.0, 0.0]
     custom = sympy.lambdify(x, sympy.sech(x), modules=numpy_modules({"sech": lambda u: u * 0 + 7.0}))
     assert custom(np.array([1.0])).tolist() == [7.0]
+
+
+def _mp_fermi_dirac(n, u):
+    return -mpmath.polylog(n, -mpmath.exp(mpmath.mpf(u)))
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_numpy_fermi_dirac_and_polylog_of_minus_exp_within_ulps_of_mpmath(n):
+    """lambdify of the logistic kernel's closed forms (polylog(n, -exp(u)), symact.smooth) raised NameError: name
+    'polylog' is not defined in NumPy.  numpy_modules() names polylog (for z <= 0) and FermiDirac: within 4 ulps of
+    mpmath's polylog at 40 digits in float64 (float32 arrays stay float32), the subnormal range in ulps of the
+    smallest normal number; polylog(n, -exp(u)) is -inf only where exp(u) itself overflowed before the call."""
+    from symact.primitives import FermiDirac
+
+    u = np.unique(np.concatenate([-np.logspace(-20, 3, 60), [0.0], np.logspace(-20, 3, 60), np.linspace(-5, 5, 41),
+                                  [-745.0, -708.5, 709.5, 1e4]]))
+    fermi_dirac = sympy.lambdify(x, FermiDirac(n, x), modules=numpy_modules())
+    polylog = sympy.lambdify(x, -sympy.polylog(n, -sympy.exp(x)), modules=numpy_modules())
+    with np.errstate(over="ignore"):
+        values = {"FermiDirac": fermi_dirac(u), "polylog": polylog(u)}
+    tiny = float(np.finfo(np.float64).tiny)
+    with mpmath.workdps(40):
+        for i, p in enumerate(u.tolist()):
+            exact = _mp_fermi_dirac(n, p)
+            unit = tiny if exact < tiny else float(np.spacing(float(exact)))
+            assert abs(values["FermiDirac"][i] - exact) <= 4 * unit, (n, p, values["FermiDirac"][i], exact)
+            if p < 709.78:  # exp(p) is finite
+                assert abs(values["polylog"][i] - exact) <= 6 * unit, (n, p)  # + the rounding of exp(p) it starts from
+            else:
+                assert values["polylog"][i] == np.inf
+    assert fermi_dirac(np.float32([0.5, -3.0])).dtype == np.float32
+    assert np.isnan(fermi_dirac(np.array([np.nan]))).all() and fermi_dirac(np.array([-np.inf, np.inf])).tolist() == [
+        0.0, np.inf]
+    exact = sympy.lambdify(x, FermiDirac(n, x), modules=MPMATH_MODULES)
+    with mpmath.workdps(40):
+        assert abs(exact(mpmath.mpf("0.3")) - _mp_fermi_dirac(n, "0.3")) < mpmath.mpf(10) ** -38
+
+
+def test_numpy_polylog_refuses_what_it_does_not_evaluate():
+    """polylog(n, z) for z > 0 (complex beyond 1) and orders below 2 are refused by name, not returned as NaN."""
+    from symact.errors import DomainError
+
+    positive = sympy.lambdify(x, sympy.polylog(2, x), modules=numpy_modules())
+    with pytest.raises(DomainError, match="z <= 0"):
+        positive(np.array([-1.0, 0.5]))
+    assert positive(np.array([-1.0])).tolist() == pytest.approx([-np.pi**2 / 12], rel=1e-15)
+    fractional = sympy.lambdify(x, sympy.polylog(sympy.Rational(5, 2), -sympy.exp(x)), modules=numpy_modules())
+    with pytest.raises(DomainError, match="whole order n >= 0"):
+        fractional(np.array([0.0]))
+
+
+def test_numpy_polylog_of_order_one_is_minus_log1p():
+    """SymPy leaves polylog(1, z) = -log(1 - z) unevaluated (the x-derivative of polylog(2, -exp(x)) is
+    polylog(1, -exp(x))): NumPy takes it as -log1p(-z), within 2 ulps of mpmath's log1p(exp(x)) at 40 digits."""
+    slope = sympy.lambdify(x, -sympy.polylog(1, -sympy.exp(x)), modules=numpy_modules())
+    points = np.array([-700.0, -30.0, -1e-9, 0.0, 0.5, 20.0, 700.0])
+    got = slope(points)
+    with mpmath.workdps(40):
+        for p, value in zip(points.tolist(), got.tolist()):
+            exact = mpmath.log1p(mpmath.exp(mpmath.mpf(p)))
+            assert abs(value - exact) <= 2 * float(np.spacing(float(exact))), (p, value, exact)

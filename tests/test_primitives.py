@@ -694,3 +694,130 @@ def test_tie_in_a_gated_product_compares_the_slopes_at_the_gate_s_value():
     # d/dv: one slope is 0 (the branch x does not hold v), so 0 at the tie, x where v*x wins
     in_v = safe_derivative(expr, _v, (x, _v))
     assert in_v.xreplace({x: 2, _v: 1}) == 0 and in_v.xreplace({x: 2, _v: 3}) == 2
+
+
+# ------------------------------------------------------------------ FermiDirac(n, u) = -polylog(n, -exp(u))
+def _mp_fermi_dirac(n: int, u) -> mpmath.mpf:
+    """-polylog(n, -exp(u)) by mpmath (n = 1: log(1 + exp(u)), n = 0: the sigmoid), at the caller's precision."""
+    u = mpmath.mpf(u)
+    if n == 0:
+        return 1 / (1 + mpmath.exp(-u))
+    if n == 1:
+        return mpmath.log1p(mpmath.exp(u))
+    return -mpmath.polylog(n, -mpmath.exp(u))
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+@pytest.mark.parametrize("arg", [*ARGUMENTS, "-1e5", "1e5", "0"])
+def test_fermi_dirac_evalf_matches_mpmath_at_40_digits(n, arg):
+    from symact.primitives import FermiDirac
+
+    with mpmath.workdps(60):
+        expected = _mp_fermi_dirac(n, arg)
+    value = FermiDirac(n, sympy.Float(arg, 60)).evalf(40)
+    with mpmath.workdps(60):
+        assert abs(mpmath.mpf(str(value)) - expected) < mpmath.mpf("1e-38") * expected, (n, arg, value, expected)
+
+
+def test_fermi_dirac_derivative_is_the_order_below_down_to_softplus_and_sigmoid():
+    """d/du F_n = F_(n-1), F_1 = Softplus, F_0 = Sigmoid: each derivative stays in the vocabulary with no overflow
+    hazard or log, and agrees at 30 digits with SymPy's derivative of -polylog(n, -exp(u))."""
+    from symact.primitives import FermiDirac
+
+    assert FermiDirac(1, x) == Softplus(x) and FermiDirac(0, x) == Sigmoid(x)
+    for n in (2, 3, 4):
+        derivative = sympy.diff(FermiDirac(n, x), x)
+        assert derivative == FermiDirac(n - 1, x)
+        assert hazards(derivative, (x,)).overflow == 0 and derivative.atoms(sympy.log) == set()
+        elementary = sympy.diff(-sympy.polylog(n, -sympy.exp(x)), x)
+        for point in ("-3.5", "0.25", "4"):
+            lhs = derivative.subs(x, sympy.Float(point, 40)).evalf(30)
+            rhs = elementary.subs(x, sympy.Float(point, 40)).evalf(30)
+            assert abs(lhs - rhs) <= sympy.Float("1e-28") * abs(rhs), (n, point)
+    assert sympy.diff(FermiDirac(2, x**2), x) == 2 * x * Softplus(x**2)
+
+
+def test_fermi_dirac_values_at_special_points_and_refused_orders():
+    """F_n(0) = eta(n) (pi**2/12, 3*zeta(3)/4), F_n(-oo) = 0, F_n(oo) = oo; a non-whole or negative order is refused
+    with the fix, as is the 2-argument FermiDirac called like the 1-argument primitives."""
+    from symact.errors import DomainError
+    from symact.primitives import FermiDirac
+
+    assert FermiDirac(2, 0) == sympy.pi**2 / 12
+    with mpmath.workdps(40):
+        assert abs(mpmath.mpf(str(FermiDirac(3, 0).evalf(35))) - 3 * mpmath.zeta(3) / 4) < mpmath.mpf("1e-33")
+    assert FermiDirac(3, -sympy.oo) == 0 and FermiDirac(2, sympy.oo) == sympy.oo
+    assert FermiDirac(2, x).is_positive and FermiDirac(3, x).is_real
+    assert to_elementary(3 * FermiDirac(2, x)) == -3 * sympy.polylog(2, -sympy.exp(x))
+    for order in (sympy.Rational(5, 2), -1, sympy.Symbol("n")):
+        with pytest.raises(DomainError, match="whole order n >= 0"):
+            FermiDirac(order, x)
+    with pytest.raises(TypeError):
+        FermiDirac(x)
+
+
+@pytest.mark.parametrize("naive, safe", [
+    (sympy.polylog(2, -sympy.exp(x)), "-FermiDirac(2, x)"),
+    (-2 * sympy.polylog(3, -sympy.exp(x / 10)), "2*FermiDirac(3, x/10)"),
+    (sympy.polylog(2, -4 * sympy.exp(x - 3)), "-FermiDirac(2, x - 3 + log(4))"),
+    (sympy.polylog(2, -sympy.exp(x) * sympy.exp(-x**2)), "-FermiDirac(2, -x**2 + x)"),
+    (sympy.polylog(1, -2 * sympy.exp(x)), "-Softplus(x + log(2))"),  # SymPy leaves polylog(1, z) unevaluated
+    (sympy.polylog(2, x), "polylog(2, x)"),  # not -exp(u): left to the code generator, which refuses it
+    (sympy.polylog(2, sympy.exp(x)), "polylog(2, exp(x))"),
+])
+def test_safe_form_writes_polylog_of_minus_exp_as_fermi_dirac(naive, safe):
+    from symact.primitives import FermiDirac
+
+    expected = sympy.sympify(safe, locals={"FermiDirac": FermiDirac, "Softplus": Softplus, "x": x})
+    # the rewrite pass factors polynomial arguments (x - x**2 -> -x*(x - 1)): compared expanded
+    def expanded(e):
+        return e.replace(lambda f: isinstance(f, FermiDirac), lambda f: FermiDirac(f.args[0], sympy.expand(f.args[1])))
+
+    assert expanded(safe_form(naive)) == expanded(expected)
+    if expected.has(FermiDirac, Softplus):  # an identity: at 30 digits, where exp(u) is large too
+        for point in ("-2.5", "0.75", "40"):
+            a = naive.subs(x, sympy.Float(point, 50)).evalf(30)
+            b = to_elementary(expected).subs(x, sympy.Float(point, 50)).evalf(30)
+            assert abs(a - b) <= sympy.Float("1e-27") * abs(a)
+
+
+def test_fermi_dirac_reflection_polynomial_is_the_inversion_formula():
+    """P_2 = u**2/2 + pi**2/6 and P_3 = u**3/6 + pi**2*u/6 (the inversion formulas of Li_2 and Li_3); for n = 4 and
+    5, F_n(u) - (-1)**(n + 1)*F_n(-u) = P_n(u) at 40 digits by mpmath; every coefficient is >= 0 (no cancellation
+    for u > 0)."""
+    from symact.primitives import fermi_dirac_reflection_polynomial
+
+    u = sympy.Symbol("u")
+    as_poly = {n: sympy.Poly(fermi_dirac_reflection_polynomial(n), u) for n in range(2, 7)}
+    assert as_poly[2].as_expr() == u**2 / 2 + sympy.pi**2 / 6
+    assert as_poly[3].as_expr() == u**3 / 6 + sympy.pi**2 * u / 6
+    for n, poly in as_poly.items():
+        assert all(c.is_nonnegative for c in poly.all_coeffs()), (n, poly)
+        assert poly.degree() == n and poly.LC() == 1 / sympy.factorial(n)
+    for n in (4, 5):
+        evaluate = sympy.lambdify(u, as_poly[n].as_expr(), "mpmath")
+        with mpmath.workdps(50):
+            for point in ("0.7", "3", "25"):
+                v = mpmath.mpf(point)
+                reflected = _mp_fermi_dirac(n, v) - (-1) ** (n + 1) * _mp_fermi_dirac(n, -v)
+                assert abs(reflected - evaluate(v)) < mpmath.mpf("1e-40") * evaluate(v), (n, point)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 6])
+def test_fermi_dirac_series_is_cut_where_its_rest_is_below_an_eighth_of_an_ulp(n):
+    """For u <= 0, F_n(u) = s*R(s), s = log(1 + exp(u)) in (0, log 2]: R's coefficients, cut for float32 (24 bits)
+    and float64 (53), summed exactly (mpmath, 50 digits) are within 2**-bits/8 of F_n by mpmath over u in
+    [-40, 0], where the rest is largest at u = 0; the float32 series is the float64 one's start."""
+    from symact.primitives import fermi_dirac_series_coefficients
+
+    short, long = fermi_dirac_series_coefficients(n, 24), fermi_dirac_series_coefficients(n, 53)
+    assert long[:len(short)] == short and 6 <= len(short) < len(long) <= 20
+    assert short[0] == 1 and all(c > 0 for c in short[:3])  # 1 + ... and no cancellation in the leading terms
+    with mpmath.workdps(50):
+        for bits, coefficients in ((24, short), (53, long)):
+            terms = [mpmath.mpf(sympy.Rational(c).p) / sympy.Rational(c).q for c in coefficients]
+            for point in ["0", "-1e-12", "-0.3", "-1", "-2.5", "-7", "-40"]:
+                s = mpmath.log1p(mpmath.exp(mpmath.mpf(point)))
+                value = s * mpmath.polyval(terms[::-1], s)
+                exact = _mp_fermi_dirac(n, point)
+                assert abs(value - exact) <= mpmath.mpf(2) ** -bits / 8 * exact, (n, bits, point)

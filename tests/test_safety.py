@@ -182,6 +182,46 @@ def test_finite_over_the_whole_float_range_wherever_the_function_is(name, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name, width", [("relu_squared", 1), ("relu_squared", 0.1), ("hardswish", 1)])
+def test_logistic_smoothed_quadratic_pieces_finite_over_the_whole_float_range(name, width, dtype):
+    """The check above for catalogue activations smoothed with the logistic kernel, whose quadratic pieces give
+    polylog(2, -exp(u)) (-2*polylog(2, -exp(x)) for relu_squared * logistic(1)): their modules raised FormulaError
+    (no translation for polylog), or AttributeError for hardswish.  Value and gradient are finite wherever mpmath's
+    (the closed form and SymPy's derivative of it) are below the maximum, inf (never NaN) where those round to inf,
+    and within 1e-3 of them where those are normal numbers; NaN gives NaN.  relu_squared * logistic(s) is
+    2*s**2*F_2(x/s) and its slope 2*s*Softplus(x/s): for s = 0.1 the module computes F_2(u), Softplus(u) of u = 10*x
+    before scaling them down, and where those overflow (the value's (10*x)**2/2 from |x| = 2.6e18 in float32, the
+    slope's 10*x from 3.4e37) it is inf, not the finite value: there only "not NaN" is checked."""
+    from symact.smooth import convolve
+
+    unscaled = {"value": 1 / (2 * width**2), "slope": 1 / (2 * width)} if name == "relu_squared" else {}
+
+    act = convolve(name, "logistic", width)
+    expr = act.concrete_expr
+    value_fn = sympy.lambdify(X, expr, modules="mpmath")
+    slope_fn = sympy.lambdify(X, sympy.diff(expr, X), modules="mpmath")
+    t = torch.tensor([s * m for m in _magnitudes(dtype) for s in (1.0, -1.0)], dtype=dtype, requires_grad=True)
+    points = t.tolist()
+    module = torch_module(act)
+    y = module(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    finfo = torch.finfo(dtype)
+    for i, p in enumerate(points):
+        exact_value, exact_slope = _mp_exact(value_fn, p), _mp_exact(slope_fn, p)
+        for which, exact, got in (("value", exact_value, y[i].item()), ("slope", exact_slope, g[i].item())):
+            assert not math.isnan(got), (name, width, which, p)
+            if torch.tensor(float(exact), dtype=dtype).isinf():
+                assert got == math.copysign(math.inf, exact), (name, width, which, p, got)
+                continue
+            if abs(exact) * unscaled.get(which, 1) >= finfo.max:
+                continue
+            assert math.isfinite(got), f"{name} {which} at {p!r}: {got}, exact {mpmath.nstr(exact, 8)}"
+            if abs(exact) >= finfo.tiny:
+                assert abs(got - float(exact)) <= 1e-3 * abs(float(exact)), (name, width, which, p, got)
+    assert torch.isnan(module(torch.tensor([float("nan"), 1.0], dtype=dtype))[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_elephant_trainable_exponent_gradients_finite_for_large_inputs(dtype):
     """(|x|/a)**d/((|x|/a)**d + 1)**2 in the gradients was inf/inf from |x| ~ 4e9 (float32, d = 4).
     Reference: SymPy's derivatives of the catalogue formula in x, a and d at 50 digits."""
