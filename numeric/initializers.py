@@ -31,7 +31,7 @@ import warnings
 import torch
 from torch import nn
 
-from symact.errors import DomainError
+from symact.errors import DomainError, is_whole_number
 
 __all__ = ["scaled_uniform_orthogonal_", "delta_orthogonal_", "kernel_preserving_init_",
            "per_location_normalize", "TransformedActivation"]
@@ -205,7 +205,8 @@ def per_location_normalize(x: torch.Tensor, dim: int = 1, eps: float = 0.0) -> t
 
     ``eps`` is added to ||x||^2 before the square root; with ``eps = 0`` a location whose features
     are all zero cannot be scaled to q = 1 and raises :class:`~symact.errors.DomainError` (with
-    ``eps > 0`` it stays 0).
+    ``eps > 0`` it stays 0).  A location holding an inf or NaN, and an ``x`` with no features along
+    ``dim``, raise :class:`~symact.errors.DomainError` too.
 
     >>> import torch
     >>> y = per_location_normalize(torch.tensor([[3.0, 4.0]]))
@@ -215,7 +216,27 @@ def per_location_normalize(x: torch.Tensor, dim: int = 1, eps: float = 0.0) -> t
     if not (math.isfinite(eps) and eps >= 0):
         # a negative eps made sqrt(||x||^2 + eps) NaN wherever ||x||^2 < -eps, silently
         raise DomainError(f"eps={eps!r} must be a finite number >= 0 (it is added to ||x||^2 before the square root)")
+    if x.dim() == 0:
+        raise DomainError("x is a 0-d tensor, with no feature dimension to normalise over; give x with its "
+                          "features along dim (e.g. shape [batch, features, ...])")
+    if not (is_whole_number(dim, -x.dim()) and dim < x.dim()):
+        raise DomainError(f"dim={dim!r} is not a dimension of x (shape {tuple(x.shape)}); give the feature "
+                          f"dimension, a whole number in {-x.dim()}..{x.dim() - 1}")
     size = x.shape[dim]
+    if size == 0:
+        # amax over an empty dimension was a bare IndexError; q = ||x||^2 / 0 has no value to scale to 1
+        raise DomainError(f"x (shape {tuple(x.shape)}) has no features along dim {dim}, so there is no q to set "
+                          "to 1; pass the dimension that holds the features, or drop the empty input")
+    finite = torch.isfinite(x).all(dim=dim)
+    if not bool(finite.all()):
+        # one inf made its whole location NaN (inf / inf, and 0 for the other features), and NaN passed through
+        where = (~finite).nonzero()
+        first = where[0].tolist()
+        first.insert(dim % x.dim(), ":")
+        kinds = " and ".join(k for k, m in (("inf", torch.isinf(x)), ("NaN", torch.isnan(x))) if bool(m.any()))
+        raise DomainError(f"{len(where)} location(s) of x hold non-finite features ({kinds}) along dim {dim}, "
+                          f"the first x[{', '.join(map(str, first))}]; no scaling brings them to q = 1, and "
+                          "they would come out NaN. Fix or drop them before normalising.")
     # divided by the largest |x| first, so no square overflows or underflows: [300, 400] in float16 came out 0
     # (300**2 is inf there), [3e-23, 4e-23] in float32 5.5% off (subnormal squares), and [3e-170, 4e-170] in
     # float64 was refused as all-zero features

@@ -103,6 +103,32 @@ def test_per_location_normalize_refuses_all_zero_locations_unless_eps_is_given()
     torch.testing.assert_close((y[0] ** 2).sum(0) / 5, torch.ones(3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("bad, kind", [(float("inf"), "inf"), (-float("inf"), "inf"), (float("nan"), "NaN")])
+def test_per_location_normalize_refuses_non_finite_features_naming_the_location(bad, kind):
+    """One inf made its whole location NaN (inf/inf, the other features 0) and NaN passed through, silently."""
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    x[1, 3, 2] = bad
+    with pytest.raises(DomainError, match=rf"1 location\(s\) of x hold non-finite features \({kind}\) along dim 1, "
+                                          r"the first x\[1, :, 2\]"):
+        per_location_normalize(x)
+    x[0, 0, 1] = float("nan")
+    with pytest.raises(DomainError, match=r"2 location\(s\).* the first x\[0, :, 1\]"):
+        per_location_normalize(x, dim=-2, eps=1e-12)   # eps does not make a non-finite location acceptable
+
+
+@pytest.mark.parametrize("x, dim, match", [
+    (torch.empty(2, 0, 3), 1, r"shape \(2, 0, 3\)\) has no features along dim 1"),
+    (torch.ones(2, 3), 2, r"dim=2 is not a dimension of x \(shape \(2, 3\)\).* -2\.\.1"),
+    (torch.ones(2, 3), -3, r"dim=-3 is not a dimension"),
+    (torch.tensor(3.0), 0, r"0-d tensor"),
+], ids=["empty-features", "dim-too-large", "dim-too-negative", "scalar"])
+def test_per_location_normalize_refuses_a_missing_feature_dimension(x, dim, match):
+    """An empty feature dimension was amax's bare IndexError ("Expected reduction dim 1 to have non-zero size"), a
+    dimension x does not have a bare IndexError from x.shape."""
+    with pytest.raises(DomainError, match=match):
+        per_location_normalize(x, dim=dim)
+
+
 def test_dtype_and_device_follow_the_weight():
     w = scaled_uniform_orthogonal_(torch.empty(6, 3, dtype=torch.float32))
     assert w.dtype == torch.float32
