@@ -82,19 +82,39 @@ def scaled_uniform_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generato
 
 
 @torch.no_grad()
-def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None) -> torch.Tensor:
-    """In place: conv ``weight`` [out, in/groups, k1, ...] zero except a scaled orthogonal centre tap."""
+def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None, groups: int = 1) -> torch.Tensor:
+    """In place: conv ``weight`` [out, in/groups, k1, ...] zero except a scaled orthogonal centre tap; returns it.
+
+    ``groups`` is the convolution's ``groups``: each group's centre tap, the [out/groups, in/groups] block
+    ``weight[g*out/groups:(g+1)*out/groups, :, centre]``, is a separate gain * sqrt(max(1, out/in))
+    Haar-orthogonal matrix (out, in: the convolution's channels, in the same ratio as each group's), so each group maps its own channels like a dense layer and q is preserved
+    exactly at every location when out/groups >= in/groups.  The weight's shape does not show the groups
+    (a grouped weight looks like an ungrouped one with fewer inputs), so pass ``groups=conv.groups``; with
+    the default 1 a grouped convolution gets one matrix across its groups, whose blocks are not orthogonal,
+    and q is not preserved.  :func:`kernel_preserving_init_` passes each convolution's groups.
+    """
     if weight.dim() < 3:
         raise DomainError(f"delta_orthogonal_ needs a convolution weight [out, in, *kernel], got "
                           f"{tuple(weight.shape)}; use scaled_uniform_orthogonal_ for nn.Linear.")
+    if not weight.is_floating_point():   # refused before zero_() so that a refusal changes nothing
+        raise DomainError(f"delta_orthogonal_ needs a floating-point weight, got dtype {weight.dtype}; "
+                          "convert it first, e.g. weight.float().")
     _check_gain(gain, "delta_orthogonal_")
+    out_channels = weight.shape[0]
+    if not (is_whole_number(groups, 1) and out_channels % groups == 0):
+        raise DomainError(f"delta_orthogonal_: groups={groups!r} must be the convolution's groups, a whole number "
+                          f">= 1 dividing the {out_channels} output channels of the weight {tuple(weight.shape)}; "
+                          "pass groups=conv.groups.")
     kernel = weight.shape[2:]
     if any(k % 2 == 0 for k in kernel):
         raise DomainError(f"delta-orthogonal initialisation needs odd kernel sizes (a centre tap), got "
                           f"{tuple(kernel)}; use an odd kernel size such as 3 or 5.")
     weight.zero_()
     centre = tuple(k // 2 for k in kernel)
-    scaled_uniform_orthogonal_(weight[(slice(None), slice(None)) + centre], gain, generator)
+    per_group = out_channels // groups
+    for g in range(groups):
+        block = weight[g * per_group:(g + 1) * per_group]
+        scaled_uniform_orthogonal_(block[(slice(None), slice(None)) + centre], gain, generator)
     return weight
 
 
@@ -157,11 +177,7 @@ def kernel_preserving_init_(model: nn.Module, gain: float = 1.0, generator=None)
             value = torch.empty_like(module.weight)
             scaled_uniform_orthogonal_(value, gain, generator)
         elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            value = torch.empty_like(module.weight)
-            groups = module.groups
-            per = module.out_channels // groups
-            for g in range(groups):
-                delta_orthogonal_(value[g * per:(g + 1) * per], gain, generator)
+            value = delta_orthogonal_(torch.empty_like(module.weight), gain, generator, groups=module.groups)
         else:
             skipped.extend(_unhandled_matrices(label, module))
             continue

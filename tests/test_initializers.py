@@ -63,6 +63,44 @@ def test_delta_orthogonal_conv_acts_like_dense_layer_per_location():
     torch.testing.assert_close((y ** 2).sum(1) / 24, (x ** 2).sum(1) / 8, atol=0, rtol=1e-12)
 
 
+@pytest.mark.parametrize("conv", [
+    lambda: nn.Conv2d(4, 12, kernel_size=3, padding=1, groups=2, bias=False, dtype=torch.float64),
+    lambda: nn.Conv1d(6, 6, kernel_size=5, padding=2, groups=3, bias=False, dtype=torch.float64),
+    lambda: nn.Conv2d(8, 8, kernel_size=3, padding=1, groups=8, bias=False, dtype=torch.float64),   # depthwise
+], ids=["2d-2-groups", "1d-3-groups", "depthwise"])
+def test_delta_orthogonal_of_a_grouped_conv_preserves_q_at_every_location(conv):
+    """delta_orthogonal_ took a grouped weight [out, in/groups, k] for one [out, in/groups] matrix, whose
+    per-group blocks are not orthogonal, so q was not preserved (kernel_preserving_init_ looped over the groups
+    itself). Reference: torch's own grouped convolution, ||y||^2/out = ||x||^2/in at every location, and each
+    group's centre tap W_g with W_g^T W_g = (out/in) I."""
+    torch.manual_seed(4)
+    conv = conv()
+    groups, out_c, in_c = conv.groups, conv.out_channels, conv.in_channels
+    delta_orthogonal_(conv.weight, groups=groups)
+    w = conv.weight
+    centre = tuple(k // 2 for k in w.shape[2:])
+    tap = w[(slice(None), slice(None)) + centre]
+    off_centre = w.clone()
+    off_centre[(slice(None), slice(None)) + centre] = 0
+    assert torch.count_nonzero(off_centre) == 0
+    per = out_c // groups
+    for g in range(groups):
+        block = tap[g * per:(g + 1) * per]
+        torch.testing.assert_close(block.T @ block, torch.eye(in_c // groups, dtype=torch.float64) * out_c / in_c,
+                                   atol=1e-12, rtol=0)
+    x = torch.randn((3, in_c) + (7,) * (w.dim() - 2), dtype=torch.float64)
+    torch.testing.assert_close((conv(x) ** 2).sum(1) / out_c, (x ** 2).sum(1) / in_c, atol=0, rtol=1e-12)
+
+
+def test_delta_orthogonal_refuses_groups_that_do_not_divide_the_output_channels():
+    weight = torch.ones(6, 2, 3)
+    for groups in (4, 0, 1.5, True):
+        with pytest.raises(DomainError, match=rf"groups={groups!r} must be the convolution's groups.*dividing the "
+                                              r"6 output channels"):
+            delta_orthogonal_(weight, groups=groups)
+    assert torch.equal(weight, torch.ones(6, 2, 3))   # a refusal changes nothing
+
+
 def test_even_kernel_and_wrong_shapes_are_rejected():
     with pytest.raises(DomainError, match="odd kernel"):
         delta_orthogonal_(torch.empty(4, 4, 2, 2))
