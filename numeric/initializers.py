@@ -37,13 +37,35 @@ __all__ = ["scaled_uniform_orthogonal_", "delta_orthogonal_", "kernel_preserving
            "per_location_normalize", "TransformedActivation"]
 
 
+def _draw_device(generator, device: torch.device, who: str) -> torch.device:
+    """The device the Gaussian draws for a weight on ``device`` are made on: the CPU without a generator or
+    with a CPU one (the draws are then moved, so a CPU seed gives the same weight on every device), else the
+    generator's own device, which must be the weight's (torch draws with a generator on its device only)."""
+    if generator is None:
+        return torch.device("cpu")
+    if not isinstance(generator, torch.Generator):
+        raise DomainError(f"{who}: generator={generator!r} must be a torch.Generator (or None), e.g. "
+                          "torch.Generator().manual_seed(0).")
+    home = generator.device
+    if home.type == "cpu":
+        return home
+    # a CUDA generator failed inside torch.randn, whose draws were always made on the CPU
+    if home.type != device.type or (None not in (home.index, device.index) and home.index != device.index):
+        raise DomainError(f"{who}: the generator is on {home} but the weight is on {device}; the draws are made on "
+                          f"the generator's device, so pass a generator on {device} "
+                          f"(torch.Generator(device={str(device)!r})) or a CPU generator (its draws are moved to "
+                          f"the weight), or move the weight to {home} first.")
+    return home
+
+
 def _haar_orthogonal(rows: int, cols: int, *, dtype, device, generator=None) -> torch.Tensor:
     """rows x cols matrix with orthonormal columns (rows >= cols) or rows, Haar distributed."""
     big, small = max(rows, cols), min(rows, cols)
     # QR in float64 for float64 weights (orthonormal to 1e-15), else in float32 (to ~1e-6, as
     # exact as a float32 weight can be, and several times cheaper for wide layers)
     work = torch.float64 if dtype == torch.float64 else torch.float32
-    a = torch.randn(big, small, dtype=work, generator=generator)
+    where = _draw_device(generator, torch.device(device), "_haar_orthogonal")
+    a = torch.randn(big, small, dtype=work, generator=generator, device=where)
     q, r = torch.linalg.qr(a)
     # fix the signs so the distribution is Haar (QR alone is biased by the sign convention)
     q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
@@ -64,7 +86,11 @@ def _check_gain(gain: float, who: str) -> None:
 
 @torch.no_grad()
 def scaled_uniform_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None) -> torch.Tensor:
-    """In place: ``weight`` [out, in] = gain * sqrt(max(1, out/in)) * Haar-orthogonal; returns it."""
+    """In place: ``weight`` [out, in] = gain * sqrt(max(1, out/in)) * Haar-orthogonal; returns it.
+
+    ``generator`` (a :class:`torch.Generator`, optional) makes the draw reproducible: a CPU generator
+    draws on the CPU for a weight on any device, a CUDA one on its device, which must be the weight's.
+    """
     if weight.dim() != 2:
         raise DomainError(f"scaled_uniform_orthogonal_ needs a 2-D [out, in] weight, got shape "
                           f"{tuple(weight.shape)}; use delta_orthogonal_ for convolutions.")
@@ -73,6 +99,7 @@ def scaled_uniform_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generato
         raise DomainError(f"scaled_uniform_orthogonal_ needs a floating-point weight, got dtype {weight.dtype}; "
                           "convert it first, e.g. weight.float().")
     _check_gain(gain, "scaled_uniform_orthogonal_")
+    _draw_device(generator, weight.device, "scaled_uniform_orthogonal_")
     out_f, in_f = weight.shape
     if weight.numel() == 0:
         return weight   # a layer with no inputs or no outputs: nothing to set (out/in would divide by 0)
@@ -92,6 +119,7 @@ def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None, g
     (a grouped weight looks like an ungrouped one with fewer inputs), so pass ``groups=conv.groups``; with
     the default 1 a grouped convolution gets one matrix across its groups, whose blocks are not orthogonal,
     and q is not preserved.  :func:`kernel_preserving_init_` passes each convolution's groups.
+    ``generator`` is used as in :func:`scaled_uniform_orthogonal_`.
     """
     if weight.dim() < 3:
         raise DomainError(f"delta_orthogonal_ needs a convolution weight [out, in, *kernel], got "
@@ -100,6 +128,7 @@ def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None, g
         raise DomainError(f"delta_orthogonal_ needs a floating-point weight, got dtype {weight.dtype}; "
                           "convert it first, e.g. weight.float().")
     _check_gain(gain, "delta_orthogonal_")
+    _draw_device(generator, weight.device, "delta_orthogonal_")   # before zero_(): a refusal changes nothing
     out_channels = weight.shape[0]
     if not (is_whole_number(groups, 1) and out_channels % groups == 0):
         raise DomainError(f"delta_orthogonal_: groups={groups!r} must be the convolution's groups, a whole number "
@@ -162,6 +191,8 @@ def kernel_preserving_init_(model: nn.Module, gain: float = 1.0, generator=None)
     """Re-initialise every Linear (scaled-uniform orthogonal) and Conv1/2/3d (delta-orthogonal) in place.
 
     Biases are set to zero.  Grouped convolutions are initialised per group.  Returns ``model``.
+    ``generator`` is used as in :func:`scaled_uniform_orthogonal_` (a CUDA generator needs every layer on
+    its device).
 
     Layers parametrised with :mod:`torch.nn.utils.parametrize` (e.g. by
     :func:`numeric.parametrize_model`) are set through their parametrisation (its ``right_inverse``),

@@ -177,6 +177,61 @@ def test_dtype_and_device_follow_the_weight():
     assert torch.equal(a, b)
 
 
+class _GeneratorReportingCuda(torch.Generator):
+    """A CPU generator that reports device cuda:0: no accelerator is needed to check that the initialisers read
+    the generator's device and refuse a mismatch before drawing (the real CUDA case is the cuda test below)."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+
+def test_a_generator_on_another_device_than_the_weight_is_refused_by_name():
+    """The draws were always made on the CPU: a CUDA generator failed inside torch.randn (for a CUDA weight too);
+    one reporting cuda:0 for a CPU weight was used as if it were a CPU generator."""
+    generator = _GeneratorReportingCuda()
+    match = r"the generator is on cuda:0 but the weight is on cpu.*generator on cpu.*or a CPU generator"
+    weight = torch.ones(6, 3)
+    with pytest.raises(DomainError, match="scaled_uniform_orthogonal_: " + match):
+        scaled_uniform_orthogonal_(weight, generator=generator)
+    conv = nn.Conv2d(2, 4, 3)
+    before = conv.weight.detach().clone()
+    with pytest.raises(DomainError, match="delta_orthogonal_: " + match):
+        delta_orthogonal_(conv.weight.data, generator=generator)
+    with pytest.raises(DomainError, match=match):
+        kernel_preserving_init_(conv, generator=generator)
+    assert torch.equal(weight, torch.ones(6, 3)) and torch.equal(conv.weight, before)   # nothing was changed
+    with pytest.raises(DomainError, match=r"generator=5 must be a torch.Generator"):
+        scaled_uniform_orthogonal_(weight, generator=5)   # torch.randn's bare TypeError before
+
+
+def test_a_cpu_generator_seeds_the_same_weight_on_any_device():
+    """A CPU generator draws on the CPU and the result is moved: the meta device (no data) is accepted, and the
+    weight is sqrt(out/in) times the Haar Q (signs fixed by R's diagonal) of the generator's own Gaussian draws."""
+    assert scaled_uniform_orthogonal_(torch.empty(5, 3, device="meta"),
+                                      generator=torch.Generator().manual_seed(7)).device.type == "meta"
+    w = scaled_uniform_orthogonal_(torch.empty(5, 3, dtype=torch.float64), generator=torch.Generator().manual_seed(7))
+    a = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    q, r = torch.linalg.qr(a)
+    torch.testing.assert_close(w, (5 / 3) ** 0.5 * q * torch.sign(torch.diagonal(r)), atol=1e-15, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_a_cuda_generator_draws_on_the_weights_cuda_device():
+    """A CUDA generator failed inside torch.randn (the draws were made on the CPU); it now draws on its device."""
+    weights = [scaled_uniform_orthogonal_(torch.empty(8, 4, dtype=torch.float64, device="cuda"),
+                                          generator=torch.Generator(device="cuda").manual_seed(3)) for _ in range(2)]
+    assert weights[0].device.type == "cuda" and torch.equal(weights[0], weights[1])
+    torch.testing.assert_close(weights[0].T @ weights[0], 2 * torch.eye(4, dtype=torch.float64, device="cuda"),
+                               atol=1e-12, rtol=0)
+    conv = nn.Conv2d(4, 8, 3, padding=1, groups=2, dtype=torch.float64, device="cuda")
+    kernel_preserving_init_(conv, generator=torch.Generator(device="cuda").manual_seed(3))
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, device="cuda")
+    torch.testing.assert_close((conv(x) ** 2).sum(1) / 8, (x ** 2).sum(1) / 4, atol=0, rtol=1e-12)
+    with pytest.raises(DomainError, match=r"the generator is on cuda(:0)? but the weight is on cpu"):
+        scaled_uniform_orthogonal_(torch.empty(8, 4), generator=torch.Generator(device="cuda"))
+
+
 # ----------------------------------------------------------------------------- parametrised layers
 
 
