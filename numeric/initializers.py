@@ -114,8 +114,9 @@ def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None, g
 
     ``groups`` is the convolution's ``groups``: each group's centre tap, the [out/groups, in/groups] block
     ``weight[g*out/groups:(g+1)*out/groups, :, centre]``, is a separate gain * sqrt(max(1, out/in))
-    Haar-orthogonal matrix (out, in: the convolution's channels, in the same ratio as each group's), so each group maps its own channels like a dense layer and q is preserved
-    exactly at every location when out/groups >= in/groups.  The weight's shape does not show the groups
+    Haar-orthogonal matrix (out, in: the convolution's channels, in the same ratio as each group's), so
+    each group maps its own channels like a dense layer and q is preserved exactly at every location when
+    out/groups >= in/groups.  The weight's shape does not show the groups
     (a grouped weight looks like an ungrouped one with fewer inputs), so pass ``groups=conv.groups``; with
     the default 1 a grouped convolution gets one matrix across its groups, whose blocks are not orthogonal,
     and q is not preserved.  :func:`kernel_preserving_init_` passes each convolution's groups.
