@@ -77,6 +77,16 @@ class EmpiricalKernel:
     q_kappa: tuple = ()  # per layer: sd(phi(z)^2) / E[phi(z)^2], z ~ N(0, predicted q_{l-1}) (see q_tolerance)
 
     def tolerance(self, i: int, layer: int, which: str = "extended") -> float:
+        """:func:`kernel_tolerance` for cosine ``i`` (``0 .. len(cosines) - 1``, an index into ``cosines``) at
+        ``layer`` (``1 .. depth``, numbered from the first hidden layer), at the ``which`` prediction of c."""
+        # layer=0 read predicted_c[i][-1], the last layer's prediction, with sqrt(0) in the formula; a negative
+        # i or layer counted from the end (and a negative layer then failed in sqrt); past the end a bare IndexError
+        if not (is_whole_number(i) and i < len(self.cosines)):
+            raise DomainError(f"tolerance: cosine index i={i!r} must be a whole number in 0..{len(self.cosines) - 1} "
+                              f"(an index into cosines={self.cosines}).")
+        if not (is_whole_number(layer, 1) and layer <= self.depth):
+            raise DomainError(f"tolerance: layer={layer!r} must be a whole number in 1..{self.depth}: layers are "
+                              f"numbered from 1 (the first hidden layer) to depth={self.depth}.")
         pred = self._prediction(which)[i][layer - 1]
         return kernel_tolerance(pred, layer, self.width, self.seeds)
 

@@ -78,10 +78,20 @@ class Dataset:
         return int(self.x_test.shape[0])
 
     def torch(self, dtype: Any = None, device: Any = None) -> tuple:
-        """``(x_train, y_train, x_test, y_test)`` as torch tensors (labels int64)."""
+        """``(x_train, y_train, x_test, y_test)`` as torch tensors (labels int64).
+
+        ``dtype`` is the features' dtype, a torch floating-point dtype (default: torch's default dtype);
+        anything else -- an integer dtype, a string such as ``"float64"`` -- is a :class:`DomainError`.
+        """
         import torch
 
-        dtype = dtype or torch.get_default_dtype()
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        # the features are real-valued: torch.int32 silently truncated them to integers, and "float64" was
+        # as_tensor's bare TypeError (torch dtypes are objects, as analysis.empirical_kernel also requires)
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise DomainError(f"Dataset.torch: dtype={dtype!r} is not a torch floating-point dtype; the features are "
+                              "real numbers, so pass one such as torch.float32 or torch.float64 (an object, not a "
+                              "string), or leave it out for torch's default dtype.")
         as_x = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
         as_y = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)  # noqa: E731
         return as_x(self.x_train), as_y(self.y_train), as_x(self.x_test), as_y(self.y_test)

@@ -31,10 +31,31 @@ import warnings
 import torch
 from torch import nn
 
-from symact.errors import DomainError
+from symact.errors import DomainError, is_whole_number
 
 __all__ = ["scaled_uniform_orthogonal_", "delta_orthogonal_", "kernel_preserving_init_",
            "per_location_normalize", "TransformedActivation"]
+
+
+def _draw_device(generator, device: torch.device, who: str) -> torch.device:
+    """The device the Gaussian draws for a weight on ``device`` are made on: the CPU without a generator or
+    with a CPU one (the draws are then moved, so a CPU seed gives the same weight on every device), else the
+    generator's own device, which must be the weight's (torch draws with a generator on its device only)."""
+    if generator is None:
+        return torch.device("cpu")
+    if not isinstance(generator, torch.Generator):
+        raise DomainError(f"{who}: generator={generator!r} must be a torch.Generator (or None), e.g. "
+                          "torch.Generator().manual_seed(0).")
+    home = generator.device
+    if home.type == "cpu":
+        return home
+    # a CUDA generator failed inside torch.randn, whose draws were always made on the CPU
+    if home.type != device.type or (None not in (home.index, device.index) and home.index != device.index):
+        raise DomainError(f"{who}: the generator is on {home} but the weight is on {device}; the draws are made on "
+                          f"the generator's device, so pass a generator on {device} "
+                          f"(torch.Generator(device={str(device)!r})) or a CPU generator (its draws are moved to "
+                          f"the weight), or move the weight to {home} first.")
+    return home
 
 
 def _haar_orthogonal(rows: int, cols: int, *, dtype, device, generator=None) -> torch.Tensor:
@@ -43,7 +64,8 @@ def _haar_orthogonal(rows: int, cols: int, *, dtype, device, generator=None) -> 
     # QR in float64 for float64 weights (orthonormal to 1e-15), else in float32 (to ~1e-6, as
     # exact as a float32 weight can be, and several times cheaper for wide layers)
     work = torch.float64 if dtype == torch.float64 else torch.float32
-    a = torch.randn(big, small, dtype=work, generator=generator)
+    where = _draw_device(generator, torch.device(device), "_haar_orthogonal")
+    a = torch.randn(big, small, dtype=work, generator=generator, device=where)
     q, r = torch.linalg.qr(a)
     # fix the signs so the distribution is Haar (QR alone is biased by the sign convention)
     q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
@@ -64,7 +86,11 @@ def _check_gain(gain: float, who: str) -> None:
 
 @torch.no_grad()
 def scaled_uniform_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None) -> torch.Tensor:
-    """In place: ``weight`` [out, in] = gain * sqrt(max(1, out/in)) * Haar-orthogonal; returns it."""
+    """In place: ``weight`` [out, in] = gain * sqrt(max(1, out/in)) * Haar-orthogonal; returns it.
+
+    ``generator`` (a :class:`torch.Generator`, optional) makes the draw reproducible: a CPU generator
+    draws on the CPU for a weight on any device, a CUDA one on its device, which must be the weight's.
+    """
     if weight.dim() != 2:
         raise DomainError(f"scaled_uniform_orthogonal_ needs a 2-D [out, in] weight, got shape "
                           f"{tuple(weight.shape)}; use delta_orthogonal_ for convolutions.")
@@ -73,6 +99,7 @@ def scaled_uniform_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generato
         raise DomainError(f"scaled_uniform_orthogonal_ needs a floating-point weight, got dtype {weight.dtype}; "
                           "convert it first, e.g. weight.float().")
     _check_gain(gain, "scaled_uniform_orthogonal_")
+    _draw_device(generator, weight.device, "scaled_uniform_orthogonal_")
     out_f, in_f = weight.shape
     if weight.numel() == 0:
         return weight   # a layer with no inputs or no outputs: nothing to set (out/in would divide by 0)
@@ -82,19 +109,42 @@ def scaled_uniform_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generato
 
 
 @torch.no_grad()
-def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None) -> torch.Tensor:
-    """In place: conv ``weight`` [out, in/groups, k1, ...] zero except a scaled orthogonal centre tap."""
+def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0, generator=None, groups: int = 1) -> torch.Tensor:
+    """In place: conv ``weight`` [out, in/groups, k1, ...] zero except a scaled orthogonal centre tap; returns it.
+
+    ``groups`` is the convolution's ``groups``: each group's centre tap, the [out/groups, in/groups] block
+    ``weight[g*out/groups:(g+1)*out/groups, :, centre]``, is a separate gain * sqrt(max(1, out/in))
+    Haar-orthogonal matrix (out, in: the convolution's channels, in the same ratio as each group's), so
+    each group maps its own channels like a dense layer and q is preserved exactly at every location when
+    out/groups >= in/groups.  The weight's shape does not show the groups
+    (a grouped weight looks like an ungrouped one with fewer inputs), so pass ``groups=conv.groups``; with
+    the default 1 a grouped convolution gets one matrix across its groups, whose blocks are not orthogonal,
+    and q is not preserved.  :func:`kernel_preserving_init_` passes each convolution's groups.
+    ``generator`` is used as in :func:`scaled_uniform_orthogonal_`.
+    """
     if weight.dim() < 3:
         raise DomainError(f"delta_orthogonal_ needs a convolution weight [out, in, *kernel], got "
                           f"{tuple(weight.shape)}; use scaled_uniform_orthogonal_ for nn.Linear.")
+    if not weight.is_floating_point():   # refused before zero_() so that a refusal changes nothing
+        raise DomainError(f"delta_orthogonal_ needs a floating-point weight, got dtype {weight.dtype}; "
+                          "convert it first, e.g. weight.float().")
     _check_gain(gain, "delta_orthogonal_")
+    _draw_device(generator, weight.device, "delta_orthogonal_")   # before zero_(): a refusal changes nothing
+    out_channels = weight.shape[0]
+    if not (is_whole_number(groups, 1) and out_channels % groups == 0):
+        raise DomainError(f"delta_orthogonal_: groups={groups!r} must be the convolution's groups, a whole number "
+                          f">= 1 dividing the {out_channels} output channels of the weight {tuple(weight.shape)}; "
+                          "pass groups=conv.groups.")
     kernel = weight.shape[2:]
     if any(k % 2 == 0 for k in kernel):
         raise DomainError(f"delta-orthogonal initialisation needs odd kernel sizes (a centre tap), got "
                           f"{tuple(kernel)}; use an odd kernel size such as 3 or 5.")
     weight.zero_()
     centre = tuple(k // 2 for k in kernel)
-    scaled_uniform_orthogonal_(weight[(slice(None), slice(None)) + centre], gain, generator)
+    per_group = out_channels // groups
+    for g in range(groups):
+        block = weight[g * per_group:(g + 1) * per_group]
+        scaled_uniform_orthogonal_(block[(slice(None), slice(None)) + centre], gain, generator)
     return weight
 
 
@@ -142,6 +192,8 @@ def kernel_preserving_init_(model: nn.Module, gain: float = 1.0, generator=None)
     """Re-initialise every Linear (scaled-uniform orthogonal) and Conv1/2/3d (delta-orthogonal) in place.
 
     Biases are set to zero.  Grouped convolutions are initialised per group.  Returns ``model``.
+    ``generator`` is used as in :func:`scaled_uniform_orthogonal_` (a CUDA generator needs every layer on
+    its device).
 
     Layers parametrised with :mod:`torch.nn.utils.parametrize` (e.g. by
     :func:`numeric.parametrize_model`) are set through their parametrisation (its ``right_inverse``),
@@ -157,11 +209,7 @@ def kernel_preserving_init_(model: nn.Module, gain: float = 1.0, generator=None)
             value = torch.empty_like(module.weight)
             scaled_uniform_orthogonal_(value, gain, generator)
         elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            value = torch.empty_like(module.weight)
-            groups = module.groups
-            per = module.out_channels // groups
-            for g in range(groups):
-                delta_orthogonal_(value[g * per:(g + 1) * per], gain, generator)
+            value = delta_orthogonal_(torch.empty_like(module.weight), gain, generator, groups=module.groups)
         else:
             skipped.extend(_unhandled_matrices(label, module))
             continue
@@ -205,7 +253,8 @@ def per_location_normalize(x: torch.Tensor, dim: int = 1, eps: float = 0.0) -> t
 
     ``eps`` is added to ||x||^2 before the square root; with ``eps = 0`` a location whose features
     are all zero cannot be scaled to q = 1 and raises :class:`~symact.errors.DomainError` (with
-    ``eps > 0`` it stays 0).
+    ``eps > 0`` it stays 0).  A location holding an inf or NaN, and an ``x`` with no features along
+    ``dim``, raise :class:`~symact.errors.DomainError` too.
 
     >>> import torch
     >>> y = per_location_normalize(torch.tensor([[3.0, 4.0]]))
@@ -215,7 +264,27 @@ def per_location_normalize(x: torch.Tensor, dim: int = 1, eps: float = 0.0) -> t
     if not (math.isfinite(eps) and eps >= 0):
         # a negative eps made sqrt(||x||^2 + eps) NaN wherever ||x||^2 < -eps, silently
         raise DomainError(f"eps={eps!r} must be a finite number >= 0 (it is added to ||x||^2 before the square root)")
+    if x.dim() == 0:
+        raise DomainError("x is a 0-d tensor, with no feature dimension to normalise over; give x with its "
+                          "features along dim (e.g. shape [batch, features, ...])")
+    if not (is_whole_number(dim, -x.dim()) and dim < x.dim()):
+        raise DomainError(f"dim={dim!r} is not a dimension of x (shape {tuple(x.shape)}); give the feature "
+                          f"dimension, a whole number in {-x.dim()}..{x.dim() - 1}")
     size = x.shape[dim]
+    if size == 0:
+        # amax over an empty dimension was a bare IndexError; q = ||x||^2 / 0 has no value to scale to 1
+        raise DomainError(f"x (shape {tuple(x.shape)}) has no features along dim {dim}, so there is no q to set "
+                          "to 1; pass the dimension that holds the features, or drop the empty input")
+    finite = torch.isfinite(x).all(dim=dim)
+    if not bool(finite.all()):
+        # one inf made its whole location NaN (inf / inf, and 0 for the other features), and NaN passed through
+        where = (~finite).nonzero()
+        first = where[0].tolist()
+        first.insert(dim % x.dim(), ":")
+        kinds = " and ".join(k for k, m in (("inf", torch.isinf(x)), ("NaN", torch.isnan(x))) if bool(m.any()))
+        raise DomainError(f"{len(where)} location(s) of x hold non-finite features ({kinds}) along dim {dim}, "
+                          f"the first x[{', '.join(map(str, first))}]; no scaling brings them to q = 1, and "
+                          "they would come out NaN. Fix or drop them before normalising.")
     # divided by the largest |x| first, so no square overflows or underflows: [300, 400] in float16 came out 0
     # (300**2 is inf there), [3e-23, 4e-23] in float32 5.5% off (subnormal squares), and [3e-170, 4e-170] in
     # float64 was refused as all-zero features

@@ -154,3 +154,26 @@ def test_a_positive_test_fraction_that_holds_out_no_row_is_refused(call):
     x, y = np.arange(10.0)[:, None], np.arange(10)
     assert [len(part) for part in split(x, y, test_fraction=0.06)] == [9, 9, 1, 1]   # round(0.6) = 1 row
     assert moons(10, test_fraction=0.0).n_test == 0                                 # none asked, none held out
+
+
+@pytest.mark.parametrize("dtype", [lambda torch: torch.int32, lambda torch: torch.int64, lambda torch: torch.bool,
+                                   lambda torch: torch.complex64, lambda torch: "float64", lambda torch: np.float64],
+                         ids=["int32", "int64", "bool", "complex64", "string", "numpy"])
+def test_dataset_torch_refuses_a_dtype_that_is_not_a_torch_floating_dtype(dtype):
+    """torch.int32 silently truncated the features to integers and "float64" was as_tensor's bare
+    TypeError; the features are real numbers, so anything but a torch floating dtype is refused by name."""
+    dtype = dtype(pytest.importorskip("torch"))
+    with pytest.raises(DomainError, match=r"dtype=.* is not a torch floating-point dtype.*torch\.float64"):
+        moons(10).torch(dtype)
+
+
+def test_dataset_torch_keeps_the_feature_values_in_every_floating_dtype():
+    torch = pytest.importorskip("torch")
+    data = moons(20, test_fraction=0.5)
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        x_train, y_train, x_test, y_test = data.torch(dtype)
+        assert x_train.dtype == x_test.dtype == dtype and y_train.dtype == y_test.dtype == torch.int64
+        # each value is the float64 feature rounded once to the dtype by torch's own cast
+        np.testing.assert_array_equal(x_train.double().numpy(),
+                                      torch.from_numpy(data.x_train).to(dtype).double().numpy())
+    assert data.torch()[0].dtype == torch.get_default_dtype()

@@ -194,3 +194,38 @@ def test_spread_ratio_refuses_records_of_different_experiments():
         a.spread_ratio(b)
     c = empirical_kernel(TANH, depth=3, width=128, cosines=(0.5,), seeds=2)
     assert a.spread_ratio(c) > 0
+
+
+def _record_by_hand(depth=3, cosines=(0.0, 0.5), width=100, seeds=4):
+    """An EmpiricalKernel with chosen predictions (layer l's extended c = 0.1 l + 0.01 i, local c = 0.05 l)."""
+    from analysis.empirical import EmpiricalKernel
+
+    rows = tuple(tuple(0.0 for _ in range(depth)) for _ in cosines)
+    return EmpiricalKernel(
+        activation="tanh", depth=depth, width=width, seeds=seeds, init="gaussian", device="cpu", cosines=cosines,
+        q_mean=rows, q_std=rows, c_mean=rows, c_std=rows, predicted_q=tuple(1.0 for _ in range(depth)),
+        predicted_c=tuple(tuple(0.1 * (l + 1) + 0.01 * i for l in range(depth)) for i in range(len(cosines))),
+        predicted_c_local=tuple(tuple(0.05 * (l + 1) for l in range(depth)) for _ in cosines),
+        q_kappa=tuple(1.0 for _ in range(depth)))
+
+
+def test_tolerance_takes_layers_1_to_depth_and_refuses_the_rest():
+    """layer=0 read predicted_c[i][-1], the last layer's prediction, and put sqrt(0) into the formula (5/width);
+    a negative layer failed in math.sqrt, a layer past depth was a bare IndexError, and a negative cosine index
+    counted from the end. Reference: the documented formula 4 sqrt(l)(1 - c^2)/sqrt(width seeds) + 5/width, at the
+    hand-set prediction c of cosine i at layer l."""
+    rec = _record_by_hand()
+    for i in range(2):
+        for layer in (1, 2, 3):
+            c = 0.1 * layer + 0.01 * i
+            assert rec.tolerance(i, layer) == pytest.approx(4 * math.sqrt(layer) * (1 - c * c) / 20 + 0.05, rel=1e-14)
+        c = 0.05 * 3
+        assert rec.tolerance(i, 3, "local") == pytest.approx(4 * math.sqrt(3) * (1 - c * c) / 20 + 0.05, rel=1e-14)
+    for layer in (0, -1, 4, 1.0, True):
+        with pytest.raises(DomainError, match=rf"layer={layer!r} must be a whole number in 1\.\.3: layers are "
+                                              r"numbered from 1"):
+            rec.tolerance(0, layer)
+    for i in (-1, 2, 0.0):
+        with pytest.raises(DomainError, match=rf"cosine index i={i!r} must be a whole number in 0\.\.1"):
+            rec.tolerance(i, 1)
+    assert rec.deviations().shape == rec.q_deviations().shape == (2, 3)   # the callers' layers 1..depth still pass

@@ -63,6 +63,44 @@ def test_delta_orthogonal_conv_acts_like_dense_layer_per_location():
     torch.testing.assert_close((y ** 2).sum(1) / 24, (x ** 2).sum(1) / 8, atol=0, rtol=1e-12)
 
 
+@pytest.mark.parametrize("conv", [
+    lambda: nn.Conv2d(4, 12, kernel_size=3, padding=1, groups=2, bias=False, dtype=torch.float64),
+    lambda: nn.Conv1d(6, 6, kernel_size=5, padding=2, groups=3, bias=False, dtype=torch.float64),
+    lambda: nn.Conv2d(8, 8, kernel_size=3, padding=1, groups=8, bias=False, dtype=torch.float64),   # depthwise
+], ids=["2d-2-groups", "1d-3-groups", "depthwise"])
+def test_delta_orthogonal_of_a_grouped_conv_preserves_q_at_every_location(conv):
+    """delta_orthogonal_ took a grouped weight [out, in/groups, k] for one [out, in/groups] matrix, whose
+    per-group blocks are not orthogonal, so q was not preserved (kernel_preserving_init_ looped over the groups
+    itself). Reference: torch's own grouped convolution, ||y||^2/out = ||x||^2/in at every location, and each
+    group's centre tap W_g with W_g^T W_g = (out/in) I."""
+    torch.manual_seed(4)
+    conv = conv()
+    groups, out_c, in_c = conv.groups, conv.out_channels, conv.in_channels
+    delta_orthogonal_(conv.weight, groups=groups)
+    w = conv.weight
+    centre = tuple(k // 2 for k in w.shape[2:])
+    tap = w[(slice(None), slice(None)) + centre]
+    off_centre = w.clone()
+    off_centre[(slice(None), slice(None)) + centre] = 0
+    assert torch.count_nonzero(off_centre) == 0
+    per = out_c // groups
+    for g in range(groups):
+        block = tap[g * per:(g + 1) * per]
+        torch.testing.assert_close(block.T @ block, torch.eye(in_c // groups, dtype=torch.float64) * out_c / in_c,
+                                   atol=1e-12, rtol=0)
+    x = torch.randn((3, in_c) + (7,) * (w.dim() - 2), dtype=torch.float64)
+    torch.testing.assert_close((conv(x) ** 2).sum(1) / out_c, (x ** 2).sum(1) / in_c, atol=0, rtol=1e-12)
+
+
+def test_delta_orthogonal_refuses_groups_that_do_not_divide_the_output_channels():
+    weight = torch.ones(6, 2, 3)
+    for groups in (4, 0, 1.5, True):
+        with pytest.raises(DomainError, match=rf"groups={groups!r} must be the convolution's groups.*dividing the "
+                                              r"6 output channels"):
+            delta_orthogonal_(weight, groups=groups)
+    assert torch.equal(weight, torch.ones(6, 2, 3))   # a refusal changes nothing
+
+
 def test_even_kernel_and_wrong_shapes_are_rejected():
     with pytest.raises(DomainError, match="odd kernel"):
         delta_orthogonal_(torch.empty(4, 4, 2, 2))
@@ -103,6 +141,32 @@ def test_per_location_normalize_refuses_all_zero_locations_unless_eps_is_given()
     torch.testing.assert_close((y[0] ** 2).sum(0) / 5, torch.ones(3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("bad, kind", [(float("inf"), "inf"), (-float("inf"), "inf"), (float("nan"), "NaN")])
+def test_per_location_normalize_refuses_non_finite_features_naming_the_location(bad, kind):
+    """One inf made its whole location NaN (inf/inf, the other features 0) and NaN passed through, silently."""
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    x[1, 3, 2] = bad
+    with pytest.raises(DomainError, match=rf"1 location\(s\) of x hold non-finite features \({kind}\) along dim 1, "
+                                          r"the first x\[1, :, 2\]"):
+        per_location_normalize(x)
+    x[0, 0, 1] = float("nan")
+    with pytest.raises(DomainError, match=r"2 location\(s\).* the first x\[0, :, 1\]"):
+        per_location_normalize(x, dim=-2, eps=1e-12)   # eps does not make a non-finite location acceptable
+
+
+@pytest.mark.parametrize("x, dim, match", [
+    (torch.empty(2, 0, 3), 1, r"shape \(2, 0, 3\)\) has no features along dim 1"),
+    (torch.ones(2, 3), 2, r"dim=2 is not a dimension of x \(shape \(2, 3\)\).* -2\.\.1"),
+    (torch.ones(2, 3), -3, r"dim=-3 is not a dimension"),
+    (torch.tensor(3.0), 0, r"0-d tensor"),
+], ids=["empty-features", "dim-too-large", "dim-too-negative", "scalar"])
+def test_per_location_normalize_refuses_a_missing_feature_dimension(x, dim, match):
+    """An empty feature dimension was amax's bare IndexError ("Expected reduction dim 1 to have non-zero size"), a
+    dimension x does not have a bare IndexError from x.shape."""
+    with pytest.raises(DomainError, match=match):
+        per_location_normalize(x, dim=dim)
+
+
 def test_dtype_and_device_follow_the_weight():
     w = scaled_uniform_orthogonal_(torch.empty(6, 3, dtype=torch.float32))
     assert w.dtype == torch.float32
@@ -111,6 +175,61 @@ def test_dtype_and_device_follow_the_weight():
     g2 = torch.Generator().manual_seed(5)
     b = scaled_uniform_orthogonal_(torch.empty(6, 3), generator=g2)
     assert torch.equal(a, b)
+
+
+class _GeneratorReportingCuda(torch.Generator):
+    """A CPU generator that reports device cuda:0: no accelerator is needed to check that the initialisers read
+    the generator's device and refuse a mismatch before drawing (the real CUDA case is the cuda test below)."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+
+def test_a_generator_on_another_device_than_the_weight_is_refused_by_name():
+    """The draws were always made on the CPU: a CUDA generator failed inside torch.randn (for a CUDA weight too);
+    one reporting cuda:0 for a CPU weight was used as if it were a CPU generator."""
+    generator = _GeneratorReportingCuda()
+    match = r"the generator is on cuda:0 but the weight is on cpu.*generator on cpu.*or a CPU generator"
+    weight = torch.ones(6, 3)
+    with pytest.raises(DomainError, match="scaled_uniform_orthogonal_: " + match):
+        scaled_uniform_orthogonal_(weight, generator=generator)
+    conv = nn.Conv2d(2, 4, 3)
+    before = conv.weight.detach().clone()
+    with pytest.raises(DomainError, match="delta_orthogonal_: " + match):
+        delta_orthogonal_(conv.weight.data, generator=generator)
+    with pytest.raises(DomainError, match=match):
+        kernel_preserving_init_(conv, generator=generator)
+    assert torch.equal(weight, torch.ones(6, 3)) and torch.equal(conv.weight, before)   # nothing was changed
+    with pytest.raises(DomainError, match=r"generator=5 must be a torch.Generator"):
+        scaled_uniform_orthogonal_(weight, generator=5)   # torch.randn's bare TypeError before
+
+
+def test_a_cpu_generator_seeds_the_same_weight_on_any_device():
+    """A CPU generator draws on the CPU and the result is moved: the meta device (no data) is accepted, and the
+    weight is sqrt(out/in) times the Haar Q (signs fixed by R's diagonal) of the generator's own Gaussian draws."""
+    assert scaled_uniform_orthogonal_(torch.empty(5, 3, device="meta"),
+                                      generator=torch.Generator().manual_seed(7)).device.type == "meta"
+    w = scaled_uniform_orthogonal_(torch.empty(5, 3, dtype=torch.float64), generator=torch.Generator().manual_seed(7))
+    a = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    q, r = torch.linalg.qr(a)
+    torch.testing.assert_close(w, (5 / 3) ** 0.5 * q * torch.sign(torch.diagonal(r)), atol=1e-15, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_a_cuda_generator_draws_on_the_weights_cuda_device():
+    """A CUDA generator failed inside torch.randn (the draws were made on the CPU); it now draws on its device."""
+    weights = [scaled_uniform_orthogonal_(torch.empty(8, 4, dtype=torch.float64, device="cuda"),
+                                          generator=torch.Generator(device="cuda").manual_seed(3)) for _ in range(2)]
+    assert weights[0].device.type == "cuda" and torch.equal(weights[0], weights[1])
+    torch.testing.assert_close(weights[0].T @ weights[0], 2 * torch.eye(4, dtype=torch.float64, device="cuda"),
+                               atol=1e-12, rtol=0)
+    conv = nn.Conv2d(4, 8, 3, padding=1, groups=2, dtype=torch.float64, device="cuda")
+    kernel_preserving_init_(conv, generator=torch.Generator(device="cuda").manual_seed(3))
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, device="cuda")
+    torch.testing.assert_close((conv(x) ** 2).sum(1) / 8, (x ** 2).sum(1) / 4, atol=0, rtol=1e-12)
+    with pytest.raises(DomainError, match=r"the generator is on cuda(:0)? but the weight is on cpu"):
+        scaled_uniform_orthogonal_(torch.empty(8, 4), generator=torch.Generator(device="cuda"))
 
 
 # ----------------------------------------------------------------------------- parametrised layers
