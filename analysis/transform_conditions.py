@@ -199,11 +199,13 @@ def _build(name: str, expr: sympy.Expr, x: sympy.Symbol, kinks: tuple) -> Activa
     def jumps(f) -> bool:
         # relative to f's size near the kink (largest |f| at k +- 1e-20, 1e-3, 1), not an absolute 1e-8:
         # C'(1), C''(1) do not depend on the scale of phi, yet relu/1e9 had C''(1) = 0 (relu: inf) and
-        # Heaviside/1e9 C'(1) = 0; a smooth f changes by ~1e-20 |f'| across the kink
+        # Heaviside/1e9 C'(1) = 0; a smooth f changes by ~1e-20 |f'| across the kink.
+        # The kink at 30 digits, not as a float: float(1/3) lies 1.9e-17 from 1/3, so both probes at +-1e-20
+        # fell on one side and Heaviside(x - 1/3) got C'(1) = C''(1) = 0, hardtanh(-1/3, 1/3) C''(1) = 0
         with mpmath.workdps(30):
             eps = mpmath.mpf("1e-20")
-            for k in kinks_f:
-                k = mpmath.mpf(k)
+            for k in kinks:
+                k = mpmath.mpf(sympy.Float(sympy.N(k, 40), 40))
                 jump = abs(f(k + eps) - f(k - eps))
                 scale = mpmath.mpf(0)
                 for d in (eps, -eps, mpmath.mpf("1e-3"), -mpmath.mpf("1e-3"), 1, -1):

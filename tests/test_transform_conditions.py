@@ -244,6 +244,39 @@ def test_jump_detection_does_not_depend_on_the_scale_of_phi(scale):
 
 
 
+@pytest.mark.parametrize("dps", [None, 20])
+@pytest.mark.parametrize("phi, which", [
+    (sympy.Heaviside(x - sympy.Rational(1, 3)), "value"),
+    (sympy.Max(x - sympy.Rational(1, 3), 0), "slope"),
+    (sympy.Max(-sympy.Rational(1, 3), sympy.Min(sympy.Rational(1, 3), x)), "slope"),
+    (sympy.Max(x - sympy.sqrt(2), 0), "slope"),
+    ("hardtanh", "slope"),
+])
+def test_jumps_at_kinks_that_are_not_floats_are_detected(phi, which, dps):
+    """A kink at 1/3, 1/10 or sqrt(2) is no float64 number: float(1/3) lies 1.9e-17 from it, so the jump test's
+    probes at the float +- 1e-20 both fell on one side and no jump was seen.  Heaviside(x - 1/3) came out with
+    C'(1) = C''(1) = 0 (the step's C map has an infinite slope at c = 1, as for Heaviside(x)) and
+    relu(x - 1/3), hardtanh(+-1/3) with C''(1) = 0 (phi' jumps: psi'' has a delta, C''(1) = inf as for relu).
+    Reference: phi (or phi') in exact arithmetic at the kink +- 10^-30."""
+    import symact
+
+    if isinstance(phi, str):  # the catalogue's hardtanh at min_val = -1/10, max_val = 1/10
+        act = symact.activation(phi).with_params(min_val=-sympy.Rational(1, 10), max_val=sympy.Rational(1, 10))
+    else:
+        act = symact.activation(phi.subs(x, symact.x))
+    (kink, *_) = act.kinks
+    f = act.concrete_expr.subs(act.inputs[0], x)
+    g = f if which == "value" else sympy.diff(f, x).replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: 0)
+    h = sympy.Rational(1, 10**30)
+    assert sympy.simplify(g.subs(x, kink + h) - g.subs(x, kink - h)) != 0  # phi (or phi') does jump there
+    tc = transform_conditions(act, 1.1, 0.2, 1.0, 0.0, dps=dps).values
+    assert mpmath.isinf(tc.c_curvature) and tc.c_curvature > 0
+    if which == "value":
+        assert mpmath.isinf(tc.c_slope) and tc.c_slope > 0
+    else:  # phi continuous: C'(1) = alpha^2 E[phi'(u)^2] / E[phi(u)^2], finite
+        assert mpmath.isfinite(tc.c_slope)
+
+
 def test_float64_returns_conditions_whose_mass_lies_wholly_in_a_far_tail():
     """relu6(alpha z + beta) at alpha = 0.033674107, beta = -0.33333333 is 0 for z < 9.9, so all of its
     mass lies in the Gaussian's tail (Q(1) = 4.6e-28) and 4e-16 of it at 13 <= z <= 14; the float64 edge
