@@ -224,18 +224,81 @@ def _slope_or_none(g, x, p):
         return None
 
 
+def _local_maximum(f, xs, values, i):
+    """(x, f(x)) at the maximum of f in [xs[i - 1], xs[i + 1]] around the sample maximum xs[i], or None where
+    no stationary point there is one: df/dx is bracketed where it changes sign (Illinois stays inside),
+    else followed from xs[i] and kept only if it stays in the interval and does not fall below the sample."""
+    a, b = xs[i - 1], xs[i + 1]
+
+    def slope(t):
+        return mpmath.diff(f, t)
+
+    try:
+        bracketed = slope(a) > 0 > slope(b)
+        root = mpmath.findroot(slope, (a, b), solver="illinois") if bracketed else mpmath.findroot(slope, xs[i])
+        if not a <= root <= b:
+            return None
+        value = f(root)
+    except (ValueError, ZeroDivisionError, TypeError):
+        return None  # findroot did not converge, or f is not defined (not real) at a point it tried
+    if not (mpmath.isfinite(value) and value >= values[i] - mpmath.mpf(10) ** -mpmath.mp.dps * max(1, abs(values[i]))):
+        return None
+    return root, value
+
+
+def _refined_maximum(f, xs, values, dps: int, samples: int, kinks=(), most: int = 64):
+    """The largest of the refined local maxima of f among the samples (at most ``most``, those whose
+    parabola through the sample and its two neighbours peaks at least as high as the largest sample) and of
+    f at its ``kinks`` inside the samples' range (a maximum at a kink has no stationary point: -|x - 1/3|).
+
+    Refining only the largest sample by Newton's method from it converged to whatever stationary point was
+    near: for p*(x) = sin(17 x) exp(-x**2/50) (samples 1/8 apart, a period 0.37) a minimum far off, so
+    dominance_threshold returned 9e-15 for the threshold 0.99983; for sin(19 x) exp(-x**2/50) a lower peak
+    (0.99877); for sin(11 x) exp(-x**2/50) a negative minimum, refused as 'p*(x) tends to [0, 0] above the
+    interior maximum'."""
+    best = max(values)
+    estimates = []
+    for i in range(1, len(xs) - 1):
+        left, mid, right = values[i - 1], values[i], values[i + 1]
+        if mid >= left and mid >= right:
+            curvature = 2 * mid - left - right
+            estimates.append((mid + (right - left) ** 2 / (8 * curvature) if curvature > 0 else mid, i))
+    estimates.sort(key=lambda item: -item[0])
+    # a parabola is only an estimate: where it lifts a sample by g, a peak beside another may hide as much
+    margin = 2 * max(estimate - values[i] for estimate, i in estimates) if estimates else 0
+    found = [_local_maximum(f, xs, values, i) for estimate, i in estimates[:most] if estimate >= best - margin]
+    found = [item for item in found if item is not None]
+    for k in kinks:
+        if xs[0] < k < xs[-1]:
+            try:
+                value = f(k)
+            except (ValueError, ZeroDivisionError, TypeError):
+                continue
+            if mpmath.isfinite(value):
+                found.append((k, value))
+    if not found:
+        i_best = max(range(len(xs)), key=lambda i: values[i])
+        raise DomainError(
+            f"the maximum of the threshold p*(x) near x = {mpmath.nstr(xs[i_best], 8)} could not be located to "
+            f"{dps} digits (no stationary point of p* found between the samples beside it: p* may have a kink or "
+            f"a peak narrower than the sample spacing there); raise samples (now {samples}) or narrow search")
+    return max(found, key=lambda item: item[1])
+
+
 def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples: int = 801,
                         dps: int = 30) -> DominanceThreshold:
     r"""The least parameter value with candidate >= target on the whole line.
 
     Derivation: if :math:`\partial c_p/\partial p > 0`, then :math:`c_p(x) \ge t(x)` iff
     :math:`p \ge p^*(x)` with :math:`c_{p^*(x)}(x) = t(x)` (SymPy ``solve``), so the threshold is
-    :math:`\sup_x p^*(x)`.  The supremum is located numerically (dense sampling on ``search`` plus
-    a refined stationary point), its abscissa identified exactly with ``nsimplify``, and
+    :math:`\sup_x p^*(x)`.  The supremum is located numerically (dense sampling on ``search``; the
+    stationary point next to each of the highest sampled peaks is refined and the largest taken), its
+    abscissa identified exactly with ``nsimplify``, and
     :math:`p^*` is evaluated there symbolically; when no simple exact number matches the argmax to
     ``dps + 3`` digits, ``argmax`` and ``value`` are Floats of ``dps`` digits instead.  Limits: the global maximality is a numerical
     certificate (sampling of :math:`p^*` on ``search`` and its symbolic limits at
-    :math:`\pm\infty`), not a proof.
+    :math:`\pm\infty`), not a proof: peaks of :math:`p^*` less than about three sample spacings apart
+    (``(search[1] - search[0]) / (samples - 1)``) can alias and be missed; raise ``samples`` for those.
 
     For squareplus vs softplus, :math:`p^*(x) = 4\,\mathrm{softplus}(x)\,\mathrm{softplus}(-x)`
     (up to rewriting), maximal at 0: :math:`b \ge 4\ln^2 2`.
@@ -276,8 +339,11 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
         if i_best in (0, samples - 1):
             raise DomainError(f"the threshold p*(x) is largest at the edge of the search interval {search}; "
                               "widen search or check that the candidate dominates at all")
-        x_star = mpmath.findroot(lambda t: mpmath.diff(f, t), xs[i_best])
-        p_star = f(x_star)
+        try:
+            kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(threshold)]
+        except NotImplementedError:  # SymPy cannot solve for a switch point: the stationary points decide
+            kinks = []
+        x_star, p_star = _refined_maximum(f, xs, values, dps, samples, kinks)
         if any(slope <= 0 for slope in (_slope_or_none(g, xi, p_star) for xi in xs[:: max(1, samples // 200)])
                if slope is not None):
             raise DomainError(f"the candidate is not increasing in {p} near the threshold; the 'iff' does not apply")

@@ -314,6 +314,43 @@ def test_dominance_threshold_reports_an_exact_argmax_only_where_it_is_exact():
     assert dominance_threshold(SQUAREPLUS, SOFTPLUS, b, dps=8).argmax == 0
 
 
+@pytest.mark.parametrize("k", [11, 13, 17])
+def test_dominance_threshold_refines_the_largest_peak_not_the_nearest_stationary_point(k):
+    """x + p >= x + sin(k x) exp(-x**2/50) iff p >= p*(x) = sin(k x) exp(-x**2/50), whose peaks are a period
+    2 pi/k = 0.37..0.57 apart, three or four of the 1/8-spaced samples.  Newton's method from the largest sample
+    went to another stationary point: a minimum, for k = 17 at x = -40.2 (threshold 9e-15 for 0.99983, so p = 0.5
+    was reported to dominate where the target is 0.5 higher), for k = 11, 13 a negative one ('p*(x) tends to
+    [0, 0] at +-infinity, above the interior maximum').  Reference: p*'s peaks from their closed-form
+    neighbourhoods x = (pi/2 + 2 pi n)/k, refined by findroot at 30 digits."""
+    p = sympy.Symbol("p", real=True)
+    result = dominance_threshold(x + p, x + sympy.sin(k * x) * sympy.exp(-x**2 / 50), p, dps=20)
+    with mpmath.workdps(30):
+        def p_star(t):
+            return mpmath.sin(k * t) * mpmath.exp(-t**2 / 50)
+
+        peaks = [mpmath.findroot(lambda t: mpmath.diff(p_star, t), (mpmath.pi / 2 + 2 * mpmath.pi * n) / k)
+                 for n in range(-3, 4)]
+        x_ref = max(peaks, key=p_star)
+        assert abs(mpmath.mpf(sympy.N(result.argmax, 30)) - x_ref) < mpmath.mpf(10) ** -15
+        assert abs(mpmath.mpf(sympy.N(result.value, 30)) - p_star(x_ref)) < mpmath.mpf(10) ** -18
+
+
+def test_dominance_threshold_finds_a_peak_between_two_samples():
+    """p*(x) = exp(-100 (x - 7/3)**2) peaks between two samples: findroot from the nearest sample ran out of
+    tolerance and its bare ValueError escaped.  Its maximum is 1 at x = 7/3 exactly."""
+    p = sympy.Symbol("p", real=True)
+    result = dominance_threshold(x + p, x + sympy.exp(-100 * (x - sympy.Rational(7, 3))**2), p)
+    assert result.value == 1 and result.argmax == sympy.Rational(7, 3)
+
+
+def test_dominance_threshold_with_its_maximum_at_a_kink():
+    """x + p >= x - |x - 1/3| iff p >= -|x - 1/3|, largest (0) at the kink 1/3, off the sample grid: p* has no
+    stationary point, and findroot on dp*/dx raised its bare ValueError."""
+    p = sympy.Symbol("p", real=True)
+    result = dominance_threshold(x + p, x - sympy.Abs(x - sympy.Rational(1, 3)), p)
+    assert result.value == 0 and result.argmax == sympy.Rational(1, 3)
+
+
 def test_minimax_reports_only_extrema_at_the_maximum_whatever_dps():
     """The extrema kept as abscissae were those within 100 * 10**-dps of the max error: at dps=3 a bump 5%
     lower (0.95 sech(x - 10) beside (1 + (p - 1)^2) sech(x)) was listed as a point where |e| = max_error, and
