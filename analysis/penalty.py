@@ -109,10 +109,19 @@ class PenaltyInequality:
                 f"slack={self.slack:.6g}, ratio={self.ratio:.6g}, layers={len(self.layers)}, holds={self.holds})")
 
 
-def _norm_sq(matrix: torch.Tensor, norm: str) -> torch.Tensor:
+def _norm_sq(matrix: torch.Tensor, norm: str) -> float:
+    """The squared spectral or Frobenius norm of ``matrix``, computed in float64 from its values (squares in
+    float32 underflow below 1e-23 and overflow above 1e19, in float16 below 1e-4 and above 256, and
+    ``linalg.matrix_norm`` refuses float16 and bfloat16)."""
+    matrix = matrix.detach().to(torch.float64)
     if norm == "spectral":
-        return torch.linalg.matrix_norm(matrix, ord=2) ** 2
-    return (matrix**2).sum()
+        return float(torch.linalg.matrix_norm(matrix, ord=2) ** 2)
+    return float((matrix**2).sum())
+
+
+def _sum_sq(tensor: torch.Tensor) -> float:
+    """Sum of squares of ``tensor``'s entries, in float64 (see :func:`_norm_sq`)."""
+    return float((tensor.detach().to(torch.float64) ** 2).sum())
 
 
 def gradient_penalty_inequality(
@@ -127,7 +136,9 @@ def gradient_penalty_inequality(
     (any differentiable modules between them); ``x``: a 1-D input; ``f``: scalar function of the
     output (default: the sum of the outputs); ``norm``: ``"spectral"`` or ``"frobenius"`` for both
     :math:`\|W_t\|` and :math:`\|\nabla_x h_t\|`.  Work in float64 for tight comparisons; the
-    tolerance in the result is 64 machine epsilons of the model's dtype.
+    tolerance in the result is 64 machine epsilons of the model's dtype.  The network is evaluated in its
+    dtype (float16 and bfloat16 too); the squared norms are summed in float64 from those values, so they
+    neither underflow nor overflow.  A pass that overflows the dtype is refused (:class:`DomainError`).
     """
     if not isinstance(model, nn.Sequential):
         raise DomainError(f"model must be an nn.Sequential of Linear layers and activations, got {type(model).__name__}; "
@@ -208,25 +219,33 @@ def gradient_penalty_inequality(
     grads = torch.autograd.grad(out.reshape(()), [x_req, *copies.values()], allow_unused=True)
     grad_x, param_grads = grads[0], grads[1:]
     grad_of = {id(p): (g if g is not None else torch.zeros_like(p)) for p, g in zip(params, param_grads)}
-    grad_x_sq = float((grad_x**2).sum())
+    # a forward or backward pass that overflowed the dtype (float16 beyond 65504) gave lhs = nan and
+    # holds=False: a failed inequality for a network it says nothing about
+    computed = [("f", out), ("the input gradient", grad_x), *(("the layer inputs", h) for h in hs),
+                *(("the Jacobians", j) for j in jacobians), *(("the parameter gradients", g) for g in grad_of.values())]
+    overflowed = next((what for what, tensor in computed if not bool(torch.isfinite(tensor).all())), None)
+    if overflowed is not None:
+        raise DomainError(f"{overflowed} of the model at x overflowed in {x.dtype} (non-finite entries); evaluate "
+                          "the inequality in float64: model.double() and x.double()")
+    grad_x_sq = _sum_sq(grad_x)
 
     layers, linear_param_ids = [], set()
     for t, pos in enumerate(linear_positions):
         layer: nn.Linear = model[pos]
         has_bias = layer.bias is not None
-        share = (grad_of.get(id(layer.weight), torch.zeros(())) ** 2).sum()
+        share = _sum_sq(grad_of.get(id(layer.weight), torch.zeros(())))
         linear_param_ids.add(id(layer.weight))
         if has_bias:
-            share = share + (grad_of.get(id(layer.bias), torch.zeros(())) ** 2).sum()
+            share += _sum_sq(grad_of.get(id(layer.bias), torch.zeros(())))
             linear_param_ids.add(id(layer.bias))
-        h_sq = float((hs[t] ** 2).sum())
-        w_sq = float(_norm_sq(layer.weight.detach(), norm))
-        j_sq = float(_norm_sq(jacobians[t].detach(), norm))
+        h_sq = _sum_sq(hs[t])
+        w_sq = _norm_sq(layer.weight, norm)
+        j_sq = _norm_sq(jacobians[t], norm)
         numerator = (1.0 if has_bias else 0.0) + h_sq
         # grad_x f = J^T W^T delta: if it is non-zero, so are W and J; if it is zero the term is 0
         term = 0.0 if grad_x_sq == 0 else grad_x_sq * numerator / (w_sq * j_sq)
-        layers.append(LayerPenaltyTerm(t + 1, h_sq, w_sq, j_sq, term, float(share)))
-    other = float(sum((grad_of[id(p)] ** 2).sum() for p in params if id(p) not in linear_param_ids) or 0.0)
+        layers.append(LayerPenaltyTerm(t + 1, h_sq, w_sq, j_sq, term, share))
+    other = sum((_sum_sq(grad_of[id(p)]) for p in params if id(p) not in linear_param_ids), 0.0)
     lhs = sum(layer.bound_term for layer in layers)
     rhs = sum(layer.parameter_gradient_norm_sq for layer in layers) + other
     tolerance = 64 * torch.finfo(x.dtype).eps

@@ -199,3 +199,45 @@ def test_a_linear_layer_that_sees_a_batch_of_vectors_is_refused(norm):
     with pytest.raises(DomainError, match=r"Linear layer at position 3 receives a tensor of shape \(2, 3\).*one "
                                           r"activation vector"):
         gradient_penalty_inequality(net, x, f=lambda y: y[0] - y[1], norm=norm)
+
+
+@pytest.mark.parametrize("norm", ["spectral", "frobenius"])
+def test_squared_norms_of_float32_values_neither_underflow_nor_overflow(norm):
+    """f = w2 (w1 x + b1) + b2 with scalar layers makes every layer's bound an equality: lhs = rhs =
+    w2^2 (1 + x^2) + (1 + h2^2), h2 = w1 x + b1.  The squares were taken in float32: at w1 = w2 = 1e-12,
+    |grad_x f|^2 = 1e-48 underflowed to 0 and lhs came out 0 (ratio 0 for a tight bound); at w1 = w2 = 1e15
+    it overflowed (1e60) and lhs was nan, holds=False.  Reference: that closed form in float64 from the
+    float32 parameter values."""
+    for scale in (1e-12, 1e15):
+        net = nn.Sequential(nn.Linear(1, 1), nn.Linear(1, 1))
+        with torch.no_grad():
+            net[0].weight.fill_(scale), net[1].weight.fill_(scale), net[0].bias.fill_(0.5), net[1].bias.fill_(0.25)
+        x = torch.tensor([0.75])
+        r = gradient_penalty_inequality(net, x, norm=norm)
+        w2, h2 = net[1].weight.item(), net[0].weight.item() * 0.75 + 0.5
+        expected = w2**2 * (1 + 0.75**2) + 1 + h2**2
+        assert r.lhs == pytest.approx(expected, rel=1e-6) and r.rhs == pytest.approx(expected, rel=1e-6)
+        assert r.holds and r.ratio == pytest.approx(1, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_models_are_evaluated(dtype):
+    """torch.linalg.matrix_norm refuses float16 and bfloat16, so the documented 'tolerance of 64 epsilons of the
+    model's dtype' met a bare RuntimeError.  One Linear(n, 1) with f = the output: delta = 1, so both sides are
+    1 + |x|^2 exactly (grad_W f = x, grad_b f = 1, |grad_x f|^2 / |W|^2 = 1); reference in float64 from x."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 1)).to(dtype)
+    x = torch.tensor([0.5, -1.25, 2.0], dtype=dtype)
+    r = gradient_penalty_inequality(net, x)
+    expected = 1 + float((x.double() ** 2).sum())
+    assert r.lhs == pytest.approx(expected, rel=1e-12) and r.rhs == pytest.approx(expected, rel=1e-12)
+    assert r.holds
+
+
+def test_a_pass_that_overflows_the_dtype_is_refused_naming_float64():
+    """In float16 f = 300 * 300 * 2 = 180000 is inf (above 65504): lhs came out nan and holds=False."""
+    net = nn.Sequential(nn.Linear(2, 1)).half()
+    with torch.no_grad():
+        net[0].weight.fill_(300), net[0].bias.zero_()
+    with pytest.raises(DomainError, match=r"overflowed in torch.float16.*float64"):
+        gradient_penalty_inequality(net, torch.tensor([300.0, 300.0], dtype=torch.float16))
