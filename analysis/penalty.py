@@ -23,7 +23,9 @@ Here ``h_t`` is the input of the t-th ``nn.Linear`` of an ``nn.Sequential``; wha
 two Linear layers (activations, even non-elementwise ones) belongs to :math:`g`.  A Linear without
 bias contributes :math:`\|h\|^2` instead of :math:`1 + \|h\|^2` (there is no :math:`b` to
 differentiate).  Parameters outside the Linear layers (e.g. ``nn.PReLU``) only add to
-:math:`\|\nabla_\theta f\|^2`; they are reported separately and included in the right side.
+:math:`\|\nabla_\theta f\|^2`; they are reported separately and included in the right side.  A Linear
+whose weight is computed from other parameters (``weight_norm``, ``spectral_norm``) is refused: the
+gradient in those parameters is not :math:`\nabla_W f`.
 
 >>> import torch
 >>> torch.manual_seed(0) and None
@@ -153,6 +155,21 @@ def gradient_penalty_inequality(
         raise DomainError("model uses one Linear weight at several positions; the inequality gives every "
                           "position its own W^(t), b^(t) (a shared weight's gradient is the sum over its uses): "
                           "use separate nn.Linear layers")
+    # weight_norm / spectral_norm (parametrize or the older hooks) compute W from other parameters: grad_theta f is
+    # then the gradient in (g, v), not in W, and one Linear(3, 1) under weight_norm reported holds=False (lhs 5.7,
+    # rhs 1: only the bias counted as the layer's share)
+    own = {id(p) for p in model.parameters()}
+    for pos in linear_positions:
+        layer = model[pos]
+        derived = [name for name in ("weight", "bias") if getattr(layer, name) is not None
+                   and id(getattr(layer, name)) not in own]
+        if derived:
+            raise DomainError(
+                f"the Linear layer at position {pos} computes its {' and '.join(derived)} from other parameters (a "
+                "parametrisation such as weight_norm or spectral_norm); the inequality is about the gradient with "
+                "respect to W and b themselves. Remove it first, keeping the current values: "
+                f"torch.nn.utils.parametrize.remove_parametrizations(model[{pos}], 'weight') (or "
+                "torch.nn.utils.remove_weight_norm / remove_spectral_norm for the older hooks)")
     # RReLU in training mode draws its negative slopes per evaluation like dropout its masks: the
     # Jacobians and the gradients saw different networks and holds=False came back for 18 of 200 random MLPs
     random_in_training = [type(m).__name__ for m in model.modules()

@@ -241,3 +241,35 @@ def test_a_pass_that_overflows_the_dtype_is_refused_naming_float64():
         net[0].weight.fill_(300), net[0].bias.zero_()
     with pytest.raises(DomainError, match=r"overflowed in torch.float16.*float64"):
         gradient_penalty_inequality(net, torch.tensor([300.0, 300.0], dtype=torch.float16))
+
+
+def _weight_norm(layer):
+    return torch.nn.utils.parametrizations.weight_norm(layer)
+
+
+def _old_weight_norm(layer):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.nn.utils.weight_norm is deprecated
+        return torch.nn.utils.weight_norm(layer)
+
+
+@pytest.mark.parametrize("wrap", [_weight_norm, torch.nn.utils.parametrizations.spectral_norm, _old_weight_norm,
+                                  torch.nn.utils.spectral_norm])
+def test_a_linear_weight_computed_from_other_parameters_is_refused(wrap):
+    """Under weight_norm W = g v / |v|: grad_theta f is the gradient in (g, v), not in W.  With x orthogonal to
+    v and |v| large it is about 0, so one Linear(3, 1) reported lhs 5.7 > rhs 1 (only the bias's share), i.e.
+    holds=False for a bound that holds for W; the layer's parameter_gradient_norm_sq left out its weight.
+    Reference: the same layer with its parametrisation removed (values kept) satisfies the one-layer equality
+    lhs = rhs = 1 + |x|^2."""
+    torch.manual_seed(0)
+    net = nn.Sequential(wrap(nn.Linear(3, 1).double()))
+    x = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    with pytest.raises(DomainError, match=r"position 0 computes its weight from other parameters.*remove"):
+        gradient_penalty_inequality(net, x)
+    plain = nn.Sequential(nn.Linear(3, 1).double())
+    with torch.no_grad():
+        plain[0].weight.copy_(net[0].weight), plain[0].bias.copy_(net[0].bias)
+    r = gradient_penalty_inequality(plain, x)
+    assert r.lhs == pytest.approx(1 + 5.25, rel=1e-13) and r.rhs == pytest.approx(1 + 5.25, rel=1e-13)
