@@ -416,13 +416,50 @@ class MinimaxResult:
                 f"abscissae=({', '.join(mpmath.nstr(a, 10) for a in self.abscissae)}), signs={self.signs})")
 
 
+def _real_roots(arg: sympy.Expr) -> list:
+    """Real numeric roots of ``arg`` in X.  Where ``solve`` has no algorithm (a Min or Max inside:
+    -1 - Min(1, x), from hardtanh written as Max(-1, Min(1, x))) ``arg`` is rewritten as a Piecewise and each
+    piece solved, keeping the roots of ``arg`` itself."""
+    try:
+        roots = sympy.solve(arg, X)
+    except NotImplementedError:
+        folded = sympy.piecewise_fold(arg.rewrite(sympy.Piecewise))
+        if not isinstance(folded, sympy.Piecewise):
+            raise
+        roots = []
+        for piece, _ in folded.args:
+            if X not in piece.free_symbols:
+                continue
+            roots += [r for r in sympy.solve(piece, X) if r.is_real and r.is_number
+                      and sympy.simplify(arg.subs(X, r)) == 0]
+    return [r for r in roots if r.is_real and r.is_number]
+
+
+def _switch_points(node) -> list:
+    """Where a Max or Min of any number of arguments switches: two arguments are equal there and both are
+    the extreme one (Max(0, x/2, x - 1) at 0 and 2, not at 1 where x - 1 = 0 lies below x/2)."""
+    points = []
+    for i, first in enumerate(node.args):
+        for second in node.args[i + 1:]:
+            if X not in (first - second).free_symbols:
+                continue
+            for root in _real_roots(first - second):
+                if len(node.args) == 2 or sympy.simplify(node.subs(X, root) - first.subs(X, root)) == 0:
+                    points.append(root)
+    return points
+
+
 def _singular_points(expr: sympy.Expr) -> list[sympy.Expr]:
     """Real points where Max/Min/Abs/Heaviside/sign/Piecewise switch (kinks of the error)."""
     points: set = set()
     for node in sympy.preorder_traversal(expr):
-        if isinstance(node, (sympy.Max, sympy.Min)) and len(node.args) == 2:
-            args = [node.args[0] - node.args[1]]
-        elif isinstance(node, (sympy.Abs, sympy.Heaviside, sympy.sign)):
+        if isinstance(node, (sympy.Max, sympy.Min)):
+            # every pair of arguments, nested ones too: Max(0, x/2, x - 1) (three arguments) was skipped, so
+            # asymptotic_expansion took x/2 for its piece at +oo (it is x - 1), and Max(-1, Min(1, x)) raised
+            # solve's bare NotImplementedError in minimax, dominance_threshold and asymptotic_expansion
+            points.update(_switch_points(node))
+            continue
+        if isinstance(node, (sympy.Abs, sympy.Heaviside, sympy.sign)):
             args = [node.args[0]]
         elif isinstance(node, sympy.Piecewise):
             args = []

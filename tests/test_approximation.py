@@ -582,6 +582,37 @@ def test_asymptotic_expansion_of_piecewise_activations_is_the_outer_piece(name, 
     assert asymptotic_expansion(name, point, 3) == expected
 
 
+@pytest.mark.parametrize("expr, point, expected", [
+    # three arguments: the kinks were not looked for, and the piece beyond x = 1 (x/2) was taken at +oo
+    (sympy.Max(0, x / 2, x - 1), sympy.oo, x - 1),
+    (sympy.Min(0, x / 2, x + 1), -sympy.oo, x + 1),
+    # nested: solve's bare NotImplementedError ('No algorithms are implemented to solve equation -Min(1, x) - 1')
+    (sympy.Max(-1, sympy.Min(1, x)), sympy.oo, sympy.Integer(1)),
+    (sympy.Max(0, sympy.Min(6, x)), -sympy.oo, sympy.Integer(0)),
+])
+def test_asymptotic_expansion_of_max_min_with_several_or_nested_arguments(expr, point, expected):
+    """Reference: the piece that is the Max/Min beyond every crossing of its arguments (x - 1 >= x/2 >= 0 for
+    x >= 2), checked by exact evaluation far out."""
+    far = 10**6 if point == sympy.oo else -10**6
+    assert expr.subs(x, far) == expected.subs(x, far)
+    assert asymptotic_expansion(expr, point, 3) == expected
+
+
+def test_minimax_against_hardtanh_written_as_max_of_min():
+    """tanh(a x) vs Max(-1, Min(1, x)) (hardtanh as many write it) raised solve's bare NotImplementedError.
+    Reference: the alternation theorem, at the kink x = 1 (error tanh(a) - 1) and at the interior extremum x0
+    with a sech(a x0)^2 = 1 (error tanh(a x0) - x0), equal and opposite; solved by mpmath.findroot."""
+    a = sympy.Symbol("a", positive=True)
+    result = minimax(sympy.tanh(a * x), sympy.Max(-1, sympy.Min(1, x)), a, dps=20)
+    with mpmath.workdps(30):
+        a_ref, x0 = mpmath.findroot(
+            lambda s, t: [s * mpmath.sech(s * t) ** 2 - 1, (mpmath.tanh(s * t) - t) + (mpmath.tanh(s) - 1)],
+            (mpmath.mpf("1.4"), mpmath.mpf("0.43")))
+        assert abs(result.parameter_value - a_ref) < mpmath.mpf(10) ** -18
+        assert abs(result.max_error - (1 - mpmath.tanh(a_ref))) < mpmath.mpf(10) ** -18
+    assert [float(t) for t in result.abscissae] == pytest.approx([-1, -float(x0), float(x0), 1], abs=1e-15)
+
+
 def test_asymptotic_expansion_of_erf_at_infinity_keeps_its_exponentially_small_term():
     # hand series: erf(x) = 1 - exp(-x**2)/(sqrt(pi) x) (1 - 1/(2 x**2) + ...)
     e = asymptotic_expansion("erf", sympy.oo, 3)
