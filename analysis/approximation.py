@@ -263,7 +263,8 @@ def _refined_maximum(f, xs, values, dps: int, samples: int, kinks=(), most: int 
         if mid >= left and mid >= right:
             curvature = 2 * mid - left - right
             estimates.append((mid + (right - left) ** 2 / (8 * curvature) if curvature > 0 else mid, i))
-    estimates.sort(key=lambda item: -item[0])
+    middle = (xs[0] + xs[-1]) / 2
+    estimates.sort(key=lambda item: (-item[0], abs(xs[item[1]] - middle)))  # of equal peaks, the middle one
     # a parabola is only an estimate: where it lifts a sample by g, a peak beside another may hide as much
     margin = 2 * max(estimate - values[i] for estimate, i in estimates) if estimates else 0
     found = [_local_maximum(f, xs, values, i) for estimate, i in estimates[:most] if estimate >= best - margin]
@@ -335,8 +336,10 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
         if len(ties) > 1:
             for i in ties:
                 values[i] = _settled(f, xs[i], dps)
-        i_best = max(range(samples), key=lambda i: values[i])
-        if i_best in (0, samples - 1):
+        # the edge only where it is above every interior sample: a constant p* (p + tanh(x) vs tanh(x), squareplus
+        # vs relu: p* = 0 everywhere) ties there with the interior and was refused as 'largest at the edge'
+        interior_best = max(values[1:-1])
+        if max(values) - interior_best > mpmath.mpf(10) ** -dps * max(1, abs(interior_best)):
             raise DomainError(f"the threshold p*(x) is largest at the edge of the search interval {search}; "
                               "widen search or check that the candidate dominates at all")
         try:

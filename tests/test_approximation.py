@@ -351,6 +351,26 @@ def test_dominance_threshold_with_its_maximum_at_a_kink():
     assert result.value == 0 and result.argmax == sympy.Rational(1, 3)
 
 
+@pytest.mark.parametrize("candidate, target, parameter, expected", [
+    ("p + tanh(x)", "tanh(x)", "p", 0),
+    ("p*exp(-x**2) + x", "x + exp(-x**2)", "p", 1),
+    ("squareplus", "relu", "b", 0),
+])
+def test_dominance_threshold_of_a_constant_p_star(candidate, target, parameter, expected):
+    """p*(x) is constant (0, 1, and 4 relu(x) (relu(x) - x) = 0 for squareplus vs relu): it ties at the ends of
+    the search interval with every interior sample, and was refused as 'largest at the edge of the search
+    interval ... check that the candidate dominates at all'.  Reference: candidate - target is p - 1, p*exp(-x**2)
+    - exp(-x**2), and sqrt(x**2 + b)/2 - |x|/2 >= 0 (= 0 at b = 0), so each dominates iff p >= the constant."""
+    p = sympy.Symbol(parameter, positive=True) if parameter == "b" else sympy.Symbol(parameter, real=True)
+    cand = SQUAREPLUS if candidate == "squareplus" else sympy.sympify(candidate, {"x": x, parameter: p})
+    targ = RELU if target == "relu" else sympy.sympify(target, {"x": x})
+    result = dominance_threshold(cand, targ, p)
+    assert result.value == expected
+    margin = sympy.lambdify(x, (cand - targ).subs(p, expected), "mpmath")
+    with mpmath.workdps(30):
+        assert all(margin(t) >= 0 for t in mpmath.linspace(-60, 60, 241))
+
+
 def test_minimax_reports_only_extrema_at_the_maximum_whatever_dps():
     """The extrema kept as abscissae were those within 100 * 10**-dps of the max error: at dps=3 a bump 5%
     lower (0.95 sech(x - 10) beside (1 + (p - 1)^2) sech(x)) was listed as a point where |e| = max_error, and
