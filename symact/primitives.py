@@ -2275,20 +2275,24 @@ _MAX_STEP_ARGUMENTS = 24
 
 
 def _step_arguments(expr: sympy.Expr, symbol: sympy.Symbol) -> dict:
-    """{step: u} for each distinct step of ``expr`` in ``symbol``, u the expression whose sign decides it:
-    Heaviside(u), sign(u) and each comparison a < b (u = a - b) in a Piecewise condition (not Eq/Ne, which
-    pick out single points).  Two steps may share a u (sign(x) and x < 0 in sign(x) + Piecewise((2, x < 0),
-    (0, True)))."""
-    found = {}
+    """{construct: (u, ...)} for each construct of ``expr`` that steps in ``symbol``, with the expressions u
+    whose signs decide its steps: Heaviside(u) and sign(u) one each, a Piecewise every comparison a < b
+    (u = a - b) in its conditions (not Eq/Ne, which pick out single points).  A Piecewise is one construct
+    however many conditions it has: its author wrote its value at every point, softshrink's (lambd = 0)
+    included, where torch's gradient is 0 although the function is x."""
+    found: dict = {}
     for node in sympy.preorder_traversal(expr):
         if isinstance(node, (sympy.Heaviside, sympy.sign)):
-            u = node.args[0]
-        elif isinstance(node, sympy.core.relational.Relational) and not isinstance(node, (sympy.Eq, sympy.Ne)):
-            u = node.lhs - node.rhs
+            arguments = [node.args[0]]
+        elif isinstance(node, sympy.Piecewise):
+            arguments = [c.lhs - c.rhs for _, condition in node.args if isinstance(condition, sympy.Basic)
+                         for c in condition.atoms(sympy.core.relational.Relational)
+                         if not isinstance(c, (sympy.Eq, sympy.Ne))]
         else:
             continue
-        if u.has(symbol):
-            found[node] = u
+        arguments = tuple(dict.fromkeys(u for u in arguments if u.has(symbol)))
+        if arguments:
+            found[node] = arguments
     return found
 
 
@@ -2381,12 +2385,13 @@ def _values_where_differentiable(derivative: sympy.Expr, antiderivative: sympy.E
     or Piecewise alone), the derivative becomes Piecewise((its limit, Eq(symbol, t)), (derivative, True)).
     Points in the parameters, or where a limit cannot be decided, are left as they are."""
     steps = _step_arguments(derivative, symbol)
-    if not 2 <= len(steps) <= _MAX_STEP_ARGUMENTS:
+    arguments = {u for us in steps.values() for u in us}
+    if len(steps) < 2 or len(arguments) > _MAX_STEP_ARGUMENTS:
         return derivative
-    zeros = {u: _step_zeros(u, symbol) for u in set(steps.values())}
+    zeros = {u: _step_zeros(u, symbol) for u in arguments}
     meeting: dict = {}
-    for u in steps.values():
-        for t in (zeros[u][0] if zeros[u] is not None else ()):
+    for us in steps.values():  # the number of constructs that step at each point
+        for t in {t for u in us for t in (zeros[u][0] if zeros[u] is not None else ())}:
             meeting[t] = meeting.get(t, 0) + 1
     points = sorted((t for t, n in meeting.items() if n >= 2), key=float)
     for t in points[:_MAX_TIE_POINTS]:
