@@ -407,18 +407,22 @@ def test_a_masked_branch_before_a_constant_otherwise_branch_carries_nan():
 RECIPROCALS = {"sech": mpmath.sech, "csch": mpmath.csch, "coth": mpmath.coth}
 
 
-def _check_against_mpmath(formula: str, points, dtype, rtol, values=True, slopes=True):
+def _check_against_mpmath(formula: str, points, dtype, rtol, values=True, slopes=True, evaluate=None):
     """torch_module(formula) at the points, value and gradient, against mpmath at 50 digits of the
     formula and of SymPy's derivative of it: never NaN; within rtol where the exact number is a normal
     number of the format, inf exactly where the exact one is beyond the format's maximum, and below the
-    smallest normal number where the exact one is (so a NaN or a spurious value in the far tails fails)."""
+    smallest normal number where the exact one is (so a NaN or a spurious value in the far tails fails).
+    ``evaluate``: t -> (values, gradient) in place of the module's plain call and backward (the graph code)."""
     expr = symact.activation(formula).expr
     # sech, csch and coth named: SymPy's mpmath printer would write exp-rewrites of the whole formula, which turn
     # x**3 into exp(3*log(x)), complex for x < 0
     exact_fns = [sympy.lambdify(X, f, modules=[RECIPROCALS, "mpmath"]) for f in (expr, sympy.diff(expr, X))]
     t = torch.tensor(points, dtype=dtype, requires_grad=True)
-    y = torch_module(formula)(t)
-    (g,) = torch.autograd.grad(y.sum(), t)
+    if evaluate is None:
+        y = torch_module(formula)(t)
+        (g,) = torch.autograd.grad(y.sum(), t)
+    else:
+        y, g = evaluate(t)
     finfo = torch.finfo(dtype)
     for which, got_all, fn, wanted in (("value", y, exact_fns[0], values), ("slope", g, exact_fns[1], slopes)):
         if not wanted:
