@@ -109,6 +109,26 @@ class _SquarePlusRatio(sympy.Function):
         return True
 
 
+class _Hypot(sympy.Function):
+    """_Hypot(a, b) = sqrt(a**2 + b**2) for expressions a and b, printed torch.hypot(a, b): finite wherever
+    the value is, where a**2 or b**2 overflows first (exp(x)/sqrt(1 + x**2*exp(2*x)), normalised to
+    exp(x - m/2)/sqrt(x**2*exp(2*x - m) + exp(-m)), m = Max(0, 2*x), was 0 from x = 1.8e19 in float32 where
+    it is ~1/x).  Built by :func:`_sum_of_two_squares` where the sum's terms are both non-constant; sqrt(u**2 + c)
+    with a number c stays _SqrtSquarePlus."""
+
+    nargs = 2
+
+    def _eval_is_positive(self):
+        # positive where one of a, b is nonzero (exp(x - m/2) beside x*exp(-m/2)): hypot(x, x**2) is 0 at x = 0
+        return sympy.core.logic.fuzzy_or(a.is_nonzero for a in self.args)
+
+    def _eval_is_nonnegative(self):
+        return True
+
+    def _eval_is_real(self):
+        return sympy.core.logic.fuzzy_and(a.is_real for a in self.args)
+
+
 class _Finite(sympy.Function):
     """_Finite(u) = u with +-inf replaced by the format's largest finite number (NaN stays NaN): the
     u of a _SquarePlusRatio that can overflow (x**2, exp(x/2)), so that the ratio is 1 there, as it is
@@ -285,6 +305,10 @@ def _finite_everywhere(expr: sympy.Expr) -> bool:
         if isinstance(node, Pow) and node.exp.is_Rational and node.base.is_positive:
             continue
         if isinstance(node, _ALWAYS_FINITE):
+            continue
+        # a hypot known to be positive (an exp among its arguments): its gradient (a, b)/hypot is finite; hypot(x, x**2)
+        # is 0 at x = 0, where it is not
+        if isinstance(node, _Hypot) and node.is_positive:
             continue
         return False
     return True
@@ -650,7 +674,7 @@ def _numpy_functions() -> list:
 def numpy_modules() -> list:
     """lambdify modules evaluating a :func:`prepare`-d expression in numpy: the safe primitives
     (:func:`_numpy_functions`) and the printer's own markers (_Select, _Masked, _Step, _Silu, _Mish,
-    _SqrtSquarePlus), so that a form is checked as it will be printed, large-|x| branches included."""
+    _SqrtSquarePlus, _Hypot), so that a form is checked as it will be printed, large-|x| branches included."""
     import numpy as np
 
     primitives, rest = _numpy_functions()
@@ -662,6 +686,7 @@ def numpy_modules() -> list:
         "_Mish": lambda u: u * np.tanh(primitives["Softplus"](u)),
         "_SqrtSquarePlus": lambda u, c: np.hypot(u, np.sqrt(np.asarray(c, dtype=np.asarray(u).dtype))),
         "_SquarePlusRatio": lambda u, r: u / r,
+        "_Hypot": np.hypot,
         "_Finite": lambda u: np.nan_to_num(u, nan=np.nan),
     }
     return [{**primitives, **markers}, rest]
@@ -1571,6 +1596,13 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
         lambda e: isinstance(e, Pow) and e.exp in (S.Half, -S.Half) and _square_plus_constant(e.base) is not None,
         lambda e: _scaled_sqrt_square_plus(*_square_plus_constant(e.base), 2 * e.exp),
     )
+    # both terms varying (a constant one was taken just above): x**2*exp(2*x - m) + exp(-m) in
+    # exp(x)/sqrt(1 + x**2*exp(2*x))'s normalised quotient overflowed with x**2 (value 0 from x = 1.8e19 in float32)
+    expr = expr.replace(
+        lambda e: (isinstance(e, Pow) and e.exp.is_Rational and e.exp.q == 2
+                   and _sum_of_two_squares(e.base) is not None),
+        lambda e: _hypot_power(e.base, e.exp),
+    )
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(_SqrtSquarePlus),
                         lambda e: _split_square_plus_ratio(e, inputs))
     expr = expr.replace(lambda e: isinstance(e, Mul) and any(_odd_root_power(f) for f in e.args),
@@ -1746,6 +1778,11 @@ class _Emitter:
                 return self.assign(f"{helper}({arg.code}, {number_literal(c)})", full=arg.full)
         if isinstance(e, _SqrtSquarePlus):
             return self._square_plus_root(e.args[0], self.value(e.args[0]), e.args[1])
+        if isinstance(e, _Hypot):
+            a, b = self.value(e.args[0]), self.value(e.args[1])
+            if self.can_mutate(a) and (a.full or not b.full):
+                return self.mutate(a, f"hypot_({b.code})")
+            return self.assign(f"torch.hypot({a.code}, {b.code})", full=a.full or b.full)
         if isinstance(e, _SquarePlusRatio):
             arg, root = self.value(e.args[0]), self.value(e.args[1])
             return self.assign(f"{arg.code} / {root.code}", full=arg.full or root.full)
@@ -1922,6 +1959,31 @@ class _Emitter:
             else:
                 self.mutate(quotient, f"div_({base.code})")
             return self.mutate(quotient, f"div_({base.code})")
+        # a hypot in the denominator taken out of it and divided by one factor at a time, last: the slope of
+        # exp(x)/sqrt(1 + x**2*exp(2*x)), N/_Hypot(a, b)**3, was 0 from x = 7e12 in float32 where the cube
+        # overflows (the slope is ~-1/x**2, -2e-26 there); ((N/h)/h)/h stays in range wherever the result is
+        hypots = [(f, self._hypot_multiplicity(f)) for f in denominator]
+        if any(n for _, n in hypots) and (sum(n for _, n in hypots) > 1 or len(denominator) > 1):
+            rest = [1 / f for f, n in hypots if not n]
+            # a scale |c| > 1, the product's own or the content of a sum in it (SymPy writes -3*(x + exp(2*x)) as
+            # -3*x - 3*exp(2*x)), applied after the divisions: -3*x overflowed first in the slope of
+            # 1/(x**2 + exp(2*x))**(3/2), inf at x = -1.3e38 in float32 where it is 0
+            scale, primitives = coeff, []
+            for f in numerator:
+                content, primitive = f.as_content_primitive() if isinstance(f, Add) else (S.One, f)
+                scale, primitives = scale * content, primitives + [primitive]
+            if bool(abs(scale) > 1):
+                quotient = self.value(Mul(*primitives, *rest))
+            else:
+                quotient, scale = self.value(Mul(coeff, *numerator, *rest)), S.One
+            for f, n in hypots:
+                if n:
+                    quotient = self._divided_repeatedly(quotient, self.value(f.base if isinstance(f, Pow) else f), n)
+            if scale == 1:
+                return quotient
+            if not self.inplace:
+                return self.assign(f"{quotient.code} * {number_literal(scale)}", full=quotient.full)
+            return self.mutate(quotient, f"mul_({number_literal(scale)})")  # a fresh quotient
         num_ops = [self.value(f) for f in numerator]
         den_ops = [self.value(f) for f in denominator]
         c = number_literal(coeff)
@@ -1975,6 +2037,28 @@ class _Emitter:
         if scale_last:
             self.mutate(acc, f"mul_({c})")  # acc is a fresh quotient here
         return acc
+
+    def _hypot_multiplicity(self, f: sympy.Expr) -> int:
+        """n where f (a denominator factor, common subexpressions expanded) is _Hypot(a, b)**n, n a positive
+        integer (1 for the hypot itself); else 0."""
+        base, power = f.as_base_exp()
+        if isinstance(self.expanded(base), _Hypot) and power.is_Integer and power > 0:
+            return int(power)
+        return 0
+
+    def _divided_repeatedly(self, quotient: _Operand, divisor: _Operand, n: int) -> _Operand:
+        """quotient/divisor/.../divisor (n divisions, left to right)."""
+        if not self.inplace:
+            return self.assign(quotient.code + f" / {divisor.code}" * n, full=quotient.full or divisor.full)
+        if quotient.const:
+            quotient = self.assign(f"torch.full_like({divisor.code}, {quotient.code})", full=divisor.full)
+        for _ in range(n):
+            if self.can_mutate(quotient) and (quotient.full or not divisor.full):
+                self.mutate(quotient, f"div_({divisor.code})")
+            else:
+                quotient = self.assign(f"torch.div({quotient.code}, {divisor.code})",
+                                       full=quotient.full or divisor.full)
+        return quotient
 
     def _input_like(self, e: sympy.Expr) -> bool:
         """Whether e is an input, or an input masked to a region (a Piecewise branch's, a large-|x| branch's)."""
@@ -2660,6 +2744,38 @@ def _root_of_scaled_square(scale: sympy.Expr, square: sympy.Expr) -> sympy.Expr 
             return None
         halves.append(factor.base ** (factor.exp / 2))
     return sympy.sqrt(scale) * Mul(*halves)
+
+
+def _root_of_square_term(term: sympy.Expr) -> sympy.Expr | None:
+    """r with r**2 == term where term is k*prod(f_i), k > 0 a number and each f_i an even power b**(2*m)
+    (-> b**m) or an exponential exp(a) (-> exp(a/2)); else None.  SymPy writes (x*exp(x))**2 as
+    x**2*exp(2*x), so no square is left to see."""
+    scale, rest = split_numeric_factor(term)
+    if rest.is_number or not (scale.is_number and scale.is_positive):
+        return None
+    roots = []
+    for factor in Mul.make_args(rest):
+        if isinstance(factor, sympy.exp):
+            roots.append(sympy.exp(factor.args[0] / 2))
+        elif isinstance(factor, Pow) and factor.exp.is_Integer and factor.exp > 0 and factor.exp % 2 == 0:
+            roots.append(factor.base ** (factor.exp / 2))
+        else:
+            return None
+    return sympy.sqrt(scale) * Mul(*roots)
+
+
+def _sum_of_two_squares(base: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(a, b) when base is a**2 + b**2 with neither term a number (:func:`_root_of_square_term` for each),
+    else None: sqrt(base) is then _Hypot(a, b)."""
+    if not isinstance(base, Add) or len(base.args) != 2:
+        return None
+    roots = [_root_of_square_term(term) for term in base.args]
+    return None if None in roots else (roots[0], roots[1])
+
+
+def _hypot_power(base: sympy.Expr, power: sympy.Expr) -> sympy.Expr:
+    """base**power (power = n/2, n odd) as _Hypot(a, b)**n for base = a**2 + b**2 (:func:`_sum_of_two_squares`)."""
+    return _Hypot(*_sum_of_two_squares(base)) ** (2 * power)
 
 
 def _scaled_sqrt_square_plus(u: sympy.Expr, constant: sympy.Expr, power: sympy.Expr) -> sympy.Expr:

@@ -407,18 +407,22 @@ def test_a_masked_branch_before_a_constant_otherwise_branch_carries_nan():
 RECIPROCALS = {"sech": mpmath.sech, "csch": mpmath.csch, "coth": mpmath.coth}
 
 
-def _check_against_mpmath(formula: str, points, dtype, rtol, values=True, slopes=True):
+def _check_against_mpmath(formula: str, points, dtype, rtol, values=True, slopes=True, evaluate=None):
     """torch_module(formula) at the points, value and gradient, against mpmath at 50 digits of the
     formula and of SymPy's derivative of it: never NaN; within rtol where the exact number is a normal
     number of the format, inf exactly where the exact one is beyond the format's maximum, and below the
-    smallest normal number where the exact one is (so a NaN or a spurious value in the far tails fails)."""
+    smallest normal number where the exact one is (so a NaN or a spurious value in the far tails fails).
+    ``evaluate``: t -> (values, gradient) in place of the module's plain call and backward (the graph code)."""
     expr = symact.activation(formula).expr
     # sech, csch and coth named: SymPy's mpmath printer would write exp-rewrites of the whole formula, which turn
     # x**3 into exp(3*log(x)), complex for x < 0
     exact_fns = [sympy.lambdify(X, f, modules=[RECIPROCALS, "mpmath"]) for f in (expr, sympy.diff(expr, X))]
     t = torch.tensor(points, dtype=dtype, requires_grad=True)
-    y = torch_module(formula)(t)
-    (g,) = torch.autograd.grad(y.sum(), t)
+    if evaluate is None:
+        y = torch_module(formula)(t)
+        (g,) = torch.autograd.grad(y.sum(), t)
+    else:
+        y, g = evaluate(t)
     finfo = torch.finfo(dtype)
     for which, got_all, fn, wanted in (("value", y, exact_fns[0], values), ("slope", g, exact_fns[1], slopes)):
         if not wanted:
@@ -1447,9 +1451,58 @@ def test_a_ratio_that_cancels_against_a_constant_is_combined_into_one_quotient(d
     """The slope of exp(x)/sqrt(1 + x**2*exp(2*x)) held 1 - x*(x + 1)*exp(2*x)/(x**2*exp(2*x) + 1), -1/x for large x
     from terms ~1: 0.14% off at x = 1e5 in float32, 0 (for -1e-24) at 1e12.  The sum is now the one quotient
     (1 - x*exp(2*x))/(x**2*exp(2*x) + 1): its numerator's x**2*exp(2*x) cancelled exactly.  Reference: mpmath at 50
-    digits of the formula and SymPy's derivative, out to where the denominator's (x**2)**(3/2) overflows (not
-    judged beyond: the slope is 0 from x = 7e12 in float32, 5.6e102 in float64, where it is -1/x**2, and the
-    value 0 from 1.8e19 in float32, where it is 1/x)."""
+    digits of the formula and SymPy's derivative, out to where the denominator's (x**2)**(3/2) overflowed (beyond
+    it, see test_a_root_of_two_varying_squares_is_a_hypot_divided_out_one_factor_at_a_time)."""
     points = [-300.0, -30.0, -1.0, 0.3, 1.0, 3.0, 30.0, 300.0, 1e5, 1e7, 1e12]
     points += [1e30, 1e100] if dtype == torch.float64 else []
     _check_against_mpmath("exp(x)/sqrt(1 + x**2*exp(2*x))", points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+# formula: (float32 points, further float64 points)
+_TWO_VARYING_SQUARES = {
+    # normalised, sqrt(x**2*exp(2*x - m) + exp(-m)) (m = Max(0, 2*x)): x**2 overflowed inside it, value 0 from
+    # x = 1.8e19 in float32 where it is ~1/x; the slope over its cube, 0 from x = 7e12 where it is ~-1/x**2
+    "exp(x)/sqrt(1 + x**2*exp(2*x))": ([-100.0, -3.0, -0.5, 0.0, 0.3, 2.0, 30.0, 80.0, 1e5, 7e12, 1e13, 1e15, 1e18,
+                                        2e19, 1e30, 1e38], [700.0, 710.0, 1e103, 1e154, 2e154, 1e300]),
+    "x*exp(x)/sqrt(1 + x**2*exp(2*x))": ([-100.0, -3.0, -0.5, 0.0, 0.3, 2.0, 30.0, 80.0, 1e5, 1e13, 2e19, 1e30,
+                                          1e38], [700.0, 710.0]),
+    # exp(2*x) overflowed from x = 44.4 in float32 (value finite to 88.7), x**2 from |x| = 1.8e19 (value inf
+    # for -2e19, slope -0.0 where it is -1, NaN for large x > 0 where it is inf)
+    "sqrt(x**2 + exp(2*x))": ([-1e38, -1e30, -2e19, -1e13, -1e5, -30.0, -3.0, -0.5, 0.0, 0.3, 2.0, 30.0, 45.0, 80.0,
+                               88.0, 100.0, 1e5, 2e19, 1e30], [-1e300, -2e154, 360.0, 700.0, 709.0, 800.0, 2e154]),
+    "1/sqrt(x**2 + exp(2*x))": ([-1e38, -1e30, -2e19, -1e13, -1e5, -30.0, -3.0, -0.5, 0.0, 0.3, 2.0, 30.0, 45.0,
+                                 80.0, 88.0, 100.0, 1e5, 2e19, 1e30], [-1e300, -2e154, -1e103, 360.0, 700.0, 800.0]),
+    # its slope -3*(x + exp(2*x))/hypot**5: 0 from x = -5.6e7 in float32 (the power overflowed) where it is ~3/x**4;
+    # the scale 3 last, or -3*x overflows from x = -1.1e38 (-6e307 in float64)
+    "1/(x**2 + exp(2*x))**(3/2)": ([-3e38, -1.3e38, -1e30, -1e13, -1e8, -1e5, -30.0, -3.0, -0.5, 0.0, 0.3, 2.0,
+                                    30.0, 45.0, 80.0, 88.0, 100.0, 1e5, 1e30],
+                                   [-1.7e308, -1e300, -2e154, -1e62, 360.0, 700.0]),
+}
+# float64 points judged in value only: the slope of x*exp(x)/sqrt(1 + x**2*exp(2*x)), ~exp(-2*x)/x**2, comes from
+# terms ~1 in SymPy's derivative, beyond what 700 digits resolve past x = 710
+_TWO_VARYING_SQUARES_VALUES = {"x*exp(x)/sqrt(1 + x**2*exp(2*x))": [1e154, 2e154, 1e300]}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", sorted(_TWO_VARYING_SQUARES))
+def test_a_root_of_two_varying_squares_is_a_hypot_divided_out_one_factor_at_a_time(formula, dtype):
+    """sqrt(a**2 + b**2) with a and b both varying (x*exp(x) and 1, after the normalisation of a sum of exps,
+    x and exp(x)) was the root of the sum, whose squares overflowed where the value is finite; it is now
+    torch.hypot(a, b), and a quotient by its power N/hypot**3 is ((N/h)/h)/h.  Value and slope, through the
+    in-place code and through the graph code (vmap's forward, create_graph's backward), against mpmath (50
+    digits; more for tiny results) of the formula and SymPy's derivative within 4 ulps, inf exactly where the
+    exact one is beyond the format; not for |x| above half the format's maximum, where the normalisation's
+    2*x overflows.  Twice differentiable through the hypot (gradgradcheck in float64)."""
+    single, double = _TWO_VARYING_SQUARES[formula]
+    points = single + (double if dtype == torch.float64 else [])
+    rtol = 4 * float(torch.finfo(dtype).eps)
+    _check_against_mpmath(formula, points, dtype, rtol)
+    module = torch_module(formula)
+    _check_against_mpmath(formula, points, dtype, rtol, evaluate=lambda t: (
+        torch.func.vmap(module)(t.detach()), torch.autograd.grad(module(t).sum(), t, create_graph=True)[0]))
+    if dtype == torch.float64 and formula in _TWO_VARYING_SQUARES_VALUES:
+        _check_against_mpmath(formula, _TWO_VARYING_SQUARES_VALUES[formula], dtype, rtol, slopes=False)
+    if dtype == torch.float64:
+        t = torch.tensor([-3.0, -0.5, 0.3, 2.0, 30.0], dtype=dtype, requires_grad=True)
+        fn = torch_function(symact.activation(formula))
+        assert torch.autograd.gradcheck(fn.apply, (t,)) and torch.autograd.gradgradcheck(fn.apply, (t,))
