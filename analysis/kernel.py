@@ -1136,9 +1136,7 @@ class KernelMaps:
             if form is not None:
                 return self._out(self._closed_eval(("dQ", n), form, q=q))
             # its formula is too big to build: the mpmath engine's He form (exact, at dps digits)
-            if "quadrature twin" not in self._cache:
-                self._cache["quadrature twin"] = KernelMaps(self._parts, self.dps, "mpmath")
-            return self._out(self._cache["quadrature twin"].q_map_derivative(q, n))
+            return self._out(self._quadrature_twin().q_map_derivative(q, n))
         # (phi^2)^(2n) = 0 off the kinks (ReLU, leaky ReLU, abs: Q linear in q): the direct form is
         # exact deltas only, at any q; the He form returned rounding noise for the zero Q''
         direct = self._phi2_derivative_vanishes(2 * n) or (q < 1 and self._direct_form_applies(2 * n))
@@ -1302,6 +1300,27 @@ class KernelMaps:
                 forms.append(sympy.diff(forms[-1], Q_SYM))
             return forms[k]
         return _derivative_within_budget(self._cache.setdefault("closed dQ budget", {}), derivative, n)
+
+    def _closed_c_derivative(self, n: int):
+        """d^nC/dc^n of the closed form while its formula and those of the lower orders have at most
+        :data:`FORMULA_MAX_NODES` nodes, else None (cached).  Built one order at a time: SymPy's
+        ``diff(C, c, n)`` expands the n-th derivative of each product by Leibniz's rule at once, and took 26 s
+        for erf's C^(40) (one order at a time: 2 s; the formulas grow linearly with the order for every closed
+        form known, 1139 nodes at order 30 for erf's)."""
+        forms = self._cache.setdefault("closed dC", [self.closed_form.c_map])
+
+        def derivative(k):
+            while len(forms) <= k:
+                forms.append(sympy.diff(forms[-1], C_SYM))
+            return forms[k]
+        return _derivative_within_budget(self._cache.setdefault("closed dC budget", {}), derivative, n)
+
+    def _quadrature_twin(self) -> "KernelMaps":
+        """The mpmath engine's maps of the same phi at the same dps (the closed engine's fallback where a
+        formula of its own would be too big to build)."""
+        if "quadrature twin" not in self._cache:
+            self._cache["quadrature twin"] = KernelMaps(self._parts, self.dps, "mpmath")
+        return self._cache["quadrature twin"]
 
     def _phi2_derivative_vanishes(self, m: int) -> bool:
         """Whether (phi^2)^(m) is 0 off the kinks: phi is a piecewise polynomial (sums, products and whole
@@ -1818,6 +1837,9 @@ class KernelMaps:
 
         Jumps of ``phi^(n-1)`` enter as delta functions integrated exactly; ``mpmath.inf`` (or
         ``math.inf``) where the derivative is infinite (e.g. ``C''(1)`` for ReLU).
+
+        The closed engine differentiates its closed C one order at a time up to :data:`FORMULA_MAX_NODES` nodes
+        (erf's C: 1139 nodes at order 30), and takes the mpmath engine's value beyond.
         """
         _check_c(c), _check_q(q1), _check_q(q2)
         if not is_integer_valued(n) or n < 0:
@@ -1829,8 +1851,11 @@ class KernelMaps:
             return self.c_map(c, q1, q2)
         if self.engine == "closed":
             self.q_map(q1), self.q_map(q2)  # Q(q) = 0 has no C map (see c_map)
-            return self._out(self._closed_eval(("dC", n), sympy.diff(self.closed_form.c_map, C_SYM, n),
-                                               c=c, q1=q1, q2=q2))
+            form = self._closed_c_derivative(n)
+            if form is not None:
+                return self._out(self._closed_eval(("dC", n), form, c=c, q1=q1, q2=q2))
+            # its formula is too big to build: the mpmath engine's value
+            return self._out(self._quadrature_twin().c_map_derivative(c, n, q1, q2))
         if n >= 2 and c in (1, -1) and self._f.jumps(n - 1):
             return self._out(mpmath.inf)
         if self.engine == "float64" and self._homogeneous_degree() is not None:
