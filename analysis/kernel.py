@@ -73,6 +73,8 @@ _GUARD = 10
 #: (0.8^n < 10^-(dps+12) needs n ~ 10 (dps + 12) terms: a one-off ~1-3 s per q at 30-40 digits,
 #: against 20-80 s for *each* 2-D quadrature point on the pure-Python mpmath backend)
 MEHLER_MAX_ABS_C = 0.8
+#: most terms of Mehler's series that the mpmath engine sums (then it raises; see KernelMaps._mehler_sum)
+MEHLER_MAX_TERMS = 4000
 
 
 #: most nodes (SymPy expression-tree size) of a derivative's formula that q_map_derivative builds: (phi^2)^(2n)
@@ -702,9 +704,10 @@ class KernelMaps:
         returns self.  No Q or C value is computed or cached.
 
         The analysis depends on phi alone, not on q or c: phi and its derivatives up to
-        ``max_derivative`` lambdified for this engine, whether phi is positively homogeneous,
-        saturates, or has even or odd derivatives, and whether the derivatives of phi^2 that the
-        q-derivatives integrate are regular.  It is otherwise done at the first call that needs it
+        ``max_derivative`` lambdified for this engine (those whose formulas, and those of the lower orders, have at
+        most :data:`FORMULA_MAX_NODES` nodes: :meth:`c_map_derivative` builds none past that), whether phi is
+        positively homogeneous, saturates, or has even or odd derivatives, and whether the derivatives of
+        phi^2 that the q-derivatives integrate are regular.  It is otherwise done at the first call that needs it
         (about 1 ms of SymPy and 30-digit mpmath for tanh, more than a float64 Q(1) itself).
 
         >>> import sympy
@@ -718,6 +721,8 @@ class KernelMaps:
         if self.engine == "closed":
             return self
         for n in range(int(max_derivative) + 1):
+            if self._phi_derivative(n) is None:
+                break   # c_map_derivative builds none past FORMULA_MAX_NODES either (Mehler's series, or it raises)
             self._f.mp(n)
             if self.engine == "float64":
                 self._f.np(n)
@@ -1322,6 +1327,30 @@ class KernelMaps:
             self._cache["quadrature twin"] = KernelMaps(self._parts, self.dps, "mpmath")
         return self._cache["quadrature twin"]
 
+    def _phi_derivative(self, m: int):
+        """phi^(m) (its regular part) while its formula and those of the lower orders have at most
+        :data:`FORMULA_MAX_NODES` nodes, else None.  SymPy's derivatives of tanh grow 1.8 times per order
+        (12967 nodes at m = 13; tanh's float64 C^(20)(0) ran 87 s into a RecursionError compiling phi^(20)),
+        mish's about 1.5 times; most phi's grow linearly (sigmoid, GELU, erf: 195 nodes at m = 28)."""
+        return _derivative_within_budget(self._cache.setdefault("phi budget", {}), self._f.expr, m)
+
+    def _phi_derivative_is_even(self, m: int) -> bool:
+        """Whether phi^(m) is even (see :meth:`_derivative_is_even`), without building a formula past
+        :data:`FORMULA_MAX_NODES`: judged on phi^(j) for the highest of j = m, m - 2, ... within it, since the
+        derivative of an even function is odd and that of an odd one even (deltas included), so an even
+        phi^(j) makes phi^(j + 2) even.  Past the limit this is a sufficient test only (phi^(m) is also even
+        where phi^(j) is even plus a multiple of x)."""
+        j = m
+        while j >= 0 and self._phi_derivative(j) is None:
+            j -= 2
+        return j >= 0 and self._derivative_is_even(j)
+
+    def _phi_derivative_limit_clause(self) -> str:
+        """Why phi^(n) past :data:`FORMULA_MAX_NODES` is not built, as a clause for an error message."""
+        highest = self._cache["phi budget"]["limit"] - 1
+        return (f"SymPy's formula for it has over {FORMULA_MAX_NODES} nodes (it grows exponentially with the "
+                f"order for this phi: n = {highest} is the highest order it serves)")
+
     def _phi2_derivative_vanishes(self, m: int) -> bool:
         """Whether (phi^2)^(m) is 0 off the kinks: phi is a piecewise polynomial (sums, products and whole
         powers of x, Max, Min, Abs, sign, Heaviside, Piecewise) of degree below m/2.  Anything else is taken
@@ -1599,6 +1628,12 @@ class KernelMaps:
             return a[0] ** 2
         return self._mehler_sum(cv, qv, 0, "C")
 
+    def _mehler_reach(self, n: int):
+        """The largest |c| at which :meth:`_mehler_sum` starts the n-th derivative's series within
+        :data:`MEHLER_MAX_TERMS` terms (``_mehler_terms(c) + 20 n`` of them; 0 where none is left)."""
+        room = MEHLER_MAX_TERMS - 20 * n - 2
+        return math.exp(-(self.dps + _GUARD + 2) * math.log(10) / room) if room > 0 else 0.0
+
     def _mehler_sum(self, cv, qv, n: int, what: str):
         """``sum_{k >= n} k!/(k-n)! a_k(q)^2 c^(k-n)`` (the n-th c-derivative of Mehler's series), to dps
         digits *relative to the sum*.
@@ -1608,9 +1643,9 @@ class KernelMaps:
         ``Q(q)``, and wrong in practice where the a_k^2 peak at large k (cos x at q = 400: a_k^2 c^k peaks at
         k ~ 320; C(0.8) came out 1.39e-35 for 1.80e-35, C(0.5) 1.3e-82 for 1.4e-87).  Stop once the last
         eighth of the terms sums below 10^-(dps + 4) of the sum and is smaller than the eighth before it;
-        else extend by half again, up to 4000 terms (then DomainError).  The Hermite coefficients are
-        checked against the sum too, and the sum is done with the digits it cancels (exp(x) at q = 30:
-        C(-0.8) = 3.5e-24 from alternating terms up to 1e21 times larger came out 2e-11 off at dps 20)."""
+        else extend by half again, up to :data:`MEHLER_MAX_TERMS` terms (then DomainError).  The Hermite
+        coefficients are checked against the sum too, and the sum is done with the digits it cancels (exp(x) at
+        q = 30: C(-0.8) = 3.5e-24 from alternating terms up to 1e21 times larger came out 2e-11 off at dps 20)."""
         x = abs(cv)
         terms = self._mehler_terms(cv) + 20 * n
         min_extra, verify = 0, False
@@ -1657,13 +1692,16 @@ class KernelMaps:
                 continue
             if verified:   # (the unverified sum's cancellation may have been hidden by its error)
                 min_extra = max(min_extra, lost + 3)
-            if terms >= 4000:
+            if terms >= MEHLER_MAX_TERMS:
                 raise DomainError(
                     f"{what} of {self.activation_name!r} at c={mpmath.nstr(cv, 15)}, q={mpmath.nstr(qv, 15)}: "
                     f"Mehler's series has not converged after {terms} terms (the last {w} still sum to "
-                    f"{mpmath.nstr(last / abs(total) if total else mpmath.inf, 3)} of the sum). Use 2-D quadrature: "
-                    "set mehler_max_abs_c = 0 on these maps (slow), or a closed form if one exists.")
-            terms = min(4000, terms + terms // 2)
+                    f"{mpmath.nstr(last / abs(total) if total else mpmath.inf, 3)} of the sum). "
+                    + ("Use 2-D quadrature: set mehler_max_abs_c = 0 on these maps (slow), or a closed form if one "
+                       "exists." if n == 0 or self._phi_derivative(n) is not None else
+                       f"2-D quadrature of Price's form cannot serve either: it needs phi^({n}), and "
+                       f"{self._phi_derivative_limit_clause()}; use a closed form if one exists."))
+            terms = min(MEHLER_MAX_TERMS, terms + terms // 2)
 
     # ---- C map ---------------------------------------------------------------------------
     @_at_precision
@@ -1838,8 +1876,14 @@ class KernelMaps:
         Jumps of ``phi^(n-1)`` enter as delta functions integrated exactly; ``mpmath.inf`` (or
         ``math.inf``) where the derivative is infinite (e.g. ``C''(1)`` for ReLU).
 
-        The closed engine differentiates its closed C one order at a time up to :data:`FORMULA_MAX_NODES` nodes
-        (erf's C: 1139 nodes at order 30), and takes the mpmath engine's value beyond.
+        The formula for ``phi^(n)`` (and those of the lower orders) is built only up to :data:`FORMULA_MAX_NODES`
+        nodes: SymPy's derivatives of tanh grow 1.8 times per order, so tanh serves ``n <= 12``.  Beyond it the
+        mpmath engine sums Mehler's series, which needs no derivative of phi, at ``c = 0`` and at ``q1 == q2`` for
+        ``|c|`` up to where :data:`MEHLER_MAX_TERMS` terms give dps digits (past :attr:`mehler_max_abs_c`: 0.98
+        at dps = 20 and n = 15), and raises a DomainError naming the limit elsewhere
+        (``c = +-1``, ``q1 != q2``), as the float64 engine does at any c.  The closed engine differentiates its
+        closed C one order at a time under the same limit (erf's C: 1139 nodes at order 30), and takes the mpmath
+        engine's value beyond.
         """
         _check_c(c), _check_q(q1), _check_q(q2)
         if not is_integer_valued(n) or n < 0:
@@ -1854,13 +1898,15 @@ class KernelMaps:
             form = self._closed_c_derivative(n)
             if form is not None:
                 return self._out(self._closed_eval(("dC", n), form, c=c, q1=q1, q2=q2))
-            # its formula is too big to build: the mpmath engine's value
+            # its formula is too big to build: the mpmath engine's value (Mehler's series needs no formula)
             return self._out(self._quadrature_twin().c_map_derivative(c, n, q1, q2))
-        if n >= 2 and c in (1, -1) and self._f.jumps(n - 1):
-            return self._out(mpmath.inf)
+        if n >= 2 and c in (1, -1):
+            self._require_phi_derivative(n, c, q1, q2)
+            if self._f.jumps(n - 1):
+                return self._out(mpmath.inf)
         if self.engine == "float64" and self._homogeneous_degree() is not None:
             q1 = q2 = 1.0   # d^nC/dc^n does not depend on q either (see c_map)
-        if self.engine == "mpmath" and c == 0 and self._derivative_is_even(n - 1):
+        if self.engine == "mpmath" and c == 0 and self._phi_derivative_is_even(n - 1):
             # a_n = E[phi^(n)(u)] q^(n/2) / sqrt(n!) = 0 exactly, phi^(n) being odd (as the float64 engine
             # below): the check of that sum's digits relative to itself refused it ("Mehler's series cannot
             # carry 20 digits here (it sums to 0.0 ...)"), and `symact maps` with it every even activation
@@ -1874,14 +1920,18 @@ class KernelMaps:
             a1, a2 = self._checked_hermite([q1, q2], n + 1, measure, f"d^{n}C/dc^{n}", c)
             return self._out(mpmath.factorial(n) * a1[n] * a2[n] / self._norm(q1, q2))
         if (self.engine == "mpmath" and q1 == q2 and c != 0
-                and abs(c) <= self.mehler_max_abs_c):
-            # d^n/dc^n of Mehler's series: sum_k k!/(k-n)! a_k^2 c^(k-n)  (no 2-D quadrature)
+                and (abs(c) <= self.mehler_max_abs_c
+                     or (abs(c) <= self._mehler_reach(n) and self._phi_derivative(n) is None))):
+            # d^n/dc^n of Mehler's series: sum_k k!/(k-n)! a_k^2 c^(k-n)  (no 2-D quadrature); also beyond
+            # mehler_max_abs_c where Price's form would need a formula for phi^(n) past FORMULA_MAX_NODES: the
+            # series needs none (tanh's C^(15)(0.9) at 20 digits: 1 s; it raises if it does not converge)
             kn = self._mehler_sum(self._mp(c), q1, n, f"d^{n}C/dc^{n}")
             return self._out(kn / self.q_map(q1))
         if self.engine == "float64" and n == 1 and c not in (1, -1):
             slope = self._saturated_slope_f64(float(c), float(q1), float(q2))
             if slope is not None:
                 return self._out(slope / (math.sqrt(self.q_map(q1)) * math.sqrt(self.q_map(q2))))
+        self._require_phi_derivative(n, c, q1, q2)
         k = self._kernel_num(n, c, q1, q2)
         if self.engine == "float64":
             if c == 0 and self._derivative_is_even(n - 1):
@@ -1893,6 +1943,26 @@ class KernelMaps:
             return self._out(pre * k)
         pre = mpmath.power(self._mp(q1) * self._mp(q2), mpmath.mpf(n) / 2)
         return self._out(pre * k / self._norm(q1, q2))
+
+    def _require_phi_derivative(self, n: int, c, q1, q2) -> None:
+        """Raise where Price's form of d^nC/dc^n would need phi^(n) past :data:`FORMULA_MAX_NODES`, naming what
+        serves that order instead."""
+        if self._phi_derivative(n) is not None:
+            return
+        reach = self._mehler_reach(n)
+        mehler = ("Mehler's series (the mpmath engine's), which needs no derivative of phi, serves it at c = 0, and "
+                  f"at q1 == q2 for |c| <= {reach:.4g} (where {MEHLER_MAX_TERMS} terms give {self.dps} digits)")
+        if c == 0 or (q1 == q2 and abs(c) <= reach):   # (float64 only: the mpmath engine took the series here)
+            instead = f"{mehler}: use engine='mpmath'"
+        else:
+            here = "q1 != q2" if q1 != q2 else f"|c| = {mpmath.nstr(abs(self._mp(c)), 15)}"
+            instead = (f"{mehler}; here {here}, where no quadrature engine serves this order (engine='closed' "
+                       "does, for a phi with a closed form)")
+        raise DomainError(
+            f"d^{n}C/dc^{n}({mpmath.nstr(self._mp(c), 15)}; q1 = {mpmath.nstr(self._mp(q1), 15)}, "
+            f"q2 = {mpmath.nstr(self._mp(q2), 15)}) of "
+            f"{self.activation_name!r}: Price's form E[phi^({n})(u) phi^({n})(v)] needs phi^({n}), and "
+            f"{self._phi_derivative_limit_clause()}; {instead}.")
 
     def _derivative_is_even(self, m: int, odd: bool = False) -> bool:
         """Whether phi^(m) is an even function (then phi^(m+1), deltas included, is odd): its kinks are

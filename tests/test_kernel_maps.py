@@ -747,6 +747,60 @@ def test_closed_c_map_derivatives_at_high_order():
     assert time.process_time() - start < 10   # (2 s; in one step 26 s at n = 40, 40 s at n = 50)
 
 
+def test_c_map_derivative_past_the_formula_limit(monkeypatch):
+    """Price's form E[phi^(n)(u) phi^(n)(v)] needs SymPy's formula for phi^(n), which the numeric engines built
+    at any n: tanh's grow 1.8 times per order (12967 nodes at n = 13), so the mpmath C^(20)(0) took 100 s (only to
+    see that phi^(19) is even), its C^(10)(0.9) and the float64 C^(20)(0.5) ran for minutes, and the float64
+    C^(20)(0) ended in a RecursionError after 87 s; prepare(max_derivative=20) built them all too.  Now formulas stop
+    at FORMULA_MAX_NODES (tanh: n <= 12); beyond, the mpmath engine sums Mehler's series, which needs no formula, at
+    q1 == q2 (also past mehler_max_abs_c) and at c = 0 (a vanishing term found from the parity of a lower
+    derivative), and raises naming the limit elsewhere, as the float64 engine does; the closed engine's own limit
+    hands over to the mpmath engine.  References: tanh's 21! a_21^2 / Q with a_21 = E[tanh(z) He_21(z)] / sqrt(21!)
+    and Q by mpmath.quad at 40 digits; erf's arcsine C map differentiated by mpmath.diff at 60 digits."""
+    real_diff, largest = sympy.diff, [0]
+
+    def measured(*args, **kwargs):
+        out = real_diff(*args, **kwargs)
+        largest[0] = max(largest[0], sum(1 for _ in sympy.preorder_traversal(out)))
+        assert largest[0] <= 3 * FORMULA_MAX_NODES, largest[0]
+        return out
+
+    monkeypatch.setattr(sympy, "diff", measured)
+    tanh = kernel_maps(sympy.tanh(x), dps=20, engine="mpmath").prepare(max_derivative=20)
+    f64 = kernel_maps(sympy.tanh(x), engine="float64").prepare(max_derivative=20)
+    limit = rf"over {FORMULA_MAX_NODES} nodes.*n = 12 is the highest order"
+    with pytest.raises(DomainError, match=limit + r".*at q1 == q2 for \|c\| <= 0\.9.*engine='mpmath'"):
+        f64.c_map_derivative(0.5, 20)
+    for c, q2 in ((1, 1), (sympy.Rational(1, 2), 2)):
+        with pytest.raises(DomainError, match=limit + r".*here (\|c\| = 1|q1 != q2)"):
+            tanh.c_map_derivative(c, 15, 1, q2)
+    assert tanh.c_map_derivative(0, 20) == 0   # a_20 = 0: tanh is odd
+    with mpmath.workdps(40):
+        he21 = lambda z: mpmath.hermite(21, z / mpmath.sqrt(2)) / mpmath.sqrt(2) ** 21  # noqa: E731
+        pts = [-mpmath.inf, -12, -6, -3, 0, 3, 6, 12, mpmath.inf]
+        q = mpmath.quad(lambda z: mpmath.tanh(z) ** 2 * mpmath.npdf(z), pts)
+        e21 = mpmath.quad(lambda z: mpmath.tanh(z) * he21(z) * mpmath.npdf(z), pts)   # sqrt(21!) a_21
+        ref = e21 ** 2 / q
+    assert rel(tanh.c_map_derivative(0, 21), ref) < 1e-18
+    assert 0 < largest[0] <= 3 * FORMULA_MAX_NODES
+
+    # past the limit with a closed-form reference: erf's phi^(n) grows slowly, so lower the limit (to n <= 8)
+    monkeypatch.setattr(sympy, "diff", real_diff)
+    monkeypatch.setattr("analysis.kernel.FORMULA_MAX_NODES", 60)
+    with mpmath.workdps(60):
+        erf_c = lambda c: mpmath.asin(2 * c / 3) / mpmath.asin(mpmath.mpf(2) / 3)  # noqa: E731
+        refs = {(n, c): mpmath.diff(erf_c, mpmath.mpf(c), n) for n, c in ((12, "0.9"), (11, "0"), (10, "0.5"))}
+    closed, numeric = kernel_maps(sympy.erf(x), dps=20), kernel_maps(sympy.erf(x), dps=20, engine="mpmath")
+    assert closed.engine == "closed"
+    for (n, c), ref in refs.items():
+        assert rel(numeric.c_map_derivative(sympy.Rational(c), n), ref) < 1e-18, (n, c)
+        if c != "0.9":   # (the closed C has 73 nodes at n = 1: every order is the mpmath engine's; two show it)
+            assert rel(closed.c_map_derivative(sympy.Rational(c), n), ref) < 1e-18, (n, c)
+    assert numeric.c_map_derivative(0, 12) == 0
+    with pytest.raises(DomainError, match=r"over 60 nodes.*n = 8 is the highest order.*here \|c\| = 1"):
+        numeric.c_map_derivative(-1, 12)
+
+
 def test_features_narrower_than_the_node_spacing_are_found_from_the_formula():
     """erf(1000 x) and erf(1000 (x - 0.3)) vary within 0.001 of one point: every Gauss-Legendre rule
     on unit panels has all its nodes outside, so the rules agree with each other and the comparison
