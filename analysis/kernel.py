@@ -1335,15 +1335,23 @@ class KernelMaps:
         return _derivative_within_budget(self._cache.setdefault("phi budget", {}), self._f.expr, m)
 
     def _phi_derivative_is_even(self, m: int) -> bool:
-        """Whether phi^(m) is even (see :meth:`_derivative_is_even`), without building a formula past
-        :data:`FORMULA_MAX_NODES`: judged on phi^(j) for the highest of j = m, m - 2, ... within it, since the
-        derivative of an even function is odd and that of an odd one even (deltas included), so an even
-        phi^(j) makes phi^(j + 2) even.  Past the limit this is a sufficient test only (phi^(m) is also even
-        where phi^(j) is even plus a multiple of x)."""
-        j = m
-        while j >= 0 and self._phi_derivative(j) is None:
-            j -= 2
-        return j >= 0 and self._derivative_is_even(j)
+        """Whether phi^(m), as a distribution (the deltas of lower derivatives' jumps included), is even, so that
+        phi^(m + 1) is odd and E[phi^(m + 1)(u)] = 0 (a sufficient test).
+
+        Judged on phi^(j), j <= m, whose regular part is the whole distribution: no lower derivative jumps (a jump
+        of phi^(i) puts delta^(j - 1 - i) in phi^(j)).  The regular part alone misleads above that: the step's
+        phi'' is 0 off its kink, even, yet phi'' = delta' is odd, and its C^(3)(0) = 1/pi came out 0 (so did
+        hardshrink's).  The derivative of an even distribution is odd and that of an odd one even, so phi^(m) is
+        even where phi^(j) is even and m - j even, or odd and m - j odd: j is the highest such order whose
+        formula (and those below it) stays within :data:`FORMULA_MAX_NODES`; an odd phi^(j) may have a constant
+        added (the step is 1/2 plus an odd function), which phi^(m), m > j, does not see (phi^(m) is also even
+        where phi^(j) is even plus a multiple of x, which this does not see)."""
+        j = 0
+        while j < m and self._phi_derivative(j + 1) is not None and not (self.kinks and self._f.jumps(j)):
+            j += 1
+        if (m - j) % 2 == 0:
+            return self._derivative_is_even(j)
+        return self._derivative_is_even(j, odd=True, plus_constant=True)   # (m > j: phi^(m) drops the constant)
 
     def _phi_derivative_limit_clause(self) -> str:
         """Why phi^(n) past :data:`FORMULA_MAX_NODES` is not built, as a clause for an error message."""
@@ -1561,10 +1569,11 @@ class KernelMaps:
     def _kernel_num(self, n: int, cv, qa, qb):
         """E[phi^(n)(u) phi^(n)(v)] with jumps of phi^(n-1) as delta functions (numeric engines)."""
         jumps = self._f.jumps(n - 1) if n >= 1 else ()
-        if n >= 2 and self._f.jumps(n - 2):
+        jumping = [i for i in range(n - 1) if self._f.jumps(i)]   # (phi^(i) jumps: delta^(n - 1 - i) in phi^(n))
+        if jumping:
             raise DomainError(
                 f"d^{n}C/dc^{n} of {self.activation_name!r} by Price's formula needs derivatives of delta "
-                f"functions (phi^({n - 2}) jumps), which the {self.engine} quadrature cannot integrate; the "
+                f"functions (phi^({jumping[0]}) jumps), which the {self.engine} quadrature cannot integrate; the "
                 f"derivative itself is finite for |c| < 1 (C is a power series in c): use "
                 f"kernel_maps(..., engine='mpmath') (Mehler's series, for |c| <= {self.mehler_max_abs_c}) "
                 "or the closed form if one exists.")
@@ -1934,7 +1943,7 @@ class KernelMaps:
         self._require_phi_derivative(n, c, q1, q2)
         k = self._kernel_num(n, c, q1, q2)
         if self.engine == "float64":
-            if c == 0 and self._derivative_is_even(n - 1):
+            if c == 0 and self._phi_derivative_is_even(n - 1):
                 k = 0.0   # E[phi^(n)(u)] = 0 exactly: phi^(n) is odd (the rule returned rounding noise)
             elif c not in (1, -1):   # (at c = +-1 the rule is 1-D, converged relative to its own E|.|)
                 self._check_f64_kernel_resolved(k, n, c, q1, q2)
@@ -1964,12 +1973,13 @@ class KernelMaps:
             f"{self.activation_name!r}: Price's form E[phi^({n})(u) phi^({n})(v)] needs phi^({n}), and "
             f"{self._phi_derivative_limit_clause()}; {instead}.")
 
-    def _derivative_is_even(self, m: int, odd: bool = False) -> bool:
+    def _derivative_is_even(self, m: int, odd: bool = False, plus_constant: bool = False) -> bool:
         """Whether phi^(m) is an even function (then phi^(m+1), deltas included, is odd): its kinks are
         symmetric and phi^(m)(t) = phi^(m)(-t) to 25 digits at 40-digit precision at 8 points in (0, 6) and
         14 from 8 to 2^40 (to 2^10 where :meth:`_probe_exponent` says; cached).  ``odd=True``: whether it is
-        odd instead (phi^(m)(t) = -phi^(m)(-t))."""
-        key = ("odd" if odd else "even", m)
+        odd instead (phi^(m)(t) = -phi^(m)(-t)); with ``plus_constant``, odd plus a constant (the step H(x),
+        sigmoid: phi^(m)(t) + phi^(m)(-t) the same at every point), which its derivative does not see."""
+        key = ("odd" + " plus constant" * plus_constant if odd else "even", m)
         if key not in self._cache and m >= 0:
             # SymPy's automatic evaluation often settles it (tanh(-x) is -tanh(x)): exact, and
             # ~20x cheaper than the 22 points at 40 digits that are left for the other cases
@@ -1991,8 +2001,9 @@ class KernelMaps:
                            if c + k * w > 0]
                 ts += [mpmath.mpf(10) ** -j * mpmath.mpf("1.37") for j in range(1, 7)]
                 try:
+                    offset = f(ts[0]) + f(-ts[0]) if odd and plus_constant else 0
                     even = set(self.kinks) == {-b for b in self.kinks} and all(
-                        abs(f(t) - (-1 if odd else 1) * f(-t)) <= mpmath.mpf(10) ** -25 * max(1, abs(f(t)))
+                        abs(f(t) - (-1 if odd else 1) * f(-t) - offset) <= mpmath.mpf(10) ** -25 * max(1, abs(f(t)))
                         for t in ts)
                 except (ArithmeticError, ValueError, TypeError, FormulaError):
                     even = False

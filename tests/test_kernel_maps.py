@@ -801,6 +801,33 @@ def test_c_map_derivative_past_the_formula_limit(monkeypatch):
         numeric.c_map_derivative(-1, 12)
 
 
+def test_c_map_derivatives_of_a_jumping_phi_count_the_deltas_of_its_lower_derivatives():
+    """A jump of phi^(i) puts delta^(n - 1 - i) into phi^(n), which two checks missed.  At c = 0 the mpmath engine
+    takes d^nC/dc^n = 0 where phi^(n - 1) is even; it judged that on the regular part alone, 0 for the step's phi'',
+    so C^(3)(0) of the step, sign and hardshrink came out 0 (their phi'' is odd: delta', and for hardshrink
+    delta(x - 1/2) - delta(x + 1/2) + (delta'(x - 1/2) + delta'(x + 1/2))/2).  Price's form refused only a jump of
+    phi^(n - 2), so the float64 C^(3) of the step was 0 at every c, as was the mpmath one past Mehler's range.
+    References: C = 1/2 + asin(c)/pi (step), 2 asin(c)/pi (sign), so C^(n)(0) = ((n - 2)!!)^2/pi and twice that
+    for odd n, 0 for even n (the step is 1/2 plus an odd function); hardshrink's a_3 = E[phi He_3]/sqrt(6)
+    = 2 l^3 p(l)/sqrt(6) (l = 1/2, p the normal density, since int_l^inf (z^4 - 3 z^2) p = l^3 p(l)), its
+    Q = 2 (l p(l) + Phi(-l)), so C^(3)(0) = 3! a_3^2 / Q."""
+    step = kernel_maps(sympy.Heaviside(x), dps=20, engine="mpmath")
+    sign = kernel_maps(sympy.sign(x), dps=20, engine="mpmath")
+    with mpmath.workdps(40):
+        for n in (3, 5):
+            assert rel(step.c_map_derivative(0, n), _double_factorial(n - 2) ** 2 / mpmath.pi) < 1e-18, n
+            assert rel(sign.c_map_derivative(0, n), 2 * _double_factorial(n - 2) ** 2 / mpmath.pi) < 1e-18, n
+        for n in (2, 4):
+            assert step.c_map_derivative(0, n) == 0 and sign.c_map_derivative(0, n) == 0, n
+        lam = mpmath.mpf(1) / 2
+        a3 = 2 * lam ** 3 * mpmath.npdf(lam) / mpmath.sqrt(6)
+        ref = 6 * a3 ** 2 / (2 * (lam * mpmath.npdf(lam) + mpmath.ncdf(-lam)))
+    assert rel(kernel_maps("hardshrink", dps=20, engine="mpmath").c_map_derivative(0, 3), ref) < 1e-18
+    for engine, c in (("float64", 0.5), ("float64", 0.0), ("mpmath", sympy.Rational(9, 10))):
+        with pytest.raises(DomainError, match=r"d\^3C/dc\^3 .*derivatives of delta functions \(phi\^\(0\) jumps\)"):
+            kernel_maps(sympy.Heaviside(x), dps=20, engine=engine).c_map_derivative(c, 3)
+
+
 def test_features_narrower_than_the_node_spacing_are_found_from_the_formula():
     """erf(1000 x) and erf(1000 (x - 0.3)) vary within 0.001 of one point: every Gauss-Legendre rule
     on unit panels has all its nodes outside, so the rules agree with each other and the comparison
