@@ -1571,12 +1571,17 @@ class KernelMaps:
         jumps = self._f.jumps(n - 1) if n >= 1 else ()
         jumping = [i for i in range(n - 1) if self._f.jumps(i)]   # (phi^(i) jumps: delta^(n - 1 - i) in phi^(n))
         if jumping:
+            unreached = [qv for qv in dict.fromkeys((qa, qb))
+                         if self.engine == "mpmath" and not self._hermite_reaches(qv)]
+            instead = (f"Mehler's series cannot serve either: phi(sqrt(q) z) at q = "
+                       f"{mpmath.nstr(self._mp(unreached[0]), 6)} lives beyond the range of its Hermite coefficients' "
+                       "rule (a kink starts a piece out there); use the closed form if one exists." if unreached else
+                       f"use kernel_maps(..., engine='mpmath') (Mehler's series, for |c| <= {self.mehler_max_abs_c}) "
+                       "or the closed form if one exists.")
             raise DomainError(
                 f"d^{n}C/dc^{n} of {self.activation_name!r} by Price's formula needs derivatives of delta "
                 f"functions (phi^({jumping[0]}) jumps), which the {self.engine} quadrature cannot integrate; the "
-                f"derivative itself is finite for |c| < 1 (C is a power series in c): use "
-                f"kernel_maps(..., engine='mpmath') (Mehler's series, for |c| <= {self.mehler_max_abs_c}) "
-                "or the closed form if one exists.")
+                f"derivative itself is finite for |c| < 1 (C is a power series in c): {instead}")
         F64 = self.engine == "float64"
         if F64:
             self._no_float64_singularities("C map")
@@ -1589,13 +1594,17 @@ class KernelMaps:
             pdf = lambda x, var: math.exp(-x * x / (2 * var)) / math.sqrt(2 * math.pi * var)  # noqa: E731
         else:
             # (callers are @_at_precision: we already work at dps + 10 digits)
+            mehler = n == 0 and qa == qb and abs(cv) <= self.mehler_max_abs_c and self._hermite_reaches(qa)
             r = self._f.mp(n)
             qa, qb, cv = self._mp(qa), self._mp(qb), self._mp(cv)
             ra, rb = mpmath.sqrt(qa), mpmath.sqrt(qb)
             s = mpmath.sqrt((1 - cv) * (1 + cv))
             pdf = _normal_pdf_mp
-            if n == 0 and qa == qb and abs(cv) <= self.mehler_max_abs_c:
+            if mehler:
                 total = self._mehler(cv, qa)
+            elif cv == 0:   # independent u, v: two 1-D integrals (the 2-D rule took 43 s for hardshrink's C'(0) at
+                # q = 1e-4, where Mehler's series cannot serve)
+                total = self._e1(r, None, std=ra) * self._e1(r, None, std=rb)
             else:
                 total = gauss.bivariate_gaussian_expectation(
                     r, r, cv, q1=qa, q2=qb, dps=self.dps + _GUARD, breakpoints=self._breakpoints_mp()).value
@@ -1623,6 +1632,30 @@ class KernelMaps:
                     / (2 * (math.pi if F64 else mpmath.pi) * ra * rb * s)
                 total += Jf * J2f * dens
         return total
+
+    def _hermite_reaches(self, qv) -> bool:
+        """Whether the Hermite coefficients' rule reaches phi(sqrt(q) z), whose Mehler series then serves: at most
+        10^-(dps + guard) of Q(q) lies beyond its range |z| <= Z (:func:`gauss.hermite_rule_cut`; cached).
+
+        An activation that is zero up to a kink near or past Z does not: hardshrink (zero on |x| < 1/2) at
+        q = 1e-4 lives beyond |z| = 50, and its C(0.5) raised "the Hermite coefficients' rule does not resolve f"
+        (its Mehler series would need thousands of terms anyway); the 2-D rule reaches past the kinks.  Only kinks
+        beyond Z / sqrt(2) can start such a piece: from one inside it, the density falls by more than
+        10^-(dps + guard) before Z.  The tail is integrated only where there is one."""
+        key = ("hermite reaches", qv)
+        if key not in self._cache:
+            with mpmath.workdps(self.dps + _GUARD):
+                r = mpmath.sqrt(self._mp(qv))
+                edge = gauss.hermite_rule_cut(self.dps + _GUARD) * r
+                reaches = True
+                if any(abs(b) >= edge / mpmath.sqrt(2) for b in self._kinks_mp()):
+                    f = self._f.mp(0)
+                    tail = gauss.gaussian_expectation(
+                        lambda t: f(t) ** 2 if abs(t) > edge else 0 * t, dps=self.dps + _GUARD, std=r,
+                        breakpoints=self._breakpoints_mp() + [-edge, edge]).value
+                    reaches = tail <= mpmath.mpf(10) ** -(self.dps + _GUARD) * self._q_raw(qv)
+            self._cache[key] = reaches
+        return self._cache[key]
 
     def _mehler_terms(self, cv) -> int:
         """Terms of Mehler's series so that |c|^n < 10^-(dps + 12)."""
@@ -1920,7 +1953,7 @@ class KernelMaps:
             # below): the check of that sum's digits relative to itself refused it ("Mehler's series cannot
             # carry 20 digits here (it sums to 0.0 ...)"), and `symact maps` with it every even activation
             return self._out(mpmath.mpf(0))
-        if self.engine == "mpmath" and c == 0:
+        if self.engine == "mpmath" and c == 0 and self._hermite_reaches(q1) and self._hermite_reaches(q2):
             # Mehler's series at c = 0 keeps one term: n! a_n(q1) a_n(q2) (the 2-D quadrature took
             # ~90 s for tanh's C'(0) at 30 digits)
             def measure(lists, errs):
@@ -1928,7 +1961,7 @@ class KernelMaps:
                 return b1 * b2, b1 * e2 + b2 * e1 + e1 * e2
             a1, a2 = self._checked_hermite([q1, q2], n + 1, measure, f"d^{n}C/dc^{n}", c)
             return self._out(mpmath.factorial(n) * a1[n] * a2[n] / self._norm(q1, q2))
-        if (self.engine == "mpmath" and q1 == q2 and c != 0
+        if (self.engine == "mpmath" and q1 == q2 and c != 0 and self._hermite_reaches(q1)
                 and (abs(c) <= self.mehler_max_abs_c
                      or (abs(c) <= self._mehler_reach(n) and self._phi_derivative(n) is None))):
             # d^n/dc^n of Mehler's series: sum_k k!/(k-n)! a_k^2 c^(k-n)  (no 2-D quadrature); also beyond

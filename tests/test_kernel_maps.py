@@ -1134,6 +1134,60 @@ def test_q_map_whose_mass_lies_beyond_the_quadrature_range():
             kernel_maps(sympy.Heaviside(x) * sympy.Heaviside(-x), engine=engine).q_map(1)
 
 
+def _hardshrink_c_map(c, q, dps=60):
+    """hardshrink's C(c; q, q), phi = x on |x| > 1/2, else 0, as a 1-D integral: with a = (1/2)/sqrt(q),
+    u = sqrt(q) z1 and w = c z1 + s z2, E[phi(u) phi(v)] = 2 q int_a^inf z1 h(z1) p(z1) dz1, where
+    h(z1) = E[w; |w| > a | z1] = m Phi((m - a)/s) + s p((a - m)/s) + m Phi((-a - m)/s) - s p((a + m)/s), m = c z1
+    (the normal's truncated first moments), and Q = 2 q (a p(a) + Phi(-a)); mpmath.quad with z1 = a + t and the
+    integrand scaled by its value at t = 0."""
+    with mpmath.workdps(dps):
+        q, c = mpmath.mpf(sympy.Rational(q).p) / sympy.Rational(q).q, mpmath.mpf(c)
+        a, s = 1 / (2 * mpmath.sqrt(q)), mpmath.sqrt((1 - c) * (1 + c))
+
+        def h(z1):
+            m = c * z1
+            return (m * mpmath.ncdf((m - a) / s) + s * mpmath.npdf((a - m) / s)
+                    + m * mpmath.ncdf((-a - m) / s) - s * mpmath.npdf((a + m) / s))
+        g = lambda t: (a + t) * h(a + t) * mpmath.exp(-a * t - t * t / 2)  # noqa: E731
+        scale = abs(g(0))
+        integral = mpmath.quad(lambda t: g(t) / scale, [0, 1 / a, 10 / a, 1, 10, mpmath.inf]) * scale
+        return 2 * q * mpmath.npdf(a) * integral / (2 * q * (a * mpmath.npdf(a) + mpmath.ncdf(-a)))
+
+
+def test_c_map_whose_mass_lies_beyond_the_quadrature_range():
+    """hardshrink at q = 1e-4 is zero for |z| < 50.  Its C(0.5) went to Mehler's series, whose Hermite coefficients'
+    rule stops at |z| = 18 (at 15 digits) and raised "does not resolve f" (the series would need thousands of terms
+    anyway), as did C'(0), one Hermite term; past Mehler's range the 2-D rule, cut at |z| = 16, saw only zeros and
+    C(0.9) came out 0.
+    Where the Hermite rule misses more than 10^-(dps + 10) of Q, the mpmath engine now takes Price's form, the 2-D
+    rule reaching past the kinks (at c = 0 two 1-D integrals).  References: C by a 1-D integral of the truncated
+    normal moments (see _hardshrink_c_map), checked at q = 1/7 against mpmath's 2-D quadrature (15 digits) split
+    at the moving kinks; C'(0) = q E[phi'(u)]^2 / Q with phi' = 1 on |x| > 1/2 plus a delta of weight 1/2 at each
+    kink, so C'(0) = 2 (a p(a) + Phi(-a)) = Q / q; C(0) = 0 (odd).  The float64 engine's Q underflows and says so."""
+    with mpmath.workdps(15):
+        q, c = mpmath.mpf(1) / 7, mpmath.mpf(1) / 2
+        r, s, a = mpmath.sqrt(q), mpmath.sqrt(1 - c * c), 1 / (2 * mpmath.sqrt(q))
+
+        def inner(z1):   # E[w; |w| > a | z1] by quadrature split at its kinks
+            kinks = sorted([(-a - c * z1) / s, (a - c * z1) / s])
+            w = lambda z2: (c * z1 + s * z2) * mpmath.npdf(z2)  # noqa: E731
+            return mpmath.quad(w, [-mpmath.inf, kinks[0]]) + mpmath.quad(w, [kinks[1], mpmath.inf])
+        k = 2 * q * mpmath.quad(lambda z1: z1 * inner(z1) * mpmath.npdf(z1), [a, a + 1, a + 3, mpmath.inf])
+        assert rel(k / (2 * q * (a * mpmath.npdf(a) + mpmath.ncdf(-a))), _hardshrink_c_map("1/2", "1/7")) < 1e-14
+    m = kernel_maps("hardshrink", dps=15, engine="mpmath")
+    q = sympy.Rational(1, 10**4)
+    assert rel(m.c_map(sympy.Rational(1, 2), q, q), _hardshrink_c_map("1/2", q)) < 1e-14   # 2.3e-183
+    assert m.c_map(0, q, q) == 0
+    with mpmath.workdps(40):
+        a = 1 / (2 * mpmath.sqrt(mpmath.mpf(q.p) / q.q))
+        slope_at_0 = 2 * (a * mpmath.npdf(a) + mpmath.ncdf(-a))
+    assert rel(m.c_map_derivative(0, 1, q, q), slope_at_0) < 1e-14   # 5.4e-542
+    with pytest.raises(DomainError, match="Mehler's series cannot serve either.*beyond the range"):
+        m.c_map_derivative(sympy.Rational(1, 2), 2, q, q)
+    with pytest.raises(DomainError, match="underflows float64"):
+        kernel_maps("hardshrink", engine="float64").c_map(0.5, 1e-4, 1e-4)
+
+
 def _tanh_q_derivative_reference(q, n):
     """d^n/dq^n E[tanh(sqrt(q) z)^2] for n = 1, 2 in the variable u = sqrt(q) z, where nothing cancels:
     Q'(q) = q^(-3/2) I0 / sqrt(2 pi), I_k = int u^(k+1) tanh(u) sech(u)^2 exp(-u^2/(2q)) du, and
