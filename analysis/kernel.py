@@ -1635,7 +1635,7 @@ class KernelMaps:
 
     def _hermite_reaches(self, qv) -> bool:
         """Whether the Hermite coefficients' rule reaches phi(sqrt(q) z), whose Mehler series then serves: at most
-        10^-(dps + guard) of Q(q) lies beyond its range |z| <= Z (:func:`gauss.hermite_rule_cut`; cached).
+        10^-(dps + guard) of Q(q) lies beyond its range |z| <= Z (:func:`gauss._hermite_rule_cut`; cached).
 
         An activation that is zero up to a kink near or past Z does not: hardshrink (zero on |x| < 1/2) at
         q = 1e-4 lives beyond |z| = 50, and its C(0.5) raised "the Hermite coefficients' rule does not resolve f"
@@ -1646,7 +1646,7 @@ class KernelMaps:
         if key not in self._cache:
             with mpmath.workdps(self.dps + _GUARD):
                 r = mpmath.sqrt(self._mp(qv))
-                edge = gauss.hermite_rule_cut(self.dps + _GUARD) * r
+                edge = gauss._hermite_rule_cut(self.dps + _GUARD) * r
                 reaches = True
                 if any(abs(b) >= edge / mpmath.sqrt(2) for b in self._kinks_mp()):
                     f = self._f.mp(0)

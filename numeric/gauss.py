@@ -791,7 +791,7 @@ def _gl_panel_rule_cached(breakpoints_z: tuple, cut, n_panels: int, degree: int,
     return tuple(nodes), tuple(weights)
 
 
-def hermite_rule_cut(dps: int) -> mpmath.mpf:
+def _hermite_rule_cut(dps: int) -> mpmath.mpf:
     """``Z = 2 sqrt((dps + 10) ln 10)``: :func:`hermite_coefficients` integrates over ``|z| <= Z`` (or further, for a
     fast-growing f), so an f that lives beyond, such as one that is zero up to a break-point near or past Z, is
     not resolved there (its rule's check raises)."""
@@ -849,7 +849,7 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
         # at q = 50: f^2 pdf peaks at z = 2 sqrt(q) = 14) decays only beyond the absolute test's 2R, and the
         # finite Mehler series of exp(x) (Q = e^(2q)) was refused as "f^2 diverges" at 15 digits
         _check_tail(lambda x: f(x) ** 2, 0, 1, dps, "f^2", relative=True)
-        cut = hermite_rule_cut(dps)
+        cut = _hermite_rule_cut(dps)
         # |h_k(z)| pdf(z) <= exp(-z^2/4) / sqrt(2 pi) (Cramer's bound) makes the integrand negligible beyond
         # the cut only where f is of its typical size there: a fast-growing f (exp(sqrt(q) z), phi = exp(x) at
         # q = 30) is e^33 times larger at the cut, and a_59 came out 1e-13 off relative (2.6e-16 of E|f|, against
