@@ -73,6 +73,8 @@ _GUARD = 10
 #: (0.8^n < 10^-(dps+12) needs n ~ 10 (dps + 12) terms: a one-off ~1-3 s per q at 30-40 digits,
 #: against 20-80 s for *each* 2-D quadrature point on the pure-Python mpmath backend)
 MEHLER_MAX_ABS_C = 0.8
+#: most terms of Mehler's series that the mpmath engine sums (then it raises; see KernelMaps._mehler_sum)
+MEHLER_MAX_TERMS = 4000
 
 
 #: most nodes (SymPy expression-tree size) of a derivative's formula that q_map_derivative builds: (phi^2)^(2n)
@@ -702,9 +704,10 @@ class KernelMaps:
         returns self.  No Q or C value is computed or cached.
 
         The analysis depends on phi alone, not on q or c: phi and its derivatives up to
-        ``max_derivative`` lambdified for this engine, whether phi is positively homogeneous,
-        saturates, or has even or odd derivatives, and whether the derivatives of phi^2 that the
-        q-derivatives integrate are regular.  It is otherwise done at the first call that needs it
+        ``max_derivative`` lambdified for this engine (those whose formulas, and those of the lower orders, have at
+        most :data:`FORMULA_MAX_NODES` nodes: :meth:`c_map_derivative` builds none past that), whether phi is
+        positively homogeneous, saturates, or has even or odd derivatives, and whether the derivatives of
+        phi^2 that the q-derivatives integrate are regular.  It is otherwise done at the first call that needs it
         (about 1 ms of SymPy and 30-digit mpmath for tanh, more than a float64 Q(1) itself).
 
         >>> import sympy
@@ -718,6 +721,8 @@ class KernelMaps:
         if self.engine == "closed":
             return self
         for n in range(int(max_derivative) + 1):
+            if self._phi_derivative(n) is None:
+                break   # c_map_derivative builds none past FORMULA_MAX_NODES either (Mehler's series, or it raises)
             self._f.mp(n)
             if self.engine == "float64":
                 self._f.np(n)
@@ -1136,9 +1141,7 @@ class KernelMaps:
             if form is not None:
                 return self._out(self._closed_eval(("dQ", n), form, q=q))
             # its formula is too big to build: the mpmath engine's He form (exact, at dps digits)
-            if "quadrature twin" not in self._cache:
-                self._cache["quadrature twin"] = KernelMaps(self._parts, self.dps, "mpmath")
-            return self._out(self._cache["quadrature twin"].q_map_derivative(q, n))
+            return self._out(self._quadrature_twin().q_map_derivative(q, n))
         # (phi^2)^(2n) = 0 off the kinks (ReLU, leaky ReLU, abs: Q linear in q): the direct form is
         # exact deltas only, at any q; the He form returned rounding noise for the zero Q''
         direct = self._phi2_derivative_vanishes(2 * n) or (q < 1 and self._direct_form_applies(2 * n))
@@ -1302,6 +1305,59 @@ class KernelMaps:
                 forms.append(sympy.diff(forms[-1], Q_SYM))
             return forms[k]
         return _derivative_within_budget(self._cache.setdefault("closed dQ budget", {}), derivative, n)
+
+    def _closed_c_derivative(self, n: int):
+        """d^nC/dc^n of the closed form while its formula and those of the lower orders have at most
+        :data:`FORMULA_MAX_NODES` nodes, else None (cached).  Built one order at a time: SymPy's
+        ``diff(C, c, n)`` expands the n-th derivative of each product by Leibniz's rule at once, and took 26 s
+        for erf's C^(40) (one order at a time: 2 s; the formulas grow linearly with the order for every closed
+        form known, 1139 nodes at order 30 for erf's)."""
+        forms = self._cache.setdefault("closed dC", [self.closed_form.c_map])
+
+        def derivative(k):
+            while len(forms) <= k:
+                forms.append(sympy.diff(forms[-1], C_SYM))
+            return forms[k]
+        return _derivative_within_budget(self._cache.setdefault("closed dC budget", {}), derivative, n)
+
+    def _quadrature_twin(self) -> "KernelMaps":
+        """The mpmath engine's maps of the same phi at the same dps (the closed engine's fallback where a
+        formula of its own would be too big to build)."""
+        if "quadrature twin" not in self._cache:
+            self._cache["quadrature twin"] = KernelMaps(self._parts, self.dps, "mpmath")
+        return self._cache["quadrature twin"]
+
+    def _phi_derivative(self, m: int):
+        """phi^(m) (its regular part) while its formula and those of the lower orders have at most
+        :data:`FORMULA_MAX_NODES` nodes, else None.  SymPy's derivatives of tanh grow 1.8 times per order
+        (12967 nodes at m = 13; tanh's float64 C^(20)(0) ran 87 s into a RecursionError compiling phi^(20)),
+        mish's about 1.5 times; most phi's grow linearly (sigmoid, GELU, erf: 195 nodes at m = 28)."""
+        return _derivative_within_budget(self._cache.setdefault("phi budget", {}), self._f.expr, m)
+
+    def _phi_derivative_is_even(self, m: int) -> bool:
+        """Whether phi^(m), as a distribution (the deltas of lower derivatives' jumps included), is even, so that
+        phi^(m + 1) is odd and E[phi^(m + 1)(u)] = 0 (a sufficient test).
+
+        Judged on phi^(j), j <= m, whose regular part is the whole distribution: no lower derivative jumps (a jump
+        of phi^(i) puts delta^(j - 1 - i) in phi^(j)).  The regular part alone misleads above that: the step's
+        phi'' is 0 off its kink, even, yet phi'' = delta' is odd, and its C^(3)(0) = 1/pi came out 0 (so did
+        hardshrink's).  The derivative of an even distribution is odd and that of an odd one even, so phi^(m) is
+        even where phi^(j) is even and m - j even, or odd and m - j odd: j is the highest such order whose
+        formula (and those below it) stays within :data:`FORMULA_MAX_NODES`; an odd phi^(j) may have a constant
+        added (the step is 1/2 plus an odd function), which phi^(m), m > j, does not see (phi^(m) is also even
+        where phi^(j) is even plus a multiple of x, which this does not see)."""
+        j = 0
+        while j < m and self._phi_derivative(j + 1) is not None and not (self.kinks and self._f.jumps(j)):
+            j += 1
+        if (m - j) % 2 == 0:
+            return self._derivative_is_even(j)
+        return self._derivative_is_even(j, odd=True, plus_constant=True)   # (m > j: phi^(m) drops the constant)
+
+    def _phi_derivative_limit_clause(self) -> str:
+        """Why phi^(n) past :data:`FORMULA_MAX_NODES` is not built, as a clause for an error message."""
+        highest = self._cache["phi budget"]["limit"] - 1
+        return (f"SymPy's formula for it has over {FORMULA_MAX_NODES} nodes (it grows exponentially with the "
+                f"order for this phi: n = {highest} is the highest order it serves)")
 
     def _phi2_derivative_vanishes(self, m: int) -> bool:
         """Whether (phi^2)^(m) is 0 off the kinks: phi is a piecewise polynomial (sums, products and whole
@@ -1513,13 +1569,19 @@ class KernelMaps:
     def _kernel_num(self, n: int, cv, qa, qb):
         """E[phi^(n)(u) phi^(n)(v)] with jumps of phi^(n-1) as delta functions (numeric engines)."""
         jumps = self._f.jumps(n - 1) if n >= 1 else ()
-        if n >= 2 and self._f.jumps(n - 2):
+        jumping = [i for i in range(n - 1) if self._f.jumps(i)]   # (phi^(i) jumps: delta^(n - 1 - i) in phi^(n))
+        if jumping:
+            unreached = [qv for qv in dict.fromkeys((qa, qb))
+                         if self.engine == "mpmath" and not self._hermite_reaches(qv)]
+            instead = (f"Mehler's series cannot serve either: phi(sqrt(q) z) at q = "
+                       f"{mpmath.nstr(self._mp(unreached[0]), 6)} lives beyond the range of its Hermite coefficients' "
+                       "rule (a kink starts a piece out there); use the closed form if one exists." if unreached else
+                       f"use kernel_maps(..., engine='mpmath') (Mehler's series, for |c| <= {self.mehler_max_abs_c}) "
+                       "or the closed form if one exists.")
             raise DomainError(
                 f"d^{n}C/dc^{n} of {self.activation_name!r} by Price's formula needs derivatives of delta "
-                f"functions (phi^({n - 2}) jumps), which the {self.engine} quadrature cannot integrate; the "
-                f"derivative itself is finite for |c| < 1 (C is a power series in c): use "
-                f"kernel_maps(..., engine='mpmath') (Mehler's series, for |c| <= {self.mehler_max_abs_c}) "
-                "or the closed form if one exists.")
+                f"functions (phi^({jumping[0]}) jumps), which the {self.engine} quadrature cannot integrate; the "
+                f"derivative itself is finite for |c| < 1 (C is a power series in c): {instead}")
         F64 = self.engine == "float64"
         if F64:
             self._no_float64_singularities("C map")
@@ -1532,13 +1594,17 @@ class KernelMaps:
             pdf = lambda x, var: math.exp(-x * x / (2 * var)) / math.sqrt(2 * math.pi * var)  # noqa: E731
         else:
             # (callers are @_at_precision: we already work at dps + 10 digits)
+            mehler = n == 0 and qa == qb and abs(cv) <= self.mehler_max_abs_c and self._hermite_reaches(qa)
             r = self._f.mp(n)
             qa, qb, cv = self._mp(qa), self._mp(qb), self._mp(cv)
             ra, rb = mpmath.sqrt(qa), mpmath.sqrt(qb)
             s = mpmath.sqrt((1 - cv) * (1 + cv))
             pdf = _normal_pdf_mp
-            if n == 0 and qa == qb and abs(cv) <= self.mehler_max_abs_c:
+            if mehler:
                 total = self._mehler(cv, qa)
+            elif cv == 0:   # independent u, v: two 1-D integrals (the 2-D rule took 43 s for hardshrink's C'(0) at
+                # q = 1e-4, where Mehler's series cannot serve)
+                total = self._e1(r, None, std=ra) * self._e1(r, None, std=rb)
             else:
                 total = gauss.bivariate_gaussian_expectation(
                     r, r, cv, q1=qa, q2=qb, dps=self.dps + _GUARD, breakpoints=self._breakpoints_mp()).value
@@ -1567,6 +1633,30 @@ class KernelMaps:
                 total += Jf * J2f * dens
         return total
 
+    def _hermite_reaches(self, qv) -> bool:
+        """Whether the Hermite coefficients' rule reaches phi(sqrt(q) z), whose Mehler series then serves: at most
+        10^-(dps + guard) of Q(q) lies beyond its range |z| <= Z (:func:`gauss._hermite_rule_cut`; cached).
+
+        An activation that is zero up to a kink near or past Z does not: hardshrink (zero on |x| < 1/2) at
+        q = 1e-4 lives beyond |z| = 50, and its C(0.5) raised "the Hermite coefficients' rule does not resolve f"
+        (its Mehler series would need thousands of terms anyway); the 2-D rule reaches past the kinks.  Only kinks
+        beyond Z / sqrt(2) can start such a piece: from one inside it, the density falls by more than
+        10^-(dps + guard) before Z.  The tail is integrated only where there is one."""
+        key = ("hermite reaches", qv)
+        if key not in self._cache:
+            with mpmath.workdps(self.dps + _GUARD):
+                r = mpmath.sqrt(self._mp(qv))
+                edge = gauss._hermite_rule_cut(self.dps + _GUARD) * r
+                reaches = True
+                if any(abs(b) >= edge / mpmath.sqrt(2) for b in self._kinks_mp()):
+                    f = self._f.mp(0)
+                    tail = gauss.gaussian_expectation(
+                        lambda t: f(t) ** 2 if abs(t) > edge else 0 * t, dps=self.dps + _GUARD, std=r,
+                        breakpoints=self._breakpoints_mp() + [-edge, edge]).value
+                    reaches = tail <= mpmath.mpf(10) ** -(self.dps + _GUARD) * self._q_raw(qv)
+            self._cache[key] = reaches
+        return self._cache[key]
+
     def _mehler_terms(self, cv) -> int:
         """Terms of Mehler's series so that |c|^n < 10^-(dps + 12)."""
         # in mpmath: float(c) underflows to 0 for |c| < 1e-308 (--c 1e-400 crashed in math.log)
@@ -1580,6 +1670,12 @@ class KernelMaps:
             return a[0] ** 2
         return self._mehler_sum(cv, qv, 0, "C")
 
+    def _mehler_reach(self, n: int):
+        """The largest |c| at which :meth:`_mehler_sum` starts the n-th derivative's series within
+        :data:`MEHLER_MAX_TERMS` terms (``_mehler_terms(c) + 20 n`` of them; 0 where none is left)."""
+        room = MEHLER_MAX_TERMS - 20 * n - 2
+        return math.exp(-(self.dps + _GUARD + 2) * math.log(10) / room) if room > 0 else 0.0
+
     def _mehler_sum(self, cv, qv, n: int, what: str):
         """``sum_{k >= n} k!/(k-n)! a_k(q)^2 c^(k-n)`` (the n-th c-derivative of Mehler's series), to dps
         digits *relative to the sum*.
@@ -1589,9 +1685,9 @@ class KernelMaps:
         ``Q(q)``, and wrong in practice where the a_k^2 peak at large k (cos x at q = 400: a_k^2 c^k peaks at
         k ~ 320; C(0.8) came out 1.39e-35 for 1.80e-35, C(0.5) 1.3e-82 for 1.4e-87).  Stop once the last
         eighth of the terms sums below 10^-(dps + 4) of the sum and is smaller than the eighth before it;
-        else extend by half again, up to 4000 terms (then DomainError).  The Hermite coefficients are
-        checked against the sum too, and the sum is done with the digits it cancels (exp(x) at q = 30:
-        C(-0.8) = 3.5e-24 from alternating terms up to 1e21 times larger came out 2e-11 off at dps 20)."""
+        else extend by half again, up to :data:`MEHLER_MAX_TERMS` terms (then DomainError).  The Hermite
+        coefficients are checked against the sum too, and the sum is done with the digits it cancels (exp(x) at
+        q = 30: C(-0.8) = 3.5e-24 from alternating terms up to 1e21 times larger came out 2e-11 off at dps 20)."""
         x = abs(cv)
         terms = self._mehler_terms(cv) + 20 * n
         min_extra, verify = 0, False
@@ -1638,13 +1734,16 @@ class KernelMaps:
                 continue
             if verified:   # (the unverified sum's cancellation may have been hidden by its error)
                 min_extra = max(min_extra, lost + 3)
-            if terms >= 4000:
+            if terms >= MEHLER_MAX_TERMS:
                 raise DomainError(
                     f"{what} of {self.activation_name!r} at c={mpmath.nstr(cv, 15)}, q={mpmath.nstr(qv, 15)}: "
                     f"Mehler's series has not converged after {terms} terms (the last {w} still sum to "
-                    f"{mpmath.nstr(last / abs(total) if total else mpmath.inf, 3)} of the sum). Use 2-D quadrature: "
-                    "set mehler_max_abs_c = 0 on these maps (slow), or a closed form if one exists.")
-            terms = min(4000, terms + terms // 2)
+                    f"{mpmath.nstr(last / abs(total) if total else mpmath.inf, 3)} of the sum). "
+                    + ("Use 2-D quadrature: set mehler_max_abs_c = 0 on these maps (slow), or a closed form if one "
+                       "exists." if n == 0 or self._phi_derivative(n) is not None else
+                       f"2-D quadrature of Price's form cannot serve either: it needs phi^({n}), and "
+                       f"{self._phi_derivative_limit_clause()}; use a closed form if one exists."))
+            terms = min(MEHLER_MAX_TERMS, terms + terms // 2)
 
     # ---- C map ---------------------------------------------------------------------------
     @_at_precision
@@ -1818,6 +1917,15 @@ class KernelMaps:
 
         Jumps of ``phi^(n-1)`` enter as delta functions integrated exactly; ``mpmath.inf`` (or
         ``math.inf``) where the derivative is infinite (e.g. ``C''(1)`` for ReLU).
+
+        The formula for ``phi^(n)`` (and those of the lower orders) is built only up to :data:`FORMULA_MAX_NODES`
+        nodes: SymPy's derivatives of tanh grow 1.8 times per order, so tanh serves ``n <= 12``.  Beyond it the
+        mpmath engine sums Mehler's series, which needs no derivative of phi, at ``c = 0`` and at ``q1 == q2`` for
+        ``|c|`` up to where :data:`MEHLER_MAX_TERMS` terms give dps digits (past :attr:`mehler_max_abs_c`: 0.98
+        at dps = 20 and n = 15), and raises a DomainError naming the limit elsewhere
+        (``c = +-1``, ``q1 != q2``), as the float64 engine does at any c.  The closed engine differentiates its
+        closed C one order at a time under the same limit (erf's C: 1139 nodes at order 30), and takes the mpmath
+        engine's value beyond.
         """
         _check_c(c), _check_q(q1), _check_q(q2)
         if not is_integer_valued(n) or n < 0:
@@ -1829,18 +1937,23 @@ class KernelMaps:
             return self.c_map(c, q1, q2)
         if self.engine == "closed":
             self.q_map(q1), self.q_map(q2)  # Q(q) = 0 has no C map (see c_map)
-            return self._out(self._closed_eval(("dC", n), sympy.diff(self.closed_form.c_map, C_SYM, n),
-                                               c=c, q1=q1, q2=q2))
-        if n >= 2 and c in (1, -1) and self._f.jumps(n - 1):
-            return self._out(mpmath.inf)
+            form = self._closed_c_derivative(n)
+            if form is not None:
+                return self._out(self._closed_eval(("dC", n), form, c=c, q1=q1, q2=q2))
+            # its formula is too big to build: the mpmath engine's value (Mehler's series needs no formula)
+            return self._out(self._quadrature_twin().c_map_derivative(c, n, q1, q2))
+        if n >= 2 and c in (1, -1):
+            self._require_phi_derivative(n, c, q1, q2)
+            if self._f.jumps(n - 1):
+                return self._out(mpmath.inf)
         if self.engine == "float64" and self._homogeneous_degree() is not None:
             q1 = q2 = 1.0   # d^nC/dc^n does not depend on q either (see c_map)
-        if self.engine == "mpmath" and c == 0 and self._derivative_is_even(n - 1):
+        if self.engine == "mpmath" and c == 0 and self._phi_derivative_is_even(n - 1):
             # a_n = E[phi^(n)(u)] q^(n/2) / sqrt(n!) = 0 exactly, phi^(n) being odd (as the float64 engine
             # below): the check of that sum's digits relative to itself refused it ("Mehler's series cannot
             # carry 20 digits here (it sums to 0.0 ...)"), and `symact maps` with it every even activation
             return self._out(mpmath.mpf(0))
-        if self.engine == "mpmath" and c == 0:
+        if self.engine == "mpmath" and c == 0 and self._hermite_reaches(q1) and self._hermite_reaches(q2):
             # Mehler's series at c = 0 keeps one term: n! a_n(q1) a_n(q2) (the 2-D quadrature took
             # ~90 s for tanh's C'(0) at 30 digits)
             def measure(lists, errs):
@@ -1848,18 +1961,22 @@ class KernelMaps:
                 return b1 * b2, b1 * e2 + b2 * e1 + e1 * e2
             a1, a2 = self._checked_hermite([q1, q2], n + 1, measure, f"d^{n}C/dc^{n}", c)
             return self._out(mpmath.factorial(n) * a1[n] * a2[n] / self._norm(q1, q2))
-        if (self.engine == "mpmath" and q1 == q2 and c != 0
-                and abs(c) <= self.mehler_max_abs_c):
-            # d^n/dc^n of Mehler's series: sum_k k!/(k-n)! a_k^2 c^(k-n)  (no 2-D quadrature)
+        if (self.engine == "mpmath" and q1 == q2 and c != 0 and self._hermite_reaches(q1)
+                and (abs(c) <= self.mehler_max_abs_c
+                     or (abs(c) <= self._mehler_reach(n) and self._phi_derivative(n) is None))):
+            # d^n/dc^n of Mehler's series: sum_k k!/(k-n)! a_k^2 c^(k-n)  (no 2-D quadrature); also beyond
+            # mehler_max_abs_c where Price's form would need a formula for phi^(n) past FORMULA_MAX_NODES: the
+            # series needs none (tanh's C^(15)(0.9) at 20 digits: 1 s; it raises if it does not converge)
             kn = self._mehler_sum(self._mp(c), q1, n, f"d^{n}C/dc^{n}")
             return self._out(kn / self.q_map(q1))
         if self.engine == "float64" and n == 1 and c not in (1, -1):
             slope = self._saturated_slope_f64(float(c), float(q1), float(q2))
             if slope is not None:
                 return self._out(slope / (math.sqrt(self.q_map(q1)) * math.sqrt(self.q_map(q2))))
+        self._require_phi_derivative(n, c, q1, q2)
         k = self._kernel_num(n, c, q1, q2)
         if self.engine == "float64":
-            if c == 0 and self._derivative_is_even(n - 1):
+            if c == 0 and self._phi_derivative_is_even(n - 1):
                 k = 0.0   # E[phi^(n)(u)] = 0 exactly: phi^(n) is odd (the rule returned rounding noise)
             elif c not in (1, -1):   # (at c = +-1 the rule is 1-D, converged relative to its own E|.|)
                 self._check_f64_kernel_resolved(k, n, c, q1, q2)
@@ -1869,12 +1986,33 @@ class KernelMaps:
         pre = mpmath.power(self._mp(q1) * self._mp(q2), mpmath.mpf(n) / 2)
         return self._out(pre * k / self._norm(q1, q2))
 
-    def _derivative_is_even(self, m: int, odd: bool = False) -> bool:
+    def _require_phi_derivative(self, n: int, c, q1, q2) -> None:
+        """Raise where Price's form of d^nC/dc^n would need phi^(n) past :data:`FORMULA_MAX_NODES`, naming what
+        serves that order instead."""
+        if self._phi_derivative(n) is not None:
+            return
+        reach = self._mehler_reach(n)
+        mehler = ("Mehler's series (the mpmath engine's), which needs no derivative of phi, serves it at c = 0, and "
+                  f"at q1 == q2 for |c| <= {reach:.4g} (where {MEHLER_MAX_TERMS} terms give {self.dps} digits)")
+        if c == 0 or (q1 == q2 and abs(c) <= reach):   # (float64 only: the mpmath engine took the series here)
+            instead = f"{mehler}: use engine='mpmath'"
+        else:
+            here = "q1 != q2" if q1 != q2 else f"|c| = {mpmath.nstr(abs(self._mp(c)), 15)}"
+            instead = (f"{mehler}; here {here}, where no quadrature engine serves this order (engine='closed' "
+                       "does, for a phi with a closed form)")
+        raise DomainError(
+            f"d^{n}C/dc^{n}({mpmath.nstr(self._mp(c), 15)}; q1 = {mpmath.nstr(self._mp(q1), 15)}, "
+            f"q2 = {mpmath.nstr(self._mp(q2), 15)}) of "
+            f"{self.activation_name!r}: Price's form E[phi^({n})(u) phi^({n})(v)] needs phi^({n}), and "
+            f"{self._phi_derivative_limit_clause()}; {instead}.")
+
+    def _derivative_is_even(self, m: int, odd: bool = False, plus_constant: bool = False) -> bool:
         """Whether phi^(m) is an even function (then phi^(m+1), deltas included, is odd): its kinks are
         symmetric and phi^(m)(t) = phi^(m)(-t) to 25 digits at 40-digit precision at 8 points in (0, 6) and
         14 from 8 to 2^40 (to 2^10 where :meth:`_probe_exponent` says; cached).  ``odd=True``: whether it is
-        odd instead (phi^(m)(t) = -phi^(m)(-t))."""
-        key = ("odd" if odd else "even", m)
+        odd instead (phi^(m)(t) = -phi^(m)(-t)); with ``plus_constant``, odd plus a constant (the step H(x),
+        sigmoid: phi^(m)(t) + phi^(m)(-t) the same at every point), which its derivative does not see."""
+        key = ("odd" + " plus constant" * plus_constant if odd else "even", m)
         if key not in self._cache and m >= 0:
             # SymPy's automatic evaluation often settles it (tanh(-x) is -tanh(x)): exact, and
             # ~20x cheaper than the 22 points at 40 digits that are left for the other cases
@@ -1896,8 +2034,9 @@ class KernelMaps:
                            if c + k * w > 0]
                 ts += [mpmath.mpf(10) ** -j * mpmath.mpf("1.37") for j in range(1, 7)]
                 try:
+                    offset = f(ts[0]) + f(-ts[0]) if odd and plus_constant else 0
                     even = set(self.kinks) == {-b for b in self.kinks} and all(
-                        abs(f(t) - (-1 if odd else 1) * f(-t)) <= mpmath.mpf(10) ** -25 * max(1, abs(f(t)))
+                        abs(f(t) - (-1 if odd else 1) * f(-t) - offset) <= mpmath.mpf(10) ** -25 * max(1, abs(f(t)))
                         for t in ts)
                 except (ArithmeticError, ValueError, TypeError, FormulaError):
                     even = False

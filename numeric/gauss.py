@@ -267,10 +267,12 @@ def _split_points(breakpoints: Iterable, mean, std, cut, finite: bool = False) -
     return [mpmath.ninf] + sorted(zs) + [mpmath.inf]
 
 
-def _beyond_cut(points: list, breakpoints: Iterable, mean, std, cut, margin) -> list:
+def _beyond_cut(points: list, breakpoints: Iterable, mean, std, cut, margin, past_ends: bool = False) -> list:
     """``points`` (the finite range ``[-cut, cut]`` in z) extended over the break-points beyond the cut, and
     ``margin`` past the farthest on each side, with one interval between consecutive points (no panels: only the
-    ends, where tanh-sinh puts its nodes, matter out there).
+    ends, where tanh-sinh puts its nodes, matter out there).  ``past_ends``: ``margin`` past the cut too on a side
+    with no break-point beyond it, for an integrand whose piece starts inside, near the cut, and is to keep its
+    digits relative to itself (the cut drops 10^-(dps + guard) of the density's peak, not of that piece).
 
     The cut assumes that f lives inside it; a break-point beyond may start a piece where it lives instead:
     hardshrink (zero on |x| < 1/2) at q = 1e-4 is zero for |z| < 50, and its Q, 5e-546 (all from |z| > 50), came
@@ -279,10 +281,10 @@ def _beyond_cut(points: list, breakpoints: Iterable, mean, std, cut, margin) -> 
     zs = [(mpmath.mpf(b) - mean) / std for b in breakpoints]
     right = sorted({z for z in zs if z >= cut and z != points[-1]})
     left = sorted({z for z in zs if z <= -cut and z != points[0]})
-    if right:
-        points = points + right + [right[-1] + margin]
-    if left:
-        points = [left[0] - margin] + left + points
+    if right or past_ends:
+        points = points + right + [(right[-1] if right else points[-1]) + margin]
+    if left or past_ends:
+        points = [(left[0] if left else points[0]) - margin] + left + points
     return points
 
 
@@ -550,7 +552,12 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
     digits (an integrable singularity at a break-point).  The range in ``z1`` and ``z2`` is cut where
     ``f^2`` and ``g^2`` times the density have fallen below 10^-(dps + guard) of their peaks, past those
     peaks (``exp(x)`` at q = 200 peaks at z = 28): fast-growing integrands take longer (E[exp(u) exp(v)]
-    at q = 200 and 15 digits, about 2 minutes), but are not refused as divergent.
+    at q = 200 and 15 digits, about 2 minutes), but are not refused as divergent.  Where f or g lives past
+    that cut (more than 10^-(dps + guard) of ``E f(u)^2`` or ``E g(v)^2`` does: a piece that starts at a
+    break-point near or beyond it, such as hardshrink's at small q, or the step H(x - 13)), both ranges reach
+    past the break-points and the cut, and the inner integrals keep dps digits of their own, however small
+    (where the ranges stopped at the cut, hardshrink's E[f(u) f(v)] at q = 1e-4, 1.2e-728 at c = 0.5, came out 0):
+    slower, about 40 s at 25 digits for that one.
 
     Accuracy: about ``dps`` digits relative to the scale of ``f(u) g(v)`` (the inner integrals' test is
     absolute, in units of g's typical size), not relative to a kernel far below that scale: relu x relu
@@ -627,11 +634,28 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
             # f and g vary on a unit scale in x near x = 0 and their kinks, i.e. on 1/sqrt(q) in z:
             # for large q the rules are graded towards those points (tanh at q = 1e4 did not converge)
             g_features = [mpmath.mpf(0)] + gb
+            fb = [mpmath.mpf(b) / r1 for b in breakpoints]
+            # a break-point beyond the cut, or so close to it that the density falls by less than 10^-(dps + guard)
+            # in between, may start a piece where f or g lives and that the cut cuts off: hardshrink (zero on
+            # |x| < 1/2) at q = 1e-4 is zero for |z| < 50, and every E[f(u) g(v)] came out 0; E[H(u - 13) H(v - 13)]
+            # was 0.1% off at 15 digits.  Both ranges then reach past the break-points and the cut, as
+            # gaussian_expectation's does, and the inner integrals, tiny out there (E[g(v) | u] ~ 1e-181 at
+            # c = 0.5), are integrated to dps digits of their own, not absolutely
+            margin = 2 * _tail_radius(dps)
+            far = (_lives_past(f, r1, breakpoints, cut, dps)
+                   or (g is not f or list(breakpoints_g) != list(breakpoints) or r2 != r1)
+                   and _lives_past(g, r2, breakpoints_g, cut, dps))
+            # (and by tanh-sinh from the start: out there the integrands fall steeply from an end of an interval
+            # ~2R long, where Gauss-Legendre fails after paying for its nodes, each an inner integral)
+            inner_gauss_legendre[0] = not far
 
             def inner(z1):
                 cz = c * z1
                 centres = [(b - cz) / s for b in g_features]  # x = 0, then g's kinks
                 pts = _split_points(centres[1:] + _graded_edges(centres, 1 / (r2 * s)), 0, 1, cut, finite=True)
+                pts = _panels(pts)
+                if far:
+                    pts = _beyond_cut(pts, centres[1:], 0, 1, cut, margin, past_ends=True)
 
                 def h(z2):
                     x = r2 * (cz + s * z2)
@@ -644,7 +668,7 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
                         w = density[z2] = mpmath.exp(-z2 * z2 / 2)
                     return _real(g(x), x) / g_size * w
 
-                v, e = _quad_checked(h, _panels(pts), dps, "the inner integral E[g(v) | u]", relative=False,
+                v, e = _quad_checked(h, pts, dps, "the inner integral E[g(v) | u]", relative=far,
                                      gauss_legendre=inner_gauss_legendre)
                 max_inner_err[0] = max(max_inner_err[0], e * g_size)
                 return v * norm * g_size
@@ -656,17 +680,39 @@ def bivariate_gaussian_expectation(f: Callable, g: Callable, c, *, q1=1, q2=1, d
                     return fx
                 return fx * inner(z1) * mpmath.exp(-z1 * z1 / 2) * norm
 
-            obps = [mpmath.mpf(b) / r1 for b in breakpoints]
-            obps += _graded_edges([mpmath.mpf(0)] + obps, 1 / r1)
-            if c != 0:
-                obps += _smoothed_kink_edges([b / c for b in gb], abs(s / c))
-                if r2 > 1:  # E[g(v) | z1] varies on max(s, 1/sqrt(q2))/|c| around g's x = 0 as well
-                    obps += _graded_edges([mpmath.mpf(0)], max(abs(s / c), 1 / abs(r2 * c)))
-            points = _split_points(obps, 0, 1, cut, finite=True)
-            value, err = _quad_checked(outer, _panels(points), dps, "E[f(u) g(v)]", gauss_legendre=[True])
+            obps = fb + _graded_edges([mpmath.mpf(0)] + fb, 1 / r1)
+            g_edges = _smoothed_kink_edges([b / c for b in gb], abs(s / c)) if c != 0 else []
+            obps += g_edges
+            if c != 0 and r2 > 1:  # E[g(v) | z1] varies on max(s, 1/sqrt(q2))/|c| around g's x = 0 as well
+                obps += _graded_edges([mpmath.mpf(0)], max(abs(s / c), 1 / abs(r2 * c)))
+            points = _panels(_split_points(obps, 0, 1, cut, finite=True))
+            if far:
+                points = _beyond_cut(points, fb + g_edges, 0, 1, cut, margin, past_ends=True)
+            value, err = _quad_checked(outer, points, dps, "E[f(u) g(v)]", gauss_legendre=[not far])
             err = err + max_inner_err[0]
     with mp.workdps(dps):
         return GaussianIntegral(+value, +err, dps)
+
+
+def _lives_past(h: Callable, r, breakpoints: Iterable, cut, dps: int) -> bool:
+    """Whether more than 10^-(dps + guard) of ``E[h(r z)^2]`` lies beyond ``|z| = cut``, where the 2-D rule stops.
+
+    Only a piece of h that starts at a break-point past ``sqrt(cut^2 - R^2)`` (R the tail radius) can: from one
+    inside, the density falls by 10^-(dps + guard) before the cut, and without one h lives in the bulk (the rule's
+    cut already covers a fast growth).  So the two 1-D integrals that decide are done only where there is one:
+    hardtanh at q = 0.01 (kinks at |z| = 10, 8.6 being that bound at 15 digits) lives inside, and
+    reaching past its cut made its 2-D rule 5 times slower."""
+    zs = [abs(mpmath.mpf(b)) / r for b in breakpoints]
+    if not any(z * z >= cut * cut - _tail_radius(dps) ** 2 for z in zs):
+        return False
+    edge = cut * r
+    bps = list(breakpoints) + [-edge, edge]
+
+    def square(x):
+        return _real(h(x), x) ** 2
+    total = gaussian_expectation(square, dps=dps, breakpoints=bps, std=r).value
+    tail = gaussian_expectation(lambda x: square(x) if abs(x) > edge else 0 * x, dps=dps, breakpoints=bps, std=r).value
+    return tail > mpmath.mpf(10) ** -(dps + _GUARD_DIGITS) * total
 
 
 #: most inner-node densities the 2-D rule keeps (~100 bytes each at 40 digits)
@@ -745,6 +791,13 @@ def _gl_panel_rule_cached(breakpoints_z: tuple, cut, n_panels: int, degree: int,
     return tuple(nodes), tuple(weights)
 
 
+def _hermite_rule_cut(dps: int) -> mpmath.mpf:
+    """``Z = 2 sqrt((dps + 10) ln 10)``: :func:`hermite_coefficients` integrates over ``|z| <= Z`` (or further, for a
+    fast-growing f), so an f that lives beyond, such as one that is zero up to a break-point near or past Z, is
+    not resolved there (its rule's check raises)."""
+    return 2 * mpmath.sqrt((dps + _GUARD_DIGITS) * mpmath.log(10))
+
+
 def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Sequence = (),
                          with_error: bool = False, verify: bool = False, second_moment=None,
                          second_moment_digits: int | None = None) -> list | tuple:
@@ -796,7 +849,7 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
         # at q = 50: f^2 pdf peaks at z = 2 sqrt(q) = 14) decays only beyond the absolute test's 2R, and the
         # finite Mehler series of exp(x) (Q = e^(2q)) was refused as "f^2 diverges" at 15 digits
         _check_tail(lambda x: f(x) ** 2, 0, 1, dps, "f^2", relative=True)
-        cut = 2 * mpmath.sqrt((dps + _GUARD_DIGITS) * mpmath.log(10))
+        cut = _hermite_rule_cut(dps)
         # |h_k(z)| pdf(z) <= exp(-z^2/4) / sqrt(2 pi) (Cramer's bound) makes the integrand negligible beyond
         # the cut only where f is of its typical size there: a fast-growing f (exp(sqrt(q) z), phi = exp(x) at
         # q = 30) is e^33 times larger at the cut, and a_59 came out 1e-13 off relative (2.6e-16 of E|f|, against
@@ -836,7 +889,9 @@ def hermite_coefficients(f: Callable, n: int, *, dps: int = 30, breakpoints: Seq
                     f"the Hermite coefficients' rule does not resolve f: with {3 * 2 ** (degree - 1)} nodes per "
                     f"half-unit panel it gives E[f^2] = {mpmath.nstr(rule_second_moment, 12)}, against "
                     f"{mpmath.nstr(second_moment, 12)} (f oscillates too fast, or has a kink that is not among "
-                    "the break-points).  Pass the kinks as breakpoints=; for a kernel map, use 2-D quadrature "
+                    "the break-points, or lives beyond |z| = "
+                    f"{mpmath.nstr(cut, 4)}, where the rule does not reach: zero up to a break-point near or past "
+                    "that).  Pass the kinks as breakpoints=; for a kernel map, use 2-D quadrature "
                     "(mehler_max_abs_c = 0 on the maps) or the float64 engine.")
             degree += 1
         if verify:

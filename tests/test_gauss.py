@@ -179,6 +179,29 @@ def test_bivariate_mpmath_falls_back_to_tanh_sinh_at_a_singularity(monkeypatch, 
         assert "gauss-legendre" not in used[first:] and len(used) - first > 100, (first, len(used))
 
 
+def _orthant_probability(a, c, dps=60):
+    """P(z1 > a, c z1 + s z2 > a), s = sqrt(1 - c^2), for large a: int_a^inf p(z) Phi((c z - a) / s) dz with
+    z = a + t and p(a) taken out, by mpmath.quad split near t = 0, where the integrand falls like exp(-a t)."""
+    with mpmath.workdps(dps):
+        a, c = mpmath.mpf(a), mpmath.mpf(c)
+        s = mpmath.sqrt((1 - c) * (1 + c))
+        h = lambda t: mpmath.exp(-a * t - t * t / 2) * mpmath.ncdf((c * (a + t) - a) / s)  # noqa: E731
+        return mpmath.npdf(a) * h(0) * mpmath.quad(lambda t: h(t) / h(0), [0, 1 / a, 10 / a, 1, 10, mpmath.inf])
+
+
+def test_bivariate_mpmath_reaches_past_its_range_to_the_break_points():
+    """The 2-D rule integrates over |z1|, |z2| <= R + 3 (13.7 at 15 digits).  The step H(x - 50) is zero there and
+    E[H(u - 50) H(v - 50)] = 1.9e-575 at c = 0.9 came out exactly 0; H(x - 13) starts inside but lives mostly past
+    the cut, and E[H(u - 13) H(v - 13)] at c = 0.5 was 0.1% off.  Where f or g puts more than 10^-(dps + 10) of its
+    second moment past the cut, both ranges now reach past the break-points, and the inner integrals keep their
+    own digits.  Reference: the orthant probability as a 1-D integral of the normal cdf, at 60 digits."""
+    for a, c in ((50, "0.9"), (13, "0.5")):
+        with mpmath.workdps(25):
+            step = lambda t, a=mpmath.mpf(a): mpmath.mpf(1) if t > a else mpmath.mpf(0)  # noqa: E731
+            got = bivariate_gaussian_expectation(step, step, mpmath.mpf(c), dps=15, breakpoints=[a]).value
+        assert rel(got, _orthant_probability(a, c)) < 1e-14, (a, c)
+
+
 def test_bivariate_mpmath_integrates_an_integrand_whose_square_peaks_beyond_the_fixed_range():
     """exp(x) at q = 20: f^2 times the density peaks at z = 2 sqrt(q) = 8.9 and is not negligible at the
     fixed range's 2R (18 at 6 digits): the tail test was absolute there, and E[exp(u) v] was refused as

@@ -7,6 +7,7 @@ higher precision; the float64 engine against the mpmath engine; C'(1) three ways
 
 import functools
 import math
+import time
 
 import mpmath
 import numpy as np
@@ -730,6 +731,116 @@ def test_q_map_derivative_below_q_1_beyond_the_formula_limit():
     assert rel(got, _q_derivative_by_density(mpmath.tanh, "1/1000", 6, 80)) < 1e-18
 
 
+def _double_factorial(n):
+    return math.prod(range(n, 0, -2))
+
+
+def test_closed_c_map_derivatives_at_high_order():
+    """The closed engine differentiated its C map n times in one SymPy call, which expands each product's n-th
+    derivative by Leibniz's rule at once: erf's C^(40)(-0.9) took 26 s, C^(50) 40 s.  It now builds one order at a
+    time (under FORMULA_MAX_NODES; the closed C's formulas grow linearly with the order).  References: Sheppard's
+    C = 1/2 + asin(c)/pi for the step, so C^(n)(0) = ((n - 2)!!)^2/pi for odd n, 0 for even n; the arc-cosine
+    C = (sqrt(1 - c^2) + (pi - acos c) c)/pi for ReLU, whose C'' = (1 - c^2)^(-1/2)/pi gives
+    C^(n)(0) = ((n - 3)!!)^2/pi for even n; erf's asin(2c/3)/asin(2/3) differentiated by mpmath.diff at 60
+    digits."""
+    step, relu, erf = (kernel_maps(phi, dps=20) for phi in (sympy.Heaviside(x), sympy.Max(0, x), sympy.erf(x)))
+    assert {step.engine, relu.engine, erf.engine} == {"closed"}
+    with mpmath.workdps(40):
+        for n in (5, 11, 21, 41):
+            assert rel(step.c_map_derivative(0, n), _double_factorial(n - 2) ** 2 / mpmath.pi) < 1e-18, n
+            assert step.c_map_derivative(0, n + 1) == 0, n
+        for n in (6, 20, 40):
+            assert rel(relu.c_map_derivative(0, n), _double_factorial(n - 3) ** 2 / mpmath.pi) < 1e-18, n
+    with mpmath.workdps(60):
+        erf_c = lambda c: mpmath.asin(2 * c / 3) / mpmath.asin(mpmath.mpf(2) / 3)  # noqa: E731
+        refs = {c: mpmath.diff(erf_c, mpmath.mpf(c), 50) for c in ("-0.9", "0.5")}
+    start = time.process_time()
+    for c, ref in refs.items():
+        assert rel(erf.c_map_derivative(sympy.Rational(c), 50), ref) < 1e-18, c
+    assert time.process_time() - start < 10   # (2 s; in one step 26 s at n = 40, 40 s at n = 50)
+
+
+def test_c_map_derivative_past_the_formula_limit(monkeypatch):
+    """Price's form E[phi^(n)(u) phi^(n)(v)] needs SymPy's formula for phi^(n), which the numeric engines built
+    at any n: tanh's grow 1.8 times per order (12967 nodes at n = 13), so the mpmath C^(20)(0) took 100 s (only to
+    see that phi^(19) is even), its C^(10)(0.9) and the float64 C^(20)(0.5) ran for minutes, and the float64
+    C^(20)(0) ended in a RecursionError after 87 s; prepare(max_derivative=20) built them all too.  Now formulas stop
+    at FORMULA_MAX_NODES (tanh: n <= 12); beyond, the mpmath engine sums Mehler's series, which needs no formula, at
+    q1 == q2 (also past mehler_max_abs_c) and at c = 0 (a vanishing term found from the parity of a lower
+    derivative), and raises naming the limit elsewhere, as the float64 engine does; the closed engine's own limit
+    hands over to the mpmath engine.  References: tanh's 21! a_21^2 / Q with a_21 = E[tanh(z) He_21(z)] / sqrt(21!)
+    and Q by mpmath.quad at 40 digits; erf's arcsine C map differentiated by mpmath.diff at 60 digits."""
+    real_diff, largest = sympy.diff, [0]
+
+    def measured(*args, **kwargs):
+        out = real_diff(*args, **kwargs)
+        largest[0] = max(largest[0], sum(1 for _ in sympy.preorder_traversal(out)))
+        assert largest[0] <= 3 * FORMULA_MAX_NODES, largest[0]
+        return out
+
+    monkeypatch.setattr(sympy, "diff", measured)
+    tanh = kernel_maps(sympy.tanh(x), dps=20, engine="mpmath").prepare(max_derivative=20)
+    f64 = kernel_maps(sympy.tanh(x), engine="float64").prepare(max_derivative=20)
+    limit = rf"over {FORMULA_MAX_NODES} nodes.*n = 12 is the highest order"
+    with pytest.raises(DomainError, match=limit + r".*at q1 == q2 for \|c\| <= 0\.9.*engine='mpmath'"):
+        f64.c_map_derivative(0.5, 20)
+    for c, q2 in ((1, 1), (sympy.Rational(1, 2), 2)):
+        with pytest.raises(DomainError, match=limit + r".*here (\|c\| = 1|q1 != q2)"):
+            tanh.c_map_derivative(c, 15, 1, q2)
+    assert tanh.c_map_derivative(0, 20) == 0   # a_20 = 0: tanh is odd
+    with mpmath.workdps(40):
+        he21 = lambda z: mpmath.hermite(21, z / mpmath.sqrt(2)) / mpmath.sqrt(2) ** 21  # noqa: E731
+        pts = [-mpmath.inf, -12, -6, -3, 0, 3, 6, 12, mpmath.inf]
+        q = mpmath.quad(lambda z: mpmath.tanh(z) ** 2 * mpmath.npdf(z), pts)
+        e21 = mpmath.quad(lambda z: mpmath.tanh(z) * he21(z) * mpmath.npdf(z), pts)   # sqrt(21!) a_21
+        ref = e21 ** 2 / q
+    assert rel(tanh.c_map_derivative(0, 21), ref) < 1e-18
+    assert 0 < largest[0] <= 3 * FORMULA_MAX_NODES
+
+    # past the limit with a closed-form reference: erf's phi^(n) grows slowly, so lower the limit (to n <= 8)
+    monkeypatch.setattr(sympy, "diff", real_diff)
+    monkeypatch.setattr("analysis.kernel.FORMULA_MAX_NODES", 60)
+    with mpmath.workdps(60):
+        erf_c = lambda c: mpmath.asin(2 * c / 3) / mpmath.asin(mpmath.mpf(2) / 3)  # noqa: E731
+        refs = {(n, c): mpmath.diff(erf_c, mpmath.mpf(c), n) for n, c in ((12, "0.9"), (11, "0"), (10, "0.5"))}
+    closed, numeric = kernel_maps(sympy.erf(x), dps=20), kernel_maps(sympy.erf(x), dps=20, engine="mpmath")
+    assert closed.engine == "closed"
+    for (n, c), ref in refs.items():
+        assert rel(numeric.c_map_derivative(sympy.Rational(c), n), ref) < 1e-18, (n, c)
+        if c != "0.9":   # (the closed C has 73 nodes at n = 1: every order is the mpmath engine's; two show it)
+            assert rel(closed.c_map_derivative(sympy.Rational(c), n), ref) < 1e-18, (n, c)
+    assert numeric.c_map_derivative(0, 12) == 0
+    with pytest.raises(DomainError, match=r"over 60 nodes.*n = 8 is the highest order.*here \|c\| = 1"):
+        numeric.c_map_derivative(-1, 12)
+
+
+def test_c_map_derivatives_of_a_jumping_phi_count_the_deltas_of_its_lower_derivatives():
+    """A jump of phi^(i) puts delta^(n - 1 - i) into phi^(n), which two checks missed.  At c = 0 the mpmath engine
+    takes d^nC/dc^n = 0 where phi^(n - 1) is even; it judged that on the regular part alone, 0 for the step's phi'',
+    so C^(3)(0) of the step, sign and hardshrink came out 0 (their phi'' is odd: delta', and for hardshrink
+    delta(x - 1/2) - delta(x + 1/2) + (delta'(x - 1/2) + delta'(x + 1/2))/2).  Price's form refused only a jump of
+    phi^(n - 2), so the float64 C^(3) of the step was 0 at every c, as was the mpmath one past Mehler's range.
+    References: C = 1/2 + asin(c)/pi (step), 2 asin(c)/pi (sign), so C^(n)(0) = ((n - 2)!!)^2/pi and twice that
+    for odd n, 0 for even n (the step is 1/2 plus an odd function); hardshrink's a_3 = E[phi He_3]/sqrt(6)
+    = 2 l^3 p(l)/sqrt(6) (l = 1/2, p the normal density, since int_l^inf (z^4 - 3 z^2) p = l^3 p(l)), its
+    Q = 2 (l p(l) + Phi(-l)), so C^(3)(0) = 3! a_3^2 / Q."""
+    step = kernel_maps(sympy.Heaviside(x), dps=20, engine="mpmath")
+    sign = kernel_maps(sympy.sign(x), dps=20, engine="mpmath")
+    with mpmath.workdps(40):
+        for n in (3, 5):
+            assert rel(step.c_map_derivative(0, n), _double_factorial(n - 2) ** 2 / mpmath.pi) < 1e-18, n
+            assert rel(sign.c_map_derivative(0, n), 2 * _double_factorial(n - 2) ** 2 / mpmath.pi) < 1e-18, n
+        for n in (2, 4):
+            assert step.c_map_derivative(0, n) == 0 and sign.c_map_derivative(0, n) == 0, n
+        lam = mpmath.mpf(1) / 2
+        a3 = 2 * lam ** 3 * mpmath.npdf(lam) / mpmath.sqrt(6)
+        ref = 6 * a3 ** 2 / (2 * (lam * mpmath.npdf(lam) + mpmath.ncdf(-lam)))
+    assert rel(kernel_maps("hardshrink", dps=20, engine="mpmath").c_map_derivative(0, 3), ref) < 1e-18
+    for engine, c in (("float64", 0.5), ("float64", 0.0), ("mpmath", sympy.Rational(9, 10))):
+        with pytest.raises(DomainError, match=r"d\^3C/dc\^3 .*derivatives of delta functions \(phi\^\(0\) jumps\)"):
+            kernel_maps(sympy.Heaviside(x), dps=20, engine=engine).c_map_derivative(c, 3)
+
+
 def test_features_narrower_than_the_node_spacing_are_found_from_the_formula():
     """erf(1000 x) and erf(1000 (x - 0.3)) vary within 0.001 of one point: every Gauss-Legendre rule
     on unit panels has all its nodes outside, so the rules agree with each other and the comparison
@@ -1034,6 +1145,60 @@ def test_q_map_whose_mass_lies_beyond_the_quadrature_range():
     for engine in ("float64", "mpmath"):
         with pytest.raises(DomainError, match="vanishes almost everywhere"):
             kernel_maps(sympy.Heaviside(x) * sympy.Heaviside(-x), engine=engine).q_map(1)
+
+
+def _hardshrink_c_map(c, q, dps=60):
+    """hardshrink's C(c; q, q), phi = x on |x| > 1/2, else 0, as a 1-D integral: with a = (1/2)/sqrt(q),
+    u = sqrt(q) z1 and w = c z1 + s z2, E[phi(u) phi(v)] = 2 q int_a^inf z1 h(z1) p(z1) dz1, where
+    h(z1) = E[w; |w| > a | z1] = m Phi((m - a)/s) + s p((a - m)/s) + m Phi((-a - m)/s) - s p((a + m)/s), m = c z1
+    (the normal's truncated first moments), and Q = 2 q (a p(a) + Phi(-a)); mpmath.quad with z1 = a + t and the
+    integrand scaled by its value at t = 0."""
+    with mpmath.workdps(dps):
+        q, c = mpmath.mpf(sympy.Rational(q).p) / sympy.Rational(q).q, mpmath.mpf(c)
+        a, s = 1 / (2 * mpmath.sqrt(q)), mpmath.sqrt((1 - c) * (1 + c))
+
+        def h(z1):
+            m = c * z1
+            return (m * mpmath.ncdf((m - a) / s) + s * mpmath.npdf((a - m) / s)
+                    + m * mpmath.ncdf((-a - m) / s) - s * mpmath.npdf((a + m) / s))
+        g = lambda t: (a + t) * h(a + t) * mpmath.exp(-a * t - t * t / 2)  # noqa: E731
+        scale = abs(g(0))
+        integral = mpmath.quad(lambda t: g(t) / scale, [0, 1 / a, 10 / a, 1, 10, mpmath.inf]) * scale
+        return 2 * q * mpmath.npdf(a) * integral / (2 * q * (a * mpmath.npdf(a) + mpmath.ncdf(-a)))
+
+
+def test_c_map_whose_mass_lies_beyond_the_quadrature_range():
+    """hardshrink at q = 1e-4 is zero for |z| < 50.  Its C(0.5) went to Mehler's series, whose Hermite coefficients'
+    rule stops at |z| = 18 (at 15 digits) and raised "does not resolve f" (the series would need thousands of terms
+    anyway), as did C'(0), one Hermite term; past Mehler's range the 2-D rule, cut at |z| = 16, saw only zeros and
+    C(0.9) came out 0.
+    Where the Hermite rule misses more than 10^-(dps + 10) of Q, the mpmath engine now takes Price's form, the 2-D
+    rule reaching past the kinks (at c = 0 two 1-D integrals).  References: C by a 1-D integral of the truncated
+    normal moments (see _hardshrink_c_map), checked at q = 1/7 against mpmath's 2-D quadrature (15 digits) split
+    at the moving kinks; C'(0) = q E[phi'(u)]^2 / Q with phi' = 1 on |x| > 1/2 plus a delta of weight 1/2 at each
+    kink, so C'(0) = 2 (a p(a) + Phi(-a)) = Q / q; C(0) = 0 (odd).  The float64 engine's Q underflows and says so."""
+    with mpmath.workdps(15):
+        q, c = mpmath.mpf(1) / 7, mpmath.mpf(1) / 2
+        r, s, a = mpmath.sqrt(q), mpmath.sqrt(1 - c * c), 1 / (2 * mpmath.sqrt(q))
+
+        def inner(z1):   # E[w; |w| > a | z1] by quadrature split at its kinks
+            kinks = sorted([(-a - c * z1) / s, (a - c * z1) / s])
+            w = lambda z2: (c * z1 + s * z2) * mpmath.npdf(z2)  # noqa: E731
+            return mpmath.quad(w, [-mpmath.inf, kinks[0]]) + mpmath.quad(w, [kinks[1], mpmath.inf])
+        k = 2 * q * mpmath.quad(lambda z1: z1 * inner(z1) * mpmath.npdf(z1), [a, a + 1, a + 3, mpmath.inf])
+        assert rel(k / (2 * q * (a * mpmath.npdf(a) + mpmath.ncdf(-a))), _hardshrink_c_map("1/2", "1/7")) < 1e-14
+    m = kernel_maps("hardshrink", dps=15, engine="mpmath")
+    q = sympy.Rational(1, 10**4)
+    assert rel(m.c_map(sympy.Rational(1, 2), q, q), _hardshrink_c_map("1/2", q)) < 1e-14   # 2.3e-183
+    assert m.c_map(0, q, q) == 0
+    with mpmath.workdps(40):
+        a = 1 / (2 * mpmath.sqrt(mpmath.mpf(q.p) / q.q))
+        slope_at_0 = 2 * (a * mpmath.npdf(a) + mpmath.ncdf(-a))
+    assert rel(m.c_map_derivative(0, 1, q, q), slope_at_0) < 1e-14   # 5.4e-542
+    with pytest.raises(DomainError, match="Mehler's series cannot serve either.*beyond the range"):
+        m.c_map_derivative(sympy.Rational(1, 2), 2, q, q)
+    with pytest.raises(DomainError, match="underflows float64"):
+        kernel_maps("hardshrink", engine="float64").c_map(0.5, 1e-4, 1e-4)
 
 
 def _tanh_q_derivative_reference(q, n):
