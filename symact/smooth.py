@@ -349,6 +349,14 @@ def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol
             decimal = sympy.nsimplify(s, rational=True)
             exact = exact.replace(lambda e: isinstance(e, sympy.exp) and e.has(_FLOAT_WIDTH),
                                   lambda e: sympy.exp(e.args[0].subs(_FLOAT_WIDTH, decimal)))
+        if kernel == "cauchy":
+            # atan((x - 1)/w) at w = 0.001 became atan(1000.0*x - 1000.0), whose rounding of 1000.0*x is an ulp of
+            # 1000 (the float32 slope of a unit bump * cauchy(0.001) was 2.1e-3 off next to its kinks); with the
+            # width as the decimal it is, atan(1000*x - 1000), the code generator writes 1000*(x - 1), exact there
+            decimal = sympy.nsimplify(s, rational=True)
+            exact = exact.replace(
+                lambda e: isinstance(e, sympy.atan) and e.has(_FLOAT_WIDTH) and e.args[0].is_polynomial(x),
+                lambda e: sympy.atan(e.args[0].subs(_FLOAT_WIDTH, decimal)))
         return exact.subs(_FLOAT_WIDTH, s)
     pieces = piecewise_polynomial(f, x)
     if kernel in ("gaussian", "logistic"):

@@ -643,6 +643,27 @@ def test_cauchy_smoothings_do_not_cancel_in_their_tails(name, width):
                 assert abs(slope - reference_slope) <= 1e-12 * max(1, abs(reference_slope)), ("numpy", p, slope)
 
 
+def test_cauchy_smoothing_with_a_float_width_keeps_each_kink_exact_inside_its_arctangent():
+    """A float width w wrote the near form atan((x - c)/w) as atan(1000.0*x - 1000.0) at w = 0.001, whose rounding of
+    1000.0*x is an ulp of 1000: the float32 slope of a unit bump * cauchy(0.001) was 2.1e-3 off next to its kinks,
+    1.3e-5 of a slope of 160.  With the width as the decimal it is, atan(1000*x - 1000), the code generator writes
+    1000*(x - 1), exact there.  Reference: the slope is the jumps times the kernel, k(x) - k(x - 1) with
+    k(t) = s/(pi (t^2 + s^2)), in mpmath; to 1e-6 (float32) or 1e-12 (float64) of max(1, |slope|)."""
+    torch = pytest.importorskip("torch")
+    import numeric
+
+    module = numeric.torch_module(convolve_expression(TAIL_FUNCTIONS["bump"][0], "cauchy", 0.001))
+    points = [-0.001, -0.0001, 0.0001, 0.001, 0.5, 0.999, 0.9999, 1.0001, 1.001]
+    for dtype, tolerance in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+        inputs = torch.tensor(points, dtype=dtype, requires_grad=True)
+        (slopes,) = torch.autograd.grad(module(inputs).sum(), inputs)
+        for p, slope in zip(inputs.tolist(), slopes.tolist()):  # p rounded to dtype
+            with mpmath.workdps(30):
+                y, s = mpmath.mpf(p), mpmath.mpf("0.001")
+                reference = float(s / (mpmath.pi * (y * y + s * s)) - s / (mpmath.pi * ((y - 1) ** 2 + s * s)))
+            assert abs(slope - reference) <= tolerance * max(1, abs(reference)), (dtype, p, slope, reference)
+
+
 CAUCHY_EXACT = {  # bounded f (constant outer pieces): the catalogue's, a jump, a quadratic piece, three kinks
     "heaviside": (FUNCTIONS["heaviside"], lambda y: 1 if y > 0 else 0, [0]),
     "hardtanh": (FUNCTIONS["hardtanh"], *NUMERIC["hardtanh"]),
