@@ -22,7 +22,8 @@ Kernels (``width`` = :math:`\sigma > 0`, the scale):
 * ``gaussian``: :math:`e^{-t^2/2\sigma^2}/(\sigma\sqrt{2\pi})`; :math:`G_j` by parts (erf, exp);
 * ``logistic``: :math:`e^{-t/\sigma}/(\sigma(1+e^{-t/\sigma})^2)`; :math:`G_j` by parts (sigmoid, log, polylog);
 * ``uniform``: :math:`1/(2\sigma)` on :math:`[-\sigma, \sigma]`; :math:`G_j` exact with ``Min``/``Max`` clipping;
-* ``cauchy``: :math:`\sigma/(\pi(t^2+\sigma^2))`; :math:`G_j` by SymPy ``integrate`` (atan, log).
+* ``cauchy``: :math:`\sigma/(\pi(t^2+\sigma^2))`; :math:`G_j` by SymPy ``integrate`` (atan, log); only a bounded f
+  (constant outer pieces: heaviside, hardtanh, relu6, hardsigmoid) has a finite :math:`f * k_\sigma`.
 
 For the Gaussian and logistic kernels, whose tails never vanish, the closed form is not that sum: its terms grow
 with x and cancel to a bounded :math:`f * k_\sigma` (hardtanh * logistic(0.001) was 1.00047 at x = 1e4 in
@@ -36,6 +37,15 @@ generated torch code; NumPy for a float width) it is accurate to a few units in 
 :math:`\mathrm{Li}_n(-e^u)`, n = 2, 3 (relu_squared * logistic(1) is ``-2*polylog(2, -exp(x))``): the code generator
 writes it as the safe primitive ``FermiDirac(n, u)``, and NumPy evaluates it through
 ``numeric.lambdify_modules.numpy_modules()`` (plain ``"numpy"`` has no ``polylog``).
+
+The Cauchy closed form has the same trouble, worse: its terms (x*atan((x - c)/s), log((x - c)^2 + s^2)) grow
+however f is split, so a term per kink does not decay on its own (relu6 * cauchy(1) was 0.023 at x = -3.7e6 in
+float32, true 5e-7).  With :math:`w = x - i\sigma`, :math:`f * k_\sigma = \frac1\pi \mathrm{Im} \int f(y)/(w - y)\,dy`,
+a sum over the pieces of f of polynomials in w times :math:`\log(w - a) - \log(w - b)`; the closed form is a
+``Piecewise`` over zones of x (near each kink, and between them) in which the kernel's mass on a piece is one
+arctangent of a rational function, or :math:`\arctan(\sigma/|x - c|)` beside a kink, and the log of a ratio a log1p,
+so that every term decays on its side and the multiples of pi cancel in one polynomial (see ``_cauchy_by_kinks``).
+One kink needs no zones.
 
 The Gaussian antiderivatives come from :math:`\int_{-\infty}^{v} z^j \varphi(z)\,dz = -v^{j-1}\varphi(v) + (j-1)
 \int_{-\infty}^{v} z^{j-2} \varphi(z)\,dz`; the logistic ones from integration by parts,
@@ -342,10 +352,20 @@ def convolve_expression(f, kernel: str = "gaussian", width=None, x: sympy.Symbol
             decimal = sympy.nsimplify(s, rational=True)
             exact = exact.replace(lambda e: isinstance(e, sympy.exp) and e.has(_FLOAT_WIDTH),
                                   lambda e: sympy.exp(e.args[0].subs(_FLOAT_WIDTH, decimal)))
+        if kernel == "cauchy":
+            # atan((x - 1)/w) at w = 0.001 became atan(1000.0*x - 1000.0), whose rounding of 1000.0*x is an ulp of
+            # 1000 (the float32 slope of a unit bump * cauchy(0.001) was 2.1e-3 off next to its kinks); with the
+            # width as the decimal it is, atan(1000*x - 1000), the code generator writes 1000*(x - 1), exact there
+            decimal = sympy.nsimplify(s, rational=True)
+            exact = exact.replace(
+                lambda e: isinstance(e, sympy.atan) and e.has(_FLOAT_WIDTH) and e.args[0].is_polynomial(x),
+                lambda e: sympy.atan(e.args[0].subs(_FLOAT_WIDTH, decimal)))
         return exact.subs(_FLOAT_WIDTH, s)
     pieces = piecewise_polynomial(f, x)
     if kernel in ("gaussian", "logistic"):
         return _by_kinks(pieces, kernel, s, x)
+    if kernel == "cauchy" and _bounded(pieces, x):  # an unbounded f diverges: the sum below says where
+        return _cauchy_by_kinks(pieces, s, x)
     total = sympy.Integer(0)
     t = _T
     for piece in pieces:
@@ -443,6 +463,129 @@ def _by_kinks(pieces, kernel: str, s: sympy.Expr, x: sympy.Symbol) -> sympy.Expr
                            (on_piece(len(pieces) - 1, True), True))
 
 
+def _bounded(pieces, x: sympy.Symbol) -> bool:
+    """Whether f is bounded: its two outer pieces are constants (a polynomial piece of degree >= 1 reaching
+    +-oo is not)."""
+    return all(sympy.Poly(piece.polynomial, x).degree() <= 0 for piece in (pieces[0], pieces[-1]))
+
+
+def _at_complex_input(polynomial: sympy.Expr, s: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr]:
+    """(Re P(w), Im P(w)) at :math:`w = x - i s`, polynomials in x and s (P's coefficients taken as real)."""
+    value = sympy.expand(polynomial.subs(x, x - sympy.I * s))
+    imaginary = value.coeff(sympy.I)
+    return sympy.expand(value - sympy.I * imaginary), imaginary
+
+
+def _quotient_integral(polynomial: sympy.Expr, lower: sympy.Expr, upper: sympy.Expr, s: sympy.Expr,
+                       x: sympy.Symbol) -> sympy.Expr:
+    r""":math:`\mathrm{Im} \int_a^b Q(u, w)\,du`, :math:`Q(u, w) = (P(u) - P(w))/(u - w)` (a polynomial in u and
+    w) at :math:`w = x - i s`: the part of :math:`\int_a^b P(u)/(w - u)\,du` that is not :math:`P(w)` times logs.
+    0 for a linear P."""
+    u, v = sympy.Dummy("u"), sympy.Dummy("w")
+    quotient = sympy.quo(sympy.expand(polynomial.subs(x, u) - polynomial.subs(x, v)), u - v, u)
+    integral = sympy.integrate(quotient, (u, lower, upper))
+    return _at_complex_input(integral.subs(v, x), s, x)[1]
+
+
+def _cauchy_angle(c: sympy.Expr, side: str, s: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr]:
+    r""":math:`\arg(w - c)`, :math:`w = x - i s`, as (k, g) with the angle :math:`k\pi + g(x)`, in the form for where x
+    is: 'left' (c left of x: :math:`-\arctan(s/(x - c))`, decaying away from c), 'right' (:math:`-\pi + \arctan(s/(c -
+    x))`) or 'near' (:math:`-\pi/2 + \arctan((x - c)/s)`, the one of the three that is not singular at c)."""
+    if side == "left":
+        return sympy.Integer(0), -sympy.atan(s / (x - c))
+    if side == "right":
+        return sympy.Integer(-1), sympy.atan(s / (c - x))
+    return sympy.Rational(-1, 2), sympy.atan((x - c) / s)
+
+
+def _cauchy_log_ratio(a: sympy.Expr, b: sympy.Expr, where: str, s: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    r""":math:`\log|w - a| - \log|w - b| = \tfrac12 \log(A/B)`, :math:`A = (x - a)^2 + s^2`, :math:`B = (x - b)^2 +
+    s^2`, for x ``where`` it is: right of the piece [a, b] (a log1p of :math:`(A - B)/B \ge 0`), left of it (of
+    :math:`(B - A)/A`), or on it, as :math:`\tfrac12 [\log(1 + ((x - a)/s)^2) - \log(1 + ((x - b)/s)^2)]`, two terms of
+    the size of log(L/s) for a piece of length L, or of :math:`(L/s)^2` under a wider kernel (where the plain logs
+    of A and B were both 2 log s and cancelled: hardtanh * cauchy(100) was 4.9e-4 off at 1e4 in float32)."""
+    if where == "right":
+        return sympy.log(1 + (b - a) * (2 * x - a - b) / ((x - b) ** 2 + s**2)) / 2
+    if where == "left":
+        return -sympy.log(1 + (b - a) * (a + b - 2 * x) / ((x - a) ** 2 + s**2)) / 2
+    return (sympy.log(1 + ((x - a) / s) ** 2) - sympy.log(1 + ((x - b) / s) ** 2)) / 2
+
+
+def _cauchy_zone(pieces, jumps, sides: dict, s: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    r"""f * k_s for x in one zone (see :func:`_cauchy_by_kinks`): ``sides`` maps each kink to 'left', 'right' or
+    'near' (x within the near reach of it).
+
+    With g = f - P_n (so that an offset of f is no term), piece j contributes
+    :math:`\mathrm{Re}\,G_j(w)\,\theta_j + \mathrm{Im}\,G_j(w)\,\ell_j - \mathrm{Im}\int_a^b Q_j(u, w)\,du` to
+    :math:`\pi\,(g * k_s)`, :math:`\theta_j = \arg(w - a) - \arg(w - b)` and :math:`\ell_j = \log|w - a| - \log|w -
+    b|`.  A piece with both ends on one side of x has :math:`\theta_j = \arctan(s (b - a)/((x - a)(x - b) + s^2))`,
+    one arctangent of a rational function that decays like the kernel's mass on the piece; otherwise each end's
+    angle is written for its side (:func:`_cauchy_angle`), except that of a kink x is near: the two pieces beside it
+    share that angle, which is taken once, times the jump :math:`\mathrm{Re}\,D(w)` of :math:`\mathrm{Re}\,P(w)`
+    there (small at a continuous kink, so the slope has no term of size 1/s there).  :math:`\ell_j` is written for
+    where x is (:func:`_cauchy_log_ratio`).  The multiples of pi add up to one polynomial, where the parts that grow
+    with x cancel exactly."""
+    shift = pieces[-1].polynomial
+    base, terms = shift, []
+    for piece in pieces:
+        a, b = piece.lower, piece.upper
+        real, imaginary = _at_complex_input(piece.polynomial - shift, s, x)
+        if a.is_finite and b.is_finite and sides[a] == sides[b] != "near":
+            terms.append(real * sympy.atan(s * (b - a) / ((x - a) * (x - b) + s**2)))
+        else:
+            for end, sign in ((a, 1), (b, -1)):
+                if end is sympy.oo:  # arg(w - oo) = -pi
+                    base += real
+                elif end.is_finite and sides[end] != "near":
+                    k, angle = _cauchy_angle(end, sides[end], s, x)
+                    base, terms = base + sign * k * real, terms + [sign * real * angle]
+        if imaginary != 0:  # a finite piece of degree >= 1 (the outer ones are constants)
+            where = ("right" if sides[b] == "near" or sides[a] == sides[b] == "left" else
+                     "left" if sides[a] == "near" or sides[a] == sides[b] == "right" else "on")
+            terms += [imaginary * _cauchy_log_ratio(a, b, where, s, x), -_quotient_integral(piece.polynomial, a, b, s, x)]
+    for c, jump in jumps:
+        if sides[c] == "near":
+            real = _at_complex_input(jump, s, x)[0]
+            k, angle = _cauchy_angle(c, "near", s, x)
+            base, terms = base + k * real, terms + [real * angle]
+    return sympy.expand(base) + sympy.Add(*terms) / sympy.pi
+
+
+def _cauchy_by_kinks(pieces, s: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    r"""The Cauchy closed form of a bounded f (constant outer pieces), free of cancellation in float arithmetic.
+
+    With :math:`w = x - i s`, :math:`k_s(x - y) = \mathrm{Im}\,\frac{1}{\pi (w - y)}`, so
+    :math:`f * k_s = \frac1\pi \mathrm{Im} \int f(y)/(w - y)\,dy`, and a piece P on [a, b] gives
+    :math:`\mathrm{Im}[P(w)\,(\log(w - a) - \log(w - b))] - \mathrm{Im}\int_a^b Q(u, w)\,du` with
+    :math:`Q(u, w) = (P(u) - P(w))/(u - w)` (:func:`_quotient_integral`).  Written with :math:`\arg(w - c) =
+    \arctan((x - c)/s) - \pi/2` at every kink (the sum SymPy's antiderivatives give), the terms grow with the
+    distance from the kinks (x*atan, log((x - c)^2 + s^2)) and cancel to a bounded f * k_s: relu6 * cauchy(1) was
+    0.023 at x = -3.7e6 in float32, where it is 5e-7, and under a wide kernel the logs of nearby kinks cancel
+    (hardtanh * cauchy(100) was 4.9e-4 off at 1e4 in float32).  So f * k_s is a ``Piecewise`` over zones of x, each
+    branch the same analytic function written with angles and logs that decay on its side (:func:`_cauchy_zone`):
+    one zone within min(1, a quarter of the least distance between kinks) of each kink, where its angle keeps the
+    near form and rounds a term of the size of its jump plus its change of slope times that reach, and one on each
+    piece between them and beyond.  For a piecewise-linear f no term is
+    then much larger than the range of f or the jump and change of slope at the kink beside x, and far out all
+    decay.  A piece of degree 2 adds :math:`\mathrm{Re}\,P(w) = P(x) - s^2 P''/2`: under a kernel much wider than
+    the piece that term cancels, about :math:`(s/L)^2` ulps for a piece of length L; of degree d >= 3 a piece
+    cancels about :math:`|x|^{d-2}` ulps far out.  One kink (a step) needs no zones: :math:`(P_0 + P_1)/2 + (P_1 -
+    P_0) \arctan((x - c)/s)/\pi` is exact to an ulp of the larger of the two."""
+    jumps = [(after.lower, sympy.expand(after.polynomial - before.polynomial))
+             for before, after in zip(pieces, pieces[1:])]
+    points = [c for c, _ in jumps]
+    if len(points) == 1:
+        return _cauchy_zone(pieces, jumps, {points[0]: "near"}, s, x)
+    near = sympy.Min(1, *((b - a) / 4 for a, b in zip(points, points[1:])))  # one kink per near zone
+    edges = sorted((c + d for c in points for d in (-near, near)), key=float)
+    zones = []
+    for lower, upper in zip([None, *edges], [*edges, None]):
+        at = upper - 1 if lower is None else lower + 1 if upper is None else (lower + upper) / 2
+        sides = {c: "near" if abs(at - c) < near else "left" if c < at else "right" for c in points}
+        zones.append((_cauchy_zone(pieces, jumps, sides, s, x), x < upper if upper is not None else True))
+    return sympy.Piecewise(*zones)
+
+
 def _uniform_outer_pieces(closed: sympy.Expr, pieces, s: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
     r"""The uniform closed form with its outer pieces written as what they are: left of the first kink by more than
     the width (right of the last one), :math:`f * k_\sigma` is the first (last) polynomial smoothed, a polynomial
@@ -503,7 +646,7 @@ def _has_x_denominator(expr: sympy.Expr, x: sympy.Symbol = _X) -> bool:
 
 
 def _tidy(expr: sympy.Expr) -> sympy.Expr:
-    """Simplify the uniform or Cauchy closed form, keeping it free of denominators in x (no removable 0/0 points)
+    """Simplify the uniform closed form, keeping it free of denominators in x (no removable 0/0 points)
     and of forms that overflow (see :func:`_overflows`)."""
     expr = sympy.expand(expr)
     special = sorted(expr.atoms(sympy.atan, sympy.log, sympy.Min, sympy.Max), key=sympy.default_sort_key)
@@ -534,9 +677,9 @@ def _overflows(expr: sympy.Expr, x: sympy.Symbol = _X) -> bool:
     r"""True for a form that overflows in floating point where the function itself is moderate:
     a growing exponential as a factor of a product (simplify's :math:`(\ldots e^{x^2/2})\,e^{-x^2/2}`, inf * 0 =
     NaN from x = -17 in float32 for leaky_relu * gaussian(1), when that closed form came through here) or a sum, or
-    the log of a product or quotient (the Cauchy kernel's :math:`\log(((x+1)^2 + s^2)/((x-1)^2 + s^2))`, inf/inf
-    from |x| = 1.3e154).  Exponentials inside log(1 + e^u), 1/(1 + e^u) and polylog(n, -e^u) are left to the code
-    generator, which evaluates those safely."""
+    the log of a product or quotient (:math:`\log(((x+1)^2 + s^2)/((x-1)^2 + s^2))`, which simplify made of the Cauchy
+    kernel's logs when they came through here, inf/inf from |x| = 1.3e154).  Exponentials inside log(1 + e^u),
+    1/(1 + e^u) and polylog(n, -e^u) are left to the code generator, which evaluates those safely."""
     def walk(node, guarded):
         if isinstance(node, sympy.log):
             arg = node.args[0]

@@ -566,6 +566,157 @@ def test_each_branch_of_a_smoothing_is_the_whole_smoothing(name, kernel):
                 assert abs(slope(x0, s) - reference_slope) <= mpmath.mpf(10) ** -30 * max(1, abs(reference_slope))
 
 
+CAUCHY_PIECES = {  # bounded catalogue entries as pieces (lower, upper, slope, intercept) for an mpmath reference
+    "heaviside": [(-mpmath.inf, 0, 0, 0), (0, mpmath.inf, 0, 1)],
+    "hardtanh": [(-mpmath.inf, -1, 0, -1), (-1, 1, 1, 0), (1, mpmath.inf, 0, 1)],
+    "relu6": [(-mpmath.inf, 0, 0, 0), (0, 6, 1, 0), (6, mpmath.inf, 0, 6)],
+    "hardsigmoid": [(-mpmath.inf, -3, 0, 0), (-3, 3, mpmath.mpf(1) / 6, mpmath.mpf(1) / 2), (3, mpmath.inf, 0, 1)],
+    # hardtanh(min_val=-100, max_val=100): kinks far apart
+    "hardtanh_100": [(-mpmath.inf, -100, 0, -100), (-100, 100, 1, 0), (100, mpmath.inf, 0, 100)],
+}
+CAUCHY_FORMULAS = {"hardsigmoid": TAIL_FUNCTIONS["hardsigmoid"][0], "hardtanh_100": sympy.Min(sympy.Max(x, -100), 100)}
+CAUCHY_FAR = [-1e7, -3.7e6, -1234567.891, -98765.4321, -4321.123, -123.4567, -12.34, -3.3, -1.3, -0.37, -1e-3,
+              1e-3, 0.37, 1.3, 3.3, 5.2, 6.8, 12.34, 123.4567, 4321.123, 98765.4321, 1234567.891, 3.7e6, 1e7]
+CAUCHY_NEAR_KINKS = [-100.0001, -100.0, -99.9999, -3.0001, -3.0, -2.9999, -1.0001, -1.0, -0.9999, 0.0, 0.9999, 1.0,
+                     1.0001, 2.9999, 3.0, 3.0001, 5.9999, 6.0, 6.0001, 99.9999, 100.0, 100.0001]
+
+
+def _cauchy_reference(name, x0, s):
+    """(f * k_s)(x0) and its slope for a piecewise-linear f, summed by pieces at 60 digits: a piece y*p + q on
+    [a, b] gives (x0 p + q) M - p s/(2 pi) log(((x0 - a)^2 + s^2)/((x0 - b)^2 + s^2)), M = (atan((x0 - a)/s) -
+    atan((x0 - b)/s))/pi its kernel mass; the slope is sum p M plus each jump times k_s(x0 - kink)."""
+    with mpmath.workdps(60):
+        x0, s = mpmath.mpf(x0), mpmath.mpf(s)
+        pieces = CAUCHY_PIECES[name]
+        value = slope = mpmath.mpf(0)
+        for a, b, p, q in pieces:
+            mass = (mpmath.atan((x0 - a) / s) - mpmath.atan((x0 - b) / s)) / mpmath.pi
+            value += (x0 * p + q) * mass
+            if p:
+                value -= p * s / (2 * mpmath.pi) * mpmath.log(((x0 - a) ** 2 + s * s) / ((x0 - b) ** 2 + s * s))
+            slope += p * mass
+        for (_, c, p, q), (_, _, p_next, q_next) in zip(pieces, pieces[1:]):
+            slope += (c * (p_next - p) + q_next - q) * s / (mpmath.pi * ((x0 - c) ** 2 + s * s))
+        return float(value), float(slope)
+
+
+@pytest.mark.parametrize("name, width", [
+    *((name, width) for name in ("heaviside", "hardtanh", "relu6", "hardsigmoid") for width in ("1", "0.1", "0.001")),
+    ("hardtanh", "100"), ("relu6", "10"), ("hardtanh_100", "1"),
+])
+def test_cauchy_smoothings_do_not_cancel_in_their_tails(name, width):
+    """The Cauchy closed form was SymPy's sum of antiderivatives, x*atan((x + 1)/s) - x*atan((x - 1)/s) + log terms
+    that each grow with x and cancel to a bounded f * k_s: relu6 * cauchy(1) was -0.213 at x = -1e7 in the float32
+    torch module (true 1.9e-7), 0.023 at -3.7e6, hardsigmoid * cauchy(1) 9.3e-5 at -1e4 (true 3.2e-5), hardtanh
+    2.3e-10 off at -3.2e6 in float64, at a width of 0.001 relu6 and hardsigmoid were infinite at a kink in float32
+    (log(x**2 - 12*x + 36.000001): the constant rounds to 36), a wide kernel cancelled nearby kinks' logs (hardtanh *
+    cauchy(100) 4.9e-4 off at 1e4, relu6 * cauchy(10) 0.125 at -3.7e6 for 5.2e-6) and kinks far apart their x*atan
+    terms (hardtanh(-100, 100) * cauchy(1) was 100.25 at 3.7e6).  It is now a Piecewise over zones of x whose terms
+    each decay on their side.  Reference: the sum over pieces at 60 digits (itself checked against mpmath
+    quadrature of f(x - t) k(t) dt), value and slope, to 1e-12 (float64) or 1e-6 (float32) of max(1, |value|);
+    the float32 slope within 0.01 of a kink is left out, where at width 0.001 the generated backward (as for the
+    Gaussian and logistic kernels) is off by up to 2e-5, about what half an ulp of x moves it."""
+    torch = pytest.importorskip("torch")
+    import numpy
+    import numeric
+
+    w = sympy.Integer(width) if width == "1" else float(width)
+    closed = convolve_expression(CAUCHY_FORMULAS.get(name) or FUNCTIONS[name], "cauchy", w)
+    module = numeric.torch_module(closed)
+    with mpmath.workdps(40):  # the reference formula is the convolution integral
+        x0, s = mpmath.mpf(-3.7e6), mpmath.mpf(width)
+        kinks = [b for _, b, _, _ in CAUCHY_PIECES[name][:-1]]
+        f_of = lambda y: next(q + p * y for a, b, p, q in CAUCHY_PIECES[name] if a <= y <= b)  # noqa: E731
+        integral = mpmath.quad(lambda u: f_of(x0 - u) * s / (mpmath.pi * (u * u + s * s)),
+                               [-mpmath.inf, *sorted({x0 - c for c in kinks} | {mpmath.mpf(0)}), mpmath.inf])
+        assert abs(integral - _cauchy_reference(name, x0, s)[0]) <= 1e-16 * max(1, abs(integral))  # a float
+    for dtype, tolerance in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        inputs = torch.tensor(CAUCHY_FAR + CAUCHY_NEAR_KINKS, dtype=dtype, requires_grad=True)
+        values = module(inputs)
+        (slopes,) = torch.autograd.grad(values.sum(), inputs)
+        for p, value, slope in zip(inputs.tolist(), values.tolist(), slopes.tolist()):  # p rounded to dtype
+            reference, reference_slope = _cauchy_reference(name, p, width)
+            assert abs(value - reference) <= tolerance * max(1, abs(reference)), (dtype, p, value, reference)
+            if dtype == torch.float32 and min(abs(p - b) for _, b, _, _ in CAUCHY_PIECES[name][:-1]) < 0.01:
+                continue
+            assert abs(slope - reference_slope) <= tolerance * max(1, abs(reference_slope)), (dtype, p, slope,
+                                                                                              reference_slope)
+    if isinstance(w, float):
+        evaluate = sympy.lambdify(x, closed, "numpy")
+        evaluate_slope = sympy.lambdify(x, sympy.diff(closed, x), "numpy")
+        with numpy.errstate(all="ignore"):  # NumPy evaluates every branch of a Piecewise at every x
+            for p in CAUCHY_FAR + CAUCHY_NEAR_KINKS:
+                reference, reference_slope = _cauchy_reference(name, p, width)
+                value, slope = float(evaluate(numpy.float64(p))), float(evaluate_slope(numpy.float64(p)))
+                assert abs(value - reference) <= 1e-12 * max(1, abs(reference)), ("numpy", p, value, reference)
+                assert abs(slope - reference_slope) <= 1e-12 * max(1, abs(reference_slope)), ("numpy", p, slope)
+
+
+def test_cauchy_smoothing_with_a_float_width_keeps_each_kink_exact_inside_its_arctangent():
+    """A float width w wrote the near form atan((x - c)/w) as atan(1000.0*x - 1000.0) at w = 0.001, whose rounding of
+    1000.0*x is an ulp of 1000: the float32 slope of a unit bump * cauchy(0.001) was 2.1e-3 off next to its kinks,
+    1.3e-5 of a slope of 160.  With the width as the decimal it is, atan(1000*x - 1000), the code generator writes
+    1000*(x - 1), exact there.  Reference: the slope is the jumps times the kernel, k(x) - k(x - 1) with
+    k(t) = s/(pi (t^2 + s^2)), in mpmath; to 1e-6 (float32) or 1e-12 (float64) of max(1, |slope|)."""
+    torch = pytest.importorskip("torch")
+    import numeric
+
+    module = numeric.torch_module(convolve_expression(TAIL_FUNCTIONS["bump"][0], "cauchy", 0.001))
+    points = [-0.001, -0.0001, 0.0001, 0.001, 0.5, 0.999, 0.9999, 1.0001, 1.001]
+    for dtype, tolerance in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+        inputs = torch.tensor(points, dtype=dtype, requires_grad=True)
+        (slopes,) = torch.autograd.grad(module(inputs).sum(), inputs)
+        for p, slope in zip(inputs.tolist(), slopes.tolist()):  # p rounded to dtype
+            with mpmath.workdps(30):
+                y, s = mpmath.mpf(p), mpmath.mpf("0.001")
+                reference = float(s / (mpmath.pi * (y * y + s * s)) - s / (mpmath.pi * ((y - 1) ** 2 + s * s)))
+            assert abs(slope - reference) <= tolerance * max(1, abs(reference)), (dtype, p, slope, reference)
+
+
+CAUCHY_EXACT = {  # bounded f (constant outer pieces): the catalogue's, a jump, a quadratic piece, three kinks
+    "heaviside": (FUNCTIONS["heaviside"], lambda y: 1 if y > 0 else 0, [0]),
+    "hardtanh": (FUNCTIONS["hardtanh"], *NUMERIC["hardtanh"]),
+    "relu6": (FUNCTIONS["relu6"], *NUMERIC["relu6"]),
+    "hardsigmoid": (TAIL_FUNCTIONS["hardsigmoid"][0], *TAIL_FUNCTIONS["hardsigmoid"][1:3]),
+    "bump": (TAIL_FUNCTIONS["bump"][0], *TAIL_FUNCTIONS["bump"][1:3]),
+    "quadratic_step": (sympy.Piecewise((0, x < 0), (x**2, x < 1), (1, True)),
+                       lambda y: 0 if y < 0 else (y * y if y < 1 else 1), [0, 1]),
+    "stairs": (sympy.Piecewise((-2, x < -1), (x**2 / 2 + x, x < sympy.Rational(1, 2)), (3 - x, x < 2),
+                               (sympy.Rational(1, 3), True)),
+               lambda y: -2 if y < -1 else (y * y / 2 + y if y < mpmath.mpf(1) / 2
+                                            else (3 - y if y < 2 else mpmath.mpf(1) / 3)),
+               [-1, mpmath.mpf(1) / 2, 2]),
+}
+CAUCHY_EXACT_POINTS = ["-1e5", "-40.5", "-9.5", "-5.5", "-3.3", "-2.5", "-1.7", "-1", "-0.6", "-0.3", "0", "0.3", "0.5",
+                       "0.9", "1.4", "2", "2.6", "3.5", "4.1", "5.5", "6", "6.2", "7.5", "9.7", "13", "40.5", "1e5"]
+
+
+@pytest.mark.parametrize("name", list(CAUCHY_EXACT))
+def test_cauchy_closed_form_is_the_convolution_on_every_zone(name):
+    """The Cauchy closed form of a bounded f is a Piecewise over zones of x (near each kink, between and beyond the
+    kinks, and far out by pieces of f), each branch written with the angles that decay on its side; every branch
+    must be f * k_s itself.  Reference: mpmath quadrature of f(x - t) k_s(t) dt over the whole line at 34 digits,
+    at points in every zone (each branch of the Piecewise is taken by some point), to 1e-30 of max(1, |value|);
+    the closed form is evaluated at 80 digits, which covers the cancellation a quadratic piece has far out."""
+    f, numeric_f, kinks = CAUCHY_EXACT[name]
+    closed = convolve_expression(f, "cauchy", sigma)
+    evaluate = sympy.lambdify((x, sigma), closed, "mpmath")
+    if isinstance(closed, sympy.Piecewise):  # every branch is tested
+        taken = {next(i for i, (_, c) in enumerate(closed.args) if c.subs(x, sympy.Rational(p)) == sympy.true)
+                 for p in CAUCHY_EXACT_POINTS}
+        assert taken == set(range(len(closed.args))), (name, sorted(taken))
+    for point, width in zip(CAUCHY_EXACT_POINTS, ["0.02", "0.7", "3"] * 9):
+        with mpmath.workdps(34):
+            x0, s = mpmath.mpf(point), mpmath.mpf(width)
+            k = lambda u: s / (mpmath.pi * (u * u + s * s))  # noqa: E731
+            ends = [-mpmath.inf, *sorted({x0 - c for c in kinks} | {mpmath.mpf(0)}), mpmath.inf]
+            reference = mpmath.quad(lambda u: numeric_f(x0 - u) * k(u), ends)
+        with mpmath.workdps(80):
+            value = evaluate(mpmath.mpf(point), mpmath.mpf(width))
+        assert abs(value - reference) <= mpmath.mpf(10) ** -30 * max(1, abs(reference)), (point, width, value,
+                                                                                           reference)
+
+
 def test_gaussian_antiderivatives_differentiate_back_and_vanish_at_minus_infinity():
     """G_j is now written by the recurrence H_j = -v^(j-1) phi(v) + (j - 1) H_(j-2) instead of SymPy's integrate."""
     for j in range(5):
