@@ -677,6 +677,21 @@ def _q_derivative_by_density(phi, q, n, dps):
         return mpmath.quad(lambda t: phi(t) ** 2 * kernel(t, qq), [-mpmath.inf, -5, -1, 0, 1, 5, mpmath.inf])
 
 
+def _watch_formula_sizes(monkeypatch) -> list:
+    """Make every sympy.diff in the test fail once a derivative formula passes 3 * FORMULA_MAX_NODES nodes;
+    the returned list's one element is the largest size seen."""
+    real_diff, largest = sympy.diff, [0]
+
+    def measured(*args, **kwargs):
+        out = real_diff(*args, **kwargs)
+        largest[0] = max(largest[0], sum(1 for _ in sympy.preorder_traversal(out)))
+        assert largest[0] <= 3 * FORMULA_MAX_NODES, largest[0]
+        return out
+
+    monkeypatch.setattr(sympy, "diff", measured)
+    return largest
+
+
 def test_high_order_q_map_derivatives_build_no_huge_formula(monkeypatch):
     """q_map_derivative had no limit on the formulas it built.  At q >= 1 it differentiated phi^2 2n times only to
     check that derivative's regularity, which the He form used there does not need (tanh's float64 Q^(7)(1) took
@@ -690,15 +705,7 @@ def test_high_order_q_map_derivatives_build_no_huge_formula(monkeypatch):
     with mpmath.workdps(60):
         erf_q = lambda q: 2 / mpmath.pi * mpmath.asin(2 * q / (2 * q + 1))  # noqa: E731
         erf_refs = {n: mpmath.diff(erf_q, 1, n) for n in (7, 9, 20)}
-    real_diff, largest = sympy.diff, [0]
-
-    def measured(*args, **kwargs):
-        out = real_diff(*args, **kwargs)
-        largest[0] = max(largest[0], sum(1 for _ in sympy.preorder_traversal(out)))
-        assert largest[0] <= 3 * FORMULA_MAX_NODES, largest[0]
-        return out
-
-    monkeypatch.setattr(sympy, "diff", measured)
+    largest = _watch_formula_sizes(monkeypatch)
     for engine, tol in (("float64", 1e-12), ("mpmath", 1e-18)):
         assert rel(kernel_maps(sympy.tanh(x), engine=engine, dps=20).q_map_derivative(2, 7), tanh_ref) < tol, engine
     erf = kernel_maps(sympy.erf(x), dps=20)
@@ -770,15 +777,8 @@ def test_c_map_derivative_past_the_formula_limit(monkeypatch):
     derivative), and raises naming the limit elsewhere, as the float64 engine does; the closed engine's own limit
     hands over to the mpmath engine.  References: tanh's 21! a_21^2 / Q with a_21 = E[tanh(z) He_21(z)] / sqrt(21!)
     and Q by mpmath.quad at 40 digits; erf's arcsine C map differentiated by mpmath.diff at 60 digits."""
-    real_diff, largest = sympy.diff, [0]
-
-    def measured(*args, **kwargs):
-        out = real_diff(*args, **kwargs)
-        largest[0] = max(largest[0], sum(1 for _ in sympy.preorder_traversal(out)))
-        assert largest[0] <= 3 * FORMULA_MAX_NODES, largest[0]
-        return out
-
-    monkeypatch.setattr(sympy, "diff", measured)
+    real_diff = sympy.diff
+    largest = _watch_formula_sizes(monkeypatch)
     tanh = kernel_maps(sympy.tanh(x), dps=20, engine="mpmath").prepare(max_derivative=20)
     f64 = kernel_maps(sympy.tanh(x), engine="float64").prepare(max_derivative=20)
     limit = rf"over {FORMULA_MAX_NODES} nodes.*n = 12 is the highest order"
