@@ -144,7 +144,7 @@ def np_polylog(n, z):
 
 def np_sigmoid(u):
     """Sigmoid(u) = 1/(1 + exp(-u)) on float arrays, as exp(-|u|) over 1 + exp(-|u|) where u < 0: the exp
-    never overflows (1/(1 + exp(800)) is 0 after an overflow warning, and its derivative's inf/inf is NaN)."""
+    never overflows (the formula's exp(-u) does from u = -709.8, and its slope exp(-u)/(1 + exp(-u))**2 is NaN)."""
     u = np.asarray(u)
     decay = np.exp(-np.abs(u))
     return np.where(u >= 0, 1 / (1 + decay), decay / (1 + decay))
@@ -152,7 +152,7 @@ def np_sigmoid(u):
 
 def np_softplus(u):
     """Softplus(u) = log(1 + exp(u)) as ``logaddexp(0, u)`` = max(u, 0) + log1p(exp(-|u|)): full relative
-    accuracy on both sides (log(1 + exp(-30)) is 1e-3 off, log(1 + exp(-40)) is 0)."""
+    accuracy on both sides (the formula log(1 + exp(u)) is 1e-3 off at u = -30 and 0 at u = -40)."""
     u = np.asarray(u)
     return np.logaddexp(np.zeros_like(u), u)
 
@@ -162,8 +162,8 @@ def np_log_sigmoid(u):
     return -np_softplus(-np.asarray(u))
 
 
-#: u from which :func:`np_erfcx` sums the asymptotic series: its terms (2k - 1)!!/(2u**2)**k fall below 1e-19
-#: of the first by k = 15 at u = 10, and erfc(u) itself reaches the subnormal range (lost digits) from u = 26.5
+#: u from which :func:`np_erfcx` sums the asymptotic series: its terms (2k - 1)!!/(2u**2)**k fall below 2e-19
+#: of the first by k = 15 at u = 10, and erfc(u) itself reaches the subnormal range (lost digits) from u = 26.55
 _ERFCX_SERIES_FROM = 10.0
 _ERFCX_SERIES_TERMS = 20
 
@@ -199,6 +199,7 @@ def np_erfcx(u, erfc=None):
 
 
 def _np_math_erfc(u):
+    """math.erfc element by element (NumPy has no erfc, and scipy is not a dependency)."""
     u = np.asarray(u, dtype=np.float64)
     if u.ndim == 0:
         return np.float64(math.erfc(float(u)))
