@@ -33,7 +33,9 @@ too (a jump of :math:`\phi'` would otherwise contribute a Dirac delta).  The der
 the five conditions follow by the quotient rule; :mod:`analysis.shaping` uses them for Newton
 steps.  ``tests/test_transform_conditions.py`` checks them against ``mpmath.diff`` at 40 digits.
 
-**Two engines.**  ``dps=None`` evaluates in float64 with a composite Gauss-Legendre rule in
+**Two engines.**  ``dps=None`` evaluates in float64, phi, phi' and phi'' in the forms
+``symact.primitives.safe_form`` and ``safe_derivative`` give (``Softplus(u)`` for ``log(1 + exp(u))``, which
+rounds ``1 + exp(-30)``), with a composite Gauss-Legendre rule in
 :math:`z` on :math:`[-14, 14]` (the Gaussian mass outside is below 1e-44), split at the kinks
 of :math:`\phi` mapped to :math:`z = (k-\beta)/\alpha`, so piecewise activations keep full
 float64 accuracy (a plain Gauss-Hermite rule converges only algebraically on a kink).  The
@@ -66,6 +68,7 @@ import sympy
 
 from numeric.gauss import gaussian_rule
 from numeric.lambdify_modules import MPMATH_MODULES, numpy_modules
+from symact.primitives import safe_derivative, safe_form
 
 __all__ = [
     "ActivationFunctions",
@@ -85,7 +88,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ActivationFunctions:
-    """phi, phi', phi'' of one activation as float64 (NumPy) and mpmath callables.
+    """phi, phi', phi'' of one activation as float64 (NumPy) and mpmath callables; the NumPy ones evaluate the
+    safe forms (``symact.primitives``), the mpmath ones ``expr`` and its derivatives as written.
 
     ``kinks`` are the points where phi or phi' is not smooth (quadrature break-points);
     ``slope_jumps`` says whether phi' itself jumps somewhere (then C''(1) is infinite),
@@ -193,7 +197,12 @@ def _build(name: str, expr: sympy.Expr, x: sympy.Symbol, kinks: tuple) -> Activa
         f = sympy.lambdify(x, e, modules=_NUMPY_MODULES)
         return lambda v: np.asarray(f(v), dtype=float) + np.zeros(np.shape(v))
 
-    np_funcs = tuple(vectorise(e) for e in (expr, d1, d2))
+    # float64 evaluates the safe forms (symact.primitives): the formula as written rounds without overflowing,
+    # softplus's log(1 + exp(u)) at u = -30 adds exp(-30) to 1 (1e-3 off), and its phi'' = Sigmoid(u)*Sigmoid(-u)
+    # written exp(u)/(exp(u) + 1) - exp(2u)/(exp(u) + 1)**2 is a difference of two numbers near 1 at u = 30.
+    # The mpmath functions keep the formula as written, evaluated with guard digits.
+    safe = (safe_form(expr, (x,)), safe_derivative(expr, x, (x,)), safe_derivative(d1, x, (x,)))
+    np_funcs = tuple(vectorise(e) for e in safe)
     mp_funcs = tuple(sympy.lambdify(x, e, modules=MPMATH_MODULES) for e in (expr, d1, d2))
 
     def jumps(f) -> bool:

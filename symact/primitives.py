@@ -2559,6 +2559,20 @@ def _log1p_quotient_slope(value: sympy.Expr, p: sympy.Symbol, inputs: tuple) -> 
     return value
 
 
+#: the highest power of one exponential that :func:`_signed_branch_forms` lets sympy.factor build
+_MAX_EXPONENTIAL_DEGREE = 1000
+
+
+def _exponential_degree(value: sympy.Expr) -> int:
+    """The highest degree sympy's polynomials give an exponential in ``value``: they write exp(p/q*x + c) as
+    exp(x/q)**p * exp(c), so exp(810279544733469*x/10**15) (a shaped softplus's Float coefficient made exact by
+    kernel_maps) is the 810279544733469th power of exp(x/10**15), and sympy.factor of it ran out of memory (23 GB).
+    The largest numerator |p| of the rational coefficients of the exponents' terms; 0 without exponentials."""
+    numerators = [abs(term.as_coeff_Mul()[0].p) for e in value.atoms(sympy.exp) for term in Add.make_args(e.args[0])
+                  if term.as_coeff_Mul()[0].is_Rational]
+    return int(max(numerators, default=0))
+
+
 def _signed_branch_forms(value: sympy.Expr, condition, earlier: list, inputs) -> list[sympy.Expr]:
     """Forms of a Piecewise branch's value that use the sign its region gives the input.
 
@@ -2571,13 +2585,14 @@ def _signed_branch_forms(value: sympy.Expr, condition, earlier: list, inputs) ->
     Only for a region on x alone: as_set() of a region on a parameter (alpha > 0) is a set of that
     parameter's values, and reading it as x's sign made the derivative of Piecewise((a*|x|, a > 0), ...)
     a instead of a*sign(x).  Not for a value with Float coefficients (a patch's Horner polynomial,
-    which factor would expand into powers that overflow: x**40 in Erfcx's curvature tail).
+    which factor would expand into powers that overflow: x**40 in Erfcx's curvature tail), nor for one
+    whose exponentials factor would write as high powers (:func:`_exponential_degree`).
     """
     if len(inputs) != 1:
         return []
     (x,) = inputs
     whole = sympy.And(condition, *[sympy.Not(c) for c in earlier])
-    if whole.free_symbols != {x} or value.has(sympy.Float):
+    if whole.free_symbols != {x} or value.has(sympy.Float) or _exponential_degree(value) > _MAX_EXPONENTIAL_DEGREE:
         return []
     try:
         region = whole.as_set()

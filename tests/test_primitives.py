@@ -821,3 +821,38 @@ def test_fermi_dirac_series_is_cut_where_its_rest_is_below_an_eighth_of_an_ulp(n
                 value = s * mpmath.polyval(terms[::-1], s)
                 exact = _mp_fermi_dirac(n, point)
                 assert abs(value - exact) <= mpmath.mpf(2) ** -bits / 8 * exact, (n, bits, point)
+
+
+def test_safe_derivative_of_an_exponential_with_a_long_exact_coefficient_returns_in_seconds():
+    """kernel_maps makes a shaped activation's 15-digit Floats exact (nsimplify): softplus(0.810279544733469*x + ...)
+    holds exp(810279544733469*x/10**15), which SymPy's polynomials write as the 810279544733469th power of
+    exp(x/10**15).  safe_derivative factored a Piecewise branch holding it and ran out of memory (23 GB after 4
+    minutes).  Subprocess with 4 GB of address space: a regression fails instead of taking the machine down.
+    Reference: the slope of the elementary formula, A*c*k*exp(k*x)/(c*exp(k*x) + 1), in mpmath at 50 digits."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+import sympy
+from symact.primitives import safe_derivative
+x = sympy.Symbol("x", real=True)
+A, c, k = (sympy.Rational(204651721641367, 10**14), sympy.Rational(76022048785949, 5 * 10**13),
+           sympy.Rational(810279544733469, 10**15))
+slope = safe_derivative(A * sympy.log(c * sympy.exp(k * x) + 1) - sympy.Rational(25534743352083, 12500000000000), x)
+for t in ("-40", "-0.5", "0", "0.5", "40"):
+    print(t, sympy.N(slope.subs(x, sympy.Rational(t)), 30))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.split("\n")[:5]
+    with mpmath.workdps(50):
+        A, c, k = mpmath.mpf(204651721641367) / 10**14, mpmath.mpf(76022048785949) / (5 * 10**13), \
+            mpmath.mpf(810279544733469) / 10**15
+        for line in lines:
+            t, got = (mpmath.mpf(v) for v in line.split())
+            want = A * c * k * mpmath.exp(k * t) / (c * mpmath.exp(k * t) + 1)
+            assert abs(got / want - 1) < mpmath.mpf(10) ** -25, (t, got, want)

@@ -302,3 +302,31 @@ def test_float64_returns_conditions_whose_mass_lies_wholly_in_a_far_tail():
     from symact.errors import DivergentIntegralError
     with pytest.raises(DivergentIntegralError, match="diverges"):
         transform_conditions("exp(x**4)", 0.3, 0.0, 1.0, 0.0)
+
+
+ROUNDING = [  # (phi, alpha, beta, the conditions whose float64 value its formula rounded)
+    # log(1 + exp(u)) at u ~ -30 adds exp(-30) to 1: C(0) was 1.8e-6 off, the others 2e-10
+    (sympy.log(1 + sympy.exp(x)), 3, -30, NAMES),
+    # softplus'' written exp(u)/(exp(u) + 1) - exp(2u)/(exp(u) + 1)**2 cancels at u ~ 30: C''(1) was 2e-5 off
+    (sympy.log(1 + sympy.exp(x)), 1, 30, NAMES),
+    # log(1 + exp(-u**2)) with exp(-u**2) ~ 1e-12 to 1e-21 on u = 6 +- 1.4: C(0) was 4e-2 off
+    (sympy.log(1 + sympy.exp(-x**2)), 0.1, 6, NAMES),
+    # tanh' written 1 - tanh(u)**2, numbers within 1e-14 of 1 near u = -16: C'(1), C''(1) were 2e-3 off.  Left out:
+    # Q'(1) = E[(z**2 - 1) psi**2]/2 is 2.5e-16 of E[psi**2] here, a cancellation of the expectation, not of phi
+    (sympy.tanh(x), 1, -20, ("q_value", "c_at_0", "c_slope", "c_curvature")),
+    # ELU's exp(u) - 1 near u = 0: C(0) was 3e-12 off
+    (ELU, 1e-3, 0, NAMES),
+]
+
+
+@pytest.mark.parametrize("phi, alpha, beta, names", ROUNDING, ids=[f"{r[0]}@{r[1]},{r[2]}" for r in ROUNDING])
+def test_float64_conditions_of_formulas_that_round_agree_with_mpmath(phi, alpha, beta, names):
+    """The float64 engine lambdified phi, phi', phi'' as written, and a formula that rounds in float64 without
+    overflowing lost digits with no warning: softplus at alpha = 3, beta = -30 had C(0) 1.8e-6 off.  It now evaluates
+    their safe forms (symact.primitives: Softplus, Sigmoid(u)*Sigmoid(-u), sech(u)**2, Expm1).  Reference: the
+    mpmath engine at 30 digits (the formula as written, with guard digits); tolerance 1e-12 relative."""
+    f64 = transform_conditions(phi, alpha, beta, 1.0, 0.0).values
+    mp = transform_conditions(phi, M(alpha), M(beta), 1, 0, dps=30).values
+    for name in names:
+        a, b = getattr(f64, name), float(getattr(mp, name))
+        assert abs(a - b) <= 1e-12 * abs(b), (name, a, b)
