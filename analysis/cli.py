@@ -148,6 +148,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
 def cmd_maps(args: argparse.Namespace) -> int:
     kernel_maps = _need("analysis.kernel", "kernel_maps", "Kernel maps", "kernel")
+    # before the activation is parsed: --dps 100000 ran for hours, --dps 0 was refused as "dps=0"
+    _need("analysis.kernel", "check_dps", "Kernel maps", "kernel")(args.dps, label="--dps ")
     act = _activation(args.act, _parse_params(args.param), args.surrogate)
     maps = kernel_maps(act, dps=args.dps)
     point = _point_reader(maps)
@@ -372,8 +374,14 @@ def _shape_targets(args: argparse.Namespace) -> dict:
     import math
 
     targets = {}
-    if args.dps is not None and args.dps < 15:
-        raise DomainError(f"--dps {args.dps}: give at least 15 digits, or leave --dps out to solve in float64.")
+    if args.dps is not None:
+        from analysis.kernel import check_dps
+        from analysis.shaping import MIN_SHAPING_DPS
+
+        if args.dps < MIN_SHAPING_DPS:
+            raise DomainError(f"--dps {args.dps}: give at least {MIN_SHAPING_DPS} digits, or leave --dps out to "
+                              "solve in float64.")
+        check_dps(args.dps, minimum=MIN_SHAPING_DPS, label="--dps ")
     for flag, (keyword, method, _, example) in _SHAPE_TARGETS.items():
         text = getattr(args, keyword)
         if text is None:
@@ -561,7 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("maps", parents=[common, act_common], help="Q/C kernel-map values and derivatives",
                        description="Evaluate the Q and C maps of a wide random network with this activation.")
     p.add_argument("act", help="catalogue name or formula in x")
-    p.add_argument("--dps", type=int, default=30, help="decimal digits of precision (default 30)")
+    p.add_argument("--dps", type=int, default=30,
+                   help="decimal digits of precision, from 5 to 100 (default 30; the time grows about as dps^3)")
     # "extend", not the default "store": a repeated --q 1e-3 --q 1 kept only the last list
     p.add_argument("--q", type=_decimal, nargs="*", action="extend", default=None,
                    help="q values for the Q map (default 1); may be repeated")
@@ -581,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, dest=keyword, default=None, metavar=keyword.upper(),
                        help=f"{method.upper()} target: {what}")
     p.add_argument("--dps", type=int, default=None,
-                   help="solve with mpmath at this many digits (>= 15); default float64")
+                   help="solve with mpmath at this many digits (15 to 100); default float64")
     p.add_argument("--branch", choices=("beta>=0", "min|beta|", "any"), default="beta>=0",
                    help="which root of the per-layer equations to take (default beta>=0)")
     p.set_defaults(func=cmd_shape)

@@ -61,9 +61,32 @@ from numeric.lambdify_modules import MPMATH_MODULES, numpy_modules
 from symact.errors import (DivergentIntegralError, DomainError, FormulaError, SymactError, is_integer_valued,
                            is_whole_number, python_number)
 
-__all__ = ["KernelMaps", "ClosedForm", "kernel_maps", "find_closed_form", "ENGINES"]
+__all__ = ["KernelMaps", "ClosedForm", "kernel_maps", "find_closed_form", "ENGINES", "MIN_DPS", "MAX_DPS",
+           "check_dps"]
 
 ENGINES = ("auto", "closed", "mpmath", "float64")
+
+#: Fewest digits ``kernel_maps`` takes: numeric.gauss's rules compare two estimates to ``dps`` digits.
+MIN_DPS = 5
+#: Most digits ``kernel_maps`` (and ``shape``) take.  The mpmath engine's time grows about as dps^3: tanh's
+#: C(0.5) took 0.3 s at 30 digits, 1.0 s at 50, 4.3 s at 100 and 31 s at 200, its C'(0.5) 0.3, 1.0, 7.7 and 58 s
+#: (on 2 shared cores); ``symact maps tanh`` (Q, three C values and their slopes) 9 s at 100 digits and 73 s at
+#: 200; by that growth --dps 100000 would take years.  The closed engine falls back on that quadrature too.
+MAX_DPS = 100
+
+
+def check_dps(dps: Any, *, minimum: int = MIN_DPS, label: str = "dps=") -> int:
+    """``dps`` as an int when it is an integer from ``minimum`` to :data:`MAX_DPS`, else a DomainError naming
+    the range and why.  ``label`` shows the value as the caller took it: ``"dps="`` (Python), ``"--dps "``
+    (the command line)."""
+    if not is_integer_valued(dps) or not minimum <= dps <= MAX_DPS:  # nan / inf: a bare ValueError / OverflowError
+        raise DomainError(
+            f"{label}{dps!r}: the number of digits must be an integer from {minimum} to {MAX_DPS}. Above "
+            f"{MAX_DPS} the quadratures take a minute and more per value, and their time grows about as dps^3 "
+            "(tanh's C(0.5): 4 s at 100 digits, 31 s at 200); for more digits of one integral call "
+            "numeric.gauss.gaussian_expectation directly.")
+    return int(dps)
+
 
 #: symbols of the closed forms
 Q_SYM, Q1_SYM, Q2_SYM = sympy.symbols("q q1 q2", positive=True)
@@ -711,17 +734,15 @@ class KernelMaps:
     def __init__(self, parts: _Parts, dps: int, engine: str):
         if engine not in ENGINES:
             raise DomainError(f"engine={engine!r}: choose one of {ENGINES}.")
-        if not is_integer_valued(dps) or dps < 5:  # nan / inf: a bare ValueError / OverflowError
-            raise DomainError(f"dps={dps!r}: the number of digits must be an integer >= 5.")
+        self.dps = check_dps(dps)
         self._parts = parts
-        self.dps = int(dps)
         self.activation_name = parts.name
         self.closed_form: ClosedForm | None = find_closed_form(parts.expr, parts.x)
         if engine == "auto":
             engine = "closed" if self.closed_form is not None else "mpmath"
         if engine == "closed" and self.closed_form is None:
             raise DomainError(
-                f"no closed form is known for {parts.name!r}; use engine='mpmath' (any precision) "
+                f"no closed form is known for {parts.name!r}; use engine='mpmath' (up to {MAX_DPS} digits) "
                 "or engine='float64' (fast).")
         self.engine = engine
         self._f = _Funcs(parts, digits=self.dps + 3 * _GUARD)
@@ -2299,6 +2320,8 @@ def kernel_maps(act: Any, dps: int = 30, engine: str = "auto") -> KernelMaps:
     real symbol, or a catalogue name / formula string.  ``engine``: ``"closed"`` (exact SymPy
     formulas, see :func:`find_closed_form`), ``"mpmath"`` (quadrature at ``dps`` digits),
     ``"float64"`` (vectorised NumPy rules), or ``"auto"`` (closed when available, else mpmath).
+    ``dps``: an integer from :data:`MIN_DPS` (5) to :data:`MAX_DPS` (100), else a DomainError (see
+    :func:`check_dps`); the float64 engine ignores it.
 
     >>> import sympy
     >>> x = sympy.Symbol("x", real=True)

@@ -64,7 +64,7 @@ from analysis.transform_conditions import (
     activation_functions,
     transform_conditions,
 )
-from analysis.kernel import _check_c
+from analysis.kernel import _check_c, check_dps
 from symact.errors import DomainError, InfeasibleShapingError, InvalidGraphError, SymactError, UnknownActivationError
 
 __all__ = ["shape", "ShapedLayer", "ShapedNetwork", "TorchShaping", "solve_dks_layer",
@@ -493,9 +493,17 @@ def _check_branch(branch):
         raise DomainError(f"branch={branch!r}: use 'beta>=0', 'min|beta|' or 'any'.")
 
 
+#: fewest digits of an mpmath solve: below them Newton's tolerance meets float64's own
+MIN_SHAPING_DPS = 15
+
+
 def _check_dps(dps):
-    if dps is not None and (not isinstance(dps, int) or dps < 15):
-        raise DomainError(f"dps={dps!r}: give an integer number of digits >= 15, or None for float64.")
+    """None (float64), or an integer from 15 to kernel.MAX_DPS, as kernel_maps takes (the same check)."""
+    if dps is not None:
+        if isinstance(dps, bool) or not isinstance(dps, int):
+            raise DomainError(f"dps={dps!r}: give an integer number of digits >= {MIN_SHAPING_DPS}, "
+                              "or None for float64.")
+        check_dps(dps, minimum=MIN_SHAPING_DPS)
 
 
 def _exact_number(what: str, value: Any) -> sympy.Expr:

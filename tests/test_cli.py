@@ -393,6 +393,9 @@ def test_shape_of_a_bad_user_module_file_exits_2(source, message, tmp_path):
     (("shape", "tanh", "--graph", "mlp:3", "--method", "tat", "--zeta", "2"), "--zeta is a DKS target"),
     (("shape", "leaky_relu", "--graph", "mlp:3", "--method", "tat", "--eta", "1.5"), "eta=1.5 must lie in (0, 1)"),
     (("shape", "tanh", "--graph", "mlp:3", "--dps", "10"), "--dps 10: give at least 15 digits"),
+    # at most kernel_maps' 100 digits: --dps 100000 was taken and solved for hours
+    (("shape", "tanh", "--graph", "mlp:3", "--dps", "100000"), "--dps 100000: the number of digits must be an "
+                                                              "integer from 15 to 100. Above 100 the quadratures"),
     # the relu DKS refusal printed its template, "Q'(1)={q_t:.12g}"; C'(1) per layer is 1.5**(1/10)
     (("shape", "relu", "--graph", "mlp:10"), "Q'(1)=1 with C'(1)=1.04137974399 cannot both hold"),
     # a negative depth was reported as "needs an integer depth"
@@ -714,6 +717,41 @@ def test_a_usage_error_without_json_prints_nothing_on_stdout():
     # "--json" after "--" is an operand, not the flag
     out = symact_in_process("maps", "--", "--json")
     assert out.returncode == 2 and out.stdout == ""
+
+
+def test_maps_dps_outside_5_to_100_is_refused_before_any_work(monkeypatch):
+    """`symact maps tanh --dps 100000` was taken and ran for hours (tanh's C(0.5) alone: 4 s at 100 digits, 31 s
+    at 200, about dps^3), and --dps 0 or -3 were refused as "dps=0: ... >= 5", a name the command line does not
+    have.  Both are now refused by the flag's name, with the range and why, before the maps are built."""
+    import analysis.kernel
+
+    built = []
+
+    def record(*args, **kwargs):  # were the maps built at all?  (and build nothing: no hours-long run here)
+        built.append(kwargs.get("dps"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analysis.kernel, "kernel_maps", record)
+    for dps in ("0", "-3", "4", "101", "100000"):
+        out = symact_in_process("maps", "tanh", "--dps", dps)
+        assert out.returncode == 2, (dps, out.returncode, out.stderr)
+        assert f"--dps {dps}: the number of digits must be an integer from 5 to 100. Above 100 the quadratures " \
+               "take a minute and more per value" in out.stderr
+    assert built == []
+    assert "from 5 to 100" in symact_in_process("maps", "--help").stdout
+
+
+def test_maps_takes_dps_5_and_100():
+    """The bounds are inclusive.  ReLU's closed form at 100 digits: Q(1) = 1/2 and C(0) = 1/pi, checked against
+    mpmath's pi at 120 digits; at 5 digits 1/pi is 0.31831."""
+    out = symact_in_process("maps", "relu", "--dps", "100", "--q", "1", "--c", "0", "--json")
+    assert out.returncode == 0, out.stderr
+    q_row, c_row = json.loads(out.stdout)["values"]
+    with mpmath.workdps(120):
+        assert mpmath.mpf(q_row["value"]) == mpmath.mpf("0.5")
+        assert abs(mpmath.mpf(c_row["value"]) * mpmath.pi - 1) < mpmath.mpf(10) ** -99
+    out = symact_in_process("maps", "relu", "--dps", "5", "--q", "--c", "0", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["values"][0]["value"] == "0.31831"
 
 
 def test_maps_takes_negative_numbers_in_scientific_notation_and_tiny_c():

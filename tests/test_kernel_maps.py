@@ -1639,7 +1639,7 @@ def test_float64_c_map_of_an_odd_phi_at_tiny_c_has_its_digits():
 def test_non_integer_digits_and_derivative_orders_are_domain_errors(bad):
     # nan and inf reached int() as a bare ValueError / OverflowError; True passed as the order 1
     if bad is not True:
-        with pytest.raises(DomainError, match=r"dps=.*the number of digits must be an integer >= 5"):
+        with pytest.raises(DomainError, match=r"dps=.*the number of digits must be an integer from 5 to 100"):
             kernel_maps(symact.activation("tanh"), engine="mpmath", dps=bad)
     maps = kernel_maps(symact.activation("tanh"), engine="float64")
     for derivative in (maps.c_map_derivative, maps.q_map_derivative):
@@ -1649,6 +1649,20 @@ def test_non_integer_digits_and_derivative_orders_are_domain_errors(bad):
     h = 1e-5
     slope = (maps.c_map_derivative(0.5 + h, n=1) - maps.c_map_derivative(0.5 - h, n=1)) / (2 * h)
     assert maps.c_map_derivative(0.5, n=2.0) == pytest.approx(slope, rel=1e-6)
+
+
+@pytest.mark.parametrize("engine", ["auto", "mpmath", "closed"])
+def test_digits_beyond_max_dps_are_refused_with_the_range_and_why(engine):
+    """kernel_maps took any dps >= 5: dps=100000 was accepted and its first value ran for hours (one C value of
+    tanh takes 4 s at 100 digits and 31 s at 200, growing about as dps^3).  The range is 5 to 100, both ends
+    taken, the same check as `symact maps --dps`."""
+    phi = "relu" if engine == "closed" else "tanh"
+    for bad in (101, 100000, 4, 0, -30):
+        with pytest.raises(DomainError, match=rf"dps={bad}: the number of digits must be an integer from 5 to 100\. "
+                                              r"Above 100 the quadratures take a minute and more"):
+            kernel_maps(symact.activation(phi), engine=engine, dps=bad)
+    assert kernel_maps(symact.activation(phi), engine=engine, dps=100).dps == 100
+    assert kernel_maps(symact.activation(phi), engine=engine, dps=np.int64(5)).dps == 5
 
 
 def test_mpmath_maps_of_a_chirp_have_their_digits():
