@@ -3,9 +3,11 @@
 :func:`train` runs ``steps`` optimiser steps of SGD, Adam or Rprop (full batch
 or seeded mini-batches), evaluates the *true network* on the training and
 held-out data every ``eval_every`` steps, and returns a :class:`TrainResult`
-with the curves.  A NaN or inf objective, gradient, training loss or held-out loss raises
+with the curves.  A NaN or inf objective, gradient, training loss, held-out loss or parameter raises
 :class:`~symact.errors.TrainingDivergedError` naming the step, where it appeared,
-the value and what to try; nothing is clipped silently.  Invalid arguments (a
+the value and what to try; nothing is clipped silently.  The model is then left with the
+parameters (and buffers, such as batch-norm statistics) it had after the last step at which
+its objective was computed and finite, and the error says which step that was.  Invalid arguments (a
 learning rate that is not a finite positive number, non-finite data, inputs whose
 dtype is not the model's, labels that are not one integer class index per row,
 labels other than 0/1 under a BCE loss) raise :class:`~symact.errors.DomainError`
@@ -362,10 +364,8 @@ def _check_finite_gradients(params: Sequence[Any], model: Any, step: int, object
     optimiser applies it: with a finite objective it would only show one step later, as NaN parameters."""
     import torch
 
-    grads = [p.grad.detach() for p in params if getattr(p, "grad", None) is not None and p.grad.numel()]
-    # one synchronisation: the largest |entry| over all gradients is NaN or inf exactly when some entry is
-    if not grads or bool(torch.isfinite(torch.stack(
-            [torch.linalg.vector_norm(g, float("inf")).to(grads[0].device) for g in grads]).max())):
+    grads = [p.grad for p in params if getattr(p, "grad", None) is not None]
+    if _largest_magnitude_is_finite(grads):
         return
     names = {id(p): name for name, p in getattr(model, "named_parameters", lambda: ())()}
     for i, p in enumerate(params):
@@ -381,6 +381,85 @@ def _check_finite_gradients(params: Sequence[Any], model: Any, step: int, object
             "overflow in the backward pass): rewrite it so that its gradient is finite, or, if earlier steps moved "
             "the parameters far, try a smaller learning rate."
         )
+
+
+def _largest_magnitude_is_finite(tensors: Sequence[Any]) -> bool:
+    """Whether every entry of ``tensors`` is finite, with one device synchronisation: the largest |entry| over
+    all of them is NaN or inf exactly when some entry is."""
+    import torch
+
+    tensors = [t.detach() for t in tensors if t.numel() and (t.is_floating_point() or t.is_complex())]
+    if not tensors:
+        return True
+    device = tensors[0].device
+    # abs().amax(), not linalg.vector_norm(t, inf): the same number (NaN propagates through both), 4 times faster on
+    # one CPU thread (1.9 against 8.1 ms for the 202 tensors of a 100-layer width-100 MLP)
+    return bool(torch.isfinite(torch.stack([t.abs().amax().to(device) for t in tensors]).max()))
+
+
+def _check_finite_parameters(params: Sequence[Any], model: Any, step: int, optimizer: str, lr: float) -> None:
+    """Raise :class:`TrainingDivergedError` when the parameters after ``step`` steps have a NaN or inf entry: the
+    update to them overflowed from finite gradients (a huge learning rate, a momentum buffer that overflowed), or
+    the objective wrote into them."""
+    import torch
+
+    if _largest_magnitude_is_finite(params):
+        return
+    names = {id(p): name for name, p in getattr(model, "named_parameters", lambda: ())()}
+    for i, p in enumerate(params):
+        if not p.numel() or bool(torch.isfinite(p.detach()).all()):
+            continue
+        bad = int((~torch.isfinite(p.detach())).sum())
+        label = f"parameter {names[id(p)]!r}" if id(p) in names else f"parameter {i} (of the {len(params)} trained)"
+        raise TrainingDivergedError(
+            f"Training diverged at step {step}: the update to it left {label} with {bad} NaN or infinite "
+            f"entr{'y' if bad == 1 else 'ies'} (its gradients were finite; {optimizer}, lr={lr}). "
+            "Try a smaller learning rate, another optimizer (rprop and adam are scale-free), or a shaped/normalised "
+            "initialisation."
+        )
+
+
+class _LastFiniteState:
+    """The trained parameters and the model's buffers as they were after the last step whose objective was computed
+    and finite, put back when training diverges.
+
+    One preallocated copy of each, overwritten in place every step (memory: one more copy of the parameters and
+    buffers; time: one device copy of them per step).  Buffers are held before each objective's forward pass
+    (which moves batch-norm statistics) and kept once its value is finite, so they need a second copy."""
+
+    def __init__(self, params: Sequence[Any], buffers: Sequence[Any]):
+        self.params = [p for p in params if p.numel()]
+        self.buffers = [b for b in buffers if b.numel()]
+        self.param_copies = [p.detach().clone() for p in self.params]
+        self.buffer_copies = [b.detach().clone() for b in self.buffers]
+        self.held_buffers = [b.detach().clone() for b in self.buffers]
+        self.steps = 0  # the copies hold the state after this many steps
+
+    @staticmethod
+    def _copy(targets: list, sources: list) -> None:
+        import torch
+
+        if targets:
+            with torch.no_grad():
+                torch._foreach_copy_(targets, [t.detach() for t in sources])
+
+    def hold_buffers(self) -> None:
+        self._copy(self.held_buffers, self.buffers)
+
+    def save(self, steps: int) -> None:
+        """Keep the parameters as they are now and the buffers held last: the state after ``steps`` steps."""
+        self._copy(self.param_copies, self.params)
+        self._copy(self.buffer_copies, self.held_buffers)
+        self.steps = steps
+
+    def restored(self, exc: TrainingDivergedError) -> TrainingDivergedError:
+        """Put the kept state back; ``exc`` with a sentence saying so."""
+        self._copy([p.detach() for p in self.params], self.param_copies)
+        self._copy([b.detach() for b in self.buffers], self.buffer_copies)
+        where = ("to its initial parameters and buffers (step 0)" if self.steps == 0 else
+                 f"to its parameters and buffers after step {self.steps}, the last at which the objective was computed "
+                 "and finite")
+        return TrainingDivergedError(f"{exc} The model was restored {where}.")
 
 
 def train(
@@ -409,6 +488,12 @@ def train(
     examples of its permutation, as ``drop_last=True`` does).  ``parameters``
     defaults to ``model.parameters()``; ``progress(step, steps)`` is called after
     every step (for progress bars).
+
+    When training diverges (:class:`TrainingDivergedError`) the model is restored to the parameters and
+    buffers it had after step ``k``, the last at which the objective was computed and finite (``k = 0``: as it
+    was passed in), and the error names ``k``: the state at which the curves' step ``k`` was measured.  For that :func:`train`
+    keeps one copy of the trained parameters and the model's buffers, refreshed every step, and checks after
+    every update that the parameters are finite.
     """
     import time
 
@@ -524,55 +609,68 @@ def train(
 
     if steps > 0:
         record_initial()
-    for step in range(steps):
-        index = next_index()
-        opt.zero_grad(set_to_none=True)
-        value = objective_fn(step, index, x[index], y[index])
-        if not (isinstance(value, torch.Tensor) and value.numel() == 1 and value.requires_grad):
-            # float(value.detach()) / value.backward() raised bare AttributeError, ValueError or RuntimeError
-            got = (f"{type(value).__name__} {value!r:.40}" if not isinstance(value, torch.Tensor)
-                   else f"a tensor of shape {tuple(value.shape)}" if value.numel() != 1
-                   else "a tensor that does not require grad (computed under torch.no_grad() or detached)")
-            raise DomainError(f"The objective returned {got} at step {step}; it must return a one-element tensor "
-                              "computed from the trained parameters, such as a mean loss.")
-        objective_value = float(value.detach())
-        if not math.isfinite(objective_value):
-            raise diverged(step, objective_value)
-        if rec["steps"][-1] == step and len(rec["objective"]) < len(rec["steps"]):
-            rec["objective"].append(objective_value)
-        value.backward()
-        _check_finite_gradients(params, model, step, objective_value)
-        opt.step()
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
-            record(step + 1)
-        if progress is not None:
-            progress(step + 1, steps)
-    if steps == 0 or len(rec["objective"]) < len(rec["steps"]):  # the parameters after the last step
-        if steps == 0:
-            record_initial()
-        index = next_index()
-        saved = [b.detach().clone() for b in buffers]
-        try:
-            with torch.no_grad():
-                value = objective_fn(steps, index, x[index], y[index])
-            if not (isinstance(value, torch.Tensor) and value.numel() == 1):  # steps=0: never checked in the loop
+    last_finite = _LastFiniteState(params, buffers)  # after 0 steps: the model as it was passed in
+    try:
+        for step in range(steps):
+            index = next_index()
+            opt.zero_grad(set_to_none=True)
+            if step > 0:
+                last_finite.hold_buffers()  # the objective's forward pass moves batch-norm statistics
+            value = objective_fn(step, index, x[index], y[index])
+            if not (isinstance(value, torch.Tensor) and value.numel() == 1 and value.requires_grad):
+                # float(value.detach()) / value.backward() raised bare AttributeError, ValueError or RuntimeError
                 got = (f"{type(value).__name__} {value!r:.40}" if not isinstance(value, torch.Tensor)
-                       else f"a tensor of shape {tuple(value.shape)}")
-                raise DomainError(f"The objective returned {got} at step {steps}; it must return a one-element "
+                       else f"a tensor of shape {tuple(value.shape)}" if value.numel() != 1
+                       else "a tensor that does not require grad (computed under torch.no_grad() or detached)")
+                raise DomainError(f"The objective returned {got} at step {step}; it must return a one-element "
                                   "tensor computed from the trained parameters, such as a mean loss.")
-            objective_value = float(value)
-        finally:
-            with torch.no_grad():
-                for b, v in zip(buffers, saved):
-                    b.copy_(v)
-        if not math.isfinite(objective_value):
+            objective_value = float(value.detach())
+            if not math.isfinite(objective_value):
+                raise diverged(step, objective_value)
+            if step > 0:  # the objective is finite after `step` steps: the state to go back to from here on
+                last_finite.save(step)
+            if rec["steps"][-1] == step and len(rec["objective"]) < len(rec["steps"]):
+                rec["objective"].append(objective_value)
+            value.backward()
+            _check_finite_gradients(params, model, step, objective_value)
+            opt.step()
+            if (step + 1) % eval_every == 0 or step + 1 == steps:
+                record(step + 1)
+            # after record, whose loss check names a NaN network first; this catches the steps between
+            # evaluations, and parameters the losses do not see
+            _check_finite_parameters(params, model, step + 1, optimizer, lr)
+            if progress is not None:
+                progress(step + 1, steps)
+        if steps == 0 or len(rec["objective"]) < len(rec["steps"]):  # the parameters after the last step
             if steps == 0:
-                raise TrainingDivergedError(
-                    f"The objective of the initial network is {objective_value} (steps=0): check the data, "
-                    "the objective and the initialisation."
-                )
-            raise diverged(steps, objective_value)
-        rec["objective"].append(objective_value)
+                record_initial()
+            index = next_index()
+            saved = [b.detach().clone() for b in buffers]
+            try:
+                with torch.no_grad():
+                    value = objective_fn(steps, index, x[index], y[index])
+                if not (isinstance(value, torch.Tensor) and value.numel() == 1):  # steps=0: never checked in the loop
+                    got = (f"{type(value).__name__} {value!r:.40}" if not isinstance(value, torch.Tensor)
+                           else f"a tensor of shape {tuple(value.shape)}")
+                    raise DomainError(f"The objective returned {got} at step {steps}; it must return a one-element "
+                                      "tensor computed from the trained parameters, such as a mean loss.")
+                objective_value = float(value)
+            finally:
+                with torch.no_grad():
+                    for b, v in zip(buffers, saved):
+                        b.copy_(v)
+            if not math.isfinite(objective_value):
+                if steps == 0:
+                    raise TrainingDivergedError(
+                        f"The objective of the initial network is {objective_value} (steps=0): check the data, "
+                        "the objective and the initialisation."
+                    )
+                raise diverged(steps, objective_value)
+            rec["objective"].append(objective_value)
+    except TrainingDivergedError as exc:
+        if steps == 0:  # no step ran: nothing changed the model
+            raise
+        raise last_finite.restored(exc) from None
     return TrainResult(
         steps=tuple(rec["steps"]),
         train_loss=tuple(rec["train_loss"]),
@@ -582,7 +680,6 @@ def train(
         objective=tuple(rec["objective"]),
         seconds=time.perf_counter() - start,
     )
-
 
 _TORCH_ACTIVATIONS = {
     "tanh": ("Tanh", {}),

@@ -1,6 +1,7 @@
 """numeric.train: deterministic loop, true-network curves, clear divergence errors."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -559,3 +560,110 @@ def test_an_adam_eps_that_vanishes_in_the_parameters_dtype_is_refused_before_any
     # with an eps the dtype holds, the same run trains (every loss finite, and lower at the end)
     res = train(model, (x.to(dtype), y), optimizer="adam", lr=1e-2, steps=20, optimizer_options={"eps": 1e-4})
     assert all(math.isfinite(v) for v in res.train_loss) and res.train_loss[-1] < res.train_loss[0]
+
+
+# ----------------------------------------------------------------------------- the model after a divergence
+
+
+def _state(model):
+    return {name: t.detach().clone() for name, t in [*model.named_parameters(), *model.named_buffers()]}
+
+
+def _assert_state(model, reference):
+    state = _state(model)
+    assert state.keys() == reference.keys()
+    for name, t in state.items():
+        assert torch.isfinite(t.float()).all(), name
+        assert torch.equal(t, reference[name]), name
+
+
+@pytest.mark.parametrize("eval_every", [1, 10])
+def test_an_update_that_overflows_is_undone_and_the_error_names_the_step_restored_to(eval_every):
+    """SGD with finite gradients of 1e38 and lr=10: the update is 1e39, -inf in float32.  The error came one step
+    later ("the true network's training loss became nan", or "the objective became nan" between evaluations)
+    and the model was left with -inf weights.  Now it is left as it was after step 2, the last at which the
+    objective was computed and finite; reference: the same run stopped after 2 steps."""
+    x, y = _data(16)
+
+    def objective(step, index, xb, yb):
+        plain = torch.nn.functional.cross_entropy(model(xb), yb)
+        w = model.weight.sum()
+        return plain + ((w - w.detach()) * 1e38 if step == 2 else 0.0)  # value unchanged, gradient 1e38
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(TrainingDivergedError, match=r"at step 3: .*nan|at step 3: the update to it left parameter "
+                                                    r"'weight' with 4 NaN or infinite entries") as info:
+        train(model, (x, y), optimizer="sgd", lr=10.0, steps=6, eval_every=eval_every, objective=objective)
+    diverged = _state(model)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+    train(model, (x, y), optimizer="sgd", lr=10.0, steps=2, eval_every=eval_every, objective=objective)
+    reference = _state(model)
+    model.load_state_dict(diverged)
+    _assert_state(model, reference)
+    assert "The model was restored to its parameters and buffers after step 2, the last at which the objective " \
+           "was computed and finite." in str(info.value)
+
+
+def test_a_huge_learning_rate_leaves_the_initial_network_not_the_overflowing_one():
+    """MSE with lr=1e30: the first update gives weights of ~1e30, finite, whose squared error is inf.  The model
+    was left with them; now it is the initial network, since the objective was finite only there."""
+    x, y = _data(16)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+    initial = _state(model)
+    with pytest.raises(TrainingDivergedError, match=r"diverged at step 1: the objective became inf") as info:
+        train(model, (x, y), loss="mse", optimizer="sgd", lr=1e30, steps=50, eval_every=100)
+    _assert_state(model, initial)
+    assert "The model was restored to its initial parameters and buffers (step 0)." in str(info.value)
+
+
+def test_batch_norm_statistics_poisoned_by_a_nan_forward_pass_are_restored():
+    """An objective that meets an inf input at step 3 ran the forward pass in training mode: batch norm's
+    running mean and variance became NaN and stayed in the model.  Reference: the model as the progress callback
+    saw it after 2 steps (the objective was last finite at those parameters)."""
+    x, y = _data(16)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    seen = {}
+
+    def objective(step, index, xb, yb):
+        return torch.nn.functional.cross_entropy(model(xb * (math.inf if step == 3 else 1.0)), yb)
+
+    def progress(step, steps):
+        seen[step] = _state(model)
+
+    with pytest.raises(TrainingDivergedError, match=r"diverged at step 3: the objective became nan") as info:
+        train(model, (x, y), lr=0.01, steps=10, objective=objective, progress=progress)
+    _assert_state(model, seen[2])
+    assert "restored to its parameters and buffers after step 2," in str(info.value)
+    assert seen[2]["1.num_batches_tracked"] == 2 and not torch.equal(seen[2]["1.running_mean"], seen[3]["1.running_mean"])
+
+
+def test_a_held_out_loss_that_overflows_leaves_the_last_network_whose_objective_was_finite():
+    """Weights that grow by 1 per step: the training loss stays finite while the held-out inputs (1e18) make the
+    squared error overflow.  The model was left at the step whose held-out loss is inf; now it is the one before,
+    equal to a run stopped there."""
+    x, y = _data(16)
+    x_test, y_test = torch.full((4, 2), 1e18), torch.tensor([0, 1, 0, 1])
+
+    def run(steps):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        objective = lambda step, index, xb, yb: -model.weight.sum()  # noqa: E731  gradient -1: w grows by lr
+        try:
+            train(model, (x, y, x_test, y_test), loss="mse", optimizer="sgd", lr=1.0, steps=steps, objective=objective)
+        except TrainingDivergedError as exc:
+            return model, str(exc)
+        return model, None
+
+    failed, message = run(40)
+    found = re.search(r"held-out \(test\) loss became inf at step (\d+)", message or "")
+    assert found, message
+    k = int(found.group(1))  # 5: 4 squared errors ((w1 + w2) 1e18)^2 sum past float32's 3.4e38 near w1 + w2 = 9
+    assert 1 < k < 40
+    reference, none = run(k - 1)
+    assert none is None
+    _assert_state(failed, _state(reference))
+    assert f"restored to its parameters and buffers after step {k - 1}," in message
