@@ -149,7 +149,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
 def cmd_maps(args: argparse.Namespace) -> int:
     kernel_maps = _need("analysis.kernel", "kernel_maps", "Kernel maps", "kernel")
     # before the activation is parsed: --dps 100000 ran for hours, --dps 0 was refused as "dps=0"
-    _need("analysis.kernel", "check_dps", "Kernel maps", "kernel")(args.dps, label="--dps ")
+    _need("analysis.kernel", "check_dps", "Kernel maps", "kernel")(
+        args.dps, maximum=_need("analysis.kernel", "MAX_DPS", "Kernel maps", "kernel"), label="--dps ")
     act = _activation(args.act, _parse_params(args.param), args.surrogate)
     maps = kernel_maps(act, dps=args.dps)
     point = _point_reader(maps)
@@ -375,13 +376,13 @@ def _shape_targets(args: argparse.Namespace) -> dict:
 
     targets = {}
     if args.dps is not None:
-        from analysis.kernel import check_dps
+        from analysis.kernel import MAX_DPS, check_dps
         from analysis.shaping import MIN_SHAPING_DPS
 
         if args.dps < MIN_SHAPING_DPS:
             raise DomainError(f"--dps {args.dps}: give at least {MIN_SHAPING_DPS} digits, or leave --dps out to "
                               "solve in float64.")
-        check_dps(args.dps, minimum=MIN_SHAPING_DPS, label="--dps ")
+        check_dps(args.dps, minimum=MIN_SHAPING_DPS, maximum=MAX_DPS, label="--dps ")
     for flag, (keyword, method, _, example) in _SHAPE_TARGETS.items():
         text = getattr(args, keyword)
         if text is None:
@@ -570,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate the Q and C maps of a wide random network with this activation.")
     p.add_argument("act", help="catalogue name or formula in x")
     p.add_argument("--dps", type=int, default=30,
-                   help="decimal digits of precision, from 5 to 100 (default 30; the time grows about as dps^3)")
+                   help="decimal digits of precision, from 5 to 100 (default 30; the time grows about as dps^3; from Python, "
+                        "analysis.kernel_maps takes more)")
     # "extend", not the default "store": a repeated --q 1e-3 --q 1 kept only the last list
     p.add_argument("--q", type=_decimal, nargs="*", action="extend", default=None,
                    help="q values for the Q map (default 1); may be repeated")

@@ -68,23 +68,28 @@ ENGINES = ("auto", "closed", "mpmath", "float64")
 
 #: Fewest digits ``kernel_maps`` takes: numeric.gauss's rules compare two estimates to ``dps`` digits.
 MIN_DPS = 5
-#: Most digits ``kernel_maps`` (and ``shape``) take.  The mpmath engine's time grows about as dps^3: tanh's
-#: C(0.5) took 0.3 s at 30 digits, 1.0 s at 50, 4.3 s at 100 and 31 s at 200, its C'(0.5) 0.3, 1.0, 7.7 and 58 s
-#: (on 2 shared cores); ``symact maps tanh`` (Q, three C values and their slopes) 9 s at 100 digits and 73 s at
-#: 200; by that growth --dps 100000 would take years.  The closed engine falls back on that quadrature too.
+#: Most digits the command line takes (``symact maps --dps``, ``symact shape --dps``); the Python functions take
+#: any number, as the user asks.  The mpmath engine's time grows about as dps^3: tanh's C(0.5) took 0.3 s at 30
+#: digits, 1.0 s at 50, 4.3 s at 100 and 31 s at 200, its C'(0.5) 0.3, 1.0, 7.7 and 58 s (on 2 shared cores);
+#: ``symact maps tanh`` (Q, three C values and their slopes) 9 s at 100 digits and 73 s at 200, so a mistyped
+#: --dps 100000 would run for years.  (Q values are cheaper: Q(1) of tanh took 1 s at 200 digits.)
 MAX_DPS = 100
 
 
-def check_dps(dps: Any, *, minimum: int = MIN_DPS, label: str = "dps=") -> int:
-    """``dps`` as an int when it is an integer from ``minimum`` to :data:`MAX_DPS`, else a DomainError naming
-    the range and why.  ``label`` shows the value as the caller took it: ``"dps="`` (Python), ``"--dps "``
-    (the command line)."""
-    if not is_integer_valued(dps) or not minimum <= dps <= MAX_DPS:  # nan / inf: a bare ValueError / OverflowError
+def check_dps(dps: Any, *, minimum: int = MIN_DPS, maximum: int | None = None, label: str = "dps=") -> int:
+    """``dps`` as an int when it is an integer from ``minimum`` to ``maximum`` (``None``: no upper bound), else
+    a DomainError naming the range and why.  ``label`` shows the value as the caller took it: ``"dps="``
+    (Python), ``"--dps "`` (the command line, which passes ``maximum=MAX_DPS``)."""
+    too_many = maximum is not None and is_integer_valued(dps) and dps > maximum
+    if too_many:
         raise DomainError(
-            f"{label}{dps!r}: the number of digits must be an integer from {minimum} to {MAX_DPS}. Above "
-            f"{MAX_DPS} the quadratures take a minute and more per value, and their time grows about as dps^3 "
-            "(tanh's C(0.5): 4 s at 100 digits, 31 s at 200); for more digits of one integral call "
-            "numeric.gauss.gaussian_expectation directly.")
+            f"{label}{dps!r}: the command line takes from {minimum} to {maximum} digits. Above {maximum} the "
+            "quadratures take a minute and more per value, and their time grows about as dps^3 (tanh's C(0.5): "
+            "4 s at 100 digits, 31 s at 200); for more digits call analysis.kernel_maps(act, dps=N) (or "
+            "analysis.shape(..., dps=N)) from Python, which take any number.")
+    if not is_integer_valued(dps) or not minimum <= dps:  # nan / inf: a bare ValueError / OverflowError
+        allowed = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise DomainError(f"{label}{dps!r}: the number of digits must be an integer {allowed}.")
     return int(dps)
 
 
@@ -742,7 +747,7 @@ class KernelMaps:
             engine = "closed" if self.closed_form is not None else "mpmath"
         if engine == "closed" and self.closed_form is None:
             raise DomainError(
-                f"no closed form is known for {parts.name!r}; use engine='mpmath' (up to {MAX_DPS} digits) "
+                f"no closed form is known for {parts.name!r}; use engine='mpmath' (any number of digits) "
                 "or engine='float64' (fast).")
         self.engine = engine
         self._f = _Funcs(parts, digits=self.dps + 3 * _GUARD)
@@ -2320,8 +2325,8 @@ def kernel_maps(act: Any, dps: int = 30, engine: str = "auto") -> KernelMaps:
     real symbol, or a catalogue name / formula string.  ``engine``: ``"closed"`` (exact SymPy
     formulas, see :func:`find_closed_form`), ``"mpmath"`` (quadrature at ``dps`` digits),
     ``"float64"`` (vectorised NumPy rules), or ``"auto"`` (closed when available, else mpmath).
-    ``dps``: an integer from :data:`MIN_DPS` (5) to :data:`MAX_DPS` (100), else a DomainError (see
-    :func:`check_dps`); the float64 engine ignores it.
+    ``dps``: an integer of at least :data:`MIN_DPS` (5), else a DomainError (see :func:`check_dps`); the mpmath
+    engine's time grows about as dps^3 (see :data:`MAX_DPS`); the float64 engine ignores it.
 
     >>> import sympy
     >>> x = sympy.Symbol("x", real=True)

@@ -498,7 +498,7 @@ MIN_SHAPING_DPS = 15
 
 
 def _check_dps(dps):
-    """None (float64), or an integer from 15 to kernel.MAX_DPS, as kernel_maps takes (the same check)."""
+    """None (float64), or an integer of at least 15 (the check kernel_maps makes, with its own minimum)."""
     if dps is not None:
         if isinstance(dps, bool) or not isinstance(dps, int):
             raise DomainError(f"dps={dps!r}: give an integer number of digits >= {MIN_SHAPING_DPS}, "

@@ -393,9 +393,9 @@ def test_shape_of_a_bad_user_module_file_exits_2(source, message, tmp_path):
     (("shape", "tanh", "--graph", "mlp:3", "--method", "tat", "--zeta", "2"), "--zeta is a DKS target"),
     (("shape", "leaky_relu", "--graph", "mlp:3", "--method", "tat", "--eta", "1.5"), "eta=1.5 must lie in (0, 1)"),
     (("shape", "tanh", "--graph", "mlp:3", "--dps", "10"), "--dps 10: give at least 15 digits"),
-    # at most kernel_maps' 100 digits: --dps 100000 was taken and solved for hours
-    (("shape", "tanh", "--graph", "mlp:3", "--dps", "100000"), "--dps 100000: the number of digits must be an "
-                                                              "integer from 15 to 100. Above 100 the quadratures"),
+    # the command line takes at most 100 digits: --dps 100000 was taken and solved for hours
+    (("shape", "tanh", "--graph", "mlp:3", "--dps", "100000"), "--dps 100000: the command line takes from 15 to "
+                                                              "100 digits. Above 100 the quadratures"),
     # the relu DKS refusal printed its template, "Q'(1)={q_t:.12g}"; C'(1) per layer is 1.5**(1/10)
     (("shape", "relu", "--graph", "mlp:10"), "Q'(1)=1 with C'(1)=1.04137974399 cannot both hold"),
     # a negative depth was reported as "needs an integer depth"
@@ -732,11 +732,16 @@ def test_maps_dps_outside_5_to_100_is_refused_before_any_work(monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(analysis.kernel, "kernel_maps", record)
-    for dps in ("0", "-3", "4", "101", "100000"):
+    for dps in ("0", "-3", "4"):
         out = symact_in_process("maps", "tanh", "--dps", dps)
         assert out.returncode == 2, (dps, out.returncode, out.stderr)
-        assert f"--dps {dps}: the number of digits must be an integer from 5 to 100. Above 100 the quadratures " \
-               "take a minute and more per value" in out.stderr
+        assert f"--dps {dps}: the number of digits must be an integer from 5 to 100." in out.stderr
+    for dps in ("101", "100000"):
+        out = symact_in_process("maps", "tanh", "--dps", dps)
+        assert out.returncode == 2, (dps, out.returncode, out.stderr)
+        assert f"--dps {dps}: the command line takes from 5 to 100 digits. Above 100 the quadratures take a " \
+               "minute and more per value" in out.stderr
+        assert "analysis.kernel_maps(act, dps=N)" in out.stderr
     assert built == []
     assert "from 5 to 100" in symact_in_process("maps", "--help").stdout
 
