@@ -1838,8 +1838,10 @@ class KernelMaps:
             # C does not depend on q for a positively homogeneous phi: the rule at q = 1 (leaky ReLU at
             # q = 1e200 took 10 s, its panels graded down to width 1e-100 in both variables)
             q1 = q2 = 1.0
-        if c == 0:   # independent u, v: E[phi(u)] E[phi(v)], two 1-D integrals
-            k = self._mean(q1) * self._mean(q2)
+        if c == 0:   # independent u, v: E[phi(u)] E[phi(v)], two 1-D integrals, each divided by its sqrt(Q) first:
+            # the product of the means underflowed (H(x - 30) at q = 1: E[phi] = Q = 4.9e-198, C(0) came out 0)
+            return self._unit(self._out(self._mean(q1) / self._sqrt(self.q_map(q1))
+                                        * (self._mean(q2) / self._sqrt(self.q_map(q2)))))
         else:
             k = None
             if self.engine == "float64":   # a saturating phi at large q: the arcsine law, two 1-D means
@@ -1944,6 +1946,9 @@ class KernelMaps:
                 self._f.np(0), self._f.np(0), flat[rest], q1=float(q1), q2=float(q2), breakpoints=bps, scale=scale,
                 cusps=self._float64_cusps())
         out = np.asarray(k) / self._norm(q1, q2)
+        if np.any(flat == 0):   # each mean over its sqrt(Q) first, as in c_map: their product underflowed
+            out = np.where(flat == 0, self._mean(q1) / self._sqrt(self.q_map(q1))
+                           * (self._mean(q2) / self._sqrt(self.q_map(q2))), out)
         over = np.abs(out) > 1
         if np.any(over):
             if np.any(np.abs(out[over]) - 1 > self._unit_excess_tolerance()):
@@ -2079,7 +2084,9 @@ class KernelMaps:
         symmetric and phi^(m)(t) = phi^(m)(-t) to 25 digits at 40-digit precision at 8 points in (0, 6) and
         14 from 8 to 2^40 (to 2^10 where :meth:`_probe_exponent` says; cached).  ``odd=True``: whether it is
         odd instead (phi^(m)(t) = -phi^(m)(-t)); with ``plus_constant``, odd plus a constant (the step H(x),
-        sigmoid: phi^(m)(t) + phi^(m)(-t) the same at every point), which its derivative does not see."""
+        sigmoid: phi^(m)(t) + phi^(m)(-t) the same at every point), which its derivative does not see.  The test
+        is relative to max(|phi^(m)(t)|, |phi^(m)(-t)|): against max(1, |phi^(m)(t)|) a phi below 1e-25 at every point
+        (the bump exp(-(x - 20)^2), 1e-87 at x = 6) passed as odd, and its C(0) came out exactly 0 (3.5e-47)."""
         key = ("odd" + " plus constant" * plus_constant if odd else "even", m)
         if key not in self._cache and m >= 0:
             # SymPy's automatic evaluation often settles it (tanh(-x) is -tanh(x)): exact, and
@@ -2104,7 +2111,8 @@ class KernelMaps:
                 try:
                     offset = f(ts[0]) + f(-ts[0]) if odd and plus_constant else 0
                     even = set(self.kinks) == {-b for b in self.kinks} and all(
-                        abs(f(t) - (-1 if odd else 1) * f(-t) - offset) <= mpmath.mpf(10) ** -25 * max(1, abs(f(t)))
+                        abs(f(t) - (-1 if odd else 1) * f(-t) - offset)
+                        <= mpmath.mpf(10) ** -25 * max(abs(f(t)), abs(f(-t)), abs(offset))
                         for t in ts)
                 except (ArithmeticError, ValueError, TypeError, FormulaError):
                     even = False

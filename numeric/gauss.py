@@ -1004,15 +1004,20 @@ def _leggauss(n: int):
 
 
 def _f64_rule(breakpoints_z: Sequence[float], nodes_per_panel: int, cut: float = _F64_CUT,
-              panel: float = _F64_PANEL):
-    """Composite Gauss-Legendre nodes/weights (N(0,1) density folded in) on [-cut, cut]."""
-    return _f64_rule_cached(tuple(float(b) for b in breakpoints_z), nodes_per_panel, cut, panel)
+              panel: float = _F64_PANEL, beyond: Sequence[float] = ()):
+    """Composite Gauss-Legendre nodes/weights (N(0,1) density folded in) on [-cut, cut], and on to the
+    edges ``beyond`` it (see :func:`_f64_reach_edges`), where a piece of the integrand lives past the cut."""
+    return _f64_rule_cached(tuple(float(b) for b in breakpoints_z), nodes_per_panel, cut, panel,
+                            tuple(float(b) for b in beyond))
 
 
 @lru_cache(maxsize=256)
-def _f64_rule_cached(breakpoints_z: tuple, nodes_per_panel: int, cut: float, panel: float):
+def _f64_rule_cached(breakpoints_z: tuple, nodes_per_panel: int, cut: float, panel: float, beyond: tuple = ()):
     edges = np.linspace(-cut, cut, int(round(2 * cut / panel)) + 1)
-    extra = [float(b) for b in breakpoints_z if -cut < float(b) < cut]
+    lo, hi = min((-cut,) + beyond), max((cut,) + beyond)
+    if beyond:
+        edges = np.unique(np.concatenate([edges, beyond]))
+    extra = [float(b) for b in breakpoints_z if lo < float(b) < hi]
     if extra:
         edges = np.unique(np.concatenate([edges, extra]))
     t, w = _leggauss(nodes_per_panel)
@@ -1072,17 +1077,161 @@ def _f64_tail_cut(f: Callable, mean: float, std: float, what: str = "f", cuts: S
     last, or is not finite on the grid."""
     for cut in cuts:
         z = np.linspace(-cut, cut, int(2 * cut))   # even count: no node at 0 (removable singularities)
+        # in logs: where |f| times the density underflows on the whole grid (the bump exp(-(x - 30)^2) at q = 1
+        # is below 1e-369 out to z = 10), it was taken for decayed, and every E[f(u) g(v)] came out 0
+        log_y = _log_abs_density(f, mean, std, z)
         with np.errstate(over="ignore", invalid="ignore"):
             y = np.abs(np.asarray(f(mean + std * z), dtype=np.float64)) * np.exp(-z * z / 2)
-        if not np.all(np.isfinite(y)):
+        if np.any(np.isnan(log_y)):
             break
-        if max(y[0], y[-1]) <= tolerance * np.max(y):
+        top = np.max(log_y)
+        if top == -math.inf:
+            # f is 0 (or underflows) at every node: f lives further out, or nowhere (then the first cut serves)
+            if cut == cuts[-1]:
+                return cuts[0]
+            continue
+        if max(log_y[0], log_y[-1]) <= math.log(tolerance) + top:
             return cut
     raise DivergentIntegralError(
         f"the Gaussian expectation of {what} diverges or is not representable in float64: "
         f"|{what}| * density does not decay by |z| = {cut:g} (peak {np.nanmax(y):.3g}, "
         f"{max(y[0], y[-1]):.3g} at the cut). The activation is not square-integrable under the "
         "Gaussian (or grows too fast for float64); use the mpmath engine to confirm.")
+
+
+#: How far (natural log) below the integrand's largest sampled value |h| * density may fall before a piece of h
+#: past a break-point counts as negligible (e^-40 = 4e-18, below float64 resolution), and how far past a break-point
+#: the range reaches: to where the density has fallen by that much more, |z| = sqrt(z_b^2 + 2 * 40).
+_F64_REACH_LOG = 40.0
+# geometric steps past a far break-point z_b, in units of 1/|z_b| (there the density falls like exp(-|z_b| t)):
+# Gauss-Legendre panels [0, 1], [1, 3], [3, 7], ... each hold a share of the tail it resolves
+_F64_REACH_STEPS = np.array([0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 63.0])
+
+
+def _log_abs_density(h: Callable, mean: float, std: float, z: np.ndarray) -> np.ndarray:
+    """log(|h(mean + std z)| exp(-z^2/2)), -inf where h is 0 and nan where h is not finite: in logs, so that
+    an integrand far out (H(x - 40) at z = 40: 1e-348) is not taken for 0 where the density underflows."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        y = np.abs(np.asarray(h(mean + std * z), dtype=np.float64))
+        out = np.log(y) - z * z / 2
+    return np.where(np.isfinite(y), out, np.nan)
+
+
+def _f64_reach(h: Callable, mean: float, std: float, breakpoints_z: Sequence[float], cut: float) -> list:
+    """``[(z_b, d), ...]``: the break-points (in z) past which, in direction ``d`` (+1 or -1, away from z = 0), h
+    lives beyond the float64 rule's ``[-cut, cut]``, or too close to it for the density to fall by e^-40 first.
+
+    The cut is chosen where ``|h|`` times the density has decayed on a grid inside it; a piece that starts at a
+    break-point near or past the cut (the step H(x - 11) at q = 1, zero on the grid out to 10) is invisible to
+    that test, and its integrals came out exactly 0.  Such a piece counts where ``|h| exp(-z^2/2)`` just past the
+    break-point is within e^-40 of its largest value on the grid (in logs: out there the density underflows)."""
+    far = [float(b) for b in breakpoints_z
+           if abs(float(b)) + math.sqrt(float(b) ** 2 + 2 * _F64_REACH_LOG) - abs(float(b)) > cut]
+    if not far:
+        return []
+    grid = np.linspace(-cut, cut, int(2 * cut))   # (no node at 0, as in _f64_tail_cut)
+    inside = _log_abs_density(h, mean, std, grid)
+    inside = inside[np.isfinite(inside)]
+    top = float(np.max(inside)) if inside.size else -math.inf
+    out = []
+    for zb in sorted(set(far)):
+        d = 1.0 if zb > 0 else -1.0
+        steps = (_F64_REACH_STEPS + 1e-6) / max(abs(zb), 1.0)
+        past = _log_abs_density(h, mean, std, zb + d * steps)
+        past = past[~np.isnan(past)]
+        if past.size and float(np.max(past)) > top - _F64_REACH_LOG:
+            out.append((zb, d))
+    return out
+
+
+def _f64_starts(h: Callable, std: float, breakpoints_z: Sequence[float], cut: float) -> list:
+    """``[(z_b, d), ...]``: the break-points (in z) where a piece of h starts: h is 0 at every node of a grid on
+    ``[-cut, cut]`` short of z_b and nonzero just past it, in direction d (H(x - 11): (11, +1); relu: (0, +1))."""
+    grid = np.linspace(-cut, cut, int(2 * cut))
+    with np.errstate(over="ignore", invalid="ignore"):
+        on_grid = np.asarray(h(std * grid), dtype=np.float64)
+    out = []
+    for zb in sorted(set(float(b) for b in breakpoints_z)):
+        for d in (1.0, -1.0):
+            short = d * (grid - zb) < 0
+            with np.errstate(over="ignore", invalid="ignore"):
+                past = np.asarray(h(std * (zb + d * (_F64_REACH_STEPS + 1e-6) / max(abs(zb), 1.0))), dtype=np.float64)
+            if np.all(on_grid[short] == 0) and np.any(past != 0):
+                out.append((zb, d))
+    return out
+
+
+def _f64_joint_reach(starts_f: Sequence, starts_g: Sequence, c: float, cut: float) -> list:
+    """Where E[f(u) g(v)] lives past the 2-D rule's cut, from the pieces where f and g start (:func:`_f64_starts`):
+    ``[(point, active), ...]`` with ``point = (z1, z2)`` the point of ``{d_f (z1 - z_f) >= 0, d_g (c z1 + s z2 - z_g)
+    >= 0}`` nearest the origin (there the joint density, exp(-(z1^2 + z2^2)/2), is largest: its mass lies next to it),
+    ``active`` which of the two constraints hold there ('f', 'g', 'fg'), for each pair whose point lies within
+    ``sqrt(2 * 40)`` of the cut or beyond: H(x - 3) at c = -0.9 lives at (3, 13), past the cut of 10 in z2."""
+    s = math.sqrt((1 - c) * (1 + c))
+    out = []
+    for sf in list(starts_f) + [None]:
+        for sg in list(starts_g) + [None]:
+            if sf is None and sg is None:
+                continue
+            cands = [((0.0, 0.0), "")]
+            if sf is not None:
+                cands.append(((sf[0], 0.0), "f"))
+            if sg is not None:
+                cands.append(((c * sg[0], s * sg[0]), "g"))
+            if sf is not None and sg is not None:
+                cands.append(((sf[0], (sg[0] - c * sf[0]) / s), "fg"))
+
+            def feasible(p):
+                ok = sf is None or sf[1] * (p[0] - sf[0]) >= -1e-12 * max(1.0, abs(sf[0]))
+                return ok and (sg is None or sg[1] * (c * p[0] + s * p[1] - sg[0]) >= -1e-12 * max(1.0, abs(sg[0])))
+            found = [(math.hypot(*p), p, a) for p, a in cands if feasible(p)]
+            if not found:
+                continue
+            rho, point, active = min(found)
+            if active and max(abs(point[0]), abs(point[1])) + math.sqrt(rho * rho + 2 * _F64_REACH_LOG) - rho > cut:
+                out.append((point, active, sf, sg))
+    return out
+
+
+def _f64_outer_reach_edges(joint: Sequence, c: float, level: int) -> list:
+    """Outer panel edges (z1) around the points of :func:`_f64_joint_reach`.  Where f's piece starts there, the
+    outer integrand is 0 short of z_f and falls past it like exp(-lambda t - t^2 / (2 s^2)), lambda the slope of
+    (z1^2 + z2^2)/2 along g's edge (z2 moving with z1 when g's constraint holds too): geometric panels of 1/lambda
+    out to e^-80; where only g's does, z1 given v = r2 z_g is N(c z_g, s^2): panels of width s around c z_g."""
+    s = math.sqrt((1 - c) * (1 + c))
+    edges = []
+    for (z1, z2), active, sf, sg in joint:
+        if "f" in active:
+            d = sf[1]
+            rate = abs(z1 - (c / s) * z2) if active == "fg" else abs(z1)
+            curvature = 1 / (s * s) if active == "fg" else 1.0
+            end = (-rate + math.sqrt(rate * rate + 4 * curvature * _F64_REACH_LOG)) / curvature   # rate t + k t^2 / 2 = 80
+            unit = 1.0 / max(rate, 1.0) / 2 ** level
+            ts = _F64_REACH_STEPS * unit
+            edges += [z1 + d * t for t in ts[ts < end]] + [z1 + d * end]
+        else:
+            edges += [z1 + k * s for k in (-16.0, -8.0, -4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)]
+    return edges
+
+
+def _f64_reach_edges(h: Callable, mean: float, std: float, reach: Sequence, level: int = 0) -> list:
+    """Panel edges past the far break-points ``reach`` (from :func:`_f64_reach`): z_b + d t, t on geometric steps
+    of 1/|z_b| (2^-level as fine at refinement ``level``), out to where ``|h|`` times the density has fallen
+    e^-40 below its largest value past z_b (doubling the step until it has; h growing past z_b, x H(x - a),
+    needs a little more than the density alone)."""
+    edges = []
+    for zb, d in reach:
+        unit = 1.0 / max(abs(zb), 1.0)
+        steps = _F64_REACH_STEPS * unit / 2 ** level
+        end = math.sqrt(zb * zb + 2 * _F64_REACH_LOG) - abs(zb)
+        top = float(np.nanmax(np.append(_log_abs_density(h, mean, std, zb + d * (steps + 1e-6 * unit)), -math.inf)))
+        for _ in range(8):
+            probe = _log_abs_density(h, mean, std, np.array([zb + d * end]))[0]
+            if not probe > top - _F64_REACH_LOG:   # (nan: h is not finite out there; the rule will say so)
+                break
+            end *= 2
+        edges += [zb + d * t for t in steps[steps < end]] + [zb + d * end]
+    return edges
 
 
 def _f64_checked(values: np.ndarray, what: str) -> np.ndarray:
@@ -1122,6 +1271,10 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
     feature that falls between all nodes of every rule cannot be detected by comparing them.
     Smooth-on-pieces integrands reach ~1e-15 relative; the tests check 1e-12 against the
     mpmath engine.
+
+    A break-point past which ``f`` lives beyond the cut, or too near it for the density to fall by e^-40 first
+    (``H(x - 20)``), is reached past: geometric panels of 1/|z_b| out to where ``|f|`` times the density has fallen
+    by e^-40 (:func:`_f64_reach`).
 
     ``singular_points`` (x variable): integrable singularities (log|x| at 0); the panels are
     split there and graded geometrically towards them down to width 2^-40 |z| (2^-120 at z = 0),
@@ -1164,6 +1317,8 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
         return val
     cut = _f64_tail_cut(f, mean, std)
     kinks_z = [(float(b) - mean) / std for b in breakpoints]
+    # a piece of f that starts at a break-point near or past the cut (H(x - 40) at q = 1) is reached past it
+    reach = _f64_reach(f, mean, std, kinks_z, cut)
     singular_z = []
     for point in singular_points:
         zs = (float(point) - mean) / std
@@ -1178,7 +1333,7 @@ def gaussian_expectation_float64(f: Callable, *, order: int | None = None, mean:
         bz = kinks_z + _graded_edges([-mean / std] + kinks_z, ell / std) + singular_z
         prev = None
         for npp in (16, 32, 64):
-            z, w = _f64_rule(bz, npp, cut, _F64_PANEL / 2**level)
+            z, w = _f64_rule(bz, npp, cut, _F64_PANEL / 2**level, _f64_reach_edges(f, mean, std, reach, level))
             values = _f64_checked(f(mean + std * z), "f")
             val = float(np.dot(w, values))
             # relative to E|f|: a mean that cancels to ~0 (an odd f) is converged at rounding level
@@ -1210,11 +1365,14 @@ _CUSP_PANEL = 2.0**-40
 
 
 def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F64_CUTS2[0],
-                        fc=(), gc=np.empty(0)):
+                        fc=(), gc=np.empty(0), reach_f=(), reach_g=()):
     """One tensor Gauss-Legendre evaluation of E[f(u) g(v)] on [-cut, cut]^2 at refinement ``level``
     with ``npp`` nodes per panel; returns (value, sqrt(E f(u)^2 E g(v)^2)), the latter on the outer
     rule (the Cauchy-Schwarz bound of |value|, the scale the convergence test is relative to).
-    ``fc`` (z1) and ``gc`` (v / r2): cusps of f and g, graded towards down to :data:`_CUSP_PANEL`."""
+    ``fc`` (z1) and ``gc`` (v / r2): cusps of f and g, graded towards down to :data:`_CUSP_PANEL`.
+    ``reach_f`` (z1) and ``reach_g`` (v / r2): break-points ``(z_b, d)`` where pieces of f and g start
+    (:func:`_f64_starts`); where the joint mass of such pieces lies near or past the cut (:func:`_f64_joint_reach`),
+    both rules reach past it, the inner one past the point that moves with z1."""
     panel = _F64_PANEL2 / 2**level
     ell = scale * 8.0 ** -level    # the x scale f and g are assumed to vary on near 0 and their kinks
     obps = list(fb) + list(fc)
@@ -1230,7 +1388,8 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F6
         obps += _graded_edges([0.0] + list(g_features / ci), max(ell / r2, s) / abs(ci))
     # added last, so that the grading above is not repeated around each of these ~80 edges
     obps += _smoothed_kink_edges(list(fc), _CUSP_PANEL)
-    z1, w1 = _f64_rule(obps, npp, cut, panel)
+    joint = _f64_joint_reach(reach_f, reach_g, ci, cut) if s != 0 else []
+    z1, w1 = _f64_rule(obps, npp, cut, panel, _f64_outer_reach_edges(joint, ci, level))
     fz = _f64_checked(f(r1 * z1), "f")
     gz = _f64_checked(g(r2 * z1), "g")
     # one root per factor, each scaled by its largest value: the product of the two mean squares
@@ -1262,6 +1421,21 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F6
         offs = np.concatenate([[0.0], offs, -offs])
         kinks = np.concatenate([kinks, (moving[:, :, None] + offs[None, None, :]).reshape(z1.size, -1)], axis=1)
     kinks = np.clip(kinks, -cut, cut)
+    inner_reach = {sg for _, active, _, sg in joint if "g" in active}
+    if inner_reach:
+        # past a moving break-point where g's piece starts and the joint mass lies past the cut (z2 = (z_b - c z1)
+        # / s; v grows with z2, so g lives on the same side d of it in z2 as in v): geometric panels out to where
+        # the density has fallen by e^-40 (twice that, for a g that grows out there), clipped to the cut on the
+        # other side only
+        far = []
+        for zb, d in sorted(inner_reach):
+            moving = (zb - ci * z1) / s
+            unit = 1.0 / np.maximum(np.abs(moving), 1.0)
+            end = 2 * (np.sqrt(moving * moving + 2 * _F64_REACH_LOG) - np.abs(moving))
+            steps = np.minimum(_F64_REACH_STEPS[None, :] / 2 ** level * unit[:, None], end[:, None])
+            edges = moving[:, None] + d * np.concatenate([steps, end[:, None]], axis=1)
+            far.append(np.maximum(edges, -cut) if d > 0 else np.minimum(edges, cut))
+        kinks = np.concatenate([kinks] + far, axis=1)
     inner = np.empty_like(z1)
     chunk = max(1, _F64_CHUNK * 64 // (edges0.size + kinks.shape[1]))
     for k in range(0, z1.size, chunk):
@@ -1273,6 +1447,44 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F6
         v = r2 * (ci * z1[k:k + chunk, None, None] + s * z2)
         inner[k:k + chunk] = np.sum(_f64_checked(g(v), "g") * w2, axis=(1, 2))
     return float(np.dot(w1, fz * inner)), bound
+
+
+def _f64_edge_density(f, g, c, r1, r2, cut, extended=()) -> float:
+    """The largest |f(u) g(v)| times the joint density (in z1, z2) on the edges of the 2-D rule's square
+    ``[-cut, cut]^2``, sampled: the outer edges z1 = +-cut against z2 on [-38, 38] (where the inner rule may reach),
+    the inner edges z2 = +-cut against z1 on the square's side, except the sides ``extended`` (+1, -1: the inner
+    rule reaches past them).  A kernel far below the Cauchy-Schwarz bound can live outside the square where the
+    marginal tail cuts do not see it: the bump exp(-(x - 7)^2) at c = -0.9 lives at z2 ~ 20, and its C came out
+    2e-8 off (relative) with the rule converged."""
+    s = math.sqrt((1 - c) * (1 + c))
+    side = np.linspace(-cut, cut, int(8 * cut) + 1)
+    wide = np.linspace(-38.0, 38.0, 305)
+    pdf = lambda z: np.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    top = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for sign in (1.0, -1.0):
+            fz = np.abs(np.asarray(f(r1 * sign * cut), dtype=np.float64)) * pdf(cut)
+            gz = np.abs(np.asarray(g(r2 * (c * sign * cut + s * wide)), dtype=np.float64)) * pdf(wide)
+            top = max(top, float(np.nanmax(fz * gz)))
+            if sign not in extended:
+                fz = np.abs(np.asarray(f(r1 * side), dtype=np.float64)) * pdf(side)
+                gz = np.abs(np.asarray(g(r2 * (c * side + s * sign * cut)), dtype=np.float64)) * pdf(cut)
+                top = max(top, float(np.nanmax(fz * gz)))
+    return top
+
+
+#: |E[f(u) g(v)]| below this fraction of the Cauchy-Schwarz bound sqrt(E f^2 E g^2): the float64 2-D rule's
+#: convergence test is made relative to E|f(u) g(v)| as well (one more evaluation, on |f| and |g|)
+_F64_SMALL_KERNEL = 1e-3
+#: E|f(u) g(v)| below this underflows: the 2-D rule's terms become subnormal, each rounded to 4.9e-324 absolute,
+#: and on up to ~1e6 nodes that is 5e-318, above 1e-14 of such a value; the rule raises instead of returning it
+#: (tanh at q = 1e-300, E|f g| = 5e-301, still computes)
+_F64_TINY = 1e-303
+
+
+def _has_density(c) -> bool:
+    """Whether s = sqrt((1 - c)(1 + c)) > 0, i.e. |c| < 1: (u, v) has a density, positive everywhere."""
+    return abs(c) < 1
 
 
 # outer nodes per block of the 2-D rule's inner sums (bounds the memory at level 2: ~2000 x 2000 nodes)
@@ -1312,6 +1524,13 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     them): both rules are graded towards them, the inner one towards the point that moves with the
     outer variable, down to panels of width 2^-40 in z.
 
+    Pieces that start at a break-point (f or g zero short of it, H(x - 11)) and whose joint mass lies near or past
+    the cut: the point of their overlap nearest the origin is found (:func:`_f64_joint_reach`) and both rules reach
+    past it on geometric panels.  Where ``|E[f g]|`` is below 1e-3 of the Cauchy-Schwarz bound the convergence test
+    is also made relative to ``E|f(u) g(v)|``, and ``|f g|`` times the density on the square's edge must be below
+    1e-14 of that (else DivergentIntegralError: the mass lies outside); where ``E|f(u) g(v)|`` is below 1e-303 (at
+    ``|c| < 1``) a DomainError says it underflows float64.
+
     ``with_error=True``: return ``(values, errors)``, ``errors`` an estimate of each value's absolute
     error: the last two rules' difference plus 4 ulps of ``E|f(u) g(v)|`` (the rounding of the sums; one
     more evaluation of the accepted rule, on ``|f|`` and ``|g|``).  A value far below the Cauchy-Schwarz
@@ -1348,27 +1567,58 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     fb = [float(b) / r1 for b in breakpoints]
     gc = np.array([float(b) / r2 for b in cusps_g], dtype=np.float64)
     fc = [float(b) / r1 for b in cusps]
+    # pieces of f or g that start at a break-point near or past the cut (H(x - 11) at q = 1 is zero on all of
+    # [-10, 10]: every E[f(u) g(v)] came out exactly 0): both rules reach past those break-points
+    reach_f = _f64_starts(f, r1, fb, cut)
+    reach_g = _f64_starts(g, r2, list(gb), cut)
     npp = int(nodes_per_panel)
     out = np.empty_like(c_arr)
     errors = np.empty_like(c_arr)
+    absf, absg = (lambda t: np.abs(f(t))), (lambda t: np.abs(g(t)))
     for i, ci in enumerate(c_arr):
         for level in range(_F64_LEVELS2):
             # level 0 first tries the cheap pair (3/4 npp, npp): enough for ordinary activations
             sizes = ((3 * npp) // 4, npp, npp + npp // 2) if level == 0 else (npp, npp + npp // 2)
-            coarse = None
+            coarse, mass = None, None
             for m in sizes:
-                fine, bound = _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, m, level, scale, cut, fc, gc)
+                args = (ci, r1, r2, fb, gb, m, level, scale, cut, fc, gc, reach_f, reach_g)
+                fine, bound = _bivariate_f64_once(f, g, *args)
                 if coarse is not None:
                     change = abs(fine - coarse) / max(bound, 1e-300)
+                    if change <= FLOAT64_RELATIVE_TOLERANCE and abs(fine) < _F64_SMALL_KERNEL * bound:
+                        # a value far below the Cauchy-Schwarz bound (H(x - 11): E[f(u) g(v)] = 3e-38 at c = 0.5
+                        # against E f(u)^2 = 2e-28) converges relative to E|f(u) g(v)|: relative to the bound it
+                        # kept no more than 3 digits
+                        mass = _bivariate_f64_once(absf, absg, *args)[0]
+                        change = abs(fine - coarse) / max(mass, 1e-300)
+                        joint = _f64_joint_reach(reach_f, reach_g, ci, cut) if abs(ci) < 1 else []
+                        extended = {sg[1] for _, active, _, sg in joint if "g" in active}
+                        edge = _f64_edge_density(f, g, ci, r1, r2, cut, extended)
+                        if mass > 0 and edge > 1e-14 * mass:   # (the tail past the edge: about edge x 1 in z)
+                            raise DivergentIntegralError(
+                                f"the float64 2-D rule for E[f(u) g(v)] at c = {ci:g}, q1 = {q1:g}, q2 = {q2:g} "
+                                f"does not reach where it lives: |f(u) g(v)| times the density is {edge:.2g} on "
+                                f"the edge of its range |z1|, |z2| <= {cut:g}, against E|f(u) g(v)| = {mass:.2g} "
+                                "inside (f and g overlap only far out, where the tail tests of f^2 and g^2 "
+                                "alone do not look). Use the mpmath engine (engine='mpmath', "
+                                "bivariate_gaussian_expectation), which reaches past its range.")
                     if change <= FLOAT64_RELATIVE_TOLERANCE:
                         break
                 coarse = fine
             else:
                 continue
+            if _has_density(ci) and bound > 0 and (mass if mass is not None else abs(fine)) < _F64_TINY:
+                # f and g are nonzero at some nodes, and the joint density is positive everywhere at |c| < 1
+                raise DomainError(
+                    f"E[f(u) g(v)] at c = {ci:g}, q1 = {q1:g}, q2 = {q2:g} underflows float64: the integrand's mass "
+                    f"E|f(u) g(v)| came out {mass if mass is not None else abs(fine):.3g}, below {_F64_TINY:g} "
+                    "(float64's smallest normal number is 2.2e-308; the rule's terms lose their digits below it): "
+                    "f and g overlap only where the joint Gaussian density is below float64's range. Use the mpmath engine (engine='mpmath', bivariate_gaussian_expectation), "
+                    "which has no exponent limit.")
             out[i] = fine
             if with_error:
-                absf, absg = (lambda t: np.abs(f(t))), (lambda t: np.abs(g(t)))
-                mass, _ = _bivariate_f64_once(absf, absg, ci, r1, r2, fb, gb, m, level, scale, cut, fc, gc)
+                if mass is None:
+                    mass = _bivariate_f64_once(absf, absg, *args)[0]
                 errors[i] = abs(fine - coarse) + 4 * np.finfo(np.float64).eps * mass
             break
         else:

@@ -772,3 +772,28 @@ def test_with_removable_points_takes_limits_and_leaves_poles_undefined():
         assert mpmath.isnan(with_removable_points(lambda t: 1 / t**2)(zero))
         one = mpmath.mpf(1)
         assert with_removable_points(lambda t: t / (mpmath.exp(t) - 1))(one) == one / (mpmath.exp(one) - 1)
+
+
+@pytest.mark.parametrize("a", [20.0, 30.0, 37.5])
+def test_float64_expectation_reaches_a_step_past_its_cut(a):
+    """E[H(x - a)] = Phi(-a): from a = 12 on the rule's [-12, 12] saw nothing and the 1-D float64 rule returned 0
+    (or, for a between the cuts, an error); it now reaches past the break-point (float64 keeps ~1e-13 there: the
+    density's exponent z^2/2 ~ 700 is rounded)."""
+    from numeric.gauss import gaussian_expectation_float64
+    got = gaussian_expectation_float64(lambda t: (t > a) * 1.0, breakpoints=[a])
+    assert abs(got / float(mpmath.ncdf(-a)) - 1) < 1e-12
+
+
+def test_float64_bivariate_reaches_a_step_past_its_range():
+    """P(u > 11, v > 11) at c = 0.5 (3.06e-38): the 2-D rule's [-10, 10]^2 held none of it and returned 0.
+    Reference: the 1-D integral of phi(z) Phi((c z - 11)/s) past 11 at 40 digits."""
+    from numeric.gauss import bivariate_gaussian_expectation_float64
+    c = 0.5
+    step = lambda t: (np.asarray(t) > 11) * 1.0  # noqa: E731
+    got = bivariate_gaussian_expectation_float64(step, step, c, breakpoints=[11.0])
+    with mpmath.workdps(40):
+        s = mpmath.sqrt(1 - mpmath.mpf(c) ** 2)
+        scale = mpmath.npdf(11)
+        exact = scale * mpmath.quad(lambda z: mpmath.npdf(z) / scale * mpmath.ncdf((c * z - 11) / s),
+                                    [11 + k for k in range(20)] + [mpmath.inf])
+    assert abs(got / exact - 1) < 1e-10

@@ -924,10 +924,11 @@ def test_float64_q_map_derivative_of_steep_phi_below_q_1():
         for n in (1, 2, 3):     # continuous across q = 1, where the He form takes over for good
             below, at = k.q_map_derivative(1 - 2.0**-40, n), k.q_map_derivative(1.0, n)
             assert rel(below, at) < 1e-11, (phi, n)
-    # 30 std out, the feature is beyond the rule's |z| <= 12 (the direct form sees 0) and the He form
-    # cancels completely: a refusal, not a number
-    with pytest.raises(DivergentIntegralError, match="cancels.*engine='mpmath'"):
-        kernel_maps(cases[0][0], engine="float64").q_map_derivative(1e-4, 1)
+    # 30 std out, the feature was beyond the rule's |z| <= 12 (the direct form saw 0, the He form cancels
+    # completely: a refusal); the rule now reaches past its centre, a break-point where (phi^2)'' starts, and
+    # computes it (reference: the mpmath engine, which integrates the whole line, at 20 digits)
+    got = kernel_maps(cases[0][0], engine="float64").q_map_derivative(1e-4, 1)
+    assert rel(got, kernel_maps(cases[0][0], engine="mpmath", dps=20).q_map_derivative(sympy.Rational(1, 10**4), 1)) < 1e-12
 
 
 def test_mpmath_rules_split_at_feature_centres_everywhere():
@@ -1142,8 +1143,9 @@ def test_q_map_of_a_shifted_relu_far_in_the_tail():
         s, b = mpmath.sqrt(q), mpmath.mpf(1) / 2
         ref = (q + b * b) * mpmath.ncdf(-b / s) - b * s * mpmath.npdf(b / s)
         assert abs(m.q_map(q) / ref - 1) < mpmath.mpf(10) ** -19
-    with pytest.raises(DomainError, match="12 standard deviations.*engine='mpmath'"):
-        kernel_maps(act, engine="float64").q_map(1e-3)
+        # the float64 rule's range ended at 12 std and it refused ("12 standard deviations"); it now reaches past
+        # the kink at z = 15.8 (float64 keeps ~1e-14 there: the density's exponent, 125, is rounded)
+        assert abs(kernel_maps(act, engine="float64").q_map(1e-3) / ref - 1) < 1e-12
 
 
 def test_q_map_whose_mass_lies_beyond_the_quadrature_range():
@@ -1961,3 +1963,67 @@ def test_floor_none_and_a_non_map_are_refused_by_name():
     for other in (None, "relu"):
         with pytest.raises(FormulaError, match="composed\\(\\) takes kernel maps"):
             maps.composed(other)
+
+
+def _shifted_kernel_reference(kind, a, c, q=1):
+    """C(c; q, q) of a piece that starts at x = a, from independent 1-D integrals at 40 digits: E[g(v) | u] in closed
+    form (v | u ~ N(c u, q s^2)), integrated against u's density past a, scaled by its value at the start (mpmath's
+    quad tolerance is absolute, and these integrands are ~1e-40)."""
+    with mpmath.workdps(40):
+        a, c, q = mpmath.mpf(a), mpmath.mpf(c), mpmath.mpf(q)
+        r, s = mpmath.sqrt(q), mpmath.sqrt((1 - c) * (1 + c))
+        if kind == "step":      # H(x - a): E[H(v - a) | u] = Phi((c u - a) / (r s))
+            f, cond = (lambda t: 1), (lambda t: mpmath.ncdf((c * t - a) / (r * s)))
+        else:                   # relu(x - a): E[(v - a)+ | u] = m Phi(m / S) + S phi(m / S), m = c u - a, S = r s
+            f = lambda t: t - a  # noqa: E731
+            cond = lambda t: (c * t - a) * mpmath.ncdf((c * t - a) / (r * s)) + r * s * mpmath.npdf((c * t - a) / (r * s))  # noqa: E731
+        # panels growing geometrically from the start (the integrand falls like exp(-30 t) there at c = -0.9)
+        pts = [a / r + (2 ** k - 1) / mpmath.mpf(64) for k in range(0, 12)] + [mpmath.inf]
+
+        def integral(h):
+            scale = max(abs(h(p + mpmath.mpf(1) / 256)) for p in pts[:4])
+            return mpmath.quad(lambda z: h(z) / scale, pts) * scale
+        kernel = integral(lambda z: f(r * z) * cond(r * z) * mpmath.npdf(z))
+        q_value = integral(lambda z: f(r * z) ** 2 * mpmath.npdf(z))
+        return kernel / q_value
+
+
+@pytest.mark.parametrize("kind, a, c", [("step", 11, 0.5), ("step", 11, 0.99), ("relu", 11, 0.5),
+                                        ("step", 20, 0.5), ("relu", 20, 0.99), ("step", 3, -0.9)])
+def test_float64_c_map_reaches_a_piece_that_starts_past_the_2d_rule_range(kind, a, c):
+    """H(x - 11) is zero on all of the float64 2-D rule's [-10, 10]: its C(0.5) came out exactly 0 (1.6e-10), and
+    H(x - 3) at c = -0.9 lives at z2 = 13 (C = 2.4e-40, also 0).  Both rules now reach past such break-points, and
+    the convergence test is relative to E|phi(u) phi(v)| where the kernel is far below the Cauchy-Schwarz bound."""
+    phi = sympy.Heaviside(x - a) if kind == "step" else sympy.Max(x - a, 0)
+    got = kernel_maps(phi, engine="float64").c_map(c)
+    assert rel(got, _shifted_kernel_reference(kind, a, c)) < 1e-10
+
+
+@pytest.mark.parametrize("a, c", [(11, -0.9), (30, -0.9)])
+def test_float64_c_map_raises_where_the_kernel_underflows(a, c):
+    """H(x - 11) at c = -0.9: E[phi(u) phi(v)] = 1e-530 and C = 5e-503 are below float64's range; the rule returned
+    0.0 silently.  It now raises, naming float64 underflow and the mpmath engine."""
+    with pytest.raises(DomainError, match="underflows float64.*mpmath"):
+        kernel_maps(sympy.Heaviside(x - a), engine="float64").c_map(c)
+
+
+def test_float64_c_map_at_0_does_not_underflow_in_the_product_of_means():
+    """C(0) = E[phi]^2 / Q: for H(x - 30) at q = 1, E[phi] = Q = 4.9e-198 and its square underflowed: C(0) came out 0,
+    not Q.  Each mean is divided by its sqrt(Q) first."""
+    m = kernel_maps(sympy.Heaviside(x - 30), engine="float64")
+    exact = mpmath.ncdf(-30)
+    assert rel(m.c_map(0), exact) < 1e-10
+    assert rel(m.c_map_curve(np.array([0.0]))[0], exact) < 1e-10
+
+
+@pytest.mark.parametrize("engine", ["float64", "mpmath"])
+def test_a_phi_tiny_at_every_probe_point_is_not_taken_for_odd(engine):
+    """The parity test was absolute (1e-25 of max(1, |phi|)): the bump exp(-(x - 20)^2), below 1e-25 at every probe
+    point, passed as odd, and its C(0) came out exactly 0.  C(0) = E[phi]^2 / Q in closed form:
+    E[phi] = exp(-a^2/3)/sqrt(3), Q = exp(-2a^2/5)/sqrt(5) at q = 1."""
+    a = 20
+    m = kernel_maps(sympy.exp(-(x - a) ** 2), engine=engine, dps=15)
+    with mpmath.workdps(40):
+        exact = (mpmath.exp(-mpmath.mpf(a) ** 2 / 3) / mpmath.sqrt(3)) ** 2 / (
+            mpmath.exp(-2 * mpmath.mpf(a) ** 2 / 5) / mpmath.sqrt(5))
+    assert rel(m.c_map(0), exact) < 1e-10
