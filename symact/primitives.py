@@ -1877,9 +1877,9 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
     # does not: such a form is not a candidate
     limit = max(8, _highest_power(derivative, inputs))
     reduced = functools.partial(_reduced_by_a_square_root, inputs=inputs)
-    for transform in (sympy.factor_terms, sympy.together, sympy.cancel, reduced, _over_common_denominator,
-                      _hyperbolic_pythagoras):
-        if transform is sympy.cancel and _expands_beyond(derivative, inputs, limit):
+    for transform in (sympy.factor_terms, sympy.together, sympy.cancel, _cancelled_common_factor, reduced,
+                      _over_common_denominator, _hyperbolic_pythagoras):
+        if transform in (sympy.cancel, _cancelled_common_factor) and _expands_beyond(derivative, inputs, limit):
             continue
         try:
             form = safe_form(transform(derivative), inputs)
@@ -1888,6 +1888,16 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
         if _highest_power(form, inputs) <= limit:
             forms.append(form)
     return forms
+
+
+def _cancelled_common_factor(expr: sympy.Expr) -> sympy.Expr:
+    """``cancel``'s form with the factors common to the terms of its numerator taken out (``factor_terms``).
+
+    cancel expands the numerator, so terms that cancel exactly go (x**2 - x*(x + exp(2*x)) + exp(2*x), the
+    numerator of the slope of x/sqrt(x**2 + exp(2*x)), is exp(2*x) - x*exp(2*x)), but it leaves a difference of
+    near-equal products next to a root; with the common factor out it is (1 - x)*exp(2*x): one rounding in 1 - x,
+    and the exp a factor that the printer can normalise against the root below it."""
+    return sympy.factor_terms(sympy.cancel(expr))
 
 
 def _hyperbolic_pythagoras(expr: sympy.Expr) -> sympy.Expr:
