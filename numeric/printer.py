@@ -861,16 +861,37 @@ def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
         return product
     if not (exponent.has(*inputs) or any(power.is_positive for _, power in sums)):
         return product
+    shifts = [(power, [b for _, b in terms]) for terms, power in sums]
+    if math.prod(len(exponents) for _, exponents in shifts) > _MAX_SHIFT_CHOICES:
+        return product
     normalised = []
     for terms, power in sums:
-        shift = sympy.Max(*[b for _, b in terms])
-        exponent += power * shift
-        normalised.append(Add(*[k * sympy.exp(b - shift) for k, b in terms]) ** power)
+        exponents = [b for _, b in terms]
+        normalised.append(Add(*[k * sympy.exp(_shifted_exponent(b, [(-1, exponents)])) for k, b in terms]) ** power)
+    exponent = _shifted_exponent(exponent, shifts)
     factors = [*others, *normalised]
     clamp = _clamp_beside_normalised_exp(factors, exponent, inputs)
     if clamp is not None:
         factors = [f.xreplace({inputs[0]: clamp}) for f in factors]
     return Mul(*factors, sympy.exp(exponent))
+
+
+#: the most choices of one exponent per sum that :func:`_shifted_exponent` writes out (a Max/Min of that many terms)
+_MAX_SHIFT_CHOICES = 64
+
+
+def _shifted_exponent(base: sympy.Expr, shifts: list) -> sympy.Expr:
+    """base + sum of p_j*Max(*B_j) over ``shifts`` = [(p_j, B_j)], written as nested Max (p_j > 0) and Min (p_j < 0)
+    of the expanded sums base + sum of p_j*b_j, one b_j chosen from each B_j (p*Max(B) is Max(p*b) for p > 0,
+    Min(p*b) for p < 0, and a sum goes into a Max or Min term by term).  Equal in exact arithmetic; in floating
+    point the terms that cancel symbolically never meet: 2*x - 3*Max(0, 2*x)/2, the exponent of the slope of
+    x/sqrt(x**2 + exp(2*x)) normalised, was inf - inf = NaN from x = 1.7e38 in float32, where 2*x overflows;
+    Min(2*x, -x) is -x there, and exp(-x) 0, as the slope is."""
+    if not shifts:
+        return sympy.expand(base)
+    (power, exponents), rest = shifts[0], shifts[1:]
+    choices = [_shifted_exponent(base + power * b, rest) for b in exponents]
+    return (sympy.Max if power > 0 else sympy.Min)(*choices)
 
 
 def _clamp_beside_normalised_exp(factors: list, exponent: sympy.Expr, inputs: tuple):

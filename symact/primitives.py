@@ -1105,14 +1105,34 @@ def _factor_polynomial(expr: sympy.Add, inputs: tuple) -> sympy.Expr:
 
     x**2/2 + x = x*(x + 2)/2: each factor (x - r) is one correctly rounded operation,
     so the product keeps its relative accuracy next to the roots, where the sum cancels.
+    A nested sum of terms of one sign (it cannot cancel) that does not factor over the
+    rationals stays as written: sympy.factor would only take out its content, expanded
+    into terms of both signs, (x - 1/1000)**2 + 1 -> (1000000*x**2 - 2000*x + 1000001)/1000000,
+    which also hides the log(1 + u) of log((x - 1/1000)**2 + 1) from the Log1p rule
+    (clamp(1000*x) * cauchy(1) was 1.2e-5 off next to 0 in float32, where 500*log of it
+    minus its mirror image rounds 1 + u).  A sum with terms of both signs is expanded as
+    before (its terms may cancel exactly: x*(x**2 + 2) + (x + 2)*(x**2 + 2) - 2*x**2*(x + 2)
+    is -2*(x**2 - 2*x - 2)), and an expanded one (x**2/2 + 1 -> (x**2 + 2)/2) loses nothing
+    to its content taken out.
     """
     symbols = [s for s in inputs if expr.has(s)]
     if len(symbols) != 1 or not expr.is_polynomial(symbols[0]):
         return expr
     if any(not c.is_Rational for c in sympy.Poly(expr, symbols[0]).coeffs()):
         return expr
-    factored = _dyadic_linear_factors(sympy.factor(expr), symbols[0])
+    factored = sympy.factor(expr)
+    if not _factors_properly(factored, symbols[0]) and one_signed_sum(expr) and sympy.expand(expr) != expr:
+        return expr
+    factored = _dyadic_linear_factors(factored, symbols[0])
     return factored if isinstance(factored, Mul) else expr
+
+
+def _factors_properly(factored: sympy.Expr, x: sympy.Symbol) -> bool:
+    """Whether ``factored`` (sympy.factor's form of a polynomial in x) is more than its content times the
+    polynomial itself: two factors that hold x at least, one to a power above 1, or one linear factor (x - r,
+    one rounding, exact next to its root r)."""
+    bases = [factor.as_base_exp() for factor in Mul.make_args(factored) if factor.has(x)]
+    return len(bases) > 1 or any(power != 1 or sympy.degree(base, x) == 1 for base, power in bases)
 
 
 def _dyadic_linear_factors(factored: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
@@ -1877,9 +1897,9 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
     # does not: such a form is not a candidate
     limit = max(8, _highest_power(derivative, inputs))
     reduced = functools.partial(_reduced_by_a_square_root, inputs=inputs)
-    for transform in (sympy.factor_terms, sympy.together, sympy.cancel, reduced, _over_common_denominator,
-                      _hyperbolic_pythagoras):
-        if transform is sympy.cancel and _expands_beyond(derivative, inputs, limit):
+    for transform in (sympy.factor_terms, sympy.together, sympy.cancel, _cancelled_common_factor, reduced,
+                      _over_common_denominator, _hyperbolic_pythagoras):
+        if transform in (sympy.cancel, _cancelled_common_factor) and _expands_beyond(derivative, inputs, limit):
             continue
         try:
             form = safe_form(transform(derivative), inputs)
@@ -1888,6 +1908,16 @@ def _candidates(derivative: sympy.Expr, inputs) -> list[sympy.Expr]:
         if _highest_power(form, inputs) <= limit:
             forms.append(form)
     return forms
+
+
+def _cancelled_common_factor(expr: sympy.Expr) -> sympy.Expr:
+    """``cancel``'s form with the factors common to the terms of its numerator taken out (``factor_terms``).
+
+    cancel expands the numerator, so terms that cancel exactly go (x**2 - x*(x + exp(2*x)) + exp(2*x), the
+    numerator of the slope of x/sqrt(x**2 + exp(2*x)), is exp(2*x) - x*exp(2*x)), but it leaves a difference of
+    near-equal products next to a root; with the common factor out it is (1 - x)*exp(2*x): one rounding in 1 - x,
+    and the exp a factor that the printer can normalise against the root below it."""
+    return sympy.factor_terms(sympy.cancel(expr))
 
 
 def _hyperbolic_pythagoras(expr: sympy.Expr) -> sympy.Expr:

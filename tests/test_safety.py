@@ -1491,8 +1491,8 @@ def test_a_root_of_two_varying_squares_is_a_hypot_divided_out_one_factor_at_a_ti
     torch.hypot(a, b), and a quotient by its power N/hypot**3 is ((N/h)/h)/h.  Value and slope, through the
     in-place code and through the graph code (vmap's forward, create_graph's backward), against mpmath (50
     digits; more for tiny results) of the formula and SymPy's derivative within 4 ulps, inf exactly where the
-    exact one is beyond the format; not for |x| above half the format's maximum, where the normalisation's
-    2*x overflows.  Twice differentiable through the hypot (gradgradcheck in float64)."""
+    exact one is beyond the format (above half the format's maximum, where the normalisation's 2*x overflows:
+    test_a_normalised_quotient_is_finite_above_half_the_format_maximum).  Twice differentiable through the hypot (gradgradcheck in float64)."""
     single, double = _TWO_VARYING_SQUARES[formula]
     points = single + (double if dtype == torch.float64 else [])
     rtol = 4 * float(torch.finfo(dtype).eps)
@@ -1506,3 +1506,35 @@ def test_a_root_of_two_varying_squares_is_a_hypot_divided_out_one_factor_at_a_ti
         t = torch.tensor([-3.0, -0.5, 0.3, 2.0, 30.0], dtype=dtype, requires_grad=True)
         fn = torch_function(symact.activation(formula))
         assert torch.autograd.gradcheck(fn.apply, (t,)) and torch.autograd.gradgradcheck(fn.apply, (t,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x/sqrt(x**2 + exp(2*x))", "x/sqrt(x**2 + 4*exp(2*x))"])
+def test_a_slope_whose_numerator_cancels_exactly_is_written_with_its_common_factor_out(formula, dtype):
+    """The slope of x/sqrt(x**2 + exp(2*x)) was chosen as (x**2 + x*(-x - exp(2*x)) + exp(2*x))/(x**2 + exp(2*x))**(3/2):
+    the hazard count saw no terms of both signs in its numerator (SymPy keeps -x - exp(2*x) inside a product), whose
+    x**2 cancels exactly; it lost the slope for x < -4 in float32 (3.2e-31 for 1.0e-29 at x = -30; float64 9.8e-269
+    for 2.95e-266 at -300), and exp(2*x) overflowed to NaN from x = 44.4 (80: -1.4e-33).  The candidates now include
+    cancel's form with the common factor out, (1 - x)*exp(2*x)/(...)**(3/2), which the printer normalises against
+    the root.  Reference: mpmath (50 digits, more for tiny results) of the formula and SymPy's derivative."""
+    points = [-3e38, -1e30, -1e12, -1e5, -300.0, -80.0, -30.0, -5.0, -1.3, -0.4, 0.3, 0.999, 1.001, 1.7, 6.0, 30.0,
+              45.0, 60.0, 80.0, 95.0, 300.0, 1e5, 1e12, 1e30, 3e38]
+    # not 709.8 < x < 716 in float64 (88.7 < x < 93 in float32): there exp(x) overflows in the value x/hypot(x, exp(x))
+    points += [-1e300, 700.0, 800.0, 1e300] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["exp(x)/sqrt(1 + x**2*exp(2*x))", "x*exp(-x)/sqrt(1 + x**2*exp(-2*x))",
+                                     "x/sqrt(x**2 + exp(-2*x))", "sqrt(x**2 + exp(2*x))"])
+def test_a_normalised_quotient_is_finite_above_half_the_format_maximum(formula, dtype):
+    """A quotient by a sum of exponentials is normalised by the largest exponent, exp(A + p*Max(b_i)) times the sum of
+    exp(b_i - Max(b_i)); the exponent 2*x - Max(0, 2*x)/2 was inf - inf = NaN once 2*x overflows (|x| > 1.7e38 in
+    float32, 9e307 in float64), in value (exp(x)/sqrt(1 + x**2*exp(2*x)) at 2e38: NaN for 5e-39) and slope.  Each
+    A + p*b_i is now one expanded term of a Max or Min (x - Max(0, 2*x)/2 is Min(x, 0)), so the parts that cancel
+    symbolically never meet.  Reference: mpmath (50 digits, more for tiny results) of the formula and SymPy's
+    derivative, inf exactly where the exact value is beyond the format."""
+    big = float(torch.finfo(dtype).max)
+    points = [-1e30, -30.0, -0.5, 0.3, 30.0, 1e30, 1.8e38, -1.8e38, 2e38, -2e38, 3e38, -3e38]
+    points += [-1e300, 1e300, 1e308, -1e308, big, -big] if dtype == torch.float64 else [big, -big]
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))

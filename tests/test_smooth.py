@@ -573,6 +573,9 @@ CAUCHY_PIECES = {  # bounded catalogue entries as pieces (lower, upper, slope, i
     "hardsigmoid": [(-mpmath.inf, -3, 0, 0), (-3, 3, mpmath.mpf(1) / 6, mpmath.mpf(1) / 2), (3, mpmath.inf, 0, 1)],
     # hardtanh(min_val=-100, max_val=100): kinks far apart
     "hardtanh_100": [(-mpmath.inf, -100, 0, -100), (-100, 100, 1, 0), (100, mpmath.inf, 0, 100)],
+    # Max(-1, Min(1, 1000*x)): kinks close together, a steep piece
+    "clamp_1000": [(-mpmath.inf, -mpmath.mpf(1) / 1000, 0, -1), (-mpmath.mpf(1) / 1000, mpmath.mpf(1) / 1000, 1000, 0),
+                   (mpmath.mpf(1) / 1000, mpmath.inf, 0, 1)],
 }
 CAUCHY_FORMULAS = {"hardsigmoid": TAIL_FUNCTIONS["hardsigmoid"][0], "hardtanh_100": sympy.Min(sympy.Max(x, -100), 100)}
 CAUCHY_FAR = [-1e7, -3.7e6, -1234567.891, -98765.4321, -4321.123, -123.4567, -12.34, -3.3, -1.3, -0.37, -1e-3,
@@ -671,6 +674,33 @@ def test_cauchy_smoothing_with_a_float_width_keeps_each_kink_exact_inside_its_ar
                 y, s = mpmath.mpf(p), mpmath.mpf("0.001")
                 reference = float(s / (mpmath.pi * (y * y + s * s)) - s / (mpmath.pi * ((y - 1) ** 2 + s * s)))
             assert abs(slope - reference) <= tolerance * max(1, abs(reference)), (dtype, p, slope, reference)
+
+
+def test_cauchy_smoothing_of_a_steep_clamp_keeps_its_digits_next_to_zero():
+    """clamp(1000*x) * cauchy(1) holds 500*log((x - 1/1000)**2 + 1) - 500*log((x + 1/1000)**2 + 1) between its
+    kinks; the safe form expanded each argument to (1000000*x**2 -+ 2000*x + 1000001)/1000000, which hid log(1 + u)
+    from the Log1p rule, and the rounding of 1 + u, times 500, made the float32 value 1.2e-5 off at x = 1e-4 (for
+    6.4e-5).  Reference: the sum over the clamp's three pieces at 60 digits (checked against mpmath quadrature of
+    the convolution integral at one point), value to 1e-6 (float32) or 1e-12 (float64) of max(1, |value|).  Only
+    the zone around 0 (|x| < 1/2000) is generated: the whole Piecewise's module takes 12 s."""
+    torch = pytest.importorskip("torch")
+    import numeric
+
+    closed = convolve_expression(sympy.Max(-1, sympy.Min(1, 1000 * x)), "cauchy", 1)
+    zone = next(value for value, condition in closed.args if condition.subs(x, 0) is sympy.true)
+    module = numeric.torch_module(zone)
+    name = "clamp_1000"
+    with mpmath.workdps(30):
+        y0 = mpmath.mpf("1e-4")
+        integral = mpmath.quad(lambda u: max(-1, min(1, 1000 * (y0 - u))) / (mpmath.pi * (u * u + 1)),
+                               [-mpmath.inf, y0 - mpmath.mpf("0.001"), y0 + mpmath.mpf("0.001"), mpmath.inf])
+        assert abs(integral - _cauchy_reference(name, y0, 1)[0]) <= 1e-15 * abs(integral)
+    points = [0.0, 1e-5, -1e-4, 1e-4, -2e-4, 3e-4, -4.5e-4, 4.9e-4]
+    for dtype, tolerance in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+        inputs = torch.tensor(points, dtype=dtype)
+        for p, value in zip(inputs.tolist(), module(inputs).tolist()):  # p rounded to dtype
+            reference = _cauchy_reference(name, p, 1)[0]
+            assert abs(value - reference) <= tolerance * max(1, abs(reference)), (dtype, p, value, reference)
 
 
 CAUCHY_EXACT = {  # bounded f (constant outer pieces): the catalogue's, a jump, a quadratic piece, three kinks
