@@ -56,8 +56,8 @@ on :math:`f^2` and :math:`\phi` are used as before.  Both engines use these form
 **Accuracy of the float64 engine.**  Surveyed against the mpmath engine at
 :math:`30 + 0.87\min(|\beta|, \beta^2/2\alpha^2)` digits (what the cancellations below need) for
 sigmoid, tanh, softplus, erf, gelu, silu, elu at :math:`\alpha \in \{0.01, 1, 10, 100\}`,
-:math:`\beta \in \{\pm10, \pm30, \pm45, \pm100\}` (and more catalogue activations at
-:math:`\alpha \le 10`), :math:`\gamma = 1, \delta = 0`: each of the 15 numbers X agrees to
+:math:`\beta \in \{\pm10, \pm30, \pm45, \pm100\}`, :math:`\gamma = 1, \delta = 0`, each of the
+15 numbers X agrees to
 1e-12 relative, or to 1e-13 of the condition's scale
 :math:`S = \max(|X|, \alpha|\partial_\alpha X|, \alpha|\partial_\beta X|)` (X's change as
 :math:`u` moves by about a standard deviation), whichever is larger.  The floor is reached only
@@ -67,7 +67,10 @@ relatively.  The tests hold the engine to 1e-9 relative or 1e-13 S.  What float6
 represent :math:`\phi(u) + \delta` where :math:`\delta` cancels :math:`\phi` on the Gaussian's
 mass (tanh(u) - 1 at u = 12 keeps 8 digits): every condition holds that factor, so the float64
 engine warns (RuntimeWarning) when its rounding estimate exceeds ``SHIFT_ROUNDING_WARN`` = 1e-10
-(:func:`_shift_rounding`), and refuses Q(1) = 0 with a note that it may be such rounding.
+(:func:`_shift_rounding`), and refuses Q(1) = 0 with a note that it may be such rounding.  The survey's other
+exceptions are values below float64's range (0 for ~1e-393) and integrands whose Gaussian-weighted mass lies
+beyond the rule's cut |z| = 14 (erf, gelu at :math:`\beta = \pm30`: C'(1) of erf 1e-267 for 2.6e-157), for
+which the engine warns by name (:func:`_truncated_conditions`).
 
 **Two engines.**  ``dps=None`` evaluates in float64, phi, phi' and phi'' in the forms
 ``symact.primitives.safe_form`` and ``safe_derivative`` give (``Softplus(u)`` for ``log(1 + exp(u))``, which
@@ -845,7 +848,7 @@ def _refuse_zero_q(name, alpha, beta, delta, dps, phi_nonzero: bool = False) -> 
 SHIFT_ROUNDING_WARN = 1e-10
 
 
-def _shift_rounding(ev: ConditionEvaluator, delta: float) -> tuple[float, bool]:
+def _shift_rounding(ev: ConditionEvaluator, delta: float, s: float) -> tuple[float, bool]:
     """(rho, phi_nonzero) on the float64 rule.  rho estimates what rounding of f = phi(u) + delta does to the
     conditions.  f at a node is off by about eps g, g = |phi| + |delta| (phi's own rounding, then the sum's), so
 
@@ -855,21 +858,21 @@ def _shift_rounding(ev: ConditionEvaluator, delta: float) -> tuple[float, bool]:
       rho_C = 2 eps E[g] / sqrt(E[f^2]) (absolute), since |E f| <= sqrt(E f^2).
 
     rho = max(rho_Q, rho_C).  It is ~eps where |f| ~ g and grows as delta cancels phi on the Gaussian's mass
-    (tanh(u) - 1 at u ~ 12: rho ~ 1e-7, while C(0) is 4e-7 off relatively, Q(1) 2e-9); no form of the conditions
-    does better, since each holds a factor f, whose digits are lost before any sum.  ``phi_nonzero``: whether
+    (tanh(u) - 1 at u ~ 12: rho ~ 2e-7, while C(0) is 8e-9 off, Q(1) 2e-9 relatively); no form of the conditions
+    does better, since each holds a factor f, whose digits are lost before any sum.  With delta = 0 nothing
+    cancels (f = phi, rho <= 2 eps) and 0 is returned.  ``s`` is E[f^2] on the rule; ``phi_nonzero``: whether
     g has mass on the rule (then an E[f^2] of 0 may be rounding)."""
-    phi = ev._values[0]
+    if delta == 0:
+        return 0.0, False
+    phi, w = ev._values[0], ev._w
+    eps = float(np.finfo(float).eps)
     with np.errstate(all="ignore"):
-        size = np.abs(phi) + abs(delta)
-        f = phi + delta
-        s = float(np.dot(ev._w, f * f))
-        eps = np.finfo(float).eps
-        if s > 0:
-            rho = max(float(eps * np.dot(ev._w, np.abs(f) * size)) / s,
-                      float(2 * eps * np.dot(ev._w, size)) / math.sqrt(s))
-        else:
-            rho = math.inf
-    return rho, bool(np.dot(ev._w, size) > 0)
+        weighted_size = w * (np.abs(phi) + abs(delta))
+        mass = float(np.sum(weighted_size))
+        if not s > 0:
+            return math.inf, mass > 0
+        rho = max(eps * float(np.dot(weighted_size, np.abs(phi + delta))) / s, 2 * eps * mass / math.sqrt(s))
+    return rho, True
 
 
 def _check_settings(dps, refine) -> None:
@@ -883,6 +886,50 @@ def _check_settings(dps, refine) -> None:
         raise DomainError(f"dps={dps!r}: give a whole number of digits >= 1 for mpmath, or None for float64.")
     if not is_whole_number(refine, 1):
         raise DomainError(f"refine={refine!r}: give a whole number >= 1 (the factor on the float64 rule's panels).")
+
+
+def _tail_negligible(z: np.ndarray, mass: np.ndarray, allowed: float) -> bool:
+    """Whether, on each side, the unit bands 11-12, 12-13, 13-14 of |z| decay and the geometric bound
+    M(13-14) r / (1 - r) (r the larger band ratio) on the mass beyond the cut is at most ``allowed``."""
+    for side in (1.0, -1.0):
+        t = side * z
+        edges = (_HALF_WIDTH - 3, _HALF_WIDTH - 2, _HALF_WIDTH - 1, math.inf)
+        bands = [float(np.sum(mass[(t >= lo) & (t < hi)])) for lo, hi in zip(edges, edges[1:])]
+        if bands[2] <= allowed:
+            continue
+        if not (bands[0] > bands[1] > bands[2] > 0):
+            return False
+        r = max(bands[1] / bands[0], bands[2] / bands[1])
+        if not bands[2] * r / (1 - r) <= allowed:
+            return False
+    return True
+
+
+def _truncated_conditions(ev: ConditionEvaluator, delta: float) -> list[str]:
+    """The conditions whose float64 integrand has its mass at the rule's cut |z| = 14 or beyond: (phi + delta) phi'
+    for Q'(1) (when phi is continuous), phi'^2 for C'(1), phi''^2 for C''(1) (when finite).  Each is judged as
+    :meth:`ConditionEvaluator._tail_decays` judges E[phi^2 + phi'^2] (the unit bands of |z| from 11 to 14 must
+    decay, and the geometric bound on the mass beyond the cut be small), against its own total and to 1e-13 of
+    it (the engine's accuracy; 1e-16 flagged relu_squared at beta = -10, whose Q'(1) loses 1e-17 beyond):
+    phi' can be far smaller in the bulk than in a tail (erf'(u)^2 = 4 exp(-2u^2) / pi at u = 30 + z peaks at
+    z = -24), where the rule cut C'(1) of erf at beta = 30 to 1e-267 (exactly 4 exp(-360) / (pi sqrt 5) / Q(1)
+    = 2.6e-157), unseen by the check of phi^2 + phi'^2, which phi^2 ~ 1 dominates."""
+    funcs = ev.funcs
+    if funcs.value_jumps:
+        return []
+    phi, d1, d2 = ev._values
+    checks = [("Q'(1)", (phi + delta) * d1), ("C'(1)", d1 * d1)]
+    if not funcs.slope_jumps:
+        checks.append(("C''(1)", d2 * d2))
+    edge = np.abs(ev._z) >= _HALF_WIDTH - 1
+    out = []
+    with np.errstate(all="ignore"):
+        for name, h in checks:
+            mass = ev._w * np.abs(h)
+            total = float(np.sum(mass))
+            if total > 0 and float(np.sum(mass[edge])) > 1e-13 * total and not _tail_negligible(ev._z, mass, 1e-13 * total):
+                out.append(name)
+    return out
 
 
 def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None = None,
@@ -935,9 +982,18 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
             n, n_b, n_a = 2 * a * k1, 2 * k2, 2 * k3
         d1, d1_a, d1_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
         if dps is None:
-            rho, phi_nonzero = _shift_rounding(ev, delta)
+            rho, phi_nonzero = _shift_rounding(ev, delta, s)
         if not s > 0:
             _refuse_zero_q(funcs.name, alpha, beta, delta, dps, phi_nonzero=dps is None and phi_nonzero)
+        truncated = _truncated_conditions(ev, delta) if dps is None else []
+        if truncated:
+            warnings.warn(
+                f"float64 transform_conditions of {funcs.name} at alpha={alpha:.8g}, beta={beta:.8g}: the integrand of "
+                f"{', '.join(truncated)} has its mass at or beyond the float64 rule's cut |z| = 14 (phi' is far smaller "
+                "in the bulk than in a tail, as erf'(u) = 2 exp(-u^2)/sqrt(pi) at beta = 30), so they and their "
+                "derivatives come out too small, by orders of magnitude; they are tiny next to Q(1). Use beta "
+                "nearer 0, or the mpmath engine with dps large enough that its cut sqrt(2 (dps + 8) ln 10) + 1 "
+                "reaches the mass.", RuntimeWarning, stacklevel=2)
         if dps is None and rho > SHIFT_ROUNDING_WARN:
             warnings.warn(
                 f"float64 transform_conditions of {funcs.name} at alpha={alpha:.8g}, beta={beta:.8g}, "
