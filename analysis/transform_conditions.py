@@ -10,9 +10,10 @@ in the DKS convention (C map normalised by the Q values, evaluated at :math:`q_1
 
 ==========================  ==============================================================
 ``q_value``     Q(1)        :math:`E[\psi(z)^2] = \gamma^2 E[(\phi(u)+\delta)^2]`
-``q_slope``     Q'(1)       :math:`\tfrac12 E[(z^2-1)\,\psi(z)^2]` (derivative of
-                            :math:`q \mapsto E[\psi(\sqrt q z)^2]`; no derivative of
-                            :math:`\phi` is needed, so kinks cost nothing)
+``q_slope``     Q'(1)       :math:`\tfrac12 E[(z^2-1)\,\psi(z)^2] = E[z\,\psi(z)\,\psi'(z)]
+                            = \gamma^2\alpha\,E[z\,(\phi(u)+\delta)\,\phi'(u)]` (derivative of
+                            :math:`q \mapsto E[\psi(\sqrt q z)^2]`; the second form by Stein's lemma,
+                            see below)
 ``c_at_0``      C(0)        :math:`E[\psi(z)]^2 / Q(1)`
 ``c_slope``     C'(1)       :math:`E[\psi'(z)^2] / Q(1) = \gamma^2\alpha^2 E[\phi'(u)^2] / Q(1)`
 ``c_curvature`` C''(1)      :math:`E[\psi''(z)^2] / Q(1) = \gamma^2\alpha^4 E[\phi''(u)^2] / Q(1)`;
@@ -32,6 +33,44 @@ Because :math:`h` is never differentiated, the formulas are exact for piecewise 
 too (a jump of :math:`\phi'` would otherwise contribute a Dirac delta).  The derivatives of
 the five conditions follow by the quotient rule; :mod:`analysis.shaping` uses them for Newton
 steps.  ``tests/test_transform_conditions.py`` checks them against ``mpmath.diff`` at 40 digits.
+
+**Forms that are small where the result is small.**  With :math:`f = \phi(u) + \delta`, the
+terms of :math:`E[(z^2-1) f^2]` are of size :math:`f^2` whatever Q'(1) is: for the sigmoid at
+:math:`\beta = 45`, :math:`f^2 = 1 - 6\cdot10^{-20}` and Q'(1) = -4.72e-20, so the float64 sum
+returned -3.0e-18 (and d/dbeta of Q(1) 5e-18 for 9.4e-20).  When :math:`\phi` is continuous
+(absolutely continuous: :math:`\phi'` may jump, :math:`\phi` may not), Stein's lemma
+:math:`E[z\,g(z)] = E[g'(z)]` turns them into expectations of
+:math:`k = f\,\phi'(u)`, which is as small as the variation of :math:`f^2`:
+
+.. math::
+    E[(z^2-1) f^2] = E[z\,\tfrac{d}{dz} f^2] = 2\alpha E[z\,k],\qquad
+    \partial_\beta E[f^2] = 2E[k],\quad \partial_\alpha E[f^2] = 2E[z\,k],\quad
+    \partial_\beta E[\phi] = E[\phi'],\quad \partial_\alpha E[\phi] = E[z\,\phi'],
+
+and the derivatives of :math:`2\alpha E[z k]` follow from the density formulas above with
+:math:`h = k` (:math:`k` itself is never differentiated, so a jump of :math:`\phi'` costs
+nothing): :math:`\partial_\beta = 2E[(z^2-1)k]`, :math:`\partial_\alpha = 2E[(z^3-z)k]`.  Where
+:math:`\phi` jumps (Heaviside, sign), :math:`\phi'` lacks the delta there and the density forms
+on :math:`f^2` and :math:`\phi` are used as before.  Both engines use these forms.
+
+**Accuracy of the float64 engine.**  Surveyed against the mpmath engine at
+:math:`30 + 0.87\min(|\beta|, \beta^2/2\alpha^2)` digits (what the cancellations below need) for
+sigmoid, tanh, softplus, erf, gelu, silu, elu at :math:`\alpha \in \{0.01, 1, 10, 100\}`,
+:math:`\beta \in \{\pm10, \pm30, \pm45, \pm100\}`, :math:`\gamma = 1, \delta = 0`, each of the
+15 numbers X agrees to
+1e-12 relative, or to 1e-13 of the condition's scale
+:math:`S = \max(|X|, \alpha|\partial_\alpha X|, \alpha|\partial_\beta X|)` (X's change as
+:math:`u` moves by about a standard deviation), whichever is larger.  The floor is reached only
+where a derivative is a quotient-rule difference of nearly equal terms, e.g. dC(0)/dbeta =
+8e-26 next to C(0) = 1 (sigmoid at :math:`\beta = 30`), whose float64 value is ~1e-3 off
+relatively.  The tests hold the engine to 1e-9 relative or 1e-13 S.  What float64 cannot do is
+represent :math:`\phi(u) + \delta` where :math:`\delta` cancels :math:`\phi` on the Gaussian's
+mass (tanh(u) - 1 at u = 12 keeps 8 digits): every condition holds that factor, so the float64
+engine warns (RuntimeWarning) when its rounding estimate exceeds ``SHIFT_ROUNDING_WARN`` = 1e-10
+(:func:`_shift_rounding`), and refuses Q(1) = 0 with a note that it may be such rounding.  The survey's other
+exceptions are values below float64's range (0 for ~1e-393) and integrands whose Gaussian-weighted mass lies
+beyond the rule's cut |z| = 14 (erf, gelu at :math:`\beta = \pm30`: C'(1) of erf 1e-267 for 2.6e-157), for
+which the engine warns by name (:func:`_truncated_conditions`).
 
 **Two engines.**  ``dps=None`` evaluates in float64, phi, phi' and phi'' in the forms
 ``symact.primitives.safe_form`` and ``safe_derivative`` give (``Softplus(u)`` for ``log(1 + exp(u))``, which
@@ -59,6 +98,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -550,6 +590,11 @@ class ConditionEvaluator:
         except TypeError:  # unhashable coefficients
             return np.polynomial.polynomial.polyval(self._z, p)
 
+    def expect_each(self, polys: tuple, h: Callable) -> tuple:
+        """(E[p(z) h(u)] for p in ``polys``), evaluating h at the nodes once."""
+        hv = self._values_of(h)
+        return tuple(self._expect_values(p, hv) for p in polys)
+
     def expect_with_derivatives(self, p: tuple, h: Callable) -> tuple[Any, Any, Any]:
         """(E[p h], d/d alpha, d/d beta) with gamma, delta and h held fixed."""
         beta_poly, alpha_poly = _score_polys(p)
@@ -677,6 +722,17 @@ def _h_d2phi_sq(f, f1, f2):
     return v * v
 
 
+def _h_dphi(f, f1, f2):
+    return _val(f1)
+
+
+def _h_shifted_times_dphi(shift):
+    def h(f, f1, f2):
+        return (_val(f) + shift) * _val(f1)
+
+    return h
+
+
 def _h_shifted(shift):
     def h(f, f1, f2):
         return _val(f) + shift
@@ -768,18 +824,55 @@ def _check_parameters(alpha, beta, gamma, delta) -> None:
             "use a nonzero gamma.")
 
 
-def _refuse_zero_q(name, alpha, beta, delta, dps) -> None:
+def _refuse_zero_q(name, alpha, beta, delta, dps, phi_nonzero: bool = False) -> None:
     """DomainError for E[(phi(alpha z + beta) + delta)^2] = 0 on the rule: C(0), C'(1), C''(1) divide
-    by it (relu at beta = -40, whose mass lies beyond every node, raised a bare ZeroDivisionError)."""
+    by it (relu at beta = -40, whose mass lies beyond every node, raised a bare ZeroDivisionError).
+    ``phi_nonzero``: phi or delta is not 0 at the nodes, so phi + delta may have rounded to 0 (float64 only)."""
     from symact.errors import DomainError
 
     engine = "float64" if dps is None else f"{dps}-digit mpmath"
+    rounded = (
+        " Or phi rounds to -delta at this precision, though psi is not 0: phi + delta cancels (in float64 "
+        "tanh(u) - 1 = -2/(exp(2u) + 1) is 0 for u > 19); the mpmath engine (dps=30) tells the two apart, and "
+        "for an activation with phi(x) + phi(-x) = c0 the parameters (alpha, -beta, gamma, -delta - c0) "
+        "have the same conditions without the cancellation.") if phi_nonzero else ""
     raise DomainError(
         f"Q(1) of gamma*({name}(alpha*x + beta) + delta) at alpha={float(alpha):.8g}, beta={float(beta):.8g}, "
         f"delta={float(delta):.8g} is 0 on the {engine} rule: phi(alpha z + beta) + delta vanishes at every "
         "node, i.e. wherever the Gaussian has mass at this precision (e.g. relu with beta far below "
         "-alpha, whose mass lies beyond the rule), and the C map, a ratio over Q(1), is undefined. Choose beta "
-        "and delta so that psi is not zero near z = 0.")
+        "and delta so that psi is not zero near z = 0." + rounded)
+
+
+#: Relative rounding of phi + delta (see :func:`_shift_rounding`) above which the float64 engine warns.
+SHIFT_ROUNDING_WARN = 1e-10
+
+
+def _shift_rounding(ev: ConditionEvaluator, delta: float, s: float) -> tuple[float, bool]:
+    """(rho, phi_nonzero) on the float64 rule.  rho estimates what rounding of f = phi(u) + delta does to the
+    conditions.  f at a node is off by about eps g, g = |phi| + |delta| (phi's own rounding, then the sum's), so
+
+    * E[f^2] (Q(1), and the denominators of the C map) is off by 2 eps E[|f| g], relatively
+      rho_Q = eps E[|f| g] / E[f^2] (half of it, as errors of a sign do not all add up);
+    * E[f] is off by about eps E[g], so C(0) = E[f]^2 / E[f^2] <= 1 is off by about
+      rho_C = 2 eps E[g] / sqrt(E[f^2]) (absolute), since |E f| <= sqrt(E f^2).
+
+    rho = max(rho_Q, rho_C).  It is ~eps where |f| ~ g and grows as delta cancels phi on the Gaussian's mass
+    (tanh(u) - 1 at u ~ 12: rho ~ 2e-7, while C(0) is 8e-9 off, Q(1) 2e-9 relatively); no form of the conditions
+    does better, since each holds a factor f, whose digits are lost before any sum.  With delta = 0 nothing
+    cancels (f = phi, rho <= 2 eps) and 0 is returned.  ``s`` is E[f^2] on the rule; ``phi_nonzero``: whether
+    g has mass on the rule (then an E[f^2] of 0 may be rounding)."""
+    if delta == 0:
+        return 0.0, False
+    phi, w = ev._values[0], ev._w
+    eps = float(np.finfo(float).eps)
+    with np.errstate(all="ignore"):
+        weighted_size = w * (np.abs(phi) + abs(delta))
+        mass = float(np.sum(weighted_size))
+        if not s > 0:
+            return math.inf, mass > 0
+        rho = max(eps * float(np.dot(weighted_size, np.abs(phi + delta))) / s, 2 * eps * mass / math.sqrt(s))
+    return rho, True
 
 
 def _check_settings(dps, refine) -> None:
@@ -793,6 +886,50 @@ def _check_settings(dps, refine) -> None:
         raise DomainError(f"dps={dps!r}: give a whole number of digits >= 1 for mpmath, or None for float64.")
     if not is_whole_number(refine, 1):
         raise DomainError(f"refine={refine!r}: give a whole number >= 1 (the factor on the float64 rule's panels).")
+
+
+def _tail_negligible(z: np.ndarray, mass: np.ndarray, allowed: float) -> bool:
+    """Whether, on each side, the unit bands 11-12, 12-13, 13-14 of |z| decay and the geometric bound
+    M(13-14) r / (1 - r) (r the larger band ratio) on the mass beyond the cut is at most ``allowed``."""
+    for side in (1.0, -1.0):
+        t = side * z
+        edges = (_HALF_WIDTH - 3, _HALF_WIDTH - 2, _HALF_WIDTH - 1, math.inf)
+        bands = [float(np.sum(mass[(t >= lo) & (t < hi)])) for lo, hi in zip(edges, edges[1:])]
+        if bands[2] <= allowed:
+            continue
+        if not (bands[0] > bands[1] > bands[2] > 0):
+            return False
+        r = max(bands[1] / bands[0], bands[2] / bands[1])
+        if not bands[2] * r / (1 - r) <= allowed:
+            return False
+    return True
+
+
+def _truncated_conditions(ev: ConditionEvaluator, delta: float) -> list[str]:
+    """The conditions whose float64 integrand has its mass at the rule's cut |z| = 14 or beyond: (phi + delta) phi'
+    for Q'(1) (when phi is continuous), phi'^2 for C'(1), phi''^2 for C''(1) (when finite).  Each is judged as
+    :meth:`ConditionEvaluator._tail_decays` judges E[phi^2 + phi'^2] (the unit bands of |z| from 11 to 14 must
+    decay, and the geometric bound on the mass beyond the cut be small), against its own total and to 1e-13 of
+    it (the engine's accuracy; 1e-16 flagged relu_squared at beta = -10, whose Q'(1) loses 1e-17 beyond):
+    phi' can be far smaller in the bulk than in a tail (erf'(u)^2 = 4 exp(-2u^2) / pi at u = 30 + z peaks at
+    z = -24), where the rule cut C'(1) of erf at beta = 30 to 1e-267 (exactly 4 exp(-360) / (pi sqrt 5) / Q(1)
+    = 2.6e-157), unseen by the check of phi^2 + phi'^2, which phi^2 ~ 1 dominates."""
+    funcs = ev.funcs
+    if funcs.value_jumps:
+        return []
+    phi, d1, d2 = ev._values
+    checks = [("Q'(1)", (phi + delta) * d1), ("C'(1)", d1 * d1)]
+    if not funcs.slope_jumps:
+        checks.append(("C''(1)", d2 * d2))
+    edge = np.abs(ev._z) >= _HALF_WIDTH - 1
+    out = []
+    with np.errstate(all="ignore"):
+        for name, h in checks:
+            mass = ev._w * np.abs(h)
+            total = float(np.sum(mass))
+            if total > 0 and float(np.sum(mass[edge])) > 1e-13 * total and not _tail_negligible(ev._z, mass, 1e-13 * total):
+                out.append(name)
+    return out
 
 
 def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None = None,
@@ -828,12 +965,43 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
             gamma, delta = mpmath.mpf(gamma), mpmath.mpf(delta)
         a = ev.alpha
         g2 = gamma * gamma
-        s, s_a, s_b = ev.expect_with_derivatives((1,), _h_shifted_sq(delta))
-        n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), _h_shifted_sq(delta))
-        m, m_a, m_b = ev.expect_with_derivatives((1,), _h_phi)
+        if funcs.value_jumps:
+            # phi' misses the delta at a jump of phi, so only the forms that never differentiate phi hold
+            s, s_a, s_b = ev.expect_with_derivatives((1,), _h_shifted_sq(delta))
+            n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), _h_shifted_sq(delta))
+            m, m_a, m_b = ev.expect_with_derivatives((1,), _h_phi)
+        else:
+            # Through k = (phi + delta) phi' (Stein's lemma, see the module docstring): small where psi
+            # is flat, while E[(z^2 - 1)(phi + delta)^2] is a difference of terms of size (phi + delta)^2
+            s = ev.expect((1,), _h_shifted_sq(delta))
+            m = ev.expect((1,), _h_phi)
+            k0, k1, k2, k3 = ev.expect_each(((1,), (0, 1), (-1, 0, 1), (0, -1, 0, 1)),
+                                            _h_shifted_times_dphi(delta))
+            m_b, m_a = ev.expect_each(((1,), (0, 1)), _h_dphi)
+            s_b, s_a = 2 * k0, 2 * k1
+            n, n_b, n_a = 2 * a * k1, 2 * k2, 2 * k3
         d1, d1_a, d1_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
+        if dps is None:
+            rho, phi_nonzero = _shift_rounding(ev, delta, s)
         if not s > 0:
-            _refuse_zero_q(funcs.name, alpha, beta, delta, dps)
+            _refuse_zero_q(funcs.name, alpha, beta, delta, dps, phi_nonzero=dps is None and phi_nonzero)
+        truncated = _truncated_conditions(ev, delta) if dps is None else []
+        if truncated:
+            warnings.warn(
+                f"float64 transform_conditions of {funcs.name} at alpha={alpha:.8g}, beta={beta:.8g}: the integrand of "
+                f"{', '.join(truncated)} has its mass at or beyond the float64 rule's cut |z| = 14 (phi' is far smaller "
+                "in the bulk than in a tail, as erf'(u) = 2 exp(-u^2)/sqrt(pi) at beta = 30), so they and their "
+                "derivatives come out too small, by orders of magnitude; they are tiny next to Q(1). Use beta "
+                "nearer 0, or the mpmath engine with dps large enough that its cut sqrt(2 (dps + 8) ln 10) + 1 "
+                "reaches the mass.", RuntimeWarning, stacklevel=2)
+        if dps is None and rho > SHIFT_ROUNDING_WARN:
+            warnings.warn(
+                f"float64 transform_conditions of {funcs.name} at alpha={alpha:.8g}, beta={beta:.8g}, "
+                f"delta={delta:.8g}: phi(alpha z + beta) + delta cancels on the Gaussian's mass, so rounding "
+                f"leaves errors of about {rho:.1e} in Q(1), Q'(1), C'(1), C''(1) (relative), C(0) (absolute) and "
+                "their derivatives (each holds a factor phi + delta). Use the mpmath engine (dps=30), or for an activation with "
+                "phi(x) + phi(-x) = c0 the parameters (alpha, -beta, gamma, -delta - c0), which have the same "
+                "conditions.", RuntimeWarning, stacklevel=2)
         md = m + delta
         q_value, q_slope = g2 * s, g2 * n / 2
         c0 = md * md / s

@@ -311,9 +311,9 @@ ROUNDING = [  # (phi, alpha, beta, the conditions whose float64 value its formul
     (sympy.log(1 + sympy.exp(x)), 1, 30, NAMES),
     # log(1 + exp(-u**2)) with exp(-u**2) ~ 1e-12 to 1e-21 on u = 6 +- 1.4: C(0) was 4e-2 off
     (sympy.log(1 + sympy.exp(-x**2)), 0.1, 6, NAMES),
-    # tanh' written 1 - tanh(u)**2, numbers within 1e-14 of 1 near u = -16: C'(1), C''(1) were 2e-3 off.  Left out:
-    # Q'(1) = E[(z**2 - 1) psi**2]/2 is 2.5e-16 of E[psi**2] here, a cancellation of the expectation, not of phi
-    (sympy.tanh(x), 1, -20, ("q_value", "c_at_0", "c_slope", "c_curvature")),
+    # tanh' written 1 - tanh(u)**2, numbers within 1e-14 of 1 near u = -16: C'(1), C''(1) were 2e-3 off.  Q'(1) is
+    # 2.5e-16 of E[psi**2] here: E[(z**2 - 1) psi**2]/2 cancelled (off by 6e6 relatively), E[z psi psi'] does not
+    (sympy.tanh(x), 1, -20, NAMES),
     # ELU's exp(u) - 1 near u = 0: C(0) was 3e-12 off
     (ELU, 1e-3, 0, NAMES),
 ]
@@ -330,3 +330,120 @@ def test_float64_conditions_of_formulas_that_round_agree_with_mpmath(phi, alpha,
     for name in names:
         a, b = getattr(f64, name), float(getattr(mp, name))
         assert abs(a - b) <= 1e-12 * abs(b), (name, a, b)
+
+
+@pytest.mark.parametrize("alpha, beta", [(1, 45), (1, 30), (0.01, 45)])
+def test_q_of_a_nearly_constant_psi_is_accurate_in_float64(alpha, beta):
+    """psi = sigmoid(alpha z + beta) is 1 - 3e-20 at beta = 45: the float64 Q'(1), a sum of (z^2 - 1) psi^2 over terms
+    of size 1, came out -3.0e-18 for the true -4.72e-20 (beta = 30: 2.2e-6 relative error; alpha = 0.01: 1e6 times
+    too large), d/dbeta Q(1) 5.1e-18 for 9.4e-20.  It is now a sum over z (phi + delta) phi' (Stein's lemma),
+    small where psi is flat.  Reference: the defining integrals Q'(1) = E[(z^2 - 1) psi^2] / 2, with d/dalpha and
+    d/dbeta by differentiating the Gaussian density, by adaptive tanh-sinh quadrature (mpmath.quad) at 60 digits,
+    which carries the 20-28 digits they cancel.  Tolerance 1e-9 relative: the float64 sums of the new forms have
+    no cancellation here (measured: 3e-14)."""
+    tc = transform_conditions("sigmoid", float(alpha), float(beta), 1.0, 0.0)
+    with mpmath.workdps(60):
+        a, b = M(alpha), M(beta)
+
+        def expect(p):  # E[p(z) sigmoid(a z + b)^2]
+            return mpmath.quad(lambda z: p(z) * mpmath.npdf(z) / (1 + mpmath.exp(-(a * z + b))) ** 2,
+                               [-mpmath.inf, -5, 0, 5, mpmath.inf])
+
+        want = {("values", "q_value"): expect(lambda z: 1),
+                ("d_beta", "q_value"): expect(lambda z: z) / a,
+                ("d_alpha", "q_value"): expect(lambda z: z * z - 1) / a,
+                ("values", "q_slope"): expect(lambda z: z * z - 1) / 2,
+                ("d_beta", "q_slope"): expect(lambda z: z ** 3 - 3 * z) / (2 * a),
+                ("d_alpha", "q_slope"): expect(lambda z: z ** 4 - 4 * z * z + 1) / (2 * a)}
+    for (which, name), ref in want.items():
+        got = getattr(getattr(tc, which), name)
+        assert abs(got - ref) <= 1e-9 * abs(ref), (which, name, got, mpmath.nstr(ref, 12))
+
+
+# (activation, alpha, beta) from the float64-against-mpmath survey (module docstring) where the old float64
+# Q'(1) or its derivatives were wrong (relative error at the old code in brackets), and cases with kinks
+SURVEY = [
+    ("tanh", 1.0, -30.0),      # Q'(1): 6e6; d/dalpha Q'(1): 1e7
+    ("sigmoid", 0.01, 30.0),   # Q'(1): 1.3; d/dbeta Q'(1): 1e2
+    ("elu", 1.0, -45.0),       # phi = exp(u) - 1 ~ -1: Q'(1), C(0)'s derivatives
+    ("relu", 1.0, 10.0),       # phi' jumps: Q'(1)'s derivatives through E[(z^2 - 1)(phi + delta) phi']
+]
+
+
+def _survey_scale(tc, name, alpha):
+    """S = max(|X|, alpha |dX/dalpha|, alpha |dX/dbeta|) of one condition X (see the module docstring)."""
+    return max(abs(getattr(tc.values, name)), alpha * abs(getattr(tc.d_alpha, name)), alpha * abs(getattr(tc.d_beta, name)))
+
+
+@pytest.mark.parametrize("act, alpha, beta", SURVEY, ids=[f"{a}@{al},{b}" for a, al, b in SURVEY])
+def test_float64_conditions_at_extreme_parameters_agree_with_mpmath(act, alpha, beta):
+    """All 15 numbers of the float64 engine against the mpmath engine at 30 + 0.87 min(|beta|, beta^2 / 2 alpha^2)
+    digits, enough for the 1e-(0.87 |beta|) cancellation of C(0)'s quotient rule.  Tolerance (the module
+    docstring's): 1e-9 relative, or 1e-13 of the condition's scale S, whichever is larger; S counts the derivatives
+    times alpha (X's change as u moves by one standard deviation).  The mpmath engine's forms are checked
+    against finite differences and adaptive quadrature of the defining integrals above.  No warning may be
+    raised: delta = 0 leaves nothing to cancel in phi + delta."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f64 = transform_conditions(act, alpha, beta, 1.0, 0.0)
+    dps = 30 + math.ceil(0.87 * min(abs(beta), beta * beta / (2 * alpha * alpha)))
+    mp = transform_conditions(act, M(alpha), M(beta), 1, 0, dps=dps)
+    for name in NAMES:
+        if mpmath.isinf(mp.values.c_curvature) and name == "c_curvature":
+            assert math.isinf(f64.values.c_curvature)
+            continue
+        scale = _survey_scale(mp, name, M(alpha))
+        for which in ("values", "d_alpha", "d_beta"):
+            got, want = getattr(getattr(f64, which), name), getattr(getattr(mp, which), name)
+            tol = max(1e-9 * abs(want), 1e-13 * scale)
+            assert abs(got - want) <= tol, (which, name, got, mpmath.nstr(want, 12), float(abs(got - want) / tol))
+
+
+def test_float64_warns_where_delta_cancels_phi():
+    """tanh(u) - 1 = -2 / (exp(2u) + 1) keeps 8 of float64's digits at u = 12 and none beyond u = 19: no form of
+    the conditions can undo that, as each holds the factor phi + delta.  The float64 engine returned C(0) 4e-7 off
+    with no word; it now warns with its rounding estimate, which must bound the measured errors (against the
+    mpmath engine at 40 digits, 4e-7 relative in C(0), 2e-9 in Q(1) at beta = 12), and stays silent where nothing
+    cancels (beta = 4: 1e-14).  At beta = 40 every node rounds to 0: the Q(1) = 0 refusal says it may be that."""
+    import re
+    import warnings
+
+    from symact.errors import DomainError
+
+    for beta, warns in ((4.0, False), (12.0, True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            f64 = transform_conditions("tanh", 1.0, beta, 1.0, -1.0)
+        mine = [w for w in caught if issubclass(w.category, RuntimeWarning) and "cancels" in str(w.message)]
+        assert len(mine) == int(warns), [str(w.message) for w in caught]
+        mp = transform_conditions("tanh", 1, M(beta), 1, -1, dps=40).values
+        bound = float(re.search(r"errors of about (\S+) in", str(mine[0].message)).group(1)) if warns else 1e-12
+        for name in NAMES:
+            want = getattr(mp, name)
+            err = abs(getattr(f64.values, name) - want) / (1 if name == "c_at_0" else abs(want))
+            assert err <= bound, (beta, name, float(err), bound)
+        if warns:
+            assert abs(f64.values.c_at_0 / mp.c_at_0 - 1) > 1e-8  # the warning is not idle: C(0) is off
+    with pytest.raises(DomainError, match=r"is 0 on the float64 rule.*rounds to -delta"):
+        transform_conditions("tanh", 1.0, 40.0, 1.0, -1.0)
+
+
+def test_float64_warns_where_the_mass_of_phi_prime_lies_beyond_the_rule():
+    """erf'(u)^2 = 4 exp(-2 u^2) / pi at u = z + 30 has its Gaussian-weighted mass near z = -24, beyond the float64
+    rule's cut |z| = 14, while erf(u)^2 ~ 1 hides it from the rule's mass check: C'(1) came out 1.2e-267 with no
+    word, for exactly E[erf'(z + 30)^2] / Q(1) = 4 exp(-360) / (pi sqrt 5) / Q(1) = 2.6e-157 (E[exp(-2 (z + b)^2)]
+    = exp(-2 b^2 / 5) / sqrt 5).  Now a RuntimeWarning names C'(1) (and Q'(1), C''(1)); the value stays below the
+    true one, as the warning says.  Where the mass decays inside the rule (relu_squared at beta = -10, 1e-17 of
+    its Q'(1) integrand beyond the cut) nothing is said."""
+    import warnings
+
+    with pytest.warns(RuntimeWarning, match=r"Q'\(1\), C'\(1\), C''\(1\) has its mass at or beyond"):
+        tc = transform_conditions("erf", 1.0, 30.0, 1.0, 0.0)
+    with mpmath.workdps(30):
+        exact = 4 * mpmath.exp(-360) / (mpmath.pi * mpmath.sqrt(5)) / tc.values.q_value
+    assert 0 <= tc.values.c_slope < 1e-50 * exact
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        transform_conditions("relu_squared", 1.0, -10.0, 1.0, 0.0)
