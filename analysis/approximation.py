@@ -692,14 +692,26 @@ def _denominators(expr: sympy.Expr, logs: bool = True) -> set:
     return bases
 
 
+def _span(domain) -> tuple:
+    """(lo, hi) of ``domain``: a half-width L (the interval |x| <= L) or a pair (a, b)."""
+    return (domain[0], domain[1]) if isinstance(domain, tuple) else (-domain, domain)
+
+
+def _describe(domain) -> str:
+    lo, hi = _span(domain)
+    return f"[{lo}, {hi}]" if isinstance(domain, tuple) else f"|x| <= {domain}"
+
+
 def _real_zeros(base: sympy.Expr, domain) -> list:
-    """The numeric real zeros of ``base`` in |x| <= domain, nearest to 0 first.  ``solveset`` on the interval
+    """The numeric real zeros of ``base`` in |x| <= domain (in [a, b] for domain = (a, b)), nearest to 0 first.  ``solveset`` on the interval
     lists every zero of a periodic base there (``solve`` gives one period: 1/cos(x - 3) has a pole at
     3 - pi/2, inside |x| <= 2, that it does not list); ``solve`` is the fallback."""
-    bound = sympy.nsimplify(domain, rational=True)  # 1.4142135623730951 would become sqrt(2)
+    lo, hi = _span(domain)
+    # rational=True: 1.4142135623730951 would become sqrt(2)
+    bounds = [sympy.nsimplify(end, rational=True) for end in (lo, hi)]
     roots = None
     try:
-        found = sympy.solveset(base, X, sympy.Interval(-bound, bound))
+        found = sympy.solveset(base, X, sympy.Interval(*bounds))
         if isinstance(found, sympy.FiniteSet):
             roots = list(found)
     except (NotImplementedError, ValueError, TypeError):
@@ -709,7 +721,7 @@ def _real_zeros(base: sympy.Expr, domain) -> list:
             roots = sympy.solve(base, X)
         except (NotImplementedError, ValueError, TypeError):
             return []
-    roots = [r for r in roots if r.is_number and r.is_real and -domain <= r <= domain]
+    roots = [r for r in roots if r.is_number and r.is_real and lo <= r <= hi]
     return sorted(set(roots), key=lambda r: (abs(float(r)), float(r)))
 
 
@@ -727,9 +739,9 @@ def _refuse_singularities(error: sympy.Expr, p: sympy.Symbol, domain) -> None:
                 continue
             if any(side.is_finite is False or side.has(sympy.oo, -sympy.oo, sympy.zoo) for side in sides):
                 raise DomainError(
-                    f"the error {error} is unbounded at x = {root} (a zero of {base}), inside |x| <= {domain}: its "
+                    f"the error {error} is unbounded at x = {root} (a zero of {base}), inside {_describe(domain)}: its "
                     f"sup is infinite for every {p}, so there is no minimax; remove the singularity from candidate "
-                    "or target, or pass a smaller domain")
+                    "or target, or pass a domain (interval) that avoids it")
 
 
 def _pole_order(expr: sympy.Expr, base: sympy.Expr, root) -> int:
@@ -798,12 +810,14 @@ def _real_valued(function, error: sympy.Expr, p: sympy.Symbol, domain):
             if value.imag != 0:
                 raise DomainError(
                     f"the error {error} is not real at x = {mpmath.nstr(t, 8)} ({p} = {mpmath.nstr(pv, 8)}): minimax "
-                    f"compares real functions on |x| <= {domain}; pass a domain where candidate and target are real")
+                    f"compares real functions on {_describe(domain)}; pass a domain (interval) where candidate and "
+                    "target are real")
             value = value.real
         if not mpmath.isfinite(value):
             raise DomainError(
                 f"the error {error} is {value} at x = {mpmath.nstr(t, 8)} ({p} = {mpmath.nstr(pv, 8)}): minimax needs "
-                f"candidate and target finite on |x| <= {domain}; pass a domain that avoids the singularity")
+                f"candidate and target finite on {_describe(domain)}; pass a domain (interval) that avoids the "
+                "singularity")
         return value
     return checked
 
@@ -830,20 +844,27 @@ def _exact_fit(error: sympy.Expr, p: sympy.Symbol, e_f, domain: float, dps: int)
                 return s
             with mpmath.workdps(dps + 20):
                 value = mpmath.mpf(sympy.N(s, dps + 20))
-                top = mpmath.asinh(domain)
-                grid = [mpmath.sinh(-top + 2 * top * i / 200) for i in range(201)]
+                first, last = (mpmath.asinh(end) for end in _span(domain))
+                grid = [mpmath.sinh(first + (last - first) * i / 200) for i in range(201)]
                 if all(abs(e_f(xi, value)) < mpmath.mpf(10) ** -(dps + 5) for xi in grid):
                     return s
     return None
 
 
 def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple | None = None,
-            domain: float = 200, grid: int = 400) -> MinimaxResult:
-    r"""The parameter minimising :math:`\max_{|x| \le L}|c_p(x) - t(x)|` (L = ``domain``), in mpmath.
+            domain: float | None = None, grid: int = 400, interval: tuple | None = None) -> MinimaxResult:
+    r"""The parameter minimising :math:`\max_{|x| \le L}|c_p(x) - t(x)|` (L = ``domain``, default 200), or
+    :math:`\max_{a \le x \le b}|c_p(x) - t(x)|` for ``interval=(a, b)``, in mpmath.
+
+    ``domain`` and ``interval`` mean different problems (pass at most one).  ``domain=L`` stands in for the
+    whole line: an extremum at :math:`x = \pm L` is refused (the answer would depend on where the line is cut).
+    ``interval=(a, b)`` is the best approximation on that finite interval: its ends are extrema like any other
+    and may be among the equioscillation abscissae (``p*x`` vs ``x**2`` on (0, 1): :math:`p = 2\sqrt 2 - 2`,
+    extrema at :math:`p/2` and the end 1).
 
     Method: the local extrema of :math:`e_p` are the roots of :math:`\partial_x e_p` (bracketed on a
     sinh-spaced grid of ``grid`` points and refined by the Illinois method) plus the kinks of the
-    target and the ends :math:`\pm L`, and the grid samples bound it from below (a dip narrower
+    target and the ends (:math:`\pm L`, or a and b), and the grid samples bound it from below (a dip narrower
     than the grid spacing).  :math:`M(p) = \max |e_p|` is scanned on ``parameter_range``
     (log-spaced for a positive parameter, default :math:`[10^{-6}, 10^6]`), narrowed by golden
     section, and then solved exactly: the two extremal branches that are largest on either side of
@@ -856,8 +877,8 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     when one is given).
 
     Raises :class:`DomainError` when the optimum runs to an end of ``parameter_range`` (e.g.
-    softplus(beta) vs relu: the error :math:`\ln 2/\beta` only shrinks as beta grows) or when the
-    largest error sits at :math:`\pm L` (the error grows, or its supremum is a limit at infinity), and
+    softplus(beta) vs relu: the error :math:`\ln 2/\beta` only shrinks as beta grows) or, for ``domain``, when
+    the largest error sits at :math:`\pm L` (the error grows, or its supremum is a limit at infinity), and
     when the error is not real on the domain or has a pole or log singularity at a fixed point of it
     (zeros of denominators, of log arguments and of the cos/sin under tan, cot, sec, csc, found by
     ``solveset`` on the domain).  A removable singularity (sin(x)/x at 0) is taken as its limit.
@@ -870,8 +891,19 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     """
     _check_whole_number("dps", dps, 1)
     _check_whole_number("grid", grid, 3)
-    if isinstance(domain, bool) or not isinstance(domain, numbers.Real) or not 0 < domain < math.inf:
-        raise DomainError(f"domain={domain!r}: give the half-width L > 0 of the interval |x| <= L, e.g. domain=200.")
+    if interval is not None:
+        if domain is not None:
+            raise DomainError(f"domain={domain!r} and interval={interval!r}: pass one. domain=L stands in for the "
+                              "whole line (an extremum at x = +-L is refused); interval=(a, b) is the finite problem, "
+                              "whose ends count as extrema.")
+        region = _checked_interval("interval", interval)
+    else:
+        domain = 200 if domain is None else domain
+        if isinstance(domain, bool) or not isinstance(domain, numbers.Real) or not 0 < domain < math.inf:
+            raise DomainError(f"domain={domain!r}: give the half-width L > 0 of the interval |x| <= L, e.g. "
+                              "domain=200 (or interval=(a, b) for a finite interval whose ends count as extrema).")
+        region = domain
+    x_lo, x_hi = (mpmath.mpf(end) for end in _span(region))
     cand, p = _with_parameter(candidate, parameter)
     targ = _expression(target)
     error = cand - targ
@@ -880,9 +912,9 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     extra = error.free_symbols - {X, p}
     if extra:
         raise FormulaError(f"the error has unassigned symbols {sorted(map(str, extra))}; give them values")
-    _refuse_singularities(error, p, domain)
-    e_raw = _near_removable(sympy.lambdify((X, p), error, MPMATH_MODULES), _removable_points(error, domain))
-    e_f = _real_valued(e_raw, error, p, domain)
+    _refuse_singularities(error, p, region)
+    e_raw = _near_removable(sympy.lambdify((X, p), error, MPMATH_MODULES), _removable_points(error, region))
+    e_f = _real_valued(e_raw, error, p, region)
     # the range is checked before the exact fit, and an exact fit outside a range given is no answer: swish vs
     # silu with parameter_range=(2, 5) returned beta = 1, and a malformed range (5, 1) passed unchecked
     positive = bool(p.is_positive or p.is_nonnegative)  # log-spaced scan for scale-like parameters
@@ -895,7 +927,7 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             # the scan is log-spaced: log(0) reported "decreasing towards b = nan", log(-1) a bare TypeError
             raise DomainError(f"parameter_range={parameter_range!r}: {p} is declared positive, so the range must be "
                               f"positive too, e.g. ({sympy.Rational(1, 10**6)}, {parameter_range[1]})")
-    exact = _exact_fit(error, p, e_raw, domain, dps)
+    exact = _exact_fit(error, p, e_raw, region, dps)
     if exact is not None and given_range and not range_lo <= float(exact) <= range_hi:
         exact = None  # the family meets the target only outside the range asked for: minimax over the range
     if exact is not None:
@@ -903,18 +935,21 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             return MinimaxResult(p, mpmath.mpf(sympy.N(exact, dps + 5)), mpmath.mpf(0), (), (), error, dps)
     # away from the kinks (candidates in their own right): a jump's DiracDelta has no mpmath name (NameError)
     slope = sympy.diff(error, X).replace(lambda node: isinstance(node, sympy.DiracDelta), lambda node: sympy.Integer(0))
-    de_f = _real_valued(_near_removable(sympy.lambdify((X, p), slope, MPMATH_MODULES), _removable_points(slope, domain)),
-                        error, p, domain)
+    de_f = _real_valued(_near_removable(sympy.lambdify((X, p), slope, MPMATH_MODULES), _removable_points(slope, region)),
+                        error, p, region)
     dp_error = sympy.diff(error, p)
-    dp_f = _near_removable(sympy.lambdify((X, p), dp_error, MPMATH_MODULES), _removable_points(dp_error, domain))
+    dp_f = _near_removable(sympy.lambdify((X, p), dp_error, MPMATH_MODULES), _removable_points(dp_error, region))
     # kinks outside |x| <= L are not candidates: a jump of the target at x = 7 made the error there the maximum
     # of a minimax over |x| <= 5 (b = 8.04, abscissae (0, 7) for squareplus vs softplus, whose answer is 1.5238)
-    kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(error) if abs(k) <= domain]
+    kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(error)
+             if x_lo <= k <= x_hi]
     work = dps + 15
 
     def grid_points(n):
-        top = mpmath.asinh(domain)
-        return [mpmath.sinh(-top + 2 * top * i / (n - 1)) for i in range(n)]
+        # sinh-spaced, densest near 0 where activations bend; the ends exactly (they are extrema of the finite
+        # problem, and the whole-line one refuses an extremum there)
+        first, last = mpmath.asinh(x_lo), mpmath.asinh(x_hi)
+        return [x_lo] + [mpmath.sinh(first + (last - first) * i / (n - 1)) for i in range(1, n - 1)] + [x_hi]
 
     def extrema(pv, n=grid):
         """[(x, e(x))] at all local extrema candidates for parameter value pv."""
@@ -944,7 +979,7 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     def at_edge(xi):
         # the ends +-L themselves, not extrema near them: "within 1 of the edge" refused squareplus vs softplus on
         # |x| <= 4, whose extrema are interior (+-3.5646, where the ends are lower)
-        return abs(abs(xi) - domain) <= mpmath.mpf(10) ** -10 * domain
+        return min(abs(xi - x_lo), abs(xi - x_hi)) <= mpmath.mpf(10) ** -10 * max(abs(x_lo), abs(x_hi))
 
     def edge_error(xi):
         # the domain is always finite: 'pass a finite domain to minimax over it' sent a call with domain=3 in circles
@@ -952,7 +987,9 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             f"the largest error at the optimum sits at the edge of the domain |x| <= {domain} (x = "
             f"{mpmath.nstr(xi, 8)}): the error still grows towards the end, so the minimax would depend on where the "
             "domain is cut, and minimax solves only for interior extrema. Widen domain until the extrema are "
-            "interior; if the error grows without bound or its supremum is a limit at infinity, no domain does")
+            "interior; if the error grows without bound or its supremum is a limit at infinity, no domain does. If "
+            f"the finite interval is the problem itself, pass interval=({-domain}, {domain}) instead of domain: its "
+            "ends then count as extrema")
 
     def max_abs(pv, n=grid):
         pts = extrema(pv, n)
@@ -1030,7 +1067,7 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             raise DomainError(
                 f"the minimax {p} near {mpmath.nstr(to_p(u_mid), 8)} could not be solved to {dps} digits: the "
                 "extremal branches neither cross nor have a stationary point there (the max error may be flat "
-                f"in {p}, e.g. set by one extremum that does not depend on it); narrow parameter_range or domain, "
+                f"in {p}, e.g. set by one extremum that does not depend on it); narrow parameter_range, domain or interval, "
                 f"or raise grid (now {grid} points: too few can miss an extremum, e.g. grid=4 for squareplus vs "
                 f"softplus, which grid=8 solves)"
             ) from None
@@ -1054,7 +1091,7 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             if abs(abs(vi) - M) <= tolerance:
                 active.append((xi, vi))
         edges = [xi for xi, _ in active if at_edge(xi)]
-        if edges:
+        if edges and interval is None:  # on a finite interval (interval=) an end is an extremum like any other
             raise edge_error(edges[0])
         # deduplicate (a root found from two brackets)
         active.sort(key=lambda t: t[0])

@@ -757,3 +757,64 @@ def test_squareplus_dominates_elu_from_b_equal_to_0():
     assert result.value == 0
     with mpmath.workdps(30):
         assert all(max(t, 0) >= (t if t > 0 else mpmath.expm1(t)) for t in mpmath.linspace(-20, 20, 401))
+
+
+def test_minimax_on_a_finite_interval_counts_its_ends_as_extrema():
+    """p x vs x**2 on [0, 1] (interval=, a finite problem): e = p x - x**2 peaks at x = p/2 (p**2/4) and is
+    p - 1 at the end 1; equal and opposite at p = 2 sqrt(2) - 2, max error 3 - 2 sqrt(2) (by hand).  minimax
+    only had domain=L, the whole line's stand-in, which refuses an extremum at an end."""
+    p = sympy.Symbol("p", real=True)
+    result = minimax(p * x, x**2, p, dps=20, interval=(0, 1))
+    with mpmath.workdps(30):
+        p_ref = 2 * mpmath.sqrt(2) - 2
+        assert abs(result.parameter_value - p_ref) < mpmath.mpf(10) ** -18
+        assert abs(result.max_error - (3 - 2 * mpmath.sqrt(2))) < mpmath.mpf(10) ** -18
+        assert abs(result.abscissae[0] - p_ref / 2) < mpmath.mpf(10) ** -15 and result.abscissae[1] == 1
+    assert result.signs == (1, -1) and result.equioscillates
+
+
+def test_minimax_on_an_asymmetric_interval_with_an_end_active():
+    """squareplus vs softplus on [-1, 3]: at the optimum the extrema are x = 0 (e = sqrt(b)/2 - log 2 < 0) and the
+    end x = 3, so sqrt(b)/2 + (3 + sqrt(9 + b))/2 = log 2 + log(1 + e**3), solved by findroot (by hand); and no
+    point of a 4001-point grid on [-1, 3] has a larger |e| than the max error reported."""
+    result = minimax(SQUAREPLUS, SOFTPLUS, b, dps=15, interval=(-1, 3))
+    with mpmath.workdps(30):
+        b_ref = mpmath.findroot(lambda bb: mpmath.sqrt(bb) / 2 + (3 + mpmath.sqrt(9 + bb)) / 2
+                                - mpmath.log(2) - mpmath.log1p(mpmath.exp(3)), mpmath.mpf("1.5"))
+        assert abs(result.parameter_value - b_ref) < mpmath.mpf(10) ** -13, result
+        assert abs(result.max_error - (mpmath.log(2) - mpmath.sqrt(b_ref) / 2)) < mpmath.mpf(10) ** -13
+        e = lambda t: (t + mpmath.sqrt(t * t + b_ref)) / 2 - mpmath.log1p(mpmath.exp(t))  # noqa: E731
+        assert max(abs(e(-1 + mpmath.mpf(i) / 1000)) for i in range(4001)) <= result.max_error * (1 + 1e-12)
+    assert result.signs == (-1, 1) and result.abscissae[1] == 3 and abs(result.abscissae[0]) < 1e-12
+
+
+def test_minimax_on_a_symmetric_interval_where_domain_refuses_the_edge():
+    """isru(alpha) vs erf: over |x| <= 3 as the whole line's stand-in (domain=3) the optimum has the ends active,
+    refused, and the refusal now says how to ask for the finite problem; interval=(-3, 3) solves it.  Reference
+    (by hand, odd error): e(3) = -e(x1) with e'(x1) = 0 for e = x/sqrt(1 + alpha x**2) - erf(x), by findroot."""
+    with pytest.raises(DomainError, match=r"pass interval=\(-3, 3\)"):
+        minimax("isru", "erf", "alpha", dps=10, domain=3)
+    result = minimax("isru", "erf", "alpha", dps=15, interval=(-3, 3))
+    with mpmath.workdps(30):
+        def e(t, al):
+            return t / mpmath.sqrt(1 + al * t * t) - mpmath.erf(t)
+
+        def de(t, al):
+            return (1 + al * t * t) ** -mpmath.mpf(1.5) - 2 / mpmath.sqrt(mpmath.pi) * mpmath.exp(-t * t)
+
+        al_ref, x1 = mpmath.findroot(lambda al, t: (e(3, al) + e(t, al), de(t, al)),
+                                     (mpmath.mpf("0.74"), mpmath.mpf("0.92")))
+        assert abs(result.parameter_value - al_ref) < mpmath.mpf(10) ** -13, result
+        assert abs(result.max_error - abs(e(3, al_ref))) < mpmath.mpf(10) ** -13
+        assert abs(result.abscissae[2] - x1) < mpmath.mpf(10) ** -10
+    assert result.abscissae[0] == -3 and result.abscissae[3] == 3 and result.equioscillates
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"interval": (3, -3)}, "interval="),
+    ({"interval": 3}, "interval="),
+    ({"interval": (-3, 3), "domain": 3}, r"pass one\. domain=L stands in for the whole line"),
+])
+def test_minimax_refuses_a_malformed_interval_or_both_meanings(kwargs, message):
+    with pytest.raises(DomainError, match=message):
+        minimax(SQUAREPLUS, SOFTPLUS, b, dps=10, **kwargs)
