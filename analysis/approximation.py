@@ -28,8 +28,10 @@ in ``x = Symbol('x', real=True)``.
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,7 @@ from typing import Any
 import mpmath
 import sympy
 
+from analysis._interval_bounds import NoIntervalBound, interval_enclosure, interval_precision
 from numeric.gauss import limit_at
 from numeric.lambdify_modules import MPMATH_MODULES
 from symact._safe_parse import safe_sympify
@@ -47,6 +50,7 @@ __all__ = [
     "error_expression",
     "match_conditions",
     "DominanceThreshold",
+    "UncertifiedMaximumWarning",
     "dominance_threshold",
     "MinimaxResult",
     "minimax",
@@ -286,20 +290,174 @@ def _refined_maximum(f, xs, values, dps: int, samples: int, kinks=(), most: int 
     return max(found, key=lambda item: item[1])
 
 
+class UncertifiedMaximumWarning(UserWarning):
+    """dominance_threshold found the largest p*(x) by sampling only: p* has a part with no interval bound
+    (named in the message), so a peak narrower than the sample spacing may have been missed."""
+
+
+class _Piece:
+    """p* on one stretch between kinks, with the enclosures of it and (where p* is continuous) of its first two
+    derivatives.  On a stretch each Max/Min/Abs/Piecewise is its one piece: the whole expression
+    Max(0, x)*(Max(0, x) - x) (squareplus vs relu) is enclosed in [0, b*(b - a)] on [a, b] (every x varies
+    apart), its piece for x > 0, x*(x - x) = 0, exactly."""
+
+    def __init__(self, expr: sympy.Expr):
+        self.expr = expr
+        self.value = interval_enclosure(expr, X)
+        self.point = sympy.lambdify(X, expr, MPMATH_MODULES)
+        self.slope = self.curvature = self.slope_point = None
+        # the derivative bounds need p* continuous (mean-value theorem), which Max, Min and Abs keep and a
+        # Heaviside, sign or Piecewise may not.  Dropping the DiracDeltas leaves the derivative almost everywhere,
+        # which bounds a continuous p* as well
+        if expr.has(sympy.Heaviside, sympy.sign, sympy.Piecewise):
+            return
+        slope = sympy.diff(expr, X).replace(lambda node: isinstance(node, sympy.DiracDelta),
+                                            lambda node: sympy.Integer(0))
+        try:
+            self.slope = interval_enclosure(slope, X)
+            self.slope_point = sympy.lambdify(X, slope, MPMATH_MODULES)
+            # a DiracDelta here (a convex kink) has no enclosure: then concavity is not used
+            self.curvature = interval_enclosure(sympy.diff(slope, X), X)
+        except NoIntervalBound:
+            pass  # the enclosure of p* itself still decides, with more halving
+
+
+def _pieces(threshold: sympy.Expr, kinks: list, dps: int) -> list:
+    """[_Piece] for each stretch between consecutive ``kinks`` (and beyond the outer ones)."""
+    from symact.activation import _piece_near
+
+    if not threshold.has(*_PIECEWISE_ATOMS):
+        return [_Piece(threshold)] * (len(kinks) + 1)
+    ends = [kinks[0] - 1] + [(a + b) / 2 for a, b in zip(kinks, kinks[1:])] + [kinks[-1] + 1] if kinks else [0]
+    pieces = []
+    for t in ends:
+        try:
+            piece = _piece_near(threshold, X, sympy.Float(t, dps + 20), {})
+        except DomainError:  # a condition it cannot decide: the whole expression, enclosed as it is
+            piece = threshold
+        pieces.append(_Piece(piece))
+    return pieces
+
+
+def _certified_maximum(threshold: sympy.Expr, f, xs, values, kinks, seed, dps: int, most_cells: int = 20000):
+    r"""The maximum of p* = ``threshold`` on [xs[0], xs[-1]], certified by interval bounds (branch and bound).
+
+    Every cell between consecutive samples (split at the ``kinks``, so that each lies on one piece of p*) is
+    either closed or halved: closed when the interval enclosure of p* on it, or its mean-value form
+    :math:`p^*(m) + \max|p^{*\prime}|\,h/2`, lies below the best value found plus
+    :math:`10^{-(dps+2)}\max(1, |\mathrm{best}|)`; when :math:`p^{*\prime}` keeps one sign on it (its maximum
+    is at an end, a sample); or when :math:`p^{*\prime\prime} < 0` on it (concave: the maximum is its
+    stationary point, found by the Illinois method between ends where :math:`p^{*\prime}` changes sign, or an
+    end).  Halving evaluates p* at the midpoint, so a peak narrower than the sample spacing is found rather than
+    aliased.  ``seed`` is (x, p*(x)) of the best point known.
+
+    Returns (x, p*(x), cells examined).  Raises :class:`NoIntervalBound` where p* has a part with no enclosure.
+    Raises DomainError where p* jumps at a kink to a one-sided limit above every value it takes, where a cell
+    narrower than :math:`10^{-(dps+2)}` of the interval still bounds p* above the best value, and after
+    ``most_cells`` cells."""
+    lo, hi = xs[0], xs[-1]
+    inside = sorted(k for k in kinks if lo < k < hi)
+    pieces = _pieces(threshold, inside, dps)
+    best_x, best = seed
+    tolerance = mpmath.mpf(10) ** -(dps + 2) * max(1, abs(best))
+    narrowest = mpmath.mpf(10) ** -(dps + 2) * max(1, abs(lo), abs(hi))
+
+    def point(function, t):
+        try:
+            value = function(t)
+        except (ValueError, ZeroDivisionError, TypeError):
+            return None
+        return value if isinstance(value, mpmath.mpf) and mpmath.isfinite(value) else None
+
+    ends = dict(zip(xs, values))
+    for k in inside:
+        ends[k] = point(f, k)
+    for xi, vi in ends.items():
+        if vi is not None and vi > best:
+            best_x, best = xi, vi
+    breaks = sorted(ends)
+    cells = list(zip(breaks, breaks[1:]))
+    examined = 0
+
+    def end_value(piece, t):
+        """p*'s value at a cell end as the piece has it: at a kink, the one-sided limit from the cell's side."""
+        if t not in inside:
+            return ends.get(t)
+        limit = point(piece.point, t)
+        if limit is not None and limit > best + tolerance:
+            raise DomainError(
+                f"the threshold p*(x) jumps at its kink x = {mpmath.nstr(t, 12)}: its one-sided limit there, "
+                f"{mpmath.nstr(limit, 12)}, is above every value it takes (so far {mpmath.nstr(best, 12)}); "
+                "dominance_threshold reports a maximum that p* attains, and this supremum is not one")
+        return limit
+
+    with interval_precision(mpmath.mp.prec + 10):
+        while cells:
+            a, b = cells.pop()
+            examined += 1
+            if examined > most_cells:
+                raise DomainError(
+                    f"the maximum of the threshold p*(x) could not be certified on [{mpmath.nstr(lo, 8)}, "
+                    f"{mpmath.nstr(hi, 8)}] within {most_cells} cells (its interval bounds stay above the best value "
+                    f"{mpmath.nstr(best, 12)}); narrow search or lower dps (now {dps})")
+            piece = pieces[bisect.bisect_left(inside, (a + b) / 2)]
+            cell = mpmath.iv.mpf([a, b])
+            if mpmath.mpf(piece.value(cell).b) <= best + tolerance:
+                continue
+            if piece.slope is not None:
+                m = (a + b) / 2
+                slopes = piece.slope(cell)
+                steepest = max(abs(mpmath.mpf(slopes.a)), abs(mpmath.mpf(slopes.b)))
+                if mpmath.mpf(piece.value(mpmath.iv.mpf([m, m])).b) + steepest * (b - a) / 2 <= best + tolerance:
+                    continue
+                at_ends = [end_value(piece, a), end_value(piece, b)]
+                if None not in at_ends and (mpmath.mpf(slopes.a) > 0 or mpmath.mpf(slopes.b) < 0):
+                    continue  # monotone: its maximum is an end, already counted
+                if None not in at_ends and piece.curvature is not None and mpmath.mpf(piece.curvature(cell).b) < 0:
+                    # concave: one maximum, at the stationary point where the slope changes sign, else at an end
+                    try:
+                        if not piece.slope_point(a) > 0 > piece.slope_point(b):
+                            continue
+                        root = mpmath.findroot(piece.slope_point, (a, b), solver="illinois")
+                    except (ValueError, ZeroDivisionError, TypeError):
+                        root = None
+                    value = point(piece.point, root) if root is not None and a <= root <= b else None
+                    if value is not None:
+                        if value > best:
+                            best_x, best = root, value
+                        continue
+            if b - a < narrowest:
+                raise DomainError(
+                    f"the maximum of the threshold p*(x) could not be certified near x = {mpmath.nstr(a, 12)}: on a "
+                    f"cell of width {mpmath.nstr(b - a, 3)} its bound still exceeds the best value "
+                    f"{mpmath.nstr(best, 12)} (a kink of p* SymPy did not find, or cancellation); narrow search "
+                    "or lower dps")
+            m = (a + b) / 2
+            ends[m] = point(f, m)
+            if ends[m] is not None and ends[m] > best:
+                best_x, best = m, ends[m]
+            cells += [(a, m), (m, b)]
+    return best_x, best, examined
+
+
 def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples: int = 801,
                         dps: int = 30) -> DominanceThreshold:
     r"""The least parameter value with candidate >= target on the whole line.
 
     Derivation: if :math:`\partial c_p/\partial p > 0`, then :math:`c_p(x) \ge t(x)` iff
     :math:`p \ge p^*(x)` with :math:`c_{p^*(x)}(x) = t(x)` (SymPy ``solve``), so the threshold is
-    :math:`\sup_x p^*(x)`.  The supremum is located numerically (dense sampling on ``search``; the
-    stationary point next to each of the highest sampled peaks is refined and the largest taken), its
-    abscissa identified exactly with ``nsimplify``, and
-    :math:`p^*` is evaluated there symbolically; when no simple exact number matches the argmax to
-    ``dps + 3`` digits, ``argmax`` and ``value`` are Floats of ``dps`` digits instead.  Limits: the global maximality is a numerical
-    certificate (sampling of :math:`p^*` on ``search`` and its symbolic limits at
-    :math:`\pm\infty`), not a proof: peaks of :math:`p^*` less than about three sample spacings apart
-    (``(search[1] - search[0]) / (samples - 1)``) can alias and be missed; raise ``samples`` for those.
+    :math:`\sup_x p^*(x)`.  On ``search`` the supremum is found by dense sampling (the stationary point next
+    to each of the highest sampled peaks refined) and then certified by branch and bound on interval
+    enclosures of :math:`p^*` and its first two derivatives (``analysis._interval_bounds``): each cell between
+    samples is halved until its enclosure lies within :math:`10^{-(dps+2)}\max(1, |p^*|)` of the best value,
+    or :math:`p^*` is monotone or concave on it, so a peak narrower than the sample spacing is found, not
+    aliased.  Where :math:`p^*` has a part with no enclosure (besselj, gamma, tan, ...) the sampled maximum is
+    kept and :class:`UncertifiedMaximumWarning` names that part.  Outside ``search`` only the limits of
+    :math:`p^*` at :math:`\pm\infty` are checked (a Min/Max/Piecewise through its piece beyond the last
+    kink): a peak of :math:`p^*` beyond ``search`` higher than its maximum on ``search`` is not seen.  The abscissa is identified exactly
+    with ``nsimplify`` and :math:`p^*` evaluated there symbolically; when no simple exact number matches the
+    argmax to ``dps + 3`` digits, ``argmax`` and ``value`` are Floats of ``dps`` digits instead.  A supremum that
+    is a one-sided limit at a jump of :math:`p^*` (not a value it takes) is refused by name.
 
     For squareplus vs softplus, :math:`p^*(x) = 4\,\mathrm{softplus}(x)\,\mathrm{softplus}(-x)`
     (up to rewriting), maximal at 0: :math:`b \ge 4\ln^2 2`.
@@ -346,13 +504,35 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
             kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(threshold)]
         except NotImplementedError:  # SymPy cannot solve for a switch point: the stationary points decide
             kinks = []
-        x_star, p_star = _refined_maximum(f, xs, values, dps, samples, kinks)
+        try:
+            seed, refused = _refined_maximum(f, xs, values, dps, samples, kinks), None
+        except DomainError as exc:  # no stationary point beside the largest sample: the bounds may still find it
+            seed, refused = None, exc
+        try:
+            start = seed or max(zip(xs, values), key=lambda item: item[1])
+            x_star, p_star, examined = _certified_maximum(threshold, f, xs, values, kinks, start, dps)
+            located = (f"sup of p*(x) on {list(search)} certified by interval bounds ({samples} samples, {examined} "
+                       f"cells each bounded below the maximum + 10^-{dps + 2} or monotone or concave)")
+        except NoIntervalBound as missing:
+            if refused is not None:
+                raise refused from None
+            warnings.warn(UncertifiedMaximumWarning(
+                f"dominance_threshold: the threshold p*(x) = {threshold} has no interval bound ({missing}), so its "
+                f"maximum on {list(search)} was located by {samples} samples only and a peak narrower than the "
+                "spacing may be missed; raise samples to check"), stacklevel=2)
+            x_star, p_star = seed
+            located = (f"sup of p*(x) located by {samples} samples on {list(search)} and findroot on dp*/dx "
+                       f"(not certified: no interval bound for {missing})")
+        if min(x_star - lo, hi - x_star) <= mpmath.mpf(10) ** -(dps + 2) * max(1, abs(lo), abs(hi)):
+            raise DomainError(f"the threshold p*(x) is largest at the edge of the search interval {search}; "
+                              "widen search or check that the candidate dominates at all")
         if any(slope <= 0 for slope in (_slope_or_none(g, xi, p_star) for xi in xs[:: max(1, samples // 200)])
                if slope is not None):
             raise DomainError(f"the candidate is not increasing in {p} near the threshold; the 'iff' does not apply")
-        limits = [sympy.limit(threshold, X, s) for s in (sympy.oo, -sympy.oo)]
-        finite_limits = [float(lim) for lim in limits if lim.is_finite]
-        if any(lim > float(p_star) for lim in finite_limits) or any(lim is sympy.oo for lim in limits):
+        limits = [_limit_at_infinity(threshold, s) for s in (sympy.oo, -sympy.oo)]
+        # an oscillating p* (sin(x) + ...) has AccumBounds for a limit: its upper end is what p* comes back to
+        tops = [lim.max if isinstance(lim, sympy.AccumBounds) else lim for lim in limits]
+        if any(top is sympy.oo or (top.is_finite and float(top) > float(p_star)) for top in tops):
             raise DomainError(f"p*(x) tends to {limits} at +-infinity, above the interior maximum; no finite threshold")
         # an exact abscissa is accepted only where it IS the argmax to dps + 3 digits: p* is flat there, so
         # checking the value alone let 7/9 stand for -0.77838... (dps=4) and 0 for it (dps=1, value 0.998
@@ -365,9 +545,20 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
                 abs(mpmath.mpf(sympy.N(value, dps + 10)) - p_star) > mpmath.mpf(10) ** (-(dps + 3)) * max(1, abs(p_star))):
             value = sympy.Float(p_star, dps)  # the abscissa has no simple exact form: return the number
             x_exact = sympy.Float(x_star, dps)
-    certificate = (f"sup of p*(x) located by {samples} samples on {list(search)} and findroot on dp*/dx; "
-                   f"limits at +-oo: {limits}; d candidate/d{p} > 0 checked on the samples")
+    certificate = f"{located}; limits at +-oo: {limits}; d candidate/d{p} > 0 checked on the samples"
     return DominanceThreshold(p, value, x_exact, threshold, certificate)
+
+
+def _limit_at_infinity(threshold: sympy.Expr, point) -> sympy.Expr:
+    """The limit of p*(x) as x -> ``point`` (+-oo).  SymPy's limit raised NotImplementedError for a Min or Max
+    (no _eval_nseries: tanh + p vs hardtanh or relu6), so each piecewise construct is first replaced by its
+    piece beyond its last break point, which is p* itself there."""
+    expr = _piece_for_expansion(threshold, point, 1, None) if threshold.has(*_PIECEWISE_ATOMS) else threshold
+    try:
+        return sympy.limit(expr, X, point)
+    except (NotImplementedError, ValueError, TypeError, sympy.PoleError) as exc:
+        raise DomainError(f"SymPy could not take the limit of p*(x) = {expr} as x -> {point} ({type(exc).__name__}); "
+                          "dominance_threshold needs it to rule out a larger supremum at infinity") from None
 
 
 # ----------------------------------------------------------------------------- minimax
@@ -501,14 +692,26 @@ def _denominators(expr: sympy.Expr, logs: bool = True) -> set:
     return bases
 
 
+def _span(domain) -> tuple:
+    """(lo, hi) of ``domain``: a half-width L (the interval |x| <= L) or a pair (a, b)."""
+    return (domain[0], domain[1]) if isinstance(domain, tuple) else (-domain, domain)
+
+
+def _describe(domain) -> str:
+    lo, hi = _span(domain)
+    return f"[{lo}, {hi}]" if isinstance(domain, tuple) else f"|x| <= {domain}"
+
+
 def _real_zeros(base: sympy.Expr, domain) -> list:
-    """The numeric real zeros of ``base`` in |x| <= domain, nearest to 0 first.  ``solveset`` on the interval
+    """The numeric real zeros of ``base`` in |x| <= domain (in [a, b] for domain = (a, b)), nearest to 0 first.  ``solveset`` on the interval
     lists every zero of a periodic base there (``solve`` gives one period: 1/cos(x - 3) has a pole at
     3 - pi/2, inside |x| <= 2, that it does not list); ``solve`` is the fallback."""
-    bound = sympy.nsimplify(domain, rational=True)  # 1.4142135623730951 would become sqrt(2)
+    lo, hi = _span(domain)
+    # rational=True: 1.4142135623730951 would become sqrt(2)
+    bounds = [sympy.nsimplify(end, rational=True) for end in (lo, hi)]
     roots = None
     try:
-        found = sympy.solveset(base, X, sympy.Interval(-bound, bound))
+        found = sympy.solveset(base, X, sympy.Interval(*bounds))
         if isinstance(found, sympy.FiniteSet):
             roots = list(found)
     except (NotImplementedError, ValueError, TypeError):
@@ -518,7 +721,7 @@ def _real_zeros(base: sympy.Expr, domain) -> list:
             roots = sympy.solve(base, X)
         except (NotImplementedError, ValueError, TypeError):
             return []
-    roots = [r for r in roots if r.is_number and r.is_real and -domain <= r <= domain]
+    roots = [r for r in roots if r.is_number and r.is_real and lo <= r <= hi]
     return sorted(set(roots), key=lambda r: (abs(float(r)), float(r)))
 
 
@@ -536,9 +739,9 @@ def _refuse_singularities(error: sympy.Expr, p: sympy.Symbol, domain) -> None:
                 continue
             if any(side.is_finite is False or side.has(sympy.oo, -sympy.oo, sympy.zoo) for side in sides):
                 raise DomainError(
-                    f"the error {error} is unbounded at x = {root} (a zero of {base}), inside |x| <= {domain}: its "
+                    f"the error {error} is unbounded at x = {root} (a zero of {base}), inside {_describe(domain)}: its "
                     f"sup is infinite for every {p}, so there is no minimax; remove the singularity from candidate "
-                    "or target, or pass a smaller domain")
+                    "or target, or pass a domain (interval) that avoids it")
 
 
 def _pole_order(expr: sympy.Expr, base: sympy.Expr, root) -> int:
@@ -607,12 +810,14 @@ def _real_valued(function, error: sympy.Expr, p: sympy.Symbol, domain):
             if value.imag != 0:
                 raise DomainError(
                     f"the error {error} is not real at x = {mpmath.nstr(t, 8)} ({p} = {mpmath.nstr(pv, 8)}): minimax "
-                    f"compares real functions on |x| <= {domain}; pass a domain where candidate and target are real")
+                    f"compares real functions on {_describe(domain)}; pass a domain (interval) where candidate and "
+                    "target are real")
             value = value.real
         if not mpmath.isfinite(value):
             raise DomainError(
                 f"the error {error} is {value} at x = {mpmath.nstr(t, 8)} ({p} = {mpmath.nstr(pv, 8)}): minimax needs "
-                f"candidate and target finite on |x| <= {domain}; pass a domain that avoids the singularity")
+                f"candidate and target finite on {_describe(domain)}; pass a domain (interval) that avoids the "
+                "singularity")
         return value
     return checked
 
@@ -639,20 +844,27 @@ def _exact_fit(error: sympy.Expr, p: sympy.Symbol, e_f, domain: float, dps: int)
                 return s
             with mpmath.workdps(dps + 20):
                 value = mpmath.mpf(sympy.N(s, dps + 20))
-                top = mpmath.asinh(domain)
-                grid = [mpmath.sinh(-top + 2 * top * i / 200) for i in range(201)]
+                first, last = (mpmath.asinh(end) for end in _span(domain))
+                grid = [mpmath.sinh(first + (last - first) * i / 200) for i in range(201)]
                 if all(abs(e_f(xi, value)) < mpmath.mpf(10) ** -(dps + 5) for xi in grid):
                     return s
     return None
 
 
 def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple | None = None,
-            domain: float = 200, grid: int = 400) -> MinimaxResult:
-    r"""The parameter minimising :math:`\max_{|x| \le L}|c_p(x) - t(x)|` (L = ``domain``), in mpmath.
+            domain: float | None = None, grid: int = 400, interval: tuple | None = None) -> MinimaxResult:
+    r"""The parameter minimising :math:`\max_{|x| \le L}|c_p(x) - t(x)|` (L = ``domain``, default 200), or
+    :math:`\max_{a \le x \le b}|c_p(x) - t(x)|` for ``interval=(a, b)``, in mpmath.
+
+    ``domain`` and ``interval`` mean different problems (pass at most one).  ``domain=L`` stands in for the
+    whole line: an extremum at :math:`x = \pm L` is refused (the answer would depend on where the line is cut).
+    ``interval=(a, b)`` is the best approximation on that finite interval: its ends are extrema like any other
+    and may be among the equioscillation abscissae (``p*x`` vs ``x**2`` on (0, 1): :math:`p = 2\sqrt 2 - 2`,
+    extrema at :math:`p/2` and the end 1).
 
     Method: the local extrema of :math:`e_p` are the roots of :math:`\partial_x e_p` (bracketed on a
     sinh-spaced grid of ``grid`` points and refined by the Illinois method) plus the kinks of the
-    target and the ends :math:`\pm L`, and the grid samples bound it from below (a dip narrower
+    target and the ends (:math:`\pm L`, or a and b), and the grid samples bound it from below (a dip narrower
     than the grid spacing).  :math:`M(p) = \max |e_p|` is scanned on ``parameter_range``
     (log-spaced for a positive parameter, default :math:`[10^{-6}, 10^6]`), narrowed by golden
     section, and then solved exactly: the two extremal branches that are largest on either side of
@@ -665,8 +877,8 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     when one is given).
 
     Raises :class:`DomainError` when the optimum runs to an end of ``parameter_range`` (e.g.
-    softplus(beta) vs relu: the error :math:`\ln 2/\beta` only shrinks as beta grows) or when the
-    largest error sits at :math:`\pm L` (the error grows, or its supremum is a limit at infinity), and
+    softplus(beta) vs relu: the error :math:`\ln 2/\beta` only shrinks as beta grows) or, for ``domain``, when
+    the largest error sits at :math:`\pm L` (the error grows, or its supremum is a limit at infinity), and
     when the error is not real on the domain or has a pole or log singularity at a fixed point of it
     (zeros of denominators, of log arguments and of the cos/sin under tan, cot, sec, csc, found by
     ``solveset`` on the domain).  A removable singularity (sin(x)/x at 0) is taken as its limit.
@@ -679,8 +891,19 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     """
     _check_whole_number("dps", dps, 1)
     _check_whole_number("grid", grid, 3)
-    if isinstance(domain, bool) or not isinstance(domain, numbers.Real) or not 0 < domain < math.inf:
-        raise DomainError(f"domain={domain!r}: give the half-width L > 0 of the interval |x| <= L, e.g. domain=200.")
+    if interval is not None:
+        if domain is not None:
+            raise DomainError(f"domain={domain!r} and interval={interval!r}: pass one. domain=L stands in for the "
+                              "whole line (an extremum at x = +-L is refused); interval=(a, b) is the finite problem, "
+                              "whose ends count as extrema.")
+        region = _checked_interval("interval", interval)
+    else:
+        domain = 200 if domain is None else domain
+        if isinstance(domain, bool) or not isinstance(domain, numbers.Real) or not 0 < domain < math.inf:
+            raise DomainError(f"domain={domain!r}: give the half-width L > 0 of the interval |x| <= L, e.g. "
+                              "domain=200 (or interval=(a, b) for a finite interval whose ends count as extrema).")
+        region = domain
+    x_lo, x_hi = (mpmath.mpf(end) for end in _span(region))
     cand, p = _with_parameter(candidate, parameter)
     targ = _expression(target)
     error = cand - targ
@@ -689,9 +912,9 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     extra = error.free_symbols - {X, p}
     if extra:
         raise FormulaError(f"the error has unassigned symbols {sorted(map(str, extra))}; give them values")
-    _refuse_singularities(error, p, domain)
-    e_raw = _near_removable(sympy.lambdify((X, p), error, MPMATH_MODULES), _removable_points(error, domain))
-    e_f = _real_valued(e_raw, error, p, domain)
+    _refuse_singularities(error, p, region)
+    e_raw = _near_removable(sympy.lambdify((X, p), error, MPMATH_MODULES), _removable_points(error, region))
+    e_f = _real_valued(e_raw, error, p, region)
     # the range is checked before the exact fit, and an exact fit outside a range given is no answer: swish vs
     # silu with parameter_range=(2, 5) returned beta = 1, and a malformed range (5, 1) passed unchecked
     positive = bool(p.is_positive or p.is_nonnegative)  # log-spaced scan for scale-like parameters
@@ -704,7 +927,7 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             # the scan is log-spaced: log(0) reported "decreasing towards b = nan", log(-1) a bare TypeError
             raise DomainError(f"parameter_range={parameter_range!r}: {p} is declared positive, so the range must be "
                               f"positive too, e.g. ({sympy.Rational(1, 10**6)}, {parameter_range[1]})")
-    exact = _exact_fit(error, p, e_raw, domain, dps)
+    exact = _exact_fit(error, p, e_raw, region, dps)
     if exact is not None and given_range and not range_lo <= float(exact) <= range_hi:
         exact = None  # the family meets the target only outside the range asked for: minimax over the range
     if exact is not None:
@@ -712,18 +935,21 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             return MinimaxResult(p, mpmath.mpf(sympy.N(exact, dps + 5)), mpmath.mpf(0), (), (), error, dps)
     # away from the kinks (candidates in their own right): a jump's DiracDelta has no mpmath name (NameError)
     slope = sympy.diff(error, X).replace(lambda node: isinstance(node, sympy.DiracDelta), lambda node: sympy.Integer(0))
-    de_f = _real_valued(_near_removable(sympy.lambdify((X, p), slope, MPMATH_MODULES), _removable_points(slope, domain)),
-                        error, p, domain)
+    de_f = _real_valued(_near_removable(sympy.lambdify((X, p), slope, MPMATH_MODULES), _removable_points(slope, region)),
+                        error, p, region)
     dp_error = sympy.diff(error, p)
-    dp_f = _near_removable(sympy.lambdify((X, p), dp_error, MPMATH_MODULES), _removable_points(dp_error, domain))
+    dp_f = _near_removable(sympy.lambdify((X, p), dp_error, MPMATH_MODULES), _removable_points(dp_error, region))
     # kinks outside |x| <= L are not candidates: a jump of the target at x = 7 made the error there the maximum
     # of a minimax over |x| <= 5 (b = 8.04, abscissae (0, 7) for squareplus vs softplus, whose answer is 1.5238)
-    kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(error) if abs(k) <= domain]
+    kinks = [mpmath.mpf(sympy.N(k, dps + 20)) for k in _singular_points(error)
+             if x_lo <= k <= x_hi]
     work = dps + 15
 
     def grid_points(n):
-        top = mpmath.asinh(domain)
-        return [mpmath.sinh(-top + 2 * top * i / (n - 1)) for i in range(n)]
+        # sinh-spaced, densest near 0 where activations bend; the ends exactly (they are extrema of the finite
+        # problem, and the whole-line one refuses an extremum there)
+        first, last = mpmath.asinh(x_lo), mpmath.asinh(x_hi)
+        return [x_lo] + [mpmath.sinh(first + (last - first) * i / (n - 1)) for i in range(1, n - 1)] + [x_hi]
 
     def extrema(pv, n=grid):
         """[(x, e(x))] at all local extrema candidates for parameter value pv."""
@@ -753,7 +979,7 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
     def at_edge(xi):
         # the ends +-L themselves, not extrema near them: "within 1 of the edge" refused squareplus vs softplus on
         # |x| <= 4, whose extrema are interior (+-3.5646, where the ends are lower)
-        return abs(abs(xi) - domain) <= mpmath.mpf(10) ** -10 * domain
+        return min(abs(xi - x_lo), abs(xi - x_hi)) <= mpmath.mpf(10) ** -10 * max(abs(x_lo), abs(x_hi))
 
     def edge_error(xi):
         # the domain is always finite: 'pass a finite domain to minimax over it' sent a call with domain=3 in circles
@@ -761,7 +987,9 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             f"the largest error at the optimum sits at the edge of the domain |x| <= {domain} (x = "
             f"{mpmath.nstr(xi, 8)}): the error still grows towards the end, so the minimax would depend on where the "
             "domain is cut, and minimax solves only for interior extrema. Widen domain until the extrema are "
-            "interior; if the error grows without bound or its supremum is a limit at infinity, no domain does")
+            "interior; if the error grows without bound or its supremum is a limit at infinity, no domain does. If "
+            f"the finite interval is the problem itself, pass interval=({-domain}, {domain}) instead of domain: its "
+            "ends then count as extrema")
 
     def max_abs(pv, n=grid):
         pts = extrema(pv, n)
@@ -839,7 +1067,7 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             raise DomainError(
                 f"the minimax {p} near {mpmath.nstr(to_p(u_mid), 8)} could not be solved to {dps} digits: the "
                 "extremal branches neither cross nor have a stationary point there (the max error may be flat "
-                f"in {p}, e.g. set by one extremum that does not depend on it); narrow parameter_range or domain, "
+                f"in {p}, e.g. set by one extremum that does not depend on it); narrow parameter_range, domain or interval, "
                 f"or raise grid (now {grid} points: too few can miss an extremum, e.g. grid=4 for squareplus vs "
                 f"softplus, which grid=8 solves)"
             ) from None
@@ -863,7 +1091,7 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             if abs(abs(vi) - M) <= tolerance:
                 active.append((xi, vi))
         edges = [xi for xi, _ in active if at_edge(xi)]
-        if edges:
+        if edges and interval is None:  # on a finite interval (interval=) an end is an extremum like any other
             raise edge_error(edges[0])
         # deduplicate (a root found from two brackets)
         active.sort(key=lambda t: t[0])

@@ -672,3 +672,149 @@ def test_asymptotic_expansion_refuses_an_oscillating_function_at_infinity(name, 
 def test_asymptotic_expansion_refuses_a_point_that_is_not_real_or_infinite(point):
     with pytest.raises(DomainError, match="point="):
         asymptotic_expansion("softplus", point, 3)
+
+
+def _narrow_bump_reference(centre):
+    """max of 9/10 exp(-(x - 10)**2) + exp(-(100 (x - c))**2), hand-coded in mpmath at 50 digits: the stationary
+    point next to c by findroot on the derivative (the wide bump's slope there is ~1e-20, so it is within 1e-20
+    of c), and the wide bump's own peak near 10 for comparison."""
+    with mpmath.workdps(50):
+        def p_star(t):
+            return mpmath.mpf(9) / 10 * mpmath.exp(-(t - 10) ** 2) + mpmath.exp(-(100 * (t - centre)) ** 2)
+
+        def slope(t):
+            return (-mpmath.mpf(9) / 5 * (t - 10) * mpmath.exp(-(t - 10) ** 2)
+                    - 20000 * (t - centre) * mpmath.exp(-(100 * (t - centre)) ** 2))
+
+        peak = mpmath.findroot(slope, (centre - mpmath.mpf("0.001"), centre + mpmath.mpf("0.001")), solver="anderson")
+        assert p_star(peak) > p_star(mpmath.mpf(10))
+        return peak, p_star(peak)
+
+
+@pytest.mark.parametrize("centre", [sympy.Rational(49, 16), sympy.Rational(301, 100)])
+def test_dominance_threshold_finds_a_peak_narrower_than_the_sample_spacing(centre):
+    """p*(x) = 9/10 exp(-(x - 10)**2) + exp(-(100 (x - c))**2): a bump of height 1 and width 0.01 between the
+    samples (1/8 apart, at 3 and 3.125; c midway, and c = 3.01 off the middle) is below 1e-16 at every sample.
+    Sampling saw only the wide bump and returned 9/10 at x = 10, so p = 0.95 was reported to dominate where the
+    target is 0.05 above it.  Reference: the bump's maximum by findroot in mpmath."""
+    p = sympy.Symbol("p", real=True)
+    bump = sympy.Rational(9, 10) * sympy.exp(-(x - 10) ** 2) + sympy.exp(-(100 * (x - centre)) ** 2)
+    result = dominance_threshold(x + p, x + bump, p)
+    x_ref, p_ref = _narrow_bump_reference(mpmath.mpf(sympy.N(centre, 60)))
+    with mpmath.workdps(50):
+        assert abs(mpmath.mpf(sympy.N(result.value, 50)) - p_ref) < mpmath.mpf(10) ** -28, result
+        assert abs(mpmath.mpf(sympy.N(result.argmax, 50)) - x_ref) < mpmath.mpf(10) ** -12, result
+    assert "certified by interval bounds" in result.certificate
+
+
+def test_dominance_threshold_without_interval_bounds_warns_by_name():
+    """p*(x) = besselj(0, x) has no interval enclosure: the maximum (1 at x = 0, J0's global maximum) is
+    still located by sampling, and a UncertifiedMaximumWarning names the function, as the certificate does."""
+    from analysis.approximation import UncertifiedMaximumWarning
+
+    p = sympy.Symbol("p", real=True)
+    with pytest.warns(UncertifiedMaximumWarning, match="besselj"):
+        result = dominance_threshold(x + p, x + sympy.besselj(0, x), p, search=(-20, 20), samples=161)
+    assert result.value == 1 and result.argmax == 0
+    assert "not certified" in result.certificate and "besselj" in result.certificate
+
+
+def test_dominance_threshold_refuses_a_supremum_that_is_a_one_sided_limit_at_a_jump():
+    """p*(x) = (4/3 - x) for x > 1/3, else 0: its supremum 1 is the limit as x -> 1/3 from the right, not a value
+    it takes (p*(1/3) = 0), so x + p >= target needs p >= 1 while every value of p* and every sample is below 1.
+    It raised a bare TypeError from SymPy's limit of the Piecewise ('Invalid comparison of non-real zoo'); now the
+    refusal names the jump."""
+    p = sympy.Symbol("p", real=True)
+    jump = sympy.Piecewise((sympy.Rational(4, 3) - x, x > sympy.Rational(1, 3)), (0, True))
+    with pytest.raises(DomainError, match=r"jumps at its kink x = 0\.333"):
+        dominance_threshold(x + p, x + jump, p)
+
+
+@pytest.mark.parametrize("target, x_max, p_max", [
+    ("hardtanh", 1, 1 - sympy.tanh(1)),   # p* = Min(1, Max(-1, x)) - tanh(x)
+    ("relu6", 6, 6 - sympy.tanh(6)),      # p* = Min(6, Max(0, x)) - tanh(x)
+])
+def test_dominance_threshold_of_a_min_max_target(target, x_max, p_max):
+    """tanh(x) + p vs hardtanh or relu6: p* has a Min, and SymPy's limit of it at +-oo raised a bare
+    NotImplementedError ('_eval_nseries method should be added to Min').  Reference, by calculus: p* is
+    x - tanh(x) (increasing) up to the upper clamp c, then c - tanh(x) (decreasing), and below the lower clamp l
+    l - tanh(x) (decreasing towards -oo, limit l + 1 <= the maximum): the maximum is c - tanh(c) at x = c.  Also a
+    dense mpmath scan of p* written by hand."""
+    p = sympy.Symbol("p", real=True)
+    result = dominance_threshold(sympy.tanh(x) + p, target, p)
+    assert result.argmax == x_max and sympy.simplify(result.value - p_max) == 0
+    low, high = (-1, 1) if target == "hardtanh" else (0, 6)
+    with mpmath.workdps(30):
+        scan = max(min(high, max(low, t)) - mpmath.tanh(t) for t in mpmath.linspace(-60, 60, 12001))
+        assert scan <= mpmath.mpf(sympy.N(p_max, 30)) + mpmath.mpf(10) ** -25
+
+
+def test_squareplus_dominates_elu_from_b_equal_to_0():
+    """p* = 4 elu(x) (elu(x) - x) is a Piecewise: its limit at +oo went through .subs on the Piecewise and raised
+    a bare TypeError ('Invalid comparison of non-real zoo').  Reference: elu(x) <= relu(x) (e^x - 1 <= 0 for
+    x <= 0), equal for x >= 0, so b* = 0 (squareplus at b = 0 is relu); checked on a grid in mpmath."""
+    result = dominance_threshold("squareplus", "elu", "b")
+    assert result.value == 0
+    with mpmath.workdps(30):
+        assert all(max(t, 0) >= (t if t > 0 else mpmath.expm1(t)) for t in mpmath.linspace(-20, 20, 401))
+
+
+def test_minimax_on_a_finite_interval_counts_its_ends_as_extrema():
+    """p x vs x**2 on [0, 1] (interval=, a finite problem): e = p x - x**2 peaks at x = p/2 (p**2/4) and is
+    p - 1 at the end 1; equal and opposite at p = 2 sqrt(2) - 2, max error 3 - 2 sqrt(2) (by hand).  minimax
+    only had domain=L, the whole line's stand-in, which refuses an extremum at an end."""
+    p = sympy.Symbol("p", real=True)
+    result = minimax(p * x, x**2, p, dps=20, interval=(0, 1))
+    with mpmath.workdps(30):
+        p_ref = 2 * mpmath.sqrt(2) - 2
+        assert abs(result.parameter_value - p_ref) < mpmath.mpf(10) ** -18
+        assert abs(result.max_error - (3 - 2 * mpmath.sqrt(2))) < mpmath.mpf(10) ** -18
+        assert abs(result.abscissae[0] - p_ref / 2) < mpmath.mpf(10) ** -15 and result.abscissae[1] == 1
+    assert result.signs == (1, -1) and result.equioscillates
+
+
+def test_minimax_on_an_asymmetric_interval_with_an_end_active():
+    """squareplus vs softplus on [-1, 3]: at the optimum the extrema are x = 0 (e = sqrt(b)/2 - log 2 < 0) and the
+    end x = 3, so sqrt(b)/2 + (3 + sqrt(9 + b))/2 = log 2 + log(1 + e**3), solved by findroot (by hand); and no
+    point of a 4001-point grid on [-1, 3] has a larger |e| than the max error reported."""
+    result = minimax(SQUAREPLUS, SOFTPLUS, b, dps=15, interval=(-1, 3))
+    with mpmath.workdps(30):
+        b_ref = mpmath.findroot(lambda bb: mpmath.sqrt(bb) / 2 + (3 + mpmath.sqrt(9 + bb)) / 2
+                                - mpmath.log(2) - mpmath.log1p(mpmath.exp(3)), mpmath.mpf("1.5"))
+        assert abs(result.parameter_value - b_ref) < mpmath.mpf(10) ** -13, result
+        assert abs(result.max_error - (mpmath.log(2) - mpmath.sqrt(b_ref) / 2)) < mpmath.mpf(10) ** -13
+        e = lambda t: (t + mpmath.sqrt(t * t + b_ref)) / 2 - mpmath.log1p(mpmath.exp(t))  # noqa: E731
+        assert max(abs(e(-1 + mpmath.mpf(i) / 1000)) for i in range(4001)) <= result.max_error * (1 + 1e-12)
+    assert result.signs == (-1, 1) and result.abscissae[1] == 3 and abs(result.abscissae[0]) < 1e-12
+
+
+def test_minimax_on_a_symmetric_interval_where_domain_refuses_the_edge():
+    """isru(alpha) vs erf: over |x| <= 3 as the whole line's stand-in (domain=3) the optimum has the ends active,
+    refused, and the refusal now says how to ask for the finite problem; interval=(-3, 3) solves it.  Reference
+    (by hand, odd error): e(3) = -e(x1) with e'(x1) = 0 for e = x/sqrt(1 + alpha x**2) - erf(x), by findroot."""
+    with pytest.raises(DomainError, match=r"pass interval=\(-3, 3\)"):
+        minimax("isru", "erf", "alpha", dps=10, domain=3)
+    result = minimax("isru", "erf", "alpha", dps=15, interval=(-3, 3))
+    with mpmath.workdps(30):
+        def e(t, al):
+            return t / mpmath.sqrt(1 + al * t * t) - mpmath.erf(t)
+
+        def de(t, al):
+            return (1 + al * t * t) ** -mpmath.mpf(1.5) - 2 / mpmath.sqrt(mpmath.pi) * mpmath.exp(-t * t)
+
+        al_ref, x1 = mpmath.findroot(lambda al, t: (e(3, al) + e(t, al), de(t, al)),
+                                     (mpmath.mpf("0.74"), mpmath.mpf("0.92")))
+        assert abs(result.parameter_value - al_ref) < mpmath.mpf(10) ** -13, result
+        assert abs(result.max_error - abs(e(3, al_ref))) < mpmath.mpf(10) ** -13
+        assert abs(result.abscissae[2] - x1) < mpmath.mpf(10) ** -10
+    assert result.abscissae[0] == -3 and result.abscissae[3] == 3 and result.equioscillates
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"interval": (3, -3)}, "interval="),
+    ({"interval": 3}, "interval="),
+    ({"interval": (-3, 3), "domain": 3}, r"pass one\. domain=L stands in for the whole line"),
+])
+def test_minimax_refuses_a_malformed_interval_or_both_meanings(kwargs, message):
+    with pytest.raises(DomainError, match=message):
+        minimax(SQUAREPLUS, SOFTPLUS, b, dps=10, **kwargs)
