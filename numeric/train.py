@@ -205,7 +205,11 @@ def make_optimizer(name: str, params: Any, lr: float, **options: Any) -> Any:
     ``lr`` must be a finite number > 0 and no option may be NaN (:class:`DomainError` otherwise; torch accepts
     NaN for ``lr``, SGD's ``momentum``, ``dampening`` and ``weight_decay`` and Rprop's ``step_sizes``).  Adam's
     ``eps`` must not round to 0 in the parameters' dtype: its default 1e-8 is 0 in float16, where the first
-    update is then NaN (pass ``eps=1e-4`` there)."""
+    update is then NaN (pass ``eps=1e-4`` there).  An ``lr`` whose first step torch cannot convert to the dtype
+    it computes in (Adam: ``lr / (1 - beta1)`` above float32's largest number 3.4e38 for float32, float16 and
+    bfloat16 parameters; SGD and Rprop: ``lr`` above the largest number of the parameters' dtype) is a
+    :class:`DomainError` naming the largest ``lr`` accepted; torch raised a bare ``RuntimeError`` at the first
+    step."""
     import torch
 
     _check_lr(lr)
@@ -237,10 +241,12 @@ def make_optimizer(name: str, params: Any, lr: float, **options: Any) -> Any:
     if name == "adam":
         _check_adam_eps(params, options)
     try:
-        return classes[name](params, lr=lr, **options)
+        opt = classes[name](params, lr=lr, **options)
     except ValueError as exc:  # torch's range checks (Adam weight_decay=-1: "Invalid weight_decay value: -1")
         raise DomainError(f"optimizer {name!r}: {exc}; pass values in the range torch.optim.{classes[name].__name__} "
                           "accepts (or leave the option out for its default).") from None
+    _check_step_size_fits_dtype(name, opt)
+    return opt
 
 
 def _check_adam_eps(params: Sequence[Any], options: dict) -> None:
@@ -268,6 +274,74 @@ def _check_adam_eps(params: Sequence[Any], options: dict) -> None:
                     "update is NaN (Adam's default eps=1e-8 is 0 in float16). Pass optimizer_options={'eps': 1e-4} "
                     f"(at least {torch.finfo(dtype).tiny:.3g}, the smallest normal number of {dtype}), or train in "
                     "float32 or bfloat16.")
+
+
+def _largest_first_step_size(name: str, beta1: float, dtype: Any) -> tuple[float, Any]:
+    """The largest ``lr`` torch's first step accepts for optimizer ``name`` with parameters of ``dtype``, and the
+    dtype the step's scalar is converted to (see :func:`_check_step_size_fits_dtype`)."""
+    import torch
+
+    if name == "adam":  # the scalar is lr / (1 - beta1), converted to the op's compute type: float32 for 16-bit
+        target = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        limit, bias_correction1 = torch.finfo(target).max, 1 - beta1 ** 1
+        largest = limit * bias_correction1
+        # torch computes lr / bias_correction1 in double: step to the exact last lr whose quotient fits
+        while largest / bias_correction1 > limit:
+            largest = math.nextafter(largest, 0.0)
+        while math.nextafter(largest, math.inf) / bias_correction1 <= limit:
+            largest = math.nextafter(largest, math.inf)
+        return largest, target
+    return torch.finfo(dtype).max, dtype  # SGD's alpha=-lr and Rprop's initial step sizes are in the parameters' dtype
+
+
+def _check_step_size_fits_dtype(name: str, opt: Any) -> None:
+    """Refuse a learning rate whose first step torch cannot convert to the dtype it computes in.
+
+    Torch converts one scalar per step into a compute dtype and raises a bare ``RuntimeError: value cannot be
+    converted to type float without overflow`` when it exceeds that dtype's largest finite number (an inf
+    scalar passes).  Measured on torch 2.13 (CPU, for-loop and ``foreach`` paths alike), with ``F`` the largest
+    finite number of the dtype named:
+
+    * ``adam``: the step size ``lr / (1 - beta1**t)``, largest at the first step ``t = 1``, converted to the
+      parameters' dtype, float32 for float16 and bfloat16 parameters: refused iff ``lr / (1 - beta1) > F``
+      (float32, beta1 = 0.9: lr > 3.4028234663852877e37);
+    * ``sgd``: ``alpha = -lr``, in the parameters' dtype: refused iff ``lr > F`` (float16: lr > 65504);
+    * ``rprop``: its initial step sizes, ``full_like(grad, lr)``: refused iff ``lr > F``.
+
+    In float64 torch accepts an Adam step size that overflows to inf (lr > 1.797e307 with beta1 = 0.9), which
+    makes every parameter inf at the first step; the same rule refuses it here.
+    The rule is checked per parameter group and floating dtype, after torch has validated the options and before
+    any step, so the model is unchanged."""
+    import torch
+
+    for group in opt.param_groups:
+        lr = float(group["lr"])
+        beta1 = float(group["betas"][0]) if name == "adam" else 0.0
+        dtypes = sorted({p.dtype for p in group["params"] if p.is_floating_point()}, key=str)
+        for dtype in dtypes:
+            largest, target = _largest_first_step_size(name, beta1, dtype)
+            if lr <= largest:
+                continue
+            refusal = "torch refuses the step (\"value cannot be converted ... without overflow\")"
+            if name == "adam":
+                step_size = lr / (1 - beta1 ** 1)
+                what = (f"its first step size lr / (1 - beta1) = {step_size:.6g} (beta1={beta1}, computed in {target}) "
+                        f"is larger than {target}'s largest number {torch.finfo(target).max:.6g}")
+                if math.isinf(step_size):  # torch converts inf without complaint: every parameter becomes inf
+                    refusal = "the first step would make every parameter with a nonzero gradient infinite"
+                remedy = (f"Pass lr <= {largest!r} (that largest number times 1 - beta1); Adam's steps have size "
+                          "about lr whatever the gradients' scale, so a much smaller lr is usual")
+            elif name == "sgd":
+                what = f"the update factor lr is larger than {target}'s largest number {torch.finfo(target).max:.6g}"
+                remedy = f"Pass lr <= {largest!r}" + (", or train in float32" if largest < 1e38 else "")
+            else:
+                what = (f"its initial step size lr is larger than {target}'s largest number "
+                        f"{torch.finfo(target).max:.6g}")
+                remedy = (f"Pass lr <= {largest!r}; Rprop clamps its step sizes to step_sizes[1] = "
+                          f"{group['step_sizes'][1]!r} at the first step anyway, so any larger lr takes steps of "
+                          "that size")
+            raise DomainError(f"lr={lr!r} is too large for optimizer {name!r} with {dtype} parameters: {what}, "
+                              f"and {refusal}. {remedy}.")
 
 
 def _evaluate(model: Any, x: Any, y: Any, loss: str) -> tuple[float, float]:

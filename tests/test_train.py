@@ -155,6 +155,46 @@ def test_invalid_learning_rate_is_refused_before_any_step(optimizer, lr):
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
+def _torch_takes_a_step(optimizer, dtype, lr):
+    """Whether torch.optim itself takes one step at ``lr`` (False: its overflow RuntimeError)."""
+    p = torch.nn.Parameter(torch.full((2,), 0.5, dtype=dtype))
+    opt = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rprop": torch.optim.Rprop}[optimizer]([p], lr=lr)
+    p.grad = torch.full((2,), 1e-3, dtype=dtype)
+    try:
+        opt.step()
+    except RuntimeError as exc:
+        assert "without overflow" in str(exc)
+        return False
+    return True
+
+
+@pytest.mark.parametrize("optimizer, dtype, largest", [
+    ("adam", torch.float32, torch.finfo(torch.float32).max * (1 - 0.9)),   # step size lr / (1 - beta1), in float32
+    ("adam", torch.bfloat16, torch.finfo(torch.float32).max * (1 - 0.9)),  # ... computed in float32 for bfloat16
+    ("sgd", torch.float16, torch.finfo(torch.float16).max),                # alpha = -lr in the parameters' dtype
+    ("rprop", torch.float32, torch.finfo(torch.float32).max),              # initial step sizes full_like(grad, lr)
+], ids=["adam-float32", "adam-bfloat16", "sgd-float16", "rprop-float32"])
+def test_an_lr_whose_first_step_overflows_torch_is_refused_before_any_step(optimizer, dtype, largest):
+    """Adam with lr=1e38 on float32 raised torch's bare "RuntimeError: value cannot be converted to type float
+    without overflow" at the first step: lr / (1 - beta1) = 1e39 does not fit float32.  Reference for the
+    threshold: torch.optim itself takes a step at the largest lr and refuses the next float up."""
+    refused = math.nextafter(largest, math.inf)
+    assert _torch_takes_a_step(optimizer, dtype, largest) and not _torch_takes_a_step(optimizer, dtype, refused)
+    x = torch.linspace(-1e-3, 1e-3, 8, dtype=dtype)[:, None]
+    y = (x[:, 0] > 0).long()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1).to(dtype)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(DomainError, match=rf"lr={re.escape(repr(refused))} is too large for optimizer '{optimizer}' with {dtype} "
+                                          rf"parameters: .*overflow.* Pass lr <= {re.escape(repr(largest))}"):
+        train(model, (x, y), loss="bce_logits", optimizer=optimizer, lr=refused, steps=3)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    # the largest lr torch accepts runs: one step, every loss finite, the parameters moved
+    result = train(model, (x, y), loss="bce_logits", optimizer=optimizer, lr=largest, steps=1)
+    assert all(math.isfinite(v) for v in result.train_loss)
+    assert not all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
 def test_non_finite_held_out_data_is_refused():
     x, y = _data(16)
     x_test = x[:4].clone()
