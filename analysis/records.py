@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -38,11 +39,23 @@ class ExperimentUnavailable(SymactError):
 
 
 def to_jsonable(value: Any) -> Any:
-    """Plain JSON types from numbers, tensors, arrays, tuples and dataclasses (NaN/inf become strings)."""
+    """Plain JSON types from numbers, tensors, arrays, tuples and dataclasses (NaN/inf become strings).
+
+    A float of a type narrower than float64 (numpy float16/float32 scalars and arrays, torch float32, float16,
+    bfloat16, ... tensors) becomes the float64 nearest to its shortest round-trip decimal, the decimal
+    numpy's ``repr`` prints: float32's 0.05 is written ``0.05``, not its exact value 0.05000000074505806, and
+    bfloat16's 0.10009765625 ``0.1``.  Converted back to its type, that float64 gives the same number, so
+    nothing is lost; the JSON (and the report's "measured" column, read from it) then carries only the digits
+    the value has in its own type.  Python floats and float64 values are written exactly, as before."""
+    if type(value) is float:  # the common case first, before the checks for narrower floats
+        return value if math.isfinite(value) else str(value)
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
+    narrow = _narrow_float_decimals(value)
+    if narrow is not None:
+        return to_jsonable(narrow)
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         return to_jsonable(value.tolist())
     if isinstance(value, bool) or value is None or isinstance(value, str):
@@ -58,6 +71,54 @@ def to_jsonable(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return to_jsonable(asdict(value))
     return str(value)
+
+
+def _narrow_float_decimals(value: Any) -> Any:
+    """For a numpy or torch float scalar, array or tensor of a type narrower than float64: its values (nested
+    lists for arrays) as floats read from their shortest round-trip decimals; None for anything else.
+
+    ``tolist()`` and ``float()`` give the exact binary value, whose float64 digits (0.05000000074505806 for
+    float32's 0.05) are not digits the value holds."""
+    np, torch = sys.modules.get("numpy"), sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        if not value.dtype.is_floating_point or value.dtype.itemsize >= 8:
+            return None
+        value = value.detach().cpu()
+        if value.dtype in (torch.float16, torch.float32):
+            value = value.numpy()  # numpy's own shortest decimals, below
+        else:  # bfloat16, float8: no numpy dtype
+            return _shortest_by_round_trip(value, torch)
+    if np is None or not isinstance(value, (np.floating, np.ndarray)) or value.dtype.kind != "f" \
+            or value.dtype.itemsize >= 8:
+        return None
+    # numpy prints the shortest decimal that reads back as the same number (Dragon4, unique=True)
+    decimals = np.asarray(value).astype(str).tolist()
+    return _nested_map(float, decimals)
+
+
+def _shortest_by_round_trip(tensor: Any, torch: Any) -> Any:
+    """The shortest ``%.{d}g`` decimals (d = 1, 2, ...) that torch converts back to the same ``tensor``
+    entries, as floats in nested lists."""
+    exact = tensor.double().flatten().tolist()  # exact: float64 holds every value of a narrower float
+    found = list(exact)  # NaN and inf stay as they are
+    todo = [i for i, v in enumerate(exact) if math.isfinite(v)]
+    for digits in range(1, 18):  # 17 significant digits read back as any float64, let alone a narrower float
+        if not todo:
+            break
+        texts = [float(f"{exact[i]:.{digits}g}") for i in todo]
+        back = torch.tensor(texts, dtype=torch.float64).to(tensor.dtype).double().tolist()
+        left = []
+        for i, text, b in zip(todo, texts, back):
+            if b == exact[i]:
+                found[i] = text
+            else:
+                left.append(i)
+        todo = left
+    return torch.tensor(found, dtype=torch.float64).reshape(tensor.shape).tolist()
+
+
+def _nested_map(function: Any, values: Any) -> Any:
+    return [_nested_map(function, v) for v in values] if isinstance(values, list) else function(values)
 
 
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}

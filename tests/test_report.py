@@ -11,7 +11,8 @@ import pytest
 import sympy
 import torch
 
-from analysis.report import format_measured, format_value, markdown_table
+from analysis.records import Claim, Job, Record, RecordStore, to_jsonable
+from analysis.report import claim_rows, format_measured, format_value, markdown_table, summary_table
 
 
 def _python(x: float, digits: int) -> str:
@@ -121,3 +122,38 @@ def test_format_measured_tells_a_float32_from_a_bound_without_float64_noise():
         text = format_measured(mpmath.mpf("0.05") - mpmath.mpf(10) ** -30, "< 0.05")
         assert mpmath.mpf(text) == mpmath.mpf("0.05") - mpmath.mpf(10) ** -30
     assert format_measured(Fraction(5 * 10**20 - 1, 10**22), "< 0.05") == "499999999999999999999/10000000000000000000000"
+
+
+@pytest.mark.parametrize("value, tolerance", [
+    (np.float32(0.05), "< 0.05"), (np.float32(0.04999999), "< 0.05"), (torch.tensor(0.05), "< 0.05"),
+    (np.float16(0.1), "<= 0.1"), (np.array([np.float32(0.05)])[0], "== 0.05")])
+def test_a_float32_measured_value_reaches_the_report_as_its_shortest_decimal(tmp_path, value, tolerance):
+    """to_jsonable wrote a float32 0.05 as its float64 expansion 0.05000000074505806, so the summary table, read
+    from the records, printed 0.050000001 against "< 0.05" (float16's 0.1: 0.09998).  Reference: numpy's shortest
+    round-trip decimal of the value in its own type."""
+    typed = value.numpy()[()] if isinstance(value, torch.Tensor) else value  # an np.float32
+    expected = np.format_float_positional(typed, unique=True)
+    assert format_measured(value, tolerance) == expected  # the report on the value itself, as the reference has it
+    store = RecordStore(tmp_path)   # through the JSON file, as a report reads its records
+    store.append(Record(Job("demo", {}), "ok", {"median": value}, (Claim("median", value, tolerance, True),)))
+    (record,) = store.records()
+    (row,) = claim_rows([record], [])
+    assert format_measured(row["measured"], tolerance) == expected
+    assert f"  {expected}  " in summary_table([row])
+    # nothing lost: the decimal read back in the value's own type is the same number
+    assert type(typed)(record.result["median"]) == typed and type(typed)(record.claims[0].measured) == typed
+    assert to_jsonable({"m": value}) == {"m": float(expected)}
+
+
+def test_narrow_float_arrays_and_tensors_become_their_shortest_decimals():
+    """Arrays and tensors element by element, NaN/inf as the strings to_jsonable writes for them; bfloat16 has no
+    numpy type: each entry is the shortest decimal torch reads back as it (0.1 for 0.10009765625)."""
+    values = np.array([[0.05, 1 / 3], [np.nan, -np.inf]], dtype=np.float32)
+    assert to_jsonable(values) == [[0.05, 0.33333334], ["nan", "-inf"]]
+    assert to_jsonable(torch.from_numpy(values)) == [[0.05, 0.33333334], ["nan", "-inf"]]
+    bf16 = torch.tensor([0.1, 1 / 3, 3e38, -0.0, math.inf], dtype=torch.bfloat16)
+    out = to_jsonable(bf16)
+    assert out == [0.1, 0.334, 3e38, -0.0, "inf"]  # 1/3 is 0.333984375 in bfloat16; 0.333 reads back as 0.33203125
+    assert torch.equal(torch.tensor(out[:4], dtype=torch.float64).to(torch.bfloat16), bf16[:4])
+    # float64 keeps every digit
+    assert to_jsonable(np.array([0.1 + 2**-55])) == [0.1 + 2**-55] and to_jsonable(torch.tensor(1 / 3, dtype=torch.float64)) == 1 / 3
