@@ -194,13 +194,19 @@ def match_conditions(candidate, target, parameter, conditions: Sequence[str] = (
 class DominanceThreshold:
     r"""``candidate >= target`` for all x iff ``parameter >= value`` (candidate increasing in the
     parameter).  ``threshold_function`` is :math:`p^*(x)` solving :math:`c_{p}(x) = t(x)`;
-    ``value = p^*(argmax)`` exactly.  ``certificate`` says how the global maximum was checked."""
+    ``supremum = p^*(argmax)`` exactly, and ``value = supremum`` unless the supremum lies below the
+    parameter's declared range (a positive or nonnegative parameter, range bottom 0): then every admissible
+    value dominates, ``value`` is that bottom, 0, and ``bottom_of_range`` is True (``argmax`` nan and
+    ``supremum`` None where :math:`p^*` is real nowhere on the search interval).  ``certificate`` says how
+    the global maximum was checked (and, for ``bottom_of_range``, that the range decided)."""
 
     parameter: sympy.Symbol
     value: sympy.Expr
     argmax: sympy.Expr
     threshold_function: sympy.Expr
     certificate: str
+    supremum: sympy.Expr | None = None
+    bottom_of_range: bool = False
 
 
 def _settled(f, x, dps: int, most: int = 2000):
@@ -475,6 +481,13 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
                           "needs p*(x) explicitly (use minimax, or a candidate that is algebraic in the parameter)"
                           ) from None
     solutions = [s for s in roots if s.is_real is not False]
+    bottom = sympy.Integer(0) if p.is_nonnegative else None  # the least value the parameter's range admits
+    if not solutions and bottom is not None:
+        # solve drops a p*(x) that is negative for every x (x + p vs x - 1, p positive): the candidate is then
+        # above the target for every admissible p, not never equal to it
+        free = sympy.Dummy(p.name, real=True)
+        solutions = [s.subs(free, p) for s in sympy.solve(sympy.Eq(cand.subs(p, free), targ), free)
+                     if s.is_real is not False]
     if len(solutions) != 1:
         raise DomainError(f"candidate = target has {len(solutions)} solutions for {p} ({solutions}); "
                           "dominance_threshold needs exactly one")
@@ -485,6 +498,12 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
         lo, hi = (mpmath.mpf(v) for v in lo_hi)
         xs = [lo + (hi - lo) * i / (samples - 1) for i in range(samples)]
         values = [f(xi) for xi in xs]
+        nonreal = [i for i, v in enumerate(values) if isinstance(v, mpmath.mpc) and v.imag != 0]
+        values = [v.real if isinstance(v, mpmath.mpc) else v for v in values]
+        if nonreal:  # the ordering of max() raised a bare TypeError on them
+            found = _nonreal_threshold(cand, targ, p, threshold, bottom, xs, nonreal, search)
+            if found is not None:
+                return found
         best = max(values)
         # points that tie with the largest value may tie only because their own value cancelled away: for gelu,
         # p*(x) = x**2*(erf(x/sqrt(2))**2 - 1) is 0 to 40 digits at x = -50, as at its true maximum x = 0, and the
@@ -526,13 +545,25 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
         if min(x_star - lo, hi - x_star) <= mpmath.mpf(10) ** -(dps + 2) * max(1, abs(lo), abs(hi)):
             raise DomainError(f"the threshold p*(x) is largest at the edge of the search interval {search}; "
                               "widen search or check that the candidate dominates at all")
-        if any(slope <= 0 for slope in (_slope_or_none(g, xi, p_star) for xi in xs[:: max(1, samples // 200)])
-               if slope is not None):
+        tolerance = mpmath.mpf(10) ** -dps * max(1, abs(p_star))
+        _check_solves(cand, targ, p, threshold, x_star, p_star, dps)
+        below_range = bottom is not None and p_star < bottom - tolerance
+        # the slope where the threshold is: at a p* below the range, the bottom (squareplus's sqrt(x**2 + b) is
+        # not real at b < 0, and its slope's comparison with 0 raised a bare TypeError)
+        at = mpmath.mpf(bottom) if below_range else p_star
+        slopes = [_slope_or_none(g, xi, at) for xi in xs[:: max(1, samples // 200)]]
+        for xi, slope in zip(xs[:: max(1, samples // 200)], slopes):
+            if isinstance(slope, mpmath.mpc) and slope.imag != 0:
+                raise DomainError(f"d candidate/d{p} is not real at x = {mpmath.nstr(xi, 8)}, {p} = "
+                                  f"{mpmath.nstr(at, 8)} (the candidate is not real there), so whether it increases "
+                                  f"in {p} cannot be checked; narrow search or declare {p}'s range")
+        if any(slope is not None and mpmath.re(slope) <= 0 for slope in slopes):
             raise DomainError(f"the candidate is not increasing in {p} near the threshold; the 'iff' does not apply")
         limits = [_limit_at_infinity(threshold, s) for s in (sympy.oo, -sympy.oo)]
         # an oscillating p* (sin(x) + ...) has AccumBounds for a limit: its upper end is what p* comes back to
         tops = [lim.max if isinstance(lim, sympy.AccumBounds) else lim for lim in limits]
-        if any(top is sympy.oo or (top.is_finite and float(top) > float(p_star)) for top in tops):
+        # with a tolerance: a limit equal to the maximum (mish: p* -> 0 at +-oo, as at x = 0) is not above it
+        if any(top is sympy.oo or (top.is_finite and float(top) > float(p_star + tolerance)) for top in tops):
             raise DomainError(f"p*(x) tends to {limits} at +-infinity, above the interior maximum; no finite threshold")
         # an exact abscissa is accepted only where it IS the argmax to dps + 3 digits: p* is flat there, so
         # checking the value alone let 7/9 stand for -0.77838... (dps=4) and 0 for it (dps=1, value 0.998
@@ -546,7 +577,61 @@ def dominance_threshold(candidate, target, parameter, search=(-50, 50), samples:
             value = sympy.Float(p_star, dps)  # the abscissa has no simple exact form: return the number
             x_exact = sympy.Float(x_star, dps)
     certificate = f"{located}; limits at +-oo: {limits}; d candidate/d{p} > 0 checked on the samples"
-    return DominanceThreshold(p, value, x_exact, threshold, certificate)
+    if below_range:
+        certificate += (f"; sup p*(x) = {value} lies below the range of {p} ({_range_text(p)}), so every admissible "
+                        f"{p} dominates: the threshold is the bottom of that range, {bottom} (slope checked there)")
+        return DominanceThreshold(p, bottom, x_exact, threshold, certificate, value, True)
+    return DominanceThreshold(p, value, x_exact, threshold, certificate, value)
+
+
+def _range_text(p: sympy.Symbol) -> str:
+    return f"{p} > 0" if p.is_positive else f"{p} >= 0"
+
+
+def _check_solves(cand, targ, p, threshold, x_star, p_star, dps: int) -> None:
+    """Refuse a p*(x) that does not solve candidate = target at its maximum: solve squares equations (for
+    squareplus, sqrt(x**2 + b) = 2 t - x), and where 2 t < x the root it returns solves the squared equation
+    only.  Such a point imposes nothing (the candidate is above the target there for every b), yet its p* was
+    taken as the threshold: squareplus vs squareplus(b=1) - 1 gave b >= 1, though every b >= 0 dominates."""
+    with mpmath.workdps(dps + 10):
+        c = sympy.lambdify((X, p), cand, MPMATH_MODULES)
+        t = sympy.lambdify(X, targ, MPMATH_MODULES)
+        try:
+            gap = c(x_star, p_star) - t(x_star)
+        except (ZeroDivisionError, ValueError):
+            return  # not evaluable there: nothing to refute
+        scale = max(1, abs(t(x_star)))
+        if abs(gap) > mpmath.mpf(10) ** -(dps // 2) * scale:
+            raise DomainError(
+                f"p*(x) = {threshold} does not solve candidate = target at its maximum x = {mpmath.nstr(x_star, 10)}: "
+                f"the candidate at {p} = {mpmath.nstr(p_star, 10)} differs from the target there by "
+                f"{mpmath.nstr(gap, 5)} (SymPy's solve squared the equation, and this root solves only the squared "
+                "one). Its supremum would not be the threshold; dominance_threshold cannot use this p*(x)")
+
+
+def _nonreal_threshold(cand, targ, p, threshold, bottom, xs, nonreal, search):
+    """Where p*(x) is not real, candidate = target has no real solution in p, so c_p(x) - t(x) has one sign for
+    every p: above the target at every sample, every admissible p dominates there (the threshold is the bottom
+    of a positive/nonnegative parameter's range); anything else is refused by name."""
+    x0 = xs[nonreal[0]]
+    probe = (bottom + 1) if bottom is not None else sympy.Integer(0)  # any admissible p: the sign is the same
+    c = sympy.lambdify((X, p), cand, MPMATH_MODULES)
+    t = sympy.lambdify(X, targ, MPMATH_MODULES)
+    below = [xs[i] for i in nonreal if mpmath.re(c(xs[i], mpmath.mpf(probe)) - t(xs[i])) < 0]
+    if below:
+        raise DomainError(f"at x = {mpmath.nstr(below[0], 8)} no real {p} solves candidate = target and the "
+                          f"candidate is below the target for every {p}: no value of {p} makes it dominate")
+    if len(nonreal) == len(xs) and bottom is not None:
+        certificate = (f"p*(x) = {threshold} is not real at any of the {len(xs)} samples on {list(search)}: no "
+                       f"real {p} solves candidate = target there, and the candidate is above the target at "
+                       f"{p} = {probe} (so for every {p}) at each sample; every admissible {p} dominates "
+                       f"({_range_text(p)}) on search: the threshold is the bottom of the range, {bottom}")
+        return DominanceThreshold(p, bottom, sympy.nan, threshold, certificate, None, True)
+    raise DomainError(f"p*(x) = {threshold} is not real at x = {mpmath.nstr(x0, 8)} ({len(nonreal)} of {len(xs)} "
+                      f"samples): candidate = target has no real solution for {p} there"
+                      + ("" if bottom is not None else f" and {p} has no declared range whose bottom could be the "
+                         "threshold (declare it positive or nonnegative)")
+                      + "; dominance_threshold needs a p*(x) real on all of search, or on none of it")
 
 
 def _limit_at_infinity(threshold: sympy.Expr, point) -> sympy.Expr:

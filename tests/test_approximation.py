@@ -818,3 +818,49 @@ def test_minimax_on_a_symmetric_interval_where_domain_refuses_the_edge():
 def test_minimax_refuses_a_malformed_interval_or_both_meanings(kwargs, message):
     with pytest.raises(DomainError, match=message):
         minimax(SQUAREPLUS, SOFTPLUS, b, dps=10, **kwargs)
+
+
+def _dominates_on_grid(candidate, target, parameter, value, lo=-10, hi=10, n=2001):
+    """Independent check: candidate(x; parameter=value) >= target(x) at n points of [lo, hi], in mpmath at 30 digits."""
+    c = sympy.lambdify(x, candidate.subs(parameter, value), "mpmath")
+    t = sympy.lambdify(x, target, "mpmath")
+    with mpmath.workdps(30):
+        return all(c(mpmath.mpf(lo) + (hi - lo) * mpmath.mpf(i) / (n - 1)) >= t(mpmath.mpf(lo) + (hi - lo) * mpmath.mpf(i) / (n - 1))
+                   for i in range(n))
+
+
+p_positive = sympy.Symbol("p", positive=True)
+_BELOW = x - 1 + sympy.exp(-x**2) / 2   # x + p >= it iff p >= sup (exp(-x**2)/2 - 1) = -1/2, at x = 0
+
+
+@pytest.mark.parametrize("candidate, supremum", [(x + p_positive, sympy.Rational(-1, 2)), (x + p_positive**2, None)],
+                         ids=["p", "p-squared"])
+def test_a_threshold_below_a_positive_parameters_range_is_the_bottom_of_the_range(candidate, supremum):
+    """x + p (p positive) vs x - 1 + exp(-x**2)/2: sup p*(x) = -1/2, so every p > 0 dominates; the result said
+    p >= -1/2 (a value p cannot take).  x + p**2 vs the same target: p**2 = exp(-x**2)/2 - 1 has no real root,
+    and max() over the samples of the complex p*(x) raised a bare TypeError.  Both: every admissible p
+    dominates, the threshold is the bottom of the range, 0, and the result says so."""
+    result = dominance_threshold(candidate, _BELOW, p_positive, search=(-10, 10), samples=201)
+    assert result.value == 0 and result.bottom_of_range
+    assert result.supremum == supremum
+    assert "every admissible p dominates" in result.certificate
+    assert _dominates_on_grid(candidate, _BELOW, p_positive, 0)  # the returned value itself, and so every p > 0
+
+
+def test_a_root_that_only_solves_the_squared_equation_is_refused():
+    """squareplus(b) vs squareplus(1) - 1: solve squares sqrt(x**2 + b) = 2 t - x, and its root p* = 5 - 4 sqrt(x**2 + 1)
+    is 1 at x = 0, where 2 t - x = -1 < 0: the result said b >= 1, though b = 1/100 dominates too (grid check)."""
+    target = SQUAREPLUS.subs(b, 1) - 1
+    assert _dominates_on_grid(SQUAREPLUS, target, b, sympy.Rational(1, 100))
+    with pytest.raises(DomainError, match=r"does not solve candidate = target at its maximum x = 0\.0.*squared"):
+        dominance_threshold(SQUAREPLUS, target, b, search=(-10, 10), samples=201)
+
+
+def test_a_supremum_that_is_also_the_limit_at_infinity_is_the_threshold():
+    """squareplus vs mish on an asymmetric search: p*(x) is largest, 0, at x = 0 and tends to 0 at +-oo; the maximum
+    found lay 1e-40 below 0, and the exact comparison with the limits refused it ('tends to [0, 0] at +-infinity,
+    above the interior maximum').  Reference: squareplus(b=0) = relu >= mish (grid)."""
+    mish = x * sympy.tanh(sympy.log(1 + sympy.exp(x)))
+    result = dominance_threshold(SQUAREPLUS, mish, b, search=(-7, 5), samples=800)
+    assert result.value == 0 and not result.bottom_of_range
+    assert _dominates_on_grid(SQUAREPLUS, mish, b, 0)
