@@ -658,6 +658,11 @@ class MinimaxResult:
     of :math:`e` there, and ``tangent_signs`` the sign of :math:`\partial_p e` there (0 where it
     vanishes to the precision: an optimum at a stationary point of one branch).  All numbers are
     mpf accurate to about ``dps`` digits.
+
+    ``interval = (a, b)`` is where the result holds: ``max_error`` is the maximum of :math:`|e|` over
+    :math:`a \le x \le b`.  ``domain`` is the half-width ``L`` when the problem was posed as ``domain=L`` (then
+    ``interval = (-L, L)``, standing in for the whole line), None for ``interval=(a, b)``.  A result built by
+    hand without them has ``interval = ()``.
     """
 
     parameter: sympy.Symbol
@@ -668,6 +673,8 @@ class MinimaxResult:
     error: sympy.Expr
     dps: int
     tangent_signs: tuple = ()
+    interval: tuple = ()
+    domain: Any = None
 
     @property
     def equioscillates(self) -> bool:
@@ -692,7 +699,9 @@ class MinimaxResult:
         # every key is an attribute: 'b=1.52' read as result.b raised AttributeError
         return (f"MinimaxResult(parameter={self.parameter}, parameter_value={mpmath.nstr(self.parameter_value, n)}, "
                 f"max_error={mpmath.nstr(self.max_error, n)}, "
-                f"abscissae=({', '.join(mpmath.nstr(a, 10) for a in self.abscissae)}), signs={self.signs})")
+                f"abscissae=({', '.join(mpmath.nstr(a, 10) for a in self.abscissae)}), signs={self.signs}"
+                + (f", domain={self.domain}" if self.domain is not None else
+                   f", interval=({self.interval[0]}, {self.interval[1]})" if self.interval else "") + ")")
 
 
 def _real_roots(arg: sympy.Expr) -> list:
@@ -1017,7 +1026,8 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
         exact = None  # the family meets the target only outside the range asked for: minimax over the range
     if exact is not None:
         with mpmath.workdps(dps):
-            return MinimaxResult(p, mpmath.mpf(sympy.N(exact, dps + 5)), mpmath.mpf(0), (), (), error, dps)
+            return MinimaxResult(p, mpmath.mpf(sympy.N(exact, dps + 5)), mpmath.mpf(0), (), (), error, dps,
+                                 (), _span(region), domain)
     # away from the kinks (candidates in their own right): a jump's DiracDelta has no mpmath name (NameError)
     slope = sympy.diff(error, X).replace(lambda node: isinstance(node, sympy.DiracDelta), lambda node: sympy.Integer(0))
     de_f = _real_valued(_near_removable(sympy.lambdify((X, p), slope, MPMATH_MODULES), _removable_points(slope, region)),
@@ -1192,7 +1202,8 @@ def minimax(candidate, target, parameter, dps: int = 30, parameter_range: tuple 
             tangents.append(0 if abs(slope_p) <= negligible else (1 if slope_p > 0 else -1))
     with mpmath.workdps(dps):
         return MinimaxResult(p, +p_value, +M, tuple(+xi for xi, _ in unique),
-                             tuple(1 if vi > 0 else -1 for _, vi in unique), error, dps, tuple(tangents))
+                             tuple(1 if vi > 0 else -1 for _, vi in unique), error, dps, tuple(tangents),
+                             _span(region), domain)
 
 
 # ----------------------------------------------------------------------------- asymptotics

@@ -864,3 +864,22 @@ def test_a_supremum_that_is_also_the_limit_at_infinity_is_the_threshold():
     result = dominance_threshold(SQUAREPLUS, mish, b, search=(-7, 5), samples=800)
     assert result.value == 0 and not result.bottom_of_range
     assert _dominates_on_grid(SQUAREPLUS, mish, b, 0)
+
+
+def test_a_minimax_result_says_where_it_holds():
+    """MinimaxResult did not record the interval it was solved on, so a result could not say where max_error
+    holds.  interval=(a, b): the interval itself, domain None; domain=L: (-L, L) and L.  Reference for the
+    interval case: p*x vs x**2 on [0, 1] has p = 2 sqrt(2) - 2, with its end 1 an extremum."""
+    p = sympy.Symbol("p")
+    on_interval = minimax(p * x, x**2, p, interval=(0, 1), dps=15)
+    assert on_interval.interval == (0, 1) and on_interval.domain is None
+    assert abs(on_interval.parameter_value - (2 * mpmath.sqrt(2) - 2)) < 1e-13
+    assert max(on_interval.abscissae) == 1 and repr(on_interval).endswith("interval=(0.0, 1.0))")
+    on_domain = minimax("squareplus", "softplus", "b", dps=15, domain=50)
+    assert on_domain.interval == (-50, 50) and on_domain.domain == 50
+    assert repr(on_domain).endswith("domain=50)")
+    # every abscissa lies in the interval recorded
+    for result in (on_interval, on_domain):
+        assert all(result.interval[0] <= a <= result.interval[1] for a in result.abscissae)
+    exact = minimax(p * x, 2 * x, p, interval=(-1, 3), dps=15)   # an exact fit: max_error 0 on that interval
+    assert exact.max_error == 0 and exact.interval == (-1, 3) and exact.domain is None
