@@ -827,15 +827,18 @@ def _exp_sum(total: Add, inputs: tuple) -> list | None:
 
 
 def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
-    """exp(A)*prod(S_j**p_j)*rest, S_j = sum of k*exp(b) (p_j rational, one S_j at least in the denominator,
-    an exp of an input in the numerator as well) -> exp(A + sum of p_j*s_j)*prod((sum of k*exp(b - s_j))**p_j)*
-    rest, s_j = Max of S_j's exponents, taken elementwise when the code runs.
+    """exp(A)*prod(S_j**p_j)*rest, S_j = sum of k*exp(b) (p_j rational, one S_j at least in the denominator;
+    A may be 0) -> exp(A + sum of p_j*s_j)*prod((sum of k*exp(b - s_j))**p_j)*rest, s_j = Max of S_j's exponents,
+    taken elementwise when the code runs.
 
     No exp inside a sum exceeds 1 then, and the exp left over overflows only where the product does: the
     slope of atan(x*exp(x)), (x + 1)*exp(x)/(x**2*exp(2*x) + 1), was inf/inf = NaN from x = 88.7 in float32
     (709.8 in float64), where it is ~exp(-x)/x; exp(x)/(1 + x**2*exp(2*x)) and exp(x)/sqrt(1 + x**2*exp(2*x))
-    were NaN in value and slope.  The same identity for any shift s, so the backward (printed from its own
-    symbolic derivative) needs no derivative of the Max."""
+    were NaN in value and slope.  A numerator without an exp is no exception: x/sqrt(x**2 + exp(2*x)) printed as
+    x/hypot(x, exp(x)) was 0 from x = 88.7 in float32 (1.98e-37 at 89) and 709.8 in float64 (4.3e-307 at 712),
+    where exp(x) alone overflows; normalised it is x*exp(-s/2)/hypot(x*exp(-s/2), exp(x - s/2)), s = Max(0, 2*x).
+    The same identity for any shift s, so the backward (printed from its own symbolic derivative) needs no
+    derivative of the Max."""
     factors = Mul.make_args(product)
     exponent, others, sums = S.Zero, [], []
     for factor in factors:
@@ -858,8 +861,6 @@ def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
             # changes only where the rest alone would overflow
             others.append(factor)
     if not any(power.is_negative for _, power in sums):
-        return product
-    if not (exponent.has(*inputs) or any(power.is_positive for _, power in sums)):
         return product
     shifts = [(power, [b for _, b in terms]) for terms, power in sums]
     if math.prod(len(exponents) for _, exponents in shifts) > _MAX_SHIFT_CHOICES:

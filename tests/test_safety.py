@@ -1538,3 +1538,27 @@ def test_a_normalised_quotient_is_finite_above_half_the_format_maximum(formula, 
     points = [-1e30, -30.0, -0.5, 0.3, 30.0, 1e30, 1.8e38, -1.8e38, 2e38, -2e38, 3e38, -3e38]
     points += [-1e300, 1e300, 1e308, -1e308, big, -big] if dtype == torch.float64 else [big, -big]
     _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+_ROOT_OF_AN_EXP_SUM_OVER_NO_EXP = {
+    # formula: (float32 points, float64 points) where the exponential alone overflows and the value does not
+    "x/sqrt(x**2 + exp(2*x))": ([89.0, 90.0, 92.0, 93.0, 95.0], [710.0, 712.0, 715.0, 716.0, 720.0]),
+    "(x + 1)/sqrt(x**2 + exp(2*x) + 1)": ([45.0, 60.0, 80.0, 88.0, 90.0], [700.0, 712.0]),
+    "x/(x**2 + exp(x))": ([89.0, 90.0, 1e20, 1e30, 3e38], [710.0, 712.0, 1e200, 1e300]),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", list(_ROOT_OF_AN_EXP_SUM_OVER_NO_EXP))
+def test_a_quotient_by_an_exp_sum_is_normalised_when_its_numerator_holds_no_exp(formula, dtype):
+    """N/S**p with S a sum holding exp(b) and no exp in N was printed as it stands, so exp(b) overflowed where
+    the quotient is a normal number: x/sqrt(x**2 + exp(2*x)) was 0 from x = 88.7 in float32 (1.98e-37 at 89) and
+    709.8 in float64 (4.3e-307 at 712); (x + 1)/sqrt(x**2 + exp(2*x) + 1) 0 from x = 44.4 in float32 (1.3e-18 at
+    45); the slope of x/(x**2 + exp(x)) NaN from x = 1e20 in float32.  Normalised as an exp quotient (exp(-s*p)
+    times the sum with exp(-s) in each term), it is accurate up to the smallest normal number.  Reference: mpmath
+    (50 digits, more for tiny results) of the formula and SymPy's derivative; 1e-4 relative beyond [-30, 30] (an
+    exp(-x) that is subnormal before its product with x is costs digits), 16 ulps within."""
+    single, double = _ROOT_OF_AN_EXP_SUM_OVER_NO_EXP[formula]
+    _check_against_mpmath(formula, single + (double if dtype == torch.float64 else []), dtype, rtol=1e-4)
+    _check_against_mpmath(formula, [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
+                          rtol=16 * float(torch.finfo(dtype).eps))
