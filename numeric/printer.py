@@ -113,7 +113,7 @@ class _Hypot(sympy.Function):
     """_Hypot(a, b) = sqrt(a**2 + b**2) for expressions a and b, printed torch.hypot(a, b): finite wherever
     the value is, where a**2 or b**2 overflows first (exp(x)/sqrt(1 + x**2*exp(2*x)), normalised to
     exp(x - m/2)/sqrt(x**2*exp(2*x - m) + exp(-m)), m = Max(0, 2*x), was 0 from x = 1.8e19 in float32 where
-    it is ~1/x).  Built by :func:`_sum_of_two_squares` where the sum's terms are both non-constant; sqrt(u**2 + c)
+    it is ~1/x).  Built by :func:`_sum_of_squares` where the sum's terms are all non-constant; sqrt(u**2 + c)
     with a number c stays _SqrtSquarePlus."""
 
     nargs = 2
@@ -1622,7 +1622,7 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     # exp(x)/sqrt(1 + x**2*exp(2*x))'s normalised quotient overflowed with x**2 (value 0 from x = 1.8e19 in float32)
     expr = expr.replace(
         lambda e: (isinstance(e, Pow) and e.exp.is_Rational and e.exp.q == 2
-                   and _sum_of_two_squares(e.base) is not None),
+                   and _sum_of_squares(e.base) is not None),
         lambda e: _hypot_power(e.base, e.exp),
     )
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(_SqrtSquarePlus),
@@ -2786,18 +2786,26 @@ def _root_of_square_term(term: sympy.Expr) -> sympy.Expr | None:
     return sympy.sqrt(scale) * Mul(*roots)
 
 
-def _sum_of_two_squares(base: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
-    """(a, b) when base is a**2 + b**2 with neither term a number (:func:`_root_of_square_term` for each),
-    else None: sqrt(base) is then _Hypot(a, b)."""
-    if not isinstance(base, Add) or len(base.args) != 2:
+def _sum_of_squares(base: sympy.Expr) -> tuple | None:
+    """(a_1, ..., a_n), n >= 2, when base is a_1**2 + ... + a_n**2 with no term a number (:func:`_root_of_square_term`
+    for each), else None: sqrt(base) is then _Hypot(...(_Hypot(a_1, a_2), ...), a_n)."""
+    if not isinstance(base, Add):
         return None
     roots = [_root_of_square_term(term) for term in base.args]
-    return None if None in roots else (roots[0], roots[1])
+    return None if None in roots else tuple(roots)
 
 
 def _hypot_power(base: sympy.Expr, power: sympy.Expr) -> sympy.Expr:
-    """base**power (power = n/2, n odd) as _Hypot(a, b)**n for base = a**2 + b**2 (:func:`_sum_of_two_squares`)."""
-    return _Hypot(*_sum_of_two_squares(base)) ** (2 * power)
+    """base**power (power = n/2, n odd) as _Hypot(a, b)**n for base = a**2 + b**2 (:func:`_sum_of_squares`), and
+    for more terms a hypot of hypots, _Hypot(_Hypot(a, b), c)**n: each hypot is finite wherever its value is, where
+    a square overflows first (the normalised root of (x + 1)/sqrt(x**2 + exp(2*x) + 1), sqrt(x**2*exp(-s) + exp(2*x
+    - s) + exp(-s)), overflowed with x**2 from x = -1.8e19 in float32, -1.3e154 in float64: -0.0 for -1), and each
+    rounds once (two roundings for three terms, as the sum's two additions and root)."""
+    roots = _sum_of_squares(base)
+    hypot = _Hypot(roots[0], roots[1])
+    for root in roots[2:]:
+        hypot = _Hypot(hypot, root)
+    return hypot ** (2 * power)
 
 
 def _scaled_sqrt_square_plus(u: sympy.Expr, constant: sympy.Expr, power: sympy.Expr) -> sympy.Expr:

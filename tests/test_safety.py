@@ -1562,3 +1562,15 @@ def test_a_quotient_by_an_exp_sum_is_normalised_when_its_numerator_holds_no_exp(
     _check_against_mpmath(formula, single + (double if dtype == torch.float64 else []), dtype, rtol=1e-4)
     _check_against_mpmath(formula, [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
                           rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_root_of_three_varying_squares_is_a_hypot_of_a_hypot(dtype):
+    """(x + 1)/sqrt(x**2 + exp(2*x) + 1), normalised, divides by sqrt(x**2*exp(-s) + exp(2*x - s) + exp(-s)), whose
+    x**2 overflowed from x = -1.8e19 in float32 (-1.3e154 in float64): -0.0 where the value is -1.  A root of three
+    or more squares, none a number, is now a hypot of hypots, finite wherever the root is.  Reference: mpmath (50
+    digits) of the formula and SymPy's derivative, 16 ulps (a hypot rounds once, the root of a sum twice)."""
+    big = float(torch.finfo(dtype).max)
+    points = [-big, -3e38, -1e30, -1e20, -1e12, -1e5, -300.0, -30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0]
+    points += [-1e300, -1e200, -1e160] if dtype == torch.float64 else []
+    _check_against_mpmath("(x + 1)/sqrt(x**2 + exp(2*x) + 1)", points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
