@@ -877,6 +877,27 @@ def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
     return Mul(*factors, sympy.exp(exponent))
 
 
+def _sigmoid_root(e: sympy.Expr, inputs: tuple) -> sympy.Expr | None:
+    """Sigmoid(u)**p, p a number other than a positive integer, u an input's function -> exp(p*Min(u, 0))*
+    Sigmoid(|u|)**p, else None.
+
+    Sigmoid(u) = exp(Min(u, 0))*Sigmoid(|u|) (for u < 0, 1/(1 + exp(-u)) = exp(u)/(exp(u) + 1)), and the second
+    factor is in [1/2, 1).  A power p < 1 of Sigmoid(u) is a normal number far beyond the point where Sigmoid(u)
+    itself underflows: x/sqrt(1 + exp(2*x)), x*sqrt(Sigmoid(-2*x)) in safe form, was 0 from x = 44 in float32
+    (1.29e-18 at 45), where Sigmoid(-2*x) goes below the smallest normal number (torch's sigmoid is 0 there)
+    and sqrt of what is left keeps none of its digits; a negative p was inf there.  exp(p*u) is the value's own
+    scale, finite and nonzero wherever the value is, and p*u is exact for p = 1/2.  A positive integer power is
+    no smaller than its base only where both are 0, so it stays as it is."""
+    if not (isinstance(e, Pow) and isinstance(e.base, Sigmoid) and e.exp.is_number and e.exp.is_real):
+        return None
+    if e.exp.is_Integer and e.exp.is_positive:
+        return None
+    u = e.base.args[0]
+    if not u.has(*inputs) or isinstance(u, sympy.Abs):
+        return None
+    return sympy.exp(e.exp * sympy.Min(u, 0)) * Sigmoid(sympy.Abs(u)) ** e.exp
+
+
 #: the most choices of one exponent per sum that :func:`_shifted_exponent` writes out (a Max/Min of that many terms)
 _MAX_SHIFT_CHOICES = 64
 
@@ -1611,6 +1632,7 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
                         lambda e: _clamp_beside_decaying_factor(e, inputs))
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.exp) and e.has(*inputs),
                         lambda e: _normalised_exp_quotient(e, inputs))
+    expr = expr.replace(lambda e: _sigmoid_root(e, inputs) is not None, lambda e: _sigmoid_root(e, inputs))
     expr = _rational_tails(expr, inputs)
     expr = expr.replace(lambda e: isinstance(e, Log1p) and _log1p_of_square(e.args[0]) is not None,
                         lambda e: _log1p_of_square(e.args[0]))

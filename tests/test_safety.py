@@ -1574,3 +1574,25 @@ def test_a_root_of_three_varying_squares_is_a_hypot_of_a_hypot(dtype):
     points = [-big, -3e38, -1e30, -1e20, -1e12, -1e5, -300.0, -30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0]
     points += [-1e300, -1e200, -1e160] if dtype == torch.float64 else []
     _check_against_mpmath("(x + 1)/sqrt(x**2 + exp(2*x) + 1)", points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+_SIGMOID_ROOTS = {
+    # formula: float32 points past the underflow of the Sigmoid inside (float64 adds its own)
+    "x/sqrt(1 + exp(2*x))": [44.0, 45.0, 50.0, 60.0, 70.0, 80.0, 88.0, 89.0],
+    "exp(x)/sqrt(1 + exp(2*x))": [-89.0, -80.0, -45.0],
+    "(1 + exp(-x))**(-1/3)": [-89.0, -100.0, -200.0, -260.0],
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", list(_SIGMOID_ROOTS))
+def test_a_root_of_a_sigmoid_is_finite_past_the_sigmoids_underflow(formula, dtype):
+    """Sigmoid(u)**p with 0 < p < 1 was printed as it stands: torch's sigmoid is 0 below u = -88.7 in float32 and
+    subnormal from -87, so x/sqrt(1 + exp(2*x)) = x*sqrt(Sigmoid(-2*x)) was 0 from x = 44 in float32 (1.29e-18 at 45),
+    and (1 + exp(-x))**(-1/3) 0 at x = -89 (1.3e-13).  It is now exp(p*Min(u, 0))*Sigmoid(|u|)**p.  Reference: mpmath
+    (50 digits, more for tiny results) of the formula and SymPy's derivative, 16 ulps on [-30, 30], 1e-4 beyond."""
+    points = _SIGMOID_ROOTS[formula]
+    points = points + ([-700.0, -1400.0, 700.0, 709.0, 712.0] if dtype == torch.float64 else [])
+    _check_against_mpmath(formula, points, dtype, rtol=1e-4)
+    _check_against_mpmath(formula, [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
+                          rtol=16 * float(torch.finfo(dtype).eps))
