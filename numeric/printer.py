@@ -868,7 +868,17 @@ def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
     normalised = []
     for terms, power in sums:
         exponents = [b for _, b in terms]
-        normalised.append(Add(*[k * sympy.exp(_shifted_exponent(b, [(-1, exponents)])) for k, b in terms]) ** power)
+        shifted_terms = []
+        for k, b in terms:
+            shifted = _shifted_exponent(b, [(-1, exponents)])
+            # a term's own factors clamped where its shifted exp is below exp(-800): x**2*exp(Min(0, -x)) in
+            # exp(x)/(exp(x) + x**2) normalised was inf*0 = NaN from x = 1.8e19 in float32 (1.3e154 in float64),
+            # where the term is 0 and the value 1
+            clamp = _clamp_beside_normalised_exp([k], shifted, inputs) if k.has(*inputs) else None
+            if clamp is not None:
+                k = k.xreplace({inputs[0]: clamp})
+            shifted_terms.append(k * sympy.exp(shifted))
+        normalised.append(Add(*shifted_terms) ** power)
     exponent = _shifted_exponent(exponent, shifts)
     factors = [*others, *normalised]
     clamp = _clamp_beside_normalised_exp(factors, exponent, inputs)

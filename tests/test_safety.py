@@ -1596,3 +1596,18 @@ def test_a_root_of_a_sigmoid_is_finite_past_the_sigmoids_underflow(formula, dtyp
     _check_against_mpmath(formula, points, dtype, rtol=1e-4)
     _check_against_mpmath(formula, [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
                           rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_normalised_sums_terms_are_clamped_where_their_exp_is_zero(dtype):
+    """exp(x)/(exp(x) + x**2) normalised is exp(Min(x, 0))/(exp(Min(x, 0)) + x**2*exp(Min(-x, 0))): the term
+    x**2*exp(-x) was inf*0 = NaN from x = 1.8e19 in float32 (1.3e154 in float64), where it is 0 and the value 1.
+    Each term's own factors are now clamped where its shifted exp is below exp(-800).  Reference: mpmath (50 digits,
+    more for tiny results) of the formula and SymPy's derivative, 16 ulps on [-30, 30], 1e-4 beyond (the slope
+    past x = 88 in float32 is a product with an exp that is subnormal before it)."""
+    big = float(torch.finfo(dtype).max)
+    points = [1e20, 1e30, 3e38, big, 1e5, 300.0, 100.0, 89.0, -100.0, -1e5, -1e20, -3e38]
+    points += [1e154, 1e200, 1e300, -1e300, 712.0] if dtype == torch.float64 else []
+    _check_against_mpmath("exp(x)/(exp(x) + x**2)", points, dtype, rtol=1e-4)
+    _check_against_mpmath("exp(x)/(exp(x) + x**2)", [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
+                          rtol=16 * float(torch.finfo(dtype).eps))
