@@ -817,6 +817,14 @@ def _exp_sum(total: Add, inputs: tuple) -> list | None:
             elif isinstance(base, Expm1) and base.has(*inputs) and power.is_Integer and power.is_positive:
                 exponent += power * sympy.Max(base.args[0], 0)
                 scaled.append(_scaled_expm1(base.args[0]) ** power)
+            elif (isinstance(base, Add) and power.is_Rational and power.is_positive
+                  and (inner := _exp_sum(base, inputs)) is not None):
+                # a positive power of an exp sum, T**p = exp(p*t)*(sum of k*exp(b - t))**p, t = Max of its exponents:
+                # the slope of sqrt(1 + exp(2*x)) - exp(x), -(...)*exp(x)/(sqrt(exp(2*x) + 1) + exp(x))**2, was -0.0
+                # from x = 44 in float32 (the square overflows; -1.4e-20 at 45) and inf/inf = NaN from 88.7
+                exponents = [b for _, b in inner]
+                exponent += _shifted_exponent(S.Zero, [(power, exponents)])
+                scaled.append(Add(*[c * sympy.exp(_shifted_exponent(b, [(-1, exponents)])) for c, b in inner]) ** power)
             else:
                 k.append(f)
         k = Mul(*k)

@@ -1611,3 +1611,18 @@ def test_a_normalised_sums_terms_are_clamped_where_their_exp_is_zero(dtype):
     _check_against_mpmath("exp(x)/(exp(x) + x**2)", points, dtype, rtol=1e-4)
     _check_against_mpmath("exp(x)/(exp(x) + x**2)", [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
                           rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_root_of_an_exp_sum_inside_a_normalised_sum_is_normalised_with_it(dtype):
+    """The slope of sqrt(1 + exp(2*x)) - exp(x) (rationalised: 1/(sqrt(exp(2*x) + 1) + exp(x))) is
+    -(sqrt(Sigmoid(2*x)) + 1)*exp(x)/(sqrt(exp(2*x) + 1) + exp(x))**2; the root kept the sum from being normalised,
+    so the square overflowed: -0.0 from x = 44 in float32 (-1.43e-20 at 45), inf/inf = NaN from 88.7 (-1.1e-39 at
+    89; float64: -0.0 from 355, NaN from 709.8).  A positive power of an exp sum inside the sum is now itself
+    exp(p*t) times its normalised sum.  Reference: mpmath (50 digits; 700 where the formula cancels) of the formula
+    and SymPy's derivative, 16 ulps on [-30, 30], 1e-4 beyond."""
+    points = [44.0, 45.0, 60.0, 80.0, 88.0, 89.0, 92.0, 95.0, 100.0, 300.0, -100.0, -1e5, -3e38]
+    points += [355.0, 700.0, 709.0, 712.0, 720.0, -1e300] if dtype == torch.float64 else []
+    _check_against_mpmath("sqrt(1 + exp(2*x)) - exp(x)", points, dtype, rtol=1e-4)
+    _check_against_mpmath("sqrt(1 + exp(2*x)) - exp(x)", [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
+                          rtol=16 * float(torch.finfo(dtype).eps))
