@@ -2929,7 +2929,37 @@ def _split_square_plus_ratio(product: Mul, inputs: tuple) -> sympy.Expr:
                 # the rest over the ratio's own root (one hypot): 1/sqrt(u**2 + c) is below the smallest
                 # normal number where u overflows, and 1/max rounds to it
                 return rest * Add(*big) * ratio + rest * Add(*small) / ratio.args[1]
+        smaller = _smaller_power_over_root(others, u, c, inputs)
+        if smaller is not None:
+            return smaller
     return product
+
+
+def _smaller_power_over_root(others: list, u: sympy.Expr, c: sympy.Expr, inputs: tuple) -> sympy.Expr | None:
+    """prod(others)/sqrt(u**2 + c) with u = x**m (x an input, m >= 2) and a factor x**k of others, 1 <= k < m ->
+    rest*_Select(|x| > 1, x**(k - m)*(u/sqrt(u**2 + c)), x**k/sqrt(u**2 + c)), each branch with x masked into its
+    region; None where there is no such factor.
+
+    x/sqrt(x**4 + 1) printed as x/hypot(x**2, 1) was 0 from |x| = 1.8e19 in float32 (1.3e154 in float64) where
+    x**2 overflows and the value is ~1/x (1e-20 at 1e20).  Beyond |x| = 1 the ratio u/sqrt(u**2 + c) is bounded
+    (+-1 where u overflows, through _Finite) and x**(k - m) underflows only with the value; within, the quotient
+    as it stands, whose u does not overflow (the ratio's u would underflow there: x**2 is 0 below |x| = 1e-23 in
+    float32 where x/sqrt(x**4 + 1) is x)."""
+    base, m = (u.base, u.exp) if isinstance(u, Pow) else (u, S.One)
+    if base not in inputs or not (m.is_Integer and m >= 2):
+        return None
+    for j, f in enumerate(others):
+        fbase, k = (f.base, f.exp) if isinstance(f, Pow) else (f, S.One)
+        if fbase != base or not (k.is_Integer and 1 <= k < m):
+            continue
+        rest = Mul(*others[:j], *others[j + 1:])
+        large = sympy.Abs(base) > 1
+        outside = _Masked(base, large, S(2))
+        # the inner branch is taken where ~(|x| > 1), a NaN input included, which it sees as it is
+        inside = _Masked(base, sympy.Not(large, evaluate=False), S.Zero)
+        return rest * _Select(large, outside ** (k - m) * _square_plus_ratio(outside ** m, c),
+                              inside ** k / _SqrtSquarePlus(inside ** m, c))
+    return None
 
 
 def _growing_terms(total: Add, u: sympy.Expr, inputs: tuple, with_u: bool) -> tuple[list, list]:

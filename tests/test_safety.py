@@ -1626,3 +1626,18 @@ def test_a_root_of_an_exp_sum_inside_a_normalised_sum_is_normalised_with_it(dtyp
     _check_against_mpmath("sqrt(1 + exp(2*x)) - exp(x)", points, dtype, rtol=1e-4)
     _check_against_mpmath("sqrt(1 + exp(2*x)) - exp(x)", [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
                           rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x/sqrt(x**4 + 1)", "x**2/sqrt(x**6 + 4)", "3*x/sqrt(x**4 + 2)"])
+def test_a_smaller_power_over_a_root_of_a_power_is_finite_where_the_power_overflows(formula, dtype):
+    """x**k/sqrt(x**(2m) + c), 1 <= k < m, was printed x**k/hypot(x**m, sqrt(c)): 0 (x**2/sqrt(x**6 + 4): NaN) from
+    |x| = 1.8e19 in float32 (1.3e154 in float64), where x**m overflows and the value is ~x**(k - m) (x/sqrt(x**4 +
+    1): 1e-20 at 1e20).  Beyond |x| = 1 it is now x**(k - m) times the bounded ratio x**m/sqrt(x**(2m) + c), within
+    as it was (the ratio's x**m underflows near 0: 1e-25 and 1e-20 check that branch).  Reference: mpmath (50
+    digits, more for tiny results) of the formula and SymPy's derivative, 16 ulps."""
+    big = float(torch.finfo(dtype).max)
+    points = [-big, -3e38, -1e30, -1e20, -1e12, -1e5, -30.0, -5.0, -1.3, -1.0, -0.4, -1e-20, 0.0, 1e-25, 0.3, 1.0,
+              1.7, 6.0, 30.0, 1e5, 1e12, 1e20, 1e30, 3e38, big]
+    points += [-1e300, -1e200, 1e160, 1e300] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
