@@ -1641,3 +1641,16 @@ def test_a_smaller_power_over_a_root_of_a_power_is_finite_where_the_power_overfl
               1.7, 6.0, 30.0, 1e5, 1e12, 1e20, 1e30, 3e38, big]
     points += [-1e300, -1e200, 1e160, 1e300] if dtype == torch.float64 else []
     _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_slope_whose_numerator_holds_a_negative_sum_in_a_product_is_chosen_cancelled(dtype):
+    """The slope of x/sqrt(x**2 + x**4 + exp(2*x)) was chosen as (x**4 + x**2 + x*(-2*x**3 - x - exp(2*x)) +
+    exp(2*x))/(...)**(3/2) (the hazard count took x*(-2*x**3 - x - exp(2*x)) for a positive term): -inf at
+    x = 3e38 in float32 (1.7e308 in float64), where the slope is ~0, and 7.9 ulps on [-30, 30] in float64; the
+    cancelled -x**4 - x*exp(2*x) + exp(2*x) is now chosen.  Reference: mpmath (50 digits, more for tiny results)
+    of the formula and SymPy's derivative, 16 ulps."""
+    big = float(torch.finfo(dtype).max)
+    points = [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0, 3e38, big]
+    _check_against_mpmath("x/sqrt(x**2 + x**4 + exp(2*x))", points, dtype, rtol=16 * float(torch.finfo(dtype).eps),
+                          values=False)
