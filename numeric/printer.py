@@ -113,7 +113,7 @@ class _Hypot(sympy.Function):
     """_Hypot(a, b) = sqrt(a**2 + b**2) for expressions a and b, printed torch.hypot(a, b): finite wherever
     the value is, where a**2 or b**2 overflows first (exp(x)/sqrt(1 + x**2*exp(2*x)), normalised to
     exp(x - m/2)/sqrt(x**2*exp(2*x - m) + exp(-m)), m = Max(0, 2*x), was 0 from x = 1.8e19 in float32 where
-    it is ~1/x).  Built by :func:`_sum_of_two_squares` where the sum's terms are both non-constant; sqrt(u**2 + c)
+    it is ~1/x).  Built by :func:`_sum_of_squares` where the sum's terms are all non-constant; sqrt(u**2 + c)
     with a number c stays _SqrtSquarePlus."""
 
     nargs = 2
@@ -817,6 +817,14 @@ def _exp_sum(total: Add, inputs: tuple) -> list | None:
             elif isinstance(base, Expm1) and base.has(*inputs) and power.is_Integer and power.is_positive:
                 exponent += power * sympy.Max(base.args[0], 0)
                 scaled.append(_scaled_expm1(base.args[0]) ** power)
+            elif (isinstance(base, Add) and power.is_Rational and power.is_positive
+                  and (inner := _exp_sum(base, inputs)) is not None):
+                # a positive power of an exp sum, T**p = exp(p*t)*(sum of k*exp(b - t))**p, t = Max of its exponents:
+                # the slope of sqrt(1 + exp(2*x)) - exp(x), -(...)*exp(x)/(sqrt(exp(2*x) + 1) + exp(x))**2, was -0.0
+                # from x = 44 in float32 (the square overflows; -1.4e-20 at 45) and inf/inf = NaN from 88.7
+                exponents = [b for _, b in inner]
+                exponent += _shifted_exponent(S.Zero, [(power, exponents)])
+                scaled.append(Add(*[c * sympy.exp(_shifted_exponent(b, [(-1, exponents)])) for c, b in inner]) ** power)
             else:
                 k.append(f)
         k = Mul(*k)
@@ -827,15 +835,18 @@ def _exp_sum(total: Add, inputs: tuple) -> list | None:
 
 
 def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
-    """exp(A)*prod(S_j**p_j)*rest, S_j = sum of k*exp(b) (p_j rational, one S_j at least in the denominator,
-    an exp of an input in the numerator as well) -> exp(A + sum of p_j*s_j)*prod((sum of k*exp(b - s_j))**p_j)*
-    rest, s_j = Max of S_j's exponents, taken elementwise when the code runs.
+    """exp(A)*prod(S_j**p_j)*rest, S_j = sum of k*exp(b) (p_j rational, one S_j at least in the denominator;
+    A may be 0) -> exp(A + sum of p_j*s_j)*prod((sum of k*exp(b - s_j))**p_j)*rest, s_j = Max of S_j's exponents,
+    taken elementwise when the code runs.
 
     No exp inside a sum exceeds 1 then, and the exp left over overflows only where the product does: the
     slope of atan(x*exp(x)), (x + 1)*exp(x)/(x**2*exp(2*x) + 1), was inf/inf = NaN from x = 88.7 in float32
     (709.8 in float64), where it is ~exp(-x)/x; exp(x)/(1 + x**2*exp(2*x)) and exp(x)/sqrt(1 + x**2*exp(2*x))
-    were NaN in value and slope.  The same identity for any shift s, so the backward (printed from its own
-    symbolic derivative) needs no derivative of the Max."""
+    were NaN in value and slope.  A numerator without an exp is no exception: x/sqrt(x**2 + exp(2*x)) printed as
+    x/hypot(x, exp(x)) was 0 from x = 88.7 in float32 (1.98e-37 at 89) and 709.8 in float64 (4.3e-307 at 712),
+    where exp(x) alone overflows; normalised it is x*exp(-s/2)/hypot(x*exp(-s/2), exp(x - s/2)), s = Max(0, 2*x).
+    The same identity for any shift s, so the backward (printed from its own symbolic derivative) needs no
+    derivative of the Max."""
     factors = Mul.make_args(product)
     exponent, others, sums = S.Zero, [], []
     for factor in factors:
@@ -859,21 +870,50 @@ def _normalised_exp_quotient(product: Mul, inputs: tuple) -> sympy.Expr:
             others.append(factor)
     if not any(power.is_negative for _, power in sums):
         return product
-    if not (exponent.has(*inputs) or any(power.is_positive for _, power in sums)):
-        return product
     shifts = [(power, [b for _, b in terms]) for terms, power in sums]
     if math.prod(len(exponents) for _, exponents in shifts) > _MAX_SHIFT_CHOICES:
         return product
     normalised = []
     for terms, power in sums:
         exponents = [b for _, b in terms]
-        normalised.append(Add(*[k * sympy.exp(_shifted_exponent(b, [(-1, exponents)])) for k, b in terms]) ** power)
+        shifted_terms = []
+        for k, b in terms:
+            shifted = _shifted_exponent(b, [(-1, exponents)])
+            # a term's own factors clamped where its shifted exp is below exp(-800): x**2*exp(Min(0, -x)) in
+            # exp(x)/(exp(x) + x**2) normalised was inf*0 = NaN from x = 1.8e19 in float32 (1.3e154 in float64),
+            # where the term is 0 and the value 1
+            clamp = _clamp_beside_normalised_exp([k], shifted, inputs) if k.has(*inputs) else None
+            if clamp is not None:
+                k = k.xreplace({inputs[0]: clamp})
+            shifted_terms.append(k * sympy.exp(shifted))
+        normalised.append(Add(*shifted_terms) ** power)
     exponent = _shifted_exponent(exponent, shifts)
     factors = [*others, *normalised]
     clamp = _clamp_beside_normalised_exp(factors, exponent, inputs)
     if clamp is not None:
         factors = [f.xreplace({inputs[0]: clamp}) for f in factors]
     return Mul(*factors, sympy.exp(exponent))
+
+
+def _sigmoid_root(e: sympy.Expr, inputs: tuple) -> sympy.Expr | None:
+    """Sigmoid(u)**p, p a number other than a positive integer, u an input's function -> exp(p*Min(u, 0))*
+    Sigmoid(|u|)**p, else None.
+
+    Sigmoid(u) = exp(Min(u, 0))*Sigmoid(|u|) (for u < 0, 1/(1 + exp(-u)) = exp(u)/(exp(u) + 1)), and the second
+    factor is in [1/2, 1).  A power p < 1 of Sigmoid(u) is a normal number far beyond the point where Sigmoid(u)
+    itself underflows: x/sqrt(1 + exp(2*x)), x*sqrt(Sigmoid(-2*x)) in safe form, was 0 from x = 44 in float32
+    (1.29e-18 at 45), where Sigmoid(-2*x) goes below the smallest normal number (torch's sigmoid is 0 there)
+    and sqrt of what is left keeps none of its digits; a negative p was inf there.  exp(p*u) is the value's own
+    scale, finite and nonzero wherever the value is, and p*u is exact for p = 1/2.  A positive integer power is
+    no smaller than its base only where both are 0, so it stays as it is."""
+    if not (isinstance(e, Pow) and isinstance(e.base, Sigmoid) and e.exp.is_number and e.exp.is_real):
+        return None
+    if e.exp.is_Integer and e.exp.is_positive:
+        return None
+    u = e.base.args[0]
+    if not u.has(*inputs) or isinstance(u, sympy.Abs):
+        return None
+    return sympy.exp(e.exp * sympy.Min(u, 0)) * Sigmoid(sympy.Abs(u)) ** e.exp
 
 
 #: the most choices of one exponent per sum that :func:`_shifted_exponent` writes out (a Max/Min of that many terms)
@@ -1610,6 +1650,7 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
                         lambda e: _clamp_beside_decaying_factor(e, inputs))
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(sympy.exp) and e.has(*inputs),
                         lambda e: _normalised_exp_quotient(e, inputs))
+    expr = expr.replace(lambda e: _sigmoid_root(e, inputs) is not None, lambda e: _sigmoid_root(e, inputs))
     expr = _rational_tails(expr, inputs)
     expr = expr.replace(lambda e: isinstance(e, Log1p) and _log1p_of_square(e.args[0]) is not None,
                         lambda e: _log1p_of_square(e.args[0]))
@@ -1621,7 +1662,7 @@ def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
     # exp(x)/sqrt(1 + x**2*exp(2*x))'s normalised quotient overflowed with x**2 (value 0 from x = 1.8e19 in float32)
     expr = expr.replace(
         lambda e: (isinstance(e, Pow) and e.exp.is_Rational and e.exp.q == 2
-                   and _sum_of_two_squares(e.base) is not None),
+                   and _sum_of_squares(e.base) is not None),
         lambda e: _hypot_power(e.base, e.exp),
     )
     expr = expr.replace(lambda e: isinstance(e, Mul) and e.has(_SqrtSquarePlus),
@@ -2785,18 +2826,26 @@ def _root_of_square_term(term: sympy.Expr) -> sympy.Expr | None:
     return sympy.sqrt(scale) * Mul(*roots)
 
 
-def _sum_of_two_squares(base: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
-    """(a, b) when base is a**2 + b**2 with neither term a number (:func:`_root_of_square_term` for each),
-    else None: sqrt(base) is then _Hypot(a, b)."""
-    if not isinstance(base, Add) or len(base.args) != 2:
+def _sum_of_squares(base: sympy.Expr) -> tuple | None:
+    """(a_1, ..., a_n), n >= 2, when base is a_1**2 + ... + a_n**2 with no term a number (:func:`_root_of_square_term`
+    for each), else None: sqrt(base) is then _Hypot(...(_Hypot(a_1, a_2), ...), a_n)."""
+    if not isinstance(base, Add):
         return None
     roots = [_root_of_square_term(term) for term in base.args]
-    return None if None in roots else (roots[0], roots[1])
+    return None if None in roots else tuple(roots)
 
 
 def _hypot_power(base: sympy.Expr, power: sympy.Expr) -> sympy.Expr:
-    """base**power (power = n/2, n odd) as _Hypot(a, b)**n for base = a**2 + b**2 (:func:`_sum_of_two_squares`)."""
-    return _Hypot(*_sum_of_two_squares(base)) ** (2 * power)
+    """base**power (power = n/2, n odd) as _Hypot(a, b)**n for base = a**2 + b**2 (:func:`_sum_of_squares`), and
+    for more terms a hypot of hypots, _Hypot(_Hypot(a, b), c)**n: each hypot is finite wherever its value is, where
+    a square overflows first (the normalised root of (x + 1)/sqrt(x**2 + exp(2*x) + 1), sqrt(x**2*exp(-s) + exp(2*x
+    - s) + exp(-s)), overflowed with x**2 from x = -1.8e19 in float32, -1.3e154 in float64: -0.0 for -1), and each
+    rounds once (two roundings for three terms, as the sum's two additions and root)."""
+    roots = _sum_of_squares(base)
+    hypot = _Hypot(roots[0], roots[1])
+    for root in roots[2:]:
+        hypot = _Hypot(hypot, root)
+    return hypot ** (2 * power)
 
 
 def _scaled_sqrt_square_plus(u: sympy.Expr, constant: sympy.Expr, power: sympy.Expr) -> sympy.Expr:
@@ -2880,7 +2929,37 @@ def _split_square_plus_ratio(product: Mul, inputs: tuple) -> sympy.Expr:
                 # the rest over the ratio's own root (one hypot): 1/sqrt(u**2 + c) is below the smallest
                 # normal number where u overflows, and 1/max rounds to it
                 return rest * Add(*big) * ratio + rest * Add(*small) / ratio.args[1]
+        smaller = _smaller_power_over_root(others, u, c, inputs)
+        if smaller is not None:
+            return smaller
     return product
+
+
+def _smaller_power_over_root(others: list, u: sympy.Expr, c: sympy.Expr, inputs: tuple) -> sympy.Expr | None:
+    """prod(others)/sqrt(u**2 + c) with u = x**m (x an input, m >= 2) and a factor x**k of others, 1 <= k < m ->
+    rest*_Select(|x| > 1, x**(k - m)*(u/sqrt(u**2 + c)), x**k/sqrt(u**2 + c)), each branch with x masked into its
+    region; None where there is no such factor.
+
+    x/sqrt(x**4 + 1) printed as x/hypot(x**2, 1) was 0 from |x| = 1.8e19 in float32 (1.3e154 in float64) where
+    x**2 overflows and the value is ~1/x (1e-20 at 1e20).  Beyond |x| = 1 the ratio u/sqrt(u**2 + c) is bounded
+    (+-1 where u overflows, through _Finite) and x**(k - m) underflows only with the value; within, the quotient
+    as it stands, whose u does not overflow (the ratio's u would underflow there: x**2 is 0 below |x| = 1e-23 in
+    float32 where x/sqrt(x**4 + 1) is x)."""
+    base, m = (u.base, u.exp) if isinstance(u, Pow) else (u, S.One)
+    if base not in inputs or not (m.is_Integer and m >= 2):
+        return None
+    for j, f in enumerate(others):
+        fbase, k = (f.base, f.exp) if isinstance(f, Pow) else (f, S.One)
+        if fbase != base or not (k.is_Integer and 1 <= k < m):
+            continue
+        rest = Mul(*others[:j], *others[j + 1:])
+        large = sympy.Abs(base) > 1
+        outside = _Masked(base, large, S(2))
+        # the inner branch is taken where ~(|x| > 1), a NaN input included, which it sees as it is
+        inside = _Masked(base, sympy.Not(large, evaluate=False), S.Zero)
+        return rest * _Select(large, outside ** (k - m) * _square_plus_ratio(outside ** m, c),
+                              inside ** k / _SqrtSquarePlus(inside ** m, c))
+    return None
 
 
 def _growing_terms(total: Add, u: sympy.Expr, inputs: tuple, with_u: bool) -> tuple[list, list]:

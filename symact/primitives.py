@@ -1812,12 +1812,25 @@ def hazards(expr: sympy.Expr, inputs: tuple | None = None) -> Hazards:
             signs = set()
             for term in e.args:
                 if term.has(*inputs):
-                    coeff = term.as_coeff_Mul()[0]
-                    signs.add(bool(coeff.is_negative))
+                    signs.add(_written_negative(term))
             if len(signs) == 2:
                 cancellation += 1
         stack.extend(e.args)
     return Hazards(overflow, cancellation, int(sympy.count_ops(expr)))
+
+
+def _written_negative(term: sympy.Expr) -> bool:
+    """Whether a term of a sum is written negative: its number coefficient, times -1 for each factor that is a
+    sum of terms all written negative (SymPy keeps -x - exp(2*x) inside x*(-x - exp(2*x)), whose sign the
+    coefficient alone does not show)."""
+    coeff, rest = term.as_coeff_Mul()
+    negative = bool(coeff.is_negative)
+    for factor in Mul.make_args(rest):
+        base, power = factor.as_base_exp()
+        if isinstance(base, Add) and power.is_Integer and power % 2 == 1 and all(
+                bool(t.as_coeff_Mul()[0].is_negative) for t in base.args):
+            negative = not negative
+    return negative
 
 
 def _bounded_below_in(u: sympy.Expr, condition) -> bool:

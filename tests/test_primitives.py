@@ -856,3 +856,20 @@ for t in ("-40", "-0.5", "0", "0.5", "40"):
             t, got = (mpmath.mpf(v) for v in line.split())
             want = A * c * k * mpmath.exp(k * t) / (c * mpmath.exp(k * t) + 1)
             assert abs(got / want - 1) < mpmath.mpf(10) ** -25, (t, got, want)
+
+
+def test_a_negative_sum_kept_inside_a_product_counts_as_a_negative_term():
+    """SymPy keeps -x - exp(2*x) inside x*(-x - exp(2*x)), a term whose number coefficient is +1: the cancellation count
+    saw only positive terms in x**2 + x*(-x - exp(2*x)) + exp(2*x), where x**2 cancels exactly, so the slope of
+    x/sqrt(x**2 + x**4 + exp(2*x)) was chosen as written, (x**4 + x**2 + x*(-2*x**3 - x - exp(2*x)) + exp(2*x))/(...)
+    **(3/2): -inf at x = 3e38 in float32 (1.7e308 in float64) where it is ~0.  A factor that is a sum of negative
+    terms (to an odd power) now flips the term's sign; the cancelled form -x**4 - x*exp(2*x) + exp(2*x) is chosen."""
+    e2 = sympy.exp(2 * x)
+    assert hazards(x**2 + x * (-x - e2) + e2, (x,)).cancellation == 1
+    assert hazards(x**2 + x * (-x - e2) ** 3, (x,)).cancellation == 1
+    assert hazards(x**2 + x * (-x - e2) ** 2, (x,)).cancellation == 0  # an even power is positive
+    assert hazards(x**2 + x * (x + e2), (x,)).cancellation == 0
+    assert hazards(x**2 - x * (-x - 1), (x,)).cancellation == 0  # -x*(-x - 1) = x**2 + x: both positive
+    slope = safe_derivative(x / sympy.sqrt(x**2 + x**4 + e2), x)
+    assert hazards(slope, (x,)).cancellation == 1, slope  # the one sum that cancels in exact arithmetic too
+    assert sympy.simplify(slope - sympy.diff(x / sympy.sqrt(x**2 + x**4 + e2), x)) == 0

@@ -1538,3 +1538,119 @@ def test_a_normalised_quotient_is_finite_above_half_the_format_maximum(formula, 
     points = [-1e30, -30.0, -0.5, 0.3, 30.0, 1e30, 1.8e38, -1.8e38, 2e38, -2e38, 3e38, -3e38]
     points += [-1e300, 1e300, 1e308, -1e308, big, -big] if dtype == torch.float64 else [big, -big]
     _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+_ROOT_OF_AN_EXP_SUM_OVER_NO_EXP = {
+    # formula: (float32 points, float64 points) where the exponential alone overflows and the value does not
+    "x/sqrt(x**2 + exp(2*x))": ([89.0, 90.0, 92.0, 93.0, 95.0], [710.0, 712.0, 715.0, 716.0, 720.0]),
+    "(x + 1)/sqrt(x**2 + exp(2*x) + 1)": ([45.0, 60.0, 80.0, 88.0, 90.0], [700.0, 712.0]),
+    "x/(x**2 + exp(x))": ([89.0, 90.0, 1e20, 1e30, 3e38], [710.0, 712.0, 1e200, 1e300]),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", list(_ROOT_OF_AN_EXP_SUM_OVER_NO_EXP))
+def test_a_quotient_by_an_exp_sum_is_normalised_when_its_numerator_holds_no_exp(formula, dtype):
+    """N/S**p with S a sum holding exp(b) and no exp in N was printed as it stands, so exp(b) overflowed where
+    the quotient is a normal number: x/sqrt(x**2 + exp(2*x)) was 0 from x = 88.7 in float32 (1.98e-37 at 89) and
+    709.8 in float64 (4.3e-307 at 712); (x + 1)/sqrt(x**2 + exp(2*x) + 1) 0 from x = 44.4 in float32 (1.3e-18 at
+    45); the slope of x/(x**2 + exp(x)) NaN from x = 1e20 in float32.  Normalised as an exp quotient (exp(-s*p)
+    times the sum with exp(-s) in each term), it is accurate up to the smallest normal number.  Reference: mpmath
+    (50 digits, more for tiny results) of the formula and SymPy's derivative; 1e-4 relative beyond [-30, 30] (an
+    exp(-x) that is subnormal before its product with x is costs digits), 16 ulps within."""
+    single, double = _ROOT_OF_AN_EXP_SUM_OVER_NO_EXP[formula]
+    _check_against_mpmath(formula, single + (double if dtype == torch.float64 else []), dtype, rtol=1e-4)
+    _check_against_mpmath(formula, [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
+                          rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_root_of_three_varying_squares_is_a_hypot_of_a_hypot(dtype):
+    """(x + 1)/sqrt(x**2 + exp(2*x) + 1), normalised, divides by sqrt(x**2*exp(-s) + exp(2*x - s) + exp(-s)), whose
+    x**2 overflowed from x = -1.8e19 in float32 (-1.3e154 in float64): -0.0 where the value is -1.  A root of three
+    or more squares, none a number, is now a hypot of hypots, finite wherever the root is.  Reference: mpmath (50
+    digits) of the formula and SymPy's derivative, 16 ulps (a hypot rounds once, the root of a sum twice)."""
+    big = float(torch.finfo(dtype).max)
+    points = [-big, -3e38, -1e30, -1e20, -1e12, -1e5, -300.0, -30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0]
+    points += [-1e300, -1e200, -1e160] if dtype == torch.float64 else []
+    _check_against_mpmath("(x + 1)/sqrt(x**2 + exp(2*x) + 1)", points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+_SIGMOID_ROOTS = {
+    # formula: float32 points past the underflow of the Sigmoid inside (float64 adds its own)
+    "x/sqrt(1 + exp(2*x))": [44.0, 45.0, 50.0, 60.0, 70.0, 80.0, 88.0, 89.0],
+    "exp(x)/sqrt(1 + exp(2*x))": [-89.0, -80.0, -45.0],
+    "(1 + exp(-x))**(-1/3)": [-89.0, -100.0, -200.0, -260.0],
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", list(_SIGMOID_ROOTS))
+def test_a_root_of_a_sigmoid_is_finite_past_the_sigmoids_underflow(formula, dtype):
+    """Sigmoid(u)**p with 0 < p < 1 was printed as it stands: torch's sigmoid is 0 below u = -88.7 in float32 and
+    subnormal from -87, so x/sqrt(1 + exp(2*x)) = x*sqrt(Sigmoid(-2*x)) was 0 from x = 44 in float32 (1.29e-18 at 45),
+    and (1 + exp(-x))**(-1/3) 0 at x = -89 (1.3e-13).  It is now exp(p*Min(u, 0))*Sigmoid(|u|)**p.  Reference: mpmath
+    (50 digits, more for tiny results) of the formula and SymPy's derivative, 16 ulps on [-30, 30], 1e-4 beyond."""
+    points = _SIGMOID_ROOTS[formula]
+    points = points + ([-700.0, -1400.0, 700.0, 709.0, 712.0] if dtype == torch.float64 else [])
+    _check_against_mpmath(formula, points, dtype, rtol=1e-4)
+    _check_against_mpmath(formula, [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
+                          rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_normalised_sums_terms_are_clamped_where_their_exp_is_zero(dtype):
+    """exp(x)/(exp(x) + x**2) normalised is exp(Min(x, 0))/(exp(Min(x, 0)) + x**2*exp(Min(-x, 0))): the term
+    x**2*exp(-x) was inf*0 = NaN from x = 1.8e19 in float32 (1.3e154 in float64), where it is 0 and the value 1.
+    Each term's own factors are now clamped where its shifted exp is below exp(-800).  Reference: mpmath (50 digits,
+    more for tiny results) of the formula and SymPy's derivative, 16 ulps on [-30, 30], 1e-4 beyond (the slope
+    past x = 88 in float32 is a product with an exp that is subnormal before it)."""
+    big = float(torch.finfo(dtype).max)
+    points = [1e20, 1e30, 3e38, big, 1e5, 300.0, 100.0, 89.0, -100.0, -1e5, -1e20, -3e38]
+    points += [1e154, 1e200, 1e300, -1e300, 712.0] if dtype == torch.float64 else []
+    _check_against_mpmath("exp(x)/(exp(x) + x**2)", points, dtype, rtol=1e-4)
+    _check_against_mpmath("exp(x)/(exp(x) + x**2)", [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
+                          rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_root_of_an_exp_sum_inside_a_normalised_sum_is_normalised_with_it(dtype):
+    """The slope of sqrt(1 + exp(2*x)) - exp(x) (rationalised: 1/(sqrt(exp(2*x) + 1) + exp(x))) is
+    -(sqrt(Sigmoid(2*x)) + 1)*exp(x)/(sqrt(exp(2*x) + 1) + exp(x))**2; the root kept the sum from being normalised,
+    so the square overflowed: -0.0 from x = 44 in float32 (-1.43e-20 at 45), inf/inf = NaN from 88.7 (-1.1e-39 at
+    89; float64: -0.0 from 355, NaN from 709.8).  A positive power of an exp sum inside the sum is now itself
+    exp(p*t) times its normalised sum.  Reference: mpmath (50 digits; 700 where the formula cancels) of the formula
+    and SymPy's derivative, 16 ulps on [-30, 30], 1e-4 beyond."""
+    points = [44.0, 45.0, 60.0, 80.0, 88.0, 89.0, 92.0, 95.0, 100.0, 300.0, -100.0, -1e5, -3e38]
+    points += [355.0, 700.0, 709.0, 712.0, 720.0, -1e300] if dtype == torch.float64 else []
+    _check_against_mpmath("sqrt(1 + exp(2*x)) - exp(x)", points, dtype, rtol=1e-4)
+    _check_against_mpmath("sqrt(1 + exp(2*x)) - exp(x)", [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0], dtype,
+                          rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("formula", ["x/sqrt(x**4 + 1)", "x**2/sqrt(x**6 + 4)", "3*x/sqrt(x**4 + 2)"])
+def test_a_smaller_power_over_a_root_of_a_power_is_finite_where_the_power_overflows(formula, dtype):
+    """x**k/sqrt(x**(2m) + c), 1 <= k < m, was printed x**k/hypot(x**m, sqrt(c)): 0 (x**2/sqrt(x**6 + 4): NaN) from
+    |x| = 1.8e19 in float32 (1.3e154 in float64), where x**m overflows and the value is ~x**(k - m) (x/sqrt(x**4 +
+    1): 1e-20 at 1e20).  Beyond |x| = 1 it is now x**(k - m) times the bounded ratio x**m/sqrt(x**(2m) + c), within
+    as it was (the ratio's x**m underflows near 0: 1e-25 and 1e-20 check that branch).  Reference: mpmath (50
+    digits, more for tiny results) of the formula and SymPy's derivative, 16 ulps."""
+    big = float(torch.finfo(dtype).max)
+    points = [-big, -3e38, -1e30, -1e20, -1e12, -1e5, -30.0, -5.0, -1.3, -1.0, -0.4, -1e-20, 0.0, 1e-25, 0.3, 1.0,
+              1.7, 6.0, 30.0, 1e5, 1e12, 1e20, 1e30, 3e38, big]
+    points += [-1e300, -1e200, 1e160, 1e300] if dtype == torch.float64 else []
+    _check_against_mpmath(formula, points, dtype, rtol=16 * float(torch.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_slope_whose_numerator_holds_a_negative_sum_in_a_product_is_chosen_cancelled(dtype):
+    """The slope of x/sqrt(x**2 + x**4 + exp(2*x)) was chosen as (x**4 + x**2 + x*(-2*x**3 - x - exp(2*x)) +
+    exp(2*x))/(...)**(3/2) (the hazard count took x*(-2*x**3 - x - exp(2*x)) for a positive term): -inf at
+    x = 3e38 in float32 (1.7e308 in float64), where the slope is ~0, and 7.9 ulps on [-30, 30] in float64; the
+    cancelled -x**4 - x*exp(2*x) + exp(2*x) is now chosen.  Reference: mpmath (50 digits, more for tiny results)
+    of the formula and SymPy's derivative, 16 ulps."""
+    big = float(torch.finfo(dtype).max)
+    points = [-30.0, -5.0, -1.3, -0.4, 0.3, 1.7, 6.0, 30.0, 3e38, big]
+    _check_against_mpmath("x/sqrt(x**2 + x**4 + exp(2*x))", points, dtype, rtol=16 * float(torch.finfo(dtype).eps),
+                          values=False)
