@@ -119,6 +119,8 @@ __all__ = [
     "ConditionEvaluator",
     "checked_float64_evaluator",
     "gaussian_expectation_mp",
+    "ShiftedExpectations",
+    "shifted_expectations",
 ]
 
 # ----------------------------------------------------------------------------------------
@@ -748,6 +750,72 @@ def _h_shifted_sq(shift):
     return h
 
 
+@dataclass(frozen=True)
+class ShiftedExpectations:
+    r"""The Gaussian expectations every condition is built from, for :math:`f = \phi(u) + \delta`,
+    :math:`u = \alpha z + \beta`, each with its partial derivatives in alpha and beta (``_a``, ``_b``; delta held
+    fixed), as :func:`shifted_expectations` computes them:
+
+    * ``s`` = E[f^2],  ``n`` = E[(z^2 - 1) f^2],  ``m`` = E[phi],
+    * ``d1`` = E[phi'^2],  ``d2`` = E[phi''^2] (None when not asked for, or when phi' jumps).
+
+    ``delta`` is the shift used (E[phi] negated when :func:`shifted_expectations` was asked to centre).  The
+    derivatives in delta are ``s_d`` = 2 (m + delta) and ``n_d`` = 2 E[(z^2 - 1) phi] = 2 alpha E[z phi'] =
+    2 alpha ``m_a`` (Stein's lemma, for continuous phi).
+    """
+
+    delta: Any
+    s: Any
+    s_a: Any
+    s_b: Any
+    n: Any
+    n_a: Any
+    n_b: Any
+    m: Any
+    m_a: Any
+    m_b: Any
+    d1: Any
+    d1_a: Any
+    d1_b: Any
+    d2: Any = None
+    d2_a: Any = None
+    d2_b: Any = None
+
+
+def shifted_expectations(ev: ConditionEvaluator, delta=None, *, curvature: bool = True) -> ShiftedExpectations:
+    r"""E[f^2], E[(z^2 - 1) f^2], E[phi], E[phi'^2] (and E[phi''^2] with ``curvature``, when phi' does not jump),
+    f = phi(alpha z + beta) + delta, with their exact alpha and beta derivatives, on ``ev``'s rule; one
+    implementation for :func:`transform_conditions` and the Newton systems of :mod:`analysis.shaping`.
+    ``delta=None`` centres: delta = -E[phi] on the same rule, so that E[f] = 0 there.
+
+    For continuous phi the forms of the module docstring, small where the result is small: with k = f phi',
+    E[(z^2 - 1) f^2] = 2 alpha E[z k], d/dbeta E[f^2] = 2 E[k], d/dalpha E[f^2] = 2 E[z k],
+    d/dbeta E[(z^2 - 1) f^2] = 2 E[(z^2 - 1) k], d/dalpha = 2 E[(z^3 - z) k], d/dbeta E[phi] = E[phi'],
+    d/dalpha E[phi] = E[z phi'].  The density forms E[(z^2 - 1) f^2] etc. are sums of terms of size f^2 whatever
+    their value (the sigmoid at beta = 45: -3.0e-18 in float64 for Q'(1) = -4.72e-20).  Where phi jumps
+    (Heaviside, sign) phi' lacks the delta at the jump, and the density forms are used.
+    """
+    m = ev.expect((1,), _h_phi)
+    if delta is None:
+        delta = -m
+    if ev.funcs.value_jumps:
+        s, s_a, s_b = ev.expect_with_derivatives((1,), _h_shifted_sq(delta))
+        n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), _h_shifted_sq(delta))
+        m, m_a, m_b = ev.expect_with_derivatives((1,), _h_phi)
+    else:
+        a = ev.alpha
+        s = ev.expect((1,), _h_shifted_sq(delta))
+        k0, k1, k2, k3 = ev.expect_each(((1,), (0, 1), (-1, 0, 1), (0, -1, 0, 1)), _h_shifted_times_dphi(delta))
+        m_b, m_a = ev.expect_each(((1,), (0, 1)), _h_dphi)
+        s_b, s_a = 2 * k0, 2 * k1
+        n, n_b, n_a = 2 * a * k1, 2 * k2, 2 * k3
+    d1, d1_a, d1_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
+    d2 = d2_a = d2_b = None
+    if curvature and not (ev.funcs.slope_jumps or ev.funcs.value_jumps):
+        d2, d2_a, d2_b = ev.expect_with_derivatives((1,), _h_d2phi_sq)
+    return ShiftedExpectations(delta, s, s_a, s_b, n, n_a, n_b, m, m_a, m_b, d1, d1_a, d1_b, d2, d2_a, d2_b)
+
+
 # ----------------------------------------------------------------------------------------
 # The five conditions with partial derivatives
 # ----------------------------------------------------------------------------------------
@@ -965,22 +1033,10 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
             gamma, delta = mpmath.mpf(gamma), mpmath.mpf(delta)
         a = ev.alpha
         g2 = gamma * gamma
-        if funcs.value_jumps:
-            # phi' misses the delta at a jump of phi, so only the forms that never differentiate phi hold
-            s, s_a, s_b = ev.expect_with_derivatives((1,), _h_shifted_sq(delta))
-            n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), _h_shifted_sq(delta))
-            m, m_a, m_b = ev.expect_with_derivatives((1,), _h_phi)
-        else:
-            # Through k = (phi + delta) phi' (Stein's lemma, see the module docstring): small where psi
-            # is flat, while E[(z^2 - 1)(phi + delta)^2] is a difference of terms of size (phi + delta)^2
-            s = ev.expect((1,), _h_shifted_sq(delta))
-            m = ev.expect((1,), _h_phi)
-            k0, k1, k2, k3 = ev.expect_each(((1,), (0, 1), (-1, 0, 1), (0, -1, 0, 1)),
-                                            _h_shifted_times_dphi(delta))
-            m_b, m_a = ev.expect_each(((1,), (0, 1)), _h_dphi)
-            s_b, s_a = 2 * k0, 2 * k1
-            n, n_b, n_a = 2 * a * k1, 2 * k2, 2 * k3
-        d1, d1_a, d1_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
+        # through k = (phi + delta) phi' where phi is continuous (Stein's lemma, see the module docstring)
+        e = shifted_expectations(ev, delta)
+        s, s_a, s_b, n, n_a, n_b = e.s, e.s_a, e.s_b, e.n, e.n_a, e.n_b
+        m, m_a, m_b, d1, d1_a, d1_b = e.m, e.m_a, e.m_b, e.d1, e.d1_a, e.d1_b
         if dps is None:
             rho, phi_nonzero = _shift_rounding(ev, delta, s)
         if not s > 0:
@@ -1019,7 +1075,7 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
         if funcs.slope_jumps or funcs.value_jumps:
             c2, c2_a, c2_b = inf, nan, nan
         else:
-            d2, d2_a, d2_b = ev.expect_with_derivatives((1,), _h_d2phi_sq)
+            d2, d2_a, d2_b = e.d2, e.d2_a, e.d2_b
             a4 = a ** 4
             c2 = a4 * d2 / s
             c2_a = _quotient(a4 * d2, 4 * a ** 3 * d2 + a4 * d2_a, s, s_a)
