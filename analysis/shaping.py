@@ -649,7 +649,7 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
             c_mp, q_mp = _mp(c_exact, work + 8), _mp(q_exact, work + 8)
 
             def system_mp(x):
-                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], work)
+                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], work, curvature=False)
                 res, jac, _ = _dks_system(ev, q_mp, c_mp)
                 return res, jac
 
@@ -1024,7 +1024,7 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
             k_mp = _mp(k_exact, polish + 8)
 
             def system_mp(x):
-                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], polish)
+                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], polish, shift=x[2])
                 res, jac, _ = _tat_system(ev, x[2], k_mp)
                 return res, jac
 
