@@ -111,18 +111,22 @@ _N_SMALL_BETA_STARTS = 12
 
 
 def _dks_system(ev: ConditionEvaluator, q_target, c_target):
-    """Residuals (Q'(1)-q_t, C'(1)-c_t) with delta, gamma closed form, and their (alpha, beta) Jacobian."""
-    from analysis.transform_conditions import _h_dphi_sq, _h_phi, _h_shifted, _h_shifted_sq
+    """Residuals (Q'(1)-q_t, C'(1)-c_t) with delta, gamma closed form, and their (alpha, beta) Jacobian.
+
+    With delta = -m, m = E[phi], v = E[(phi - m)^2] and n = E[(z^2 - 1)(phi - m)^2] (from
+    :func:`~analysis.transform_conditions.shifted_expectations`, through k = (phi - m) phi'), Q'(1) = n / (2v) and
+    C'(1) = alpha^2 E[phi'^2] / v.  The Jacobian is the total derivative, delta = -m moving with (alpha, beta):
+    d/dtheta = partial_theta - m_theta partial_delta, where partial_delta v = 2 E[phi - m] = 0 and
+    partial_delta n = 2 E[(z^2 - 1) phi] = 2 alpha E[z phi'] = 2 alpha m_alpha (Stein's lemma).  The density forms
+    used before (E[(z^2 - 1)(phi - m)], (1/alpha) E[z phi] for m_beta, ...) are sums of terms of size |phi| for
+    results of the size of phi's variation, which is tiny where phi saturates on the Gaussian's mass."""
+    from analysis.transform_conditions import shifted_expectations
 
     a = ev.alpha
-    m, m_a, m_b = ev.expect_with_derivatives((1,), _h_phi)
-    centred_sq = _h_shifted_sq(-m)
-    # E[f - m] = 0, so d/dtheta E[(f-m)^2] has no term through m.
-    v, v_a, v_b = ev.expect_with_derivatives((1,), centred_sq)
-    n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), centred_sq)
-    z1 = ev.expect((-1, 0, 1), _h_shifted(-m))
-    n_a, n_b = n_a - 2 * m_a * z1, n_b - 2 * m_b * z1
-    d, d_a, d_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
+    e = shifted_expectations(ev, None, curvature=False)
+    m, v, v_a, v_b, d, d_a, d_b = e.m, e.s, e.s_a, e.s_b, e.d1, e.d1_a, e.d1_b
+    n_delta = 2 * a * e.m_a
+    n, n_a, n_b = e.n, e.n_a - n_delta * e.m_a, e.n_b - n_delta * e.m_b
     qs = n / (2 * v)
     qs_a = (n_a * v - n * v_a) / (2 * v * v)
     qs_b = (n_b * v - n * v_b) / (2 * v * v)
@@ -135,18 +139,20 @@ def _dks_system(ev: ConditionEvaluator, q_target, c_target):
 
 
 def _tat_system(ev: ConditionEvaluator, delta, k_target):
-    """Residuals (Q'(1)-1, C'(1)-1, C''(1)-k) with gamma closed form; Jacobian in (alpha, beta, delta)."""
-    from analysis.transform_conditions import _h_d2phi_sq, _h_dphi_sq, _h_phi, _h_shifted, _h_shifted_sq
+    """Residuals (Q'(1)-1, C'(1)-1, C''(1)-k) with gamma closed form; Jacobian in (alpha, beta, delta).
+
+    The expectations come from :func:`~analysis.transform_conditions.shifted_expectations` (through
+    k = (phi + delta) phi', small where psi is flat); their delta derivatives are s_delta = 2 (m + delta) and
+    n_delta = 2 E[(z^2 - 1) phi] = 2 alpha E[z phi'] (Stein's lemma), not the density form, a sum of terms of size
+    |phi|."""
+    from analysis.transform_conditions import shifted_expectations
 
     a = ev.alpha
-    m = ev.expect((1,), _h_phi)
-    sq = _h_shifted_sq(delta)
-    s, s_a, s_b = ev.expect_with_derivatives((1,), sq)
-    n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), sq)
-    s_d = 2 * (m + delta)
-    n_d = 2 * ev.expect((-1, 0, 1), _h_shifted(delta))
-    d1, d1_a, d1_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
-    d2, d2_a, d2_b = ev.expect_with_derivatives((1,), _h_d2phi_sq)
+    e = shifted_expectations(ev, delta)
+    s, s_a, s_b, n, n_a, n_b = e.s, e.s_a, e.s_b, e.n, e.n_a, e.n_b
+    d1, d1_a, d1_b, d2, d2_a, d2_b = e.d1, e.d1_a, e.d1_b, e.d2, e.d2_a, e.d2_b
+    s_d = 2 * (e.m + delta)
+    n_d = 2 * a * e.m_a
     qs = n / (2 * s)
     cs = a * a * d1 / s
     kc = a ** 4 * d2 / s
@@ -643,7 +649,7 @@ def solve_dks_layer(act: Any, *, c_slope: Any, q_slope: Any = 1, dps: int | None
             c_mp, q_mp = _mp(c_exact, work + 8), _mp(q_exact, work + 8)
 
             def system_mp(x):
-                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], work)
+                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], work, curvature=False)
                 res, jac, _ = _dks_system(ev, q_mp, c_mp)
                 return res, jac
 
@@ -1018,7 +1024,7 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
             k_mp = _mp(k_exact, polish + 8)
 
             def system_mp(x):
-                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], polish)
+                ev = ConditionEvaluator(funcs, mpmath.exp(x[0]), x[1], polish, shift=x[2])
                 res, jac, _ = _tat_system(ev, x[2], k_mp)
                 return res, jac
 

@@ -119,6 +119,8 @@ __all__ = [
     "ConditionEvaluator",
     "checked_float64_evaluator",
     "gaussian_expectation_mp",
+    "ShiftedExpectations",
+    "shifted_expectations",
 ]
 
 # ----------------------------------------------------------------------------------------
@@ -406,15 +408,20 @@ class ConditionEvaluator:
 
     Both engines evaluate phi, phi', phi'' once on a shared composite Gauss-Legendre node set in
     z (split at the kinks), so the ~15 expectations of one Newton step cost one set of function
-    evaluations.  The mpmath rule is accepted only when it agrees with a rule on 1.5x as many
-    intervals to 10^-(dps+3) for E[phi^2] and E[phi'^2]; ``error`` records that difference.
+    evaluations.  The mpmath rule is accepted only when each of E[phi^2], E[phi'^2], E[(phi + shift)^2] (with a
+    nonzero ``shift``) and E[phi''^2] (with ``curvature``, when phi' does not jump) has mass below 10^-(dps+3) of
+    its total beyond the rule's cut (the range is widened until it has, out to |beta|/alpha beyond the Gaussian's
+    own cut: these masses can lie in a far tail), and when E[phi^2] and E[phi'^2] agree with a rule on 1.5x as
+    many intervals to 10^-(dps+3) of max(1, E[phi^2], E[phi'^2]); ``error`` records that difference.  The float64 rule has a fixed range; see
+    :func:`_truncated_conditions` for what it warns about.
 
     ``expect(p, h)`` returns E[p(z) h(u)] for a coefficient tuple ``p`` (lowest degree first) and
     ``h`` a function of (phi, phi', phi'') values; ``expect_with_derivatives`` also returns the
     exact partial derivatives in alpha and beta (density differentiated under the integral).
     """
 
-    def __init__(self, funcs: ActivationFunctions, alpha, beta, dps: int | None = None, refine: int = 1):
+    def __init__(self, funcs: ActivationFunctions, alpha, beta, dps: int | None = None, refine: int = 1, *,
+                 shift=None, curvature: bool = True):
         self.funcs, self.dps, self.refine = funcs, dps, refine
         if dps is None:
             self.alpha, self.beta = float(alpha), float(beta)
@@ -444,34 +451,54 @@ class ConditionEvaluator:
             self.alpha, self.beta = mpmath.mpf(alpha), mpmath.mpf(beta)
             tol = mpmath.mpf(10) ** (-(dps + 3))
             half_width = _mp_half_width(dps)
+            # The integrands whose mass the rule must hold, each to tol of its own total: C'(1), C''(1) and Q(1)
+            # are ratios of these, and one can live where another is negligible (erf'(u)^2 = 4 exp(-2u^2)/pi at
+            # u = z + 30 peaks at z = -24, beyond the cut 14.2 of 30 digits, while phi^2 ~ 1 fills the bulk: the
+            # check of their sum passed and C'(1) came out 4.4e-194 for 2.6e-157).
+            checked = [("phi^2", _h_shifted_sq(0)), ("phi'^2", _h_dphi_sq)]
+            if shift is not None and mpmath.mpf(shift) != 0:
+                checked.append(("(phi + delta)^2", _h_shifted_sq(mpmath.mpf(shift))))
+            if curvature and not (funcs.slope_jumps or funcs.value_jumps):
+                checked.append(("phi''^2", _h_d2phi_sq))
+            # A mass in a tail lies between z = 0 and z = -beta/alpha where phi' decays (erf, gelu, tanh: phi'(u)
+            # peaks at u = 0), or near z = c alpha for growth like exp(c u): widen (at the same panel width) to
+            # |beta|/alpha beyond the Gaussian's own cut, or three times by 1.5 for growth, whichever is wider.
+            widest = max(half_width * mpmath.mpf(27) / 8, half_width + abs(self.beta) / self.alpha)
             # panels of width <= 4 / alpha (see _F64_PANEL_ALPHA): at alpha = 30 the fixed 32-panel
             # start refined 5 times still missed 25 digits
             n_intervals = max(32, int(mpmath.ceil(2 * half_width * self.alpha / _MP_PANEL_ALPHA)))
-            previous, widened = None, 0
-            for _ in range(6 + 3):
+            previous, refined = None, 0
+            while refined < 6:
                 self._set_rule(n_intervals, half_width)
-                sentinel = (self.expect((1,), _h_shifted_sq(0)), self.expect((1,), _h_dphi_sq))
+                sentinel = tuple(self.expect((1,), h) for _, h in checked)
                 # mass at the cut: the bulk lies beyond it (exp(x) at alpha = 5 peaks at z = 10, and a
-                # cut at 12.4 gave Q(1) 1% low with every refinement agreeing) or the integral diverges;
-                # widen the range at the same panel width, three times at most
-                edge = self._edge_mass(half_width)
-                if not edge <= tol * (abs(sentinel[0]) + abs(sentinel[1])):
-                    if widened == 3:
+                # cut at 12.4 gave Q(1) 1% low with every refinement agreeing), in a far tail (see above), or the
+                # integral diverges; widen the range at the same panel width
+                beyond = self._tail_bound(half_width, [h for _, h in checked])
+                heavy = [name for (name, _), e, total in zip(checked, beyond, sentinel) if not e <= tol * abs(total)]
+                if heavy:
+                    if half_width >= widest:
                         raise DivergentIntegralError(
-                            f"E[phi^2 + phi'^2] of {funcs.name} at alpha={mpmath.nstr(self.alpha, 8)}, "
+                            f"E[{', '.join(heavy)}] of {funcs.name} at alpha={mpmath.nstr(self.alpha, 8)}, "
                             f"beta={mpmath.nstr(self.beta, 8)} still has mass at |z| = {mpmath.nstr(half_width, 4)}: "
                             "the integral diverges (the activation is not square-integrable under the Gaussian) "
                             "or its bulk lies beyond the rule (fast growth at a large alpha); check the "
                             "activation and alpha."
                         )
-                    half_width, n_intervals, previous, widened = half_width * 3 / 2, n_intervals * 3 // 2, None, widened + 1
+                    wider = min(half_width * 3 / 2, widest)
+                    n_intervals = int(mpmath.ceil(n_intervals * wider / half_width))
+                    half_width, previous = wider, None
                     continue
                 if previous is not None:
-                    self.error = max(abs(a - b) for a, b in zip(sentinel, previous))
+                    # E[phi^2] and E[phi'^2], relative to max(1, either): the mpmath formulas as written can round
+                    # (softplus'' at u = 30 keeps 12 of 38 digits, tanh' = 1 - tanh^2 at u = -20 21), so a rule
+                    # change moves a tiny E[phi''^2] or E[phi'^2] by more than 10^-(dps+3) of itself
+                    self.error = max(abs(a - b) for a, b in zip(sentinel[:2], previous[:2]))
                     if self.error <= tol * max(1, abs(sentinel[0]), abs(sentinel[1])):
                         return
                 previous = sentinel
                 n_intervals = n_intervals * 3 // 2
+                refined += 1
         raise DivergentIntegralError(
             f"Gaussian expectations of {funcs.name} at alpha={mpmath.nstr(self.alpha, 8)}, "
             f"beta={mpmath.nstr(self.beta, 8)} did not converge to {dps} digits (last change "
@@ -533,10 +560,32 @@ class ConditionEvaluator:
             out.append(self.expect((1,), _h_d2phi_sq))
         return tuple(out)
 
-    def _edge_mass(self, half_width):
-        """sum of w*(phi^2 + phi'^2) over the mpmath rule's nodes with |z| >= half_width - 1."""
-        return mpmath.fsum(w * (vals[0].get() ** 2 + vals[1].get() ** 2)
-                           for z, w, vals in zip(self._z, self._w, self._lazy) if abs(z) >= half_width - 1)
+    def _tail_bound(self, half_width, integrands) -> list:
+        """For each h of ``integrands``, a bound on the mass of w*|h| beyond the mpmath rule's cut, as
+        :func:`_tail_negligible` judges the float64 rule: on each side the unit bands of |z| from half_width - 3
+        to half_width; when they decay, the geometric bound M(last band) r / (1 - r) (r the larger band ratio),
+        else the last band's mass times 10^6 (the integrand may still be growing there).  The last band alone
+        overstated it by orders of magnitude (erf at beta = 10 peaks at z = -8 and falls by e^-67 to the cut)."""
+        start = half_width - 3
+        # (side, band, w, values) of the nodes in the bands, found once for all integrands
+        nodes = [(z > 0, min(2, int(abs(z) - start)), w, vals)
+                 for z, w, vals in zip(self._z, self._w, self._lazy) if abs(z) >= start]
+        out = []
+        for h in integrands:
+            bound = mpmath.mpf(0)
+            sums = {True: [mpmath.mpf(0)] * 3, False: [mpmath.mpf(0)] * 3}
+            for side, band, w, vals in nodes:
+                sums[side][band] += w * abs(h(*vals))
+            for bands in sums.values():
+                if bands[2] == 0:
+                    continue
+                if bands[0] > bands[1] > bands[2]:
+                    r = max(bands[1] / bands[0], bands[2] / bands[1])
+                    bound += bands[2] * r / (1 - r)
+                else:
+                    bound += bands[2] * 10 ** 6
+            out.append(bound)
+        return out
 
     def _set_rule(self, n_intervals: int, half_width=None) -> None:
         z, w = _mp_rule(self.alpha, self.beta, self.funcs.kinks, self.dps, n_intervals, half_width)
@@ -746,6 +795,72 @@ def _h_shifted_sq(shift):
         return v * v
 
     return h
+
+
+@dataclass(frozen=True)
+class ShiftedExpectations:
+    r"""The Gaussian expectations every condition is built from, for :math:`f = \phi(u) + \delta`,
+    :math:`u = \alpha z + \beta`, each with its partial derivatives in alpha and beta (``_a``, ``_b``; delta held
+    fixed), as :func:`shifted_expectations` computes them:
+
+    * ``s`` = E[f^2],  ``n`` = E[(z^2 - 1) f^2],  ``m`` = E[phi],
+    * ``d1`` = E[phi'^2],  ``d2`` = E[phi''^2] (None when not asked for, or when phi' jumps).
+
+    ``delta`` is the shift used (E[phi] negated when :func:`shifted_expectations` was asked to centre).  The
+    derivatives in delta are ``s_d`` = 2 (m + delta) and ``n_d`` = 2 E[(z^2 - 1) phi] = 2 alpha E[z phi'] =
+    2 alpha ``m_a`` (Stein's lemma, for continuous phi).
+    """
+
+    delta: Any
+    s: Any
+    s_a: Any
+    s_b: Any
+    n: Any
+    n_a: Any
+    n_b: Any
+    m: Any
+    m_a: Any
+    m_b: Any
+    d1: Any
+    d1_a: Any
+    d1_b: Any
+    d2: Any = None
+    d2_a: Any = None
+    d2_b: Any = None
+
+
+def shifted_expectations(ev: ConditionEvaluator, delta=None, *, curvature: bool = True) -> ShiftedExpectations:
+    r"""E[f^2], E[(z^2 - 1) f^2], E[phi], E[phi'^2] (and E[phi''^2] with ``curvature``, when phi' does not jump),
+    f = phi(alpha z + beta) + delta, with their exact alpha and beta derivatives, on ``ev``'s rule; one
+    implementation for :func:`transform_conditions` and the Newton systems of :mod:`analysis.shaping`.
+    ``delta=None`` centres: delta = -E[phi] on the same rule, so that E[f] = 0 there.
+
+    For continuous phi the forms of the module docstring, small where the result is small: with k = f phi',
+    E[(z^2 - 1) f^2] = 2 alpha E[z k], d/dbeta E[f^2] = 2 E[k], d/dalpha E[f^2] = 2 E[z k],
+    d/dbeta E[(z^2 - 1) f^2] = 2 E[(z^2 - 1) k], d/dalpha = 2 E[(z^3 - z) k], d/dbeta E[phi] = E[phi'],
+    d/dalpha E[phi] = E[z phi'].  The density forms E[(z^2 - 1) f^2] etc. are sums of terms of size f^2 whatever
+    their value (the sigmoid at beta = 45: -3.0e-18 in float64 for Q'(1) = -4.72e-20).  Where phi jumps
+    (Heaviside, sign) phi' lacks the delta at the jump, and the density forms are used.
+    """
+    m = ev.expect((1,), _h_phi)
+    if delta is None:
+        delta = -m
+    if ev.funcs.value_jumps:
+        s, s_a, s_b = ev.expect_with_derivatives((1,), _h_shifted_sq(delta))
+        n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), _h_shifted_sq(delta))
+        m, m_a, m_b = ev.expect_with_derivatives((1,), _h_phi)
+    else:
+        a = ev.alpha
+        s = ev.expect((1,), _h_shifted_sq(delta))
+        k0, k1, k2, k3 = ev.expect_each(((1,), (0, 1), (-1, 0, 1), (0, -1, 0, 1)), _h_shifted_times_dphi(delta))
+        m_b, m_a = ev.expect_each(((1,), (0, 1)), _h_dphi)
+        s_b, s_a = 2 * k0, 2 * k1
+        n, n_b, n_a = 2 * a * k1, 2 * k2, 2 * k3
+    d1, d1_a, d1_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
+    d2 = d2_a = d2_b = None
+    if curvature and not (ev.funcs.slope_jumps or ev.funcs.value_jumps):
+        d2, d2_a, d2_b = ev.expect_with_derivatives((1,), _h_d2phi_sq)
+    return ShiftedExpectations(delta, s, s_a, s_b, n, n_a, n_b, m, m_a, m_b, d1, d1_a, d1_b, d2, d2_a, d2_b)
 
 
 # ----------------------------------------------------------------------------------------
@@ -958,29 +1073,17 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
         # psi(x) with alpha < 0 equals psi_{|alpha|}(-x); z and -z have the same law, so every
         # condition is unchanged and d/d alpha flips sign.
         alpha, sign = -alpha, -1
-    ev = ConditionEvaluator(funcs, alpha, beta, dps, refine=refine)
+    ev = ConditionEvaluator(funcs, alpha, beta, dps, refine=refine, shift=delta)
     ctx = mpmath.workdps(dps + 10) if dps is not None else _nullcontext()
     with ctx:
         if dps is not None:
             gamma, delta = mpmath.mpf(gamma), mpmath.mpf(delta)
         a = ev.alpha
         g2 = gamma * gamma
-        if funcs.value_jumps:
-            # phi' misses the delta at a jump of phi, so only the forms that never differentiate phi hold
-            s, s_a, s_b = ev.expect_with_derivatives((1,), _h_shifted_sq(delta))
-            n, n_a, n_b = ev.expect_with_derivatives((-1, 0, 1), _h_shifted_sq(delta))
-            m, m_a, m_b = ev.expect_with_derivatives((1,), _h_phi)
-        else:
-            # Through k = (phi + delta) phi' (Stein's lemma, see the module docstring): small where psi
-            # is flat, while E[(z^2 - 1)(phi + delta)^2] is a difference of terms of size (phi + delta)^2
-            s = ev.expect((1,), _h_shifted_sq(delta))
-            m = ev.expect((1,), _h_phi)
-            k0, k1, k2, k3 = ev.expect_each(((1,), (0, 1), (-1, 0, 1), (0, -1, 0, 1)),
-                                            _h_shifted_times_dphi(delta))
-            m_b, m_a = ev.expect_each(((1,), (0, 1)), _h_dphi)
-            s_b, s_a = 2 * k0, 2 * k1
-            n, n_b, n_a = 2 * a * k1, 2 * k2, 2 * k3
-        d1, d1_a, d1_b = ev.expect_with_derivatives((1,), _h_dphi_sq)
+        # through k = (phi + delta) phi' where phi is continuous (Stein's lemma, see the module docstring)
+        e = shifted_expectations(ev, delta)
+        s, s_a, s_b, n, n_a, n_b = e.s, e.s_a, e.s_b, e.n, e.n_a, e.n_b
+        m, m_a, m_b, d1, d1_a, d1_b = e.m, e.m_a, e.m_b, e.d1, e.d1_a, e.d1_b
         if dps is None:
             rho, phi_nonzero = _shift_rounding(ev, delta, s)
         if not s > 0:
@@ -992,8 +1095,8 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
                 f"{', '.join(truncated)} has its mass at or beyond the float64 rule's cut |z| = 14 (phi' is far smaller "
                 "in the bulk than in a tail, as erf'(u) = 2 exp(-u^2)/sqrt(pi) at beta = 30), so they and their "
                 "derivatives come out too small, by orders of magnitude; they are tiny next to Q(1). Use beta "
-                "nearer 0, or the mpmath engine with dps large enough that its cut sqrt(2 (dps + 8) ln 10) + 1 "
-                "reaches the mass.", RuntimeWarning, stacklevel=2)
+                "nearer 0, or the mpmath engine (dps=30), which widens its range to where each integrand's "
+                "mass lies.", RuntimeWarning, stacklevel=2)
         if dps is None and rho > SHIFT_ROUNDING_WARN:
             warnings.warn(
                 f"float64 transform_conditions of {funcs.name} at alpha={alpha:.8g}, beta={beta:.8g}, "
@@ -1019,7 +1122,7 @@ def transform_conditions(act: Any, alpha, beta, gamma, delta, *, dps: int | None
         if funcs.slope_jumps or funcs.value_jumps:
             c2, c2_a, c2_b = inf, nan, nan
         else:
-            d2, d2_a, d2_b = ev.expect_with_derivatives((1,), _h_d2phi_sq)
+            d2, d2_a, d2_b = e.d2, e.d2_a, e.d2_b
             a4 = a ** 4
             c2 = a4 * d2 / s
             c2_a = _quotient(a4 * d2, 4 * a ** 3 * d2 + a4 * d2_a, s, s_a)

@@ -1211,3 +1211,50 @@ def test_pools_that_make_the_prediction_inexact_are_warned_about(method, pool_mi
         assert abs(float(net.c_map(0.0))) < 1e-12  # the condition the DKS head-pool case relies on
     else:
         assert float(net.c_map(0.0)) > 0.05  # TAT's C(0) > 0, which makes the pool inexact
+
+
+def _tat_q_slope_ratio(phi, alpha, beta, delta, dps=100):
+    """Q'(1)/Q(1) = E[(z^2 - 1) f^2] / (2 E[f^2]), f = phi(alpha z + beta) + delta: the definition (density form),
+    at ``dps`` digits: it cancels to the size of Q'(1) (1e-35 for erf at alpha = 0.3, beta = 10), and a central
+    difference with step 1e-20 loses 20 more digits."""
+    from analysis.transform_conditions import ConditionEvaluator, _h_shifted_sq
+
+    with mpmath.workdps(dps + 8):
+        ev = ConditionEvaluator(activation_functions(phi), M(alpha), M(beta), dps)
+        sq = _h_shifted_sq(M(delta))
+        return ev.expect((-1, 0, 1), sq) / (2 * ev.expect((1,), sq))
+
+
+M = mpmath.mpf
+
+
+@pytest.mark.parametrize("phi, alpha, beta, dps, rtol", [
+    (sympy.tanh(x), 1.0, 20.0, None, 1e-10),   # float64: the old density forms were 2e-2 off
+    (sympy.erf(x), 0.3, 10.0, 30, 1e-18),      # 30 digits: the old forms kept 4 (2e-4 off)
+])
+def test_tat_newton_system_where_psi_is_flat(phi, alpha, beta, dps, rtol):
+    """Residual and Jacobian row of Q'(1) in TAT's Newton system at a psi that is nearly constant (delta = 0, phi
+    saturated on the Gaussian's mass) against central differences of the definition at 100 digits.  The system
+    took E[(z^2 - 1) f^2] and its alpha, beta, delta derivatives in density forms, sums of terms of size f^2 ~ 1
+    for results of ~1e-15 (tanh) and ~1e-35 (erf); they are now expectations of k = f phi' (Stein's lemma)."""
+    from analysis.transform_conditions import ConditionEvaluator
+
+    funcs = activation_functions(phi)
+    if dps is None:
+        ev = ConditionEvaluator(funcs, alpha, beta)
+        res, jac, _ = shaping._tat_system(ev, 0.0, 0.3)
+    else:
+        with mpmath.workdps(dps + 8):
+            ev = ConditionEvaluator(funcs, M(alpha), M(beta), dps)
+            res, jac, _ = shaping._tat_system(ev, M(0), M("0.3"))
+    with mpmath.workdps(108):
+        point, h = [M(alpha), M(beta), M(0)], M(10) ** -20
+        reference = [_tat_q_slope_ratio(phi, *point) - 1]
+        for i in range(3):
+            up, down = list(point), list(point)
+            up[i] += h
+            down[i] -= h
+            reference.append((_tat_q_slope_ratio(phi, *up) - _tat_q_slope_ratio(phi, *down)) / (2 * h))
+        computed = [res[0], *jac[0]]
+        for got, want in zip(computed, reference):
+            assert abs(M(got) - want) <= rtol * abs(want), (got, want)

@@ -447,3 +447,28 @@ def test_float64_warns_where_the_mass_of_phi_prime_lies_beyond_the_rule():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         transform_conditions("relu_squared", 1.0, -10.0, 1.0, 0.0)
+
+
+def _erf_closed_forms(alpha, beta):
+    """E[erf'(u)^2] and E[erf''(u)^2], u ~ N(beta, alpha^2), exactly.  erf'(u) = 2 exp(-u^2)/sqrt(pi), and
+    E[g(u) exp(-2u^2)] = exp(-2 beta^2/k)/sqrt(k) E[g(v)], v ~ N(beta/k, alpha^2/k), k = 1 + 4 alpha^2 (completing
+    the square), so E[erf'^2] = 4 exp(-2 beta^2/k) / (pi sqrt k) and, with erf''(u) = -2u erf'(u),
+    E[erf''^2] = 4 E[u^2 erf'(u)^2] = E[erf'^2] 4 ((beta/k)^2 + alpha^2/k)."""
+    k = 1 + 4 * alpha * alpha
+    d1 = 4 * mpmath.exp(-2 * beta * beta / k) / (mpmath.pi * mpmath.sqrt(k))
+    return d1, d1 * 4 * ((beta / k) ** 2 + alpha * alpha / k)
+
+
+@pytest.mark.parametrize("alpha, beta", [(1, 30), (M("0.3"), 10), (1, -100)])
+def test_mpmath_engine_follows_a_slope_whose_mass_lies_in_a_far_tail(alpha, beta):
+    """erf'(u)^2 at u = alpha z + beta has its Gaussian-weighted mass near z = -4 alpha beta / (1 + 4 alpha^2)
+    (-24 at alpha = 1, beta = 30), beyond the mpmath rule's cut sqrt(2 (dps + 8) ln 10) + 1 = 14.2 at 30 digits, and
+    erf(u)^2 ~ 1 hid it from the rule's mass check of E[phi^2 + phi'^2]: C'(1) came out 1.0e-262 for 2.6e-157 (and
+    1.5e-10 off at alpha = 0.3, beta = 10, peak at -8.8, tail cut at 14.2), with no word.  Each integrand's mass is now
+    checked on its own and the range widened to it.  Reference: the closed forms of E[erf'^2], E[erf''^2]."""
+    tc = transform_conditions(sympy.erf(x), alpha, beta, 1, 0, dps=30)
+    d1, d2 = _erf_closed_forms(M(alpha), M(beta))
+    q = tc.values.q_value
+    assert abs(tc.values.c_slope / (M(alpha) ** 2 * d1 / q) - 1) < M(10) ** -27
+    assert abs(tc.values.c_curvature / (M(alpha) ** 4 * d2 / q) - 1) < M(10) ** -27
+
