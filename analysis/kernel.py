@@ -593,6 +593,11 @@ class _Funcs:
 # KernelMaps
 # ----------------------------------------------------------------------------------------
 
+def _log_abs(v: float) -> float:
+    """log|v|, -inf at 0."""
+    return math.log(abs(v)) if v != 0 else -math.inf
+
+
 def _plain_number(v):
     """A scalar argument as a number the engines take (int, float, mpf or SymPy), exactly: a
     ``Fraction`` as a SymPy Rational, a ``Decimal`` as the decimal it spells, a NumPy or 0-dim torch
@@ -1634,8 +1639,13 @@ class KernelMaps:
             "Hermite coefficients are tiny against E|phi|, or the series' terms cancel).  Use a closed form if one "
             "exists.")
 
-    def _kernel_num(self, n: int, cv, qa, qb):
-        """E[phi^(n)(u) phi^(n)(v)] with jumps of phi^(n-1) as delta functions (numeric engines)."""
+    def _kernel_num(self, n: int, cv, qa, qb, scaled: bool = False, with_error: bool = False):
+        """E[phi^(n)(u) phi^(n)(v)] with jumps of phi^(n-1) as delta functions (numeric engines).
+
+        float64 with ``scaled``: ``(k, log_scale, error)``, the kernel being ``k * exp(log_scale)`` (log_scale 0 but
+        where the plain 2-D sums underflow: see ``log_scale`` of :func:`gauss.bivariate_gaussian_expectation_float64`)
+        and ``error`` an estimate of k's absolute error (nan unless ``with_error``: that costs one more evaluation of
+        the 2-D rule where the kernel is not far below its Cauchy-Schwarz bound)."""
         jumps = self._f.jumps(n - 1) if n >= 1 else ()
         jumping = [i for i in range(n - 1) if self._f.jumps(i)]   # (phi^(i) jumps: delta^(n - 1 - i) in phi^(n))
         if jumping:
@@ -1657,8 +1667,11 @@ class KernelMaps:
             ra, rb = math.sqrt(qa), math.sqrt(qb)
             s = math.sqrt(max((1 - cv) * (1 + cv), 0.0))
             bps, scale = self._float64_features()
-            total = gauss.bivariate_gaussian_expectation_float64(
-                r, r, cv, q1=qa, q2=qb, breakpoints=bps, scale=scale, cusps=self._float64_cusps() if n == 0 else ())
+            result = gauss.bivariate_gaussian_expectation_float64(
+                r, r, cv, q1=qa, q2=qb, breakpoints=bps, scale=scale, cusps=self._float64_cusps() if n == 0 else (),
+                with_error=with_error, log_scale=True)
+            total, error, log_scale = result if with_error else (result[0], math.nan, result[1])
+            extra = []   # the delta terms, added on total's scale at the end
             pdf = lambda x, var: math.exp(-x * x / (2 * var)) / math.sqrt(2 * math.pi * var)  # noqa: E731
         else:
             # (callers are @_at_precision: we already work at dps + 10 digits)
@@ -1684,22 +1697,77 @@ class KernelMaps:
                 mean = cv * rv * bf / ru
                 if s == 0:
                     cond = (r(mean) if not F64 else float(r(np.array([mean]))[0]))
+                elif F64:
+                    cond, cond_mass = self._e1(None, r, mean=mean, std=rv * s, with_mass=True)
+                    log_weight = _log_abs(Jf) - bf * bf / (2 * qu) - 0.5 * math.log(2 * math.pi * qu)
+                    extra.append((Jf * pdf(bf, qu) * cond, math.copysign(1.0, Jf * cond), log_weight + _log_abs(cond),
+                                  log_weight + _log_abs(cond_mass) + math.log(gauss.FLOAT64_RELATIVE_TOLERANCE)))
+                    continue
                 else:
-                    cond = self._e1(r if not F64 else None, r if F64 else None, mean=mean, std=rv * s)
+                    cond = self._e1(r, None, mean=mean, std=rv * s)
+                if F64:
+                    log_value = _log_abs(Jf) - bf * bf / (2 * qu) - 0.5 * math.log(2 * math.pi * qu) + _log_abs(cond)
+                    extra.append((Jf * pdf(bf, qu) * cond, math.copysign(1.0, Jf * cond), log_value, -math.inf))
+                    continue
                 total += Jf * pdf(bf, qu) * cond
             for b2, J2 in jumps:
                 b2f = float(b2) if F64 else self._mp(b2)
                 J2f = float(J2) if F64 else J2
                 if s == 0:
                     if abs(b2f - cv * rb * bf / ra) == 0:
-                        return math.inf if F64 else mpmath.inf
+                        return (math.inf, 0.0, 0.0) if scaled else math.inf if F64 else mpmath.inf
                     continue
                 # joint density of (u, v) at (b, b2)
                 za, zb = bf / ra, b2f / rb
                 dens = (math.exp if F64 else mpmath.exp)(-(za * za - 2 * cv * za * zb + zb * zb) / (2 * s * s)) \
                     / (2 * (math.pi if F64 else mpmath.pi) * ra * rb * s)
+                if F64:   # (in logs too: the density underflows at far jumps, relu(x - 30)'s C''(0.1) came out 0)
+                    log_dens = (-(za * za - 2 * cv * za * zb + zb * zb) / (2 * s * s)
+                                - math.log(2 * math.pi * ra * rb * s))
+                    extra.append((Jf * J2f * dens, math.copysign(1.0, Jf * J2f), _log_abs(Jf * J2f) + log_dens,
+                                  -math.inf))
+                    continue
                 total += Jf * J2f * dens
-        return total
+        if not F64:
+            return total
+        if extra:
+            # the delta terms (value, sign, log|value|, log of its error): added as they are where they and the 2-D
+            # part are normal floats, else on a common scale e^top, from their logs
+            tiny = np.finfo(np.float64).tiny
+            if log_scale == 0 and all(v == 0 and lv == -math.inf or abs(v) >= tiny for v, _, lv, _ in extra) and (
+                    total == 0 or abs(total) >= tiny):
+                total += math.fsum(v for v, _, _, _ in extra)
+                error += math.fsum(math.exp(le) for _, _, _, le in extra)
+            else:
+                top = max([log_scale + _log_abs(total)] + [lv for _, _, lv, _ in extra])
+                if top > -math.inf:
+                    to_top = math.exp(log_scale - top) if total != 0 else 0.0
+                    total = total * to_top + math.fsum(sg * math.exp(lv - top) for _, sg, lv, _ in extra)
+                    error = error * to_top + math.fsum(math.exp(le - top) for _, _, _, le in extra)
+                    log_scale = top
+        if log_scale != 0 and not scaled:
+            raise DomainError(f"E[phi^({n})(u) phi^({n})(v)] at c = {cv:g} underflows float64 (e^{log_scale:.1f}).")
+        return (total, log_scale, error) if scaled else total
+
+    def _f64_scaled_ratio(self, k: float, log_scale: float, n: int, c, q1, q2, what: str) -> float:
+        """``(q1 q2)^(n/2) k e^log_scale / sqrt(Q(q1) Q(q2))`` in float64 (d^nC/dc^n from Price's kernel, C at
+        n = 0), the scale taken in logs where the kernel underflowed (log_scale != 0); a DomainError where the
+        result itself is below float64's normal range (a subnormal keeps too few digits)."""
+        if log_scale == 0:
+            if n == 0:
+                return k / self._norm(q1, q2)
+            # one factor per input: (q1 q2)^(n/2) and Q(q1) Q(q2) under/overflow on their own (q = 1e-160)
+            return (q1 ** (n / 2) / math.sqrt(self.q_map(q1))) * (q2 ** (n / 2) / math.sqrt(self.q_map(q2))) * k
+        log_ratio = (log_scale + n / 2 * (math.log(q1) + math.log(q2))
+                     - (math.log(self.q_map(q1)) + math.log(self.q_map(q2))) / 2)
+        # (k's log joins the exponent: k e^log_ratio may be representable where e^log_ratio alone is not)
+        value = math.copysign(math.exp(min(math.log(abs(k)) + log_ratio, 710.0)), k) if k != 0 else 0.0
+        if not abs(value) >= np.finfo(np.float64).tiny:
+            raise DomainError(
+                f"{what}({c:g}; q1 = {q1:g}, q2 = {q2:g}) of {self.activation_name!r} underflows float64: it is about "
+                f"{k:.3g} * e^{log_ratio:.1f}, below float64's smallest normal number 2.2e-308 (or 0). Use the mpmath "
+                "engine (engine='mpmath'), which has no exponent limit.")
+        return value
 
     def _hermite_reaches(self, qv) -> bool:
         """Whether the Hermite coefficients' rule reaches phi(sqrt(q) z), whose Mehler series then serves: at most
@@ -1850,6 +1918,11 @@ class KernelMaps:
                     k = float(sat[0])
                 else:
                     k = self._odd_small_c_kernel_f64(float(c), float(q1), float(q2))
+            if k is None and self.engine == "float64":
+                # scaled: the kernel may underflow where C does not (H(x - 30) at c = 0.1: E[phi(u) phi(v)] ~ e^-827,
+                # C ~ e^-361)
+                k, log_scale, _ = self._kernel_num(0, c, q1, q2, scaled=True)
+                return self._unit(self._out(self._f64_scaled_ratio(k, log_scale, 0, c, q1, q2, "C")))
             if k is None:
                 k = self._kernel_num(0, c, q1, q2)
         return self._unit(self._out(k / self._norm(q1, q2)))
@@ -1941,11 +2014,15 @@ class KernelMaps:
             small = self._odd_small_c_kernel_f64(float(flat[i]), float(q1), float(q2))
             k[i] = np.nan if small is None else small
         rest = np.isnan(k)
+        log_scales = np.zeros(flat.shape)
         if np.any(rest):
-            k[rest] = gauss.bivariate_gaussian_expectation_float64(
+            # scaled, as in c_map: the kernel may underflow where C does not
+            k[rest], log_scales[rest] = gauss.bivariate_gaussian_expectation_float64(
                 self._f.np(0), self._f.np(0), flat[rest], q1=float(q1), q2=float(q2), breakpoints=bps, scale=scale,
-                cusps=self._float64_cusps())
+                cusps=self._float64_cusps(), log_scale=True)
         out = np.asarray(k) / self._norm(q1, q2)
+        for i in np.flatnonzero(log_scales != 0):
+            out[i] = self._f64_scaled_ratio(float(k[i]), float(log_scales[i]), 0, float(flat[i]), q1, q2, "C")
         if np.any(flat == 0):   # each mean over its sqrt(Q) first, as in c_map: their product underflowed
             out = np.where(flat == 0, self._mean(q1) / self._sqrt(self.q_map(q1))
                            * (self._mean(q2) / self._sqrt(self.q_map(q2))), out)
@@ -2047,15 +2124,18 @@ class KernelMaps:
             if slope is not None:
                 return self._out(slope / (math.sqrt(self.q_map(q1)) * math.sqrt(self.q_map(q2))))
         self._require_phi_derivative(n, c, q1, q2)
-        k = self._kernel_num(n, c, q1, q2)
         if self.engine == "float64":
             if c == 0 and self._phi_derivative_is_even(n - 1):
-                k = 0.0   # E[phi^(n)(u)] = 0 exactly: phi^(n) is odd (the rule returned rounding noise)
-            elif c not in (1, -1):   # (at c = +-1 the rule is 1-D, converged relative to its own E|.|)
-                self._check_f64_kernel_resolved(k, n, c, q1, q2)
-            # one factor per input: (q1 q2)^(n/2) and Q(q1) Q(q2) under/overflow on their own (q = 1e-160)
-            pre = (q1 ** (n / 2) / math.sqrt(self.q_map(q1))) * (q2 ** (n / 2) / math.sqrt(self.q_map(q2)))
-            return self._out(pre * k)
+                return 0.0   # E[phi^(n)(u)] = 0 exactly: phi^(n) is odd (the rule returned rounding noise)
+            # scaled: Price's kernel may underflow where d^nC/dc^n does not (relu(x - 30) at c = 0.1)
+            k, log_scale, _ = self._kernel_num(n, c, q1, q2, scaled=True)
+            if c not in (1, -1) and not self._f64_kernel_within_bound(k, log_scale, n, q1, q2):
+                # (at c = +-1 the rule is 1-D, converged relative to its own E|.|)  Far below its Cauchy-Schwarz
+                # bound: judged by the rule's own error estimate, relative to E|phi^(n)(u) phi^(n)(v)|
+                k, log_scale, error = self._kernel_num(n, c, q1, q2, scaled=True, with_error=True)
+                self._check_f64_kernel_resolved(k, error, log_scale, n, c, q1, q2)
+            return self._out(self._f64_scaled_ratio(k, log_scale, n, c, q1, q2, f"d^{n}C/dc^{n}"))
+        k = self._kernel_num(n, c, q1, q2)
         pre = mpmath.power(self._mp(q1) * self._mp(q2), mpmath.mpf(n) / 2)
         return self._out(pre * k / self._norm(q1, q2))
 
@@ -2119,29 +2199,42 @@ class KernelMaps:
             self._cache[key] = even
         return self._cache[key]
 
-    def _check_f64_kernel_resolved(self, k: float, n: int, c, q1, q2) -> None:
-        """Refuse a float64 Price kernel ``E[phi^(n)(u) phi^(n)(v)]`` that the 2-D rule cannot resolve.
-
-        The rule converges to 1e-13 of ``sqrt(E phi^(n)(u)^2 E phi^(n)(v)^2)`` (Cauchy-Schwarz); a kernel
-        far below that scale keeps no digits: for x exp(-x^2) at q = 1e100, C'(0.3) is 1.5e-150 (phi' lives
-        where |x| ~ 1, the density is flat there and the leading moments cancel) against C'(1) ~ 1e100,
-        and the rule returned 5e33.  Raised when the rule's tolerance exceeds 1% of ``|k|`` (fewer than two
-        digits certain; near a zero of the derivative, like tanh's C''(1e-9) ~ 1e-9, the value keeps its
-        ~1e-13 of that scale absolute, as the C map does near its zeros)."""
+    def _f64_kernel_within_bound(self, k: float, log_scale: float, n: int, q1, q2) -> bool:
+        """Whether a float64 Price kernel ``k e^log_scale`` is at least 1e11 times the 2-D rule's tolerance relative
+        to its Cauchy-Schwarz bound ``sqrt(E phi^(n)(u)^2 E phi^(n)(v)^2)`` (two 1-D integrals): then the rule's
+        error, at most 1e-13 of that bound, is below 1e-2 of |k| without asking the rule for its estimate (which costs
+        one more 2-D evaluation)."""
+        if log_scale != 0:
+            return False
         g = self._f.np(n)
         scale = 1.0
         for qv in (q1, q2):
             scale *= math.sqrt(self._e1(None, lambda t: g(t) ** 2, std=math.sqrt(qv)))
-        if gauss.FLOAT64_RELATIVE_TOLERANCE * scale <= 1e-2 * abs(k):
+        return gauss.FLOAT64_RELATIVE_TOLERANCE * scale <= 1e-2 * abs(k)
+
+    def _check_f64_kernel_resolved(self, k: float, error: float, log_scale: float, n: int, c, q1, q2) -> None:
+        """Refuse a float64 Price kernel ``E[phi^(n)(u) phi^(n)(v)] = k e^log_scale`` whose error estimate ``error``
+        (same units: the 2-D rule's last two levels' difference plus 4 ulps of ``E|phi^(n)(u) phi^(n)(v)|``, and the
+        delta terms' 1e-13 of their mass) exceeds 1% of ``|k|``: fewer than two digits certain.
+
+        The rule converges relative to ``E|phi^(n)(u) phi^(n)(v)|`` where the kernel is far below its Cauchy-Schwarz
+        bound, so a kernel whose integrand does not cancel keeps ~13 digits however small: relu(x - 3)'s
+        C'(-0.9) = 1.6e-39 (kernel 3e-43 against a bound of 1.3e-3) was refused by a test relative to the bound.  One
+        whose integrand cancels keeps none: for x exp(-x^2) at q = 1e100, C'(0.3) is 1.5e-150 (phi' lives where
+        |x| ~ 1, the density is flat there and the leading moments cancel) against C'(1) ~ 1e100, and the rule
+        returned 5e33; its error estimate exceeds the value, and it is refused (near a zero of the derivative, like
+        tanh's C''(1e-9) ~ 1e-9, the value keeps its ~1e-13 of that scale absolute, as the C map does near its
+        zeros)."""
+        if error <= 1e-2 * abs(k):
             return
         raise DivergentIntegralError(
             f"the float64 d^{n}C/dc^{n}({c}; q1 = {q1:g}, q2 = {q2:g}) of {self.activation_name!r} is not resolved: "
-            f"Price's kernel E[phi^({n})(u) phi^({n})(v)] came out {k:.1e}, less than 100 times the 2-D rule's "
-            f"tolerance (1e-13 of {scale:.1e} = sqrt(E phi^({n})(u)^2 E phi^({n})(v)^2), its Cauchy-Schwarz bound): fewer than two "
-            "digits are certain, and the true value may be far smaller (a phi whose derivative lives near x = 0 at "
-            "large q, where C' is tiny against C'(1), or a zero of the derivative). The mpmath engine keeps dps "
-            "digits of that same scale: use engine='mpmath' with dps above log10(bound / |kernel|) plus the digits "
-            "wanted.")
+            f"Price's kernel E[phi^({n})(u) phi^({n})(v)] came out {k:.1e}{f' * e^{log_scale:.1f}' if log_scale else ''}"
+            f" with an estimated error of {error:.1e}, more than 1% of it (fewer than two digits certain): its "
+            f"integrand cancels, E|phi^({n})(u) phi^({n})(v)| being far larger, and the true value may be far smaller "
+            "(a phi whose derivative lives near x = 0 at large q, where C' is tiny against C'(1), or a zero of the "
+            "derivative). The mpmath engine keeps dps digits of that same scale: use engine='mpmath' with dps above "
+            "log10(E|phi^(n)(u) phi^(n)(v)| / |kernel|) plus the digits wanted.")
 
     # ---- scalar summaries ----------------------------------------------------------------
     @_at_precision

@@ -1004,15 +1004,19 @@ def _leggauss(n: int):
 
 
 def _f64_rule(breakpoints_z: Sequence[float], nodes_per_panel: int, cut: float = _F64_CUT,
-              panel: float = _F64_PANEL, beyond: Sequence[float] = ()):
+              panel: float = _F64_PANEL, beyond: Sequence[float] = (), log: bool = False):
     """Composite Gauss-Legendre nodes/weights (N(0,1) density folded in) on [-cut, cut], and on to the
-    edges ``beyond`` it (see :func:`_f64_reach_edges`), where a piece of the integrand lives past the cut."""
+    edges ``beyond`` it (see :func:`_f64_reach_edges`), where a piece of the integrand lives past the cut.
+    ``log``: the weights' logs instead."""
     return _f64_rule_cached(tuple(float(b) for b in breakpoints_z), nodes_per_panel, cut, panel,
-                            tuple(float(b) for b in beyond))
+                            tuple(float(b) for b in beyond), log)
 
 
 @lru_cache(maxsize=256)
-def _f64_rule_cached(breakpoints_z: tuple, nodes_per_panel: int, cut: float, panel: float, beyond: tuple = ()):
+def _f64_rule_cached(breakpoints_z: tuple, nodes_per_panel: int, cut: float, panel: float, beyond: tuple = (),
+                     log: bool = False):
+    """``log``: the weights' natural logs (-inf on an empty panel), which do not underflow where the density does
+    (exp(-z^2/2) < 1e-308 past |z| = 37.7): for the 2-D rule's scaled form."""
     edges = np.linspace(-cut, cut, int(round(2 * cut / panel)) + 1)
     lo, hi = min((-cut,) + beyond), max((cut,) + beyond)
     if beyond:
@@ -1023,8 +1027,14 @@ def _f64_rule_cached(breakpoints_z: tuple, nodes_per_panel: int, cut: float, pan
     t, w = _leggauss(nodes_per_panel)
     a, b = edges[:-1, None], edges[1:, None]
     z = (a + b) / 2 + (b - a) / 2 * t[None, :]
+    if log:
+        with np.errstate(divide="ignore"):
+            return z.ravel(), (np.log((b - a) / 2 * w[None, :]) - z * z / 2 - _LOG_SQRT_2PI).ravel()
     wz = (b - a) / 2 * w[None, :] * np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
     return z.ravel(), wz.ravel()
+
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _smoothed_kink_edges(centres, width) -> list:
@@ -1365,14 +1375,19 @@ _CUSP_PANEL = 2.0**-40
 
 
 def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F64_CUTS2[0],
-                        fc=(), gc=np.empty(0), reach_f=(), reach_g=()):
+                        fc=(), gc=np.empty(0), reach_f=(), reach_g=(), log_mode=False):
     """One tensor Gauss-Legendre evaluation of E[f(u) g(v)] on [-cut, cut]^2 at refinement ``level``
     with ``npp`` nodes per panel; returns (value, sqrt(E f(u)^2 E g(v)^2)), the latter on the outer
     rule (the Cauchy-Schwarz bound of |value|, the scale the convergence test is relative to).
     ``fc`` (z1) and ``gc`` (v / r2): cusps of f and g, graded towards down to :data:`_CUSP_PANEL`.
     ``reach_f`` (z1) and ``reach_g`` (v / r2): break-points ``(z_b, d)`` where pieces of f and g start
     (:func:`_f64_starts`); where the joint mass of such pieces lies near or past the cut (:func:`_f64_joint_reach`),
-    both rules reach past it, the inner one past the point that moves with z1."""
+    both rules reach past it, the inner one past the point that moves with z1.
+
+    ``log_mode`` (``|c| < 1`` only): the same rule, each term ``w1 w2 f(u) g(v)`` formed from the logs of its factors
+    and divided by ``e^M``, M the largest term's log (a running log-sum-exp): returns ``(value, mass, M)`` with
+    ``E[f(u) g(v)] ~ value e^M`` and ``E|f(u) g(v)| ~ mass e^M``, where the plain sums underflow (H(x - 30) at c = 0.1:
+    terms near e^-818, below float64's 1e-308, though C = E[f g] / Q is 1e-157)."""
     panel = _F64_PANEL2 / 2**level
     ell = scale * 8.0 ** -level    # the x scale f and g are assumed to vary on near 0 and their kinks
     obps = list(fb) + list(fc)
@@ -1389,18 +1404,21 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F6
     # added last, so that the grading above is not repeated around each of these ~80 edges
     obps += _smoothed_kink_edges(list(fc), _CUSP_PANEL)
     joint = _f64_joint_reach(reach_f, reach_g, ci, cut) if s != 0 else []
-    z1, w1 = _f64_rule(obps, npp, cut, panel, _f64_outer_reach_edges(joint, ci, level))
+    z1, w1 = _f64_rule(obps, npp, cut, panel, _f64_outer_reach_edges(joint, ci, level), log=log_mode)
     fz = _f64_checked(f(r1 * z1), "f")
-    gz = _f64_checked(g(r2 * z1), "g")
-    # one root per factor, each scaled by its largest value: the product of the two mean squares
-    # overflowed (gelu at q = 1e200: 1e200 x 1e200), the bound came out inf and every rule "converged"
-    bound = _rms(w1, fz) * _rms(w1, gz)
+    if log_mode:
+        bound = math.nan    # (not used: the scaled rule converges relative to its mass)
+    else:
+        gz = _f64_checked(g(r2 * z1), "g")
+        # one root per factor, each scaled by its largest value: the product of the two mean squares
+        # overflowed (gelu at q = 1e200: 1e200 x 1e200), the bound came out inf and every rule "converged"
+        bound = _rms(w1, fz) * _rms(w1, gz)
     if s == 0:
         return float(np.dot(w1, fz * _f64_checked(g(ci * r2 * z1), "g"))), bound
     # inner: g's features at v = 0 and its kinks, z2 = (b / r2 - c z1) / s, width ell / (r2 s)
     t, wt = _leggauss(npp)
     inner_width = ell / (r2 * s)
-    if gb.size == 0 and gc.size == 0 and not inner_width < 1:
+    if gb.size == 0 and gc.size == 0 and not inner_width < 1 and not log_mode:
         z2, w2 = _f64_rule((), npp, cut, panel)
         inner = np.empty_like(z1)
         for k in range(0, z1.size, _F64_CHUNK):
@@ -1438,39 +1456,91 @@ def _bivariate_f64_once(f, g, ci, r1, r2, fb, gb, npp, level, scale=1.0, cut=_F6
         kinks = np.concatenate([kinks] + far, axis=1)
     inner = np.empty_like(z1)
     chunk = max(1, _F64_CHUNK * 64 // (edges0.size + kinks.shape[1]))
+    if log_mode:
+        with np.errstate(divide="ignore"):
+            log_outer = w1 + np.log(np.abs(fz))     # (w1 holds the outer weights' logs here)
+        top, value, mass = -math.inf, 0.0, 0.0
     for k in range(0, z1.size, chunk):
         kk = kinks[k:k + chunk]
         edges = np.sort(np.concatenate([np.broadcast_to(edges0, (kk.shape[0], edges0.size)), kk], axis=1), axis=1)
         a, b = edges[:, :-1, None], edges[:, 1:, None]
         z2 = (a + b) / 2 + (b - a) / 2 * t[None, None, :]
-        w2 = (b - a) / 2 * wt[None, None, :] * np.exp(-z2 * z2 / 2) / math.sqrt(2 * math.pi)
         v = r2 * (ci * z1[k:k + chunk, None, None] + s * z2)
+        if log_mode:
+            gv = _f64_checked(g(v), "g")
+            with np.errstate(divide="ignore"):
+                terms = (log_outer[k:k + chunk, None, None] + np.log((b - a) / 2 * wt[None, None, :]) - z2 * z2 / 2
+                         - _LOG_SQRT_2PI + np.log(np.abs(gv)))
+            chunk_top = float(np.max(terms)) if terms.size else -math.inf
+            if chunk_top == -math.inf:
+                continue
+            if chunk_top > top:     # rescale what is summed so far to the new largest term
+                value, mass = value * math.exp(top - chunk_top), mass * math.exp(top - chunk_top)
+                top = chunk_top
+            scaled = np.exp(terms - top)
+            value += float(np.sum(scaled * np.sign(gv) * np.sign(fz[k:k + chunk, None, None])))
+            mass += float(np.sum(scaled))
+            continue
+        w2 = (b - a) / 2 * wt[None, None, :] * np.exp(-z2 * z2 / 2) / math.sqrt(2 * math.pi)
         inner[k:k + chunk] = np.sum(_f64_checked(g(v), "g") * w2, axis=(1, 2))
+    if log_mode:
+        return value, mass, top
     return float(np.dot(w1, fz * inner)), bound
 
 
 def _f64_edge_density(f, g, c, r1, r2, cut, extended=()) -> float:
-    """The largest |f(u) g(v)| times the joint density (in z1, z2) on the edges of the 2-D rule's square
-    ``[-cut, cut]^2``, sampled: the outer edges z1 = +-cut against z2 on [-38, 38] (where the inner rule may reach),
-    the inner edges z2 = +-cut against z1 on the square's side, except the sides ``extended`` (+1, -1: the inner
-    rule reaches past them).  A kernel far below the Cauchy-Schwarz bound can live outside the square where the
-    marginal tail cuts do not see it: the bump exp(-(x - 7)^2) at c = -0.9 lives at z2 ~ 20, and its C came out
-    2e-8 off (relative) with the rule converged."""
+    """The log of the largest |f(u) g(v)| times the joint density (in z1, z2) on the edges of the 2-D rule's square
+    ``[-cut, cut]^2``, sampled: the outer edges z1 = +-cut against z2 on [-max(38, cut), max(38, cut)] (where the
+    inner rule may reach), the inner edges z2 = +-cut against z1 on the square's side, except the sides ``extended``
+    (+1, -1: the inner rule reaches past them).  A kernel far below the Cauchy-Schwarz bound can live outside the
+    square where the marginal tail cuts do not see it: the bump exp(-(x - 7)^2) at c = -0.9 lives at z2 ~ 20, and
+    its C came out 2e-8 off (relative) with the rule converged.  In logs, -inf where it vanishes: the density
+    underflows there for the square's of the scaled rule (its edges may lie past |z| = 38)."""
     s = math.sqrt((1 - c) * (1 + c))
     side = np.linspace(-cut, cut, int(8 * cut) + 1)
-    wide = np.linspace(-38.0, 38.0, 305)
-    pdf = lambda z: np.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
-    top = 0.0
-    with np.errstate(over="ignore", invalid="ignore"):
-        for sign in (1.0, -1.0):
-            fz = np.abs(np.asarray(f(r1 * sign * cut), dtype=np.float64)) * pdf(cut)
-            gz = np.abs(np.asarray(g(r2 * (c * sign * cut + s * wide)), dtype=np.float64)) * pdf(wide)
-            top = max(top, float(np.nanmax(fz * gz)))
-            if sign not in extended:
-                fz = np.abs(np.asarray(f(r1 * side), dtype=np.float64)) * pdf(side)
-                gz = np.abs(np.asarray(g(r2 * (c * side + s * sign * cut)), dtype=np.float64)) * pdf(cut)
-                top = max(top, float(np.nanmax(fz * gz)))
-    return top
+    reach = max(38.0, cut)
+    wide = np.linspace(-reach, reach, int(8 * reach) + 1)
+    top = -math.inf
+    for sign in (1.0, -1.0):
+        fz = _log_abs_density(f, 0.0, r1, np.array([sign * cut]))
+        gz = _log_abs_density(lambda t: g(r2 * (c * sign * cut + s * t)), 0.0, 1.0, wide)
+        top = max(top, float(np.nanmax(np.append(fz + gz, -math.inf))))
+        if sign not in extended:
+            fz = _log_abs_density(f, 0.0, r1, side)
+            gz = _log_abs_density(lambda t: g(r2 * (c * side + s * t)), 0.0, 1.0, np.full(side.shape, sign * cut))
+            top = max(top, float(np.nanmax(np.append(fz + gz, -math.inf))))
+    return top - 2 * _LOG_SQRT_2PI
+
+
+#: The grid on which :func:`_f64_mass_cut` looks for the 2-D integrand's mass: |z1|, |z2| <= 64 in steps of 1/4.
+_F64_MASS_GRID = np.linspace(-64.0, 64.0, 513)
+#: How far (natural log) below its peak the 2-D integrand's sampled log must fall before the square may end there:
+#: e^-50 (2e-22), past the edge test's 1e-14 of the mass with room for the samples' 1/4 spacing
+_F64_MASS_LOG = 50.0
+
+
+def _f64_mass_cut(f, g, c, r1, r2) -> float | None:
+    """The half-width of a square in (z1, z2) that holds the mass of |f(u) g(v)| times the joint density: where its
+    log, sampled on :data:`_F64_MASS_GRID`, is within e^-50 of its largest value, plus 2, rounded up; None where that
+    region reaches the grid's edge (or f g vanishes on the whole grid).
+
+    For the 2-D rule whose square, set by the tail tests of f^2 and g^2, misses an integrand that lives off the
+    axes: the bump exp(-(x - a)^2) at c = -0.9 has its mass near u = v = a/6, i.e. z2 = (v - c u)/s = 14.5 for
+    a = 20, and its e^-50 region reaches z2 = 20.6, past the square's 20."""
+    s = math.sqrt((1 - c) * (1 + c))
+    z = _F64_MASS_GRID
+    log_f = _log_abs_density(f, 0.0, r1, z)
+    log_g = _log_abs_density(lambda t: g(r2 * (c * z[:, None] + s * t)), 0.0, 1.0, z[None, :])
+    total = log_f[:, None] + log_g
+    total = np.where(np.isnan(total), -math.inf, total)
+    top = float(np.max(total))
+    if top == -math.inf:
+        return None
+    i, j = np.nonzero(total >= top - _F64_MASS_LOG)
+    reach = max(float(np.max(np.abs(z[i]))), float(np.max(np.abs(z[j]))))
+    if reach >= z[-1] - 1:
+        return None
+    return float(math.ceil(reach + 2))
 
 
 #: |E[f(u) g(v)]| below this fraction of the Cauchy-Schwarz bound sqrt(E f^2 E g^2): the float64 2-D rule's
@@ -1496,7 +1566,8 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
                                            breakpoints_g: Sequence[float] | None = None,
                                            nodes_per_panel: int = 16, scale: float = 1.0,
                                            with_error: bool = False, cusps: Sequence[float] = (),
-                                           cusps_g: Sequence[float] | None = None) -> np.ndarray | tuple:
+                                           cusps_g: Sequence[float] | None = None,
+                                           log_scale: bool = False) -> np.ndarray | tuple:
     """float64 ``E[f(u) g(v)]`` (same conventions as :func:`bivariate_gaussian_expectation`),
     vectorised over an array of correlations ``c``.
 
@@ -1528,8 +1599,18 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     the cut: the point of their overlap nearest the origin is found (:func:`_f64_joint_reach`) and both rules reach
     past it on geometric panels.  Where ``|E[f g]|`` is below 1e-3 of the Cauchy-Schwarz bound the convergence test
     is also made relative to ``E|f(u) g(v)|``, and ``|f g|`` times the density on the square's edge must be below
-    1e-14 of that (else DivergentIntegralError: the mass lies outside); where ``E|f(u) g(v)|`` is below 1e-303 (at
-    ``|c| < 1``) a DomainError says it underflows float64.
+    1e-14 of that: where it is not (the mass lies off the axes, outside the square: the bump exp(-(x - 20)^2) at
+    c = -0.9 lives near z2 = 14.5), the square is widened to where ``log|f g|`` plus the density's log, sampled on
+    ``|z1|, |z2| <= 64`` (:func:`_f64_mass_cut`), is within e^-50 of its peak, and the rule run again
+    (DivergentIntegralError where no such square holds it).
+
+    Where ``E|f(u) g(v)|`` is below 1e-303 (at ``|c| < 1``) the plain sums underflow (their terms lose their
+    digits): a DomainError says so, unless ``log_scale=True``: then the rule is run again with every term formed
+    from its logs and divided by ``e^L``, L the largest term's log, and the values are returned as
+    ``(values, log_scales)`` with ``E[f(u) g(v)] = values * exp(log_scales)`` (``log_scales`` 0 where the plain
+    rule served; ``(values, errors, log_scales)`` with ``with_error``, the errors in the same units), so that a
+    caller can form a representable ratio such as ``E[f g] / sqrt(E f^2 E g^2)`` (H(x - 30) at c = 0.1: E[f g]
+    ~ e^-820, against E f^2 = 4.9e-198).
 
     ``with_error=True``: return ``(values, errors)``, ``errors`` an estimate of each value's absolute
     error: the last two rules' difference plus 4 ulps of ``E|f(u) g(v)|`` (the rounding of the sums; one
@@ -1574,62 +1655,109 @@ def bivariate_gaussian_expectation_float64(f: Callable, g: Callable, c, *, q1: f
     npp = int(nodes_per_panel)
     out = np.empty_like(c_arr)
     errors = np.empty_like(c_arr)
+    log_scales = np.zeros_like(c_arr)
     absf, absg = (lambda t: np.abs(f(t))), (lambda t: np.abs(g(t)))
-    for i, ci in enumerate(c_arr):
+
+    def outside(ci, cut_i, log_mass):
+        """Whether |f g| times the density on the square's edge exceeds 1e-14 of the mass inside (in logs)."""
+        joint = _f64_joint_reach(reach_f, reach_g, ci, cut_i) if abs(ci) < 1 else []
+        extended = {sg[1] for _, active, _, sg in joint if "g" in active}
+        return _f64_edge_density(f, g, ci, r1, r2, cut_i, extended) > math.log(1e-14) + log_mass
+
+    def not_reached(ci, cut_i, edge_log, log_mass):
+        return DivergentIntegralError(
+            f"the float64 2-D rule for E[f(u) g(v)] at c = {ci:g}, q1 = {q1:g}, q2 = {q2:g} does not reach where it "
+            f"lives: |f(u) g(v)| times the density is e^{edge_log:.1f} on the edge of its range |z1|, |z2| <= "
+            f"{cut_i:g}, against E|f(u) g(v)| = e^{log_mass:.1f} inside, and no square up to |z| = "
+            f"{_F64_MASS_GRID[-1]:g} holds its mass (f and g overlap only far out, or the integrand's tails are too "
+            "wide). Use the mpmath engine (engine='mpmath', bivariate_gaussian_expectation), which reaches past its "
+            "range.")
+
+    def solve(ci, cut_i, log_mode):
+        """(value, error, log scale, None, mass, bound), or (None, None, None, wider cut, None, None) where the mass
+        lies outside the square: value, error and mass in units of e^(log scale) (0 but in ``log_mode``)."""
         for level in range(_F64_LEVELS2):
             # level 0 first tries the cheap pair (3/4 npp, npp): enough for ordinary activations
             sizes = ((3 * npp) // 4, npp, npp + npp // 2) if level == 0 else (npp, npp + npp // 2)
-            coarse, mass = None, None
+            coarse, mass, top = None, None, 0.0
             for m in sizes:
-                args = (ci, r1, r2, fb, gb, m, level, scale, cut, fc, gc, reach_f, reach_g)
-                fine, bound = _bivariate_f64_once(f, g, *args)
+                args = (ci, r1, r2, fb, gb, m, level, scale, cut_i, fc, gc, reach_f, reach_g)
+                if log_mode:   # scaled by e^-top (each rule by its own largest term; compared on the finer's)
+                    fine, mass, fine_top = _bivariate_f64_once(f, g, *args, log_mode=True)
+                    if coarse is not None:
+                        coarse *= math.exp(top - fine_top) if fine_top > -math.inf else 0.0
+                    top = fine_top
+                    bound = math.inf
+                else:
+                    fine, bound = _bivariate_f64_once(f, g, *args)
                 if coarse is not None:
-                    change = abs(fine - coarse) / max(bound, 1e-300)
-                    if change <= FLOAT64_RELATIVE_TOLERANCE and abs(fine) < _F64_SMALL_KERNEL * bound:
+                    change = abs(fine - coarse) / max(mass if log_mode else bound, 1e-300)
+                    small = log_mode or abs(fine) < _F64_SMALL_KERNEL * bound
+                    if change <= FLOAT64_RELATIVE_TOLERANCE and small and mass != 0:
                         # a value far below the Cauchy-Schwarz bound (H(x - 11): E[f(u) g(v)] = 3e-38 at c = 0.5
                         # against E f(u)^2 = 2e-28) converges relative to E|f(u) g(v)|: relative to the bound it
                         # kept no more than 3 digits
-                        mass = _bivariate_f64_once(absf, absg, *args)[0]
-                        change = abs(fine - coarse) / max(mass, 1e-300)
-                        joint = _f64_joint_reach(reach_f, reach_g, ci, cut) if abs(ci) < 1 else []
-                        extended = {sg[1] for _, active, _, sg in joint if "g" in active}
-                        edge = _f64_edge_density(f, g, ci, r1, r2, cut, extended)
-                        if mass > 0 and edge > 1e-14 * mass:   # (the tail past the edge: about edge x 1 in z)
-                            raise DivergentIntegralError(
-                                f"the float64 2-D rule for E[f(u) g(v)] at c = {ci:g}, q1 = {q1:g}, q2 = {q2:g} "
-                                f"does not reach where it lives: |f(u) g(v)| times the density is {edge:.2g} on "
-                                f"the edge of its range |z1|, |z2| <= {cut:g}, against E|f(u) g(v)| = {mass:.2g} "
-                                "inside (f and g overlap only far out, where the tail tests of f^2 and g^2 "
-                                "alone do not look). Use the mpmath engine (engine='mpmath', "
-                                "bivariate_gaussian_expectation), which reaches past its range.")
+                        if not log_mode:
+                            mass = _bivariate_f64_once(absf, absg, *args)[0]
+                            change = abs(fine - coarse) / max(mass, 1e-300)
+                        log_mass = (math.log(mass) if mass > 0 else -math.inf) + top
+                        if mass > 0 and outside(ci, cut_i, log_mass):
+                            # (the tail past the edge: about edge x 1 in z) the mass lies outside the square: widen it
+                            # to where the integrand is sampled to live (the bump exp(-(x - 20)^2) at c = -0.9 lives
+                            # at z2 = 14.5, and its tail reaches past the square's 20)
+                            wider = _f64_mass_cut(f, g, ci, r1, r2)
+                            if wider is None or wider <= cut_i:
+                                edge_log = _f64_edge_density(f, g, ci, r1, r2, cut_i)
+                                raise not_reached(ci, cut_i, edge_log, log_mass)
+                            return None, None, None, wider, None, None
                     if change <= FLOAT64_RELATIVE_TOLERANCE:
                         break
                 coarse = fine
             else:
                 continue
-            if _has_density(ci) and bound > 0 and (mass if mass is not None else abs(fine)) < _F64_TINY:
-                # f and g are nonzero at some nodes, and the joint density is positive everywhere at |c| < 1
+            if mass is None:
+                mass = _bivariate_f64_once(absf, absg, *args)[0] if with_error or abs(fine) < _F64_TINY else abs(fine)
+            return fine, abs(fine - coarse) + 4 * np.finfo(np.float64).eps * mass, top, None, mass, bound
+        raise DivergentIntegralError(
+            f"the float64 2-D rule for E[f(u) g(v)] at c = {ci:g}, q1 = {q1:g}, q2 = {q2:g} did not "
+            f"converge: with panels refined {_F64_LEVELS2 - 1} times, {npp} and {npp + npp // 2} nodes "
+            f"per panel still differ by {change:.1e} of {'E|f g|' if log_mode else 'sqrt(E f^2 E g^2)'} (tolerance "
+            f"{FLOAT64_RELATIVE_TOLERANCE:g}). The functions vary on a scale (or oscillate) finer than "
+            "the rule resolves at these variances; use the mpmath engine (engine='mpmath', "
+            "bivariate_gaussian_expectation), which refines to any precision.")
+
+    for i, ci in enumerate(c_arr):
+        cut_i, log_mode = cut, False
+        for _ in range(6):   # (a widened square, the scaled rule, and its own widened square: a few tries)
+            result = solve(ci, cut_i, log_mode)
+            if result[3] is not None:
+                cut_i = result[3]
+                continue
+            fine, error, top, _, mass, bound = result
+            if not log_mode and _has_density(ci) and bound > 0 and mass < _F64_TINY:
+                # f and g are nonzero at some nodes, and the joint density is positive everywhere at |c| < 1: the
+                # plain sums underflowed (their terms lose their digits below 1e-303)
+                if not log_scale:
+                    raise DomainError(
+                        f"E[f(u) g(v)] at c = {ci:g}, q1 = {q1:g}, q2 = {q2:g} underflows float64: the integrand's mass "
+                        f"E|f(u) g(v)| came out {mass:.3g}, below {_F64_TINY:g} (float64's smallest normal number is "
+                        "2.2e-308; the rule's terms lose their digits below it): f and g overlap only where the joint "
+                        "Gaussian density is below float64's range. Pass log_scale=True for the value as a "
+                        "mantissa and a natural-log scale, or use the mpmath engine (engine='mpmath', "
+                        "bivariate_gaussian_expectation), which has no exponent limit.")
+                log_mode = True
+                continue
+            if log_mode and mass == 0:
                 raise DomainError(
-                    f"E[f(u) g(v)] at c = {ci:g}, q1 = {q1:g}, q2 = {q2:g} underflows float64: the integrand's mass "
-                    f"E|f(u) g(v)| came out {mass if mass is not None else abs(fine):.3g}, below {_F64_TINY:g} "
-                    "(float64's smallest normal number is 2.2e-308; the rule's terms lose their digits below it): "
-                    "f and g overlap only where the joint Gaussian density is below float64's range. Use the mpmath engine (engine='mpmath', bivariate_gaussian_expectation), "
-                    "which has no exponent limit.")
-            out[i] = fine
-            if with_error:
-                if mass is None:
-                    mass = _bivariate_f64_once(absf, absg, *args)[0]
-                errors[i] = abs(fine - coarse) + 4 * np.finfo(np.float64).eps * mass
+                    f"E[f(u) g(v)] at c = {ci:g}, q1 = {q1:g}, q2 = {q2:g}: the scaled float64 rule found no node where "
+                    "f(u) g(v) times the density is nonzero (f and g overlap only far outside its range); use the "
+                    "mpmath engine (engine='mpmath', bivariate_gaussian_expectation).")
+            out[i], errors[i], log_scales[i] = fine, error, top
             break
         else:
             raise DivergentIntegralError(
-                f"the float64 2-D rule for E[f(u) g(v)] at c = {ci:g}, q1 = {q1:g}, q2 = {q2:g} did not "
-                f"converge: with panels refined {_F64_LEVELS2 - 1} times, {npp} and {npp + npp // 2} nodes "
-                f"per panel still differ by {change:.1e} of sqrt(E f^2 E g^2) (tolerance "
-                f"{FLOAT64_RELATIVE_TOLERANCE:g}). The functions vary on a scale (or oscillate) finer than "
-                "the rule resolves at these variances; use the mpmath engine (engine='mpmath', "
-                "bivariate_gaussian_expectation), which refines to any precision.")
-    if with_error:
-        return (out.reshape(np.shape(c)), errors.reshape(np.shape(c))) if np.ndim(c) else (float(out[0]),
-                                                                                          float(errors[0]))
-    return out.reshape(np.shape(c)) if np.ndim(c) else float(out[0])
+                f"the float64 2-D rule for E[f(u) g(v)] at c = {ci:g}, q1 = {q1:g}, q2 = {q2:g} did not settle on a "
+                f"square that holds its mass (last tried |z| <= {cut_i:g}); use the mpmath engine (engine='mpmath').")
+    shape = (lambda a: a.reshape(np.shape(c))) if np.ndim(c) else (lambda a: float(a[0]))
+    results = (shape(out),) + ((shape(errors),) if with_error else ()) + ((shape(log_scales),) if log_scale else ())
+    return results if len(results) > 1 else results[0]

@@ -2027,3 +2027,100 @@ def test_a_phi_tiny_at_every_probe_point_is_not_taken_for_odd(engine):
         exact = (mpmath.exp(-mpmath.mpf(a) ** 2 / 3) / mpmath.sqrt(3)) ** 2 / (
             mpmath.exp(-2 * mpmath.mpf(a) ** 2 / 5) / mpmath.sqrt(5))
     assert rel(m.c_map(0), exact) < 1e-10
+
+
+def _orthant(a, c, q=1):
+    """E[H(u - a) H(v - a)] = P(u > a, v > a) for (u, v) ~ N(0, q [[1, c], [c, 1]]) at 40 digits, as a 1-D integral:
+    int_{a/r}^inf p(z) Phi((c z - a/r) / s) dz (r = sqrt(q), s = sqrt(1 - c^2)), scaled by its integrand at the start
+    (mpmath's quad tolerance is absolute and these are ~1e-360)."""
+    with mpmath.workdps(40):
+        a, c, q = mpmath.mpf(a), mpmath.mpf(c), mpmath.mpf(q)
+        r, s = mpmath.sqrt(q), mpmath.sqrt((1 - c) * (1 + c))
+        f = lambda z: mpmath.npdf(z) * mpmath.ncdf((c * z - a / r) / s)  # noqa: E731
+        start = f(a / r)
+        return mpmath.quad(lambda t: f(a / r + t) / start, [0, mpmath.mpf(1) / 64, 0.05, 0.2, 1, 3, mpmath.inf]) * start
+
+
+def _shifted_relu_q(a, q):
+    """Q(q) of relu(x - a): E[(u - a)_+^2] = (q + a^2) Phi(-a/r) - a r p(a/r), r = sqrt(q)."""
+    with mpmath.workdps(40):
+        a, q = mpmath.mpf(a), mpmath.mpf(q)
+        r = mpmath.sqrt(q)
+        return (q + a * a) * mpmath.ncdf(-a / r) - a * r * mpmath.npdf(a / r)
+
+
+@pytest.mark.parametrize("c, q", [(-0.9, 1), (0.5, 0.01), (0.1, 1)])
+def test_float64_c_slope_far_below_its_bound_is_computed_by_price(c, q):
+    """relu(x - 3)'s C'(c; q, q) = q E[H(u - 3) H(v - 3)] / Q(q) (Price).  At c = -0.9 it is 1.6e-39 and at
+    q = 0.01, c = 0.5 1.1e-64: the kernel, 3e-43 and 1e-264, is far below its Cauchy-Schwarz bound, and a check
+    relative to that bound refused both ("not resolved"), though the rule converges relative to E|phi'(u) phi'(v)|,
+    which here is the kernel itself.  Reference: the bivariate normal orthant, _orthant."""
+    got = kernel_maps(sympy.Max(x - 3, 0), engine="float64").c_map_derivative(c, 1, q, q)
+    with mpmath.workdps(40):
+        exact = mpmath.mpf(q) * _orthant(3, c, q) / _shifted_relu_q(3, q)
+    assert rel(got, exact) < 1e-10
+
+
+def test_float64_c_slope_still_refuses_a_kernel_whose_integrand_cancels():
+    """The check is relative to the rule's error estimate (E|phi' phi'|-relative), not dropped: x exp(-x^2) at
+    q = 1e12, whose phi' = (1 - 2x^2) exp(-x^2) cancels (C'(0.3) ~ 1.5e-18, E|phi'(u) phi'(v)| ~ 1e13 times the
+    kernel), is still refused by name."""
+    fast = kernel_maps(x * sympy.exp(-x**2), engine="float64")
+    with pytest.raises(DivergentIntegralError, match="not resolved.*estimated error.*engine='mpmath'"):
+        fast.c_map_derivative(0.3, 1, 1e12, 1e12)
+
+
+@pytest.mark.parametrize("c", [0.1, 0.01, -0.1])
+def test_float64_c_map_where_the_kernel_underflows_but_c_does_not(c):
+    """H(x - 30): at c = 0.1 the kernel E[phi(u) phi(v)] = e^-827 underflows float64, but C = kernel / Phi(-30) =
+    2e-162 does not; the rule raised "underflows float64".  It now sums its terms on a scale e^L taken in logs, and
+    C = mantissa e^(L - log Q).  Reference: the orthant probability (_orthant) over Q = Phi(-30)."""
+    m = kernel_maps(sympy.Heaviside(x - 30), engine="float64")
+    with mpmath.workdps(40):
+        exact = _orthant(30, c) / mpmath.ncdf(-30)
+    assert rel(m.c_map(c), exact) < 1e-10
+    assert rel(m.c_map_curve(np.array([c, 0.9]))[0], exact) < 1e-10
+
+
+def test_float64_price_kernels_that_underflow_are_scaled_too():
+    """relu(x - 30): C'(0.1) = q E[H(u - 30) H(v - 30)] / Q (9e-160, kernel e^-827) raised "underflows float64", and
+    C''(0.1) = q^2 p(30, 30) / Q, the delta term phi'' = delta(x - 30), came out 0.0: the joint density at (30, 30),
+    e^-818, underflowed.  References: the orthant (_orthant) and the bivariate normal density in closed form."""
+    m = kernel_maps(sympy.Max(x - 30, 0), engine="float64")
+    with mpmath.workdps(40):
+        q_value = _shifted_relu_q(30, 1)
+        c = mpmath.mpf("0.1")
+        density = mpmath.exp(-900 * (2 - 2 * c) / (2 * (1 - c * c))) / (2 * mpmath.pi * mpmath.sqrt(1 - c * c))
+        slope, curvature = _orthant(30, c) / q_value, density / q_value
+    assert rel(m.c_map_derivative(0.1, 1), slope) < 1e-10
+    assert rel(m.c_map_derivative(0.1, 2), curvature) < 1e-10
+
+
+def _bump_c_map(a, c, q=1):
+    """C(c; q, q) of the bump exp(-(x - a)^2), from Gaussian integrals in closed form at 40 digits:
+    E[exp(-|x - m|^2)] = det(I + 2 S)^(-1/2) exp(-m^T (I + 2 S)^(-1) m) for x ~ N(0, S); with m = (a, a) and
+    S = q [[1, c], [c, 1]] (eigenvalues q (1 +- c)) the kernel is exp(-2a^2 / (1 + 2q(1 + c))) /
+    sqrt((1 + 2q(1 + c)) (1 + 2q(1 - c))), and Q = exp(-2a^2 / (1 + 4q)) / sqrt(1 + 4q)."""
+    with mpmath.workdps(40):
+        a, c, q = mpmath.mpf(a), mpmath.mpf(c), mpmath.mpf(q)
+        kernel = mpmath.exp(-2 * a * a / (1 + 2 * q * (1 + c))) / mpmath.sqrt((1 + 2 * q * (1 + c)) * (1 + 2 * q * (1 - c)))
+        return kernel / (mpmath.exp(-2 * a * a / (1 + 4 * q)) / mpmath.sqrt(1 + 4 * q))
+
+
+@pytest.mark.parametrize("c", [-0.9, -0.5, -0.99])
+def test_float64_c_map_of_a_bump_whose_mass_lies_off_the_axes(c):
+    """The bump exp(-(x - 20)^2) at c = -0.9 has its 2-D mass near u = v = 20/6, i.e. z2 = (v - c u)/s = 14.5, whose
+    tail crosses the square |z| <= 20 that the tail tests of phi^2 set: the rule raised "does not reach where it
+    lives".  The square is now widened to where the integrand, sampled in logs, lives (and at c = -0.99, 7e-272,
+    the sums are scaled as well).  Reference: the closed form (_bump_c_map)."""
+    got = kernel_maps(sympy.exp(-(x - 20) ** 2), engine="float64").c_map(c)
+    assert rel(got, _bump_c_map(20, c)) < 1e-10
+
+
+def test_float64_c_map_still_refuses_mass_it_cannot_place(monkeypatch):
+    """Where no square on the sampled grid holds the mass, the rule still refuses by name: with the grid cut to
+    |z| <= 12 the bump's mass (tail to z2 ~ 20) lies past it, and "does not reach" is raised, not a number."""
+    import numeric.gauss as gauss
+    monkeypatch.setattr(gauss, "_F64_MASS_GRID", np.linspace(-12.0, 12.0, 97))
+    with pytest.raises(DivergentIntegralError, match="does not reach where it lives.*engine='mpmath'"):
+        kernel_maps(sympy.exp(-(x - 20) ** 2), engine="float64").c_map(-0.9)
