@@ -886,3 +886,28 @@ def test_dim_zero_normalises_columns():
     out = EntropyNormalize(1.0, dim=0)(p.log())
     assert torch.allclose(out.sum(0), torch.ones(3, dtype=torch.float64))
     assert torch.allclose(-(out * out.log()).sum(0), torch.full((3,), 1.0, dtype=torch.float64), atol=1e-10)
+
+
+# log 3 cut to 80 decimals: an exact decimal less than 1e-80 below log 3 (read exactly at any precision)
+LOG3_CUT_80 = "1.09861228866810969139524523692252570464749055782274945173469433363749429321860896"
+
+
+@pytest.mark.parametrize("target", [LOG3_CUT_80, "1e-60"])
+def test_mpmath_targets_near_log_m_or_log_k_converge_in_few_steps(target):
+    """Newton on H in gamma only halved gamma per step near log m (H ~ log m - gamma^2 Var / 2) and added
+    about 1/d to it near log k (H - log k ~ gamma d e^(-gamma d)): with the default 100 steps, a target 1e-80 below
+    log 3 stopped at gamma 7.6e-31 (the root is 3.1e-40) and one 1e-60 above log 1 at gamma 208 (root 280), both
+    with converged=False and nothing else said.  The reference is bisection on log(gamma) of -sum q log q from
+    the exact input at 240 digits (gamma's condition number near log m is 1 / (2 (log m - H*)) ~ 1e80)."""
+    p = ["0.5", "0.3", "0.2"]
+    with mpmath.workdps(240):
+        gap = mpmath.log(3) - mpmath.mpf(target) if target == LOG3_CUT_80 else mpmath.mpf(target)
+        assert 0 < gap < mpmath.mpf(10) ** -59
+    r = entropy_normalize(p, target, dps=100)
+    assert r.converged and r.report.iterations <= 15
+    g_ref, q_ref = _reference_gamma_and_p(p, target, dps=240)
+    with mpmath.workdps(240):
+        bound = mpmath.mpf(10) ** (1 - 100)
+        assert abs(r.gamma - g_ref) <= bound * g_ref
+        for qi, qi_ref in zip(r.p, q_ref):
+            assert abs(qi - qi_ref) <= bound * qi_ref
