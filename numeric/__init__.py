@@ -29,6 +29,7 @@ _EXPORTS = {
     "ConvergenceReport": "entropy",
     "EntropyNormalization": "entropy",
     "EntropyNormalize": "entropy",
+    "MaskGapWarning": "entropy",
     "entropy_normalize": "entropy",
     # kernel-preserving initialisers
     "scaled_uniform_orthogonal_": "initializers",

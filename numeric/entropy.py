@@ -46,6 +46,7 @@ True
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -62,6 +63,7 @@ __all__ = [
     "EntropyNormalization",
     "entropy_normalize",
     "EntropyNormalize",
+    "MaskGapWarning",
     "solve_entropy_gamma",
 ]
 
@@ -352,6 +354,37 @@ def _finish_mp(gamma, q, target, report, dps):
 MASK_GAP = 745.0
 
 
+class MaskGapWarning(RuntimeWarning):
+    """Finite logits more than :data:`MASK_GAP` nats below their row's maximum were taken as mask values (zero
+    probability), but the solved gamma is small enough that, read as scores, they would carry weight: the
+    output's entropy is the target only if they are a mask."""
+
+
+def _warn_if_mask_gap_bites(logits: torch.Tensor, visible: torch.Tensor, row_max: torch.Tensor,
+                            gamma: torch.Tensor, solved: torch.Tensor, dim: int) -> None:
+    """Warn (:class:`MaskGapWarning`) for solved rows (gamma > 0) holding finite logits taken as masks for being
+    more than MASK_GAP below the maximum, where such an entry, as a score, would keep a weight exp(-gamma * gap)
+    above the dtype's eps relative to the largest: [0, -400, -800] with target 0.5 solves at gamma = 0.00347 on
+    [0, -400], where -800 would have weight 0.062 and the entropy 0.667.  Rows at gamma = 0 (target log m, short
+    rows) are left alone: there the gap is by design what separates keys from masked ones."""
+    gap_masked = torch.isfinite(logits) & (logits > torch.finfo(logits.dtype).min / 2) & ~visible
+    if not bool(gap_masked.any()):
+        return
+    gap = torch.where(gap_masked, row_max - logits, torch.full_like(logits, math.inf)).amin(dim=dim, keepdim=True)
+    weight = torch.exp(-gamma * gap)
+    bites = solved & (gamma > 0) & (weight > torch.finfo(logits.dtype).eps)
+    if bool(bites.any()):
+        worst = int(weight.masked_fill(~bites, -1).flatten().argmax())
+        warnings.warn(
+            f"{int(bites.sum())} row(s) have finite logits more than MASK_GAP = {MASK_GAP:g} nats below their maximum "
+            f"(e.g. {float(gap.flatten()[worst]):.6g} nats below), taken as mask values with zero probability; at the "
+            f"solved gamma = {float(gamma.flatten()[worst]):.3g} such an entry read as a score would have weight "
+            f"{float(weight.flatten()[worst]):.3g} relative to the largest, so the output's entropy is the target only "
+            "if those entries are a mask. Mask with -inf or torch.finfo(dtype).min to say so (no warning); if they are "
+            "scores, divide the logits by a constant c that brings them within 745 nats (gamma then scales by c)",
+            MaskGapWarning, stacklevel=3)
+
+
 def _visible(logits: torch.Tensor, dim: int) -> torch.Tensor:
     """Entries with non-zero probability: finite logits above the mask range and within ``MASK_GAP`` nats of
     their row's maximum.  A finite logit at or below ``finfo(dtype).min / 2`` -- ``masked_fill(mask,
@@ -442,7 +475,9 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     (``gamma`` has size 1 along ``dim``).  ``logits`` = log p up to a per-row constant; ``-inf``
     marks zero probabilities, and so does a finite mask value at or below ``torch.finfo(dtype).min / 2``
     (``masked_fill(mask, torch.finfo(dtype).min)``) or more than :data:`MASK_GAP` = 745 nats below the row's
-    maximum (an additive mask, ``scores - 1e9``).  No gradient flows (see :class:`EntropyNormalize` for that).
+    maximum (an additive mask, ``scores - 1e9``); a :class:`MaskGapWarning` says when such an entry, read as a
+    score, would carry weight above eps at the solved gamma (so the answer holds only if it is a mask).  No
+    gradient flows (see :class:`EntropyNormalize` for that).
     float16/bfloat16 logits are solved in float32 (see :func:`entropy_normalize`); gamma comes back in their dtype.
 
     ``short_rows``: what to do with rows whose support is too small for the target
@@ -546,6 +581,7 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
             break
     gamma = torch.where(uniform, torch.ones_like(gamma), gamma)
     gamma = torch.where(~uniform & at_top, torch.zeros_like(gamma), gamma)
+    _warn_if_mask_gap_bites(logits, finite, row_max, gamma, active, dim)
     report = ConvergenceReport(iterations, converged, tuple(residuals), float(tol), None, int(too_high.sum()))
     return gamma, report
 

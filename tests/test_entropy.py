@@ -911,3 +911,35 @@ def test_mpmath_targets_near_log_m_or_log_k_converge_in_few_steps(target):
         assert abs(r.gamma - g_ref) <= bound * g_ref
         for qi, qi_ref in zip(r.p, q_ref):
             assert abs(qi - qi_ref) <= bound * qi_ref
+
+
+def test_mask_gap_entries_that_would_carry_weight_at_the_solved_gamma_are_warned_about():
+    """Finite logits more than MASK_GAP = 745 nats below the row maximum count as mask values (by design), which
+    silently changed the answer when gamma came out small: [0, -400, -800] with target 0.5 solved at gamma =
+    0.00347 on [0, -400], where -800 read as a score has weight e^(-2.78) = 0.062 and the entropy of all three is
+    0.667.  A MaskGapWarning now says so; -inf and finfo.min masks, and additive masks at an ordinary gamma, do not
+    warn.  Reference: the two-point closed form H = log(1 + e^-x) + x / (1 + e^x), x = 400 gamma, and mpmath."""
+    import warnings
+
+    from numeric.entropy import MaskGapWarning
+
+    logits = torch.tensor([[0.0, -400.0, -800.0]], dtype=torch.float64)
+    with pytest.warns(MaskGapWarning, match=r"MASK_GAP = 745 nats.*800 nats below.*weight 0\.062"):
+        gamma, report = solve_entropy_gamma(logits, 0.5)
+    with mpmath.workdps(50):
+        x = 400 * mpmath.mpf(float(gamma))
+        two_point = mpmath.log(1 + mpmath.exp(-x)) + x / (1 + mpmath.exp(x))
+        assert report.converged and abs(two_point - mpmath.mpf("0.5")) < 1e-14   # solved on the visible pair
+        w = [mpmath.exp(-k * x) for k in (0, 1, 2)]
+        all_three = -mpmath.fsum(wi / sum(w) * mpmath.log(wi / sum(w)) for wi in w)
+        assert abs(all_three - mpmath.mpf("0.6672652")) < 1e-6        # what -800 as a score would have given
+    with pytest.warns(MaskGapWarning):
+        EntropyNormalize(0.5)(logits.float())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MaskGapWarning)
+        for fill in (-math.inf, torch.finfo(torch.float64).min):
+            solve_entropy_gamma(torch.tensor([[0.0, -400.0, fill]], dtype=torch.float64), 0.5)
+        scores = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+        causal = torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1)
+        for fill in (-1e4, -1e9):   # gamma ~ 1 and the uniform short rows (gamma = 0): the gap is a mask there
+            solve_entropy_gamma(scores.masked_fill(causal, fill), 1.0, short_rows="uniform")
