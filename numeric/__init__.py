@@ -30,6 +30,7 @@ _EXPORTS = {
     "EntropyNormalization": "entropy",
     "EntropyNormalize": "entropy",
     "MaskGapWarning": "entropy",
+    "NotConvergedWarning": "entropy",
     "entropy_normalize": "entropy",
     # kernel-preserving initialisers
     "scaled_uniform_orthogonal_": "initializers",

@@ -64,6 +64,7 @@ __all__ = [
     "entropy_normalize",
     "EntropyNormalize",
     "MaskGapWarning",
+    "NotConvergedWarning",
     "solve_entropy_gamma",
 ]
 
@@ -86,7 +87,8 @@ class ConvergenceReport:
     before step ``k``; ``gamma_history`` the iterates (mpmath back end; per-row tensors are not
     kept, ``None`` there).  ``tolerance`` is the stopping threshold on ``|H - H*|``; ``short_rows``
     counts rows given gamma = 0 because their support cannot reach the target (torch back end,
-    ``short_rows="uniform"``).
+    ``short_rows="uniform"``); ``row_converged`` (torch back end) is a bool tensor shaped like gamma, False for
+    the rows still outside the tolerance when the iteration cap stopped the solve.
     """
 
     iterations: int
@@ -95,6 +97,7 @@ class ConvergenceReport:
     tolerance: Any
     gamma_history: tuple | None = None
     short_rows: int = 0
+    row_converged: Any = None
 
     def __repr__(self) -> str:
         last = self.residual_history[-1] if self.residual_history else None
@@ -354,6 +357,11 @@ def _finish_mp(gamma, q, target, report, dps):
 MASK_GAP = 745.0
 
 
+class NotConvergedWarning(RuntimeWarning):
+    """:func:`entropy_normalize` stopped at ``max_iterations`` with rows whose entropy is not yet the target
+    (``report.row_converged`` says which, in the torch back end)."""
+
+
 class MaskGapWarning(RuntimeWarning):
     """Finite logits more than :data:`MASK_GAP` nats below their row's maximum were taken as mask values (zero
     probability), but the solved gamma is small enough that, read as scores, they would carry weight: the
@@ -543,7 +551,7 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
         # no rows (a batch of size 0): nothing to solve; the bookkeeping below reduces over all rows,
         # which torch refuses on an empty tensor
         return torch.ones_like(row_max), ConvergenceReport(0, True, (0.0,), float(16 * eps * max(float(target), 1)),
-                                                           None, 0)
+                                                           None, 0, torch.ones_like(row_max, dtype=torch.bool))
     shifted = logits - row_max
     gamma = torch.ones_like(row_max)
     lo = torch.zeros_like(row_max)
@@ -552,6 +560,7 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     tol = 16 * eps * torch.clamp(target, min=1)
     residuals: list[float] = []
     converged = False
+    row_converged = torch.ones_like(active)
     iterations = 0
     for iterations in range(max_iterations + 1):
         _, H, var = _torch_entropy_terms(shifted, gamma, dim)
@@ -562,6 +571,7 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
             converged = True
             break
         if iterations == max_iterations:
+            row_converged = done | ~active   # the rows the cap stopped short (the report's flag covers them all)
             break
         lo = torch.where(residual > 0, torch.maximum(lo, gamma), lo)
         hi = torch.where(residual < 0, torch.minimum(hi, gamma), hi)
@@ -582,7 +592,8 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     gamma = torch.where(uniform, torch.ones_like(gamma), gamma)
     gamma = torch.where(~uniform & at_top, torch.zeros_like(gamma), gamma)
     _warn_if_mask_gap_bites(logits, finite, row_max, gamma, active, dim)
-    report = ConvergenceReport(iterations, converged, tuple(residuals), float(tol), None, int(too_high.sum()))
+    report = ConvergenceReport(iterations, converged, tuple(residuals), float(tol), None, int(too_high.sum()),
+                               row_converged)
     return gamma, report
 
 
@@ -632,7 +643,7 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
             if p.dim() != 1:
                 raise DomainError("the mpmath back end (dps given) takes one distribution: pass a 1-D tensor or sequence")
             p = p.tolist()
-        return _entropy_normalize_mp(p, target_entropy, dps, max_iterations)
+        return _warn_unconverged(_entropy_normalize_mp(p, target_entropy, dps, max_iterations))
     if not isinstance(p, torch.Tensor):
         # Python floats are doubles: a list solved in the default float32 would lose half their digits
         if isinstance(p, (str, bytes, dict)):
@@ -669,7 +680,23 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
         powered = _output(logits, gamma, dim)
     else:
         powered = _torch_powered(logits, gamma, dim)
-    return EntropyNormalization(gamma, powered, _target_number(target_entropy), report)
+    return _warn_unconverged(EntropyNormalization(gamma, powered, _target_number(target_entropy), report))
+
+
+def _warn_unconverged(result: EntropyNormalization) -> EntropyNormalization:
+    """The result, with a :class:`NotConvergedWarning` if the iteration cap stopped the solve: an unconverged gamma
+    was returned with only ``report.converged = False`` to say so (a near-uniform row [0, -1e-4, -2e-4] stopped
+    by max_iterations=8 at target 0.6 missed it by 0.6, beside two converged rows)."""
+    report = result.report
+    if not report.converged:
+        rows = ""
+        if isinstance(report.row_converged, torch.Tensor):
+            rows = f"{int((~report.row_converged).sum())} of {report.row_converged.numel()} row(s) "
+        warnings.warn(f"entropy normalisation stopped after max_iterations = {report.iterations} steps with {rows}"
+                      f"|H - target| = {_short(abs(report.residual_history[-1]), 3)} above the tolerance "
+                      f"{_short(report.tolerance, 3)} (report.row_converged says which rows); raise max_iterations",
+                      NotConvergedWarning, stacklevel=3)
+    return result
 
 
 # ----------------------------------------------------------------------------- autograd module

@@ -943,3 +943,31 @@ def test_mask_gap_entries_that_would_carry_weight_at_the_solved_gamma_are_warned
         causal = torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1)
         for fill in (-1e4, -1e9):   # gamma ~ 1 and the uniform short rows (gamma = 0): the gap is a mask there
             solve_entropy_gamma(scores.masked_fill(causal, fill), 1.0, short_rows="uniform")
+
+
+def test_an_unconverged_solve_warns_and_the_report_says_which_rows():
+    """entropy_normalize returned the gamma the iteration cap stopped at with only report.converged = False to say
+    so (torch: one slow row among easy ones, whose |H - target| was 0.6; mpmath: p = [0.5, 0.3, 0.2], target 0.9,
+    max_iterations=2), and the report did not say which rows.  Now a NotConvergedWarning is raised and
+    report.row_converged is False exactly for the rows whose entropy, evaluated in mpmath at 50 digits from the
+    exact logits, misses the target by more than the tolerance."""
+    from numeric.entropy import NotConvergedWarning
+
+    easy = torch.tensor([[0.0, -1.0, -2.0], [0.0, -0.5, -3.0]], dtype=torch.float64)
+    slow = torch.tensor([[0.0, -1e-4, -2e-4]], dtype=torch.float64)   # near-uniform: gamma ~ 1e4, many steps
+    logits = torch.cat([easy, slow])
+    target = 0.6
+    with pytest.warns(NotConvergedWarning, match=r"1 of 3 row\(s\)"):
+        r = entropy_normalize(logits.exp(), target, max_iterations=8)
+    assert not r.converged
+    with mpmath.workdps(50):
+        def missed(row, g):
+            ls = [mpmath.mpf(v) for v in row]
+            w = [mpmath.exp(mpmath.mpf(float(g)) * (li - max(ls))) for li in ls]
+            return abs(-mpmath.fsum(wi / sum(w) * mpmath.log(wi / sum(w)) for wi in w) - target) > r.report.tolerance
+        expected = [missed(logits.exp().log()[i].tolist(), r.gamma[i]) for i in range(3)]
+    assert expected == [False, False, True]
+    assert r.report.row_converged.shape == (3, 1) and (~r.report.row_converged).flatten().tolist() == expected
+    with pytest.warns(NotConvergedWarning, match="max_iterations = 2"):
+        r = entropy_normalize(["0.5", "0.3", "0.2"], "0.9", dps=30, max_iterations=2)
+    assert not r.converged
