@@ -29,6 +29,8 @@ _EXPORTS = {
     "ConvergenceReport": "entropy",
     "EntropyNormalization": "entropy",
     "EntropyNormalize": "entropy",
+    "MaskGapWarning": "entropy",
+    "NotConvergedWarning": "entropy",
     "entropy_normalize": "entropy",
     # kernel-preserving initialisers
     "scaled_uniform_orthogonal_": "initializers",

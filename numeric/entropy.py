@@ -10,6 +10,13 @@ E[(log q)^2]))``), so convergence is quadratic near the root.  A bracket :math:`
 :math:`\gamma` (H is strictly decreasing in :math:`\gamma`) guards the steps: a Newton step that
 leaves the bracket is replaced by bisection (or doubling while no upper bound is known).
 
+The mpmath back end, which reaches targets much closer to ``log m`` and ``log k``, takes its Newton steps on the
+log-odds :math:`G = \log(\log m - H) - \log(H - \log k)` instead: :math:`G \approx 2\log\gamma + c` near
+``log m`` and :math:`G \approx \gamma d + c` near ``log k`` (d the gap from the largest log to the next), so the
+step is taken in :math:`\log\gamma` when H is nearer ``log m`` and in :math:`\gamma` otherwise, and converges in
+a few steps at both ends (Newton on H halves gamma per step near ``log m``).  Its bracket starts from an upper
+bound on the root, bisected in :math:`\log\gamma`.
+
 Two back ends:
 
 * ``dps`` given: mpmath at ``dps`` significant digits for one distribution (a 1-D sequence);
@@ -39,6 +46,7 @@ True
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -55,6 +63,8 @@ __all__ = [
     "EntropyNormalization",
     "entropy_normalize",
     "EntropyNormalize",
+    "MaskGapWarning",
+    "NotConvergedWarning",
     "solve_entropy_gamma",
 ]
 
@@ -77,7 +87,8 @@ class ConvergenceReport:
     before step ``k``; ``gamma_history`` the iterates (mpmath back end; per-row tensors are not
     kept, ``None`` there).  ``tolerance`` is the stopping threshold on ``|H - H*|``; ``short_rows``
     counts rows given gamma = 0 because their support cannot reach the target (torch back end,
-    ``short_rows="uniform"``).
+    ``short_rows="uniform"``); ``row_converged`` (torch back end) is a bool tensor shaped like gamma, False for
+    the rows still outside the tolerance when the iteration cap stopped the solve.
     """
 
     iterations: int
@@ -86,6 +97,7 @@ class ConvergenceReport:
     tolerance: Any
     gamma_history: tuple | None = None
     short_rows: int = 0
+    row_converged: Any = None
 
     def __repr__(self) -> str:
         last = self.residual_history[-1] if self.residual_history else None
@@ -271,7 +283,16 @@ def _entropy_normalize_mp(p: Sequence, target, dps: int, max_iterations: int,
         # stop at |H - H*| <= 10^-(working digits - 5): the error in gamma is that over dH/dgamma = -gamma Var,
         # so where the slope is small the working precision (raised below) tightens the stop as well
         tol = mpmath.mpf(10) ** (-(dps + guard - 5))
-        gamma, lo, hi = mpmath.mpf(1), mpmath.mpf(0), mpmath.inf
+        log_top, log_floor = mpmath.log(len(support)), mpmath.log(n_ties)
+        # the checks above put the target strictly inside (log k, log m)
+        G_target = mpmath.log(log_top - target) - mpmath.log(target - log_floor)
+        # An upper bound on the root, so that no step leaves the range mpmath can exponentiate (a near-tie, p =
+        # [0.5, 0.4999999999999999, 0.01], stepped to a gamma whose exp overflowed): with d the gap from the
+        # maximum to the next log and x = gamma d, H - log k <= m e^-x (1 + x), below the 10^-dps * max(1, log m)
+        # the target keeps above log k (checked) once x >= 2 (digits ln 10 + log m + 10).
+        next_log = max(li for li in logs if li < logs_max)
+        hi = 2 * ((dps + guard) * mpmath.log(10) + log_top + 10) / (logs_max - next_log)
+        gamma, lo = min(mpmath.mpf(1), hi / 2), mpmath.mpf(0)
         residuals, gammas = [], [gamma]
         converged = False
         for iteration in range(max_iterations):
@@ -288,10 +309,21 @@ def _entropy_normalize_mp(p: Sequence, target, dps: int, max_iterations: int,
                 lo = max(lo, gamma)
             else:
                 hi = min(hi, gamma)
-            slope = -gamma * var        # dH/dgamma
-            step = gamma - residual / slope if slope != 0 else mpmath.nan
-            if not (lo < step < hi):
-                step = (lo + hi) / 2 if hi != mpmath.inf else 2 * max(gamma, lo, mpmath.mpf(1))
+            # Newton on the log-odds G = log(log m - H) - log(H - log k), not on H: near the top H ~ log m -
+            # gamma^2 Var/2 (G ~ 2 log gamma + c) and near the bottom H - log k ~ c gamma e^(-gamma d) (G ~ gamma d),
+            # where Newton on H only halved gamma (or added ~1/d to it) per step: for p = (0.5, 0.3, 0.2), 100 steps
+            # left log 3 - 1e-80 at gamma 7.6e-31 (root 3.1e-40) and 1e-60 at gamma 208 (root 280), unconverged.
+            # dG/ds = gamma dG/dgamma = gamma^2 Var (log m - log k) / ((log m - H)(H - log k)).
+            above, below = log_top - H, H - log_floor
+            step = mpmath.nan
+            if above > 0 and below > 0 and var > 0:
+                slope = gamma**2 * var * (log_top - log_floor) / (above * below)
+                G_gap = G_target - (mpmath.log(above) - mpmath.log(below))
+                # G is near linear in s at the top end and in gamma at the bottom end (Newton in s there overshoots
+                # from below and gains only ~1 in s per step from above): step in the variable of H's nearer end
+                step = gamma * mpmath.exp(G_gap / slope) if above < below else gamma + gamma * G_gap / slope
+            if not (lo < step < hi):   # outside the bracket (or H rounded onto an end): bisect, in log gamma
+                step = mpmath.sqrt(lo * hi) if lo > 0 else hi / 2
             gamma = step
             gammas.append(gamma)
         if converged and guard == _GUARD_DIGITS and var > 0 and gamma > 0:
@@ -323,6 +355,42 @@ def _finish_mp(gamma, q, target, report, dps):
 #: is below the smallest float64 (4.9e-324), so no probabilities a tensor holds have such logits.  Additive masks
 #: (scores - 1e4, - 1e9, - 1e20) land there; counted as scores they got weight once gamma was small enough.
 MASK_GAP = 745.0
+
+
+class NotConvergedWarning(RuntimeWarning):
+    """:func:`entropy_normalize` stopped at ``max_iterations`` with rows whose entropy is not yet the target
+    (``report.row_converged`` says which, in the torch back end)."""
+
+
+class MaskGapWarning(RuntimeWarning):
+    """Finite logits more than :data:`MASK_GAP` nats below their row's maximum were taken as mask values (zero
+    probability), but the solved gamma is small enough that, read as scores, they would carry weight: the
+    output's entropy is the target only if they are a mask."""
+
+
+def _warn_if_mask_gap_bites(logits: torch.Tensor, visible: torch.Tensor, row_max: torch.Tensor,
+                            gamma: torch.Tensor, solved: torch.Tensor, dim: int) -> None:
+    """Warn (:class:`MaskGapWarning`) for solved rows (gamma > 0) holding finite logits taken as masks for being
+    more than MASK_GAP below the maximum, where such an entry, as a score, would keep a weight exp(-gamma * gap)
+    above the dtype's eps relative to the largest: [0, -400, -800] with target 0.5 solves at gamma = 0.00347 on
+    [0, -400], where -800 would have weight 0.062 and the entropy 0.667.  Rows at gamma = 0 (target log m, short
+    rows) are left alone: there the gap is by design what separates keys from masked ones."""
+    gap_masked = torch.isfinite(logits) & (logits > torch.finfo(logits.dtype).min / 2) & ~visible
+    if not bool(gap_masked.any()):
+        return
+    gap = torch.where(gap_masked, row_max - logits, torch.full_like(logits, math.inf)).amin(dim=dim, keepdim=True)
+    weight = torch.exp(-gamma * gap)
+    bites = solved & (gamma > 0) & (weight > torch.finfo(logits.dtype).eps)
+    if bool(bites.any()):
+        worst = int(weight.masked_fill(~bites, -1).flatten().argmax())
+        warnings.warn(
+            f"{int(bites.sum())} row(s) have finite logits more than MASK_GAP = {MASK_GAP:g} nats below their maximum "
+            f"(e.g. {float(gap.flatten()[worst]):.6g} nats below), taken as mask values with zero probability; at the "
+            f"solved gamma = {float(gamma.flatten()[worst]):.3g} such an entry read as a score would have weight "
+            f"{float(weight.flatten()[worst]):.3g} relative to the largest, so the output's entropy is the target only "
+            "if those entries are a mask. Mask with -inf or torch.finfo(dtype).min to say so (no warning); if they are "
+            "scores, divide the logits by a constant c that brings them within 745 nats (gamma then scales by c)",
+            MaskGapWarning, stacklevel=3)
 
 
 def _visible(logits: torch.Tensor, dim: int) -> torch.Tensor:
@@ -415,7 +483,9 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     (``gamma`` has size 1 along ``dim``).  ``logits`` = log p up to a per-row constant; ``-inf``
     marks zero probabilities, and so does a finite mask value at or below ``torch.finfo(dtype).min / 2``
     (``masked_fill(mask, torch.finfo(dtype).min)``) or more than :data:`MASK_GAP` = 745 nats below the row's
-    maximum (an additive mask, ``scores - 1e9``).  No gradient flows (see :class:`EntropyNormalize` for that).
+    maximum (an additive mask, ``scores - 1e9``); a :class:`MaskGapWarning` says when such an entry, read as a
+    score, would carry weight above eps at the solved gamma (so the answer holds only if it is a mask).  No
+    gradient flows (see :class:`EntropyNormalize` for that).
     float16/bfloat16 logits are solved in float32 (see :func:`entropy_normalize`); gamma comes back in their dtype.
 
     ``short_rows``: what to do with rows whose support is too small for the target
@@ -481,7 +551,7 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
         # no rows (a batch of size 0): nothing to solve; the bookkeeping below reduces over all rows,
         # which torch refuses on an empty tensor
         return torch.ones_like(row_max), ConvergenceReport(0, True, (0.0,), float(16 * eps * max(float(target), 1)),
-                                                           None, 0)
+                                                           None, 0, torch.ones_like(row_max, dtype=torch.bool))
     shifted = logits - row_max
     gamma = torch.ones_like(row_max)
     lo = torch.zeros_like(row_max)
@@ -490,6 +560,7 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
     tol = 16 * eps * torch.clamp(target, min=1)
     residuals: list[float] = []
     converged = False
+    row_converged = torch.ones_like(active)
     iterations = 0
     for iterations in range(max_iterations + 1):
         _, H, var = _torch_entropy_terms(shifted, gamma, dim)
@@ -500,6 +571,7 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
             converged = True
             break
         if iterations == max_iterations:
+            row_converged = done | ~active   # the rows the cap stopped short (the report's flag covers them all)
             break
         lo = torch.where(residual > 0, torch.maximum(lo, gamma), lo)
         hi = torch.where(residual < 0, torch.minimum(hi, gamma), hi)
@@ -519,7 +591,9 @@ def solve_entropy_gamma(logits: torch.Tensor, target_entropy: float, dim: int = 
             break
     gamma = torch.where(uniform, torch.ones_like(gamma), gamma)
     gamma = torch.where(~uniform & at_top, torch.zeros_like(gamma), gamma)
-    report = ConvergenceReport(iterations, converged, tuple(residuals), float(tol), None, int(too_high.sum()))
+    _warn_if_mask_gap_bites(logits, finite, row_max, gamma, active, dim)
+    report = ConvergenceReport(iterations, converged, tuple(residuals), float(tol), None, int(too_high.sum()),
+                               row_converged)
     return gamma, report
 
 
@@ -569,7 +643,7 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
             if p.dim() != 1:
                 raise DomainError("the mpmath back end (dps given) takes one distribution: pass a 1-D tensor or sequence")
             p = p.tolist()
-        return _entropy_normalize_mp(p, target_entropy, dps, max_iterations)
+        return _warn_unconverged(_entropy_normalize_mp(p, target_entropy, dps, max_iterations))
     if not isinstance(p, torch.Tensor):
         # Python floats are doubles: a list solved in the default float32 would lose half their digits
         if isinstance(p, (str, bytes, dict)):
@@ -606,7 +680,23 @@ def entropy_normalize(p, target_entropy, dps: int | None = None, dim: int = -1,
         powered = _output(logits, gamma, dim)
     else:
         powered = _torch_powered(logits, gamma, dim)
-    return EntropyNormalization(gamma, powered, _target_number(target_entropy), report)
+    return _warn_unconverged(EntropyNormalization(gamma, powered, _target_number(target_entropy), report))
+
+
+def _warn_unconverged(result: EntropyNormalization) -> EntropyNormalization:
+    """The result, with a :class:`NotConvergedWarning` if the iteration cap stopped the solve: an unconverged gamma
+    was returned with only ``report.converged = False`` to say so (a near-uniform row [0, -1e-4, -2e-4] stopped
+    by max_iterations=8 at target 0.6 missed it by 0.6, beside two converged rows)."""
+    report = result.report
+    if not report.converged:
+        rows = ""
+        if isinstance(report.row_converged, torch.Tensor):
+            rows = f"{int((~report.row_converged).sum())} of {report.row_converged.numel()} row(s) "
+        warnings.warn(f"entropy normalisation stopped after max_iterations = {report.iterations} steps with {rows}"
+                      f"|H - target| = {_short(abs(report.residual_history[-1]), 3)} above the tolerance "
+                      f"{_short(report.tolerance, 3)} (report.row_converged says which rows); raise max_iterations",
+                      NotConvergedWarning, stacklevel=3)
+    return result
 
 
 # ----------------------------------------------------------------------------- autograd module

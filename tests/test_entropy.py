@@ -886,3 +886,88 @@ def test_dim_zero_normalises_columns():
     out = EntropyNormalize(1.0, dim=0)(p.log())
     assert torch.allclose(out.sum(0), torch.ones(3, dtype=torch.float64))
     assert torch.allclose(-(out * out.log()).sum(0), torch.full((3,), 1.0, dtype=torch.float64), atol=1e-10)
+
+
+# log 3 cut to 80 decimals: an exact decimal less than 1e-80 below log 3 (read exactly at any precision)
+LOG3_CUT_80 = "1.09861228866810969139524523692252570464749055782274945173469433363749429321860896"
+
+
+@pytest.mark.parametrize("target", [LOG3_CUT_80, "1e-60"])
+def test_mpmath_targets_near_log_m_or_log_k_converge_in_few_steps(target):
+    """Newton on H in gamma only halved gamma per step near log m (H ~ log m - gamma^2 Var / 2) and added
+    about 1/d to it near log k (H - log k ~ gamma d e^(-gamma d)): with the default 100 steps, a target 1e-80 below
+    log 3 stopped at gamma 7.6e-31 (the root is 3.1e-40) and one 1e-60 above log 1 at gamma 208 (root 280), both
+    with converged=False and nothing else said.  The reference is bisection on log(gamma) of -sum q log q from
+    the exact input at 240 digits (gamma's condition number near log m is 1 / (2 (log m - H*)) ~ 1e80)."""
+    p = ["0.5", "0.3", "0.2"]
+    with mpmath.workdps(240):
+        gap = mpmath.log(3) - mpmath.mpf(target) if target == LOG3_CUT_80 else mpmath.mpf(target)
+        assert 0 < gap < mpmath.mpf(10) ** -59
+    r = entropy_normalize(p, target, dps=100)
+    assert r.converged and r.report.iterations <= 15
+    g_ref, q_ref = _reference_gamma_and_p(p, target, dps=240)
+    with mpmath.workdps(240):
+        bound = mpmath.mpf(10) ** (1 - 100)
+        assert abs(r.gamma - g_ref) <= bound * g_ref
+        for qi, qi_ref in zip(r.p, q_ref):
+            assert abs(qi - qi_ref) <= bound * qi_ref
+
+
+def test_mask_gap_entries_that_would_carry_weight_at_the_solved_gamma_are_warned_about():
+    """Finite logits more than MASK_GAP = 745 nats below the row maximum count as mask values (by design), which
+    silently changed the answer when gamma came out small: [0, -400, -800] with target 0.5 solved at gamma =
+    0.00347 on [0, -400], where -800 read as a score has weight e^(-2.78) = 0.062 and the entropy of all three is
+    0.667.  A MaskGapWarning now says so; -inf and finfo.min masks, and additive masks at an ordinary gamma, do not
+    warn.  Reference: the two-point closed form H = log(1 + e^-x) + x / (1 + e^x), x = 400 gamma, and mpmath."""
+    import warnings
+
+    from numeric.entropy import MaskGapWarning
+
+    logits = torch.tensor([[0.0, -400.0, -800.0]], dtype=torch.float64)
+    with pytest.warns(MaskGapWarning, match=r"MASK_GAP = 745 nats.*800 nats below.*weight 0\.062"):
+        gamma, report = solve_entropy_gamma(logits, 0.5)
+    with mpmath.workdps(50):
+        x = 400 * mpmath.mpf(float(gamma))
+        two_point = mpmath.log(1 + mpmath.exp(-x)) + x / (1 + mpmath.exp(x))
+        assert report.converged and abs(two_point - mpmath.mpf("0.5")) < 1e-14   # solved on the visible pair
+        w = [mpmath.exp(-k * x) for k in (0, 1, 2)]
+        all_three = -mpmath.fsum(wi / sum(w) * mpmath.log(wi / sum(w)) for wi in w)
+        assert abs(all_three - mpmath.mpf("0.6672652")) < 1e-6        # what -800 as a score would have given
+    with pytest.warns(MaskGapWarning):
+        EntropyNormalize(0.5)(logits.float())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MaskGapWarning)
+        for fill in (-math.inf, torch.finfo(torch.float64).min):
+            solve_entropy_gamma(torch.tensor([[0.0, -400.0, fill]], dtype=torch.float64), 0.5)
+        scores = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+        causal = torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1)
+        for fill in (-1e4, -1e9):   # gamma ~ 1 and the uniform short rows (gamma = 0): the gap is a mask there
+            solve_entropy_gamma(scores.masked_fill(causal, fill), 1.0, short_rows="uniform")
+
+
+def test_an_unconverged_solve_warns_and_the_report_says_which_rows():
+    """entropy_normalize returned the gamma the iteration cap stopped at with only report.converged = False to say
+    so (torch: one slow row among easy ones, whose |H - target| was 0.6; mpmath: p = [0.5, 0.3, 0.2], target 0.9,
+    max_iterations=2), and the report did not say which rows.  Now a NotConvergedWarning is raised and
+    report.row_converged is False exactly for the rows whose entropy, evaluated in mpmath at 50 digits from the
+    exact logits, misses the target by more than the tolerance."""
+    from numeric.entropy import NotConvergedWarning
+
+    easy = torch.tensor([[0.0, -1.0, -2.0], [0.0, -0.5, -3.0]], dtype=torch.float64)
+    slow = torch.tensor([[0.0, -1e-4, -2e-4]], dtype=torch.float64)   # near-uniform: gamma ~ 1e4, many steps
+    logits = torch.cat([easy, slow])
+    target = 0.6
+    with pytest.warns(NotConvergedWarning, match=r"1 of 3 row\(s\)"):
+        r = entropy_normalize(logits.exp(), target, max_iterations=8)
+    assert not r.converged
+    with mpmath.workdps(50):
+        def missed(row, g):
+            ls = [mpmath.mpf(v) for v in row]
+            w = [mpmath.exp(mpmath.mpf(float(g)) * (li - max(ls))) for li in ls]
+            return abs(-mpmath.fsum(wi / sum(w) * mpmath.log(wi / sum(w)) for wi in w) - target) > r.report.tolerance
+        expected = [missed(logits.exp().log()[i].tolist(), r.gamma[i]) for i in range(3)]
+    assert expected == [False, False, True]
+    assert r.report.row_converged.shape == (3, 1) and (~r.report.row_converged).flatten().tolist() == expected
+    with pytest.warns(NotConvergedWarning, match="max_iterations = 2"):
+        r = entropy_normalize(["0.5", "0.3", "0.2"], "0.9", dps=30, max_iterations=2)
+    assert not r.converged
