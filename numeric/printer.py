@@ -1686,11 +1686,12 @@ def _reflected_polynomial(terms: list, u: sympy.Expr, inputs: tuple) -> tuple[sy
             polynomial.degree() < max(degrees))
 
 
-def _reflected_terms(expr: sympy.Expr, inputs: tuple, region: sympy.Set | None) -> sympy.Expr | None:
+def _reflected_terms(expr: sympy.Expr, inputs: tuple, region: sympy.Set | None,
+                     softplus_groups: bool) -> sympy.Expr | None:
     """expr (a sum, or one product) with each group of terms c*F_k(u) of one argument u, a FermiDirac among
     them, as Piecewise((P + sum c*(-1)**(k + 1)*F_k(-u), u > 0), (sum c*F_k(u), True)), P the sum of the
     c*P_k(u) with its growing parts cancelled; None where no group was rewritten (see _reflect_fermi_dirac)."""
-    if not expr.has(FermiDirac, Softplus):
+    if not expr.has(FermiDirac, Softplus) or not (softplus_groups or expr.has(FermiDirac)):
         return None
     groups: dict = {}
     rest = []
@@ -1712,9 +1713,9 @@ def _reflected_terms(expr: sympy.Expr, inputs: tuple, region: sympy.Set | None) 
         found = None
         if not trivial and u.has(*inputs) and _positive_somewhere(u, region, inputs):
             found = _reflected_polynomial(terms, u, inputs)
-        # Softplus and Sigmoid alone are reflected only where their growing parts cancel (x*Sigmoid(x) -
-        # Softplus(x), the slope of x*Softplus(x) - 2*FermiDirac(2, x)): elsewhere F.softplus is as good
-        if found is None or (all(k < 2 for k, _ in terms) and not found[1]):
+        # Softplus and Sigmoid alone: only in a FermiDirac form's code and where their growing parts cancel
+        # (x*Sigmoid(x) - Softplus(x), the slope of x*Softplus(x) - 2*FermiDirac(2, x))
+        if found is None or (all(k < 2 for k, _ in terms) and not (softplus_groups and found[1])):
             reflected.append(plain)
             continue
         polynomial = found[0]
@@ -1726,10 +1727,11 @@ def _reflected_terms(expr: sympy.Expr, inputs: tuple, region: sympy.Set | None) 
         changed = True
     if not changed:
         return None
-    return Add(*[_reflect_fermi_dirac(t, inputs, region) for t in rest], *reflected)
+    return Add(*[_reflect_fermi_dirac(t, inputs, region, softplus_groups) for t in rest], *reflected)
 
 
-def _reflect_fermi_dirac(expr: sympy.Expr, inputs: tuple, region: sympy.Set | None = S.Reals) -> sympy.Expr:
+def _reflect_fermi_dirac(expr: sympy.Expr, inputs: tuple, region: sympy.Set | None = S.Reals,
+                         softplus_groups: bool = False) -> sympy.Expr:
     r"""Sums of Fermi-Dirac integrals of one argument with their growing parts cancelled symbolically.
 
     :math:`F_k(u) = P_k(u) + (-1)^{k+1} F_k(-u)` (:func:`symact.primitives.fermi_dirac_reflection_polynomial`;
@@ -1748,9 +1750,12 @@ def _reflect_fermi_dirac(expr: sympy.Expr, inputs: tuple, region: sympy.Set | No
     group with a FermiDirac is rewritten (every derivative of a FermiDirac form, in x or in a parameter, has that
     shape), except a lone c*F_n(x) with a number c, where the helper's reflection is the same, and a group whose
     u is <= 0 throughout its Piecewise branch (``region``, an x-set; symact.smooth writes its kink terms so).  A
-    group of Softplus and Sigmoid alone is rewritten only where its polynomial parts cancel (a trainable
-    softplus beta's gradient (x*Sigmoid(beta*x) - Softplus(beta*x)/beta)/beta): elsewhere F.softplus is as good."""
-    if not expr.has(FermiDirac, Softplus):
+    group of Softplus and Sigmoid alone is rewritten only with ``softplus_groups`` (the code of a FermiDirac
+    form, whose derivatives in x they are: x*Sigmoid(x) - Softplus(x) is the slope of x*Softplus(x) -
+    2*FermiDirac(2, x)) and only where its polynomial parts cancel.  Elsewhere they are left alone: a trainable
+    softplus beta's gradient (x*Sigmoid(beta*x) - Softplus(beta*x)/beta)/beta cancels too (float32: 0 for
+    -2.9e-12 at x = 30), but the reflected form made its backward 2.6 times slower (1M floats, one thread)."""
+    if not expr.has(FermiDirac, Softplus) or not (softplus_groups or expr.has(FermiDirac)):
         return expr
     if isinstance(expr, sympy.Piecewise):
         pieces, earlier = [], []
@@ -1759,28 +1764,30 @@ def _reflect_fermi_dirac(expr: sympy.Expr, inputs: tuple, region: sympy.Set | No
             if region is not None and len(inputs) == 1:
                 branch = _interval_of(sympy.And(condition, *[sympy.Not(c) for c in earlier]), inputs[0])
                 branch = None if branch is None else sympy.Intersection(region, branch)
-            pieces.append((_reflect_fermi_dirac(value, inputs, branch), condition))
+            pieces.append((_reflect_fermi_dirac(value, inputs, branch, softplus_groups), condition))
             earlier.append(condition)
         return sympy.Piecewise(*pieces)
     if isinstance(expr, (Add, Mul)):
-        reflected = _reflected_terms(expr, inputs, region)
+        reflected = _reflected_terms(expr, inputs, region, softplus_groups)
         if reflected is not None:
             return reflected
     if not expr.args or isinstance(expr, FermiDirac):
         return expr
-    return expr.func(*[_reflect_fermi_dirac(a, inputs, region) for a in expr.args])
+    return expr.func(*[_reflect_fermi_dirac(a, inputs, region, softplus_groups) for a in expr.args])
 
 
-def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
+def prepare(expr: sympy.Expr, inputs: tuple, fermi_dirac_form: bool = False) -> sympy.Expr:
     """Symbolic preprocessing before printing.
 
     ``DiracDelta`` -> 0 (derivatives are sampled almost everywhere), ``sinc`` and
     ``Heaviside`` with a value other than 1/2 at 0 -> ``Piecewise``, fused patterns
-    -> markers, ``Piecewise`` -> masked ``_Select``.
+    -> markers, ``Piecewise`` -> masked ``_Select``.  Sums of Fermi-Dirac integrals of one argument are
+    reflected first (:func:`_reflect_fermi_dirac`; ``fermi_dirac_form``: also sums of Softplus and Sigmoid
+    alone, for the code of an activation with a FermiDirac).
     """
     expr = sympy.sympify(expr)
     expr = expr.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
-    expr = _reflect_fermi_dirac(expr, inputs)
+    expr = _reflect_fermi_dirac(expr, inputs, softplus_groups=fermi_dirac_form)
     expr = expr.replace(
         lambda e: isinstance(e, sympy.sinc),
         lambda e: sympy.Piecewise((sympy.sin(e.args[0]) / e.args[0], sympy.Ne(e.args[0], 0)), (1, True)),
@@ -2441,6 +2448,7 @@ def emit_function(
     inputs: tuple,
     inplace: bool,
     indent: str = "    ",
+    fermi_dirac_form: bool = False,
 ) -> str:
     """Python source of ``def name(args): ... return outputs``.
 
@@ -2449,10 +2457,11 @@ def emit_function(
     full shape (a constant output becomes ``full_like``).  ``inputs``: the input
     symbols (the ones Piecewise masking and fused patterns look at).
     ``inplace``: reuse scratch buffers (only for code autograd does not record).
+    ``fermi_dirac_form``: the code of an activation with a FermiDirac (see :func:`prepare`).
     """
     names = {s: n for s, n, _ in arguments}
     full = {s for s, _, f in arguments if f}
-    prepared = [prepare(o, inputs) for o in outputs]
+    prepared = [prepare(o, inputs, fermi_dirac_form) for o in outputs]
     replacements, reduced = sympy.cse(
         prepared, symbols=sympy.numbered_symbols("_c"), order="none",
         ignore=tuple(a for a in (sympy.true, sympy.false)),
