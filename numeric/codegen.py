@@ -67,7 +67,7 @@ from sympy.core.function import AppliedUndef
 
 from symact.activation import activation as symact_activation
 from symact.errors import DomainError, FormulaError, UnknownSymbolError
-from symact.primitives import hazards, safe_derivative, safe_form
+from symact.primitives import FermiDirac, hazards, safe_derivative, safe_form
 
 from .printer import (PRELUDE, SOFTPLUS_THRESHOLD, emit_function, fuse_builtins, number_literal, numpy_modules,
                       prepare)
@@ -664,9 +664,12 @@ def _source(spec: CodegenSpec) -> str:
             graph_src = emit_function("_backward_graph", [(g, "g", True)] + args,
                                       [g * d for d in spec.derivatives], spec.inputs, inplace=False)
         return _assemble(spec, input_names, args, forward_src, backward_src, graph_src)
-    forward_src = emit_function("_forward", args, [spec.forward], spec.inputs, inplace=True)
+    # a FermiDirac form's derivatives hold sums of Softplus and Sigmoid whose growing parts cancel (printer.prepare)
+    fermi = spec.forward.has(FermiDirac)
+    forward_src = emit_function("_forward", args, [spec.forward], spec.inputs, inplace=True, fermi_dirac_form=fermi)
     # out-of-place twin, for broadcasting inputs and functorch transforms (see _needs_graph_code)
-    forward_src += "\n\n" + emit_function("_forward_graph", args, [spec.forward], spec.inputs, inplace=False)
+    forward_src += "\n\n" + emit_function("_forward_graph", args, [spec.forward], spec.inputs, inplace=False,
+                                            fermi_dirac_form=fermi)
     if spec.saves == "output":
         y = next(iter(spec.derivative_in_output.free_symbols - {g}))
         backward_args = [(g, "g", True), (y, "y", True)]
@@ -680,8 +683,10 @@ def _source(spec: CodegenSpec) -> str:
     if fused is not None:
         backward_src = f"def _backward(g, x):\n    return ({fused},)\n"
     else:
-        backward_src = emit_function("_backward", backward_args, grads, grad_inputs, inplace=True)
-    graph_src = emit_function("_backward_graph", backward_args, grads, grad_inputs, inplace=False)
+        backward_src = emit_function("_backward", backward_args, grads, grad_inputs, inplace=True,
+                                     fermi_dirac_form=fermi)
+    graph_src = emit_function("_backward_graph", backward_args, grads, grad_inputs, inplace=False,
+                              fermi_dirac_form=fermi)
     return _assemble(spec, input_names, args, forward_src, backward_src, graph_src)
 
 

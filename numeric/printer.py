@@ -23,7 +23,9 @@ straight-line Python source instead:
   ``torch.special.log1p``, ``torch.special.ndtr``, ``torch.special.erfcx`` (through a helper exact in
   ``exp(u**2)`` for ``u < 0``), ``F.silu``, ``F.mish``); ``FermiDirac(n, u)`` (``-polylog(n, -exp(u))``,
   logistic smoothing of quadratic pieces) maps to the helper ``_fermi_dirac``, a series in ``softplus(-|u|)``
-  and the reflection polynomial for ``u > 0``;
+  and the reflection polynomial for ``u > 0``; in a sum of such terms of one ``u`` (a trainable width's
+  gradient) the reflection polynomials are added symbolically, so that their growing parts cancel exactly
+  (``_reflect_fermi_dirac``);
 * in *in-place* mode, temporaries whose last use is the current operation are
   updated in place (``t.mul_(u)``, ``t.exp_()``), so a chain of elementwise steps
   reuses one scratch buffer instead of allocating one tensor per SymPy node.  This
@@ -138,6 +140,32 @@ class _Finite(sympy.Function):
 
     def _eval_is_real(self):
         return self.args[0].is_real
+
+
+class _FoldedArgument(sympy.Function):
+    """_FoldedArgument(u, u > 0) = -|u|, printed torch.where(u > 0, -u, u): where a reflected Fermi-Dirac sum
+    (:func:`_reflect_fermi_dirac`) evaluates its decaying parts, F_k(u) for u <= 0 and F_k(-u) for u > 0, one
+    evaluation for both branches.  Its autograd slope is 1 at u = 0 (abs() would give 0 there, and
+    F_k's slope at 0 with it).  The condition is an argument so that the Piecewise's where() shares it."""
+
+    nargs = 2
+
+    def _eval_is_extended_real(self):
+        return self.args[0].is_extended_real
+
+    def _eval_is_nonpositive(self):
+        return True if self.args[0].is_extended_real else None
+
+
+class _FermiDiracLeft(sympy.Function):
+    """_FermiDiracLeft(n, w) = FermiDirac(n, w) for w <= 0 only (n >= 2), printed as the prelude's
+    _fermi_dirac_left: the series in softplus(w) alone, without the reflection polynomial that _fermi_dirac
+    evaluates for the other side.  Its argument is a _FoldedArgument."""
+
+    nargs = 2
+
+    def _eval_is_extended_real(self):
+        return self.args[1].is_extended_real
 
 
 class _Masked(sympy.Function):
@@ -278,7 +306,7 @@ def _point_of_set(region_set: sympy.Set) -> sympy.Expr | None:
 
 _ALWAYS_FINITE = (sympy.sin, sympy.cos, sympy.tanh, sympy.atan, sympy.erf, sympy.erfc, Sigmoid,
                   NormalCdf, Softplus, LogSigmoid, sympy.Abs, sympy.sign, sympy.Max, sympy.Min,
-                  _Silu, _Mish, _SqrtSquarePlus, _SquarePlusRatio, _Finite)
+                  _Silu, _Mish, _SqrtSquarePlus, _SquarePlusRatio, _Finite, _FoldedArgument, _FermiDiracLeft)
 
 
 def _finite_everywhere(expr: sympy.Expr) -> bool:
@@ -1612,15 +1640,215 @@ def _agree_at_large_arguments(e: sympy.Expr, tail: sympy.Expr, x: sympy.Symbol) 
     return True
 
 
-def prepare(expr: sympy.Expr, inputs: tuple) -> sympy.Expr:
+# --------------------------------------------------------------------------- Fermi-Dirac sums, reflected
+def _fermi_dirac_order(f: sympy.Basic) -> int | None:
+    """k for F_k(u): FermiDirac(k, u), Softplus(u) = F_1(u), Sigmoid(u) = F_0(u); else None."""
+    if isinstance(f, FermiDirac):
+        return int(f.args[0])
+    if isinstance(f, Softplus):
+        return 1
+    if isinstance(f, Sigmoid):
+        return 0
+    return None
+
+
+def _fermi_dirac_argument(f: sympy.Basic) -> sympy.Expr:
+    return f.args[1] if isinstance(f, FermiDirac) else f.args[0]
+
+
+def _reflection_polynomial(k: int, u: sympy.Expr) -> sympy.Expr:
+    """P_k(u) of F_k(u) = P_k(u) + (-1)**(k + 1)*F_k(-u): 1, u, then fermi_dirac_reflection_polynomial."""
+    if k == 0:
+        return S.One
+    if k == 1:
+        return u
+    coefficients = fermi_dirac_reflection_polynomial(k)
+    return Add(*[c * u ** (len(coefficients) - 1 - i) for i, c in enumerate(coefficients)])
+
+
+def _left_of_zero(k: int, w: sympy.Expr) -> sympy.Expr:
+    """F_k(w) evaluated for w <= 0 only."""
+    if k == 0:
+        return Sigmoid(w)
+    if k == 1:
+        return Softplus(w)
+    return _FermiDiracLeft(k, w)
+
+
+def _interval_of(condition: sympy.Basic, x: sympy.Symbol) -> sympy.Set | None:
+    """The set of x where condition holds, for And/Or/Not of comparisons of x with numbers, else None
+    (without SymPy's solvers, whose first call takes a second to import)."""
+    if condition == S.true:
+        return S.Reals
+    if condition == S.false:
+        return S.EmptySet
+    if isinstance(condition, sympy.Not):
+        inner = _interval_of(condition.args[0], x)
+        return None if inner is None else S.Reals - inner
+    if isinstance(condition, (sympy.And, sympy.Or)):
+        parts = [_interval_of(c, x) for c in condition.args]
+        if any(p is None for p in parts):
+            return None
+        return sympy.Intersection(*parts) if isinstance(condition, sympy.And) else sympy.Union(*parts)
+    if isinstance(condition, (sympy.StrictLessThan, sympy.LessThan, sympy.StrictGreaterThan, sympy.GreaterThan)):
+        if condition.rhs == x and condition.lhs.is_number:
+            condition = condition.reversed
+        if condition.lhs == x and condition.rhs.is_number and condition.rhs.is_finite:
+            c = condition.rhs
+            return {sympy.StrictLessThan: sympy.Interval.open(-sympy.oo, c),
+                    sympy.LessThan: sympy.Interval(-sympy.oo, c),
+                    sympy.StrictGreaterThan: sympy.Interval.open(c, sympy.oo),
+                    sympy.GreaterThan: sympy.Interval(c, sympy.oo)}[type(condition)]
+    return None
+
+
+def _positive_somewhere(u: sympy.Expr, region: sympy.Set | None, inputs: tuple) -> bool:
+    """False only where provably u <= 0 on the whole region (an x-interval of a Piecewise branch) for an
+    argument u = a*x + b with numbers a, b; True otherwise."""
+    if region is None or len(inputs) != 1 or u.free_symbols != set(inputs):
+        return True
+    (x,) = inputs
+    a = sympy.diff(u, x)
+    if not (a.is_number and a.is_extended_real and a != 0):
+        return True
+    root = -u.subs(x, 0) / a
+    positive = sympy.Interval.open(root, sympy.oo) if a > 0 else sympy.Interval.open(-sympy.oo, root)
+    return sympy.Intersection(positive, region) != S.EmptySet
+
+
+def _reflected_polynomial(terms: list, u: sympy.Expr, inputs: tuple) -> tuple[sympy.Expr, bool] | None:
+    r"""The sum of c*P_k(u) over terms (k, c), its growing parts cancelled exactly, and whether they cancel (the
+    sum's degree is below its terms'); None where it is not a polynomial in u.
+
+    For u = a*x + b linear in one input x, the sum is taken as a polynomial in y = u/a = x + b/a (x = y - b/a in
+    the coefficients) and written in powers of y: a coefficient c = 2*sigma**2 times (y/sigma)**2/2 is y**2, so
+    the polynomial overflows where its value does, not where u**2 does (relu_squared * logistic(0.1) in float32:
+    the helper's u**2/2 at u = 10*x overflowed from x = 2.61e18, x**2 does from 1.84e19), and a shifted argument
+    keeps its (x - 1)**2 unexpanded (no cancellation near x = 1)."""
+    y = sympy.Dummy("y", real=True)
+    variable, scale, shift = u, S.One, {}
+    among = [s for s in inputs if u.has(s)]
+    if len(among) == 1:
+        (x,) = among
+        slope = sympy.cancel(sympy.diff(u, x))
+        if not slope.has(x) and slope != 0:
+            variable, scale = sympy.cancel(u / slope), slope
+            shift = {x: y + sympy.cancel(x - variable)}
+    parts = [sympy.expand(c.xreplace(shift) * _reflection_polynomial(k, scale * y)) for k, c in terms]
+    try:
+        polynomial = sympy.Poly(Add(*parts), y)
+        degrees = [sympy.Poly(part, y).degree() for part in parts]
+    except sympy.PolynomialError:
+        return None
+    coefficients = polynomial.all_coeffs()[::-1]
+    if any(c.has(y) for c in coefficients):
+        return None
+    return (Add(*[sympy.cancel(c) * variable**m for m, c in enumerate(coefficients)]),
+            polynomial.degree() < max(degrees))
+
+
+def _reflected_terms(expr: sympy.Expr, inputs: tuple, region: sympy.Set | None,
+                     softplus_groups: bool) -> sympy.Expr | None:
+    """expr (a sum, or one product) with each group of terms c*F_k(u) of one argument u, a FermiDirac among
+    them, as Piecewise((P + sum c*(-1)**(k + 1)*F_k(-u), u > 0), (sum c*F_k(u), True)), P the sum of the
+    c*P_k(u) with its growing parts cancelled; None where no group was rewritten (see _reflect_fermi_dirac)."""
+    if not expr.has(FermiDirac, Softplus) or not (softplus_groups or expr.has(FermiDirac)):
+        return None
+    groups: dict = {}
+    rest = []
+    for term in Add.make_args(expr):
+        family = [f for f in Mul.make_args(term) if _fermi_dirac_order(f) is not None]
+        coefficient = Mul(*[f for f in Mul.make_args(term) if _fermi_dirac_order(f) is None])
+        if len(family) == 1 and not coefficient.has(FermiDirac, Softplus, Sigmoid):
+            f = family[0]
+            groups.setdefault(_fermi_dirac_argument(f), []).append((_fermi_dirac_order(f), coefficient, term))
+        else:
+            rest.append(term)
+    changed, reflected = False, []
+    for u, members in groups.items():
+        terms = [(k, c) for k, c, _ in members]
+        plain = Add(*[term for _, _, term in members])
+        # the helper's own reflection is all there is to do for c*F_n(x) with a number c: nothing to cancel or
+        # scale
+        trivial = len(terms) == 1 and terms[0][1].is_number and u in inputs
+        found = None
+        if not trivial and u.has(*inputs) and _positive_somewhere(u, region, inputs):
+            found = _reflected_polynomial(terms, u, inputs)
+        # Softplus and Sigmoid alone: only in a FermiDirac form's code and where their growing parts cancel
+        # (x*Sigmoid(x) - Softplus(x), the slope of x*Softplus(x) - 2*FermiDirac(2, x))
+        if found is None or (all(k < 2 for k, _ in terms) and not (softplus_groups and found[1])):
+            reflected.append(plain)
+            continue
+        polynomial = found[0]
+        positive = u > 0
+        w = _FoldedArgument(u, positive)
+        right = polynomial + Add(*[c * (-1) ** (k + 1) * _left_of_zero(k, w) for k, c in terms])
+        left = Add(*[c * _left_of_zero(k, w) for k, c in terms])
+        reflected.append(sympy.Piecewise((right, positive), (left, True)))
+        changed = True
+    if not changed:
+        return None
+    return Add(*[_reflect_fermi_dirac(t, inputs, region, softplus_groups) for t in rest], *reflected)
+
+
+def _reflect_fermi_dirac(expr: sympy.Expr, inputs: tuple, region: sympy.Set | None = S.Reals,
+                         softplus_groups: bool = False) -> sympy.Expr:
+    r"""Sums of Fermi-Dirac integrals of one argument with their growing parts cancelled symbolically.
+
+    :math:`F_k(u) = P_k(u) + (-1)^{k+1} F_k(-u)` (:func:`symact.primitives.fermi_dirac_reflection_polynomial`;
+    :math:`P_1 = u` for Softplus, :math:`P_0 = 1` for Sigmoid), so a sum :math:`\sum_j c_j F_{k_j}(u)` is, for
+    u > 0, the polynomial :math:`\sum_j c_j P_{k_j}(u)` plus terms that decay.  The prelude's _fermi_dirac
+    reflects each F_k on its own, and where the polynomials cancel in the sum their rounding errors do not: a
+    trainable width's gradient :math:`\partial_s (2 s^2 F_2(x/s)) = 4 s F_2(u) - 2 x F_1(u)` has terms
+    ~2x**2/s whose difference tends to :math:`2\pi^2 s/3` (s = 1, float32: 6.625 for 6.5797 at x = 1e3, 0 from
+    x = 1e5; float64: 0 from x = 1e10).  Here the polynomial is summed symbolically (:func:`_reflected_polynomial`),
+    and the decaying parts are evaluated once for both sides at :math:`-|u|` (_FoldedArgument, _FermiDiracLeft):
+
+    .. math::  \sum_j c_j F_{k_j}(u) = \begin{cases} \sum_j c_j P_{k_j}(u) + \sum_j (-1)^{k_j+1} c_j F_{k_j}(-u)
+               & u > 0 \\ \sum_j c_j F_{k_j}(u) & u \le 0 \end{cases}
+
+    The terms c_j F_{k_j}(u) of one u in a sum (or a lone product) form a group, each c_j free of that family.  A
+    group with a FermiDirac is rewritten (every derivative of a FermiDirac form, in x or in a parameter, has that
+    shape), except a lone c*F_n(x) with a number c, where the helper's reflection is the same, and a group whose
+    u is <= 0 throughout its Piecewise branch (``region``, an x-set; symact.smooth writes its kink terms so).  A
+    group of Softplus and Sigmoid alone is rewritten only with ``softplus_groups`` (the code of a FermiDirac
+    form, whose derivatives in x they are: x*Sigmoid(x) - Softplus(x) is the slope of x*Softplus(x) -
+    2*FermiDirac(2, x)) and only where its polynomial parts cancel.  Elsewhere they are left alone: a trainable
+    softplus beta's gradient (x*Sigmoid(beta*x) - Softplus(beta*x)/beta)/beta cancels too (float32: 0 for
+    -2.9e-12 at x = 30), but the reflected form made its backward 2.6 times slower (1M floats, one thread)."""
+    if not expr.has(FermiDirac, Softplus) or not (softplus_groups or expr.has(FermiDirac)):
+        return expr
+    if isinstance(expr, sympy.Piecewise):
+        pieces, earlier = [], []
+        for value, condition in expr.args:
+            branch = None
+            if region is not None and len(inputs) == 1:
+                branch = _interval_of(sympy.And(condition, *[sympy.Not(c) for c in earlier]), inputs[0])
+                branch = None if branch is None else sympy.Intersection(region, branch)
+            pieces.append((_reflect_fermi_dirac(value, inputs, branch, softplus_groups), condition))
+            earlier.append(condition)
+        return sympy.Piecewise(*pieces)
+    if isinstance(expr, (Add, Mul)):
+        reflected = _reflected_terms(expr, inputs, region, softplus_groups)
+        if reflected is not None:
+            return reflected
+    if not expr.args or isinstance(expr, FermiDirac):
+        return expr
+    return expr.func(*[_reflect_fermi_dirac(a, inputs, region, softplus_groups) for a in expr.args])
+
+
+def prepare(expr: sympy.Expr, inputs: tuple, fermi_dirac_form: bool = False) -> sympy.Expr:
     """Symbolic preprocessing before printing.
 
     ``DiracDelta`` -> 0 (derivatives are sampled almost everywhere), ``sinc`` and
     ``Heaviside`` with a value other than 1/2 at 0 -> ``Piecewise``, fused patterns
-    -> markers, ``Piecewise`` -> masked ``_Select``.
+    -> markers, ``Piecewise`` -> masked ``_Select``.  Sums of Fermi-Dirac integrals of one argument are
+    reflected first (:func:`_reflect_fermi_dirac`; ``fermi_dirac_form``: also sums of Softplus and Sigmoid
+    alone, for the code of an activation with a FermiDirac).
     """
     expr = sympy.sympify(expr)
     expr = expr.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: S.Zero)
+    expr = _reflect_fermi_dirac(expr, inputs, softplus_groups=fermi_dirac_form)
     expr = expr.replace(
         lambda e: isinstance(e, sympy.sinc),
         lambda e: sympy.Piecewise((sympy.sin(e.args[0]) / e.args[0], sympy.Ne(e.args[0], 0)), (1, True)),
@@ -1861,6 +2089,13 @@ class _Emitter:
             return self._sech_power(e.args[0], S.One)
         if isinstance(e, FermiDirac):
             return self._fermi_dirac(e)
+        if isinstance(e, _FermiDiracLeft):
+            arg = self.value(e.args[1])
+            return self.assign(f"_fermi_dirac_left({arg.code}, {_fermi_dirac_left_arguments(int(e.args[0]))})",
+                               full=arg.full)
+        if isinstance(e, _FoldedArgument):
+            arg, positive = self.value(e.args[0]), self.boolean(e.args[1])
+            return self.assign(f"torch.where({positive.code}, -{arg.code}, {arg.code})", full=arg.full)
         for cls, (fmt, method) in _UNARY.items():
             if isinstance(e, cls):
                 arg = self.value(e.args[0])
@@ -2275,6 +2510,7 @@ def emit_function(
     inputs: tuple,
     inplace: bool,
     indent: str = "    ",
+    fermi_dirac_form: bool = False,
 ) -> str:
     """Python source of ``def name(args): ... return outputs``.
 
@@ -2283,10 +2519,11 @@ def emit_function(
     full shape (a constant output becomes ``full_like``).  ``inputs``: the input
     symbols (the ones Piecewise masking and fused patterns look at).
     ``inplace``: reuse scratch buffers (only for code autograd does not record).
+    ``fermi_dirac_form``: the code of an activation with a FermiDirac (see :func:`prepare`).
     """
     names = {s: n for s, n, _ in arguments}
     full = {s for s, _, f in arguments if f}
-    prepared = [prepare(o, inputs) for o in outputs]
+    prepared = [prepare(o, inputs, fermi_dirac_form) for o in outputs]
     replacements, reduced = sympy.cse(
         prepared, symbols=sympy.numbered_symbols("_c"), order="none",
         ignore=tuple(a for a in (sympy.true, sympy.false)),
@@ -2745,12 +2982,18 @@ def _fermi_dirac(u, n, series, reflection, float32_terms):
     takes u itself, so autograd's derivative there is F_(n-1)(0).
     """
     positive = u > 0.0
-    s = F.softplus(torch.where(positive, -u, u))
-    if u.dtype != torch.float64:
-        series = series[-float32_terms:]
-    tail = s * _horner(s, series)
+    tail = _fermi_dirac_left(torch.where(positive, -u, u), series, float32_terms)
     reflected = _horner(torch.clamp(u, min=0.0), reflection)
     return torch.where(positive, reflected + tail if n % 2 else reflected - tail, tail)
+
+
+def _fermi_dirac_left(w, series, float32_terms):
+    """F_n(w) for w <= 0 only: s*R(s), s = softplus(w) in (0, log 2], R the power series ``series``
+    (highest power first, cut for float64; float32 takes its last ``float32_terms``), as in _fermi_dirac."""
+    s = F.softplus(w)
+    if w.dtype != torch.float64:
+        series = series[-float32_terms:]
+    return s * _horner(s, series)
 '''
 
 
@@ -2766,6 +3009,15 @@ def _fermi_dirac_arguments(n: int) -> str:
     literals = ", ".join(number_literal(c) for c in reversed(series))
     polynomial = ", ".join(number_literal(c) for c in reflection)
     return f"{n}, ({literals}), ({polynomial}), {len(fermi_dirac_series_coefficients(n, 24))}"
+
+
+@functools.lru_cache(maxsize=None)
+def _fermi_dirac_left_arguments(n: int) -> str:
+    """The arguments after w of the prelude's ``_fermi_dirac_left`` for order n: _fermi_dirac_arguments's series
+    and float32 term count."""
+    series = fermi_dirac_series_coefficients(n, 53)
+    literals = ", ".join(number_literal(c) for c in reversed(series))
+    return f"({literals}), {len(fermi_dirac_series_coefficients(n, 24))}"
 
 
 def _sqrt_square_plus_helper(u: sympy.Expr) -> str:

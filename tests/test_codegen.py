@@ -2368,3 +2368,161 @@ def test_logistic_smoothed_relu_squared_finite_wherever_the_function_is(width, d
             assert not torch.isnan(computed[i]), (width, dtype, p, which)
     nan = torch.tensor([float("nan")], dtype=dtype, device=device)
     assert torch.isnan(torch_module(act)(nan)).all()
+
+
+@functools.lru_cache(maxsize=None)
+def _trainable_width_relu_squared():
+    """relu_squared * logistic(sigma) with sigma a parameter, and mpmath functions of (x, sigma) for its value and
+    SymPy's derivatives of the exact expression -2*sigma**2*polylog(2, -exp(x/sigma)) in x, in sigma, and in both
+    (the last for the condition number of the sigma-gradient in u = x/sigma)."""
+    from symact.smooth import convolve
+
+    act = convolve("relu_squared", "logistic")
+    (sigma,) = act.params
+    expr = act.expr
+    forms = {"value": expr, "x": sympy.diff(expr, X), "sigma": sympy.diff(expr, sigma),
+             "sigma_x": sympy.diff(expr, sigma, X)}
+    return act, {k: sympy.lambdify((X, sigma), e, modules="mpmath") for k, e in forms.items()}
+
+
+def _trainable_width_reference(which: str, x: float, width: float):
+    """mpmath at 40 digits more than the cancellations take: 2*log10|u| for the u**2-sized terms of the
+    sigma-gradient whose difference is O(sigma), and -u/2.3 for log(1 + exp(u)) (polylog(1, -exp(u)))."""
+    u = mpmath.mpf(x) / mpmath.mpf(width)  # beyond the double range for x near its maximum and width 0.1
+    digits = 40 + int(2 * mpmath.log10(max(1, abs(u)))) + int(max(0, -u) / 2.3)
+    with mpmath.workdps(digits):
+        return _trainable_width_relu_squared()[1][which](mpmath.mpf(x), mpmath.mpf(width))
+
+
+def _trainable_width_gradients(dtype, device, points, width, create_graph):
+    """Value and per-point gradients in x and in sigma (sigma a tensor of the points' shape, so each point's own
+    sigma-gradient comes back), by the in-place backward or, with create_graph, the differentiable one."""
+    act, _ = _trainable_width_relu_squared()
+    t = torch.tensor(points, dtype=dtype, device=device, requires_grad=True)
+    s = torch.full_like(t, width).requires_grad_(True)
+    y = torch_function(act, trainable=("sigma",)).apply(t, s)
+    gx, gs = torch.autograd.grad(y.sum(), (t, s), create_graph=create_graph)
+    return t.detach().cpu().double().numpy(), s[0].item(), [v.detach().cpu().double().numpy() for v in (y, gx, gs)]
+
+
+@pytest.mark.parametrize("create_graph", [False, True], ids=["inplace", "graph"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("width", [1.0, 0.1])
+def test_trainable_logistic_width_gradient_within_ulps_of_mpmath(width, dtype, create_graph, device):
+    """d/ds of s**2*F_2(x/s) is 2s*F_2(u) - x*F_1(u), u = x/s: two terms ~u**2*s whose difference tends to
+    pi**2*s/3 (relu_squared * logistic(s) is twice that).  The generated code took the difference of the two
+    reflected helpers: in float32 6.625 for 6.5797 at x = 1e3 (s = 1, 0.7% off) and 0 from x = 1e5, in float64 2e-7
+    relative at 1e5 and 0 from 1e10.  For u in [-30, 30] within TOLERANCE ulps plus the rounding of u = x/s (half
+    an ulp of u) times the condition number |u*G_u/G| of the gradient G (0 for s = 1, where u = x); beyond, to
+    1e-4 relative and finite out to the format's maximum (where u = x/0.1 overflows)."""
+    finfo_max = float(torch.finfo(dtype).max)
+    near = width * np.unique(np.concatenate([np.linspace(-30, 30, 61), _RNG.uniform(-30, 30, 40)]))
+    far = np.concatenate([[10.0**k for k in range(2, 39, 2) if 10.0**k < finfo_max], [finfo_max]])
+    points, width_rounded, (y, gx, gs) = _trainable_width_gradients(
+        dtype, device, np.concatenate([near, width * np.array([-100.0, -1000.0]), far]), width, create_graph)
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    n = len(near)
+    for which, computed in (("value", y), ("x", gx), ("sigma", gs)):
+        exact = [_trainable_width_reference(which, p, width_rounded) for p in points]
+        errors = _ulp_errors(computed[:n], exact[:n], np_dtype)
+        bound = np.full(n, TOLERANCE[dtype])
+        if width != 1.0:  # the rounding of u = x/s, |u G_u / G| relative errors per relative error of u
+            with mpmath.workdps(60):
+                for i, p in enumerate(points[:n].tolist()):
+                    slope = {"value": "x", "x": None, "sigma": "sigma_x"}[which]
+                    if p != 0.0 and slope is not None:
+                        bound[i] += 0.5 * float(abs(p * _trainable_width_reference(slope, p, width_rounded)
+                                                    / exact[i]))
+                    elif which == "x":  # G = 2s*F_1(u): u*G_u/G = u*F_0(u)/F_1(u)
+                        u = mpmath.mpf(p) / width_rounded
+                        bound[i] += 0.5 * float(abs(u / (1 + mpmath.exp(-u)) / mpmath.log1p(mpmath.exp(u))))
+        worst = int(np.argmax(errors - bound))
+        assert errors[worst] <= bound[worst], (which, points[worst], computed[worst], exact[worst], errors[worst])
+        for p, c, e in zip(points[n:].tolist(), computed[n:].tolist(), exact[n:]):
+            if abs(e) >= finfo_max:
+                assert c == math.inf, (which, p, c)
+            elif which == "x" and abs(_trainable_width_reference("value", p, width_rounded)) >= finfo_max:
+                # beyond where the value overflows, 2s*softplus(x/s) may overflow with x/s (from x = 3.4e37 at
+                # s = 0.1 in float32, where 2x is 6.8e37): inf, never NaN
+                assert c == math.inf or abs(c - e) <= 1e-4 * abs(e), (which, p, c, float(e))
+            else:
+                assert math.isfinite(c) and abs(c - e) <= 1e-4 * abs(e) + 1e-30, (which, p, c, float(e))
+
+
+@pytest.mark.parametrize("width", [1.0, 0.1])
+def test_trainable_logistic_width_gradcheck_and_gradgradcheck(width, device):
+    """First and second derivatives in x and in the width by finite differences, on both sides of u = 0, at 0
+    itself (where the reflected sum switches branches) and far out, where the sigma-gradient is the difference of
+    terms ~u**2*s (cancelled symbolically now)."""
+    act, _ = _trainable_width_relu_squared()
+    fn = torch_function(act, trainable=("sigma",)).apply
+    t = torch.tensor([-40.0, -3.0, -1e-3, 0.0, 1e-3, 0.5, 3.0, 40.0, 1e3], dtype=torch.float64, device=device)
+    t = (t * width).requires_grad_(True)
+    s = torch.tensor(width, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(fn, (t, s))
+    assert torch.autograd.gradgradcheck(fn, (t, s))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("trainable", [False, True], ids=["fixed", "trainable"])
+def test_logistic_width_01_finite_up_to_where_x_squared_overflows(trainable, dtype, device):
+    """relu_squared * logistic(0.1) = 0.02*F_2(10x) ~ x**2: its helper squared u = 10x, so in float32 the value was
+    inf from x = 2.6e18 (u**2/2 overflows), where x**2 is finite up to 1.8e19; the trainable width's sigma-gradient
+    was inf or NaN there too.  The reflected polynomial is now written in x (0.02*(10x)**2/2 is x**2): value and
+    gradients to 1e-4 relative wherever mpmath's value is below the format's maximum."""
+    from symact.smooth import convolve
+
+    finfo_max = float(torch.finfo(dtype).max)
+    points = np.array([1e17, 1e18, 2.6e18, 3e18, 1e19, 1.8e19, 1.84e19, 1e20, 1e30, 1e37])
+    if trainable:
+        points, width, (y, gx, gs) = _trainable_width_gradients(dtype, device, points, 0.1, False)
+        quantities = (("value", y), ("x", gx), ("sigma", gs))
+    else:
+        act = convolve("relu_squared", "logistic", 0.1)
+        t = torch.tensor(points, dtype=dtype, device=device, requires_grad=True)
+        out = torch_module(act)(t)
+        (grad,) = torch.autograd.grad(out.sum(), t)
+        points, width = t.detach().cpu().double().numpy(), float(torch.tensor(0.1, dtype=dtype))
+        quantities = (("value", out.detach().cpu().double().numpy()), ("x", grad.cpu().double().numpy()))
+    for which, computed in quantities:
+        for p, c in zip(points.tolist(), computed.tolist()):
+            exact = _trainable_width_reference(which, p, width)
+            if abs(exact) < finfo_max:
+                assert math.isfinite(c) and abs(c - exact) <= 1e-4 * abs(exact), (which, p, c, float(exact))
+            else:
+                assert c == math.inf, (which, p, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("formula", [
+    "x*log(1 + exp(x)) + 2*polylog(2, -exp(x))",  # value -> -pi**2/3, slope x*sigmoid(x) - softplus(x) -> 0
+    "x**2/(1 + exp(-x)) - 2*x*log(1 + exp(x)) - 2*polylog(2, -exp(x))",  # value -> pi**2/3
+])
+def test_fermi_dirac_sums_whose_growth_cancels_within_ulps_of_mpmath(formula, dtype, device):
+    """Sums of Fermi-Dirac integrals of one argument whose polynomial parts cancel, in x: each F_k(x) reflected on
+    its own left their rounding (float32: -3.2890625 for -3.28987 at x = 300, and the slope 0 for -2.9e-12 at x =
+    30).  Value and slope against mpmath of the exact expression and of SymPy's derivative of it, within
+    TOLERANCE ulps of max(|exact|, 1e-300) on [-30, 30] and beyond to 1e4 (the terms ~x**2 cancel to
+    a bounded value, so ulps of the value itself are the right unit)."""
+    act = symact.activation(formula)
+    expr = act.concrete_expr
+    value = sympy.lambdify(X, expr, modules="mpmath")
+    slope = sympy.lambdify(X, sympy.diff(expr, X), modules="mpmath")
+    points = np.unique(np.concatenate([POINTS64, [100.0, 300.0, 1e3, 1e4, -100.0, -300.0]]))
+    t = torch.tensor(points, dtype=dtype, device=device, requires_grad=True)
+    y = torch_function(act).apply(t)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    points = t.detach().cpu().double().numpy()
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    worst = {}
+    for which, computed, f in (("value", y, value), ("slope", g, slope)):
+        exact = []
+        for p in points.tolist():
+            # |x|/2.3 digits more: log(1 + exp(x)) for x < 0, the terms ~x**2 that cancel to ~exp(-x) for x > 0
+            with mpmath.workdps(40 + int(abs(p) / 2.3) + int(2 * math.log10(max(1.0, abs(p))))):
+                exact.append(f(mpmath.mpf(p)))
+        errors = _ulp_errors(computed.detach().cpu().double().numpy(), exact, np_dtype)
+        i = int(np.argmax(errors))
+        worst[which] = (points[i], errors[i])
+    assert all(e <= TOLERANCE[dtype] for _, e in worst.values()), (formula, worst)
+
