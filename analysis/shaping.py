@@ -28,7 +28,11 @@ The default (``branch="beta>=0"``) returns the root with the smallest alpha
 c0 = 0; the sigmoid, c0 = 1), whose roots come in mirror pairs (alpha, beta, gamma, delta) and
 (alpha, -beta, gamma, -delta - c0), the member with beta >= 0.  Activations without that
 symmetry (elu, selu) can have beta < 0 on this branch; ``ShapedLayer.branch`` says which case
-applied.  In every case we compared (tests/fixtures/dks_reference.json) this is the root the public
+applied.  TAT roots of such symmetric activations come in two families, delta = -E[phi] -+
+sqrt(alpha^2 E[phi'^2] - Var phi) (C'(1) = 1 fixes (E[phi] + delta)^2); the default takes the smallest alpha
+among the roots Newton finds of the family with E[psi(z)] <= 0 on the beta >= 0 member (the dks package's, and
+the one continuous in C''(1) from 0).  The other family has roots of smaller alpha (tanh at C''(1) = 0.1:
+alpha 0.203 against 0.343), which the default does not return.  In every case we compared (tests/fixtures/dks_reference.json) this is the root the public
 ``dks`` package finds, up to that mirror: for symmetric activations ``dks`` often returns the beta < 0
 member (the sigmoid and atan under DKS; tanh, sigmoid, erf and atan under TAT), which computes
 the same kernel; reflect it with (alpha, -beta, gamma, -delta - c0) to compare parameters.
@@ -108,6 +112,8 @@ _N_STARTS = 24  # Newton runs from the best grid points; all distinct roots are 
 # further grid starts, per round (at most two), when _pick is left to take the smallest |beta|
 # (see _more_small_beta_roots); a start that finds no root costs 60 Newton steps
 _N_SMALL_BETA_STARTS = 12
+# Newton starts at beta = 0 of a mirror-symmetric activation start here instead (see _solve_f64)
+_SYMMETRIC_START_BETA = 0.01
 
 
 def _dks_system(ev: ConditionEvaluator, q_target, c_target):
@@ -390,7 +396,15 @@ def _solve_f64(points, residual_index: int, grid_target: float, target: float, b
         # Newton from grid starts stays near the grid: a start that runs off towards large alpha costs
         # like alpha per step (an infeasible target sent every start to the cap: elu, C'(1) = 2 took
         # 80 s instead of 0.5 s); large-alpha roots are reached by the continuation below.
-        return lambda la, b: newton_at(t, x0_of(la, b), log_alpha_max=_LOG_ALPHA_GRID_START)
+        def run(la, b):
+            if odd_offset is not None and b == 0:
+                # beta = 0 (with delta = -E[phi]) is the symmetry point of a mirror-symmetric activation: every
+                # condition is even in (beta, delta) there, so the Jacobian's beta and delta columns vanish and
+                # the first step's direction was float rounding (erf, C''(1) = 5: alpha 1.751 or 2.174 after a
+                # change of rounding alone).  Start just off it, where the direction is the slope's.
+                b = _SYMMETRIC_START_BETA
+            return newton_at(t, x0_of(la, b), log_alpha_max=_LOG_ALPHA_GRID_START)
+        return run
 
     def run(t, n_starts):
         return _roots(_ranked(points, residual_index, grid_target - t, scale_of(t)), newton_from(t), n_starts, branch)
@@ -457,6 +471,26 @@ def _takes_smallest_abs_beta(roots: list, branch: str, odd_offset) -> bool:
                                       and all(r["beta"] < 0 for r in roots))
 
 
+def _tat_family(funcs: ActivationFunctions, root: dict) -> int:
+    """The mirror-invariant family of a TAT root of an activation with phi(x) + phi(-x) = c0:
+    sign(beta) * sign(E[phi(alpha z + beta)] + delta), i.e. -1 when the beta >= 0 member has E[psi(z)] <= 0.
+
+    C'(1) = 1 and Q(1) = 1 fix (E[phi] + delta)^2 = alpha^2 E[phi'^2] - Var[phi], so every (alpha, beta) that
+    meets C''(1) and Q'(1) has delta = -E[phi] +- sqrt(...): two families of roots.  The mirror
+    (alpha, -beta, gamma, -delta - c0) flips both signs, so the product labels a mirror pair.  The grid Newton
+    reached either family depending on the target (tanh at C''(1) = 2, 3, 4 returned the +1 family, alpha
+    1.17 .. 1.82; at 0.5 and 5 the -1 family), and at erf's C''(1) = 5 on float rounding alone (a start at
+    beta = 0, see _solve_f64): family -1 is the one the public dks package returns (tests/fixtures), and the
+    branch continuous in C''(1) from 0.  Family +1 has roots with a smaller alpha (tanh at C''(1) = 0.1:
+    0.203 at beta 1.19 against 0.343 at 0.641), so the default is the smallest alpha within family -1.
+    A root at beta = 0 is its own mirror's partner and counts as family -1."""
+    ev = ConditionEvaluator(funcs, root["alpha"], root["beta"])
+    shifted_mean = ev.expect((1,), lambda f, f1, f2: f) + root["delta"]
+    if root["beta"] == 0:
+        return -1
+    return -1 if math.copysign(1.0, root["beta"]) * shifted_mean <= 0 else 1
+
+
 def _pick(solutions: list, branch: str, odd_offset):
     """Choose among Newton's roots; returns (solution, branch description) or (None, None).
 
@@ -466,6 +500,10 @@ def _pick(solutions: list, branch: str, odd_offset):
     smallest alpha, or, when there is none (elu, selu at some targets), the root with the smallest
     |beta|; ``branch="min|beta|"`` always takes the root with the smallest |beta|;
     ``branch="any"`` the first root found.
+
+    TAT roots of such activations carry ``"family"`` (see :func:`_tat_family`); on the default branch only
+    family -1 (E[psi] <= 0 on the beta >= 0 member) is considered while Newton found one of it, so that
+    which family the grid happened to reach no longer decides the answer.
     """
     if not solutions:
         return None, None
@@ -482,8 +520,16 @@ def _pick(solutions: list, branch: str, odd_offset):
     if branch not in ("beta>=0", "min|beta|"):
         raise DomainError(f"branch={branch!r}: use 'beta>=0', 'min|beta|' or 'any'.")
     if not _takes_smallest_abs_beta(roots, branch, odd_offset):
-        best = min((s for s in roots if s["beta"] >= 0), key=lambda s: s["alpha"])
-        return best, "beta >= 0, smallest alpha" + (note if best["mirrored"] else "")
+        candidates = [s for s in roots if s["beta"] >= 0]
+        family_note = ""
+        if odd_offset is not None and any("family" in s for s in candidates):
+            same_family = [s for s in candidates if s.get("family") == -1]
+            if same_family:
+                candidates, family_note = same_family, ", E[psi] <= 0 family"
+            else:
+                family_note = ", E[psi] > 0 family (Newton found no root with E[psi] <= 0)"
+        best = min(candidates, key=lambda s: s["alpha"])
+        return best, "beta >= 0, smallest alpha" + family_note + (note if best["mirrored"] else "")
     best = min(roots, key=lambda s: abs(s["beta"]))
     why = "no beta >= 0 root; smallest |beta|" if branch == "beta>=0" else "smallest |beta|"
     return best, why + (note if best["mirrored"] else "")
@@ -991,6 +1037,8 @@ def solve_tat_layer(act: Any, *, c_curvature: Any, dps: int | None = None,
             solutions.append({"alpha": math.sqrt(k_t * (a2 + (a2 - a1) * t)), "beta": x2[1] + (x2[1] - r["beta"]) * t,
                               "delta": x2[2] + (x2[2] - r["delta"]) * t})
         near_linear = bool(solutions)
+    if funcs.odd_offset is not None:
+        solutions = [{**r, "family": _tat_family(funcs, r)} for r in solutions]
     chosen, branch_note = _pick(solutions, branch, funcs.odd_offset)
     if chosen is None:
         if reached is not None:

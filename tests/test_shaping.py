@@ -1258,3 +1258,55 @@ def test_tat_newton_system_where_psi_is_flat(phi, alpha, beta, dps, rtol):
         computed = [res[0], *jac[0]]
         for got, want in zip(computed, reference):
             assert abs(M(got) - want) <= rtol * abs(want), (got, want)
+
+
+# Both TAT root families at C''(1) = 2, found by a dense (alpha, beta) scan of the conditions (gamma, delta
+# eliminated in closed form) and polished by Newton in mpmath at 30 digits; parameters (alpha, beta, gamma, delta).
+TAT_FAMILY_ROOTS = {
+    ("tanh", 2): {-1: ("1.5527264591535486932", "1.9537975083548987815", "1.6107342558635395599", "-1.1198709913445671007"),
+                  1: ("1.1725362870184988405", "3.3609951841932539897", "7.0282284676874681225", "-0.86805809139610034726")},
+    ("erf", 2): {-1: ("1.3814507003185329577", "1.7472225385781566291", "1.5661061649156367303", "-1.1538247723797998287"),
+                 1: ("0.92174107243660100289", "2.7655792102198100052", "7.9242007459170384745", "-0.88625110076899619759")},
+}
+
+
+def _tat_residual_30(name, params, k):
+    with mpmath.workdps(40):  # the 20-digit strings kept whole
+        c = transform_conditions(name, *(mpmath.mpf(v) for v in params), dps=30).values
+        return max(abs(c.q_value - 1), abs(c.q_slope - 1), abs(c.c_slope - 1), abs(c.c_curvature - k))
+
+
+@pytest.mark.parametrize("name, k", sorted(TAT_FAMILY_ROOTS))
+def test_tat_default_root_is_the_smallest_alpha_of_one_family(name, k):
+    """C'(1) = 1 with Q(1) = 1 fixes (E[phi] + delta)^2, so TAT roots of a symmetric activation come in two families,
+    delta = -E[phi] -+ sqrt(...).  Which one the default returned depended on which the grid Newton reached: tanh at
+    C''(1) = 2, 3, 4 and erf at 2 gave the E[psi] > 0 family (tanh alpha 1.1725) between targets that gave the other
+    (tanh 0.5: 0.778, 5: 2.450), and erf at C''(1) = 5 switched family on float rounding alone.  The default is now
+    the smallest alpha within the E[psi] <= 0 family (the dks package's).  Reference: both roots of the scan, whose
+    conditions hold to 1e-18 at 30 digits, so the choice is one of family, not of a missed root."""
+    sol = solve_tat_layer(name, c_curvature=k)
+    want = TAT_FAMILY_ROOTS[(name, k)]
+    for family, params in want.items():
+        assert _tat_residual_30(name, params, k) < 1e-18, (family, params)
+    alpha, beta = (float(v) for v in want[-1][:2])
+    assert abs(sol.alpha - alpha) < 1e-9 * alpha and abs(sol.beta - beta) < 1e-9 * beta, (sol.alpha, sol.beta)
+    assert "E[psi] <= 0 family" in sol.branch
+    # E[psi(z)] <= 0 on the returned (beta >= 0) member, by mpmath quadrature of the returned parameters
+    phi = activation_functions(name).mp_funcs[0]
+    with mpmath.workdps(30):
+        mean = mpmath.quad(lambda z: (phi(sol.alpha * z + sol.beta) + sol.delta) * mpmath.npdf(z), [-mpmath.inf, 0, mpmath.inf])
+    assert mean < 0 and sol.beta >= 0
+    assert _tat_residual_30(name, (sol.alpha, sol.beta, sol.gamma, sol.delta), k) < 1e-12
+
+
+def test_tat_default_family_is_continuous_in_the_target():
+    """Along C''(1) = 0.5, 2, 3, 4, 5 the default tanh root moves monotonically (one family); before, 2, 3, 4 jumped to
+    the other family (alpha 1.17, 1.52, 1.82 at beta 3.36, 4.48, 5.54, then 2.45 at beta 3.59 for 5: beta fell).
+    Property: alpha and beta increase with C''(1) on one branch, and each root meets the conditions at 30 digits."""
+    previous = None
+    for k in (0.5, 2, 3, 4, 5):
+        sol = solve_tat_layer("tanh", c_curvature=k)
+        assert _tat_residual_30("tanh", (sol.alpha, sol.beta, sol.gamma, sol.delta), k) < 1e-12
+        if previous is not None:
+            assert sol.alpha > previous.alpha and sol.beta > previous.beta, (k, sol.alpha, sol.beta)
+        previous = sol
