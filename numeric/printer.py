@@ -2182,6 +2182,11 @@ class _Emitter:
             return self.assign(code, full=any(op.full for _, op in ops))
         # in place: pick an accumulator we own, otherwise allocate one with torch.add
         ops.sort(key=lambda item: not self.can_mutate(item[1]))
+        # -a + b as b.add_(a, alpha=-1.0), one pass, not a.neg_() and a.add_(b): the same value (b - a either way)
+        if ops[0][0] == -1:
+            plus = next((i for i, (c, op) in enumerate(ops) if c == 1 and self.can_mutate(op)), None)
+            if plus is not None:
+                ops.insert(0, ops.pop(plus))
         c0, acc = ops[0]
         rest = ops[1:]
         if self.can_mutate(acc):

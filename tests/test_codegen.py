@@ -2526,3 +2526,22 @@ def test_fermi_dirac_sums_whose_growth_cancels_within_ulps_of_mpmath(formula, dt
         worst[which] = (points[i], errors[i])
     assert all(e <= TOLERANCE[dtype] for _, e in worst.values()), (formula, worst)
 
+
+
+@pytest.mark.parametrize("formula", ["cos(x) - sin(x)", "exp(-x**2) - tanh(x)", "erf(x) - atan(x)"])
+def test_in_place_difference_subtracts_into_the_positive_term(formula):
+    """-a + b in in-place code: a.neg_() then a.add_(b) was two passes where b.add_(a, alpha=-1.0) is one, with the
+    same value (b - a, rounded once either way).  The emitted code has no neg_() and subtracts with alpha=-1.0, and
+    its value is b - a of mpmath's terms to a few ulps of the terms (each term and the difference rounded once)."""
+    from numeric.printer import emit_function
+
+    expr = symact.activation(formula).concrete_expr
+    source = emit_function("f", [(X, "x", True)], [expr], (X,), inplace=True)
+    assert "neg_()" not in source and "alpha=-1.0" in source, source
+    namespace = {"torch": torch, "F": torch.nn.functional}
+    exec(PRELUDE, namespace)
+    exec(source, namespace)
+    t = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    plus, minus = (sympy.lambdify(X, term, modules="mpmath") for term in (expr.args[1], -expr.args[0]))
+    reference = torch.tensor([float(plus(p) - minus(p)) for p in t.tolist()], dtype=torch.float64)
+    torch.testing.assert_close(namespace["f"](t.clone())[0], reference, rtol=0, atol=1e-15)
