@@ -25,7 +25,8 @@ straight-line Python source instead:
   logistic smoothing of quadratic pieces) maps to the helper ``_fermi_dirac``, a series in ``softplus(-|u|)``
   and the reflection polynomial for ``u > 0``; in a sum of such terms of one ``u`` (a trainable width's
   gradient) the reflection polynomials are added symbolically, so that their growing parts cancel exactly
-  (``_reflect_fermi_dirac``);
+  (``_reflect_fermi_dirac``), and such a sum that is even in ``u`` (a trainable softplus beta's gradient) is
+  evaluated at ``-|u|`` (``_even_group``);
 * in *in-place* mode, temporaries whose last use is the current operation are
   updated in place (``t.mul_(u)``, ``t.exp_()``), so a chain of elementwise steps
   reuses one scratch buffer instead of allocating one tensor per SymPy node.  This
@@ -155,6 +156,13 @@ class _FoldedArgument(sympy.Function):
 
     def _eval_is_nonpositive(self):
         return True if self.args[0].is_extended_real else None
+
+
+class _NegativeAbs(_FoldedArgument):
+    """_NegativeAbs(u, u > 0) = -|u| where an even sum of Fermi-Dirac terms is evaluated (:func:`_even_group`):
+    in graph code printed as its parent, torch.where(u > 0, -u, u), whose autograd slope 1 at u = 0 keeps second
+    derivatives there (abs() has slope 0 at 0, so d2/du2 S(-|u|) would be 0 for S''(0)); in in-place code, which
+    autograd never differentiates, as abs and neg, without the comparison no Piecewise shares here."""
 
 
 class _FermiDiracLeft(sympy.Function):
@@ -1747,12 +1755,52 @@ def _reflected_polynomial(terms: list, u: sympy.Expr, inputs: tuple) -> tuple[sy
             polynomial.degree() < max(degrees))
 
 
+def _even_group(terms: list, u: sympy.Expr, inputs: tuple) -> sympy.Expr | None:
+    r"""The sum S(u) = sum c*F_k(u) over terms (k, c) written as S(w) at w = -|u| (_NegativeAbs) where S is even in
+    u; None where it is not shown to be.
+
+    For u = a*x + b in one input x (a, b free of x) each coefficient is read as a function of u, c_k(u) with
+    x = (u - b)/a.  By the reflection :math:`F_k(u) = P_k(u) + (-1)^{k+1} F_k(-u)`,
+
+    .. math::  S(u) - S(-u) = \sum_k c_k(u) P_k(u) + \sum_k \left((-1)^{k+1} c_k(u) - c_k(-u)\right) F_k(-u),
+
+    so S(u) = S(-u) for every u where the polynomial part :math:`\sum_k c_k(u) P_k(u)` is 0 and each c_k has
+    the parity :math:`c_k(-u) = (-1)^{k+1} c_k(u)` (odd beside Sigmoid = F_0, even beside Softplus = F_1).  Then
+    S(u) = S(-|u|): the terms that grow with u (and cancel) are never formed, and every F_k is evaluated where it
+    decays, once, with no branch for either sign.  A trainable softplus beta's gradient is such a sum:
+    x*Sigmoid(beta*x) - Softplus(beta*x)/beta = D(u)/beta with D(u) = u*Sigmoid(u) - Softplus(u) (c_0 = u/beta,
+    c_1 = -1/beta), whose terms ~x cancel to -(u + 1)*exp(-u)/beta for large u."""
+    among = [s for s in inputs if u.has(s)]
+    if len(among) != 1:
+        return None
+    (x,) = among
+    slope = sympy.cancel(sympy.diff(u, x))
+    if slope == 0 or slope.has(x):
+        return None
+    y = sympy.Dummy("y", real=True)
+    in_u = {x: (y - u.xreplace({x: S.Zero})) / slope}
+    if sympy.cancel(u.xreplace(in_u) - y) != 0:  # not linear in x after all
+        return None
+    coefficients = [(k, c.xreplace(in_u)) for k, c in terms]
+    try:
+        if sympy.cancel(sympy.expand(Add(*[c * _reflection_polynomial(k, y) for k, c in coefficients]))) != 0:
+            return None
+        if any(sympy.cancel(c.xreplace({y: -y}) - (-1) ** (k + 1) * c) != 0 for k, c in coefficients):
+            return None
+    except sympy.PolynomialError:
+        return None
+    w = _NegativeAbs(u, u > 0)
+    # a factor common to the coefficients (1/beta) scales the sum once, not each term
+    return sympy.factor_terms(Add(*[c.xreplace({y: w}) * _left_of_zero(k, w) for k, c in coefficients]))
+
+
 def _reflected_terms(expr: sympy.Expr, inputs: tuple, region: sympy.Set | None,
                      softplus_groups: bool) -> sympy.Expr | None:
     """expr (a sum, or one product) with each group of terms c*F_k(u) of one argument u, a FermiDirac among
     them, as Piecewise((P + sum c*(-1)**(k + 1)*F_k(-u), u > 0), (sum c*F_k(u), True)), P the sum of the
-    c*P_k(u) with its growing parts cancelled; None where no group was rewritten (see _reflect_fermi_dirac)."""
-    if not expr.has(FermiDirac, Softplus) or not (softplus_groups or expr.has(FermiDirac)):
+    c*P_k(u) with its growing parts cancelled, or where the group is even in u as the group at -|u| (_even_group);
+    None where no group was rewritten (see _reflect_fermi_dirac)."""
+    if not expr.has(FermiDirac, Softplus):
         return None
     groups: dict = {}
     rest = []
@@ -1773,7 +1821,14 @@ def _reflected_terms(expr: sympy.Expr, inputs: tuple, region: sympy.Set | None,
         trivial = len(terms) == 1 and terms[0][1].is_number and u in inputs
         found = None
         if not trivial and u.has(*inputs) and _positive_somewhere(u, region, inputs):
-            found = _reflected_polynomial(terms, u, inputs)
+            # an even sum needs neither branch nor polynomial: S(u) = S(-|u|), cheaper than the Piecewise below
+            even = _even_group(terms, u, inputs) if len(terms) > 1 else None
+            if even is not None:
+                reflected.append(even)
+                changed = True
+                continue
+            if softplus_groups or any(k >= 2 for k, _ in terms):
+                found = _reflected_polynomial(terms, u, inputs)
         # Softplus and Sigmoid alone: only in a FermiDirac form's code and where their growing parts cancel
         # (x*Sigmoid(x) - Softplus(x), the slope of x*Softplus(x) - 2*FermiDirac(2, x))
         if found is None or (all(k < 2 for k, _ in terms) and not (softplus_groups and found[1])):
@@ -1810,13 +1865,17 @@ def _reflect_fermi_dirac(expr: sympy.Expr, inputs: tuple, region: sympy.Set | No
     The terms c_j F_{k_j}(u) of one u in a sum (or a lone product) form a group, each c_j free of that family.  A
     group with a FermiDirac is rewritten (every derivative of a FermiDirac form, in x or in a parameter, has that
     shape), except a lone c*F_n(x) with a number c, where the helper's reflection is the same, and a group whose
-    u is <= 0 throughout its Piecewise branch (``region``, an x-set; symact.smooth writes its kink terms so).  A
-    group of Softplus and Sigmoid alone is rewritten only with ``softplus_groups`` (the code of a FermiDirac
-    form, whose derivatives in x they are: x*Sigmoid(x) - Softplus(x) is the slope of x*Softplus(x) -
-    2*FermiDirac(2, x)) and only where its polynomial parts cancel.  Elsewhere they are left alone: a trainable
-    softplus beta's gradient (x*Sigmoid(beta*x) - Softplus(beta*x)/beta)/beta cancels too (float32: 0 for
-    -2.9e-12 at x = 30), but the reflected form made its backward 2.6 times slower (1M floats, one thread)."""
-    if not expr.has(FermiDirac, Softplus) or not (softplus_groups or expr.has(FermiDirac)):
+    u is <= 0 throughout its Piecewise branch (``region``, an x-set; symact.smooth writes its kink terms so).
+
+    A group that is an even function of u (:func:`_even_group`: its polynomial is 0 and each c_j has the parity
+    of :math:`(-1)^{k_j+1}`) is instead the same sum at :math:`-|u|`, with no Piecewise, in any code: a trainable
+    softplus beta's gradient (x*Sigmoid(beta*x) - Softplus(beta*x)/beta)/beta = (D(-|u|))/beta**2 with
+    D(w) = w*Sigmoid(w) - Softplus(w), u = beta*x (float32 had given 0 for -2.9e-12 at x = 30).  The Piecewise
+    form cost that backward 2.6 times its time (1M floats, one thread); the even form costs what the
+    cancelling one did.  Any other group of Softplus and Sigmoid alone is rewritten only with ``softplus_groups``
+    (the code of a FermiDirac form, whose derivatives in x they are) and only where its polynomial parts
+    cancel; elsewhere it is left alone."""
+    if not expr.has(FermiDirac, Softplus):
         return expr
     if isinstance(expr, sympy.Piecewise):
         pieces, earlier = [], []
@@ -2093,6 +2152,12 @@ class _Emitter:
             arg = self.value(e.args[1])
             return self.assign(f"_fermi_dirac_left({arg.code}, {_fermi_dirac_left_arguments(int(e.args[0]))})",
                                full=arg.full)
+        if isinstance(e, _NegativeAbs) and self.inplace:
+            arg = self.value(e.args[0])
+            folded = self.mutate(arg, "abs_()") if self.can_mutate(arg) else self.assign(
+                f"torch.abs({arg.code})", full=arg.full)
+            return self.mutate(folded, "neg_()") if self.can_mutate(folded) else self.assign(
+                f"-{folded.code}", full=folded.full)
         if isinstance(e, _FoldedArgument):
             arg, positive = self.value(e.args[0]), self.boolean(e.args[1])
             return self.assign(f"torch.where({positive.code}, -{arg.code}, {arg.code})", full=arg.full)
@@ -2182,6 +2247,11 @@ class _Emitter:
             return self.assign(code, full=any(op.full for _, op in ops))
         # in place: pick an accumulator we own, otherwise allocate one with torch.add
         ops.sort(key=lambda item: not self.can_mutate(item[1]))
+        # -a + b as b.add_(a, alpha=-1.0), one pass, not a.neg_() and a.add_(b): the same value (b - a either way)
+        if ops[0][0] == -1:
+            plus = next((i for i, (c, op) in enumerate(ops) if c == 1 and self.can_mutate(op)), None)
+            if plus is not None:
+                ops.insert(0, ops.pop(plus))
         c0, acc = ops[0]
         rest = ops[1:]
         if self.can_mutate(acc):

@@ -2526,3 +2526,83 @@ def test_fermi_dirac_sums_whose_growth_cancels_within_ulps_of_mpmath(formula, dt
         worst[which] = (points[i], errors[i])
     assert all(e <= TOLERANCE[dtype] for _, e in worst.values()), (formula, worst)
 
+
+
+@pytest.mark.parametrize("formula", ["cos(x) - sin(x)", "exp(-x**2) - tanh(x)", "erf(x) - atan(x)"])
+def test_in_place_difference_subtracts_into_the_positive_term(formula):
+    """-a + b in in-place code: a.neg_() then a.add_(b) was two passes where b.add_(a, alpha=-1.0) is one, with the
+    same value (b - a, rounded once either way).  The emitted code has no neg_() and subtracts with alpha=-1.0, and
+    its value is b - a of mpmath's terms to a few ulps of the terms (each term and the difference rounded once)."""
+    from numeric.printer import emit_function
+
+    expr = symact.activation(formula).concrete_expr
+    source = emit_function("f", [(X, "x", True)], [expr], (X,), inplace=True)
+    assert "neg_()" not in source and "alpha=-1.0" in source, source
+    namespace = {"torch": torch, "F": torch.nn.functional}
+    exec(PRELUDE, namespace)
+    exec(source, namespace)
+    t = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    plus, minus = (sympy.lambdify(X, term, modules="mpmath") for term in (expr.args[1], -expr.args[0]))
+    reference = torch.tensor([float(plus(p) - minus(p)) for p in t.tolist()], dtype=torch.float64)
+    torch.testing.assert_close(namespace["f"](t.clone())[0], reference, rtol=0, atol=1e-15)
+
+
+def _softplus_beta_gradients(points: np.ndarray, b: float, dtype, device, create_graph: bool):
+    """Per-point d/dbeta of softplus's generated code at beta = b: the in-place backward, or with create_graph the
+    out-of-place (graph) code."""
+    act = symact.activation("softplus")
+    t = torch.tensor(points, dtype=dtype, device=device)
+    s = torch.full_like(t, b).requires_grad_(True)
+    (g,) = torch.autograd.grad(torch_function(act, trainable=("beta",)).apply(t, s).sum(), s,
+                               create_graph=create_graph)
+    return t.cpu().double().numpy(), g.detach().cpu().double().numpy()
+
+
+@pytest.mark.parametrize("create_graph", [False, True], ids=["in_place", "graph"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_trainable_softplus_beta_gradient_does_not_cancel(dtype, create_graph, device):
+    """d/dbeta of Softplus(beta*x)/beta = (x*Sigmoid(u) - Softplus(u)/beta)/beta, u = beta*x: for u > 0 terms ~x
+    whose difference is -(u + 1)*exp(-u)/beta**2 (at beta = 1 float32 gave 0 for -2.9e-12 at x = 30, float64
+    -2.8955e-12 for -2.9009e-12; at beta = 1.5 float32 gave -682.7 at x = 1e10, where it is 0 to 1e-38).  Against
+    mpmath of SymPy's derivative within TOLERANCE ulps where u = beta*x is exact (beta = 1, 0.5), and within
+    TOLERANCE*max(1, |u|) where it is rounded (beta = 1.5: the rounding of u moves the value by u**2*Sigmoid'(u)/
+    |value| ~ |u| times its relative error); far out, where the value underflows, 0."""
+    act = symact.activation("softplus")
+    (beta,) = [p for p in act.params if p.name == "beta"]
+    exact_form = sympy.lambdify((X, beta), sympy.diff(sympy.log(1 + sympy.exp(beta * X)) / beta, beta), "mpmath")
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    near = np.unique(np.concatenate([POINTS64, [100.0, 300.0, 1e3, -100.0, -300.0, -1e3]]))
+    far = np.array([1e6, 1e10, 1e20, 1e30, -1e6, -1e10, -1e20, -1e30])
+    for b in (1.0, 0.5, 1.5):
+        points, g = _softplus_beta_gradients(near, b, dtype, device, create_graph)
+        exact = []
+        for p in points.tolist():
+            # log(1 + exp(u)) keeps its exp(-|u|) at |u|/2.3 more digits
+            with mpmath.workdps(40 + int(abs(p * b) / 2.3) + 4):
+                exact.append(exact_form(mpmath.mpf(p), mpmath.mpf(b)))
+        errors = _ulp_errors(g, exact, np_dtype)
+        bound = TOLERANCE[dtype] * (1.0 if b in (1.0, 0.5) else np.maximum(1.0, np.abs(points * b)))
+        worst = int(np.argmax(errors / bound))
+        assert errors[worst] <= np.broadcast_to(bound, errors.shape)[worst], (b, points[worst], g[worst], errors[worst])
+        # |u| >= 1.5e6: the value is below exp(-1e6), 0 in every format
+        _, g_far = _softplus_beta_gradients(far, b, dtype, device, create_graph)
+        assert np.all(g_far == 0.0), (b, far, g_far)
+
+
+def test_trainable_softplus_beta_gradient_has_its_second_derivatives_at_zero(device):
+    """The beta-gradient is an even function of u = beta*x evaluated at -|u|; in the graph code (create_graph) -|u|
+    is where(u > 0, -u, u), whose slope at u = 0 is 1, so that derivatives of the beta-gradient in x there are right:
+    with abs() (slope 0 at 0) d2/dx2 of d phi/d beta at x = 0 would be 0.  Closed form: phi = Softplus(beta*x)/beta,
+    d/dbeta d2/dx2 phi = Sigmoid'(u) + u*Sigmoid''(u) = 1/4 at x = 0, any beta; and d/dbeta phi = -log(2)/beta**2."""
+    fn = torch_function("softplus", trainable=("beta",)).apply
+    for b in (1.0, 0.7):
+        t = torch.zeros(1, dtype=torch.float64, device=device, requires_grad=True)
+        s = torch.tensor(b, dtype=torch.float64, device=device, requires_grad=True)
+        (gs,) = torch.autograd.grad(fn(t, s).sum(), s, create_graph=True)
+        assert math.isclose(gs.item(), -math.log(2) / b**2, rel_tol=1e-15)
+        (gsx,) = torch.autograd.grad(gs, t, create_graph=True)
+        (gsxx,) = torch.autograd.grad(gsx.sum(), t)
+        assert gsx.item() == 0.0 and math.isclose(gsxx.item(), 0.25, rel_tol=1e-15), (b, gsx.item(), gsxx.item())
+    t = torch.tensor([-3.0, -0.5, 0.0, 0.5, 3.0, 40.0], dtype=torch.float64, device=device, requires_grad=True)
+    s = torch.tensor(0.8, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradgradcheck(fn, (t, s))
