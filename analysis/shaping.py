@@ -16,8 +16,8 @@ graph walker (``graphs.max_subnetwork_value``):
 * **TAT, leaky ReLU**: negative slope a with the network's maximal C(0) = ``eta`` (default 0.9), output
   scale :math:`\sqrt{2/(1+a^2)}` so that Q(q) = q exactly (alpha = 1, beta = delta = 0).
 
-**Solution branch.**  Newton runs from the best points of a (log alpha, beta) grid and collects
-every distinct root; when none converges (large targets need alpha far beyond the grid), a root
+**Solution branch.**  Newton runs from the best points of a (log alpha, beta) grid, and (DKS) from the
+grid cells where the zero contours of both residuals cross, and collects every distinct root; when none converges (large targets need alpha far beyond the grid), a root
 for a smaller target is continued to the requested one, and infeasibility is reported with the
 largest target reached.  Float64 roots are verified on a rule with twice the panels (mpmath at
 20 digits when float64 cannot resolve them), and residuals come from that verified evaluation.
@@ -112,6 +112,8 @@ _N_STARTS = 24  # Newton runs from the best grid points; all distinct roots are 
 # further grid starts, per round (at most two), when _pick is left to take the smallest |beta|
 # (see _more_small_beta_roots); a start that finds no root costs 60 Newton steps
 _N_SMALL_BETA_STARTS = 12
+# Newton runs, at most, from grid cells where the zero contours of both residuals cross (see _crossing_starts)
+_N_CROSSING_STARTS = 12
 # Newton starts at beta = 0 of a mirror-symmetric activation start here instead (see _solve_f64)
 _SYMMETRIC_START_BETA = 0.01
 
@@ -358,6 +360,58 @@ def _more_small_beta_roots(roots: list, rest: list, newton_from: Callable, branc
     return roots
 
 
+def _crossing_starts(points, grid_alpha, grid_beta, index: int, shift: float, roots: list) -> list:
+    """Centres (score, log alpha, beta) of the (log alpha, beta) grid cells where both residuals change sign
+    (once ``shift`` is added to residual ``index``), best first, leaving out cells next to a root in ``roots``.
+
+    A root of two equations in two unknowns lies where their zero contours cross, so a cell whose corners
+    give both residuals of either sign is a start the ranking by residual size can miss: silu at C'(1) = 1.5
+    has the roots (alpha 0.555, beta -1.887) and (1.384, -4.446), and Newton from the 24 best grid points
+    found neither (small-alpha points, where C'(1) - 1.5 ~ -0.5 everywhere, ranked first), so the solver
+    continued a branch that folds at C'(1) = 1.4799 and refused.  Only systems of two residuals (DKS) are
+    scanned; TAT's three residuals (delta = -E[phi] on the grid) have no such crossing."""
+    index_of = {(la, b): res for la, b, res in points}
+    if not points or len(points[0][2]) != 2:
+        return []
+    step_a, step_b = grid_alpha[1] - grid_alpha[0], grid_beta[1] - grid_beta[0]
+    known = [(math.log(r["alpha"]), r["beta"]) for r in roots]
+    cells = []
+    for i in range(len(grid_alpha) - 1):
+        for j in range(len(grid_beta) - 1):
+            corners = [index_of.get((float(grid_alpha[i + di]), float(grid_beta[j + dj])))
+                       for di, dj in ((0, 0), (1, 0), (0, 1), (1, 1))]
+            if any(c is None for c in corners):
+                continue
+            shifted = [[r + (shift if k == index else 0.0) for k, r in enumerate(c)] for c in corners]
+            if not all(min(c[k] for c in shifted) <= 0.0 <= max(c[k] for c in shifted) for k in range(2)):
+                continue
+            la, b = float(grid_alpha[i] + step_a / 2), float(grid_beta[j] + step_b / 2)
+            # a root within the cell or its neighbours is already known: Newton from here would find it again
+            if any(abs(la - kla) <= 1.5 * step_a and abs(b - kb) <= 1.5 * step_b for kla, kb in known):
+                continue
+            cells.append((min(max(abs(v) for v in c) for c in shifted), la, b))
+    cells.sort()
+    return cells
+
+
+def _crossing_roots(roots: list, cells: list, newton_from: Callable, branch: str, grid_alpha, grid_beta) -> list:
+    """``roots`` and the distinct roots Newton finds from the grid cells ``cells`` (see :func:`_crossing_starts`),
+    at most :data:`_N_CROSSING_STARTS` runs; a cell next to a root found meanwhile is skipped."""
+    roots = list(roots)
+    step_a, step_b = grid_alpha[1] - grid_alpha[0], grid_beta[1] - grid_beta[0]
+    runs = 0
+    for _, la, b in cells:
+        if runs >= _N_CROSSING_STARTS or (branch == "any" and roots):
+            break
+        if any(abs(la - math.log(r["alpha"])) <= 1.5 * step_a and abs(b - r["beta"]) <= 1.5 * step_b for r in roots):
+            continue
+        runs += 1
+        for r in _roots([(0.0, la, b)], newton_from, 1, branch):
+            if not any(abs(r["alpha"] - s["alpha"]) < 1e-9 and abs(r["beta"] - s["beta"]) < 1e-9 for s in roots):
+                roots.append(r)
+    return roots
+
+
 def _continuation(newton_at: Callable, start_target: float, x_start: list, target: float, max_steps: int = 120):
     """Follow a root from ``start_target`` to ``target`` (``newton_at(t, x0)`` -> x or None).
 
@@ -386,7 +440,8 @@ def _solve_f64(points, residual_index: int, grid_target: float, target: float, b
                newton_at: Callable, x0_of: Callable, scale_of: Callable, branch: str, odd_offset=None):
     """Float64 roots for ``target``: Newton from the best grid points; when none converges, a root
     for an easier target base + (target - base)/4^k (the first k = 1..6 that has one) continued
-    to ``target``.  When the roots found leave :func:`_pick` to take the smallest |beta| (see
+    to ``target``.  Newton also runs from the grid cells where the zero contours of both residuals cross
+    (:func:`_crossing_starts`; DKS only).  When the roots found leave :func:`_pick` to take the smallest |beta| (see
     :func:`_more_small_beta_roots`), Newton also runs from further grid points with a smaller |beta|.
 
     Returns (roots, reached): ``reached`` is None, or (largest target the continuation reached,
@@ -410,6 +465,9 @@ def _solve_f64(points, residual_index: int, grid_target: float, target: float, b
         return _roots(_ranked(points, residual_index, grid_target - t, scale_of(t)), newton_from(t), n_starts, branch)
 
     roots = run(target, _N_STARTS)
+    # roots where the residuals' zero contours cross in a grid cell that the best points missed
+    cells = _crossing_starts(points, _GRID_LOG_ALPHA, _GRID_BETA, residual_index, grid_target - target, roots)
+    roots = _crossing_roots(roots, cells, newton_from(target), branch, _GRID_LOG_ALPHA, _GRID_BETA)
     if roots:
         ranked = _ranked(points, residual_index, grid_target - target, scale_of(target))
         return _more_small_beta_roots(roots, ranked[_N_STARTS:], newton_from(target), branch, odd_offset), None

@@ -1167,6 +1167,28 @@ def test_the_smallest_abs_beta_fallback_finds_roots_beyond_the_best_grid_starts(
         assert alpha_range[0] < other.alpha < alpha_range[1] and -1.2 < other.beta < -1.0, (c, other.alpha, other.beta)
 
 
+@pytest.mark.parametrize("name, reference_roots", [
+    ("silu", [(0.55484509060570098, -1.8870503061440028), (1.3838174375340195, -4.4463036471353341)]),
+    ("mish", [(0.53826021028638109, -1.8060490570768657), (1.3157765234275863, -4.1977989165362554)]),
+])
+def test_dks_finds_roots_where_the_residual_contours_cross_beyond_the_best_grid_starts(name, reference_roots):
+    """silu (x * sigmoid(x)) at C'(1) = 1.5 was refused ("C'(1) = 1.4799 was the largest reached ... following
+    one branch"): Newton from the 24 best grid points found no root, and the continuation followed a branch
+    that folds.  An independent scan of (alpha in [0.01, 30], beta in [-20, 20]) for crossings of the zero
+    contours of C'(1) - 1.5 and Q'(1) - 1 (gamma, delta eliminated in closed form), refined and confirmed
+    at 30 digits, finds exactly two roots, (0.5548451, -1.8870503) and (1.3838174, -4.4463036), both with
+    beta < 0, so the documented rule (no beta >= 0 root: the smallest |beta|) takes the first.  mish likewise
+    ("C'(1) = 1.4839 was the largest reached"; the scan's roots (0.5382602, -1.8060491), (1.3157765, -4.1977989)).
+    Reference: the conditions by mpmath.quad at 30 digits."""
+    sol = solve_dks_layer(name, c_slope=1.5)
+    achieved = _quad_dks_conditions(name, sol, dps=30)
+    for key, target in (("q_value", 1), ("c_at_0", 0), ("c_slope", mpmath.mpf(3) / 2), ("q_slope", 1)):
+        assert abs(achieved[key] - target) < 1e-12, (key, achieved[key])
+    want = min(reference_roots, key=lambda r: abs(r[1]))
+    assert abs(sol.alpha - want[0]) < 1e-9 and abs(sol.beta - want[1]) < 1e-9, (sol.alpha, sol.beta)
+    assert sol.branch.startswith("no beta >= 0 root; smallest |beta|"), sol.branch
+
+
 def _conv_graph_with_pool(pool_mid: bool):
     """input -> linear -> act -> [pool] -> linear -> act -> pool -> linear -> output (a conv net's shape)."""
     import graphs
