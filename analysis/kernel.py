@@ -1371,27 +1371,25 @@ class KernelMaps:
     def _closed_q_derivative(self, n: int):
         """d^nQ/dq^n of the closed form while its formula and those of the lower orders have at most
         :data:`FORMULA_MAX_NODES` nodes, else None (cached)."""
-        forms = self._cache.setdefault("closed dQ", [self.closed_form.q_map])
-
-        def derivative(k):
-            while len(forms) <= k:
-                forms.append(sympy.diff(forms[-1], Q_SYM))
-            return forms[k]
-        return _derivative_within_budget(self._cache.setdefault("closed dQ budget", {}), derivative, n)
+        return self._closed_derivative(n, "closed dQ", self.closed_form.q_map, Q_SYM)
 
     def _closed_c_derivative(self, n: int):
-        """d^nC/dc^n of the closed form while its formula and those of the lower orders have at most
-        :data:`FORMULA_MAX_NODES` nodes, else None (cached).  Built one order at a time: SymPy's
-        ``diff(C, c, n)`` expands the n-th derivative of each product by Leibniz's rule at once, and took 26 s
-        for erf's C^(40) (one order at a time: 2 s; the formulas grow linearly with the order for every closed
-        form known, 1139 nodes at order 30 for erf's)."""
-        forms = self._cache.setdefault("closed dC", [self.closed_form.c_map])
+        """d^nC/dc^n of the closed form, as :meth:`_closed_q_derivative`."""
+        return self._closed_derivative(n, "closed dC", self.closed_form.c_map, C_SYM)
+
+    def _closed_derivative(self, n: int, key: str, formula, symbol):
+        """The n-th derivative of ``formula`` in ``symbol`` within :data:`FORMULA_MAX_NODES` (see
+        :func:`_derivative_within_budget`), else None; the orders are cached under ``key``.  Built one order
+        at a time: SymPy's ``diff(C, c, n)`` expands the n-th derivative of each product by Leibniz's rule at
+        once, and took 26 s for erf's C^(40) (one order at a time: 2 s; the formulas grow linearly with the
+        order for every closed form known, 1139 nodes at order 30 for erf's)."""
+        forms = self._cache.setdefault(key, [formula])
 
         def derivative(k):
             while len(forms) <= k:
-                forms.append(sympy.diff(forms[-1], C_SYM))
+                forms.append(sympy.diff(forms[-1], symbol))
             return forms[k]
-        return _derivative_within_budget(self._cache.setdefault("closed dC budget", {}), derivative, n)
+        return _derivative_within_budget(self._cache.setdefault(key + " budget", {}), derivative, n)
 
     def _quadrature_twin(self) -> "KernelMaps":
         """The mpmath engine's maps of the same phi at the same dps (the closed engine's fallback where a
